@@ -1,0 +1,83 @@
+//! Process-level measurements from `/proc` (Linux), std only.
+
+use std::fs;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Clock ticks per second for `/proc/self/stat` (`getconf CLK_TCK`, 100 if unknown).
+fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// CPU seconds used so far by this process: the sum of every live thread's on-CPU time
+/// from `/proc/self/task/*/schedstat` (nanosecond resolution), or, where that file does
+/// not exist, [`process_cpu_seconds_ticks`]. Threads that already exited are not counted
+/// by the former, so take both readings while the same threads are alive (a tokio
+/// runtime's workers are).
+pub fn process_cpu_seconds() -> f64 {
+    schedstat_cpu_seconds().unwrap_or_else(process_cpu_seconds_ticks)
+}
+
+fn schedstat_cpu_seconds() -> Option<f64> {
+    let mut ns: u64 = 0;
+    for entry in fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread may exit between listing and reading: skip it.
+        let Ok(text) = fs::read_to_string(path) else {
+            continue;
+        };
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// User + system CPU seconds used so far by this whole process (all threads, including
+/// threads that already exited). Resolution: one clock tick (usually 10 ms).
+pub fn process_cpu_seconds_ticks() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // The command name (field 2) is in parentheses and may contain spaces: split after it.
+    let rest = &stat[stat.rfind(')').expect("malformed /proc/self/stat") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    (utime + stime) as f64 / clock_ticks() as f64
+}
+
+/// Peak resident set size of this process so far (`VmHWM`), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Current resident set size of this process (`VmRSS`), in KiB.
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(key: &str) -> u64 {
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The 1-minute load average, to flag noisy runs.
+pub fn load_average_1m() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
