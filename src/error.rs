@@ -1,0 +1,411 @@
+//! Error types: why a submission was rejected, and why a task did not produce a value.
+//!
+//! Every rejection hands the rejected task back with `into_inner`, so nothing is lost
+//! silently. Every type here is `Send + Sync` whenever the task is `Send` (the task is kept
+//! behind a lock that is never taken), and its `Debug` does not require the task to be
+//! `Debug`.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Mutex;
+
+/// Holds a rejected task so that the error is `Sync` even when the task is not.
+///
+/// The mutex is never locked: it is only there to make the wrapper `Sync` for any `Send`
+/// task, the same trick as `SyncWrapper` in the tokio ecosystem.
+struct Rejected<F>(Mutex<F>);
+
+impl<F> Rejected<F> {
+    fn new(task: F) -> Self {
+        Rejected(Mutex::new(task))
+    }
+
+    fn into_inner(self) -> F {
+        // The lock is never taken, so it cannot be poisoned; recover the value either way.
+        self.0.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why [`submit`](crate::CommonAioPool::submit) or `blocking_submit` rejected a task.
+///
+/// The task is handed back by [`into_inner`](SubmitError::into_inner).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::CommonAioPool;
+///
+/// let pool = CommonAioPool::new(2, 10);
+/// pool.shutdown().await;
+/// let err = pool.submit(async { 1 }).await.unwrap_err();
+/// assert!(err.is_closed());
+/// let task = err.into_inner(); // the future comes back unpolled
+/// assert_eq!(task.await, 1);
+/// # }
+/// ```
+pub struct SubmitError<F> {
+    kind: SubmitErrorKind,
+    task: Rejected<F>,
+}
+
+/// The reason carried by a [`SubmitError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubmitErrorKind {
+    /// The pool was shut down (or every handle to it was dropped) before the task was
+    /// accepted.
+    Closed,
+    /// The submit came from a task running inside this same pool while the pool had no
+    /// room. Waiting would hold a slot while waiting for a slot, which deadlocks as soon as
+    /// every running task does it, so the submit fails at once instead.
+    WouldDeadlock,
+}
+
+impl<F> SubmitError<F> {
+    pub(crate) fn new(kind: SubmitErrorKind, task: F) -> Self {
+        SubmitError {
+            kind,
+            task: Rejected::new(task),
+        }
+    }
+
+    pub(crate) fn closed(task: F) -> Self {
+        SubmitError::new(SubmitErrorKind::Closed, task)
+    }
+
+    /// Why the task was rejected.
+    pub fn kind(&self) -> SubmitErrorKind {
+        self.kind
+    }
+
+    /// Returns `true` if the pool was closed.
+    pub fn is_closed(&self) -> bool {
+        self.kind == SubmitErrorKind::Closed
+    }
+
+    /// Returns `true` if the submit was refused because it came from inside the full pool.
+    pub fn is_would_deadlock(&self) -> bool {
+        self.kind == SubmitErrorKind::WouldDeadlock
+    }
+
+    /// Gives back the rejected task, never polled.
+    pub fn into_inner(self) -> F {
+        self.task.into_inner()
+    }
+}
+
+impl<F> fmt::Debug for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitError")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            SubmitErrorKind::Closed => f.write_str("the pool is shut down and accepts no tasks"),
+            SubmitErrorKind::WouldDeadlock => f.write_str(
+                "a task running in this pool submitted to the same pool while it was full; \
+                 waiting would deadlock",
+            ),
+        }
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+/// Why [`try_submit`](crate::CommonAioPool::try_submit) rejected a task.
+///
+/// The task is handed back by [`into_inner`](TrySubmitError::into_inner).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::NoQueueAioPool;
+///
+/// let pool = NoQueueAioPool::new(1);
+/// let _first = pool.try_submit(std::future::pending::<()>()).unwrap();
+/// let err = pool.try_submit(async {}).unwrap_err();
+/// assert!(err.is_full());
+/// # }
+/// ```
+pub struct TrySubmitError<F> {
+    closed: bool,
+    task: Rejected<F>,
+}
+
+impl<F> TrySubmitError<F> {
+    pub(crate) fn new(err: crate::engine::AdmitError, task: F) -> Self {
+        TrySubmitError {
+            closed: matches!(err, crate::engine::AdmitError::Closed),
+            task: Rejected::new(task),
+        }
+    }
+
+    pub(crate) fn closed(task: F) -> Self {
+        TrySubmitError {
+            closed: true,
+            task: Rejected::new(task),
+        }
+    }
+
+    /// Returns `true` if the pool had no room (all slots busy and the queue full).
+    pub fn is_full(&self) -> bool {
+        !self.closed
+    }
+
+    /// Returns `true` if the pool was shut down.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Gives back the rejected task, never polled.
+    pub fn into_inner(self) -> F {
+        self.task.into_inner()
+    }
+}
+
+impl<F> fmt::Debug for TrySubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if self.closed { "Closed" } else { "Full" };
+        f.debug_tuple(name).finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for TrySubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.closed {
+            f.write_str("the pool is shut down and accepts no tasks")
+        } else {
+            f.write_str("the pool is full")
+        }
+    }
+}
+
+impl<F> std::error::Error for TrySubmitError<F> {}
+
+/// Why a task accepted by a pool produced no value.
+///
+/// Returned by awaiting a [`TaskHandle`](crate::TaskHandle).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::CommonAioPool;
+///
+/// let pool = CommonAioPool::new(1, 1);
+/// let handle = pool.submit(async { panic!("boom") }).await.unwrap();
+/// let err = handle.await.unwrap_err();
+/// assert!(err.is_panic());
+/// # }
+/// ```
+pub struct TaskError {
+    repr: Repr,
+}
+
+enum Repr {
+    Panicked(Mutex<Box<dyn Any + Send + 'static>>),
+    Cancelled(CancelReason),
+}
+
+/// Why a task was cancelled before it could finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// [`TaskHandle::abort`](crate::TaskHandle::abort) was called.
+    Aborted,
+    /// A shutdown deadline passed before the task finished, so the pool dropped it.
+    Abandoned,
+    /// The tokio runtime that drove the pool shut down (for example `#[tokio::main]`
+    /// returned) while the task was queued or running.
+    RuntimeShutdown,
+    /// [`SmartAioPool::cancel_all`](crate::SmartAioPool::cancel_all) was called.
+    CancelAll,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CancelReason::Aborted => "the task was aborted",
+            CancelReason::Abandoned => "the task was abandoned when the shutdown deadline passed",
+            CancelReason::RuntimeShutdown => {
+                "the tokio runtime driving the pool shut down before the task finished"
+            }
+            CancelReason::CancelAll => "the task was cancelled by cancel_all",
+        })
+    }
+}
+
+impl TaskError {
+    pub(crate) fn panicked(payload: Box<dyn Any + Send + 'static>) -> Self {
+        TaskError {
+            repr: Repr::Panicked(Mutex::new(payload)),
+        }
+    }
+
+    pub(crate) fn cancelled(reason: CancelReason) -> Self {
+        TaskError {
+            repr: Repr::Cancelled(reason),
+        }
+    }
+
+    /// Returns `true` if the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panicked(_))
+    }
+
+    /// Returns `true` if the task was cancelled (aborted, abandoned, or lost to a runtime
+    /// shutdown).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled(_))
+    }
+
+    /// Why the task was cancelled, or `None` if it panicked.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        match self.repr {
+            Repr::Cancelled(reason) => Some(reason),
+            Repr::Panicked(_) => None,
+        }
+    }
+
+    /// Returns the panic payload, or gives the error back if the task did not panic.
+    ///
+    /// Use it with [`std::panic::resume_unwind`] to re-raise the task's panic.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, TaskError> {
+        match self.repr {
+            Repr::Panicked(p) => Ok(p.into_inner().unwrap_or_else(|e| e.into_inner())),
+            repr => Err(TaskError { repr }),
+        }
+    }
+
+    /// Returns the panic payload.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the task did not panic; check [`is_panic`](TaskError::is_panic) first.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.try_into_panic()
+            .expect("TaskError::into_panic called on a task that did not panic")
+    }
+
+    fn panic_message(&self) -> Option<String> {
+        let Repr::Panicked(p) = &self.repr else {
+            return None;
+        };
+        let guard = p.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = guard.downcast_ref::<&'static str>() {
+            Some((*s).to_string())
+        } else {
+            guard.downcast_ref::<String>().cloned()
+        }
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Panicked(_) => f
+                .debug_tuple("Panicked")
+                .field(&self.panic_message().unwrap_or_else(|| "..".into()))
+                .finish(),
+            Repr::Cancelled(reason) => f.debug_tuple("Cancelled").field(reason).finish(),
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Panicked(_) => match self.panic_message() {
+                Some(msg) => write!(f, "the task panicked: {msg}"),
+                None => f.write_str("the task panicked"),
+            },
+            Repr::Cancelled(reason) => fmt::Display::fmt(reason, f),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// Why [`run`](crate::CommonAioPool::run) produced no value: the task was rejected, or it
+/// was accepted and then failed.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::{CommonAioPool, RunError};
+///
+/// let pool = CommonAioPool::new(1, 1);
+/// match pool.run(async { 21 * 2 }).await {
+///     Ok(v) => assert_eq!(v, 42),
+///     Err(RunError::Rejected(e)) => panic!("rejected: {e}"),
+///     Err(RunError::Failed(e)) => panic!("failed: {e}"),
+/// }
+/// # }
+/// ```
+#[non_exhaustive]
+pub enum RunError<F> {
+    /// The pool did not accept the task; the task is inside.
+    Rejected(SubmitError<F>),
+    /// The task was accepted but panicked or was cancelled.
+    Failed(TaskError),
+}
+
+impl<F> RunError<F> {
+    /// Returns the task error, if the task was accepted and failed.
+    pub fn into_task_error(self) -> Option<TaskError> {
+        match self {
+            RunError::Failed(e) => Some(e),
+            RunError::Rejected(_) => None,
+        }
+    }
+}
+
+impl<F> From<SubmitError<F>> for RunError<F> {
+    fn from(e: SubmitError<F>) -> Self {
+        RunError::Rejected(e)
+    }
+}
+
+impl<F> From<TaskError> for RunError<F> {
+    fn from(e: TaskError) -> Self {
+        RunError::Failed(e)
+    }
+}
+
+impl<F> fmt::Debug for RunError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Rejected(e) => f.debug_tuple("Rejected").field(e).finish(),
+            RunError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+        }
+    }
+}
+
+impl<F> fmt::Display for RunError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Rejected(e) => fmt::Display::fmt(e, f),
+            RunError::Failed(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<F> std::error::Error for RunError<F> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Rejected(_) => None,
+            RunError::Failed(e) => Some(e),
+        }
+    }
+}

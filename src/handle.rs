@@ -1,0 +1,151 @@
+//! [`TaskHandle`]: the future a submit returns, resolving to the task's result.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::blocking;
+use crate::error::{CancelReason, TaskError};
+
+/// The receiving end of a task's result.
+pub(crate) type ResultTx<T> = oneshot::Sender<Result<T, TaskError>>;
+
+/// Something that can cancel a submitted task.
+pub(crate) trait Abort: Send + Sync + 'static {
+    fn abort(&self);
+}
+
+/// A handle to a task submitted to a pool; awaiting it gives the task's result.
+///
+/// `TaskHandle<T>` is a `Future<Output = Result<T, TaskError>>` that is `Send` (when `T` is)
+/// and `Unpin`. From a thread that is not async, use [`blocking_wait`](Self::blocking_wait).
+///
+/// The handle resolves exactly once: to `Ok(value)`, or to a [`TaskError`] saying the task
+/// panicked or why it was cancelled. A task that can never complete (aborted, abandoned at a
+/// shutdown deadline, lost to a runtime shutdown) resolves to an error; it never hangs.
+///
+/// # Dropping
+///
+/// Dropping the handle **detaches** the task: it still runs to completion and its result is
+/// discarded. Use [`abort`](Self::abort) to cancel it.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::CommonAioPool;
+///
+/// let pool = CommonAioPool::new(4, 100);
+/// let handle = pool.submit(async { 6 * 7 }).await.unwrap();
+/// assert_eq!(handle.await.unwrap(), 42);
+/// # }
+/// ```
+#[must_use = "dropping a TaskHandle detaches the task: it keeps running and its result is discarded"]
+pub struct TaskHandle<T> {
+    rx: oneshot::Receiver<Result<T, TaskError>>,
+    abort: Arc<dyn Abort>,
+}
+
+impl<T> TaskHandle<T> {
+    pub(crate) fn new(rx: oneshot::Receiver<Result<T, TaskError>>, abort: Arc<dyn Abort>) -> Self {
+        TaskHandle { rx, abort }
+    }
+
+    /// Cancels the task.
+    ///
+    /// A queued task is dropped without running when its turn comes; a running task is
+    /// dropped at its next `.await` point. The handle then resolves to a [`TaskError`] whose
+    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`]. Aborting a
+    /// task that already finished does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::{CancelReason, CommonAioPool};
+    ///
+    /// let pool = CommonAioPool::new(1, 1);
+    /// let handle = pool.submit(std::future::pending::<()>()).await.unwrap();
+    /// handle.abort();
+    /// let err = handle.await.unwrap_err();
+    /// assert_eq!(err.cancel_reason(), Some(CancelReason::Aborted));
+    /// # }
+    /// ```
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// Returns `true` once the task has finished (its result is ready to take).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::CommonAioPool;
+    ///
+    /// let pool = CommonAioPool::new(1, 1);
+    /// let handle = pool.submit(async { 1 }).await.unwrap();
+    /// pool.shutdown().await;
+    /// assert!(handle.is_finished());
+    /// # }
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        !self.rx.is_empty() || self.rx.is_terminated()
+    }
+
+    /// Waits for the task's result from a thread that is not async.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called from a thread with a tokio runtime context (inside an async task,
+    /// `block_on` or `spawn_blocking`), where blocking could deadlock. Await the handle there
+    /// instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nb_aiopool::CommonAioPool;
+    ///
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// let pool = CommonAioPool::new(2, 10);
+    /// let handle = rt.block_on(pool.submit(async { "done" })).unwrap();
+    /// assert_eq!(handle.blocking_wait().unwrap(), "done");
+    /// ```
+    #[track_caller]
+    pub fn blocking_wait(self) -> Result<T, TaskError> {
+        blocking::assert_not_in_runtime("TaskHandle::blocking_wait", "handle.await");
+        blocking::block_on(self)
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            // Every job sends a result (or a cancellation) before it is dropped, so a closed
+            // channel means the job was dropped without running its drop code, which only
+            // happens when its runtime is torn down.
+            Poll::Ready(Err(_)) => {
+                Poll::Ready(Err(TaskError::cancelled(CancelReason::RuntimeShutdown)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("finished", &self.is_finished())
+            .finish_non_exhaustive()
+    }
+}

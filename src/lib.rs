@@ -1,0 +1,100 @@
+//! Async concurrency pools **with backpressure** for tokio.
+//!
+//! Push millions of async jobs (HTTP calls, queue messages, crawls, load tests) through a
+//! bounded number of slots, without the memory blow-up of "spawn everything, limit with a
+//! `Semaphore` inside the task", and without losing work when `main` returns.
+//!
+//! A Rust port of the Python package `nb_aiopool`, keeping its names.
+//!
+//! # Which pool do I want?
+//!
+//! | pool | takes | queue | workers | when `main` returns |
+//! |---|---|---|---|---|
+//! | [`CommonAioPool`] | futures | bounded FIFO (`max_queue_size`) | fixed (`max_concurrency`) | call [`shutdown_all_common_aiopools`] at the end of `main` |
+//! | [`NoQueueAioPool`] | futures | none: `submit` waits for a free slot | fixed | call [`wait_all_no_queue_aiopools`] |
+//! | [`SmartAioPool`] | recipes (`Fn() -> Future`) | bounded FIFO | elastic (`min_workers`..=`max_concurrency`) | nothing to call: unfinished tasks still complete ([`smart_run`], or an at-exit hook) |
+//!
+//! - Most programs: [`CommonAioPool`]. It is the fastest per job and its queue lets the
+//!   producer run ahead a little.
+//! - You want `submit` to return only when the job has really started: [`NoQueueAioPool`].
+//! - Fire-and-forget jobs that must not be lost when `main` returns, or elastic workers:
+//!   [`SmartAioPool`].
+//!
+//! # Why not a `Semaphore`?
+//!
+//! ```no_run
+//! # async fn job(_: String) {}
+//! # #[tokio::main] async fn main() {
+//! let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(1000));
+//! for i in 0..10_000_000 {
+//!     let sem = sem.clone();
+//!     // Every task is created *now*; each waits for its permit inside. Memory grows with N.
+//!     tokio::spawn(async move {
+//!         let _permit = sem.acquire().await;
+//!         job(format!("{}_{i}", "task".repeat(100))).await
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! With a pool, `submit(..).await` waits while the pool is full, so the loop only creates a
+//! job when there is room for it: memory depends on the pool's size, never on N.
+//!
+//! ```
+//! use nb_aiopool::{shutdown_all_common_aiopools, CommonAioPool};
+//!
+//! async fn job(payload: String) -> usize {
+//!     tokio::task::yield_now().await;
+//!     payload.len()
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = CommonAioPool::new(1000, 1000);
+//! for i in 0..10_000 {
+//!     // Drop the handle: nothing to keep per job.
+//!     let _ = pool.submit(job(format!("{}_{i}", "task".repeat(100)))).await.unwrap();
+//! }
+//! shutdown_all_common_aiopools().await; // waits for what is still queued or running
+//! assert_eq!(pool.stats().completed, 10_000);
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - At most `max_concurrency` jobs run at once, on all runtime threads; queued jobs start
+//!   in submission order.
+//! - Every accepted job resolves its [`TaskHandle`] exactly once: a value, or a
+//!   [`TaskError`] saying it panicked or why it was cancelled. A panic never reduces a
+//!   pool's capacity. Every rejected submission hands the job back.
+//! - `submit` is cancel safe; `try_submit` never waits; `blocking_submit` serves plain
+//!   threads and refuses to block a thread that drives async tasks.
+//! - A job that submits into its own full pool gets an error instead of a deadlock.
+//!
+//! # Feature flags
+//!
+//! - `monitor`: a per-interval process CPU / resident-memory monitor (the seed's
+//!   `thread_show_process_cpu_usage` and `thread_show_process_memory_usage`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod blocking;
+mod common;
+mod engine;
+mod error;
+mod handle;
+mod no_queue;
+mod registry;
+mod smart;
+mod stats;
+mod sys;
+mod task;
+
+pub use common::CommonAioPool;
+pub use error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
+pub use handle::TaskHandle;
+pub use no_queue::NoQueueAioPool;
+pub use registry::{shutdown_all_common_aiopools, wait_all_no_queue_aiopools};
+pub use smart::{shutdown_all_smart_aiopools, smart_run, SmartAioPool, SmartAioPoolBuilder};
+pub use stats::{PoolStats, ShutdownReport};

@@ -1,0 +1,977 @@
+//! [`SmartAioPool`]: elastic workers, re-runnable recipes, and no task lost when `main`
+//! returns.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use futures_util::FutureExt;
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+
+use crate::engine::{BoxRun, ElasticConfig, Engine, Job, Outcome, PoolKind, RunJob};
+use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
+use crate::handle::{Abort, ResultTx, TaskHandle};
+use crate::registry::ensure_exit_hook;
+use crate::stats::{PoolStats, ShutdownReport};
+use crate::task::{join_in_order, AbortFlag};
+
+/// A pool of elastic workers that runs *recipes* (closures that build a future) and, with
+/// `auto_shutdown` (the default), finishes every submitted task before the process exits,
+/// even if nobody awaited it.
+///
+/// This is the seed's `SmartAioPool`. Compared with [`CommonAioPool`](crate::CommonAioPool):
+///
+/// - **Recipes, not futures.** `submit(move || async move { .. })` takes an
+///   `Fn() -> Future`, so a task interrupted by the end of its runtime can be started again
+///   from scratch on a fresh one (the seed's `submit(func, *args)`).
+/// - **Elastic workers.** It starts with `min_workers` workers, adds one whenever queued
+///   tasks outnumber idle workers (up to `max_concurrency`), and retires a worker idle for
+///   `idle_timeout` (never below `min_workers`). A worker is a running slot of the pool's
+///   drivers, not a tokio task, so adding one costs nothing.
+/// - **No task lost at exit.** See [Shutdown](#shutdown).
+///
+/// # Shutdown
+///
+/// With `auto_shutdown(true)` (the default), every task submitted to the pool completes
+/// before the process ends:
+///
+/// 1. under [`smart_run`], which waits for every such pool before returning;
+/// 2. when a plain `#[tokio::main]` returns, or the program calls `std::process::exit`,
+///    while tasks are queued or running: an at-exit hook starts a fresh runtime and runs
+///    them there. A task that never started runs once. A task that was *interrupted*
+///    mid-run (its runtime went away, or `process::exit` was called while it ran) is run
+///    **again from its recipe**: delivery is *at least once*, so make recipes safe to
+///    repeat (idempotent), or await their handles. That is why tasks are recipes.
+///
+/// What cannot be covered: a process killed by a signal it does not handle (`SIGKILL`,
+/// default `SIGTERM`/`SIGINT`), `std::process::abort`, a panic with `panic = "abort"`, a
+/// crash, or a task that never finishes (the exit then waits for it). For Ctrl-C and
+/// `SIGTERM`, handle the signal and shut down (see [`shutdown_all_smart_aiopools`]).
+///
+/// A pool with `auto_shutdown(false)` is left out of both automatic waits; shut it down
+/// yourself.
+///
+/// # Dropping
+///
+/// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping every handle does
+/// not cancel or lose anything: a pool is kept in a process-wide list until it is shut down
+/// (so its tasks still finish, and the at-exit hook can find them). Create pools once
+/// (for example in a `static`), not per request.
+///
+/// # Examples
+///
+/// ```
+/// use nb_aiopool::SmartAioPool;
+///
+/// async fn sample_task(x: u64) -> u64 {
+///     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+///     x * 2
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = SmartAioPool::new(10);
+///
+/// // run = submit, then await the result.
+/// assert_eq!(pool.run(|| sample_task(5)).await.unwrap(), 10);
+///
+/// let mut handles = Vec::new();
+/// for i in 0..20 {
+///     handles.push(pool.submit(move || sample_task(i)).await.unwrap());
+/// }
+/// for (i, h) in handles.into_iter().enumerate() {
+///     assert_eq!(h.await.unwrap(), i as u64 * 2);
+/// }
+/// pool.shutdown().await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SmartAioPool {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    engine: Arc<Engine<SmartJob>>,
+    auto_shutdown: bool,
+}
+
+static SMART_POOLS: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
+
+fn smart_pools() -> MutexGuard<'static, Vec<Arc<Inner>>> {
+    SMART_POOLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds a [`SmartAioPool`] with settings other than the defaults.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use nb_aiopool::SmartAioPool;
+///
+/// let pool = SmartAioPool::builder()
+///     .max_concurrency(50)
+///     .max_queue_size(500)
+///     .min_workers(2)
+///     .idle_timeout(Duration::from_secs(10))
+///     .auto_shutdown(true)
+///     .build();
+/// assert_eq!(pool.worker_count(), 2);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SmartAioPoolBuilder {
+    max_concurrency: usize,
+    max_queue_size: usize,
+    min_workers: usize,
+    idle_timeout: Duration,
+    auto_shutdown: bool,
+}
+
+impl Default for SmartAioPoolBuilder {
+    fn default() -> Self {
+        SmartAioPoolBuilder {
+            max_concurrency: 100,
+            max_queue_size: 1000,
+            min_workers: 1,
+            idle_timeout: Duration::from_secs(5),
+            auto_shutdown: true,
+        }
+    }
+}
+
+impl SmartAioPoolBuilder {
+    /// The most tasks that run at once (and the most workers). Default: 100.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// The most tasks that wait in the queue; 0 means no waiting room (a submit waits for
+    /// a free worker). Default: 1000.
+    pub fn max_queue_size(mut self, n: usize) -> Self {
+        self.max_queue_size = n;
+        self
+    }
+
+    /// Workers kept even when idle. Default: 1.
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.min_workers = n;
+        self
+    }
+
+    /// How long a worker beyond `min_workers` may stay idle before it retires.
+    /// Default: 5 seconds.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Whether the pool's tasks are finished automatically by [`smart_run`] and at process
+    /// exit. Default: `true`.
+    pub fn auto_shutdown(mut self, enabled: bool) -> Self {
+        self.auto_shutdown = enabled;
+        self
+    }
+
+    /// Creates the pool. No runtime is needed; it starts on first use.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_concurrency` is 0, if `min_workers` exceeds `max_concurrency`, or if
+    /// `max_concurrency + max_queue_size` exceeds `tokio::sync::Semaphore::MAX_PERMITS`.
+    #[track_caller]
+    pub fn build(self) -> SmartAioPool {
+        let engine = Arc::new(Engine::new(
+            PoolKind::Smart,
+            self.max_concurrency,
+            self.max_queue_size,
+            Some(ElasticConfig {
+                min_workers: self.min_workers,
+                idle_timeout: self.idle_timeout,
+            }),
+        ));
+        let inner = Arc::new(Inner {
+            engine,
+            auto_shutdown: self.auto_shutdown,
+        });
+        smart_pools().push(Arc::clone(&inner));
+        ensure_exit_hook();
+        SmartAioPool { inner }
+    }
+}
+
+impl SmartAioPool {
+    /// Creates a pool running at most `max_concurrency` tasks at once, with the other
+    /// settings at their defaults (queue 1000, 1 minimum worker, 5 s idle timeout,
+    /// `auto_shutdown` on).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_concurrency` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::SmartAioPool::new(10);
+    /// assert_eq!(pool.worker_count(), 1);
+    /// ```
+    #[track_caller]
+    pub fn new(max_concurrency: usize) -> Self {
+        Self::builder().max_concurrency(max_concurrency).build()
+    }
+
+    /// A builder with the default settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::SmartAioPool::builder().min_workers(3).build();
+    /// assert_eq!(pool.worker_count(), 3);
+    /// ```
+    pub fn builder() -> SmartAioPoolBuilder {
+        SmartAioPoolBuilder::default()
+    }
+
+    fn push<R, Fut>(&self, recipe: R) -> Result<TaskHandle<Fut::Output>, R>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let task = Arc::new(SmartTask {
+            recipe,
+            abort: AbortFlag::default(),
+            slot: Mutex::new(Slot {
+                tx: Some(tx),
+                done: None,
+            }),
+        });
+        let handle = TaskHandle::new(rx, task.clone());
+        self.inner
+            .engine
+            .push(task, |task| -> SmartJob { task })
+            .map(|()| handle)
+            .map_err(|task| match Arc::try_unwrap(task) {
+                Ok(task) => task.recipe,
+                Err(_) => unreachable!("a rejected task is shared with its dropped handle only"),
+            })
+    }
+
+    /// Submits a recipe, waiting while the pool is full, and returns a handle to its
+    /// result.
+    ///
+    /// The recipe is called when a worker takes the task (again, if the task is re-run at
+    /// exit; see [Shutdown](SmartAioPool#shutdown)). A recipe that panics when called
+    /// counts as a panicking task.
+    ///
+    /// # Errors
+    ///
+    /// Gives the recipe back in a [`SubmitError`] if the pool is shut down, or if called
+    /// from a task of this same pool while it is full.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting for room, it queues nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// async fn add(x: i32, y: i32) -> i32 { x + y }
+    ///
+    /// let pool = SmartAioPool::new(5);
+    /// let handle = pool.submit(|| add(10, 20)).await.unwrap();
+    /// assert_eq!(handle.await.unwrap(), 30);
+    /// # }
+    /// ```
+    pub async fn submit<R, Fut>(&self, recipe: R) -> Result<TaskHandle<Fut::Output>, SubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self.inner.engine.admit_submit().await {
+            Ok(()) => self.push(recipe).map_err(SubmitError::closed),
+            Err(kind) => Err(SubmitError::new(kind, recipe)),
+        }
+    }
+
+    /// Submits a recipe if there is room now, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// Gives the recipe back in a [`TrySubmitError`] if the pool is full or shut down.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the pool has never been used inside a tokio runtime and none is current.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// let pool = SmartAioPool::builder().max_concurrency(1).max_queue_size(0).build();
+    /// let _busy = pool.try_submit(std::future::pending::<()>).unwrap();
+    /// assert!(pool.try_submit(|| async {}).unwrap_err().is_full());
+    /// pool.cancel_all().await;
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn try_submit<R, Fut>(
+        &self,
+        recipe: R,
+    ) -> Result<TaskHandle<Fut::Output>, TrySubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self.inner.engine.try_admit() {
+            Ok(()) => self.push(recipe).map_err(TrySubmitError::closed),
+            Err(err) => Err(TrySubmitError::new(err, recipe)),
+        }
+    }
+
+    /// Submits a recipe from a thread that is not async, blocking it while the pool is
+    /// full.
+    ///
+    /// # Errors
+    ///
+    /// Gives the recipe back in a [`SubmitError`] if the pool is shut down.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called from a thread with a tokio runtime context (use
+    /// [`submit`](Self::submit) there), or if the pool has never been used inside a
+    /// runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// let pool = SmartAioPool::new(4);
+    /// rt.block_on(pool.run(|| async {})).unwrap(); // starts the pool on `rt`
+    /// let handle = pool.blocking_submit(|| async { 3 }).unwrap();
+    /// assert_eq!(handle.blocking_wait().unwrap(), 3);
+    /// ```
+    #[track_caller]
+    pub fn blocking_submit<R, Fut>(
+        &self,
+        recipe: R,
+    ) -> Result<TaskHandle<Fut::Output>, SubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self.inner.engine.admit_blocking() {
+            Ok(()) => self.push(recipe).map_err(SubmitError::closed),
+            Err(kind) => Err(SubmitError::new(kind, recipe)),
+        }
+    }
+
+    /// Submits a recipe and waits for its result.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Rejected`] if the pool refused the recipe, [`RunError::Failed`] if the
+    /// task panicked or was cancelled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room, it queues nothing; dropped later, the task runs on,
+    /// detached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// assert_eq!(pool.run(|| async { 2 }).await.unwrap(), 2);
+    /// # }
+    /// ```
+    pub async fn run<R, Fut>(&self, recipe: R) -> Result<Fut::Output, RunError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        Ok(self.submit(recipe).await?.await?)
+    }
+
+    /// Submits every recipe of `recipes` in order, with the same backpressure as
+    /// [`submit`](Self::submit); handles come back in input order.
+    ///
+    /// # Errors
+    ///
+    /// Stops at the first rejected recipe and gives it back; earlier ones stay submitted.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped part-way, the recipes already submitted keep running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let recipes = (0..3).map(|i| move || async move { i });
+    /// let handles = pool.batch_submit(recipes).await.unwrap();
+    /// assert_eq!(handles.len(), 3);
+    /// # }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub async fn batch_submit<I, R, Fut>(
+        &self,
+        recipes: I,
+    ) -> Result<Vec<TaskHandle<Fut::Output>>, SubmitError<R>>
+    where
+        I: IntoIterator<Item = R>,
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let recipes = recipes.into_iter();
+        let mut handles = Vec::with_capacity(recipes.size_hint().0);
+        for recipe in recipes {
+            handles.push(self.submit(recipe).await?);
+        }
+        Ok(handles)
+    }
+
+    /// Submits every recipe (as [`batch_submit`](Self::batch_submit)) and waits for all;
+    /// results come back in input order.
+    ///
+    /// # Errors
+    ///
+    /// As [`batch_submit`](Self::batch_submit) if a recipe is rejected.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`batch_submit`](Self::batch_submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let results = pool.batch_run((0..3).map(|i| move || async move { i * 2 })).await.unwrap();
+    /// assert_eq!(results.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [0, 2, 4]);
+    /// # }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub async fn batch_run<I, R, Fut>(
+        &self,
+        recipes: I,
+    ) -> Result<Vec<Result<Fut::Output, TaskError>>, SubmitError<R>>
+    where
+        I: IntoIterator<Item = R>,
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        Ok(join_in_order(self.batch_submit(recipes).await?).await)
+    }
+
+    /// Stops intake and waits until every queued and running task has finished; the pool
+    /// then leaves the process-wide list. Idempotent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future stops the wait, not the shutdown.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let _ = pool.submit(|| async {}).await.unwrap();
+    /// pool.shutdown().await;
+    /// assert_eq!(pool.pending_count(), 0);
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        self.inner.engine.shutdown().await;
+        self.forget();
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but abandons what is left after `timeout`; see
+    /// [`CommonAioPool::shutdown_timeout`](crate::CommonAioPool::shutdown_timeout).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe as [`shutdown`](Self::shutdown).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    ///
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let _ = pool.submit(std::future::pending::<()>).await.unwrap();
+    /// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
+    /// assert_eq!(report.abandoned(), 1);
+    /// # }
+    /// ```
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+        let report = self.inner.engine.shutdown_timeout(timeout).await;
+        self.forget();
+        report
+    }
+
+    fn forget(&self) {
+        smart_pools().retain(|p| !Arc::ptr_eq(p, &self.inner));
+    }
+
+    /// Waits until every task submitted before this call has finished; the pool stays open.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let h = pool.submit(|| async { 1 }).await.unwrap();
+    /// pool.wait_for_all().await;
+    /// assert!(h.is_finished());
+    /// # }
+    /// ```
+    pub async fn wait_for_all(&self) {
+        self.inner.engine.wait_all().await
+    }
+
+    /// Cancels every task queued or running now: queued ones are dropped, running ones at
+    /// their next `.await`; their handles resolve to
+    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
+    /// Returns once they are all gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the cancellation happens at the first poll; dropping the future later
+    /// only stops the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let h = pool.submit(std::future::pending::<()>).await.unwrap();
+    /// pool.cancel_all().await;
+    /// assert!(h.await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub async fn cancel_all(&self) {
+        self.inner.engine.cancel_all(CancelReason::CancelAll);
+        self.inner.engine.wait_all().await
+    }
+
+    /// Tasks submitted and not yet finished (queued + running).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(nb_aiopool::SmartAioPool::new(4).pending_count(), 0);
+    /// ```
+    pub fn pending_count(&self) -> usize {
+        self.stats().unfinished()
+    }
+
+    /// Live workers: between `min_workers` and `max_concurrency`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(nb_aiopool::SmartAioPool::new(4).worker_count(), 1);
+    /// ```
+    pub fn worker_count(&self) -> usize {
+        self.inner.engine.workers().0
+    }
+
+    /// Workers running a task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(nb_aiopool::SmartAioPool::new(4).busy_worker_count(), 0);
+    /// ```
+    pub fn busy_worker_count(&self) -> usize {
+        self.inner.engine.workers().1
+    }
+
+    /// Workers waiting for a task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(nb_aiopool::SmartAioPool::new(4).idle_worker_count(), 1);
+    /// ```
+    pub fn idle_worker_count(&self) -> usize {
+        let (workers, busy) = self.inner.engine.workers();
+        workers - busy
+    }
+
+    /// A snapshot of the pool's counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(nb_aiopool::SmartAioPool::new(4).stats().submitted, 0);
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        self.inner.engine.stats()
+    }
+
+    /// The most tasks that run at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(nb_aiopool::SmartAioPool::new(4).max_concurrency(), 4);
+    /// ```
+    pub fn max_concurrency(&self) -> usize {
+        self.inner.engine.max_concurrency()
+    }
+}
+
+impl fmt::Debug for SmartAioPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmartAioPool")
+            .field("max_concurrency", &self.max_concurrency())
+            .field("workers", &self.worker_count())
+            .field("auto_shutdown", &self.inner.auto_shutdown)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+// ----- tasks -----------------------------------------------------------------------------
+
+/// A submitted recipe and the one result slot all of its runs share.
+struct SmartTask<R, T> {
+    recipe: R,
+    abort: AbortFlag,
+    slot: Mutex<Slot<T>>,
+}
+
+struct Slot<T> {
+    tx: Option<ResultTx<T>>,
+    /// Set by the first run that ends; a later run of the same task reports it again.
+    done: Option<Outcome>,
+}
+
+impl<R, T> SmartTask<R, T> {
+    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivers the task's result once; returns the task's outcome.
+    fn finish(&self, outcome: Outcome, result: Result<T, TaskError>) -> Outcome {
+        let mut slot = self.slot();
+        if let Some(done) = slot.done {
+            return done;
+        }
+        slot.done = Some(outcome);
+        if let Some(tx) = slot.tx.take() {
+            let _ = tx.send(result);
+        }
+        outcome
+    }
+}
+
+impl<R: Send + Sync + 'static, T: Send + 'static> Abort for SmartTask<R, T> {
+    fn abort(&self) {
+        self.abort.abort();
+    }
+}
+
+/// The type-erased view the engine keeps of a [`SmartTask`].
+trait SmartTaskDyn: Send + Sync + 'static {
+    fn run(self: Arc<Self>) -> BoxRun;
+    fn cancel(&self, reason: CancelReason);
+}
+
+type SmartJob = Arc<dyn SmartTaskDyn>;
+
+impl<R, Fut> SmartTaskDyn for SmartTask<R, Fut::Output>
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn run(self: Arc<Self>) -> BoxRun {
+        if let Some(done) = self.slot().done {
+            return Box::pin(Ended(done));
+        }
+        match catch_unwind(AssertUnwindSafe(|| (self.recipe)())) {
+            Ok(fut) => Box::pin(SmartRun {
+                fut,
+                task: self,
+                cancelled: false,
+            }),
+            Err(payload) => {
+                let outcome = self.finish(Outcome::Panicked, Err(TaskError::panicked(payload)));
+                Box::pin(Ended(outcome))
+            }
+        }
+    }
+
+    fn cancel(&self, reason: CancelReason) {
+        self.finish(Outcome::Cancelled, Err(TaskError::cancelled(reason)));
+    }
+}
+
+impl Job for SmartJob {
+    const RERUN: bool = true;
+
+    fn keep(&self) -> Option<Self> {
+        Some(Arc::clone(self))
+    }
+
+    fn start(self) -> BoxRun {
+        self.run()
+    }
+
+    fn cancel(self, reason: CancelReason) {
+        SmartTaskDyn::cancel(&*self, reason)
+    }
+}
+
+/// A run that ended before it began (the task already had an outcome).
+struct Ended(Outcome);
+
+impl Future for Ended {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
+        Poll::Ready(self.0)
+    }
+}
+
+impl RunJob for Ended {
+    fn cancel(self: Pin<&mut Self>, _reason: CancelReason) {}
+}
+
+pin_project! {
+    /// One run of a recipe.
+    struct SmartRun<Fut: Future, R> {
+        #[pin]
+        fut: Fut,
+        task: Arc<SmartTask<R, Fut::Output>>,
+        cancelled: bool,
+    }
+}
+
+impl<Fut, R> Future for SmartRun<Fut, R>
+where
+    Fut: Future + Send,
+    Fut::Output: Send,
+{
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.project();
+        if *this.cancelled {
+            return Poll::Ready(Outcome::Cancelled);
+        }
+        if this.task.abort.poll_aborted(cx) {
+            let err = TaskError::cancelled(CancelReason::Aborted);
+            return Poll::Ready(this.task.finish(Outcome::Cancelled, Err(err)));
+        }
+        let fut = this.fut;
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(this.task.finish(Outcome::Completed, Ok(v))),
+            Err(p) => Poll::Ready(
+                this.task
+                    .finish(Outcome::Panicked, Err(TaskError::panicked(p))),
+            ),
+        }
+    }
+}
+
+impl<Fut, R> RunJob for SmartRun<Fut, R>
+where
+    Fut: Future + Send,
+    Fut::Output: Send,
+    R: Send + Sync,
+{
+    fn cancel(self: Pin<&mut Self>, reason: CancelReason) {
+        let this = self.project();
+        *this.cancelled = true;
+        this.task
+            .finish(Outcome::Cancelled, Err(TaskError::cancelled(reason)));
+    }
+}
+
+// ----- process-wide functions -------------------------------------------------------------
+
+fn auto_pools() -> Vec<Arc<Inner>> {
+    smart_pools()
+        .iter()
+        .filter(|p| p.auto_shutdown)
+        .cloned()
+        .collect()
+}
+
+/// Waits until no `auto_shutdown` pool has unfinished tasks (tasks may submit more tasks,
+/// to the same or other pools, so it checks again after each round).
+async fn wait_auto_pools() {
+    loop {
+        let pools = auto_pools();
+        join_all(pools.iter().map(|p| p.engine.wait_all())).await;
+        if pools.iter().all(|p| p.engine.stats().unfinished() == 0) {
+            return;
+        }
+    }
+}
+
+/// Runs `fut` to completion on a new multi-thread tokio runtime, then waits until every
+/// [`SmartAioPool`] (with `auto_shutdown`) has finished all its tasks, and returns `fut`'s
+/// output.
+///
+/// It waits for the pools also when `fut` panicked, then resumes the panic. The seed's
+/// `smart_run(main())`.
+///
+/// # Panics
+///
+/// Panics if the runtime cannot be built, if called from inside a tokio runtime, or with
+/// `fut`'s own panic.
+///
+/// # Examples
+///
+/// ```
+/// use nb_aiopool::{smart_run, SmartAioPool};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// let done = Arc::new(AtomicUsize::new(0));
+/// let pool = SmartAioPool::new(10);
+/// let counter = done.clone();
+/// smart_run(async move {
+///     for _ in 0..3 {
+///         let counter = counter.clone();
+///         // Submitted and never awaited:
+///         let _ = pool.submit(move || {
+///             let counter = counter.clone();
+///             async move {
+///                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+///                 counter.fetch_add(1, Ordering::SeqCst);
+///             }
+///         }).await.unwrap();
+///     }
+/// });
+/// assert_eq!(done.load(Ordering::SeqCst), 3);
+/// ```
+#[track_caller]
+pub fn smart_run<F: Future>(fut: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("nb_aiopool: smart_run could not build a tokio runtime");
+    let out = rt.block_on(async {
+        let out = AssertUnwindSafe(fut).catch_unwind().await;
+        wait_auto_pools().await;
+        out
+    });
+    drop(rt);
+    match out {
+        Ok(v) => v,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// Shuts down every [`SmartAioPool`] in the process (whatever its `auto_shutdown`): stops
+/// their intake and waits for all their tasks.
+///
+/// Use it for a graceful stop on a signal, for example:
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() {
+/// tokio::spawn(async {
+///     tokio::signal::ctrl_c().await.unwrap();
+///     nb_aiopool::shutdown_all_smart_aiopools().await;
+///     std::process::exit(130);
+/// });
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future stops the wait; the pools stay shut down.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = nb_aiopool::SmartAioPool::new(4);
+/// let _ = pool.submit(|| async {}).await.unwrap();
+/// nb_aiopool::shutdown_all_smart_aiopools().await;
+/// assert_eq!(pool.pending_count(), 0);
+/// # }
+/// ```
+pub async fn shutdown_all_smart_aiopools() {
+    let pools: Vec<_> = smart_pools().iter().cloned().collect();
+    join_all(pools.iter().map(|p| p.engine.shutdown())).await;
+    smart_pools().retain(|p| !pools.iter().any(|q| Arc::ptr_eq(p, q)));
+}
+
+/// The at-exit path: runs every unfinished task of the `auto_shutdown` pools on a fresh
+/// runtime, on a fresh thread (the exiting thread may be inside a runtime, and its
+/// thread-locals may already be gone).
+pub(crate) fn finish_at_exit() {
+    let pools: Vec<_> = auto_pools()
+        .into_iter()
+        .filter(|p| p.engine.stats().unfinished() > 0)
+        .collect();
+    if pools.is_empty() {
+        return;
+    }
+    let worker = std::thread::Builder::new()
+        .name("nb_aiopool-exit".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("nb_aiopool: could not build the at-exit runtime");
+            rt.block_on(async {
+                let handle = tokio::runtime::Handle::current();
+                for p in &pools {
+                    p.engine.take_over(handle.clone());
+                }
+                wait_auto_pools().await;
+            });
+        });
+    match worker.map(|t| t.join()) {
+        Ok(Ok(())) => {}
+        _ => eprintln!("nb_aiopool: the at-exit run of SmartAioPool tasks failed"),
+    }
+}

@@ -1,0 +1,91 @@
+//! Snapshots of a pool's counters, and the report of a shutdown with a deadline.
+
+/// A consistent snapshot of a pool's counters, taken under the pool's lock.
+///
+/// At every instant `submitted == queued + running + completed + panicked + cancelled`.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::CommonAioPool;
+///
+/// let pool = CommonAioPool::new(2, 10);
+/// pool.run(async {}).await.unwrap();
+/// let stats = pool.stats();
+/// assert_eq!(stats.submitted, 1);
+/// assert_eq!(stats.completed, 1);
+/// assert_eq!(stats.submitted, stats.queued as u64 + stats.running as u64
+///     + stats.completed + stats.panicked + stats.cancelled);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Tasks accepted and waiting for a free slot.
+    pub queued: usize,
+    /// Tasks running now (never more than the pool's `max_concurrency`).
+    pub running: usize,
+    /// Tasks accepted since the pool was created.
+    pub submitted: u64,
+    /// Tasks that returned a value.
+    pub completed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Tasks cancelled: aborted, abandoned at a shutdown deadline, or lost to a runtime
+    /// shutdown.
+    pub cancelled: u64,
+}
+
+impl PoolStats {
+    /// Tasks accepted and not yet finished: `queued + running`.
+    pub fn unfinished(&self) -> usize {
+        self.queued + self.running
+    }
+}
+
+/// What a shutdown with a deadline did.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use nb_aiopool::CommonAioPool;
+///
+/// let pool = CommonAioPool::new(1, 10);
+/// let quick = pool.submit(async {}).await.unwrap();
+/// let stuck = pool.submit(std::future::pending::<()>()).await.unwrap();
+/// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
+/// assert_eq!(report.finished(), 1);
+/// assert_eq!(report.abandoned(), 1);
+/// assert!(quick.await.is_ok());
+/// assert!(stuck.await.unwrap_err().is_cancelled());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub(crate) finished: u64,
+    pub(crate) abandoned: u64,
+}
+
+impl ShutdownReport {
+    /// Tasks that finished (returned, panicked or were aborted) between the start of the
+    /// shutdown and its end.
+    pub fn finished(&self) -> u64 {
+        self.finished
+    }
+
+    /// Tasks still queued or running at the deadline, which were dropped; their handles
+    /// resolve to [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned
+    }
+
+    /// Returns `true` if every task finished before the deadline.
+    pub fn is_complete(&self) -> bool {
+        self.abandoned == 0
+    }
+}

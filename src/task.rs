@@ -1,0 +1,492 @@
+//! Jobs made from futures (CommonAioPool, NoQueueAioPool), the abort flag shared with a
+//! handle, and the submit paths both future pools share.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+
+use crate::engine::{BoxRun, Engine, Job, Outcome, PoolKind, RunJob};
+use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
+use crate::handle::{Abort, ResultTx, TaskHandle};
+
+/// Set by a handle's `abort`, seen by the job at its next poll.
+#[derive(Default)]
+pub(crate) struct AbortFlag {
+    aborted: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl AbortFlag {
+    /// Whether the task was aborted; if not, registers `cx` to be woken by an abort.
+    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> bool {
+        // Fast path without touching the waker slot.
+        if self.aborted.load(Ordering::Acquire) {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        // Checked again after registering: an abort in between is not missed (the
+        // AtomicWaker protocol: store then wake on one side, register then load here).
+        self.aborted.load(Ordering::Acquire)
+    }
+}
+
+impl Abort for AbortFlag {
+    fn abort(&self) {
+        // Release pairs with the Acquire loads in `poll_aborted`.
+        self.aborted.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+pin_project! {
+    /// A submitted future with its result channel. Never polled again after it reports an
+    /// outcome (panics are caught at the poll that raised them).
+    pub(crate) struct FutureTask<F: Future> {
+        #[pin]
+        fut: F,
+        tx: Option<ResultTx<F::Output>>,
+        abort: Arc<AbortFlag>,
+    }
+}
+
+impl<F> FutureTask<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn new(fut: F) -> (Box<Self>, TaskHandle<F::Output>) {
+        let (tx, rx) = oneshot::channel();
+        let abort = Arc::new(AbortFlag::default());
+        let handle = TaskHandle::new(rx, abort.clone());
+        let task = Box::new(FutureTask {
+            fut,
+            tx: Some(tx),
+            abort,
+        });
+        (task, handle)
+    }
+
+    fn into_inner(self) -> F {
+        self.fut
+    }
+}
+
+impl<F> Future for FutureTask<F>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.project();
+        let Some(_) = this.tx else {
+            return Poll::Ready(Outcome::Cancelled);
+        };
+        if this.abort.poll_aborted(cx) {
+            send(this.tx, Err(TaskError::cancelled(CancelReason::Aborted)));
+            return Poll::Ready(Outcome::Cancelled);
+        }
+        let fut = this.fut;
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => {
+                send(this.tx, Ok(value));
+                Poll::Ready(Outcome::Completed)
+            }
+            Err(payload) => {
+                send(this.tx, Err(TaskError::panicked(payload)));
+                Poll::Ready(Outcome::Panicked)
+            }
+        }
+    }
+}
+
+fn send<T>(tx: &mut Option<ResultTx<T>>, result: Result<T, TaskError>) {
+    if let Some(tx) = tx.take() {
+        // A dropped handle means the caller detached; the result is discarded.
+        let _ = tx.send(result);
+    }
+}
+
+impl<F> RunJob for FutureTask<F>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    fn cancel(self: Pin<&mut Self>, reason: CancelReason) {
+        send(self.project().tx, Err(TaskError::cancelled(reason)));
+    }
+}
+
+/// A future job, type-erased.
+pub(crate) struct FutureJob(BoxRun);
+
+impl Job for FutureJob {
+    const RERUN: bool = false;
+
+    fn keep(&self) -> Option<Self> {
+        None
+    }
+
+    fn start(self) -> BoxRun {
+        self.0
+    }
+
+    fn cancel(mut self, reason: CancelReason) {
+        self.0.as_mut().cancel(reason);
+    }
+}
+
+/// The submit paths shared by [`CommonAioPool`](crate::CommonAioPool) and
+/// [`NoQueueAioPool`](crate::NoQueueAioPool).
+pub(crate) struct FuturePool {
+    pub(crate) engine: Arc<Engine<FutureJob>>,
+}
+
+impl FuturePool {
+    #[track_caller]
+    pub(crate) fn new(kind: PoolKind, max_concurrency: usize, max_queue_size: usize) -> Self {
+        FuturePool {
+            engine: Arc::new(Engine::new(kind, max_concurrency, max_queue_size, None)),
+        }
+    }
+
+    /// Pushes an admitted future; gives it back if the pool closed meanwhile.
+    #[track_caller]
+    fn push<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (task, handle) = FutureTask::new(fut);
+        self.engine
+            .push(task, |task| {
+                let run: BoxRun = Box::into_pin(task);
+                FutureJob(run)
+            })
+            .map(|()| handle)
+            .map_err(|task| task.into_inner())
+    }
+
+    pub(crate) async fn submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.engine.admit_submit().await {
+            Ok(()) => self.push(fut).map_err(SubmitError::closed),
+            Err(kind) => Err(SubmitError::new(kind, fut)),
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn try_submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, TrySubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.engine.try_admit() {
+            Ok(()) => self.push(fut).map_err(TrySubmitError::closed),
+            Err(err) => Err(TrySubmitError::new(err, fut)),
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn blocking_submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.engine.admit_blocking() {
+            Ok(()) => self.push(fut).map_err(SubmitError::closed),
+            Err(kind) => Err(SubmitError::new(kind, fut)),
+        }
+    }
+
+    pub(crate) async fn run<F>(&self, fut: F) -> Result<F::Output, RunError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Ok(self.submit(fut).await?.await?)
+    }
+
+    pub(crate) async fn batch_submit<I>(
+        &self,
+        futs: I,
+    ) -> Result<Vec<TaskHandle<<I::Item as Future>::Output>>, SubmitError<I::Item>>
+    where
+        I: IntoIterator,
+        I::Item: Future + Send + 'static,
+        <I::Item as Future>::Output: Send + 'static,
+    {
+        let futs = futs.into_iter();
+        let mut handles = Vec::with_capacity(futs.size_hint().0);
+        for fut in futs {
+            handles.push(self.submit(fut).await?);
+        }
+        Ok(handles)
+    }
+}
+
+/// Awaits handles in order: the shared tail of every `batch_run`.
+pub(crate) async fn join_in_order<T>(handles: Vec<TaskHandle<T>>) -> Vec<Result<T, TaskError>> {
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
+
+/// Generates the submit API that [`CommonAioPool`](crate::CommonAioPool) and
+/// [`NoQueueAioPool`](crate::NoQueueAioPool) share; `$big` and `$tiny` construct a pool for
+/// the doc examples (`$tiny` has one slot and no queue).
+macro_rules! future_pool_api {
+    ($ty:ident, $big:literal, $tiny:literal) => {
+        impl $ty {
+            /// Submits a future, waiting while the pool is full, and returns a handle to its
+            /// result.
+            ///
+            /// The future starts when a slot is free, in submission order. Dropping the returned
+            /// handle detaches the job; it still runs.
+            ///
+            /// # Errors
+            ///
+            /// Gives the future back, unpolled, in a [`SubmitError`](crate::SubmitError) if the pool is shut down, or
+            /// if this is called from a job of this same pool while the pool is full (waiting would
+            /// deadlock).
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel safe: if the returned future is dropped while waiting for room, nothing is
+            /// queued and the submitted future is dropped with it.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("use nb_aiopool::", stringify!($ty), ";")]
+            ///
+            #[doc = concat!("let pool = ", $big, ";")]
+            /// let handle = pool.submit(async { "hello" }).await.unwrap();
+            /// assert_eq!(handle.await.unwrap(), "hello");
+            /// # }
+            /// ```
+            pub async fn submit<F>(
+                &self,
+                fut: F,
+            ) -> Result<$crate::TaskHandle<F::Output>, $crate::SubmitError<F>>
+            where
+                F: ::std::future::Future + Send + 'static,
+                F::Output: Send + 'static,
+            {
+                self.pool().submit(fut).await
+            }
+
+            /// Submits a future if there is room now, without waiting.
+            ///
+            /// # Errors
+            ///
+            /// Gives the future back in a [`TrySubmitError`](crate::TrySubmitError) if the pool is full or shut down.
+            ///
+            /// # Panics
+            ///
+            /// Panics if the pool has never been used inside a tokio runtime and none is current.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("use nb_aiopool::", stringify!($ty), ";")]
+            ///
+            #[doc = concat!("let pool = ", $tiny, ";")]
+            /// let _busy = pool.try_submit(std::future::pending::<()>()).unwrap();
+            /// let err = pool.try_submit(async {}).unwrap_err();
+            /// assert!(err.is_full());
+            /// # }
+            /// ```
+            #[track_caller]
+            pub fn try_submit<F>(
+                &self,
+                fut: F,
+            ) -> Result<$crate::TaskHandle<F::Output>, $crate::TrySubmitError<F>>
+            where
+                F: ::std::future::Future + Send + 'static,
+                F::Output: Send + 'static,
+            {
+                self.pool().try_submit(fut)
+            }
+
+            /// Submits a future from a thread that is not async, blocking it while the pool is
+            /// full.
+            ///
+            /// # Errors
+            ///
+            /// Gives the future back in a [`SubmitError`](crate::SubmitError) if the pool is shut down.
+            ///
+            /// # Panics
+            ///
+            /// Panics if called from a thread with a tokio runtime context (an async task,
+            /// `block_on` or `spawn_blocking`), where blocking can deadlock; use
+            /// [`submit`](Self::submit) there. Panics if the pool has never been used inside a
+            /// runtime (it needs one to run on).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use nb_aiopool::", stringify!($ty), ";")]
+            ///
+            /// let rt = tokio::runtime::Runtime::new().unwrap();
+            #[doc = concat!("let pool = ", $big, ";")]
+            /// rt.block_on(pool.run(async {})).unwrap(); // starts the pool on `rt`
+            ///
+            /// let producer = {
+            ///     let pool = pool.clone();
+            ///     std::thread::spawn(move || {
+            ///         let handles: Vec<_> = (0..100)
+            ///             .map(|i| pool.blocking_submit(async move { i }).unwrap())
+            ///             .collect();
+            ///         handles.into_iter().map(|h| h.blocking_wait().unwrap()).sum::<i32>()
+            ///     })
+            /// };
+            /// assert_eq!(producer.join().unwrap(), 4950);
+            /// ```
+            #[track_caller]
+            pub fn blocking_submit<F>(
+                &self,
+                fut: F,
+            ) -> Result<$crate::TaskHandle<F::Output>, $crate::SubmitError<F>>
+            where
+                F: ::std::future::Future + Send + 'static,
+                F::Output: Send + 'static,
+            {
+                self.pool().blocking_submit(fut)
+            }
+
+            /// Submits a future and waits for its result: `submit(fut).await?.await`.
+            ///
+            /// # Errors
+            ///
+            /// [`RunError::Rejected`](crate::RunError::Rejected) if the pool refused the future (it is inside),
+            /// [`RunError::Failed`](crate::RunError::Failed) if the job panicked or was cancelled.
+            ///
+            /// # Cancel safety
+            ///
+            /// Dropping the future while it waits for room queues nothing; dropping it after the
+            /// job was queued detaches the job, which still runs.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("use nb_aiopool::", stringify!($ty), ";")]
+            ///
+            #[doc = concat!("let pool = ", $big, ";")]
+            /// assert_eq!(pool.run(async { 1 + 1 }).await.unwrap(), 2);
+            /// # }
+            /// ```
+            pub async fn run<F>(&self, fut: F) -> Result<F::Output, $crate::RunError<F>>
+            where
+                F: ::std::future::Future + Send + 'static,
+                F::Output: Send + 'static,
+            {
+                self.pool().run(fut).await
+            }
+
+            /// Submits every future of `futs` in order, with the same backpressure as
+            /// [`submit`](Self::submit), and returns their handles in input order.
+            ///
+            /// # Errors
+            ///
+            /// Stops at the first rejected future and gives it back; the ones before it stay
+            /// submitted (their handles are dropped, so they run detached) and the rest of the
+            /// iterator is dropped.
+            ///
+            /// # Cancel safety
+            ///
+            /// Not cancel safe: dropping the future part-way leaves the futures already submitted
+            /// running, detached, and drops the others.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("use nb_aiopool::", stringify!($ty), ";")]
+            ///
+            #[doc = concat!("let pool = ", $big, ";")]
+            /// let handles = pool.batch_submit((0..5).map(|i| async move { i })).await.unwrap();
+            /// assert_eq!(handles.len(), 5);
+            /// # }
+            /// ```
+            pub async fn batch_submit<I>(
+                &self,
+                futs: I,
+            ) -> Result<
+                Vec<$crate::TaskHandle<<I::Item as ::std::future::Future>::Output>>,
+                $crate::SubmitError<I::Item>,
+            >
+            where
+                I: IntoIterator,
+                I::Item: ::std::future::Future + Send + 'static,
+                <I::Item as ::std::future::Future>::Output: Send + 'static,
+            {
+                self.pool().batch_submit(futs).await
+            }
+
+            /// Submits every future of `futs` (as [`batch_submit`](Self::batch_submit)) and waits
+            /// for all of them; results come back in input order.
+            ///
+            /// # Errors
+            ///
+            /// As [`batch_submit`](Self::batch_submit) if a future is rejected; otherwise each
+            /// job's own result or [`TaskError`](crate::TaskError) is in the returned vector.
+            ///
+            /// # Cancel safety
+            ///
+            /// Not cancel safe, as [`batch_submit`](Self::batch_submit); jobs already submitted
+            /// keep running, detached.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("use nb_aiopool::", stringify!($ty), ";")]
+            ///
+            #[doc = concat!("let pool = ", $big, ";")]
+            /// let results = pool.batch_run((0..5).map(|i| async move { i * 10 })).await.unwrap();
+            /// let values: Vec<i32> = results.into_iter().map(Result::unwrap).collect();
+            /// assert_eq!(values, [0, 10, 20, 30, 40]);
+            /// # }
+            /// ```
+            pub async fn batch_run<I>(
+                &self,
+                futs: I,
+            ) -> Result<
+                Vec<Result<<I::Item as ::std::future::Future>::Output, $crate::TaskError>>,
+                $crate::SubmitError<I::Item>,
+            >
+            where
+                I: IntoIterator,
+                I::Item: ::std::future::Future + Send + 'static,
+                <I::Item as ::std::future::Future>::Output: Send + 'static,
+            {
+                Ok($crate::task::join_in_order(self.batch_submit(futs).await?).await)
+            }
+        }
+    };
+}
+
+pub(crate) use future_pool_api;
