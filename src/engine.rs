@@ -109,7 +109,12 @@ struct Queued<J> {
 
 struct State<J> {
     queue: VecDeque<Queued<J>>,
+    /// Jobs holding a slot: being polled, or at the front of the queue with a slot
+    /// reserved (`reserved` of them), about to be pulled by a driver.
     running: usize,
+    /// Jobs at the front of the queue that already hold a slot. Jobs without one exist only
+    /// while every slot is taken, so `queue.len() - reserved <= max_queue_size`.
+    reserved: usize,
     /// How many jobs may run at once now: `max_concurrency`, or the live worker count of
     /// an elastic pool.
     limit: usize,
@@ -161,13 +166,37 @@ impl<J> State<J> {
     }
 
     fn unfinished(&self) -> usize {
-        self.queue.len() + self.running
+        self.queue.len() - self.reserved + self.running
     }
 
-    fn worker_busy(&mut self) {
-        if let Some(el) = &mut self.elastic {
-            el.idle_since.pop_back();
+    /// Jobs waiting for a slot.
+    fn queued(&self) -> usize {
+        self.queue.len() - self.reserved
+    }
+
+    /// Gives free slots to the jobs at the front of the queue (while drivers exist to run
+    /// them). Returns whether any job holds a reserved slot.
+    fn reserve_slots(&mut self) -> bool {
+        if self.drivers > 0 {
+            while self.running < self.limit && self.reserved < self.queue.len() {
+                self.running += 1;
+                self.reserved += 1;
+                if let Some(el) = &mut self.elastic {
+                    el.idle_since.pop_back();
+                }
+            }
         }
+        self.reserved > 0
+    }
+
+    /// Takes every queued job out, releasing the slots reserved for some of them.
+    fn drain_queue(&mut self) -> Vec<Queued<J>> {
+        for _ in 0..self.reserved {
+            self.running -= 1;
+            self.worker_idle();
+        }
+        self.reserved = 0;
+        self.queue.drain(..).collect()
     }
 
     /// A running slot was freed; returns whether the janitor must be told.
@@ -255,6 +284,7 @@ impl<J: Job> Engine<J> {
         let mut state = State {
             queue: VecDeque::new(),
             running: 0,
+            reserved: 0,
             limit,
             elastic,
             submitted: 0,
@@ -423,15 +453,16 @@ impl<J: Job> Engine<J> {
                 epoch,
                 id,
             });
+            let queued = st.queued();
             let st = &mut *st;
             if let Some(el) = &mut st.elastic {
                 // Add a worker when queued tasks outnumber idle ones.
-                if st.queue.len() > st.limit - st.running && st.limit < self.max_concurrency {
+                if queued > st.limit - st.running && st.limit < self.max_concurrency {
                     st.limit += 1;
                     el.idle_since.push_back(Instant::now());
                 }
             }
-            if st.running < st.limit {
+            if st.reserve_slots() {
                 wake = st.wakers.iter_mut().find_map(Option::take);
             }
         }
@@ -489,7 +520,9 @@ impl<J: Job> Engine<J> {
             if st.queue.is_empty() {
                 return;
             }
-            self.prepare_start(&mut st).ok().flatten()
+            let spawn = self.prepare_start(&mut st).ok().flatten();
+            st.reserve_slots();
+            spawn
         };
         if let Some(spawn) = spawn {
             self.spawn_drivers(spawn);
@@ -501,7 +534,7 @@ impl<J: Job> Engine<J> {
     pub(crate) fn stats(&self) -> PoolStats {
         let st = self.lock();
         let mut stats = PoolStats::default();
-        stats.queued = st.queue.len();
+        stats.queued = st.queued();
         stats.running = st.running;
         stats.submitted = st.submitted;
         stats.completed = st.completed;
@@ -613,7 +646,7 @@ impl<J: Job> Engine<J> {
             let mut st = self.lock();
             st.cancel_before = st.next_id;
             st.cancel_reason = reason;
-            let jobs: Vec<_> = st.queue.drain(..).collect();
+            let jobs = st.drain_queue();
             let mut drained_front = false;
             for q in &jobs {
                 drained_front |= st.finish_epoch(q.epoch);
@@ -653,13 +686,16 @@ impl<J: Job> Engine<J> {
                 st.queue.push_front(Queued { job, epoch, id });
             }
             st.running = 0;
+            st.reserved = 0;
             if let Some(el) = &mut st.elastic {
                 el.idle_since.clear();
                 el.janitor_parked = false;
             }
             st.elastic = None;
             st.limit = self.max_concurrency;
-            self.claim_drivers(&mut st, handle)
+            let spawn = self.claim_drivers(&mut st, handle);
+            st.reserve_slots();
+            spawn
         };
         self.spawn_drivers(spawn);
         true
@@ -793,6 +829,7 @@ impl<J: Job> Future for Driver<J> {
                 for _ in 0..finished.count() {
                     notify_janitor |= st.worker_idle();
                 }
+                st.reserve_slots();
                 if st.cancel_before > this.cancel_seen {
                     this.cancel_seen = st.cancel_before;
                     cancel = Some((st.cancel_before, st.cancel_reason));
@@ -801,7 +838,7 @@ impl<J: Job> Future for Driver<J> {
                 // Pull jobs. Beyond its fair share, a driver leaves work for a driver that
                 // is waiting, so every runtime thread takes part.
                 let fair = st.limit.div_ceil(st.drivers.max(1));
-                while st.running < st.limit && started.len() < budget {
+                while st.reserved > 0 && started.len() < budget {
                     if this.in_flight.len() + started.len() >= fair {
                         let slot = this.slot;
                         let queue_nonempty = !st.queue.is_empty();
@@ -818,8 +855,7 @@ impl<J: Job> Future for Driver<J> {
                         }
                     }
                     let Some(q) = st.queue.pop_front() else { break };
-                    st.running += 1;
-                    st.worker_busy();
+                    st.reserved -= 1;
                     if J::RERUN {
                         if let Some(copy) = q.job.keep() {
                             st.tracked.insert(q.id, (copy, q.epoch));
@@ -943,7 +979,7 @@ impl<J: Job> Drop for Driver<J> {
             if st.drivers == 0 && !J::RERUN {
                 // No driver is left to run queued jobs: report them instead of keeping
                 // their handles waiting forever.
-                cancelled_queue = st.queue.drain(..).collect();
+                cancelled_queue = st.drain_queue();
                 for q in &cancelled_queue {
                     notify_changed |= st.finish_epoch(q.epoch);
                 }
@@ -952,6 +988,12 @@ impl<J: Job> Drop for Driver<J> {
                 released += cancelled_queue.len();
             }
             if st.drivers == 0 {
+                // Nobody is left to pull reserved jobs: they wait for the next drivers.
+                for _ in 0..st.reserved {
+                    st.running -= 1;
+                    st.worker_idle();
+                }
+                st.reserved = 0;
                 notify_changed = true;
             }
         }

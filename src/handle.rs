@@ -58,10 +58,11 @@ impl<T> TaskHandle<T> {
 
     /// Cancels the task.
     ///
-    /// A queued task is dropped without running when its turn comes; a running task is
-    /// dropped at its next `.await` point. The handle then resolves to a [`TaskError`] whose
-    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`]. Aborting a
-    /// task that already finished does nothing.
+    /// The handle resolves at once to a [`TaskError`] whose
+    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`]. A running
+    /// task is dropped at its next `.await` point; a queued task keeps its place in the
+    /// queue until its turn comes, and is then dropped without running. Aborting a task
+    /// that already finished does nothing.
     ///
     /// # Examples
     ///

@@ -708,6 +708,11 @@ impl<R, T> SmartTask<R, T> {
 impl<R: Send + Sync + 'static, T: Send + 'static> Abort for SmartTask<R, T> {
     fn abort(&self) {
         self.abort.abort();
+        // Resolve the handle now, even if the task still waits in the queue.
+        self.finish(
+            Outcome::Cancelled,
+            Err(TaskError::cancelled(CancelReason::Aborted)),
+        );
     }
 }
 

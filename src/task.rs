@@ -5,7 +5,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -37,22 +37,72 @@ impl AbortFlag {
     }
 }
 
-impl Abort for AbortFlag {
-    fn abort(&self) {
+impl AbortFlag {
+    pub(crate) fn abort(&self) {
         // Release pairs with the Acquire loads in `poll_aborted`.
         self.aborted.store(true, Ordering::Release);
         self.waker.wake();
     }
 }
 
+/// What a task shares with its handle: the abort flag and the result channel, so that an
+/// abort resolves the handle at once, even while the task waits in the queue.
+pub(crate) struct Shared<T> {
+    abort: AbortFlag,
+    tx: Mutex<Option<ResultTx<T>>>,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(tx: ResultTx<T>) -> Self {
+        Shared {
+            abort: AbortFlag::default(),
+            tx: Mutex::new(Some(tx)),
+        }
+    }
+
+    /// Delivers the task's result unless one was already delivered; returns whether it was.
+    pub(crate) fn finish(&self, result: Result<T, TaskError>) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match tx {
+            Some(tx) => {
+                // A dropped handle means the caller detached; the result is discarded.
+                let _ = tx.send(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> bool {
+        self.abort.poll_aborted(cx)
+    }
+
+    /// The outcome of a run that ended with `outcome`, as its handle saw it: an abort that
+    /// got in first makes it a cancellation.
+    pub(crate) fn settle(&self, outcome: Outcome, result: Result<T, TaskError>) -> Outcome {
+        if self.finish(result) {
+            outcome
+        } else {
+            Outcome::Cancelled
+        }
+    }
+}
+
+impl<T: Send + 'static> Abort for Shared<T> {
+    fn abort(&self) {
+        self.abort.abort();
+        self.finish(Err(TaskError::cancelled(CancelReason::Aborted)));
+    }
+}
+
 pin_project! {
-    /// A submitted future with its result channel. Never polled again after it reports an
-    /// outcome (panics are caught at the poll that raised them).
+    /// A submitted future. Never polled again after it reports an outcome (panics are
+    /// caught at the poll that raised them).
     pub(crate) struct FutureTask<F: Future> {
         #[pin]
         fut: F,
-        tx: Option<ResultTx<F::Output>>,
-        abort: Arc<AbortFlag>,
+        shared: Arc<Shared<F::Output>>,
+        ended: bool,
     }
 }
 
@@ -63,12 +113,12 @@ where
 {
     fn new(fut: F) -> (Box<Self>, TaskHandle<F::Output>) {
         let (tx, rx) = oneshot::channel();
-        let abort = Arc::new(AbortFlag::default());
-        let handle = TaskHandle::new(rx, abort.clone());
+        let shared = Arc::new(Shared::new(tx));
+        let handle = TaskHandle::new(rx, shared.clone());
         let task = Box::new(FutureTask {
             fut,
-            tx: Some(tx),
-            abort,
+            shared,
+            ended: false,
         });
         (task, handle)
     }
@@ -87,32 +137,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let this = self.project();
-        let Some(_) = this.tx else {
+        if *this.ended {
             return Poll::Ready(Outcome::Cancelled);
-        };
-        if this.abort.poll_aborted(cx) {
-            send(this.tx, Err(TaskError::cancelled(CancelReason::Aborted)));
-            return Poll::Ready(Outcome::Cancelled);
+        }
+        if this.shared.poll_aborted(cx) {
+            *this.ended = true;
+            let err = TaskError::cancelled(CancelReason::Aborted);
+            return Poll::Ready(this.shared.settle(Outcome::Cancelled, Err(err)));
         }
         let fut = this.fut;
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => {
-                send(this.tx, Ok(value));
-                Poll::Ready(Outcome::Completed)
-            }
-            Err(payload) => {
-                send(this.tx, Err(TaskError::panicked(payload)));
-                Poll::Ready(Outcome::Panicked)
-            }
-        }
-    }
-}
-
-fn send<T>(tx: &mut Option<ResultTx<T>>, result: Result<T, TaskError>) {
-    if let Some(tx) = tx.take() {
-        // A dropped handle means the caller detached; the result is discarded.
-        let _ = tx.send(result);
+        let (outcome, result) = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(value)) => (Outcome::Completed, Ok(value)),
+            Err(payload) => (Outcome::Panicked, Err(TaskError::panicked(payload))),
+        };
+        *this.ended = true;
+        Poll::Ready(this.shared.settle(outcome, result))
     }
 }
 
@@ -122,7 +162,9 @@ where
     F::Output: Send,
 {
     fn cancel(self: Pin<&mut Self>, reason: CancelReason) {
-        send(self.project().tx, Err(TaskError::cancelled(reason)));
+        let this = self.project();
+        *this.ended = true;
+        this.shared.finish(Err(TaskError::cancelled(reason)));
     }
 }
 

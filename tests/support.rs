@@ -1,0 +1,65 @@
+//! Helpers shared by the integration tests (included with `mod support;`).
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Counts tasks running now and remembers the most seen at once.
+#[derive(Clone, Default)]
+pub struct Gauge {
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+}
+
+impl Gauge {
+    pub fn enter(&self) -> GaugeGuard {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        GaugeGuard(self.now.clone())
+    }
+
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+pub struct GaugeGuard(Arc<AtomicUsize>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A gate tasks wait on until the test opens it.
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+}
+
+impl Gate {
+    pub async fn wait(&self) {
+        self.0.acquire().await.unwrap().forget();
+        self.0.add_permits(1);
+    }
+
+    pub fn open(&self) {
+        self.0.add_permits(1);
+    }
+}
+
+/// Fails the test with a clear message instead of hanging.
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out (30 s) waiting for: {what}"),
+    }
+}
