@@ -600,7 +600,12 @@ impl Pool {
     /// The elastic worker counts (workers, busy) of a SmartAioPool.
     pub fn workers(&self) -> Option<(usize, usize)> {
         match self {
-            Pool::Smart(p) => Some((p.worker_count(), p.busy_worker_count())),
+            Pool::Smart(p) => {
+                // Busy first: from another thread a submit can only add workers, so
+                // busy-then-workers keeps `busy <= workers` on a current-thread runtime.
+                let busy = p.busy_worker_count();
+                Some((p.worker_count(), busy))
+            }
             _ => None,
         }
     }

@@ -1,0 +1,279 @@
+//! Nested submission (issue 6): a task that submits into its own full pool gets
+//! `SubmitErrorKind::WouldDeadlock` at once instead of hanging; with room, nested submits
+//! work; a task of another pool is not refused, it waits. On both runtime flavours.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind};
+use tokio::sync::Notify;
+
+/// Fails the test with a message instead of hanging.
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("hang: {what}"))
+}
+
+/// What a nested submit into a full pool observed: the error kind, and the value of the
+/// future that was handed back (run by the outer task itself).
+type Observed = (SubmitErrorKind, u32);
+
+macro_rules! nested_full_future_pool {
+    ($name:ident, $flavor:meta, $pool:expr) => {
+        #[tokio::test($flavor)]
+        async fn $name() {
+            let pool = $pool;
+            let inner = pool.clone();
+            let outer = pool
+                .submit(async move {
+                    // This task holds the pool's only slot and there is no queue room.
+                    let err = inner.submit(async { 41 }).await.unwrap_err();
+                    assert!(err.is_would_deadlock(), "{err:?}");
+                    assert!(!err.is_closed());
+                    let kind = err.kind();
+                    // try_submit never waits: it says "full".
+                    let full = inner.try_submit(async {}).unwrap_err();
+                    assert!(full.is_full(), "{full:?}");
+                    let back = err.into_inner().await + 1;
+                    (kind, back)
+                })
+                .await
+                .unwrap();
+            let observed: Observed = within("the outer task", outer).await.unwrap();
+            assert_eq!(observed, (SubmitErrorKind::WouldDeadlock, 42));
+            let stats = pool.stats();
+            assert_eq!((stats.submitted, stats.completed), (1, 1), "{stats:?}");
+            within("shutdown", pool.shutdown()).await;
+        }
+    };
+}
+
+nested_full_future_pool!(
+    common_nested_submit_into_full_pool_is_refused,
+    flavor = "current_thread",
+    CommonAioPool::new(1, 0)
+);
+nested_full_future_pool!(
+    common_nested_submit_into_full_pool_is_refused_multi_thread,
+    flavor = "multi_thread",
+    CommonAioPool::new(1, 0)
+);
+nested_full_future_pool!(
+    no_queue_nested_submit_into_full_pool_is_refused,
+    flavor = "current_thread",
+    NoQueueAioPool::new(1)
+);
+nested_full_future_pool!(
+    no_queue_nested_submit_into_full_pool_is_refused_multi_thread,
+    flavor = "multi_thread",
+    NoQueueAioPool::new(1)
+);
+
+fn tiny_smart() -> SmartAioPool {
+    SmartAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(0)
+        .auto_shutdown(false)
+        .build()
+}
+
+async fn smart_nested_full(pool: SmartAioPool) {
+    let inner = pool.clone();
+    let outer = pool
+        .submit(move || {
+            let inner = inner.clone();
+            async move {
+                let err = inner.submit(|| async { 41 }).await.unwrap_err();
+                assert!(err.is_would_deadlock(), "{err:?}");
+                let kind = err.kind();
+                assert!(inner.try_submit(|| async { 0 }).unwrap_err().is_full());
+                let recipe = err.into_inner();
+                (kind, recipe().await + 1)
+            }
+        })
+        .await
+        .unwrap();
+    let observed: Observed = within("the outer task", outer).await.unwrap();
+    assert_eq!(observed, (SubmitErrorKind::WouldDeadlock, 42));
+    within("shutdown", pool.shutdown()).await;
+}
+
+#[tokio::test]
+async fn smart_nested_submit_into_full_pool_is_refused() {
+    smart_nested_full(tiny_smart()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smart_nested_submit_into_full_pool_is_refused_multi_thread() {
+    smart_nested_full(tiny_smart()).await;
+}
+
+/// A queue with room: the nested submit is accepted (it waits in the queue) even though
+/// every slot is busy.
+#[tokio::test]
+async fn common_nested_submit_with_queue_room_is_accepted() {
+    let pool = CommonAioPool::new(1, 1);
+    let inner = pool.clone();
+    let outer = pool
+        .submit(async move {
+            // Not awaited here: with one slot, awaiting would deadlock (see bad_input.rs).
+            inner.submit(async { 7 }).await.expect("room in the queue")
+        })
+        .await
+        .unwrap();
+    let nested = within("outer", outer).await.unwrap();
+    assert_eq!(within("nested", nested).await.unwrap(), 7);
+    within("shutdown", pool.shutdown()).await;
+}
+
+macro_rules! nested_with_room {
+    ($name:ident, $flavor:meta, $pool:expr) => {
+        /// Two slots: the nested task runs in the second one and the outer task awaits it.
+        #[tokio::test($flavor)]
+        async fn $name() {
+            let pool = $pool;
+            let inner = pool.clone();
+            let outer = pool
+                .submit(async move {
+                    let h = inner.submit(async { 20 }).await.expect("a slot is free");
+                    h.await.unwrap() + 1
+                })
+                .await
+                .unwrap();
+            assert_eq!(within("outer", outer).await.unwrap(), 21);
+            let stats = pool.stats();
+            assert_eq!((stats.submitted, stats.completed), (2, 2), "{stats:?}");
+            within("shutdown", pool.shutdown()).await;
+        }
+    };
+}
+
+nested_with_room!(
+    common_nested_submit_with_room_works,
+    flavor = "current_thread",
+    CommonAioPool::new(2, 0)
+);
+nested_with_room!(
+    common_nested_submit_with_room_works_multi_thread,
+    flavor = "multi_thread",
+    CommonAioPool::new(2, 0)
+);
+nested_with_room!(
+    no_queue_nested_submit_with_room_works,
+    flavor = "current_thread",
+    NoQueueAioPool::new(2)
+);
+nested_with_room!(
+    no_queue_nested_submit_with_room_works_multi_thread,
+    flavor = "multi_thread",
+    NoQueueAioPool::new(2)
+);
+
+async fn smart_nested_room(pool: SmartAioPool) {
+    let inner = pool.clone();
+    let outer = pool
+        .submit(move || {
+            let inner = inner.clone();
+            async move {
+                let h = inner.submit(|| async { 20 }).await.expect("a slot is free");
+                h.await.unwrap() + 1
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(within("outer", outer).await.unwrap(), 21);
+    within("shutdown", pool.shutdown()).await;
+}
+
+#[tokio::test]
+async fn smart_nested_submit_with_room_works() {
+    // min_workers 1: the second worker is added by the nested submit.
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(0)
+        .min_workers(1)
+        .auto_shutdown(false)
+        .build();
+    smart_nested_room(pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smart_nested_submit_with_room_works_multi_thread() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(0)
+        .min_workers(0)
+        .auto_shutdown(false)
+        .build();
+    smart_nested_room(pool).await;
+}
+
+/// The check is per pool: a task of pool A submitting into a *different* full pool B waits
+/// for room like any other submitter (it is not refused), and gets in when B frees up.
+async fn other_full_pool_waits() {
+    let a = CommonAioPool::new(1, 0);
+    let b = CommonAioPool::new(1, 0);
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let blocker = b.submit(async move { g.notified().await }).await.unwrap();
+    let b2 = b.clone();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
+    let outer = a
+        .submit(async move {
+            let _ = entered_tx.send(());
+            let h = b2.submit(async { 5 }).await.expect("waits, then gets in");
+            h.await.unwrap()
+        })
+        .await
+        .unwrap();
+    within("outer task starts", entered_rx).await.unwrap();
+    // The outer task is now waiting for room in b; b's slot is held by the blocker.
+    gate.notify_one();
+    assert_eq!(within("outer", outer).await.unwrap(), 5);
+    within("blocker", blocker).await.unwrap();
+    within("shutdown a", a.shutdown()).await;
+    within("shutdown b", b.shutdown()).await;
+}
+
+#[tokio::test]
+async fn nested_submit_into_another_full_pool_waits() {
+    other_full_pool_waits().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nested_submit_into_another_full_pool_waits_multi_thread() {
+    other_full_pool_waits().await;
+}
+
+/// Many tasks of a full pool each try a nested submit at once: every one is refused at
+/// once, none hangs, and the pool's capacity is intact afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_nested_submits_into_full_pool_all_refused() {
+    let pool = CommonAioPool::new(4, 0);
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let mut outers = Vec::new();
+    for i in 0..4u32 {
+        let inner = pool.clone();
+        let barrier = barrier.clone();
+        outers.push(
+            pool.submit(async move {
+                // All four slots are taken once everyone is here.
+                barrier.wait().await;
+                let err = inner.submit(async move { i }).await.unwrap_err();
+                assert!(err.is_would_deadlock(), "{err:?}");
+                err.into_inner().await
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    for (i, h) in outers.into_iter().enumerate() {
+        assert_eq!(within("outer", h).await.unwrap(), i as u32);
+    }
+    // Capacity intact: four more run.
+    let results = within("batch", pool.batch_run((0..4u32).map(|i| async move { i }))).await;
+    assert_eq!(results.unwrap().len(), 4);
+    within("shutdown", pool.shutdown()).await;
+}
