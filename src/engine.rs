@@ -642,27 +642,42 @@ impl<J: Job> Engine<J> {
     /// once, running ones by their drivers at their next poll.
     pub(crate) fn cancel_all(&self, reason: CancelReason) {
         let mut wakers = Vec::new();
-        let (jobs, drained_front) = {
+        let jobs = {
             let mut st = self.lock();
             st.cancel_before = st.next_id;
             st.cancel_reason = reason;
             let jobs = st.drain_queue();
-            let mut drained_front = false;
-            for q in &jobs {
-                drained_front |= st.finish_epoch(q.epoch);
-            }
             st.cancelled += jobs.len() as u64;
             if reason == CancelReason::Abandoned {
                 st.abandoned += jobs.len() as u64;
             }
             st.take_wakers(&mut wakers);
-            (jobs, drained_front)
+            jobs
         };
-        self.release(jobs.len());
+        wakers.into_iter().for_each(Waker::wake);
+        // Tell the handles (and drop the jobs, which may run user code) outside the lock;
+        // only then are the jobs finished for waiters, so a wait never returns while a
+        // handle of a task it covers is still unresolved.
+        let epochs: Vec<u64> = jobs.iter().map(|q| q.epoch).collect();
         for q in jobs {
             q.job.cancel(reason);
         }
-        wakers.into_iter().for_each(Waker::wake);
+        self.finish_epochs(&epochs);
+    }
+
+    /// Marks jobs finished for waiters and gives their permits back.
+    fn finish_epochs(&self, epochs: &[u64]) {
+        if epochs.is_empty() {
+            return;
+        }
+        let mut drained_front = false;
+        {
+            let mut st = self.lock();
+            for &epoch in epochs {
+                drained_front |= st.finish_epoch(epoch);
+            }
+        }
+        self.release(epochs.len());
         if drained_front {
             self.changed.notify_waiters();
         }
@@ -945,8 +960,7 @@ impl<J: Job> Drop for Driver<J> {
         }
         let in_flight = std::mem::take(&mut self.in_flight);
         let mut cancelled_queue = Vec::new();
-        let mut released = 0;
-        let mut notify_changed = false;
+        let mut epochs = Vec::new();
         {
             let mut st = self.engine.lock();
             if st.generation != self.generation {
@@ -973,19 +987,14 @@ impl<J: Job> Drop for Driver<J> {
                 }
                 st.cancelled += 1;
                 st.lost_to_runtime += 1;
-                notify_changed |= st.finish_epoch(job.epoch);
-                released += 1;
+                epochs.push(job.epoch);
             }
             if st.drivers == 0 && !J::RERUN {
                 // No driver is left to run queued jobs: report them instead of keeping
                 // their handles waiting forever.
                 cancelled_queue = st.drain_queue();
-                for q in &cancelled_queue {
-                    notify_changed |= st.finish_epoch(q.epoch);
-                }
                 st.cancelled += cancelled_queue.len() as u64;
                 st.lost_to_runtime += cancelled_queue.len() as u64;
-                released += cancelled_queue.len();
             }
             if st.drivers == 0 {
                 // Nobody is left to pull reserved jobs: they wait for the next drivers.
@@ -994,10 +1003,10 @@ impl<J: Job> Drop for Driver<J> {
                     st.worker_idle();
                 }
                 st.reserved = 0;
-                notify_changed = true;
             }
         }
-        // Outside the lock: user futures' drop code may call back into the pool.
+        // Outside the lock: user futures' drop code may call back into the pool. Handles
+        // are told before waiters are released.
         let mut in_flight = in_flight;
         if !J::RERUN {
             for job in in_flight.iter_mut() {
@@ -1006,12 +1015,12 @@ impl<J: Job> Drop for Driver<J> {
         }
         drop(in_flight);
         for q in cancelled_queue {
+            epochs.push(q.epoch);
             q.job.cancel(CancelReason::RuntimeShutdown);
         }
-        self.engine.release(released);
-        if notify_changed {
-            self.engine.changed.notify_waiters();
-        }
+        self.engine.finish_epochs(&epochs);
+        // Waiters re-check, e.g. to start new drivers for requeued jobs.
+        self.engine.changed.notify_waiters();
     }
 }
 
