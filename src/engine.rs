@@ -554,9 +554,14 @@ impl<J: Job> Engine<J> {
     }
 
     /// Unfinished tasks and tasks lost to runtime shutdowns, for the exit report.
-    pub(crate) fn exit_figures(&self) -> (usize, u64) {
+    pub(crate) fn exit_figures(&self) -> crate::registry::ExitFigures {
         let st = self.lock();
-        (st.unfinished(), st.lost_to_runtime)
+        crate::registry::ExitFigures {
+            kind: self.kind,
+            max_concurrency: self.max_concurrency,
+            unfinished: st.unfinished(),
+            lost: st.lost_to_runtime,
+        }
     }
 
     // ----- waiting and shutdown --------------------------------------------------------
@@ -714,6 +719,22 @@ impl<J: Job> Engine<J> {
         };
         self.spawn_drivers(spawn);
         true
+    }
+}
+
+impl<J> Drop for Engine<J> {
+    fn drop(&mut self) {
+        // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let unfinished = st.queue.len() - st.reserved + st.running;
+        if st.lost_to_runtime > 0 || unfinished > 0 {
+            crate::registry::remember_dropped(crate::registry::ExitFigures {
+                kind: self.kind,
+                max_concurrency: self.max_concurrency,
+                unfinished,
+                lost: st.lost_to_runtime,
+            });
+        }
     }
 }
 

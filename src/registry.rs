@@ -105,15 +105,39 @@ extern "C" fn at_exit() {
     }
 }
 
+/// What the exit report says about one pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExitFigures {
+    pub(crate) kind: PoolKind,
+    pub(crate) max_concurrency: usize,
+    pub(crate) unfinished: usize,
+    pub(crate) lost: u64,
+}
+
+/// Figures of pools already dropped, kept for the exit report.
+static DROPPED: Mutex<Vec<ExitFigures>> = Mutex::new(Vec::new());
+
+pub(crate) fn remember_dropped(figures: ExitFigures) {
+    DROPPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(figures);
+}
+
 /// Prints one line per common or no-queue pool that still had unfinished tasks, or lost
 /// tasks to a runtime shutdown: nothing is lost silently.
 fn warn_unfinished_future_pools() {
-    for engine in future_pools().iter().filter_map(Weak::upgrade) {
-        let (unfinished, lost) = engine.exit_figures();
-        if unfinished == 0 && lost == 0 {
+    let live: Vec<ExitFigures> = future_pools()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|e| e.exit_figures())
+        .collect();
+    let dropped = DROPPED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for f in live.into_iter().chain(dropped) {
+        if f.unfinished == 0 && f.lost == 0 {
             continue;
         }
-        let call = match engine.kind() {
+        let call = match f.kind {
             PoolKind::NoQueue => "`pool.wait().await` or `wait_all_no_queue_aiopools().await`",
             _ => "`pool.shutdown().await` or `shutdown_all_common_aiopools().await`",
         };
@@ -121,10 +145,10 @@ fn warn_unfinished_future_pools() {
             "nb_aiopool: warning: a {} (max_concurrency {}) had {} unfinished task(s) at process \
              exit and {} task(s) cancelled by a runtime shutdown; call {} at the end of main to \
              wait for them",
-            engine.kind().name(),
-            engine.max_concurrency(),
-            unfinished,
-            lost,
+            f.kind.name(),
+            f.max_concurrency,
+            f.unfinished,
+            f.lost,
             call
         );
     }
