@@ -646,6 +646,11 @@ pub fn check_stats(where_: &str, s: &PoolStats, c: usize, q: usize) {
         s.running
     );
     assert!(
+        s.queued <= q,
+        "{where_}: {} queued, max_queue_size {q}: {s:?}",
+        s.queued
+    );
+    assert!(
         s.queued + s.running <= c + q,
         "{where_}: queued + running exceeds max_concurrency + max_queue_size ({c} + {q}): {s:?}"
     );
