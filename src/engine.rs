@@ -566,10 +566,11 @@ impl<J: Job> Engine<J> {
 
     // ----- waiting and shutdown --------------------------------------------------------
 
-    /// Waits until every job submitted before this call has finished.
+    /// Waits until every job submitted before this call has finished. The set of jobs is
+    /// fixed when this is *called*, not when the future is first polled.
     ///
     /// Cancel safe: dropping the future only stops the wait.
-    pub(crate) async fn wait_all(self: &Arc<Self>) {
+    pub(crate) fn wait_all(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
         let target = {
             let mut st = self.lock();
             let target = st.current_epoch;
@@ -578,17 +579,20 @@ impl<J: Job> Engine<J> {
             }
             target
         };
-        self.ensure_started();
-        loop {
-            let mut notified = pin!(self.changed.notified());
-            notified.as_mut().enable();
-            {
-                let st = self.lock();
-                if st.epochs.front().is_none_or(|(e, _)| *e > target) {
-                    return;
+        let engine = Arc::clone(self);
+        async move {
+            engine.ensure_started();
+            loop {
+                let mut notified = pin!(engine.changed.notified());
+                notified.as_mut().enable();
+                {
+                    let st = engine.lock();
+                    if st.epochs.front().is_none_or(|(e, _)| *e > target) {
+                        return;
+                    }
                 }
+                notified.await;
             }
-            notified.await;
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`NoQueueAioPool`]: at most `max_concurrency` futures at once, and no waiting room.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::engine::PoolKind;
@@ -107,8 +108,9 @@ impl NoQueueAioPool {
 
     /// Waits until every job submitted before this call has finished.
     ///
-    /// Jobs submitted while it waits are not waited for, so a steady stream of new jobs
-    /// cannot keep it waiting forever. The pool stays open.
+    /// The jobs waited for are those submitted before `wait()` is *called* (not first
+    /// polled); jobs submitted while it waits are not waited for, so a steady stream of new
+    /// jobs cannot keep it waiting forever. The pool stays open.
     ///
     /// # Cancel safety
     ///
@@ -127,8 +129,8 @@ impl NoQueueAioPool {
     /// assert!(h.is_finished());
     /// # }
     /// ```
-    pub async fn wait(&self) {
-        self.pool().engine.wait_all().await
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.pool().engine.wait_all()
     }
 
     /// Stops intake and waits until every running job has finished.

@@ -545,7 +545,8 @@ impl SmartAioPool {
         smart_pools().retain(|p| !Arc::ptr_eq(p, &self.inner));
     }
 
-    /// Waits until every task submitted before this call has finished; the pool stays open.
+    /// Waits until every task submitted before this call has finished (fixed when it is
+    /// *called*, not first polled); the pool stays open.
     ///
     /// # Cancel safety
     ///
@@ -562,8 +563,8 @@ impl SmartAioPool {
     /// assert!(h.is_finished());
     /// # }
     /// ```
-    pub async fn wait_for_all(&self) {
-        self.inner.engine.wait_all().await
+    pub fn wait_for_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.engine.wait_all()
     }
 
     /// Cancels every task queued or running now: queued ones are dropped, running ones at
