@@ -36,7 +36,7 @@ async fn main() {
     // Fire and forget: without the last line, tasks 100..=102 would never run.
     let pool = CommonAioPool::new(5, 100);
     for i in 100..=102 {
-        let _ = pool.submit(sample_task(i)).await.unwrap();
+        pool.submit(sample_task(i)).await.unwrap().detach();
     }
     shutdown_all_common_aiopools().await; // keep this as the last line of main
 }

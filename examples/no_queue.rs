@@ -33,7 +33,7 @@ async fn main() {
 
     // Fire and forget, then wait() for what was submitted.
     for i in 20..25 {
-        let _ = pool.submit(sample_task(i)).await.unwrap();
+        pool.submit(sample_task(i)).await.unwrap().detach();
     }
     println!("waiting for the remaining tasks...");
     pool.wait().await;

@@ -25,11 +25,11 @@ async fn main() {
 
     // Fire and forget: even without awaiting, the task completes before the process
     // exits (SmartAioPool's auto_shutdown), although main returns right away.
-    let _ = pool
-        .submit(|| async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            println!("fire-and-forget task finished after main returned");
-        })
-        .await
-        .unwrap();
+    pool.submit(|| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!("fire-and-forget task finished after main returned");
+    })
+    .await
+    .unwrap()
+    .detach();
 }

@@ -25,7 +25,7 @@ async fn sample_task(x: u64) -> u64 {
 async fn main_body() {
     // Submitted but not awaited: the handles are dropped.
     for x in 1..=3 {
-        let _ = POOL.submit(move || sample_task(x)).await.unwrap();
+        POOL.submit(move || sample_task(x)).await.unwrap().detach();
     }
     println!("main body returns without awaiting its tasks");
 }
@@ -35,7 +35,9 @@ fn main() {
         None | Some("smart-run") => smart_run(main_body()),
         Some("tokio-main") => {
             // What #[tokio::main] expands to.
-            tokio::runtime::Runtime::new().unwrap().block_on(main_body());
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(main_body());
         }
         Some("process-exit") => {
             tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -66,7 +66,7 @@ use crate::task::{future_pool_api, FuturePool};
 ///
 /// // Fire and forget: shutdown waits for everything still queued or running.
 /// for i in 0..3 {
-///     let _ = pool.submit(async move { println!("task {i}") }).await.unwrap();
+///     pool.submit(async move { println!("task {i}") }).await.unwrap().detach();
 /// }
 /// pool.shutdown().await;
 /// # }
@@ -177,7 +177,7 @@ impl CommonAioPool {
     /// use nb_aiopool::CommonAioPool;
     ///
     /// let pool = CommonAioPool::new(1, 10);
-    /// let _ = pool.submit(tokio::time::sleep(Duration::from_secs(3600))).await.unwrap();
+    /// pool.submit(tokio::time::sleep(Duration::from_secs(3600))).await.unwrap().detach();
     /// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
     /// assert_eq!(report.abandoned(), 1);
     /// # }

@@ -533,14 +533,14 @@ impl<J: Job> Engine<J> {
 
     pub(crate) fn stats(&self) -> PoolStats {
         let st = self.lock();
-        let mut stats = PoolStats::default();
-        stats.queued = st.queued();
-        stats.running = st.running;
-        stats.submitted = st.submitted;
-        stats.completed = st.completed;
-        stats.panicked = st.panicked;
-        stats.cancelled = st.cancelled;
-        stats
+        PoolStats {
+            queued: st.queued(),
+            running: st.running,
+            submitted: st.submitted,
+            completed: st.completed,
+            panicked: st.panicked,
+            cancelled: st.cancelled,
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -353,7 +353,6 @@ impl std::error::Error for TaskError {}
 /// }
 /// # }
 /// ```
-#[non_exhaustive]
 pub enum RunError<F> {
     /// The pool did not accept the task; the task is inside.
     Rejected(SubmitError<F>),

@@ -82,6 +82,24 @@ impl<T> TaskHandle<T> {
         self.abort.abort();
     }
 
+    /// Lets the task run on without anyone waiting for its result: the same as dropping
+    /// the handle, said out loud (and without tripping `clippy::let_underscore_future`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::CommonAioPool;
+    ///
+    /// let pool = CommonAioPool::new(4, 100);
+    /// pool.submit(async { println!("fire and forget") }).await.unwrap().detach();
+    /// pool.shutdown().await; // waits for it
+    /// assert_eq!(pool.stats().completed, 1);
+    /// # }
+    /// ```
+    pub fn detach(self) {}
+
     /// Returns `true` once the task has finished (its result is ready to take).
     ///
     /// # Examples

@@ -53,7 +53,7 @@
 //! let pool = CommonAioPool::new(1000, 1000);
 //! for i in 0..10_000 {
 //!     // Drop the handle: nothing to keep per job.
-//!     let _ = pool.submit(job(format!("{}_{i}", "task".repeat(100)))).await.unwrap();
+//!     pool.submit(job(format!("{}_{i}", "task".repeat(100)))).await.unwrap().detach();
 //! }
 //! shutdown_all_common_aiopools().await; // waits for what is still queued or running
 //! assert_eq!(pool.stats().completed, 10_000);
@@ -84,6 +84,9 @@ mod common;
 mod engine;
 mod error;
 mod handle;
+#[cfg(feature = "monitor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
+pub mod monitor;
 mod no_queue;
 mod registry;
 mod smart;

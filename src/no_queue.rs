@@ -49,7 +49,7 @@ use crate::task::{future_pool_api, FuturePool};
 ///
 /// // Fire and forget, then wait for everything submitted so far.
 /// for i in 20..25 {
-///     let _ = pool.submit(async move { println!("task {i} finished") }).await.unwrap();
+///     pool.submit(async move { println!("task {i} finished") }).await.unwrap().detach();
 /// }
 /// pool.wait().await;
 /// assert_eq!(pool.stats().completed, 25);

@@ -49,7 +49,7 @@ fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
 ///
 /// let pool = CommonAioPool::new(5, 100);
 /// for i in 100..103 {
-///     let _ = pool.submit(async move { println!("task {i}") }).await.unwrap();
+///     pool.submit(async move { println!("task {i}") }).await.unwrap().detach();
 /// }
 /// shutdown_all_common_aiopools().await; // without it, 100..103 may never print
 /// assert_eq!(pool.stats().completed, 3);
@@ -76,7 +76,7 @@ pub async fn shutdown_all_common_aiopools() {
 /// use nb_aiopool::{wait_all_no_queue_aiopools, NoQueueAioPool};
 ///
 /// let pool = NoQueueAioPool::new(4);
-/// let _ = pool.submit(async {}).await.unwrap();
+/// pool.submit(async {}).await.unwrap().detach();
 /// wait_all_no_queue_aiopools().await;
 /// assert_eq!(pool.stats().completed, 1);
 /// # }

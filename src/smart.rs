@@ -505,7 +505,7 @@ impl SmartAioPool {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let pool = nb_aiopool::SmartAioPool::new(4);
-    /// let _ = pool.submit(|| async {}).await.unwrap();
+    /// pool.submit(|| async {}).await.unwrap().detach();
     /// pool.shutdown().await;
     /// assert_eq!(pool.pending_count(), 0);
     /// # }
@@ -530,7 +530,7 @@ impl SmartAioPool {
     /// use std::time::Duration;
     ///
     /// let pool = nb_aiopool::SmartAioPool::new(4);
-    /// let _ = pool.submit(std::future::pending::<()>).await.unwrap();
+    /// pool.submit(std::future::pending::<()>).await.unwrap().detach();
     /// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
     /// assert_eq!(report.abandoned(), 1);
     /// # }
@@ -884,13 +884,13 @@ async fn wait_auto_pools() {
 ///     for _ in 0..3 {
 ///         let counter = counter.clone();
 ///         // Submitted and never awaited:
-///         let _ = pool.submit(move || {
+///         pool.submit(move || {
 ///             let counter = counter.clone();
 ///             async move {
 ///                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
 ///                 counter.fetch_add(1, Ordering::SeqCst);
 ///             }
-///         }).await.unwrap();
+///         }).await.unwrap().detach();
 ///     }
 /// });
 /// assert_eq!(done.load(Ordering::SeqCst), 3);
@@ -939,7 +939,7 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let pool = nb_aiopool::SmartAioPool::new(4);
-/// let _ = pool.submit(|| async {}).await.unwrap();
+/// pool.submit(|| async {}).await.unwrap().detach();
 /// nb_aiopool::shutdown_all_smart_aiopools().await;
 /// assert_eq!(pool.pending_count(), 0);
 /// # }

@@ -50,10 +50,10 @@ async fn queued_tasks_start_in_submission_order() {
     };
     for i in 0..50 {
         let order = order.clone();
-        let _ = pool
-            .submit(async move { order.lock().unwrap().push(i) })
+        pool.submit(async move { order.lock().unwrap().push(i) })
             .await
-            .unwrap();
+            .unwrap()
+            .detach();
     }
     gate.open();
     blocker.await.unwrap();
@@ -184,13 +184,13 @@ async fn shutdown_completes_everything_refuses_new_work_and_is_idempotent() {
     let done = Arc::new(AtomicUsize::new(0));
     for _ in 0..40 {
         let done = done.clone();
-        let _ = pool
-            .submit(async move {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                done.fetch_add(1, Ordering::SeqCst);
-            })
-            .await
-            .unwrap();
+        pool.submit(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            done.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap()
+        .detach();
     }
     let other = pool.clone();
     let (_, _) = within("two shutdowns", async {
@@ -274,10 +274,10 @@ async fn shutdown_timeout_abandons_what_is_left_and_reports() {
 async fn shutdown_timeout_reports_complete_when_in_time() {
     let pool = CommonAioPool::new(2, 10);
     for _ in 0..4 {
-        let _ = pool
-            .submit(tokio::time::sleep(Duration::from_millis(100)))
+        pool.submit(tokio::time::sleep(Duration::from_millis(100)))
             .await
-            .unwrap();
+            .unwrap()
+            .detach();
     }
     let report = pool.shutdown_timeout(Duration::from_secs(5)).await;
     assert!(report.is_complete());

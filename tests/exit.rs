@@ -32,23 +32,23 @@ async fn submit_tasks(pool: &SmartAioPool, dir: &Path, spawn_inside: bool) {
     let dir = Arc::new(dir.to_path_buf());
     for i in 0..TASKS {
         let dir = dir.clone();
-        let _ = pool
-            .submit(move || {
-                let dir = dir.clone();
-                async move {
-                    append(&dir.join("starts"), &i.to_string());
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    if spawn_inside && i % 2 == 0 {
-                        // A task spawned by the recipe needs a live runtime with timers.
-                        tokio::spawn(async { tokio::time::sleep(Duration::from_millis(5)).await })
-                            .await
-                            .unwrap();
-                    }
-                    append(&dir.join("done"), &i.to_string());
+        pool.submit(move || {
+            let dir = dir.clone();
+            async move {
+                append(&dir.join("starts"), &i.to_string());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if spawn_inside && i % 2 == 0 {
+                    // A task spawned by the recipe needs a live runtime with timers.
+                    tokio::spawn(async { tokio::time::sleep(Duration::from_millis(5)).await })
+                        .await
+                        .unwrap();
                 }
-            })
-            .await
-            .unwrap();
+                append(&dir.join("done"), &i.to_string());
+            }
+        })
+        .await
+        .unwrap()
+        .detach();
     }
     while pool.busy_worker_count() < SLOTS {
         tokio::task::yield_now().await;
@@ -104,10 +104,10 @@ fn child() {
             rt.block_on(async {
                 let pool = CommonAioPool::new(2, 100);
                 for _ in 0..10 {
-                    let _ = pool
-                        .submit(tokio::time::sleep(Duration::from_secs(3600)))
+                    pool.submit(tokio::time::sleep(Duration::from_secs(3600)))
                         .await
-                        .unwrap();
+                        .unwrap()
+                        .detach();
                 }
             });
         }
@@ -123,14 +123,18 @@ struct Outcome {
 }
 
 fn run_child(scenario: &str) -> Outcome {
-    let dir = std::env::temp_dir().join(format!(
-        "nb_aiopool_exit_{scenario}_{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("nb_aiopool_exit_{scenario}_{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("NB_EXIT_SCENARIO", scenario)
         .env("NB_EXIT_DIR", &dir)
         .output()
@@ -163,7 +167,11 @@ fn assert_every_task_done(o: &Outcome, exactly_once: bool) {
     let ids: Vec<usize> = o.done.keys().copied().collect();
     assert_eq!(ids, (0..TASKS).collect::<Vec<_>>(), "tasks missing at exit");
     if exactly_once {
-        assert!(o.done.values().all(|&n| n == 1), "a task finished twice: {:?}", o.done);
+        assert!(
+            o.done.values().all(|&n| n == 1),
+            "a task finished twice: {:?}",
+            o.done
+        );
     }
     let _ = std::fs::remove_dir_all(&o.dir);
 }
@@ -206,8 +214,10 @@ fn smart_run_returns_after_every_task() {
 fn unfinished_common_pool_tasks_are_reported_at_exit() {
     let o = run_child("common-pool-left-running");
     assert!(
-        o.stderr.contains("nb_aiopool: warning: a CommonAioPool (max_concurrency 2)")
-            && o.stderr.contains("10 task(s) cancelled by a runtime shutdown")
+        o.stderr
+            .contains("nb_aiopool: warning: a CommonAioPool (max_concurrency 2)")
+            && o.stderr
+                .contains("10 task(s) cancelled by a runtime shutdown")
             && o.stderr.contains("shutdown_all_common_aiopools().await"),
         "stderr: {}",
         o.stderr

@@ -16,15 +16,15 @@ async fn never_more_than_max_concurrency_and_no_queue() {
     let gauge = Gauge::default();
     for i in 0..400u32 {
         let gauge = gauge.clone();
-        let _ = pool
-            .submit(async move {
-                let _g = gauge.enter();
-                for _ in 0..(i % 3) {
-                    tokio::task::yield_now().await;
-                }
-            })
-            .await
-            .unwrap();
+        pool.submit(async move {
+            let _g = gauge.enter();
+            for _ in 0..(i % 3) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap()
+        .detach();
         let s = pool.stats();
         assert_eq!(s.queued, 0, "a NoQueueAioPool queued a task: {s:?}");
         assert!(s.running <= 5, "{s:?}");
@@ -67,13 +67,13 @@ async fn wait_covers_everything_submitted_so_far_and_only_that() {
     let done = Arc::new(AtomicUsize::new(0));
     for _ in 0..6 {
         let done = done.clone();
-        let _ = pool
-            .submit(async move {
-                tokio::task::yield_now().await;
-                done.fetch_add(1, Ordering::SeqCst);
-            })
-            .await
-            .unwrap();
+        pool.submit(async move {
+            tokio::task::yield_now().await;
+            done.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap()
+        .detach();
     }
     within("wait", pool.wait()).await;
     assert_eq!(done.load(Ordering::SeqCst), 6);

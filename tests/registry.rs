@@ -20,13 +20,13 @@ async fn shutdown_all_common_aiopools_drains_every_pool() {
     for pool in [&a, &b] {
         for _ in 0..5 {
             let done = done.clone();
-            let _ = pool
-                .submit(async move {
-                    tokio::task::yield_now().await;
-                    done.fetch_add(1, Ordering::SeqCst);
-                })
-                .await
-                .unwrap();
+            pool.submit(async move {
+                tokio::task::yield_now().await;
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+            .await
+            .unwrap()
+            .detach();
         }
     }
     within("shutdown all", shutdown_all_common_aiopools()).await;
@@ -42,13 +42,13 @@ async fn wait_all_no_queue_aiopools_waits_and_leaves_pools_open() {
     for pool in [&a, &b] {
         for _ in 0..4 {
             let done = done.clone();
-            let _ = pool
-                .submit(async move {
-                    tokio::task::yield_now().await;
-                    done.fetch_add(1, Ordering::SeqCst);
-                })
-                .await
-                .unwrap();
+            pool.submit(async move {
+                tokio::task::yield_now().await;
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+            .await
+            .unwrap()
+            .detach();
         }
     }
     within("wait all", wait_all_no_queue_aiopools()).await;
@@ -64,16 +64,16 @@ async fn shutdown_all_smart_aiopools_drains_every_pool() {
     for pool in [&a, &b] {
         for _ in 0..4 {
             let done = done.clone();
-            let _ = pool
-                .submit(move || {
-                    let done = done.clone();
-                    async move {
-                        tokio::task::yield_now().await;
-                        done.fetch_add(1, Ordering::SeqCst);
-                    }
-                })
-                .await
-                .unwrap();
+            pool.submit(move || {
+                let done = done.clone();
+                async move {
+                    tokio::task::yield_now().await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .await
+            .unwrap()
+            .detach();
         }
     }
     within("shutdown all", shutdown_all_smart_aiopools()).await;

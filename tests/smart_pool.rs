@@ -99,18 +99,18 @@ async fn never_more_than_max_concurrency_running() {
     let gauge = Gauge::default();
     for i in 0..300u32 {
         let gauge = gauge.clone();
-        let _ = pool
-            .submit(move || {
-                let gauge = gauge.clone();
-                async move {
-                    let _g = gauge.enter();
-                    for _ in 0..(i % 3) {
-                        tokio::task::yield_now().await;
-                    }
+        pool.submit(move || {
+            let gauge = gauge.clone();
+            async move {
+                let _g = gauge.enter();
+                for _ in 0..(i % 3) {
+                    tokio::task::yield_now().await;
                 }
-            })
-            .await
-            .unwrap();
+            }
+        })
+        .await
+        .unwrap()
+        .detach();
         assert!(pool.worker_count() <= 5);
         assert!(pool.stats().queued <= 10);
     }
@@ -228,16 +228,16 @@ async fn wait_for_all_waits_for_earlier_tasks_only() {
     let done = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
         let done = done.clone();
-        let _ = pool
-            .submit(move || {
-                let done = done.clone();
-                async move {
-                    tokio::task::yield_now().await;
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-            .await
-            .unwrap();
+        pool.submit(move || {
+            let done = done.clone();
+            async move {
+                tokio::task::yield_now().await;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await
+        .unwrap()
+        .detach();
     }
     within("wait_for_all", pool.wait_for_all()).await;
     assert_eq!(done.load(Ordering::SeqCst), 3);
@@ -289,16 +289,16 @@ fn smart_run_waits_for_tasks_nobody_awaited() {
     let out = smart_run(async move {
         for _ in 0..20 {
             let d = d.clone();
-            let _ = pool
-                .submit(move || {
-                    let d = d.clone();
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        d.fetch_add(1, Ordering::SeqCst);
-                    }
-                })
-                .await
-                .unwrap();
+            pool.submit(move || {
+                let d = d.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    d.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .await
+            .unwrap()
+            .detach();
         }
         "main's value"
     });
@@ -315,16 +315,16 @@ fn smart_run_waits_also_when_main_panics() {
         smart_run(async move {
             for _ in 0..5 {
                 let d = d.clone();
-                let _ = pool
-                    .submit(move || {
-                        let d = d.clone();
-                        async move {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            d.fetch_add(1, Ordering::SeqCst);
-                        }
-                    })
-                    .await
-                    .unwrap();
+                pool.submit(move || {
+                    let d = d.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        d.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+                .await
+                .unwrap()
+                .detach();
             }
             panic!("main failed");
         })
