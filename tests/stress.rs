@@ -30,6 +30,8 @@ use tokio::sync::Notify;
 const DEFAULT_TASKS: usize = 1_000_000;
 const ASYNC_PRODUCERS: usize = 3;
 const THREAD_PRODUCERS: usize = 2;
+const CONCURRENCY: usize = 16;
+const QUEUE: usize = 64;
 /// Handles a producer keeps before it awaits the oldest.
 const WINDOW: usize = 256;
 
@@ -112,6 +114,17 @@ impl Run {
         let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         if n == self.shutdown_at {
             self.shutdown_now.notify_one();
+        }
+        if n % 16 == 0 {
+            // A snapshot taken under the pool's lock: the identity and the bounds hold.
+            let q = match self.pool {
+                Pool::NoQueue(_) => 0,
+                _ => QUEUE,
+            };
+            let s = self.pool.stats();
+            if let Some(problem) = stats_problem("during the run", &s, self.max_concurrency, q) {
+                self.fail(problem);
+            }
         }
     }
 
@@ -227,7 +240,7 @@ impl Run {
         let s = self.pool.stats();
         let q = match self.pool {
             Pool::NoQueue(_) => 0,
-            _ => 256,
+            _ => QUEUE,
         };
         check_stats("end", &s, self.max_concurrency, q);
         assert_eq!((s.queued, s.running), (0, 0), "work left at the end: {s:?}");
@@ -359,8 +372,8 @@ fn stress(kind: Kind) {
             .as_nanos() as u64,
     );
     let sizes = Sizes {
-        max_concurrency: 64,
-        max_queue_size: 256,
+        max_concurrency: CONCURRENCY,
+        max_queue_size: QUEUE,
         min_workers: 4,
         idle_timeout: Duration::from_millis(5),
     };

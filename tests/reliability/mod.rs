@@ -633,27 +633,34 @@ impl Resolved {
 }
 
 /// Checks the counter identity of [`PoolStats`] and the bounds a pool of these sizes must
-/// keep.
+/// keep; panics with the first problem.
 pub fn check_stats(where_: &str, s: &PoolStats, c: usize, q: usize) {
+    if let Some(problem) = stats_problem(where_, s, c, q) {
+        panic!("{problem}");
+    }
+}
+
+/// The first problem [`check_stats`] would panic with, if any.
+pub fn stats_problem(where_: &str, s: &PoolStats, c: usize, q: usize) -> Option<String> {
     let sum = s.queued as u64 + s.running as u64 + s.completed + s.panicked + s.cancelled;
-    assert_eq!(
-        s.submitted, sum,
-        "{where_}: submitted != queued + running + completed + panicked + cancelled: {s:?}"
-    );
-    assert!(
-        s.running <= c,
-        "{where_}: {} running, max_concurrency {c}: {s:?}",
-        s.running
-    );
-    assert!(
-        s.queued <= q,
-        "{where_}: {} queued, max_queue_size {q}: {s:?}",
-        s.queued
-    );
-    assert!(
-        s.queued + s.running <= c + q,
-        "{where_}: queued + running exceeds max_concurrency + max_queue_size ({c} + {q}): {s:?}"
-    );
+    if s.submitted != sum {
+        return Some(format!(
+            "{where_}: submitted != queued + running + completed + panicked + cancelled: {s:?}"
+        ));
+    }
+    if s.running > c {
+        return Some(format!(
+            "{where_}: {} running, max_concurrency {c}: {s:?}",
+            s.running
+        ));
+    }
+    if s.queued > q {
+        return Some(format!(
+            "{where_}: {} queued, max_queue_size {q}: {s:?}",
+            s.queued
+        ));
+    }
+    None
 }
 
 /// A flag set before the operation it names starts, so that the final check knows which
