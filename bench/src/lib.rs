@@ -82,9 +82,15 @@ impl Payloads {
         }
     }
 
-    /// The payload of job `i` (a fresh allocation, as a real producer would make).
+    /// The payload of job `i` (one fresh allocation of the right size, as a careful
+    /// producer would make; `format!` would grow the string twice).
     pub fn get(&self, i: u64) -> String {
-        format!("{}_{}", self.prefix, i)
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(self.prefix.len() + 21);
+        s.push_str(&self.prefix);
+        s.push('_');
+        write!(s, "{i}").expect("writing to a String cannot fail");
+        s
     }
 }
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The measurement plan behind BENCHMARKS-perf.md. Each section writes
+# bench/results/<name>.{md,json}. Usage: bash bench/run_all.sh [section...]
+# Sections: default sleep nsweep csweep threads (default: all of them).
+# The machine is shared and has 2 cores: check `top -bn1 | head -15` first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-bench}"
+cargo build --release -p nb-aiopool-bench --bin compare
+compare="$CARGO_TARGET_DIR/release/compare"
+out=bench/results
+mkdir -p "$out"
+
+run() { # name, compare args...
+    local name="$1"; shift
+    {
+        echo "<!-- $(date -u +%FT%TZ) lib commit $(git rev-parse --short HEAD)," \
+             "src sha1 $(git ls-files -co --exclude-standard src | sort | xargs cat | sha1sum | cut -c1-12)," \
+             "load $(cut -d' ' -f1-3 /proc/loadavg) -->"
+        echo "\`compare $*\`"
+        "$compare" "$@" --json "$out/$name.json"
+    } | tee "$out/$name.md"
+}
+
+pools=common,no-queue,smart,sem-before-joinset
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(default sleep nsweep csweep threads)
+for s in "${sections[@]}"; do
+    case "$s" in
+    default) run default --rounds 5 --python ;;
+    sleep) run sleep5 --workload sleep:5 -n 200000 --rounds 3 --python ;;
+    nsweep)
+        for n in 10000 100000 1000000 10000000; do
+            run "n$n" -n "$n" --variants "$pools" --rounds 3
+        done ;;
+    csweep)
+        for c in 1 100 1000 100000; do
+            run "c$c" -c "$c" --variants "$pools" --rounds 3
+        done ;;
+    threads)
+        run t1 --threads 1 --variants "$pools" --rounds 3
+        run t2 --threads 2 --variants "$pools" --rounds 3
+        run tcur --current-thread --variants "$pools" --rounds 3 ;;
+    *) echo "unknown section $s" >&2; exit 2 ;;
+    esac
+done
