@@ -816,11 +816,23 @@ impl<J: Job> Future for Driver<J> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let engine = Arc::clone(&this.engine);
-        if engine.generation.load(Ordering::Acquire) != this.generation {
+        if this.engine.generation.load(Ordering::Acquire) != this.generation {
             return Poll::Ready(()); // stale: Drop leaves the state alone
         }
-        let _in_pool = EnterPool::enter(engine.id());
+        let _in_pool = EnterPool::enter(this.engine.id());
+        // Permits of finished jobs are given back once per poll: each release may wake a
+        // producer thread, and waking it for every few jobs costs more than the jobs.
+        let mut released = 0;
+        let poll = this.drive(cx, &mut released);
+        this.engine.release(released);
+        poll
+    }
+}
+
+impl<J: Job> Driver<J> {
+    fn drive(&mut self, cx: &mut Context<'_>, released: &mut usize) -> Poll<()> {
+        let this = self;
+        let engine = Arc::clone(&this.engine);
         let mut budget = POLL_BUDGET;
         let mut finished = Finished::default();
         let mut started: Vec<Queued<J>> = Vec::new();
@@ -915,7 +927,7 @@ impl<J: Job> Future for Driver<J> {
                     st.wakers[this.slot] = Some(cx.waker().clone());
                 }
             }
-            engine.release(finished.count());
+            *released += finished.count();
             finished = Finished::default();
             if notify_changed {
                 engine.changed.notify_waiters();

@@ -6,18 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
-
 use crate::blocking;
-use crate::error::{CancelReason, TaskError};
-
-/// The receiving end of a task's result.
-pub(crate) type ResultTx<T> = oneshot::Sender<Result<T, TaskError>>;
-
-/// Something that can cancel a submitted task.
-pub(crate) trait Abort: Send + Sync + 'static {
-    fn abort(&self);
-}
+use crate::error::TaskError;
+use crate::shared::Shared;
 
 /// A handle to a task submitted to a pool; awaiting it gives the task's result.
 ///
@@ -47,13 +38,12 @@ pub(crate) trait Abort: Send + Sync + 'static {
 /// ```
 #[must_use = "dropping a TaskHandle detaches the task: it keeps running and its result is discarded"]
 pub struct TaskHandle<T> {
-    rx: oneshot::Receiver<Result<T, TaskError>>,
-    abort: Arc<dyn Abort>,
+    shared: Arc<Shared<T>>,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(rx: oneshot::Receiver<Result<T, TaskError>>, abort: Arc<dyn Abort>) -> Self {
-        TaskHandle { rx, abort }
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+        TaskHandle { shared }
     }
 
     /// Cancels the task.
@@ -79,7 +69,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn abort(&self) {
-        self.abort.abort();
+        self.shared.abort();
     }
 
     /// Lets the task run on without anyone waiting for its result: the same as dropping
@@ -116,7 +106,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn is_finished(&self) -> bool {
-        !self.rx.is_empty() || self.rx.is_terminated()
+        self.shared.is_finished()
     }
 
     /// Waits for the task's result from a thread that is not async.
@@ -147,17 +137,17 @@ impl<T> TaskHandle<T> {
 impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
-            // Every job sends a result (or a cancellation) before it is dropped, so a closed
-            // channel means the job was dropped without running its drop code, which only
-            // happens when its runtime is torn down.
-            Poll::Ready(Err(_)) => {
-                Poll::Ready(Err(TaskError::cancelled(CancelReason::RuntimeShutdown)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+    /// # Panics
+    ///
+    /// Panics if polled again after it returned its result.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.shared.poll_result(cx)
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        self.shared.detach();
     }
 }
 

@@ -89,6 +89,7 @@ mod handle;
 pub mod monitor;
 mod no_queue;
 mod registry;
+mod shared;
 mod smart;
 mod stats;
 mod sys;

@@ -12,14 +12,14 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 
 use crate::engine::{BoxRun, ElasticConfig, Engine, Job, Outcome, PoolKind, RunJob};
 use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
-use crate::handle::{Abort, ResultTx, TaskHandle};
+use crate::handle::TaskHandle;
 use crate::registry::ensure_exit_hook;
+use crate::shared::Shared;
 use crate::stats::{PoolStats, ShutdownReport};
-use crate::task::{join_in_order, AbortFlag};
+use crate::task::join_in_order;
 
 /// A pool of elastic workers that runs *recipes* (closures that build a future) and, with
 /// `auto_shutdown` (the default), finishes every submitted task before the process exits,
@@ -245,24 +245,13 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let task = Arc::new(SmartTask {
-            recipe,
-            abort: AbortFlag::default(),
-            slot: Mutex::new(Slot {
-                tx: Some(tx),
-                done: None,
-            }),
-        });
-        let handle = TaskHandle::new(rx, task.clone());
-        self.inner
-            .engine
-            .push(task, |task| -> SmartJob { task })
-            .map(|()| handle)
-            .map_err(|task| match Arc::try_unwrap(task) {
-                Ok(task) => task.recipe,
-                Err(_) => unreachable!("a rejected task is shared with its dropped handle only"),
-            })
+        let shared = Arc::new(Shared::new());
+        let handle = TaskHandle::new(shared.clone());
+        // Built only once the pool has accepted the task, so a rejected recipe comes back.
+        self.inner.engine.push(recipe, |recipe| -> SmartJob {
+            Arc::new(SmartTask { recipe, shared })
+        })?;
+        Ok(handle)
     }
 
     /// Submits a recipe, waiting while the pool is full, and returns a handle to its
@@ -677,43 +666,14 @@ impl fmt::Debug for SmartAioPool {
 /// A submitted recipe and the one result slot all of its runs share.
 struct SmartTask<R, T> {
     recipe: R,
-    abort: AbortFlag,
-    slot: Mutex<Slot<T>>,
+    shared: Arc<Shared<T>>,
 }
 
-struct Slot<T> {
-    tx: Option<ResultTx<T>>,
-    /// Set by the first run that ends; a later run of the same task reports it again.
-    done: Option<Outcome>,
-}
-
-impl<R, T> SmartTask<R, T> {
-    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Delivers the task's result once; returns the task's outcome.
-    fn finish(&self, outcome: Outcome, result: Result<T, TaskError>) -> Outcome {
-        let mut slot = self.slot();
-        if let Some(done) = slot.done {
-            return done;
-        }
-        slot.done = Some(outcome);
-        if let Some(tx) = slot.tx.take() {
-            let _ = tx.send(result);
-        }
-        outcome
-    }
-}
-
-impl<R: Send + Sync + 'static, T: Send + 'static> Abort for SmartTask<R, T> {
-    fn abort(&self) {
-        self.abort.abort();
-        // Resolve the handle now, even if the task still waits in the queue.
-        self.finish(
-            Outcome::Cancelled,
-            Err(TaskError::cancelled(CancelReason::Aborted)),
-        );
+impl<R, T> Drop for SmartTask<R, T> {
+    fn drop(&mut self) {
+        // The last copy of an unfinished task is going away (its pool is gone): tell the
+        // handle rather than leave it waiting.
+        self.shared.cancel(CancelReason::RuntimeShutdown);
     }
 }
 
@@ -732,7 +692,7 @@ where
     Fut::Output: Send + 'static,
 {
     fn run(self: Arc<Self>) -> BoxRun {
-        if let Some(done) = self.slot().done {
+        if let Some(done) = self.shared.outcome() {
             return Box::pin(Ended(done));
         }
         match catch_unwind(AssertUnwindSafe(|| (self.recipe)())) {
@@ -742,14 +702,14 @@ where
                 cancelled: false,
             }),
             Err(payload) => {
-                let outcome = self.finish(Outcome::Panicked, Err(TaskError::panicked(payload)));
-                Box::pin(Ended(outcome))
+                let err = Err(TaskError::panicked(payload));
+                Box::pin(Ended(self.shared.finish(Outcome::Panicked, err)))
             }
         }
     }
 
     fn cancel(&self, reason: CancelReason) {
-        self.finish(Outcome::Cancelled, Err(TaskError::cancelled(reason)));
+        self.shared.cancel(reason);
     }
 }
 
@@ -806,18 +766,15 @@ where
         if *this.cancelled {
             return Poll::Ready(Outcome::Cancelled);
         }
-        if this.task.abort.poll_aborted(cx) {
-            let err = TaskError::cancelled(CancelReason::Aborted);
-            return Poll::Ready(this.task.finish(Outcome::Cancelled, Err(err)));
+        let shared = &this.task.shared;
+        if shared.poll_aborted(cx) {
+            return Poll::Ready(shared.cancel(CancelReason::Aborted));
         }
         let fut = this.fut;
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(this.task.finish(Outcome::Completed, Ok(v))),
-            Err(p) => Poll::Ready(
-                this.task
-                    .finish(Outcome::Panicked, Err(TaskError::panicked(p))),
-            ),
+            Ok(Poll::Ready(v)) => Poll::Ready(shared.finish(Outcome::Completed, Ok(v))),
+            Err(p) => Poll::Ready(shared.finish(Outcome::Panicked, Err(TaskError::panicked(p)))),
         }
     }
 }
@@ -831,8 +788,7 @@ where
     fn cancel(self: Pin<&mut Self>, reason: CancelReason) {
         let this = self.project();
         *this.cancelled = true;
-        this.task
-            .finish(Outcome::Cancelled, Err(TaskError::cancelled(reason)));
+        this.task.shared.cancel(reason);
     }
 }
 

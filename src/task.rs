@@ -4,127 +4,34 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 
 use crate::engine::{BoxRun, Engine, Job, Outcome, PoolKind, RunJob};
 use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
-use crate::handle::{Abort, ResultTx, TaskHandle};
-
-/// Set by a handle's `abort`, seen by the job at its next poll.
-#[derive(Default)]
-pub(crate) struct AbortFlag {
-    aborted: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl AbortFlag {
-    /// Whether the task was aborted; if not, registers `cx` to be woken by an abort.
-    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> bool {
-        // Fast path without touching the waker slot.
-        if self.aborted.load(Ordering::Acquire) {
-            return true;
-        }
-        self.waker.register(cx.waker());
-        // Checked again after registering: an abort in between is not missed (the
-        // AtomicWaker protocol: store then wake on one side, register then load here).
-        self.aborted.load(Ordering::Acquire)
-    }
-}
-
-impl AbortFlag {
-    pub(crate) fn abort(&self) {
-        // Release pairs with the Acquire loads in `poll_aborted`.
-        self.aborted.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-}
-
-/// What a task shares with its handle: the abort flag and the result channel, so that an
-/// abort resolves the handle at once, even while the task waits in the queue.
-pub(crate) struct Shared<T> {
-    abort: AbortFlag,
-    tx: Mutex<Option<ResultTx<T>>>,
-}
-
-impl<T> Shared<T> {
-    pub(crate) fn new(tx: ResultTx<T>) -> Self {
-        Shared {
-            abort: AbortFlag::default(),
-            tx: Mutex::new(Some(tx)),
-        }
-    }
-
-    /// Delivers the task's result unless one was already delivered; returns whether it was.
-    pub(crate) fn finish(&self, result: Result<T, TaskError>) -> bool {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match tx {
-            Some(tx) => {
-                // A dropped handle means the caller detached; the result is discarded.
-                let _ = tx.send(result);
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> bool {
-        self.abort.poll_aborted(cx)
-    }
-
-    /// The outcome of a run that ended with `outcome`, as its handle saw it: an abort that
-    /// got in first makes it a cancellation.
-    pub(crate) fn settle(&self, outcome: Outcome, result: Result<T, TaskError>) -> Outcome {
-        if self.finish(result) {
-            outcome
-        } else {
-            Outcome::Cancelled
-        }
-    }
-}
-
-impl<T: Send + 'static> Abort for Shared<T> {
-    fn abort(&self) {
-        self.abort.abort();
-        self.finish(Err(TaskError::cancelled(CancelReason::Aborted)));
-    }
-}
+use crate::handle::TaskHandle;
+use crate::shared::Shared;
 
 pin_project! {
     /// A submitted future. Never polled again after it reports an outcome (panics are
-    /// caught at the poll that raised them).
+    /// caught at the poll that raised them). Dropped before that (its runtime shut down),
+    /// it tells its handle so.
     pub(crate) struct FutureTask<F: Future> {
         #[pin]
         fut: F,
         shared: Arc<Shared<F::Output>>,
         ended: bool,
     }
-}
 
-impl<F> FutureTask<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn new(fut: F) -> (Box<Self>, TaskHandle<F::Output>) {
-        let (tx, rx) = oneshot::channel();
-        let shared = Arc::new(Shared::new(tx));
-        let handle = TaskHandle::new(rx, shared.clone());
-        let task = Box::new(FutureTask {
-            fut,
-            shared,
-            ended: false,
-        });
-        (task, handle)
-    }
-
-    fn into_inner(self) -> F {
-        self.fut
+    impl<F: Future> PinnedDrop for FutureTask<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.ended {
+                this.shared.cancel(CancelReason::RuntimeShutdown);
+            }
+        }
     }
 }
 
@@ -142,8 +49,7 @@ where
         }
         if this.shared.poll_aborted(cx) {
             *this.ended = true;
-            let err = TaskError::cancelled(CancelReason::Aborted);
-            return Poll::Ready(this.shared.settle(Outcome::Cancelled, Err(err)));
+            return Poll::Ready(this.shared.cancel(CancelReason::Aborted));
         }
         let fut = this.fut;
         let (outcome, result) = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
@@ -152,7 +58,7 @@ where
             Err(payload) => (Outcome::Panicked, Err(TaskError::panicked(payload))),
         };
         *this.ended = true;
-        Poll::Ready(this.shared.settle(outcome, result))
+        Poll::Ready(this.shared.finish(outcome, result))
     }
 }
 
@@ -164,7 +70,7 @@ where
     fn cancel(self: Pin<&mut Self>, reason: CancelReason) {
         let this = self.project();
         *this.ended = true;
-        this.shared.finish(Err(TaskError::cancelled(reason)));
+        this.shared.cancel(reason);
     }
 }
 
@@ -208,14 +114,19 @@ impl FuturePool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (task, handle) = FutureTask::new(fut);
-        self.engine
-            .push(task, |task| {
-                let run: BoxRun = Box::into_pin(task);
-                FutureJob(run)
-            })
-            .map(|()| handle)
-            .map_err(|task| task.into_inner())
+        let shared = Arc::new(Shared::new());
+        let handle = TaskHandle::new(shared.clone());
+        self.engine.push(fut, |fut| {
+            // Built only once the pool has accepted the job, so a rejected future comes
+            // back untouched.
+            let run: BoxRun = Box::pin(FutureTask {
+                fut,
+                shared,
+                ended: false,
+            });
+            FutureJob(run)
+        })?;
+        Ok(handle)
     }
 
     pub(crate) async fn submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>

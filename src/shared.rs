@@ -1,0 +1,148 @@
+//! What a task shares with its [`TaskHandle`](crate::TaskHandle): the result slot and the
+//! abort flag, in one allocation.
+//!
+//! The slot is a `std` mutex around the result and the handle's waker; the lock is held
+//! for a few instructions and no user code runs under it. The abort flag is an
+//! `AtomicBool` plus an `AtomicWaker` for the job's own waker, so a job checks it with one
+//! load per poll.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use futures_util::task::AtomicWaker;
+
+use crate::engine::Outcome;
+use crate::error::{CancelReason, TaskError};
+
+pub(crate) struct Shared<T> {
+    aborted: AtomicBool,
+    /// The waker of the job's current run, woken by `abort`.
+    job_waker: AtomicWaker,
+    slot: Mutex<Slot<T>>,
+}
+
+struct Slot<T> {
+    /// How the task ended, once it has; the first outcome wins.
+    outcome: Option<Outcome>,
+    result: Option<Result<T, TaskError>>,
+    /// The handle's waker, while it waits.
+    waker: Option<Waker>,
+    /// The handle was dropped: results are discarded.
+    detached: bool,
+    /// The handle took the result.
+    taken: bool,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new() -> Self {
+        Shared {
+            aborted: AtomicBool::new(false),
+            job_waker: AtomicWaker::new(),
+            slot: Mutex::new(Slot {
+                outcome: None,
+                result: None,
+                waker: None,
+                detached: false,
+                taken: false,
+            }),
+        }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
+        // Nothing panics under this lock; recover the data if something ever did.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records how the task ended and hands `result` to the handle, unless the task had
+    /// already ended (aborted first, or finished by an earlier run). Returns the outcome
+    /// the handle sees.
+    pub(crate) fn finish(&self, outcome: Outcome, result: Result<T, TaskError>) -> Outcome {
+        let mut slot = self.slot();
+        if let Some(first) = slot.outcome {
+            drop(slot);
+            drop(result); // user value dropped outside the lock
+            return first;
+        }
+        slot.outcome = Some(outcome);
+        if slot.detached {
+            drop(slot);
+            drop(result);
+            return outcome;
+        }
+        slot.result = Some(result);
+        let waker = slot.waker.take();
+        drop(slot);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        outcome
+    }
+
+    /// How the task ended, if it has.
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        self.slot().outcome
+    }
+
+    /// Ends the task as cancelled for `reason` (if it has not ended yet).
+    pub(crate) fn cancel(&self, reason: CancelReason) -> Outcome {
+        self.finish(Outcome::Cancelled, Err(TaskError::cancelled(reason)))
+    }
+
+    /// For the job: whether the task was aborted; if not, registers `cx` to be woken by an
+    /// abort.
+    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> bool {
+        if self.aborted.load(Ordering::Acquire) {
+            return true;
+        }
+        self.job_waker.register(cx.waker());
+        // Checked again after registering, so an abort in between is not missed (the
+        // AtomicWaker protocol: `abort` stores then wakes; we register then load).
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// For the handle: aborts the task and resolves the handle at once.
+    pub(crate) fn abort(&self) {
+        // Release pairs with the Acquire loads in `poll_aborted`.
+        self.aborted.store(true, Ordering::Release);
+        self.job_waker.wake();
+        self.cancel(CancelReason::Aborted);
+    }
+
+    /// For the handle: the result, once there is one.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the result was already taken.
+    pub(crate) fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError>> {
+        let mut slot = self.slot();
+        if let Some(result) = slot.result.take() {
+            slot.taken = true;
+            return Poll::Ready(result);
+        }
+        assert!(
+            !slot.taken,
+            "TaskHandle polled after it returned its result"
+        );
+        match &slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => slot.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// For the handle: whether the result is ready (or was taken).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.slot().outcome.is_some()
+    }
+
+    /// For the handle being dropped: later results are discarded.
+    pub(crate) fn detach(&self) {
+        let mut slot = self.slot();
+        slot.detached = true;
+        slot.waker = None;
+        let result = slot.result.take();
+        drop(slot);
+        drop(result);
+    }
+}
