@@ -14,7 +14,7 @@ use crate::task::{future_pool_api, FuturePool};
 ///
 /// This is the seed's `CommonAioPool`: the pool to reach for when a loop must push millions
 /// of jobs through a bounded number of slots. `submit(fut).await` returns as soon as the
-/// job is queued, with a [`TaskHandle`] to its result; when the queue is full it waits,
+/// job is queued, with a [`TaskHandle`](crate::TaskHandle) to its result; when the queue is full it waits,
 /// which slows the producer down to the pool's pace (backpressure), so memory stays flat
 /// however many jobs go through.
 ///

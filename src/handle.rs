@@ -49,7 +49,7 @@ impl<T> TaskHandle<T> {
     /// Cancels the task.
     ///
     /// The handle resolves at once to a [`TaskError`] whose
-    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`]. A running
+    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`](crate::CancelReason::Aborted). A running
     /// task is dropped at its next `.await` point; a queued task keeps its place in the
     /// queue until its turn comes, and is then dropped without running. Aborting a task
     /// that already finished does nothing.
