@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use nb_aiopool::NoQueueAioPool;
-use support::{within, Gate, Gauge};
+use support::{within, Counter, Gate, Gauge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_max_concurrency_and_no_queue() {
@@ -64,19 +64,12 @@ async fn a_waiting_submit_starts_as_soon_as_a_slot_frees_without_polling() {
 #[tokio::test]
 async fn wait_covers_everything_submitted_so_far_and_only_that() {
     let pool = NoQueueAioPool::new(3);
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Counter::default();
     for _ in 0..6 {
-        let done = done.clone();
-        pool.submit(async move {
-            tokio::task::yield_now().await;
-            done.fetch_add(1, Ordering::SeqCst);
-        })
-        .await
-        .unwrap()
-        .detach();
+        pool.submit(done.task()).await.unwrap().detach();
     }
     within("wait", pool.wait()).await;
-    assert_eq!(done.load(Ordering::SeqCst), 6);
+    assert_eq!(done.get(), 6);
 
     // A task submitted after `wait` started does not hold it up.
     let gate = Gate::default();

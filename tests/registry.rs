@@ -3,34 +3,24 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use nb_aiopool::{
     shutdown_all_common_aiopools, shutdown_all_smart_aiopools, wait_all_no_queue_aiopools,
     CommonAioPool, NoQueueAioPool, SmartAioPool,
 };
-use support::within;
+use support::{within, Counter};
 
 #[tokio::test]
 async fn shutdown_all_common_aiopools_drains_every_pool() {
     let a = CommonAioPool::new(2, 10);
     let b = CommonAioPool::new(3, 10);
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Counter::default();
     for pool in [&a, &b] {
         for _ in 0..5 {
-            let done = done.clone();
-            pool.submit(async move {
-                tokio::task::yield_now().await;
-                done.fetch_add(1, Ordering::SeqCst);
-            })
-            .await
-            .unwrap()
-            .detach();
+            pool.submit(done.task()).await.unwrap().detach();
         }
     }
     within("shutdown all", shutdown_all_common_aiopools()).await;
-    assert_eq!(done.load(Ordering::SeqCst), 10);
+    assert_eq!(done.get(), 10);
     assert!(a.is_closed() && b.is_closed());
 }
 
@@ -38,21 +28,14 @@ async fn shutdown_all_common_aiopools_drains_every_pool() {
 async fn wait_all_no_queue_aiopools_waits_and_leaves_pools_open() {
     let a = NoQueueAioPool::new(2);
     let b = NoQueueAioPool::new(1);
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Counter::default();
     for pool in [&a, &b] {
         for _ in 0..4 {
-            let done = done.clone();
-            pool.submit(async move {
-                tokio::task::yield_now().await;
-                done.fetch_add(1, Ordering::SeqCst);
-            })
-            .await
-            .unwrap()
-            .detach();
+            pool.submit(done.task()).await.unwrap().detach();
         }
     }
     within("wait all", wait_all_no_queue_aiopools()).await;
-    assert_eq!(done.load(Ordering::SeqCst), 8);
+    assert_eq!(done.get(), 8);
     assert_eq!(a.run(async { 1 }).await.unwrap(), 1, "the pool was closed");
 }
 
@@ -60,23 +43,14 @@ async fn wait_all_no_queue_aiopools_waits_and_leaves_pools_open() {
 async fn shutdown_all_smart_aiopools_drains_every_pool() {
     let a = SmartAioPool::new(2);
     let b = SmartAioPool::builder().auto_shutdown(false).build();
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Counter::default();
     for pool in [&a, &b] {
         for _ in 0..4 {
             let done = done.clone();
-            pool.submit(move || {
-                let done = done.clone();
-                async move {
-                    tokio::task::yield_now().await;
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-            .await
-            .unwrap()
-            .detach();
+            pool.submit(move || done.task()).await.unwrap().detach();
         }
     }
     within("shutdown all", shutdown_all_smart_aiopools()).await;
-    assert_eq!(done.load(Ordering::SeqCst), 8);
+    assert_eq!(done.get(), 8);
     assert!(a.submit(|| async {}).await.unwrap_err().is_closed());
 }

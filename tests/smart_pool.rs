@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use nb_aiopool::{smart_run, CancelReason, SmartAioPool, SubmitErrorKind};
-use support::{within, Gate, Gauge};
+use support::{within, Counter, Gate, Gauge};
 
 #[tokio::test(start_paused = true)]
 async fn workers_scale_up_under_load_and_retire_when_idle() {
@@ -225,22 +225,13 @@ async fn submit_is_cancel_safe_and_try_submit_hands_the_recipe_back() {
 async fn wait_for_all_waits_for_earlier_tasks_only() {
     let pool = SmartAioPool::new(2);
     let gate = Gate::default();
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Counter::default();
     for _ in 0..3 {
         let done = done.clone();
-        pool.submit(move || {
-            let done = done.clone();
-            async move {
-                tokio::task::yield_now().await;
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-        .await
-        .unwrap()
-        .detach();
+        pool.submit(move || done.task()).await.unwrap().detach();
     }
     within("wait_for_all", pool.wait_for_all()).await;
-    assert_eq!(done.load(Ordering::SeqCst), 3);
+    assert_eq!(done.get(), 3);
 
     // A task submitted later that never ends does not keep an earlier wait waiting.
     let g = gate.clone();
@@ -284,54 +275,42 @@ fn defaults_match_the_python_original() {
 #[test]
 fn smart_run_waits_for_tasks_nobody_awaited() {
     let pool = SmartAioPool::new(4);
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Counter::default();
     let d = done.clone();
     let out = smart_run(async move {
         for _ in 0..20 {
             let d = d.clone();
-            pool.submit(move || {
-                let d = d.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    d.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-            .await
-            .unwrap()
-            .detach();
+            pool.submit(move || d.sleeping_task(5))
+                .await
+                .unwrap()
+                .detach();
         }
         "main's value"
     });
     assert_eq!(out, "main's value");
-    assert_eq!(done.load(Ordering::SeqCst), 20);
+    assert_eq!(done.get(), 20);
 }
 
 #[test]
 fn smart_run_waits_also_when_main_panics() {
     let pool = SmartAioPool::new(4);
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Counter::default();
     let d = done.clone();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         smart_run(async move {
             for _ in 0..5 {
                 let d = d.clone();
-                pool.submit(move || {
-                    let d = d.clone();
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        d.fetch_add(1, Ordering::SeqCst);
-                    }
-                })
-                .await
-                .unwrap()
-                .detach();
+                pool.submit(move || d.sleeping_task(5))
+                    .await
+                    .unwrap()
+                    .detach();
             }
             panic!("main failed");
         })
     }));
     let payload = result.unwrap_err();
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"main failed"));
-    assert_eq!(done.load(Ordering::SeqCst), 5);
+    assert_eq!(done.get(), 5);
 }
 
 #[test]

@@ -63,3 +63,31 @@ pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
         Err(_) => panic!("timed out (30 s) waiting for: {what}"),
     }
 }
+
+/// Counts finished tasks; hands out tasks that count themselves.
+#[derive(Clone, Default)]
+pub struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    /// A task that yields once, then counts itself.
+    pub fn task(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let count = self.0.clone();
+        async move {
+            tokio::task::yield_now().await;
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A task that sleeps `ms` milliseconds, then counts itself.
+    pub fn sleeping_task(&self, ms: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let count = self.0.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
