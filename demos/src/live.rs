@@ -2,13 +2,14 @@
 //! monitor's line every interval. Both live on plain threads, so they keep going while the
 //! runtime is saturated.
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use nb_aiopool::monitor::{MonitorError, ProcessMonitor, ProcessSample};
 
 /// How often the bar's position is refreshed from the counter.
@@ -55,11 +56,14 @@ impl Live {
         };
         let template = format!(
             "{{prefix:>10}} [{{elapsed_precise}}] {{wide_bar:.cyan/blue}} {{human_pos}}/{{human_len}} {unit} \
-             {{per_sec:>14}} eta {{eta}}"
+             {{rate:>12}} eta {{eta}}"
         );
         bar.set_style(
             ProgressStyle::with_template(&template)
                 .expect("the template is valid")
+                .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                })
                 .progress_chars("=> "),
         );
         bar.set_prefix(label.to_string());
