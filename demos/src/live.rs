@@ -2,7 +2,7 @@
 //! monitor's line every interval. Both live on plain threads, so they keep going while the
 //! runtime is saturated.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -140,7 +140,7 @@ fn http_compare_against_its_own_server() {
         assert_eq!(r.get("server"), Some("external"), "{r}");
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server answered 4000 requests"), "{stderr}");
+    assert!(stderr.contains("server: requests=4000 "), "{stderr}");
 }
 
 #[test]
@@ -175,5 +175,8 @@ fn http_serve_only_stops_by_itself() {
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("LISTENING http://127.0.0.1:"), "{stdout}");
-    assert!(stdout.contains("SERVED requests=0"), "{stdout}");
+    assert!(
+        stdout.contains("SERVED requests=0 connections=0"),
+        "{stdout}"
+    );
 }

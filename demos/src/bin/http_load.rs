@@ -128,8 +128,25 @@ fn bind_loopback(port: u16) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// What the built-in server has done (Relaxed counters: statistics only).
+#[derive(Debug, Default)]
+struct Served {
+    requests: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl Served {
+    fn summary(&self) -> String {
+        format!(
+            "requests={} connections={}",
+            self.requests.load(Ordering::Relaxed),
+            self.connections.load(Ordering::Relaxed)
+        )
+    }
+}
+
 /// Serves `GET anything` with `body` on every connection, HTTP/1.1 keep-alive, forever.
-async fn serve(listener: TcpListener, body: Bytes, served: Arc<AtomicU64>) {
+async fn serve(listener: TcpListener, body: Bytes, served: Arc<Served>) {
     let mut last_complaint: Option<Instant> = None;
     loop {
         let (stream, _) = match listener.accept().await {
@@ -145,11 +162,12 @@ async fn serve(listener: TcpListener, body: Bytes, served: Arc<AtomicU64>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        served.connections.fetch_add(1, Ordering::Relaxed);
         let (body, served) = (body.clone(), served.clone());
         tokio::spawn(async move {
             let service = service_fn(move |_request| {
                 // Relaxed: a statistic.
-                served.fetch_add(1, Ordering::Relaxed);
+                served.requests.fetch_add(1, Ordering::Relaxed);
                 let body = body.clone();
                 async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
             });
@@ -169,13 +187,10 @@ fn response_body(bytes: usize) -> Bytes {
 }
 
 /// Starts the server on the current runtime; returns its URL and request counter.
-async fn start_server(
-    port: u16,
-    response_bytes: usize,
-) -> std::io::Result<(String, Arc<AtomicU64>)> {
+async fn start_server(port: u16, response_bytes: usize) -> std::io::Result<(String, Arc<Served>)> {
     let listener = bind_loopback(port)?;
     let addr = listener.local_addr()?;
-    let served = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(Served::default());
     tokio::spawn(serve(
         listener,
         response_body(response_bytes),
@@ -203,7 +218,7 @@ async fn serve_only(args: &Args) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-    println!("SERVED requests={}", served.load(Ordering::Relaxed));
+    println!("SERVED {}", served.summary());
     ExitCode::SUCCESS
 }
 
@@ -460,8 +475,10 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_REFUSED as u8);
         }
     }
-    // Client sockets, plus the server's side when it runs in this process.
-    let sockets = args.concurrency as u64 * if args.url.is_none() { 2 } else { 1 };
+    // Client sockets, plus the server's side when it runs in this process. The client can
+    // hold more connections than requests in flight for a moment (a connect started for a
+    // request that then got a returned idle connection is kept), so count two per slot.
+    let sockets = 2 * args.concurrency as u64 * if args.url.is_none() { 2 } else { 1 };
     if let Err(message) = ensure_fd_limit(sockets + 64) {
         return fail(message);
     }
@@ -568,6 +585,12 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
                 "external"
             },
         );
+    if let Some(served) = &served {
+        line.push(
+            "server_connections",
+            served.connections.load(Ordering::Relaxed),
+        );
+    }
     println!("{line}");
     if total_errors > 0 {
         eprintln!(
@@ -629,7 +652,7 @@ fn compare(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_REFUSED as u8);
         }
     }
-    if let Err(message) = ensure_fd_limit(args.concurrency as u64 + 64) {
+    if let Err(message) = ensure_fd_limit(2 * args.concurrency as u64 + 64) {
         eprintln!("error: {message}");
         return ExitCode::FAILURE;
     }
@@ -717,10 +740,7 @@ fn compare(args: &Args) -> ExitCode {
         }
     }
     if let Some(served) = served {
-        eprintln!(
-            "server answered {} requests",
-            served.load(Ordering::Relaxed)
-        );
+        eprintln!("server: {}", served.summary());
     }
     drop(runtime);
 
