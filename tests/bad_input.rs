@@ -104,10 +104,14 @@ async fn huge_sizes_allocate_nothing_up_front() {
         .build();
     assert_eq!(common.max_queue_size(), biggest_queue);
     for i in 0..100u64 {
-        let _ = common.submit(async move { i }).await.unwrap();
-        let _ = wide.submit(async move { i }).await.unwrap();
-        let _ = no_queue.submit(async move { i }).await.unwrap();
-        let _ = smart.submit(move || async move { i }).await.unwrap();
+        common.submit(async move { i }).await.unwrap().detach();
+        wide.submit(async move { i }).await.unwrap().detach();
+        no_queue.submit(async move { i }).await.unwrap().detach();
+        smart
+            .submit(move || async move { i })
+            .await
+            .unwrap()
+            .detach();
     }
     assert_eq!(within("common", common.run(async { 7 })).await.unwrap(), 7);
     within("common", common.shutdown()).await;
@@ -149,7 +153,7 @@ async fn smart_zero_idle_timeout_still_runs_everything() {
     let done = Arc::new(AtomicUsize::new(0));
     for _ in 0..500 {
         let done = done.clone();
-        let _ = within(
+        within(
             "submit",
             pool.submit(move || {
                 let done = done.clone();
@@ -160,7 +164,8 @@ async fn smart_zero_idle_timeout_still_runs_everything() {
             }),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .detach();
     }
     within("shutdown", pool.shutdown()).await;
     assert_eq!(done.load(Ordering::SeqCst), 500);
@@ -400,14 +405,12 @@ async fn panicking_futures_keep_capacity() {
     for _ in 0..3 {
         let err = within("common", common.run(async { panic!("boom") }))
             .await
-            .map(|()| ())
             .unwrap_err()
             .into_task_error()
             .unwrap();
         assert!(err.is_panic());
         let err = within("no_queue", no_queue.run(async { panic!("boom") }))
             .await
-            .map(|()| ())
             .unwrap_err()
             .into_task_error()
             .unwrap();

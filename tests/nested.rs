@@ -118,12 +118,13 @@ async fn common_nested_submit_with_queue_room_is_accepted() {
     let inner = pool.clone();
     let outer = pool
         .submit(async move {
-            // Not awaited here: with one slot, awaiting would deadlock (see bad_input.rs).
-            inner.submit(async { 7 }).await.expect("room in the queue")
+            // Handed out, not awaited here: with one slot, awaiting would deadlock (see
+            // bad_input.rs).
+            Some(inner.submit(async { 7 }).await.expect("room in the queue"))
         })
         .await
         .unwrap();
-    let nested = within("outer", outer).await.unwrap();
+    let nested = within("outer", outer).await.unwrap().unwrap();
     assert_eq!(within("nested", nested).await.unwrap(), 7);
     within("shutdown", pool.shutdown()).await;
 }
