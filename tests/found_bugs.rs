@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 /// forever. A submit saw one idle worker, so it added none and woke a driver; the janitor,
 /// whose timer fired at the same instant, then retired that idle worker before the driver
 /// ran, leaving `limit == 0` with a task queued and nothing to raise the limit until the
-/// next submit. (Fixed by reserving a slot for the task under the lock at submit time.)
+/// next submit. (Fixed in 228e6de: a submit reserves a slot for the task under the lock.)
 #[tokio::test(start_paused = true)]
 async fn smart_janitor_does_not_retire_the_worker_a_queued_task_needs() {
     let idle = Duration::from_millis(10);
@@ -95,15 +95,15 @@ impl Drop for CheckOnDrop {
     }
 }
 
-/// Found against 50cc80d (and still present in the working tree of 23 Nov 21:55):
+/// Found against 50cc80d (still present in 228e6de; fixed in 0afda9f):
 /// `Engine::cancel_all` (SmartAioPool::cancel_all, and the abandon step of
 /// `shutdown_timeout`) marks the drained queue's epochs finished under the lock, then
 /// tells the handles and drops the jobs *after* releasing it. A concurrent `wait_for_all`
 /// (or `wait`, `shutdown`) can return in between, while a task submitted before it still
 /// has an unresolved handle: the documented "`wait_for_all().await; assert!(h.is_finished())`"
-/// does not hold. Suggested fix: in `cancel_all` (and in `Driver::drop` for its cancelled
-/// queue), count the jobs cancelled under the first lock, tell and drop them outside it,
-/// and only then take the lock again to `finish_epoch` them and notify `changed`.
+/// does not hold. The fix: count the jobs cancelled under the first lock, tell and drop
+/// them outside it, and only then take the lock again to `finish_epoch` them and notify
+/// `changed` (also for `Driver::drop`'s cancelled queue).
 ///
 /// Sequence: task R runs (one slot); A and B are queued; A's handle is dropped so that
 /// `cancel_all` dropping A runs A's recipe's drop code, which (from a plain thread) lets R

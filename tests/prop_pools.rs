@@ -810,3 +810,174 @@ proptest! {
         run(Kind::Smart, Flavor::MultiThread, sc);
     }
 }
+
+// ----- the runtime goes away ----------------------------------------------------------
+
+/// Jobs submitted on a runtime that is then dropped, with jobs queued and running.
+#[derive(Debug, Clone)]
+struct RuntimeDrop {
+    max_concurrency: usize,
+    max_queue_size: usize,
+    /// Each job, and whether its handle is aborted right after the submit.
+    jobs: Vec<(Beh, bool)>,
+    /// How often the submitting task yields before the runtime is dropped.
+    yields: u8,
+    multi_thread: bool,
+}
+
+fn runtime_drop() -> impl Strategy<Value = RuntimeDrop> {
+    let job = prop_oneof![
+        3 => Just(Beh::Ready),
+        2 => (1u8..4).prop_map(Beh::Yield),
+        2 => (0u8..20).prop_map(Beh::Sleep),
+        2 => Just(Beh::Long),
+        1 => (0u8..3).prop_map(Beh::Panic),
+    ];
+    (
+        1usize..=4,
+        0usize..=4,
+        prop::collection::vec((job, prop::bool::weighted(0.1)), 1..16),
+        0u8..6,
+        any::<bool>(),
+    )
+        .prop_map(|(c, q, jobs, yields, multi_thread)| RuntimeDrop {
+            max_concurrency: c,
+            max_queue_size: q,
+            jobs,
+            yields,
+            multi_thread,
+        })
+}
+
+/// Drops the runtime a pool runs on, part-way through its work. Then every accepted job's
+/// handle resolves (no hang): for CommonAioPool and NoQueueAioPool to its result or
+/// `RuntimeShutdown`; SmartAioPool runs its unfinished tasks again on the next runtime
+/// (each recipe called at most twice) and no handle says `RuntimeShutdown`. The counters
+/// add up and nothing is left queued or running.
+fn run_runtime_drop(kind: Kind, sc: RuntimeDrop) {
+    quiet_intentional_panics();
+    let sizes = Sizes {
+        max_concurrency: sc.max_concurrency,
+        max_queue_size: sc.max_queue_size,
+        min_workers: 1,
+        idle_timeout: Duration::from_millis(5),
+    };
+    let n = sc.jobs.len();
+    let board = Board::new(n, sizes.max_concurrency, Timing::Real, false, false);
+    if kind == Kind::Smart {
+        board.allow_restarts();
+    }
+    let pool = Pool::new(kind, sizes);
+    let rt1 = if sc.multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .unwrap();
+    let handles: Vec<(usize, bool, TaskHandle<u64>)> = rt1.block_on(async {
+        let mut handles = Vec::new();
+        for (id, &(beh, abort)) in sc.jobs.iter().enumerate() {
+            let spec = Spec {
+                id,
+                beh,
+                board: board.clone(),
+            };
+            match pool.try_submit(&spec) {
+                Ok(h) => {
+                    if abort {
+                        h.abort();
+                    }
+                    handles.push((id, abort, h));
+                }
+                Err(r) => assert_eq!(r, Rejection::Full, "job {id}"),
+            }
+        }
+        for _ in 0..sc.yields {
+            tokio::task::yield_now().await;
+        }
+        handles
+    });
+    drop(rt1);
+
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt2.block_on(async {
+        let patience = Duration::from_secs(30);
+        if kind == Kind::Smart {
+            // The new runtime takes the interrupted and queued tasks over.
+            tokio::time::timeout(patience, pool.shutdown())
+                .await
+                .expect("hang: shutdown on the second runtime");
+        }
+        let mut cancelled_by_runtime = 0u64;
+        for (id, aborted, h) in handles {
+            let r = tokio::time::timeout(patience, h)
+                .await
+                .unwrap_or_else(|_| panic!("hang: job {id}'s handle after the runtime went away"));
+            let state = board.state(id);
+            match Resolved::from_result(r) {
+                Resolved::Value(v) => {
+                    assert_eq!((state, v), (COMPLETED, value_of(id)), "job {id}")
+                }
+                Resolved::Panicked(_) => assert_eq!(state, PANICKED, "job {id}"),
+                Resolved::Cancelled(CancelReason::Aborted) => assert!(aborted, "job {id}"),
+                Resolved::Cancelled(CancelReason::RuntimeShutdown) if kind != Kind::Smart => {
+                    assert!(
+                        state == NOT_STARTED || state == DROPPED,
+                        "job {id}: RuntimeShutdown, yet it {}",
+                        state_name(state)
+                    );
+                    cancelled_by_runtime += 1;
+                }
+                Resolved::Cancelled(other) => panic!("job {id}: cancelled with {other:?}"),
+            }
+            if kind == Kind::Smart {
+                assert!(
+                    board.recipe_calls(id) <= 2,
+                    "recipe {id} called {} times",
+                    board.recipe_calls(id)
+                );
+            }
+        }
+        tokio::time::timeout(patience, pool.shutdown())
+            .await
+            .expect("hang: final shutdown");
+        let s = pool.stats();
+        check_stats(
+            "after the runtime went away",
+            &s,
+            sizes.max_concurrency,
+            pool.queue_size(sizes),
+        );
+        assert_eq!((s.queued, s.running), (0, 0), "{s:?}");
+        assert!(s.cancelled >= cancelled_by_runtime, "{s:?}");
+    });
+    let violations = board.violations();
+    assert!(violations.is_empty(), "violations: {violations:#?}");
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn common_runtime_dropped(sc in runtime_drop()) {
+        run_runtime_drop(Kind::Common, sc);
+    }
+
+    #[test]
+    fn no_queue_runtime_dropped(sc in runtime_drop()) {
+        run_runtime_drop(Kind::NoQueue, sc);
+    }
+
+    #[test]
+    fn smart_runtime_dropped(sc in runtime_drop()) {
+        run_runtime_drop(Kind::Smart, sc);
+    }
+}

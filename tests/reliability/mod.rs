@@ -137,6 +137,9 @@ pub struct Board {
     /// the tasks it takes in queue order, then polls their futures) rather than at first
     /// polls.
     pub order_by_recipe: bool,
+    /// A job may start again after it was dropped while running (SmartAioPool re-runs a
+    /// task interrupted by the end of its runtime).
+    restarts_allowed: AtomicBool,
 }
 
 impl Board {
@@ -160,6 +163,7 @@ impl Board {
             accept_order: Mutex::new(Vec::new()),
             track_order,
             order_by_recipe,
+            restarts_allowed: AtomicBool::new(false),
         })
     }
 
@@ -200,13 +204,18 @@ impl Board {
         self.violations.lock().unwrap().clone()
     }
 
+    pub fn allow_restarts(&self) {
+        self.restarts_allowed.store(true, Ordering::SeqCst);
+    }
+
     fn on_start(&self, id: usize) {
+        let restarts = self.restarts_allowed.load(Ordering::SeqCst);
         let starts = self.starts[id].fetch_add(1, Ordering::SeqCst) + 1;
-        if starts > 1 {
+        if starts > 1 && !restarts {
             self.violation(format!("job {id} started {starts} times"));
         }
         let prev = self.states[id].swap(RUNNING, Ordering::SeqCst);
-        if prev != NOT_STARTED {
+        if prev != NOT_STARTED && !(restarts && prev == DROPPED) {
             self.violation(format!("job {id} started while {}", state_name(prev)));
         }
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
