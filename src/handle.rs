@@ -19,6 +19,16 @@ use crate::shared::Shared;
 /// panicked or why it was cancelled. A task that can never complete (aborted, abandoned at a
 /// shutdown deadline, lost to a runtime shutdown) resolves to an error; it never hangs.
 ///
+/// # Awaiting from inside the same pool
+///
+/// A task running in a pool may await the handle of another task of the same pool, but
+/// if the awaited task is still queued it needs a free slot to start; when every slot is
+/// held by a task waiting like this, they wait forever. The pool refuses the *submit*
+/// side of that pattern when it is full (see
+/// [`SubmitErrorKind::WouldDeadlock`](crate::SubmitErrorKind::WouldDeadlock)), but it does
+/// not detect the await side: fan out to a second pool, or bound the wait with
+/// `tokio::time::timeout`.
+///
 /// # Dropping
 ///
 /// Dropping the handle **detaches** the task: it still runs to completion and its result is
