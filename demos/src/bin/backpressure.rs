@@ -259,10 +259,6 @@ async fn produce(mode: Mode, args: &Args, queue: usize) -> Result<(f64, u64), St
 
 fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let queue = args.queue_size.unwrap_or(args.concurrency);
-    if args.concurrency == 0 {
-        eprintln!("error: --concurrency must be at least 1");
-        return ExitCode::from(2);
-    }
     if mode == Mode::Semaphore {
         let each = naive_task_bytes(args.payload_bytes);
         if let Err(message) = memory::check_naive(
@@ -534,6 +530,10 @@ fn compare(args: &Args) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.concurrency == 0 {
+        eprintln!("error: --concurrency must be at least 1");
+        return ExitCode::from(2);
+    }
     match args.mode {
         Mode::Compare => compare(&args),
         mode => run_one(mode, &args),

@@ -454,9 +454,6 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
         eprintln!("error: {message}");
         ExitCode::FAILURE
     };
-    if args.concurrency == 0 {
-        return fail("--concurrency must be at least 1".into());
-    }
     if let Some(url) = &args.url {
         if let Err(message) = check_target(url, args.allow_remote) {
             eprintln!("{message}");
@@ -784,6 +781,10 @@ fn compare(args: &Args) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.concurrency == 0 {
+        eprintln!("error: --concurrency must be at least 1");
+        return ExitCode::from(2);
+    }
     if args.serve_only {
         return match runtime(args.threads) {
             Ok(rt) => rt.block_on(serve_only(&args)),
