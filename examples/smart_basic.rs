@@ -36,7 +36,10 @@ async fn main() {
         .batch_run((0..5).map(|i| move || sample_task(i)))
         .await
         .unwrap();
-    println!("batch_run: {:?}", results.into_iter().map(Result::unwrap).collect::<Vec<_>>());
+    println!(
+        "batch_run: {:?}",
+        results.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+    );
 
     pool.shutdown().await;
 }

@@ -75,6 +75,7 @@
 //!
 //! - `monitor`: a per-interval process CPU / resident-memory monitor (the seed's
 //!   `thread_show_process_cpu_usage` and `thread_show_process_memory_usage`).
+//!   It uses `sysinfo`, which needs Rust 1.95; the library without it needs 1.85.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]

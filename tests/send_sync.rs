@@ -62,10 +62,15 @@ fn errors_print_without_debug_on_the_task() {
             std::task::Poll::Ready(())
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let pool = CommonAioPool::new(1, 1);
     rt.block_on(pool.shutdown());
     let err = pool.try_submit(Opaque).unwrap_err();
     assert_eq!(format!("{err:?}"), "Closed(..)");
-    assert_eq!(err.to_string(), "the pool is shut down and accepts no tasks");
+    assert_eq!(
+        err.to_string(),
+        "the pool is shut down and accepts no tasks"
+    );
 }
