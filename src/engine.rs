@@ -115,6 +115,9 @@ struct State<J> {
     /// Jobs at the front of the queue that already hold a slot. Jobs without one exist only
     /// while every slot is taken, so `queue.len() - reserved <= max_queue_size`.
     reserved: usize,
+    /// A driver of the current set was dropped by its runtime: the others are about to be
+    /// dropped too, so they start nothing more.
+    dying: bool,
     /// How many jobs may run at once now: `max_concurrency`, or the live worker count of
     /// an elastic pool.
     limit: usize,
@@ -177,7 +180,7 @@ impl<J> State<J> {
     /// Gives free slots to the jobs at the front of the queue (while drivers exist to run
     /// them). Returns whether any job holds a reserved slot.
     fn reserve_slots(&mut self) -> bool {
-        if self.drivers > 0 {
+        if self.drivers > 0 && !self.dying {
             while self.running < self.limit && self.reserved < self.queue.len() {
                 self.running += 1;
                 self.reserved += 1;
@@ -285,6 +288,7 @@ impl<J: Job> Engine<J> {
             queue: VecDeque::new(),
             running: 0,
             reserved: 0,
+            dying: false,
             limit,
             elastic,
             submitted: 0,
@@ -492,6 +496,7 @@ impl<J: Job> Engine<J> {
     fn claim_drivers(&self, st: &mut State<J>, handle: Handle) -> (Handle, u64, usize) {
         let n = handle.metrics().num_workers().max(1);
         st.drivers = n;
+        st.dying = false;
         st.wakers = vec![None; n];
         st.runtime = Some(handle.clone());
         (handle, st.generation, n)
@@ -890,7 +895,7 @@ impl<J: Job> Driver<J> {
                 // Pull jobs. Beyond its fair share, a driver leaves work for a driver that
                 // is waiting, so every runtime thread takes part.
                 let fair = st.limit.div_ceil(st.drivers.max(1));
-                while st.reserved > 0 && started.len() < budget {
+                while st.reserved > 0 && !st.dying && started.len() < budget {
                     if this.in_flight.len() + started.len() >= fair {
                         let slot = this.slot;
                         let queue_nonempty = !st.queue.is_empty();
@@ -995,36 +1000,49 @@ impl<J: Job> Drop for Driver<J> {
         if self.exited {
             return;
         }
-        let in_flight = std::mem::take(&mut self.in_flight);
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let stale = self.engine.lock().generation != self.generation;
+        if stale {
+            // Superseded at exit: a newer set of drivers re-runs these jobs.
+            drop(in_flight);
+            return;
+        }
+        // First end the runs in our hands (telling the handles, and dropping the futures,
+        // which may run user code, outside the lock); only then give their slots back, so
+        // no other driver starts a job, or the same task again, while they are alive.
+        if !J::RERUN {
+            for job in in_flight.iter_mut() {
+                job.run.as_mut().cancel(CancelReason::RuntimeShutdown);
+            }
+        }
+        let ended: Vec<(u64, u64)> = in_flight.iter().map(|j| (j.id, j.epoch)).collect();
+        drop(in_flight);
         let mut cancelled_queue = Vec::new();
         let mut epochs = Vec::new();
         {
             let mut st = self.engine.lock();
             if st.generation != self.generation {
-                // Superseded at exit: a newer set of drivers re-runs these jobs.
-                drop(st);
-                drop(in_flight);
                 return;
             }
             st.drivers -= 1;
             st.wakers[self.slot] = None;
-            // Our runtime is going away with jobs in our hands.
-            for job in in_flight.iter() {
+            st.dying = true;
+            for &(id, epoch) in &ended {
                 st.running -= 1;
                 st.worker_idle();
                 if J::RERUN {
-                    if let Some((copy, epoch)) = st.tracked.remove(&job.id) {
+                    if let Some((copy, epoch)) = st.tracked.remove(&id) {
                         st.queue.push_front(Queued {
                             job: copy,
                             epoch,
-                            id: job.id,
+                            id,
                         });
                         continue;
                     }
                 }
                 st.cancelled += 1;
                 st.lost_to_runtime += 1;
-                epochs.push(job.epoch);
+                epochs.push(epoch);
             }
             if st.drivers == 0 && !J::RERUN {
                 // No driver is left to run queued jobs: report them instead of keeping
@@ -1042,15 +1060,6 @@ impl<J: Job> Drop for Driver<J> {
                 st.reserved = 0;
             }
         }
-        // Outside the lock: user futures' drop code may call back into the pool. Handles
-        // are told before waiters are released.
-        let mut in_flight = in_flight;
-        if !J::RERUN {
-            for job in in_flight.iter_mut() {
-                job.run.as_mut().cancel(CancelReason::RuntimeShutdown);
-            }
-        }
-        drop(in_flight);
         for q in cancelled_queue {
             epochs.push(q.epoch);
             q.job.cancel(CancelReason::RuntimeShutdown);

@@ -855,11 +855,11 @@ fn runtime_drop() -> impl Strategy<Value = RuntimeDrop> {
 /// and no handle says `RuntimeShutdown`. The counters add up and nothing is left queued
 /// or running.
 ///
-/// `strict` also requires what finding 3 of RELIABILITY.md breaks today on multi-thread
-/// runtimes: no more than `max_concurrency` user futures alive while the runtime goes away,
-/// no second run of a Smart task while the first one's future is alive, each recipe called
-/// at most twice. The strict tests are `#[ignore]`d until `Driver::drop` is fixed.
-fn run_runtime_drop(kind: Kind, sc: RuntimeDrop, strict: bool) {
+/// It also requires what finding 3 of RELIABILITY.md broke on multi-thread runtimes (fixed
+/// in `Driver::drop`): no more than `max_concurrency` user futures alive while the runtime
+/// goes away, no second run of a Smart task while the first one's future is alive, each
+/// recipe called at most twice.
+fn run_runtime_drop(kind: Kind, sc: RuntimeDrop) {
     quiet_intentional_panics();
     let sizes = Sizes {
         max_concurrency: sc.max_concurrency,
@@ -930,10 +930,8 @@ fn run_runtime_drop(kind: Kind, sc: RuntimeDrop, strict: bool) {
             match Resolved::from_result(r) {
                 Resolved::Value(v) => {
                     assert_eq!(v, value_of(id), "job {id}");
-                    // A run of the same task still alive may be dropped after the one
-                    // that delivered the value (finding 3).
                     assert!(
-                        state == COMPLETED || !strict,
+                        state == COMPLETED,
                         "job {id}: value, yet {}",
                         state_name(state)
                     );
@@ -951,11 +949,9 @@ fn run_runtime_drop(kind: Kind, sc: RuntimeDrop, strict: bool) {
                 Resolved::Cancelled(other) => panic!("job {id}: cancelled with {other:?}"),
             }
             if kind == Kind::Smart {
-                // Once on the first runtime, at most once more on the next one; today a
-                // driver of a dying multi-thread runtime may start it once more (finding 3).
-                let extra = if strict || !sc.multi_thread { 0 } else { 1 };
+                // Once on the first runtime, at most once more on the next one.
                 assert!(
-                    board.recipe_calls(id) <= 2 + extra,
+                    board.recipe_calls(id) <= 2,
                     "recipe {id} called {} times for one runtime drop",
                     board.recipe_calls(id)
                 );
@@ -974,11 +970,7 @@ fn run_runtime_drop(kind: Kind, sc: RuntimeDrop, strict: bool) {
         assert_eq!((s.queued, s.running), (0, 0), "{s:?}");
         assert!(s.cancelled >= cancelled_by_runtime, "{s:?}");
     });
-    let violations: Vec<String> = board
-        .violations()
-        .into_iter()
-        .filter(|v| strict || !(v.contains("running at once") || v.contains("started while")))
-        .collect();
+    let violations = board.violations();
     assert!(violations.is_empty(), "violations: {violations:#?}");
 }
 
@@ -987,28 +979,16 @@ proptest! {
 
     #[test]
     fn common_runtime_dropped(sc in runtime_drop()) {
-        run_runtime_drop(Kind::Common, sc, false);
+        run_runtime_drop(Kind::Common, sc);
     }
 
     #[test]
     fn no_queue_runtime_dropped(sc in runtime_drop()) {
-        run_runtime_drop(Kind::NoQueue, sc, true);
+        run_runtime_drop(Kind::NoQueue, sc);
     }
 
     #[test]
     fn smart_runtime_dropped(sc in runtime_drop()) {
-        run_runtime_drop(Kind::Smart, sc, false);
-    }
-
-    #[test]
-    #[ignore = "fails until RELIABILITY.md finding 3 (Driver::drop frees slots while its futures live) is fixed"]
-    fn common_runtime_dropped_strict(sc in runtime_drop()) {
-        run_runtime_drop(Kind::Common, sc, true);
-    }
-
-    #[test]
-    #[ignore = "fails until RELIABILITY.md finding 3 (a dying runtime's drivers re-run Smart tasks) is fixed"]
-    fn smart_runtime_dropped_strict(sc in runtime_drop()) {
-        run_runtime_drop(Kind::Smart, sc, true);
+        run_runtime_drop(Kind::Smart, sc);
     }
 }
