@@ -81,3 +81,32 @@ pub fn load_average_1m() -> f64 {
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(f64::NAN)
 }
+
+/// The fraction (0..=1) of the machine's CPU time that was busy over `window`, from the
+/// aggregate `cpu` line of `/proc/stat`.
+pub fn machine_busy_fraction(window: std::time::Duration) -> f64 {
+    fn sample() -> Option<(u64, u64)> {
+        let stat = fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...: idle + iowait are not busy.
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        Some((total, idle))
+    }
+    let Some((t0, i0)) = sample() else {
+        return f64::NAN;
+    };
+    std::thread::sleep(window);
+    let Some((t1, i1)) = sample() else {
+        return f64::NAN;
+    };
+    let dt = t1.saturating_sub(t0);
+    if dt == 0 {
+        return f64::NAN;
+    }
+    1.0 - (i1.saturating_sub(i0)) as f64 / dt as f64
+}

@@ -70,6 +70,10 @@ struct Args {
     /// Write the medians as CSV to this file.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Before each run, wait up to this many seconds for the machine to be idle (under 15%
+    /// busy over half a second); 0 disables the wait.
+    #[arg(long, default_value_t = 120)]
+    quiet_wait: u64,
     /// Internal: run one variant in this process and print its RESULT line.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -175,6 +179,7 @@ struct Run {
     cpu_us_per_task: f64,
     peak_rss_mib: f64,
     load1: f64,
+    busy_pct: f64,
 }
 
 fn parse_result(line: &str) -> Option<BTreeMap<String, String>> {
@@ -358,7 +363,7 @@ fn to_json(args: &Args, runs: &[Run], summary: &[Summary]) -> String {
         let _ = writeln!(
             j,
             "    {{\"round\": {}, \"variant\": \"{}\", \"wall_s\": {}, \"tasks_per_s\": {}, \
-             \"cpu_us_per_task\": {}, \"peak_rss_mib\": {}, \"load1\": {}}}{}",
+             \"cpu_us_per_task\": {}, \"peak_rss_mib\": {}, \"load1\": {}, \"busy_pct_before\": {}}}{}",
             r.round,
             r.variant,
             json_num(r.wall_s),
@@ -366,6 +371,7 @@ fn to_json(args: &Args, runs: &[Run], summary: &[Summary]) -> String {
             json_num(r.cpu_us_per_task),
             json_num(r.peak_rss_mib),
             json_num(r.load1),
+            json_num(r.busy_pct),
             if i + 1 < runs.len() { "," } else { "" }
         );
     }
@@ -422,6 +428,26 @@ fn to_csv(args: &Args, summary: &[Summary]) -> String {
     c
 }
 
+/// Waits (up to `max_secs`) until the machine is under 15% busy; returns the last reading.
+fn wait_for_quiet(max_secs: u64) -> f64 {
+    let window = std::time::Duration::from_millis(500);
+    let deadline = Instant::now() + std::time::Duration::from_secs(max_secs);
+    let mut warned = false;
+    loop {
+        let busy = measure::machine_busy_fraction(window);
+        if max_secs == 0 || busy.is_nan() || busy < 0.15 || Instant::now() >= deadline {
+            return busy;
+        }
+        if !warned {
+            eprintln!(
+                "  (machine {:.0}% busy: waiting up to {max_secs} s for it to calm down)",
+                busy * 100.0
+            );
+            warned = true;
+        }
+    }
+}
+
 fn parent(args: &Args) {
     let mut variants: Vec<String> = if args.variants.is_empty() {
         VARIANTS.iter().map(|s| s.to_string()).collect()
@@ -464,6 +490,7 @@ fn parent(args: &Args) {
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
         for v in &variants {
+            let busy = wait_for_quiet(args.quiet_wait);
             let load1 = measure::load_average_1m();
             match run_once(args, v) {
                 Ok(m) => {
@@ -475,10 +502,11 @@ fn parent(args: &Args) {
                         cpu_us_per_task: field(&m, "cpu_us_per_task"),
                         peak_rss_mib: field(&m, "peak_rss_mib"),
                         load1,
+                        busy_pct: busy * 100.0,
                     };
                     eprintln!(
-                        "  round {round} {:<20} wall {:>8.3} s  {:>10.0} tasks/s  {:>7.3} CPU µs/task  {:>8.1} MiB peak  (load {:.2})",
-                        v, run.wall_s, run.tasks_per_s, run.cpu_us_per_task, run.peak_rss_mib, load1
+                        "  round {round} {:<20} wall {:>8.3} s  {:>10.0} tasks/s  {:>7.3} CPU µs/task  {:>8.1} MiB peak  (load {:.2}, machine {:.0}% busy before)",
+                        v, run.wall_s, run.tasks_per_s, run.cpu_us_per_task, run.peak_rss_mib, load1, run.busy_pct
                     );
                     runs.push(run);
                 }
