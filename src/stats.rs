@@ -4,6 +4,10 @@
 ///
 /// At every instant `submitted == queued + running + completed + panicked + cancelled`.
 ///
+/// A task's handle resolves as the task ends, a moment before the counters record it (the
+/// pool batches its bookkeeping); after [`shutdown`](crate::CommonAioPool::shutdown),
+/// `wait` or `wait_for_all` returns, the counters include every task it waited for.
+///
 /// # Examples
 ///
 /// ```

@@ -43,9 +43,9 @@ macro_rules! nested_full_future_pool {
                 .unwrap();
             let observed: Observed = within("the outer task", outer).await.unwrap();
             assert_eq!(observed, (SubmitErrorKind::WouldDeadlock, 42));
+            within("shutdown", pool.shutdown()).await;
             let stats = pool.stats();
             assert_eq!((stats.submitted, stats.completed), (1, 1), "{stats:?}");
-            within("shutdown", pool.shutdown()).await;
         }
     };
 }
@@ -144,9 +144,11 @@ macro_rules! nested_with_room {
                 .await
                 .unwrap();
             assert_eq!(within("outer", outer).await.unwrap(), 21);
+            // A handle resolves as its task ends, a moment before the pool's counters see
+            // it; `shutdown` waits for both.
+            within("shutdown", pool.shutdown()).await;
             let stats = pool.stats();
             assert_eq!((stats.submitted, stats.completed), (2, 2), "{stats:?}");
-            within("shutdown", pool.shutdown()).await;
         }
     };
 }
