@@ -47,6 +47,9 @@ pub(crate) enum Outcome {
 pub(crate) trait RunJob: Future<Output = Outcome> + Send {
     /// Tells the job's handle that it was cancelled for `reason`; the job is dropped next.
     fn cancel(self: Pin<&mut Self>, reason: CancelReason);
+
+    /// The job will be polled with a new waker from now on.
+    fn rearm(self: Pin<&mut Self>);
 }
 
 pub(crate) type BoxRun = Pin<Box<dyn RunJob>>;
@@ -511,6 +514,8 @@ impl<J: Job> Engine<J> {
                 in_flight: FuturesUnordered::new(),
                 cancel_seen: 0,
                 exited: false,
+                finished: Finished::default(),
+                started: Vec::new(),
             });
         }
         if self.lock().elastic.is_some() {
@@ -798,7 +803,12 @@ struct Driver<J: Job> {
     /// The `cancel_before` mark this driver has applied.
     cancel_seen: u64,
     exited: bool,
+    finished: Finished,
+    started: Vec<Queued<J>>,
 }
+
+// Never pinned structurally: jobs are boxed or shared before they get here.
+impl<J: Job> Unpin for Driver<J> {}
 
 #[derive(Default)]
 struct Finished {
@@ -813,6 +823,15 @@ struct Finished {
 impl Finished {
     fn count(&self) -> usize {
         self.epochs.len()
+    }
+
+    fn clear(&mut self) {
+        self.completed = 0;
+        self.panicked = 0;
+        self.cancelled = 0;
+        self.abandoned = 0;
+        self.epochs.clear();
+        self.ids.clear();
     }
 }
 
@@ -836,11 +855,25 @@ impl<J: Job> Future for Driver<J> {
 
 impl<J: Job> Driver<J> {
     fn drive(&mut self, cx: &mut Context<'_>, released: &mut usize) -> Poll<()> {
+        // Buffers reused across polls, so a poll allocates nothing of its own.
+        let mut finished = std::mem::take(&mut self.finished);
+        let mut started = std::mem::take(&mut self.started);
+        let poll = self.drive_with(cx, released, &mut finished, &mut started);
+        self.finished = finished;
+        self.started = started;
+        poll
+    }
+
+    fn drive_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        released: &mut usize,
+        finished: &mut Finished,
+        started: &mut Vec<Queued<J>>,
+    ) -> Poll<()> {
         let this = self;
         let engine = Arc::clone(&this.engine);
         let mut budget = POLL_BUDGET;
-        let mut finished = Finished::default();
-        let mut started: Vec<Queued<J>> = Vec::new();
         loop {
             while budget > 0 {
                 match this.in_flight.poll_next_unpin(cx) {
@@ -933,7 +966,7 @@ impl<J: Job> Driver<J> {
                 }
             }
             *released += finished.count();
-            finished = Finished::default();
+            finished.clear();
             if notify_changed {
                 engine.changed.notify_waiters();
             }
@@ -987,6 +1020,8 @@ impl<J: Job> Driver<J> {
                 job.run.as_mut().cancel(reason);
                 job.abandoned = reason == CancelReason::Abandoned;
                 any = true;
+            } else {
+                job.run.as_mut().rearm();
             }
             // Pushing again marks every job ready, so the cancelled ones are reaped.
             self.in_flight.push(job);

@@ -89,12 +89,18 @@ impl<T> Shared<T> {
         self.finish(Outcome::Cancelled, Err(TaskError::cancelled(reason)))
     }
 
-    /// For the job: whether the task was aborted; if not, registers `cx` to be woken by an
-    /// abort.
-    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> bool {
+    /// For the job: whether the task was aborted; if not, makes sure `cx` is woken by an
+    /// abort. `armed` says whether this run's waker is registered already: a driver polls a
+    /// job with the same waker until it moves the job (and then calls `rearm`), so the
+    /// registration is done once per run, not on every poll.
+    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>, armed: &mut bool) -> bool {
         if self.aborted.load(Ordering::Acquire) {
             return true;
         }
+        if *armed {
+            return false;
+        }
+        *armed = true;
         self.job_waker.register(cx.waker());
         // Checked again after registering, so an abort in between is not missed (the
         // AtomicWaker protocol: `abort` stores then wakes; we register then load).

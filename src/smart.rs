@@ -700,6 +700,7 @@ where
                 fut,
                 task: self,
                 cancelled: false,
+                armed: false,
             }),
             Err(payload) => {
                 let err = Err(TaskError::panicked(payload));
@@ -742,6 +743,8 @@ impl Future for Ended {
 
 impl RunJob for Ended {
     fn cancel(self: Pin<&mut Self>, _reason: CancelReason) {}
+
+    fn rearm(self: Pin<&mut Self>) {}
 }
 
 pin_project! {
@@ -751,6 +754,7 @@ pin_project! {
         fut: Fut,
         task: Arc<SmartTask<R, Fut::Output>>,
         cancelled: bool,
+        armed: bool,
     }
 }
 
@@ -767,7 +771,7 @@ where
             return Poll::Ready(Outcome::Cancelled);
         }
         let shared = &this.task.shared;
-        if shared.poll_aborted(cx) {
+        if shared.poll_aborted(cx, this.armed) {
             return Poll::Ready(shared.cancel(CancelReason::Aborted));
         }
         let fut = this.fut;
@@ -789,6 +793,10 @@ where
         let this = self.project();
         *this.cancelled = true;
         this.task.shared.cancel(reason);
+    }
+
+    fn rearm(self: Pin<&mut Self>) {
+        *self.project().armed = false;
     }
 }
 

@@ -23,6 +23,7 @@ pin_project! {
         fut: F,
         shared: Arc<Shared<F::Output>>,
         ended: bool,
+        armed: bool,
     }
 
     impl<F: Future> PinnedDrop for FutureTask<F> {
@@ -47,7 +48,7 @@ where
         if *this.ended {
             return Poll::Ready(Outcome::Cancelled);
         }
-        if this.shared.poll_aborted(cx) {
+        if this.shared.poll_aborted(cx, this.armed) {
             *this.ended = true;
             return Poll::Ready(this.shared.cancel(CancelReason::Aborted));
         }
@@ -71,6 +72,10 @@ where
         let this = self.project();
         *this.ended = true;
         this.shared.cancel(reason);
+    }
+
+    fn rearm(self: Pin<&mut Self>) {
+        *self.project().armed = false;
     }
 }
 
@@ -123,6 +128,7 @@ impl FuturePool {
                 fut,
                 shared,
                 ended: false,
+                armed: false,
             });
             FutureJob(run)
         })?;
