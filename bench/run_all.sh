@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The measurement plan behind BENCHMARKS-perf.md. Each section writes
+# The measurement plan behind BENCHMARKS.md (the measuring side). Each section writes
 # bench/results/<name>.{md,json}. Usage: bash bench/run_all.sh [section...]
 # Sections: default sleep nsweep csweep threads (default: all of them), and pools
 # (the default workload for the pools and sem-before-joinset only: a quick re-check).
