@@ -135,6 +135,8 @@ struct State<J> {
     lost_to_runtime: u64,
 
     closed: bool,
+    /// Running jobs now waiting for a handle of a task of this pool (see `Probe`).
+    waiting_on_own: usize,
     /// Running jobs with an id below this are cancelled with `cancel_reason` (abandoned at
     /// a shutdown deadline, or `cancel_all`).
     cancel_before: u64,
@@ -301,6 +303,7 @@ impl<J: Job> Engine<J> {
             abandoned: 0,
             lost_to_runtime: 0,
             closed: false,
+            waiting_on_own: 0,
             cancel_before: 0,
             cancel_reason: CancelReason::Abandoned,
             drivers: 0,
@@ -348,8 +351,8 @@ impl<J: Job> Engine<J> {
         self.max_queue_size
     }
 
-    /// Identifies this engine for the nested-submission check.
-    fn id(&self) -> usize {
+    /// Identifies this engine for the nested-submission and nested-await checks.
+    pub(crate) fn id(&self) -> usize {
         self as *const Self as *const () as usize
     }
 
@@ -425,7 +428,11 @@ impl<J: Job> Engine<J> {
     ///
     /// Panics if the pool has never run and there is no tokio runtime to start it on.
     #[track_caller]
-    pub(crate) fn push<T>(self: &Arc<Self>, item: T, make: impl FnOnce(T) -> J) -> Result<(), T> {
+    pub(crate) fn push<T>(
+        self: &Arc<Self>,
+        item: T,
+        make: impl FnOnce(T, u64) -> J,
+    ) -> Result<(), T> {
         let mut wake = None;
         let spawn;
         {
@@ -456,7 +463,7 @@ impl<J: Job> Engine<J> {
             st.next_id += 1;
             st.submitted += 1;
             st.queue.push_back(Queued {
-                job: make(item),
+                job: make(item, id),
                 epoch,
                 id,
             });
@@ -752,22 +759,69 @@ impl<J> Drop for Engine<J> {
     }
 }
 
+/// What a [`TaskHandle`](crate::TaskHandle) polled inside a job may ask of that job's pool.
+pub(crate) trait Probe: Send + Sync {
+    /// The running job polling the handle starts waiting for task `job` of this pool.
+    /// Returns `None` if `job` holds a slot but has not started (it starts soon: no
+    /// count), `Some(false)` once the wait is counted (undo with `stop_waiting`), and
+    /// `Some(true)` if counting it would make every slot wait for tasks of the pool
+    /// itself: then no task of the pool can make progress (nothing is counted then).
+    fn start_waiting(&self, job: u64) -> Option<bool>;
+
+    /// A wait counted by `start_waiting` ended.
+    fn stop_waiting(&self);
+}
+
+impl<J: Job> Probe for Engine<J> {
+    fn start_waiting(&self, job: u64) -> Option<bool> {
+        let mut st = self.lock();
+        if let Some(pos) = st.queue.iter().position(|q| q.id == job) {
+            if pos < st.reserved {
+                return None; // it holds a slot and starts soon
+            }
+        }
+        if st.waiting_on_own + 1 >= st.running && st.running >= st.limit {
+            return Some(true);
+        }
+        st.waiting_on_own += 1;
+        Some(false)
+    }
+
+    fn stop_waiting(&self) {
+        let mut st = self.lock();
+        st.waiting_on_own = st.waiting_on_own.saturating_sub(1);
+    }
+}
+
 thread_local! {
     /// The engine whose jobs the current thread is polling, if any.
     static CURRENT_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static CURRENT_PROBE: std::cell::RefCell<Option<Arc<dyn Probe>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-struct EnterPool(usize);
+/// The pool whose job the current thread is polling, if it is `pool`.
+pub(crate) fn current_probe(pool: usize) -> Option<Arc<dyn Probe>> {
+    if CURRENT_POOL.with(|c| c.get()) != pool {
+        return None;
+    }
+    CURRENT_PROBE.with(|p| p.borrow().clone())
+}
+
+struct EnterPool(usize, Option<Arc<dyn Probe>>);
 
 impl EnterPool {
-    fn enter(id: usize) -> Self {
-        EnterPool(CURRENT_POOL.with(|c| c.replace(id)))
+    fn enter(id: usize, probe: Arc<dyn Probe>) -> Self {
+        let old_probe = CURRENT_PROBE.with(|p| p.replace(Some(probe)));
+        EnterPool(CURRENT_POOL.with(|c| c.replace(id)), old_probe)
     }
 }
 
 impl Drop for EnterPool {
     fn drop(&mut self) {
         CURRENT_POOL.with(|c| c.set(self.0));
+        let old = self.1.take();
+        CURRENT_PROBE.with(|p| *p.borrow_mut() = old);
     }
 }
 
@@ -843,7 +897,8 @@ impl<J: Job> Future for Driver<J> {
         if this.engine.generation.load(Ordering::Acquire) != this.generation {
             return Poll::Ready(()); // stale: Drop leaves the state alone
         }
-        let _in_pool = EnterPool::enter(this.engine.id());
+        let probe: Arc<dyn Probe> = this.engine.clone();
+        let _in_pool = EnterPool::enter(this.engine.id(), probe);
         // Permits of finished jobs are given back once per poll: each release may wake a
         // producer thread, and waking it for every few jobs costs more than the jobs.
         let mut released = 0;

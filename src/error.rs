@@ -229,6 +229,10 @@ pub enum CancelReason {
     RuntimeShutdown,
     /// [`SmartAioPool::cancel_all`](crate::SmartAioPool::cancel_all) was called.
     CancelAll,
+    /// Every slot of the pool was held by a task waiting for another task of the same
+    /// pool, and this task was still queued behind them: it could never start. It was
+    /// cancelled so that the task awaiting it gets this error instead of waiting forever.
+    WouldDeadlock,
 }
 
 impl fmt::Display for CancelReason {
@@ -240,6 +244,10 @@ impl fmt::Display for CancelReason {
                 "the tokio runtime driving the pool shut down before the task finished"
             }
             CancelReason::CancelAll => "the task was cancelled by cancel_all",
+            CancelReason::WouldDeadlock => {
+                "the task was cancelled: it was queued while every slot of its pool waited for \
+                 tasks of the same pool, so it could never start"
+            }
         })
     }
 }

@@ -6,8 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::sync::atomic::Ordering;
+
 use crate::blocking;
-use crate::error::TaskError;
+use crate::engine::{self, Probe};
+use crate::error::{CancelReason, TaskError};
 use crate::shared::Shared;
 
 /// A handle to a task submitted to a pool; awaiting it gives the task's result.
@@ -21,13 +24,33 @@ use crate::shared::Shared;
 ///
 /// # Awaiting from inside the same pool
 ///
-/// A task running in a pool may await the handle of another task of the same pool, but
-/// if the awaited task is still queued it needs a free slot to start; when every slot is
-/// held by a task waiting like this, they wait forever. The pool refuses the *submit*
-/// side of that pattern when it is full (see
-/// [`SubmitErrorKind::WouldDeadlock`](crate::SubmitErrorKind::WouldDeadlock)), but it does
-/// not detect the await side: fan out to a second pool, or bound the wait with
-/// `tokio::time::timeout`.
+/// A task running in a pool may await the handle of another task of the same pool. The
+/// pool counts such waits; when every slot is held by a task waiting for a task of the
+/// same pool (one still queued, which needs a slot, or one itself waiting), no task could
+/// ever finish. The wait that completes that picture is broken instead: the task it awaits
+/// is cancelled and the handle resolves to
+/// [`CancelReason::WouldDeadlock`](crate::CancelReason::WouldDeadlock). Waits while some
+/// slot still makes progress are left alone. A task waiting on something else as well
+/// (a timer in a `select!`) is still counted as waiting.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::{CancelReason, CommonAioPool};
+///
+/// let pool = CommonAioPool::new(1, 1);
+/// let inner = pool.clone();
+/// let outer = pool
+///     .submit(async move {
+///         let child = inner.submit(async { 1 }).await.unwrap(); // queued: no free slot
+///         child.await // the only slot waits for it: broken at once
+///     })
+///     .await
+///     .unwrap();
+/// let err = outer.await.unwrap().unwrap_err();
+/// assert_eq!(err.cancel_reason(), Some(CancelReason::WouldDeadlock));
+/// # }
+/// ```
 ///
 /// # Dropping
 ///
@@ -49,11 +72,22 @@ use crate::shared::Shared;
 #[must_use = "dropping a TaskHandle detaches the task: it keeps running and its result is discarded"]
 pub struct TaskHandle<T> {
     shared: Arc<Shared<T>>,
+    /// Set while a job of the task's own pool waits on this handle (see `Probe`).
+    waiting_in_pool: Option<Arc<dyn Probe>>,
 }
 
 impl<T> TaskHandle<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        TaskHandle { shared }
+        TaskHandle {
+            shared,
+            waiting_in_pool: None,
+        }
+    }
+
+    fn stop_waiting(&mut self) {
+        if let Some(probe) = self.waiting_in_pool.take() {
+            probe.stop_waiting();
+        }
     }
 
     /// Cancels the task.
@@ -79,7 +113,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn abort(&self) {
-        self.shared.abort();
+        self.shared.abort(CancelReason::Aborted);
     }
 
     /// Lets the task run on without anyone waiting for its result: the same as dropping
@@ -150,13 +184,34 @@ impl<T> Future for TaskHandle<T> {
     /// # Panics
     ///
     /// Panics if polled again after it returned its result.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.shared.poll_result(cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Poll::Ready(result) = this.shared.poll_result(cx) {
+            this.stop_waiting();
+            return Poll::Ready(result);
+        }
+        if this.waiting_in_pool.is_none() {
+            // Polled by a job of the task's own pool: count the wait, and break the
+            // deadlock if every slot now waits for tasks of this pool.
+            if let Some(probe) = engine::current_probe(this.shared.pool) {
+                let job = this.shared.job.load(Ordering::Relaxed);
+                match probe.start_waiting(job) {
+                    Some(false) => this.waiting_in_pool = Some(probe),
+                    Some(true) => {
+                        this.shared.abort(CancelReason::WouldDeadlock);
+                        return this.shared.poll_result(cx);
+                    }
+                    None => {}
+                }
+            }
+        }
+        Poll::Pending
     }
 }
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
+        self.stop_waiting();
         self.shared.detach();
     }
 }

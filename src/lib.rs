@@ -69,7 +69,9 @@
 //!   pool's capacity. Every rejected submission hands the job back.
 //! - `submit` is cancel safe; `try_submit` never waits; `blocking_submit` serves plain
 //!   threads and refuses to block a thread that drives async tasks.
-//! - A job that submits into its own full pool gets an error instead of a deadlock.
+//! - A job that submits into its own full pool gets an error instead of a deadlock, and
+//!   when every slot waits for tasks of its own pool, one wait is broken with
+//!   [`CancelReason::WouldDeadlock`] instead of hanging.
 //!
 //! # Feature flags
 //!

@@ -6,7 +6,7 @@
 //! `AtomicBool` plus an `AtomicWaker` for the job's own waker, so a job checks it with one
 //! load per poll.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -16,6 +16,9 @@ use crate::engine::Outcome;
 use crate::error::{CancelReason, TaskError};
 
 pub(crate) struct Shared<T> {
+    /// The pool the task belongs to (its engine's id) and the task's id in it.
+    pub(crate) pool: usize,
+    pub(crate) job: AtomicU64,
     aborted: AtomicBool,
     /// The waker of the job's current run, woken by `abort`.
     job_waker: AtomicWaker,
@@ -35,8 +38,10 @@ struct Slot<T> {
 }
 
 impl<T> Shared<T> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(pool: usize) -> Self {
         Shared {
+            pool,
+            job: AtomicU64::new(u64::MAX),
             aborted: AtomicBool::new(false),
             job_waker: AtomicWaker::new(),
             slot: Mutex::new(Slot {
@@ -107,12 +112,12 @@ impl<T> Shared<T> {
         self.aborted.load(Ordering::Acquire)
     }
 
-    /// For the handle: aborts the task and resolves the handle at once.
-    pub(crate) fn abort(&self) {
+    /// For the handle: aborts the task and resolves the handle at once, with `reason`.
+    pub(crate) fn abort(&self, reason: CancelReason) {
         // Release pairs with the Acquire loads in `poll_aborted`.
         self.aborted.store(true, Ordering::Release);
         self.job_waker.wake();
-        self.cancel(CancelReason::Aborted);
+        self.cancel(reason);
     }
 
     /// For the handle: the result, once there is one.

@@ -245,10 +245,12 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(self.inner.engine.id()));
         let handle = TaskHandle::new(shared.clone());
         // Built only once the pool has accepted the task, so a rejected recipe comes back.
-        self.inner.engine.push(recipe, |recipe| -> SmartJob {
+        self.inner.engine.push(recipe, |recipe, job| -> SmartJob {
+            // Relaxed: read back only by handle polls that follow this push.
+            shared.job.store(job, std::sync::atomic::Ordering::Relaxed);
             Arc::new(SmartTask { recipe, shared })
         })?;
         Ok(handle)

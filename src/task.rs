@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -119,9 +120,11 @@ impl FuturePool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(self.engine.id()));
         let handle = TaskHandle::new(shared.clone());
-        self.engine.push(fut, |fut| {
+        self.engine.push(fut, |fut, job| {
+            // Relaxed: read back only by handle polls that follow this push.
+            shared.job.store(job, Ordering::Relaxed);
             // Built only once the pool has accepted the job, so a rejected future comes
             // back untouched.
             let run: BoxRun = Box::pin(FutureTask {

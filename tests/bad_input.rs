@@ -478,39 +478,10 @@ async fn never_finishing_task_is_abandoned_at_the_deadline() {
 
 // ----- awaiting a handle from inside the pool ---------------------------------------------
 
-/// What happens today when a task of a one-slot pool awaits the handle of a task queued
-/// behind it: a deadlock. The outer task holds the only slot while it waits for the inner
-/// one, which waits for that slot. Nothing detects it; only a timeout ends the wait. This
-/// test pins the current behaviour (and the escape: aborting the outer task frees the
-/// slot); see `awaiting_queued_handle_inside_own_full_pool_is_an_error` for the wanted one.
+/// Awaiting, from inside a pool's own task, the handle of a task still queued in that pool
+/// while every slot waits on the pool fails at once (the awaited task is cancelled with
+/// `CancelReason::WouldDeadlock`) instead of deadlocking.
 #[tokio::test(start_paused = true)]
-async fn awaiting_queued_handle_inside_own_full_pool_deadlocks_today() {
-    let pool = CommonAioPool::new(1, 1);
-    let inner_pool = pool.clone();
-    let outer = pool
-        .submit(async move {
-            let inner = inner_pool.submit(async { 1 }).await.unwrap();
-            inner.await // waits for a task that needs this task's slot
-        })
-        .await
-        .unwrap();
-    let mut outer = outer;
-    let stuck = tokio::time::timeout(Duration::from_secs(3600), &mut outer).await;
-    assert!(stuck.is_err(), "expected the deadlock; got {stuck:?}");
-    let s = pool.stats();
-    assert_eq!((s.running, s.queued), (1, 1), "{s:?}");
-    // Aborting the outer task frees the slot; the inner one then runs.
-    outer.abort();
-    within("shutdown", pool.shutdown()).await;
-    let s = pool.stats();
-    assert_eq!((s.completed, s.cancelled), (1, 1), "{s:?}");
-}
-
-/// Wanted: awaiting, from inside a pool's own task, the handle of a task still queued in
-/// that pool while every slot is taken fails at once (as a nested submit into a full pool
-/// does) instead of deadlocking.
-#[tokio::test(start_paused = true)]
-#[ignore = "src has no detection yet: awaiting a queued handle from inside the own full pool deadlocks (see the test above and RELIABILITY.md)"]
 async fn awaiting_queued_handle_inside_own_full_pool_is_an_error() {
     let pool = CommonAioPool::new(1, 1);
     let inner_pool = pool.clone();
@@ -525,6 +496,17 @@ async fn awaiting_queued_handle_inside_own_full_pool_is_an_error() {
         .await
         .expect("the outer task returns");
     let err = result.expect_err("awaiting a queued handle in the own full pool is an error");
-    assert!(err.is_cancelled(), "{err:?}");
+    assert_eq!(
+        err.cancel_reason(),
+        Some(CancelReason::WouldDeadlock),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("could never start"), "{err}");
     within("shutdown", pool.shutdown()).await;
+    let s = pool.stats();
+    assert_eq!(
+        (s.completed, s.cancelled),
+        (1, 1),
+        "the inner task never ran: {s:?}"
+    );
 }

@@ -513,3 +513,91 @@ async fn a_nested_submit_into_a_full_pool_fails_instead_of_deadlocking() {
         .unwrap();
     assert_eq!(v, 2);
 }
+
+/// Every slot waits for a task queued behind it: the last wait to join breaks the
+/// deadlock by cancelling the task it awaits; the other one completes.
+#[tokio::test(start_paused = true)]
+async fn awaiting_own_queued_tasks_from_every_slot_is_broken_with_would_deadlock() {
+    let pool = CommonAioPool::new(2, 4);
+    let gate = Gate::default();
+    let mut parents = Vec::new();
+    for i in 0..2 {
+        let inner = pool.clone();
+        let gate = gate.clone();
+        parents.push(
+            pool.submit(async move {
+                gate.wait().await; // both parents hold their slots before submitting
+                let child = inner.submit(async move { i * 10 }).await.unwrap();
+                child.await
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    gate.open();
+    let mut results = Vec::new();
+    for p in parents {
+        results.push(within("parent", p).await.unwrap());
+    }
+    let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1, "{results:?}");
+    assert_eq!(errors[0].cancel_reason(), Some(CancelReason::WouldDeadlock));
+    assert!(results.iter().any(|r| matches!(r, Ok(v) if *v % 10 == 0)));
+    within("shutdown", pool.shutdown()).await;
+    let s = pool.stats();
+    assert_eq!((s.completed, s.cancelled), (3, 1), "{s:?}");
+}
+
+/// Waiting for an own queued task is fine while another slot makes progress.
+#[tokio::test(start_paused = true)]
+async fn awaiting_an_own_queued_task_waits_while_another_slot_progresses() {
+    let pool = CommonAioPool::new(2, 4);
+    let gate = Gate::default();
+    let g = gate.clone();
+    let busy = pool.submit(async move { g.wait().await }).await.unwrap();
+    let inner = pool.clone();
+    let parent = pool
+        .submit(async move {
+            let child = inner.submit(async { 7 }).await.unwrap();
+            child.await
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !parent.is_finished(),
+        "the parent gave up although a slot could free"
+    );
+    gate.open();
+    busy.await.unwrap();
+    assert_eq!(within("parent", parent).await.unwrap().unwrap(), 7);
+}
+
+/// Two running tasks waiting for each other: neither can finish, so one wait is broken.
+#[tokio::test(start_paused = true)]
+async fn running_tasks_waiting_for_each_other_are_broken() {
+    let pool = CommonAioPool::new(2, 0);
+    let (tx_a, rx_a) = tokio::sync::oneshot::channel::<nb_aiopool::TaskHandle<u32>>();
+    let (tx_b, rx_b) = tokio::sync::oneshot::channel::<nb_aiopool::TaskHandle<u32>>();
+    let a = pool
+        .submit(async move {
+            let b = rx_b.await.unwrap();
+            b.await.map(|v| v + 1).unwrap_or(100)
+        })
+        .await
+        .unwrap();
+    let b = pool
+        .submit(async move {
+            let a = rx_a.await.unwrap();
+            a.await.map(|v| v + 1).unwrap_or(200)
+        })
+        .await
+        .unwrap();
+    // Each task gets the other's handle.
+    tx_a.send(a).ok().unwrap();
+    tx_b.send(b).ok().unwrap();
+    within("shutdown", pool.shutdown()).await;
+    let s = pool.stats();
+    assert_eq!(s.cancelled, 1, "one wait was broken: {s:?}");
+    assert_eq!(s.completed, 1, "{s:?}");
+}
