@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::sync::atomic::Ordering;
 
 use crate::blocking;
-use crate::engine::{self, Probe};
+use crate::engine;
 use crate::error::{CancelReason, TaskError};
 use crate::shared::Shared;
 
@@ -72,22 +72,11 @@ use crate::shared::Shared;
 #[must_use = "dropping a TaskHandle detaches the task: it keeps running and its result is discarded"]
 pub struct TaskHandle<T> {
     shared: Arc<Shared<T>>,
-    /// Set while a job of the task's own pool waits on this handle (see `Probe`).
-    waiting_in_pool: Option<Arc<dyn Probe>>,
 }
 
 impl<T> TaskHandle<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        TaskHandle {
-            shared,
-            waiting_in_pool: None,
-        }
-    }
-
-    fn stop_waiting(&mut self) {
-        if let Some(probe) = self.waiting_in_pool.take() {
-            probe.stop_waiting();
-        }
+        TaskHandle { shared }
     }
 
     /// Cancels the task.
@@ -184,22 +173,20 @@ impl<T> Future for TaskHandle<T> {
     /// # Panics
     ///
     /// Panics if polled again after it returned its result.
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if let Poll::Ready(result) = this.shared.poll_result(cx) {
-            this.stop_waiting();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shared = &self.shared;
+        if let Poll::Ready(result) = shared.poll_result(cx) {
             return Poll::Ready(result);
         }
-        if this.waiting_in_pool.is_none() {
-            // Polled by a job of the task's own pool: count the wait, and break the
-            // deadlock if every slot now waits for tasks of this pool.
-            if let Some(probe) = engine::current_probe(this.shared.pool) {
-                let job = this.shared.job.load(Ordering::Relaxed);
-                match probe.start_waiting(job) {
-                    Some(false) => this.waiting_in_pool = Some(probe),
+        // Polled by a job of the task's own pool: count the wait (until the task ends or
+        // the handle goes), and break the deadlock if every slot now waits on this pool.
+        if let Some(probe) = engine::current_probe(shared.pool) {
+            if !shared.is_waiting() {
+                match probe.start_waiting(shared.job.load(Ordering::Relaxed)) {
+                    Some(false) => shared.set_waiting(probe),
                     Some(true) => {
-                        this.shared.abort(CancelReason::WouldDeadlock);
-                        return this.shared.poll_result(cx);
+                        shared.abort(CancelReason::WouldDeadlock);
+                        return shared.poll_result(cx);
                     }
                     None => {}
                 }
@@ -211,7 +198,6 @@ impl<T> Future for TaskHandle<T> {
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
-        self.stop_waiting();
         self.shared.detach();
     }
 }

@@ -7,12 +7,12 @@
 //! load per poll.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 
-use crate::engine::Outcome;
+use crate::engine::{Outcome, Probe};
 use crate::error::{CancelReason, TaskError};
 
 pub(crate) struct Shared<T> {
@@ -35,6 +35,9 @@ struct Slot<T> {
     detached: bool,
     /// The handle took the result.
     taken: bool,
+    /// Set while a job of the task's own pool waits on the handle and is counted by the
+    /// pool; whoever takes it (the task ending, or the handle) ends the count.
+    waiting_in_pool: Option<Arc<dyn Probe>>,
 }
 
 impl<T> Shared<T> {
@@ -50,6 +53,7 @@ impl<T> Shared<T> {
                 waker: None,
                 detached: false,
                 taken: false,
+                waiting_in_pool: None,
             }),
         }
     }
@@ -70,16 +74,22 @@ impl<T> Shared<T> {
             return first;
         }
         slot.outcome = Some(outcome);
+        // The task is over, so a job waiting for it no longer counts as stuck on the pool,
+        // from now on rather than from its next poll.
+        let waiting = slot.waiting_in_pool.take();
         if slot.detached {
             drop(slot);
             drop(result);
-            return outcome;
+        } else {
+            slot.result = Some(result);
+            let waker = slot.waker.take();
+            drop(slot);
+            if let Some(w) = waker {
+                w.wake();
+            }
         }
-        slot.result = Some(result);
-        let waker = slot.waker.take();
-        drop(slot);
-        if let Some(w) = waker {
-            w.wake();
+        if let Some(probe) = waiting {
+            probe.stop_waiting();
         }
         outcome
     }
@@ -153,7 +163,28 @@ impl<T> Shared<T> {
         slot.detached = true;
         slot.waker = None;
         let result = slot.result.take();
+        let waiting = slot.waiting_in_pool.take();
         drop(slot);
         drop(result);
+        if let Some(probe) = waiting {
+            probe.stop_waiting();
+        }
+    }
+
+    /// For the handle: records that a counted wait is in progress. If the task ended
+    /// meanwhile, ends the count at once instead.
+    pub(crate) fn set_waiting(&self, probe: Arc<dyn Probe>) {
+        let mut slot = self.slot();
+        if slot.outcome.is_none() {
+            slot.waiting_in_pool = Some(probe);
+            return;
+        }
+        drop(slot);
+        probe.stop_waiting();
+    }
+
+    /// For the handle: whether a counted wait is in progress.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.slot().waiting_in_pool.is_some()
     }
 }
