@@ -894,7 +894,7 @@ impl<J: Job> Future for Driver<J> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if this.engine.generation.load(Ordering::Acquire) != this.generation {
+        if this.is_stale() {
             return Poll::Ready(()); // stale: Drop leaves the state alone
         }
         let probe: Arc<dyn Probe> = this.engine.clone();
@@ -909,6 +909,12 @@ impl<J: Job> Future for Driver<J> {
 }
 
 impl<J: Job> Driver<J> {
+    /// Whether a newer set of drivers took over (at process exit). Checked without the
+    /// lock; every state change re-checks under it.
+    fn is_stale(&self) -> bool {
+        self.engine.generation.load(Ordering::Acquire) != self.generation
+    }
+
     fn drive(&mut self, cx: &mut Context<'_>, released: &mut usize) -> Poll<()> {
         // Buffers reused across polls, so a poll allocates nothing of its own.
         let mut finished = std::mem::take(&mut self.finished);
@@ -1091,10 +1097,8 @@ impl<J: Job> Drop for Driver<J> {
             return;
         }
         let mut in_flight = std::mem::take(&mut self.in_flight);
-        let stale = self.engine.lock().generation != self.generation;
-        if stale {
+        if self.is_stale() {
             // Superseded at exit: a newer set of drivers re-runs these jobs.
-            drop(in_flight);
             return;
         }
         // First end the runs in our hands (telling the handles, and dropping the futures,

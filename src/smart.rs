@@ -19,7 +19,7 @@ use crate::handle::TaskHandle;
 use crate::registry::ensure_exit_hook;
 use crate::shared::Shared;
 use crate::stats::{PoolStats, ShutdownReport};
-use crate::task::join_in_order;
+use crate::task::{join_in_order, submit_in_order};
 
 /// A pool of elastic workers that runs *recipes* (closures that build a future) and, with
 /// `auto_shutdown` (the default), finishes every submitted task before the process exits,
@@ -440,12 +440,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        let recipes = recipes.into_iter();
-        let mut handles = Vec::with_capacity(recipes.size_hint().0);
-        for recipe in recipes {
-            handles.push(self.submit(recipe).await?);
-        }
-        Ok(handles)
+        submit_in_order(recipes, |recipe| self.submit(recipe)).await
     }
 
     /// Submits every recipe (as [`batch_submit`](Self::batch_submit)) and waits for all;

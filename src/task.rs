@@ -190,13 +190,24 @@ impl FuturePool {
         I::Item: Future + Send + 'static,
         <I::Item as Future>::Output: Send + 'static,
     {
-        let futs = futs.into_iter();
-        let mut handles = Vec::with_capacity(futs.size_hint().0);
-        for fut in futs {
-            handles.push(self.submit(fut).await?);
-        }
-        Ok(handles)
+        submit_in_order(futs, |fut| self.submit(fut)).await
     }
+}
+
+/// Submits items one after the other with `submit`, stopping at the first rejection: the
+/// shared body of every `batch_submit`.
+pub(crate) async fn submit_in_order<I, H, E, S, Fut>(items: I, mut submit: S) -> Result<Vec<H>, E>
+where
+    I: IntoIterator,
+    S: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = Result<H, E>>,
+{
+    let items = items.into_iter();
+    let mut handles = Vec::with_capacity(items.size_hint().0);
+    for item in items {
+        handles.push(submit(item).await?);
+    }
+    Ok(handles)
 }
 
 /// Awaits handles in order: the shared tail of every `batch_run`.
