@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::engine::PoolKind;
 use crate::registry;
-use crate::stats::{PoolStats, ShutdownReport};
+use crate::stats::ShutdownReport;
 use crate::task::{future_pool_api, FuturePool};
 
 /// A pool that runs at most `max_concurrency` futures at once and holds at most
@@ -184,51 +184,6 @@ impl CommonAioPool {
     /// ```
     pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
         self.pool().engine.shutdown_timeout(timeout).await
-    }
-
-    /// A snapshot of the pool's counters.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use nb_aiopool::CommonAioPool;
-    ///
-    /// let pool = CommonAioPool::new(2, 10);
-    /// assert_eq!(pool.stats().submitted, 0);
-    /// ```
-    pub fn stats(&self) -> PoolStats {
-        self.pool().engine.stats()
-    }
-
-    /// Returns `true` once the pool is shut down (it accepts no more jobs).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// use nb_aiopool::CommonAioPool;
-    ///
-    /// let pool = CommonAioPool::new(2, 10);
-    /// assert!(!pool.is_closed());
-    /// pool.shutdown().await;
-    /// assert!(pool.is_closed());
-    /// # }
-    /// ```
-    pub fn is_closed(&self) -> bool {
-        self.pool().engine.is_closed()
-    }
-
-    /// The most jobs that run at once.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let pool = nb_aiopool::CommonAioPool::new(8, 0);
-    /// assert_eq!(pool.max_concurrency(), 8);
-    /// ```
-    pub fn max_concurrency(&self) -> usize {
-        self.pool().engine.max_concurrency()
     }
 
     /// The most jobs that wait in the queue.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::engine::PoolKind;
 use crate::registry;
-use crate::stats::PoolStats;
 use crate::task::{future_pool_api, FuturePool};
 
 /// A pool with no queue: `submit(fut).await` waits until one of `max_concurrency` slots is
@@ -153,29 +152,6 @@ impl NoQueueAioPool {
     /// ```
     pub async fn shutdown(&self) {
         self.pool().engine.shutdown().await
-    }
-
-    /// A snapshot of the pool's counters (`queued` is always 0 or a job about to start).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let pool = nb_aiopool::NoQueueAioPool::new(2);
-    /// assert_eq!(pool.stats().running, 0);
-    /// ```
-    pub fn stats(&self) -> PoolStats {
-        self.pool().engine.stats()
-    }
-
-    /// The most jobs that run at once.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(nb_aiopool::NoQueueAioPool::new(3).max_concurrency(), 3);
-    /// ```
-    pub fn max_concurrency(&self) -> usize {
-        self.pool().engine.max_concurrency()
     }
 }
 

@@ -458,6 +458,47 @@ macro_rules! future_pool_api {
             {
                 Ok($crate::task::join_in_order(self.batch_submit(futs).await?).await)
             }
+
+            /// A snapshot of the pool's counters.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("let pool = nb_aiopool::", $big, ";")]
+            /// assert_eq!(pool.stats().submitted, 0);
+            /// ```
+            pub fn stats(&self) -> $crate::PoolStats {
+                self.pool().engine.stats()
+            }
+
+            /// Returns `true` once the pool is shut down (it accepts no more jobs).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("let pool = nb_aiopool::", $big, ";")]
+            /// assert!(!pool.is_closed());
+            /// pool.shutdown().await;
+            /// assert!(pool.is_closed());
+            /// # }
+            /// ```
+            pub fn is_closed(&self) -> bool {
+                self.pool().engine.is_closed()
+            }
+
+            /// The most jobs that run at once.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("let pool = nb_aiopool::", $big, ";")]
+            /// assert_eq!(pool.max_concurrency(), 4);
+            /// ```
+            pub fn max_concurrency(&self) -> usize {
+                self.pool().engine.max_concurrency()
+            }
         }
     };
 }
