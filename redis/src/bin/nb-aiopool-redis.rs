@@ -1,0 +1,156 @@
+//! `nb-aiopool-redis`: look at and repair a queue from the shell.
+//!
+//! ```text
+//! nb-aiopool-redis --url redis://127.0.0.1:6379 emails stats [--watch 1]
+//! nb-aiopool-redis emails dead [--count 20]
+//! nb-aiopool-redis emails requeue <dead-letter-id>... | --all
+//! ```
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use nb_aiopool_redis::{QueueStats, RedisQueue};
+
+/// Inspect an nb-aiopool-redis queue: waiting, in-flight per consumer, dead letters,
+/// rates; re-queue dead letters.
+#[derive(Parser, Debug)]
+#[command(name = "nb-aiopool-redis", version)]
+struct Cli {
+    /// Redis URL (redis://[user:password@]host:port/db, redis+unix:///path, rediss:// with
+    /// the `tls` feature).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    url: String,
+    /// Queue name.
+    queue: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Counts: waiting, in flight (per consumer), delayed retries, dead, totals.
+    Stats {
+        /// Print again every SECS seconds, with completion and submission rates.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+        /// With --watch: stop after N prints (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+    },
+    /// Lists dead letters, oldest first.
+    Dead {
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
+    /// Moves dead letters back to the work stream.
+    Requeue {
+        /// Dead-letter ids (as `dead` lists them).
+        ids: Vec<String>,
+        /// Requeue every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+fn print_stats(s: &QueueStats, rates: Option<(f64, f64)>) {
+    print!(
+        "waiting {}  in_flight {}  delayed {}  dead {}  submitted {}  completed {}",
+        s.waiting, s.in_flight, s.delayed, s.dead, s.submitted, s.completed
+    );
+    if let Some((sub, done)) = rates {
+        print!("  rate: {sub:.0} submitted/s {done:.0} completed/s");
+    }
+    println!();
+    for (consumer, n) in &s.consumers {
+        println!("  {consumer}: {n} in flight");
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let queue = RedisQueue::connect(&cli.url, &cli.queue)
+        .await
+        .map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Stats { watch, iterations } => {
+            let mut prev = queue.stats().await.map_err(|e| e.to_string())?;
+            print_stats(&prev, None);
+            let Some(secs) = watch else { return Ok(()) };
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(format!(
+                    "--watch must be a positive number of seconds, got {secs}"
+                ));
+            }
+            let mut t = Instant::now();
+            let mut left = iterations.map(|n| n.saturating_sub(1));
+            while left != Some(0) {
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                let s = queue.stats().await.map_err(|e| e.to_string())?;
+                let dt = t.elapsed().as_secs_f64();
+                t = Instant::now();
+                let sub = s.submitted.saturating_sub(prev.submitted) as f64 / dt;
+                let done = s.completed.saturating_sub(prev.completed) as f64 / dt;
+                print_stats(&s, Some((sub, done)));
+                prev = s;
+                left = left.map(|n| n - 1);
+            }
+        }
+        Command::Dead { count } => {
+            let dead = queue.dead_letters(count).await.map_err(|e| e.to_string())?;
+            if dead.is_empty() {
+                println!("no dead letters");
+            }
+            for d in dead {
+                println!(
+                    "{}  job {}  task {:?}  attempts {}  at {} ms\n  reason: {}\n  payload: {}",
+                    d.id, d.job, d.task, d.attempts, d.at_ms, d.reason, d.payload
+                );
+            }
+        }
+        Command::Requeue { ids, all } => {
+            if all {
+                let n = queue.requeue_all().await.map_err(|e| e.to_string())?;
+                println!("requeued {n}");
+            } else if ids.is_empty() {
+                return Err("give dead-letter ids or --all".into());
+            } else {
+                let mut missing = 0;
+                for id in &ids {
+                    match queue.requeue(id).await.map_err(|e| e.to_string())? {
+                        Some(new) => println!("{id} -> {new}"),
+                        None => {
+                            eprintln!("{id}: no such dead letter");
+                            missing += 1;
+                        }
+                    }
+                }
+                if missing > 0 {
+                    return Err(format!("{missing} id(s) not found"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

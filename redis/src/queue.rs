@@ -1,0 +1,526 @@
+//! The producer side: [`RedisQueue`], its builder, stats and dead letters.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::store::{self, Keys, GROUP};
+use crate::Error;
+
+/// The id of a submitted job: the id Redis gave its first stream entry (`<ms>-<seq>`).
+/// It stays the same across retries, reclaims and requeues.
+pub type JobId = String;
+
+/// A handle to one queue, for producers and operators.
+///
+/// Cheap to clone: clones share one multiplexed connection, which reconnects by itself
+/// after a loss (the call that hit the loss returns [`Error::Redis`]).
+///
+/// Dropping a `RedisQueue` (the last clone) closes its connection; jobs already submitted
+/// stay in Redis.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), nb_aiopool_redis::Error> {
+/// use nb_aiopool_redis::RedisQueue;
+/// #[derive(serde::Serialize)]
+/// struct Email { to: String }
+///
+/// let queue = RedisQueue::connect("redis://127.0.0.1:6379", "emails").await?;
+/// let id = queue.submit("send_email", &Email { to: "a@example.com".into() }).await?;
+/// let s = queue.stats().await?;
+/// println!("{id}: {} waiting, {} in flight, {} dead", s.waiting, s.in_flight, s.dead);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisQueue {
+    keys: Keys,
+    conn: ConnectionManager,
+    max_len: u64,
+}
+
+/// Builds a [`RedisQueue`] with options; [`RedisQueue::connect`] is the short form.
+///
+/// Dropping the builder does nothing.
+#[derive(Debug, Clone)]
+pub struct QueueBuilder {
+    url: String,
+    name: String,
+    max_len: u64,
+    response_timeout: Duration,
+}
+
+/// A snapshot of a queue's state, from [`RedisQueue::stats`].
+///
+/// Dropping it does nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Jobs in the stream that no worker has taken yet.
+    pub waiting: u64,
+    /// Jobs a worker has taken and not yet acknowledged (the consumer group's pending
+    /// list).
+    pub in_flight: u64,
+    /// Failed jobs waiting for their retry backoff to pass.
+    pub delayed: u64,
+    /// Jobs in the dead-letter stream.
+    pub dead: u64,
+    /// Total submissions accepted since the queue was created.
+    pub submitted: u64,
+    /// Total successful runs acknowledged since the queue was created (a job retried
+    /// after a worker was killed may count twice).
+    pub completed: u64,
+    /// In-flight jobs per consumer (worker process), from `XPENDING`.
+    pub consumers: Vec<(String, u64)>,
+}
+
+/// One job in the dead-letter stream, from [`RedisQueue::dead_letters`].
+///
+/// Dropping it does nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The id of the dead-letter entry: pass it to [`RedisQueue::requeue`].
+    pub id: String,
+    /// The job id (empty if the original entry was too malformed to have one).
+    pub job: JobId,
+    /// The task name as submitted (may be empty or unknown to the workers).
+    pub task: String,
+    /// The JSON payload as submitted (lossy UTF-8 if it was not text).
+    pub payload: String,
+    /// How many times a handler ran it.
+    pub attempts: u64,
+    /// Why it was dead-lettered (the handler's last error, "unknown task", ...).
+    pub reason: String,
+    /// When, in Unix milliseconds (server clock).
+    pub at_ms: u64,
+}
+
+impl QueueBuilder {
+    /// Maximum number of unfinished jobs (waiting, in flight or delayed for retry).
+    /// [`RedisQueue::submit`] waits while the queue holds that many; `try_submit` fails
+    /// with [`Error::Full`]. The check and the `XADD` run in one Lua script, so concurrent
+    /// producers cannot overshoot. Default: unbounded.
+    ///
+    /// # Panics
+    ///
+    /// If `max_len` is 0.
+    pub fn max_len(mut self, max_len: u64) -> Self {
+        assert!(max_len > 0, "max_len must be at least 1");
+        self.max_len = max_len;
+        self
+    }
+
+    /// How long a command may wait for Redis's reply before it fails. Default: 5 s.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "response_timeout must not be zero");
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Connects, and creates the stream and consumer group if they do not exist yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for an unusable queue name; [`Error::Redis`] for a bad URL
+    /// or when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the half-made connection.
+    pub async fn connect(self) -> Result<RedisQueue, Error> {
+        let keys = Keys::new(&self.name)?;
+        let (_client, mut conn) = store::connect(&self.url, self.response_timeout).await?;
+        store::ensure_group(&mut conn, &keys).await?;
+        Ok(RedisQueue {
+            keys,
+            conn,
+            max_len: self.max_len,
+        })
+    }
+}
+
+impl RedisQueue {
+    /// Connects to the queue `name` on the Redis server at `url` (`redis://`,
+    /// `redis://user:password@host:port/db`, `redis+unix:///path`; `rediss://` needs this
+    /// crate's `tls` feature). Unbounded; use [`RedisQueue::builder`] for `max_len`.
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueBuilder::connect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn connect(url: &str, name: &str) -> Result<RedisQueue, Error> {
+        Self::builder(url, name).connect().await
+    }
+
+    /// A builder for a queue handle with options.
+    pub fn builder(url: &str, name: &str) -> QueueBuilder {
+        QueueBuilder {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            max_len: 0,
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.keys.name
+    }
+
+    /// The configured `max_len`, if any.
+    pub fn max_len(&self) -> Option<u64> {
+        (self.max_len > 0).then_some(self.max_len)
+    }
+
+    /// Submits a job for the task `task`; `payload` is stored as JSON. Waits while the
+    /// queue is at `max_len` (polling every few milliseconds, up to 50 ms apart).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], [`Error::Encode`], or [`Error::Redis`] if the server
+    /// cannot be reached (not retried here: the job may or may not have been added when
+    /// the reply was lost).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not fully: if the future is dropped while the `XADD` script is on the wire, the job
+    /// may have been added without the caller learning its id. Dropped while waiting for
+    /// room, nothing was added.
+    pub async fn submit<P: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        payload: &P,
+    ) -> Result<JobId, Error> {
+        self.submit_inner(task, payload, 0, true).await
+    }
+
+    /// Like [`submit`](Self::submit) but never waits for room.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when the queue holds `max_len` jobs; otherwise as `submit`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As `submit`.
+    pub async fn try_submit<P: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        payload: &P,
+    ) -> Result<JobId, Error> {
+        self.submit_inner(task, payload, 0, false).await
+    }
+
+    /// Like [`submit`](Self::submit), and asks the worker to keep the handler's return
+    /// value (or its final error) for `ttl`, to be read with
+    /// [`wait_result`](Self::wait_result).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if `ttl` is under one second; otherwise as `submit`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As `submit`.
+    pub async fn submit_with_result<P: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        payload: &P,
+        ttl: Duration,
+    ) -> Result<JobId, Error> {
+        let secs = ttl.as_secs();
+        if secs == 0 {
+            return Err(Error::Config("result ttl must be at least 1 s".into()));
+        }
+        self.submit_inner(task, payload, secs, true).await
+    }
+
+    async fn submit_inner<P: Serialize + ?Sized>(
+        &self,
+        task: &str,
+        payload: &P,
+        result_ttl: u64,
+        wait: bool,
+    ) -> Result<JobId, Error> {
+        store::validate_name("task name", task)?;
+        let json = serde_json::to_string(payload).map_err(Error::Encode)?;
+        let mut conn = self.conn.clone();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let id: Option<String> = store::SUBMIT
+                .key(&self.keys.stream)
+                .key(&self.keys.delayed)
+                .key(&self.keys.submitted)
+                .arg(self.max_len)
+                .arg(task)
+                .arg(&json)
+                .arg(result_ttl)
+                .invoke_async(&mut conn)
+                .await?;
+            match id {
+                Some(id) => return Ok(id),
+                None if !wait => {
+                    return Err(Error::Full {
+                        max_len: self.max_len,
+                    })
+                }
+                None => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the result of a job submitted with
+    /// [`submit_with_result`](Self::submit_with_result), and decodes it. The result stays
+    /// readable until its TTL ends, so it can be read more than once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JobFailed`] if the job was dead-lettered (with the reason);
+    /// [`Error::ResultTimeout`]; [`Error::Decode`] if the value does not fit `R`;
+    /// [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn wait_result<R: DeserializeOwned>(
+        &self,
+        job: &str,
+        timeout: Duration,
+    ) -> Result<R, Error> {
+        let key = format!("{}{}", self.keys.result_prefix, job);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut conn = self.conn.clone();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let v: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            if let Some(v) = v {
+                let mut doc: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&v).map_err(Error::Decode)?;
+                if let Some(ok) = doc.remove("ok") {
+                    return serde_json::from_value(ok).map_err(Error::Decode);
+                }
+                let err = doc
+                    .remove("err")
+                    .map(|e| {
+                        e.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| e.to_string())
+                    })
+                    .unwrap_or_else(|| "unknown failure".into());
+                return Err(Error::JobFailed(err));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::ResultTimeout);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Reads the queue's counters in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn stats(&self) -> Result<QueueStats, Error> {
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let (xlen, delayed, dead, submitted, completed, pending): (
+            u64,
+            u64,
+            u64,
+            Option<u64>,
+            Option<u64>,
+            Value,
+        ) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&k.stream)
+            .cmd("ZCARD")
+            .arg(&k.delayed)
+            .cmd("XLEN")
+            .arg(&k.dead)
+            .cmd("GET")
+            .arg(&k.submitted)
+            .cmd("GET")
+            .arg(&k.completed)
+            .cmd("XPENDING")
+            .arg(&k.stream)
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await
+            .or_else(|e| {
+                // No group yet (e.g. after a restart without persistence): nothing pending.
+                if e.code() == Some("NOGROUP") {
+                    Ok((0, 0, 0, None, None, Value::Nil))
+                } else {
+                    Err(e)
+                }
+            })?;
+        let summary = store::array(&pending);
+        let in_flight = summary.first().and_then(store::int).unwrap_or(0).max(0) as u64;
+        let consumers = summary
+            .get(3)
+            .map(store::array)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|c| {
+                let c = store::array(c);
+                Some((
+                    store::string(c.first()?)?,
+                    store::int(c.get(1)?)?.max(0) as u64,
+                ))
+            })
+            .collect();
+        Ok(QueueStats {
+            waiting: xlen.saturating_sub(in_flight),
+            in_flight,
+            delayed,
+            dead,
+            submitted: submitted.unwrap_or(0),
+            completed: completed.unwrap_or(0),
+            consumers,
+        })
+    }
+
+    /// Lists up to `count` dead letters, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, Error> {
+        let mut conn = self.conn.clone();
+        let v: Value = redis::cmd("XRANGE")
+            .arg(&self.keys.dead)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(store::parse_entries(&v)
+            .into_iter()
+            .map(|e| {
+                let text = |f: &str| {
+                    e.field(f)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default()
+                };
+                let num = |f: &str| text(f).parse::<u64>().unwrap_or(0);
+                DeadLetter {
+                    job: text("j"),
+                    task: text("t"),
+                    payload: text("p"),
+                    attempts: num("a"),
+                    reason: text("reason"),
+                    at_ms: num("at"),
+                    id: e.id,
+                }
+            })
+            .collect())
+    }
+
+    /// Moves one dead letter back to the work stream with a fresh attempt count (ignoring
+    /// `max_len`: this is an operator's action). Returns the new entry id, or `None` if
+    /// there is no dead letter with that id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The move is one atomic script: if the future is dropped, it either happened or
+    /// not.
+    pub async fn requeue(&self, dead_id: &str) -> Result<Option<String>, Error> {
+        let mut conn = self.conn.clone();
+        Ok(store::REQUEUE
+            .key(&self.keys.dead)
+            .key(&self.keys.stream)
+            .arg(dead_id)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// Requeues every dead letter (in batches of 100); returns how many were moved.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`]; letters moved before the error stay moved.
+    ///
+    /// # Cancel safety
+    ///
+    /// Each letter moves atomically; dropping the future stops between letters.
+    pub async fn requeue_all(&self) -> Result<u64, Error> {
+        let mut moved = 0;
+        loop {
+            let batch = self.dead_letters(100).await?;
+            if batch.is_empty() {
+                return Ok(moved);
+            }
+            for d in batch {
+                if self.requeue(&d.id).await?.is_some() {
+                    moved += 1;
+                }
+            }
+        }
+    }
+
+    /// Deletes the queue's keys: the stream with its group and pending lists, delayed
+    /// retries, dead letters and counters (results expire by themselves). Running
+    /// workers recreate the stream and group on their next read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// One `DEL` command: it either happened or not.
+    pub async fn purge(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let _: u64 = redis::cmd("DEL")
+            .arg(&k.stream)
+            .arg(&k.delayed)
+            .arg(&k.dead)
+            .arg(&k.submitted)
+            .arg(&k.completed)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("name", &self.keys.name)
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}

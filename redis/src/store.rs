@@ -1,0 +1,412 @@
+//! Private: key names, the Lua scripts and reply parsing shared by the queue and the
+//! worker.
+//!
+//! Every multi-step change runs as one Lua script so that it is atomic on the server:
+//! the gated XADD, the ack/retry/dead/release batch, the promotion of due retries, the
+//! reclaim of idle entries, the lease renewal and the dead-letter requeue.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use crate::Error;
+
+/// The consumer group every worker of a queue joins.
+pub(crate) const GROUP: &str = "workers";
+
+/// The Redis keys of one queue. They share the hash tag `{name}`, so one queue lives in
+/// one cluster slot and the scripts may touch all of them.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    pub name: String,
+    /// The work stream (consumer group [`GROUP`]).
+    pub stream: String,
+    /// Sorted set of retries waiting for their backoff to pass (score = due time, ms).
+    pub delayed: String,
+    /// The dead-letter stream.
+    pub dead: String,
+    /// Prefix of the result keys (`<prefix><job id>`).
+    pub result_prefix: String,
+    /// Counter of accepted submissions.
+    pub submitted: String,
+    /// Counter of acknowledged successful runs.
+    pub completed: String,
+}
+
+impl Keys {
+    pub(crate) fn new(name: &str) -> Result<Self, Error> {
+        validate_name("queue name", name)?;
+        let base = format!("nbq:{{{name}}}");
+        Ok(Keys {
+            name: name.to_owned(),
+            stream: format!("{base}:jobs"),
+            delayed: format!("{base}:delayed"),
+            dead: format!("{base}:dead"),
+            result_prefix: format!("{base}:result:"),
+            submitted: format!("{base}:submitted"),
+            completed: format!("{base}:completed"),
+        })
+    }
+}
+
+/// Queue and task names: 1..=200 bytes, no braces (they would break the hash tag), no
+/// control characters or spaces.
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::InvalidName(format!("{what} is empty")));
+    }
+    if name.len() > 200 {
+        return Err(Error::InvalidName(format!(
+            "{what} is {} bytes long (at most 200)",
+            name.len()
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '{' || *c == '}' || c.is_control() || c.is_whitespace())
+    {
+        return Err(Error::InvalidName(format!(
+            "{what} {name:?} contains {c:?} (braces, spaces and control characters are not allowed)"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens a multiplexed connection that reconnects by itself after a loss. The first
+/// connection must succeed (so a bad URL or a server that is not there fails fast); later
+/// losses are retried by the caller's loops.
+pub(crate) async fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<(redis::Client, ConnectionManager), Error> {
+    let client = redis::Client::open(url)?;
+    let conn = manager(&client, response_timeout).await?;
+    Ok((client, conn))
+}
+
+pub(crate) async fn manager(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, Error> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1));
+    Ok(client.get_connection_manager_with_config(cfg).await?)
+}
+
+/// `XGROUP CREATE <stream> workers 0 MKSTREAM`, tolerating an existing group. The group
+/// starts at id 0 so that jobs submitted before the first worker are delivered.
+pub(crate) async fn ensure_group(conn: &mut ConnectionManager, keys: &Keys) -> Result<(), Error> {
+    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&keys.stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// KEYS: stream, delayed, submitted. ARGV: max_len (0 = none), task, payload, result ttl.
+/// Returns the new entry id, or nil when the queue holds `max_len` jobs (waiting,
+/// in flight or delayed: everything not finished).
+pub(crate) static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local max = tonumber(ARGV[1])
+if max > 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= max then
+  return false
+end
+local id
+if ARGV[4] ~= '0' then
+  id = redis.call('XADD', KEYS[1], '*', 't', ARGV[2], 'p', ARGV[3], 'r', ARGV[4])
+else
+  id = redis.call('XADD', KEYS[1], '*', 't', ARGV[2], 'p', ARGV[3])
+end
+redis.call('INCR', KEYS[3])
+return id
+"#,
+    )
+});
+
+/// Number of ARGV slots per record of [`FINISH`].
+pub(crate) const FINISH_ARITY: usize = 8;
+
+/// KEYS: stream, delayed, dead, completed. ARGV: group, result prefix, then records of
+/// [`FINISH_ARITY`] fields: kind, entry id, job id, task, payload, attempt, result ttl,
+/// extra. Kinds: `A` ack (extra = result json), `R` retry (extra = delay ms), `D` dead
+/// (extra = reason), `L` release (put back as is, at the stream's end).
+///
+/// Every record XACKs and XDELs its entry. The side effect of R, D and L runs only if the
+/// XACK removed a pending entry, which makes a re-sent batch (after a lost reply)
+/// harmless: nothing is scheduled or dead-lettered twice.
+pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s, z, d = KEYS[1], KEYS[2], KEYS[3]
+local g, rp = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local acked = 0
+local i = 3
+while i + 7 <= #ARGV do
+  local kind, sid, job, task, payload, att, rttl, extra =
+    ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
+  local n = redis.call('XACK', s, g, sid)
+  redis.call('XDEL', s, sid)
+  local ttl = tonumber(rttl) or 0
+  if kind == 'A' then
+    acked = acked + 1
+    if ttl > 0 then
+      redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
+    end
+  elseif n == 1 then
+    if kind == 'R' then
+      local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
+      redis.call('ZADD', z, now + tonumber(extra), m)
+    elseif kind == 'D' then
+      redis.call('XADD', d, '*', 'j', job, 't', task, 'p', payload, 'a', att, 'r', rttl,
+        'reason', extra, 'at', now)
+      if ttl > 0 then
+        redis.call('SET', rp .. job, cjson.encode({err = extra}), 'EX', ttl)
+      end
+    elseif kind == 'L' then
+      redis.call('XADD', s, '*', 't', task, 'p', payload, 'j', job, 'a', att, 'r', rttl)
+    end
+  end
+  i = i + 8
+end
+if acked > 0 then
+  redis.call('INCRBY', KEYS[4], acked)
+end
+return acked
+"#,
+    )
+});
+
+/// KEYS: stream, delayed, dead. ARGV: max count. Moves due retries back into the stream.
+pub(crate) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, m in ipairs(due) do
+  local ok, e = pcall(cjson.decode, m)
+  if ok and type(e) == 'table' and type(e.t) == 'string' and type(e.p) == 'string' then
+    redis.call('XADD', KEYS[1], '*', 't', e.t, 'p', e.p, 'j', tostring(e.j or ''),
+      'a', tostring(e.a or 0), 'r', tostring(e.r or 0))
+  else
+    redis.call('XADD', KEYS[3], '*', 'j', '', 't', '', 'p', m, 'a', '0', 'r', '0',
+      'reason', 'undecodable delayed entry', 'at', now)
+  end
+  redis.call('ZREM', KEYS[2], m)
+end
+return #due
+"#,
+    )
+});
+
+/// KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count. XAUTOCLAIMs idle
+/// entries and returns `{next cursor, entries, delivery counts}`.
+pub(crate) static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local counts = {}
+for i, e in ipairs(r[2]) do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+  if p[1] then counts[i] = p[1][4] else counts[i] = 1 end
+end
+return {r[1], r[2], counts}
+"#,
+    )
+});
+
+/// KEYS: stream. ARGV: group, consumer, ids... Resets the idle time of the ids still
+/// pending under this consumer (XCLAIM JUSTID does not bump the delivery count). Returns
+/// how many were renewed.
+pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"#,
+    )
+});
+
+/// KEYS: stream. ARGV: group, own consumer name, min idle ms. Deletes consumers of the
+/// group that hold nothing and were idle that long (workers that died). Consumers with
+/// pending entries are never deleted: that would make their entries unclaimable.
+pub(crate) static JANITOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+local n = 0
+for _, c in ipairs(cs) do
+  local h = {}
+  for i = 1, #c, 2 do h[c[i]] = c[i + 1] end
+  if h['name'] ~= ARGV[2] and h['pending'] == 0 and h['idle'] > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], h['name'])
+    n = n + 1
+  end
+end
+return n
+"#,
+    )
+});
+
+/// KEYS: dead, stream. ARGV: dead-letter id. Moves one dead letter back to the work
+/// stream with a fresh attempt count. Returns the new entry id, or nil if there is no
+/// such dead letter.
+pub(crate) static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return false end
+local f = e[1][2]
+local h = {}
+for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+local id = redis.call('XADD', KEYS[2], '*', 't', h['t'] or '', 'p', h['p'] or '',
+  'j', h['j'] or '', 'a', '0', 'r', h['r'] or '0')
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"#,
+    )
+});
+
+// ---- reply parsing -------------------------------------------------------------------
+
+/// One stream entry as Redis returned it, fields kept as raw bytes so that a malformed
+/// entry can be dead-lettered rather than fail the whole read.
+#[derive(Debug)]
+pub(crate) struct RawEntry {
+    pub id: String,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RawEntry {
+    pub(crate) fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        Value::Okay => Some(b"OK".to_vec()),
+        _ => None,
+    }
+}
+
+pub(crate) fn string(v: &Value) -> Option<String> {
+    bytes(v).and_then(|b| String::from_utf8(b).ok())
+}
+
+pub(crate) fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => string(other).and_then(|s| s.parse().ok()),
+    }
+}
+
+pub(crate) fn array(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        _ => &[],
+    }
+}
+
+/// Parses `[[id, [f, v, ...]], ...]`. Entries whose field list is missing (deleted) get
+/// no fields.
+pub(crate) fn parse_entries(v: &Value) -> Vec<RawEntry> {
+    array(v)
+        .iter()
+        .filter_map(|e| {
+            let parts = array(e);
+            let id = string(parts.first()?)?;
+            let flat = parts.get(1).map(array).unwrap_or(&[]);
+            let fields = flat
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some((bytes(k)?, bytes(v).unwrap_or_default())),
+                    _ => None,
+                })
+                .collect();
+            Some(RawEntry { id, fields })
+        })
+        .collect()
+}
+
+/// Parses an XREADGROUP reply for one stream (RESP2 array or RESP3 map form).
+pub(crate) fn parse_read_reply(v: &Value) -> Vec<RawEntry> {
+    match v {
+        Value::Nil => Vec::new(),
+        Value::Map(m) => m.iter().flat_map(|(_, e)| parse_entries(e)).collect(),
+        other => array(other)
+            .iter()
+            .flat_map(|s| array(s).get(1).map(parse_entries).unwrap_or_default())
+            .collect(),
+    }
+}
+
+/// KEYS: stream. ARGV: group, ids... Puts each still-existing entry back at the end of
+/// the stream as a copy (same job id and attempt count) and acks and deletes the
+/// original, so other workers get it at once instead of after the lease. Returns how
+/// many were released.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for i = 2, #ARGV do
+  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #e > 0 then
+    local f = e[1][2]
+    local args = {'XADD', KEYS[1], '*'}
+    local has_job = false
+    for j = 1, #f, 2 do
+      if f[j] == 'j' and f[j + 1] ~= '' then
+        has_job = true
+        args[#args + 1] = f[j]
+        args[#args + 1] = f[j + 1]
+      elseif f[j] ~= 'j' then
+        args[#args + 1] = f[j]
+        args[#args + 1] = f[j + 1]
+      end
+    end
+    if not has_job then
+      args[#args + 1] = 'j'
+      args[#args + 1] = ARGV[i]
+    end
+    redis.call(unpack(args))
+    n = n + 1
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return n
+"#,
+    )
+});

@@ -1,0 +1,1216 @@
+//! The consumer side: [`Worker`] and its builder.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::FutureExt;
+use nb_aiopool::CommonAioPool;
+use redis::aio::ConnectionManager;
+use redis::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::is_transient;
+use crate::store::{self, Keys, RawEntry, FINISH_ARITY, GROUP};
+use crate::Error;
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+type Handler = Arc<dyn Fn(&str) -> Result<HandlerFuture, String> + Send + Sync>;
+type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// Most entries one read or reclaim asks for, whatever the free slots.
+const MAX_BATCH: usize = 1000;
+/// Most records one acknowledgement script carries.
+const MAX_FINISH_BATCH: usize = 256;
+
+/// A worker process's consumer: reads jobs of one queue, runs their handlers with bounded
+/// local concurrency (an [`nb_aiopool::CommonAioPool`] plus one slot permit per held
+/// entry), and acknowledges, retries or dead-letters them.
+///
+/// `Worker` is a cheap `Clone` handle: call [`run`](Worker::run) on one clone and
+/// [`shutdown`](Worker::shutdown) from another (a signal handler, a test).
+///
+/// Guarantees:
+/// - **Pull backpressure.** It reads with `COUNT` = free slots and keeps a slot for each
+///   entry until that entry is acknowledged, so the entries pending under its consumer
+///   name never exceed its concurrency.
+/// - **At least once.** An entry is acknowledged and deleted only after its handler
+///   finished (or failed for the last time). Entries of a worker that died are reclaimed
+///   by live workers after the lease; running handlers renew their lease every lease/3.
+///   Make handlers idempotent: a job whose worker is killed mid-run runs again.
+/// - **Failures.** An error or panic is retried after an exponential backoff (a sorted set
+///   of delayed jobs that workers move back); after `max_deliveries` runs, or at once for
+///   an unknown task or an undecodable payload, the job goes to the dead-letter stream.
+/// - **Connection loss / Redis restart.** Reads, acks and maintenance retry with backoff
+///   and resume; the consumer group is recreated if it vanished.
+///
+/// Dropping a `Worker` handle does nothing while other clones or a running
+/// [`run`](Worker::run) future exist. Dropping the `run` future itself stops the worker at
+/// once: background tasks end and running handlers are aborted, without acknowledging
+/// anything, so their entries are reclaimed by other workers after the lease. Use [`shutdown`](Worker::shutdown) to stop cleanly.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), nb_aiopool_redis::Error> {
+/// use std::time::Duration;
+/// use nb_aiopool_redis::Worker;
+/// #[derive(serde::Deserialize)]
+/// struct Email { to: String }
+///
+/// let worker = Worker::builder("redis://127.0.0.1:6379", "emails")
+///     .concurrency(100)
+///     .lease(Duration::from_secs(30))
+///     .max_deliveries(5)
+///     .task("send_email", |e: Email| async move {
+///         println!("sending to {}", e.to);
+///         Ok::<(), String>(())
+///     })
+///     .build()
+///     .await?;
+/// let stopper = worker.clone();
+/// tokio::spawn(async move {
+///     tokio::signal::ctrl_c().await.ok();
+///     stopper.shutdown().await;
+/// });
+/// worker.run().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+/// Configures and connects a [`Worker`]; from [`Worker::builder`].
+///
+/// Dropping the builder does nothing (no connection is made before
+/// [`build`](WorkerBuilder::build)).
+pub struct WorkerBuilder {
+    url: String,
+    name: String,
+    concurrency: usize,
+    lease: Duration,
+    max_deliveries: u64,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    block: Duration,
+    promote_interval: Duration,
+    consumer: Option<String>,
+    tasks: HashMap<String, Handler>,
+    bad_task: Option<String>,
+    on_error: Option<ErrorHook>,
+}
+
+/// What a shutdown did, from [`Worker::shutdown_timeout`] (and [`Worker::shutdown`]).
+///
+/// Dropping it does nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Whether every running job finished and was acknowledged before the deadline.
+    pub drained: bool,
+    /// Jobs still running at the deadline: their handlers were aborted and the jobs put
+    /// back in the stream (same job id and attempt count) for other workers.
+    pub released: u64,
+    /// Entries found pending under this consumer after the drain (for example delivered
+    /// by a read whose reply was lost) and put back in the stream.
+    pub leftover: u64,
+}
+
+/// Counters of one worker since it was built, from [`Worker::stats`].
+///
+/// Dropping it does nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// This worker's consumer name in the group.
+    pub consumer: String,
+    /// Entries held right now (running, or finished and being acknowledged).
+    pub held: u64,
+    /// Handler runs that succeeded.
+    pub succeeded: u64,
+    /// Handler runs that failed (error or panic), whether retried or dead-lettered.
+    pub failed: u64,
+    /// Jobs this worker sent to the dead-letter stream.
+    pub dead_lettered: u64,
+    /// Entries this worker took over from other consumers after their lease ran out.
+    pub reclaimed: u64,
+    /// Redis errors met (and retried) while running.
+    pub errors: u64,
+    /// The last of those errors, as text.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Run,
+    Graceful,
+    Deadline(Instant),
+}
+
+const IDLE: u8 = 0;
+const RUNNING: u8 = 1;
+const FINISHED: u8 = 2;
+
+struct Inner {
+    keys: Keys,
+    consumer: String,
+    concurrency: usize,
+    lease: Duration,
+    max_deliveries: u64,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    block: Duration,
+    promote_interval: Duration,
+    tasks: HashMap<String, Handler>,
+    on_error: Option<ErrorHook>,
+    conn: ConnectionManager,
+    read_conn: ConnectionManager,
+    slots: Arc<Semaphore>,
+    pool: CommonAioPool,
+    running: Mutex<HashMap<String, AbortHandle>>,
+    stop: watch::Sender<Stop>,
+    done: watch::Sender<Option<ShutdownReport>>,
+    state: AtomicU8,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    dead_lettered: AtomicU64,
+    reclaimed: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A parsed job entry.
+struct Job {
+    sid: String,
+    job: String,
+    task: String,
+    payload: String,
+    /// Runs that failed before this entry was added (the `a` field).
+    attempt: u64,
+    rttl: u64,
+    /// Deliveries of this entry, counting the current one.
+    deliveries: u64,
+}
+
+/// One record for the FINISH script, with the slot it frees once written.
+struct Record {
+    fields: [String; FINISH_ARITY],
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+enum AckMsg {
+    Record(Record),
+    Flush(oneshot::Sender<()>),
+}
+
+impl Worker {
+    /// A builder for a worker of the queue `name` on the Redis server at `url`.
+    ///
+    /// Defaults: concurrency 10, lease 30 s, max_deliveries 5, retry backoff 1 s doubling
+    /// up to 5 min.
+    pub fn builder(url: &str, name: &str) -> WorkerBuilder {
+        WorkerBuilder {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            max_deliveries: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            block: Duration::from_millis(500),
+            promote_interval: Duration::from_millis(250),
+            consumer: None,
+            tasks: HashMap::new(),
+            bad_task: None,
+            on_error: None,
+        }
+    }
+
+    /// This worker's consumer name (unique per build: host, pid and a random part).
+    pub fn consumer_name(&self) -> &str {
+        &self.inner.consumer
+    }
+
+    /// The local counters.
+    pub fn stats(&self) -> WorkerStats {
+        let i = &self.inner;
+        WorkerStats {
+            consumer: i.consumer.clone(),
+            held: (i.concurrency - i.slots.available_permits().min(i.concurrency)) as u64,
+            succeeded: i.succeeded.load(Ordering::Relaxed),
+            failed: i.failed.load(Ordering::Relaxed),
+            dead_lettered: i.dead_lettered.load(Ordering::Relaxed),
+            reclaimed: i.reclaimed.load(Ordering::Relaxed),
+            errors: i.errors.load(Ordering::Relaxed),
+            last_error: i
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Runs the worker until [`shutdown`](Self::shutdown) (or
+    /// [`shutdown_timeout`](Self::shutdown_timeout)) is called on any clone. Redis errors
+    /// while running are retried with backoff (and reported to the `on_error` hook and
+    /// [`stats`](Self::stats)); they do not end `run`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyRunning`] if this worker is running or has run already.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the worker at once without a drain: see the type's
+    /// docs. Nothing is lost (unacknowledged entries are reclaimed after the lease), but
+    /// jobs that were running may run twice.
+    pub async fn run(&self) -> Result<ShutdownReport, Error> {
+        let inner = &self.inner;
+        if inner
+            .state
+            .compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::AlreadyRunning);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut guard = RunGuard {
+            inner: inner.clone(),
+            tasks: Vec::new(),
+        };
+        guard.tasks.push(tokio::spawn(acker(inner.clone(), rx)));
+        guard.tasks.push(tokio::spawn(lease_keeper(inner.clone())));
+        let maintenance = tokio::spawn(maintenance(inner.clone()));
+        read_loop(inner, &tx).await;
+        let _ = maintenance.await;
+        let report = drain(inner, &tx).await;
+        inner.done.send_replace(Some(report));
+        drop(guard);
+        Ok(report)
+    }
+
+    /// Stops the worker gracefully and waits until `run` has returned: no more reads,
+    /// running jobs finish and are acknowledged, nothing stays pending under this
+    /// consumer, which then leaves the group. Waits as long as the handlers take; see
+    /// [`shutdown_timeout`](Self::shutdown_timeout) for a deadline. Returns at once if
+    /// the worker never ran.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the stop request stays in effect; only the waiting ends.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.inner.stop.send_if_modified(|s| {
+            if *s == Stop::Run {
+                *s = Stop::Graceful;
+                true
+            } else {
+                false
+            }
+        });
+        self.wait_done().await
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but jobs still running after `timeout` are
+    /// aborted and put back in the stream for other workers (see
+    /// [`ShutdownReport::released`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the stop request and its deadline stay in effect.
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now() + timeout;
+        self.inner.stop.send_if_modified(|s| match *s {
+            Stop::Deadline(d) if d <= deadline => false,
+            _ => {
+                *s = Stop::Deadline(deadline);
+                true
+            }
+        });
+        self.wait_done().await
+    }
+
+    async fn wait_done(&self) -> ShutdownReport {
+        if self
+            .inner
+            .state
+            .compare_exchange(IDLE, FINISHED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.inner.done.send_replace(Some(ShutdownReport {
+                drained: true,
+                ..Default::default()
+            }));
+        }
+        let mut rx = self.inner.done.subscribe();
+        let r = rx.wait_for(|d| d.is_some()).await;
+        r.ok().and_then(|d| *d).unwrap_or_default()
+    }
+}
+
+/// Ends the background tasks and publishes the report when `run` returns or is dropped.
+struct RunGuard {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Handlers that did not finish will not be acknowledged by this worker: stop them
+        // (their entries are reclaimed by other workers after the lease).
+        for (_, abort) in self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            abort.abort();
+        }
+        self.inner.state.store(FINISHED, Ordering::Release);
+        self.inner.done.send_if_modified(|d| {
+            if d.is_none() {
+                *d = Some(ShutdownReport::default());
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn report(&self, e: &Error) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        if let Some(hook) = &self.on_error {
+            hook(e);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow() != Stop::Run
+    }
+
+    fn backoff(&self, runs: u64) -> Duration {
+        let exp = runs.saturating_sub(1).min(32) as u32;
+        self.backoff_base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.backoff_max)
+    }
+
+    fn record(&self, kind: &str, job: &Job, attempt: u64, extra: String) -> [String; FINISH_ARITY] {
+        [
+            kind.to_owned(),
+            job.sid.clone(),
+            job.job.clone(),
+            job.task.clone(),
+            job.payload.clone(),
+            attempt.to_string(),
+            job.rttl.to_string(),
+            extra,
+        ]
+    }
+
+    /// Routes one delivered entry: dead letter at once, or into the pool.
+    async fn dispatch(
+        self: &Arc<Self>,
+        entry: RawEntry,
+        deliveries: u64,
+        slot: OwnedSemaphorePermit,
+        tx: &mpsc::UnboundedSender<AckMsg>,
+    ) {
+        let send = |fields: [String; FINISH_ARITY], slot| {
+            let _ = tx.send(AckMsg::Record(Record {
+                fields,
+                _slot: Some(slot),
+            }));
+        };
+        if entry.fields.is_empty() {
+            // Deleted under us: only clear the pending entry.
+            let f = ["A", &entry.id, "", "", "", "0", "0", "null"].map(str::to_owned);
+            send(f, slot);
+            return;
+        }
+        let job = match parse_job(&entry, deliveries) {
+            Ok(job) => job,
+            Err(reason) => {
+                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                let text = |f: &str| {
+                    entry
+                        .field(f)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default()
+                };
+                let f = [
+                    "D".to_owned(),
+                    entry.id.clone(),
+                    entry.id.clone(),
+                    text("t"),
+                    text("p"),
+                    "0".to_owned(),
+                    "0".to_owned(),
+                    format!("malformed entry: {reason}"),
+                ];
+                send(f, slot);
+                return;
+            }
+        };
+        let runs_before = job.attempt + job.deliveries - 1;
+        if runs_before >= self.max_deliveries {
+            self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "delivered {} times without an acknowledgement (worker died or lost its lease)",
+                runs_before
+            );
+            send(self.record("D", &job, runs_before, reason), slot);
+            return;
+        }
+        let Some(handler) = self.tasks.get(&job.task) else {
+            self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let reason = format!("unknown task {:?}", job.task);
+            send(self.record("D", &job, runs_before, reason), slot);
+            return;
+        };
+        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&job.payload))) {
+            Ok(Ok(fut)) => fut,
+            Ok(Err(e)) => {
+                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("cannot decode payload: {e}");
+                send(self.record("D", &job, runs_before, reason), slot);
+                return;
+            }
+            Err(p) => {
+                let msg = format!("handler panicked: {}", panic_message(&*p));
+                Box::pin(async move { Err(msg) })
+            }
+        };
+        let (abort, registration) = AbortHandle::new_pair();
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.sid.clone(), abort);
+        let inner = self.clone();
+        let tx = tx.clone();
+        let work = async move {
+            let out = Abortable::new(AssertUnwindSafe(fut).catch_unwind(), registration).await;
+            let Ok(out) = out else {
+                return; // aborted at the shutdown deadline; the entry was released
+            };
+            let mine = inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&job.sid)
+                .is_some();
+            if !mine {
+                return; // released by a shutdown deadline meanwhile
+            }
+            let runs = job.attempt + job.deliveries;
+            let fields = match out {
+                Ok(Ok(json)) => {
+                    inner.succeeded.fetch_add(1, Ordering::Relaxed);
+                    inner.record("A", &job, runs, json)
+                }
+                Ok(Err(msg)) => inner.failure(&job, runs, msg),
+                Err(p) => {
+                    let msg = format!("handler panicked: {}", panic_message(&*p));
+                    inner.failure(&job, runs, msg)
+                }
+            };
+            let _ = tx.send(AckMsg::Record(Record {
+                fields,
+                _slot: Some(slot),
+            }));
+        };
+        match self.pool.submit(work).await {
+            Ok(handle) => handle.detach(),
+            // The pool is private and never shut down while the worker reads, but if it
+            // were, the job must still run and be acknowledged.
+            Err(e) => {
+                tokio::spawn(e.into_inner());
+            }
+        }
+    }
+
+    fn failure(&self, job: &Job, runs: u64, msg: String) -> [String; FINISH_ARITY] {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if runs >= self.max_deliveries {
+            self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let reason = format!("failed {runs} times; last error: {msg}");
+            self.record("D", job, runs, reason)
+        } else {
+            let delay = self.backoff(runs).as_millis().to_string();
+            self.record("R", job, runs, delay)
+        }
+    }
+
+    async fn sleep_or_stop(&self, d: Duration) {
+        let mut rx = self.stop.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = rx.wait_for(|s| *s != Stop::Run) => {}
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+fn parse_job(e: &RawEntry, deliveries: u64) -> Result<Job, String> {
+    let text = |f: &str| -> Result<Option<String>, String> {
+        match e.field(f) {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b.to_vec())
+                .map(Some)
+                .map_err(|_| format!("field {f:?} is not UTF-8")),
+        }
+    };
+    let num = |f: &str| -> Result<u64, String> {
+        match text(f)? {
+            None => Ok(0),
+            Some(s) => s
+                .parse()
+                .map_err(|_| format!("field {f:?} is not a number: {s:?}")),
+        }
+    };
+    let task = text("t")?.ok_or("no task field \"t\"")?;
+    let payload = text("p")?.ok_or("no payload field \"p\"")?;
+    let job = text("j")?
+        .filter(|j| !j.is_empty())
+        .unwrap_or_else(|| e.id.clone());
+    Ok(Job {
+        sid: e.id.clone(),
+        job,
+        task,
+        payload,
+        attempt: num("a")?,
+        rttl: num("r")?,
+        deliveries: deliveries.max(1),
+    })
+}
+
+/// Reads new entries with COUNT = free slots until a stop is requested.
+async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
+    let mut stop_rx = inner.stop.subscribe();
+    let mut conn = inner.read_conn.clone();
+    let mut pause = Duration::from_millis(50);
+    let block_ms = inner.block.as_millis().max(1) as u64;
+    let mut cmd_conn = inner.conn.clone();
+    let reclaim_every = (inner.lease / 2).max(Duration::from_millis(20));
+    let mut next_reclaim = Instant::now() + reclaim_every;
+    let mut cursor = "0-0".to_owned();
+    loop {
+        if inner.stopping() {
+            return;
+        }
+        let first = tokio::select! {
+            p = inner.slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop_rx.wait_for(|s| *s != Stop::Run) => return,
+        };
+        let mut slots = vec![first];
+        while slots.len() < MAX_BATCH {
+            match inner.slots.clone().try_acquire_owned() {
+                Ok(p) => slots.push(p),
+                Err(_) => break,
+            }
+        }
+        // Reclaiming shares the read's slots: the read holds every free slot while it
+        // blocks, so a separate reclaimer would rarely find one.
+        if Instant::now() >= next_reclaim {
+            next_reclaim = Instant::now() + reclaim_every;
+            reclaim(inner, &mut cmd_conn, &mut cursor, &mut slots, tx).await;
+            if slots.is_empty() {
+                continue;
+            }
+        }
+        // Not raced against the stop signal: a read cancelled on the wire could deliver
+        // entries that nobody holds. BLOCK bounds how long the stop waits.
+        let r: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&inner.consumer)
+            .arg("COUNT")
+            .arg(slots.len())
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(&inner.keys.stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Ok(v) => {
+                pause = Duration::from_millis(50);
+                for entry in store::parse_read_reply(&v) {
+                    let slot = match slots.pop() {
+                        Some(s) => s,
+                        // More entries than asked for (not expected): wait for a slot.
+                        None => match inner.slots.clone().acquire_owned().await {
+                            Ok(s) => s,
+                            Err(_) => return,
+                        },
+                    };
+                    inner.dispatch(entry, 1, slot, tx).await;
+                }
+            }
+            Err(e) => {
+                drop(slots);
+                if e.code() == Some("NOGROUP") {
+                    // The stream or group vanished (Redis restarted without persistence,
+                    // or the queue was purged): recreate and go on.
+                    let mut c = inner.conn.clone();
+                    if let Err(e) = store::ensure_group(&mut c, &inner.keys).await {
+                        inner.report(&e);
+                    }
+                } else {
+                    inner.report(&Error::Redis(e));
+                }
+                inner.sleep_or_stop(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Batches finished entries into FINISH scripts; frees their slots once written.
+async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+    let mut conn = inner.conn.clone();
+    let mut batch: Vec<Record> = Vec::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            match msg {
+                AckMsg::Record(r) => batch.push(r),
+                AckMsg::Flush(f) => flushes.push(f),
+            }
+            if batch.len() < MAX_FINISH_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let mut pause = Duration::from_millis(20);
+            loop {
+                let mut inv = store::FINISH.prepare_invoke();
+                inv.key(&inner.keys.stream)
+                    .key(&inner.keys.delayed)
+                    .key(&inner.keys.dead)
+                    .key(&inner.keys.completed)
+                    .arg(GROUP)
+                    .arg(&inner.keys.result_prefix);
+                for r in &batch {
+                    for f in &r.fields {
+                        inv.arg(f);
+                    }
+                }
+                match inv.invoke_async::<i64>(&mut conn).await {
+                    Ok(_) => break,
+                    Err(e) if is_transient(&e) => {
+                        inner.report(&Error::Redis(e));
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                    Err(e) => {
+                        // NOGROUP and the like: the entries are gone with their group;
+                        // nothing left to acknowledge.
+                        inner.report(&Error::Redis(e));
+                        break;
+                    }
+                }
+            }
+            batch.clear();
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
+}
+
+/// Renews the lease of running entries every lease/3, until `run` ends.
+async fn lease_keeper(inner: Arc<Inner>) {
+    let mut conn = inner.conn.clone();
+    let every = inner.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let ids: Vec<String> = inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for chunk in ids.chunks(500) {
+            let mut inv = store::RENEW.prepare_invoke();
+            inv.key(&inner.keys.stream).arg(GROUP).arg(&inner.consumer);
+            for id in chunk {
+                inv.arg(id);
+            }
+            if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
+                inner.report(&Error::Redis(e));
+            }
+        }
+    }
+}
+
+/// Promotes due retries and removes empty dead consumers, until a stop is requested.
+async fn maintenance(inner: Arc<Inner>) {
+    let mut conn = inner.conn.clone();
+    let janitor_every = inner.lease * 10;
+    let mut next_janitor = Instant::now() + janitor_every;
+    loop {
+        inner.sleep_or_stop(inner.promote_interval).await;
+        if inner.stopping() {
+            return;
+        }
+        let r: redis::RedisResult<i64> = store::PROMOTE
+            .key(&inner.keys.stream)
+            .key(&inner.keys.delayed)
+            .key(&inner.keys.dead)
+            .arg(500)
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            inner.report(&Error::Redis(e));
+        }
+        let now = Instant::now();
+        if now >= next_janitor {
+            next_janitor = now + janitor_every;
+            let r: redis::RedisResult<i64> = store::JANITOR
+                .key(&inner.keys.stream)
+                .arg(GROUP)
+                .arg(&inner.consumer)
+                .arg(janitor_every.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = r {
+                if e.code() != Some("NOGROUP") {
+                    inner.report(&Error::Redis(e));
+                }
+            }
+        }
+    }
+}
+
+/// Takes over entries idle longer than the lease (their consumer died or is cut off),
+/// at most one per slot in `slots`; the slots used go with the entries.
+async fn reclaim(
+    inner: &Arc<Inner>,
+    conn: &mut ConnectionManager,
+    cursor: &mut String,
+    slots: &mut Vec<OwnedSemaphorePermit>,
+    tx: &mpsc::UnboundedSender<AckMsg>,
+) {
+    let r: redis::RedisResult<Value> = store::RECLAIM
+        .key(&inner.keys.stream)
+        .arg(GROUP)
+        .arg(&inner.consumer)
+        .arg(inner.lease.as_millis() as u64)
+        .arg(cursor.as_str())
+        .arg(slots.len())
+        .invoke_async(conn)
+        .await;
+    let v = match r {
+        Ok(v) => v,
+        Err(e) => {
+            if e.code() != Some("NOGROUP") {
+                inner.report(&Error::Redis(e));
+            }
+            *cursor = "0-0".to_owned();
+            return;
+        }
+    };
+    let parts = store::array(&v);
+    *cursor = parts
+        .first()
+        .and_then(store::string)
+        .unwrap_or_else(|| "0-0".to_owned());
+    let entries = parts.get(1).map(store::parse_entries).unwrap_or_default();
+    let counts: Vec<u64> = parts
+        .get(2)
+        .map(store::array)
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| store::int(c).unwrap_or(1).max(1) as u64)
+        .collect();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let Some(slot) = slots.pop() else { break };
+        inner.reclaimed.fetch_add(1, Ordering::Relaxed);
+        let deliveries = counts.get(i).copied().unwrap_or(1);
+        inner.dispatch(entry, deliveries, slot, tx).await;
+    }
+}
+
+/// After the reads stopped: waits for running jobs (until the deadline, if any), releases
+/// what is left, and leaves the group.
+async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> ShutdownReport {
+    let mut stop_rx = inner.stop.subscribe();
+    let all = inner.concurrency as u32;
+    let drained = loop {
+        let deadline = match *stop_rx.borrow_and_update() {
+            Stop::Deadline(d) => Some(d),
+            _ => None,
+        };
+        tokio::select! {
+            p = inner.slots.acquire_many(all) => {
+                drop(p);
+                break true;
+            }
+            _ = stop_rx.changed() => continue,
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => break false,
+        }
+    };
+    let mut report = ShutdownReport {
+        drained,
+        ..Default::default()
+    };
+    let mut conn = inner.conn.clone();
+    if !drained {
+        let ids: Vec<String> = {
+            let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            running
+                .drain()
+                .map(|(id, abort)| {
+                    abort.abort();
+                    id
+                })
+                .collect()
+        };
+        report.released = release(inner, &mut conn, &ids).await;
+    }
+    // Everything finished so far is written before the pending list is read.
+    let (f_tx, f_rx) = oneshot::channel();
+    if tx.send(AckMsg::Flush(f_tx)).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), f_rx).await;
+    }
+    let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+        .arg(&inner.keys.stream)
+        .arg(GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(10_000)
+        .arg(&inner.consumer)
+        .query_async(&mut conn)
+        .await;
+    let ids: Vec<String> = match &pending {
+        Ok(v) => store::array(v)
+            .iter()
+            .filter_map(|p| store::array(p).first().and_then(store::string))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if !ids.is_empty() {
+        report.leftover = release(inner, &mut conn, &ids).await;
+    }
+    if pending.is_ok() {
+        let _: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(&inner.keys.stream)
+            .arg(GROUP)
+            .arg(&inner.consumer)
+            .query_async(&mut conn)
+            .await;
+    }
+    // Every job has ended (or was aborted): the pool has nothing left to wait for.
+    let _ = tokio::time::timeout(Duration::from_secs(5), inner.pool.shutdown()).await;
+    report
+}
+
+async fn release(inner: &Inner, conn: &mut ConnectionManager, ids: &[String]) -> u64 {
+    let mut n = 0;
+    for chunk in ids.chunks(500) {
+        let mut inv = store::RELEASE.prepare_invoke();
+        inv.key(&inner.keys.stream).arg(GROUP);
+        for id in chunk {
+            inv.arg(id);
+        }
+        match inv.invoke_async::<i64>(conn).await {
+            Ok(k) => n += k.max(0) as u64,
+            Err(e) => inner.report(&Error::Redis(e)),
+        }
+    }
+    n
+}
+
+impl WorkerBuilder {
+    /// Local slots: how many jobs this worker holds (runs or acknowledges) at once.
+    /// Default: 10.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0 or above 1,000,000.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        assert!(
+            (1..=1_000_000).contains(&n),
+            "concurrency must be between 1 and 1000000, got {n}"
+        );
+        self.concurrency = n;
+        self
+    }
+
+    /// How long an entry may stay unacknowledged, without its lease being renewed, before
+    /// other workers reclaim it. Running handlers renew it every lease/3, so only the
+    /// entries of dead (or partitioned) workers are reclaimed. Default: 30 s.
+    ///
+    /// # Panics
+    ///
+    /// If `lease` is under 30 ms.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        assert!(
+            lease >= Duration::from_millis(30),
+            "lease must be at least 30 ms, got {lease:?}"
+        );
+        self.lease = lease;
+        self
+    }
+
+    /// How many handler runs a job gets before it is dead-lettered (failures and
+    /// deliveries to workers that died both count). Default: 5.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    pub fn max_deliveries(mut self, n: u64) -> Self {
+        assert!(n > 0, "max_deliveries must be at least 1");
+        self.max_deliveries = n;
+        self
+    }
+
+    /// Retry backoff after a failed run: `base`, doubled per failure, capped at `max`.
+    /// Default: 1 s and 5 min.
+    ///
+    /// # Panics
+    ///
+    /// If `max < base`.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        assert!(
+            max >= base,
+            "backoff max ({max:?}) is below base ({base:?})"
+        );
+        self.backoff_base = base;
+        self.backoff_max = max;
+        self
+    }
+
+    /// How long one read blocks waiting for new entries; also the longest a stop waits
+    /// for the read in progress. Default: 500 ms.
+    ///
+    /// # Panics
+    ///
+    /// If `block` is under 1 ms.
+    pub fn block(mut self, block: Duration) -> Self {
+        assert!(
+            block >= Duration::from_millis(1),
+            "block must be at least 1 ms"
+        );
+        self.block = block;
+        self
+    }
+
+    /// How often due retries are moved back to the stream. Default: 250 ms.
+    ///
+    /// # Panics
+    ///
+    /// If `every` is under 1 ms.
+    pub fn promote_interval(mut self, every: Duration) -> Self {
+        assert!(
+            every >= Duration::from_millis(1),
+            "promote_interval must be at least 1 ms"
+        );
+        self.promote_interval = every;
+        self
+    }
+
+    /// Sets the consumer name instead of the generated `host-pid-random` one. It must be
+    /// unique per worker *and per process start*: a restarted process that reuses a name
+    /// would inherit (and never redeliver) the dead one's entries until their lease.
+    pub fn consumer_name(mut self, name: &str) -> Self {
+        self.consumer = Some(name.to_owned());
+        self
+    }
+
+    /// Called with each Redis error the worker meets while running (it retries them
+    /// anyway). Default: none; the count and the last one are in [`Worker::stats`].
+    pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Registers the handler of task `name`. The payload is decoded from JSON into `T`
+    /// (a payload that does not decode goes to the dead-letter stream at once). An `Err`
+    /// (or a panic) is retried with backoff, then dead-lettered with its `Display` text.
+    /// The `Ok` value is stored only if the job was submitted with
+    /// [`RedisQueue::submit_with_result`](crate::RedisQueue::submit_with_result).
+    ///
+    /// Registering the same name twice keeps the last handler.
+    pub fn task<T, F, Fut, R, E>(mut self, name: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        if store::validate_name("task name", name).is_err() && self.bad_task.is_none() {
+            self.bad_task = Some(name.to_owned());
+        }
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |payload: &str| {
+            let value: T = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+            let fut = handler(value);
+            Ok(Box::pin(async move {
+                match fut.await {
+                    Ok(r) => serde_json::to_string(&r)
+                        .map_err(|e| format!("cannot encode the handler's result: {e}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }) as HandlerFuture)
+        });
+        self.tasks.insert(name.to_owned(), erased);
+        self
+    }
+
+    /// Connects (two connections: one for the blocking reads, one for the rest) and joins
+    /// the consumer group, creating the stream and group if needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad queue or task name, [`Error::Config`] if no task
+    /// is registered, [`Error::Redis`] for a bad URL or an unreachable server.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the half-made connections.
+    pub async fn build(self) -> Result<Worker, Error> {
+        let keys = Keys::new(&self.name)?;
+        if let Some(bad) = self.bad_task {
+            store::validate_name("task name", &bad)?;
+        }
+        if self.tasks.is_empty() {
+            return Err(Error::Config(
+                "no task registered: add at least one with .task(name, handler)".into(),
+            ));
+        }
+        let consumer = match self.consumer {
+            Some(c) => {
+                store::validate_name("consumer name", &c)?;
+                c
+            }
+            None => generated_consumer_name(),
+        };
+        let (client, mut conn) = store::connect(&self.url, Duration::from_secs(5)).await?;
+        let read_conn = store::manager(&client, self.block + Duration::from_secs(5)).await?;
+        store::ensure_group(&mut conn, &keys).await?;
+        let (stop, _) = watch::channel(Stop::Run);
+        let (done, _) = watch::channel(None);
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                keys,
+                consumer,
+                concurrency: self.concurrency,
+                lease: self.lease,
+                max_deliveries: self.max_deliveries,
+                backoff_base: self.backoff_base,
+                backoff_max: self.backoff_max,
+                block: self.block,
+                promote_interval: self.promote_interval,
+                tasks: self.tasks,
+                on_error: self.on_error,
+                conn,
+                read_conn,
+                slots: Arc::new(Semaphore::new(self.concurrency)),
+                // Slots are counted by `slots`; the pool runs what they admit. Its queue
+                // absorbs the moment between a job's end and its pool slot's release.
+                pool: CommonAioPool::new(self.concurrency, self.concurrency),
+                running: Mutex::new(HashMap::new()),
+                stop,
+                done,
+                state: AtomicU8::new(IDLE),
+                succeeded: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                dead_lettered: AtomicU64::new(0),
+                reclaimed: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                last_error: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+fn generated_consumer_name() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let host: String = host
+        .chars()
+        .filter(|c| !(c.is_control() || c.is_whitespace() || *c == '{' || *c == '}'))
+        .take(60)
+        .collect();
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{host}-{}-{:016x}", std::process::id(), h.finish())
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.inner.keys.name)
+            .field("consumer", &self.inner.consumer)
+            .field("concurrency", &self.inner.concurrency)
+            .field("lease", &self.inner.lease)
+            .field("max_deliveries", &self.inner.max_deliveries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut tasks: Vec<&String> = self.tasks.keys().collect();
+        tasks.sort();
+        f.debug_struct("WorkerBuilder")
+            .field("name", &self.name)
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("tasks", &tasks)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,854 @@
+//! In-process behaviour tests against a private redis-server per test.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nb_aiopool_redis::{Error, RedisQueue, Worker};
+use serde::{Deserialize, Serialize};
+use support::*;
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Job {
+    n: u64,
+}
+
+fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport> {
+    let w = w.clone();
+    tokio::spawn(async move { w.run().await.expect("run") })
+}
+
+fn xlen(c: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query(c).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_run_ack_roundtrip() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "rt").await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let worker = Worker::builder(&server.url(), "rt")
+        .concurrency(8)
+        .task("record", move |j: Job| {
+            let seen = s2.clone();
+            async move {
+                seen.lock().unwrap().push(j.n);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        ids.push(queue.submit("record", &Job { n }).await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 200, "job ids are unique");
+    eventually(20, "200 jobs ran", || seen.lock().unwrap().len() >= 200).await;
+    let q2 = queue.clone();
+    within(10, "stats settle", async move {
+        loop {
+            let s = q2.stats().await.unwrap();
+            if s.completed == 200 && s.in_flight == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        (0..200).collect::<Vec<_>>(),
+        "each job ran exactly once"
+    );
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight, s.delayed, s.dead), (0, 0, 0, 0));
+    assert_eq!((s.submitted, s.completed), (200, 200));
+    let mut c = server.conn();
+    assert_eq!(
+        xlen(&mut c, &stream_key("rt")),
+        0,
+        "acked entries are deleted"
+    );
+    let report = worker.shutdown().await;
+    assert!(report.drained);
+    run.await.unwrap();
+    assert_eq!(worker.stats().succeeded, 200);
+    // The worker left the group.
+    let consumers: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream_key("rt"))
+        .arg("workers")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(consumers, redis::Value::Array(vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_backpressure_never_holds_more_than_free_slots() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "bp").await.unwrap();
+    for n in 0..120 {
+        queue.submit("slow", &Job { n }).await.unwrap();
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    let mut runs = Vec::new();
+    for conc in [3usize, 5] {
+        let d = done.clone();
+        let w = Worker::builder(&server.url(), "bp")
+            .concurrency(conc)
+            .task("slow", move |_j: Job| {
+                let d = d.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    d.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), String>(())
+                }
+            })
+            .build()
+            .await
+            .unwrap();
+        runs.push(spawn_run(&w));
+        workers.push((conc, w));
+    }
+    let limits: HashMap<String, u64> = workers
+        .iter()
+        .map(|(c, w)| (w.consumer_name().to_owned(), *c as u64))
+        .collect();
+    let mut c = server.conn();
+    let mut max_seen: HashMap<String, u64> = HashMap::new();
+    let mut samples = 0;
+    let start = Instant::now();
+    while done.load(Ordering::SeqCst) < 120 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "jobs did not finish"
+        );
+        for (name, n) in pending_per_consumer(&mut c, "bp") {
+            let limit = limits[&name];
+            assert!(n <= limit, "{name} holds {n} entries with {limit} slots");
+            let m = max_seen.entry(name).or_default();
+            *m = (*m).max(n);
+        }
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(samples > 20, "too few samples ({samples})");
+    for (name, limit) in &limits {
+        assert_eq!(
+            max_seen.get(name).copied().unwrap_or(0),
+            *limit,
+            "{name} should have used all its slots"
+        );
+    }
+    for (_, w) in &workers {
+        w.shutdown().await;
+    }
+    for r in runs {
+        r.await.unwrap();
+    }
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight, s.completed), (0, 0, 120));
+}
+
+/// A handler that fails twice then succeeds is retried after the backoff, not at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_job_is_retried_with_exponential_backoff() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "retry").await.unwrap();
+    let times = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let t2 = times.clone();
+    let worker = Worker::builder(&server.url(), "retry")
+        .max_deliveries(5)
+        .backoff(Duration::from_millis(150), Duration::from_secs(10))
+        .promote_interval(Duration::from_millis(10))
+        .task("flaky", move |_j: Job| {
+            let times = t2.clone();
+            async move {
+                let mut t = times.lock().unwrap();
+                t.push(Instant::now());
+                if t.len() < 3 {
+                    Err(format!("failure {}", t.len()))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    queue.submit("flaky", &Job { n: 1 }).await.unwrap();
+    let q = queue.clone();
+    within(20, "job completes", async move {
+        while q.stats().await.unwrap().completed < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let t = times.lock().unwrap().clone();
+    assert_eq!(t.len(), 3, "two failures then one success");
+    let gap1 = t[1] - t[0];
+    let gap2 = t[2] - t[1];
+    assert!(
+        gap1 >= Duration::from_millis(150),
+        "first retry after {gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(300),
+        "second retry after {gap2:?} (doubled)"
+    );
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.dead, s.delayed, s.in_flight, s.waiting), (0, 0, 0, 0));
+    let ws = worker.stats();
+    assert_eq!((ws.failed, ws.succeeded), (2, 1));
+    worker.shutdown().await;
+    run.await.unwrap();
+}
+
+/// Errors and panics both count; after max_deliveries the job is dead with its error,
+/// and a requeue runs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_after_max_deliveries_then_requeue() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "dlq").await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let panics = Arc::new(AtomicUsize::new(0));
+    let broken = Arc::new(AtomicBool::new(true));
+    let (r2, p2, b2, b3) = (runs.clone(), panics.clone(), broken.clone(), broken.clone());
+    let worker = Worker::builder(&server.url(), "dlq")
+        .max_deliveries(3)
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .promote_interval(Duration::from_millis(5))
+        .task("always_fails", move |_j: Job| {
+            let runs = r2.clone();
+            let broken = b2.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                if broken.load(Ordering::SeqCst) {
+                    Err("smtp down")
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .task("panics", move |_j: Job| {
+            let panics = p2.clone();
+            let broken = b3.clone();
+            async move {
+                panics.fetch_add(1, Ordering::SeqCst);
+                if broken.load(Ordering::SeqCst) {
+                    panic!("boom");
+                }
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    let id1 = queue.submit("always_fails", &Job { n: 1 }).await.unwrap();
+    let id2 = queue.submit("panics", &Job { n: 2 }).await.unwrap();
+    let q = queue.clone();
+    within(20, "two dead letters", async move {
+        while q.stats().await.unwrap().dead < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "exactly max_deliveries runs"
+    );
+    assert_eq!(panics.load(Ordering::SeqCst), 3);
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    let d1 = dead
+        .iter()
+        .find(|d| d.job == id1)
+        .expect("dead letter of job 1");
+    assert_eq!(d1.task, "always_fails");
+    assert_eq!(d1.attempts, 3);
+    assert!(d1.reason.contains("smtp down"), "{}", d1.reason);
+    assert_eq!(d1.payload, r#"{"n":1}"#);
+    let d2 = dead
+        .iter()
+        .find(|d| d.job == id2)
+        .expect("dead letter of job 2");
+    assert!(d2.reason.contains("panicked: boom"), "{}", d2.reason);
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight, s.delayed), (0, 0, 0));
+
+    // Fix the handlers, requeue: both run once more and succeed.
+    broken.store(false, Ordering::SeqCst);
+    assert_eq!(
+        queue.requeue("0-1").await.unwrap(),
+        None,
+        "no such dead letter"
+    );
+    assert_eq!(queue.requeue_all().await.unwrap(), 2);
+    let q = queue.clone();
+    within(20, "requeued jobs complete", async move {
+        while q.stats().await.unwrap().completed < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert_eq!(panics.load(Ordering::SeqCst), 4);
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.dead, s.waiting, s.in_flight), (0, 0, 0));
+    worker.shutdown().await;
+    run.await.unwrap();
+}
+
+/// Entries written by someone else that cannot be a job go to the dead letters at once,
+/// without running any handler and without stopping the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_entries_and_unknown_tasks_are_dead_lettered_at_once() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "bad").await.unwrap();
+    let mut c = server.conn();
+    let key = stream_key("bad");
+    let add = |c: &mut redis::Connection, fields: &[(&str, &[u8])]| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&key).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: String = cmd.query(c).unwrap();
+    };
+    add(&mut c, &[("t", b"ok")]); // no payload
+    add(&mut c, &[("p", b"{}")]); // no task
+    add(&mut c, &[("t", b"ok"), ("p", b"not json")]);
+    add(&mut c, &[("t", b"ok"), ("p", br#"{"n":"x"}"#)]); // wrong type
+    add(&mut c, &[("t", b"ok"), ("p", b"{\"n\":1}"), ("a", b"many")]);
+    add(&mut c, &[("t", b"ok"), ("p", &[0xff, 0xfe])]); // not UTF-8
+    add(&mut c, &[("t", b"nobody"), ("p", b"{\"n\":1}")]);
+    queue.submit("also_unknown", &Job { n: 2 }).await.unwrap();
+    queue.submit("ok", &Job { n: 3 }).await.unwrap();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let r2 = ran.clone();
+    let worker = Worker::builder(&server.url(), "bad")
+        .max_deliveries(5)
+        .task("ok", move |j: Job| {
+            let ran = r2.clone();
+            async move {
+                ran.lock().unwrap().push(j.n);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    let q = queue.clone();
+    within(20, "8 dead letters and 1 completion", async move {
+        loop {
+            let s = q.stats().await.unwrap();
+            if s.dead >= 8 && s.completed >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(*ran.lock().unwrap(), vec![3], "only the valid job ran");
+    let dead = queue.dead_letters(100).await.unwrap();
+    assert_eq!(dead.len(), 8);
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    assert!(reasons[0].contains("no payload"), "{reasons:?}");
+    assert!(reasons[1].contains("no task"), "{reasons:?}");
+    assert!(reasons[2].contains("cannot decode payload"), "{reasons:?}");
+    assert!(reasons[3].contains("cannot decode payload"), "{reasons:?}");
+    assert!(reasons[4].contains("not a number"), "{reasons:?}");
+    assert!(reasons[5].contains("not UTF-8"), "{reasons:?}");
+    assert!(
+        reasons[6].contains("unknown task \"nobody\""),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[7].contains("unknown task \"also_unknown\""),
+        "{reasons:?}"
+    );
+    assert!(
+        dead.iter().all(|d| d.attempts == 0),
+        "no handler ran: {dead:?}"
+    );
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight, s.delayed), (0, 0, 0));
+    assert_eq!(worker.stats().dead_lettered, 8);
+    worker.shutdown().await;
+    run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_backpressure_at_max_len() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::builder(&server.url(), "full")
+        .max_len(5)
+        .connect()
+        .await
+        .unwrap();
+    for n in 0..5 {
+        queue.try_submit("t", &Job { n }).await.unwrap();
+    }
+    match queue.try_submit("t", &Job { n: 5 }).await {
+        Err(Error::Full { max_len: 5 }) => {}
+        other => panic!("expected Full, got {other:?}"),
+    }
+    // A blocking submit waits while the queue is full.
+    let q = queue.clone();
+    let waiting = tokio::spawn(async move { q.submit("t", &Job { n: 5 }).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "submit must wait at max_len");
+    assert_eq!(queue.stats().await.unwrap().waiting, 5);
+
+    // Concurrent producers against a worker: the queue never holds more than max_len.
+    let done = Arc::new(AtomicU64::new(0));
+    let d2 = done.clone();
+    let worker = Worker::builder(&server.url(), "full")
+        .concurrency(2)
+        .task("t", move |_j: Job| {
+            let d = d2.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    within(10, "the waiting submit gets through", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        let q = queue.clone();
+        producers.push(tokio::spawn(async move {
+            for n in 0..50 {
+                q.submit(
+                    "t",
+                    &Job {
+                        n: 100 + p * 50 + n,
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    let mut c = server.conn();
+    let mut max_seen = 0;
+    let start = Instant::now();
+    while done.load(Ordering::SeqCst) < 206 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "jobs did not finish"
+        );
+        let n = xlen(&mut c, &stream_key("full"));
+        let z: u64 = redis::cmd("ZCARD")
+            .arg(delayed_key("full"))
+            .query(&mut c)
+            .unwrap();
+        assert!(n + z <= 5, "queue holds {} > max_len 5", n + z);
+        max_seen = max_seen.max(n + z);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(max_seen, 5, "producers were held at the limit");
+    for p in producers {
+        p.await.unwrap();
+    }
+    worker.shutdown().await;
+    run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_kept_with_ttl_and_awaited() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "res").await.unwrap();
+    let worker = Worker::builder(&server.url(), "res")
+        .max_deliveries(1)
+        .task("double", |j: Job| async move {
+            if j.n == 13 {
+                Err(format!("unlucky {}", j.n))
+            } else {
+                Ok(j.n * 2)
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    let id = queue
+        .submit_with_result("double", &Job { n: 21 }, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let v: u64 = queue
+        .wait_result(&id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(v, 42);
+    // Readable again until the TTL ends, then gone.
+    let v: u64 = queue
+        .wait_result(&id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(v, 42);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("nbq:{{res}}:result:{id}"))
+        .query(&mut server.conn())
+        .unwrap();
+    assert!((1..=3).contains(&ttl), "ttl {ttl}");
+    // Wrong type: a decode error, not a panic.
+    match queue
+        .wait_result::<String>(&id, Duration::from_secs(1))
+        .await
+    {
+        Err(Error::Decode(_)) => {}
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    // A failed job's final error is its result.
+    let bad = queue
+        .submit_with_result("double", &Job { n: 13 }, Duration::from_secs(3))
+        .await
+        .unwrap();
+    match queue
+        .wait_result::<u64>(&bad, Duration::from_secs(10))
+        .await
+    {
+        Err(Error::JobFailed(m)) => assert!(m.contains("unlucky 13"), "{m}"),
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+    // Without asking for a result there is none.
+    let plain = queue.submit("double", &Job { n: 1 }).await.unwrap();
+    match queue
+        .wait_result::<u64>(&plain, Duration::from_millis(300))
+        .await
+    {
+        Err(Error::ResultTimeout) => {}
+        other => panic!("expected ResultTimeout, got {other:?}"),
+    }
+    assert!(matches!(
+        queue
+            .submit_with_result("double", &Job { n: 1 }, Duration::from_millis(10))
+            .await,
+        Err(Error::Config(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    match queue
+        .wait_result::<u64>(&id, Duration::from_millis(50))
+        .await
+    {
+        Err(Error::ResultTimeout) => {}
+        other => panic!("expected the result to have expired, got {other:?}"),
+    }
+    worker.shutdown().await;
+    run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_running_jobs_and_leaves_nothing_pending() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "stop").await.unwrap();
+    for n in 0..30 {
+        queue.submit("slow", &Job { n }).await.unwrap();
+    }
+    let started = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicU64::new(0));
+    let (s2, f2) = (started.clone(), finished.clone());
+    let worker = Worker::builder(&server.url(), "stop")
+        .concurrency(5)
+        .task("slow", move |_j: Job| {
+            let (s, f) = (s2.clone(), f2.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    eventually(10, "5 jobs running", || started.load(Ordering::SeqCst) == 5).await;
+    let report = within(10, "shutdown", worker.shutdown()).await;
+    assert!(report.drained);
+    assert_eq!((report.released, report.leftover), (0, 0));
+    let r = run.await.unwrap();
+    assert_eq!(r, report);
+    let (s, f) = (
+        started.load(Ordering::SeqCst),
+        finished.load(Ordering::SeqCst),
+    );
+    assert_eq!(s, f, "every started job finished");
+    let st = queue.stats().await.unwrap();
+    assert_eq!(st.in_flight, 0);
+    assert_eq!(st.completed, f);
+    assert_eq!(st.waiting, 30 - f, "the rest is still waiting");
+    assert!(st.consumers.is_empty());
+    assert!(matches!(worker.run().await, Err(Error::AlreadyRunning)));
+    // A second shutdown returns at once.
+    within(1, "second shutdown", worker.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_releases_running_jobs_to_other_workers() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "dl").await.unwrap();
+    for n in 0..4 {
+        queue.submit("stuck", &Job { n }).await.unwrap();
+    }
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
+    let worker = Worker::builder(&server.url(), "dl")
+        .concurrency(4)
+        .task("stuck", move |_j: Job| {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    eventually(10, "4 jobs running", || started.load(Ordering::SeqCst) == 4).await;
+    let t = Instant::now();
+    let report = within(
+        10,
+        "shutdown_timeout",
+        worker.shutdown_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(!report.drained);
+    assert_eq!(report.released, 4);
+    run.await.unwrap();
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight, s.completed), (4, 0, 0), "{s:?}");
+    // Another worker takes them at once (no lease to wait out), same job ids.
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let i2 = ids.clone();
+    let w2 = Worker::builder(&server.url(), "dl")
+        .lease(Duration::from_secs(60))
+        .task("stuck", move |j: Job| {
+            let ids = i2.clone();
+            async move {
+                ids.lock().unwrap().push(j.n);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run2 = spawn_run(&w2);
+    eventually(5, "released jobs run elsewhere", || {
+        ids.lock().unwrap().len() == 4
+    })
+    .await;
+    w2.shutdown().await;
+    run2.await.unwrap();
+}
+
+/// A handler running five leases long keeps its entry: a second worker does not
+/// reclaim it, and it runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewal_keeps_long_jobs_from_being_reclaimed() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "lease").await.unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let build = |runs: Arc<AtomicU64>| {
+        Worker::builder(&server.url(), "lease")
+            .concurrency(2)
+            .lease(Duration::from_millis(300))
+            .task("long", move |_j: Job| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Ok::<(), String>(())
+                }
+            })
+            .build()
+    };
+    let a = build(runs.clone()).await.unwrap();
+    let run_a = spawn_run(&a);
+    queue.submit("long", &Job { n: 1 }).await.unwrap();
+    eventually(5, "job started", || runs.load(Ordering::SeqCst) == 1).await;
+    let b = build(runs.clone()).await.unwrap();
+    let run_b = spawn_run(&b);
+    let q = queue.clone();
+    within(10, "job completes", async move {
+        while q.stats().await.unwrap().completed < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Give B a few more reclaim rounds.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the job ran once");
+    assert_eq!(a.stats().reclaimed + b.stats().reclaimed, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+    run_a.await.unwrap();
+    run_b.await.unwrap();
+}
+
+/// A worker that dies holding entries (its run future dropped: no acks, no renewals)
+/// loses nothing: another worker reclaims them after the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_a_dead_worker_are_reclaimed_after_the_lease() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "reclaim").await.unwrap();
+    for n in 0..6 {
+        queue.submit("t", &Job { n }).await.unwrap();
+    }
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
+    let dying = Worker::builder(&server.url(), "reclaim")
+        .concurrency(3)
+        .lease(Duration::from_millis(300))
+        .task("t", move |_j: Job| {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&dying);
+    eventually(5, "3 jobs held", || started.load(Ordering::SeqCst) == 3).await;
+    run.abort();
+    let _ = run.await;
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let d2 = done.clone();
+    let live = Worker::builder(&server.url(), "reclaim")
+        .concurrency(10)
+        .lease(Duration::from_millis(300))
+        .task("t", move |j: Job| {
+            let d = d2.clone();
+            async move {
+                d.lock().unwrap().push(j.n);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run2 = spawn_run(&live);
+    let t = Instant::now();
+    while done.lock().unwrap().len() < 6 {
+        if t.elapsed() > Duration::from_secs(10) {
+            let got = done.lock().unwrap().clone();
+            panic!(
+                "not all jobs done: {got:?}, {:?}, {:?}",
+                live.stats(),
+                queue.stats().await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut got = done.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(live.stats().reclaimed, 3);
+    live.shutdown().await;
+    run2.await.unwrap();
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight), (0, 0));
+}
+
+#[tokio::test]
+async fn bad_input_fails_fast_with_clear_errors() {
+    let server = RedisServer::start();
+    let url = server.url();
+    for bad in ["", "a{b}", "with space", &"x".repeat(201)] {
+        match RedisQueue::connect(&url, bad).await {
+            Err(Error::InvalidName(m)) => assert!(m.contains("queue name"), "{m}"),
+            other => panic!("{bad:?}: expected InvalidName, got {other:?}"),
+        }
+    }
+    let q = RedisQueue::connect(&url, "ok").await.unwrap();
+    assert!(matches!(q.submit("", &1).await, Err(Error::InvalidName(_))));
+    let no_tasks = Worker::builder(&url, "ok").build().await;
+    match no_tasks {
+        Err(Error::Config(m)) => assert!(m.contains("no task"), "{m}"),
+        other => panic!("expected Config, got {other:?}"),
+    }
+    let bad_task = Worker::builder(&url, "ok")
+        .task("bad name", |_: ()| async { Ok::<(), String>(()) })
+        .build()
+        .await;
+    assert!(matches!(bad_task, Err(Error::InvalidName(_))));
+    // Unparsable URL and nobody listening: errors, quickly.
+    let t = Instant::now();
+    assert!(matches!(
+        RedisQueue::connect("http://nope", "q").await,
+        Err(Error::Redis(_))
+    ));
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = RedisQueue::connect(&format!("redis://127.0.0.1:{closed}/"), "q")
+        .await
+        .unwrap_err();
+    assert!(err.is_connection_error(), "{err}");
+    let err = Worker::builder(&format!("redis://127.0.0.1:{closed}/"), "q")
+        .task("t", |_: ()| async { Ok::<(), String>(()) })
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.is_connection_error(), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Wrong password: an error, not a hang.
+    let err = RedisQueue::connect(&format!("redis://:wrong@127.0.0.1:{}/", server.port), "q")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("redis"), "{err}");
+}
+
+#[test]
+#[should_panic(expected = "concurrency must be between 1 and 1000000")]
+fn zero_concurrency_panics() {
+    let _ = Worker::builder("redis://127.0.0.1/", "q").concurrency(0);
+}
+
+#[test]
+fn public_types_are_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<RedisQueue>();
+    check::<Worker>();
+    check::<Error>();
+    check::<nb_aiopool_redis::QueueStats>();
+    check::<nb_aiopool_redis::DeadLetter>();
+    check::<nb_aiopool_redis::WorkerBuilder>();
+}

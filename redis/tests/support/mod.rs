@@ -1,0 +1,234 @@
+//! Test support: a private `redis-server` per test, on a free loopback port, killed on
+//! drop. Included with `mod support;`.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` child process with its own directory.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    persistent: bool,
+}
+
+fn server_binary() -> String {
+    if let Ok(p) = std::env::var("NB_REDIS_SERVER") {
+        return p;
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join("redis-server").is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "redis-server not found: install it (apt-get install -y redis-server redis-tools) \
+         or set NB_REDIS_SERVER to its path; .ci/run installs it"
+    );
+    "redis-server".to_owned()
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+fn unique_dir() -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "nb-aiopool-redis-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl RedisServer {
+    /// No persistence (`--save "" --appendonly no`).
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// AOF on, fsync on every write: a restart loses nothing acknowledged.
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
+        let dir = unique_dir();
+        for _ in 0..10 {
+            let mut s = RedisServer {
+                child: None,
+                port: free_port(),
+                dir: dir.clone(),
+                persistent,
+            };
+            if s.spawn() {
+                return s;
+            }
+        }
+        panic!(
+            "could not start redis-server (see {}/redis.log)",
+            dir.display()
+        );
+    }
+
+    /// Starts the server process on `self.port`; false if it did not come up (port taken).
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new(server_binary());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no");
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut c);
+                if pong.is_ok() {
+                    self.child = Some(child);
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and directory (the AOF is replayed if persistent).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn used_memory(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut self.conn())
+            .unwrap();
+        info_field(&info, "used_memory")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+pub fn info_field(info: &str, name: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in INFO"))
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Key names of a queue, for raw inspection.
+pub fn stream_key(q: &str) -> String {
+    format!("nbq:{{{q}}}:jobs")
+}
+pub fn dead_key(q: &str) -> String {
+    format!("nbq:{{{q}}}:dead")
+}
+pub fn delayed_key(q: &str) -> String {
+    format!("nbq:{{{q}}}:delayed")
+}
+
+/// Entries pending per consumer (XPENDING summary).
+pub fn pending_per_consumer(c: &mut redis::Connection, q: &str) -> Vec<(String, u64)> {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(stream_key(q))
+        .arg("workers")
+        .query(c)
+        .unwrap();
+    let redis::Value::Array(parts) = v else {
+        return Vec::new();
+    };
+    let Some(redis::Value::Array(cs)) = parts.get(3) else {
+        return Vec::new();
+    };
+    cs.iter()
+        .filter_map(|c| match c {
+            redis::Value::Array(kv) => {
+                let name: String = redis::from_redis_value(kv.first()?.clone()).ok()?;
+                let n: u64 = redis::from_redis_value(kv.get(1)?.clone()).ok()?;
+                Some((name, n))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fails the test with a clear message instead of hanging.
+pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out ({secs} s) waiting for: {what}"),
+    }
+}
+
+/// Polls `cond` every 10 ms for up to `secs` seconds.
+pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    within(secs, what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
