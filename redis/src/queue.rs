@@ -7,6 +7,7 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{self, Keys, GROUP};
 use crate::Error;
@@ -18,10 +19,12 @@ pub type JobId = String;
 /// A handle to one queue, for producers and operators.
 ///
 /// Cheap to clone: clones share one multiplexed connection, which reconnects by itself
-/// after a loss (the call that hit the loss returns [`Error::Redis`]).
+/// after a loss (the call that hit the loss returns [`Error::Redis`]), and one submitter
+/// task that sends concurrent submissions in batches (one script call per batch).
 ///
-/// Dropping a `RedisQueue` (the last clone) closes its connection; jobs already submitted
-/// stay in Redis.
+/// Dropping a `RedisQueue` (the last clone) ends the submitter task, after it has sent
+/// the submissions it holds, and closes the connection; jobs already submitted stay in
+/// Redis.
 ///
 /// # Examples
 ///
@@ -42,6 +45,65 @@ pub struct RedisQueue {
     keys: Keys,
     conn: ConnectionManager,
     max_len: u64,
+    submitter: mpsc::UnboundedSender<SubmitRequest>,
+}
+
+/// One submission waiting for the submitter task.
+struct SubmitRequest {
+    task: String,
+    payload: String,
+    result_ttl: u64,
+    reply: oneshot::Sender<Result<Option<String>, redis::RedisError>>,
+}
+
+/// Most submissions one script call carries.
+const MAX_SUBMIT_BATCH: usize = 512;
+
+/// Sends queued submissions in batches: one gate-and-XADD script per batch, so that
+/// concurrent submits from one process cost one round trip and one script call together.
+/// Ends when the last `RedisQueue` clone is dropped (after sending what it holds).
+async fn submitter(
+    keys: Keys,
+    mut conn: ConnectionManager,
+    max_len: u64,
+    mut rx: mpsc::UnboundedReceiver<SubmitRequest>,
+) {
+    let mut batch: Vec<SubmitRequest> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_SUBMIT_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // Submitters that gave up (dropped their future) before we got here are skipped.
+        batch.retain(|r| !r.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let mut inv = store::SUBMIT.prepare_invoke();
+        inv.key(&keys.stream)
+            .key(&keys.delayed)
+            .key(&keys.submitted)
+            .arg(max_len);
+        for r in &batch {
+            inv.arg(&r.task).arg(&r.payload).arg(r.result_ttl);
+        }
+        match inv.invoke_async::<Value>(&mut conn).await {
+            Ok(v) => {
+                let ids = store::array(&v);
+                for (i, r) in batch.drain(..).enumerate() {
+                    let _ = r.reply.send(Ok(ids.get(i).and_then(store::string)));
+                }
+            }
+            Err(e) => {
+                for r in batch.drain(..) {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Builds a [`RedisQueue`] with options; [`RedisQueue::connect`] is the short form.
@@ -141,10 +203,13 @@ impl QueueBuilder {
         let keys = Keys::new(&self.name)?;
         let (_client, mut conn) = store::connect(&self.url, self.response_timeout).await?;
         store::ensure_group(&mut conn, &keys).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(submitter(keys.clone(), conn.clone(), self.max_len, rx));
         Ok(RedisQueue {
             keys,
             conn,
             max_len: self.max_len,
+            submitter: tx,
         })
     }
 }
@@ -196,9 +261,9 @@ impl RedisQueue {
     ///
     /// # Cancel safety
     ///
-    /// Not fully: if the future is dropped while the `XADD` script is on the wire, the job
-    /// may have been added without the caller learning its id. Dropped while waiting for
-    /// room, nothing was added.
+    /// Not fully: if the future is dropped after the submission was handed to the
+    /// submitter task, the job may still be added without the caller learning its id.
+    /// Dropped while waiting for room (between attempts), nothing was added.
     pub async fn submit<P: Serialize + ?Sized>(
         &self,
         task: &str,
@@ -257,19 +322,25 @@ impl RedisQueue {
     ) -> Result<JobId, Error> {
         store::validate_name("task name", task)?;
         let json = serde_json::to_string(payload).map_err(Error::Encode)?;
-        let mut conn = self.conn.clone();
         let mut pause = Duration::from_millis(1);
         loop {
-            let id: Option<String> = store::SUBMIT
-                .key(&self.keys.stream)
-                .key(&self.keys.delayed)
-                .key(&self.keys.submitted)
-                .arg(self.max_len)
-                .arg(task)
-                .arg(&json)
-                .arg(result_ttl)
-                .invoke_async(&mut conn)
-                .await?;
+            let (reply, answer) = oneshot::channel();
+            let request = SubmitRequest {
+                task: task.to_owned(),
+                payload: json.clone(),
+                result_ttl,
+                reply,
+            };
+            if self.submitter.send(request).is_err() {
+                return Err(Error::Config(
+                    "the queue's submitter task has ended (its runtime shut down?)".into(),
+                ));
+            }
+            let id = answer.await.map_err(|_| {
+                Error::Config(
+                    "the queue's submitter task has ended (its runtime shut down?)".into(),
+                )
+            })??;
             match id {
                 Some(id) => return Ok(id),
                 None if !wait => {

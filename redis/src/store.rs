@@ -117,24 +117,39 @@ pub(crate) async fn ensure_group(conn: &mut ConnectionManager, keys: &Keys) -> R
     }
 }
 
-/// KEYS: stream, delayed, submitted. ARGV: max_len (0 = none), task, payload, result ttl.
-/// Returns the new entry id, or nil when the queue holds `max_len` jobs (waiting,
-/// in flight or delayed: everything not finished).
+/// KEYS: stream, delayed, submitted. ARGV: max_len (0 = none), then triples of task,
+/// payload, result ttl (0 = no result). Adds the jobs in order while the queue holds fewer
+/// than `max_len` unfinished jobs (waiting, in flight or delayed) and returns, per job,
+/// its entry id or nil (full).
 pub(crate) static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local max = tonumber(ARGV[1])
-if max > 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= max then
-  return false
+local len = 0
+if max > 0 then
+  len = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 end
-local id
-if ARGV[4] ~= '0' then
-  id = redis.call('XADD', KEYS[1], '*', 't', ARGV[2], 'p', ARGV[3], 'r', ARGV[4])
-else
-  id = redis.call('XADD', KEYS[1], '*', 't', ARGV[2], 'p', ARGV[3])
+local out = {}
+local added = 0
+local i = 2
+while i + 2 <= #ARGV do
+  if max > 0 and len >= max then
+    out[#out + 1] = false
+  else
+    if ARGV[i + 2] ~= '0' then
+      out[#out + 1] = redis.call('XADD', KEYS[1], '*', 't', ARGV[i], 'p', ARGV[i + 1], 'r', ARGV[i + 2])
+    else
+      out[#out + 1] = redis.call('XADD', KEYS[1], '*', 't', ARGV[i], 'p', ARGV[i + 1])
+    end
+    len = len + 1
+    added = added + 1
+  end
+  i = i + 3
 end
-redis.call('INCR', KEYS[3])
-return id
+if added > 0 then
+  redis.call('INCRBY', KEYS[3], added)
+end
+return out
 "#,
     )
 });
@@ -144,10 +159,10 @@ pub(crate) const FINISH_ARITY: usize = 8;
 
 /// KEYS: stream, delayed, dead, completed. ARGV: group, result prefix, then records of
 /// [`FINISH_ARITY`] fields: kind, entry id, job id, task, payload, attempt, result ttl,
-/// extra. Kinds: `A` ack (extra = result json), `R` retry (extra = delay ms), `D` dead
-/// (extra = reason), `L` release (put back as is, at the stream's end).
+/// extra. Kinds: `A` ack (extra = result json, stored if the ttl is not 0), `R` retry
+/// (extra = delay ms), `D` dead (extra = reason).
 ///
-/// Every record XACKs and XDELs its entry. The side effect of R, D and L runs only if the
+/// Every record XACKs and XDELs its entry. The side effect of R and D runs only if the
 /// XACK removed a pending entry, which makes a re-sent batch (after a lost reply)
 /// harmless: nothing is scheduled or dead-lettered twice.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
@@ -157,36 +172,40 @@ local s, z, d = KEYS[1], KEYS[2], KEYS[3]
 local g, rp = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local acked = 0
+local acks = {}
 local i = 3
 while i + 7 <= #ARGV do
   local kind, sid, job, task, payload, att, rttl, extra =
     ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
-  local n = redis.call('XACK', s, g, sid)
-  redis.call('XDEL', s, sid)
   local ttl = tonumber(rttl) or 0
   if kind == 'A' then
-    acked = acked + 1
+    -- Plain acks are collected and sent as one XACK and one XDEL below.
+    acks[#acks + 1] = sid
     if ttl > 0 then
       redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
     end
-  elseif n == 1 then
-    if kind == 'R' then
-      local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
-      redis.call('ZADD', z, now + tonumber(extra), m)
-    elseif kind == 'D' then
-      redis.call('XADD', d, '*', 'j', job, 't', task, 'p', payload, 'a', att, 'r', rttl,
-        'reason', extra, 'at', now)
-      if ttl > 0 then
-        redis.call('SET', rp .. job, cjson.encode({err = extra}), 'EX', ttl)
+  else
+    local n = redis.call('XACK', s, g, sid)
+    redis.call('XDEL', s, sid)
+    if n == 1 then
+      if kind == 'R' then
+        local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
+        redis.call('ZADD', z, now + tonumber(extra), m)
+      elseif kind == 'D' then
+        redis.call('XADD', d, '*', 'j', job, 't', task, 'p', payload, 'a', att, 'r', rttl,
+          'reason', extra, 'at', now)
+        if ttl > 0 then
+          redis.call('SET', rp .. job, cjson.encode({err = extra}), 'EX', ttl)
+        end
       end
-    elseif kind == 'L' then
-      redis.call('XADD', s, '*', 't', task, 'p', payload, 'j', job, 'a', att, 'r', rttl)
     end
   end
   i = i + 8
 end
+local acked = #acks
 if acked > 0 then
+  redis.call('XACK', s, g, unpack(acks))
+  redis.call('XDEL', s, unpack(acks))
   redis.call('INCRBY', KEYS[4], acked)
 end
 return acked

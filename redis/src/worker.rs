@@ -413,12 +413,22 @@ impl Inner {
     }
 
     fn record(&self, kind: &str, job: &Job, attempt: u64, extra: String) -> [String; FINISH_ARITY] {
+        // An ack needs neither task nor payload: leave them out of the script's arguments.
+        let full = kind != "A";
         [
             kind.to_owned(),
             job.sid.clone(),
             job.job.clone(),
-            job.task.clone(),
-            job.payload.clone(),
+            if full {
+                job.task.clone()
+            } else {
+                String::new()
+            },
+            if full {
+                job.payload.clone()
+            } else {
+                String::new()
+            },
             attempt.to_string(),
             job.rttl.to_string(),
             extra,
@@ -523,6 +533,8 @@ impl Inner {
             let fields = match out {
                 Ok(Ok(json)) => {
                     inner.succeeded.fetch_add(1, Ordering::Relaxed);
+                    // The result goes to Redis only if the submitter asked for it.
+                    let json = if job.rttl > 0 { json } else { String::new() };
                     inner.record("A", &job, runs, json)
                 }
                 Ok(Err(msg)) => inner.failure(&job, runs, msg),

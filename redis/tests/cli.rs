@@ -1,0 +1,93 @@
+//! The `nb-aiopool-redis` command-line tool against a private redis-server.
+
+mod support;
+
+use std::process::Command;
+
+use nb_aiopool_redis::RedisQueue;
+use support::*;
+
+fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn stats_dead_and_requeue() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "cli").await.unwrap();
+    for n in 0..3 {
+        queue.submit("t", &n).await.unwrap();
+    }
+    // A dead letter as a worker writes it.
+    let _: String = redis::cmd("XADD")
+        .arg(dead_key("cli"))
+        .arg("*")
+        .arg(&[
+            "j",
+            "1-1",
+            "t",
+            "t",
+            "p",
+            "42",
+            "a",
+            "5",
+            "r",
+            "0",
+            "reason",
+            "smtp down",
+            "at",
+            "1",
+        ])
+        .query(&mut server.conn())
+        .unwrap();
+
+    let (ok, out, _) = cli(&url, &["cli", "stats"]);
+    assert!(ok);
+    assert!(
+        out.contains("waiting 3  in_flight 0  delayed 0  dead 1  submitted 3"),
+        "{out}"
+    );
+
+    let (ok, out, _) = cli(
+        &url,
+        &["cli", "stats", "--watch", "0.05", "--iterations", "2"],
+    );
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("completed/s"), "{out}");
+
+    let (ok, out, _) = cli(&url, &["cli", "dead"]);
+    assert!(ok);
+    assert!(
+        out.contains("reason: smtp down") && out.contains("attempts 5"),
+        "{out}"
+    );
+
+    let (ok, _, err) = cli(&url, &["cli", "requeue", "9-9"]);
+    assert!(!ok);
+    assert!(err.contains("no such dead letter"), "{err}");
+    let (ok, _, err) = cli(&url, &["cli", "requeue"]);
+    assert!(!ok && err.contains("--all"), "{err}");
+
+    let (ok, out, _) = cli(&url, &["cli", "requeue", "--all"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "requeued 1");
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.dead), (4, 0));
+
+    let (ok, _, err) = cli(&url, &["bad{name}", "stats"]);
+    assert!(!ok && err.contains("invalid name"), "{err}");
+    let (ok, _, err) = cli(&url, &["cli", "stats", "--watch", "0"]);
+    assert!(!ok && err.contains("--watch"), "{err}");
+}
