@@ -33,16 +33,48 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// Panics with a clear message if the current thread has a tokio runtime context, where
-/// blocking could stall (or, on a current-thread runtime, deadlock) the very tasks it waits
-/// for.
+/// Panics with a clear message if the current thread drives async tasks (a runtime
+/// worker, or a thread inside `block_on`), where blocking could stall (or, on a
+/// current-thread runtime, deadlock) the very tasks it waits for. Plain threads and
+/// `spawn_blocking` threads pass, as with tokio's own `blocking_send`.
 #[track_caller]
-pub(crate) fn assert_not_in_runtime(what: &str, instead: &str) {
-    if tokio::runtime::Handle::try_current().is_ok() {
+pub(crate) fn assert_not_async(what: &str, instead: &str) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return; // no runtime context at all: a plain thread
+    }
+    // A runtime context: a `spawn_blocking` thread (fine) or a thread driving tasks (not).
+    // Only tokio's own blocking calls tell them apart, by panicking in the latter; ask one
+    // that returns at once, with its panic message silenced.
+    if tokio_refuses_to_block() {
         panic!(
-            "nb_aiopool: `{what}` was called from a thread that has a tokio runtime context \
-             (an async task, `block_on`, or `spawn_blocking`); blocking there can deadlock. \
-             Use `{instead}` instead, or call it from a plain std::thread."
+            "nb_aiopool: `{what}` was called from an async context (a tokio worker thread or \
+             `block_on`), where blocking the thread can deadlock the tasks it waits for. Use \
+             `{instead}` there; blocking calls are for plain threads and `spawn_blocking`."
         );
     }
+}
+
+thread_local! {
+    static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether tokio refuses to block this thread (its blocking-region check).
+fn tokio_refuses_to_block() -> bool {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        // Installed once, the first time a blocking call comes from a runtime context: it
+        // forwards every panic to the hook that was set before, except the probe's own.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PROBING.with(|p| p.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let _ = tx.send(());
+    PROBING.with(|p| p.set(true));
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.blocking_recv()));
+    PROBING.with(|p| p.set(false));
+    probe.is_err()
 }

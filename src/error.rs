@@ -61,6 +61,11 @@ pub enum SubmitErrorKind {
     /// room. Waiting would hold a slot while waiting for a slot, which deadlocks as soon as
     /// every running task does it, so the submit fails at once instead.
     WouldDeadlock,
+    /// No tokio runtime can run the task: the submit came from a thread without a runtime
+    /// context, and the runtime the pool was created in or last used from has shut down
+    /// (or there never was one). Submit from inside a runtime, or enter one first
+    /// (`Handle::enter`).
+    NoRuntime,
 }
 
 impl<F> SubmitError<F> {
@@ -71,8 +76,8 @@ impl<F> SubmitError<F> {
         }
     }
 
-    pub(crate) fn closed(task: F) -> Self {
-        SubmitError::new(SubmitErrorKind::Closed, task)
+    pub(crate) fn from_push(err: crate::engine::PushError<F>) -> Self {
+        SubmitError::new(err.kind(), err.into_inner())
     }
 
     /// Why the task was rejected.
@@ -88,6 +93,11 @@ impl<F> SubmitError<F> {
     /// Returns `true` if the submit was refused because it came from inside the full pool.
     pub fn is_would_deadlock(&self) -> bool {
         self.kind == SubmitErrorKind::WouldDeadlock
+    }
+
+    /// Returns `true` if no tokio runtime could run the task.
+    pub fn is_no_runtime(&self) -> bool {
+        self.kind == SubmitErrorKind::NoRuntime
     }
 
     /// Gives back the rejected task, never polled.
@@ -111,6 +121,10 @@ impl<F> fmt::Display for SubmitError<F> {
             SubmitErrorKind::WouldDeadlock => f.write_str(
                 "a task running in this pool submitted to the same pool while it was full; \
                  waiting would deadlock",
+            ),
+            SubmitErrorKind::NoRuntime => f.write_str(
+                "no tokio runtime to run the task: submitted from a thread without a runtime \
+                 context, and the pool's runtime has shut down or never existed",
             ),
         }
     }
@@ -136,33 +150,54 @@ impl<F> std::error::Error for SubmitError<F> {}
 /// # }
 /// ```
 pub struct TrySubmitError<F> {
-    closed: bool,
+    kind: TryKind,
     task: Rejected<F>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TryKind {
+    Full,
+    Closed,
+    NoRuntime,
+}
+
 impl<F> TrySubmitError<F> {
-    pub(crate) fn new(err: crate::engine::AdmitError, task: F) -> Self {
+    pub(crate) fn from_admit(err: crate::engine::AdmitError, task: F) -> Self {
+        let kind = match err {
+            crate::engine::AdmitError::Full => TryKind::Full,
+            crate::engine::AdmitError::Closed => TryKind::Closed,
+        };
         TrySubmitError {
-            closed: matches!(err, crate::engine::AdmitError::Closed),
+            kind,
             task: Rejected::new(task),
         }
     }
 
-    pub(crate) fn closed(task: F) -> Self {
+    pub(crate) fn from_push(err: crate::engine::PushError<F>) -> Self {
+        let kind = match err.kind() {
+            SubmitErrorKind::NoRuntime => TryKind::NoRuntime,
+            _ => TryKind::Closed,
+        };
         TrySubmitError {
-            closed: true,
-            task: Rejected::new(task),
+            kind,
+            task: Rejected::new(err.into_inner()),
         }
     }
 
     /// Returns `true` if the pool had no room (all slots busy and the queue full).
     pub fn is_full(&self) -> bool {
-        !self.closed
+        self.kind == TryKind::Full
     }
 
     /// Returns `true` if the pool was shut down.
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.kind == TryKind::Closed
+    }
+
+    /// Returns `true` if no tokio runtime could run the task (see
+    /// [`SubmitErrorKind::NoRuntime`]).
+    pub fn is_no_runtime(&self) -> bool {
+        self.kind == TryKind::NoRuntime
     }
 
     /// Gives back the rejected task, never polled.
@@ -173,17 +208,24 @@ impl<F> TrySubmitError<F> {
 
 impl<F> fmt::Debug for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = if self.closed { "Closed" } else { "Full" };
+        let name = match self.kind {
+            TryKind::Full => "Full",
+            TryKind::Closed => "Closed",
+            TryKind::NoRuntime => "NoRuntime",
+        };
         f.debug_tuple(name).finish_non_exhaustive()
     }
 }
 
 impl<F> fmt::Display for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.closed {
-            f.write_str("the pool is shut down and accepts no tasks")
-        } else {
-            f.write_str("the pool is full")
+        match self.kind {
+            TryKind::Full => f.write_str("the pool is full"),
+            TryKind::Closed => f.write_str("the pool is shut down and accepts no tasks"),
+            TryKind::NoRuntime => f.write_str(
+                "no tokio runtime to run the task: submitted from a thread without a runtime \
+                 context, and the pool's runtime has shut down or never existed",
+            ),
         }
     }
 }

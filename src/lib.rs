@@ -80,28 +80,27 @@
 //!   It uses `sysinfo`, which needs Rust 1.95; the library without it needs 1.85.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// Modules form a DAG: leaves (errors, stats, blocking waits, sys) <- the task cell and
+// handle <- the engine <- the exit hook <- the pools.
 mod blocking;
-mod common;
 mod engine;
 mod error;
-mod handle;
+mod exit;
 #[cfg(feature = "monitor")]
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub mod monitor;
-mod no_queue;
-mod registry;
-mod shared;
-mod smart;
+mod pool;
 mod stats;
 mod sys;
 mod task;
 
-pub use common::CommonAioPool;
 pub use error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
-pub use handle::TaskHandle;
-pub use no_queue::NoQueueAioPool;
-pub use registry::{shutdown_all_common_aiopools, wait_all_no_queue_aiopools};
-pub use smart::{shutdown_all_smart_aiopools, smart_run, SmartAioPool, SmartAioPoolBuilder};
+pub use pool::common::CommonAioPool;
+pub use pool::no_queue::NoQueueAioPool;
+pub use pool::registry::{shutdown_all_common_aiopools, wait_all_no_queue_aiopools};
+pub use pool::smart::{shutdown_all_smart_aiopools, smart_run, SmartAioPool, SmartAioPoolBuilder};
 pub use stats::{PoolStats, ShutdownReport};
+pub use task::{AbortHandle, TaskHandle, TaskId};

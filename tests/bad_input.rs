@@ -271,27 +271,21 @@ async fn waiting_submitter_is_refused_by_shutdown() {
 // ----- blocking calls from async contexts -------------------------------------------------
 
 #[tokio::test]
-#[should_panic(
-    expected = "nb_aiopool: `blocking_submit` was called from a thread that has a tokio runtime context"
-)]
+#[should_panic(expected = "nb_aiopool: `blocking_submit` was called from an async context")]
 async fn common_blocking_submit_in_async_context_panics() {
     let pool = CommonAioPool::new(1, 1);
     let _ = pool.blocking_submit(async {});
 }
 
 #[tokio::test]
-#[should_panic(
-    expected = "nb_aiopool: `blocking_submit` was called from a thread that has a tokio runtime context"
-)]
+#[should_panic(expected = "nb_aiopool: `blocking_submit` was called from an async context")]
 async fn no_queue_blocking_submit_in_async_context_panics() {
     let pool = NoQueueAioPool::new(1);
     let _ = pool.blocking_submit(async {});
 }
 
 #[tokio::test]
-#[should_panic(
-    expected = "nb_aiopool: `blocking_submit` was called from a thread that has a tokio runtime context"
-)]
+#[should_panic(expected = "nb_aiopool: `blocking_submit` was called from an async context")]
 async fn smart_blocking_submit_in_async_context_panics() {
     let pool = SmartAioPool::builder().auto_shutdown(false).build();
     let _ = pool.blocking_submit(|| async {});
@@ -299,7 +293,7 @@ async fn smart_blocking_submit_in_async_context_panics() {
 
 #[tokio::test]
 #[should_panic(
-    expected = "nb_aiopool: `TaskHandle::blocking_wait` was called from a thread that has a tokio runtime context"
+    expected = "nb_aiopool: `TaskHandle::blocking_wait` was called from an async context"
 )]
 async fn blocking_wait_in_async_context_panics() {
     let pool = CommonAioPool::new(1, 1);
@@ -307,56 +301,45 @@ async fn blocking_wait_in_async_context_panics() {
     let _ = h.blocking_wait();
 }
 
-/// `spawn_blocking` threads have a runtime context too: refused with the same message
-/// (and the pool is not disturbed).
-#[tokio::test]
-async fn blocking_submit_in_spawn_blocking_panics() {
+/// `spawn_blocking` threads may block (as with tokio's own `blocking_send`): submitting and
+/// waiting from one works, and the pool is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_submit_and_wait_work_in_spawn_blocking() {
     let pool = CommonAioPool::new(1, 1);
-    pool.run(async {}).await.unwrap();
     let p = pool.clone();
-    let err = tokio::task::spawn_blocking(move || {
-        let _ = p.blocking_submit(async {});
-    })
-    .await
-    .unwrap_err();
-    let msg = err.into_panic();
-    let msg = msg
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| msg.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap();
-    assert!(
-        msg.contains("`blocking_submit` was called from a thread that has a tokio runtime context"),
-        "{msg}"
-    );
+    let sum = tokio::task::spawn_blocking(move || {
+        (0..10)
+            .map(|i| p.blocking_submit(async move { i }).unwrap())
+            .map(|h| h.blocking_wait().unwrap())
+            .sum::<i32>()
+    });
+    assert_eq!(within("spawn_blocking", sum).await.unwrap(), 45);
     assert_eq!(within("run", pool.run(async { 3 })).await.unwrap(), 3);
 }
 
-/// From a plain thread, before the pool ever ran inside a runtime: a clear panic, and the
-/// admission permit is given back (the pool keeps its full capacity).
+/// From a plain thread, before the pool ever saw a runtime: an error of its own kind with
+/// the future handed back (never a panic, never a silent cancel), and the admission permit
+/// is given back (the pool keeps its full capacity).
 #[test]
-fn blocking_submit_before_any_runtime_panics_clearly_and_keeps_capacity() {
+fn blocking_submit_without_any_runtime_is_an_error_and_keeps_capacity() {
     let pool = CommonAioPool::new(1, 1);
     let p = pool.clone();
-    let err = std::thread::spawn(move || {
-        let _ = p.blocking_submit(async {});
+    let handed_back = std::thread::spawn(move || {
+        let err = p.blocking_submit(async { 7 }).unwrap_err();
+        assert!(err.is_no_runtime(), "{err:?}");
+        assert!(err.to_string().contains("no tokio runtime"), "{err}");
+        let err = p.try_submit(async { 7 }).unwrap_err();
+        assert!(err.is_no_runtime(), "{err:?}");
+        err.into_inner()
     })
     .join()
-    .unwrap_err();
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap();
-    assert!(
-        msg.contains("nb_aiopool: CommonAioPool: no tokio runtime to run tasks on"),
-        "{msg}"
-    );
+    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
+        assert_eq!(handed_back.await, 7);
         // Both places (1 slot + 1 queue) are free again.
         let a = pool.try_submit(async { 1 }).expect("first place free");
         let b = pool.try_submit(async { 2 }).expect("second place free");
@@ -367,6 +350,22 @@ fn blocking_submit_before_any_runtime_panics_clearly_and_keeps_capacity() {
         assert_eq!(pool.stats().submitted, 2);
         pool.shutdown().await;
     });
+}
+
+/// After the pool's runtime is gone, a submit from a plain thread is refused with
+/// `NoRuntime` and the job handed back, never accepted and then cancelled.
+#[test]
+fn blocking_submit_after_the_runtime_is_gone_is_an_error() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pool = rt.block_on(async {
+        let pool = CommonAioPool::new(2, 2);
+        pool.run(async {}).await.unwrap();
+        pool
+    });
+    drop(rt);
+    let err = pool.blocking_submit(async { 5 }).unwrap_err();
+    assert!(err.is_no_runtime(), "{err:?}");
+    assert_eq!(pool.stats().submitted, 1);
 }
 
 // ----- failing and stuck tasks ------------------------------------------------------------

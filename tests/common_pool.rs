@@ -364,16 +364,16 @@ fn blocking_submit_from_plain_threads() {
 }
 
 #[tokio::test]
-#[should_panic(
-    expected = "nb_aiopool: `blocking_submit` was called from a thread that has a tokio runtime context"
-)]
+#[should_panic(expected = "nb_aiopool: `blocking_submit` was called from an async context")]
 async fn blocking_submit_in_async_context_panics_clearly() {
     let pool = CommonAioPool::new(1, 1);
     let _ = pool.blocking_submit(async {});
 }
 
 #[tokio::test]
-#[should_panic(expected = "nb_aiopool: `TaskHandle::blocking_wait` was called from a thread")]
+#[should_panic(
+    expected = "nb_aiopool: `TaskHandle::blocking_wait` was called from an async context"
+)]
 async fn blocking_wait_in_async_context_panics_clearly() {
     let pool = CommonAioPool::new(1, 1);
     let h = pool.submit(async {}).await.unwrap();

@@ -256,16 +256,20 @@ async fn nested_submit_into_another_full_pool_waits_multi_thread() {
 async fn many_nested_submits_into_full_pool_all_refused() {
     let pool = CommonAioPool::new(4, 0);
     let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let tried = Arc::new(tokio::sync::Barrier::new(4));
     let mut outers = Vec::new();
     for i in 0..4u32 {
         let inner = pool.clone();
         let barrier = barrier.clone();
+        let tried = tried.clone();
         outers.push(
             pool.submit(async move {
-                // All four slots are taken once everyone is here.
+                // All four slots are taken once everyone is here, and stay taken until
+                // everyone has tried (a finished job frees its slot at once).
                 barrier.wait().await;
                 let err = inner.submit(async move { i }).await.unwrap_err();
                 assert!(err.is_would_deadlock(), "{err:?}");
+                tried.wait().await;
                 err.into_inner().await
             })
             .await

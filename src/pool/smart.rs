@@ -11,15 +11,12 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use futures_util::FutureExt;
-use pin_project_lite::pin_project;
 
-use crate::engine::{BoxRun, ElasticConfig, Engine, Job, Outcome, PoolKind, RunJob};
+use super::future_pool::{join_in_order, submit_in_order};
+use crate::engine::{Config, ElasticConfig, Engine, Job, PushError};
 use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
-use crate::handle::TaskHandle;
-use crate::registry::ensure_exit_hook;
-use crate::shared::Shared;
 use crate::stats::{PoolStats, ShutdownReport};
-use crate::task::{join_in_order, submit_in_order};
+use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, TaskHandle, Woken};
 
 /// A pool of elastic workers that runs *recipes* (closures that build a future) and, with
 /// `auto_shutdown` (the default), finishes every submitted task before the process exits,
@@ -188,21 +185,22 @@ impl SmartAioPoolBuilder {
     /// `max_concurrency + max_queue_size` exceeds `tokio::sync::Semaphore::MAX_PERMITS`.
     #[track_caller]
     pub fn build(self) -> SmartAioPool {
-        let engine = Arc::new(Engine::new(
-            PoolKind::Smart,
-            self.max_concurrency,
-            self.max_queue_size,
-            Some(ElasticConfig {
+        let config = Config {
+            name: "SmartAioPool",
+            max_concurrency: self.max_concurrency,
+            max_queue_size: self.max_queue_size,
+            elastic: Some(ElasticConfig {
                 min_workers: self.min_workers,
                 idle_timeout: self.idle_timeout,
             }),
-        ));
+        };
+        let engine = Arc::new(Engine::new(config, None));
         let inner = Arc::new(Inner {
             engine,
             auto_shutdown: self.auto_shutdown,
         });
         smart_pools().push(Arc::clone(&inner));
-        ensure_exit_hook();
+        crate::exit::at_exit(finish_at_exit);
         SmartAioPool { inner }
     }
 }
@@ -239,7 +237,7 @@ impl SmartAioPool {
         SmartAioPoolBuilder::default()
     }
 
-    fn push<R, Fut>(&self, recipe: R) -> Result<TaskHandle<Fut::Output>, R>
+    fn push<R, Fut>(&self, recipe: R) -> Result<TaskHandle<Fut::Output>, PushError<R>>
     where
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
@@ -293,7 +291,7 @@ impl SmartAioPool {
         Fut::Output: Send + 'static,
     {
         match self.inner.engine.admit_submit().await {
-            Ok(()) => self.push(recipe).map_err(SubmitError::closed),
+            Ok(()) => self.push(recipe).map_err(SubmitError::from_push),
             Err(kind) => Err(SubmitError::new(kind, recipe)),
         }
     }
@@ -332,8 +330,8 @@ impl SmartAioPool {
         Fut::Output: Send + 'static,
     {
         match self.inner.engine.try_admit() {
-            Ok(()) => self.push(recipe).map_err(TrySubmitError::closed),
-            Err(err) => Err(TrySubmitError::new(err, recipe)),
+            Ok(()) => self.push(recipe).map_err(TrySubmitError::from_push),
+            Err(err) => Err(TrySubmitError::from_admit(err, recipe)),
         }
     }
 
@@ -372,7 +370,7 @@ impl SmartAioPool {
         Fut::Output: Send + 'static,
     {
         match self.inner.engine.admit_blocking() {
-            Ok(()) => self.push(recipe).map_err(SubmitError::closed),
+            Ok(()) => self.push(recipe).map_err(SubmitError::from_push),
             Err(kind) => Err(SubmitError::new(kind, recipe)),
         }
     }
@@ -669,7 +667,7 @@ struct SmartTask<R, T> {
 impl<R, T> Drop for SmartTask<R, T> {
     fn drop(&mut self) {
         // The last copy of an unfinished task is going away (its pool is gone): tell the
-        // handle rather than leave it waiting.
+        // handle rather than leave it waiting. Does nothing if the task ended.
         self.shared.cancel(CancelReason::RuntimeShutdown);
     }
 }
@@ -682,6 +680,20 @@ trait SmartTaskDyn: Send + Sync + 'static {
 
 type SmartJob = Arc<dyn SmartTaskDyn>;
 
+impl<R, T> HasShared<T> for Arc<SmartTask<R, T>>
+where
+    R: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    fn shared(&self) -> &Shared<T> {
+        &self.shared
+    }
+
+    // The task may run again; the last copy going away tells the handle (`SmartTask`'s
+    // `Drop`).
+    const CANCEL_ON_DROP: bool = false;
+}
+
 impl<R, Fut> SmartTaskDyn for SmartTask<R, Fut::Output>
 where
     R: Fn() -> Fut + Send + Sync + 'static,
@@ -689,20 +701,20 @@ where
     Fut::Output: Send + 'static,
 {
     fn run(self: Arc<Self>) -> BoxRun {
-        if let Some(done) = self.shared.outcome() {
-            return Box::pin(Ended(done));
+        if self.shared.is_claimed() {
+            // Ended already (aborted while queued, or finished by an earlier run).
+            let outcome = if self.shared.is_aborted() {
+                Outcome::Cancelled(CancelReason::Aborted)
+            } else {
+                Outcome::Completed
+            };
+            return Box::pin(Ended(outcome));
         }
         match catch_unwind(AssertUnwindSafe(|| (self.recipe)())) {
-            Ok(fut) => Box::pin(SmartRun {
-                fut,
-                task: self,
-                cancelled: false,
-                armed: false,
-            }),
-            Err(payload) => {
-                let err = Err(TaskError::panicked(payload));
-                Box::pin(Ended(self.shared.finish(Outcome::Panicked, err)))
-            }
+            Ok(fut) => Box::pin(Run::new(fut, self)),
+            // The recipe itself panicked: a run that re-raises the panic on its first poll,
+            // so it is reported like a panic of the future.
+            Err(payload) => Box::pin(Run::new(PanicNow::<Fut::Output>::new(payload), self)),
         }
     }
 
@@ -730,70 +742,41 @@ impl Job for SmartJob {
 /// A run that ended before it began (the task already had an outcome).
 struct Ended(Outcome);
 
-impl Future for Ended {
-    type Output = Outcome;
-
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
+impl RunJob for Ended {
+    fn poll_run(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
         Poll::Ready(self.0)
     }
-}
 
-impl RunJob for Ended {
     fn cancel(self: Pin<&mut Self>, _reason: CancelReason) {}
 
-    fn rearm(self: Pin<&mut Self>) {}
-}
-
-pin_project! {
-    /// One run of a recipe.
-    struct SmartRun<Fut: Future, R> {
-        #[pin]
-        fut: Fut,
-        task: Arc<SmartTask<R, Fut::Output>>,
-        cancelled: bool,
-        armed: bool,
+    fn publish_locked(self: Pin<&mut Self>) -> Woken {
+        Woken::default()
     }
 }
 
-impl<Fut, R> Future for SmartRun<Fut, R>
-where
-    Fut: Future + Send,
-    Fut::Output: Send,
-{
-    type Output = Outcome;
+/// A future that re-raises a recipe's panic when polled.
+struct PanicNow<T> {
+    payload: Option<Box<dyn std::any::Any + Send>>,
+    _output: std::marker::PhantomData<fn() -> T>,
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let this = self.project();
-        if *this.cancelled {
-            return Poll::Ready(Outcome::Cancelled);
-        }
-        let shared = &this.task.shared;
-        if shared.poll_aborted(cx, this.armed) {
-            return Poll::Ready(shared.cancel(CancelReason::Aborted));
-        }
-        let fut = this.fut;
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(shared.finish(Outcome::Completed, Ok(v))),
-            Err(p) => Poll::Ready(shared.finish(Outcome::Panicked, Err(TaskError::panicked(p)))),
+impl<T> PanicNow<T> {
+    fn new(payload: Box<dyn std::any::Any + Send>) -> Self {
+        PanicNow {
+            payload: Some(payload),
+            _output: std::marker::PhantomData,
         }
     }
 }
 
-impl<Fut, R> RunJob for SmartRun<Fut, R>
-where
-    Fut: Future + Send,
-    Fut::Output: Send,
-    R: Send + Sync,
-{
-    fn cancel(self: Pin<&mut Self>, reason: CancelReason) {
-        let this = self.project();
-        *this.cancelled = true;
-        this.task.shared.cancel(reason);
-    }
+impl<T> Future for PanicNow<T> {
+    type Output = T;
 
-    fn rearm(self: Pin<&mut Self>) {
-        *self.project().armed = false;
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
+        match self.payload.take() {
+            Some(payload) => std::panic::resume_unwind(payload),
+            None => Poll::Pending,
+        }
     }
 }
 

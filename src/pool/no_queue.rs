@@ -4,9 +4,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::engine::PoolKind;
-use crate::registry;
-use crate::task::{future_pool_api, FuturePool};
+use super::future_pool::{future_pool_api, FuturePool};
+use super::registry::{self, PoolKind};
+use crate::engine::Config;
 
 /// A pool with no queue: `submit(fut).await` waits until one of `max_concurrency` slots is
 /// free, then starts the future at once.
@@ -98,8 +98,15 @@ impl NoQueueAioPool {
     /// ```
     #[track_caller]
     pub fn new(max_concurrency: usize) -> Self {
-        let pool = FuturePool::new(PoolKind::NoQueue, max_concurrency, 0);
-        registry::register_future_pool(&pool.engine);
+        let kind = PoolKind::NoQueue;
+        let config = Config {
+            name: kind.name(),
+            max_concurrency,
+            max_queue_size: 0,
+            elastic: None,
+        };
+        let pool = FuturePool::new(config, Some(registry::drop_hook(kind, max_concurrency)));
+        registry::register_future_pool(kind, &pool.engine);
         NoQueueAioPool {
             inner: Arc::new(Inner { pool }),
         }

@@ -1,86 +1,16 @@
-//! Jobs made from futures (CommonAioPool, NoQueueAioPool), the abort flag shared with a
-//! handle, and the submit paths both future pools share.
+//! The private core of the two future-taking pools ([`CommonAioPool`](crate::CommonAioPool)
+//! and [`NoQueueAioPool`](crate::NoQueueAioPool)): their jobs and submit paths, and the
+//! batch helpers every pool shares.
 
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use pin_project_lite::pin_project;
-
-use crate::engine::{BoxRun, Engine, Job, Outcome, PoolKind, RunJob};
+use crate::engine::{Config, DropHook, Engine, Job, PushError};
 use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
-use crate::handle::TaskHandle;
-use crate::shared::Shared;
+use crate::task::{BoxRun, Run, Shared, TaskHandle};
 
-pin_project! {
-    /// A submitted future. Never polled again after it reports an outcome (panics are
-    /// caught at the poll that raised them). Dropped before that (its runtime shut down),
-    /// it tells its handle so.
-    pub(crate) struct FutureTask<F: Future> {
-        #[pin]
-        fut: F,
-        shared: Arc<Shared<F::Output>>,
-        ended: bool,
-        armed: bool,
-    }
-
-    impl<F: Future> PinnedDrop for FutureTask<F> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if !*this.ended {
-                this.shared.cancel(CancelReason::RuntimeShutdown);
-            }
-        }
-    }
-}
-
-impl<F> Future for FutureTask<F>
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    type Output = Outcome;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let this = self.project();
-        if *this.ended {
-            return Poll::Ready(Outcome::Cancelled);
-        }
-        if this.shared.poll_aborted(cx, this.armed) {
-            *this.ended = true;
-            return Poll::Ready(this.shared.cancel(CancelReason::Aborted));
-        }
-        let fut = this.fut;
-        let (outcome, result) = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(value)) => (Outcome::Completed, Ok(value)),
-            Err(payload) => (Outcome::Panicked, Err(TaskError::panicked(payload))),
-        };
-        *this.ended = true;
-        Poll::Ready(this.shared.finish(outcome, result))
-    }
-}
-
-impl<F> RunJob for FutureTask<F>
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    fn cancel(self: Pin<&mut Self>, reason: CancelReason) {
-        let this = self.project();
-        *this.ended = true;
-        this.shared.cancel(reason);
-    }
-
-    fn rearm(self: Pin<&mut Self>) {
-        *self.project().armed = false;
-    }
-}
-
-/// A future job, type-erased.
+/// A future job: its run, boxed once at submit.
 pub(crate) struct FutureJob(BoxRun);
 
 impl Job for FutureJob {
@@ -96,6 +26,7 @@ impl Job for FutureJob {
 
     fn cancel(mut self, reason: CancelReason) {
         self.0.as_mut().cancel(reason);
+        self.0.as_mut().publish_locked().fire();
     }
 }
 
@@ -107,15 +38,15 @@ pub(crate) struct FuturePool {
 
 impl FuturePool {
     #[track_caller]
-    pub(crate) fn new(kind: PoolKind, max_concurrency: usize, max_queue_size: usize) -> Self {
+    pub(crate) fn new(config: Config, on_drop: Option<DropHook>) -> Self {
         FuturePool {
-            engine: Arc::new(Engine::new(kind, max_concurrency, max_queue_size, None)),
+            engine: Arc::new(Engine::new(config, on_drop)),
         }
     }
 
-    /// Pushes an admitted future; gives it back if the pool closed meanwhile.
-    #[track_caller]
-    fn push<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, F>
+    /// Pushes an admitted future; gives it back if the pool closed meanwhile or no
+    /// runtime can run it.
+    fn push<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, PushError<F>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -123,17 +54,11 @@ impl FuturePool {
         let shared = Arc::new(Shared::new(self.engine.id()));
         let handle = TaskHandle::new(shared.clone());
         self.engine.push(fut, |fut, job| {
-            // Relaxed: read back only by handle polls that follow this push.
+            // Relaxed: read back only through the handle this submit returns.
             shared.job.store(job, Ordering::Relaxed);
             // Built only once the pool has accepted the job, so a rejected future comes
             // back untouched.
-            let run: BoxRun = Box::pin(FutureTask {
-                fut,
-                shared,
-                ended: false,
-                armed: false,
-            });
-            FutureJob(run)
+            FutureJob(Box::pin(Run::new(fut, shared)))
         })?;
         Ok(handle)
     }
@@ -144,7 +69,7 @@ impl FuturePool {
         F::Output: Send + 'static,
     {
         match self.engine.admit_submit().await {
-            Ok(()) => self.push(fut).map_err(SubmitError::closed),
+            Ok(()) => self.push(fut).map_err(SubmitError::from_push),
             Err(kind) => Err(SubmitError::new(kind, fut)),
         }
     }
@@ -156,8 +81,8 @@ impl FuturePool {
         F::Output: Send + 'static,
     {
         match self.engine.try_admit() {
-            Ok(()) => self.push(fut).map_err(TrySubmitError::closed),
-            Err(err) => Err(TrySubmitError::new(err, fut)),
+            Ok(()) => self.push(fut).map_err(TrySubmitError::from_push),
+            Err(err) => Err(TrySubmitError::from_admit(err, fut)),
         }
     }
 
@@ -168,7 +93,7 @@ impl FuturePool {
         F::Output: Send + 'static,
     {
         match self.engine.admit_blocking() {
-            Ok(()) => self.push(fut).map_err(SubmitError::closed),
+            Ok(()) => self.push(fut).map_err(SubmitError::from_push),
             Err(kind) => Err(SubmitError::new(kind, fut)),
         }
     }
@@ -456,7 +381,7 @@ macro_rules! future_pool_api {
                 I::Item: ::std::future::Future + Send + 'static,
                 <I::Item as ::std::future::Future>::Output: Send + 'static,
             {
-                Ok($crate::task::join_in_order(self.batch_submit(futs).await?).await)
+                Ok($crate::pool::future_pool::join_in_order(self.batch_submit(futs).await?).await)
             }
 
             /// A snapshot of the pool's counters.

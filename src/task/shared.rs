@@ -1,5 +1,5 @@
-//! What a task shares with its [`TaskHandle`](crate::TaskHandle): the result slot and the
-//! abort flag, in one allocation.
+//! What a task shares with its [`TaskHandle`](crate::TaskHandle): the result slot, the
+//! claim on its outcome and the abort flag, in one allocation.
 //!
 //! The slot is a `std` mutex around the result and the handle's waker; the lock is held
 //! for a few instructions and no user code runs under it. The abort flag is an
@@ -12,13 +12,16 @@ use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 
-use crate::engine::{Outcome, Probe};
+use super::context::Probe;
 use crate::error::{CancelReason, TaskError};
 
 pub(crate) struct Shared<T> {
     /// The pool the task belongs to (its engine's id) and the task's id in it.
     pub(crate) pool: usize,
     pub(crate) job: AtomicU64,
+    /// An outcome was decided: the first of completion, panic or cancellation to claim it
+    /// wins, and only the winner fills the slot.
+    claimed: AtomicBool,
     aborted: AtomicBool,
     /// The waker of the job's current run, woken by `abort`.
     job_waker: AtomicWaker,
@@ -26,9 +29,9 @@ pub(crate) struct Shared<T> {
 }
 
 struct Slot<T> {
-    /// How the task ended, once it has; the first outcome wins.
-    outcome: Option<Outcome>,
     result: Option<Result<T, TaskError>>,
+    /// The result was filled in (and may have been taken or discarded since).
+    done: bool,
     /// The handle's waker, while it waits.
     waker: Option<Waker>,
     /// The handle was dropped: results are discarded.
@@ -45,11 +48,12 @@ impl<T> Shared<T> {
         Shared {
             pool,
             job: AtomicU64::new(u64::MAX),
+            claimed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             job_waker: AtomicWaker::new(),
             slot: Mutex::new(Slot {
-                outcome: None,
                 result: None,
+                done: false,
                 waker: None,
                 detached: false,
                 taken: false,
@@ -63,45 +67,57 @@ impl<T> Shared<T> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records how the task ended and hands `result` to the handle, unless the task had
-    /// already ended (aborted first, or finished by an earlier run). Returns the outcome
-    /// the handle sees.
-    pub(crate) fn finish(&self, outcome: Outcome, result: Result<T, TaskError>) -> Outcome {
+    /// Claims the right to decide the task's outcome. Returns `false` if someone else
+    /// (an abort, or an earlier run) already did.
+    pub(crate) fn claim(&self) -> bool {
+        // AcqRel: the winner's later `fill` is ordered after every earlier claim attempt.
+        !self.claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether an outcome was claimed.
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Acquire)
+    }
+
+    /// Hands `result` to the handle (or drops it if the handle is gone) and wakes it. Only
+    /// the caller that won [`claim`](Self::claim) calls this, once.
+    pub(crate) fn fill(&self, result: Result<T, TaskError>) {
+        let (woken, discarded) = self.store(result);
+        drop(discarded); // user value dropped outside the lock
+        woken.fire();
+    }
+
+    /// The first half of [`fill`](Self::fill), safe under the engine's lock: stores the
+    /// result, and returns the wake-up to fire and the result itself if the handle is gone
+    /// (to be dropped later, outside any lock, since dropping it runs user code).
+    pub(crate) fn store(
+        &self,
+        result: Result<T, TaskError>,
+    ) -> (Woken, Option<Result<T, TaskError>>) {
         let mut slot = self.slot();
-        if let Some(first) = slot.outcome {
-            drop(slot);
-            drop(result); // user value dropped outside the lock
-            return first;
-        }
-        slot.outcome = Some(outcome);
+        debug_assert!(!slot.done, "a task's result was filled twice");
+        slot.done = true;
         // The task is over, so a job waiting for it no longer counts as stuck on the pool,
         // from now on rather than from its next poll.
-        let waiting = slot.waiting_in_pool.take();
+        let probe = slot.waiting_in_pool.take();
         if slot.detached {
-            drop(slot);
-            drop(result);
+            (Woken { waker: None, probe }, Some(result))
         } else {
             slot.result = Some(result);
             let waker = slot.waker.take();
-            drop(slot);
-            if let Some(w) = waker {
-                w.wake();
-            }
+            (Woken { waker, probe }, None)
         }
-        if let Some(probe) = waiting {
-            probe.stop_waiting();
-        }
-        outcome
     }
 
-    /// How the task ended, if it has.
-    pub(crate) fn outcome(&self) -> Option<Outcome> {
-        self.slot().outcome
-    }
-
-    /// Ends the task as cancelled for `reason` (if it has not ended yet).
-    pub(crate) fn cancel(&self, reason: CancelReason) -> Outcome {
-        self.finish(Outcome::Cancelled, Err(TaskError::cancelled(reason)))
+    /// Ends the task as cancelled for `reason`, if nobody decided its outcome yet. Returns
+    /// whether this call decided it.
+    pub(crate) fn cancel(&self, reason: CancelReason) -> bool {
+        if self.claim() {
+            self.fill(Err(TaskError::cancelled(reason)));
+            true
+        } else {
+            false
+        }
     }
 
     /// For the job: whether the task was aborted; if not, makes sure `cx` is woken by an
@@ -130,6 +146,11 @@ impl<T> Shared<T> {
         self.cancel(reason);
     }
 
+    /// Whether the task was aborted.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
     /// For the handle: the result, once there is one.
     ///
     /// # Panics
@@ -154,7 +175,7 @@ impl<T> Shared<T> {
 
     /// For the handle: whether the result is ready (or was taken).
     pub(crate) fn is_finished(&self) -> bool {
-        self.slot().outcome.is_some()
+        self.slot().done
     }
 
     /// For the handle being dropped: later results are discarded.
@@ -175,7 +196,7 @@ impl<T> Shared<T> {
     /// meanwhile, ends the count at once instead.
     pub(crate) fn set_waiting(&self, probe: Arc<dyn Probe>) {
         let mut slot = self.slot();
-        if slot.outcome.is_none() {
+        if !slot.done {
             slot.waiting_in_pool = Some(probe);
             return;
         }
@@ -186,5 +207,24 @@ impl<T> Shared<T> {
     /// For the handle: whether a counted wait is in progress.
     pub(crate) fn is_waiting(&self) -> bool {
         self.slot().waiting_in_pool.is_some()
+    }
+}
+
+/// A wake-up owed to a handle whose result was just stored; fired outside every lock.
+#[must_use = "a stored result must be announced with `fire`"]
+#[derive(Default)]
+pub(crate) struct Woken {
+    waker: Option<Waker>,
+    probe: Option<Arc<dyn Probe>>,
+}
+
+impl Woken {
+    pub(crate) fn fire(self) {
+        if let Some(w) = self.waker {
+            w.wake();
+        }
+        if let Some(probe) = self.probe {
+            probe.stop_waiting();
+        }
     }
 }

@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 
 use std::sync::atomic::Ordering;
 
+use super::context;
+use super::{Shared, TaskId};
 use crate::blocking;
-use crate::engine;
 use crate::error::{CancelReason, TaskError};
-use crate::shared::Shared;
 
 /// A handle to a task submitted to a pool; awaiting it gives the task's result.
 ///
@@ -105,6 +105,49 @@ impl<T> TaskHandle<T> {
         self.shared.abort(CancelReason::Aborted);
     }
 
+    /// The task's id in its pool: the order in which the pool accepted it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(4, 100);
+    /// let first = pool.submit(async {}).await.unwrap();
+    /// let second = pool.submit(async {}).await.unwrap();
+    /// assert!(first.id() < second.id());
+    /// # }
+    /// ```
+    pub fn id(&self) -> TaskId {
+        // Relaxed: written before the handle was returned by the submit.
+        TaskId(self.shared.job.load(Ordering::Relaxed))
+    }
+
+    /// A handle that can abort the task from elsewhere: it is `Clone`, `Send` and `Sync`,
+    /// and does not carry the result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(1, 1);
+    /// let handle = pool.submit(std::future::pending::<()>()).await.unwrap();
+    /// let aborter = handle.abort_handle();
+    /// std::thread::spawn(move || aborter.abort()).join().unwrap();
+    /// assert!(handle.await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn abort_handle(&self) -> AbortHandle
+    where
+        T: Send + 'static,
+    {
+        AbortHandle {
+            id: self.id(),
+            target: self.shared.clone(),
+        }
+    }
+
     /// Lets the task run on without anyone waiting for its result: the same as dropping
     /// the handle, said out loud (and without tripping `clippy::let_underscore_future`).
     ///
@@ -162,7 +205,7 @@ impl<T> TaskHandle<T> {
     /// ```
     #[track_caller]
     pub fn blocking_wait(self) -> Result<T, TaskError> {
-        blocking::assert_not_in_runtime("TaskHandle::blocking_wait", "handle.await");
+        blocking::assert_not_async("TaskHandle::blocking_wait", "handle.await");
         blocking::block_on(self)
     }
 }
@@ -180,7 +223,7 @@ impl<T> Future for TaskHandle<T> {
         }
         // Polled by a job of the task's own pool: count the wait (until the task ends or
         // the handle goes), and break the deadlock if every slot now waits on this pool.
-        if let Some(probe) = engine::current_probe(shared.pool) {
+        if let Some(probe) = context::current_probe(shared.pool) {
             if !shared.is_waiting() {
                 match probe.start_waiting(shared.job.load(Ordering::Relaxed)) {
                     Some(false) => shared.set_waiting(probe),
@@ -205,7 +248,60 @@ impl<T> Drop for TaskHandle<T> {
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
+            .field("id", &self.id())
             .field("finished", &self.is_finished())
             .finish_non_exhaustive()
+    }
+}
+
+/// Aborts a task from anywhere, without access to its result; made by
+/// [`TaskHandle::abort_handle`].
+///
+/// # Dropping
+///
+/// Dropping it does nothing to the task.
+#[derive(Clone)]
+pub struct AbortHandle {
+    id: TaskId,
+    target: Arc<dyn AbortTarget>,
+}
+
+impl AbortHandle {
+    /// Cancels the task, as [`TaskHandle::abort`] does.
+    pub fn abort(&self) {
+        self.target.abort();
+    }
+
+    /// Returns `true` once the task has finished (by any outcome).
+    pub fn is_finished(&self) -> bool {
+        self.target.is_finished()
+    }
+
+    /// The task's id in its pool.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+}
+
+impl fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+trait AbortTarget: Send + Sync {
+    fn abort(&self);
+    fn is_finished(&self) -> bool;
+}
+
+impl<T: Send> AbortTarget for Shared<T> {
+    fn abort(&self) {
+        Shared::abort(self, CancelReason::Aborted);
+    }
+
+    fn is_finished(&self) -> bool {
+        Shared::is_finished(self)
     }
 }

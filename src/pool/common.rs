@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::PoolKind;
-use crate::registry;
+use super::future_pool::{future_pool_api, FuturePool};
+use super::registry::{self, PoolKind};
+use crate::engine::Config;
 use crate::stats::ShutdownReport;
-use crate::task::{future_pool_api, FuturePool};
 
 /// A pool that runs at most `max_concurrency` futures at once and holds at most
 /// `max_queue_size` more in a FIFO queue; submitting waits while both are full.
@@ -120,8 +120,15 @@ impl CommonAioPool {
     /// ```
     #[track_caller]
     pub fn new(max_concurrency: usize, max_queue_size: usize) -> Self {
-        let pool = FuturePool::new(PoolKind::Common, max_concurrency, max_queue_size);
-        registry::register_future_pool(&pool.engine);
+        let kind = PoolKind::Common;
+        let config = Config {
+            name: kind.name(),
+            max_concurrency,
+            max_queue_size,
+            elastic: None,
+        };
+        let pool = FuturePool::new(config, Some(registry::drop_hook(kind, max_concurrency)));
+        registry::register_future_pool(kind, &pool.engine);
         CommonAioPool {
             inner: Arc::new(Inner { pool }),
         }

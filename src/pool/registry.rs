@@ -1,31 +1,61 @@
-//! The process-wide lists of pools, the `*_all_*` functions, and the process-exit hook.
+//! The process-wide lists of future pools, the `*_all_*` functions for them, and their
+//! exit report.
 
-use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures_util::future::join_all;
 
-use crate::engine::{Engine, PoolKind};
-use crate::task::FutureJob;
+use super::future_pool::FutureJob;
+use crate::engine::{DropHook, Engine, Figures};
 
-static FUTURE_POOLS: Mutex<Vec<Weak<Engine<FutureJob>>>> = Mutex::new(Vec::new());
+/// Which future pool an engine serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolKind {
+    Common,
+    NoQueue,
+}
 
-fn future_pools() -> MutexGuard<'static, Vec<Weak<Engine<FutureJob>>>> {
+impl PoolKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PoolKind::Common => "CommonAioPool",
+            PoolKind::NoQueue => "NoQueueAioPool",
+        }
+    }
+}
+
+type Entry = (PoolKind, Weak<Engine<FutureJob>>);
+
+static FUTURE_POOLS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+fn future_pools() -> MutexGuard<'static, Vec<Entry>> {
     FUTURE_POOLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) fn register_future_pool(engine: &Arc<Engine<FutureJob>>) {
+pub(crate) fn register_future_pool(kind: PoolKind, engine: &Arc<Engine<FutureJob>>) {
     let mut pools = future_pools();
-    pools.retain(|w| w.strong_count() > 0);
-    pools.push(Arc::downgrade(engine));
+    pools.retain(|(_, w)| w.strong_count() > 0);
+    pools.push((kind, Arc::downgrade(engine)));
     drop(pools);
-    ensure_exit_hook();
+    crate::exit::at_exit(warn_unfinished_future_pools);
+}
+
+/// The hook an engine calls when dropped with unfinished or lost tasks.
+pub(crate) fn drop_hook(kind: PoolKind, max_concurrency: usize) -> DropHook {
+    Box::new(move |figures| {
+        remember_dropped(ExitFigures {
+            kind,
+            max_concurrency,
+            figures,
+        })
+    })
 }
 
 fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
     future_pools()
         .iter()
-        .filter_map(Weak::upgrade)
-        .filter(|e| e.kind() == kind)
+        .filter(|(k, _)| *k == kind)
+        .filter_map(|(_, w)| w.upgrade())
         .collect()
 }
 
@@ -86,38 +116,18 @@ pub async fn wait_all_no_queue_aiopools() {
     join_all(pools.iter().map(|e| e.wait_all())).await;
 }
 
-static EXIT_HOOK: Once = Once::new();
-
-pub(crate) fn ensure_exit_hook() {
-    EXIT_HOOK.call_once(|| {
-        crate::sys::register_at_exit(at_exit);
-    });
-}
-
-extern "C" fn at_exit() {
-    // Nothing may unwind into the C runtime.
-    let result = std::panic::catch_unwind(|| {
-        crate::smart::finish_at_exit();
-        warn_unfinished_future_pools();
-    });
-    if result.is_err() {
-        eprintln!("nb_aiopool: the process-exit hook panicked; some tasks may not have run");
-    }
-}
-
 /// What the exit report says about one pool.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ExitFigures {
-    pub(crate) kind: PoolKind,
-    pub(crate) max_concurrency: usize,
-    pub(crate) unfinished: usize,
-    pub(crate) lost: u64,
+struct ExitFigures {
+    kind: PoolKind,
+    max_concurrency: usize,
+    figures: Figures,
 }
 
 /// Figures of pools already dropped, kept for the exit report.
 static DROPPED: Mutex<Vec<ExitFigures>> = Mutex::new(Vec::new());
 
-pub(crate) fn remember_dropped(figures: ExitFigures) {
+fn remember_dropped(figures: ExitFigures) {
     DROPPED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -129,17 +139,22 @@ pub(crate) fn remember_dropped(figures: ExitFigures) {
 fn warn_unfinished_future_pools() {
     let live: Vec<ExitFigures> = future_pools()
         .iter()
-        .filter_map(Weak::upgrade)
-        .map(|e| e.exit_figures())
+        .filter_map(|(kind, w)| {
+            w.upgrade().map(|e| ExitFigures {
+                kind: *kind,
+                max_concurrency: e.max_concurrency(),
+                figures: e.figures(),
+            })
+        })
         .collect();
     let dropped = DROPPED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for f in live.into_iter().chain(dropped) {
-        if f.unfinished == 0 && f.lost == 0 {
+        if f.figures.unfinished == 0 && f.figures.lost == 0 {
             continue;
         }
         let call = match f.kind {
             PoolKind::NoQueue => "`pool.wait().await` or `wait_all_no_queue_aiopools().await`",
-            _ => "`pool.shutdown().await` or `shutdown_all_common_aiopools().await`",
+            PoolKind::Common => "`pool.shutdown().await` or `shutdown_all_common_aiopools().await`",
         };
         eprintln!(
             "nb_aiopool: warning: a {} (max_concurrency {}) had {} unfinished task(s) at process \
@@ -147,8 +162,8 @@ fn warn_unfinished_future_pools() {
              wait for them",
             f.kind.name(),
             f.max_concurrency,
-            f.unfinished,
-            f.lost,
+            f.figures.unfinished,
+            f.figures.lost,
             call
         );
     }

@@ -1,0 +1,25 @@
+//! What the engine needs of a submitted task: the [`Job`] trait.
+
+use crate::error::CancelReason;
+use crate::task::BoxRun;
+
+/// A submitted task as the engine queues it.
+///
+/// The pool chooses the re-run policy through [`RERUN`](Job::RERUN): the engine itself
+/// knows nothing of futures or recipes.
+pub(crate) trait Job: Send + Sized + 'static {
+    /// Whether a run interrupted by the end of its runtime is queued again (recipes)
+    /// rather than reported as cancelled (futures).
+    const RERUN: bool;
+
+    /// A copy kept while the job runs, for running it again (only for `RERUN` jobs). Cheap
+    /// (a reference count); taken under the engine's lock.
+    fn keep(&self) -> Option<Self>;
+
+    /// Starts a run. May call user code (a recipe); never called under the engine's lock.
+    fn start(self) -> BoxRun;
+
+    /// Drops a job that will never run, telling its handle why (unless something else
+    /// decided its outcome first). Runs user `Drop` code; never called under the lock.
+    fn cancel(self, reason: CancelReason);
+}

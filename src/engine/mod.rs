@@ -1,0 +1,850 @@
+//! The machinery under the three pools.
+//!
+//! # Design
+//!
+//! A pool is an [`Engine`]: an admission semaphore with `max_concurrency + max_queue_size`
+//! permits (the backpressure), a queue ([`queue::Discipline`], FIFO today) and *slots*.
+//! A slot is a tokio task of its own that runs jobs one after the other: a submit that
+//! finds a free slot spawns one on the submitter's runtime; a slot whose job ends takes
+//! the next queued job and runs it at once, in the same tokio task, and exits when the
+//! queue is empty. So:
+//!
+//! - a job runs on the runtime of the code that submitted it (see [`runtimes`]), and the
+//!   end of one runtime only touches the jobs submitted from it;
+//! - slots are ordinary tokio tasks: tokio's scheduler spreads them over its threads and
+//!   steals them from a thread that a blocking job holds up;
+//! - a queued job costs no `tokio::spawn`: it runs in the slot that frees up.
+//!
+//! All bookkeeping (queue, counters, slots, waits) lives under one `std` mutex, held for
+//! short non-blocking sections. User code (futures, recipes, their drops) never runs
+//! under it. A job's outcome is counted and its handle's result stored in the same
+//! critical section, so `stats()` and handles always agree.
+
+mod elastic;
+mod job;
+pub(crate) mod queue;
+pub(crate) mod runtimes;
+mod slot;
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use slab::Slab;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+
+pub(crate) use elastic::ElasticConfig;
+pub(crate) use job::Job;
+
+use crate::error::{CancelReason, SubmitErrorKind};
+use crate::stats::{PoolStats, ShutdownReport};
+use crate::task::context::{self, Probe};
+use crate::task::Outcome;
+use elastic::Elastic;
+use queue::{Discipline, Fifo};
+use runtimes::{RtRef, Runtimes, ANY};
+use slot::Slot;
+
+/// What a pool passes in when it creates its engine.
+pub(crate) struct Config {
+    /// The pool's name in messages ("CommonAioPool").
+    pub(crate) name: &'static str,
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_queue_size: usize,
+    pub(crate) elastic: Option<ElasticConfig>,
+}
+
+/// Unfinished tasks and tasks lost to runtime shutdowns, for the exit report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Figures {
+    pub(crate) unfinished: usize,
+    pub(crate) lost: u64,
+}
+
+/// Called when an engine is dropped with figures worth reporting at exit.
+pub(crate) type DropHook = Box<dyn Fn(Figures) + Send + Sync>;
+
+/// Why a push was refused; the item comes back.
+pub(crate) enum PushError<T> {
+    Closed(T),
+    NoRuntime(T),
+}
+
+impl<T> PushError<T> {
+    pub(crate) fn kind(&self) -> SubmitErrorKind {
+        match self {
+            PushError::Closed(_) => SubmitErrorKind::Closed,
+            PushError::NoRuntime(_) => SubmitErrorKind::NoRuntime,
+        }
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        match self {
+            PushError::Closed(t) | PushError::NoRuntime(t) => t,
+        }
+    }
+}
+
+/// Returned by [`Engine::try_admit`].
+pub(crate) enum AdmitError {
+    Full,
+    Closed,
+}
+
+pub(crate) struct Queued<J> {
+    job: J,
+    id: u64,
+    rt: RtRef,
+}
+
+/// A live slot, as the state sees it.
+struct SlotEntry<J> {
+    /// Its tokio task's waker, once it has waited; woken to make it notice `cancel_all`.
+    waker: Option<Waker>,
+    /// The job it runs (`u64::MAX`: none yet).
+    job: u64,
+    /// A copy of that job for running it again (`RERUN` jobs only).
+    copy: Option<J>,
+}
+
+#[derive(Default)]
+struct Counts {
+    submitted: u64,
+    completed: u64,
+    panicked: u64,
+    cancelled: u64,
+    abandoned: u64,
+    /// Jobs cancelled because their runtime went away.
+    lost: u64,
+}
+
+/// A `wait()` in progress: jobs with an id below `target` not yet finished.
+struct Wait {
+    target: u64,
+    remaining: u64,
+}
+
+struct State<J> {
+    queue: Fifo<Queued<J>>,
+    /// Jobs holding a slot: running, or handed to a slot task that has not run yet, or
+    /// reserved (`reserved` of them) for a slot task that takes the queue's head when it
+    /// first runs.
+    running: usize,
+    /// Slots reserved for the jobs at the front of the queue; `reserved <= queue.len()`.
+    /// Those jobs count as running, not queued.
+    reserved: usize,
+    /// How many jobs may run at once now: `max_concurrency`, or the live worker count of
+    /// an elastic pool.
+    limit: usize,
+    elastic: Option<Elastic>,
+    counts: Counts,
+    /// Jobs whose end was applied to the waits (lags `counts` while a cancelled job's
+    /// handle is being told, outside the lock).
+    wait_done: u64,
+    waits: Slab<Wait>,
+    closed: bool,
+    /// Running jobs now waiting for a handle of a task of this pool (see `Probe`).
+    waiting_on_own: usize,
+    cancel_reason: CancelReason,
+    slots: Slab<SlotEntry<J>>,
+    runtimes: Runtimes,
+    /// Bumped when the exit hook takes the pool over; slots of older generations stop.
+    generation: u64,
+    /// After a take-over: every job runs on the home runtime, whatever its submitter's.
+    taken_over: bool,
+}
+
+/// What a critical section leaves to do once the lock is released.
+pub(crate) struct Deferred<J: Job> {
+    /// Handles to wake (results already stored under the lock).
+    woken: Vec<crate::task::Woken>,
+    /// Queued jobs to drop unrun and tell their handles why; then applied to the waits.
+    cancels: Vec<(J, u64, CancelReason)>,
+    /// Slots to spawn, each with its first job.
+    spawns: Vec<(Handle, Slot<J>)>,
+    /// Admission permits to give back.
+    release: usize,
+    /// Wake `wait()` callers.
+    changed: bool,
+    /// Start a janitor on this runtime.
+    janitor: Option<Handle>,
+}
+
+impl<J: Job> Default for Deferred<J> {
+    fn default() -> Self {
+        Deferred {
+            woken: Vec::new(),
+            cancels: Vec::new(),
+            spawns: Vec::new(),
+            release: 0,
+            changed: false,
+            janitor: None,
+        }
+    }
+}
+
+pub(crate) struct Engine<J: Job> {
+    max_concurrency: usize,
+    max_queue_size: usize,
+    admission: Semaphore,
+    state: Mutex<State<J>>,
+    /// Signalled when a wait's target is reached, and at close.
+    changed: Notify,
+    /// Mirror of `State::generation`, so a stale slot stops without taking the lock.
+    generation: AtomicU64,
+    /// Running jobs with an id below this are cancelled with `State::cancel_reason`.
+    cancel_before: AtomicU64,
+    on_drop: Option<DropHook>,
+}
+
+impl<J: Job> Engine<J> {
+    /// # Panics
+    ///
+    /// Panics if `max_concurrency` is 0, the sizes are too large for a semaphore, or
+    /// `min_workers` exceeds `max_concurrency`.
+    #[track_caller]
+    pub(crate) fn new(config: Config, on_drop: Option<DropHook>) -> Self {
+        let Config {
+            name,
+            max_concurrency,
+            max_queue_size,
+            elastic,
+        } = config;
+        assert!(
+            max_concurrency > 0,
+            "nb_aiopool: {name}: max_concurrency must be at least 1, got 0"
+        );
+        let permits = max_concurrency
+            .checked_add(max_queue_size)
+            .filter(|p| *p <= Semaphore::MAX_PERMITS)
+            .unwrap_or_else(|| {
+                panic!(
+                    "nb_aiopool: {name}: max_concurrency + max_queue_size = {max_concurrency} + \
+                     {max_queue_size} exceeds the largest supported size ({})",
+                    Semaphore::MAX_PERMITS
+                )
+            });
+        if let Some(config) = &elastic {
+            assert!(
+                config.min_workers <= max_concurrency,
+                "nb_aiopool: {name}: min_workers ({}) must not exceed max_concurrency ({max_concurrency})",
+                config.min_workers
+            );
+        }
+        let limit = elastic.map_or(max_concurrency, |c| c.min_workers);
+        let mut runtimes = Runtimes::default();
+        if let Ok(handle) = Handle::try_current() {
+            // Created inside a runtime: plain threads can submit at once.
+            runtimes.enter(&handle);
+        }
+        let state = State {
+            queue: Fifo::default(),
+            running: 0,
+            reserved: 0,
+            limit,
+            elastic: elastic.map(|c| Elastic::new(c, limit)),
+            counts: Counts::default(),
+            wait_done: 0,
+            waits: Slab::new(),
+            closed: false,
+            waiting_on_own: 0,
+            cancel_reason: CancelReason::Abandoned,
+            slots: Slab::new(),
+            runtimes,
+            generation: 0,
+            taken_over: false,
+        };
+        Engine {
+            max_concurrency,
+            max_queue_size,
+            admission: Semaphore::new(permits),
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            generation: AtomicU64::new(0),
+            cancel_before: AtomicU64::new(0),
+            on_drop,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
+        // No user code runs under the lock, so a poisoned lock means a bug in this crate;
+        // the state is still consistent between statements, so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    pub(crate) fn max_queue_size(&self) -> usize {
+        self.max_queue_size
+    }
+
+    /// Identifies this engine for the nested-submission and nested-await checks.
+    pub(crate) fn id(&self) -> usize {
+        self as *const Self as *const () as usize
+    }
+
+    // ----- admission -------------------------------------------------------------------
+
+    pub(crate) fn try_admit(&self) -> Result<(), AdmitError> {
+        match self.admission.try_acquire() {
+            Ok(permit) => {
+                // Given back with `add_permits` when the job finishes.
+                permit.forget();
+                Ok(())
+            }
+            Err(TryAcquireError::NoPermits) => Err(AdmitError::Full),
+            Err(TryAcquireError::Closed) => Err(AdmitError::Closed),
+        }
+    }
+
+    /// Waits for room. Cancel safe: dropping the future takes no permit.
+    async fn admit(&self) -> Result<(), AdmitError> {
+        match self.admission.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                Ok(())
+            }
+            Err(_) => Err(AdmitError::Closed),
+        }
+    }
+
+    /// Admission for `submit().await`: refuses a nested submit into a full pool instead of
+    /// waiting (which would hold a slot while waiting for one). Cancel safe.
+    pub(crate) async fn admit_submit(&self) -> Result<(), SubmitErrorKind> {
+        match self.try_admit() {
+            Ok(()) => Ok(()),
+            Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
+            Err(AdmitError::Full) if context::in_pool(self.id()) => {
+                Err(SubmitErrorKind::WouldDeadlock)
+            }
+            Err(AdmitError::Full) => self.admit().await.map_err(|_| SubmitErrorKind::Closed),
+        }
+    }
+
+    /// Admission for `blocking_submit`: parks the calling thread while full.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the thread drives async tasks (a worker thread, or inside `block_on`).
+    #[track_caller]
+    pub(crate) fn admit_blocking(&self) -> Result<(), SubmitErrorKind> {
+        // Checked even when there is room, so misuse shows at once, not only under load.
+        crate::blocking::assert_not_async("blocking_submit", "submit(..).await");
+        match self.try_admit() {
+            Ok(()) => Ok(()),
+            Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
+            Err(AdmitError::Full) => {
+                crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
+            }
+        }
+    }
+
+    /// Gives back an admission permit taken for a push that was refused.
+    pub(crate) fn unadmit(&self) {
+        self.admission.add_permits(1);
+    }
+
+    // ----- submission ------------------------------------------------------------------
+
+    /// Queues an admitted job (built by `make` from `item` and the job's id) and starts it
+    /// if a slot is free. On error the permit is given back and `item` returned.
+    pub(crate) fn push<T>(
+        self: &Arc<Self>,
+        item: T,
+        make: impl FnOnce(T, u64) -> J,
+    ) -> Result<(), PushError<T>> {
+        let current = Handle::try_current().ok();
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            if st.closed {
+                drop(st);
+                self.unadmit();
+                return Err(PushError::Closed(item));
+            }
+            let rt = match &current {
+                Some(handle) => st.runtimes.enter(handle),
+                None => match st.runtimes.home() {
+                    Some(rt) => rt,
+                    None => {
+                        drop(st);
+                        self.unadmit();
+                        return Err(PushError::NoRuntime(item));
+                    }
+                },
+            };
+            let id = st.counts.submitted;
+            st.counts.submitted += 1;
+            let job = make(item, id);
+            st.queue.push(Queued { job, id, rt });
+            let st = &mut *st;
+            if let Some(el) = &mut st.elastic {
+                // Add a worker when queued tasks outnumber idle ones.
+                let queued = st.queue.len() - st.reserved;
+                if queued > st.limit - st.running && st.limit < self.max_concurrency {
+                    st.limit += 1;
+                    el.added();
+                }
+            }
+            self.fill_free(st, Some(rt), &mut later);
+        }
+        self.run_deferred(&mut later);
+        Ok(())
+    }
+
+    /// Under the lock: the caller holds a slot (a unit of `running`) on runtime `rt` and
+    /// wants the next queued job. Returns it if it is for `rt` (the entry `key` now names
+    /// it); otherwise the slot is given up, or handed with the job to a new slot on the
+    /// job's runtime, and `None` is returned (the entry is removed).
+    fn take_next(
+        self: &Arc<Self>,
+        st: &mut State<J>,
+        rt: RtRef,
+        key: usize,
+        later: &mut Deferred<J>,
+    ) -> Option<Queued<J>> {
+        // A slot on a runtime known to be shutting down starts nothing more there.
+        while st.running <= st.limit && st.queue.len() > st.reserved && st.runtimes.is_alive(rt) {
+            let mut q = st
+                .queue
+                .pop()
+                .expect("the queue holds more than its reserved jobs");
+            let target = if st.taken_over || q.rt == ANY {
+                rt
+            } else if st.runtimes.is_alive(q.rt) {
+                q.rt
+            } else if J::RERUN {
+                rt // a re-runnable job runs wherever there is a runtime
+            } else {
+                // Its runtime is gone: it can never run.
+                self.count_end(st, Outcome::Cancelled(CancelReason::RuntimeShutdown));
+                st.counts.lost += 1;
+                later
+                    .cancels
+                    .push((q.job, q.id, CancelReason::RuntimeShutdown));
+                continue;
+            };
+            q.rt = target;
+            let copy = if J::RERUN { q.job.keep() } else { None };
+            if target == rt {
+                let entry = &mut st.slots[key];
+                entry.job = q.id;
+                entry.copy = copy;
+                return Some(q);
+            }
+            // Hand the slot and the job over to the job's runtime.
+            st.slots.remove(key);
+            let handle = st
+                .runtimes
+                .handle(target)
+                .cloned()
+                .expect("a runtime checked alive under the lock has a handle");
+            let new_key = st.slots.insert(SlotEntry {
+                waker: None,
+                job: q.id,
+                copy,
+            });
+            let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q);
+            later.spawns.push((handle, slot));
+            return None;
+        }
+        st.slots.remove(key);
+        Self::vacate(st, rt, later);
+        None
+    }
+
+    /// Under the lock: gives every free slot to a queued job, as a *reserved* slot task
+    /// on runtime `rt` (or the home runtime) that takes the head of the queue when it
+    /// first runs, so jobs start in queue order.
+    fn fill_free(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
+        if st.running >= st.limit || st.queue.len() <= st.reserved {
+            return;
+        }
+        let rt = rt
+            .filter(|&rt| st.runtimes.is_alive(rt))
+            .or(st.runtimes.home());
+        let Some(handle) = rt.and_then(|rt| st.runtimes.handle(rt)).cloned() else {
+            return; // no runtime: started by the next submit, wait or take-over
+        };
+        let rt = rt.expect("a handle was found for it");
+        while st.running < st.limit && st.queue.len() > st.reserved {
+            Self::occupy(st);
+            st.reserved += 1;
+            let key = st.slots.insert(SlotEntry {
+                waker: None,
+                job: u64::MAX,
+                copy: None,
+            });
+            let slot = Slot::reserved(Arc::clone(self), key, st.generation, rt);
+            later.spawns.push((handle.clone(), slot));
+        }
+    }
+
+    /// Under the lock: jobs left the queue without their reservations; give the slots
+    /// reserved beyond the queue's length back (their tasks exit when they find none).
+    fn clamp_reserved(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
+        while st.reserved > st.queue.len() {
+            st.reserved -= 1;
+            Self::vacate(st, rt, later);
+        }
+    }
+
+    /// Under the lock: a slot is taken.
+    fn occupy(st: &mut State<J>) {
+        st.running += 1;
+        if let Some(el) = &mut st.elastic {
+            el.busy();
+        }
+    }
+
+    /// Under the lock: a slot is free again (its worker idle, for elastic pools).
+    fn vacate(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
+        st.running -= 1;
+        let limit = st.limit;
+        if let Some(el) = &mut st.elastic {
+            if el.idle(limit) {
+                let handle = st
+                    .runtimes
+                    .handle(rt)
+                    .or_else(|| st.runtimes.home().and_then(|h| st.runtimes.handle(h)));
+                if let Some(handle) = handle {
+                    el.janitor_alive = true;
+                    later.janitor = Some(handle.clone());
+                }
+            }
+        }
+    }
+
+    /// Under the lock: counts a job's end (the waits are told separately).
+    fn count_end(&self, st: &mut State<J>, outcome: Outcome) {
+        let c = &mut st.counts;
+        match outcome {
+            Outcome::Completed => c.completed += 1,
+            Outcome::Panicked => c.panicked += 1,
+            Outcome::Cancelled(reason) => {
+                c.cancelled += 1;
+                c.abandoned += u64::from(reason == CancelReason::Abandoned);
+            }
+        }
+    }
+
+    /// Under the lock: applies a job's end to the waits.
+    fn wait_end(st: &mut State<J>, id: u64, later: &mut Deferred<J>) {
+        st.wait_done += 1;
+        for (_, w) in st.waits.iter_mut() {
+            if id < w.target {
+                w.remaining -= 1;
+                later.changed |= w.remaining == 0;
+            }
+        }
+    }
+
+    /// Does what a critical section left to do, outside the lock.
+    fn run_deferred(self: &Arc<Self>, later: &mut Deferred<J>) {
+        for woken in later.woken.drain(..) {
+            woken.fire();
+        }
+        if !later.cancels.is_empty() {
+            let cancels = std::mem::take(&mut later.cancels);
+            let mut ids = Vec::with_capacity(cancels.len());
+            for (job, id, reason) in cancels {
+                // Tell the handle (dropping the job runs user code) before the waits hear
+                // of it, so a wait never returns while a handle it covers is unresolved.
+                let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
+                ids.push(id);
+            }
+            let mut st = self.lock();
+            for id in ids {
+                Self::wait_end(&mut st, id, later);
+                later.release += 1;
+            }
+        }
+        if later.release > 0 {
+            self.admission
+                .add_permits(std::mem::take(&mut later.release));
+        }
+        for (handle, slot) in later.spawns.drain(..) {
+            // A runtime that has shut down drops the slot at once; its `Drop` deals with it.
+            drop(handle.spawn(slot));
+        }
+        if let Some(handle) = later.janitor.take() {
+            drop(handle.spawn(janitor(Arc::clone(self))));
+        }
+        if std::mem::take(&mut later.changed) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    // ----- observation -----------------------------------------------------------------
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        PoolStats {
+            queued: st.queue.len() - st.reserved,
+            running: st.running,
+            submitted: st.counts.submitted,
+            completed: st.counts.completed,
+            panicked: st.counts.panicked,
+            cancelled: st.counts.cancelled,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// (live workers, running) of an elastic pool; for others `limit` is max_concurrency.
+    pub(crate) fn workers(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.limit, st.running)
+    }
+
+    pub(crate) fn figures(&self) -> Figures {
+        let st = self.lock();
+        Figures {
+            unfinished: st.queue.len() - st.reserved + st.running,
+            lost: st.counts.lost,
+        }
+    }
+
+    // ----- waiting and shutdown --------------------------------------------------------
+
+    /// Waits until every job submitted before this call has finished (its handle
+    /// resolved). The set of jobs is fixed when this is *called*, not when the future is
+    /// first polled.
+    ///
+    /// Cancel safe: dropping the future only stops the wait.
+    pub(crate) fn wait_all(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        let key = {
+            let mut st = self.lock();
+            let target = st.counts.submitted;
+            let remaining = target - st.wait_done;
+            (remaining > 0).then(|| st.waits.insert(Wait { target, remaining }))
+        };
+        let engine = Arc::clone(self);
+        async move {
+            let Some(key) = key else { return };
+            let _guard = WaitGuard {
+                engine: &engine,
+                key,
+            };
+            engine.ensure_started();
+            loop {
+                let mut notified = pin!(engine.changed.notified());
+                notified.as_mut().enable();
+                if engine.lock().waits[key].remaining == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    /// Starts queued jobs that have a free slot but no runtime yet (re-runs whose runtime
+    /// went away), on the current runtime.
+    pub(crate) fn ensure_started(self: &Arc<Self>) {
+        let Ok(handle) = Handle::try_current() else {
+            return;
+        };
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            if st.queue.len() <= st.reserved || st.running >= st.limit {
+                return;
+            }
+            let rt = st.runtimes.enter(&handle);
+            self.fill_free(&mut st, Some(rt), &mut later);
+        }
+        self.run_deferred(&mut later);
+    }
+
+    /// Stops intake: later submits fail and waiting submitters are refused. Queued and
+    /// running jobs still finish. Idempotent.
+    pub(crate) fn close(&self) {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+        }
+        self.admission.close();
+        self.changed.notify_waiters();
+    }
+
+    /// Closes the pool and waits until every queued and running job has finished.
+    pub(crate) async fn shutdown(self: &Arc<Self>) {
+        self.close();
+        self.wait_all().await;
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but abandons what is left at the deadline.
+    pub(crate) async fn shutdown_timeout(self: &Arc<Self>, timeout: Duration) -> ShutdownReport {
+        let ended = |st: &State<J>| {
+            let c = &st.counts;
+            (
+                c.completed + c.panicked + c.cancelled - c.abandoned,
+                c.abandoned,
+            )
+        };
+        let (start_ended, start_abandoned) = ended(&self.lock());
+        self.close();
+        let wait = self.wait_all();
+        if tokio::time::timeout(timeout, wait).await.is_err() {
+            self.cancel_all(CancelReason::Abandoned);
+            self.wait_all().await;
+        }
+        let (end_ended, end_abandoned) = ended(&self.lock());
+        ShutdownReport {
+            finished: end_ended - start_ended,
+            abandoned: end_abandoned - start_abandoned,
+        }
+    }
+
+    /// Cancels every job queued or running now with `reason`: queued ones are dropped at
+    /// once, running ones at their next poll (their slots are woken for it).
+    pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) {
+        let mut later = Deferred::default();
+        let wakers: Vec<Waker>;
+        {
+            let mut st = self.lock();
+            st.cancel_reason = reason;
+            // Release: a slot that sees the new mark (Acquire) reads this reason.
+            self.cancel_before
+                .store(st.counts.submitted, Ordering::Release);
+            while let Some(q) = st.queue.pop() {
+                self.count_end(&mut st, Outcome::Cancelled(reason));
+                later.cancels.push((q.job, q.id, reason));
+            }
+            Self::clamp_reserved(&mut st, ANY, &mut later);
+            wakers = st
+                .slots
+                .iter_mut()
+                .filter_map(|(_, s)| s.waker.clone())
+                .collect();
+        }
+        wakers.into_iter().for_each(Waker::wake);
+        self.run_deferred(&mut later);
+    }
+
+    /// At process exit: every unfinished job (queued, or running on a runtime that may
+    /// never poll it again) starts over in new slots on `handle`. Returns `false` if there
+    /// was nothing to do.
+    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle) -> bool {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            if st.queue.len() == 0 && st.running == 0 {
+                return false;
+            }
+            st.generation += 1;
+            self.generation.store(st.generation, Ordering::Release);
+            // Interrupted runs go back to the front of the queue, oldest first.
+            let mut interrupted: Vec<(u64, J)> = st
+                .slots
+                .drain()
+                .filter_map(|s| s.copy.map(|c| (s.job, c)))
+                .collect();
+            interrupted.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+            for (id, job) in interrupted {
+                st.queue.push_front(Queued { job, id, rt: ANY });
+            }
+            st.running = 0;
+            st.reserved = 0;
+            st.elastic = None;
+            st.limit = self.max_concurrency;
+            st.taken_over = true;
+            let rt = st.runtimes.enter(&handle);
+            self.fill_free(&mut st, Some(rt), &mut later);
+        }
+        self.run_deferred(&mut later);
+        true
+    }
+}
+
+/// Forgets a `wait()` when its future is dropped.
+struct WaitGuard<'a, J: Job> {
+    engine: &'a Engine<J>,
+    key: usize,
+}
+
+impl<J: Job> Drop for WaitGuard<'_, J> {
+    fn drop(&mut self) {
+        self.engine.lock().waits.remove(self.key);
+    }
+}
+
+impl<J: Job> Drop for Engine<J> {
+    fn drop(&mut self) {
+        // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let figures = Figures {
+            unfinished: st.queue.len() - st.reserved + st.running,
+            lost: st.counts.lost,
+        };
+        if figures.lost > 0 || figures.unfinished > 0 {
+            if let Some(hook) = &self.on_drop {
+                hook(figures);
+            }
+        }
+    }
+}
+
+impl<J: Job> Probe for Engine<J> {
+    fn start_waiting(&self, _job: u64) -> Option<bool> {
+        let mut st = self.lock();
+        if st.waiting_on_own + 1 >= st.running && st.running >= st.limit {
+            return Some(true);
+        }
+        st.waiting_on_own += 1;
+        Some(false)
+    }
+
+    fn stop_waiting(&self) {
+        let mut st = self.lock();
+        st.waiting_on_own = st.waiting_on_own.saturating_sub(1);
+    }
+}
+
+/// Retires workers of an elastic pool that stayed idle for `idle_timeout`; exits when no
+/// worker beyond `min_workers` is idle (the next idle one starts a new janitor).
+async fn janitor<J: Job>(engine: Arc<Engine<J>>) {
+    struct Alive<'a, J: Job>(&'a Engine<J>);
+    impl<J: Job> Drop for Alive<'_, J> {
+        fn drop(&mut self) {
+            if let Some(el) = &mut self.0.lock().elastic {
+                el.janitor_alive = false;
+            }
+        }
+    }
+    let alive = Alive(&engine);
+    loop {
+        let next = {
+            let mut st = engine.lock();
+            let st = &mut *st;
+            let Some(el) = &mut st.elastic else { return };
+            let (limit, next) = el.retire(st.limit, Instant::now());
+            st.limit = limit;
+            if next.is_none() {
+                // Decided under the lock, so the next idle worker starts a new janitor.
+                el.janitor_alive = false;
+            }
+            next
+        };
+        match next {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => {
+                std::mem::forget(alive);
+                return;
+            }
+        }
+    }
+}

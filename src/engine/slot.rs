@@ -1,0 +1,344 @@
+//! [`Slot`]: the tokio task that runs a pool's jobs, one after the other.
+//!
+//! A slot is spawned with its first job on that job's runtime. When the job ends, the slot
+//! counts it and stores its result for the handle (one critical section), takes the next
+//! queued job for the same runtime and runs it at once; it exits when there is none. Jobs
+//! of other runtimes get slots of their own there.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::queue::Discipline;
+use super::runtimes::{RtRef, ANY};
+use super::{Deferred, Engine, Job, Queued};
+use crate::error::CancelReason;
+use crate::task::context::{Entered, Probe};
+use crate::task::{BoxRun, Outcome};
+
+/// The most jobs a slot finishes in one poll before it lets its thread run other tasks.
+const JOBS_PER_POLL: usize = 32;
+
+pub(crate) struct Slot<J: Job> {
+    engine: Arc<Engine<J>>,
+    /// Its entry in the state's slab (valid while `generation` is current).
+    key: usize,
+    generation: u64,
+    rt: RtRef,
+    /// The job to start next.
+    next: Option<Queued<J>>,
+    /// The job running now, with its id.
+    run: Option<(BoxRun, u64)>,
+    /// Moved into a thread-local while a job is polled (see `task::context`).
+    probe: Option<Arc<dyn Probe>>,
+    /// The `cancel_before` mark this slot has applied.
+    cancel_seen: u64,
+    /// Its waker is in the state (once per slot: a tokio task's waker does not change).
+    registered: bool,
+    /// It ended normally; `Drop` has nothing to do.
+    done: bool,
+    later: Deferred<J>,
+}
+
+// Never pinned structurally: jobs are boxed or shared before they get here.
+impl<J: Job> Unpin for Slot<J> {}
+
+impl<J: Job> Slot<J> {
+    fn make(engine: Arc<Engine<J>>, key: usize, generation: u64, rt: RtRef) -> Self {
+        let probe: Arc<dyn Probe> = engine.clone();
+        Slot {
+            engine,
+            key,
+            generation,
+            rt,
+            next: None,
+            run: None,
+            probe: Some(probe),
+            cancel_seen: 0,
+            registered: false,
+            done: false,
+            later: Deferred::default(),
+        }
+    }
+
+    /// A slot that takes the head of the queue when it first runs (it holds one of the
+    /// state's reservations).
+    pub(super) fn reserved(engine: Arc<Engine<J>>, key: usize, generation: u64, rt: RtRef) -> Self {
+        Slot::make(engine, key, generation, rt)
+    }
+
+    /// A slot handed its first job (from a slot of another runtime).
+    pub(super) fn bound(engine: Arc<Engine<J>>, key: usize, generation: u64, q: Queued<J>) -> Self {
+        let mut slot = Slot::make(engine, key, generation, q.rt);
+        slot.next = Some(q);
+        slot
+    }
+
+    /// Whether the exit hook took the pool over since this slot was made.
+    fn is_stale(&self) -> bool {
+        self.engine.generation.load(Ordering::Acquire) != self.generation
+    }
+
+    /// Cancels the running job if `cancel_all` (or a shutdown deadline) covers it.
+    fn apply_cancel_mark(&mut self) {
+        // Acquire pairs with the Release store in `cancel_all`.
+        let mark = self.engine.cancel_before.load(Ordering::Acquire);
+        if mark <= self.cancel_seen {
+            return;
+        }
+        self.cancel_seen = mark;
+        if let Some((run, id)) = &mut self.run {
+            if *id < mark {
+                let reason = self.engine.lock().cancel_reason;
+                run.as_mut().cancel(reason);
+            }
+        }
+    }
+
+    /// A reserved slot turns its reservation into the job at the head of the queue.
+    fn claim_reservation(&mut self) -> Option<Queued<J>> {
+        let engine = Arc::clone(&self.engine);
+        let mut later = std::mem::take(&mut self.later);
+        let next = {
+            let mut st = engine.lock();
+            if st.generation != self.generation {
+                return None;
+            }
+            if st.reserved == 0 {
+                // The reservation was taken back (the queue was emptied meanwhile).
+                st.slots.remove(self.key);
+                return None;
+            }
+            st.reserved -= 1;
+            let next = engine.take_next(&mut st, self.rt, self.key, &mut later);
+            engine.fill_free(&mut st, Some(self.rt), &mut later);
+            next
+        };
+        engine.run_deferred(&mut later);
+        self.later = later;
+        next
+    }
+
+    /// Records how the job ended and hands its result to the handle, in one critical
+    /// section; then takes the next job for this slot (`more`), or keeps the slot as a
+    /// reservation to come back to after yielding.
+    fn finish(&mut self, mut run: BoxRun, id: u64, outcome: Outcome, more: bool) -> After<J> {
+        let engine = Arc::clone(&self.engine);
+        let mut later = std::mem::take(&mut self.later);
+        let after = {
+            let mut st = engine.lock();
+            if st.generation != self.generation {
+                // Taken over at exit: the result still goes to the handle (first one wins),
+                // the state belongs to the new slots.
+                drop(st);
+                run.as_mut().publish_locked().fire();
+                return After::Exit;
+            }
+            engine.count_end(&mut st, outcome);
+            later.woken.push(run.as_mut().publish_locked());
+            Engine::wait_end(&mut st, id, &mut later);
+            later.release += 1;
+            let entry = &mut st.slots[self.key];
+            entry.job = u64::MAX;
+            entry.copy = None;
+            let after = if more {
+                match engine.take_next(&mut st, self.rt, self.key, &mut later) {
+                    Some(q) => After::Run(q),
+                    None => After::Exit,
+                }
+            } else if st.running <= st.limit
+                && st.queue.len() > st.reserved
+                && st.runtimes.is_alive(self.rt)
+            {
+                st.reserved += 1;
+                After::Yield
+            } else {
+                st.slots.remove(self.key);
+                Engine::vacate(&mut st, self.rt, &mut later);
+                After::Exit
+            };
+            engine.fill_free(&mut st, Some(self.rt), &mut later);
+            after
+        };
+        // A result nobody wants is dropped here, outside the lock.
+        drop(run);
+        engine.run_deferred(&mut later);
+        self.later = later;
+        after
+    }
+}
+
+/// What a slot does after a job ended.
+enum After<J> {
+    Run(Queued<J>),
+    /// Come back later for the head of the queue (the slot holds a reservation).
+    Yield,
+    Exit,
+}
+
+impl<J: Job> Future for Slot<J> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.is_stale() {
+            this.done = true;
+            return Poll::Ready(());
+        }
+        let pool = this.engine.id();
+        let mut budget = JOBS_PER_POLL;
+        loop {
+            if this.run.is_none() {
+                let q = match this.next.take() {
+                    Some(q) => q,
+                    None => match this.claim_reservation() {
+                        Some(q) => q,
+                        None => {
+                            this.done = true;
+                            return Poll::Ready(());
+                        }
+                    },
+                };
+                // Starting a recipe's run calls user code: inside the pool's context too.
+                let _in_pool = Entered::new(pool, &mut this.probe);
+                this.run = Some((q.job.start(), q.id));
+            }
+            this.apply_cancel_mark();
+            let (run, id) = this.run.as_mut().expect("a job was started above");
+            let id = *id;
+            let poll = {
+                let _in_pool = Entered::new(pool, &mut this.probe);
+                run.as_mut().poll_run(cx)
+            };
+            let outcome = match poll {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => {
+                    if !this.registered {
+                        this.registered = true;
+                        let mut st = this.engine.lock();
+                        if st.generation == this.generation {
+                            st.slots[this.key].waker = Some(cx.waker().clone());
+                        }
+                        drop(st);
+                        // A `cancel_all` that read the wakers before ours was stored set
+                        // its mark first (both under the lock): look again.
+                        if this.engine.cancel_before.load(Ordering::Acquire) > this.cancel_seen {
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            };
+            let (run, _) = this.run.take().expect("the job polled above");
+            budget -= 1;
+            match this.finish(run, id, outcome, budget > 0) {
+                After::Run(q) => this.next = Some(q),
+                After::Yield => {
+                    // Let the thread's other tasks run; come back for the next job.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                After::Exit => {
+                    this.done = true;
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+impl<J: Job> Drop for Slot<J> {
+    /// A slot dropped before it ended was dropped by its runtime: the runtime is shutting
+    /// down (or was already gone when the slot was spawned). Its job is cancelled with
+    /// [`CancelReason::RuntimeShutdown`], or queued again if it can be re-run.
+    fn drop(&mut self) {
+        if self.done || self.is_stale() {
+            return;
+        }
+        let engine = Arc::clone(&self.engine);
+        // End the run in our hands first (dropping it runs user code, outside the lock);
+        // only then give its slot back, so the same task never runs twice at once.
+        let mut run = self.run.take();
+        if let Some((r, _)) = &mut run {
+            if J::RERUN {
+                drop(run.take());
+            } else {
+                r.as_mut().cancel(CancelReason::RuntimeShutdown);
+            }
+        }
+        let next = self.next.take();
+        let mut later = Deferred::default();
+        {
+            let mut st = engine.lock();
+            if st.generation != self.generation {
+                return;
+            }
+            let newly_dead = st.runtimes.mark_dead(self.rt);
+            let entry = st.slots.try_remove(self.key);
+            let lost = Outcome::Cancelled(CancelReason::RuntimeShutdown);
+            let holds_unit = if let Some((r, id)) = &mut run {
+                // A future's run, cancelled above.
+                engine.count_end(&mut st, lost);
+                st.counts.lost += 1;
+                later.woken.push(r.as_mut().publish_locked());
+                Engine::wait_end(&mut st, *id, &mut later);
+                later.release += 1;
+                true
+            } else if let Some(q) = next {
+                if J::RERUN {
+                    st.queue.push_front(Queued { rt: ANY, ..q });
+                } else {
+                    engine.count_end(&mut st, lost);
+                    st.counts.lost += 1;
+                    later
+                        .cancels
+                        .push((q.job, q.id, CancelReason::RuntimeShutdown));
+                }
+                true
+            } else if let Some((id, copy)) = entry.and_then(|e| e.copy.map(|c| (e.job, c))) {
+                // A re-runnable job interrupted mid-run: queued again, first.
+                st.queue.push_front(Queued {
+                    job: copy,
+                    id,
+                    rt: ANY,
+                });
+                true
+            } else if st.reserved > 0 {
+                // A reserved slot that never ran (reservations are interchangeable).
+                st.reserved -= 1;
+                true
+            } else {
+                false
+            };
+            if holds_unit {
+                Engine::vacate(&mut st, self.rt, &mut later);
+            }
+            if newly_dead {
+                // Jobs submitted from this runtime can never run there now.
+                let rt = self.rt;
+                if J::RERUN {
+                    st.queue.for_each_mut(|q| {
+                        if q.rt == rt {
+                            q.rt = ANY;
+                        }
+                    });
+                } else {
+                    let gone = st.queue.extract_if(|q| q.rt == rt);
+                    for q in gone {
+                        engine.count_end(&mut st, lost);
+                        st.counts.lost += 1;
+                        later
+                            .cancels
+                            .push((q.job, q.id, CancelReason::RuntimeShutdown));
+                    }
+                    Engine::clamp_reserved(&mut st, rt, &mut later);
+                }
+            }
+            engine.fill_free(&mut st, None, &mut later);
+        }
+        drop(run);
+        engine.run_deferred(&mut later);
+    }
+}

@@ -1,0 +1,189 @@
+//! [`Run`]: one run of a task's future, as the engine drives it.
+//!
+//! It catches panics of the future's `poll` *and* of its `Drop` (the future is dropped as
+//! soon as it returns), so a misbehaving task only ever affects its own handle. It claims
+//! the task's outcome when the run ends and holds the result back until the engine has
+//! counted it ([`RunJob::publish`]).
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::shared::Woken;
+use super::{Outcome, RunJob, Shared};
+use crate::error::{CancelReason, TaskError};
+
+/// Whatever owns the task's [`Shared`]: the shared slot itself (futures), or a recipe
+/// together with its slot (SmartAioPool).
+pub(crate) trait HasShared<T>: Send + 'static {
+    fn shared(&self) -> &Shared<T>;
+
+    /// Whether a run dropped before it ended tells the handle (futures: there is no other
+    /// run), or leaves that to the owner (recipes: they may run again).
+    const CANCEL_ON_DROP: bool;
+}
+
+impl<T: Send + 'static> HasShared<T> for Arc<Shared<T>> {
+    fn shared(&self) -> &Shared<T> {
+        self
+    }
+
+    const CANCEL_ON_DROP: bool = true;
+}
+
+pin_project! {
+    #[project = StageProj]
+    #[project_replace = StageReplace]
+    enum Stage<F> {
+        Running { #[pin] fut: F },
+        Done,
+    }
+}
+
+pin_project! {
+    /// One run of a future for the task owned by `owner`.
+    ///
+    /// Dropped before it ended (its runtime shut down, or the pool dropped it unrun), the
+    /// future is dropped (a panic in its `Drop` is caught) and, for futures, the handle
+    /// resolves to [`CancelReason::RuntimeShutdown`]; a held result is handed over.
+    pub(crate) struct Run<F: Future, H: HasShared<F::Output>> {
+        #[pin]
+        stage: Stage<F>,
+        owner: H,
+        held: Option<Result<F::Output, TaskError>>,
+        outcome: Option<Outcome>,
+        // The result was handed over (what is left in `held` is a result nobody wants).
+        published: bool,
+        // The abort waker is registered once per run: the engine polls a run from one
+        // tokio task, whose waker does not change.
+        armed: bool,
+    }
+
+    impl<F: Future, H: HasShared<F::Output>> PinnedDrop for Run<F, H> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            drop(drop_future(this.stage));
+            if *this.published {
+                return;
+            }
+            if let Some(result) = this.held.take() {
+                this.owner.shared().fill(result);
+            } else if H::CANCEL_ON_DROP && this.outcome.is_none() {
+                this.owner.shared().cancel(CancelReason::RuntimeShutdown);
+            }
+        }
+    }
+}
+
+impl<F: Future, H: HasShared<F::Output>> Run<F, H> {
+    pub(crate) fn new(fut: F, owner: H) -> Self {
+        Run {
+            stage: Stage::Running { fut },
+            owner,
+            held: None,
+            outcome: None,
+            published: false,
+            armed: false,
+        }
+    }
+}
+
+/// Drops the future, catching a panic in its `Drop`; returns the panic payload if any.
+fn drop_future<F>(stage: Pin<&mut Stage<F>>) -> Option<Box<dyn std::any::Any + Send>> {
+    catch_unwind(AssertUnwindSafe(|| {
+        stage.project_replace(Stage::Done);
+    }))
+    .err()
+}
+
+impl<F: Future, H: HasShared<F::Output>> Run<F, H> {
+    /// Ends the run with `result` (claiming the outcome) and holds the result back.
+    fn end(
+        self: Pin<&mut Self>,
+        outcome: Outcome,
+        result: Result<F::Output, TaskError>,
+    ) -> Outcome {
+        let this = self.project();
+        let outcome = if this.owner.shared().claim() {
+            *this.held = Some(result);
+            outcome
+        } else {
+            // An abort resolved the handle first.
+            drop(result);
+            Outcome::Cancelled(CancelReason::Aborted)
+        };
+        *this.outcome = Some(outcome);
+        outcome
+    }
+}
+
+impl<F, H> RunJob for Run<F, H>
+where
+    F: Future + Send,
+    F::Output: Send,
+    H: HasShared<F::Output>,
+{
+    fn poll_run(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if let Some(outcome) = self.outcome {
+            return Poll::Ready(outcome);
+        }
+        let mut this = self.as_mut().project();
+        let shared = this.owner.shared();
+        if shared.poll_aborted(cx, this.armed) {
+            drop_future(this.stage);
+            *this.outcome = Some(Outcome::Cancelled(CancelReason::Aborted));
+            return Poll::Ready(Outcome::Cancelled(CancelReason::Aborted));
+        }
+        let StageProj::Running { fut } = this.stage.as_mut().project() else {
+            unreachable!("a run is polled after it ended");
+        };
+        let (outcome, result) = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(value)) => match drop_future(this.stage) {
+                None => (Outcome::Completed, Ok(value)),
+                Some(payload) => {
+                    drop(value);
+                    (Outcome::Panicked, Err(TaskError::panicked(payload)))
+                }
+            },
+            Err(payload) => {
+                // The future is dropped here too; a second panic in its Drop is dropped.
+                drop(drop_future(this.stage));
+                (Outcome::Panicked, Err(TaskError::panicked(payload)))
+            }
+        };
+        Poll::Ready(self.end(outcome, result))
+    }
+
+    fn cancel(mut self: Pin<&mut Self>, reason: CancelReason) {
+        if self.outcome.is_some() {
+            return;
+        }
+        drop_future(self.as_mut().project().stage);
+        self.end(
+            Outcome::Cancelled(reason),
+            Err(TaskError::cancelled(reason)),
+        );
+    }
+
+    fn publish_locked(self: Pin<&mut Self>) -> Woken {
+        let this = self.project();
+        if *this.published {
+            return Woken::default();
+        }
+        *this.published = true;
+        match this.held.take() {
+            Some(result) => {
+                let (woken, discarded) = this.owner.shared().store(result);
+                // Dropped with the run, outside the engine's lock.
+                *this.held = discarded;
+                woken
+            }
+            None => Woken::default(),
+        }
+    }
+}
