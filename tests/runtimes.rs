@@ -154,6 +154,7 @@ fn a_pool_made_in_a_runtime_serves_plain_threads_at_once() {
 /// One job blocking its thread for 300 ms must not hold up jobs that another runtime
 /// thread could run (issue 9: at most 5% of 200 `sleep(1 ms)` jobs later than 100 ms).
 #[test]
+#[allow(clippy::async_yields_async)] // the submit closure hands back a handle to await
 fn a_blocking_job_does_not_hold_up_its_neighbours() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
