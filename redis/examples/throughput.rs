@@ -148,6 +148,7 @@ async fn ours(url: &str, workers: usize, jobs: u64) -> f64 {
             Command::new(&exe)
                 .args(["worker", "--url", url])
                 .args(["--concurrency", &worker_concurrency().to_string()])
+                .args(["--threads", &arg("--threads").unwrap_or_else(|| "1".into())])
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -212,10 +213,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // Single-threaded runtimes: on a small machine the processes already compete for the
+    // cores, and cross-thread wake-ups only add cost. `--threads N` changes it.
+    let rt = match arg("--threads").map(|s| s.parse::<usize>().expect("--threads N")) {
+        Some(n) if n > 1 => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .unwrap(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    };
     if std::env::args().nth(1).as_deref() == Some("worker") {
         rt.block_on(worker_process(arg("--url").expect("--url")));
         return;

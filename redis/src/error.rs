@@ -33,6 +33,10 @@ pub enum Error {
     /// `run` was called while this worker (or a clone of it) is already running, or after
     /// it was shut down.
     AlreadyRunning,
+    /// The queue handle's background submitter task has ended: the tokio runtime that
+    /// called [`RedisQueue::connect`](crate::RedisQueue::connect) was shut down. Connect
+    /// again from the runtime you submit from.
+    Closed,
 }
 
 impl Error {
@@ -69,6 +73,10 @@ impl fmt::Display for Error {
             Error::JobFailed(m) => write!(f, "job failed: {m}"),
             Error::ResultTimeout => write!(f, "timed out waiting for the job's result"),
             Error::AlreadyRunning => write!(f, "worker is already running or was shut down"),
+            Error::Closed => write!(
+                f,
+                "the queue's submitter task has ended (the runtime that connected it shut down)"
+            ),
         }
     }
 }
@@ -85,6 +93,7 @@ impl fmt::Debug for Error {
             Error::JobFailed(m) => f.debug_tuple("JobFailed").field(m).finish(),
             Error::ResultTimeout => f.write_str("ResultTimeout"),
             Error::AlreadyRunning => f.write_str("AlreadyRunning"),
+            Error::Closed => f.write_str("Closed"),
         }
     }
 }

@@ -255,8 +255,9 @@ impl RedisQueue {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidName`], [`Error::Encode`], or [`Error::Redis`] if the server
-    /// cannot be reached (not retried here: the job may or may not have been added when
+    /// [`Error::InvalidName`], [`Error::Encode`], [`Error::Closed`] if the runtime that
+    /// connected this queue has shut down, or [`Error::Redis`] if the server cannot be
+    /// reached (not retried here: the job may or may not have been added when
     /// the reply was lost).
     ///
     /// # Cancel safety
@@ -332,15 +333,9 @@ impl RedisQueue {
                 reply,
             };
             if self.submitter.send(request).is_err() {
-                return Err(Error::Config(
-                    "the queue's submitter task has ended (its runtime shut down?)".into(),
-                ));
+                return Err(Error::Closed);
             }
-            let id = answer.await.map_err(|_| {
-                Error::Config(
-                    "the queue's submitter task has ended (its runtime shut down?)".into(),
-                )
-            })??;
+            let id = answer.await.map_err(|_| Error::Closed)??;
             match id {
                 Some(id) => return Ok(id),
                 None if !wait => {

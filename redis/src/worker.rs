@@ -302,7 +302,8 @@ impl Worker {
 
     /// Stops the worker gracefully and waits until `run` has returned: no more reads,
     /// running jobs finish and are acknowledged, nothing stays pending under this
-    /// consumer, which then leaves the group. Waits as long as the handlers take; see
+    /// consumer, which then leaves the group. Waits as long as the handlers take (and, for
+    /// their acknowledgements, as long as Redis is unreachable); see
     /// [`shutdown_timeout`](Self::shutdown_timeout) for a deadline. Returns at once if
     /// the worker never ran.
     ///

@@ -852,3 +852,40 @@ fn public_types_are_send_sync() {
     check::<nb_aiopool_redis::DeadLetter>();
     check::<nb_aiopool_redis::WorkerBuilder>();
 }
+
+/// The stream and group vanish under a running worker (a Redis restart without
+/// persistence, or a purge): the worker recreates them and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_recreates_a_vanished_group() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "gone").await.unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let d2 = done.clone();
+    let worker = Worker::builder(&server.url(), "gone")
+        .block(Duration::from_millis(50))
+        .task("t", move |_j: Job| {
+            let d = d2.clone();
+            async move {
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    eventually(10, "first job", || done.load(Ordering::SeqCst) == 1).await;
+    let _: () = redis::cmd("FLUSHALL").query(&mut server.conn()).unwrap();
+    // Submitting recreates the stream without the group; the worker's next read fails
+    // with NOGROUP and recreates the group from id 0, so this job is not skipped.
+    queue.submit("t", &Job { n: 2 }).await.unwrap();
+    eventually(10, "job after the flush", || {
+        done.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    worker.shutdown().await;
+    run.await.unwrap();
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight), (0, 0));
+}
