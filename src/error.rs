@@ -76,10 +76,6 @@ impl<F> SubmitError<F> {
         }
     }
 
-    pub(crate) fn from_push(err: crate::engine::PushError<F>) -> Self {
-        SubmitError::new(err.kind(), err.into_inner())
-    }
-
     /// Why the task was rejected.
     pub fn kind(&self) -> SubmitErrorKind {
         self.kind
@@ -162,25 +158,22 @@ enum TryKind {
 }
 
 impl<F> TrySubmitError<F> {
-    pub(crate) fn from_admit(err: crate::engine::AdmitError, task: F) -> Self {
-        let kind = match err {
-            crate::engine::AdmitError::Full => TryKind::Full,
-            crate::engine::AdmitError::Closed => TryKind::Closed,
-        };
+    pub(crate) fn full(task: F) -> Self {
         TrySubmitError {
-            kind,
+            kind: TryKind::Full,
             task: Rejected::new(task),
         }
     }
 
-    pub(crate) fn from_push(err: crate::engine::PushError<F>) -> Self {
-        let kind = match err.kind() {
+    /// A submit refused for `kind` (`Closed` or `NoRuntime`).
+    pub(crate) fn refused(kind: SubmitErrorKind, task: F) -> Self {
+        let kind = match kind {
             SubmitErrorKind::NoRuntime => TryKind::NoRuntime,
             _ => TryKind::Closed,
         };
         TrySubmitError {
             kind,
-            task: Rejected::new(err.into_inner()),
+            task: Rejected::new(task),
         }
     }
 

@@ -4,9 +4,12 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use super::future_pool::{future_pool_api, FuturePool};
+use super::core::{Core, FutureJob};
 use super::registry::{self, PoolKind};
 use crate::engine::Config;
+use crate::error::{RunError, SubmitError, TaskError, TrySubmitError};
+use crate::stats::PoolStats;
+use crate::task::TaskHandle;
 
 /// A pool with no queue: `submit(fut).await` waits until one of `max_concurrency` slots is
 /// free, then starts the future at once.
@@ -60,7 +63,7 @@ pub struct NoQueueAioPool {
 }
 
 struct Inner {
-    pool: FuturePool,
+    pool: Core<FutureJob>,
 }
 
 impl Drop for Inner {
@@ -69,15 +72,269 @@ impl Drop for Inner {
     }
 }
 
-future_pool_api!(
-    NoQueueAioPool,
-    "NoQueueAioPool::new(4)",
-    "NoQueueAioPool::new(1)"
-);
-
 impl NoQueueAioPool {
-    fn pool(&self) -> &FuturePool {
+    fn pool(&self) -> &Core<FutureJob> {
         &self.inner.pool
+    }
+
+    /// Submits a future, waiting while the pool is full, and returns a handle to its
+    /// result.
+    ///
+    /// The future starts when a slot is free, in submission order. Dropping the returned
+    /// handle detaches the job; it still runs.
+    ///
+    /// # Errors
+    ///
+    /// Gives the future back, unpolled, in a [`SubmitError`](SubmitError) if the pool is shut down, or
+    /// if this is called from a job of this same pool while the pool is full (waiting would
+    /// deadlock).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the returned future is dropped while waiting for room, nothing is
+    /// queued and the submitted future is dropped with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::NoQueueAioPool;
+    ///
+    /// let pool = NoQueueAioPool::new(4);
+    /// let handle = pool.submit(async { "hello" }).await.unwrap();
+    /// assert_eq!(handle.await.unwrap(), "hello");
+    /// # }
+    /// ```
+    pub async fn submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pool().submit(fut).await
+    }
+
+    /// Submits a future if there is room now, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// Gives the future back in a [`TrySubmitError`](TrySubmitError) if the pool is full or shut down.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the pool has never been used inside a tokio runtime and none is current.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::NoQueueAioPool;
+    ///
+    /// let pool = NoQueueAioPool::new(1);
+    /// let _busy = pool.try_submit(std::future::pending::<()>()).unwrap();
+    /// let err = pool.try_submit(async {}).unwrap_err();
+    /// assert!(err.is_full());
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn try_submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, TrySubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pool().try_submit(fut)
+    }
+
+    /// Submits a future from a thread that is not async, blocking it while the pool is
+    /// full.
+    ///
+    /// # Errors
+    ///
+    /// Gives the future back in a [`SubmitError`](SubmitError) if the pool is shut down.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called from a thread with a tokio runtime context (an async task,
+    /// `block_on` or `spawn_blocking`), where blocking can deadlock; use
+    /// [`submit`](Self::submit) there. Panics if the pool has never been used inside a
+    /// runtime (it needs one to run on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nb_aiopool::NoQueueAioPool;
+    ///
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// let pool = NoQueueAioPool::new(4);
+    /// rt.block_on(pool.run(async {})).unwrap(); // starts the pool on `rt`
+    ///
+    /// let producer = {
+    ///     let pool = pool.clone();
+    ///     std::thread::spawn(move || {
+    ///         let handles: Vec<_> = (0..100)
+    ///             .map(|i| pool.blocking_submit(async move { i }).unwrap())
+    ///             .collect();
+    ///         handles.into_iter().map(|h| h.blocking_wait().unwrap()).sum::<i32>()
+    ///     })
+    /// };
+    /// assert_eq!(producer.join().unwrap(), 4950);
+    /// ```
+    #[track_caller]
+    pub fn blocking_submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pool().blocking_submit(fut)
+    }
+
+    /// Submits a future and waits for its result: `submit(fut).await?.await`.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Rejected`](RunError::Rejected) if the pool refused the future (it is inside),
+    /// [`RunError::Failed`](RunError::Failed) if the job panicked or was cancelled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while it waits for room queues nothing; dropping it after the
+    /// job was queued detaches the job, which still runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::NoQueueAioPool;
+    ///
+    /// let pool = NoQueueAioPool::new(4);
+    /// assert_eq!(pool.run(async { 1 + 1 }).await.unwrap(), 2);
+    /// # }
+    /// ```
+    pub async fn run<F>(&self, fut: F) -> Result<F::Output, RunError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pool().run(fut).await
+    }
+
+    /// Submits every future of `futs` in order, with the same backpressure as
+    /// [`submit`](Self::submit), and returns their handles in input order.
+    ///
+    /// # Errors
+    ///
+    /// Stops at the first rejected future and gives it back; the ones before it stay
+    /// submitted (their handles are dropped, so they run detached) and the rest of the
+    /// iterator is dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future part-way leaves the futures already submitted
+    /// running, detached, and drops the others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::NoQueueAioPool;
+    ///
+    /// let pool = NoQueueAioPool::new(4);
+    /// let handles = pool.batch_submit((0..5).map(|i| async move { i })).await.unwrap();
+    /// assert_eq!(handles.len(), 5);
+    /// # }
+    /// ```
+    pub async fn batch_submit<I>(
+        &self,
+        futs: I,
+    ) -> Result<Vec<TaskHandle<<I::Item as Future>::Output>>, SubmitError<I::Item>>
+    where
+        I: IntoIterator,
+        I::Item: Future + Send + 'static,
+        <I::Item as Future>::Output: Send + 'static,
+    {
+        self.pool().batch_submit(futs).await
+    }
+
+    /// Submits every future of `futs` (as [`batch_submit`](Self::batch_submit)) and waits
+    /// for all of them; results come back in input order.
+    ///
+    /// # Errors
+    ///
+    /// As [`batch_submit`](Self::batch_submit) if a future is rejected; otherwise each
+    /// job's own result or [`TaskError`](TaskError) is in the returned vector.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`batch_submit`](Self::batch_submit); jobs already submitted
+    /// keep running, detached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::NoQueueAioPool;
+    ///
+    /// let pool = NoQueueAioPool::new(4);
+    /// let results = pool.batch_run((0..5).map(|i| async move { i * 10 })).await.unwrap();
+    /// let values: Vec<i32> = results.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(values, [0, 10, 20, 30, 40]);
+    /// # }
+    /// ```
+    pub async fn batch_run<I>(
+        &self,
+        futs: I,
+    ) -> Result<Vec<Result<<I::Item as Future>::Output, TaskError>>, SubmitError<I::Item>>
+    where
+        I: IntoIterator,
+        I::Item: Future + Send + 'static,
+        <I::Item as Future>::Output: Send + 'static,
+    {
+        self.pool().batch_run(futs).await
+    }
+
+    /// A snapshot of the pool's counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::NoQueueAioPool::new(4);
+    /// assert_eq!(pool.stats().submitted, 0);
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        self.pool().engine.stats()
+    }
+
+    /// Returns `true` once the pool is shut down (it accepts no more jobs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::NoQueueAioPool::new(4);
+    /// assert!(!pool.is_closed());
+    /// pool.shutdown().await;
+    /// assert!(pool.is_closed());
+    /// # }
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.pool().engine.is_closed()
+    }
+
+    /// The most jobs that run at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::NoQueueAioPool::new(4);
+    /// assert_eq!(pool.max_concurrency(), 4);
+    /// ```
+    pub fn max_concurrency(&self) -> usize {
+        self.pool().engine.max_concurrency()
     }
 
     /// Creates a pool running at most `max_concurrency` jobs at once.
@@ -105,7 +362,7 @@ impl NoQueueAioPool {
             max_queue_size: 0,
             elastic: None,
         };
-        let pool = FuturePool::new(config, Some(registry::drop_hook(kind, max_concurrency)));
+        let pool = Core::new(config, Some(registry::drop_hook(kind, max_concurrency)));
         registry::register_future_pool(kind, &pool.engine);
         NoQueueAioPool {
             inner: Arc::new(Inner { pool }),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures_util::future::join_all;
 
-use super::future_pool::FutureJob;
+use super::core::FutureJob;
 use crate::engine::{DropHook, Engine, Figures};
 
 /// Which future pool an engine serves.

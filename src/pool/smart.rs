@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 
-use super::future_pool::{join_in_order, submit_in_order};
-use crate::engine::{Config, ElasticConfig, Engine, Job, PushError};
+use super::core::{Core, Submit};
+use crate::engine::{Config, ElasticConfig, Job};
 use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, TaskHandle, Woken};
@@ -94,7 +94,7 @@ pub struct SmartAioPool {
 }
 
 pub(crate) struct Inner {
-    engine: Arc<Engine<SmartJob>>,
+    core: Core<SmartJob>,
     auto_shutdown: bool,
 }
 
@@ -194,9 +194,8 @@ impl SmartAioPoolBuilder {
                 idle_timeout: self.idle_timeout,
             }),
         };
-        let engine = Arc::new(Engine::new(config, None));
         let inner = Arc::new(Inner {
-            engine,
+            core: Core::new(config, None),
             auto_shutdown: self.auto_shutdown,
         });
         smart_pools().push(Arc::clone(&inner));
@@ -237,23 +236,6 @@ impl SmartAioPool {
         SmartAioPoolBuilder::default()
     }
 
-    fn push<R, Fut>(&self, recipe: R) -> Result<TaskHandle<Fut::Output>, PushError<R>>
-    where
-        R: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        let shared = Arc::new(Shared::new(self.inner.engine.id()));
-        let handle = TaskHandle::new(shared.clone());
-        // Built only once the pool has accepted the task, so a rejected recipe comes back.
-        self.inner.engine.push(recipe, |recipe, job| -> SmartJob {
-            // Relaxed: read back only by handle polls that follow this push.
-            shared.job.store(job, std::sync::atomic::Ordering::Relaxed);
-            Arc::new(SmartTask { recipe, shared })
-        })?;
-        Ok(handle)
-    }
-
     /// Submits a recipe, waiting while the pool is full, and returns a handle to its
     /// result.
     ///
@@ -290,10 +272,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        match self.inner.engine.admit_submit().await {
-            Ok(()) => self.push(recipe).map_err(SubmitError::from_push),
-            Err(kind) => Err(SubmitError::new(kind, recipe)),
-        }
+        self.inner.core.submit(recipe).await
     }
 
     /// Submits a recipe if there is room now, without waiting.
@@ -329,10 +308,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        match self.inner.engine.try_admit() {
-            Ok(()) => self.push(recipe).map_err(TrySubmitError::from_push),
-            Err(err) => Err(TrySubmitError::from_admit(err, recipe)),
-        }
+        self.inner.core.try_submit(recipe)
     }
 
     /// Submits a recipe from a thread that is not async, blocking it while the pool is
@@ -369,10 +345,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        match self.inner.engine.admit_blocking() {
-            Ok(()) => self.push(recipe).map_err(SubmitError::from_push),
-            Err(kind) => Err(SubmitError::new(kind, recipe)),
-        }
+        self.inner.core.blocking_submit(recipe)
     }
 
     /// Submits a recipe and waits for its result.
@@ -402,7 +375,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        Ok(self.submit(recipe).await?.await?)
+        self.inner.core.run(recipe).await
     }
 
     /// Submits every recipe of `recipes` in order, with the same backpressure as
@@ -438,7 +411,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        submit_in_order(recipes, |recipe| self.submit(recipe)).await
+        self.inner.core.batch_submit(recipes).await
     }
 
     /// Submits every recipe (as [`batch_submit`](Self::batch_submit)) and waits for all;
@@ -473,7 +446,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        Ok(join_in_order(self.batch_submit(recipes).await?).await)
+        self.inner.core.batch_run(recipes).await
     }
 
     /// Stops intake and waits until every queued and running task has finished; the pool
@@ -495,7 +468,7 @@ impl SmartAioPool {
     /// # }
     /// ```
     pub async fn shutdown(&self) {
-        self.inner.engine.shutdown().await;
+        self.inner.core.engine.shutdown().await;
         self.forget();
     }
 
@@ -520,7 +493,7 @@ impl SmartAioPool {
     /// # }
     /// ```
     pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
-        let report = self.inner.engine.shutdown_timeout(timeout).await;
+        let report = self.inner.core.engine.shutdown_timeout(timeout).await;
         self.forget();
         report
     }
@@ -548,7 +521,7 @@ impl SmartAioPool {
     /// # }
     /// ```
     pub fn wait_for_all(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.inner.engine.wait_all()
+        self.inner.core.engine.wait_all()
     }
 
     /// Cancels every task queued or running now: queued ones are dropped, running ones at
@@ -573,8 +546,8 @@ impl SmartAioPool {
     /// # }
     /// ```
     pub async fn cancel_all(&self) {
-        self.inner.engine.cancel_all(CancelReason::CancelAll);
-        self.inner.engine.wait_all().await
+        self.inner.core.engine.cancel_all(CancelReason::CancelAll);
+        self.inner.core.engine.wait_all().await
     }
 
     /// Tasks submitted and not yet finished (queued + running).
@@ -596,7 +569,7 @@ impl SmartAioPool {
     /// assert_eq!(nb_aiopool::SmartAioPool::new(4).worker_count(), 1);
     /// ```
     pub fn worker_count(&self) -> usize {
-        self.inner.engine.workers().0
+        self.inner.core.engine.workers().0
     }
 
     /// Workers running a task.
@@ -607,7 +580,7 @@ impl SmartAioPool {
     /// assert_eq!(nb_aiopool::SmartAioPool::new(4).busy_worker_count(), 0);
     /// ```
     pub fn busy_worker_count(&self) -> usize {
-        self.inner.engine.workers().1
+        self.inner.core.engine.workers().1
     }
 
     /// Workers waiting for a task.
@@ -618,7 +591,7 @@ impl SmartAioPool {
     /// assert_eq!(nb_aiopool::SmartAioPool::new(4).idle_worker_count(), 1);
     /// ```
     pub fn idle_worker_count(&self) -> usize {
-        let (workers, busy) = self.inner.engine.workers();
+        let (workers, busy) = self.inner.core.engine.workers();
         workers - busy
     }
 
@@ -630,7 +603,7 @@ impl SmartAioPool {
     /// assert_eq!(nb_aiopool::SmartAioPool::new(4).stats().submitted, 0);
     /// ```
     pub fn stats(&self) -> PoolStats {
-        self.inner.engine.stats()
+        self.inner.core.engine.stats()
     }
 
     /// The most tasks that run at once.
@@ -641,7 +614,7 @@ impl SmartAioPool {
     /// assert_eq!(nb_aiopool::SmartAioPool::new(4).max_concurrency(), 4);
     /// ```
     pub fn max_concurrency(&self) -> usize {
-        self.inner.engine.max_concurrency()
+        self.inner.core.engine.max_concurrency()
     }
 }
 
@@ -678,7 +651,9 @@ trait SmartTaskDyn: Send + Sync + 'static {
     fn cancel(&self, reason: CancelReason);
 }
 
-type SmartJob = Arc<dyn SmartTaskDyn>;
+/// A queued recipe task (a named type rather than an alias of the trait object, which
+/// keeps the submit futures `Send` for the compiler).
+pub(crate) struct SmartJob(Arc<dyn SmartTaskDyn>);
 
 impl<R, T> HasShared<T> for Arc<SmartTask<R, T>>
 where
@@ -723,19 +698,35 @@ where
     }
 }
 
+impl<R, Fut> Submit<SmartJob> for R
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Output = Fut::Output;
+
+    fn into_job(self, shared: Arc<Shared<Fut::Output>>) -> SmartJob {
+        SmartJob(Arc::new(SmartTask {
+            recipe: self,
+            shared,
+        }))
+    }
+}
+
 impl Job for SmartJob {
     const RERUN: bool = true;
 
     fn keep(&self) -> Option<Self> {
-        Some(Arc::clone(self))
+        Some(SmartJob(Arc::clone(&self.0)))
     }
 
     fn start(self) -> BoxRun {
-        self.run()
+        self.0.run()
     }
 
     fn cancel(self, reason: CancelReason) {
-        SmartTaskDyn::cancel(&*self, reason)
+        self.0.cancel(reason)
     }
 }
 
@@ -795,8 +786,11 @@ fn auto_pools() -> Vec<Arc<Inner>> {
 async fn wait_auto_pools() {
     loop {
         let pools = auto_pools();
-        join_all(pools.iter().map(|p| p.engine.wait_all())).await;
-        if pools.iter().all(|p| p.engine.stats().unfinished() == 0) {
+        join_all(pools.iter().map(|p| p.core.engine.wait_all())).await;
+        if pools
+            .iter()
+            .all(|p| p.core.engine.stats().unfinished() == 0)
+        {
             return;
         }
     }
@@ -890,7 +884,7 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 /// ```
 pub async fn shutdown_all_smart_aiopools() {
     let pools: Vec<_> = smart_pools().iter().cloned().collect();
-    join_all(pools.iter().map(|p| p.engine.shutdown())).await;
+    join_all(pools.iter().map(|p| p.core.engine.shutdown())).await;
     smart_pools().retain(|p| !pools.iter().any(|q| Arc::ptr_eq(p, q)));
 }
 
@@ -900,7 +894,7 @@ pub async fn shutdown_all_smart_aiopools() {
 pub(crate) fn finish_at_exit() {
     let pools: Vec<_> = auto_pools()
         .into_iter()
-        .filter(|p| p.engine.stats().unfinished() > 0)
+        .filter(|p| p.core.engine.stats().unfinished() > 0)
         .collect();
     if pools.is_empty() {
         return;
@@ -915,7 +909,7 @@ pub(crate) fn finish_at_exit() {
             rt.block_on(async {
                 let handle = tokio::runtime::Handle::current();
                 for p in &pools {
-                    p.engine.take_over(handle.clone());
+                    p.core.engine.take_over(handle.clone());
                 }
                 wait_auto_pools().await;
             });

@@ -1,0 +1,158 @@
+//! The private core every pool forwards to: the submit paths, generic over what a pool
+//! takes (a future, or a recipe) through [`Submit`], and the batch helpers.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::engine::{AdmitError, Config, DropHook, Engine, Job, PushError};
+use crate::error::{
+    CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError,
+};
+use crate::task::{BoxRun, Run, Shared, TaskHandle};
+
+/// What a pool accepts, and how it becomes that pool's job.
+pub(crate) trait Submit<J>: Sized + Send + 'static {
+    /// The task's result.
+    type Output: Send + 'static;
+
+    /// Builds the job once the pool has accepted it (so a rejected item comes back
+    /// untouched).
+    fn into_job(self, shared: Arc<Shared<Self::Output>>) -> J;
+}
+
+/// A future job: its run, boxed once at submit.
+pub(crate) struct FutureJob(BoxRun);
+
+impl Job for FutureJob {
+    const RERUN: bool = false;
+
+    fn keep(&self) -> Option<Self> {
+        None
+    }
+
+    fn start(self) -> BoxRun {
+        self.0
+    }
+
+    fn cancel(mut self, reason: CancelReason) {
+        self.0.as_mut().cancel(reason);
+        self.0.as_mut().publish_locked().fire();
+    }
+}
+
+impl<F> Submit<FutureJob> for F
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn into_job(self, shared: Arc<Shared<F::Output>>) -> FutureJob {
+        FutureJob(Box::pin(Run::new(self, shared)))
+    }
+}
+
+/// A pool's engine and its submit paths.
+pub(crate) struct Core<J: Job> {
+    pub(crate) engine: Arc<Engine<J>>,
+}
+
+impl<J: Job> Core<J> {
+    #[track_caller]
+    pub(crate) fn new(config: Config, on_drop: Option<DropHook>) -> Self {
+        Core {
+            engine: Arc::new(Engine::new(config, on_drop)),
+        }
+    }
+
+    /// Pushes an admitted item; gives it back if the pool closed meanwhile or no runtime
+    /// can run it.
+    fn push<S: Submit<J>>(&self, item: S) -> Result<TaskHandle<S::Output>, PushError<S>> {
+        let shared = Arc::new(Shared::new(self.engine.id()));
+        let handle = TaskHandle::new(shared.clone());
+        self.engine.push(item, |item, id| {
+            // Relaxed: read back only through the handle this submit returns.
+            shared.job.store(id, Ordering::Relaxed);
+            item.into_job(shared)
+        })?;
+        Ok(handle)
+    }
+
+    pub(crate) async fn submit<S: Submit<J>>(
+        &self,
+        item: S,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        match self.engine.admit_submit().await {
+            Ok(()) => self
+                .push(item)
+                .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
+            Err(kind) => Err(SubmitError::new(kind, item)),
+        }
+    }
+
+    pub(crate) fn try_submit<S: Submit<J>>(
+        &self,
+        item: S,
+    ) -> Result<TaskHandle<S::Output>, TrySubmitError<S>> {
+        match self.engine.try_admit() {
+            Ok(()) => self
+                .push(item)
+                .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
+            Err(AdmitError::Full) => Err(TrySubmitError::full(item)),
+            Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, item)),
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn blocking_submit<S: Submit<J>>(
+        &self,
+        item: S,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        match self.engine.admit_blocking() {
+            Ok(()) => self
+                .push(item)
+                .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
+            Err(kind) => Err(SubmitError::new(kind, item)),
+        }
+    }
+
+    pub(crate) async fn run<S: Submit<J>>(&self, item: S) -> Result<S::Output, RunError<S>> {
+        Ok(self.submit(item).await?.await?)
+    }
+
+    /// Submits items one after the other, stopping at the first rejection.
+    pub(crate) async fn batch_submit<I>(
+        &self,
+        items: I,
+    ) -> Result<Vec<TaskHandle<<I::Item as Submit<J>>::Output>>, SubmitError<I::Item>>
+    where
+        I: IntoIterator,
+        I::Item: Submit<J>,
+    {
+        let items = items.into_iter();
+        let mut handles = Vec::with_capacity(items.size_hint().0);
+        for item in items {
+            handles.push(self.submit(item).await?);
+        }
+        Ok(handles)
+    }
+
+    /// Submits every item, then awaits the handles in order.
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn batch_run<I>(
+        &self,
+        items: I,
+    ) -> Result<Vec<Result<<I::Item as Submit<J>>::Output, TaskError>>, SubmitError<I::Item>>
+    where
+        I: IntoIterator,
+        I::Item: Submit<J>,
+    {
+        let handles = self.batch_submit(items).await?;
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(h.await);
+        }
+        Ok(out)
+    }
+}
