@@ -75,9 +75,9 @@
 //!
 //! # Feature flags
 //!
-//! - `monitor`: a per-interval process CPU / resident-memory monitor (the seed's
-//!   `thread_show_process_cpu_usage` and `thread_show_process_memory_usage`).
-//!   It uses `sysinfo`, which needs Rust 1.95; the library without it needs 1.85.
+//! None yet: the default build depends on tokio, futures-util, pin-project-lite and slab
+//! only. The per-second CPU / memory monitor of the seed's demos lives in the demos crate
+//! (`demos/src/monitor.rs`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_code)]
@@ -89,9 +89,6 @@ mod blocking;
 mod engine;
 mod error;
 mod exit;
-#[cfg(feature = "monitor")]
-#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
-pub mod monitor;
 mod pool;
 mod stats;
 mod sys;

@@ -6,4 +6,5 @@
 pub mod child;
 pub mod live;
 pub mod memory;
+pub mod monitor;
 pub mod report;

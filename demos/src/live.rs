@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use nb_aiopool::monitor::{MonitorError, ProcessMonitor, ProcessSample};
+use crate::monitor::{MonitorError, ProcessMonitor, ProcessSample};
 
 /// How often the bar's position is refreshed from the counter.
 const BAR_REFRESH: Duration = Duration::from_millis(100);

@@ -1,5 +1,5 @@
 //! A process monitor: this process's resident memory and CPU use, reported every interval
-//! from a plain thread (feature `monitor`).
+//! from a plain thread. It lives in the demos crate, not in the library.
 //!
 //! This is the Rust form of the seed's `thread_show_process_cpu_usage(1)` and
 //! `thread_show_process_memory_usage(1)`: start a [`ProcessMonitor`] at the top of `main`
@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use nb_aiopool::monitor::ProcessMonitor;
+//! use nb_aiopool_demos::monitor::ProcessMonitor;
 //!
 //! // Prints one line per second to stderr, like the seed's helpers.
 //! let monitor = ProcessMonitor::start_printing(Duration::from_secs(1)).unwrap();
@@ -54,7 +54,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 ///
 /// ```
 /// use std::time::Duration;
-/// use nb_aiopool::monitor::ProcessMonitor;
+/// use nb_aiopool_demos::monitor::ProcessMonitor;
 ///
 /// let monitor = ProcessMonitor::start(Duration::from_secs(1), |_| {}).unwrap();
 /// let sample = monitor.sample_now().unwrap();
@@ -88,7 +88,7 @@ impl ProcessSample {
     /// # Examples
     ///
     /// ```
-    /// let monitor = nb_aiopool::monitor::ProcessMonitor::start_printing(
+    /// let monitor = nb_aiopool_demos::monitor::ProcessMonitor::start_printing(
     ///     std::time::Duration::from_secs(60),
     /// ).unwrap();
     /// let s = monitor.sample_now().unwrap();
@@ -103,7 +103,7 @@ impl ProcessSample {
     /// # Examples
     ///
     /// ```
-    /// let monitor = nb_aiopool::monitor::ProcessMonitor::start_printing(
+    /// let monitor = nb_aiopool_demos::monitor::ProcessMonitor::start_printing(
     ///     std::time::Duration::from_secs(60),
     /// ).unwrap();
     /// let s = monitor.sample_now().unwrap();
@@ -134,7 +134,7 @@ impl fmt::Display for ProcessSample {
 ///
 /// ```
 /// use std::time::Duration;
-/// use nb_aiopool::monitor::{MonitorError, ProcessMonitor};
+/// use nb_aiopool_demos::monitor::{MonitorError, ProcessMonitor};
 ///
 /// match ProcessMonitor::start(Duration::from_secs(1), |_| {}) {
 ///     Ok(monitor) => drop(monitor),
@@ -204,7 +204,7 @@ impl Error for MonitorError {
 /// ```
 /// use std::sync::mpsc;
 /// use std::time::Duration;
-/// use nb_aiopool::monitor::ProcessMonitor;
+/// use nb_aiopool_demos::monitor::ProcessMonitor;
 ///
 /// let (tx, rx) = mpsc::channel();
 /// let monitor = ProcessMonitor::start(Duration::from_millis(10), move |sample| {
@@ -374,7 +374,7 @@ impl ProcessMonitor {
     /// use std::sync::atomic::{AtomicU64, Ordering};
     /// use std::sync::Arc;
     /// use std::time::Duration;
-    /// use nb_aiopool::monitor::ProcessMonitor;
+    /// use nb_aiopool_demos::monitor::ProcessMonitor;
     ///
     /// let highest = Arc::new(AtomicU64::new(0));
     /// let seen = highest.clone();
@@ -431,7 +431,7 @@ impl ProcessMonitor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use nb_aiopool::monitor::ProcessMonitor;
+    /// use nb_aiopool_demos::monitor::ProcessMonitor;
     ///
     /// // [monitor] rss 43.1 MiB (peak 44.0 MiB) | cpu 12.3% | cpu time 0.42 s | at 1.0 s
     /// let _monitor = ProcessMonitor::start_printing(Duration::from_secs(1)).unwrap();
@@ -453,7 +453,7 @@ impl ProcessMonitor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use nb_aiopool::monitor::ProcessMonitor;
+    /// use nb_aiopool_demos::monitor::ProcessMonitor;
     ///
     /// let monitor = ProcessMonitor::start(Duration::from_secs(60), |_| {}).unwrap();
     /// let before = monitor.sample_now().unwrap();
@@ -472,7 +472,7 @@ impl ProcessMonitor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use nb_aiopool::monitor::ProcessMonitor;
+    /// use nb_aiopool_demos::monitor::ProcessMonitor;
     ///
     /// let monitor = ProcessMonitor::start(Duration::from_secs(60), |_| {}).unwrap();
     /// assert!(monitor.latest().is_none());
@@ -491,7 +491,7 @@ impl ProcessMonitor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use nb_aiopool::monitor::ProcessMonitor;
+    /// use nb_aiopool_demos::monitor::ProcessMonitor;
     ///
     /// let monitor = ProcessMonitor::start(Duration::from_secs(1), |_| {}).unwrap();
     /// let big = vec![1u8; 32 << 20]; // touch 32 MiB
@@ -509,7 +509,7 @@ impl ProcessMonitor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use nb_aiopool::monitor::ProcessMonitor;
+    /// use nb_aiopool_demos::monitor::ProcessMonitor;
     ///
     /// let monitor = ProcessMonitor::start(Duration::from_secs(2), |_| {}).unwrap();
     /// assert_eq!(monitor.interval(), Duration::from_secs(2));
@@ -528,7 +528,7 @@ impl ProcessMonitor {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use nb_aiopool::monitor::ProcessMonitor;
+    /// use nb_aiopool_demos::monitor::ProcessMonitor;
     ///
     /// let monitor = ProcessMonitor::start(Duration::from_millis(50), |_| {}).unwrap();
     /// let last = monitor.stop().unwrap();
