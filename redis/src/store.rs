@@ -160,7 +160,7 @@ pub(crate) const FINISH_ARITY: usize = 8;
 /// KEYS: stream, delayed, dead, completed. ARGV: group, result prefix, then records of
 /// [`FINISH_ARITY`] fields: kind, entry id, job id, task, payload, attempt, result ttl,
 /// extra. Kinds: `A` ack (extra = result json, stored if the ttl is not 0), `R` retry
-/// (extra = delay ms), `D` dead (extra = reason).
+/// (extra = delay ms), `D` dead (extra = reason), `X` clear (an entry deleted under us).
 ///
 /// Every record XACKs and XDELs its entry. The side effect of R and D runs only if the
 /// XACK removed a pending entry, which makes a re-sent batch (after a lost reply)

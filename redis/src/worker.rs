@@ -17,7 +17,6 @@ use redis::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::is_transient;
@@ -268,7 +267,8 @@ impl Worker {
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyRunning`] if this worker is running or has run already.
+    /// [`Error::AlreadyRunning`] if this worker is running, has run already, or was shut
+    /// down before it ran.
     ///
     /// # Cancel safety
     ///
@@ -289,9 +289,14 @@ impl Worker {
             inner: inner.clone(),
             tasks: Vec::new(),
         };
-        guard.tasks.push(tokio::spawn(acker(inner.clone(), rx)));
-        guard.tasks.push(tokio::spawn(lease_keeper(inner.clone())));
+        guard
+            .tasks
+            .push(tokio::spawn(acker(inner.clone(), rx)).abort_handle());
+        guard
+            .tasks
+            .push(tokio::spawn(lease_keeper(inner.clone())).abort_handle());
         let maintenance = tokio::spawn(maintenance(inner.clone()));
+        guard.tasks.push(maintenance.abort_handle());
         read_loop(inner, &tx).await;
         let _ = maintenance.await;
         let report = drain(inner, &tx).await;
@@ -362,7 +367,7 @@ impl Worker {
 /// Ends the background tasks and publishes the report when `run` returns or is dropped.
 struct RunGuard {
     inner: Arc<Inner>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for RunGuard {
@@ -451,8 +456,8 @@ impl Inner {
             }));
         };
         if entry.fields.is_empty() {
-            // Deleted under us: only clear the pending entry.
-            let f = ["A", &entry.id, "", "", "", "0", "0", "null"].map(str::to_owned);
+            // Deleted under us: only clear the pending entry ("X": no other effect).
+            let f = ["X", &entry.id, "", "", "", "0", "0", ""].map(str::to_owned);
             send(f, slot);
             return;
         }

@@ -889,3 +889,67 @@ async fn worker_recreates_a_vanished_group() {
     let s = queue.stats().await.unwrap();
     assert_eq!((s.waiting, s.in_flight), (0, 0));
 }
+
+/// Consumers of workers that died, with nothing pending, are removed from the group after
+/// 10 leases; live ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janitor_removes_idle_empty_consumers() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "jan").await.unwrap();
+    let mut c = server.conn();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(stream_key("jan"))
+        .arg("workers")
+        .arg("ghost")
+        .query(&mut c)
+        .unwrap();
+    let consumers = |c: &mut redis::Connection| -> Vec<String> {
+        let v: Vec<redis::Value> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream_key("jan"))
+            .arg("workers")
+            .query(c)
+            .unwrap();
+        v.iter()
+            .filter_map(|e| match e {
+                redis::Value::Array(kv) => kv.chunks(2).find_map(|p| match p {
+                    [redis::Value::BulkString(k), redis::Value::BulkString(v)] if k == b"name" => {
+                        Some(String::from_utf8_lossy(v).into_owned())
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(consumers(&mut c), vec!["ghost".to_owned()]);
+    let worker = Worker::builder(&server.url(), "jan")
+        .lease(Duration::from_millis(50))
+        .block(Duration::from_millis(20))
+        .task("t", |_j: Job| async { Ok::<(), String>(()) })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    let me = worker.consumer_name().to_owned();
+    let start = Instant::now();
+    loop {
+        let names = consumers(&mut c);
+        if names == vec![me.clone()] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "consumers: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await;
+    run.await.unwrap();
+    assert!(
+        consumers(&mut c).is_empty(),
+        "the stopped worker left the group"
+    );
+}

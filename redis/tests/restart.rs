@@ -81,6 +81,12 @@ async fn redis_restart_mid_run_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let restarted_at = Instant::now();
     server.restart();
+    let at_restart = done.lock().unwrap().len();
+    eventually(30, "first completion after the restart", || {
+        done.lock().unwrap().len() > at_restart
+    })
+    .await;
+    let resumed = restarted_at.elapsed();
     within(60, "producer", producer).await.unwrap();
     let start = Instant::now();
     loop {
@@ -102,7 +108,8 @@ async fn redis_restart_mid_run_loses_nothing() {
     let ws = worker.stats();
     assert!(ws.errors > 0, "the worker must have seen the outage");
     println!(
-        "restart: {before} of {JOBS} done before the kill; all done {:?} after the restart; \
+        "restart: {before} of {JOBS} done before the kill; resumed {resumed:?} and all done \
+         {:?} after the restart; \
          {} runs ({} duplicates); {} worker errors retried; {} submits retried",
         restarted_at.elapsed(),
         runs.load(Ordering::SeqCst),
