@@ -488,7 +488,7 @@ impl RedisQueue {
             .arg(count.max(1))
             .query_async(&mut conn)
             .await?;
-        Ok(store::parse_entries(&v)
+        Ok(store::parse_entries(v)
             .into_iter()
             .map(|e| {
                 let text = |f: &str| {

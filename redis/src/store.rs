@@ -358,35 +358,54 @@ pub(crate) fn array(v: &Value) -> &[Value] {
     }
 }
 
-/// Parses `[[id, [f, v, ...]], ...]`. Entries whose field list is missing (deleted) get
-/// no fields.
-pub(crate) fn parse_entries(v: &Value) -> Vec<RawEntry> {
-    array(v)
-        .iter()
+fn into_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        other => bytes(&other),
+    }
+}
+
+fn into_array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// Parses `[[id, [f, v, ...]], ...]`, taking the bytes out of the reply instead of copying
+/// them. Entries whose field list is missing (deleted) get no fields.
+pub(crate) fn parse_entries(v: Value) -> Vec<RawEntry> {
+    into_array(v)
+        .into_iter()
         .filter_map(|e| {
-            let parts = array(e);
-            let id = string(parts.first()?)?;
-            let flat = parts.get(1).map(array).unwrap_or(&[]);
-            let fields = flat
-                .chunks(2)
-                .filter_map(|kv| match kv {
-                    [k, v] => Some((bytes(k)?, bytes(v).unwrap_or_default())),
-                    _ => None,
-                })
-                .collect();
+            let mut parts = into_array(e).into_iter();
+            let id = String::from_utf8(into_bytes(parts.next()?)?).ok()?;
+            let mut flat = parts.next().map(into_array).unwrap_or_default().into_iter();
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                if let Some(k) = into_bytes(k) {
+                    fields.push((k, into_bytes(v).unwrap_or_default()));
+                }
+            }
             Some(RawEntry { id, fields })
         })
         .collect()
 }
 
 /// Parses an XREADGROUP reply for one stream (RESP2 array or RESP3 map form).
-pub(crate) fn parse_read_reply(v: &Value) -> Vec<RawEntry> {
+pub(crate) fn parse_read_reply(v: Value) -> Vec<RawEntry> {
     match v {
         Value::Nil => Vec::new(),
-        Value::Map(m) => m.iter().flat_map(|(_, e)| parse_entries(e)).collect(),
-        other => array(other)
-            .iter()
-            .flat_map(|s| array(s).get(1).map(parse_entries).unwrap_or_default())
+        Value::Map(m) => m.into_iter().flat_map(|(_, e)| parse_entries(e)).collect(),
+        other => into_array(other)
+            .into_iter()
+            .flat_map(|s| {
+                into_array(s)
+                    .into_iter()
+                    .nth(1)
+                    .map(parse_entries)
+                    .unwrap_or_default()
+            })
             .collect(),
     }
 }

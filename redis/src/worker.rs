@@ -683,7 +683,7 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
         match r {
             Ok(v) => {
                 pause = Duration::from_millis(50);
-                for entry in store::parse_read_reply(&v) {
+                for entry in store::parse_read_reply(v) {
                     let slot = match slots.pop() {
                         Some(s) => s,
                         // More entries than asked for (not expected): wait for a slot.
@@ -861,14 +861,19 @@ async fn reclaim(
             return;
         }
     };
-    let parts = store::array(&v);
+    let mut parts = match v {
+        Value::Array(a) => a.into_iter(),
+        _ => Vec::new().into_iter(),
+    };
     *cursor = parts
-        .first()
+        .next()
+        .as_ref()
         .and_then(store::string)
         .unwrap_or_else(|| "0-0".to_owned());
-    let entries = parts.get(1).map(store::parse_entries).unwrap_or_default();
+    let entries = parts.next().map(store::parse_entries).unwrap_or_default();
     let counts: Vec<u64> = parts
-        .get(2)
+        .next()
+        .as_ref()
         .map(store::array)
         .unwrap_or(&[])
         .iter()
