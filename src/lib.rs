@@ -91,6 +91,7 @@ mod error;
 mod exit;
 mod pool;
 mod stats;
+mod sync;
 mod sys;
 mod task;
 

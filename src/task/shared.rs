@@ -6,11 +6,10 @@
 //! `AtomicBool` plus an `AtomicWaker` for the job's own waker, so a job checks it with one
 //! load per poll.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use futures_util::task::AtomicWaker;
+use crate::sync::{AtomicBool, AtomicU64, AtomicWaker, Mutex, MutexGuard, Ordering};
 
 use super::context::Probe;
 use crate::error::{CancelReason, TaskError};
@@ -226,5 +225,130 @@ impl Woken {
         if let Some(probe) = self.probe {
             probe.stop_waiting();
         }
+    }
+}
+
+/// Loom models of this file's real code: run with
+/// `RUSTFLAGS="--cfg nb_aiopool_loom" cargo test --lib --release loom`.
+#[cfg(all(test, nb_aiopool_loom))]
+mod loom_tests {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+
+    use super::Shared;
+    use crate::error::{CancelReason, TaskError};
+
+    /// A waker that counts its wakes.
+    struct Flag(AtomicUsize);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn flag() -> (Arc<Flag>, Waker) {
+        let f = Arc::new(Flag(AtomicUsize::new(0)));
+        (f.clone(), Waker::from(f))
+    }
+
+    /// Completion and abort race for the outcome: exactly one wins, the handle gets that
+    /// one result, and a handle that waited is woken.
+    #[test]
+    fn completion_and_abort_race() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0));
+            let (woke, waker) = flag();
+            let mut cx = Context::from_waker(&waker);
+            let first = shared.poll_result(&mut cx);
+            let job = {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    if shared.claim() {
+                        let (woken, discarded) = shared.store(Ok(7));
+                        assert!(discarded.is_none());
+                        woken.fire();
+                        true
+                    } else {
+                        false
+                    }
+                })
+            };
+            let aborter = {
+                let shared = shared.clone();
+                thread::spawn(move || shared.abort(CancelReason::Aborted))
+            };
+            let completed = job.join().unwrap();
+            aborter.join().unwrap();
+            assert!(first.is_pending());
+            assert!(
+                woke.0.load(Ordering::SeqCst) >= 1,
+                "the waiting handle was not woken"
+            );
+            match shared.poll_result(&mut cx) {
+                Poll::Ready(Ok(v)) => assert!(completed && v == 7),
+                Poll::Ready(Err(e)) => {
+                    assert!(!completed);
+                    assert_eq!(e.cancel_reason(), Some(CancelReason::Aborted));
+                }
+                Poll::Pending => panic!("no result after both ended"),
+            }
+        });
+    }
+
+    /// An abort while the job registers its waker is never missed: either the job sees the
+    /// flag, or its waker is woken.
+    #[test]
+    fn abort_reaches_a_job_registering_its_waker() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0));
+            let aborter = {
+                let shared = shared.clone();
+                thread::spawn(move || shared.abort(CancelReason::Aborted))
+            };
+            let (woke, waker) = flag();
+            let mut cx = Context::from_waker(&waker);
+            let mut armed = false;
+            let seen = shared.poll_aborted(&mut cx, &mut armed);
+            aborter.join().unwrap();
+            assert!(seen || woke.0.load(Ordering::SeqCst) >= 1, "abort missed");
+        });
+    }
+
+    /// A result stored while the handle is dropped is dropped exactly once, whichever
+    /// comes first.
+    #[test]
+    fn result_and_detach_race() {
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let shared = Arc::new(Shared::<Counted>::new(0));
+            let job = {
+                let shared = shared.clone();
+                let value = Counted(drops.clone());
+                thread::spawn(move || {
+                    assert!(shared.claim());
+                    let (woken, discarded) = shared.store(Ok(value));
+                    drop(discarded);
+                    woken.fire();
+                })
+            };
+            shared.detach();
+            job.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            let _ = TaskError::cancelled(CancelReason::Aborted);
+        });
     }
 }
