@@ -68,10 +68,33 @@
 //!   [`TaskError`] saying it panicked or why it was cancelled. A panic never reduces a
 //!   pool's capacity. Every rejected submission hands the job back.
 //! - `submit` is cancel safe; `try_submit` never waits; `blocking_submit` serves plain
-//!   threads and refuses to block a thread that drives async tasks.
+//!   threads and `spawn_blocking` threads, and refuses to block a thread that drives async
+//!   tasks.
 //! - A job that submits into its own full pool gets an error instead of a deadlock, and
 //!   when every slot waits for tasks of its own pool, one wait is broken with
 //!   [`CancelReason::WouldDeadlock`] instead of hanging.
+//! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
+//!   task. A panic in a job's `poll` or in its future's `Drop` only fails that job.
+//!
+//! # How jobs run
+//!
+//! - **Slots.** A pool runs each job in a *slot*, a tokio task that runs jobs one after
+//!   the other: a queued job costs no `tokio::spawn`, it runs in the slot that frees up.
+//!   Every job has its own [`TaskId`] (on its handle), also when it shares a slot task.
+//! - **Which runtime.** A job runs on the runtime of the code that submitted it. From a
+//!   plain thread it runs on the pool's *home* runtime: the one the pool was created in or
+//!   last used from. A pool is bound to no runtime, so a `static` pool can serve several
+//!   runtimes at once; the end of one runtime cancels only the jobs submitted from it
+//!   ([`CancelReason::RuntimeShutdown`]; SmartAioPool queues them again). When no runtime
+//!   can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it back.
+//! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
+//!   moves runnable slots off a thread that a job blocks (a slow synchronous call): only
+//!   the jobs queued behind that one slot wait for it, as with `tokio::spawn`.
+//! - **Memory.** A queued or running job costs one boxed future plus a shared result slot
+//!   (128 bytes on 64-bit targets, plus the result's size beyond a `u64`, plus the `Arc`
+//!   header); a running slot costs one tokio task. A [`TaskHandle`] pins only that result
+//!   slot, never the future (a tokio `JoinHandle` pins the whole task cell), so
+//!   `batch_run` of many large futures holds little beyond their results.
 //!
 //! # Feature flags
 //!

@@ -4,9 +4,12 @@
 ///
 /// At every instant `submitted == queued + running + completed + panicked + cancelled`.
 ///
-/// A task's handle resolves as the task ends, a moment before the counters record it (the
-/// pool batches its bookkeeping); after [`shutdown`](crate::CommonAioPool::shutdown),
-/// `wait` or `wait_for_all` returns, the counters include every task it waited for.
+/// The counters agree with the handles: a task is counted in the same critical section
+/// in which its result is handed to its handle, so once a handle has resolved (or
+/// `batch_run` of n tasks has returned), `stats()` counts it. One exception:
+/// [`TaskHandle::abort`](crate::TaskHandle::abort) resolves the handle at once, while the
+/// task still holds its slot until it is dropped at its next `.await`; it is counted as
+/// cancelled then.
 ///
 /// # Examples
 ///

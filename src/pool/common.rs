@@ -22,9 +22,9 @@ use crate::task::TaskHandle;
 /// which slows the producer down to the pool's pace (backpressure), so memory stays flat
 /// however many jobs go through.
 ///
-/// Jobs are not one tokio task each: a few long-lived driver tasks (one per runtime worker
-/// thread) poll the running jobs, so a job costs far less than a `tokio::spawn`, and every
-/// runtime thread takes part.
+/// Each job runs in a *slot*: a tokio task that runs jobs one after the other, so a
+/// queued job costs no `tokio::spawn` (it runs in the slot that frees up), and tokio's
+/// scheduler spreads the slots over its threads like any task.
 ///
 /// # Queue size 0
 ///
@@ -33,18 +33,21 @@ use crate::task::TaskHandle;
 ///
 /// # Runtime
 ///
-/// A pool can be created outside any runtime (in a `static`, for example); its drivers
-/// start on the runtime of its first submit. If that runtime shuts down while jobs are
-/// queued or running, they are cancelled with
-/// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown) and, at process
-/// exit, a warning with their count is printed to stderr; the next submit starts the pool
-/// again on the then-current runtime.
+/// A pool is not bound to a runtime: a job runs on the runtime of the code that submitted
+/// it, and from a plain thread (`blocking_submit`) on the pool's *home* runtime, the one
+/// it was created in or last used from. A pool can live in a `static` and serve several
+/// runtimes at once (one per `#[tokio::test]`, say). When a runtime shuts down, the jobs
+/// submitted from it that are queued or running are cancelled with
+/// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown) (and a warning
+/// with their count is printed at process exit); jobs of other runtimes carry on. A submit
+/// that no runtime can serve fails with
+/// [`SubmitErrorKind::NoRuntime`](crate::SubmitErrorKind::NoRuntime), the job handed back.
 ///
 /// # Dropping
 ///
 /// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping the last handle
-/// closes intake but cancels nothing: queued and running jobs still finish, then the
-/// drivers stop. To *wait* for them, call [`shutdown`](Self::shutdown) or
+/// closes intake but cancels nothing: queued and running jobs still finish. To *wait* for
+/// them, call [`shutdown`](Self::shutdown) or
 /// [`shutdown_all_common_aiopools`](crate::shutdown_all_common_aiopools) at the end of
 /// `main`; a runtime that shuts down first cancels them (see above).
 ///

@@ -29,8 +29,9 @@ use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, TaskHandle, W
 ///   from scratch on a fresh one (the seed's `submit(func, *args)`).
 /// - **Elastic workers.** It starts with `min_workers` workers, adds one whenever queued
 ///   tasks outnumber idle workers (up to `max_concurrency`), and retires a worker idle for
-///   `idle_timeout` (never below `min_workers`). A worker is a running slot of the pool's
-///   drivers, not a tokio task, so adding one costs nothing.
+///   `idle_timeout` (never below `min_workers`). A worker is a running slot of the pool
+///   (a tokio task that runs its jobs one after the other); adding one costs nothing until
+///   it runs a job.
 /// - **No task lost at exit.** See [Shutdown](#shutdown).
 ///
 /// # Shutdown

@@ -120,7 +120,7 @@ impl<T> Shared<T> {
     }
 
     /// For the job: whether the task was aborted; if not, makes sure `cx` is woken by an
-    /// abort. `armed` says whether this run's waker is registered already: a driver polls a
+    /// abort. `armed` says whether this run's waker is registered already: a slot polls a
     /// job with the same waker until it moves the job (and then calls `rearm`), so the
     /// registration is done once per run, not on every poll.
     pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>, armed: &mut bool) -> bool {
@@ -350,5 +350,16 @@ mod loom_tests {
             assert_eq!(drops.load(Ordering::SeqCst), 1);
             let _ = TaskError::cancelled(CancelReason::Aborted);
         });
+    }
+}
+
+#[cfg(all(test, not(nb_aiopool_loom)))]
+mod tests {
+    /// What a held handle pins in memory (the crate docs quote it): the shared slot, not
+    /// the future.
+    #[test]
+    fn a_handle_pins_a_small_slot() {
+        let size = std::mem::size_of::<super::Shared<u64>>();
+        assert!(size <= 160, "Shared<u64> is {size} bytes");
     }
 }
