@@ -9,7 +9,8 @@
 //! binary re-run as `fleet worker`), submits `--jobs` jobs with a `max_len` of 500
 //! (the producer waits when the queue is full), prints the queue's stats twice a second,
 //! awaits one job's result, then stops the workers with SIGTERM (a graceful shutdown).
-//! About 3% of the runs fail once and are retried after a backoff.
+//! One job in 33 fails about half of its runs and is retried after a backoff; the few
+//! that fail 5 times in a row end in the dead letters (see the CLI's `dead`).
 //!
 //! The modes can also run alone, in as many terminals or machines as you like:
 //!

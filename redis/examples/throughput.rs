@@ -8,9 +8,11 @@
 //! Starts its own `redis-server` on a free loopback port (`--save "" --appendonly no`),
 //! runs `redis-benchmark -n <jobs> -c 50 -P 1 XADD bench * f <400 bytes>` as the
 //! reference, then this crate with one producer (this process, 50 submits in flight, as
-//! redis-benchmark's 50 clients) and 1, 2 and 4 worker processes (this binary re-run with
-//! `worker`), and prints a Markdown table. Rounds alternate reference and ours; the table
-//! shows medians.
+//! redis-benchmark's 50 clients) and no, 1, 2 and 4 worker processes (this binary re-run
+//! with `worker`), and prints a Markdown table. Every run of ours follows its own
+//! redis-benchmark run; the table gives medians of the rates and of the per-pair ratios.
+//! Options: `--concurrency N` (slots per worker, 256), `--threads N` (tokio worker threads
+//! per process; default 1, a current-thread runtime).
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -237,40 +239,45 @@ fn main() {
     let url = format!("redis://127.0.0.1:{port}/");
     // 0 = submit only, no workers.
     let worker_counts = [0usize, 1, 2, 4];
+    // Each measurement of ours is paired with a redis-benchmark run just before it, and
+    // the table gives the median of the per-pair ratios: on a shared machine the
+    // reference itself moves a lot between runs.
     let mut reference = Vec::new();
     let mut measured: Vec<Vec<f64>> = vec![Vec::new(); worker_counts.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); worker_counts.len()];
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        let r = redis_benchmark(port, jobs);
-        eprintln!("  redis-benchmark XADD: {r:.0}/s");
-        reference.push(r);
         for (i, &w) in worker_counts.iter().enumerate() {
+            let r = redis_benchmark(port, jobs);
+            reference.push(r);
             let rate = rt.block_on(ours(&url, w, jobs));
-            eprintln!("  ours, {w} worker(s): {rate:.0} jobs/s");
+            eprintln!("  redis-benchmark XADD {r:.0}/s; ours, {w} worker(s): {rate:.0} jobs/s");
             measured[i].push(rate);
+            ratios[i].push(rate / r);
         }
     }
-    let reference = median(reference);
     println!(
         "\n{jobs} jobs per run, {rounds} rounds, medians; payload 400 bytes; 1 producer with \
          {IN_FLIGHT_SUBMITS} submits in flight; workers with concurrency {}\n",
         worker_concurrency()
     );
-    println!("| setup | rate (per s) | vs redis-benchmark XADD |");
+    println!("| setup | rate (per s) | ratio to the paired redis-benchmark run |");
     println!("|---|---:|---:|");
-    println!("| redis-benchmark -c 50 -P 1 XADD (reference) | {reference:.0} | 100% |");
+    println!(
+        "| redis-benchmark -c 50 -P 1 XADD (reference, {} runs) | {:.0} (min {:.0}, max {:.0}) | 100% |",
+        reference.len(),
+        median(reference.clone()),
+        reference.iter().cloned().fold(f64::MAX, f64::min),
+        reference.iter().cloned().fold(0.0, f64::max)
+    );
     for (i, &w) in worker_counts.iter().enumerate() {
         let m = median(measured[i].clone());
-        if w == 0 {
-            println!(
-                "| submit only (1 producer, no workers) | {m:.0} | {:.0}% |",
-                100.0 * m / reference
-            );
-            continue;
-        }
-        println!(
-            "| submit → run → ack, 1 producer + {w} worker process(es) | {m:.0} | {:.0}% |",
-            100.0 * m / reference
-        );
+        let q = median(ratios[i].clone());
+        let setup = if w == 0 {
+            "submit only (1 producer, no workers)".to_owned()
+        } else {
+            format!("submit → run → ack, 1 producer + {w} worker process(es)")
+        };
+        println!("| {setup} | {m:.0} | {:.0}% |", 100.0 * q);
     }
 }
