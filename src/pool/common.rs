@@ -94,7 +94,7 @@ impl Drop for Inner {
 }
 
 impl CommonAioPool {
-    fn pool(&self) -> &Core<FutureJob> {
+    pub(crate) fn pool(&self) -> &Core<FutureJob> {
         &self.inner.pool
     }
 

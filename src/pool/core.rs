@@ -53,9 +53,17 @@ where
     }
 }
 
-/// A pool's engine and its submit paths.
+/// A pool's engine and its submit paths. Cloning it shares the pool.
 pub(crate) struct Core<J: Job> {
     pub(crate) engine: Arc<Engine<J>>,
+}
+
+impl<J: Job> Clone for Core<J> {
+    fn clone(&self) -> Self {
+        Core {
+            engine: Arc::clone(&self.engine),
+        }
+    }
 }
 
 impl<J: Job> Core<J> {

@@ -4,6 +4,8 @@
 
 pub(crate) mod common;
 pub(crate) mod core;
+pub(crate) mod group;
 pub(crate) mod no_queue;
 pub(crate) mod registry;
 pub(crate) mod smart;
+pub(crate) mod stream;

@@ -73,7 +73,7 @@ impl Drop for Inner {
 }
 
 impl NoQueueAioPool {
-    fn pool(&self) -> &Core<FutureJob> {
+    pub(crate) fn pool(&self) -> &Core<FutureJob> {
         &self.inner.pool
     }
 

@@ -237,6 +237,11 @@ impl SmartAioPool {
         SmartAioPoolBuilder::default()
     }
 
+    #[allow(dead_code)] // for the stream and group modules
+    pub(crate) fn core(&self) -> &Core<SmartJob> {
+        &self.inner.core
+    }
+
     /// Submits a recipe, waiting while the pool is full, and returns a handle to its
     /// result.
     ///

@@ -1,0 +1,1 @@
+//! `TaskGroup`: a set of tasks of one pool, joined together (issue 10).

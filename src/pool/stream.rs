@@ -1,0 +1,1 @@
+//! `map_unordered` / `map_ordered`: streams of results through a pool (issue 10).
