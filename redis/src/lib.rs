@@ -55,7 +55,9 @@
 //! in any case.
 //!
 //! TLS (`rediss://`) needs this crate's `tls` feature (the `redis` crate's
-//! `tokio-rustls-comp`); passwords go in the URL (`redis://user:password@host/`).
+//! `tokio-rustls-comp`, with rustls's `ring` provider); `tls-insecure` also accepts
+//! `rediss://...#insecure` (no certificate check, for development servers). Passwords go
+//! in the URL (`redis://user:password@host/`).
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]

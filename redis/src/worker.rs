@@ -442,7 +442,7 @@ impl Inner {
     }
 
     /// Routes one delivered entry: dead letter at once, or into the pool.
-    async fn dispatch(
+    fn dispatch(
         self: &Arc<Self>,
         entry: RawEntry,
         deliveries: u64,
@@ -554,10 +554,13 @@ impl Inner {
                 _slot: Some(slot),
             }));
         };
-        match self.pool.submit(work).await {
+        // The pool always has room: it runs `concurrency` jobs and queues `concurrency`
+        // more, and the slots admit at most `concurrency` entries (the queue only absorbs
+        // the moment between a job's end and its pool slot's release). So `try_submit`
+        // does not fail; if it ever did (a closed pool), the job must still run and be
+        // acknowledged.
+        match self.pool.try_submit(work) {
             Ok(handle) => handle.detach(),
-            // The pool is private and never shut down while the worker reads, but if it
-            // were, the job must still run and be acknowledged.
             Err(e) => {
                 tokio::spawn(e.into_inner());
             }
@@ -692,7 +695,7 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
                             Err(_) => return,
                         },
                     };
-                    inner.dispatch(entry, 1, slot, tx).await;
+                    inner.dispatch(entry, 1, slot, tx);
                 }
             }
             Err(e) => {
@@ -883,7 +886,7 @@ async fn reclaim(
         let Some(slot) = slots.pop() else { break };
         inner.reclaimed.fetch_add(1, Ordering::Relaxed);
         let deliveries = counts.get(i).copied().unwrap_or(1);
-        inner.dispatch(entry, deliveries, slot, tx).await;
+        inner.dispatch(entry, deliveries, slot, tx);
     }
 }
 

@@ -853,6 +853,18 @@ fn public_types_are_send_sync() {
     check::<nb_aiopool_redis::WorkerBuilder>();
 }
 
+/// The futures users spawn must be `Send` (and not only for one lifetime).
+#[allow(dead_code)]
+fn futures_are_send(w: Worker, q: RedisQueue) {
+    fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+    let w2 = w.clone();
+    spawnable(async move { w.run().await });
+    spawnable(async move { w2.shutdown_timeout(Duration::from_secs(1)).await });
+    let q2 = q.clone();
+    spawnable(async move { q.submit("t", &1u8).await });
+    spawnable(async move { q2.wait_result::<u8>("1-0", Duration::from_secs(1)).await });
+}
+
 /// The stream and group vanish under a running worker (a Redis restart without
 /// persistence, or a purge): the worker recreates them and goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
