@@ -443,11 +443,6 @@ impl<F> fmt::Display for RunError<F> {
     }
 }
 
-impl<F> std::error::Error for RunError<F> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RunError::Rejected(_) => None,
-            RunError::Failed(e) => Some(e),
-        }
-    }
-}
+/// `RunError` is transparent: its `Display` is the inner error's, and it has no
+/// `source` of its own (so `{:#}` with `anyhow` prints the message once).
+impl<F> std::error::Error for RunError<F> {}

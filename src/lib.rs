@@ -119,8 +119,8 @@ mod sys;
 mod task;
 
 pub use error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
-pub use pool::common::CommonAioPool;
-pub use pool::no_queue::NoQueueAioPool;
+pub use pool::common::{CommonAioPool, CommonAioPoolBuilder};
+pub use pool::no_queue::{NoQueueAioPool, NoQueueAioPoolBuilder};
 pub use pool::registry::{shutdown_all_common_aiopools, wait_all_no_queue_aiopools};
 pub use pool::smart::{shutdown_all_smart_aiopools, smart_run, SmartAioPool, SmartAioPoolBuilder};
 pub use stats::{PoolStats, ShutdownReport};

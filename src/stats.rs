@@ -45,6 +45,22 @@ pub struct PoolStats {
     pub cancelled: u64,
 }
 
+/// One line: `queued 3, running 4, submitted 100, completed 90, panicked 1, cancelled 2`.
+impl std::fmt::Display for PoolStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "queued {}, running {}, submitted {}, completed {}, panicked {}, cancelled {}",
+            self.queued,
+            self.running,
+            self.submitted,
+            self.completed,
+            self.panicked,
+            self.cancelled
+        )
+    }
+}
+
 impl PoolStats {
     /// Tasks accepted and not yet finished: `queued + running`.
     pub fn unfinished(&self) -> usize {
@@ -76,6 +92,17 @@ impl PoolStats {
 pub struct ShutdownReport {
     pub(crate) finished: u64,
     pub(crate) abandoned: u64,
+}
+
+/// One line: `12 finished, 3 abandoned`.
+impl std::fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} finished, {} abandoned",
+            self.finished, self.abandoned
+        )
+    }
 }
 
 impl ShutdownReport {

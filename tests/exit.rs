@@ -92,6 +92,23 @@ fn child() {
                 std::process::exit(0);
             });
         }
+        "process-exit-no-rerun" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let pool = SmartAioPool::builder()
+                    .max_concurrency(SLOTS)
+                    .rerun_interrupted(false)
+                    .name("mailer")
+                    .build();
+                submit_tasks(&pool, &dir, false).await;
+                // Let the first SLOTS tasks start (each then sleeps 50 ms).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                std::process::exit(0);
+            });
+        }
         "smart-run" => {
             smart_run(async {
                 let pool = smart_pool();
@@ -219,6 +236,30 @@ fn unfinished_common_pool_tasks_are_reported_at_exit() {
             && o.stderr
                 .contains("10 task(s) cancelled by a runtime shutdown")
             && o.stderr.contains("shutdown_all_common_aiopools().await"),
+        "stderr: {}",
+        o.stderr
+    );
+    let _ = std::fs::remove_dir_all(&o.dir);
+}
+
+/// `rerun_interrupted(false)`: at exit, the tasks that never started run once; the ones
+/// cut mid-run are not run again, and the exit hook says how many.
+#[test]
+fn without_reruns_interrupted_tasks_are_reported_not_repeated() {
+    let o = run_child("process-exit-no-rerun");
+    assert!(
+        o.starts.values().all(|&n| n == 1),
+        "a task started twice: {:?}",
+        o.starts
+    );
+    assert_eq!(o.starts.len(), TASKS, "{:?}", o.starts);
+    // The first SLOTS tasks were mid-run on the frozen runtime; the others ran at exit.
+    let done: Vec<usize> = o.done.keys().copied().collect();
+    assert_eq!(done, (SLOTS..TASKS).collect::<Vec<_>>(), "{:?}", o.done);
+    assert!(
+        o.stderr.contains(&format!(
+            "{SLOTS} task(s) of SmartAioPool \"mailer\" were interrupted"
+        )),
         "stderr: {}",
         o.stderr
     );

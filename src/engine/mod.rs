@@ -58,6 +58,9 @@ pub(crate) struct Config {
     pub(crate) max_concurrency: usize,
     pub(crate) max_queue_size: usize,
     pub(crate) elastic: Option<ElasticConfig>,
+    /// Whether a run interrupted by the end of its runtime starts again from the job's
+    /// copy (jobs whose [`Job::RERUN`] allows it), or is cancelled.
+    pub(crate) rerun: bool,
 }
 
 /// Unfinished tasks and tasks lost to runtime shutdowns, for the exit report.
@@ -191,6 +194,8 @@ impl<J: Job> Default for Deferred<J> {
 
 pub(crate) struct Engine<J: Job> {
     max_concurrency: usize,
+    /// Interrupted runs start again (see `Config::rerun`).
+    rerun: bool,
     max_queue_size: usize,
     admission: Semaphore,
     state: Mutex<State<J>>,
@@ -215,6 +220,7 @@ impl<J: Job> Engine<J> {
             max_concurrency,
             max_queue_size,
             elastic,
+            rerun,
         } = config;
         assert!(
             max_concurrency > 0,
@@ -262,6 +268,7 @@ impl<J: Job> Engine<J> {
         };
         Engine {
             max_concurrency,
+            rerun: rerun && J::RERUN,
             max_queue_size,
             admission: Semaphore::new(permits),
             state: Mutex::new(state),
@@ -284,6 +291,10 @@ impl<J: Job> Engine<J> {
 
     pub(crate) fn max_queue_size(&self) -> usize {
         self.max_queue_size
+    }
+
+    pub(crate) fn reruns(&self) -> bool {
+        self.rerun
     }
 
     /// Identifies this engine for the nested-submission and nested-await checks.
@@ -422,7 +433,7 @@ impl<J: Job> Engine<J> {
             } else if st.runtimes.is_alive(q.rt) {
                 q.rt
             } else if J::RERUN {
-                rt // a re-runnable job runs wherever there is a runtime
+                rt // a job that can run anywhere runs wherever there is a runtime
             } else {
                 // Its runtime is gone: it can never run.
                 self.count_end(st, Outcome::Cancelled(CancelReason::RuntimeShutdown));
@@ -736,26 +747,41 @@ impl<J: Job> Engine<J> {
     }
 
     /// At process exit: every unfinished job (queued, or running on a runtime that may
-    /// never poll it again) starts over in new slots on `handle`. Returns `false` if there
-    /// was nothing to do.
-    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle) -> bool {
+    /// never poll it again) starts over in new slots on `handle` (interrupted runs only if
+    /// the pool re-runs them; otherwise they are cancelled). Returns `None` if there was
+    /// nothing to do, else how many interrupted runs were cancelled.
+    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle) -> Option<u64> {
         let mut later = Deferred::default();
+        let cut;
         {
             let mut st = self.lock();
             if st.queue.len() == 0 && st.running == 0 {
-                return false;
+                return None;
             }
             st.generation += 1;
             self.generation.store(st.generation, Ordering::Release);
-            // Interrupted runs go back to the front of the queue, oldest first.
+            // Interrupted runs go back to the front of the queue, oldest first (or, without
+            // re-runs, are cancelled and counted as lost).
             let mut interrupted: Vec<(u64, J)> = st
                 .slots
                 .drain()
                 .filter_map(|s| s.copy.map(|c| (s.job, c)))
                 .collect();
             interrupted.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+            cut = if self.rerun {
+                0
+            } else {
+                interrupted.len() as u64
+            };
             for (id, job) in interrupted {
-                st.queue.push_front(Queued { job, id, rt: ANY });
+                if self.rerun {
+                    st.queue.push_front(Queued { job, id, rt: ANY });
+                } else {
+                    let reason = CancelReason::RuntimeShutdown;
+                    self.count_end(&mut st, Outcome::Cancelled(reason));
+                    st.counts.lost += 1;
+                    later.cancels.push((job, id, reason));
+                }
             }
             st.running = 0;
             st.reserved = 0;
@@ -766,7 +792,7 @@ impl<J: Job> Engine<J> {
             self.fill_free(&mut st, Some(rt), &mut later);
         }
         self.run_deferred(&mut later);
-        true
+        Some(cut)
     }
 }
 

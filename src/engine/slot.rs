@@ -262,7 +262,7 @@ impl<J: Job> Drop for Slot<J> {
         // only then give its slot back, so the same task never runs twice at once.
         let mut run = self.run.take();
         if let Some((r, _)) = &mut run {
-            if J::RERUN {
+            if engine.reruns() {
                 drop(run.take());
             } else {
                 r.as_mut().cancel(CancelReason::RuntimeShutdown);

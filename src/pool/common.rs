@@ -85,6 +85,87 @@ pub struct CommonAioPool {
 
 struct Inner {
     pool: Core<FutureJob>,
+    name: Arc<str>,
+}
+
+/// Builds a [`CommonAioPool`] with settings other than `new`'s.
+///
+/// # Examples
+///
+/// ```
+/// use nb_aiopool::CommonAioPool;
+///
+/// let pool = CommonAioPool::builder()
+///     .max_concurrency(50)
+///     .max_queue_size(500)
+///     .name("crawler")
+///     .build();
+/// assert_eq!((pool.max_concurrency(), pool.max_queue_size()), (50, 500));
+/// assert_eq!(pool.name(), "crawler");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct CommonAioPoolBuilder {
+    max_concurrency: usize,
+    max_queue_size: usize,
+    name: Option<String>,
+    process_wide: bool,
+}
+
+impl CommonAioPoolBuilder {
+    /// The most jobs that run at once. Default: 100.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// The most jobs that wait in the queue; 0 means no waiting room (a submit waits for a
+    /// free slot). Default: 1000.
+    pub fn max_queue_size(mut self, n: usize) -> Self {
+        self.max_queue_size = n;
+        self
+    }
+
+    /// The pool's name, shown by `Debug`, [`CommonAioPool::name`] and the exit warning.
+    /// Default: `"CommonAioPool"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether [`shutdown_all_common_aiopools`](crate::shutdown_all_common_aiopools)
+    /// reaches this pool. Default: `true`. A pool owned by a library or a test should say
+    /// `false` and be shut down with [`CommonAioPool::shutdown`], so that a program's
+    /// `shutdown_all_common_aiopools` does not close it.
+    pub fn process_wide(mut self, enabled: bool) -> Self {
+        self.process_wide = enabled;
+        self
+    }
+
+    /// Creates the pool. No runtime is needed.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_concurrency` is 0, or if `max_concurrency + max_queue_size` exceeds
+    /// `tokio::sync::Semaphore::MAX_PERMITS` (about 2^61 on 64-bit targets).
+    #[track_caller]
+    pub fn build(self) -> CommonAioPool {
+        let kind = PoolKind::Common;
+        let name: Arc<str> = self.name.as_deref().unwrap_or(kind.name()).into();
+        let config = Config {
+            name: kind.name(),
+            max_concurrency: self.max_concurrency,
+            max_queue_size: self.max_queue_size,
+            elastic: None,
+            rerun: false,
+        };
+        let hook = registry::drop_hook(kind, name.clone(), self.max_concurrency);
+        let pool = Core::new(config, Some(hook));
+        registry::register_future_pool(kind, name.clone(), self.process_wide, &pool.engine);
+        CommonAioPool {
+            inner: Arc::new(Inner { pool, name }),
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -381,18 +462,83 @@ impl CommonAioPool {
     /// ```
     #[track_caller]
     pub fn new(max_concurrency: usize, max_queue_size: usize) -> Self {
-        let kind = PoolKind::Common;
-        let config = Config {
-            name: kind.name(),
-            max_concurrency,
-            max_queue_size,
-            elastic: None,
-        };
-        let pool = Core::new(config, Some(registry::drop_hook(kind, max_concurrency)));
-        registry::register_future_pool(kind, &pool.engine);
-        CommonAioPool {
-            inner: Arc::new(Inner { pool }),
+        Self::builder()
+            .max_concurrency(max_concurrency)
+            .max_queue_size(max_queue_size)
+            .build()
+    }
+
+    /// A builder with the default settings (100 running, 1000 queued).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::CommonAioPool::builder().max_concurrency(8).build();
+    /// assert_eq!(pool.max_concurrency(), 8);
+    /// ```
+    pub fn builder() -> CommonAioPoolBuilder {
+        CommonAioPoolBuilder {
+            max_concurrency: 100,
+            max_queue_size: 1000,
+            name: None,
+            process_wide: true,
         }
+    }
+
+    /// The pool's name (see [`CommonAioPoolBuilder::name`]).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Waits until every job submitted before this call has finished; the pool stays
+    /// open. The jobs waited for are fixed when `wait()` is *called*, so a steady stream
+    /// of new jobs cannot keep it waiting forever.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 10);
+    /// let h = pool.submit(async { 5 }).await.unwrap();
+    /// pool.wait().await;
+    /// assert!(h.is_finished());
+    /// assert!(!pool.is_closed());
+    /// # }
+    /// ```
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.pool().engine.wait_all()
+    }
+
+    /// Cancels every job queued or running now: queued ones are dropped, running ones at
+    /// their next `.await`; their handles resolve to
+    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
+    /// Returns once they are all gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the cancellation happens when it is called; dropping the future only
+    /// stops the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(1, 10);
+    /// let running = pool.submit(std::future::pending::<()>()).await.unwrap();
+    /// let queued = pool.submit(async {}).await.unwrap();
+    /// pool.cancel_all().await;
+    /// assert!(running.await.unwrap_err().is_cancelled());
+    /// assert!(queued.await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn cancel_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.pool().cancel_all()
     }
 
     /// Stops intake and waits until every queued and running job has finished.
@@ -470,6 +616,7 @@ impl CommonAioPool {
 impl fmt::Debug for CommonAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommonAioPool")
+            .field("name", &self.name())
             .field("max_concurrency", &self.max_concurrency())
             .field("max_queue_size", &self.max_queue_size())
             .field("stats", &self.stats())

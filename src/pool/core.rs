@@ -125,6 +125,13 @@ impl<J: Job> Core<J> {
         }
     }
 
+    /// Cancels every job queued or running now; the returned future waits until they are
+    /// gone. The cancellation happens at the call, not at the first poll.
+    pub(crate) fn cancel_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.engine.cancel_all(CancelReason::CancelAll);
+        self.engine.wait_all()
+    }
+
     pub(crate) async fn run<S: Submit<J>>(&self, item: S) -> Result<S::Output, RunError<S>> {
         Ok(self.submit(item).await?.await?)
     }
@@ -146,7 +153,10 @@ impl<J: Job> Core<J> {
         Ok(handles)
     }
 
-    /// Submits every item, then awaits the handles in order.
+    /// Submits every item into a task group, then joins it: results in input order.
+    /// Dropping the future drops the group, which aborts the jobs not finished yet (so a
+    /// `timeout` around it leaks nothing); a rejection leaves the jobs before it running,
+    /// detached, as `batch_submit` does.
     #[allow(clippy::type_complexity)]
     pub(crate) async fn batch_run<I>(
         &self,
@@ -156,11 +166,13 @@ impl<J: Job> Core<J> {
         I: IntoIterator,
         I::Item: Submit<J>,
     {
-        let handles = self.batch_submit(items).await?;
-        let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
-            out.push(h.await);
+        let mut group = super::group::Group::new(self.clone());
+        for item in items {
+            if let Err(e) = group.submit(item).await {
+                group.detach_all();
+                return Err(e);
+            }
         }
-        Ok(out)
+        Ok(group.join_all().await)
     }
 }

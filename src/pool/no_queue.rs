@@ -64,6 +64,72 @@ pub struct NoQueueAioPool {
 
 struct Inner {
     pool: Core<FutureJob>,
+    name: Arc<str>,
+}
+
+/// Builds a [`NoQueueAioPool`] with settings other than `new`'s.
+///
+/// # Examples
+///
+/// ```
+/// use nb_aiopool::NoQueueAioPool;
+///
+/// let pool = NoQueueAioPool::builder().max_concurrency(10).name("uploads").build();
+/// assert_eq!(pool.max_concurrency(), 10);
+/// assert_eq!(pool.name(), "uploads");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct NoQueueAioPoolBuilder {
+    max_concurrency: usize,
+    name: Option<String>,
+    process_wide: bool,
+}
+
+impl NoQueueAioPoolBuilder {
+    /// The most jobs that run at once. Default: 100.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// The pool's name, shown by `Debug`, [`NoQueueAioPool::name`] and the exit warning.
+    /// Default: `"NoQueueAioPool"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether [`wait_all_no_queue_aiopools`](crate::wait_all_no_queue_aiopools) reaches
+    /// this pool. Default: `true`; say `false` for a pool owned by a library or a test.
+    pub fn process_wide(mut self, enabled: bool) -> Self {
+        self.process_wide = enabled;
+        self
+    }
+
+    /// Creates the pool. No runtime is needed.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_concurrency` is 0 or exceeds `tokio::sync::Semaphore::MAX_PERMITS`.
+    #[track_caller]
+    pub fn build(self) -> NoQueueAioPool {
+        let kind = PoolKind::NoQueue;
+        let name: Arc<str> = self.name.as_deref().unwrap_or(kind.name()).into();
+        let config = Config {
+            name: kind.name(),
+            max_concurrency: self.max_concurrency,
+            max_queue_size: 0,
+            elastic: None,
+            rerun: false,
+        };
+        let hook = registry::drop_hook(kind, name.clone(), self.max_concurrency);
+        let pool = Core::new(config, Some(hook));
+        registry::register_future_pool(kind, name.clone(), self.process_wide, &pool.engine);
+        NoQueueAioPool {
+            inner: Arc::new(Inner { pool, name }),
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -355,18 +421,78 @@ impl NoQueueAioPool {
     /// ```
     #[track_caller]
     pub fn new(max_concurrency: usize) -> Self {
-        let kind = PoolKind::NoQueue;
-        let config = Config {
-            name: kind.name(),
-            max_concurrency,
-            max_queue_size: 0,
-            elastic: None,
-        };
-        let pool = Core::new(config, Some(registry::drop_hook(kind, max_concurrency)));
-        registry::register_future_pool(kind, &pool.engine);
-        NoQueueAioPool {
-            inner: Arc::new(Inner { pool }),
+        Self::builder().max_concurrency(max_concurrency).build()
+    }
+
+    /// A builder with the default settings (100 running).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::NoQueueAioPool::builder().max_concurrency(3).build();
+    /// assert_eq!(pool.max_concurrency(), 3);
+    /// ```
+    pub fn builder() -> NoQueueAioPoolBuilder {
+        NoQueueAioPoolBuilder {
+            max_concurrency: 100,
+            name: None,
+            process_wide: true,
         }
+    }
+
+    /// The pool's name (see [`NoQueueAioPoolBuilder::name`]).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but after `timeout` abandons what is left:
+    /// running jobs are dropped at their next `.await`, and their handles resolve to
+    /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe as [`shutdown`](Self::shutdown); if dropped before the deadline, nothing
+    /// is abandoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    ///
+    /// let pool = nb_aiopool::NoQueueAioPool::new(1);
+    /// pool.submit(std::future::pending::<()>()).await.unwrap().detach();
+    /// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
+    /// assert_eq!(report.abandoned(), 1);
+    /// # }
+    /// ```
+    pub async fn shutdown_timeout(&self, timeout: std::time::Duration) -> crate::ShutdownReport {
+        self.pool().engine.shutdown_timeout(timeout).await
+    }
+
+    /// Cancels every job running now: each is dropped at its next `.await` and its handle
+    /// resolves to [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool
+    /// stays open. Returns once they are all gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the cancellation happens when it is called; dropping the future only
+    /// stops the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::NoQueueAioPool::new(2);
+    /// let h = pool.submit(std::future::pending::<()>()).await.unwrap();
+    /// pool.cancel_all().await;
+    /// assert!(h.await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn cancel_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.pool().cancel_all()
     }
 
     /// Waits until every job submitted before this call has finished.
@@ -422,6 +548,7 @@ impl NoQueueAioPool {
 impl fmt::Debug for NoQueueAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NoQueueAioPool")
+            .field("name", &self.name())
             .field("max_concurrency", &self.max_concurrency())
             .field("stats", &self.stats())
             .finish()

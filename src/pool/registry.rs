@@ -24,7 +24,13 @@ impl PoolKind {
     }
 }
 
-type Entry = (PoolKind, Weak<Engine<FutureJob>>);
+struct Entry {
+    kind: PoolKind,
+    name: Arc<str>,
+    /// Reached by the `*_all_*` functions.
+    process_wide: bool,
+    engine: Weak<Engine<FutureJob>>,
+}
 
 static FUTURE_POOLS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
@@ -32,39 +38,56 @@ fn future_pools() -> MutexGuard<'static, Vec<Entry>> {
     FUTURE_POOLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) fn register_future_pool(kind: PoolKind, engine: &Arc<Engine<FutureJob>>) {
+pub(crate) fn register_future_pool(
+    kind: PoolKind,
+    name: Arc<str>,
+    process_wide: bool,
+    engine: &Arc<Engine<FutureJob>>,
+) {
     let mut pools = future_pools();
-    pools.retain(|(_, w)| w.strong_count() > 0);
-    pools.push((kind, Arc::downgrade(engine)));
+    pools.retain(|e| e.engine.strong_count() > 0);
+    pools.push(Entry {
+        kind,
+        name,
+        process_wide,
+        engine: Arc::downgrade(engine),
+    });
     drop(pools);
     crate::exit::at_exit(warn_unfinished_future_pools);
 }
 
 /// The hook an engine calls when dropped with unfinished or lost tasks.
-pub(crate) fn drop_hook(kind: PoolKind, max_concurrency: usize) -> DropHook {
+pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>, max_concurrency: usize) -> DropHook {
     Box::new(move |figures| {
         remember_dropped(ExitFigures {
             kind,
+            name: name.clone(),
             max_concurrency,
             figures,
         })
     })
 }
 
+/// The live pools of `kind` that the `*_all_*` functions reach.
 fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
     future_pools()
         .iter()
-        .filter(|(k, _)| *k == kind)
-        .filter_map(|(_, w)| w.upgrade())
+        .filter(|e| e.kind == kind && e.process_wide)
+        .filter_map(|e| e.engine.upgrade())
         .collect()
 }
 
-/// Shuts down every [`CommonAioPool`](crate::CommonAioPool) in the process: stops their
-/// intake and waits until all their queued and running tasks have finished.
+/// Shuts down every [`CommonAioPool`](crate::CommonAioPool) of the process that was
+/// built with `process_wide(true)` (the default, and every pool made by `new`): stops
+/// their intake, for good, and waits until all their queued and running tasks have
+/// finished.
 ///
 /// Call it at the end of `main` (the seed's `await shutdown_all_common_aiopools()`), so
 /// that tasks submitted without awaiting their handles are not lost when the runtime
-/// shuts down.
+/// shuts down. Pools owned by libraries and tests should be built with
+/// [`process_wide(false)`](crate::CommonAioPoolBuilder::process_wide) and shut down with
+/// their own [`shutdown`](crate::CommonAioPool::shutdown), so that this call does not close
+/// them.
 ///
 /// # Cancel safety
 ///
@@ -91,8 +114,9 @@ pub async fn shutdown_all_common_aiopools() {
 }
 
 /// Waits until every task submitted so far to any
-/// [`NoQueueAioPool`](crate::NoQueueAioPool) in the process has finished. The pools stay
-/// open.
+/// [`NoQueueAioPool`](crate::NoQueueAioPool) of the process built with
+/// `process_wide(true)` (the default, and every pool made by `new`) has finished. The
+/// pools stay open.
 ///
 /// # Cancel safety
 ///
@@ -117,9 +141,10 @@ pub async fn wait_all_no_queue_aiopools() {
 }
 
 /// What the exit report says about one pool.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ExitFigures {
     kind: PoolKind,
+    name: Arc<str>,
     max_concurrency: usize,
     figures: Figures,
 }
@@ -139,9 +164,10 @@ fn remember_dropped(figures: ExitFigures) {
 fn warn_unfinished_future_pools() {
     let live: Vec<ExitFigures> = future_pools()
         .iter()
-        .filter_map(|(kind, w)| {
-            w.upgrade().map(|e| ExitFigures {
-                kind: *kind,
+        .filter_map(|entry| {
+            entry.engine.upgrade().map(|e| ExitFigures {
+                kind: entry.kind,
+                name: entry.name.clone(),
                 max_concurrency: e.max_concurrency(),
                 figures: e.figures(),
             })
@@ -156,11 +182,17 @@ fn warn_unfinished_future_pools() {
             PoolKind::NoQueue => "`pool.wait().await` or `wait_all_no_queue_aiopools().await`",
             PoolKind::Common => "`pool.shutdown().await` or `shutdown_all_common_aiopools().await`",
         };
+        let named = if &*f.name == f.kind.name() {
+            String::new()
+        } else {
+            format!(" named {:?}", f.name)
+        };
         eprintln!(
-            "nb_aiopool: warning: a {} (max_concurrency {}) had {} unfinished task(s) at process \
-             exit and {} task(s) cancelled by a runtime shutdown; call {} at the end of main to \
-             wait for them",
+            "nb_aiopool: warning: a {}{} (max_concurrency {}) had {} unfinished task(s) at \
+             process exit and {} task(s) cancelled by a runtime shutdown; call {} at the end of \
+             main to wait for them",
             f.kind.name(),
+            named,
             f.max_concurrency,
             f.figures.unfinished,
             f.figures.lost,

@@ -97,6 +97,9 @@ pub struct SmartAioPool {
 pub(crate) struct Inner {
     core: Core<SmartJob>,
     auto_shutdown: bool,
+    name: Arc<str>,
+    /// Reached by `shutdown_all_smart_aiopools`.
+    process_wide: bool,
 }
 
 static SMART_POOLS: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
@@ -130,6 +133,9 @@ pub struct SmartAioPoolBuilder {
     min_workers: usize,
     idle_timeout: Duration,
     auto_shutdown: bool,
+    name: Option<String>,
+    process_wide: bool,
+    rerun_interrupted: bool,
 }
 
 impl Default for SmartAioPoolBuilder {
@@ -140,6 +146,9 @@ impl Default for SmartAioPoolBuilder {
             min_workers: 1,
             idle_timeout: Duration::from_secs(5),
             auto_shutdown: true,
+            name: None,
+            process_wide: true,
+            rerun_interrupted: true,
         }
     }
 }
@@ -178,6 +187,33 @@ impl SmartAioPoolBuilder {
         self
     }
 
+    /// The pool's name, shown by `Debug` and [`SmartAioPool::name`]. Default:
+    /// `"SmartAioPool"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether [`shutdown_all_smart_aiopools`] reaches this pool. Default: `true`; say
+    /// `false` for a pool owned by a library or a test (and `auto_shutdown` decides about
+    /// [`smart_run`] and the exit hook).
+    pub fn process_wide(mut self, enabled: bool) -> Self {
+        self.process_wide = enabled;
+        self
+    }
+
+    /// Whether a task *interrupted* mid-run by the end of its runtime (or by
+    /// `std::process::exit`) is run again from its recipe. Default: `true` (at-least-once
+    /// delivery). With `false`, a task that never started still runs (once), and an
+    /// interrupted one is not run again: its handle resolves to
+    /// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown) and the exit
+    /// hook prints how many were cut. Use it for tasks that must not run twice (sending an
+    /// email).
+    pub fn rerun_interrupted(mut self, enabled: bool) -> Self {
+        self.rerun_interrupted = enabled;
+        self
+    }
+
     /// Creates the pool. No runtime is needed; it starts on first use.
     ///
     /// # Panics
@@ -194,10 +230,13 @@ impl SmartAioPoolBuilder {
                 min_workers: self.min_workers,
                 idle_timeout: self.idle_timeout,
             }),
+            rerun: self.rerun_interrupted,
         };
         let inner = Arc::new(Inner {
             core: Core::new(config, None),
             auto_shutdown: self.auto_shutdown,
+            name: self.name.as_deref().unwrap_or("SmartAioPool").into(),
+            process_wide: self.process_wide,
         });
         smart_pools().push(Arc::clone(&inner));
         crate::exit::at_exit(finish_at_exit);
@@ -237,7 +276,6 @@ impl SmartAioPool {
         SmartAioPoolBuilder::default()
     }
 
-    #[allow(dead_code)] // for the stream and group modules
     pub(crate) fn core(&self) -> &Core<SmartJob> {
         &self.inner.core
     }
@@ -508,6 +546,51 @@ impl SmartAioPool {
         smart_pools().retain(|p| !Arc::ptr_eq(p, &self.inner));
     }
 
+    /// The pool's name (see [`SmartAioPoolBuilder::name`]).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Returns `true` once the pool is shut down (it accepts no more tasks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// assert!(!pool.is_closed());
+    /// pool.shutdown().await;
+    /// assert!(pool.is_closed());
+    /// # }
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.inner.core.engine.is_closed()
+    }
+
+    /// Waits until every task submitted before this call has finished; the pool stays
+    /// open. The same as [`wait_for_all`](Self::wait_for_all) (the seed's name), under the
+    /// name the other pools use.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let h = pool.submit(|| async { 1 }).await.unwrap();
+    /// pool.wait().await;
+    /// assert!(h.is_finished());
+    /// # }
+    /// ```
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.core.engine.wait_all()
+    }
+
     /// Waits until every task submitted before this call has finished (fixed when it is
     /// *called*, not first polled); the pool stays open.
     ///
@@ -537,8 +620,8 @@ impl SmartAioPool {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the cancellation happens at the first poll; dropping the future later
-    /// only stops the wait.
+    /// Cancel safe: the cancellation happens when it is called; dropping the future only
+    /// stops the wait.
     ///
     /// # Examples
     ///
@@ -551,9 +634,8 @@ impl SmartAioPool {
     /// assert!(h.await.unwrap_err().is_cancelled());
     /// # }
     /// ```
-    pub async fn cancel_all(&self) {
-        self.inner.core.engine.cancel_all(CancelReason::CancelAll);
-        self.inner.core.engine.wait_all().await
+    pub fn cancel_all(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.core.cancel_all()
     }
 
     /// Tasks submitted and not yet finished (queued + running).
@@ -627,6 +709,7 @@ impl SmartAioPool {
 impl fmt::Debug for SmartAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SmartAioPool")
+            .field("name", &self.name())
             .field("max_concurrency", &self.max_concurrency())
             .field("workers", &self.worker_count())
             .field("auto_shutdown", &self.inner.auto_shutdown)
@@ -811,8 +894,9 @@ async fn wait_auto_pools() {
 ///
 /// # Panics
 ///
-/// Panics if the runtime cannot be built, if called from inside a tokio runtime, or with
-/// `fut`'s own panic.
+/// Panics if the runtime cannot be built, if called from an async context (inside a
+/// tokio runtime: the message says what to do instead, and points at the caller's line),
+/// or with `fut`'s own panic.
 ///
 /// # Examples
 ///
@@ -841,6 +925,10 @@ async fn wait_auto_pools() {
 /// ```
 #[track_caller]
 pub fn smart_run<F: Future>(fut: F) -> F::Output {
+    crate::blocking::assert_not_async(
+        "smart_run",
+        "`shutdown_all_smart_aiopools().await` at the end of your async main",
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -857,8 +945,10 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// Shuts down every [`SmartAioPool`] in the process (whatever its `auto_shutdown`): stops
-/// their intake and waits for all their tasks.
+/// Shuts down every [`SmartAioPool`] of the process built with `process_wide(true)` (the
+/// default; whatever its `auto_shutdown`): stops their intake, for good, and waits for all
+/// their tasks. Pools owned by libraries and tests should say `process_wide(false)` and be
+/// shut down with their own [`shutdown`](SmartAioPool::shutdown).
 ///
 /// Use it for a graceful stop on a signal, for example:
 ///
@@ -889,7 +979,11 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 /// # }
 /// ```
 pub async fn shutdown_all_smart_aiopools() {
-    let pools: Vec<_> = smart_pools().iter().cloned().collect();
+    let pools: Vec<_> = smart_pools()
+        .iter()
+        .filter(|p| p.process_wide)
+        .cloned()
+        .collect();
     join_all(pools.iter().map(|p| p.core.engine.shutdown())).await;
     smart_pools().retain(|p| !pools.iter().any(|q| Arc::ptr_eq(p, q)));
 }
@@ -915,7 +1009,15 @@ pub(crate) fn finish_at_exit() {
             rt.block_on(async {
                 let handle = tokio::runtime::Handle::current();
                 for p in &pools {
-                    p.core.engine.take_over(handle.clone());
+                    let cut = p.core.engine.take_over(handle.clone()).unwrap_or(0);
+                    if cut > 0 {
+                        eprintln!(
+                            "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were \
+                             interrupted by the process exit and not run again \
+                             (rerun_interrupted(false)); their handles say RuntimeShutdown",
+                            cut, p.name
+                        );
+                    }
                 }
                 wait_auto_pools().await;
             });
