@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use crate::monitor::{MonitorError, ProcessMonitor, ProcessSample};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How often the bar's position is refreshed from the counter.
 const BAR_REFRESH: Duration = Duration::from_millis(100);
