@@ -40,9 +40,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether this is a connection-level failure (refused, dropped, timed out) that is
-    /// worth retrying later, as opposed to a usage or server-side command error.
-    pub fn is_connection_error(&self) -> bool {
+    /// Whether this failure is worth retrying later: the connection was refused, dropped or
+    /// timed out, or the server is loading its data, busy with a script, or out of memory
+    /// (`LOADING`, `BUSY`, `OOM`, ...), as opposed to a usage error or a bad command.
+    /// Workers retry these by themselves; producers decide.
+    pub fn is_retryable(&self) -> bool {
         match self {
             Error::Redis(e) => is_transient(e),
             _ => false,
@@ -56,9 +58,12 @@ pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
-        // A restarting server answers LOADING while it replays its AOF.
-        || e.code() == Some("LOADING")
-        || e.code() == Some("MASTERDOWN")
+        // A restarting server answers LOADING while it replays its AOF; the others pass
+        // too (a long script, maxmemory reached, a failover).
+        || matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "OOM" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN")
+        )
 }
 
 impl fmt::Display for Error {

@@ -251,7 +251,9 @@ impl RedisQueue {
     }
 
     /// Submits a job for the task `task`; `payload` is stored as JSON. Waits while the
-    /// queue is at `max_len` (polling every few milliseconds, up to 50 ms apart).
+    /// queue is at `max_len` (polling every few milliseconds, up to 50 ms apart), for as
+    /// long as it takes: wrap it in `tokio::time::timeout`, or use
+    /// [`try_submit`](Self::try_submit), if no worker may be consuming.
     ///
     /// # Errors
     ///

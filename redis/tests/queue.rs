@@ -817,13 +817,13 @@ async fn bad_input_fails_fast_with_clear_errors() {
     let err = RedisQueue::connect(&format!("redis://127.0.0.1:{closed}/"), "q")
         .await
         .unwrap_err();
-    assert!(err.is_connection_error(), "{err}");
+    assert!(err.is_retryable(), "{err}");
     let err = Worker::builder(&format!("redis://127.0.0.1:{closed}/"), "q")
         .task("t", |_: ()| async { Ok::<(), String>(()) })
         .build()
         .await
         .unwrap_err();
-    assert!(err.is_connection_error(), "{err}");
+    assert!(err.is_retryable(), "{err}");
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "took {:?}",

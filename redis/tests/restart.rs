@@ -63,7 +63,7 @@ async fn redis_restart_mid_run_loses_nothing() {
                     match q.submit("job", &Job { n }).await {
                         Ok(_) => break,
                         Err(e) => {
-                            assert!(e.is_connection_error(), "unexpected error: {e}");
+                            assert!(e.is_retryable(), "unexpected error: {e}");
                             errs.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
