@@ -137,7 +137,7 @@ pub struct QueueStats {
     /// Total successful runs acknowledged since the queue was created (a job retried
     /// after a worker was killed may count twice).
     pub completed: u64,
-    /// In-flight jobs per consumer (worker process), from `XPENDING`.
+    /// In-flight jobs per consumer (worker process) holding at least one, from `XPENDING`.
     pub consumers: Vec<(String, u64)>,
 }
 

@@ -681,12 +681,12 @@ async fn lease_renewal_keeps_long_jobs_from_being_reclaimed() {
     let build = |runs: Arc<AtomicU64>| {
         Worker::builder(&server.url(), "lease")
             .concurrency(2)
-            .lease(Duration::from_millis(300))
+            .lease(Duration::from_millis(500))
             .task("long", move |_j: Job| {
                 let runs = runs.clone();
                 async move {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
                     Ok::<(), String>(())
                 }
             })
@@ -706,7 +706,7 @@ async fn lease_renewal_keeps_long_jobs_from_being_reclaimed() {
     })
     .await;
     // Give B a few more reclaim rounds.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the job ran once");
     assert_eq!(a.stats().reclaimed + b.stats().reclaimed, 0);
     a.shutdown().await;
