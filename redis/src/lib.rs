@@ -69,4 +69,4 @@ mod worker;
 
 pub use error::Error;
 pub use queue::{DeadLetter, JobId, QueueBuilder, QueueStats, RedisQueue};
-pub use worker::{ShutdownReport, Worker, WorkerBuilder, WorkerStats};
+pub use worker::{JobCtx, ShutdownReport, Worker, WorkerBuilder, WorkerStats};

@@ -24,7 +24,7 @@ use crate::store::{self, Keys, RawEntry, FINISH_ARITY, GROUP};
 use crate::Error;
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
-type Handler = Arc<dyn Fn(&str) -> Result<HandlerFuture, String> + Send + Sync>;
+type Handler = Arc<dyn Fn(&str, JobCtx) -> Result<HandlerFuture, String> + Send + Sync>;
 type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 /// Most entries one read or reclaim asks for, whatever the free slots.
@@ -148,6 +148,36 @@ pub struct WorkerStats {
     pub errors: u64,
     /// The last of those errors, as text.
     pub last_error: Option<String>,
+}
+
+/// What a handler registered with [`WorkerBuilder::task_with_ctx`] learns about its job.
+///
+/// Dropping it does nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCtx {
+    id: String,
+    attempt: u64,
+    delivery: u64,
+}
+
+impl JobCtx {
+    /// The job's id, as [`RedisQueue::submit`](crate::RedisQueue::submit) returned it. It
+    /// stays the same across retries, redeliveries and requeues.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Which run of the job this is, from 1: failed runs and deliveries to workers that
+    /// died before finishing both count (at most `max_deliveries`).
+    pub fn attempt(&self) -> u64 {
+        self.attempt
+    }
+
+    /// Whether this stream entry was delivered before (to a worker that died or lost its
+    /// lease), so an earlier run may have had effects already.
+    pub fn is_redelivery(&self) -> bool {
+        self.delivery > 1
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -501,7 +531,12 @@ impl Inner {
             send(self.record("D", &job, runs_before, reason), slot);
             return;
         };
-        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&job.payload))) {
+        let ctx = JobCtx {
+            id: job.job.clone(),
+            attempt: runs_before + 1,
+            delivery: job.deliveries,
+        };
+        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&job.payload, ctx))) {
             Ok(Ok(fut)) => fut,
             Ok(Err(e)) => {
                 self.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -1096,8 +1131,9 @@ impl WorkerBuilder {
     /// The `Ok` value is stored only if the job was submitted with
     /// [`RedisQueue::submit_with_result`](crate::RedisQueue::submit_with_result).
     ///
-    /// Registering the same name twice keeps the last handler.
-    pub fn task<T, F, Fut, R, E>(mut self, name: &str, handler: F) -> Self
+    /// Registering the same name twice keeps the last handler. To learn the job's id and
+    /// attempt (for idempotency keys), use [`task_with_ctx`](Self::task_with_ctx).
+    pub fn task<T, F, Fut, R, E>(self, name: &str, handler: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,
         F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -1105,13 +1141,42 @@ impl WorkerBuilder {
         R: Serialize + Send + 'static,
         E: fmt::Display + Send + 'static,
     {
+        self.task_with_ctx(name, move |payload: T, _ctx: JobCtx| handler(payload))
+    }
+
+    /// Like [`task`](Self::task), and the handler also gets the job's [`JobCtx`]: its id
+    /// (the same across retries and redeliveries: a natural idempotency key), which run
+    /// this is, and whether the entry was delivered before.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), nb_aiopool_redis::Error> {
+    /// use nb_aiopool_redis::{JobCtx, Worker};
+    /// let worker = Worker::builder("redis://127.0.0.1/", "charges")
+    ///     .task_with_ctx("charge", |cents: u64, ctx: JobCtx| async move {
+    ///         // Use ctx.id() as the payment provider's idempotency key.
+    ///         println!("charging {cents} (job {}, attempt {})", ctx.id(), ctx.attempt());
+    ///         Ok::<(), String>(())
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn task_with_ctx<T, F, Fut, R, E>(mut self, name: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T, JobCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
         if store::validate_name("task name", name).is_err() && self.bad_task.is_none() {
             self.bad_task = Some(name.to_owned());
         }
-        let handler = Arc::new(handler);
-        let erased: Handler = Arc::new(move |payload: &str| {
+        let erased: Handler = Arc::new(move |payload: &str, ctx: JobCtx| {
             let value: T = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-            let fut = handler(value);
+            let fut = handler(value, ctx);
             Ok(Box::pin(async move {
                 match fut.await {
                     Ok(r) => serde_json::to_string(&r)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nb_aiopool_redis::{Error, RedisQueue, Worker};
+use nb_aiopool_redis::{Error, JobCtx, RedisQueue, Worker};
 use serde::{Deserialize, Serialize};
 use support::*;
 
@@ -166,13 +166,15 @@ async fn failed_job_is_retried_with_exponential_backoff() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "retry").await.unwrap();
     let times = Arc::new(Mutex::new(Vec::<Instant>::new()));
-    let t2 = times.clone();
+    let ctxs = Arc::new(Mutex::new(Vec::<JobCtx>::new()));
+    let (t2, c2) = (times.clone(), ctxs.clone());
     let worker = Worker::builder(&server.url(), "retry")
         .max_deliveries(5)
         .backoff(Duration::from_millis(150), Duration::from_secs(10))
         .promote_interval(Duration::from_millis(10))
-        .task("flaky", move |_j: Job| {
+        .task_with_ctx("flaky", move |_j: Job, ctx: JobCtx| {
             let times = t2.clone();
+            c2.lock().unwrap().push(ctx);
             async move {
                 let mut t = times.lock().unwrap();
                 t.push(Instant::now());
@@ -187,7 +189,7 @@ async fn failed_job_is_retried_with_exponential_backoff() {
         .await
         .unwrap();
     let run = spawn_run(&worker);
-    queue.submit("flaky", &Job { n: 1 }).await.unwrap();
+    let id = queue.submit("flaky", &Job { n: 1 }).await.unwrap();
     let q = queue.clone();
     within(20, "job completes", async move {
         while q.stats().await.unwrap().completed < 1 {
@@ -197,6 +199,17 @@ async fn failed_job_is_retried_with_exponential_backoff() {
     .await;
     let t = times.lock().unwrap().clone();
     assert_eq!(t.len(), 3, "two failures then one success");
+    let ctxs = ctxs.lock().unwrap().clone();
+    assert!(
+        ctxs.iter().all(|c| c.id() == id),
+        "same job id on every run: {ctxs:?}"
+    );
+    let attempts: Vec<u64> = ctxs.iter().map(|c| c.attempt()).collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    assert!(
+        ctxs.iter().all(|c| !c.is_redelivery()),
+        "retries are new entries"
+    );
     let gap1 = t[1] - t[0];
     let gap2 = t[2] - t[1];
     assert!(
@@ -745,12 +758,17 @@ async fn entries_of_a_dead_worker_are_reclaimed_after_the_lease() {
     run.abort();
     let _ = run.await;
     let done = Arc::new(Mutex::new(Vec::new()));
-    let d2 = done.clone();
+    let redelivered = Arc::new(Mutex::new(Vec::new()));
+    let (d2, r2) = (done.clone(), redelivered.clone());
     let live = Worker::builder(&server.url(), "reclaim")
         .concurrency(10)
         .lease(Duration::from_millis(300))
-        .task("t", move |j: Job| {
+        .task_with_ctx("t", move |j: Job, ctx: JobCtx| {
             let d = d2.clone();
+            if ctx.is_redelivery() {
+                assert_eq!(ctx.attempt(), 2, "the dead worker's run counts");
+                r2.lock().unwrap().push(j.n);
+            }
             async move {
                 d.lock().unwrap().push(j.n);
                 Ok::<(), String>(())
@@ -776,6 +794,7 @@ async fn entries_of_a_dead_worker_are_reclaimed_after_the_lease() {
     got.sort();
     assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
     assert_eq!(live.stats().reclaimed, 3);
+    assert_eq!(redelivered.lock().unwrap().len(), 3);
     live.shutdown().await;
     run2.await.unwrap();
     let s = queue.stats().await.unwrap();
