@@ -126,3 +126,5 @@ pub use pool::smart::{shutdown_all_smart_aiopools, smart_run, SmartAioPool, Smar
 pub use stats::{PoolStats, ShutdownReport};
 pub use task::{AbortHandle, TaskHandle, TaskId};
 // Streams and task groups (src/pool/stream.rs, src/pool/group.rs):
+pub use pool::group::{SmartTaskGroup, TaskGroup};
+pub use pool::stream::{MapOrdered, MapUnordered};

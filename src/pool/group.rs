@@ -1,1 +1,1072 @@
-//! `TaskGroup`: a set of tasks of one pool, joined together (issue 10).
+//! Task groups: [`TaskGroup`] (futures, for [`CommonAioPool`] and [`NoQueueAioPool`]) and
+//! [`SmartTaskGroup`] (recipes, for [`SmartAioPool`]), both over the private [`Group`],
+//! which `Core::batch_run` also uses so that dropping it aborts its jobs.
+//!
+//! A group owns the handles of its tasks in a `FuturesUnordered`; dropping the group
+//! aborts them (the model is tokio's `JoinSet`). With cancel-on-error, each task is
+//! wrapped in a watcher that, when its task fails, aborts the other tasks of the group
+//! right away, from inside the pool: nobody has to be polling the group for it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use slab::Slab;
+
+use super::common::CommonAioPool;
+use super::core::{Core, FutureJob, Submit};
+use super::no_queue::NoQueueAioPool;
+use super::smart::{SmartAioPool, SmartJob};
+use crate::engine::{AdmitError, Job, PushError};
+use crate::error::{SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
+use crate::task::{AbortHandle, Shared, TaskHandle, TaskId};
+
+// ----- shared with stream.rs -------------------------------------------------------------
+
+/// Pushes an item whose admission permit the caller already holds (what `Core::push`
+/// does; that one is private to `core.rs`). On error the permit is given back.
+pub(super) fn push_admitted<J: Job, S: Submit<J>>(
+    core: &Core<J>,
+    item: S,
+) -> Result<TaskHandle<S::Output>, PushError<S>> {
+    let shared = Arc::new(Shared::new(core.engine.id()));
+    let handle = TaskHandle::new(shared.clone());
+    core.engine.push(item, |item, id| {
+        // Relaxed: read back only through the handle returned here.
+        shared.job.store(id, Ordering::Relaxed);
+        item.into_job(shared)
+    })?;
+    Ok(handle)
+}
+
+/// A task handle with its position among the tasks of a group or stream.
+pub(super) struct Tagged<T> {
+    pub(super) seq: u64,
+    /// The task's entry in the group's abort registry (cancel-on-error only).
+    pub(super) key: Option<usize>,
+    pub(super) handle: TaskHandle<T>,
+}
+
+impl<T> Future for Tagged<T> {
+    type Output = (u64, Option<usize>, Result<T, TaskError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.handle)
+            .poll(cx)
+            .map(|r| (this.seq, this.key, r))
+    }
+}
+
+/// Aborts every task still in `tasks` (their handles stay in place).
+pub(super) fn abort_each<T>(tasks: &FuturesUnordered<Tagged<T>>) {
+    for t in tasks.iter() {
+        t.handle.abort();
+    }
+}
+
+// ----- cancel on error ---------------------------------------------------------------------
+
+/// Says whether a task's value is an error (`Result::is_err`, or never).
+type IsError<T> = fn(&T) -> bool;
+
+/// What the tasks of a cancel-on-error group share: whether one failed, and how to abort
+/// the others.
+struct Trip {
+    tripped: AtomicBool,
+    /// The group's unfinished tasks; `None` while a task is being pushed.
+    aborts: Mutex<Slab<Option<AbortHandle>>>,
+}
+
+impl Trip {
+    fn new() -> Self {
+        Trip {
+            tripped: AtomicBool::new(false),
+            aborts: Mutex::new(Slab::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Option<AbortHandle>>> {
+        // Only abort handles live under this lock, and aborting never panics.
+        self.aborts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_tripped(&self) -> bool {
+        // Acquire/Release are enough; the registry itself is read under its mutex.
+        self.tripped.load(Ordering::Acquire)
+    }
+
+    /// The task `key` failed: abort every other task of the group, now and later.
+    fn trip(&self, key: usize) {
+        let reg = self.lock();
+        self.tripped.store(true, Ordering::Release);
+        for (k, h) in reg.iter() {
+            if k != key {
+                if let Some(h) = h {
+                    h.abort();
+                }
+            }
+        }
+    }
+}
+
+/// Watches one task of a cancel-on-error group.
+struct Watch<T> {
+    trip: Arc<Trip>,
+    key: usize,
+    is_error: IsError<T>,
+}
+
+impl<T> Clone for Watch<T> {
+    fn clone(&self) -> Self {
+        Watch {
+            trip: Arc::clone(&self.trip),
+            key: self.key,
+            is_error: self.is_error,
+        }
+    }
+}
+
+/// Trips the group if dropped while unwinding out of the task's code (a panic).
+struct PanicGuard<'a, T>(&'a Watch<T>);
+
+impl<T> Drop for PanicGuard<'_, T> {
+    fn drop(&mut self) {
+        self.0.trip.trip(self.0.key);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task of a cancel-on-error group: trips the group when the task panics or returns
+    /// a value its group calls an error.
+    struct Watched<F: Future> {
+        #[pin]
+        fut: F,
+        watch: Watch<F::Output>,
+    }
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let guard = PanicGuard(this.watch);
+        let out = this.fut.poll(cx);
+        std::mem::forget(guard);
+        if let Poll::Ready(v) = &out {
+            if (this.watch.is_error)(v) {
+                this.watch.trip.trip(this.watch.key);
+            }
+        }
+        out
+    }
+}
+
+/// A recipe of a cancel-on-error [`SmartTaskGroup`]: each run is watched.
+struct WatchedRecipe<R, T> {
+    recipe: R,
+    watch: Watch<T>,
+}
+
+impl<R, Fut> Submit<SmartJob> for WatchedRecipe<R, Fut::Output>
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Output = Fut::Output;
+
+    fn into_job(self, shared: Arc<Shared<Fut::Output>>) -> SmartJob {
+        let WatchedRecipe { recipe, watch } = self;
+        let run = move || {
+            let guard = PanicGuard(&watch);
+            let fut = recipe();
+            std::mem::forget(guard);
+            Watched {
+                fut,
+                watch: watch.clone(),
+            }
+        };
+        run.into_job(shared)
+    }
+}
+
+// ----- the generic group --------------------------------------------------------------------
+
+/// A set of tasks of one pool, aborted when dropped.
+pub(crate) struct Group<J: Job, T> {
+    core: Core<J>,
+    tasks: FuturesUnordered<Tagged<T>>,
+    next_seq: u64,
+    /// Cancel-on-error: the shared state and what counts as an error.
+    cancel: Option<(Arc<Trip>, IsError<T>)>,
+}
+
+impl<J: Job, T: Send + 'static> Group<J, T> {
+    pub(crate) fn new(core: Core<J>) -> Self {
+        Group {
+            core,
+            tasks: FuturesUnordered::new(),
+            next_seq: 0,
+            cancel: None,
+        }
+    }
+
+    /// Turns cancel-on-error on (with `is_error` for values) or off.
+    fn set_cancel(&mut self, is_error: Option<IsError<T>>) {
+        self.cancel = is_error.map(|f| (Arc::new(Trip::new()), f));
+    }
+
+    fn is_tripped(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|(t, _)| t.is_tripped())
+    }
+
+    /// Waits for room in the pool. Cancel safe.
+    async fn admit(&self) -> Result<(), SubmitErrorKind> {
+        if self.is_tripped() {
+            return Err(SubmitErrorKind::Closed);
+        }
+        self.core.engine.admit_submit().await
+    }
+
+    fn try_admit(&self) -> Result<(), AdmitError> {
+        if self.is_tripped() {
+            return Err(AdmitError::Closed);
+        }
+        self.core.engine.try_admit()
+    }
+
+    /// Reserves an abort-registry entry for the next task (cancel-on-error only).
+    fn watch(&self) -> Option<Watch<T>> {
+        let (trip, is_error) = self.cancel.as_ref()?;
+        let key = trip.lock().insert(None);
+        Some(Watch {
+            trip: Arc::clone(trip),
+            key,
+            is_error: *is_error,
+        })
+    }
+
+    fn unwatch(&self, key: Option<usize>) {
+        if let (Some((trip, _)), Some(key)) = (&self.cancel, key) {
+            trip.lock().try_remove(key);
+        }
+    }
+
+    /// Pushes an admitted item (its watcher, if any, already inside) and keeps its handle.
+    fn push<S: Submit<J, Output = T>>(
+        &mut self,
+        item: S,
+        key: Option<usize>,
+    ) -> Result<TaskId, PushError<S>> {
+        let handle = match push_admitted(&self.core, item) {
+            Ok(h) => h,
+            Err(e) => {
+                self.unwatch(key);
+                return Err(e);
+            }
+        };
+        if let (Some((trip, _)), Some(key)) = (&self.cancel, key) {
+            let mut reg = trip.lock();
+            if trip.is_tripped() {
+                // A task failed between this one's admission and now.
+                handle.abort();
+            }
+            if let Some(entry) = reg.get_mut(key) {
+                *entry = Some(handle.abort_handle());
+            }
+        }
+        let id = handle.id();
+        self.tasks.push(Tagged {
+            seq: self.next_seq,
+            key,
+            handle,
+        });
+        self.next_seq += 1;
+        Ok(id)
+    }
+
+    /// Submits an item without a watcher (the path of `Core::batch_run`).
+    pub(crate) async fn submit<S: Submit<J, Output = T>>(
+        &mut self,
+        item: S,
+    ) -> Result<TaskId, SubmitError<S>> {
+        if let Err(kind) = self.admit().await {
+            return Err(SubmitError::new(kind, item));
+        }
+        self.push(item, None)
+            .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
+    }
+
+    fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        match self.tasks.poll_next_unpin(cx) {
+            Poll::Ready(Some((_, key, r))) => {
+                self.unwatch(key);
+                Poll::Ready(Some(r))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
+        std::future::poll_fn(|cx| self.poll_join_next(cx)).await
+    }
+
+    /// Every remaining result, in submission order. Dropping the future drops the group,
+    /// which aborts what is left.
+    pub(crate) async fn join_all(mut self) -> Vec<Result<T, TaskError>> {
+        let mut out = Vec::with_capacity(self.tasks.len());
+        while let Some((seq, key, r)) = self.tasks.next().await {
+            self.unwatch(key);
+            out.push((seq, r));
+        }
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn abort_all(&self) {
+        abort_each(&self.tasks);
+    }
+
+    /// Lets the tasks run on, detached (what `batch_run` promises on a rejection).
+    pub(crate) fn detach_all(&mut self) {
+        self.tasks = FuturesUnordered::new();
+    }
+}
+
+impl<J: Job, T> Drop for Group<J, T> {
+    fn drop(&mut self) {
+        abort_each(&self.tasks);
+    }
+}
+
+impl<J: Job, T> fmt::Debug for Group<J, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGroup")
+            .field("len", &self.tasks.len())
+            .field("cancel_on_error", &self.cancel.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// ----- TaskGroup ------------------------------------------------------------------------------
+
+/// A set of futures submitted to one [`CommonAioPool`] or [`NoQueueAioPool`], joined as
+/// they complete or all at once; made by [`CommonAioPool::group`] or
+/// [`NoQueueAioPool::group`].
+///
+/// The tasks run in the pool, under its bound and backpressure, like any other job: a
+/// group is only the set of their handles. This is tokio's `JoinSet`, over a pool.
+///
+/// # Cancel on error
+///
+/// [`cancel_on_error`](TaskGroup::cancel_on_error) (for tasks returning a `Result`) and
+/// [`cancel_on_panic`](TaskGroup::cancel_on_panic) make the group behave like Go's
+/// `errgroup` or pond's groups: the first task that fails aborts every other task of the
+/// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted)),
+/// and later submits are refused with [`SubmitErrorKind::Closed`]. The failing task keeps
+/// its own result. This happens inside the pool, whether or not the group is being
+/// joined.
+///
+/// # Dropping
+///
+/// Dropping the group **aborts** its unfinished tasks (running ones are dropped at their
+/// next `.await`, queued ones are dropped without running when their turn comes), as
+/// dropping a `JoinSet` does. So `tokio::time::timeout(d, group.join_all())` leaves no task
+/// running when it fires.
+///
+/// # Examples
+///
+/// ```
+/// use nb_aiopool::CommonAioPool;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = CommonAioPool::new(4, 16);
+/// let mut group = pool.group();
+/// for i in 0..10u64 {
+///     group.submit(async move { i * i }).await.unwrap();
+/// }
+/// assert_eq!(group.len(), 10);
+///
+/// // As they complete:
+/// let first = group.join_next().await.unwrap().unwrap();
+/// assert!(first < 100);
+/// // The rest, in submission order:
+/// let rest: Vec<u64> = group.join_all().await.into_iter().map(Result::unwrap).collect();
+/// assert_eq!(rest.len(), 9);
+/// # }
+/// ```
+///
+/// Cancel the rest on the first error:
+///
+/// ```
+/// use nb_aiopool::CommonAioPool;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = CommonAioPool::new(4, 16);
+/// let mut group = pool.group().cancel_on_error(true);
+/// group.submit(async { Err::<u32, &str>("bad input") }).await.unwrap();
+/// group.submit(std::future::pending::<Result<u32, &str>>()).await.unwrap();
+/// let results = group.join_all().await;
+/// assert_eq!(results[0].as_ref().unwrap(), &Err("bad input"));
+/// assert!(results[1].as_ref().unwrap_err().is_cancelled()); // aborted by the error
+/// # }
+/// ```
+#[must_use = "dropping a TaskGroup aborts its tasks"]
+pub struct TaskGroup<T> {
+    inner: Group<FutureJob, T>,
+}
+
+impl<T: Send + 'static> TaskGroup<T> {
+    fn new(core: Core<FutureJob>) -> Self {
+        TaskGroup {
+            inner: Group::new(core),
+        }
+    }
+
+    /// With `true`, the first task that panics aborts the others (see
+    /// [Cancel on error](TaskGroup#cancel-on-error)). Default: `false`. For tasks returning
+    /// a `Result`, [`cancel_on_error`](TaskGroup::cancel_on_error) also counts `Err`.
+    ///
+    /// Set it before submitting: it applies to the tasks submitted after it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 2);
+    /// let mut group = pool.group().cancel_on_panic(true);
+    /// group.submit(async { panic!("boom") }).await.unwrap();
+    /// group.submit(std::future::pending::<()>()).await.unwrap();
+    /// let results = group.join_all().await;
+    /// assert!(results[0].as_ref().unwrap_err().is_panic());
+    /// assert!(results[1].as_ref().unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn cancel_on_panic(mut self, enabled: bool) -> Self {
+        self.inner
+            .set_cancel(enabled.then_some((|_| false) as fn(&T) -> bool));
+        self
+    }
+
+    /// Submits a future to the pool as a task of this group, waiting while the pool is
+    /// full; returns the task's id.
+    ///
+    /// # Errors
+    ///
+    /// Gives the future back, unpolled, in a [`SubmitError`] if the pool is shut down (or,
+    /// with cancel-on-error, a task of the group failed: kind
+    /// [`Closed`](SubmitErrorKind::Closed)), or if called from a job of the same pool
+    /// while it is full.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting for room, it submits nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 2);
+    /// let mut group = pool.group();
+    /// let id = group.submit(async { 1 }).await.unwrap();
+    /// println!("task {id}");
+    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+    /// # }
+    /// ```
+    pub async fn submit<F>(&mut self, fut: F) -> Result<TaskId, SubmitError<F>>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        if let Err(kind) = self.inner.admit().await {
+            return Err(SubmitError::new(kind, fut));
+        }
+        self.push(fut)
+            .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
+    }
+
+    /// Submits a future as a task of this group if the pool has room now, without
+    /// waiting.
+    ///
+    /// # Errors
+    ///
+    /// Gives the future back in a [`TrySubmitError`] if the pool is full or shut down (or,
+    /// with cancel-on-error, a task of the group failed: "closed").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(1, 0);
+    /// let mut group = pool.group();
+    /// group.try_submit(std::future::pending::<()>()).unwrap();
+    /// assert!(group.try_submit(async {}).unwrap_err().is_full());
+    /// # }
+    /// ```
+    pub fn try_submit<F>(&mut self, fut: F) -> Result<TaskId, TrySubmitError<F>>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        match self.inner.try_admit() {
+            Ok(()) => self
+                .push(fut)
+                .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
+            Err(AdmitError::Full) => Err(TrySubmitError::full(fut)),
+            Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, fut)),
+        }
+    }
+
+    fn push<F>(&mut self, fut: F) -> Result<TaskId, PushError<F>>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        match self.inner.watch() {
+            None => self.inner.push(fut, None),
+            Some(watch) => {
+                let key = Some(watch.key);
+                self.inner
+                    .push(Watched { fut, watch }, key)
+                    .map_err(|e| match e {
+                        PushError::Closed(w) => PushError::Closed(w.fut),
+                        PushError::NoRuntime(w) => PushError::NoRuntime(w.fut),
+                    })
+            }
+        }
+    }
+
+    /// Waits for the next task of the group to finish and returns its result, as tasks
+    /// complete; `None` when the group is empty.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped before it returns, no result is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 2);
+    /// let mut group = pool.group();
+    /// group.submit(async { 1 }).await.unwrap();
+    /// group.submit(async { 2 }).await.unwrap();
+    /// let mut sum = 0;
+    /// while let Some(r) = group.join_next().await {
+    ///     sum += r.unwrap();
+    /// }
+    /// assert_eq!(sum, 3);
+    /// # }
+    /// ```
+    pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
+        self.inner.join_next().await
+    }
+
+    /// Polls for the next result, as [`join_next`](Self::join_next) does, for code that
+    /// writes its own futures.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 2);
+    /// let mut group = pool.group();
+    /// group.submit(async { 5 }).await.unwrap();
+    /// let r = std::future::poll_fn(|cx| group.poll_join_next(cx)).await;
+    /// assert_eq!(r.unwrap().unwrap(), 5);
+    /// # }
+    /// ```
+    pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        self.inner.poll_join_next(cx)
+    }
+
+    /// Waits for every task of the group and returns their results in submission order
+    /// (the tasks already taken by [`join_next`](Self::join_next) left out).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe by design: dropping the future drops the group, which aborts the
+    /// tasks not finished yet (results already gathered are lost too).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 8);
+    /// let mut group = pool.group();
+    /// for i in 0..5 {
+    ///     group.submit(async move { i }).await.unwrap();
+    /// }
+    /// let all: Vec<i32> = group.join_all().await.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(all, [0, 1, 2, 3, 4]);
+    /// # }
+    /// ```
+    pub async fn join_all(self) -> Vec<Result<T, TaskError>> {
+        self.inner.join_all().await
+    }
+
+    /// How many tasks of the group have not been joined yet (running, queued, or
+    /// finished with a result not yet taken).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 2);
+    /// let mut group = pool.group();
+    /// assert!(group.is_empty());
+    /// group.submit(async {}).await.unwrap();
+    /// assert_eq!(group.len(), 1);
+    /// # }
+    /// ```
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Returns `true` if the group holds no task that has not been joined.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 2);
+    /// let mut group = pool.group();
+    /// group.submit(async {}).await.unwrap();
+    /// group.join_next().await.unwrap().unwrap();
+    /// assert!(group.is_empty());
+    /// # }
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.inner.len() == 0
+    }
+
+    /// Aborts every unfinished task of the group (see [`TaskHandle::abort`]); their
+    /// results, still to be joined, are [`CancelReason::Aborted`](crate::CancelReason::Aborted)
+    /// errors. The group stays usable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 2);
+    /// let mut group = pool.group();
+    /// group.submit(std::future::pending::<()>()).await.unwrap();
+    /// group.abort_all();
+    /// assert!(group.join_next().await.unwrap().unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn abort_all(&self) {
+        self.inner.abort_all();
+    }
+}
+
+impl<T: Send + 'static, E: Send + 'static> TaskGroup<Result<T, E>> {
+    /// With `true`, the first task that returns `Err` or panics aborts the others (see
+    /// [Cancel on error](TaskGroup#cancel-on-error)). Default: `false`.
+    ///
+    /// Set it before submitting: it applies to the tasks submitted after it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(4, 4);
+    /// let mut group = pool.group().cancel_on_error(true);
+    /// group.submit(async { Ok::<_, String>(1) }).await.unwrap();
+    /// group.submit(async { Err::<i32, _>("no".to_string()) }).await.unwrap();
+    /// let results = group.join_all().await;
+    /// assert_eq!(results[1].as_ref().unwrap(), &Err("no".to_string()));
+    /// # }
+    /// ```
+    pub fn cancel_on_error(mut self, enabled: bool) -> Self {
+        let is_error: fn(&Result<T, E>) -> bool = Result::is_err;
+        self.inner.set_cancel(enabled.then_some(is_error));
+        self
+    }
+}
+
+impl<T> fmt::Debug for TaskGroup<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+// ----- SmartTaskGroup -------------------------------------------------------------------------
+
+/// A set of recipes submitted to one [`SmartAioPool`]: [`TaskGroup`]'s API in recipe form;
+/// made by [`SmartAioPool::group`].
+///
+/// Everything [`TaskGroup`] says holds, with recipes (`Fn() -> Future`) where it takes
+/// futures; a task re-run at exit (see [Shutdown](SmartAioPool#shutdown)) stays one task of
+/// the group. With cancel-on-error, a recipe that panics when called counts as a failed
+/// task.
+///
+/// # Dropping
+///
+/// Dropping the group **aborts** its unfinished tasks, as [`TaskGroup`] does; an aborted
+/// task is not re-run at exit.
+///
+/// # Examples
+///
+/// ```
+/// use nb_aiopool::SmartAioPool;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = SmartAioPool::new(4);
+/// let mut group = pool.group().cancel_on_error(true);
+/// for i in 0..5 {
+///     group.submit(move || async move { Ok::<i32, String>(i * 2) }).await.unwrap();
+/// }
+/// let values: Vec<i32> = group
+///     .join_all()
+///     .await
+///     .into_iter()
+///     .map(|r| r.unwrap().unwrap())
+///     .collect();
+/// assert_eq!(values, [0, 2, 4, 6, 8]);
+/// # }
+/// ```
+#[must_use = "dropping a SmartTaskGroup aborts its tasks"]
+pub struct SmartTaskGroup<T> {
+    inner: Group<SmartJob, T>,
+}
+
+impl<T: Send + 'static> SmartTaskGroup<T> {
+    fn new(core: Core<SmartJob>) -> Self {
+        SmartTaskGroup {
+            inner: Group::new(core),
+        }
+    }
+
+    /// With `true`, the first task that panics aborts the others, as
+    /// [`TaskGroup::cancel_on_panic`]. Default: `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group().cancel_on_panic(true);
+    /// group.submit(|| async { panic!("boom") }).await.unwrap();
+    /// group.submit(std::future::pending::<()>).await.unwrap();
+    /// let results = group.join_all().await;
+    /// assert!(results[1].as_ref().unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn cancel_on_panic(mut self, enabled: bool) -> Self {
+        self.inner
+            .set_cancel(enabled.then_some((|_| false) as fn(&T) -> bool));
+        self
+    }
+
+    /// Submits a recipe as a task of this group, waiting while the pool is full; returns
+    /// the task's id.
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskGroup::submit`]; the recipe comes back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting for room, it submits nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// group.submit(|| async { 7 }).await.unwrap();
+    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 7);
+    /// # }
+    /// ```
+    pub async fn submit<R, Fut>(&mut self, recipe: R) -> Result<TaskId, SubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        if let Err(kind) = self.inner.admit().await {
+            return Err(SubmitError::new(kind, recipe));
+        }
+        self.push(recipe)
+            .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
+    }
+
+    /// Submits a recipe as a task of this group if the pool has room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskGroup::try_submit`]; the recipe comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// group.try_submit(|| async { 1 }).unwrap();
+    /// assert_eq!(group.join_all().await.len(), 1);
+    /// # }
+    /// ```
+    pub fn try_submit<R, Fut>(&mut self, recipe: R) -> Result<TaskId, TrySubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        match self.inner.try_admit() {
+            Ok(()) => self
+                .push(recipe)
+                .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
+            Err(AdmitError::Full) => Err(TrySubmitError::full(recipe)),
+            Err(AdmitError::Closed) => {
+                Err(TrySubmitError::refused(SubmitErrorKind::Closed, recipe))
+            }
+        }
+    }
+
+    fn push<R, Fut>(&mut self, recipe: R) -> Result<TaskId, PushError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        match self.inner.watch() {
+            None => self.inner.push(recipe, None),
+            Some(watch) => {
+                let key = Some(watch.key);
+                self.inner
+                    .push(WatchedRecipe { recipe, watch }, key)
+                    .map_err(|e| match e {
+                        PushError::Closed(w) => PushError::Closed(w.recipe),
+                        PushError::NoRuntime(w) => PushError::NoRuntime(w.recipe),
+                    })
+            }
+        }
+    }
+
+    /// As [`TaskGroup::join_next`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped before it returns, no result is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// group.submit(|| async { 1 }).await.unwrap();
+    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+    /// assert!(group.join_next().await.is_none());
+    /// # }
+    /// ```
+    pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
+        self.inner.join_next().await
+    }
+
+    /// As [`TaskGroup::poll_join_next`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// group.submit(|| async { 5 }).await.unwrap();
+    /// let r = std::future::poll_fn(|cx| group.poll_join_next(cx)).await;
+    /// assert_eq!(r.unwrap().unwrap(), 5);
+    /// # }
+    /// ```
+    pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        self.inner.poll_join_next(cx)
+    }
+
+    /// As [`TaskGroup::join_all`]: every remaining result, in submission order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe by design: dropping the future drops the group, which aborts the
+    /// tasks not finished yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// for i in 0..3 {
+    ///     group.submit(move || async move { i }).await.unwrap();
+    /// }
+    /// let all: Vec<i32> = group.join_all().await.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(all, [0, 1, 2]);
+    /// # }
+    /// ```
+    pub async fn join_all(self) -> Vec<Result<T, TaskError>> {
+        self.inner.join_all().await
+    }
+
+    /// As [`TaskGroup::len`]: tasks not joined yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// group.submit(|| async {}).await.unwrap();
+    /// assert_eq!(group.len(), 1);
+    /// group.join_next().await.unwrap().unwrap();
+    /// assert!(group.is_empty());
+    /// # }
+    /// ```
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// As [`TaskGroup::is_empty`].
+    pub fn is_empty(&self) -> bool {
+        self.inner.len() == 0
+    }
+
+    /// As [`TaskGroup::abort_all`]: aborted tasks are not re-run at exit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// group.submit(std::future::pending::<()>).await.unwrap();
+    /// group.abort_all();
+    /// assert!(group.join_next().await.unwrap().unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn abort_all(&self) {
+        self.inner.abort_all();
+    }
+}
+
+impl<T: Send + 'static, E: Send + 'static> SmartTaskGroup<Result<T, E>> {
+    /// With `true`, the first task that returns `Err` or panics aborts the others, as
+    /// [`TaskGroup::cancel_on_error`]. Default: `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group().cancel_on_error(true);
+    /// group.submit(|| async { Err::<(), _>("no") }).await.unwrap();
+    /// group.submit(std::future::pending::<Result<(), &str>>).await.unwrap();
+    /// let results = group.join_all().await;
+    /// assert!(results[1].as_ref().unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub fn cancel_on_error(mut self, enabled: bool) -> Self {
+        let is_error: fn(&Result<T, E>) -> bool = Result::is_err;
+        self.inner.set_cancel(enabled.then_some(is_error));
+        self
+    }
+}
+
+impl<T> fmt::Debug for SmartTaskGroup<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Smart")?;
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+// ----- the pools' methods ----------------------------------------------------------------------
+
+impl CommonAioPool {
+    /// A new, empty [`TaskGroup`] of this pool: submit futures to it, join them as they
+    /// complete or all at once; dropping the group aborts its unfinished tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(4, 16);
+    /// let mut group = pool.group();
+    /// group.submit(async { 1 }).await.unwrap();
+    /// group.submit(async { 2 }).await.unwrap();
+    /// let sum: i32 = group.join_all().await.into_iter().map(Result::unwrap).sum();
+    /// assert_eq!(sum, 3);
+    /// # }
+    /// ```
+    pub fn group<T: Send + 'static>(&self) -> TaskGroup<T> {
+        TaskGroup::new(self.pool().clone())
+    }
+}
+
+impl NoQueueAioPool {
+    /// A new, empty [`TaskGroup`] of this pool: submit futures to it, join them as they
+    /// complete or all at once; dropping the group aborts its unfinished tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::NoQueueAioPool::new(4);
+    /// let mut group = pool.group();
+    /// group.submit(async { 1 }).await.unwrap();
+    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+    /// # }
+    /// ```
+    pub fn group<T: Send + 'static>(&self) -> TaskGroup<T> {
+        TaskGroup::new(self.pool().clone())
+    }
+}
+
+impl SmartAioPool {
+    /// A new, empty [`SmartTaskGroup`] of this pool: [`TaskGroup`] in recipe form.
+    /// Dropping the group aborts its unfinished tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let mut group = pool.group();
+    /// group.submit(|| async { 1 }).await.unwrap();
+    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+    /// # }
+    /// ```
+    pub fn group<T: Send + 'static>(&self) -> SmartTaskGroup<T> {
+        SmartTaskGroup::new(self.core().clone())
+    }
+}

@@ -1,1 +1,648 @@
-//! `map_unordered` / `map_ordered`: streams of results through a pool (issue 10).
+//! Streams through a pool: [`MapUnordered`] and [`MapOrdered`], made by `map_unordered`
+//! and `map_ordered` on each pool.
+//!
+//! Both are one state machine over the pool's engine, erased behind [`Feed`] so that one
+//! public type serves the three pools (futures or recipes). Each step takes an admission
+//! permit *first* and only then pulls the next input, so the input stream is never pulled
+//! further than the pool has room for; a permit taken for an input that turned out not to
+//! exist (the stream ended) is given back.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
+
+use super::common::CommonAioPool;
+use super::core::{Core, FutureJob, Submit};
+use super::group::{abort_each, push_admitted, Tagged};
+use super::no_queue::NoQueueAioPool;
+use super::smart::{SmartAioPool, SmartJob};
+use crate::engine::{AdmitError, Job};
+use crate::error::{SubmitErrorKind, TaskError};
+use crate::task::TaskHandle;
+
+/// A pending admission, owned (it holds its own reference to the engine).
+type Admission = Pin<Box<dyn Future<Output = Result<(), SubmitErrorKind>> + Send>>;
+
+/// The pool-specific half of a map stream: admission, and turning an input into a job.
+trait Feed<I, T>: Send {
+    fn try_admit(&self) -> Result<(), AdmitError>;
+    fn admit(&self) -> Admission;
+    fn unadmit(&self);
+    /// Builds the input's job (calls `f`) and pushes it; the caller holds a permit.
+    fn push(&mut self, input: I) -> Result<TaskHandle<T>, SubmitErrorKind>;
+    /// How many jobs the pool holds at most (running + queued).
+    fn capacity(&self) -> usize;
+}
+
+struct Feeder<J: Job, F, S> {
+    core: Core<J>,
+    f: F,
+    _item: PhantomData<fn() -> S>,
+}
+
+impl<J, F, I, S> Feed<I, S::Output> for Feeder<J, F, S>
+where
+    J: Job,
+    F: FnMut(I) -> S + Send,
+    S: Submit<J>,
+{
+    fn try_admit(&self) -> Result<(), AdmitError> {
+        self.core.engine.try_admit()
+    }
+
+    fn admit(&self) -> Admission {
+        let engine = Arc::clone(&self.core.engine);
+        Box::pin(async move { engine.admit_submit().await })
+    }
+
+    fn unadmit(&self) {
+        self.core.engine.unadmit();
+    }
+
+    fn push(&mut self, input: I) -> Result<TaskHandle<S::Output>, SubmitErrorKind> {
+        let item = (self.f)(input);
+        // The refused job is dropped here: its input is gone from the stream anyway.
+        push_admitted(&self.core, item).map_err(|e| e.kind())
+    }
+
+    fn capacity(&self) -> usize {
+        let engine = &self.core.engine;
+        engine
+            .max_concurrency()
+            .saturating_add(engine.max_queue_size())
+    }
+}
+
+fn feed<J, F, I, S>(core: &Core<J>, f: F) -> Box<dyn Feed<I, S::Output>>
+where
+    J: Job,
+    F: FnMut(I) -> S + Send + 'static,
+    S: Submit<J>,
+{
+    Box::new(Feeder {
+        core: core.clone(),
+        f,
+        _item: PhantomData,
+    })
+}
+
+/// Where the stream stands with the pool's admission.
+enum Permit {
+    /// No permit held, none asked for.
+    None,
+    /// Waiting for room.
+    Waiting(Admission),
+    /// A permit is held for the next input.
+    Held,
+}
+
+/// The state machine behind both map streams.
+struct Mapper<St: Stream, T> {
+    /// `None` once the input stream ended or the pool refused a job.
+    inputs: Option<Pin<Box<St>>>,
+    feed: Box<dyn Feed<St::Item, T>>,
+    permit: Permit,
+    tasks: FuturesUnordered<Tagged<T>>,
+    /// For the ordered stream: results that finished before an earlier one, by position
+    /// (`buffer[0]` is input number `next_out`).
+    buffer: VecDeque<Option<Result<T, TaskError>>>,
+    next_in: u64,
+    next_out: u64,
+    refused: Option<SubmitErrorKind>,
+}
+
+impl<St: Stream, T> Mapper<St, T> {
+    fn new(inputs: St, feed: Box<dyn Feed<St::Item, T>>) -> Self {
+        Mapper {
+            inputs: Some(Box::pin(inputs)),
+            feed,
+            permit: Permit::None,
+            tasks: FuturesUnordered::new(),
+            buffer: VecDeque::new(),
+            next_in: 0,
+            next_out: 0,
+            refused: None,
+        }
+    }
+
+    /// Inputs pulled and not yet yielded.
+    fn held(&self) -> usize {
+        (self.next_in - self.next_out) as usize
+    }
+
+    fn stop_intake(&mut self, refused: Option<SubmitErrorKind>) {
+        self.inputs = None;
+        if refused.is_some() {
+            self.refused = refused;
+        }
+        if let Permit::Held = std::mem::replace(&mut self.permit, Permit::None) {
+            self.feed.unadmit();
+        }
+    }
+
+    /// Takes permits and pulls inputs while both are ready and the window has room.
+    fn fill(&mut self, cx: &mut Context<'_>) {
+        // Read each time: the pool's size can change while the stream runs.
+        while self.inputs.is_some() && self.held() < self.feed.capacity().max(1) {
+            // Admission first.
+            loop {
+                match &mut self.permit {
+                    Permit::Held => break,
+                    Permit::None => match self.feed.try_admit() {
+                        Ok(()) => self.permit = Permit::Held,
+                        Err(AdmitError::Closed) => {
+                            return self.stop_intake(Some(SubmitErrorKind::Closed))
+                        }
+                        Err(AdmitError::Full) => self.permit = Permit::Waiting(self.feed.admit()),
+                    },
+                    Permit::Waiting(fut) => match fut.as_mut().poll(cx) {
+                        Poll::Ready(Ok(())) => self.permit = Permit::Held,
+                        Poll::Ready(Err(kind)) => {
+                            self.permit = Permit::None;
+                            return self.stop_intake(Some(kind));
+                        }
+                        Poll::Pending => return,
+                    },
+                }
+            }
+            // Then the input.
+            let Some(inputs) = self.inputs.as_mut() else {
+                return;
+            };
+            match inputs.as_mut().poll_next(cx) {
+                Poll::Pending => return, // the permit stays held for the next input
+                Poll::Ready(None) => return self.stop_intake(None),
+                Poll::Ready(Some(input)) => {
+                    // The permit moves into the job (or is given back on refusal).
+                    self.permit = Permit::None;
+                    match self.feed.push(input) {
+                        Ok(handle) => {
+                            let seq = self.next_in;
+                            self.next_in += 1;
+                            self.tasks.push(Tagged {
+                                seq,
+                                key: None,
+                                handle,
+                            });
+                        }
+                        Err(kind) => return self.stop_intake(Some(kind)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.inputs.is_none() && self.tasks.is_empty() && self.buffer.is_empty()
+    }
+
+    fn poll_unordered(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        self.fill(cx);
+        match self.tasks.poll_next_unpin(cx) {
+            Poll::Ready(Some((_, _, r))) => {
+                self.next_out += 1;
+                Poll::Ready(Some(r))
+            }
+            _ if self.is_done() => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn poll_ordered(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        self.fill(cx);
+        loop {
+            if let Some(Some(_)) = self.buffer.front() {
+                let r = self.buffer.pop_front().flatten();
+                self.next_out += 1;
+                return Poll::Ready(r);
+            }
+            match self.tasks.poll_next_unpin(cx) {
+                Poll::Ready(Some((seq, _, r))) => {
+                    let at = (seq - self.next_out) as usize;
+                    if self.buffer.len() <= at {
+                        self.buffer.resize_with(at + 1, || None);
+                    }
+                    self.buffer[at] = Some(r);
+                }
+                _ if self.is_done() => return Poll::Ready(None),
+                _ => return Poll::Pending,
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let held = self.held();
+        match &self.inputs {
+            None => (held, Some(held)),
+            Some(inputs) => {
+                let (lo, hi) = inputs.size_hint();
+                (
+                    held.saturating_add(lo),
+                    hi.and_then(|h| h.checked_add(held)),
+                )
+            }
+        }
+    }
+}
+
+// Nothing in a `Mapper` is ever pinned in place: the input stream is boxed, and results
+// are plain values moved in and out.
+impl<St: Stream, T> Unpin for Mapper<St, T> {}
+
+impl<St: Stream, T> Drop for Mapper<St, T> {
+    fn drop(&mut self) {
+        abort_each(&self.tasks);
+        if let Permit::Held = self.permit {
+            self.feed.unadmit();
+        }
+    }
+}
+
+impl<St: Stream, T> fmt::Debug for Mapper<St, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("in_flight", &self.held())
+            .field("window", &self.feed.capacity())
+            .field("inputs_done", &self.inputs.is_none())
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! map_stream {
+    ($(#[$doc:meta])* $name:ident, $poll:ident, $method:literal) => {
+        $(#[$doc])*
+        #[must_use = "streams do nothing unless polled; dropping one aborts its unfinished jobs"]
+        pub struct $name<St: Stream, T> {
+            inner: Mapper<St, T>,
+        }
+
+        impl<St: Stream, T> $name<St, T> {
+            /// Why the pool stopped taking this stream's jobs, if it did: the stream then
+            /// pulls no more inputs, yields the results of the jobs already accepted, and
+            /// ends. `None` while all goes well and after the inputs simply ran out.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use futures_util::{stream, StreamExt};
+            /// use nb_aiopool::{CommonAioPool, SubmitErrorKind};
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            /// let pool = CommonAioPool::new(2, 2);
+            /// pool.shutdown().await;
+            #[doc = concat!("let mut results = pool.", $method, "(stream::iter(0..3), |i| async move { i });")]
+            /// assert!(results.next().await.is_none());
+            /// assert_eq!(results.refused(), Some(SubmitErrorKind::Closed));
+            /// # }
+            /// ```
+            pub fn refused(&self) -> Option<SubmitErrorKind> {
+                self.inner.refused
+            }
+
+            /// Inputs pulled and not yet yielded (running, queued, or finished and
+            /// waiting to be yielded); never more than the pool's
+            /// `max_concurrency + max_queue_size`.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use futures_util::{stream, StreamExt};
+            /// use nb_aiopool::CommonAioPool;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            /// let pool = CommonAioPool::new(2, 2);
+            #[doc = concat!("let mut results = pool.", $method, "(stream::iter(0..100), |i| async move { i });")]
+            /// assert_eq!(results.in_flight(), 0); // nothing is pulled before the first poll
+            /// results.next().await.unwrap().unwrap();
+            /// assert!(results.in_flight() <= 4);
+            /// # }
+            /// ```
+            pub fn in_flight(&self) -> usize {
+                self.inner.held()
+            }
+
+            /// Aborts every unfinished job of the stream and pulls no more inputs; the
+            /// stream still yields the jobs' results (aborted ones as
+            /// [`CancelReason::Aborted`](crate::CancelReason::Aborted) errors), then ends.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use futures_util::{stream, StreamExt};
+            /// use nb_aiopool::CommonAioPool;
+            /// use std::time::Duration;
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            /// let pool = CommonAioPool::new(2, 2);
+            #[doc = concat!("let mut results = pool.", $method, "(stream::iter(0..100), |_| std::future::pending::<()>());")]
+            /// assert!(tokio::time::timeout(Duration::from_millis(10), results.next()).await.is_err());
+            /// results.abort_all();
+            /// let rest: Vec<_> = results.collect().await;
+            /// assert_eq!(rest.len(), 4); // the inputs pulled: as many as the pool holds
+            /// assert!(rest.iter().all(|r| r.as_ref().unwrap_err().is_cancelled()));
+            /// # }
+            /// ```
+            pub fn abort_all(&mut self) {
+                abort_each(&self.inner.tasks);
+                self.inner.stop_intake(None);
+            }
+        }
+
+        impl<St: Stream, T> Stream for $name<St, T> {
+            type Item = Result<T, TaskError>;
+
+            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                self.inner.$poll(cx)
+            }
+
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                self.inner.size_hint()
+            }
+        }
+
+        impl<St: Stream, T> FusedStream for $name<St, T> {
+            fn is_terminated(&self) -> bool {
+                self.inner.is_done()
+            }
+        }
+
+        impl<St: Stream, T> fmt::Debug for $name<St, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(stringify!($name))?;
+                fmt::Debug::fmt(&self.inner, f)
+            }
+        }
+    };
+}
+
+map_stream! {
+    /// The stream returned by `map_unordered` on a pool
+    /// ([`CommonAioPool::map_unordered`], [`NoQueueAioPool::map_unordered`],
+    /// [`SmartAioPool::map_unordered`]): each input's job runs in the pool, and results
+    /// come out **as the jobs complete**.
+    ///
+    /// It is a [`Stream`] of `Result<T, TaskError>`: `Ok` with the job's value, or the
+    /// [`TaskError`] saying it panicked or was cancelled. It is `Unpin`, and `Send` when
+    /// the input stream is (the mapping function and the results must be `Send` anyway).
+    ///
+    /// # Bound and backpressure
+    ///
+    /// An input is pulled only once the pool has a place for its job (the stream waits
+    /// for room as `submit().await` does, *then* pulls), so the input stream is never
+    /// pulled further than the pool can hold. Besides, the stream holds at most
+    /// `max_concurrency + max_queue_size` inputs between pulling them and yielding their
+    /// results, so results the consumer has not taken yet stay bounded too (the bound
+    /// follows the pool's size if it changes). Other users of the pool share its room as
+    /// usual.
+    ///
+    /// When the pool refuses a job (shut down, or [`WouldDeadlock`](SubmitErrorKind::WouldDeadlock)
+    /// from a job of the same full pool), the stream stops pulling, yields the results of
+    /// the jobs already accepted, and ends; [`refused`](Self::refused) says why.
+    ///
+    /// # Dropping
+    ///
+    /// Dropping the stream **aborts** its unfinished jobs (running ones are dropped at
+    /// their next `.await`, queued ones without running when their turn comes) and gives
+    /// back a place it held for an input not pulled yet. Inputs not pulled stay in the
+    /// input stream, which is dropped with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::CommonAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::new(8, 8);
+    /// let mut results = pool.map_unordered(stream::iter(1..=100u64), |i| async move { i * 2 });
+    /// let mut sum = 0;
+    /// while let Some(r) = results.next().await {
+    ///     sum += r.unwrap();
+    /// }
+    /// assert_eq!(sum, 10_100);
+    /// # }
+    /// ```
+    MapUnordered,
+    poll_unordered,
+    "map_unordered"
+}
+
+map_stream! {
+    /// The stream returned by `map_ordered` on a pool
+    /// ([`CommonAioPool::map_ordered`], [`NoQueueAioPool::map_ordered`],
+    /// [`SmartAioPool::map_ordered`]): each input's job runs in the pool, and results
+    /// come out **in input order**.
+    ///
+    /// Everything [`MapUnordered`] says holds (bound, backpressure, refusal, dropping),
+    /// with one more consequence of the order: a result that finished before an earlier
+    /// one waits in the stream until that one is out. Those waiting results count in the
+    /// same bound: at most `max_concurrency + max_queue_size` inputs are pulled and not yet
+    /// yielded, so at most that many results (minus one) are ever buffered out of order. A slow
+    /// job holds back the stream, never memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::CommonAioPool;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::new(4, 4);
+    /// let results: Vec<_> = pool
+    ///     .map_ordered(stream::iter([30u64, 10, 20]), |ms| async move {
+    ///         tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///         ms
+    ///     })
+    ///     .collect()
+    ///     .await;
+    /// let values: Vec<u64> = results.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(values, [30, 10, 20]); // input order, not completion order
+    /// # }
+    /// ```
+    MapOrdered,
+    poll_ordered,
+    "map_ordered"
+}
+
+/// The `map_*` methods of the two future-taking pools, written once.
+macro_rules! future_pool_maps {
+    ($pool:ident, $ctor:literal) => {
+        impl $pool {
+            #[doc = concat!("Runs `f(input)` in the pool for every input of `inputs`, with the pool's")]
+            /// bound and backpressure, and returns a stream of the results **as they
+            /// complete**. See [`MapUnordered`] for the bound and what dropping does.
+            ///
+            /// `inputs` is any [`Stream`]; for an iterator, wrap it in
+            /// `futures_util::stream::iter` (or `tokio_stream::iter`). `f` turns an input
+            /// into the future to run; it is called as each input is pulled, on the task
+            /// that polls the stream.
+            ///
+            /// # Why not `stream.then(|i| pool.run(job(i)))`
+            ///
+            /// `then` awaits each future before it pulls the next input, so that runs the
+            /// jobs **one at a time**, whatever the pool's size. `map_unordered` keeps the
+            /// pool full and yields results as they come.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use futures_util::{stream, StreamExt};
+            #[doc = concat!("use nb_aiopool::", stringify!($pool), ";")]
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("let pool = ", stringify!($pool), "::new(", $ctor, ");")]
+            /// let words = stream::iter(["a", "bb", "ccc"]);
+            /// let mut lens: Vec<usize> = pool
+            ///     .map_unordered(words, |w| async move { w.len() })
+            ///     .map(Result::unwrap)
+            ///     .collect()
+            ///     .await;
+            /// lens.sort();
+            /// assert_eq!(lens, [1, 2, 3]);
+            /// # }
+            /// ```
+            pub fn map_unordered<St, F, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
+            where
+                St: Stream,
+                F: FnMut(St::Item) -> Fut + Send + 'static,
+                Fut: Future + Send + 'static,
+                Fut::Output: Send + 'static,
+            {
+                MapUnordered {
+                    inner: Mapper::new(inputs, feed::<FutureJob, _, _, _>(self.pool(), f)),
+                }
+            }
+
+            /// Runs `f(input)` in the pool for every input of `inputs`, as
+            /// [`map_unordered`](Self::map_unordered) does, and returns a stream of the
+            /// results **in input order**. See [`MapOrdered`] for the bound on results
+            /// waiting out of order, and what dropping does.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// use futures_util::{stream, StreamExt};
+            #[doc = concat!("use nb_aiopool::", stringify!($pool), ";")]
+            ///
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() {
+            #[doc = concat!("let pool = ", stringify!($pool), "::new(", $ctor, ");")]
+            /// let squares: Vec<u32> = pool
+            ///     .map_ordered(stream::iter(0..10u32), |i| async move { i * i })
+            ///     .map(Result::unwrap)
+            ///     .collect()
+            ///     .await;
+            /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+            /// # }
+            /// ```
+            pub fn map_ordered<St, F, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
+            where
+                St: Stream,
+                F: FnMut(St::Item) -> Fut + Send + 'static,
+                Fut: Future + Send + 'static,
+                Fut::Output: Send + 'static,
+            {
+                MapOrdered {
+                    inner: Mapper::new(inputs, feed::<FutureJob, _, _, _>(self.pool(), f)),
+                }
+            }
+        }
+    };
+}
+
+future_pool_maps!(CommonAioPool, "4, 16");
+future_pool_maps!(NoQueueAioPool, "4");
+
+impl SmartAioPool {
+    /// Runs a task for every input of `inputs`, with the pool's bound and backpressure,
+    /// and returns a stream of the results **as they complete**. See [`MapUnordered`] for
+    /// the bound and what dropping does.
+    ///
+    /// In recipe form: `f` turns an input into a **recipe** (`Fn() -> Future`), which the
+    /// pool calls to start the task (and again if the task is re-run at exit, see
+    /// [Shutdown](SmartAioPool#shutdown)); so `f` returns a closure, typically
+    /// `move |i| move || job(i.clone())`. `inputs` is any [`Stream`]; wrap an iterator in
+    /// `futures_util::stream::iter`.
+    ///
+    /// `stream.then(|i| pool.run(..))` runs the tasks one at a time; this keeps the pool
+    /// full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = SmartAioPool::new(4);
+    /// let mut doubled: Vec<u32> = pool
+    ///     .map_unordered(stream::iter(0..5u32), |i| move || async move { i * 2 })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// doubled.sort();
+    /// assert_eq!(doubled, [0, 2, 4, 6, 8]);
+    /// # }
+    /// ```
+    pub fn map_unordered<St, F, R, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
+    where
+        St: Stream,
+        F: FnMut(St::Item) -> R + Send + 'static,
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        MapUnordered {
+            inner: Mapper::new(inputs, feed::<SmartJob, _, _, _>(self.core(), f)),
+        }
+    }
+
+    /// Runs a task for every input of `inputs`, as [`map_unordered`](Self::map_unordered)
+    /// does (`f` returns a recipe), and returns a stream of the results **in input
+    /// order**. See [`MapOrdered`] for the bound and what dropping does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = SmartAioPool::new(4);
+    /// let names: Vec<String> = pool
+    ///     .map_ordered(stream::iter(["a", "b"]), |s| move || async move { s.repeat(2) })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(names, ["aa", "bb"]);
+    /// # }
+    /// ```
+    pub fn map_ordered<St, F, R, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
+    where
+        St: Stream,
+        F: FnMut(St::Item) -> R + Send + 'static,
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        MapOrdered {
+            inner: Mapper::new(inputs, feed::<SmartJob, _, _, _>(self.core(), f)),
+        }
+    }
+}

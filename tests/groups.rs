@@ -1,0 +1,565 @@
+//! Task groups (`pool.group()`) on the three pools, and `batch_run` under a timeout:
+//! order of results, bound and backpressure, abort on drop, cancel on the first error.
+//! Deterministic: paused time, no `thread::sleep`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nb_aiopool::{
+    CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SmartTaskGroup, SubmitError,
+    TaskError, TaskGroup, TaskId, TrySubmitError,
+};
+use tokio::time::{sleep, timeout};
+
+/// Counts jobs running now (entered and not yet dropped), the most at once, and starts.
+#[derive(Clone, Default)]
+struct Live {
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
+}
+
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Live {
+    fn enter(&self) -> LiveGuard {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        self.started.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(self.now.clone())
+    }
+    fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+    fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+    fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+}
+
+/// A group of one of the three pools, with one surface (recipes made from futures'
+/// factories for Smart).
+enum Group<T> {
+    Futures(TaskGroup<T>),
+    Recipes(SmartTaskGroup<T>),
+}
+
+#[derive(Clone)]
+enum Pool {
+    Common(CommonAioPool),
+    NoQueue(NoQueueAioPool),
+    Smart(SmartAioPool),
+}
+
+impl Pool {
+    fn all(conc: usize, queue: usize) -> Vec<(Pool, usize)> {
+        vec![
+            (Pool::Common(CommonAioPool::new(conc, queue)), conc + queue),
+            (Pool::NoQueue(NoQueueAioPool::new(conc)), conc),
+            (
+                Pool::Smart(
+                    SmartAioPool::builder()
+                        .max_concurrency(conc)
+                        .max_queue_size(queue)
+                        .auto_shutdown(false)
+                        .build(),
+                ),
+                conc + queue,
+            ),
+        ]
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Pool::Common(_) => "common",
+            Pool::NoQueue(_) => "no_queue",
+            Pool::Smart(_) => "smart",
+        }
+    }
+
+    fn group<T: Send + 'static>(&self) -> Group<T> {
+        match self {
+            Pool::Common(p) => Group::Futures(p.group()),
+            Pool::NoQueue(p) => Group::Futures(p.group()),
+            Pool::Smart(p) => Group::Recipes(p.group()),
+        }
+    }
+
+    fn stats(&self) -> nb_aiopool::PoolStats {
+        match self {
+            Pool::Common(p) => p.stats(),
+            Pool::NoQueue(p) => p.stats(),
+            Pool::Smart(p) => p.stats(),
+        }
+    }
+
+    /// `batch_run` of `n` jobs made by `make`.
+    async fn batch_run<F, Fut>(&self, n: usize, make: F) -> Vec<Result<Fut::Output, TaskError>>
+    where
+        F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self {
+            Pool::Common(p) => p.batch_run((0..n).map(make)).await.ok().unwrap(),
+            Pool::NoQueue(p) => p.batch_run((0..n).map(make)).await.ok().unwrap(),
+            Pool::Smart(p) => p
+                .batch_run((0..n).map(move |i| {
+                    let make = make.clone();
+                    move || make(i)
+                }))
+                .await
+                .ok()
+                .unwrap(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Group<T> {
+    /// Submits the job `make()` (a future; for Smart, `make` is the recipe).
+    async fn submit<F, Fut>(&mut self, make: F) -> Result<TaskId, ()>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        match self {
+            Group::Futures(g) => g.submit(make()).await.map_err(|_: SubmitError<Fut>| ()),
+            Group::Recipes(g) => g.submit(make).await.map_err(|_: SubmitError<F>| ()),
+        }
+    }
+
+    fn try_submit<F, Fut>(&mut self, make: F) -> Result<TaskId, bool>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        match self {
+            Group::Futures(g) => g
+                .try_submit(make())
+                .map_err(|e: TrySubmitError<Fut>| e.is_full()),
+            Group::Recipes(g) => g
+                .try_submit(make)
+                .map_err(|e: TrySubmitError<F>| e.is_full()),
+        }
+    }
+
+    async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
+        match self {
+            Group::Futures(g) => g.join_next().await,
+            Group::Recipes(g) => g.join_next().await,
+        }
+    }
+
+    async fn join_all(self) -> Vec<Result<T, TaskError>> {
+        match self {
+            Group::Futures(g) => g.join_all().await,
+            Group::Recipes(g) => g.join_all().await,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Group::Futures(g) => g.len(),
+            Group::Recipes(g) => g.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Group::Futures(g) => g.is_empty(),
+            Group::Recipes(g) => g.is_empty(),
+        }
+    }
+
+    fn abort_all(&self) {
+        match self {
+            Group::Futures(g) => g.abort_all(),
+            Group::Recipes(g) => g.abort_all(),
+        }
+    }
+
+    fn cancel_on_panic(self) -> Self {
+        match self {
+            Group::Futures(g) => Group::Futures(g.cancel_on_panic(true)),
+            Group::Recipes(g) => Group::Recipes(g.cancel_on_panic(true)),
+        }
+    }
+}
+
+impl<T: Send + 'static, E: Send + 'static> Group<Result<T, E>> {
+    fn cancel_on_error(self) -> Self {
+        match self {
+            Group::Futures(g) => Group::Futures(g.cancel_on_error(true)),
+            Group::Recipes(g) => Group::Recipes(g.cancel_on_error(true)),
+        }
+    }
+}
+
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A job that sleeps `secs` then returns `v`, counted by `live`.
+fn job<T: Clone + Send + Sync + 'static>(
+    live: &Live,
+    secs: u64,
+    v: T,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> + Send + Sync + 'static {
+    let live = live.clone();
+    move || {
+        let live = live.clone();
+        let v = v.clone();
+        Box::pin(async move {
+            let _g = live.enter();
+            sleep(Duration::from_secs(secs)).await;
+            v
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn join_next_yields_as_completed() {
+    for (pool, _) in Pool::all(4, 4) {
+        let live = Live::default();
+        let mut g = pool.group();
+        for (secs, v) in [(3, 'c'), (1, 'a'), (2, 'b')] {
+            g.submit(job(&live, secs, v)).await.unwrap();
+        }
+        assert_eq!(g.len(), 3);
+        let mut order = String::new();
+        while let Some(r) = g.join_next().await {
+            order.push(r.unwrap());
+        }
+        assert_eq!(order, "abc", "{}", pool.name());
+        assert!(g.is_empty());
+        assert!(g.join_next().await.is_none());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn join_all_returns_submission_order() {
+    for (pool, _) in Pool::all(3, 3) {
+        let live = Live::default();
+        let mut g = pool.group();
+        for i in 0..12u64 {
+            g.submit(job(&live, 12 - i, i)).await.unwrap();
+        }
+        // Taken out first: the first to complete, left out of join_all.
+        let first = g.join_next().await.unwrap().unwrap();
+        let all: Vec<u64> = g.join_all().await.into_iter().map(Result::unwrap).collect();
+        let expected: Vec<u64> = (0..12).filter(|i| *i != first).collect();
+        assert_eq!(all, expected, "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_running_than_max_concurrency() {
+    for (pool, _) in Pool::all(3, 2) {
+        let live = Live::default();
+        let mut g = pool.group();
+        for i in 0..30u64 {
+            g.submit(job(&live, 1 + i % 4, i)).await.unwrap();
+        }
+        assert_eq!(g.join_all().await.len(), 30);
+        assert_eq!(live.max(), 3, "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn submit_waits_for_room_and_try_submit_does_not() {
+    for (pool, capacity) in Pool::all(2, 2) {
+        let live = Live::default();
+        let mut g = pool.group();
+        for _ in 0..capacity {
+            g.try_submit(job(&live, 10, ())).unwrap();
+        }
+        assert_eq!(
+            g.try_submit(job(&live, 10, ())),
+            Err(true),
+            "{}: full",
+            pool.name()
+        );
+        // submit waits until a job ends (10 s), not less.
+        let waited = timeout(Duration::from_secs(9), g.submit(job(&live, 10, ()))).await;
+        assert!(waited.is_err(), "{}: waits while full", pool.name());
+        let start = tokio::time::Instant::now();
+        g.submit(job(&live, 10, ())).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "{}", pool.name());
+        assert_eq!(g.len(), capacity + 1);
+        assert_eq!(g.join_all().await.len(), capacity + 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_group_aborts_its_tasks() {
+    for (pool, capacity) in Pool::all(2, 3) {
+        let live = Live::default();
+        let mut g = pool.group();
+        for i in 0..capacity {
+            g.submit(job(&live, 3600, i)).await.unwrap();
+        }
+        settle().await;
+        assert_eq!(live.now(), 2);
+        drop(g);
+        settle().await;
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(live.now(), 0, "{}: running tasks dropped", pool.name());
+        assert_eq!(
+            live.started(),
+            2,
+            "{}: queued ones never start",
+            pool.name()
+        );
+        let stats = pool.stats();
+        assert_eq!((stats.running, stats.queued), (0, 0), "{}", pool.name());
+        assert_eq!(stats.cancelled, capacity as u64, "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_all_cancels_and_the_group_stays_usable() {
+    for (pool, _) in Pool::all(2, 2) {
+        let live = Live::default();
+        let mut g = pool.group();
+        g.submit(job(&live, 3600, 1)).await.unwrap();
+        g.submit(job(&live, 3600, 2)).await.unwrap();
+        g.abort_all();
+        for _ in 0..2 {
+            let err = g.join_next().await.unwrap().unwrap_err();
+            assert_eq!(
+                err.cancel_reason(),
+                Some(CancelReason::Aborted),
+                "{}",
+                pool.name()
+            );
+        }
+        g.submit(job(&live, 1, 3)).await.unwrap();
+        assert_eq!(g.join_next().await.unwrap().unwrap(), 3);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_on_error_aborts_the_rest_at_once() {
+    for (pool, _) in Pool::all(2, 4) {
+        let live = Live::default();
+        let mut g = pool.group::<Result<u32, String>>().cancel_on_error();
+        g.submit(job(&live, 3600, Ok(0))).await.unwrap();
+        g.submit(job(&live, 1, Err("bad".to_string())))
+            .await
+            .unwrap();
+        if !matches!(pool, Pool::NoQueue(_)) {
+            g.submit(job(&live, 3600, Ok(2))).await.unwrap(); // queued
+        }
+        // Nobody joins: the failing task itself aborts the others.
+        sleep(Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(live.now(), 0, "{}: the rest were aborted", pool.name());
+        // Later submits are refused.
+        assert!(
+            g.submit(job(&live, 1, Ok(9))).await.is_err(),
+            "{}",
+            pool.name()
+        );
+        let results = g.join_all().await;
+        assert!(
+            results[0].as_ref().unwrap_err().is_cancelled(),
+            "{}",
+            pool.name()
+        );
+        assert_eq!(results[1].as_ref().unwrap(), &Err("bad".to_string()));
+        if results.len() > 2 {
+            assert_eq!(
+                results[2].as_ref().unwrap_err().cancel_reason(),
+                Some(CancelReason::Aborted)
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_on_error_ignores_ok_values_and_is_off_by_default() {
+    for (pool, _) in Pool::all(2, 2) {
+        let live = Live::default();
+        let mut g = pool.group::<Result<u32, String>>().cancel_on_error();
+        g.submit(job(&live, 1, Ok(1))).await.unwrap();
+        g.submit(job(&live, 2, Ok(2))).await.unwrap();
+        let results = g.join_all().await;
+        assert!(
+            results.iter().all(|r| r.as_ref().unwrap().is_ok()),
+            "{}",
+            pool.name()
+        );
+
+        let mut g = pool.group::<Result<u32, String>>();
+        g.submit(job(&live, 1, Err("bad".to_string())))
+            .await
+            .unwrap();
+        g.submit(job(&live, 2, Ok(2))).await.unwrap();
+        let results = g.join_all().await;
+        assert_eq!(
+            results[1].as_ref().unwrap(),
+            &Ok(2),
+            "{}: no cancel",
+            pool.name()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_on_panic_aborts_the_rest() {
+    for (pool, _) in Pool::all(2, 2) {
+        let live = Live::default();
+        let start = tokio::time::Instant::now();
+        let mut g = pool.group::<u32>().cancel_on_panic();
+        g.submit(job(&live, 3600, 0)).await.unwrap();
+        g.submit(|| async {
+            sleep(Duration::from_secs(1)).await;
+            panic!("boom")
+        })
+        .await
+        .unwrap();
+        let results = g.join_all().await;
+        assert!(
+            results[0].as_ref().unwrap_err().is_cancelled(),
+            "{}",
+            pool.name()
+        );
+        assert!(
+            results[1].as_ref().unwrap_err().is_panic(),
+            "{}",
+            pool.name()
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recipe_that_panics_trips_a_smart_group() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .auto_shutdown(false)
+        .build();
+    let mut g = pool.group::<u32>().cancel_on_panic(true);
+    g.submit(|| async {
+        sleep(Duration::from_secs(3600)).await;
+        0
+    })
+    .await
+    .unwrap();
+    g.submit(|| -> std::future::Ready<u32> { panic!("recipe fails") })
+        .await
+        .unwrap();
+    let results = g.join_all().await;
+    assert!(results[0].as_ref().unwrap_err().is_cancelled());
+    assert!(results[1].as_ref().unwrap_err().is_panic());
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_run_under_a_timeout_leaves_no_job_running() {
+    for (pool, _) in Pool::all(2, 3) {
+        let live = Live::default();
+        let l = live.clone();
+        let run = pool.batch_run(8, move |i| {
+            let live = l.clone();
+            async move {
+                let _g = live.enter();
+                sleep(Duration::from_secs(3600)).await;
+                i
+            }
+        });
+        assert!(timeout(Duration::from_secs(1), run).await.is_err());
+        settle().await;
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(live.now(), 0, "{}: nothing runs on", pool.name());
+        let stats = pool.stats();
+        assert_eq!((stats.running, stats.queued), (0, 0), "{}", pool.name());
+        // Time passes: nothing else starts.
+        sleep(Duration::from_secs(7200)).await;
+        assert_eq!(live.now(), 0, "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_run_still_returns_results_in_input_order() {
+    for (pool, _) in Pool::all(3, 3) {
+        let results = pool
+            .batch_run(10, |i| async move {
+                sleep(Duration::from_secs(10 - i as u64)).await;
+                i
+            })
+            .await;
+        let values: Vec<usize> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(values, (0..10).collect::<Vec<_>>(), "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_batch_run_leaves_earlier_jobs_running() {
+    let pool = CommonAioPool::new(1, 1);
+    let live = Live::default();
+    let inner = pool.clone();
+    let l = live.clone();
+    // From inside the pool, the third submit finds it full and is refused (it would
+    // deadlock); the one before it stays submitted, detached, as `batch_submit` documents.
+    let outer = pool
+        .submit(async move {
+            let futs = (0..3).map(move |_| {
+                let live = l.clone();
+                async move {
+                    let _g = live.enter();
+                    sleep(Duration::from_secs(1)).await;
+                }
+            });
+            inner
+                .batch_run(futs)
+                .await
+                .err()
+                .map(|e| e.is_would_deadlock())
+        })
+        .await
+        .unwrap();
+    assert_eq!(outer.await.unwrap(), Some(true));
+    settle().await;
+    pool.shutdown().await;
+    assert_eq!(live.started(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shut_down_pool_refuses_group_submits() {
+    for (pool, _) in Pool::all(2, 2) {
+        let mut g = pool.group::<u32>();
+        match &pool {
+            Pool::Common(p) => p.shutdown().await,
+            Pool::NoQueue(p) => p.shutdown().await,
+            Pool::Smart(p) => p.shutdown().await,
+        }
+        assert!(g.submit(|| async { 1 }).await.is_err(), "{}", pool.name());
+        assert_eq!(g.try_submit(|| async { 1 }), Err(false), "{}", pool.name());
+        assert!(g.is_empty());
+    }
+}
+
+#[test]
+fn groups_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<TaskGroup<u32>>();
+    send_sync::<SmartTaskGroup<String>>();
+    fn send<T: Send>(_: T) {}
+    let pool = CommonAioPool::new(1, 1);
+    let mut g = pool.group::<u32>();
+    send(g.submit(async { 1 }));
+    send(g.join_next());
+    send(pool.group::<u32>().join_all());
+}

@@ -1,0 +1,562 @@
+//! `map_unordered` / `map_ordered` on the three pools: results and their order, the bound
+//! on running jobs and on inputs pulled, backpressure, refusal, and abort on drop.
+//! Deterministic: paused time, no `thread::sleep`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::{self, Stream, StreamExt};
+use nb_aiopool::{
+    CommonAioPool, MapOrdered, MapUnordered, NoQueueAioPool, SmartAioPool, SubmitErrorKind,
+    TaskError,
+};
+use tokio::time::sleep;
+
+/// One of the three pools, with the same `map_*` surface (recipes made from `f` for Smart).
+#[derive(Clone)]
+enum Pool {
+    Common(CommonAioPool),
+    NoQueue(NoQueueAioPool),
+    Smart(SmartAioPool),
+}
+
+impl Pool {
+    /// The three pools with `conc` slots; `queue` places in the queue (NoQueue has none).
+    fn all(conc: usize, queue: usize) -> Vec<(Pool, usize)> {
+        vec![
+            (Pool::Common(CommonAioPool::new(conc, queue)), conc + queue),
+            (Pool::NoQueue(NoQueueAioPool::new(conc)), conc),
+            (
+                Pool::Smart(
+                    SmartAioPool::builder()
+                        .max_concurrency(conc)
+                        .max_queue_size(queue)
+                        .auto_shutdown(false)
+                        .build(),
+                ),
+                conc + queue,
+            ),
+        ]
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Pool::Common(_) => "common",
+            Pool::NoQueue(_) => "no_queue",
+            Pool::Smart(_) => "smart",
+        }
+    }
+
+    fn unordered<St, F, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
+    where
+        St: Stream,
+        St::Item: Clone + Send + Sync + 'static,
+        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self {
+            Pool::Common(p) => p.map_unordered(inputs, f),
+            Pool::NoQueue(p) => p.map_unordered(inputs, f),
+            Pool::Smart(p) => p.map_unordered(inputs, move |i| {
+                let f = f.clone();
+                move || f(i.clone())
+            }),
+        }
+    }
+
+    fn ordered<St, F, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
+    where
+        St: Stream,
+        St::Item: Clone + Send + Sync + 'static,
+        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self {
+            Pool::Common(p) => p.map_ordered(inputs, f),
+            Pool::NoQueue(p) => p.map_ordered(inputs, f),
+            Pool::Smart(p) => p.map_ordered(inputs, move |i| {
+                let f = f.clone();
+                move || f(i.clone())
+            }),
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.stats().running
+    }
+
+    fn stats(&self) -> nb_aiopool::PoolStats {
+        match self {
+            Pool::Common(p) => p.stats(),
+            Pool::NoQueue(p) => p.stats(),
+            Pool::Smart(p) => p.stats(),
+        }
+    }
+
+    /// Submits a job that never ends, from outside any stream.
+    async fn occupy(&self) -> nb_aiopool::AbortHandle {
+        match self {
+            Pool::Common(p) => p
+                .submit(std::future::pending::<()>())
+                .await
+                .unwrap()
+                .abort_handle(),
+            Pool::NoQueue(p) => p
+                .submit(std::future::pending::<()>())
+                .await
+                .unwrap()
+                .abort_handle(),
+            Pool::Smart(p) => p
+                .submit(std::future::pending::<()>)
+                .await
+                .unwrap()
+                .abort_handle(),
+        }
+    }
+
+    /// How many never-ending jobs `try_submit` accepts now (the room left).
+    fn room(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let ok = match self {
+                Pool::Common(p) => p
+                    .try_submit(std::future::pending::<()>())
+                    .map(|h| h.abort())
+                    .is_ok(),
+                Pool::NoQueue(p) => p
+                    .try_submit(std::future::pending::<()>())
+                    .map(|h| h.abort())
+                    .is_ok(),
+                Pool::Smart(p) => p
+                    .try_submit(std::future::pending::<()>)
+                    .map(|h| h.abort())
+                    .is_ok(),
+            };
+            if !ok {
+                return n;
+            }
+            n += 1;
+        }
+    }
+
+    async fn shutdown(&self) {
+        match self {
+            Pool::Common(p) => p.shutdown().await,
+            Pool::NoQueue(p) => p.shutdown().await,
+            Pool::Smart(p) => p.shutdown().await,
+        }
+    }
+}
+
+/// An input stream that counts how many items were pulled from it.
+fn counted<I: Iterator>(items: I, pulls: &Arc<AtomicUsize>) -> impl Stream<Item = I::Item> {
+    let pulls = pulls.clone();
+    stream::iter(items).inspect(move |_| {
+        pulls.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
+/// Counts jobs running now (entered and not yet dropped) and the most at once.
+#[derive(Clone, Default)]
+struct Live {
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
+}
+
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Live {
+    fn enter(&self) -> LiveGuard {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        self.started.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(self.now.clone())
+    }
+    fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+    fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+    fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+}
+
+/// Polls `s` until it has nothing ready (lets the pool run in between).
+async fn poll_idle<S: Stream + Unpin>(s: &mut S) -> Vec<S::Item> {
+    let mut out = Vec::new();
+    for _ in 0..50 {
+        match poll_once(s).await {
+            Poll::Ready(Some(x)) => out.push(x),
+            Poll::Ready(None) => break,
+            Poll::Pending => tokio::task::yield_now().await,
+        }
+    }
+    out
+}
+
+/// Polls `s` once, without waiting.
+async fn poll_once<S: Stream + Unpin>(s: &mut S) -> Poll<Option<S::Item>> {
+    std::future::poll_fn(|cx| Poll::Ready(s.poll_next_unpin(cx))).await
+}
+
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unordered_yields_every_result_as_completed() {
+    for (pool, _) in Pool::all(4, 4) {
+        // Later inputs finish first: completion order is the reverse of input order.
+        let results: Vec<u64> = pool
+            .unordered(stream::iter(0..8u64), |i| async move {
+                sleep(Duration::from_secs(10 - i)).await;
+                i
+            })
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let mut sorted = results.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..8).collect::<Vec<_>>(), "{}", pool.name());
+        // The first four run together; 3 ends first.
+        assert_eq!(results[0], 3, "{}: as completed", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ordered_yields_in_input_order() {
+    for (pool, _) in Pool::all(4, 4) {
+        let results: Vec<u64> = pool
+            .ordered(stream::iter(0..20u64), |i| async move {
+                sleep(Duration::from_millis(100 * (20 - i))).await;
+                i
+            })
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(results, (0..20).collect::<Vec<_>>(), "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_come_out_as_items() {
+    for (pool, _) in Pool::all(2, 2) {
+        let results: Vec<Result<u32, TaskError>> = pool
+            .ordered(stream::iter(0..4u32), |i| async move {
+                if i == 2 {
+                    panic!("job {i} fails");
+                }
+                i
+            })
+            .collect()
+            .await;
+        assert_eq!(results.len(), 4);
+        assert!(
+            results[2].as_ref().unwrap_err().is_panic(),
+            "{}",
+            pool.name()
+        );
+        assert_eq!(*results[3].as_ref().unwrap(), 3);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_running_than_max_concurrency() {
+    for (pool, _) in Pool::all(3, 5) {
+        for ordered in [false, true] {
+            let live = Live::default();
+            let job = {
+                let live = live.clone();
+                move |i: u64| {
+                    let live = live.clone();
+                    async move {
+                        let _g = live.enter();
+                        sleep(Duration::from_millis(1 + i % 7)).await;
+                        i
+                    }
+                }
+            };
+            let n = if ordered {
+                pool.ordered(stream::iter(0..60u64), job).count().await
+            } else {
+                pool.unordered(stream::iter(0..60u64), job).count().await
+            };
+            assert_eq!(n, 60);
+            assert_eq!(live.max(), 3, "{} ordered={ordered}", pool.name());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pulls_no_more_inputs_than_the_pool_can_hold() {
+    for (pool, capacity) in Pool::all(2, 3) {
+        let pulls = Arc::new(AtomicUsize::new(0));
+        let mut s = pool.unordered(counted(0..100u32, &pulls), |i| async move {
+            sleep(Duration::from_secs(3600)).await;
+            i
+        });
+        assert!(poll_idle(&mut s).await.is_empty());
+        assert_eq!(pulls.load(Ordering::SeqCst), capacity, "{}", pool.name());
+        assert_eq!(pool.running(), 2, "{}", pool.name());
+        drop(s);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shares_the_pool_with_other_submitters() {
+    for (pool, capacity) in Pool::all(2, 3) {
+        let other = pool.occupy().await;
+        let pulls = Arc::new(AtomicUsize::new(0));
+        let mut s = pool.ordered(counted(0..100u32, &pulls), |i| async move {
+            sleep(Duration::from_secs(3600)).await;
+            i
+        });
+        poll_idle(&mut s).await;
+        assert_eq!(
+            pulls.load(Ordering::SeqCst),
+            capacity - 1,
+            "{}",
+            pool.name()
+        );
+        drop(s);
+        other.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_pulls_as_room_frees() {
+    for (pool, capacity) in Pool::all(2, 2) {
+        let pulls = Arc::new(AtomicUsize::new(0));
+        let mut s = pool.unordered(counted(0..20u32, &pulls), |i| async move {
+            sleep(Duration::from_secs(1)).await;
+            i
+        });
+        assert!(poll_idle(&mut s).await.is_empty());
+        assert_eq!(pulls.load(Ordering::SeqCst), capacity);
+        // Two jobs run per second: each second frees two places, and two more are pulled.
+        let mut got = 0;
+        while let Some(r) = s.next().await {
+            r.unwrap();
+            got += 1;
+            let pulled = pulls.load(Ordering::SeqCst);
+            assert!(
+                pulled <= got + capacity,
+                "{}: {pulled} pulled, {got} out",
+                pool.name()
+            );
+        }
+        assert_eq!(got, 20);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ordered_bounds_results_waiting_out_of_order() {
+    for (pool, capacity) in Pool::all(2, 2) {
+        let pulls = Arc::new(AtomicUsize::new(0));
+        // Input 0 takes an hour; the others a second: they finish and wait for it.
+        let mut s = pool.ordered(counted(0..100u64, &pulls), |i| async move {
+            sleep(Duration::from_secs(if i == 0 { 3600 } else { 1 })).await;
+            i
+        });
+        for _ in 0..10 {
+            assert!(poll_idle(&mut s).await.is_empty());
+            sleep(Duration::from_secs(5)).await;
+        }
+        // The pool has room again (only input 0 still runs), but the stream holds
+        // `capacity` inputs already: it pulls no more.
+        assert_eq!(pool.running(), 1, "{}", pool.name());
+        assert_eq!(pulls.load(Ordering::SeqCst), capacity, "{}", pool.name());
+        assert_eq!(s.in_flight(), capacity);
+        let first = s.next().await.unwrap().unwrap();
+        assert_eq!(first, 0);
+        let rest: Vec<u64> = s.map(Result::unwrap).collect().await;
+        assert_eq!(rest, (1..100).collect::<Vec<_>>(), "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unordered_bounds_results_not_yet_taken() {
+    for (pool, capacity) in Pool::all(2, 1) {
+        let pulls = Arc::new(AtomicUsize::new(0));
+        let mut s = pool.unordered(counted(0..100u64, &pulls), |i| async move { i });
+        // A slow consumer: every job has finished (and freed its place in the pool)
+        // before the next result is taken. Without a bound, each poll would pull a pool's
+        // worth of inputs more than it yields.
+        let mut got = 0;
+        while let Some(r) = s.next().await {
+            r.unwrap();
+            got += 1;
+            settle().await;
+            assert!(s.in_flight() <= capacity, "{}", pool.name());
+            let pulled = pulls.load(Ordering::SeqCst);
+            assert!(
+                pulled <= got + capacity,
+                "{}: {pulled} pulled, {got} out",
+                pool.name()
+            );
+        }
+        assert_eq!(got, 100);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_stream_aborts_its_jobs() {
+    for (pool, capacity) in Pool::all(2, 3) {
+        for ordered in [false, true] {
+            let live = Live::default();
+            let job = {
+                let live = live.clone();
+                move |i: u64| {
+                    let live = live.clone();
+                    async move {
+                        let _g = live.enter();
+                        sleep(Duration::from_secs(3600)).await;
+                        i
+                    }
+                }
+            };
+            let mut s: Pin<Box<dyn Stream<Item = _> + Send>> = if ordered {
+                Box::pin(pool.ordered(stream::iter(0..100u64), job))
+            } else {
+                Box::pin(pool.unordered(stream::iter(0..100u64), job))
+            };
+            assert!(poll_idle(&mut s).await.is_empty());
+            assert_eq!(live.now(), 2);
+            drop(s);
+            settle().await;
+            sleep(Duration::from_millis(1)).await;
+            assert_eq!(
+                live.now(),
+                0,
+                "{} ordered={ordered}: jobs dropped",
+                pool.name()
+            );
+            // Queued jobs were dropped without running: no third one ever started.
+            assert_eq!(live.started(), 2, "{}", pool.name());
+            let stats = pool.stats();
+            assert_eq!((stats.running, stats.queued), (0, 0), "{}", pool.name());
+            assert_eq!(
+                pool.room(),
+                capacity,
+                "{}: every place given back",
+                pool.name()
+            );
+        }
+    }
+}
+
+/// A stream that yields its items, then stays pending (a slow producer).
+struct ThenPending<I>(I);
+
+impl<I: Iterator + Unpin> Stream for ThenPending<I> {
+    type Item = I::Item;
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<I::Item>> {
+        match self.0.next() {
+            Some(x) => Poll::Ready(Some(x)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_place_held_for_a_slow_input_is_given_back() {
+    for (pool, capacity) in Pool::all(2, 2) {
+        let mut s = pool.unordered(ThenPending(0..1u32), |i| async move { i });
+        assert_eq!(s.next().await.unwrap().unwrap(), 0);
+        assert!(poll_once(&mut s).await.is_pending());
+        // The stream holds one place, waiting for its next input.
+        assert_eq!(pool.room(), capacity - 1, "{}", pool.name());
+        settle().await;
+        drop(s);
+        assert_eq!(pool.room(), capacity, "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_of_the_inputs_gives_the_place_back() {
+    for (pool, capacity) in Pool::all(2, 2) {
+        let s = pool.unordered(stream::iter(0..5u32), |i| async move { i });
+        assert_eq!(s.count().await, 5);
+        settle().await;
+        assert_eq!(pool.room(), capacity, "{}", pool.name());
+        let s = pool.ordered(stream::iter(Vec::<u32>::new()), |i| async move { i });
+        assert_eq!(s.count().await, 0);
+        assert_eq!(pool.room(), capacity, "{}", pool.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shut_down_pool_ends_the_stream() {
+    for (pool, _) in Pool::all(2, 2) {
+        pool.shutdown().await;
+        let pulls = Arc::new(AtomicUsize::new(0));
+        let mut s = pool.unordered(counted(0..5u32, &pulls), |i| async move { i });
+        assert!(s.next().await.is_none());
+        assert_eq!(
+            s.refused(),
+            Some(SubmitErrorKind::Closed),
+            "{}",
+            pool.name()
+        );
+        assert_eq!(
+            pulls.load(Ordering::SeqCst),
+            0,
+            "admission comes before the pull"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_all_stops_the_stream() {
+    for (pool, capacity) in Pool::all(2, 2) {
+        let mut s = pool.ordered(stream::iter(0..10u32), |i| async move {
+            sleep(Duration::from_secs(3600)).await;
+            i
+        });
+        poll_idle(&mut s).await;
+        s.abort_all();
+        let results: Vec<_> = s.collect().await;
+        assert_eq!(results.len(), capacity, "{}", pool.name());
+        assert!(results
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().is_cancelled()));
+    }
+}
+
+#[test]
+fn streams_are_send_and_unpin() {
+    fn send_unpin<T: Send + Unpin>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let pool = CommonAioPool::new(1, 1);
+    // A result type that is not `Unpin`, and an input stream that is not `Unpin` either.
+    let s = pool.map_unordered(
+        stream::iter(0..1).then(|i| async move { i }),
+        |i| async move { (i, std::marker::PhantomPinned) },
+    );
+    send_unpin(&s);
+    let s = SmartAioPool::builder()
+        .auto_shutdown(false)
+        .build()
+        .map_ordered(stream::iter(0..1), |i| move || async move { i });
+    send_unpin(&s);
+}
