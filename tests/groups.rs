@@ -563,3 +563,22 @@ fn groups_are_send_and_sync() {
     send(g.join_next());
     send(pool.group::<u32>().join_all());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_submit_waiting_for_room_is_refused_when_a_task_fails() {
+    let pool = CommonAioPool::new(1, 0);
+    let mut g = pool.group::<Result<(), &str>>().cancel_on_error(true);
+    g.submit(async {
+        sleep(Duration::from_secs(1)).await;
+        Err("bad")
+    })
+    .await
+    .unwrap();
+    // Waits for the only slot; the task in it fails meanwhile.
+    let err = g.submit(async { Ok(()) }).await.unwrap_err();
+    assert!(err.is_closed());
+    assert_eq!(g.len(), 1);
+    assert_eq!(g.join_next().await.unwrap().unwrap(), Err("bad"));
+    // The place taken for the refused submit was given back.
+    pool.try_submit(async {}).unwrap().await.unwrap();
+}

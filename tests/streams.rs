@@ -560,3 +560,68 @@ fn streams_are_send_and_unpin() {
         .map_ordered(stream::iter(0..1), |i| move || async move { i });
     send_unpin(&s);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_can_fan_out_through_its_own_full_pool() {
+    // Two slots: the outer job holds one; its stream's jobs take turns in the other. A
+    // plain `submit().await` there would fail with WouldDeadlock once the pool is full.
+    let common = CommonAioPool::new(2, 0);
+    let inner = common.clone();
+    let n = common
+        .run(async move {
+            let s = inner.map_unordered(stream::iter(0..10u32), |i| async move {
+                sleep(Duration::from_millis(10)).await;
+                i
+            });
+            let results: Vec<_> = s.collect().await;
+            results.into_iter().map(Result::unwrap).count()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+
+    let no_queue = NoQueueAioPool::new(2);
+    let inner = no_queue.clone();
+    let values: Vec<u32> = no_queue
+        .run(async move {
+            let s = inner.map_ordered(stream::iter(0..10u32), |i| async move { i });
+            s.map(Result::unwrap).collect().await
+        })
+        .await
+        .unwrap();
+    assert_eq!(values, (0..10).collect::<Vec<_>>());
+
+    let smart = SmartAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(0)
+        .auto_shutdown(false)
+        .build();
+    let inner = smart.clone();
+    let n = smart
+        .run(move || {
+            let inner = inner.clone();
+            async move {
+                let s = inner.map_unordered(stream::iter(0..10u32), |i| move || async move { i });
+                s.count().await
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_alone_in_its_full_pool_is_refused() {
+    let pool = CommonAioPool::new(1, 0);
+    let inner = pool.clone();
+    let (items, refused) = pool
+        .run(async move {
+            let mut s = inner.map_unordered(stream::iter(0..3u32), |i| async move { i });
+            let items = (&mut s).count().await;
+            (items, s.refused())
+        })
+        .await
+        .unwrap();
+    assert_eq!(items, 0);
+    assert_eq!(refused, Some(SubmitErrorKind::WouldDeadlock));
+}

@@ -163,6 +163,15 @@ impl<St: Stream, T> Mapper<St, T> {
                     },
                     Permit::Waiting(fut) => match fut.as_mut().poll(cx) {
                         Poll::Ready(Ok(())) => self.permit = Permit::Held,
+                        Poll::Ready(Err(SubmitErrorKind::WouldDeadlock))
+                            if !self.tasks.is_empty() =>
+                        {
+                            // Polled from a job of this same full pool: waiting for room
+                            // could deadlock, but this stream's own jobs will free some.
+                            // Try again once one of them ends (its completion wakes us).
+                            self.permit = Permit::None;
+                            return;
+                        }
                         Poll::Ready(Err(kind)) => {
                             self.permit = Permit::None;
                             return self.stop_intake(Some(kind));
@@ -405,9 +414,20 @@ map_stream! {
     /// follows the pool's size if it changes). Other users of the pool share its room as
     /// usual.
     ///
-    /// When the pool refuses a job (shut down, or [`WouldDeadlock`](SubmitErrorKind::WouldDeadlock)
-    /// from a job of the same full pool), the stream stops pulling, yields the results of
-    /// the jobs already accepted, and ends; [`refused`](Self::refused) says why.
+    /// # Inside a job of the same pool
+    ///
+    /// A job may map a stream through its own pool (a fan-out). Waiting for room there
+    /// could deadlock, so where `submit().await` would fail with
+    /// [`WouldDeadlock`](SubmitErrorKind::WouldDeadlock), the stream instead waits for one
+    /// of its own jobs to end and tries again; only when it has no job of its own in the
+    /// pool is the input refused (see below).
+    ///
+    /// # Refusal
+    ///
+    /// When the pool refuses a job (it was shut down, or the case above), the stream
+    /// stops pulling, yields the results of the jobs already accepted, and ends: **check
+    /// [`refused`](Self::refused)** after the end if the pool may close under you, since
+    /// the inputs not pulled produce no item.
     ///
     /// # Dropping
     ///
