@@ -156,6 +156,53 @@ fn http_single_mode_with_in_process_server() {
 }
 
 #[test]
+fn http_every_client_on_both_runtimes() {
+    for client in ["conn", "raw", "legacy"] {
+        for runtime in ["current", "multi"] {
+            let out = run(
+                HTTP_LOAD,
+                &[
+                    "--mode=pool",
+                    "--requests=500",
+                    "--concurrency=10",
+                    &format!("--client={client}"),
+                    &format!("--runtime={runtime}"),
+                ],
+            );
+            let found = results(&out);
+            assert_eq!(found.len(), 1, "{client} {runtime}: {out:?}");
+            check_http(&found[0], 500.0);
+            assert_eq!(found[0].get("client"), Some(client));
+            if client != "legacy" {
+                // One persistent connection per slot.
+                assert_eq!(num(&found[0], "client_connections"), 10.0, "{}", found[0]);
+            }
+        }
+    }
+}
+
+#[test]
+fn http_duration_bounds_the_run() {
+    let out = run(
+        HTTP_LOAD,
+        &[
+            "--mode=pool",
+            "--requests=100000000",
+            "--duration-s=0.5",
+            "--concurrency=10",
+            "--client=raw",
+        ],
+    );
+    let found = results(&out);
+    assert_eq!(found.len(), 1, "{out:?}");
+    let r = &found[0];
+    let requests = num(r, "requests");
+    assert!(requests > 0.0 && requests < 100_000_000.0, "{r}");
+    check_http(r, requests);
+    assert!(num(r, "wall_s") < 10.0, "{r}");
+}
+
+#[test]
 fn http_refuses_non_loopback_targets() {
     // Refused before any connection is attempted.
     let out = run(

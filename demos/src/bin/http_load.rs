@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,11 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn;
+use hyper::header::{HeaderValue, HOST};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Response, Uri};
+use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,7 +32,8 @@ use nb_aiopool_demos::child::run_self;
 use nb_aiopool_demos::live::{want_bar, Live};
 use nb_aiopool_demos::memory::{self, EXIT_REFUSED};
 use nb_aiopool_demos::report::{table, ResultLine};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 /// Estimated bytes one naive request task costs while it waits for its permit: the tokio
@@ -54,9 +58,20 @@ struct Args {
     /// Number of requests.
     #[arg(long, default_value_t = 200_000)]
     requests: u64,
-    /// Requests in flight at once (also the size of the keep-alive connection pool).
+    /// Requests in flight at once (also the number of keep-alive connections).
     #[arg(long, default_value_t = 1000)]
     concurrency: usize,
+    /// Stop starting requests after this many seconds (then `--requests` is only an upper
+    /// bound), as `wrk -d` does.
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// HTTP client: `conn` (one persistent connection per slot, driven inside the request)
+    /// or `legacy` (hyper-util's pooled `Client`).
+    #[arg(long, value_enum, default_value_t = ClientKind::Conn)]
+    client: ClientKind,
+    /// Tokio runtime of the client: `current` (one thread, as `wrk -t1`) or `multi`.
+    #[arg(long, value_enum, default_value_t = Flavor::Current)]
+    runtime: Flavor,
     /// Queue size of the pool [default: the concurrency].
     #[arg(long)]
     queue_size: Option<usize>,
@@ -82,7 +97,8 @@ struct Args {
     /// Size of the server's response body in bytes.
     #[arg(long, default_value_t = 32)]
     response_bytes: usize,
-    /// Worker threads of the runtime [default: one per core].
+    /// Worker threads of the multi-thread runtime (and of the server) [default: one per
+    /// core].
     #[arg(long)]
     threads: Option<usize>,
     /// Print the process monitor's line every this many milliseconds (0: never).
@@ -313,9 +329,52 @@ struct Stats {
 /// Requests finished (any outcome): the progress bar reads it.
 static FINISHED: AtomicU64 = AtomicU64::new(0);
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// The two HTTP clients the demo can drive through the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClientKind {
+    /// One persistent HTTP/1.1 connection per concurrency slot (hyper's `client::conn::http1`),
+    /// driven inside the request's own job: no connection task, no per-host pool lookup.
+    Conn,
+    /// hyper-util's legacy pooled `Client` (keep-alive pool sized to the concurrency; each
+    /// connection runs as its own task).
+    Legacy,
+    /// A minimal HTTP/1.1 keep-alive client written here, as `wrk` has: one connection per
+    /// slot, a request prepared once, the response head parsed in place, `Content-Length`
+    /// bodies counted and discarded (anything else counts as a body error).
+    Raw,
+}
 
-fn client(concurrency: usize, timeout: Duration) -> HttpClient {
+impl ClientKind {
+    fn name(self) -> &'static str {
+        match self {
+            ClientKind::Conn => "conn",
+            ClientKind::Legacy => "legacy",
+            ClientKind::Raw => "raw",
+        }
+    }
+}
+
+/// Tokio runtime flavour of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Flavor {
+    /// Current-thread: one thread runs the submitting loop and every request (as `wrk -t1`).
+    Current,
+    /// Multi-thread (`--threads` workers).
+    Multi,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Current => "current",
+            Flavor::Multi => "multi",
+        }
+    }
+}
+
+type LegacyClient = Client<HttpConnector, Empty<Bytes>>;
+
+fn legacy_client(concurrency: usize, timeout: Duration) -> LegacyClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(timeout));
@@ -325,43 +384,334 @@ fn client(concurrency: usize, timeout: Duration) -> HttpClient {
         .build(connector)
 }
 
+type Http1Connection = conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>;
+
+/// One keep-alive HTTP/1.1 connection: the request half and the connection's I/O half,
+/// which whoever uses the connection polls (no task of its own).
+struct KeptConnection {
+    sender: conn::http1::SendRequest<Empty<Bytes>>,
+    io: Pin<Box<Http1Connection>>,
+}
+
+impl KeptConnection {
+    /// One GET on this connection; the number of body bytes. The connection is usable
+    /// again only after `Ok`.
+    async fn get(&mut self, path: &Uri, host: &HeaderValue) -> Result<usize, ErrorKind> {
+        let Self { sender, io } = self;
+        let exchange = async {
+            sender.ready().await.map_err(|_| ErrorKind::Request)?;
+            let mut request = Request::new(Empty::new());
+            *request.uri_mut() = path.clone();
+            request.headers_mut().insert(HOST, host.clone());
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|_| ErrorKind::Request)?;
+            let status = response.status();
+            // Count the body's bytes as they arrive; nothing is copied or collected.
+            let mut body = response.into_body();
+            let mut len = 0;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| ErrorKind::Body)?;
+                if let Some(data) = frame.data_ref() {
+                    len += data.len();
+                }
+            }
+            if status.is_success() {
+                Ok(len)
+            } else {
+                Err(ErrorKind::Status)
+            }
+        };
+        tokio::select! {
+            // The connection's I/O first, so a response it reads is seen in the same poll.
+            biased;
+            // It only ends when the connection closes or fails: this request is lost.
+            _ = io.as_mut() => Err(ErrorKind::Request),
+            outcome = exchange => outcome,
+        }
+    }
+}
+
+/// Keep-alive connections to one server, at most one per concurrency slot: a request takes
+/// an idle one (or opens one), and puts it back when its exchange succeeded.
+struct KeptConnections {
+    addr: SocketAddr,
+    /// Origin-form target (`/path?query`) of every request.
+    path: Uri,
+    host: HeaderValue,
+    idle: Mutex<Vec<KeptConnection>>,
+    opened: AtomicU64,
+}
+
+impl KeptConnections {
+    async fn new(uri: &Uri, concurrency: usize) -> Result<Self, String> {
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{uri}` has no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve `{authority}`: {e}"))?
+            .next()
+            .ok_or_else(|| format!("`{authority}` resolves to no address"))?;
+        let path = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|e| format!("bad path in `{uri}`: {e}"))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| format!("bad host in `{uri}`: {e}"))?;
+        Ok(Self {
+            addr,
+            path,
+            host,
+            idle: Mutex::new(Vec::with_capacity(concurrency)),
+            opened: AtomicU64::new(0),
+        })
+    }
+
+    async fn connect(&self) -> Result<KeptConnection, ErrorKind> {
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(|_| ErrorKind::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, io) = conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| ErrorKind::Connect)?;
+        // Relaxed: a statistic.
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(KeptConnection {
+            sender,
+            io: Box::pin(io),
+        })
+    }
+
+    async fn get(&self) -> Result<usize, ErrorKind> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut connection = match idle {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        // On an error (or a timeout, which drops this future) the connection is closed;
+        // the next request opens a new one.
+        let len = connection.get(&self.path, &self.host).await?;
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(connection);
+        Ok(len)
+    }
+}
+
+/// Where `target` first occurs in `haystack`.
+fn find(haystack: &[u8], target: &[u8]) -> Option<usize> {
+    haystack.windows(target.len()).position(|w| w == target)
+}
+
+/// What a response head says: the status and how long the body is.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    status: u16,
+    content_length: usize,
+    close: bool,
+}
+
+/// Parses an HTTP/1.x response head (without its final blank line). Only bodies framed by
+/// `Content-Length` (or none, for 1xx/204/304) are supported.
+fn parse_head(head: &[u8]) -> Result<Head, ErrorKind> {
+    let text = std::str::from_utf8(head).map_err(|_| ErrorKind::Body)?;
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let status_line = lines.next().unwrap_or_default();
+    if !status_line.starts_with("HTTP/1.") {
+        return Err(ErrorKind::Body);
+    }
+    let status: u16 = status_line
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or(ErrorKind::Body)?;
+    let mut content_length = None;
+    let mut close = status_line.starts_with("HTTP/1.0");
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or(ErrorKind::Body)?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = Some(value.parse::<usize>().map_err(|_| ErrorKind::Body)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(ErrorKind::Body);
+        } else if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        }
+    }
+    let bodiless = status < 200 || status == 204 || status == 304;
+    let content_length = match content_length {
+        _ if bodiless => 0,
+        Some(n) => n,
+        None => return Err(ErrorKind::Body),
+    };
+    Ok(Head {
+        status,
+        content_length,
+        close,
+    })
+}
+
+/// One keep-alive connection of the raw client, with its read buffer.
+struct RawConnection {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+}
+
+impl RawConnection {
+    /// Reads more bytes into `buf[filled..]`; a closed connection is an error.
+    async fn fill(&mut self, filled: usize) -> Result<usize, ErrorKind> {
+        match self.stream.read(&mut self.buf[filled..]).await {
+            Ok(0) | Err(_) => Err(ErrorKind::Request),
+            Ok(n) => Ok(n),
+        }
+    }
+
+    /// One request; the body length and whether the connection can be used again.
+    async fn exchange(&mut self, request: &[u8]) -> Result<(usize, bool), ErrorKind> {
+        self.stream
+            .write_all(request)
+            .await
+            .map_err(|_| ErrorKind::Request)?;
+        let mut filled = 0;
+        let (head, body_start) = loop {
+            if filled == self.buf.len() {
+                return Err(ErrorKind::Body); // a head longer than the buffer
+            }
+            let searched = filled.saturating_sub(3);
+            filled += self.fill(filled).await?;
+            if let Some(at) = find(&self.buf[searched..filled], b"\r\n\r\n") {
+                let end = searched + at;
+                break (parse_head(&self.buf[..end])?, end + 4);
+            }
+        };
+        // Count the body and throw it away.
+        let mut body = filled - body_start;
+        while body < head.content_length {
+            body += self.fill(0).await?;
+        }
+        if body > head.content_length {
+            return Err(ErrorKind::Body); // more than announced: nothing was pipelined
+        }
+        if !(200..300).contains(&head.status) {
+            return Err(ErrorKind::Status);
+        }
+        Ok((body, !head.close))
+    }
+}
+
+/// The raw client's connections: as `KeptConnections`, with the request bytes built once.
+struct RawConnections {
+    addr: SocketAddr,
+    request: Box<[u8]>,
+    idle: Mutex<Vec<RawConnection>>,
+    opened: AtomicU64,
+}
+
+impl RawConnections {
+    async fn new(uri: &Uri, concurrency: usize) -> Result<Self, String> {
+        let kept = KeptConnections::new(uri, 0).await?;
+        let host = kept.host.to_str().map_err(|e| format!("bad host: {e}"))?;
+        let request = format!("GET {} HTTP/1.1\r\nHost: {host}\r\n\r\n", kept.path);
+        Ok(Self {
+            addr: kept.addr,
+            request: request.into_bytes().into_boxed_slice(),
+            idle: Mutex::new(Vec::with_capacity(concurrency)),
+            opened: AtomicU64::new(0),
+        })
+    }
+
+    async fn get(&self) -> Result<usize, ErrorKind> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut connection = match idle {
+            Some(c) => c,
+            None => {
+                let stream = TcpStream::connect(self.addr)
+                    .await
+                    .map_err(|_| ErrorKind::Connect)?;
+                let _ = stream.set_nodelay(true);
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                RawConnection {
+                    stream,
+                    buf: vec![0; 8192].into_boxed_slice(),
+                }
+            }
+        };
+        // On an error (or a timeout) the connection is dropped, hence closed.
+        let (len, reusable) = connection.exchange(&self.request).await?;
+        if reusable {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(connection);
+        }
+        Ok(len)
+    }
+}
+
+enum HttpClient {
+    Conn(KeptConnections),
+    Legacy(LegacyClient, Uri),
+    Raw(RawConnections),
+}
+
+impl HttpClient {
+    async fn get(&self) -> Result<usize, ErrorKind> {
+        match self {
+            HttpClient::Conn(connections) => connections.get().await,
+            HttpClient::Raw(connections) => connections.get().await,
+            HttpClient::Legacy(client, uri) => {
+                let response = client.get(uri.clone()).await.map_err(|e| {
+                    if e.is_connect() {
+                        ErrorKind::Connect
+                    } else {
+                        ErrorKind::Request
+                    }
+                })?;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|_| ErrorKind::Body)?
+                    .to_bytes();
+                if status.is_success() {
+                    Ok(body.len())
+                } else {
+                    Err(ErrorKind::Status)
+                }
+            }
+        }
+    }
+
+    /// Connections this client opened (the legacy client does not say).
+    fn opened(&self) -> Option<u64> {
+        match self {
+            HttpClient::Conn(c) => Some(c.opened.load(Ordering::Relaxed)),
+            HttpClient::Raw(c) => Some(c.opened.load(Ordering::Relaxed)),
+            HttpClient::Legacy(..) => None,
+        }
+    }
+}
+
 /// One GET: time it, read the whole body, count the outcome.
-async fn request(
-    client: HttpClient,
-    uri: Uri,
-    timeout: Duration,
-    deadline: Instant,
-    stats: Arc<Stats>,
-) {
+async fn request(client: Arc<HttpClient>, timeout: Duration, deadline: Instant, stats: Arc<Stats>) {
     // Relaxed everywhere: statistics, read after every request has been awaited.
-    if Instant::now() >= deadline {
+    let start = Instant::now();
+    if start >= deadline {
         stats.skipped.fetch_add(1, Ordering::Relaxed);
         FINISHED.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let start = Instant::now();
-    let exchange = async {
-        let response = client.get(uri).await.map_err(|e| {
-            if e.is_connect() {
-                ErrorKind::Connect
-            } else {
-                ErrorKind::Request
-            }
-        })?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| ErrorKind::Body)?
-            .to_bytes();
-        if status.is_success() {
-            Ok(body.len())
-        } else {
-            Err(ErrorKind::Status)
-        }
-    };
-    let outcome = match tokio::time::timeout(timeout, exchange).await {
+    let outcome = match tokio::time::timeout_at((start + timeout).into(), client.get()).await {
         Ok(outcome) => outcome,
         Err(_) => Err(ErrorKind::Timeout),
     };
@@ -383,30 +733,44 @@ async fn request(
     FINISHED.fetch_add(1, Ordering::Relaxed);
 }
 
-async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<(), String> {
+/// Sends the requests; returns how many were started and the connections the client opened.
+async fn load(
+    mode: Mode,
+    args: &Args,
+    uri: Uri,
+    stats: Arc<Stats>,
+) -> Result<(u64, Option<u64>), String> {
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let client = client(args.concurrency, timeout);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.max_seconds);
+    // With --duration-s: no new request after it (the ones in flight finish).
+    let stop = args
+        .duration_s
+        .map(|s| start + Duration::from_secs_f64(s.max(0.0)));
+    // Read the clock every 64 requests only.
+    let stopped =
+        |started: u64| started.is_multiple_of(64) && stop.is_some_and(|t| Instant::now() >= t);
+    let client = Arc::new(match args.client {
+        ClientKind::Conn => HttpClient::Conn(KeptConnections::new(&uri, args.concurrency).await?),
+        ClientKind::Legacy => HttpClient::Legacy(legacy_client(args.concurrency, timeout), uri),
+        ClientKind::Raw => HttpClient::Raw(RawConnections::new(&uri, args.concurrency).await?),
+    });
+    let mut started = 0;
     match mode {
         Mode::Pool => {
             let pool = CommonAioPool::new(
                 args.concurrency,
                 args.queue_size.unwrap_or(args.concurrency),
             );
-            for _ in 0..args.requests {
-                let job = request(
-                    client.clone(),
-                    uri.clone(),
-                    timeout,
-                    deadline,
-                    stats.clone(),
-                );
+            while started < args.requests && !stopped(started) {
+                let job = request(client.clone(), timeout, deadline, stats.clone());
                 // Backpressure: waits while the pool is full. The handle is detached; the
                 // request still runs.
                 pool.submit(job)
                     .await
                     .map_err(|e| format!("submit failed: {e}"))?
                     .detach();
+                started += 1;
             }
             pool.shutdown().await;
         }
@@ -414,19 +778,14 @@ async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<()
             // The seed's naive version: every request becomes a task now.
             let semaphore = Arc::new(Semaphore::new(args.concurrency));
             let mut tasks = Vec::new();
-            for _ in 0..args.requests {
-                let job = request(
-                    client.clone(),
-                    uri.clone(),
-                    timeout,
-                    deadline,
-                    stats.clone(),
-                );
+            while started < args.requests && !stopped(started) {
+                let job = request(client.clone(), timeout, deadline, stats.clone());
                 let semaphore = semaphore.clone();
                 tasks.push(tokio::spawn(async move {
                     let _permit = semaphore.acquire().await.expect("never closed");
                     job.await
                 }));
+                started += 1;
             }
             for task in tasks {
                 task.await
@@ -435,12 +794,18 @@ async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<()
         }
         Mode::Compare => unreachable!("compare runs children"),
     }
-    Ok(())
+    Ok((started, client.opened()))
 }
 
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(t) = threads {
+fn build_runtime(
+    flavor: Flavor,
+    threads: Option<usize>,
+) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = match flavor {
+        Flavor::Current => tokio::runtime::Builder::new_current_thread(),
+        Flavor::Multi => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let (Flavor::Multi, Some(t)) = (flavor, threads) {
         builder.worker_threads(t.max(1));
     }
     builder
@@ -479,13 +844,22 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     if let Err(message) = ensure_fd_limit(sockets + 64) {
         return fail(message);
     }
-    let runtime = match runtime(args.threads) {
+    let runtime = match build_runtime(args.runtime, args.threads) {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };
-    let (url, served) = match &args.url {
-        Some(url) => (url.clone(), None),
-        None => match runtime.block_on(start_server(0, args.response_bytes)) {
+    // The in-process server gets a multi-thread runtime of its own, never the client's.
+    let server_runtime = match args.url {
+        Some(_) => None,
+        None => match build_runtime(Flavor::Multi, args.threads) {
+            Ok(rt) => Some(rt),
+            Err(e) => return fail(e),
+        },
+    };
+    let (url, served) = match (&args.url, &server_runtime) {
+        (Some(url), _) => (url.clone(), None),
+        (None, None) => unreachable!("a server runtime without --url"),
+        (None, Some(server)) => match server.block_on(start_server(0, args.response_bytes)) {
             Ok((url, served)) => (url, Some(served)),
             Err(e) => return fail(format!("cannot start the server: {e}")),
         },
@@ -510,10 +884,15 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     };
     let base = live.sample_now();
     live.println(&format!(
-        "{}: {} GET {url} at concurrency {}{}",
+        "{}: {} GET {url} at concurrency {} ({} client, {} runtime){}",
         mode.name(),
-        args.requests,
+        match args.duration_s {
+            Some(s) => format!("up to {} over {s} s:", args.requests),
+            None => args.requests.to_string(),
+        },
         args.concurrency,
+        args.client.name(),
+        args.runtime.name(),
         if served.is_some() {
             " (server in this process)"
         } else {
@@ -535,9 +914,11 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let wall = start.elapsed().as_secs_f64();
     let last = live.finish();
     drop(runtime);
-    if let Err(e) = outcome {
-        return fail(e);
-    }
+    drop(server_runtime);
+    let (started, opened) = match outcome {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
     let (Some(base), Some(last)) = (base, last) else {
         return fail("the process monitor gave no reading".into());
     };
@@ -555,7 +936,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
 
     let mut line = ResultLine::new(mode.name());
-    line.push("requests", args.requests)
+    line.push("requests", started)
         .push("ok", ok)
         .push("errors", total_errors);
     for ((_, name), count) in ERROR_KINDS.iter().zip(&errors) {
@@ -563,6 +944,8 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     }
     line.push("skipped", skipped)
         .push("concurrency", args.concurrency)
+        .push("client", args.client.name())
+        .push("runtime", args.runtime.name())
         .push("wall_s", format!("{wall:.3}"))
         .push("rps", format!("{:.0}", ok as f64 / wall.max(1e-9)))
         .push("p50_ms", ms(hist.value_at_quantile(0.50)))
@@ -574,6 +957,14 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
         .push("base_rss_mib", mib(base.rss_bytes))
         .push("peak_rss_mib", mib(last.peak_rss_bytes))
         .push("cpu_s", format!("{:.2}", last.cpu_seconds))
+        // CPU of the whole client process (startup included) per finished request.
+        .push(
+            "cpu_us_per_req",
+            format!(
+                "{:.1}",
+                last.cpu_seconds * 1e6 / (ok + total_errors).max(1) as f64
+            ),
+        )
         .push(
             "server",
             if served.is_some() {
@@ -582,6 +973,9 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
                 "external"
             },
         );
+    if let Some(opened) = opened {
+        line.push("client_connections", opened);
+    }
     if let Some(served) = &served {
         line.push(
             "server_connections",
@@ -601,10 +995,10 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
                 .join(", ")
         );
     }
-    if ok + total_errors + skipped != args.requests {
+    if ok + total_errors + skipped != started {
         return fail(format!(
             "{} requests unaccounted for",
-            args.requests - (ok + total_errors + skipped)
+            started.abs_diff(ok + total_errors + skipped)
         ));
     }
     ExitCode::SUCCESS
@@ -620,7 +1014,12 @@ fn child_args(mode: Mode, args: &Args, url: &str) -> Vec<String> {
         format!("--timeout-ms={}", args.timeout_ms),
         format!("--max-seconds={}", args.max_seconds),
         format!("--monitor-interval-ms={}", args.monitor_interval_ms),
+        format!("--client={}", args.client.name()),
+        format!("--runtime={}", args.runtime.name()),
     ];
+    if let Some(s) = args.duration_s {
+        v.push(format!("--duration-s={s}"));
+    }
     for (flag, on) in [
         ("--allow-remote", args.allow_remote),
         ("--no-progress", args.no_progress),
@@ -653,7 +1052,7 @@ fn compare(args: &Args) -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::FAILURE;
     }
-    let runtime = match runtime(args.threads) {
+    let runtime = match build_runtime(Flavor::Multi, args.threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -786,7 +1185,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if args.serve_only {
-        return match runtime(args.threads) {
+        return match build_runtime(Flavor::Multi, args.threads) {
             Ok(rt) => rt.block_on(serve_only(&args)),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -826,6 +1225,28 @@ mod tests {
         }
         assert!(check_target("https://127.0.0.1/", false).is_err());
         assert!(check_target("not a url", false).is_err());
+    }
+
+    #[test]
+    fn parses_response_heads() {
+        let head = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 32\r\ndate: x").unwrap();
+        assert_eq!(
+            head,
+            Head {
+                status: 200,
+                content_length: 32,
+                close: false
+            }
+        );
+        let head = parse_head(b"HTTP/1.1 204 No Content\r\nConnection: close").unwrap();
+        assert_eq!(
+            (head.status, head.content_length, head.close),
+            (204, 0, true)
+        );
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK").is_err(), "no framing");
+        assert!(parse_head(b"SSH-2.0").is_err());
+        assert_eq!(find(b"ab\r\n\r\ncd", b"\r\n\r\n"), Some(2));
     }
 
     #[test]
