@@ -4,6 +4,11 @@
 # Sections: default sleep nsweep csweep threads (default: all of them), and pools
 # (the default workload for the pools and sem-before-joinset only: a quick re-check).
 # The machine is shared and has 2 cores: check `top -bn1 | head -15` first.
+# With mimalloc as the compare binary's global allocator (the library never sets one):
+#   CARGO_TARGET_DIR=target-bench-mimalloc cargo build --release -p nb-aiopool-bench \
+#       --bin compare --features mimalloc
+#   target-bench-mimalloc/release/compare --rounds 3
+# Old engine against new, alternating: bash bench/compare_engines.sh [ROUNDS].
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-bench}"

@@ -12,6 +12,7 @@ pub mod measure;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,13 @@ impl std::fmt::Display for Workload {
 }
 
 /// The job body shared by every variant: do the workload, hand the payload back.
+///
+/// Executor-agnostic for `Tiny`: `tokio::task::yield_now` defers its wake-up to the tokio
+/// scheduler it runs on, and outside one (on `async-executor`'s threads) wakes its task at
+/// once (`waker.wake_by_ref()`), so it still returns `Pending` once and the task goes back
+/// to its executor's queue (checked by the `tiny_yields_once_outside_tokio` test). `Sleep`
+/// needs a tokio timer: the `async-executor` variant enters the tokio runtime's handle on
+/// its runner threads, so the sleeps use the tokio runtime's timer driver.
 pub async fn work(payload: String, workload: Workload) -> String {
     match workload {
         Workload::Tiny => tokio::task::yield_now().await,
@@ -116,16 +124,22 @@ pub const VARIANTS: &[&str] = &[
     "smart",
     "spawn-sem-inside",
     "sem-before-joinset",
+    "spawn-permit-moved",
     "mpsc-workers",
     "buffer-unordered",
+    "async-executor",
 ];
 
-/// The hand-written tokio patterns (the pools are compared against the best of these).
+/// The hand-written patterns (the pools are compared against the best of these). All are
+/// tokio patterns but `async-executor` (smol's executor: the price of another general
+/// executor on the same cores).
 pub const TOKIO_PATTERNS: &[&str] = &[
     "spawn-sem-inside",
     "sem-before-joinset",
+    "spawn-permit-moved",
     "mpsc-workers",
     "buffer-unordered",
+    "async-executor",
 ];
 
 /// Runs one variant by name inside the current runtime; returns the number of jobs that
@@ -135,6 +149,8 @@ pub async fn run_variant(name: &str, p: &Params) -> u64 {
         "common" | "no-queue" | "smart" => run_pool(name, p).await,
         "spawn-sem-inside" => spawn_sem_inside(p).await,
         "sem-before-joinset" => sem_before_joinset(p).await,
+        "spawn-permit-moved" => spawn_permit_moved(p).await,
+        "async-executor" => async_executor(p).await,
         "mpsc-workers" => mpsc_workers(p).await,
         "buffer-unordered" => buffer_unordered(p).await,
         other => panic!("unknown variant {other:?}; known: {}", VARIANTS.join(", ")),
@@ -248,6 +264,85 @@ async fn sem_before_joinset(p: &Params) -> u64 {
     done
 }
 
+/// Waits until every job has given its permit back (all `c` permits free again).
+async fn wait_all_permits(sem: &Semaphore, c: usize) {
+    let all = u32::try_from(c).expect("concurrency fits u32");
+    let _all = sem.acquire_many(all).await.expect("semaphore never closed");
+}
+
+/// Acquire an owned permit *before* a plain `tokio::spawn` and move it into the task; keep
+/// no `JoinHandle` (no `JoinSet`). Each job counts itself done, then drops its permit; the
+/// end is waited for by taking all `c` permits back.
+async fn spawn_permit_moved(p: &Params) -> u64 {
+    let sem = Arc::new(Semaphore::new(p.concurrency));
+    let done = Arc::new(AtomicU64::new(0));
+    let w = p.workload;
+    for i in 0..p.tasks {
+        let permit = Arc::clone(&sem)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let payload = p.payloads.get(i);
+        let done = Arc::clone(&done);
+        drop(tokio::spawn(async move {
+            let out = work(payload, w).await;
+            drop(out);
+            done.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        }));
+    }
+    wait_all_permits(&sem, p.concurrency).await;
+    done.load(Ordering::Relaxed)
+}
+
+/// smol's `async-executor` on 2 runner threads of its own (plain threads, each running
+/// `futures_lite::future::block_on(executor.run(pending()))`), fed by the producer (which,
+/// as for every variant, runs in the tokio runtime's `block_on`): an owned permit of a tokio
+/// `Semaphore` first, then `executor.spawn(..).detach()`. tokio's `Semaphore` is
+/// runtime-agnostic (plain wakers, no driver), so jobs on the executor's threads can give
+/// permits back and wake the producer. The end is waited for by taking all permits back.
+///
+/// The runner threads are never stopped: like the tokio runtime's workers they stay alive
+/// (parked) until the process exits, so their CPU time is still in `/proc/self/task` when
+/// the run is measured. They enter the tokio runtime's handle so `Sleep` jobs can use its
+/// timer; `Tiny` jobs yield to the executor (see [`work`]).
+async fn async_executor(p: &Params) -> u64 {
+    const RUNNERS: usize = 2;
+    let ex = Arc::new(async_executor::Executor::new());
+    let tokio_handle = tokio::runtime::Handle::current();
+    for r in 0..RUNNERS {
+        let ex = Arc::clone(&ex);
+        let tokio_handle = tokio_handle.clone();
+        std::thread::Builder::new()
+            .name(format!("async-executor-{r}"))
+            .spawn(move || {
+                let _tokio = tokio_handle.enter();
+                futures_lite::future::block_on(ex.run(std::future::pending::<()>()))
+            })
+            .expect("spawn an executor thread");
+    }
+    let sem = Arc::new(Semaphore::new(p.concurrency));
+    let done = Arc::new(AtomicU64::new(0));
+    let w = p.workload;
+    for i in 0..p.tasks {
+        let permit = Arc::clone(&sem)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let payload = p.payloads.get(i);
+        let done = Arc::clone(&done);
+        ex.spawn(async move {
+            let out = work(payload, w).await;
+            drop(out);
+            done.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        })
+        .detach();
+    }
+    wait_all_permits(&sem, p.concurrency).await;
+    done.load(Ordering::Relaxed)
+}
+
 type BoxJob = Pin<Box<dyn Future<Output = String> + Send>>;
 
 /// A bounded tokio mpsc of boxed futures and `c` worker tasks sharing the receiver behind a
@@ -300,4 +395,100 @@ async fn buffer_unordered(p: &Params) -> u64 {
         done += 1;
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct CountWakes(AtomicU64);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Outside a tokio scheduler `work(.., Tiny)` still yields once and wakes itself.
+    #[test]
+    fn tiny_yields_once_outside_tokio() {
+        let wakes = Arc::new(CountWakes(AtomicU64::new(0)));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut job = std::pin::pin!(work("x".to_string(), Workload::Tiny));
+        assert!(job.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(job.as_mut().poll(&mut cx), Poll::Ready("x".to_string()));
+    }
+
+    fn small(workload: Workload) -> Params {
+        Params {
+            tasks: 5000,
+            concurrency: 7,
+            queue: 7,
+            workload,
+            payloads: Payloads::new(400),
+        }
+    }
+
+    #[test]
+    fn new_variants_complete_every_job() {
+        for workload in [Workload::Tiny, Workload::Sleep(1)] {
+            let mut p = small(workload);
+            if workload != Workload::Tiny {
+                p.tasks = 200;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            for v in ["spawn-permit-moved", "async-executor"] {
+                assert_eq!(rt.block_on(run_variant(v, &p)), p.tasks, "{v} {workload}");
+            }
+        }
+    }
+
+    /// Never more than `c` jobs at once.
+    #[test]
+    fn new_variants_bound_concurrency() {
+        use std::sync::atomic::AtomicUsize;
+        static NOW: AtomicUsize = AtomicUsize::new(0);
+        static PEAK: AtomicUsize = AtomicUsize::new(0);
+        // The same shape as the variants, with a gauge around the job body.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ex = Arc::new(async_executor::Executor::new());
+        for _ in 0..2 {
+            let ex = Arc::clone(&ex);
+            std::thread::spawn(move || {
+                futures_lite::future::block_on(ex.run(std::future::pending::<()>()))
+            });
+        }
+        rt.block_on(async {
+            let sem = Arc::new(Semaphore::new(7));
+            for i in 0..3000u64 {
+                let permit = Arc::clone(&sem).acquire_owned().await.unwrap();
+                let job = async move {
+                    let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+                    PEAK.fetch_max(n, Ordering::SeqCst);
+                    work(String::new(), Workload::Tiny).await;
+                    NOW.fetch_sub(1, Ordering::SeqCst);
+                    drop(permit);
+                };
+                if i % 2 == 0 {
+                    drop(tokio::spawn(job));
+                } else {
+                    ex.spawn(job).detach();
+                }
+            }
+            wait_all_permits(&sem, 7).await;
+        });
+        assert!(PEAK.load(Ordering::SeqCst) <= 7);
+        assert_eq!(NOW.load(Ordering::SeqCst), 0);
+    }
 }

@@ -110,3 +110,28 @@ pub fn machine_busy_fraction(window: std::time::Duration) -> f64 {
     }
     1.0 - (i1.saturating_sub(i0)) as f64 / dt as f64
 }
+
+/// Context switches of this process so far, `(voluntary, involuntary)`, summed over every
+/// live thread (`/proc/self/task/*/status`; `/proc/self/status` alone counts only the main
+/// thread). Threads that already exited are not counted: take both readings while the
+/// same threads are alive, as for [`process_cpu_seconds`].
+pub fn context_switches() -> (u64, u64) {
+    let Ok(dir) = fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    let (mut vol, mut invol) = (0, 0);
+    for entry in dir.flatten() {
+        let Ok(text) = fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let num = |v: &str| v.trim().parse::<u64>().unwrap_or(0);
+            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                vol += num(v);
+            } else if let Some(v) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                invol += num(v);
+            }
+        }
+    }
+    (vol, invol)
+}

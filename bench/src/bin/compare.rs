@@ -7,8 +7,23 @@
 //! ```text
 //! cargo run --release -p nb-aiopool-bench --bin compare -- --rounds 5
 //! cargo run --release -p nb-aiopool-bench --bin compare -- --workload sleep:5 -n 200000 --rounds 3
+//! cargo run --release -p nb-aiopool-bench --bin compare --features mimalloc -- --rounds 3
 //! ```
+//!
+//! With the `mimalloc` feature this binary (the application, never the library) makes
+//! mimalloc its global allocator, so every variant and the Rust side of every child uses it.
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator this binary was built with (printed in the header and the JSON).
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
+};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -141,11 +156,15 @@ fn child(args: &Args, variant: &str) {
 
     let cpu0 = measure::process_cpu_seconds();
     let ticks0 = measure::process_cpu_seconds_ticks();
+    let cs0 = measure::context_switches();
     let t0 = Instant::now();
     let completed = rt.block_on(run_variant(variant, &params));
     let wall = t0.elapsed().as_secs_f64();
     let cpu = measure::process_cpu_seconds() - cpu0;
     let cpu_ticks = measure::process_cpu_seconds_ticks() - ticks0;
+    // Threads started during the run (async-executor's runners) start from zero.
+    let cs1 = measure::context_switches();
+    let (vcs, ics) = (cs1.0.saturating_sub(cs0.0), cs1.1.saturating_sub(cs0.1));
     let peak_kib = measure::peak_rss_kib();
     assert_eq!(
         completed, args.tasks,
@@ -155,7 +174,7 @@ fn child(args: &Args, variant: &str) {
     println!(
         "RESULT variant={variant} workload={} tasks={} concurrency={} queue={} runtime={} \
          wall_s={wall:.4} tasks_per_s={:.0} cpu_s={cpu:.4} cpu_ticks_s={cpu_ticks:.2} cpu_us_per_task={:.4} \
-         peak_rss_mib={:.2} completed={completed}",
+         peak_rss_mib={:.2} vol_cs={vcs} invol_cs={ics} allocator={ALLOCATOR} completed={completed}",
         args.workload,
         args.tasks,
         args.concurrency,
@@ -178,6 +197,8 @@ struct Run {
     tasks_per_s: f64,
     cpu_us_per_task: f64,
     peak_rss_mib: f64,
+    vol_cs: f64,
+    invol_cs: f64,
     load1: f64,
     busy_pct: f64,
 }
@@ -253,6 +274,8 @@ struct Summary {
     spread_pct: f64,
     cpu_us_per_task: f64,
     peak_rss_mib: f64,
+    vol_cs: f64,
+    invol_cs: f64,
     vs_best_tokio: f64,
     vs_joinset: f64,
     vs_python: f64,
@@ -279,6 +302,8 @@ fn summarize(variants: &[String], runs: &[Run]) -> Vec<Summary> {
                 },
                 cpu_us_per_task: median(mine.iter().map(|r| r.cpu_us_per_task).collect()),
                 peak_rss_mib: median(mine.iter().map(|r| r.peak_rss_mib).collect()),
+                vol_cs: median(mine.iter().map(|r| r.vol_cs).collect()),
+                invol_cs: median(mine.iter().map(|r| r.invol_cs).collect()),
                 vs_best_tokio: f64::NAN,
                 vs_joinset: f64::NAN,
                 vs_python: f64::NAN,
@@ -315,13 +340,13 @@ fn fmt_num(x: f64, decimals: usize) -> String {
 
 fn markdown_table(s: &[Summary]) -> String {
     let mut t = String::from(
-        "| variant | runs | wall s | tasks/s | spread % | CPU µs/task | peak RSS MiB | x best tokio | x sem-before-joinset | x python |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| variant | runs | wall s | tasks/s | spread % | CPU µs/task | peak RSS MiB | vol. ctx sw | invol. ctx sw | x best pattern | x sem-before-joinset | x python |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in s {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.variant,
             r.runs,
             fmt_num(r.wall_s, 3),
@@ -329,6 +354,8 @@ fn markdown_table(s: &[Summary]) -> String {
             fmt_num(r.spread_pct, 1),
             fmt_num(r.cpu_us_per_task, 3),
             fmt_num(r.peak_rss_mib, 1),
+            fmt_num(r.vol_cs, 0),
+            fmt_num(r.invol_cs, 0),
             fmt_num(r.vs_best_tokio, 2),
             fmt_num(r.vs_joinset, 2),
             fmt_num(r.vs_python, 1),
@@ -350,7 +377,7 @@ fn to_json(args: &Args, runs: &[Run], summary: &[Summary]) -> String {
     let _ = write!(
         j,
         "{{\n  \"config\": {{\"workload\": \"{}\", \"tasks\": {}, \"concurrency\": {}, \"queue\": {}, \
-         \"runtime\": \"{}\", \"payload_bytes\": {}, \"rounds\": {}}},\n  \"runs\": [\n",
+         \"runtime\": \"{}\", \"payload_bytes\": {}, \"rounds\": {}, \"allocator\": \"{ALLOCATOR}\"}},\n  \"runs\": [\n",
         args.workload,
         args.tasks,
         args.concurrency,
@@ -363,13 +390,16 @@ fn to_json(args: &Args, runs: &[Run], summary: &[Summary]) -> String {
         let _ = writeln!(
             j,
             "    {{\"round\": {}, \"variant\": \"{}\", \"wall_s\": {}, \"tasks_per_s\": {}, \
-             \"cpu_us_per_task\": {}, \"peak_rss_mib\": {}, \"load1\": {}, \"busy_pct_before\": {}}}{}",
+             \"cpu_us_per_task\": {}, \"peak_rss_mib\": {}, \"vol_cs\": {}, \"invol_cs\": {}, \
+             \"load1\": {}, \"busy_pct_before\": {}}}{}",
             r.round,
             r.variant,
             json_num(r.wall_s),
             json_num(r.tasks_per_s),
             json_num(r.cpu_us_per_task),
             json_num(r.peak_rss_mib),
+            json_num(r.vol_cs),
+            json_num(r.invol_cs),
             json_num(r.load1),
             json_num(r.busy_pct),
             if i + 1 < runs.len() { "," } else { "" }
@@ -381,7 +411,7 @@ fn to_json(args: &Args, runs: &[Run], summary: &[Summary]) -> String {
             j,
             "    {{\"variant\": \"{}\", \"runs\": {}, \"wall_s\": {}, \"tasks_per_s\": {}, \
              \"spread_pct\": {}, \"cpu_us_per_task\": {}, \"peak_rss_mib\": {}, \
-             \"vs_best_tokio\": {}, \"vs_sem_before_joinset\": {}, \"vs_python\": {}}}{}",
+             \"vol_cs\": {}, \"invol_cs\": {}, \"vs_best_tokio\": {}, \"vs_sem_before_joinset\": {}, \"vs_python\": {}}}{}",
             s.variant,
             s.runs,
             json_num(s.wall_s),
@@ -389,6 +419,8 @@ fn to_json(args: &Args, runs: &[Run], summary: &[Summary]) -> String {
             json_num(s.spread_pct),
             json_num(s.cpu_us_per_task),
             json_num(s.peak_rss_mib),
+            json_num(s.vol_cs),
+            json_num(s.invol_cs),
             json_num(s.vs_best_tokio),
             json_num(s.vs_joinset),
             json_num(s.vs_python),
@@ -477,7 +509,7 @@ fn parent(args: &Args) {
         variants.push("python".into());
     }
     eprintln!(
-        "compare: workload={} tasks={} concurrency={} queue={} runtime={} payload={} bytes, {} rounds of [{}]",
+        "compare: workload={} tasks={} concurrency={} queue={} runtime={} payload={} bytes, allocator={ALLOCATOR}, {} rounds of [{}]",
         args.workload,
         args.tasks,
         args.concurrency,
@@ -501,12 +533,14 @@ fn parent(args: &Args) {
                         tasks_per_s: field(&m, "tasks_per_s"),
                         cpu_us_per_task: field(&m, "cpu_us_per_task"),
                         peak_rss_mib: field(&m, "peak_rss_mib"),
+                        vol_cs: field(&m, "vol_cs"),
+                        invol_cs: field(&m, "invol_cs"),
                         load1,
                         busy_pct: busy * 100.0,
                     };
                     eprintln!(
-                        "  round {round} {:<20} wall {:>8.3} s  {:>10.0} tasks/s  {:>7.3} CPU µs/task  {:>8.1} MiB peak  (load {:.2}, machine {:.0}% busy before)",
-                        v, run.wall_s, run.tasks_per_s, run.cpu_us_per_task, run.peak_rss_mib, load1, run.busy_pct
+                        "  round {round} {:<20} wall {:>8.3} s  {:>10.0} tasks/s  {:>7.3} CPU µs/task  {:>8.1} MiB peak  {:>7.0}+{:.0} ctx sw  (load {:.2}, machine {:.0}% busy before)",
+                        v, run.wall_s, run.tasks_per_s, run.cpu_us_per_task, run.peak_rss_mib, run.vol_cs, run.invol_cs, load1, run.busy_pct
                     );
                     runs.push(run);
                 }
@@ -516,7 +550,7 @@ fn parent(args: &Args) {
     }
     let summary = summarize(&variants, &runs);
     println!(
-        "\nMedians of {} rounds: workload={} tasks={} concurrency={} queue={} runtime={}\n",
+        "\nMedians of {} rounds: workload={} tasks={} concurrency={} queue={} runtime={} allocator={ALLOCATOR}\n",
         args.rounds,
         args.workload,
         args.tasks,
