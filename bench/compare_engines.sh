@@ -22,7 +22,8 @@
 # Writes bench/results/<date>-<new short commit>-engines.{md,json}.
 #
 # Env: VARIANTS (default common,no-queue,smart,sem-before-joinset), QUIET_WAIT (default
-# 20 s), FEATURES (e.g. mimalloc; also names the output ...-engines-mimalloc), NO_BUILD=1.
+# 20 s), FEATURES (e.g. mimalloc; also names the output ...-engines-mimalloc), SUFFIX (appended
+# to the output name, e.g. run2), NO_BUILD=1 (reuse both builds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 main="$PWD"
@@ -76,7 +77,7 @@ old_bin="$old_target/release/compare"
 new_bin="$new_target/release/compare"
 
 day="$(date -u +%F)"
-tag="engines${features:+-$features}"
+tag="engines${features:+-$features}${SUFFIX:+-$SUFFIX}"
 out="bench/results/$day-${new_rev:0:7}-$tag"
 mkdir -p bench/results
 tmp="$(mktemp -d)"
