@@ -66,6 +66,12 @@ pub enum SubmitErrorKind {
     /// (or there never was one). Submit from inside a runtime, or enter one first
     /// (`Handle::enter`).
     NoRuntime,
+    /// [`SubmitOptions::timeout`](crate::SubmitOptions::timeout) passed before the pool
+    /// had room.
+    TimedOut,
+    /// The task's [`weight`](crate::SubmitOptions::weight) is larger than the pool's whole
+    /// `weight_capacity`: it could never start.
+    TooHeavy,
 }
 
 impl<F> SubmitError<F> {
@@ -96,6 +102,11 @@ impl<F> SubmitError<F> {
         self.kind == SubmitErrorKind::NoRuntime
     }
 
+    /// Returns `true` if the submit's timeout passed before the pool had room.
+    pub fn is_timed_out(&self) -> bool {
+        self.kind == SubmitErrorKind::TimedOut
+    }
+
     /// Gives back the rejected task, never polled.
     pub fn into_inner(self) -> F {
         self.task.into_inner()
@@ -121,6 +132,12 @@ impl<F> fmt::Display for SubmitError<F> {
             SubmitErrorKind::NoRuntime => f.write_str(
                 "no tokio runtime to run the task: submitted from a thread without a runtime \
                  context, and the pool's runtime has shut down or never existed",
+            ),
+            SubmitErrorKind::TimedOut => {
+                f.write_str("the submit's timeout passed before the pool had room")
+            }
+            SubmitErrorKind::TooHeavy => f.write_str(
+                "the task's weight exceeds the pool's weight_capacity, so it could never start",
             ),
         }
     }
@@ -155,6 +172,7 @@ enum TryKind {
     Full,
     Closed,
     NoRuntime,
+    TooHeavy,
 }
 
 impl<F> TrySubmitError<F> {
@@ -169,6 +187,7 @@ impl<F> TrySubmitError<F> {
     pub(crate) fn refused(kind: SubmitErrorKind, task: F) -> Self {
         let kind = match kind {
             SubmitErrorKind::NoRuntime => TryKind::NoRuntime,
+            SubmitErrorKind::TooHeavy => TryKind::TooHeavy,
             _ => TryKind::Closed,
         };
         TrySubmitError {
@@ -193,6 +212,12 @@ impl<F> TrySubmitError<F> {
         self.kind == TryKind::NoRuntime
     }
 
+    /// Returns `true` if the task's weight exceeds the pool's `weight_capacity` (see
+    /// [`SubmitErrorKind::TooHeavy`]).
+    pub fn is_too_heavy(&self) -> bool {
+        self.kind == TryKind::TooHeavy
+    }
+
     /// Gives back the rejected task, never polled.
     pub fn into_inner(self) -> F {
         self.task.into_inner()
@@ -205,6 +230,7 @@ impl<F> fmt::Debug for TrySubmitError<F> {
             TryKind::Full => "Full",
             TryKind::Closed => "Closed",
             TryKind::NoRuntime => "NoRuntime",
+            TryKind::TooHeavy => "TooHeavy",
         };
         f.debug_tuple(name).finish_non_exhaustive()
     }
@@ -218,6 +244,9 @@ impl<F> fmt::Display for TrySubmitError<F> {
             TryKind::NoRuntime => f.write_str(
                 "no tokio runtime to run the task: submitted from a thread without a runtime \
                  context, and the pool's runtime has shut down or never existed",
+            ),
+            TryKind::TooHeavy => f.write_str(
+                "the task's weight exceeds the pool's weight_capacity, so it could never start",
             ),
         }
     }

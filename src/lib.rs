@@ -112,6 +112,7 @@ mod blocking;
 mod engine;
 mod error;
 mod exit;
+mod options;
 mod pool;
 mod stats;
 mod sync;
@@ -119,6 +120,7 @@ mod sys;
 mod task;
 
 pub use error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
+pub use options::SubmitOptions;
 pub use pool::common::{CommonAioPool, CommonAioPoolBuilder};
 pub use pool::no_queue::{NoQueueAioPool, NoQueueAioPoolBuilder};
 pub use pool::registry::{shutdown_all_common_aiopools, wait_all_no_queue_aiopools};

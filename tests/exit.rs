@@ -50,8 +50,15 @@ async fn submit_tasks(pool: &SmartAioPool, dir: &Path, spawn_inside: bool) {
         .unwrap()
         .detach();
     }
-    while pool.busy_worker_count() < SLOTS {
-        tokio::task::yield_now().await;
+    // Until SLOTS tasks have really started (a slot counts as busy from the moment it is
+    // given a task, before its first poll).
+    let started = || {
+        std::fs::read_to_string(dir.join("starts"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    while pool.busy_worker_count() < SLOTS || started() < SLOTS {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -104,8 +111,6 @@ fn child() {
                     .name("mailer")
                     .build();
                 submit_tasks(&pool, &dir, false).await;
-                // Let the first SLOTS tasks start (each then sleeps 50 ms).
-                tokio::time::sleep(Duration::from_millis(20)).await;
                 std::process::exit(0);
             });
         }

@@ -124,7 +124,6 @@ async fn run_error_is_transparent() {
     let err: RunError<_> = pool
         .run(async { panic!("nope (intentional test panic)") })
         .await
-        .map(|()| ())
         .unwrap_err();
     assert_eq!(
         err.to_string(),

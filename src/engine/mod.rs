@@ -3,7 +3,8 @@
 //! # Design
 //!
 //! A pool is an [`Engine`]: an admission semaphore with `max_concurrency + max_queue_size`
-//! permits (the backpressure), a queue ([`queue::Discipline`], FIFO today) and *slots*.
+//! permits (the backpressure), a queue ([`queue::Queue`]: FIFO, or by priority once a
+//! job has one), start-time flow control ([`limits`]) and *slots*.
 //! A slot is a tokio task of its own that runs jobs one after the other: a submit that
 //! finds a free slot spawns one on the submitter's runtime; a slot whose job ends takes
 //! the next queued job and runs it at once, in the same tokio task, and exits when the
@@ -22,6 +23,7 @@
 
 mod elastic;
 mod job;
+pub(crate) mod limits;
 pub(crate) mod queue;
 pub(crate) mod runtimes;
 mod slot;
@@ -29,7 +31,7 @@ mod slot;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
@@ -41,13 +43,15 @@ use tokio::time::Instant;
 
 pub(crate) use elastic::ElasticConfig;
 pub(crate) use job::Job;
+pub(crate) use limits::{LimitsConfig, Meta};
 
 use crate::error::{CancelReason, SubmitErrorKind};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::context::{self, Probe};
 use crate::task::Outcome;
 use elastic::Elastic;
-use queue::{Discipline, Fifo};
+use limits::Limits;
+use queue::{Ordered, Queue};
 use runtimes::{RtRef, Runtimes, ANY};
 use slot::Slot;
 
@@ -61,6 +65,8 @@ pub(crate) struct Config {
     /// Whether a run interrupted by the end of its runtime starts again from the job's
     /// copy (jobs whose [`Job::RERUN`] allows it), or is cancelled.
     pub(crate) rerun: bool,
+    /// Flow control at start time (per-key limits, weights, a rate limit).
+    pub(crate) limits: LimitsConfig,
 }
 
 /// Unfinished tasks and tasks lost to runtime shutdowns, for the exit report.
@@ -104,6 +110,17 @@ pub(crate) struct Queued<J> {
     job: J,
     id: u64,
     rt: RtRef,
+    meta: Meta,
+}
+
+impl<J> Ordered for Queued<J> {
+    fn priority(&self) -> i32 {
+        self.meta.priority
+    }
+
+    fn seq(&self) -> u64 {
+        self.id
+    }
 }
 
 /// A live slot, as the state sees it.
@@ -114,6 +131,8 @@ struct SlotEntry<J> {
     job: u64,
     /// A copy of that job for running it again (`RERUN` jobs only).
     copy: Option<J>,
+    /// That job's flow-control settings, given back to the limits when it ends.
+    meta: Meta,
 }
 
 #[derive(Default)]
@@ -134,7 +153,13 @@ struct Wait {
 }
 
 struct State<J> {
-    queue: Fifo<Queued<J>>,
+    queue: Queue<Queued<J>>,
+    /// Flow control; `None` for a pool built without any (one branch per start).
+    limits: Option<Box<Limits>>,
+    /// A timer task will look at the queue again when the rate window allows a start.
+    rate_timer: bool,
+    /// The most jobs that run at once (changed by `set_max_concurrency`).
+    max_concurrency: usize,
     /// Jobs holding a slot: running, or handed to a slot task that has not run yet, or
     /// reserved (`reserved` of them) for a slot task that takes the queue's head when it
     /// first runs.
@@ -177,6 +202,8 @@ pub(crate) struct Deferred<J: Job> {
     changed: bool,
     /// Start a janitor on this runtime.
     janitor: Option<Handle>,
+    /// Start a rate timer on this runtime, firing then.
+    rate_timer: Option<(Handle, Instant)>,
 }
 
 impl<J: Job> Default for Deferred<J> {
@@ -188,12 +215,17 @@ impl<J: Job> Default for Deferred<J> {
             release: 0,
             changed: false,
             janitor: None,
+            rate_timer: None,
         }
     }
 }
 
 pub(crate) struct Engine<J: Job> {
-    max_concurrency: usize,
+    /// Mirror of `State::max_concurrency`, for the getter.
+    max_concurrency: AtomicUsize,
+    /// Admission permits still to be taken back after `set_max_concurrency` shrank the
+    /// pool: released permits pay this first.
+    permit_debt: AtomicUsize,
     /// Interrupted runs start again (see `Config::rerun`).
     rerun: bool,
     max_queue_size: usize,
@@ -221,6 +253,7 @@ impl<J: Job> Engine<J> {
             max_queue_size,
             elastic,
             rerun,
+            limits,
         } = config;
         assert!(
             max_concurrency > 0,
@@ -250,7 +283,10 @@ impl<J: Job> Engine<J> {
             runtimes.enter(&handle);
         }
         let state = State {
-            queue: Fifo::default(),
+            queue: Queue::default(),
+            limits: (!limits.is_empty()).then(|| Box::new(Limits::new(limits))),
+            rate_timer: false,
+            max_concurrency,
             running: 0,
             reserved: 0,
             limit,
@@ -267,7 +303,8 @@ impl<J: Job> Engine<J> {
             taken_over: false,
         };
         Engine {
-            max_concurrency,
+            max_concurrency: AtomicUsize::new(max_concurrency),
+            permit_debt: AtomicUsize::new(0),
             rerun: rerun && J::RERUN,
             max_queue_size,
             admission: Semaphore::new(permits),
@@ -286,7 +323,7 @@ impl<J: Job> Engine<J> {
     }
 
     pub(crate) fn max_concurrency(&self) -> usize {
-        self.max_concurrency
+        self.max_concurrency.load(Ordering::Relaxed)
     }
 
     pub(crate) fn max_queue_size(&self) -> usize {
@@ -372,6 +409,16 @@ impl<J: Job> Engine<J> {
         item: T,
         make: impl FnOnce(T, u64) -> J,
     ) -> Result<(), PushError<T>> {
+        self.push_with(item, Meta::default(), make)
+    }
+
+    /// [`push`](Self::push) with flow-control settings.
+    pub(crate) fn push_with<T>(
+        self: &Arc<Self>,
+        item: T,
+        meta: Meta,
+        make: impl FnOnce(T, u64) -> J,
+    ) -> Result<(), PushError<T>> {
         let current = Handle::try_current().ok();
         let mut later = Deferred::default();
         {
@@ -395,12 +442,12 @@ impl<J: Job> Engine<J> {
             let id = st.counts.submitted;
             st.counts.submitted += 1;
             let job = make(item, id);
-            st.queue.push(Queued { job, id, rt });
+            st.queue.push(Queued { job, id, rt, meta });
             let st = &mut *st;
             if let Some(el) = &mut st.elastic {
                 // Add a worker when queued tasks outnumber idle ones.
                 let queued = st.queue.len() - st.reserved;
-                if queued > st.limit - st.running && st.limit < self.max_concurrency {
+                if queued > st.limit.saturating_sub(st.running) && st.limit < st.max_concurrency {
                     st.limit += 1;
                     el.added();
                 }
@@ -424,10 +471,9 @@ impl<J: Job> Engine<J> {
     ) -> Option<Queued<J>> {
         // A slot on a runtime known to be shutting down starts nothing more there.
         while st.running <= st.limit && st.queue.len() > st.reserved && st.runtimes.is_alive(rt) {
-            let mut q = st
-                .queue
-                .pop()
-                .expect("the queue holds more than its reserved jobs");
+            let Some(mut q) = self.pop_startable(st, rt, later) else {
+                break;
+            };
             let target = if st.taken_over || q.rt == ANY {
                 rt
             } else if st.runtimes.is_alive(q.rt) {
@@ -436,6 +482,9 @@ impl<J: Job> Engine<J> {
                 rt // a job that can run anywhere runs wherever there is a runtime
             } else {
                 // Its runtime is gone: it can never run.
+                if let Some(limits) = &mut st.limits {
+                    limits.ended(&q.meta);
+                }
                 self.count_end(st, Outcome::Cancelled(CancelReason::RuntimeShutdown));
                 st.counts.lost += 1;
                 later
@@ -445,10 +494,12 @@ impl<J: Job> Engine<J> {
             };
             q.rt = target;
             let copy = if J::RERUN { q.job.keep() } else { None };
+            let meta = std::mem::take(&mut q.meta);
             if target == rt {
                 let entry = &mut st.slots[key];
                 entry.job = q.id;
                 entry.copy = copy;
+                entry.meta = meta;
                 return Some(q);
             }
             // Hand the slot and the job over to the job's runtime.
@@ -462,6 +513,7 @@ impl<J: Job> Engine<J> {
                 waker: None,
                 job: q.id,
                 copy,
+                meta,
             });
             let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q);
             later.spawns.push((handle, slot));
@@ -486,17 +538,161 @@ impl<J: Job> Engine<J> {
             return; // no runtime: started by the next submit, wait or take-over
         };
         let rt = rt.expect("a handle was found for it");
-        while st.running < st.limit && st.queue.len() > st.reserved {
+        let mut want = (st.limit - st.running).min(st.queue.len() - st.reserved);
+        if let Some(limits) = &mut st.limits {
+            // Reserve only for jobs that may start now, or reserved slots would find none.
+            let now = Instant::now();
+            let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
+            if tokens == 0 && !st.rate_timer {
+                if let Some(at) = limits.rate_ready_at(now) {
+                    st.rate_timer = true;
+                    later.rate_timer = Some((handle.clone(), at));
+                }
+            }
+            let mut pick = limits.picker();
+            let startable = st.queue.count(st.reserved + want, |q| pick(&q.meta));
+            want = want.min(tokens).min(startable.saturating_sub(st.reserved));
+        }
+        for _ in 0..want {
             Self::occupy(st);
             st.reserved += 1;
             let key = st.slots.insert(SlotEntry {
                 waker: None,
                 job: u64::MAX,
                 copy: None,
+                meta: Meta::default(),
             });
             let slot = Slot::reserved(Arc::clone(self), key, st.generation, rt);
             later.spawns.push((handle.clone(), slot));
         }
+    }
+
+    /// Under the lock: the next queued job that flow control lets start now (the head,
+    /// for a pool without limits), recorded as started. Arms the rate timer when the rate
+    /// window is what holds jobs back.
+    fn pop_startable(
+        &self,
+        st: &mut State<J>,
+        rt: RtRef,
+        later: &mut Deferred<J>,
+    ) -> Option<Queued<J>> {
+        let State {
+            queue,
+            limits,
+            rate_timer,
+            runtimes,
+            ..
+        } = st;
+        let Some(limits) = limits.as_deref_mut() else {
+            return queue.pop();
+        };
+        let now = Instant::now();
+        if let Some(at) = limits.rate_ready_at(now) {
+            if !*rate_timer {
+                let handle = runtimes
+                    .handle(rt)
+                    .or_else(|| runtimes.home().and_then(|h| runtimes.handle(h)));
+                if let Some(handle) = handle {
+                    *rate_timer = true;
+                    later.rate_timer = Some((handle.clone(), at));
+                }
+            }
+            return None;
+        }
+        let q = {
+            let mut pick = limits.picker();
+            queue.pop_first(|q| pick(&q.meta))?
+        };
+        limits.started(&q.meta, now);
+        Some(q)
+    }
+
+    /// The rate window allows a start again: give free slots to queued jobs.
+    fn rate_tick(self: &Arc<Self>) {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            st.rate_timer = false;
+            self.fill_free(&mut st, None, &mut later);
+        }
+        self.run_deferred(&mut later);
+    }
+
+    /// Checks a job's weight against the pool's capacity, before it waits for room.
+    pub(crate) fn check_weight(&self, meta: &Meta) -> Result<(), SubmitErrorKind> {
+        let st = self.lock();
+        match st.limits.as_ref().and_then(|l| l.weight_capacity()) {
+            Some(cap) if u64::from(meta.weight) > cap => Err(SubmitErrorKind::TooHeavy),
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes how many jobs run at once. Growing starts queued jobs at once; shrinking
+    /// lets running jobs finish and starts none until fewer than `n` run.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` is 0 or too large for the admission semaphore.
+    #[track_caller]
+    pub(crate) fn set_max_concurrency(self: &Arc<Self>, n: usize) {
+        assert!(
+            n > 0,
+            "nb_aiopool: set_max_concurrency(0): a pool needs at least one slot"
+        );
+        assert!(
+            n.checked_add(self.max_queue_size)
+                .is_some_and(|p| p <= Semaphore::MAX_PERMITS),
+            "nb_aiopool: set_max_concurrency({n}): max_concurrency + max_queue_size exceeds the \
+             largest supported size ({})",
+            Semaphore::MAX_PERMITS
+        );
+        let mut later = Deferred::default();
+        let old;
+        {
+            let mut st = self.lock();
+            old = st.max_concurrency;
+            st.max_concurrency = n;
+            self.max_concurrency.store(n, Ordering::Relaxed);
+            let queued = st.queue.len() - st.reserved;
+            let (limit, running) = (st.limit, st.running);
+            match &mut st.elastic {
+                // Elastic: `n` caps the live workers; growing adds workers for the tasks
+                // queued now (as a submit would), shrinking retires the extra ones.
+                Some(el) => {
+                    let target = limit.max((running + queued).min(n)).min(n);
+                    for _ in limit..target {
+                        el.added();
+                    }
+                    for _ in target..limit {
+                        el.busy(); // a retired worker's idle entry goes (none if busy)
+                    }
+                    st.limit = target;
+                }
+                None => st.limit = n,
+            }
+            if n < old {
+                // Taken back from the free permits below, and from the ones released
+                // from now on for the rest.
+                self.permit_debt.fetch_add(old - n, Ordering::AcqRel);
+            }
+            self.fill_free(&mut st, None, &mut later);
+        }
+        if n > old {
+            let grow = n - old;
+            // Pay back an unpaid shrink first.
+            let paid = self
+                .permit_debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    Some(d - d.min(grow))
+                })
+                .map_or(0, |d| d.min(grow));
+            self.admission.add_permits(grow - paid);
+        } else if n < old {
+            let debt = self.permit_debt.load(Ordering::Acquire);
+            let taken = self.admission.forget_permits(debt.min(old - n));
+            self.permit_debt.fetch_sub(taken, Ordering::AcqRel);
+        }
+        self.run_deferred(&mut later);
     }
 
     /// Under the lock: jobs left the queue without their reservations; give the slots
@@ -520,6 +716,9 @@ impl<J: Job> Engine<J> {
     fn vacate(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
         st.running -= 1;
         let limit = st.limit;
+        if st.running >= limit {
+            return; // above a lowered limit: the freed slot is not an idle worker
+        }
         if let Some(el) = &mut st.elastic {
             if el.idle(limit) {
                 let handle = st
@@ -578,9 +777,19 @@ impl<J: Job> Engine<J> {
                 later.release += 1;
             }
         }
-        if later.release > 0 {
-            self.admission
-                .add_permits(std::mem::take(&mut later.release));
+        let mut release = std::mem::take(&mut later.release);
+        if release > 0 && self.permit_debt.load(Ordering::Acquire) > 0 {
+            // The pool shrank: these permits pay that back first.
+            let paid = self
+                .permit_debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    Some(d - d.min(release))
+                })
+                .map_or(0, |d| d.min(release));
+            release -= paid;
+        }
+        if release > 0 {
+            self.admission.add_permits(release);
         }
         for (handle, slot) in later.spawns.drain(..) {
             // A runtime that has shut down drops the slot at once; its `Drop` deals with it.
@@ -588,6 +797,9 @@ impl<J: Job> Engine<J> {
         }
         if let Some(handle) = later.janitor.take() {
             drop(handle.spawn(janitor(Arc::clone(self))));
+        }
+        if let Some((handle, at)) = later.rate_timer.take() {
+            drop(handle.spawn(rate_timer(Arc::clone(self), at)));
         }
         if std::mem::take(&mut later.changed) {
             self.changed.notify_waiters();
@@ -775,7 +987,12 @@ impl<J: Job> Engine<J> {
             };
             for (id, job) in interrupted {
                 if self.rerun {
-                    st.queue.push_front(Queued { job, id, rt: ANY });
+                    st.queue.push_front(Queued {
+                        job,
+                        id,
+                        rt: ANY,
+                        meta: Meta::default(),
+                    });
                 } else {
                     let reason = CancelReason::RuntimeShutdown;
                     self.count_end(&mut st, Outcome::Cancelled(reason));
@@ -786,7 +1003,11 @@ impl<J: Job> Engine<J> {
             st.running = 0;
             st.reserved = 0;
             st.elastic = None;
-            st.limit = self.max_concurrency;
+            st.limit = st.max_concurrency;
+            st.rate_timer = false;
+            if let Some(limits) = &mut st.limits {
+                limits.reset_running();
+            }
             st.taken_over = true;
             let rt = st.runtimes.enter(&handle);
             self.fill_free(&mut st, Some(rt), &mut later);
@@ -873,4 +1094,19 @@ async fn janitor<J: Job>(engine: Arc<Engine<J>>) {
             }
         }
     }
+}
+
+/// Looks at the queue again when the rate window allows the next start.
+async fn rate_timer<J: Job>(engine: Arc<Engine<J>>, at: Instant) {
+    struct Armed<'a, J: Job>(&'a Engine<J>);
+    impl<J: Job> Drop for Armed<'_, J> {
+        fn drop(&mut self) {
+            // Dropped unfired (its runtime shut down): let the next start arm another.
+            self.0.lock().rate_timer = false;
+        }
+    }
+    let armed = Armed(&engine);
+    tokio::time::sleep_until(at).await;
+    std::mem::forget(armed);
+    engine.rate_tick();
 }

@@ -1,68 +1,257 @@
 //! The queue discipline: the order in which admitted jobs wait for a slot.
 //!
-//! The engine only talks to [`Discipline`]; [`Fifo`] is the one it uses today. A priority
-//! queue is another implementation of the trait (and a builder option choosing it).
+//! [`Queue`] starts as a plain FIFO ring and turns itself into a priority heap the first
+//! time a job with a priority other than 0 arrives, so a pool that never uses priorities
+//! pays nothing for them. Among equal priorities the order is FIFO (by job id, which is
+//! the admission order); jobs put back at the front (interrupted re-runs) go before all.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
 
-/// Where admitted jobs wait for a slot. The engine holds it under its lock; no method runs
-/// user code.
-pub(crate) trait Discipline<T>: Send {
-    /// Adds a newly admitted job.
-    fn push(&mut self, item: T);
-    /// Puts back a job that must go first (an interrupted run, or a job that could not be
-    /// started yet).
-    fn push_front(&mut self, item: T);
-    /// The next job to start.
-    fn pop(&mut self) -> Option<T>;
-    fn len(&self) -> usize;
-    /// Removes the jobs for which `take` returns `true`, in queue order.
-    fn extract_if(&mut self, take: impl FnMut(&mut T) -> bool) -> Vec<T>;
-    /// Visits every job in queue order.
-    fn for_each_mut(&mut self, f: impl FnMut(&mut T));
+/// What the queue needs to know of a queued item.
+pub(crate) trait Ordered {
+    /// Higher runs first.
+    fn priority(&self) -> i32;
+    /// The admission order: lower runs first among equal priorities.
+    fn seq(&self) -> u64;
 }
 
-/// First in, first out.
-pub(crate) struct Fifo<T>(VecDeque<T>);
+pub(crate) enum Queue<T> {
+    Fifo(VecDeque<T>),
+    Heap {
+        heap: BinaryHeap<ByPriority<T>>,
+        /// Items put back at the front, in order: they go before the heap.
+        front: VecDeque<T>,
+    },
+}
 
-impl<T> Default for Fifo<T> {
+impl<T> Default for Queue<T> {
     fn default() -> Self {
-        Fifo(VecDeque::new())
+        Queue::Fifo(VecDeque::new())
     }
 }
 
-impl<T: Send> Discipline<T> for Fifo<T> {
-    fn push(&mut self, item: T) {
-        self.0.push_back(item);
+pub(crate) struct ByPriority<T>(T);
+
+impl<T: Ordered> PartialEq for ByPriority<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl<T: Ordered> Eq for ByPriority<T> {}
+
+impl<T: Ordered> PartialOrd for ByPriority<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T: Ordered> Ord for ByPriority<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // The heap pops its greatest: higher priority, then lower seq.
+        self.0
+            .priority()
+            .cmp(&other.0.priority())
+            .then_with(|| other.0.seq().cmp(&self.0.seq()))
+    }
+}
+
+impl<T: Ordered> Queue<T> {
+    /// Adds a newly admitted item.
+    pub(crate) fn push(&mut self, item: T) {
+        if let Queue::Fifo(ring) = self {
+            if item.priority() == 0 {
+                ring.push_back(item);
+                return;
+            }
+            // The first prioritised item: keep the order so far, by seq, in a heap.
+            let heap = ring.drain(..).map(ByPriority).collect();
+            *self = Queue::Heap {
+                heap,
+                front: VecDeque::new(),
+            };
+        }
+        if let Queue::Heap { heap, .. } = self {
+            heap.push(ByPriority(item));
+        }
     }
 
-    fn push_front(&mut self, item: T) {
-        self.0.push_front(item);
+    /// Puts back an item that must go first (an interrupted run).
+    pub(crate) fn push_front(&mut self, item: T) {
+        match self {
+            Queue::Fifo(ring) => ring.push_front(item),
+            Queue::Heap { front, .. } => front.push_front(item),
+        }
     }
 
-    fn pop(&mut self) -> Option<T> {
-        self.0.pop_front()
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Queue::Fifo(ring) => ring.len(),
+            Queue::Heap { heap, front } => heap.len() + front.len(),
+        }
     }
 
-    fn len(&self) -> usize {
-        self.0.len()
+    /// The next item to start.
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        match self {
+            Queue::Fifo(ring) => ring.pop_front(),
+            Queue::Heap { heap, front } => front.pop_front().or_else(|| heap.pop().map(|b| b.0)),
+        }
     }
 
-    fn extract_if(&mut self, mut take: impl FnMut(&mut T) -> bool) -> Vec<T> {
-        let mut out = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.0.len());
-        for mut item in self.0.drain(..) {
-            if take(&mut item) {
-                out.push(item);
-            } else {
-                kept.push_back(item);
+    /// The first item, in queue order, that `ok` accepts, or `None`. Items before it stay
+    /// where they are. Costs a scan past the refused items.
+    pub(crate) fn pop_first(&mut self, mut ok: impl FnMut(&T) -> bool) -> Option<T> {
+        match self {
+            Queue::Fifo(ring) => {
+                let pos = ring.iter().position(ok)?;
+                ring.remove(pos)
+            }
+            Queue::Heap { heap, front } => {
+                if let Some(pos) = front.iter().position(&mut ok) {
+                    return front.remove(pos);
+                }
+                let mut refused = Vec::new();
+                let mut found = None;
+                while let Some(b) = heap.pop() {
+                    if ok(&b.0) {
+                        found = Some(b.0);
+                        break;
+                    }
+                    refused.push(b);
+                }
+                heap.extend(refused);
+                found
             }
         }
-        self.0 = kept;
+    }
+
+    /// How many items `ok` accepts, counting no further than `most`.
+    pub(crate) fn count(&self, most: usize, mut ok: impl FnMut(&T) -> bool) -> usize {
+        let mut n = 0;
+        let mut visit = |item: &T| {
+            if ok(item) {
+                n += 1;
+            }
+            n < most
+        };
+        match self {
+            Queue::Fifo(ring) => {
+                for item in ring {
+                    if !visit(item) {
+                        break;
+                    }
+                }
+            }
+            Queue::Heap { heap, front } => {
+                for item in front.iter().chain(heap.iter().map(|b| &b.0)) {
+                    if !visit(item) {
+                        break;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Removes the items for which `take` returns `true`.
+    pub(crate) fn extract_if(&mut self, mut take: impl FnMut(&mut T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        match self {
+            Queue::Fifo(ring) => {
+                let mut kept = VecDeque::with_capacity(ring.len());
+                for mut item in ring.drain(..) {
+                    if take(&mut item) {
+                        out.push(item);
+                    } else {
+                        kept.push_back(item);
+                    }
+                }
+                *ring = kept;
+            }
+            Queue::Heap { heap, front } => {
+                let mut kept = VecDeque::with_capacity(front.len());
+                for mut item in front.drain(..) {
+                    if take(&mut item) {
+                        out.push(item);
+                    } else {
+                        kept.push_back(item);
+                    }
+                }
+                *front = kept;
+                let mut rest = Vec::with_capacity(heap.len());
+                for ByPriority(mut item) in std::mem::take(heap).into_vec() {
+                    if take(&mut item) {
+                        out.push(item);
+                    } else {
+                        rest.push(ByPriority(item));
+                    }
+                }
+                *heap = rest.into();
+            }
+        }
         out
     }
 
-    fn for_each_mut(&mut self, f: impl FnMut(&mut T)) {
-        self.0.iter_mut().for_each(f);
+    /// Visits every item (the heap's in no particular order).
+    pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
+        match self {
+            Queue::Fifo(ring) => ring.iter_mut().for_each(f),
+            Queue::Heap { heap, front } => {
+                front.iter_mut().for_each(&mut f);
+                let mut items = std::mem::take(heap).into_vec();
+                items.iter_mut().for_each(|b| f(&mut b.0));
+                *heap = items.into();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Item(i32, u64);
+
+    impl Ordered for Item {
+        fn priority(&self) -> i32 {
+            self.0
+        }
+        fn seq(&self) -> u64 {
+            self.1
+        }
+    }
+
+    fn drain(q: &mut Queue<Item>) -> Vec<u64> {
+        std::iter::from_fn(|| q.pop()).map(|i| i.1).collect()
+    }
+
+    #[test]
+    fn fifo_until_a_priority_arrives_then_priority_then_fifo() {
+        let mut q = Queue::default();
+        q.push(Item(0, 0));
+        q.push(Item(0, 1));
+        assert!(matches!(q, Queue::Fifo(_)));
+        q.push(Item(5, 2));
+        q.push(Item(-1, 3));
+        q.push(Item(5, 4));
+        q.push(Item(0, 5));
+        q.push_front(Item(-9, 6)); // an interrupted run goes first, whatever its priority
+        assert_eq!(drain(&mut q), [6, 2, 4, 0, 1, 5, 3]);
+    }
+
+    #[test]
+    fn pop_first_skips_refused_items_and_keeps_them() {
+        let mut q = Queue::default();
+        for (p, s) in [(0, 0), (0, 1), (0, 2)] {
+            q.push(Item(p, s));
+        }
+        assert_eq!(q.pop_first(|i| i.1 == 1), Some(Item(0, 1)));
+        assert_eq!(q.count(10, |_| true), 2);
+        q.push(Item(3, 3));
+        assert_eq!(q.pop_first(|i| i.1 != 3), Some(Item(0, 0)));
+        assert_eq!(drain(&mut q), [3, 2]);
     }
 }

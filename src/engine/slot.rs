@@ -11,9 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::queue::Discipline;
 use super::runtimes::{RtRef, ANY};
-use super::{Deferred, Engine, Job, Queued};
+use super::{Deferred, Engine, Job, Meta, Queued};
 use crate::error::CancelReason;
 use crate::task::context::{Entered, Probe};
 use crate::task::{BoxRun, Outcome};
@@ -143,6 +142,10 @@ impl<J: Job> Slot<J> {
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             entry.copy = None;
+            let meta = std::mem::take(&mut entry.meta);
+            if let Some(limits) = &mut st.limits {
+                limits.ended(&meta);
+            }
             let after = if more {
                 match engine.take_next(&mut st, self.rt, self.key, &mut later) {
                     Some(q) => After::Run(q),
@@ -277,6 +280,12 @@ impl<J: Job> Drop for Slot<J> {
             }
             let newly_dead = st.runtimes.mark_dead(self.rt);
             let entry = st.slots.try_remove(self.key);
+            if let (Some(limits), Some(e)) = (&mut st.limits, &entry) {
+                if e.job != u64::MAX {
+                    // Its job had started as far as flow control is concerned.
+                    limits.ended(&e.meta);
+                }
+            }
             let lost = Outcome::Cancelled(CancelReason::RuntimeShutdown);
             let holds_unit = if let Some((r, id)) = &mut run {
                 // A future's run, cancelled above.
@@ -303,6 +312,7 @@ impl<J: Job> Drop for Slot<J> {
                     job: copy,
                     id,
                     rt: ANY,
+                    meta: Meta::default(),
                 });
                 true
             } else if st.reserved > 0 {

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::core::checked;
 use super::core::{Core, FutureJob};
 use super::registry::{self, PoolKind};
-use crate::engine::Config;
+use crate::engine::{Config, LimitsConfig};
 use crate::error::{RunError, SubmitError, TaskError, TrySubmitError};
 use crate::stats::PoolStats;
 use crate::stats::ShutdownReport;
@@ -106,6 +107,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CommonAioPoolBuilder {
+    limits: LimitsConfig,
     max_concurrency: usize,
     max_queue_size: usize,
     name: Option<String>,
@@ -142,6 +144,48 @@ impl CommonAioPoolBuilder {
         self
     }
 
+    /// At most `count` tasks *start* in any window of `per` (a sliding window: a burst of
+    /// `count` may start at once, then each further start waits until the start `count`
+    /// places before it is `per` old). Combined with `max_concurrency`, "at most 50 starts
+    /// per second, at most 100 at once". Default: no rate limit.
+    ///
+    /// Tasks waiting for the rate window stay queued (and count in `stats().queued`); the
+    /// pool needs a runtime with time enabled.
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if `count` is 0 or `per` is zero.
+    pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
+        self.limits.rate = Some((count, per));
+        self
+    }
+
+    /// The sum of the [`weight`](crate::SubmitOptions::weight)s of running tasks stays
+    /// within `capacity` (bytes in flight, say). A task heavier than the whole capacity is
+    /// rejected at submit ([`SubmitErrorKind::TooHeavy`](crate::SubmitErrorKind::TooHeavy)).
+    /// Weights keep FIFO order: a heavy task at the head of the queue waits for room and is
+    /// not overtaken by lighter ones. Default: no weight limit (weights are ignored).
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if `capacity` is 0.
+    pub fn weight_capacity(mut self, capacity: u64) -> Self {
+        self.limits.weight_capacity = Some(capacity);
+        self
+    }
+
+    /// At most `n` running tasks share a [`key`](crate::SubmitOptions::key) (a host, a
+    /// tenant). Queued tasks of a saturated key wait without holding up tasks of other keys
+    /// behind them. Default: no per-key limit (keys are ignored).
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if `n` is 0.
+    pub fn max_per_key(mut self, n: usize) -> Self {
+        self.limits.max_per_key = Some(n);
+        self
+    }
+
     /// Creates the pool. No runtime is needed.
     ///
     /// # Panics
@@ -158,6 +202,7 @@ impl CommonAioPoolBuilder {
             max_queue_size: self.max_queue_size,
             elastic: None,
             rerun: false,
+            limits: checked(self.limits),
         };
         let hook = registry::drop_hook(kind, name.clone(), self.max_concurrency);
         let pool = Core::new(config, Some(hook));
@@ -177,6 +222,105 @@ impl Drop for Inner {
 impl CommonAioPool {
     pub(crate) fn pool(&self) -> &Core<FutureJob> {
         &self.inner.pool
+    }
+
+    /// Submits a future with per-task options ([`SubmitOptions`](crate::SubmitOptions)):
+    /// priority, weight, key, and a deadline for waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), and
+    /// [`SubmitErrorKind::TimedOut`](crate::SubmitErrorKind::TimedOut) when the timeout
+    /// passes before there is room, or
+    /// [`SubmitErrorKind::TooHeavy`](crate::SubmitErrorKind::TooHeavy) when the weight
+    /// exceeds the pool's `weight_capacity`; the task is handed back either way.
+    ///
+    /// # Panics
+    ///
+    /// With a timeout, panics if the runtime has no time driver (`enable_time`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use nb_aiopool::{CommonAioPool, SubmitOptions};
+    ///
+    /// let pool = CommonAioPool::new(1, 0);
+    /// let _busy = pool.submit(std::future::pending::<()>()).await.unwrap();
+    /// let opts = SubmitOptions::new().timeout(Duration::from_millis(10));
+    /// let err = pool.submit_with(std::future::pending::<()>(), opts).await.unwrap_err();
+    /// assert!(err.is_timed_out());
+    /// # }
+    /// ```
+    pub async fn submit_with<F>(
+        &self,
+        fut: F,
+        opts: crate::SubmitOptions,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pool().submit_with(fut, opts).await
+    }
+
+    /// Submits a future with per-task options if there is room now, without waiting (the
+    /// options' timeout does not apply).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit), and `is_too_heavy()` when the weight exceeds
+    /// the pool's `weight_capacity`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::{CommonAioPool, SubmitOptions};
+    ///
+    /// let pool = CommonAioPool::new(1, 0);
+    /// let opts = SubmitOptions::new().priority(5);
+    /// let _h = pool.try_submit_with(std::future::pending::<()>(), opts).unwrap();
+    /// # }
+    /// ```
+    pub fn try_submit_with<F>(
+        &self,
+        fut: F,
+        opts: crate::SubmitOptions,
+    ) -> Result<TaskHandle<F::Output>, TrySubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pool().try_submit_with(fut, opts)
+    }
+
+    /// Changes how many tasks run at once, while the pool runs: growing starts queued
+    /// tasks at once; shrinking lets running tasks finish and starts none until fewer
+    /// than `n` run. The room for waiting submitters follows (`n` + the queue size).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` is 0, or if `n` plus the queue size exceeds
+    /// `tokio::sync::Semaphore::MAX_PERMITS`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::CommonAioPool::new(1, 0);
+    /// pool.set_max_concurrency(8);
+    /// assert_eq!(pool.max_concurrency(), 8);
+    /// ```
+    #[track_caller]
+    pub fn set_max_concurrency(&self, n: usize) {
+        self.pool().engine.set_max_concurrency(n)
     }
 
     /// Submits a future, waiting while the pool is full, and returns a handle to its
@@ -370,8 +514,8 @@ impl CommonAioPool {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe, as [`batch_submit`](Self::batch_submit); jobs already submitted
-    /// keep running, detached.
+    /// Not cancel safe, but leak-free: dropping the future (under a `timeout`, say) aborts
+    /// every job it submitted that has not finished, as dropping a `JoinSet` does.
     ///
     /// # Examples
     ///
@@ -482,6 +626,7 @@ impl CommonAioPool {
             max_queue_size: 1000,
             name: None,
             process_wide: true,
+            limits: LimitsConfig::default(),
         }
     }
 

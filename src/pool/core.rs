@@ -5,10 +5,11 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::engine::{AdmitError, Config, DropHook, Engine, Job, PushError};
+use crate::engine::{AdmitError, Config, DropHook, Engine, Job, LimitsConfig, Meta, PushError};
 use crate::error::{
     CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError,
 };
+use crate::options::SubmitOptions;
 use crate::task::{BoxRun, Run, Shared, TaskHandle};
 
 /// What a pool accepts, and how it becomes that pool's job.
@@ -77,9 +78,17 @@ impl<J: Job> Core<J> {
     /// Pushes an admitted item; gives it back if the pool closed meanwhile or no runtime
     /// can run it.
     fn push<S: Submit<J>>(&self, item: S) -> Result<TaskHandle<S::Output>, PushError<S>> {
+        self.push_with(item, Meta::default())
+    }
+
+    fn push_with<S: Submit<J>>(
+        &self,
+        item: S,
+        meta: Meta,
+    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
         let shared = Arc::new(Shared::new(self.engine.id()));
         let handle = TaskHandle::new(shared.clone());
-        self.engine.push(item, |item, id| {
+        self.engine.push_with(item, meta, |item, id| {
             // Relaxed: read back only through the handle this submit returns.
             shared.job.store(id, Ordering::Relaxed);
             item.into_job(shared)
@@ -87,15 +96,21 @@ impl<J: Job> Core<J> {
         Ok(handle)
     }
 
-    pub(crate) async fn submit<S: Submit<J>>(
+    /// Returns a future declared `Send`, rather than being an `async fn`: the callers'
+    /// futures then need not prove `S: Submit<J>` for every lifetime (which fails, with
+    /// "higher-ranked lifetime error", when the submitted future holds a `dyn Trait`).
+    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
+    pub(crate) fn submit<S: Submit<J>>(
         &self,
         item: S,
-    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
-        match self.engine.admit_submit().await {
-            Ok(()) => self
-                .push(item)
-                .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
-            Err(kind) => Err(SubmitError::new(kind, item)),
+    ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
+        async move {
+            match self.engine.admit_submit().await {
+                Ok(()) => self
+                    .push(item)
+                    .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
+                Err(kind) => Err(SubmitError::new(kind, item)),
+            }
         }
     }
 
@@ -125,6 +140,54 @@ impl<J: Job> Core<J> {
         }
     }
 
+    /// `submit` with per-task options: priority, weight, key, and a deadline for waiting
+    /// for room.
+    /// Declared `Send` for the reason given at [`submit`](Self::submit).
+    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
+    pub(crate) fn submit_with<S: Submit<J>>(
+        &self,
+        item: S,
+        opts: SubmitOptions,
+    ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
+        async move {
+            let meta = meta_of(&opts);
+            if let Err(kind) = self.engine.check_weight(&meta) {
+                return Err(SubmitError::new(kind, item));
+            }
+            let admitted = match opts.timeout {
+                None => self.engine.admit_submit().await,
+                Some(limit) => tokio::time::timeout(limit, self.engine.admit_submit())
+                    .await
+                    .unwrap_or(Err(SubmitErrorKind::TimedOut)),
+            };
+            match admitted {
+                Ok(()) => self
+                    .push_with(item, meta)
+                    .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
+                Err(kind) => Err(SubmitError::new(kind, item)),
+            }
+        }
+    }
+
+    /// `try_submit` with per-task options (the timeout does not apply: it never waits).
+    pub(crate) fn try_submit_with<S: Submit<J>>(
+        &self,
+        item: S,
+        opts: SubmitOptions,
+    ) -> Result<TaskHandle<S::Output>, TrySubmitError<S>> {
+        let meta = meta_of(&opts);
+        if let Err(kind) = self.engine.check_weight(&meta) {
+            return Err(TrySubmitError::refused(kind, item));
+        }
+        match self.engine.try_admit() {
+            Ok(()) => self
+                .push_with(item, meta)
+                .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
+            Err(AdmitError::Full) => Err(TrySubmitError::full(item)),
+            Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, item)),
+        }
+    }
+
     /// Cancels every job queued or running now; the returned future waits until they are
     /// gone. The cancellation happens at the call, not at the first poll.
     pub(crate) fn cancel_all(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -132,18 +195,27 @@ impl<J: Job> Core<J> {
         self.engine.wait_all()
     }
 
-    pub(crate) async fn run<S: Submit<J>>(&self, item: S) -> Result<S::Output, RunError<S>> {
-        Ok(self.submit(item).await?.await?)
+    /// Declared `Send` for the reason given at [`submit`](Self::submit).
+    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
+    pub(crate) fn run<S: Submit<J>>(
+        &self,
+        item: S,
+    ) -> impl Future<Output = Result<S::Output, RunError<S>>> + Send + '_ {
+        async move { Ok(self.submit(item).await?.await?) }
     }
 
     /// Submits items one after the other, stopping at the first rejection.
-    pub(crate) async fn batch_submit<I>(
+    ///
+    /// Generic over the output `T` rather than naming `<I::Item as Submit<J>>::Output`:
+    /// with the projection inside, a caller's future could not be proven `Send` when the
+    /// items hold a `dyn Trait` (a "higher-ranked lifetime error").
+    pub(crate) async fn batch_submit<I, T>(
         &self,
         items: I,
-    ) -> Result<Vec<TaskHandle<<I::Item as Submit<J>>::Output>>, SubmitError<I::Item>>
+    ) -> Result<Vec<TaskHandle<T>>, SubmitError<I::Item>>
     where
         I: IntoIterator,
-        I::Item: Submit<J>,
+        I::Item: Submit<J, Output = T>,
     {
         let items = items.into_iter();
         let mut handles = Vec::with_capacity(items.size_hint().0);
@@ -158,13 +230,14 @@ impl<J: Job> Core<J> {
     /// `timeout` around it leaks nothing); a rejection leaves the jobs before it running,
     /// detached, as `batch_submit` does.
     #[allow(clippy::type_complexity)]
-    pub(crate) async fn batch_run<I>(
+    pub(crate) async fn batch_run<I, T>(
         &self,
         items: I,
-    ) -> Result<Vec<Result<<I::Item as Submit<J>>::Output, TaskError>>, SubmitError<I::Item>>
+    ) -> Result<Vec<Result<T, TaskError>>, SubmitError<I::Item>>
     where
         I: IntoIterator,
-        I::Item: Submit<J>,
+        I::Item: Submit<J, Output = T>,
+        T: Send + 'static,
     {
         let mut group = super::group::Group::new(self.clone());
         for item in items {
@@ -175,4 +248,37 @@ impl<J: Job> Core<J> {
         }
         Ok(group.join_all().await)
     }
+}
+
+fn meta_of(opts: &SubmitOptions) -> Meta {
+    Meta {
+        priority: opts.priority,
+        weight: opts.weight,
+        key: opts.key.clone(),
+    }
+}
+
+/// Checks a builder's flow-control settings.
+///
+/// # Panics
+///
+/// Panics with a clear message on a setting that would stop every task.
+#[track_caller]
+pub(crate) fn checked(limits: LimitsConfig) -> LimitsConfig {
+    if let Some((count, per)) = limits.rate {
+        assert!(
+            count > 0 && !per.is_zero(),
+            "nb_aiopool: rate_limit({count}, {per:?}): both the count and the window must be \
+             above zero"
+        );
+    }
+    assert!(
+        limits.max_per_key != Some(0),
+        "nb_aiopool: max_per_key(0) would never start a task that has a key"
+    );
+    assert!(
+        limits.weight_capacity != Some(0),
+        "nb_aiopool: weight_capacity(0) would never start a task of weight 1 or more"
+    );
+    limits
 }

@@ -298,16 +298,23 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         Ok(id)
     }
 
-    /// Submits an item without a watcher (the path of `Core::batch_run`).
-    pub(crate) async fn submit<S: Submit<J, Output = T>>(
+    /// Submits an item without a watcher (the path of `Core::batch_run`). Declared `Send`
+    /// rather than an `async fn`, for the reason given at `Core::submit`.
+    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
+    pub(crate) fn submit<S: Submit<J, Output = T>>(
         &mut self,
         item: S,
-    ) -> Result<TaskId, SubmitError<S>> {
-        if let Err(kind) = self.admit().await {
-            return Err(SubmitError::new(kind, item));
+    ) -> impl Future<Output = Result<TaskId, SubmitError<S>>> + Send + '_
+    where
+        T: Send + 'static,
+    {
+        async move {
+            if let Err(kind) = self.admit().await {
+                return Err(SubmitError::new(kind, item));
+            }
+            self.push(item, None)
+                .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
         }
-        self.push(item, None)
-            .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
     }
 
     fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 
-use super::core::{Core, Submit};
-use crate::engine::{Config, ElasticConfig, Job};
+use super::core::{checked, Core, Submit};
+use crate::engine::{Config, ElasticConfig, Job, LimitsConfig};
 use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, TaskHandle, Woken};
@@ -128,6 +128,7 @@ fn smart_pools() -> MutexGuard<'static, Vec<Arc<Inner>>> {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SmartAioPoolBuilder {
+    limits: LimitsConfig,
     max_concurrency: usize,
     max_queue_size: usize,
     min_workers: usize,
@@ -149,6 +150,7 @@ impl Default for SmartAioPoolBuilder {
             name: None,
             process_wide: true,
             rerun_interrupted: true,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -214,6 +216,48 @@ impl SmartAioPoolBuilder {
         self
     }
 
+    /// At most `count` tasks *start* in any window of `per` (a sliding window: a burst of
+    /// `count` may start at once, then each further start waits until the start `count`
+    /// places before it is `per` old). Combined with `max_concurrency`, "at most 50 starts
+    /// per second, at most 100 at once". Default: no rate limit.
+    ///
+    /// Tasks waiting for the rate window stay queued (and count in `stats().queued`); the
+    /// pool needs a runtime with time enabled.
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if `count` is 0 or `per` is zero.
+    pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
+        self.limits.rate = Some((count, per));
+        self
+    }
+
+    /// The sum of the [`weight`](crate::SubmitOptions::weight)s of running tasks stays
+    /// within `capacity` (bytes in flight, say). A task heavier than the whole capacity is
+    /// rejected at submit ([`SubmitErrorKind::TooHeavy`](crate::SubmitErrorKind::TooHeavy)).
+    /// Weights keep FIFO order: a heavy task at the head of the queue waits for room and is
+    /// not overtaken by lighter ones. Default: no weight limit (weights are ignored).
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if `capacity` is 0.
+    pub fn weight_capacity(mut self, capacity: u64) -> Self {
+        self.limits.weight_capacity = Some(capacity);
+        self
+    }
+
+    /// At most `n` running tasks share a [`key`](crate::SubmitOptions::key) (a host, a
+    /// tenant). Queued tasks of a saturated key wait without holding up tasks of other keys
+    /// behind them. Default: no per-key limit (keys are ignored).
+    ///
+    /// # Panics
+    ///
+    /// `build` panics if `n` is 0.
+    pub fn max_per_key(mut self, n: usize) -> Self {
+        self.limits.max_per_key = Some(n);
+        self
+    }
+
     /// Creates the pool. No runtime is needed; it starts on first use.
     ///
     /// # Panics
@@ -231,6 +275,7 @@ impl SmartAioPoolBuilder {
                 idle_timeout: self.idle_timeout,
             }),
             rerun: self.rerun_interrupted,
+            limits: checked(self.limits),
         };
         let inner = Arc::new(Inner {
             core: Core::new(config, None),
@@ -278,6 +323,109 @@ impl SmartAioPool {
 
     pub(crate) fn core(&self) -> &Core<SmartJob> {
         &self.inner.core
+    }
+
+    /// Submits a recipe with per-task options ([`SubmitOptions`](crate::SubmitOptions)):
+    /// priority, weight, key, and a deadline for waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), and
+    /// [`SubmitErrorKind::TimedOut`](crate::SubmitErrorKind::TimedOut) when the timeout
+    /// passes before there is room, or
+    /// [`SubmitErrorKind::TooHeavy`](crate::SubmitErrorKind::TooHeavy) when the weight
+    /// exceeds the pool's `weight_capacity`; the task is handed back either way.
+    ///
+    /// # Panics
+    ///
+    /// With a timeout, panics if the runtime has no time driver (`enable_time`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use nb_aiopool::{SmartAioPool, SubmitOptions};
+    ///
+    /// let pool = SmartAioPool::builder().max_concurrency(1).max_queue_size(0).auto_shutdown(false).build();
+    /// let _busy = pool.submit(std::future::pending::<()>).await.unwrap();
+    /// let opts = SubmitOptions::new().timeout(Duration::from_millis(10));
+    /// let err = pool.submit_with(std::future::pending::<()>, opts).await.unwrap_err();
+    /// assert!(err.is_timed_out());
+    /// # }
+    /// ```
+    pub async fn submit_with<R, Fut>(
+        &self,
+        recipe: R,
+        opts: crate::SubmitOptions,
+    ) -> Result<TaskHandle<Fut::Output>, SubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        self.core().submit_with(recipe, opts).await
+    }
+
+    /// Submits a recipe with per-task options if there is room now, without waiting (the
+    /// options' timeout does not apply).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit), and `is_too_heavy()` when the weight exceeds
+    /// the pool's `weight_capacity`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::{SmartAioPool, SubmitOptions};
+    ///
+    /// let pool = SmartAioPool::builder().max_concurrency(1).max_queue_size(0).auto_shutdown(false).build();
+    /// let opts = SubmitOptions::new().priority(5);
+    /// let _h = pool.try_submit_with(std::future::pending::<()>, opts).unwrap();
+    /// # }
+    /// ```
+    pub fn try_submit_with<R, Fut>(
+        &self,
+        recipe: R,
+        opts: crate::SubmitOptions,
+    ) -> Result<TaskHandle<Fut::Output>, TrySubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        self.core().try_submit_with(recipe, opts)
+    }
+
+    /// Changes how many tasks run at once, while the pool runs: growing starts queued
+    /// tasks at once; shrinking lets running tasks finish and starts none until fewer
+    /// than `n` run. The room for waiting submitters follows (`n` + the queue size).
+    /// With elastic workers, `n` caps the live workers (they still grow with the queue
+    /// and retire when idle, never below `min_workers`, which `n` may go under).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` is 0, or if `n` plus the queue size exceeds
+    /// `tokio::sync::Semaphore::MAX_PERMITS`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = nb_aiopool::SmartAioPool::builder().max_concurrency(1).max_queue_size(0).auto_shutdown(false).build();
+    /// pool.set_max_concurrency(8);
+    /// assert_eq!(pool.max_concurrency(), 8);
+    /// ```
+    #[track_caller]
+    pub fn set_max_concurrency(&self, n: usize) {
+        self.core().engine.set_max_concurrency(n)
     }
 
     /// Submits a recipe, waiting while the pool is full, and returns a handle to its
@@ -467,7 +615,8 @@ impl SmartAioPool {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe, as [`batch_submit`](Self::batch_submit).
+    /// Not cancel safe, but leak-free: dropping the future (under a `timeout`, say) aborts
+    /// every task it submitted that has not finished, as dropping a `JoinSet` does.
     ///
     /// # Examples
     ///

@@ -1,0 +1,233 @@
+//! Flow control at start time: which queued job may start now.
+//!
+//! The plain pool has none of this (`State::limits` is `None`, one branch per start). A
+//! pool built with `max_per_key`, `weight_capacity` or `rate_limit` gets a [`Limits`]:
+//! a job starts only if its key has room, its weight fits, and the rate window allows one
+//! more start. Keys are skipped past (a saturated key never holds up other keys); weights
+//! are not (a heavy job at the head waits for room rather than being overtaken forever).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What flow control knows of a job.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    pub(crate) priority: i32,
+    pub(crate) weight: u32,
+    pub(crate) key: Option<Arc<str>>,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            priority: 0,
+            weight: 1,
+            key: None,
+        }
+    }
+}
+
+/// The limits a pool is built with.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LimitsConfig {
+    pub(crate) max_per_key: Option<usize>,
+    pub(crate) weight_capacity: Option<u64>,
+    /// At most `.0` starts in any window of `.1`.
+    pub(crate) rate: Option<(u32, Duration)>,
+}
+
+impl LimitsConfig {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.max_per_key.is_none() && self.weight_capacity.is_none() && self.rate.is_none()
+    }
+}
+
+pub(crate) struct Limits {
+    max_per_key: Option<usize>,
+    per_key: HashMap<Arc<str>, usize>,
+    weight_capacity: Option<u64>,
+    weight_running: u64,
+    rate: Option<RateWindow>,
+}
+
+impl Limits {
+    pub(crate) fn new(config: LimitsConfig) -> Self {
+        Limits {
+            max_per_key: config.max_per_key,
+            per_key: HashMap::new(),
+            weight_capacity: config.weight_capacity,
+            weight_running: 0,
+            rate: config.rate.map(|(count, per)| RateWindow {
+                count: count as usize,
+                per,
+                starts: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// Whether `meta`'s key has room for one more running job.
+    fn key_has_room(&self, meta: &Meta) -> bool {
+        match (&meta.key, self.max_per_key) {
+            (Some(key), Some(max)) => self.per_key.get(key).copied().unwrap_or(0) < max,
+            _ => true,
+        }
+    }
+
+    fn weight_fits(&self, meta: &Meta) -> bool {
+        match self.weight_capacity {
+            Some(cap) => self.weight_running + u64::from(meta.weight) <= cap,
+            None => true,
+        }
+    }
+
+    /// A picker for `Queue::pop_first` / `count`: accepts, in queue order, the jobs whose
+    /// key has room, until the first such job whose weight does not fit (after which it
+    /// accepts nothing: weights keep FIFO order).
+    pub(crate) fn picker(&self) -> impl FnMut(&Meta) -> bool + '_ {
+        let mut blocked = false;
+        move |meta| {
+            if blocked || !self.key_has_room(meta) {
+                return false;
+            }
+            if self.weight_fits(meta) {
+                true
+            } else {
+                blocked = true;
+                false
+            }
+        }
+    }
+
+    /// When the rate window allows the next start: `None` for now.
+    pub(crate) fn rate_ready_at(&mut self, now: Instant) -> Option<Instant> {
+        self.rate.as_mut().and_then(|r| r.ready_at(now))
+    }
+
+    /// How many starts the rate window allows now (`usize::MAX` without a rate limit).
+    pub(crate) fn rate_tokens(&mut self, now: Instant) -> usize {
+        match &mut self.rate {
+            Some(r) => {
+                r.expire(now);
+                r.count - r.starts.len()
+            }
+            None => usize::MAX,
+        }
+    }
+
+    /// A job with `meta` starts now.
+    pub(crate) fn started(&mut self, meta: &Meta, now: Instant) {
+        if let (Some(key), Some(_)) = (&meta.key, self.max_per_key) {
+            *self.per_key.entry(key.clone()).or_insert(0) += 1;
+        }
+        if self.weight_capacity.is_some() {
+            self.weight_running += u64::from(meta.weight);
+        }
+        if let Some(r) = &mut self.rate {
+            r.starts.push_back(now);
+        }
+    }
+
+    /// A job with `meta` that had started ended.
+    pub(crate) fn ended(&mut self, meta: &Meta) {
+        if let (Some(key), Some(_)) = (&meta.key, self.max_per_key) {
+            if let Some(n) = self.per_key.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_key.remove(key);
+                }
+            }
+        }
+        if self.weight_capacity.is_some() {
+            self.weight_running -= u64::from(meta.weight);
+        }
+    }
+
+    /// Forgets every running job (the exit hook took the pool over).
+    pub(crate) fn reset_running(&mut self) {
+        self.per_key.clear();
+        self.weight_running = 0;
+    }
+
+    pub(crate) fn weight_capacity(&self) -> Option<u64> {
+        self.weight_capacity
+    }
+}
+
+/// At most `count` starts in any window of `per`: the start times of the last `count`
+/// starts. A burst of `count` may start at once; then the next waits until the oldest of
+/// them is `per` old.
+struct RateWindow {
+    count: usize,
+    per: Duration,
+    starts: VecDeque<Instant>,
+}
+
+impl RateWindow {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&t) = self.starts.front() {
+            if t + self.per <= now {
+                self.starts.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn ready_at(&mut self, now: Instant) -> Option<Instant> {
+        self.expire(now);
+        if self.starts.len() < self.count {
+            None
+        } else {
+            self.starts.front().map(|&t| t + self.per)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_window_allows_count_per_window() {
+        let mut l = Limits::new(LimitsConfig {
+            rate: Some((3, Duration::from_secs(1))),
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let m = Meta::default();
+        for _ in 0..3 {
+            assert_eq!(l.rate_ready_at(t0), None);
+            l.started(&m, t0);
+        }
+        assert_eq!(l.rate_ready_at(t0), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(l.rate_tokens(t0 + Duration::from_millis(999)), 0);
+        assert_eq!(l.rate_tokens(t0 + Duration::from_secs(1)), 3);
+    }
+
+    #[test]
+    fn keys_are_skipped_weights_are_not() {
+        let mut l = Limits::new(LimitsConfig {
+            max_per_key: Some(1),
+            weight_capacity: Some(10),
+            ..Default::default()
+        });
+        let now = Instant::now();
+        let a = Meta {
+            key: Some("a".into()),
+            ..Meta::default()
+        };
+        l.started(&a, now);
+        let heavy = Meta {
+            weight: 10,
+            ..Meta::default()
+        };
+        let light = Meta::default();
+        let mut pick = l.picker();
+        assert!(!pick(&a), "key a is saturated");
+        assert!(!pick(&heavy), "9 of 10 left: the heavy one waits");
+        assert!(!pick(&light), "and nothing overtakes it");
+    }
+}

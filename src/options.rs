@@ -1,0 +1,84 @@
+//! [`SubmitOptions`]: per-task settings for `submit_with` / `try_submit_with`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per-task settings: priority, weight, key and a deadline for waiting for room.
+///
+/// Each is ignored by a pool that has no use for it: a weight counts only in a pool built
+/// with `weight_capacity`, a key only in a pool built with `max_per_key`.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use nb_aiopool::{CommonAioPool, SubmitOptions};
+///
+/// let pool = CommonAioPool::builder().max_per_key(4).build();
+/// let opts = SubmitOptions::new()
+///     .priority(10)
+///     .key("example.com")
+///     .timeout(Duration::from_secs(5));
+/// let handle = pool.submit_with(async { 200 }, opts).await.unwrap();
+/// assert_eq!(handle.await.unwrap(), 200);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "options do nothing until passed to `submit_with` or `try_submit_with`"]
+pub struct SubmitOptions {
+    pub(crate) priority: i32,
+    pub(crate) weight: u32,
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        SubmitOptions {
+            priority: 0,
+            weight: 1,
+            key: None,
+            timeout: None,
+        }
+    }
+}
+
+impl SubmitOptions {
+    /// The defaults: priority 0, weight 1, no key, no deadline.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Higher runs first; FIFO among equal priorities. Default: 0.
+    ///
+    /// A queued task of low priority waits while higher ones keep arriving (strict
+    /// priority, no aging): under a constant stream of higher-priority tasks it may wait
+    /// indefinitely. Tasks already running are never preempted.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// How much of the pool's `weight_capacity` the task takes while it runs. Default: 1.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// The task's key (a host, a tenant): in a pool built with `max_per_key(n)`, at most
+    /// `n` running tasks share a key. Default: none (never limited by key).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(Arc::from(key.into()));
+        self
+    }
+
+    /// Gives up waiting for room after `timeout`: the submit fails with
+    /// [`SubmitErrorKind::TimedOut`](crate::SubmitErrorKind::TimedOut) and hands the task
+    /// back. Default: wait as long as it takes.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
