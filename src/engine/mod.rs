@@ -146,6 +146,18 @@ struct Counts {
     lost: u64,
 }
 
+/// A slot task with nothing to do, kept for the next job of its runtime (so that a submit
+/// to an idle pool wakes a task instead of spawning one).
+struct Idle {
+    key: usize,
+    rt: RtRef,
+    /// Set once it stopped lingering and waits to be woken.
+    waker: Option<Waker>,
+}
+
+/// The most idle slot tasks a pool keeps.
+const IDLE_MAX: usize = 256;
+
 /// A `wait()` in progress: jobs with an id below `target` not yet finished.
 struct Wait {
     target: u64,
@@ -181,6 +193,8 @@ struct State<J> {
     waiting_on_own: usize,
     cancel_reason: CancelReason,
     slots: Slab<SlotEntry<J>>,
+    /// Idle slot tasks (see [`Idle`]).
+    idle: Vec<Idle>,
     runtimes: Runtimes,
     /// Bumped when the exit hook takes the pool over; slots of older generations stop.
     generation: u64,
@@ -192,6 +206,8 @@ struct State<J> {
 pub(crate) struct Deferred<J: Job> {
     /// Handles to wake (results already stored under the lock).
     woken: Vec<crate::task::Woken>,
+    /// Idle slot tasks given a job.
+    wake: Vec<Waker>,
     /// Queued jobs to drop unrun and tell their handles why; then applied to the waits.
     cancels: Vec<(J, u64, CancelReason)>,
     /// Slots to spawn, each with its first job.
@@ -210,6 +226,7 @@ impl<J: Job> Default for Deferred<J> {
     fn default() -> Self {
         Deferred {
             woken: Vec::new(),
+            wake: Vec::new(),
             cancels: Vec::new(),
             spawns: Vec::new(),
             release: 0,
@@ -298,6 +315,7 @@ impl<J: Job> Engine<J> {
             waiting_on_own: 0,
             cancel_reason: CancelReason::Abandoned,
             slots: Slab::new(),
+            idle: Vec::new(),
             runtimes,
             generation: 0,
             taken_over: false,
@@ -553,6 +571,18 @@ impl<J: Job> Engine<J> {
             let startable = st.queue.count(st.reserved + want, |q| pick(&q.meta));
             want = want.min(tokens).min(startable.saturating_sub(st.reserved));
         }
+        // Idle slot tasks of this runtime first: waking one costs less than a spawn.
+        while want > 0 {
+            let Some(pos) = st.idle.iter().rposition(|i| i.rt == rt) else {
+                break;
+            };
+            let idle = st.idle.swap_remove(pos);
+            Self::occupy(st);
+            st.reserved += 1;
+            // One still lingering finds itself claimed at its next poll.
+            later.wake.extend(idle.waker);
+            want -= 1;
+        }
         for _ in 0..want {
             Self::occupy(st);
             st.reserved += 1;
@@ -762,6 +792,9 @@ impl<J: Job> Engine<J> {
         for woken in later.woken.drain(..) {
             woken.fire();
         }
+        for waker in later.wake.drain(..) {
+            waker.wake();
+        }
         if !later.cancels.is_empty() {
             let cancels = std::mem::take(&mut later.cancels);
             let mut ids = Vec::with_capacity(cancels.len());
@@ -892,13 +925,17 @@ impl<J: Job> Engine<J> {
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and
     /// running jobs still finish. Idempotent.
     pub(crate) fn close(&self) {
+        let idle: Vec<Waker>;
         {
             let mut st = self.lock();
             if st.closed {
                 return;
             }
             st.closed = true;
+            // Idle slot tasks exit (they hold the engine).
+            idle = st.idle.iter_mut().filter_map(|i| i.waker.take()).collect();
         }
+        idle.into_iter().for_each(Waker::wake);
         self.admission.close();
         self.changed.notify_waiters();
     }
@@ -1002,6 +1039,8 @@ impl<J: Job> Engine<J> {
             }
             st.running = 0;
             st.reserved = 0;
+            // Idle slot tasks of the old generation exit when polled; none is reused.
+            st.idle.clear();
             st.elastic = None;
             st.limit = st.max_concurrency;
             st.rate_timer = false;
@@ -1109,4 +1148,56 @@ async fn rate_timer<J: Job>(engine: Arc<Engine<J>>, at: Instant) {
     tokio::time::sleep_until(at).await;
     std::mem::forget(armed);
     engine.rate_tick();
+}
+
+impl<J: Job> Engine<J> {
+    /// Under the lock, for a slot left without a job: keeps it as an idle slot task (with a
+    /// fresh entry) if the pool may want it soon. Returns its new key.
+    fn keep_idle(st: &mut State<J>, rt: RtRef) -> Option<usize> {
+        if st.closed || st.idle.len() >= IDLE_MAX || !st.runtimes.is_alive(rt) {
+            return None;
+        }
+        let key = st.slots.insert(SlotEntry {
+            waker: None,
+            job: u64::MAX,
+            copy: None,
+            meta: Meta::default(),
+        });
+        st.idle.push(Idle {
+            key,
+            rt,
+            waker: None,
+        });
+        Some(key)
+    }
+
+    /// Under the lock, for an idle slot task being polled: `None` once it was given a job
+    /// (it now holds a reservation); else whether it should go on waiting (`Some(true)`)
+    /// or exit (`Some(false)`; its entry is gone). A slot that waits with `park` leaves
+    /// its waker.
+    fn idle_poll(st: &mut State<J>, key: usize, park: Option<&Waker>) -> Option<bool> {
+        let pos = st.idle.iter().position(|i| i.key == key)?;
+        let alive = st.runtimes.is_alive(st.idle[pos].rt);
+        if st.closed || !alive {
+            st.idle.swap_remove(pos);
+            st.slots.remove(key);
+            return Some(false);
+        }
+        if let Some(waker) = park {
+            st.idle[pos].waker = Some(waker.clone());
+        }
+        Some(true)
+    }
+
+    /// Under the lock: forgets an idle slot task that was dropped; `false` if it had been
+    /// given a job.
+    fn forget_idle(st: &mut State<J>, key: usize) -> bool {
+        match st.idle.iter().position(|i| i.key == key) {
+            Some(pos) => {
+                st.idle.swap_remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
 }

@@ -20,6 +20,10 @@ use crate::task::{BoxRun, Outcome};
 /// The most jobs a slot finishes in one poll before it lets its thread run other tasks.
 const JOBS_PER_POLL: usize = 32;
 
+/// How many times an idle slot task yields, looking for a new job, before it waits to be
+/// woken: jobs that arrive meanwhile cost no wake-up at all.
+const LINGER_POLLS: u8 = 2;
+
 pub(crate) struct Slot<J: Job> {
     engine: Arc<Engine<J>>,
     /// Its entry in the state's slab (valid while `generation` is current).
@@ -38,6 +42,8 @@ pub(crate) struct Slot<J: Job> {
     registered: bool,
     /// It ended normally; `Drop` has nothing to do.
     done: bool,
+    /// Idle (no job, kept for the next one): how many times it has lingered.
+    idle: Option<u8>,
     later: Deferred<J>,
 }
 
@@ -58,6 +64,7 @@ impl<J: Job> Slot<J> {
             cancel_seen: 0,
             registered: false,
             done: false,
+            idle: None,
             later: Deferred::default(),
         }
     }
@@ -149,7 +156,14 @@ impl<J: Job> Slot<J> {
             let after = if more {
                 match engine.take_next(&mut st, self.rt, self.key, &mut later) {
                     Some(q) => After::Run(q),
-                    None => After::Exit,
+                    None => match Engine::keep_idle(&mut st, self.rt) {
+                        Some(key) => {
+                            self.key = key;
+                            self.idle = Some(0);
+                            After::Yield
+                        }
+                        None => After::Exit,
+                    },
                 }
             } else if st.running <= st.limit
                 && st.queue.len() > st.reserved
@@ -192,6 +206,30 @@ impl<J: Job> Future for Slot<J> {
         }
         let pool = this.engine.id();
         let mut budget = JOBS_PER_POLL;
+        if let Some(rounds) = this.idle {
+            let park = (rounds >= LINGER_POLLS).then_some(cx.waker());
+            let mut st = this.engine.lock();
+            if st.generation != this.generation {
+                this.done = true;
+                return Poll::Ready(());
+            }
+            match Engine::idle_poll(&mut st, this.key, park) {
+                // Given a job: go on as a reserved slot.
+                None => this.idle = None,
+                Some(true) => {
+                    drop(st);
+                    if park.is_none() {
+                        this.idle = Some(rounds + 1);
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+                Some(false) => {
+                    this.done = true;
+                    return Poll::Ready(());
+                }
+            }
+        }
         loop {
             if this.run.is_none() {
                 let q = match this.next.take() {
@@ -279,6 +317,8 @@ impl<J: Job> Drop for Slot<J> {
                 return;
             }
             let newly_dead = st.runtimes.mark_dead(self.rt);
+            // An idle slot task not given a job holds nothing.
+            let idle_unclaimed = self.idle.is_some() && Engine::forget_idle(&mut st, self.key);
             let entry = st.slots.try_remove(self.key);
             if let (Some(limits), Some(e)) = (&mut st.limits, &entry) {
                 if e.job != u64::MAX {
@@ -315,7 +355,7 @@ impl<J: Job> Drop for Slot<J> {
                     meta: Meta::default(),
                 });
                 true
-            } else if st.reserved > 0 {
+            } else if !idle_unclaimed && st.reserved > 0 {
                 // A reserved slot that never ran (reservations are interchangeable).
                 st.reserved -= 1;
                 true

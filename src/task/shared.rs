@@ -141,8 +141,11 @@ impl<T> Shared<T> {
     pub(crate) fn abort(&self, reason: CancelReason) {
         // Release pairs with the Acquire loads in `poll_aborted`.
         self.aborted.store(true, Ordering::Release);
-        self.job_waker.wake();
+        // Decide the outcome before the job can notice the flag: otherwise the job, ending
+        // at once, may drop the task's last reference (whose `Drop` cancels it with another
+        // reason) before this claim.
         self.cancel(reason);
+        self.job_waker.wake();
     }
 
     /// Whether the task was aborted.
