@@ -96,6 +96,43 @@
 //!   slot, never the future (a tokio `JoinHandle` pins the whole task cell), so
 //!   `batch_run` of many large futures holds little beyond their results.
 //!
+//! # Streams, groups and flow control
+//!
+//! - [`map_unordered`](CommonAioPool::map_unordered) / [`map_ordered`](CommonAioPool::map_ordered)
+//!   turn a stream of inputs into a stream of results through the pool, pulling no more
+//!   inputs than the pool can hold. `stream.then(|i| pool.run(job(i)))` would run one job
+//!   at a time: use these instead.
+//! - [`group`](CommonAioPool::group) gives a [`TaskGroup`]: join as completed or all in
+//!   order, cancel the rest on the first error, abort everything when dropped.
+//! - [`SubmitOptions`] with [`submit_with`](CommonAioPool::submit_with): priority, weight,
+//!   key, and a deadline for waiting for room. Builders add `rate_limit`,
+//!   `weight_capacity` and `max_per_key`; [`set_max_concurrency`](CommonAioPool::set_max_concurrency)
+//!   resizes a running pool.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use nb_aiopool::{CommonAioPool, SubmitOptions};
+//!
+//! let pool = CommonAioPool::builder()
+//!     .max_concurrency(100)
+//!     .max_per_key(4)
+//!     .rate_limit(1000, Duration::from_secs(1))
+//!     .build();
+//! let doubled: Vec<u32> = pool
+//!     .map_ordered(futures_util::stream::iter(1..=5u32), |i| async move { i * 2 })
+//!     .map(Result::unwrap)
+//!     .collect()
+//!     .await;
+//! assert_eq!(doubled, [2, 4, 6, 8, 10]);
+//!
+//! let opts = SubmitOptions::new().key("example.com").priority(1);
+//! assert_eq!(pool.submit_with(async { 7 }, opts).await.unwrap().await.unwrap(), 7);
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! None yet: the default build depends on tokio, futures-util, pin-project-lite and slab
