@@ -130,6 +130,15 @@ pub const VARIANTS: &[&str] = &[
     "async-executor",
 ];
 
+/// Flow-control variants of `common` (issue 11), run only when named with `--variants`:
+/// `common-opts` submits with `submit_with(SubmitOptions::new())` into a pool built
+/// without limits (the cost of the options path when nothing is used);
+/// `common-limits-idle` builds the pool with a rate limit, a weight capacity and a
+/// per-key limit that never bind (the cost of carrying them); `common-limits-used`
+/// gives every job a key among 16 hosts with `max_per_key(C / 8)`, a priority and a
+/// weight, under a rate limit that never binds.
+pub const FLOW_VARIANTS: &[&str] = &["common-opts", "common-limits-idle", "common-limits-used"];
+
 /// The hand-written patterns (the pools are compared against the best of these). All are
 /// tokio patterns but `async-executor` (smol's executor: the price of another general
 /// executor on the same cores).
@@ -147,6 +156,7 @@ pub const TOKIO_PATTERNS: &[&str] = &[
 pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
         "common" | "no-queue" | "smart" => run_pool(name, p).await,
+        "common-opts" | "common-limits-idle" | "common-limits-used" => run_flow(name, p).await,
         "spawn-sem-inside" => spawn_sem_inside(p).await,
         "sem-before-joinset" => sem_before_joinset(p).await,
         "spawn-permit-moved" => spawn_permit_moved(p).await,
@@ -160,6 +170,52 @@ pub async fn run_variant(name: &str, p: &Params) -> u64 {
 #[cfg(not(feature = "pools"))]
 async fn run_pool(name: &str, _p: &Params) -> u64 {
     panic!("variant {name:?} needs the `pools` feature (the nb-aiopool library)")
+}
+
+#[cfg(not(feature = "pools"))]
+async fn run_flow(name: &str, _p: &Params) -> u64 {
+    panic!("variant {name:?} needs the `pools` feature (the nb-aiopool library)")
+}
+
+#[cfg(feature = "pools")]
+async fn run_flow(name: &str, p: &Params) -> u64 {
+    use nb_aiopool::{CommonAioPool, SubmitOptions};
+    use std::time::Duration;
+    let w = p.workload;
+    let builder = CommonAioPool::builder()
+        .max_concurrency(p.concurrency)
+        .max_queue_size(p.queue);
+    let pool = match name {
+        "common-opts" => builder.build(),
+        "common-limits-idle" => builder
+            .rate_limit(u32::MAX, Duration::from_millis(1))
+            .weight_capacity(u64::MAX)
+            .max_per_key(usize::MAX)
+            .build(),
+        _ => builder
+            .rate_limit(u32::MAX, Duration::from_millis(1))
+            .weight_capacity(u64::MAX)
+            .max_per_key((p.concurrency / 8).max(1))
+            .build(),
+    };
+    let keys: Vec<String> = (0..16).map(|h| format!("host{h}")).collect();
+    for i in 0..p.tasks {
+        let opts = if name == "common-limits-used" {
+            SubmitOptions::new()
+                .key(keys[(i % 16) as usize].as_str())
+                .priority((i % 3) as i32)
+                .weight(1 + (i % 4) as u32)
+        } else {
+            SubmitOptions::new()
+        };
+        let handle = pool
+            .submit_with(work(p.payloads.get(i), w), opts)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: submit rejected"));
+        drop(handle);
+    }
+    pool.shutdown().await;
+    pool.stats().completed
 }
 
 #[cfg(feature = "pools")]
