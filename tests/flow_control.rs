@@ -346,3 +346,116 @@ fn a_zero_rate_is_refused() {
 fn a_zero_per_key_limit_is_refused() {
     let _ = NoQueueAioPool::builder().max_per_key(0).build();
 }
+
+mod properties {
+    //! Property tests: random jobs with random options under random limits. Every job
+    //! completes; no key ever has more than `max_per_key` running; the running weights never
+    //! exceed the capacity; among jobs of one priority and one key the start order is the
+    //! submission order; the counters add up.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Job {
+        priority: i32,
+        key: u8,
+        weight: u32,
+        sleep_ms: u64,
+    }
+
+    fn job() -> impl Strategy<Value = Job> {
+        (-2i32..3, 0u8..4, 0u32..4, 0u64..4).prop_map(|(priority, key, weight, sleep_ms)| Job {
+            priority,
+            key,
+            weight,
+            sleep_ms,
+        })
+    }
+
+    #[derive(Default)]
+    struct Board {
+        running_per_key: HashMap<u8, usize>,
+        max_per_key_seen: usize,
+        weight_now: u64,
+        weight_max: u64,
+        starts: Vec<usize>,
+    }
+
+    use std::collections::HashMap;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn limits_hold_for_random_jobs(
+            jobs in proptest::collection::vec(job(), 1..40),
+            concurrency in 1usize..6,
+            queue in 0usize..8,
+            per_key in 1usize..4,
+            capacity in 3u64..8,
+            rate in proptest::option::of(1u32..5),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut builder = CommonAioPool::builder()
+                    .max_concurrency(concurrency)
+                    .max_queue_size(queue)
+                    .max_per_key(per_key)
+                    .weight_capacity(capacity);
+                if let Some(r) = rate {
+                    builder = builder.rate_limit(r, Duration::from_millis(10));
+                }
+                let pool = builder.build();
+                let board = Arc::new(Mutex::new(Board::default()));
+                let mut handles = Vec::new();
+                for (i, j) in jobs.iter().cloned().enumerate() {
+                    let board = board.clone();
+                    let opts = SubmitOptions::new()
+                        .priority(j.priority)
+                        .key(format!("k{}", j.key))
+                        .weight(j.weight);
+                    let fut = async move {
+                        {
+                            let mut b = board.lock().unwrap();
+                            b.starts.push(i);
+                            let n = b.running_per_key.entry(j.key).or_insert(0);
+                            *n += 1;
+                            let n = *n;
+                            b.max_per_key_seen = b.max_per_key_seen.max(n);
+                            b.weight_now += u64::from(j.weight);
+                            b.weight_max = b.weight_max.max(b.weight_now);
+                        }
+                        tokio::time::sleep(Duration::from_millis(j.sleep_ms)).await;
+                        let mut b = board.lock().unwrap();
+                        *b.running_per_key.get_mut(&j.key).unwrap() -= 1;
+                        b.weight_now -= u64::from(j.weight);
+                        i
+                    };
+                    handles.push(pool.submit_with(fut, opts).await.unwrap());
+                }
+                for (i, h) in handles.into_iter().enumerate() {
+                    assert_eq!(within("job", h).await.unwrap(), i);
+                }
+                let b = board.lock().unwrap();
+                assert!(b.max_per_key_seen <= per_key, "{} > {per_key}", b.max_per_key_seen);
+                assert!(b.weight_max <= capacity, "{} > {capacity}", b.weight_max);
+                // FIFO among jobs of one priority and one key.
+                let pos: HashMap<usize, usize> =
+                    b.starts.iter().enumerate().map(|(p, i)| (*i, p)).collect();
+                for (a, ja) in jobs.iter().enumerate() {
+                    for (c, jc) in jobs.iter().enumerate().skip(a + 1) {
+                        if ja.priority == jc.priority && ja.key == jc.key {
+                            assert!(pos[&a] < pos[&c], "job {a} started after job {c}");
+                        }
+                    }
+                }
+                let s = pool.stats();
+                assert_eq!((s.submitted, s.completed), (jobs.len() as u64, jobs.len() as u64));
+                assert_eq!((s.queued, s.running), (0, 0));
+            });
+        }
+    }
+}
