@@ -135,8 +135,33 @@
 //!
 //! # Feature flags
 //!
-//! None yet: the default build depends on tokio, futures-util, pin-project-lite and slab
-//! only. The per-second CPU / memory monitor of the seed's demos lives in the demos crate
+//! The default build depends on tokio, futures-util, pin-project-lite and slab only. The
+//! features below are off by default; off, their hooks compile to nothing.
+//!
+//! - **`tracing`**: every task runs inside a span named `task` (target `nb_aiopool`, level
+//!   INFO) with the fields `pool` (the builder's `name`) and `task_id` (its [`TaskId`]),
+//!   a child of the span current where it was submitted. The span is entered whenever the
+//!   task is polled (and while a [`SmartAioPool`] recipe builds its future), so the task's
+//!   own events carry both fields. Events, target `nb_aiopool`:
+//!   `submit rejected` (DEBUG; `pool`, `reason`: `full` for a `try_submit` of a full pool,
+//!   `closed`, `would_deadlock`, `no_runtime`, `timed_out`, `too_heavy`),
+//!   `task panicked` (WARN; `pool`, `error` with the panic message, inside the task's span)
+//!   and `task cancelled` (DEBUG; `pool`, `reason`: `aborted`, `cancel_all`, `abandoned`,
+//!   `runtime_shutdown`, `would_deadlock`; inside the task's span, or with a `task_id`
+//!   field for a task cancelled before it started).
+//! - **`metrics`**: figures through the [`metrics`](https://docs.rs/metrics) facade, each
+//!   labelled `pool` (the builder's `name`). Counters `nb_aiopool_tasks_submitted`,
+//!   `nb_aiopool_tasks_completed`, `nb_aiopool_tasks_panicked` and
+//!   `nb_aiopool_tasks_cancelled` (as [`PoolStats`] counts them); gauges
+//!   `nb_aiopool_tasks_queued` and `nb_aiopool_tasks_running` (as `PoolStats::queued` and
+//!   `running`); histograms `nb_aiopool_queue_wait_seconds` (accepted to started) and
+//!   `nb_aiopool_run_time_seconds` (started to ended), in seconds. A pool registers its
+//!   metrics when it is built: install the recorder before building pools.
+//!
+//! Without either feature, the builders' `on_panic` (for example
+//! [`CommonAioPoolBuilder::on_panic`]) reports panics of detached tasks.
+//!
+//! The per-second CPU / memory monitor of the seed's demos lives in the demos crate
 //! (`demos/src/monitor.rs`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -149,6 +174,7 @@ mod blocking;
 mod engine;
 mod error;
 mod exit;
+mod observe;
 mod options;
 mod pool;
 mod stats;

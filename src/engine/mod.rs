@@ -6,9 +6,10 @@
 //! permits (the backpressure), a queue ([`queue::Queue`]: FIFO, or by priority once a
 //! job has one), start-time flow control ([`limits`]) and *slots*.
 //! A slot is a tokio task of its own that runs jobs one after the other: a submit that
-//! finds a free slot spawns one on the submitter's runtime; a slot whose job ends takes
-//! the next queued job and runs it at once, in the same tokio task, and exits when the
-//! queue is empty. So:
+//! finds a free slot wakes an idle slot task of the submitter's runtime or spawns one
+//! there; a slot whose job ends takes the next queued job and runs it at once, in the
+//! same tokio task; with nothing queued it lingers a little, then waits (idle) to be
+//! given work. So:
 //!
 //! - a job runs on the runtime of the code that submitted it (see [`runtimes`]), and the
 //!   end of one runtime only touches the jobs submitted from it;
@@ -46,6 +47,7 @@ pub(crate) use job::Job;
 pub(crate) use limits::{LimitsConfig, Meta};
 
 use crate::error::{CancelReason, SubmitErrorKind};
+use crate::observe::{Observer, OnPanic, Stamp};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::context::{self, Probe};
 use crate::task::Outcome;
@@ -67,6 +69,10 @@ pub(crate) struct Config {
     pub(crate) rerun: bool,
     /// Flow control at start time (per-key limits, weights, a rate limit).
     pub(crate) limits: LimitsConfig,
+    /// The pool's display name (the builder's `name`), for tracing and metrics.
+    pub(crate) label: Arc<str>,
+    /// Called for panics of tasks whose handle was dropped.
+    pub(crate) on_panic: OnPanic,
 }
 
 /// Unfinished tasks and tasks lost to runtime shutdowns, for the exit report.
@@ -111,6 +117,8 @@ pub(crate) struct Queued<J> {
     id: u64,
     rt: RtRef,
     meta: Meta,
+    /// When it was queued, for the observability features (empty without them).
+    stamp: Stamp,
 }
 
 impl<J> Ordered for Queued<J> {
@@ -255,6 +263,10 @@ pub(crate) struct Engine<J: Job> {
     /// Running jobs with an id below this are cancelled with `State::cancel_reason`.
     cancel_before: AtomicU64,
     on_drop: Option<DropHook>,
+    /// Called, outside the lock, for panics of detached tasks.
+    on_panic: OnPanic,
+    /// Tracing and metrics handles (empty without those features).
+    observer: Observer,
 }
 
 impl<J: Job> Engine<J> {
@@ -271,6 +283,8 @@ impl<J: Job> Engine<J> {
             elastic,
             rerun,
             limits,
+            label,
+            on_panic,
         } = config;
         assert!(
             max_concurrency > 0,
@@ -331,6 +345,8 @@ impl<J: Job> Engine<J> {
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
             on_drop,
+            on_panic,
+            observer: Observer::new(&label),
         }
     }
 
@@ -385,14 +401,17 @@ impl<J: Job> Engine<J> {
     /// Admission for `submit().await`: refuses a nested submit into a full pool instead of
     /// waiting (which would hold a slot while waiting for one). Cancel safe.
     pub(crate) async fn admit_submit(&self) -> Result<(), SubmitErrorKind> {
-        match self.try_admit() {
-            Ok(()) => Ok(()),
-            Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
-            Err(AdmitError::Full) if context::in_pool(self.id()) => {
-                Err(SubmitErrorKind::WouldDeadlock)
-            }
-            Err(AdmitError::Full) => self.admit().await.map_err(|_| SubmitErrorKind::Closed),
-        }
+        let kind = match self.try_admit() {
+            Ok(()) => return Ok(()),
+            Err(AdmitError::Closed) => SubmitErrorKind::Closed,
+            Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
+            Err(AdmitError::Full) => match self.admit().await {
+                Ok(()) => return Ok(()),
+                Err(_) => SubmitErrorKind::Closed,
+            },
+        };
+        self.observer.rejected(Some(kind));
+        Err(kind)
     }
 
     /// Admission for `blocking_submit`: parks the calling thread while full.
@@ -404,18 +423,47 @@ impl<J: Job> Engine<J> {
     pub(crate) fn admit_blocking(&self) -> Result<(), SubmitErrorKind> {
         // Checked even when there is room, so misuse shows at once, not only under load.
         crate::blocking::assert_not_async("blocking_submit", "submit(..).await");
-        match self.try_admit() {
+        let admitted = match self.try_admit() {
             Ok(()) => Ok(()),
             Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
             Err(AdmitError::Full) => {
                 crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
             }
+        };
+        if let Err(kind) = admitted {
+            self.observer.rejected(Some(kind));
         }
+        admitted
     }
 
     /// Gives back an admission permit taken for a push that was refused.
     pub(crate) fn unadmit(&self) {
         self.admission.add_permits(1);
+    }
+
+    /// Tells the observability features that a submit was refused (`None`: the pool was
+    /// full for a submit that does not wait).
+    #[inline(always)]
+    pub(crate) fn rejected(&self, kind: Option<SubmitErrorKind>) {
+        self.observer.rejected(kind);
+    }
+
+    /// The `on_panic` callback, if set.
+    pub(crate) fn on_panic(&self) -> Option<&OnPanic> {
+        self.on_panic.is_set().then_some(&self.on_panic)
+    }
+
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// Under the lock: the metrics gauges follow `PoolStats::queued` and `running`.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn gauges(&self, st: &State<J>) {
+        #[cfg(feature = "metrics")]
+        self.observer
+            .gauges(st.queue.len() - st.reserved, st.running);
     }
 
     // ----- submission ------------------------------------------------------------------
@@ -438,12 +486,15 @@ impl<J: Job> Engine<J> {
         make: impl FnOnce(T, u64) -> J,
     ) -> Result<(), PushError<T>> {
         let current = Handle::try_current().ok();
+        // Taken before the lock: with `tracing` it asks the subscriber for the current span.
+        let stamp = Stamp::now();
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
             if st.closed {
                 drop(st);
                 self.unadmit();
+                self.observer.rejected(Some(SubmitErrorKind::Closed));
                 return Err(PushError::Closed(item));
             }
             let rt = match &current {
@@ -453,14 +504,22 @@ impl<J: Job> Engine<J> {
                     None => {
                         drop(st);
                         self.unadmit();
+                        self.observer.rejected(Some(SubmitErrorKind::NoRuntime));
                         return Err(PushError::NoRuntime(item));
                     }
                 },
             };
             let id = st.counts.submitted;
             st.counts.submitted += 1;
+            self.observer.submitted();
             let job = make(item, id);
-            st.queue.push(Queued { job, id, rt, meta });
+            st.queue.push(Queued {
+                job,
+                id,
+                rt,
+                meta,
+                stamp,
+            });
             let st = &mut *st;
             if let Some(el) = &mut st.elastic {
                 // Add a worker when queued tasks outnumber idle ones.
@@ -471,6 +530,7 @@ impl<J: Job> Engine<J> {
                 }
             }
             self.fill_free(st, Some(rt), &mut later);
+            self.gauges(st);
         }
         self.run_deferred(&mut later);
         Ok(())
@@ -652,7 +712,11 @@ impl<J: Job> Engine<J> {
     pub(crate) fn check_weight(&self, meta: &Meta) -> Result<(), SubmitErrorKind> {
         let st = self.lock();
         match st.limits.as_ref().and_then(|l| l.weight_capacity()) {
-            Some(cap) if u64::from(meta.weight) > cap => Err(SubmitErrorKind::TooHeavy),
+            Some(cap) if u64::from(meta.weight) > cap => {
+                drop(st);
+                self.observer.rejected(Some(SubmitErrorKind::TooHeavy));
+                Err(SubmitErrorKind::TooHeavy)
+            }
             _ => Ok(()),
         }
     }
@@ -765,6 +829,7 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: counts a job's end (the waits are told separately).
     fn count_end(&self, st: &mut State<J>, outcome: Outcome) {
+        self.observer.counted(outcome);
         let c = &mut st.counts;
         match outcome {
             Outcome::Completed => c.completed += 1,
@@ -802,6 +867,7 @@ impl<J: Job> Engine<J> {
                 // Tell the handle (dropping the job runs user code) before the waits hear
                 // of it, so a wait never returns while a handle it covers is unresolved.
                 let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
+                self.observer.cancelled(id, reason);
                 ids.push(id);
             }
             let mut st = self.lock();
@@ -809,6 +875,7 @@ impl<J: Job> Engine<J> {
                 Self::wait_end(&mut st, id, later);
                 later.release += 1;
             }
+            self.gauges(&st);
         }
         let mut release = std::mem::take(&mut later.release);
         if release > 0 && self.permit_debt.load(Ordering::Acquire) > 0 {
@@ -985,6 +1052,7 @@ impl<J: Job> Engine<J> {
                 later.cancels.push((q.job, q.id, reason));
             }
             Self::clamp_reserved(&mut st, ANY, &mut later);
+            self.gauges(&st);
             wakers = st
                 .slots
                 .iter_mut()
@@ -1029,6 +1097,7 @@ impl<J: Job> Engine<J> {
                         id,
                         rt: ANY,
                         meta: Meta::default(),
+                        stamp: Stamp::now(),
                     });
                 } else {
                     let reason = CancelReason::RuntimeShutdown;
@@ -1050,6 +1119,7 @@ impl<J: Job> Engine<J> {
             st.taken_over = true;
             let rt = st.runtimes.enter(&handle);
             self.fill_free(&mut st, Some(rt), &mut later);
+            self.gauges(&st);
         }
         self.run_deferred(&mut later);
         Some(cut)

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use super::runtimes::{RtRef, ANY};
 use super::{Deferred, Engine, Job, Meta, Queued};
 use crate::error::CancelReason;
+use crate::observe::{Running, Stamp};
 use crate::task::context::{Entered, Probe};
 use crate::task::{BoxRun, Outcome};
 
@@ -34,6 +35,8 @@ pub(crate) struct Slot<J: Job> {
     next: Option<Queued<J>>,
     /// The job running now, with its id.
     run: Option<(BoxRun, u64)>,
+    /// That job's span and start time (empty without the observability features).
+    obs: Running,
     /// Moved into a thread-local while a job is polled (see `task::context`).
     probe: Option<Arc<dyn Probe>>,
     /// The `cancel_before` mark this slot has applied.
@@ -60,6 +63,7 @@ impl<J: Job> Slot<J> {
             rt,
             next: None,
             run: None,
+            obs: Running::none(),
             probe: Some(probe),
             cancel_seen: 0,
             registered: false,
@@ -120,6 +124,7 @@ impl<J: Job> Slot<J> {
             st.reserved -= 1;
             let next = engine.take_next(&mut st, self.rt, self.key, &mut later);
             engine.fill_free(&mut st, Some(self.rt), &mut later);
+            engine.gauges(&st);
             next
         };
         engine.run_deferred(&mut later);
@@ -140,6 +145,7 @@ impl<J: Job> Slot<J> {
                 // the state belongs to the new slots.
                 drop(st);
                 run.as_mut().publish_locked().fire();
+                Self::report_panic(&engine, &run, id, outcome);
                 return After::Exit;
             }
             engine.count_end(&mut st, outcome);
@@ -177,13 +183,26 @@ impl<J: Job> Slot<J> {
                 After::Exit
             };
             engine.fill_free(&mut st, Some(self.rt), &mut later);
+            engine.gauges(&st);
             after
         };
+        Self::report_panic(&engine, &run, id, outcome);
         // A result nobody wants is dropped here, outside the lock.
         drop(run);
         engine.run_deferred(&mut later);
         self.later = later;
         after
+    }
+
+    /// Outside the lock, after the result was published: hands a panic that nobody will
+    /// see (the handle was dropped) to the pool's `on_panic` callback.
+    #[inline(always)]
+    fn report_panic(engine: &Engine<J>, run: &BoxRun, id: u64, outcome: Outcome) {
+        if outcome == Outcome::Panicked {
+            if let (Some(hook), Some(err)) = (engine.on_panic(), run.held_error()) {
+                hook.call(id, err);
+            }
+        }
     }
 }
 
@@ -242,8 +261,10 @@ impl<J: Job> Future for Slot<J> {
                         }
                     },
                 };
+                this.obs = this.engine.observer().start(q.id, q.stamp);
                 // Starting a recipe's run calls user code: inside the pool's context too.
                 let _in_pool = Entered::new(pool, &mut this.probe);
+                let _span = this.obs.enter();
                 this.run = Some((q.job.start(), q.id));
             }
             this.apply_cancel_mark();
@@ -251,7 +272,15 @@ impl<J: Job> Future for Slot<J> {
             let id = *id;
             let poll = {
                 let _in_pool = Entered::new(pool, &mut this.probe);
-                run.as_mut().poll_run(cx)
+                let _span = this.obs.enter();
+                let poll = run.as_mut().poll_run(cx);
+                #[cfg(any(feature = "tracing", feature = "metrics"))]
+                if let Poll::Ready(outcome) = poll {
+                    this.engine
+                        .observer()
+                        .ended(&this.obs, outcome, run.held_error());
+                }
+                poll
             };
             let outcome = match poll {
                 Poll::Ready(outcome) => outcome,
@@ -353,6 +382,7 @@ impl<J: Job> Drop for Slot<J> {
                     id,
                     rt: ANY,
                     meta: Meta::default(),
+                    stamp: Stamp::now(),
                 });
                 true
             } else if !idle_unclaimed && st.reserved > 0 {
@@ -387,6 +417,12 @@ impl<J: Job> Drop for Slot<J> {
                 }
             }
             engine.fill_free(&mut st, None, &mut later);
+            engine.gauges(&st);
+        }
+        if let Some((_, id)) = &run {
+            engine
+                .observer()
+                .cancelled(*id, CancelReason::RuntimeShutdown);
         }
         drop(run);
         engine.run_deferred(&mut later);

@@ -10,6 +10,7 @@ use super::core::{Core, FutureJob};
 use super::registry::{self, PoolKind};
 use crate::engine::{Config, LimitsConfig};
 use crate::error::{RunError, SubmitError, TaskError, TrySubmitError};
+use crate::observe::OnPanic;
 use crate::stats::PoolStats;
 use crate::stats::ShutdownReport;
 use crate::task::TaskHandle;
@@ -112,6 +113,7 @@ pub struct CommonAioPoolBuilder {
     max_queue_size: usize,
     name: Option<String>,
     process_wide: bool,
+    on_panic: OnPanic,
 }
 
 impl CommonAioPoolBuilder {
@@ -132,6 +134,45 @@ impl CommonAioPoolBuilder {
     /// Default: `"CommonAioPool"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `f` with the task's id and error when a task panics after its handle was
+    /// dropped (a detached task, whose panic would otherwise only show in
+    /// `stats().panicked`), as Go's ants `PanicHandler`. Not called for tasks whose handle
+    /// is still held (the handle gets the error), nor for cancellations. Default: none.
+    ///
+    /// `f` runs once per such task, on the tokio task that ran it, after the pool counted
+    /// the panic and outside the pool's locks (it may use the pool); a panic inside `f` is
+    /// caught and dropped. Keep it short: that slot starts its next task after it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use nb_aiopool::CommonAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let counter = seen.clone();
+    /// let pool = CommonAioPool::builder()
+    ///     .on_panic(move |id, err| {
+    ///         eprintln!("task {id}: {err}");
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build();
+    /// pool.submit(async { panic!("boom") }).await.unwrap().detach();
+    /// pool.wait().await;
+    /// assert_eq!(seen.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    pub fn on_panic(
+        mut self,
+        f: impl Fn(crate::TaskId, &crate::TaskError) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_panic = OnPanic::new(f);
         self
     }
 
@@ -203,6 +244,8 @@ impl CommonAioPoolBuilder {
             elastic: None,
             rerun: false,
             limits: checked(self.limits),
+            label: name.clone(),
+            on_panic: self.on_panic,
         };
         let hook = registry::drop_hook(kind, name.clone(), self.max_concurrency);
         let pool = Core::new(config, Some(hook));
@@ -626,6 +669,7 @@ impl CommonAioPool {
             max_queue_size: 1000,
             name: None,
             process_wide: true,
+            on_panic: OnPanic::default(),
             limits: LimitsConfig::default(),
         }
     }

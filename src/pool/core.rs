@@ -122,8 +122,14 @@ impl<J: Job> Core<J> {
             Ok(()) => self
                 .push(item)
                 .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
-            Err(AdmitError::Full) => Err(TrySubmitError::full(item)),
-            Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, item)),
+            Err(AdmitError::Full) => {
+                self.engine.rejected(None);
+                Err(TrySubmitError::full(item))
+            }
+            Err(AdmitError::Closed) => {
+                self.engine.rejected(Some(SubmitErrorKind::Closed));
+                Err(TrySubmitError::refused(SubmitErrorKind::Closed, item))
+            }
         }
     }
 
@@ -158,7 +164,10 @@ impl<J: Job> Core<J> {
                 None => self.engine.admit_submit().await,
                 Some(limit) => tokio::time::timeout(limit, self.engine.admit_submit())
                     .await
-                    .unwrap_or(Err(SubmitErrorKind::TimedOut)),
+                    .unwrap_or_else(|_| {
+                        self.engine.rejected(Some(SubmitErrorKind::TimedOut));
+                        Err(SubmitErrorKind::TimedOut)
+                    }),
             };
             match admitted {
                 Ok(()) => self
@@ -183,8 +192,14 @@ impl<J: Job> Core<J> {
             Ok(()) => self
                 .push_with(item, meta)
                 .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
-            Err(AdmitError::Full) => Err(TrySubmitError::full(item)),
-            Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, item)),
+            Err(AdmitError::Full) => {
+                self.engine.rejected(None);
+                Err(TrySubmitError::full(item))
+            }
+            Err(AdmitError::Closed) => {
+                self.engine.rejected(Some(SubmitErrorKind::Closed));
+                Err(TrySubmitError::refused(SubmitErrorKind::Closed, item))
+            }
         }
     }
 

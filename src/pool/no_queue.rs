@@ -9,6 +9,7 @@ use super::core::{Core, FutureJob};
 use super::registry::{self, PoolKind};
 use crate::engine::{Config, LimitsConfig};
 use crate::error::{RunError, SubmitError, TaskError, TrySubmitError};
+use crate::observe::OnPanic;
 use crate::stats::PoolStats;
 use crate::task::TaskHandle;
 
@@ -86,6 +87,7 @@ pub struct NoQueueAioPoolBuilder {
     max_concurrency: usize,
     name: Option<String>,
     process_wide: bool,
+    on_panic: OnPanic,
 }
 
 impl NoQueueAioPoolBuilder {
@@ -99,6 +101,45 @@ impl NoQueueAioPoolBuilder {
     /// Default: `"NoQueueAioPool"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `f` with the task's id and error when a task panics after its handle was
+    /// dropped (a detached task, whose panic would otherwise only show in
+    /// `stats().panicked`), as Go's ants `PanicHandler`. Not called for tasks whose handle
+    /// is still held (the handle gets the error), nor for cancellations. Default: none.
+    ///
+    /// `f` runs once per such task, on the tokio task that ran it, after the pool counted
+    /// the panic and outside the pool's locks (it may use the pool); a panic inside `f` is
+    /// caught and dropped. Keep it short: that slot starts its next task after it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use nb_aiopool::NoQueueAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let counter = seen.clone();
+    /// let pool = NoQueueAioPool::builder()
+    ///     .on_panic(move |id, err| {
+    ///         eprintln!("task {id}: {err}");
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build();
+    /// pool.submit(async { panic!("boom") }).await.unwrap().detach();
+    /// pool.wait().await;
+    /// assert_eq!(seen.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    pub fn on_panic(
+        mut self,
+        f: impl Fn(crate::TaskId, &crate::TaskError) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_panic = OnPanic::new(f);
         self
     }
 
@@ -167,6 +208,8 @@ impl NoQueueAioPoolBuilder {
             elastic: None,
             rerun: false,
             limits: checked(self.limits),
+            label: name.clone(),
+            on_panic: self.on_panic,
         };
         let hook = registry::drop_hook(kind, name.clone(), self.max_concurrency);
         let pool = Core::new(config, Some(hook));
@@ -581,6 +624,7 @@ impl NoQueueAioPool {
             max_concurrency: 100,
             name: None,
             process_wide: true,
+            on_panic: OnPanic::default(),
             limits: LimitsConfig::default(),
         }
     }

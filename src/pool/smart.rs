@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use super::core::{checked, Core, Submit};
 use crate::engine::{Config, ElasticConfig, Job, LimitsConfig};
 use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
+use crate::observe::OnPanic;
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, TaskHandle, Woken};
 
@@ -137,6 +138,7 @@ pub struct SmartAioPoolBuilder {
     name: Option<String>,
     process_wide: bool,
     rerun_interrupted: bool,
+    on_panic: OnPanic,
 }
 
 impl Default for SmartAioPoolBuilder {
@@ -149,6 +151,7 @@ impl Default for SmartAioPoolBuilder {
             auto_shutdown: true,
             name: None,
             process_wide: true,
+            on_panic: OnPanic::default(),
             rerun_interrupted: true,
             limits: LimitsConfig::default(),
         }
@@ -193,6 +196,45 @@ impl SmartAioPoolBuilder {
     /// `"SmartAioPool"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `f` with the task's id and error when a task panics after its handle was
+    /// dropped (a detached task, whose panic would otherwise only show in
+    /// `stats().panicked`), as Go's ants `PanicHandler`. Not called for tasks whose handle
+    /// is still held (the handle gets the error), nor for cancellations. Default: none.
+    ///
+    /// `f` runs once per such task, on the tokio task that ran it, after the pool counted
+    /// the panic and outside the pool's locks (it may use the pool); a panic inside `f` is
+    /// caught and dropped. Keep it short: that slot starts its next task after it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let counter = seen.clone();
+    /// let pool = SmartAioPool::builder()
+    ///     .on_panic(move |id, err| {
+    ///         eprintln!("task {id}: {err}");
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build();
+    /// pool.submit(|| async { panic!("boom") }).await.unwrap().detach();
+    /// pool.wait().await;
+    /// assert_eq!(seen.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    pub fn on_panic(
+        mut self,
+        f: impl Fn(crate::TaskId, &crate::TaskError) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_panic = OnPanic::new(f);
         self
     }
 
@@ -266,6 +308,7 @@ impl SmartAioPoolBuilder {
     /// `max_concurrency + max_queue_size` exceeds `tokio::sync::Semaphore::MAX_PERMITS`.
     #[track_caller]
     pub fn build(self) -> SmartAioPool {
+        let name: Arc<str> = self.name.as_deref().unwrap_or("SmartAioPool").into();
         let config = Config {
             name: "SmartAioPool",
             max_concurrency: self.max_concurrency,
@@ -276,11 +319,13 @@ impl SmartAioPoolBuilder {
             }),
             rerun: self.rerun_interrupted,
             limits: checked(self.limits),
+            label: name.clone(),
+            on_panic: self.on_panic,
         };
         let inner = Arc::new(Inner {
             core: Core::new(config, None),
             auto_shutdown: self.auto_shutdown,
-            name: self.name.as_deref().unwrap_or("SmartAioPool").into(),
+            name,
             process_wide: self.process_wide,
         });
         smart_pools().push(Arc::clone(&inner));

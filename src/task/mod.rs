@@ -50,6 +50,13 @@ pub(crate) trait RunJob: Send {
     /// where the pool counts the outcome, so the two agree. The returned wake-up is fired
     /// after the lock is released; a result nobody wants is dropped with the run.
     fn publish_locked(self: Pin<&mut Self>) -> Woken;
+
+    /// The error the run ended with: before `publish_locked`, the one about to be handed
+    /// over; after it, only one nobody took (the handle was dropped: a detached task), for
+    /// the pool's `on_panic` callback.
+    fn held_error(&self) -> Option<&crate::error::TaskError> {
+        None
+    }
 }
 
 /// A boxed, type-erased run.

@@ -186,4 +186,8 @@ where
             None => Woken::default(),
         }
     }
+
+    fn held_error(&self) -> Option<&TaskError> {
+        self.held.as_ref()?.as_ref().err()
+    }
 }

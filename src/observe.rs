@@ -1,0 +1,300 @@
+//! Observability: the `on_panic` callback, and the hooks of the optional `tracing` and
+//! `metrics` features.
+//!
+//! The engine calls the hooks below unconditionally; without the features every type here
+//! is empty and every hook an empty `#[inline(always)]` function, so the plain build pays
+//! nothing (no field, no clock read, no branch).
+//!
+//! - `tracing`: a span `task` (fields `pool`, `task_id`) per task, created when the task
+//!   starts, as a child of the span current at its submit, and entered while the task is
+//!   started and polled; events for rejections (DEBUG), panics (WARN) and cancellations
+//!   (DEBUG), with the same fields.
+//! - `metrics`: handles registered once per pool (label `pool`), so recording costs no
+//!   lookup; the recorder in place when the pool is *built* receives them. Counters and
+//!   gauges are recorded under the engine's lock, where `PoolStats` counts, so the two
+//!   agree (a recorder's handles are atomics; they must not call back into the pool).
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::error::TaskError;
+#[cfg(feature = "tracing")]
+use crate::error::{CancelReason, SubmitErrorKind};
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+use crate::task::Outcome;
+use crate::task::TaskId;
+
+// ----- on_panic --------------------------------------------------------------------------
+
+/// The callback itself.
+type PanicFn = dyn Fn(TaskId, &TaskError) + Send + Sync;
+
+/// A builder's `on_panic` callback.
+#[derive(Clone, Default)]
+pub(crate) struct OnPanic(Option<Arc<PanicFn>>);
+
+impl OnPanic {
+    pub(crate) fn new(f: impl Fn(TaskId, &TaskError) + Send + Sync + 'static) -> Self {
+        OnPanic(Some(Arc::new(f)))
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Calls the callback for a panic nobody will see otherwise; a panic inside it is
+    /// caught and dropped (it must not take the slot task down). Never called under a lock.
+    pub(crate) fn call(&self, id: u64, err: &TaskError) {
+        if let Some(f) = &self.0 {
+            drop(catch_unwind(AssertUnwindSafe(|| f(TaskId(id), err))));
+        }
+    }
+}
+
+impl fmt::Debug for OnPanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+// ----- per pool ---------------------------------------------------------------------------
+
+#[cfg(feature = "metrics")]
+struct Metrics {
+    submitted: metrics::Counter,
+    completed: metrics::Counter,
+    panicked: metrics::Counter,
+    cancelled: metrics::Counter,
+    queued: metrics::Gauge,
+    running: metrics::Gauge,
+    queue_wait: metrics::Histogram,
+    run_time: metrics::Histogram,
+}
+
+/// A pool's observability handles (empty without the features).
+pub(crate) struct Observer {
+    #[cfg(feature = "tracing")]
+    name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    metrics: Metrics,
+}
+
+impl Observer {
+    #[cfg_attr(
+        not(any(feature = "tracing", feature = "metrics")),
+        allow(unused_variables)
+    )]
+    pub(crate) fn new(name: &Arc<str>) -> Self {
+        #[cfg(feature = "metrics")]
+        let metrics = {
+            use metrics::{counter, gauge, histogram};
+            let pool = name.to_string();
+            Metrics {
+                submitted: counter!("nb_aiopool_tasks_submitted", "pool" => pool.clone()),
+                completed: counter!("nb_aiopool_tasks_completed", "pool" => pool.clone()),
+                panicked: counter!("nb_aiopool_tasks_panicked", "pool" => pool.clone()),
+                cancelled: counter!("nb_aiopool_tasks_cancelled", "pool" => pool.clone()),
+                queued: gauge!("nb_aiopool_tasks_queued", "pool" => pool.clone()),
+                running: gauge!("nb_aiopool_tasks_running", "pool" => pool.clone()),
+                queue_wait: histogram!("nb_aiopool_queue_wait_seconds", "pool" => pool.clone()),
+                run_time: histogram!("nb_aiopool_run_time_seconds", "pool" => pool),
+            }
+        };
+        Observer {
+            #[cfg(feature = "tracing")]
+            name: Arc::clone(name),
+            #[cfg(feature = "metrics")]
+            metrics,
+        }
+    }
+
+    /// A task was accepted (under the engine's lock).
+    #[inline(always)]
+    pub(crate) fn submitted(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.submitted.increment(1);
+    }
+
+    /// A task's outcome was counted (under the engine's lock, where `PoolStats` counts it).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn counted(&self, outcome: crate::task::Outcome) {
+        #[cfg(feature = "metrics")]
+        match outcome {
+            Outcome::Completed => self.metrics.completed.increment(1),
+            Outcome::Panicked => self.metrics.panicked.increment(1),
+            Outcome::Cancelled(_) => self.metrics.cancelled.increment(1),
+        }
+    }
+
+    /// The figures of `PoolStats::queued` and `running` (under the engine's lock).
+    #[cfg(feature = "metrics")]
+    #[inline(always)]
+    pub(crate) fn gauges(&self, queued: usize, running: usize) {
+        self.metrics.queued.set(queued as f64);
+        self.metrics.running.set(running as f64);
+    }
+
+    /// A submit was refused (`kind`), or found the pool full (`None`).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn rejected(&self, kind: Option<crate::error::SubmitErrorKind>) {
+        #[cfg(feature = "tracing")]
+        {
+            let reason = match kind {
+                None => "full",
+                Some(SubmitErrorKind::Closed) => "closed",
+                Some(SubmitErrorKind::WouldDeadlock) => "would_deadlock",
+                Some(SubmitErrorKind::NoRuntime) => "no_runtime",
+                Some(SubmitErrorKind::TimedOut) => "timed_out",
+                Some(SubmitErrorKind::TooHeavy) => "too_heavy",
+            };
+            tracing::debug!(target: "nb_aiopool", pool = %self.name, reason, "submit rejected");
+        }
+    }
+
+    /// A task was cancelled outside a slot's poll: while queued, or with its slot task
+    /// (outside the lock).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn cancelled(&self, id: u64, reason: crate::error::CancelReason) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "nb_aiopool",
+            pool = %self.name,
+            task_id = id,
+            reason = reason_name(reason),
+            "task cancelled"
+        );
+    }
+
+    /// A task starts in a slot: records its queue wait and opens its span.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn start(&self, id: u64, stamp: Stamp) -> Running {
+        #[cfg(feature = "metrics")]
+        let now = std::time::Instant::now();
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .queue_wait
+            .record(now.saturating_duration_since(stamp.at));
+        Running {
+            #[cfg(feature = "tracing")]
+            span: tracing::info_span!(
+                target: "nb_aiopool",
+                parent: &stamp.parent,
+                "task",
+                pool = %self.name,
+                task_id = id
+            ),
+            #[cfg(feature = "metrics")]
+            started: now,
+        }
+    }
+
+    /// A started task ended with `outcome` (`error`: its error, if any). Called outside
+    /// the lock, inside the task's span.
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    #[cfg_attr(
+        not(all(feature = "tracing", feature = "metrics")),
+        allow(unused_variables)
+    )]
+    pub(crate) fn ended(&self, run: &Running, outcome: Outcome, error: Option<&TaskError>) {
+        #[cfg(feature = "metrics")]
+        self.metrics.run_time.record(run.started.elapsed());
+        #[cfg(feature = "tracing")]
+        match (outcome, error) {
+            (Outcome::Panicked, Some(error)) => {
+                tracing::warn!(
+                    target: "nb_aiopool",
+                    pool = %self.name,
+                    error = %error,
+                    "task panicked"
+                )
+            }
+            (Outcome::Panicked, None) => {
+                tracing::warn!(target: "nb_aiopool", pool = %self.name, "task panicked")
+            }
+            (Outcome::Cancelled(reason), _) => tracing::debug!(
+                target: "nb_aiopool",
+                pool = %self.name,
+                reason = reason_name(reason),
+                "task cancelled"
+            ),
+            (Outcome::Completed, _) => {}
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn reason_name(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::Aborted => "aborted",
+        CancelReason::Abandoned => "abandoned",
+        CancelReason::RuntimeShutdown => "runtime_shutdown",
+        CancelReason::CancelAll => "cancel_all",
+        CancelReason::WouldDeadlock => "would_deadlock",
+    }
+}
+
+// ----- per task ---------------------------------------------------------------------------
+
+/// Taken when a task is queued: when, and the span current at its submit.
+pub(crate) struct Stamp {
+    #[cfg(feature = "metrics")]
+    at: std::time::Instant,
+    #[cfg(feature = "tracing")]
+    parent: tracing::Span,
+}
+
+impl Stamp {
+    #[inline(always)]
+    pub(crate) fn now() -> Self {
+        Stamp {
+            #[cfg(feature = "metrics")]
+            at: std::time::Instant::now(),
+            #[cfg(feature = "tracing")]
+            parent: tracing::Span::current(),
+        }
+    }
+}
+
+/// Kept by a slot for the task it runs: its span and when it started.
+pub(crate) struct Running {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+}
+
+impl Running {
+    /// Before the first task.
+    #[inline(always)]
+    pub(crate) fn none() -> Self {
+        Running {
+            #[cfg(feature = "tracing")]
+            span: tracing::Span::none(),
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Enters the task's span until the guard is dropped.
+    #[cfg(feature = "tracing")]
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> tracing::span::Entered<'_> {
+        self.span.enter()
+    }
+
+    /// Enters the task's span until the guard is dropped (nothing to enter here).
+    #[cfg(not(feature = "tracing"))]
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> NoSpan {
+        NoSpan
+    }
+}
+
+/// The span guard of a build without `tracing`.
+#[cfg(not(feature = "tracing"))]
+pub(crate) struct NoSpan;
