@@ -1,6 +1,6 @@
 //! Regression tests for bugs the reliability work found in `src/`, each with the scenario
 //! that showed it: findings 1-2 in the driver engine (issue 6), findings 5-8 in the slot
-//! engine of issue 9 (numbers as in RELIABILITY.md; 6-8 are open and `#[ignore]`d). They
+//! engine of issue 9 (numbers as in RELIABILITY.md; all fixed). They
 //! must pass on a fixed tree and fail (or hang, caught by a timeout) on the tree that had
 //! the bug.
 
@@ -254,12 +254,11 @@ fn smart_abort_of_a_running_task_says_aborted() {
 /// yet when `cancel_all` comes. (On one multi-thread runtime the same window opens between
 /// `Slot::finish` taking the next job and its start.)
 ///
-/// Suggested fix: check the mark before starting (`q.id < cancel_before`: cancel the job
+/// Fixed as suggested: the slot checks the mark before starting (`q.id < cancel_before`: cancel the job
 /// unstarted, counted as cancelled), and give a freshly started run its first poll before
 /// the mark is applied again, so that a recipe called concurrently with `cancel_all`
 /// reports its own panic.
 #[test]
-#[ignore = "finding 6: cancel_all does not stop the start of a job already taken from the queue (open)"]
 #[allow(clippy::async_yields_async)] // the blocks hand back handles to await later
 fn smart_cancel_all_does_not_call_the_recipe_of_a_task_it_cancelled() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -335,12 +334,11 @@ fn smart_cancel_all_does_not_call_the_recipe_of_a_task_it_cancelled() {
 /// does nothing, and returns with `is_finished() == false`; the handle then resolves to
 /// the task's value a moment later. (The driver engine stored the result at the claim.)
 ///
-/// Suggested fix: make claiming and storing one critical section of the result slot
+/// Fixed as suggested: claiming and storing are one critical section of the result slot
 /// (the slot claims *and* stores under `Shared`'s mutex inside `Slot::finish`; `abort`
 /// claims and stores under the same mutex), or have a losing `abort` wait for the
 /// winner's store, which follows within a few instructions and runs no user code.
 #[test]
-#[ignore = "finding 7: abort() racing the task's completion can return before the handle resolves (open)"]
 fn abort_racing_completion_still_resolves_the_handle_at_once() {
     let rounds = 200_000;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -389,7 +387,7 @@ fn abort_racing_completion_still_resolves_the_handle_at_once() {
 /// nothing, and nobody sweeps. Seen here as `queued: 2, running: 0` (or `queued: 1`,
 /// `completed: 1`) after the runtime is gone.
 ///
-/// Suggested fix: where a slot finds its runtime dead, do what `Slot::drop` does
+/// Fixed as suggested: where a slot finds its runtime dead it does what `Slot::drop` does
 /// (`mark_dead`, and if that is the first time, cancel the runtime's queued jobs or, for
 /// re-runnable ones, mark them `ANY`; `clamp_reserved`), from one shared engine method.
 /// Read the liveness flag once per decision (the sentinel flips it without the lock): a
@@ -397,7 +395,6 @@ fn abort_racing_completion_still_resolves_the_handle_at_once() {
 /// once in 2000 rounds; reading it once, 40,000 rounds passed and the runtime-drop property
 /// tests passed seeds 4-6.
 #[test]
-#[ignore = "finding 8: a job queued from a multi-thread runtime that shuts down can hang (open)"]
 fn a_queued_job_of_a_runtime_that_shuts_down_is_told() {
     let rounds = 5000;
     let rt2 = current_thread_runtime();

@@ -19,6 +19,10 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// Starts a run. May call user code (a recipe); never called under the engine's lock.
     fn start(self) -> BoxRun;
 
+    /// A run for a job cancelled for `reason` before it started: calls no user code; the
+    /// caller cancels it and publishes it like any run.
+    fn start_cancelled(self, reason: CancelReason) -> BoxRun;
+
     /// Drops a job that will never run, telling its handle why (unless something else
     /// decided its outcome first). Runs user `Drop` code; never called under the lock.
     fn cancel(self, reason: CancelReason);

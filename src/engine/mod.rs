@@ -547,8 +547,16 @@ impl<J: Job> Engine<J> {
         key: usize,
         later: &mut Deferred<J>,
     ) -> Option<Queued<J>> {
-        // A slot on a runtime known to be shutting down starts nothing more there.
-        while st.running <= st.limit && st.queue.len() > st.reserved && st.runtimes.is_alive(rt) {
+        loop {
+            // A slot on a runtime known to be shutting down starts nothing more there, and
+            // tells the runtime's queued jobs (whoever noticed the death first).
+            if !st.runtimes.is_alive(rt) {
+                self.runtime_gone(st, rt, later);
+                break;
+            }
+            if st.running > st.limit || st.queue.len() <= st.reserved {
+                break;
+            }
             let Some(mut q) = self.pop_startable(st, rt, later) else {
                 break;
             };
@@ -824,6 +832,32 @@ impl<J: Job> Engine<J> {
                     later.janitor = Some(handle.clone());
                 }
             }
+        }
+    }
+
+    /// Under the lock: runtime `rt` is gone. The first time (whoever noticed: a slot
+    /// dropped by it, or a slot that found it dead), the jobs queued from it are
+    /// cancelled with `RuntimeShutdown`, or, if they can run anywhere, left to any runtime.
+    fn runtime_gone(&self, st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
+        if !st.runtimes.mark_dead(rt) {
+            return;
+        }
+        if J::RERUN {
+            st.queue.for_each_mut(|q| {
+                if q.rt == rt {
+                    q.rt = ANY;
+                }
+            });
+        } else {
+            let lost = Outcome::Cancelled(CancelReason::RuntimeShutdown);
+            for q in st.queue.extract_if(|q| q.rt == rt) {
+                self.count_end(st, lost);
+                st.counts.lost += 1;
+                later
+                    .cancels
+                    .push((q.job, q.id, CancelReason::RuntimeShutdown));
+            }
+            Self::clamp_reserved(st, rt, later);
         }
     }
 

@@ -135,21 +135,27 @@ impl<J: Job> Slot<J> {
     /// Records how the job ended and hands its result to the handle, in one critical
     /// section; then takes the next job for this slot (`more`), or keeps the slot as a
     /// reservation to come back to after yielding.
-    fn finish(&mut self, mut run: BoxRun, id: u64, outcome: Outcome, more: bool) -> After<J> {
+    fn finish(&mut self, mut run: BoxRun, id: u64, more: bool) -> After<J> {
         let engine = Arc::clone(&self.engine);
         let mut later = std::mem::take(&mut self.later);
+        let outcome;
         let after = {
             let mut st = engine.lock();
             if st.generation != self.generation {
                 // Taken over at exit: the result still goes to the handle (first one wins),
                 // the state belongs to the new slots.
                 drop(st);
-                run.as_mut().publish_locked().fire();
+                let (woken, outcome) = run.as_mut().publish_locked();
+                woken.fire();
                 Self::report_panic(&engine, &run, id, outcome);
                 return After::Exit;
             }
+            // Decide and store the result, then count what was decided (an abort may have
+            // come first), in one critical section.
+            let (woken, decided) = run.as_mut().publish_locked();
+            outcome = decided;
             engine.count_end(&mut st, outcome);
-            later.woken.push(run.as_mut().publish_locked());
+            later.woken.push(woken);
             Engine::wait_end(&mut st, id, &mut later);
             later.release += 1;
             let entry = &mut st.slots[self.key];
@@ -178,6 +184,9 @@ impl<J: Job> Slot<J> {
                 st.reserved += 1;
                 After::Yield
             } else {
+                if !st.runtimes.is_alive(self.rt) {
+                    engine.runtime_gone(&mut st, self.rt, &mut later);
+                }
                 st.slots.remove(self.key);
                 Engine::vacate(&mut st, self.rt, &mut later);
                 After::Exit
@@ -262,10 +271,24 @@ impl<J: Job> Future for Slot<J> {
                     },
                 };
                 this.obs = this.engine.observer().start(q.id, q.stamp);
-                // Starting a recipe's run calls user code: inside the pool's context too.
-                let _in_pool = Entered::new(pool, &mut this.probe);
-                let _span = this.obs.enter();
-                this.run = Some((q.job.start(), q.id));
+                // A `cancel_all` (or shutdown deadline) that came after the job left the
+                // queue covers it too: it is cancelled without calling user code (a
+                // recipe). Marks up to here are then settled for this run.
+                let mark = this.engine.cancel_before.load(Ordering::Acquire);
+                let id = q.id;
+                let run = if id < mark {
+                    let reason = this.engine.lock().cancel_reason;
+                    let mut run = q.job.start_cancelled(reason);
+                    run.as_mut().cancel(reason);
+                    run
+                } else {
+                    // Starting a recipe's run calls user code: inside the pool's context.
+                    let _in_pool = Entered::new(pool, &mut this.probe);
+                    let _span = this.obs.enter();
+                    q.job.start()
+                };
+                this.cancel_seen = this.cancel_seen.max(mark);
+                this.run = Some((run, id));
             }
             this.apply_cancel_mark();
             let (run, id) = this.run.as_mut().expect("a job was started above");
@@ -282,8 +305,8 @@ impl<J: Job> Future for Slot<J> {
                 }
                 poll
             };
-            let outcome = match poll {
-                Poll::Ready(outcome) => outcome,
+            match poll {
+                Poll::Ready(_) => {}
                 Poll::Pending => {
                     if !this.registered {
                         this.registered = true;
@@ -303,7 +326,7 @@ impl<J: Job> Future for Slot<J> {
             };
             let (run, _) = this.run.take().expect("the job polled above");
             budget -= 1;
-            match this.finish(run, id, outcome, budget > 0) {
+            match this.finish(run, id, budget > 0) {
                 After::Run(q) => this.next = Some(q),
                 After::Yield => {
                     // Let the thread's other tasks run; come back for the next job.
@@ -345,7 +368,6 @@ impl<J: Job> Drop for Slot<J> {
             if st.generation != self.generation {
                 return;
             }
-            let newly_dead = st.runtimes.mark_dead(self.rt);
             // An idle slot task not given a job holds nothing.
             let idle_unclaimed = self.idle.is_some() && Engine::forget_idle(&mut st, self.key);
             let entry = st.slots.try_remove(self.key);
@@ -357,10 +379,11 @@ impl<J: Job> Drop for Slot<J> {
             }
             let lost = Outcome::Cancelled(CancelReason::RuntimeShutdown);
             let holds_unit = if let Some((r, id)) = &mut run {
-                // A future's run, cancelled above.
-                engine.count_end(&mut st, lost);
-                st.counts.lost += 1;
-                later.woken.push(r.as_mut().publish_locked());
+                // A future's run, cancelled above (unless an abort decided first).
+                let (woken, decided) = r.as_mut().publish_locked();
+                engine.count_end(&mut st, decided);
+                st.counts.lost += u64::from(decided == lost);
+                later.woken.push(woken);
                 Engine::wait_end(&mut st, *id, &mut later);
                 later.release += 1;
                 true
@@ -395,27 +418,7 @@ impl<J: Job> Drop for Slot<J> {
             if holds_unit {
                 Engine::vacate(&mut st, self.rt, &mut later);
             }
-            if newly_dead {
-                // Jobs submitted from this runtime can never run there now.
-                let rt = self.rt;
-                if J::RERUN {
-                    st.queue.for_each_mut(|q| {
-                        if q.rt == rt {
-                            q.rt = ANY;
-                        }
-                    });
-                } else {
-                    let gone = st.queue.extract_if(|q| q.rt == rt);
-                    for q in gone {
-                        engine.count_end(&mut st, lost);
-                        st.counts.lost += 1;
-                        later
-                            .cancels
-                            .push((q.job, q.id, CancelReason::RuntimeShutdown));
-                    }
-                    Engine::clamp_reserved(&mut st, rt, &mut later);
-                }
-            }
+            engine.runtime_gone(&mut st, self.rt, &mut later);
             engine.fill_free(&mut st, None, &mut later);
             engine.gauges(&st);
         }

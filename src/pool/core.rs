@@ -36,9 +36,13 @@ impl Job for FutureJob {
         self.0
     }
 
+    fn start_cancelled(self, _reason: CancelReason) -> BoxRun {
+        self.0 // boxing the future called no user code; cancelling drops it
+    }
+
     fn cancel(mut self, reason: CancelReason) {
         self.0.as_mut().cancel(reason);
-        self.0.as_mut().publish_locked().fire();
+        self.0.as_mut().publish_locked().0.fire();
     }
 }
 

@@ -922,9 +922,15 @@ struct SmartTask<R, T> {
 
 impl<R, T> Drop for SmartTask<R, T> {
     fn drop(&mut self) {
-        // The last copy of an unfinished task is going away (its pool is gone): tell the
-        // handle rather than leave it waiting. Does nothing if the task ended.
-        self.shared.cancel(CancelReason::RuntimeShutdown);
+        // The last copy of an unfinished task is going away (its pool or runtime is gone):
+        // tell the handle rather than leave it waiting. Does nothing if the task ended. An
+        // aborted task says so, even if its run ended before `abort` decided the outcome.
+        let reason = if self.shared.is_aborted() {
+            CancelReason::Aborted
+        } else {
+            CancelReason::RuntimeShutdown
+        };
+        self.shared.cancel(reason);
     }
 }
 
@@ -932,6 +938,8 @@ impl<R, T> Drop for SmartTask<R, T> {
 trait SmartTaskDyn: Send + Sync + 'static {
     fn run(self: Arc<Self>) -> BoxRun;
     fn cancel(&self, reason: CancelReason);
+    /// A run that calls no user code (for a task cancelled before it started).
+    fn unstarted(self: Arc<Self>) -> BoxRun;
 }
 
 /// A queued recipe task (a named type rather than an alias of the trait object, which
@@ -979,6 +987,11 @@ where
     fn cancel(&self, reason: CancelReason) {
         self.shared.cancel(reason);
     }
+
+    fn unstarted(self: Arc<Self>) -> BoxRun {
+        // A future that is never polled: the run is cancelled before its first poll.
+        Box::pin(Run::new(std::future::pending::<Fut::Output>(), self))
+    }
 }
 
 impl<R, Fut> Submit<SmartJob> for R
@@ -1008,6 +1021,10 @@ impl Job for SmartJob {
         self.0.run()
     }
 
+    fn start_cancelled(self, _reason: CancelReason) -> BoxRun {
+        self.0.unstarted()
+    }
+
     fn cancel(self, reason: CancelReason) {
         self.0.cancel(reason)
     }
@@ -1023,8 +1040,8 @@ impl RunJob for Ended {
 
     fn cancel(self: Pin<&mut Self>, _reason: CancelReason) {}
 
-    fn publish_locked(self: Pin<&mut Self>) -> Woken {
-        Woken::default()
+    fn publish_locked(self: Pin<&mut Self>) -> (Woken, Outcome) {
+        (Woken::default(), self.0)
     }
 }
 

@@ -46,10 +46,12 @@ pub(crate) trait RunJob: Send {
     /// returns the outcome.
     fn cancel(self: Pin<&mut Self>, reason: CancelReason);
 
-    /// Stores the held result for the handle; called under the engine's lock, right
-    /// where the pool counts the outcome, so the two agree. The returned wake-up is fired
-    /// after the lock is released; a result nobody wants is dropped with the run.
-    fn publish_locked(self: Pin<&mut Self>) -> Woken;
+    /// Decides the task's outcome with the held result and stores it for the handle;
+    /// called under the engine's lock, right where the pool counts the outcome, so the two
+    /// agree. Returns the wake-up to fire once the lock is released, and the outcome to
+    /// count (`Cancelled(Aborted)` if an abort decided first). A result nobody wants is
+    /// dropped with the run.
+    fn publish_locked(self: Pin<&mut Self>) -> (Woken, Outcome);
 
     /// The error the run ended with: before `publish_locked`, the one about to be handed
     /// over; after it, only one nobody took (the handle was dropped: a detached task), for

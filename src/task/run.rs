@@ -71,7 +71,7 @@ pin_project! {
                 return;
             }
             if let Some(result) = this.held.take() {
-                this.owner.shared().fill(result);
+                this.owner.shared().fill_first(result);
             } else if H::CANCEL_ON_DROP && this.outcome.is_none() {
                 this.owner.shared().cancel(CancelReason::RuntimeShutdown);
             }
@@ -101,21 +101,17 @@ fn drop_future<F>(stage: Pin<&mut Stage<F>>) -> Option<Box<dyn std::any::Any + S
 }
 
 impl<F: Future, H: HasShared<F::Output>> Run<F, H> {
-    /// Ends the run with `result` (claiming the outcome) and holds the result back.
+    /// Ends the run with `result`, held back until [`publish_locked`] decides the task's
+    /// outcome with it (unless an abort decided first).
+    ///
+    /// [`publish_locked`]: RunJob::publish_locked
     fn end(
         self: Pin<&mut Self>,
         outcome: Outcome,
         result: Result<F::Output, TaskError>,
     ) -> Outcome {
         let this = self.project();
-        let outcome = if this.owner.shared().claim() {
-            *this.held = Some(result);
-            outcome
-        } else {
-            // An abort resolved the handle first.
-            drop(result);
-            Outcome::Cancelled(CancelReason::Aborted)
-        };
+        *this.held = Some(result);
         *this.outcome = Some(outcome);
         outcome
     }
@@ -170,20 +166,31 @@ where
         );
     }
 
-    fn publish_locked(self: Pin<&mut Self>) -> Woken {
+    fn publish_locked(self: Pin<&mut Self>) -> (Woken, Outcome) {
         let this = self.project();
+        let outcome = this
+            .outcome
+            .unwrap_or(Outcome::Cancelled(CancelReason::RuntimeShutdown));
         if *this.published {
-            return Woken::default();
+            return (Woken::default(), outcome);
         }
         *this.published = true;
         match this.held.take() {
-            Some(result) => {
-                let (woken, discarded) = this.owner.shared().store(result);
-                // Dropped with the run, outside the engine's lock.
-                *this.held = discarded;
-                woken
-            }
-            None => Woken::default(),
+            Some(result) => match this.owner.shared().store_first(result) {
+                Ok((woken, discarded)) => {
+                    // Dropped with the run, outside the engine's lock.
+                    *this.held = discarded;
+                    (woken, outcome)
+                }
+                Err(lost) => {
+                    // An abort decided first: the task counts as aborted.
+                    *this.held = Some(lost);
+                    let aborted = Outcome::Cancelled(CancelReason::Aborted);
+                    *this.outcome = Some(aborted);
+                    (Woken::default(), aborted)
+                }
+            },
+            None => (Woken::default(), outcome),
         }
     }
 

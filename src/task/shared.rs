@@ -66,57 +66,65 @@ impl<T> Shared<T> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Claims the right to decide the task's outcome. Returns `false` if someone else
-    /// (an abort, or an earlier run) already did.
-    pub(crate) fn claim(&self) -> bool {
-        // AcqRel: the winner's later `fill` is ordered after every earlier claim attempt.
-        !self.claimed.swap(true, Ordering::AcqRel)
-    }
-
-    /// Whether an outcome was claimed.
+    /// Whether an outcome was decided.
     pub(crate) fn is_claimed(&self) -> bool {
         self.claimed.load(Ordering::Acquire)
     }
 
-    /// Hands `result` to the handle (or drops it if the handle is gone) and wakes it. Only
-    /// the caller that won [`claim`](Self::claim) calls this, once.
-    pub(crate) fn fill(&self, result: Result<T, TaskError>) {
-        let (woken, discarded) = self.store(result);
-        drop(discarded); // user value dropped outside the lock
-        woken.fire();
-    }
-
-    /// The first half of [`fill`](Self::fill), safe under the engine's lock: stores the
-    /// result, and returns the wake-up to fire and the result itself if the handle is gone
-    /// (to be dropped later, outside any lock, since dropping it runs user code).
-    pub(crate) fn store(
+    /// Decides the task's outcome with `result`, unless something else decided it first
+    /// (then `result` comes back in `Err`). Deciding and storing are one critical section
+    /// of the result slot, so whoever finds the outcome decided also finds the result
+    /// stored: an `abort` that loses the race returns with the handle resolved.
+    ///
+    /// Safe under the engine's lock: on success it returns the wake-up to fire and, if the
+    /// handle is gone, the result itself, to be dropped later outside every lock (dropping
+    /// it runs user code).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn store_first(
         &self,
         result: Result<T, TaskError>,
-    ) -> (Woken, Option<Result<T, TaskError>>) {
+    ) -> Result<(Woken, Option<Result<T, TaskError>>), Result<T, TaskError>> {
         let mut slot = self.slot();
-        debug_assert!(!slot.done, "a task's result was filled twice");
+        // Under the slot's lock: `is_claimed` readers outside it only skip work.
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return Err(result);
+        }
+        debug_assert!(!slot.done, "a task's result was stored twice");
         slot.done = true;
         // The task is over, so a job waiting for it no longer counts as stuck on the pool,
         // from now on rather than from its next poll.
         let probe = slot.waiting_in_pool.take();
         if slot.detached {
-            (Woken { waker: None, probe }, Some(result))
+            Ok((Woken { waker: None, probe }, Some(result)))
         } else {
             slot.result = Some(result);
             let waker = slot.waker.take();
-            (Woken { waker, probe }, None)
+            Ok((Woken { waker, probe }, None))
+        }
+    }
+
+    /// [`store_first`](Self::store_first), then wakes the handle and drops what nobody
+    /// wants; for callers outside the engine's lock. Returns whether this call decided.
+    pub(crate) fn fill_first(&self, result: Result<T, TaskError>) -> bool {
+        match self.store_first(result) {
+            Ok((woken, discarded)) => {
+                drop(discarded);
+                woken.fire();
+                true
+            }
+            Err(lost) => {
+                drop(lost);
+                false
+            }
         }
     }
 
     /// Ends the task as cancelled for `reason`, if nobody decided its outcome yet. Returns
     /// whether this call decided it.
     pub(crate) fn cancel(&self, reason: CancelReason) -> bool {
-        if self.claim() {
-            self.fill(Err(TaskError::cancelled(reason)));
-            true
-        } else {
-            false
-        }
+        // No lock-free shortcut on `is_claimed`: taking the slot's lock is what makes a
+        // losing caller return only once the winner's result is stored.
+        self.fill_first(Err(TaskError::cancelled(reason)))
     }
 
     /// For the job: whether the task was aborted; if not, makes sure `cx` is woken by an
@@ -273,15 +281,13 @@ mod loom_tests {
             let first = shared.poll_result(&mut cx);
             let job = {
                 let shared = shared.clone();
-                thread::spawn(move || {
-                    if shared.claim() {
-                        let (woken, discarded) = shared.store(Ok(7));
+                thread::spawn(move || match shared.store_first(Ok(7)) {
+                    Ok((woken, discarded)) => {
                         assert!(discarded.is_none());
                         woken.fire();
                         true
-                    } else {
-                        false
                     }
+                    Err(_) => false,
                 })
             };
             let aborter = {
@@ -290,6 +296,8 @@ mod loom_tests {
             };
             let completed = job.join().unwrap();
             aborter.join().unwrap();
+            // However the race went, the handle was resolved when `abort` returned.
+            assert!(shared.is_finished());
             assert!(first.is_pending());
             assert!(
                 woke.0.load(Ordering::SeqCst) >= 1,
@@ -342,8 +350,9 @@ mod loom_tests {
                 let shared = shared.clone();
                 let value = Counted(drops.clone());
                 thread::spawn(move || {
-                    assert!(shared.claim());
-                    let (woken, discarded) = shared.store(Ok(value));
+                    let Ok((woken, discarded)) = shared.store_first(Ok(value)) else {
+                        panic!("nothing else decides the outcome here");
+                    };
                     drop(discarded);
                     woken.fire();
                 })
