@@ -43,6 +43,10 @@ pub(crate) struct Slot<J: Job> {
     cancel_seen: u64,
     /// Its waker is in the state (once per slot: a tokio task's waker does not change).
     registered: bool,
+    /// The running job has not been polled yet: a `cancel_all` mark that came after its
+    /// start waits for that first poll, so a recipe that panicked when called (its run
+    /// re-raises on the first poll) is reported as the panic it was.
+    fresh: bool,
     /// It ended normally; `Drop` has nothing to do.
     done: bool,
     /// Idle (no job, kept for the next one): how many times it has lingered.
@@ -67,6 +71,7 @@ impl<J: Job> Slot<J> {
             probe: Some(probe),
             cancel_seen: 0,
             registered: false,
+            fresh: false,
             done: false,
             idle: None,
             later: Deferred::default(),
@@ -289,8 +294,11 @@ impl<J: Job> Future for Slot<J> {
                 };
                 this.cancel_seen = this.cancel_seen.max(mark);
                 this.run = Some((run, id));
+                this.fresh = true;
             }
-            this.apply_cancel_mark();
+            if !std::mem::take(&mut this.fresh) {
+                this.apply_cancel_mark();
+            }
             let (run, id) = this.run.as_mut().expect("a job was started above");
             let id = *id;
             let poll = {
