@@ -5,9 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::Stream;
+
 use super::core::checked;
 use super::core::{Core, FutureJob};
+use super::group::TaskGroup;
 use super::registry::{self, PoolKind};
+use super::stream::{MapOrdered, MapUnordered};
 use crate::engine::{Config, LimitsConfig};
 use crate::error::{RunError, SubmitError, TaskError, TrySubmitError};
 use crate::observe::OnPanic;
@@ -582,7 +586,7 @@ impl CommonAioPool {
         I::Item: Future + Send + 'static,
         <I::Item as Future>::Output: Send + 'static,
     {
-        self.pool().batch_run(futs).await
+        super::group::batch_run(self.pool(), futs).await
     }
 
     /// A snapshot of the pool's counters.
@@ -799,6 +803,105 @@ impl CommonAioPool {
     /// ```
     pub fn max_queue_size(&self) -> usize {
         self.pool().engine.max_queue_size()
+    }
+}
+
+/// Streams and task groups.
+impl CommonAioPool {
+    /// Runs `f(input)` in the pool for every input of `inputs`, with the pool's
+    /// bound and backpressure, and returns a stream of the results **as they
+    /// complete**. See [`MapUnordered`](crate::MapUnordered) for the bound and what dropping does.
+    ///
+    /// `inputs` is any [`Stream`](futures_util::Stream); for an iterator, wrap it in
+    /// `futures_util::stream::iter` (or `tokio_stream::iter`). `f` turns an input
+    /// into the future to run; it is called as each input is pulled, on the task
+    /// that polls the stream.
+    ///
+    /// # Why not `stream.then(|i| pool.run(job(i)))`
+    ///
+    /// `then` awaits each future before it pulls the next input, so that runs the
+    /// jobs **one at a time**, whatever the pool's size. `map_unordered` keeps the
+    /// pool full and yields results as they come.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::CommonAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::new(4, 16);
+    /// let words = stream::iter(["a", "bb", "ccc"]);
+    /// let mut lens: Vec<usize> = pool
+    ///     .map_unordered(words, |w| async move { w.len() })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// lens.sort();
+    /// assert_eq!(lens, [1, 2, 3]);
+    /// # }
+    /// ```
+    pub fn map_unordered<St, F, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
+    where
+        St: Stream,
+        F: FnMut(St::Item) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        super::stream::unordered(self.pool(), inputs, f)
+    }
+
+    /// Runs `f(input)` in the pool for every input of `inputs`, as
+    /// [`map_unordered`](Self::map_unordered) does, and returns a stream of the
+    /// results **in input order**. See [`MapOrdered`](crate::MapOrdered) for the bound on results
+    /// waiting out of order, and what dropping does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::CommonAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::new(4, 16);
+    /// let squares: Vec<u32> = pool
+    ///     .map_ordered(stream::iter(0..10u32), |i| async move { i * i })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    /// # }
+    /// ```
+    pub fn map_ordered<St, F, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
+    where
+        St: Stream,
+        F: FnMut(St::Item) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        super::stream::ordered(self.pool(), inputs, f)
+    }
+
+    /// A new, empty [`TaskGroup`](crate::TaskGroup) of this pool: submit futures to it, join them as they
+    /// complete or all at once; dropping the group aborts its unfinished tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(4, 16);
+    /// let mut group = pool.group();
+    /// group.submit(async { 1 }).await.unwrap();
+    /// group.submit(async { 2 }).await.unwrap();
+    /// let sum: i32 = group.join_all().await.into_iter().map(Result::unwrap).sum();
+    /// assert_eq!(sum, 3);
+    /// # }
+    /// ```
+    pub fn group<T: Send + 'static>(&self) -> TaskGroup<T> {
+        TaskGroup::new(self.pool().clone())
     }
 }
 

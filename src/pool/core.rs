@@ -6,9 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::engine::{AdmitError, Config, DropHook, Engine, Job, LimitsConfig, Meta, PushError};
-use crate::error::{
-    CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError,
-};
+use crate::error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TrySubmitError};
 use crate::options::SubmitOptions;
 use crate::task::{BoxRun, Run, Shared, TaskHandle};
 
@@ -242,30 +240,6 @@ impl<J: Job> Core<J> {
             handles.push(self.submit(item).await?);
         }
         Ok(handles)
-    }
-
-    /// Submits every item into a task group, then joins it: results in input order.
-    /// Dropping the future drops the group, which aborts the jobs not finished yet (so a
-    /// `timeout` around it leaks nothing); a rejection leaves the jobs before it running,
-    /// detached, as `batch_submit` does.
-    #[allow(clippy::type_complexity)]
-    pub(crate) async fn batch_run<I, T>(
-        &self,
-        items: I,
-    ) -> Result<Vec<Result<T, TaskError>>, SubmitError<I::Item>>
-    where
-        I: IntoIterator,
-        I::Item: Submit<J, Output = T>,
-        T: Send + 'static,
-    {
-        let mut group = super::group::Group::new(self.clone());
-        for item in items {
-            if let Err(e) = group.submit(item).await {
-                group.detach_all();
-                return Err(e);
-            }
-        }
-        Ok(group.join_all().await)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Task groups: [`TaskGroup`] (futures, for [`CommonAioPool`] and [`NoQueueAioPool`]) and
 //! [`SmartTaskGroup`] (recipes, for [`SmartAioPool`]), both over the private [`Group`],
-//! which `Core::batch_run` also uses so that dropping it aborts its jobs.
+//! which `batch_run` (below) also uses so that dropping it aborts its jobs.
 //!
 //! A group owns the handles of its tasks in a `FuturesUnordered`; dropping the group
 //! aborts them (the model is tokio's `JoinSet`). With cancel-on-error, each task is
@@ -18,10 +18,8 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use slab::Slab;
 
-use super::common::CommonAioPool;
 use super::core::{Core, FutureJob, Submit};
-use super::no_queue::NoQueueAioPool;
-use super::smart::{SmartAioPool, SmartJob};
+use super::recipe::SmartJob;
 use crate::engine::{AdmitError, Job, PushError};
 use crate::error::{SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
 use crate::task::{AbortHandle, Shared, TaskHandle, TaskId};
@@ -444,7 +442,7 @@ pub struct TaskGroup<T> {
 }
 
 impl<T: Send + 'static> TaskGroup<T> {
-    fn new(core: Core<FutureJob>) -> Self {
+    pub(crate) fn new(core: Core<FutureJob>) -> Self {
         TaskGroup {
             inner: Group::new(core),
         }
@@ -767,7 +765,7 @@ pub struct SmartTaskGroup<T> {
 }
 
 impl<T: Send + 'static> SmartTaskGroup<T> {
-    fn new(core: Core<SmartJob>) -> Self {
+    pub(crate) fn new(core: Core<SmartJob>) -> Self {
         SmartTaskGroup {
             inner: Group::new(core),
         }
@@ -1020,66 +1018,26 @@ impl<T> fmt::Debug for SmartTaskGroup<T> {
     }
 }
 
-// ----- the pools' methods ----------------------------------------------------------------------
-
-impl CommonAioPool {
-    /// A new, empty [`TaskGroup`] of this pool: submit futures to it, join them as they
-    /// complete or all at once; dropping the group aborts its unfinished tasks.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let pool = nb_aiopool::CommonAioPool::new(4, 16);
-    /// let mut group = pool.group();
-    /// group.submit(async { 1 }).await.unwrap();
-    /// group.submit(async { 2 }).await.unwrap();
-    /// let sum: i32 = group.join_all().await.into_iter().map(Result::unwrap).sum();
-    /// assert_eq!(sum, 3);
-    /// # }
-    /// ```
-    pub fn group<T: Send + 'static>(&self) -> TaskGroup<T> {
-        TaskGroup::new(self.pool().clone())
+/// Submits every item into a task group, then joins it: results in input order.
+/// Dropping the future drops the group, which aborts the jobs not finished yet (so a
+/// `timeout` around it leaks nothing); a rejection leaves the jobs before it running,
+/// detached, as `batch_submit` does.
+#[allow(clippy::type_complexity)]
+pub(crate) async fn batch_run<J: Job, I, T>(
+    core: &Core<J>,
+    items: I,
+) -> Result<Vec<Result<T, TaskError>>, SubmitError<I::Item>>
+where
+    I: IntoIterator,
+    I::Item: Submit<J, Output = T>,
+    T: Send + 'static,
+{
+    let mut group = Group::new(core.clone());
+    for item in items {
+        if let Err(e) = group.submit(item).await {
+            group.detach_all();
+            return Err(e);
+        }
     }
-}
-
-impl NoQueueAioPool {
-    /// A new, empty [`TaskGroup`] of this pool: submit futures to it, join them as they
-    /// complete or all at once; dropping the group aborts its unfinished tasks.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let pool = nb_aiopool::NoQueueAioPool::new(4);
-    /// let mut group = pool.group();
-    /// group.submit(async { 1 }).await.unwrap();
-    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
-    /// # }
-    /// ```
-    pub fn group<T: Send + 'static>(&self) -> TaskGroup<T> {
-        TaskGroup::new(self.pool().clone())
-    }
-}
-
-impl SmartAioPool {
-    /// A new, empty [`SmartTaskGroup`] of this pool: [`TaskGroup`] in recipe form.
-    /// Dropping the group aborts its unfinished tasks.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let pool = nb_aiopool::SmartAioPool::new(4);
-    /// let mut group = pool.group();
-    /// group.submit(|| async { 1 }).await.unwrap();
-    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
-    /// # }
-    /// ```
-    pub fn group<T: Send + 'static>(&self) -> SmartTaskGroup<T> {
-        SmartTaskGroup::new(self.core().clone())
-    }
+    Ok(group.join_all().await)
 }

@@ -3,21 +3,22 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, Stream};
 
-use super::core::{checked, Core, Submit};
-use crate::engine::{Config, ElasticConfig, Job, LimitsConfig};
-use crate::error::{CancelReason, RunError, SubmitError, TaskError, TrySubmitError};
+use super::core::{checked, Core};
+use super::group::SmartTaskGroup;
+use super::recipe::SmartJob;
+use super::stream::{MapOrdered, MapUnordered};
+use crate::engine::{Config, ElasticConfig, LimitsConfig};
+use crate::error::{RunError, SubmitError, TaskError, TrySubmitError};
 use crate::observe::OnPanic;
 use crate::stats::{PoolStats, ShutdownReport};
-use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, TaskHandle, Woken};
+use crate::task::TaskHandle;
 
 /// A pool of elastic workers that runs *recipes* (closures that build a future) and, with
 /// `auto_shutdown` (the default), finishes every submitted task before the process exits,
@@ -684,7 +685,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        self.inner.core.batch_run(recipes).await
+        super::group::batch_run(&self.inner.core, recipes).await
     }
 
     /// Stops intake and waits until every queued and running task has finished; the pool
@@ -900,6 +901,101 @@ impl SmartAioPool {
     }
 }
 
+/// Streams and task groups.
+impl SmartAioPool {
+    /// Runs a task for every input of `inputs`, with the pool's bound and backpressure,
+    /// and returns a stream of the results **as they complete**. See [`MapUnordered`](crate::MapUnordered) for
+    /// the bound and what dropping does.
+    ///
+    /// In recipe form: `f` turns an input into a **recipe** (`Fn() -> Future`), which the
+    /// pool calls to start the task (and again if the task is re-run at exit, see
+    /// [Shutdown](SmartAioPool#shutdown)); so `f` returns a closure, typically
+    /// `move |i| move || job(i.clone())`. `inputs` is any [`Stream`](futures_util::Stream); wrap an iterator in
+    /// `futures_util::stream::iter`.
+    ///
+    /// `stream.then(|i| pool.run(..))` runs the tasks one at a time; this keeps the pool
+    /// full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = SmartAioPool::new(4);
+    /// let mut doubled: Vec<u32> = pool
+    ///     .map_unordered(stream::iter(0..5u32), |i| move || async move { i * 2 })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// doubled.sort();
+    /// assert_eq!(doubled, [0, 2, 4, 6, 8]);
+    /// # }
+    /// ```
+    pub fn map_unordered<St, F, R, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
+    where
+        St: Stream,
+        F: FnMut(St::Item) -> R + Send + 'static,
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        super::stream::unordered(self.core(), inputs, f)
+    }
+
+    /// Runs a task for every input of `inputs`, as [`map_unordered`](Self::map_unordered)
+    /// does (`f` returns a recipe), and returns a stream of the results **in input
+    /// order**. See [`MapOrdered`](crate::MapOrdered) for the bound and what dropping does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::SmartAioPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = SmartAioPool::new(4);
+    /// let names: Vec<String> = pool
+    ///     .map_ordered(stream::iter(["a", "b"]), |s| move || async move { s.repeat(2) })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(names, ["aa", "bb"]);
+    /// # }
+    /// ```
+    pub fn map_ordered<St, F, R, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
+    where
+        St: Stream,
+        F: FnMut(St::Item) -> R + Send + 'static,
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        super::stream::ordered(self.core(), inputs, f)
+    }
+
+    /// A new, empty [`SmartTaskGroup`](crate::SmartTaskGroup) of this pool: [`TaskGroup`](crate::TaskGroup) in recipe form.
+    /// Dropping the group aborts its unfinished tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(4);
+    /// let mut group = pool.group();
+    /// group.submit(|| async { 1 }).await.unwrap();
+    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+    /// # }
+    /// ```
+    pub fn group<T: Send + 'static>(&self) -> SmartTaskGroup<T> {
+        SmartTaskGroup::new(self.core().clone())
+    }
+}
+
 impl fmt::Debug for SmartAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SmartAioPool")
@@ -909,165 +1005,6 @@ impl fmt::Debug for SmartAioPool {
             .field("auto_shutdown", &self.inner.auto_shutdown)
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-// ----- tasks -----------------------------------------------------------------------------
-
-/// A submitted recipe and the one result slot all of its runs share.
-struct SmartTask<R, T> {
-    recipe: R,
-    shared: Arc<Shared<T>>,
-}
-
-impl<R, T> Drop for SmartTask<R, T> {
-    fn drop(&mut self) {
-        // The last copy of an unfinished task is going away (its pool or runtime is gone):
-        // tell the handle rather than leave it waiting. Does nothing if the task ended. An
-        // aborted task says so, even if its run ended before `abort` decided the outcome.
-        let reason = if self.shared.is_aborted() {
-            CancelReason::Aborted
-        } else {
-            CancelReason::RuntimeShutdown
-        };
-        self.shared.cancel(reason);
-    }
-}
-
-/// The type-erased view the engine keeps of a [`SmartTask`].
-trait SmartTaskDyn: Send + Sync + 'static {
-    fn run(self: Arc<Self>) -> BoxRun;
-    fn cancel(&self, reason: CancelReason);
-    /// A run that calls no user code (for a task cancelled before it started).
-    fn unstarted(self: Arc<Self>) -> BoxRun;
-}
-
-/// A queued recipe task (a named type rather than an alias of the trait object, which
-/// keeps the submit futures `Send` for the compiler).
-pub(crate) struct SmartJob(Arc<dyn SmartTaskDyn>);
-
-impl<R, T> HasShared<T> for Arc<SmartTask<R, T>>
-where
-    R: Send + Sync + 'static,
-    T: Send + 'static,
-{
-    fn shared(&self) -> &Shared<T> {
-        &self.shared
-    }
-
-    // The task may run again; the last copy going away tells the handle (`SmartTask`'s
-    // `Drop`).
-    const CANCEL_ON_DROP: bool = false;
-}
-
-impl<R, Fut> SmartTaskDyn for SmartTask<R, Fut::Output>
-where
-    R: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn run(self: Arc<Self>) -> BoxRun {
-        if self.shared.is_claimed() {
-            // Ended already (aborted while queued, or finished by an earlier run).
-            let outcome = if self.shared.is_aborted() {
-                Outcome::Cancelled(CancelReason::Aborted)
-            } else {
-                Outcome::Completed
-            };
-            return Box::pin(Ended(outcome));
-        }
-        match catch_unwind(AssertUnwindSafe(|| (self.recipe)())) {
-            Ok(fut) => Box::pin(Run::new(fut, self)),
-            // The recipe itself panicked: a run that re-raises the panic on its first poll,
-            // so it is reported like a panic of the future.
-            Err(payload) => Box::pin(Run::new(PanicNow::<Fut::Output>::new(payload), self)),
-        }
-    }
-
-    fn cancel(&self, reason: CancelReason) {
-        self.shared.cancel(reason);
-    }
-
-    fn unstarted(self: Arc<Self>) -> BoxRun {
-        // A future that is never polled: the run is cancelled before its first poll.
-        Box::pin(Run::new(std::future::pending::<Fut::Output>(), self))
-    }
-}
-
-impl<R, Fut> Submit<SmartJob> for R
-where
-    R: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    type Output = Fut::Output;
-
-    fn into_job(self, shared: Arc<Shared<Fut::Output>>) -> SmartJob {
-        SmartJob(Arc::new(SmartTask {
-            recipe: self,
-            shared,
-        }))
-    }
-}
-
-impl Job for SmartJob {
-    const RERUN: bool = true;
-
-    fn keep(&self) -> Option<Self> {
-        Some(SmartJob(Arc::clone(&self.0)))
-    }
-
-    fn start(self) -> BoxRun {
-        self.0.run()
-    }
-
-    fn start_cancelled(self, _reason: CancelReason) -> BoxRun {
-        self.0.unstarted()
-    }
-
-    fn cancel(self, reason: CancelReason) {
-        self.0.cancel(reason)
-    }
-}
-
-/// A run that ended before it began (the task already had an outcome).
-struct Ended(Outcome);
-
-impl RunJob for Ended {
-    fn poll_run(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
-        Poll::Ready(self.0)
-    }
-
-    fn cancel(self: Pin<&mut Self>, _reason: CancelReason) {}
-
-    fn publish_locked(self: Pin<&mut Self>) -> (Woken, Outcome) {
-        (Woken::default(), self.0)
-    }
-}
-
-/// A future that re-raises a recipe's panic when polled.
-struct PanicNow<T> {
-    payload: Option<Box<dyn std::any::Any + Send>>,
-    _output: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T> PanicNow<T> {
-    fn new(payload: Box<dyn std::any::Any + Send>) -> Self {
-        PanicNow {
-            payload: Some(payload),
-            _output: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<T> Future for PanicNow<T> {
-    type Output = T;
-
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
-        match self.payload.take() {
-            Some(payload) => std::panic::resume_unwind(payload),
-            None => Poll::Pending,
-        }
     }
 }
 

@@ -17,11 +17,8 @@ use std::task::{Context, Poll};
 
 use futures_util::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
 
-use super::common::CommonAioPool;
-use super::core::{Core, FutureJob, Submit};
+use super::core::{Core, Submit};
 use super::group::{abort_each, push_admitted, Tagged};
-use super::no_queue::NoQueueAioPool;
-use super::smart::{SmartAioPool, SmartJob};
 use crate::engine::{AdmitError, Job};
 use crate::error::{SubmitErrorKind, TaskError};
 use crate::task::TaskHandle;
@@ -498,171 +495,32 @@ map_stream! {
 }
 
 /// The `map_*` methods of the two future-taking pools, written once.
-macro_rules! future_pool_maps {
-    ($pool:ident, $ctor:literal) => {
-        impl $pool {
-            #[doc = concat!("Runs `f(input)` in the pool for every input of `inputs`, with the pool's")]
-            /// bound and backpressure, and returns a stream of the results **as they
-            /// complete**. See [`MapUnordered`] for the bound and what dropping does.
-            ///
-            /// `inputs` is any [`Stream`]; for an iterator, wrap it in
-            /// `futures_util::stream::iter` (or `tokio_stream::iter`). `f` turns an input
-            /// into the future to run; it is called as each input is pulled, on the task
-            /// that polls the stream.
-            ///
-            /// # Why not `stream.then(|i| pool.run(job(i)))`
-            ///
-            /// `then` awaits each future before it pulls the next input, so that runs the
-            /// jobs **one at a time**, whatever the pool's size. `map_unordered` keeps the
-            /// pool full and yields results as they come.
-            ///
-            /// # Examples
-            ///
-            /// ```
-            /// use futures_util::{stream, StreamExt};
-            #[doc = concat!("use nb_aiopool::", stringify!($pool), ";")]
-            ///
-            /// # #[tokio::main(flavor = "current_thread")]
-            /// # async fn main() {
-            #[doc = concat!("let pool = ", stringify!($pool), "::new(", $ctor, ");")]
-            /// let words = stream::iter(["a", "bb", "ccc"]);
-            /// let mut lens: Vec<usize> = pool
-            ///     .map_unordered(words, |w| async move { w.len() })
-            ///     .map(Result::unwrap)
-            ///     .collect()
-            ///     .await;
-            /// lens.sort();
-            /// assert_eq!(lens, [1, 2, 3]);
-            /// # }
-            /// ```
-            pub fn map_unordered<St, F, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
-            where
-                St: Stream,
-                F: FnMut(St::Item) -> Fut + Send + 'static,
-                Fut: Future + Send + 'static,
-                Fut::Output: Send + 'static,
-            {
-                MapUnordered {
-                    inner: Mapper::new(inputs, feed::<FutureJob, _, _, _>(self.pool(), f)),
-                }
-            }
-
-            /// Runs `f(input)` in the pool for every input of `inputs`, as
-            /// [`map_unordered`](Self::map_unordered) does, and returns a stream of the
-            /// results **in input order**. See [`MapOrdered`] for the bound on results
-            /// waiting out of order, and what dropping does.
-            ///
-            /// # Examples
-            ///
-            /// ```
-            /// use futures_util::{stream, StreamExt};
-            #[doc = concat!("use nb_aiopool::", stringify!($pool), ";")]
-            ///
-            /// # #[tokio::main(flavor = "current_thread")]
-            /// # async fn main() {
-            #[doc = concat!("let pool = ", stringify!($pool), "::new(", $ctor, ");")]
-            /// let squares: Vec<u32> = pool
-            ///     .map_ordered(stream::iter(0..10u32), |i| async move { i * i })
-            ///     .map(Result::unwrap)
-            ///     .collect()
-            ///     .await;
-            /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
-            /// # }
-            /// ```
-            pub fn map_ordered<St, F, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
-            where
-                St: Stream,
-                F: FnMut(St::Item) -> Fut + Send + 'static,
-                Fut: Future + Send + 'static,
-                Fut::Output: Send + 'static,
-            {
-                MapOrdered {
-                    inner: Mapper::new(inputs, feed::<FutureJob, _, _, _>(self.pool(), f)),
-                }
-            }
-        }
-    };
+/// Builds [`MapUnordered`] for a pool's core: the pools' `map_unordered` forward here.
+pub(crate) fn unordered<J, St, F, S>(
+    core: &Core<J>,
+    inputs: St,
+    f: F,
+) -> MapUnordered<St, S::Output>
+where
+    J: Job,
+    St: Stream,
+    F: FnMut(St::Item) -> S + Send + 'static,
+    S: Submit<J>,
+{
+    MapUnordered {
+        inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f)),
+    }
 }
 
-future_pool_maps!(CommonAioPool, "4, 16");
-future_pool_maps!(NoQueueAioPool, "4");
-
-impl SmartAioPool {
-    /// Runs a task for every input of `inputs`, with the pool's bound and backpressure,
-    /// and returns a stream of the results **as they complete**. See [`MapUnordered`] for
-    /// the bound and what dropping does.
-    ///
-    /// In recipe form: `f` turns an input into a **recipe** (`Fn() -> Future`), which the
-    /// pool calls to start the task (and again if the task is re-run at exit, see
-    /// [Shutdown](SmartAioPool#shutdown)); so `f` returns a closure, typically
-    /// `move |i| move || job(i.clone())`. `inputs` is any [`Stream`]; wrap an iterator in
-    /// `futures_util::stream::iter`.
-    ///
-    /// `stream.then(|i| pool.run(..))` runs the tasks one at a time; this keeps the pool
-    /// full.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use futures_util::{stream, StreamExt};
-    /// use nb_aiopool::SmartAioPool;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let pool = SmartAioPool::new(4);
-    /// let mut doubled: Vec<u32> = pool
-    ///     .map_unordered(stream::iter(0..5u32), |i| move || async move { i * 2 })
-    ///     .map(Result::unwrap)
-    ///     .collect()
-    ///     .await;
-    /// doubled.sort();
-    /// assert_eq!(doubled, [0, 2, 4, 6, 8]);
-    /// # }
-    /// ```
-    pub fn map_unordered<St, F, R, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
-    where
-        St: Stream,
-        F: FnMut(St::Item) -> R + Send + 'static,
-        R: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        MapUnordered {
-            inner: Mapper::new(inputs, feed::<SmartJob, _, _, _>(self.core(), f)),
-        }
-    }
-
-    /// Runs a task for every input of `inputs`, as [`map_unordered`](Self::map_unordered)
-    /// does (`f` returns a recipe), and returns a stream of the results **in input
-    /// order**. See [`MapOrdered`] for the bound and what dropping does.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use futures_util::{stream, StreamExt};
-    /// use nb_aiopool::SmartAioPool;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let pool = SmartAioPool::new(4);
-    /// let names: Vec<String> = pool
-    ///     .map_ordered(stream::iter(["a", "b"]), |s| move || async move { s.repeat(2) })
-    ///     .map(Result::unwrap)
-    ///     .collect()
-    ///     .await;
-    /// assert_eq!(names, ["aa", "bb"]);
-    /// # }
-    /// ```
-    pub fn map_ordered<St, F, R, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
-    where
-        St: Stream,
-        F: FnMut(St::Item) -> R + Send + 'static,
-        R: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        MapOrdered {
-            inner: Mapper::new(inputs, feed::<SmartJob, _, _, _>(self.core(), f)),
-        }
+/// Builds [`MapOrdered`] for a pool's core: the pools' `map_ordered` forward here.
+pub(crate) fn ordered<J, St, F, S>(core: &Core<J>, inputs: St, f: F) -> MapOrdered<St, S::Output>
+where
+    J: Job,
+    St: Stream,
+    F: FnMut(St::Item) -> S + Send + 'static,
+    S: Submit<J>,
+{
+    MapOrdered {
+        inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f)),
     }
 }

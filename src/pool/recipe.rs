@@ -1,0 +1,173 @@
+//! Recipes as jobs: what SmartAioPool queues ([`SmartJob`]), and the runs a recipe makes.
+//!
+//! A task is its recipe and the one result slot all of its runs share; the engine keeps a
+//! copy (a reference count) while a run is under way, to run it again after an
+//! interruption.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::core::Submit;
+use crate::engine::Job;
+use crate::error::CancelReason;
+use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, Woken};
+
+/// A submitted recipe and the one result slot all of its runs share.
+struct SmartTask<R, T> {
+    recipe: R,
+    shared: Arc<Shared<T>>,
+}
+
+impl<R, T> Drop for SmartTask<R, T> {
+    fn drop(&mut self) {
+        // The last copy of an unfinished task is going away (its pool or runtime is gone):
+        // tell the handle rather than leave it waiting. Does nothing if the task ended. An
+        // aborted task says so, even if its run ended before `abort` decided the outcome.
+        let reason = if self.shared.is_aborted() {
+            CancelReason::Aborted
+        } else {
+            CancelReason::RuntimeShutdown
+        };
+        self.shared.cancel(reason);
+    }
+}
+
+/// The type-erased view the engine keeps of a [`SmartTask`].
+trait SmartTaskDyn: Send + Sync + 'static {
+    fn run(self: Arc<Self>) -> BoxRun;
+    fn cancel(&self, reason: CancelReason);
+    /// A run that calls no user code (for a task cancelled before it started).
+    fn unstarted(self: Arc<Self>) -> BoxRun;
+}
+
+/// A queued recipe task (a named type rather than an alias of the trait object, which
+/// keeps the submit futures `Send` for the compiler).
+pub(crate) struct SmartJob(Arc<dyn SmartTaskDyn>);
+
+impl<R, T> HasShared<T> for Arc<SmartTask<R, T>>
+where
+    R: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    fn shared(&self) -> &Shared<T> {
+        &self.shared
+    }
+
+    // The task may run again; the last copy going away tells the handle (`SmartTask`'s
+    // `Drop`).
+    const CANCEL_ON_DROP: bool = false;
+}
+
+impl<R, Fut> SmartTaskDyn for SmartTask<R, Fut::Output>
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn run(self: Arc<Self>) -> BoxRun {
+        if self.shared.is_claimed() {
+            // Ended already (aborted while queued, or finished by an earlier run).
+            let outcome = if self.shared.is_aborted() {
+                Outcome::Cancelled(CancelReason::Aborted)
+            } else {
+                Outcome::Completed
+            };
+            return Box::pin(Ended(outcome));
+        }
+        match catch_unwind(AssertUnwindSafe(|| (self.recipe)())) {
+            Ok(fut) => Box::pin(Run::new(fut, self)),
+            // The recipe itself panicked: a run that re-raises the panic on its first poll,
+            // so it is reported like a panic of the future.
+            Err(payload) => Box::pin(Run::new(PanicNow::<Fut::Output>::new(payload), self)),
+        }
+    }
+
+    fn cancel(&self, reason: CancelReason) {
+        self.shared.cancel(reason);
+    }
+
+    fn unstarted(self: Arc<Self>) -> BoxRun {
+        // A future that is never polled: the run is cancelled before its first poll.
+        Box::pin(Run::new(std::future::pending::<Fut::Output>(), self))
+    }
+}
+
+impl<R, Fut> Submit<SmartJob> for R
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Output = Fut::Output;
+
+    fn into_job(self, shared: Arc<Shared<Fut::Output>>) -> SmartJob {
+        SmartJob(Arc::new(SmartTask {
+            recipe: self,
+            shared,
+        }))
+    }
+}
+
+impl Job for SmartJob {
+    const RERUN: bool = true;
+
+    fn keep(&self) -> Option<Self> {
+        Some(SmartJob(Arc::clone(&self.0)))
+    }
+
+    fn start(self) -> BoxRun {
+        self.0.run()
+    }
+
+    fn start_cancelled(self, _reason: CancelReason) -> BoxRun {
+        self.0.unstarted()
+    }
+
+    fn cancel(self, reason: CancelReason) {
+        self.0.cancel(reason)
+    }
+}
+
+/// A run that ended before it began (the task already had an outcome).
+struct Ended(Outcome);
+
+impl RunJob for Ended {
+    fn poll_run(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
+        Poll::Ready(self.0)
+    }
+
+    fn cancel(self: Pin<&mut Self>, _reason: CancelReason) {}
+
+    fn publish_locked(self: Pin<&mut Self>) -> (Woken, Outcome) {
+        (Woken::default(), self.0)
+    }
+}
+
+/// A future that re-raises a recipe's panic when polled.
+struct PanicNow<T> {
+    payload: Option<Box<dyn std::any::Any + Send>>,
+    _output: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> PanicNow<T> {
+    fn new(payload: Box<dyn std::any::Any + Send>) -> Self {
+        PanicNow {
+            payload: Some(payload),
+            _output: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> Future for PanicNow<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
+        match self.payload.take() {
+            Some(payload) => std::panic::resume_unwind(payload),
+            None => Poll::Pending,
+        }
+    }
+}
