@@ -1,5 +1,5 @@
-//! Task groups: [`TaskGroup`] (futures, for [`CommonAioPool`] and [`NoQueueAioPool`]) and
-//! [`SmartTaskGroup`] (recipes, for [`SmartAioPool`]), both over the private [`Group`],
+//! Task groups: [`TaskGroup`] (futures, for [`CommonAioPool`](crate::CommonAioPool) and [`NoQueueAioPool`](crate::NoQueueAioPool)) and
+//! [`SmartTaskGroup`] (recipes, for [`SmartAioPool`](crate::SmartAioPool)), both over the private [`Group`],
 //! which `batch_run` (below) also uses so that dropping it aborts its jobs.
 //!
 //! A group owns the handles of its tasks in a `FuturesUnordered`; dropping the group
@@ -373,9 +373,9 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 
 // ----- TaskGroup ------------------------------------------------------------------------------
 
-/// A set of futures submitted to one [`CommonAioPool`] or [`NoQueueAioPool`], joined as
-/// they complete or all at once; made by [`CommonAioPool::group`] or
-/// [`NoQueueAioPool::group`].
+/// A set of futures submitted to one [`CommonAioPool`](crate::CommonAioPool) or [`NoQueueAioPool`](crate::NoQueueAioPool), joined as
+/// they complete or all at once; made by [`CommonAioPool::group`](crate::CommonAioPool::group) or
+/// [`NoQueueAioPool::group`](crate::NoQueueAioPool::group).
 ///
 /// The tasks run in the pool, under its bound and backpressure, like any other job: a
 /// group is only the set of their handles. This is tokio's `JoinSet`, over a pool.
@@ -725,11 +725,11 @@ impl<T> fmt::Debug for TaskGroup<T> {
 
 // ----- SmartTaskGroup -------------------------------------------------------------------------
 
-/// A set of recipes submitted to one [`SmartAioPool`]: [`TaskGroup`]'s API in recipe form;
-/// made by [`SmartAioPool::group`].
+/// A set of recipes submitted to one [`SmartAioPool`](crate::SmartAioPool): [`TaskGroup`]'s API in recipe form;
+/// made by [`SmartAioPool::group`](crate::SmartAioPool::group).
 ///
 /// Everything [`TaskGroup`] says holds, with recipes (`Fn() -> Future`) where it takes
-/// futures; a task re-run at exit (see [Shutdown](SmartAioPool#shutdown)) stays one task of
+/// futures; a task re-run at exit (see [Shutdown](crate::SmartAioPool#shutdown)) stays one task of
 /// the group. With cancel-on-error, a recipe that panics when called counts as a failed
 /// task.
 ///

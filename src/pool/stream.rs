@@ -393,8 +393,8 @@ macro_rules! map_stream {
 
 map_stream! {
     /// The stream returned by `map_unordered` on a pool
-    /// ([`CommonAioPool::map_unordered`], [`NoQueueAioPool::map_unordered`],
-    /// [`SmartAioPool::map_unordered`]): each input's job runs in the pool, and results
+    /// ([`CommonAioPool::map_unordered`](crate::CommonAioPool::map_unordered), [`NoQueueAioPool::map_unordered`](crate::NoQueueAioPool::map_unordered),
+    /// [`SmartAioPool::map_unordered`](crate::SmartAioPool::map_unordered)): each input's job runs in the pool, and results
     /// come out **as the jobs complete**.
     ///
     /// It is a [`Stream`] of `Result<T, TaskError>`: `Ok` with the job's value, or the
@@ -457,8 +457,8 @@ map_stream! {
 
 map_stream! {
     /// The stream returned by `map_ordered` on a pool
-    /// ([`CommonAioPool::map_ordered`], [`NoQueueAioPool::map_ordered`],
-    /// [`SmartAioPool::map_ordered`]): each input's job runs in the pool, and results
+    /// ([`CommonAioPool::map_ordered`](crate::CommonAioPool::map_ordered), [`NoQueueAioPool::map_ordered`](crate::NoQueueAioPool::map_ordered),
+    /// [`SmartAioPool::map_ordered`](crate::SmartAioPool::map_ordered)): each input's job runs in the pool, and results
     /// come out **in input order**.
     ///
     /// Everything [`MapUnordered`] says holds (bound, backpressure, refusal, dropping),
