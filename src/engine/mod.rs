@@ -571,11 +571,7 @@ impl<J: Job> Engine<J> {
                 if let Some(limits) = &mut st.limits {
                     limits.ended(&q.meta);
                 }
-                self.count_end(st, Outcome::Cancelled(CancelReason::RuntimeShutdown));
-                st.counts.lost += 1;
-                later
-                    .cancels
-                    .push((q.job, q.id, CancelReason::RuntimeShutdown));
+                self.lose(st, q.job, q.id, later);
                 continue;
             };
             q.rt = target;
@@ -849,16 +845,20 @@ impl<J: Job> Engine<J> {
                 }
             });
         } else {
-            let lost = Outcome::Cancelled(CancelReason::RuntimeShutdown);
             for q in st.queue.extract_if(|q| q.rt == rt) {
-                self.count_end(st, lost);
-                st.counts.lost += 1;
-                later
-                    .cancels
-                    .push((q.job, q.id, CancelReason::RuntimeShutdown));
+                self.lose(st, q.job, q.id, later);
             }
             Self::clamp_reserved(st, rt, later);
         }
+    }
+
+    /// Under the lock: a job that never started and never will (its runtime is gone) is
+    /// counted as cancelled and lost; its handle is told after the lock is released.
+    fn lose(&self, st: &mut State<J>, job: J, id: u64, later: &mut Deferred<J>) {
+        let reason = CancelReason::RuntimeShutdown;
+        self.count_end(st, Outcome::Cancelled(reason));
+        st.counts.lost += 1;
+        later.cancels.push((job, id, reason));
     }
 
     /// Under the lock: counts a job's end (the waits are told separately).
@@ -1134,10 +1134,7 @@ impl<J: Job> Engine<J> {
                         stamp: Stamp::now(),
                     });
                 } else {
-                    let reason = CancelReason::RuntimeShutdown;
-                    self.count_end(&mut st, Outcome::Cancelled(reason));
-                    st.counts.lost += 1;
-                    later.cancels.push((job, id, reason));
+                    self.lose(&mut st, job, id, &mut later);
                 }
             }
             st.running = 0;

@@ -399,11 +399,7 @@ impl<J: Job> Drop for Slot<J> {
                 if J::RERUN {
                     st.queue.push_front(Queued { rt: ANY, ..q });
                 } else {
-                    engine.count_end(&mut st, lost);
-                    st.counts.lost += 1;
-                    later
-                        .cancels
-                        .push((q.job, q.id, CancelReason::RuntimeShutdown));
+                    engine.lose(&mut st, q.job, q.id, &mut later);
                 }
                 true
             } else if let Some((id, copy)) = entry.and_then(|e| e.copy.map(|c| (e.job, c))) {
