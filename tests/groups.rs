@@ -2,9 +2,11 @@
 //! order of results, bound and backpressure, abort on drop, cancel on the first error.
 //! Deterministic: paused time, no `thread::sleep`.
 
+mod support;
+
+use support::Gauge as Live;
+
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use nb_aiopool::{
@@ -12,40 +14,6 @@ use nb_aiopool::{
     TaskError, TaskGroup, TaskId, TrySubmitError,
 };
 use tokio::time::{sleep, timeout};
-
-/// Counts jobs running now (entered and not yet dropped), the most at once, and starts.
-#[derive(Clone, Default)]
-struct Live {
-    now: Arc<AtomicUsize>,
-    max: Arc<AtomicUsize>,
-    started: Arc<AtomicUsize>,
-}
-
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Live {
-    fn enter(&self) -> LiveGuard {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        self.started.fetch_add(1, Ordering::SeqCst);
-        LiveGuard(self.now.clone())
-    }
-    fn now(&self) -> usize {
-        self.now.load(Ordering::SeqCst)
-    }
-    fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-    fn started(&self) -> usize {
-        self.started.load(Ordering::SeqCst)
-    }
-}
 
 /// A group of one of the three pools, with one surface (recipes made from futures'
 /// factories for Smart).

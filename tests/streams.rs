@@ -2,6 +2,10 @@
 //! on running jobs and on inputs pulled, backpressure, refusal, and abort on drop.
 //! Deterministic: paused time, no `thread::sleep`.
 
+mod support;
+
+use support::Gauge as Live;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,40 +164,6 @@ fn counted<I: Iterator>(items: I, pulls: &Arc<AtomicUsize>) -> impl Stream<Item 
     stream::iter(items).inspect(move |_| {
         pulls.fetch_add(1, Ordering::SeqCst);
     })
-}
-
-/// Counts jobs running now (entered and not yet dropped) and the most at once.
-#[derive(Clone, Default)]
-struct Live {
-    now: Arc<AtomicUsize>,
-    max: Arc<AtomicUsize>,
-    started: Arc<AtomicUsize>,
-}
-
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Live {
-    fn enter(&self) -> LiveGuard {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        self.started.fetch_add(1, Ordering::SeqCst);
-        LiveGuard(self.now.clone())
-    }
-    fn now(&self) -> usize {
-        self.now.load(Ordering::SeqCst)
-    }
-    fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-    fn started(&self) -> usize {
-        self.started.load(Ordering::SeqCst)
-    }
 }
 
 /// Polls `s` until it has nothing ready (lets the pool run in between).

@@ -4,18 +4,25 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Counts tasks running now and remembers the most seen at once.
+/// Counts tasks running now (entered and not yet dropped), remembers the most seen at
+/// once, and counts starts.
 #[derive(Clone, Default)]
 pub struct Gauge {
     now: Arc<AtomicUsize>,
     max: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
 }
 
 impl Gauge {
     pub fn enter(&self) -> GaugeGuard {
         let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.max.fetch_max(n, Ordering::SeqCst);
+        self.started.fetch_add(1, Ordering::SeqCst);
         GaugeGuard(self.now.clone())
+    }
+
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
     }
 
     pub fn max(&self) -> usize {
