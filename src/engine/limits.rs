@@ -150,10 +150,6 @@ impl Limits {
         self.per_key.clear();
         self.weight_running = 0;
     }
-
-    pub(crate) fn weight_capacity(&self) -> Option<u64> {
-        self.weight_capacity
-    }
 }
 
 /// At most `count` starts in any window of `per`: the start times of the last `count`

@@ -253,6 +253,8 @@ pub(crate) struct Engine<J: Job> {
     permit_debt: AtomicUsize,
     /// Interrupted runs start again (see `Config::rerun`).
     rerun: bool,
+    /// `LimitsConfig::weight_capacity`, read by `check_weight` without the lock.
+    weight_capacity: Option<u64>,
     max_queue_size: usize,
     admission: Semaphore,
     state: Mutex<State<J>>,
@@ -338,6 +340,7 @@ impl<J: Job> Engine<J> {
             max_concurrency: AtomicUsize::new(max_concurrency),
             permit_debt: AtomicUsize::new(0),
             rerun: rerun && J::RERUN,
+            weight_capacity: limits.weight_capacity,
             max_queue_size,
             admission: Semaphore::new(permits),
             state: Mutex::new(state),
@@ -714,10 +717,9 @@ impl<J: Job> Engine<J> {
 
     /// Checks a job's weight against the pool's capacity, before it waits for room.
     pub(crate) fn check_weight(&self, meta: &Meta) -> Result<(), SubmitErrorKind> {
-        let st = self.lock();
-        match st.limits.as_ref().and_then(|l| l.weight_capacity()) {
+        // Fixed when the pool is built: no lock needed.
+        match self.weight_capacity {
             Some(cap) if u64::from(meta.weight) > cap => {
-                drop(st);
                 self.observer.rejected(Some(SubmitErrorKind::TooHeavy));
                 Err(SubmitErrorKind::TooHeavy)
             }
