@@ -166,6 +166,14 @@ struct Idle {
 /// The most idle slot tasks a pool keeps.
 const IDLE_MAX: usize = 256;
 
+/// The most slot tasks scheduled at once to take reserved jobs. Reserved jobs beyond
+/// these are taken by slots whose job ends (no wake-up at all), or by the next claimer,
+/// which schedules another as it takes its job: a burst of submits wakes a few tasks,
+/// not one per job. More than one, so that a claimer stuck behind a job that blocks its
+/// thread (in a tokio worker's LIFO slot, which other workers do not steal) holds
+/// nothing up.
+const CLAIMERS_MAX: usize = 8;
+
 /// A `wait()` in progress: jobs with an id below `target` not yet finished.
 struct Wait {
     target: u64,
@@ -185,8 +193,12 @@ struct State<J> {
     /// first runs.
     running: usize,
     /// Slots reserved for the jobs at the front of the queue; `reserved <= queue.len()`.
-    /// Those jobs count as running, not queued.
+    /// Those jobs count as running, not queued. Any slot task may take a reserved job: a
+    /// *claimer* (below), or a slot whose job just ended (it then gives its own slot back).
     reserved: usize,
+    /// Slot tasks woken or spawned to take a reserved job, that have not looked yet (at
+    /// most [`CLAIMERS_MAX`]). A claimer that finds every reservation taken goes idle.
+    claimers: usize,
     /// How many jobs may run at once now: `max_concurrency`, or the live worker count of
     /// an elastic pool.
     limit: usize,
@@ -322,6 +334,7 @@ impl<J: Job> Engine<J> {
             max_concurrency,
             running: 0,
             reserved: 0,
+            claimers: 0,
             limit,
             elastic: elastic.map(|c| Elastic::new(c, limit)),
             counts: Counts::default(),
@@ -609,11 +622,14 @@ impl<J: Job> Engine<J> {
         None
     }
 
-    /// Under the lock: gives every free slot to a queued job, as a *reserved* slot task
-    /// on runtime `rt` (or the home runtime) that takes the head of the queue when it
-    /// first runs, so jobs start in queue order.
+    /// Under the lock: gives every free slot to a queued job (a *reservation*: the job
+    /// counts as running), then makes sure enough slot tasks on runtime `rt` (or the home
+    /// runtime) will take reserved jobs: up to [`CLAIMERS_MAX`] idle slot tasks woken or
+    /// new ones spawned. Reserved jobs are taken from the front of the queue, so jobs
+    /// start in queue order.
     fn fill_free(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
-        if st.running >= st.limit || st.queue.len() <= st.reserved {
+        let room = st.running < st.limit && st.queue.len() > st.reserved;
+        if !room && !Self::needs_claimers(st) {
             return;
         }
         let rt = rt
@@ -623,36 +639,36 @@ impl<J: Job> Engine<J> {
             return; // no runtime: started by the next submit, wait or take-over
         };
         let rt = rt.expect("a handle was found for it");
-        let mut want = (st.limit - st.running).min(st.queue.len() - st.reserved);
-        if let Some(limits) = &mut st.limits {
-            // Reserve only for jobs that may start now, or reserved slots would find none.
-            let now = Instant::now();
-            let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
-            if tokens == 0 && !st.rate_timer {
-                if let Some(at) = limits.rate_ready_at(now) {
-                    st.rate_timer = true;
-                    later.rate_timer = Some((handle.clone(), at));
+        if room {
+            let mut want = (st.limit - st.running).min(st.queue.len() - st.reserved);
+            if let Some(limits) = &mut st.limits {
+                // Reserve only for jobs that may start now, or claimers would find none.
+                let now = Instant::now();
+                let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
+                if tokens == 0 && !st.rate_timer {
+                    if let Some(at) = limits.rate_ready_at(now) {
+                        st.rate_timer = true;
+                        later.rate_timer = Some((handle.clone(), at));
+                    }
                 }
+                let mut pick = limits.picker();
+                let startable = st.queue.count(st.reserved + want, |q| pick(&q.meta));
+                want = want.min(tokens).min(startable.saturating_sub(st.reserved));
             }
-            let mut pick = limits.picker();
-            let startable = st.queue.count(st.reserved + want, |q| pick(&q.meta));
-            want = want.min(tokens).min(startable.saturating_sub(st.reserved));
+            for _ in 0..want {
+                Self::occupy(st);
+                st.reserved += 1;
+            }
         }
-        // Idle slot tasks of this runtime first: waking one costs less than a spawn.
-        while want > 0 {
-            let Some(pos) = st.idle.iter().rposition(|i| i.rt == rt) else {
-                break;
-            };
-            let idle = st.idle.swap_remove(pos);
-            Self::occupy(st);
-            st.reserved += 1;
-            // One still lingering finds itself claimed at its next poll.
-            later.wake.extend(idle.waker);
-            want -= 1;
-        }
-        for _ in 0..want {
-            Self::occupy(st);
-            st.reserved += 1;
+        while Self::needs_claimers(st) {
+            st.claimers += 1;
+            // Idle slot tasks of this runtime first: waking one costs less than a spawn.
+            if let Some(pos) = st.idle.iter().rposition(|i| i.rt == rt) {
+                let idle = st.idle.swap_remove(pos);
+                // One still lingering finds itself claimed at its next poll.
+                later.wake.extend(idle.waker);
+                continue;
+            }
             let key = st.slots.insert(SlotEntry {
                 waker: None,
                 job: u64::MAX,
@@ -802,6 +818,23 @@ impl<J: Job> Engine<J> {
             st.reserved -= 1;
             Self::vacate(st, rt, later);
         }
+    }
+
+    /// Under the lock: whether reserved jobs wait for more claimers than are scheduled.
+    fn needs_claimers(st: &State<J>) -> bool {
+        st.claimers < st.reserved.min(CLAIMERS_MAX)
+    }
+
+    /// Under the lock, for a slot whose job just ended and that wants another: takes over
+    /// a reserved job that no claimer is on its way to (`true`; the slot's own unit is
+    /// given back, it now holds the reservation's), saving a claimer's wake-up.
+    fn take_reservation(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) -> bool {
+        if st.reserved <= st.claimers {
+            return false;
+        }
+        st.reserved -= 1;
+        Self::vacate(st, rt, later);
+        true
     }
 
     /// Under the lock: a slot is taken.
@@ -1016,7 +1049,8 @@ impl<J: Job> Engine<J> {
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
-            if st.queue.len() <= st.reserved || st.running >= st.limit {
+            let room = st.queue.len() > st.reserved && st.running < st.limit;
+            if !room && !Self::needs_claimers(&st) {
                 return;
             }
             let rt = st.runtimes.enter(&handle);
@@ -1141,6 +1175,7 @@ impl<J: Job> Engine<J> {
             }
             st.running = 0;
             st.reserved = 0;
+            st.claimers = 0;
             // Idle slot tasks of the old generation exit when polled; none is reused.
             st.idle.clear();
             st.elastic = None;

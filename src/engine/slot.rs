@@ -43,6 +43,8 @@ pub(crate) struct Slot<J: Job> {
     cancel_seen: u64,
     /// Its waker is in the state (once per slot: a tokio task's waker does not change).
     registered: bool,
+    /// It is counted in `State::claimers`: its next poll takes a reserved job.
+    claiming: bool,
     /// The running job has not been polled yet: a `cancel_all` mark that came after its
     /// start waits for that first poll, so a recipe that panicked when called (its run
     /// re-raises on the first poll) is reported as the panic it was.
@@ -71,6 +73,7 @@ impl<J: Job> Slot<J> {
             probe: Some(probe),
             cancel_seen: 0,
             registered: false,
+            claiming: false,
             fresh: false,
             done: false,
             idle: None,
@@ -81,7 +84,9 @@ impl<J: Job> Slot<J> {
     /// A slot that takes the head of the queue when it first runs (it holds one of the
     /// state's reservations).
     pub(super) fn reserved(engine: Arc<Engine<J>>, key: usize, generation: u64, rt: RtRef) -> Self {
-        Slot::make(engine, key, generation, rt)
+        let mut slot = Slot::make(engine, key, generation, rt);
+        slot.claiming = true;
+        slot
     }
 
     /// A slot handed its first job (from a slot of another runtime).
@@ -112,36 +117,45 @@ impl<J: Job> Slot<J> {
         }
     }
 
-    /// A reserved slot turns its reservation into the job at the head of the queue.
-    fn claim_reservation(&mut self) -> Option<Queued<J>> {
-        let engine = Arc::clone(&self.engine);
+    /// A claimer takes a reserved job (from the head of the queue); if slots whose jobs
+    /// ended took them all, it becomes an idle slot task.
+    fn claim_reservation(&mut self) -> Claim<J> {
+        let engine = &self.engine;
         let mut later = std::mem::take(&mut self.later);
-        let next = {
+        let claim = {
             let mut st = engine.lock();
             if st.generation != self.generation {
-                return None;
+                return Claim::Exit;
             }
+            self.claiming = false;
+            st.claimers -= 1;
             if st.reserved == 0 {
-                // The reservation was taken back (the queue was emptied meanwhile).
                 st.slots.remove(self.key);
-                return None;
+                return match Engine::keep_idle(&mut st, self.rt) {
+                    Some(key) => {
+                        self.key = key;
+                        self.idle = Some(0);
+                        Claim::Idle
+                    }
+                    None => Claim::Exit,
+                };
             }
             st.reserved -= 1;
             let next = engine.take_next(&mut st, self.rt, self.key, &mut later);
             engine.fill_free(&mut st, Some(self.rt), &mut later);
             engine.gauges(&st);
-            next
+            next.map_or(Claim::Exit, Claim::Job)
         };
         engine.run_deferred(&mut later);
         self.later = later;
-        next
+        claim
     }
 
     /// Records how the job ended and hands its result to the handle, in one critical
     /// section; then takes the next job for this slot (`more`), or keeps the slot as a
     /// reservation to come back to after yielding.
     fn finish(&mut self, mut run: BoxRun, id: u64, more: bool) -> After<J> {
-        let engine = Arc::clone(&self.engine);
+        let engine = &self.engine;
         let mut later = std::mem::take(&mut self.later);
         let outcome;
         let after = {
@@ -152,7 +166,7 @@ impl<J: Job> Slot<J> {
                 drop(st);
                 let (woken, outcome) = run.as_mut().publish_locked();
                 woken.fire();
-                Self::report_panic(&engine, &run, id, outcome);
+                Self::report_panic(engine, &run, id, outcome);
                 return After::Exit;
             }
             // Decide and store the result, then count what was decided (an abort may have
@@ -171,6 +185,8 @@ impl<J: Job> Slot<J> {
                 limits.ended(&meta);
             }
             let after = if more {
+                // A reserved job no claimer is on its way to runs here, at once.
+                Engine::take_reservation(&mut st, self.rt, &mut later);
                 match engine.take_next(&mut st, self.rt, self.key, &mut later) {
                     Some(q) => After::Run(q),
                     None => match Engine::keep_idle(&mut st, self.rt) {
@@ -186,7 +202,16 @@ impl<J: Job> Slot<J> {
                 && st.queue.len() > st.reserved
                 && st.runtimes.is_alive(self.rt)
             {
+                // Its slot becomes a reservation it claims itself after yielding.
                 st.reserved += 1;
+                st.claimers += 1;
+                self.claiming = true;
+                After::Yield
+            } else if st.reserved > st.claimers && st.runtimes.is_alive(self.rt) {
+                // Its slot is given back; it claims a waiting reservation after yielding.
+                Engine::vacate(&mut st, self.rt, &mut later);
+                st.claimers += 1;
+                self.claiming = true;
                 After::Yield
             } else {
                 if !st.runtimes.is_alive(self.rt) {
@@ -200,7 +225,7 @@ impl<J: Job> Slot<J> {
             engine.gauges(&st);
             after
         };
-        Self::report_panic(&engine, &run, id, outcome);
+        Self::report_panic(engine, &run, id, outcome);
         // A result nobody wants is dropped here, outside the lock.
         drop(run);
         engine.run_deferred(&mut later);
@@ -218,6 +243,14 @@ impl<J: Job> Slot<J> {
             }
         }
     }
+}
+
+/// What a claimer found.
+enum Claim<J> {
+    Job(Queued<J>),
+    /// No reservation left: it is an idle slot task now.
+    Idle,
+    Exit,
 }
 
 /// What a slot does after a job ended.
@@ -247,8 +280,11 @@ impl<J: Job> Future for Slot<J> {
                 return Poll::Ready(());
             }
             match Engine::idle_poll(&mut st, this.key, park) {
-                // Given a job: go on as a reserved slot.
-                None => this.idle = None,
+                // Scheduled to take a reserved job: go on as a claimer.
+                None => {
+                    this.idle = None;
+                    this.claiming = true;
+                }
                 Some(true) => {
                     drop(st);
                     if park.is_none() {
@@ -268,8 +304,13 @@ impl<J: Job> Future for Slot<J> {
                 let q = match this.next.take() {
                     Some(q) => q,
                     None => match this.claim_reservation() {
-                        Some(q) => q,
-                        None => {
+                        Claim::Job(q) => q,
+                        Claim::Idle => {
+                            // Linger as an idle slot task (see the top of `poll`).
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        Claim::Exit => {
                             this.done = true;
                             return Poll::Ready(());
                         }
@@ -358,7 +399,7 @@ impl<J: Job> Drop for Slot<J> {
         if self.done || self.is_stale() {
             return;
         }
-        let engine = Arc::clone(&self.engine);
+        let engine = &self.engine;
         // End the run in our hands first (dropping it runs user code, outside the lock);
         // only then give its slot back, so the same task never runs twice at once.
         let mut run = self.run.take();
@@ -376,8 +417,9 @@ impl<J: Job> Drop for Slot<J> {
             if st.generation != self.generation {
                 return;
             }
-            // An idle slot task not given a job holds nothing.
+            // An idle slot task not given a job holds nothing; one given a job is a claimer.
             let idle_unclaimed = self.idle.is_some() && Engine::forget_idle(&mut st, self.key);
+            let claimer = self.claiming || (self.idle.is_some() && !idle_unclaimed);
             let entry = st.slots.try_remove(self.key);
             if let (Some(limits), Some(e)) = (&mut st.limits, &entry) {
                 if e.job != u64::MAX {
@@ -412,10 +454,11 @@ impl<J: Job> Drop for Slot<J> {
                     stamp: Stamp::now(),
                 });
                 true
-            } else if !idle_unclaimed && st.reserved > 0 {
-                // A reserved slot that never ran (reservations are interchangeable).
-                st.reserved -= 1;
-                true
+            } else if claimer {
+                // A claimer that never looked holds no slot: the reservations stay, for
+                // the claimers `fill_free` schedules below.
+                st.claimers -= 1;
+                false
             } else {
                 false
             };
