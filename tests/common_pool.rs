@@ -61,6 +61,52 @@ async fn queued_tasks_start_in_submission_order() {
     assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>());
 }
 
+/// A burst of submits into free slots starts every job at once, in submission order,
+/// though the pool wakes only a few slot tasks at a time for it (each one that takes a job
+/// schedules the next): stats count them all as running from the submit on.
+#[tokio::test]
+async fn a_burst_into_free_slots_starts_every_job_in_order() {
+    burst_starts_every_job(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_into_free_slots_starts_every_job_on_two_threads() {
+    burst_starts_every_job(false).await;
+}
+
+async fn burst_starts_every_job(check_order: bool) {
+    const N: usize = 200;
+    let pool = CommonAioPool::new(N, 0);
+    let gauge = Gauge::default();
+    let gate = Gate::default();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..N {
+        let (gauge, gate, order) = (gauge.clone(), gate.clone(), order.clone());
+        pool.submit(async move {
+            order.lock().unwrap().push(i);
+            let _running = gauge.enter();
+            gate.wait().await;
+        })
+        .await
+        .unwrap()
+        .detach();
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.running, stats.queued), (N, 0), "{stats:?}");
+    within("every job of the burst to start", async {
+        while gauge.now() < N {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    if check_order {
+        assert_eq!(*order.lock().unwrap(), (0..N).collect::<Vec<_>>());
+    }
+    gate.open();
+    within("shutdown", pool.shutdown()).await;
+    assert_eq!(pool.stats().completed, N as u64);
+}
+
 #[tokio::test]
 async fn submit_waits_while_full_then_proceeds() {
     let pool = CommonAioPool::new(1, 1);

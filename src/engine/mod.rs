@@ -5,11 +5,13 @@
 //! A pool is an [`Engine`]: an admission semaphore with `max_concurrency + max_queue_size`
 //! permits (the backpressure), a queue ([`queue::Queue`]: FIFO, or by priority once a
 //! job has one), start-time flow control ([`limits`]) and *slots*.
-//! A slot is a tokio task of its own that runs jobs one after the other: a submit that
-//! finds a free slot wakes an idle slot task of the submitter's runtime or spawns one
-//! there; a slot whose job ends takes the next queued job and runs it at once, in the
-//! same tokio task; with nothing queued it lingers a little, then waits (idle) to be
-//! given work. So:
+//! A slot is a tokio task of its own that runs jobs one after the other. A submit that
+//! finds a free slot *reserves* it for the job (the job now counts as running) and makes
+//! sure a *claimer* is on its way: an idle slot task of the submitter's runtime woken, or
+//! a new one spawned there, at most [`CLAIMERS_MAX`] at once. A slot whose job ends takes
+//! the next job (a reserved one no claimer is on its way to, or an unreserved one) and
+//! runs it at once, in the same tokio task, with no wake-up; with nothing queued it
+//! lingers a little, then waits (idle) to be given work. So:
 //!
 //! - a job runs on the runtime of the code that submitted it (see [`runtimes`]), and the
 //!   end of one runtime only touches the jobs submitted from it;
