@@ -21,6 +21,9 @@
 # block_on, 407-byte payloads), or whatever is in $COMPARE_ARGS (e.g. "-n 200000").
 # Writes bench/results/<date>-<new short commit>-engines.{md,json}.
 #
+# OLD_REV may name any other commit too (e.g. the slot engine before a change: then set
+# OLD_TREE and OLD_TARGET to a worktree and target of its own). The harness is built
+# without its flow-control variants (cargo feature `flow`), which older libraries lack.
 # Env: VARIANTS (default common,no-queue,smart,sem-before-joinset), QUIET_WAIT (default
 # 20 s), FEATURES (e.g. mimalloc; also names the output ...-engines-mimalloc), SUFFIX (appended
 # to the output name, e.g. run2), NO_BUILD=1 (reuse both builds).
@@ -58,8 +61,8 @@ prepare() { # tree rev
 }
 
 build() { # tree target
-    local feat=()
-    [ -n "$features" ] && feat=(--features "$features")
+    # Without the flow-control variants, which need a library of issue 11 or later.
+    local feat=(--no-default-features --features "pools${features:+,$features}")
     (cd "$1" && CARGO_TARGET_DIR="$2" cargo build --release -p nb-aiopool-bench --bin compare "${feat[@]}")
 }
 
@@ -131,7 +134,8 @@ def fmt(x, d):
 L = []
 L.append(f"<!-- {started} to end; load (1/5/15 min) at start {load0}, at end {load1} -->")
 L.append(f"`bash bench/compare_engines.sh {rounds}` (COMPARE_ARGS='{cargs}', FEATURES='{feats}')\n")
-L.append(f"Old engine {old_rev[:7]} (driver tasks), new engine {new_rev[:7]} (slot tasks); "
+L.append(f"Old build {old_rev[:7]}, new build {new_rev[:7]} (274a28a is the driver engine, "
+         "later commits the slot engine); "
          f"same harness in both. Config: {json.dumps(config)}. Medians of {rounds} rounds, "
          "old and new alternating run by run.\n")
 for metric, d, name in [("tasks_per_s", 0, "throughput, tasks/s"),

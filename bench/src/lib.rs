@@ -172,12 +172,12 @@ async fn run_pool(name: &str, _p: &Params) -> u64 {
     panic!("variant {name:?} needs the `pools` feature (the nb-aiopool library)")
 }
 
-#[cfg(not(feature = "pools"))]
+#[cfg(not(feature = "flow"))]
 async fn run_flow(name: &str, _p: &Params) -> u64 {
-    panic!("variant {name:?} needs the `pools` feature (the nb-aiopool library)")
+    panic!("variant {name:?} needs the `flow` feature (nb-aiopool's builders and SubmitOptions)")
 }
 
-#[cfg(feature = "pools")]
+#[cfg(feature = "flow")]
 async fn run_flow(name: &str, p: &Params) -> u64 {
     use nb_aiopool::{CommonAioPool, SubmitOptions};
     use std::time::Duration;
