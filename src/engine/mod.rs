@@ -962,7 +962,10 @@ impl<J: Job> Engine<J> {
         if release > 0 {
             self.admission.add_permits(release);
         }
-        for (handle, slot) in later.spawns.drain(..) {
+        // Taken, not drained: a slot keeps its `Deferred` for its next job, and a `Slot` is
+        // a few hundred bytes, so a thousand slots each keeping room for the claimers it
+        // once spawned would hold megabytes.
+        for (handle, slot) in std::mem::take(&mut later.spawns) {
             // A runtime that has shut down drops the slot at once; its `Drop` deals with it.
             drop(handle.spawn(slot));
         }
