@@ -191,8 +191,8 @@ struct State<J> {
     /// The most jobs that run at once (changed by `set_max_concurrency`).
     max_concurrency: usize,
     /// Jobs holding a slot: running, or handed to a slot task that has not run yet, or
-    /// reserved (`reserved` of them) for a slot task that takes the queue's head when it
-    /// first runs.
+    /// reserved (`reserved` of them, at the queue's head) for the next slot task that
+    /// looks for one.
     running: usize,
     /// Slots reserved for the jobs at the front of the queue; `reserved <= queue.len()`.
     /// Those jobs count as running, not queued. Any slot task may take a reserved job: a

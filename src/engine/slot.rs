@@ -1,9 +1,12 @@
 //! [`Slot`]: the tokio task that runs a pool's jobs, one after the other.
 //!
-//! A slot is spawned with its first job on that job's runtime. When the job ends, the slot
-//! counts it and stores its result for the handle (one critical section), takes the next
-//! queued job for the same runtime and runs it at once; it exits when there is none. Jobs
-//! of other runtimes get slots of their own there.
+//! A slot task starts as a *claimer* (spawned, or an idle slot task woken, to take a
+//! reserved job from the head of the queue), or *bound* to a job handed over from a slot
+//! of another runtime. When its job ends, the slot counts it and stores its result for the
+//! handle (one critical section), takes the next job for the same runtime (a reserved one
+//! no claimer is coming for, or an unreserved one) and runs it at once; with none it
+//! becomes an idle slot task, or exits. Jobs of other runtimes get slots of their own
+//! there.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,8 +84,8 @@ impl<J: Job> Slot<J> {
         }
     }
 
-    /// A slot that takes the head of the queue when it first runs (it holds one of the
-    /// state's reservations).
+    /// A claimer: a slot task that takes a reserved job when it first runs (it is counted
+    /// in `State::claimers`, and holds no slot until it takes a job).
     pub(super) fn reserved(engine: Arc<Engine<J>>, key: usize, generation: u64, rt: RtRef) -> Self {
         let mut slot = Slot::make(engine, key, generation, rt);
         slot.claiming = true;
@@ -152,8 +155,8 @@ impl<J: Job> Slot<J> {
     }
 
     /// Records how the job ended and hands its result to the handle, in one critical
-    /// section; then takes the next job for this slot (`more`), or keeps the slot as a
-    /// reservation to come back to after yielding.
+    /// section; then takes the next job for this slot (`more`), or (its budget spent)
+    /// yields as a claimer, keeping its slot as a reservation if a queued job has none.
     fn finish(&mut self, mut run: BoxRun, id: u64, more: bool) -> After<J> {
         let engine = &self.engine;
         let mut later = std::mem::take(&mut self.later);

@@ -34,7 +34,7 @@ pub(crate) enum Outcome {
 /// One run of a task, as the engine drives it.
 ///
 /// The engine polls it to an [`Outcome`], records that outcome in the pool's counters, and
-/// only then calls [`publish`](RunJob::publish), so that a handle never resolves before the
+/// only then calls [`publish`](RunJob::publish_locked), so that a handle never resolves before the
 /// pool's statistics count its task.
 pub(crate) trait RunJob: Send {
     /// Polls the task. On `Ready` the user future is already dropped (a panic in its

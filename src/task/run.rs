@@ -3,7 +3,7 @@
 //! It catches panics of the future's `poll` *and* of its `Drop` (the future is dropped as
 //! soon as it returns), so a misbehaving task only ever affects its own handle. It claims
 //! the task's outcome when the run ends and holds the result back until the engine has
-//! counted it ([`RunJob::publish`]).
+//! counted it ([`RunJob::publish_locked`]).
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
