@@ -1,5 +1,5 @@
 //! Regression tests for bugs the reliability work found in `src/`, each with the scenario
-//! that showed it: findings 1-2 in the driver engine (issue 6), findings 5-8 in the slot
+//! that showed it: findings 1-2 in the driver engine (issue 6), findings 5-10 in the slot
 //! engine of issue 9 (numbers as in RELIABILITY.md; all fixed). They
 //! must pass on a fixed tree and fail (or hang, caught by a timeout) on the tree that had
 //! the bug.
@@ -427,4 +427,87 @@ fn a_queued_job_of_a_runtime_that_shuts_down_is_told() {
             }
         });
     }
+}
+
+/// Finding 9, found against 906dbee by a review of the claimers change (a484f9b): a
+/// claimer that takes its job and schedules the next claimer from its worker thread puts
+/// that claimer in the worker's LIFO slot, which other workers never steal; if the job
+/// it then runs blocks the thread, the next claimer waits for it, and the reserved job
+/// it was scheduled for waits too (no other slot took a reservation a claimer was counted
+/// for), though the other worker is free. Here: the first of a burst of 9 jobs (one more
+/// than `CLAIMERS_MAX`) blocks its thread for 1.5 s; the ninth must still start at once,
+/// both when the other jobs end at once and when they run on (then no slot frees up to
+/// take the ninth job). (9972b25, one task per reservation, started all 9 at once.)
+/// Fixed twice over: a slot that schedules slot tasks yields before it runs a job, and a
+/// slot whose job ends takes any reserved job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_head_job_does_not_hold_up_the_rest_of_a_burst() {
+    burst_behind_a_blocking_job(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_head_job_does_not_hold_up_the_rest_of_a_burst_of_long_jobs() {
+    burst_behind_a_blocking_job(Duration::from_secs(1)).await;
+}
+
+async fn burst_behind_a_blocking_job(others_sleep: Duration) {
+    let pool = nb_aiopool::CommonAioPool::new(16, 0);
+    let started = Arc::new(Mutex::new(Vec::new()));
+    // Both workers busy for a moment, so the burst's claimers queue up unpolled.
+    for _ in 0..2 {
+        tokio::spawn(async { std::thread::sleep(Duration::from_millis(200)) });
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut handles = Vec::new();
+    for i in 0..9 {
+        let started = started.clone();
+        let job = async move {
+            started.lock().unwrap().push(i);
+            if i == 0 {
+                std::thread::sleep(Duration::from_millis(1500));
+            } else {
+                tokio::time::sleep(others_sleep).await;
+            }
+        };
+        handles.push(pool.submit(job).await.unwrap());
+    }
+    // This test's own thread, not a worker: the workers are free once their 200 ms end.
+    std::thread::sleep(Duration::from_millis(700));
+    let seen = started.lock().unwrap().clone();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(
+        seen.len(),
+        9,
+        "only these of 9 jobs started within 650 ms of the burst: {seen:?}"
+    );
+}
+
+/// Finding 10, found against 906dbee by the same review (the bug dates from f02685b, idle
+/// slot tasks): a slot task that went idle gets a new entry in the engine's slot table,
+/// but kept its "waker registered" flag, so the next job it ran never left its waker in
+/// the new entry. `cancel_all` and `shutdown_timeout` wake slots through those wakers: a
+/// job that never wakes by itself was never cancelled, and `shutdown_timeout` hung.
+#[tokio::test]
+async fn shutdown_timeout_reaches_a_job_in_a_reused_idle_slot() {
+    let pool = nb_aiopool::CommonAioPool::new(1, 0);
+    // Pends once, so its slot registers its waker (in the entry it has now).
+    pool.submit(tokio::task::yield_now())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The slot goes idle (a new entry) and waits to be woken.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let stuck = pool.submit(std::future::pending::<()>()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = tokio::time::timeout(
+        Duration::from_secs(5),
+        pool.shutdown_timeout(Duration::from_millis(100)),
+    )
+    .await
+    .expect("shutdown_timeout hung: the abandoned job's slot was never woken");
+    assert_eq!(report.abandoned(), 1, "{report:?}");
+    assert!(stuck.await.is_err());
 }

@@ -244,6 +244,16 @@ pub(crate) struct Deferred<J: Job> {
     rate_timer: Option<(Handle, Instant)>,
 }
 
+impl<J: Job> Deferred<J> {
+    /// Whether slot tasks are to be spawned or woken. From a tokio worker thread, the
+    /// last of them goes to that worker's LIFO slot, which other workers never steal: a
+    /// slot about to run a job (which may block the thread) yields first, so that task
+    /// runs, or is stolen, before the job can hold it up.
+    pub(crate) fn schedules(&self) -> bool {
+        !self.spawns.is_empty() || !self.wake.is_empty()
+    }
+}
+
 impl<J: Job> Default for Deferred<J> {
     fn default() -> Self {
         Deferred {
@@ -828,10 +838,12 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, for a slot whose job just ended and that wants another: takes over
-    /// a reserved job that no claimer is on its way to (`true`; the slot's own unit is
-    /// given back, it now holds the reservation's), saving a claimer's wake-up.
+    /// a reserved job (`true`; the slot's own unit is given back, it now holds the
+    /// reservation's), saving a claimer's wake-up. Also one a claimer is on its way to:
+    /// that claimer then finds none and goes idle, and a claimer held up behind a job
+    /// that blocks its thread holds up no reserved job.
     fn take_reservation(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) -> bool {
-        if st.reserved <= st.claimers {
+        if st.reserved == 0 {
             return false;
         }
         st.reserved -= 1;

@@ -14,6 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::runtime::{Handle, RuntimeFlavor};
+
 use super::runtimes::{RtRef, ANY};
 use super::{Deferred, Engine, Job, Meta, Queued};
 use crate::error::CancelReason;
@@ -136,7 +138,9 @@ impl<J: Job> Slot<J> {
                 st.slots.remove(self.key);
                 return match Engine::keep_idle(&mut st, self.rt) {
                     Some(key) => {
+                        // A new entry: its next job's waker is stored there again.
                         self.key = key;
+                        self.registered = false;
                         self.idle = Some(0);
                         Claim::Idle
                     }
@@ -147,7 +151,8 @@ impl<J: Job> Slot<J> {
             let next = engine.take_next(&mut st, self.rt, self.key, &mut later);
             engine.fill_free(&mut st, Some(self.rt), &mut later);
             engine.gauges(&st);
-            next.map_or(Claim::Exit, Claim::Job)
+            let yield_first = must_yield_first(&later);
+            next.map_or(Claim::Exit, |q| Claim::Job(q, yield_first))
         };
         engine.run_deferred(&mut later);
         self.later = later;
@@ -188,13 +193,15 @@ impl<J: Job> Slot<J> {
                 limits.ended(&meta);
             }
             let after = if more {
-                // A reserved job no claimer is on its way to runs here, at once.
+                // A reserved job runs here, at once (a claimer coming for it finds none).
                 Engine::take_reservation(&mut st, self.rt, &mut later);
                 match engine.take_next(&mut st, self.rt, self.key, &mut later) {
                     Some(q) => After::Run(q),
                     None => match Engine::keep_idle(&mut st, self.rt) {
                         Some(key) => {
+                            // A new entry: its next job's waker is stored there again.
                             self.key = key;
+                            self.registered = false;
                             self.idle = Some(0);
                             After::Yield
                         }
@@ -226,7 +233,10 @@ impl<J: Job> Slot<J> {
             };
             engine.fill_free(&mut st, Some(self.rt), &mut later);
             engine.gauges(&st);
-            after
+            match after {
+                After::Run(q) if must_yield_first(&later) => After::YieldThenRun(q),
+                after => after,
+            }
         };
         Self::report_panic(engine, &run, id, outcome);
         // A result nobody wants is dropped here, outside the lock.
@@ -248,9 +258,20 @@ impl<J: Job> Slot<J> {
     }
 }
 
+/// Whether a slot about to run a job must yield first because it is scheduling slot tasks
+/// (see [`Deferred::schedules`]). Only on a multi-thread runtime: a current-thread one has
+/// no other thread to run them on, and there jobs keep starting in the order they left
+/// the queue.
+fn must_yield_first<J: Job>(later: &Deferred<J>) -> bool {
+    later.schedules()
+        && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread)
+}
+
 /// What a claimer found.
 enum Claim<J> {
-    Job(Queued<J>),
+    /// A job, and whether the claimer must yield before running it (see
+    /// [`Deferred::schedules`]).
+    Job(Queued<J>, bool),
     /// No reservation left: it is an idle slot task now.
     Idle,
     Exit,
@@ -259,6 +280,8 @@ enum Claim<J> {
 /// What a slot does after a job ended.
 enum After<J> {
     Run(Queued<J>),
+    /// Run it after yielding once (see [`Deferred::schedules`]).
+    YieldThenRun(Queued<J>),
     /// Come back later for the head of the queue (the slot holds a reservation).
     Yield,
     Exit,
@@ -307,7 +330,12 @@ impl<J: Job> Future for Slot<J> {
                 let q = match this.next.take() {
                     Some(q) => q,
                     None => match this.claim_reservation() {
-                        Claim::Job(q) => q,
+                        Claim::Job(q, false) => q,
+                        Claim::Job(q, true) => {
+                            this.next = Some(q);
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
                         Claim::Idle => {
                             // Linger as an idle slot task (see the top of `poll`).
                             cx.waker().wake_by_ref();
@@ -380,6 +408,11 @@ impl<J: Job> Future for Slot<J> {
             budget -= 1;
             match this.finish(run, id, budget > 0) {
                 After::Run(q) => this.next = Some(q),
+                After::YieldThenRun(q) => {
+                    this.next = Some(q);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 After::Yield => {
                     // Let the thread's other tasks run; come back for the next job.
                     cx.waker().wake_by_ref();
