@@ -90,8 +90,10 @@
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up
-//!   takes the next one, so a job that blocks its thread holds up only itself. (Measured
-//!   by `bench/src/bin/isolation.rs` beside `tokio::spawn`; see BENCHMARKS.md.)
+//!   takes the next one, so a job that blocks its thread holds up only itself. (As with
+//!   `tokio::spawn`, code that submits and then blocks its own worker thread can hold up
+//!   the slot task its submit woke there.) Measured by `bench/src/bin/isolation.rs`
+//!   beside `tokio::spawn`; see BENCHMARKS.md.
 //! - **Memory.** A queued or running job costs one boxed future plus a shared result slot
 //!   (128 bytes on 64-bit targets, plus the result's size beyond a `u64`, plus the `Arc`
 //!   header); a running slot costs one tokio task. A [`TaskHandle`] pins only that result
