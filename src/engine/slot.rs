@@ -122,15 +122,16 @@ impl<J: Job> Slot<J> {
         }
     }
 
-    /// A claimer takes a reserved job (from the head of the queue); if slots whose jobs
-    /// ended took them all, it becomes an idle slot task.
-    fn claim_reservation(&mut self) -> Claim<J> {
+    /// A claimer takes a reserved job (from the head of the queue): `Run`, or
+    /// `YieldThenRun`. If slots whose jobs ended took them all, it becomes an idle slot
+    /// task (`Yield`), or exits.
+    fn claim_reservation(&mut self) -> After<J> {
         let engine = &self.engine;
         let mut later = std::mem::take(&mut self.later);
         let claim = {
             let mut st = engine.lock();
             if st.generation != self.generation {
-                return Claim::Exit;
+                return After::Exit;
             }
             self.claiming = false;
             st.claimers -= 1;
@@ -142,21 +143,44 @@ impl<J: Job> Slot<J> {
                         self.key = key;
                         self.registered = false;
                         self.idle = Some(0);
-                        Claim::Idle
+                        After::Yield
                     }
-                    None => Claim::Exit,
+                    None => After::Exit,
                 };
             }
             st.reserved -= 1;
             let next = engine.take_next(&mut st, self.rt, self.key, &mut later);
             engine.fill_free(&mut st, Some(self.rt), &mut later);
             engine.gauges(&st);
-            let yield_first = must_yield_first(&later);
-            next.map_or(Claim::Exit, |q| Claim::Job(q, yield_first))
+            match next {
+                Some(q) if must_yield_first(&later) => After::YieldThenRun(q),
+                Some(q) => After::Run(q),
+                None => After::Exit,
+            }
         };
         engine.run_deferred(&mut later);
         self.later = later;
         claim
+    }
+
+    /// Ends this poll as `after` (anything but `Run`) says: a job kept for the next poll,
+    /// a yield, or the end of the slot task.
+    fn stop(&mut self, after: After<J>, cx: &Context<'_>) -> Poll<()> {
+        match after {
+            After::Run(q) | After::YieldThenRun(q) => {
+                self.next = Some(q);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            After::Yield => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            After::Exit => {
+                self.done = true;
+                Poll::Ready(())
+            }
+        }
     }
 
     /// Records how the job ended and hands its result to the handle, in one critical
@@ -267,22 +291,12 @@ fn must_yield_first<J: Job>(later: &Deferred<J>) -> bool {
         && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread)
 }
 
-/// What a claimer found.
-enum Claim<J> {
-    /// A job, and whether the claimer must yield before running it (see
-    /// [`Deferred::schedules`]).
-    Job(Queued<J>, bool),
-    /// No reservation left: it is an idle slot task now.
-    Idle,
-    Exit,
-}
-
-/// What a slot does after a job ended.
+/// What a slot does next, after a job ended or a claimer looked for one.
 enum After<J> {
     Run(Queued<J>),
     /// Run it after yielding once (see [`Deferred::schedules`]).
     YieldThenRun(Queued<J>),
-    /// Come back later for the head of the queue (the slot holds a reservation).
+    /// Yield, and come back as a claimer or as a lingering idle slot task.
     Yield,
     Exit,
 }
@@ -330,21 +344,8 @@ impl<J: Job> Future for Slot<J> {
                 let q = match this.next.take() {
                     Some(q) => q,
                     None => match this.claim_reservation() {
-                        Claim::Job(q, false) => q,
-                        Claim::Job(q, true) => {
-                            this.next = Some(q);
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        Claim::Idle => {
-                            // Linger as an idle slot task (see the top of `poll`).
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        Claim::Exit => {
-                            this.done = true;
-                            return Poll::Ready(());
-                        }
+                        After::Run(q) => q,
+                        after => return this.stop(after, cx),
                     },
                 };
                 this.obs = this.engine.observer().start(q.id, q.stamp);
@@ -408,20 +409,7 @@ impl<J: Job> Future for Slot<J> {
             budget -= 1;
             match this.finish(run, id, budget > 0) {
                 After::Run(q) => this.next = Some(q),
-                After::YieldThenRun(q) => {
-                    this.next = Some(q);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                After::Yield => {
-                    // Let the thread's other tasks run; come back for the next job.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                After::Exit => {
-                    this.done = true;
-                    return Poll::Ready(());
-                }
+                after => return this.stop(after, cx),
             }
         }
     }
