@@ -640,10 +640,10 @@ impl<J: Job> Engine<J> {
     /// new ones spawned. Reserved jobs are taken from the front of the queue, so jobs
     /// start in queue order.
     fn fill_free(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
-        let room = st.running < st.limit && st.queue.len() > st.reserved;
-        if !room && !Self::needs_claimers(st) {
+        if !Self::wants_slots(st) {
             return;
         }
+        let room = Self::has_room(st);
         let rt = rt
             .filter(|&rt| st.runtimes.is_alive(rt))
             .or(st.runtimes.home());
@@ -830,6 +830,17 @@ impl<J: Job> Engine<J> {
             st.reserved -= 1;
             Self::vacate(st, rt, later);
         }
+    }
+
+    /// Under the lock: whether a queued job without a reservation could have a slot.
+    fn has_room(st: &State<J>) -> bool {
+        st.running < st.limit && st.queue.len() > st.reserved
+    }
+
+    /// Under the lock: whether `fill_free` has anything to do (reserve, or schedule
+    /// claimers).
+    fn wants_slots(st: &State<J>) -> bool {
+        Self::has_room(st) || Self::needs_claimers(st)
     }
 
     /// Under the lock: whether reserved jobs wait for more claimers than are scheduled.
@@ -1066,8 +1077,7 @@ impl<J: Job> Engine<J> {
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
-            let room = st.queue.len() > st.reserved && st.running < st.limit;
-            if !room && !Self::needs_claimers(&st) {
+            if !Self::wants_slots(&st) {
                 return;
             }
             let rt = st.runtimes.enter(&handle);

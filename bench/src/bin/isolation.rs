@@ -61,23 +61,17 @@ fn run(variant: &str, args: &Args) -> Vec<f64> {
             let (common, no_queue, smart) = (common.clone(), no_queue.clone(), smart.clone());
             let variant = variant.clone();
             async move {
-                let done: Pin<Box<dyn Future<Output = ()> + Send>> = match variant.as_str() {
-                    "tokio-spawn" => {
-                        let h = tokio::spawn(job);
-                        Box::pin(async move { h.await.expect("job") })
-                    }
-                    "common" => {
-                        let h = common.submit(job).await.expect("submit");
-                        Box::pin(async move { h.await.expect("job") })
-                    }
-                    "no-queue" => {
-                        let h = no_queue.submit(job).await.expect("submit");
-                        Box::pin(async move { h.await.expect("job") })
-                    }
+                if variant == "tokio-spawn" {
+                    let h = tokio::spawn(job);
+                    return Box::pin(async move { h.await.expect("job") }) as Job;
+                }
+                let h = match variant.as_str() {
+                    "common" => common.submit(job).await.expect("submit"),
+                    "no-queue" => no_queue.submit(job).await.expect("submit"),
                     "smart" => {
                         // A recipe runs once here; the job is taken out of its slot.
                         let slot = Arc::new(Mutex::new(Some(job)));
-                        let h = smart
+                        smart
                             .submit(move || {
                                 let job = slot.lock().expect("slot").take();
                                 async move {
@@ -87,12 +81,11 @@ fn run(variant: &str, args: &Args) -> Vec<f64> {
                                 }
                             })
                             .await
-                            .expect("submit");
-                        Box::pin(async move { h.await.expect("job") })
+                            .expect("submit")
                     }
                     other => panic!("unknown variant {other:?}; known: {}", VARIANTS.join(", ")),
                 };
-                done
+                Box::pin(async move { h.await.expect("job") }) as Job
             }
         };
         let blocker = submit(Box::pin(async move { std::thread::sleep(block) })).await;
