@@ -4,14 +4,14 @@
 
 mod support;
 
-use support::Gauge as Live;
+use support::{Gauge as Live, Pool};
 
 use std::future::Future;
 use std::time::Duration;
 
 use nb_aiopool::{
-    CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SmartTaskGroup, SubmitError,
-    TaskError, TaskGroup, TaskId, TrySubmitError,
+    CancelReason, CommonAioPool, SmartAioPool, SmartTaskGroup, SubmitError, TaskError, TaskGroup,
+    TaskId, TrySubmitError,
 };
 use tokio::time::{sleep, timeout};
 
@@ -22,39 +22,7 @@ enum Group<T> {
     Recipes(SmartTaskGroup<T>),
 }
 
-#[derive(Clone)]
-enum Pool {
-    Common(CommonAioPool),
-    NoQueue(NoQueueAioPool),
-    Smart(SmartAioPool),
-}
-
 impl Pool {
-    fn all(conc: usize, queue: usize) -> Vec<(Pool, usize)> {
-        vec![
-            (Pool::Common(CommonAioPool::new(conc, queue)), conc + queue),
-            (Pool::NoQueue(NoQueueAioPool::new(conc)), conc),
-            (
-                Pool::Smart(
-                    SmartAioPool::builder()
-                        .max_concurrency(conc)
-                        .max_queue_size(queue)
-                        .auto_shutdown(false)
-                        .build(),
-                ),
-                conc + queue,
-            ),
-        ]
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Pool::Common(_) => "common",
-            Pool::NoQueue(_) => "no_queue",
-            Pool::Smart(_) => "smart",
-        }
-    }
-
     fn group<T: Send + 'static>(&self) -> Group<T> {
         match self {
             Pool::Common(p) => Group::Futures(p.group()),

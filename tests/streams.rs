@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::Gauge as Live;
+use support::{Gauge as Live, Pool};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,41 +20,8 @@ use nb_aiopool::{
 };
 use tokio::time::sleep;
 
-/// One of the three pools, with the same `map_*` surface (recipes made from `f` for Smart).
-#[derive(Clone)]
-enum Pool {
-    Common(CommonAioPool),
-    NoQueue(NoQueueAioPool),
-    Smart(SmartAioPool),
-}
-
+// The same `map_*` surface on each pool (recipes made from `f` for Smart).
 impl Pool {
-    /// The three pools with `conc` slots; `queue` places in the queue (NoQueue has none).
-    fn all(conc: usize, queue: usize) -> Vec<(Pool, usize)> {
-        vec![
-            (Pool::Common(CommonAioPool::new(conc, queue)), conc + queue),
-            (Pool::NoQueue(NoQueueAioPool::new(conc)), conc),
-            (
-                Pool::Smart(
-                    SmartAioPool::builder()
-                        .max_concurrency(conc)
-                        .max_queue_size(queue)
-                        .auto_shutdown(false)
-                        .build(),
-                ),
-                conc + queue,
-            ),
-        ]
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Pool::Common(_) => "common",
-            Pool::NoQueue(_) => "no_queue",
-            Pool::Smart(_) => "smart",
-        }
-    }
-
     fn unordered<St, F, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
     where
         St: Stream,

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool};
+
 /// Counts tasks running now (entered and not yet dropped), remembers the most seen at
 /// once, and counts starts.
 #[derive(Clone, Default)]
@@ -96,5 +98,43 @@ impl Counter {
 
     pub fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One of the three pools, for tests that run the same scenario on each (test files add
+/// the methods they need in `impl Pool` blocks of their own).
+#[derive(Clone)]
+pub enum Pool {
+    Common(CommonAioPool),
+    NoQueue(NoQueueAioPool),
+    Smart(SmartAioPool),
+}
+
+impl Pool {
+    /// The three pools with `conc` slots and `queue` places in the queue (NoQueue has
+    /// none), each with how many tasks it holds at once.
+    pub fn all(conc: usize, queue: usize) -> Vec<(Pool, usize)> {
+        vec![
+            (Pool::Common(CommonAioPool::new(conc, queue)), conc + queue),
+            (Pool::NoQueue(NoQueueAioPool::new(conc)), conc),
+            (
+                Pool::Smart(
+                    SmartAioPool::builder()
+                        .max_concurrency(conc)
+                        .max_queue_size(queue)
+                        .auto_shutdown(false)
+                        .build(),
+                ),
+                conc + queue,
+            ),
+        ]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pool::Common(_) => "common",
+            Pool::NoQueue(_) => "no_queue",
+            Pool::Smart(_) => "smart",
+        }
     }
 }
