@@ -106,6 +106,14 @@ impl<T> PushError<T> {
             PushError::Closed(t) | PushError::NoRuntime(t) => t,
         }
     }
+
+    /// The same refusal, with the item changed by `f`.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> PushError<U> {
+        match self {
+            PushError::Closed(t) => PushError::Closed(f(t)),
+            PushError::NoRuntime(t) => PushError::NoRuntime(f(t)),
+        }
+    }
 }
 
 /// Returned by [`Engine::try_admit`].

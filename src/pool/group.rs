@@ -553,10 +553,7 @@ impl<T: Send + 'static> TaskGroup<T> {
                 let key = Some(watch.key);
                 self.inner
                     .push(Watched { fut, watch }, key)
-                    .map_err(|e| match e {
-                        PushError::Closed(w) => PushError::Closed(w.fut),
-                        PushError::NoRuntime(w) => PushError::NoRuntime(w.fut),
-                    })
+                    .map_err(|e| e.map(|w| w.fut))
             }
         }
     }
@@ -871,10 +868,7 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
                 let key = Some(watch.key);
                 self.inner
                     .push(WatchedRecipe { recipe, watch }, key)
-                    .map_err(|e| match e {
-                        PushError::Closed(w) => PushError::Closed(w.recipe),
-                        PushError::NoRuntime(w) => PushError::NoRuntime(w.recipe),
-                    })
+                    .map_err(|e| e.map(|w| w.recipe))
             }
         }
     }
