@@ -120,19 +120,8 @@ impl<J: Job> Core<J> {
         &self,
         item: S,
     ) -> Result<TaskHandle<S::Output>, TrySubmitError<S>> {
-        match self.engine.try_admit() {
-            Ok(()) => self
-                .push(item)
-                .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
-            Err(AdmitError::Full) => {
-                self.engine.rejected(None);
-                Err(TrySubmitError::full(item))
-            }
-            Err(AdmitError::Closed) => {
-                self.engine.rejected(Some(SubmitErrorKind::Closed));
-                Err(TrySubmitError::refused(SubmitErrorKind::Closed, item))
-            }
-        }
+        // The default options: weight 1 always fits (a capacity is at least 1).
+        self.try_submit_with(item, SubmitOptions::new())
     }
 
     #[track_caller]
