@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Gauge as Live, Pool};
+use support::{within, Gauge as Live, Pool};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -458,6 +458,31 @@ async fn a_shut_down_pool_ends_the_stream() {
             "admission comes before the pull"
         );
     }
+}
+
+/// A panic in the mapping function reaches the caller and leaves the pool its place.
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_mapping_function_gives_the_place_back() {
+    use futures_util::FutureExt;
+    let pool = CommonAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(0)
+        .process_wide(false)
+        .build();
+    let mut s = pool.map_unordered(stream::iter(0..1u32), |_| -> std::future::Ready<u32> {
+        panic!("mapping function fails")
+    });
+    let caught = std::panic::AssertUnwindSafe(s.next()).catch_unwind().await;
+    assert!(caught.is_err(), "f panicked inside poll_next");
+    drop(s);
+    let stats = pool.stats();
+    let r = pool.try_submit(async { 1 });
+    assert!(
+        r.is_ok(),
+        "an empty pool of one slot refuses a job: the place taken for f's input leaked \
+         ({stats:?})"
+    );
+    assert_eq!(within("job", r.ok().unwrap()).await.unwrap(), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -31,7 +31,9 @@ trait Feed<I, T>: Send {
     fn try_admit(&self) -> Result<(), AdmitError>;
     fn admit(&self) -> Admission;
     fn unadmit(&self);
-    /// Builds the input's job (calls `f`) and pushes it; the caller holds a permit.
+    /// Builds the input's job (calls `f`) and pushes it; the caller holds a permit, which
+    /// moves into the job or, on a refusal, is given back. If `f` panics, the caller
+    /// still holds it.
     fn push(&mut self, input: I) -> Result<TaskHandle<T>, SubmitErrorKind>;
     /// How many jobs the pool holds at most (running + queued).
     fn capacity(&self) -> usize;
@@ -185,9 +187,12 @@ impl<St: Stream, T> Mapper<St, T> {
                 Poll::Pending => return, // the permit stays held for the next input
                 Poll::Ready(None) => return self.stop_intake(None),
                 Poll::Ready(Some(input)) => {
-                    // The permit moves into the job (or is given back on refusal).
+                    // The permit stays held while `f` runs: if `f` panics, it is still
+                    // here to be given back (by `Drop`, or used for the next input).
+                    let pushed = self.feed.push(input);
+                    // It moved into the job, or was given back on refusal.
                     self.permit = Permit::None;
-                    match self.feed.push(input) {
+                    match pushed {
                         Ok(handle) => {
                             let seq = self.next_in;
                             self.next_in += 1;
@@ -425,6 +430,13 @@ map_stream! {
     /// stops pulling, yields the results of the jobs already accepted, and ends: **check
     /// [`refused`](Self::refused)** after the end if the pool may close under you, since
     /// the inputs not pulled produce no item.
+    ///
+    /// # Panics
+    ///
+    /// `f` is called on the task that polls the stream, as each input is pulled: a panic
+    /// in `f` propagates out of `poll_next` to that task. The place taken for that input
+    /// is not lost: the stream gives it back when dropped (or uses it for the next input
+    /// if polled again).
     ///
     /// # Dropping
     ///
