@@ -485,6 +485,46 @@ async fn a_panic_in_the_mapping_function_gives_the_place_back() {
     assert_eq!(within("job", r.ok().unwrap()).await.unwrap(), 1);
 }
 
+/// A stream holding a place for a slow input pulls nothing more once its pool shuts down.
+#[tokio::test(start_paused = true)]
+async fn an_input_pulled_and_refused_is_not_silently_dropped() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(1)
+        .process_wide(false)
+        .build();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let p = pulled.clone();
+    let inputs = stream::poll_fn(move |cx| {
+        let r = rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = r {
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+        r
+    });
+    let mut s = pool.map_unordered(inputs, |i| async move { i });
+    assert!(tokio::time::timeout(Duration::from_millis(1), s.next())
+        .await
+        .is_err());
+    within("shutdown", pool.shutdown()).await;
+    tx.send(7).unwrap();
+    drop(tx);
+    let items: Vec<_> = within("stream", (&mut s).collect::<Vec<_>>()).await;
+    let pulled = pulled.load(Ordering::SeqCst);
+    assert_eq!(
+        items.len(),
+        pulled,
+        "inputs pulled {pulled}, items {items:?}, refused {:?}",
+        s.refused()
+    );
+    assert_eq!(
+        pulled, 0,
+        "the input came after the shutdown: it is not pulled"
+    );
+    assert_eq!(s.refused(), Some(SubmitErrorKind::Closed));
+}
+
 #[tokio::test(start_paused = true)]
 async fn abort_all_stops_the_stream() {
     for (pool, capacity) in Pool::all(2, 2) {

@@ -3,9 +3,10 @@
 //!
 //! Both are one state machine over the pool's engine, erased behind [`Feed`] so that one
 //! public type serves the three pools (futures or recipes). Each step takes an admission
-//! permit *first* and only then pulls the next input, so the input stream is never pulled
-//! further than the pool has room for; a permit taken for an input that turned out not to
-//! exist (the stream ended) is given back.
+//! permit *first*, checks that the pool is still open (the permit may have been held for
+//! long) and only then pulls the next input, so the input stream is never pulled further
+//! than the pool has room for; a permit taken for an input that turned out not to exist
+//! (the stream ended, or the pool closed) is given back.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -31,6 +32,8 @@ trait Feed<I, T>: Send {
     fn try_admit(&self) -> Result<(), AdmitError>;
     fn admit(&self) -> Admission;
     fn unadmit(&self);
+    /// Whether the pool was shut down (it refuses every job from then on).
+    fn is_closed(&self) -> bool;
     /// Builds the input's job (calls `f`) and pushes it; the caller holds a permit, which
     /// moves into the job or, on a refusal, is given back. If `f` panics, the caller
     /// still holds it.
@@ -64,9 +67,15 @@ where
         self.core.engine.unadmit();
     }
 
+    fn is_closed(&self) -> bool {
+        self.core.engine.is_closed()
+    }
+
     fn push(&mut self, input: I) -> Result<TaskHandle<S::Output>, SubmitErrorKind> {
         let item = (self.f)(input);
-        // The refused job is dropped here: its input is gone from the stream anyway.
+        // A refused job is dropped here. The stream checks that the pool is open before it
+        // pulls an input, so only a shutdown racing with the pull and `f`, or a pool with
+        // no runtime, loses an input this way (see "Refusal" in the stream's docs).
         push_admitted(&self.core, item).map_err(|e| e.kind())
     }
 
@@ -179,7 +188,12 @@ impl<St: Stream, T> Mapper<St, T> {
                     },
                 }
             }
-            // Then the input.
+            // Then the input, unless the pool closed since the permit was taken (it may
+            // have been held for long, waiting for a slow input): its job would be refused
+            // and the input lost.
+            if self.feed.is_closed() {
+                return self.stop_intake(Some(SubmitErrorKind::Closed));
+            }
             let Some(inputs) = self.inputs.as_mut() else {
                 return;
             };
@@ -430,6 +444,15 @@ map_stream! {
     /// stops pulling, yields the results of the jobs already accepted, and ends: **check
     /// [`refused`](Self::refused)** after the end if the pool may close under you, since
     /// the inputs not pulled produce no item.
+    ///
+    /// A place the stream holds while it waits for a slow input does not outlive a
+    /// shutdown: the stream checks that the pool is still open right before it pulls an
+    /// input, so an input is not consumed for a job the pool will refuse. Only a refusal
+    /// of the push itself costs an input: if the pool is shut down (from another thread)
+    /// in the instant between that check and the push, while the input is pulled and `f`
+    /// runs, or has no runtime to run the job on
+    /// ([`NoRuntime`](SubmitErrorKind::NoRuntime)), that one input's job is dropped
+    /// without running, the input produces no item, and `refused` says why.
     ///
     /// # Panics
     ///
