@@ -7,6 +7,8 @@ mod support;
 use support::{Gauge as Live, Pool};
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nb_aiopool::{
@@ -400,6 +402,43 @@ async fn a_recipe_that_panics_trips_a_smart_group() {
     let results = g.join_all().await;
     assert!(results[0].as_ref().unwrap_err().is_cancelled());
     assert!(results[1].as_ref().unwrap_err().is_panic());
+}
+
+/// A future that is ready at once and panics when dropped.
+struct PanicOnDrop;
+
+impl Future for PanicOnDrop {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("panic in the future's Drop");
+    }
+}
+
+/// A panic in a task's `Drop` after it returned, reported as its panic, trips the group.
+#[tokio::test(start_paused = true)]
+async fn cancel_on_panic_trips_on_a_panic_in_the_futures_drop() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(2)
+        .process_wide(false)
+        .build();
+    let mut group = pool.group::<()>().cancel_on_panic(true);
+    group.submit(PanicOnDrop).await.unwrap();
+    group.submit(std::future::pending::<()>()).await.unwrap();
+    let results = timeout(Duration::from_secs(10), group.join_all())
+        .await
+        .expect("the task that panicked did not trip the group: the other one still runs");
+    assert!(results[0].as_ref().unwrap_err().is_panic(), "{results:?}");
+    assert!(
+        results[1].as_ref().unwrap_err().is_cancelled(),
+        "{results:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -143,9 +143,19 @@ pin_project_lite::pin_project! {
     /// A task of a cancel-on-error group: trips the group when the task panics or returns
     /// a value its group calls an error.
     struct Watched<F: Future> {
+        // `None` once the future has returned (it is dropped then).
         #[pin]
-        fut: F,
+        fut: Option<F>,
         watch: Watch<F::Output>,
+    }
+}
+
+impl<F: Future> Watched<F> {
+    fn new(fut: F, watch: Watch<F::Output>) -> Self {
+        Watched {
+            fut: Some(fut),
+            watch,
+        }
     }
 }
 
@@ -153,9 +163,15 @@ impl<F: Future> Future for Watched<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let guard = PanicGuard(this.watch);
-        let out = this.fut.poll(cx);
+        let fut = this.fut.as_mut().as_pin_mut();
+        let out = fut.expect("a task is polled after it returned").poll(cx);
+        if out.is_ready() {
+            // Dropped here, under the guard: the run reports a panic in the future's
+            // `Drop` after it returned as the task's panic, so it trips the group too.
+            this.fut.set(None);
+        }
         std::mem::forget(guard);
         if let Poll::Ready(v) = &out {
             if (this.watch.is_error)(v) {
@@ -186,10 +202,7 @@ where
             let guard = PanicGuard(&watch);
             let fut = recipe();
             std::mem::forget(guard);
-            Watched {
-                fut,
-                watch: watch.clone(),
-            }
+            Watched::new(fut, watch.clone())
         };
         run.into_job(shared)
     }
@@ -388,7 +401,8 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted)),
 /// and later submits are refused with [`SubmitErrorKind::Closed`]. The failing task keeps
 /// its own result. This happens inside the pool, whether or not the group is being
-/// joined.
+/// joined. A panic counts wherever the task's result reports it: in the future's `poll`,
+/// or in its `Drop` when it is dropped right after returning.
 ///
 /// # Dropping
 ///
@@ -552,8 +566,8 @@ impl<T: Send + 'static> TaskGroup<T> {
             Some(watch) => {
                 let key = Some(watch.key);
                 self.inner
-                    .push(Watched { fut, watch }, key)
-                    .map_err(|e| e.map(|w| w.fut))
+                    .push(Watched::new(fut, watch), key)
+                    .map_err(|e| e.map(|w| w.fut.expect("a refused task was never polled")))
             }
         }
     }
