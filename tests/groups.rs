@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Gauge as Live, Pool};
+use support::{within, Gauge as Live, Pool};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -353,6 +353,51 @@ async fn cancel_on_error_ignores_ok_values_and_is_off_by_default() {
             pool.name()
         );
     }
+}
+
+/// Joining a task of an earlier `cancel_on_error` leaves a later task registered for abort.
+#[tokio::test(start_paused = true)]
+async fn joining_an_older_task_does_not_unregister_a_newer_one() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(4)
+        .process_wide(false)
+        .build();
+    let mut group = pool.group::<Result<u32, &str>>().cancel_on_error(true);
+    group.submit(async { Ok(1) }).await.unwrap(); // key 0 of the first registry
+    let mut group = group.cancel_on_error(true);
+    group
+        .submit(std::future::pending::<Result<u32, &str>>())
+        .await
+        .unwrap(); // key 0 of the second registry
+    group
+        .submit(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err("bad")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        within("first", group.join_next()).await.unwrap().unwrap(),
+        Ok(1)
+    );
+    // The failure comes at 1 s; it must abort the pending task at once.
+    let rest = tokio::time::timeout(Duration::from_secs(60), async {
+        let a = group.join_next().await.unwrap();
+        let b = group.join_next().await.unwrap();
+        (a, b)
+    })
+    .await;
+    assert!(
+        rest.is_ok(),
+        "a task failed, yet the pending task of the same cancel-on-error group was not aborted"
+    );
+    let (a, b) = rest.unwrap();
+    let reasons: Vec<_> = [&a, &b]
+        .iter()
+        .filter_map(|r| r.as_ref().err().and_then(|e| e.cancel_reason()))
+        .collect();
+    assert_eq!(reasons, [CancelReason::Aborted], "{a:?} {b:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -45,19 +45,19 @@ pub(super) fn push_admitted<J: Job, S: Submit<J>>(
 /// A task handle with its position among the tasks of a group or stream.
 pub(super) struct Tagged<T> {
     pub(super) seq: u64,
-    /// The task's entry in the group's abort registry (cancel-on-error only).
-    pub(super) key: Option<usize>,
+    /// The task's entry in its abort registry (cancel-on-error only).
+    pub(super) key: Option<Registered>,
     pub(super) handle: TaskHandle<T>,
 }
 
 impl<T> Future for Tagged<T> {
-    type Output = (u64, Option<usize>, Result<T, TaskError>);
+    type Output = (u64, Option<Registered>, Result<T, TaskError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         Pin::new(&mut this.handle)
             .poll(cx)
-            .map(|r| (this.seq, this.key, r))
+            .map(|r| (this.seq, this.key.take(), r))
     }
 }
 
@@ -113,11 +113,34 @@ impl Trip {
     }
 }
 
+/// A task's entry in the abort registry it was registered in. Each `cancel_on_error` or
+/// `cancel_on_panic` call gives the group a new registry, so the entry names its own.
+pub(super) struct Registered {
+    trip: Arc<Trip>,
+    key: usize,
+}
+
+/// Takes a task out of its abort registry (it was joined, or refused), if it has one.
+fn unwatch(key: Option<Registered>) {
+    if let Some(Registered { trip, key }) = key {
+        trip.lock().try_remove(key);
+    }
+}
+
 /// Watches one task of a cancel-on-error group.
 struct Watch<T> {
     trip: Arc<Trip>,
     key: usize,
     is_error: IsError<T>,
+}
+
+impl<T> Watch<T> {
+    fn registered(&self) -> Registered {
+        Registered {
+            trip: Arc::clone(&self.trip),
+            key: self.key,
+        }
+    }
 }
 
 impl<T> Clone for Watch<T> {
@@ -229,7 +252,8 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         }
     }
 
-    /// Turns cancel-on-error on (with `is_error` for values) or off.
+    /// Turns cancel-on-error on (with `is_error` for values) or off, for the tasks
+    /// submitted from now on: they get a new registry, the earlier tasks keep theirs.
     fn set_cancel(&mut self, is_error: Option<IsError<T>>) {
         self.cancel = is_error.map(|f| (Arc::new(Trip::new()), f));
     }
@@ -270,32 +294,26 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         })
     }
 
-    fn unwatch(&self, key: Option<usize>) {
-        if let (Some((trip, _)), Some(key)) = (&self.cancel, key) {
-            trip.lock().try_remove(key);
-        }
-    }
-
     /// Pushes an admitted item (its watcher, if any, already inside) and keeps its handle.
     fn push<S: Submit<J, Output = T>>(
         &mut self,
         item: S,
-        key: Option<usize>,
+        key: Option<Registered>,
     ) -> Result<TaskId, PushError<S>> {
         let handle = match push_admitted(&self.core, item) {
             Ok(h) => h,
             Err(e) => {
-                self.unwatch(key);
+                unwatch(key);
                 return Err(e);
             }
         };
-        if let (Some((trip, _)), Some(key)) = (&self.cancel, key) {
+        if let Some(Registered { trip, key }) = &key {
             let mut reg = trip.lock();
             if trip.is_tripped() {
                 // A task failed between this one's admission and now.
                 handle.abort();
             }
-            if let Some(entry) = reg.get_mut(key) {
+            if let Some(entry) = reg.get_mut(*key) {
                 *entry = Some(handle.abort_handle());
             }
         }
@@ -331,7 +349,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
         match self.tasks.poll_next_unpin(cx) {
             Poll::Ready(Some((_, key, r))) => {
-                self.unwatch(key);
+                unwatch(key);
                 Poll::Ready(Some(r))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -348,7 +366,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     pub(crate) async fn join_all(mut self) -> Vec<Result<T, TaskError>> {
         let mut out = Vec::with_capacity(self.tasks.len());
         while let Some((seq, key, r)) = self.tasks.next().await {
-            self.unwatch(key);
+            unwatch(key);
             out.push((seq, r));
         }
         out.sort_unstable_by_key(|(seq, _)| *seq);
@@ -564,7 +582,7 @@ impl<T: Send + 'static> TaskGroup<T> {
         match self.inner.watch() {
             None => self.inner.push(fut, None),
             Some(watch) => {
-                let key = Some(watch.key);
+                let key = Some(watch.registered());
                 self.inner
                     .push(Watched::new(fut, watch), key)
                     .map_err(|e| e.map(|w| w.fut.expect("a refused task was never polled")))
@@ -879,7 +897,7 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
         match self.inner.watch() {
             None => self.inner.push(recipe, None),
             Some(watch) => {
-                let key = Some(watch.key);
+                let key = Some(watch.registered());
                 self.inner
                     .push(WatchedRecipe { recipe, watch }, key)
                     .map_err(|e| e.map(|w| w.recipe))
