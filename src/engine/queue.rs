@@ -127,7 +127,8 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
-    /// How many items `ok` accepts, counting no further than `most`.
+    /// How many items `ok` accepts, visited in queue order, counting no further than
+    /// `most`.
     pub(crate) fn count(&self, most: usize, mut ok: impl FnMut(&T) -> bool) -> usize {
         let mut n = 0;
         let mut visit = |item: &T| {
@@ -145,7 +146,11 @@ impl<T: Ordered> Queue<T> {
                 }
             }
             Queue::Heap { heap, front } => {
-                for item in front.iter().chain(heap.iter().map(|b| &b.0)) {
+                // In queue order, as `pop_first` takes them: a heap iterates in storage
+                // order, and the picker's answer depends on the jobs before (weights).
+                let mut ordered: Vec<&ByPriority<T>> = heap.iter().collect();
+                ordered.sort_unstable_by(|a, b| b.cmp(a));
+                for item in front.iter().chain(ordered.into_iter().map(|b| &b.0)) {
                     if !visit(item) {
                         break;
                     }
@@ -253,5 +258,28 @@ mod tests {
         q.push(Item(3, 3));
         assert_eq!(q.pop_first(|i| i.1 != 3), Some(Item(0, 0)));
         assert_eq!(drain(&mut q), [3, 2]);
+    }
+
+    /// `count` visits a heap in the order `pop_first` takes from it, not in storage order:
+    /// a picker that stops at the first refusal (weights) counts what `pop_first` finds.
+    #[test]
+    fn count_visits_a_heap_in_queue_order() {
+        let mut q = Queue::default();
+        for (p, s) in [(10, 0), (1, 1), (5, 2), (7, 3), (0, 4)] {
+            q.push(Item(p, s));
+        }
+        let mut seen = Vec::new();
+        q.count(usize::MAX, |i| {
+            seen.push(i.1);
+            true
+        });
+        assert_eq!(seen, [0, 3, 2, 1, 4]);
+        // Stops accepting at seq 1 (priority 1): the jobs before it in queue order count.
+        let mut blocked = false;
+        let n = q.count(usize::MAX, |i| {
+            blocked |= i.1 == 1;
+            !blocked
+        });
+        assert_eq!(n, 3);
     }
 }
