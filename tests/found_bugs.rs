@@ -1,13 +1,20 @@
 //! Regression tests for bugs the reliability work found in `src/`, each with the scenario
 //! that showed it: findings 1-2 in the driver engine (issue 6), findings 5-10 in the slot
-//! engine of issue 9 (numbers as in RELIABILITY.md; all fixed). They
+//! engine of issue 9, findings 11-17 by two reviews of 6bd262d (numbers as in
+//! RELIABILITY.md; all fixed; the tests of findings 18-21 live in `streams.rs` and
+//! `groups.rs`, beside the behaviour they pin). They
 //! must pass on a fixed tree and fail (or hang, caught by a timeout) on the tree that had
 //! the bug.
 
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nb_aiopool::{SmartAioPool, TaskHandle};
+use futures_util::{stream, StreamExt};
+use nb_aiopool::{CommonAioPool, SmartAioPool, SubmitOptions, TaskHandle};
+use support::{within, Gate};
 use tokio::sync::Notify;
 
 /// Found against 50cc80d: an elastic SmartAioPool with `min_workers(0)` stranded a task
@@ -510,4 +517,431 @@ async fn shutdown_timeout_reaches_a_job_in_a_reused_idle_slot() {
     .expect("shutdown_timeout hung: the abandoned job's slot was never woken");
     assert_eq!(report.abandoned(), 1, "{report:?}");
     assert!(stuck.await.is_err());
+}
+
+/// Finding 11, found against 6bd262d by a review of flow control with claimers.
+///
+/// With priorities (the queue is a heap), `fill_free` counts the startable jobs with
+/// `Queue::count`, which walks the heap's array in storage order, not in priority order.
+/// The weight picker stops at the first job whose weight does not fit, so a heavy job
+/// stored before a lighter, higher-priority job hides that job: nothing is reserved for
+/// it and it stays queued with free slots and room for its weight.
+///
+/// Priority order here: K1 (key "k", saturated: skipped), A (weight 1: fits), B (weight
+/// 10: does not fit). A must start at once; B waits.
+///
+/// Fixed: `Queue::count` visits a heap in queue order, as `pop_first` takes from it.
+#[tokio::test(start_paused = true)]
+async fn a_job_that_fits_starts_although_a_heavier_lower_priority_job_is_stored_before_it() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .max_per_key(1)
+        .weight_capacity(10)
+        .build();
+    let gate = Gate::default();
+    let g = gate.clone();
+    let k0 = pool
+        .submit_with(
+            async move { g.wait().await },
+            SubmitOptions::new().key("k").weight(1),
+        )
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    let k1 = pool
+        .submit_with(async {}, SubmitOptions::new().key("k").priority(10))
+        .await
+        .unwrap();
+    let b = pool
+        .submit_with(async {}, SubmitOptions::new().priority(1).weight(10))
+        .await
+        .unwrap();
+    let a_started = Arc::new(AtomicBool::new(false));
+    let started = a_started.clone();
+    let a = pool
+        .submit_with(
+            async move { started.store(true, Ordering::SeqCst) },
+            SubmitOptions::new().priority(5).weight(1),
+        )
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(3600), a).await;
+    let stats = pool.stats();
+    gate.open();
+    for h in [k0, k1, b] {
+        tokio::time::timeout(Duration::from_secs(3600), h)
+            .await
+            .expect("hang after the gate opened")
+            .unwrap();
+    }
+    assert!(
+        result.is_ok() && a_started.load(Ordering::SeqCst),
+        "job A (fits, 3 slots free, ahead of B in priority order) never started while K0 ran: {stats:?}"
+    );
+}
+
+/// Finding 12, found against 6bd262d by the same review.
+///
+/// An elastic SmartAioPool with `min_workers(0)` and a rate limit: a job the rate window
+/// holds back leaves its worker idle, the janitor retires it (and every other) down to
+/// `limit == 0`, and when the window reopens the rate timer's `fill_free` finds no room
+/// (`running < limit` is false). Nothing but a new submit raises the limit again: the job
+/// stays queued forever.
+///
+/// Fixed: wherever slots are given out (`fill_free`), an elastic pool adds workers while
+/// queued jobs outnumber idle ones, not only on a submit.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_job_starts_after_elastic_workers_retired() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .min_workers(0)
+        .idle_timeout(Duration::from_millis(100))
+        .rate_limit(1, Duration::from_secs(1))
+        .auto_shutdown(false)
+        .build();
+    let first = pool.try_submit(|| async { 1 }).unwrap();
+    let second = pool.try_submit(|| async { 2 }).unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(3600), first)
+            .await
+            .expect("hang: first job")
+            .unwrap(),
+        1
+    );
+    let result = tokio::time::timeout(Duration::from_secs(3600), second).await;
+    let (stats, workers) = (pool.stats(), pool.worker_count());
+    pool.cancel_all().await;
+    assert_eq!(
+        result
+            .unwrap_or_else(|_| panic!(
+                "hang: the second job stayed queued after the rate window reopened \
+                 ({workers} workers, {stats:?})"
+            ))
+            .unwrap(),
+        2
+    );
+}
+
+/// Finding 13, found against 6bd262d by the same review.
+///
+/// `set_max_concurrency` on an elastic pool adds one idle entry per new worker
+/// (`for _ in limit..target { el.added() }`), even when more jobs run than the old limit
+/// (after a shrink): those workers are busy, not idle. The janitor then retires busy
+/// workers, taking `limit` below `running` (here to 0 while a job runs). A job held back
+/// by its key then never starts: when the key's holder ends, `take_next` sees
+/// `running > limit` and gives the slot up, and nothing raises the limit again.
+///
+/// Fixed: only workers above the running jobs are counted idle when the limit changes.
+#[tokio::test(start_paused = true)]
+async fn elastic_grow_after_shrink_does_not_let_the_janitor_strand_a_keyed_job() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .min_workers(0)
+        .idle_timeout(Duration::from_millis(100))
+        .max_per_key(1)
+        .auto_shutdown(false)
+        .build();
+    let g1 = Gate::default();
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        let g = g1.clone();
+        first.push(
+            pool.try_submit(move || {
+                let g = g.clone();
+                async move { g.wait().await }
+            })
+            .unwrap(),
+        );
+    }
+    tokio::task::yield_now().await;
+    assert_eq!((pool.worker_count(), pool.busy_worker_count()), (4, 4));
+    // Shrink below the running count, then grow back: the 4 workers are all busy.
+    pool.set_max_concurrency(1);
+    pool.set_max_concurrency(4);
+    g1.open();
+    for h in first {
+        tokio::time::timeout(Duration::from_secs(3600), h)
+            .await
+            .expect("hang: first jobs")
+            .unwrap();
+    }
+    // Same instant: the janitor has not fired yet. X holds key "k"; Y waits for it.
+    let g2 = Gate::default();
+    let g = g2.clone();
+    let x = pool
+        .try_submit_with(
+            move || {
+                let g = g.clone();
+                async move { g.wait().await }
+            },
+            SubmitOptions::new().key("k"),
+        )
+        .unwrap();
+    let y = pool
+        .try_submit_with(|| async { 7 }, SubmitOptions::new().key("k"))
+        .unwrap();
+    tokio::task::yield_now().await;
+    // The idle workers (3 of 4) retire; X's worker is busy and must stay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (workers, busy) = (pool.worker_count(), pool.busy_worker_count());
+    g2.open();
+    tokio::time::timeout(Duration::from_secs(3600), x)
+        .await
+        .expect("hang: X")
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(3600), y).await;
+    let stats = pool.stats();
+    pool.cancel_all().await;
+    assert_eq!(
+        result
+            .unwrap_or_else(|_| panic!(
+                "hang: Y stayed queued after X (same key) ended ({workers} workers, {busy} \
+                 busy after the janitor ran; now {stats:?})"
+            ))
+            .unwrap(),
+        7
+    );
+    assert!(
+        workers >= busy,
+        "the janitor retired a busy worker: {workers} workers, {busy} busy"
+    );
+}
+
+/// Finding 14, found against 6bd262d by the same review.
+///
+/// A SmartAioPool re-runs a recipe interrupted by the end of its runtime: `Slot::drop`
+/// queues it again with `meta: Meta::default()` (src/engine/slot.rs:473-478; the queued
+/// `next` at :466 has lost its meta to `take_next` too, and `take_over` does the same at
+/// mod.rs:1200-1206). The re-run has no key, weight or priority any more, so it runs past
+/// `max_per_key` (here two runs of key "k" at once with `max_per_key(1)`).
+///
+/// Fixed: a job queued again (interrupted run, unstarted job of a dropped slot, take-over)
+/// keeps its flow-control settings.
+#[tokio::test(start_paused = true)]
+async fn a_rerun_interrupted_task_keeps_its_key_limit() {
+    use std::sync::atomic::AtomicUsize;
+    let pool = SmartAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .max_per_key(1)
+        .auto_shutdown(false)
+        .build();
+    let now = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let gate = Gate::default();
+    let job = {
+        let (now, max, gate) = (now.clone(), max.clone(), gate.clone());
+        move || {
+            let (now, max, gate) = (now.clone(), max.clone(), gate.clone());
+            async move {
+                struct Out(Arc<AtomicUsize>);
+                impl Drop for Out {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(n, Ordering::SeqCst);
+                let _out = Out(now);
+                gate.wait().await;
+            }
+        }
+    };
+    // Submitted from a second runtime, which shuts down while the task runs.
+    let (p, j) = (pool.clone(), job.clone());
+    #[allow(clippy::async_yields_async)] // the block hands back a handle to await later
+    let first = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.block_on(async {
+            let h = p.try_submit_with(j, SubmitOptions::new().key("k")).unwrap();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            h
+        });
+        drop(rt);
+        handle
+    })
+    .join()
+    .unwrap();
+    // Re-run here (the pool's home runtime); a second task of key "k" must wait for it.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let second = pool
+        .try_submit_with(job, SubmitOptions::new().key("k"))
+        .unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let (seen, stats) = (max.load(Ordering::SeqCst), pool.stats());
+    gate.open();
+    for h in [first, second] {
+        tokio::time::timeout(Duration::from_secs(3600), h)
+            .await
+            .expect("hang")
+            .unwrap();
+    }
+    assert_eq!(seen, 1, "tasks of key \"k\" running at once ({stats:?})");
+}
+
+/// Finding 15, found against 6bd262d by both reviews.
+///
+/// `idle_worker_count()` is `workers - busy`, which underflows once `set_max_concurrency`
+/// took an elastic pool's limit below the number of running tasks (it lets them finish).
+///
+/// Fixed: `worker_count` counts the busy workers beyond the limit as live, and
+/// `idle_worker_count` is never negative.
+#[tokio::test(start_paused = true)]
+async fn idle_worker_count_after_shrinking_below_the_running_tasks() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .min_workers(2)
+        .auto_shutdown(false)
+        .build();
+    let gate = Gate::default();
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let g = gate.clone();
+        handles.push(
+            pool.try_submit(move || {
+                let g = g.clone();
+                async move { g.wait().await }
+            })
+            .unwrap(),
+        );
+    }
+    tokio::task::yield_now().await;
+    pool.set_max_concurrency(1);
+    let p = pool.clone();
+    let idle =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || p.idle_worker_count()));
+    let (workers, busy) = (pool.worker_count(), pool.busy_worker_count());
+    gate.open();
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(3600), h)
+            .await
+            .expect("hang")
+            .unwrap();
+    }
+    assert_eq!(
+        idle.map_err(|e| e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))),
+        Ok(0),
+        "idle_worker_count() with {workers} workers and {busy} busy"
+    );
+}
+
+/// Finding 16, found against 6bd262d by a review of the surface (groups, streams, handles).
+///
+/// A job awaiting several handles of its own pool at once (a group, `join!`) is one
+/// waiting job, but each handle polled counts one more wait in the pool's deadlock
+/// check: the check then fires while two slots still run children that will end.
+///
+/// Fixed: waits are counted per waiting task (the task polled on the thread), however many
+/// handles it awaits.
+#[tokio::test(start_paused = true)]
+async fn job_awaiting_a_group_of_own_children_is_not_a_deadlock() {
+    let pool = CommonAioPool::new(3, 10);
+    let inner = pool.clone();
+    let parent = pool
+        .submit(async move {
+            let mut group = inner.group();
+            for i in 0..3u64 {
+                group
+                    .submit(async move {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        i
+                    })
+                    .await
+                    .unwrap();
+            }
+            group.join_all().await
+        })
+        .await
+        .unwrap();
+    let results = within("parent", parent).await.unwrap();
+    let reasons: Vec<_> = results
+        .iter()
+        .map(|r| r.as_ref().err().and_then(|e| e.cancel_reason()))
+        .collect();
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "two children were running and would end, yet: {reasons:?}"
+    );
+}
+
+/// Finding 16 again, with a stream mapped through the pool.
+///
+/// The same miscount through a stream: a job mapping a stream through its own pool (the
+/// documented fan-out) polls one handle per job in flight, and each counts as one more
+/// waiting slot, so queued jobs of the stream are cancelled with `WouldDeadlock` although
+/// the stream's running job will end and free its slot.
+#[tokio::test(start_paused = true)]
+async fn fan_out_through_own_pool_with_a_queue_cancels_nothing() {
+    let pool = CommonAioPool::new(2, 2);
+    let inner = pool.clone();
+    let results = within(
+        "outer",
+        pool.run(async move {
+            let s = inner.map_unordered(stream::iter(0..6u32), |i| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                i
+            });
+            s.collect::<Vec<_>>().await
+        }),
+    )
+    .await
+    .unwrap();
+    let reasons: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().and_then(|e| e.cancel_reason()))
+        .collect();
+    assert_eq!(results.len(), 6);
+    assert!(
+        reasons.is_empty(),
+        "jobs of the fan-out were cancelled: {reasons:?}"
+    );
+}
+
+/// Finding 17, found against 6bd262d by the review of the surface.
+///
+/// Shrinking a full pool leaves a debt of admission permits that released permits pay
+/// first (`Engine::set_max_concurrency`, `run_deferred`). A stream dropped while it holds
+/// a place for an input not pulled yet gives that place back with `unadmit`, a bare
+/// `add_permits(1)` that skips the debt: the pool then accepts a job beyond its size.
+///
+/// Fixed: every permit given back (also `unadmit`) pays the shrink's debt first.
+#[tokio::test(start_paused = true)]
+async fn a_place_given_back_by_a_dropped_stream_pays_the_shrink_debt() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(0)
+        .process_wide(false)
+        .build();
+    let busy = pool.submit(std::future::pending::<()>()).await.unwrap();
+    // The stream takes the other place, then waits for an input that never comes.
+    let mut s = pool.map_unordered(stream::pending::<u32>(), |i| async move { i });
+    assert!(tokio::time::timeout(Duration::from_millis(1), s.next())
+        .await
+        .is_err());
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    // Now one job may be in the pool at most; `busy` is it.
+    pool.set_max_concurrency(1);
+    drop(s);
+    let extra = pool.try_submit(async {});
+    let stats = pool.stats();
+    assert!(
+        extra.is_err(),
+        "a pool of max_concurrency 1, max_queue_size 0 with one job running accepted another: {stats:?}"
+    );
+    busy.abort();
 }

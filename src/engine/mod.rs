@@ -31,6 +31,7 @@ pub(crate) mod queue;
 pub(crate) mod runtimes;
 mod slot;
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
@@ -219,8 +220,9 @@ struct State<J> {
     wait_done: u64,
     waits: Slab<Wait>,
     closed: bool,
-    /// Running jobs now waiting for a handle of a task of this pool (see `Probe`).
-    waiting_on_own: usize,
+    /// Running jobs now waiting for handles of tasks of this pool, each with how many
+    /// handles it waits for (see `Probe`).
+    waiting_on_own: HashMap<u64, usize>,
     cancel_reason: CancelReason,
     slots: Slab<SlotEntry<J>>,
     /// Idle slot tasks (see [`Idle`]).
@@ -361,7 +363,7 @@ impl<J: Job> Engine<J> {
             wait_done: 0,
             waits: Slab::new(),
             closed: false,
-            waiting_on_own: 0,
+            waiting_on_own: HashMap::new(),
             cancel_reason: CancelReason::Abandoned,
             slots: Slab::new(),
             idle: Vec::new(),
@@ -472,9 +474,25 @@ impl<J: Job> Engine<J> {
         admitted
     }
 
-    /// Gives back an admission permit taken for a push that was refused.
+    /// Gives back an admission permit taken for a push that was refused (or for a job a
+    /// stream or group did not push after all).
     pub(crate) fn unadmit(&self) {
-        self.admission.add_permits(1);
+        self.release(1);
+    }
+
+    /// Gives back `n` admission permits. A shrink by `set_max_concurrency` still unpaid
+    /// takes them first.
+    fn release(&self, mut n: usize) {
+        if n > 0 && self.permit_debt.load(Ordering::Acquire) > 0 {
+            let paid = self
+                .permit_debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| Some(d - d.min(n)))
+                .map_or(0, |d| d.min(n));
+            n -= paid;
+        }
+        if n > 0 {
+            self.admission.add_permits(n);
+        }
     }
 
     /// Tells the observability features that a submit was refused (`None`: the pool was
@@ -557,14 +575,6 @@ impl<J: Job> Engine<J> {
                 stamp,
             });
             let st = &mut *st;
-            if let Some(el) = &mut st.elastic {
-                // Add a worker when queued tasks outnumber idle ones.
-                let queued = st.queue.len() - st.reserved;
-                if queued > st.limit.saturating_sub(st.running) && st.limit < st.max_concurrency {
-                    st.limit += 1;
-                    el.added();
-                }
-            }
             self.fill_free(st, Some(rt), &mut later);
             self.gauges(st);
         }
@@ -648,6 +658,7 @@ impl<J: Job> Engine<J> {
     /// new ones spawned. Reserved jobs are taken from the front of the queue, so jobs
     /// start in queue order.
     fn fill_free(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
+        Self::grow(st);
         if !Self::wants_slots(st) {
             return;
         }
@@ -796,11 +807,17 @@ impl<J: Job> Engine<J> {
                 // queued now (as a submit would), shrinking retires the extra ones.
                 Some(el) => {
                     let target = limit.max((running + queued).min(n)).min(n);
-                    for _ in limit..target {
+                    // Only workers above the running jobs are idle: after a shrink below
+                    // them, the first ones added back are busy.
+                    let (idle_before, idle_after) = (
+                        limit.saturating_sub(running),
+                        target.saturating_sub(running),
+                    );
+                    for _ in idle_before..idle_after {
                         el.added();
                     }
-                    for _ in target..limit {
-                        el.busy(); // a retired worker's idle entry goes (none if busy)
+                    for _ in idle_after..idle_before {
+                        el.busy(); // a retired worker's idle entry goes
                     }
                     st.limit = target;
                 }
@@ -837,6 +854,22 @@ impl<J: Job> Engine<J> {
         while st.reserved > st.queue.len() {
             st.reserved -= 1;
             Self::vacate(st, rt, later);
+        }
+    }
+
+    /// Under the lock, for an elastic pool: adds workers while queued jobs outnumber idle
+    /// ones, up to `max_concurrency`. Done wherever slots are given out (a submit, a job's
+    /// end, a rate window reopening), so a job queued while workers retired still gets one.
+    fn grow(st: &mut State<J>) {
+        let Some(el) = &mut st.elastic else { return };
+        let queued = st.queue.len() - st.reserved;
+        while queued > st.limit.saturating_sub(st.running) && st.limit < st.max_concurrency {
+            st.limit += 1;
+            // Below `running` (the pool shrank under its running jobs) the new worker is
+            // one of those, busy: only one above them is idle.
+            if st.limit > st.running {
+                el.added();
+            }
         }
     }
 
@@ -979,20 +1012,7 @@ impl<J: Job> Engine<J> {
             }
             self.gauges(&st);
         }
-        let mut release = std::mem::take(&mut later.release);
-        if release > 0 && self.permit_debt.load(Ordering::Acquire) > 0 {
-            // The pool shrank: these permits pay that back first.
-            let paid = self
-                .permit_debt
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
-                    Some(d - d.min(release))
-                })
-                .map_or(0, |d| d.min(release));
-            release -= paid;
-        }
-        if release > 0 {
-            self.admission.add_permits(release);
-        }
+        self.release(std::mem::take(&mut later.release));
         // Taken, not drained: a slot keeps its `Deferred` for its next job, and a `Slot` is
         // a few hundred bytes, so a thousand slots each keeping room for the claimers it
         // once spawned would hold megabytes.
@@ -1184,24 +1204,26 @@ impl<J: Job> Engine<J> {
             self.generation.store(st.generation, Ordering::Release);
             // Interrupted runs go back to the front of the queue, oldest first (or, without
             // re-runs, are cancelled and counted as lost).
-            let mut interrupted: Vec<(u64, J)> = st
+            let mut interrupted: Vec<(u64, J, Meta)> = st
                 .slots
                 .drain()
-                .filter_map(|s| s.copy.map(|c| (s.job, c)))
+                .filter_map(|s| s.copy.map(|c| (s.job, c, s.meta)))
                 .collect();
-            interrupted.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+            interrupted.sort_by_key(|(id, ..)| std::cmp::Reverse(*id));
             cut = if self.rerun {
                 0
             } else {
                 interrupted.len() as u64
             };
-            for (id, job) in interrupted {
+            for (id, job, meta) in interrupted {
                 if self.rerun {
+                    // With its flow-control settings: the limits count it again when it
+                    // starts (their running counts are reset below).
                     st.queue.push_front(Queued {
                         job,
                         id,
                         rt: ANY,
-                        meta: Meta::default(),
+                        meta,
                         stamp: Stamp::now(),
                     });
                 } else {
@@ -1258,18 +1280,29 @@ impl<J: Job> Drop for Engine<J> {
 }
 
 impl<J: Job> Probe for Engine<J> {
-    fn start_waiting(&self, _job: u64) -> Option<bool> {
+    fn start_waiting(&self, waiter: u64) -> Option<bool> {
         let mut st = self.lock();
-        if st.waiting_on_own + 1 >= st.running && st.running >= st.limit {
+        let st = &mut *st;
+        if let Some(handles) = st.waiting_on_own.get_mut(&waiter) {
+            // Already counted as waiting: one more handle changes nothing.
+            *handles += 1;
+            return Some(false);
+        }
+        if st.waiting_on_own.len() + 1 >= st.running && st.running >= st.limit {
             return Some(true);
         }
-        st.waiting_on_own += 1;
+        st.waiting_on_own.insert(waiter, 1);
         Some(false)
     }
 
-    fn stop_waiting(&self) {
+    fn stop_waiting(&self, waiter: u64) {
         let mut st = self.lock();
-        st.waiting_on_own = st.waiting_on_own.saturating_sub(1);
+        if let Entry::Occupied(mut handles) = st.waiting_on_own.entry(waiter) {
+            *handles.get_mut() -= 1;
+            if *handles.get() == 0 {
+                handles.remove();
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::runtimes::{RtRef, ANY};
-use super::{Deferred, Engine, Job, Meta, Queued};
+use super::{Deferred, Engine, Job, Queued};
 use crate::error::CancelReason;
 use crate::observe::{Running, Stamp};
 use crate::task::context::{Entered, Probe};
@@ -361,7 +361,7 @@ impl<J: Job> Future for Slot<J> {
                     run
                 } else {
                     // Starting a recipe's run calls user code: inside the pool's context.
-                    let _in_pool = Entered::new(pool, &mut this.probe);
+                    let _in_pool = Entered::new(pool, id, &mut this.probe);
                     let _span = this.obs.enter();
                     q.job.start()
                 };
@@ -375,7 +375,7 @@ impl<J: Job> Future for Slot<J> {
             let (run, id) = this.run.as_mut().expect("a job was started above");
             let id = *id;
             let poll = {
-                let _in_pool = Entered::new(pool, &mut this.probe);
+                let _in_pool = Entered::new(pool, id, &mut this.probe);
                 let _span = this.obs.enter();
                 let poll = run.as_mut().poll_run(cx);
                 #[cfg(any(feature = "tracing", feature = "metrics"))]
@@ -463,18 +463,23 @@ impl<J: Job> Drop for Slot<J> {
                 true
             } else if let Some(q) = next {
                 if J::RERUN {
-                    st.queue.push_front(Queued { rt: ANY, ..q });
+                    // Its flow-control settings moved to the entry when it left the queue.
+                    let meta = entry.map(|e| e.meta).unwrap_or_default();
+                    st.queue.push_front(Queued { rt: ANY, meta, ..q });
                 } else {
                     engine.lose(&mut st, q.job, q.id, &mut later);
                 }
                 true
-            } else if let Some((id, copy)) = entry.and_then(|e| e.copy.map(|c| (e.job, c))) {
-                // A re-runnable job interrupted mid-run: queued again, first.
+            } else if let Some((id, copy, meta)) =
+                entry.and_then(|e| e.copy.map(|c| (e.job, c, e.meta)))
+            {
+                // A re-runnable job interrupted mid-run: queued again, first, with its
+                // flow-control settings (its key, weight and priority still apply).
                 st.queue.push_front(Queued {
                     job: copy,
                     id,
                     rt: ANY,
-                    meta: Meta::default(),
+                    meta,
                     stamp: Stamp::now(),
                 });
                 true

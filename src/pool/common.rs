@@ -411,11 +411,9 @@ impl CommonAioPool {
     ///
     /// # Errors
     ///
-    /// Gives the future back in a [`TrySubmitError`](TrySubmitError) if the pool is full or shut down.
-    ///
-    /// # Panics
-    ///
-    /// Panics if the pool has never been used inside a tokio runtime and none is current.
+    /// Gives the future back in a [`TrySubmitError`] if the pool is full or shut down, or
+    /// if no runtime can run it ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called
+    /// from a plain thread after the pool's runtime shut down).
     ///
     /// # Examples
     ///
@@ -444,14 +442,16 @@ impl CommonAioPool {
     ///
     /// # Errors
     ///
-    /// Gives the future back in a [`SubmitError`](SubmitError) if the pool is shut down.
+    /// Gives the future back in a [`SubmitError`] if the pool is shut down, or if no runtime
+    /// can run it ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): the pool's runtime
+    /// shut down, or it was never created in or used from one).
     ///
     /// # Panics
     ///
-    /// Panics if called from a thread with a tokio runtime context (an async task,
-    /// `block_on` or `spawn_blocking`), where blocking can deadlock; use
-    /// [`submit`](Self::submit) there. Panics if the pool has never been used inside a
-    /// runtime (it needs one to run on).
+    /// Panics if called from a thread that drives async tasks (a tokio worker thread, or
+    /// inside `block_on`), where blocking could stall or deadlock the tasks it waits for;
+    /// use [`submit`](Self::submit) there. Plain threads and `spawn_blocking` threads may
+    /// call it.
     ///
     /// # Examples
     ///

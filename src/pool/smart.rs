@@ -517,11 +517,9 @@ impl SmartAioPool {
     ///
     /// # Errors
     ///
-    /// Gives the recipe back in a [`TrySubmitError`] if the pool is full or shut down.
-    ///
-    /// # Panics
-    ///
-    /// Panics if the pool has never been used inside a tokio runtime and none is current.
+    /// Gives the recipe back in a [`TrySubmitError`] if the pool is full or shut down, or
+    /// if no runtime can run it ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called
+    /// from a plain thread after the pool's runtime shut down).
     ///
     /// # Examples
     ///
@@ -554,13 +552,15 @@ impl SmartAioPool {
     ///
     /// # Errors
     ///
-    /// Gives the recipe back in a [`SubmitError`] if the pool is shut down.
+    /// Gives the recipe back in a [`SubmitError`] if the pool is shut down, or if no runtime
+    /// can run it ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): the pool's runtime
+    /// shut down, or it was never created in or used from one).
     ///
     /// # Panics
     ///
-    /// Panics if called from a thread with a tokio runtime context (use
-    /// [`submit`](Self::submit) there), or if the pool has never been used inside a
-    /// runtime.
+    /// Panics if called from a thread that drives async tasks (a tokio worker thread, or
+    /// inside `block_on`); use [`submit`](Self::submit) there. Plain threads and
+    /// `spawn_blocking` threads may call it.
     ///
     /// # Examples
     ///
@@ -846,13 +846,18 @@ impl SmartAioPool {
 
     /// Live workers: between `min_workers` and `max_concurrency`.
     ///
+    /// Right after [`set_max_concurrency`](Self::set_max_concurrency) shrank the pool
+    /// below its running tasks, those tasks finish on their workers, which count as live
+    /// (and busy) until then: the count may exceed `max_concurrency` meanwhile.
+    ///
     /// # Examples
     ///
     /// ```
     /// assert_eq!(nb_aiopool::SmartAioPool::new(4).worker_count(), 1);
     /// ```
     pub fn worker_count(&self) -> usize {
-        self.inner.core.engine.workers().0
+        let (workers, busy) = self.inner.core.engine.workers();
+        workers.max(busy)
     }
 
     /// Workers running a task.
@@ -875,7 +880,8 @@ impl SmartAioPool {
     /// ```
     pub fn idle_worker_count(&self) -> usize {
         let (workers, busy) = self.inner.core.engine.workers();
-        workers - busy
+        // Busy workers beyond the limit (a shrink under running tasks) leave none idle.
+        workers.saturating_sub(busy)
     }
 
     /// A snapshot of the pool's counters.

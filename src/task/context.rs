@@ -10,50 +10,79 @@ use std::sync::Arc;
 
 /// What a [`TaskHandle`](crate::TaskHandle) polled inside a task may ask of that task's
 /// pool.
+///
+/// Waits are counted per waiting task, not per handle: a task that awaits several handles
+/// of its pool at once (a group, `join!`, a stream mapped through the pool) is one task
+/// waiting.
 pub(crate) trait Probe: Send + Sync {
-    /// The running task polling the handle starts waiting for task `job` of this pool.
-    /// Returns `Some(false)` once the wait is counted (undo with `stop_waiting`), and
-    /// `Some(true)` if counting it would make every slot wait for tasks of the pool itself:
-    /// then no task of the pool can make progress (nothing is counted then). `None`: not
-    /// counted (the pool has no such rule now).
-    fn start_waiting(&self, job: u64) -> Option<bool>;
+    /// The running task `waiter` (the one polling the handle) starts waiting for a task
+    /// of this pool. Returns `Some(false)` once the wait is counted (undo with
+    /// `stop_waiting`), and `Some(true)` if counting it would make every slot wait for
+    /// tasks of the pool itself: then no task of the pool can make progress (nothing is
+    /// counted then). `None`: not counted (the pool has no such rule now).
+    fn start_waiting(&self, waiter: u64) -> Option<bool>;
 
-    /// A wait counted by `start_waiting` ended.
-    fn stop_waiting(&self);
+    /// A wait of `waiter` counted by `start_waiting` ended.
+    fn stop_waiting(&self, waiter: u64);
+}
+
+/// A counted wait ([`Probe::start_waiting`]), ended by [`end`](Self::end).
+pub(crate) struct Waiting {
+    probe: Arc<dyn Probe>,
+    waiter: u64,
+}
+
+impl Waiting {
+    pub(crate) fn end(self) {
+        self.probe.stop_waiting(self.waiter);
+    }
+}
+
+/// The pool, and the task of it, that the current thread is polling.
+struct Current {
+    pool: usize,
+    probe: Arc<dyn Probe>,
+    task: u64,
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<(usize, Arc<dyn Probe>)>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
-/// The probe of pool `pool`, if the current thread is polling one of its tasks.
-pub(crate) fn current_probe(pool: usize) -> Option<Arc<dyn Probe>> {
-    CURRENT
+/// Starts counting a wait of the task being polled on this thread on a task of pool
+/// `pool`, if it belongs to that pool: `Some(Ok(wait))` once counted, `Some(Err(()))` if
+/// counting it would stall the pool (see [`Probe::start_waiting`]), `None` if not counted.
+pub(crate) fn start_waiting(pool: usize) -> Option<Result<Waiting, ()>> {
+    let (probe, waiter) = CURRENT
         .try_with(|c| match &*c.borrow() {
-            Some((id, probe)) if *id == pool => Some(Arc::clone(probe)),
+            Some(cur) if cur.pool == pool => Some((Arc::clone(&cur.probe), cur.task)),
             _ => None,
         })
         .ok()
-        .flatten()
+        .flatten()?;
+    match probe.start_waiting(waiter)? {
+        false => Some(Ok(Waiting { probe, waiter })),
+        true => Some(Err(())),
+    }
 }
 
 /// Whether the current thread is polling a task of pool `pool`.
 pub(crate) fn in_pool(pool: usize) -> bool {
     CURRENT
-        .try_with(|c| matches!(&*c.borrow(), Some((id, _)) if *id == pool))
+        .try_with(|c| matches!(&*c.borrow(), Some(cur) if cur.pool == pool))
         .unwrap_or(false)
 }
 
-/// Marks the current thread as polling a task of pool `id` until dropped; the probe is
-/// moved out of `slot` meanwhile and put back on drop.
+/// Marks the current thread as polling task `task` of pool `id` until dropped; the probe
+/// is moved out of `slot` meanwhile and put back on drop.
 pub(crate) struct Entered<'a> {
     slot: &'a mut Option<Arc<dyn Probe>>,
     entered: bool,
-    saved: Option<(usize, Arc<dyn Probe>)>,
+    saved: Option<Current>,
 }
 
 impl<'a> Entered<'a> {
-    pub(crate) fn new(id: usize, slot: &'a mut Option<Arc<dyn Probe>>) -> Self {
+    pub(crate) fn new(id: usize, task: u64, slot: &'a mut Option<Arc<dyn Probe>>) -> Self {
         let mut probe = slot.take();
         let mut entered = false;
         let mut saved = None;
@@ -61,8 +90,12 @@ impl<'a> Entered<'a> {
             // If the thread-local is gone (thread exit), the closure does not run and the
             // probe stays with its owner.
             let _ = CURRENT.try_with(|c| {
-                if let Some(p) = probe.take() {
-                    saved = c.borrow_mut().replace((id, p));
+                if let Some(probe) = probe.take() {
+                    saved = c.borrow_mut().replace(Current {
+                        pool: id,
+                        probe,
+                        task,
+                    });
                     entered = true;
                 }
             });
@@ -88,8 +121,8 @@ impl Drop for Entered<'_> {
             .try_with(|c| std::mem::replace(&mut *c.borrow_mut(), saved))
             .ok()
             .flatten();
-        if let Some((_, probe)) = mine {
-            *self.slot = Some(probe);
+        if let Some(cur) = mine {
+            *self.slot = Some(cur.probe);
         }
     }
 }

@@ -189,9 +189,10 @@ impl<T> TaskHandle<T> {
     ///
     /// # Panics
     ///
-    /// Panics if called from a thread with a tokio runtime context (inside an async task,
-    /// `block_on` or `spawn_blocking`), where blocking could deadlock. Await the handle there
-    /// instead.
+    /// Panics if called from a thread that drives async tasks (a tokio worker thread, or
+    /// inside `block_on`), where blocking could stall or deadlock the task it waits for.
+    /// Await the handle there instead. Plain threads and `spawn_blocking` threads may call
+    /// it.
     ///
     /// # Examples
     ///
@@ -223,16 +224,14 @@ impl<T> Future for TaskHandle<T> {
         }
         // Polled by a job of the task's own pool: count the wait (until the task ends or
         // the handle goes), and break the deadlock if every slot now waits on this pool.
-        if let Some(probe) = context::current_probe(shared.pool) {
-            if !shared.is_waiting() {
-                match probe.start_waiting(shared.job.load(Ordering::Relaxed)) {
-                    Some(false) => shared.set_waiting(probe),
-                    Some(true) => {
-                        shared.abort(CancelReason::WouldDeadlock);
-                        return shared.poll_result(cx);
-                    }
-                    None => {}
+        if !shared.is_waiting() {
+            match context::start_waiting(shared.pool) {
+                Some(Ok(waiting)) => shared.set_waiting(waiting),
+                Some(Err(())) => {
+                    shared.abort(CancelReason::WouldDeadlock);
+                    return shared.poll_result(cx);
                 }
+                None => {}
             }
         }
         Poll::Pending

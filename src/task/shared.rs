@@ -6,12 +6,11 @@
 //! `AtomicBool` plus an `AtomicWaker` for the job's own waker, so a job checks it with one
 //! load per poll.
 
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::sync::{AtomicBool, AtomicU64, AtomicWaker, Mutex, MutexGuard, Ordering};
 
-use super::context::Probe;
+use super::context::Waiting;
 use crate::error::{CancelReason, TaskError};
 
 pub(crate) struct Shared<T> {
@@ -39,7 +38,7 @@ struct Slot<T> {
     taken: bool,
     /// Set while a job of the task's own pool waits on the handle and is counted by the
     /// pool; whoever takes it (the task ending, or the handle) ends the count.
-    waiting_in_pool: Option<Arc<dyn Probe>>,
+    waiting_in_pool: Option<Waiting>,
 }
 
 impl<T> Shared<T> {
@@ -197,21 +196,21 @@ impl<T> Shared<T> {
         let waiting = slot.waiting_in_pool.take();
         drop(slot);
         drop(result);
-        if let Some(probe) = waiting {
-            probe.stop_waiting();
+        if let Some(waiting) = waiting {
+            waiting.end();
         }
     }
 
     /// For the handle: records that a counted wait is in progress. If the task ended
     /// meanwhile, ends the count at once instead.
-    pub(crate) fn set_waiting(&self, probe: Arc<dyn Probe>) {
+    pub(crate) fn set_waiting(&self, waiting: Waiting) {
         let mut slot = self.slot();
         if !slot.done {
-            slot.waiting_in_pool = Some(probe);
+            slot.waiting_in_pool = Some(waiting);
             return;
         }
         drop(slot);
-        probe.stop_waiting();
+        waiting.end();
     }
 
     /// For the handle: whether a counted wait is in progress.
@@ -225,7 +224,7 @@ impl<T> Shared<T> {
 #[derive(Default)]
 pub(crate) struct Woken {
     waker: Option<Waker>,
-    probe: Option<Arc<dyn Probe>>,
+    probe: Option<Waiting>,
 }
 
 impl Woken {
@@ -233,8 +232,8 @@ impl Woken {
         if let Some(w) = self.waker {
             w.wake();
         }
-        if let Some(probe) = self.probe {
-            probe.stop_waiting();
+        if let Some(waiting) = self.probe {
+            waiting.end();
         }
     }
 }
