@@ -602,3 +602,21 @@ async fn a_submit_waiting_for_room_is_refused_when_a_task_fails() {
     // The place taken for the refused submit was given back.
     pool.try_submit(async {}).unwrap().await.unwrap();
 }
+
+/// A group counts as a handle of its pool: it keeps submitting after every handle of the
+/// pool itself was dropped (before, the pool closed and refused with `Closed`).
+#[tokio::test]
+async fn a_group_keeps_its_pool_open() {
+    let mut group = CommonAioPool::new(2, 4).group::<u32>();
+    for i in 0..3 {
+        group.submit(async move { i }).await.unwrap();
+    }
+    let mut out: Vec<u32> = group
+        .join_all()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    out.sort_unstable();
+    assert_eq!(out, [0, 1, 2]);
+}

@@ -627,3 +627,16 @@ async fn a_job_alone_in_its_full_pool_is_refused() {
     assert_eq!(items, 0);
     assert_eq!(refused, Some(SubmitErrorKind::WouldDeadlock));
 }
+
+/// A stream counts as a handle of its pool: a pool dropped right after making the stream
+/// stays open until the stream is done (before, every input was refused with `Closed`).
+#[tokio::test]
+async fn a_stream_keeps_its_pool_open() {
+    let common = CommonAioPool::new(2, 4).map_unordered(stream::iter(0..5), |i| async move { i });
+    let no_queue = NoQueueAioPool::new(2).map_unordered(stream::iter(0..5), |i| async move { i });
+    for (name, s) in [("common", common), ("no_queue", no_queue)] {
+        let mut out: Vec<_> = s.map(|r| r.unwrap()).collect().await;
+        out.sort_unstable();
+        assert_eq!(out, [0, 1, 2, 3, 4], "{name}");
+    }
+}

@@ -52,7 +52,9 @@ use crate::task::TaskHandle;
 /// # Dropping
 ///
 /// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping the last handle
-/// closes intake but cancels nothing: queued and running jobs still finish. To *wait* for
+/// closes intake but cancels nothing: queued and running jobs still finish. Streams and
+/// groups made from the pool ([`map_unordered`](Self::map_unordered),
+/// [`group`](Self::group), ...) count as handles: the pool stays open while one lives. To *wait* for
 /// them, call [`shutdown`](Self::shutdown) or
 /// [`shutdown_all_common_aiopools`](crate::shutdown_all_common_aiopools) at the end of
 /// `main`; a runtime that shuts down first cancels them (see above).
@@ -269,6 +271,12 @@ impl Drop for Inner {
 impl CommonAioPool {
     pub(crate) fn pool(&self) -> &Core<FutureJob> {
         &self.inner.pool
+    }
+
+    /// The pool's core for a stream or a group: it keeps the pool open while it lives, as
+    /// a handle does.
+    fn kept(&self) -> Core<FutureJob> {
+        self.inner.pool.kept_by(self.inner.clone())
     }
 
     /// Submits a future with per-task options ([`SubmitOptions`](crate::SubmitOptions)):
@@ -849,7 +857,7 @@ impl CommonAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::unordered(self.pool(), inputs, f)
+        super::stream::unordered(&self.kept(), inputs, f)
     }
 
     /// Runs `f(input)` in the pool for every input of `inputs`, as
@@ -881,7 +889,7 @@ impl CommonAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::ordered(self.pool(), inputs, f)
+        super::stream::ordered(&self.kept(), inputs, f)
     }
 
     /// A new, empty [`TaskGroup`](crate::TaskGroup) of this pool: submit futures to it, join them as they
@@ -901,7 +909,7 @@ impl CommonAioPool {
     /// # }
     /// ```
     pub fn group<T: Send + 'static>(&self) -> TaskGroup<T> {
-        TaskGroup::new(self.pool().clone())
+        TaskGroup::new(self.kept())
     }
 }
 

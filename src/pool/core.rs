@@ -59,12 +59,18 @@ where
 /// A pool's engine and its submit paths. Cloning it shares the pool.
 pub(crate) struct Core<J: Job> {
     pub(crate) engine: Arc<Engine<J>>,
+    /// What this copy keeps alive: the pool handle's shared part, for the copy a stream or
+    /// a group holds, so that the pool stays open while they live (see [`kept_by`]).
+    ///
+    /// [`kept_by`]: Self::kept_by
+    keep: Option<Arc<dyn Send + Sync>>,
 }
 
 impl<J: Job> Clone for Core<J> {
     fn clone(&self) -> Self {
         Core {
             engine: Arc::clone(&self.engine),
+            keep: self.keep.clone(),
         }
     }
 }
@@ -74,6 +80,17 @@ impl<J: Job> Core<J> {
     pub(crate) fn new(config: Config, on_drop: Option<DropHook>) -> Self {
         Core {
             engine: Arc::new(Engine::new(config, on_drop)),
+            keep: None,
+        }
+    }
+
+    /// A copy that keeps `owner` (a pool handle's shared part, whose drop closes the pool)
+    /// alive as long as it, or a clone of it, lives: for streams and groups, which are
+    /// ways to submit like the pool's handles.
+    pub(crate) fn kept_by(&self, owner: Arc<dyn Send + Sync>) -> Self {
+        Core {
+            engine: Arc::clone(&self.engine),
+            keep: Some(owner),
         }
     }
 

@@ -429,6 +429,9 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// dropping a `JoinSet` does. So `tokio::time::timeout(d, group.join_all())` leaves no task
 /// running when it fires.
 ///
+/// The group counts as a handle of its pool: the pool stays open while the group lives,
+/// even if every handle of the pool itself was dropped.
+///
 /// # Examples
 ///
 /// ```

@@ -32,7 +32,9 @@ use crate::task::TaskHandle;
 /// # Dropping
 ///
 /// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping the last handle
-/// cancels nothing: running jobs still finish. As with `CommonAioPool`, a runtime that
+/// closes intake but cancels nothing: running jobs still finish. Streams and groups made
+/// from the pool ([`map_unordered`](Self::map_unordered), [`group`](Self::group), ...)
+/// count as handles: the pool stays open while one lives. As with `CommonAioPool`, a runtime that
 /// shuts down while jobs run cancels them, and a warning with their count is printed to
 /// stderr at process exit.
 ///
@@ -233,6 +235,12 @@ impl Drop for Inner {
 impl NoQueueAioPool {
     pub(crate) fn pool(&self) -> &Core<FutureJob> {
         &self.inner.pool
+    }
+
+    /// The pool's core for a stream or a group: it keeps the pool open while it lives, as
+    /// a handle does.
+    fn kept(&self) -> Core<FutureJob> {
+        self.inner.pool.kept_by(self.inner.clone())
     }
 
     /// Submits a future with per-task options ([`SubmitOptions`](crate::SubmitOptions)):
@@ -781,7 +789,7 @@ impl NoQueueAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::unordered(self.pool(), inputs, f)
+        super::stream::unordered(&self.kept(), inputs, f)
     }
 
     /// Runs `f(input)` in the pool for every input of `inputs`, as
@@ -813,7 +821,7 @@ impl NoQueueAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::ordered(self.pool(), inputs, f)
+        super::stream::ordered(&self.kept(), inputs, f)
     }
 
     /// A new, empty [`TaskGroup`](crate::TaskGroup) of this pool: submit futures to it, join them as they
@@ -831,7 +839,7 @@ impl NoQueueAioPool {
     /// # }
     /// ```
     pub fn group<T: Send + 'static>(&self) -> TaskGroup<T> {
-        TaskGroup::new(self.pool().clone())
+        TaskGroup::new(self.kept())
     }
 }
 

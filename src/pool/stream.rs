@@ -468,6 +468,9 @@ map_stream! {
     /// back a place it held for an input not pulled yet. Inputs not pulled stay in the
     /// input stream, which is dropped with it.
     ///
+    /// The stream counts as a handle of its pool: the pool stays open while the stream
+    /// lives, so `CommonAioPool::new(..).map_unordered(..)` works as a one-off.
+    ///
     /// # Examples
     ///
     /// ```
