@@ -224,7 +224,8 @@ impl<T> Future for TaskHandle<T> {
         }
         // Polled by a job of the task's own pool: count the wait (until the task ends or
         // the handle goes), and break the deadlock if every slot now waits on this pool.
-        if !shared.is_waiting() {
+        // (The thread-local check first: awaited outside the pool, this costs no lock.)
+        if context::in_pool(shared.pool) && !shared.is_waiting() {
             match context::start_waiting(shared.pool) {
                 Some(Ok(waiting)) => shared.set_waiting(waiting),
                 Some(Err(())) => {
