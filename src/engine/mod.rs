@@ -36,7 +36,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -57,8 +57,9 @@ use crate::task::Outcome;
 use elastic::Elastic;
 use limits::Limits;
 use queue::{Ordered, Queue};
-use runtimes::{RtRef, Runtimes, ANY};
-use slot::Slot;
+use runtimes::{Deaths, RtRef, Runtimes, ANY};
+pub(crate) use slot::thread_token;
+use slot::{Polling, Slot};
 
 /// What a pool passes in when it creates its engine.
 pub(crate) struct Config {
@@ -152,6 +153,8 @@ struct SlotEntry<J> {
     copy: Option<J>,
     /// That job's flow-control settings, given back to the limits when it ends.
     meta: Meta,
+    /// Whether (and on which thread) the slot task is being polled now.
+    polling: Polling,
 }
 
 #[derive(Default)]
@@ -310,8 +313,11 @@ impl<J: Job> Engine<J> {
     ///
     /// Panics if `max_concurrency` is 0, the sizes are too large for a semaphore, or
     /// `min_workers` exceeds `max_concurrency`.
+    ///
+    /// `me` is the engine's own `Arc`, being made (`Arc::new_cyclic`): the runtimes' sentinels
+    /// call back through it.
     #[track_caller]
-    pub(crate) fn new(config: Config, on_drop: Option<DropHook>) -> Self {
+    pub(crate) fn new(config: Config, on_drop: Option<DropHook>, me: Weak<Self>) -> Self {
         let Config {
             name,
             max_concurrency,
@@ -344,7 +350,7 @@ impl<J: Job> Engine<J> {
             );
         }
         let limit = elastic.map_or(max_concurrency, |c| c.min_workers);
-        let mut runtimes = Runtimes::default();
+        let mut runtimes = Runtimes::new(me);
         if let Ok(handle) = Handle::try_current() {
             // Created inside a runtime: plain threads can submit at once.
             runtimes.enter(&handle);
@@ -551,17 +557,17 @@ impl<J: Job> Engine<J> {
                 self.observer.rejected(Some(SubmitErrorKind::Closed));
                 return Err(PushError::Closed(item));
             }
-            let rt = match &current {
-                Some(handle) => st.runtimes.enter(handle),
-                None => match st.runtimes.home() {
-                    Some(rt) => rt,
-                    None => {
-                        drop(st);
-                        self.unadmit();
-                        self.observer.rejected(Some(SubmitErrorKind::NoRuntime));
-                        return Err(PushError::NoRuntime(item));
-                    }
-                },
+            // The submitter's runtime; from a plain thread, or a `spawn_blocking` thread that
+            // outlived its runtime, the home.
+            let entered = current.as_ref().and_then(|h| st.runtimes.enter(h));
+            let rt = match entered.or_else(|| st.runtimes.home()) {
+                Some(rt) => rt,
+                None => {
+                    drop(st);
+                    self.unadmit();
+                    self.observer.rejected(Some(SubmitErrorKind::NoRuntime));
+                    return Err(PushError::NoRuntime(item));
+                }
             };
             let id = st.counts.submitted;
             st.counts.submitted += 1;
@@ -637,13 +643,15 @@ impl<J: Job> Engine<J> {
                 .handle(target)
                 .cloned()
                 .expect("a runtime checked alive under the lock has a handle");
+            let polling = Polling::default();
             let new_key = st.slots.insert(SlotEntry {
                 waker: None,
                 job: q.id,
                 copy,
                 meta,
+                polling: polling.clone(),
             });
-            let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q);
+            let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
             later.spawns.push((handle, slot));
             return None;
         }
@@ -663,9 +671,7 @@ impl<J: Job> Engine<J> {
             return;
         }
         let room = Self::has_room(st);
-        let rt = rt
-            .filter(|&rt| st.runtimes.is_alive(rt))
-            .or(st.runtimes.home());
+        let rt = st.runtimes.live_or_any(rt);
         let Some(handle) = rt.and_then(|rt| st.runtimes.handle(rt)).cloned() else {
             return; // no runtime: started by the next submit, wait or take-over
         };
@@ -700,13 +706,15 @@ impl<J: Job> Engine<J> {
                 later.wake.extend(idle.waker);
                 continue;
             }
+            let polling = Polling::default();
             let key = st.slots.insert(SlotEntry {
                 waker: None,
                 job: u64::MAX,
                 copy: None,
                 meta: Meta::default(),
+                polling: polling.clone(),
             });
-            let slot = Slot::reserved(Arc::clone(self), key, st.generation, rt);
+            let slot = Slot::reserved(Arc::clone(self), key, st.generation, rt, polling);
             later.spawns.push((handle.clone(), slot));
         }
     }
@@ -734,8 +742,8 @@ impl<J: Job> Engine<J> {
         if let Some(at) = limits.rate_ready_at(now) {
             if !*rate_timer {
                 let handle = runtimes
-                    .handle(rt)
-                    .or_else(|| runtimes.home().and_then(|h| runtimes.handle(h)));
+                    .live_or_any(Some(rt))
+                    .and_then(|rt| runtimes.handle(rt));
                 if let Some(handle) = handle {
                     *rate_timer = true;
                     later.rate_timer = Some((handle.clone(), at));
@@ -922,8 +930,8 @@ impl<J: Job> Engine<J> {
             if el.idle(limit) {
                 let handle = st
                     .runtimes
-                    .handle(rt)
-                    .or_else(|| st.runtimes.home().and_then(|h| st.runtimes.handle(h)));
+                    .live_or_any(Some(rt))
+                    .and_then(|rt| st.runtimes.handle(rt));
                 if let Some(handle) = handle {
                     el.janitor_alive = true;
                     later.janitor = Some(handle.clone());
@@ -1109,7 +1117,7 @@ impl<J: Job> Engine<J> {
                 return;
             }
             let rt = st.runtimes.enter(&handle);
-            self.fill_free(&mut st, Some(rt), &mut later);
+            self.fill_free(&mut st, rt, &mut later);
         }
         self.run_deferred(&mut later);
     }
@@ -1191,30 +1199,49 @@ impl<J: Job> Engine<J> {
     /// At process exit: every unfinished job (queued, or running on a runtime that may
     /// never poll it again) starts over in new slots on `handle` (interrupted runs only if
     /// the pool re-runs them; otherwise they are cancelled). Returns `None` if there was
-    /// nothing to do, else how many interrupted runs were cancelled.
-    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle) -> Option<u64> {
+    /// nothing to do.
+    ///
+    /// A run inside a poll right now, on a thread that goes on (`std::process::exit` leaves
+    /// a multi-thread runtime's workers running), is started again only once that poll has
+    /// returned, so the two runs never overlap (a run that ended in that poll is not run
+    /// again). One polled by the `exiting` thread (a [`thread_token`]), which never
+    /// returns (the task called `exit`), or polled for longer than [`EXIT_POLL_WAIT`], is
+    /// cancelled instead, as `stuck`.
+    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> Option<TakeOver> {
         let mut later = Deferred::default();
-        let cut;
+        let mut report = TakeOver::default();
+        let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
+        let home;
         {
             let mut st = self.lock();
             if st.queue.len() == 0 && st.running == 0 {
                 return None;
             }
             st.generation += 1;
-            self.generation.store(st.generation, Ordering::Release);
+            // SeqCst: see `Polling::by`.
+            self.generation.store(st.generation, Ordering::SeqCst);
             // Interrupted runs go back to the front of the queue, oldest first (or, without
             // re-runs, are cancelled and counted as lost).
-            let mut interrupted: Vec<(u64, J, Meta)> = st
-                .slots
-                .drain()
-                .filter_map(|s| s.copy.map(|c| (s.job, c, s.meta)))
-                .collect();
+            let mut interrupted: Vec<(u64, J, Meta)> = Vec::new();
+            let entries: Vec<SlotEntry<J>> = st.slots.drain().collect();
+            for s in entries {
+                let Some(copy) = s.copy else { continue };
+                match s.polling.by() {
+                    Some(t) if self.rerun && t != exiting => {
+                        busy.push((s.job, copy, s.meta, s.polling));
+                    }
+                    Some(_) if self.rerun => {
+                        // Polled by the exiting thread: it called `exit`, and never returns.
+                        report.stuck += 1;
+                        self.lose(&mut st, copy, s.job, &mut later);
+                    }
+                    _ => interrupted.push((s.job, copy, s.meta)),
+                }
+            }
             interrupted.sort_by_key(|(id, ..)| std::cmp::Reverse(*id));
-            cut = if self.rerun {
-                0
-            } else {
-                interrupted.len() as u64
-            };
+            if !self.rerun {
+                report.cut = interrupted.len() as u64;
+            }
             for (id, job, meta) in interrupted {
                 if self.rerun {
                     // With its flow-control settings: the limits count it again when it
@@ -1242,13 +1269,56 @@ impl<J: Job> Engine<J> {
                 limits.reset_running();
             }
             st.taken_over = true;
-            let rt = st.runtimes.enter(&handle);
-            self.fill_free(&mut st, Some(rt), &mut later);
+            home = st.runtimes.enter(&handle);
+            self.fill_free(&mut st, home, &mut later);
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
-        Some(cut)
+        if busy.is_empty() {
+            return Some(report);
+        }
+        // Outside the lock: let the polls in progress return (their slots, stale now, start
+        // nothing more), then run those jobs again; a run that ended meanwhile is not.
+        let deadline = std::time::Instant::now() + EXIT_POLL_WAIT;
+        while busy.iter().any(|b| b.3.by().is_some()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        {
+            let mut st = self.lock();
+            for (id, job, meta, polling) in busy {
+                if polling.by().is_some() {
+                    report.stuck += 1;
+                    self.lose(&mut st, job, id, &mut later);
+                } else {
+                    st.queue.push_front(Queued {
+                        job,
+                        id,
+                        rt: ANY,
+                        meta,
+                        stamp: Stamp::now(),
+                    });
+                }
+            }
+            self.fill_free(&mut st, home, &mut later);
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+        Some(report)
     }
+}
+
+/// How long the exit take-over waits for a poll in progress on another thread before it
+/// gives that run up (see [`Engine::take_over`]).
+pub(crate) const EXIT_POLL_WAIT: Duration = Duration::from_secs(5);
+
+/// What the exit take-over could not run again.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TakeOver {
+    /// Interrupted runs of a pool that does not re-run them (cancelled).
+    pub(crate) cut: u64,
+    /// Runs still inside a poll: on the exiting thread (the task called `exit`), or for
+    /// longer than [`EXIT_POLL_WAIT`] (cancelled).
+    pub(crate) stuck: u64,
 }
 
 /// Forgets a `wait()` when its future is dropped.
@@ -1306,6 +1376,22 @@ impl<J: Job> Probe for Engine<J> {
     }
 }
 
+impl<J: Job> Deaths for Engine<J> {
+    /// A runtime shut down: its queued jobs are cancelled with `RuntimeShutdown` (or, if
+    /// they can run anywhere, left to any runtime), and what it held up starts elsewhere.
+    /// Also when no slot of the pool ever ran there, so nothing waits for a slot to notice.
+    fn runtime_died(self: Arc<Self>, rt: RtRef) {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            self.runtime_gone(&mut st, rt, &mut later);
+            self.fill_free(&mut st, None, &mut later);
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+    }
+}
+
 /// Retires workers of an elastic pool that stayed idle for `idle_timeout`; exits when no
 /// worker beyond `min_workers` is idle (the next idle one starts a new janitor).
 async fn janitor<J: Job>(engine: Arc<Engine<J>>) {
@@ -1359,7 +1445,7 @@ async fn rate_timer<J: Job>(engine: Arc<Engine<J>>, at: Instant) {
 impl<J: Job> Engine<J> {
     /// Under the lock, for a slot left without a job: keeps it as an idle slot task (with a
     /// fresh entry) if the pool may want it soon. Returns its new key.
-    fn keep_idle(st: &mut State<J>, rt: RtRef) -> Option<usize> {
+    fn keep_idle(st: &mut State<J>, rt: RtRef, polling: &Polling) -> Option<usize> {
         if st.closed || st.idle.len() >= IDLE_MAX || !st.runtimes.is_alive(rt) {
             return None;
         }
@@ -1368,6 +1454,7 @@ impl<J: Job> Engine<J> {
             job: u64::MAX,
             copy: None,
             meta: Meta::default(),
+            polling: polling.clone(),
         });
         st.idle.push(Idle {
             key,

@@ -4,12 +4,15 @@
 //! pool's *home*: the runtime it was created in or last used from. Each runtime the pool
 //! has seen gets an entry with a liveness flag, cleared by a sentinel task that the
 //! runtime drops when it shuts down, so a submit from a plain thread can tell at once
-//! that its home is gone (and say so) instead of queueing a job nobody will run.
+//! that its home is gone (and say so) instead of queueing a job nobody will run. The
+//! sentinel also tells the engine ([`Deaths`]), which then settles the jobs queued from
+//! that runtime, even if no slot of the pool ever ran there.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use tokio::runtime::{Handle, Id};
@@ -29,36 +32,71 @@ struct Entry {
     swept: bool,
 }
 
-#[derive(Default)]
+/// Told by a runtime's sentinel when that runtime shuts down (never under the engine's
+/// lock: a sentinel dropped while the lock is held, in [`Runtimes::enter`], tells nobody).
+pub(crate) trait Deaths: Send + Sync {
+    fn runtime_died(self: Arc<Self>, rt: RtRef);
+}
+
 pub(crate) struct Runtimes {
     entries: Vec<Entry>,
     home: Option<RtRef>,
     next_serial: RtRef,
+    /// The engine, for the sentinels.
+    deaths: Weak<dyn Deaths>,
+}
+
+thread_local! {
+    /// Set while `add` spawns a sentinel (under the engine's lock): a sentinel dropped at
+    /// once, by a runtime that has shut down already, must not call back into the engine.
+    static ADDING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Runtimes {
-    /// The entry of `handle`'s runtime, made if new; it becomes the home.
-    pub(crate) fn enter(&mut self, handle: &Handle) -> RtRef {
+    pub(crate) fn new(deaths: Weak<dyn Deaths>) -> Self {
+        Runtimes {
+            entries: Vec::new(),
+            home: None,
+            next_serial: 0,
+            deaths,
+        }
+    }
+
+    /// The entry of `handle`'s runtime, made if new; it becomes the home. `None` if that
+    /// runtime has shut down (a `spawn_blocking` thread can outlive its runtime): no entry
+    /// is made and the home stays.
+    pub(crate) fn enter(&mut self, handle: &Handle) -> Option<RtRef> {
         let id = handle.id();
         // Newest first: the runtime in use now is nearly always the last one added.
         let found = self.entries.iter().rev().find(|e| e.id == id);
         let serial = match found {
             Some(e) if e.alive.load(Ordering::Acquire) => e.serial,
-            _ => self.add(handle.clone()),
+            _ => self.add(handle.clone())?,
         };
         self.home = Some(serial);
-        serial
+        Some(serial)
     }
 
-    fn add(&mut self, handle: Handle) -> RtRef {
-        // Forget runtimes that are gone; jobs still naming one are cancelled when a slot
-        // takes them (an unknown runtime counts as gone).
-        self.entries.retain(|e| e.alive.load(Ordering::Acquire));
+    fn add(&mut self, handle: Handle) -> Option<RtRef> {
+        // Forget runtimes that are gone and settled; one whose queued jobs were not swept
+        // yet stays until its sentinel's call does that.
+        self.entries
+            .retain(|e| e.alive.load(Ordering::Acquire) || !e.swept);
         let alive = Arc::new(AtomicBool::new(true));
-        // Dropped by the runtime when it shuts down (at once, if it already has).
-        drop(handle.spawn(Sentinel(Arc::clone(&alive))));
         let serial = self.next_serial;
         self.next_serial += 1;
+        let sentinel = Sentinel {
+            alive: Arc::clone(&alive),
+            serial,
+            deaths: Weak::clone(&self.deaths),
+        };
+        // Dropped by the runtime when it shuts down; at once, inside `spawn`, if it has.
+        ADDING.with(|a| a.set(true));
+        drop(handle.spawn(sentinel));
+        ADDING.with(|a| a.set(false));
+        if !alive.load(Ordering::Acquire) {
+            return None;
+        }
         self.entries.push(Entry {
             serial,
             id: handle.id(),
@@ -66,7 +104,21 @@ impl Runtimes {
             alive,
             swept: false,
         });
-        serial
+        Some(serial)
+    }
+
+    /// A live runtime for work that has none of its own: `rt` if it is alive, else the
+    /// home, else the newest live runtime.
+    pub(crate) fn live_or_any(&self, rt: Option<RtRef>) -> Option<RtRef> {
+        rt.filter(|&rt| self.is_alive(rt))
+            .or_else(|| self.home())
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.alive.load(Ordering::Acquire))
+                    .map(|e| e.serial)
+            })
     }
 
     /// The home runtime, if it is still alive.
@@ -104,7 +156,11 @@ impl Runtimes {
 }
 
 /// A task that never finishes; the runtime drops it when it shuts down.
-struct Sentinel(Arc<AtomicBool>);
+struct Sentinel {
+    alive: Arc<AtomicBool>,
+    serial: RtRef,
+    deaths: Weak<dyn Deaths>,
+}
 
 impl Future for Sentinel {
     type Output = ();
@@ -116,6 +172,13 @@ impl Future for Sentinel {
 
 impl Drop for Sentinel {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.alive.store(false, Ordering::Release);
+        // Dropped inside `add` (under the engine's lock): `add` sees the flag instead.
+        if ADDING.try_with(Cell::get).unwrap_or(false) {
+            return;
+        }
+        if let Some(engine) = self.deaths.upgrade() {
+            engine.runtime_died(self.serial);
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -30,8 +30,38 @@ const JOBS_PER_POLL: usize = 32;
 /// woken: jobs that arrive meanwhile cost no wake-up at all.
 const LINGER_POLLS: u8 = 2;
 
+/// Which thread polls a slot task right now, shared by the task and its entry in the
+/// state: the exit take-over must not start a job again while its first run is inside a
+/// poll on a live thread, and must not wait for a poll on the thread that is exiting.
+#[derive(Clone, Default)]
+pub(super) struct Polling(Arc<AtomicU64>);
+
+impl Polling {
+    /// The thread polling now (a [`thread_token`]), if any.
+    pub(super) fn by(&self) -> Option<u64> {
+        // SeqCst, with `enter`'s store and the generation's: either the take-over sees the
+        // poll, or the poll sees the new generation and runs nothing.
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+}
+
+/// A number for the current thread, never 0.
+pub(crate) fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    // During the thread's teardown: a token no thread has.
+    TOKEN.try_with(|t| *t).unwrap_or(u64::MAX)
+}
+
 pub(crate) struct Slot<J: Job> {
     engine: Arc<Engine<J>>,
+    /// Set while the task is polled (see [`Polling`]).
+    polling: Polling,
     /// Its entry in the state's slab (valid while `generation` is current).
     key: usize,
     generation: u64,
@@ -65,10 +95,17 @@ pub(crate) struct Slot<J: Job> {
 impl<J: Job> Unpin for Slot<J> {}
 
 impl<J: Job> Slot<J> {
-    fn make(engine: Arc<Engine<J>>, key: usize, generation: u64, rt: RtRef) -> Self {
+    fn make(
+        engine: Arc<Engine<J>>,
+        key: usize,
+        generation: u64,
+        rt: RtRef,
+        polling: Polling,
+    ) -> Self {
         let probe: Arc<dyn Probe> = engine.clone();
         Slot {
             engine,
+            polling,
             key,
             generation,
             rt,
@@ -88,22 +125,35 @@ impl<J: Job> Slot<J> {
 
     /// A claimer: a slot task that takes a reserved job when it first runs (it is counted
     /// in `State::claimers`, and holds no slot until it takes a job).
-    pub(super) fn reserved(engine: Arc<Engine<J>>, key: usize, generation: u64, rt: RtRef) -> Self {
-        let mut slot = Slot::make(engine, key, generation, rt);
+    pub(super) fn reserved(
+        engine: Arc<Engine<J>>,
+        key: usize,
+        generation: u64,
+        rt: RtRef,
+        polling: Polling,
+    ) -> Self {
+        let mut slot = Slot::make(engine, key, generation, rt, polling);
         slot.claiming = true;
         slot
     }
 
     /// A slot handed its first job (from a slot of another runtime).
-    pub(super) fn bound(engine: Arc<Engine<J>>, key: usize, generation: u64, q: Queued<J>) -> Self {
-        let mut slot = Slot::make(engine, key, generation, q.rt);
+    pub(super) fn bound(
+        engine: Arc<Engine<J>>,
+        key: usize,
+        generation: u64,
+        q: Queued<J>,
+        polling: Polling,
+    ) -> Self {
+        let mut slot = Slot::make(engine, key, generation, q.rt, polling);
         slot.next = Some(q);
         slot
     }
 
     /// Whether the exit hook took the pool over since this slot was made.
     fn is_stale(&self) -> bool {
-        self.engine.generation.load(Ordering::Acquire) != self.generation
+        // SeqCst: see `Polling::by`.
+        self.engine.generation.load(Ordering::SeqCst) != self.generation
     }
 
     /// Cancels the running job if `cancel_all` (or a shutdown deadline) covers it.
@@ -137,7 +187,7 @@ impl<J: Job> Slot<J> {
             st.claimers -= 1;
             if st.reserved == 0 {
                 st.slots.remove(self.key);
-                return match Engine::keep_idle(&mut st, self.rt) {
+                return match Engine::keep_idle(&mut st, self.rt, &self.polling) {
                     Some(key) => {
                         // A new entry: its next job's waker is stored there again.
                         self.key = key;
@@ -221,7 +271,7 @@ impl<J: Job> Slot<J> {
                 Engine::take_reservation(&mut st, self.rt, &mut later);
                 match engine.take_next(&mut st, self.rt, self.key, &mut later) {
                     Some(q) => After::Run(q),
-                    None => match Engine::keep_idle(&mut st, self.rt) {
+                    None => match Engine::keep_idle(&mut st, self.rt, &self.polling) {
                         Some(key) => {
                             // A new entry: its next job's waker is stored there again.
                             self.key = key;
@@ -306,6 +356,18 @@ impl<J: Job> Future for Slot<J> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        // Before the staleness check (see `Polling::by`). A panic here is a bug of this
+        // crate; the mark then stays, and the exit take-over waits for it a bounded time.
+        this.polling.0.store(thread_token(), Ordering::SeqCst);
+        let poll = this.poll_slot(cx);
+        this.polling.0.store(0, Ordering::Release);
+        poll
+    }
+}
+
+impl<J: Job> Slot<J> {
+    fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
         if this.is_stale() {
             this.done = true;
             return Poll::Ready(());

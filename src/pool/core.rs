@@ -79,7 +79,7 @@ impl<J: Job> Core<J> {
     #[track_caller]
     pub(crate) fn new(config: Config, on_drop: Option<DropHook>) -> Self {
         Core {
-            engine: Arc::new(Engine::new(config, on_drop)),
+            engine: Arc::new_cyclic(|me| Engine::new(config, on_drop, me.clone())),
             keep: None,
         }
     }

@@ -1146,6 +1146,9 @@ pub async fn shutdown_all_smart_aiopools() {
 /// runtime, on a fresh thread (the exiting thread may be inside a runtime, and its
 /// thread-locals may already be gone).
 pub(crate) fn finish_at_exit() {
+    // The thread running the exit hooks: the one that called `exit` (or returned from
+    // `main`). A task it is polling will never return.
+    let exiting = crate::engine::thread_token();
     let pools: Vec<_> = auto_pools()
         .into_iter()
         .filter(|p| p.core.engine.stats().unfinished() > 0)
@@ -1163,13 +1166,26 @@ pub(crate) fn finish_at_exit() {
             rt.block_on(async {
                 let handle = tokio::runtime::Handle::current();
                 for p in &pools {
-                    let cut = p.core.engine.take_over(handle.clone()).unwrap_or(0);
-                    if cut > 0 {
+                    let Some(report) = p.core.engine.take_over(handle.clone(), exiting) else {
+                        continue;
+                    };
+                    if report.cut > 0 {
                         eprintln!(
                             "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were \
                              interrupted by the process exit and not run again \
                              (rerun_interrupted(false)); their handles say RuntimeShutdown",
-                            cut, p.name
+                            report.cut, p.name
+                        );
+                    }
+                    if report.stuck > 0 {
+                        eprintln!(
+                            "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were still \
+                             running at the process exit (the task that called exit, or one \
+                             busy in a single poll for over {:?}) and were not run again; \
+                             their handles say RuntimeShutdown",
+                            report.stuck,
+                            p.name,
+                            crate::engine::EXIT_POLL_WAIT
                         );
                     }
                 }
