@@ -134,8 +134,9 @@ pub struct QueueStats {
     pub dead: u64,
     /// Total submissions accepted since the queue was created.
     pub submitted: u64,
-    /// Total successful runs acknowledged since the queue was created (a job retried
-    /// after a worker was killed may count twice).
+    /// Total successful runs acknowledged since the queue was created. A job counts once
+    /// even if it ran more than once (after its worker was killed or lost its lease):
+    /// only the first acknowledgement of an entry records an outcome.
     pub completed: u64,
     /// In-flight jobs per consumer (worker process) holding at least one, from `XPENDING`.
     pub consumers: Vec<(String, u64)>,

@@ -161,10 +161,18 @@ pub(crate) const FINISH_ARITY: usize = 8;
 /// [`FINISH_ARITY`] fields: kind, entry id, job id, task, payload, attempt, result ttl,
 /// extra. Kinds: `A` ack (extra = result json, stored if the ttl is not 0), `R` retry
 /// (extra = delay ms), `D` dead (extra = reason), `X` clear (an entry deleted under us).
+/// Returns how many successes were recorded.
 ///
-/// Every record XACKs and XDELs its entry. The side effect of R and D runs only if the
-/// XACK removed a pending entry, which makes a re-sent batch (after a lost reply)
-/// harmless: nothing is scheduled or dead-lettered twice.
+/// Every record XACKs and XDELs its entry. Its outcome (the `completed` count and the
+/// result of A, the retry of R, the dead letter and error result of D) is recorded only
+/// if that XACK removed a pending entry, so each entry gets one outcome, from whoever
+/// acknowledges it first:
+/// - a re-sent batch (after a lost reply) records nothing twice;
+/// - a worker whose lease lapsed, finishing an entry that another worker reclaimed and
+///   already finished (completed, retried or dead-lettered), records nothing.
+///
+/// Plain acks (A without a result) are still sent as one XACK and one XDEL per batch:
+/// they have no outcome but the count, and that XACK returns how many it removed.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -173,22 +181,25 @@ local g, rp = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local acks = {}
+local done = 0
 local i = 3
 while i + 7 <= #ARGV do
   local kind, sid, job, task, payload, att, rttl, extra =
     ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
   local ttl = tonumber(rttl) or 0
-  if kind == 'A' then
+  if kind == 'A' and ttl <= 0 then
     -- Plain acks are collected and sent as one XACK and one XDEL below.
     acks[#acks + 1] = sid
-    if ttl > 0 then
-      redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
-    end
   else
     local n = redis.call('XACK', s, g, sid)
     redis.call('XDEL', s, sid)
+    -- n == 0: acknowledged already (a re-sent batch, or another worker reclaimed the
+    -- entry after our lease lapsed and finished it): its outcome is recorded already.
     if n == 1 then
-      if kind == 'R' then
+      if kind == 'A' then
+        redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
+        done = done + 1
+      elseif kind == 'R' then
         local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
         redis.call('ZADD', z, now + tonumber(extra), m)
       elseif kind == 'D' then
@@ -202,13 +213,15 @@ while i + 7 <= #ARGV do
   end
   i = i + 8
 end
-local acked = #acks
-if acked > 0 then
-  redis.call('XACK', s, g, unpack(acks))
+if #acks > 0 then
+  -- Counts only the entries still pending: the same rule as above.
+  done = done + redis.call('XACK', s, g, unpack(acks))
   redis.call('XDEL', s, unpack(acks))
-  redis.call('INCRBY', KEYS[4], acked)
 end
-return acked
+if done > 0 then
+  redis.call('INCRBY', KEYS[4], done)
+end
+return done
 "#,
     )
 });

@@ -47,6 +47,9 @@ const MAX_FINISH_BATCH: usize = 256;
 ///   finished (or failed for the last time). Entries of a worker that died are reclaimed
 ///   by live workers after the lease; running handlers renew their lease every lease/3.
 ///   Make handlers idempotent: a job whose worker is killed mid-run runs again.
+/// - **One outcome per entry.** Only the first acknowledgement of an entry records an
+///   outcome (completion, result, retry or dead letter): a worker whose lease lapsed (a
+///   stalled runtime) while another reclaimed and finished its entry records nothing.
 /// - **Failures.** An error or panic is retried after an exponential backoff (a sorted set
 ///   of delayed jobs that workers move back); after `max_deliveries` runs, or at once for
 ///   an unknown task or an undecodable payload, the job goes to the dead-letter stream.
@@ -136,7 +139,8 @@ pub struct WorkerStats {
     pub consumer: String,
     /// Entries held right now (running, or finished and being acknowledged).
     pub held: u64,
-    /// Handler runs that succeeded.
+    /// Handler runs that succeeded (also those whose acknowledgement came after another
+    /// worker had reclaimed and finished the entry, and so recorded nothing).
     pub succeeded: u64,
     /// Handler runs that failed (error or panic), whether retried or dead-lettered.
     pub failed: u64,

@@ -801,6 +801,115 @@ async fn entries_of_a_dead_worker_are_reclaimed_after_the_lease() {
     assert_eq!((s.waiting, s.in_flight), (0, 0));
 }
 
+/// A worker whose lease lapsed records no outcome for an entry another worker reclaimed and finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_ack_after_reclaim_does_not_record_a_second_outcome() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "stale").await.unwrap();
+
+    let (worker_tx, worker_rx) = std::sync::mpsc::channel::<Worker>();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Arc::new(Mutex::new(go_rx));
+    let started_tx = Arc::new(Mutex::new(started_tx));
+    let url_a = url.clone();
+    // Worker A on its own single-threaded runtime: its handler blocks that runtime, so A's
+    // lease keeper cannot renew while the handler runs.
+    let thread_a = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let a = Worker::builder(&url_a, "stale")
+                .concurrency(1)
+                .lease(Duration::from_millis(300))
+                .max_deliveries(1)
+                .task("t", move |_n: u64| {
+                    let go = go_rx.clone();
+                    let started = started_tx.clone();
+                    async move {
+                        started.lock().unwrap().send(()).unwrap();
+                        // Blocks the whole runtime of A until the test says go.
+                        go.lock().unwrap().recv().unwrap();
+                        Ok::<u64, String>(42)
+                    }
+                })
+                .build()
+                .await
+                .unwrap();
+            worker_tx.send(a.clone()).unwrap();
+            a.run().await.unwrap()
+        })
+    });
+    let a = worker_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let id = queue
+        .submit_with_result("t", &1u64, Duration::from_secs(60))
+        .await
+        .unwrap();
+    within(10, "A started the job", async {
+        while started_rx.try_recv().is_err() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    // Worker B reclaims the idle entry after the lease and, the one run being used up,
+    // dead-letters it.
+    let b_runs = Arc::new(AtomicU64::new(0));
+    let br = b_runs.clone();
+    let b = Worker::builder(&url, "stale")
+        .concurrency(1)
+        .lease(Duration::from_millis(300))
+        .max_deliveries(1)
+        .task("t", move |_n: u64| {
+            let br = br.clone();
+            async move {
+                br.fetch_add(1, Ordering::SeqCst);
+                Ok::<u64, String>(7)
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run_b = spawn_run(&b);
+    let q = queue.clone();
+    within(10, "B dead-letters the job", async move {
+        while q.stats().await.unwrap().dead < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let first = queue.wait_result::<u64>(&id, Duration::from_secs(1)).await;
+    assert!(
+        matches!(first, Err(Error::JobFailed(_))),
+        "after the dead letter the result is the failure: {first:?}"
+    );
+
+    // A wakes up, its handler returns Ok(42); a graceful shutdown waits for its ack.
+    go_tx.send(()).unwrap();
+    let report = within(10, "A shuts down", a.shutdown()).await;
+    assert!(report.drained);
+    thread_a.join().unwrap();
+    within(10, "B shuts down", b.shutdown()).await;
+    run_b.await.unwrap();
+
+    let s = queue.stats().await.unwrap();
+    let dead = queue.dead_letters(10).await.unwrap();
+    let result = queue
+        .wait_result::<u64>(&id, Duration::from_millis(100))
+        .await;
+    assert_eq!(b_runs.load(Ordering::SeqCst), 0, "B never ran the handler");
+    assert_eq!(dead.len(), 1, "the job is in the dead letters: {dead:?}");
+    assert_eq!(
+        (s.completed, format!("{result:?}")),
+        (0, format!("{first:?}")),
+        "the dead-lettered job was also recorded as completed by the worker that had \
+         lost it, and its result was overwritten (stats {s:?})"
+    );
+}
+
 #[tokio::test]
 async fn bad_input_fails_fast_with_clear_errors() {
     let server = RedisServer::start();
