@@ -47,7 +47,8 @@
 //!
 //! A queue `q` uses the keys `nbq:{q}:jobs` (the work stream, consumer group `workers`),
 //! `nbq:{q}:delayed` (retries waiting for their backoff), `nbq:{q}:dead` (dead letters),
-//! `nbq:{q}:result:<job id>` (results, with a TTL) and two counters. Entries are deleted
+//! `nbq:{q}:result:<job id>` (results, with a TTL of at most
+//! [`RedisQueue::MAX_RESULT_TTL`]) and two counters. Entries are deleted
 //! as soon as they are acknowledged, so memory stays flat. Payloads are JSON.
 //!
 //! Durability is the server's: a Redis crash loses nothing only with `appendonly yes`

@@ -216,6 +216,11 @@ impl QueueBuilder {
 }
 
 impl RedisQueue {
+    /// The longest result TTL [`submit_with_result`](Self::submit_with_result) accepts:
+    /// `u32::MAX` seconds (about 136 years). Redis's `EX` and the JSON of a retry record
+    /// both hold it exactly; for "as long as possible", pass this.
+    pub const MAX_RESULT_TTL: Duration = Duration::from_secs(store::MAX_RESULT_TTL_SECS);
+
     /// Connects to the queue `name` on the Redis server at `url` (`redis://`,
     /// `redis://user:password@host:port/db`, `redis+unix:///path`; `rediss://` needs this
     /// crate's `tls` feature). Unbounded; use [`RedisQueue::builder`] for `max_len`.
@@ -297,9 +302,13 @@ impl RedisQueue {
     /// value (or its final error) for `ttl`, to be read with
     /// [`wait_result`](Self::wait_result).
     ///
+    /// `ttl` is counted in whole seconds (the fraction is dropped).
+    ///
     /// # Errors
     ///
-    /// [`Error::Config`] if `ttl` is under one second; otherwise as `submit`.
+    /// [`Error::Config`] if `ttl` is under one second or above
+    /// [`MAX_RESULT_TTL`](Self::MAX_RESULT_TTL) (nothing is submitted); otherwise as
+    /// `submit`.
     ///
     /// # Cancel safety
     ///
@@ -313,6 +322,13 @@ impl RedisQueue {
         let secs = ttl.as_secs();
         if secs == 0 {
             return Err(Error::Config("result ttl must be at least 1 s".into()));
+        }
+        if ttl > Self::MAX_RESULT_TTL {
+            return Err(Error::Config(format!(
+                "result ttl must be at most {} s (about 136 years; RedisQueue::MAX_RESULT_TTL), \
+                 got {ttl:?}",
+                store::MAX_RESULT_TTL_SECS
+            )));
         }
         self.submit_inner(task, payload, secs, true).await
     }

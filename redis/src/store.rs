@@ -154,6 +154,12 @@ return out
     )
 });
 
+/// The longest result TTL, in seconds (`u32::MAX`, about 136 years): `SET ... EX` takes
+/// it, and a retry record's JSON keeps it exactly (cjson writes 14 significant digits).
+/// Submits with a longer TTL are refused; [`FINISH`] clamps the TTL of entries written by
+/// others to it.
+pub(crate) const MAX_RESULT_TTL_SECS: u64 = u32::MAX as u64;
+
 /// Number of ARGV slots per record of [`FINISH`].
 pub(crate) const FINISH_ARITY: usize = 8;
 
@@ -173,9 +179,15 @@ pub(crate) const FINISH_ARITY: usize = 8;
 ///
 /// Plain acks (A without a result) are still sent as one XACK and one XDEL per batch:
 /// they have no outcome but the count, and that XACK returns how many it removed.
+///
+/// The script must not fail on one record: Redis runs it up to the error without rolling
+/// back, and the plain acks come last, so a failure would leave every plain ack of the
+/// batch unsent. The result TTL (the entry's `r` field, which anyone writing to the stream
+/// controls) is therefore read as 0 unless it is a positive number, and clamped to
+/// [`MAX_RESULT_TTL_SECS`]; the worker also re-sends a failed batch one record at a time.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &r#"
 local s, z, d = KEYS[1], KEYS[2], KEYS[3]
 local g, rp = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
@@ -187,7 +199,13 @@ while i + 7 <= #ARGV do
   local kind, sid, job, task, payload, att, rttl, extra =
     ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
   local ttl = tonumber(rttl) or 0
-  if kind == 'A' and ttl <= 0 then
+  -- Not NaN, not negative, a whole number EX accepts.
+  if ttl ~= ttl or ttl < 1 then
+    ttl = 0
+  else
+    ttl = math.floor(math.min(ttl, MAX_RESULT_TTL))
+  end
+  if kind == 'A' and ttl == 0 then
     -- Plain acks are collected and sent as one XACK and one XDEL below.
     acks[#acks + 1] = sid
   else
@@ -201,9 +219,9 @@ while i + 7 <= #ARGV do
         done = done + 1
       elseif kind == 'R' then
         local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
-        redis.call('ZADD', z, now + tonumber(extra), m)
+        redis.call('ZADD', z, now + (tonumber(extra) or 0), m)
       elseif kind == 'D' then
-        redis.call('XADD', d, '*', 'j', job, 't', task, 'p', payload, 'a', att, 'r', rttl,
+        redis.call('XADD', d, '*', 'j', job, 't', task, 'p', payload, 'a', att, 'r', ttl,
           'reason', extra, 'at', now)
         if ttl > 0 then
           redis.call('SET', rp .. job, cjson.encode({err = extra}), 'EX', ttl)
@@ -222,7 +240,8 @@ if done > 0 then
   redis.call('INCRBY', KEYS[4], done)
 end
 return done
-"#,
+"#
+        .replace("MAX_RESULT_TTL", &MAX_RESULT_TTL_SECS.to_string()),
     )
 });
 

@@ -773,32 +773,19 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
             }
         }
         if !batch.is_empty() {
-            let mut pause = Duration::from_millis(20);
-            loop {
-                let mut inv = store::FINISH.prepare_invoke();
-                inv.key(&inner.keys.stream)
-                    .key(&inner.keys.delayed)
-                    .key(&inner.keys.dead)
-                    .key(&inner.keys.completed)
-                    .arg(GROUP)
-                    .arg(&inner.keys.result_prefix);
-                for r in &batch {
-                    for f in &r.fields {
-                        inv.arg(f);
-                    }
-                }
-                match inv.invoke_async::<i64>(&mut conn).await {
-                    Ok(_) => break,
-                    Err(e) if is_transient(&e) => {
-                        inner.report(&Error::Redis(e));
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(2));
-                    }
-                    Err(e) => {
-                        // NOGROUP and the like: the entries are gone with their group;
-                        // nothing left to acknowledge.
-                        inner.report(&Error::Redis(e));
-                        break;
+            if let Err(e) = finish(&inner, &mut conn, &batch).await {
+                // NOGROUP: the entries are gone with their group; nothing left to
+                // acknowledge. Any other error came from one record the script could not
+                // apply, and stopped it there, before the batch's plain acks: send each
+                // record alone, so that the bad one fails alone. Records applied before
+                // the error are applied once: sent again, they record nothing.
+                let split = batch.len() > 1 && e.code() != Some("NOGROUP");
+                inner.report(&Error::Redis(e));
+                if split {
+                    for r in &batch {
+                        if let Err(e) = finish(&inner, &mut conn, std::slice::from_ref(r)).await {
+                            inner.report(&Error::Redis(e));
+                        }
                     }
                 }
             }
@@ -806,6 +793,38 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
         }
         for f in flushes.drain(..) {
             let _ = f.send(());
+        }
+    }
+}
+
+/// Sends `records` as one FINISH script call, retrying transient errors with backoff.
+async fn finish(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    records: &[Record],
+) -> Result<(), redis::RedisError> {
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let mut inv = store::FINISH.prepare_invoke();
+        inv.key(&inner.keys.stream)
+            .key(&inner.keys.delayed)
+            .key(&inner.keys.dead)
+            .key(&inner.keys.completed)
+            .arg(GROUP)
+            .arg(&inner.keys.result_prefix);
+        for r in records {
+            for f in &r.fields {
+                inv.arg(f);
+            }
+        }
+        match inv.invoke_async::<i64>(conn).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_transient(&e) => {
+                inner.report(&Error::Redis(e));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
         }
     }
 }
