@@ -421,6 +421,10 @@ impl RedisQueue {
 
     /// Reads the queue's counters in one round trip.
     ///
+    /// A stream without its consumer group (after [`purge`](Self::purge), or a Redis
+    /// restart without persistence, until a worker or a new queue handle recreates it)
+    /// has nothing in flight: every entry counts as waiting.
+    ///
     /// # Errors
     ///
     /// [`Error::Redis`].
@@ -429,16 +433,21 @@ impl RedisQueue {
     ///
     /// Cancel safe: it only reads.
     pub async fn stats(&self) -> Result<QueueStats, Error> {
+        use redis::RedisResult as R;
+        type Replies = (
+            R<u64>,
+            R<u64>,
+            R<u64>,
+            R<Option<u64>>,
+            R<Option<u64>>,
+            R<Value>,
+        );
         let mut conn = self.conn.clone();
         let k = &self.keys;
-        let (xlen, delayed, dead, submitted, completed, pending): (
-            u64,
-            u64,
-            u64,
-            Option<u64>,
-            Option<u64>,
-            Value,
-        ) = redis::pipe()
+        // Errors come back per command, so that a missing group (XPENDING's NOGROUP)
+        // does not hide the other figures.
+        let (xlen, delayed, dead, submitted, completed, pending): Replies = redis::pipe()
+            .ignore_errors()
             .cmd("XLEN")
             .arg(&k.stream)
             .cmd("ZCARD")
@@ -453,15 +462,13 @@ impl RedisQueue {
             .arg(&k.stream)
             .arg(GROUP)
             .query_async(&mut conn)
-            .await
-            .or_else(|e| {
-                // No group yet (e.g. after a restart without persistence): nothing pending.
-                if e.code() == Some("NOGROUP") {
-                    Ok((0, 0, 0, None, None, Value::Nil))
-                } else {
-                    Err(e)
-                }
-            })?;
+            .await?;
+        let pending = match pending {
+            Err(e) if e.code() == Some("NOGROUP") => Value::Nil,
+            other => other?,
+        };
+        let (xlen, delayed, dead) = (xlen?, delayed?, dead?);
+        let (submitted, completed) = (submitted?, completed?);
         let summary = store::array(&pending);
         let in_flight = summary.first().and_then(store::int).unwrap_or(0).max(0) as u64;
         let consumers = summary

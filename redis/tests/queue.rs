@@ -1199,6 +1199,29 @@ async fn worker_recreates_a_vanished_group() {
     assert_eq!((s.waiting, s.in_flight), (0, 0));
 }
 
+/// Stats of a stream without its consumer group (after a purge) count its jobs as waiting and keep the counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_without_group_still_count_waiting_jobs() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "nogroup").await.unwrap();
+    queue.purge().await.unwrap();
+    for n in 0..3u64 {
+        queue.submit("t", &n).await.unwrap();
+    }
+    let mut c = server.conn();
+    let xlen: u64 = redis::cmd("XLEN")
+        .arg(stream_key("nogroup"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(xlen, 3, "three jobs are in the stream");
+    let s = queue.stats().await;
+    assert!(
+        matches!(&s, Ok(s) if (s.waiting, s.submitted) == (3, 3)),
+        "stats with 3 jobs in the stream (no group yet) should show waiting 3, submitted 3; \
+         got {s:?}"
+    );
+}
+
 /// Consumers of workers that died, with nothing pending, are removed from the group after
 /// 10 leases; live ones stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
