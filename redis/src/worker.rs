@@ -137,7 +137,10 @@ pub struct ShutdownReport {
 pub struct WorkerStats {
     /// This worker's consumer name in the group.
     pub consumer: String,
-    /// Entries held right now (running, or finished and being acknowledged).
+    /// Entries held right now (running, or finished and being acknowledged): at most the
+    /// concurrency, and what `XPENDING` shows for this consumer, give or take entries in
+    /// transit. Free slots the worker reserves while it waits for new entries do not
+    /// count; an idle worker holds 0.
     pub held: u64,
     /// Handler runs that succeeded (also those whose acknowledgement came after another
     /// worker had reclaimed and finished the entry, and so recorded nothing).
@@ -215,6 +218,8 @@ struct Inner {
     stop: watch::Sender<Stop>,
     done: watch::Sender<Option<ShutdownReport>>,
     state: AtomicU8,
+    /// Entries held right now: live [`HeldSlot`]s.
+    held: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     dead_lettered: AtomicU64,
@@ -239,7 +244,37 @@ struct Job {
 /// One record for the FINISH script, with the slot it frees once written.
 struct Record {
     fields: [String; FINISH_ARITY],
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: HeldSlot,
+}
+
+/// The slot of one delivered entry, from its dispatch until its record is written (or
+/// the worker stops without writing it): a slot permit that is also counted in
+/// [`Inner::held`], since the semaphore alone cannot tell these apart from the free
+/// permits the read loop holds while it blocks. The permit is forgotten on the way in
+/// and added back on drop, as dropping it would have done: one pointer instead of an
+/// `OwnedSemaphorePermit` plus a pointer keeps `Record` (and `AckMsg`) small.
+struct HeldSlot {
+    inner: Arc<Inner>,
+}
+
+impl HeldSlot {
+    fn new(inner: &Arc<Inner>, permit: OwnedSemaphorePermit) -> Self {
+        debug_assert!(Arc::ptr_eq(permit.semaphore(), &inner.slots));
+        debug_assert_eq!(permit.num_permits(), 1);
+        permit.forget();
+        // Relaxed: a statistic; nothing is ordered by it.
+        inner.held.fetch_add(1, Ordering::Relaxed);
+        HeldSlot {
+            inner: inner.clone(),
+        }
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.inner.held.fetch_sub(1, Ordering::Relaxed);
+        self.inner.slots.add_permits(1);
+    }
 }
 
 enum AckMsg {
@@ -280,7 +315,7 @@ impl Worker {
         let i = &self.inner;
         WorkerStats {
             consumer: i.consumer.clone(),
-            held: (i.concurrency - i.slots.available_permits().min(i.concurrency)) as u64,
+            held: i.held.load(Ordering::Relaxed),
             succeeded: i.succeeded.load(Ordering::Relaxed),
             failed: i.failed.load(Ordering::Relaxed),
             dead_lettered: i.dead_lettered.load(Ordering::Relaxed),
@@ -483,10 +518,11 @@ impl Inner {
         slot: OwnedSemaphorePermit,
         tx: &mpsc::UnboundedSender<AckMsg>,
     ) {
+        let slot = HeldSlot::new(self, slot);
         let send = |fields: [String; FINISH_ARITY], slot| {
             let _ = tx.send(AckMsg::Record(Record {
                 fields,
-                _slot: Some(slot),
+                _slot: slot,
             }));
         };
         if entry.fields.is_empty() {
@@ -590,7 +626,7 @@ impl Inner {
             };
             let _ = tx.send(AckMsg::Record(Record {
                 fields,
-                _slot: Some(slot),
+                _slot: slot,
             }));
         };
         // The pool always has room: it runs `concurrency` jobs and queues `concurrency`
@@ -1268,6 +1304,7 @@ impl WorkerBuilder {
                 stop,
                 done,
                 state: AtomicU8::new(IDLE),
+                held: AtomicU64::new(0),
                 succeeded: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 dead_lettered: AtomicU64::new(0),

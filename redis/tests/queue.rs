@@ -160,6 +160,56 @@ async fn pull_backpressure_never_holds_more_than_free_slots() {
     assert_eq!((s.waiting, s.in_flight, s.completed), (0, 0, 120));
 }
 
+/// An idle worker reports held = 0: the free slots its read holds while it blocks are not held entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_worker_reports_no_held_entries() {
+    let server = RedisServer::start();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g2 = gate.clone();
+    let worker = Worker::builder(&server.url(), "held")
+        .concurrency(4)
+        .task("t", move |_n: u64| {
+            let gate = g2.clone();
+            async move {
+                let _pass = gate.acquire().await.unwrap();
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    // Let the read loop start.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = server.conn();
+    assert!(
+        pending_per_consumer(&mut c, "held").is_empty(),
+        "nothing is pending in Redis"
+    );
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        samples.push(worker.stats().held);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two running jobs are two held entries, until they are acknowledged.
+    let queue = RedisQueue::connect(&server.url(), "held").await.unwrap();
+    for n in 0..2u64 {
+        queue.submit("t", &n).await.unwrap();
+    }
+    eventually(5, "2 entries held", || worker.stats().held == 2).await;
+    assert_eq!(pending_per_consumer(&mut c, "held").len(), 1);
+    gate.add_permits(2);
+    eventually(5, "nothing held", || worker.stats().held == 0).await;
+    let report = within(10, "shutdown", worker.shutdown()).await;
+    assert!(report.drained);
+    run.await.unwrap();
+    assert_eq!(worker.stats().held, 0, "after shutdown");
+    assert!(
+        samples.iter().all(|h| *h == 0),
+        "an idle worker with nothing pending reports held = {samples:?} (concurrency 4)"
+    );
+}
+
 /// A handler that fails twice then succeeds is retried after the backoff, not at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_job_is_retried_with_exponential_backoff() {
