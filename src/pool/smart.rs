@@ -48,11 +48,21 @@ use crate::task::TaskHandle;
 ///    mid-run (its runtime went away, or `process::exit` was called while it ran) is run
 ///    **again from its recipe**: delivery is *at least once*, so make recipes safe to
 ///    repeat (idempotent), or await their handles. That is why tasks are recipes.
+///    The two runs never overlap: a run that `process::exit` finds inside a poll on
+///    another thread (busy in synchronous code) is run again only once that poll has
+///    returned, and not at all if it ended there; one still in its poll after 5 s, or the
+///    task that called `exit` itself, is not run again (its handle says
+///    [`RuntimeShutdown`](crate::CancelReason::RuntimeShutdown); the exit prints how
+///    many).
 ///
 /// What cannot be covered: a process killed by a signal it does not handle (`SIGKILL`,
 /// default `SIGTERM`/`SIGINT`), `std::process::abort`, a panic with `panic = "abort"`, a
-/// crash, or a task that never finishes (the exit then waits for it). For Ctrl-C and
-/// `SIGTERM`, handle the signal and shut down (see [`shutdown_all_smart_aiopools`]).
+/// crash, a task that never finishes (the exit then waits for it), or, after
+/// `process::exit` called from inside a runtime, a re-run that needs something its
+/// interrupted first run still holds (a lock, a semaphore permit, a pooled connection:
+/// that run is frozen with it, and the re-run, and so the exit, wait forever). For
+/// Ctrl-C and `SIGTERM`, handle the signal and shut down (see
+/// [`shutdown_all_smart_aiopools`]).
 ///
 /// A pool with `auto_shutdown(false)` is left out of both automatic waits; shut it down
 /// yourself.
