@@ -911,6 +911,18 @@ impl<J: Job> Engine<J> {
         true
     }
 
+    /// Under the lock: an interrupted run of job `id` queued again, first, for any runtime,
+    /// with its flow-control settings.
+    fn requeue_first(st: &mut State<J>, id: u64, job: J, meta: Meta) {
+        st.queue.push_front(Queued {
+            job,
+            id,
+            rt: ANY,
+            meta,
+            stamp: Stamp::now(),
+        });
+    }
+
     /// Under the lock: a slot is taken.
     fn occupy(st: &mut State<J>) {
         st.running += 1;
@@ -1246,13 +1258,7 @@ impl<J: Job> Engine<J> {
                 if self.rerun {
                     // With its flow-control settings: the limits count it again when it
                     // starts (their running counts are reset below).
-                    st.queue.push_front(Queued {
-                        job,
-                        id,
-                        rt: ANY,
-                        meta,
-                        stamp: Stamp::now(),
-                    });
+                    Self::requeue_first(&mut st, id, job, meta);
                 } else {
                     self.lose(&mut st, job, id, &mut later);
                 }
@@ -1290,13 +1296,7 @@ impl<J: Job> Engine<J> {
                     report.stuck += 1;
                     self.lose(&mut st, job, id, &mut later);
                 } else {
-                    st.queue.push_front(Queued {
-                        job,
-                        id,
-                        rt: ANY,
-                        meta,
-                        stamp: Stamp::now(),
-                    });
+                    Self::requeue_first(&mut st, id, job, meta);
                 }
             }
             self.fill_free(&mut st, home, &mut later);

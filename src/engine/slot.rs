@@ -19,7 +19,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use super::runtimes::{RtRef, ANY};
 use super::{Deferred, Engine, Job, Queued};
 use crate::error::CancelReason;
-use crate::observe::{Running, Stamp};
+use crate::observe::Running;
 use crate::task::context::{Entered, Probe};
 use crate::task::{BoxRun, Outcome};
 
@@ -537,13 +537,7 @@ impl<J: Job> Drop for Slot<J> {
             {
                 // A re-runnable job interrupted mid-run: queued again, first, with its
                 // flow-control settings (its key, weight and priority still apply).
-                st.queue.push_front(Queued {
-                    job: copy,
-                    id,
-                    rt: ANY,
-                    meta,
-                    stamp: Stamp::now(),
-                });
+                Engine::requeue_first(&mut st, id, copy, meta);
                 true
             } else if claimer {
                 // A claimer that never looked holds no slot: the reservations stay, for
