@@ -26,4 +26,8 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// Drops a job that will never run, telling its handle why (unless something else
     /// decided its outcome first). Runs user `Drop` code; never called under the lock.
     fn cancel(self, reason: CancelReason);
+
+    /// Whether its handle aborted it (which decided its outcome): a job cancelled after
+    /// that is counted as aborted. Cheap (one atomic load); called under the lock.
+    fn aborted(&self) -> bool;
 }

@@ -235,6 +235,10 @@ struct State<J> {
     generation: u64,
     /// After a take-over: every job runs on the home runtime, whatever its submitter's.
     taken_over: bool,
+    /// Jobs whose run the exit take-over waits for, inside a poll on another thread.
+    awaiting_poll: Vec<u64>,
+    /// Those of them whose run ended in that poll (counted then): not run again.
+    ended_in_take_over: Vec<u64>,
 }
 
 /// What a critical section leaves to do once the lock is released.
@@ -255,6 +259,9 @@ pub(crate) struct Deferred<J: Job> {
     janitor: Option<Handle>,
     /// Start a rate timer on this runtime, firing then.
     rate_timer: Option<(Handle, Instant)>,
+    /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock
+    /// (with `tracing`, a span's drop calls the subscriber). Empty without the features.
+    stamps: Vec<Stamp>,
 }
 
 impl<J: Job> Deferred<J> {
@@ -278,6 +285,7 @@ impl<J: Job> Default for Deferred<J> {
             changed: false,
             janitor: None,
             rate_timer: None,
+            stamps: Vec::new(),
         }
     }
 }
@@ -376,6 +384,8 @@ impl<J: Job> Engine<J> {
             runtimes,
             generation: 0,
             taken_over: false,
+            awaiting_poll: Vec::new(),
+            ended_in_take_over: Vec::new(),
         };
         Engine {
             max_concurrency: AtomicUsize::new(max_concurrency),
@@ -766,6 +776,7 @@ impl<J: Job> Engine<J> {
             let mut st = self.lock();
             st.rate_timer = false;
             self.fill_free(&mut st, None, &mut later);
+            self.gauges(&st);
         }
         self.run_deferred(&mut later);
     }
@@ -837,6 +848,7 @@ impl<J: Job> Engine<J> {
                 self.permit_debt.fetch_add(old - n, Ordering::AcqRel);
             }
             self.fill_free(&mut st, None, &mut later);
+            self.gauges(&st);
         }
         if n > old {
             let grow = n - old;
@@ -968,6 +980,7 @@ impl<J: Job> Engine<J> {
         } else {
             for q in st.queue.extract_if(|q| q.rt == rt) {
                 self.lose(st, q.job, q.id, later);
+                later.stamps.push(q.stamp);
             }
             Self::clamp_reserved(st, rt, later);
         }
@@ -976,9 +989,27 @@ impl<J: Job> Engine<J> {
     /// Under the lock: a job that never started and never will (its runtime is gone) is
     /// counted as cancelled and lost; its handle is told after the lock is released.
     fn lose(&self, st: &mut State<J>, job: J, id: u64, later: &mut Deferred<J>) {
-        let reason = CancelReason::RuntimeShutdown;
+        self.drop_unrun(st, job, id, CancelReason::RuntimeShutdown, later);
+    }
+
+    /// Under the lock: a job that never started is dropped unrun for `reason`, counted as
+    /// such (as aborted if its handle aborted it first: that decided its outcome; a
+    /// runtime's end then loses nothing); its handle is told after the lock is released.
+    fn drop_unrun(
+        &self,
+        st: &mut State<J>,
+        job: J,
+        id: u64,
+        reason: CancelReason,
+        later: &mut Deferred<J>,
+    ) {
+        let reason = if job.aborted() {
+            CancelReason::Aborted
+        } else {
+            reason
+        };
         self.count_end(st, Outcome::Cancelled(reason));
-        st.counts.lost += 1;
+        st.counts.lost += u64::from(reason == CancelReason::RuntimeShutdown);
         later.cancels.push((job, id, reason));
     }
 
@@ -1009,6 +1040,7 @@ impl<J: Job> Engine<J> {
 
     /// Does what a critical section left to do, outside the lock.
     fn run_deferred(self: &Arc<Self>, later: &mut Deferred<J>) {
+        later.stamps.clear();
         for woken in later.woken.drain(..) {
             woken.fire();
         }
@@ -1097,18 +1129,19 @@ impl<J: Job> Engine<J> {
             let remaining = target - st.wait_done;
             (remaining > 0).then(|| st.waits.insert(Wait { target, remaining }))
         };
-        let engine = Arc::clone(self);
+        // Made now, not at the first poll: a future dropped unpolled forgets its wait too.
+        let guard = key.map(|key| WaitGuard {
+            engine: Arc::clone(self),
+            key,
+        });
         async move {
-            let Some(key) = key else { return };
-            let _guard = WaitGuard {
-                engine: &engine,
-                key,
-            };
+            let Some(guard) = guard else { return };
+            let engine = &guard.engine;
             engine.ensure_started();
             loop {
                 let mut notified = pin!(engine.changed.notified());
                 notified.as_mut().enable();
-                if engine.lock().waits[key].remaining == 0 {
+                if engine.lock().waits[guard.key].remaining == 0 {
                     return;
                 }
                 notified.await;
@@ -1130,6 +1163,7 @@ impl<J: Job> Engine<J> {
             }
             let rt = st.runtimes.enter(&handle);
             self.fill_free(&mut st, rt, &mut later);
+            self.gauges(&st);
         }
         self.run_deferred(&mut later);
     }
@@ -1193,8 +1227,9 @@ impl<J: Job> Engine<J> {
             self.cancel_before
                 .store(st.counts.submitted, Ordering::Release);
             while let Some(q) = st.queue.pop() {
-                self.count_end(&mut st, Outcome::Cancelled(reason));
-                later.cancels.push((q.job, q.id, reason));
+                self.drop_unrun(&mut st, q.job, q.id, reason, &mut later);
+                // Dropped outside the lock: a span's drop calls the subscriber.
+                later.stamps.push(q.stamp);
             }
             Self::clamp_reserved(&mut st, ANY, &mut later);
             self.gauges(&st);
@@ -1275,8 +1310,13 @@ impl<J: Job> Engine<J> {
                 limits.reset_running();
             }
             st.taken_over = true;
+            st.awaiting_poll = busy.iter().map(|b| b.0).collect();
             home = st.runtimes.enter(&handle);
-            self.fill_free(&mut st, home, &mut later);
+            // With runs still inside a poll elsewhere, nothing starts before they are
+            // settled below: they hold their slots (and their keys and weights) till then.
+            if busy.is_empty() {
+                self.fill_free(&mut st, home, &mut later);
+            }
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -1284,19 +1324,34 @@ impl<J: Job> Engine<J> {
             return Some(report);
         }
         // Outside the lock: let the polls in progress return (their slots, stale now, start
-        // nothing more), then run those jobs again; a run that ended meanwhile is not.
+        // nothing more), then run those jobs again; a run that ended in that poll was
+        // counted by its slot and is not. A poll seen ended once counts as ended: the stale
+        // slot may be polled again, but runs nothing.
         let deadline = std::time::Instant::now() + EXIT_POLL_WAIT;
-        while busy.iter().any(|b| b.3.by().is_some()) && std::time::Instant::now() < deadline {
+        let mut ended = vec![false; busy.len()];
+        loop {
+            for (done, b) in ended.iter_mut().zip(&busy) {
+                *done |= b.3.by().is_none();
+            }
+            if ended.iter().all(|&d| d) || std::time::Instant::now() >= deadline {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         {
             let mut st = self.lock();
-            for (id, job, meta, polling) in busy {
-                if polling.by().is_some() {
+            // A poll that ends from now on settles nothing: its job is settled here.
+            st.awaiting_poll.clear();
+            let counted = std::mem::take(&mut st.ended_in_take_over);
+            for ((id, job, meta, _), done) in busy.into_iter().zip(ended) {
+                if counted.contains(&id) {
+                    continue;
+                }
+                if done {
+                    Self::requeue_first(&mut st, id, job, meta);
+                } else {
                     report.stuck += 1;
                     self.lose(&mut st, job, id, &mut later);
-                } else {
-                    Self::requeue_first(&mut st, id, job, meta);
                 }
             }
             self.fill_free(&mut st, home, &mut later);
@@ -1322,12 +1377,12 @@ pub(crate) struct TakeOver {
 }
 
 /// Forgets a `wait()` when its future is dropped.
-struct WaitGuard<'a, J: Job> {
-    engine: &'a Engine<J>,
+struct WaitGuard<J: Job> {
+    engine: Arc<Engine<J>>,
     key: usize,
 }
 
-impl<J: Job> Drop for WaitGuard<'_, J> {
+impl<J: Job> Drop for WaitGuard<J> {
     fn drop(&mut self) {
         self.engine.lock().waits.remove(self.key);
     }

@@ -243,18 +243,35 @@ impl<J: Job> Slot<J> {
         let after = {
             let mut st = engine.lock();
             if st.generation != self.generation {
-                // Taken over at exit: the result still goes to the handle (first one wins),
-                // the state belongs to the new slots.
-                drop(st);
+                // Taken over at exit while this poll ran. The result goes to the handle
+                // (first one wins). If the take-over is waiting for this poll, the job ended
+                // here: it is counted here, and not run again; otherwise the take-over
+                // settled it already (cancelled, and counted).
                 let (woken, outcome) = run.as_mut().publish_locked();
+                if let Some(pos) = st.awaiting_poll.iter().position(|&j| j == id) {
+                    st.awaiting_poll.swap_remove(pos);
+                    engine.count_end(&mut st, outcome);
+                    Engine::wait_end(&mut st, id, &mut later);
+                    later.release += 1;
+                    st.ended_in_take_over.push(id);
+                }
+                drop(st);
                 woken.fire();
                 Self::report_panic(engine, &run, id, outcome);
+                drop(run);
+                engine.run_deferred(&mut later);
+                self.later = later;
                 return After::Exit;
             }
             // Decide and store the result, then count what was decided (an abort may have
             // come first), in one critical section.
             let (woken, decided) = run.as_mut().publish_locked();
             outcome = decided;
+            if !st.waiting_on_own.is_empty() {
+                // Waits it started and left to handles it handed on no longer count it as
+                // a waiting task (see `Probe`).
+                st.waiting_on_own.remove(&id);
+            }
             engine.count_end(&mut st, outcome);
             later.woken.push(woken);
             Engine::wait_end(&mut st, id, &mut later);
@@ -448,6 +465,10 @@ impl<J: Job> Slot<J> {
                 }
                 poll
             };
+            if poll.is_ready() {
+                // The task's span closes with the task, not when the slot runs its next.
+                this.obs = Running::none();
+            }
             match poll {
                 Poll::Ready(_) => {}
                 Poll::Pending => {
@@ -498,6 +519,7 @@ impl<J: Job> Drop for Slot<J> {
         }
         let next = self.next.take();
         let mut later = Deferred::default();
+        let mut told = None;
         {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -517,6 +539,10 @@ impl<J: Job> Drop for Slot<J> {
             let holds_unit = if let Some((r, id)) = &mut run {
                 // A future's run, cancelled above (unless an abort decided first).
                 let (woken, decided) = r.as_mut().publish_locked();
+                st.waiting_on_own.remove(id);
+                if let Outcome::Cancelled(reason) = decided {
+                    told = Some((*id, reason));
+                }
                 engine.count_end(&mut st, decided);
                 st.counts.lost += u64::from(decided == lost);
                 later.woken.push(woken);
@@ -554,10 +580,9 @@ impl<J: Job> Drop for Slot<J> {
             engine.fill_free(&mut st, None, &mut later);
             engine.gauges(&st);
         }
-        if let Some((_, id)) = &run {
-            engine
-                .observer()
-                .cancelled(*id, CancelReason::RuntimeShutdown);
+        if let Some((id, reason)) = told {
+            // The reason counted: an abort may have decided before the runtime's end.
+            engine.observer().cancelled(id, reason);
         }
         drop(run);
         engine.run_deferred(&mut later);

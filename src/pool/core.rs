@@ -42,6 +42,10 @@ impl Job for FutureJob {
         self.0.as_mut().cancel(reason);
         self.0.as_mut().publish_locked().0.fire();
     }
+
+    fn aborted(&self) -> bool {
+        self.0.is_aborted()
+    }
 }
 
 impl<F> Submit<FutureJob> for F

@@ -276,11 +276,20 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         Ok(())
     }
 
+    /// A place for a `try_submit`; a refusal is reported to the observability features as
+    /// the pool's own `try_submit` reports it.
     fn try_admit(&self) -> Result<(), AdmitError> {
-        if self.is_tripped() {
-            return Err(AdmitError::Closed);
+        let admitted = if self.is_tripped() {
+            Err(AdmitError::Closed)
+        } else {
+            self.core.engine.try_admit()
+        };
+        match &admitted {
+            Ok(()) => {}
+            Err(AdmitError::Full) => self.core.engine.rejected(None),
+            Err(AdmitError::Closed) => self.core.engine.rejected(Some(SubmitErrorKind::Closed)),
         }
-        self.core.engine.try_admit()
+        admitted
     }
 
     /// Reserves an abort-registry entry for the next task (cancel-on-error only).

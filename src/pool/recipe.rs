@@ -39,6 +39,7 @@ impl<R, T> Drop for SmartTask<R, T> {
 trait SmartTaskDyn: Send + Sync + 'static {
     fn run(self: Arc<Self>) -> BoxRun;
     fn cancel(&self, reason: CancelReason);
+    fn is_aborted(&self) -> bool;
     /// A run that calls no user code (for a task cancelled before it started).
     fn unstarted(self: Arc<Self>) -> BoxRun;
 }
@@ -71,7 +72,7 @@ where
         if self.shared.is_claimed() {
             // Ended already (aborted while queued, or finished by an earlier run).
             let outcome = if self.shared.is_aborted() {
-                Outcome::Cancelled(CancelReason::Aborted)
+                Outcome::Cancelled(self.shared.abort_reason())
             } else {
                 Outcome::Completed
             };
@@ -87,6 +88,10 @@ where
 
     fn cancel(&self, reason: CancelReason) {
         self.shared.cancel(reason);
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.shared.is_aborted()
     }
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
@@ -128,6 +133,10 @@ impl Job for SmartJob {
 
     fn cancel(self, reason: CancelReason) {
         self.0.cancel(reason)
+    }
+
+    fn aborted(&self) -> bool {
+        self.0.is_aborted()
     }
 }
 

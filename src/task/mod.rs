@@ -27,7 +27,8 @@ pub(crate) use shared::Woken;
 pub(crate) enum Outcome {
     Completed,
     Panicked,
-    /// Cancelled for this reason (`Aborted` also when an abort resolved the handle first).
+    /// Cancelled for this reason (the abort's, `Aborted` or `WouldDeadlock`, also when an
+    /// abort resolved the handle first).
     Cancelled(CancelReason),
 }
 
@@ -58,6 +59,11 @@ pub(crate) trait RunJob: Send {
     /// the pool's `on_panic` callback.
     fn held_error(&self) -> Option<&crate::error::TaskError> {
         None
+    }
+
+    /// Whether the task's handle aborted it.
+    fn is_aborted(&self) -> bool {
+        false
     }
 }
 

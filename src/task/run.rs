@@ -131,8 +131,9 @@ where
         let shared = this.owner.shared();
         if shared.poll_aborted(cx, this.armed) {
             drop_future(this.stage);
-            *this.outcome = Some(Outcome::Cancelled(CancelReason::Aborted));
-            return Poll::Ready(Outcome::Cancelled(CancelReason::Aborted));
+            let aborted = Outcome::Cancelled(shared.abort_reason());
+            *this.outcome = Some(aborted);
+            return Poll::Ready(aborted);
         }
         let StageProj::Running { fut } = this.stage.as_mut().project() else {
             unreachable!("a run is polled after it ended");
@@ -185,7 +186,7 @@ where
                 Err(lost) => {
                     // An abort decided first: the task counts as aborted.
                     *this.held = Some(lost);
-                    let aborted = Outcome::Cancelled(CancelReason::Aborted);
+                    let aborted = Outcome::Cancelled(this.owner.shared().abort_reason());
                     *this.outcome = Some(aborted);
                     (Woken::default(), aborted)
                 }
@@ -196,5 +197,9 @@ where
 
     fn held_error(&self) -> Option<&TaskError> {
         self.held.as_ref()?.as_ref().err()
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.owner.shared().is_aborted()
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Shared<T> {
     /// wins, and only the winner fills the slot.
     claimed: AtomicBool,
     aborted: AtomicBool,
+    /// The abort was the pool's nested-wait check (`WouldDeadlock`), not the user's.
+    would_deadlock: AtomicBool,
     /// The waker of the job's current run, woken by `abort`.
     job_waker: AtomicWaker,
     slot: Mutex<Slot<T>>,
@@ -48,6 +50,7 @@ impl<T> Shared<T> {
             job: AtomicU64::new(u64::MAX),
             claimed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            would_deadlock: AtomicBool::new(false),
             job_waker: AtomicWaker::new(),
             slot: Mutex::new(Slot {
                 result: None,
@@ -146,6 +149,10 @@ impl<T> Shared<T> {
 
     /// For the handle: aborts the task and resolves the handle at once, with `reason`.
     pub(crate) fn abort(&self, reason: CancelReason) {
+        if reason == CancelReason::WouldDeadlock {
+            // Published by the Release store below.
+            self.would_deadlock.store(true, Ordering::Relaxed);
+        }
         // Release pairs with the Acquire loads in `poll_aborted`.
         self.aborted.store(true, Ordering::Release);
         // Decide the outcome before the job can notice the flag: otherwise the job, ending
@@ -158,6 +165,16 @@ impl<T> Shared<T> {
     /// Whether the task was aborted.
     pub(crate) fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Why it was aborted (once [`is_aborted`](Self::is_aborted)): by its handle, or by the
+    /// pool's nested-wait check.
+    pub(crate) fn abort_reason(&self) -> CancelReason {
+        if self.aborted.load(Ordering::Acquire) && self.would_deadlock.load(Ordering::Relaxed) {
+            CancelReason::WouldDeadlock
+        } else {
+            CancelReason::Aborted
+        }
     }
 
     /// For the handle: the result, once there is one.
