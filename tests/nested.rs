@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind};
+use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind};
 use tokio::sync::Notify;
 
 /// Fails the test with a message instead of hanging.
@@ -283,4 +283,94 @@ async fn many_nested_submits_into_full_pool_all_refused() {
     let results = within("batch", pool.batch_run((0..4u32).map(|i| async move { i }))).await;
     assert_eq!(results.unwrap().len(), 4);
     within("shutdown", pool.shutdown()).await;
+}
+
+/// Finding 40 (a regression of dacf7cc, found by a review of that commit, fixed in the
+/// next): finding 31's fix (src/engine/slot.rs, `finish`: `st.waiting_on_own.remove(&id)`) ends
+/// the count of a task's waits when the task ends, but the handle it polled keeps its
+/// `Waiting` (`Shared::waiting_in_pool`), so the task that awaits that handle next is never
+/// counted (`TaskHandle::poll` skips `start_waiting` while `is_waiting()`). A real deadlock
+/// is then missed and the pool hangs for good:
+///
+/// - pool of 2, B and A run; A submits X then C (both queued: the pool is full), polls C's
+///   handle once (A counted), gives C's handle to X and X's handle to B, and ends;
+/// - X takes A's slot and awaits C (queued: needs a slot; X not counted, the handle says
+///   "waiting" already); B awaits X (counted: 0 + 1 < 2, not broken).
+///
+/// Both slots now wait on tasks of the pool, C can never start. Before dacf7cc the count of
+/// A stood in for X and B's wait was broken with `WouldDeadlock` (the documented behaviour:
+/// "when every slot is held by a task waiting for a task of the same pool ... the wait that
+/// completes that picture is broken instead").
+///
+/// Fixed: a handle counts the wait of the task polling it now; polled by another task
+/// than the one counted (handed on), it counts the new one and ends the old count.
+#[test]
+fn a_handed_on_wait_is_still_counted_and_a_real_deadlock_is_broken() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt.block_on(async {
+        let pool = CommonAioPool::builder()
+            .max_concurrency(2)
+            .max_queue_size(10)
+            .process_wide(false)
+            .build();
+        let (tx_b, rx_b) = tokio::sync::oneshot::channel();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        // B: takes a slot, gets X's handle, waits until X runs, then awaits it.
+        let b = pool
+            .submit(async move {
+                let hx: nb_aiopool::TaskHandle<Result<u32, nb_aiopool::TaskError>> =
+                    rx_b.await.unwrap();
+                let _ = started_rx.await;
+                hx.await
+            })
+            .await
+            .unwrap();
+        // A: the other slot.
+        let p = pool.clone();
+        let a = pool
+            .submit(async move {
+                let (tx_x, rx_x) = tokio::sync::oneshot::channel();
+                // X: queued (the pool is full); once running, awaits C.
+                let hx = p
+                    .submit(async move {
+                        let _ = started_tx.send(());
+                        let hc: nb_aiopool::TaskHandle<u32> = rx_x.await.unwrap();
+                        hc.await
+                    })
+                    .await
+                    .unwrap();
+                // C: queued behind X.
+                let mut hc = p.submit(async { 7u32 }).await.unwrap();
+                // A polls C's handle once: its wait is counted (one of two slots waits).
+                let polled = tokio::time::timeout(Duration::from_millis(20), &mut hc).await;
+                assert!(polled.is_err(), "C cannot have run: the pool is full");
+                let _ = tx_x.send(hc);
+                let _ = tx_b.send(hx);
+            })
+            .await
+            .unwrap();
+        a.await.unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(5), b).await;
+        // Lets whatever is stuck go, so the runtime can shut down.
+        drop(pool.cancel_all());
+        out
+    });
+    drop(rt);
+    let out = out.expect(
+        "hang: both slots wait on tasks of the pool (B on X, X on the queued C) and the \
+         nested-wait check did not break it",
+    );
+    let inner = out.expect("B itself was not cancelled");
+    match inner {
+        Err(e) => assert_eq!(
+            e.cancel_reason(),
+            Some(CancelReason::WouldDeadlock),
+            "{e:?}"
+        ),
+        Ok(v) => panic!("B's wait cannot have completed normally: {v:?}"),
+    }
 }

@@ -36,6 +36,11 @@ impl Waiting {
     pub(crate) fn end(self) {
         self.probe.stop_waiting(self.waiter);
     }
+
+    /// The waiting task.
+    pub(crate) fn waiter(&self) -> u64 {
+        self.waiter
+    }
 }
 
 /// The pool, and the task of it, that the current thread is polling.
@@ -64,6 +69,17 @@ pub(crate) fn start_waiting(pool: usize) -> Option<Result<Waiting, ()>> {
         false => Some(Ok(Waiting { probe, waiter })),
         true => Some(Err(())),
     }
+}
+
+/// The task of pool `pool` the current thread is polling, if any.
+pub(crate) fn current_task(pool: usize) -> Option<u64> {
+    CURRENT
+        .try_with(|c| match &*c.borrow() {
+            Some(cur) if cur.pool == pool => Some(cur.task),
+            _ => None,
+        })
+        .ok()
+        .flatten()
 }
 
 /// Whether the current thread is polling a task of pool `pool`.

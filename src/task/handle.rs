@@ -224,8 +224,11 @@ impl<T> Future for TaskHandle<T> {
         }
         // Polled by a job of the task's own pool: count the wait (until the task ends or
         // the handle goes), and break the deadlock if every slot now waits on this pool.
-        // (The thread-local check first: awaited outside the pool, this costs no lock.)
-        if context::in_pool(shared.pool) && !shared.is_waiting() {
+        // Counted once per waiting task: again if the handle was handed on to another task
+        // of the pool (the first one may have ended, its count with it). The thread-local
+        // check first: awaited outside the pool, this costs no lock.
+        let waiter = context::current_task(shared.pool);
+        if waiter.is_some() && shared.waiting_task() != waiter {
             match context::start_waiting(shared.pool) {
                 Some(Ok(waiting)) => shared.set_waiting(waiting),
                 Some(Err(())) => {

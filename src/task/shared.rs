@@ -220,19 +220,26 @@ impl<T> Shared<T> {
 
     /// For the handle: records that a counted wait is in progress. If the task ended
     /// meanwhile, ends the count at once instead.
+    ///
+    /// A wait counted for another task before (the handle was handed on) is ended: the
+    /// task polling the handle now is the one waiting.
     pub(crate) fn set_waiting(&self, waiting: Waiting) {
         let mut slot = self.slot();
         if !slot.done {
-            slot.waiting_in_pool = Some(waiting);
+            let before = slot.waiting_in_pool.replace(waiting);
+            drop(slot);
+            if let Some(before) = before {
+                before.end();
+            }
             return;
         }
         drop(slot);
         waiting.end();
     }
 
-    /// For the handle: whether a counted wait is in progress.
-    pub(crate) fn is_waiting(&self) -> bool {
-        self.slot().waiting_in_pool.is_some()
+    /// For the handle: the task whose wait on it is counted, if any.
+    pub(crate) fn waiting_task(&self) -> Option<u64> {
+        self.slot().waiting_in_pool.as_ref().map(Waiting::waiter)
     }
 }
 
