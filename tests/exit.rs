@@ -5,26 +5,19 @@
 //! line to a file, then leaves `main` in one of the ways a program can; the parent counts
 //! the lines.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nb_aiopool::{smart_run, CommonAioPool, SmartAioPool};
+use support::append;
 
 const TASKS: usize = 30;
 const SLOTS: usize = 10;
-
-fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{line}\n").as_bytes()).unwrap();
-}
 
 /// Submits `TASKS` recipes that record their start, sleep, optionally hop through a
 /// spawned tokio task, and record their end; returns once `SLOTS` of them are running.

@@ -5,29 +5,15 @@
 // Some tasks hand back handles, to await elsewhere.
 #![allow(clippy::async_yields_async)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nb_aiopool::{CommonAioPool, SmartAioPool};
-
-fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{line}\n").as_bytes()).unwrap();
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
-}
+use support::{append, child_scenario, lines, run_child};
 
 // ----- A. the exit take-over: other jobs start while a busy run is still in its poll ------
 
@@ -57,8 +43,7 @@ extern "C" fn record_stats_at_exit() {
 #[test]
 #[ignore = "run as a child process by the other tests in this file"]
 fn child() {
-    let scenario = std::env::var("NB_REVIEW_F_SCENARIO").expect("scenario");
-    let dir = PathBuf::from(std::env::var("NB_REVIEW_F_DIR").expect("dir"));
+    let (scenario, dir) = child_scenario();
     let wait_for = |file: PathBuf| async move {
         while lines(&file).is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -125,56 +110,6 @@ fn child() {
         }
         other => panic!("unknown scenario {other}"),
     }
-}
-
-struct Child {
-    code: Option<i32>,
-    stderr: String,
-    dir: PathBuf,
-}
-
-fn run_child(scenario: &str, secs: u64) -> Child {
-    let dir = std::env::temp_dir().join(format!(
-        "nb_aiopool_review_f_{scenario}_{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("NB_REVIEW_F_SCENARIO", scenario)
-        .env("NB_REVIEW_F_DIR", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status.code().unwrap_or(-1));
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Child { code, stderr, dir }
 }
 
 /// The exit take-over resets `running` to 0 and starts queued jobs on the exit runtime at

@@ -7,13 +7,14 @@
 // The `block_on` blocks hand back handles, to await on another runtime or thread.
 #![allow(clippy::async_yields_async)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::path::Path;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool, TaskError, TaskHandle};
+use support::{append, child_scenario, lines, run_child};
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -249,29 +250,13 @@ fn blocking_submit_from_a_spawn_blocking_thread_of_a_dead_runtime() {
 
 // ----- 5 and 6. the exit path: interrupted tasks re-run while their first run is alive --
 
-fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{line}\n").as_bytes()).unwrap();
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
 static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 #[test]
 #[ignore = "run as a child process by the other tests in this file"]
 fn child() {
-    let scenario = std::env::var("NB_RUNTIME_ENDS_SCENARIO").expect("scenario");
-    let dir = PathBuf::from(std::env::var("NB_RUNTIME_ENDS_DIR").expect("dir"));
+    let (scenario, dir) = child_scenario();
     let wait_started = |dir: &Path| {
         let dir = dir.to_path_buf();
         async move {
@@ -357,57 +342,6 @@ fn child() {
         }
         other => panic!("unknown scenario {other}"),
     }
-}
-
-struct Child {
-    code: Option<i32>,
-    stderr: String,
-    dir: PathBuf,
-}
-
-/// Runs the child scenario; kills it after `secs` (then `code` is `None`).
-fn run_child(scenario: &str, secs: u64) -> Child {
-    let dir = std::env::temp_dir().join(format!(
-        "nb_aiopool_runtime_ends_{scenario}_{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("NB_RUNTIME_ENDS_SCENARIO", scenario)
-        .env("NB_RUNTIME_ENDS_DIR", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status.code().unwrap_or(-1));
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Child { code, stderr, dir }
 }
 
 /// Finding 26 (fixed: the exit take-over waits for a poll in progress before it runs the

@@ -138,3 +138,93 @@ impl Pool {
         }
     }
 }
+
+// ----- child processes (process-exit tests) -------------------------------------------
+//
+// A test file with process-exit scenarios has an ignored test named `child` that reads
+// its scenario with `child_scenario()`; its tests start it with `run_child`.
+
+/// Appends `line` to the file at `path` (made if missing).
+pub fn append(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
+}
+
+/// The lines of the file at `path` (none if it is missing).
+pub fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// In the `child` test: the scenario to play, and the directory to write to.
+pub fn child_scenario() -> (String, std::path::PathBuf) {
+    let scenario = std::env::var("NB_CHILD_SCENARIO").expect("NB_CHILD_SCENARIO");
+    let dir = std::env::var("NB_CHILD_DIR").expect("NB_CHILD_DIR");
+    (scenario, dir.into())
+}
+
+/// How a child process ended.
+pub struct Child {
+    /// Its exit code; `None` if it was still running at the deadline (then killed).
+    pub code: Option<i32>,
+    pub stderr: String,
+    /// The directory it wrote to (the caller removes it).
+    pub dir: std::path::PathBuf,
+}
+
+/// Runs this test binary's ignored `child` test as a child process playing `scenario`,
+/// with a fresh directory; kills it after `secs`.
+pub fn run_child(scenario: &str, secs: u64) -> Child {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.file_stem().unwrap().to_string_lossy().into_owned();
+    let dir = std::env::temp_dir().join(format!(
+        "nb_aiopool_{binary}_{scenario}_{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NB_CHILD_SCENARIO", scenario)
+        .env("NB_CHILD_DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status.code().unwrap_or(-1));
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Child { code, stderr, dir }
+}
