@@ -84,9 +84,7 @@ pub(crate) fn current_task(pool: usize) -> Option<u64> {
 
 /// Whether the current thread is polling a task of pool `pool`.
 pub(crate) fn in_pool(pool: usize) -> bool {
-    CURRENT
-        .try_with(|c| matches!(&*c.borrow(), Some(cur) if cur.pool == pool))
-        .unwrap_or(false)
+    current_task(pool).is_some()
 }
 
 /// Marks the current thread as polling task `task` of pool `id` until dropped; the probe
