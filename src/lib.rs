@@ -144,7 +144,8 @@
 //!
 //! - **`tracing`**: every task runs inside a span named `task` (target `nb_aiopool`, level
 //!   INFO) with the fields `pool` (the builder's `name`) and `task_id` (its [`TaskId`]),
-//!   a child of the span current where it was submitted. The span is entered whenever the
+//!   a child of the span current where it was submitted (a [`SmartAioPool`] run started
+//!   again after its runtime ended has a span without a parent). The span is entered whenever the
 //!   task is polled (and while a [`SmartAioPool`] recipe builds its future), so the task's
 //!   own events carry both fields. Events, target `nb_aiopool`:
 //!   `submit rejected` (DEBUG; `pool`, `reason`: `full` for a `try_submit` of a full pool,

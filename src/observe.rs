@@ -6,7 +6,8 @@
 //! nothing (no field, no clock read, no branch).
 //!
 //! - `tracing`: a span `task` (fields `pool`, `task_id`) per task, created when the task
-//!   starts, as a child of the span current at its submit, and entered while the task is
+//!   starts, as a child of the span current at its submit (a run queued again after an
+//!   interruption: no parent, see [`Stamp::requeued`]), and entered while the task is
 //!   started and polled; events for rejections (DEBUG), panics (WARN) and cancellations
 //!   (DEBUG), with the same fields.
 //! - `metrics`: handles registered once per pool (label `pool`), so recording costs no
@@ -256,6 +257,18 @@ impl Stamp {
             at: std::time::Instant::now(),
             #[cfg(feature = "tracing")]
             parent: tracing::Span::current(),
+        }
+    }
+
+    /// For a run queued again after an interruption, under the engine's lock: asks the
+    /// subscriber nothing, so the re-run's span has no parent.
+    #[inline(always)]
+    pub(crate) fn requeued() -> Self {
+        Stamp {
+            #[cfg(feature = "metrics")]
+            at: std::time::Instant::now(),
+            #[cfg(feature = "tracing")]
+            parent: tracing::Span::none(),
         }
     }
 }

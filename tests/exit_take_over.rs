@@ -108,6 +108,37 @@ fn child() {
                 std::process::exit(0);
             });
         }
+        // As "pool-of-one", and a plain thread submits C while the take-over waits for
+        // A's poll to return.
+        "submit-during-wait" => {
+            rt.block_on(async {
+                let pool = SmartAioPool::builder().max_concurrency(1).build();
+                let record = |name: &'static str, busy_ms: u64| {
+                    let d = dir.clone();
+                    move || {
+                        let d = d.clone();
+                        async move {
+                            let before = ACTIVE.fetch_add(1, Ordering::SeqCst);
+                            append(
+                                &d.join("starts"),
+                                &format!("{name} running beside: {before}"),
+                            );
+                            std::thread::sleep(Duration::from_millis(busy_ms));
+                            ACTIVE.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                };
+                pool.submit(record("A", 1500)).await.unwrap().detach();
+                wait_for(dir.join("starts")).await;
+                let (p, c) = (pool.clone(), record("C", 0));
+                std::thread::spawn(move || {
+                    // By then main is in `exit`, and the take-over waits for A.
+                    std::thread::sleep(Duration::from_millis(300));
+                    p.blocking_submit(c).unwrap().detach();
+                });
+                std::process::exit(0);
+            });
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -121,6 +152,26 @@ fn exit_take_over_keeps_max_concurrency_while_a_busy_run_finishes_its_poll() {
     let starts = lines(&c.dir.join("starts"));
     let _ = std::fs::remove_dir_all(&c.dir);
     assert_eq!(c.code, Some(0), "child: {:?}\nstderr: {}", c.code, c.stderr);
+    assert!(
+        starts.iter().all(|l| l.ends_with("running beside: 0")),
+        "a pool of one ran two tasks at once during the exit take-over: {starts:?}"
+    );
+}
+
+/// While the exit take-over waits for a run still inside a poll on another thread, a
+/// submit from a thread that goes on must not start a job beside it: in a pool of one, C
+/// waits until A's poll has returned.
+#[test]
+fn a_submit_during_the_exit_take_overs_wait_starts_nothing_beside_the_busy_run() {
+    let c = run_child("submit-during-wait", 30);
+    let starts = lines(&c.dir.join("starts"));
+    let _ = std::fs::remove_dir_all(&c.dir);
+    assert_eq!(c.code, Some(0), "child: {:?}\nstderr: {}", c.code, c.stderr);
+    assert!(
+        starts.iter().any(|l| l.starts_with('C')),
+        "C never ran: {starts:?}\nstderr: {}",
+        c.stderr
+    );
     assert!(
         starts.iter().all(|l| l.ends_with("running beside: 0")),
         "a pool of one ran two tasks at once during the exit take-over: {starts:?}"

@@ -140,7 +140,7 @@ mod with_tracing {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use nb_aiopool::{CancelReason, CommonAioPool, PoolStats};
+    use nb_aiopool::{CancelReason, CommonAioPool, PoolStats, SmartAioPool};
     use tracing::field::{Field, Visit};
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Event, Metadata, Subscriber};
@@ -178,6 +178,8 @@ mod with_tracing {
         /// whether that read was blocked (the call ran under the pool's lock).
         probe: Mutex<Option<Arc<StatsFn>>>,
         closes_under_lock: Mutex<usize>,
+        /// The same for `current_span`.
+        currents_under_lock: Mutex<usize>,
         probing: AtomicBool,
     }
 
@@ -204,6 +206,22 @@ mod with_tracing {
                     )
                 })
                 .collect()
+        }
+
+        /// While probing: whether reading the pool's stats from another thread is blocked
+        /// (the subscriber was called under the pool's lock).
+        fn probe_is_blocked(&self) -> bool {
+            if !self.0.probing.load(Ordering::SeqCst) {
+                return false;
+            }
+            let Some(probe) = self.0.probe.lock().unwrap().clone() else {
+                return false;
+            };
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(probe());
+            });
+            rx.recv_timeout(Duration::from_secs(2)).is_err()
         }
 
         fn open_task_spans(&self) -> Vec<Fields> {
@@ -269,17 +287,8 @@ mod with_tracing {
         }
 
         fn try_close(&self, id: Id) -> bool {
-            if self.0.probing.load(Ordering::SeqCst) {
-                let probe = self.0.probe.lock().unwrap().clone();
-                if let Some(probe) = probe {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    std::thread::spawn(move || {
-                        let _ = tx.send(probe());
-                    });
-                    if rx.recv_timeout(Duration::from_secs(2)).is_err() {
-                        *self.0.closes_under_lock.lock().unwrap() += 1;
-                    }
-                }
+            if self.probe_is_blocked() {
+                *self.0.closes_under_lock.lock().unwrap() += 1;
             }
             let mut spans = self.0.spans.lock().unwrap();
             match spans.get_mut(&id.into_u64()) {
@@ -292,6 +301,9 @@ mod with_tracing {
         }
 
         fn current_span(&self) -> tracing_core::span::Current {
+            if self.probe_is_blocked() {
+                *self.0.currents_under_lock.lock().unwrap() += 1;
+            }
             match self.current() {
                 Some(id) => {
                     let meta = self.0.metas.lock().unwrap()[&id];
@@ -463,6 +475,59 @@ mod with_tracing {
                     "the subscriber's try_close ran under the pool's lock {under_lock} times"
                 );
             });
+        });
+    }
+
+    /// A SmartAioPool run interrupted by the end of its runtime is queued again to run
+    /// elsewhere; that happens under the pool's lock, so nothing there may ask the
+    /// subscriber for the current span (the stamp of a submit is taken before the lock for
+    /// that reason). Left open by the reviews of 1c94746 (`Stamp::now` in `requeue_first`).
+    #[test]
+    fn a_rerun_queued_again_does_not_call_the_subscriber_under_the_pools_lock() {
+        let _serial = serial();
+        let log = Collector::default();
+        tracing::subscriber::with_default(log.clone(), || {
+            let pool = SmartAioPool::builder()
+                .max_concurrency(1)
+                .name("rerun")
+                .process_wide(false)
+                .build();
+            let p = pool.clone();
+            *log.0.probe.lock().unwrap() = Some(Arc::new(Box::new(move || p.stats())));
+            let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let first = current_thread();
+            let r = runs.clone();
+            let handle = first.block_on(async {
+                let h = pool
+                    .submit(move || {
+                        let n = r.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            if n == 0 {
+                                std::future::pending::<()>().await; // interrupted
+                            }
+                            n
+                        }
+                    })
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await; // the first run starts
+                h
+            });
+            log.0.probing.store(true, Ordering::SeqCst);
+            drop(first); // the run is interrupted and queued again
+            log.0.probing.store(false, Ordering::SeqCst);
+            let under_lock = *log.0.currents_under_lock.lock().unwrap();
+            *log.0.probe.lock().unwrap() = None;
+            let second = current_thread();
+            let n = second.block_on(async {
+                pool.shutdown().await; // runs what is queued, here
+                handle.await.unwrap()
+            });
+            assert_eq!(n, 1, "the task ran again on the live runtime");
+            assert_eq!(
+                under_lock, 0,
+                "the subscriber's current_span ran under the pool's lock {under_lock} times"
+            );
         });
     }
 

@@ -675,7 +675,14 @@ impl<J: Job> Engine<J> {
     /// runtime) will take reserved jobs: up to [`CLAIMERS_MAX`] idle slot tasks woken or
     /// new ones spawned. Reserved jobs are taken from the front of the queue, so jobs
     /// start in queue order.
+    ///
+    /// Starts nothing while the exit take-over waits for runs still inside a poll on
+    /// another thread (they hold their slots till then): a submit or a rate tick from a
+    /// thread that goes on queues its job, and the take-over starts it.
     fn fill_free(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
+        if !st.awaiting_poll.is_empty() {
+            return;
+        }
         Self::grow(st);
         if !Self::wants_slots(st) {
             return;
@@ -924,14 +931,15 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock: an interrupted run of job `id` queued again, first, for any runtime,
-    /// with its flow-control settings.
+    /// with its flow-control settings (its span starts without a parent: the subscriber
+    /// is not asked for one under the lock).
     fn requeue_first(st: &mut State<J>, id: u64, job: J, meta: Meta) {
         st.queue.push_front(Queued {
             job,
             id,
             rt: ANY,
             meta,
-            stamp: Stamp::now(),
+            stamp: Stamp::requeued(),
         });
     }
 
