@@ -531,6 +531,49 @@ mod with_tracing {
         });
     }
 
+    /// A queued task cancelled by the nested-wait check (`WouldDeadlock`) stays in the
+    /// queue until something removes it; `cancel_all` did, and reported (and counted) it
+    /// as `aborted`. Left open by the review of dacf7cc.
+    #[test]
+    fn a_queued_would_deadlock_task_dropped_by_cancel_all_is_reported_as_such() {
+        let _serial = serial();
+        let log = Collector::default();
+        tracing::subscriber::with_default(log.clone(), || {
+            current_thread().block_on(async {
+                let pool = CommonAioPool::builder()
+                    .max_concurrency(1)
+                    .max_queue_size(2)
+                    .name("nested")
+                    .process_wide(false)
+                    .build();
+                let (broken_tx, broken_rx) = tokio::sync::oneshot::channel();
+                let inner = pool.clone();
+                let outer = pool
+                    .submit(async move {
+                        let child = inner.submit(async {}).await.unwrap(); // queued
+                        let id = child.id().as_u64();
+                        let err = child.await.unwrap_err(); // the only slot waits for it
+                        let _ = broken_tx.send((id, err.cancel_reason()));
+                        std::future::pending::<()>().await;
+                    })
+                    .await
+                    .unwrap();
+                let (child, reason) = broken_rx.await.unwrap();
+                assert_eq!(reason, Some(CancelReason::WouldDeadlock));
+                pool.cancel_all().await;
+                assert!(outer.await.unwrap_err().is_cancelled());
+                let reasons: Vec<_> = log
+                    .events_with("task cancelled")
+                    .into_iter()
+                    .filter(|(f, _)| f.0.get("task_id") == Some(&child.to_string()))
+                    .map(|(f, _)| f.0.get("reason").cloned().unwrap_or_default())
+                    .collect();
+                assert_eq!(reasons, ["would_deadlock"]);
+                pool.shutdown().await;
+            });
+        });
+    }
+
     /// A running task aborted and then dropped by its runtime's shutdown before its slot
     /// polled it again is counted as aborted (its handle says Aborted), but `Slot::drop`
     /// (src/engine/slot.rs) reports the cancellation with reason `runtime_shutdown`

@@ -27,7 +27,8 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// decided its outcome first). Runs user `Drop` code; never called under the lock.
     fn cancel(self, reason: CancelReason);
 
-    /// Whether its handle aborted it (which decided its outcome): a job cancelled after
-    /// that is counted as aborted. Cheap (one atomic load); called under the lock.
-    fn aborted(&self) -> bool;
+    /// Why it was aborted, if it was (by its handle, or by the nested-wait check: either
+    /// decided its outcome): a job cancelled after that is counted with that reason.
+    /// Cheap (atomic loads); called under the lock.
+    fn aborted(&self) -> Option<CancelReason>;
 }

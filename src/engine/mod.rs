@@ -1011,11 +1011,7 @@ impl<J: Job> Engine<J> {
         reason: CancelReason,
         later: &mut Deferred<J>,
     ) {
-        let reason = if job.aborted() {
-            CancelReason::Aborted
-        } else {
-            reason
-        };
+        let reason = job.aborted().unwrap_or(reason);
         self.count_end(st, Outcome::Cancelled(reason));
         st.counts.lost += u64::from(reason == CancelReason::RuntimeShutdown);
         later.cancels.push((job, id, reason));

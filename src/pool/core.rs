@@ -43,8 +43,8 @@ impl Job for FutureJob {
         self.0.as_mut().publish_locked().0.fire();
     }
 
-    fn aborted(&self) -> bool {
-        self.0.is_aborted()
+    fn aborted(&self) -> Option<CancelReason> {
+        self.0.aborted()
     }
 }
 

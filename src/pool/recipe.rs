@@ -26,12 +26,9 @@ impl<R, T> Drop for SmartTask<R, T> {
         // The last copy of an unfinished task is going away (its pool or runtime is gone):
         // tell the handle rather than leave it waiting. Does nothing if the task ended. An
         // aborted task says so, even if its run ended before `abort` decided the outcome.
-        let reason = if self.shared.is_aborted() {
-            CancelReason::Aborted
-        } else {
-            CancelReason::RuntimeShutdown
-        };
-        self.shared.cancel(reason);
+        let reason = self.shared.aborted();
+        self.shared
+            .cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
     }
 }
 
@@ -39,7 +36,8 @@ impl<R, T> Drop for SmartTask<R, T> {
 trait SmartTaskDyn: Send + Sync + 'static {
     fn run(self: Arc<Self>) -> BoxRun;
     fn cancel(&self, reason: CancelReason);
-    fn is_aborted(&self) -> bool;
+    /// Why it was aborted, if it was.
+    fn aborted(&self) -> Option<CancelReason>;
     /// A run that calls no user code (for a task cancelled before it started).
     fn unstarted(self: Arc<Self>) -> BoxRun;
 }
@@ -90,8 +88,8 @@ where
         self.shared.cancel(reason);
     }
 
-    fn is_aborted(&self) -> bool {
-        self.shared.is_aborted()
+    fn aborted(&self) -> Option<CancelReason> {
+        self.shared.aborted()
     }
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
@@ -135,8 +133,8 @@ impl Job for SmartJob {
         self.0.cancel(reason)
     }
 
-    fn aborted(&self) -> bool {
-        self.0.is_aborted()
+    fn aborted(&self) -> Option<CancelReason> {
+        self.0.aborted()
     }
 }
 

@@ -61,9 +61,9 @@ pub(crate) trait RunJob: Send {
         None
     }
 
-    /// Whether the task's handle aborted it.
-    fn is_aborted(&self) -> bool {
-        false
+    /// Why the task was aborted (by its handle, or by the nested-wait check), if it was.
+    fn aborted(&self) -> Option<CancelReason> {
+        None
     }
 }
 

@@ -199,7 +199,7 @@ where
         self.held.as_ref()?.as_ref().err()
     }
 
-    fn is_aborted(&self) -> bool {
-        self.owner.shared().is_aborted()
+    fn aborted(&self) -> Option<CancelReason> {
+        self.owner.shared().aborted()
     }
 }

@@ -167,6 +167,11 @@ impl<T> Shared<T> {
         self.aborted.load(Ordering::Acquire)
     }
 
+    /// Why it was aborted, if it was: by its handle, or by the pool's nested-wait check.
+    pub(crate) fn aborted(&self) -> Option<CancelReason> {
+        self.is_aborted().then(|| self.abort_reason())
+    }
+
     /// Why it was aborted (once [`is_aborted`](Self::is_aborted)): by its handle, or by the
     /// pool's nested-wait check.
     pub(crate) fn abort_reason(&self) -> CancelReason {
