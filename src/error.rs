@@ -30,6 +30,11 @@ impl<F> Rejected<F> {
 ///
 /// The task is handed back by [`into_inner`](SubmitError::into_inner).
 ///
+/// # Dropping
+///
+/// Dropping the error drops the task it holds (a future never polled, or a recipe never
+/// run): it was never accepted, so no pool counts it and no handle waits for it.
+///
 /// # Examples
 ///
 /// ```
@@ -148,6 +153,11 @@ impl<F> std::error::Error for SubmitError<F> {}
 /// Why [`try_submit`](crate::CommonAioPool::try_submit) rejected a task.
 ///
 /// The task is handed back by [`into_inner`](TrySubmitError::into_inner).
+///
+/// # Dropping
+///
+/// Dropping the error drops the task it holds, never polled or run, as for
+/// [`SubmitError`].
 ///
 /// # Examples
 ///
@@ -409,6 +419,10 @@ impl std::error::Error for TaskError {}
 
 /// Why [`run`](crate::CommonAioPool::run) produced no value: the task was rejected, or it
 /// was accepted and then failed.
+///
+/// # Dropping
+///
+/// A `Rejected` error holds the task; dropping it drops the task, never polled or run.
 ///
 /// # Examples
 ///

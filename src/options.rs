@@ -53,6 +53,11 @@ impl SubmitOptions {
 
     /// Higher runs first; FIFO among equal priorities. Default: 0.
     ///
+    /// Priorities order the pool's queue. Submitters waiting for room in a full pool are
+    /// served first come, first served, whatever their priority; a
+    /// [`NoQueueAioPool`](crate::NoQueueAioPool) has no queue, so there it orders only tasks
+    /// held back by flow control.
+    ///
     /// A queued task of low priority waits while higher ones keep arriving (strict
     /// priority, no aging): under a constant stream of higher-priority tasks it may wait
     /// indefinitely. Tasks already running are never preempted.
@@ -77,6 +82,10 @@ impl SubmitOptions {
     /// Gives up waiting for room after `timeout`: the submit fails with
     /// [`SubmitErrorKind::TimedOut`](crate::SubmitErrorKind::TimedOut) and hands the task
     /// back. Default: wait as long as it takes.
+    ///
+    /// It bounds the wait for admission only: once accepted, a task queued or held back
+    /// by its key, weight or the rate window waits as long as that takes. The timer needs
+    /// a tokio runtime with time enabled, and is made only if the submit has to wait.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::limits::later_by;
+
 /// Elastic worker settings, as the pool's builder gives them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ElasticConfig {
@@ -59,11 +61,11 @@ impl Elastic {
     pub(crate) fn retire(&mut self, mut limit: usize, now: Instant) -> (usize, Option<Instant>) {
         while limit > self.config.min_workers {
             match self.idle_since.front() {
-                Some(&since) if since + self.config.idle_timeout <= now => {
+                Some(&since) if later_by(since, self.config.idle_timeout) <= now => {
                     self.idle_since.pop_front();
                     limit -= 1;
                 }
-                Some(&since) => return (limit, Some(since + self.config.idle_timeout)),
+                Some(&since) => return (limit, Some(later_by(since, self.config.idle_timeout))),
                 None => return (limit, None),
             }
         }

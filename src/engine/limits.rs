@@ -101,6 +101,11 @@ impl Limits {
         }
     }
 
+    /// Whether a rate limit is set (it needs tokio's timer).
+    pub(crate) fn has_rate(&self) -> bool {
+        self.rate.is_some()
+    }
+
     /// When the rate window allows the next start: `None` for now.
     pub(crate) fn rate_ready_at(&mut self, now: Instant) -> Option<Instant> {
         self.rate.as_mut().and_then(|r| r.ready_at(now))
@@ -162,9 +167,15 @@ struct RateWindow {
 }
 
 impl RateWindow {
+    /// When a start at `t` leaves the window (a window too long to add, such as
+    /// `Duration::MAX`, ends in ~30 years: never, for a process).
+    fn leaves_at(&self, t: Instant) -> Instant {
+        later_by(t, self.per)
+    }
+
     fn expire(&mut self, now: Instant) {
         while let Some(&t) = self.starts.front() {
-            if t + self.per <= now {
+            if self.leaves_at(t) <= now {
                 self.starts.pop_front();
             } else {
                 break;
@@ -177,9 +188,15 @@ impl RateWindow {
         if self.starts.len() < self.count {
             None
         } else {
-            self.starts.front().map(|&t| t + self.per)
+            self.starts.front().map(|&t| self.leaves_at(t))
         }
     }
+}
+
+/// `t + d`, or about 30 years after `t` when that overflows (`Duration::MAX` as "never").
+pub(crate) fn later_by(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    t.checked_add(d).unwrap_or_else(|| t + FAR)
 }
 
 #[cfg(test)]

@@ -453,16 +453,46 @@ impl<J: Job> Engine<J> {
     }
 
     /// Admission for `submit().await`: refuses a nested submit into a full pool instead of
-    /// waiting (which would hold a slot while waiting for one). Cancel safe.
-    pub(crate) async fn admit_submit(&self) -> Result<(), SubmitErrorKind> {
+    /// waiting (which would hold a slot while waiting for one). With `timeout`, gives up
+    /// waiting after it (`TimedOut`); a timer is made only if the submit has to wait.
+    /// Cancel safe.
+    ///
+    /// # Panics
+    ///
+    /// With a `timeout`, if it has to wait outside a tokio runtime (or, tokio's panic, in
+    /// one without time enabled).
+    pub(crate) async fn admit_submit(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<(), SubmitErrorKind> {
         let kind = match self.try_admit() {
             Ok(()) => return Ok(()),
             Err(AdmitError::Closed) => SubmitErrorKind::Closed,
             Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
-            Err(AdmitError::Full) => match self.admit().await {
-                Ok(()) => return Ok(()),
-                Err(_) => SubmitErrorKind::Closed,
-            },
+            Err(AdmitError::Full) => {
+                let admitted = match timeout {
+                    None => self.admit().await.map_err(|_| SubmitErrorKind::Closed),
+                    Some(limit) => {
+                        assert!(
+                            Handle::try_current().is_ok(),
+                            "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait \
+                             for room outside a tokio runtime; its timer needs a runtime with \
+                             time enabled (submit without a timeout works from any executor)"
+                        );
+                        tokio::time::timeout(limit, self.admit())
+                            .await
+                            .unwrap_or(Err(AdmitError::Full))
+                            .map_err(|e| match e {
+                                AdmitError::Closed => SubmitErrorKind::Closed,
+                                AdmitError::Full => SubmitErrorKind::TimedOut,
+                            })
+                    }
+                };
+                match admitted {
+                    Ok(()) => return Ok(()),
+                    Err(kind) => kind,
+                }
+            }
         };
         self.observer.rejected(Some(kind));
         Err(kind)
@@ -579,6 +609,15 @@ impl<J: Job> Engine<J> {
                     return Err(PushError::NoRuntime(item));
                 }
             };
+            if st.limits.as_ref().is_some_and(|l| l.has_rate()) && !st.runtimes.has_timers(rt) {
+                drop(st);
+                self.unadmit();
+                panic!(
+                    "nb_aiopool: a pool with a rate_limit needs a tokio runtime with time \
+                     enabled to run its tasks: build the runtime with `enable_time()` or \
+                     `enable_all()`"
+                );
+            }
             let id = st.counts.submitted;
             st.counts.submitted += 1;
             self.observer.submitted();

@@ -30,6 +30,8 @@ struct Entry {
     alive: Arc<AtomicBool>,
     /// The queue was swept of this runtime's jobs after it died.
     swept: bool,
+    /// Whether the runtime has tokio's time driver, once asked.
+    timers: Option<bool>,
 }
 
 /// Told by a runtime's sentinel when that runtime shuts down (never under the engine's
@@ -103,8 +105,22 @@ impl Runtimes {
             handle,
             alive,
             swept: false,
+            timers: None,
         });
         Some(serial)
+    }
+
+    /// Whether runtime `rt` has tokio's time driver (asked once per runtime). On one that
+    /// has none, tokio's "timers are disabled" panic message is printed by the panic hook
+    /// (caught here).
+    pub(crate) fn has_timers(&mut self, rt: RtRef) -> bool {
+        let Some(e) = self.entries.iter_mut().find(|e| e.serial == rt) else {
+            return true; // not ours to judge (`ANY`, or an entry already forgotten)
+        };
+        *e.timers.get_or_insert_with(|| {
+            let _in = e.handle.enter();
+            std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
+        })
     }
 
     /// A live runtime for work that has none of its own: `rt` if it is alive, else the

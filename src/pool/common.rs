@@ -196,12 +196,15 @@ impl CommonAioPoolBuilder {
     /// places before it is `per` old). Combined with `max_concurrency`, "at most 50 starts
     /// per second, at most 100 at once". Default: no rate limit.
     ///
-    /// Tasks waiting for the rate window stay queued (and count in `stats().queued`); the
-    /// pool needs a runtime with time enabled.
+    /// Tasks waiting for the rate window stay queued (and count in `stats().queued`). A
+    /// `per` too long to add to a time (`Duration::MAX`) is a window that never ends: at
+    /// most `count` starts, ever.
     ///
     /// # Panics
     ///
-    /// `build` panics if `count` is 0 or `per` is zero.
+    /// `build` panics if `count` is 0 or `per` is zero. The pool's tasks need a runtime with
+    /// time enabled: a submit whose task would run on a runtime without tokio's time driver
+    /// panics (its task is dropped, never accepted).
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self
@@ -223,7 +226,11 @@ impl CommonAioPoolBuilder {
 
     /// At most `n` running tasks share a [`key`](crate::SubmitOptions::key) (a host, a
     /// tenant). Queued tasks of a saturated key wait without holding up tasks of other keys
-    /// behind them. Default: no per-key limit (keys are ignored).
+    /// behind them in the queue; they do take room in it (a queue full of one key's tasks
+    /// makes submits of every key wait). Default: no per-key limit (keys are ignored).
+    ///
+    /// A task that awaits a task of its own pool held back by its own key waits for ever
+    /// (the pool's deadlock check sees slots, not keys or weights).
     ///
     /// # Panics
     ///
@@ -292,7 +299,9 @@ impl CommonAioPool {
     ///
     /// # Panics
     ///
-    /// With a timeout, panics if the runtime has no time driver (`enable_time`).
+    /// With a timeout, if the submit has to wait for room: panics outside a tokio runtime,
+    /// or in one without a time driver (`enable_time`). A submit that finds room makes no
+    /// timer and works from any executor. See also the builder's `rate_limit`.
     ///
     /// # Cancel safety
     ///

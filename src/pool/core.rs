@@ -128,7 +128,7 @@ impl<J: Job> Core<J> {
         item: S,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
         async move {
-            match self.engine.admit_submit().await {
+            match self.engine.admit_submit(None).await {
                 Ok(()) => self
                     .push(item)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
@@ -172,16 +172,7 @@ impl<J: Job> Core<J> {
             if let Err(kind) = self.engine.check_weight(&meta) {
                 return Err(SubmitError::new(kind, item));
             }
-            let admitted = match opts.timeout {
-                None => self.engine.admit_submit().await,
-                Some(limit) => tokio::time::timeout(limit, self.engine.admit_submit())
-                    .await
-                    .unwrap_or_else(|_| {
-                        self.engine.rejected(Some(SubmitErrorKind::TimedOut));
-                        Err(SubmitErrorKind::TimedOut)
-                    }),
-            };
-            match admitted {
+            match self.engine.admit_submit(opts.timeout).await {
                 Ok(()) => self
                     .push_with(item, meta)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),

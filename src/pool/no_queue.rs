@@ -20,6 +20,11 @@ use crate::task::TaskHandle;
 /// A pool with no queue: `submit(fut).await` waits until one of `max_concurrency` slots is
 /// free, then starts the future at once.
 ///
+/// Waiting submitters are served first come, first served ([`SubmitOptions::priority`](crate::SubmitOptions::priority)
+/// plays no part). With flow control (`max_per_key`, `weight_capacity`, `rate_limit`) a
+/// task can be accepted into a free place and still wait there for its key, weight or the
+/// rate window: `submit` then returns once the task is accepted, not started.
+///
 /// This is the seed's `NoQueueAioPool`. It waits without polling or sleeping (the Python
 /// original re-checks every 10 ms): a finishing job hands its slot to the next waiting
 /// submitter directly. Use [`wait`](Self::wait) (or
@@ -161,12 +166,15 @@ impl NoQueueAioPoolBuilder {
     /// places before it is `per` old). Combined with `max_concurrency`, "at most 50 starts
     /// per second, at most 100 at once". Default: no rate limit.
     ///
-    /// Tasks waiting for the rate window stay queued (and count in `stats().queued`); the
-    /// pool needs a runtime with time enabled.
+    /// Tasks waiting for the rate window stay queued (and count in `stats().queued`). A
+    /// `per` too long to add to a time (`Duration::MAX`) is a window that never ends: at
+    /// most `count` starts, ever.
     ///
     /// # Panics
     ///
-    /// `build` panics if `count` is 0 or `per` is zero.
+    /// `build` panics if `count` is 0 or `per` is zero. The pool's tasks need a runtime with
+    /// time enabled: a submit whose task would run on a runtime without tokio's time driver
+    /// panics (its task is dropped, never accepted).
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self
@@ -187,8 +195,14 @@ impl NoQueueAioPoolBuilder {
     }
 
     /// At most `n` running tasks share a [`key`](crate::SubmitOptions::key) (a host, a
-    /// tenant). Queued tasks of a saturated key wait without holding up tasks of other keys
-    /// behind them. Default: no per-key limit (keys are ignored).
+    /// tenant). Default: no per-key limit (keys are ignored).
+    ///
+    /// A task of a saturated key is still accepted when a place is free: it waits inside
+    /// the pool (in `stats().queued`) and holds that place, so tasks of other keys may wait
+    /// for it. Where other keys must pass a saturated one, use a
+    /// [`CommonAioPool`](crate::CommonAioPool) with a queue. A task that awaits a task of
+    /// its own pool held back by its own key waits for ever (the pool's deadlock check sees
+    /// slots, not keys or weights).
     ///
     /// # Panics
     ///
@@ -256,7 +270,9 @@ impl NoQueueAioPool {
     ///
     /// # Panics
     ///
-    /// With a timeout, panics if the runtime has no time driver (`enable_time`).
+    /// With a timeout, if the submit has to wait for room: panics outside a tokio runtime,
+    /// or in one without a time driver (`enable_time`). A submit that finds room makes no
+    /// timer and works from any executor. See also the builder's `rate_limit`.
     ///
     /// # Cancel safety
     ///
@@ -321,14 +337,13 @@ impl NoQueueAioPool {
         self.pool().try_submit_with(fut, opts)
     }
 
-    /// Changes how many tasks run at once, while the pool runs: growing starts queued
-    /// tasks at once; shrinking lets running tasks finish and starts none until fewer
-    /// than `n` run. The room for waiting submitters follows (`n` + the queue size).
+    /// Changes how many tasks run at once, while the pool runs: growing lets waiting
+    /// submitters in at once; shrinking lets running tasks finish and admits none until
+    /// fewer than `n` run.
     ///
     /// # Panics
     ///
-    /// Panics if `n` is 0, or if `n` plus the queue size exceeds
-    /// `tokio::sync::Semaphore::MAX_PERMITS`.
+    /// Panics if `n` is 0, or if it exceeds `tokio::sync::Semaphore::MAX_PERMITS`.
     ///
     /// # Examples
     ///
@@ -352,7 +367,9 @@ impl NoQueueAioPool {
     ///
     /// Gives the future back, unpolled, in a [`SubmitError`](SubmitError) if the pool is shut down, or
     /// if this is called from a job of this same pool while the pool is full (waiting would
-    /// deadlock).
+    /// deadlock), or if no runtime can run it
+    /// ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called outside a runtime after
+    /// the pool's runtimes have all shut down).
     ///
     /// # Cancel safety
     ///
@@ -672,9 +689,10 @@ impl NoQueueAioPool {
         self.pool().engine.shutdown_timeout(timeout).await
     }
 
-    /// Cancels every job running now: each is dropped at its next `.await` and its handle
-    /// resolves to [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool
-    /// stays open. Returns once they are all gone.
+    /// Cancels every job running now (and any accepted task still held back by flow
+    /// control): each is dropped at its next `.await` and its handle resolves to
+    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
+    /// Returns once they are all gone.
     ///
     /// # Cancel safety
     ///
