@@ -453,49 +453,58 @@ impl<J: Job> Engine<J> {
     }
 
     /// Admission for `submit().await`: refuses a nested submit into a full pool instead of
-    /// waiting (which would hold a slot while waiting for one). With `timeout`, gives up
-    /// waiting after it (`TimedOut`); a timer is made only if the submit has to wait.
-    /// Cancel safe.
+    /// waiting (which would hold a slot while waiting for one). Cancel safe.
+    pub(crate) async fn admit_submit(&self) -> Result<(), SubmitErrorKind> {
+        match self.admit_or_wait() {
+            Some(done) => done,
+            None => self.admitted(self.admit().await.map_err(|_| SubmitErrorKind::Closed)),
+        }
+    }
+
+    /// [`admit_submit`](Self::admit_submit) that gives up waiting after `limit`
+    /// (`TimedOut`). Its timer is made only if the submit has to wait (a separate function,
+    /// so that the timer does not grow every plain submit's future). Cancel safe.
     ///
     /// # Panics
     ///
-    /// With a `timeout`, if it has to wait outside a tokio runtime (or, tokio's panic, in
-    /// one without time enabled).
-    pub(crate) async fn admit_submit(
-        &self,
-        timeout: Option<Duration>,
-    ) -> Result<(), SubmitErrorKind> {
+    /// If it has to wait outside a tokio runtime (or, tokio's panic, in one without time
+    /// enabled).
+    pub(crate) async fn admit_submit_within(&self, limit: Duration) -> Result<(), SubmitErrorKind> {
+        if let Some(done) = self.admit_or_wait() {
+            return done;
+        }
+        assert!(
+            Handle::try_current().is_ok(),
+            "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
+             outside a tokio runtime; its timer needs a runtime with time enabled (submit \
+             without a timeout works from any executor)"
+        );
+        let waited = tokio::time::timeout(limit, self.admit()).await;
+        self.admitted(match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SubmitErrorKind::Closed),
+            Err(_) => Err(SubmitErrorKind::TimedOut),
+        })
+    }
+
+    /// The first step of a submit's admission: `Some` if it is decided now (admitted, or
+    /// refused and reported), `None` if the submit has to wait for room.
+    fn admit_or_wait(&self) -> Option<Result<(), SubmitErrorKind>> {
         let kind = match self.try_admit() {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Some(Ok(())),
             Err(AdmitError::Closed) => SubmitErrorKind::Closed,
             Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
-            Err(AdmitError::Full) => {
-                let admitted = match timeout {
-                    None => self.admit().await.map_err(|_| SubmitErrorKind::Closed),
-                    Some(limit) => {
-                        assert!(
-                            Handle::try_current().is_ok(),
-                            "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait \
-                             for room outside a tokio runtime; its timer needs a runtime with \
-                             time enabled (submit without a timeout works from any executor)"
-                        );
-                        tokio::time::timeout(limit, self.admit())
-                            .await
-                            .unwrap_or(Err(AdmitError::Full))
-                            .map_err(|e| match e {
-                                AdmitError::Closed => SubmitErrorKind::Closed,
-                                AdmitError::Full => SubmitErrorKind::TimedOut,
-                            })
-                    }
-                };
-                match admitted {
-                    Ok(()) => return Ok(()),
-                    Err(kind) => kind,
-                }
-            }
+            Err(AdmitError::Full) => return None,
         };
-        self.observer.rejected(Some(kind));
-        Err(kind)
+        Some(self.admitted(Err(kind)))
+    }
+
+    /// Reports a refusal; passes the result on.
+    fn admitted(&self, result: Result<(), SubmitErrorKind>) -> Result<(), SubmitErrorKind> {
+        if let Err(kind) = result {
+            self.observer.rejected(Some(kind));
+        }
+        result
     }
 
     /// Admission for `blocking_submit`: parks the calling thread while full.
@@ -514,10 +523,7 @@ impl<J: Job> Engine<J> {
                 crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
             }
         };
-        if let Err(kind) = admitted {
-            self.observer.rejected(Some(kind));
-        }
-        admitted
+        self.admitted(admitted)
     }
 
     /// Gives back an admission permit taken for a push that was refused (or for a job a

@@ -128,7 +128,7 @@ impl<J: Job> Core<J> {
         item: S,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
         async move {
-            match self.engine.admit_submit(None).await {
+            match self.engine.admit_submit().await {
                 Ok(()) => self
                     .push(item)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
@@ -172,7 +172,11 @@ impl<J: Job> Core<J> {
             if let Err(kind) = self.engine.check_weight(&meta) {
                 return Err(SubmitError::new(kind, item));
             }
-            match self.engine.admit_submit(opts.timeout).await {
+            let admitted = match opts.timeout {
+                None => self.engine.admit_submit().await,
+                Some(limit) => self.engine.admit_submit_within(limit).await,
+            };
+            match admitted {
                 Ok(()) => self
                     .push_with(item, meta)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),

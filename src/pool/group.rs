@@ -267,7 +267,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         if self.is_tripped() {
             return Err(SubmitErrorKind::Closed);
         }
-        self.core.engine.admit_submit(None).await?;
+        self.core.engine.admit_submit().await?;
         if self.is_tripped() {
             // A task failed while this submit waited for room.
             self.core.engine.unadmit();

@@ -60,7 +60,7 @@ where
 
     fn admit(&self) -> Admission {
         let engine = Arc::clone(&self.core.engine);
-        Box::pin(async move { engine.admit_submit(None).await })
+        Box::pin(async move { engine.admit_submit().await })
     }
 
     fn unadmit(&self) {
