@@ -147,11 +147,19 @@ impl<T: Ordered> Queue<T> {
             }
             Queue::Heap { heap, front } => {
                 // In queue order, as `pop_first` takes them: a heap iterates in storage
-                // order, and the picker's answer depends on the jobs before (weights).
-                let mut ordered: Vec<&ByPriority<T>> = heap.iter().collect();
-                ordered.sort_unstable_by(|a, b| b.cmp(a));
-                for item in front.iter().chain(ordered.into_iter().map(|b| &b.0)) {
+                // order, and the picker's answer depends on the jobs before (weights). A
+                // heap of references (built in linear time) yields that order lazily, so a
+                // count that stops early sorts nothing beyond what it visits. (Popping the
+                // visited items from the queue's own heap and pushing them back measured
+                // slower: a count may visit most of the queue.)
+                for item in front {
                     if !visit(item) {
+                        return n;
+                    }
+                }
+                let mut ordered: BinaryHeap<&ByPriority<T>> = heap.iter().collect();
+                while let Some(b) = ordered.pop() {
+                    if !visit(&b.0) {
                         break;
                     }
                 }
@@ -268,12 +276,24 @@ mod tests {
         for (p, s) in [(10, 0), (1, 1), (5, 2), (7, 3), (0, 4)] {
             q.push(Item(p, s));
         }
+        q.push_front(Item(-9, 5)); // an interrupted run: first
         let mut seen = Vec::new();
         q.count(usize::MAX, |i| {
             seen.push(i.1);
             true
         });
-        assert_eq!(seen, [0, 3, 2, 1, 4]);
+        assert_eq!(seen, [5, 0, 3, 2, 1, 4]);
+        // Counting no further than `most` visits no further either.
+        let mut seen = Vec::new();
+        let n = q.count(3, |i| {
+            seen.push(i.1);
+            i.1 != 0
+        });
+        assert_eq!((n, seen), (3, vec![5, 0, 3, 2]));
+        assert_eq!(drain(&mut q), [5, 0, 3, 2, 1, 4], "counting took nothing");
+        for (p, s) in [(10, 0), (1, 1), (5, 2), (7, 3), (0, 4)] {
+            q.push(Item(p, s));
+        }
         // Stops accepting at seq 1 (priority 1): the jobs before it in queue order count.
         let mut blocked = false;
         let n = q.count(usize::MAX, |i| {
