@@ -126,6 +126,20 @@ fn child() {
                 }
             });
         }
+        // A no-queue pool resized, then dropped with tasks running.
+        "resized-no-queue-dropped" => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let pool = nb_aiopool::NoQueueAioPool::new(2);
+                pool.set_max_concurrency(5);
+                for _ in 0..3 {
+                    pool.submit(tokio::time::sleep(Duration::from_secs(3600)))
+                        .await
+                        .unwrap()
+                        .detach();
+                }
+            });
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -234,6 +248,22 @@ fn unfinished_common_pool_tasks_are_reported_at_exit() {
             && o.stderr
                 .contains("10 task(s) cancelled by a runtime shutdown")
             && o.stderr.contains("shutdown_all_common_aiopools().await"),
+        "stderr: {}",
+        o.stderr
+    );
+    let _ = std::fs::remove_dir_all(&o.dir);
+}
+
+/// The warning names the pool's size when it was dropped, not the builder's (finding 52:
+/// after `set_max_concurrency` it said 2 here).
+#[test]
+fn the_exit_warning_names_the_size_after_a_resize() {
+    let o = run_child("resized-no-queue-dropped");
+    assert!(
+        o.stderr
+            .contains("nb_aiopool: warning: a NoQueueAioPool (max_concurrency 5)")
+            && o.stderr
+                .contains("3 task(s) cancelled by a runtime shutdown"),
         "stderr: {}",
         o.stderr
     );

@@ -84,6 +84,8 @@ pub(crate) struct Config {
 pub(crate) struct Figures {
     pub(crate) unfinished: usize,
     pub(crate) lost: u64,
+    /// The pool's size when it was dropped (after any `set_max_concurrency`).
+    pub(crate) max_concurrency: usize,
 }
 
 /// Called when an engine is dropped with figures worth reporting at exit.
@@ -1157,10 +1159,14 @@ impl<J: Job> Engine<J> {
     }
 
     pub(crate) fn figures(&self) -> Figures {
-        let st = self.lock();
+        Self::figures_of(&self.lock())
+    }
+
+    fn figures_of(st: &State<J>) -> Figures {
         Figures {
             unfinished: st.queue.len() - st.reserved + st.running,
             lost: st.counts.lost,
+            max_concurrency: st.max_concurrency,
         }
     }
 
@@ -1441,10 +1447,7 @@ impl<J: Job> Drop for Engine<J> {
     fn drop(&mut self) {
         // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let figures = Figures {
-            unfinished: st.queue.len() - st.reserved + st.running,
-            lost: st.counts.lost,
-        };
+        let figures = Self::figures_of(st);
         if figures.lost > 0 || figures.unfinished > 0 {
             if let Some(hook) = &self.on_drop {
                 hook(figures);

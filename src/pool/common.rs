@@ -260,7 +260,7 @@ impl CommonAioPoolBuilder {
             label: name.clone(),
             on_panic: self.on_panic,
         };
-        let hook = registry::drop_hook(kind, name.clone(), self.max_concurrency);
+        let hook = registry::drop_hook(kind, name.clone());
         let pool = Core::new(config, Some(hook));
         registry::register_future_pool(kind, name.clone(), self.process_wide, &pool.engine);
         CommonAioPool {

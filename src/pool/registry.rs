@@ -57,12 +57,11 @@ pub(crate) fn register_future_pool(
 }
 
 /// The hook an engine calls when dropped with unfinished or lost tasks.
-pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>, max_concurrency: usize) -> DropHook {
+pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>) -> DropHook {
     Box::new(move |figures| {
         remember_dropped(ExitFigures {
             kind,
             name: name.clone(),
-            max_concurrency,
             figures,
         })
     })
@@ -145,7 +144,6 @@ pub async fn wait_all_no_queue_aiopools() {
 struct ExitFigures {
     kind: PoolKind,
     name: Arc<str>,
-    max_concurrency: usize,
     figures: Figures,
 }
 
@@ -168,7 +166,6 @@ fn warn_unfinished_future_pools() {
             entry.engine.upgrade().map(|e| ExitFigures {
                 kind: entry.kind,
                 name: entry.name.clone(),
-                max_concurrency: e.max_concurrency(),
                 figures: e.figures(),
             })
         })
@@ -193,7 +190,7 @@ fn warn_unfinished_future_pools() {
              main to wait for them",
             f.kind.name(),
             named,
-            f.max_concurrency,
+            f.figures.max_concurrency,
             f.figures.unfinished,
             f.figures.lost,
             call
