@@ -59,6 +59,35 @@ pub fn check_naive(
     Ok(estimate)
 }
 
+/// Refuses (with the message to print) when a pool mode `what`, which holds at most `held`
+/// tasks of about `bytes_each` at once, would need more than [`MAX_SHARE`] of `available`
+/// bytes, unless `forced`. Unlike [`check_naive`], an unknown `available` lets it run: a
+/// pool's memory does not grow with the number of tasks.
+pub fn check_held(
+    what: &str,
+    held: u64,
+    bytes_each: u64,
+    available: Option<u64>,
+    forced: bool,
+) -> Result<u64, String> {
+    let estimate = held.saturating_mul(bytes_each);
+    match available {
+        Some(available) if !forced && (estimate as f64) > MAX_SHARE * available as f64 => {
+            Err(format!(
+                "refusing to run the {what} mode: the {held} tasks it holds at once \
+                 (concurrency + queue) need about {} (~{} each), more than {:.0}% of the {} \
+                 available. Lower --payload-bytes, --concurrency or --queue-size, or pass \
+                 --i-know-it-may-exhaust-memory to try anyway",
+                human_bytes(estimate),
+                human_bytes(bytes_each),
+                MAX_SHARE * 100.0,
+                human_bytes(available)
+            ))
+        }
+        _ => Ok(estimate),
+    }
+}
+
 /// `1536` → `1.5 KiB`, binary units.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -88,6 +117,16 @@ mod tests {
         assert!(err.contains("--i-know-it-may-exhaust-memory"), "{err}");
         assert!(check_naive("x", 10_000_000, 1000, Some(10 * gib), true).is_ok());
         assert!(check_naive("x", 1, 1, None, false).is_err());
+    }
+
+    #[test]
+    fn pools_refuse_only_what_they_hold() {
+        let gib = 1 << 30;
+        assert!(check_held("x", 2001, 1600, Some(gib), false).is_ok());
+        let err = check_held("x", 2001, gib, Some(10 * gib), false).unwrap_err();
+        assert!(err.contains("refusing"), "{err}");
+        assert!(check_held("x", 2001, gib, Some(10 * gib), true).is_ok());
+        assert!(check_held("x", 2001, u64::MAX, None, false).is_ok());
     }
 
     #[test]

@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::builder::RangedU64ValueParser;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool};
 use nb_aiopool_demos::child::run_self;
 use nb_aiopool_demos::live::{want_bar, Live};
@@ -37,9 +40,27 @@ const NAIVE_TASK_OVERHEAD: u64 = 640;
 /// Estimated bytes of a naive task's payload: measured ~1.3 KiB per task at 400 B (the
 /// string's allocation plus allocator overhead and fragmentation of a million live
 /// allocations: about twice the string), so count it twice.
+///
+/// Checked arithmetic: a payload too large to count is estimated at `u64::MAX`, which the
+/// memory guard refuses.
 fn naive_task_bytes(payload_bytes: usize) -> u64 {
-    NAIVE_TASK_OVERHEAD + 2 * (payload_bytes as u64 + 24).next_multiple_of(16)
+    (payload_bytes as u64)
+        .checked_add(24)
+        .and_then(|b| b.checked_next_multiple_of(16))
+        .and_then(|b| b.checked_mul(2))
+        .and_then(|b| b.checked_add(NAIVE_TASK_OVERHEAD))
+        .unwrap_or(u64::MAX)
 }
+
+/// Largest `--concurrency` and `--queue-size`: their sum stays far below what tokio's
+/// `Semaphore` (and the pools built on it) accept.
+const MAX_CONCURRENCY: u64 = 100_000_000;
+/// Largest `--payload-bytes`: 1 GiB (one string per task).
+const MAX_PAYLOAD_BYTES: u64 = 1 << 30;
+/// Largest `--threads`.
+const MAX_THREADS: u64 = 1024;
+/// Largest `--monitor-interval-ms`: a day.
+const MAX_MONITOR_INTERVAL_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,14 +75,27 @@ struct Args {
     /// Number of tasks.
     #[arg(long, default_value_t = 1_000_000)]
     tasks: u64,
-    /// Bytes of payload each task carries (the seed's `"task" * 100` is 400), plus `_<i>`.
-    #[arg(long, default_value_t = 400)]
+    /// Bytes of payload each task carries (the seed's `"task" * 100` is 400), plus `_<i>`
+    /// (at most 1 GiB).
+    #[arg(
+        long,
+        default_value_t = 400,
+        value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_PAYLOAD_BYTES)
+    )]
     payload_bytes: usize,
-    /// Tasks running at once (pool size / semaphore permits).
-    #[arg(long, default_value_t = 1000)]
+    /// Tasks running at once (pool size / semaphore permits), 1 to 100,000,000.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CONCURRENCY)
+    )]
     concurrency: usize,
-    /// Queue size of the `common` and `smart` pools [default: the concurrency].
-    #[arg(long)]
+    /// Queue size of the `common` and `smart` pools, at most 100,000,000 [default: the
+    /// concurrency].
+    #[arg(
+        long,
+        value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_CONCURRENCY)
+    )]
     queue_size: Option<usize>,
     /// What a task does: `tiny` (one `yield_now`) or `sleep:N` (sleep N milliseconds).
     #[arg(long, default_value = "tiny")]
@@ -69,20 +103,28 @@ struct Args {
     /// Tokio runtime: `multi` (multi-thread) or `current` (current-thread).
     #[arg(long, value_enum, default_value_t = Flavor::Multi)]
     runtime: Flavor,
-    /// Worker threads of the multi-thread runtime [default: one per core].
-    #[arg(long)]
+    /// Worker threads of the multi-thread runtime, 1 to 1024 [default: one per core].
+    #[arg(
+        long,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
+    )]
     threads: Option<usize>,
-    /// Print the process monitor's line every this many milliseconds (0: never).
-    #[arg(long, default_value_t = 1000)]
+    /// Print the process monitor's line every this many milliseconds (0: never; at most a
+    /// day).
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_MONITOR_INTERVAL_MS)
+    )]
     monitor_interval_ms: u64,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
-    /// Let the `semaphore` mode run even when its estimated memory exceeds half of the
-    /// available memory.
+    /// Let a mode run even when its estimated memory exceeds half of the available memory
+    /// (`semaphore`: every task at once; the pools: the tasks they hold at once).
     #[arg(long)]
     i_know_it_may_exhaust_memory: bool,
-    /// With `--mode compare`: the modes to run, in order.
+    /// With `--mode compare` (only): the modes to run, in order (`compare` is not one).
     #[arg(
         long,
         value_enum,
@@ -191,7 +233,7 @@ async fn produce(mode: Mode, args: &Args, queue: usize) -> Result<(f64, u64), St
             let pool = CommonAioPool::new(args.concurrency, queue);
             for i in 0..n {
                 let p = payload(i, bytes);
-                expected += p.len() as u64;
+                expected = expected.wrapping_add(p.len() as u64);
                 // Waits while the pool is full: this is the backpressure. The handle is
                 // detached (the job still runs): no list of a million futures.
                 pool.submit(job(p, kind))
@@ -206,7 +248,7 @@ async fn produce(mode: Mode, args: &Args, queue: usize) -> Result<(f64, u64), St
             let pool = NoQueueAioPool::new(args.concurrency);
             for i in 0..n {
                 let p = payload(i, bytes);
-                expected += p.len() as u64;
+                expected = expected.wrapping_add(p.len() as u64);
                 pool.submit(job(p, kind))
                     .await
                     .map_err(|e| format!("submit failed: {e}"))?
@@ -225,7 +267,7 @@ async fn produce(mode: Mode, args: &Args, queue: usize) -> Result<(f64, u64), St
                 // A recipe may be run again, so it keeps the payload and each run borrows
                 // a cheap clone of it.
                 let p: Arc<str> = payload(i, bytes).into();
-                expected += p.len() as u64;
+                expected = expected.wrapping_add(p.len() as u64);
                 pool.submit(move || job(p.clone(), kind))
                     .await
                     .map_err(|e| format!("submit failed: {e}"))?
@@ -240,7 +282,7 @@ async fn produce(mode: Mode, args: &Args, queue: usize) -> Result<(f64, u64), St
             let mut tasks = Vec::new();
             for i in 0..n {
                 let p = payload(i, bytes);
-                expected += p.len() as u64;
+                expected = expected.wrapping_add(p.len() as u64);
                 let semaphore = semaphore.clone();
                 tasks.push(tokio::spawn(async move {
                     let _permit = semaphore.acquire().await.expect("never closed");
@@ -259,18 +301,33 @@ async fn produce(mode: Mode, args: &Args, queue: usize) -> Result<(f64, u64), St
 
 fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let queue = args.queue_size.unwrap_or(args.concurrency);
-    if mode == Mode::Semaphore {
-        let each = naive_task_bytes(args.payload_bytes);
-        if let Err(message) = memory::check_naive(
+    let each = naive_task_bytes(args.payload_bytes);
+    let guard = if mode == Mode::Semaphore {
+        memory::check_naive(
             "spawn-everything + Semaphore",
             args.tasks,
             each,
             memory::available_bytes(),
             args.i_know_it_may_exhaust_memory,
-        ) {
-            eprintln!("{message}");
-            return ExitCode::from(EXIT_REFUSED as u8);
-        }
+        )
+    } else {
+        // A pool holds its running and queued tasks, plus the one being submitted.
+        let held = match mode {
+            Mode::NoQueue => args.concurrency,
+            _ => args.concurrency + queue,
+        } as u64
+            + 1;
+        memory::check_held(
+            mode.name(),
+            held.min(args.tasks),
+            each,
+            memory::available_bytes(),
+            args.i_know_it_may_exhaust_memory,
+        )
+    };
+    if let Err(message) = guard {
+        eprintln!("{message}");
+        return ExitCode::from(EXIT_REFUSED as u8);
     }
 
     let mut builder = match args.runtime {
@@ -278,7 +335,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
         Flavor::Current => tokio::runtime::Builder::new_current_thread(),
     };
     if let (Flavor::Multi, Some(threads)) = (args.runtime, args.threads) {
-        builder.worker_threads(threads.max(1));
+        builder.worker_threads(threads);
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -528,12 +585,35 @@ fn compare(args: &Args) -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.concurrency == 0 {
-        eprintln!("error: --concurrency must be at least 1");
-        return ExitCode::from(2);
+/// Parses the command line; what clap's attributes cannot say is checked here, with the
+/// same kind of message and exit code (2).
+fn parse_args() -> Args {
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let usage =
+        |kind: ErrorKind, message: &str| -> ! { Args::command().error(kind, message).exit() };
+    if args.modes.contains(&Mode::Compare) {
+        usage(
+            ErrorKind::InvalidValue,
+            "--modes lists the modes `compare` runs: common, no-queue, smart, semaphore \
+             (`compare` itself is not one)",
+        );
     }
+    if args.mode != Mode::Compare && matches.value_source("modes") == Some(ValueSource::CommandLine)
+    {
+        usage(
+            ErrorKind::ArgumentConflict,
+            &format!(
+                "--modes only applies to --mode compare (the default), not to --mode {}",
+                args.mode.name()
+            ),
+        );
+    }
+    args
+}
+
+fn main() -> ExitCode {
+    let args = parse_args();
     match args.mode {
         Mode::Compare => compare(&args),
         mode => run_one(mode, &args),

@@ -7,6 +7,7 @@
 //! `--serve-only` just runs the server, so another load generator (`wrk`) can be pointed
 //! at it.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty, Full};
@@ -24,7 +26,7 @@ use hyper::header::{HeaderValue, HOST};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nb_aiopool::CommonAioPool;
@@ -41,6 +43,56 @@ use tokio::sync::Semaphore;
 /// and its `JoinHandle`; measured ~2 KiB on x86-64 Linux, rounded up.
 const NAIVE_REQUEST_BYTES: u64 = 3072;
 
+/// Largest `--concurrency`: a million keep-alive connections (the usual ceiling of open
+/// files, and more than the ephemeral ports towards one address).
+const MAX_CONCURRENCY: u64 = 1_000_000;
+/// Largest `--queue-size`.
+const MAX_QUEUE_SIZE: u64 = 100_000_000;
+/// Largest `--max-seconds` and `--duration-s`: a year.
+const MAX_RUN_SECONDS: u64 = 365 * 24 * 3600;
+/// Largest `--timeout-ms`: a year.
+const MAX_TIMEOUT_MS: u64 = MAX_RUN_SECONDS * 1000;
+/// Largest `--monitor-interval-ms`: a day.
+const MAX_MONITOR_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+/// Largest `--response-bytes`: 1 GiB (one body, shared by every response).
+const MAX_RESPONSE_BYTES: u64 = 1 << 30;
+/// Largest `--threads`.
+const MAX_THREADS: u64 = 1024;
+
+/// `--url`: an `http://` URL with a host (whether the host is allowed is checked later,
+/// with `--allow-remote`).
+fn parse_url(url: &str) -> Result<String, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        None => return Err("not an http:// URL (such as http://127.0.0.1:8080/)".into()),
+        Some(_) => {
+            return Err("only http:// is supported (no TLS client in this demo)".into());
+        }
+    }
+    if uri.host().is_none() {
+        return Err("the URL has no host".into());
+    }
+    Ok(url.to_string())
+}
+
+/// `--duration-s`: a number of seconds above 0, at most a year.
+fn parse_duration_s(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!(
+            "must be a finite number of seconds above 0 (at most {MAX_RUN_SECONDS}, a year)"
+        ));
+    }
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())?;
+    if duration > Duration::from_secs(MAX_RUN_SECONDS) {
+        return Err(format!("at most {MAX_RUN_SECONDS} seconds (a year)"));
+    }
+    Ok(seconds)
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "http_load",
@@ -53,33 +105,52 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Compare)]
     mode: Mode,
     /// Target URL (http only). Without it, a server is started on 127.0.0.1.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_url)]
     url: Option<String>,
     /// Number of requests.
     #[arg(long, default_value_t = 200_000)]
     requests: u64,
-    /// Requests in flight at once (also the number of keep-alive connections).
-    #[arg(long, default_value_t = 1000)]
+    /// Requests in flight at once (also the number of keep-alive connections), 1 to
+    /// 1,000,000.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CONCURRENCY)
+    )]
     concurrency: usize,
-    /// Stop starting requests after this many seconds (then `--requests` is only an upper
-    /// bound), as `wrk -d` does.
-    #[arg(long)]
+    /// Send no request after this many seconds (above 0, at most a year; then `--requests`
+    /// is only an upper bound), as `wrk -d` does. Requests in flight finish; requests not
+    /// sent by then are not counted.
+    #[arg(long, value_parser = parse_duration_s)]
     duration_s: Option<f64>,
-    /// HTTP client: `conn` (one persistent connection per slot, driven inside the request)
-    /// or `legacy` (hyper-util's pooled `Client`).
+    /// HTTP client: `conn` (one persistent connection per slot, driven inside the
+    /// request), `raw` (a minimal keep-alive HTTP/1.1 client, as `wrk` has) or `legacy`
+    /// (hyper-util's pooled `Client`).
     #[arg(long, value_enum, default_value_t = ClientKind::Conn)]
     client: ClientKind,
     /// Tokio runtime of the client: `current` (one thread, as `wrk -t1`) or `multi`.
     #[arg(long, value_enum, default_value_t = Flavor::Current)]
     runtime: Flavor,
-    /// Queue size of the pool [default: the concurrency].
-    #[arg(long)]
+    /// Queue size of the pool, at most 100,000,000 [default: the concurrency].
+    #[arg(
+        long,
+        value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_QUEUE_SIZE)
+    )]
     queue_size: Option<usize>,
-    /// Per-request timeout in milliseconds (connect + response + body).
-    #[arg(long, default_value_t = 10_000)]
+    /// Per-request timeout in milliseconds (connect + response + body), at least 1.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS)
+    )]
     timeout_ms: u64,
-    /// Stop starting new requests after this many seconds (the rest count as skipped).
-    #[arg(long, default_value_t = 300)]
+    /// Stop starting new requests after this many seconds (the rest count as skipped), 1 to
+    /// a year.
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_RUN_SECONDS)
+    )]
     max_seconds: u64,
     /// Allow a target that is not a loopback address. Never point this at a server you
     /// do not own.
@@ -94,15 +165,27 @@ struct Args {
     /// With `--serve-only`: stop after this many seconds.
     #[arg(long)]
     serve_seconds: Option<u64>,
-    /// Size of the server's response body in bytes.
-    #[arg(long, default_value_t = 32)]
+    /// Size of the server's response body in bytes (at most 1 GiB).
+    #[arg(
+        long,
+        default_value_t = 32,
+        value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_RESPONSE_BYTES)
+    )]
     response_bytes: usize,
-    /// Worker threads of the multi-thread runtime (and of the server) [default: one per
-    /// core].
-    #[arg(long)]
+    /// Worker threads of the multi-thread runtime (and of the server), 1 to 1024
+    /// [default: one per core].
+    #[arg(
+        long,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
+    )]
     threads: Option<usize>,
-    /// Print the process monitor's line every this many milliseconds (0: never).
-    #[arg(long, default_value_t = 1000)]
+    /// Print the process monitor's line every this many milliseconds (0: never; at most a
+    /// day).
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_MONITOR_INTERVAL_MS)
+    )]
     monitor_interval_ms: u64,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
@@ -241,16 +324,13 @@ async fn serve_only(args: &Args) -> ExitCode {
 // ---------------------------------------------------------------------------------------
 // The client
 
-/// Refuses anything but plain HTTP to a loopback address, unless `allow_remote`.
+/// Refuses anything but plain HTTP to a loopback address, unless `allow_remote`. (The
+/// command-line parser already rejected what is not an `http://` URL with a host, exit 2;
+/// what is left to refuse here, exit 3, is a host that is not loopback.)
 fn check_target(url: &str, allow_remote: bool) -> Result<Uri, String> {
-    let uri: Uri = url
-        .parse()
+    let uri: Uri = parse_url(url)
+        .and_then(|url| url.parse().map_err(|e| format!("{e}")))
         .map_err(|e| format!("invalid --url `{url}`: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "--url `{url}`: only http:// is supported (no TLS client in this demo)"
-        ));
-    }
     let host = uri
         .host()
         .ok_or_else(|| format!("--url `{url}` has no host"))?;
@@ -319,7 +399,10 @@ const ERROR_KINDS: [(ErrorKind, &str); 5] = [
 /// Counters shared by every request.
 struct Stats {
     ok: AtomicU64,
+    /// Not sent: `--max-seconds` had passed (counted in `requests`).
     skipped: AtomicU64,
+    /// Not sent: `--duration-s` had passed when its turn came (not counted in `requests`).
+    unsent: AtomicU64,
     errors: [AtomicU64; 5],
     body_bytes: AtomicU64,
     /// Latencies of successful requests, in microseconds.
@@ -329,7 +412,7 @@ struct Stats {
 /// Requests finished (any outcome): the progress bar reads it.
 static FINISHED: AtomicU64 = AtomicU64::new(0);
 
-/// The two HTTP clients the demo can drive through the pool.
+/// The three HTTP clients the demo can drive through the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ClientKind {
     /// One persistent HTTP/1.1 connection per concurrency slot (hyper's `client::conn::http1`),
@@ -659,7 +742,9 @@ impl RawConnections {
 
 enum HttpClient {
     Conn(KeptConnections),
-    Legacy(LegacyClient, Uri),
+    /// The client, the target, and the client-side addresses of the connections that
+    /// carried a response (hyper-util attaches them to each response as `HttpInfo`).
+    Legacy(LegacyClient, Uri, Mutex<HashSet<SocketAddr>>),
     Raw(RawConnections),
 }
 
@@ -668,7 +753,7 @@ impl HttpClient {
         match self {
             HttpClient::Conn(connections) => connections.get().await,
             HttpClient::Raw(connections) => connections.get().await,
-            HttpClient::Legacy(client, uri) => {
+            HttpClient::Legacy(client, uri, seen) => {
                 let response = client.get(uri.clone()).await.map_err(|e| {
                     if e.is_connect() {
                         ErrorKind::Connect
@@ -676,6 +761,11 @@ impl HttpClient {
                         ErrorKind::Request
                     }
                 })?;
+                if let Some(info) = response.extensions().get::<HttpInfo>() {
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(info.local_addr());
+                }
                 let status = response.status();
                 let body = response
                     .into_body()
@@ -692,21 +782,40 @@ impl HttpClient {
         }
     }
 
-    /// Connections this client opened (the legacy client does not say).
-    fn opened(&self) -> Option<u64> {
+    /// Connections this client opened. The legacy client does not say: for it, the
+    /// connections that carried at least one response (told apart by their local address).
+    fn opened(&self) -> u64 {
         match self {
-            HttpClient::Conn(c) => Some(c.opened.load(Ordering::Relaxed)),
-            HttpClient::Raw(c) => Some(c.opened.load(Ordering::Relaxed)),
-            HttpClient::Legacy(..) => None,
+            HttpClient::Conn(c) => c.opened.load(Ordering::Relaxed),
+            HttpClient::Raw(c) => c.opened.load(Ordering::Relaxed),
+            HttpClient::Legacy(_, _, seen) => {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).len() as u64
+            }
         }
     }
 }
 
+/// When requests stop being sent.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// `--max-seconds`: later requests are skipped.
+    deadline: Instant,
+    /// `--duration-s`: later requests are not sent (nor counted).
+    stop: Option<Instant>,
+}
+
 /// One GET: time it, read the whole body, count the outcome.
-async fn request(client: Arc<HttpClient>, timeout: Duration, deadline: Instant, stats: Arc<Stats>) {
+async fn request(client: Arc<HttpClient>, timeout: Duration, limits: Limits, stats: Arc<Stats>) {
     // Relaxed everywhere: statistics, read after every request has been awaited.
     let start = Instant::now();
-    if start >= deadline {
+    // Checked here, not only in the submitting loop: a request waiting in the pool's queue
+    // or for a semaphore permit may get its turn after the end.
+    if limits.stop.is_some_and(|stop| start >= stop) {
+        stats.unsent.fetch_add(1, Ordering::Relaxed);
+        FINISHED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if start >= limits.deadline {
         stats.skipped.fetch_add(1, Ordering::Relaxed);
         FINISHED.fetch_add(1, Ordering::Relaxed);
         return;
@@ -733,26 +842,37 @@ async fn request(client: Arc<HttpClient>, timeout: Duration, deadline: Instant, 
     FINISHED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Sends the requests; returns how many were started and the connections the client opened.
-async fn load(
-    mode: Mode,
-    args: &Args,
-    uri: Uri,
-    stats: Arc<Stats>,
-) -> Result<(u64, Option<u64>), String> {
-    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+/// Sends the requests; returns how many were started (submitted or spawned) and the
+/// connections the client opened.
+async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<(u64, u64), String> {
+    // The parser bounds these (a year at most), so the sums below cannot overflow `Instant`;
+    // checked all the same.
+    let timeout = Duration::from_millis(args.timeout_ms);
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.max_seconds);
+    let after = |d: Duration| {
+        start
+            .checked_add(d)
+            .ok_or_else(|| format!("{d:?} from now is past what the clock can represent"))
+    };
+    let deadline = after(Duration::from_secs(args.max_seconds))?;
     // With --duration-s: no new request after it (the ones in flight finish).
-    let stop = args
-        .duration_s
-        .map(|s| start + Duration::from_secs_f64(s.max(0.0)));
-    // Read the clock every 64 requests only.
+    let stop = match args.duration_s {
+        Some(s) => Some(after(
+            Duration::try_from_secs_f64(s).map_err(|e| format!("--duration-s {s}: {e}"))?,
+        )?),
+        None => None,
+    };
+    let limits = Limits { deadline, stop };
+    // The loop reads the clock every 64 requests only; each request reads it too.
     let stopped =
         |started: u64| started.is_multiple_of(64) && stop.is_some_and(|t| Instant::now() >= t);
     let client = Arc::new(match args.client {
         ClientKind::Conn => HttpClient::Conn(KeptConnections::new(&uri, args.concurrency).await?),
-        ClientKind::Legacy => HttpClient::Legacy(legacy_client(args.concurrency, timeout), uri),
+        ClientKind::Legacy => HttpClient::Legacy(
+            legacy_client(args.concurrency, timeout),
+            uri,
+            Mutex::new(HashSet::new()),
+        ),
         ClientKind::Raw => HttpClient::Raw(RawConnections::new(&uri, args.concurrency).await?),
     });
     let mut started = 0;
@@ -763,7 +883,7 @@ async fn load(
                 args.queue_size.unwrap_or(args.concurrency),
             );
             while started < args.requests && !stopped(started) {
-                let job = request(client.clone(), timeout, deadline, stats.clone());
+                let job = request(client.clone(), timeout, limits, stats.clone());
                 // Backpressure: waits while the pool is full. The handle is detached; the
                 // request still runs.
                 pool.submit(job)
@@ -779,13 +899,19 @@ async fn load(
             let semaphore = Arc::new(Semaphore::new(args.concurrency));
             let mut tasks = Vec::new();
             while started < args.requests && !stopped(started) {
-                let job = request(client.clone(), timeout, deadline, stats.clone());
+                let job = request(client.clone(), timeout, limits, stats.clone());
                 let semaphore = semaphore.clone();
                 tasks.push(tokio::spawn(async move {
                     let _permit = semaphore.acquire().await.expect("never closed");
                     job.await
                 }));
                 started += 1;
+                // With --duration-s, let the spawned requests run while the spawning goes
+                // on: on the current-thread runtime none runs before this loop yields, so
+                // they would all get their turn after the end, and none would be sent.
+                if stop.is_some() && started.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
             }
             for task in tasks {
                 task.await
@@ -806,7 +932,7 @@ fn build_runtime(
         Flavor::Multi => tokio::runtime::Builder::new_multi_thread(),
     };
     if let (Flavor::Multi, Some(t)) = (flavor, threads) {
-        builder.worker_threads(t.max(1));
+        builder.worker_threads(t);
     }
     builder
         .enable_all()
@@ -840,8 +966,10 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     // Client sockets, plus the server's side when it runs in this process. The client can
     // hold more connections than requests in flight for a moment (a connect started for a
     // request that then got a returned idle connection is kept), so count two per slot.
-    let sockets = 2 * args.concurrency as u64 * if args.url.is_none() { 2 } else { 1 };
-    if let Err(message) = ensure_fd_limit(sockets + 64) {
+    let sockets = (args.concurrency as u64)
+        .saturating_mul(if args.url.is_none() { 4 } else { 2 })
+        .saturating_add(64);
+    if let Err(message) = ensure_fd_limit(sockets) {
         return fail(message);
     }
     let runtime = match build_runtime(args.runtime, args.threads) {
@@ -903,6 +1031,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let stats = Arc::new(Stats {
         ok: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
+        unsent: AtomicU64::new(0),
         errors: Default::default(),
         body_bytes: AtomicU64::new(0),
         latency_us: Mutex::new(
@@ -925,6 +1054,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
 
     let ok = stats.ok.load(Ordering::Relaxed);
     let skipped = stats.skipped.load(Ordering::Relaxed);
+    let unsent = stats.unsent.load(Ordering::Relaxed);
     let errors: Vec<u64> = stats
         .errors
         .iter()
@@ -936,7 +1066,8 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
 
     let mut line = ResultLine::new(mode.name());
-    line.push("requests", started)
+    // Requests whose turn came after --duration-s were never sent: not counted.
+    line.push("requests", started.saturating_sub(unsent))
         .push("ok", ok)
         .push("errors", total_errors);
     for ((_, name), count) in ERROR_KINDS.iter().zip(&errors) {
@@ -973,9 +1104,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
                 "external"
             },
         );
-    if let Some(opened) = opened {
-        line.push("client_connections", opened);
-    }
+    line.push("client_connections", opened);
     if let Some(served) = &served {
         line.push(
             "server_connections",
@@ -995,10 +1124,18 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
                 .join(", ")
         );
     }
-    if ok + total_errors + skipped != started {
+    let accounted = ok + total_errors + skipped + unsent;
+    if accounted != started {
         return fail(format!(
             "{} requests unaccounted for",
-            started.abs_diff(ok + total_errors + skipped)
+            started.abs_diff(accounted)
+        ));
+    }
+    if ok == 0 && args.requests > 0 {
+        // Nothing was measured: every request failed, was skipped or was never sent.
+        return fail(format!(
+            "no request succeeded ({total_errors} failed, {skipped} skipped after \
+             --max-seconds, {unsent} not sent before --duration-s ended)"
         ));
     }
     ExitCode::SUCCESS
@@ -1180,10 +1317,6 @@ fn compare(args: &Args) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.concurrency == 0 {
-        eprintln!("error: --concurrency must be at least 1");
-        return ExitCode::from(2);
-    }
     if args.serve_only {
         return match build_runtime(Flavor::Multi, args.threads) {
             Ok(rt) => rt.block_on(serve_only(&args)),
@@ -1225,6 +1358,19 @@ mod tests {
         }
         assert!(check_target("https://127.0.0.1/", false).is_err());
         assert!(check_target("not a url", false).is_err());
+    }
+
+    #[test]
+    fn url_and_duration_are_checked_when_parsed() {
+        assert!(parse_url("http://127.0.0.1:8080/x").is_ok());
+        for bad in ["not a url", "https://127.0.0.1/", "/just/a/path", ""] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration_s("0.5"), Ok(0.5));
+        assert!(parse_duration_s("31536000").is_ok());
+        for bad in ["0", "-5", "NaN", "inf", "1e30", "31536001", "ten"] {
+            assert!(parse_duration_s(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
