@@ -456,7 +456,7 @@ impl<J: Job> Engine<J> {
 
     /// Admission for `submit().await`: refuses a nested submit into a full pool instead of
     /// waiting (which would hold a slot while waiting for one). Cancel safe.
-    pub(crate) async fn admit_submit(&self) -> Result<(), SubmitErrorKind> {
+    pub(crate) async fn admit_submit(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
         match self.admit_or_wait() {
             Some(done) => done,
             None => self.admitted(self.admit().await.map_err(|_| SubmitErrorKind::Closed)),
@@ -471,7 +471,10 @@ impl<J: Job> Engine<J> {
     ///
     /// If it has to wait outside a tokio runtime (or, tokio's panic, in one without time
     /// enabled).
-    pub(crate) async fn admit_submit_within(&self, limit: Duration) -> Result<(), SubmitErrorKind> {
+    pub(crate) async fn admit_submit_within(
+        self: &Arc<Self>,
+        limit: Duration,
+    ) -> Result<(), SubmitErrorKind> {
         if let Some(done) = self.admit_or_wait() {
             return done;
         }
@@ -490,13 +493,17 @@ impl<J: Job> Engine<J> {
     }
 
     /// The first step of a submit's admission: `Some` if it is decided now (admitted, or
-    /// refused and reported), `None` if the submit has to wait for room.
-    fn admit_or_wait(&self) -> Option<Result<(), SubmitErrorKind>> {
+    /// refused and reported), `None` if the submit has to wait for room (then jobs that
+    /// lost their runtime are started on the submitter's first, or it could wait for ever).
+    fn admit_or_wait(self: &Arc<Self>) -> Option<Result<(), SubmitErrorKind>> {
         let kind = match self.try_admit() {
             Ok(()) => return Some(Ok(())),
             Err(AdmitError::Closed) => SubmitErrorKind::Closed,
             Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
-            Err(AdmitError::Full) => return None,
+            Err(AdmitError::Full) => {
+                self.ensure_started();
+                return None;
+            }
         };
         Some(self.admitted(Err(kind)))
     }
@@ -515,13 +522,14 @@ impl<J: Job> Engine<J> {
     ///
     /// Panics if the thread drives async tasks (a worker thread, or inside `block_on`).
     #[track_caller]
-    pub(crate) fn admit_blocking(&self) -> Result<(), SubmitErrorKind> {
+    pub(crate) fn admit_blocking(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
         // Checked even when there is room, so misuse shows at once, not only under load.
         crate::blocking::assert_not_async("blocking_submit", "submit(..).await");
         let admitted = match self.try_admit() {
             Ok(()) => Ok(()),
             Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
             Err(AdmitError::Full) => {
+                self.ensure_started(); // from a `spawn_blocking` thread: see `admit_or_wait`
                 crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
             }
         };
@@ -669,12 +677,15 @@ impl<J: Job> Engine<J> {
             let Some(mut q) = self.pop_startable(st, rt, later) else {
                 break;
             };
-            let target = if st.taken_over || q.rt == ANY {
-                rt
-            } else if st.runtimes.is_alive(q.rt) {
-                q.rt
+            // The job's runtime, and its handle if that is another runtime, read once: the
+            // runtime's sentinel clears its "alive" flag without the lock, so a second read
+            // could find it dead.
+            let (target, elsewhere) = if st.taken_over || q.rt == ANY || q.rt == rt {
+                (rt, None)
+            } else if let Some(handle) = st.runtimes.handle(q.rt).cloned() {
+                (q.rt, Some(handle))
             } else if J::RERUN {
-                rt // a job that can run anywhere runs wherever there is a runtime
+                (rt, None) // a job that can run anywhere runs wherever there is a runtime
             } else {
                 // Its runtime is gone: it can never run.
                 if let Some(limits) = &mut st.limits {
@@ -686,20 +697,16 @@ impl<J: Job> Engine<J> {
             q.rt = target;
             let copy = if J::RERUN { q.job.keep() } else { None };
             let meta = std::mem::take(&mut q.meta);
-            if target == rt {
+            let Some(handle) = elsewhere else {
                 let entry = &mut st.slots[key];
                 entry.job = q.id;
                 entry.copy = copy;
                 entry.meta = meta;
                 return Some(q);
-            }
-            // Hand the slot and the job over to the job's runtime.
+            };
+            // Hand the slot and the job over to the job's runtime (if it has shut down
+            // meanwhile, it drops the new slot at once, whose `Drop` deals with the job).
             st.slots.remove(key);
-            let handle = st
-                .runtimes
-                .handle(target)
-                .cloned()
-                .expect("a runtime checked alive under the lock has a handle");
             let polling = Polling::default();
             let new_key = st.slots.insert(SlotEntry {
                 waker: None,
@@ -1204,8 +1211,13 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Starts queued jobs that have a free slot but no runtime yet (re-runs whose runtime
-    /// went away), on the current runtime.
+    /// Starts queued jobs that have a free slot (or, elastic, could have one) but no
+    /// runtime to run them (re-runs whose runtime went away, reservations whose claimers
+    /// went with it), on the current runtime. Called by a `wait` and by a submit that has
+    /// to wait for room: the pool may be full of exactly such jobs.
+    ///
+    /// The current runtime becomes known to the pool (and its home) even if nothing starts
+    /// now: jobs that lose their runtime later, while this caller waits, run there.
     pub(crate) fn ensure_started(self: &Arc<Self>) {
         let Ok(handle) = Handle::try_current() else {
             return;
@@ -1213,10 +1225,11 @@ impl<J: Job> Engine<J> {
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
+            let rt = st.runtimes.enter(&handle);
+            Self::grow(&mut st);
             if !Self::wants_slots(&st) {
                 return;
             }
-            let rt = st.runtimes.enter(&handle);
             self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
         }
