@@ -574,6 +574,13 @@ async fn conductor(
     mut lists: tokio::sync::mpsc::UnboundedReceiver<Vec<Record>>,
     producers: usize,
 ) {
+    // A pool cannot run jobs on a runtime it has never seen. The conductor first offers
+    // its runtime, as a program that relies on the pool does (a `wait()` polled once makes
+    // it known, as a submit would). Without that, when the only runtime the pool knows ends
+    // with the pool full of its jobs, a plain thread's `blocking_submit` waits until some
+    // runtime submits or waits (documented at `blocking_submit`), and the conductor, which
+    // waits for the plain thread's jobs first, would never come.
+    let _ = tokio::time::timeout(Duration::ZERO, shared.pool.wait()).await;
     let mut mine = produce(shared, Origin::Survivor(0), spec).await;
     let mut theirs = Vec::new();
     for _ in 0..producers {

@@ -101,11 +101,6 @@ impl Limits {
         }
     }
 
-    /// Whether a rate limit is set (it needs tokio's timer).
-    pub(crate) fn has_rate(&self) -> bool {
-        self.rate.is_some()
-    }
-
     /// When the rate window allows the next start: `None` for now.
     pub(crate) fn rate_ready_at(&mut self, now: Instant) -> Option<Instant> {
         self.rate.as_mut().and_then(|r| r.ready_at(now))

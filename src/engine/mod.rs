@@ -300,6 +300,11 @@ pub(crate) struct Engine<J: Job> {
     permit_debt: AtomicUsize,
     /// Interrupted runs start again (see `Config::rerun`).
     rerun: bool,
+    /// The pool has a rate limit, whose timer needs tokio's time driver: only runtimes
+    /// that have one are let in (see [`Engine::check_timers`]).
+    needs_timers: bool,
+    /// The pool's type name, for messages.
+    name: &'static str,
     /// `LimitsConfig::weight_capacity`, read by `check_weight` without the lock.
     weight_capacity: Option<u64>,
     max_queue_size: usize,
@@ -360,8 +365,12 @@ impl<J: Job> Engine<J> {
             );
         }
         let limit = elastic.map_or(max_concurrency, |c| c.min_workers);
+        let needs_timers = limits.rate.is_some();
         let mut runtimes = Runtimes::new(me);
         if let Ok(handle) = Handle::try_current() {
+            if needs_timers && !runtimes::has_timers(&handle) {
+                panic!("{}", no_timers_message(name));
+            }
             // Created inside a runtime: plain threads can submit at once.
             runtimes.enter(&handle);
         }
@@ -393,6 +402,8 @@ impl<J: Job> Engine<J> {
             max_concurrency: AtomicUsize::new(max_concurrency),
             permit_debt: AtomicUsize::new(0),
             rerun: rerun && J::RERUN,
+            needs_timers,
+            name,
             weight_capacity: limits.weight_capacity,
             max_queue_size,
             admission: Semaphore::new(permits),
@@ -431,7 +442,24 @@ impl<J: Job> Engine<J> {
 
     // ----- admission -------------------------------------------------------------------
 
+    /// For a pool with a rate limit: panics (before anything is taken or changed) if the
+    /// calling code runs on a runtime without tokio's time driver, where its task would
+    /// run. (From a plain thread a task runs on the home, which was checked when it came
+    /// in.) Every submit path passes here first, in [`try_admit`](Self::try_admit).
+    #[track_caller]
+    fn check_timers(&self) {
+        if self.needs_timers {
+            if let Ok(handle) = Handle::try_current() {
+                if !runtimes::has_timers(&handle) {
+                    panic!("{}", no_timers_message(self.name));
+                }
+            }
+        }
+    }
+
+    #[track_caller]
     pub(crate) fn try_admit(&self) -> Result<(), AdmitError> {
+        self.check_timers();
         match self.admission.try_acquire() {
             Ok(permit) => {
                 // Given back with `add_permits` when the job finishes.
@@ -625,15 +653,6 @@ impl<J: Job> Engine<J> {
                     return Err(PushError::NoRuntime(item));
                 }
             };
-            if st.limits.as_ref().is_some_and(|l| l.has_rate()) && !st.runtimes.has_timers(rt) {
-                drop(st);
-                self.unadmit();
-                panic!(
-                    "nb_aiopool: a pool with a rate_limit needs a tokio runtime with time \
-                     enabled to run its tasks: build the runtime with `enable_time()` or \
-                     `enable_all()`"
-                );
-            }
             let id = st.counts.submitted;
             st.counts.submitted += 1;
             self.observer.submitted();
@@ -1222,6 +1241,9 @@ impl<J: Job> Engine<J> {
         let Ok(handle) = Handle::try_current() else {
             return;
         };
+        if self.needs_timers && !runtimes::has_timers(&handle) {
+            return; // a rate-limited pool's tasks cannot run there
+        }
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
@@ -1428,6 +1450,14 @@ impl<J: Job> Engine<J> {
         self.run_deferred(&mut later);
         Some(report)
     }
+}
+
+/// The panic message for a rate-limited pool met on a runtime without timers.
+fn no_timers_message(pool: &str) -> String {
+    format!(
+        "nb_aiopool: {pool} has a rate_limit, whose timer needs a tokio runtime with time \
+         enabled, and this runtime has none: build it with `enable_time()` or `enable_all()`"
+    )
 }
 
 /// How long the exit take-over waits for a poll in progress on another thread before it

@@ -30,8 +30,6 @@ struct Entry {
     alive: Arc<AtomicBool>,
     /// The queue was swept of this runtime's jobs after it died.
     swept: bool,
-    /// Whether the runtime has tokio's time driver, once asked.
-    timers: Option<bool>,
 }
 
 /// Told by a runtime's sentinel when that runtime shuts down (never under the engine's
@@ -52,6 +50,29 @@ thread_local! {
     /// Set while `add` spawns a sentinel (under the engine's lock): a sentinel dropped at
     /// once, by a runtime that has shut down already, must not call back into the engine.
     static ADDING: Cell<bool> = const { Cell::new(false) };
+}
+
+thread_local! {
+    /// The last runtime this thread found to have tokio's time driver.
+    static TIMED: Cell<Option<Id>> = const { Cell::new(None) };
+}
+
+/// Whether `handle`'s runtime has tokio's time driver. Asked by making a timer (tokio has
+/// no other way to tell): on a runtime without one, tokio's "timers are disabled" panic is
+/// caught here, but the panic hook runs first, so call this outside every lock of ours.
+/// A positive answer is remembered per thread (a runtime's `Id` is unique in a process).
+pub(crate) fn has_timers(handle: &Handle) -> bool {
+    let id = handle.id();
+    if TIMED.with(Cell::get) == Some(id) {
+        return true;
+    }
+    let _in = handle.enter();
+    let timed =
+        std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok();
+    if timed {
+        TIMED.with(|t| t.set(Some(id)));
+    }
+    timed
 }
 
 impl Runtimes {
@@ -105,22 +126,8 @@ impl Runtimes {
             handle,
             alive,
             swept: false,
-            timers: None,
         });
         Some(serial)
-    }
-
-    /// Whether runtime `rt` has tokio's time driver (asked once per runtime). On one that
-    /// has none, tokio's "timers are disabled" panic message is printed by the panic hook
-    /// (caught here).
-    pub(crate) fn has_timers(&mut self, rt: RtRef) -> bool {
-        let Some(e) = self.entries.iter_mut().find(|e| e.serial == rt) else {
-            return true; // not ours to judge (`ANY`, or an entry already forgotten)
-        };
-        *e.timers.get_or_insert_with(|| {
-            let _in = e.handle.enter();
-            std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
-        })
     }
 
     /// A live runtime for work that has none of its own: `rt` if it is alive, else the

@@ -203,8 +203,9 @@ impl CommonAioPoolBuilder {
     /// # Panics
     ///
     /// `build` panics if `count` is 0 or `per` is zero. The pool's tasks need a runtime with
-    /// time enabled: a submit whose task would run on a runtime without tokio's time driver
-    /// panics (its task is dropped, never accepted).
+    /// time enabled: `build` inside a runtime without tokio's time driver panics, and so
+    /// does a submit from one (before anything is taken: its task is dropped, never
+    /// accepted). A `wait` from such a runtime waits without offering it to the tasks.
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self

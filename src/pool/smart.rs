@@ -281,8 +281,9 @@ impl SmartAioPoolBuilder {
     /// # Panics
     ///
     /// `build` panics if `count` is 0 or `per` is zero. The pool's tasks need a runtime with
-    /// time enabled: a submit whose task would run on a runtime without tokio's time driver
-    /// panics (its task is dropped, never accepted).
+    /// time enabled: `build` inside a runtime without tokio's time driver panics, and so
+    /// does a submit from one (before anything is taken: its task is dropped, never
+    /// accepted). A `wait` from such a runtime waits without offering it to the tasks.
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self
@@ -568,6 +569,10 @@ impl SmartAioPool {
 
     /// Submits a recipe from a thread that is not async, blocking it while the pool is
     /// full.
+    ///
+    /// If every runtime the pool knows ends while the pool is full, their tasks wait to run
+    /// again on a runtime that submits to or waits on the pool (or at process exit), and
+    /// this call waits with them: a plain thread cannot offer a runtime.
     ///
     /// # Errors
     ///

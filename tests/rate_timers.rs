@@ -1,0 +1,297 @@
+//! Findings 56–59 of RELIABILITY.md: a review of a803433..5862fc8 (findings 41–48: the
+//! exit take-over's `fill_free` guard, `Job::aborted`'s reason, `later_by`, the timers
+//! check of rate-limited pools, the admission split, the priority heap's `count`). Each
+//! test here failed on 5862fc8; all four came from the timers check, since redone.
+
+// A `block_on` block hands back a handle, to await on another thread.
+#![allow(clippy::async_yields_async)]
+
+mod support;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nb_aiopool::CommonAioPool;
+use support::{Gate, Gauge};
+
+/// A multi-thread runtime with tokio's time driver.
+fn timed_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A multi-thread runtime without the time driver (its workers run spawned tasks).
+fn untimed_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap()
+}
+
+fn message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// c3de560: a rate-limited pool "panics at submit on a runtime without timers", and
+/// `Engine::push_with` gives the admission permit back (`unadmit`) before it panics. A
+/// `map_unordered` / `map_ordered` stream holds its permit in `Permit::Held` while it pushes
+/// ("if `f` panics, it is still here to be given back"), and `Mapper::drop` gives a held
+/// permit back: the permit is given back twice, and the pool admits one task more than
+/// `max_concurrency + max_queue_size` for the rest of its life.
+#[test]
+fn a_stream_refused_for_want_of_timers_does_not_grow_the_pool() {
+    let timed = timed_runtime();
+    let pool = timed.block_on(async {
+        CommonAioPool::builder()
+            .max_concurrency(1)
+            .max_queue_size(1)
+            .process_wide(false)
+            .rate_limit(1000, Duration::from_secs(1))
+            .build()
+    });
+    let untimed = untimed_runtime();
+    let p = pool.clone();
+    let refused = catch_unwind(AssertUnwindSafe(|| {
+        untimed.block_on(async move {
+            let mut results =
+                p.map_unordered(futures_util::stream::iter([1u32]), |i| async move { i });
+            results.next().await
+        })
+    }));
+    let msg = message(&*refused.expect_err("the stream's push on a runtime without timers panics"));
+    assert!(msg.contains("rate_limit"), "{msg}");
+    drop(untimed);
+    // From the timed runtime: one running, one queued, then full.
+    timed.block_on(async {
+        let gate = Gate::default();
+        let mut accepted = 0;
+        for _ in 0..3 {
+            let g = gate.clone();
+            if pool.try_submit(async move { g.wait().await }).is_ok() {
+                accepted += 1;
+            }
+        }
+        gate.open();
+        assert_eq!(
+            accepted, 2,
+            "a pool of max_concurrency 1 + max_queue_size 1 accepted {accepted} tasks at \
+             once: the refused stream push gave its admission permit back twice"
+        );
+    });
+}
+
+/// c3de560: "a rate-limited pool panics at submit on a runtime without timers instead of
+/// hanging". The refused submit still made its runtime the pool's home (`Runtimes::enter`
+/// runs before the `has_timers` check), and the pool arms its rate timer on the runtime
+/// `fill_free` is given: the home, for a rate tick. So after one refused submit from a
+/// runtime without timers, tasks of a live, timed runtime waiting for the rate window
+/// hang: the claimer the rate tick spawns on the home arms the next rate timer there, that
+/// timer task panics inside tokio, and nothing looks at the queue again (while the pool's
+/// running tasks go on).
+#[test]
+fn a_refused_submit_from_a_runtime_without_timers_does_not_strand_rate_limited_tasks() {
+    let timed = timed_runtime();
+    let window = Duration::from_millis(200);
+    let pool = timed.block_on(async {
+        CommonAioPool::builder()
+            .max_concurrency(4)
+            .max_queue_size(10)
+            .process_wide(false)
+            .rate_limit(1, window)
+            .build()
+    });
+    let gate = Gate::default();
+    let gauge = Gauge::default();
+    // Three tasks of the timed runtime: the first starts, the other two wait for the rate
+    // window (one start per 200 ms); the first two then stay running until the gate opens.
+    let handles = timed.block_on(async {
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            let (g, n) = (gate.clone(), gauge.clone());
+            handles.push(
+                pool.submit(async move {
+                    let _in = n.enter();
+                    g.wait().await
+                })
+                .await
+                .unwrap(),
+            );
+        }
+        handles
+    });
+    // A submit from a runtime without timers: refused (a panic), as documented.
+    let untimed = untimed_runtime();
+    let p = pool.clone();
+    let refused = catch_unwind(AssertUnwindSafe(|| {
+        untimed.block_on(async move { p.submit(async {}).await.map(drop) })
+    }));
+    assert!(
+        refused.is_err(),
+        "the submit from a runtime without timers is refused"
+    );
+    // The window lets the second task start at ~200 ms and the third at ~400 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while gauge.started() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = gauge.started();
+    gate.open();
+    timed.block_on(async {
+        for h in handles {
+            let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        }
+    });
+    drop(untimed);
+    assert_eq!(
+        started, 3,
+        "3 s after three submits to a pool allowing one start per 200 ms (4 slots), only \
+         {started} had started: a refused submit from a runtime without timers made that \
+         runtime the pool's home, and the rate timer armed there panicked"
+    );
+}
+
+/// c3de560: "a rate-limited pool panics at submit on a runtime without timers instead of
+/// hanging", checked for the submitter's runtime only. A SmartAioPool re-runs a task whose
+/// runtime ended on another live runtime (`live_or_any`: the home, else the newest), which
+/// nothing checks: here the runtime the pool was built in, which has no time driver. The
+/// rate window holds the re-run back, the rate timer armed on that runtime panics inside
+/// tokio, and the task's handle never resolves (neither run again nor cancelled).
+///
+/// Fixed by refusing such a runtime at the door: a rate-limited pool built inside it panics
+/// at `build`, with the crate's message (a clear refusal, not a hang, passes).
+#[test]
+fn a_rate_limited_rerun_moved_to_a_runtime_without_timers_does_not_hang() {
+    let untimed = untimed_runtime();
+    let built = catch_unwind(AssertUnwindSafe(|| {
+        untimed.block_on(async {
+            nb_aiopool::SmartAioPool::builder()
+                .max_concurrency(4)
+                .min_workers(4)
+                .process_wide(false)
+                .auto_shutdown(false)
+                .rate_limit(1, Duration::from_millis(200))
+                .build()
+        })
+    }));
+    let pool = match built {
+        Ok(pool) => pool,
+        Err(p) => {
+            let msg = message(&*p);
+            assert!(
+                msg.contains("rate_limit") && msg.contains("enable_time"),
+                "refused with an unclear message: {msg:?}"
+            );
+            return;
+        }
+    };
+    let timed = timed_runtime();
+    let gauge = Gauge::default();
+    let gate = Gate::default();
+    let handle = timed.block_on(async {
+        let (n, g) = (gauge.clone(), gate.clone());
+        let handle = pool
+            .submit(move || {
+                let (n, g) = (n.clone(), g.clone());
+                async move {
+                    let _in = n.enter();
+                    g.wait().await;
+                    7
+                }
+            })
+            .await
+            .unwrap();
+        while gauge.started() < 1 {
+            tokio::task::yield_now().await;
+        }
+        handle
+    });
+    // Its runtime ends mid-run: the task is to run again, on the only live runtime.
+    drop(timed);
+    gate.open();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.blocking_wait());
+    });
+    let outcome = rx.recv_timeout(Duration::from_secs(3));
+    drop(untimed);
+    assert!(
+        outcome.is_ok(),
+        "3 s after its runtime ended, a SmartAioPool task (one start per 200 ms) was neither \
+         run again nor cancelled: its re-run went to a runtime without timers (started: {})",
+        gauge.started()
+    );
+}
+
+/// c3de560: `Runtimes::has_timers` finds out whether a runtime has timers by making a
+/// tokio `Sleep` inside `catch_unwind`; on a runtime without timers tokio panics, and the
+/// process's panic hook runs, inside `Engine::push_with`, with the engine's lock held. The
+/// crate's rule is that no user code runs under that lock (findings 35 and 42: a tracing
+/// subscriber that uses the pool). A panic hook is user code: one that looks at the pool
+/// (its `stats()`, or a log call whose subscriber uses the pool) deadlocks the submitter
+/// instead of the documented panic. Played in a child process (the lock stays held).
+#[test]
+fn the_timers_probe_runs_no_panic_hook_under_the_pools_lock() {
+    let child = support::run_child("probe-hook", 10);
+    let got = support::lines(&child.dir.join("out"));
+    let _ = std::fs::remove_dir_all(&child.dir);
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("panicked:") && l.contains("rate_limit")),
+        "a submit from a runtime without timers, with a panic hook that reads the pool's \
+         stats, did not panic with the documented message within 5 s (the probe ran the hook \
+         under the pool's lock, and `stats()` deadlocked): {got:?} (exit {:?})",
+        child.code
+    );
+}
+
+#[test]
+#[ignore = "run as a child process by the other tests in this file"]
+fn child() {
+    let (scenario, dir) = support::child_scenario();
+    let out = dir.join("out");
+    match scenario.as_str() {
+        "probe-hook" => {
+            let timed = timed_runtime();
+            let pool = timed.block_on(async {
+                CommonAioPool::builder()
+                    .max_concurrency(2)
+                    .max_queue_size(2)
+                    .process_wide(false)
+                    .rate_limit(10, Duration::from_secs(1))
+                    .build()
+            });
+            let seen = pool.clone();
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                // A panic hook that reports the pool's figures (or logs through a
+                // subscriber that does).
+                let _ = seen.stats();
+                previous(info);
+            }));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = pool.clone();
+            std::thread::spawn(move || {
+                let untimed = untimed_runtime();
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    untimed.block_on(async move { p.submit(async {}).await.map(drop) })
+                }));
+                let _ = tx.send(r.map_err(|p| message(&*p)));
+            });
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Err(msg)) => support::append(&out, &format!("panicked: {msg}")),
+                Ok(Ok(_)) => support::append(&out, "accepted"),
+                Err(_) => support::append(&out, "hung"),
+            }
+            // The pool's lock may be held for good: leave at once.
+            std::process::exit(0);
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
