@@ -586,7 +586,12 @@ async fn conductor(
     for _ in 0..producers {
         let list = tokio::time::timeout(PATIENCE, lists.recv())
             .await
-            .unwrap_or_else(|_| panic!("a producer did not hand in its jobs (it failed?)"))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "a producer did not hand in its jobs (it failed?) (stats: {})",
+                    shared.pool.stats()
+                )
+            })
             .expect("a producer failed");
         theirs.extend(list);
     }

@@ -1215,10 +1215,11 @@ impl<J: Job> Engine<J> {
             engine: Arc::clone(self),
             key,
         });
+        let engine = Arc::clone(self);
         async move {
-            let Some(guard) = guard else { return };
-            let engine = &guard.engine;
+            // Also with nothing to wait for: the runtime becomes known to the pool.
             engine.ensure_started();
+            let Some(guard) = guard else { return };
             loop {
                 let mut notified = pin!(engine.changed.notified());
                 notified.as_mut().enable();
