@@ -8,7 +8,12 @@
 //!
 //! Options: `--pool common|no_queue|smart|all` (default `all`), `--secs N` per pool
 //! (default 60), `--every N` seconds between reports (default 5), `--concurrency N`
-//! (default 100), `--queue N` (default 1000), `--workers N` runtime threads (default 2).
+//! (default 100), `--queue N` (default 1000), `--workers N` runtime threads (default 2),
+//! `--churn-ms N`: the producers run on runtimes of their own, each dropped and made
+//! again every N ms (current-thread and multi-thread in turn), with jobs still queued
+//! and running: one pool used from thousands of short-lived runtimes, as a `static`
+//! pool is by a test suite (CommonAioPool and NoQueueAioPool jobs then end cancelled
+//! with `RuntimeShutdown`; SmartAioPool's run again on the next runtime).
 //!
 //! Load: three async producers submit without pause; tasks yield, 2% sleep 0-2 ms, 1%
 //! panic, 1% are aborted, 90% of the handles are dropped (detached) and the rest awaited
@@ -107,6 +112,7 @@ struct Args {
     concurrency: usize,
     queue: usize,
     workers: usize,
+    churn_ms: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -117,6 +123,7 @@ fn parse_args() -> Args {
         concurrency: 100,
         queue: 1000,
         workers: 2,
+        churn_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -131,40 +138,86 @@ fn parse_args() -> Args {
             "--concurrency" => a.concurrency = value().parse().expect("--concurrency N"),
             "--queue" => a.queue = value().parse().expect("--queue N"),
             "--workers" => a.workers = value().parse().expect("--workers N"),
+            "--churn-ms" => a.churn_ms = Some(value().parse().expect("--churn-ms N")),
             other => panic!("soak: unknown option {other}"),
         }
     }
     a
 }
 
+/// Submits until `stop` (or `until`), awaiting a sliding window of the handles.
+async fn produce(pool: Pool, stop: Arc<AtomicBool>, seq: Arc<AtomicU64>, until: Option<Instant>) {
+    let mut window: VecDeque<TaskHandle<u64>> = VecDeque::new();
+    while !stop.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u) {
+        // splitmix64 over a shared counter: cheap random numbers.
+        let mut z = seq.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let x = z ^ (z >> 31);
+        let Some(h) = pool.submit(x).await else { break };
+        match x % 100 {
+            3 => h.abort(),
+            4..=13 => window.push_back(h),
+            _ => {} // dropped: detached
+        }
+        if window.len() > 64 {
+            let _ = window.pop_front().unwrap().await;
+        }
+    }
+    if until.is_none() {
+        for h in window {
+            let _ = h.await;
+        }
+    }
+}
+
+/// A producer on runtimes of its own, each dropped after `churn` with its jobs still
+/// queued and running; returns how many runtimes it went through.
+fn churning_producer(
+    pool: Pool,
+    stop: Arc<AtomicBool>,
+    seq: Arc<AtomicU64>,
+    churn: Duration,
+) -> u64 {
+    let mut runtimes = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let rt = if runtimes % 2 == 0 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+        }
+        .expect("runtime");
+        let until = Instant::now() + churn;
+        rt.block_on(produce(
+            pool.clone(),
+            stop.clone(),
+            seq.clone(),
+            Some(until),
+        ));
+        drop(rt);
+        runtimes += 1;
+    }
+    runtimes
+}
+
 async fn soak(name: &str, pool: Pool, a: &Args) -> bool {
     let stop = Arc::new(AtomicBool::new(false));
     let seq = Arc::new(AtomicU64::new(0x9E37_79B9_7F4A_7C15));
     let mut producers = Vec::new();
+    let mut churners = Vec::new();
     for _ in 0..3 {
         let (pool, stop, seq) = (pool.clone(), stop.clone(), seq.clone());
-        producers.push(tokio::spawn(async move {
-            let mut window: VecDeque<TaskHandle<u64>> = VecDeque::new();
-            while !stop.load(Ordering::Relaxed) {
-                // splitmix64 over a shared counter: cheap random numbers.
-                let mut z = seq.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                let x = z ^ (z >> 31);
-                let Some(h) = pool.submit(x).await else { break };
-                match x % 100 {
-                    3 => h.abort(),
-                    4..=13 => window.push_back(h),
-                    _ => {} // dropped: detached
-                }
-                if window.len() > 64 {
-                    let _ = window.pop_front().unwrap().await;
-                }
-            }
-            for h in window {
-                let _ = h.await;
-            }
-        }));
+        match a.churn_ms {
+            None => producers.push(tokio::spawn(produce(pool, stop, seq, None))),
+            Some(ms) => churners.push(std::thread::spawn(move || {
+                churning_producer(pool, stop, seq, Duration::from_millis(ms))
+            })),
+        }
     }
 
     let start = Instant::now();
@@ -195,6 +248,18 @@ async fn soak(name: &str, pool: Pool, a: &Args) -> bool {
     stop.store(true, Ordering::Relaxed);
     for p in producers {
         let _ = p.await;
+    }
+    if !churners.is_empty() {
+        let joined = tokio::task::spawn_blocking(move || {
+            churners
+                .into_iter()
+                .map(|c| c.join().expect("producer"))
+                .sum::<u64>()
+        });
+        println!(
+            "{name}: the producers went through {} runtimes",
+            joined.await.expect("join")
+        );
     }
     pool.shutdown().await;
     let s = pool.stats();
