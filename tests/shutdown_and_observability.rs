@@ -574,6 +574,37 @@ mod with_tracing {
         });
     }
 
+    /// A stream over a pool that was shut down refuses its inputs: like a submit, it emits
+    /// one `submit rejected` event (reason `closed`). Its first admission, `try_admit`,
+    /// reported nothing (noticed by the review of 5862fc8).
+    #[test]
+    fn a_stream_refused_by_a_closed_pool_emits_the_rejection() {
+        use futures_util::StreamExt;
+        let _serial = serial();
+        let log = Collector::default();
+        tracing::subscriber::with_default(log.clone(), || {
+            current_thread().block_on(async {
+                let pool = CommonAioPool::builder()
+                    .max_concurrency(1)
+                    .name("closed")
+                    .process_wide(false)
+                    .build();
+                pool.shutdown().await;
+                let items: Vec<_> = pool
+                    .map_unordered(futures_util::stream::iter([1, 2]), |i| async move { i })
+                    .collect()
+                    .await;
+                assert!(items.iter().all(|r| r.is_err()), "{items:?}");
+                let reasons: Vec<_> = log
+                    .events_with("submit rejected")
+                    .into_iter()
+                    .map(|(f, _)| f.0.get("reason").cloned().unwrap_or_default())
+                    .collect();
+                assert_eq!(reasons, ["closed"]);
+            });
+        });
+    }
+
     /// A running task aborted and then dropped by its runtime's shutdown before its slot
     /// polled it again is counted as aborted (its handle says Aborted), but `Slot::drop`
     /// (src/engine/slot.rs) reports the cancellation with reason `runtime_shutdown`

@@ -34,6 +34,8 @@ trait Feed<I, T>: Send {
     fn unadmit(&self);
     /// Whether the pool was shut down (it refuses every job from then on).
     fn is_closed(&self) -> bool;
+    /// Reports a refusal because the pool was shut down, as a submit's is reported.
+    fn refused_closed(&self);
     /// Builds the input's job (calls `f`) and pushes it; the caller holds a permit, which
     /// moves into the job or, on a refusal, is given back. If `f` panics, the caller
     /// still holds it.
@@ -56,6 +58,10 @@ where
 {
     fn try_admit(&self) -> Result<(), AdmitError> {
         self.core.engine.try_admit()
+    }
+
+    fn refused_closed(&self) {
+        self.core.engine.rejected(Some(SubmitErrorKind::Closed));
     }
 
     fn admit(&self) -> Admission {
@@ -165,7 +171,8 @@ impl<St: Stream, T> Mapper<St, T> {
                     Permit::None => match self.feed.try_admit() {
                         Ok(()) => self.permit = Permit::Held,
                         Err(AdmitError::Closed) => {
-                            return self.stop_intake(Some(SubmitErrorKind::Closed))
+                            self.feed.refused_closed();
+                            return self.stop_intake(Some(SubmitErrorKind::Closed));
                         }
                         Err(AdmitError::Full) => self.permit = Permit::Waiting(self.feed.admit()),
                     },
@@ -192,6 +199,7 @@ impl<St: Stream, T> Mapper<St, T> {
             // have been held for long, waiting for a slow input): its job would be refused
             // and the input lost.
             if self.feed.is_closed() {
+                self.feed.refused_closed();
                 return self.stop_intake(Some(SubmitErrorKind::Closed));
             }
             let Some(inputs) = self.inputs.as_mut() else {
