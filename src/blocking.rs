@@ -60,10 +60,18 @@ thread_local! {
 
 /// Whether tokio refuses to block this thread (its blocking-region check).
 fn tokio_refuses_to_block() -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let _ = tx.send(());
+    panics_quietly(|| drop(rx.blocking_recv()))
+}
+
+/// Whether `probe` panics, with its panic message silenced: for asking tokio something it
+/// tells only by panicking. Never call it under a lock of ours (a hook set after ours runs).
+pub(crate) fn panics_quietly(probe: impl FnOnce()) -> bool {
     static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
     QUIET_HOOK.call_once(|| {
-        // Installed once, the first time a blocking call comes from a runtime context: it
-        // forwards every panic to the hook that was set before, except the probe's own.
+        // Installed once, at the first probe: it forwards every panic to the hook that was
+        // set before, except a probe's own.
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if !PROBING.with(|p| p.get()) {
@@ -71,10 +79,8 @@ fn tokio_refuses_to_block() -> bool {
             }
         }));
     });
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let _ = tx.send(());
     PROBING.with(|p| p.set(true));
-    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.blocking_recv()));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)).is_err();
     PROBING.with(|p| p.set(false));
-    probe.is_err()
+    panicked
 }

@@ -630,6 +630,13 @@ impl<J: Job> Engine<J> {
         make: impl FnOnce(T, u64) -> J,
     ) -> Result<(), PushError<T>> {
         let current = Handle::try_current().ok();
+        if self.needs_timers && current.as_ref().is_some_and(|h| !runtimes::has_timers(h)) {
+            // Admitted on a runtime with timers, pushed on one without (a submit future
+            // moved between runtimes): its rate window could never be kept there.
+            self.unadmit();
+            self.observer.rejected(Some(SubmitErrorKind::NoRuntime));
+            return Err(PushError::NoRuntime(item));
+        }
         // Taken before the lock: with `tracing` it asks the subscriber for the current span.
         let stamp = Stamp::now();
         let mut later = Deferred::default();
@@ -1236,19 +1243,23 @@ impl<J: Job> Engine<J> {
     /// went with it), on the current runtime. Called by a `wait` and by a submit that has
     /// to wait for room: the pool may be full of exactly such jobs.
     ///
-    /// The current runtime becomes known to the pool (and its home) even if nothing starts
-    /// now: jobs that lose their runtime later, while this caller waits, run there.
+    /// The current runtime becomes known to the pool even if nothing starts now: jobs that
+    /// lose their runtime later, while this caller waits, run there. It becomes the home
+    /// only if the pool has no live home.
     pub(crate) fn ensure_started(self: &Arc<Self>) {
         let Ok(handle) = Handle::try_current() else {
             return;
         };
-        if self.needs_timers && !runtimes::has_timers(&handle) {
-            return; // a rate-limited pool's tasks cannot run there
-        }
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
-            let rt = st.runtimes.enter(&handle);
+            let rt = if self.needs_timers {
+                // Only a runtime known to have timers (checked when it came in): a wait
+                // makes no timer to find out.
+                st.runtimes.known(&handle)
+            } else {
+                st.runtimes.offer(&handle)
+            };
             Self::grow(&mut st);
             if !Self::wants_slots(&st) {
                 return;

@@ -53,25 +53,26 @@ thread_local! {
 }
 
 thread_local! {
-    /// The last runtime this thread found to have tokio's time driver.
-    static TIMED: Cell<Option<Id>> = const { Cell::new(None) };
+    /// The last runtime this thread asked about, and whether it has tokio's time driver.
+    static TIMED: Cell<Option<(Id, bool)>> = const { Cell::new(None) };
 }
 
 /// Whether `handle`'s runtime has tokio's time driver. Asked by making a timer (tokio has
 /// no other way to tell): on a runtime without one, tokio's "timers are disabled" panic is
-/// caught here, but the panic hook runs first, so call this outside every lock of ours.
-/// A positive answer is remembered per thread (a runtime's `Id` is unique in a process).
+/// caught, its message silenced (call this outside every lock of ours). The answer is
+/// remembered per thread for the last runtime asked (a runtime's `Id` is unique in a
+/// process).
 pub(crate) fn has_timers(handle: &Handle) -> bool {
     let id = handle.id();
-    if TIMED.with(Cell::get) == Some(id) {
-        return true;
+    if let Some((known, timed)) = TIMED.with(Cell::get) {
+        if known == id {
+            return timed;
+        }
     }
     let _in = handle.enter();
     let timed =
-        std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok();
-    if timed {
-        TIMED.with(|t| t.set(Some(id)));
-    }
+        !crate::blocking::panics_quietly(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));
+    TIMED.with(|t| t.set(Some((id, timed))));
     timed
 }
 
@@ -98,6 +99,28 @@ impl Runtimes {
         };
         self.home = Some(serial);
         Some(serial)
+    }
+
+    /// The entry of `handle`'s runtime if there is a live one; makes none, changes nothing.
+    pub(crate) fn known(&self, handle: &Handle) -> Option<RtRef> {
+        let id = handle.id();
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.id == id && e.alive.load(Ordering::Acquire))
+            .map(|e| e.serial)
+    }
+
+    /// Like [`enter`](Self::enter), for a runtime offered by a `wait` or a waiting submit:
+    /// it becomes known (jobs that lose their runtime may run there), but the home only if
+    /// the pool has no live home, so that plain threads' jobs stay where they were going.
+    pub(crate) fn offer(&mut self, handle: &Handle) -> Option<RtRef> {
+        let home = self.home();
+        let rt = self.enter(handle);
+        if home.is_some() {
+            self.home = home;
+        }
+        rt
     }
 
     fn add(&mut self, handle: Handle) -> Option<RtRef> {

@@ -283,7 +283,10 @@ impl SmartAioPoolBuilder {
     /// `build` panics if `count` is 0 or `per` is zero. The pool's tasks need a runtime with
     /// time enabled: `build` inside a runtime without tokio's time driver panics, and so
     /// does a submit from one (before anything is taken: its task is dropped, never
-    /// accepted). A `wait` from such a runtime waits without offering it to the tasks.
+    /// accepted). A submit future that waited for room on one runtime and is finished on
+    /// one without timers is refused with
+    /// [`NoRuntime`](crate::SubmitErrorKind::NoRuntime), its task handed back. A `wait`
+    /// offers the tasks only runtimes the pool already knows.
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self
@@ -571,8 +574,8 @@ impl SmartAioPool {
     /// full.
     ///
     /// If every runtime the pool knows ends while the pool is full, their tasks wait to run
-    /// again on a runtime that submits to or waits on the pool (or at process exit), and
-    /// this call waits with them: a plain thread cannot offer a runtime.
+    /// again on a runtime that calls `wait` or a submit that waits for room (or at process
+    /// exit), and this call waits with them: a plain thread cannot offer a runtime.
     ///
     /// # Errors
     ///

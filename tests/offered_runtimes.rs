@@ -1,0 +1,236 @@
+//! Findings 61–64 of RELIABILITY.md: regressions of 5862fc8..f58f82e found by a review of
+//! those commits (each test failed on f58f82e, 3 runs of 3). A `wait` or a waiting submit
+//! offers its runtime to jobs that lost theirs without taking the home from a live one;
+//! rate-limited pools ask about timers without a panic message, never in a `wait`, and
+//! refuse a submit finished on a runtime without timers.
+
+mod support;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use nb_aiopool::CommonAioPool;
+use support::Gate;
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A pool built in runtime A (its home, alive for the whole test) serves a plain thread.
+/// Some other code waits on the pool once from a short-lived runtime B (nothing to wait
+/// for), which then ends. On 5862fc8 the plain thread's next submit ran on A; since
+/// 88aa8e4 the empty `wait` made B the home, so with B gone the submit is refused with
+/// `NoRuntime` although A is alive.
+#[test]
+fn empty_wait_on_a_short_lived_runtime_strands_plain_thread_submits() {
+    let rt_a = multi_thread();
+    let pool = {
+        let _in = rt_a.enter();
+        CommonAioPool::new(2, 8)
+    };
+    // From the plain test thread: runs on the home, A.
+    let h = pool.blocking_submit(async { 1 }).unwrap();
+    assert_eq!(h.blocking_wait().unwrap(), 1);
+
+    let p = pool.clone();
+    std::thread::spawn(move || current_thread().block_on(p.wait()))
+        .join()
+        .unwrap();
+
+    let submitted = pool.blocking_submit(async { 2 });
+    let h = match submitted {
+        Ok(h) => h,
+        Err(e) => panic!(
+            "a plain-thread submit was refused ({:?}) while the pool's creating runtime is \
+             alive: an empty wait() on a runtime that has since ended became the home",
+            e.kind()
+        ),
+    };
+    assert_eq!(h.blocking_wait().unwrap(), 2);
+    drop(rt_a);
+}
+
+/// Same mechanism, worse outcome: a job submitted from a plain thread while another
+/// thread waits on the pool from a short-lived runtime B is routed to B (the waiter made
+/// it the home), and is cancelled with `RuntimeShutdown` when B ends after its wait,
+/// although the pool's runtime A is alive and the job was not submitted from B.
+#[test]
+fn plain_thread_submit_during_a_wait_is_lost_when_the_waiters_runtime_ends() {
+    let rt_a = multi_thread();
+    let pool = {
+        let _in = rt_a.enter();
+        CommonAioPool::new(2, 8)
+    };
+    let gate1 = Gate::default();
+    let gate2 = Gate::default();
+    let g1 = gate1.clone();
+    let h1 = pool
+        .blocking_submit(async move { g1.wait().await })
+        .unwrap();
+
+    // Thread T waits on the pool from its own runtime B, which ends when the wait does.
+    let (polled_tx, polled_rx) = mpsc::channel();
+    let p = pool.clone();
+    let waiter = std::thread::spawn(move || {
+        let rt_b = current_thread();
+        rt_b.block_on(async move {
+            let mut wait = Box::pin(p.wait());
+            // First poll: the wait has registered (and offered B to the pool).
+            let first = std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await;
+            assert!(first.is_pending());
+            polled_tx.send(()).unwrap();
+            wait.await;
+        });
+        drop(rt_b);
+    });
+    polled_rx.recv().unwrap();
+
+    // A plain-thread submit while T waits.
+    let g2 = gate2.clone();
+    let h2 = pool
+        .blocking_submit(async move {
+            g2.wait().await;
+            2
+        })
+        .unwrap();
+
+    gate1.open();
+    h1.blocking_wait().unwrap();
+    waiter.join().unwrap(); // B has ended
+    gate2.open();
+    match h2.blocking_wait() {
+        Ok(v) => assert_eq!(v, 2),
+        Err(e) => panic!(
+            "a job submitted from a plain thread was cancelled ({:?}) by the end of a runtime \
+             that only waited on the pool, while the pool's runtime is alive",
+            e.cancel_reason()
+        ),
+    }
+    drop(rt_a);
+}
+
+/// A `wait` from a runtime without timers on a rate-limited pool is documented to work
+/// ("waits without offering it"). Since bf1ce7a it probes the runtime by making a tokio
+/// timer and catching tokio's panic: the user's panic hook runs on every such wait
+/// (a "thread panicked" message on stderr; with `panic = "abort"` the process aborts).
+/// On 5862fc8 a wait made no timer.
+#[test]
+fn wait_from_a_timerless_runtime_runs_the_panic_hook() {
+    const NAME: &str = "review-last-timerless-waiter";
+    static HOOKED: AtomicUsize = AtomicUsize::new(0);
+    let previous = Arc::new(std::panic::take_hook());
+    let prev = Arc::clone(&previous);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(NAME) {
+            HOOKED.fetch_add(1, Ordering::SeqCst);
+        }
+        prev(info);
+    }));
+
+    let rt_a = multi_thread();
+    let pool = {
+        let _in = rt_a.enter();
+        CommonAioPool::builder()
+            .max_concurrency(2)
+            .rate_limit(100, Duration::from_secs(1))
+            .build()
+    };
+    let p = pool.clone();
+    std::thread::Builder::new()
+        .name(NAME.into())
+        .spawn(move || {
+            let timerless = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            for _ in 0..3 {
+                timerless.block_on(p.wait());
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let n = HOOKED.load(Ordering::SeqCst);
+    assert_eq!(
+        n, 0,
+        "three wait() calls from a runtime without timers ran the panic hook {n} times"
+    );
+    drop(rt_a);
+}
+
+/// bf1ce7a moved the timers check from the push (under the lock, with the runtime the job
+/// will run on) to the start of admission. A `submit` future that had to wait for room is
+/// checked where it was first polled (a timed runtime A); finished on a runtime T without
+/// timers, it is accepted and its job is bound to T (T becomes the home), where the rate
+/// limit's timer task panics (tokio: "timers are disabled"): the job never starts and
+/// nothing says why. The builders' doc promises a panic for a submit from such a runtime
+/// (5862fc8 panicked at the push, refusing the job).
+#[test]
+fn submit_finished_on_a_timerless_runtime_is_accepted_and_never_starts() {
+    let rt_a = multi_thread();
+    let pool = {
+        let _in = rt_a.enter();
+        CommonAioPool::builder()
+            .max_concurrency(1)
+            .max_queue_size(0)
+            .rate_limit(1, Duration::from_secs(2))
+            .build()
+    };
+    let gate1 = Gate::default();
+    let g1 = gate1.clone();
+    let h1 = pool
+        .blocking_submit(async move { g1.wait().await })
+        .unwrap();
+    // The submit waits for room, first polled on A.
+    let p = pool.clone();
+    let mut fut = Box::pin(async move { p.submit(async { 2 }).await });
+    rt_a.block_on(async {
+        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the pool is full");
+    });
+    gate1.open();
+    h1.blocking_wait().unwrap();
+
+    // Finished on T (no timers), within the rate window: the job has to wait for the rate
+    // limit's timer.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let timerless = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let submitted =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| timerless.block_on(fut)));
+        match submitted {
+            Err(_) => tx
+                .send("refused with a panic (documented)".to_string())
+                .unwrap(),
+            Ok(Err(e)) => tx.send(format!("refused: {:?}", e.kind())).unwrap(),
+            Ok(Ok(h)) => {
+                let r = timerless.block_on(h);
+                tx.send(format!("ran: {:?}", r.ok())).unwrap();
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(8)) {
+        Ok(outcome) => eprintln!("outcome: {outcome}"),
+        Err(_) => panic!(
+            "a submit finished on a runtime without timers was accepted, and its job has \
+             not started 6 s after its 2 s rate window (its rate timer panicked there)"
+        ),
+    }
+    drop(rt_a);
+}
