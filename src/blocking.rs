@@ -60,14 +60,21 @@ thread_local! {
 
 /// Whether tokio refuses to block this thread (its blocking-region check).
 fn tokio_refuses_to_block() -> bool {
+    if std::thread::panicking() {
+        return false; // no probe while unwinding (see `panics_quietly`): not checked
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let _ = tx.send(());
     panics_quietly(|| drop(rx.blocking_recv()))
 }
 
 /// Whether `probe` panics, with its panic message silenced: for asking tokio something it
-/// tells only by panicking. Never call it under a lock of ours (a hook set after ours runs).
+/// tells only by panicking. Never call it under a lock of ours, nor while the thread is
+/// unwinding (installing the hook would panic, and a second panic aborts). A panic hook
+/// the program sets after the first probe replaces the silencing one: later probes then
+/// reach it.
 pub(crate) fn panics_quietly(probe: impl FnOnce()) -> bool {
+    debug_assert!(!std::thread::panicking(), "a probe while unwinding");
     static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
     QUIET_HOOK.call_once(|| {
         // Installed once, at the first probe: it forwards every panic to the hook that was

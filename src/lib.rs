@@ -84,13 +84,14 @@
 //!   Every job has its own [`TaskId`] (on its handle), also when it shares a slot task.
 //! - **Which runtime.** A job runs on the runtime of the code that submitted it. From a
 //!   plain thread it runs on the pool's *home* runtime: the one the pool was created in or
-//!   last submitted from. A pool is bound to no runtime, so a `static` pool can serve
-//!   several runtimes at once; the end of one runtime cancels only the jobs submitted from
-//!   it ([`CancelReason::RuntimeShutdown`]; SmartAioPool queues them again, to run on the
+//!   last submitted from (if it has ended, another live runtime the pool knows). A pool is
+//!   bound to no runtime, so a `static` pool can serve several runtimes at once; the end of
+//!   one runtime cancels only the jobs submitted from it
+//!   ([`CancelReason::RuntimeShutdown`]; SmartAioPool queues them again, to run on the
 //!   home, or on another live runtime the pool knows: a `wait`, or a submit that waits for
-//!   room, makes its runtime known, and the home if the home has ended). When no runtime
-//!   can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it
-//!   back.
+//!   room, makes its runtime known, and the home if the home has ended; with a rate limit,
+//!   a `wait` only from a runtime the pool already knows). When no runtime can run a job,
+//!   the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it back.
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up

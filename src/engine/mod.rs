@@ -649,9 +649,10 @@ impl<J: Job> Engine<J> {
                 return Err(PushError::Closed(item));
             }
             // The submitter's runtime; from a plain thread, or a `spawn_blocking` thread that
-            // outlived its runtime, the home.
+            // outlived its runtime, the home (or, if it has ended, another live runtime the
+            // pool knows).
             let entered = current.as_ref().and_then(|h| st.runtimes.enter(h));
-            let rt = match entered.or_else(|| st.runtimes.home()) {
+            let rt = match entered.or_else(|| st.runtimes.live_or_any(None)) {
                 Some(rt) => rt,
                 None => {
                     drop(st);
@@ -1253,9 +1254,10 @@ impl<J: Job> Engine<J> {
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
-            let rt = if self.needs_timers {
-                // Only a runtime known to have timers (checked when it came in): a wait
-                // makes no timer to find out.
+            let rt = if self.needs_timers && runtimes::timers_known(&handle) != Some(true) {
+                // Only a runtime known to have timers: one the pool knows (checked when it
+                // came in), or one this thread found to have them (a waiting submit's, by
+                // its admission). A wait makes no timer to find out.
                 st.runtimes.known(&handle)
             } else {
                 st.runtimes.offer(&handle)

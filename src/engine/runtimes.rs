@@ -62,13 +62,23 @@ thread_local! {
 /// caught, its message silenced (call this outside every lock of ours). The answer is
 /// remembered per thread for the last runtime asked (a runtime's `Id` is unique in a
 /// process).
-pub(crate) fn has_timers(handle: &Handle) -> bool {
+/// What [`has_timers`] last found on this thread for `handle`'s runtime, without asking.
+pub(crate) fn timers_known(handle: &Handle) -> Option<bool> {
     let id = handle.id();
-    if let Some((known, timed)) = TIMED.with(Cell::get) {
-        if known == id {
-            return timed;
-        }
+    TIMED
+        .with(Cell::get)
+        .and_then(|(known, timed)| (known == id).then_some(timed))
+}
+
+pub(crate) fn has_timers(handle: &Handle) -> bool {
+    if let Some(timed) = timers_known(handle) {
+        return timed;
     }
+    if std::thread::panicking() {
+        // No probe while unwinding (a `Drop` that submits): assume the runtime has timers.
+        return true;
+    }
+    let id = handle.id();
     let _in = handle.enter();
     let timed =
         !crate::blocking::panics_quietly(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));

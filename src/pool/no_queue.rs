@@ -178,7 +178,8 @@ impl NoQueueAioPoolBuilder {
     /// accepted). A submit future that waited for room on one runtime and is finished on
     /// one without timers is refused with
     /// [`NoRuntime`](crate::SubmitErrorKind::NoRuntime), its task handed back. A `wait`
-    /// offers the tasks only runtimes the pool already knows.
+    /// from a runtime the pool does not know yet does not offer it to the tasks (a wait
+    /// makes no timer to find out whether it has timers); without a rate limit it does.
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self

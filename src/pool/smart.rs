@@ -286,7 +286,8 @@ impl SmartAioPoolBuilder {
     /// accepted). A submit future that waited for room on one runtime and is finished on
     /// one without timers is refused with
     /// [`NoRuntime`](crate::SubmitErrorKind::NoRuntime), its task handed back. A `wait`
-    /// offers the tasks only runtimes the pool already knows.
+    /// from a runtime the pool does not know yet does not offer it to the tasks (a wait
+    /// makes no timer to find out whether it has timers); without a rate limit it does.
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self
@@ -574,8 +575,9 @@ impl SmartAioPool {
     /// full.
     ///
     /// If every runtime the pool knows ends while the pool is full, their tasks wait to run
-    /// again on a runtime that calls `wait` or a submit that waits for room (or at process
-    /// exit), and this call waits with them: a plain thread cannot offer a runtime.
+    /// again on a runtime that calls `wait` or a submit that waits for room (with a rate
+    /// limit, a `wait` only from a runtime the pool knows; or at process exit), and this
+    /// call waits with them: a plain thread cannot offer a runtime.
     ///
     /// # Errors
     ///
