@@ -57,11 +57,6 @@ thread_local! {
     static TIMED: Cell<Option<(Id, bool)>> = const { Cell::new(None) };
 }
 
-/// Whether `handle`'s runtime has tokio's time driver. Asked by making a timer (tokio has
-/// no other way to tell): on a runtime without one, tokio's "timers are disabled" panic is
-/// caught, its message silenced (call this outside every lock of ours). The answer is
-/// remembered per thread for the last runtime asked (a runtime's `Id` is unique in a
-/// process).
 /// What [`has_timers`] last found on this thread for `handle`'s runtime, without asking.
 pub(crate) fn timers_known(handle: &Handle) -> Option<bool> {
     let id = handle.id();
@@ -70,6 +65,11 @@ pub(crate) fn timers_known(handle: &Handle) -> Option<bool> {
         .and_then(|(known, timed)| (known == id).then_some(timed))
 }
 
+/// Whether `handle`'s runtime has tokio's time driver. Asked by making a timer (tokio has
+/// no other way to tell): on a runtime without one, tokio's "timers are disabled" panic is
+/// caught, its message silenced (call this outside every lock of ours). The answer is
+/// remembered per thread for the last runtime asked (a runtime's `Id` is unique in a
+/// process).
 pub(crate) fn has_timers(handle: &Handle) -> bool {
     if let Some(timed) = timers_known(handle) {
         return timed;
