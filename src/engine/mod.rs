@@ -1112,6 +1112,20 @@ impl<J: Job> Engine<J> {
         }
     }
 
+    /// Under the lock: a started run of job `id` ended with `outcome` (already published to
+    /// its handle): it no longer counts as a waiting task, its end is counted and applied to
+    /// the waits, and its admission permit is to be given back.
+    fn run_ended(&self, st: &mut State<J>, id: u64, outcome: Outcome, later: &mut Deferred<J>) {
+        if !st.waiting_on_own.is_empty() {
+            // Waits it started and left to handles it handed on no longer count it as a
+            // waiting task (see `Probe`).
+            st.waiting_on_own.remove(&id);
+        }
+        self.count_end(st, outcome);
+        Self::wait_end(st, id, later);
+        later.release += 1;
+    }
+
     /// Under the lock: applies a job's end to the waits.
     fn wait_end(st: &mut State<J>, id: u64, later: &mut Deferred<J>) {
         st.wait_done += 1;

@@ -100,12 +100,9 @@ impl Runtimes {
     /// runtime has shut down (a `spawn_blocking` thread can outlive its runtime): no entry
     /// is made and the home stays.
     pub(crate) fn enter(&mut self, handle: &Handle) -> Option<RtRef> {
-        let id = handle.id();
-        // Newest first: the runtime in use now is nearly always the last one added.
-        let found = self.entries.iter().rev().find(|e| e.id == id);
-        let serial = match found {
-            Some(e) if e.alive.load(Ordering::Acquire) => e.serial,
-            _ => self.add(handle.clone())?,
+        let serial = match self.known(handle) {
+            Some(serial) => serial,
+            None => self.add(handle.clone())?,
         };
         self.home = Some(serial);
         Some(serial)
@@ -114,6 +111,7 @@ impl Runtimes {
     /// The entry of `handle`'s runtime if there is a live one; makes none, changes nothing.
     pub(crate) fn known(&self, handle: &Handle) -> Option<RtRef> {
         let id = handle.id();
+        // Newest first: the runtime in use now is nearly always the last one added.
         self.entries
             .iter()
             .rev()

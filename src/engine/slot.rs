@@ -250,9 +250,7 @@ impl<J: Job> Slot<J> {
                 let (woken, outcome) = run.as_mut().publish_locked();
                 if let Some(pos) = st.awaiting_poll.iter().position(|&j| j == id) {
                     st.awaiting_poll.swap_remove(pos);
-                    engine.count_end(&mut st, outcome);
-                    Engine::wait_end(&mut st, id, &mut later);
-                    later.release += 1;
+                    engine.run_ended(&mut st, id, outcome, &mut later);
                     st.ended_in_take_over.push(id);
                 }
                 drop(st);
@@ -267,15 +265,8 @@ impl<J: Job> Slot<J> {
             // come first), in one critical section.
             let (woken, decided) = run.as_mut().publish_locked();
             outcome = decided;
-            if !st.waiting_on_own.is_empty() {
-                // Waits it started and left to handles it handed on no longer count it as
-                // a waiting task (see `Probe`).
-                st.waiting_on_own.remove(&id);
-            }
-            engine.count_end(&mut st, outcome);
+            engine.run_ended(&mut st, id, outcome, &mut later);
             later.woken.push(woken);
-            Engine::wait_end(&mut st, id, &mut later);
-            later.release += 1;
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             entry.copy = None;
@@ -539,15 +530,12 @@ impl<J: Job> Drop for Slot<J> {
             let holds_unit = if let Some((r, id)) = &mut run {
                 // A future's run, cancelled above (unless an abort decided first).
                 let (woken, decided) = r.as_mut().publish_locked();
-                st.waiting_on_own.remove(id);
                 if let Outcome::Cancelled(reason) = decided {
                     told = Some((*id, reason));
                 }
-                engine.count_end(&mut st, decided);
+                engine.run_ended(&mut st, *id, decided, &mut later);
                 st.counts.lost += u64::from(decided == lost);
                 later.woken.push(woken);
-                Engine::wait_end(&mut st, *id, &mut later);
-                later.release += 1;
                 true
             } else if let Some(q) = next {
                 if J::RERUN {
