@@ -121,6 +121,7 @@ impl<T> PushError<T> {
 }
 
 /// Returned by [`Engine::try_admit`].
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum AdmitError {
     Full,
     Closed,
@@ -471,6 +472,25 @@ impl<J: Job> Engine<J> {
         }
     }
 
+    /// [`try_admit`](Self::try_admit) for a `try_submit`: a refusal is reported to the
+    /// observability features (a full pool as `full`, a closed one as `closed`).
+    #[track_caller]
+    pub(crate) fn try_admit_reported(&self) -> Result<(), AdmitError> {
+        let admitted = self.try_admit();
+        if let Err(refused) = admitted {
+            self.refused(refused);
+        }
+        admitted
+    }
+
+    /// Reports a `try_submit`'s refusal (see [`try_admit_reported`](Self::try_admit_reported)).
+    pub(crate) fn refused(&self, refused: AdmitError) {
+        self.observer.rejected(match refused {
+            AdmitError::Full => None,
+            AdmitError::Closed => Some(SubmitErrorKind::Closed),
+        });
+    }
+
     /// Waits for room. Cancel safe: dropping the future takes no permit.
     async fn admit(&self) -> Result<(), AdmitError> {
         match self.admission.acquire().await {
@@ -583,13 +603,6 @@ impl<J: Job> Engine<J> {
         if n > 0 {
             self.admission.add_permits(n);
         }
-    }
-
-    /// Tells the observability features that a submit was refused (`None`: the pool was
-    /// full for a submit that does not wait).
-    #[inline(always)]
-    pub(crate) fn rejected(&self, kind: Option<SubmitErrorKind>) {
-        self.observer.rejected(kind);
     }
 
     /// The `on_panic` callback, if set.

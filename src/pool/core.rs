@@ -195,18 +195,12 @@ impl<J: Job> Core<J> {
         if let Err(kind) = self.engine.check_weight(&meta) {
             return Err(TrySubmitError::refused(kind, item));
         }
-        match self.engine.try_admit() {
+        match self.engine.try_admit_reported() {
             Ok(()) => self
                 .push_with(item, meta)
                 .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
-            Err(AdmitError::Full) => {
-                self.engine.rejected(None);
-                Err(TrySubmitError::full(item))
-            }
-            Err(AdmitError::Closed) => {
-                self.engine.rejected(Some(SubmitErrorKind::Closed));
-                Err(TrySubmitError::refused(SubmitErrorKind::Closed, item))
-            }
+            Err(AdmitError::Full) => Err(TrySubmitError::full(item)),
+            Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, item)),
         }
     }
 

@@ -279,17 +279,11 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     /// A place for a `try_submit`; a refusal is reported to the observability features as
     /// the pool's own `try_submit` reports it.
     fn try_admit(&self) -> Result<(), AdmitError> {
-        let admitted = if self.is_tripped() {
-            Err(AdmitError::Closed)
-        } else {
-            self.core.engine.try_admit()
-        };
-        match &admitted {
-            Ok(()) => {}
-            Err(AdmitError::Full) => self.core.engine.rejected(None),
-            Err(AdmitError::Closed) => self.core.engine.rejected(Some(SubmitErrorKind::Closed)),
+        if self.is_tripped() {
+            self.core.engine.refused(AdmitError::Closed);
+            return Err(AdmitError::Closed);
         }
-        admitted
+        self.core.engine.try_admit_reported()
     }
 
     /// Reserves an abort-registry entry for the next task (cancel-on-error only).

@@ -61,7 +61,7 @@ where
     }
 
     fn refused_closed(&self) {
-        self.core.engine.rejected(Some(SubmitErrorKind::Closed));
+        self.core.engine.refused(AdmitError::Closed);
     }
 
     fn admit(&self) -> Admission {

@@ -58,13 +58,7 @@ thread_local! {
 /// `pool`, if it belongs to that pool: `Some(Ok(wait))` once counted, `Some(Err(()))` if
 /// counting it would stall the pool (see [`Probe::start_waiting`]), `None` if not counted.
 pub(crate) fn start_waiting(pool: usize) -> Option<Result<Waiting, ()>> {
-    let (probe, waiter) = CURRENT
-        .try_with(|c| match &*c.borrow() {
-            Some(cur) if cur.pool == pool => Some((Arc::clone(&cur.probe), cur.task)),
-            _ => None,
-        })
-        .ok()
-        .flatten()?;
+    let (probe, waiter) = with_current(pool, |cur| (Arc::clone(&cur.probe), cur.task))?;
     match probe.start_waiting(waiter)? {
         false => Some(Ok(Waiting { probe, waiter })),
         true => Some(Err(())),
@@ -73,9 +67,14 @@ pub(crate) fn start_waiting(pool: usize) -> Option<Result<Waiting, ()>> {
 
 /// The task of pool `pool` the current thread is polling, if any.
 pub(crate) fn current_task(pool: usize) -> Option<u64> {
+    with_current(pool, |cur| cur.task)
+}
+
+/// `f` of what the current thread is polling, if that is a task of pool `pool`.
+fn with_current<R>(pool: usize, f: impl FnOnce(&Current) -> R) -> Option<R> {
     CURRENT
         .try_with(|c| match &*c.borrow() {
-            Some(cur) if cur.pool == pool => Some(cur.task),
+            Some(cur) if cur.pool == pool => Some(f(cur)),
             _ => None,
         })
         .ok()
