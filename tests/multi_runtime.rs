@@ -945,33 +945,7 @@ fn smart_wait_started_before_a_runtime_ends_runs_its_jobs_again() {
         .auto_shutdown(false)
         .process_wide(false)
         .build();
-    let rt_v = current_thread();
-    let (first, second) = rt_v.block_on(async {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let r = runs.clone();
-        // Never ends on its first run; returns at once when run again.
-        let first = pool
-            .submit(move || {
-                let again = r.fetch_add(1, Ordering::SeqCst) > 0;
-                async move {
-                    if !again {
-                        std::future::pending::<()>().await;
-                    }
-                    1u32
-                }
-            })
-            .await
-            .unwrap();
-        let second = pool.submit(|| async { 2u32 }).await.unwrap();
-        // Until the first job's first run has started (a reservation counts as running
-        // before its slot task runs).
-        while runs.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
-        tokio::task::yield_now().await;
-        (first, second)
-    });
-    assert_eq!((pool.stats().running, pool.stats().queued), (1, 1));
+    let (rt_v, first, second) = support::fill_smart_from_a_new_runtime(&pool);
 
     let (polled_tx, polled_rx) = mpsc::channel();
     let (v_gone_tx, v_gone_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1027,28 +1001,7 @@ fn smart_submit_from_a_live_runtime_after_another_ended_does_not_wait_forever() 
         .auto_shutdown(false)
         .process_wide(false)
         .build();
-    let rt_v = current_thread();
-    let (first, second) = rt_v.block_on(async {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let r = runs.clone();
-        let first = pool
-            .submit(move || {
-                let again = r.fetch_add(1, Ordering::SeqCst) > 0;
-                async move {
-                    if !again {
-                        std::future::pending::<()>().await;
-                    }
-                    1u32
-                }
-            })
-            .await
-            .unwrap();
-        let second = pool.submit(|| async { 2u32 }).await.unwrap();
-        while runs.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
-        (first, second)
-    });
+    let (rt_v, first, second) = support::fill_smart_from_a_new_runtime(&pool);
     drop(rt_v);
     let stats_after_v = pool.stats();
 

@@ -228,3 +228,45 @@ pub fn run_child(scenario: &str, secs: u64) -> Child {
         .unwrap();
     Child { code, stderr, dir }
 }
+
+/// On a new current-thread runtime V (returned, alive), fills `pool` with a task that
+/// never ends on its first run (returns 1 when run again) and a queued one (returns 2);
+/// returns once the first run has started.
+pub fn fill_smart_from_a_new_runtime(
+    pool: &SmartAioPool,
+) -> (
+    tokio::runtime::Runtime,
+    nb_aiopool::TaskHandle<u32>,
+    nb_aiopool::TaskHandle<u32>,
+) {
+    let rt_v = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (first, second) = rt_v.block_on(async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let first = pool
+            .submit(move || {
+                let again = r.fetch_add(1, Ordering::SeqCst) > 0;
+                async move {
+                    if !again {
+                        std::future::pending::<()>().await;
+                    }
+                    1u32
+                }
+            })
+            .await
+            .unwrap();
+        let second = pool.submit(|| async { 2u32 }).await.unwrap();
+        // Until the first task's first run has started (a reservation counts as running
+        // before its slot task runs).
+        while runs.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        (first, second)
+    });
+    assert_eq!((pool.stats().running, pool.stats().queued), (1, 1));
+    (rt_v, first, second)
+}

@@ -7,10 +7,9 @@ mod support;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use nb_aiopool::{SmartAioPool, TaskHandle};
+use nb_aiopool::SmartAioPool;
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -30,36 +29,6 @@ fn rate_limited_smart() -> SmartAioPool {
         .build()
 }
 
-/// On runtime V (returned, alive): fills the pool with a job that never ends on its first
-/// run (returns 1 when run again) and a queued one (returns 2).
-fn fill_from_v(pool: &SmartAioPool) -> (tokio::runtime::Runtime, TaskHandle<u32>, TaskHandle<u32>) {
-    let rt_v = current_thread();
-    let (first, second) = rt_v.block_on(async {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let r = runs.clone();
-        let first = pool
-            .submit(move || {
-                let again = r.fetch_add(1, Ordering::SeqCst) > 0;
-                async move {
-                    if !again {
-                        std::future::pending::<()>().await;
-                    }
-                    1u32
-                }
-            })
-            .await
-            .unwrap();
-        let second = pool.submit(|| async { 2u32 }).await.unwrap();
-        while runs.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
-        tokio::task::yield_now().await;
-        (first, second)
-    });
-    assert_eq!((pool.stats().running, pool.stats().queued), (1, 1));
-    (rt_v, first, second)
-}
-
 /// Finding 53 for a rate-limited pool, through a submit that waits for room. Runtime V
 /// fills the pool; runtime C (with timers, new to the pool) submits and waits for room;
 /// then V ends, and V's jobs are queued again to run anywhere. C is alive and waiting (the
@@ -71,7 +40,7 @@ fn fill_from_v(pool: &SmartAioPool) -> (tokio::runtime::Runtime, TaskHandle<u32>
 #[test]
 fn rate_limited_waiting_submit_from_new_runtime_runs_stranded_jobs() {
     let pool = rate_limited_smart();
-    let (rt_v, first, second) = fill_from_v(&pool);
+    let (rt_v, first, second) = support::fill_smart_from_a_new_runtime(&pool);
 
     let (polled_tx, polled_rx) = mpsc::channel();
     let (v_gone_tx, v_gone_rx) = tokio::sync::oneshot::channel::<()>();
@@ -122,7 +91,7 @@ fn rate_limited_waiting_submit_from_new_runtime_runs_stranded_jobs() {
 #[ignore = "limitation 67, documented at rate_limit: a wait makes no timer to learn whether its runtime has one, so it offers only runtimes the pool knows"]
 fn rate_limited_wait_from_new_runtime_runs_stranded_jobs() {
     let pool = rate_limited_smart();
-    let (rt_v, first, second) = fill_from_v(&pool);
+    let (rt_v, first, second) = support::fill_smart_from_a_new_runtime(&pool);
 
     let (polled_tx, polled_rx) = mpsc::channel();
     let (v_gone_tx, v_gone_rx) = tokio::sync::oneshot::channel::<()>();
