@@ -171,11 +171,16 @@ pub(crate) const FINISH_ARITY: usize = 8;
 ///
 /// Every record XACKs and XDELs its entry. Its outcome (the `completed` count and the
 /// result of A, the retry of R, the dead letter and error result of D) is recorded only
-/// if that XACK removed a pending entry, so each entry gets one outcome, from whoever
+/// if the entry is still pending, so each entry gets one outcome, from whoever
 /// acknowledges it first:
 /// - a re-sent batch (after a lost reply) records nothing twice;
 /// - a worker whose lease lapsed, finishing an entry that another worker reclaimed and
 ///   already finished (completed, retried or dead-lettered), records nothing.
+///
+/// An outcome is written before its entry is acknowledged (checked with `XPENDING`, in
+/// the same script, so nothing comes between): a write that fails (the dead-letter or
+/// delayed key overwritten with another type: `WRONGTYPE`) stops the script with the
+/// entry still pending, so it is delivered again after the lease instead of being lost.
 ///
 /// Plain acks (A without a result) are still sent as one XACK and one XDEL per batch:
 /// they have no outcome but the count, and that XACK returns how many it removed.
@@ -209,11 +214,11 @@ while i + 7 <= #ARGV do
     -- Plain acks are collected and sent as one XACK and one XDEL below.
     acks[#acks + 1] = sid
   else
-    local n = redis.call('XACK', s, g, sid)
-    redis.call('XDEL', s, sid)
-    -- n == 0: acknowledged already (a re-sent batch, or another worker reclaimed the
-    -- entry after our lease lapsed and finished it): its outcome is recorded already.
-    if n == 1 then
+    -- Not pending: acknowledged already (a re-sent batch, or another worker reclaimed
+    -- the entry after our lease lapsed and finished it): its outcome is recorded already.
+    -- The outcome is written before the entry is acknowledged: if that write fails, the
+    -- script stops here and the entry stays pending, to be delivered again.
+    if #redis.call('XPENDING', s, g, sid, sid, 1) == 1 then
       if kind == 'A' then
         redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
         done = done + 1
@@ -228,6 +233,8 @@ while i + 7 <= #ARGV do
         end
       end
     end
+    redis.call('XACK', s, g, sid)
+    redis.call('XDEL', s, sid)
   end
   i = i + 8
 end

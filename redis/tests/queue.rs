@@ -21,6 +21,21 @@ fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownRe
     tokio::spawn(async move { w.run().await.expect("run") })
 }
 
+/// Shuts `w` down (its handlers get 2 s) and joins the task of [`spawn_run`].
+async fn stop(w: &Worker, run: tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport>) {
+    within(10, "shutdown", w.shutdown_timeout(Duration::from_secs(2))).await;
+    run.await.unwrap();
+}
+
+/// Overwrites `key` with a string: scripts writing it as a stream or set get WRONGTYPE.
+fn clobber(c: &mut redis::Connection, key: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("not a stream or set")
+        .query(c)
+        .unwrap();
+}
+
 fn xlen(c: &mut redis::Connection, key: &str) -> u64 {
     redis::cmd("XLEN").arg(key).query(c).unwrap()
 }
@@ -713,13 +728,7 @@ async fn bad_result_ttl_does_not_poison_the_ack_batch() {
         );
     }
     assert_eq!(worker.stats().errors, 0);
-    within(
-        10,
-        "shutdown",
-        worker.shutdown_timeout(Duration::from_secs(2)),
-    )
-    .await;
-    run.await.unwrap();
+    stop(&worker, run).await;
 }
 
 /// A record the FINISH script cannot apply fails alone: the rest of its batch is acknowledged.
@@ -730,17 +739,14 @@ async fn a_record_that_cannot_be_applied_does_not_hold_back_its_batch() {
     let queue = RedisQueue::connect(&url, "split").await.unwrap();
     // The dead-letter key holds a string: dead-lettering fails with WRONGTYPE.
     let mut c = server.conn();
-    let _: () = redis::cmd("SET")
-        .arg(dead_key("split"))
-        .arg("not a stream")
-        .query(&mut c)
-        .unwrap();
+    clobber(&mut c, &dead_key("split"));
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let runs = Arc::new(AtomicU64::new(0));
     let (b2, r2) = (barrier.clone(), runs.clone());
     let worker = Worker::builder(&url, "split")
         .concurrency(2)
         .max_deliveries(1)
+        .lease(Duration::from_millis(300))
         .task("t", move |n: u64| {
             let barrier = b2.clone();
             let runs = r2.clone();
@@ -758,7 +764,7 @@ async fn a_record_that_cannot_be_applied_does_not_hold_back_its_batch() {
         .build()
         .await
         .unwrap();
-    queue.submit("t", &0u64).await.unwrap();
+    let bad = queue.submit("t", &0u64).await.unwrap();
     queue.submit("t", &1u64).await.unwrap();
     let run = spawn_run(&worker);
     // (`stats` fails on the dead-letter key too: read the figures directly.)
@@ -776,20 +782,106 @@ async fn a_record_that_cannot_be_applied_does_not_hold_back_its_batch() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(runs.load(Ordering::SeqCst), 2);
-    // Job 0 is not asserted on: its XACK ran before the XADD failed, and a script is not
-    // rolled back (noted in RELIABILITY.md).
     let w = worker.stats();
     assert!(
         w.last_error.as_deref().unwrap_or("").contains("WRONGTYPE"),
         "{w:?}"
     );
-    within(
-        10,
-        "shutdown",
-        worker.shutdown_timeout(Duration::from_secs(2)),
-    )
+    // Job 0 is not lost: its dead letter could not be written, so its entry was not
+    // acknowledged. It stays pending (delivered again after each lease, failing again)...
+    let pending = |c: &mut redis::Connection| -> u64 {
+        pending_per_consumer(c, "split")
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(pending(&mut c), 1, "{:?}", worker.stats());
+    assert_eq!(completed(&mut c), Some(1));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(pending(&mut c), 1, "{:?}", worker.stats());
+    // ... until the key is repaired: then it reaches the dead letters, once.
+    let _: () = redis::cmd("DEL")
+        .arg(dead_key("split"))
+        .query(&mut c)
+        .unwrap();
+    let t = Instant::now();
+    let dead = loop {
+        let dead = queue.dead_letters(10).await.unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "job 0 never reached the dead letters: {:?}",
+            worker.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].job, bad);
+    assert_eq!(pending(&mut c), 0);
+    assert_eq!(completed(&mut c), Some(1));
+    stop(&worker, run).await;
+}
+
+/// A retry whose record cannot be written (the delayed key overwritten with a string)
+/// leaves its entry pending: the job runs again after the lease, not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_cannot_be_written_is_delivered_again() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "rtry").await.unwrap();
+    let mut c = server.conn();
+    clobber(&mut c, &delayed_key("rtry"));
+    let runs = Arc::new(AtomicU64::new(0));
+    let r2 = runs.clone();
+    let worker = Worker::builder(&url, "rtry")
+        .concurrency(1)
+        .max_deliveries(5)
+        .lease(Duration::from_millis(300))
+        .task("t", move |_: u64| {
+            let runs = r2.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err("first run fails".to_owned())
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    queue.submit("t", &7u64).await.unwrap();
+    let run = spawn_run(&worker);
+    eventually(10, "the failed retry write", || {
+        worker
+            .stats()
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("WRONGTYPE")
+    })
     .await;
-    run.await.unwrap();
+    // Its retry was never written and the entry not acknowledged: the entry is still
+    // there, and is delivered again once the lease lapses.
+    let _: () = redis::cmd("DEL")
+        .arg(delayed_key("rtry"))
+        .query(&mut c)
+        .unwrap();
+    eventually(10, "the second run", || runs.load(Ordering::SeqCst) >= 2).await;
+    let s = within(10, "completed", async {
+        loop {
+            let s = queue.stats().await.unwrap();
+            if s.completed == 1 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(s.dead, 0, "{s:?}");
+    stop(&worker, run).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
