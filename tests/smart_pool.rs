@@ -10,6 +10,48 @@ use futures_util::FutureExt;
 use nb_aiopool::{smart_run, CancelReason, SmartAioPool, SubmitErrorKind};
 use support::{within, Counter, Gate, Gauge};
 
+/// Finding 70: on a runtime without tokio's time driver, an elastic pool's janitor task
+/// panicked inside tokio ("timers are disabled") each time a worker went idle, and no
+/// worker ever retired. Workers now retire when the worker count is read: no task, no
+/// timer.
+#[test]
+fn idle_workers_retire_on_a_runtime_without_timers() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let pool = rt.block_on(async {
+        SmartAioPool::builder()
+            .max_concurrency(8)
+            .min_workers(1)
+            .idle_timeout(Duration::from_millis(50))
+            .auto_shutdown(false)
+            .build()
+    });
+    let gate = Gate::default();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let g = gate.clone();
+            pool.blocking_submit(move || {
+                let g = g.clone();
+                async move { g.wait().await }
+            })
+            .unwrap()
+        })
+        .collect();
+    gate.open();
+    for h in handles {
+        rt.block_on(h).unwrap();
+    }
+    let grown = pool.worker_count();
+    assert!(grown > 1, "the pool never grew: {grown} workers");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(pool.worker_count(), 1, "idle workers did not retire");
+    // The pool still grows and runs jobs after they retired.
+    assert_eq!(rt.block_on(pool.run(|| async { 5 })).unwrap(), 5);
+    rt.block_on(pool.shutdown());
+}
+
 #[tokio::test(start_paused = true)]
 async fn workers_scale_up_under_load_and_retire_when_idle() {
     let pool = SmartAioPool::builder()

@@ -2,8 +2,12 @@
 //! when workers stay idle.
 //!
 //! A worker here is a number, the pool's current limit on running jobs: adding one costs
-//! nothing. The engine adds one on submit when queued jobs outnumber idle workers; a
-//! janitor task retires workers idle for `idle_timeout`, never below `min_workers`.
+//! nothing. The engine adds one on submit when queued jobs outnumber idle workers. Workers
+//! idle for `idle_timeout` are retired, never below `min_workers`, when the pool next
+//! looks at its worker count (`worker_count()` and the other counts, `set_max_concurrency`).
+//! Nothing runs to retire them: an idle worker holds nothing, and one not yet retired only
+//! means a job that comes first starts without the pool growing again. So no task and no
+//! timer is needed, and a runtime without tokio's time driver serves as well as any.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -24,8 +28,6 @@ pub(crate) struct Elastic {
     /// When each idle worker became idle; oldest at the front. Its length is always
     /// `limit - running`.
     idle_since: VecDeque<Instant>,
-    /// A janitor task is alive (on some runtime).
-    pub(crate) janitor_alive: bool,
 }
 
 impl Elastic {
@@ -36,7 +38,6 @@ impl Elastic {
         Elastic {
             config,
             idle_since: std::iter::repeat_n(now, idle_workers).collect(),
-            janitor_alive: false,
         }
     }
 
@@ -45,10 +46,9 @@ impl Elastic {
         self.idle_since.pop_back();
     }
 
-    /// A worker finished a job. Returns whether a janitor must be started.
-    pub(crate) fn idle(&mut self, limit: usize) -> bool {
+    /// A worker finished a job.
+    pub(crate) fn idle(&mut self) {
         self.idle_since.push_back(Instant::now());
-        limit > self.config.min_workers && !self.janitor_alive
     }
 
     /// A worker was added (idle until it takes a job).
@@ -56,19 +56,18 @@ impl Elastic {
         self.idle_since.push_back(Instant::now());
     }
 
-    /// Retires the workers idle for `idle_timeout`. Returns the new limit and the next
-    /// deadline, if any worker beyond `min_workers` is left to watch.
-    pub(crate) fn retire(&mut self, mut limit: usize, now: Instant) -> (usize, Option<Instant>) {
+    /// Retires the workers idle for `idle_timeout` by `now`, never below `min_workers`.
+    /// Returns the new limit.
+    pub(crate) fn retire(&mut self, mut limit: usize, now: Instant) -> usize {
         while limit > self.config.min_workers {
             match self.idle_since.front() {
                 Some(&since) if later_by(since, self.config.idle_timeout) <= now => {
                     self.idle_since.pop_front();
                     limit -= 1;
                 }
-                Some(&since) => return (limit, Some(later_by(since, self.config.idle_timeout))),
-                None => return (limit, None),
+                _ => break,
             }
         }
-        (limit, None)
+        limit
     }
 }

@@ -258,8 +258,6 @@ pub(crate) struct Deferred<J: Job> {
     release: usize,
     /// Wake `wait()` callers.
     changed: bool,
-    /// Start a janitor on this runtime.
-    janitor: Option<Handle>,
     /// Start a rate timer on this runtime, firing then.
     rate_timer: Option<(Handle, Instant)>,
     /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock
@@ -286,7 +284,6 @@ impl<J: Job> Default for Deferred<J> {
             spawns: Vec::new(),
             release: 0,
             changed: false,
-            janitor: None,
             rate_timer: None,
             stamps: Vec::new(),
         }
@@ -760,7 +757,7 @@ impl<J: Job> Engine<J> {
             return None;
         }
         st.slots.remove(key);
-        Self::vacate(st, rt, later);
+        Self::vacate(st);
         None
     }
 
@@ -917,6 +914,7 @@ impl<J: Job> Engine<J> {
         let old;
         {
             let mut st = self.lock();
+            Self::retire_idle(&mut st);
             old = st.max_concurrency;
             st.max_concurrency = n;
             self.max_concurrency.store(n, Ordering::Relaxed);
@@ -971,10 +969,10 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: jobs left the queue without their reservations; give the slots
     /// reserved beyond the queue's length back (their tasks exit when they find none).
-    fn clamp_reserved(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
+    fn clamp_reserved(st: &mut State<J>) {
         while st.reserved > st.queue.len() {
             st.reserved -= 1;
-            Self::vacate(st, rt, later);
+            Self::vacate(st);
         }
     }
 
@@ -1015,12 +1013,12 @@ impl<J: Job> Engine<J> {
     /// reservation's), saving a claimer's wake-up. Also one a claimer is on its way to:
     /// that claimer then finds none and goes idle, and a claimer held up behind a job
     /// that blocks its thread holds up no reserved job.
-    fn take_reservation(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) -> bool {
+    fn take_reservation(st: &mut State<J>) -> bool {
         if st.reserved == 0 {
             return false;
         }
         st.reserved -= 1;
-        Self::vacate(st, rt, later);
+        Self::vacate(st);
         true
     }
 
@@ -1046,23 +1044,14 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock: a slot is free again (its worker idle, for elastic pools).
-    fn vacate(st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
+    fn vacate(st: &mut State<J>) {
         st.running -= 1;
         let limit = st.limit;
         if st.running >= limit {
             return; // above a lowered limit: the freed slot is not an idle worker
         }
         if let Some(el) = &mut st.elastic {
-            if el.idle(limit) {
-                let handle = st
-                    .runtimes
-                    .live_or_any(Some(rt))
-                    .and_then(|rt| st.runtimes.handle(rt));
-                if let Some(handle) = handle {
-                    el.janitor_alive = true;
-                    later.janitor = Some(handle.clone());
-                }
-            }
+            el.idle();
         }
     }
 
@@ -1084,7 +1073,7 @@ impl<J: Job> Engine<J> {
                 self.lose(st, q.job, q.id, later);
                 later.stamps.push(q.stamp);
             }
-            Self::clamp_reserved(st, rt, later);
+            Self::clamp_reserved(st);
         }
     }
 
@@ -1184,9 +1173,6 @@ impl<J: Job> Engine<J> {
             // A runtime that has shut down drops the slot at once; its `Drop` deals with it.
             drop(handle.spawn(slot));
         }
-        if let Some(handle) = later.janitor.take() {
-            drop(handle.spawn(janitor(Arc::clone(self))));
-        }
         if let Some((handle, at)) = later.rate_timer.take() {
             drop(handle.spawn(rate_timer(Arc::clone(self), at)));
         }
@@ -1213,10 +1199,20 @@ impl<J: Job> Engine<J> {
         self.lock().closed
     }
 
-    /// (live workers, running) of an elastic pool; for others `limit` is max_concurrency.
+    /// (live workers, running) of an elastic pool, after retiring the workers idle for
+    /// its `idle_timeout`; for others `limit` is max_concurrency.
     pub(crate) fn workers(&self) -> (usize, usize) {
-        let st = self.lock();
+        let mut st = self.lock();
+        Self::retire_idle(&mut st);
         (st.limit, st.running)
+    }
+
+    /// Under the lock, for an elastic pool: retires the workers idle for `idle_timeout`
+    /// (see the `elastic` module: done when the worker count is looked at).
+    fn retire_idle(st: &mut State<J>) {
+        if let Some(el) = &mut st.elastic {
+            st.limit = el.retire(st.limit, Instant::now());
+        }
     }
 
     pub(crate) fn figures(&self) -> Figures {
@@ -1362,7 +1358,7 @@ impl<J: Job> Engine<J> {
                 // Dropped outside the lock: a span's drop calls the subscriber.
                 later.stamps.push(q.stamp);
             }
-            Self::clamp_reserved(&mut st, ANY, &mut later);
+            Self::clamp_reserved(&mut st);
             self.gauges(&st);
             wakers = st
                 .slots
@@ -1580,41 +1576,6 @@ impl<J: Job> Deaths for Engine<J> {
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
-    }
-}
-
-/// Retires workers of an elastic pool that stayed idle for `idle_timeout`; exits when no
-/// worker beyond `min_workers` is idle (the next idle one starts a new janitor).
-async fn janitor<J: Job>(engine: Arc<Engine<J>>) {
-    struct Alive<'a, J: Job>(&'a Engine<J>);
-    impl<J: Job> Drop for Alive<'_, J> {
-        fn drop(&mut self) {
-            if let Some(el) = &mut self.0.lock().elastic {
-                el.janitor_alive = false;
-            }
-        }
-    }
-    let alive = Alive(&engine);
-    loop {
-        let next = {
-            let mut st = engine.lock();
-            let st = &mut *st;
-            let Some(el) = &mut st.elastic else { return };
-            let (limit, next) = el.retire(st.limit, Instant::now());
-            st.limit = limit;
-            if next.is_none() {
-                // Decided under the lock, so the next idle worker starts a new janitor.
-                el.janitor_alive = false;
-            }
-            next
-        };
-        match next {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => {
-                std::mem::forget(alive);
-                return;
-            }
-        }
     }
 }
 

@@ -276,7 +276,7 @@ impl<J: Job> Slot<J> {
             }
             let after = if more {
                 // A reserved job runs here, at once (a claimer coming for it finds none).
-                Engine::take_reservation(&mut st, self.rt, &mut later);
+                Engine::take_reservation(&mut st);
                 match engine.take_next(&mut st, self.rt, self.key, &mut later) {
                     Some(q) => After::Run(q),
                     None => match Engine::keep_idle(&mut st, self.rt, &self.polling) {
@@ -301,7 +301,7 @@ impl<J: Job> Slot<J> {
                 After::Yield
             } else if st.reserved > st.claimers && st.runtimes.is_alive(self.rt) {
                 // Its slot is given back; it claims a waiting reservation after yielding.
-                Engine::vacate(&mut st, self.rt, &mut later);
+                Engine::vacate(&mut st);
                 st.claimers += 1;
                 self.claiming = true;
                 After::Yield
@@ -310,7 +310,7 @@ impl<J: Job> Slot<J> {
                     engine.runtime_gone(&mut st, self.rt, &mut later);
                 }
                 st.slots.remove(self.key);
-                Engine::vacate(&mut st, self.rt, &mut later);
+                Engine::vacate(&mut st);
                 After::Exit
             };
             engine.fill_free(&mut st, Some(self.rt), &mut later);
@@ -562,7 +562,7 @@ impl<J: Job> Drop for Slot<J> {
                 false
             };
             if holds_unit {
-                Engine::vacate(&mut st, self.rt, &mut later);
+                Engine::vacate(&mut st);
             }
             engine.runtime_gone(&mut st, self.rt, &mut later);
             engine.fill_free(&mut st, None, &mut later);

@@ -33,7 +33,11 @@ use crate::task::TaskHandle;
 ///   tasks outnumber idle workers (up to `max_concurrency`), and retires a worker idle for
 ///   `idle_timeout` (never below `min_workers`). A worker is a running slot of the pool
 ///   (a tokio task that runs its jobs one after the other); adding one costs nothing until
-///   it runs a job.
+///   it runs a job, and an idle one holds nothing. So nothing runs to retire them: the
+///   workers idle for `idle_timeout` are retired when the pool next counts them
+///   ([`worker_count`](Self::worker_count) and the other counts, `set_max_concurrency`),
+///   and an elastic pool needs no timer (it works on a runtime without tokio's time
+///   driver).
 /// - **No task lost at exit.** See [Shutdown](#shutdown).
 ///
 /// # Shutdown
