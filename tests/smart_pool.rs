@@ -52,6 +52,50 @@ fn idle_workers_retire_on_a_runtime_without_timers() {
     rt.block_on(pool.shutdown());
 }
 
+/// Found by a review of finding 70's fix: a parent job submits a child that the rate
+/// limit holds back (the pool grows a worker for it), then awaits it after
+/// `idle_timeout`. Counting the workers meanwhile (`worker_count()`, or `{:?}` of the
+/// pool) retired the grown worker, and the nested-wait check, which compared the running
+/// jobs with the live workers, broke the wait with `WouldDeadlock`, although the child
+/// starts when the rate window reopens. The check now compares with `max_concurrency`.
+#[tokio::test(start_paused = true)]
+async fn counting_workers_does_not_make_a_nested_wait_a_deadlock() {
+    for count in [
+        (|p: &SmartAioPool| {
+            let _ = p.worker_count();
+        }) as fn(&SmartAioPool),
+        |p| drop(format!("{p:?}")),
+        |_| {},
+    ] {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(4)
+            .max_queue_size(10)
+            .min_workers(1)
+            .idle_timeout(Duration::from_millis(50))
+            .rate_limit(1, Duration::from_secs(1))
+            .auto_shutdown(false)
+            .build();
+        let p = pool.clone();
+        let parent = pool
+            .try_submit(move || {
+                let p = p.clone();
+                async move {
+                    let child = p.try_submit(|| async { 7u32 }).map_err(|e| e.to_string())?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    child
+                        .await
+                        .map_err(|e| format!("{e} (reason {:?})", e.cancel_reason()))
+                }
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        count(&pool);
+        let r = within("the parent", parent).await.unwrap();
+        pool.cancel_all().await;
+        assert_eq!(r, Ok(7), "counting the workers broke the nested wait");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn workers_scale_up_under_load_and_retire_when_idle() {
     let pool = SmartAioPool::builder()

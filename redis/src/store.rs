@@ -181,6 +181,9 @@ pub(crate) const FINISH_ARITY: usize = 8;
 /// the same script, so nothing comes between): a write that fails (the dead-letter or
 /// delayed key overwritten with another type: `WRONGTYPE`) stops the script with the
 /// entry still pending, so it is delivered again after the lease instead of being lost.
+/// What the script did before such a failure is complete, counts included: a success
+/// with a result is counted in `completed` with its own ack. Without the group (after
+/// [`purge`](crate::RedisQueue::purge)), nothing is pending and nothing is recorded.
 ///
 /// Plain acks (A without a result) are still sent as one XACK and one XDEL per batch:
 /// they have no outcome but the count, and that XACK returns how many it removed.
@@ -218,9 +221,14 @@ while i + 7 <= #ARGV do
     -- the entry after our lease lapsed and finished it): its outcome is recorded already.
     -- The outcome is written before the entry is acknowledged: if that write fails, the
     -- script stops here and the entry stays pending, to be delivered again.
-    if #redis.call('XPENDING', s, g, sid, sid, 1) == 1 then
+    -- (pcall: without the group, after a purge, nothing is pending, as XACK would say.)
+    local p = redis.pcall('XPENDING', s, g, sid, sid, 1)
+    if type(p) == 'table' and p.err == nil and #p == 1 then
       if kind == 'A' then
         redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
+        -- Counted with its ack, not at the end: a later record's failure stops the
+        -- script, and the re-sent record would find this one acknowledged.
+        redis.call('INCRBY', KEYS[4], 1)
         done = done + 1
       elseif kind == 'R' then
         local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
@@ -240,11 +248,12 @@ while i + 7 <= #ARGV do
 end
 if #acks > 0 then
   -- Counts only the entries still pending: the same rule as above.
-  done = done + redis.call('XACK', s, g, unpack(acks))
+  local n = redis.call('XACK', s, g, unpack(acks))
   redis.call('XDEL', s, unpack(acks))
-end
-if done > 0 then
-  redis.call('INCRBY', KEYS[4], done)
+  if n > 0 then
+    redis.call('INCRBY', KEYS[4], n)
+  end
+  done = done + n
 end
 return done
 "#

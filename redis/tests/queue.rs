@@ -884,6 +884,172 @@ async fn a_retry_that_cannot_be_written_is_delivered_again() {
     stop(&worker, run).await;
 }
 
+/// Blocks the server for `ms` with a busy read-only script (other clients' commands wait;
+/// BUSY is only answered after lua-time-limit, 5 s).
+fn block_server(url: String, ms: u64) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        tx.send(()).unwrap();
+        let _: i64 = redis::cmd("EVAL")
+            .arg(
+                "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                 while true do local u = redis.call('TIME') \
+                 if u[1] * 1000000 + u[2] - s > tonumber(ARGV[1]) * 1000 then break end end \
+                 return 1",
+            )
+            .arg(0)
+            .arg(ms)
+            .query(&mut c)
+            .unwrap();
+    });
+    rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the script is running by now
+    h
+}
+
+/// Found by a review of finding 5's fix. A job with a result that is acknowledged in the
+/// same FINISH batch as, and before, a record whose write fails (dead-letter key clobbered: WRONGTYPE) is never counted in
+/// `completed`: FINISH adds `done` with one INCRBY at its very end, which the failing
+/// record's error skips, while the job's XACK (and result) went through; the worker's
+/// one-record re-send then finds it acknowledged and counts nothing. The result is
+/// stored, the job is gone from the stream, `completed` stays one short for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_acked_before_a_failing_record_of_its_batch_is_counted_completed() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "cnt").await.unwrap();
+    let mut c = server.conn();
+    clobber(&mut c, &dead_key("cnt"));
+    let gates: Arc<[tokio::sync::Notify; 3]> = Arc::new(Default::default());
+    let runs = Arc::new(AtomicU64::new(0));
+    let (g2, r2) = (gates.clone(), runs.clone());
+    let worker = Worker::builder(&url, "cnt")
+        .concurrency(3)
+        .max_deliveries(1)
+        .lease(Duration::from_secs(5))
+        .task("t", move |n: u64| {
+            let gates = g2.clone();
+            let runs = r2.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                gates[n as usize].notified().await;
+                if n == 0 {
+                    Err("always fails".to_owned())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    queue.submit("t", &0u64).await.unwrap();
+    let with_result = queue
+        .submit_with_result("t", &1u64, Duration::from_secs(600))
+        .await
+        .unwrap();
+    queue.submit("t", &2u64).await.unwrap();
+    let run = spawn_run(&worker);
+    eventually(10, "3 jobs running", || runs.load(Ordering::SeqCst) == 3).await;
+    // The server is blocked while job 2's plain ack is on its way: the acker waits for
+    // that reply while jobs 1 (result) then 0 (failing dead letter) queue their records,
+    // which then go as one batch [A 1, D 0].
+    let blocker = block_server(url.clone(), 700);
+    gates[2].notify_one();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gates[1].notify_one();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gates[0].notify_one();
+    tokio::task::spawn_blocking(move || blocker.join().unwrap())
+        .await
+        .unwrap();
+    let completed = |c: &mut redis::Connection| -> Option<u64> {
+        redis::cmd("GET")
+            .arg("nbq:{cnt}:completed")
+            .query(c)
+            .unwrap()
+    };
+    // Job 1 finished: its result is there and its entry is gone.
+    let r: u64 = within(
+        10,
+        "job 1's result",
+        queue.wait_result(&with_result, Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, 1);
+    eventually(10, "the failed dead letter reported", || {
+        worker
+            .stats()
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("WRONGTYPE")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stream_len: u64 = redis::cmd("XLEN")
+        .arg(stream_key("cnt"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        stream_len, 1,
+        "only job 0 (its dead letter unwritten) is left"
+    );
+    assert_eq!(
+        completed(&mut c),
+        Some(2),
+        "jobs 2 and 1 both completed (job 1's result is stored), worker {:?}",
+        worker.stats()
+    );
+    stop(&worker, run).await;
+}
+
+/// Found by a review of finding 5's fix. After `purge` (documented: "running workers recreate the stream and group on their
+/// next read"), a job that was in flight and finishes with a retry, a dead letter or a
+/// result now makes FINISH fail with NOGROUP (its new `XPENDING` raises it where `XACK`
+/// answered 0), and the worker counts and reports an error for an ordinary operator
+/// action. Before 99872d6 the same finish recorded nothing and reported nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_in_flight_across_a_purge_reports_no_error() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "pg").await.unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicU64::new(0));
+    let (g2, r2) = (gate.clone(), runs.clone());
+    let worker = Worker::builder(&url, "pg")
+        .concurrency(1)
+        // The read loop stays blocked on the purged key: the group is not recreated
+        // before the job ends.
+        .block(Duration::from_secs(5))
+        .task("t", move |n: u64| {
+            let gate = g2.clone();
+            let runs = r2.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                Ok::<u64, String>(n)
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    queue
+        .submit_with_result("t", &1u64, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    eventually(10, "the job runs", || runs.load(Ordering::SeqCst) == 1).await;
+    queue.purge().await.unwrap();
+    gate.notify_one();
+    eventually(10, "its record written", || worker.stats().held == 0).await;
+    let w = worker.stats();
+    assert_eq!(w.errors, 0, "{w:?}");
+    stop(&worker, run).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_running_jobs_and_leaves_nothing_pending() {
     let server = RedisServer::start();

@@ -1545,7 +1545,10 @@ impl<J: Job> Probe for Engine<J> {
             *handles += 1;
             return Some(false);
         }
-        if st.waiting_on_own.len() + 1 >= st.running && st.running >= st.limit {
+        // Every slot the pool may have is taken: `max_concurrency`, not an elastic pool's
+        // live workers, which grow again for a queued job (at a submit, a job's end, a
+        // reopened rate window), and which a count of them may just have retired.
+        if st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency {
             return Some(true);
         }
         st.waiting_on_own.insert(waiter, 1);
