@@ -68,8 +68,9 @@ pub enum SubmitErrorKind {
     WouldDeadlock,
     /// No tokio runtime can run the task: the submit came from a thread without a runtime
     /// context, and the runtime the pool was created in or last used from has shut down
-    /// (or there never was one). Submit from inside a runtime, or enter one first
-    /// (`Handle::enter`).
+    /// (or there never was one), as has every other the pool knows. Also when such a
+    /// submit would wait for room: nothing would make any. Submit from inside a runtime,
+    /// or enter one first (`Handle::enter`).
     NoRuntime,
     /// [`SubmitOptions::timeout`](crate::SubmitOptions::timeout) passed before the pool
     /// had room.

@@ -91,7 +91,10 @@
 //!   home, or on another live runtime the pool knows: a `wait`, or a submit that waits for
 //!   room, makes its runtime known, and the home if the home has ended; with a rate limit,
 //!   a `wait` only from a runtime the pool already knows). When no runtime can run a job,
-//!   the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it back.
+//!   the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it back; so does a
+//!   submit from outside any runtime that would wait for room while the pool knows no
+//!   live runtime (a SmartAioPool full of the re-runs of a runtime that ended: no room
+//!   would come until a runtime waits on the pool or submits to it).
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up

@@ -939,12 +939,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 #[test]
 fn smart_wait_started_before_a_runtime_ends_runs_its_jobs_again() {
     let _serial = serial();
-    let pool = SmartAioPool::builder()
-        .max_concurrency(1)
-        .max_queue_size(4)
-        .auto_shutdown(false)
-        .process_wide(false)
-        .build();
+    let pool = support::one_slot_smart(4);
     let (rt_v, first, second) = support::fill_smart_from_a_new_runtime(&pool);
 
     let (polled_tx, polled_rx) = mpsc::channel();
@@ -995,12 +990,7 @@ fn smart_wait_started_before_a_runtime_ends_runs_its_jobs_again() {
 #[test]
 fn smart_submit_from_a_live_runtime_after_another_ended_does_not_wait_forever() {
     let _serial = serial();
-    let pool = SmartAioPool::builder()
-        .max_concurrency(1)
-        .max_queue_size(1)
-        .auto_shutdown(false)
-        .process_wide(false)
-        .build();
+    let pool = support::one_slot_smart(1);
     let (rt_v, first, second) = support::fill_smart_from_a_new_runtime(&pool);
     drop(rt_v);
     let stats_after_v = pool.stats();

@@ -234,3 +234,44 @@ fn submit_finished_on_a_timerless_runtime_is_accepted_and_never_starts() {
     }
     drop(rt_a);
 }
+
+/// A SmartAioPool full of the re-runs of a runtime that ended, and no other runtime known:
+/// a submit from outside any runtime waited for room for ever (a plain thread's
+/// `blocking_submit`, or `submit().await` polled by another executor), where the docs
+/// promise `NoRuntime` when no runtime can run the task. It is refused at once now; once a
+/// runtime waits on the pool, the re-runs run there and submits are served again.
+#[test]
+fn a_submit_from_outside_a_runtime_into_a_pool_no_runtime_can_drain_is_refused() {
+    let pool = support::one_slot_smart(1);
+    let (rt_v, first, second) = support::fill_smart_from_a_new_runtime(&pool);
+    drop(rt_v);
+    let p = pool.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = p.blocking_submit(|| async { 3u32 }).map(drop);
+        let _ = tx.send(r.map_err(|e| e.kind()));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(5)).expect(
+        "hang: a plain thread's blocking_submit waited for room that no runtime would make",
+    );
+    assert_eq!(r, Err(nb_aiopool::SubmitErrorKind::NoRuntime));
+    // The same through `submit().await`, polled outside tokio.
+    let mut submit = std::pin::pin!(pool.submit(|| async { 4u32 }));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match submit.as_mut().poll(&mut cx) {
+        Poll::Ready(r) => assert_eq!(
+            r.map(drop).map_err(|e| e.kind()),
+            Err(nb_aiopool::SubmitErrorKind::NoRuntime)
+        ),
+        Poll::Pending => {
+            panic!("a submit polled outside tokio waited for room no runtime would make")
+        }
+    }
+    // A runtime that waits on the pool runs the re-runs; then there is room again.
+    let rt_c = multi_thread();
+    rt_c.block_on(pool.wait());
+    assert_eq!(first.blocking_wait().unwrap(), 1);
+    assert_eq!(second.blocking_wait().unwrap(), 2);
+    let h = pool.blocking_submit(|| async { 5u32 }).unwrap();
+    assert_eq!(h.blocking_wait().unwrap(), 5);
+}

@@ -229,6 +229,17 @@ pub fn run_child(scenario: &str, secs: u64) -> Child {
     Child { code, stderr, dir }
 }
 
+/// A private SmartAioPool with one slot and a queue of `queue`, not finished at exit: the
+/// pool [`fill_smart_from_a_new_runtime`] is given in the tests of stranded re-runs.
+pub fn one_slot_smart(queue: usize) -> SmartAioPool {
+    SmartAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(queue)
+        .auto_shutdown(false)
+        .process_wide(false)
+        .build()
+}
+
 /// On a new current-thread runtime V (returned, alive), fills `pool` with a task that
 /// never ends on its first run (returns 1 when run again) and a queued one (returns 2);
 /// returns once the first run has started.

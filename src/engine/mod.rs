@@ -545,10 +545,9 @@ impl<J: Job> Engine<J> {
             Ok(()) => return Some(Ok(())),
             Err(AdmitError::Closed) => SubmitErrorKind::Closed,
             Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
-            Err(AdmitError::Full) => {
-                self.ensure_started();
-                return None;
-            }
+            Err(AdmitError::Full) if self.ensure_started() => return None,
+            // Outside a runtime, into a pool with none alive: the room would never come.
+            Err(AdmitError::Full) => SubmitErrorKind::NoRuntime,
         };
         Some(self.admitted(Err(kind)))
     }
@@ -573,10 +572,11 @@ impl<J: Job> Engine<J> {
         let admitted = match self.try_admit() {
             Ok(()) => Ok(()),
             Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
-            Err(AdmitError::Full) => {
-                self.ensure_started(); // from a `spawn_blocking` thread: see `admit_or_wait`
+            // From a `spawn_blocking` thread, jobs may start there: see `admit_or_wait`.
+            Err(AdmitError::Full) if self.ensure_started() => {
                 crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
             }
+            Err(AdmitError::Full) => Err(SubmitErrorKind::NoRuntime),
         };
         self.admitted(admitted)
     }
@@ -1248,8 +1248,10 @@ impl<J: Job> Engine<J> {
         });
         let engine = Arc::clone(self);
         async move {
-            // Also with nothing to wait for: the runtime becomes known to the pool.
-            engine.ensure_started();
+            // Also with nothing to wait for: the runtime becomes known to the pool. (A
+            // wait outside a runtime, for jobs no runtime can run, waits on: a runtime
+            // that waits or submits later runs them.)
+            let _ = engine.ensure_started();
             let Some(guard) = guard else { return };
             loop {
                 let mut notified = pin!(engine.changed.notified());
@@ -1270,9 +1272,13 @@ impl<J: Job> Engine<J> {
     /// The current runtime becomes known to the pool even if nothing starts now: jobs that
     /// lose their runtime later, while this caller waits, run there. It becomes the home
     /// only if the pool has no live home.
-    pub(crate) fn ensure_started(self: &Arc<Self>) {
+    ///
+    /// Returns `false` if called outside a runtime while the pool knows no live one: then
+    /// nothing can run the pool's jobs, and a submit waiting for room would wait for ever
+    /// (a SmartAioPool full of the re-runs of a runtime that ended).
+    pub(crate) fn ensure_started(self: &Arc<Self>) -> bool {
         let Ok(handle) = Handle::try_current() else {
-            return;
+            return self.lock().runtimes.live_or_any(None).is_some();
         };
         let mut later = Deferred::default();
         {
@@ -1287,12 +1293,13 @@ impl<J: Job> Engine<J> {
             };
             Self::grow(&mut st);
             if !Self::wants_slots(&st) {
-                return;
+                return true;
             }
             self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
+        true
     }
 
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and
