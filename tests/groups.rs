@@ -143,6 +143,15 @@ impl<T: Send + 'static, E: Send + 'static> Group<Result<T, E>> {
     }
 }
 
+/// A CommonAioPool of `n` slots and `n` queued, outside the process-wide registry.
+fn private_pool(n: usize) -> CommonAioPool {
+    CommonAioPool::builder()
+        .max_concurrency(n)
+        .max_queue_size(n)
+        .process_wide(false)
+        .build()
+}
+
 async fn settle() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
@@ -358,11 +367,7 @@ async fn cancel_on_error_ignores_ok_values_and_is_off_by_default() {
 /// Joining a task of an earlier `cancel_on_error` leaves a later task registered for abort.
 #[tokio::test(start_paused = true)]
 async fn joining_an_older_task_does_not_unregister_a_newer_one() {
-    let pool = CommonAioPool::builder()
-        .max_concurrency(4)
-        .max_queue_size(4)
-        .process_wide(false)
-        .build();
+    let pool = private_pool(4);
     let mut group = pool.group::<Result<u32, &str>>().cancel_on_error(true);
     group.submit(async { Ok(1) }).await.unwrap(); // key 0 of the first registry
     let mut group = group.cancel_on_error(true);
@@ -619,4 +624,41 @@ async fn a_group_keeps_its_pool_open() {
         .collect();
     out.sort_unstable();
     assert_eq!(out, [0, 1, 2]);
+}
+
+/// Finding 75 (a review of groups and streams on e5dd07b). A group's
+/// `cancel_on_error(true)` called a second time (as finding 21's test does):
+/// "the first task that fails aborts every other task of the group at once, and later
+/// submits are refused". A failure of a task submitted after the second call leaves a
+/// task submitted before it running, and later submits accepted.
+#[tokio::test(start_paused = true)]
+async fn cancel_on_error_set_twice_still_cancels_the_whole_group() {
+    let pool = private_pool(4);
+    let mut group = pool.group::<Result<u32, &str>>().cancel_on_error(true);
+    group
+        .submit(std::future::pending::<Result<u32, &str>>())
+        .await
+        .unwrap(); // first registry
+    let mut group = group.cancel_on_error(true);
+    group.submit(async { Err("bad") }).await.unwrap(); // fails at once
+    let both = tokio::time::timeout(Duration::from_secs(60), async {
+        let a = group.join_next().await.unwrap();
+        let b = group.join_next().await.unwrap();
+        (a, b)
+    })
+    .await;
+    let Ok((a, b)) = both else {
+        panic!(
+            "a task of the group failed, yet an earlier task of the same cancel-on-error \
+             group was not aborted"
+        );
+    };
+    let (failed, aborted) = if a.is_ok() { (a, b) } else { (b, a) };
+    assert_eq!(failed.unwrap(), Err("bad"));
+    assert_eq!(
+        aborted.unwrap_err().cancel_reason(),
+        Some(CancelReason::Aborted)
+    );
+    let later = group.try_submit(async { Ok(1) });
+    assert!(later.is_err(), "a submit after the failure was accepted");
 }

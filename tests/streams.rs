@@ -640,3 +640,24 @@ async fn a_stream_keeps_its_pool_open() {
         assert_eq!(out, [0, 1, 2, 3, 4], "{name}");
     }
 }
+
+/// Finding 76 (a review of groups and streams on e5dd07b). `Stream::size_hint`'s lower
+/// bound is a promise (the stream yields at least that many
+/// items). A stream over a closed pool (the `refused` doc example) says it will yield 3
+/// and yields none.
+#[tokio::test(start_paused = true)]
+async fn size_hint_does_not_promise_items_a_closed_pool_will_never_yield() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(2)
+        .process_wide(false)
+        .build();
+    pool.shutdown().await;
+    let results = pool.map_unordered(stream::iter(0..3u32), |i| async move { i });
+    let (lo, _) = results.size_hint();
+    let yielded = results.collect::<Vec<_>>().await.len();
+    assert!(
+        yielded >= lo,
+        "size_hint promised at least {lo} items; the stream yielded {yielded}"
+    );
+}

@@ -117,15 +117,18 @@ impl Limits {
         }
     }
 
-    /// A job with `meta` starts now.
-    pub(crate) fn started(&mut self, meta: &Meta, now: Instant) {
+    /// A job with `meta` starts now. It spends a start of the rate window only if it will
+    /// run: a job aborted while queued is handed to a slot only to be dropped there, and
+    /// must not hold back the jobs after it (it still counts for its key and weight until
+    /// then, as [`ended`](Self::ended) takes them back).
+    pub(crate) fn started(&mut self, meta: &Meta, now: Instant, runs: bool) {
         if let (Some(key), Some(_)) = (&meta.key, self.max_per_key) {
             *self.per_key.entry(key.clone()).or_insert(0) += 1;
         }
         if self.weight_capacity.is_some() {
             self.weight_running += u64::from(meta.weight);
         }
-        if let Some(r) = &mut self.rate {
+        if let (Some(r), true) = (&mut self.rate, runs) {
             r.starts.push_back(now);
         }
     }
@@ -208,7 +211,7 @@ mod tests {
         let m = Meta::default();
         for _ in 0..3 {
             assert_eq!(l.rate_ready_at(t0), None);
-            l.started(&m, t0);
+            l.started(&m, t0, true);
         }
         assert_eq!(l.rate_ready_at(t0), Some(t0 + Duration::from_secs(1)));
         assert_eq!(l.rate_tokens(t0 + Duration::from_millis(999)), 0);
@@ -227,7 +230,7 @@ mod tests {
             key: Some("a".into()),
             ..Meta::default()
         };
-        l.started(&a, now);
+        l.started(&a, now, true);
         let heavy = Meta {
             weight: 10,
             ..Meta::default()

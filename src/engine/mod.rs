@@ -863,7 +863,7 @@ impl<J: Job> Engine<J> {
             let mut pick = limits.picker();
             queue.pop_first(|q| pick(&q.meta))?
         };
-        limits.started(&q.meta, now);
+        limits.started(&q.meta, now, q.job.aborted().is_none());
         Some(q)
     }
 

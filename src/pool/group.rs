@@ -253,9 +253,14 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     }
 
     /// Turns cancel-on-error on (with `is_error` for values) or off, for the tasks
-    /// submitted from now on: they get a new registry, the earlier tasks keep theirs.
+    /// submitted from now on. Turned on while on, it keeps its registry: a failure of any
+    /// task submitted while it was on aborts all of them. Turned on after being off, it
+    /// starts a new registry; the tasks of the earlier one keep theirs.
     fn set_cancel(&mut self, is_error: Option<IsError<T>>) {
-        self.cancel = is_error.map(|f| (Arc::new(Trip::new()), f));
+        match (is_error, &mut self.cancel) {
+            (Some(f), Some((_, current))) => *current = f,
+            (is_error, cancel) => *cancel = is_error.map(|f| (Arc::new(Trip::new()), f)),
+        }
     }
 
     fn is_tripped(&self) -> bool {
@@ -422,7 +427,9 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted)),
 /// and later submits are refused with [`SubmitErrorKind::Closed`]. The failing task keeps
 /// its own result. This happens inside the pool, whether or not the group is being
-/// joined. A panic counts wherever the task's result reports it: in the future's `poll`,
+/// joined. Turned on again while on (or switched between the two), it stays one set: a
+/// failure aborts every task submitted while it was on. Turned off, it covers no task
+/// submitted after that; turned on once more, a new set starts. A panic counts wherever the task's result reports it: in the future's `poll`,
 /// or in its `Drop` when it is dropped right after returning.
 ///
 /// # Dropping

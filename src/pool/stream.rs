@@ -269,17 +269,13 @@ impl<St: Stream, T> Mapper<St, T> {
         }
     }
 
+    /// At least the results held (each submitted input yields one); at most those plus the
+    /// inputs left, which the pool may still refuse (a closed pool ends the stream).
     fn size_hint(&self) -> (usize, Option<usize>) {
         let held = self.held();
         match &self.inputs {
             None => (held, Some(held)),
-            Some(inputs) => {
-                let (lo, hi) = inputs.size_hint();
-                (
-                    held.saturating_add(lo),
-                    hi.and_then(|h| h.checked_add(held)),
-                )
-            }
+            Some(inputs) => (held, inputs.size_hint().1.and_then(|h| h.checked_add(held))),
         }
     }
 }

@@ -84,8 +84,11 @@ impl<T> TaskHandle<T> {
     /// The handle resolves at once to a [`TaskError`] whose
     /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`](crate::CancelReason::Aborted). A running
     /// task is dropped at its next `.await` point; a queued task keeps its place in the
-    /// queue until its turn comes, and is then dropped without running. Aborting a task
-    /// that already finished does nothing.
+    /// queue until its turn comes, and is then dropped without running. With flow control
+    /// its turn comes when its key and weight limits would let it start; it spends no
+    /// start of a rate window. (So until then it still counts in `stats().queued` and for
+    /// the pool's `wait`; with a rate window that never reopens, for good.) Aborting a
+    /// task that already finished does nothing.
     ///
     /// # Examples
     ///
