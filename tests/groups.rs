@@ -662,3 +662,46 @@ async fn cancel_on_error_set_twice_still_cancels_the_whole_group() {
     let later = group.try_submit(async { Ok(1) });
     assert!(later.is_err(), "a submit after the failure was accepted");
 }
+
+/// Finding 80 (documented; a review of findings 70–76 on 7d9597c): each call sets what
+/// fails a task submitted after it, and the set stays one: `cancel_on_panic(true)` after
+/// `cancel_on_error(true)` makes only panics count for later tasks, while a task submitted
+/// before keeps counting `Err`, and a failure of either kind aborts them all.
+#[tokio::test(start_paused = true)]
+async fn cancel_on_panic_after_cancel_on_error_sets_the_test_for_later_tasks() {
+    let pool = private_pool(4);
+    let mut group = pool.group::<Result<u32, &str>>().cancel_on_error(true);
+    group
+        .submit(std::future::pending::<Result<u32, &str>>())
+        .await
+        .unwrap(); // A: submitted under cancel_on_error
+    let mut group = group.cancel_on_panic(true);
+    group.submit(async { Err("only a value") }).await.unwrap(); // B: panics only
+    assert_eq!(
+        within("B", group.join_next()).await.unwrap().unwrap(),
+        Err("only a value")
+    );
+    // B's `Err` did not count: A still runs, submits are accepted.
+    settle().await;
+    assert_eq!(group.len(), 1, "B's Err aborted the group");
+    group
+        .submit(async { panic!("C fails") })
+        .await
+        .expect("a submit after B's Err was refused");
+    let rest = tokio::time::timeout(Duration::from_secs(60), async {
+        let a = group.join_next().await.unwrap();
+        let b = group.join_next().await.unwrap();
+        (a, b)
+    })
+    .await
+    .expect("C's panic did not abort A: the set was split");
+    let reasons: Vec<_> = [&rest.0, &rest.1]
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| (e.is_panic(), e.cancel_reason())))
+        .collect();
+    assert!(
+        reasons.contains(&Some((true, None)))
+            && reasons.contains(&Some((false, Some(CancelReason::Aborted)))),
+        "{reasons:?}"
+    );
+}

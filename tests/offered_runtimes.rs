@@ -275,3 +275,58 @@ fn a_submit_from_outside_a_runtime_into_a_pool_no_runtime_can_drain_is_refused()
     let h = pool.blocking_submit(|| async { 5u32 }).unwrap();
     assert_eq!(h.blocking_wait().unwrap(), 5);
 }
+
+/// Finding 77 (a review of findings 70–76 on 7d9597c): finding 72's fix, from a `spawn_blocking` thread that outlived its runtime B: the thread
+/// has a runtime context (B's, dead), so `ensure_started` says "a runtime can serve" and
+/// the submit waits for room no runtime will make: it hangs, where a plain thread gets
+/// `NoRuntime`.
+#[test]
+fn blocking_submit_from_a_spawn_blocking_thread_of_a_dead_runtime_is_refused_not_hung() {
+    let pool = support::one_slot_smart(1);
+    let (rt_v, _first, _second) = support::fill_smart_from_a_new_runtime(&pool);
+    drop(rt_v);
+    let rt_b = current_thread();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let p = pool.clone();
+    drop(rt_b.spawn_blocking(move || {
+        started_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let r = p.blocking_submit(|| async { 3u32 }).map(drop);
+        let _ = tx.send(r.map_err(|e| e.kind()));
+    }));
+    started_rx.recv().unwrap();
+    // B ends; its blocking thread goes on.
+    rt_b.shutdown_timeout(Duration::from_millis(10));
+    go_tx.send(()).unwrap();
+    let r = rx.recv_timeout(Duration::from_secs(5)).expect(
+        "hang: blocking_submit from a spawn_blocking thread of a runtime that ended waited for \
+         room no runtime would make (a plain thread gets NoRuntime)",
+    );
+    assert_eq!(r, Err(nb_aiopool::SubmitErrorKind::NoRuntime));
+}
+
+/// The same through `submit().await`, polled outside tokio under a `Handle::enter` guard of
+/// a runtime that has ended.
+#[test]
+fn submit_under_an_entered_dead_runtime_into_a_pool_no_runtime_can_drain_is_refused() {
+    let pool = support::one_slot_smart(1);
+    let (rt_v, _first, _second) = support::fill_smart_from_a_new_runtime(&pool);
+    drop(rt_v);
+    let rt_b = current_thread();
+    let handle = rt_b.handle().clone();
+    drop(rt_b);
+    let _in = handle.enter();
+    let mut submit = std::pin::pin!(pool.submit(|| async { 4u32 }));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match submit.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => assert_eq!(
+            r.map(drop).map_err(|e| e.kind()),
+            Err(nb_aiopool::SubmitErrorKind::NoRuntime)
+        ),
+        std::task::Poll::Pending => {
+            panic!("a submit under a dead runtime's context waited for room no runtime would make")
+        }
+    }
+}

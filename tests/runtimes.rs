@@ -2,6 +2,8 @@
 //! touches, isolation from a job that blocks its thread, stats that agree with handles,
 //! and panics in a future's `Drop`.
 
+mod support;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -324,4 +326,79 @@ async fn every_job_has_its_own_id() {
         h.await.unwrap();
     }
     assert!(abort.is_finished());
+}
+
+/// A value whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("PanicsOnDrop dropped");
+        }
+    }
+}
+
+/// Finding 78 (a review of findings 70–76 on 7d9597c). A detached task (handle dropped)
+/// whose result panics when dropped: the slot drops that
+/// result outside any `catch_unwind` (`Slot::finish`, `drop(run)`), the panic leaves the
+/// slot task's poll, tokio drops the slot, and `Slot::drop` takes it for the end of the
+/// runtime: the next job it had taken is dropped, the runtime is marked dead and the jobs
+/// queued from it are cancelled with `RuntimeShutdown`, though the runtime is alive; a
+/// plain thread's submit is then refused with `NoRuntime`.
+#[test]
+fn a_detached_result_that_panics_when_dropped_does_not_kill_the_runtime_for_the_pool() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = rt.block_on(async { CommonAioPool::new(1, 4) });
+    let gate = support::Gate::default();
+    let (second, third) = rt.block_on(async {
+        let g = gate.clone();
+        drop(
+            pool.submit(async move {
+                g.wait().await;
+                PanicsOnDrop
+            })
+            .await
+            .unwrap(),
+        );
+        let second = pool.submit(async { 2u32 }).await.unwrap();
+        let third = pool.submit(async { 3u32 }).await.unwrap();
+        (second, third)
+    });
+    gate.open();
+    let r = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            (
+                second.await.map_err(|e| e.cancel_reason()),
+                third.await.map_err(|e| e.cancel_reason()),
+            )
+        })
+        .await
+    });
+    let p = pool.clone();
+    let plain = std::thread::spawn(move || {
+        p.blocking_submit(async { 4u32 })
+            .map(drop)
+            .map_err(|e| e.kind())
+    })
+    .join()
+    .unwrap();
+    // From the runtime itself: does the one slot still serve?
+    let later = rt.block_on(async {
+        let h = pool.submit(async { 5u32 }).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .map(|r| r.ok())
+    });
+    let running = pool.stats().running;
+    assert_eq!(
+        (r, plain, later.ok(), running),
+        (Ok((Ok(2), Ok(3))), Ok(()), Some(Some(5)), 0),
+        "the tasks queued after it were cancelled as if the runtime had ended (and a plain \
+         thread was refused with NoRuntime)"
+    );
 }

@@ -1273,33 +1273,39 @@ impl<J: Job> Engine<J> {
     /// lose their runtime later, while this caller waits, run there. It becomes the home
     /// only if the pool has no live home.
     ///
-    /// Returns `false` if called outside a runtime while the pool knows no live one: then
-    /// nothing can run the pool's jobs, and a submit waiting for room would wait for ever
-    /// (a SmartAioPool full of the re-runs of a runtime that ended).
+    /// Returns `false` if neither the current runtime (none, or one that has shut down:
+    /// a `spawn_blocking` thread or a `Handle::enter` guard can outlive it) nor any other
+    /// the pool knows is alive: then nothing can run the pool's jobs, and a submit waiting
+    /// for room would wait for ever (a SmartAioPool full of the re-runs of a runtime that
+    /// ended).
     pub(crate) fn ensure_started(self: &Arc<Self>) -> bool {
         let Ok(handle) = Handle::try_current() else {
             return self.lock().runtimes.live_or_any(None).is_some();
         };
         let mut later = Deferred::default();
+        let can_run;
         {
             let mut st = self.lock();
-            let rt = if self.needs_timers && runtimes::timers_known(&handle) != Some(true) {
-                // Only a runtime known to have timers: one the pool knows (checked when it
-                // came in), or one this thread found to have them (a waiting submit's, by
-                // its admission). A wait makes no timer to find out.
-                st.runtimes.known(&handle)
-            } else {
-                st.runtimes.offer(&handle)
-            };
+            let (rt, unasked) =
+                if self.needs_timers && runtimes::timers_known(&handle) != Some(true) {
+                    // Only a runtime known to have timers: one the pool knows (checked when it
+                    // came in), or one this thread found to have them (a waiting submit's, by
+                    // its admission). A wait makes no timer to find out (nor, so, whether this
+                    // runtime is alive: it may be).
+                    (st.runtimes.known(&handle), true)
+                } else {
+                    (st.runtimes.offer(&handle), false)
+                };
+            can_run = rt.is_some() || unasked || st.runtimes.live_or_any(None).is_some();
             Self::grow(&mut st);
             if !Self::wants_slots(&st) {
-                return true;
+                return can_run;
             }
             self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
-        true
+        can_run
     }
 
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and

@@ -9,6 +9,7 @@
 //! there.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -256,7 +257,7 @@ impl<J: Job> Slot<J> {
                 drop(st);
                 woken.fire();
                 Self::report_panic(engine, &run, id, outcome);
-                drop(run);
+                discard(run);
                 engine.run_deferred(&mut later);
                 self.later = later;
                 return After::Exit;
@@ -322,7 +323,7 @@ impl<J: Job> Slot<J> {
         };
         Self::report_panic(engine, &run, id, outcome);
         // A result nobody wants is dropped here, outside the lock.
-        drop(run);
+        discard(run);
         engine.run_deferred(&mut later);
         self.later = later;
         after
@@ -487,6 +488,13 @@ impl<J: Job> Slot<J> {
             }
         }
     }
+}
+
+/// Drops a finished run, with the result nobody wants in it. Its `Drop` is user code: a
+/// panic there (the panic hook has shown it) must not end the slot task, which its runtime
+/// would then drop as if it were shutting down.
+fn discard(run: BoxRun) {
+    drop(catch_unwind(AssertUnwindSafe(move || drop(run))));
 }
 
 impl<J: Job> Drop for Slot<J> {

@@ -427,9 +427,12 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted)),
 /// and later submits are refused with [`SubmitErrorKind::Closed`]. The failing task keeps
 /// its own result. This happens inside the pool, whether or not the group is being
-/// joined. Turned on again while on (or switched between the two), it stays one set: a
-/// failure aborts every task submitted while it was on. Turned off, it covers no task
-/// submitted after that; turned on once more, a new set starts. A panic counts wherever the task's result reports it: in the future's `poll`,
+/// joined. Each call sets what fails a task submitted after it: `cancel_on_panic(true)`
+/// after `cancel_on_error(true)` makes only panics count for those tasks (the earlier ones
+/// keep counting `Err`), and either call with `false` turns both off. Turned on again
+/// while on (or switched between the two), it stays one set: a failure aborts every task
+/// submitted while it was on. Turned off, it covers no task submitted after that; turned
+/// on once more, a new set starts. A panic counts wherever the task's result reports it: in the future's `poll`,
 /// or in its `Drop` when it is dropped right after returning.
 ///
 /// # Dropping
