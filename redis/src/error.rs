@@ -13,7 +13,8 @@ pub enum Error {
     /// The queue name or a task name is not usable (empty, too long, or with `{`, `}` or
     /// control characters).
     InvalidName(String),
-    /// A builder setting is out of range or inconsistent (the message says which).
+    /// A builder setting or an argument is out of range or inconsistent (the message says
+    /// which): a result TTL, a dead-letter id that is not a full stream id, ...
     Config(String),
     /// `try_submit` found the queue at its `max_len`.
     Full {

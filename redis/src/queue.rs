@@ -372,7 +372,9 @@ impl RedisQueue {
 
     /// Waits up to `timeout` for the result of a job submitted with
     /// [`submit_with_result`](Self::submit_with_result), and decodes it. The result stays
-    /// readable until its TTL ends, so it can be read more than once.
+    /// readable until its TTL ends, so it can be read more than once (or until the job is
+    /// [requeued](Self::requeue)). A `timeout` too long to be added to the current time
+    /// (`Duration::MAX`) means as long as it takes.
     ///
     /// # Errors
     ///
@@ -389,7 +391,8 @@ impl RedisQueue {
         timeout: Duration,
     ) -> Result<R, Error> {
         let key = format!("{}{}", self.keys.result_prefix, job);
-        let deadline = tokio::time::Instant::now() + timeout;
+        // None: no deadline.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut conn = self.conn.clone();
         let mut pause = Duration::from_millis(2);
         loop {
@@ -411,10 +414,12 @@ impl RedisQueue {
                 return Err(Error::JobFailed(err));
             }
             let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::ResultTimeout);
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
+            let nap = match deadline {
+                Some(deadline) if now >= deadline => return Err(Error::ResultTimeout),
+                Some(deadline) => pause.min(deadline - now),
+                None => pause,
+            };
+            tokio::time::sleep(nap).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
@@ -495,7 +500,8 @@ impl RedisQueue {
         })
     }
 
-    /// Lists up to `count` dead letters, oldest first.
+    /// Lists up to `count` dead letters, oldest first (`usize::MAX`: all of them; 0:
+    /// none, without asking Redis).
     ///
     /// # Errors
     ///
@@ -505,13 +511,27 @@ impl RedisQueue {
     ///
     /// Cancel safe: it only reads.
     pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, Error> {
+        self.dead_range("-", "+", count).await
+    }
+
+    /// Dead letters with ids from `start` to `end` (XRANGE syntax), at most `count`.
+    async fn dead_range(
+        &self,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<DeadLetter>, Error> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
         let v: Value = redis::cmd("XRANGE")
             .arg(&self.keys.dead)
-            .arg("-")
-            .arg("+")
+            .arg(start)
+            .arg(end)
             .arg("COUNT")
-            .arg(count.max(1))
+            // Redis reads COUNT as a signed 64-bit number.
+            .arg(count.min(i64::MAX as usize) as u64)
             .query_async(&mut conn)
             .await?;
         Ok(store::parse_entries(v)
@@ -537,28 +557,43 @@ impl RedisQueue {
     }
 
     /// Moves one dead letter back to the work stream with a fresh attempt count (ignoring
-    /// `max_len`: this is an operator's action). Returns the new entry id, or `None` if
-    /// there is no dead letter with that id.
+    /// `max_len`: this is an operator's action), and deletes the job's stored result (the
+    /// failure recorded when it was dead-lettered), so that
+    /// [`wait_result`](Self::wait_result) waits for the new run. Returns the new entry id,
+    /// or `None` if there is no dead letter with that id.
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`].
+    /// [`Error::Config`] if `dead_id` is not a full stream id `<ms>-<seq>` (both parts
+    /// decimal numbers, as [`DeadLetter::id`] has it: Redis would read `1000` as a range
+    /// of ids for one and as `1000-0` for another); [`Error::Redis`].
     ///
     /// # Cancel safety
     ///
     /// The move is one atomic script: if the future is dropped, it either happened or
     /// not.
     pub async fn requeue(&self, dead_id: &str) -> Result<Option<String>, Error> {
+        if !is_full_stream_id(dead_id) {
+            return Err(Error::Config(format!(
+                "dead-letter id must be a full stream id <ms>-<seq> (as dead_letters lists \
+                 it), got {dead_id:?}"
+            )));
+        }
         let mut conn = self.conn.clone();
         Ok(store::REQUEUE
             .key(&self.keys.dead)
             .key(&self.keys.stream)
             .arg(dead_id)
+            .arg(&self.keys.result_prefix)
             .invoke_async(&mut conn)
             .await?)
     }
 
-    /// Requeues every dead letter (in batches of 100); returns how many were moved.
+    /// Requeues every dead letter there when it starts (in batches of 100), as
+    /// [`requeue`](Self::requeue) does; returns how many were moved. Letters added
+    /// meanwhile (for example requeued jobs that fail for good again while it runs) are
+    /// left for the next call, so it returns even while workers dead-letter jobs as fast
+    /// as it moves them.
     ///
     /// # Errors
     ///
@@ -568,12 +603,28 @@ impl RedisQueue {
     ///
     /// Each letter moves atomically; dropping the future stops between letters.
     pub async fn requeue_all(&self) -> Result<u64, Error> {
+        // The newest letter now: later ones are not this call's.
+        let mut conn = self.conn.clone();
+        let last: Value = redis::cmd("XREVRANGE")
+            .arg(&self.keys.dead)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let Some(last) = store::parse_entries(last).pop().map(|e| e.id) else {
+            return Ok(0);
+        };
         let mut moved = 0;
+        let mut start = "-".to_owned();
         loop {
-            let batch = self.dead_letters(100).await?;
-            if batch.is_empty() {
+            let batch = self.dead_range(&start, &last, 100).await?;
+            let Some(newest) = batch.last() else {
                 return Ok(moved);
-            }
+            };
+            // Exclusive: past this batch even if a letter could not be moved.
+            start = format!("({}", newest.id);
             for d in batch {
                 if self.requeue(&d.id).await?.is_some() {
                     moved += 1;
@@ -606,6 +657,14 @@ impl RedisQueue {
             .await?;
         Ok(())
     }
+}
+
+/// Whether `id` is `<ms>-<seq>`, both parts decimal digits that fit a `u64`.
+fn is_full_stream_id(id: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u64>().is_ok()
+    };
+    matches!(id.split_once('-'), Some((ms, seq)) if part(ms) && part(seq))
 }
 
 impl fmt::Debug for RedisQueue {

@@ -340,9 +340,14 @@ return n
     )
 });
 
-/// KEYS: dead, stream. ARGV: dead-letter id. Moves one dead letter back to the work
-/// stream with a fresh attempt count. Returns the new entry id, or nil if there is no
-/// such dead letter.
+/// KEYS: dead, stream. ARGV: dead-letter id (a full stream id, `<ms>-<seq>`), result
+/// prefix. Moves one dead letter back to the work stream with a fresh attempt count, and
+/// deletes the job's stored result (the failure recorded when it was dead-lettered), so
+/// that `wait_result` waits for the new run. Returns the new entry id, or nil if there is
+/// no such dead letter.
+///
+/// The entry deleted is the one `XRANGE` returned (its id as Redis wrote it), not the
+/// argument as given.
 pub(crate) static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -353,7 +358,10 @@ local h = {}
 for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
 local id = redis.call('XADD', KEYS[2], '*', 't', h['t'] or '', 'p', h['p'] or '',
   'j', h['j'] or '', 'a', '0', 'r', h['r'] or '0')
-redis.call('XDEL', KEYS[1], ARGV[1])
+if h['j'] and h['j'] ~= '' then
+  redis.call('DEL', ARGV[2] .. h['j'])
+end
+redis.call('XDEL', KEYS[1], e[1][1])
 return id
 "#,
     )
