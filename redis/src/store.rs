@@ -13,6 +13,24 @@ use redis::{Script, Value};
 
 use crate::Error;
 
+/// The longest time passed to Redis as a `BLOCK` timeout or an `XAUTOCLAIM` min-idle
+/// time, in milliseconds: 2^62 ms, about 146 million years. Redis reads these as signed
+/// 64-bit numbers of milliseconds (and adds the current time to a `BLOCK` timeout);
+/// longer durations are clamped to this, the same in practice.
+pub(crate) const MAX_REDIS_MS: u64 = 1 << 62;
+
+/// `d` in whole milliseconds, clamped to [`MAX_REDIS_MS`].
+pub(crate) fn redis_ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(MAX_REDIS_MS)) as u64
+}
+
+/// `now + d`, or, if that instant cannot be represented (`d` is about `Duration::MAX`),
+/// an instant about 30 years on: later than anything this crate waits for.
+pub(crate) fn deadline_after(now: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// The consumer group every worker of a queue joins.
 pub(crate) const GROUP: &str = "workers";
 
@@ -367,6 +385,29 @@ return id
     )
 });
 
+/// KEYS: stream. ARGV: group, consumer. Deletes the consumer from the group only if
+/// nothing is pending under it: deleting a consumer drops its pending entries, which
+/// then nobody can reclaim. Returns how many entries are pending under it (0: deleted,
+/// or not there; also 0 without the group).
+pub(crate) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cs = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(cs) ~= 'table' or cs.err then return 0 end
+for _, c in ipairs(cs) do
+  local h = {}
+  for i = 1, #c, 2 do h[c[i]] = c[i + 1] end
+  if h['name'] == ARGV[2] then
+    if h['pending'] > 0 then return h['pending'] end
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    return 0
+  end
+end
+return 0
+"#,
+    )
+});
+
 // ---- reply parsing -------------------------------------------------------------------
 
 /// One stream entry as Redis returned it, fields kept as raw bytes so that a malformed
@@ -467,9 +508,15 @@ pub(crate) fn parse_read_reply(v: Value) -> Vec<RawEntry> {
 }
 
 /// KEYS: stream. ARGV: group, ids... Puts each still-existing entry back at the end of
-/// the stream as a copy (same job id and attempt count) and acks and deletes the
-/// original, so other workers get it at once instead of after the lease. Returns how
-/// many were released.
+/// the stream as a copy (same job id) and acks and deletes the original, so other workers
+/// get it at once instead of after the lease. Returns how many were released.
+///
+/// The copy carries the runs so far: its attempt count (`a`) grows by the deliveries of
+/// the released entry (from `XPENDING`; 1 if it is not pending), so the next run's
+/// `attempt()` counts the runs that were cut off and `max_deliveries` holds across
+/// releases; and it is marked interrupted (`i` = 1), so the next run's `is_redelivery()`
+/// is true. An attempt count that is not a whole number below 2^53 (written by someone
+/// else; Lua numbers are doubles) is copied as it is.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -478,22 +525,36 @@ for i = 2, #ARGV do
   local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
   if #e > 0 then
     local f = e[1][2]
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+    local d = 1
+    if p[1] then d = tonumber(p[1][4]) or 1 end
     local args = {'XADD', KEYS[1], '*'}
-    local has_job = false
+    local job, att = nil, nil
     for j = 1, #f, 2 do
-      if f[j] == 'j' and f[j + 1] ~= '' then
-        has_job = true
-        args[#args + 1] = f[j]
-        args[#args + 1] = f[j + 1]
-      elseif f[j] ~= 'j' then
-        args[#args + 1] = f[j]
-        args[#args + 1] = f[j + 1]
+      local k, v = f[j], f[j + 1]
+      if k == 'j' then
+        if v ~= '' then job = v end
+      elseif k == 'a' then
+        att = v
+      elseif k ~= 'i' then
+        args[#args + 1] = k
+        args[#args + 1] = v
       end
     end
-    if not has_job then
-      args[#args + 1] = 'j'
-      args[#args + 1] = ARGV[i]
+    local a = 0
+    if att ~= nil then a = tonumber(att) end
+    if att ~= nil and (a == nil or not string.match(att, '^%d+$') or a + d >= 2^53) then
+      -- Not a count we can add to exactly: keep it as written.
+      args[#args + 1] = 'a'
+      args[#args + 1] = att
+    else
+      args[#args + 1] = 'a'
+      args[#args + 1] = string.format('%.0f', a + d)
     end
+    args[#args + 1] = 'j'
+    args[#args + 1] = job or ARGV[i]
+    args[#args + 1] = 'i'
+    args[#args + 1] = '1'
     redis.call(unpack(args))
     n = n + 1
   end

@@ -31,6 +31,9 @@ type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 const MAX_BATCH: usize = 1000;
 /// Most records one acknowledgement script carries.
 const MAX_FINISH_BATCH: usize = 256;
+/// Most pending entries one `XPENDING` page lists when a stopping worker looks for
+/// entries left under its consumer.
+const PENDING_PAGE: usize = 10_000;
 
 /// A worker process's consumer: reads jobs of one queue, runs their handlers with bounded
 /// local concurrency (an [`nb_aiopool::CommonAioPool`] plus one slot permit per held
@@ -122,11 +125,18 @@ pub struct ShutdownReport {
     /// Whether every running job finished and was acknowledged before the deadline.
     pub drained: bool,
     /// Jobs still running at the deadline: their handlers were aborted and the jobs put
-    /// back in the stream (same job id and attempt count) for other workers.
+    /// back in the stream (same job id; the aborted run counts as a run, see
+    /// [`JobCtx::attempt`]) for other workers.
     pub released: u64,
     /// Entries found pending under this consumer after the drain (for example delivered
     /// by a read whose reply was lost) and put back in the stream.
     pub leftover: u64,
+    /// Entries that could not be put back (Redis refused the writes, for example at
+    /// `maxmemory`, or could not be reached) and stay pending under this consumer, as far
+    /// as the worker could tell. The consumer then stays in the group, so that other
+    /// workers reclaim these entries after the lease (the janitor removes the empty
+    /// consumer later); it leaves the group only when nothing is pending under it.
+    pub left_pending: u64,
 }
 
 /// Counters of one worker since it was built, from [`Worker::stats`].
@@ -164,7 +174,7 @@ pub struct WorkerStats {
 pub struct JobCtx {
     id: String,
     attempt: u64,
-    delivery: u64,
+    redelivery: bool,
 }
 
 impl JobCtx {
@@ -174,16 +184,22 @@ impl JobCtx {
         &self.id
     }
 
-    /// Which run of the job this is, from 1: failed runs and deliveries to workers that
-    /// died before finishing both count (at most `max_deliveries`).
+    /// Which run of the job this is, from 1: failed runs, deliveries to workers that
+    /// died before finishing and runs aborted at a
+    /// [`shutdown_timeout`](Worker::shutdown_timeout) deadline all count (at most
+    /// `max_deliveries`; a requeue starts again from 1).
     pub fn attempt(&self) -> u64 {
         self.attempt
     }
 
-    /// Whether this stream entry was delivered before (to a worker that died or lost its
-    /// lease), so an earlier run may have had effects already.
+    /// Whether an earlier run of this job was cut off before its outcome was recorded:
+    /// its stream entry was delivered before (to a worker that died or lost its lease),
+    /// or the job was put back in the stream by a worker stopped at a
+    /// [`shutdown_timeout`](Worker::shutdown_timeout) deadline. An earlier run may have
+    /// had effects already. (A retry after a failed run is not a redelivery: see
+    /// [`attempt`](Self::attempt).)
     pub fn is_redelivery(&self) -> bool {
-        self.delivery > 1
+        self.redelivery
     }
 }
 
@@ -239,6 +255,9 @@ struct Job {
     rttl: u64,
     /// Deliveries of this entry, counting the current one.
     deliveries: u64,
+    /// The entry is a copy put back by a worker stopped at a shutdown deadline while it
+    /// ran (the `i` field): its `attempt` counts that run already.
+    interrupted: bool,
 }
 
 /// One record for the FINISH script, with the slot it frees once written.
@@ -376,7 +395,8 @@ impl Worker {
 
     /// Stops the worker gracefully and waits until `run` has returned: no more reads,
     /// running jobs finish and are acknowledged, nothing stays pending under this
-    /// consumer, which then leaves the group. Waits as long as the handlers take (and, for
+    /// consumer, which then leaves the group (unless Redis refused to take entries back:
+    /// see [`ShutdownReport::left_pending`]). Waits as long as the handlers take (and, for
     /// their acknowledgements, as long as Redis is unreachable); see
     /// [`shutdown_timeout`](Self::shutdown_timeout) for a deadline. Returns at once if
     /// the worker never ran.
@@ -398,13 +418,16 @@ impl Worker {
 
     /// Like [`shutdown`](Self::shutdown), but jobs still running after `timeout` are
     /// aborted and put back in the stream for other workers (see
-    /// [`ShutdownReport::released`]).
+    /// [`ShutdownReport::released`]). A `timeout` too long to be added to the current
+    /// time (`Duration::MAX`) sets no deadline: as [`shutdown`](Self::shutdown).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: the stop request and its deadline stay in effect.
     pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
-        let deadline = Instant::now() + timeout;
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.shutdown().await;
+        };
         self.inner.stop.send_if_modified(|s| match *s {
             Stop::Deadline(d) if d <= deadline => false,
             _ => {
@@ -555,12 +578,14 @@ impl Inner {
                 return;
             }
         };
-        let runs_before = job.attempt + job.deliveries - 1;
+        // Saturating: `a` is whatever the entry says (anyone can write to the stream).
+        // `deliveries` is at least 1.
+        let runs_before = job.attempt.saturating_add(job.deliveries - 1);
         if runs_before >= self.max_deliveries {
             self.dead_lettered.fetch_add(1, Ordering::Relaxed);
             let reason = format!(
-                "delivered {} times without an acknowledgement (worker died or lost its lease)",
-                runs_before
+                "delivered {runs_before} times without an acknowledgement (worker died, lost \
+                 its lease or was stopped at a shutdown deadline)",
             );
             send(self.record("D", &job, runs_before, reason), slot);
             return;
@@ -573,8 +598,8 @@ impl Inner {
         };
         let ctx = JobCtx {
             id: job.job.clone(),
-            attempt: runs_before + 1,
-            delivery: job.deliveries,
+            attempt: runs_before.saturating_add(1),
+            redelivery: job.deliveries > 1 || job.interrupted,
         };
         let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&job.payload, ctx))) {
             Ok(Ok(fut)) => fut,
@@ -610,7 +635,7 @@ impl Inner {
             if !mine {
                 return; // released by a shutdown deadline meanwhile
             }
-            let runs = job.attempt + job.deliveries;
+            let runs = job.attempt.saturating_add(job.deliveries);
             let fields = match out {
                 Ok(Ok(json)) => {
                     inner.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -703,6 +728,7 @@ fn parse_job(e: &RawEntry, deliveries: u64) -> Result<Job, String> {
         attempt: num("a")?,
         rttl: num("r")?,
         deliveries: deliveries.max(1),
+        interrupted: text("i")?.is_some_and(|i| i == "1"),
     })
 }
 
@@ -711,10 +737,10 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
     let mut stop_rx = inner.stop.subscribe();
     let mut conn = inner.read_conn.clone();
     let mut pause = Duration::from_millis(50);
-    let block_ms = inner.block.as_millis().max(1) as u64;
+    let block_ms = store::redis_ms(inner.block).max(1);
     let mut cmd_conn = inner.conn.clone();
     let reclaim_every = (inner.lease / 2).max(Duration::from_millis(20));
-    let mut next_reclaim = Instant::now() + reclaim_every;
+    let mut next_reclaim = store::deadline_after(Instant::now(), reclaim_every);
     let mut cursor = "0-0".to_owned();
     loop {
         if inner.stopping() {
@@ -737,7 +763,7 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
         // Reclaiming shares the read's slots: the read holds every free slot while it
         // blocks, so a separate reclaimer would rarely find one.
         if Instant::now() >= next_reclaim {
-            next_reclaim = Instant::now() + reclaim_every;
+            next_reclaim = store::deadline_after(Instant::now(), reclaim_every);
             reclaim(inner, &mut cmd_conn, &mut cursor, &mut slots, tx).await;
             if slots.is_empty() {
                 continue;
@@ -894,8 +920,8 @@ async fn lease_keeper(inner: Arc<Inner>) {
 /// Promotes due retries and removes empty dead consumers, until a stop is requested.
 async fn maintenance(inner: Arc<Inner>) {
     let mut conn = inner.conn.clone();
-    let janitor_every = inner.lease * 10;
-    let mut next_janitor = Instant::now() + janitor_every;
+    let janitor_every = inner.lease.saturating_mul(10);
+    let mut next_janitor = store::deadline_after(Instant::now(), janitor_every);
     loop {
         inner.sleep_or_stop(inner.promote_interval).await;
         if inner.stopping() {
@@ -913,12 +939,12 @@ async fn maintenance(inner: Arc<Inner>) {
         }
         let now = Instant::now();
         if now >= next_janitor {
-            next_janitor = now + janitor_every;
+            next_janitor = store::deadline_after(now, janitor_every);
             let r: redis::RedisResult<i64> = store::JANITOR
                 .key(&inner.keys.stream)
                 .arg(GROUP)
                 .arg(&inner.consumer)
-                .arg(janitor_every.as_millis() as u64)
+                .arg(store::redis_ms(janitor_every))
                 .invoke_async(&mut conn)
                 .await;
             if let Err(e) = r {
@@ -943,7 +969,7 @@ async fn reclaim(
         .key(&inner.keys.stream)
         .arg(GROUP)
         .arg(&inner.consumer)
-        .arg(inner.lease.as_millis() as u64)
+        .arg(store::redis_ms(inner.lease))
         .arg(cursor.as_str())
         .arg(slots.len())
         .invoke_async(conn)
@@ -985,7 +1011,7 @@ async fn reclaim(
 }
 
 /// After the reads stopped: waits for running jobs (until the deadline, if any), releases
-/// what is left, and leaves the group.
+/// what is left, and leaves the group if nothing is pending under the consumer any more.
 async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> ShutdownReport {
     let mut stop_rx = inner.stop.subscribe();
     let all = inner.concurrency as u32;
@@ -1031,34 +1057,62 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
     if tx.send(AckMsg::Flush(f_tx)).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(10), f_rx).await;
     }
-    let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
-        .arg(&inner.keys.stream)
-        .arg(GROUP)
-        .arg("-")
-        .arg("+")
-        .arg(10_000)
-        .arg(&inner.consumer)
-        .query_async(&mut conn)
-        .await;
-    let ids: Vec<String> = match &pending {
-        Ok(v) => store::array(v)
-            .iter()
-            .filter_map(|p| store::array(p).first().and_then(store::string))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    if !ids.is_empty() {
-        report.leftover = release(inner, &mut conn, &ids).await;
-    }
-    if pending.is_ok() {
-        let _: redis::RedisResult<Value> = redis::cmd("XGROUP")
-            .arg("DELCONSUMER")
+    // What is still pending under the consumer is put back, a page at a time (XPENDING
+    // lists at most COUNT entries; an exclusive start pages past entries that could not
+    // be released).
+    let mut start = "-".to_owned();
+    let mut unreleased = 0u64;
+    loop {
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
             .arg(&inner.keys.stream)
             .arg(GROUP)
+            .arg(&start)
+            .arg("+")
+            .arg(PENDING_PAGE)
             .arg(&inner.consumer)
             .query_async(&mut conn)
             .await;
+        let ids: Vec<String> = match &pending {
+            Ok(v) => store::array(v)
+                .iter()
+                .filter_map(|p| store::array(p).first().and_then(store::string))
+                .collect(),
+            Err(e) => {
+                if e.code() != Some("NOGROUP") {
+                    inner.report(&Error::Redis(e.clone()));
+                }
+                Vec::new()
+            }
+        };
+        if ids.is_empty() {
+            break;
+        }
+        let n = release(inner, &mut conn, &ids).await;
+        report.leftover += n;
+        unreleased += (ids.len() as u64).saturating_sub(n);
+        if ids.len() < PENDING_PAGE {
+            break;
+        }
+        start = format!("({}", ids[ids.len() - 1]);
     }
+    // Leave the group only if nothing is pending under the consumer any more (checked
+    // again, after the releases): deleting a consumer drops its pending entries, and
+    // nobody could reclaim them. Otherwise the consumer stays, its entries are reclaimed
+    // by other workers after the lease, and the janitor removes it once it is empty.
+    let left: redis::RedisResult<i64> = store::LEAVE
+        .key(&inner.keys.stream)
+        .arg(GROUP)
+        .arg(&inner.consumer)
+        .invoke_async(&mut conn)
+        .await;
+    report.left_pending = match left {
+        Ok(n) => n.max(0) as u64,
+        Err(e) => {
+            inner.report(&Error::Redis(e));
+            // Unknown: what the releases above could not put back.
+            unreleased
+        }
+    };
     // Every job has ended (or was aborted): the pool has nothing left to wait for.
     let _ = tokio::time::timeout(Duration::from_secs(5), inner.pool.shutdown()).await;
     report
@@ -1099,6 +1153,10 @@ impl WorkerBuilder {
     /// How long an entry may stay unacknowledged, without its lease being renewed, before
     /// other workers reclaim it. Running handlers renew it every lease/3, so only the
     /// entries of dead (or partitioned) workers are reclaimed. Default: 30 s.
+    ///
+    /// Any longer duration is accepted (`Duration::MAX`: entries are in practice never
+    /// reclaimed); Redis takes the reclaim's min-idle time in milliseconds up to 2^62
+    /// (about 146 million years), and longer leases are clamped to that.
     ///
     /// # Panics
     ///
@@ -1141,7 +1199,12 @@ impl WorkerBuilder {
     }
 
     /// How long one read blocks waiting for new entries; also the longest a stop waits
-    /// for the read in progress. Default: 500 ms.
+    /// for the read in progress, and, since idle entries are reclaimed between reads,
+    /// how late a reclaim may come. Default: 500 ms.
+    ///
+    /// Redis takes `BLOCK` in milliseconds up to about 2^63; longer durations
+    /// (`Duration::MAX`) are clamped to 2^62 ms (about 146 million years), which means a
+    /// read, and a stop, wait as long as it takes for an entry.
     ///
     /// # Panics
     ///
@@ -1277,7 +1340,8 @@ impl WorkerBuilder {
             None => generated_consumer_name(),
         };
         let (client, mut conn) = store::connect(&self.url, Duration::from_secs(5)).await?;
-        let read_conn = store::manager(&client, self.block + Duration::from_secs(5)).await?;
+        let read_conn =
+            store::manager(&client, self.block.saturating_add(Duration::from_secs(5))).await?;
         store::ensure_group(&mut conn, &keys).await?;
         let (stop, _) = watch::channel(Stop::Run);
         let (done, _) = watch::channel(None);

@@ -2,11 +2,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nb_aiopool_redis::{Error, RedisQueue, Worker};
+use nb_aiopool_redis::{Error, JobCtx, RedisQueue, Worker};
 use serde::{Deserialize, Serialize};
 use support::*;
 
@@ -111,6 +111,53 @@ async fn requeue_clears_the_stale_failure_result() {
     assert_eq!(queue.stats().await.unwrap().completed, 1);
 }
 
+/// An entry written by someone else with an attempt count of u64::MAX must go to the dead
+/// letters ("never stops a worker"); `attempt + deliveries - 1` overflows in dispatch and
+/// the panic ends `run` (debug builds, or release with overflow-checks), and every
+/// worker that reclaims the entry after the lease dies the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_with_a_huge_attempt_count_is_dead_lettered() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "huge_a").await.unwrap();
+    let worker = Worker::builder(&server.url(), "huge_a")
+        .task("t", |_j: Job| async { Ok::<(), String>(()) })
+        .build()
+        .await
+        .unwrap();
+    let w2 = worker.clone();
+    let run = tokio::spawn(async move { w2.run().await });
+    let _: String = redis::cmd("XADD")
+        .arg(stream_key("huge_a"))
+        .arg("*")
+        .arg(&["t", "t", "p", r#"{"n":1}"#, "a", "18446744073709551615"])
+        .query(&mut server.conn())
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if run.is_finished() {
+            let r = run.await;
+            panic!(
+                "the worker's run ended on the entry: {:?}",
+                r.map_err(|e| if e.is_panic() {
+                    format!("panicked: {:?}", e.into_panic().downcast_ref::<String>())
+                } else {
+                    e.to_string()
+                })
+            );
+        }
+        if queue.stats().await.unwrap().dead == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dead-lettered within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.shutdown().await;
+    run.await.unwrap().unwrap();
+}
+
 /// `wait_result(id, Duration::MAX)` ("wait as long as it takes") panics with "overflow
 /// when adding duration to instant" before even reading the result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,6 +190,94 @@ async fn wait_result_with_duration_max_does_not_panic() {
         Ok(Ok(2)) => {}
         Ok(other) => panic!("expected Ok(2), got {other:?}"),
         Err(e) => panic!("wait_result(.., Duration::MAX) panicked: {e}"),
+    }
+}
+
+/// `shutdown_timeout(Duration::MAX)` (a deadline that never comes) panics instead of
+/// behaving like `shutdown()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_with_duration_max_does_not_panic() {
+    let server = RedisServer::start();
+    let worker = Worker::builder(&server.url(), "sdmax")
+        .task("t", |_j: Job| async { Ok::<(), String>(()) })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let w = worker.clone();
+    let r = within(
+        10,
+        "shutdown_timeout(MAX)",
+        tokio::spawn(async move { w.shutdown_timeout(Duration::MAX).await }),
+    )
+    .await;
+    if r.is_err() {
+        // Stop it properly so the test ends.
+        worker.shutdown().await;
+    }
+    run.await.unwrap();
+    match r {
+        Ok(report) => assert!(report.drained),
+        Err(e) => panic!("shutdown_timeout(Duration::MAX) panicked: {e}"),
+    }
+}
+
+/// `lease(Duration::MAX)` is accepted by the builder (it only refuses < 30 ms), then
+/// `run` panics ("overflow when adding duration to instant"; the maintenance task dies
+/// first, silently, on `lease * 10`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_duration_max_does_not_panic_run() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "lmax").await.unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    let r2 = ran.clone();
+    let worker = Worker::builder(&server.url(), "lmax")
+        .lease(Duration::MAX)
+        .task("t", move |_j: Job| {
+            let ran = r2.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let w2 = worker.clone();
+    let run = tokio::spawn(async move { w2.run().await });
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ran.load(Ordering::SeqCst) == 0 {
+        if run.is_finished() {
+            let e = run.await.unwrap_err();
+            panic!("run with lease(Duration::MAX) failed: {e}");
+        }
+        assert!(std::time::Instant::now() < deadline, "job did not run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.shutdown().await;
+    run.await.unwrap().unwrap();
+}
+
+/// `block(Duration::MAX)` is accepted by the builder (it only refuses < 1 ms), then
+/// `build` panics ("overflow when adding durations": block + 5 s response timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_duration_max_does_not_panic_build() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let r = tokio::spawn(async move {
+        Worker::builder(&url, "bmax")
+            .block(Duration::MAX)
+            .task("t", |_j: Job| async { Ok::<(), String>(()) })
+            .build()
+            .await
+            .map(|_| ())
+    })
+    .await;
+    match r {
+        Ok(_) => {} // built, or a clear Error::Config
+        Err(e) => panic!("build with block(Duration::MAX) panicked: {e}"),
     }
 }
 
@@ -219,6 +354,190 @@ async fn requeue_with_an_incomplete_id_does_not_duplicate() {
     }
 }
 
+/// A job whose handler was aborted at a `shutdown_timeout` deadline and put back in the
+/// stream runs again elsewhere with `attempt() == 1` and `is_redelivery() == false`,
+/// although the earlier run was cut off mid-way ("so an earlier run may have had effects
+/// already"). The released copy also resets the delivery count, so a handler that hangs
+/// is never dead-lettered across rolling restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_job_is_seen_as_a_redelivery() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "rel").await.unwrap();
+    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>, hang: bool| {
+        Worker::builder(&server.url(), "rel")
+            .lease(Duration::from_secs(5))
+            .task_with_ctx("t", move |_j: Job, ctx: JobCtx| {
+                seen.lock()
+                    .unwrap()
+                    .push((ctx.attempt(), ctx.is_redelivery()));
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<(), String>(())
+                }
+            })
+            .build()
+    };
+    let a = build(seen.clone(), true).await.unwrap();
+    let run_a = spawn_run(&a);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    eventually(5, "first run started", || seen.lock().unwrap().len() == 1).await;
+    let report = within(
+        10,
+        "shutdown A",
+        a.shutdown_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    run_a.await.unwrap();
+    assert_eq!(report.released, 1);
+    let b = build(seen.clone(), false).await.unwrap();
+    let run_b = spawn_run(&b);
+    eventually(5, "second run", || seen.lock().unwrap().len() == 2).await;
+    b.shutdown().await;
+    run_b.await.unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert!(
+        got[1].0 == 2 || got[1].1,
+        "the run after the aborted one saw (attempt, is_redelivery) = {:?}",
+        got[1]
+    );
+}
+
+/// A worker stopped with `shutdown_timeout` while Redis refuses writes (maxmemory
+/// reached, `noeviction`: scripts get OOM, reads and XGROUP DELCONSUMER still pass):
+/// RELEASE fails for the aborted jobs, the leftover XPENDING succeeds and lists them,
+/// RELEASE fails again, and the worker then deletes its consumer *with those entries
+/// pending*. Deleting a consumer drops its pending entries from the group: nobody can
+/// reclaim them, and they sit in the stream behind the group's last-delivered id, never
+/// delivered again (shown as "waiting" for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_oom_does_not_orphan_running_jobs() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "oom").await.unwrap();
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
+    let a = Worker::builder(&server.url(), "oom")
+        .concurrency(2)
+        .lease(Duration::from_millis(300))
+        .task("t", move |_j: Job| {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run_a = spawn_run(&a);
+    for n in 0..2 {
+        queue.submit("t", &Job { n }).await.unwrap();
+    }
+    eventually(5, "2 jobs running", || started.load(Ordering::SeqCst) == 2).await;
+    let mut c = server.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let report = within(
+        20,
+        "shutdown A",
+        a.shutdown_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    run_a.await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    // The 2 entries stay pending under A, which stays in the group (and says so).
+    assert_eq!(report.left_pending, 2, "{report:?}");
+    assert_eq!(
+        pending_per_consumer(&mut c, "oom"),
+        vec![(a.consumer_name().to_owned(), 2)]
+    );
+    let done = Arc::new(AtomicU64::new(0));
+    let d2 = done.clone();
+    let b = Worker::builder(&server.url(), "oom")
+        .lease(Duration::from_millis(300))
+        .task("t", move |_j: Job| {
+            let d = d2.clone();
+            async move {
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run_b = spawn_run(&b);
+    let t = std::time::Instant::now();
+    while done.load(Ordering::SeqCst) < 2 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = queue.stats().await.unwrap();
+    b.shutdown().await;
+    run_b.await.unwrap();
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        2,
+        "the 2 jobs running at A's shutdown never ran again within 5 s; A's report {report:?}, \
+         A's last error {:?}; queue {s:?}",
+        a.stats().last_error
+    );
+}
+
+/// Finding 8, the usual path: a worker stopped at a deadline with Redis writable
+/// releases its running jobs and still leaves the group (nothing pending under it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_shutdown_that_releases_everything_leaves_the_group() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "leave").await.unwrap();
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
+    let a = Worker::builder(&server.url(), "leave")
+        .concurrency(2)
+        .task("t", move |_j: Job| {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run_a = spawn_run(&a);
+    for n in 0..2 {
+        queue.submit("t", &Job { n }).await.unwrap();
+    }
+    eventually(5, "2 jobs running", || started.load(Ordering::SeqCst) == 2).await;
+    let report = within(
+        10,
+        "shutdown A",
+        a.shutdown_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    run_a.await.unwrap();
+    assert_eq!((report.released, report.left_pending), (2, 0), "{report:?}");
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream_key("leave"))
+        .arg("workers")
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(consumers.is_empty(), "{consumers:?}");
+    assert_eq!(queue.stats().await.unwrap().waiting, 2);
+}
+
 /// Finding 10 without a worker: `requeue(id)` deletes the job's stored failure.
 #[tokio::test]
 async fn requeue_deletes_the_stored_failure() {
@@ -256,6 +575,58 @@ async fn requeue_deletes_the_stored_failure() {
     ));
 }
 
+/// Finding 12, the other half: `max_deliveries` counts the runs cut off at shutdown
+/// deadlines, so a job whose handler hangs ends in the dead letters across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_deliveries_counts_released_runs() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "relmax").await.unwrap();
+    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    for round in 1..=2 {
+        let s2 = seen.clone();
+        let w = Worker::builder(&server.url(), "relmax")
+            .max_deliveries(2)
+            .task_with_ctx("t", move |_j: Job, ctx: JobCtx| {
+                s2.lock()
+                    .unwrap()
+                    .push((ctx.attempt(), ctx.is_redelivery()));
+                async move {
+                    std::future::pending::<()>().await;
+                    Ok::<(), String>(())
+                }
+            })
+            .build()
+            .await
+            .unwrap();
+        let run = spawn_run(&w);
+        eventually(5, "run started", || seen.lock().unwrap().len() == round).await;
+        let report = within(
+            10,
+            "shutdown",
+            w.shutdown_timeout(Duration::from_millis(50)),
+        )
+        .await;
+        run.await.unwrap();
+        assert_eq!(report.released, 1, "{report:?}");
+    }
+    assert_eq!(*seen.lock().unwrap(), vec![(1, false), (2, true)]);
+    // The third worker finds 2 runs counted: dead-lettered without running.
+    let w = Worker::builder(&server.url(), "relmax")
+        .max_deliveries(2)
+        .task("t", |_j: Job| async { Ok::<(), String>(()) })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    wait_dead(&queue, 1, 5).await;
+    w.shutdown().await;
+    run.await.unwrap();
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead[0].attempts, 2, "{dead:?}");
+    assert_eq!(w.stats().succeeded, 0);
+}
+
 /// Finding 13, waiting: `wait_result(id, Duration::MAX)` for a result that is not there
 /// yet waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,4 +659,121 @@ async fn wait_result_with_duration_max_waits_for_the_result() {
         Ok(Ok(2)) => {}
         other => panic!("expected Ok(Ok(2)), got {other:?}"),
     }
+}
+
+/// Finding 14, with a job running: `shutdown_timeout(Duration::MAX)` waits for it as
+/// `shutdown` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_with_duration_max_waits_for_running_jobs() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "sdmax2").await.unwrap();
+    let started = Arc::new(AtomicBool::new(false));
+    let s2 = started.clone();
+    let worker = Worker::builder(&server.url(), "sdmax2")
+        .task("t", move |_j: Job| {
+            let s = s2.clone();
+            async move {
+                s.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    eventually(5, "job started", || started.load(Ordering::SeqCst)).await;
+    let w = worker.clone();
+    let r = within(
+        10,
+        "shutdown_timeout(MAX)",
+        tokio::spawn(async move { w.shutdown_timeout(Duration::MAX).await }),
+    )
+    .await;
+    if r.is_err() {
+        worker.shutdown().await;
+    }
+    run.await.unwrap();
+    let report = r.expect("shutdown_timeout(Duration::MAX) panicked");
+    assert!(report.drained && report.released == 0, "{report:?}");
+    assert_eq!(queue.stats().await.unwrap().completed, 1);
+}
+
+/// Finding 15, maintenance: with `lease(Duration::MAX)` the maintenance task (retries'
+/// promotion) still runs: it died on `lease * 10`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_duration_max_keeps_promoting_retries() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "lmax2").await.unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r2 = runs.clone();
+    let worker = Worker::builder(&server.url(), "lmax2")
+        .lease(Duration::MAX)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .promote_interval(Duration::from_millis(10))
+        .task("t", move |_j: Job| {
+            let runs = r2.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err("first run fails".to_owned());
+                }
+                Ok(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let w2 = worker.clone();
+    let run = tokio::spawn(async move { w2.run().await });
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while queue.stats().await.unwrap().completed < 1 {
+        if run.is_finished() {
+            panic!("run ended: {:?}", run.await);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retry was not promoted within 5 s (runs {}, stats {:?})",
+            runs.load(Ordering::SeqCst),
+            worker.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.shutdown().await;
+    run.await.unwrap().unwrap();
+    assert_eq!(worker.stats().errors, 0, "{:?}", worker.stats());
+}
+
+/// Finding 16, reading: a worker built with `block(Duration::MAX)` reads and runs jobs
+/// (Redis takes the clamped BLOCK time) without errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_duration_max_reads_jobs() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "bmax2").await.unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    let r2 = ran.clone();
+    let worker = Worker::builder(&server.url(), "bmax2")
+        .block(Duration::MAX)
+        .task("t", move |_j: Job| {
+            let ran = r2.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let w2 = worker.clone();
+    let run = tokio::spawn(async move { w2.run().await });
+    for n in 0..2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        queue.submit("t", &Job { n }).await.unwrap();
+    }
+    eventually(5, "2 jobs ran", || ran.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(worker.stats().errors, 0, "{:?}", worker.stats());
+    // The read now blocks (about) for ever: a stop waits for it, so drop the run instead.
+    run.abort();
+    let _ = run.await;
 }
