@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -405,6 +406,29 @@ async fn a_released_job_is_seen_as_a_redelivery() {
     );
 }
 
+/// The CLI promises one-line errors and status 1; `stats --watch 1e300` panics (exit 101)
+/// in `Duration::from_secs_f64` after printing the first figures.
+#[tokio::test]
+async fn cli_watch_with_a_huge_interval_is_a_clear_error() {
+    let server = RedisServer::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
+        .arg("--url")
+        .arg(server.url())
+        .args(["q", "stats", "--watch", "1e300", "--iterations", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "status {:?}, stderr: {stderr}",
+        out.status.code()
+    );
+    // As the README promises for bad input: one line, status 1.
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--watch"), "{stderr}");
+}
+
 /// A worker stopped with `shutdown_timeout` while Redis refuses writes (maxmemory
 /// reached, `noeviction`: scripts get OOM, reads and XGROUP DELCONSUMER still pass):
 /// RELEASE fails for the aborted jobs, the leftover XPENDING succeeds and lists them,
@@ -493,6 +517,8 @@ async fn shutdown_under_oom_does_not_orphan_running_jobs() {
         a.stats().last_error
     );
 }
+
+// ---- tests added with the fixes: the second path of a fix ---------------------------
 
 /// Finding 8, the usual path: a worker stopped at a deadline with Redis writable
 /// releases its running jobs and still leaves the group (nothing pending under it).

@@ -74,18 +74,26 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match cli.command {
         Command::Stats { watch, iterations } => {
+            // Checked before anything is printed.
+            let every = match watch {
+                None => None,
+                Some(secs) => match Duration::try_from_secs_f64(secs) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    _ => {
+                        return Err(format!(
+                            "--watch must be a positive number of seconds (at most {}), got {secs}",
+                            u64::MAX
+                        ))
+                    }
+                },
+            };
             let mut prev = queue.stats().await.map_err(|e| e.to_string())?;
             print_stats(&prev, None);
-            let Some(secs) = watch else { return Ok(()) };
-            if !(secs.is_finite() && secs > 0.0) {
-                return Err(format!(
-                    "--watch must be a positive number of seconds, got {secs}"
-                ));
-            }
+            let Some(every) = every else { return Ok(()) };
             let mut t = Instant::now();
             let mut left = iterations.map(|n| n.saturating_sub(1));
             while left != Some(0) {
-                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                tokio::time::sleep(every).await;
                 let s = queue.stats().await.map_err(|e| e.to_string())?;
                 let dt = t.elapsed().as_secs_f64();
                 t = Instant::now();
