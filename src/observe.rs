@@ -71,6 +71,22 @@ struct Metrics {
     running: metrics::Gauge,
     queue_wait: metrics::Histogram,
     run_time: metrics::Histogram,
+    /// The figures this pool last added to the gauges (written under the engine's lock).
+    last_queued: std::sync::atomic::AtomicUsize,
+    last_running: std::sync::atomic::AtomicUsize,
+}
+
+/// Moves `gauge` by how far `now` is from the `last` figure this pool gave it: pools that
+/// share a name (every pool made by `new` is named after its type) add up, as their
+/// counters do, instead of each setting the gauge to its own figure.
+#[cfg(feature = "metrics")]
+fn move_gauge(gauge: &metrics::Gauge, last: &std::sync::atomic::AtomicUsize, now: usize) {
+    let before = last.swap(now, std::sync::atomic::Ordering::Relaxed);
+    if now > before {
+        gauge.increment((now - before) as f64);
+    } else if now < before {
+        gauge.decrement((before - now) as f64);
+    }
 }
 
 /// A pool's observability handles (empty without the features).
@@ -100,6 +116,8 @@ impl Observer {
                 running: gauge!("nb_aiopool_tasks_running", "pool" => pool.clone()),
                 queue_wait: histogram!("nb_aiopool_queue_wait_seconds", "pool" => pool.clone()),
                 run_time: histogram!("nb_aiopool_run_time_seconds", "pool" => pool),
+                last_queued: Default::default(),
+                last_running: Default::default(),
             }
         };
         Observer {
@@ -129,12 +147,14 @@ impl Observer {
         }
     }
 
-    /// The figures of `PoolStats::queued` and `running` (under the engine's lock).
+    /// The figures of `PoolStats::queued` and `running` (under the engine's lock): the
+    /// gauges are moved by the change since the last call (see [`move_gauge`]).
     #[cfg(feature = "metrics")]
     #[inline(always)]
     pub(crate) fn gauges(&self, queued: usize, running: usize) {
-        self.metrics.queued.set(queued as f64);
-        self.metrics.running.set(running as f64);
+        let m = &self.metrics;
+        move_gauge(&m.queued, &m.last_queued, queued);
+        move_gauge(&m.running, &m.last_running, running);
     }
 
     /// A submit was refused (`kind`), or found the pool full (`None`).
@@ -201,7 +221,7 @@ impl Observer {
         not(all(feature = "tracing", feature = "metrics")),
         allow(unused_variables)
     )]
-    pub(crate) fn ended(&self, run: &Running, outcome: Outcome, error: Option<&TaskError>) {
+    pub(crate) fn ended(&self, run: &Running, outcome: Outcome, error: Option<&str>) {
         #[cfg(feature = "metrics")]
         self.metrics.run_time.record(run.started.elapsed());
         #[cfg(feature = "tracing")]

@@ -667,17 +667,22 @@ mod with_metrics {
             .enable_all()
             .build()
             .unwrap();
+        // The debugging recorder's snapshot takes a gauge's value and leaves it at 0, and
+        // the pool moves its gauges by increments (pools sharing a name add up): the
+        // gauge's value is the sum of what the snapshots took.
+        let seen = std::cell::Cell::new((0.0, 0.0));
         let gauges = || {
-            let mut out = (f64::NAN, f64::NAN);
+            let mut out = seen.get();
             for (key, _, _, value) in snapshotter.snapshot().into_vec() {
                 if let DebugValue::Gauge(v) = value {
                     match key.key().name() {
-                        "nb_aiopool_tasks_queued" => out.0 = v.0,
-                        "nb_aiopool_tasks_running" => out.1 = v.0,
+                        "nb_aiopool_tasks_queued" => out.0 += v.0,
+                        "nb_aiopool_tasks_running" => out.1 += v.0,
                         _ => {}
                     }
                 }
             }
+            seen.set(out);
             out
         };
         metrics::with_local_recorder(&recorder, || {

@@ -729,6 +729,8 @@ impl<J: Job> Engine<J> {
                     limits.ended(&q.meta);
                 }
                 self.lose(st, q.job, q.id, later);
+                // Dropped outside the lock: a span's drop calls the subscriber.
+                later.stamps.push(q.stamp);
                 continue;
             };
             q.rt = target;
@@ -1478,6 +1480,7 @@ impl<J: Job> Engine<J> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        let mut settled = Vec::new();
         {
             let mut st = self.lock();
             // A poll that ends from now on settles nothing: its job is settled here.
@@ -1485,6 +1488,8 @@ impl<J: Job> Engine<J> {
             let counted = std::mem::take(&mut st.ended_in_take_over);
             for ((id, job, meta, _), done) in busy.into_iter().zip(ended) {
                 if counted.contains(&id) {
+                    // Its copy may hold the last reference to a recipe: dropped below.
+                    settled.push(job);
                     continue;
                 }
                 if done {
@@ -1497,9 +1502,17 @@ impl<J: Job> Engine<J> {
             self.fill_free(&mut st, home, &mut later);
             self.gauges(&st);
         }
+        drop_quietly(settled);
         self.run_deferred(&mut later);
         Some(report)
     }
+}
+
+/// Drops `value` outside every lock of ours, where its `Drop` is user code (a result
+/// nobody wants, the last reference to a recipe): a panic there (the panic hook has shown
+/// it) must not end the slot task or the exit hook that drops it.
+pub(crate) fn drop_quietly<T>(value: T) {
+    drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
 }
 
 /// The panic message for a rate-limited pool met on a runtime without timers.

@@ -9,7 +9,6 @@
 //! there.
 
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use std::task::{Context, Poll};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::runtimes::{RtRef, ANY};
-use super::{Deferred, Engine, Job, Queued};
+use super::{drop_quietly, Deferred, Engine, Job, Queued};
 use crate::error::CancelReason;
 use crate::observe::Running;
 use crate::task::context::{Entered, Probe};
@@ -239,8 +238,14 @@ impl<J: Job> Slot<J> {
     /// yields as a claimer, keeping its slot as a reservation if a queued job has none.
     fn finish(&mut self, mut run: BoxRun, id: u64, more: bool) -> After<J> {
         let engine = &self.engine;
+        // A panic's message, for its event: read before the result goes to the handle.
+        #[cfg(feature = "tracing")]
+        let error = run.held_error().map(ToString::to_string);
+        #[cfg(not(feature = "tracing"))]
+        let error: Option<String> = None;
         let mut later = std::mem::take(&mut self.later);
         let outcome;
+        let copy;
         let after = {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -256,8 +261,8 @@ impl<J: Job> Slot<J> {
                 }
                 drop(st);
                 woken.fire();
-                Self::report_panic(engine, &run, id, outcome);
-                discard(run);
+                Self::report_end(engine, &mut self.obs, &run, id, outcome, error.as_deref());
+                drop_quietly(run);
                 engine.run_deferred(&mut later);
                 self.later = later;
                 return After::Exit;
@@ -270,7 +275,9 @@ impl<J: Job> Slot<J> {
             later.woken.push(woken);
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
-            entry.copy = None;
+            // It may hold the last reference to a recipe (a task aborted while queued runs
+            // nothing): dropped outside the lock.
+            copy = entry.copy.take();
             let meta = std::mem::take(&mut entry.meta);
             if let Some(limits) = &mut st.limits {
                 limits.ended(&meta);
@@ -321,18 +328,38 @@ impl<J: Job> Slot<J> {
                 after => after,
             }
         };
-        Self::report_panic(engine, &run, id, outcome);
+        Self::report_end(engine, &mut self.obs, &run, id, outcome, error.as_deref());
         // A result nobody wants is dropped here, outside the lock.
-        discard(run);
+        drop_quietly((run, copy));
         engine.run_deferred(&mut later);
         self.later = later;
         after
     }
 
-    /// Outside the lock, after the result was published: hands a panic that nobody will
-    /// see (the handle was dropped) to the pool's `on_panic` callback.
+    /// Outside the lock, after the result was published: reports how the task ended (with
+    /// the features, in its span, as decided: an abort during its last poll makes it a
+    /// cancellation) and closes its span; hands a panic that nobody will see (the handle
+    /// was dropped) to the pool's `on_panic` callback.
     #[inline(always)]
-    fn report_panic(engine: &Engine<J>, run: &BoxRun, id: u64, outcome: Outcome) {
+    #[cfg_attr(
+        not(any(feature = "tracing", feature = "metrics")),
+        allow(unused_variables)
+    )]
+    fn report_end(
+        engine: &Engine<J>,
+        obs: &mut Running,
+        run: &BoxRun,
+        id: u64,
+        outcome: Outcome,
+        error: Option<&str>,
+    ) {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            let _span = obs.enter();
+            engine.observer().ended(obs, outcome, error);
+        }
+        // The task's span closes with the task, not when the slot runs its next.
+        *obs = Running::none();
         if outcome == Outcome::Panicked {
             if let (Some(hook), Some(err)) = (engine.on_panic(), run.held_error()) {
                 hook.call(id, err);
@@ -448,19 +475,8 @@ impl<J: Job> Slot<J> {
             let poll = {
                 let _in_pool = Entered::new(pool, id, &mut this.probe);
                 let _span = this.obs.enter();
-                let poll = run.as_mut().poll_run(cx);
-                #[cfg(any(feature = "tracing", feature = "metrics"))]
-                if let Poll::Ready(outcome) = poll {
-                    this.engine
-                        .observer()
-                        .ended(&this.obs, outcome, run.held_error());
-                }
-                poll
+                run.as_mut().poll_run(cx)
             };
-            if poll.is_ready() {
-                // The task's span closes with the task, not when the slot runs its next.
-                this.obs = Running::none();
-            }
             match poll {
                 Poll::Ready(_) => {}
                 Poll::Pending => {
@@ -488,13 +504,6 @@ impl<J: Job> Slot<J> {
             }
         }
     }
-}
-
-/// Drops a finished run, with the result nobody wants in it. Its `Drop` is user code: a
-/// panic there (the panic hook has shown it) must not end the slot task, which its runtime
-/// would then drop as if it were shutting down.
-fn discard(run: BoxRun) {
-    drop(catch_unwind(AssertUnwindSafe(move || drop(run))));
 }
 
 impl<J: Job> Drop for Slot<J> {
@@ -552,6 +561,8 @@ impl<J: Job> Drop for Slot<J> {
                     st.queue.push_front(Queued { rt: ANY, meta, ..q });
                 } else {
                     engine.lose(&mut st, q.job, q.id, &mut later);
+                    // Dropped outside the lock: a span's drop calls the subscriber.
+                    later.stamps.push(q.stamp);
                 }
                 true
             } else if let Some((id, copy, meta)) =

@@ -265,7 +265,7 @@ impl CommonAioPoolBuilder {
             label: name.clone(),
             on_panic: self.on_panic,
         };
-        let hook = registry::drop_hook(kind, name.clone());
+        let hook = registry::drop_hook(kind, name.clone(), self.process_wide);
         let pool = Core::new(config, Some(hook));
         registry::register_future_pool(kind, name.clone(), self.process_wide, &pool.engine);
         CommonAioPool {

@@ -268,14 +268,17 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     }
 
     /// Waits for room in the pool. Cancel safe.
+    /// A refusal is reported to the observability features, as `try_admit`'s is.
     async fn admit(&self) -> Result<(), SubmitErrorKind> {
         if self.is_tripped() {
+            self.core.engine.refused(AdmitError::Closed);
             return Err(SubmitErrorKind::Closed);
         }
         self.core.engine.admit_submit().await?;
         if self.is_tripped() {
             // A task failed while this submit waited for room.
             self.core.engine.unadmit();
+            self.core.engine.refused(AdmitError::Closed);
             return Err(SubmitErrorKind::Closed);
         }
         Ok(())

@@ -57,11 +57,12 @@ pub(crate) fn register_future_pool(
 }
 
 /// The hook an engine calls when dropped with unfinished or lost tasks.
-pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>) -> DropHook {
+pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>, process_wide: bool) -> DropHook {
     Box::new(move |figures| {
         remember_dropped(ExitFigures {
             kind,
             name: name.clone(),
+            process_wide,
             figures,
         })
     })
@@ -144,6 +145,8 @@ pub async fn wait_all_no_queue_aiopools() {
 struct ExitFigures {
     kind: PoolKind,
     name: Arc<str>,
+    /// Reached by the `*_all_*` functions: the warning names them only then.
+    process_wide: bool,
     figures: Figures,
 }
 
@@ -166,6 +169,7 @@ fn warn_unfinished_future_pools() {
             entry.engine.upgrade().map(|e| ExitFigures {
                 kind: entry.kind,
                 name: entry.name.clone(),
+                process_wide: entry.process_wide,
                 figures: e.figures(),
             })
         })
@@ -175,9 +179,16 @@ fn warn_unfinished_future_pools() {
         if f.figures.unfinished == 0 && f.figures.lost == 0 {
             continue;
         }
-        let call = match f.kind {
-            PoolKind::NoQueue => "`pool.wait().await` or `wait_all_no_queue_aiopools().await`",
-            PoolKind::Common => "`pool.shutdown().await` or `shutdown_all_common_aiopools().await`",
+        // A pool built with `process_wide(false)` is not reached by the `*_all_*` call.
+        let call = match (f.kind, f.process_wide) {
+            (PoolKind::NoQueue, true) => {
+                "`pool.wait().await` or `wait_all_no_queue_aiopools().await`"
+            }
+            (PoolKind::NoQueue, false) => "`pool.wait().await`",
+            (PoolKind::Common, true) => {
+                "`pool.shutdown().await` or `shutdown_all_common_aiopools().await`"
+            }
+            (PoolKind::Common, false) => "`pool.shutdown().await`",
         };
         let named = if &*f.name == f.kind.name() {
             String::new()
