@@ -125,147 +125,22 @@ fn an_aborted_queued_smart_tasks_recipe_is_not_dropped_under_the_pools_lock() {
 // ----- tracing ------------------------------------------------------------------------------
 
 #[cfg(feature = "tracing")]
+mod collector;
+
+#[cfg(feature = "tracing")]
 mod with_tracing {
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use nb_aiopool::{CancelReason, CommonAioPool, PoolStats, SmartAioPool};
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
+    use nb_aiopool::{CancelReason, CommonAioPool};
 
-    use super::{blocked, current_thread, serial};
-
-    #[derive(Default, Debug, Clone)]
-    pub(super) struct Fields(pub HashMap<String, String>);
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.insert(field.name().into(), format!("{value:?}"));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().into(), value.into());
-        }
-        fn record_u64(&mut self, field: &Field, value: u64) {
-            self.0.insert(field.name().into(), value.to_string());
-        }
-    }
-
-    type StatsFn = Arc<dyn Fn() -> PoolStats + Send + Sync>;
-
-    #[derive(Default)]
-    pub(super) struct Log {
-        spans: Mutex<HashMap<u64, (String, Fields, usize)>>,
-        metas: Mutex<HashMap<u64, &'static Metadata<'static>>>,
-        events: Mutex<Vec<(Fields, Option<u64>)>>,
-        stack: Mutex<Vec<u64>>,
-        next: AtomicU64,
-        /// While set: `try_close` / `current_span` read the stats from another thread and
-        /// count the calls made under the pool's lock.
-        probe: Mutex<Option<StatsFn>>,
-        under_lock: AtomicUsize,
-    }
-
-    #[derive(Clone, Default)]
-    pub(super) struct Collector(pub Arc<Log>);
-
-    impl Collector {
-        fn current(&self) -> Option<u64> {
-            self.0.stack.lock().unwrap().last().copied()
-        }
-
-        pub(super) fn events_with(&self, message: &str) -> Vec<Fields> {
-            self.0
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(f, _)| f.0.get("message").is_some_and(|m| m.contains(message)))
-                .map(|(f, _)| f.clone())
-                .collect()
-        }
-
-        fn check_lock(&self) {
-            let probe = self.0.probe.lock().unwrap().clone();
-            if let Some(probe) = probe {
-                if blocked(move || probe()) {
-                    self.0.under_lock.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-
-    impl Subscriber for Collector {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-            let id = self.0.next.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut fields = Fields::default();
-            attrs.record(&mut fields);
-            self.0
-                .spans
-                .lock()
-                .unwrap()
-                .insert(id, (attrs.metadata().name().to_string(), fields, 1));
-            self.0.metas.lock().unwrap().insert(id, attrs.metadata());
-            Id::from_u64(id)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let mut fields = Fields::default();
-            event.record(&mut fields);
-            let span = event
-                .parent()
-                .map(|p| p.into_u64())
-                .or_else(|| self.current());
-            self.0.events.lock().unwrap().push((fields, span));
-        }
-        fn enter(&self, span: &Id) {
-            self.0.stack.lock().unwrap().push(span.into_u64());
-        }
-        fn exit(&self, span: &Id) {
-            let mut stack = self.0.stack.lock().unwrap();
-            if let Some(pos) = stack.iter().rposition(|s| *s == span.into_u64()) {
-                stack.remove(pos);
-            }
-        }
-        fn clone_span(&self, id: &Id) -> Id {
-            if let Some(s) = self.0.spans.lock().unwrap().get_mut(&id.into_u64()) {
-                s.2 += 1;
-            }
-            id.clone()
-        }
-        fn try_close(&self, id: Id) -> bool {
-            self.check_lock();
-            let mut spans = self.0.spans.lock().unwrap();
-            match spans.get_mut(&id.into_u64()) {
-                Some(s) => {
-                    s.2 -= 1;
-                    s.2 == 0
-                }
-                None => false,
-            }
-        }
-        fn current_span(&self) -> tracing_core::span::Current {
-            self.check_lock();
-            match self.current() {
-                Some(id) => {
-                    let meta = self.0.metas.lock().unwrap()[&id];
-                    tracing_core::span::Current::new(Id::from_u64(id), meta)
-                }
-                None => tracing_core::span::Current::none(),
-            }
-        }
-    }
+    use super::{current_thread, serial};
+    use crate::collector::{Collector, EventRec};
 
     fn reasons(log: &Collector, message: &str) -> Vec<String> {
         log.events_with(message)
             .into_iter()
-            .map(|f| f.0.get("reason").cloned().unwrap_or_default())
+            .map(|EventRec { fields: f, .. }| f.0.get("reason").cloned().unwrap_or_default())
             .collect()
     }
 
@@ -421,13 +296,13 @@ mod with_tracing {
                     return;
                 };
                 let p = self.pool.clone();
-                *self.log.0.probe.lock().unwrap() = Some(Arc::new(move || p.stats()));
+                self.log.probe(move || p.stats());
                 let _ = go.send(());
                 let deadline = std::time::Instant::now() + Duration::from_secs(8);
                 while self.pool.stats().cancelled == 0 && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                *self.log.0.probe.lock().unwrap() = None;
+                self.log.stop_probe();
             }
         }
 
@@ -465,7 +340,7 @@ mod with_tracing {
             (s.completed, s.cancelled, s.queued, s.running),
             (1, 1, 0, 0)
         );
-        let under_lock = log.0.under_lock.load(Ordering::SeqCst);
+        let under_lock = log.under_lock();
         assert_eq!(
             under_lock, 0,
             "the subscriber was called under the pool's lock {under_lock} times"

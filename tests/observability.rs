@@ -216,158 +216,14 @@ async fn a_panicking_callback_is_contained() {
 // ----- tracing --------------------------------------------------------------------------------
 
 #[cfg(feature = "tracing")]
+mod collector;
+
+#[cfg(feature = "tracing")]
 mod with_tracing {
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
     use nb_aiopool::{CommonAioPool, SmartAioPool};
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Level, Metadata, Subscriber};
+    use tracing::Level;
 
-    #[derive(Default, Debug, Clone)]
-    struct Fields(HashMap<String, String>);
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.insert(field.name().into(), format!("{value:?}"));
-        }
-
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().into(), value.into());
-        }
-
-        fn record_u64(&mut self, field: &Field, value: u64) {
-            self.0.insert(field.name().into(), value.to_string());
-        }
-    }
-
-    impl Fields {
-        fn get(&self, name: &str) -> Option<&str> {
-            self.0.get(name).map(String::as_str)
-        }
-    }
-
-    struct SpanRec {
-        meta: &'static Metadata<'static>,
-        fields: Fields,
-        parent: Option<u64>,
-    }
-
-    #[derive(Debug)]
-    struct EventRec {
-        level: Level,
-        fields: Fields,
-        span: Option<u64>,
-    }
-
-    /// A subscriber that keeps every span and event (one thread: a current-thread runtime).
-    #[derive(Default)]
-    struct Log {
-        spans: Mutex<HashMap<u64, SpanRec>>,
-        events: Mutex<Vec<EventRec>>,
-        stack: Mutex<Vec<u64>>,
-        next: AtomicU64,
-    }
-
-    #[derive(Clone, Default)]
-    struct Collector(Arc<Log>);
-
-    impl Collector {
-        fn current(&self) -> Option<u64> {
-            self.0.stack.lock().unwrap().last().copied()
-        }
-
-        fn span(&self, id: u64) -> (String, Fields, Option<u64>) {
-            let spans = self.0.spans.lock().unwrap();
-            let s = &spans[&id];
-            (s.meta.name().to_string(), s.fields.clone(), s.parent)
-        }
-
-        fn events_with(&self, message: &str) -> Vec<(Level, Fields, Option<u64>)> {
-            self.0
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|e| e.fields.get("message").is_some_and(|m| m.contains(message)))
-                .map(|e| (e.level, e.fields.clone(), e.span))
-                .collect()
-        }
-    }
-
-    impl Subscriber for Collector {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-
-        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-            let id = self.0.next.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut fields = Fields::default();
-            attrs.record(&mut fields);
-            let parent = if let Some(p) = attrs.parent() {
-                Some(p.into_u64())
-            } else if attrs.is_contextual() {
-                self.current()
-            } else {
-                None
-            };
-            let rec = SpanRec {
-                meta: attrs.metadata(),
-                fields,
-                parent,
-            };
-            self.0.spans.lock().unwrap().insert(id, rec);
-            Id::from_u64(id)
-        }
-
-        fn record(&self, span: &Id, values: &Record<'_>) {
-            if let Some(s) = self.0.spans.lock().unwrap().get_mut(&span.into_u64()) {
-                values.record(&mut s.fields);
-            }
-        }
-
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-
-        fn event(&self, event: &Event<'_>) {
-            let mut fields = Fields::default();
-            event.record(&mut fields);
-            let span = if let Some(p) = event.parent() {
-                Some(p.into_u64())
-            } else if event.is_contextual() {
-                self.current()
-            } else {
-                None
-            };
-            self.0.events.lock().unwrap().push(EventRec {
-                level: *event.metadata().level(),
-                fields,
-                span,
-            });
-        }
-
-        fn enter(&self, span: &Id) {
-            self.0.stack.lock().unwrap().push(span.into_u64());
-        }
-
-        fn exit(&self, span: &Id) {
-            let mut stack = self.0.stack.lock().unwrap();
-            if let Some(pos) = stack.iter().rposition(|s| *s == span.into_u64()) {
-                stack.remove(pos);
-            }
-        }
-
-        fn current_span(&self) -> tracing_core::span::Current {
-            match self.current() {
-                Some(id) => {
-                    let meta = self.0.spans.lock().unwrap()[&id].meta;
-                    tracing_core::span::Current::new(Id::from_u64(id), meta)
-                }
-                None => tracing_core::span::Current::none(),
-            }
-        }
-    }
+    use crate::collector::{Collector, EventRec};
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -481,7 +337,12 @@ mod with_tracing {
                 assert!(h.await.unwrap_err().is_panic());
                 let panics = log.events_with("task panicked");
                 assert_eq!(panics.len(), 1, "{panics:?}");
-                let (level, fields, span) = &panics[0];
+                let EventRec {
+                    level,
+                    fields,
+                    span,
+                    ..
+                } = &panics[0];
                 assert_eq!(*level, Level::WARN);
                 assert!(fields.get("error").unwrap().contains("kaboom"));
                 let (_, span_fields, _) = log.span(span.unwrap());
@@ -513,7 +374,9 @@ mod with_tracing {
                 let rejected = log.events_with("submit rejected");
                 let reasons: Vec<_> = rejected
                     .iter()
-                    .map(|(_, f, _)| (f.get("pool").unwrap(), f.get("reason").unwrap()))
+                    .map(|EventRec { fields: f, .. }| {
+                        (f.get("pool").unwrap(), f.get("reason").unwrap())
+                    })
                     .collect();
                 assert_eq!(reasons, [("events", "full"), ("events", "closed")]);
 
@@ -522,18 +385,25 @@ mod with_tracing {
                 let mut cancels: Vec<(String, String)> = log
                     .events_with("task cancelled")
                     .into_iter()
-                    .map(|(level, f, span)| {
-                        assert_eq!(level, Level::DEBUG);
-                        let id = match f.get("task_id") {
-                            Some(id) => id.to_string(),
-                            None => {
-                                let (_, span_fields, _) = log.span(span.unwrap());
-                                assert_eq!(span_fields.get("pool"), Some("events"));
-                                span_fields.get("task_id").unwrap().to_string()
-                            }
-                        };
-                        (id, f.get("reason").unwrap().to_string())
-                    })
+                    .map(
+                        |EventRec {
+                             level,
+                             fields: f,
+                             span,
+                             ..
+                         }| {
+                            assert_eq!(level, Level::DEBUG);
+                            let id = match f.get("task_id") {
+                                Some(id) => id.to_string(),
+                                None => {
+                                    let (_, span_fields, _) = log.span(span.unwrap());
+                                    assert_eq!(span_fields.get("pool"), Some("events"));
+                                    span_fields.get("task_id").unwrap().to_string()
+                                }
+                            };
+                            (id, f.get("reason").unwrap().to_string())
+                        },
+                    )
                     .collect();
                 cancels.sort();
                 let mut want = vec![

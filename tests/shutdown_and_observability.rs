@@ -134,185 +134,18 @@ fn shutdown_timeout_does_not_count_an_aborted_queued_task_as_abandoned() {
 // ----- tracing ----------------------------------------------------------------------------------
 
 #[cfg(feature = "tracing")]
+mod collector;
+
+#[cfg(feature = "tracing")]
 mod with_tracing {
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use nb_aiopool::{CancelReason, CommonAioPool, PoolStats, SmartAioPool};
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
+    use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool};
 
     use super::{current_thread, serial};
-
-    #[derive(Default, Debug, Clone)]
-    struct Fields(HashMap<String, String>);
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.insert(field.name().into(), format!("{value:?}"));
-        }
-
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().into(), value.into());
-        }
-
-        fn record_u64(&mut self, field: &Field, value: u64) {
-            self.0.insert(field.name().into(), value.to_string());
-        }
-    }
-
-    type StatsFn = Box<dyn Fn() -> PoolStats + Send + Sync>;
-
-    #[derive(Default)]
-    struct Log {
-        /// id -> (name, fields, references)
-        spans: Mutex<HashMap<u64, (String, Fields, usize)>>,
-        metas: Mutex<HashMap<u64, &'static Metadata<'static>>>,
-        events: Mutex<Vec<(Fields, Option<u64>)>>,
-        stack: Mutex<Vec<u64>>,
-        next: AtomicU64,
-        /// If set, `try_close` reads the pool's stats from another thread, and records
-        /// whether that read was blocked (the call ran under the pool's lock).
-        probe: Mutex<Option<Arc<StatsFn>>>,
-        closes_under_lock: Mutex<usize>,
-        /// The same for `current_span`.
-        currents_under_lock: Mutex<usize>,
-        probing: AtomicBool,
-    }
-
-    #[derive(Clone, Default)]
-    struct Collector(Arc<Log>);
-
-    impl Collector {
-        fn current(&self) -> Option<u64> {
-            self.0.stack.lock().unwrap().last().copied()
-        }
-
-        fn events_with(&self, message: &str) -> Vec<(Fields, Option<Fields>)> {
-            let spans = self.0.spans.lock().unwrap();
-            self.0
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(f, _)| f.0.get("message").is_some_and(|m| m.contains(message)))
-                .map(|(f, s)| {
-                    (
-                        f.clone(),
-                        s.and_then(|s| spans.get(&s).map(|x| x.1.clone())),
-                    )
-                })
-                .collect()
-        }
-
-        /// While probing: whether reading the pool's stats from another thread is blocked
-        /// (the subscriber was called under the pool's lock).
-        fn probe_is_blocked(&self) -> bool {
-            if !self.0.probing.load(Ordering::SeqCst) {
-                return false;
-            }
-            let Some(probe) = self.0.probe.lock().unwrap().clone() else {
-                return false;
-            };
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(probe());
-            });
-            rx.recv_timeout(Duration::from_secs(2)).is_err()
-        }
-
-        fn open_task_spans(&self) -> Vec<Fields> {
-            self.0
-                .spans
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|(name, _, refs)| name == "task" && *refs > 0)
-                .map(|(_, f, _)| f.clone())
-                .collect()
-        }
-    }
-
-    impl Subscriber for Collector {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-
-        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-            let id = self.0.next.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut fields = Fields::default();
-            attrs.record(&mut fields);
-            self.0
-                .spans
-                .lock()
-                .unwrap()
-                .insert(id, (attrs.metadata().name().to_string(), fields, 1));
-            self.0.metas.lock().unwrap().insert(id, attrs.metadata());
-            Id::from_u64(id)
-        }
-
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-
-        fn event(&self, event: &Event<'_>) {
-            let mut fields = Fields::default();
-            event.record(&mut fields);
-            let span = event
-                .parent()
-                .map(|p| p.into_u64())
-                .or_else(|| self.current());
-            self.0.events.lock().unwrap().push((fields, span));
-        }
-
-        fn enter(&self, span: &Id) {
-            self.0.stack.lock().unwrap().push(span.into_u64());
-        }
-
-        fn exit(&self, span: &Id) {
-            let mut stack = self.0.stack.lock().unwrap();
-            if let Some(pos) = stack.iter().rposition(|s| *s == span.into_u64()) {
-                stack.remove(pos);
-            }
-        }
-
-        fn clone_span(&self, id: &Id) -> Id {
-            if let Some(s) = self.0.spans.lock().unwrap().get_mut(&id.into_u64()) {
-                s.2 += 1;
-            }
-            id.clone()
-        }
-
-        fn try_close(&self, id: Id) -> bool {
-            if self.probe_is_blocked() {
-                *self.0.closes_under_lock.lock().unwrap() += 1;
-            }
-            let mut spans = self.0.spans.lock().unwrap();
-            match spans.get_mut(&id.into_u64()) {
-                Some(s) => {
-                    s.2 -= 1;
-                    s.2 == 0
-                }
-                None => false,
-            }
-        }
-
-        fn current_span(&self) -> tracing_core::span::Current {
-            if self.probe_is_blocked() {
-                *self.0.currents_under_lock.lock().unwrap() += 1;
-            }
-            match self.current() {
-                Some(id) => {
-                    let meta = self.0.metas.lock().unwrap()[&id];
-                    tracing_core::span::Current::new(Id::from_u64(id), meta)
-                }
-                None => tracing_core::span::Current::none(),
-            }
-        }
-    }
+    use crate::collector::{Collector, EventRec};
 
     /// A task's span should end with the task: the slot keeps the `Running` of the last
     /// task it ran (`Slot::obs`, src/engine/slot.rs) until it starts another one or exits,
@@ -383,14 +216,20 @@ mod with_tracing {
                 let reasons: Vec<(String, String)> = log
                     .events_with("task cancelled")
                     .into_iter()
-                    .map(|(f, span)| {
-                        let id =
-                            f.0.get("task_id")
-                                .cloned()
-                                .or_else(|| span.and_then(|s| s.0.get("task_id").cloned()))
-                                .unwrap_or_default();
-                        (id, f.0.get("reason").cloned().unwrap_or_default())
-                    })
+                    .map(
+                        |EventRec {
+                             fields: f,
+                             span_fields: span,
+                             ..
+                         }| {
+                            let id =
+                                f.0.get("task_id")
+                                    .cloned()
+                                    .or_else(|| span.and_then(|s| s.0.get("task_id").cloned()))
+                                    .unwrap_or_default();
+                            (id, f.0.get("reason").cloned().unwrap_or_default())
+                        },
+                    )
                     .collect();
                 assert_eq!(
                     reasons,
@@ -422,7 +261,9 @@ mod with_tracing {
                 let rejected = log.events_with("submit rejected");
                 let reasons: Vec<_> = rejected
                     .iter()
-                    .map(|(f, _)| f.0.get("reason").cloned().unwrap_or_default())
+                    .map(|EventRec { fields: f, .. }| {
+                        f.0.get("reason").cloned().unwrap_or_default()
+                    })
                     .collect();
                 assert_eq!(reasons, ["full"], "one event for the refused try_submit");
                 drop(group);
@@ -449,8 +290,6 @@ mod with_tracing {
                     .name("locked")
                     .process_wide(false)
                     .build();
-                let p = pool.clone();
-                *log.0.probe.lock().unwrap() = Some(Arc::new(Box::new(move || p.stats())));
                 let request = tracing::info_span!("request");
                 let mut handles = Vec::new();
                 {
@@ -460,12 +299,12 @@ mod with_tracing {
                     }
                 }
                 tokio::task::yield_now().await;
-                log.0.probing.store(true, Ordering::SeqCst);
+                let p = pool.clone();
+                log.probe(move || p.stats());
                 let cancel = pool.cancel_all();
-                log.0.probing.store(false, Ordering::SeqCst);
+                log.stop_probe();
                 cancel.await;
-                let under_lock = *log.0.closes_under_lock.lock().unwrap();
-                *log.0.probe.lock().unwrap() = None;
+                let under_lock = log.closes_under_lock();
                 for h in handles {
                     assert!(h.await.unwrap_err().is_cancelled());
                 }
@@ -492,8 +331,6 @@ mod with_tracing {
                 .name("rerun")
                 .process_wide(false)
                 .build();
-            let p = pool.clone();
-            *log.0.probe.lock().unwrap() = Some(Arc::new(Box::new(move || p.stats())));
             let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let first = current_thread();
             let r = runs.clone();
@@ -513,11 +350,11 @@ mod with_tracing {
                 tokio::task::yield_now().await; // the first run starts
                 h
             });
-            log.0.probing.store(true, Ordering::SeqCst);
+            let p = pool.clone();
+            log.probe(move || p.stats());
             drop(first); // the run is interrupted and queued again
-            log.0.probing.store(false, Ordering::SeqCst);
-            let under_lock = *log.0.currents_under_lock.lock().unwrap();
-            *log.0.probe.lock().unwrap() = None;
+            log.stop_probe();
+            let under_lock = log.currents_under_lock();
             let second = current_thread();
             let n = second.block_on(async {
                 pool.shutdown().await; // runs what is queued, here
@@ -565,8 +402,12 @@ mod with_tracing {
                 let reasons: Vec<_> = log
                     .events_with("task cancelled")
                     .into_iter()
-                    .filter(|(f, _)| f.0.get("task_id") == Some(&child.to_string()))
-                    .map(|(f, _)| f.0.get("reason").cloned().unwrap_or_default())
+                    .filter(|EventRec { fields: f, .. }| {
+                        f.0.get("task_id") == Some(&child.to_string())
+                    })
+                    .map(|EventRec { fields: f, .. }| {
+                        f.0.get("reason").cloned().unwrap_or_default()
+                    })
                     .collect();
                 assert_eq!(reasons, ["would_deadlock"]);
                 pool.shutdown().await;
@@ -598,7 +439,9 @@ mod with_tracing {
                 let reasons: Vec<_> = log
                     .events_with("submit rejected")
                     .into_iter()
-                    .map(|(f, _)| f.0.get("reason").cloned().unwrap_or_default())
+                    .map(|EventRec { fields: f, .. }| {
+                        f.0.get("reason").cloned().unwrap_or_default()
+                    })
                     .collect();
                 assert_eq!(reasons, ["closed"]);
             });
@@ -635,7 +478,7 @@ mod with_tracing {
             let reasons: Vec<_> = log
                 .events_with("task cancelled")
                 .into_iter()
-                .map(|(f, _)| f.0.get("reason").cloned().unwrap_or_default())
+                .map(|EventRec { fields: f, .. }| f.0.get("reason").cloned().unwrap_or_default())
                 .collect();
             assert_eq!(reasons, ["aborted"]);
         });
