@@ -17,20 +17,7 @@ use std::time::Duration;
 
 use nb_aiopool::{CancelReason, CommonAioPool, PoolStats, SmartAioPool};
 
-static SERIAL: std::sync::LazyLock<std::sync::Mutex<()>> =
-    std::sync::LazyLock::new(|| std::sync::Mutex::new(()));
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
+use support::{paused_runtime as current_thread, serial};
 
 /// Runs `read` on another thread; `true` if it did not return within 2 s (the caller
 /// holds the pool's lock).

@@ -704,12 +704,10 @@ fn die(rt: tokio::runtime::Runtime, death: Death) {
     }
 }
 
-/// The tests of this file run one at a time (a case at a time for the randomised ones):
-/// they start threads and runtimes of their own, and the statistical one needs the cores.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The tests of this file run one at a time (`support::serial`; a case at a time for the
+// randomised ones): they start threads and runtimes of their own, and the statistical one
+// needs the cores.
+use support::serial;
 
 fn run_case(kind: Kind, sc: Scenario) {
     let _serial = serial();

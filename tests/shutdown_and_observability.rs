@@ -13,22 +13,9 @@ use std::time::Duration;
 
 use nb_aiopool::{CancelReason, CommonAioPool};
 
-/// The tests of this file run one at a time (tracing's callsite cache, the allocation
-/// counter).
-static SERIAL: std::sync::LazyLock<std::sync::Mutex<()>> =
-    std::sync::LazyLock::new(|| std::sync::Mutex::new(()));
+mod support;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
+use support::{paused_runtime as current_thread, serial};
 
 // ----- a per-thread allocation counter ------------------------------------------------------
 

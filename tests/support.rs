@@ -6,6 +6,23 @@ use std::sync::Arc;
 
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool};
 
+/// Serialises the tests of one test binary that must not overlap (tracing's callsite
+/// cache, a global allocation counter, process-wide state); a test that panicked while
+/// holding it does not poison the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A current-thread runtime with time enabled and paused (time advances when it idles).
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 /// Counts tasks running now (entered and not yet dropped), remembers the most seen at
 /// once, and counts starts.
 #[derive(Clone, Default)]

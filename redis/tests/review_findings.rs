@@ -21,6 +21,28 @@ fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownRe
     tokio::spawn(async move { w.run().await.expect("run") })
 }
 
+/// A handler that counts its runs in `runs` and succeeds at once.
+fn counted(
+    runs: &Arc<AtomicU64>,
+) -> impl Fn(Job) -> std::future::Ready<Result<(), String>> + Send + Sync + 'static {
+    let runs = runs.clone();
+    move |_| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// A handler that counts its runs in `started` and never ends.
+fn counted_forever(
+    started: &Arc<AtomicU64>,
+) -> impl Fn(Job) -> std::future::Pending<Result<(), String>> + Send + Sync + 'static {
+    let started = started.clone();
+    move |_| {
+        started.fetch_add(1, Ordering::SeqCst);
+        std::future::pending()
+    }
+}
+
 async fn wait_dead(q: &RedisQueue, n: u64, secs: u64) {
     let q = q.clone();
     within(secs, "dead letters", async move {
@@ -232,16 +254,9 @@ async fn lease_duration_max_does_not_panic_run() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "lmax").await.unwrap();
     let ran = Arc::new(AtomicU64::new(0));
-    let r2 = ran.clone();
     let worker = Worker::builder(&server.url(), "lmax")
         .lease(Duration::MAX)
-        .task("t", move |_j: Job| {
-            let ran = r2.clone();
-            async move {
-                ran.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), String>(())
-            }
-        })
+        .task("t", counted(&ran))
         .build()
         .await
         .unwrap();
@@ -441,18 +456,10 @@ async fn shutdown_under_oom_does_not_orphan_running_jobs() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "oom").await.unwrap();
     let started = Arc::new(AtomicU64::new(0));
-    let s2 = started.clone();
     let a = Worker::builder(&server.url(), "oom")
         .concurrency(2)
         .lease(Duration::from_millis(300))
-        .task("t", move |_j: Job| {
-            let s = s2.clone();
-            async move {
-                s.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-                Ok::<(), String>(())
-            }
-        })
+        .task("t", counted_forever(&started))
         .build()
         .await
         .unwrap();
@@ -488,16 +495,9 @@ async fn shutdown_under_oom_does_not_orphan_running_jobs() {
         vec![(a.consumer_name().to_owned(), 2)]
     );
     let done = Arc::new(AtomicU64::new(0));
-    let d2 = done.clone();
     let b = Worker::builder(&server.url(), "oom")
         .lease(Duration::from_millis(300))
-        .task("t", move |_j: Job| {
-            let d = d2.clone();
-            async move {
-                d.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), String>(())
-            }
-        })
+        .task("t", counted(&done))
         .build()
         .await
         .unwrap();
@@ -527,17 +527,9 @@ async fn a_deadline_shutdown_that_releases_everything_leaves_the_group() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "leave").await.unwrap();
     let started = Arc::new(AtomicU64::new(0));
-    let s2 = started.clone();
     let a = Worker::builder(&server.url(), "leave")
         .concurrency(2)
-        .task("t", move |_j: Job| {
-            let s = s2.clone();
-            async move {
-                s.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-                Ok::<(), String>(())
-            }
-        })
+        .task("t", counted_forever(&started))
         .build()
         .await
         .unwrap();
@@ -778,16 +770,9 @@ async fn block_duration_max_reads_jobs() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "bmax2").await.unwrap();
     let ran = Arc::new(AtomicU64::new(0));
-    let r2 = ran.clone();
     let worker = Worker::builder(&server.url(), "bmax2")
         .block(Duration::MAX)
-        .task("t", move |_j: Job| {
-            let ran = r2.clone();
-            async move {
-                ran.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), String>(())
-            }
-        })
+        .task("t", counted(&ran))
         .build()
         .await
         .unwrap();
