@@ -22,9 +22,7 @@ use std::sync::Arc;
 use crate::error::TaskError;
 #[cfg(feature = "tracing")]
 use crate::error::{CancelReason, SubmitErrorKind};
-#[cfg(any(feature = "tracing", feature = "metrics"))]
-use crate::task::Outcome;
-use crate::task::TaskId;
+use crate::task::{Outcome, TaskId};
 
 // ----- on_panic --------------------------------------------------------------------------
 
@@ -211,6 +209,22 @@ impl Observer {
             ),
             #[cfg(feature = "metrics")]
             started: now,
+        }
+    }
+
+    /// A started task ended with `outcome` outside a slot's poll (its slot dropped by its
+    /// runtime): reported as [`ended`](Self::ended) reports it, inside the task's span.
+    /// Called outside the lock.
+    #[inline(always)]
+    #[cfg_attr(
+        not(any(feature = "tracing", feature = "metrics")),
+        allow(unused_variables)
+    )]
+    pub(crate) fn ended_in(&self, run: &Running, outcome: Outcome) {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            let _span = run.enter();
+            self.ended(run, outcome, None);
         }
     }
 

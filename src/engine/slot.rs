@@ -254,14 +254,20 @@ impl<J: Job> Slot<J> {
                 // here: it is counted here, and not run again; otherwise the take-over
                 // settled it already (cancelled, and counted).
                 let (woken, outcome) = run.as_mut().publish_locked();
-                if let Some(pos) = st.awaiting_poll.iter().position(|&j| j == id) {
+                let counted_here = st.awaiting_poll.iter().position(|&j| j == id);
+                if let Some(pos) = counted_here {
                     st.awaiting_poll.swap_remove(pos);
                     engine.run_ended(&mut st, id, outcome, &mut later);
                     st.ended_in_take_over.push(id);
                 }
                 drop(st);
                 woken.fire();
-                Self::report_end(engine, &mut self.obs, &run, id, outcome, error.as_deref());
+                if counted_here.is_some() {
+                    Self::report_end(engine, &mut self.obs, &run, id, outcome, error.as_deref());
+                } else {
+                    // Settled, and reported, by the take-over: only its span closes here.
+                    self.obs = Running::none();
+                }
                 drop_quietly(run);
                 engine.run_deferred(&mut later);
                 self.later = later;
@@ -548,7 +554,7 @@ impl<J: Job> Drop for Slot<J> {
                 // A future's run, cancelled above (unless an abort decided first).
                 let (woken, decided) = r.as_mut().publish_locked();
                 if let Outcome::Cancelled(reason) = decided {
-                    told = Some((*id, reason));
+                    told = Some(reason);
                 }
                 engine.run_ended(&mut st, *id, decided, &mut later);
                 st.counts.lost += u64::from(decided == lost);
@@ -587,10 +593,14 @@ impl<J: Job> Drop for Slot<J> {
             engine.fill_free(&mut st, None, &mut later);
             engine.gauges(&st);
         }
-        if let Some((id, reason)) = told {
-            // The reason counted: an abort may have decided before the runtime's end.
-            engine.observer().cancelled(id, reason);
+        if let Some(reason) = told {
+            // The reason counted (an abort may have decided before the runtime's end),
+            // reported in the task's span, as the end of a task in a slot's poll is.
+            engine
+                .observer()
+                .ended_in(&self.obs, Outcome::Cancelled(reason));
         }
+        self.obs = Running::none();
         drop(run);
         engine.run_deferred(&mut later);
     }
