@@ -168,9 +168,9 @@
 //!   `nb_aiopool_tasks_cancelled` (as [`PoolStats`] counts them); gauges
 //!   `nb_aiopool_tasks_queued` and `nb_aiopool_tasks_running` (as `PoolStats::queued` and
 //!   `running`; pools sharing a name add up, as their counters do: each moves the gauges
-//!   by its own changes); histograms `nb_aiopool_queue_wait_seconds` (accepted to started) and
-//!   `nb_aiopool_run_time_seconds` (started to ended), in seconds. A pool registers its
-//!   metrics when it is built: install the recorder before building pools.
+//!   by its own changes); histograms `nb_aiopool_queue_wait_seconds` (accepted to
+//!   started) and `nb_aiopool_run_time_seconds` (started to ended), in seconds. A pool
+//!   registers its metrics when it is built: install the recorder before building pools.
 //!
 //! Without either feature, the builders' `on_panic` (for example
 //! [`CommonAioPoolBuilder::on_panic`]) reports panics of detached tasks.

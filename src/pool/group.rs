@@ -267,8 +267,8 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         self.cancel.as_ref().is_some_and(|(t, _)| t.is_tripped())
     }
 
-    /// Waits for room in the pool. Cancel safe.
-    /// A refusal is reported to the observability features, as `try_admit`'s is.
+    /// Waits for room in the pool; a refusal is reported to the observability features,
+    /// as `try_admit`'s is. Cancel safe.
     async fn admit(&self) -> Result<(), SubmitErrorKind> {
         if self.is_tripped() {
             self.core.engine.refused(AdmitError::Closed);
@@ -430,13 +430,15 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted)),
 /// and later submits are refused with [`SubmitErrorKind::Closed`]. The failing task keeps
 /// its own result. This happens inside the pool, whether or not the group is being
-/// joined. Each call sets what fails a task submitted after it: `cancel_on_panic(true)`
-/// after `cancel_on_error(true)` makes only panics count for those tasks (the earlier ones
-/// keep counting `Err`), and either call with `false` turns both off. Turned on again
-/// while on (or switched between the two), it stays one set: a failure aborts every task
-/// submitted while it was on. Turned off, it covers no task submitted after that; turned
-/// on once more, a new set starts. A panic counts wherever the task's result reports it: in the future's `poll`,
+/// joined. A panic counts wherever the task's result reports it: in the future's `poll`,
 /// or in its `Drop` when it is dropped right after returning.
+///
+/// Each call sets what fails a task submitted after it: `cancel_on_panic(true)` after
+/// `cancel_on_error(true)` makes only panics count for those tasks (the earlier ones keep
+/// counting `Err`), and either call with `false` turns both off. Turned on again while on
+/// (or switched between the two), it stays one set: a failure aborts every task submitted
+/// while it was on. Turned off, it covers no task submitted after that; turned on once
+/// more, a new set starts.
 ///
 /// # Dropping
 ///
