@@ -432,7 +432,9 @@ impl RedisQueue {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`].
+    /// [`Error::Redis`]; also when the `submitted` or `completed` counter key holds
+    /// something other than an integer (overwritten by hand; `DEL` it to repair it).
+    /// Workers go on acknowledging jobs with such a counter, without counting them.
     ///
     /// # Cancel safety
     ///

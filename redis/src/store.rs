@@ -211,6 +211,11 @@ pub(crate) const FINISH_ARITY: usize = 8;
 /// batch unsent. The result TTL (the entry's `r` field, which anyone writing to the stream
 /// controls) is therefore read as 0 unless it is a positive number, and clamped to
 /// [`MAX_RESULT_TTL_SECS`]; the worker also re-sends a failed batch one record at a time.
+///
+/// The `completed` count is best effort: its `INCRBY`s go through `pcall`, so a counter
+/// key that holds something other than an integer (overwritten by hand) is left as it
+/// is and never stops an acknowledgement (it would make successful jobs run again and
+/// end in the dead letters); those successes are then not counted.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &r#"
@@ -245,8 +250,10 @@ while i + 7 <= #ARGV do
       if kind == 'A' then
         redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
         -- Counted with its ack, not at the end: a later record's failure stops the
-        -- script, and the re-sent record would find this one acknowledged.
-        redis.call('INCRBY', KEYS[4], 1)
+        -- script, and the re-sent record would find this one acknowledged. pcall: a
+        -- counter that cannot be incremented (not an integer) must not stop the script
+        -- before the XACK (the job would run again and end dead-lettered).
+        redis.pcall('INCRBY', KEYS[4], 1)
         done = done + 1
       elseif kind == 'R' then
         local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
@@ -269,7 +276,8 @@ if #acks > 0 then
   local n = redis.call('XACK', s, g, unpack(acks))
   redis.call('XDEL', s, unpack(acks))
   if n > 0 then
-    redis.call('INCRBY', KEYS[4], n)
+    -- pcall: as above, a broken counter is not worth an error (the acks are sent).
+    redis.pcall('INCRBY', KEYS[4], n)
   end
   done = done + n
 end
@@ -320,14 +328,15 @@ return {r[1], r[2], counts}
 
 /// KEYS: stream. ARGV: group, consumer, ids... Resets the idle time of the ids still
 /// pending under this consumer (XCLAIM JUSTID does not bump the delivery count). Returns
-/// how many were renewed.
+/// how many were renewed (0 without the group, after a purge).
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local n = 0
 for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] then
+  -- pcall: without the group (after a purge) nothing is pending, nothing to renew.
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if type(p) == 'table' and p.err == nil and p[1] and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
     n = n + 1
   end
@@ -340,10 +349,14 @@ return n
 /// KEYS: stream. ARGV: group, own consumer name, min idle ms. Deletes consumers of the
 /// group that hold nothing and were idle that long (workers that died). Consumers with
 /// pending entries are never deleted: that would make their entries unclaimable.
+/// Without the stream or the group (after a purge) it removes nothing and returns 0.
 pub(crate) static JANITOR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+-- pcall: without the stream ("no such key") or the group (NOGROUP), after a purge,
+-- there is nobody to remove.
+local cs = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(cs) ~= 'table' or cs.err then return 0 end
 local n = 0
 for _, c in ipairs(cs) do
   local h = {}
@@ -507,59 +520,79 @@ pub(crate) fn parse_read_reply(v: Value) -> Vec<RawEntry> {
     }
 }
 
-/// KEYS: stream. ARGV: group, ids... Puts each still-existing entry back at the end of
-/// the stream as a copy (same job id) and acks and deletes the original, so other workers
-/// get it at once instead of after the lease. Returns how many were released.
+/// KEYS: stream. ARGV: group, consumer, mode (`deadline` or `leftover`), ids... Puts
+/// each entry still pending under `consumer` back at the end of the stream as a copy
+/// (same job id) and acks and deletes the original, so other workers get it at once
+/// instead of after the lease. Returns how many were released.
 ///
-/// The copy carries the runs so far: its attempt count (`a`) grows by the deliveries of
-/// the released entry (from `XPENDING`; 1 if it is not pending), so the next run's
-/// `attempt()` counts the runs that were cut off and `max_deliveries` holds across
-/// releases; and it is marked interrupted (`i` = 1), so the next run's `is_redelivery()`
-/// is true. An attempt count that is not a whole number below 2^53 (written by someone
+/// An entry that is not pending under `consumer` (any more) is left alone: its lease
+/// lapsed and another worker reclaimed it (and may be running it: taking it away would
+/// make that run record nothing), or it was acknowledged already. Without the group
+/// (after a purge) nothing is pending, and nothing is released.
+///
+/// The copy carries the runs so far. `deadline` (handlers aborted at a shutdown
+/// deadline): its attempt count (`a`) grows by the deliveries of the released entry (from
+/// `XPENDING`), so the next run's `attempt()` counts the runs that were cut off and
+/// `max_deliveries` holds across releases; and it is marked interrupted (`i` = 1), so the
+/// next run's `is_redelivery()` is true. `leftover` (entries pending under the consumer
+/// that its handlers never saw, e.g. delivered by a read whose reply was lost): the last
+/// delivery did not run, so `a` grows by the deliveries before it only, and the copy is
+/// marked interrupted only if there were such deliveries (or the entry was marked
+/// already). An attempt count that is not a whole number below 2^53 (written by someone
 /// else; Lua numbers are doubles) is copied as it is.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local n = 0
-for i = 2, #ARGV do
-  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-  if #e > 0 then
-    local f = e[1][2]
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-    local d = 1
-    if p[1] then d = tonumber(p[1][4]) or 1 end
-    local args = {'XADD', KEYS[1], '*'}
-    local job, att = nil, nil
-    for j = 1, #f, 2 do
-      local k, v = f[j], f[j + 1]
-      if k == 'j' then
-        if v ~= '' then job = v end
-      elseif k == 'a' then
-        att = v
-      elseif k ~= 'i' then
-        args[#args + 1] = k
-        args[#args + 1] = v
+local deadline = ARGV[3] == 'deadline'
+for i = 4, #ARGV do
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if type(p) == 'table' and p.err == nil and #p == 1 then
+    local d = tonumber(p[1][4]) or 1
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    if #e > 0 then
+      local f = e[1][2]
+      local args = {'XADD', KEYS[1], '*'}
+      local job, att, marked = nil, nil, false
+      for j = 1, #f, 2 do
+        local k, v = f[j], f[j + 1]
+        if k == 'j' then
+          if v ~= '' then job = v end
+        elseif k == 'a' then
+          att = v
+        elseif k == 'i' then
+          marked = v == '1'
+        else
+          args[#args + 1] = k
+          args[#args + 1] = v
+        end
       end
+      -- Runs of this entry: every delivery at a deadline; at a leftover release, the
+      -- deliveries before the last one (which never ran).
+      local runs = d
+      if not deadline then runs = math.max(d - 1, 0) end
+      local a = 0
+      if att ~= nil then a = tonumber(att) end
+      if att ~= nil and (a == nil or not string.match(att, '^%d+$') or a + runs >= 2^53) then
+        -- Not a count we can add to exactly: keep it as written.
+        args[#args + 1] = 'a'
+        args[#args + 1] = att
+      else
+        args[#args + 1] = 'a'
+        args[#args + 1] = string.format('%.0f', a + runs)
+      end
+      args[#args + 1] = 'j'
+      args[#args + 1] = job or ARGV[i]
+      if marked or runs > 0 then
+        args[#args + 1] = 'i'
+        args[#args + 1] = '1'
+      end
+      redis.call(unpack(args))
+      n = n + 1
     end
-    local a = 0
-    if att ~= nil then a = tonumber(att) end
-    if att ~= nil and (a == nil or not string.match(att, '^%d+$') or a + d >= 2^53) then
-      -- Not a count we can add to exactly: keep it as written.
-      args[#args + 1] = 'a'
-      args[#args + 1] = att
-    else
-      args[#args + 1] = 'a'
-      args[#args + 1] = string.format('%.0f', a + d)
-    end
-    args[#args + 1] = 'j'
-    args[#args + 1] = job or ARGV[i]
-    args[#args + 1] = 'i'
-    args[#args + 1] = '1'
-    redis.call(unpack(args))
-    n = n + 1
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
   end
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
 end
 return n
 "#,

@@ -126,10 +126,15 @@ pub struct ShutdownReport {
     pub drained: bool,
     /// Jobs still running at the deadline: their handlers were aborted and the jobs put
     /// back in the stream (same job id; the aborted run counts as a run, see
-    /// [`JobCtx::attempt`]) for other workers.
+    /// [`JobCtx::attempt`]) for other workers. A job whose entry is no longer pending
+    /// under this consumer (its lease lapsed and another worker reclaimed it, and may be
+    /// running it) is left to that worker and not counted.
     pub released: u64,
     /// Entries found pending under this consumer after the drain (for example delivered
-    /// by a read whose reply was lost) and put back in the stream.
+    /// by a read whose reply was lost) and put back in the stream. No handler of this
+    /// worker saw them, so that delivery does not count as a run: the next run's
+    /// [`JobCtx::attempt`] and [`JobCtx::is_redelivery`] are what they would have been
+    /// without it.
     pub leftover: u64,
     /// Entries that could not be put back (Redis refused the writes, for example at
     /// `maxmemory`, or could not be reached) and stay pending under this consumer, as far
@@ -801,7 +806,9 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
             }
             Err(e) => {
                 drop(slots);
-                if e.code() == Some("NOGROUP") {
+                // UNBLOCKED: Redis 7.0 answers a read blocked on a stream that is deleted
+                // meanwhile (a purge) with "UNBLOCKED the stream key no longer exists".
+                if matches!(e.code(), Some("NOGROUP") | Some("UNBLOCKED")) {
                     // The stream or group vanished (Redis restarted without persistence,
                     // or the queue was purged): recreate and go on.
                     let mut c = inner.conn.clone();
@@ -1050,7 +1057,7 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
                 })
                 .collect()
         };
-        report.released = release(inner, &mut conn, &ids).await;
+        report.released = release(inner, &mut conn, &ids, Release::Deadline).await;
     }
     // Everything finished so far is written before the pending list is read.
     let (f_tx, f_rx) = oneshot::channel();
@@ -1087,7 +1094,7 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
         if ids.is_empty() {
             break;
         }
-        let n = release(inner, &mut conn, &ids).await;
+        let n = release(inner, &mut conn, &ids, Release::Leftover).await;
         report.leftover += n;
         unreleased += (ids.len() as u64).saturating_sub(n);
         if ids.len() < PENDING_PAGE {
@@ -1118,11 +1125,30 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
     report
 }
 
-async fn release(inner: &Inner, conn: &mut ConnectionManager, ids: &[String]) -> u64 {
+/// Why entries are released (see [`store::RELEASE`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Release {
+    /// Handlers aborted at a shutdown deadline: their runs count, and the copies are
+    /// marked interrupted.
+    Deadline,
+    /// Entries pending under the consumer that no handler saw: their last delivery did
+    /// not run, and does not count.
+    Leftover,
+}
+
+/// Releases the entries of `ids` still pending under this consumer (those reclaimed by
+/// another worker meanwhile are left alone); returns how many were put back.
+async fn release(inner: &Inner, conn: &mut ConnectionManager, ids: &[String], why: Release) -> u64 {
     let mut n = 0;
     for chunk in ids.chunks(500) {
         let mut inv = store::RELEASE.prepare_invoke();
-        inv.key(&inner.keys.stream).arg(GROUP);
+        inv.key(&inner.keys.stream)
+            .arg(GROUP)
+            .arg(&inner.consumer)
+            .arg(match why {
+                Release::Deadline => "deadline",
+                Release::Leftover => "leftover",
+            });
         for id in chunk {
             inv.arg(id);
         }

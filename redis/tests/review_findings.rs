@@ -1,4 +1,5 @@
-//! Findings 8–20 of RELIABILITY.md: a review of e5dd07b; each test failed there.
+//! Findings 8–26 of RELIABILITY.md: 8–20 from a review of e5dd07b, 21–26 from review r8
+//! (of 99872d6, e5dd07b, bebf983, b9dc5cc, 0c121cd); each test failed there.
 
 mod support;
 
@@ -787,4 +788,318 @@ async fn block_duration_max_reads_jobs() {
     // The read now blocks (about) for ever: a stop waits for it, so drop the run instead.
     run.abort();
     let _ = run.await;
+}
+
+// ---- Findings 21–30 (review r8) ----
+
+/// Finding 24 (review r8). Finding 7's sibling: FINISH reads XPENDING through pcall so that a job in flight
+/// across `purge()` reports no NOGROUP error, but the lease keeper's RENEW script calls
+/// XPENDING with redis.call: every lease/3 while the job still runs (and the read loop,
+/// blocked on the purged key, has not recreated the group) the worker reports
+/// "NOGROUP" to `on_error` and `stats().errors`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_a_lease_across_a_purge_reports_no_error() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "pr").await.unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicU64::new(0));
+    let (g2, r2) = (gate.clone(), runs.clone());
+    let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let e2 = errors.clone();
+    let worker = Worker::builder(&url, "pr")
+        .concurrency(1)
+        .on_error(move |e| e2.lock().unwrap().push(e.to_string()))
+        .lease(Duration::from_millis(150))
+        // As in a_job_in_flight_across_a_purge_reports_no_error: the read loop stays
+        // blocked on the purged key.
+        .block(Duration::from_secs(5))
+        .task("t", move |n: u64| {
+            let gate = g2.clone();
+            let runs = r2.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                Ok::<u64, String>(n)
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    queue.submit("t", &1u64).await.unwrap();
+    let run = spawn_run(&worker);
+    eventually(10, "the job runs", || runs.load(Ordering::SeqCst) == 1).await;
+    queue.purge().await.unwrap();
+    // A few renewals (every 50 ms) while the job still runs.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    gate.notify_one();
+    eventually(10, "its record written", || worker.stats().held == 0).await;
+    let w = worker.stats();
+    worker.shutdown().await;
+    run.await.unwrap();
+    let errors = errors.lock().unwrap().clone();
+    assert_eq!(w.errors, 0, "{w:?}; first error {:?}", errors.first());
+}
+
+/// Finding 21 (review r8). RELEASE (at a shutdown deadline) copies and acknowledges the entries of the handlers
+/// it aborted without checking that they are still pending under this consumer (RENEW
+/// checks it). If the lease lapsed and another worker reclaimed the entry and is running
+/// it, the stopping worker steals it: the job is queued a third time, and the other
+/// worker's run (a success here) records nothing, since its entry is no longer pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_release_does_not_steal_an_entry_another_worker_reclaimed() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "steal").await.unwrap();
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
+    let a = Worker::builder(&url, "steal")
+        .concurrency(1)
+        .task("t", move |_n: u64| {
+            s2.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<(), String>>()
+        })
+        .build()
+        .await
+        .unwrap();
+    let run_a = spawn_run(&a);
+    let id = queue.submit("t", &1u64).await.unwrap();
+    eventually(5, "A runs the job", || started.load(Ordering::SeqCst) == 1).await;
+    // Another worker ("b") reclaims the entry after A's lease lapsed (a stall), as
+    // XAUTOCLAIM in RECLAIM does; b is running it now.
+    let mut c = server.conn();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(stream_key("steal"))
+        .arg("workers")
+        .arg("b")
+        .arg(0)
+        .arg(&id)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        pending_per_consumer(&mut c, "steal"),
+        vec![("b".to_owned(), 1)]
+    );
+    let report = within(
+        10,
+        "shutdown A",
+        a.shutdown_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    run_a.await.unwrap();
+    let xlen: u64 = redis::cmd("XLEN")
+        .arg(stream_key("steal"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        (pending_per_consumer(&mut c, "steal"), xlen),
+        (vec![("b".to_owned(), 1)], 1),
+        "A's shutdown took b's entry away (b's run will record nothing) and queued a copy; \
+         report {report:?}"
+    );
+}
+
+/// Finding 22 (review r8). Finding 6's fix counts a success with a result (INCRBY completed) *before* it
+/// acknowledges the entry. If that counter cannot be incremented (the key holds
+/// something that is not an integer), the script stops there with the entry pending:
+/// a job whose every run succeeded is run again after each lease and finally
+/// dead-lettered, and wait_result says JobFailed. Plain acks are not affected (their
+/// INCRBY comes after their XACK), and before e5dd07b the count came last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_completed_counter_does_not_dead_letter_successful_jobs() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "cnt").await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("nbq:{cnt}:completed")
+        .arg("reset by hand")
+        .query(&mut server.conn())
+        .unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r2 = runs.clone();
+    let worker = Worker::builder(&url, "cnt")
+        .lease(Duration::from_millis(200))
+        .max_deliveries(2)
+        .task("t", move |n: u64| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<u64, String>(n + 1))
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    let id = queue
+        .submit_with_result("t", &41u64, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let got = queue.wait_result::<u64>(&id, Duration::from_secs(5)).await;
+    // Let any further reclaim show (a few leases), then read the result again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = queue.wait_result::<u64>(&id, Duration::from_secs(1)).await;
+    // (stats() itself fails on the broken counter: read the dead letters directly.)
+    let dead = queue.dead_letters(10).await.unwrap();
+    let w = worker.stats();
+    worker.shutdown().await;
+    run.await.unwrap();
+    assert!(
+        matches!((&got, &again), (Ok(42), Ok(42)))
+            && dead.is_empty()
+            && runs.load(Ordering::SeqCst) == 1,
+        "wait_result {got:?}, then {again:?}; runs {}; dead letters {dead:?}; worker {w:?}",
+        runs.load(Ordering::SeqCst)
+    );
+}
+
+/// Finding 23 (review r8). b9dc5cc made every released copy count the released entry's deliveries as runs and
+/// carry the interrupted marker, including the *leftover* releases of a graceful
+/// `shutdown()`: entries pending under the consumer that its handlers never saw ("for
+/// example delivered by a read whose reply was lost", ShutdownReport::leftover). Such a
+/// job never ran, yet its next run sees attempt() == 2 and is_redelivery() (documented
+/// for runs cut off at a shutdown_timeout deadline), and with max_deliveries(1) it is
+/// dead-lettered ("delivered 1 times without an acknowledgement") without ever running.
+/// Before b9dc5cc the leftover copy kept its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_that_never_ran_is_not_counted_as_a_run() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "lo").await.unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<(u64, bool)>>> = Arc::default();
+    let build = |seen: Arc<std::sync::Mutex<Vec<(u64, bool)>>>| {
+        Worker::builder(&url, "lo")
+            .max_deliveries(1)
+            .task_with_ctx("t", move |_n: u64, ctx: nb_aiopool_redis::JobCtx| {
+                seen.lock()
+                    .unwrap()
+                    .push((ctx.attempt(), ctx.is_redelivery()));
+                std::future::ready(Ok::<(), String>(()))
+            })
+            .build()
+    };
+    let a = build(seen.clone()).await.unwrap();
+    queue.submit("t", &1u64).await.unwrap();
+    // A read under A's consumer whose reply A never got (a lost reply).
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg(a.consumer_name())
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(stream_key("lo"))
+        .arg(">")
+        .query(&mut server.conn())
+        .unwrap();
+    let run_a = spawn_run(&a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = within(10, "shutdown A", a.shutdown()).await;
+    run_a.await.unwrap();
+    assert_eq!(report.leftover, 1, "{report:?}");
+    assert!(seen.lock().unwrap().is_empty(), "A never saw the entry");
+    let b = build(seen.clone()).await.unwrap();
+    let run_b = spawn_run(&b);
+    let t = std::time::Instant::now();
+    while seen.lock().unwrap().is_empty() && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = queue.dead_letters(10).await.unwrap();
+    b.shutdown().await;
+    run_b.await.unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![(1, false)],
+        "the job's only run (attempt, is_redelivery); dead letters {dead:?}"
+    );
+}
+
+/// Finding 26 (review r8). Finding 7's sibling, the read loop: on Redis 7.0.15 a blocked `XREADGROUP` on a
+/// stream that `purge()` deletes is answered "UNBLOCKED the stream key no longer exists",
+/// which the read loop reports as a Redis error (it handles only NOGROUP quietly, and
+/// recreates the group on the next read): every idle worker reports an error after a
+/// purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_reports_no_error_after_a_purge() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "pi").await.unwrap();
+    let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let e2 = errors.clone();
+    let worker = Worker::builder(&url, "pi")
+        .block(Duration::from_secs(2))
+        .on_error(move |e| e2.lock().unwrap().push(e.to_string()))
+        .task("t", |_n: u64| std::future::ready(Ok::<(), String>(())))
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue.purge().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The worker goes on: a job submitted now runs.
+    let id = queue
+        .submit_with_result("t", &1u64, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let r = queue.wait_result::<()>(&id, Duration::from_secs(5)).await;
+    worker.shutdown().await;
+    run.await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(*errors.lock().unwrap(), Vec::<String>::new());
+}
+
+/// Finding 25 (review r8). Finding 7's sibling, the janitor: after `purge()` (stream key gone), while the read
+/// loop waits for a slot (the only one is held by a running job) and so does not
+/// recreate the group, JANITOR's `XINFO CONSUMERS` answers "ERR no such key", which the
+/// maintenance task reports (it filters only NOGROUP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_janitor_after_a_purge_reports_no_error() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "pj").await.unwrap();
+    let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let e2 = errors.clone();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicU64::new(0));
+    let (g2, r2) = (gate.clone(), runs.clone());
+    let worker = Worker::builder(&url, "pj")
+        .concurrency(1)
+        // Janitor every 10 leases: 300 ms.
+        .lease(Duration::from_millis(30))
+        .promote_interval(Duration::from_millis(20))
+        .on_error(move |e| e2.lock().unwrap().push(e.to_string()))
+        .task("t", move |_n: u64| {
+            let gate = g2.clone();
+            let runs = r2.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    queue.submit("t", &1u64).await.unwrap();
+    let run = spawn_run(&worker);
+    eventually(10, "the job runs", || runs.load(Ordering::SeqCst) == 1).await;
+    queue.purge().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    gate.notify_one();
+    worker.shutdown().await;
+    run.await.unwrap();
+    let errors = errors.lock().unwrap().clone();
+    let janitor: Vec<&String> = errors
+        .iter()
+        .filter(|e| e.contains("no such key"))
+        .collect();
+    assert!(
+        janitor.is_empty(),
+        "{janitor:?} ({} errors in all, the others: {:?})",
+        errors.len(),
+        errors
+            .iter()
+            .filter(|e| !e.contains("no such key"))
+            .take(1)
+            .collect::<Vec<_>>()
+    );
 }
