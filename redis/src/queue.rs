@@ -115,6 +115,7 @@ pub struct QueueBuilder {
     name: String,
     max_len: u64,
     response_timeout: Duration,
+    create: bool,
 }
 
 /// A snapshot of a queue's state, from [`RedisQueue::stats`].
@@ -190,7 +191,19 @@ impl QueueBuilder {
         self
     }
 
-    /// Connects, and creates the stream and consumer group if they do not exist yet.
+    /// Whether [`connect`](Self::connect) creates the stream and consumer group when they
+    /// do not exist yet. Default: true. Pass false for a handle that only reads
+    /// ([`RedisQueue::stats`], [`RedisQueue::dead_letters`]), so that inspecting a queue
+    /// that does not exist (a misspelled name) creates nothing: its figures are all 0.
+    /// Submitting through such a handle still works (the first submit creates the
+    /// stream; workers create the group, from id 0, when they are built).
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Connects, and (unless [`create(false)`](Self::create)) creates the stream and
+    /// consumer group if they do not exist yet.
     ///
     /// # Errors
     ///
@@ -203,7 +216,9 @@ impl QueueBuilder {
     pub async fn connect(self) -> Result<RedisQueue, Error> {
         let keys = Keys::new(&self.name)?;
         let (_client, mut conn) = store::connect(&self.url, self.response_timeout).await?;
-        store::ensure_group(&mut conn, &keys).await?;
+        if self.create {
+            store::ensure_group(&mut conn, &keys).await?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(submitter(keys.clone(), conn.clone(), self.max_len, rx));
         Ok(RedisQueue {
@@ -243,6 +258,7 @@ impl RedisQueue {
             name: name.to_owned(),
             max_len: 0,
             response_timeout: Duration::from_secs(5),
+            create: true,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Findings 8–26 of RELIABILITY.md: 8–20 from a review of e5dd07b, 21–26 from review r8
+//! Findings 8–30 of RELIABILITY.md: 8–20 from a review of e5dd07b, 21–30 from review r8
 //! (of 99872d6, e5dd07b, bebf983, b9dc5cc, 0c121cd); each test failed there.
 
 mod support;
@@ -792,6 +792,20 @@ async fn block_duration_max_reads_jobs() {
 
 // ---- Findings 21–30 (review r8) ----
 
+fn cli_run(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Finding 24 (review r8). Finding 7's sibling: FINISH reads XPENDING through pcall so that a job in flight
 /// across `purge()` reports no NOGROUP error, but the lease keeper's RENEW script calls
 /// XPENDING with redis.call: every lease/3 while the job still runs (and the read loop,
@@ -950,6 +964,38 @@ async fn a_broken_completed_counter_does_not_dead_letter_successful_jobs() {
     );
 }
 
+/// Finding 27 (review r8). README: errors such as an unknown dead-letter id "print one line and exit with
+/// status 1". `requeue <unknown id>` prints two lines.
+#[tokio::test]
+async fn cli_requeue_of_an_unknown_id_is_one_line() {
+    let server = RedisServer::start();
+    let (code, _, err) = cli_run(&server.url(), &["q", "requeue", "9-9"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err:?}");
+}
+
+/// Finding 29 (review r8). `dead --count 0` prints "no dead letters" while the queue has dead letters
+/// (dead_letters(0) lists none since finding 18's fix, and the CLI reads that as empty).
+#[tokio::test]
+async fn cli_dead_count_zero_does_not_claim_there_are_none() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let _q = RedisQueue::connect(&url, "dz").await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(dead_key("dz"))
+        .arg("*")
+        .arg(&[
+            "j", "1-1", "t", "t", "p", "1", "a", "5", "r", "0", "reason", "x", "at", "1",
+        ])
+        .query(&mut server.conn())
+        .unwrap();
+    let (code, out, err) = cli_run(&url, &["dz", "dead", "--count", "0"]);
+    assert!(
+        !out.contains("no dead letters"),
+        "status {code:?}, stdout {out:?}, stderr {err:?} (the queue has 1 dead letter)"
+    );
+}
+
 /// Finding 23 (review r8). b9dc5cc made every released copy count the released entry's deliveries as runs and
 /// carry the interrupted marker, including the *leftover* releases of a graceful
 /// `shutdown()`: entries pending under the consumer that its handlers never saw ("for
@@ -1010,6 +1056,22 @@ async fn a_leftover_that_never_ran_is_not_counted_as_a_run() {
         vec![(1, false)],
         "the job's only run (attempt, is_redelivery); dead letters {dead:?}"
     );
+}
+
+/// Finding 28 (review r8). README: "a `--watch` interval that is not a positive number of seconds" prints one
+/// line and exits with status 1. `--watch abc` (or `--watch -1`) is refused by clap
+/// instead: status 2 and a usage block.
+#[tokio::test]
+async fn cli_watch_that_is_not_a_number_is_one_line_and_status_1() {
+    let server = RedisServer::start();
+    for bad in ["abc", "-1"] {
+        let (code, _, err) = cli_run(&server.url(), &["q", "stats", "--watch", bad]);
+        assert_eq!(
+            (code, err.lines().count()),
+            (Some(1), 1),
+            "--watch {bad}: stderr {err:?}"
+        );
+    }
 }
 
 /// Finding 26 (review r8). Finding 7's sibling, the read loop: on Redis 7.0.15 a blocked `XREADGROUP` on a
@@ -1101,5 +1163,22 @@ async fn the_janitor_after_a_purge_reports_no_error() {
             .filter(|e| !e.contains("no such key"))
             .take(1)
             .collect::<Vec<_>>()
+    );
+}
+
+/// Finding 30 (review r8). The CLI's `stats` and `dead` only read, but they connect with `RedisQueue::connect`,
+/// which creates the stream and consumer group: inspecting a misspelled queue name
+/// creates that queue (and shows all zeros instead of saying there is no such queue).
+#[tokio::test]
+async fn cli_stats_of_a_queue_that_does_not_exist_creates_nothing() {
+    let server = RedisServer::start();
+    let (code, out, err) = cli_run(&server.url(), &["emials", "stats"]);
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(stream_key("emials"))
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(
+        exists, 0,
+        "`stats` created the queue's stream; status {code:?}, stdout {out:?}, stderr {err:?}"
     );
 }

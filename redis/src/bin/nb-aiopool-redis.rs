@@ -32,8 +32,10 @@ enum Command {
     /// Counts: waiting, in flight (per consumer), delayed retries, dead, totals.
     Stats {
         /// Print again every SECS seconds, with completion and submission rates.
-        #[arg(long, value_name = "SECS")]
-        watch: Option<f64>,
+        // A string, checked by `run`: a bad value is one line and status 1, as the README
+        // says, not clap's usage block (and `-1` is a value, not an option).
+        #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
+        watch: Option<String>,
         /// With --watch: stop after N prints (default: until interrupted).
         #[arg(long, value_name = "N")]
         iterations: Option<u64>,
@@ -68,25 +70,44 @@ fn print_stats(s: &QueueStats, rates: Option<(f64, f64)>) {
     }
 }
 
+/// The `--watch` interval: a positive number of seconds that fits a `Duration`.
+fn parse_watch(secs: &str) -> Result<Duration, String> {
+    match secs
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| ())
+        .and_then(|f| Duration::try_from_secs_f64(f).map_err(|_| ()))
+    {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "--watch must be a positive number of seconds (at most {}), got {secs}",
+            u64::MAX
+        )),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
-    let queue = RedisQueue::connect(&cli.url, &cli.queue)
+    // Bad values are refused before connecting (and before anything is printed).
+    let every = match &cli.command {
+        Command::Stats {
+            watch: Some(secs), ..
+        } => Some(parse_watch(secs)?),
+        _ => None,
+    };
+    if let Command::Dead { count: 0 } = cli.command {
+        // dead_letters(0) lists none: "no dead letters" would not be true.
+        return Err("--count must be at least 1".into());
+    }
+    // `stats` and `dead` only read: they must not create the stream and group of a
+    // queue that does not exist (a misspelled name). `requeue` writes anyway.
+    let create = matches!(cli.command, Command::Requeue { .. });
+    let queue = RedisQueue::builder(&cli.url, &cli.queue)
+        .create(create)
+        .connect()
         .await
         .map_err(|e| e.to_string())?;
     match cli.command {
-        Command::Stats { watch, iterations } => {
-            // Checked before anything is printed.
-            let every = match watch {
-                None => None,
-                Some(secs) => match Duration::try_from_secs_f64(secs) {
-                    Ok(d) if !d.is_zero() => Some(d),
-                    _ => {
-                        return Err(format!(
-                            "--watch must be a positive number of seconds (at most {}), got {secs}",
-                            u64::MAX
-                        ))
-                    }
-                },
-            };
+        Command::Stats { iterations, .. } => {
             let mut prev = queue.stats().await.map_err(|e| e.to_string())?;
             print_stats(&prev, None);
             let Some(every) = every else { return Ok(()) };
@@ -123,18 +144,16 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else if ids.is_empty() {
                 return Err("give dead-letter ids or --all".into());
             } else {
-                let mut missing = 0;
+                // The ids not found are named in one error line at the end.
+                let mut missing = Vec::new();
                 for id in &ids {
                     match queue.requeue(id).await.map_err(|e| e.to_string())? {
                         Some(new) => println!("{id} -> {new}"),
-                        None => {
-                            eprintln!("{id}: no such dead letter");
-                            missing += 1;
-                        }
+                        None => missing.push(id.as_str()),
                     }
                 }
-                if missing > 0 {
-                    return Err(format!("{missing} id(s) not found"));
+                if !missing.is_empty() {
+                    return Err(format!("no such dead letter: {}", missing.join(", ")));
                 }
             }
         }
