@@ -138,7 +138,7 @@ pub(crate) async fn ensure_group(conn: &mut ConnectionManager, keys: &Keys) -> R
 /// KEYS: stream, delayed, submitted. ARGV: max_len (0 = none), then triples of task,
 /// payload, result ttl (0 = no result). Adds the jobs in order while the queue holds fewer
 /// than `max_len` unfinished jobs (waiting, in flight or delayed) and returns, per job,
-/// its entry id or nil (full).
+/// its entry id or nil (full). The `submitted` count is best effort (`pcall`).
 pub(crate) static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -165,7 +165,9 @@ while i + 2 <= #ARGV do
   i = i + 3
 end
 if added > 0 then
-  redis.call('INCRBY', KEYS[3], added)
+  -- Best effort, as FINISH's counts: a `submitted` key someone broke must not make a
+  -- submit whose jobs were added report an error (a retry would add them again).
+  redis.pcall('INCRBY', KEYS[3], added)
 end
 return out
 "#,

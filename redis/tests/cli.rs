@@ -2,23 +2,12 @@
 
 mod support;
 
-use std::process::Command;
-
 use nb_aiopool_redis::RedisQueue;
 use support::*;
 
 fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, out, err) = cli_run(url, args);
+    (code == Some(0), out, err)
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -427,20 +426,16 @@ async fn a_released_job_is_seen_as_a_redelivery() {
 #[tokio::test]
 async fn cli_watch_with_a_huge_interval_is_a_clear_error() {
     let server = RedisServer::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
-        .arg("--url")
-        .arg(server.url())
-        .args(["q", "stats", "--watch", "1e300", "--iterations", "2"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = cli_run(
+        &server.url(),
+        &["q", "stats", "--watch", "1e300", "--iterations", "2"],
+    );
     assert!(
         !stderr.contains("panicked"),
-        "status {:?}, stderr: {stderr}",
-        out.status.code()
+        "status {code:?}, stderr: {stderr}"
     );
     // As the README promises for bad input: one line, status 1.
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(code, Some(1), "stderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--watch"), "{stderr}");
 }
@@ -792,21 +787,8 @@ async fn block_duration_max_reads_jobs() {
 
 // ---- Findings 21–30 (review r8) ----
 
-fn cli_run(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Finding 24 (review r8). Finding 7's sibling: FINISH reads XPENDING through pcall so that a job in flight
+/// Finding 24 (review r8).
+/// Finding 7's sibling: FINISH reads XPENDING through pcall so that a job in flight
 /// across `purge()` reports no NOGROUP error, but the lease keeper's RENEW script calls
 /// XPENDING with redis.call: every lease/3 while the job still runs (and the read loop,
 /// blocked on the purged key, has not recreated the group) the worker reports
@@ -855,7 +837,8 @@ async fn renewing_a_lease_across_a_purge_reports_no_error() {
     assert_eq!(w.errors, 0, "{w:?}; first error {:?}", errors.first());
 }
 
-/// Finding 21 (review r8). RELEASE (at a shutdown deadline) copies and acknowledges the entries of the handlers
+/// Finding 21 (review r8).
+/// RELEASE (at a shutdown deadline) copies and acknowledges the entries of the handlers
 /// it aborted without checking that they are still pending under this consumer (RENEW
 /// checks it). If the lease lapsed and another worker reclaimed the entry and is running
 /// it, the stopping worker steals it: the job is queued a third time, and the other
@@ -913,7 +896,8 @@ async fn a_deadline_release_does_not_steal_an_entry_another_worker_reclaimed() {
     );
 }
 
-/// Finding 22 (review r8). Finding 6's fix counts a success with a result (INCRBY completed) *before* it
+/// Finding 22 (review r8).
+/// Finding 6's fix counts a success with a result (INCRBY completed) *before* it
 /// acknowledges the entry. If that counter cannot be incremented (the key holds
 /// something that is not an integer), the script stops there with the entry pending:
 /// a job whose every run succeeded is run again after each lease and finally
@@ -964,7 +948,8 @@ async fn a_broken_completed_counter_does_not_dead_letter_successful_jobs() {
     );
 }
 
-/// Finding 27 (review r8). README: errors such as an unknown dead-letter id "print one line and exit with
+/// Finding 27 (review r8).
+/// README: errors such as an unknown dead-letter id "print one line and exit with
 /// status 1". `requeue <unknown id>` prints two lines.
 #[tokio::test]
 async fn cli_requeue_of_an_unknown_id_is_one_line() {
@@ -974,7 +959,8 @@ async fn cli_requeue_of_an_unknown_id_is_one_line() {
     assert_eq!(err.lines().count(), 1, "stderr: {err:?}");
 }
 
-/// Finding 29 (review r8). `dead --count 0` prints "no dead letters" while the queue has dead letters
+/// Finding 29 (review r8).
+/// `dead --count 0` prints "no dead letters" while the queue has dead letters
 /// (dead_letters(0) lists none since finding 18's fix, and the CLI reads that as empty).
 #[tokio::test]
 async fn cli_dead_count_zero_does_not_claim_there_are_none() {
@@ -996,7 +982,8 @@ async fn cli_dead_count_zero_does_not_claim_there_are_none() {
     );
 }
 
-/// Finding 23 (review r8). b9dc5cc made every released copy count the released entry's deliveries as runs and
+/// Finding 23 (review r8).
+/// b9dc5cc made every released copy count the released entry's deliveries as runs and
 /// carry the interrupted marker, including the *leftover* releases of a graceful
 /// `shutdown()`: entries pending under the consumer that its handlers never saw ("for
 /// example delivered by a read whose reply was lost", ShutdownReport::leftover). Such a
@@ -1058,7 +1045,8 @@ async fn a_leftover_that_never_ran_is_not_counted_as_a_run() {
     );
 }
 
-/// Finding 28 (review r8). README: "a `--watch` interval that is not a positive number of seconds" prints one
+/// Finding 28 (review r8).
+/// README: "a `--watch` interval that is not a positive number of seconds" prints one
 /// line and exits with status 1. `--watch abc` (or `--watch -1`) is refused by clap
 /// instead: status 2 and a usage block.
 #[tokio::test]
@@ -1074,7 +1062,8 @@ async fn cli_watch_that_is_not_a_number_is_one_line_and_status_1() {
     }
 }
 
-/// Finding 26 (review r8). Finding 7's sibling, the read loop: on Redis 7.0.15 a blocked `XREADGROUP` on a
+/// Finding 26 (review r8).
+/// Finding 7's sibling, the read loop: on Redis 7.0.15 a blocked `XREADGROUP` on a
 /// stream that `purge()` deletes is answered "UNBLOCKED the stream key no longer exists",
 /// which the read loop reports as a Redis error (it handles only NOGROUP quietly, and
 /// recreates the group on the next read): every idle worker reports an error after a
@@ -1109,7 +1098,8 @@ async fn an_idle_worker_reports_no_error_after_a_purge() {
     assert_eq!(*errors.lock().unwrap(), Vec::<String>::new());
 }
 
-/// Finding 25 (review r8). Finding 7's sibling, the janitor: after `purge()` (stream key gone), while the read
+/// Finding 25 (review r8).
+/// Finding 7's sibling, the janitor: after `purge()` (stream key gone), while the read
 /// loop waits for a slot (the only one is held by a running job) and so does not
 /// recreate the group, JANITOR's `XINFO CONSUMERS` answers "ERR no such key", which the
 /// maintenance task reports (it filters only NOGROUP).
@@ -1166,7 +1156,8 @@ async fn the_janitor_after_a_purge_reports_no_error() {
     );
 }
 
-/// Finding 30 (review r8). The CLI's `stats` and `dead` only read, but they connect with `RedisQueue::connect`,
+/// Finding 30 (review r8).
+/// The CLI's `stats` and `dead` only read, but they connect with `RedisQueue::connect`,
 /// which creates the stream and consumer group: inspecting a misspelled queue name
 /// creates that queue (and shows all zeros instead of saying there is no such queue).
 #[tokio::test]
@@ -1181,4 +1172,37 @@ async fn cli_stats_of_a_queue_that_does_not_exist_creates_nothing() {
         exists, 0,
         "`stats` created the queue's stream; status {code:?}, stdout {out:?}, stderr {err:?}"
     );
+}
+
+/// Finding 31 (noticed while fixing 22): a `submitted` counter someone overwrote with a
+/// non-integer made every submit fail after its jobs were added (SUBMIT's `INCRBY` came
+/// last and was not guarded), so a caller retrying the submit added the job again. The
+/// count is best effort now: the submit succeeds, once, and the job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_submitted_counter_does_not_fail_a_submit_whose_jobs_were_added() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "subc").await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("nbq:{subc}:submitted")
+        .arg("reset by hand")
+        .query(&mut server.conn())
+        .unwrap();
+    let r = queue.submit("t", &Job { n: 1 }).await;
+    assert!(r.is_ok(), "the job was added, yet the submit said {r:?}");
+    let len: u64 = redis::cmd("XLEN")
+        .arg(stream_key("subc"))
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(len, 1, "one job in the stream");
+    let ran = Arc::new(AtomicU64::new(0));
+    let worker = Worker::builder(&url, "subc")
+        .task("t", counted(&ran))
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    eventually(5, "the job runs", || ran.load(Ordering::SeqCst) == 1).await;
+    worker.shutdown().await;
+    run.await.unwrap();
 }

@@ -232,3 +232,18 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     })
     .await
 }
+
+/// Runs the `nb-aiopool-redis` CLI against `url`: (exit status, stdout, stderr).
+pub fn cli_run(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
