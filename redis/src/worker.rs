@@ -1,6 +1,6 @@
 //! The consumer side: [`Worker`] and its builder.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -130,11 +130,12 @@ pub struct ShutdownReport {
     /// under this consumer (its lease lapsed and another worker reclaimed it, and may be
     /// running it) is left to that worker and not counted.
     pub released: u64,
-    /// Entries found pending under this consumer after the drain (for example delivered
-    /// by a read whose reply was lost) and put back in the stream. No handler of this
-    /// worker saw them, so that delivery does not count as a run: the next run's
-    /// [`JobCtx::attempt`] and [`JobCtx::is_redelivery`] are what they would have been
-    /// without it.
+    /// Entries found pending under this consumer after the drain and put back in the
+    /// stream. Delivered by a read whose reply was lost, no handler saw them, so that
+    /// delivery does not count as a run: the next run's [`JobCtx::attempt`] and
+    /// [`JobCtx::is_redelivery`] are what they would have been without it. Run here, with a
+    /// record that could not be written (a retry or dead letter Redis refused), that run
+    /// counts, as at a deadline.
     pub leftover: u64,
     /// Entries that could not be put back (Redis refused the writes, for example at
     /// `maxmemory`, or could not be reached) and stay pending under this consumer, as far
@@ -236,6 +237,10 @@ struct Inner {
     slots: Arc<Semaphore>,
     pool: CommonAioPool,
     running: Mutex<HashMap<String, AbortHandle>>,
+    /// Entries whose handler ran here and whose record is not written yet (the acker
+    /// removes them once it is, or once their group is gone): if one is still pending at
+    /// shutdown, its run counts when it is put back (see [`Release`]).
+    ran_unrecorded: Mutex<HashSet<String>>,
     stop: watch::Sender<Stop>,
     done: watch::Sender<Option<ShutdownReport>>,
     state: AtomicU8,
@@ -640,6 +645,11 @@ impl Inner {
             if !mine {
                 return; // released by a shutdown deadline meanwhile
             }
+            inner
+                .ran_unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.sid.clone());
             let runs = job.attempt.saturating_add(job.deliveries);
             let fields = match out {
                 Ok(Ok(json)) => {
@@ -842,20 +852,37 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = finish(&inner, &mut conn, &batch).await {
-                // NOGROUP: the entries are gone with their group; nothing left to
-                // acknowledge. Any other error came from one record the script could not
-                // apply, and stopped it there, before the batch's plain acks: send each
-                // record alone, so that the bad one fails alone. Records applied before
-                // the error are applied once: sent again, they record nothing.
-                let split = batch.len() > 1 && e.code() != Some("NOGROUP");
-                inner.report(&Error::Redis(e));
-                if split {
-                    for r in &batch {
-                        if let Err(e) = finish(&inner, &mut conn, std::slice::from_ref(r)).await {
-                            inner.report(&Error::Redis(e));
+            // The records written (or whose entries went with their group).
+            let mut done: Vec<&Record> = Vec::with_capacity(batch.len());
+            match finish(&inner, &mut conn, &batch).await {
+                Ok(()) => done.extend(&batch),
+                Err(e) => {
+                    // NOGROUP: the entries are gone with their group; nothing left to
+                    // acknowledge. Any other error came from one record the script could
+                    // not apply, and stopped it there, before the batch's plain acks: send
+                    // each record alone, so that the bad one fails alone. Records applied
+                    // before the error are applied once: sent again, they record nothing.
+                    let nogroup = e.code() == Some("NOGROUP");
+                    inner.report(&Error::Redis(e));
+                    if nogroup {
+                        done.extend(&batch);
+                    } else {
+                        for r in &batch {
+                            match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
+                                Ok(()) => done.push(r),
+                                Err(e) => inner.report(&Error::Redis(e)),
+                            }
                         }
                     }
+                }
+            }
+            {
+                let mut ran = inner
+                    .ran_unrecorded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for r in done {
+                    ran.remove(&r.fields[1]);
                 }
             }
             batch.clear();
@@ -1028,6 +1055,9 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
             _ => None,
         };
         tokio::select! {
+            // Biased: with every slot free and the deadline passed at once, nothing ran
+            // over: drained.
+            biased;
             p = inner.slots.acquire_many(all) => {
                 drop(p);
                 break true;
@@ -1094,7 +1124,17 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
         if ids.is_empty() {
             break;
         }
-        let n = release(inner, &mut conn, &ids, Release::Leftover).await;
+        // A handler ran some of them here, but their records could not be written: those
+        // runs count.
+        let (ran, unseen): (Vec<String>, Vec<String>) = {
+            let ran = inner
+                .ran_unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            ids.iter().cloned().partition(|id| ran.contains(id))
+        };
+        let n = release(inner, &mut conn, &ran, Release::Deadline).await
+            + release(inner, &mut conn, &unseen, Release::Leftover).await;
         report.leftover += n;
         unreleased += (ids.len() as u64).saturating_sub(n);
         if ids.len() < PENDING_PAGE {
@@ -1132,7 +1172,8 @@ enum Release {
     /// marked interrupted.
     Deadline,
     /// Entries pending under the consumer that no handler saw: their last delivery did
-    /// not run, and does not count.
+    /// not run, and does not count. (Leftovers whose handler ran here, but whose record
+    /// could not be written, are released as `Deadline`: that run counts.)
     Leftover,
 }
 
@@ -1391,6 +1432,7 @@ impl WorkerBuilder {
                 // absorbs the moment between a job's end and its pool slot's release.
                 pool: CommonAioPool::new(self.concurrency, self.concurrency),
                 running: Mutex::new(HashMap::new()),
+                ran_unrecorded: Mutex::new(HashSet::new()),
                 stop,
                 done,
                 state: AtomicU8::new(IDLE),

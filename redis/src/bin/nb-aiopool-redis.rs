@@ -98,11 +98,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         // dead_letters(0) lists none: "no dead letters" would not be true.
         return Err("--count must be at least 1".into());
     }
-    // `stats` and `dead` only read: they must not create the stream and group of a
-    // queue that does not exist (a misspelled name). `requeue` writes anyway.
-    let create = matches!(cli.command, Command::Requeue { .. });
+    // No command creates the stream and group of a queue that does not exist (a
+    // misspelled name): `stats` and `dead` only read, and `requeue` writes only a dead
+    // letter that exists (workers create the group from id 0, so the job is delivered).
     let queue = RedisQueue::builder(&cli.url, &cli.queue)
-        .create(create)
+        .create(false)
         .connect()
         .await
         .map_err(|e| e.to_string())?;
