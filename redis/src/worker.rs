@@ -866,7 +866,8 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                     inner.report(&Error::Redis(e));
                     if nogroup {
                         done.extend(&batch);
-                    } else {
+                    } else if batch.len() > 1 {
+                        // (A batch of one failed alone already: reported once.)
                         for r in &batch {
                             match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
                                 Ok(()) => done.push(r),
