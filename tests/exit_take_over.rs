@@ -44,11 +44,6 @@ extern "C" fn record_stats_at_exit() {
 #[ignore = "run as a child process by the other tests in this file"]
 fn child() {
     let (scenario, dir) = child_scenario();
-    let wait_for = |file: PathBuf| async move {
-        while lines(&file).is_empty() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -81,7 +76,7 @@ fn child() {
                     .unwrap()
                     .detach();
                 }
-                wait_for(dir.join("starts")).await;
+                support::appended(dir.join("starts")).await;
                 std::process::exit(0);
             });
         }
@@ -104,7 +99,7 @@ fn child() {
                 .await
                 .unwrap()
                 .detach();
-                wait_for(dir.join("starts")).await;
+                support::appended(dir.join("starts")).await;
                 std::process::exit(0);
             });
         }
@@ -129,7 +124,7 @@ fn child() {
                     }
                 };
                 pool.submit(record("A", 1500)).await.unwrap().detach();
-                wait_for(dir.join("starts")).await;
+                support::appended(dir.join("starts")).await;
                 let (p, c) = (pool.clone(), record("C", 0));
                 std::thread::spawn(move || {
                     // By then main is in `exit`, and the take-over waits for A.

@@ -483,9 +483,7 @@ fn child() {
                 .await
                 .unwrap()
                 .detach();
-                while support::lines(&dir.join("starts")).is_empty() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                support::appended(dir.join("starts")).await;
                 std::process::exit(0);
             });
         }

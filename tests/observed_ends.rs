@@ -605,9 +605,7 @@ fn child() {
                 .await
                 .unwrap()
                 .detach();
-                while support::lines(&dir.join("a-start")).is_empty() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                support::appended(dir.join("a-start")).await;
                 std::process::exit(0);
             });
         }
@@ -645,20 +643,15 @@ fn child() {
                         if !again {
                             std::future::pending::<()>().await;
                         }
-                        while support::lines(&d.join("a-done")).is_empty() {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
+                        support::appended(d.join("a-done")).await;
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }
                 })
                 .await
                 .unwrap()
                 .detach();
-                while support::lines(&dir.join("a-start")).is_empty()
-                    || support::lines(&dir.join("b-start")).is_empty()
-                {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                support::appended(dir.join("a-start")).await;
+                support::appended(dir.join("b-start")).await;
                 std::process::exit(0);
             });
         }

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -257,14 +256,6 @@ static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new
 #[ignore = "run as a child process by the other tests in this file"]
 fn child() {
     let (scenario, dir) = child_scenario();
-    let wait_started = |dir: &Path| {
-        let dir = dir.to_path_buf();
-        async move {
-            while lines(&dir.join("starts")).is_empty() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    };
     match scenario.as_str() {
         // A task mid-poll on a worker thread when main calls `process::exit`.
         "overlap" => {
@@ -290,7 +281,7 @@ fn child() {
                 .await
                 .unwrap()
                 .detach();
-                wait_started(&dir).await;
+                support::appended(dir.join("starts")).await;
                 std::process::exit(0);
             });
         }
@@ -313,7 +304,7 @@ fn child() {
                 .await
                 .unwrap()
                 .detach();
-                wait_started(&dir).await;
+                support::appended(dir.join("starts")).await;
                 std::process::exit(0);
             });
         }

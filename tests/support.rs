@@ -179,6 +179,13 @@ pub fn lines(path: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// In a child process: waits until `path` has a line (a marker another task appends).
+pub async fn appended(path: impl AsRef<std::path::Path>) {
+    while lines(path.as_ref()).is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// In the `child` test: the scenario to play, and the directory to write to.
 pub fn child_scenario() -> (String, std::path::PathBuf) {
     let scenario = std::env::var("NB_CHILD_SCENARIO").expect("NB_CHILD_SCENARIO");
