@@ -238,9 +238,13 @@ impl<J: Job> Slot<J> {
     /// yields as a claimer, keeping its slot as a reservation if a queued job has none.
     fn finish(&mut self, mut run: BoxRun, id: u64, more: bool) -> After<J> {
         let engine = &self.engine;
-        // A panic's message, for its event: read before the result goes to the handle.
+        // A panic's message, for its event (the only one that names the error): read
+        // before the result goes to the handle.
         #[cfg(feature = "tracing")]
-        let error = run.held_error().map(ToString::to_string);
+        let error = run
+            .held_error()
+            .filter(|e| e.is_panic())
+            .map(ToString::to_string);
         #[cfg(not(feature = "tracing"))]
         let error: Option<String> = None;
         let mut later = std::mem::take(&mut self.later);
