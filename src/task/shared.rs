@@ -86,10 +86,31 @@ impl<T> Shared<T> {
         &self,
         result: Result<T, TaskError>,
     ) -> Result<(Woken, Option<Result<T, TaskError>>), Result<T, TaskError>> {
+        self.decide(result, None)
+    }
+
+    /// [`store_first`](Self::store_first); `abort`, if this call decides the outcome, marks
+    /// the task aborted for that reason in the same critical section. So whoever sees the
+    /// handle resolved, or loses the race for the outcome (and takes this lock to find
+    /// out), also sees the flag and the reason the handle resolved to.
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &self,
+        result: Result<T, TaskError>,
+        abort: Option<CancelReason>,
+    ) -> Result<(Woken, Option<Result<T, TaskError>>), Result<T, TaskError>> {
         let mut slot = self.slot();
         // Under the slot's lock: `is_claimed` readers outside it only skip work.
         if self.claimed.swap(true, Ordering::AcqRel) {
             return Err(result);
+        }
+        if let Some(reason) = abort {
+            if reason == CancelReason::WouldDeadlock {
+                // Published by the Release store below.
+                self.would_deadlock.store(true, Ordering::Relaxed);
+            }
+            // Release pairs with the Acquire loads in `poll_aborted` and `abort_reason`.
+            self.aborted.store(true, Ordering::Release);
         }
         debug_assert!(!slot.done, "a task's result was stored twice");
         slot.done = true;
@@ -108,7 +129,17 @@ impl<T> Shared<T> {
     /// [`store_first`](Self::store_first), then wakes the handle and drops what nobody
     /// wants; for callers outside the engine's lock. Returns whether this call decided.
     pub(crate) fn fill_first(&self, result: Result<T, TaskError>) -> bool {
-        match self.store_first(result) {
+        self.fill_decided(self.store_first(result))
+    }
+
+    /// Fires the wake-up of a decided outcome and drops what nobody wants (outside every
+    /// lock); returns whether the outcome was decided by this call.
+    #[allow(clippy::type_complexity)]
+    fn fill_decided(
+        &self,
+        decided: Result<(Woken, Option<Result<T, TaskError>>), Result<T, TaskError>>,
+    ) -> bool {
+        match decided {
             Ok((woken, discarded)) => {
                 drop(discarded);
                 woken.fire();
@@ -148,18 +179,18 @@ impl<T> Shared<T> {
     }
 
     /// For the handle: aborts the task and resolves the handle at once, with `reason`.
+    ///
+    /// Only the abort that decides the outcome marks the task aborted, so the reason the
+    /// job and the pool report is the one the handle resolved to. One that finds the outcome
+    /// decided (the task ended, or another abort came first) does nothing.
     pub(crate) fn abort(&self, reason: CancelReason) {
-        if reason == CancelReason::WouldDeadlock {
-            // Published by the Release store below.
-            self.would_deadlock.store(true, Ordering::Relaxed);
+        // The outcome is decided before the job can see the flag (both in one critical
+        // section): otherwise the job, ending at once, could drop the task's last reference
+        // (whose `Drop` cancels it with another reason) before this claim.
+        let decided = self.decide(Err(TaskError::cancelled(reason)), Some(reason));
+        if self.fill_decided(decided) {
+            self.job_waker.wake();
         }
-        // Release pairs with the Acquire loads in `poll_aborted`.
-        self.aborted.store(true, Ordering::Release);
-        // Decide the outcome before the job can notice the flag: otherwise the job, ending
-        // at once, may drop the task's last reference (whose `Drop` cancels it with another
-        // reason) before this claim.
-        self.cancel(reason);
-        self.job_waker.wake();
     }
 
     /// Whether the task was aborted.
@@ -172,8 +203,9 @@ impl<T> Shared<T> {
         self.is_aborted().then(|| self.abort_reason())
     }
 
-    /// Why it was aborted (once [`is_aborted`](Self::is_aborted)): by its handle, or by the
-    /// pool's nested-wait check.
+    /// Why it was aborted (once [`is_aborted`](Self::is_aborted), or once the outcome was
+    /// found decided by an abort, which sets the flag as it decides): by its handle, or by
+    /// the pool's nested-wait check.
     pub(crate) fn abort_reason(&self) -> CancelReason {
         if self.aborted.load(Ordering::Acquire) && self.would_deadlock.load(Ordering::Relaxed) {
             CancelReason::WouldDeadlock
@@ -339,6 +371,62 @@ mod loom_tests {
                 }
                 Poll::Pending => panic!("no result after both ended"),
             }
+        });
+    }
+
+    /// Two aborts race (the user's and the pool's nested-wait check): the reason the job
+    /// reports (and the pool counts) is the one its handle resolved to.
+    #[test]
+    fn two_aborts_race_and_the_job_reports_the_handles_reason() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0));
+            let check = {
+                let shared = shared.clone();
+                thread::spawn(move || shared.abort(CancelReason::WouldDeadlock))
+            };
+            shared.abort(CancelReason::Aborted);
+            check.join().unwrap();
+            let (_, waker) = flag();
+            let Poll::Ready(Err(e)) = shared.poll_result(&mut Context::from_waker(&waker)) else {
+                panic!("an aborted handle did not resolve to an error");
+            };
+            assert_eq!(shared.aborted(), e.cancel_reason());
+        });
+    }
+
+    /// A run that ends while the nested-wait check aborts its task, and loses the race for
+    /// the outcome, reports the check's reason, the one its handle resolved to.
+    #[test]
+    fn a_run_that_loses_to_an_abort_reports_the_handles_reason() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0));
+            let check = {
+                let shared = shared.clone();
+                thread::spawn(move || shared.abort(CancelReason::WouldDeadlock))
+            };
+            let lost_to = shared
+                .store_first(Ok(7))
+                .err()
+                .map(|_| shared.abort_reason());
+            check.join().unwrap();
+            let (_, waker) = flag();
+            match shared.poll_result(&mut Context::from_waker(&waker)) {
+                Poll::Ready(Ok(v)) => assert!(lost_to.is_none() && v == 7),
+                Poll::Ready(Err(e)) => assert_eq!(lost_to, e.cancel_reason()),
+                Poll::Pending => panic!("no result after both ended"),
+            }
+        });
+    }
+
+    /// An abort that comes after the task finished does nothing: the task is not counted
+    /// as aborted.
+    #[test]
+    fn an_abort_after_the_end_does_nothing() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0));
+            assert!(shared.store_first(Ok(7)).is_ok());
+            shared.abort(CancelReason::Aborted);
+            assert_eq!(shared.aborted(), None);
         });
     }
 
