@@ -377,20 +377,18 @@ fn a_handed_on_wait_is_still_counted_and_a_real_deadlock_is_broken() {
     }
 }
 
-/// Limitation 79 (a review of findings 70–76 on 7d9597c). A shrink by
-/// `set_max_concurrency` under a parent that already waits on its queued child:
+/// Finding 79 (a review of findings 70–76 on 7d9597c; a limitation until 0b18778). A
+/// shrink by `set_max_concurrency` under a parent that already waits on its queued child:
 /// when the other running task ends, the parent holds the pool's only slot and waits for a
-/// task that needs one, which is the deadlock `WouldDeadlock` reports. The check runs only
-/// when the wait starts (then the pool had two running tasks), so the parent waits for
-/// ever. Awaited a moment later, the same wait gets `WouldDeadlock`.
+/// task that needs one, which is the deadlock `WouldDeadlock` reports. The check ran only
+/// when the wait started (then the pool had two running tasks), so the parent waited for
+/// ever. Now a job's end re-checks the waits, and the child is cancelled.
 #[tokio::test(start_paused = true)]
-#[ignore = "limitation 79: the nested-wait check runs when a wait starts; a shrink that later leaves only waiting tasks running is not re-checked"]
 async fn a_nested_wait_made_a_deadlock_by_a_shrink_is_reported_not_hung() {
     shrink_scenario(false).await;
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "limitation 79, elastic"]
 async fn a_nested_wait_made_a_deadlock_by_a_shrink_is_reported_not_hung_elastic() {
     shrink_scenario(true).await;
 }
@@ -496,4 +494,76 @@ async fn shrink_scenario_order(smart: bool, wait_first: bool) {
         .unwrap()
         .unwrap();
     assert_eq!(r, Err(Some(CancelReason::WouldDeadlock)), "{name}");
+}
+
+/// The re-check of finding 79 spares waits that still have a way out: a parent waits on
+/// its queued child in a pool of 3 shrunk to 2. The first other task's end leaves the
+/// parent and one more task running (not every slot waits); the second's end gives the
+/// child a slot. The child runs, and the parent gets its value.
+#[tokio::test(start_paused = true)]
+async fn a_shrink_that_leaves_the_awaited_task_a_slot_cancels_nothing() {
+    let pool = CommonAioPool::new(3, 4);
+    let (b_gate, d_gate) = (support::Gate::default(), support::Gate::default());
+    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel::<()>();
+    for gate in [&b_gate, &d_gate] {
+        let g = gate.clone();
+        drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    }
+    let inner = pool.clone();
+    let parent = pool
+        .submit(async move {
+            let child = inner.submit(async { 7u32 }).await.unwrap();
+            let _ = queued_tx.send(());
+            child.await.map_err(|e| e.cancel_reason())
+        })
+        .await
+        .unwrap();
+    queued_rx.await.unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.running, stats.queued), (3, 1));
+    pool.set_max_concurrency(2);
+    b_gate.open();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stats = pool.stats();
+    assert_eq!((stats.running, stats.queued, stats.cancelled), (2, 1, 0));
+    d_gate.open();
+    let r = within("the parent, once its child had a slot", parent)
+        .await
+        .unwrap();
+    assert_eq!(r, Ok(7));
+    assert_eq!(pool.stats().cancelled, 0);
+}
+
+/// The re-check cancels only a task that has not started: a parent waiting on a child
+/// that runs (and waits on a timer) is left alone when the pool shrinks to the parent and
+/// the child, and gets the child's value.
+#[tokio::test(start_paused = true)]
+async fn a_shrink_under_a_parent_whose_child_runs_cancels_nothing() {
+    let pool = CommonAioPool::new(3, 4);
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    let inner = pool.clone();
+    let parent = pool
+        .submit(async move {
+            let child = inner
+                .submit(async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    7u32
+                })
+                .await
+                .unwrap();
+            child.await.map_err(|e| e.cancel_reason())
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(pool.stats().running, 3);
+    pool.set_max_concurrency(2);
+    gate.open();
+    let r = within("the parent of a running child", parent)
+        .await
+        .unwrap();
+    assert_eq!(r, Ok(7));
+    assert_eq!(pool.stats().cancelled, 0);
 }

@@ -32,6 +32,7 @@ pub(crate) mod runtimes;
 mod slot;
 
 use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
@@ -226,9 +227,9 @@ struct State<J> {
     wait_done: u64,
     waits: Slab<Wait>,
     closed: bool,
-    /// Running jobs now waiting for handles of tasks of this pool, each with how many
-    /// handles it waits for (see `Probe`).
-    waiting_on_own: HashMap<u64, usize>,
+    /// Running jobs now waiting for handles of tasks of this pool, each with the tasks it
+    /// waits for, once per handle (see `Probe`).
+    waiting_on_own: HashMap<u64, Vec<u64>>,
     cancel_reason: CancelReason,
     slots: Slab<SlotEntry<J>>,
     /// Idle slot tasks (see [`Idle`]).
@@ -263,6 +264,9 @@ pub(crate) struct Deferred<J: Job> {
     /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock
     /// (with `tracing`, a span's drop calls the subscriber). Empty without the features.
     stamps: Vec<Stamp>,
+    /// Look for a deadlock of nested waits afterwards (a job ended, or the pool shrank,
+    /// while jobs waited on tasks of the pool): see [`Engine::break_nested_deadlock`].
+    recheck_waits: bool,
 }
 
 impl<J: Job> Deferred<J> {
@@ -286,6 +290,7 @@ impl<J: Job> Default for Deferred<J> {
             changed: false,
             rate_timer: None,
             stamps: Vec::new(),
+            recheck_waits: false,
         }
     }
 }
@@ -947,6 +952,8 @@ impl<J: Job> Engine<J> {
                 // Taken back from the free permits below, and from the ones released
                 // from now on for the rest.
                 self.permit_debt.fetch_add(old - n, Ordering::AcqRel);
+                // Fewer slots may leave only waiting jobs running.
+                later.recheck_waits = !st.waiting_on_own.is_empty();
             }
             self.fill_free(&mut st, None, &mut later);
             self.gauges(&st);
@@ -1124,6 +1131,8 @@ impl<J: Job> Engine<J> {
             // Waits it started and left to handles it handed on no longer count it as a
             // waiting task (see `Probe`).
             st.waiting_on_own.remove(&id);
+            // The slot it frees may leave only waiting jobs running.
+            later.recheck_waits = true;
         }
         self.count_end(st, outcome);
         Self::wait_end(st, id, later);
@@ -1181,6 +1190,56 @@ impl<J: Job> Engine<J> {
         if std::mem::take(&mut later.changed) {
             self.changed.notify_waiters();
         }
+        if std::mem::take(&mut later.recheck_waits) {
+            self.break_nested_deadlock();
+        }
+    }
+
+    /// After a job's end or a shrink: if every slot the pool may have is taken by a job
+    /// that waits on tasks of the pool, each on one that has not started (or that waits
+    /// itself), nothing can progress. The nested-wait check of [`Probe::start_waiting`]
+    /// refuses the wait that would close that circle; this is the same rule for a circle
+    /// closed later, by a slot going away. It cancels the newest of the awaited tasks
+    /// still queued with `WouldDeadlock`, which resumes the job waiting on it.
+    fn break_nested_deadlock(self: &Arc<Self>) {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let waiting = &st.waiting_on_own;
+            if waiting.is_empty()
+                || st.taken_over
+                || st.reserved > 0
+                || waiting.len() < st.running
+                || st.running < st.max_concurrency
+            {
+                return;
+            }
+            let awaited: HashSet<u64> = waiting.values().flatten().copied().collect();
+            let mut queued = HashSet::new();
+            st.queue.for_each_mut(|q| {
+                if awaited.contains(&q.id) {
+                    queued.insert(q.id);
+                }
+            });
+            // A job whose awaited tasks have all started (or ended, its handle not yet
+            // told) is not stuck.
+            let stuck = waiting.values().all(|tasks| {
+                tasks
+                    .iter()
+                    .any(|t| queued.contains(t) || waiting.contains_key(t))
+            });
+            let Some(&victim) = queued.iter().max().filter(|_| stuck) else {
+                return;
+            };
+            for q in st.queue.extract_if(|q| q.id == victim) {
+                self.drop_unrun(st, q.job, q.id, CancelReason::WouldDeadlock, &mut later);
+                later.stamps.push(q.stamp);
+            }
+            Self::clamp_reserved(st);
+            self.gauges(st);
+        }
+        self.run_deferred(&mut later);
     }
 
     // ----- observation -----------------------------------------------------------------
@@ -1563,12 +1622,12 @@ impl<J: Job> Drop for Engine<J> {
 }
 
 impl<J: Job> Probe for Engine<J> {
-    fn start_waiting(&self, waiter: u64) -> Option<bool> {
+    fn start_waiting(&self, waiter: u64, awaited: u64) -> Option<bool> {
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some(handles) = st.waiting_on_own.get_mut(&waiter) {
+        if let Some(tasks) = st.waiting_on_own.get_mut(&waiter) {
             // Already counted as waiting: one more handle changes nothing.
-            *handles += 1;
+            tasks.push(awaited);
             return Some(false);
         }
         // Every slot the pool may have is taken: `max_concurrency`, not an elastic pool's
@@ -1577,16 +1636,18 @@ impl<J: Job> Probe for Engine<J> {
         if st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency {
             return Some(true);
         }
-        st.waiting_on_own.insert(waiter, 1);
+        st.waiting_on_own.insert(waiter, vec![awaited]);
         Some(false)
     }
 
-    fn stop_waiting(&self, waiter: u64) {
+    fn stop_waiting(&self, waiter: u64, awaited: u64) {
         let mut st = self.lock();
-        if let Entry::Occupied(mut handles) = st.waiting_on_own.entry(waiter) {
-            *handles.get_mut() -= 1;
-            if *handles.get() == 0 {
-                handles.remove();
+        if let Entry::Occupied(mut tasks) = st.waiting_on_own.entry(waiter) {
+            if let Some(i) = tasks.get().iter().position(|&t| t == awaited) {
+                tasks.get_mut().swap_remove(i);
+            }
+            if tasks.get().is_empty() {
+                tasks.remove();
             }
         }
     }

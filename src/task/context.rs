@@ -15,26 +15,31 @@ use std::sync::Arc;
 /// of its pool at once (a group, `join!`, a stream mapped through the pool) is one task
 /// waiting.
 pub(crate) trait Probe: Send + Sync {
-    /// The running task `waiter` (the one polling the handle) starts waiting for a task
-    /// of this pool. Returns `Some(false)` once the wait is counted (undo with
+    /// The running task `waiter` (the one polling the handle) starts waiting for task
+    /// `awaited` of this pool. Returns `Some(false)` once the wait is counted (undo with
     /// `stop_waiting`), and `Some(true)` if counting it would make every slot wait for
     /// tasks of the pool itself: then no task of the pool can make progress (nothing is
     /// counted then). `None`: not counted (the pool has no such rule now).
-    fn start_waiting(&self, waiter: u64) -> Option<bool>;
+    ///
+    /// The pool keeps which tasks are awaited, so that when the same deadlock arises
+    /// later (a task ends, or the pool shrinks, leaving only waiting tasks running), it
+    /// can cancel an awaited task that has not started.
+    fn start_waiting(&self, waiter: u64, awaited: u64) -> Option<bool>;
 
-    /// A wait of `waiter` counted by `start_waiting` ended.
-    fn stop_waiting(&self, waiter: u64);
+    /// A wait of `waiter` on `awaited` counted by `start_waiting` ended.
+    fn stop_waiting(&self, waiter: u64, awaited: u64);
 }
 
 /// A counted wait ([`Probe::start_waiting`]), ended by [`end`](Self::end).
 pub(crate) struct Waiting {
     probe: Arc<dyn Probe>,
     waiter: u64,
+    awaited: u64,
 }
 
 impl Waiting {
     pub(crate) fn end(self) {
-        self.probe.stop_waiting(self.waiter);
+        self.probe.stop_waiting(self.waiter, self.awaited);
     }
 
     /// The waiting task.
@@ -54,13 +59,18 @@ thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
-/// Starts counting a wait of the task being polled on this thread on a task of pool
-/// `pool`, if it belongs to that pool: `Some(Ok(wait))` once counted, `Some(Err(()))` if
-/// counting it would stall the pool (see [`Probe::start_waiting`]), `None` if not counted.
-pub(crate) fn start_waiting(pool: usize) -> Option<Result<Waiting, ()>> {
+/// Starts counting a wait of the task being polled on this thread on task `awaited` of
+/// pool `pool`, if it belongs to that pool: `Some(Ok(wait))` once counted, `Some(Err(()))`
+/// if counting it would stall the pool (see [`Probe::start_waiting`]), `None` if not
+/// counted.
+pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting, ()>> {
     let (probe, waiter) = with_current(pool, |cur| (Arc::clone(&cur.probe), cur.task))?;
-    match probe.start_waiting(waiter)? {
-        false => Some(Ok(Waiting { probe, waiter })),
+    match probe.start_waiting(waiter, awaited)? {
+        false => Some(Ok(Waiting {
+            probe,
+            waiter,
+            awaited,
+        })),
         true => Some(Err(())),
     }
 }

@@ -29,9 +29,12 @@ use crate::error::{CancelReason, TaskError};
 /// same pool (one still queued, which needs a slot, or one itself waiting), no task could
 /// ever finish. The wait that completes that picture is broken instead: the task it awaits
 /// is cancelled and the handle resolves to
-/// [`CancelReason::WouldDeadlock`](crate::CancelReason::WouldDeadlock). Waits while some
-/// slot still makes progress are left alone. A task waiting on something else as well
-/// (a timer in a `select!`) is still counted as waiting.
+/// [`CancelReason::WouldDeadlock`](crate::CancelReason::WouldDeadlock). When the picture
+/// is completed later, by a slot going away (after `set_max_concurrency` lowered the
+/// size, the end of another task leaves only waiting tasks running), the newest awaited
+/// task that has not started is cancelled the same way. Waits while some slot still
+/// makes progress are left alone. A task waiting on something else as well (a timer in a
+/// `select!`) is still counted as waiting.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -232,7 +235,9 @@ impl<T> Future for TaskHandle<T> {
         // check first: awaited outside the pool, this costs no lock.
         let waiter = context::current_task(shared.pool);
         if waiter.is_some() && shared.waiting_task() != waiter {
-            match context::start_waiting(shared.pool) {
+            // Relaxed: written before the handle was returned by the submit.
+            let awaited = shared.job.load(Ordering::Relaxed);
+            match context::start_waiting(shared.pool, awaited) {
                 Some(Ok(waiting)) => shared.set_waiting(waiting),
                 Some(Err(())) => {
                     shared.abort(CancelReason::WouldDeadlock);
