@@ -518,6 +518,33 @@ impl RedisQueue {
         })
     }
 
+    /// Whether the queue exists: whether any of its keys does (the stream, the delayed
+    /// retries, the dead letters or a counter). A queue that was never created (a
+    /// misspelled name), or was [purged](Self::purge) and not used since, does not; its
+    /// [`stats`](Self::stats) are all 0. The CLI's `stats` and `dead` use it to say "no
+    /// such queue" rather than print zeros.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn exists(&self) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let n: u64 = redis::cmd("EXISTS")
+            .arg(&k.stream)
+            .arg(&k.delayed)
+            .arg(&k.dead)
+            .arg(&k.submitted)
+            .arg(&k.completed)
+            .query_async(&mut conn)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Lists up to `count` dead letters, oldest first (`usize::MAX`: all of them; 0:
     /// none, without asking Redis).
     ///

@@ -1451,3 +1451,38 @@ async fn a_lost_redelivery_of_a_ran_entry_is_not_counted_as_a_run() {
         "runs (attempt, is_redelivery): {got:?}; A's report {report:?} (the job ran once)"
     );
 }
+
+/// Finding 37.
+/// `stats` of a queue that does not exist (a misspelled name) printed all zeros, status 0:
+/// nothing told the user the name was wrong. The README promises one line and status 1
+/// for bad input; `stats` must still create nothing (findings 30, 33). `dead` answered
+/// "no dead letters" there, the same way.
+#[tokio::test]
+async fn cli_stats_of_a_queue_that_does_not_exist_says_so() {
+    let server = RedisServer::start();
+    let url = server.url();
+    for cmd in ["stats", "dead"] {
+        let (code, out, err) = cli_run(&url, &["emials", cmd]);
+        assert_eq!(
+            (code, out.as_str(), err.lines().count()),
+            (Some(1), "", 1),
+            "`emials {cmd}`: stdout {out:?}, stderr {err:?}"
+        );
+        assert!(
+            err.contains("no such queue") && err.contains("emials"),
+            "{err}"
+        );
+    }
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(stream_key("emials"))
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(exists, 0, "the misspelled queue was created");
+    // A queue that exists but is empty still shows its zeros.
+    let _q = RedisQueue::connect(&url, "emails").await.unwrap();
+    let (code, out, err) = cli_run(&url, &["emails", "stats"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("waiting 0  in_flight 0"), "{out}");
+    let (code, out, err) = cli_run(&url, &["emails", "dead"]);
+    assert_eq!((code, out.trim()), (Some(0), "no dead letters"), "{err}");
+}

@@ -106,6 +106,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| e.to_string())?;
+    // `stats` and `dead` of a queue that does not exist (a misspelled name) would show
+    // zeros and "no dead letters": say so instead. (`requeue` says "no such dead letter".)
+    if matches!(cli.command, Command::Stats { .. } | Command::Dead { .. })
+        && !queue.exists().await.map_err(|e| e.to_string())?
+    {
+        return Err(format!(
+            "no such queue: {} (none of its keys exists on the server)",
+            cli.queue
+        ));
+    }
     match cli.command {
         Command::Stats { iterations, .. } => {
             let mut prev = queue.stats().await.map_err(|e| e.to_string())?;
