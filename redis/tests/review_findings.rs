@@ -1486,3 +1486,37 @@ async fn cli_stats_of_a_queue_that_does_not_exist_says_so() {
     let (code, out, err) = cli_run(&url, &["emails", "dead"]);
     assert_eq!((code, out.trim()), (Some(0), "no dead letters"), "{err}");
 }
+
+/// Finding 38.
+/// `requeue ID1 ID2 ...` stopped at the first id that is not a full stream id: the good
+/// ids after it were not requeued (and the one error line did not say so).
+#[tokio::test]
+async fn cli_requeue_goes_on_past_a_bad_id() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let _q = RedisQueue::connect(&url, "rqb").await.unwrap();
+    let letter = |id: &str| {
+        let _: String = redis::cmd("XADD")
+            .arg(dead_key("rqb"))
+            .arg(id)
+            .arg(&[
+                "j", id, "t", "t", "p", "1", "a", "5", "r", "0", "reason", "x", "at", "1",
+            ])
+            .query(&mut server.conn())
+            .unwrap();
+    };
+    letter("1-1");
+    letter("2-1");
+    let (code, out, err) = cli_run(&url, &["rqb", "requeue", "1-1", "abc", "9-9", "2-1"]);
+    let dead: u64 = redis::cmd("XLEN")
+        .arg(dead_key("rqb"))
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(
+        (code, dead, out.lines().count(), err.lines().count()),
+        (Some(1), 0, 2, 1),
+        "stdout {out:?}, stderr {err:?}: both good ids requeued, one error line"
+    );
+    assert!(out.contains("1-1 -> ") && out.contains("2-1 -> "), "{out}");
+    assert!(err.contains("abc") && err.contains("9-9"), "{err}");
+}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use nb_aiopool_redis::{QueueStats, RedisQueue};
+use nb_aiopool_redis::{Error, QueueStats, RedisQueue};
 
 /// Inspect an nb-aiopool-redis queue: waiting, in-flight per consumer, dead letters,
 /// rates; re-queue dead letters.
@@ -154,16 +154,32 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else if ids.is_empty() {
                 return Err("give dead-letter ids or --all".into());
             } else {
-                // The ids not found are named in one error line at the end.
+                // Every good id is requeued; the bad ones (not found, or not a full stream
+                // id) are named in one error line at the end. A Redis error stops here.
                 let mut missing = Vec::new();
+                let mut malformed = Vec::new();
                 for id in &ids {
-                    match queue.requeue(id).await.map_err(|e| e.to_string())? {
-                        Some(new) => println!("{id} -> {new}"),
-                        None => missing.push(id.as_str()),
+                    match queue.requeue(id).await {
+                        Ok(Some(new)) => println!("{id} -> {new}"),
+                        Ok(None) => missing.push(id.as_str()),
+                        Err(Error::Config(_)) => malformed.push(id.as_str()),
+                        Err(e) => {
+                            return Err(format!("{e} (at {id}; the ids after it were not tried)"))
+                        }
                     }
                 }
+                let mut bad = Vec::new();
                 if !missing.is_empty() {
-                    return Err(format!("no such dead letter: {}", missing.join(", ")));
+                    bad.push(format!("no such dead letter: {}", missing.join(", ")));
+                }
+                if !malformed.is_empty() {
+                    bad.push(format!(
+                        "not a dead-letter id <ms>-<seq>: {}",
+                        malformed.join(", ")
+                    ));
+                }
+                if !bad.is_empty() {
+                    return Err(bad.join("; "));
                 }
             }
         }
