@@ -289,28 +289,57 @@ return done
     )
 });
 
-/// KEYS: stream, delayed, dead. ARGV: max count. Moves due retries back into the stream.
+/// KEYS: stream, delayed, dead. ARGV: max count. Moves due retries back into the stream;
+/// returns how many it moved.
+///
+/// A delayed entry that cannot be decoded (written by someone else) goes to the dead
+/// letters. If that write fails (the dead-letter key overwritten with another type:
+/// `WRONGTYPE`), the entry stays in the delayed set, due again in
+/// [`PROMOTE_RETRY_MS`] ms, and the other due retries are still promoted; the script then
+/// returns the error (after its writes: Redis does not roll them back), so that the
+/// worker reports it.
 pub(crate) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local moved, kept, err = 0, 0, nil
 for _, m in ipairs(due) do
   local ok, e = pcall(cjson.decode, m)
   if ok and type(e) == 'table' and type(e.t) == 'string' and type(e.p) == 'string' then
     redis.call('XADD', KEYS[1], '*', 't', e.t, 'p', e.p, 'j', tostring(e.j or ''),
       'a', tostring(e.a or 0), 'r', tostring(e.r or 0))
+    redis.call('ZREM', KEYS[2], m)
+    moved = moved + 1
   else
-    redis.call('XADD', KEYS[3], '*', 'j', '', 't', '', 'p', m, 'a', '0', 'r', '0',
+    -- pcall: a dead letter Redis refuses must not stop the retries due after this entry.
+    local r = redis.pcall('XADD', KEYS[3], '*', 'j', '', 't', '', 'p', m, 'a', '0', 'r', '0',
       'reason', 'undecodable delayed entry', 'at', now)
+    if type(r) == 'table' and r.err then
+      -- Kept (not lost), out of the way of the due retries, tried again later.
+      redis.call('ZADD', KEYS[2], 'XX', now + RETRY_MS, m)
+      kept = kept + 1
+      err = r.err
+    else
+      redis.call('ZREM', KEYS[2], m)
+    end
   end
-  redis.call('ZREM', KEYS[2], m)
 end
-return #due
-"#,
+if err then
+  return redis.error_reply(err .. ' (dead-lettering ' .. kept .. ' undecodable delayed ' ..
+    'entries: kept in the delayed set, tried again in RETRY_MS ms; ' .. moved ..
+    ' due retries promoted)')
+end
+return moved
+"#
+        .replace("RETRY_MS", &PROMOTE_RETRY_MS.to_string()),
     )
 });
+
+/// How long [`PROMOTE`] leaves an undecodable delayed entry it could not dead-letter
+/// before it tries again, in milliseconds.
+pub(crate) const PROMOTE_RETRY_MS: u64 = 1000;
 
 /// KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count. XAUTOCLAIMs idle
 /// entries and returns `{next cursor, entries, delivery counts}`.

@@ -1520,3 +1520,89 @@ async fn cli_requeue_goes_on_past_a_bad_id() {
     assert!(out.contains("1-1 -> ") && out.contains("2-1 -> "), "{out}");
     assert!(err.contains("abc") && err.contains("9-9"), "{err}");
 }
+
+/// Finding 39.
+/// A delayed entry PROMOTE cannot decode goes to the dead letters; with the dead-letter
+/// key overwritten by another type (WRONGTYPE) that XADD failed and stopped the script:
+/// every due retry after that entry (by due time) stayed in the delayed set for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_goes_on_past_an_entry_it_cannot_dead_letter() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let q = RedisQueue::connect(&url, "pro").await.unwrap();
+    let mut c = server.conn();
+    let _: () = redis::cmd("SET")
+        .arg(dead_key("pro"))
+        .arg("not a stream")
+        .query(&mut c)
+        .unwrap();
+    let _: u64 = redis::cmd("ZADD")
+        .arg(delayed_key("pro"))
+        .arg(1)
+        .arg("not json")
+        .arg(2)
+        .arg(r#"{"j":"1-1","t":"t","p":"7","a":1,"r":0}"#)
+        .query(&mut c)
+        .unwrap();
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let e2 = errors.clone();
+    let ran = Arc::new(AtomicU64::new(0));
+    let r2 = ran.clone();
+    let w = Worker::builder(&url, "pro")
+        .promote_interval(Duration::from_millis(20))
+        .on_error(move |e| e2.lock().unwrap().push(e.to_string()))
+        .task("t", move |_n: u64| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<(), String>(()))
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    let t = std::time::Instant::now();
+    while ran.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(delayed_key("pro"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let first = errors.lock().unwrap().first().cloned();
+    if ran.load(Ordering::SeqCst) == 0 {
+        w.shutdown().await;
+    }
+    assert_eq!(
+        (ran.load(Ordering::SeqCst), left),
+        (1, vec!["not json".to_owned()]),
+        "the due retry ran, the entry that could not be dead-lettered stayed; the first \
+         error {first:?}"
+    );
+    assert!(
+        first.as_ref().is_some_and(|e| e.contains("WRONGTYPE")),
+        "the refused dead letter is reported: {first:?}"
+    );
+    // Once the key is repaired, the entry is dead-lettered.
+    let _: () = redis::cmd("DEL")
+        .arg(dead_key("pro"))
+        .query(&mut c)
+        .unwrap();
+    let dead = within(5, "the entry is dead-lettered", async {
+        loop {
+            let dead = q.dead_letters(10).await.unwrap();
+            if !dead.is_empty() {
+                return dead;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    w.shutdown().await;
+    run.await.unwrap();
+    assert_eq!(
+        (dead.len(), dead[0].payload.as_str()),
+        (1, "not json"),
+        "{dead:?}"
+    );
+}
