@@ -570,7 +570,8 @@ pub(crate) fn parse_read_reply(v: Value) -> Vec<RawEntry> {
 /// delivery did not run, so `a` grows by the deliveries before it only, and the copy is
 /// marked interrupted only if there were such deliveries (or the entry was marked
 /// already). An attempt count that is not a whole number below 2^53 (written by someone
-/// else; Lua numbers are doubles) is copied as it is.
+/// else; Lua numbers are doubles) is copied as it is; one written with a leading `+`
+/// (which the worker reads as the number) is added to like any other.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -604,7 +605,8 @@ for i = 4, #ARGV do
       if not deadline then runs = math.max(d - 1, 0) end
       local a = 0
       if att ~= nil then a = tonumber(att) end
-      if att ~= nil and (a == nil or not string.match(att, '^%d+$') or a + runs >= 2^53) then
+      -- A leading '+' is allowed: the worker reads the count as Rust's u64 parser does.
+      if att ~= nil and (a == nil or not string.match(att, '^%+?%d+$') or a + runs >= 2^53) then
         -- Not a count we can add to exactly: keep it as written.
         args[#args + 1] = 'a'
         args[#args + 1] = att

@@ -1606,3 +1606,64 @@ async fn promote_goes_on_past_an_entry_it_cannot_dead_letter() {
         "{dead:?}"
     );
 }
+
+/// Finding 40.
+/// An attempt count written as `+1` (another producer; the worker reads it as 1, as
+/// Rust's `u64::from_str` does) was copied as it was by a deadline release, so the run
+/// cut off there was not counted: the next run saw `attempt() == 2` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_attempt_count_with_a_plus_sign_grows() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let _q = RedisQueue::connect(&url, "plus").await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(stream_key("plus"))
+        .arg("*")
+        .arg(&["t", "t", "p", "1", "a", "+1"])
+        .query(&mut server.conn())
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>, hang: bool| {
+        Worker::builder(&url, "plus")
+            .task_with_ctx("t", move |_n: u64, ctx: JobCtx| {
+                seen.lock()
+                    .unwrap()
+                    .push((ctx.attempt(), ctx.is_redelivery()));
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<(), String>(())
+                }
+            })
+            .build()
+    };
+    let a = build(seen.clone(), true).await.unwrap();
+    let run_a = spawn_run(&a);
+    {
+        let seen = seen.clone();
+        eventually(5, "A runs the job", move || seen.lock().unwrap().len() == 1).await;
+    }
+    let report = within(
+        10,
+        "shutdown A",
+        a.shutdown_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    run_a.await.unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+    let b = build(seen.clone(), false).await.unwrap();
+    let run_b = spawn_run(&b);
+    {
+        let seen = seen.clone();
+        eventually(5, "B runs the job", move || seen.lock().unwrap().len() == 2).await;
+    }
+    b.shutdown().await;
+    run_b.await.unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![(2, false), (3, true)],
+        "runs (attempt, is_redelivery) of an entry written with a = \"+1\""
+    );
+}
