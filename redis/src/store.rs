@@ -377,6 +377,26 @@ return n
     )
 });
 
+/// KEYS: stream. ARGV: group, consumer, ids... Returns, per id, 1 if the entry is
+/// pending under `consumer`, else 0 (also without the group, after a purge). Changes
+/// nothing.
+pub(crate) static OWNED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for i = 3, #ARGV do
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if type(p) == 'table' and p.err == nil and #p == 1 then
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"#,
+    )
+});
+
 /// KEYS: stream. ARGV: group, own consumer name, min idle ms. Deletes consumers of the
 /// group that hold nothing and were idle that long (workers that died). Consumers with
 /// pending entries are never deleted: that would make their entries unclaimable.

@@ -1,6 +1,6 @@
 //! The consumer side: [`Worker`] and its builder.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -239,8 +239,13 @@ struct Inner {
     running: Mutex<HashMap<String, AbortHandle>>,
     /// Entries whose handler ran here and whose record is not written yet (the acker
     /// removes them once it is, or once their group is gone): if one is still pending at
-    /// shutdown, its run counts when it is put back (see [`Release`]).
-    ran_unrecorded: Mutex<HashSet<String>>,
+    /// shutdown, its run counts when it is put back (see [`Release`]). Each id maps to the
+    /// number of its insertion (from `ran_seq`). An entry whose record Redis refused stays
+    /// pending and stays here; the lease keeper forgets it once it is no longer pending
+    /// under this consumer (another worker reclaimed and finished it), unless it ran here
+    /// again meanwhile (a newer insertion number).
+    ran_unrecorded: Mutex<HashMap<String, u64>>,
+    ran_seq: AtomicU64,
     stop: watch::Sender<Stop>,
     done: watch::Sender<Option<ShutdownReport>>,
     state: AtomicU8,
@@ -645,11 +650,12 @@ impl Inner {
             if !mine {
                 return; // released by a shutdown deadline meanwhile
             }
+            let seq = inner.ran_seq.fetch_add(1, Ordering::Relaxed);
             inner
                 .ran_unrecorded
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(job.sid.clone());
+                .insert(job.sid.clone(), seq);
             let runs = job.attempt.saturating_add(job.deliveries);
             let fields = match out {
                 Ok(Ok(json)) => {
@@ -926,10 +932,13 @@ async fn finish(
     }
 }
 
-/// Renews the lease of running entries every lease/3, until `run` ends.
+/// Renews the lease of running entries every lease/3, until `run` ends; and forgets the
+/// entries of [`Inner::ran_unrecorded`] that are no longer pending under this consumer.
 async fn lease_keeper(inner: Arc<Inner>) {
     let mut conn = inner.conn.clone();
     let every = inner.lease / 3;
+    // Insertions before this number were there at the previous tick.
+    let mut seen_before = 0;
     loop {
         tokio::time::sleep(every).await;
         let ids: Vec<String> = inner
@@ -947,6 +956,49 @@ async fn lease_keeper(inner: Arc<Inner>) {
             }
             if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
                 inner.report(&Error::Redis(e));
+            }
+        }
+        forget_unowned(&inner, &mut conn, seen_before).await;
+        seen_before = inner.ran_seq.load(Ordering::Relaxed);
+    }
+}
+
+/// Forgets the entries of [`Inner::ran_unrecorded`] inserted before `before` (there
+/// since the previous tick at least: not those whose record the acker is writing now) that are no
+/// longer pending under this consumer: their record was refused, and another worker has
+/// reclaimed the entry since (and may have finished it). If such an entry comes back to
+/// this worker, by a delivery whose handler runs it is inserted again; by one whose reply
+/// was lost it is a leftover at shutdown, whose last delivery never ran.
+async fn forget_unowned(inner: &Inner, conn: &mut ConnectionManager, before: u64) {
+    let old: Vec<(String, u64)> = inner
+        .ran_unrecorded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, seq)| **seq < before)
+        .map(|(id, seq)| (id.clone(), *seq))
+        .collect();
+    for chunk in old.chunks(500) {
+        let mut inv = store::OWNED.prepare_invoke();
+        inv.key(&inner.keys.stream).arg(GROUP).arg(&inner.consumer);
+        for (id, _) in chunk {
+            inv.arg(id);
+        }
+        let owned: Vec<i64> = match inv.invoke_async(conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.report(&Error::Redis(e));
+                return;
+            }
+        };
+        let mut ran = inner
+            .ran_unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for ((id, seq), owned) in chunk.iter().zip(owned) {
+            // Not if it ran here again since the snapshot (a newer insertion).
+            if owned == 0 && ran.get(id) == Some(seq) {
+                ran.remove(id);
             }
         }
     }
@@ -1132,7 +1184,7 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
                 .ran_unrecorded
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            ids.iter().cloned().partition(|id| ran.contains(id))
+            ids.iter().cloned().partition(|id| ran.contains_key(id))
         };
         let n = release(inner, &mut conn, &ran, Release::Deadline).await
             + release(inner, &mut conn, &unseen, Release::Leftover).await;
@@ -1433,7 +1485,8 @@ impl WorkerBuilder {
                 // absorbs the moment between a job's end and its pool slot's release.
                 pool: CommonAioPool::new(self.concurrency, self.concurrency),
                 running: Mutex::new(HashMap::new()),
-                ran_unrecorded: Mutex::new(HashSet::new()),
+                ran_unrecorded: Mutex::new(HashMap::new()),
+                ran_seq: AtomicU64::new(0),
                 stop,
                 done,
                 state: AtomicU8::new(IDLE),

@@ -1667,3 +1667,87 @@ async fn a_released_attempt_count_with_a_plus_sign_grows() {
         "runs (attempt, is_redelivery) of an entry written with a = \"+1\""
     );
 }
+
+/// Finding 41.
+/// A record Redis refused kept its entry's id in the worker's set of entries that ran
+/// here unrecorded until the worker stopped, also after the entry had gone to another
+/// consumer (a tiny leak per refused record). Worse, if the entry then came back to this
+/// worker by a delivery whose reply was lost, a graceful shutdown released it as if that
+/// delivery had run (`deadline` mode), one run too many. Here: A runs the job, its retry
+/// record is refused; the entry goes to another consumer (`gone`, which dies), then back
+/// to A by a delivery A never sees. The runs so far: A's, and the delivery to `gone`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_whose_entry_went_elsewhere_is_forgotten() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "ru").await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(delayed_key("ru"))
+        .arg("not a sorted set")
+        .query(&mut server.conn())
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>| {
+        Worker::builder(&url, "ru")
+            .max_deliveries(5)
+            // Lease renewals (and the forgetting) every 1 s; reclaim after 3 s idle.
+            .lease(Duration::from_secs(3))
+            .block(Duration::from_millis(100))
+            .backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .task_with_ctx("t", move |_n: u64, ctx: JobCtx| {
+                seen.lock()
+                    .unwrap()
+                    .push((ctx.attempt(), ctx.is_redelivery()));
+                std::future::ready(Err::<(), String>("boom".into()))
+            })
+            .build()
+    };
+    let a = build(seen.clone()).await.unwrap();
+    let run_a = spawn_run(&a);
+    let id = queue.submit("t", &1u64).await.unwrap();
+    let a2 = a.clone();
+    eventually(5, "A's retry record is refused", move || {
+        a2.stats().errors >= 1
+    })
+    .await;
+    let mut c = server.conn();
+    let _: () = redis::cmd("DEL")
+        .arg(delayed_key("ru"))
+        .query(&mut c)
+        .unwrap();
+    let claim = |c: &mut redis::Connection, consumer: &str| {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(stream_key("ru"))
+            .arg("workers")
+            .arg(consumer)
+            .arg(0)
+            .arg(id.to_string())
+            .query(c)
+            .unwrap();
+    };
+    // Another worker takes the entry (and dies with it)...
+    claim(&mut c, "gone");
+    // ... A's renewals run meanwhile (every lease/3; A forgets entries that were not
+    // pending under it at one tick and are not at the next) ...
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // ... and a reclaim by A whose reply A never got.
+    claim(&mut c, a.consumer_name());
+    let report = within(10, "shutdown A", a.shutdown()).await;
+    run_a.await.unwrap();
+    assert_eq!(report.leftover, 1, "{report:?}");
+    let b = build(seen.clone()).await.unwrap();
+    let run_b = spawn_run(&b);
+    {
+        let seen = seen.clone();
+        eventually(5, "B runs the job", move || seen.lock().unwrap().len() >= 2).await;
+    }
+    within(10, "shutdown B", b.shutdown()).await;
+    run_b.await.unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got[1],
+        (3, true),
+        "runs (attempt, is_redelivery): {got:?} (before B: A's run and the delivery to \
+         `gone`; A's last delivery never ran)"
+    );
+}
