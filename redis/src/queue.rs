@@ -449,22 +449,17 @@ impl RedisQueue {
     /// # Errors
     ///
     /// [`Error::Redis`]; also when the `submitted` or `completed` counter key holds
-    /// something other than an integer (overwritten by hand; `DEL` it to repair it).
-    /// Workers go on acknowledging jobs with such a counter, without counting them.
+    /// something other than a count (a whole number from 0; overwritten by hand): the
+    /// error names the key and says to `DEL` it (counting starts again from 0). Such a
+    /// counter is not shown as 0, which would read as "nothing done". Workers go on
+    /// acknowledging jobs with such a counter, without counting them.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
     pub async fn stats(&self) -> Result<QueueStats, Error> {
         use redis::RedisResult as R;
-        type Replies = (
-            R<u64>,
-            R<u64>,
-            R<u64>,
-            R<Option<u64>>,
-            R<Option<u64>>,
-            R<Value>,
-        );
+        type Replies = (R<u64>, R<u64>, R<u64>, R<Value>, R<Value>, R<Value>);
         let mut conn = self.conn.clone();
         let k = &self.keys;
         // Errors come back per command, so that a missing group (XPENDING's NOGROUP)
@@ -491,7 +486,8 @@ impl RedisQueue {
             other => other?,
         };
         let (xlen, delayed, dead) = (xlen?, delayed?, dead?);
-        let (submitted, completed) = (submitted?, completed?);
+        let submitted = counter(&k.submitted, submitted)?;
+        let completed = counter(&k.completed, completed)?;
         let summary = store::array(&pending);
         let in_flight = summary.first().and_then(store::int).unwrap_or(0).max(0) as u64;
         let consumers = summary
@@ -512,8 +508,8 @@ impl RedisQueue {
             in_flight,
             delayed,
             dead,
-            submitted: submitted.unwrap_or(0),
-            completed: completed.unwrap_or(0),
+            submitted,
+            completed,
             consumers,
         })
     }
@@ -701,6 +697,35 @@ impl RedisQueue {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+}
+
+/// The value of the counter `key` from its `GET` reply: 0 if the key is missing; an error
+/// that names the key if it holds something that is not a count (overwritten by hand).
+fn counter(key: &str, reply: redis::RedisResult<Value>) -> Result<u64, Error> {
+    let broken = |holds: String| {
+        Error::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a queue counter is broken",
+            format!("{key} {holds}, not a count: DEL it to count again from 0"),
+        )))
+    };
+    match reply {
+        Ok(Value::Nil) => Ok(0),
+        Ok(v) => match store::string(&v) {
+            Some(s) => s.parse::<u64>().map_err(|_| {
+                let mut shown: String = s.chars().take(40).collect();
+                if shown.len() < s.len() {
+                    shown.push_str("...");
+                }
+                broken(format!("holds {shown:?}"))
+            }),
+            None => Err(broken("holds bytes that are not text".into())),
+        },
+        Err(e) if e.code() == Some("WRONGTYPE") => {
+            Err(broken("holds another type than a string".into()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1751,3 +1751,52 @@ async fn a_refused_record_whose_entry_went_elsewhere_is_forgotten() {
          `gone`; A's last delivery never ran)"
     );
 }
+
+/// Finding 42.
+/// `stats()` failed while a counter key held something that is not an integer
+/// (documented), with a type error that named neither the key nor the repair: the user
+/// could not tell which key to fix. The CLI's `stats` printed the same.
+#[tokio::test]
+async fn stats_with_a_broken_counter_names_the_key() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "bc").await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("nbq:{bc}:completed")
+        .arg("reset by hand")
+        .query(&mut server.conn())
+        .unwrap();
+    let r = queue.stats().await;
+    let msg = match &r {
+        Err(Error::Redis(e)) => e.to_string(),
+        other => panic!("expected Error::Redis, got {other:?}"),
+    };
+    assert!(
+        msg.contains("nbq:{bc}:completed") && msg.contains("DEL"),
+        "the error should name the key and the repair: {msg}"
+    );
+    let (code, _, err) = cli_run(&url, &["bc", "stats"]);
+    assert_eq!((code, err.lines().count()), (Some(1), 1), "{err}");
+    assert!(err.contains("nbq:{bc}:completed"), "{err}");
+    // A counter of another type (WRONGTYPE) is named too.
+    let mut c = server.conn();
+    let _: () = redis::cmd("DEL")
+        .arg("nbq:{bc}:completed")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("nbq:{bc}:submitted")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let r = queue.stats().await;
+    assert!(
+        matches!(&r, Err(Error::Redis(e)) if e.to_string().contains("nbq:{bc}:submitted")),
+        "{r:?}"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg("nbq:{bc}:submitted")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(queue.stats().await.unwrap().submitted, 0);
+}
