@@ -948,6 +948,7 @@ async fn lease_keeper(inner: Arc<Inner>) {
             .keys()
             .cloned()
             .collect();
+        let mut renewed = true;
         for chunk in ids.chunks(500) {
             let mut inv = store::RENEW.prepare_invoke();
             inv.key(&inner.keys.stream).arg(GROUP).arg(&inner.consumer);
@@ -956,10 +957,14 @@ async fn lease_keeper(inner: Arc<Inner>) {
             }
             if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
                 inner.report(&Error::Redis(e));
+                renewed = false;
             }
         }
-        forget_unowned(&inner, &mut conn, seen_before).await;
-        seen_before = inner.ran_seq.load(Ordering::Relaxed);
+        // Housekeeping, tried again next tick: not while Redis fails (one report a tick).
+        if renewed {
+            forget_unowned(&inner, &mut conn, seen_before).await;
+            seen_before = inner.ran_seq.load(Ordering::Relaxed);
+        }
     }
 }
 
