@@ -100,18 +100,22 @@ impl<T> Shared<T> {
         abort: Option<CancelReason>,
     ) -> Result<(Woken, Option<Result<T, TaskError>>), Result<T, TaskError>> {
         let mut slot = self.slot();
-        // Under the slot's lock: `is_claimed` readers outside it only skip work.
-        if self.claimed.swap(true, Ordering::AcqRel) {
+        // Every write of `claimed` is made here, under the slot's lock: a load, then a
+        // store, is one decision. Readers outside the lock (`is_claimed`) only skip work.
+        if self.claimed.load(Ordering::Acquire) {
             return Err(result);
         }
         if let Some(reason) = abort {
             if reason == CancelReason::WouldDeadlock {
-                // Published by the Release store below.
+                // Published by the Release stores below.
                 self.would_deadlock.store(true, Ordering::Relaxed);
             }
             // Release pairs with the Acquire loads in `poll_aborted` and `abort_reason`.
             self.aborted.store(true, Ordering::Release);
         }
+        // After the abort flag: whoever sees the outcome decided (Acquire) also sees that
+        // an abort decided it (a recipe task taken from the queue counts it as aborted).
+        self.claimed.store(true, Ordering::Release);
         debug_assert!(!slot.done, "a task's result was stored twice");
         slot.done = true;
         // The task is over, so a job waiting for it no longer counts as stuck on the pool,
@@ -415,6 +419,26 @@ mod loom_tests {
                 Poll::Ready(Err(e)) => assert_eq!(lost_to, e.cancel_reason()),
                 Poll::Pending => panic!("no result after both ended"),
             }
+        });
+    }
+
+    /// A queued recipe task taken while an abort decides its outcome: whoever finds the
+    /// outcome decided (`is_claimed`, without the lock) also finds that the abort decided
+    /// it, so the task is counted as aborted, not as completed.
+    #[test]
+    fn a_claim_seen_during_an_abort_is_seen_as_the_abort() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0));
+            let taker = {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    if shared.is_claimed() {
+                        assert!(shared.is_aborted(), "claimed by the abort, but not aborted");
+                    }
+                })
+            };
+            shared.abort(CancelReason::Aborted);
+            taker.join().unwrap();
         });
     }
 
