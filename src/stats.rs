@@ -32,7 +32,9 @@
 pub struct PoolStats {
     /// Tasks accepted and waiting for a free slot.
     pub queued: usize,
-    /// Tasks running now (never more than the pool's `max_concurrency`).
+    /// Tasks running now: never more than the pool's `max_concurrency`, except after
+    /// `set_max_concurrency` lowered it under the tasks running then, which finish (no new
+    /// task starts until `running` is below the new size).
     pub running: usize,
     /// Tasks accepted since the pool was created.
     pub submitted: u64,

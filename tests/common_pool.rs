@@ -647,3 +647,33 @@ async fn running_tasks_waiting_for_each_other_are_broken() {
     assert_eq!(s.cancelled, 1, "one wait was broken: {s:?}");
     assert_eq!(s.completed, 1, "{s:?}");
 }
+
+/// `PoolStats::running` after a shrink (finding 97, review r11): the tasks running then
+/// finish, so `running` may exceed the new `max_concurrency`; no task starts until it is
+/// below it.
+#[tokio::test(start_paused = true)]
+async fn after_a_shrink_running_tasks_finish_and_nothing_starts_until_below_the_new_size() {
+    let pool = CommonAioPool::new(4, 4);
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        running.push(pool.submit(std::future::pending::<()>()).await.unwrap());
+    }
+    tokio::task::yield_now().await;
+    pool.set_max_concurrency(1);
+    let next = pool.submit(async { 7u32 }).await.unwrap();
+    tokio::task::yield_now().await;
+    let s = pool.stats();
+    assert_eq!((s.running, s.queued), (4, 1), "{s}");
+    for h in running.drain(..3) {
+        h.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let s = pool.stats();
+    assert_eq!(
+        (s.running, s.queued),
+        (1, 1),
+        "at the new size: nothing starts: {s}"
+    );
+    running.pop().unwrap().abort();
+    assert_eq!(within("the queued task", next).await.unwrap(), 7);
+}

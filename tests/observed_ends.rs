@@ -23,6 +23,7 @@ use std::time::Duration;
 use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool};
 
 use collector::{Collector, EventRec};
+use support::current_thread;
 use support::serial;
 
 // ----- a metrics recorder that keeps every histogram sample --------------------------------
@@ -90,13 +91,6 @@ impl Samples {
             .filter(|n| *n == "nb_aiopool_run_time_seconds")
             .count()
     }
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A multi-thread runtime whose workers report to `log` too.

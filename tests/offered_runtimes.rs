@@ -15,21 +15,7 @@ use std::time::Duration;
 
 use nb_aiopool::CommonAioPool;
 use support::Gate;
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::{current_thread, multi_thread};
 
 /// A pool built in runtime A (its home, alive for the whole test) serves a plain thread.
 /// Some other code waits on the pool once from a short-lived runtime B (nothing to wait

@@ -14,21 +14,7 @@ use std::time::Duration;
 
 use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool, TaskError, TaskHandle};
 use support::{append, child_scenario, lines, run_child};
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::{current_thread, multi_thread};
 
 fn private_pool(slots: usize, queue: usize) -> CommonAioPool {
     CommonAioPool::builder()

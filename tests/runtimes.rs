@@ -10,18 +10,12 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool};
+use support::{current_thread, multi_thread};
 
 async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await
         .unwrap_or_else(|_| panic!("hang: {what}"))
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 static SHARED: LazyLock<CommonAioPool> = LazyLock::new(|| CommonAioPool::new(4, 16));
@@ -401,4 +395,94 @@ fn a_detached_result_that_panics_when_dropped_does_not_kill_the_runtime_for_the_
         "the tasks queued after it were cancelled as if the runtime had ended (and a plain \
          thread was refused with NoRuntime)"
     );
+}
+
+/// Finding 94 (review r11). A rate-limited pool used from two runtimes: runtime B
+/// (current-thread) runs a job whose end finds the next job, runtime A's, held back by
+/// the rate window. B's `block_on` then returns: B stays alive, but nothing drives it.
+/// The rate timer was armed on B, so A's job never started, though A runs. The timer now
+/// goes to the held job's runtime.
+#[test]
+#[allow(clippy::async_yields_async)] // submits hand back handles to await later
+fn a_rate_timer_goes_to_the_held_jobs_runtime_not_to_an_idle_one() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(10)
+        .rate_limit(1, Duration::from_millis(100))
+        .process_wide(false)
+        .build();
+    let rt_a = multi_thread();
+    let rt_b = current_thread();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let b_job = {
+        let gate = gate.clone();
+        rt_b.block_on(async {
+            pool.submit(async move { gate.notified().await })
+                .await
+                .unwrap()
+        })
+    };
+    let a_job = rt_a.block_on(async { pool.submit(async { 7u32 }).await.unwrap() });
+    assert_eq!(pool.stats().queued, 1);
+    gate.notify_one();
+    rt_b.block_on(async { b_job.await.unwrap() });
+    let got = rt_a.block_on(async { tokio::time::timeout(Duration::from_secs(3), a_job).await });
+    assert!(
+        matches!(got, Ok(Ok(7))),
+        "runtime A's job did not run within 3 s (rate window 100 ms): {got:?}; stats: {}",
+        pool.stats()
+    );
+    drop(rt_b);
+}
+
+/// Finding 95 (review r11). `set_max_concurrency`: "growing starts queued tasks at once".
+/// Called on runtime A, it spawned the slot tasks on the pool's home (the runtime of the
+/// last submit), here a current-thread runtime B that is alive but not driven: A's queued
+/// job did not start, and `stats()` counted it running. They now go to the caller's
+/// runtime (from a plain thread: to the runtime of the job that starts next).
+#[test]
+#[allow(clippy::async_yields_async)] // submits hand back handles to await later
+fn growing_starts_a_queued_job_of_the_calling_runtime_at_once() {
+    for from_a_plain_thread in [false, true] {
+        let pool = CommonAioPool::builder()
+            .max_concurrency(1)
+            .max_queue_size(10)
+            .process_wide(false)
+            .build();
+        let rt_a = multi_thread();
+        let rt_b = current_thread();
+        let (blocker, a_job) = rt_a.block_on(async {
+            let blocker = pool.submit(std::future::pending::<()>()).await.unwrap();
+            let a_job = pool.submit(async { 7u32 }).await.unwrap();
+            (blocker, a_job)
+        });
+        // B submits too (queued behind A's job), then goes idle: B is now the home.
+        let b_job = rt_b.block_on(async { pool.submit(async { 8u32 }).await.unwrap() });
+        assert_eq!(pool.stats().queued, 2);
+        if from_a_plain_thread {
+            let p = pool.clone();
+            std::thread::spawn(move || p.set_max_concurrency(3))
+                .join()
+                .unwrap();
+        }
+        let got = rt_a.block_on(async {
+            if !from_a_plain_thread {
+                pool.set_max_concurrency(3);
+            }
+            tokio::time::timeout(Duration::from_secs(3), a_job).await
+        });
+        assert!(
+            matches!(got, Ok(Ok(7))),
+            "after growing to 3 (from a plain thread: {from_a_plain_thread}), A's queued job \
+             did not start within 3 s: {got:?}; stats: {}",
+            pool.stats()
+        );
+        // B's job runs once B is driven.
+        assert_eq!(
+            rt_b.block_on(async { within("B's job", b_job).await })
+                .unwrap(),
+            8
+        );
+        blocker.abort();
+    }
 }

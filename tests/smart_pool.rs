@@ -176,6 +176,35 @@ async fn min_workers_are_kept_and_reused() {
     pool.shutdown().await;
 }
 
+/// Finding 96 (review r11): `worker_count` is "between `min_workers` and
+/// `max_concurrency`"; a shrink below `min_workers` and a grow back left the pool at the
+/// shrunk size for good. Growing restores `min_workers`.
+#[test]
+fn growing_after_a_shrink_below_min_workers_restores_them() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(5)
+        .min_workers(3)
+        .idle_timeout(Duration::from_secs(3600))
+        .auto_shutdown(false)
+        .process_wide(false)
+        .build();
+    assert_eq!(pool.worker_count(), 3);
+    pool.set_max_concurrency(1);
+    assert_eq!(
+        pool.worker_count(),
+        1,
+        "capped by the lowered max_concurrency"
+    );
+    pool.set_max_concurrency(2);
+    assert_eq!(
+        pool.worker_count(),
+        2,
+        "min_workers, capped by max_concurrency"
+    );
+    pool.set_max_concurrency(5);
+    assert_eq!(pool.worker_count(), 3, "min_workers again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_max_concurrency_running() {
     let pool = SmartAioPool::builder()

@@ -23,6 +23,23 @@ pub fn paused_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A current-thread runtime with time (not paused).
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A multi-thread runtime of one worker thread, with time.
+pub fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Counts tasks running now (entered and not yet dropped), remembers the most seen at
 /// once, and counts starts.
 #[derive(Clone, Default)]

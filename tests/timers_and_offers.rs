@@ -10,13 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use nb_aiopool::SmartAioPool;
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::current_thread;
 
 /// A rate-limited SmartAioPool (rate generous enough never to throttle), 1 slot, 1 queued.
 fn rate_limited_smart() -> SmartAioPool {

@@ -786,21 +786,24 @@ impl<J: Job> Engine<J> {
             return;
         }
         let room = Self::has_room(st);
-        let rt = st.runtimes.live_or_any(rt);
+        let rt = Self::wake_rt(st, rt);
         let Some(handle) = rt.and_then(|rt| st.runtimes.handle(rt)).cloned() else {
             return; // no runtime: started by the next submit, wait or take-over
         };
         let rt = rt.expect("a handle was found for it");
         if room {
             let mut want = (st.limit - st.running).min(st.queue.len() - st.reserved);
+            // A rate timer, if one is armed, goes to the held job's runtime.
+            let timer_rt = st.limits.as_ref().and_then(|_| Self::held_job_rt(st));
             if let Some(limits) = &mut st.limits {
                 // Reserve only for jobs that may start now, or claimers would find none.
                 let now = Instant::now();
                 let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
                 if tokens == 0 && !st.rate_timer {
                     if let Some(at) = limits.rate_ready_at(now) {
+                        let timer = timer_rt.and_then(|rt| st.runtimes.handle(rt));
                         st.rate_timer = true;
-                        later.rate_timer = Some((handle.clone(), at));
+                        later.rate_timer = Some((timer.unwrap_or(&handle).clone(), at));
                     }
                 }
                 let mut pick = limits.picker();
@@ -843,6 +846,11 @@ impl<J: Job> Engine<J> {
         rt: RtRef,
         later: &mut Deferred<J>,
     ) -> Option<Queued<J>> {
+        if st.limits.is_none() {
+            return st.queue.pop();
+        }
+        // The timer, if one is armed, goes to the held job's runtime (see `held_job_rt`).
+        let timer_rt = Self::held_job_rt(st).unwrap_or(rt);
         let State {
             queue,
             limits,
@@ -850,14 +858,12 @@ impl<J: Job> Engine<J> {
             runtimes,
             ..
         } = st;
-        let Some(limits) = limits.as_deref_mut() else {
-            return queue.pop();
-        };
+        let limits = limits.as_deref_mut().expect("checked above");
         let now = Instant::now();
         if let Some(at) = limits.rate_ready_at(now) {
             if !*rate_timer {
                 let handle = runtimes
-                    .live_or_any(Some(rt))
+                    .live_or_any(Some(timer_rt))
                     .and_then(|rt| runtimes.handle(rt));
                 if let Some(handle) = handle {
                     *rate_timer = true;
@@ -874,13 +880,16 @@ impl<J: Job> Engine<J> {
         Some(q)
     }
 
-    /// The rate window allows a start again: give free slots to queued jobs.
+    /// The rate window allows a start again: give free slots to queued jobs. Called by
+    /// the timer task, on a runtime that is being driven now: the slot tasks go there.
     fn rate_tick(self: &Arc<Self>) {
+        let current = Handle::try_current().ok();
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
             st.rate_timer = false;
-            self.fill_free(&mut st, None, &mut later);
+            let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
+            self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -917,6 +926,7 @@ impl<J: Job> Engine<J> {
              largest supported size ({})",
             Semaphore::MAX_PERMITS
         );
+        let current = Handle::try_current().ok();
         let mut later = Deferred::default();
         let old;
         {
@@ -929,9 +939,11 @@ impl<J: Job> Engine<J> {
             let (limit, running) = (st.limit, st.running);
             match &mut st.elastic {
                 // Elastic: `n` caps the live workers; growing adds workers for the tasks
-                // queued now (as a submit would), shrinking retires the extra ones.
+                // queued now (as a submit would), and back up to `min_workers` if a shrink
+                // took them below it; shrinking retires the extra ones.
                 Some(el) => {
-                    let target = limit.max((running + queued).min(n)).min(n);
+                    let floor = el.config.min_workers.max((running + queued).min(n));
+                    let target = limit.max(floor).min(n);
                     // Only workers above the running jobs are idle: after a shrink below
                     // them, the first ones added back are busy.
                     let (idle_before, idle_after) = (
@@ -955,7 +967,10 @@ impl<J: Job> Engine<J> {
                 // Fewer slots may leave only waiting jobs running.
                 later.recheck_waits = !st.waiting_on_own.is_empty();
             }
-            self.fill_free(&mut st, None, &mut later);
+            // Slot tasks for the jobs it lets start: on the caller's runtime, which is being
+            // driven now (see `wake_rt`).
+            let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
+            self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
         }
         if n > old {
@@ -999,6 +1014,28 @@ impl<J: Job> Engine<J> {
                 el.added();
             }
         }
+    }
+
+    /// Under the lock: the runtime for slot tasks that take queued jobs: `rt` (the
+    /// caller's, being driven now) if it is alive; else the runtime of the job that starts
+    /// next, whose submitter is likely waiting for it; else the home or any live runtime.
+    /// Not simply the home: that is the runtime of the last submit, which may be alive but
+    /// no longer driven (a current-thread runtime outside `block_on`), and slot tasks or a
+    /// timer left there would hold the jobs of a running runtime back.
+    fn wake_rt(st: &State<J>, rt: Option<RtRef>) -> Option<RtRef> {
+        rt.filter(|&rt| st.runtimes.is_alive(rt))
+            .or_else(|| Self::held_job_rt(st))
+            .or_else(|| st.runtimes.live_or_any(None))
+    }
+
+    /// Under the lock: the live runtime of the job that starts next, if it has its own.
+    /// A timer that lets it start is armed there, not on the runtime that noticed it must
+    /// wait (which may stop being driven right after).
+    fn held_job_rt(st: &State<J>) -> Option<RtRef> {
+        st.queue
+            .first()
+            .map(|q| q.rt)
+            .filter(|&rt| rt != ANY && st.runtimes.is_alive(rt))
     }
 
     /// Under the lock: whether a queued job without a reservation could have a slot.

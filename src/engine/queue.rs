@@ -84,6 +84,16 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
+    /// The item [`pop`](Self::pop) would take.
+    pub(crate) fn first(&self) -> Option<&T> {
+        match self {
+            Queue::Fifo(ring) => ring.front(),
+            Queue::Sorted { map, front, .. } => front
+                .front()
+                .or_else(|| map.first_key_value().map(|(_, item)| item)),
+        }
+    }
+
     /// The next item to start.
     pub(crate) fn pop(&mut self) -> Option<T> {
         match self {
