@@ -713,7 +713,7 @@ fn counter(key: &str, reply: redis::RedisResult<Value>) -> Result<u64, Error> {
     match reply {
         Ok(Value::Nil) => Ok(0),
         Ok(v) => match store::string(&v) {
-            Some(s) => s.parse::<u64>().map_err(|_| {
+            Some(s) => as_count(&s).ok_or_else(|| {
                 let mut shown: String = s.chars().take(40).collect();
                 if shown.len() < s.len() {
                     shown.push_str("...");
@@ -727,6 +727,18 @@ fn counter(key: &str, reply: redis::RedisResult<Value>) -> Result<u64, Error> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `s` as a count, if Redis holds it as one it can increment: a whole number from 0 in
+/// its canonical form (no sign, no leading zero, at most `i64::MAX`). `INCRBY` refuses
+/// anything else ("not an integer or out of range"), so such a counter would never move.
+fn as_count(s: &str) -> Option<u64> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    canonical
+        .then(|| s.parse::<i64>().ok())
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
 }
 
 /// Whether `id` is `<ms>-<seq>`, both parts decimal digits that fit a `u64`.

@@ -289,23 +289,32 @@ return done
     )
 });
 
-/// KEYS: stream, delayed, dead. ARGV: max count. Moves due retries back into the stream;
-/// returns how many it moved.
+/// KEYS: stream, delayed, dead. ARGV: max count. Moves due retries back into the stream,
+/// up to that many; returns how many it moved.
 ///
 /// A delayed entry that cannot be decoded (written by someone else) goes to the dead
 /// letters. If that write fails (the dead-letter key overwritten with another type:
 /// `WRONGTYPE`), the entry stays in the delayed set, due again in
-/// [`PROMOTE_RETRY_MS`] ms, and the other due retries are still promoted; the script then
-/// returns the error (after its writes: Redis does not roll them back), so that the
-/// worker reports it.
+/// [`PROMOTE_RETRY_MS`] ms, and the other due retries are still promoted: the script
+/// reads on past the entries it kept (they are no longer due), examining at most
+/// [`PROMOTE_EXAMINE_FACTOR`] times the max count in one call, so that many such entries
+/// cannot fill every call's window. It then returns the error (after its writes: Redis
+/// does not roll them back), so that the worker reports it.
 pub(crate) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local moved, kept, err = 0, 0, nil
+local limit = tonumber(ARGV[1])
+local cap = limit * EXAMINE_FACTOR
+local moved, kept, examined, err = 0, 0, 0, nil
+-- Every entry read is either removed or moved past `now`, so each read finds new ones.
+while moved < limit and examined < cap do
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0,
+  math.min(limit - moved, cap - examined))
+if #due == 0 then break end
 for _, m in ipairs(due) do
+  examined = examined + 1
   local ok, e = pcall(cjson.decode, m)
   if ok and type(e) == 'table' and type(e.t) == 'string' and type(e.p) == 'string' then
     redis.call('XADD', KEYS[1], '*', 't', e.t, 'p', e.p, 'j', tostring(e.j or ''),
@@ -326,6 +335,7 @@ for _, m in ipairs(due) do
     end
   end
 end
+end
 if err then
   return redis.error_reply(err .. ' (dead-lettering ' .. kept .. ' undecodable delayed ' ..
     'entries: kept in the delayed set, tried again in RETRY_MS ms; ' .. moved ..
@@ -333,13 +343,18 @@ if err then
 end
 return moved
 "#
-        .replace("RETRY_MS", &PROMOTE_RETRY_MS.to_string()),
+        .replace("RETRY_MS", &PROMOTE_RETRY_MS.to_string())
+        .replace("EXAMINE_FACTOR", &PROMOTE_EXAMINE_FACTOR.to_string()),
     )
 });
 
 /// How long [`PROMOTE`] leaves an undecodable delayed entry it could not dead-letter
 /// before it tries again, in milliseconds.
 pub(crate) const PROMOTE_RETRY_MS: u64 = 1000;
+
+/// How many delayed entries [`PROMOTE`] examines at most in one call, as a multiple of
+/// the retries it may move (500 a call, every 250 ms: up to 20,000 entries a second).
+pub(crate) const PROMOTE_EXAMINE_FACTOR: u64 = 10;
 
 /// KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count. XAUTOCLAIMs idle
 /// entries and returns `{next cursor, entries, delivery counts}`.

@@ -1,7 +1,8 @@
-//! Findings 8–42 of RELIABILITY.md: 8–20 from a review of e5dd07b, 21–30 from review r8
+//! Findings 8–45 of RELIABILITY.md: 8–20 from a review of e5dd07b, 21–30 from review r8
 //! (of 99872d6, e5dd07b, bebf983, b9dc5cc, 0c121cd), 31 noticed while fixing 22, 32–34
-//! from review r9, 35–36 from review r10, 37–42 noticed earlier and fixed on 0b18778;
-//! each test failed before its fix (36's is ignored: a limitation).
+//! from review r9, 35–36 from review r10, 37–42 noticed earlier and fixed on 0b18778,
+//! 43–45 from review r3 of those fixes; each test failed before its fix (36's is ignored:
+//! a limitation).
 
 mod support;
 
@@ -1801,4 +1802,187 @@ async fn stats_with_a_broken_counter_names_the_key() {
         .query(&mut c)
         .unwrap();
     assert_eq!(queue.stats().await.unwrap().submitted, 0);
+}
+
+/// Finding 43 (review r3 of 37–42; 42's promise, README, "Finish"): "a counter key overwritten with a non-integer
+/// is not incremented (and `stats()` fails, naming the key, until it is deleted)".
+/// `+5`, `05` and `18446744073709551615` are not integers to Redis (`INCRBY` answers "ERR
+/// value is not an integer or out of range", so the workers' best-effort `INCRBY` leaves
+/// the counter as it is), but `stats()` reads them with Rust's `u64` parser and reports 5
+/// (or u64::MAX): no error, and the count silently never moves again while jobs complete.
+/// Either the count must grow, or `stats()` must fail naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_does_not_show_a_frozen_counter_redis_cannot_increment() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "fz").await.unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r2 = runs.clone();
+    let w = Worker::builder(&url, "fz")
+        .task("t", move |_n: u64| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<(), String>(()))
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    let mut seen = Vec::new();
+    for (i, value) in ["+5", "05", "18446744073709551615"].into_iter().enumerate() {
+        let _: () = redis::cmd("SET")
+            .arg("nbq:{fz}:completed")
+            .arg(value)
+            .query(&mut server.conn())
+            .unwrap();
+        queue.submit("t", &1u64).await.unwrap();
+        let server = &server;
+        let runs = &runs;
+        within(5, "the job is run and acknowledged", async move {
+            let mut c = server.conn();
+            loop {
+                let xlen: u64 = redis::cmd("XLEN")
+                    .arg(stream_key("fz"))
+                    .query(&mut c)
+                    .unwrap();
+                if runs.load(Ordering::SeqCst) == i as u64 + 1 && xlen == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let raw: String = redis::cmd("GET")
+            .arg("nbq:{fz}:completed")
+            .query(&mut server.conn())
+            .unwrap();
+        let stats = queue.stats().await;
+        let ok = match &stats {
+            Err(Error::Redis(e)) => e.to_string().contains("nbq:{fz}:completed"),
+            Err(_) => false,
+            // The key still holds what was written: the job was not counted.
+            Ok(s) => raw != value && s.completed.to_string() == raw,
+        };
+        if !ok {
+            seen.push(format!(
+                "counter set to {value:?}, one job completed since: key holds {raw:?}, \
+                 stats() = {:?}",
+                stats.map(|s| s.completed)
+            ));
+        }
+    }
+    w.shutdown().await;
+    run.await.unwrap();
+    assert!(
+        seen.is_empty(),
+        "stats() reported a counter Redis cannot increment as a count, without an error \
+         (the count is frozen while jobs complete): {seen:#?}"
+    );
+}
+
+/// Finding 44 (review r3; 39's promise, README, "Promote"): a delayed entry that cannot be
+/// dead-lettered "stays in the delayed set (tried again a second later, the error
+/// reported) and the other due retries are still moved". With many such entries due
+/// (10 000, written by someone else, the dead-letter key overwritten), PROMOTE's `LIMIT
+/// 500` window is filled by them on every call: a retry due after them (by score) is not
+/// moved until all of them have been re-scored, 500 per promote interval (250 ms): about
+/// 5 s here; in steady state (more than 2 000 such entries) every due retry waits behind
+/// the re-scored ones that come due again, (N - 2000) / 2000 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_moves_a_due_retry_past_many_entries_it_cannot_dead_letter() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let _q = RedisQueue::connect(&url, "many").await.unwrap();
+    let mut c = server.conn();
+    let _: () = redis::cmd("SET")
+        .arg(dead_key("many"))
+        .arg("not a stream")
+        .query(&mut c)
+        .unwrap();
+    for chunk in 0..10 {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(delayed_key("many"));
+        for i in 0..1000 {
+            cmd.arg(1).arg(format!("undecodable {}", chunk * 1000 + i));
+        }
+        let _: u64 = cmd.query(&mut c).unwrap();
+    }
+    let _: u64 = redis::cmd("ZADD")
+        .arg(delayed_key("many"))
+        .arg(2)
+        .arg(r#"{"j":"1-1","t":"t","p":"7","a":1,"r":0}"#)
+        .query(&mut c)
+        .unwrap();
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let e2 = errors.clone();
+    let ran = Arc::new(AtomicU64::new(0));
+    let r2 = ran.clone();
+    let w = Worker::builder(&url, "many")
+        .on_error(move |e| e2.lock().unwrap().push(e.to_string()))
+        .task("t", move |_n: u64| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<(), String>(()))
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    let t = std::time::Instant::now();
+    while ran.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waited = t.elapsed();
+    within(10, "shutdown", w.shutdown()).await;
+    run.await.unwrap();
+    let reports = errors.lock().unwrap().len();
+    assert!(
+        ran.load(Ordering::SeqCst) == 1 && waited < Duration::from_millis(3000),
+        "the due retry ran after {waited:?} (ran: {}), {reports} error reports meanwhile \
+         (README: the other due retries are still moved, the bad entries tried again a \
+         second later)",
+        ran.load(Ordering::SeqCst)
+    );
+}
+
+/// Finding 45 (review r3; 38's promise, README, CLI): "`requeue ID...` requeues every id it can and
+/// names the others (not found, or not a full `<ms>-<seq>` id) in its one error line".
+/// When a later id meets a Redis error (here: the server at `maxmemory`, which refuses
+/// only the ids that exist, since those write), the one error line names that error and
+/// id only: the ids found missing or malformed before it are not named any more.
+#[tokio::test]
+async fn cli_requeue_names_bad_ids_also_when_a_later_id_meets_a_redis_error() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let _q = RedisQueue::connect(&url, "rqo").await.unwrap();
+    let mut c = server.conn();
+    let _: String = redis::cmd("XADD")
+        .arg(dead_key("rqo"))
+        .arg("5-1")
+        .arg(&[
+            "j", "5-1", "t", "t", "p", "1", "a", "5", "r", "0", "reason", "x", "at", "1",
+        ])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let (code, out, err) = cli_run(&url, &["rqo", "requeue", "9-9", "abc", "5-1"]);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        (code, out.as_str(), err.lines().count()),
+        (Some(1), "", 1),
+        "stdout {out:?}, stderr {err:?}"
+    );
+    assert!(
+        err.contains("9-9") && err.contains("abc"),
+        "the error line should name the id not found (9-9) and the malformed one (abc) \
+         too: {err:?}"
+    );
 }

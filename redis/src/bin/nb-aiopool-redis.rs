@@ -155,20 +155,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Err("give dead-letter ids or --all".into());
             } else {
                 // Every good id is requeued; the bad ones (not found, or not a full stream
-                // id) are named in one error line at the end. A Redis error stops here.
+                // id) are named in one error line at the end. A Redis error stops here,
+                // and the line names it, and the bad ids met before it.
                 let mut missing = Vec::new();
                 let mut malformed = Vec::new();
+                let mut bad = Vec::new();
                 for id in &ids {
                     match queue.requeue(id).await {
                         Ok(Some(new)) => println!("{id} -> {new}"),
                         Ok(None) => missing.push(id.as_str()),
                         Err(Error::Config(_)) => malformed.push(id.as_str()),
                         Err(e) => {
-                            return Err(format!("{e} (at {id}; the ids after it were not tried)"))
+                            bad.push(format!("{e} (at {id}; the ids after it were not tried)"));
+                            break;
                         }
                     }
                 }
-                let mut bad = Vec::new();
                 if !missing.is_empty() {
                     bad.push(format!("no such dead letter: {}", missing.join(", ")));
                 }
