@@ -449,7 +449,8 @@ impl RedisQueue {
     /// # Errors
     ///
     /// [`Error::Redis`]; also when the `submitted` or `completed` counter key holds
-    /// something other than a count (a whole number from 0; overwritten by hand): the
+    /// something other than a count (a whole number from 0 that Redis can increment: no
+    /// sign, no leading zero, at most `i64::MAX`; overwritten by hand): the
     /// error names the key and says to `DEL` it (counting starts again from 0). Such a
     /// counter is not shown as 0, which would read as "nothing done". Workers go on
     /// acknowledging jobs with such a counter, without counting them.
