@@ -72,8 +72,9 @@
 //!   threads and `spawn_blocking` threads, and refuses to block a thread that drives async
 //!   tasks.
 //! - A job that submits into its own full pool gets an error instead of a deadlock, and
-//!   when every slot waits for tasks of its own pool, one wait is broken with
-//!   [`CancelReason::WouldDeadlock`] instead of hanging.
+//!   when every slot waits for tasks of its own pool (also once a shrink leaves only
+//!   waiting tasks running), one wait is broken with [`CancelReason::WouldDeadlock`]
+//!   instead of hanging.
 //! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
 //!   task. A panic in a job's `poll` or in its future's `Drop` only fails that job.
 //!
@@ -94,7 +95,11 @@
 //!   the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it back; so does a
 //!   submit from outside any runtime that would wait for room while the pool knows no
 //!   live runtime (a SmartAioPool full of the re-runs of a runtime that ended: no room
-//!   would come until a runtime waits on the pool or submits to it).
+//!   would come until a runtime waits on the pool or submits to it). A runtime that is
+//!   alive but not driven (a current-thread runtime outside `block_on`) runs nothing, so
+//!   the slot tasks that take queued jobs, and a rate limit's timer, go to a runtime that
+//!   is: the one of the code that lets the jobs start (a job's end, a submit, a resize),
+//!   else the one of the job that starts next, the home only after these.
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up
