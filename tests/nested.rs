@@ -567,3 +567,130 @@ async fn a_shrink_under_a_parent_whose_child_runs_cancels_nothing() {
     assert_eq!(r, Ok(7));
     assert_eq!(pool.stats().cancelled, 0);
 }
+
+/// Finding 98 (review r12 of 92–97; a gap in 79's fix). After a shrink, a parent that
+/// awaits two queued children at once (`join!`) is left holding the pool's only slot. Awaited from the start in a pool of 1, both children get
+/// `WouldDeadlock`; after the shrink, the re-check cancelled only the newest child, and the
+/// parent waited for ever on the other one. Now both are cancelled, as from the start.
+#[tokio::test(start_paused = true)]
+async fn join_of_two_queued_children_after_a_shrink_is_not_left_hanging() {
+    // Control: in a pool of one from the start, the same `join!` gets `WouldDeadlock` for
+    // both children (each handle's first poll is refused).
+    let one = CommonAioPool::new(1, 4);
+    let inner = one.clone();
+    let r = one
+        .run(async move {
+            let a = inner.submit(async { 1u32 }).await.unwrap();
+            let b = inner.submit(async { 2u32 }).await.unwrap();
+            let (a, b) = tokio::join!(a, b);
+            (
+                a.map_err(|e| e.cancel_reason()),
+                b.map_err(|e| e.cancel_reason()),
+            )
+        })
+        .await
+        .unwrap();
+    let wd = Err(Some(CancelReason::WouldDeadlock));
+    assert_eq!(r, (wd, wd));
+
+    let pool = CommonAioPool::new(2, 4);
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel::<()>();
+    let inner = pool.clone();
+    let parent = pool
+        .submit(async move {
+            let a = inner.submit(async { 1u32 }).await.unwrap();
+            let b = inner.submit(async { 2u32 }).await.unwrap();
+            let _ = queued_tx.send(());
+            let (a, b) = tokio::join!(a, b);
+            (
+                a.map_err(|e| e.cancel_reason()),
+                b.map_err(|e| e.cancel_reason()),
+            )
+        })
+        .await
+        .unwrap();
+    queued_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let s = pool.stats();
+    assert_eq!((s.running, s.queued), (2, 2));
+    pool.set_max_concurrency(1);
+    gate.open();
+    let r = tokio::time::timeout(Duration::from_secs(5), parent)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "hang: the parent holds the only slot, awaiting two queued children; stats: {}",
+                pool.stats()
+            )
+        })
+        .unwrap();
+    // Neither child can ever start while the parent waits: both are refused, as in the
+    // pool of one.
+    assert_eq!(r, (wd, wd));
+}
+
+/// The same with a task group's `join_all`, in a SmartAioPool.
+#[tokio::test(start_paused = true)]
+async fn group_join_all_of_queued_children_after_a_shrink_is_not_left_hanging() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(8)
+        .min_workers(2)
+        .auto_shutdown(false)
+        .process_wide(false)
+        .build();
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    drop(
+        pool.submit(move || {
+            let g = g.clone();
+            async move { g.wait().await }
+        })
+        .await
+        .unwrap(),
+    );
+    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel::<()>();
+    let queued_tx = Arc::new(std::sync::Mutex::new(Some(queued_tx)));
+    let inner = pool.clone();
+    let parent = pool
+        .submit(move || {
+            let (inner, q) = (inner.clone(), queued_tx.clone());
+            async move {
+                let mut group = inner.group();
+                for i in 0..3u32 {
+                    group.submit(move || async move { i }).await.unwrap();
+                }
+                if let Some(tx) = q.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                group
+                    .join_all()
+                    .await
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.cancel_reason()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .await
+        .unwrap();
+    queued_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let s = pool.stats();
+    assert_eq!((s.running, s.queued), (2, 3));
+    pool.set_max_concurrency(1);
+    gate.open();
+    let r = tokio::time::timeout(Duration::from_secs(5), parent)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "hang: the parent holds the only slot, awaiting a group of queued children; \
+                 stats: {}",
+                pool.stats()
+            )
+        });
+    let r = r.unwrap();
+    assert_eq!(r, vec![Err(Some(CancelReason::WouldDeadlock)); 3]);
+}

@@ -486,3 +486,57 @@ fn growing_starts_a_queued_job_of_the_calling_runtime_at_once() {
         blocker.abort();
     }
 }
+
+/// Finding 99 (review r12; a regression of 94's fix). 94's fix arms the rate timer on
+/// the runtime of the job at the queue's front. When
+/// that runtime (B, current-thread, outside `block_on`) never polls the timer task and is
+/// then dropped, the unpolled timer is dropped without clearing the pool's "timer armed"
+/// mark (`Armed` was made only at its first poll), so no timer was ever armed again: the
+/// queued job of the running runtime A never started, though the window reopened long
+/// ago. The mark is now made before the first poll, and a timer dropped unfired arms
+/// another on a live runtime.
+/// (Before the fix the timer went to the runtime of the slot whose job ended: A.)
+#[test]
+#[allow(clippy::async_yields_async)]
+fn a_rate_timer_dropped_unpolled_with_its_runtime_is_armed_again() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(10)
+        .rate_limit(1, Duration::from_millis(300))
+        .process_wide(false)
+        .build();
+    let rt_a = multi_thread();
+    let rt_b = current_thread();
+    // A: a job that runs 50 ms (spends the window's one start).
+    rt_a.block_on(async {
+        pool.submit(tokio::time::sleep(Duration::from_millis(50)))
+            .await
+            .unwrap()
+            .detach()
+    });
+    // B: a job queued behind it (no room: no timer armed by this submit).
+    let b_job = rt_b.block_on(async { pool.submit(async { 8u32 }).await.unwrap() });
+    // A: a job queued behind B's.
+    let a_job = rt_a.block_on(async { pool.submit(async { 7u32 }).await.unwrap() });
+    assert_eq!(pool.stats().queued, 2);
+    // The first job ends (on A); B's job, at the front, is held by the rate window: the
+    // timer is armed on B, which nothing drives.
+    let t0 = std::time::Instant::now();
+    while pool.stats().completed < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // B ends within the window: its job is cancelled, its unpolled timer dropped.
+    drop(rt_b);
+    let b = b_job.blocking_wait();
+    assert_eq!(
+        b.map_err(|e| e.cancel_reason()),
+        Err(Some(CancelReason::RuntimeShutdown))
+    );
+    let got = rt_a.block_on(async { tokio::time::timeout(Duration::from_secs(3), a_job).await });
+    assert!(
+        matches!(got, Ok(Ok(7))),
+        "runtime A's job did not run within 3 s (rate window 300 ms): {got:?}; stats: {}",
+        pool.stats()
+    );
+}

@@ -880,6 +880,24 @@ impl<J: Job> Engine<J> {
         Some(q)
     }
 
+    /// A rate timer was dropped unfired with its runtime (before or after that runtime's
+    /// sentinel told the pool): that runtime is gone, and another timer is armed on a
+    /// live one if the window still holds jobs back. Without this, a timer dropped before
+    /// its first poll left `rate_timer` set, and no timer was ever armed again.
+    fn rate_timer_lost(self: &Arc<Self>, handle: &Handle) {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            st.rate_timer = false;
+            if let Some(rt) = st.runtimes.known(handle) {
+                self.runtime_gone(&mut st, rt, &mut later);
+            }
+            self.fill_free(&mut st, None, &mut later);
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+    }
+
     /// The rate window allows a start again: give free slots to queued jobs. Called by
     /// the timer task, on a runtime that is being driven now: the slot tasks go there.
     fn rate_tick(self: &Arc<Self>) {
@@ -1222,7 +1240,8 @@ impl<J: Job> Engine<J> {
             drop(handle.spawn(slot));
         }
         if let Some((handle, at)) = later.rate_timer.take() {
-            drop(handle.spawn(rate_timer(Arc::clone(self), at)));
+            let timer = rate_timer(Arc::clone(self), handle.clone(), at);
+            drop(handle.spawn(timer));
         }
         if std::mem::take(&mut later.changed) {
             self.changed.notify_waiters();
@@ -1260,16 +1279,26 @@ impl<J: Job> Engine<J> {
                 }
             });
             // A job whose awaited tasks have all started (or ended, its handle not yet
-            // told) is not stuck.
-            let stuck = waiting.values().all(|tasks| {
-                tasks
-                    .iter()
-                    .any(|t| queued.contains(t) || waiting.contains_key(t))
-            });
-            let Some(&victim) = queued.iter().max().filter(|_| stuck) else {
+            // told) is not stuck. Cancelled one by one, newest first, until some waiting
+            // job is not stuck: a job that awaits several queued tasks at once (`join!`,
+            // a group's `join_all`) has each refused, as the check at a wait's start does.
+            let mut victims = HashSet::new();
+            loop {
+                let stuck = waiting.values().all(|tasks| {
+                    tasks
+                        .iter()
+                        .any(|t| queued.contains(t) || waiting.contains_key(t))
+                });
+                let Some(&victim) = queued.iter().max().filter(|_| stuck) else {
+                    break;
+                };
+                queued.remove(&victim);
+                victims.insert(victim);
+            }
+            if victims.is_empty() {
                 return;
-            };
-            for q in st.queue.extract_if(|q| q.id == victim) {
+            }
+            for q in st.queue.extract_if(|q| victims.contains(&q.id)) {
                 self.drop_unrun(st, q.job, q.id, CancelReason::WouldDeadlock, &mut later);
                 later.stamps.push(q.stamp);
             }
@@ -1706,19 +1735,39 @@ impl<J: Job> Deaths for Engine<J> {
     }
 }
 
-/// Looks at the queue again when the rate window allows the next start.
-async fn rate_timer<J: Job>(engine: Arc<Engine<J>>, at: Instant) {
-    struct Armed<'a, J: Job>(&'a Engine<J>);
-    impl<J: Job> Drop for Armed<'_, J> {
-        fn drop(&mut self) {
-            // Dropped unfired (its runtime shut down): let the next start arm another.
-            self.0.lock().rate_timer = false;
+/// Looks at the queue again when the rate window allows the next start; spawned on
+/// `handle`'s runtime.
+fn rate_timer<J: Job>(
+    engine: Arc<Engine<J>>,
+    handle: Handle,
+    at: Instant,
+) -> impl Future<Output = ()> + Send + 'static {
+    // Made before the first poll: a runtime that shuts down drops the task unpolled too.
+    let mut armed = Armed {
+        engine: Some(engine),
+        handle,
+    };
+    async move {
+        tokio::time::sleep_until(at).await;
+        if let Some(engine) = armed.engine.take() {
+            engine.rate_tick();
         }
     }
-    let armed = Armed(&engine);
-    tokio::time::sleep_until(at).await;
-    std::mem::forget(armed);
-    engine.rate_tick();
+}
+
+/// A rate timer that has not fired. Dropped so (its runtime shut down: a spawned task is
+/// dropped unfinished only then), it tells the pool, which arms another elsewhere.
+struct Armed<J: Job> {
+    engine: Option<Arc<Engine<J>>>,
+    handle: Handle,
+}
+
+impl<J: Job> Drop for Armed<J> {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.rate_timer_lost(&self.handle);
+        }
+    }
 }
 
 impl<J: Job> Engine<J> {
