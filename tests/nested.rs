@@ -5,10 +5,13 @@
 mod support;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind};
+use nb_aiopool::{
+    CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind, TaskHandle,
+};
 use tokio::sync::Notify;
 
 /// Fails the test with a message instead of hanging.
@@ -693,4 +696,174 @@ async fn group_join_all_of_queued_children_after_a_shrink_is_not_left_hanging() 
         });
     let r = r.unwrap();
     assert_eq!(r, vec![Err(Some(CancelReason::WouldDeadlock)); 3]);
+}
+
+type R = Result<u32, Option<CancelReason>>;
+
+fn reason(r: Result<u32, nb_aiopool::TaskError>) -> R {
+    r.map_err(|e| e.cancel_reason())
+}
+
+/// Finding 100 (review r13 of 98–99; a regression of 98's fix). A parent that races two
+/// of its queued children with `select!` (first one wins, the
+/// other is dropped: detached, "it still runs to completion"). In a pool full from the
+/// start, the first handle polled is refused with `WouldDeadlock`, the `select!` returns,
+/// the parent ends and the other child runs: one task cancelled. Made a deadlock by a
+/// shrink instead (the parent left holding the only slot), the re-check of 0ac0caf
+/// cancelled both children in one pass (it counted the parent "stuck" on the second
+/// child after refusing the first, though the first refusal already resumes the
+/// `select!`), so the loser never ran. Now the pool wakes the awaited handles and the
+/// first one polled is refused, as in the pool full from the start.
+#[tokio::test(start_paused = true)]
+async fn select_of_two_queued_children_after_a_shrink_cancels_only_one() {
+    // Control: a pool of one from the start.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let one = CommonAioPool::new(1, 4);
+    let (inner, r1) = (one.clone(), ran.clone());
+    let first = one
+        .run(async move {
+            let (ra, rb) = (r1.clone(), r1.clone());
+            let mut a = inner
+                .submit(async move {
+                    ra.fetch_add(1, Ordering::SeqCst);
+                    1u32
+                })
+                .await
+                .unwrap();
+            let mut b = inner
+                .submit(async move {
+                    rb.fetch_add(1, Ordering::SeqCst);
+                    2u32
+                })
+                .await
+                .unwrap();
+            tokio::select! {
+                biased;
+                r = &mut a => reason(r),
+                r = &mut b => reason(r),
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(first, Err(Some(CancelReason::WouldDeadlock)));
+    support::within("the control pool's loser child", async {
+        while ran.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(one.stats().cancelled, 1, "control: {}", one.stats());
+
+    // After a shrink.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let pool = CommonAioPool::new(2, 4);
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel::<()>();
+    let (inner, r1) = (pool.clone(), ran.clone());
+    let parent = pool
+        .submit(async move {
+            let (ra, rb) = (r1.clone(), r1.clone());
+            let mut a: TaskHandle<u32> = inner
+                .submit(async move {
+                    ra.fetch_add(1, Ordering::SeqCst);
+                    1u32
+                })
+                .await
+                .unwrap();
+            let mut b: TaskHandle<u32> = inner
+                .submit(async move {
+                    rb.fetch_add(1, Ordering::SeqCst);
+                    2u32
+                })
+                .await
+                .unwrap();
+            let _ = queued_tx.send(());
+            tokio::select! {
+                biased;
+                r = &mut a => reason(r),
+                r = &mut b => reason(r),
+            }
+            // a and b dropped here: the one still pending is detached.
+        })
+        .await
+        .unwrap();
+    queued_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let s = pool.stats();
+    assert_eq!((s.running, s.queued), (2, 2));
+    pool.set_max_concurrency(1);
+    gate.open();
+    let first = support::within("the parent after the shrink", parent)
+        .await
+        .unwrap();
+    assert_eq!(first, Err(Some(CancelReason::WouldDeadlock)));
+    // The parent has ended: its slot is free for the detached loser.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = pool.stats();
+    assert_eq!(
+        (ran.load(Ordering::SeqCst), s.cancelled),
+        (1, 1),
+        "the select!'s loser, detached after the parent resumed, was cancelled too \
+         (WouldDeadlock) and never ran, though the parent's end left it a slot; stats: {s}"
+    );
+}
+
+/// Finding 101 (review r13; a gap in 98's fix). Two parents left holding every slot by a
+/// shrink: P1 `join!`s its children a1 and a3,
+/// P2 awaits a2 (submitted between them: a1 < a2 < a3). Cancelling a2 alone lets P2 end,
+/// and its slot runs a1 and a3. The re-check cancelled newest first across all waiting
+/// tasks: a3 (P1 still stuck on a1), then a2. P1's a3 was refused though that refusal
+/// freed nothing. Now the handles of the job one refusal frees are woken first; on this
+/// current-thread runtime P2 is polled first, and P1's next poll finds the pool unstuck.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_that_frees_no_slot_is_not_made() {
+    let pool = CommonAioPool::new(3, 8);
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    // Orders the three child submits across the two parents.
+    let (a1_tx, a1_rx) = tokio::sync::oneshot::channel::<()>();
+    let (a2_tx, a2_rx) = tokio::sync::oneshot::channel::<()>();
+    let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
+    let inner = pool.clone();
+    let p1 = pool
+        .submit(async move {
+            let a1 = inner.submit(async { 1u32 }).await.unwrap();
+            let _ = a1_tx.send(());
+            a2_rx.await.unwrap();
+            let a3 = inner.submit(async { 3u32 }).await.unwrap();
+            let _ = waiting_tx.send(());
+            let (a1, a3) = tokio::join!(a1, a3);
+            (reason(a1), reason(a3))
+        })
+        .await
+        .unwrap();
+    let inner = pool.clone();
+    let p2 = pool
+        .submit(async move {
+            a1_rx.await.unwrap();
+            let a2 = inner.submit(async { 2u32 }).await.unwrap();
+            let _ = a2_tx.send(());
+            reason(a2.await)
+        })
+        .await
+        .unwrap();
+    waiting_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let s = pool.stats();
+    assert_eq!((s.running, s.queued, s.cancelled), (3, 3, 0), "{s}");
+    pool.set_max_concurrency(2);
+    gate.open();
+    let r2 = support::within("P2", p2).await.unwrap();
+    let r1 = support::within("P1", p1).await.unwrap();
+    assert_eq!(r2, Err(Some(CancelReason::WouldDeadlock)));
+    assert_eq!(
+        r1,
+        (Ok(1), Ok(3)),
+        "P1's child a3 was refused though cancelling a2 alone let the pool go on; stats: {}",
+        pool.stats()
+    );
+    assert_eq!(pool.stats().cancelled, 1, "{}", pool.stats());
 }

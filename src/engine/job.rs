@@ -31,4 +31,8 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// decided its outcome): a job cancelled after that is counted with that reason.
     /// Cheap (atomic loads); called under the lock.
     fn aborted(&self) -> Option<CancelReason>;
+
+    /// The waker of the job's handle, if it is being awaited (cloned under the handle's
+    /// own lock; never woken under the engine's).
+    fn handle_waker(&self) -> Option<std::task::Waker>;
 }

@@ -36,7 +36,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -319,6 +319,10 @@ pub(crate) struct Engine<J: Job> {
     generation: AtomicU64,
     /// Running jobs with an id below this are cancelled with `State::cancel_reason`.
     cancel_before: AtomicU64,
+    /// The pool found itself stuck on nested waits after a slot went away, and woke the
+    /// handles concerned: a counted wait polled again asks whether to give up (see
+    /// `Probe::refuse_stuck`). Cleared once a check finds the pool no longer stuck.
+    waits_stuck: AtomicBool,
     on_drop: Option<DropHook>,
     /// Called, outside the lock, for panics of detached tasks.
     on_panic: OnPanic,
@@ -414,6 +418,7 @@ impl<J: Job> Engine<J> {
             changed: Notify::new(),
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
+            waits_stuck: AtomicBool::new(false),
             on_drop,
             on_panic,
             observer: Observer::new(&label),
@@ -1251,61 +1256,74 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// After a job's end or a shrink: if every slot the pool may have is taken by a job
-    /// that waits on tasks of the pool, each on one that has not started (or that waits
-    /// itself), nothing can progress. The nested-wait check of [`Probe::start_waiting`]
-    /// refuses the wait that would close that circle; this is the same rule for a circle
-    /// closed later, by a slot going away. It cancels the newest of the awaited tasks
-    /// still queued with `WouldDeadlock`, which resumes the job waiting on it.
+    /// Under the lock: every slot the pool may have is taken by a job that waits on tasks
+    /// of the pool, each on one that has not started (or that waits itself): nothing can
+    /// progress. Returns, for each waiting job, its awaited tasks still queued; `None` if
+    /// the pool is not stuck so.
+    fn stuck_waits(st: &mut State<J>) -> Option<Vec<Vec<u64>>> {
+        let waiting = &st.waiting_on_own;
+        if waiting.is_empty()
+            || st.taken_over
+            || st.reserved > 0
+            || waiting.len() < st.running
+            || st.running < st.max_concurrency
+        {
+            return None;
+        }
+        let awaited: HashSet<u64> = waiting.values().flatten().copied().collect();
+        let mut queued = HashSet::new();
+        st.queue.for_each_mut(|q| {
+            if awaited.contains(&q.id) {
+                queued.insert(q.id);
+            }
+        });
+        // A job whose awaited tasks have all started (or ended, its handle not yet told)
+        // is not stuck.
+        let mut per_waiter = Vec::with_capacity(waiting.len());
+        for tasks in waiting.values() {
+            let chained = tasks.iter().any(|t| waiting.contains_key(t));
+            let mine: Vec<u64> = tasks
+                .iter()
+                .copied()
+                .filter(|t| queued.contains(t))
+                .collect();
+            if mine.is_empty() && !chained {
+                return None;
+            }
+            per_waiter.push(mine);
+        }
+        Some(per_waiter)
+    }
+
+    /// After a job's end or a shrink: if the pool is stuck on nested waits
+    /// ([`stuck_waits`](Self::stuck_waits)), the circle was closed by a slot going away,
+    /// not by a wait, which [`Probe::start_waiting`] would have refused. The same rule
+    /// applies: the next wait polled is refused. So the handles of the awaited queued tasks
+    /// are woken (those of the job one refusal frees first), and each one polled again
+    /// asks [`Probe::refuse_stuck`]. Which wait is broken thus follows the order of polls,
+    /// as with the check at a wait's start: a `select!` has one refused, a `join!` each.
     fn break_nested_deadlock(self: &Arc<Self>) {
-        let mut later = Deferred::default();
+        let mut wakers = Vec::new();
         {
             let mut st = self.lock();
-            let st = &mut *st;
-            let waiting = &st.waiting_on_own;
-            if waiting.is_empty()
-                || st.taken_over
-                || st.reserved > 0
-                || waiting.len() < st.running
-                || st.running < st.max_concurrency
-            {
+            let Some(mut per_waiter) = Self::stuck_waits(&mut st) else {
                 return;
-            }
-            let awaited: HashSet<u64> = waiting.values().flatten().copied().collect();
-            let mut queued = HashSet::new();
+            };
+            per_waiter.sort_by_key(Vec::len);
+            // Before the wakers are read: a handle woken sees the mark.
+            self.waits_stuck.store(true, Ordering::Release);
+            let order: Vec<u64> = per_waiter.into_iter().flatten().collect();
+            let mut found: HashMap<u64, Waker> = HashMap::new();
             st.queue.for_each_mut(|q| {
-                if awaited.contains(&q.id) {
-                    queued.insert(q.id);
+                if order.contains(&q.id) {
+                    if let Some(w) = q.job.handle_waker() {
+                        found.insert(q.id, w);
+                    }
                 }
             });
-            // A job whose awaited tasks have all started (or ended, its handle not yet
-            // told) is not stuck. Cancelled one by one, newest first, until some waiting
-            // job is not stuck: a job that awaits several queued tasks at once (`join!`,
-            // a group's `join_all`) has each refused, as the check at a wait's start does.
-            let mut victims = HashSet::new();
-            loop {
-                let stuck = waiting.values().all(|tasks| {
-                    tasks
-                        .iter()
-                        .any(|t| queued.contains(t) || waiting.contains_key(t))
-                });
-                let Some(&victim) = queued.iter().max().filter(|_| stuck) else {
-                    break;
-                };
-                queued.remove(&victim);
-                victims.insert(victim);
-            }
-            if victims.is_empty() {
-                return;
-            }
-            for q in st.queue.extract_if(|q| victims.contains(&q.id)) {
-                self.drop_unrun(st, q.job, q.id, CancelReason::WouldDeadlock, &mut later);
-                later.stamps.push(q.stamp);
-            }
-            Self::clamp_reserved(st);
-            self.gauges(st);
+            wakers.extend(order.iter().filter_map(|id| found.remove(id)));
         }
-        self.run_deferred(&mut later);
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     // ----- observation -----------------------------------------------------------------
@@ -1704,6 +1722,20 @@ impl<J: Job> Probe for Engine<J> {
         }
         st.waiting_on_own.insert(waiter, vec![awaited]);
         Some(false)
+    }
+
+    fn refuse_stuck(&self, _waiter: u64, awaited: u64) -> bool {
+        if !self.waits_stuck.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut st = self.lock();
+        if Self::stuck_waits(&mut st).is_none() {
+            // Broken meanwhile (by an earlier refusal, or a job's end).
+            self.waits_stuck.store(false, Ordering::Release);
+            return false;
+        }
+        // Only a task that has not started: refusing it is what frees its waiter.
+        st.queue.count(1, |q| q.id == awaited) > 0
     }
 
     fn stop_waiting(&self, waiter: u64, awaited: u64) {

@@ -46,6 +46,10 @@ impl Job for FutureJob {
     fn aborted(&self) -> Option<CancelReason> {
         self.0.aborted()
     }
+
+    fn handle_waker(&self) -> Option<std::task::Waker> {
+        self.0.handle_waker()
+    }
 }
 
 impl<F> Submit<FutureJob> for F

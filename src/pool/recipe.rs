@@ -38,6 +38,8 @@ trait SmartTaskDyn: Send + Sync + 'static {
     fn cancel(&self, reason: CancelReason);
     /// Why it was aborted, if it was.
     fn aborted(&self) -> Option<CancelReason>;
+    /// The waker of its handle, if it is being awaited.
+    fn handle_waker(&self) -> Option<std::task::Waker>;
     /// A run that calls no user code (for a task cancelled before it started).
     fn unstarted(self: Arc<Self>) -> BoxRun;
 }
@@ -92,6 +94,10 @@ where
         self.shared.aborted()
     }
 
+    fn handle_waker(&self) -> Option<std::task::Waker> {
+        self.shared.handle_waker()
+    }
+
     fn unstarted(self: Arc<Self>) -> BoxRun {
         // A future that is never polled: the run is cancelled before its first poll.
         Box::pin(Run::new(std::future::pending::<Fut::Output>(), self))
@@ -135,6 +141,10 @@ impl Job for SmartJob {
 
     fn aborted(&self) -> Option<CancelReason> {
         self.0.aborted()
+    }
+
+    fn handle_waker(&self) -> Option<std::task::Waker> {
+        self.0.handle_waker()
     }
 }
 

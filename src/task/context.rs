@@ -28,6 +28,12 @@ pub(crate) trait Probe: Send + Sync {
 
     /// A wait of `waiter` on `awaited` counted by `start_waiting` ended.
     fn stop_waiting(&self, waiter: u64, awaited: u64);
+
+    /// `waiter` polls again its counted wait on `awaited`: whether to refuse it now
+    /// (`WouldDeadlock`), because the deadlock `start_waiting` refuses arose since (a slot
+    /// went away), and `awaited` has not started. Costs one atomic load unless the pool
+    /// found such a deadlock (then it woke the handles it concerns, to be asked this).
+    fn refuse_stuck(&self, waiter: u64, awaited: u64) -> bool;
 }
 
 /// A counted wait ([`Probe::start_waiting`]), ended by [`end`](Self::end).
@@ -73,6 +79,12 @@ pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting,
         })),
         true => Some(Err(())),
     }
+}
+
+/// Whether the current thread's task of pool `pool`, polling again its counted wait on
+/// task `awaited`, is to be refused (see [`Probe::refuse_stuck`]).
+pub(crate) fn refuse_stuck(pool: usize, awaited: u64) -> bool {
+    with_current(pool, |cur| cur.probe.refuse_stuck(cur.task, awaited)).unwrap_or(false)
 }
 
 /// The task of pool `pool` the current thread is polling, if any.

@@ -31,9 +31,11 @@ use crate::error::{CancelReason, TaskError};
 /// is cancelled and the handle resolves to
 /// [`CancelReason::WouldDeadlock`](crate::CancelReason::WouldDeadlock). When the picture
 /// is completed later, by a slot going away (after `set_max_concurrency` lowered the
-/// size, the end of another task leaves only waiting tasks running), the newest awaited
-/// task that has not started is cancelled the same way. Waits while some slot still
-/// makes progress are left alone. A task waiting on something else as well (a timer in a
+/// size, the end of another task leaves only waiting tasks running), the pool wakes the
+/// handles of the awaited tasks that have not started, and the next of them polled is
+/// broken the same way: a `select!` over two such handles has one refused, a `join!` each
+/// (as in a pool that was full from the start). Waits while some slot still makes
+/// progress are left alone. A task waiting on something else as well (a timer in a
 /// `select!`) is still counted as waiting.
 ///
 /// ```
@@ -234,16 +236,26 @@ impl<T> Future for TaskHandle<T> {
         // of the pool (the first one may have ended, its count with it). The thread-local
         // check first: awaited outside the pool, this costs no lock.
         let waiter = context::current_task(shared.pool);
-        if waiter.is_some() && shared.waiting_task() != waiter {
+        if waiter.is_some() {
             // Relaxed: written before the handle was returned by the submit.
             let awaited = shared.job.load(Ordering::Relaxed);
-            match context::start_waiting(shared.pool, awaited) {
-                Some(Ok(waiting)) => shared.set_waiting(waiting),
-                Some(Err(())) => {
-                    shared.abort(CancelReason::WouldDeadlock);
-                    return shared.poll_result(cx);
+            let refuse = if shared.waiting_task() != waiter {
+                match context::start_waiting(shared.pool, awaited) {
+                    Some(Ok(waiting)) => {
+                        shared.set_waiting(waiting);
+                        false
+                    }
+                    Some(Err(())) => true,
+                    None => false,
                 }
-                None => {}
+            } else {
+                // Counted already: the same deadlock may have arisen since, by a slot
+                // going away (a shrink); the pool then wakes the handles it concerns.
+                context::refuse_stuck(shared.pool, awaited)
+            };
+            if refuse {
+                shared.abort(CancelReason::WouldDeadlock);
+                return shared.poll_result(cx);
             }
         }
         Poll::Pending

@@ -65,6 +65,11 @@ pub(crate) trait RunJob: Send {
     fn aborted(&self) -> Option<CancelReason> {
         None
     }
+
+    /// The waker of the task's handle, if it is being awaited.
+    fn handle_waker(&self) -> Option<std::task::Waker> {
+        None
+    }
 }
 
 /// A boxed, type-erased run.

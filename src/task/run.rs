@@ -202,4 +202,8 @@ where
     fn aborted(&self) -> Option<CancelReason> {
         self.owner.shared().aborted()
     }
+
+    fn handle_waker(&self) -> Option<std::task::Waker> {
+        self.owner.shared().handle_waker()
+    }
 }

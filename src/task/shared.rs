@@ -197,6 +197,11 @@ impl<T> Shared<T> {
         }
     }
 
+    /// The waker of the handle waiting for the task, if one waits.
+    pub(crate) fn handle_waker(&self) -> Option<Waker> {
+        self.slot().waker.clone()
+    }
+
     /// Whether the task was aborted.
     pub(crate) fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
