@@ -704,6 +704,33 @@ fn reason(r: Result<u32, nb_aiopool::TaskError>) -> R {
     r.map_err(|e| e.cancel_reason())
 }
 
+/// Submits two children that count their runs in `ran` (both queued: the pool is full),
+/// says so on `queued`, and races them with a biased `select!`; the loser's handle is
+/// dropped (detached: it still runs to completion).
+async fn race_two_children(
+    pool: CommonAioPool,
+    ran: Arc<AtomicUsize>,
+    queued: Option<tokio::sync::oneshot::Sender<()>>,
+) -> R {
+    let child = |v: u32| {
+        let ran = ran.clone();
+        async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+            v
+        }
+    };
+    let mut a: TaskHandle<u32> = pool.submit(child(1)).await.unwrap();
+    let mut b: TaskHandle<u32> = pool.submit(child(2)).await.unwrap();
+    if let Some(tx) = queued {
+        let _ = tx.send(());
+    }
+    tokio::select! {
+        biased;
+        r = &mut a => reason(r),
+        r = &mut b => reason(r),
+    }
+}
+
 /// Finding 100 (review r13 of 98–99; a regression of 98's fix). A parent that races two
 /// of its queued children with `select!` (first one wins, the
 /// other is dropped: detached, "it still runs to completion"). In a pool full from the
@@ -719,30 +746,8 @@ async fn select_of_two_queued_children_after_a_shrink_cancels_only_one() {
     // Control: a pool of one from the start.
     let ran = Arc::new(AtomicUsize::new(0));
     let one = CommonAioPool::new(1, 4);
-    let (inner, r1) = (one.clone(), ran.clone());
     let first = one
-        .run(async move {
-            let (ra, rb) = (r1.clone(), r1.clone());
-            let mut a = inner
-                .submit(async move {
-                    ra.fetch_add(1, Ordering::SeqCst);
-                    1u32
-                })
-                .await
-                .unwrap();
-            let mut b = inner
-                .submit(async move {
-                    rb.fetch_add(1, Ordering::SeqCst);
-                    2u32
-                })
-                .await
-                .unwrap();
-            tokio::select! {
-                biased;
-                r = &mut a => reason(r),
-                r = &mut b => reason(r),
-            }
-        })
+        .run(race_two_children(one.clone(), ran.clone(), None))
         .await
         .unwrap();
     assert_eq!(first, Err(Some(CancelReason::WouldDeadlock)));
@@ -761,32 +766,12 @@ async fn select_of_two_queued_children_after_a_shrink_cancels_only_one() {
     let g = gate.clone();
     drop(pool.submit(async move { g.wait().await }).await.unwrap());
     let (queued_tx, queued_rx) = tokio::sync::oneshot::channel::<()>();
-    let (inner, r1) = (pool.clone(), ran.clone());
     let parent = pool
-        .submit(async move {
-            let (ra, rb) = (r1.clone(), r1.clone());
-            let mut a: TaskHandle<u32> = inner
-                .submit(async move {
-                    ra.fetch_add(1, Ordering::SeqCst);
-                    1u32
-                })
-                .await
-                .unwrap();
-            let mut b: TaskHandle<u32> = inner
-                .submit(async move {
-                    rb.fetch_add(1, Ordering::SeqCst);
-                    2u32
-                })
-                .await
-                .unwrap();
-            let _ = queued_tx.send(());
-            tokio::select! {
-                biased;
-                r = &mut a => reason(r),
-                r = &mut b => reason(r),
-            }
-            // a and b dropped here: the one still pending is detached.
-        })
+        .submit(race_two_children(
+            pool.clone(),
+            ran.clone(),
+            Some(queued_tx),
+        ))
         .await
         .unwrap();
     queued_rx.await.unwrap();
