@@ -852,3 +852,200 @@ async fn a_refusal_that_frees_no_slot_is_not_made() {
     );
     assert_eq!(pool.stats().cancelled, 1, "{}", pool.stats());
 }
+
+/// Finding 102 (review r14 of a826662; a regression of it). Chained waiter woken first. W1 runs and submits W2 (which starts: there is room) and a
+/// queued child c1, and `join!`s W2's handle and c1. Then W2 submits two queued children
+/// c2, c3 and `join!`s them. Every slot but none (control: a pool of 2 from the start) or
+/// one (a pool of 3 with a blocker, shrunk to 2 before the blocker ends) is left.
+///
+/// Control: W2's wait closes the picture, c2 and c3 are refused, W2 ends and its slot
+/// runs c1: W1 gets `(Ok((WD, WD)), Ok(1))`, two tasks cancelled. After the shrink the
+/// state is the same, but the pool wakes W1's handles first (one queued awaited task,
+/// fewer than W2's two), though W1 also waits on W2, a waiting task: refusing c1 frees no
+/// slot (finding 101's rule). Then c2 and c3 are refused too: three cancelled.
+#[allow(clippy::async_yields_async)]
+async fn chained_scenario(shrink: bool) -> ((Result<(R, R), Option<CancelReason>>, R), u64) {
+    let pool = if shrink {
+        CommonAioPool::new(3, 8)
+    } else {
+        CommonAioPool::new(2, 8)
+    };
+    let gate = support::Gate::default();
+    if shrink {
+        let g = gate.clone();
+        drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    }
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (w2_waiting_tx, w2_waiting_rx) = tokio::sync::oneshot::channel::<()>();
+    let inner = pool.clone();
+    let w1 = pool
+        .submit(async move {
+            let inner2 = inner.clone();
+            // W2 starts at once (there is room).
+            let w2: TaskHandle<(R, R)> = inner
+                .submit(async move {
+                    go_rx.await.unwrap();
+                    let c2 = inner2.submit(async { 2u32 }).await.unwrap();
+                    let c3 = inner2.submit(async { 3u32 }).await.unwrap();
+                    let _ = w2_waiting_tx.send(());
+                    let (c2, c3) = tokio::join!(c2, c3);
+                    (reason(c2), reason(c3))
+                })
+                .await
+                .unwrap();
+            let c1 = inner.submit(async { 1u32 }).await.unwrap();
+            // W1's wait is counted (both handles polled) before W2 starts waiting.
+            let (w2, c1, ()) = tokio::join!(w2, c1, async move {
+                let _ = go_tx.send(());
+            });
+            (w2.map_err(|e| e.cancel_reason()), reason(c1))
+        })
+        .await
+        .unwrap();
+    w2_waiting_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    if shrink {
+        let s = pool.stats();
+        assert_eq!((s.running, s.queued), (3, 3), "{s}");
+        pool.set_max_concurrency(2);
+        gate.open();
+    }
+    let r = support::within("W1", w1).await.unwrap();
+    support::within("the pool's wait", pool.wait()).await;
+    (r, pool.stats().cancelled)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_chained_on_a_waiting_task_is_not_refused_first_after_a_shrink() {
+    let wd = Err(Some(CancelReason::WouldDeadlock));
+    // Control: the pool of 2 from the start.
+    let control = chained_scenario(false).await;
+    assert_eq!(control, ((Ok((wd, wd)), Ok(1)), 2), "control");
+    let after_shrink = chained_scenario(true).await;
+    assert_eq!(
+        after_shrink,
+        ((Ok((wd, wd)), Ok(1)), 2),
+        "after the shrink, W1's c1 was refused though W1 also waits on W2 (a waiting task): \
+         that refusal freed no slot"
+    );
+}
+
+/// Finding 103 (review r14; a regression of a826662). A parent that gave its queued
+/// child's handle one chance (`timeout` of 1 ms, which
+/// polls it and counts the wait), then checks `is_finished()` until the child is done and
+/// takes the result. In a pool full from the start the first poll is refused: the handle
+/// resolves to `WouldDeadlock`. Made a deadlock by a shrink, 0ac0caf cancelled the queued
+/// child (its handle resolved, `is_finished()` turned true); a826662 only woke the
+/// handle, which is not polled again: the parent held the only slot for ever. Now a poll
+/// of the picked job that refuses none of its waits has its newest queued child cancelled.
+async fn timeout_then_is_finished(shrink: bool) -> Option<R> {
+    let pool = if shrink {
+        CommonAioPool::new(2, 4)
+    } else {
+        CommonAioPool::new(1, 4)
+    };
+    let gate = support::Gate::default();
+    if shrink {
+        let g = gate.clone();
+        drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    }
+    let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
+    let inner = pool.clone();
+    let parent = pool
+        .submit(async move {
+            let mut child = inner.submit(async move { 7u32 }).await.unwrap();
+            let quick = tokio::time::timeout(Duration::from_millis(1), &mut child).await;
+            let _ = waiting_tx.send(());
+            match quick {
+                Ok(r) => reason(r),
+                Err(_) => loop {
+                    if child.is_finished() {
+                        break reason(child.await);
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                },
+            }
+        })
+        .await
+        .unwrap();
+    waiting_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    if shrink {
+        let s = pool.stats();
+        assert_eq!((s.running, s.queued), (2, 1), "{s}");
+        pool.set_max_concurrency(1);
+        gate.open();
+    }
+    tokio::time::timeout(Duration::from_secs(5), parent)
+        .await
+        .ok()
+        .map(Result::unwrap)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_counted_wait_not_polled_again_still_resolves_after_a_shrink() {
+    let wd = Err(Some(CancelReason::WouldDeadlock));
+    let control = timeout_then_is_finished(false).await;
+    assert_eq!(control, Some(wd), "control");
+    let after = timeout_then_is_finished(true).await;
+    assert_eq!(
+        after,
+        Some(wd),
+        "hang: after the shrink the parent holds the only slot, counted as waiting on its \
+         queued child, but the child's handle never resolves (not polled again)"
+    );
+}
+
+/// Finding 104 (review r14; 101 again). Finding 101's scenario on a multi-thread runtime
+/// of one worker (no two polls at once):
+/// P1 `join!`s a1 and a3, P2 awaits a2; a shrink leaves them holding every slot. The pool
+/// woke P2's handle first, but a wake from a worker thread goes to its LIFO slot, so the
+/// last woken (P1) ran first and both of P1's children were refused. Now only the picked
+/// job's waits are refused, whatever order the jobs are polled in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_refusal_that_frees_no_slot_is_not_made_on_one_worker() {
+    let pool = CommonAioPool::new(3, 8);
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    drop(pool.submit(async move { g.wait().await }).await.unwrap());
+    let (a1_tx, a1_rx) = tokio::sync::oneshot::channel::<()>();
+    let (a2_tx, a2_rx) = tokio::sync::oneshot::channel::<()>();
+    let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
+    let inner = pool.clone();
+    let p1 = pool
+        .submit(async move {
+            let a1 = inner.submit(async { 1u32 }).await.unwrap();
+            let _ = a1_tx.send(());
+            a2_rx.await.unwrap();
+            let a3 = inner.submit(async { 3u32 }).await.unwrap();
+            let _ = waiting_tx.send(());
+            let (a1, a3) = tokio::join!(a1, a3);
+            (reason(a1), reason(a3))
+        })
+        .await
+        .unwrap();
+    let inner = pool.clone();
+    let p2 = pool
+        .submit(async move {
+            a1_rx.await.unwrap();
+            let a2 = inner.submit(async { 2u32 }).await.unwrap();
+            let _ = a2_tx.send(());
+            reason(a2.await)
+        })
+        .await
+        .unwrap();
+    waiting_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let s = pool.stats();
+    assert_eq!((s.running, s.queued, s.cancelled), (3, 3, 0), "{s}");
+    pool.set_max_concurrency(2);
+    gate.open();
+    let r2 = support::within("P2", p2).await.unwrap();
+    let r1 = support::within("P1", p1).await.unwrap();
+    assert_eq!(
+        (r1, r2),
+        ((Ok(1), Ok(3)), Err(Some(CancelReason::WouldDeadlock))),
+        "stats: {}",
+        pool.stats()
+    );
+}

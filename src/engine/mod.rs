@@ -31,6 +31,7 @@ pub(crate) mod queue;
 pub(crate) mod runtimes;
 mod slot;
 
+use std::cmp::Reverse;
 use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
 use std::future::Future;
@@ -230,6 +231,11 @@ struct State<J> {
     /// Running jobs now waiting for handles of tasks of this pool, each with the tasks it
     /// waits for, once per handle (see `Probe`).
     waiting_on_own: HashMap<u64, Vec<u64>>,
+    /// The waiting job whose waits are refused next, the pool being stuck on nested
+    /// waits (see [`Engine::break_nested_deadlock`]); and whether its current poll
+    /// refused one.
+    stuck_pick: Option<u64>,
+    stuck_refused: bool,
     cancel_reason: CancelReason,
     slots: Slab<SlotEntry<J>>,
     /// Idle slot tasks (see [`Idle`]).
@@ -396,6 +402,8 @@ impl<J: Job> Engine<J> {
             waits: Slab::new(),
             closed: false,
             waiting_on_own: HashMap::new(),
+            stuck_pick: None,
+            stuck_refused: false,
             cancel_reason: CancelReason::Abandoned,
             slots: Slab::new(),
             idle: Vec::new(),
@@ -1258,9 +1266,9 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: every slot the pool may have is taken by a job that waits on tasks
     /// of the pool, each on one that has not started (or that waits itself): nothing can
-    /// progress. Returns, for each waiting job, its awaited tasks still queued; `None` if
-    /// the pool is not stuck so.
-    fn stuck_waits(st: &mut State<J>) -> Option<Vec<Vec<u64>>> {
+    /// progress. Returns each waiting job with its awaited tasks still queued and whether
+    /// it also awaits a waiting job; `None` if the pool is not stuck so.
+    fn stuck_waits(st: &mut State<J>) -> Option<Vec<(u64, Vec<u64>, bool)>> {
         let waiting = &st.waiting_on_own;
         if waiting.is_empty()
             || st.taken_over
@@ -1279,8 +1287,8 @@ impl<J: Job> Engine<J> {
         });
         // A job whose awaited tasks have all started (or ended, its handle not yet told)
         // is not stuck.
-        let mut per_waiter = Vec::with_capacity(waiting.len());
-        for tasks in waiting.values() {
+        let mut jobs = Vec::with_capacity(waiting.len());
+        for (&job, tasks) in waiting {
             let chained = tasks.iter().any(|t| waiting.contains_key(t));
             let mine: Vec<u64> = tasks
                 .iter()
@@ -1290,40 +1298,91 @@ impl<J: Job> Engine<J> {
             if mine.is_empty() && !chained {
                 return None;
             }
-            per_waiter.push(mine);
+            jobs.push((job, mine, chained));
         }
-        Some(per_waiter)
+        Some(jobs)
     }
 
-    /// After a job's end or a shrink: if the pool is stuck on nested waits
-    /// ([`stuck_waits`](Self::stuck_waits)), the circle was closed by a slot going away,
-    /// not by a wait, which [`Probe::start_waiting`] would have refused. The same rule
-    /// applies: the next wait polled is refused. So the handles of the awaited queued tasks
-    /// are woken (those of the job one refusal frees first), and each one polled again
-    /// asks [`Probe::refuse_stuck`]. Which wait is broken thus follows the order of polls,
-    /// as with the check at a wait's start: a `select!` has one refused, a `join!` each.
+    /// After a job's end, a shrink, or the poll of the job picked before: if the pool is
+    /// stuck on nested waits ([`stuck_waits`](Self::stuck_waits)), the circle was closed
+    /// by a slot going away, not by a wait, which [`Probe::start_waiting`] would have
+    /// refused. The same rule applies, one waiting job at a time: the pool picks the job
+    /// whose refusals free a slot soonest (not one that also awaits a waiting job; then
+    /// the fewest queued tasks awaited; then the newest), and wakes the handles it awaits.
+    /// While that job is polled, each of those handles it polls again is refused
+    /// ([`Probe::refuse_stuck`]), as a wait starting then would be: a `select!` has one
+    /// refused, a `join!` each. If the poll refuses none (the job no longer polls them),
+    /// the newest of its queued awaited tasks is cancelled with `WouldDeadlock` at once
+    /// ([`after_stuck_poll`](Self::after_stuck_poll)).
     fn break_nested_deadlock(self: &Arc<Self>) {
         let mut wakers = Vec::new();
         {
             let mut st = self.lock();
-            let Some(mut per_waiter) = Self::stuck_waits(&mut st) else {
+            let st = &mut *st;
+            if let Some(picked) = st.stuck_pick {
+                if st.waiting_on_own.contains_key(&picked) {
+                    return; // its poll decides first
+                }
+                st.stuck_pick = None;
+            }
+            let Some(jobs) = Self::stuck_waits(st) else {
+                self.waits_stuck.store(false, Ordering::Release);
                 return;
             };
-            per_waiter.sort_by_key(Vec::len);
-            // Before the wakers are read: a handle woken sees the mark.
+            let Some((job, tasks, _)) = jobs
+                .into_iter()
+                .filter(|(_, tasks, _)| !tasks.is_empty())
+                .min_by_key(|(job, tasks, chained)| (*chained, tasks.len(), Reverse(*job)))
+            else {
+                return; // every waiting job waits on a waiting job: a cycle of waits
+            };
+            st.stuck_pick = Some(job);
+            st.stuck_refused = false;
+            // Before the wakers are read: the job woken sees the mark.
             self.waits_stuck.store(true, Ordering::Release);
-            let order: Vec<u64> = per_waiter.into_iter().flatten().collect();
-            let mut found: HashMap<u64, Waker> = HashMap::new();
             st.queue.for_each_mut(|q| {
-                if order.contains(&q.id) {
-                    if let Some(w) = q.job.handle_waker() {
-                        found.insert(q.id, w);
-                    }
+                if tasks.contains(&q.id) {
+                    wakers.extend(q.job.handle_waker());
                 }
             });
-            wakers.extend(order.iter().filter_map(|id| found.remove(id)));
         }
         wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// A poll of job `id` ended while the pool was marked stuck on nested waits (checked by
+    /// the slot with one atomic load). If `id` is the job picked by
+    /// [`break_nested_deadlock`](Self::break_nested_deadlock) and its poll refused none
+    /// of the waits (it does not poll those handles again), the newest of its queued
+    /// awaited tasks is cancelled with `WouldDeadlock` now. Either way the pool looks
+    /// again once that is done.
+    pub(crate) fn after_stuck_poll(self: &Arc<Self>, id: u64) {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            let st = &mut *st;
+            if st.stuck_pick != Some(id) {
+                return;
+            }
+            st.stuck_pick = None;
+            if !std::mem::take(&mut st.stuck_refused) {
+                let victim = Self::stuck_waits(st).and_then(|jobs| {
+                    jobs.into_iter()
+                        .find(|(job, _, _)| *job == id)
+                        .and_then(|(_, tasks, _)| tasks.into_iter().max())
+                });
+                if let Some(victim) = victim {
+                    for q in st.queue.extract_if(|q| q.id == victim) {
+                        self.drop_unrun(st, q.job, q.id, CancelReason::WouldDeadlock, &mut later);
+                        later.stamps.push(q.stamp);
+                    }
+                    Self::clamp_reserved(st);
+                    self.gauges(st);
+                }
+            }
+            // After the cancels (their handles end their counted waits): look again.
+            later.recheck_waits = true;
+        }
+        self.run_deferred(&mut later);
     }
 
     // ----- observation -----------------------------------------------------------------
@@ -1724,18 +1783,23 @@ impl<J: Job> Probe for Engine<J> {
         Some(false)
     }
 
-    fn refuse_stuck(&self, _waiter: u64, awaited: u64) -> bool {
+    fn refuse_stuck(&self, waiter: u64, awaited: u64) -> bool {
         if !self.waits_stuck.load(Ordering::Acquire) {
             return false;
         }
         let mut st = self.lock();
-        if Self::stuck_waits(&mut st).is_none() {
+        let st = &mut *st;
+        if st.stuck_pick != Some(waiter) {
+            return false; // another job's refusals come first
+        }
+        if Self::stuck_waits(st).is_none() {
             // Broken meanwhile (by an earlier refusal, or a job's end).
-            self.waits_stuck.store(false, Ordering::Release);
             return false;
         }
         // Only a task that has not started: refusing it is what frees its waiter.
-        st.queue.count(1, |q| q.id == awaited) > 0
+        let refuse = st.queue.count(1, |q| q.id == awaited) > 0;
+        st.stuck_refused |= refuse;
+        refuse
     }
 
     fn stop_waiting(&self, waiter: u64, awaited: u64) {

@@ -490,6 +490,11 @@ impl<J: Job> Slot<J> {
             match poll {
                 Poll::Ready(_) => {}
                 Poll::Pending => {
+                    // The pool is stuck on nested waits: this may be the job picked to
+                    // have its waits refused (one load; set only in that rare state).
+                    if this.engine.waits_stuck.load(Ordering::Acquire) {
+                        this.engine.after_stuck_poll(id);
+                    }
                     if !this.registered {
                         this.registered = true;
                         let mut st = this.engine.lock();

@@ -31,11 +31,14 @@ use crate::error::{CancelReason, TaskError};
 /// is cancelled and the handle resolves to
 /// [`CancelReason::WouldDeadlock`](crate::CancelReason::WouldDeadlock). When the picture
 /// is completed later, by a slot going away (after `set_max_concurrency` lowered the
-/// size, the end of another task leaves only waiting tasks running), the pool wakes the
-/// handles of the awaited tasks that have not started, and the next of them polled is
-/// broken the same way: a `select!` over two such handles has one refused, a `join!` each
-/// (as in a pool that was full from the start). Waits while some slot still makes
-/// progress are left alone. A task waiting on something else as well (a timer in a
+/// size, the end of another task leaves only waiting tasks running), it is broken the
+/// same way, one waiting task at a time: the pool picks the task whose refusals free a
+/// slot soonest (one that does not also await a waiting task, then the one awaiting the
+/// fewest tasks that have not started) and wakes it; each handle of a task not yet
+/// started that it polls again is refused, as a wait starting then would be (a `select!`
+/// over two such handles has one refused, a `join!` each). If it polls none of them, the
+/// newest such task is cancelled at once. Waits while some slot still makes progress are
+/// left alone. A task waiting on something else as well (a timer in a
 /// `select!`) is still counted as waiting.
 ///
 /// ```
