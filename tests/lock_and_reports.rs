@@ -548,3 +548,219 @@ fn the_exit_warning_of_a_private_pool_does_not_advise_the_process_wide_call() {
         "advises a call that does not reach this pool: {warning}"
     );
 }
+
+// ----- the nested-wait "stuck" mark (finding 105) -------------------------------------------
+
+#[cfg(feature = "metrics")]
+mod stuck_mark {
+    use super::*;
+
+    type R = Result<u32, Option<CancelReason>>;
+
+    fn reason(r: Result<u32, nb_aiopool::TaskError>) -> R {
+        r.map_err(|e| e.cancel_reason())
+    }
+
+    /// Finding 79's scenario: a pool of 2 with a blocker and a parent awaiting a queued
+    /// child, shrunk to 1; the blocker's end leaves the parent stuck: its child is refused.
+    /// Returns the parent's result.
+    async fn shrink_deadlock_episode(pool: &CommonAioPool) -> R {
+        assert_eq!(pool.max_concurrency(), 2);
+        let gate = support::Gate::default();
+        let g = gate.clone();
+        drop(pool.submit(async move { g.wait().await }).await.unwrap());
+        let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
+        let inner = pool.clone();
+        let parent = pool
+            .submit(async move {
+                let mut child = inner.submit(async { 7u32 }).await.unwrap();
+                // Poll it once (counts the wait), then say so.
+                let quick = tokio::time::timeout(Duration::from_millis(1), &mut child).await;
+                let _ = waiting_tx.send(());
+                match quick {
+                    Ok(r) => reason(r),
+                    Err(_) => reason(child.await),
+                }
+            })
+            .await
+            .unwrap();
+        waiting_rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let s = pool.stats();
+        assert_eq!((s.running, s.queued), (2, 1), "{s}");
+        pool.set_max_concurrency(1);
+        gate.open();
+        let r = support::within("the parent after the shrink", parent)
+            .await
+            .unwrap();
+        support::within("the pool's wait", pool.wait()).await;
+        r
+    }
+
+    mod stall {
+        use super::*;
+
+        /// While set, every gauge move of a pool built with [`Staller`] sleeps (under the
+        /// pool's lock, where gauges are recorded: src/observe.rs).
+        pub static STALL: AtomicBool = AtomicBool::new(false);
+
+        struct SlowGauge;
+
+        impl metrics::GaugeFn for SlowGauge {
+            fn increment(&self, _: f64) {
+                if STALL.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(800));
+                }
+            }
+            fn decrement(&self, _: f64) {
+                if STALL.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(800));
+                }
+            }
+            fn set(&self, _: f64) {
+                if STALL.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(800));
+                }
+            }
+        }
+
+        pub struct Staller;
+
+        impl metrics::Recorder for Staller {
+            fn describe_counter(
+                &self,
+                _: metrics::KeyName,
+                _: Option<metrics::Unit>,
+                _: metrics::SharedString,
+            ) {
+            }
+            fn describe_gauge(
+                &self,
+                _: metrics::KeyName,
+                _: Option<metrics::Unit>,
+                _: metrics::SharedString,
+            ) {
+            }
+            fn describe_histogram(
+                &self,
+                _: metrics::KeyName,
+                _: Option<metrics::Unit>,
+                _: metrics::SharedString,
+            ) {
+            }
+            fn register_counter(
+                &self,
+                _: &metrics::Key,
+                _: &metrics::Metadata<'_>,
+            ) -> metrics::Counter {
+                metrics::Counter::noop()
+            }
+            fn register_gauge(
+                &self,
+                _: &metrics::Key,
+                _: &metrics::Metadata<'_>,
+            ) -> metrics::Gauge {
+                metrics::Gauge::from_arc(Arc::new(SlowGauge))
+            }
+            fn register_histogram(
+                &self,
+                _: &metrics::Key,
+                _: &metrics::Metadata<'_>,
+            ) -> metrics::Histogram {
+                metrics::Histogram::noop()
+            }
+        }
+
+        pub fn pool() -> CommonAioPool {
+            metrics::with_local_recorder(&Staller, || {
+                CommonAioPool::builder()
+                    .max_concurrency(2)
+                    .max_queue_size(8)
+                    .process_wide(false)
+                    .build()
+            })
+        }
+
+        /// Runs a job that only yields, in a loop, in `pool`; then holds the pool's lock for
+        /// 800 ms from a plain thread (a submit whose gauge move sleeps) and returns how many
+        /// times the job was polled meanwhile (in the middle 600 ms).
+        pub async fn polls_while_the_lock_is_held(pool: &CommonAioPool) -> usize {
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (t, s) = (ticks.clone(), stop.clone());
+            let spinner = pool
+                .submit(async move {
+                    while !s.load(Ordering::SeqCst) {
+                        tokio::task::yield_now().await;
+                        t.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+                .await
+                .unwrap();
+            while ticks.load(Ordering::SeqCst) < 100 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let p = pool.clone();
+            let rt = tokio::runtime::Handle::current();
+            let holder = std::thread::spawn(move || {
+                let _enter = rt.enter();
+                STALL.store(true, Ordering::SeqCst);
+                // Under the lock: the queued gauge moves (and sleeps).
+                let h = p.try_submit(async {}).unwrap();
+                STALL.store(false, Ordering::SeqCst);
+                h.detach();
+            });
+            std::thread::sleep(Duration::from_millis(100)); // the holder is in its sleep
+            let before = ticks.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(600));
+            let during = ticks.load(Ordering::SeqCst) - before;
+            holder.join().unwrap();
+            stop.store(true, Ordering::SeqCst);
+            spinner.await.unwrap();
+            during
+        }
+    }
+
+    /// Finding 105 (review r15 of 2051388; a regression of it). The slot's check after a
+    /// Pending poll is documented as "one load; set only in that
+    /// rare state" (src/engine/slot.rs), and BENCHMARKS.md measured 2051388 with the flag
+    /// clear. But once finding 79's deadlock is broken (the parent's child refused, the
+    /// parent ends), `waits_stuck` stays set: the parent's refusal ended its wait, so
+    /// `waiting_on_own` is empty at its end and `run_ended` asks no re-check; nothing else
+    /// clears the flag. From then on every Pending poll of every job of the pool takes the
+    /// engine's lock (`after_stuck_poll`). Shown here by holding the lock from another thread
+    /// (a metrics gauge that sleeps; gauges are recorded under the lock): a job that only
+    /// yields keeps being polled in a fresh pool, and is frozen in the pool that went through
+    /// the episode.
+    #[test]
+    fn after_a_broken_shrink_deadlock_job_polls_do_not_take_the_pools_lock() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Control: a fresh pool, never stuck.
+            let fresh = stall::pool();
+            fresh.set_max_concurrency(1);
+            let control = stall::polls_while_the_lock_is_held(&fresh).await;
+            assert!(
+                control > 10,
+                "control: the spinner was not polled while the lock was held ({control})"
+            );
+
+            let pool = stall::pool();
+            let r = shrink_deadlock_episode(&pool).await;
+            assert_eq!(r, Err(Some(CancelReason::WouldDeadlock)));
+            let s = pool.stats();
+            assert_eq!((s.running, s.queued), (0, 0), "{s}");
+            let after = stall::polls_while_the_lock_is_held(&pool).await;
+            assert!(
+                after > 10,
+                "after the deadlock was broken and the pool went idle, a job's polls still wait \
+                 for the pool's lock: polled {after} times in 600 ms while the lock was held \
+                 (a fresh pool: {control})"
+            );
+        });
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool};
+use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, TaskHandle};
 use support::{current_thread, multi_thread};
 
 async fn within<F: Future>(what: &str, fut: F) -> F::Output {
@@ -539,4 +539,94 @@ fn a_rate_timer_dropped_unpolled_with_its_runtime_is_armed_again() {
         "runtime A's job did not run within 3 s (rate window 300 ms): {got:?}; stats: {}",
         pool.stats()
     );
+}
+
+/// Finding 106 (review r15; a gap in 79's fix). The docs: a wait that becomes a deadlock
+/// later, "by a slot going away", is broken as a
+/// wait starting then would be (in a pool of 1 from the start, awaiting a queued task is
+/// refused with `WouldDeadlock`). Here A (on the test's runtime) awaits C, which runs on
+/// runtime V. The pool is shrunk to 1 (A and C run on). V is dropped: C's run is
+/// interrupted and C is queued again (SmartAioPool re-runs it), and A now holds the
+/// pool's only slot waiting for a queued task. The re-check (`break_nested_deadlock`)
+/// ran after a job's end (`run_ended`) or a shrink; the re-queue path of `Slot::drop`
+/// called neither, so nothing ever looked: A waited for ever. A slot's drop now looks too.
+#[test]
+#[allow(clippy::async_yields_async)] // a `block_on` hands back a handle to await later
+fn a_wait_made_a_deadlock_by_a_runtimes_end_is_reported_not_hung() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .max_queue_size(8)
+        .auto_shutdown(false)
+        .process_wide(false)
+        .build();
+    let rt_v = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let c: TaskHandle<u32> = rt_v.block_on(async {
+        let c = pool
+            .submit(move || {
+                let again = r.fetch_add(1, Ordering::SeqCst) > 0;
+                async move {
+                    if !again {
+                        std::future::pending::<()>().await;
+                    }
+                    1u32
+                }
+            })
+            .await
+            .unwrap();
+        while runs.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        c
+    });
+    let rt = current_thread();
+    rt.block_on(async {
+        let slot = Arc::new(std::sync::Mutex::new(Some(c)));
+        let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting_tx = Arc::new(std::sync::Mutex::new(Some(waiting_tx)));
+        let a = pool
+            .submit(move || {
+                let (slot, w) = (slot.clone(), waiting_tx.clone());
+                async move {
+                    let Some(mut c) = slot.lock().unwrap().take() else {
+                        return Err(None);
+                    };
+                    let quick = tokio::time::timeout(Duration::from_millis(1), &mut c).await;
+                    if let Some(tx) = w.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    match quick {
+                        Ok(r) => r.map_err(|e| e.cancel_reason()),
+                        Err(_) => c.await.map_err(|e| e.cancel_reason()),
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        waiting_rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let s = pool.stats();
+        assert_eq!((s.running, s.queued), (2, 0), "{s}");
+        pool.set_max_concurrency(1);
+        // C's run is interrupted; C is queued again.
+        std::thread::spawn(move || drop(rt_v)).join().unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A now holds the only slot, waiting for C, queued again: the pool must break it.
+        let r = tokio::time::timeout(Duration::from_secs(5), a)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "hang: A holds the only slot awaiting C, queued again after its runtime \
+                     ended; nothing re-checked the waits; stats: {}",
+                    pool.stats()
+                )
+            })
+            .unwrap();
+        assert_eq!(r, Err(Some(CancelReason::WouldDeadlock)));
+    });
 }

@@ -1259,7 +1259,9 @@ impl<J: Job> Engine<J> {
         if std::mem::take(&mut later.changed) {
             self.changed.notify_waiters();
         }
-        if std::mem::take(&mut later.recheck_waits) {
+        // While the pool is marked stuck, every change looks again: the mark is cleared
+        // as soon as the pool is not stuck (one load otherwise).
+        if std::mem::take(&mut later.recheck_waits) || self.waits_stuck.load(Ordering::Acquire) {
             self.break_nested_deadlock();
         }
     }
@@ -1319,16 +1321,20 @@ impl<J: Job> Engine<J> {
         {
             let mut st = self.lock();
             let st = &mut *st;
+            let Some(jobs) = Self::stuck_waits(st) else {
+                st.stuck_pick = None;
+                self.waits_stuck.store(false, Ordering::Release);
+                return;
+            };
             if let Some(picked) = st.stuck_pick {
-                if st.waiting_on_own.contains_key(&picked) {
+                if jobs
+                    .iter()
+                    .any(|(job, tasks, _)| *job == picked && !tasks.is_empty())
+                {
                     return; // its poll decides first
                 }
                 st.stuck_pick = None;
             }
-            let Some(jobs) = Self::stuck_waits(st) else {
-                self.waits_stuck.store(false, Ordering::Release);
-                return;
-            };
             let Some((job, tasks, _)) = jobs
                 .into_iter()
                 .filter(|(_, tasks, _)| !tasks.is_empty())
@@ -1360,11 +1366,13 @@ impl<J: Job> Engine<J> {
         {
             let mut st = self.lock();
             let st = &mut *st;
-            if st.stuck_pick != Some(id) {
-                return;
+            // Another job's poll changes nothing here; the look that `run_deferred` takes
+            // while the pool is marked clears the mark once the pool is not stuck.
+            let picked = st.stuck_pick == Some(id);
+            if picked {
+                st.stuck_pick = None;
             }
-            st.stuck_pick = None;
-            if !std::mem::take(&mut st.stuck_refused) {
+            if picked && !std::mem::take(&mut st.stuck_refused) {
                 let victim = Self::stuck_waits(st).and_then(|jobs| {
                     jobs.into_iter()
                         .find(|(job, _, _)| *job == id)
@@ -1794,6 +1802,8 @@ impl<J: Job> Probe for Engine<J> {
         }
         if Self::stuck_waits(st).is_none() {
             // Broken meanwhile (by an earlier refusal, or a job's end).
+            st.stuck_pick = None;
+            self.waits_stuck.store(false, Ordering::Release);
             return false;
         }
         // Only a task that has not started: refusing it is what frees its waiter.

@@ -597,6 +597,9 @@ impl<J: Job> Drop for Slot<J> {
             };
             if holds_unit {
                 Engine::vacate(&mut st);
+                // A run put back in the queue (or a slot gone) may leave only waiting jobs
+                // running.
+                later.recheck_waits |= !st.waiting_on_own.is_empty();
             }
             engine.runtime_gone(&mut st, self.rt, &mut later);
             engine.fill_free(&mut st, None, &mut later);
