@@ -5,8 +5,10 @@
 mod support;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use nb_aiopool::{
@@ -1048,4 +1050,191 @@ async fn a_refusal_that_frees_no_slot_is_not_made_on_one_worker() {
         "stats: {}",
         pool.stats()
     );
+}
+
+/// Polls `h` once with the current task's waker (counts the wait, like the first poll of
+/// an `.await`); returns whether it was still pending.
+async fn poll_once(h: &mut TaskHandle<u32>) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *h).poll(cx).is_pending())).await
+}
+
+/// Finding 107 (review r16 of 277f7f5; a gap in 79's fix). A pool of 2: the parent holds
+/// one slot and submits a child, which gets the other slot
+/// as a *reservation* (its claimer slot task is spawned, not yet polled). The parent polls
+/// the child's handle once (the wait is counted), then shrinks the pool to 1 and awaits
+/// the child. The shrink's re-check finds `reserved > 0` ("not stuck"); then the claimer
+/// finds `running > limit`, gave the reserved unit back and exited, with no re-check: the
+/// parent held the only slot, waiting on its queued child. A unit given back now asks
+/// for the re-check. The docs ("when the picture is
+/// completed later, by a slot going away (after `set_max_concurrency` lowered the size
+/// ...), it is broken the same way") promise `WouldDeadlock` (or the child's value), not
+/// a hang.
+#[tokio::test(flavor = "current_thread")]
+async fn a_shrink_while_the_awaited_child_holds_a_reservation_is_reported_not_hung() {
+    let pool = CommonAioPool::new(2, 4);
+    let inner = pool.clone();
+    let parent = pool
+        .submit(async move {
+            let mut child = inner.submit(async { 7u32 }).await.unwrap();
+            let s = inner.stats();
+            assert!(poll_once(&mut child).await, "the child ran already ({s})");
+            inner.set_max_concurrency(1);
+            reason(child.await)
+        })
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), parent)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "hang: the parent holds the only slot after the shrink and waits for its queued \
+                 child for ever (stats: {})",
+                pool.stats()
+            )
+        })
+        .unwrap();
+    assert!(
+        matches!(r, Ok(7) | Err(Some(CancelReason::WouldDeadlock))),
+        "{r:?}"
+    );
+}
+
+/// Finding 107, from outside the pool: a controller thread shrinks the pool while the parent
+/// (on a one-worker multi-thread runtime) has just submitted its child (reserved, claimer
+/// not yet run) and polled its handle once.
+#[test]
+fn a_shrink_from_outside_while_the_awaited_child_holds_a_reservation_is_not_hung() {
+    let rt = support::multi_thread();
+    rt.block_on(async {
+        let pool = CommonAioPool::new(2, 4);
+        let inner = pool.clone();
+        let (polled_tx, polled_rx) = std::sync::mpsc::channel::<()>();
+        let (shrunk_tx, shrunk_rx) = std::sync::mpsc::channel::<()>();
+        let parent = pool
+            .submit(async move {
+                let mut child = inner.submit(async { 7u32 }).await.unwrap();
+                assert!(poll_once(&mut child).await);
+                polled_tx.send(()).unwrap();
+                // Blocks the only worker until the controller has shrunk the pool: the
+                // child's claimer cannot run meanwhile.
+                shrunk_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                reason(child.await)
+            })
+            .await
+            .unwrap();
+        let p = pool.clone();
+        let controller = std::thread::spawn(move || {
+            polled_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            p.set_max_concurrency(1);
+            shrunk_tx.send(()).unwrap();
+        });
+        let r = tokio::time::timeout(Duration::from_secs(5), parent)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "hang: the parent holds the only slot after the shrink and waits for its \
+                     queued child for ever (stats: {})",
+                    pool.stats()
+                )
+            })
+            .unwrap();
+        controller.join().unwrap();
+        assert!(
+            matches!(r, Ok(7) | Err(Some(CancelReason::WouldDeadlock))),
+            "{r:?}"
+        );
+    });
+}
+
+/// Finding 108 (review r16; a gap in 103's fix). Finding 100's promise ("a `select!` over
+/// two such handles has one refused") on a
+/// multi-thread runtime, when the pool becomes stuck *during* the parent's poll: the
+/// parent (a biased select of two queued children, written out as a `poll_fn`) has polled
+/// both handles (counted, nothing to refuse yet) when the blocker's end on the other
+/// worker leaves it holding the only slot of a shrunk pool; the re-check picks it. Its
+/// poll then returned `Pending` with no refusal made, and `after_stuck_poll` took that as
+/// "it polls none of its waits" and cancelled the newest child; the re-check picked it
+/// again and its next poll refused the other child too: the loser of the select,
+/// detached, never ran. Now only a poll that began after the pick counts.
+/// The blocking pause in the parent's poll only widens the window a real run can hit.
+#[test]
+fn a_select_of_two_children_straddling_the_stuck_moment_cancels_only_one() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = CommonAioPool::new(2, 4);
+        let gate = support::Gate::default();
+        let g = gate.clone();
+        let blocker = pool.submit(async move { g.wait().await }).await.unwrap();
+        let inner = pool.clone();
+        let (polled_tx, polled_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let ran = [
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        ];
+        let r2 = ran.clone();
+        let parent = pool
+            .submit(async move {
+                let f1 = r2[0].clone();
+                let f2 = r2[1].clone();
+                let mut c1 = inner
+                    .submit(async move {
+                        f1.store(true, Ordering::SeqCst);
+                        1u32
+                    })
+                    .await
+                    .unwrap();
+                let mut c2 = inner
+                    .submit(async move {
+                        f2.store(true, Ordering::SeqCst);
+                        2u32
+                    })
+                    .await
+                    .unwrap();
+                let mut first = true;
+                let (h1, h2) = (&mut c1, &mut c2);
+                let out = std::future::poll_fn(move |cx| {
+                    if let Poll::Ready(r) = Pin::new(&mut *h1).poll(cx) {
+                        return Poll::Ready((1, reason(r)));
+                    }
+                    if let Poll::Ready(r) = Pin::new(&mut *h2).poll(cx) {
+                        return Poll::Ready((2, reason(r)));
+                    }
+                    if std::mem::take(&mut first) {
+                        polled_tx.send(()).unwrap();
+                        // The blocker ends (on the other worker) while this poll runs.
+                        let _ = go_rx.recv_timeout(Duration::from_secs(5));
+                    }
+                    Poll::Pending
+                })
+                .await;
+                drop((c1, c2)); // the loser is detached: it still runs
+                out
+            })
+            .await
+            .unwrap();
+        polled_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        pool.set_max_concurrency(1);
+        gate.open();
+        support::within("the blocker", blocker).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await; // its end's re-check is done
+        go_tx.send(()).unwrap();
+        let (winner, r) = support::within("the parent", parent).await.unwrap();
+        support::within("the pool's wait", pool.wait()).await;
+        let ran = [ran[0].load(Ordering::SeqCst), ran[1].load(Ordering::SeqCst)];
+        let s = pool.stats();
+        assert_eq!(r, Err(Some(CancelReason::WouldDeadlock)), "child {winner}");
+        assert!(
+            ran[2 - winner] && s.cancelled == 1,
+            "both children of the select were cancelled: the parent got child {winner}'s \
+             refusal, and the loser (child {}) never ran (ran: {ran:?}; {s})",
+            3 - winner
+        );
+    });
 }

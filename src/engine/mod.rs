@@ -37,7 +37,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -236,6 +236,8 @@ struct State<J> {
     /// refused one.
     stuck_pick: Option<u64>,
     stuck_refused: bool,
+    /// Picks made so far (the number of the current one).
+    picks: u64,
     cancel_reason: CancelReason,
     slots: Slab<SlotEntry<J>>,
     /// Idle slot tasks (see [`Idle`]).
@@ -325,10 +327,10 @@ pub(crate) struct Engine<J: Job> {
     generation: AtomicU64,
     /// Running jobs with an id below this are cancelled with `State::cancel_reason`.
     cancel_before: AtomicU64,
-    /// The pool found itself stuck on nested waits after a slot went away, and woke the
-    /// handles concerned: a counted wait polled again asks whether to give up (see
-    /// `Probe::refuse_stuck`). Cleared once a check finds the pool no longer stuck.
-    waits_stuck: AtomicBool,
+    /// Non-zero while the pool is stuck on nested waits after a slot went away (see
+    /// [`Engine::break_nested_deadlock`]): the number of the current pick, so a slot can
+    /// tell whether a poll began after it. 0 once a check finds the pool no longer stuck.
+    stuck_epoch: AtomicU64,
     on_drop: Option<DropHook>,
     /// Called, outside the lock, for panics of detached tasks.
     on_panic: OnPanic,
@@ -404,6 +406,7 @@ impl<J: Job> Engine<J> {
             waiting_on_own: HashMap::new(),
             stuck_pick: None,
             stuck_refused: false,
+            picks: 0,
             cancel_reason: CancelReason::Abandoned,
             slots: Slab::new(),
             idle: Vec::new(),
@@ -426,7 +429,7 @@ impl<J: Job> Engine<J> {
             changed: Notify::new(),
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
-            waits_stuck: AtomicBool::new(false),
+            stuck_epoch: AtomicU64::new(0),
             on_drop,
             on_panic,
             observer: Observer::new(&label),
@@ -778,6 +781,8 @@ impl<J: Job> Engine<J> {
         }
         st.slots.remove(key);
         Self::vacate(st);
+        // A slot given back (to a shrink, say) may leave only waiting jobs running.
+        later.recheck_waits |= !st.waiting_on_own.is_empty();
         None
     }
 
@@ -1024,10 +1029,12 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: jobs left the queue without their reservations; give the slots
     /// reserved beyond the queue's length back (their tasks exit when they find none).
-    fn clamp_reserved(st: &mut State<J>) {
+    fn clamp_reserved(st: &mut State<J>, later: &mut Deferred<J>) {
         while st.reserved > st.queue.len() {
             st.reserved -= 1;
             Self::vacate(st);
+            // A slot given back may leave only waiting jobs running.
+            later.recheck_waits |= !st.waiting_on_own.is_empty();
         }
     }
 
@@ -1150,7 +1157,7 @@ impl<J: Job> Engine<J> {
                 self.lose(st, q.job, q.id, later);
                 later.stamps.push(q.stamp);
             }
-            Self::clamp_reserved(st);
+            Self::clamp_reserved(st, later);
         }
     }
 
@@ -1261,7 +1268,7 @@ impl<J: Job> Engine<J> {
         }
         // While the pool is marked stuck, every change looks again: the mark is cleared
         // as soon as the pool is not stuck (one load otherwise).
-        if std::mem::take(&mut later.recheck_waits) || self.waits_stuck.load(Ordering::Acquire) {
+        if std::mem::take(&mut later.recheck_waits) || self.is_stuck_marked() {
             self.break_nested_deadlock();
         }
     }
@@ -1323,7 +1330,7 @@ impl<J: Job> Engine<J> {
             let st = &mut *st;
             let Some(jobs) = Self::stuck_waits(st) else {
                 st.stuck_pick = None;
-                self.waits_stuck.store(false, Ordering::Release);
+                self.stuck_epoch.store(0, Ordering::Release);
                 return;
             };
             if let Some(picked) = st.stuck_pick {
@@ -1344,8 +1351,10 @@ impl<J: Job> Engine<J> {
             };
             st.stuck_pick = Some(job);
             st.stuck_refused = false;
-            // Before the wakers are read: the job woken sees the mark.
-            self.waits_stuck.store(true, Ordering::Release);
+            // Before the wakers are read: the job woken sees the mark, and its next poll
+            // begins under this pick's number.
+            st.picks += 1;
+            self.stuck_epoch.store(st.picks, Ordering::Release);
             st.queue.for_each_mut(|q| {
                 if tasks.contains(&q.id) {
                     wakers.extend(q.job.handle_waker());
@@ -1355,20 +1364,32 @@ impl<J: Job> Engine<J> {
         wakers.into_iter().for_each(Waker::wake);
     }
 
+    /// Whether the pool is marked stuck on nested waits (one atomic load).
+    pub(crate) fn is_stuck_marked(&self) -> bool {
+        self.stuck_epoch.load(Ordering::Acquire) != 0
+    }
+
+    /// The number of the current pick (0: none), read by a slot before each poll.
+    pub(crate) fn stuck_epoch(&self) -> u64 {
+        self.stuck_epoch.load(Ordering::Acquire)
+    }
+
     /// A poll of job `id` ended while the pool was marked stuck on nested waits (checked by
-    /// the slot with one atomic load). If `id` is the job picked by
-    /// [`break_nested_deadlock`](Self::break_nested_deadlock) and its poll refused none
-    /// of the waits (it does not poll those handles again), the newest of its queued
-    /// awaited tasks is cancelled with `WouldDeadlock` now. Either way the pool looks
-    /// again once that is done.
-    pub(crate) fn after_stuck_poll(self: &Arc<Self>, id: u64) {
+    /// the slot with one atomic load); `began` is the pick's number the slot read before
+    /// the poll. If `id` is the job picked by
+    /// [`break_nested_deadlock`](Self::break_nested_deadlock), its poll began after the
+    /// pick (a poll already under way may have polled its waits before the pick, and the
+    /// pick's wake-up polls it again), and the poll refused none of the waits (it does not
+    /// poll those handles again), the newest of its queued awaited tasks is cancelled with
+    /// `WouldDeadlock` now. Either way the pool looks again once that is done.
+    pub(crate) fn after_stuck_poll(self: &Arc<Self>, id: u64, began: u64) {
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
             let st = &mut *st;
             // Another job's poll changes nothing here; the look that `run_deferred` takes
             // while the pool is marked clears the mark once the pool is not stuck.
-            let picked = st.stuck_pick == Some(id);
+            let picked = st.stuck_pick == Some(id) && began == st.picks;
             if picked {
                 st.stuck_pick = None;
             }
@@ -1383,7 +1404,7 @@ impl<J: Job> Engine<J> {
                         self.drop_unrun(st, q.job, q.id, CancelReason::WouldDeadlock, &mut later);
                         later.stamps.push(q.stamp);
                     }
-                    Self::clamp_reserved(st);
+                    Self::clamp_reserved(st, &mut later);
                     self.gauges(st);
                 }
             }
@@ -1583,7 +1604,7 @@ impl<J: Job> Engine<J> {
                 // Dropped outside the lock: a span's drop calls the subscriber.
                 later.stamps.push(q.stamp);
             }
-            Self::clamp_reserved(&mut st);
+            Self::clamp_reserved(&mut st, &mut later);
             self.gauges(&st);
             wakers = st
                 .slots
@@ -1792,7 +1813,7 @@ impl<J: Job> Probe for Engine<J> {
     }
 
     fn refuse_stuck(&self, waiter: u64, awaited: u64) -> bool {
-        if !self.waits_stuck.load(Ordering::Acquire) {
+        if !self.is_stuck_marked() {
             return false;
         }
         let mut st = self.lock();
@@ -1803,7 +1824,7 @@ impl<J: Job> Probe for Engine<J> {
         if Self::stuck_waits(st).is_none() {
             // Broken meanwhile (by an earlier refusal, or a job's end).
             st.stuck_pick = None;
-            self.waits_stuck.store(false, Ordering::Release);
+            self.stuck_epoch.store(0, Ordering::Release);
             return false;
         }
         // Only a task that has not started: refusing it is what frees its waiter.

@@ -482,6 +482,7 @@ impl<J: Job> Slot<J> {
             }
             let (run, id) = this.run.as_mut().expect("a job was started above");
             let id = *id;
+            let began = this.engine.stuck_epoch();
             let poll = {
                 let _in_pool = Entered::new(pool, id, &mut this.probe);
                 let _span = this.obs.enter();
@@ -492,8 +493,8 @@ impl<J: Job> Slot<J> {
                 Poll::Pending => {
                     // The pool is stuck on nested waits: this may be the job picked to
                     // have its waits refused (one load; set only in that rare state).
-                    if this.engine.waits_stuck.load(Ordering::Acquire) {
-                        this.engine.after_stuck_poll(id);
+                    if this.engine.is_stuck_marked() {
+                        this.engine.after_stuck_poll(id, began);
                     }
                     if !this.registered {
                         this.registered = true;
