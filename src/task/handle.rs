@@ -38,8 +38,8 @@ use crate::error::{CancelReason, TaskError};
 /// started that it polls again is refused, as a wait starting then would be (a `select!`
 /// over two such handles has one refused, a `join!` each). If it polls none of them, the
 /// newest such task is cancelled at once. Waits while some slot still makes progress are
-/// left alone. A task waiting on something else as well (a timer in a
-/// `select!`) is still counted as waiting.
+/// left alone. A task waiting on something else as well (a timer in a `select!`) is
+/// still counted as waiting.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
