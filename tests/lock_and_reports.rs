@@ -2,7 +2,9 @@
 //! features, the registry, shutdown and the exit path: user code (a recipe's captures, a
 //! tracing subscriber) never runs under the pool's lock; events and gauges agree with
 //! `stats()`; the exit warning advises a call that reaches the pool. Each test failed on
-//! abe3d2e. The tracing and metrics ones need the features:
+//! abe3d2e. Also finding 105 (module `stuck_mark`, found on 2051388): once a nested-wait
+//! deadlock is broken, jobs' polls no longer take the pool's lock. The tracing and metrics
+//! ones need the features:
 //! `cargo test -p nb-aiopool --all-features --test lock_and_reports` (CI runs it so).
 
 #![allow(dead_code, unused_imports)]
