@@ -12,7 +12,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use nb_aiopool::{
-    CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind, TaskHandle,
+    CancelReason, CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool, SubmitErrorKind,
+    TaskHandle,
 };
 use tokio::sync::Notify;
 
@@ -806,6 +807,21 @@ async fn select_of_two_queued_children_after_a_shrink_cancels_only_one() {
 /// current-thread runtime P2 is polled first, and P1's next poll finds the pool unstuck.
 #[tokio::test(start_paused = true)]
 async fn a_refusal_that_frees_no_slot_is_not_made() {
+    let (r1, r2, s) = two_parents_left_waiting_by_a_shrink(Duration::from_millis(1)).await;
+    assert_eq!(r2, Err(Some(CancelReason::WouldDeadlock)));
+    assert_eq!(
+        r1,
+        (Ok(1), Ok(3)),
+        "P1's child a3 was refused though cancelling a2 alone let the pool go on; stats: {s}"
+    );
+    assert_eq!(s.cancelled, 1, "{s}");
+}
+
+/// Findings 101 and 104: a pool of 3 with a blocker; P1 `join!`s its children a1 and a3,
+/// P2 awaits a2 (submitted between them: a1 < a2 < a3), all three queued. The pool is
+/// shrunk to 2 (after `settle`, once both parents wait) and the blocker ends, leaving the
+/// parents holding every slot. Returns P1's and P2's results and the stats after both.
+async fn two_parents_left_waiting_by_a_shrink(settle: Duration) -> ((R, R), R, PoolStats) {
     let pool = CommonAioPool::new(3, 8);
     let gate = support::Gate::default();
     let g = gate.clone();
@@ -838,21 +854,14 @@ async fn a_refusal_that_frees_no_slot_is_not_made() {
         .await
         .unwrap();
     waiting_rx.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    tokio::time::sleep(settle).await;
     let s = pool.stats();
     assert_eq!((s.running, s.queued, s.cancelled), (3, 3, 0), "{s}");
     pool.set_max_concurrency(2);
     gate.open();
     let r2 = support::within("P2", p2).await.unwrap();
     let r1 = support::within("P1", p1).await.unwrap();
-    assert_eq!(r2, Err(Some(CancelReason::WouldDeadlock)));
-    assert_eq!(
-        r1,
-        (Ok(1), Ok(3)),
-        "P1's child a3 was refused though cancelling a2 alone let the pool go on; stats: {}",
-        pool.stats()
-    );
-    assert_eq!(pool.stats().cancelled, 1, "{}", pool.stats());
+    (r1, r2, pool.stats())
 }
 
 /// Finding 102 (review r14 of a826662; a regression of it). Chained waiter woken first. W1 runs and submits W2 (which starts: there is room) and a
@@ -1006,49 +1015,11 @@ async fn a_counted_wait_not_polled_again_still_resolves_after_a_shrink() {
 /// job's waits are refused, whatever order the jobs are polled in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_refusal_that_frees_no_slot_is_not_made_on_one_worker() {
-    let pool = CommonAioPool::new(3, 8);
-    let gate = support::Gate::default();
-    let g = gate.clone();
-    drop(pool.submit(async move { g.wait().await }).await.unwrap());
-    let (a1_tx, a1_rx) = tokio::sync::oneshot::channel::<()>();
-    let (a2_tx, a2_rx) = tokio::sync::oneshot::channel::<()>();
-    let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
-    let inner = pool.clone();
-    let p1 = pool
-        .submit(async move {
-            let a1 = inner.submit(async { 1u32 }).await.unwrap();
-            let _ = a1_tx.send(());
-            a2_rx.await.unwrap();
-            let a3 = inner.submit(async { 3u32 }).await.unwrap();
-            let _ = waiting_tx.send(());
-            let (a1, a3) = tokio::join!(a1, a3);
-            (reason(a1), reason(a3))
-        })
-        .await
-        .unwrap();
-    let inner = pool.clone();
-    let p2 = pool
-        .submit(async move {
-            a1_rx.await.unwrap();
-            let a2 = inner.submit(async { 2u32 }).await.unwrap();
-            let _ = a2_tx.send(());
-            reason(a2.await)
-        })
-        .await
-        .unwrap();
-    waiting_rx.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let s = pool.stats();
-    assert_eq!((s.running, s.queued, s.cancelled), (3, 3, 0), "{s}");
-    pool.set_max_concurrency(2);
-    gate.open();
-    let r2 = support::within("P2", p2).await.unwrap();
-    let r1 = support::within("P1", p1).await.unwrap();
+    let (r1, r2, s) = two_parents_left_waiting_by_a_shrink(Duration::from_millis(20)).await;
     assert_eq!(
         (r1, r2),
         ((Ok(1), Ok(3)), Err(Some(CancelReason::WouldDeadlock))),
-        "stats: {}",
-        pool.stats()
+        "stats: {s}",
     );
 }
 
