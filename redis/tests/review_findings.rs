@@ -35,6 +35,45 @@ fn counted(
     }
 }
 
+/// What each run of a [`recorded`] handler saw: its `attempt()` and `is_redelivery()`.
+type Seen = Arc<Mutex<Vec<(u64, bool)>>>;
+
+/// How a [`recorded`] handler's runs end.
+#[derive(Clone, Copy)]
+enum Then {
+    Succeed,
+    Fail,
+    Hang,
+}
+
+/// A handler (of jobs of type `T`) that records each run's attempt and redelivery mark in
+/// `seen`, then ends as `then` says (a failure is `"boom"`).
+#[allow(clippy::type_complexity)]
+fn recorded<T: Send + 'static>(
+    seen: &Seen,
+    then: Then,
+) -> impl Fn(
+    T,
+    JobCtx,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let seen = seen.clone();
+    move |_, ctx| {
+        seen.lock()
+            .unwrap()
+            .push((ctx.attempt(), ctx.is_redelivery()));
+        Box::pin(async move {
+            match then {
+                Then::Succeed => Ok(()),
+                Then::Fail => Err("boom".into()),
+                Then::Hang => std::future::pending().await,
+            }
+        })
+    }
+}
+
 /// A handler that counts its runs in `started` and never ends.
 fn counted_forever(
     started: &Arc<AtomicU64>,
@@ -382,21 +421,14 @@ async fn requeue_with_an_incomplete_id_does_not_duplicate() {
 async fn a_released_job_is_seen_as_a_redelivery() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "rel").await.unwrap();
-    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::new(Mutex::new(Vec::new()));
-    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>, hang: bool| {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let build = |seen: Seen, hang: bool| {
         Worker::builder(&server.url(), "rel")
             .lease(Duration::from_secs(5))
-            .task_with_ctx("t", move |_j: Job, ctx: JobCtx| {
-                seen.lock()
-                    .unwrap()
-                    .push((ctx.attempt(), ctx.is_redelivery()));
-                async move {
-                    if hang {
-                        std::future::pending::<()>().await;
-                    }
-                    Ok::<(), String>(())
-                }
-            })
+            .task_with_ctx(
+                "t",
+                recorded::<Job>(&seen, if hang { Then::Hang } else { Then::Succeed }),
+            )
             .build()
     };
     let a = build(seen.clone(), true).await.unwrap();
@@ -598,7 +630,7 @@ async fn requeue_deletes_the_stored_failure() {
 async fn max_deliveries_counts_released_runs() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "relmax").await.unwrap();
-    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     queue.submit("t", &Job { n: 1 }).await.unwrap();
     for round in 1..=2 {
         let s2 = seen.clone();
@@ -999,16 +1031,11 @@ async fn a_leftover_that_never_ran_is_not_counted_as_a_run() {
     let server = RedisServer::start();
     let url = server.url();
     let queue = RedisQueue::connect(&url, "lo").await.unwrap();
-    let seen: Arc<std::sync::Mutex<Vec<(u64, bool)>>> = Arc::default();
-    let build = |seen: Arc<std::sync::Mutex<Vec<(u64, bool)>>>| {
+    let seen: Seen = Arc::default();
+    let build = |seen: Seen| {
         Worker::builder(&url, "lo")
             .max_deliveries(1)
-            .task_with_ctx("t", move |_n: u64, ctx: nb_aiopool_redis::JobCtx| {
-                seen.lock()
-                    .unwrap()
-                    .push((ctx.attempt(), ctx.is_redelivery()));
-                std::future::ready(Ok::<(), String>(()))
-            })
+            .task_with_ctx("t", recorded::<u64>(&seen, Then::Succeed))
             .build()
     };
     let a = build(seen.clone()).await.unwrap();
@@ -1230,17 +1257,12 @@ async fn a_leftover_whose_handler_ran_is_counted_as_a_run() {
         .arg("not a sorted set")
         .query(&mut server.conn())
         .unwrap();
-    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
-    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>| {
+    let seen: Seen = Arc::default();
+    let build = |seen: Seen| {
         Worker::builder(&url, "lr")
             .max_deliveries(3)
             .backoff(Duration::from_millis(10), Duration::from_millis(10))
-            .task_with_ctx("t", move |_n: u64, ctx: JobCtx| {
-                seen.lock()
-                    .unwrap()
-                    .push((ctx.attempt(), ctx.is_redelivery()));
-                std::future::ready(Err::<(), String>("boom".into()))
-            })
+            .task_with_ctx("t", recorded::<u64>(&seen, Then::Fail))
             .build()
     };
     let a = build(seen.clone()).await.unwrap();
@@ -1399,18 +1421,13 @@ async fn a_lost_redelivery_of_a_ran_entry_is_not_counted_as_a_run() {
         .arg("not a sorted set")
         .query(&mut server.conn())
         .unwrap();
-    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
-    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>| {
+    let seen: Seen = Arc::default();
+    let build = |seen: Seen| {
         Worker::builder(&url, "r2")
             .max_deliveries(5)
             .lease(Duration::from_secs(30))
             .backoff(Duration::from_millis(10), Duration::from_millis(10))
-            .task_with_ctx("t", move |_n: u64, ctx: JobCtx| {
-                seen.lock()
-                    .unwrap()
-                    .push((ctx.attempt(), ctx.is_redelivery()));
-                std::future::ready(Err::<(), String>("boom".into()))
-            })
+            .task_with_ctx("t", recorded::<u64>(&seen, Then::Fail))
             .build()
     };
     let a = build(seen.clone()).await.unwrap();
@@ -1625,20 +1642,13 @@ async fn a_released_attempt_count_with_a_plus_sign_grows() {
         .arg(&["t", "t", "p", "1", "a", "+1"])
         .query(&mut server.conn())
         .unwrap();
-    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
-    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>, hang: bool| {
+    let seen: Seen = Arc::default();
+    let build = |seen: Seen, hang: bool| {
         Worker::builder(&url, "plus")
-            .task_with_ctx("t", move |_n: u64, ctx: JobCtx| {
-                seen.lock()
-                    .unwrap()
-                    .push((ctx.attempt(), ctx.is_redelivery()));
-                async move {
-                    if hang {
-                        std::future::pending::<()>().await;
-                    }
-                    Ok::<(), String>(())
-                }
-            })
+            .task_with_ctx(
+                "t",
+                recorded::<u64>(&seen, if hang { Then::Hang } else { Then::Succeed }),
+            )
             .build()
     };
     let a = build(seen.clone(), true).await.unwrap();
@@ -1689,20 +1699,15 @@ async fn a_refused_record_whose_entry_went_elsewhere_is_forgotten() {
         .arg("not a sorted set")
         .query(&mut server.conn())
         .unwrap();
-    let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
-    let build = |seen: Arc<Mutex<Vec<(u64, bool)>>>| {
+    let seen: Seen = Arc::default();
+    let build = |seen: Seen| {
         Worker::builder(&url, "ru")
             .max_deliveries(5)
             // Lease renewals (and the forgetting) every 1 s; reclaim after 3 s idle.
             .lease(Duration::from_secs(3))
             .block(Duration::from_millis(100))
             .backoff(Duration::from_millis(10), Duration::from_millis(10))
-            .task_with_ctx("t", move |_n: u64, ctx: JobCtx| {
-                seen.lock()
-                    .unwrap()
-                    .push((ctx.attempt(), ctx.is_redelivery()));
-                std::future::ready(Err::<(), String>("boom".into()))
-            })
+            .task_with_ctx("t", recorded::<u64>(&seen, Then::Fail))
             .build()
     };
     let a = build(seen.clone()).await.unwrap();
