@@ -780,9 +780,7 @@ impl<J: Job> Engine<J> {
             return None;
         }
         st.slots.remove(key);
-        Self::vacate(st);
-        // A slot given back (to a shrink, say) may leave only waiting jobs running.
-        later.recheck_waits |= !st.waiting_on_own.is_empty();
+        Self::vacate(st, later);
         None
     }
 
@@ -1032,9 +1030,7 @@ impl<J: Job> Engine<J> {
     fn clamp_reserved(st: &mut State<J>, later: &mut Deferred<J>) {
         while st.reserved > st.queue.len() {
             st.reserved -= 1;
-            Self::vacate(st);
-            // A slot given back may leave only waiting jobs running.
-            later.recheck_waits |= !st.waiting_on_own.is_empty();
+            Self::vacate(st, later);
         }
     }
 
@@ -1097,12 +1093,12 @@ impl<J: Job> Engine<J> {
     /// reservation's), saving a claimer's wake-up. Also one a claimer is on its way to:
     /// that claimer then finds none and goes idle, and a claimer held up behind a job
     /// that blocks its thread holds up no reserved job.
-    fn take_reservation(st: &mut State<J>) -> bool {
+    fn take_reservation(st: &mut State<J>, later: &mut Deferred<J>) -> bool {
         if st.reserved == 0 {
             return false;
         }
         st.reserved -= 1;
-        Self::vacate(st);
+        Self::vacate(st, later);
         true
     }
 
@@ -1127,8 +1123,11 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Under the lock: a slot is free again (its worker idle, for elastic pools).
-    fn vacate(st: &mut State<J>) {
+    /// Under the lock: a slot is free again (its worker idle, for elastic pools). A slot
+    /// given back (to a shrink, a runtime's end) may leave only waiting jobs running: the
+    /// nested-wait re-check runs afterwards if jobs wait on the pool.
+    fn vacate(st: &mut State<J>, later: &mut Deferred<J>) {
+        later.recheck_waits |= !st.waiting_on_own.is_empty();
         st.running -= 1;
         let limit = st.limit;
         if st.running >= limit {

@@ -294,7 +294,7 @@ impl<J: Job> Slot<J> {
             }
             let after = if more {
                 // A reserved job runs here, at once (a claimer coming for it finds none).
-                Engine::take_reservation(&mut st);
+                Engine::take_reservation(&mut st, &mut later);
                 match engine.take_next(&mut st, self.rt, self.key, &mut later) {
                     Some(q) => After::Run(q),
                     None => match Engine::keep_idle(&mut st, self.rt, &self.polling) {
@@ -319,7 +319,7 @@ impl<J: Job> Slot<J> {
                 After::Yield
             } else if st.reserved > st.claimers && st.runtimes.is_alive(self.rt) {
                 // Its slot is given back; it claims a waiting reservation after yielding.
-                Engine::vacate(&mut st);
+                Engine::vacate(&mut st, &mut later);
                 st.claimers += 1;
                 self.claiming = true;
                 After::Yield
@@ -328,7 +328,7 @@ impl<J: Job> Slot<J> {
                     engine.runtime_gone(&mut st, self.rt, &mut later);
                 }
                 st.slots.remove(self.key);
-                Engine::vacate(&mut st);
+                Engine::vacate(&mut st, &mut later);
                 After::Exit
             };
             engine.fill_free(&mut st, Some(self.rt), &mut later);
@@ -597,10 +597,7 @@ impl<J: Job> Drop for Slot<J> {
                 false
             };
             if holds_unit {
-                Engine::vacate(&mut st);
-                // A run put back in the queue (or a slot gone) may leave only waiting jobs
-                // running.
-                later.recheck_waits |= !st.waiting_on_own.is_empty();
+                Engine::vacate(&mut st, &mut later);
             }
             engine.runtime_gone(&mut st, self.rt, &mut later);
             engine.fill_free(&mut st, None, &mut later);
