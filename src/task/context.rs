@@ -22,8 +22,9 @@ pub(crate) trait Probe: Send + Sync {
     /// counted then). `None`: not counted (the pool has no such rule now).
     ///
     /// The pool keeps which tasks are awaited, so that when the same deadlock arises
-    /// later (a task ends, or the pool shrinks, leaving only waiting tasks running), it
-    /// can cancel an awaited task that has not started.
+    /// later (a slot goes away, leaving only waiting tasks running), it can wake the
+    /// handles of the task it picks, refuse their waits ([`refuse_stuck`](Self::refuse_stuck)),
+    /// or cancel an awaited task that has not started.
     fn start_waiting(&self, waiter: u64, awaited: u64) -> Option<bool>;
 
     /// A wait of `waiter` on `awaited` counted by `start_waiting` ended.
