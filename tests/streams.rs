@@ -91,29 +91,34 @@ impl Pool {
         }
     }
 
-    /// How many never-ending jobs `try_submit` accepts now (the room left).
+    /// How many never-ending jobs `try_submit` accepts now (the room left). They are
+    /// aborted once counted, which gives their places back at once.
     fn room(&self) -> usize {
-        let mut n = 0;
+        let mut taken = Vec::new();
         loop {
-            let ok = match self {
+            let handle = match self {
                 Pool::Common(p) => p
                     .try_submit(std::future::pending::<()>())
-                    .map(|h| h.abort())
-                    .is_ok(),
+                    .map(|h| h.abort_handle())
+                    .ok(),
                 Pool::NoQueue(p) => p
                     .try_submit(std::future::pending::<()>())
-                    .map(|h| h.abort())
-                    .is_ok(),
+                    .map(|h| h.abort_handle())
+                    .ok(),
                 Pool::Smart(p) => p
                     .try_submit(std::future::pending::<()>)
-                    .map(|h| h.abort())
-                    .is_ok(),
+                    .map(|h| h.abort_handle())
+                    .ok(),
             };
-            if !ok {
-                return n;
+            match handle {
+                Some(h) => taken.push(h),
+                None => break,
             }
-            n += 1;
         }
+        for h in &taken {
+            h.abort();
+        }
+        taken.len()
     }
 
     async fn shutdown(&self) {

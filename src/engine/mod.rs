@@ -55,6 +55,7 @@ use crate::error::{CancelReason, SubmitErrorKind};
 use crate::observe::{Observer, OnPanic, Stamp};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::context::{self, Probe};
+use crate::task::unqueue::{self, Unqueue};
 use crate::task::Outcome;
 use elastic::Elastic;
 use limits::Limits;
@@ -381,6 +382,7 @@ impl<J: Job> Engine<J> {
         }
         let limit = elastic.map_or(max_concurrency, |c| c.min_workers);
         let needs_timers = limits.rate.is_some();
+        let reachable: Weak<dyn Unqueue> = me.clone();
         let mut runtimes = Runtimes::new(me);
         if let Ok(handle) = Handle::try_current() {
             if needs_timers && !runtimes::has_timers(&handle) {
@@ -416,6 +418,8 @@ impl<J: Job> Engine<J> {
             awaiting_poll: Vec::new(),
             ended_in_take_over: Vec::new(),
         };
+        // Last, once nothing can panic: an engine that was never made is never reached.
+        unqueue::register(reachable.as_ptr() as *const () as usize, reachable);
         Engine {
             max_concurrency: AtomicUsize::new(max_concurrency),
             permit_debt: AtomicUsize::new(0),
@@ -1183,6 +1187,30 @@ impl<J: Job> Engine<J> {
         later.cancels.push((job, id, reason));
     }
 
+    /// Job `id`, aborted by its handle (or its group, or a refused nested wait), leaves
+    /// the queue if it has not started: counted as cancelled for the abort's reason, its
+    /// place (and a reservation it had) given back, and the job dropped on this thread.
+    /// A job a slot has taken already is dropped by that slot; during the exit take-over
+    /// the take-over settles it.
+    fn abort_queued(self: &Arc<Self>, id: u64) {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            if st.taken_over {
+                return;
+            }
+            let Some(q) = st.queue.remove_seq(id) else {
+                return;
+            };
+            self.drop_unrun(&mut st, q.job, q.id, CancelReason::Aborted, &mut later);
+            // Dropped outside the lock: a span's drop calls the subscriber.
+            later.stamps.push(q.stamp);
+            Self::clamp_reserved(&mut st, &mut later);
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+    }
+
     /// Under the lock: counts a job's end (the waits are told separately).
     fn count_end(&self, st: &mut State<J>, outcome: Outcome) {
         self.observer.counted(outcome);
@@ -1779,8 +1807,15 @@ impl<J: Job> Drop for WaitGuard<J> {
     }
 }
 
+impl<J: Job> Unqueue for Engine<J> {
+    fn aborted(self: Arc<Self>, job: u64) {
+        self.abort_queued(job);
+    }
+}
+
 impl<J: Job> Drop for Engine<J> {
     fn drop(&mut self) {
+        unqueue::deregister(self.id());
         // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         let figures = Self::figures_of(st);

@@ -122,6 +122,28 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
+    /// Removes the item whose [`seq`](Ordered::seq) is `seq`, if it is queued. A FIFO ring
+    /// is in seq order but for items put back at the front, so it is searched by
+    /// bisection first; a sorted queue, item by item.
+    pub(crate) fn remove_seq(&mut self, seq: u64) -> Option<T> {
+        match self {
+            Queue::Fifo(ring) => {
+                let pos = match ring.binary_search_by_key(&seq, T::seq) {
+                    Ok(pos) => Some(pos),
+                    Err(_) => ring.iter().position(|item| item.seq() == seq),
+                }?;
+                ring.remove(pos)
+            }
+            Queue::Sorted { map, front, .. } => {
+                if let Some(pos) = front.iter().position(|item| item.seq() == seq) {
+                    return front.remove(pos);
+                }
+                let key = *map.iter().find(|(_, item)| item.seq() == seq)?.0;
+                map.remove(&key)
+            }
+        }
+    }
+
     /// How many items `ok` accepts, visited in queue order (as `pop_first` takes them: the
     /// picker's answer depends on the jobs before, for weights), counting no further than
     /// `most`. Costs the items it visits, not the queue's length.

@@ -91,12 +91,14 @@ impl<T> TaskHandle<T> {
     ///
     /// The handle resolves at once to a [`TaskError`] whose
     /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`](crate::CancelReason::Aborted). A running
-    /// task is dropped at its next `.await` point; a queued task keeps its place in the
-    /// queue until its turn comes, and is then dropped without running. With flow control
-    /// its turn comes when its key and weight limits would let it start; it spends no
-    /// start of a rate window. (So until then it still counts in `stats().queued` and for
-    /// the pool's `wait`; with a rate window that never reopens, for good.) Aborting a
-    /// task that already finished does nothing.
+    /// task is dropped at its next `.await` point. A task that has not started leaves the
+    /// pool's queue before `abort` returns, whatever holds it there (busy slots, its key or
+    /// weight limit, the rate limit): its place is free for the next submit (a submit
+    /// waiting for room gets in), `stats()` counts it as cancelled and no longer as
+    /// queued, and its future (a recipe, for a `SmartAioPool`) is dropped on the thread
+    /// that calls `abort` (a panic in its `Drop` is caught), so that `Drop` must not wait
+    /// for something that thread holds. Aborting a task that already finished does
+    /// nothing.
     ///
     /// # Examples
     ///
@@ -110,6 +112,16 @@ impl<T> TaskHandle<T> {
     /// handle.abort();
     /// let err = handle.await.unwrap_err();
     /// assert_eq!(err.cancel_reason(), Some(CancelReason::Aborted));
+    ///
+    /// // A queued task gives its place back at once.
+    /// let busy = pool.submit(std::future::pending::<()>()).await.unwrap();
+    /// tokio::task::yield_now().await; // it starts
+    /// let queued = pool.submit(async {}).await.unwrap();
+    /// assert!(pool.try_submit(async {}).is_err()); // the queue (one place) is full
+    /// queued.abort();
+    /// assert_eq!(pool.stats().queued, 0);
+    /// assert!(pool.try_submit(async {}).is_ok());
+    /// # busy.abort();
     /// # }
     /// ```
     pub fn abort(&self) {

@@ -9,6 +9,7 @@ pub(crate) mod context;
 mod handle;
 mod run;
 mod shared;
+pub(crate) mod unqueue;
 
 use std::fmt;
 use std::pin::Pin;

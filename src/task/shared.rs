@@ -193,7 +193,10 @@ impl<T> Shared<T> {
         // (whose `Drop` cancels it with another reason) before this claim.
         let decided = self.decide(Err(TaskError::cancelled(reason)), Some(reason));
         if self.fill_decided(decided) {
+            // A running job drops its future at its next poll; a queued one leaves the
+            // queue now (Relaxed: the id was written before the handle was returned).
             self.job_waker.wake();
+            super::unqueue::aborted(self.pool, self.job.load(Ordering::Relaxed));
         }
     }
 
