@@ -315,14 +315,14 @@ async fn smart_idle_timeout_max_does_not_panic_the_janitor() {
     assert!(mine.is_empty(), "panics inside the pool: {mine:?}");
 }
 
-/// "When every slot waits for tasks of its own pool, one wait is broken with
-/// `WouldDeadlock` instead of hanging." A job that awaits a child of its own key in a pool
-/// built with `max_per_key(1)` waits for a task that can only start once the job itself
-/// ends: the child is admitted (a slot is free), queued for its key, and both hang. The
-/// deadlock check (`Probe::start_waiting`) only fires when every slot is taken, so it
-/// never sees this one.
+/// Limitation 51 until c6855bb. "When every slot waits for tasks of its own pool, one wait
+/// is broken with `WouldDeadlock` instead of hanging." A job that awaits a child of its own
+/// key in a pool built with `max_per_key(1)` waits for a task that can only start once the
+/// job itself ends: the child is admitted (a slot is free), queued for its key, and both
+/// hung. The deadlock check (`Probe::start_waiting`) only fired when every slot was taken;
+/// it now also refuses a wait that leaves every running task of a key waiting for queued
+/// tasks of that key.
 #[tokio::test(start_paused = true)]
-#[ignore = "limitation 51, documented at max_per_key: the deadlock check sees slots, not keys or weights"]
 async fn awaiting_a_child_of_the_same_saturated_key_does_not_hang() {
     let pool = no_queue(2).max_per_key(1).build();
     let p = pool.clone();
@@ -345,4 +345,162 @@ async fn awaiting_a_child_of_the_same_saturated_key_does_not_hang() {
         "a job awaiting a child of its own saturated key hangs (no WouldDeadlock): {:?}",
         pool.stats()
     );
+}
+
+/// A child of the same saturated key: the wait is refused (`WouldDeadlock`), and the child,
+/// which could never start, leaves the queue.
+#[tokio::test(start_paused = true)]
+async fn a_wait_that_would_leave_a_key_stuck_is_refused() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .max_per_key(1)
+        .process_wide(false)
+        .build();
+    let p = pool.clone();
+    let ran = Arc::new(Mutex::new(false));
+    let r = ran.clone();
+    let parent = pool
+        .submit_with(
+            async move {
+                let child = p
+                    .submit_with(
+                        async move {
+                            *r.lock().unwrap() = true;
+                        },
+                        SubmitOptions::new().key("a"),
+                    )
+                    .await
+                    .unwrap();
+                child.await
+            },
+            SubmitOptions::new().key("a"),
+        )
+        .await
+        .unwrap();
+    let r = within("parent", parent).await.unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(
+        err.cancel_reason(),
+        Some(nb_aiopool::CancelReason::WouldDeadlock),
+        "{err}"
+    );
+    within("wait", pool.wait()).await;
+    assert!(!*ran.lock().unwrap(), "the refused child ran");
+    let s = pool.stats();
+    assert_eq!((s.completed, s.cancelled, s.queued), (1, 1, 0), "{s:?}");
+}
+
+/// With `max_per_key(2)`, two parents of key "a" each await a child of "a": the second
+/// wait would leave both holders of "a" waiting, so it alone is refused; its parent ends,
+/// the first child starts, and the first parent completes.
+#[tokio::test(start_paused = true)]
+async fn of_two_parents_of_a_key_the_one_that_closes_the_cycle_is_refused() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .max_per_key(2)
+        .process_wide(false)
+        .build();
+    let gate = Gate::default();
+    let mut parents = Vec::new();
+    for delay in [0u64, 10] {
+        let p = pool.clone();
+        let g = gate.clone();
+        parents.push(
+            pool.submit_with(
+                async move {
+                    g.wait().await; // both parents hold "a" before either waits
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let child = p
+                        .submit_with(async { 7 }, SubmitOptions::new().key("a"))
+                        .await
+                        .unwrap();
+                    child.await
+                },
+                SubmitOptions::new().key("a"),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(pool.stats().running, 2);
+    gate.open();
+    let second = within("second parent", parents.pop().unwrap())
+        .await
+        .unwrap();
+    let first = within("first parent", parents.pop().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap(), 7);
+    assert_eq!(
+        second.unwrap_err().cancel_reason(),
+        Some(nb_aiopool::CancelReason::WouldDeadlock)
+    );
+}
+
+/// No refusal while the key's tasks can still progress: a parent of "a" awaiting a child
+/// of "a" while the key has room, or a child of another key, or while the other holder of
+/// "a" is not waiting.
+#[tokio::test(start_paused = true)]
+async fn waits_that_leave_a_key_room_to_progress_are_not_refused() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .max_per_key(2)
+        .process_wide(false)
+        .build();
+    let nested = |child: &'static str| {
+        let p = pool.clone();
+        async move {
+            let h = p
+                .submit_with(async { 1 }, SubmitOptions::new().key(child))
+                .await
+                .unwrap();
+            h.await.unwrap()
+        }
+    };
+    // Room for the child in its own key.
+    let h = pool
+        .submit_with(nested("a"), SubmitOptions::new().key("a"))
+        .await
+        .unwrap();
+    assert_eq!(within("room", h).await.unwrap(), 1);
+    // Another key (which the first key's limit does not touch).
+    let h = pool
+        .submit_with(nested("b"), SubmitOptions::new().key("a"))
+        .await
+        .unwrap();
+    assert_eq!(within("other key", h).await.unwrap(), 1);
+    // The key saturated by a task that is not waiting: the child waits its turn.
+    let gate = Gate::default();
+    let g = gate.clone();
+    let busy = pool
+        .submit_with(async move { g.wait().await }, SubmitOptions::new().key("a"))
+        .await
+        .unwrap();
+    let p = pool.clone();
+    let parent = pool
+        .submit_with(
+            async move {
+                let h = p
+                    .submit_with(async { 2 }, SubmitOptions::new().key("a"))
+                    .await
+                    .unwrap();
+                h.await.unwrap()
+            },
+            SubmitOptions::new().key("a"),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        pool.stats().queued,
+        1,
+        "the child waits for a place of its key"
+    );
+    gate.open();
+    busy.await.unwrap();
+    assert_eq!(within("saturated by a busy task", parent).await.unwrap(), 2);
 }

@@ -69,11 +69,19 @@ impl Limits {
     }
 
     /// Whether `meta`'s key has room for one more running job.
-    fn key_has_room(&self, meta: &Meta) -> bool {
-        match (&meta.key, self.max_per_key) {
-            (Some(key), Some(max)) => self.per_key.get(key).copied().unwrap_or(0) < max,
-            _ => true,
-        }
+    fn key_has_room_for(&self, meta: &Meta) -> bool {
+        meta.key.as_ref().is_none_or(|key| self.key_has_room(key))
+    }
+
+    /// Whether `key` has room for one more running job.
+    pub(crate) fn key_has_room(&self, key: &str) -> bool {
+        self.max_per_key
+            .is_none_or(|max| self.per_key.get(key).copied().unwrap_or(0) < max)
+    }
+
+    /// Whether the pool limits running jobs per key.
+    pub(crate) fn limits_keys(&self) -> bool {
+        self.max_per_key.is_some()
     }
 
     fn weight_fits(&self, meta: &Meta) -> bool {
@@ -89,7 +97,7 @@ impl Limits {
     pub(crate) fn picker(&self) -> impl FnMut(&Meta) -> bool + '_ {
         let mut blocked = false;
         move |meta| {
-            if blocked || !self.key_has_room(meta) {
+            if blocked || !self.key_has_room_for(meta) {
                 return false;
             }
             if self.weight_fits(meta) {

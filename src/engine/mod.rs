@@ -1187,6 +1187,58 @@ impl<J: Job> Engine<J> {
         later.cancels.push((job, id, reason));
     }
 
+    /// Under the lock, for a pool with `max_per_key`: whether `waiter` waiting on `awaited`
+    /// would leave every running job of a key waiting for tasks that only that key's end
+    /// lets start. So when `awaited` is queued with key K, K has no room, `waiter` is one
+    /// of K's running jobs, and with this wait every one of them waits on queued tasks of
+    /// K only. (A job that also waits on a task that can progress is not stuck: if that
+    /// task ends later and leaves it so, nothing refuses a wait then.)
+    fn leaves_key_stuck(st: &State<J>, waiter: u64, awaited: u64) -> bool {
+        let Some(limits) = &st.limits else {
+            return false;
+        };
+        if !limits.limits_keys() || st.taken_over {
+            return false;
+        }
+        let mut key = None;
+        st.queue.visit(|q| {
+            if q.id == awaited {
+                key = q.meta.key.clone();
+                return false;
+            }
+            true
+        });
+        let Some(key) = key else {
+            return false; // started (or ended), or without a key
+        };
+        if limits.key_has_room(&key) {
+            return false;
+        }
+        let holders: Vec<u64> = st
+            .slots
+            .iter()
+            .filter(|(_, e)| e.job != u64::MAX && e.meta.key.as_deref() == Some(&*key))
+            .map(|(_, e)| e.job)
+            .collect();
+        if !holders.contains(&waiter) {
+            return false;
+        }
+        let mut blocked = HashSet::new();
+        st.queue.visit(|q| {
+            if q.meta.key.as_deref() == Some(&*key) {
+                blocked.insert(q.id);
+            }
+            true
+        });
+        let stuck = |job: u64| {
+            let before = st.waiting_on_own.get(&job).map_or(&[][..], Vec::as_slice);
+            let now = (job == waiter).then_some(awaited);
+            let mut waits = before.iter().copied().chain(now).peekable();
+            waits.peek().is_some() && waits.all(|t| blocked.contains(&t))
+        };
+        holders.into_iter().all(stuck)
+    }
+
     /// Job `id`, aborted by its handle (or its group, or a refused nested wait), leaves
     /// the queue if it has not started: counted as cancelled for the abort's reason, its
     /// place (and a reservation it had) given back, and the job dropped on this thread.
@@ -1831,18 +1883,19 @@ impl<J: Job> Probe for Engine<J> {
     fn start_waiting(&self, waiter: u64, awaited: u64) -> Option<bool> {
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some(tasks) = st.waiting_on_own.get_mut(&waiter) {
-            // Already counted as waiting: one more handle changes nothing.
-            tasks.push(awaited);
-            return Some(false);
-        }
+        let counted = st.waiting_on_own.contains_key(&waiter);
         // Every slot the pool may have is taken: `max_concurrency`, not an elastic pool's
         // live workers, which grow again for a queued job (at a submit, a job's end, a
-        // reopened rate window), and which a count of them may just have retired.
-        if st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency {
+        // reopened rate window), and which a count of them may just have retired. (A job
+        // counted as waiting already changes nothing by waiting on one more handle.)
+        if !counted && st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency
+        {
             return Some(true);
         }
-        st.waiting_on_own.insert(waiter, vec![awaited]);
+        if Self::leaves_key_stuck(st, waiter, awaited) {
+            return Some(true);
+        }
+        st.waiting_on_own.entry(waiter).or_default().push(awaited);
         Some(false)
     }
 

@@ -149,29 +149,33 @@ impl<T: Ordered> Queue<T> {
     /// `most`. Costs the items it visits, not the queue's length.
     pub(crate) fn count(&self, most: usize, mut ok: impl FnMut(&T) -> bool) -> usize {
         let mut n = 0;
-        let mut visit = |item: &T| {
+        self.visit(|item| {
             if ok(item) {
                 n += 1;
             }
             n < most
-        };
+        });
+        n
+    }
+
+    /// Visits the items in queue order while `f` returns `true`.
+    pub(crate) fn visit(&self, mut f: impl FnMut(&T) -> bool) {
         match self {
             Queue::Fifo(ring) => {
                 for item in ring {
-                    if !visit(item) {
-                        break;
+                    if !f(item) {
+                        return;
                     }
                 }
             }
             Queue::Sorted { map, front, .. } => {
                 for item in front.iter().chain(map.values()) {
-                    if !visit(item) {
-                        break;
+                    if !f(item) {
+                        return;
                     }
                 }
             }
         }
-        n
     }
 
     /// Removes the items for which `take` returns `true`.
