@@ -24,7 +24,7 @@ use crate::task::TaskHandle;
 ///
 /// This is the seed's `CommonAioPool`: the pool to reach for when a loop must push millions
 /// of jobs through a bounded number of slots. `submit(fut).await` returns as soon as the
-/// job is queued, with a [`TaskHandle`](TaskHandle) to its result; when the queue is full it waits,
+/// job is queued, with a [`TaskHandle`] to its result; when the queue is full it waits,
 /// which slows the producer down to the pool's pace (backpressure), so memory stays flat
 /// however many jobs go through.
 ///
@@ -406,7 +406,7 @@ impl CommonAioPool {
     ///
     /// # Errors
     ///
-    /// Gives the future back, unpolled, in a [`SubmitError`](SubmitError) if the pool is shut down, or
+    /// Gives the future back, unpolled, in a [`SubmitError`] if the pool is shut down, or
     /// if this is called from a job of this same pool while the pool is full (waiting would
     /// deadlock).
     ///
@@ -514,8 +514,8 @@ impl CommonAioPool {
     ///
     /// # Errors
     ///
-    /// [`RunError::Rejected`](RunError::Rejected) if the pool refused the future (it is inside),
-    /// [`RunError::Failed`](RunError::Failed) if the job panicked or was cancelled.
+    /// [`RunError::Rejected`] if the pool refused the future (it is inside),
+    /// [`RunError::Failed`] if the job panicked or was cancelled.
     ///
     /// # Cancel safety
     ///
@@ -585,7 +585,7 @@ impl CommonAioPool {
     /// # Errors
     ///
     /// As [`batch_submit`](Self::batch_submit) if a future is rejected; otherwise each
-    /// job's own result or [`TaskError`](TaskError) is in the returned vector.
+    /// job's own result or [`TaskError`] is in the returned vector.
     ///
     /// # Cancel safety
     ///
@@ -838,9 +838,9 @@ impl CommonAioPool {
 impl CommonAioPool {
     /// Runs `f(input)` in the pool for every input of `inputs`, with the pool's
     /// bound and backpressure, and returns a stream of the results **as they
-    /// complete**. See [`MapUnordered`](crate::MapUnordered) for the bound and what dropping does.
+    /// complete**. See [`MapUnordered`] for the bound and what dropping does.
     ///
-    /// `inputs` is any [`Stream`](futures_util::Stream); for an iterator, wrap it in
+    /// `inputs` is any [`Stream`]; for an iterator, wrap it in
     /// `futures_util::stream::iter` (or `tokio_stream::iter`). `f` turns an input
     /// into the future to run; it is called as each input is pulled, on the task
     /// that polls the stream.
@@ -882,7 +882,7 @@ impl CommonAioPool {
 
     /// Runs `f(input)` in the pool for every input of `inputs`, as
     /// [`map_unordered`](Self::map_unordered) does, and returns a stream of the
-    /// results **in input order**. See [`MapOrdered`](crate::MapOrdered) for the bound on results
+    /// results **in input order**. See [`MapOrdered`] for the bound on results
     /// waiting out of order, and what dropping does.
     ///
     /// # Examples
@@ -912,7 +912,7 @@ impl CommonAioPool {
         super::stream::ordered(&self.kept(), inputs, f)
     }
 
-    /// A new, empty [`TaskGroup`](crate::TaskGroup) of this pool: submit futures to it, join them as they
+    /// A new, empty [`TaskGroup`] of this pool: submit futures to it, join them as they
     /// complete or all at once; dropping the group aborts its unfinished tasks.
     ///
     /// # Examples

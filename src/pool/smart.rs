@@ -949,13 +949,13 @@ impl SmartAioPool {
 /// Streams and task groups.
 impl SmartAioPool {
     /// Runs a task for every input of `inputs`, with the pool's bound and backpressure,
-    /// and returns a stream of the results **as they complete**. See [`MapUnordered`](crate::MapUnordered) for
+    /// and returns a stream of the results **as they complete**. See [`MapUnordered`] for
     /// the bound and what dropping does.
     ///
     /// In recipe form: `f` turns an input into a **recipe** (`Fn() -> Future`), which the
     /// pool calls to start the task (and again if the task is re-run at exit, see
     /// [Shutdown](SmartAioPool#shutdown)); so `f` returns a closure, typically
-    /// `move |i| move || job(i.clone())`. `inputs` is any [`Stream`](futures_util::Stream); wrap an iterator in
+    /// `move |i| move || job(i.clone())`. `inputs` is any [`Stream`]; wrap an iterator in
     /// `futures_util::stream::iter`.
     ///
     /// `stream.then(|i| pool.run(..))` runs the tasks one at a time; this keeps the pool
@@ -992,7 +992,7 @@ impl SmartAioPool {
 
     /// Runs a task for every input of `inputs`, as [`map_unordered`](Self::map_unordered)
     /// does (`f` returns a recipe), and returns a stream of the results **in input
-    /// order**. See [`MapOrdered`](crate::MapOrdered) for the bound and what dropping does.
+    /// order**. See [`MapOrdered`] for the bound and what dropping does.
     ///
     /// # Examples
     ///
@@ -1022,7 +1022,7 @@ impl SmartAioPool {
         super::stream::ordered(self.core(), inputs, f)
     }
 
-    /// A new, empty [`SmartTaskGroup`](crate::SmartTaskGroup) of this pool: [`TaskGroup`](crate::TaskGroup) in recipe form.
+    /// A new, empty [`SmartTaskGroup`] of this pool: [`TaskGroup`](crate::TaskGroup) in recipe form.
     /// Dropping the group aborts its unfinished tasks.
     ///
     /// # Examples

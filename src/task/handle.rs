@@ -29,7 +29,7 @@ use crate::error::{CancelReason, TaskError};
 /// same pool (one still queued, which needs a slot, or one itself waiting), no task could
 /// ever finish. The wait that completes that picture is broken instead: the task it awaits
 /// is cancelled and the handle resolves to
-/// [`CancelReason::WouldDeadlock`](crate::CancelReason::WouldDeadlock). When the picture
+/// [`CancelReason::WouldDeadlock`]. When the picture
 /// is completed later, by a slot going away (after `set_max_concurrency` lowered the
 /// size, the end of another task leaves only waiting tasks running), it is broken the
 /// same way, one waiting task at a time: the pool picks the task whose refusals free a
@@ -90,7 +90,7 @@ impl<T> TaskHandle<T> {
     /// Cancels the task.
     ///
     /// The handle resolves at once to a [`TaskError`] whose
-    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`](crate::CancelReason::Aborted). A running
+    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`]. A running
     /// task is dropped at its next `.await` point. A task that has not started leaves the
     /// pool's queue before `abort` returns, whatever holds it there (busy slots, its key or
     /// weight limit, the rate limit): its place is free for the next submit (a submit
