@@ -262,6 +262,9 @@ pub(crate) struct Deferred<J: Job> {
     wake: Vec<Waker>,
     /// Queued jobs to drop unrun and tell their handles why; then applied to the waits.
     cancels: Vec<(J, u64, CancelReason)>,
+    /// The same for jobs an abort took out of the queue, whose places were given back
+    /// already.
+    unqueued: Vec<(J, u64, CancelReason)>,
     /// Slots to spawn, each with its first job.
     spawns: Vec<(Handle, Slot<J>)>,
     /// Admission permits to give back.
@@ -294,6 +297,7 @@ impl<J: Job> Default for Deferred<J> {
             woken: Vec::new(),
             wake: Vec::new(),
             cancels: Vec::new(),
+            unqueued: Vec::new(),
             spawns: Vec::new(),
             release: 0,
             changed: false,
@@ -1239,28 +1243,65 @@ impl<J: Job> Engine<J> {
         holders.into_iter().all(stuck)
     }
 
-    /// Job `id`, aborted by its handle (or its group, or a refused nested wait), leaves
-    /// the queue if it has not started: counted as cancelled for the abort's reason, its
-    /// place (and a reservation it had) given back, and the job dropped on this thread.
-    /// A job a slot has taken already is dropped by that slot; during the exit take-over
-    /// the take-over settles it.
-    fn abort_queued(self: &Arc<Self>, id: u64) {
+    /// Job `id` (queued with `priority`), aborted by its handle (or its group, or a
+    /// refused nested wait), leaves the queue if it has not started: counted as cancelled
+    /// for the abort's reason, its place (and a reservation only it could use) given back
+    /// at once, and what it held back started. The job itself is dropped on its runtime,
+    /// as a slot would drop it (never on the aborting thread, which may hold a lock its
+    /// `Drop` takes); only then do the waits hear of its end. A job a slot has taken
+    /// already is dropped by that slot; during the exit take-over, the take-over settles
+    /// it.
+    fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
         let mut later = Deferred::default();
-        {
+        let (job, handle) = {
             let mut st = self.lock();
             if st.taken_over {
                 return;
             }
-            let Some(q) = st.queue.remove_seq(id) else {
+            let Some(q) = st.queue.remove_seq(id, priority) else {
                 return;
             };
-            self.drop_unrun(&mut st, q.job, q.id, CancelReason::Aborted, &mut later);
+            let reason = q.job.aborted().unwrap_or(CancelReason::Aborted);
+            self.count_end(&mut st, Outcome::Cancelled(reason));
+            later.release += 1;
             // Dropped outside the lock: a span's drop calls the subscriber.
             later.stamps.push(q.stamp);
-            Self::clamp_reserved(&mut st, &mut later);
+            Self::clamp_reserved_to_startable(&mut st, &mut later);
+            // A heavy job at the head holds back the lighter ones behind it.
+            self.fill_free(&mut st, None, &mut later);
             self.gauges(&st);
-        }
+            let rt = Some(q.rt)
+                .filter(|&rt| rt != ANY && st.runtimes.is_alive(rt))
+                .or_else(|| st.runtimes.live_or_any(None));
+            let handle = rt.and_then(|rt| st.runtimes.handle(rt)).cloned();
+            ((q.job, q.id, reason), handle)
+        };
         self.run_deferred(&mut later);
+        let unqueued = Unqueued {
+            engine: Arc::clone(self),
+            job: Some(job),
+        };
+        match handle {
+            // If the runtime has shut down meanwhile, `spawn` drops the task at once.
+            Some(handle) => drop(handle.spawn(async move { drop(unqueued) })),
+            None => drop(unqueued),
+        }
+    }
+
+    /// Under the lock: jobs left the queue; give back the reservations beyond the queued
+    /// jobs that may start now (their claimers would find none to start).
+    fn clamp_reserved_to_startable(st: &mut State<J>, later: &mut Deferred<J>) {
+        let startable = match &st.limits {
+            None => st.queue.len(),
+            Some(limits) => {
+                let mut pick = limits.picker();
+                st.queue.count(st.reserved, |q| pick(&q.meta))
+            }
+        };
+        while st.reserved > startable {
+            st.reserved -= 1;
+            Self::vacate(st, later);
+        }
     }
 
     /// Under the lock: counts a job's end (the waits are told separately).
@@ -1313,10 +1354,13 @@ impl<J: Job> Engine<J> {
         for waker in later.wake.drain(..) {
             waker.wake();
         }
-        if !later.cancels.is_empty() {
+        if !later.cancels.is_empty() || !later.unqueued.is_empty() {
             let cancels = std::mem::take(&mut later.cancels);
-            let mut ids = Vec::with_capacity(cancels.len());
-            for (job, id, reason) in cancels {
+            // Their places are given back below; those of `unqueued` were already.
+            let places = cancels.len();
+            let unqueued = std::mem::take(&mut later.unqueued);
+            let mut ids = Vec::with_capacity(places + unqueued.len());
+            for (job, id, reason) in cancels.into_iter().chain(unqueued) {
                 // Tell the handle (dropping the job runs user code) before the waits hear
                 // of it, so a wait never returns while a handle it covers is unresolved.
                 let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
@@ -1326,8 +1370,8 @@ impl<J: Job> Engine<J> {
             let mut st = self.lock();
             for id in ids {
                 Self::wait_end(&mut st, id, later);
-                later.release += 1;
             }
+            later.release += places;
             self.gauges(&st);
         }
         self.release(std::mem::take(&mut later.release));
@@ -1860,8 +1904,26 @@ impl<J: Job> Drop for WaitGuard<J> {
 }
 
 impl<J: Job> Unqueue for Engine<J> {
-    fn aborted(self: Arc<Self>, job: u64) {
-        self.abort_queued(job);
+    fn aborted(self: Arc<Self>, job: u64, priority: i32) {
+        self.abort_queued(job, priority);
+    }
+}
+
+/// A job an abort took out of the queue ([`Engine::abort_queued`]), on its way to be
+/// dropped on its runtime. Dropped (run or not: a runtime that shut down drops its tasks
+/// unrun), it drops the job, tells its handle and applies its end to the waits.
+struct Unqueued<J: Job> {
+    engine: Arc<Engine<J>>,
+    job: Option<(J, u64, CancelReason)>,
+}
+
+impl<J: Job> Drop for Unqueued<J> {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            let mut later = Deferred::default();
+            later.unqueued.push(job);
+            self.engine.run_deferred(&mut later);
+        }
     }
 }
 

@@ -122,10 +122,11 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
-    /// Removes the item whose [`seq`](Ordered::seq) is `seq`, if it is queued. A FIFO ring
-    /// is in seq order but for items put back at the front, so it is searched by
-    /// bisection first; a sorted queue, item by item.
-    pub(crate) fn remove_seq(&mut self, seq: u64) -> Option<T> {
+    /// Removes the item whose [`seq`](Ordered::seq) is `seq` and whose priority is
+    /// `priority`, if it is queued. A FIFO ring is in seq order but for items put back at
+    /// the front, so it is searched by bisection first; a sorted queue is keyed by
+    /// priority and seq. Items put back at the front are searched one by one.
+    pub(crate) fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<T> {
         match self {
             Queue::Fifo(ring) => {
                 let pos = match ring.binary_search_by_key(&seq, T::seq) {
@@ -138,7 +139,9 @@ impl<T: Ordered> Queue<T> {
                 if let Some(pos) = front.iter().position(|item| item.seq() == seq) {
                     return front.remove(pos);
                 }
-                let key = *map.iter().find(|(_, item)| item.seq() == seq)?.0;
+                let from = (Reverse(priority), seq, 0);
+                let to = (Reverse(priority), seq, u64::MAX);
+                let key = *map.range(from..=to).next()?.0;
                 map.remove(&key)
             }
         }
@@ -250,6 +253,40 @@ mod tests {
         q.push(Item(0, 5));
         q.push_front(Item(-9, 6)); // an interrupted run goes first, whatever its priority
         assert_eq!(drain(&mut q), [6, 2, 4, 0, 1, 5, 3]);
+    }
+
+    /// `remove_seq` takes exactly the item named, from a ring out of seq order (items put
+    /// back at the front), from a sorted queue, and from its front; nothing for an item
+    /// that is not there.
+    #[test]
+    fn remove_seq_takes_the_item_named_and_nothing_else() {
+        let mut q = Queue::default();
+        for s in 10..20 {
+            q.push(Item(0, s));
+        }
+        assert_eq!(q.remove_seq(19, 0), Some(Item(0, 19)));
+        assert_eq!(q.remove_seq(10, 0), Some(Item(0, 10)));
+        assert_eq!(q.remove_seq(99, 0), None);
+        let mut q = Queue::default();
+        for s in 0..6 {
+            q.push(Item(0, s));
+        }
+        q.push_front(Item(0, 40));
+        q.push_front(Item(0, 30)); // ring: 30, 40, 0, 1, ..., 5
+        assert_eq!(q.remove_seq(40, 0), Some(Item(0, 40)));
+        assert_eq!(q.remove_seq(3, 0), Some(Item(0, 3)));
+        assert_eq!(drain(&mut q), [30, 0, 1, 2, 4, 5]);
+
+        let mut q = Queue::default();
+        for (p, s) in [(0, 0), (5, 1), (5, 2), (-1, 3)] {
+            q.push(Item(p, s));
+        }
+        q.push_front(Item(9, 7));
+        assert_eq!(q.remove_seq(2, 0), None, "the priority is part of the key");
+        assert_eq!(q.remove_seq(2, 5), Some(Item(5, 2)));
+        assert_eq!(q.remove_seq(7, 9), Some(Item(9, 7)));
+        assert_eq!(q.remove_seq(3, -1), Some(Item(-1, 3)));
+        assert_eq!(drain(&mut q), [1, 0]);
     }
 
     #[test]

@@ -571,11 +571,12 @@ impl<J: Job> Drop for Slot<J> {
                 later.woken.push(woken);
                 true
             } else if let Some(q) = next {
-                if J::RERUN {
+                if J::RERUN && q.job.aborted().is_none() {
                     // Its flow-control settings moved to the entry when it left the queue.
                     let meta = entry.map(|e| e.meta).unwrap_or_default();
                     st.queue.push_front(Queued { rt: ANY, meta, ..q });
                 } else {
+                    // Lost, or aborted (then counted so: `drop_unrun` reads the abort).
                     engine.lose(&mut st, q.job, q.id, &mut later);
                     // Dropped outside the lock: a span's drop calls the subscriber.
                     later.stamps.push(q.stamp);
@@ -584,9 +585,14 @@ impl<J: Job> Drop for Slot<J> {
             } else if let Some((id, copy, meta)) =
                 entry.and_then(|e| e.copy.map(|c| (e.job, c, e.meta)))
             {
-                // A re-runnable job interrupted mid-run: queued again, first, with its
-                // flow-control settings (its key, weight and priority still apply).
-                Engine::requeue_first(&mut st, id, copy, meta);
+                if copy.aborted().is_some() {
+                    // Aborted while it ran: it ends here, as its handle said.
+                    engine.drop_unrun(&mut st, copy, id, CancelReason::Aborted, &mut later);
+                } else {
+                    // A re-runnable job interrupted mid-run: queued again, first, with its
+                    // flow-control settings (its key, weight and priority still apply).
+                    Engine::requeue_first(&mut st, id, copy, meta);
+                }
                 true
             } else if claimer {
                 // A claimer that never looked holds no slot: the reservations stay, for

@@ -113,7 +113,7 @@ impl<J: Job> Core<J> {
         item: S,
         meta: Meta,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
-        let shared = Arc::new(Shared::new(self.engine.id()));
+        let shared = Arc::new(Shared::new(self.engine.id(), meta.priority));
         let handle = TaskHandle::new(shared.clone());
         self.engine.push_with(item, meta, |item, id| {
             // Relaxed: read back only through the handle this submit returns.

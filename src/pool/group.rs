@@ -32,7 +32,7 @@ pub(super) fn push_admitted<J: Job, S: Submit<J>>(
     core: &Core<J>,
     item: S,
 ) -> Result<TaskHandle<S::Output>, PushError<S>> {
-    let shared = Arc::new(Shared::new(core.engine.id()));
+    let shared = Arc::new(Shared::new(core.engine.id(), 0));
     let handle = TaskHandle::new(shared.clone());
     core.engine.push(item, |item, id| {
         // Relaxed: read back only through the handle returned here.

@@ -95,10 +95,11 @@ impl<T> TaskHandle<T> {
     /// pool's queue before `abort` returns, whatever holds it there (busy slots, its key or
     /// weight limit, the rate limit): its place is free for the next submit (a submit
     /// waiting for room gets in), `stats()` counts it as cancelled and no longer as
-    /// queued, and its future (a recipe, for a `SmartAioPool`) is dropped on the thread
-    /// that calls `abort` (a panic in its `Drop` is caught), so that `Drop` must not wait
-    /// for something that thread holds. Aborting a task that already finished does
-    /// nothing.
+    /// queued, and the tasks it held back (a heavy task at the head) may start. Its future
+    /// (a recipe, for a `SmartAioPool`) is dropped right after on its runtime, as a slot
+    /// would drop it, not on the thread that calls `abort`; the pool's `wait` returns only
+    /// once it has been. (During a `SmartAioPool`'s exit take-over, the take-over drops it
+    /// at its turn.) Aborting a task that already finished does nothing.
     ///
     /// # Examples
     ///

@@ -17,6 +17,8 @@ pub(crate) struct Shared<T> {
     /// The pool the task belongs to (its engine's id) and the task's id in it.
     pub(crate) pool: usize,
     pub(crate) job: AtomicU64,
+    /// The priority it was queued with (how its pool finds it in a prioritised queue).
+    pub(crate) priority: i32,
     /// An outcome was decided: the first of completion, panic or cancellation to claim it
     /// wins, and only the winner fills the slot.
     claimed: AtomicBool,
@@ -44,10 +46,11 @@ struct Slot<T> {
 }
 
 impl<T> Shared<T> {
-    pub(crate) fn new(pool: usize) -> Self {
+    pub(crate) fn new(pool: usize, priority: i32) -> Self {
         Shared {
             pool,
             job: AtomicU64::new(u64::MAX),
+            priority,
             claimed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             would_deadlock: AtomicBool::new(false),
@@ -196,7 +199,8 @@ impl<T> Shared<T> {
             // A running job drops its future at its next poll; a queued one leaves the
             // queue now (Relaxed: the id was written before the handle was returned).
             self.job_waker.wake();
-            super::unqueue::aborted(self.pool, self.job.load(Ordering::Relaxed));
+            let job = self.job.load(Ordering::Relaxed);
+            super::unqueue::aborted(self.pool, job, self.priority);
         }
     }
 
@@ -347,7 +351,7 @@ mod loom_tests {
     #[test]
     fn completion_and_abort_race() {
         loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
             let (woke, waker) = flag();
             let mut cx = Context::from_waker(&waker);
             let first = shared.poll_result(&mut cx);
@@ -391,7 +395,7 @@ mod loom_tests {
     #[test]
     fn two_aborts_race_and_the_job_reports_the_handles_reason() {
         loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
             let check = {
                 let shared = shared.clone();
                 thread::spawn(move || shared.abort(CancelReason::WouldDeadlock))
@@ -411,7 +415,7 @@ mod loom_tests {
     #[test]
     fn a_run_that_loses_to_an_abort_reports_the_handles_reason() {
         loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
             let check = {
                 let shared = shared.clone();
                 thread::spawn(move || shared.abort(CancelReason::WouldDeadlock))
@@ -436,7 +440,7 @@ mod loom_tests {
     #[test]
     fn a_claim_seen_during_an_abort_is_seen_as_the_abort() {
         loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
             let taker = {
                 let shared = shared.clone();
                 thread::spawn(move || {
@@ -455,7 +459,7 @@ mod loom_tests {
     #[test]
     fn an_abort_after_the_end_does_nothing() {
         loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
             assert!(shared.store_first(Ok(7)).is_ok());
             shared.abort(CancelReason::Aborted);
             assert_eq!(shared.aborted(), None);
@@ -467,7 +471,7 @@ mod loom_tests {
     #[test]
     fn abort_reaches_a_job_registering_its_waker() {
         loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
             let aborter = {
                 let shared = shared.clone();
                 thread::spawn(move || shared.abort(CancelReason::Aborted))
@@ -493,7 +497,7 @@ mod loom_tests {
         }
         loom::model(|| {
             let drops = Arc::new(AtomicUsize::new(0));
-            let shared = Arc::new(Shared::<Counted>::new(0));
+            let shared = Arc::new(Shared::<Counted>::new(0, 0));
             let job = {
                 let shared = shared.clone();
                 let value = Counted(drops.clone());

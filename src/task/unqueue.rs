@@ -8,10 +8,10 @@ use std::sync::{Arc, RwLock, Weak};
 
 /// What an abort asks of the pool of its task.
 pub(crate) trait Unqueue: Send + Sync {
-    /// Task `job` was just aborted: if it has not started, take it out of the queue now
-    /// (its place freed, its job dropped on this thread, its end counted). Never called
-    /// under the pool's lock.
-    fn aborted(self: Arc<Self>, job: u64);
+    /// Task `job`, queued with `priority`, was just aborted: if it has not started, take
+    /// it out of the queue now (its place freed, its end counted; its job dropped on its
+    /// runtime). Never called under the pool's lock.
+    fn aborted(self: Arc<Self>, job: u64, priority: i32);
 }
 
 type Pools = BTreeMap<usize, Weak<dyn Unqueue>>;
@@ -33,10 +33,7 @@ pub(crate) fn deregister(id: usize) {
 }
 
 /// Tells pool `pool` that its task `job` was aborted (see [`Unqueue::aborted`]).
-///
-/// Also while the thread unwinds from a panic (a group tripped by a panicking task): the
-/// pool drops the job inside `catch_unwind`, so a panic in its `Drop` is caught there.
-pub(crate) fn aborted(pool: usize, job: u64) {
+pub(crate) fn aborted(pool: usize, job: u64, priority: i32) {
     let found = POOLS
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -44,6 +41,6 @@ pub(crate) fn aborted(pool: usize, job: u64) {
         .and_then(Weak::upgrade);
     // The map's lock is released before the pool's is taken.
     if let Some(pool) = found {
-        pool.aborted(job);
+        pool.aborted(job, priority);
     }
 }
