@@ -236,6 +236,10 @@ struct State<J> {
     /// waits (see [`Engine::break_nested_deadlock`]); and whether its current poll
     /// refused one.
     stuck_pick: Option<u64>,
+    /// Jobs found in a nested-wait deadlock through per-key limits (see
+    /// [`Engine::key_deadlock`]), whose waits on hopelessly held-back tasks are refused
+    /// when they poll them again.
+    key_picks: HashSet<u64>,
     stuck_refused: bool,
     /// Picks made so far (the number of the current one).
     picks: u64,
@@ -336,6 +340,8 @@ pub(crate) struct Engine<J: Job> {
     /// [`Engine::break_nested_deadlock`]): the number of the current pick, so a slot can
     /// tell whether a poll began after it. 0 once a check finds the pool no longer stuck.
     stuck_epoch: AtomicU64,
+    /// `State::key_picks.len()`, read without the lock by every re-poll of a counted wait.
+    key_picks: AtomicUsize,
     on_drop: Option<DropHook>,
     /// Called, outside the lock, for panics of detached tasks.
     on_panic: OnPanic,
@@ -411,6 +417,7 @@ impl<J: Job> Engine<J> {
             closed: false,
             waiting_on_own: HashMap::new(),
             stuck_pick: None,
+            key_picks: HashSet::new(),
             stuck_refused: false,
             picks: 0,
             cancel_reason: CancelReason::Abandoned,
@@ -438,6 +445,7 @@ impl<J: Job> Engine<J> {
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
             stuck_epoch: AtomicU64::new(0),
+            key_picks: AtomicUsize::new(0),
             on_drop,
             on_panic,
             observer: Observer::new(&label),
@@ -1191,56 +1199,108 @@ impl<J: Job> Engine<J> {
         later.cancels.push((job, id, reason));
     }
 
-    /// Under the lock, for a pool with `max_per_key`: whether `waiter` waiting on `awaited`
-    /// would leave every running job of a key waiting for tasks that only that key's end
-    /// lets start. So when `awaited` is queued with key K, K has no room, `waiter` is one
-    /// of K's running jobs, and with this wait every one of them waits on queued tasks of
-    /// K only. (A job that also waits on a task that can progress is not stuck: if that
-    /// task ends later and leaves it so, nothing refuses a wait then.)
-    fn leaves_key_stuck(st: &State<J>, waiter: u64, awaited: u64) -> bool {
-        let Some(limits) = &st.limits else {
-            return false;
-        };
-        if !limits.limits_keys() || st.taken_over {
-            return false;
+    /// Under the lock, for a pool with `max_per_key`: the nested-wait deadlock that key
+    /// limits make, if there is one. A queued task is *hopeless* when its key has no room
+    /// and every running job holding that key is stuck; a waiting job is *stuck* when each
+    /// task it waits on is hopeless or a stuck job itself (chains and cycles of waits, also
+    /// across keys and through jobs without a key). Computed as the largest such sets.
+    /// Returns the stuck jobs and the hopeless queued tasks; `None` if no job is stuck.
+    fn key_deadlock(st: &State<J>) -> Option<(HashSet<u64>, HashSet<u64>)> {
+        let limits = st.limits.as_ref()?;
+        if !limits.limits_keys() || st.taken_over || st.waiting_on_own.is_empty() {
+            return None;
         }
-        let mut key = None;
+        // Queued tasks whose key has no room, by key.
+        let mut held: HashMap<&str, Vec<u64>> = HashMap::new();
         st.queue.visit(|q| {
-            if q.id == awaited {
-                key = q.meta.key.clone();
-                return false;
+            if let Some(key) = q.meta.key.as_deref() {
+                if !limits.key_has_room(key) {
+                    held.entry(key).or_default().push(q.id);
+                }
             }
             true
         });
-        let Some(key) = key else {
-            return false; // started (or ended), or without a key
-        };
-        if limits.key_has_room(&key) {
-            return false;
+        if held.is_empty() {
+            return None;
         }
-        let holders: Vec<u64> = st
-            .slots
-            .iter()
-            .filter(|(_, e)| e.job != u64::MAX && e.meta.key.as_deref() == Some(&*key))
-            .map(|(_, e)| e.job)
-            .collect();
-        if !holders.contains(&waiter) {
-            return false;
-        }
-        let mut blocked = HashSet::new();
-        st.queue.visit(|q| {
-            if q.meta.key.as_deref() == Some(&*key) {
-                blocked.insert(q.id);
+        let mut holders: HashMap<&str, Vec<u64>> = HashMap::new();
+        for (_, e) in st.slots.iter() {
+            if let (Some(key), true) = (e.meta.key.as_deref(), e.job != u64::MAX) {
+                if held.contains_key(key) {
+                    holders.entry(key).or_default().push(e.job);
+                }
             }
-            true
-        });
-        let stuck = |job: u64| {
-            let before = st.waiting_on_own.get(&job).map_or(&[][..], Vec::as_slice);
-            let now = (job == waiter).then_some(awaited);
-            let mut waits = before.iter().copied().chain(now).peekable();
-            waits.peek().is_some() && waits.all(|t| blocked.contains(&t))
-        };
-        holders.into_iter().all(stuck)
+        }
+        let mut stuck: HashSet<u64> = st.waiting_on_own.keys().copied().collect();
+        let mut hopeless = HashSet::new();
+        loop {
+            hopeless.clear();
+            for (key, tasks) in &held {
+                let all_stuck = holders
+                    .get(key)
+                    .is_some_and(|h| h.iter().all(|j| stuck.contains(j)));
+                if all_stuck {
+                    hopeless.extend(tasks.iter().copied());
+                }
+            }
+            let free: Vec<u64> = stuck
+                .iter()
+                .copied()
+                .filter(|j| {
+                    let waits = st.waiting_on_own.get(j).map_or(&[][..], Vec::as_slice);
+                    !waits
+                        .iter()
+                        .all(|t| hopeless.contains(t) || stuck.contains(t))
+                })
+                .collect();
+            if free.is_empty() {
+                break;
+            }
+            for j in free {
+                stuck.remove(&j);
+            }
+        }
+        (!stuck.is_empty()).then_some((stuck, hopeless))
+    }
+
+    /// Under the lock, after a wait of `waiter` started (and was counted): if it closed a
+    /// deadlock through key limits, picks the job whose refusals break it (`waiter` if it
+    /// waits on a hopeless task, else the newest such stuck job) and returns the wakers of
+    /// the handles it waits on, to be woken outside the lock: its next poll of them is
+    /// refused ([`Probe::refuse_stuck`]). Refusing at that next poll rather than now lets
+    /// a job that waits on several tasks at once (`select!`, `join!`) count them all first,
+    /// so one that can progress is not refused.
+    fn pick_key_deadlock(&self, st: &mut State<J>, waiter: u64) -> Vec<Waker> {
+        let waiting = &st.waiting_on_own;
+        st.key_picks.retain(|j| waiting.contains_key(j));
+        let mut wakers = Vec::new();
+        match Self::key_deadlock(st) {
+            Some((stuck, hopeless)) => {
+                let breaks = |j: &u64| {
+                    st.waiting_on_own
+                        .get(j)
+                        .is_some_and(|w| w.iter().any(|t| hopeless.contains(t)))
+                };
+                let pick = if stuck.contains(&waiter) && breaks(&waiter) {
+                    Some(waiter)
+                } else {
+                    stuck.iter().copied().filter(breaks).max()
+                };
+                if let Some(pick) = pick {
+                    st.key_picks.insert(pick);
+                    let awaited = &st.waiting_on_own[&pick];
+                    st.queue.visit(|q| {
+                        if awaited.contains(&q.id) && hopeless.contains(&q.id) {
+                            wakers.extend(q.job.handle_waker());
+                        }
+                        true
+                    });
+                }
+            }
+            None => st.key_picks.clear(),
+        }
+        self.key_picks.store(st.key_picks.len(), Ordering::Release);
+        wakers
     }
 
     /// Job `id` (queued with `priority`), aborted by its handle (or its group, or a
@@ -1943,8 +2003,8 @@ impl<J: Job> Drop for Engine<J> {
 
 impl<J: Job> Probe for Engine<J> {
     fn start_waiting(&self, waiter: u64, awaited: u64) -> Option<bool> {
-        let mut st = self.lock();
-        let st = &mut *st;
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let counted = st.waiting_on_own.contains_key(&waiter);
         // Every slot the pool may have is taken: `max_concurrency`, not an elastic pool's
         // live workers, which grow again for a queued job (at a submit, a job's end, a
@@ -1954,19 +2014,41 @@ impl<J: Job> Probe for Engine<J> {
         {
             return Some(true);
         }
-        if Self::leaves_key_stuck(st, waiter, awaited) {
-            return Some(true);
-        }
         st.waiting_on_own.entry(waiter).or_default().push(awaited);
+        let wakers = if st.limits.as_ref().is_some_and(|l| l.limits_keys()) {
+            self.pick_key_deadlock(st, waiter)
+        } else {
+            Vec::new()
+        };
+        drop(guard);
+        for waker in wakers {
+            waker.wake();
+        }
         Some(false)
     }
 
     fn refuse_stuck(&self, waiter: u64, awaited: u64) -> bool {
-        if !self.is_stuck_marked() {
+        if !self.is_stuck_marked() && self.key_picks.load(Ordering::Acquire) == 0 {
             return false;
         }
         let mut st = self.lock();
         let st = &mut *st;
+        if st.key_picks.contains(&waiter) {
+            match Self::key_deadlock(st) {
+                Some((stuck, hopeless)) if stuck.contains(&waiter) => {
+                    // Every wait of it on a hopeless task, in this poll; it stays picked
+                    // until it is no longer stuck.
+                    return hopeless.contains(&awaited);
+                }
+                _ => {
+                    st.key_picks.remove(&waiter);
+                    self.key_picks.store(st.key_picks.len(), Ordering::Release);
+                }
+            }
+        }
+        if !self.is_stuck_marked() {
+            return false;
+        }
         if st.stuck_pick != Some(waiter) {
             return false; // another job's refusals come first
         }

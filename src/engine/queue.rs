@@ -162,7 +162,7 @@ impl<T: Ordered> Queue<T> {
     }
 
     /// Visits the items in queue order while `f` returns `true`.
-    pub(crate) fn visit(&self, mut f: impl FnMut(&T) -> bool) {
+    pub(crate) fn visit<'a>(&'a self, mut f: impl FnMut(&'a T) -> bool) {
         match self {
             Queue::Fifo(ring) => {
                 for item in ring {
