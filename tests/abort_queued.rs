@@ -1,7 +1,7 @@
 //! Aborting a task that has not started: it leaves the queue at once. Its place is free
 //! for the next submit and `stats()` no longer counts it as queued, whatever holds the
-//! queue up (busy slots, a key limit, a rate window that never reopens); its future (or
-//! recipe) is dropped right after on its runtime, and then `wait()` no longer waits for it.
+//! queue up (busy slots, a key limit, a rate window that never reopens), and `wait()` no
+//! longer waits for it; its future (or recipe) is dropped right after on its runtime.
 
 mod support;
 

@@ -240,6 +240,9 @@ struct State<J> {
     /// [`Engine::key_deadlock`]), whose waits on hopelessly held-back tasks are refused
     /// when they poll them again.
     key_picks: HashSet<u64>,
+    /// Running jobs of a keyed pool whose tasks were aborted: they end at their next poll,
+    /// so the key rule does not count them as stuck.
+    aborted_running: HashSet<u64>,
     stuck_refused: bool,
     /// Picks made so far (the number of the current one).
     picks: u64,
@@ -266,9 +269,6 @@ pub(crate) struct Deferred<J: Job> {
     wake: Vec<Waker>,
     /// Queued jobs to drop unrun and tell their handles why; then applied to the waits.
     cancels: Vec<(J, u64, CancelReason)>,
-    /// The same for jobs an abort took out of the queue, whose places were given back
-    /// already.
-    unqueued: Vec<(J, u64, CancelReason)>,
     /// Slots to spawn, each with its first job.
     spawns: Vec<(Handle, Slot<J>)>,
     /// Admission permits to give back.
@@ -301,7 +301,6 @@ impl<J: Job> Default for Deferred<J> {
             woken: Vec::new(),
             wake: Vec::new(),
             cancels: Vec::new(),
-            unqueued: Vec::new(),
             spawns: Vec::new(),
             release: 0,
             changed: false,
@@ -418,6 +417,7 @@ impl<J: Job> Engine<J> {
             waiting_on_own: HashMap::new(),
             stuck_pick: None,
             key_picks: HashSet::new(),
+            aborted_running: HashSet::new(),
             stuck_refused: false,
             picks: 0,
             cancel_reason: CancelReason::Abandoned,
@@ -1194,6 +1194,9 @@ impl<J: Job> Engine<J> {
         later: &mut Deferred<J>,
     ) {
         let reason = job.aborted().unwrap_or(reason);
+        if !st.aborted_running.is_empty() {
+            st.aborted_running.remove(&id);
+        }
         self.count_end(st, Outcome::Cancelled(reason));
         st.counts.lost += u64::from(reason == CancelReason::RuntimeShutdown);
         later.cancels.push((job, id, reason));
@@ -1231,7 +1234,12 @@ impl<J: Job> Engine<J> {
                 }
             }
         }
-        let mut stuck: HashSet<u64> = st.waiting_on_own.keys().copied().collect();
+        let mut stuck: HashSet<u64> = st
+            .waiting_on_own
+            .keys()
+            .copied()
+            .filter(|j| !st.aborted_running.contains(j))
+            .collect();
         let mut hopeless = HashSet::new();
         loop {
             hopeless.clear();
@@ -1263,32 +1271,29 @@ impl<J: Job> Engine<J> {
         (!stuck.is_empty()).then_some((stuck, hopeless))
     }
 
-    /// Under the lock, after a wait of `waiter` started (and was counted): if it closed a
-    /// deadlock through key limits, picks the job whose refusals break it (`waiter` if it
-    /// waits on a hopeless task, else the newest such stuck job) and returns the wakers of
-    /// the handles it waits on, to be woken outside the lock: its next poll of them is
-    /// refused ([`Probe::refuse_stuck`]). Refusing at that next poll rather than now lets
-    /// a job that waits on several tasks at once (`select!`, `join!`) count them all first,
-    /// so one that can progress is not refused.
+    /// Under the lock, after a wait of `waiter` started (and was counted): if it left
+    /// `waiter` stuck through key limits, picks the jobs whose refusals break that: every
+    /// stuck job reached from `waiter` through its waits (itself included) that waits on
+    /// a hopeless task. Returns the wakers of the handles of those hopeless tasks, to be
+    /// woken outside the lock: at its next poll each picked job is refused those waits
+    /// ([`Probe::refuse_stuck`]). Refusing at that next poll rather than now lets a job
+    /// that waits on several tasks at once (`select!`, `join!`) count them all first, so
+    /// one that can progress is not refused. Jobs stuck in another deadlock, not reached
+    /// from `waiter`, keep the picks their own last wait made.
     fn pick_key_deadlock(&self, st: &mut State<J>, waiter: u64) -> Vec<Waker> {
         let waiting = &st.waiting_on_own;
         st.key_picks.retain(|j| waiting.contains_key(j));
         let mut wakers = Vec::new();
-        match Self::key_deadlock(st) {
-            Some((stuck, hopeless)) => {
-                let breaks = |j: &u64| {
-                    st.waiting_on_own
-                        .get(j)
-                        .is_some_and(|w| w.iter().any(|t| hopeless.contains(t)))
-                };
-                let pick = if stuck.contains(&waiter) && breaks(&waiter) {
-                    Some(waiter)
-                } else {
-                    stuck.iter().copied().filter(breaks).max()
-                };
-                if let Some(pick) = pick {
-                    st.key_picks.insert(pick);
-                    let awaited = &st.waiting_on_own[&pick];
+        if let Some((stuck, hopeless)) = Self::key_deadlock(st) {
+            let mut reached = vec![waiter];
+            let mut seen: HashSet<u64> = reached.iter().copied().collect();
+            while let Some(job) = reached.pop() {
+                if !stuck.contains(&job) {
+                    continue;
+                }
+                let awaited = &st.waiting_on_own[&job];
+                if awaited.iter().any(|t| hopeless.contains(t)) {
+                    st.key_picks.insert(job);
                     st.queue.visit(|q| {
                         if awaited.contains(&q.id) && hopeless.contains(&q.id) {
                             wakers.extend(q.job.handle_waker());
@@ -1296,8 +1301,12 @@ impl<J: Job> Engine<J> {
                         true
                     });
                 }
+                for &t in awaited {
+                    if stuck.contains(&t) && seen.insert(t) {
+                        reached.push(t);
+                    }
+                }
             }
-            None => st.key_picks.clear(),
         }
         self.key_picks.store(st.key_picks.len(), Ordering::Release);
         wakers
@@ -1319,10 +1328,18 @@ impl<J: Job> Engine<J> {
                 return;
             }
             let Some(q) = st.queue.remove_seq(id, priority) else {
+                // Running (or ended): the key rule must not count it as stuck meanwhile.
+                let keyed = st.limits.as_ref().is_some_and(|l| l.limits_keys());
+                if keyed && st.slots.iter().any(|(_, e)| e.job == id) {
+                    st.aborted_running.insert(id);
+                }
                 return;
             };
             let reason = q.job.aborted().unwrap_or(CancelReason::Aborted);
             self.count_end(&mut st, Outcome::Cancelled(reason));
+            // Its end counts for the waits now: `wait()`, a shutdown and the exit must not
+            // wait for the drop below, which a runtime no longer driven may never run.
+            Self::wait_end(&mut st, q.id, &mut later);
             later.release += 1;
             // Dropped outside the lock: a span's drop calls the subscriber.
             later.stamps.push(q.stamp);
@@ -1337,14 +1354,21 @@ impl<J: Job> Engine<J> {
             ((q.job, q.id, reason), handle)
         };
         self.run_deferred(&mut later);
-        let unqueued = Unqueued {
-            engine: Arc::clone(self),
-            job: Some(job),
-        };
+        let (job, id, reason) = job;
+        self.observer.cancelled(id, reason);
+        let unqueued = Unqueued(Some((job, reason)));
         match handle {
             // If the runtime has shut down meanwhile, `spawn` drops the task at once.
             Some(handle) => drop(handle.spawn(async move { drop(unqueued) })),
-            None => drop(unqueued),
+            // No runtime alive: on a thread of its own, still not the aborting one.
+            None => {
+                let spawned = std::thread::Builder::new()
+                    .name("nb_aiopool-drop".into())
+                    .spawn(move || drop(unqueued));
+                // Out of threads: dropped here after all (`spawn` hands it back in its
+                // error only by dropping the closure, which drops it).
+                drop(spawned);
+            }
         }
     }
 
@@ -1382,6 +1406,12 @@ impl<J: Job> Engine<J> {
     /// its handle): it no longer counts as a waiting task, its end is counted and applied to
     /// the waits, and its admission permit is to be given back.
     fn run_ended(&self, st: &mut State<J>, id: u64, outcome: Outcome, later: &mut Deferred<J>) {
+        if st.key_picks.remove(&id) {
+            self.key_picks.store(st.key_picks.len(), Ordering::Release);
+        }
+        if !st.aborted_running.is_empty() {
+            st.aborted_running.remove(&id);
+        }
         if !st.waiting_on_own.is_empty() {
             // Waits it started and left to handles it handed on no longer count it as a
             // waiting task (see `Probe`).
@@ -1414,13 +1444,10 @@ impl<J: Job> Engine<J> {
         for waker in later.wake.drain(..) {
             waker.wake();
         }
-        if !later.cancels.is_empty() || !later.unqueued.is_empty() {
+        if !later.cancels.is_empty() {
             let cancels = std::mem::take(&mut later.cancels);
-            // Their places are given back below; those of `unqueued` were already.
-            let places = cancels.len();
-            let unqueued = std::mem::take(&mut later.unqueued);
-            let mut ids = Vec::with_capacity(places + unqueued.len());
-            for (job, id, reason) in cancels.into_iter().chain(unqueued) {
+            let mut ids = Vec::with_capacity(cancels.len());
+            for (job, id, reason) in cancels {
                 // Tell the handle (dropping the job runs user code) before the waits hear
                 // of it, so a wait never returns while a handle it covers is unresolved.
                 let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
@@ -1430,8 +1457,8 @@ impl<J: Job> Engine<J> {
             let mut st = self.lock();
             for id in ids {
                 Self::wait_end(&mut st, id, later);
+                later.release += 1;
             }
-            later.release += places;
             self.gauges(&st);
         }
         self.release(std::mem::take(&mut later.release));
@@ -1969,20 +1996,15 @@ impl<J: Job> Unqueue for Engine<J> {
     }
 }
 
-/// A job an abort took out of the queue ([`Engine::abort_queued`]), on its way to be
-/// dropped on its runtime. Dropped (run or not: a runtime that shut down drops its tasks
-/// unrun), it drops the job, tells its handle and applies its end to the waits.
-struct Unqueued<J: Job> {
-    engine: Arc<Engine<J>>,
-    job: Option<(J, u64, CancelReason)>,
-}
+/// A job an abort took out of the queue ([`Engine::abort_queued`]), counted and told
+/// already, on its way to be dropped on its runtime. Dropped (run or not: a runtime that
+/// shuts down drops its tasks unrun), it drops the job; a panic in its `Drop` is caught.
+struct Unqueued<J: Job>(Option<(J, CancelReason)>);
 
 impl<J: Job> Drop for Unqueued<J> {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
-            let mut later = Deferred::default();
-            later.unqueued.push(job);
-            self.engine.run_deferred(&mut later);
+        if let Some((job, reason)) = self.0.take() {
+            let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
         }
     }
 }
@@ -2037,8 +2059,11 @@ impl<J: Job> Probe for Engine<J> {
             match Self::key_deadlock(st) {
                 Some((stuck, hopeless)) if stuck.contains(&waiter) => {
                     // Every wait of it on a hopeless task, in this poll; it stays picked
-                    // until it is no longer stuck.
-                    return hopeless.contains(&awaited);
+                    // until it is no longer stuck. A refusal here is one for the slot
+                    // rule's pick too (a `select!` has only one refused).
+                    let refuse = hopeless.contains(&awaited);
+                    st.stuck_refused |= refuse && st.stuck_pick == Some(waiter);
+                    return refuse;
                 }
                 _ => {
                     st.key_picks.remove(&waiter);

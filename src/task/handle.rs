@@ -106,10 +106,12 @@ impl<T> TaskHandle<T> {
     /// weight limit, the rate limit): its place is free for the next submit (a submit
     /// waiting for room gets in), `stats()` counts it as cancelled and no longer as
     /// queued, and the tasks it held back (a heavy task at the head) may start. Its future
-    /// (a recipe, for a `SmartAioPool`) is dropped right after on its runtime, as a slot
-    /// would drop it, not on the thread that calls `abort`; the pool's `wait` returns only
-    /// once it has been. (During a `SmartAioPool`'s exit take-over, the take-over drops it
-    /// at its turn.) Aborting a task that already finished does nothing.
+    /// (a recipe, for a `SmartAioPool`) is dropped right after by a task on its runtime,
+    /// as a slot would drop it, not on the thread that calls `abort` (with none of the
+    /// pool's runtimes alive, by a thread of its own); the pool's `wait`, shutdowns and
+    /// exit do not wait for that drop (a runtime that is no longer driven drops it when
+    /// it shuts down). During a `SmartAioPool`'s exit take-over, the take-over drops it at
+    /// its turn. Aborting a task that already finished does nothing.
     ///
     /// # Examples
     ///
