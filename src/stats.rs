@@ -7,9 +7,10 @@
 /// The counters agree with the handles: a task is counted in the same critical section
 /// in which its result is handed to its handle, so once a handle has resolved (or
 /// `batch_run` of n tasks has returned), `stats()` counts it. One exception:
-/// [`TaskHandle::abort`](crate::TaskHandle::abort) resolves the handle at once, while the
-/// task still holds its slot until it is dropped at its next `.await`; it is counted as
-/// cancelled then.
+/// [`TaskHandle::abort`](crate::TaskHandle::abort) resolves the handle at once, before the
+/// pool counts the task: a queued task is counted as cancelled before `abort` returns (a
+/// thread that sees the handle resolved meanwhile may find it still queued), a running
+/// one when it is dropped at its next `.await` (it holds its slot until then).
 ///
 /// # Examples
 ///

@@ -720,6 +720,10 @@ impl<J: Job> Engine<J> {
                 stamp,
             });
             let st = &mut *st;
+            if st.limits.is_some() && st.reserved > 0 {
+                // A job with a priority may go before reserved ones and hold them back.
+                Self::clamp_reserved_to_startable(st, &mut later);
+            }
             self.fill_free(st, Some(rt), &mut later);
             self.gauges(st);
         }
@@ -1327,13 +1331,16 @@ impl<J: Job> Engine<J> {
             if st.taken_over {
                 return;
             }
-            let Some(q) = st.queue.remove_seq(id, priority) else {
-                // Running (or ended): the key rule must not count it as stuck meanwhile.
-                let keyed = st.limits.as_ref().is_some_and(|l| l.limits_keys());
-                if keyed && st.slots.iter().any(|(_, e)| e.job == id) {
+            // A job a slot has taken (running, or about to) is not searched for in the
+            // queue, which may be long; the key rule must not count it as stuck meanwhile.
+            if st.slots.iter().any(|(_, e)| e.job == id) {
+                if st.limits.as_ref().is_some_and(|l| l.limits_keys()) {
                     st.aborted_running.insert(id);
                 }
                 return;
+            }
+            let Some(q) = st.queue.remove_seq(id, priority) else {
+                return; // ended meanwhile
             };
             let reason = q.job.aborted().unwrap_or(CancelReason::Aborted);
             self.count_end(&mut st, Outcome::Cancelled(reason));
@@ -1358,17 +1365,10 @@ impl<J: Job> Engine<J> {
         self.observer.cancelled(id, reason);
         let unqueued = Unqueued(Some((job, reason)));
         match handle {
-            // If the runtime has shut down meanwhile, `spawn` drops the task at once.
+            // If the runtime is shutting down, `spawn` drops the task at once, here.
             Some(handle) => drop(handle.spawn(async move { drop(unqueued) })),
-            // No runtime alive: on a thread of its own, still not the aborting one.
-            None => {
-                let spawned = std::thread::Builder::new()
-                    .name("nb_aiopool-drop".into())
-                    .spawn(move || drop(unqueued));
-                // Out of threads: dropped here after all (`spawn` hands it back in its
-                // error only by dropping the closure, which drops it).
-                drop(spawned);
-            }
+            // No runtime alive: on a thread of the crate, still not the aborting one.
+            None => unqueue::drop_elsewhere(Box::new(unqueued)),
         }
     }
 
@@ -1998,12 +1998,26 @@ impl<J: Job> Unqueue for Engine<J> {
 
 /// A job an abort took out of the queue ([`Engine::abort_queued`]), counted and told
 /// already, on its way to be dropped on its runtime. Dropped (run or not: a runtime that
-/// shuts down drops its tasks unrun), it drops the job; a panic in its `Drop` is caught.
+/// shuts down drops its tasks unrun), it drops the job, a panic in its `Drop` caught; a
+/// job dropped while another is (its `Drop` aborted the next of a chain) is dropped after
+/// it, not inside it ([`unqueue::drop_flat`]).
 struct Unqueued<J: Job>(Option<(J, CancelReason)>);
+
+/// Drops the job of an [`Unqueued`].
+struct Cancel<J: Job>(Option<J>, CancelReason);
 
 impl<J: Job> Drop for Unqueued<J> {
     fn drop(&mut self) {
         if let Some((job, reason)) = self.0.take() {
+            unqueue::drop_flat(Box::new(Cancel(Some(job), reason)));
+        }
+    }
+}
+
+impl<J: Job> Drop for Cancel<J> {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            let reason = self.1;
             let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
         }
     }

@@ -3,8 +3,9 @@
 //! outcome (a handle's `abort`, a group's, or a refused nested wait), so submits and runs
 //! pay nothing for it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// What an abort asks of the pool of its task.
 pub(crate) trait Unqueue: Send + Sync {
@@ -42,5 +43,84 @@ pub(crate) fn aborted(pool: usize, job: u64, priority: i32) {
     // The map's lock is released before the pool's is taken.
     if let Some(pool) = found {
         pool.aborted(job, priority);
+    }
+}
+
+thread_local! {
+    /// Values waiting to be dropped by a [`drop_flat`] under way on this thread.
+    static DROPS: RefCell<Option<Vec<Box<dyn Send>>>> = const { RefCell::new(None) };
+}
+
+/// Drops `value` on this thread. A drop that, through user `Drop` code, asks for another
+/// (a queued task whose `Drop` aborts the next one) has that one dropped after it
+/// returns, not inside it: a chain of such drops takes no stack. `value`'s drop must not
+/// unwind (a job's is caught inside).
+pub(crate) fn drop_flat(value: Box<dyn Send>) {
+    let mut value = Some(value);
+    let first = DROPS.try_with(|d| {
+        let mut d = d.borrow_mut();
+        match d.as_mut() {
+            Some(pending) => {
+                pending.extend(value.take());
+                false
+            }
+            None => {
+                *d = Some(Vec::new());
+                true
+            }
+        }
+    });
+    // Not the first (`Ok(false)`): the drop under way takes it. The thread-local gone
+    // (`Err`: the thread is exiting): dropped here.
+    drop(value.take());
+    if first == Ok(true) {
+        while let Some(next) = DROPS.with(|d| d.borrow_mut().as_mut().and_then(Vec::pop)) {
+            drop(next);
+        }
+        DROPS.with(|d| *d.borrow_mut() = None);
+    }
+}
+
+/// Values to drop off the aborting thread when no runtime is there to do it, and whether
+/// a thread is dropping them.
+static ORPHANS: Mutex<(Vec<Box<dyn Send>>, bool)> = Mutex::new((Vec::new(), false));
+
+/// Drops `value` on a thread of the crate (`nb_aiopool-drop`, started when needed and
+/// ended when it has nothing left: one at a time). If no thread can be started, drops it
+/// here.
+pub(crate) fn drop_elsewhere(value: Box<dyn Send>) {
+    let orphans = || ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut o = orphans();
+    o.0.push(value);
+    if o.1 {
+        return; // the thread under way takes it
+    }
+    o.1 = true;
+    drop(o);
+    let started = std::thread::Builder::new()
+        .name("nb_aiopool-drop".into())
+        .spawn(move || loop {
+            let batch = {
+                let mut o = orphans();
+                if o.0.is_empty() {
+                    o.1 = false;
+                    return;
+                }
+                std::mem::take(&mut o.0)
+            };
+            // Outside the lock: a drop may call `drop_elsewhere` again.
+            for value in batch {
+                drop_flat(value);
+            }
+        });
+    if started.is_err() {
+        let batch = {
+            let mut o = orphans();
+            o.1 = false;
+            std::mem::take(&mut o.0)
+        };
+        for value in batch {
+            drop_flat(value);
+        }
     }
 }
