@@ -73,8 +73,7 @@
 //!   tasks.
 //! - A job that submits into its own full pool gets an error instead of a deadlock, and
 //!   when every slot waits for tasks of its own pool (also once a shrink leaves only
-//!   waiting tasks running), or every running task of a key waits for queued tasks of
-//!   that key (`max_per_key`), one wait is broken with [`CancelReason::WouldDeadlock`]
+//!   waiting tasks running), one wait is broken with [`CancelReason::WouldDeadlock`]
 //!   instead of hanging (see [`TaskHandle`], "Awaiting from inside the same pool").
 //! - Aborting a task that has not started frees its place in the queue at once
 //!   ([`TaskHandle::abort`]).

@@ -77,17 +77,6 @@ impl Limits {
         }
     }
 
-    /// Whether `key` has room for one more running job.
-    pub(crate) fn key_has_room(&self, key: &str) -> bool {
-        self.max_per_key
-            .is_none_or(|max| self.per_key.get(key).copied().unwrap_or(0) < max)
-    }
-
-    /// Whether the pool limits running jobs per key.
-    pub(crate) fn limits_keys(&self) -> bool {
-        self.max_per_key.is_some()
-    }
-
     /// Whether `meta`'s weight fits, with `more` weight accepted already.
     fn weight_fits(&self, meta: &Meta, more: u64) -> bool {
         match self.weight_capacity {

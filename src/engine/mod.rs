@@ -236,13 +236,6 @@ struct State<J> {
     /// waits (see [`Engine::break_nested_deadlock`]); and whether its current poll
     /// refused one.
     stuck_pick: Option<u64>,
-    /// Jobs found in a nested-wait deadlock through per-key limits (see
-    /// [`Engine::key_deadlock`]), whose waits on hopelessly held-back tasks are refused
-    /// when they poll them again.
-    key_picks: HashSet<u64>,
-    /// Running jobs of a keyed pool whose tasks were aborted: they end at their next poll,
-    /// so the key rule does not count them as stuck.
-    aborted_running: HashSet<u64>,
     stuck_refused: bool,
     /// Picks made so far (the number of the current one).
     picks: u64,
@@ -339,8 +332,6 @@ pub(crate) struct Engine<J: Job> {
     /// [`Engine::break_nested_deadlock`]): the number of the current pick, so a slot can
     /// tell whether a poll began after it. 0 once a check finds the pool no longer stuck.
     stuck_epoch: AtomicU64,
-    /// `State::key_picks.len()`, read without the lock by every re-poll of a counted wait.
-    key_picks: AtomicUsize,
     on_drop: Option<DropHook>,
     /// Called, outside the lock, for panics of detached tasks.
     on_panic: OnPanic,
@@ -416,8 +407,6 @@ impl<J: Job> Engine<J> {
             closed: false,
             waiting_on_own: HashMap::new(),
             stuck_pick: None,
-            key_picks: HashSet::new(),
-            aborted_running: HashSet::new(),
             stuck_refused: false,
             picks: 0,
             cancel_reason: CancelReason::Abandoned,
@@ -445,7 +434,6 @@ impl<J: Job> Engine<J> {
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
             stuck_epoch: AtomicU64::new(0),
-            key_picks: AtomicUsize::new(0),
             on_drop,
             on_panic,
             observer: Observer::new(&label),
@@ -1198,122 +1186,9 @@ impl<J: Job> Engine<J> {
         later: &mut Deferred<J>,
     ) {
         let reason = job.aborted().unwrap_or(reason);
-        if !st.aborted_running.is_empty() {
-            st.aborted_running.remove(&id);
-        }
         self.count_end(st, Outcome::Cancelled(reason));
         st.counts.lost += u64::from(reason == CancelReason::RuntimeShutdown);
         later.cancels.push((job, id, reason));
-    }
-
-    /// Under the lock, for a pool with `max_per_key`: the nested-wait deadlock that key
-    /// limits make, if there is one. A queued task is *hopeless* when its key has no room
-    /// and every running job holding that key is stuck; a waiting job is *stuck* when each
-    /// task it waits on is hopeless or a stuck job itself (chains and cycles of waits, also
-    /// across keys and through jobs without a key). Computed as the largest such sets.
-    /// Returns the stuck jobs and the hopeless queued tasks; `None` if no job is stuck.
-    fn key_deadlock(st: &State<J>) -> Option<(HashSet<u64>, HashSet<u64>)> {
-        let limits = st.limits.as_ref()?;
-        if !limits.limits_keys() || st.taken_over || st.waiting_on_own.is_empty() {
-            return None;
-        }
-        // Queued tasks whose key has no room, by key.
-        let mut held: HashMap<&str, Vec<u64>> = HashMap::new();
-        st.queue.visit(|q| {
-            if let Some(key) = q.meta.key.as_deref() {
-                if !limits.key_has_room(key) {
-                    held.entry(key).or_default().push(q.id);
-                }
-            }
-            true
-        });
-        if held.is_empty() {
-            return None;
-        }
-        let mut holders: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (_, e) in st.slots.iter() {
-            if let (Some(key), true) = (e.meta.key.as_deref(), e.job != u64::MAX) {
-                if held.contains_key(key) {
-                    holders.entry(key).or_default().push(e.job);
-                }
-            }
-        }
-        let mut stuck: HashSet<u64> = st
-            .waiting_on_own
-            .keys()
-            .copied()
-            .filter(|j| !st.aborted_running.contains(j))
-            .collect();
-        let mut hopeless = HashSet::new();
-        loop {
-            hopeless.clear();
-            for (key, tasks) in &held {
-                let all_stuck = holders
-                    .get(key)
-                    .is_some_and(|h| h.iter().all(|j| stuck.contains(j)));
-                if all_stuck {
-                    hopeless.extend(tasks.iter().copied());
-                }
-            }
-            let free: Vec<u64> = stuck
-                .iter()
-                .copied()
-                .filter(|j| {
-                    let waits = st.waiting_on_own.get(j).map_or(&[][..], Vec::as_slice);
-                    !waits
-                        .iter()
-                        .all(|t| hopeless.contains(t) || stuck.contains(t))
-                })
-                .collect();
-            if free.is_empty() {
-                break;
-            }
-            for j in free {
-                stuck.remove(&j);
-            }
-        }
-        (!stuck.is_empty()).then_some((stuck, hopeless))
-    }
-
-    /// Under the lock, after a wait of `waiter` started (and was counted): if it left
-    /// `waiter` stuck through key limits, picks the jobs whose refusals break that: every
-    /// stuck job reached from `waiter` through its waits (itself included) that waits on
-    /// a hopeless task. Returns the wakers of the handles of those hopeless tasks, to be
-    /// woken outside the lock: at its next poll each picked job is refused those waits
-    /// ([`Probe::refuse_stuck`]). Refusing at that next poll rather than now lets a job
-    /// that waits on several tasks at once (`select!`, `join!`) count them all first, so
-    /// one that can progress is not refused. Jobs stuck in another deadlock, not reached
-    /// from `waiter`, keep the picks their own last wait made.
-    fn pick_key_deadlock(&self, st: &mut State<J>, waiter: u64) -> Vec<Waker> {
-        let waiting = &st.waiting_on_own;
-        st.key_picks.retain(|j| waiting.contains_key(j));
-        let mut wakers = Vec::new();
-        if let Some((stuck, hopeless)) = Self::key_deadlock(st) {
-            let mut reached = vec![waiter];
-            let mut seen: HashSet<u64> = reached.iter().copied().collect();
-            while let Some(job) = reached.pop() {
-                if !stuck.contains(&job) {
-                    continue;
-                }
-                let awaited = &st.waiting_on_own[&job];
-                if awaited.iter().any(|t| hopeless.contains(t)) {
-                    st.key_picks.insert(job);
-                    st.queue.visit(|q| {
-                        if awaited.contains(&q.id) && hopeless.contains(&q.id) {
-                            wakers.extend(q.job.handle_waker());
-                        }
-                        true
-                    });
-                }
-                for &t in awaited {
-                    if stuck.contains(&t) && seen.insert(t) {
-                        reached.push(t);
-                    }
-                }
-            }
-        }
-        self.key_picks.store(st.key_picks.len(), Ordering::Release);
-        wakers
     }
 
     /// Job `id` (queued with `priority`), aborted by its handle (or its group, or a
@@ -1332,11 +1207,8 @@ impl<J: Job> Engine<J> {
                 return;
             }
             // A job a slot has taken (running, or about to) is not searched for in the
-            // queue, which may be long; the key rule must not count it as stuck meanwhile.
+            // queue, which may be long.
             if st.slots.iter().any(|(_, e)| e.job == id) {
-                if st.limits.as_ref().is_some_and(|l| l.limits_keys()) {
-                    st.aborted_running.insert(id);
-                }
                 return;
             }
             let Some(q) = st.queue.remove_seq(id, priority) else {
@@ -1406,12 +1278,6 @@ impl<J: Job> Engine<J> {
     /// its handle): it no longer counts as a waiting task, its end is counted and applied to
     /// the waits, and its admission permit is to be given back.
     fn run_ended(&self, st: &mut State<J>, id: u64, outcome: Outcome, later: &mut Deferred<J>) {
-        if st.key_picks.remove(&id) {
-            self.key_picks.store(st.key_picks.len(), Ordering::Release);
-        }
-        if !st.aborted_running.is_empty() {
-            st.aborted_running.remove(&id);
-        }
         if !st.waiting_on_own.is_empty() {
             // Waits it started and left to handles it handed on no longer count it as a
             // waiting task (see `Probe`).
@@ -2039,55 +1905,29 @@ impl<J: Job> Drop for Engine<J> {
 
 impl<J: Job> Probe for Engine<J> {
     fn start_waiting(&self, waiter: u64, awaited: u64) -> Option<bool> {
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let counted = st.waiting_on_own.contains_key(&waiter);
+        let mut st = self.lock();
+        let st = &mut *st;
+        if let Some(tasks) = st.waiting_on_own.get_mut(&waiter) {
+            // Already counted as waiting: one more handle changes nothing.
+            tasks.push(awaited);
+            return Some(false);
+        }
         // Every slot the pool may have is taken: `max_concurrency`, not an elastic pool's
         // live workers, which grow again for a queued job (at a submit, a job's end, a
-        // reopened rate window), and which a count of them may just have retired. (A job
-        // counted as waiting already changes nothing by waiting on one more handle.)
-        if !counted && st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency
-        {
+        // reopened rate window), and which a count of them may just have retired.
+        if st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency {
             return Some(true);
         }
-        st.waiting_on_own.entry(waiter).or_default().push(awaited);
-        let wakers = if st.limits.as_ref().is_some_and(|l| l.limits_keys()) {
-            self.pick_key_deadlock(st, waiter)
-        } else {
-            Vec::new()
-        };
-        drop(guard);
-        for waker in wakers {
-            waker.wake();
-        }
+        st.waiting_on_own.insert(waiter, vec![awaited]);
         Some(false)
     }
 
     fn refuse_stuck(&self, waiter: u64, awaited: u64) -> bool {
-        if !self.is_stuck_marked() && self.key_picks.load(Ordering::Acquire) == 0 {
+        if !self.is_stuck_marked() {
             return false;
         }
         let mut st = self.lock();
         let st = &mut *st;
-        if st.key_picks.contains(&waiter) {
-            match Self::key_deadlock(st) {
-                Some((stuck, hopeless)) if stuck.contains(&waiter) => {
-                    // Every wait of it on a hopeless task, in this poll; it stays picked
-                    // until it is no longer stuck. A refusal here is one for the slot
-                    // rule's pick too (a `select!` has only one refused).
-                    let refuse = hopeless.contains(&awaited);
-                    st.stuck_refused |= refuse && st.stuck_pick == Some(waiter);
-                    return refuse;
-                }
-                _ => {
-                    st.key_picks.remove(&waiter);
-                    self.key_picks.store(st.key_picks.len(), Ordering::Release);
-                }
-            }
-        }
-        if !self.is_stuck_marked() {
-            return false;
-        }
         if st.stuck_pick != Some(waiter) {
             return false; // another job's refusals come first
         }

@@ -234,13 +234,8 @@ impl CommonAioPoolBuilder {
     /// behind them in the queue; they do take room in it (a queue full of one key's tasks
     /// makes submits of every key wait). Default: no per-key limit (keys are ignored).
     ///
-    /// A wait that would leave every running task of a key waiting, directly or through
-    /// other waiting tasks, for queued tasks of that key (a task of key `k` awaiting a
-    /// child of key `k`, with `n` such parents) is refused: the child is cancelled with
-    /// [`WouldDeadlock`](crate::CancelReason::WouldDeadlock) rather than both waiting for
-    /// ever (see [`TaskHandle`](crate::TaskHandle), "Awaiting from inside the same pool").
-    /// Weights are not checked: a task that awaits a task too heavy to start while it
-    /// runs waits for ever.
+    /// A task that awaits a task of its own pool held back by its own key waits for ever
+    /// (the pool's deadlock check sees slots, not keys or weights).
     ///
     /// # Panics
     ///

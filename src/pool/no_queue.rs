@@ -205,15 +205,9 @@ impl NoQueueAioPoolBuilder {
     /// A task of a saturated key is still accepted when a place is free: it waits inside
     /// the pool (in `stats().queued`) and holds that place, so tasks of other keys may wait
     /// for it. Where other keys must pass a saturated one, use a
-    /// [`CommonAioPool`](crate::CommonAioPool) with a queue.
-    ///
-    /// A wait that would leave every running task of a key waiting, directly or through
-    /// other waiting tasks, for queued tasks of that key (a task of key `k` awaiting a
-    /// child of key `k`, with `n` such parents) is refused: the child is cancelled with
-    /// [`WouldDeadlock`](crate::CancelReason::WouldDeadlock) rather than both waiting for
-    /// ever (see [`TaskHandle`](crate::TaskHandle), "Awaiting from inside the same pool").
-    /// Weights are not checked: a task that awaits a task too heavy to start while it
-    /// runs waits for ever.
+    /// [`CommonAioPool`](crate::CommonAioPool) with a queue. A task that awaits a task of
+    /// its own pool held back by its own key waits for ever (the pool's deadlock check sees
+    /// slots, not keys or weights).
     ///
     /// # Panics
     ///

@@ -42,14 +42,10 @@ use crate::error::{CancelReason, TaskError};
 /// until the task ends or the handle is dropped, also while it waits on something else
 /// (a timer in a `select!`) or does other work (after a `timeout` on the handle).
 ///
-/// In a pool built with `max_per_key`, keys make the same kind of deadlock: a task
-/// holding key `k` awaits a queued task of key `k`, which can start only once a task of
-/// `k` ends. When a wait starts such that every running task holding a key waits, itself
-/// or through other waiting tasks, only on queued tasks that need that key's room, the
-/// waiting task is woken and each such handle it polls again is refused the same way.
-/// The check is made at the poll after the wait started, so that a task awaiting several
-/// handles at once (`select!`, `join!`) has them all counted first; it is not made again
-/// when the picture is completed later by the end of a task the waiting one also awaited.
+/// In a pool built with `max_per_key`, keys make the same kind of deadlock, which the
+/// pool does not break: a task holding key `k` that awaits a queued task of key `k`
+/// (which can start only once a task of `k` ends) waits for ever if every task of `k`
+/// does the same.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
