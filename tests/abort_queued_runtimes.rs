@@ -821,6 +821,7 @@ fn probe_elastic_smart_pool_under_racing_aborts() {
 /// `clamp_reserved_to_startable`). Both count as running until a claimer finds the second
 /// one cannot start. Older than e067903.
 #[test]
+#[ignore = "left open (RELIABILITY.md 130): a reservation count that knew the limits of the jobs it had counted cost 1.8x the CPU per task of common-limits-used (bench/results/2026-12-02-1cde2e4-vs-c6855bb.md); the over-count lasts until the claimers run"]
 fn two_tasks_only_one_of_which_may_start_are_not_both_counted_running() {
     use nb_aiopool::SubmitOptions;
     current_thread().block_on(async {

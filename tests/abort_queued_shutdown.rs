@@ -238,6 +238,7 @@ fn with_no_runtime_left_aborting_many_queued_recipes_does_not_start_a_thread_for
 /// src/engine/mod.rs:842; `clamp_reserved_to_startable` runs after an abort only).
 /// c6855bb: 3 running, 0 queued.
 #[test]
+#[ignore = "left open (RELIABILITY.md 135): clamping the reservations at every submit into a pool with limits cost 2.8x the CPU per task of common-limits-used (bench/results/2026-12-02-1cde2e4-vs-c6855bb.md); the over-count lasts until the claimers run"]
 fn a_prioritised_heavy_task_ahead_of_reserved_light_ones_leaves_one_running() {
     current_thread().block_on(async {
         let pool = CommonAioPool::builder()

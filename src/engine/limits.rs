@@ -68,57 +68,36 @@ impl Limits {
         }
     }
 
-    /// Whether `meta`'s key has room for one more running job, with `more` of its jobs
-    /// accepted already (in the same pass of a picker).
-    fn key_has_room_for(&self, meta: &Meta, more: usize) -> bool {
+    /// Whether `meta`'s key has room for one more running job.
+    fn key_has_room(&self, meta: &Meta) -> bool {
         match (&meta.key, self.max_per_key) {
-            (Some(key), Some(max)) => self.per_key.get(key).copied().unwrap_or(0) + more < max,
+            (Some(key), Some(max)) => self.per_key.get(key).copied().unwrap_or(0) < max,
             _ => true,
         }
     }
 
-    /// Whether `meta`'s weight fits, with `more` weight accepted already.
-    fn weight_fits(&self, meta: &Meta, more: u64) -> bool {
+    fn weight_fits(&self, meta: &Meta) -> bool {
         match self.weight_capacity {
-            Some(cap) => self.weight_running + more + u64::from(meta.weight) <= cap,
+            Some(cap) => self.weight_running + u64::from(meta.weight) <= cap,
             None => true,
         }
     }
 
     /// A picker for `Queue::pop_first` / `count`: accepts, in queue order, the jobs whose
     /// key has room, until the first such job whose weight does not fit (after which it
-    /// accepts nothing: weights keep FIFO order). The jobs it accepted count against the
-    /// limits of those after them, as if they had started: `count` is how many may start
-    /// together.
+    /// accepts nothing: weights keep FIFO order).
     pub(crate) fn picker(&self) -> impl FnMut(&Meta) -> bool + '_ {
         let mut blocked = false;
-        let mut weight = 0;
-        // Jobs accepted per key: the first key inline (a pop accepts one job: no
-        // allocation), the others in a map.
-        let mut first: Option<(Arc<str>, usize)> = None;
-        let mut others: HashMap<Arc<str>, usize> = HashMap::new();
         move |meta| {
-            let key = meta.key.as_ref().filter(|_| self.max_per_key.is_some());
-            let more = match (key, &first) {
-                (None, _) => 0,
-                (Some(k), Some((f, n))) if f == k => *n,
-                (Some(k), _) => others.get(k).copied().unwrap_or(0),
-            };
-            if blocked || !self.key_has_room_for(meta, more) {
+            if blocked || !self.key_has_room(meta) {
                 return false;
             }
-            if !self.weight_fits(meta, weight) {
+            if self.weight_fits(meta) {
+                true
+            } else {
                 blocked = true;
-                return false;
+                false
             }
-            match (key, &mut first) {
-                (None, _) => {}
-                (Some(k), None) => first = Some((k.clone(), 1)),
-                (Some(k), Some((f, n))) if f == k => *n += 1,
-                (Some(k), Some(_)) => *others.entry(k.clone()).or_insert(0) += 1,
-            }
-            weight += u64::from(meta.weight);
-            true
         }
     }
 

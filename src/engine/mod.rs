@@ -708,10 +708,6 @@ impl<J: Job> Engine<J> {
                 stamp,
             });
             let st = &mut *st;
-            if st.limits.is_some() && st.reserved > 0 {
-                // A job with a priority may go before reserved ones and hold them back.
-                Self::clamp_reserved_to_startable(st, &mut later);
-            }
             self.fill_free(st, Some(rt), &mut later);
             self.gauges(st);
         }
