@@ -1190,11 +1190,11 @@ impl<J: Job> Engine<J> {
     /// Job `id` (queued with `priority`), aborted by its handle (or its group, or a
     /// refused nested wait), leaves the queue if it has not started: counted as cancelled
     /// for the abort's reason, its place (and a reservation only it could use) given back
-    /// at once, and what it held back started. The job itself is dropped on its runtime,
-    /// as a slot would drop it (never on the aborting thread, which may hold a lock its
-    /// `Drop` takes); only then do the waits hear of its end. A job a slot has taken
-    /// already is dropped by that slot; during the exit take-over, the take-over settles
-    /// it.
+    /// at once, its end applied to the waits, and what it held back started. The job
+    /// itself is dropped on its runtime, as a slot would drop it (not on the aborting
+    /// thread, which may hold a lock its `Drop` takes), and nothing waits for that drop (a
+    /// runtime no longer driven might never run it). A job a slot has taken already is
+    /// dropped by that slot; during the exit take-over, the take-over settles it.
     fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
         let mut later = Deferred::default();
         let (job, handle) = {
