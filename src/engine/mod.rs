@@ -1032,7 +1032,12 @@ impl<J: Job> Engine<J> {
     /// Under the lock: jobs left the queue without their reservations; give the slots
     /// reserved beyond the queue's length back (their tasks exit when they find none).
     fn clamp_reserved(st: &mut State<J>, later: &mut Deferred<J>) {
-        while st.reserved > st.queue.len() {
+        Self::clamp_reserved_to(st, st.queue.len(), later);
+    }
+
+    /// Under the lock: gives back the reservations beyond `most`.
+    fn clamp_reserved_to(st: &mut State<J>, most: usize, later: &mut Deferred<J>) {
+        while st.reserved > most {
             st.reserved -= 1;
             Self::vacate(st, later);
         }
@@ -1197,7 +1202,7 @@ impl<J: Job> Engine<J> {
     /// dropped by that slot; during the exit take-over, the take-over settles it.
     fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
         let mut later = Deferred::default();
-        let (job, handle) = {
+        let (job, id, reason, handle) = {
             let mut st = self.lock();
             if st.taken_over {
                 return;
@@ -1226,17 +1231,16 @@ impl<J: Job> Engine<J> {
                 .filter(|&rt| rt != ANY && st.runtimes.is_alive(rt))
                 .or_else(|| st.runtimes.live_or_any(None));
             let handle = rt.and_then(|rt| st.runtimes.handle(rt)).cloned();
-            ((q.job, q.id, reason), handle)
+            (q.job, q.id, reason, handle)
         };
         self.run_deferred(&mut later);
-        let (job, id, reason) = job;
         self.observer.cancelled(id, reason);
         let unqueued = Unqueued(Some((job, reason)));
         match handle {
             // If the runtime is shutting down, `spawn` drops the task at once, here.
             Some(handle) => drop(handle.spawn(async move { drop(unqueued) })),
             // No runtime alive: on a thread of the crate, still not the aborting one.
-            None => unqueue::drop_elsewhere(Box::new(unqueued)),
+            None => unqueue::run_elsewhere(Box::new(move || drop(unqueued))),
         }
     }
 
@@ -1250,10 +1254,7 @@ impl<J: Job> Engine<J> {
                 st.queue.count(st.reserved, |q| pick(&q.meta))
             }
         };
-        while st.reserved > startable {
-            st.reserved -= 1;
-            Self::vacate(st, later);
-        }
+        Self::clamp_reserved_to(st, startable, later);
     }
 
     /// Under the lock: counts a job's end (the waits are told separately).
@@ -1862,25 +1863,15 @@ impl<J: Job> Unqueue for Engine<J> {
 /// already, on its way to be dropped on its runtime. Dropped (run or not: a runtime that
 /// shuts down drops its tasks unrun), it drops the job, a panic in its `Drop` caught; a
 /// job dropped while another is (its `Drop` aborted the next of a chain) is dropped after
-/// it, not inside it ([`unqueue::drop_flat`]).
+/// it, not inside it ([`unqueue::run_flat`]).
 struct Unqueued<J: Job>(Option<(J, CancelReason)>);
-
-/// Drops the job of an [`Unqueued`].
-struct Cancel<J: Job>(Option<J>, CancelReason);
 
 impl<J: Job> Drop for Unqueued<J> {
     fn drop(&mut self) {
         if let Some((job, reason)) = self.0.take() {
-            unqueue::drop_flat(Box::new(Cancel(Some(job), reason)));
-        }
-    }
-}
-
-impl<J: Job> Drop for Cancel<J> {
-    fn drop(&mut self) {
-        if let Some(job) = self.0.take() {
-            let reason = self.1;
-            let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
+            unqueue::run_flat(Box::new(move || {
+                let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
+            }));
         }
     }
 }

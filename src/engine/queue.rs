@@ -152,33 +152,29 @@ impl<T: Ordered> Queue<T> {
     /// `most`. Costs the items it visits, not the queue's length.
     pub(crate) fn count(&self, most: usize, mut ok: impl FnMut(&T) -> bool) -> usize {
         let mut n = 0;
-        self.visit(|item| {
+        let mut visit = |item: &T| {
             if ok(item) {
                 n += 1;
             }
             n < most
-        });
-        n
-    }
-
-    /// Visits the items in queue order while `f` returns `true`.
-    pub(crate) fn visit<'a>(&'a self, mut f: impl FnMut(&'a T) -> bool) {
+        };
         match self {
             Queue::Fifo(ring) => {
                 for item in ring {
-                    if !f(item) {
-                        return;
+                    if !visit(item) {
+                        break;
                     }
                 }
             }
             Queue::Sorted { map, front, .. } => {
                 for item in front.iter().chain(map.values()) {
-                    if !f(item) {
-                        return;
+                    if !visit(item) {
+                        break;
                     }
                 }
             }
         }
+        n
     }
 
     /// Removes the items for which `take` returns `true`.

@@ -46,52 +46,56 @@ pub(crate) fn aborted(pool: usize, job: u64, priority: i32) {
     }
 }
 
+/// A piece of work for [`run_flat`] or [`run_elsewhere`]: dropping a job. It must not
+/// unwind (a job's drop is caught inside).
+pub(crate) type Work = Box<dyn FnOnce() + Send>;
+
 thread_local! {
-    /// Values waiting to be dropped by a [`drop_flat`] under way on this thread.
-    static DROPS: RefCell<Option<Vec<Box<dyn Send>>>> = const { RefCell::new(None) };
+    /// Work waiting for a [`run_flat`] under way on this thread.
+    static PENDING: RefCell<Option<Vec<Work>>> = const { RefCell::new(None) };
 }
 
-/// Drops `value` on this thread. A drop that, through user `Drop` code, asks for another
-/// (a queued task whose `Drop` aborts the next one) has that one dropped after it
-/// returns, not inside it: a chain of such drops takes no stack. `value`'s drop must not
-/// unwind (a job's is caught inside).
-pub(crate) fn drop_flat(value: Box<dyn Send>) {
-    let mut value = Some(value);
-    let first = DROPS.try_with(|d| {
-        let mut d = d.borrow_mut();
-        match d.as_mut() {
+/// Runs `work` on this thread. Work that, through user `Drop` code, asks for more (a
+/// queued task whose `Drop` aborts the next one) has that run after it returns, not inside
+/// it: a chain of such drops takes no stack.
+pub(crate) fn run_flat(work: Work) {
+    let mut work = Some(work);
+    let first = PENDING.try_with(|p| {
+        let mut p = p.borrow_mut();
+        match p.as_mut() {
             Some(pending) => {
-                pending.extend(value.take());
+                pending.extend(work.take());
                 false
             }
             None => {
-                *d = Some(Vec::new());
+                *p = Some(Vec::new());
                 true
             }
         }
     });
-    // Not the first (`Ok(false)`): the drop under way takes it. The thread-local gone
-    // (`Err`: the thread is exiting): dropped here.
-    drop(value.take());
+    // Not the first (`Ok(false)`): the run under way takes it. The thread-local gone
+    // (`Err`: the thread is exiting): run here.
+    if let Some(work) = work.take() {
+        work();
+    }
     if first == Ok(true) {
-        while let Some(next) = DROPS.with(|d| d.borrow_mut().as_mut().and_then(Vec::pop)) {
-            drop(next);
+        while let Some(next) = PENDING.with(|p| p.borrow_mut().as_mut().and_then(Vec::pop)) {
+            next();
         }
-        DROPS.with(|d| *d.borrow_mut() = None);
+        PENDING.with(|p| *p.borrow_mut() = None);
     }
 }
 
-/// Values to drop off the aborting thread when no runtime is there to do it, and whether
-/// a thread is dropping them.
-static ORPHANS: Mutex<(Vec<Box<dyn Send>>, bool)> = Mutex::new((Vec::new(), false));
+/// Work to run off the aborting thread when no runtime is there to do it, and whether a
+/// thread is running it.
+static ORPHANS: Mutex<(Vec<Work>, bool)> = Mutex::new((Vec::new(), false));
 
-/// Drops `value` on a thread of the crate (`nb_aiopool-drop`, started when needed and
-/// ended when it has nothing left: one at a time). If no thread can be started, drops it
-/// here.
-pub(crate) fn drop_elsewhere(value: Box<dyn Send>) {
+/// Runs `work` on a thread of the crate (`nb_aiopool-drop`, started when needed and ended
+/// when it has nothing left: one at a time). If no thread can be started, runs it here.
+pub(crate) fn run_elsewhere(work: Work) {
     let orphans = || ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
     let mut o = orphans();
-    o.0.push(value);
+    o.0.push(work);
     if o.1 {
         return; // the thread under way takes it
     }
@@ -108,10 +112,8 @@ pub(crate) fn drop_elsewhere(value: Box<dyn Send>) {
                 }
                 std::mem::take(&mut o.0)
             };
-            // Outside the lock: a drop may call `drop_elsewhere` again.
-            for value in batch {
-                drop_flat(value);
-            }
+            // Outside the lock: the work may call `run_elsewhere` again.
+            batch.into_iter().for_each(run_flat);
         });
     if started.is_err() {
         let batch = {
@@ -119,8 +121,6 @@ pub(crate) fn drop_elsewhere(value: Box<dyn Send>) {
             o.1 = false;
             std::mem::take(&mut o.0)
         };
-        for value in batch {
-            drop_flat(value);
-        }
+        batch.into_iter().for_each(run_flat);
     }
 }
