@@ -371,6 +371,13 @@ fn queued_tasks_aborted_while_a_panic_unwinds_are_dropped_safely() {
             );
         }
         pool.wait().await;
+        // Dropped by tasks of the runtime, which `wait()` does not wait for.
+        let both_dropped = async {
+            while drops.load(Ordering::SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), both_dropped).await;
         assert_eq!(
             drops.load(Ordering::SeqCst),
             2,
