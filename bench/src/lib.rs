@@ -7,6 +7,7 @@
 #![warn(missing_docs, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod cells;
 pub mod measure;
 
 use std::future::Future;
@@ -139,6 +140,11 @@ pub const VARIANTS: &[&str] = &[
 /// weight, under a rate limit that never binds.
 pub const FLOW_VARIANTS: &[&str] = &["common-opts", "common-limits-idle", "common-limits-used"];
 
+/// Probes of designs the pools do not use (yet), run only when named with `--variants`:
+/// `cells-probe` is issue 9's design B1 without a pool's semantics (see [`cells`]).
+/// `cells-reap` is the same with its cells freed on the producer's thread ([`cells::Reaper`]).
+pub const PROBE_VARIANTS: &[&str] = &["cells-probe", "cells-reap"];
+
 /// The hand-written patterns (the pools are compared against the best of these). All are
 /// tokio patterns but `async-executor` (smol's executor: the price of another general
 /// executor on the same cores).
@@ -157,6 +163,7 @@ pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
         "common" | "no-queue" | "smart" => run_pool(name, p).await,
         "common-opts" | "common-limits-idle" | "common-limits-used" => run_flow(name, p).await,
+        "cells-probe" | "cells-reap" => cells_probe(name, p).await,
         "spawn-sem-inside" => spawn_sem_inside(p).await,
         "sem-before-joinset" => sem_before_joinset(p).await,
         "spawn-permit-moved" => spawn_permit_moved(p).await,
@@ -266,6 +273,28 @@ async fn run_pool(name: &str, p: &Params) -> u64 {
         }
         other => unreachable!("not a pool: {other}"),
     }
+}
+
+/// Issue 9's design B1 as a bare probe ([`cells::CellPool`]): the same producer loop as
+/// `common`, detached jobs, then a wait for all of them.
+async fn cells_probe(name: &str, p: &Params) -> u64 {
+    let pool = cells::CellPool::new(p.concurrency, p.queue);
+    let w = p.workload;
+    if name == "cells-reap" {
+        let mut reaper = cells::Reaper::new(2 * (p.concurrency + p.queue));
+        for i in 0..p.tasks {
+            reaper.keep(pool.submit_task(work(p.payloads.get(i), w)).await);
+        }
+        pool.wait().await;
+        drop(reaper);
+    } else {
+        for i in 0..p.tasks {
+            pool.submit(work(p.payloads.get(i), w)).await;
+        }
+        pool.wait().await;
+    }
+    assert_eq!(pool.panicked(), 0, "cells-probe: a job panicked");
+    pool.finished() as u64
 }
 
 /// The anti-pattern: spawn every job at once, each waits for a permit inside. Memory grows

@@ -33,7 +33,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use nb_aiopool_bench::{
-    measure, run_variant, Params, Payloads, Workload, FLOW_VARIANTS, TOKIO_PATTERNS, VARIANTS,
+    measure, run_variant, Params, Payloads, Workload, FLOW_VARIANTS, PROBE_VARIANTS,
+    TOKIO_PATTERNS, VARIANTS,
 };
 
 /// Above this many tasks `spawn-sem-inside` is skipped unless `--force` (it keeps every
@@ -488,9 +489,14 @@ fn parent(args: &Args) {
     };
     for v in &variants {
         assert!(
-            VARIANTS.contains(&v.as_str()) || FLOW_VARIANTS.contains(&v.as_str()) || v == "python",
-            "unknown variant {v:?}; known: {}, python",
-            VARIANTS.join(", ")
+            VARIANTS.contains(&v.as_str())
+                || FLOW_VARIANTS.contains(&v.as_str())
+                || PROBE_VARIANTS.contains(&v.as_str())
+                || v == "python",
+            "unknown variant {v:?}; known: {}, {}, {}, python",
+            VARIANTS.join(", "),
+            FLOW_VARIANTS.join(", "),
+            PROBE_VARIANTS.join(", ")
         );
     }
     if args.tasks > SPAWN_ALL_LIMIT && !args.force {
