@@ -56,7 +56,7 @@ use crate::observe::{Observer, OnPanic, Stamp};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
-use crate::task::Outcome;
+use crate::task::{BoxRun, Outcome};
 use elastic::Elastic;
 use limits::Limits;
 use queue::{Ordered, Queue};
@@ -252,7 +252,25 @@ struct State<J> {
     awaiting_poll: Vec<u64>,
     /// Those of them whose run ended in that poll (counted then): not run again.
     ended_in_take_over: Vec<u64>,
+    /// What ended jobs leave that a submitter made, freed on a submitter's thread (see
+    /// [`Engine::bury`]).
+    graves: Vec<Grave<J>>,
 }
+
+/// What an ended job leaves that a submitter made, kept for a submitter to drop (see
+/// [`Engine::bury`]): a future's run (with the result nobody wants, if its handle was
+/// dropped), or a recipe's copy (the slot drops the run it made).
+pub(crate) struct Grave<J> {
+    // Held only to be dropped (the run first).
+    _run: Option<BoxRun>,
+    _copy: Option<J>,
+}
+
+/// At most this many ended jobs wait in `State::graves`; past that, slots drop their own.
+const GRAVES_MAX: usize = 256;
+
+/// A submit takes the ended runs to drop once this many wait.
+const GRAVES_BATCH: usize = 32;
 
 /// What a critical section leaves to do once the lock is released.
 pub(crate) struct Deferred<J: Job> {
@@ -276,6 +294,8 @@ pub(crate) struct Deferred<J: Job> {
     /// Look for a deadlock of nested waits afterwards (a job ended, or the pool shrank,
     /// while jobs waited on tasks of the pool): see [`Engine::break_nested_deadlock`].
     recheck_waits: bool,
+    /// What ended jobs left, to drop first of all (see [`Engine::bury`]).
+    graves: Vec<Grave<J>>,
 }
 
 impl<J: Job> Deferred<J> {
@@ -300,6 +320,7 @@ impl<J: Job> Default for Deferred<J> {
             rate_timer: None,
             stamps: Vec::new(),
             recheck_waits: false,
+            graves: Vec::new(),
         }
     }
 }
@@ -337,6 +358,9 @@ pub(crate) struct Engine<J: Job> {
     on_panic: OnPanic,
     /// Tracing and metrics handles (empty without those features).
     observer: Observer,
+    /// Batches of ended runs taken from `State::graves` and not yet dropped (see
+    /// [`Engine::bury`]).
+    reaping: AtomicUsize,
 }
 
 impl<J: Job> Engine<J> {
@@ -417,6 +441,7 @@ impl<J: Job> Engine<J> {
             taken_over: false,
             awaiting_poll: Vec::new(),
             ended_in_take_over: Vec::new(),
+            graves: Vec::new(),
         };
         // Last, once nothing can panic: an engine that was never made is never reached.
         unqueue::register(reachable.as_ptr() as *const () as usize, reachable);
@@ -437,6 +462,7 @@ impl<J: Job> Engine<J> {
             on_drop,
             on_panic,
             observer: Observer::new(&label),
+            reaping: AtomicUsize::new(0),
         }
     }
 
@@ -710,6 +736,9 @@ impl<J: Job> Engine<J> {
             let st = &mut *st;
             self.fill_free(st, Some(rt), &mut later);
             self.gauges(st);
+            if entered.is_some() && st.graves.len() >= GRAVES_BATCH {
+                self.reap(st, &mut later);
+            }
         }
         self.run_deferred(&mut later);
         Ok(())
@@ -1298,8 +1327,110 @@ impl<J: Job> Engine<J> {
         }
     }
 
+    /// Under the lock, for a job that ended (not in a panic, whose run reports it after
+    /// the lock): keeps what the submitter made for a later submit to drop on its own
+    /// thread. Returns what the slot drops itself, after the lock: a recipe's run, or
+    /// everything if there is no room.
+    ///
+    /// Why: the submitter allocated the future, its box and its result slot, and the
+    /// result most likely holds what the future was given (a detached task's payload).
+    /// Freed on a worker, each block goes back to the submitter's allocator across
+    /// threads; with glibc's malloc that takes a lock the submitter's next allocation
+    /// waits on, which was most of the pool's context switches. Freed where they were
+    /// made, they go back to that thread's cache. A recipe (SmartAioPool) makes its
+    /// future, the run's box and the result on the slot's thread, which drops them; the
+    /// copy kept of the recipe (with what it captured, and the result slot) is the
+    /// submitter's.
+    ///
+    /// When: a submit from async code drops them once [`GRAVES_BATCH`] wait; a slot
+    /// drops them when it finds nothing to run next and the pool has nothing queued or
+    /// running, or when it goes to sleep, no job having come while it lingered; a
+    /// `wait()` in a runtime drops them before it returns; the engine's drop drops what
+    /// is left. So they wait only while submits keep coming or every slot is busy.
+    fn bury(st: &mut State<J>, run: BoxRun, copy: Option<J>) -> (Option<BoxRun>, Option<J>) {
+        if st.graves.len() >= GRAVES_MAX {
+            return (Some(run), copy);
+        }
+        if J::RERUN {
+            if copy.is_some() {
+                st.graves.push(Grave {
+                    _run: None,
+                    _copy: copy,
+                });
+            }
+            (Some(run), None)
+        } else {
+            st.graves.push(Grave {
+                _run: Some(run),
+                _copy: copy,
+            });
+            (None, None)
+        }
+    }
+
+    /// Under the lock: hands the ended runs kept by [`bury`](Self::bury) to `later`,
+    /// which drops them first of all, outside the lock.
+    fn reap(&self, st: &mut State<J>, later: &mut Deferred<J>) {
+        if st.graves.is_empty() {
+            return;
+        }
+        if later.graves.is_empty() {
+            // Counted until `run_deferred` has dropped them: a `wait()` waits for that.
+            self.reaping.fetch_add(1, Ordering::SeqCst);
+            std::mem::swap(&mut st.graves, &mut later.graves);
+        } else {
+            later.graves.append(&mut st.graves);
+        }
+    }
+
+    /// After dropping ended runs taken with [`reap`](Self::reap) or
+    /// [`reap_parked`](Self::reap_parked): the last of such drops wakes the waits.
+    fn reaped(&self) {
+        if self.reaping.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// For a `wait()` that is about to return, in a runtime: drops the ended runs the pool
+    /// keeps (see [`bury`](Self::bury)), on the waiter's thread.
+    fn reap_waited(&self) {
+        if Handle::try_current().is_err() {
+            return;
+        }
+        let graves = std::mem::take(&mut self.lock().graves);
+        for grave in graves {
+            drop_quietly(grave);
+        }
+    }
+
+    /// Under the lock, for a slot that has nothing to run next: the ended runs are
+    /// dropped if the pool has nothing queued or running (see [`bury`](Self::bury)).
+    fn reap_idle(&self, st: &mut State<J>, later: &mut Deferred<J>) {
+        if st.running == 0 && st.queue.len() == 0 {
+            self.reap(st, later);
+        }
+    }
+
+    /// Under the lock, for an idle slot about to wait for a job (none came while it
+    /// lingered): the ended runs, to drop outside the lock (see [`bury`](Self::bury)).
+    /// The caller drops them, then calls [`reaped`](Self::reaped) if there were any.
+    fn reap_parked(&self, st: &mut State<J>) -> Vec<Grave<J>> {
+        if !st.graves.is_empty() {
+            self.reaping.fetch_add(1, Ordering::SeqCst);
+        }
+        std::mem::take(&mut st.graves)
+    }
+
     /// Does what a critical section left to do, outside the lock.
     fn run_deferred(self: &Arc<Self>, later: &mut Deferred<J>) {
+        // Before anything is woken: a `wait()` returns after the results it covers are
+        // dropped.
+        if !later.graves.is_empty() {
+            for grave in later.graves.drain(..) {
+                drop_quietly(grave);
+            }
+            self.reaped();
+        }
         later.stamps.clear();
         for woken in later.woken.drain(..) {
             woken.fire();
@@ -1558,12 +1689,20 @@ impl<J: Job> Engine<J> {
             // wait outside a runtime, for jobs no runtime can run, waits on: a runtime
             // that waits or submits later runs them.)
             let _ = engine.ensure_started();
-            let Some(guard) = guard else { return };
             loop {
                 let mut notified = pin!(engine.changed.notified());
                 notified.as_mut().enable();
-                if engine.lock().waits[guard.key].remaining == 0 {
-                    return;
+                let reached = match &guard {
+                    Some(guard) => engine.lock().waits[guard.key].remaining == 0,
+                    None => true,
+                };
+                // Then the results nobody wants of the tasks waited for: those the pool
+                // keeps are dropped here, and drops under way elsewhere are waited for.
+                if reached {
+                    engine.reap_waited();
+                    if engine.reaping.load(Ordering::SeqCst) == 0 {
+                        return;
+                    }
                 }
                 notified.await;
             }
@@ -1879,8 +2018,11 @@ impl<J: Job> Drop for Unqueued<J> {
 impl<J: Job> Drop for Engine<J> {
     fn drop(&mut self) {
         unqueue::deregister(self.id());
-        // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for grave in st.graves.drain(..) {
+            drop_quietly(grave);
+        }
+        // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
         let figures = Self::figures_of(st);
         if figures.lost > 0 || figures.unfinished > 0 {
             if let Some(hook) = &self.on_drop {

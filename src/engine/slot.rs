@@ -250,6 +250,7 @@ impl<J: Job> Slot<J> {
         let mut later = std::mem::take(&mut self.later);
         let outcome;
         let copy;
+        let left;
         let after = {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -267,7 +268,14 @@ impl<J: Job> Slot<J> {
                 drop(st);
                 woken.fire();
                 if counted_here.is_some() {
-                    Self::report_end(engine, &mut self.obs, &run, id, outcome, error.as_deref());
+                    Self::report_end(
+                        engine,
+                        &mut self.obs,
+                        Some(&run),
+                        id,
+                        outcome,
+                        error.as_deref(),
+                    );
                 } else {
                     // Settled, and reported, by the take-over: only its span closes here.
                     self.obs = Running::none();
@@ -286,9 +294,15 @@ impl<J: Job> Slot<J> {
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             // It may hold the last reference to a recipe (a task aborted while queued runs
-            // nothing): dropped outside the lock.
-            copy = entry.copy.take();
+            // nothing): dropped outside the lock, here or by a submitter.
+            let kept = entry.copy.take();
             let meta = std::mem::take(&mut entry.meta);
+            // A panic is reported from its run, after the lock.
+            (left, copy) = if outcome == Outcome::Panicked {
+                (Some(run), kept)
+            } else {
+                Engine::bury(&mut st, run, kept)
+            };
             if let Some(limits) = &mut st.limits {
                 limits.ended(&meta);
             }
@@ -333,14 +347,24 @@ impl<J: Job> Slot<J> {
             };
             engine.fill_free(&mut st, Some(self.rt), &mut later);
             engine.gauges(&st);
+            if !matches!(after, After::Run(_)) {
+                engine.reap_idle(&mut st, &mut later);
+            }
             match after {
                 After::Run(q) if must_yield_first(&later) => After::YieldThenRun(q),
                 after => after,
             }
         };
-        Self::report_end(engine, &mut self.obs, &run, id, outcome, error.as_deref());
-        // A result nobody wants is dropped here, outside the lock.
-        drop_quietly((run, copy));
+        Self::report_end(
+            engine,
+            &mut self.obs,
+            left.as_ref(),
+            id,
+            outcome,
+            error.as_deref(),
+        );
+        // A result nobody wants, if not kept, is dropped here, outside the lock.
+        drop_quietly((left, copy));
         engine.run_deferred(&mut later);
         self.later = later;
         after
@@ -358,7 +382,7 @@ impl<J: Job> Slot<J> {
     fn report_end(
         engine: &Engine<J>,
         obs: &mut Running,
-        run: &BoxRun,
+        run: Option<&BoxRun>,
         id: u64,
         outcome: Outcome,
         error: Option<&str>,
@@ -371,7 +395,7 @@ impl<J: Job> Slot<J> {
         // The task's span closes with the task, not when the slot runs its next.
         *obs = Running::none();
         if outcome == Outcome::Panicked {
-            if let (Some(hook), Some(err)) = (engine.on_panic(), run.held_error()) {
+            if let (Some(hook), Some(err)) = (engine.on_panic(), run.and_then(|r| r.held_error())) {
                 hook.call(id, err);
             }
         }
@@ -434,7 +458,17 @@ impl<J: Job> Slot<J> {
                     this.claiming = true;
                 }
                 Some(true) => {
+                    let graves = match park {
+                        Some(_) => this.engine.reap_parked(&mut st),
+                        None => Vec::new(),
+                    };
                     drop(st);
+                    if !graves.is_empty() {
+                        for grave in graves {
+                            drop_quietly(grave);
+                        }
+                        this.engine.reaped();
+                    }
                     if park.is_none() {
                         this.idle = Some(rounds + 1);
                         cx.waker().wake_by_ref();

@@ -1,0 +1,290 @@
+//! Where and when the pool drops the result of a detached task (its handle dropped).
+//!
+//! The pool keeps the ended runs of futures (with such results) for a submitter to free on
+//! its own thread, where they were allocated (`Engine::bury`). These tests pin what a user
+//! can rely on: the results are still dropped, soon, with no further submit; a `wait()`
+//! that returns has dropped them; a plain thread's `blocking_submit` never runs their
+//! `Drop`; a result whose `Drop` panics never fails a submit.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use nb_aiopool::{CommonAioPool, NoQueueAioPool};
+use tokio::sync::oneshot;
+
+/// Where results were dropped: the thread, and whether it was in a runtime.
+type Seen = Arc<Mutex<Vec<(ThreadId, bool)>>>;
+
+/// A result that counts its drop, and records where it happened.
+struct Counted {
+    drops: Arc<AtomicUsize>,
+    seen: Option<Seen>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(seen) = &self.seen {
+            let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+            seen.lock()
+                .unwrap()
+                .push((std::thread::current().id(), in_runtime));
+        }
+        self.drops.fetch_add(1, SeqCst);
+    }
+}
+
+fn counted(drops: &Arc<AtomicUsize>) -> Counted {
+    Counted {
+        drops: drops.clone(),
+        seen: None,
+    }
+}
+
+/// Waits (real time, bounded) until `drops` reaches `n`; returns what it reached.
+async fn drops_reach(drops: &AtomicUsize, n: usize, within: Duration) -> usize {
+    let end = Instant::now() + within;
+    while drops.load(SeqCst) < n && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drops.load(SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_returns_has_dropped_the_results_of_detached_tasks() {
+    for round in 0..20 {
+        let pool = CommonAioPool::new(4, 1000);
+        let drops = Arc::new(AtomicUsize::new(0));
+        for _ in 0..200 {
+            let out = counted(&drops);
+            pool.submit(async move {
+                tokio::task::yield_now().await;
+                out
+            })
+            .await
+            .unwrap()
+            .detach();
+        }
+        let wait = pool.wait();
+        // A task submitted after the wait began keeps the pool busy: the pool is never
+        // idle while the wait is pending.
+        let (release, gate) = oneshot::channel::<()>();
+        let busy = pool
+            .submit(async move {
+                let _ = gate.await;
+            })
+            .await
+            .unwrap();
+        wait.await;
+        assert_eq!(drops.load(SeqCst), 200, "round {round}");
+        release.send(()).unwrap();
+        busy.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_result_is_dropped_soon_with_no_more_submits_while_another_task_runs() {
+    let pool = CommonAioPool::new(4, 10);
+    let (release, gate) = oneshot::channel::<()>();
+    let busy = pool
+        .submit(async move {
+            let _ = gate.await;
+        })
+        .await
+        .unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let out = counted(&drops);
+        pool.submit(async move { out }).await.unwrap().detach();
+    }
+    // No submit, no wait, and the pool is not idle: the slots that ran them drop the
+    // results when they go to sleep.
+    assert_eq!(drops_reach(&drops, 3, Duration::from_secs(5)).await, 3);
+    assert!(!busy.is_finished());
+    release.send(()).unwrap();
+    busy.await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_detached_result_is_dropped_when_the_pool_runs_out_of_work() {
+    let pool = NoQueueAioPool::new(2);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let out = counted(&drops);
+    pool.submit(async move { out }).await.unwrap().detach();
+    assert_eq!(drops_reach(&drops, 1, Duration::from_secs(5)).await, 1);
+}
+
+#[test]
+fn blocking_submit_from_a_plain_thread_never_runs_a_results_drop() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let pool = rt.block_on(async { CommonAioPool::new(2, 10_000) });
+    let drops = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let me = std::thread::current().id();
+    // Held until every handle is dropped (see `a_result_that_panics_..`).
+    let (open, gate) = tokio::sync::watch::channel(false);
+    for _ in 0..300 {
+        let out = Counted {
+            drops: drops.clone(),
+            seen: Some(seen.clone()),
+        };
+        let mut gate = gate.clone();
+        pool.blocking_submit(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            out
+        })
+        .unwrap()
+        .detach();
+    }
+    open.send(true).unwrap();
+    // Submits from this thread while those results are kept: a submit from async code
+    // would drop them.
+    for _ in 0..3000 {
+        pool.blocking_submit(tokio::task::yield_now())
+            .unwrap()
+            .detach();
+    }
+    // Waited for on a worker: this thread only waits for that task.
+    let waiter = pool.clone();
+    rt.block_on(rt.spawn(async move { waiter.wait().await }))
+        .unwrap();
+    assert_eq!(drops.load(SeqCst), 300);
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .all(|&(thread, in_runtime)| thread != me && in_runtime),
+        "a result was dropped on the plain submitting thread, or outside a runtime"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_busy_pool_the_submitter_drops_results_on_its_own_thread() {
+    let pool = CommonAioPool::new(2, 30_000);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let me = std::thread::current().id();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    for _ in 0..300 {
+        let out = Counted {
+            drops: drops.clone(),
+            seen: Some(seen.clone()),
+        };
+        let mut gate = gate.clone();
+        pool.submit(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            out
+        })
+        .await
+        .unwrap()
+        .detach();
+    }
+    // Queued behind them: the slots stay busy (they never find nothing to run, and
+    // never go to sleep) while this test's task submits.
+    for _ in 0..5_000 {
+        pool.submit(tokio::task::yield_now())
+            .await
+            .unwrap()
+            .detach();
+    }
+    open.send(true).unwrap();
+    // This test's task (on the runtime's `block_on` thread) submits on; it takes the
+    // results kept for it in batches.
+    let mut dropped_here = false;
+    for _ in 0..20_000 {
+        pool.submit(tokio::task::yield_now())
+            .await
+            .unwrap()
+            .detach();
+        if seen.lock().unwrap().iter().any(|&(t, _)| t == me) {
+            dropped_here = true;
+            break;
+        }
+    }
+    pool.wait().await;
+    assert_eq!(drops.load(SeqCst), 300);
+    assert!(
+        dropped_here,
+        "no result was dropped on the submitting thread"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_panics_when_dropped_by_a_submitter_fails_nothing() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("a result's Drop panicked (expected by this test)");
+        }
+    }
+    let pool = CommonAioPool::new(4, 1000);
+    // Held until every handle is dropped: a handle dropped after its task ended drops the
+    // result itself, on this thread, as a tokio `JoinHandle` does.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    for _ in 0..500 {
+        let mut gate = gate.clone();
+        pool.submit(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Bomb
+        })
+        .await
+        .unwrap()
+        .detach();
+    }
+    open.send(true).unwrap();
+    // These submits (and the wait) drop the bombs as they end, on this thread.
+    for _ in 0..2000 {
+        pool.submit(async { tokio::task::yield_now().await })
+            .await
+            .expect("a submit after results that panic when dropped")
+            .detach();
+    }
+    pool.wait().await;
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.panicked), (2500, 0));
+    assert_eq!(pool.run(async { 7 }).await.unwrap(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_a_wait_that_returns_has_dropped_the_recipes_of_ended_tasks() {
+    use nb_aiopool::SmartAioPool;
+    for round in 0..20 {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(4)
+            .max_queue_size(1000)
+            .build();
+        let drops = Arc::new(AtomicUsize::new(0));
+        for _ in 0..200 {
+            // The recipe holds what it captured until the pool drops it.
+            let held = counted(&drops);
+            pool.submit(move || {
+                let _ = &held;
+                tokio::task::yield_now()
+            })
+            .await
+            .unwrap()
+            .detach();
+        }
+        let wait = pool.wait();
+        let (release, gate) = oneshot::channel::<()>();
+        let gate = Arc::new(Mutex::new(Some(gate)));
+        let busy = pool
+            .submit(move || {
+                let gate = gate.lock().unwrap().take();
+                async move {
+                    if let Some(gate) = gate {
+                        let _ = gate.await;
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        wait.await;
+        assert_eq!(drops.load(SeqCst), 200, "round {round}");
+        release.send(()).unwrap();
+        busy.await.unwrap();
+    }
+}
