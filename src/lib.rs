@@ -114,6 +114,18 @@
 //!   header); a running slot costs one tokio task. A [`TaskHandle`] pins only that result
 //!   slot, never the future (a tokio `JoinHandle` pins the whole task cell), so
 //!   `batch_run` of many large futures holds little beyond their results.
+//! - **Where an ended job is freed.** What the submitter made for a job (the boxed future,
+//!   the result slot, a SmartAioPool recipe) is freed, as far as the pool can, on a thread
+//!   that submits to the pool, where it was allocated: the pool keeps up to 256 ended jobs
+//!   for the next submits to free in batches of 32. With glibc's allocator, frees across
+//!   threads take a lock the submitter's next allocation waits on; this is what made the
+//!   pools faster than the hand-written JoinSet pattern (BENCHMARKS.md). The result of a
+//!   detached task (its handle dropped) goes with its future's box, so its `Drop` runs
+//!   there too: in a `submit` from async code, or on the pool's own tokio tasks when the
+//!   pool runs out of work or a slot goes to sleep, and in any case before a `wait()` or
+//!   `shutdown()` returns. A submit from a plain thread never frees them, and a
+//!   SmartAioPool's results (made by the recipe on the worker) are dropped where their
+//!   run ended, as before.
 //!
 //! # Streams, groups and flow control
 //!

@@ -84,6 +84,32 @@ async fn a_wait_that_returns_has_dropped_the_results_of_detached_tasks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_returns_has_dropped_the_results_also_past_what_the_pool_keeps() {
+    for round in 0..10 {
+        let pool = CommonAioPool::new(2, 2000);
+        let drops = Arc::new(AtomicUsize::new(0));
+        // All end in one burst after the wait began, with no submit to take them: the
+        // pool keeps 256, its slots drop the rest as they end.
+        let (open, gate) = tokio::sync::watch::channel(false);
+        for _ in 0..1000 {
+            let out = counted(&drops);
+            let mut gate = gate.clone();
+            pool.submit(async move {
+                let _ = gate.wait_for(|open| *open).await;
+                out
+            })
+            .await
+            .unwrap()
+            .detach();
+        }
+        let wait = pool.wait();
+        open.send(true).unwrap();
+        wait.await;
+        assert_eq!(drops.load(SeqCst), 1000, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detached_result_is_dropped_soon_with_no_more_submits_while_another_task_runs() {
     let pool = CommonAioPool::new(4, 10);
     let (release, gate) = oneshot::channel::<()>();

@@ -1347,9 +1347,22 @@ impl<J: Job> Engine<J> {
     /// running, or when it goes to sleep, no job having come while it lingered; a
     /// `wait()` in a runtime drops them before it returns; the engine's drop drops what
     /// is left. So they wait only while submits keep coming or every slot is busy.
-    fn bury(st: &mut State<J>, run: BoxRun, copy: Option<J>) -> (Option<BoxRun>, Option<J>) {
+    ///
+    /// A future's run that finds no room is counted in `reaping` like a batch (the third
+    /// value is then `true`: the slot calls [`reaped`](Self::reaped) once it has dropped
+    /// it), so that a `wait()` never returns before a result it covers is dropped.
+    fn bury(
+        &self,
+        st: &mut State<J>,
+        run: BoxRun,
+        copy: Option<J>,
+    ) -> (Option<BoxRun>, Option<J>, bool) {
         if st.graves.len() >= GRAVES_MAX {
-            return (Some(run), copy);
+            if J::RERUN {
+                return (Some(run), copy, false);
+            }
+            self.reaping.fetch_add(1, Ordering::SeqCst);
+            return (Some(run), copy, true);
         }
         if J::RERUN {
             if copy.is_some() {
@@ -1358,13 +1371,13 @@ impl<J: Job> Engine<J> {
                     _copy: copy,
                 });
             }
-            (Some(run), None)
+            (Some(run), None, false)
         } else {
             st.graves.push(Grave {
                 _run: Some(run),
                 _copy: copy,
             });
-            (None, None)
+            (None, None, false)
         }
     }
 

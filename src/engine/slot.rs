@@ -251,6 +251,7 @@ impl<J: Job> Slot<J> {
         let outcome;
         let copy;
         let left;
+        let counted;
         let after = {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -298,10 +299,10 @@ impl<J: Job> Slot<J> {
             let kept = entry.copy.take();
             let meta = std::mem::take(&mut entry.meta);
             // A panic is reported from its run, after the lock.
-            (left, copy) = if outcome == Outcome::Panicked {
-                (Some(run), kept)
+            (left, copy, counted) = if outcome == Outcome::Panicked {
+                (Some(run), kept, false)
             } else {
-                Engine::bury(&mut st, run, kept)
+                engine.bury(&mut st, run, kept)
             };
             if let Some(limits) = &mut st.limits {
                 limits.ended(&meta);
@@ -365,6 +366,9 @@ impl<J: Job> Slot<J> {
         );
         // A result nobody wants, if not kept, is dropped here, outside the lock.
         drop_quietly((left, copy));
+        if counted {
+            engine.reaped();
+        }
         engine.run_deferred(&mut later);
         self.later = later;
         after
