@@ -25,6 +25,7 @@
 //! critical section, so `stats()` and handles always agree.
 
 mod elastic;
+mod graves;
 mod job;
 pub(crate) mod limits;
 pub(crate) mod queue;
@@ -58,6 +59,7 @@ use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{BoxRun, Outcome};
 use elastic::Elastic;
+use graves::{Batch, Grave, Graves, Kept};
 use limits::Limits;
 use queue::{Ordered, Queue};
 use runtimes::{Deaths, RtRef, Runtimes, ANY};
@@ -252,25 +254,9 @@ struct State<J> {
     awaiting_poll: Vec<u64>,
     /// Those of them whose run ended in that poll (counted then): not run again.
     ended_in_take_over: Vec<u64>,
-    /// What ended jobs leave that a submitter made, freed on a submitter's thread (see
-    /// [`Engine::bury`]).
-    graves: Vec<Grave<J>>,
+    /// What ended jobs left that their submitter made (see [`graves`]).
+    graves: Graves<J>,
 }
-
-/// What an ended job leaves that a submitter made, kept for a submitter to drop (see
-/// [`Engine::bury`]): a future's run (with the result nobody wants, if its handle was
-/// dropped), or a recipe's copy (the slot drops the run it made).
-pub(crate) struct Grave<J> {
-    // Held only to be dropped (the run first).
-    _run: Option<BoxRun>,
-    _copy: Option<J>,
-}
-
-/// At most this many ended jobs wait in `State::graves`; past that, slots drop their own.
-const GRAVES_MAX: usize = 256;
-
-/// A submit takes the ended runs to drop once this many wait.
-const GRAVES_BATCH: usize = 32;
 
 /// What a critical section leaves to do once the lock is released.
 pub(crate) struct Deferred<J: Job> {
@@ -294,8 +280,10 @@ pub(crate) struct Deferred<J: Job> {
     /// Look for a deadlock of nested waits afterwards (a job ended, or the pool shrank,
     /// while jobs waited on tasks of the pool): see [`Engine::break_nested_deadlock`].
     recheck_waits: bool,
-    /// What ended jobs left, to drop first of all (see [`Engine::bury`]).
-    graves: Vec<Grave<J>>,
+    /// What ended jobs left, to drop first of all (see [`graves`]).
+    graves: Vec<Batch<J>>,
+    /// Arm the timer that frees kept graves, on this runtime.
+    reap_timer: Option<Handle>,
 }
 
 impl<J: Job> Deferred<J> {
@@ -321,6 +309,7 @@ impl<J: Job> Default for Deferred<J> {
             stamps: Vec::new(),
             recheck_waits: false,
             graves: Vec::new(),
+            reap_timer: None,
         }
     }
 }
@@ -358,9 +347,6 @@ pub(crate) struct Engine<J: Job> {
     on_panic: OnPanic,
     /// Tracing and metrics handles (empty without those features).
     observer: Observer,
-    /// Batches of ended runs taken from `State::graves` and not yet dropped (see
-    /// [`Engine::bury`]).
-    reaping: AtomicUsize,
 }
 
 impl<J: Job> Engine<J> {
@@ -441,7 +427,7 @@ impl<J: Job> Engine<J> {
             taken_over: false,
             awaiting_poll: Vec::new(),
             ended_in_take_over: Vec::new(),
-            graves: Vec::new(),
+            graves: Graves::new(max_concurrency.saturating_add(max_queue_size)),
         };
         // Last, once nothing can panic: an engine that was never made is never reached.
         unqueue::register(reachable.as_ptr() as *const () as usize, reachable);
@@ -462,7 +448,6 @@ impl<J: Job> Engine<J> {
             on_drop,
             on_panic,
             observer: Observer::new(&label),
-            reaping: AtomicUsize::new(0),
         }
     }
 
@@ -680,14 +665,18 @@ impl<J: Job> Engine<J> {
         item: T,
         make: impl FnOnce(T, u64) -> J,
     ) -> Result<(), PushError<T>> {
-        self.push_with(item, Meta::default(), make)
+        self.push_with(item, Meta::default(), false, make)
     }
 
     /// [`push`](Self::push) with flow-control settings.
+    ///
+    /// With `reap` (an async submit), it also takes the graves kept for a submitter to
+    /// free ([`graves`]), if enough wait and this thread is not polling a job.
     pub(crate) fn push_with<T>(
         self: &Arc<Self>,
         item: T,
         meta: Meta,
+        reap: bool,
         make: impl FnOnce(T, u64) -> J,
     ) -> Result<(), PushError<T>> {
         let current = Handle::try_current().ok();
@@ -736,8 +725,9 @@ impl<J: Job> Engine<J> {
             let st = &mut *st;
             self.fill_free(st, Some(rt), &mut later);
             self.gauges(st);
-            if entered.is_some() && st.graves.len() >= GRAVES_BATCH {
-                self.reap(st, &mut later);
+            if reap && entered.is_some() && st.graves.for_submitter() && !context::polling_a_task()
+            {
+                Self::reap(st, &mut later);
             }
         }
         self.run_deferred(&mut later);
@@ -1327,122 +1317,83 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Under the lock, for a job that ended (not in a panic, whose run reports it after
-    /// the lock): keeps what the submitter made for a later submit to drop on its own
-    /// thread. Returns what the slot drops itself, after the lock: a recipe's run, or
-    /// everything if there is no room.
-    ///
-    /// Why: the submitter allocated the future, its box and its result slot, and the
-    /// result most likely holds what the future was given (a detached task's payload).
-    /// Freed on a worker, each block goes back to the submitter's allocator across
-    /// threads; with glibc's malloc that takes a lock the submitter's next allocation
-    /// waits on, which was most of the pool's context switches. Freed where they were
-    /// made, they go back to that thread's cache. A recipe (SmartAioPool) makes its
-    /// future, the run's box and the result on the slot's thread, which drops them; the
-    /// copy kept of the recipe (with what it captured, and the result slot) is the
-    /// submitter's.
-    ///
-    /// When: a submit from async code drops them once [`GRAVES_BATCH`] wait; a slot
-    /// drops them when it finds nothing to run next and the pool has nothing queued or
-    /// running, or when it goes to sleep, no job having come while it lingered; a
-    /// `wait()` in a runtime drops them before it returns; the engine's drop drops what
-    /// is left. So they wait only while submits keep coming or every slot is busy.
-    ///
-    /// A future's run that finds no room is counted in `reaping` like a batch (the third
-    /// value is then `true`: the slot calls [`reaped`](Self::reaped) once it has dropped
-    /// it), so that a `wait()` never returns before a result it covers is dropped.
+    /// Under the lock, for a job that ended (not in a panic: its run reports it after the
+    /// lock): keeps what its submitter made, for a submitter to free on its own thread
+    /// ([`graves`]). Returns the run for the slot to drop after the lock if it is a
+    /// recipe's (made on the slot's thread; the recipe's copy is kept).
     fn bury(
-        &self,
         st: &mut State<J>,
         run: BoxRun,
         copy: Option<J>,
-    ) -> (Option<BoxRun>, Option<J>, bool) {
-        if st.graves.len() >= GRAVES_MAX {
-            if J::RERUN {
-                return (Some(run), copy, false);
+        rt: RtRef,
+        later: &mut Deferred<J>,
+    ) -> (Option<BoxRun>, Option<J>) {
+        let (grave, left) = if J::RERUN {
+            match copy {
+                Some(copy) => (Grave::copy(copy), Some(run)),
+                None => return (Some(run), None),
             }
-            self.reaping.fetch_add(1, Ordering::SeqCst);
-            return (Some(run), copy, true);
-        }
-        if J::RERUN {
-            if copy.is_some() {
-                st.graves.push(Grave {
-                    _run: None,
-                    _copy: copy,
-                });
-            }
-            (Some(run), None, false)
         } else {
-            st.graves.push(Grave {
-                _run: Some(run),
-                _copy: copy,
-            });
-            (None, None, false)
+            (Grave::run(run, copy), None)
+        };
+        match st.graves.keep(grave) {
+            Kept::Done => {}
+            Kept::ArmTimer => match st.runtimes.handle(rt) {
+                Some(handle) => later.reap_timer = Some(handle.clone()),
+                None => {
+                    // No runtime to run the timer: nothing kept waits.
+                    st.graves.timer_lost();
+                    Self::reap(st, later);
+                }
+            },
+            Kept::Full(batch) => later.graves.push(batch),
+        }
+        (left, None)
+    }
+
+    /// Under the lock: hands everything kept ([`graves`]) to `later`, which drops it first
+    /// of all, outside the lock.
+    fn reap(st: &mut State<J>, later: &mut Deferred<J>) {
+        if let Some(batch) = st.graves.take_all() {
+            later.graves.push(batch);
         }
     }
 
-    /// Under the lock: hands the ended runs kept by [`bury`](Self::bury) to `later`,
-    /// which drops them first of all, outside the lock.
-    fn reap(&self, st: &mut State<J>, later: &mut Deferred<J>) {
-        if st.graves.is_empty() {
-            return;
-        }
-        if later.graves.is_empty() {
-            // Counted until `run_deferred` has dropped them: a `wait()` waits for that.
-            self.reaping.fetch_add(1, Ordering::SeqCst);
-            std::mem::swap(&mut st.graves, &mut later.graves);
-        } else {
-            later.graves.append(&mut st.graves);
-        }
-    }
-
-    /// After dropping ended runs taken with [`reap`](Self::reap) or
-    /// [`reap_parked`](Self::reap_parked): the last of such drops wakes the waits.
-    fn reaped(&self) {
-        if self.reaping.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// For a `wait()` that is about to return, in a runtime: drops the ended runs the pool
-    /// keeps (see [`bury`](Self::bury)), on the waiter's thread.
-    fn reap_waited(&self) {
-        if Handle::try_current().is_err() {
-            return;
-        }
-        let graves = std::mem::take(&mut self.lock().graves);
-        for grave in graves {
-            drop_quietly(grave);
-        }
-    }
-
-    /// Under the lock, for a slot that has nothing to run next: the ended runs are
-    /// dropped if the pool has nothing queued or running (see [`bury`](Self::bury)).
-    fn reap_idle(&self, st: &mut State<J>, later: &mut Deferred<J>) {
+    /// Under the lock, for a slot whose job ended with nothing to run next: frees the
+    /// graves if the pool has nothing queued or running.
+    fn reap_idle(st: &mut State<J>, later: &mut Deferred<J>) {
         if st.running == 0 && st.queue.len() == 0 {
-            self.reap(st, later);
+            Self::reap(st, later);
         }
     }
 
-    /// Under the lock, for an idle slot about to wait for a job (none came while it
-    /// lingered): the ended runs, to drop outside the lock (see [`bury`](Self::bury)).
-    /// The caller drops them, then calls [`reaped`](Self::reaped) if there were any.
-    fn reap_parked(&self, st: &mut State<J>) -> Vec<Grave<J>> {
-        if !st.graves.is_empty() {
-            self.reaping.fetch_add(1, Ordering::SeqCst);
+    /// Outside the lock: drops `batch`, then tells the waits.
+    fn drop_batch(&self, batch: Batch<J>) {
+        let ticket = batch.drop_all();
+        self.lock().graves.done(ticket);
+        // Also a `wait()` with no task to wait for waits for batches (it has no entry in
+        // `waits`).
+        self.changed.notify_waiters();
+    }
+
+    /// The timer armed when the first grave was kept fired, or was dropped with its
+    /// runtime: frees what is kept, on this thread.
+    fn reap_timer_fired(&self) {
+        let batch = self.lock().graves.timer_fired();
+        if let Some(batch) = batch {
+            self.drop_batch(batch);
         }
-        std::mem::take(&mut st.graves)
     }
 
     /// Does what a critical section left to do, outside the lock.
     fn run_deferred(self: &Arc<Self>, later: &mut Deferred<J>) {
-        // Before anything is woken: a `wait()` returns after the results it covers are
-        // dropped.
-        if !later.graves.is_empty() {
-            for grave in later.graves.drain(..) {
-                drop_quietly(grave);
-            }
-            self.reaped();
+        // Before anything is woken.
+        for batch in later.graves.drain(..) {
+            self.drop_batch(batch);
+        }
+        if let Some(handle) = later.reap_timer.take() {
+            let timer = reap_timer(Arc::downgrade(self), handle.clone());
+            drop(handle.spawn(timer));
         }
         later.stamps.clear();
         for woken in later.woken.drain(..) {
@@ -1702,20 +1653,36 @@ impl<J: Job> Engine<J> {
             // wait outside a runtime, for jobs no runtime can run, waits on: a runtime
             // that waits or submits later runs them.)
             let _ = engine.ensure_started();
+            // Once the tasks waited for have ended: the graves they left ([`graves`]).
+            // Those kept are freed here (from async code); batches being freed elsewhere,
+            // taken before that moment, are waited for.
+            let in_runtime = Handle::try_current().is_ok();
+            let mut horizon = None;
             loop {
                 let mut notified = pin!(engine.changed.notified());
                 notified.as_mut().enable();
-                let reached = match &guard {
-                    Some(guard) => engine.lock().waits[guard.key].remaining == 0,
-                    None => true,
-                };
-                // Then the results nobody wants of the tasks waited for: those the pool
-                // keeps are dropped here, and drops under way elsewhere are waited for.
-                if reached {
-                    engine.reap_waited();
-                    if engine.reaping.load(Ordering::SeqCst) == 0 {
-                        return;
+                let (batch, settled) = {
+                    let mut st = engine.lock();
+                    let mut batch = None;
+                    if horizon.is_none()
+                        && guard
+                            .as_ref()
+                            .is_none_or(|g| st.waits[g.key].remaining == 0)
+                    {
+                        horizon = Some(st.graves.horizon());
+                        if in_runtime {
+                            batch = st.graves.take_all();
+                        }
                     }
+                    let settled = horizon.is_some_and(|h| st.graves.settled(h));
+                    (batch, settled)
+                };
+                if let Some(batch) = batch {
+                    engine.drop_batch(batch);
+                    continue;
+                }
+                if settled {
+                    return;
                 }
                 notified.await;
             }
@@ -1971,6 +1938,26 @@ pub(crate) fn drop_quietly<T>(value: T) {
     drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
 }
 
+/// Frees the graves of a pool ([`graves`]) after [`graves::REAP_AFTER`], or as soon as
+/// the runtime drops the task (at its shutdown). On a runtime without timers, after one
+/// yield.
+async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
+    struct Fire<J: Job>(Weak<Engine<J>>);
+    impl<J: Job> Drop for Fire<J> {
+        fn drop(&mut self) {
+            if let Some(engine) = self.0.upgrade() {
+                engine.reap_timer_fired();
+            }
+        }
+    }
+    let _fire = Fire(engine);
+    if runtimes::has_timers(&handle) {
+        tokio::time::sleep(graves::REAP_AFTER).await;
+    } else {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The panic message for a rate-limited pool met on a runtime without timers.
 fn no_timers_message(pool: &str) -> String {
     format!(
@@ -2032,7 +2019,7 @@ impl<J: Job> Drop for Engine<J> {
     fn drop(&mut self) {
         unqueue::deregister(self.id());
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        for grave in st.graves.drain(..) {
+        for grave in st.graves.drain() {
             drop_quietly(grave);
         }
         // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.

@@ -251,7 +251,6 @@ impl<J: Job> Slot<J> {
         let outcome;
         let copy;
         let left;
-        let counted;
         let after = {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -299,10 +298,10 @@ impl<J: Job> Slot<J> {
             let kept = entry.copy.take();
             let meta = std::mem::take(&mut entry.meta);
             // A panic is reported from its run, after the lock.
-            (left, copy, counted) = if outcome == Outcome::Panicked {
-                (Some(run), kept, false)
+            (left, copy) = if outcome == Outcome::Panicked {
+                (Some(run), kept)
             } else {
-                engine.bury(&mut st, run, kept)
+                Engine::bury(&mut st, run, kept, self.rt, &mut later)
             };
             if let Some(limits) = &mut st.limits {
                 limits.ended(&meta);
@@ -349,7 +348,7 @@ impl<J: Job> Slot<J> {
             engine.fill_free(&mut st, Some(self.rt), &mut later);
             engine.gauges(&st);
             if !matches!(after, After::Run(_)) {
-                engine.reap_idle(&mut st, &mut later);
+                Engine::reap_idle(&mut st, &mut later);
             }
             match after {
                 After::Run(q) if must_yield_first(&later) => After::YieldThenRun(q),
@@ -366,9 +365,6 @@ impl<J: Job> Slot<J> {
         );
         // A result nobody wants, if not kept, is dropped here, outside the lock.
         drop_quietly((left, copy));
-        if counted {
-            engine.reaped();
-        }
         engine.run_deferred(&mut later);
         self.later = later;
         after
@@ -462,17 +458,7 @@ impl<J: Job> Slot<J> {
                     this.claiming = true;
                 }
                 Some(true) => {
-                    let graves = match park {
-                        Some(_) => this.engine.reap_parked(&mut st),
-                        None => Vec::new(),
-                    };
                     drop(st);
-                    if !graves.is_empty() {
-                        for grave in graves {
-                            drop_quietly(grave);
-                        }
-                        this.engine.reaped();
-                    }
                     if park.is_none() {
                         this.idle = Some(rounds + 1);
                         cx.waker().wake_by_ref();

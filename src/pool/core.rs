@@ -104,18 +104,27 @@ impl<J: Job> Core<J> {
 
     /// Pushes an admitted item; gives it back if the pool closed meanwhile or no runtime
     /// can run it.
-    fn push<S: Submit<J>>(&self, item: S) -> Result<TaskHandle<S::Output>, PushError<S>> {
-        self.push_with(item, Meta::default())
+    ///
+    /// `reap`: an async submit, which frees what ended jobs left for a submitter (see
+    /// [`Engine::push_with`]); a synchronous one never runs such `Drop` code, since its
+    /// caller may hold a lock that code takes.
+    fn push<S: Submit<J>>(
+        &self,
+        item: S,
+        reap: bool,
+    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
+        self.push_with(item, Meta::default(), reap)
     }
 
     fn push_with<S: Submit<J>>(
         &self,
         item: S,
         meta: Meta,
+        reap: bool,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
         let shared = Arc::new(Shared::new(self.engine.id(), meta.priority));
         let handle = TaskHandle::new(shared.clone());
-        self.engine.push_with(item, meta, |item, id| {
+        self.engine.push_with(item, meta, reap, |item, id| {
             // Relaxed: read back only through the handle this submit returns.
             shared.job.store(id, Ordering::Relaxed);
             item.into_job(shared)
@@ -134,7 +143,7 @@ impl<J: Job> Core<J> {
         async move {
             match self.engine.admit_submit().await {
                 Ok(()) => self
-                    .push(item)
+                    .push(item, true)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
                 Err(kind) => Err(SubmitError::new(kind, item)),
             }
@@ -156,7 +165,7 @@ impl<J: Job> Core<J> {
     ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
         match self.engine.admit_blocking() {
             Ok(()) => self
-                .push(item)
+                .push(item, false)
                 .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
             Err(kind) => Err(SubmitError::new(kind, item)),
         }
@@ -182,7 +191,7 @@ impl<J: Job> Core<J> {
             };
             match admitted {
                 Ok(()) => self
-                    .push_with(item, meta)
+                    .push_with(item, meta, true)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
                 Err(kind) => Err(SubmitError::new(kind, item)),
             }
@@ -201,7 +210,7 @@ impl<J: Job> Core<J> {
         }
         match self.engine.try_admit_reported() {
             Ok(()) => self
-                .push_with(item, meta)
+                .push_with(item, meta, false)
                 .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
             Err(AdmitError::Full) => Err(TrySubmitError::full(item)),
             Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, item)),

@@ -104,6 +104,11 @@ fn with_current<R>(pool: usize, f: impl FnOnce(&Current) -> R) -> Option<R> {
         .flatten()
 }
 
+/// Whether the current thread is polling a task of any pool.
+pub(crate) fn polling_a_task() -> bool {
+    CURRENT.try_with(|c| c.borrow().is_some()).unwrap_or(false)
+}
+
 /// Whether the current thread is polling a task of pool `pool`.
 pub(crate) fn in_pool(pool: usize) -> bool {
     current_task(pool).is_some()

@@ -1,0 +1,184 @@
+//! [`Graves`]: what ended jobs leave that their submitter made, kept for a submitter to
+//! free on its own thread.
+//!
+//! A future's run (its box, its result slot, and the result of a detached task) and a
+//! recipe's copy (with what it captured) were allocated by the code that submitted them.
+//! Freed on a worker, each block goes back to the submitter's allocator across threads;
+//! with glibc's malloc that takes a lock the submitter's next allocation waits on, which
+//! was most of the pools' context switches and a third of their CPU per job
+//! (BENCHMARKS.md). Kept here, under the engine's lock, they are freed in batches:
+//!
+//! - by a submit from async code (not from inside a job of any pool), once `batch` wait;
+//! - by the slot whose job ends when the pool has nothing queued or running;
+//! - by a timer task ([`REAP_AFTER`]) armed when the first one is kept, so that nothing
+//!   waits longer than that while the pool is busy and no submit comes (or, when the
+//!   runtime ends first, by that task's drop, in the runtime's shutdown);
+//! - by a slot that finds no room to keep its own (then it frees the others with it);
+//! - by a `wait()` from async code, before it returns (it also waits for batches being
+//!   freed elsewhere, taken before its tasks had all ended);
+//! - by the engine's drop.
+//!
+//! Every batch freed outside the lock holds a ticket until it is freed, so that a
+//! `wait()` never returns before a result it covers is dropped.
+
+use std::time::Duration;
+
+use crate::task::BoxRun;
+
+/// The most ended jobs kept, whatever the pool's size.
+const MOST: usize = 256;
+
+/// A submit frees the kept jobs once this many wait (fewer in a pool smaller than this).
+const BATCH: usize = 32;
+
+/// How long a kept job waits at most for a submitter, while the pool stays busy.
+pub(crate) const REAP_AFTER: Duration = Duration::from_millis(2);
+
+/// What one ended job leaves that its submitter made.
+pub(crate) struct Grave<J> {
+    // Held only to be dropped (the run first).
+    _run: Option<BoxRun>,
+    _copy: Option<J>,
+}
+
+impl<J> Grave<J> {
+    /// A future's run, with the result nobody wants if its handle was dropped.
+    pub(crate) fn run(run: BoxRun, copy: Option<J>) -> Self {
+        Grave {
+            _run: Some(run),
+            _copy: copy,
+        }
+    }
+
+    /// A recipe's copy (its run, made on the slot's thread, is dropped there).
+    pub(crate) fn copy(copy: J) -> Self {
+        Grave {
+            _run: None,
+            _copy: Some(copy),
+        }
+    }
+}
+
+/// Kept graves taken to be dropped outside the lock; [`Graves::done`] with its ticket
+/// once they are.
+pub(crate) struct Batch<J> {
+    graves: Vec<Grave<J>>,
+    ticket: u64,
+}
+
+impl<J> Batch<J> {
+    /// Drops them (a panic in a `Drop` is caught: the panic hook has shown it); returns
+    /// the ticket to hand to [`Graves::done`].
+    pub(crate) fn drop_all(self) -> u64 {
+        for grave in self.graves {
+            super::drop_quietly(grave);
+        }
+        self.ticket
+    }
+}
+
+/// The kept graves of one pool, under its lock.
+pub(crate) struct Graves<J> {
+    kept: Vec<Grave<J>>,
+    /// At most this many kept.
+    most: usize,
+    /// A submit takes them once this many wait.
+    batch: usize,
+    /// The next batch's ticket.
+    next_ticket: u64,
+    /// Tickets of the batches being dropped outside the lock.
+    in_flight: Vec<u64>,
+    /// A timer task is armed to take them.
+    timer: bool,
+}
+
+/// What [`Graves::keep`] asks of the caller.
+pub(crate) enum Kept<J> {
+    Done,
+    /// Arm the timer ([`REAP_AFTER`]): the first one is kept.
+    ArmTimer,
+    /// No room: drop these outside the lock (the caller's grave is kept).
+    Full(Batch<J>),
+}
+
+impl<J> Graves<J> {
+    /// For a pool that holds at most `size` jobs (queued and running).
+    pub(crate) fn new(size: usize) -> Self {
+        let most = size.clamp(1, MOST);
+        Graves {
+            kept: Vec::new(),
+            most,
+            batch: most.min(BATCH),
+            next_ticket: 0,
+            in_flight: Vec::new(),
+            timer: false,
+        }
+    }
+
+    /// Keeps `grave`.
+    pub(crate) fn keep(&mut self, grave: Grave<J>) -> Kept<J> {
+        let full = (self.kept.len() >= self.most).then(|| self.take_all());
+        let first = self.kept.is_empty();
+        self.kept.push(grave);
+        match full {
+            Some(Some(batch)) => Kept::Full(batch),
+            _ if first && !self.timer => {
+                self.timer = true;
+                Kept::ArmTimer
+            }
+            _ => Kept::Done,
+        }
+    }
+
+    /// The timer could not be armed (no runtime to run it).
+    pub(crate) fn timer_lost(&mut self) {
+        self.timer = false;
+    }
+
+    /// The timer fired (or was dropped): takes what is kept.
+    pub(crate) fn timer_fired(&mut self) -> Option<Batch<J>> {
+        self.timer = false;
+        self.take_all()
+    }
+
+    /// Whether a submit should take them.
+    pub(crate) fn for_submitter(&self) -> bool {
+        self.kept.len() >= self.batch
+    }
+
+    /// Takes everything kept, with a ticket; `None` if nothing is.
+    pub(crate) fn take_all(&mut self) -> Option<Batch<J>> {
+        if self.kept.is_empty() {
+            return None;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.in_flight.push(ticket);
+        Some(Batch {
+            graves: std::mem::take(&mut self.kept),
+            ticket,
+        })
+    }
+
+    /// The batch with `ticket` was dropped.
+    pub(crate) fn done(&mut self, ticket: u64) {
+        if let Some(pos) = self.in_flight.iter().position(|&t| t == ticket) {
+            self.in_flight.swap_remove(pos);
+        }
+    }
+
+    /// Tickets below this were given before now.
+    pub(crate) fn horizon(&self) -> u64 {
+        self.next_ticket
+    }
+
+    /// Whether every batch with a ticket below `horizon` was dropped.
+    pub(crate) fn settled(&self, horizon: u64) -> bool {
+        self.in_flight.iter().all(|&t| t >= horizon)
+    }
+
+    /// Everything kept, for the engine's drop.
+    pub(crate) fn drain(&mut self) -> Vec<Grave<J>> {
+        std::mem::take(&mut self.kept)
+    }
+}
