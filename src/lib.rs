@@ -115,17 +115,20 @@
 //!   slot, never the future (a tokio `JoinHandle` pins the whole task cell), so
 //!   `batch_run` of many large futures holds little beyond their results.
 //! - **Where an ended job is freed.** What the submitter made for a job (the boxed future,
-//!   the result slot, a SmartAioPool recipe) is freed, as far as the pool can, on a thread
-//!   that submits to the pool, where it was allocated: the pool keeps up to 256 ended jobs
-//!   for the next submits to free in batches of 32. With glibc's allocator, frees across
-//!   threads take a lock the submitter's next allocation waits on; this is what made the
-//!   pools faster than the hand-written JoinSet pattern (BENCHMARKS.md). The result of a
-//!   detached task (its handle dropped) goes with its future's box, so its `Drop` runs
-//!   there too: in a `submit` from async code, or on the pool's own tokio tasks when the
-//!   pool runs out of work or a slot goes to sleep, and in any case before a `wait()` or
-//!   `shutdown()` returns. A submit from a plain thread never frees them, and a
-//!   SmartAioPool's results (made by the recipe on the worker) are dropped where their
-//!   run ended, as before.
+//!   the result slot, a SmartAioPool recipe with what it captured) is freed, as far as
+//!   the pool can, on a thread that submits to the pool, where it was allocated. With
+//!   glibc's allocator, frees across threads take a lock the submitter's next allocation
+//!   waits on; freeing them where they were made is what brought the pools from 0.7× to
+//!   about the throughput of the hand-written JoinSet pattern (BENCHMARKS.md). So the
+//!   pool keeps what ended jobs leave (at most `max_concurrency + max_queue_size` of
+//!   them, and 256) and frees it in batches: in a `submit` from async code (never in a
+//!   `try_submit` or `blocking_submit`, whose caller may hold a lock, and never inside a
+//!   job's poll); when the pool runs out of work; after 2 ms at the latest, on one of the
+//!   pool's tokio tasks (or at that runtime's shutdown); and before a `wait()` or
+//!   `shutdown()` from async code returns. The result of a detached task (its handle
+//!   dropped before it ended) goes with its future's box, so its `Drop` runs at one of
+//!   those points. A SmartAioPool's results (made by the recipe on the slot's thread) are
+//!   dropped where their run ended.
 //!
 //! # Streams, groups and flow control
 //!

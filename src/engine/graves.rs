@@ -21,7 +21,7 @@
 //! Every batch freed outside the lock holds a ticket until it is freed, so that a
 //! `wait()` never returns before a result it covers is dropped.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::task::BoxRun;
 
@@ -88,8 +88,8 @@ pub(crate) struct Graves<J> {
     next_ticket: u64,
     /// Tickets of the batches being dropped outside the lock.
     in_flight: Vec<u64>,
-    /// A timer task is armed to take them.
-    timer: bool,
+    /// When the timer task that takes them was armed, if it is.
+    timer: Option<Instant>,
 }
 
 /// What [`Graves::keep`] asks of the caller.
@@ -111,33 +111,42 @@ impl<J> Graves<J> {
             batch: most.min(BATCH),
             next_ticket: 0,
             in_flight: Vec::new(),
-            timer: false,
+            timer: None,
         }
     }
 
     /// Keeps `grave`.
+    ///
+    /// The timer is armed when the first one is kept; again if the one armed has not
+    /// fired long after it should have (its runtime is not driven any more: a
+    /// current-thread runtime outside `block_on`), checked then and at every 16th kept.
     pub(crate) fn keep(&mut self, grave: Grave<J>) -> Kept<J> {
         let full = (self.kept.len() >= self.most).then(|| self.take_all());
         let first = self.kept.is_empty();
         self.kept.push(grave);
-        match full {
-            Some(Some(batch)) => Kept::Full(batch),
-            _ if first && !self.timer => {
-                self.timer = true;
-                Kept::ArmTimer
-            }
-            _ => Kept::Done,
+        if let Some(Some(batch)) = full {
+            return Kept::Full(batch);
+        }
+        let arm = match self.timer {
+            None => first,
+            Some(armed) => (first || self.kept.len() % 16 == 0) && armed.elapsed() > 4 * REAP_AFTER,
+        };
+        if arm {
+            self.timer = Some(Instant::now());
+            Kept::ArmTimer
+        } else {
+            Kept::Done
         }
     }
 
     /// The timer could not be armed (no runtime to run it).
     pub(crate) fn timer_lost(&mut self) {
-        self.timer = false;
+        self.timer = None;
     }
 
-    /// The timer fired (or was dropped): takes what is kept.
+    /// A timer fired (or was dropped): takes what is kept.
     pub(crate) fn timer_fired(&mut self) -> Option<Batch<J>> {
-        self.timer = false;
+        self.timer = None;
         self.take_all()
     }
 

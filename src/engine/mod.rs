@@ -1338,7 +1338,7 @@ impl<J: Job> Engine<J> {
         };
         match st.graves.keep(grave) {
             Kept::Done => {}
-            Kept::ArmTimer => match st.runtimes.handle(rt) {
+            Kept::ArmTimer => match st.runtimes.driven_handle(rt) {
                 Some(handle) => later.reap_timer = Some(handle.clone()),
                 None => {
                     // No runtime to run the timer: nothing kept waits.
@@ -1654,31 +1654,51 @@ impl<J: Job> Engine<J> {
             // that waits or submits later runs them.)
             let _ = engine.ensure_started();
             // Once the tasks waited for have ended: the graves they left ([`graves`]).
-            // Those kept are freed here (from async code); batches being freed elsewhere,
-            // taken before that moment, are waited for.
-            let in_runtime = Handle::try_current().is_ok();
+            // The wait takes those kept and frees them; batches being freed elsewhere,
+            // taken before, are waited for. It frees them here, on the waiter's thread,
+            // unless it runs inside a job's poll (then a task of the current runtime
+            // does); outside a runtime, with a runtime of the pool entered.
             let mut horizon = None;
             loop {
                 let mut notified = pin!(engine.changed.notified());
                 notified.as_mut().enable();
-                let (batch, settled) = {
+                let (batch, enter, settled) = {
                     let mut st = engine.lock();
                     let mut batch = None;
+                    let mut enter = None;
                     if horizon.is_none()
                         && guard
                             .as_ref()
                             .is_none_or(|g| st.waits[g.key].remaining == 0)
                     {
+                        batch = st.graves.take_all();
                         horizon = Some(st.graves.horizon());
-                        if in_runtime {
-                            batch = st.graves.take_all();
+                        if batch.is_some() && Handle::try_current().is_err() {
+                            enter = st
+                                .runtimes
+                                .live_or_any(None)
+                                .and_then(|rt| st.runtimes.handle(rt).cloned());
                         }
                     }
                     let settled = horizon.is_some_and(|h| st.graves.settled(h));
-                    (batch, settled)
+                    (batch, enter, settled)
                 };
                 if let Some(batch) = batch {
-                    engine.drop_batch(batch);
+                    match (enter, Handle::try_current()) {
+                        (_, Ok(current)) if context::polling_a_task() => {
+                            // Freed when the task runs, or is dropped unrun.
+                            let freeing = Freeing {
+                                engine: Arc::clone(&engine),
+                                batch: Some(batch),
+                            };
+                            drop(current.spawn(async move { drop(freeing) }));
+                        }
+                        (Some(handle), Err(_)) => {
+                            let _in = handle.enter();
+                            engine.drop_batch(batch);
+                        }
+                        _ => engine.drop_batch(batch),
+                    }
                     continue;
                 }
                 if settled {
@@ -1936,6 +1956,20 @@ impl<J: Job> Engine<J> {
 /// it) must not end the slot task or the exit hook that drops it.
 pub(crate) fn drop_quietly<T>(value: T) {
     drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
+}
+
+/// A batch of graves ([`graves`]) freed, and its ticket given back, when this is dropped.
+struct Freeing<J: Job> {
+    engine: Arc<Engine<J>>,
+    batch: Option<Batch<J>>,
+}
+
+impl<J: Job> Drop for Freeing<J> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            self.engine.drop_batch(batch);
+        }
+    }
 }
 
 /// Frees the graves of a pool ([`graves`]) after [`graves::REAP_AFTER`], or as soon as

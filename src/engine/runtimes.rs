@@ -175,6 +175,25 @@ impl Runtimes {
             })
     }
 
+    /// For work that must run soon without anyone driving a runtime for it (a timer):
+    /// `rt` if it is a live multi-thread runtime (its workers always run), else the newest
+    /// live multi-thread runtime, else `rt` if it is alive (a current-thread runtime runs
+    /// it only while some thread drives it).
+    pub(crate) fn driven_handle(&self, rt: RtRef) -> Option<&Handle> {
+        let multi = |h: &Handle| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
+        self.handle(rt)
+            .filter(|h| multi(h))
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .rev()
+                    .filter(|e| e.alive.load(Ordering::Acquire))
+                    .map(|e| &e.handle)
+                    .find(|h| multi(h))
+            })
+            .or_else(|| self.handle(rt))
+    }
+
     /// The home runtime, if it is still alive.
     pub(crate) fn home(&self) -> Option<RtRef> {
         self.home.filter(|&s| self.is_alive(s))

@@ -71,14 +71,16 @@ use crate::error::{CancelReason, TaskError};
 /// Dropping the handle **detaches** the task: it still runs to completion and its result is
 /// discarded. Use [`abort`](Self::abort) to cancel it.
 ///
-/// A handle dropped after its task ended drops the result there and then. Otherwise the
-/// pool drops the result soon after the task ends, not always at once: for a
+/// A handle dropped after its task ended drops the result there and then. Otherwise, in a
 /// [`CommonAioPool`](crate::CommonAioPool) or [`NoQueueAioPool`](crate::NoQueueAioPool),
-/// usually in a later `submit` from async code (with the future's box, on the thread that
-/// most likely allocated both), else on one of the pool's tokio tasks once the pool runs
-/// out of work or a slot goes to sleep; in any case before a `wait()` or `shutdown()` of
-/// the pool returns. A result whose `Drop` panics is dropped quietly (the panic hook shows
-/// the panic); the submit it ran in goes on.
+/// the pool drops the result soon after the task ends, with the future's box (see the
+/// crate docs, "Where an ended job is freed"): usually in a later `submit` from async
+/// code, on the thread that most likely allocated both; else when the pool runs out of
+/// work, or 2 ms after at the latest; and in any case before a `wait()` or `shutdown()`
+/// of the pool, from async code, returns. Never in a `try_submit` or `blocking_submit`,
+/// never inside a job's poll, and never under the pool's lock. A result whose `Drop`
+/// panics is dropped quietly (the panic hook shows the panic); the submit it ran in
+/// goes on.
 ///
 /// # Examples
 ///
