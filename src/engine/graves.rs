@@ -1,8 +1,8 @@
 //! [`Graves`]: what ended jobs leave that their submitter made, kept for a submitter to
 //! free on its own thread.
 //!
-//! A future's run (its box, its result slot, and the result of a detached task) and a
-//! recipe's copy (with what it captured) were allocated by the code that submitted them.
+//! A future's run (its box, its result slot, and the result of a detached task) was
+//! allocated by the code that submitted it.
 //! Freed on a worker, each block goes back to the submitter's allocator across threads;
 //! with glibc's malloc that takes a lock the submitter's next allocation waits on, which
 //! was most of the pools' context switches and a third of their CPU per job
@@ -10,13 +10,20 @@
 //!
 //! - by a submit from async code (not from inside a job of any pool), once `batch` wait;
 //! - by the slot whose job ends when the pool has nothing queued or running;
-//! - by a timer task ([`REAP_AFTER`]) armed when the first one is kept, so that nothing
-//!   waits longer than that while the pool is busy and no submit comes (or, when the
-//!   runtime ends first, by that task's drop, in the runtime's shutdown);
+//! - by a timer task ([`REAP_AFTER`]) armed when the first one is kept, on a
+//!   multi-thread runtime of the pool if there is one (its workers always run), so that
+//!   nothing waits much longer than that while the pool is busy and no submit comes (or,
+//!   when the runtime ends first, by that task's drop, in the runtime's shutdown); armed
+//!   again if the one armed has not fired long after it should (a current-thread runtime
+//!   no longer driven);
 //! - by a slot that finds no room to keep its own (then it frees the others with it);
-//! - by a `wait()` from async code, before it returns (it also waits for batches being
-//!   freed elsewhere, taken before its tasks had all ended);
+//! - by a `wait()` before it returns, on its own thread (outside a runtime, with one of
+//!   the pool's entered; inside a job's poll, by a task of its runtime instead); it also
+//!   waits for batches being freed elsewhere, taken before its tasks had all ended;
 //! - by the engine's drop.
+//!
+//! They hold no lock and no slot: a kept result delays nothing of the pool's, only its
+//! own `Drop`.
 //!
 //! Every batch freed outside the lock holds a ticket until it is freed, so that a
 //! `wait()` never returns before a result it covers is dropped.
@@ -34,39 +41,18 @@ const BATCH: usize = 32;
 /// How long a kept job waits at most for a submitter, while the pool stays busy.
 pub(crate) const REAP_AFTER: Duration = Duration::from_millis(2);
 
-/// What one ended job leaves that its submitter made.
-pub(crate) struct Grave<J> {
-    // Held only to be dropped (the run first).
-    _run: Option<BoxRun>,
-    _copy: Option<J>,
-}
-
-impl<J> Grave<J> {
-    /// A future's run, with the result nobody wants if its handle was dropped.
-    pub(crate) fn run(run: BoxRun, copy: Option<J>) -> Self {
-        Grave {
-            _run: Some(run),
-            _copy: copy,
-        }
-    }
-
-    /// A recipe's copy (its run, made on the slot's thread, is dropped there).
-    pub(crate) fn copy(copy: J) -> Self {
-        Grave {
-            _run: None,
-            _copy: Some(copy),
-        }
-    }
-}
+/// What one ended job leaves that its submitter made: a future's run, with the result
+/// nobody wants if its handle was dropped.
+pub(crate) type Grave = BoxRun;
 
 /// Kept graves taken to be dropped outside the lock; [`Graves::done`] with its ticket
 /// once they are.
-pub(crate) struct Batch<J> {
-    graves: Vec<Grave<J>>,
+pub(crate) struct Batch {
+    graves: Vec<Grave>,
     ticket: u64,
 }
 
-impl<J> Batch<J> {
+impl Batch {
     /// Drops them (a panic in a `Drop` is caught: the panic hook has shown it); returns
     /// the ticket to hand to [`Graves::done`].
     pub(crate) fn drop_all(self) -> u64 {
@@ -78,8 +64,8 @@ impl<J> Batch<J> {
 }
 
 /// The kept graves of one pool, under its lock.
-pub(crate) struct Graves<J> {
-    kept: Vec<Grave<J>>,
+pub(crate) struct Graves {
+    kept: Vec<Grave>,
     /// At most this many kept.
     most: usize,
     /// A submit takes them once this many wait.
@@ -93,15 +79,15 @@ pub(crate) struct Graves<J> {
 }
 
 /// What [`Graves::keep`] asks of the caller.
-pub(crate) enum Kept<J> {
+pub(crate) enum Kept {
     Done,
     /// Arm the timer ([`REAP_AFTER`]): the first one is kept.
     ArmTimer,
     /// No room: drop these outside the lock (the caller's grave is kept).
-    Full(Batch<J>),
+    Full(Batch),
 }
 
-impl<J> Graves<J> {
+impl Graves {
     /// For a pool that holds at most `size` jobs (queued and running).
     pub(crate) fn new(size: usize) -> Self {
         let most = size.clamp(1, MOST);
@@ -120,7 +106,7 @@ impl<J> Graves<J> {
     /// The timer is armed when the first one is kept; again if the one armed has not
     /// fired long after it should have (its runtime is not driven any more: a
     /// current-thread runtime outside `block_on`), checked then and at every 16th kept.
-    pub(crate) fn keep(&mut self, grave: Grave<J>) -> Kept<J> {
+    pub(crate) fn keep(&mut self, grave: Grave) -> Kept {
         let full = (self.kept.len() >= self.most).then(|| self.take_all());
         let first = self.kept.is_empty();
         self.kept.push(grave);
@@ -145,7 +131,7 @@ impl<J> Graves<J> {
     }
 
     /// A timer fired (or was dropped): takes what is kept.
-    pub(crate) fn timer_fired(&mut self) -> Option<Batch<J>> {
+    pub(crate) fn timer_fired(&mut self) -> Option<Batch> {
         self.timer = None;
         self.take_all()
     }
@@ -156,7 +142,7 @@ impl<J> Graves<J> {
     }
 
     /// Takes everything kept, with a ticket; `None` if nothing is.
-    pub(crate) fn take_all(&mut self) -> Option<Batch<J>> {
+    pub(crate) fn take_all(&mut self) -> Option<Batch> {
         if self.kept.is_empty() {
             return None;
         }
@@ -187,7 +173,7 @@ impl<J> Graves<J> {
     }
 
     /// Everything kept, for the engine's drop.
-    pub(crate) fn drain(&mut self) -> Vec<Grave<J>> {
+    pub(crate) fn drain(&mut self) -> Vec<Grave> {
         std::mem::take(&mut self.kept)
     }
 }

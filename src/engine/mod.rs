@@ -59,7 +59,7 @@ use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{BoxRun, Outcome};
 use elastic::Elastic;
-use graves::{Batch, Grave, Graves, Kept};
+use graves::{Batch, Graves, Kept};
 use limits::Limits;
 use queue::{Ordered, Queue};
 use runtimes::{Deaths, RtRef, Runtimes, ANY};
@@ -255,7 +255,7 @@ struct State<J> {
     /// Those of them whose run ended in that poll (counted then): not run again.
     ended_in_take_over: Vec<u64>,
     /// What ended jobs left that their submitter made (see [`graves`]).
-    graves: Graves<J>,
+    graves: Graves,
 }
 
 /// What a critical section leaves to do once the lock is released.
@@ -281,7 +281,7 @@ pub(crate) struct Deferred<J: Job> {
     /// while jobs waited on tasks of the pool): see [`Engine::break_nested_deadlock`].
     recheck_waits: bool,
     /// What ended jobs left, to drop first of all (see [`graves`]).
-    graves: Vec<Batch<J>>,
+    graves: Vec<Batch>,
     /// Arm the timer that frees kept graves, on this runtime.
     reap_timer: Option<Handle>,
 }
@@ -1318,9 +1318,10 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, for a job that ended (not in a panic: its run reports it after the
-    /// lock): keeps what its submitter made, for a submitter to free on its own thread
-    /// ([`graves`]). Returns the run for the slot to drop after the lock if it is a
-    /// recipe's (made on the slot's thread; the recipe's copy is kept).
+    /// lock): keeps a future's run, which its submitter made, for a submitter to free on
+    /// its own thread ([`graves`]). Returns what the slot drops after the lock: a recipe's
+    /// run and copy (SmartAioPool: the recipe makes its future and result on the slot's
+    /// thread; keeping the copy measured no clear gain and more peak memory).
     fn bury(
         st: &mut State<J>,
         run: BoxRun,
@@ -1328,15 +1329,10 @@ impl<J: Job> Engine<J> {
         rt: RtRef,
         later: &mut Deferred<J>,
     ) -> (Option<BoxRun>, Option<J>) {
-        let (grave, left) = if J::RERUN {
-            match copy {
-                Some(copy) => (Grave::copy(copy), Some(run)),
-                None => return (Some(run), None),
-            }
-        } else {
-            (Grave::run(run, copy), None)
-        };
-        match st.graves.keep(grave) {
+        if J::RERUN {
+            return (Some(run), copy);
+        }
+        match st.graves.keep(run) {
             Kept::Done => {}
             Kept::ArmTimer => match st.runtimes.driven_handle(rt) {
                 Some(handle) => later.reap_timer = Some(handle.clone()),
@@ -1348,7 +1344,7 @@ impl<J: Job> Engine<J> {
             },
             Kept::Full(batch) => later.graves.push(batch),
         }
-        (left, None)
+        (None, copy)
     }
 
     /// Under the lock: hands everything kept ([`graves`]) to `later`, which drops it first
@@ -1368,7 +1364,7 @@ impl<J: Job> Engine<J> {
     }
 
     /// Outside the lock: drops `batch`, then tells the waits.
-    fn drop_batch(&self, batch: Batch<J>) {
+    fn drop_batch(&self, batch: Batch) {
         let ticket = batch.drop_all();
         self.lock().graves.done(ticket);
         // Also a `wait()` with no task to wait for waits for batches (it has no entry in
@@ -1961,7 +1957,7 @@ pub(crate) fn drop_quietly<T>(value: T) {
 /// A batch of graves ([`graves`]) freed, and its ticket given back, when this is dropped.
 struct Freeing<J: Job> {
     engine: Arc<Engine<J>>,
-    batch: Option<Batch<J>>,
+    batch: Option<Batch>,
 }
 
 impl<J: Job> Drop for Freeing<J> {

@@ -76,9 +76,10 @@ use crate::error::{CancelReason, TaskError};
 /// the pool drops the result soon after the task ends, with the future's box (see the
 /// crate docs, "Where an ended job is freed"): usually in a later `submit` from async
 /// code, on the thread that most likely allocated both; else when the pool runs out of
-/// work, or 2 ms after at the latest; and in any case before a `wait()` or `shutdown()`
-/// of the pool, from async code, returns. Never in a `try_submit` or `blocking_submit`,
-/// never inside a job's poll, and never under the pool's lock. A result whose `Drop`
+/// work, or about 2 ms after (on a current-thread runtime, only while some thread drives
+/// it); and in any case before a `wait()` or `shutdown()` of the pool returns. Never in
+/// a `try_submit` or `blocking_submit`, never inside a job's poll, and never under the
+/// pool's lock. A result whose `Drop`
 /// panics is dropped quietly (the panic hook shows the panic); the submit it ran in
 /// goes on.
 ///
