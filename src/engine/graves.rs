@@ -74,14 +74,15 @@ pub(crate) struct Graves {
     next_ticket: u64,
     /// Tickets of the batches being dropped outside the lock.
     in_flight: Vec<u64>,
-    /// When the timer task that takes them was armed, if it is.
-    timer: Option<Instant>,
+    /// When the timer task that takes them was armed, if it is, and whether on a
+    /// current-thread runtime (which runs it only while some thread drives it).
+    timer: Option<(Instant, bool)>,
 }
 
 /// What [`Graves::keep`] asks of the caller.
 pub(crate) enum Kept {
     Done,
-    /// Arm the timer ([`REAP_AFTER`]): the first one is kept.
+    /// Consider arming a timer ([`REAP_AFTER`]; see [`Graves::keep`]).
     ArmTimer,
     /// No room: drop these outside the lock (the caller's grave is kept).
     Full(Batch),
@@ -90,44 +91,62 @@ pub(crate) enum Kept {
 impl Graves {
     /// For a pool that holds at most `size` jobs (queued and running).
     pub(crate) fn new(size: usize) -> Self {
-        let most = size.clamp(1, MOST);
-        Graves {
+        let mut graves = Graves {
             kept: Vec::new(),
-            most,
-            batch: most.min(BATCH),
+            most: 1,
+            batch: 1,
             next_ticket: 0,
             in_flight: Vec::new(),
             timer: None,
+        };
+        graves.resize(size);
+        graves
+    }
+
+    /// The pool now holds at most `size` jobs (`set_max_concurrency`). Returns what is
+    /// kept beyond the new bound, to drop outside the lock.
+    pub(crate) fn resize(&mut self, size: usize) -> Option<Batch> {
+        self.most = size.clamp(1, MOST);
+        self.batch = self.most.min(BATCH);
+        if self.kept.len() > self.most {
+            self.take_all()
+        } else {
+            None
         }
     }
 
     /// Keeps `grave`.
     ///
-    /// The timer is armed when the first one is kept; again if the one armed has not
-    /// fired long after it should have (its runtime is not driven any more: a
-    /// current-thread runtime outside `block_on`), checked then and at every 16th kept.
+    /// Asks for a timer when none is armed, and while the one armed is on a
+    /// current-thread runtime (which runs it only while some thread drives it): the caller
+    /// then arms one on a multi-thread runtime if the pool knows one, else only if
+    /// [`timer_needed`](Self::timer_needed).
     pub(crate) fn keep(&mut self, grave: Grave) -> Kept {
         let full = (self.kept.len() >= self.most).then(|| self.take_all());
-        let first = self.kept.is_empty();
         self.kept.push(grave);
         if let Some(Some(batch)) = full {
             return Kept::Full(batch);
         }
-        let arm = match self.timer {
-            None => first,
-            Some(armed) => (first || self.kept.len() % 16 == 0) && armed.elapsed() > 4 * REAP_AFTER,
-        };
-        if arm {
-            self.timer = Some(Instant::now());
-            Kept::ArmTimer
-        } else {
-            Kept::Done
+        match self.timer {
+            None | Some((_, true)) => Kept::ArmTimer,
+            Some((_, false)) => Kept::Done,
         }
     }
 
-    /// The timer could not be armed (no runtime to run it).
-    pub(crate) fn timer_lost(&mut self) {
-        self.timer = None;
+    /// Whether a timer on a current-thread runtime is worth arming: none is armed, or the
+    /// one armed has not fired long after it should have (its runtime is not driven any
+    /// more).
+    pub(crate) fn timer_needed(&self) -> bool {
+        match self.timer {
+            None => true,
+            Some((_, false)) => false,
+            Some((armed, true)) => armed.elapsed() > 4 * REAP_AFTER,
+        }
+    }
+
+    /// A timer was armed, on a current-thread runtime (`true`) or a multi-thread one.
+    pub(crate) fn timer_armed(&mut self, current_thread: bool) {
+        self.timer = Some((Instant::now(), current_thread));
     }
 
     /// A timer fired (or was dropped): takes what is kept.
@@ -149,10 +168,10 @@ impl Graves {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.in_flight.push(ticket);
-        Some(Batch {
-            graves: std::mem::take(&mut self.kept),
-            ticket,
-        })
+        // The next ones go to a vector of a batch's size at once (one allocation per
+        // batch, not one per doubling).
+        let graves = std::mem::replace(&mut self.kept, Vec::with_capacity(self.batch));
+        Some(Batch { graves, ticket })
     }
 
     /// The batch with `ticket` was dropped.

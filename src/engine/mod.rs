@@ -991,6 +991,10 @@ impl<J: Job> Engine<J> {
             Self::retire_idle(&mut st);
             old = st.max_concurrency;
             st.max_concurrency = n;
+            // At most as many ended jobs kept as the pool now holds.
+            if let Some(batch) = st.graves.resize(n.saturating_add(self.max_queue_size)) {
+                later.graves.push(batch);
+            }
             self.max_concurrency.store(n, Ordering::Relaxed);
             let queued = st.queue.len() - st.reserved;
             let (limit, running) = (st.limit, st.running);
@@ -1334,14 +1338,24 @@ impl<J: Job> Engine<J> {
         }
         match st.graves.keep(run) {
             Kept::Done => {}
-            Kept::ArmTimer => match st.runtimes.driven_handle(rt) {
-                Some(handle) => later.reap_timer = Some(handle.clone()),
-                None => {
-                    // No runtime to run the timer: nothing kept waits.
-                    st.graves.timer_lost();
-                    Self::reap(st, later);
+            Kept::ArmTimer => {
+                let handle = st.runtimes.driven_handle(rt).cloned();
+                match handle {
+                    Some(handle) => {
+                        let current_thread =
+                            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+                        if !current_thread || st.graves.timer_needed() {
+                            st.graves.timer_armed(current_thread);
+                            later.reap_timer = Some(handle);
+                        }
+                    }
+                    None if st.graves.timer_needed() => {
+                        // No runtime to run a timer: nothing kept waits.
+                        Self::reap(st, later);
+                    }
+                    None => {}
                 }
-            },
+            }
             Kept::Full(batch) => later.graves.push(batch),
         }
         (None, copy)

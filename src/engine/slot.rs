@@ -294,7 +294,7 @@ impl<J: Job> Slot<J> {
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             // It may hold the last reference to a recipe (a task aborted while queued runs
-            // nothing): dropped outside the lock, here or by a submitter.
+            // nothing): dropped outside the lock.
             let kept = entry.copy.take();
             let meta = std::mem::take(&mut entry.meta);
             // A panic is reported from its run, after the lock.
