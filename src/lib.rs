@@ -115,22 +115,23 @@
 //!   slot, never the future (a tokio `JoinHandle` pins the whole task cell), so
 //!   `batch_run` of many large futures holds little beyond their results.
 //! - **Where an ended job is freed.** What the submitter made for a job of a
-//!   CommonAioPool or NoQueueAioPool (the boxed future, the result slot) is freed, as far
-//!   as the pool can, on a thread that submits to the pool, where it was allocated. With
-//!   glibc's allocator, frees across threads take a lock the submitter's next allocation
-//!   waits on; freeing them where they were made is what brought the pools from 0.7× to
-//!   about the throughput of the hand-written JoinSet pattern (BENCHMARKS.md). So the
-//!   pool keeps what ended jobs leave (at most `max_concurrency + max_queue_size` of
-//!   them, and 256) and frees it in batches: in a `submit` from async code (never in a
-//!   `try_submit` or `blocking_submit`, whose caller may hold a lock, and never inside a
-//!   job's poll); when the pool runs out of work; else after about 2 ms, by a tokio task
-//!   of the pool on a multi-thread runtime it knows (or on the job's current-thread
-//!   runtime, then only while some thread drives it; a runtime's shutdown frees them
-//!   too); and before a `wait()` or `shutdown()` returns (outside a runtime, with a
-//!   runtime of the pool entered; inside a job, by a task of that runtime). The result of a detached task (its handle
-//!   dropped before it ended) goes with its future's box, so its `Drop` runs at one of
-//!   those points. A SmartAioPool's recipe makes its future and result on the slot's
-//!   thread: a run, its result and the recipe's copy are dropped where the run ended.
+//!   CommonAioPool or NoQueueAioPool (the boxed future, the result slot) is freed, as
+//!   far as the pool can, on a thread that submits to the pool, where it was allocated.
+//!   With glibc's allocator, frees across threads take a lock the submitter's next
+//!   allocation waits on; freeing them where they were made is what brought the pools
+//!   from 0.7× to about the throughput of the hand-written JoinSet pattern
+//!   (BENCHMARKS.md). So the pool keeps what ended jobs leave (no more than the pool
+//!   holds, and 256) and frees it in batches: in a `submit` from async code (never in a
+//!   `try_submit` or `blocking_submit`, whose caller may hold a lock, and never inside
+//!   a job's poll); when the pool runs out of work; else after about 2 ms, by a tokio
+//!   task of the pool on a multi-thread runtime it knows (or on the job's
+//!   current-thread runtime, then only while some thread drives it; a runtime's
+//!   shutdown frees them too); and before a `wait()` or `shutdown()` returns (outside a
+//!   runtime, with a runtime of the pool entered; inside a job, by a task of that
+//!   runtime). The result of a detached task (its handle dropped before it ended) goes
+//!   with its future's box, so its `Drop` runs at one of those points. A SmartAioPool's
+//!   recipe makes its future and result on the slot's thread: a run, its result and the
+//!   recipe's copy are dropped where the run ended.
 //!
 //! # Streams, groups and flow control
 //!
