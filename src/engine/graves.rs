@@ -2,21 +2,23 @@
 //! free on its own thread.
 //!
 //! A future's run (its box, its result slot, and the result of a detached task) was
-//! allocated by the code that submitted it.
-//! Freed on a worker, each block goes back to the submitter's allocator across threads;
-//! with glibc's malloc that takes a lock the submitter's next allocation waits on, which
-//! was most of the pools' context switches and a third of their CPU per job
-//! (BENCHMARKS.md). Kept here, under the engine's lock, they are freed in batches:
+//! allocated by the code that submitted it. Freed on a worker, each block goes back to
+//! the submitter's allocator across threads; with glibc's malloc that takes a lock the
+//! submitter's next allocation waits on, which was most of the pools' context switches
+//! and a fifth to a quarter of their CPU per job (BENCHMARKS.md). Kept here, under the
+//! engine's lock, they are freed in batches:
 //!
 //! - by a submit from async code (not from inside a job of any pool), once `batch` wait;
 //! - by the slot whose job ends when the pool has nothing queued or running;
 //! - by a timer task ([`REAP_AFTER`]) armed when the first one is kept, on a
 //!   multi-thread runtime of the pool if there is one (its workers always run), so that
 //!   nothing waits much longer than that while the pool is busy and no submit comes (or,
-//!   when the runtime ends first, by that task's drop, in the runtime's shutdown); armed
-//!   again if the one armed has not fired long after it should (a current-thread runtime
-//!   no longer driven);
-//! - by a slot that finds no room to keep its own (then it frees the others with it);
+//!   when the runtime ends first, by that task's drop, in the runtime's shutdown); while
+//!   the one armed is on a current-thread runtime (which may stop being driven), every
+//!   one kept arms one on a multi-thread runtime if the pool knows one, else again once
+//!   the armed one is 8 ms late;
+//! - by a slot that finds no room to keep its own (then it frees the others with it), and
+//!   by `set_max_concurrency` when it shrinks the bound;
 //! - by a `wait()` before it returns, on its own thread (outside a runtime, with one of
 //!   the pool's entered; inside a job's poll, by a task of its runtime instead); it also
 //!   waits for batches being freed elsewhere, taken before its tasks had all ended;
