@@ -68,10 +68,8 @@ impl Batch {
 /// The kept graves of one pool, under its lock.
 pub(crate) struct Graves {
     kept: Vec<Grave>,
-    /// At most this many kept.
+    /// At most this many kept (a submit takes them once `most.min(BATCH)` wait).
     most: usize,
-    /// A submit takes them once this many wait.
-    batch: usize,
     /// The next batch's ticket.
     next_ticket: u64,
     /// Tickets of the batches being dropped outside the lock.
@@ -96,7 +94,6 @@ impl Graves {
         let mut graves = Graves {
             kept: Vec::new(),
             most: 1,
-            batch: 1,
             next_ticket: 0,
             in_flight: Vec::new(),
             timer: None,
@@ -109,7 +106,6 @@ impl Graves {
     /// kept beyond the new bound, to drop outside the lock.
     pub(crate) fn resize(&mut self, size: usize) -> Option<Batch> {
         self.most = size.clamp(1, MOST);
-        self.batch = self.most.min(BATCH);
         if self.kept.len() > self.most {
             self.take_all()
         } else {
@@ -120,35 +116,44 @@ impl Graves {
     /// Keeps `grave`.
     ///
     /// Asks for a timer when none is armed, and while the one armed is on a
-    /// current-thread runtime (which runs it only while some thread drives it): the caller
-    /// then arms one on a multi-thread runtime if the pool knows one, else only if
-    /// [`timer_needed`](Self::timer_needed).
+    /// current-thread runtime (which runs it only while some thread drives it); the
+    /// caller answers with [`arm_timer`](Self::arm_timer).
     pub(crate) fn keep(&mut self, grave: Grave) -> Kept {
-        let full = (self.kept.len() >= self.most).then(|| self.take_all());
-        self.kept.push(grave);
-        if let Some(Some(batch)) = full {
-            return Kept::Full(batch);
+        if self.kept.len() >= self.most {
+            // Not empty: there is a batch, and a timer is armed since the first was kept.
+            let full = self.take_all();
+            self.kept.push(grave);
+            return full.map_or(Kept::Done, Kept::Full);
         }
+        self.kept.push(grave);
         match self.timer {
             None | Some((_, true)) => Kept::ArmTimer,
             Some((_, false)) => Kept::Done,
         }
     }
 
-    /// Whether a timer on a current-thread runtime is worth arming: none is armed, or the
-    /// one armed has not fired long after it should have (its runtime is not driven any
+    /// After [`Kept::ArmTimer`], with where a timer could go: `Some(true)` a
+    /// current-thread runtime, `Some(false)` a multi-thread one, `None` no runtime.
+    /// Returns whether to arm it there (recorded as armed), or, with no runtime, whether
+    /// to free what is kept now (nothing would free it soon). A multi-thread runtime
+    /// always gets one; a current-thread runtime only if none is armed or the one armed
+    /// there has not fired long after it should have (that runtime is not driven any
     /// more).
-    pub(crate) fn timer_needed(&self) -> bool {
-        match self.timer {
+    pub(crate) fn arm_timer(&mut self, current_thread: Option<bool>) -> bool {
+        let needed = match self.timer {
             None => true,
             Some((_, false)) => false,
             Some((armed, true)) => armed.elapsed() > 4 * REAP_AFTER,
+        };
+        match current_thread {
+            Some(false) => {}
+            Some(true) | None if needed => {}
+            _ => return false,
         }
-    }
-
-    /// A timer was armed, on a current-thread runtime (`true`) or a multi-thread one.
-    pub(crate) fn timer_armed(&mut self, current_thread: bool) {
-        self.timer = Some((Instant::now(), current_thread));
+        if let Some(on) = current_thread {
+            self.timer = Some((Instant::now(), on));
+        }
+        true
     }
 
     /// A timer fired (or was dropped): takes what is kept.
@@ -159,7 +164,7 @@ impl Graves {
 
     /// Whether a submit should take them.
     pub(crate) fn for_submitter(&self) -> bool {
-        self.kept.len() >= self.batch
+        self.kept.len() >= self.most.min(BATCH)
     }
 
     /// Takes everything kept, with a ticket; `None` if nothing is.
@@ -172,7 +177,7 @@ impl Graves {
         self.in_flight.push(ticket);
         // The next ones go to a vector of a batch's size at once (one allocation per
         // batch, not one per doubling).
-        let graves = std::mem::replace(&mut self.kept, Vec::with_capacity(self.batch));
+        let graves = std::mem::replace(&mut self.kept, Vec::with_capacity(self.most.min(BATCH)));
         Some(Batch { graves, ticket })
     }
 

@@ -1262,8 +1262,7 @@ impl<J: Job> Engine<J> {
         self.observer.cancelled(id, reason);
         let unqueued = Unqueued(Some((job, reason)));
         match handle {
-            // If the runtime is shutting down, `spawn` drops the task at once, here.
-            Some(handle) => drop(handle.spawn(async move { drop(unqueued) })),
+            Some(handle) => drop_in_task(&handle, unqueued),
             // No runtime alive: on a thread of the crate, still not the aborting one.
             None => unqueue::run_elsewhere(Box::new(move || drop(unqueued))),
         }
@@ -1342,20 +1341,15 @@ impl<J: Job> Engine<J> {
             Kept::Done => {}
             Kept::ArmTimer => {
                 let handle = st.runtimes.driven_handle(rt).cloned();
-                match handle {
-                    Some(handle) => {
-                        let current_thread =
-                            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
-                        if !current_thread || st.graves.timer_needed() {
-                            st.graves.timer_armed(current_thread);
-                            later.reap_timer = Some(handle);
-                        }
-                    }
-                    None if st.graves.timer_needed() => {
+                let current_thread = handle
+                    .as_ref()
+                    .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+                if st.graves.arm_timer(current_thread) {
+                    match handle {
+                        Some(handle) => later.reap_timer = Some(handle),
                         // No runtime to run a timer: nothing kept waits.
-                        Self::reap(st, later);
+                        None => Self::reap(st, later),
                     }
-                    None => {}
                 }
             }
             Kept::Full(batch) => later.graves.push(batch),
@@ -1703,7 +1697,7 @@ impl<J: Job> Engine<J> {
                                 engine: Arc::clone(&engine),
                                 batch: Some(batch),
                             };
-                            drop(current.spawn(async move { drop(freeing) }));
+                            drop_in_task(&current, freeing);
                         }
                         (Some(handle), Err(_)) => {
                             let _in = handle.enter();
@@ -1968,6 +1962,12 @@ impl<J: Job> Engine<J> {
 /// it) must not end the slot task or the exit hook that drops it.
 pub(crate) fn drop_quietly<T>(value: T) {
     drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
+}
+
+/// Drops `value` in a task of `handle`'s runtime; if that runtime is shutting down,
+/// `spawn` drops the task at once, here.
+fn drop_in_task(handle: &Handle, value: impl Send + 'static) {
+    drop(handle.spawn(async move { drop(value) }));
 }
 
 /// A batch of graves ([`graves`]) freed, and its ticket given back, when this is dropped.

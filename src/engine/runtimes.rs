@@ -181,8 +181,8 @@ impl Runtimes {
     /// it only while some thread drives it).
     pub(crate) fn driven_handle(&self, rt: RtRef) -> Option<&Handle> {
         let multi = |h: &Handle| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
-        self.handle(rt)
-            .filter(|h| multi(h))
+        let own = self.handle(rt);
+        own.filter(|h| multi(h))
             .or_else(|| {
                 self.entries
                     .iter()
@@ -191,7 +191,7 @@ impl Runtimes {
                     .map(|e| &e.handle)
                     .find(|h| multi(h))
             })
-            .or_else(|| self.handle(rt))
+            .or(own)
     }
 
     /// The home runtime, if it is still alive.
