@@ -9,10 +9,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nb_aiopool::{CommonAioPool, NoQueueAioPool};
 use tokio::sync::oneshot;
+
+mod support;
+use support::reach;
 
 /// Where results were dropped: the thread, and whether it was in a runtime.
 type Seen = Arc<Mutex<Vec<(ThreadId, bool)>>>;
@@ -40,15 +43,6 @@ fn counted(drops: &Arc<AtomicUsize>) -> Counted {
         drops: drops.clone(),
         seen: None,
     }
-}
-
-/// Waits (real time, bounded) until `drops` reaches `n`; returns what it reached.
-async fn drops_reach(drops: &AtomicUsize, n: usize, within: Duration) -> usize {
-    let end = Instant::now() + within;
-    while drops.load(SeqCst) < n && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    drops.load(SeqCst)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +120,7 @@ async fn a_detached_result_is_dropped_soon_with_no_more_submits_while_another_ta
     }
     // No submit, no wait, and the pool is not idle: the slots that ran them drop the
     // results when they go to sleep.
-    assert_eq!(drops_reach(&drops, 3, Duration::from_secs(5)).await, 3);
+    assert_eq!(reach(&drops, 3, Duration::from_secs(5)).await, 3);
     assert!(!busy.is_finished());
     release.send(()).unwrap();
     busy.await.unwrap();
@@ -138,7 +132,7 @@ async fn a_detached_result_is_dropped_when_the_pool_runs_out_of_work() {
     let drops = Arc::new(AtomicUsize::new(0));
     let out = counted(&drops);
     pool.submit(async move { out }).await.unwrap().detach();
-    assert_eq!(drops_reach(&drops, 1, Duration::from_secs(5)).await, 1);
+    assert_eq!(reach(&drops, 1, Duration::from_secs(5)).await, 1);
 }
 
 #[test]

@@ -11,23 +11,8 @@ use std::time::{Duration, Instant};
 use nb_aiopool::CommonAioPool;
 use tokio::sync::oneshot;
 
-/// A result that counts its drop.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
-
-/// Waits (real time, bounded) until `n` reaches `want`; returns what it reached.
-async fn reach(n: &AtomicUsize, want: usize, within: Duration) -> usize {
-    let end = Instant::now() + within;
-    while n.load(SeqCst) < want && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    n.load(SeqCst)
-}
+mod support;
+use support::{reach, Counted};
 
 // ----- r24-1: a result's Drop runs inside another caller's submit ---------------------------
 

@@ -17,32 +17,8 @@ use std::time::{Duration, Instant};
 use nb_aiopool::CommonAioPool;
 use tokio::sync::oneshot;
 
-/// A result that counts its drop.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
-
-/// Waits (real time, bounded, by sleeping the thread) until `n` reaches `want`.
-fn reach_blocking(n: &AtomicUsize, want: usize, within: Duration) -> usize {
-    let end = Instant::now() + within;
-    while n.load(SeqCst) < want && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    n.load(SeqCst)
-}
-
-/// Waits (real time, bounded, async) until `n` reaches `want`.
-async fn reach(n: &AtomicUsize, want: usize, within: Duration) -> usize {
-    let end = Instant::now() + within;
-    while n.load(SeqCst) < want && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    n.load(SeqCst)
-}
+mod support;
+use support::{current_thread, multi_thread_of as multi_thread, reach, reach_blocking, Counted};
 
 /// Polls `fut` to completion on the calling thread, outside any tokio runtime (a plain
 /// executor, as `futures::executor::block_on`).
@@ -62,22 +38,6 @@ fn plain_block_on<F: Future>(fut: F) -> F::Output {
         }
         std::thread::park();
     }
-}
-
-/// A current-thread runtime with time.
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// On runtime `b` (current-thread, driven only inside this call): submits a detached task

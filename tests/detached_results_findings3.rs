@@ -13,38 +13,8 @@ use std::time::{Duration, Instant};
 use nb_aiopool::CommonAioPool;
 use tokio::sync::oneshot;
 
-/// A result that counts its drop.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
-
-/// Waits (real time, bounded, async) until `n` reaches `want`.
-async fn reach(n: &AtomicUsize, want: usize, within: Duration) -> usize {
-    let end = Instant::now() + within;
-    while n.load(SeqCst) < want && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    n.load(SeqCst)
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+mod support;
+use support::{current_thread, multi_thread_of as multi_thread, reach, Counted};
 
 // ----- r26-1: a stale timer and a grave still kept: no timer is armed again --------------
 

@@ -31,6 +31,42 @@ pub fn current_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A multi-thread runtime of `workers` worker threads, with time.
+pub fn multi_thread_of(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A value (a task's result) that counts its drop.
+pub struct Counted(pub Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (real time, bounded, async) until `n` reaches `want`; returns what it reached.
+pub async fn reach(n: &AtomicUsize, want: usize, within: std::time::Duration) -> usize {
+    let end = std::time::Instant::now() + within;
+    while n.load(Ordering::SeqCst) < want && std::time::Instant::now() < end {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    n.load(Ordering::SeqCst)
+}
+
+/// [`reach`] outside a runtime, sleeping the thread.
+pub fn reach_blocking(n: &AtomicUsize, want: usize, within: std::time::Duration) -> usize {
+    let end = std::time::Instant::now() + within;
+    while n.load(Ordering::SeqCst) < want && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    n.load(Ordering::SeqCst)
+}
+
 /// A multi-thread runtime of one worker thread, with time.
 pub fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
