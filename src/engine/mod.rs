@@ -459,6 +459,15 @@ impl<J: Job> Engine<J> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// [`lock`](Self::lock) if it is free now.
+    fn try_lock(&self) -> Option<MutexGuard<'_, State<J>>> {
+        match self.state.try_lock() {
+            Ok(st) => Some(st),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub(crate) fn max_concurrency(&self) -> usize {
         self.max_concurrency.load(Ordering::Relaxed)
     }
@@ -1987,21 +1996,73 @@ impl<J: Job> Drop for Freeing<J> {
 /// Frees the graves of a pool ([`graves`]) after [`graves::REAP_AFTER`], or as soon as
 /// the runtime drops the task (at its shutdown). On a runtime without timers, after one
 /// yield.
+///
+/// It never waits for the pool's lock on a worker thread, where it would hold up the
+/// tasks behind it (a job's polls, `tests/lock_and_reports.rs` found): while the lock is
+/// taken it waits again, and it hands the freed batch's ticket back between yields.
 async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
-    struct Fire<J: Job>(Weak<Engine<J>>);
+    /// What the task has to do if the runtime drops it: take and free the graves, or
+    /// hand back the ticket of a batch it freed.
+    struct Fire<J: Job> {
+        engine: Weak<Engine<J>>,
+        freed: Option<u64>,
+        done: bool,
+    }
     impl<J: Job> Drop for Fire<J> {
         fn drop(&mut self) {
-            if let Some(engine) = self.0.upgrade() {
-                engine.reap_timer_fired();
+            if self.done {
+                return;
+            }
+            let Some(engine) = self.engine.upgrade() else {
+                return;
+            };
+            match self.freed {
+                None => engine.reap_timer_fired(),
+                Some(ticket) => {
+                    engine.lock().graves.done(ticket);
+                    engine.changed.notify_waiters();
+                }
             }
         }
     }
-    let _fire = Fire(engine);
-    if runtimes::has_timers(&handle) {
-        tokio::time::sleep(graves::REAP_AFTER).await;
-    } else {
-        tokio::task::yield_now().await;
+    let timed = runtimes::has_timers(&handle);
+    let mut fire = Fire {
+        engine,
+        freed: None,
+        done: false,
+    };
+    let batch = loop {
+        if timed {
+            tokio::time::sleep(graves::REAP_AFTER).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        let Some(engine) = fire.engine.upgrade() else {
+            fire.done = true;
+            return;
+        };
+        let taken = engine.try_lock().map(|mut st| st.graves.timer_fired());
+        if let Some(batch) = taken {
+            break batch;
+        }
+    };
+    if let Some(batch) = batch {
+        fire.freed = Some(batch.drop_all());
+        loop {
+            let Some(engine) = fire.engine.upgrade() else {
+                break;
+            };
+            if let Some(mut st) = engine.try_lock() {
+                st.graves.done(fire.freed.unwrap_or_default());
+                drop(st);
+                engine.changed.notify_waiters();
+                break;
+            }
+            drop(engine);
+            tokio::task::yield_now().await;
+        }
     }
+    fire.done = true;
 }
 
 /// The panic message for a rate-limited pool met on a runtime without timers.
