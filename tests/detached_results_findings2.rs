@@ -12,13 +12,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nb_aiopool::CommonAioPool;
 use tokio::sync::oneshot;
 
 mod support;
-use support::{current_thread, multi_thread_of as multi_thread, reach, reach_blocking, Counted};
+use support::{
+    current_thread, multi_thread_of as multi_thread, reach, reach_blocking, reach_completed,
+    Counted,
+};
 
 /// Polls `fut` to completion on the calling thread, outside any tokio runtime (a plain
 /// executor, as `futures::executor::block_on`).
@@ -205,11 +208,8 @@ fn a_reap_timer_left_on_an_undriven_runtime_does_not_keep_later_results() {
         .await
         .unwrap()
         .detach();
-        let end = Instant::now() + Duration::from_secs(5);
-        while pool.stats().completed < 2 && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(pool.stats().completed, 2, "the short task on A never ended");
+        let completed = reach_completed(&pool, 2, Duration::from_secs(5)).await;
+        assert_eq!(completed, 2, "the short task on A never ended");
         let dropped = reach(&drops, 1, Duration::from_secs(2)).await;
         release.send(()).unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(5), long).await;

@@ -8,13 +8,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nb_aiopool::CommonAioPool;
 use tokio::sync::oneshot;
 
 mod support;
-use support::{current_thread, multi_thread_of as multi_thread, reach, Counted};
+use support::{current_thread, multi_thread_of as multi_thread, reach, reach_completed, Counted};
 
 // ----- r26-1: a stale timer and a grave still kept: no timer is armed again --------------
 
@@ -70,11 +70,8 @@ fn a_result_on_a_multi_thread_runtime_is_dropped_though_an_earlier_one_waits_on_
         .await
         .unwrap()
         .detach();
-        let end = Instant::now() + Duration::from_secs(5);
-        while pool.stats().completed < 2 && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(pool.stats().completed, 2, "the short task on A never ended");
+        let completed = reach_completed(&pool, 2, Duration::from_secs(5)).await;
+        assert_eq!(completed, 2, "the short task on A never ended");
         reach(&on_a, 1, Duration::from_secs(2)).await
     });
     // Clean up: B's long job ends, the pool is waited for on B.

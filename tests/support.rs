@@ -58,6 +58,16 @@ pub async fn reach(n: &AtomicUsize, want: usize, within: std::time::Duration) ->
     n.load(Ordering::SeqCst)
 }
 
+/// Waits (up to `within`) until `pool` counts `want` completed tasks; returns the count
+/// then.
+pub async fn reach_completed(pool: &CommonAioPool, want: u64, within: std::time::Duration) -> u64 {
+    let end = std::time::Instant::now() + within;
+    while pool.stats().completed < want && std::time::Instant::now() < end {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    pool.stats().completed
+}
+
 /// [`reach`] outside a runtime, sleeping the thread.
 pub fn reach_blocking(n: &AtomicUsize, want: usize, within: std::time::Duration) -> usize {
     let end = std::time::Instant::now() + within;

@@ -1350,9 +1350,7 @@ impl<J: Job> Engine<J> {
             Kept::Done => {}
             Kept::ArmTimer => {
                 let handle = st.runtimes.driven_handle(rt).cloned();
-                let current_thread = handle
-                    .as_ref()
-                    .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+                let current_thread = handle.as_ref().map(|h| !runtimes::is_multi_thread(h));
                 if st.graves.arm_timer(current_thread) {
                     match handle {
                         Some(handle) => later.reap_timer = Some(handle),
@@ -1385,7 +1383,14 @@ impl<J: Job> Engine<J> {
     /// Outside the lock: drops `batch`, then tells the waits.
     fn drop_batch(&self, batch: Batch) {
         let ticket = batch.drop_all();
-        self.lock().graves.done(ticket);
+        self.batch_dropped(self.lock(), ticket);
+    }
+
+    /// With the lock `st`: the batch with `ticket` was dropped; releases the lock and
+    /// tells the waits.
+    fn batch_dropped(&self, mut st: MutexGuard<'_, State<J>>, ticket: u64) {
+        st.graves.done(ticket);
+        drop(st);
         // Also a `wait()` with no task to wait for waits for batches (it has no entry in
         // `waits`).
         self.changed.notify_waiters();
@@ -2018,10 +2023,7 @@ async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
             };
             match self.freed {
                 None => engine.reap_timer_fired(),
-                Some(ticket) => {
-                    engine.lock().graves.done(ticket);
-                    engine.changed.notify_waiters();
-                }
+                Some(ticket) => engine.batch_dropped(engine.lock(), ticket),
             }
         }
     }
@@ -2047,15 +2049,14 @@ async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
         }
     };
     if let Some(batch) = batch {
-        fire.freed = Some(batch.drop_all());
+        let ticket = batch.drop_all();
+        fire.freed = Some(ticket);
         loop {
             let Some(engine) = fire.engine.upgrade() else {
                 break;
             };
-            if let Some(mut st) = engine.try_lock() {
-                st.graves.done(fire.freed.unwrap_or_default());
-                drop(st);
-                engine.changed.notify_waiters();
+            if let Some(st) = engine.try_lock() {
+                engine.batch_dropped(st, ticket);
                 break;
             }
             drop(engine);

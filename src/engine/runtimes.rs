@@ -65,6 +65,12 @@ pub(crate) fn timers_known(handle: &Handle) -> Option<bool> {
         .and_then(|(known, timed)| (known == id).then_some(timed))
 }
 
+/// Whether `handle`'s runtime has worker threads of its own (runs its tasks without
+/// anyone driving it), as opposed to a current-thread runtime.
+pub(crate) fn is_multi_thread(handle: &Handle) -> bool {
+    handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread
+}
+
 /// Whether `handle`'s runtime has tokio's time driver. Asked by making a timer (tokio has
 /// no other way to tell): on a runtime without one, tokio's "timers are disabled" panic is
 /// caught, its message silenced (call this outside every lock of ours). The answer is
@@ -180,16 +186,15 @@ impl Runtimes {
     /// live multi-thread runtime, else `rt` if it is alive (a current-thread runtime runs
     /// it only while some thread drives it).
     pub(crate) fn driven_handle(&self, rt: RtRef) -> Option<&Handle> {
-        let multi = |h: &Handle| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
         let own = self.handle(rt);
-        own.filter(|h| multi(h))
+        own.filter(|h| is_multi_thread(h))
             .or_else(|| {
                 self.entries
                     .iter()
                     .rev()
                     .filter(|e| e.alive.load(Ordering::Acquire))
                     .map(|e| &e.handle)
-                    .find(|h| multi(h))
+                    .find(|h| is_multi_thread(h))
             })
             .or(own)
     }

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::runtime::Handle;
 
-use super::runtimes::{RtRef, ANY};
+use super::runtimes::{self, RtRef, ANY};
 use super::{drop_quietly, Deferred, Engine, Job, Queued};
 use crate::error::CancelReason;
 use crate::observe::Running;
@@ -407,8 +407,7 @@ impl<J: Job> Slot<J> {
 /// no other thread to run them on, and there jobs keep starting in the order they left
 /// the queue.
 fn must_yield_first<J: Job>(later: &Deferred<J>) -> bool {
-    later.schedules()
-        && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread)
+    later.schedules() && Handle::try_current().is_ok_and(|h| runtimes::is_multi_thread(&h))
 }
 
 /// What a slot does next, after a job ended or a claimer looked for one.
