@@ -107,17 +107,8 @@ impl CellPool {
         F::Output: Send + 'static,
     {
         let inner = &self.inner;
-        while !inner.try_admit() {
-            let room = inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            inner.waiting.fetch_add(1, SeqCst);
-            if inner.try_admit() {
-                inner.waiting.fetch_sub(1, SeqCst);
-                break;
-            }
-            room.await;
-            inner.waiting.fetch_sub(1, SeqCst);
+        if !inner.try_admit() {
+            inner.until_room(|| inner.try_admit()).await;
         }
         let ended = Arc::clone(inner);
         let job = async move {
@@ -137,18 +128,7 @@ impl CellPool {
     /// Waits until every accepted job has finished.
     pub async fn wait(&self) {
         let inner = &self.inner;
-        loop {
-            let room = inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            inner.waiting.fetch_add(1, SeqCst);
-            if inner.admitted.load(SeqCst) == 0 {
-                inner.waiting.fetch_sub(1, SeqCst);
-                return;
-            }
-            room.await;
-            inner.waiting.fetch_sub(1, SeqCst);
-        }
+        inner.until_room(|| inner.admitted.load(SeqCst) == 0).await;
     }
 
     /// Jobs that ended, panicked or not.
@@ -163,6 +143,23 @@ impl CellPool {
 }
 
 impl Inner {
+    /// Waits, counted in `waiting` (so a job's end wakes it), until `done` holds: checked
+    /// after registering for `room`, so no wake-up falls between check and wait.
+    async fn until_room(&self, mut done: impl FnMut() -> bool) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            self.waiting.fetch_add(1, SeqCst);
+            if done() {
+                self.waiting.fetch_sub(1, SeqCst);
+                return;
+            }
+            room.await;
+            self.waiting.fetch_sub(1, SeqCst);
+        }
+    }
+
     fn try_admit(&self) -> bool {
         let mut now = self.admitted.load(SeqCst);
         while now < self.capacity {
