@@ -64,6 +64,41 @@ fn one_detached_task_on(b: &tokio::runtime::Runtime, pool: &CommonAioPool, out: 
     });
 }
 
+/// On runtime `b` (current-thread, driven only inside this call): a detached task
+/// returning `out` ends after a `wait()` covering it began, while a task that never ends
+/// keeps the pool busy (the short task's end does not find it idle). Its result stays
+/// kept: the reap timer is armed on `b`, which is not driven afterwards. Returns the wait.
+fn a_kept_result_and_its_wait<T: Send + 'static>(
+    b: &tokio::runtime::Runtime,
+    pool: &CommonAioPool,
+    out: T,
+) -> impl Future<Output = ()> + Send + 'static {
+    b.block_on(async {
+        let (go, gate) = oneshot::channel::<()>();
+        let (done, ended) = oneshot::channel::<()>();
+        pool.submit(async move {
+            let _ = gate.await;
+            let _ = done.send(());
+            out
+        })
+        .await
+        .unwrap()
+        .detach();
+        // Covers the short task only.
+        let wait = pool.wait();
+        pool.submit(std::future::pending::<()>())
+            .await
+            .unwrap()
+            .detach();
+        go.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .expect("the short task never ended")
+            .unwrap();
+        wait
+    })
+}
+
 // ----- r25-1: a wait() outside a runtime returns before the results it covers are dropped --
 
 /// `TaskHandle` ("Dropping") and the crate docs promise that a detached task's result is
@@ -77,32 +112,7 @@ fn a_wait_outside_a_runtime_returns_after_the_results_it_covers_are_dropped() {
     let b = current_thread();
     let drops = Arc::new(AtomicUsize::new(0));
     let pool = b.block_on(async { CommonAioPool::new(2, 10) });
-    let out = Counted(drops.clone());
-    let wait = b.block_on(async {
-        let (go, gate) = oneshot::channel::<()>();
-        let (done, ended) = oneshot::channel::<()>();
-        pool.submit(async move {
-            let _ = gate.await;
-            let _ = done.send(());
-            out
-        })
-        .await
-        .unwrap()
-        .detach();
-        // Covers the short task only.
-        let wait = pool.wait();
-        // Keeps the pool busy: the short task's end does not find it idle.
-        pool.submit(std::future::pending::<()>())
-            .await
-            .unwrap()
-            .detach();
-        go.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), ended)
-            .await
-            .expect("the short task never ended")
-            .unwrap();
-        wait
-    });
+    let wait = a_kept_result_and_its_wait(&b, &pool, Counted(drops.clone()));
     // The wait, from a plain thread (bounded).
     let (tx, rx) = std::sync::mpsc::channel();
     let d = drops.clone();
@@ -306,31 +316,8 @@ fn a_wait_inside_a_job_does_not_drop_other_results_inside_the_jobs_poll() {
     let a = multi_thread(2);
     let p2 = b.block_on(async { CommonAioPool::new(2, 10) });
     let drops = Arc::new(AtomicUsize::new(0));
-    let out = NoteWhere(drops.clone());
     // As in r25-1: P2's result is kept (P2 busy, its timer on B, not driven).
-    let wait = b.block_on(async {
-        let (go, gate) = oneshot::channel::<()>();
-        let (done, ended) = oneshot::channel::<()>();
-        p2.submit(async move {
-            let _ = gate.await;
-            let _ = done.send(());
-            out
-        })
-        .await
-        .unwrap()
-        .detach();
-        let wait = p2.wait();
-        p2.submit(std::future::pending::<()>())
-            .await
-            .unwrap()
-            .detach();
-        go.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), ended)
-            .await
-            .unwrap()
-            .unwrap();
-        wait
-    });
+    let wait = a_kept_result_and_its_wait(&b, &p2, NoteWhere(drops.clone()));
     let p1 = a.block_on(async { CommonAioPool::new(2, 10) });
     let in_job = a.block_on(async {
         let h = p1
