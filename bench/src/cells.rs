@@ -13,20 +13,27 @@
 //! - admission by atomic counters (`admitted` < c + q), the producer woken only when a
 //!   quarter of the room is free again (a low watermark) or the pool is empty.
 //!
+//! `CellPool::booked` adds what today's engine pays for its bookkeeping, to see what is
+//! left of the gain if an engine of cells kept it: admission by a tokio `Semaphore` (one
+//! permit per job, the producer woken for each) instead of the atomic counter, and one
+//! `std` mutex over a queue of ids and counters, taken when a job is queued, when it
+//! starts and when it ends.
+//!
 //! What it leaves out, and a pool needs: flow control, priorities, abort, per-job stats
 //! beyond counts, `wait()` targets, other runtimes, the exit take-over, panics reported to
 //! a handle (a panic is caught and counted, that is all). The figures are therefore a
 //! floor for a design-B engine, not a forecast of one.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_task::Runnable;
 use concurrent_queue::ConcurrentQueue;
 use futures::FutureExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 /// The most jobs a driver runs in one poll of its tokio task.
 const BATCH: usize = 64;
@@ -53,6 +60,23 @@ struct Inner {
     panicked: AtomicUsize,
     /// Jobs that ended (a pool's `stats().completed` + `panicked`).
     finished: AtomicUsize,
+    /// The bookkeeping of [`CellPool::booked`].
+    book: Option<Book>,
+}
+
+/// What today's engine keeps under its lock, reduced to its cost: the semaphore's permits
+/// and a locked queue of ids with counters.
+struct Book {
+    permits: Semaphore,
+    state: Mutex<BookState>,
+}
+
+#[derive(Default)]
+struct BookState {
+    queued: VecDeque<u64>,
+    next_id: u64,
+    running: usize,
+    completed: u64,
 }
 
 /// The probe's pool handle.
@@ -65,6 +89,16 @@ impl CellPool {
     /// A probe with `concurrency` slots and `queue` places, and one driver per worker of
     /// the current runtime (one on a current-thread runtime).
     pub fn new(concurrency: usize, queue: usize) -> Self {
+        Self::with_book(concurrency, queue, false)
+    }
+
+    /// [`new`](Self::new), with today's engine's bookkeeping (a semaphore for admission,
+    /// one mutex taken when a job is queued, starts and ends).
+    pub fn booked(concurrency: usize, queue: usize) -> Self {
+        Self::with_book(concurrency, queue, true)
+    }
+
+    fn with_book(concurrency: usize, queue: usize, booked: bool) -> Self {
         assert!(concurrency > 0, "concurrency must be at least 1");
         let capacity = concurrency + queue;
         let inner = Arc::new(Inner {
@@ -81,6 +115,10 @@ impl CellPool {
             room: Notify::new(),
             panicked: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
+            book: booked.then(|| Book {
+                permits: Semaphore::new(capacity),
+                state: Mutex::default(),
+            }),
         });
         let drivers = tokio::runtime::Handle::current().metrics().num_workers();
         for _ in 0..drivers.max(1) {
@@ -107,7 +145,17 @@ impl CellPool {
         F::Output: Send + 'static,
     {
         let inner = &self.inner;
-        if !inner.try_admit() {
+        if let Some(book) = &inner.book {
+            match book.permits.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => unreachable!("the probe never closes its semaphore"),
+            }
+            inner.admitted.fetch_add(1, SeqCst);
+            let mut st = book.state.lock().unwrap_or_else(|e| e.into_inner());
+            let id = st.next_id;
+            st.next_id += 1;
+            st.queued.push_back(id);
+        } else if !inner.try_admit() {
             inner.until_room(|| inner.try_admit()).await;
         }
         let ended = Arc::clone(inner);
@@ -188,6 +236,13 @@ impl Inner {
 
     /// A job ended inside a driver's poll.
     fn end(&self) {
+        if let Some(book) = &self.book {
+            let mut st = book.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.running -= 1;
+            st.completed += 1;
+            drop(st);
+            book.permits.add_permits(1);
+        }
         self.finished.fetch_add(1, SeqCst);
         self.running.fetch_sub(1, SeqCst);
         let before = self.admitted.fetch_sub(1, SeqCst);
@@ -212,7 +267,14 @@ impl Inner {
             {
                 Ok(_) => {
                     return match self.intake.pop() {
-                        Ok(r) => Some(r),
+                        Ok(r) => {
+                            if let Some(book) = &self.book {
+                                let mut st = book.state.lock().unwrap_or_else(|e| e.into_inner());
+                                st.queued.pop_front();
+                                st.running += 1;
+                            }
+                            Some(r)
+                        }
                         Err(_) => {
                             self.running.fetch_sub(1, SeqCst);
                             None
@@ -308,7 +370,20 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_every_job_and_never_more_than_c_at_once() {
-        let pool = CellPool::new(3, 5);
+        runs_every_job_and_never_more_than_c_at_once_in(CellPool::new(3, 5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn booked_runs_every_job_and_never_more_than_c_at_once() {
+        let pool = CellPool::booked(3, 5);
+        runs_every_job_and_never_more_than_c_at_once_in(pool.clone()).await;
+        let book = pool.inner.book.as_ref().expect("booked");
+        let st = book.state.lock().unwrap();
+        assert_eq!((st.completed, st.running, st.queued.len()), (200, 0, 0));
+        assert_eq!(book.permits.available_permits(), 8);
+    }
+
+    async fn runs_every_job_and_never_more_than_c_at_once_in(pool: CellPool) {
         let (now, most, done) = (
             Arc::new(AtomicU64::new(0)),
             Arc::new(AtomicU64::new(0)),

@@ -9,6 +9,7 @@
 
 pub mod cells;
 pub mod measure;
+pub mod slots;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -143,7 +144,17 @@ pub const FLOW_VARIANTS: &[&str] = &["common-opts", "common-limits-idle", "commo
 /// Probes of designs the pools do not use (yet), run only when named with `--variants`:
 /// `cells-probe` is issue 9's design B1 without a pool's semantics (see [`cells`]).
 /// `cells-reap` is the same with its cells freed on the producer's thread ([`cells::Reaper`]).
-pub const PROBE_VARIANTS: &[&str] = &["cells-probe", "cells-reap"];
+/// `cells-booked` is `cells-reap` with today's engine's bookkeeping ([`cells::CellPool::booked`]).
+/// `slots-probe` is today's slot design stripped bare ([`slots`]), to compare with
+/// `cells-probe`; `slots-reap` the same with ended jobs freed by the producer
+/// ([`slots::SlotPool::reaping`]), to compare with `cells-reap`.
+pub const PROBE_VARIANTS: &[&str] = &[
+    "cells-probe",
+    "cells-reap",
+    "cells-booked",
+    "slots-probe",
+    "slots-reap",
+];
 
 /// The hand-written patterns (the pools are compared against the best of these). All are
 /// tokio patterns but `async-executor` (smol's executor: the price of another general
@@ -163,7 +174,8 @@ pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
         "common" | "no-queue" | "smart" => run_pool(name, p).await,
         "common-opts" | "common-limits-idle" | "common-limits-used" => run_flow(name, p).await,
-        "cells-probe" | "cells-reap" => cells_probe(name, p).await,
+        "cells-probe" | "cells-reap" | "cells-booked" => cells_probe(name, p).await,
+        "slots-probe" | "slots-reap" => slots_probe(name, p).await,
         "spawn-sem-inside" => spawn_sem_inside(p).await,
         "sem-before-joinset" => sem_before_joinset(p).await,
         "spawn-permit-moved" => spawn_permit_moved(p).await,
@@ -278,9 +290,13 @@ async fn run_pool(name: &str, p: &Params) -> u64 {
 /// Issue 9's design B1 as a bare probe ([`cells::CellPool`]): the same producer loop as
 /// `common`, detached jobs, then a wait for all of them.
 async fn cells_probe(name: &str, p: &Params) -> u64 {
-    let pool = cells::CellPool::new(p.concurrency, p.queue);
+    let pool = if name == "cells-booked" {
+        cells::CellPool::booked(p.concurrency, p.queue)
+    } else {
+        cells::CellPool::new(p.concurrency, p.queue)
+    };
     let w = p.workload;
-    if name == "cells-reap" {
+    if name != "cells-probe" {
         let mut reaper = cells::Reaper::new(2 * (p.concurrency + p.queue));
         for i in 0..p.tasks {
             reaper.keep(pool.submit_task(work(p.payloads.get(i), w)).await);
@@ -294,6 +310,22 @@ async fn cells_probe(name: &str, p: &Params) -> u64 {
         pool.wait().await;
     }
     assert_eq!(pool.panicked(), 0, "cells-probe: a job panicked");
+    pool.finished() as u64
+}
+
+/// Today's slot design stripped bare ([`slots::SlotPool`]): the same producer loop as
+/// `cells-probe`.
+async fn slots_probe(name: &str, p: &Params) -> u64 {
+    let pool = if name == "slots-reap" {
+        slots::SlotPool::reaping(p.concurrency, p.queue)
+    } else {
+        slots::SlotPool::new(p.concurrency, p.queue)
+    };
+    for i in 0..p.tasks {
+        pool.submit(work(p.payloads.get(i), p.workload)).await;
+    }
+    pool.wait().await;
+    assert_eq!(pool.panicked(), 0, "slots-probe: a job panicked");
     pool.finished() as u64
 }
 
