@@ -1406,21 +1406,40 @@ impl<J: Job> Engine<J> {
     }
 
     /// Does what a critical section left to do, outside the lock.
+    ///
+    /// Most of it is usually empty (a job's end leaves one handle to tell and one permit
+    /// to give back): each part is looked at before it is walked.
     fn run_deferred(self: &Arc<Self>, later: &mut Deferred<J>) {
         // Before anything is woken.
-        for batch in later.graves.drain(..) {
-            self.drop_batch(batch);
+        if !later.graves.is_empty() {
+            for batch in later.graves.drain(..) {
+                self.drop_batch(batch);
+            }
         }
         if let Some(handle) = later.reap_timer.take() {
             let timer = reap_timer(Arc::downgrade(self), handle.clone());
             drop(handle.spawn(timer));
         }
-        later.stamps.clear();
-        for woken in later.woken.drain(..) {
-            woken.fire();
+        if !later.stamps.is_empty() {
+            later.stamps.clear();
         }
-        for waker in later.wake.drain(..) {
-            waker.wake();
+        match later.woken.len() {
+            0 => {}
+            1 => {
+                if let Some(woken) = later.woken.pop() {
+                    woken.fire();
+                }
+            }
+            _ => {
+                for woken in later.woken.drain(..) {
+                    woken.fire();
+                }
+            }
+        }
+        if !later.wake.is_empty() {
+            for waker in later.wake.drain(..) {
+                waker.wake();
+            }
         }
         if !later.cancels.is_empty() {
             let cancels = std::mem::take(&mut later.cancels);
@@ -1439,13 +1458,18 @@ impl<J: Job> Engine<J> {
             }
             self.gauges(&st);
         }
-        self.release(std::mem::take(&mut later.release));
+        if later.release > 0 {
+            self.release(std::mem::take(&mut later.release));
+        }
         // Taken, not drained: a slot keeps its `Deferred` for its next job, and a `Slot` is
         // a few hundred bytes, so a thousand slots each keeping room for the claimers it
         // once spawned would hold megabytes.
-        for (handle, slot) in std::mem::take(&mut later.spawns) {
-            // A runtime that has shut down drops the slot at once; its `Drop` deals with it.
-            drop(handle.spawn(slot));
+        if !later.spawns.is_empty() {
+            for (handle, slot) in std::mem::take(&mut later.spawns) {
+                // A runtime that has shut down drops the slot at once; its `Drop` deals
+                // with it.
+                drop(handle.spawn(slot));
+            }
         }
         if let Some((handle, at)) = later.rate_timer.take() {
             let timer = rate_timer(Arc::clone(self), handle.clone(), at);

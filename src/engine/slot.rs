@@ -177,7 +177,7 @@ impl<J: Job> Slot<J> {
     /// task (`Yield`), or exits.
     fn claim_reservation(&mut self) -> After<J> {
         let engine = &self.engine;
-        let mut later = std::mem::take(&mut self.later);
+        let later = &mut self.later;
         let claim = {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -199,17 +199,16 @@ impl<J: Job> Slot<J> {
                 };
             }
             st.reserved -= 1;
-            let next = engine.take_next(&mut st, self.rt, self.key, &mut later);
-            engine.fill_free(&mut st, Some(self.rt), &mut later);
+            let next = engine.take_next(&mut st, self.rt, self.key, later);
+            engine.fill_free(&mut st, Some(self.rt), later);
             engine.gauges(&st);
             match next {
-                Some(q) if must_yield_first(&later) => After::YieldThenRun(q),
+                Some(q) if must_yield_first(later) => After::YieldThenRun(q),
                 Some(q) => After::Run(q),
                 None => After::Exit,
             }
         };
-        engine.run_deferred(&mut later);
-        self.later = later;
+        engine.run_deferred(later);
         claim
     }
 
@@ -247,7 +246,7 @@ impl<J: Job> Slot<J> {
             .map(ToString::to_string);
         #[cfg(not(feature = "tracing"))]
         let error: Option<String> = None;
-        let mut later = std::mem::take(&mut self.later);
+        let later = &mut self.later;
         let outcome;
         let copy;
         let left;
@@ -262,7 +261,7 @@ impl<J: Job> Slot<J> {
                 let counted_here = st.awaiting_poll.iter().position(|&j| j == id);
                 if let Some(pos) = counted_here {
                     st.awaiting_poll.swap_remove(pos);
-                    engine.run_ended(&mut st, id, outcome, &mut later);
+                    engine.run_ended(&mut st, id, outcome, later);
                     st.ended_in_take_over.push(id);
                 }
                 drop(st);
@@ -281,15 +280,14 @@ impl<J: Job> Slot<J> {
                     self.obs = Running::none();
                 }
                 drop_quietly(run);
-                engine.run_deferred(&mut later);
-                self.later = later;
+                engine.run_deferred(later);
                 return After::Exit;
             }
             // Decide and store the result, then count what was decided (an abort may have
             // come first), in one critical section.
             let (woken, decided) = run.as_mut().publish_locked();
             outcome = decided;
-            engine.run_ended(&mut st, id, outcome, &mut later);
+            engine.run_ended(&mut st, id, outcome, later);
             later.woken.push(woken);
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
@@ -301,15 +299,15 @@ impl<J: Job> Slot<J> {
             (left, copy) = if outcome == Outcome::Panicked {
                 (Some(run), kept)
             } else {
-                Engine::bury(&mut st, run, kept, self.rt, &mut later)
+                Engine::bury(&mut st, run, kept, self.rt, later)
             };
             if let Some(limits) = &mut st.limits {
                 limits.ended(&meta);
             }
             let after = if more {
                 // A reserved job runs here, at once (a claimer coming for it finds none).
-                Engine::take_reservation(&mut st, &mut later);
-                match engine.take_next(&mut st, self.rt, self.key, &mut later) {
+                Engine::take_reservation(&mut st, later);
+                match engine.take_next(&mut st, self.rt, self.key, later) {
                     Some(q) => After::Run(q),
                     None => match Engine::keep_idle(&mut st, self.rt, &self.polling) {
                         Some(key) => {
@@ -333,25 +331,25 @@ impl<J: Job> Slot<J> {
                 After::Yield
             } else if st.reserved > st.claimers && st.runtimes.is_alive(self.rt) {
                 // Its slot is given back; it claims a waiting reservation after yielding.
-                Engine::vacate(&mut st, &mut later);
+                Engine::vacate(&mut st, later);
                 st.claimers += 1;
                 self.claiming = true;
                 After::Yield
             } else {
                 if !st.runtimes.is_alive(self.rt) {
-                    engine.runtime_gone(&mut st, self.rt, &mut later);
+                    engine.runtime_gone(&mut st, self.rt, later);
                 }
                 st.slots.remove(self.key);
-                Engine::vacate(&mut st, &mut later);
+                Engine::vacate(&mut st, later);
                 After::Exit
             };
-            engine.fill_free(&mut st, Some(self.rt), &mut later);
+            engine.fill_free(&mut st, Some(self.rt), later);
             engine.gauges(&st);
             if !matches!(after, After::Run(_)) {
-                Engine::reap_idle(&mut st, &mut later);
+                Engine::reap_idle(&mut st, later);
             }
             match after {
-                After::Run(q) if must_yield_first(&later) => After::YieldThenRun(q),
+                After::Run(q) if must_yield_first(later) => After::YieldThenRun(q),
                 after => after,
             }
         };
@@ -365,8 +363,7 @@ impl<J: Job> Slot<J> {
         );
         // A result nobody wants, if not kept, is dropped here, outside the lock.
         drop_quietly((left, copy));
-        engine.run_deferred(&mut later);
-        self.later = later;
+        engine.run_deferred(later);
         after
     }
 
