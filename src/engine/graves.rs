@@ -15,8 +15,9 @@
 //!   nothing waits much longer than that while the pool is busy and no submit comes (or,
 //!   when the runtime ends first, by that task's drop, in the runtime's shutdown); while
 //!   the one armed is on a current-thread runtime (which may stop being driven), every
-//!   one kept arms one on a multi-thread runtime if the pool knows one, else again once
-//!   the armed one is 8 ms late;
+//!   one kept by a job of another runtime arms one on a multi-thread runtime if the pool
+//!   knows one, else again once the armed one is 8 ms late (a job of the armed one's own
+//!   runtime ended there: that runtime is being driven, and will run its timer);
 //! - by a slot that finds no room to keep its own (then it frees the others with it), and
 //!   by `set_max_concurrency` when it shrinks the bound;
 //! - by a `wait()` before it returns, on its own thread (outside a runtime, with one of
@@ -32,6 +33,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::runtimes::RtRef;
 use crate::task::BoxRun;
 
 /// The most ended jobs kept, whatever the pool's size.
@@ -74,9 +76,10 @@ pub(crate) struct Graves {
     next_ticket: u64,
     /// Tickets of the batches being dropped outside the lock.
     in_flight: Vec<u64>,
-    /// When the timer task that takes them was armed, if it is, and whether on a
-    /// current-thread runtime (which runs it only while some thread drives it).
-    timer: Option<(Instant, bool)>,
+    /// When the timer task that takes them was armed, if it is, and the current-thread
+    /// runtime it was armed on (which runs it only while some thread drives it); `None`
+    /// for a multi-thread one.
+    timer: Option<(Instant, Option<RtRef>)>,
 }
 
 /// What [`Graves::keep`] asks of the caller.
@@ -113,12 +116,13 @@ impl Graves {
         }
     }
 
-    /// Keeps `grave`.
+    /// Keeps `grave`, left by a job that ran on runtime `from`.
     ///
     /// Asks for a timer when none is armed, and while the one armed is on a
-    /// current-thread runtime (which runs it only while some thread drives it); the
-    /// caller answers with [`arm_timer`](Self::arm_timer).
-    pub(crate) fn keep(&mut self, grave: Grave) -> Kept {
+    /// current-thread runtime (which runs it only while some thread drives it) other than
+    /// `from` (whose job just ended there: it is being driven); the caller answers with
+    /// [`arm_timer`](Self::arm_timer).
+    pub(crate) fn keep(&mut self, grave: Grave, from: RtRef) -> Kept {
         if self.kept.len() >= self.most {
             // Not empty: there is a batch, and a timer is armed since the first was kept.
             let full = self.take_all();
@@ -127,23 +131,25 @@ impl Graves {
         }
         self.kept.push(grave);
         match self.timer {
-            None | Some((_, true)) => Kept::ArmTimer,
-            Some((_, false)) => Kept::Done,
+            None => Kept::ArmTimer,
+            Some((_, Some(on))) if on != from => Kept::ArmTimer,
+            Some(_) => Kept::Done,
         }
     }
 
     /// After [`Kept::ArmTimer`], with where a timer could go: `Some(true)` a
-    /// current-thread runtime, `Some(false)` a multi-thread one, `None` no runtime.
+    /// current-thread runtime (the job's own, `rt`), `Some(false)` a multi-thread one,
+    /// `None` no runtime.
     /// Returns whether to arm it there (recorded as armed), or, with no runtime, whether
     /// to free what is kept now (nothing would free it soon). A multi-thread runtime
     /// always gets one; a current-thread runtime only if none is armed or the one armed
     /// there has not fired long after it should have (that runtime is not driven any
     /// more).
-    pub(crate) fn arm_timer(&mut self, current_thread: Option<bool>) -> bool {
+    pub(crate) fn arm_timer(&mut self, current_thread: Option<bool>, rt: RtRef) -> bool {
         let needed = match self.timer {
             None => true,
-            Some((_, false)) => false,
-            Some((armed, true)) => armed.elapsed() > 4 * REAP_AFTER,
+            Some((_, None)) => false,
+            Some((armed, Some(_))) => armed.elapsed() > 4 * REAP_AFTER,
         };
         match current_thread {
             Some(false) => {}
@@ -151,7 +157,7 @@ impl Graves {
             _ => return false,
         }
         if let Some(on) = current_thread {
-            self.timer = Some((Instant::now(), on));
+            self.timer = Some((Instant::now(), on.then_some(rt)));
         }
         true
     }

@@ -1346,12 +1346,13 @@ impl<J: Job> Engine<J> {
         if J::RERUN {
             return (Some(run), copy);
         }
-        match st.graves.keep(run) {
+        match st.graves.keep(run, rt) {
             Kept::Done => {}
             Kept::ArmTimer => {
                 let handle = st.runtimes.driven_handle(rt).cloned();
+                // A current-thread handle here is `rt`'s own (see `driven_handle`).
                 let current_thread = handle.as_ref().map(|h| !runtimes::is_multi_thread(h));
-                if st.graves.arm_timer(current_thread) {
+                if st.graves.arm_timer(current_thread, rt) {
                     match handle {
                         Some(handle) => later.reap_timer = Some(handle),
                         // No runtime to run a timer: nothing kept waits.
