@@ -2296,7 +2296,8 @@ impl<J: Job> Engine<J> {
     /// or exit (`Some(false)`; its entry is gone). A slot that waits with `park` leaves
     /// its waker.
     fn idle_poll(st: &mut State<J>, key: usize, park: Option<&Waker>) -> Option<bool> {
-        let pos = st.idle.iter().position(|i| i.key == key)?;
+        // From the back: a lingering slot task went idle last, or nearly.
+        let pos = st.idle.iter().rposition(|i| i.key == key)?;
         let alive = st.runtimes.is_alive(st.idle[pos].rt);
         if st.closed || !alive {
             st.idle.swap_remove(pos);
@@ -2312,7 +2313,7 @@ impl<J: Job> Engine<J> {
     /// Under the lock: forgets an idle slot task that was dropped; `false` if it had been
     /// given a job.
     fn forget_idle(st: &mut State<J>, key: usize) -> bool {
-        match st.idle.iter().position(|i| i.key == key) {
+        match st.idle.iter().rposition(|i| i.key == key) {
             Some(pos) => {
                 st.idle.swap_remove(pos);
                 true
