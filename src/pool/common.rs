@@ -421,12 +421,18 @@ impl CommonAioPool {
     /// assert_eq!(handle.await.unwrap(), "hello");
     /// # }
     /// ```
-    pub async fn submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    pub fn submit<F>(
+        &self,
+        fut: F,
+    ) -> impl Future<Output = Result<TaskHandle<F::Output>, SubmitError<F>>> + Send + '_
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.pool().submit(fut).await
+        // Not an `async fn`: the core's future is handed out as it is, not wrapped in
+        // one more that would move it (with the submitted future inside) at its first
+        // poll.
+        self.pool().submit(fut)
     }
 
     /// Submits a future if there is room now, without waiting.

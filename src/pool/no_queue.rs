@@ -393,12 +393,16 @@ impl NoQueueAioPool {
     /// assert_eq!(handle.await.unwrap(), "hello");
     /// # }
     /// ```
-    pub async fn submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    pub fn submit<F>(
+        &self,
+        fut: F,
+    ) -> impl Future<Output = Result<TaskHandle<F::Output>, SubmitError<F>>> + Send + '_
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.pool().submit(fut).await
+        // Not an `async fn`: see `CommonAioPool::submit`.
+        self.pool().submit(fut)
     }
 
     /// Submits a future if there is room now, without waiting.

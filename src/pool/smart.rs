@@ -532,13 +532,17 @@ impl SmartAioPool {
     /// assert_eq!(handle.await.unwrap(), 30);
     /// # }
     /// ```
-    pub async fn submit<R, Fut>(&self, recipe: R) -> Result<TaskHandle<Fut::Output>, SubmitError<R>>
+    pub fn submit<R, Fut>(
+        &self,
+        recipe: R,
+    ) -> impl Future<Output = Result<TaskHandle<Fut::Output>, SubmitError<R>>> + Send + '_
     where
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        self.inner.core.submit(recipe).await
+        // Not an `async fn`: see `CommonAioPool::submit`.
+        self.inner.core.submit(recipe)
     }
 
     /// Submits a recipe if there is room now, without waiting.
