@@ -836,11 +836,9 @@ impl<J: Job> Engine<J> {
             return;
         }
         let room = Self::has_room(st);
-        let rt = Self::wake_rt(st, rt);
-        let Some(handle) = rt.and_then(|rt| st.runtimes.handle(rt)).cloned() else {
+        let Some(rt) = Self::wake_rt(st, rt).filter(|&rt| st.runtimes.handle(rt).is_some()) else {
             return; // no runtime: started by the next submit, wait or take-over
         };
-        let rt = rt.expect("a handle was found for it");
         if room {
             let mut want = (st.limit - st.running).min(st.queue.len() - st.reserved);
             // A rate timer, if one is armed, goes to the held job's runtime.
@@ -851,9 +849,13 @@ impl<J: Job> Engine<J> {
                 let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
                 if tokens == 0 && !st.rate_timer {
                     if let Some(at) = limits.rate_ready_at(now) {
-                        let timer = timer_rt.and_then(|rt| st.runtimes.handle(rt));
+                        let timer = timer_rt
+                            .and_then(|rt| st.runtimes.handle(rt))
+                            .or_else(|| st.runtimes.known_handle(rt))
+                            .cloned();
                         st.rate_timer = true;
-                        later.rate_timer = Some((timer.unwrap_or(&handle).clone(), at));
+                        later.rate_timer =
+                            Some((timer.expect("found above; entries are never removed"), at));
                     }
                 }
                 let mut pick = limits.picker();
@@ -883,7 +885,13 @@ impl<J: Job> Engine<J> {
                 polling: polling.clone(),
             });
             let slot = Slot::reserved(Arc::clone(self), key, st.generation, rt, polling);
-            later.spawns.push((handle.clone(), slot));
+            // Cloned only here: most calls spawn nothing. A runtime found alive above may
+            // be shutting down by now; as before, it then drops the slot at once.
+            let handle = st.runtimes.known_handle(rt).cloned();
+            later.spawns.push((
+                handle.expect("found above; entries are never removed"),
+                slot,
+            ));
         }
     }
 

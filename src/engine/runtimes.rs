@@ -228,6 +228,11 @@ impl Runtimes {
         }
     }
 
+    /// The handle of runtime `serial`, alive or not (entries are never removed).
+    pub(crate) fn known_handle(&self, serial: RtRef) -> Option<&Handle> {
+        self.entry(serial).map(|e| &e.handle)
+    }
+
     fn entry(&self, serial: RtRef) -> Option<&Entry> {
         self.entries.iter().rev().find(|e| e.serial == serial)
     }
