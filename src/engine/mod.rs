@@ -873,6 +873,7 @@ impl<J: Job> Engine<J> {
             if let Some(pos) = st.idle.iter().rposition(|i| i.rt == rt) {
                 let idle = st.idle.swap_remove(pos);
                 // One still lingering finds itself claimed at its next poll.
+                st.slots[idle.key].polling.claim();
                 later.wake.extend(idle.waker);
                 continue;
             }
@@ -2301,9 +2302,11 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock, for an idle slot task being polled: `None` once it was given a job
     /// (it now holds a reservation); else whether it should go on waiting (`Some(true)`)
-    /// or exit (`Some(false)`; its entry is gone). A slot that waits with `park` leaves
-    /// its waker.
-    fn idle_poll(st: &mut State<J>, key: usize, park: Option<&Waker>) -> Option<bool> {
+    /// or exit (`Some(false)`; its entry is gone). A slot that waits leaves its waker.
+    ///
+    /// Only once it stops lingering: while it lingers it looks for a claim without the
+    /// lock ([`Polling::claim`]).
+    fn idle_poll(st: &mut State<J>, key: usize, waker: &Waker) -> Option<bool> {
         // From the back: a lingering slot task went idle last, or nearly.
         let pos = st.idle.iter().rposition(|i| i.key == key)?;
         let alive = st.runtimes.is_alive(st.idle[pos].rt);
@@ -2312,9 +2315,7 @@ impl<J: Job> Engine<J> {
             st.slots.remove(key);
             return Some(false);
         }
-        if let Some(waker) = park {
-            st.idle[pos].waker = Some(waker.clone());
-        }
+        st.idle[pos].waker = Some(waker.clone());
         Some(true)
     }
 

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -33,18 +33,40 @@ const LINGER_POLLS: u8 = 2;
 /// Which thread polls a slot task right now, shared by the task and its entry in the
 /// state: the exit take-over must not start a job again while its first run is inside a
 /// poll on a live thread, and must not wait for a poll on the thread that is exiting.
+///
+/// It also carries the mark that an idle slot task was given a job, so that a lingering
+/// one finds out without taking the engine's lock.
 #[derive(Clone, Default)]
-pub(super) struct Polling(Arc<AtomicU64>);
+pub(super) struct Polling(Arc<PollingState>);
+
+#[derive(Default)]
+struct PollingState {
+    by: AtomicU64,
+    /// Taken off the idle list to claim a reserved job (set under the engine's lock).
+    claimed: AtomicBool,
+}
 
 impl Polling {
     /// The thread polling now (a [`thread_token`]), if any.
     pub(super) fn by(&self) -> Option<u64> {
         // SeqCst, with `enter`'s store and the generation's: either the take-over sees the
         // poll, or the poll sees the new generation and runs nothing.
-        match self.0.load(Ordering::SeqCst) {
+        match self.0.by.load(Ordering::SeqCst) {
             0 => None,
             t => Some(t),
         }
+    }
+
+    /// Under the engine's lock: the idle slot task was taken off the idle list to claim a
+    /// reserved job.
+    pub(super) fn claim(&self) {
+        // Release: its next poll (Acquire) sees the claim it was counted for.
+        self.0.claimed.store(true, Ordering::Release);
+    }
+
+    /// Whether it was claimed since the last call; clears the mark.
+    fn take_claim(&self) -> bool {
+        self.0.claimed.load(Ordering::Relaxed) && self.0.claimed.swap(false, Ordering::Acquire)
     }
 }
 
@@ -424,9 +446,9 @@ impl<J: Job> Future for Slot<J> {
         let this = &mut *self;
         // Before the staleness check (see `Polling::by`). A panic here is a bug of this
         // crate; the mark then stays, and the exit take-over waits for it a bounded time.
-        this.polling.0.store(thread_token(), Ordering::SeqCst);
+        this.polling.0.by.store(thread_token(), Ordering::SeqCst);
         let poll = this.poll_slot(cx);
-        this.polling.0.store(0, Ordering::Release);
+        this.polling.0.by.store(0, Ordering::Release);
         poll
     }
 }
@@ -441,29 +463,35 @@ impl<J: Job> Slot<J> {
         let pool = this.engine.id();
         let mut budget = JOBS_PER_POLL;
         if let Some(rounds) = this.idle {
-            let park = (rounds >= LINGER_POLLS).then_some(cx.waker());
-            let mut st = this.engine.lock();
-            if st.generation != this.generation {
-                this.done = true;
-                return Poll::Ready(());
-            }
-            match Engine::idle_poll(&mut st, this.key, park) {
+            if this.polling.take_claim() {
                 // Scheduled to take a reserved job: go on as a claimer.
-                None => {
-                    this.idle = None;
-                    this.claiming = true;
-                }
-                Some(true) => {
-                    drop(st);
-                    if park.is_none() {
-                        this.idle = Some(rounds + 1);
-                        cx.waker().wake_by_ref();
-                    }
-                    return Poll::Pending;
-                }
-                Some(false) => {
+                this.idle = None;
+                this.claiming = true;
+            } else if rounds < LINGER_POLLS {
+                // Lingering, without the lock: a claim is seen above; the pool closing, or
+                // the runtime going away, when it waits below.
+                this.idle = Some(rounds + 1);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            } else {
+                let mut st = this.engine.lock();
+                if st.generation != this.generation {
                     this.done = true;
                     return Poll::Ready(());
+                }
+                match Engine::idle_poll(&mut st, this.key, cx.waker()) {
+                    // Claimed since the look above (the mark is cleared here, under the
+                    // lock that set it).
+                    None => {
+                        this.polling.take_claim();
+                        this.idle = None;
+                        this.claiming = true;
+                    }
+                    Some(true) => return Poll::Pending,
+                    Some(false) => {
+                        this.done = true;
+                        return Poll::Ready(());
+                    }
                 }
             }
         }
