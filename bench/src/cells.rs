@@ -71,6 +71,12 @@ struct Book {
     state: Mutex<BookState>,
 }
 
+impl Book {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BookState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Default)]
 struct BookState {
     queued: VecDeque<u64>,
@@ -151,7 +157,7 @@ impl CellPool {
                 Err(_) => unreachable!("the probe never closes its semaphore"),
             }
             inner.admitted.fetch_add(1, SeqCst);
-            let mut st = book.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = book.lock();
             let id = st.next_id;
             st.next_id += 1;
             st.queued.push_back(id);
@@ -237,7 +243,7 @@ impl Inner {
     /// A job ended inside a driver's poll.
     fn end(&self) {
         if let Some(book) = &self.book {
-            let mut st = book.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = book.lock();
             st.running -= 1;
             st.completed += 1;
             drop(st);
@@ -269,7 +275,7 @@ impl Inner {
                     return match self.intake.pop() {
                         Ok(r) => {
                             if let Some(book) = &self.book {
-                                let mut st = book.state.lock().unwrap_or_else(|e| e.into_inner());
+                                let mut st = book.lock();
                                 st.queued.pop_front();
                                 st.running += 1;
                             }

@@ -836,7 +836,7 @@ impl<J: Job> Engine<J> {
             return;
         }
         let room = Self::has_room(st);
-        let Some(rt) = Self::wake_rt(st, rt).filter(|&rt| st.runtimes.handle(rt).is_some()) else {
+        let Some(rt) = Self::wake_rt(st, rt).filter(|&rt| st.runtimes.is_alive(rt)) else {
             return; // no runtime: started by the next submit, wait or take-over
         };
         if room {
@@ -851,11 +851,10 @@ impl<J: Job> Engine<J> {
                     if let Some(at) = limits.rate_ready_at(now) {
                         let timer = timer_rt
                             .and_then(|rt| st.runtimes.handle(rt))
-                            .or_else(|| st.runtimes.known_handle(rt))
-                            .cloned();
+                            .unwrap_or_else(|| st.runtimes.known_handle(rt))
+                            .clone();
                         st.rate_timer = true;
-                        later.rate_timer =
-                            Some((timer.expect("found above; entries are never removed"), at));
+                        later.rate_timer = Some((timer, at));
                     }
                 }
                 let mut pick = limits.picker();
@@ -887,12 +886,10 @@ impl<J: Job> Engine<J> {
             });
             let slot = Slot::reserved(Arc::clone(self), key, st.generation, rt, polling);
             // Cloned only here: most calls spawn nothing. A runtime found alive above may
-            // be shutting down by now; as before, it then drops the slot at once.
-            let handle = st.runtimes.known_handle(rt).cloned();
-            later.spawns.push((
-                handle.expect("found above; entries are never removed"),
-                slot,
-            ));
+            // be shutting down by now; it then drops the slot at once.
+            later
+                .spawns
+                .push((st.runtimes.known_handle(rt).clone(), slot));
         }
     }
 
@@ -1430,20 +1427,10 @@ impl<J: Job> Engine<J> {
             let timer = reap_timer(Arc::downgrade(self), handle.clone());
             drop(handle.spawn(timer));
         }
-        if !later.stamps.is_empty() {
-            later.stamps.clear();
-        }
-        match later.woken.len() {
-            0 => {}
-            1 => {
-                if let Some(woken) = later.woken.pop() {
-                    woken.fire();
-                }
-            }
-            _ => {
-                for woken in later.woken.drain(..) {
-                    woken.fire();
-                }
+        later.stamps.clear();
+        if !later.woken.is_empty() {
+            for woken in later.woken.drain(..) {
+                woken.fire();
             }
         }
         if !later.wake.is_empty() {

@@ -228,9 +228,13 @@ impl Runtimes {
         }
     }
 
-    /// The handle of runtime `serial`, alive or not (entries are never removed).
-    pub(crate) fn known_handle(&self, serial: RtRef) -> Option<&Handle> {
-        self.entry(serial).map(|e| &e.handle)
+    /// The handle of runtime `serial`, alive or not, which the pool has registered
+    /// (entries are never removed).
+    pub(crate) fn known_handle(&self, serial: RtRef) -> &Handle {
+        &self
+            .entry(serial)
+            .expect("a runtime the pool registered (entries are never removed)")
+            .handle
     }
 
     fn entry(&self, serial: RtRef) -> Option<&Entry> {

@@ -463,17 +463,14 @@ impl<J: Job> Slot<J> {
         let pool = this.engine.id();
         let mut budget = JOBS_PER_POLL;
         if let Some(rounds) = this.idle {
-            if this.polling.take_claim() {
-                // Scheduled to take a reserved job: go on as a claimer.
-                this.idle = None;
-                this.claiming = true;
-            } else if rounds < LINGER_POLLS {
-                // Lingering, without the lock: a claim is seen above; the pool closing, or
-                // the runtime going away, when it waits below.
-                this.idle = Some(rounds + 1);
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            } else {
+            if !this.polling.take_claim() {
+                if rounds < LINGER_POLLS {
+                    // Lingering, without the lock: a claim is seen above; the pool closing,
+                    // or the runtime going away, when it waits below.
+                    this.idle = Some(rounds + 1);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 let mut st = this.engine.lock();
                 if st.generation != this.generation {
                     this.done = true;
@@ -484,8 +481,6 @@ impl<J: Job> Slot<J> {
                     // lock that set it).
                     None => {
                         this.polling.take_claim();
-                        this.idle = None;
-                        this.claiming = true;
                     }
                     Some(true) => return Poll::Pending,
                     Some(false) => {
@@ -494,6 +489,9 @@ impl<J: Job> Slot<J> {
                     }
                 }
             }
+            // Scheduled to take a reserved job: go on as a claimer.
+            this.idle = None;
+            this.claiming = true;
         }
         loop {
             if this.run.is_none() {
