@@ -669,17 +669,9 @@ impl<J: Job> Engine<J> {
 
     // ----- submission ------------------------------------------------------------------
 
-    /// Queues an admitted job (built by `make` from `item` and the job's id) and starts it
-    /// if a slot is free. On error the permit is given back and `item` returned.
-    pub(crate) fn push<T>(
-        self: &Arc<Self>,
-        item: T,
-        make: impl FnOnce(T, u64) -> J,
-    ) -> Result<(), PushError<T>> {
-        self.push_with(item, Meta::default(), false, make)
-    }
-
-    /// [`push`](Self::push) with flow-control settings.
+    /// Queues an admitted job (built by `make` from `item` and the job's id, under the
+    /// lock) with its flow-control settings, and starts it if a slot is free. On error the
+    /// permit is given back and `item` returned.
     ///
     /// With `reap` (an async submit), it also takes the graves kept for a submitter to
     /// free ([`graves`]), if enough wait and this thread is not polling a job.

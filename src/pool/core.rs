@@ -11,13 +11,29 @@ use crate::options::SubmitOptions;
 use crate::task::{BoxRun, Run, Shared, TaskHandle};
 
 /// What a pool accepts, and how it becomes that pool's job.
+///
+/// In two steps, so that the engine's lock is held only to queue the job: [`ready`]
+/// allocates it before the lock is taken, [`into_job`] (under the lock) only renames what
+/// was allocated; a rejected item comes back untouched through [`unready`].
+///
+/// [`ready`]: Submit::ready
+/// [`into_job`]: Submit::into_job
+/// [`unready`]: Submit::unready
 pub(crate) trait Submit<J>: Sized + Send + 'static {
     /// The task's result.
     type Output: Send + 'static;
 
-    /// Builds the job once the pool has accepted it (so a rejected item comes back
-    /// untouched).
-    fn into_job(self, shared: Arc<Shared<Self::Output>>) -> J;
+    /// The item made ready to queue, its task's result slot inside.
+    type Ready: Send + 'static;
+
+    /// Makes the item ready to queue; calls no user code.
+    fn ready(self, shared: Arc<Shared<Self::Output>>) -> Self::Ready;
+
+    /// The job the engine queues; cheap (taken under the engine's lock).
+    fn into_job(ready: Self::Ready) -> J;
+
+    /// The item, handed back when the pool refused it after all (closed, or no runtime).
+    fn unready(ready: Self::Ready) -> Self;
 }
 
 /// A future job: its run, boxed once at submit.
@@ -58,9 +74,18 @@ where
     F::Output: Send + 'static,
 {
     type Output = F::Output;
+    type Ready = Box<Run<F, Arc<Shared<F::Output>>>>;
 
-    fn into_job(self, shared: Arc<Shared<F::Output>>) -> FutureJob {
-        FutureJob(Box::pin(Run::new(self, shared)))
+    fn ready(self, shared: Arc<Shared<F::Output>>) -> Self::Ready {
+        Box::new(Run::new(self, shared))
+    }
+
+    fn into_job(ready: Self::Ready) -> FutureJob {
+        FutureJob(Box::into_pin(ready))
+    }
+
+    fn unready(ready: Self::Ready) -> F {
+        (*ready).into_future()
     }
 }
 
@@ -116,6 +141,15 @@ impl<J: Job> Core<J> {
         self.push_with(item, Meta::default(), reap)
     }
 
+    /// [`push`](Self::push) for a group or a stream, whose items have no options and whose
+    /// submits never free what ended jobs left.
+    pub(crate) fn push_admitted<S: Submit<J>>(
+        &self,
+        item: S,
+    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
+        self.push_with(item, Meta::default(), false)
+    }
+
     fn push_with<S: Submit<J>>(
         &self,
         item: S,
@@ -123,13 +157,16 @@ impl<J: Job> Core<J> {
         reap: bool,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
         let shared = Arc::new(Shared::new(self.engine.id(), meta.priority));
-        let handle = TaskHandle::new(shared.clone());
-        self.engine.push_with(item, meta, reap, |item, id| {
-            // Relaxed: read back only through the handle this submit returns.
-            shared.job.store(id, Ordering::Relaxed);
-            item.into_job(shared)
-        })?;
-        Ok(handle)
+        // Allocated before the engine's lock is taken.
+        let ready = item.ready(Arc::clone(&shared));
+        self.engine
+            .push_with(ready, meta, reap, |ready, id| {
+                // Relaxed: read back only through the handle this submit returns.
+                shared.job.store(id, Ordering::Relaxed);
+                S::into_job(ready)
+            })
+            .map_err(|e| e.map(S::unready))?;
+        Ok(TaskHandle::new(shared))
     }
 
     /// Returns a future declared `Send`, rather than being an `async fn`: the callers'
@@ -286,4 +323,68 @@ pub(crate) fn checked(limits: LimitsConfig) -> LimitsConfig {
         "nb_aiopool: weight_capacity(0) would never start a task of weight 1 or more"
     );
     limits
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::{FutureJob, Submit};
+    use crate::pool::recipe::SmartJob;
+    use crate::task::Shared;
+
+    /// Counts its drops.
+    struct Dropped(Arc<AtomicUsize>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn slot<T>() -> Arc<Shared<T>> {
+        Arc::new(Shared::new(1, 0))
+    }
+
+    /// Made ready, then refused: what comes back.
+    fn round_trip<J, S: Submit<J>>(item: S, shared: Arc<Shared<S::Output>>) -> S {
+        S::unready(item.ready(shared))
+    }
+
+    /// A refused item comes back whole: made ready (allocated) before the engine's lock,
+    /// taken apart again, it is the item that was submitted, dropped once, by its owner.
+    #[tokio::test]
+    async fn a_ready_future_comes_back_whole() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = Dropped(drops.clone());
+        let fut = async move {
+            let _held = held;
+            7u32
+        };
+        let shared = slot();
+        let fut = round_trip::<FutureJob, _>(fut, shared.clone());
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "dropped while handed back");
+        assert!(
+            !shared.is_claimed(),
+            "a handed-back future decided its task"
+        );
+        assert_eq!(fut.await, 7);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_ready_recipe_comes_back_whole() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = Dropped(drops.clone());
+        let recipe = move || {
+            let _ = &held;
+            async { 8u32 }
+        };
+        let recipe = round_trip::<SmartJob, _>(recipe, slot());
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "dropped while handed back");
+        assert_eq!(recipe().await, 8);
+        drop(recipe);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
 }

@@ -26,22 +26,6 @@ use crate::task::{AbortHandle, Shared, TaskHandle, TaskId};
 
 // ----- shared with stream.rs -------------------------------------------------------------
 
-/// Pushes an item whose admission permit the caller already holds (what `Core::push`
-/// does; that one is private to `core.rs`). On error the permit is given back.
-pub(super) fn push_admitted<J: Job, S: Submit<J>>(
-    core: &Core<J>,
-    item: S,
-) -> Result<TaskHandle<S::Output>, PushError<S>> {
-    let shared = Arc::new(Shared::new(core.engine.id(), 0));
-    let handle = TaskHandle::new(shared.clone());
-    core.engine.push(item, |item, id| {
-        // Relaxed: read back only through the handle returned here.
-        shared.job.store(id, Ordering::Relaxed);
-        item.into_job(shared)
-    })?;
-    Ok(handle)
-}
-
 /// A task handle with its position among the tasks of a group or stream.
 pub(super) struct Tagged<T> {
     pub(super) seq: u64,
@@ -218,16 +202,30 @@ where
     Fut::Output: Send + 'static,
 {
     type Output = Fut::Output;
+    // Made into a job under the lock, as the watched recipe, a closure, could not be
+    // taken apart again for a refusal.
+    type Ready = (Self, Arc<Shared<Fut::Output>>);
 
-    fn into_job(self, shared: Arc<Shared<Fut::Output>>) -> SmartJob {
-        let WatchedRecipe { recipe, watch } = self;
+    fn ready(self, shared: Arc<Shared<Fut::Output>>) -> Self::Ready {
+        (self, shared)
+    }
+
+    fn into_job((watched, shared): Self::Ready) -> SmartJob {
+        let WatchedRecipe { recipe, watch } = watched;
         let run = move || {
             let guard = PanicGuard(&watch);
             let fut = recipe();
             std::mem::forget(guard);
             Watched::new(fut, watch.clone())
         };
-        run.into_job(shared)
+        fn job<S: Submit<SmartJob>>(s: S, shared: Arc<Shared<S::Output>>) -> SmartJob {
+            S::into_job(s.ready(shared))
+        }
+        job(run, shared)
+    }
+
+    fn unready((watched, _): Self::Ready) -> Self {
+        watched
     }
 }
 
@@ -311,7 +309,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         item: S,
         key: Option<Registered>,
     ) -> Result<TaskId, PushError<S>> {
-        let handle = match push_admitted(&self.core, item) {
+        let handle = match self.core.push_admitted(item) {
             Ok(h) => h,
             Err(e) => {
                 unwatch(key);

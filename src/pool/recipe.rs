@@ -16,18 +16,22 @@ use crate::error::CancelReason;
 use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, Woken};
 
 /// A submitted recipe and the one result slot all of its runs share.
-struct SmartTask<R, T> {
+pub(crate) struct SmartTask<R, T> {
+    // First: the handle is told before the recipe is dropped.
+    shared: LastCopy<T>,
     recipe: R,
-    shared: Arc<Shared<T>>,
 }
 
-impl<R, T> Drop for SmartTask<R, T> {
+/// The result slot, as the task holds it.
+struct LastCopy<T>(Arc<Shared<T>>);
+
+impl<T> Drop for LastCopy<T> {
     fn drop(&mut self) {
         // The last copy of an unfinished task is going away (its pool or runtime is gone):
         // tell the handle rather than leave it waiting. Does nothing if the task ended. An
         // aborted task says so, even if its run ended before `abort` decided the outcome.
-        let reason = self.shared.aborted();
-        self.shared
+        let reason = self.0.aborted();
+        self.0
             .cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
     }
 }
@@ -54,7 +58,7 @@ where
     T: Send + 'static,
 {
     fn shared(&self) -> &Shared<T> {
-        &self.shared
+        &self.shared.0
     }
 
     // The task may run again; the last copy going away tells the handle (`SmartTask`'s
@@ -69,10 +73,10 @@ where
     Fut::Output: Send + 'static,
 {
     fn run(self: Arc<Self>) -> BoxRun {
-        if self.shared.is_claimed() {
+        if self.shared.0.is_claimed() {
             // Ended already (aborted while queued, or finished by an earlier run).
-            let outcome = if self.shared.is_aborted() {
-                Outcome::Cancelled(self.shared.abort_reason())
+            let outcome = if self.shared.0.is_aborted() {
+                Outcome::Cancelled(self.shared.0.abort_reason())
             } else {
                 Outcome::Completed
             };
@@ -87,15 +91,15 @@ where
     }
 
     fn cancel(&self, reason: CancelReason) {
-        self.shared.cancel(reason);
+        self.shared.0.cancel(reason);
     }
 
     fn aborted(&self) -> Option<CancelReason> {
-        self.shared.aborted()
+        self.shared.0.aborted()
     }
 
     fn handle_waker(&self) -> Option<std::task::Waker> {
-        self.shared.handle_waker()
+        self.shared.0.handle_waker()
     }
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
@@ -111,12 +115,25 @@ where
     Fut::Output: Send + 'static,
 {
     type Output = Fut::Output;
+    type Ready = Arc<SmartTask<R, Fut::Output>>;
 
-    fn into_job(self, shared: Arc<Shared<Fut::Output>>) -> SmartJob {
-        SmartJob(Arc::new(SmartTask {
+    fn ready(self, shared: Arc<Shared<Fut::Output>>) -> Self::Ready {
+        Arc::new(SmartTask {
+            shared: LastCopy(shared),
             recipe: self,
-            shared,
-        }))
+        })
+    }
+
+    fn into_job(ready: Self::Ready) -> SmartJob {
+        SmartJob(ready)
+    }
+
+    fn unready(ready: Self::Ready) -> R {
+        let SmartTask { shared, recipe } =
+            Arc::into_inner(ready).expect("a task's recipe is shared only once its job is queued");
+        // Its result slot, cancelled here, has no handle.
+        drop(shared);
+        recipe
     }
 }
 

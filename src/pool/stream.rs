@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use futures_util::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
 
 use super::core::{Core, Submit};
-use super::group::{abort_each, push_admitted, Tagged};
+use super::group::{abort_each, Tagged};
 use crate::engine::{AdmitError, Job};
 use crate::error::{SubmitErrorKind, TaskError};
 use crate::task::TaskHandle;
@@ -82,7 +82,7 @@ where
         // A refused job is dropped here. The stream checks that the pool is open before it
         // pulls an input, so only a shutdown racing with the pull and `f`, or a pool with
         // no runtime, loses an input this way (see "Refusal" in the stream's docs).
-        push_admitted(&self.core, item).map_err(|e| e.kind())
+        self.core.push_admitted(item).map_err(|e| e.kind())
     }
 
     fn capacity(&self) -> usize {

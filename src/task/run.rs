@@ -90,6 +90,17 @@ impl<F: Future, H: HasShared<F::Output>> Run<F, H> {
             armed: false,
         }
     }
+
+    /// The future of a run that was never pinned (the pool refused its task after all),
+    /// handed back; its result slot is left untouched.
+    pub(crate) fn into_future(mut self) -> F {
+        // Nothing to tell: there is no handle.
+        self.published = true;
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Running { fut } => fut,
+            Stage::Done => unreachable!("a run is made with its future"),
+        }
+    }
 }
 
 /// Drops the future, catching a panic in its `Drop`; returns the panic payload if any.
