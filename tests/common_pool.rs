@@ -224,6 +224,37 @@ async fn abort_cancels_queued_and_running_tasks() {
     assert_eq!(pool.stats().cancelled, 2);
 }
 
+/// An abort that comes while the job's first poll is still under way, before its slot
+/// task has told the pool how to wake it, still reaches the job: the slot looks at the
+/// abort once it has, so the job's place is freed (here the job never wakes itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_during_the_first_poll_reaches_the_job() {
+    let pool = CommonAioPool::new(1, 4);
+    let (polling_tx, polling_rx) = std::sync::mpsc::channel();
+    let mut first = true;
+    let never = std::future::poll_fn(move |_| {
+        if std::mem::take(&mut first) {
+            polling_tx.send(()).unwrap();
+            // The abort comes now, while this poll holds its thread.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::task::Poll::<()>::Pending
+    });
+    let running = pool.submit(never).await.unwrap();
+    let abort = running.abort_handle();
+    tokio::task::spawn_blocking(move || {
+        polling_rx.recv().unwrap();
+        abort.abort();
+    })
+    .await
+    .unwrap();
+    let err = within("the aborted handle", running).await.unwrap_err();
+    assert_eq!(err.cancel_reason(), Some(CancelReason::Aborted));
+    // Its slot was woken, and dropped the job: the pool drains.
+    within("shutdown after the abort", pool.shutdown()).await;
+    assert_eq!(pool.stats().cancelled, 1);
+}
+
 #[tokio::test]
 async fn shutdown_completes_everything_refuses_new_work_and_is_idempotent() {
     let pool = CommonAioPool::new(2, 50);

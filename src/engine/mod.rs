@@ -1231,17 +1231,25 @@ impl<J: Job> Engine<J> {
     /// itself is dropped on its runtime, as a slot would drop it (not on the aborting
     /// thread, which may hold a lock its `Drop` takes), and nothing waits for that drop (a
     /// runtime no longer driven might never run it). A job a slot has taken already is
-    /// dropped by that slot; during the exit take-over, the take-over settles it.
+    /// dropped by that slot, woken here (it sees the abort at its next poll); during the
+    /// exit take-over, the take-over settles a queued one.
     fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
         let mut later = Deferred::default();
         let (job, id, reason, handle) = {
             let mut st = self.lock();
-            if st.taken_over {
+            // A job a slot has taken (running, or about to) is not searched for in the
+            // queue, which may be long. Its slot task is woken, if it stored its waker: a
+            // slot that stores it later looks at the abort flag after that (the flag was
+            // set before this lock was taken).
+            if let Some((_, e)) = st.slots.iter().find(|(_, e)| e.job == id) {
+                let waker = e.waker.clone();
+                drop(st);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
                 return;
             }
-            // A job a slot has taken (running, or about to) is not searched for in the
-            // queue, which may be long.
-            if st.slots.iter().any(|(_, e)| e.job == id) {
+            if st.taken_over {
                 return;
             }
             let Some(q) = st.queue.remove_seq(id, priority) else {

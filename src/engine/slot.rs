@@ -549,9 +549,16 @@ impl<J: Job> Slot<J> {
                             st.slots[this.key].waker = Some(cx.waker().clone());
                         }
                         drop(st);
-                        // A `cancel_all` that read the wakers before ours was stored set
-                        // its mark first (both under the lock): look again.
-                        if this.engine.cancel_before.load(Ordering::Acquire) > this.cancel_seen {
+                        // A `cancel_all`, or an abort of this job, that read the wakers
+                        // before ours was stored set its mark first (both under the lock):
+                        // look again.
+                        let aborted = this
+                            .run
+                            .as_ref()
+                            .is_some_and(|(r, _)| r.aborted().is_some());
+                        if aborted
+                            || this.engine.cancel_before.load(Ordering::Acquire) > this.cancel_seen
+                        {
                             cx.waker().wake_by_ref();
                         }
                     }

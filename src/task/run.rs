@@ -58,9 +58,6 @@ pin_project! {
         outcome: Option<Outcome>,
         // The result was handed over (what is left in `held` is a result nobody wants).
         published: bool,
-        // The abort waker is registered once per run: the engine polls a run from one
-        // tokio task, whose waker does not change.
-        armed: bool,
     }
 
     impl<F: Future, H: HasShared<F::Output>> PinnedDrop for Run<F, H> {
@@ -87,7 +84,6 @@ impl<F: Future, H: HasShared<F::Output>> Run<F, H> {
             held: None,
             outcome: None,
             published: false,
-            armed: false,
         }
     }
 
@@ -140,7 +136,8 @@ where
         }
         let mut this = self.as_mut().project();
         let shared = this.owner.shared();
-        if shared.poll_aborted(cx, this.armed) {
+        // Woken by the pool when it is aborted (see `unqueue::aborted`).
+        if shared.is_aborted() {
             drop_future(this.stage);
             let aborted = Outcome::Cancelled(shared.abort_reason());
             *this.outcome = Some(aborted);

@@ -3,12 +3,13 @@
 //!
 //! The slot is a `std` mutex around the result and the handle's waker; the lock is held
 //! for a few instructions and no user code runs under it. The abort flag is an
-//! `AtomicBool` plus an `AtomicWaker` for the job's own waker, so a job checks it with one
-//! load per poll.
+//! `AtomicBool`, which a job checks with one load per poll; a running job is woken to see
+//! it by its pool (through [`unqueue::aborted`](super::unqueue::aborted)), which knows the
+//! waker of the slot task that polls it.
 
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{AtomicBool, AtomicU64, AtomicWaker, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 
 use super::context::Waiting;
 use crate::error::{CancelReason, TaskError};
@@ -25,8 +26,6 @@ pub(crate) struct Shared<T> {
     aborted: AtomicBool,
     /// The abort was the pool's nested-wait check (`WouldDeadlock`), not the user's.
     would_deadlock: AtomicBool,
-    /// The waker of the job's current run, woken by `abort`.
-    job_waker: AtomicWaker,
     slot: Mutex<Slot<T>>,
 }
 
@@ -54,7 +53,6 @@ impl<T> Shared<T> {
             claimed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             would_deadlock: AtomicBool::new(false),
-            job_waker: AtomicWaker::new(),
             slot: Mutex::new(Slot {
                 result: None,
                 done: false,
@@ -167,24 +165,6 @@ impl<T> Shared<T> {
         self.fill_first(Err(TaskError::cancelled(reason)))
     }
 
-    /// For the job: whether the task was aborted; if not, makes sure `cx` is woken by an
-    /// abort. `armed` says whether this run's waker is registered already: a slot polls a
-    /// job with the same waker until it moves the job (and then calls `rearm`), so the
-    /// registration is done once per run, not on every poll.
-    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>, armed: &mut bool) -> bool {
-        if self.aborted.load(Ordering::Acquire) {
-            return true;
-        }
-        if *armed {
-            return false;
-        }
-        *armed = true;
-        self.job_waker.register(cx.waker());
-        // Checked again after registering, so an abort in between is not missed (the
-        // AtomicWaker protocol: `abort` stores then wakes; we register then load).
-        self.aborted.load(Ordering::Acquire)
-    }
-
     /// For the handle: aborts the task and resolves the handle at once, with `reason`.
     ///
     /// Only the abort that decides the outcome marks the task aborted, so the reason the
@@ -196,9 +176,9 @@ impl<T> Shared<T> {
         // (whose `Drop` cancels it with another reason) before this claim.
         let decided = self.decide(Err(TaskError::cancelled(reason)), Some(reason));
         if self.fill_decided(decided) {
-            // A running job drops its future at its next poll; a queued one leaves the
-            // queue now (Relaxed: the id was written before the handle was returned).
-            self.job_waker.wake();
+            // A queued job leaves the queue now; a running one is woken, and drops its
+            // future at its next poll (Relaxed: the id was written before the handle was
+            // returned).
             let job = self.job.load(Ordering::Relaxed);
             super::unqueue::aborted(self.pool, job, self.priority);
         }
@@ -463,25 +443,6 @@ mod loom_tests {
             assert!(shared.store_first(Ok(7)).is_ok());
             shared.abort(CancelReason::Aborted);
             assert_eq!(shared.aborted(), None);
-        });
-    }
-
-    /// An abort while the job registers its waker is never missed: either the job sees the
-    /// flag, or its waker is woken.
-    #[test]
-    fn abort_reaches_a_job_registering_its_waker() {
-        loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0, 0));
-            let aborter = {
-                let shared = shared.clone();
-                thread::spawn(move || shared.abort(CancelReason::Aborted))
-            };
-            let (woke, waker) = flag();
-            let mut cx = Context::from_waker(&waker);
-            let mut armed = false;
-            let seen = shared.poll_aborted(&mut cx, &mut armed);
-            aborter.join().unwrap();
-            assert!(seen || woke.0.load(Ordering::SeqCst) >= 1, "abort missed");
         });
     }
 

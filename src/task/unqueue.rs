@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 pub(crate) trait Unqueue: Send + Sync {
     /// Task `job`, queued with `priority`, was just aborted: if it has not started, take
     /// it out of the queue now (its place freed, its end counted; its job dropped on its
-    /// runtime). Never called under the pool's lock.
+    /// runtime); if a slot has taken it, wake that slot, which drops it at its next poll.
+    /// Never called under the pool's lock.
     fn aborted(self: Arc<Self>, job: u64, priority: i32);
 }
 
