@@ -395,6 +395,7 @@ impl<J: Job> Engine<J> {
         let limit = elastic.map_or(max_concurrency, |c| c.min_workers);
         let needs_timers = limits.rate.is_some();
         let reachable: Weak<dyn Unqueue> = me.clone();
+        let probe: Weak<dyn Probe> = me.clone();
         let mut runtimes = Runtimes::new(me);
         if let Ok(handle) = Handle::try_current() {
             if needs_timers && !runtimes::has_timers(&handle) {
@@ -432,7 +433,9 @@ impl<J: Job> Engine<J> {
             graves: Graves::new(max_concurrency.saturating_add(max_queue_size)),
         };
         // Last, once nothing can panic: an engine that was never made is never reached.
-        unqueue::register(reachable.as_ptr() as *const () as usize, reachable);
+        let id = reachable.as_ptr() as *const () as usize;
+        unqueue::register(id, reachable);
+        context::register(id, probe);
         Engine {
             max_concurrency: AtomicUsize::new(max_concurrency),
             permit_debt: AtomicUsize::new(0),
@@ -2147,6 +2150,7 @@ impl<J: Job> Drop for Unqueued<J> {
 impl<J: Job> Drop for Engine<J> {
     fn drop(&mut self) {
         unqueue::deregister(self.id());
+        context::deregister(self.id());
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         for grave in st.graves.drain() {
             drop_quietly(grave);

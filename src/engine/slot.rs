@@ -20,7 +20,7 @@ use super::runtimes::{self, RtRef, ANY};
 use super::{drop_quietly, Deferred, Engine, Job, Queued};
 use crate::error::CancelReason;
 use crate::observe::Running;
-use crate::task::context::{Entered, Probe};
+use crate::task::context::Entered;
 use crate::task::{BoxRun, Outcome};
 
 /// The most jobs a slot finishes in one poll before it lets its thread run other tasks.
@@ -94,8 +94,6 @@ pub(crate) struct Slot<J: Job> {
     run: Option<(BoxRun, u64)>,
     /// That job's span and start time (empty without the observability features).
     obs: Running,
-    /// Moved into a thread-local while a job is polled (see `task::context`).
-    probe: Option<Arc<dyn Probe>>,
     /// The `cancel_before` mark this slot has applied.
     cancel_seen: u64,
     /// Its waker is in the state (once per slot: a tokio task's waker does not change).
@@ -124,7 +122,6 @@ impl<J: Job> Slot<J> {
         rt: RtRef,
         polling: Polling,
     ) -> Self {
-        let probe: Arc<dyn Probe> = engine.clone();
         Slot {
             engine,
             polling,
@@ -134,7 +131,6 @@ impl<J: Job> Slot<J> {
             next: None,
             run: None,
             obs: Running::none(),
-            probe: Some(probe),
             cancel_seen: 0,
             registered: false,
             claiming: false,
@@ -515,7 +511,7 @@ impl<J: Job> Slot<J> {
                     run
                 } else {
                     // Starting a recipe's run calls user code: inside the pool's context.
-                    let _in_pool = Entered::new(pool, id, &mut this.probe);
+                    let _in_pool = Entered::new(pool, id);
                     let _span = this.obs.enter();
                     q.job.start()
                 };
@@ -530,7 +526,7 @@ impl<J: Job> Slot<J> {
             let id = *id;
             let began = this.engine.stuck_epoch();
             let poll = {
-                let _in_pool = Entered::new(pool, id, &mut this.probe);
+                let _in_pool = Entered::new(pool, id);
                 let _span = this.obs.enter();
                 run.as_mut().poll_run(cx)
             };

@@ -2,11 +2,14 @@
 //! pool, or a wait on a task of the same pool, can be recognised.
 //!
 //! The engine sets it around every poll of a task; the handle and the submit paths read
-//! it. The probe is *moved* into the thread-local and back out, so entering costs no
-//! reference-count traffic.
+//! it. The thread-local holds two numbers (the pool's id and the task's), so entering
+//! costs two stores; the pool itself is found by its id, in a [`Registry`], only by a
+//! handle awaited inside its own pool.
 
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::cell::Cell;
+use std::sync::{Arc, Weak};
+
+use super::registry::Registry;
 
 /// What a [`TaskHandle`](crate::TaskHandle) polled inside a task may ask of that task's
 /// pool.
@@ -55,15 +58,35 @@ impl Waiting {
     }
 }
 
-/// The pool, and the task of it, that the current thread is polling.
+/// The pool (its id; 0: none), and the task of it, that the current thread is polling.
+#[derive(Clone, Copy)]
 struct Current {
     pool: usize,
-    probe: Arc<dyn Probe>,
     task: u64,
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+    static CURRENT: Cell<Current> = const { Cell::new(Current { pool: 0, task: 0 }) };
+}
+
+static PROBES: Registry<dyn Probe> = Registry::new();
+
+/// Makes pool `id` reachable by the handles awaited in its tasks (until [`deregister`]).
+pub(crate) fn register(id: usize, pool: Weak<dyn Probe>) {
+    PROBES.insert(id, pool);
+}
+
+/// Pool `id` is being dropped.
+pub(crate) fn deregister(id: usize) {
+    PROBES.remove(id);
+}
+
+/// The current thread's task of pool `pool`, with that pool's probe.
+fn with_current<R>(pool: usize, f: impl FnOnce(&Arc<dyn Probe>, u64) -> R) -> Option<R> {
+    let task = current_task(pool)?;
+    // A task of the pool is being polled: its slot holds the pool alive.
+    let probe = PROBES.get(pool)?;
+    Some(f(&probe, task))
 }
 
 /// Starts counting a wait of the task being polled on this thread on task `awaited` of
@@ -71,7 +94,7 @@ thread_local! {
 /// if counting it would stall the pool (see [`Probe::start_waiting`]), `None` if not
 /// counted.
 pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting, ()>> {
-    let (probe, waiter) = with_current(pool, |cur| (Arc::clone(&cur.probe), cur.task))?;
+    let (probe, waiter) = with_current(pool, |probe, task| (Arc::clone(probe), task))?;
     match probe.start_waiting(waiter, awaited)? {
         false => Some(Ok(Waiting {
             probe,
@@ -85,28 +108,18 @@ pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting,
 /// Whether the current thread's task of pool `pool`, polling again its counted wait on
 /// task `awaited`, is to be refused (see [`Probe::refuse_stuck`]).
 pub(crate) fn refuse_stuck(pool: usize, awaited: u64) -> bool {
-    with_current(pool, |cur| cur.probe.refuse_stuck(cur.task, awaited)).unwrap_or(false)
+    with_current(pool, |probe, task| probe.refuse_stuck(task, awaited)).unwrap_or(false)
 }
 
 /// The task of pool `pool` the current thread is polling, if any.
 pub(crate) fn current_task(pool: usize) -> Option<u64> {
-    with_current(pool, |cur| cur.task)
-}
-
-/// `f` of what the current thread is polling, if that is a task of pool `pool`.
-fn with_current<R>(pool: usize, f: impl FnOnce(&Current) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|c| match &*c.borrow() {
-            Some(cur) if cur.pool == pool => Some(f(cur)),
-            _ => None,
-        })
-        .ok()
-        .flatten()
+    let cur = CURRENT.try_with(Cell::get).ok()?;
+    (cur.pool == pool && pool != 0).then_some(cur.task)
 }
 
 /// Whether the current thread is polling a task of any pool.
 pub(crate) fn polling_a_task() -> bool {
-    CURRENT.try_with(|c| c.borrow().is_some()).unwrap_or(false)
+    CURRENT.try_with(|c| c.get().pool != 0).unwrap_or(false)
 }
 
 /// Whether the current thread is polling a task of pool `pool`.
@@ -114,56 +127,25 @@ pub(crate) fn in_pool(pool: usize) -> bool {
     current_task(pool).is_some()
 }
 
-/// Marks the current thread as polling task `task` of pool `id` until dropped; the probe
-/// is moved out of `slot` meanwhile and put back on drop.
-pub(crate) struct Entered<'a> {
-    slot: &'a mut Option<Arc<dyn Probe>>,
-    entered: bool,
+/// Marks the current thread as polling task `task` of pool `pool` (a non-zero id) until
+/// dropped.
+pub(crate) struct Entered {
+    /// What it marked before (`None`: the thread-local is gone, at thread exit).
     saved: Option<Current>,
 }
 
-impl<'a> Entered<'a> {
-    pub(crate) fn new(id: usize, task: u64, slot: &'a mut Option<Arc<dyn Probe>>) -> Self {
-        let mut probe = slot.take();
-        let mut entered = false;
-        let mut saved = None;
-        if probe.is_some() {
-            // If the thread-local is gone (thread exit), the closure does not run and the
-            // probe stays with its owner.
-            let _ = CURRENT.try_with(|c| {
-                if let Some(probe) = probe.take() {
-                    saved = c.borrow_mut().replace(Current {
-                        pool: id,
-                        probe,
-                        task,
-                    });
-                    entered = true;
-                }
-            });
-        }
-        if !entered {
-            *slot = probe;
-        }
+impl Entered {
+    pub(crate) fn new(pool: usize, task: u64) -> Self {
         Entered {
-            slot,
-            entered,
-            saved,
+            saved: CURRENT.try_with(|c| c.replace(Current { pool, task })).ok(),
         }
     }
 }
 
-impl Drop for Entered<'_> {
+impl Drop for Entered {
     fn drop(&mut self) {
-        if !self.entered {
-            return;
-        }
-        let saved = self.saved.take();
-        let mine = CURRENT
-            .try_with(|c| std::mem::replace(&mut *c.borrow_mut(), saved))
-            .ok()
-            .flatten();
-        if let Some(cur) = mine {
-            *self.slot = Some(cur.probe);
+        if let Some(saved) = self.saved {
+            let _ = CURRENT.try_with(|c| c.set(saved));
         }
     }
 }

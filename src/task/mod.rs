@@ -7,6 +7,7 @@
 
 pub(crate) mod context;
 mod handle;
+mod registry;
 mod run;
 mod shared;
 pub(crate) mod unqueue;

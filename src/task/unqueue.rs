@@ -4,8 +4,9 @@
 //! pay nothing for it.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::registry::Registry;
 
 /// What an abort asks of the pool of its task.
 pub(crate) trait Unqueue: Send + Sync {
@@ -16,33 +17,22 @@ pub(crate) trait Unqueue: Send + Sync {
     fn aborted(self: Arc<Self>, job: u64, priority: i32);
 }
 
-type Pools = BTreeMap<usize, Weak<dyn Unqueue>>;
-
-static POOLS: RwLock<Pools> = RwLock::new(BTreeMap::new());
+static POOLS: Registry<dyn Unqueue> = Registry::new();
 
 /// Makes pool `id` reachable by the aborts of its tasks (until [`deregister`]).
 pub(crate) fn register(id: usize, pool: Weak<dyn Unqueue>) {
-    // Nothing panics under this lock; recover the map if something ever did.
-    POOLS
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, pool);
+    POOLS.insert(id, pool);
 }
 
 /// Pool `id` is being dropped.
 pub(crate) fn deregister(id: usize) {
-    POOLS.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    POOLS.remove(id);
 }
 
 /// Tells pool `pool` that its task `job` was aborted (see [`Unqueue::aborted`]).
 pub(crate) fn aborted(pool: usize, job: u64, priority: i32) {
-    let found = POOLS
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&pool)
-        .and_then(Weak::upgrade);
     // The map's lock is released before the pool's is taken.
-    if let Some(pool) = found {
+    if let Some(pool) = POOLS.get(pool) {
         pool.aborted(job, priority);
     }
 }
