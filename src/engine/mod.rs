@@ -256,6 +256,10 @@ struct State<J> {
     ended_in_take_over: Vec<u64>,
     /// What ended jobs left that their submitter made (see [`graves`]).
     graves: Graves,
+    /// The marks of the slot tasks of a re-run pool, which drop what ended jobs left
+    /// after the lock (see [`Polling::begin_drop`]); marks of slots that are gone are
+    /// pruned as the list grows.
+    droppers: Vec<Polling>,
 }
 
 /// What a critical section leaves to do once the lock is released.
@@ -336,6 +340,9 @@ pub(crate) struct Engine<J: Job> {
     state: Mutex<State<J>>,
     /// Signalled when a wait's target is reached, and at close.
     changed: Notify,
+    /// `wait()`s waiting for slots to finish dropping what ended jobs left: a slot that
+    /// finishes one signals `changed` while there are any.
+    drop_watchers: AtomicUsize,
     /// Mirror of `State::generation`, so a stale slot stops without taking the lock.
     generation: AtomicU64,
     /// Running jobs with an id below this are cancelled with `State::cancel_reason`.
@@ -431,6 +438,7 @@ impl<J: Job> Engine<J> {
             awaiting_poll: Vec::new(),
             ended_in_take_over: Vec::new(),
             graves: Graves::new(max_concurrency.saturating_add(max_queue_size)),
+            droppers: Vec::new(),
         };
         // Last, once nothing can panic: an engine that was never made is never reached.
         let id = reachable.as_ptr() as *const () as usize;
@@ -450,6 +458,7 @@ impl<J: Job> Engine<J> {
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
             stuck_epoch: AtomicU64::new(0),
+            drop_watchers: AtomicUsize::new(0),
             on_drop,
             on_panic,
             observer: Observer::new(&label),
@@ -1701,8 +1710,12 @@ impl<J: Job> Engine<J> {
             // The wait takes those kept and frees them; batches being freed elsewhere,
             // taken before, are waited for. It frees them here, on the waiter's thread,
             // unless it runs inside a job's poll (then a task of the current runtime
-            // does); outside a runtime, with a runtime of the pool entered.
+            // does); outside a runtime, with a runtime of the pool entered. In a re-run
+            // pool, slots drop what ended jobs left after the lock that counted them: the
+            // drops under way then are waited for too (`drops`, watched by `_watch`).
             let mut horizon = None;
+            let mut drops: Vec<(Polling, u64)> = Vec::new();
+            let mut _watch = None;
             loop {
                 let mut notified = pin!(engine.changed.notified());
                 notified.as_mut().enable();
@@ -1717,6 +1730,14 @@ impl<J: Job> Engine<J> {
                     {
                         batch = st.graves.take_all();
                         horizon = Some(st.graves.horizon());
+                        drops = st
+                            .droppers
+                            .iter()
+                            .filter_map(|p| p.dropping().map(|n| (p.clone(), n)))
+                            .collect();
+                        if !drops.is_empty() {
+                            _watch = Some(DropWatch::new(&engine));
+                        }
                         if batch.is_some() && Handle::try_current().is_err() {
                             enter = st
                                 .runtimes
@@ -1745,7 +1766,9 @@ impl<J: Job> Engine<J> {
                     }
                     continue;
                 }
-                if settled {
+                // After the watch was counted (SeqCst: see `Polling::end_drop`).
+                drops.retain(|(p, n)| !p.dropped_through(*n));
+                if settled && drops.is_empty() {
                     return;
                 }
                 notified.await;
@@ -2112,6 +2135,24 @@ pub(crate) struct TakeOver {
     pub(crate) stuck: u64,
 }
 
+/// Counts a `wait()` watching for drops under way (see [`Engine::dropped_leftovers`]),
+/// until it returns or is dropped.
+struct DropWatch<J: Job>(Arc<Engine<J>>);
+
+impl<J: Job> DropWatch<J> {
+    fn new(engine: &Arc<Engine<J>>) -> Self {
+        // SeqCst: see `Polling::end_drop`.
+        engine.drop_watchers.fetch_add(1, Ordering::SeqCst);
+        DropWatch(Arc::clone(engine))
+    }
+}
+
+impl<J: Job> Drop for DropWatch<J> {
+    fn drop(&mut self) {
+        self.0.drop_watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Forgets a `wait()` when its future is dropped.
 struct WaitGuard<J: Job> {
     engine: Arc<Engine<J>>,
@@ -2270,6 +2311,25 @@ impl<J: Job> Drop for Armed<J> {
 }
 
 impl<J: Job> Engine<J> {
+    /// Under the lock, the first time a slot of a re-run pool drops what a job left: its
+    /// mark goes in the list a `wait()` looks at.
+    fn list_dropper(st: &mut State<J>, polling: &Polling) {
+        if st.droppers.len() == st.droppers.capacity() {
+            // Before the list grows: the marks of slots that are gone.
+            st.droppers.retain(Polling::is_held);
+        }
+        st.droppers.push(polling.clone());
+    }
+
+    /// A slot finished dropping what a job left ([`Polling::end_drop`]): a `wait()`
+    /// watching for that looks again.
+    pub(super) fn dropped_leftovers(&self) {
+        // SeqCst: see `Polling::end_drop`.
+        if self.drop_watchers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Under the lock, for a slot left without a job: keeps it as an idle slot task (with a
     /// fresh entry) if the pool may want it soon. Returns its new key.
     fn keep_idle(st: &mut State<J>, rt: RtRef, polling: &Polling) -> Option<usize> {

@@ -35,7 +35,8 @@ const LINGER_POLLS: u8 = 2;
 /// poll on a live thread, and must not wait for a poll on the thread that is exiting.
 ///
 /// It also carries the mark that an idle slot task was given a job, so that a lingering
-/// one finds out without taking the engine's lock.
+/// one finds out without taking the engine's lock; and, for a pool of recipes, how far the
+/// slot is with dropping what its ended jobs left (see [`Polling::begin_drop`]).
 #[derive(Clone, Default)]
 pub(super) struct Polling(Arc<PollingState>);
 
@@ -44,6 +45,9 @@ struct PollingState {
     by: AtomicU64,
     /// Taken off the idle list to claim a reserved job (set under the engine's lock).
     claimed: AtomicBool,
+    /// Drops of ended jobs' leftovers begun (under the engine's lock) and finished.
+    drops_begun: AtomicU64,
+    drops_done: AtomicU64,
 }
 
 impl Polling {
@@ -62,6 +66,42 @@ impl Polling {
     pub(super) fn claim(&self) {
         // Release: its next poll (Acquire) sees the claim it was counted for.
         self.0.claimed.store(true, Ordering::Release);
+    }
+
+    /// Under the engine's lock, where a job's end is counted: the slot drops what the job
+    /// left (a recipe's run and copy) once the lock is released. A `wait()` that counts
+    /// the job as ended waits for [`end_drop`](Self::end_drop) too, so that it never
+    /// returns before what it covers is dropped.
+    pub(super) fn begin_drop(&self) {
+        // Written only by the slot; read under the lock.
+        let begun = self.0.drops_begun.load(Ordering::Relaxed);
+        self.0.drops_begun.store(begun + 1, Ordering::Relaxed);
+    }
+
+    /// The drop [`begin_drop`](Self::begin_drop) announced is over.
+    pub(super) fn end_drop(&self) {
+        let begun = self.0.drops_begun.load(Ordering::Relaxed);
+        // SeqCst, with `Engine::drop_watchers`: either the slot sees a waiter watching
+        // (and wakes it), or the waiter sees this store.
+        self.0.drops_done.store(begun, Ordering::SeqCst);
+    }
+
+    /// Under the engine's lock: the drop under way, if any, as the number a waiter waits
+    /// for ([`dropped_through`](Self::dropped_through)).
+    pub(super) fn dropping(&self) -> Option<u64> {
+        let begun = self.0.drops_begun.load(Ordering::Relaxed);
+        (self.0.drops_done.load(Ordering::SeqCst) < begun).then_some(begun)
+    }
+
+    /// Whether the drops up to the `n`-th are over.
+    pub(super) fn dropped_through(&self, n: u64) -> bool {
+        self.0.drops_done.load(Ordering::SeqCst) >= n
+    }
+
+    /// Whether anything but the list of slots that drop holds this mark (the slot task,
+    /// or its entry): a mark nothing else holds belongs to a slot that is gone.
+    pub(super) fn is_held(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
     }
 
     /// Whether it was claimed since the last call; clears the mark.
@@ -108,6 +148,8 @@ pub(crate) struct Slot<J: Job> {
     done: bool,
     /// Idle (no job, kept for the next one): how many times it has lingered.
     idle: Option<u8>,
+    /// Its [`Polling`] is in the state's list of slots that drop leftovers (re-run pools).
+    listed: bool,
     later: Deferred<J>,
 }
 
@@ -137,6 +179,7 @@ impl<J: Job> Slot<J> {
             fresh: false,
             done: false,
             idle: None,
+            listed: false,
             later: Deferred::default(),
         }
     }
@@ -319,6 +362,13 @@ impl<J: Job> Slot<J> {
             } else {
                 Engine::bury(&mut st, run, kept, self.rt, later)
             };
+            if J::RERUN {
+                // A recipe's run and copy, dropped below: a wait waits for that.
+                if !std::mem::replace(&mut self.listed, true) {
+                    Engine::list_dropper(&mut st, &self.polling);
+                }
+                self.polling.begin_drop();
+            }
             if let Some(limits) = &mut st.limits {
                 limits.ended(&meta);
             }
@@ -381,6 +431,10 @@ impl<J: Job> Slot<J> {
         );
         // A result nobody wants, if not kept, is dropped here, outside the lock.
         drop_quietly((left, copy));
+        if J::RERUN {
+            self.polling.end_drop();
+            engine.dropped_leftovers();
+        }
         engine.run_deferred(later);
         after
     }
