@@ -131,7 +131,8 @@
 //!   runtime). The result of a detached task (its handle dropped before it ended) goes
 //!   with its future's box, so its `Drop` runs at one of those points. A SmartAioPool's
 //!   recipe makes its future and result on the slot's thread: a run, its result and the
-//!   recipe's copy are dropped where the run ended.
+//!   recipe's copy are dropped where the run ended, just after its end is counted, and a
+//!   `wait()` that counts it as ended returns only once that drop is over.
 //!
 //! # Streams, groups and flow control
 //!
