@@ -277,6 +277,16 @@ async fn a_result_that_panics_when_dropped_by_a_submitter_fails_nothing() {
     assert_eq!(pool.run(async { 7 }).await.unwrap(), 7);
 }
 
+/// Counts its drop, which takes 300 ms (a wide gap for a wait to look into).
+struct Slow(Arc<AtomicUsize>);
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(300));
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
 /// A slot drops a recipe task's run and copy (the recipe with them) after the lock under
 /// which the task's end is counted. A `wait()` made in between, which counts the task as
 /// ended, still returns only once that drop is over (found flaky in the test below, about
@@ -285,13 +295,6 @@ async fn a_result_that_panics_when_dropped_by_a_submitter_fails_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smart_a_wait_made_while_a_recipe_is_being_dropped_waits_for_that_drop() {
     use nb_aiopool::SmartAioPool;
-    struct Slow(Arc<AtomicUsize>);
-    impl Drop for Slow {
-        fn drop(&mut self) {
-            std::thread::sleep(Duration::from_millis(300));
-            self.0.fetch_add(1, SeqCst);
-        }
-    }
     let pool = SmartAioPool::builder().max_concurrency(1).build();
     let drops = Arc::new(AtomicUsize::new(0));
     let slow = Slow(drops.clone());
@@ -317,6 +320,59 @@ async fn smart_a_wait_made_while_a_recipe_is_being_dropped_waits_for_that_drop()
         "wait() returned while the recipe of a task it counted as ended was being dropped"
     );
     assert_eq!(handle.await.unwrap(), 5);
+}
+
+/// The same when the recipe task ends because its runtime shut down, in a pool that does
+/// not run interrupted tasks again: the slot task's drop cancels the run, counts its end,
+/// and drops the run (with the recipe's last reference) after the lock (found by review
+/// on 6fbd687; the wait returned with 0 drops seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_a_wait_made_while_a_cancelled_recipe_is_being_dropped_waits_for_that_drop() {
+    use nb_aiopool::SmartAioPool;
+    let pool = SmartAioPool::builder()
+        .max_concurrency(1)
+        .rerun_interrupted(false)
+        .build();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (p, d) = (pool.clone(), drops.clone());
+    let other = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slow = Slow(d);
+            let handle = p
+                .submit(move || {
+                    let _ = &slow;
+                    std::future::pending::<u32>()
+                })
+                .await
+                .unwrap();
+            // Let the job start.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            tx.send(handle).unwrap();
+        });
+        // The slot task is dropped with its runtime: the run is cancelled, then dropped.
+        drop(rt);
+    });
+    let handle = rx.recv().unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !handle.is_finished() && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(handle.is_finished(), "the task was not cancelled");
+    assert_eq!(drops.load(SeqCst), 0, "the recipe's drop was not slow");
+    pool.wait().await;
+    let seen = drops.load(SeqCst);
+    other.join().unwrap();
+    assert_eq!(
+        seen, 1,
+        "wait() returned while the recipe of a cancelled task was being dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

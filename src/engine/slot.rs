@@ -630,6 +630,12 @@ impl<J: Job> Drop for Slot<J> {
     /// down (or was already gone when the slot was spawned). Its job is cancelled with
     /// [`CancelReason::RuntimeShutdown`], or queued again if it can be re-run.
     fn drop(&mut self) {
+        if self.listed {
+            // A drop announced by a poll that unwound (a panic in an observer's code
+            // between the two) is over now: the leftovers went with the unwinding.
+            self.polling.end_drop();
+            self.engine.dropped_leftovers();
+        }
         if self.done || self.is_stale() {
             return;
         }
@@ -672,6 +678,14 @@ impl<J: Job> Drop for Slot<J> {
                 engine.run_ended(&mut st, *id, decided, &mut later);
                 st.counts.lost += u64::from(decided == lost);
                 later.woken.push(woken);
+                if J::RERUN {
+                    // A recipe's run (the last copy, maybe), dropped after the lock: a wait
+                    // waits for that (finding 152).
+                    if !std::mem::replace(&mut self.listed, true) {
+                        Engine::list_dropper(&mut st, &self.polling);
+                    }
+                    self.polling.begin_drop();
+                }
                 true
             } else if let Some(q) = next {
                 if J::RERUN && q.job.aborted().is_none() {
@@ -725,6 +739,10 @@ impl<J: Job> Drop for Slot<J> {
         }
         self.obs = Running::none();
         drop(run);
+        if J::RERUN && self.listed {
+            self.polling.end_drop();
+            engine.dropped_leftovers();
+        }
         engine.run_deferred(&mut later);
     }
 }
