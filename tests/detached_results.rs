@@ -277,6 +277,14 @@ async fn a_result_that_panics_when_dropped_by_a_submitter_fails_nothing() {
     assert_eq!(pool.run(async { 7 }).await.unwrap(), 7);
 }
 
+/// Waits, bounded, until `handle`'s task has ended (without awaiting the handle).
+async fn until_finished<T>(handle: &nb_aiopool::TaskHandle<T>) {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !handle.is_finished() && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Counts its drop, which takes 300 ms (a wide gap for a wait to look into).
 struct Slow(Arc<AtomicUsize>);
 
@@ -307,10 +315,7 @@ async fn smart_a_wait_made_while_a_recipe_is_being_dropped_waits_for_that_drop()
         .unwrap();
     // Its result is stored (under the lock that counts its end) before the slot drops the
     // recipe: found finished, it is in that gap, not being woken after it.
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    while !handle.is_finished() && std::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_finished(&handle).await;
     assert!(handle.is_finished(), "the task did not end");
     assert_eq!(drops.load(SeqCst), 0, "the recipe's drop was not slow");
     pool.wait().await;
@@ -360,10 +365,7 @@ async fn smart_a_wait_made_while_a_cancelled_recipe_is_being_dropped_waits_for_t
         drop(rt);
     });
     let handle = rx.recv().unwrap();
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    while !handle.is_finished() && std::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_finished(&handle).await;
     assert!(handle.is_finished(), "the task was not cancelled");
     assert_eq!(drops.load(SeqCst), 0, "the recipe's drop was not slow");
     pool.wait().await;
