@@ -826,13 +826,17 @@ async fn two_parents_left_waiting_by_a_shrink(settle: Duration) -> ((R, R), R, P
     let gate = support::Gate::default();
     let g = gate.clone();
     drop(pool.submit(async move { g.wait().await }).await.unwrap());
-    // Orders the three child submits across the two parents.
+    // Orders the three child submits across the two parents, after both parents hold
+    // their slots (P1 may run before P2 is submitted: its child would then take the
+    // slot P2 is meant to hold).
+    let (p2_in_tx, p2_in_rx) = tokio::sync::oneshot::channel::<()>();
     let (a1_tx, a1_rx) = tokio::sync::oneshot::channel::<()>();
     let (a2_tx, a2_rx) = tokio::sync::oneshot::channel::<()>();
     let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel::<()>();
     let inner = pool.clone();
     let p1 = pool
         .submit(async move {
+            p2_in_rx.await.unwrap();
             let a1 = inner.submit(async { 1u32 }).await.unwrap();
             let _ = a1_tx.send(());
             a2_rx.await.unwrap();
@@ -853,6 +857,7 @@ async fn two_parents_left_waiting_by_a_shrink(settle: Duration) -> ((R, R), R, P
         })
         .await
         .unwrap();
+    p2_in_tx.send(()).unwrap();
     waiting_rx.await.unwrap();
     tokio::time::sleep(settle).await;
     let s = pool.stats();
