@@ -61,7 +61,7 @@ where
         &self.shared.0
     }
 
-    // The task may run again; the last copy going away tells the handle (`SmartTask`'s
+    // The task may run again; the last copy going away tells the handle (`LastCopy`'s
     // `Drop`).
     const CANCEL_ON_DROP: bool = false;
 }
