@@ -2135,7 +2135,7 @@ pub(crate) struct TakeOver {
     pub(crate) stuck: u64,
 }
 
-/// Counts a `wait()` watching for drops under way (see [`Engine::dropped_leftovers`]),
+/// Counts a `wait()` watching for drops under way (see [`Engine::end_drop`]),
 /// until it returns or is dropped.
 struct DropWatch<J: Job>(Arc<Engine<J>>);
 
@@ -2311,19 +2311,24 @@ impl<J: Job> Drop for Armed<J> {
 }
 
 impl<J: Job> Engine<J> {
-    /// Under the lock, the first time a slot of a re-run pool drops what a job left: its
-    /// mark goes in the list a `wait()` looks at.
-    fn list_dropper(st: &mut State<J>, polling: &Polling) {
-        if st.droppers.len() == st.droppers.capacity() {
-            // Before the list grows: the marks of slots that are gone.
-            st.droppers.retain(Polling::is_held);
+    /// Under the lock, for a slot of a re-run pool about to drop, after the lock, what a
+    /// job left ([`Polling::begin_drop`]). The first time (`listed` not yet set), its mark
+    /// goes in the list a `wait()` looks at.
+    fn begin_drop(st: &mut State<J>, polling: &Polling, listed: &mut bool) {
+        if !std::mem::replace(listed, true) {
+            if st.droppers.len() == st.droppers.capacity() {
+                // Before the list grows: the marks of slots that are gone.
+                st.droppers.retain(Polling::is_held);
+            }
+            st.droppers.push(polling.clone());
         }
-        st.droppers.push(polling.clone());
+        polling.begin_drop();
     }
 
     /// A slot finished dropping what a job left ([`Polling::end_drop`]): a `wait()`
     /// watching for that looks again.
-    pub(super) fn dropped_leftovers(&self) {
+    fn end_drop(&self, polling: &Polling) {
+        polling.end_drop();
         // SeqCst: see `Polling::end_drop`.
         if self.drop_watchers.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();

@@ -364,10 +364,7 @@ impl<J: Job> Slot<J> {
             };
             if J::RERUN {
                 // A recipe's run and copy, dropped below: a wait waits for that.
-                if !std::mem::replace(&mut self.listed, true) {
-                    Engine::list_dropper(&mut st, &self.polling);
-                }
-                self.polling.begin_drop();
+                Engine::begin_drop(&mut st, &self.polling, &mut self.listed);
             }
             if let Some(limits) = &mut st.limits {
                 limits.ended(&meta);
@@ -432,8 +429,7 @@ impl<J: Job> Slot<J> {
         // A result nobody wants, if not kept, is dropped here, outside the lock.
         drop_quietly((left, copy));
         if J::RERUN {
-            self.polling.end_drop();
-            engine.dropped_leftovers();
+            engine.end_drop(&self.polling);
         }
         engine.run_deferred(later);
         after
@@ -633,8 +629,7 @@ impl<J: Job> Drop for Slot<J> {
         if self.listed {
             // A drop announced by a poll that unwound (a panic in an observer's code
             // between the two) is over now: the leftovers went with the unwinding.
-            self.polling.end_drop();
-            self.engine.dropped_leftovers();
+            self.engine.end_drop(&self.polling);
         }
         if self.done || self.is_stale() {
             return;
@@ -681,10 +676,7 @@ impl<J: Job> Drop for Slot<J> {
                 if J::RERUN {
                     // A recipe's run (the last copy, maybe), dropped after the lock: a wait
                     // waits for that (finding 152).
-                    if !std::mem::replace(&mut self.listed, true) {
-                        Engine::list_dropper(&mut st, &self.polling);
-                    }
-                    self.polling.begin_drop();
+                    Engine::begin_drop(&mut st, &self.polling, &mut self.listed);
                 }
                 true
             } else if let Some(q) = next {
@@ -740,8 +732,7 @@ impl<J: Job> Drop for Slot<J> {
         self.obs = Running::none();
         drop(run);
         if J::RERUN && self.listed {
-            self.polling.end_drop();
-            engine.dropped_leftovers();
+            engine.end_drop(&self.polling);
         }
         engine.run_deferred(&mut later);
     }

@@ -81,12 +81,11 @@ pub(crate) fn deregister(id: usize) {
     PROBES.remove(id);
 }
 
-/// The current thread's task of pool `pool`, with that pool's probe.
-fn with_current<R>(pool: usize, f: impl FnOnce(&Arc<dyn Probe>, u64) -> R) -> Option<R> {
+/// That pool's probe, with the current thread's task of pool `pool`.
+fn current(pool: usize) -> Option<(Arc<dyn Probe>, u64)> {
     let task = current_task(pool)?;
     // A task of the pool is being polled: its slot holds the pool alive.
-    let probe = PROBES.get(pool)?;
-    Some(f(&probe, task))
+    Some((PROBES.get(pool)?, task))
 }
 
 /// Starts counting a wait of the task being polled on this thread on task `awaited` of
@@ -94,7 +93,7 @@ fn with_current<R>(pool: usize, f: impl FnOnce(&Arc<dyn Probe>, u64) -> R) -> Op
 /// if counting it would stall the pool (see [`Probe::start_waiting`]), `None` if not
 /// counted.
 pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting, ()>> {
-    let (probe, waiter) = with_current(pool, |probe, task| (Arc::clone(probe), task))?;
+    let (probe, waiter) = current(pool)?;
     match probe.start_waiting(waiter, awaited)? {
         false => Some(Ok(Waiting {
             probe,
@@ -108,7 +107,7 @@ pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting,
 /// Whether the current thread's task of pool `pool`, polling again its counted wait on
 /// task `awaited`, is to be refused (see [`Probe::refuse_stuck`]).
 pub(crate) fn refuse_stuck(pool: usize, awaited: u64) -> bool {
-    with_current(pool, |probe, task| probe.refuse_stuck(task, awaited)).unwrap_or(false)
+    current(pool).is_some_and(|(probe, task)| probe.refuse_stuck(task, awaited))
 }
 
 /// The task of pool `pool` the current thread is polling, if any.
