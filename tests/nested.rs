@@ -345,8 +345,16 @@ fn a_handed_on_wait_is_still_counted_and_a_real_deadlock_is_broken() {
                 // X: queued (the pool is full); once running, awaits C.
                 let hx = p
                     .submit(async move {
+                        let mut hc: nb_aiopool::TaskHandle<u32> = rx_x.await.unwrap();
+                        // X's wait on C is counted at its first poll; B awaits X only
+                        // after that, so that B's wait is the one that completes the
+                        // deadlock (finding 154: signalled before, B's wait could come
+                        // first and X's be the one broken).
+                        let first =
+                            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut hc).poll(cx)))
+                                .await;
+                        assert!(first.is_pending(), "C cannot have run: the pool is full");
                         let _ = started_tx.send(());
-                        let hc: nb_aiopool::TaskHandle<u32> = rx_x.await.unwrap();
                         hc.await
                     })
                     .await

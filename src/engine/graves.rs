@@ -1,7 +1,7 @@
 //! [`Graves`]: what ended jobs leave that their submitter made, kept for a submitter to
 //! free on its own thread.
 //!
-//! A future's run (its box, its result slot, and the result of a detached task) was
+//! A future's run (its cell, with its result slot, and the result of a detached task) was
 //! allocated by the code that submitted it. Freed on a worker, each block goes back to
 //! the submitter's allocator across threads; with glibc's malloc that takes a lock the
 //! submitter's next allocation waits on, which was most of the pools' context switches

@@ -228,7 +228,7 @@ impl<J: Job> Slot<J> {
         if let Some((run, id)) = &mut self.run {
             if *id < mark {
                 let reason = self.engine.lock().cancel_reason;
-                run.as_mut().cancel(reason);
+                run.cancel(reason);
             }
         }
     }
@@ -318,7 +318,7 @@ impl<J: Job> Slot<J> {
                 // (first one wins). If the take-over is waiting for this poll, the job ended
                 // here: it is counted here, and not run again; otherwise the take-over
                 // settled it already (cancelled, and counted).
-                let (woken, outcome) = run.as_mut().publish_locked();
+                let (woken, outcome) = run.publish_locked();
                 let counted_here = st.awaiting_poll.iter().position(|&j| j == id);
                 if let Some(pos) = counted_here {
                     st.awaiting_poll.swap_remove(pos);
@@ -346,7 +346,7 @@ impl<J: Job> Slot<J> {
             }
             // Decide and store the result, then count what was decided (an abort may have
             // come first), in one critical section.
-            let (woken, decided) = run.as_mut().publish_locked();
+            let (woken, decided) = run.publish_locked();
             outcome = decided;
             engine.run_ended(&mut st, id, outcome, later);
             later.woken.push(woken);
@@ -557,7 +557,7 @@ impl<J: Job> Slot<J> {
                 let run = if id < mark {
                     let reason = this.engine.lock().cancel_reason;
                     let mut run = q.job.start_cancelled(reason);
-                    run.as_mut().cancel(reason);
+                    run.cancel(reason);
                     run
                 } else {
                     // Starting a recipe's run calls user code: inside the pool's context.
@@ -578,7 +578,7 @@ impl<J: Job> Slot<J> {
             let poll = {
                 let _in_pool = Entered::new(pool, id);
                 let _span = this.obs.enter();
-                run.as_mut().poll_run(cx)
+                run.poll_run(cx)
             };
             match poll {
                 Poll::Ready(_) => {}
@@ -642,7 +642,7 @@ impl<J: Job> Drop for Slot<J> {
             if engine.reruns() {
                 drop(run.take());
             } else {
-                r.as_mut().cancel(CancelReason::RuntimeShutdown);
+                r.cancel(CancelReason::RuntimeShutdown);
             }
         }
         let next = self.next.take();
@@ -666,7 +666,7 @@ impl<J: Job> Drop for Slot<J> {
             let lost = Outcome::Cancelled(CancelReason::RuntimeShutdown);
             let holds_unit = if let Some((r, id)) = &mut run {
                 // A future's run, cancelled above (unless an abort decided first).
-                let (woken, decided) = r.as_mut().publish_locked();
+                let (woken, decided) = r.publish_locked();
                 if let Outcome::Cancelled(reason) = decided {
                     told = Some(reason);
                 }

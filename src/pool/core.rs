@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::engine::{AdmitError, Config, DropHook, Engine, Job, LimitsConfig, Meta, PushError};
 use crate::error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TrySubmitError};
 use crate::options::SubmitOptions;
-use crate::task::{BoxRun, Run, Shared, TaskHandle};
+use crate::task::{BoxRun, ReadyRun, Shared, SlotRef, TaskHandle};
 
 /// What a pool accepts, and how it becomes that pool's job.
 ///
@@ -26,8 +26,15 @@ pub(crate) trait Submit<J>: Sized + Send + 'static {
     /// The item made ready to queue, its task's result slot inside.
     type Ready: Send + 'static;
 
-    /// Makes the item ready to queue; calls no user code.
-    fn ready(self, shared: Arc<Shared<Self::Output>>) -> Self::Ready;
+    /// Makes the item ready to queue with its task's result slot `shared` (in the same
+    /// allocation as the item's run, where it can be); calls no user code.
+    fn ready(self, shared: Shared<Self::Output>) -> Self::Ready;
+
+    /// The handle's reference to the task's result slot. Dropped before [`unready`] on a
+    /// refusal.
+    ///
+    /// [`unready`]: Submit::unready
+    fn slot(ready: &Self::Ready) -> SlotRef<Self::Output>;
 
     /// The job the engine queues; cheap (taken under the engine's lock).
     fn into_job(ready: Self::Ready) -> J;
@@ -36,7 +43,8 @@ pub(crate) trait Submit<J>: Sized + Send + 'static {
     fn unready(ready: Self::Ready) -> Self;
 }
 
-/// A future job: its run, boxed once at submit.
+/// A future job: its run, allocated once at submit (with its result slot, see
+/// [`ReadyRun`]).
 pub(crate) struct FutureJob(BoxRun);
 
 impl Job for FutureJob {
@@ -55,8 +63,8 @@ impl Job for FutureJob {
     }
 
     fn cancel(mut self, reason: CancelReason) {
-        self.0.as_mut().cancel(reason);
-        self.0.as_mut().publish_locked().0.fire();
+        self.0.cancel(reason);
+        self.0.publish_locked().0.fire();
     }
 
     fn aborted(&self) -> Option<CancelReason> {
@@ -74,18 +82,22 @@ where
     F::Output: Send + 'static,
 {
     type Output = F::Output;
-    type Ready = Box<Run<F, Arc<Shared<F::Output>>>>;
+    type Ready = ReadyRun<F>;
 
-    fn ready(self, shared: Arc<Shared<F::Output>>) -> Self::Ready {
-        Box::new(Run::new(self, shared))
+    fn ready(self, shared: Shared<F::Output>) -> Self::Ready {
+        ReadyRun::new(self, shared)
+    }
+
+    fn slot(ready: &Self::Ready) -> SlotRef<F::Output> {
+        ready.slot()
     }
 
     fn into_job(ready: Self::Ready) -> FutureJob {
-        FutureJob(Box::into_pin(ready))
+        FutureJob(ready.into_run())
     }
 
     fn unready(ready: Self::Ready) -> F {
-        (*ready).into_future()
+        ready.into_future()
     }
 }
 
@@ -156,17 +168,21 @@ impl<J: Job> Core<J> {
         meta: Meta,
         reap: bool,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
-        let shared = Arc::new(Shared::new(self.engine.id(), meta.priority));
         // Allocated before the engine's lock is taken.
-        let ready = item.ready(Arc::clone(&shared));
-        self.engine
-            .push_with(ready, meta, reap, |ready, id| {
-                // Relaxed: read back only through the handle this submit returns.
-                shared.job.store(id, Ordering::Relaxed);
-                S::into_job(ready)
-            })
-            .map_err(|e| e.map(S::unready))?;
-        Ok(TaskHandle::new(shared))
+        let ready = item.ready(Shared::new(self.engine.id(), meta.priority));
+        let slot = S::slot(&ready);
+        let pushed = self.engine.push_with(ready, meta, reap, |ready, id| {
+            // Relaxed: read back only through the handle this submit returns.
+            slot.shared().job.store(id, Ordering::Relaxed);
+            S::into_job(ready)
+        });
+        match pushed {
+            Ok(()) => Ok(TaskHandle::new(slot)),
+            Err(refused) => {
+                drop(slot);
+                Err(refused.map(S::unready))
+            }
+        }
     }
 
     /// Returns a future declared `Send`, rather than being an `async fn`: the callers'
@@ -343,13 +359,12 @@ mod tests {
         }
     }
 
-    fn slot<T>() -> Arc<Shared<T>> {
-        Arc::new(Shared::new(1, 0))
-    }
-
     /// Made ready, then refused: what comes back.
-    fn round_trip<J, S: Submit<J>>(item: S, shared: Arc<Shared<S::Output>>) -> S {
-        S::unready(item.ready(shared))
+    fn round_trip<J, S: Submit<J>>(item: S) -> S {
+        let ready = item.ready(Shared::new(1, 0));
+        // The handle's copy of the slot goes first, as in `Core::push_with`.
+        drop(S::slot(&ready));
+        S::unready(ready)
     }
 
     /// A refused item comes back whole: made ready (allocated) before the engine's lock,
@@ -362,13 +377,8 @@ mod tests {
             let _held = held;
             7u32
         };
-        let shared = slot();
-        let fut = round_trip::<FutureJob, _>(fut, shared.clone());
+        let fut = round_trip::<FutureJob, _>(fut);
         assert_eq!(drops.load(Ordering::SeqCst), 0, "dropped while handed back");
-        assert!(
-            !shared.is_claimed(),
-            "a handed-back future decided its task"
-        );
         assert_eq!(fut.await, 7);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
@@ -381,7 +391,7 @@ mod tests {
             let _ = &held;
             async { 8u32 }
         };
-        let recipe = round_trip::<SmartJob, _>(recipe, slot());
+        let recipe = round_trip::<SmartJob, _>(recipe);
         assert_eq!(drops.load(Ordering::SeqCst), 0, "dropped while handed back");
         assert_eq!(recipe().await, 8);
         drop(recipe);

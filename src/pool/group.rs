@@ -19,10 +19,10 @@ use futures_util::StreamExt;
 use slab::Slab;
 
 use super::core::{Core, FutureJob, Submit};
-use super::recipe::SmartJob;
+use super::recipe::{self, SmartJob};
 use crate::engine::{AdmitError, Job, PushError};
 use crate::error::{SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
-use crate::task::{AbortHandle, Shared, TaskHandle, TaskId};
+use crate::task::{AbortHandle, Shared, SlotRef, TaskHandle, TaskId};
 
 // ----- shared with stream.rs -------------------------------------------------------------
 
@@ -206,8 +206,12 @@ where
     // taken apart again for a refusal.
     type Ready = (Self, Arc<Shared<Fut::Output>>);
 
-    fn ready(self, shared: Arc<Shared<Fut::Output>>) -> Self::Ready {
-        (self, shared)
+    fn ready(self, shared: Shared<Fut::Output>) -> Self::Ready {
+        (self, Arc::new(shared))
+    }
+
+    fn slot((_, shared): &Self::Ready) -> SlotRef<Fut::Output> {
+        shared.clone()
     }
 
     fn into_job((watched, shared): Self::Ready) -> SmartJob {
@@ -218,10 +222,7 @@ where
             std::mem::forget(guard);
             Watched::new(fut, watch.clone())
         };
-        fn job<S: Submit<SmartJob>>(s: S, shared: Arc<Shared<S::Output>>) -> SmartJob {
-            S::into_job(s.ready(shared))
-        }
-        job(run, shared)
+        recipe::job(run, shared)
     }
 
     fn unready((watched, _): Self::Ready) -> Self {

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use super::core::Submit;
 use crate::engine::Job;
 use crate::error::CancelReason;
-use crate::task::{BoxRun, HasShared, Outcome, Run, RunJob, Shared, Woken};
+use crate::task::{BoxRun, HasShared, Outcome, Shared, SlotRef};
 
 /// A submitted recipe and the one result slot all of its runs share.
 pub(crate) struct SmartTask<R, T> {
@@ -80,13 +80,13 @@ where
             } else {
                 Outcome::Completed
             };
-            return Box::pin(Ended(outcome));
+            return BoxRun::ended(outcome);
         }
         match catch_unwind(AssertUnwindSafe(|| (self.recipe)())) {
-            Ok(fut) => Box::pin(Run::new(fut, self)),
+            Ok(fut) => BoxRun::new(self, fut),
             // The recipe itself panicked: a run that re-raises the panic on its first poll,
             // so it is reported like a panic of the future.
-            Err(payload) => Box::pin(Run::new(PanicNow::<Fut::Output>::new(payload), self)),
+            Err(payload) => BoxRun::new(self, PanicNow::<Fut::Output>::new(payload)),
         }
     }
 
@@ -104,8 +104,27 @@ where
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
         // A future that is never polled: the run is cancelled before its first poll.
-        Box::pin(Run::new(std::future::pending::<Fut::Output>(), self))
+        BoxRun::new(self, std::future::pending::<Fut::Output>())
     }
+}
+
+/// The task of `recipe`, with the result slot `shared` its handle holds.
+fn task<R, T>(recipe: R, shared: Arc<Shared<T>>) -> Arc<SmartTask<R, T>> {
+    Arc::new(SmartTask {
+        shared: LastCopy(shared),
+        recipe,
+    })
+}
+
+/// The job of `recipe`, with the result slot `shared` its handle holds (for a recipe made
+/// under the engine's lock, whose slot was allocated before).
+pub(crate) fn job<R, Fut>(recipe: R, shared: Arc<Shared<Fut::Output>>) -> SmartJob
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    SmartJob(task(recipe, shared))
 }
 
 impl<R, Fut> Submit<SmartJob> for R
@@ -117,11 +136,12 @@ where
     type Output = Fut::Output;
     type Ready = Arc<SmartTask<R, Fut::Output>>;
 
-    fn ready(self, shared: Arc<Shared<Fut::Output>>) -> Self::Ready {
-        Arc::new(SmartTask {
-            shared: LastCopy(shared),
-            recipe: self,
-        })
+    fn ready(self, shared: Shared<Fut::Output>) -> Self::Ready {
+        task(self, Arc::new(shared))
+    }
+
+    fn slot(ready: &Self::Ready) -> SlotRef<Fut::Output> {
+        ready.shared.0.clone()
     }
 
     fn into_job(ready: Self::Ready) -> SmartJob {
@@ -162,21 +182,6 @@ impl Job for SmartJob {
 
     fn handle_waker(&self) -> Option<std::task::Waker> {
         self.0.handle_waker()
-    }
-}
-
-/// A run that ended before it began (the task already had an outcome).
-struct Ended(Outcome);
-
-impl RunJob for Ended {
-    fn poll_run(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
-        Poll::Ready(self.0)
-    }
-
-    fn cancel(self: Pin<&mut Self>, _reason: CancelReason) {}
-
-    fn publish_locked(self: Pin<&mut Self>) -> (Woken, Outcome) {
-        (Woken::default(), self.0)
     }
 }
 

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::sync::atomic::Ordering;
 
 use super::context;
+use super::shared::{AbortTarget, SlotRef};
 use super::{Shared, TaskId};
 use crate::blocking;
 use crate::error::{CancelReason, TaskError};
@@ -97,12 +98,16 @@ use crate::error::{CancelReason, TaskError};
 /// ```
 #[must_use = "dropping a TaskHandle detaches the task: it keeps running and its result is discarded"]
 pub struct TaskHandle<T> {
-    shared: Arc<Shared<T>>,
+    slot: SlotRef<T>,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        TaskHandle { shared }
+    pub(crate) fn new(slot: SlotRef<T>) -> Self {
+        TaskHandle { slot }
+    }
+
+    fn shared(&self) -> &Shared<T> {
+        self.slot.shared()
     }
 
     /// Cancels the task.
@@ -146,7 +151,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn abort(&self) {
-        self.shared.abort(CancelReason::Aborted);
+        self.shared().abort(CancelReason::Aborted);
     }
 
     /// The task's id in its pool: the order in which the pool accepted it.
@@ -164,7 +169,7 @@ impl<T> TaskHandle<T> {
     /// ```
     pub fn id(&self) -> TaskId {
         // Relaxed: written before the handle was returned by the submit.
-        TaskId(self.shared.job.load(Ordering::Relaxed))
+        TaskId(self.shared().job.load(Ordering::Relaxed))
     }
 
     /// A handle that can abort the task from elsewhere: it is `Clone`, `Send` and `Sync`,
@@ -188,7 +193,7 @@ impl<T> TaskHandle<T> {
     {
         AbortHandle {
             id: self.id(),
-            target: self.shared.clone(),
+            target: self.slot.clone().abort_target(),
         }
     }
 
@@ -226,7 +231,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn is_finished(&self) -> bool {
-        self.shared.is_finished()
+        self.shared().is_finished()
     }
 
     /// Waits for the task's result from a thread that is not async.
@@ -262,7 +267,7 @@ impl<T> Future for TaskHandle<T> {
     ///
     /// Panics if polled again after it returned its result.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let shared = &self.shared;
+        let shared = self.shared();
         if let Poll::Ready(result) = shared.poll_result(cx) {
             return Poll::Ready(result);
         }
@@ -300,7 +305,7 @@ impl<T> Future for TaskHandle<T> {
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
-        self.shared.detach();
+        self.shared().detach();
     }
 }
 
@@ -347,20 +352,5 @@ impl fmt::Debug for AbortHandle {
         f.debug_struct("AbortHandle")
             .field("id", &self.id)
             .finish_non_exhaustive()
-    }
-}
-
-trait AbortTarget: Send + Sync {
-    fn abort(&self);
-    fn is_finished(&self) -> bool;
-}
-
-impl<T: Send> AbortTarget for Shared<T> {
-    fn abort(&self) {
-        Shared::abort(self, CancelReason::Aborted);
-    }
-
-    fn is_finished(&self) -> bool {
-        Shared::is_finished(self)
     }
 }

@@ -1,30 +1,69 @@
-//! [`Run`]: one run of a task's future, as the engine drives it.
+//! [`BoxRun`]: one run of a task's future, as the engine drives it, in one allocation with
+//! the task's result slot when it can.
 //!
-//! It catches panics of the future's `poll` *and* of its `Drop` (the future is dropped as
+//! A run catches panics of the future's `poll` *and* of its `Drop` (the future is dropped as
 //! soon as it returns), so a misbehaving task only ever affects its own handle. It claims
 //! the task's outcome when the run ends and holds the result back until the engine has
-//! counted it ([`RunJob::publish_locked`]).
+//! counted it ([`BoxRun::publish_locked`]).
+//!
+//! # One allocation per future task
+//!
+//! A run lives in a [`RunCell`]: its owner (the task's result slot, or a recipe task), then
+//! the future and what the run holds back. A submitted future and its result slot share one
+//! cell, as tokio's task cell holds a task's future and its output: the engine owns the run
+//! through a [`BoxRun`], the handle shares the result slot through a [`SlotRef`]. A held
+//! handle then pins the cell's memory, the future's storage included (not what the future
+//! owned: it is dropped when it ends), so a future larger than [`INLINE_LIMIT`] bytes runs
+//! in a cell of its own beside its result slot ([`ReadyRun`]), and a handle pins at most
+//! the slot and that many bytes. A recipe's run is a cell of its own too: its result slot
+//! outlives it, shared by all the task's runs.
+//!
+//! # `unsafe`
+//!
+//! The run's state sits in an `UnsafeCell` of the cell, shared (by reference count) with
+//! the handle. Only the cell's one [`BoxRun`] reaches that state, as if it owned it: the
+//! `BoxRun` is neither `Clone` nor `Sync`, every access that writes the state takes it by
+//! `&mut`, and the handle's copy reaches only the owner part. The state is pinned because
+//! the cell is: nothing moves a cell out of its `Arc` once its run is made
+//! ([`ReadyRun::into_run`]). `cargo +nightly miri test --lib task::run` runs this module's
+//! tests under Miri (RELIABILITY.md).
+#![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use super::shared::Woken;
-use super::{Outcome, RunJob, Shared};
+use super::shared::{AbortTarget, ResultSlot, SlotRef, Woken};
+use super::{Outcome, Shared};
 use crate::error::{CancelReason, TaskError};
 
-/// Whatever owns the task's [`Shared`]: the shared slot itself (futures), or a recipe
-/// together with its slot (SmartAioPool).
-pub(crate) trait HasShared<T>: Send + 'static {
+/// The largest future, in bytes, that shares its cell with its result slot; a larger one
+/// gets a cell of its own, so that a held handle never pins more than this of a future's
+/// storage.
+pub(crate) const INLINE_LIMIT: usize = 256;
+
+/// Whatever owns the task's [`Shared`]: the shared slot itself (a future, in its cell), a
+/// reference to it (a large future) or a recipe task (SmartAioPool).
+pub(crate) trait HasShared<T>: Send + Sync + 'static {
     fn shared(&self) -> &Shared<T>;
 
     /// Whether a run dropped before it ended tells the handle (futures: there is no other
     /// run), or leaves that to the owner (recipes: they may run again).
     const CANCEL_ON_DROP: bool;
+}
+
+impl<T: Send + 'static> HasShared<T> for Shared<T> {
+    fn shared(&self) -> &Shared<T> {
+        self
+    }
+
+    const CANCEL_ON_DROP: bool = true;
 }
 
 impl<T: Send + 'static> HasShared<T> for Arc<Shared<T>> {
@@ -45,58 +84,203 @@ pin_project! {
 }
 
 pin_project! {
-    /// One run of a future for the task owned by `owner`.
-    ///
-    /// Dropped before it ended (its runtime shut down, or the pool dropped it unrun), the
-    /// future is dropped (a panic in its `Drop` is caught) and, for futures, the handle
-    /// resolves to [`CancelReason::RuntimeShutdown`]; a held result is handed over.
-    pub(crate) struct Run<F: Future, H: HasShared<F::Output>> {
+    /// What one run holds: its future until it ends, then the result it holds back until
+    /// the engine publishes it.
+    struct RunState<F: Future> {
         #[pin]
         stage: Stage<F>,
-        owner: H,
         held: Option<Result<F::Output, TaskError>>,
         outcome: Option<Outcome>,
         // The result was handed over (what is left in `held` is a result nobody wants).
         published: bool,
     }
+}
 
-    impl<F: Future, H: HasShared<F::Output>> PinnedDrop for Run<F, H> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            drop(drop_future(this.stage));
-            if *this.published {
-                return;
-            }
-            if let Some(result) = this.held.take() {
-                this.owner.shared().fill_first(result);
-            } else if H::CANCEL_ON_DROP && this.outcome.is_none() {
-                this.owner.shared().cancel(CancelReason::RuntimeShutdown);
-            }
+/// One run and its owner, in one allocation.
+///
+/// # Dropping
+///
+/// Dropping it drops what is left: the owner, and a run state that its [`BoxRun`] emptied
+/// when it was dropped (so the last copy, a handle's, runs no user code of the run).
+pub(crate) struct RunCell<H, F: Future> {
+    owner: H,
+    /// Reached only through the cell's [`BoxRun`].
+    state: UnsafeCell<RunState<F>>,
+}
+
+// SAFETY: `state`, the one part that is not `Sync`, is reached only through the cell's one
+// `BoxRun` (module docs), which is neither `Sync` nor `Clone`: other copies of the cell
+// (the handle's) share only `owner`, which must be `Sync`. The `BoxRun` moves the state
+// between threads, hence `Send` for the future and its output.
+unsafe impl<H: Send + Sync, F: Future + Send> Sync for RunCell<H, F> where F::Output: Send {}
+
+impl<H, F: Future> RunCell<H, F> {
+    fn new(owner: H, fut: F) -> Self {
+        RunCell {
+            owner,
+            state: UnsafeCell::new(RunState {
+                stage: Stage::Running { fut },
+                held: None,
+                outcome: None,
+                published: false,
+            }),
         }
+    }
+
+    /// The run's state.
+    ///
+    /// # Safety
+    ///
+    /// Only the cell's [`BoxRun`] calls it, through a method that takes the `BoxRun` by
+    /// `&mut`; so the reference is the only one to the state while it lives.
+    #[allow(clippy::mut_from_ref)] // unique by the caller's promise
+    unsafe fn state(self: Pin<&Self>) -> Pin<&mut RunState<F>> {
+        // SAFETY: unique by the caller's promise. Pinned: the cell is, and nothing moves
+        // the state out of a pinned cell (it is structurally pinned).
+        unsafe { Pin::new_unchecked(&mut *self.get_ref().state.get()) }
     }
 }
 
-impl<F: Future, H: HasShared<F::Output>> Run<F, H> {
-    pub(crate) fn new(fut: F, owner: H) -> Self {
-        Run {
-            stage: Stage::Running { fut },
-            owner,
-            held: None,
-            outcome: None,
-            published: false,
+impl<F> ResultSlot<F::Output> for RunCell<Shared<F::Output>, F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn shared(&self) -> &Shared<F::Output> {
+        &self.owner
+    }
+
+    fn abort_target(self: Arc<Self>) -> Arc<dyn AbortTarget> {
+        self
+    }
+}
+
+impl<F> AbortTarget for RunCell<Shared<F::Output>, F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn abort(&self) {
+        self.owner.abort(CancelReason::Aborted);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.owner.is_finished()
+    }
+}
+
+/// A run as the engine owns it: a type-erased [`RunCell`] (or a run that ended before it
+/// began), driven to an [`Outcome`].
+///
+/// The engine polls it to an outcome, records that outcome in the pool's counters, and
+/// only then calls [`publish_locked`](Self::publish_locked), so that a handle never resolves
+/// before the pool's statistics count its task.
+///
+/// # Dropping
+///
+/// Dropped before it ended (its runtime shut down, or the pool dropped it unrun), the
+/// future is dropped (a panic in its `Drop` is caught) and, for futures, the handle
+/// resolves to [`CancelReason::RuntimeShutdown`]; a held result is handed over. A result
+/// nobody wants (the handle is gone) is dropped here. The cell's memory goes with the last
+/// of the run and the handle.
+pub(crate) struct BoxRun {
+    run: Pin<Arc<dyn Erased>>,
+    // Not `Sync`: `held_error` lends out the run's state by `&self` (module docs).
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl BoxRun {
+    /// A run of `fut` for the task `owner` holds, in a cell of its own.
+    pub(crate) fn new<H, F>(owner: H, fut: F) -> BoxRun
+    where
+        H: HasShared<F::Output>,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        BoxRun::from_pinned(Arc::pin(RunCell::new(owner, fut)))
+    }
+
+    /// A run that ended before it began, with `outcome` (the task had one already).
+    pub(crate) fn ended(outcome: Outcome) -> BoxRun {
+        BoxRun::from_pinned(Arc::pin(Ended(outcome)))
+    }
+
+    fn from_pinned(run: Pin<Arc<dyn Erased>>) -> BoxRun {
+        BoxRun {
+            run,
+            _not_sync: PhantomData,
         }
     }
 
-    /// The future of a run that was never pinned (the pool refused its task after all),
-    /// handed back; its result slot is left untouched.
-    pub(crate) fn into_future(mut self) -> F {
-        // Nothing to tell: there is no handle.
-        self.published = true;
-        match std::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::Running { fut } => fut,
-            Stage::Done => unreachable!("a run is made with its future"),
-        }
+    fn erased(&self) -> Pin<&dyn Erased> {
+        self.run.as_ref()
     }
+
+    /// Polls the task. On `Ready` the user future is already dropped (a panic in its
+    /// `Drop` is caught and reported as the task's panic) and the result is held back
+    /// until [`publish_locked`](Self::publish_locked).
+    pub(crate) fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        // SAFETY: `&mut self`: this `BoxRun` is the run's only one (module docs).
+        unsafe { self.erased().poll_run(cx) }
+    }
+
+    /// Ends the run now for `reason` (dropping the user future); the next `poll_run`
+    /// returns the outcome.
+    pub(crate) fn cancel(&mut self, reason: CancelReason) {
+        // SAFETY: as in `poll_run`.
+        unsafe { self.erased().cancel(reason) }
+    }
+
+    /// Decides the task's outcome with the held result and stores it for the handle;
+    /// called under the engine's lock, right where the pool counts the outcome, so the two
+    /// agree. Returns the wake-up to fire once the lock is released, and the outcome to
+    /// count (`Cancelled(Aborted)` if an abort decided first). A result nobody wants is
+    /// dropped with the run.
+    pub(crate) fn publish_locked(&mut self) -> (Woken, Outcome) {
+        // SAFETY: as in `poll_run`.
+        unsafe { self.erased().publish_locked() }
+    }
+
+    /// The error the run ended with: before `publish_locked`, the one about to be handed
+    /// over; after it, only one nobody took (the handle was dropped: a detached task), for
+    /// the pool's `on_panic` callback.
+    pub(crate) fn held_error(&self) -> Option<&TaskError> {
+        // SAFETY: a shared borrow of this `BoxRun`, the run's only one, which is not `Sync`:
+        // nothing writes the state while the returned reference lives.
+        unsafe { self.erased().get_ref().held_error() }
+    }
+
+    /// Why the task was aborted (by its handle, or by the nested-wait check), if it was.
+    pub(crate) fn aborted(&self) -> Option<CancelReason> {
+        self.erased().aborted()
+    }
+
+    /// The waker of the task's handle, if it is being awaited.
+    pub(crate) fn handle_waker(&self) -> Option<Waker> {
+        self.erased().handle_waker()
+    }
+}
+
+impl Drop for BoxRun {
+    fn drop(&mut self) {
+        // SAFETY: as in `poll_run`: the `BoxRun` is going away, and with it the last access.
+        unsafe { self.erased().release() }
+    }
+}
+
+/// What a [`BoxRun`] drives, type-erased.
+///
+/// The `unsafe` methods reach the run's state: only the run's `BoxRun` calls them, and
+/// never two at once (see [`RunCell::state`]).
+trait Erased: Send + Sync {
+    unsafe fn poll_run(self: Pin<&Self>, cx: &mut Context<'_>) -> Poll<Outcome>;
+    unsafe fn cancel(self: Pin<&Self>, reason: CancelReason);
+    unsafe fn publish_locked(self: Pin<&Self>) -> (Woken, Outcome);
+    unsafe fn held_error(&self) -> Option<&TaskError>;
+    /// The `BoxRun` is dropped: what [`BoxRun`]'s "Dropping" says.
+    unsafe fn release(self: Pin<&Self>);
+    fn aborted(&self) -> Option<CancelReason>;
+    fn handle_waker(&self) -> Option<Waker>;
 }
 
 /// Drops the future, catching a panic in its `Drop`; returns the panic payload if any.
@@ -107,35 +291,33 @@ fn drop_future<F>(stage: Pin<&mut Stage<F>>) -> Option<Box<dyn std::any::Any + S
     .err()
 }
 
-impl<F: Future, H: HasShared<F::Output>> Run<F, H> {
-    /// Ends the run with `result`, held back until [`publish_locked`] decides the task's
-    /// outcome with it (unless an abort decided first).
-    ///
-    /// [`publish_locked`]: RunJob::publish_locked
-    fn end(
-        self: Pin<&mut Self>,
-        outcome: Outcome,
-        result: Result<F::Output, TaskError>,
-    ) -> Outcome {
-        let this = self.project();
-        *this.held = Some(result);
-        *this.outcome = Some(outcome);
-        outcome
-    }
+/// Ends the run with `result`, held back until `publish_locked` decides the task's outcome
+/// with it (unless an abort decided first).
+fn end<F: Future>(
+    state: Pin<&mut RunState<F>>,
+    outcome: Outcome,
+    result: Result<F::Output, TaskError>,
+) -> Outcome {
+    let this = state.project();
+    *this.held = Some(result);
+    *this.outcome = Some(outcome);
+    outcome
 }
 
-impl<F, H> RunJob for Run<F, H>
+impl<H, F> Erased for RunCell<H, F>
 where
-    F: Future + Send,
-    F::Output: Send,
     H: HasShared<F::Output>,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
 {
-    fn poll_run(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        if let Some(outcome) = self.outcome {
+    unsafe fn poll_run(self: Pin<&Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let shared = self.get_ref().owner.shared();
+        // SAFETY: forwarded from the caller.
+        let mut state = unsafe { self.state() };
+        if let Some(outcome) = state.outcome {
             return Poll::Ready(outcome);
         }
-        let mut this = self.as_mut().project();
-        let shared = this.owner.shared();
+        let mut this = state.as_mut().project();
         // Woken by the pool when it is aborted (see `unqueue::aborted`).
         if shared.is_aborted() {
             drop_future(this.stage);
@@ -161,22 +343,27 @@ where
                 (Outcome::Panicked, Err(TaskError::panicked(payload)))
             }
         };
-        Poll::Ready(self.end(outcome, result))
+        Poll::Ready(end(state, outcome, result))
     }
 
-    fn cancel(mut self: Pin<&mut Self>, reason: CancelReason) {
-        if self.outcome.is_some() {
+    unsafe fn cancel(self: Pin<&Self>, reason: CancelReason) {
+        // SAFETY: forwarded from the caller.
+        let mut state = unsafe { self.state() };
+        if state.outcome.is_some() {
             return;
         }
-        drop_future(self.as_mut().project().stage);
-        self.end(
+        drop_future(state.as_mut().project().stage);
+        end(
+            state,
             Outcome::Cancelled(reason),
             Err(TaskError::cancelled(reason)),
         );
     }
 
-    fn publish_locked(self: Pin<&mut Self>) -> (Woken, Outcome) {
-        let this = self.project();
+    unsafe fn publish_locked(self: Pin<&Self>) -> (Woken, Outcome) {
+        let shared = self.get_ref().owner.shared();
+        // SAFETY: forwarded from the caller.
+        let this = unsafe { self.state() }.project();
         let outcome = this
             .outcome
             .unwrap_or(Outcome::Cancelled(CancelReason::RuntimeShutdown));
@@ -185,7 +372,7 @@ where
         }
         *this.published = true;
         match this.held.take() {
-            Some(result) => match this.owner.shared().store_first(result) {
+            Some(result) => match shared.store_first(result) {
                 Ok((woken, discarded)) => {
                     // Dropped with the run, outside the engine's lock.
                     *this.held = discarded;
@@ -194,7 +381,7 @@ where
                 Err(lost) => {
                     // An abort decided first: the task counts as aborted.
                     *this.held = Some(lost);
-                    let aborted = Outcome::Cancelled(this.owner.shared().abort_reason());
+                    let aborted = Outcome::Cancelled(shared.abort_reason());
                     *this.outcome = Some(aborted);
                     (Woken::default(), aborted)
                 }
@@ -203,15 +390,320 @@ where
         }
     }
 
-    fn held_error(&self) -> Option<&TaskError> {
-        self.held.as_ref()?.as_ref().err()
+    unsafe fn held_error(&self) -> Option<&TaskError> {
+        // SAFETY: the caller's promise: nothing writes the state while this reference lives.
+        let state = unsafe { &*self.state.get() };
+        state.held.as_ref()?.as_ref().err()
+    }
+
+    unsafe fn release(self: Pin<&Self>) {
+        let shared = self.get_ref().owner.shared();
+        // SAFETY: forwarded from the caller.
+        let this = unsafe { self.state() }.project();
+        drop(drop_future(this.stage));
+        let held = this.held.take();
+        if *this.published {
+            // A result nobody wants: dropped here, where the engine drops the run.
+            drop(held);
+            return;
+        }
+        *this.published = true;
+        if let Some(result) = held {
+            shared.fill_first(result);
+        } else if H::CANCEL_ON_DROP && this.outcome.is_none() {
+            shared.cancel(CancelReason::RuntimeShutdown);
+        }
     }
 
     fn aborted(&self) -> Option<CancelReason> {
         self.owner.shared().aborted()
     }
 
-    fn handle_waker(&self) -> Option<std::task::Waker> {
+    fn handle_waker(&self) -> Option<Waker> {
         self.owner.shared().handle_waker()
+    }
+}
+
+/// A run that ended before it began (the task already had an outcome).
+struct Ended(Outcome);
+
+impl Erased for Ended {
+    unsafe fn poll_run(self: Pin<&Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
+        Poll::Ready(self.0)
+    }
+
+    unsafe fn cancel(self: Pin<&Self>, _reason: CancelReason) {}
+
+    unsafe fn publish_locked(self: Pin<&Self>) -> (Woken, Outcome) {
+        (Woken::default(), self.0)
+    }
+
+    unsafe fn held_error(&self) -> Option<&TaskError> {
+        None
+    }
+
+    unsafe fn release(self: Pin<&Self>) {}
+
+    fn aborted(&self) -> Option<CancelReason> {
+        None
+    }
+
+    fn handle_waker(&self) -> Option<Waker> {
+        None
+    }
+}
+
+/// A submitted future made ready to queue, before the engine's lock is taken: its run in
+/// one cell with its result slot, or (a future larger than [`INLINE_LIMIT`]) in a cell of
+/// its own beside the slot. Not pinned yet: a refused submit takes the future back out.
+pub(crate) enum ReadyRun<F: Future> {
+    Inline(Arc<RunCell<Shared<F::Output>, F>>),
+    Apart(Arc<RunCell<Arc<Shared<F::Output>>, F>>),
+}
+
+impl<F> ReadyRun<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    pub(crate) fn new(fut: F, shared: Shared<F::Output>) -> Self {
+        if std::mem::size_of::<F>() <= INLINE_LIMIT {
+            ReadyRun::Inline(Arc::new(RunCell::new(shared, fut)))
+        } else {
+            ReadyRun::Apart(Arc::new(RunCell::new(Arc::new(shared), fut)))
+        }
+    }
+
+    /// The handle's reference to the result slot.
+    pub(crate) fn slot(&self) -> SlotRef<F::Output> {
+        match self {
+            ReadyRun::Inline(cell) => cell.clone(),
+            ReadyRun::Apart(cell) => cell.owner.clone(),
+        }
+    }
+
+    /// The run the engine queues.
+    pub(crate) fn into_run(self) -> BoxRun {
+        let cell: Arc<dyn Erased> = match self {
+            ReadyRun::Inline(cell) => cell,
+            ReadyRun::Apart(cell) => cell,
+        };
+        // SAFETY: from here on the cell is never moved out of its `Arc`: its other copy,
+        // the handle's, reaches only the result slot, by shared reference, and only a
+        // `ReadyRun` ever takes a cell out of its `Arc` (`into_future`).
+        BoxRun::from_pinned(unsafe { Pin::new_unchecked(cell) })
+    }
+
+    /// The future back, for a refused submit.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a copy of the slot from [`slot`](Self::slot) is still alive.
+    pub(crate) fn into_future(self) -> F {
+        fn take<H, F: Future>(cell: Arc<RunCell<H, F>>) -> F {
+            let cell = Arc::into_inner(cell).expect("a refused task's slot is dropped first");
+            match cell.state.into_inner().stage {
+                Stage::Running { fut } => fut,
+                Stage::Done => unreachable!("a ready run has its future"),
+            }
+        }
+        match self {
+            ReadyRun::Inline(cell) => take(cell),
+            ReadyRun::Apart(cell) => take(cell),
+        }
+    }
+}
+
+#[cfg(all(test, not(nb_aiopool_loom)))]
+mod tests {
+    //! The cell's own contract, without a runtime (so that Miri can run it: module docs).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::{BoxRun, ReadyRun, Shared, INLINE_LIMIT};
+    use crate::error::CancelReason;
+    use crate::task::{Outcome, TaskHandle};
+
+    /// Counts its drops.
+    struct Dropped(Arc<AtomicUsize>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll<T>(handle: &mut TaskHandle<T>) -> Poll<Result<T, crate::TaskError>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        std::pin::Pin::new(handle).poll(&mut cx)
+    }
+
+    use std::future::Future;
+
+    /// A future of `N` bytes that holds `drops`, returns 7 on its second poll.
+    fn counted<const N: usize>(drops: &Arc<AtomicUsize>) -> impl Future<Output = u32> + Send {
+        let held = Dropped(drops.clone());
+        let pad = [0u8; N];
+        let mut polled = false;
+        std::future::poll_fn(move |_| {
+            let _ = (&held, &pad);
+            if polled {
+                Poll::Ready(7)
+            } else {
+                polled = true;
+                Poll::Pending
+            }
+        })
+    }
+
+    fn ready<F: Future + Send + 'static>(fut: F) -> (BoxRun, TaskHandle<F::Output>)
+    where
+        F::Output: Send + 'static,
+    {
+        let ready = ReadyRun::new(fut, Shared::new(1, 0));
+        let handle = TaskHandle::new(ready.slot());
+        (ready.into_run(), handle)
+    }
+
+    fn run_to_end(run: &mut BoxRun) -> Outcome {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(outcome) = run.poll_run(&mut cx) {
+                return outcome;
+            }
+        }
+    }
+
+    #[test]
+    fn small_futures_share_their_cell_and_large_ones_do_not() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let small = ReadyRun::new(counted::<8>(&drops), Shared::new(1, 0));
+        assert!(matches!(small, ReadyRun::Inline(_)));
+        let large = ReadyRun::new(counted::<{ INLINE_LIMIT + 1 }>(&drops), Shared::new(1, 0));
+        assert!(matches!(large, ReadyRun::Apart(_)));
+        drop((small, large));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    /// The run ends, the future is dropped at once, the handle gets the result after the
+    /// publish and keeps the cell alive after the run is gone.
+    fn a_run_hands_its_result_to_a_handle_that_outlives_it<const N: usize>() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (mut run, mut handle) = ready(counted::<N>(&drops));
+        assert_eq!(run_to_end(&mut run), Outcome::Completed);
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "the future outlived its end"
+        );
+        assert!(
+            poll(&mut handle).is_pending(),
+            "resolved before the publish"
+        );
+        let (woken, outcome) = run.publish_locked();
+        woken.fire();
+        assert_eq!(outcome, Outcome::Completed);
+        drop(run);
+        assert_eq!(poll(&mut handle).map(Result::unwrap), Poll::Ready(7));
+    }
+
+    #[test]
+    fn a_small_run_hands_its_result_to_a_handle_that_outlives_it() {
+        a_run_hands_its_result_to_a_handle_that_outlives_it::<8>();
+    }
+
+    #[test]
+    fn a_large_run_hands_its_result_to_a_handle_that_outlives_it() {
+        a_run_hands_its_result_to_a_handle_that_outlives_it::<{ INLINE_LIMIT * 2 }>();
+    }
+
+    /// Dropped unrun, or half-way: the future is dropped with the run, not with the
+    /// handle, and the handle says why.
+    #[test]
+    fn a_run_dropped_before_it_ended_drops_its_future_and_tells_the_handle() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (mut run, mut handle) = ready(counted::<8>(&drops));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(run.poll_run(&mut cx).is_pending());
+        drop(run);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let Poll::Ready(Err(err)) = poll(&mut handle) else {
+            panic!("the handle did not resolve to an error");
+        };
+        assert_eq!(err.cancel_reason(), Some(CancelReason::RuntimeShutdown));
+    }
+
+    /// The handle dropped first (detached): the result nobody wants is dropped with the
+    /// run, which is the last copy of the cell.
+    #[test]
+    fn a_detached_result_is_dropped_with_the_run() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let result = Dropped(drops.clone());
+        let (mut run, handle) = ready(async move { result });
+        drop(handle);
+        assert_eq!(run_to_end(&mut run), Outcome::Completed);
+        run.publish_locked().0.fire();
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "dropped under the engine's lock"
+        );
+        drop(run);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// A panic in the future's poll and one in its `Drop` stay in the run.
+    #[test]
+    fn a_panicking_future_ends_its_run_as_panicked() {
+        struct PanicOnDrop;
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("drop");
+            }
+        }
+        let guard = PanicOnDrop;
+        let (mut run, mut handle) = ready(async move {
+            let _guard = guard;
+        });
+        assert_eq!(run_to_end(&mut run), Outcome::Panicked);
+        assert!(run.held_error().is_some_and(|e| e.is_panic()));
+        run.publish_locked().0.fire();
+        drop(run);
+        assert!(matches!(poll(&mut handle), Poll::Ready(Err(e)) if e.is_panic()));
+    }
+
+    /// A refused submit gets its future back whole, small or large.
+    #[test]
+    fn a_ready_run_gives_its_future_back() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let small = ReadyRun::new(counted::<8>(&drops), Shared::new(1, 0));
+        let large = ReadyRun::new(counted::<{ INLINE_LIMIT + 8 }>(&drops), Shared::new(1, 0));
+        drop((small.slot(), large.slot()));
+        let (small, large) = (small.into_future(), large.into_future());
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop((small, large));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    /// What a held handle pins (the crate docs quote it): at most the cell of a future of
+    /// `INLINE_LIMIT` bytes with a `u64` result.
+    #[test]
+    fn a_handle_pins_at_most_the_slot_and_the_inline_limit() {
+        struct Largest([u8; INLINE_LIMIT]);
+        impl Future for Largest {
+            type Output = u64;
+            fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u64> {
+                Poll::Ready(u64::from(self.0[0]))
+            }
+        }
+        let ReadyRun::Inline(cell) = ReadyRun::new(Largest([0; INLINE_LIMIT]), Shared::new(1, 0))
+        else {
+            panic!("a future within the limit got a cell of its own");
+        };
+        // The `Arc`'s two counts come on top.
+        let size = std::mem::size_of_val(&*cell) + 16;
+        assert!(size <= 440, "a cell is {size} bytes");
     }
 }

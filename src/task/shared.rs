@@ -276,6 +276,45 @@ impl<T> Shared<T> {
     }
 }
 
+/// What a [`TaskHandle`](super::TaskHandle) holds: its task's result slot, alone (a
+/// recipe task's, or a large future's) or at the head of the cell its future runs in.
+pub(crate) trait ResultSlot<T>: Send + Sync {
+    fn shared(&self) -> &Shared<T>;
+
+    /// The same allocation, seen as what an [`AbortHandle`](super::AbortHandle) needs.
+    fn abort_target(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AbortTarget>;
+}
+
+/// A handle's reference to its task's result slot.
+pub(crate) type SlotRef<T> = std::sync::Arc<dyn ResultSlot<T>>;
+
+/// What an [`AbortHandle`](super::AbortHandle) reaches: the task's result slot, without
+/// its type.
+pub(crate) trait AbortTarget: Send + Sync {
+    fn abort(&self);
+    fn is_finished(&self) -> bool;
+}
+
+impl<T: Send + 'static> ResultSlot<T> for Shared<T> {
+    fn shared(&self) -> &Shared<T> {
+        self
+    }
+
+    fn abort_target(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AbortTarget> {
+        self
+    }
+}
+
+impl<T: Send> AbortTarget for Shared<T> {
+    fn abort(&self) {
+        Shared::abort(self, CancelReason::Aborted);
+    }
+
+    fn is_finished(&self) -> bool {
+        Shared::is_finished(self)
+    }
+}
+
 /// A wake-up owed to a handle whose result was just stored; fired outside every lock.
 #[must_use = "a stored result must be announced with `fire`"]
 #[derive(Default)]
