@@ -212,6 +212,7 @@ impl BoxRun {
         }
     }
 
+    #[inline]
     fn erased(&self) -> Pin<&dyn Erased> {
         self.run.as_ref()
     }
@@ -219,6 +220,7 @@ impl BoxRun {
     /// Polls the task. On `Ready` the user future is already dropped (a panic in its
     /// `Drop` is caught and reported as the task's panic) and the result is held back
     /// until [`publish_locked`](Self::publish_locked).
+    #[inline]
     pub(crate) fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         // SAFETY: `&mut self`: this `BoxRun` is the run's only one (module docs).
         unsafe { self.erased().poll_run(cx) }
@@ -226,6 +228,7 @@ impl BoxRun {
 
     /// Ends the run now for `reason` (dropping the user future); the next `poll_run`
     /// returns the outcome.
+    #[inline]
     pub(crate) fn cancel(&mut self, reason: CancelReason) {
         // SAFETY: as in `poll_run`.
         unsafe { self.erased().cancel(reason) }
@@ -236,6 +239,7 @@ impl BoxRun {
     /// agree. Returns the wake-up to fire once the lock is released, and the outcome to
     /// count (`Cancelled(Aborted)` if an abort decided first). A result nobody wants is
     /// dropped with the run.
+    #[inline]
     pub(crate) fn publish_locked(&mut self) -> (Woken, Outcome) {
         // SAFETY: as in `poll_run`.
         unsafe { self.erased().publish_locked() }
@@ -244,6 +248,7 @@ impl BoxRun {
     /// The error the run ended with: before `publish_locked`, the one about to be handed
     /// over; after it, only one nobody took (the handle was dropped: a detached task), for
     /// the pool's `on_panic` callback.
+    #[inline]
     pub(crate) fn held_error(&self) -> Option<&TaskError> {
         // SAFETY: a shared borrow of this `BoxRun`, the run's only one, which is not `Sync`:
         // nothing writes the state while the returned reference lives.
@@ -251,17 +256,20 @@ impl BoxRun {
     }
 
     /// Why the task was aborted (by its handle, or by the nested-wait check), if it was.
+    #[inline]
     pub(crate) fn aborted(&self) -> Option<CancelReason> {
         self.erased().aborted()
     }
 
     /// The waker of the task's handle, if it is being awaited.
+    #[inline]
     pub(crate) fn handle_waker(&self) -> Option<Waker> {
         self.erased().handle_waker()
     }
 }
 
 impl Drop for BoxRun {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: as in `poll_run`: the `BoxRun` is going away, and with it the last access.
         unsafe { self.erased().release() }

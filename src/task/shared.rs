@@ -519,8 +519,8 @@ mod loom_tests {
 
 #[cfg(all(test, not(nb_aiopool_loom)))]
 mod tests {
-    /// What a held handle pins in memory (the crate docs quote it): the shared slot, not
-    /// the future.
+    /// What a held handle of a recipe task, or of a future larger than the cell's limit,
+    /// pins in memory (the crate docs quote it): the shared slot, not the future.
     #[test]
     fn a_handle_pins_a_small_slot() {
         let size = std::mem::size_of::<super::Shared<u64>>();
