@@ -110,16 +110,17 @@
 //!   the slot task its submit woke there.) Measured by `bench/src/bin/isolation.rs`
 //!   beside `tokio::spawn`; see BENCHMARKS.md.
 //! - **Memory.** A queued or running future job is one allocation, as a tokio task is: a
-//!   cell that holds the task's result slot (128 bytes on 64-bit targets, plus the
+//!   cell that holds the task's result slot (about 120 bytes on 64-bit targets, plus the
 //!   result's size beyond a `u64`), the future, and the result until it is handed over. A
-//!   future larger than 256 bytes gets a cell of its own beside its result slot (two
-//!   allocations). A running slot costs one tokio task. A [`TaskHandle`] pins its task's
-//!   cell, as a tokio `JoinHandle` pins its task's: the future is dropped when it ends (and
-//!   what it owned is freed then), but its storage stays until the handle goes. The
-//!   256-byte limit bounds that: a held handle pins at most 432 bytes for a `u64` result
-//!   (beyond that, twice the result's size), so `batch_run` of many large futures holds
-//!   little beyond their results. A SmartAioPool task is its recipe and its result slot,
-//!   plus one cell per run, freed when the run ends; its handle pins only the result slot.
+//!   future larger than 256 bytes, or aligned to more than 8, gets a cell of its own
+//!   beside its result slot (two allocations). A running slot costs one tokio task. A
+//!   [`TaskHandle`] pins its task's cell, as a tokio `JoinHandle` pins its task's (so
+//!   does an [`AbortHandle`]): the future is dropped when it ends (and what it owned is
+//!   freed then), but its storage stays until the handles go. The 256-byte limit bounds
+//!   that: a held handle pins at most 440 bytes for a `u64` result (beyond that, twice
+//!   the result's size), so `batch_run` of many large futures holds little beyond their
+//!   results. A SmartAioPool task is its recipe and its result slot, plus one cell per
+//!   run, freed when the run ends; its handles pin only the result slot.
 //! - **Where an ended job is freed.** What the submitter made for a job of a
 //!   CommonAioPool or NoQueueAioPool (the future's cell, the result slot) is freed, as
 //!   far as the pool can, on a thread that submits to the pool, where it was allocated.
@@ -134,8 +135,10 @@
 //!   current-thread runtime, then only while some thread drives it; a runtime's
 //!   shutdown frees them too); and before a `wait()` or `shutdown()` returns (outside a
 //!   runtime, with a runtime of the pool entered; inside a job, by a task of that
-//!   runtime). The result of a detached task (its handle dropped before it ended) goes
-//!   with its future's run, so its `Drop` runs at one of those points. A SmartAioPool's
+//!   runtime). A future's cell is freed by the last of its run and its handles: a handle
+//!   held past that point frees it where the handle is dropped. The result of a detached
+//!   task (its handle dropped before it ended) goes with its future's run, so its `Drop`
+//!   runs at one of those points. A SmartAioPool's
 //!   recipe makes its future and result on the slot's thread: a run, its result and the
 //!   recipe's copy are dropped where the run ended, just after its end is counted, and a
 //!   `wait()` that counts it as ended returns only once that drop is over.

@@ -8,6 +8,7 @@ use nb_aiopool::*;
 fn send<T: Send>() {}
 fn sync<T: Sync>() {}
 fn unpin<T: Unpin>() {}
+fn unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
 fn error<T: std::error::Error + Send + Sync + 'static>() {}
 
 /// A future that is `Send` but not `Sync`, as many are.
@@ -26,6 +27,8 @@ fn public_types_are_send_and_sync() {
     send::<TaskHandle<String>>();
     sync::<TaskHandle<String>>();
     unpin::<TaskHandle<String>>();
+    send::<AbortHandle>();
+    sync::<AbortHandle>();
     send::<PoolStats>();
     send::<ShutdownReport>();
 
@@ -33,6 +36,15 @@ fn public_types_are_send_and_sync() {
     error::<SubmitError<NotSyncFuture>>();
     error::<TrySubmitError<NotSyncFuture>>();
     error::<RunError<NotSyncFuture>>();
+}
+
+/// Handles can be used inside `catch_unwind` (a review found `TaskHandle` had lost both
+/// traits when its result slot moved into the task's cell).
+#[test]
+fn handles_are_unwind_safe() {
+    unwind_safe::<TaskHandle<String>>();
+    unwind_safe::<TaskHandle<std::cell::Cell<u8>>>();
+    unwind_safe::<AbortHandle>();
 }
 
 #[test]

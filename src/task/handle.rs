@@ -303,6 +303,13 @@ impl<T> Future for TaskHandle<T> {
     }
 }
 
+// A handle reaches its task only through the result slot's atomics and its mutex (which
+// recovers from poisoning), as it did when it held an `Arc<Shared<T>>`, which had both auto
+// traits; the trait object it holds now (the slot may sit in a cell with an `UnsafeCell`
+// it never touches) carries neither.
+impl<T> std::panic::UnwindSafe for TaskHandle<T> {}
+impl<T> std::panic::RefUnwindSafe for TaskHandle<T> {}
+
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
         self.shared().detach();
@@ -323,7 +330,9 @@ impl<T> fmt::Debug for TaskHandle<T> {
 ///
 /// # Dropping
 ///
-/// Dropping it does nothing to the task.
+/// Dropping it does nothing to the task. While it (or a clone) lives, it keeps the task's
+/// result slot in memory, as the [`TaskHandle`] does (with a small future's storage: see
+/// the crate docs, "Memory").
 #[derive(Clone)]
 pub struct AbortHandle {
     id: TaskId,
@@ -346,6 +355,10 @@ impl AbortHandle {
         self.id
     }
 }
+
+// As for `TaskHandle`: it reaches only the result slot's atomics and mutex.
+impl std::panic::UnwindSafe for AbortHandle {}
+impl std::panic::RefUnwindSafe for AbortHandle {}
 
 impl fmt::Debug for AbortHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,10 +13,11 @@
 //! cell, as tokio's task cell holds a task's future and its output: the engine owns the run
 //! through a [`BoxRun`], the handle shares the result slot through a [`SlotRef`]. A held
 //! handle then pins the cell's memory, the future's storage included (not what the future
-//! owned: it is dropped when it ends), so a future larger than [`INLINE_LIMIT`] bytes runs
-//! in a cell of its own beside its result slot ([`ReadyRun`]), and a handle pins at most
-//! the slot and that many bytes. A recipe's run is a cell of its own too: its result slot
-//! outlives it, shared by all the task's runs.
+//! owned: it is dropped when it ends), so a future larger than [`INLINE_LIMIT`] bytes (or
+//! aligned to more than a word) runs in a cell of its own beside its result slot
+//! ([`ReadyRun`]): a handle pins at most the slot, the run's bookkeeping (with room for the
+//! result it holds back) and that many bytes. A recipe's run is a cell of its own too: its
+//! result slot outlives it, shared by all the task's runs.
 //!
 //! # `unsafe`
 //!
@@ -47,6 +48,10 @@ use crate::error::{CancelReason, TaskError};
 /// gets a cell of its own, so that a held handle never pins more than this of a future's
 /// storage.
 pub(crate) const INLINE_LIMIT: usize = 256;
+
+/// The largest alignment of a future that shares its cell with its result slot: a future
+/// aligned to more would pad the cell beyond what [`INLINE_LIMIT`] promises.
+const INLINE_ALIGN: usize = 8;
 
 /// Whatever owns the task's [`Shared`]: the shared slot itself (a future, in its cell), a
 /// reference to it (a large future) or a recipe task (SmartAioPool).
@@ -475,7 +480,7 @@ where
     F::Output: Send + 'static,
 {
     pub(crate) fn new(fut: F, shared: Shared<F::Output>) -> Self {
-        if std::mem::size_of::<F>() <= INLINE_LIMIT {
+        if std::mem::size_of::<F>() <= INLINE_LIMIT && std::mem::align_of::<F>() <= INLINE_ALIGN {
             ReadyRun::Inline(Arc::new(RunCell::new(shared, fut)))
         } else {
             ReadyRun::Apart(Arc::new(RunCell::new(Arc::new(shared), fut)))
@@ -696,22 +701,49 @@ mod tests {
     }
 
     /// What a held handle pins (the crate docs quote it): at most the cell of a future of
-    /// `INLINE_LIMIT` bytes with a `u64` result.
+    /// `INLINE_LIMIT` bytes with a `u64` result, whatever the future's alignment.
     #[test]
     fn a_handle_pins_at_most_the_slot_and_the_inline_limit() {
-        struct Largest([u8; INLINE_LIMIT]);
-        impl Future for Largest {
-            type Output = u64;
-            fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u64> {
-                Poll::Ready(u64::from(self.0[0]))
+        #[repr(C)]
+        struct Bytes([u8; INLINE_LIMIT]);
+        #[repr(C, align(8))]
+        struct Words([u8; INLINE_LIMIT]);
+        #[repr(C, align(16))]
+        struct Wide([u8; INLINE_LIMIT]);
+        macro_rules! future {
+            ($t:ident) => {
+                impl Future for $t {
+                    type Output = u64;
+                    fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u64> {
+                        Poll::Ready(u64::from(self.0[0]))
+                    }
+                }
+            };
+        }
+        future!(Bytes);
+        future!(Words);
+        future!(Wide);
+        // The `Arc`'s two counts come on top of the cell.
+        fn pinned<F: Future + Send + 'static>(fut: F) -> Option<usize>
+        where
+            F::Output: Send + 'static,
+        {
+            match ReadyRun::new(fut, Shared::new(1, 0)) {
+                ReadyRun::Inline(cell) => Some(std::mem::size_of_val(&*cell) + 16),
+                ReadyRun::Apart(_) => None,
             }
         }
-        let ReadyRun::Inline(cell) = ReadyRun::new(Largest([0; INLINE_LIMIT]), Shared::new(1, 0))
-        else {
-            panic!("a future within the limit got a cell of its own");
-        };
-        // The `Arc`'s two counts come on top.
-        let size = std::mem::size_of_val(&*cell) + 16;
-        assert!(size <= 440, "a cell is {size} bytes");
+        for size in [
+            pinned(Bytes([0; INLINE_LIMIT])),
+            pinned(Words([0; INLINE_LIMIT])),
+        ] {
+            let size = size.expect("a future within the limits got a cell of its own");
+            assert!(size <= 440, "a cell is {size} bytes");
+        }
+        assert_eq!(
+            pinned(Wide([0; INLINE_LIMIT])),
+            None,
+            "a wide future was inlined"
+        );
     }
 }
