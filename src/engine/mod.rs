@@ -1475,9 +1475,7 @@ impl<J: Job> Engine<J> {
         // once spawned would hold megabytes.
         if !later.spawns.is_empty() {
             for (handle, slot) in std::mem::take(&mut later.spawns) {
-                // A runtime that has shut down drops the slot at once; its `Drop` deals
-                // with it.
-                drop(handle.spawn(slot));
+                slot.spawn_on(&handle);
             }
         }
         if let Some((handle, at)) = later.rate_timer.take() {

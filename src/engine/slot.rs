@@ -150,6 +150,9 @@ pub(crate) struct Slot<J: Job> {
     idle: Option<u8>,
     /// Its [`Polling`] is in the state's list of slots that drop leftovers (re-run pools).
     listed: bool,
+    /// Its runtime (a tokio task never changes runtimes) has worker threads of its own:
+    /// see [`must_yield_first`]. Set when it is spawned.
+    multi_thread: bool,
     later: Deferred<J>,
 }
 
@@ -180,8 +183,16 @@ impl<J: Job> Slot<J> {
             done: false,
             idle: None,
             listed: false,
+            multi_thread: false,
             later: Deferred::default(),
         }
+    }
+
+    /// Spawns the slot task on `handle`'s runtime, the one it will always run on. A
+    /// runtime that has shut down drops it at once; its `Drop` deals with that.
+    pub(super) fn spawn_on(mut self, handle: &Handle) {
+        self.multi_thread = runtimes::is_multi_thread(handle);
+        drop(handle.spawn(self));
     }
 
     /// A claimer: a slot task that takes a reserved job when it first runs (it is counted
@@ -264,7 +275,7 @@ impl<J: Job> Slot<J> {
             engine.fill_free(&mut st, Some(self.rt), later);
             engine.gauges(&st);
             match next {
-                Some(q) if must_yield_first(later) => After::YieldThenRun(q),
+                Some(q) if must_yield_first(self.multi_thread, later) => After::YieldThenRun(q),
                 Some(q) => After::Run(q),
                 None => After::Exit,
             }
@@ -414,7 +425,9 @@ impl<J: Job> Slot<J> {
                 Engine::reap_idle(&mut st, later);
             }
             match after {
-                After::Run(q) if must_yield_first(later) => After::YieldThenRun(q),
+                After::Run(q) if must_yield_first(self.multi_thread, later) => {
+                    After::YieldThenRun(q)
+                }
                 after => after,
             }
         };
@@ -468,11 +481,13 @@ impl<J: Job> Slot<J> {
 }
 
 /// Whether a slot about to run a job must yield first because it is scheduling slot tasks
-/// (see [`Deferred::schedules`]). Only on a multi-thread runtime: a current-thread one has
-/// no other thread to run them on, and there jobs keep starting in the order they left
-/// the queue.
-fn must_yield_first<J: Job>(later: &Deferred<J>) -> bool {
-    later.schedules() && Handle::try_current().is_ok_and(|h| runtimes::is_multi_thread(&h))
+/// (see [`Deferred::schedules`]). Only on a multi-thread runtime (`multi_thread`, the
+/// slot's): a current-thread one has no other thread to run them on, and there jobs keep
+/// starting in the order they left the queue. (The slot's own flag, not
+/// `Handle::try_current`, whose handle clone and drop are two atomic writes to a count
+/// every worker shares.)
+fn must_yield_first<J: Job>(multi_thread: bool, later: &Deferred<J>) -> bool {
+    multi_thread && later.schedules()
 }
 
 /// What a slot does next, after a job ended or a claimer looked for one.
