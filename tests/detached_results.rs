@@ -342,10 +342,7 @@ async fn smart_a_wait_made_while_a_cancelled_recipe_is_being_dropped_waits_for_t
     let (tx, rx) = std::sync::mpsc::channel();
     let (p, d) = (pool.clone(), drops.clone());
     let other = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = support::current_thread();
         rt.block_on(async {
             let slow = Slow(d);
             let handle = p
