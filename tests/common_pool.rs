@@ -708,3 +708,117 @@ async fn after_a_shrink_running_tasks_finish_and_nothing_starts_until_below_the_
     running.pop().unwrap().abort();
     assert_eq!(within("the queued task", next).await.unwrap(), 7);
 }
+
+/// A pool of one slot with `queued` more tasks waiting, each task waiting for a permit of
+/// the returned semaphore (one permit ends one task).
+async fn full_of_gated(queued: usize) -> (CommonAioPool, Arc<tokio::sync::Semaphore>) {
+    let pool = CommonAioPool::new(1, queued);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    for _ in 0..=queued {
+        let gate = gate.clone();
+        let task = async move { gate.acquire().await.unwrap().forget() };
+        drop(pool.submit(task).await.unwrap());
+    }
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    (pool, gate)
+}
+
+/// Ends `n` of those tasks, one after the other.
+async fn end_tasks(pool: &CommonAioPool, gate: &tokio::sync::Semaphore, n: usize) {
+    for _ in 0..n {
+        let want = pool.stats().completed + 1;
+        gate.add_permits(1);
+        within("a task's end", async {
+            while pool.stats().completed < want {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Polls `fut` once.
+async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}
+
+/// With more than 32 tasks queued, a submit waiting for room is woken once 32 tasks have
+/// ended, or once no more than 32 are queued, not at every end; it and the submits after
+/// it then find all the room those ends made.
+#[tokio::test]
+async fn a_waiting_submit_is_woken_in_batches_while_the_queue_is_long() {
+    let (pool, gate) = full_of_gated(40).await;
+    let mut waiting = Box::pin(pool.submit(async {}));
+    assert!(poll_once(&mut waiting).await.is_pending());
+    // The ends at 40 down to 33 queued are held back for the waiting submit.
+    end_tasks(&pool, &gate, 8).await;
+    assert!(
+        poll_once(&mut waiting).await.is_pending(),
+        "woken before a batch"
+    );
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    // 32 queued: this end gives back its room and the 8 held.
+    end_tasks(&pool, &gate, 1).await;
+    drop(within("the waiting submit", waiting).await.unwrap());
+    for i in 0..8 {
+        assert!(pool.try_submit(async {}).is_ok(), "room {i} of 8");
+    }
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    gate.add_permits(1000);
+    within("the pool's drain", pool.wait()).await;
+    assert_eq!(pool.stats().completed, 41 + 1 + 8);
+}
+
+/// A batch is 32 ends at most, however long the queue.
+#[tokio::test]
+async fn a_batch_is_32_ends_at_most() {
+    let (pool, gate) = full_of_gated(100).await;
+    let mut waiting = Box::pin(pool.submit(async {}));
+    assert!(poll_once(&mut waiting).await.is_pending());
+    end_tasks(&pool, &gate, 31).await;
+    assert!(
+        poll_once(&mut waiting).await.is_pending(),
+        "woken before a batch"
+    );
+    end_tasks(&pool, &gate, 1).await;
+    drop(within("the waiting submit", waiting).await.unwrap());
+    for i in 0..31 {
+        assert!(pool.try_submit(async {}).is_ok(), "room {i} of 31");
+    }
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    gate.add_permits(1000);
+    within("the pool's drain", pool.wait()).await;
+}
+
+/// Room held back for a waiting submit is not lost when it stops waiting: dropped, it
+/// gives the room back to the pool.
+#[tokio::test]
+async fn room_held_for_a_dropped_submit_goes_back_to_the_pool() {
+    let (pool, gate) = full_of_gated(40).await;
+    let mut waiting = Box::pin(pool.submit(async {}));
+    assert!(poll_once(&mut waiting).await.is_pending());
+    end_tasks(&pool, &gate, 3).await;
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    drop(waiting);
+    for i in 0..3 {
+        assert!(pool.try_submit(async {}).is_ok(), "room {i} of 3");
+    }
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    gate.add_permits(1000);
+    within("the pool's drain", pool.wait()).await;
+}
+
+/// With 32 tasks queued or fewer, a waiting submit gets the room of the first task that
+/// ends, as without batches.
+#[tokio::test]
+async fn with_a_short_queue_a_waiting_submit_gets_the_first_room() {
+    let (pool, gate) = full_of_gated(32).await;
+    let waiting = pool.submit(async {});
+    let mut waiting = Box::pin(waiting);
+    assert!(poll_once(&mut waiting).await.is_pending());
+    end_tasks(&pool, &gate, 1).await;
+    drop(within("the waiting submit", waiting).await.unwrap());
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    gate.add_permits(1000);
+    within("the pool's drain", pool.wait()).await;
+}
