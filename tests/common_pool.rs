@@ -719,7 +719,7 @@ async fn full_of_gated(queued: usize) -> (CommonAioPool, Arc<tokio::sync::Semaph
         let task = async move { gate.acquire().await.unwrap().forget() };
         drop(pool.submit(task).await.unwrap());
     }
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    assert_room(&pool, 0);
     (pool, gate)
 }
 
@@ -737,9 +737,18 @@ async fn end_tasks(pool: &CommonAioPool, gate: &tokio::sync::Semaphore, n: usize
     }
 }
 
-/// Polls `fut` once.
-async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
-    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+/// Exactly `n` more tasks fit: `n` `try_submit`s succeed, the next finds the pool full.
+fn assert_room(pool: &CommonAioPool, n: usize) {
+    for i in 0..n {
+        assert!(pool.try_submit(async {}).is_ok(), "room {i} of {n}");
+    }
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+}
+
+/// Ends every task, and waits for the pool to be empty.
+async fn drain(pool: &CommonAioPool, gate: &tokio::sync::Semaphore) {
+    gate.add_permits(1000);
+    within("the pool's drain", pool.wait()).await;
 }
 
 /// With more than 32 tasks queued, a submit waiting for room is woken once 32 tasks have
@@ -749,23 +758,19 @@ async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> std::task::Po
 async fn a_waiting_submit_is_woken_in_batches_while_the_queue_is_long() {
     let (pool, gate) = full_of_gated(40).await;
     let mut waiting = Box::pin(pool.submit(async {}));
-    assert!(poll_once(&mut waiting).await.is_pending());
+    assert!((&mut waiting).now_or_never().is_none());
     // The ends at 40 down to 33 queued are held back for the waiting submit.
     end_tasks(&pool, &gate, 8).await;
     assert!(
-        poll_once(&mut waiting).await.is_pending(),
+        (&mut waiting).now_or_never().is_none(),
         "woken before a batch"
     );
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    assert_room(&pool, 0);
     // 32 queued: this end gives back its room and the 8 held.
     end_tasks(&pool, &gate, 1).await;
     drop(within("the waiting submit", waiting).await.unwrap());
-    for i in 0..8 {
-        assert!(pool.try_submit(async {}).is_ok(), "room {i} of 8");
-    }
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
-    gate.add_permits(1000);
-    within("the pool's drain", pool.wait()).await;
+    assert_room(&pool, 8);
+    drain(&pool, &gate).await;
     assert_eq!(pool.stats().completed, 41 + 1 + 8);
 }
 
@@ -774,20 +779,16 @@ async fn a_waiting_submit_is_woken_in_batches_while_the_queue_is_long() {
 async fn a_batch_is_32_ends_at_most() {
     let (pool, gate) = full_of_gated(100).await;
     let mut waiting = Box::pin(pool.submit(async {}));
-    assert!(poll_once(&mut waiting).await.is_pending());
+    assert!((&mut waiting).now_or_never().is_none());
     end_tasks(&pool, &gate, 31).await;
     assert!(
-        poll_once(&mut waiting).await.is_pending(),
+        (&mut waiting).now_or_never().is_none(),
         "woken before a batch"
     );
     end_tasks(&pool, &gate, 1).await;
     drop(within("the waiting submit", waiting).await.unwrap());
-    for i in 0..31 {
-        assert!(pool.try_submit(async {}).is_ok(), "room {i} of 31");
-    }
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
-    gate.add_permits(1000);
-    within("the pool's drain", pool.wait()).await;
+    assert_room(&pool, 31);
+    drain(&pool, &gate).await;
 }
 
 /// Room held back for a waiting submit is not lost when it stops waiting: dropped, it
@@ -796,16 +797,12 @@ async fn a_batch_is_32_ends_at_most() {
 async fn room_held_for_a_dropped_submit_goes_back_to_the_pool() {
     let (pool, gate) = full_of_gated(40).await;
     let mut waiting = Box::pin(pool.submit(async {}));
-    assert!(poll_once(&mut waiting).await.is_pending());
+    assert!((&mut waiting).now_or_never().is_none());
     end_tasks(&pool, &gate, 3).await;
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    assert_room(&pool, 0);
     drop(waiting);
-    for i in 0..3 {
-        assert!(pool.try_submit(async {}).is_ok(), "room {i} of 3");
-    }
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
-    gate.add_permits(1000);
-    within("the pool's drain", pool.wait()).await;
+    assert_room(&pool, 3);
+    drain(&pool, &gate).await;
 }
 
 /// With 32 tasks queued or fewer, a waiting submit gets the room of the first task that
@@ -813,12 +810,10 @@ async fn room_held_for_a_dropped_submit_goes_back_to_the_pool() {
 #[tokio::test]
 async fn with_a_short_queue_a_waiting_submit_gets_the_first_room() {
     let (pool, gate) = full_of_gated(32).await;
-    let waiting = pool.submit(async {});
-    let mut waiting = Box::pin(waiting);
-    assert!(poll_once(&mut waiting).await.is_pending());
+    let mut waiting = Box::pin(pool.submit(async {}));
+    assert!((&mut waiting).now_or_never().is_none());
     end_tasks(&pool, &gate, 1).await;
     drop(within("the waiting submit", waiting).await.unwrap());
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
-    gate.add_permits(1000);
-    within("the pool's drain", pool.wait()).await;
+    assert_room(&pool, 0);
+    drain(&pool, &gate).await;
 }

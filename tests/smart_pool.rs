@@ -479,3 +479,57 @@ fn tasks_interrupted_by_a_runtime_shutdown_are_rerun_on_the_next_runtime() {
     );
     rt.block_on(pool.shutdown());
 }
+
+/// As in CommonAioPool (`tests/common_pool.rs`): with more than 32 tasks queued, a submit
+/// waiting for room is woken once no more than 32 are queued, not at the first end, and
+/// then finds all the room the ends made.
+#[tokio::test]
+async fn a_waiting_submit_is_woken_in_batches_while_the_queue_is_long() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(40)
+        .build();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // A failed assertion ends every task too: the pool finishes its tasks at exit.
+    struct EndAll(Arc<tokio::sync::Semaphore>);
+    impl Drop for EndAll {
+        fn drop(&mut self) {
+            self.0.add_permits(1000);
+        }
+    }
+    let _end_all = EndAll(gate.clone());
+    let gated = {
+        let gate = gate.clone();
+        move || {
+            let gate = gate.clone();
+            async move { gate.acquire().await.unwrap().forget() }
+        }
+    };
+    for _ in 0..41 {
+        drop(pool.submit(gated.clone()).await.unwrap());
+    }
+    let mut waiting = Box::pin(pool.submit(gated.clone()));
+    assert!((&mut waiting).now_or_never().is_none());
+    for ended in 1..=9u64 {
+        gate.add_permits(1);
+        within("a task's end", async {
+            while pool.stats().completed < ended {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        if ended < 9 {
+            assert!(
+                (&mut waiting).now_or_never().is_none(),
+                "woken after {ended} ends"
+            );
+        }
+    }
+    drop(within("the waiting submit", waiting).await.unwrap());
+    for i in 0..8 {
+        assert!(pool.try_submit(gated.clone()).is_ok(), "room {i} of 8");
+    }
+    assert!(pool.try_submit(gated.clone()).unwrap_err().is_full());
+    drop(_end_all);
+    within("the pool's drain", pool.wait()).await;
+}
