@@ -138,10 +138,11 @@
 //!   runtime). A future's cell is freed by the last of its run and its handles: a handle
 //!   held past that point frees it where the handle is dropped. The result of a detached
 //!   task (its handle dropped before it ended) goes with its future's run, so its `Drop`
-//!   runs at one of those points. A SmartAioPool's
-//!   recipe makes its future and result on the slot's thread: a run, its result and the
-//!   recipe's copy are dropped where the run ended, just after its end is counted, and a
-//!   `wait()` that counts it as ended returns only once that drop is over.
+//!   runs at one of those points. A SmartAioPool's recipe, with what it captured and its
+//!   task's result slot, is made by the submitter and kept the same way once its last run
+//!   ended. The recipe makes each run's future on the slot's thread: a run and its result
+//!   are dropped where the run ended, just after its end is counted, and a `wait()` that
+//!   counts it as ended returns only once that drop is over.
 //!
 //! # Streams, groups and flow control
 //!

@@ -1,7 +1,8 @@
 //! [`Graves`]: what ended jobs leave that their submitter made, kept for a submitter to
 //! free on its own thread.
 //!
-//! A future's run (its cell, with its result slot, and the result of a detached task) was
+//! A future's run (its cell, with its result slot, and the result of a detached task), or
+//! a recipe's last copy (SmartAioPool: the recipe, what it captured, the result slot), was
 //! allocated by the code that submitted it. Freed on a worker, each block goes back to
 //! the submitter's allocator across threads; with glibc's malloc that takes a lock the
 //! submitter's next allocation waits on, which was most of the pools' context switches
@@ -46,17 +47,24 @@ const BATCH: usize = 32;
 pub(crate) const REAP_AFTER: Duration = Duration::from_millis(2);
 
 /// What one ended job leaves that its submitter made: a future's run, with the result
-/// nobody wants if its handle was dropped.
-pub(crate) type Grave = BoxRun;
+/// nobody wants if its handle was dropped; or a recipe's copy (SmartAioPool), with the
+/// recipe, what it captured and the result slot, its last reference once the run is
+/// dropped.
+// Held only to be dropped, on the submitter's thread.
+#[allow(dead_code)]
+pub(crate) enum Grave<J> {
+    Run(BoxRun),
+    Copy(J),
+}
 
 /// Kept graves taken to be dropped outside the lock; [`Graves::done`] with its ticket
 /// once they are.
-pub(crate) struct Batch {
-    graves: Vec<Grave>,
+pub(crate) struct Batch<J> {
+    graves: Vec<Grave<J>>,
     ticket: u64,
 }
 
-impl Batch {
+impl<J> Batch<J> {
     /// Drops them (a panic in a `Drop` is caught: the panic hook has shown it); returns
     /// the ticket to hand to [`Graves::done`].
     pub(crate) fn drop_all(self) -> u64 {
@@ -68,8 +76,8 @@ impl Batch {
 }
 
 /// The kept graves of one pool, under its lock.
-pub(crate) struct Graves {
-    kept: Vec<Grave>,
+pub(crate) struct Graves<J> {
+    kept: Vec<Grave<J>>,
     /// At most this many kept (a submit takes them once `most.min(BATCH)` wait).
     most: usize,
     /// The next batch's ticket.
@@ -83,15 +91,15 @@ pub(crate) struct Graves {
 }
 
 /// What [`Graves::keep`] asks of the caller.
-pub(crate) enum Kept {
+pub(crate) enum Kept<J> {
     Done,
     /// Consider arming a timer ([`REAP_AFTER`]; see [`Graves::keep`]).
     ArmTimer,
     /// No room: drop these outside the lock (the caller's grave is kept).
-    Full(Batch),
+    Full(Batch<J>),
 }
 
-impl Graves {
+impl<J> Graves<J> {
     /// For a pool that holds at most `size` jobs (queued and running).
     pub(crate) fn new(size: usize) -> Self {
         let mut graves = Graves {
@@ -107,7 +115,7 @@ impl Graves {
 
     /// The pool now holds at most `size` jobs (`set_max_concurrency`). Returns what is
     /// kept beyond the new bound, to drop outside the lock.
-    pub(crate) fn resize(&mut self, size: usize) -> Option<Batch> {
+    pub(crate) fn resize(&mut self, size: usize) -> Option<Batch<J>> {
         self.most = size.clamp(1, MOST);
         if self.kept.len() > self.most {
             self.take_all()
@@ -122,7 +130,7 @@ impl Graves {
     /// current-thread runtime (which runs it only while some thread drives it) other than
     /// `from` (whose job just ended there: it is being driven); the caller answers with
     /// [`arm_timer`](Self::arm_timer).
-    pub(crate) fn keep(&mut self, grave: Grave, from: RtRef) -> Kept {
+    pub(crate) fn keep(&mut self, grave: Grave<J>, from: RtRef) -> Kept<J> {
         if self.kept.len() >= self.most {
             // Not empty: there is a batch, and a timer is armed since the first was kept.
             let full = self.take_all();
@@ -163,7 +171,7 @@ impl Graves {
     }
 
     /// A timer fired (or was dropped): takes what is kept.
-    pub(crate) fn timer_fired(&mut self) -> Option<Batch> {
+    pub(crate) fn timer_fired(&mut self) -> Option<Batch<J>> {
         self.timer = None;
         self.take_all()
     }
@@ -174,7 +182,7 @@ impl Graves {
     }
 
     /// Takes everything kept, with a ticket; `None` if nothing is.
-    pub(crate) fn take_all(&mut self) -> Option<Batch> {
+    pub(crate) fn take_all(&mut self) -> Option<Batch<J>> {
         if self.kept.is_empty() {
             return None;
         }
@@ -205,7 +213,7 @@ impl Graves {
     }
 
     /// Everything kept, for the engine's drop.
-    pub(crate) fn drain(&mut self) -> Vec<Grave> {
+    pub(crate) fn drain(&mut self) -> Vec<Grave<J>> {
         std::mem::take(&mut self.kept)
     }
 }

@@ -60,7 +60,7 @@ use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{BoxRun, Outcome};
 use elastic::Elastic;
-use graves::{Batch, Graves, Kept};
+use graves::{Batch, Grave, Graves, Kept};
 use limits::Limits;
 use queue::{Ordered, Queue};
 use runtimes::{Deaths, RtRef, Runtimes, ANY};
@@ -263,7 +263,7 @@ struct State<J> {
     /// Those of them whose run ended in that poll (counted then): not run again.
     ended_in_take_over: Vec<u64>,
     /// What ended jobs left that their submitter made (see [`graves`]).
-    graves: Graves,
+    graves: Graves<J>,
     /// The marks of the slot tasks of a re-run pool, which drop what ended jobs left
     /// after the lock (see [`Polling::begin_drop`]); marks of slots that are gone are
     /// pruned as the list grows.
@@ -295,7 +295,7 @@ pub(crate) struct Deferred<J: Job> {
     /// while jobs waited on tasks of the pool): see [`Engine::break_nested_deadlock`].
     recheck_waits: bool,
     /// What ended jobs left, to drop first of all (see [`graves`]).
-    graves: Vec<Batch>,
+    graves: Vec<Batch<J>>,
     /// Arm the timer that frees kept graves, on this runtime.
     reap_timer: Option<Handle>,
 }
@@ -1405,21 +1405,24 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, for a job that ended (not in a panic: its run reports it after the
-    /// lock): keeps a future's run, which its submitter made, for a submitter to free on
-    /// its own thread ([`graves`]). Returns what the slot drops after the lock: a recipe's
-    /// run and copy (SmartAioPool: the recipe makes its future and result on the slot's
-    /// thread; keeping the copy measured no clear gain and more peak memory).
+    /// lock): keeps what its submitter made for a submitter to free on its own thread
+    /// ([`graves`]): a future's run; a recipe's copy (SmartAioPool, whose recipe makes
+    /// its run on the slot's thread: the slot drops the run after the lock, and the copy
+    /// is then the last reference to the recipe, what it captured and the result slot).
+    /// Returns the run the slot drops after the lock.
     fn bury(
         st: &mut State<J>,
         run: BoxRun,
         copy: Option<J>,
         rt: RtRef,
         later: &mut Deferred<J>,
-    ) -> (Option<BoxRun>, Option<J>) {
-        if J::RERUN {
-            return (Some(run), copy);
-        }
-        match st.graves.keep(run, rt) {
+    ) -> Option<BoxRun> {
+        let (grave, left) = match copy {
+            Some(copy) => (Grave::Copy(copy), Some(run)),
+            None if J::RERUN => return Some(run),
+            None => (Grave::Run(run), None),
+        };
+        match st.graves.keep(grave, rt) {
             Kept::Done => {}
             Kept::ArmTimer => {
                 let handle = st.runtimes.driven_handle(rt).cloned();
@@ -1435,7 +1438,7 @@ impl<J: Job> Engine<J> {
             }
             Kept::Full(batch) => later.graves.push(batch),
         }
-        (None, copy)
+        left
     }
 
     /// Under the lock: hands everything kept ([`graves`]) to `later`, which drops it first
@@ -1455,7 +1458,7 @@ impl<J: Job> Engine<J> {
     }
 
     /// Outside the lock: drops `batch`, then tells the waits.
-    fn drop_batch(&self, batch: Batch) {
+    fn drop_batch(&self, batch: Batch<J>) {
         let ticket = batch.drop_all();
         self.batch_dropped(self.lock(), ticket);
     }
@@ -2113,7 +2116,7 @@ fn drop_in_task(handle: &Handle, value: impl Send + 'static) {
 /// A batch of graves ([`graves`]) freed, and its ticket given back, when this is dropped.
 struct Freeing<J: Job> {
     engine: Arc<Engine<J>>,
-    batch: Option<Batch>,
+    batch: Option<Batch<J>>,
 }
 
 impl<J: Job> Drop for Freeing<J> {

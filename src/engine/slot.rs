@@ -374,7 +374,7 @@ impl<J: Job> Slot<J> {
             (left, copy) = if outcome == Outcome::Panicked {
                 (Some(run), kept)
             } else {
-                Engine::bury(&mut st, run, kept, self.rt, later)
+                (Engine::bury(&mut st, run, kept, self.rt, later), None)
             };
             if J::RERUN {
                 // A recipe's run and copy, dropped below: a wait waits for that.
