@@ -3,8 +3,7 @@
 //! # Design
 //!
 //! A pool is an [`Engine`]: an admission semaphore with `max_concurrency + max_queue_size`
-//! permits (the backpressure; while a submit waits and the queue is long, ended jobs give
-//! theirs back in batches, see [`HOLD_BATCH`]), a queue ([`queue::Queue`]: FIFO, or by priority once a
+//! permits (the backpressure), a queue ([`queue::Queue`]: FIFO, or by priority once a
 //! job has one), start-time flow control ([`limits`]) and *slots*.
 //! A slot is a tokio task of its own that runs jobs one after the other. A submit that
 //! finds a free slot *reserves* it for the job (the job now counts as running) and makes
@@ -197,13 +196,6 @@ const IDLE_MAX: usize = 256;
 /// nothing up.
 const CLAIMERS_MAX: usize = 8;
 
-/// How many admission permits of ended jobs are held back and given back at once while a
-/// submit waits for room (see [`Engine::hold`]): a waiting submitter is woken once per
-/// this many job ends, not at each, and then submits that many without waiting. Only
-/// while more than this many jobs are queued beyond the reservations (the slots have that
-/// many to go through before they could run dry) and the pool has no flow control.
-const HOLD_BATCH: usize = 32;
-
 /// A `wait()` in progress: jobs with an id below `target` not yet finished.
 struct Wait {
     target: u64,
@@ -282,8 +274,6 @@ pub(crate) struct Deferred<J: Job> {
     spawns: Vec<(Handle, Slot<J>)>,
     /// Admission permits to give back.
     release: usize,
-    /// Admission permits of ended jobs that may be held back (see [`Engine::hold`]).
-    hold: usize,
     /// Wake `wait()` callers.
     changed: bool,
     /// Start a rate timer on this runtime, firing then.
@@ -320,7 +310,6 @@ impl<J: Job> Default for Deferred<J> {
             cancels: Vec::new(),
             spawns: Vec::new(),
             release: 0,
-            hold: 0,
             changed: false,
             rate_timer: None,
             stamps: Vec::new(),
@@ -348,10 +337,6 @@ pub(crate) struct Engine<J: Job> {
     weight_capacity: Option<u64>,
     max_queue_size: usize,
     admission: Semaphore,
-    /// Submits (async or blocking) waiting for an admission permit now.
-    waiting: AtomicUsize,
-    /// Admission permits held back while a submit waits (see [`Engine::hold`]).
-    held: AtomicUsize,
     state: Mutex<State<J>>,
     /// Signalled when a wait's target is reached, and at close.
     changed: Notify,
@@ -468,8 +453,6 @@ impl<J: Job> Engine<J> {
             weight_capacity: limits.weight_capacity,
             max_queue_size,
             admission: Semaphore::new(permits),
-            waiting: AtomicUsize::new(0),
-            held: AtomicUsize::new(0),
             state: Mutex::new(state),
             changed: Notify::new(),
             generation: AtomicU64::new(0),
@@ -564,10 +547,8 @@ impl<J: Job> Engine<J> {
         });
     }
 
-    /// Waits for room. Cancel safe: dropping the future takes no permit (and gives back
-    /// the permits held back for it, if it was the last submit waiting).
+    /// Waits for room. Cancel safe: dropping the future takes no permit.
     async fn admit(&self) -> Result<(), AdmitError> {
-        let _waiting = Waiting::new(self);
         match self.admission.acquire().await {
             Ok(permit) => {
                 permit.forget();
@@ -665,13 +646,9 @@ impl<J: Job> Engine<J> {
         self.release(1);
     }
 
-    /// Gives back `n` admission permits, and any held back (see [`hold`](Self::hold)). A
-    /// shrink by `set_max_concurrency` still unpaid takes them first.
+    /// Gives back `n` admission permits. A shrink by `set_max_concurrency` still unpaid
+    /// takes them first.
     fn release(&self, mut n: usize) {
-        // SeqCst: see `hold`.
-        if self.held.load(Ordering::SeqCst) > 0 {
-            n += self.held.swap(0, Ordering::SeqCst);
-        }
         if n > 0 && self.permit_debt.load(Ordering::Acquire) > 0 {
             let paid = self
                 .permit_debt
@@ -681,34 +658,6 @@ impl<J: Job> Engine<J> {
         }
         if n > 0 {
             self.admission.add_permits(n);
-        }
-    }
-
-    /// Under the lock, as a job's end is counted: whether its admission permit may be held
-    /// back (see [`HOLD_BATCH`]).
-    fn may_hold(&self, st: &State<J>) -> bool {
-        // Relaxed: a waiter missed here only gets this permit at once.
-        self.waiting.load(Ordering::Relaxed) > 0
-            && st.limits.is_none()
-            && st.queue.len() - st.reserved > HOLD_BATCH
-    }
-
-    /// Holds back `n` permits of ended jobs while a submit waits for room, until
-    /// [`HOLD_BATCH`] are held: a producer that waits for room is then woken once per
-    /// batch instead of at every job's end (with 2 workers and the pool full, the wake-ups
-    /// and the thread switches they cost were most of SmartAioPool's context switches). A
-    /// submit that finds no permit sees the same as if they had been given back: tokio's
-    /// semaphore hands a released permit to the waiting submit first.
-    ///
-    /// Every other release gives back the held ones too, and so does the last waiting
-    /// submit when it stops waiting (admitted, or dropped): no permit is held while no
-    /// submit waits.
-    fn hold(&self, n: usize) {
-        // SeqCst, with `Waiting`'s drop: either this sees the waiter gone (and gives the
-        // permits back), or the waiter's drop sees them.
-        let held = self.held.fetch_add(n, Ordering::SeqCst) + n;
-        if held >= HOLD_BATCH || self.waiting.load(Ordering::SeqCst) == 0 {
-            self.release(0);
         }
     }
 
@@ -1386,11 +1335,7 @@ impl<J: Job> Engine<J> {
         }
         self.count_end(st, outcome);
         Self::wait_end(st, id, later);
-        if self.may_hold(st) {
-            later.hold += 1;
-        } else {
-            later.release += 1;
-        }
+        later.release += 1;
     }
 
     /// Under the lock: applies a job's end to the waits.
@@ -1524,9 +1469,6 @@ impl<J: Job> Engine<J> {
                 later.release += 1;
             }
             self.gauges(&st);
-        }
-        if later.hold > 0 {
-            self.hold(std::mem::take(&mut later.hold));
         }
         if later.release > 0 {
             self.release(std::mem::take(&mut later.release));
@@ -2074,29 +2016,6 @@ impl<J: Job> Engine<J> {
         drop_quietly(settled);
         self.run_deferred(&mut later);
         Some(report)
-    }
-}
-
-/// A submit waiting for an admission permit, counted in `Engine::waiting` while it lives.
-struct Waiting<'a, J: Job>(&'a Engine<J>);
-
-impl<'a, J: Job> Waiting<'a, J> {
-    fn new(engine: &'a Engine<J>) -> Self {
-        engine.waiting.fetch_add(1, Ordering::SeqCst);
-        Waiting(engine)
-    }
-}
-
-impl<J: Job> Drop for Waiting<'_, J> {
-    /// The last waiting submit gives back the permits held back for it (see
-    /// [`Engine::hold`]).
-    fn drop(&mut self) {
-        // SeqCst: see `Engine::hold`.
-        if self.0.waiting.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.0.held.load(Ordering::SeqCst) > 0
-        {
-            self.0.release(0);
-        }
     }
 }
 

@@ -37,17 +37,6 @@ use crate::task::TaskHandle;
 /// `max_queue_size == 0` means *no waiting room*: a submit waits until a slot is free (the
 /// behaviour of [`NoQueueAioPool`](crate::NoQueueAioPool)). It never means "unbounded".
 ///
-/// # A waiting submit is woken in batches
-///
-/// While a submit waits for room and more than 32 jobs are queued, the room of ended jobs
-/// is handed over in batches: the submit is woken once 32 jobs have ended, or once no
-/// more than 32 are queued, and it and the submits after it then find all that room at
-/// once. A producer that keeps the pool full so pays one wake-up per 32 jobs, not one per
-/// job. The slots never run dry because of it (they have more than 32 queued jobs to go
-/// through meanwhile), and no room is held back once no submit waits: dropping the
-/// waiting submit gives it back. A pool with flow-control options
-/// ([`CommonAioPoolBuilder`]) hands room over at every job's end.
-///
 /// # Runtime
 ///
 /// A pool is not bound to a runtime: a job runs on the runtime of the code that submitted

@@ -40,10 +40,6 @@ use crate::task::TaskHandle;
 ///   driver).
 /// - **No task lost at exit.** See [Shutdown](#shutdown).
 ///
-/// As in [`CommonAioPool`](crate::CommonAioPool#a-waiting-submit-is-woken-in-batches), a
-/// submit that waits for room while more than 32 tasks are queued is woken once 32 tasks
-/// have ended (or no more than 32 are queued), not at every end.
-///
 /// # Shutdown
 ///
 /// With `auto_shutdown(true)` (the default), every task submitted to the pool completes
