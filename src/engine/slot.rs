@@ -367,7 +367,8 @@ impl<J: Job> Slot<J> {
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             // It may hold the last reference to a recipe (a task aborted while queued runs
-            // nothing): dropped outside the lock.
+            // nothing): kept for a submitter to free (see `Engine::bury`), or, after a
+            // panic, dropped below, outside the lock.
             let kept = entry.copy.take();
             let meta = std::mem::take(&mut entry.meta);
             // A panic is reported from its run, after the lock.
@@ -377,7 +378,8 @@ impl<J: Job> Slot<J> {
                 (Engine::bury(&mut st, run, kept, self.rt, later), None)
             };
             if J::RERUN {
-                // A recipe's run and copy, dropped below: a wait waits for that.
+                // A recipe's run (and, after a panic, its copy), dropped below: a wait
+                // waits for that.
                 Engine::begin_drop(&mut st, &self.polling, &mut self.listed);
             }
             if let Some(limits) = &mut st.limits {
