@@ -12,6 +12,11 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// rather than reported as cancelled (futures).
     const RERUN: bool;
 
+    /// Whether [`start`](Job::start) calls user code (a recipe), so that the engine marks
+    /// the thread as inside the pool (and enters the task's span) around it. A future's
+    /// start calls none: it hands over the run made at submit.
+    const STARTS_USER_CODE: bool;
+
     /// A copy kept while the job runs, for running it again (only for `RERUN` jobs). Cheap
     /// (a reference count); taken under the engine's lock.
     fn keep(&self) -> Option<Self>;

@@ -563,8 +563,15 @@ impl<J: Job> Engine<J> {
     pub(crate) async fn admit_submit(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
         match self.admit_or_wait() {
             Some(done) => done,
-            None => self.admitted(self.admit().await.map_err(|_| SubmitErrorKind::Closed)),
+            None => self.admit_waiting().await,
         }
+    }
+
+    /// The waiting half of [`admit_submit`](Self::admit_submit), once
+    /// [`admit_or_wait`](Self::admit_or_wait) said to wait: a caller that tries first
+    /// without a future of its own saves one on every submit that finds room. Cancel safe.
+    pub(crate) async fn admit_waiting(&self) -> Result<(), SubmitErrorKind> {
+        self.admitted(self.admit().await.map_err(|_| SubmitErrorKind::Closed))
     }
 
     /// [`admit_submit`](Self::admit_submit) that gives up waiting after `limit`
@@ -599,7 +606,7 @@ impl<J: Job> Engine<J> {
     /// The first step of a submit's admission: `Some` if it is decided now (admitted, or
     /// refused and reported), `None` if the submit has to wait for room (then jobs that
     /// lost their runtime are started on the submitter's first, or it could wait for ever).
-    fn admit_or_wait(self: &Arc<Self>) -> Option<Result<(), SubmitErrorKind>> {
+    pub(crate) fn admit_or_wait(self: &Arc<Self>) -> Option<Result<(), SubmitErrorKind>> {
         let kind = match self.try_admit() {
             Ok(()) => return Some(Ok(())),
             Err(AdmitError::Closed) => SubmitErrorKind::Closed,

@@ -444,8 +444,11 @@ impl<J: Job> Slot<J> {
             outcome,
             error.as_deref(),
         );
-        // A result nobody wants, if not kept, is dropped here, outside the lock.
-        drop_quietly((left, copy));
+        // A result nobody wants, if not kept, is dropped here, outside the lock (mostly
+        // nothing is left: the run went to the graves).
+        if left.is_some() || copy.is_some() {
+            drop_quietly((left, copy));
+        }
         if J::RERUN {
             engine.end_drop(&self.polling);
         }
@@ -588,10 +591,12 @@ impl<J: Job> Slot<J> {
                     let mut run = q.job.start_cancelled(reason);
                     run.cancel(reason);
                     run
-                } else {
+                } else if J::STARTS_USER_CODE {
                     // Starting a recipe's run calls user code: inside the pool's context.
                     let _in_pool = Entered::new(pool, id);
                     let _span = this.obs.enter();
+                    q.job.start()
+                } else {
                     q.job.start()
                 };
                 this.cancel_seen = this.cancel_seen.max(mark);

@@ -49,6 +49,7 @@ pub(crate) struct FutureJob(BoxRun);
 
 impl Job for FutureJob {
     const RERUN: bool = false;
+    const STARTS_USER_CODE: bool = false;
 
     fn keep(&self) -> Option<Self> {
         None
@@ -194,7 +195,12 @@ impl<J: Job> Core<J> {
         item: S,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
         async move {
-            match self.engine.admit_submit().await {
+            // `admit_submit`, in two steps: a submit that finds room polls no inner future.
+            let admitted = match self.engine.admit_or_wait() {
+                Some(decided) => decided,
+                None => self.engine.admit_waiting().await,
+            };
+            match admitted {
                 Ok(()) => self
                     .push(item, true)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
@@ -239,7 +245,10 @@ impl<J: Job> Core<J> {
                 return Err(SubmitError::new(kind, item));
             }
             let admitted = match opts.timeout {
-                None => self.engine.admit_submit().await,
+                None => match self.engine.admit_or_wait() {
+                    Some(decided) => decided,
+                    None => self.engine.admit_waiting().await,
+                },
                 Some(limit) => self.engine.admit_submit_within(limit).await,
             };
             match admitted {

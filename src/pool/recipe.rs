@@ -159,6 +159,7 @@ where
 
 impl Job for SmartJob {
     const RERUN: bool = true;
+    const STARTS_USER_CODE: bool = true;
 
     fn keep(&self) -> Option<Self> {
         Some(SmartJob(Arc::clone(&self.0)))
