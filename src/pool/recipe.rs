@@ -30,6 +30,13 @@ impl<T> Drop for LastCopy<T> {
         // The last copy of an unfinished task is going away (its pool or runtime is gone):
         // tell the handle rather than leave it waiting. Does nothing if the task ended. An
         // aborted task says so, even if its run ended before `abort` decided the outcome.
+        if self.0.is_claimed() {
+            // Decided already (nearly always: the task ended). Whoever decided stores the
+            // result and wakes the handle in the critical section that decided, so nothing
+            // here needs to wait for it (unlike an `abort`, which returns only once the
+            // handle is resolved): no lock, no error made to be dropped.
+            return;
+        }
         let reason = self.0.aborted();
         self.0
             .cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
