@@ -213,8 +213,8 @@ impl Observer {
     }
 
     /// A started task ended with `outcome` outside a slot's poll (its slot dropped by its
-    /// runtime): reported as [`ended`](Self::ended) reports it, inside the task's span.
-    /// Called outside the lock.
+    /// runtime): reported as `ended` (built with the features) reports it, inside the
+    /// task's span. Called outside the lock.
     #[inline(always)]
     #[cfg_attr(
         not(any(feature = "tracing", feature = "metrics")),
