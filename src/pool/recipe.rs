@@ -31,10 +31,11 @@ impl<T> Drop for LastCopy<T> {
         // tell the handle rather than leave it waiting. Does nothing if the task ended. An
         // aborted task says so, even if its run ended before `abort` decided the outcome.
         if self.0.is_claimed() {
-            // Decided already (nearly always: the task ended). Whoever decided stores the
-            // result and wakes the handle in the critical section that decided, so nothing
-            // here needs to wait for it (unlike an `abort`, which returns only once the
-            // handle is resolved): no lock, no error made to be dropped.
+            // Decided already (nearly always: the task ended). Whoever decided stored the
+            // result in the critical section that decided, and wakes the handle after it,
+            // so nothing here needs to wait (unlike an `abort`, which returns only once
+            // the handle is resolved): no lock, no error made to be dropped. Any lock this
+            // thread takes later on the slot is ordered after that critical section.
             return;
         }
         let reason = self.0.aborted();

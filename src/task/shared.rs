@@ -161,7 +161,9 @@ impl<T> Shared<T> {
     /// whether this call decided it.
     pub(crate) fn cancel(&self, reason: CancelReason) -> bool {
         // No lock-free shortcut on `is_claimed`: taking the slot's lock is what makes a
-        // losing caller return only once the winner's result is stored.
+        // losing caller return only once the winner's result is stored. (A recipe task's
+        // last copy, which needs no such wait, checks `is_claimed` before calling this:
+        // see `LastCopy` in `pool::recipe`.)
         self.fill_first(Err(TaskError::cancelled(reason)))
     }
 
