@@ -119,8 +119,11 @@
 //!   freed then), but its storage stays until the handles go. The 256-byte limit bounds
 //!   that: a held handle pins at most 440 bytes for a `u64` result (beyond that, twice
 //!   the result's size), so `batch_run` of many large futures holds little beyond their
-//!   results. A SmartAioPool task is its recipe and its result slot, plus one cell per
-//!   run, freed when the run ends; its handles pin only the result slot.
+//!   results. A SmartAioPool task is its recipe and its result slot in one allocation,
+//!   plus one cell per run, freed when the run ends. The recipe, with what it captured,
+//!   is dropped when the task has ended and the pool holds no copy of it any more; its
+//!   handles pin the allocation: the result slot and the recipe's own bytes (a closure's
+//!   captures by value: a few words for `String`s and `Arc`s, the whole of an array).
 //! - **Where an ended job is freed.** What the submitter made for a job of a
 //!   CommonAioPool or NoQueueAioPool (the future's cell, the result slot) is freed, as
 //!   far as the pool can, on a thread that submits to the pool, where it was allocated.

@@ -1,10 +1,31 @@
 //! Recipes as jobs: what SmartAioPool queues ([`SmartJob`]), and the runs a recipe makes.
 //!
-//! A task is its recipe and the one result slot all of its runs share; the engine keeps a
-//! copy (a reference count) while a run is under way, to run it again after an
-//! interruption.
+//! A task is its recipe and the one result slot all of its runs share, in one allocation
+//! ([`SmartTask`]). Its handle references that allocation for the slot; the engine holds
+//! *copies* of the task, counted apart: the queued job, the copy kept while a run is
+//! under way (to run it again after an interruption) and the run itself. When the last
+//! copy goes, the handle of a task that never ended is told, and the recipe, with what it
+//! captured, is dropped; a handle held longer keeps only the allocation's bytes (the
+//! result slot and the recipe's own size, not what the recipe owns).
+//!
+//! A task of a [`SmartTaskGroup`](crate::SmartTaskGroup), made into a job under the
+//! engine's lock, holds its slot in an allocation of its own, made before (see [`job`]).
+//!
+//! # `unsafe`
+//!
+//! The recipe sits in an `UnsafeCell<ManuallyDrop<_>>` of the task, and the last copy drops
+//! it in place: the count of copies works as `Arc`'s count of references does (a `Release`
+//! decrement, an `Acquire` fence before the drop). Every use of the recipe goes through a
+//! copy, which keeps the count above zero while it lives, so no use comes after the drop;
+//! the handle never touches the recipe. This saves one allocation per task against a
+//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The loom model below
+//! races the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit tests
+//! under Miri.
+#![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,24 +34,104 @@ use std::task::{Context, Poll};
 use super::core::Submit;
 use crate::engine::Job;
 use crate::error::CancelReason;
-use crate::task::{BoxRun, HasShared, Outcome, Shared, SlotRef};
+use crate::sync::{fence, AtomicUsize, Ordering};
+use crate::task::{AbortTarget, BoxRun, HasShared, Outcome, ResultSlot, Shared, SlotRef};
 
-/// A submitted recipe and the one result slot all of its runs share.
-pub(crate) struct SmartTask<R, T> {
-    // First: the handle is told before the recipe is dropped.
-    shared: LastCopy<T>,
-    recipe: R,
+/// How a task holds its result slot: in the task's own allocation (`Shared<T>`; the
+/// handle then references the task), or in one of its own made before (`Arc<Shared<T>>`,
+/// a group's task).
+pub(crate) trait SlotOf: Send + Sync + 'static {
+    type Output: Send + 'static;
+
+    fn get(&self) -> &Shared<Self::Output>;
 }
 
-/// The result slot, as the task holds it.
-struct LastCopy<T>(Arc<Shared<T>>);
+impl<T: Send + 'static> SlotOf for Shared<T> {
+    type Output = T;
 
-impl<T> Drop for LastCopy<T> {
-    fn drop(&mut self) {
+    fn get(&self) -> &Shared<T> {
+        self
+    }
+}
+
+impl<T: Send + 'static> SlotOf for Arc<Shared<T>> {
+    type Output = T;
+
+    fn get(&self) -> &Shared<T> {
+        self
+    }
+}
+
+/// A submitted recipe and the one result slot all of its runs share.
+///
+/// # Dropping
+///
+/// Its memory goes with the last of its copies and its handle; the recipe goes with the
+/// last copy (module docs), or is taken back out of a task refused before it was queued
+/// ([`Submit::unready`]).
+pub(crate) struct SmartTask<R, S: SlotOf> {
+    slot: S,
+    /// The live copies (module docs).
+    copies: AtomicUsize,
+    /// Used only through a copy; dropped in place by the last one.
+    recipe: UnsafeCell<ManuallyDrop<R>>,
+}
+
+// SAFETY: the recipe, the one part that is not `Sync`, is used by shared reference only
+// (it is `Fn + Sync`: copies on several threads may use it at once) and dropped only by
+// the last copy, when no other is left to use it (module docs); that drop may happen on
+// any thread (`R: Send`).
+unsafe impl<R: Send + Sync, S: SlotOf> Sync for SmartTask<R, S> {}
+
+impl<R, S: SlotOf> SmartTask<R, S> {
+    /// A task and its first copy, the caller's.
+    fn first_copy(recipe: R, slot: S) -> TaskCopy<R, S> {
+        TaskCopy(Some(Arc::new(SmartTask {
+            slot,
+            copies: AtomicUsize::new(1),
+            recipe: UnsafeCell::new(ManuallyDrop::new(recipe)),
+        })))
+    }
+
+    fn shared(&self) -> &Shared<S::Output> {
+        self.slot.get()
+    }
+
+    /// One more copy (`Relaxed`, as `Arc::clone`: the caller's copy keeps the count above
+    /// zero meanwhile).
+    fn add_copy(&self) {
+        self.copies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The recipe, for the holder of a copy.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds a copy for as long as the reference lives.
+    unsafe fn recipe(&self) -> &R {
+        // SAFETY: the caller's copy keeps the count above zero, so the last copy's drop of
+        // the recipe has not begun and cannot begin while the reference lives; every other
+        // reference to it is shared too.
+        unsafe { &*self.recipe.get() }
+    }
+
+    /// A copy ends. The last one tells the handle of a task that never ended, then drops
+    /// the recipe.
+    fn release_copy(&self) {
+        // As `Arc`'s drop: `Release`, so that every use of the recipe by a copy comes
+        // before the decrement that ends the copy; the last copy's `Acquire` fence orders
+        // all of them before the recipe's drop.
+        if self.copies.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        // Dropped after the handle is told, even if telling it panics (a waker's `wake`).
+        let _recipe = DropRecipe(&self.recipe);
+        let shared = self.shared();
         // The last copy of an unfinished task is going away (its pool or runtime is gone):
-        // tell the handle rather than leave it waiting. Does nothing if the task ended. An
-        // aborted task says so, even if its run ended before `abort` decided the outcome.
-        if self.0.is_claimed() {
+        // tell the handle rather than leave it waiting. An aborted task says so, even if
+        // its run ended before `abort` decided the outcome.
+        if shared.is_claimed() {
             // Decided already (nearly always: the task ended). Whoever decided stored the
             // result in the critical section that decided, and wakes the handle after it,
             // so nothing here needs to wait (unlike an `abort`, which returns only once
@@ -38,90 +139,188 @@ impl<T> Drop for LastCopy<T> {
             // thread takes later on the slot is ordered after that critical section.
             return;
         }
-        let reason = self.0.aborted();
-        self.0
-            .cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
+        let reason = shared.aborted();
+        shared.cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
     }
 }
 
-/// The type-erased view the engine keeps of a [`SmartTask`].
+/// Drops a task's recipe in place when it is dropped: made by the last copy only.
+struct DropRecipe<'a, R>(&'a UnsafeCell<ManuallyDrop<R>>);
+
+impl<R> Drop for DropRecipe<'_, R> {
+    fn drop(&mut self) {
+        // SAFETY: made only by the last copy, after the count fell to zero and the
+        // `Acquire` fence: no copy is left to use the recipe and none can be made (a copy
+        // is made only by another), the handle never touches it, and this runs once.
+        unsafe { ManuallyDrop::drop(&mut *self.0.get()) }
+    }
+}
+
+/// One copy of a task, typed: a task being submitted, or the owner of one of its runs.
+///
+/// # Dropping
+///
+/// Ends the copy (the last one tells an unfinished task's handle and drops the recipe).
+pub(crate) struct TaskCopy<R, S: SlotOf>(Option<Arc<SmartTask<R, S>>>);
+
+impl<R, S: SlotOf> TaskCopy<R, S> {
+    fn task(&self) -> &Arc<SmartTask<R, S>> {
+        self.0
+            .as_ref()
+            .expect("a task copy is used after it was handed on")
+    }
+
+    /// The task, with this copy's count handed on to the caller.
+    fn into_task(mut self) -> Arc<SmartTask<R, S>> {
+        self.0.take().expect("a task copy is handed on once")
+    }
+}
+
+impl<R, S: SlotOf> Drop for TaskCopy<R, S> {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.release_copy();
+        }
+    }
+}
+
+impl<R, S> HasShared<S::Output> for TaskCopy<R, S>
+where
+    R: Send + Sync + 'static,
+    S: SlotOf,
+{
+    fn shared(&self) -> &Shared<S::Output> {
+        self.task().shared()
+    }
+
+    // The task may run again; its last copy going away tells the handle.
+    const CANCEL_ON_DROP: bool = false;
+}
+
+/// The handle's view of a task that holds its slot: the task's allocation.
+impl<R, T> ResultSlot<T> for SmartTask<R, Shared<T>>
+where
+    R: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    fn shared(&self) -> &Shared<T> {
+        &self.slot
+    }
+
+    fn abort_target(self: Arc<Self>) -> Arc<dyn AbortTarget> {
+        self
+    }
+}
+
+impl<R, T> AbortTarget for SmartTask<R, Shared<T>>
+where
+    R: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    fn abort(&self) {
+        self.slot.abort(CancelReason::Aborted);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.slot.is_finished()
+    }
+}
+
+/// The type-erased view the engine keeps of a [`SmartTask`], through a copy.
 trait SmartTaskDyn: Send + Sync + 'static {
+    /// Starts a run, which takes over the caller's copy.
     fn run(self: Arc<Self>) -> BoxRun;
     fn cancel(&self, reason: CancelReason);
     /// Why it was aborted, if it was.
     fn aborted(&self) -> Option<CancelReason>;
     /// The waker of its handle, if it is being awaited.
     fn handle_waker(&self) -> Option<std::task::Waker>;
-    /// A run that calls no user code (for a task cancelled before it started).
+    /// A run that calls no user code (for a task cancelled before it started); it takes
+    /// over the caller's copy.
     fn unstarted(self: Arc<Self>) -> BoxRun;
+    fn add_copy(&self);
+    fn release_copy(&self);
 }
 
-/// A queued recipe task (a named type rather than an alias of the trait object, which
-/// keeps the submit futures `Send` for the compiler).
-pub(crate) struct SmartJob(Arc<dyn SmartTaskDyn>);
+/// A queued recipe task: one copy of it (a named type rather than an alias of the trait
+/// object, which keeps the submit futures `Send` for the compiler).
+///
+/// # Dropping
+///
+/// Ends the copy, as [`TaskCopy`]'s drop does.
+pub(crate) struct SmartJob(Option<Arc<dyn SmartTaskDyn>>);
 
-impl<R, T> HasShared<T> for Arc<SmartTask<R, T>>
-where
-    R: Send + Sync + 'static,
-    T: Send + 'static,
-{
-    fn shared(&self) -> &Shared<T> {
-        &self.shared.0
+impl SmartJob {
+    fn task(&self) -> &Arc<dyn SmartTaskDyn> {
+        self.0.as_ref().expect("a job is used after it started")
     }
 
-    // The task may run again; the last copy going away tells the handle (`LastCopy`'s
-    // `Drop`).
-    const CANCEL_ON_DROP: bool = false;
+    /// The task, with this copy's count handed on to the caller.
+    fn into_task(mut self) -> Arc<dyn SmartTaskDyn> {
+        self.0.take().expect("a job is started once")
+    }
 }
 
-impl<R, Fut> SmartTaskDyn for SmartTask<R, Fut::Output>
+impl Drop for SmartJob {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.release_copy();
+        }
+    }
+}
+
+impl<R, Fut, S> SmartTaskDyn for SmartTask<R, S>
 where
     R: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
+    Fut: Future<Output = S::Output> + Send + 'static,
+    S: SlotOf,
 {
     fn run(self: Arc<Self>) -> BoxRun {
-        if self.shared.0.is_claimed() {
+        let copy = TaskCopy(Some(self));
+        let shared = copy.task().shared();
+        if shared.is_claimed() {
             // Ended already (aborted while queued, or finished by an earlier run).
-            let outcome = if self.shared.0.is_aborted() {
-                Outcome::Cancelled(self.shared.0.abort_reason())
+            let outcome = if shared.is_aborted() {
+                Outcome::Cancelled(shared.abort_reason())
             } else {
                 Outcome::Completed
             };
             return BoxRun::ended(outcome);
         }
-        match catch_unwind(AssertUnwindSafe(|| (self.recipe)())) {
-            Ok(fut) => BoxRun::new(self, fut),
+        // SAFETY: `copy` is held until after the call (it moves into the run below).
+        let recipe = unsafe { copy.task().recipe() };
+        match catch_unwind(AssertUnwindSafe(recipe)) {
+            Ok(fut) => BoxRun::new(copy, fut),
             // The recipe itself panicked: a run that re-raises the panic on its first poll,
             // so it is reported like a panic of the future.
-            Err(payload) => BoxRun::new(self, PanicNow::<Fut::Output>::new(payload)),
+            Err(payload) => BoxRun::new(copy, PanicNow::<Fut::Output>::new(payload)),
         }
     }
 
     fn cancel(&self, reason: CancelReason) {
-        self.shared.0.cancel(reason);
+        self.shared().cancel(reason);
     }
 
     fn aborted(&self) -> Option<CancelReason> {
-        self.shared.0.aborted()
+        self.shared().aborted()
     }
 
     fn handle_waker(&self) -> Option<std::task::Waker> {
-        self.shared.0.handle_waker()
+        self.shared().handle_waker()
     }
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
         // A future that is never polled: the run is cancelled before its first poll.
-        BoxRun::new(self, std::future::pending::<Fut::Output>())
+        BoxRun::new(TaskCopy(Some(self)), std::future::pending::<Fut::Output>())
     }
-}
 
-/// The task of `recipe`, with the result slot `shared` its handle holds.
-fn task<R, T>(recipe: R, shared: Arc<Shared<T>>) -> Arc<SmartTask<R, T>> {
-    Arc::new(SmartTask {
-        shared: LastCopy(shared),
-        recipe,
-    })
+    fn add_copy(&self) {
+        SmartTask::add_copy(self);
+    }
+
+    fn release_copy(&self) {
+        SmartTask::release_copy(self);
+    }
 }
 
 /// The job of `recipe`, with the result slot `shared` its handle holds (for a recipe made
@@ -132,7 +331,7 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    SmartJob(task(recipe, shared))
+    SmartJob(Some(SmartTask::first_copy(recipe, shared).into_task()))
 }
 
 impl<R, Fut> Submit<SmartJob> for R
@@ -142,26 +341,27 @@ where
     Fut::Output: Send + 'static,
 {
     type Output = Fut::Output;
-    type Ready = Arc<SmartTask<R, Fut::Output>>;
+    type Ready = TaskCopy<R, Shared<Fut::Output>>;
 
     fn ready(self, shared: Shared<Fut::Output>) -> Self::Ready {
-        task(self, Arc::new(shared))
+        SmartTask::first_copy(self, shared)
     }
 
     fn slot(ready: &Self::Ready) -> SlotRef<Fut::Output> {
-        ready.shared.0.clone()
+        ready.task().clone()
     }
 
     fn into_job(ready: Self::Ready) -> SmartJob {
-        SmartJob(ready)
+        SmartJob(Some(ready.into_task()))
     }
 
     fn unready(ready: Self::Ready) -> R {
-        let SmartTask { shared, recipe } =
-            Arc::into_inner(ready).expect("a task's recipe is shared only once its job is queued");
-        // Its result slot, cancelled here, has no handle.
-        drop(shared);
-        recipe
+        let task = Arc::into_inner(ready.into_task())
+            .expect("a task's recipe is shared only once its job is queued");
+        // Never queued: its result slot has no handle, and the copy is not ended (the
+        // recipe goes back to the caller).
+        let SmartTask { recipe, .. } = task;
+        ManuallyDrop::into_inner(recipe.into_inner())
     }
 }
 
@@ -170,27 +370,29 @@ impl Job for SmartJob {
     const STARTS_USER_CODE: bool = true;
 
     fn keep(&self) -> Option<Self> {
-        Some(SmartJob(Arc::clone(&self.0)))
+        let task = self.task();
+        task.add_copy();
+        Some(SmartJob(Some(Arc::clone(task))))
     }
 
     fn start(self) -> BoxRun {
-        self.0.run()
+        self.into_task().run()
     }
 
     fn start_cancelled(self, _reason: CancelReason) -> BoxRun {
-        self.0.unstarted()
+        self.into_task().unstarted()
     }
 
     fn cancel(self, reason: CancelReason) {
-        self.0.cancel(reason)
+        self.task().cancel(reason)
     }
 
     fn aborted(&self) -> Option<CancelReason> {
-        self.0.aborted()
+        self.task().aborted()
     }
 
     fn handle_waker(&self) -> Option<std::task::Waker> {
-        self.0.handle_waker()
+        self.task().handle_waker()
     }
 }
 
@@ -217,5 +419,206 @@ impl<T> Future for PanicNow<T> {
             Some(payload) => std::panic::resume_unwind(payload),
             None => Poll::Pending,
         }
+    }
+}
+
+/// What the unit tests and the loom models share.
+#[cfg(test)]
+mod fixtures {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::SmartJob;
+    use crate::pool::core::Submit;
+    use crate::task::{Shared, TaskHandle};
+
+    /// Counts its drops (a plain atomic: loom runs its threads on one).
+    pub(super) struct Dropped(Arc<AtomicUsize>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A submitted recipe that returns 8 and holds a drop counter: what `Core::push_with`
+    /// makes of it, its job and its handle (of no pool: `abort` finds none to tell).
+    pub(super) fn submitted(drops: &Arc<AtomicUsize>) -> (SmartJob, TaskHandle<u32>) {
+        let held = Dropped(drops.clone());
+        let recipe = move || {
+            let _ = &held;
+            async { 8u32 }
+        };
+        parts(recipe)
+    }
+
+    fn parts<S: Submit<SmartJob>>(item: S) -> (SmartJob, TaskHandle<S::Output>) {
+        let ready = item.ready(Shared::new(0, 0));
+        let handle = TaskHandle::new(S::slot(&ready));
+        (S::into_job(ready), handle)
+    }
+
+    pub(super) fn poll<T>(handle: &mut TaskHandle<T>) -> Poll<Result<T, crate::TaskError>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        std::pin::Pin::new(handle).poll(&mut cx)
+    }
+}
+
+#[cfg(all(test, not(nb_aiopool_loom)))]
+mod tests {
+    //! The copies' contract, without a runtime (so that Miri can run it: module docs).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::fixtures::{poll, submitted};
+    use crate::engine::Job;
+    use crate::error::CancelReason;
+    use crate::task::{BoxRun, Outcome};
+
+    fn run_to_end(run: &mut BoxRun) -> Outcome {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if run.poll_run(&mut cx).is_ready() {
+                let (woken, decided) = run.publish_locked();
+                woken.fire();
+                return decided;
+            }
+        }
+    }
+
+    /// The recipe lives as long as a copy does (a run, the engine's kept copy), not as
+    /// long as the handle; a handle held after the last copy still has the result.
+    #[test]
+    fn the_last_copy_drops_the_recipe_and_the_handle_keeps_the_result() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (job, mut handle) = submitted(&drops);
+        let kept = job.keep().expect("a recipe task keeps a copy");
+        let mut run = job.start();
+        assert_eq!(run_to_end(&mut run), Outcome::Completed);
+        drop(run);
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "dropped while a copy lives"
+        );
+        drop(kept);
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "not dropped with the last copy"
+        );
+        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(8))));
+    }
+
+    /// The last copy of a task that never ended (its pool or runtime went away) resolves
+    /// the handle, and a run started from a copy kept after that is not needed for it.
+    #[test]
+    fn the_last_copy_of_an_unfinished_task_cancels_its_handle() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (job, mut handle) = submitted(&drops);
+        assert!(poll(&mut handle).is_pending());
+        let kept = job.keep().expect("a recipe task keeps a copy");
+        // A run dropped before it ended leaves the outcome to the last copy.
+        drop(job.start());
+        assert!(
+            poll(&mut handle).is_pending(),
+            "resolved while a copy lives"
+        );
+        drop(kept);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let Poll::Ready(Err(e)) = poll(&mut handle) else {
+            panic!("the handle of an unfinished task was not resolved by its last copy");
+        };
+        assert_eq!(e.cancel_reason(), Some(CancelReason::RuntimeShutdown));
+    }
+
+    /// An aborted task's last copy reports the abort, and the recipe is never called.
+    #[test]
+    fn an_aborted_task_is_not_run_and_its_recipe_is_dropped_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (job, handle) = submitted(&drops);
+        handle.abort();
+        let mut run = job.start();
+        assert_eq!(
+            run_to_end(&mut run),
+            Outcome::Cancelled(CancelReason::Aborted)
+        );
+        drop(run);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        drop(handle);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// A handle dropped first leaves the recipe to the copies; the allocation goes with
+    /// the last of them.
+    #[test]
+    fn a_detached_task_drops_its_recipe_with_its_last_copy() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (job, handle) = submitted(&drops);
+        drop(handle);
+        let mut run = job.start();
+        assert_eq!(run_to_end(&mut run), Outcome::Completed);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop(run);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+}
+
+/// Loom models of the copies' count: run with
+/// `RUSTFLAGS="--cfg nb_aiopool_loom" cargo test --lib --release loom`.
+#[cfg(all(test, nb_aiopool_loom))]
+mod loom_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use loom::thread;
+
+    use super::fixtures::{poll, submitted};
+    use crate::engine::Job;
+    use crate::error::CancelReason;
+
+    /// A run that completes and the engine's kept copy end on two threads: the recipe is
+    /// dropped once, after both, and the handle gets the result, never a cancellation.
+    #[test]
+    fn a_finished_run_and_the_kept_copy_end_at_once() {
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (job, mut handle) = submitted(&drops);
+            let kept = job.keep().expect("a recipe task keeps a copy");
+            let mut run = job.start();
+            let other = thread::spawn(move || drop(kept));
+            let mut cx = Context::from_waker(Waker::noop());
+            while run.poll_run(&mut cx).is_pending() {}
+            let (woken, _) = run.publish_locked();
+            woken.fire();
+            drop(run);
+            other.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            assert!(matches!(poll(&mut handle), Poll::Ready(Ok(8))));
+        });
+    }
+
+    /// An unfinished task's last two copies end on two threads: exactly one of them
+    /// resolves the handle, and the recipe is dropped once.
+    #[test]
+    fn the_last_two_copies_of_an_unfinished_task_end_at_once() {
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (job, mut handle) = submitted(&drops);
+            let kept = job.keep().expect("a recipe task keeps a copy");
+            let other = thread::spawn(move || drop(kept));
+            drop(job);
+            other.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            let Poll::Ready(Err(e)) = poll(&mut handle) else {
+                panic!("the handle of an unfinished task was not resolved");
+            };
+            assert_eq!(e.cancel_reason(), Some(CancelReason::RuntimeShutdown));
+        });
     }
 }

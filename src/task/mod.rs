@@ -19,7 +19,7 @@ use crate::error::CancelReason;
 
 pub use handle::{AbortHandle, TaskHandle};
 pub(crate) use run::{BoxRun, HasShared, ReadyRun};
-pub(crate) use shared::{Shared, SlotRef};
+pub(crate) use shared::{AbortTarget, ResultSlot, Shared, SlotRef};
 
 pub(crate) use shared::Woken;
 
