@@ -69,10 +69,13 @@ impl<T: Send + 'static> SlotOf for Arc<Shared<T>> {
 /// Its memory goes with the last of its copies and its handle; the recipe goes with the
 /// last copy (module docs), or is taken back out of a task refused before it was queued
 /// ([`Submit::unready`]).
+// `C`, the count of copies first: on the cache line of the `Arc`'s own counts, which
+// making a copy (under the engine's lock, on another thread than the submit's) writes too.
+#[repr(C)]
 pub(crate) struct SmartTask<R, S: SlotOf> {
-    slot: S,
     /// The live copies (module docs).
     copies: AtomicUsize,
+    slot: S,
     /// Used only through a copy; dropped in place by the last one.
     recipe: UnsafeCell<ManuallyDrop<R>>,
 }
