@@ -2,8 +2,9 @@
 //! free on its own thread.
 //!
 //! A future's run (its cell, with its result slot, and the result of a detached task), or
-//! a recipe's last copy (SmartAioPool: the recipe, what it captured, the result slot), was
-//! allocated by the code that submitted it. Freed on a worker, each block goes back to
+//! a recipe's last copy (SmartAioPool: the recipe, what it captured, and the task's
+//! allocation with its result slot unless the handle still holds it), was allocated by the
+//! code that submitted it. Freed on a worker, each block goes back to
 //! the submitter's allocator across threads; with glibc's malloc that takes a lock the
 //! submitter's next allocation waits on, which was most of the pools' context switches
 //! and a fifth to a quarter of their CPU per job (BENCHMARKS.md). Kept here, under the
@@ -47,9 +48,9 @@ const BATCH: usize = 32;
 pub(crate) const REAP_AFTER: Duration = Duration::from_millis(2);
 
 /// What one ended job leaves that its submitter made: a future's run, with the result
-/// nobody wants if its handle was dropped; or a recipe's copy (SmartAioPool), with the
-/// recipe, what it captured and the result slot, its last reference once the run is
-/// dropped.
+/// nobody wants if its handle was dropped; or a recipe's copy (SmartAioPool): once the
+/// run is dropped, its last copy, with the recipe, what it captured and (unless the handle
+/// still holds it) the task's allocation.
 // Held only to be dropped, on the submitter's thread.
 #[allow(dead_code)]
 pub(crate) enum Grave<J> {

@@ -1360,7 +1360,8 @@ impl<J: Job> Engine<J> {
     /// lock): keeps what its submitter made for a submitter to free on its own thread
     /// ([`graves`]): a future's run; a recipe's copy (SmartAioPool, whose recipe makes
     /// its run on the slot's thread: the slot drops the run after the lock, and the copy
-    /// is then the last reference to the recipe, what it captured and the result slot).
+    /// is then the last one, with the recipe, what it captured and, unless the handle
+    /// still holds it, the task's allocation).
     /// Returns the run the slot drops after the lock.
     fn bury(
         st: &mut State<J>,

@@ -8,8 +8,11 @@
 //! captured, is dropped; a handle held longer keeps only the allocation's bytes (the
 //! result slot and the recipe's own size, not what the recipe owns).
 //!
-//! A task of a [`SmartTaskGroup`](crate::SmartTaskGroup), made into a job under the
-//! engine's lock, holds its slot in an allocation of its own, made before (see [`job`]).
+//! Two kinds of task hold their slot in an allocation of its own instead, so that a held
+//! handle pins only the slot: a recipe larger than 256 bytes (or aligned to more than 8),
+//! as a large future gets a cell of its own ([`fits_inline`]); and a task of a cancel-on-error
+//! [`SmartTaskGroup`](crate::SmartTaskGroup), whose watched recipe is made into a job
+//! under the engine's lock, after its slot (see [`job`]).
 //!
 //! # `unsafe`
 //!
@@ -35,7 +38,9 @@ use super::core::Submit;
 use crate::engine::Job;
 use crate::error::CancelReason;
 use crate::sync::{fence, AtomicUsize, Ordering};
-use crate::task::{AbortTarget, BoxRun, HasShared, Outcome, ResultSlot, Shared, SlotRef};
+use crate::task::{
+    fits_inline, AbortTarget, BoxRun, HasShared, Outcome, ResultSlot, Shared, SlotRef,
+};
 
 /// How a task holds its result slot: in the task's own allocation (`Shared<T>`; the
 /// handle then references the task), or in one of its own made before (`Arc<Shared<T>>`,
@@ -69,8 +74,9 @@ impl<T: Send + 'static> SlotOf for Arc<Shared<T>> {
 /// Its memory goes with the last of its copies and its handle; the recipe goes with the
 /// last copy (module docs), or is taken back out of a task refused before it was queued
 /// ([`Submit::unready`]).
-// `C`, the count of copies first: on the cache line of the `Arc`'s own counts, which
-// making a copy (under the engine's lock, on another thread than the submit's) writes too.
+// `C`, the count of copies first: next to the `Arc`'s own counts, which making a copy
+// (under the engine's lock, on another thread than the submit's) writes too, so that both
+// are on one cache line unless the allocation starts in a line's last 40 bytes.
 #[repr(C)]
 pub(crate) struct SmartTask<R, S: SlotOf> {
     /// The live copies (module docs).
@@ -102,7 +108,12 @@ impl<R, S: SlotOf> SmartTask<R, S> {
 
     /// One more copy (`Relaxed`, as `Arc::clone`: the caller's copy keeps the count above
     /// zero meanwhile).
-    fn add_copy(&self) {
+    ///
+    /// # Safety
+    ///
+    /// The caller holds a copy, and makes a copy (a `TaskCopy` or `SmartJob` whose drop
+    /// ends it) for the count it adds.
+    unsafe fn add_copy(&self) {
         self.copies.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -120,7 +131,12 @@ impl<R, S: SlotOf> SmartTask<R, S> {
 
     /// A copy ends. The last one tells the handle of a task that never ended, then drops
     /// the recipe.
-    fn release_copy(&self) {
+    ///
+    /// # Safety
+    ///
+    /// The caller gives up a copy it holds (each copy ends once: the drop of its
+    /// `TaskCopy` or `SmartJob`), and uses the recipe through it no more.
+    unsafe fn release_copy(&self) {
         // As `Arc`'s drop: `Release`, so that every use of the recipe by a copy comes
         // before the decrement that ends the copy; the last copy's `Acquire` fence orders
         // all of them before the recipe's drop.
@@ -145,6 +161,14 @@ impl<R, S: SlotOf> SmartTask<R, S> {
         let reason = shared.aborted();
         shared.cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
     }
+}
+
+/// A submitted recipe made ready to queue, before the engine's lock is taken: its task,
+/// with the result slot in the same allocation, or (a recipe larger than a handle should
+/// pin: [`fits_inline`]) beside it.
+pub(crate) enum ReadyTask<R, T: Send + 'static> {
+    Inline(TaskCopy<R, Shared<T>>),
+    Apart(TaskCopy<R, Arc<Shared<T>>>),
 }
 
 /// Drops a task's recipe in place when it is dropped: made by the last copy only.
@@ -177,12 +201,23 @@ impl<R, S: SlotOf> TaskCopy<R, S> {
     fn into_task(mut self) -> Arc<SmartTask<R, S>> {
         self.0.take().expect("a task copy is handed on once")
     }
+
+    /// The recipe of a task never queued, whose handle's reference to it is gone: the
+    /// copy is not ended (nothing is told, nothing dropped but the result slot).
+    fn into_recipe(self) -> R {
+        let task = Arc::into_inner(self.into_task())
+            .expect("a task's recipe is shared only once its job is queued");
+        let SmartTask { recipe, .. } = task;
+        ManuallyDrop::into_inner(recipe.into_inner())
+    }
 }
 
 impl<R, S: SlotOf> Drop for TaskCopy<R, S> {
     fn drop(&mut self) {
         if let Some(task) = &self.0 {
-            task.release_copy();
+            // SAFETY: this copy ends here, once (`self.0` holds it until now, and
+            // `into_task` hands its count on instead).
+            unsafe { task.release_copy() };
         }
     }
 }
@@ -241,8 +276,18 @@ trait SmartTaskDyn: Send + Sync + 'static {
     /// A run that calls no user code (for a task cancelled before it started); it takes
     /// over the caller's copy.
     fn unstarted(self: Arc<Self>) -> BoxRun;
-    fn add_copy(&self);
-    fn release_copy(&self);
+    /// [`SmartTask::add_copy`].
+    ///
+    /// # Safety
+    ///
+    /// As there.
+    unsafe fn add_copy(&self);
+    /// [`SmartTask::release_copy`].
+    ///
+    /// # Safety
+    ///
+    /// As there.
+    unsafe fn release_copy(&self);
 }
 
 /// A queued recipe task: one copy of it (a named type rather than an alias of the trait
@@ -267,7 +312,9 @@ impl SmartJob {
 impl Drop for SmartJob {
     fn drop(&mut self) {
         if let Some(task) = &self.0 {
-            task.release_copy();
+            // SAFETY: this copy ends here, once (`self.0` holds it until now, and
+            // `into_task` hands its count on instead).
+            unsafe { task.release_copy() };
         }
     }
 }
@@ -317,12 +364,14 @@ where
         BoxRun::new(TaskCopy(Some(self)), std::future::pending::<Fut::Output>())
     }
 
-    fn add_copy(&self) {
-        SmartTask::add_copy(self);
+    unsafe fn add_copy(&self) {
+        // SAFETY: the caller's promise.
+        unsafe { SmartTask::add_copy(self) }
     }
 
-    fn release_copy(&self) {
-        SmartTask::release_copy(self);
+    unsafe fn release_copy(&self) {
+        // SAFETY: the caller's promise.
+        unsafe { SmartTask::release_copy(self) }
     }
 }
 
@@ -344,27 +393,37 @@ where
     Fut::Output: Send + 'static,
 {
     type Output = Fut::Output;
-    type Ready = TaskCopy<R, Shared<Fut::Output>>;
+    type Ready = ReadyTask<R, Fut::Output>;
 
     fn ready(self, shared: Shared<Fut::Output>) -> Self::Ready {
-        SmartTask::first_copy(self, shared)
+        if fits_inline::<R>() {
+            ReadyTask::Inline(SmartTask::first_copy(self, shared))
+        } else {
+            ReadyTask::Apart(SmartTask::first_copy(self, Arc::new(shared)))
+        }
     }
 
     fn slot(ready: &Self::Ready) -> SlotRef<Fut::Output> {
-        ready.task().clone()
+        match ready {
+            ReadyTask::Inline(copy) => copy.task().clone(),
+            ReadyTask::Apart(copy) => copy.task().slot.clone(),
+        }
     }
 
     fn into_job(ready: Self::Ready) -> SmartJob {
-        SmartJob(Some(ready.into_task()))
+        match ready {
+            ReadyTask::Inline(copy) => SmartJob(Some(copy.into_task())),
+            ReadyTask::Apart(copy) => SmartJob(Some(copy.into_task())),
+        }
     }
 
     fn unready(ready: Self::Ready) -> R {
-        let task = Arc::into_inner(ready.into_task())
-            .expect("a task's recipe is shared only once its job is queued");
         // Never queued: its result slot has no handle, and the copy is not ended (the
         // recipe goes back to the caller).
-        let SmartTask { recipe, .. } = task;
-        ManuallyDrop::into_inner(recipe.into_inner())
+        match ready {
+            ReadyTask::Inline(copy) => copy.into_recipe(),
+            ReadyTask::Apart(copy) => copy.into_recipe(),
+        }
     }
 }
 
@@ -374,7 +433,8 @@ impl Job for SmartJob {
 
     fn keep(&self) -> Option<Self> {
         let task = self.task();
-        task.add_copy();
+        // SAFETY: `self` is a copy, and the count added is the new job's.
+        unsafe { task.add_copy() };
         Some(SmartJob(Some(Arc::clone(task))))
     }
 
@@ -438,7 +498,7 @@ mod fixtures {
     use crate::task::{Shared, TaskHandle};
 
     /// Counts its drops (a plain atomic: loom runs its threads on one).
-    pub(super) struct Dropped(Arc<AtomicUsize>);
+    pub(super) struct Dropped(pub(super) Arc<AtomicUsize>);
 
     impl Drop for Dropped {
         fn drop(&mut self) {
@@ -457,7 +517,7 @@ mod fixtures {
         parts(recipe)
     }
 
-    fn parts<S: Submit<SmartJob>>(item: S) -> (SmartJob, TaskHandle<S::Output>) {
+    pub(super) fn parts<S: Submit<SmartJob>>(item: S) -> (SmartJob, TaskHandle<S::Output>) {
         let ready = item.ready(Shared::new(0, 0));
         let handle = TaskHandle::new(S::slot(&ready));
         (S::into_job(ready), handle)
@@ -568,6 +628,81 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         drop(run);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// A recipe larger than a handle should pin gets its result slot apart, and works
+    /// the same; a small one shares its task's allocation.
+    #[test]
+    fn a_large_recipe_keeps_its_slot_apart() {
+        use super::fixtures::{parts, Dropped};
+        use super::{ReadyTask, SmartJob};
+        use crate::pool::core::Submit;
+        use crate::task::Shared;
+        fn large(held: Dropped) -> impl Fn() -> std::future::Ready<u32> + Send + Sync {
+            let pad = [1u8; 300];
+            move || {
+                let _ = &held;
+                std::future::ready(pad.iter().map(|&b| u32::from(b)).sum())
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let ready = Submit::<SmartJob>::ready(large(Dropped(drops.clone())), Shared::new(0, 0));
+        assert!(matches!(ready, ReadyTask::Apart(_)));
+        drop(ready);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let (job, mut handle) = parts(large(Dropped(drops.clone())));
+        let kept = job.keep().expect("a recipe task keeps a copy");
+        let mut run = job.start();
+        assert_eq!(run_to_end(&mut run), Outcome::Completed);
+        drop((run, kept));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(300))));
+        let small = Submit::<SmartJob>::ready(|| async { 1u32 }, Shared::new(0, 0));
+        assert!(matches!(small, ReadyTask::Inline(_)));
+    }
+
+    /// A run uses the recipe on one thread and the last copy drops it on another: the
+    /// count's `Release` decrement and `Acquire` fence order the use before the drop.
+    /// Miri reports a data race here if either is weakened (checked by making the
+    /// decrement `Relaxed` and removing the fence).
+    #[test]
+    fn a_recipe_used_on_one_thread_is_dropped_on_another_after_the_use() {
+        /// Written by its drop, read by the recipe: plain memory, no atomics.
+        struct Plain(Box<u64>);
+        impl Drop for Plain {
+            fn drop(&mut self) {
+                *self.0 += 1;
+            }
+        }
+        for _ in 0..4 {
+            let plain = Plain(Box::new(5));
+            let recipe = move || {
+                let v = *plain.0;
+                async move {
+                    std::future::pending::<()>().await;
+                    v
+                }
+            };
+            let (job, handle) = super::fixtures::parts(recipe);
+            let kept = job.keep().expect("a recipe task keeps a copy");
+            let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let runner = {
+                let ran = ran.clone();
+                std::thread::spawn(move || {
+                    let mut run = job.start();
+                    let _ = run.poll_run(&mut Context::from_waker(Waker::noop()));
+                    drop(run);
+                    // Relaxed: only the copies' count may order the recipe's use and drop.
+                    ran.store(true, Ordering::Relaxed);
+                })
+            };
+            while !ran.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+            drop(kept);
+            runner.join().unwrap();
+            drop(handle);
+        }
     }
 }
 

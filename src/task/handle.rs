@@ -331,8 +331,8 @@ impl<T> fmt::Debug for TaskHandle<T> {
 /// # Dropping
 ///
 /// Dropping it does nothing to the task. While it (or a clone) lives, it keeps the task's
-/// result slot in memory, as the [`TaskHandle`] does (with a small future's storage: see
-/// the crate docs, "Memory").
+/// result slot in memory, as the [`TaskHandle`] does (with a small future's storage, or a
+/// small recipe's own bytes: see the crate docs, "Memory").
 #[derive(Clone)]
 pub struct AbortHandle {
     id: TaskId,

@@ -53,6 +53,13 @@ pub(crate) const INLINE_LIMIT: usize = 256;
 /// aligned to more would pad the cell beyond what [`INLINE_LIMIT`] promises.
 const INLINE_ALIGN: usize = 8;
 
+/// Whether a value of type `V` (a future, or a SmartAioPool recipe) may share an
+/// allocation with its task's result slot, which a held handle pins: at most
+/// [`INLINE_LIMIT`] bytes, aligned to at most [`INLINE_ALIGN`].
+pub(crate) const fn fits_inline<V>() -> bool {
+    std::mem::size_of::<V>() <= INLINE_LIMIT && std::mem::align_of::<V>() <= INLINE_ALIGN
+}
+
 /// Whatever owns the task's [`Shared`]: the shared slot itself (a future, in its cell), a
 /// reference to it (a large future) or a recipe task (SmartAioPool).
 pub(crate) trait HasShared<T>: Send + Sync + 'static {
@@ -480,7 +487,7 @@ where
     F::Output: Send + 'static,
 {
     pub(crate) fn new(fut: F, shared: Shared<F::Output>) -> Self {
-        if std::mem::size_of::<F>() <= INLINE_LIMIT && std::mem::align_of::<F>() <= INLINE_ALIGN {
+        if fits_inline::<F>() {
             ReadyRun::Inline(Arc::new(RunCell::new(shared, fut)))
         } else {
             ReadyRun::Apart(Arc::new(RunCell::new(Arc::new(shared), fut)))

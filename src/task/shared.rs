@@ -163,7 +163,7 @@ impl<T> Shared<T> {
         // No lock-free shortcut on `is_claimed`: taking the slot's lock is what makes a
         // losing caller return only once the winner's result is stored. (A recipe task's
         // last copy, which needs no such wait, checks `is_claimed` before calling this:
-        // see `LastCopy` in `pool::recipe`.)
+        // see `SmartTask::release_copy` in `pool::recipe`.)
         self.fill_first(Err(TaskError::cancelled(reason)))
     }
 
