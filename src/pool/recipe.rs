@@ -21,9 +21,9 @@
 //! decrement, an `Acquire` fence before the drop). Every use of the recipe goes through a
 //! copy, which keeps the count above zero while it lives, so no use comes after the drop;
 //! the handle never touches the recipe. This saves one allocation per task against a
-//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The loom model below
-//! races the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit tests
-//! under Miri.
+//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The loom models below
+//! race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit tests
+//! under Miri, one of them on two threads.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -43,8 +43,8 @@ use crate::task::{
 };
 
 /// How a task holds its result slot: in the task's own allocation (`Shared<T>`; the
-/// handle then references the task), or in one of its own made before (`Arc<Shared<T>>`,
-/// a group's task).
+/// handle then references the task), or in one of its own (`Arc<Shared<T>>`: a large
+/// recipe's task, or a cancel-on-error group's, whose slot is made first).
 pub(crate) trait SlotOf: Send + Sync + 'static {
     type Output: Send + 'static;
 
