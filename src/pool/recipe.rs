@@ -94,7 +94,7 @@ unsafe impl<R: Send + Sync, S: SlotOf> Sync for SmartTask<R, S> {}
 
 impl<R, S: SlotOf> SmartTask<R, S> {
     /// A task and its first copy, the caller's.
-    fn first_copy(recipe: R, slot: S) -> TaskCopy<R, S> {
+    fn first_copy(recipe: R, slot: S) -> TaskCopy<Self> {
         TaskCopy(Some(Arc::new(SmartTask {
             slot,
             copies: AtomicUsize::new(1),
@@ -104,17 +104,6 @@ impl<R, S: SlotOf> SmartTask<R, S> {
 
     fn shared(&self) -> &Shared<S::Output> {
         self.slot.get()
-    }
-
-    /// One more copy (`Relaxed`, as `Arc::clone`: the caller's copy keeps the count above
-    /// zero meanwhile).
-    ///
-    /// # Safety
-    ///
-    /// The caller holds a copy, and makes a copy (a `TaskCopy` or `SmartJob` whose drop
-    /// ends it) for the count it adds.
-    unsafe fn add_copy(&self) {
-        self.copies.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The recipe, for the holder of a copy.
@@ -128,14 +117,35 @@ impl<R, S: SlotOf> SmartTask<R, S> {
         // reference to it is shared too.
         unsafe { &*self.recipe.get() }
     }
+}
+
+/// What a [`TaskCopy`] counts on: a task's count of copies. Only `TaskCopy` calls these,
+/// once for each copy it makes or ends.
+pub(crate) trait Counted {
+    /// One more copy.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds a copy, and makes a copy for the count it adds.
+    unsafe fn add_copy(&self);
 
     /// A copy ends. The last one tells the handle of a task that never ended, then drops
     /// the recipe.
     ///
     /// # Safety
     ///
-    /// The caller gives up a copy it holds (each copy ends once: the drop of its
-    /// `TaskCopy` or `SmartJob`), and uses the recipe through it no more.
+    /// The caller gives up a copy it holds (each copy ends once), and uses the recipe
+    /// through it no more.
+    unsafe fn release_copy(&self);
+}
+
+impl<R, S: SlotOf> Counted for SmartTask<R, S> {
+    unsafe fn add_copy(&self) {
+        // `Relaxed`, as `Arc::clone`: the caller's copy keeps the count above zero
+        // meanwhile.
+        self.copies.fetch_add(1, Ordering::Relaxed);
+    }
+
     unsafe fn release_copy(&self) {
         // As `Arc`'s drop: `Release`, so that every use of the recipe by a copy comes
         // before the decrement that ends the copy; the last copy's `Acquire` fence orders
@@ -167,8 +177,8 @@ impl<R, S: SlotOf> SmartTask<R, S> {
 /// with the result slot in the same allocation, or (a recipe larger than a handle should
 /// pin: [`fits_inline`]) beside it.
 pub(crate) enum ReadyTask<R, T: Send + 'static> {
-    Inline(TaskCopy<R, Shared<T>>),
-    Apart(TaskCopy<R, Arc<Shared<T>>>),
+    Inline(TaskCopy<SmartTask<R, Shared<T>>>),
+    Apart(TaskCopy<SmartTask<R, Arc<Shared<T>>>>),
 }
 
 /// Drops a task's recipe in place when it is dropped: made by the last copy only.
@@ -183,25 +193,42 @@ impl<R> Drop for DropRecipe<'_, R> {
     }
 }
 
-/// One copy of a task, typed: a task being submitted, or the owner of one of its runs.
+/// One copy of a task: typed (`X` a [`SmartTask`]: a task being submitted, or the owner
+/// of one of its runs), or as the engine queues it (`X` the trait object, in a
+/// [`SmartJob`]).
 ///
 /// # Dropping
 ///
 /// Ends the copy (the last one tells an unfinished task's handle and drops the recipe).
-pub(crate) struct TaskCopy<R, S: SlotOf>(Option<Arc<SmartTask<R, S>>>);
+pub(crate) struct TaskCopy<X: ?Sized + Counted>(Option<Arc<X>>);
 
-impl<R, S: SlotOf> TaskCopy<R, S> {
-    fn task(&self) -> &Arc<SmartTask<R, S>> {
+impl<X: ?Sized + Counted> TaskCopy<X> {
+    /// Takes over the copy whose count `task` carries.
+    fn adopt(task: Arc<X>) -> Self {
+        TaskCopy(Some(task))
+    }
+
+    fn task(&self) -> &Arc<X> {
         self.0
             .as_ref()
             .expect("a task copy is used after it was handed on")
     }
 
     /// The task, with this copy's count handed on to the caller.
-    fn into_task(mut self) -> Arc<SmartTask<R, S>> {
+    fn into_task(mut self) -> Arc<X> {
         self.0.take().expect("a task copy is handed on once")
     }
 
+    /// Another copy of the task.
+    fn duplicate(&self) -> Self {
+        let task = self.task();
+        // SAFETY: `self` is a copy, and the count added is the new one's.
+        unsafe { task.add_copy() };
+        TaskCopy::adopt(Arc::clone(task))
+    }
+}
+
+impl<R, S: SlotOf> TaskCopy<SmartTask<R, S>> {
     /// The recipe of a task never queued, whose handle's reference to it is gone: the
     /// copy is not ended (nothing is told, nothing dropped but the result slot).
     fn into_recipe(self) -> R {
@@ -212,7 +239,7 @@ impl<R, S: SlotOf> TaskCopy<R, S> {
     }
 }
 
-impl<R, S: SlotOf> Drop for TaskCopy<R, S> {
+impl<X: ?Sized + Counted> Drop for TaskCopy<X> {
     fn drop(&mut self) {
         if let Some(task) = &self.0 {
             // SAFETY: this copy ends here, once (`self.0` holds it until now, and
@@ -222,7 +249,7 @@ impl<R, S: SlotOf> Drop for TaskCopy<R, S> {
     }
 }
 
-impl<R, S> HasShared<S::Output> for TaskCopy<R, S>
+impl<R, S> HasShared<S::Output> for TaskCopy<SmartTask<R, S>>
 where
     R: Send + Sync + 'static,
     S: SlotOf,
@@ -265,7 +292,7 @@ where
 }
 
 /// The type-erased view the engine keeps of a [`SmartTask`], through a copy.
-trait SmartTaskDyn: Send + Sync + 'static {
+trait SmartTaskDyn: Counted + Send + Sync + 'static {
     /// Starts a run, which takes over the caller's copy.
     fn run(self: Arc<Self>) -> BoxRun;
     fn cancel(&self, reason: CancelReason);
@@ -276,18 +303,6 @@ trait SmartTaskDyn: Send + Sync + 'static {
     /// A run that calls no user code (for a task cancelled before it started); it takes
     /// over the caller's copy.
     fn unstarted(self: Arc<Self>) -> BoxRun;
-    /// [`SmartTask::add_copy`].
-    ///
-    /// # Safety
-    ///
-    /// As there.
-    unsafe fn add_copy(&self);
-    /// [`SmartTask::release_copy`].
-    ///
-    /// # Safety
-    ///
-    /// As there.
-    unsafe fn release_copy(&self);
 }
 
 /// A queued recipe task: one copy of it (a named type rather than an alias of the trait
@@ -296,26 +311,12 @@ trait SmartTaskDyn: Send + Sync + 'static {
 /// # Dropping
 ///
 /// Ends the copy, as [`TaskCopy`]'s drop does.
-pub(crate) struct SmartJob(Option<Arc<dyn SmartTaskDyn>>);
+pub(crate) struct SmartJob(TaskCopy<dyn SmartTaskDyn>);
 
 impl SmartJob {
-    fn task(&self) -> &Arc<dyn SmartTaskDyn> {
-        self.0.as_ref().expect("a job is used after it started")
-    }
-
-    /// The task, with this copy's count handed on to the caller.
-    fn into_task(mut self) -> Arc<dyn SmartTaskDyn> {
-        self.0.take().expect("a job is started once")
-    }
-}
-
-impl Drop for SmartJob {
-    fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            // SAFETY: this copy ends here, once (`self.0` holds it until now, and
-            // `into_task` hands its count on instead).
-            unsafe { task.release_copy() };
-        }
+    /// The job of a task's copy.
+    fn new<X: SmartTaskDyn>(copy: TaskCopy<X>) -> Self {
+        SmartJob(TaskCopy::adopt(copy.into_task()))
     }
 }
 
@@ -326,7 +327,7 @@ where
     S: SlotOf,
 {
     fn run(self: Arc<Self>) -> BoxRun {
-        let copy = TaskCopy(Some(self));
+        let copy = TaskCopy::adopt(self);
         let shared = copy.task().shared();
         if shared.is_claimed() {
             // Ended already (aborted while queued, or finished by an earlier run).
@@ -361,17 +362,7 @@ where
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
         // A future that is never polled: the run is cancelled before its first poll.
-        BoxRun::new(TaskCopy(Some(self)), std::future::pending::<Fut::Output>())
-    }
-
-    unsafe fn add_copy(&self) {
-        // SAFETY: the caller's promise.
-        unsafe { SmartTask::add_copy(self) }
-    }
-
-    unsafe fn release_copy(&self) {
-        // SAFETY: the caller's promise.
-        unsafe { SmartTask::release_copy(self) }
+        BoxRun::new(TaskCopy::adopt(self), std::future::pending::<Fut::Output>())
     }
 }
 
@@ -383,7 +374,7 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    SmartJob(Some(SmartTask::first_copy(recipe, shared).into_task()))
+    SmartJob::new(SmartTask::first_copy(recipe, shared))
 }
 
 impl<R, Fut> Submit<SmartJob> for R
@@ -412,8 +403,8 @@ where
 
     fn into_job(ready: Self::Ready) -> SmartJob {
         match ready {
-            ReadyTask::Inline(copy) => SmartJob(Some(copy.into_task())),
-            ReadyTask::Apart(copy) => SmartJob(Some(copy.into_task())),
+            ReadyTask::Inline(copy) => SmartJob::new(copy),
+            ReadyTask::Apart(copy) => SmartJob::new(copy),
         }
     }
 
@@ -432,30 +423,27 @@ impl Job for SmartJob {
     const STARTS_USER_CODE: bool = true;
 
     fn keep(&self) -> Option<Self> {
-        let task = self.task();
-        // SAFETY: `self` is a copy, and the count added is the new job's.
-        unsafe { task.add_copy() };
-        Some(SmartJob(Some(Arc::clone(task))))
+        Some(SmartJob(self.0.duplicate()))
     }
 
     fn start(self) -> BoxRun {
-        self.into_task().run()
+        self.0.into_task().run()
     }
 
     fn start_cancelled(self, _reason: CancelReason) -> BoxRun {
-        self.into_task().unstarted()
+        self.0.into_task().unstarted()
     }
 
     fn cancel(self, reason: CancelReason) {
-        self.task().cancel(reason)
+        self.0.task().cancel(reason)
     }
 
     fn aborted(&self) -> Option<CancelReason> {
-        self.task().aborted()
+        self.0.task().aborted()
     }
 
     fn handle_waker(&self) -> Option<std::task::Waker> {
-        self.task().handle_waker()
+        self.0.task().handle_waker()
     }
 }
 
@@ -495,7 +483,7 @@ mod fixtures {
 
     use super::SmartJob;
     use crate::pool::core::Submit;
-    use crate::task::{Shared, TaskHandle};
+    use crate::task::{BoxRun, Outcome, Shared, TaskHandle};
 
     /// Counts its drops (a plain atomic: loom runs its threads on one).
     pub(super) struct Dropped(pub(super) Arc<AtomicUsize>);
@@ -527,6 +515,18 @@ mod fixtures {
         let mut cx = Context::from_waker(Waker::noop());
         std::pin::Pin::new(handle).poll(&mut cx)
     }
+
+    /// Polls a run until it ends, then publishes its outcome as the engine does.
+    pub(super) fn run_to_end(run: &mut BoxRun) -> Outcome {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if run.poll_run(&mut cx).is_ready() {
+                let (woken, decided) = run.publish_locked();
+                woken.fire();
+                return decided;
+            }
+        }
+    }
 }
 
 #[cfg(all(test, not(nb_aiopool_loom)))]
@@ -537,21 +537,10 @@ mod tests {
     use std::sync::Arc;
     use std::task::{Context, Poll, Waker};
 
-    use super::fixtures::{poll, submitted};
+    use super::fixtures::{poll, run_to_end, submitted};
     use crate::engine::Job;
     use crate::error::CancelReason;
-    use crate::task::{BoxRun, Outcome};
-
-    fn run_to_end(run: &mut BoxRun) -> Outcome {
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            if run.poll_run(&mut cx).is_ready() {
-                let (woken, decided) = run.publish_locked();
-                woken.fire();
-                return decided;
-            }
-        }
-    }
+    use crate::task::Outcome;
 
     /// The recipe lives as long as a copy does (a run, the engine's kept copy), not as
     /// long as the handle; a handle held after the last copy still has the result.
@@ -712,11 +701,11 @@ mod tests {
 mod loom_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::{Context, Poll, Waker};
+    use std::task::Poll;
 
     use loom::thread;
 
-    use super::fixtures::{poll, submitted};
+    use super::fixtures::{poll, run_to_end, submitted};
     use crate::engine::Job;
     use crate::error::CancelReason;
 
@@ -730,10 +719,7 @@ mod loom_tests {
             let kept = job.keep().expect("a recipe task keeps a copy");
             let mut run = job.start();
             let other = thread::spawn(move || drop(kept));
-            let mut cx = Context::from_waker(Waker::noop());
-            while run.poll_run(&mut cx).is_pending() {}
-            let (woken, _) = run.publish_locked();
-            woken.fire();
+            run_to_end(&mut run);
             drop(run);
             other.join().unwrap();
             assert_eq!(drops.load(Ordering::SeqCst), 1);

@@ -523,7 +523,7 @@ mod loom_tests {
 mod tests {
     /// What a held handle of a future larger than the cell's limit pins in memory (the
     /// crate docs quote it): the shared slot, not the future. (A recipe task's handle
-    /// pins the slot and the recipe's own bytes: `pool::recipe`.)
+    /// pins the slot and the recipe's own bytes, at most 256 of them: `pool::recipe`.)
     #[test]
     fn a_handle_pins_a_small_slot() {
         let size = std::mem::size_of::<super::Shared<u64>>();
