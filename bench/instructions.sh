@@ -9,6 +9,12 @@
 #
 # Prints one row per variant, one column per binary (instructions per task, whole process,
 # setup included: compare a variant across binaries, or against a pattern in one binary).
+#
+# With CACHE=1 it runs cachegrind's cache simulation instead (slower) and prints
+# "instructions / L1 data misses" per task: the lines a task touches that are not in the
+# simulated L1 (this machine's sizes), a deterministic view of a change of memory layout,
+# which timings here are too noisy to show. The simulation runs threads one at a time, so
+# it cannot show lines moving between cores: use it with --current-thread.
 set -euo pipefail
 variants=$1; n=$2; shift 2
 args=()
@@ -21,6 +27,13 @@ printf "|---|"; for _ in "${bins[@]}"; do printf -- "---:|"; done; echo
 for v in ${variants//,/ }; do
   printf "| %s |" "$v"
   for b in "${bins[@]}"; do
+    if [ "${CACHE:-0}" = 1 ]; then
+      out=$(valgrind --tool=cachegrind --cache-sim=yes --cachegrind-out-file=/dev/null "$b" --child="$v" -n "$n" "${args[@]}" 2>&1)
+      ir=$(sed -n 's/.*I *refs: *\([0-9,]*\).*/\1/p' <<<"$out" | tr -d ,)
+      d1=$(sed -n 's/.*D1 *misses: *\([0-9,]*\).*/\1/p' <<<"$out" | tr -d ,)
+      printf " %d / %s |" $(( ir / n )) "$(python3 -c "print(f'{$d1 / $n:.1f}')")"
+      continue
+    fi
     ir=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$b" --child="$v" -n "$n" "${args[@]}" 2>&1 \
       | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
     printf " %d |" $(( ir / n ))

@@ -275,6 +275,35 @@ fn reason_name(reason: CancelReason) -> &'static str {
 
 // ----- per task ---------------------------------------------------------------------------
 
+/// Queue-time stamps of jobs that left the queue unrun, kept to be dropped outside the
+/// engine's lock (with `tracing`, a span's drop calls the subscriber). Without the
+/// features a stamp is empty, and so is this list: it takes no room in a slot task, whose
+/// size is the number of cache lines each of its polls touches (BENCHMARKS.md,
+/// "2026-12-03, midday").
+#[derive(Default)]
+pub(crate) struct Stamps {
+    #[cfg(any(feature = "metrics", feature = "tracing"))]
+    list: Vec<Stamp>,
+}
+
+impl Stamps {
+    #[inline(always)]
+    pub(crate) fn push(&mut self, stamp: Stamp) {
+        #[cfg(any(feature = "metrics", feature = "tracing"))]
+        self.list.push(stamp);
+        // Empty without the features: nothing to keep.
+        #[cfg(not(any(feature = "metrics", feature = "tracing")))]
+        let _ = stamp;
+    }
+
+    /// Drops the stamps kept (outside the lock).
+    #[inline(always)]
+    pub(crate) fn clear(&mut self) {
+        #[cfg(any(feature = "metrics", feature = "tracing"))]
+        self.list.clear();
+    }
+}
+
 /// Taken when a task is queued: when, and the span current at its submit.
 pub(crate) struct Stamp {
     #[cfg(feature = "metrics")]

@@ -53,7 +53,7 @@ pub(crate) use job::Job;
 pub(crate) use limits::{LimitsConfig, Meta};
 
 use crate::error::{CancelReason, SubmitErrorKind};
-use crate::observe::{Observer, OnPanic, Stamp};
+use crate::observe::{Observer, OnPanic, Stamp, Stamps};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
@@ -276,11 +276,11 @@ pub(crate) struct Deferred<J: Job> {
     release: usize,
     /// Wake `wait()` callers.
     changed: bool,
-    /// Start a rate timer on this runtime, firing then.
-    rate_timer: Option<(Handle, Instant)>,
-    /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock
-    /// (with `tracing`, a span's drop calls the subscriber). Empty without the features.
-    stamps: Vec<Stamp>,
+    /// Start a rate timer on this runtime, firing then (boxed: rare, and a slot task keeps
+    /// its `Deferred`, so its size is in every poll's cache lines).
+    rate_timer: Option<Box<(Handle, Instant)>>,
+    /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock.
+    stamps: Stamps,
     /// Look for a deadlock of nested waits afterwards (a job ended, or the pool shrank,
     /// while jobs waited on tasks of the pool): see [`Engine::break_nested_deadlock`].
     recheck_waits: bool,
@@ -312,7 +312,7 @@ impl<J: Job> Default for Deferred<J> {
             release: 0,
             changed: false,
             rate_timer: None,
-            stamps: Vec::new(),
+            stamps: Stamps::default(),
             recheck_waits: false,
             graves: Vec::new(),
             reap_timer: None,
@@ -865,7 +865,7 @@ impl<J: Job> Engine<J> {
                             .unwrap_or_else(|| st.runtimes.known_handle(rt))
                             .clone();
                         st.rate_timer = true;
-                        later.rate_timer = Some((timer, at));
+                        later.rate_timer = Some(Box::new((timer, at)));
                     }
                 }
                 let mut pick = limits.picker();
@@ -934,7 +934,7 @@ impl<J: Job> Engine<J> {
                     .and_then(|rt| runtimes.handle(rt));
                 if let Some(handle) = handle {
                     *rate_timer = true;
-                    later.rate_timer = Some((handle.clone(), at));
+                    later.rate_timer = Some(Box::new((handle.clone(), at)));
                 }
             }
             return None;
@@ -1489,7 +1489,8 @@ impl<J: Job> Engine<J> {
                 slot.spawn_on(&handle);
             }
         }
-        if let Some((handle, at)) = later.rate_timer.take() {
+        if let Some(armed) = later.rate_timer.take() {
+            let (handle, at) = *armed;
             let timer = rate_timer(Arc::clone(self), handle.clone(), at);
             drop(handle.spawn(timer));
         }
