@@ -12,21 +12,44 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// What flow control knows of a job.
+/// What flow control knows of a job: for one submitted without options (most), nothing
+/// (one word, `None`); otherwise its options, boxed. A queued job moves with its `Meta`
+/// (into the queue, out to a slot task, which keeps its next job), so its size is in every
+/// such move and in the cache lines a slot task's poll touches (BENCHMARKS.md,
+/// "2026-12-03, midday").
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Meta(Option<Box<Options>>);
+
 #[derive(Debug, Clone)]
-pub(crate) struct Meta {
-    pub(crate) priority: i32,
-    pub(crate) weight: u32,
-    pub(crate) key: Option<Arc<str>>,
+struct Options {
+    priority: i32,
+    weight: u32,
+    key: Option<Arc<str>>,
 }
 
-impl Default for Meta {
-    fn default() -> Self {
-        Meta {
-            priority: 0,
-            weight: 1,
-            key: None,
+impl Meta {
+    /// The flow-control settings of a job (the defaults take no allocation).
+    pub(crate) fn new(priority: i32, weight: u32, key: Option<Arc<str>>) -> Self {
+        if priority == 0 && weight == 1 && key.is_none() {
+            return Meta(None);
         }
+        Meta(Some(Box::new(Options {
+            priority,
+            weight,
+            key,
+        })))
+    }
+
+    pub(crate) fn priority(&self) -> i32 {
+        self.0.as_ref().map_or(0, |o| o.priority)
+    }
+
+    pub(crate) fn weight(&self) -> u32 {
+        self.0.as_ref().map_or(1, |o| o.weight)
+    }
+
+    pub(crate) fn key(&self) -> Option<&Arc<str>> {
+        self.0.as_ref().and_then(|o| o.key.as_ref())
     }
 }
 
@@ -70,7 +93,7 @@ impl Limits {
 
     /// Whether `meta`'s key has room for one more running job.
     fn key_has_room(&self, meta: &Meta) -> bool {
-        match (&meta.key, self.max_per_key) {
+        match (meta.key(), self.max_per_key) {
             (Some(key), Some(max)) => self.per_key.get(key).copied().unwrap_or(0) < max,
             _ => true,
         }
@@ -78,7 +101,7 @@ impl Limits {
 
     fn weight_fits(&self, meta: &Meta) -> bool {
         match self.weight_capacity {
-            Some(cap) => self.weight_running + u64::from(meta.weight) <= cap,
+            Some(cap) => self.weight_running + u64::from(meta.weight()) <= cap,
             None => true,
         }
     }
@@ -122,11 +145,11 @@ impl Limits {
     /// must not hold back the jobs after it (it still counts for its key and weight until
     /// then, as [`ended`](Self::ended) takes them back).
     pub(crate) fn started(&mut self, meta: &Meta, now: Instant, runs: bool) {
-        if let (Some(key), Some(_)) = (&meta.key, self.max_per_key) {
+        if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
             *self.per_key.entry(key.clone()).or_insert(0) += 1;
         }
         if self.weight_capacity.is_some() {
-            self.weight_running += u64::from(meta.weight);
+            self.weight_running += u64::from(meta.weight());
         }
         if let (Some(r), true) = (&mut self.rate, runs) {
             r.starts.push_back(now);
@@ -135,7 +158,7 @@ impl Limits {
 
     /// A job with `meta` that had started ended.
     pub(crate) fn ended(&mut self, meta: &Meta) {
-        if let (Some(key), Some(_)) = (&meta.key, self.max_per_key) {
+        if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
             if let Some(n) = self.per_key.get_mut(key) {
                 *n -= 1;
                 if *n == 0 {
@@ -144,7 +167,7 @@ impl Limits {
             }
         }
         if self.weight_capacity.is_some() {
-            self.weight_running -= u64::from(meta.weight);
+            self.weight_running -= u64::from(meta.weight());
         }
     }
 
@@ -226,15 +249,9 @@ mod tests {
             ..Default::default()
         });
         let now = Instant::now();
-        let a = Meta {
-            key: Some("a".into()),
-            ..Meta::default()
-        };
+        let a = Meta::new(0, 1, Some("a".into()));
         l.started(&a, now, true);
-        let heavy = Meta {
-            weight: 10,
-            ..Meta::default()
-        };
+        let heavy = Meta::new(0, 10, None);
         let light = Meta::default();
         let mut pick = l.picker();
         assert!(!pick(&a), "key a is saturated");

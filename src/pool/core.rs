@@ -170,7 +170,7 @@ impl<J: Job> Core<J> {
         reap: bool,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
         // Allocated before the engine's lock is taken.
-        let ready = item.ready(Shared::new(self.engine.id(), meta.priority));
+        let ready = item.ready(Shared::new(self.engine.id(), meta.priority()));
         let slot = S::slot(&ready);
         let pushed = self.engine.push_with(ready, meta, reap, |ready, id| {
             // Relaxed: read back only through the handle this submit returns.
@@ -318,11 +318,7 @@ impl<J: Job> Core<J> {
 }
 
 fn meta_of(opts: &SubmitOptions) -> Meta {
-    Meta {
-        priority: opts.priority,
-        weight: opts.weight,
-        key: opts.key.clone(),
-    }
+    Meta::new(opts.priority, opts.weight, opts.key.clone())
 }
 
 /// Checks a builder's flow-control settings.
