@@ -8,6 +8,10 @@ use std::time::Duration;
 /// Each is ignored by a pool that has no use for it: a weight counts only in a pool built
 /// with `weight_capacity`, a key only in a pool built with `max_per_key`.
 ///
+/// A priority, a weight other than 1 or a key costs the submit one small allocation (about
+/// 32 bytes), which the task keeps while it is queued or running; a task submitted without
+/// them carries one word for them.
+///
 /// # Examples
 ///
 /// ```

@@ -224,6 +224,28 @@ pub(crate) fn later_by(t: Instant, d: Duration) -> Instant {
 mod tests {
     use super::*;
 
+    /// A job submitted without options carries one word and no allocation; one with
+    /// options gets back exactly what it was given.
+    #[test]
+    fn meta_is_a_word_unless_options_are_set() {
+        assert_eq!(std::mem::size_of::<Meta>(), std::mem::size_of::<usize>());
+        let plain = Meta::new(0, 1, None);
+        assert!(plain.0.is_none(), "default settings allocated");
+        assert_eq!(
+            (plain.priority(), plain.weight(), plain.key()),
+            (0, 1, None)
+        );
+        let key: Arc<str> = "a".into();
+        for (priority, weight, key) in [(-3, 1, None), (0, 7, None), (0, 1, Some(key.clone()))] {
+            let meta = Meta::new(priority, weight, key.clone());
+            assert!(meta.0.is_some());
+            assert_eq!(
+                (meta.priority(), meta.weight(), meta.key()),
+                (priority, weight, key.as_ref())
+            );
+        }
+    }
+
     #[test]
     fn rate_window_allows_count_per_window() {
         let mut l = Limits::new(LimitsConfig {
