@@ -110,14 +110,14 @@
 //!   the slot task its submit woke there.) Measured by `bench/src/bin/isolation.rs`
 //!   beside `tokio::spawn`; see BENCHMARKS.md.
 //! - **Memory.** A queued or running future job is one allocation, as a tokio task is: a
-//!   cell that holds the task's result slot (about 120 bytes on 64-bit targets, plus the
+//!   cell that holds the task's result slot (about 100 bytes on 64-bit targets, plus the
 //!   result's size beyond a `u64`), the future, and the result until it is handed over. A
 //!   future larger than 256 bytes, or aligned to more than 8, gets a cell of its own
 //!   beside its result slot (two allocations). A running slot costs one tokio task. A
 //!   [`TaskHandle`] pins its task's cell, as a tokio `JoinHandle` pins its task's (so
 //!   does an [`AbortHandle`]): the future is dropped when it ends (and what it owned is
 //!   freed then), but its storage stays until the handles go. The 256-byte limit bounds
-//!   that: a held handle pins at most 440 bytes for a `u64` result (beyond that, twice
+//!   that: a held handle pins at most 416 bytes for a `u64` result (beyond that, twice
 //!   the result's size), so `batch_run` of many large futures holds little beyond their
 //!   results. A SmartAioPool task is its recipe and its result slot in one allocation,
 //!   plus one cell per run, freed when the run ends. The recipe, with what it captured,

@@ -40,8 +40,10 @@ struct Slot<T> {
     /// The handle took the result.
     taken: bool,
     /// Set while a job of the task's own pool waits on the handle and is counted by the
-    /// pool; whoever takes it (the task ending, or the handle) ends the count.
-    waiting_in_pool: Option<Waiting>,
+    /// pool; whoever takes it (the task ending, or the handle) ends the count. Boxed: only
+    /// nested waits set it, and every task carries the field (one word, not four, in the
+    /// result slot that a job's end writes: BENCHMARKS.md, "2026-12-03, midday").
+    waiting_in_pool: Option<Box<Waiting>>,
 }
 
 impl<T> Shared<T> {
@@ -261,7 +263,7 @@ impl<T> Shared<T> {
     pub(crate) fn set_waiting(&self, waiting: Waiting) {
         let mut slot = self.slot();
         if !slot.done {
-            let before = slot.waiting_in_pool.replace(waiting);
+            let before = slot.waiting_in_pool.replace(Box::new(waiting));
             drop(slot);
             if let Some(before) = before {
                 before.end();
@@ -274,7 +276,7 @@ impl<T> Shared<T> {
 
     /// For the handle: the task whose wait on it is counted, if any.
     pub(crate) fn waiting_task(&self) -> Option<u64> {
-        self.slot().waiting_in_pool.as_ref().map(Waiting::waiter)
+        self.slot().waiting_in_pool.as_ref().map(|w| w.waiter())
     }
 }
 
@@ -322,7 +324,7 @@ impl<T: Send> AbortTarget for Shared<T> {
 #[derive(Default)]
 pub(crate) struct Woken {
     waker: Option<Waker>,
-    probe: Option<Waiting>,
+    probe: Option<Box<Waiting>>,
 }
 
 impl Woken {
