@@ -28,9 +28,13 @@ struct Options {
 }
 
 impl Meta {
+    /// A job's priority and weight when its submit sets none.
+    const DEFAULT_PRIORITY: i32 = 0;
+    const DEFAULT_WEIGHT: u32 = 1;
+
     /// The flow-control settings of a job (the defaults take no allocation).
     pub(crate) fn new(priority: i32, weight: u32, key: Option<Arc<str>>) -> Self {
-        if priority == 0 && weight == 1 && key.is_none() {
+        if priority == Self::DEFAULT_PRIORITY && weight == Self::DEFAULT_WEIGHT && key.is_none() {
             return Meta(None);
         }
         Meta(Some(Box::new(Options {
@@ -41,11 +45,13 @@ impl Meta {
     }
 
     pub(crate) fn priority(&self) -> i32 {
-        self.0.as_ref().map_or(0, |o| o.priority)
+        self.0
+            .as_ref()
+            .map_or(Self::DEFAULT_PRIORITY, |o| o.priority)
     }
 
     pub(crate) fn weight(&self) -> u32 {
-        self.0.as_ref().map_or(1, |o| o.weight)
+        self.0.as_ref().map_or(Self::DEFAULT_WEIGHT, |o| o.weight)
     }
 
     pub(crate) fn key(&self) -> Option<&Arc<str>> {

@@ -99,8 +99,10 @@ pin_project! {
     /// What one run holds: its future until it ends, then the result it holds back until
     /// the engine publishes it.
     // `C`, `outcome` first: every poll reads it, and the task's abort flag, which every
-    // poll reads too, ends the owner just before it; with the future's first bytes right
-    // after, a poll touches one cache line fewer (BENCHMARKS.md, "2026-12-03, midday").
+    // poll reads too, ends the owner just before it (where rustc lays out a `Shared`
+    // today: its flags last; not a guarantee, only a measured gain); with the future's
+    // first bytes right after, a poll touches one cache line fewer (BENCHMARKS.md,
+    // "2026-12-03, midday").
     #[repr(C)]
     struct RunState<F: Future> {
         outcome: Option<Outcome>,
