@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A/B: two builds of the `compare` binary, alternating run by run (A B, then B A, ...), each
-# run its own child process; prints the medians of both and their ratios.
+# run its own child process; prints the medians of both and their ratios, then the rounds
+# compared in pairs (the median of the pairs' CPU ratios with a 90% bootstrap interval, and
+# a sign test: bench/ab_stats.py, which also re-reads an OUT file).
 #
 #   bash bench/ab.sh ROUNDS VARIANTS BIN_A BIN_B [extra compare args...]
 #   bash bench/ab.sh 5 common,no-queue,smart /tmp/compare-base target-bench/release/compare
@@ -19,25 +21,7 @@ for r in $(seq 1 "$rounds"); do
     done
   done
 done
-table=$(python3 - "$raw" <<'PY'
-import sys, statistics as st
-rows = {}
-for l in open(sys.argv[1]):
-    w, rest = l.split(' ', 1)
-    c = [x.strip() for x in rest.strip().strip('|').split('|')]
-    # variant | runs | wall s | tasks/s | spread % | CPU µs/task | peak RSS MiB | vol. ctx sw | ...
-    rows.setdefault((c[0], w), []).append((float(c[3]), float(c[5]), float(c[7]), float(c[6])))
-print("| variant | A tasks/s | B tasks/s | B/A | A CPU µs/task | B CPU µs/task | B/A | A vol. ctx sw | B vol. ctx sw | A peak RSS MiB | B peak RSS MiB |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for v in sorted({k[0] for k in rows}):
-    A, B = rows.get((v, 'A'), []), rows.get((v, 'B'), [])
-    if not A or not B:
-        continue
-    m = lambda L, i: st.median(x[i] for x in L)
-    print(f"| {v} | {m(A,0):.0f} | {m(B,0):.0f} | {m(B,0)/m(A,0):.2f} | {m(A,1):.3f} | {m(B,1):.3f} | "
-          f"{m(B,1)/m(A,1):.2f} | {m(A,2):.0f} | {m(B,2):.0f} | {m(A,3):.1f} | {m(B,3):.1f} |")
-PY
-)
+table=$(python3 "$(dirname "$0")/ab_stats.py" "$raw")
 echo "$table"
 if [ -n "${OUT:-}" ]; then
   { echo "# A = $a"; echo "# B = $b"; echo "# rounds=$rounds variants=$variants args: $*"; echo;
