@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B: two builds of the `compare` binary, alternating run by run (A B, then B A, ...), each
 # run its own child process; prints the medians of both and their ratios, then the rounds
-# compared in pairs (the median of the pairs' CPU ratios with a 90% bootstrap interval, and
-# a sign test: bench/ab_stats.py, which also re-reads an OUT file).
+# compared in pairs (the median of the pairs' CPU ratios with an interval that holds the
+# true median with at least 90% probability, and a sign test: bench/ab_stats.py, which
+# also re-reads an OUT file).
 #
 #   bash bench/ab.sh ROUNDS VARIANTS BIN_A BIN_B [extra compare args...]
 #   bash bench/ab.sh 5 common,no-queue,smart /tmp/compare-base target-bench/release/compare

@@ -8,13 +8,14 @@ A raw line is "A |variant|runs|wall|tasks/s|spread|CPU µs/task|peak RSS|vol. cs
 (or "B ..."). ab.sh runs A and B of one variant back to back in every round (A B, then
 B A), so the k-th A run and the k-th B run of a variant are a pair that saw the same
 state of the machine. The second table compares them pair by pair, which the medians of
-the first do not: the median of the pairs' CPU ratios B/A with an interval that holds the true median
-with at least 90% probability (between two order statistics of the ratios: it assumes
-nothing of their distribution, which on this machine is skewed by bursts of other work),
-and how many pairs had B below A with the two-sided sign-test p-value (how often a coin
-would split at least as unevenly). A change is worth believing when the interval excludes
-1.00; with 9 pairs that takes 8 of 9 one way (p = 0.04), so fewer than 9 rounds cannot show
-anything. An A/A run (one binary as both A and B) is the check of these numbers.
+the first do not: the median of the pairs' CPU ratios B/A, with an interval that holds
+the true median with at least 90% probability (between two order statistics of the
+ratios: it assumes nothing of their distribution, which on this machine is skewed by
+bursts of other work), and how many pairs had B below A, with the two-sided sign-test
+p-value (how often a coin would split at least as unevenly). A change is worth believing
+when the interval excludes 1.00, which takes 5 of 5 pairs one way, 8 of 9 (p = 0.04) or 9
+of 11; below 5 pairs there is no such interval. An A/A run (one binary as both A and B)
+is the check of these numbers.
 """
 
 import math
