@@ -56,6 +56,10 @@ pub struct SubmitError<F> {
 }
 
 /// The reason carried by a [`SubmitError`].
+///
+/// # Dropping
+///
+/// Plain data (`Copy`): dropping it does nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SubmitErrorKind {
@@ -282,6 +286,11 @@ impl<F> std::error::Error for TrySubmitError<F> {}
 /// assert!(err.is_panic());
 /// # }
 /// ```
+///
+/// # Dropping
+///
+/// Dropping the error of a panicked task drops the panic's payload (as dropping a
+/// `std::thread::Result` does); nothing else.
 pub struct TaskError {
     repr: Repr,
 }
@@ -292,6 +301,10 @@ enum Repr {
 }
 
 /// Why a task was cancelled before it could finish.
+///
+/// # Dropping
+///
+/// Plain data (`Copy`): dropping it does nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CancelReason {

@@ -29,6 +29,11 @@ use std::time::Duration;
 /// assert_eq!(handle.await.unwrap(), 200);
 /// # }
 /// ```
+///
+/// # Dropping
+///
+/// Options not passed to a submit do nothing, so dropping them does nothing; passed to
+/// one, they go with the task (its key, with the pool's per-key count, until it ends).
 #[derive(Debug, Clone)]
 #[must_use = "options do nothing until passed to `submit_with` or `try_submit_with`"]
 pub struct SubmitOptions {

@@ -28,6 +28,11 @@
 ///     + stats.completed + stats.panicked + stats.cancelled);
 /// # }
 /// ```
+///
+/// # Dropping
+///
+/// A snapshot, plain data: dropping it does nothing, and it does not change with the pool
+/// after it was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
@@ -91,6 +96,11 @@ impl PoolStats {
 /// assert!(stuck.await.unwrap_err().is_cancelled());
 /// # }
 /// ```
+///
+/// # Dropping
+///
+/// Plain data: dropping it does nothing (the tasks it counts were dealt with before it was
+/// returned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
     pub(crate) finished: u64,

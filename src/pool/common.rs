@@ -111,6 +111,11 @@ struct Inner {
 /// assert_eq!((pool.max_concurrency(), pool.max_queue_size()), (50, 500));
 /// assert_eq!(pool.name(), "crawler");
 /// ```
+///
+/// # Dropping
+///
+/// A builder holds only settings: dropped without [`build`](Self::build), it makes no pool
+/// and starts nothing.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CommonAioPoolBuilder {

@@ -91,6 +91,11 @@ struct Inner {
 /// assert_eq!(pool.max_concurrency(), 10);
 /// assert_eq!(pool.name(), "uploads");
 /// ```
+///
+/// # Dropping
+///
+/// A builder holds only settings: dropped without [`build`](Self::build), it makes no pool
+/// and starts nothing.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct NoQueueAioPoolBuilder {

@@ -141,6 +141,11 @@ fn smart_pools() -> MutexGuard<'static, Vec<Arc<Inner>>> {
 ///     .build();
 /// assert_eq!(pool.worker_count(), 2);
 /// ```
+///
+/// # Dropping
+///
+/// A builder holds only settings: dropped without [`build`](Self::build), it makes no pool
+/// and starts nothing.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SmartAioPoolBuilder {

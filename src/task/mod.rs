@@ -50,6 +50,10 @@ pub(crate) enum Outcome {
 /// assert_eq!(a.id().to_string(), "0");
 /// # }
 /// ```
+///
+/// # Dropping
+///
+/// Plain data (`Copy`): dropping it does nothing to the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(pub(crate) u64);
 
