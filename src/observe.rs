@@ -296,6 +296,15 @@ impl Stamps {
         let _ = stamp;
     }
 
+    /// Whether it never held a stamp (nothing allocated: always, without the features).
+    #[inline(always)]
+    pub(crate) fn untouched(&self) -> bool {
+        #[cfg(any(feature = "metrics", feature = "tracing"))]
+        return self.list.capacity() == 0;
+        #[cfg(not(any(feature = "metrics", feature = "tracing")))]
+        true
+    }
+
     /// Drops the stamps kept (outside the lock).
     #[inline(always)]
     pub(crate) fn clear(&mut self) {
