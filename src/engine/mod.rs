@@ -36,6 +36,7 @@ use std::cmp::Reverse;
 use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -296,11 +297,10 @@ pub(crate) struct Deferred<J: Job> {
 impl<J: Job> Deferred<J> {
     /// Whether nothing was deferred and nothing allocated: what most submits leave (the job
     /// queued behind running ones). Such a record needs no walk after the lock and holds
-    /// nothing to free, so it can be forgotten instead of dropped (see
-    /// [`Engine::finish`]).
+    /// nothing to free, so it need not be dropped (see [`Engine::finish`]).
     fn untouched(&self) -> bool {
         // Every field named (no `..`): one added later fails to compile here until it is
-        // checked, so a forgotten record never leaks what it holds.
+        // checked, so a record left undropped never leaks what it holds.
         let Deferred {
             woken,
             wake,
@@ -747,7 +747,8 @@ impl<J: Job> Engine<J> {
         }
         // Taken before the lock: with `tracing` it asks the subscriber for the current span.
         let stamp = Stamp::now();
-        let mut later = Deferred::default();
+        // Not dropped at the end of the scope: `finish` drops it only if it held anything.
+        let mut later = ManuallyDrop::new(Deferred::default());
         {
             let mut st = self.lock();
             if st.closed {
@@ -788,25 +789,27 @@ impl<J: Job> Engine<J> {
                 Self::reap(st, &mut later);
             }
         }
-        self.finish(later);
+        self.finish(&mut later);
         Ok(())
     }
 
     /// [`run_deferred`](Self::run_deferred), then drops the record; for a record made for
-    /// one critical section. One left untouched (see [`Deferred::untouched`]) is forgotten
-    /// instead: about 100 instructions per submit that walking and dropping its empty lists
-    /// cost (BENCHMARKS.md, "2026-12-03, late morning"). The stuck-pool check that
-    /// `run_deferred` makes after every change is made here too.
-    fn finish(self: &Arc<Self>, mut later: Deferred<J>) {
+    /// one critical section, held in a `ManuallyDrop` so that the end of its scope does
+    /// nothing. One left untouched (see [`Deferred::untouched`]) is neither walked nor
+    /// dropped: it owns nothing, and the walk and the drop of its empty lists cost about
+    /// 100 instructions per submit (BENCHMARKS.md, "2026-12-03, late morning"). The
+    /// stuck-pool check that `run_deferred` makes after every change is made here too.
+    fn finish(self: &Arc<Self>, later: &mut ManuallyDrop<Deferred<J>>) {
         if later.untouched() {
-            // Nothing allocated, nothing to run: forgetting it leaks nothing.
-            std::mem::forget(later);
             if self.is_stuck_marked() {
                 self.break_nested_deadlock();
             }
             return;
         }
-        self.run_deferred(&mut later);
+        self.run_deferred(later);
+        // What its lists still own (their buffers) is dropped; an empty record, which
+        // owns nothing, is left in its place.
+        drop(std::mem::take(&mut **later));
     }
 
     /// Under the lock: the caller holds a slot (a unit of `running`) on runtime `rt` and
@@ -2489,8 +2492,8 @@ mod tests {
         }
     }
 
-    /// `Engine::finish` forgets an untouched record instead of dropping it: only one that
-    /// never allocated and has nothing to do may count as untouched.
+    /// `Engine::finish` leaves an untouched record undropped: only one that never
+    /// allocated and has nothing to do may count as untouched.
     #[test]
     fn only_a_record_that_never_held_anything_is_untouched() {
         assert!(Deferred::<NoJob>::default().untouched());
