@@ -797,13 +797,12 @@ impl<J: Job> Engine<J> {
     /// one critical section, held in a `ManuallyDrop` so that the end of its scope does
     /// nothing. One left untouched (see [`Deferred::untouched`]) is neither walked nor
     /// dropped: it owns nothing, and the walk and the drop of its empty lists cost about
-    /// 100 instructions per submit (BENCHMARKS.md, "2026-12-03, late morning"). The
-    /// stuck-pool check that `run_deferred` makes after every change is made here too.
+    /// 100 instructions per submit (BENCHMARKS.md, "2026-12-03, late morning"); the check
+    /// `run_deferred` ends with is still made.
     fn finish(self: &Arc<Self>, later: &mut ManuallyDrop<Deferred<J>>) {
         if later.untouched() {
-            if self.is_stuck_marked() {
-                self.break_nested_deadlock();
-            }
+            // Untouched: no recheck was asked for.
+            self.look_for_stuck_waits(false);
             return;
         }
         self.run_deferred(later);
@@ -1555,9 +1554,15 @@ impl<J: Job> Engine<J> {
         if std::mem::take(&mut later.changed) {
             self.changed.notify_waiters();
         }
-        // While the pool is marked stuck, every change looks again: the mark is cleared
-        // as soon as the pool is not stuck (one load otherwise).
-        if std::mem::take(&mut later.recheck_waits) || self.is_stuck_marked() {
+        self.look_for_stuck_waits(std::mem::take(&mut later.recheck_waits));
+    }
+
+    /// After every change: looks for a deadlock of nested waits if `recheck` asks for it
+    /// or while the pool is marked stuck (every change looks again then: the mark is
+    /// cleared as soon as the pool is not stuck; one load otherwise).
+    #[inline]
+    fn look_for_stuck_waits(self: &Arc<Self>, recheck: bool) {
+        if recheck || self.is_stuck_marked() {
             self.break_nested_deadlock();
         }
     }
