@@ -38,34 +38,7 @@ use super::core::Submit;
 use crate::engine::Job;
 use crate::error::CancelReason;
 use crate::sync::{fence, AtomicUsize, Ordering};
-use crate::task::{
-    fits_inline, AbortTarget, BoxRun, HasShared, Outcome, ResultSlot, Shared, SlotRef,
-};
-
-/// How a task holds its result slot: in the task's own allocation (`Shared<T>`; the
-/// handle then references the task), or in one of its own (`Arc<Shared<T>>`: a large
-/// recipe's task, or a cancel-on-error group's, whose slot is made first).
-pub(crate) trait SlotOf: Send + Sync + 'static {
-    type Output: Send + 'static;
-
-    fn get(&self) -> &Shared<Self::Output>;
-}
-
-impl<T: Send + 'static> SlotOf for Shared<T> {
-    type Output = T;
-
-    fn get(&self) -> &Shared<T> {
-        self
-    }
-}
-
-impl<T: Send + 'static> SlotOf for Arc<Shared<T>> {
-    type Output = T;
-
-    fn get(&self) -> &Shared<T> {
-        self
-    }
-}
+use crate::task::{fits_inline, BoxRun, Outcome, ResultSlot, RunOwner, Shared, SlotRef};
 
 /// A submitted recipe and the one result slot all of its runs share.
 ///
@@ -78,9 +51,12 @@ impl<T: Send + 'static> SlotOf for Arc<Shared<T>> {
 // (under the engine's lock, on another thread than the submit's) writes too, so that both
 // are on one cache line unless the allocation starts in a line's last 40 bytes.
 #[repr(C)]
-pub(crate) struct SmartTask<R, S: SlotOf> {
+pub(crate) struct SmartTask<R, S: ResultSlot> {
     /// The live copies (module docs).
     copies: AtomicUsize,
+    /// The result slot: in the task's own allocation (`Shared<T>`; the handle then
+    /// references the task), or in one of its own (`Arc<Shared<T>>`: a large recipe's
+    /// task, or a cancel-on-error group's, whose slot is made first).
     slot: S,
     /// Used only through a copy; dropped in place by the last one.
     recipe: UnsafeCell<ManuallyDrop<R>>,
@@ -90,9 +66,9 @@ pub(crate) struct SmartTask<R, S: SlotOf> {
 // (it is `Fn + Sync`: copies on several threads may use it at once) and dropped only by
 // the last copy, when no other is left to use it (module docs); that drop may happen on
 // any thread (`R: Send`).
-unsafe impl<R: Send + Sync, S: SlotOf> Sync for SmartTask<R, S> {}
+unsafe impl<R: Send + Sync, S: ResultSlot> Sync for SmartTask<R, S> {}
 
-impl<R, S: SlotOf> SmartTask<R, S> {
+impl<R, S: ResultSlot> SmartTask<R, S> {
     /// A task and its first copy, the caller's.
     fn first_copy(recipe: R, slot: S) -> TaskCopy<Self> {
         TaskCopy(Some(Arc::new(SmartTask {
@@ -103,7 +79,7 @@ impl<R, S: SlotOf> SmartTask<R, S> {
     }
 
     fn shared(&self) -> &Shared<S::Output> {
-        self.slot.get()
+        self.slot.shared()
     }
 
     /// The recipe, for the holder of a copy.
@@ -139,7 +115,7 @@ pub(crate) trait Counted {
     unsafe fn release_copy(&self);
 }
 
-impl<R, S: SlotOf> Counted for SmartTask<R, S> {
+impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
     unsafe fn add_copy(&self) {
         // `Relaxed`, as `Arc::clone`: the caller's copy keeps the count above zero
         // meanwhile.
@@ -228,7 +204,7 @@ impl<X: ?Sized + Counted> TaskCopy<X> {
     }
 }
 
-impl<R, S: SlotOf> TaskCopy<SmartTask<R, S>> {
+impl<R, S: ResultSlot> TaskCopy<SmartTask<R, S>> {
     /// The recipe of a task never queued, whose handle's reference to it is gone: the
     /// copy is not ended (nothing is told, nothing dropped but the result slot).
     fn into_recipe(self) -> R {
@@ -249,45 +225,38 @@ impl<X: ?Sized + Counted> Drop for TaskCopy<X> {
     }
 }
 
-impl<R, S> HasShared<S::Output> for TaskCopy<SmartTask<R, S>>
+impl<R, S> ResultSlot for TaskCopy<SmartTask<R, S>>
 where
     R: Send + Sync + 'static,
-    S: SlotOf,
+    S: ResultSlot,
 {
+    type Output = S::Output;
+
     fn shared(&self) -> &Shared<S::Output> {
         self.task().shared()
     }
+}
 
+impl<R, S> RunOwner for TaskCopy<SmartTask<R, S>>
+where
+    R: Send + Sync + 'static,
+    S: ResultSlot,
+{
     // The task may run again; its last copy going away tells the handle.
     const CANCEL_ON_DROP: bool = false;
 }
 
-/// The handle's view of a task that holds its slot: the task's allocation.
-impl<R, T> ResultSlot<T> for SmartTask<R, Shared<T>>
+/// The handle's view of a task that holds its slot: the task's allocation (the recipe is
+/// never touched through it).
+impl<R, S> ResultSlot for SmartTask<R, S>
 where
     R: Send + Sync + 'static,
-    T: Send + 'static,
+    S: ResultSlot,
 {
-    fn shared(&self) -> &Shared<T> {
-        &self.slot
-    }
+    type Output = S::Output;
 
-    fn abort_target(self: Arc<Self>) -> Arc<dyn AbortTarget> {
-        self
-    }
-}
-
-impl<R, T> AbortTarget for SmartTask<R, Shared<T>>
-where
-    R: Send + Sync + 'static,
-    T: Send + 'static,
-{
-    fn abort(&self) {
-        self.slot.abort(CancelReason::Aborted);
-    }
-
-    fn is_finished(&self) -> bool {
-        self.slot.is_finished()
+    fn shared(&self) -> &Shared<S::Output> {
+        self.slot.shared()
     }
 }
 
@@ -324,7 +293,7 @@ impl<R, Fut, S> SmartTaskDyn for SmartTask<R, S>
 where
     R: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = S::Output> + Send + 'static,
-    S: SlotOf,
+    S: ResultSlot,
 {
     fn run(self: Arc<Self>) -> BoxRun {
         let copy = TaskCopy::adopt(self);

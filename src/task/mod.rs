@@ -18,8 +18,8 @@ use std::fmt;
 use crate::error::CancelReason;
 
 pub use handle::{AbortHandle, TaskHandle};
-pub(crate) use run::{fits_inline, BoxRun, HasShared, ReadyRun};
-pub(crate) use shared::{AbortTarget, ResultSlot, Shared, SlotRef};
+pub(crate) use run::{fits_inline, BoxRun, ReadyRun, RunOwner};
+pub(crate) use shared::{ResultSlot, Shared, SlotRef};
 
 pub(crate) use shared::Woken;
 

@@ -40,7 +40,7 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use super::shared::{AbortTarget, ResultSlot, SlotRef, Woken};
+use super::shared::{ResultSlot, SlotRef, Woken};
 use super::{Outcome, Shared};
 use crate::error::{CancelReason, TaskError};
 
@@ -60,29 +60,19 @@ pub(crate) const fn fits_inline<V>() -> bool {
     std::mem::size_of::<V>() <= INLINE_LIMIT && std::mem::align_of::<V>() <= INLINE_ALIGN
 }
 
-/// Whatever owns the task's [`Shared`]: the shared slot itself (a future, in its cell), a
-/// reference to it (a large future) or a recipe task (SmartAioPool).
-pub(crate) trait HasShared<T>: Send + Sync + 'static {
-    fn shared(&self) -> &Shared<T>;
-
+/// Whatever owns a run's task: its result slot (a future, in its cell), a reference to it
+/// (a large future) or a copy of a recipe task (SmartAioPool).
+pub(crate) trait RunOwner: ResultSlot {
     /// Whether a run dropped before it ended tells the handle (futures: there is no other
     /// run), or leaves that to the owner (recipes: they may run again).
     const CANCEL_ON_DROP: bool;
 }
 
-impl<T: Send + 'static> HasShared<T> for Shared<T> {
-    fn shared(&self) -> &Shared<T> {
-        self
-    }
-
+impl<T: Send + 'static> RunOwner for Shared<T> {
     const CANCEL_ON_DROP: bool = true;
 }
 
-impl<T: Send + 'static> HasShared<T> for Arc<Shared<T>> {
-    fn shared(&self) -> &Shared<T> {
-        self
-    }
-
+impl<T: Send + 'static> RunOwner for Arc<Shared<T>> {
     const CANCEL_ON_DROP: bool = true;
 }
 
@@ -159,31 +149,16 @@ impl<H, F: Future> RunCell<H, F> {
     }
 }
 
-impl<F> ResultSlot<F::Output> for RunCell<Shared<F::Output>, F>
+/// A handle's view of a future's cell: the result slot at its head.
+impl<F> ResultSlot for RunCell<Shared<F::Output>, F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    type Output = F::Output;
+
     fn shared(&self) -> &Shared<F::Output> {
         &self.owner
-    }
-
-    fn abort_target(self: Arc<Self>) -> Arc<dyn AbortTarget> {
-        self
-    }
-}
-
-impl<F> AbortTarget for RunCell<Shared<F::Output>, F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn abort(&self) {
-        self.owner.abort(CancelReason::Aborted);
-    }
-
-    fn is_finished(&self) -> bool {
-        self.owner.is_finished()
     }
 }
 
@@ -211,7 +186,7 @@ impl BoxRun {
     /// A run of `fut` for the task `owner` holds, in a cell of its own.
     pub(crate) fn new<H, F>(owner: H, fut: F) -> BoxRun
     where
-        H: HasShared<F::Output>,
+        H: RunOwner<Output = F::Output>,
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
@@ -332,7 +307,7 @@ fn end<F: Future>(
 
 impl<H, F> Erased for RunCell<H, F>
 where
-    H: HasShared<F::Output>,
+    H: RunOwner<Output = F::Output>,
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {

@@ -280,17 +280,56 @@ impl<T> Shared<T> {
     }
 }
 
-/// What a [`TaskHandle`](super::TaskHandle) holds: its task's result slot, alone (a
-/// recipe task's, or a large future's) or at the head of the cell its future runs in.
-pub(crate) trait ResultSlot<T>: Send + Sync {
+/// Whatever holds a task's result slot: the slot itself, a reference to it (a large
+/// future's, or a task's of a cancel-on-error group), the cell a future runs in (the slot
+/// at its head), a recipe task, or a copy of one (SmartAioPool).
+///
+/// Each holder says only where its slot is; the views of it that handles need
+/// ([`HandleSlot`], [`AbortTarget`]) follow for every holder.
+pub(crate) trait ResultSlot: Send + Sync + 'static {
+    type Output: Send + 'static;
+
+    fn shared(&self) -> &Shared<Self::Output>;
+}
+
+impl<T: Send + 'static> ResultSlot for Shared<T> {
+    type Output = T;
+
+    fn shared(&self) -> &Shared<T> {
+        self
+    }
+}
+
+impl<T: Send + 'static> ResultSlot for std::sync::Arc<Shared<T>> {
+    type Output = T;
+
+    fn shared(&self) -> &Shared<T> {
+        self
+    }
+}
+
+/// What a [`TaskHandle`](super::TaskHandle) holds, without the holder's type: its task's
+/// result slot, alone (a recipe task's, or a large future's) or at the head of the cell
+/// its future runs in.
+pub(crate) trait HandleSlot<T>: Send + Sync {
     fn shared(&self) -> &Shared<T>;
 
     /// The same allocation, seen as what an [`AbortHandle`](super::AbortHandle) needs.
     fn abort_target(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AbortTarget>;
 }
 
+impl<S: ResultSlot> HandleSlot<S::Output> for S {
+    fn shared(&self) -> &Shared<S::Output> {
+        ResultSlot::shared(self)
+    }
+
+    fn abort_target(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AbortTarget> {
+        self
+    }
+}
+
 /// A handle's reference to its task's result slot.
-pub(crate) type SlotRef<T> = std::sync::Arc<dyn ResultSlot<T>>;
+pub(crate) type SlotRef<T> = std::sync::Arc<dyn HandleSlot<T>>;
 
 /// What an [`AbortHandle`](super::AbortHandle) reaches: the task's result slot, without
 /// its type.
@@ -299,23 +338,13 @@ pub(crate) trait AbortTarget: Send + Sync {
     fn is_finished(&self) -> bool;
 }
 
-impl<T: Send + 'static> ResultSlot<T> for Shared<T> {
-    fn shared(&self) -> &Shared<T> {
-        self
-    }
-
-    fn abort_target(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AbortTarget> {
-        self
-    }
-}
-
-impl<T: Send> AbortTarget for Shared<T> {
+impl<S: ResultSlot> AbortTarget for S {
     fn abort(&self) {
-        Shared::abort(self, CancelReason::Aborted);
+        ResultSlot::shared(self).abort(CancelReason::Aborted);
     }
 
     fn is_finished(&self) -> bool {
-        Shared::is_finished(self)
+        ResultSlot::shared(self).is_finished()
     }
 }
 
