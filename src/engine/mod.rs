@@ -263,6 +263,36 @@ struct State<J> {
     droppers: Vec<Polling>,
 }
 
+/// The engine's lock, held: its state, and on release what is owed for the critical
+/// section as a whole (the stamps of elastic workers left idle, one clock read for all).
+///
+/// # Dropping
+///
+/// Releases the lock, after stamping the elastic workers that became idle under it.
+struct StateGuard<'a, J: Job>(MutexGuard<'a, State<J>>);
+
+impl<J: Job> std::ops::Deref for StateGuard<'_, J> {
+    type Target = State<J>;
+
+    fn deref(&self) -> &State<J> {
+        &self.0
+    }
+}
+
+impl<J: Job> std::ops::DerefMut for StateGuard<'_, J> {
+    fn deref_mut(&mut self) -> &mut State<J> {
+        &mut self.0
+    }
+}
+
+impl<J: Job> Drop for StateGuard<'_, J> {
+    fn drop(&mut self) {
+        if let Some(el) = &mut self.0.elastic {
+            el.settle();
+        }
+    }
+}
+
 /// What a critical section leaves to do once the lock is released.
 pub(crate) struct Deferred<J: Job> {
     /// Handles to wake (results already stored under the lock).
@@ -501,17 +531,17 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<J>> {
+    fn lock(&self) -> StateGuard<'_, J> {
         // No user code runs under the lock, so a poisoned lock means a bug in this crate;
         // the state is still consistent between statements, so keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        StateGuard(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// [`lock`](Self::lock) if it is free now.
-    fn try_lock(&self) -> Option<MutexGuard<'_, State<J>>> {
+    fn try_lock(&self) -> Option<StateGuard<'_, J>> {
         match self.state.try_lock() {
-            Ok(st) => Some(st),
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Ok(st) => Some(StateGuard(st)),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(StateGuard(e.into_inner())),
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
@@ -1476,7 +1506,7 @@ impl<J: Job> Engine<J> {
 
     /// With the lock `st`: the batch with `ticket` was dropped; releases the lock and
     /// tells the waits.
-    fn batch_dropped(&self, mut st: MutexGuard<'_, State<J>>, ticket: u64) {
+    fn batch_dropped(&self, mut st: StateGuard<'_, J>, ticket: u64) {
         st.graves.done(ticket);
         drop(st);
         // Also a `wait()` with no task to wait for waits for batches (it has no entry in
