@@ -75,6 +75,15 @@ pub async fn work(payload: String, workload: Workload) -> String {
     payload
 }
 
+/// [`work`] for a payload shared between the runs of a recipe (`smart-shared`).
+pub async fn work_shared(payload: Arc<str>, workload: Workload) -> Arc<str> {
+    match workload {
+        Workload::Tiny => tokio::task::yield_now().await,
+        Workload::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+    }
+    payload
+}
+
 /// Builds job payloads: `"{prefix}_{i}"`, where the prefix is `"task"` repeated and cut to
 /// `prefix_bytes` (400 gives the seed's `f"{'task' * 100}_{i}"`, 407 bytes near i = 10^6).
 #[derive(Clone, Debug)]
@@ -141,6 +150,12 @@ pub const VARIANTS: &[&str] = &[
 /// weight, under a rate limit that never binds.
 pub const FLOW_VARIANTS: &[&str] = &["common-opts", "common-limits-idle", "common-limits-used"];
 
+/// `smart` with a recipe that shares its payload (`Arc<str>`) instead of cloning 407 bytes
+/// at each run (which `smart`'s recipe must, as a recipe that may run again and owns a
+/// `String`): SmartAioPool's own cost without the recipe's copy. Run only when named with
+/// `--variants`.
+pub const SMART_VARIANTS: &[&str] = &["smart-shared"];
+
 /// Probes of designs the pools do not use (yet), run only when named with `--variants`:
 /// `cells-probe` is issue 9's design B1 without a pool's semantics (see [`cells`]).
 /// `cells-reap` is the same with its cells freed on the producer's thread ([`cells::Reaper`]).
@@ -172,7 +187,7 @@ pub const TOKIO_PATTERNS: &[&str] = &[
 /// completed. Panics on an unknown name or if the library was left out of the build.
 pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
-        "common" | "no-queue" | "smart" => run_pool(name, p).await,
+        "common" | "no-queue" | "smart" | "smart-shared" => run_pool(name, p).await,
         "common-opts" | "common-limits-idle" | "common-limits-used" => run_flow(name, p).await,
         "cells-probe" | "cells-reap" | "cells-booked" => cells_probe(name, p).await,
         "slots-probe" | "slots-reap" => slots_probe(name, p).await,
@@ -239,7 +254,7 @@ async fn run_flow(name: &str, p: &Params) -> u64 {
 
 #[cfg(feature = "pools")]
 async fn run_pool(name: &str, p: &Params) -> u64 {
-    use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool};
+    use nb_aiopool::{CommonAioPool, NoQueueAioPool};
     let w = p.workload;
     match name {
         "common" => {
@@ -267,10 +282,7 @@ async fn run_pool(name: &str, p: &Params) -> u64 {
             pool.stats().completed
         }
         "smart" => {
-            let pool = SmartAioPool::builder()
-                .max_concurrency(p.concurrency)
-                .max_queue_size(p.queue)
-                .build();
+            let pool = smart_pool(p);
             for i in 0..p.tasks {
                 let payload = p.payloads.get(i);
                 // A recipe may be run again, so each run clones the payload it returns.
@@ -283,8 +295,30 @@ async fn run_pool(name: &str, p: &Params) -> u64 {
             pool.shutdown().await;
             pool.stats().completed
         }
+        "smart-shared" => {
+            let pool = smart_pool(p);
+            for i in 0..p.tasks {
+                // Made as `smart`'s is, then shared: each run clones a pointer.
+                let payload: Arc<str> = p.payloads.get(i).into();
+                let handle = pool
+                    .submit(move || work_shared(Arc::clone(&payload), w))
+                    .await
+                    .unwrap_or_else(|_| panic!("smart-shared: submit rejected"));
+                drop(handle);
+            }
+            pool.shutdown().await;
+            pool.stats().completed
+        }
         other => unreachable!("not a pool: {other}"),
     }
+}
+
+#[cfg(feature = "pools")]
+fn smart_pool(p: &Params) -> nb_aiopool::SmartAioPool {
+    nb_aiopool::SmartAioPool::builder()
+        .max_concurrency(p.concurrency)
+        .max_queue_size(p.queue)
+        .build()
 }
 
 /// Issue 9's design B1 as a bare probe ([`cells::CellPool`]): the same producer loop as
@@ -561,7 +595,7 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            for v in ["spawn-permit-moved", "async-executor"] {
+            for v in ["spawn-permit-moved", "async-executor", "smart-shared"] {
                 assert_eq!(rt.block_on(run_variant(v, &p)), p.tasks, "{v} {workload}");
             }
         }

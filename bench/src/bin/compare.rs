@@ -34,7 +34,7 @@ use std::time::Instant;
 use clap::Parser;
 use nb_aiopool_bench::{
     measure, run_variant, Params, Payloads, Workload, FLOW_VARIANTS, PROBE_VARIANTS,
-    TOKIO_PATTERNS, VARIANTS,
+    SMART_VARIANTS, TOKIO_PATTERNS, VARIANTS,
 };
 
 /// Above this many tasks `spawn-sem-inside` is skipped unless `--force` (it keeps every
@@ -492,11 +492,13 @@ fn parent(args: &Args) {
             VARIANTS.contains(&v.as_str())
                 || FLOW_VARIANTS.contains(&v.as_str())
                 || PROBE_VARIANTS.contains(&v.as_str())
+                || SMART_VARIANTS.contains(&v.as_str())
                 || v == "python",
-            "unknown variant {v:?}; known: {}, {}, {}, python",
+            "unknown variant {v:?}; known: {}, {}, {}, {}, python",
             VARIANTS.join(", "),
             FLOW_VARIANTS.join(", "),
-            PROBE_VARIANTS.join(", ")
+            PROBE_VARIANTS.join(", "),
+            SMART_VARIANTS.join(", ")
         );
     }
     if args.tasks > SPAWN_ALL_LIMIT && !args.force {
