@@ -12,6 +12,11 @@
 /// thread that sees the handle resolved meanwhile may find it still queued), a running
 /// one when it is dropped at its next `.await` (it holds its slot until then).
 ///
+/// The room a task held (its place among `max_concurrency + max_queue_size`) is given back
+/// after the lock, before its handle is woken: code woken by a handle's end finds the
+/// room. A handle polled for the first time just as its task ends on another thread may
+/// see the result before that (a few microseconds).
+///
 /// # Examples
 ///
 /// ```

@@ -251,6 +251,81 @@ async fn stats_agree_with_handles() {
     }
 }
 
+/// Awaits `handle`, and sends on `polled` once the handle has been polled (its waker is
+/// registered): whatever ends its task after that wakes this await.
+async fn await_after_first_poll<T>(
+    handle: TaskHandle<T>,
+    polled: tokio::sync::oneshot::Sender<()>,
+) -> T {
+    let mut handle = std::pin::pin!(handle);
+    let mut polled = Some(polled);
+    std::future::poll_fn(|cx| {
+        let poll = handle.as_mut().poll(cx);
+        if let Some(tx) = polled.take() {
+            let _ = tx.send(());
+        }
+        poll
+    })
+    .await
+    .unwrap()
+}
+
+/// When a handle is woken by its task's end, the task's room in the pool is already given
+/// back: a `try_submit` right after finds the room (here the pool's only one), on a
+/// multi-thread runtime where the task ends on another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_is_back_when_a_woken_handle_resolves() {
+    let common = CommonAioPool::new(1, 0);
+    let no_queue = NoQueueAioPool::new(1);
+    let smart = SmartAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(0)
+        .auto_shutdown(false)
+        .build();
+    for round in 0..300 {
+        for pool in ["common", "no-queue", "smart"] {
+            let (open_tx, open_rx) = tokio::sync::oneshot::channel::<()>();
+            let (polled_tx, polled_rx) = tokio::sync::oneshot::channel::<()>();
+            let job = async move {
+                let _ = open_rx.await;
+            };
+            let handle = match pool {
+                "common" => common.submit(job).await.unwrap(),
+                "no-queue" => no_queue.submit(job).await.unwrap(),
+                _ => {
+                    let job = std::sync::Mutex::new(Some(job));
+                    smart
+                        .submit(move || {
+                            let job = job.lock().unwrap().take();
+                            async move {
+                                if let Some(job) = job {
+                                    job.await;
+                                }
+                            }
+                        })
+                        .await
+                        .unwrap()
+                }
+            };
+            // The task ends (on a worker) only once its handle is being awaited.
+            tokio::spawn(async move {
+                let _ = polled_rx.await;
+                let _ = open_tx.send(());
+            });
+            within(pool, await_after_first_poll(handle, polled_tx)).await;
+            let again = match pool {
+                "common" => common.try_submit(async {}).map_err(|e| e.is_full()),
+                "no-queue" => no_queue.try_submit(async {}).map_err(|e| e.is_full()),
+                _ => smart.try_submit(|| async {}).map_err(|e| e.is_full()),
+            };
+            let again = again.unwrap_or_else(|full| {
+                panic!("{pool}, round {round}: the pool's only room was not back (full: {full})")
+            });
+            within(pool, again).await.unwrap();
+        }
+    }
+}
+
 struct PanicOnDrop;
 
 impl Drop for PanicOnDrop {

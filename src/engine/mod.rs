@@ -1539,6 +1539,14 @@ impl<J: Job> Engine<J> {
             drop(handle.spawn(timer));
         }
         later.stamps.clear();
+        // Room before results: a task's admission permit is back before its handle is
+        // woken, so that code woken by the handle's end finds the room (a `try_submit`
+        // right after a `run`). The cancelled jobs below left the queue under the lock.
+        let release = later.release + later.cancels.as_ref().map_or(0, |c| c.len());
+        later.release = 0;
+        if release > 0 {
+            self.release(release);
+        }
         if !later.woken.is_empty() {
             for woken in later.woken.drain(..) {
                 woken.fire();
@@ -1561,12 +1569,8 @@ impl<J: Job> Engine<J> {
             let mut st = self.lock();
             for id in ids {
                 Self::wait_end(&mut st, id, later);
-                later.release += 1;
             }
             self.gauges(&st);
-        }
-        if later.release > 0 {
-            self.release(std::mem::take(&mut later.release));
         }
         // Taken, not drained: a slot keeps its `Deferred` for its next job, and a `Slot` is
         // a few hundred bytes, so a thousand slots each keeping room for the claimers it
