@@ -79,9 +79,9 @@
 //!   ([`TaskHandle::abort`]).
 //! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
 //!   task. A handle woken by its task's end finds the task's room in the pool given back
-//!   (a `try_submit` right after a `run` finds it; a handle first polled just as its task
-//!   ends, on another thread, may see the result a few microseconds before the room). A
-//!   panic in a job's `poll` or in its future's `Drop` only fails that job.
+//!   (a `try_submit` right after a `run` finds it; `is_finished`, or a handle first polled
+//!   just as its task ends on another thread, may see the end a few microseconds before
+//!   the room). A panic in a job's `poll` or in its future's `Drop` only fails that job.
 //!
 //! # How jobs run
 //!

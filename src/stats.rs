@@ -14,8 +14,9 @@
 ///
 /// The room a task held (its place among `max_concurrency + max_queue_size`) is given back
 /// after the lock, before its handle is woken: code woken by a handle's end finds the
-/// room. A handle polled for the first time just as its task ends on another thread may
-/// see the result before that (a few microseconds).
+/// room. [`TaskHandle::is_finished`](crate::TaskHandle::is_finished), or a handle polled
+/// for the first time just as its task ends on another thread, may see the end before
+/// that (a few microseconds).
 ///
 /// # Examples
 ///
