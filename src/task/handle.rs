@@ -217,11 +217,11 @@ impl<T> TaskHandle<T> {
 
     /// Returns `true` once the task has finished (its result is ready to take).
     ///
-    /// The pool counts the task before this turns `true` ([`PoolStats`](crate::PoolStats)),
-    /// but gives the task's room back only a moment later (a few microseconds, on the
-    /// thread where it ended): code that polls `is_finished` and then calls `try_submit`
-    /// into a full pool may find it still full. Awaiting the handle has no such gap: a
-    /// handle woken by its task's end finds the room back.
+    /// Once this is `true`, [`PoolStats`](crate::PoolStats) counts the task, but the pool
+    /// gives the task's room back only a moment later (a few microseconds, on the thread
+    /// where it ended): code that polls `is_finished` and then calls `try_submit` into a
+    /// full pool may find it still full. A handle awaited while its task runs, and woken by
+    /// its end, finds the room back.
     ///
     /// # Examples
     ///
