@@ -340,7 +340,8 @@ impl<J: Job> Slot<J> {
                     st.ended_in_take_over.push(id);
                 }
                 drop(st);
-                woken.fire();
+                // Fired by `run_deferred`, after the task's room is given back.
+                later.woken.push(woken);
                 if counted_here.is_some() {
                     Self::report_end(
                         engine,

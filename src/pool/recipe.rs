@@ -38,7 +38,9 @@ use super::core::Submit;
 use crate::engine::Job;
 use crate::error::CancelReason;
 use crate::sync::{fence, AtomicUsize, Ordering};
-use crate::task::{fits_inline, BoxRun, Outcome, ResultSlot, RunOwner, Shared, SlotRef};
+use crate::task::{
+    fits_inline, BoxRun, HeldByHandles, Outcome, ResultSlot, RunOwner, Shared, SlotRef,
+};
 
 /// A submitted recipe and the one result slot all of its runs share.
 ///
@@ -246,8 +248,8 @@ where
     const CANCEL_ON_DROP: bool = false;
 }
 
-/// The handle's view of a task that holds its slot: the task's allocation (the recipe is
-/// never touched through it).
+/// Where a task's slot is, for a run's owner (a copy) and, when the slot is in the task's
+/// own allocation, for its handle.
 impl<R, S> ResultSlot for SmartTask<R, S>
 where
     R: Send + Sync + 'static,
@@ -258,6 +260,15 @@ where
     fn shared(&self) -> &Shared<S::Output> {
         self.slot.shared()
     }
+}
+
+/// The handle's view of a task that holds its slot: the task's allocation (the recipe is
+/// never touched through it). Only then: see [`HeldByHandles`].
+impl<R, T> HeldByHandles for SmartTask<R, Shared<T>>
+where
+    R: Send + Sync + 'static,
+    T: Send + 'static,
+{
 }
 
 /// The type-erased view the engine keeps of a [`SmartTask`], through a copy.

@@ -19,7 +19,7 @@ use crate::error::CancelReason;
 
 pub use handle::{AbortHandle, TaskHandle};
 pub(crate) use run::{fits_inline, BoxRun, ReadyRun, RunOwner};
-pub(crate) use shared::{ResultSlot, Shared, SlotRef};
+pub(crate) use shared::{HeldByHandles, ResultSlot, Shared, SlotRef};
 
 pub(crate) use shared::Woken;
 

@@ -40,7 +40,7 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use super::shared::{ResultSlot, SlotRef, Woken};
+use super::shared::{HeldByHandles, ResultSlot, SlotRef, Woken};
 use super::{Outcome, Shared};
 use crate::error::{CancelReason, TaskError};
 
@@ -160,6 +160,13 @@ where
     fn shared(&self) -> &Shared<F::Output> {
         &self.owner
     }
+}
+
+impl<F> HeldByHandles for RunCell<Shared<F::Output>, F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
 }
 
 /// A run as the engine owns it: a type-erased [`RunCell`] (or a run that ended before it

@@ -285,7 +285,8 @@ impl<T> Shared<T> {
 /// at its head), a recipe task, or a copy of one (SmartAioPool).
 ///
 /// Each holder says only where its slot is; the views of it that handles need
-/// ([`HandleSlot`], [`AbortTarget`]) follow for every holder.
+/// ([`HandleSlot`], [`AbortTarget`]) follow for the holders a handle may reference
+/// ([`HeldByHandles`]).
 pub(crate) trait ResultSlot: Send + Sync + 'static {
     type Output: Send + 'static;
 
@@ -308,6 +309,14 @@ impl<T: Send + 'static> ResultSlot for std::sync::Arc<Shared<T>> {
     }
 }
 
+/// The holders a handle may reference: the slot itself, a future's cell, and a recipe task
+/// that holds its slot. Not a reference to a slot, a recipe task whose slot is apart (a
+/// handle would pin the recipe) or a copy of a recipe task (a handle would keep the task
+/// from ever being told it ended): those must not compile as a handle's slot.
+pub(crate) trait HeldByHandles: ResultSlot {}
+
+impl<T: Send + 'static> HeldByHandles for Shared<T> {}
+
 /// What a [`TaskHandle`](super::TaskHandle) holds, without the holder's type: its task's
 /// result slot, alone (a recipe task's, or a large future's) or at the head of the cell
 /// its future runs in.
@@ -318,7 +327,7 @@ pub(crate) trait HandleSlot<T>: Send + Sync {
     fn abort_target(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AbortTarget>;
 }
 
-impl<S: ResultSlot> HandleSlot<S::Output> for S {
+impl<S: HeldByHandles> HandleSlot<S::Output> for S {
     fn shared(&self) -> &Shared<S::Output> {
         ResultSlot::shared(self)
     }
@@ -338,7 +347,7 @@ pub(crate) trait AbortTarget: Send + Sync {
     fn is_finished(&self) -> bool;
 }
 
-impl<S: ResultSlot> AbortTarget for S {
+impl<S: HeldByHandles> AbortTarget for S {
     fn abort(&self) {
         ResultSlot::shared(self).abort(CancelReason::Aborted);
     }
