@@ -80,10 +80,6 @@ impl<R, S: ResultSlot> SmartTask<R, S> {
         })))
     }
 
-    fn shared(&self) -> &Shared<S::Output> {
-        self.slot.shared()
-    }
-
     /// The recipe, for the holder of a copy.
     ///
     /// # Safety
@@ -134,7 +130,7 @@ impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
         fence(Ordering::Acquire);
         // Dropped after the handle is told, even if telling it panics (a waker's `wake`).
         let _recipe = DropRecipe(&self.recipe);
-        let shared = self.shared();
+        let shared = self.slot.shared();
         // The last copy of an unfinished task is going away (its pool or runtime is gone):
         // tell the handle rather than leave it waiting. An aborted task says so, even if
         // its run ended before `abort` decided the outcome.
