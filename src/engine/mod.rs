@@ -1542,8 +1542,8 @@ impl<J: Job> Engine<J> {
         // Room before results: a task's admission permit is back before its handle is
         // woken, so that code woken by the handle's end finds the room (a `try_submit`
         // right after a `run`). The cancelled jobs below left the queue under the lock.
-        let release = later.release + later.cancels.as_ref().map_or(0, |c| c.len());
-        later.release = 0;
+        let release =
+            std::mem::take(&mut later.release) + later.cancels.as_ref().map_or(0, |c| c.len());
         if release > 0 {
             self.release(release);
         }
