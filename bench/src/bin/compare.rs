@@ -64,6 +64,10 @@ struct Args {
     /// Use a current-thread runtime instead of a multi-thread one.
     #[arg(long)]
     current_thread: bool,
+    /// Run the producer as a task spawned on the runtime (on a multi-thread runtime, on
+    /// one of its workers, beside the jobs) instead of in `block_on` on the main thread.
+    #[arg(long)]
+    spawned_producer: bool,
     /// Payload prefix length: each job's payload is `"task"` repeated to this many bytes,
     /// then `_{i}` (400 gives the seed's 407-byte payloads).
     #[arg(long, default_value_t = 400)]
@@ -101,10 +105,15 @@ impl Args {
     }
 
     fn runtime_label(&self) -> String {
-        if self.current_thread {
-            "current".to_string()
+        let producer = if self.spawned_producer {
+            "+spawned"
         } else {
-            format!("multi:{}", self.threads)
+            ""
+        };
+        if self.current_thread {
+            format!("current{producer}")
+        } else {
+            format!("multi:{}{producer}", self.threads)
         }
     }
 
@@ -120,6 +129,9 @@ impl Args {
         ];
         if self.current_thread {
             a.push("--current-thread".into());
+        }
+        if self.spawned_producer {
+            a.push("--spawned-producer".into());
         }
         a
     }
@@ -159,7 +171,16 @@ fn child(args: &Args, variant: &str) {
     let ticks0 = measure::process_cpu_seconds_ticks();
     let cs0 = measure::context_switches();
     let t0 = Instant::now();
-    let completed = rt.block_on(run_variant(variant, &params));
+    let completed = if args.spawned_producer {
+        let variant = variant.to_string();
+        rt.block_on(async move {
+            tokio::spawn(async move { run_variant(&variant, &params).await })
+                .await
+                .expect("the producer task panicked")
+        })
+    } else {
+        rt.block_on(run_variant(variant, &params))
+    };
     let wall = t0.elapsed().as_secs_f64();
     let cpu = measure::process_cpu_seconds() - cpu0;
     let cpu_ticks = measure::process_cpu_seconds_ticks() - ticks0;
