@@ -192,6 +192,88 @@ async fn smart_on_panic_is_called_once_per_detached_panic() {
     pool.shutdown().await;
 }
 
+/// On a multi-thread runtime, a handle dropped without ever being polled while its task
+/// waits, before the task panics (ordered by a channel), is seen gone by the task's end:
+/// each panic goes to `on_panic`, in each pool. (Such a drop takes no lock: the task's end
+/// reads what it left, `Shared::detach_unpolled`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_panic_sees_a_handle_dropped_unpolled_before_the_panic_on_other_threads() {
+    let _serial = SERIAL.lock().await;
+    const ROUNDS: usize = 200;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let record = |calls: &Arc<Mutex<Vec<TaskId>>>| {
+        let calls = calls.clone();
+        move |id: TaskId, err: &TaskError| {
+            assert!(err.is_panic(), "{err}");
+            calls.lock().unwrap().push(id);
+        }
+    };
+    let common = CommonAioPool::builder()
+        .max_concurrency(4)
+        .process_wide(false)
+        .on_panic(record(&calls))
+        .build();
+    let no_queue = NoQueueAioPool::builder()
+        .max_concurrency(4)
+        .process_wide(false)
+        .on_panic(record(&calls))
+        .build();
+    let smart = SmartAioPool::builder()
+        .max_concurrency(4)
+        .auto_shutdown(false)
+        .process_wide(false)
+        .on_panic(record(&calls))
+        .build();
+    let mut want = Vec::new();
+    for round in 0..ROUNDS {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = match round % 3 {
+            0 => common
+                .submit(async move {
+                    let _ = rx.await;
+                    panic!("detached boom")
+                })
+                .await
+                .unwrap(),
+            1 => no_queue
+                .submit(async move {
+                    let _ = rx.await;
+                    panic!("detached boom")
+                })
+                .await
+                .unwrap(),
+            _ => {
+                let rx = std::sync::Mutex::new(Some(rx));
+                smart
+                    .submit(move || {
+                        let rx = rx.lock().unwrap().take();
+                        async move {
+                            if let Some(rx) = rx {
+                                let _ = rx.await;
+                            }
+                            panic!("detached boom")
+                        }
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        want.push(h.id());
+        drop(h);
+        tx.send(()).unwrap();
+    }
+    common.wait().await;
+    no_queue.wait().await;
+    smart.wait().await;
+    let mut got = calls.lock().unwrap().clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "a panic of a task whose handle was dropped was not reported");
+    common.shutdown().await;
+    no_queue.shutdown().await;
+    smart.shutdown().await;
+}
+
 /// A panic inside the callback is caught: the slot and the pool go on.
 #[tokio::test(flavor = "current_thread")]
 async fn a_panicking_callback_is_contained() {
