@@ -192,14 +192,6 @@ async fn smart_on_panic_is_called_once_per_detached_panic() {
     pool.shutdown().await;
 }
 
-/// Panics once `rx` fires (or at once without one).
-async fn boom_after(rx: Option<tokio::sync::oneshot::Receiver<()>>) {
-    if let Some(rx) = rx {
-        let _ = rx.await;
-    }
-    panic!("detached boom")
-}
-
 /// On a multi-thread runtime, a handle dropped without ever being polled while its task
 /// waits, before the task panics (ordered by a channel), is seen gone by the task's end:
 /// each panic goes to `on_panic`, in each pool. (Such a drop takes no lock: the task's end
@@ -236,12 +228,32 @@ async fn on_panic_sees_a_handle_dropped_unpolled_before_the_panic_on_other_threa
     for round in 0..ROUNDS {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let h = match round % 3 {
-            0 => common.submit(boom_after(Some(rx))).await.unwrap(),
-            1 => no_queue.submit(boom_after(Some(rx))).await.unwrap(),
+            0 => common
+                .submit(async move {
+                    let _ = rx.await;
+                    panic!("detached boom")
+                })
+                .await
+                .unwrap(),
+            1 => no_queue
+                .submit(async move {
+                    let _ = rx.await;
+                    panic!("detached boom")
+                })
+                .await
+                .unwrap(),
             _ => {
                 let rx = std::sync::Mutex::new(Some(rx));
                 smart
-                    .submit(move || boom_after(rx.lock().unwrap().take()))
+                    .submit(move || {
+                        let rx = rx.lock().unwrap().take();
+                        async move {
+                            if let Some(rx) = rx {
+                                let _ = rx.await;
+                            }
+                            panic!("detached boom")
+                        }
+                    })
                     .await
                     .unwrap()
             }
@@ -256,10 +268,7 @@ async fn on_panic_sees_a_handle_dropped_unpolled_before_the_panic_on_other_threa
     let mut got = calls.lock().unwrap().clone();
     got.sort();
     want.sort();
-    assert_eq!(
-        got, want,
-        "a panic of a task whose handle was dropped was not reported"
-    );
+    assert_eq!(got, want, "a panic of a task whose handle was dropped was not reported");
     common.shutdown().await;
     no_queue.shutdown().await;
     smart.shutdown().await;

@@ -554,47 +554,32 @@ mod loom_tests {
         });
     }
 
-    /// Counts its drops.
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Inside a model: a task ends on another thread, with a counted result, while
-    /// `drop_handle` drops its handle here. Returns the drop count, the slot, and whether
-    /// the decision handed the result back as nobody's (it saw the handle gone).
-    fn end_while_the_handle_goes(
-        drop_handle: impl FnOnce(&Shared<Counted>),
-    ) -> (Arc<AtomicUsize>, Arc<Shared<Counted>>, bool) {
-        let drops = Arc::new(AtomicUsize::new(0));
-        let shared = Arc::new(Shared::<Counted>::new(0, 0));
-        let job = {
-            let shared = shared.clone();
-            let value = Counted(drops.clone());
-            thread::spawn(move || {
-                let Ok((woken, discarded)) = shared.store_first(Ok(value)) else {
-                    panic!("nothing else decides the outcome here");
-                };
-                let seen_gone = discarded.is_some();
-                drop(discarded);
-                woken.fire();
-                seen_gone
-            })
-        };
-        drop_handle(&shared);
-        let seen_gone = job.join().unwrap();
-        (drops, shared, seen_gone)
-    }
-
     /// A result stored while the handle is dropped is dropped exactly once, whichever
     /// comes first.
     #[test]
     fn result_and_detach_race() {
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         loom::model(|| {
-            let (drops, _shared, _) = end_while_the_handle_goes(Shared::detach);
+            let drops = Arc::new(AtomicUsize::new(0));
+            let shared = Arc::new(Shared::<Counted>::new(0, 0));
+            let job = {
+                let shared = shared.clone();
+                let value = Counted(drops.clone());
+                thread::spawn(move || {
+                    let Ok((woken, discarded)) = shared.store_first(Ok(value)) else {
+                        panic!("nothing else decides the outcome here");
+                    };
+                    drop(discarded);
+                    woken.fire();
+                })
+            };
+            shared.detach();
+            job.join().unwrap();
             assert_eq!(drops.load(Ordering::SeqCst), 1);
             let _ = TaskError::cancelled(CancelReason::Aborted);
         });
@@ -603,12 +588,35 @@ mod loom_tests {
     /// A handle never polled is dropped (without the slot's lock) while the task ends:
     /// the result is dropped exactly once, by the slot's last owner at the latest; a
     /// decision that sees the handle gone hands the result back as nobody's (what the
-    /// pool's `on_panic` reads), one that does not stores it, as for a live handle. (No
-    /// waker to wake: only a poll leaves one.)
+    /// pool's `on_panic` reads), one that does not stores it, as for a live handle, and
+    /// wakes nobody.
     #[test]
     fn result_and_unpolled_detach_race() {
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         loom::model(|| {
-            let (drops, shared, seen_gone) = end_while_the_handle_goes(Shared::detach_unpolled);
+            let drops = Arc::new(AtomicUsize::new(0));
+            let shared = Arc::new(Shared::<Counted>::new(0, 0));
+            let job = {
+                let shared = shared.clone();
+                let value = Counted(drops.clone());
+                thread::spawn(move || {
+                    let Ok((woken, discarded)) = shared.store_first(Ok(value)) else {
+                        panic!("nothing else decides the outcome here");
+                    };
+                    assert!(woken.waker.is_none(), "an unpolled handle left a waker");
+                    let seen_gone = discarded.is_some();
+                    drop(discarded);
+                    woken.fire();
+                    seen_gone
+                })
+            };
+            shared.detach_unpolled();
+            let seen_gone = job.join().unwrap();
             assert_eq!(drops.load(Ordering::SeqCst), usize::from(seen_gone));
             drop(shared);
             assert_eq!(drops.load(Ordering::SeqCst), 1);
