@@ -99,17 +99,11 @@ use crate::error::{CancelReason, TaskError};
 #[must_use = "dropping a TaskHandle detaches the task: it keeps running and its result is discarded"]
 pub struct TaskHandle<T> {
     slot: SlotRef<T>,
-    /// Polled at least once: only a poll leaves a waker or a counted wait in the slot,
-    /// which the handle's drop must then take back (under the slot's lock).
-    polled: bool,
 }
 
 impl<T> TaskHandle<T> {
     pub(crate) fn new(slot: SlotRef<T>) -> Self {
-        TaskHandle {
-            slot,
-            polled: false,
-        }
+        TaskHandle { slot }
     }
 
     fn shared(&self) -> &Shared<T> {
@@ -278,8 +272,7 @@ impl<T> Future for TaskHandle<T> {
     /// # Panics
     ///
     /// Panics if polled again after it returned its result.
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.polled = true;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let shared = self.shared();
         if let Poll::Ready(result) = shared.poll_result(cx) {
             return Poll::Ready(result);
@@ -325,11 +318,7 @@ impl<T> std::panic::RefUnwindSafe for TaskHandle<T> {}
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
-        if self.polled {
-            self.shared().detach();
-        } else {
-            self.shared().detach_unpolled();
-        }
+        self.shared().detach();
     }
 }
 

@@ -26,11 +26,6 @@ pub(crate) struct Shared<T> {
     aborted: AtomicBool,
     /// The abort was the pool's nested-wait check (`WouldDeadlock`), not the user's.
     would_deadlock: AtomicBool,
-    /// The handle was dropped without ever being polled ([`detach_unpolled`]): set without
-    /// the slot's lock, read under it by whoever decides the outcome.
-    ///
-    /// [`detach_unpolled`]: Self::detach_unpolled
-    gone: AtomicBool,
     slot: Mutex<Slot<T>>,
 }
 
@@ -60,7 +55,6 @@ impl<T> Shared<T> {
             claimed: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             would_deadlock: AtomicBool::new(false),
-            gone: AtomicBool::new(false),
             slot: Mutex::new(Slot {
                 result: None,
                 done: false,
@@ -130,9 +124,7 @@ impl<T> Shared<T> {
         // The task is over, so a job waiting for it no longer counts as stuck on the pool,
         // from now on rather than from its next poll.
         let probe = slot.waiting_in_pool.take();
-        // Acquire pairs with `detach_unpolled`'s Release: a handle dropped before this
-        // decision (in any order the program makes certain) is seen gone.
-        if slot.detached || self.gone.load(Ordering::Acquire) {
+        if slot.detached {
             Ok((Woken { waker: None, probe }, Some(result)))
         } else {
             slot.result = Some(result);
@@ -247,25 +239,6 @@ impl<T> Shared<T> {
     /// For the handle: whether the result is ready (or was taken).
     pub(crate) fn is_finished(&self) -> bool {
         self.slot().done
-    }
-
-    /// For a handle being dropped that was never polled, so never left a waker or a
-    /// counted wait in the slot: later results are discarded, as by [`detach`], without
-    /// the slot's lock (a fire-and-forget submit takes no lock for its handle).
-    ///
-    /// One store, which the decision reads under the lock: a decision that does not see
-    /// it yet stores the result as for a live handle, and the result is then dropped with
-    /// the slot, where a discarded one would be dropped (with the run, or with the
-    /// handle's reference if that is the last). That is the order "the task ended, then
-    /// the handle was dropped", which a locked [`detach`] allows too; the only difference
-    /// is where such a result is dropped, and a result stored before a locked `detach`
-    /// is dropped by the handle's thread, one stored before this by the slot's last
-    /// owner.
-    ///
-    /// [`detach`]: Self::detach
-    pub(crate) fn detach_unpolled(&self) {
-        // Release: see `decide`.
-        self.gone.store(true, Ordering::Release);
     }
 
     /// For the handle being dropped: later results are discarded.
@@ -582,63 +555,6 @@ mod loom_tests {
             job.join().unwrap();
             assert_eq!(drops.load(Ordering::SeqCst), 1);
             let _ = TaskError::cancelled(CancelReason::Aborted);
-        });
-    }
-
-    /// A handle never polled is dropped (without the slot's lock) while the task ends:
-    /// the result is dropped exactly once, by the slot's last owner at the latest; a
-    /// decision that sees the handle gone hands the result back as nobody's (what the
-    /// pool's `on_panic` reads), one that does not stores it, as for a live handle, and
-    /// wakes nobody.
-    #[test]
-    fn result_and_unpolled_detach_race() {
-        struct Counted(Arc<AtomicUsize>);
-        impl Drop for Counted {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        loom::model(|| {
-            let drops = Arc::new(AtomicUsize::new(0));
-            let shared = Arc::new(Shared::<Counted>::new(0, 0));
-            let job = {
-                let shared = shared.clone();
-                let value = Counted(drops.clone());
-                thread::spawn(move || {
-                    let Ok((woken, discarded)) = shared.store_first(Ok(value)) else {
-                        panic!("nothing else decides the outcome here");
-                    };
-                    assert!(woken.waker.is_none(), "an unpolled handle left a waker");
-                    let seen_gone = discarded.is_some();
-                    drop(discarded);
-                    woken.fire();
-                    seen_gone
-                })
-            };
-            shared.detach_unpolled();
-            let seen_gone = job.join().unwrap();
-            assert_eq!(drops.load(Ordering::SeqCst), usize::from(seen_gone));
-            drop(shared);
-            assert_eq!(drops.load(Ordering::SeqCst), 1);
-        });
-    }
-
-    /// A handle dropped unpolled before the task ends (ordered by a join here, as the
-    /// pool's queue orders a submit's return before the job's start): the decision sees
-    /// it, and the result comes back as nobody's.
-    #[test]
-    fn an_unpolled_detach_before_the_end_is_seen() {
-        loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0, 0));
-            shared.detach_unpolled();
-            let job = {
-                let shared = shared.clone();
-                thread::spawn(move || match shared.store_first(Ok(7)) {
-                    Ok((_, discarded)) => discarded.is_some(),
-                    Err(_) => panic!("nothing else decides the outcome here"),
-                })
-            };
-            assert!(job.join().unwrap(), "the result went to a dropped handle");
         });
     }
 }
