@@ -192,6 +192,91 @@ async fn smart_on_panic_is_called_once_per_detached_panic() {
     pool.shutdown().await;
 }
 
+/// Waits until the pool has counted the panic (which it does before calling `on_panic`),
+/// so that the `wait()` after it starts while the callback runs.
+async fn counted_then_wait(panicked: impl Fn() -> u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while panicked() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the panic was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `wait()` returns only after the `on_panic` calls of the tasks it covers, on a
+/// multi-thread runtime too, where the call runs on a worker after the task's end is
+/// counted (the doc examples assert the count right after `wait()`). The callback is
+/// slow, and the `wait()` starts once the end is counted, while the callback runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_after_the_on_panic_calls_it_covers() {
+    let _serial = SERIAL.lock().await;
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow = |seen: &Arc<std::sync::atomic::AtomicUsize>| {
+        let seen = seen.clone();
+        move |_: TaskId, _: &TaskError| {
+            std::thread::sleep(Duration::from_millis(100));
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let common = CommonAioPool::builder()
+        .max_concurrency(2)
+        .process_wide(false)
+        .on_panic(slow(&seen))
+        .build();
+    common
+        .submit(async { panic!("boom") })
+        .await
+        .unwrap()
+        .detach();
+    counted_then_wait(|| common.stats().panicked).await;
+    common.wait().await;
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "CommonAioPool"
+    );
+    let no_queue = NoQueueAioPool::builder()
+        .max_concurrency(2)
+        .process_wide(false)
+        .on_panic(slow(&seen))
+        .build();
+    no_queue
+        .submit(async { panic!("boom") })
+        .await
+        .unwrap()
+        .detach();
+    counted_then_wait(|| no_queue.stats().panicked).await;
+    no_queue.wait().await;
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "NoQueueAioPool"
+    );
+    let smart = SmartAioPool::builder()
+        .max_concurrency(2)
+        .auto_shutdown(false)
+        .process_wide(false)
+        .on_panic(slow(&seen))
+        .build();
+    smart
+        .submit(|| async { panic!("boom") })
+        .await
+        .unwrap()
+        .detach();
+    counted_then_wait(|| smart.stats().panicked).await;
+    smart.wait().await;
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "SmartAioPool"
+    );
+    common.shutdown().await;
+    no_queue.shutdown().await;
+    smart.shutdown().await;
+}
+
 /// A panic inside the callback is caught: the slot and the pool go on.
 #[tokio::test(flavor = "current_thread")]
 async fn a_panicking_callback_is_contained() {

@@ -257,9 +257,10 @@ struct State<J> {
     ended_in_take_over: Vec<u64>,
     /// What ended jobs left that their submitter made (see [`graves`]).
     graves: Graves<J>,
-    /// The marks of the slot tasks of a re-run pool, which drop what ended jobs left
-    /// after the lock (see [`Polling::begin_drop`]); marks of slots that are gone are
-    /// pruned as the list grows.
+    /// The marks of the slot tasks that drop what ended jobs left after the lock (a
+    /// re-run pool's, and any pool's after a panic, whose `on_panic` call comes first:
+    /// see [`Polling::begin_drop`]); marks of slots that are gone are pruned as the list
+    /// grows.
     droppers: Vec<Polling>,
 }
 
@@ -1818,8 +1819,9 @@ impl<J: Job> Engine<J> {
             // taken before, are waited for. It frees them here, on the waiter's thread,
             // unless it runs inside a job's poll (then a task of the current runtime
             // does); outside a runtime, with a runtime of the pool entered. In a re-run
-            // pool, slots drop what ended jobs left after the lock that counted them: the
-            // drops under way then are waited for too (`drops`, watched by `_watch`).
+            // pool, and in any pool after a panic (its `on_panic` call first), slots drop
+            // what ended jobs left after the lock that counted them: the drops under way
+            // then are waited for too (`drops`, watched by `_watch`).
             let mut horizon = None;
             let mut drops: Vec<(Polling, u64)> = Vec::new();
             let mut _watch = None;
@@ -2418,8 +2420,8 @@ impl<J: Job> Drop for Armed<J> {
 }
 
 impl<J: Job> Engine<J> {
-    /// Under the lock, for a slot of a re-run pool about to drop, after the lock, what a
-    /// job left ([`Polling::begin_drop`]). The first time (`listed` not yet set), its mark
+    /// Under the lock, for a slot about to drop, after the lock, what a job left (a
+    /// re-run pool's slot, or any slot after a panic: [`Polling::begin_drop`]). The first time (`listed` not yet set), its mark
     /// goes in the list a `wait()` looks at.
     fn begin_drop(st: &mut State<J>, polling: &Polling, listed: &mut bool) {
         if !std::mem::replace(listed, true) {

@@ -72,7 +72,8 @@ impl Polling {
     }
 
     /// Under the engine's lock, where a job's end is counted: the slot drops what the job
-    /// left (a recipe's run and copy) once the lock is released. A `wait()` that counts
+    /// left (a recipe's run and copy; a panicked run, after the pool's `on_panic` call
+    /// that reads it) once the lock is released. A `wait()` that counts
     /// the job as ended waits for [`end_drop`](Self::end_drop) too, so that it never
     /// returns before what it covers is dropped.
     pub(super) fn begin_drop(&self) {
@@ -151,7 +152,8 @@ pub(crate) struct Slot<J: Job> {
     done: bool,
     /// Idle (no job, kept for the next one): how many times it has lingered.
     idle: Option<u8>,
-    /// Its [`Polling`] is in the state's list of slots that drop leftovers (re-run pools).
+    /// Its [`Polling`] is in the state's list of slots that drop leftovers (re-run pools;
+    /// any pool's slot after a panic).
     listed: bool,
     /// Its runtime (a tokio task never changes runtimes) has worker threads of its own:
     /// see [`must_yield_first`]. Set when it is spawned.
@@ -325,6 +327,7 @@ impl<J: Job> Slot<J> {
         let outcome;
         let copy;
         let left;
+        let announced;
         let after = {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -378,9 +381,12 @@ impl<J: Job> Slot<J> {
             } else {
                 (Engine::bury(&mut st, run, kept, self.rt, later), None)
             };
-            if J::RERUN {
-                // A recipe's run (and, after a panic, its copy), dropped below: a wait
-                // waits for that.
+            // A recipe's run (and, after a panic, its copy), and a panicked run with the
+            // `on_panic` call that reads it first, end below, after the lock: a wait
+            // waits for that (a wait that returns has seen the callback of every panic
+            // it covers).
+            announced = J::RERUN || outcome == Outcome::Panicked;
+            if announced {
                 Engine::begin_drop(&mut st, &self.polling, &mut self.listed);
             }
             if let Some(limits) = &mut st.limits {
@@ -450,7 +456,7 @@ impl<J: Job> Slot<J> {
         if left.is_some() || copy.is_some() {
             drop_quietly((left, copy));
         }
-        if J::RERUN {
+        if announced {
             engine.end_drop(&self.polling);
         }
         engine.run_deferred(later);
