@@ -192,9 +192,19 @@ async fn smart_on_panic_is_called_once_per_detached_panic() {
     pool.shutdown().await;
 }
 
+/// Panics once `rx` fires: the test drops the task's handle first, so that the task is
+/// detached when it panics (one that panicked first would hand its error to the handle).
+async fn boom_after(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+    panic!("boom")
+}
+
 /// Waits until the pool has counted the panic (which it does before calling `on_panic`),
-/// so that the `wait()` after it starts while the callback runs.
-async fn counted_then_wait(panicked: impl Fn() -> u64) {
+/// then calls `wait`, which so starts while the callback runs.
+async fn wait_while_on_panic_runs<W: std::future::Future<Output = ()>>(
+    panicked: impl Fn() -> u64,
+    wait: impl FnOnce() -> W,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while panicked() == 0 {
         assert!(
@@ -203,6 +213,7 @@ async fn counted_then_wait(panicked: impl Fn() -> u64) {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    wait().await;
 }
 
 /// `wait()` returns only after the `on_panic` calls of the tasks it covers, on a
@@ -225,48 +236,44 @@ async fn wait_returns_after_the_on_panic_calls_it_covers() {
         .process_wide(false)
         .on_panic(slow(&seen))
         .build();
-    common
-        .submit(async { panic!("boom") })
-        .await
-        .unwrap()
-        .detach();
-    counted_then_wait(|| common.stats().panicked).await;
-    common.wait().await;
-    assert_eq!(
-        seen.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "CommonAioPool"
-    );
     let no_queue = NoQueueAioPool::builder()
         .max_concurrency(2)
         .process_wide(false)
         .on_panic(slow(&seen))
         .build();
-    no_queue
-        .submit(async { panic!("boom") })
-        .await
-        .unwrap()
-        .detach();
-    counted_then_wait(|| no_queue.stats().panicked).await;
-    no_queue.wait().await;
-    assert_eq!(
-        seen.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "NoQueueAioPool"
-    );
     let smart = SmartAioPool::builder()
         .max_concurrency(2)
         .auto_shutdown(false)
         .process_wide(false)
         .on_panic(slow(&seen))
         .build();
+    let (go, rx) = tokio::sync::oneshot::channel();
+    common.submit(boom_after(rx)).await.unwrap().detach();
+    go.send(()).unwrap();
+    wait_while_on_panic_runs(|| common.stats().panicked, || common.wait()).await;
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "CommonAioPool"
+    );
+    let (go, rx) = tokio::sync::oneshot::channel();
+    no_queue.submit(boom_after(rx)).await.unwrap().detach();
+    go.send(()).unwrap();
+    wait_while_on_panic_runs(|| no_queue.stats().panicked, || no_queue.wait()).await;
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "NoQueueAioPool"
+    );
+    let (go, rx) = tokio::sync::oneshot::channel();
+    let rx = Mutex::new(Some(rx));
     smart
-        .submit(|| async { panic!("boom") })
+        .submit(move || boom_after(rx.lock().unwrap().take().expect("runs once")))
         .await
         .unwrap()
         .detach();
-    counted_then_wait(|| smart.stats().panicked).await;
-    smart.wait().await;
+    go.send(()).unwrap();
+    wait_while_on_panic_runs(|| smart.stats().panicked, || smart.wait()).await;
     assert_eq!(
         seen.load(std::sync::atomic::Ordering::SeqCst),
         3,
