@@ -2421,8 +2421,8 @@ impl<J: Job> Drop for Armed<J> {
 
 impl<J: Job> Engine<J> {
     /// Under the lock, for a slot about to drop, after the lock, what a job left (a
-    /// re-run pool's slot, or any slot after a panic: [`Polling::begin_drop`]). The first time (`listed` not yet set), its mark
-    /// goes in the list a `wait()` looks at.
+    /// re-run pool's slot, or any slot after a panic: [`Polling::begin_drop`]). The
+    /// first time (`listed` not yet set), its mark goes in the list a `wait()` looks at.
     fn begin_drop(st: &mut State<J>, polling: &Polling, listed: &mut bool) {
         if !std::mem::replace(listed, true) {
             if st.droppers.len() == st.droppers.capacity() {

@@ -73,9 +73,9 @@ impl Polling {
 
     /// Under the engine's lock, where a job's end is counted: the slot drops what the job
     /// left (a recipe's run and copy; a panicked run, after the pool's `on_panic` call
-    /// that reads it) once the lock is released. A `wait()` that counts
-    /// the job as ended waits for [`end_drop`](Self::end_drop) too, so that it never
-    /// returns before what it covers is dropped.
+    /// that reads it) once the lock is released. A `wait()` that counts the job as ended
+    /// waits for [`end_drop`](Self::end_drop) too, so that it never returns before what
+    /// it covers is dropped.
     pub(super) fn begin_drop(&self) {
         // Written only by the slot; read under the lock.
         let begun = self.0.drops_begun.load(Ordering::Relaxed);
