@@ -128,7 +128,8 @@ impl NoQueueAioPoolBuilder {
     /// `f` runs once per such task, on the tokio task that ran it, after the pool counted
     /// the panic and outside the pool's locks (it may use the pool); a panic inside `f` is
     /// caught and dropped. Keep it short: that slot starts its next task after it. A
-    /// `wait()` that covers the task (and so a shutdown) returns only after the call.
+    /// `wait()` that covers the task (and so a shutdown) returns only after the call; one
+    /// that starts while a call runs may wait for that call too.
     ///
     /// # Examples
     ///
