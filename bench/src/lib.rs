@@ -67,16 +67,10 @@ impl std::fmt::Display for Workload {
 /// to its executor's queue (checked by the `tiny_yields_once_outside_tokio` test). `Sleep`
 /// needs a tokio timer: the `async-executor` variant enters the tokio runtime's handle on
 /// its runner threads, so the sleeps use the tokio runtime's timer driver.
-pub async fn work(payload: String, workload: Workload) -> String {
-    match workload {
-        Workload::Tiny => tokio::task::yield_now().await,
-        Workload::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-    }
-    payload
-}
-
-/// [`work`] for a payload shared between the runs of a recipe (`smart-shared`).
-pub async fn work_shared(payload: Arc<str>, workload: Workload) -> Arc<str> {
+///
+/// The payload is a `String` everywhere but in `smart-shared`, whose recipe shares an
+/// `Arc<str>` between its runs.
+pub async fn work<P>(payload: P, workload: Workload) -> P {
     match workload {
         Workload::Tiny => tokio::task::yield_now().await,
         Workload::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -281,44 +275,42 @@ async fn run_pool(name: &str, p: &Params) -> u64 {
             pool.wait().await;
             pool.stats().completed
         }
-        "smart" => {
-            let pool = smart_pool(p);
-            for i in 0..p.tasks {
-                let payload = p.payloads.get(i);
-                // A recipe may be run again, so each run clones the payload it returns.
-                let handle = pool
-                    .submit(move || work(payload.clone(), w))
-                    .await
-                    .unwrap_or_else(|_| panic!("smart: submit rejected"));
-                drop(handle);
-            }
-            pool.shutdown().await;
-            pool.stats().completed
-        }
+        // A recipe may be run again, so each run clones the payload it returns.
+        "smart" => run_smart(name, p, |payload| move || work(payload.clone(), w)).await,
+        // Made as `smart`'s is, then shared: each run clones a pointer.
         "smart-shared" => {
-            let pool = smart_pool(p);
-            for i in 0..p.tasks {
-                // Made as `smart`'s is, then shared: each run clones a pointer.
-                let payload: Arc<str> = p.payloads.get(i).into();
-                let handle = pool
-                    .submit(move || work_shared(Arc::clone(&payload), w))
-                    .await
-                    .unwrap_or_else(|_| panic!("smart-shared: submit rejected"));
-                drop(handle);
-            }
-            pool.shutdown().await;
-            pool.stats().completed
+            run_smart(name, p, |payload| {
+                let payload: Arc<str> = payload.into();
+                move || work(Arc::clone(&payload), w)
+            })
+            .await
         }
         other => unreachable!("not a pool: {other}"),
     }
 }
 
+/// `smart` and `smart-shared`: the producer loop of `common`, with the recipe `recipe`
+/// makes of each payload.
 #[cfg(feature = "pools")]
-fn smart_pool(p: &Params) -> nb_aiopool::SmartAioPool {
-    nb_aiopool::SmartAioPool::builder()
+async fn run_smart<R, Fut>(name: &str, p: &Params, recipe: impl Fn(String) -> R) -> u64
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let pool = nb_aiopool::SmartAioPool::builder()
         .max_concurrency(p.concurrency)
         .max_queue_size(p.queue)
-        .build()
+        .build();
+    for i in 0..p.tasks {
+        let handle = pool
+            .submit(recipe(p.payloads.get(i)))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: submit rejected"));
+        drop(handle);
+    }
+    pool.shutdown().await;
+    pool.stats().completed
 }
 
 /// Issue 9's design B1 as a bare probe ([`cells::CellPool`]): the same producer loop as
