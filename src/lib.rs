@@ -227,6 +227,12 @@
 //!   started) and `nb_aiopool_run_time_seconds` (started to ended), in seconds. A pool
 //!   registers its metrics when it is built: install the recorder before building pools.
 //!
+//! A subscriber or recorder that panics when a pool calls it costs only that record (the
+//! span, event or figure of that call; the panic hook still prints the panic): the pool
+//! catches the panic, and its tasks, handles, `wait()`, `shutdown` and [`PoolStats`] go
+//! on as if the call had returned. The task's own calls (its events, in its span) are
+//! its own: a panic there is the task's panic.
+//!
 //! Without either feature, the builders' `on_panic` (for example
 //! [`CommonAioPoolBuilder::on_panic`]) reports panics of detached tasks.
 //!

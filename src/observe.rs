@@ -14,6 +14,13 @@
 //!   lookup; the recorder in place when the pool is *built* receives them. Counters and
 //!   gauges are recorded under the engine's lock, where `PoolStats` counts, so the two
 //!   agree (a recorder's handles are atomics; they must not call back into the pool).
+//!
+//! A subscriber or a recorder that panics when the pool calls it loses that call's record
+//! and nothing else: every call into one from here is made through [`quietly`], which
+//! catches the panic (the panic hook has printed it). The pool's own work around the calls
+//! (its counts, the handles' and the waits' wake-ups, the task's room) must not be skipped
+//! by an unwinding observer, some of the calls are made under the engine's lock or in a
+//! `Drop`, where a second panic aborts the process.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,6 +30,14 @@ use crate::error::TaskError;
 #[cfg(feature = "tracing")]
 use crate::error::{CancelReason, SubmitErrorKind};
 use crate::task::{Outcome, TaskId};
+
+/// Calls an observer (a subscriber, a recorder) and catches a panic in it; `or` is what
+/// the call gives back then. Only the feature builds call observers.
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+#[inline(always)]
+fn quietly<T>(call: impl FnOnce() -> T, or: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| or())
+}
 
 // ----- on_panic --------------------------------------------------------------------------
 
@@ -130,7 +145,7 @@ impl Observer {
     #[inline(always)]
     pub(crate) fn submitted(&self) {
         #[cfg(feature = "metrics")]
-        self.metrics.submitted.increment(1);
+        quietly(|| self.metrics.submitted.increment(1), || ());
     }
 
     /// A task's outcome was counted (under the engine's lock, where `PoolStats` counts it).
@@ -138,11 +153,14 @@ impl Observer {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn counted(&self, outcome: crate::task::Outcome) {
         #[cfg(feature = "metrics")]
-        match outcome {
-            Outcome::Completed => self.metrics.completed.increment(1),
-            Outcome::Panicked => self.metrics.panicked.increment(1),
-            Outcome::Cancelled(_) => self.metrics.cancelled.increment(1),
-        }
+        quietly(
+            || match outcome {
+                Outcome::Completed => self.metrics.completed.increment(1),
+                Outcome::Panicked => self.metrics.panicked.increment(1),
+                Outcome::Cancelled(_) => self.metrics.cancelled.increment(1),
+            },
+            || (),
+        );
     }
 
     /// The figures of `PoolStats::queued` and `running` (under the engine's lock): the
@@ -151,8 +169,8 @@ impl Observer {
     #[inline(always)]
     pub(crate) fn gauges(&self, queued: usize, running: usize) {
         let m = &self.metrics;
-        move_gauge(&m.queued, &m.last_queued, queued);
-        move_gauge(&m.running, &m.last_running, running);
+        quietly(|| move_gauge(&m.queued, &m.last_queued, queued), || ());
+        quietly(|| move_gauge(&m.running, &m.last_running, running), || ());
     }
 
     /// A submit was refused (`kind`), or found the pool full (`None`).
@@ -169,7 +187,10 @@ impl Observer {
                 Some(SubmitErrorKind::TimedOut) => "timed_out",
                 Some(SubmitErrorKind::TooHeavy) => "too_heavy",
             };
-            tracing::debug!(target: "nb_aiopool", pool = %self.name, reason, "submit rejected");
+            quietly(
+                || tracing::debug!(target: "nb_aiopool", pool = %self.name, reason, "submit rejected"),
+                || (),
+            );
         }
     }
 
@@ -179,12 +200,17 @@ impl Observer {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn cancelled(&self, id: u64, reason: crate::error::CancelReason) {
         #[cfg(feature = "tracing")]
-        tracing::debug!(
-            target: "nb_aiopool",
-            pool = %self.name,
-            task_id = id,
-            reason = reason_name(reason),
-            "task cancelled"
+        quietly(
+            || {
+                tracing::debug!(
+                    target: "nb_aiopool",
+                    pool = %self.name,
+                    task_id = id,
+                    reason = reason_name(reason),
+                    "task cancelled"
+                )
+            },
+            || (),
         );
     }
 
@@ -195,17 +221,27 @@ impl Observer {
         #[cfg(feature = "metrics")]
         let now = std::time::Instant::now();
         #[cfg(feature = "metrics")]
-        self.metrics
-            .queue_wait
-            .record(now.saturating_duration_since(stamp.at));
+        quietly(
+            || {
+                self.metrics
+                    .queue_wait
+                    .record(now.saturating_duration_since(stamp.at))
+            },
+            || (),
+        );
         Running {
             #[cfg(feature = "tracing")]
-            span: tracing::info_span!(
-                target: "nb_aiopool",
-                parent: &stamp.parent,
-                "task",
-                pool = %self.name,
-                task_id = id
+            span: quietly(
+                || {
+                    tracing::info_span!(
+                        target: "nb_aiopool",
+                        parent: &stamp.parent,
+                        "task",
+                        pool = %self.name,
+                        task_id = id
+                    )
+                },
+                tracing::Span::none,
             ),
             #[cfg(feature = "metrics")]
             started: now,
@@ -237,8 +273,17 @@ impl Observer {
     )]
     pub(crate) fn ended(&self, run: &Running, outcome: Outcome, error: Option<&str>) {
         #[cfg(feature = "metrics")]
-        self.metrics.run_time.record(run.started.elapsed());
+        quietly(
+            || self.metrics.run_time.record(run.started.elapsed()),
+            || (),
+        );
         #[cfg(feature = "tracing")]
+        quietly(|| self.event(outcome, error), || ());
+    }
+
+    /// The event of a task's end (none for a completion).
+    #[cfg(feature = "tracing")]
+    fn event(&self, outcome: Outcome, error: Option<&str>) {
         match (outcome, error) {
             (Outcome::Panicked, Some(error)) => {
                 tracing::warn!(
@@ -328,7 +373,7 @@ impl Stamp {
             #[cfg(feature = "metrics")]
             at: std::time::Instant::now(),
             #[cfg(feature = "tracing")]
-            parent: tracing::Span::current(),
+            parent: quietly(tracing::Span::current, tracing::Span::none),
         }
     }
 
@@ -368,8 +413,8 @@ impl Running {
     /// Enters the task's span until the guard is dropped.
     #[cfg(feature = "tracing")]
     #[inline(always)]
-    pub(crate) fn enter(&self) -> tracing::span::Entered<'_> {
-        self.span.enter()
+    pub(crate) fn enter(&self) -> InSpan<'_> {
+        InSpan(quietly(|| Some(self.span.enter()), || None))
     }
 
     /// Enters the task's span until the guard is dropped (nothing to enter here).
@@ -377,6 +422,43 @@ impl Running {
     #[inline(always)]
     pub(crate) fn enter(&self) -> NoSpan {
         NoSpan
+    }
+}
+
+/// A task's span entered (if entering it did not panic), until this is dropped.
+#[cfg(feature = "tracing")]
+pub(crate) struct InSpan<'a>(Option<tracing::span::Entered<'a>>);
+
+#[cfg(feature = "tracing")]
+impl Drop for InSpan<'_> {
+    /// Exits the span (a panic in the subscriber's `exit` is caught).
+    fn drop(&mut self) {
+        if let Some(entered) = self.0.take() {
+            quietly(|| drop(entered), || ());
+        }
+    }
+}
+
+/// Drops a span (a panic in the subscriber's `try_close` is caught).
+#[cfg(feature = "tracing")]
+fn close(span: &mut tracing::Span) {
+    let span = std::mem::replace(span, tracing::Span::none());
+    quietly(|| drop(span), || ());
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for Stamp {
+    /// Drops the submitter's span it holds (see [`close`]).
+    fn drop(&mut self) {
+        close(&mut self.parent);
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for Running {
+    /// Closes the task's span (see [`close`]).
+    fn drop(&mut self) {
+        close(&mut self.span);
     }
 }
 

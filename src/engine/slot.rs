@@ -668,8 +668,9 @@ impl<J: Job> Drop for Slot<J> {
     /// [`CancelReason::RuntimeShutdown`], or queued again if it can be re-run.
     fn drop(&mut self) {
         if self.listed {
-            // A drop announced by a poll that unwound (a panic in an observer's code
-            // between the two) is over now: the leftovers went with the unwinding.
+            // A drop announced by a poll that unwound between the two (the user's and the
+            // observers' code there is called through `catch_unwind`: a bug of this crate)
+            // is over now: the leftovers went with the unwinding.
             self.engine.end_drop(&self.polling);
         }
         if self.done || self.is_stale() {
