@@ -226,6 +226,9 @@
 //!   by its own changes); histograms `nb_aiopool_queue_wait_seconds` (accepted to
 //!   started) and `nb_aiopool_run_time_seconds` (started to ended), in seconds. A pool
 //!   registers its metrics when it is built: install the recorder before building pools.
+//!   The counters and gauges are updated under the pool's lock, where [`PoolStats`]
+//!   counts, so that the two agree: a recorder must not call into the pool from them (it
+//!   would deadlock), and one that blocks holds the pool up while it does.
 //!
 //! A subscriber or recorder that panics when a pool calls it costs only that record (the
 //! span, event or figure of that call; the panic hook still prints the panic): the pool
