@@ -52,7 +52,12 @@ impl<F> Rejected<F> {
 /// ```
 pub struct SubmitError<F> {
     kind: SubmitErrorKind,
-    task: Rejected<F>,
+    /// Boxed: a submit's `Result` is then two words whatever the task's size, so an
+    /// accepted submit (and `run`) never moves room for a task it does not return (at
+    /// every step of the submit's future and the caller's). A rejection here is rare
+    /// (closed, deadlock, timeout), unlike [`TrySubmitError`]'s "full", which allocates
+    /// nothing.
+    task: Box<Rejected<F>>,
 }
 
 /// The reason carried by a [`SubmitError`].
@@ -88,7 +93,7 @@ impl<F> SubmitError<F> {
     pub(crate) fn new(kind: SubmitErrorKind, task: F) -> Self {
         SubmitError {
             kind,
-            task: Rejected::new(task),
+            task: Box::new(Rejected::new(task)),
         }
     }
 

@@ -334,16 +334,17 @@ impl CommonAioPool {
     /// assert!(err.is_timed_out());
     /// # }
     /// ```
-    pub async fn submit_with<F>(
+    pub fn submit_with<F>(
         &self,
         fut: F,
         opts: crate::SubmitOptions,
-    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    ) -> impl Future<Output = Result<TaskHandle<F::Output>, SubmitError<F>>> + Send + '_
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.pool().submit_with(fut, opts).await
+        // Not an `async fn`, as `submit`.
+        self.pool().submit_with(fut, opts)
     }
 
     /// Submits a future with per-task options if there is room now, without waiting (the
@@ -540,12 +541,14 @@ impl CommonAioPool {
     /// assert_eq!(pool.run(async { 1 + 1 }).await.unwrap(), 2);
     /// # }
     /// ```
-    pub async fn run<F>(&self, fut: F) -> Result<F::Output, RunError<F>>
+    pub fn run<F>(&self, fut: F) -> impl Future<Output = Result<F::Output, RunError<F>>> + Send + '_
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.pool().run(fut).await
+        // Not an `async fn`, as `submit`: the future is moved into its task's run at the
+        // call, not carried by this one.
+        self.pool().run(fut)
     }
 
     /// Submits every future of `futs` in order, with the same backpressure as

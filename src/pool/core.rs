@@ -169,8 +169,26 @@ impl<J: Job> Core<J> {
         meta: Meta,
         reap: bool,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
-        // Allocated before the engine's lock is taken.
-        let ready = item.ready(Shared::new(self.engine.id(), meta.priority()));
+        let ready = self.ready(item, &meta);
+        self.push_ready::<S>(ready, meta, reap)
+    }
+
+    /// Makes `item` ready to queue: moves it into the allocation it will run in, with its
+    /// result slot (before the engine's lock is taken). Not inlined: inlined, the
+    /// allocation kept `submit` from being inlined in its caller, whose future then copied
+    /// the one `submit` returns (measured with `bench/src/bin/future_size.rs`).
+    #[inline(never)]
+    fn ready<S: Submit<J>>(&self, item: S, meta: &Meta) -> S::Ready {
+        item.ready(Shared::new(self.engine.id(), meta.priority()))
+    }
+
+    /// [`push_with`](Self::push_with) of an item made [`ready`](Self::ready).
+    fn push_ready<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+        reap: bool,
+    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
         let slot = S::slot(&ready);
         let pushed = self.engine.push_with(ready, meta, reap, |ready, id| {
             // Relaxed: read back only through the handle this submit returns.
@@ -194,6 +212,11 @@ impl<J: Job> Core<J> {
         &self,
         item: S,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
+        // Made ready at the call: the returned future holds a pointer to the item's run,
+        // not the item, which it would otherwise copy at its first poll and again into
+        // that run (a future of a few hundred bytes copied three times less per submit;
+        // a refused item is moved back out).
+        let ready = self.ready(item, &Meta::default());
         async move {
             // `admit_submit`, in two steps: a submit that finds room polls no inner future.
             let admitted = match self.engine.admit_or_wait() {
@@ -202,9 +225,9 @@ impl<J: Job> Core<J> {
             };
             match admitted {
                 Ok(()) => self
-                    .push(item, true)
+                    .push_ready::<S>(ready, Meta::default(), true)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
-                Err(kind) => Err(SubmitError::new(kind, item)),
+                Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
             }
         }
     }
@@ -239,10 +262,12 @@ impl<J: Job> Core<J> {
         item: S,
         opts: SubmitOptions,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
+        // Made ready at the call, as in `submit`.
+        let meta = meta_of(&opts);
+        let ready = self.ready(item, &meta);
         async move {
-            let meta = meta_of(&opts);
             if let Err(kind) = self.engine.check_weight(&meta) {
-                return Err(SubmitError::new(kind, item));
+                return Err(SubmitError::new(kind, S::unready(ready)));
             }
             let admitted = match opts.timeout {
                 None => match self.engine.admit_or_wait() {
@@ -253,9 +278,9 @@ impl<J: Job> Core<J> {
             };
             match admitted {
                 Ok(()) => self
-                    .push_with(item, meta, true)
+                    .push_ready::<S>(ready, meta, true)
                     .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
-                Err(kind) => Err(SubmitError::new(kind, item)),
+                Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
             }
         }
     }
@@ -292,7 +317,9 @@ impl<J: Job> Core<J> {
         &self,
         item: S,
     ) -> impl Future<Output = Result<S::Output, RunError<S>>> + Send + '_ {
-        async move { Ok(self.submit(item).await?.await?) }
+        // The submit's future made at the call: it holds the item's run, not the item.
+        let submit = self.submit(item);
+        async move { Ok(submit.await?.await?) }
     }
 
     /// Submits items one after the other, stopping at the first rejection.
@@ -401,5 +428,33 @@ mod tests {
         assert_eq!(recipe().await, 8);
         drop(recipe);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// What a caller's future holds while it awaits a submit does not grow with the
+    /// submitted future: the submit's future holds a pointer to the task's run (made at
+    /// the call), and its `Result` a boxed rejection. A future of several kilobytes is so
+    /// copied once on its way into the pool, not at every step (BENCHMARKS.md, "2026-12-03,
+    /// evening").
+    #[tokio::test]
+    async fn a_submit_does_not_carry_the_submitted_future() {
+        async fn big() -> u8 {
+            let state = [1u8; 4096];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&state)[0]
+        }
+        let pool = crate::CommonAioPool::new(1, 1);
+        assert!(std::mem::size_of_val(&big()) > 4096);
+        let submit = pool.submit(big());
+        assert!(std::mem::size_of_val(&submit) < 512);
+        type Submitted = Result<crate::TaskHandle<u8>, crate::SubmitError<[u8; 4096]>>;
+        assert!(std::mem::size_of::<Submitted>() <= 32);
+        let run = pool.run(big());
+        assert!(std::mem::size_of_val(&run) < 512);
+        assert_eq!(submit.await.unwrap().await.unwrap(), 1);
+        assert_eq!(run.await.unwrap(), 1);
+        // Refused after all: the future comes back from its run's allocation, whole.
+        pool.shutdown().await;
+        let back = pool.submit(big()).await.unwrap_err().into_inner();
+        assert_eq!(back.await, 1);
     }
 }

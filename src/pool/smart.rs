@@ -451,17 +451,18 @@ impl SmartAioPool {
     /// assert!(err.is_timed_out());
     /// # }
     /// ```
-    pub async fn submit_with<R, Fut>(
+    pub fn submit_with<R, Fut>(
         &self,
         recipe: R,
         opts: crate::SubmitOptions,
-    ) -> Result<TaskHandle<Fut::Output>, SubmitError<R>>
+    ) -> impl Future<Output = Result<TaskHandle<Fut::Output>, SubmitError<R>>> + Send + '_
     where
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        self.core().submit_with(recipe, opts).await
+        // Not an `async fn`, as `submit`.
+        self.core().submit_with(recipe, opts)
     }
 
     /// Submits a recipe with per-task options if there is room now, without waiting (the
@@ -662,13 +663,17 @@ impl SmartAioPool {
     /// assert_eq!(pool.run(|| async { 2 }).await.unwrap(), 2);
     /// # }
     /// ```
-    pub async fn run<R, Fut>(&self, recipe: R) -> Result<Fut::Output, RunError<R>>
+    pub fn run<R, Fut>(
+        &self,
+        recipe: R,
+    ) -> impl Future<Output = Result<Fut::Output, RunError<R>>> + Send + '_
     where
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        self.inner.core.run(recipe).await
+        // Not an `async fn`, as `submit`: the recipe is moved into its task at the call.
+        self.inner.core.run(recipe)
     }
 
     /// Submits every recipe of `recipes` in order, with the same backpressure as
