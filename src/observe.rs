@@ -92,14 +92,24 @@ struct Metrics {
 /// Moves `gauge` by how far `now` is from the `last` figure this pool gave it: pools that
 /// share a name (every pool made by `new` is named after its type) add up, as their
 /// counters do, instead of each setting the gauge to its own figure.
+///
+/// Called under the engine's lock. The figure is stored once the gauge has moved: a move
+/// lost to a recorder that panicked is made at the next call, so the gauge cannot stay
+/// off from `PoolStats` for good.
 #[cfg(feature = "metrics")]
 fn move_gauge(gauge: &metrics::Gauge, last: &std::sync::atomic::AtomicUsize, now: usize) {
-    let before = last.swap(now, std::sync::atomic::Ordering::Relaxed);
-    if now > before {
-        gauge.increment((now - before) as f64);
-    } else if now < before {
-        gauge.decrement((before - now) as f64);
-    }
+    let before = last.load(std::sync::atomic::Ordering::Relaxed);
+    quietly(
+        || {
+            if now > before {
+                gauge.increment((now - before) as f64);
+            } else if now < before {
+                gauge.decrement((before - now) as f64);
+            }
+            last.store(now, std::sync::atomic::Ordering::Relaxed);
+        },
+        || (),
+    );
 }
 
 /// A pool's observability handles (empty without the features).
@@ -120,15 +130,34 @@ impl Observer {
         let metrics = {
             use metrics::{counter, gauge, histogram};
             let pool = name.to_string();
+            // A registration that panics leaves that figure unrecorded (a no-op handle).
+            let counter = |name: &'static str| {
+                quietly(
+                    || counter!(name, "pool" => pool.clone()),
+                    metrics::Counter::noop,
+                )
+            };
+            let gauge = |name: &'static str| {
+                quietly(
+                    || gauge!(name, "pool" => pool.clone()),
+                    metrics::Gauge::noop,
+                )
+            };
+            let histogram = |name: &'static str| {
+                quietly(
+                    || histogram!(name, "pool" => pool.clone()),
+                    metrics::Histogram::noop,
+                )
+            };
             Metrics {
-                submitted: counter!("nb_aiopool_tasks_submitted", "pool" => pool.clone()),
-                completed: counter!("nb_aiopool_tasks_completed", "pool" => pool.clone()),
-                panicked: counter!("nb_aiopool_tasks_panicked", "pool" => pool.clone()),
-                cancelled: counter!("nb_aiopool_tasks_cancelled", "pool" => pool.clone()),
-                queued: gauge!("nb_aiopool_tasks_queued", "pool" => pool.clone()),
-                running: gauge!("nb_aiopool_tasks_running", "pool" => pool.clone()),
-                queue_wait: histogram!("nb_aiopool_queue_wait_seconds", "pool" => pool.clone()),
-                run_time: histogram!("nb_aiopool_run_time_seconds", "pool" => pool),
+                submitted: counter("nb_aiopool_tasks_submitted"),
+                completed: counter("nb_aiopool_tasks_completed"),
+                panicked: counter("nb_aiopool_tasks_panicked"),
+                cancelled: counter("nb_aiopool_tasks_cancelled"),
+                queued: gauge("nb_aiopool_tasks_queued"),
+                running: gauge("nb_aiopool_tasks_running"),
+                queue_wait: histogram("nb_aiopool_queue_wait_seconds"),
+                run_time: histogram("nb_aiopool_run_time_seconds"),
                 last_queued: Default::default(),
                 last_running: Default::default(),
             }
@@ -169,8 +198,8 @@ impl Observer {
     #[inline(always)]
     pub(crate) fn gauges(&self, queued: usize, running: usize) {
         let m = &self.metrics;
-        quietly(|| move_gauge(&m.queued, &m.last_queued, queued), || ());
-        quietly(|| move_gauge(&m.running, &m.last_running, running), || ());
+        move_gauge(&m.queued, &m.last_queued, queued);
+        move_gauge(&m.running, &m.last_running, running);
     }
 
     /// A submit was refused (`kind`), or found the pool full (`None`).
@@ -414,7 +443,22 @@ impl Running {
     #[cfg(feature = "tracing")]
     #[inline(always)]
     pub(crate) fn enter(&self) -> InSpan<'_> {
-        InSpan(quietly(|| Some(self.span.enter()), || None))
+        InSpan(quietly(
+            || Some(self.span.enter()),
+            || {
+                // The subscriber may have entered the span before it panicked (a
+                // `Registry` pushes it on the thread's stack, then calls its layers):
+                // leave it, or it would stay current on this thread (and be the parent of
+                // spans made there) for good. Leaving a span not entered does nothing.
+                quietly(
+                    || {
+                        self.span.with_subscriber(|(id, d)| d.exit(id));
+                    },
+                    || (),
+                );
+                None
+            },
+        ))
     }
 
     /// Enters the task's span until the guard is dropped (nothing to enter here).

@@ -9,8 +9,9 @@
 //! tests of this file run one at a time and say through [`PANIC_AT`] which call panics.
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, LazyLock, Once};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Once};
 use std::time::Duration;
 
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool, TaskHandle};
@@ -27,6 +28,10 @@ const CLOSE: u8 = 4;
 const EVENT: u8 = 5;
 const CURRENT_SPAN: u8 = 6;
 const METRICS: u8 = 7;
+/// Only the second gauge move of the workload panics (a gauge must not stay off after it).
+const ONE_GAUGE_MOVE: u8 = 8;
+/// Registering the pool's metrics, at `build()`.
+const REGISTER: u8 = 9;
 
 /// The message of every panic the observers raise; the panic hook keeps them off stderr.
 const MESSAGE: &str = "the observer panics";
@@ -35,6 +40,14 @@ static SERIAL: LazyLock<std::sync::Mutex<()>> = LazyLock::new(Default::default);
 
 /// How many panics the observers raised (each point must be reached by the workload).
 static RAISED: AtomicU64 = AtomicU64::new(0);
+
+/// Gauge moves made while [`ONE_GAUGE_MOVE`] is set.
+static GAUGE_MOVES: AtomicU64 = AtomicU64::new(0);
+
+/// Spans the subscriber holds entered, over all threads: entering counts before the
+/// subscriber panics, leaving before it does (as `tracing_subscriber`'s `Registry` pushes
+/// and pops its stack before calling its layers). Back to zero after every workload.
+static ENTERED: AtomicI64 = AtomicI64::new(0);
 
 fn boom(at: u8) {
     if PANIC_AT.load(Ordering::SeqCst) == at {
@@ -65,9 +78,11 @@ impl Subscriber for Panicky {
         }
     }
     fn enter(&self, _: &Id) {
+        ENTERED.fetch_add(1, Ordering::SeqCst);
         boom(ENTER);
     }
     fn exit(&self, _: &Id) {
+        ENTERED.fetch_sub(1, Ordering::SeqCst);
         boom(EXIT);
     }
     fn try_close(&self, _: Id) -> bool {
@@ -81,7 +96,9 @@ impl Subscriber for Panicky {
 }
 
 /// A recorder whose every counter, gauge and histogram panics while [`PANIC_AT`] is
-/// [`METRICS`] (the pool records its counters and gauges under its lock).
+/// [`METRICS`] (the pool records its counters and gauges under its lock), whose
+/// registrations panic while it is [`REGISTER`], and whose gauges keep their value (in
+/// thousandths), by pool name, for the test to compare with `PoolStats`.
 struct PanickyRecorder;
 
 struct PanickyMetric;
@@ -95,22 +112,50 @@ impl metrics::CounterFn for PanickyMetric {
     }
 }
 
-impl metrics::GaugeFn for PanickyMetric {
-    fn increment(&self, _: f64) {
-        boom(METRICS);
-    }
-    fn decrement(&self, _: f64) {
-        boom(METRICS);
-    }
-    fn set(&self, _: f64) {
-        boom(METRICS);
-    }
-}
-
 impl metrics::HistogramFn for PanickyMetric {
     fn record(&self, _: f64) {
         boom(METRICS);
     }
+}
+
+struct PanickyGauge(AtomicI64);
+
+impl PanickyGauge {
+    fn step(&self, by: f64) {
+        boom(METRICS);
+        if PANIC_AT.load(Ordering::SeqCst) == ONE_GAUGE_MOVE
+            && GAUGE_MOVES.fetch_add(1, Ordering::SeqCst) == 1
+        {
+            RAISED.fetch_add(1, Ordering::SeqCst);
+            panic!("{MESSAGE}");
+        }
+        self.0.fetch_add((by * 1000.0) as i64, Ordering::SeqCst);
+    }
+}
+
+impl metrics::GaugeFn for PanickyGauge {
+    fn increment(&self, by: f64) {
+        self.step(by);
+    }
+    fn decrement(&self, by: f64) {
+        self.step(-by);
+    }
+    fn set(&self, to: f64) {
+        boom(METRICS);
+        self.0.store((to * 1000.0) as i64, Ordering::SeqCst);
+    }
+}
+
+/// The gauges registered, by "name pool".
+static GAUGES: LazyLock<Mutex<HashMap<String, Arc<PanickyGauge>>>> =
+    LazyLock::new(Default::default);
+
+/// A pool's gauge, in units.
+fn gauge(name: &str, pool: &str) -> f64 {
+    let gauges = GAUGES.lock().unwrap();
+    gauges
+        .get(&format!("{name} {pool}"))
+        .map_or(0.0, |g| g.0.load(Ordering::SeqCst) as f64 / 1000.0)
 }
 
 impl metrics::Recorder for PanickyRecorder {
@@ -136,16 +181,27 @@ impl metrics::Recorder for PanickyRecorder {
     ) {
     }
     fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        boom(REGISTER);
         metrics::Counter::from_arc(Arc::new(PanickyMetric))
     }
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::from_arc(Arc::new(PanickyMetric))
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        boom(REGISTER);
+        let pool = key
+            .labels()
+            .find(|l| l.key() == "pool")
+            .map(|l| l.value().to_string());
+        let gauge = Arc::new(PanickyGauge(AtomicI64::new(0)));
+        let name = format!("{} {}", key.name(), pool.unwrap_or_default());
+        // A new pool of the same name starts from zero (its figures are its own here).
+        GAUGES.lock().unwrap().insert(name, gauge.clone());
+        metrics::Gauge::from_arc(gauge)
     }
     fn register_histogram(
         &self,
         _: &metrics::Key,
         _: &metrics::Metadata<'_>,
     ) -> metrics::Histogram {
+        boom(REGISTER);
         metrics::Histogram::from_arc(Arc::new(PanickyMetric))
     }
 }
@@ -268,9 +324,9 @@ impl Subject for SmartAioPool {
 
 /// Runs the workload on `pool` with the observers panicking at `at`, and checks what the
 /// user relies on after it: each handle as its task ended, `wait()` and `shutdown()`
-/// return, the stats add up, a refused submit still says why.
-async fn workload(pool: impl Subject, at: u8) {
-    PANIC_AT.store(at, Ordering::SeqCst);
+/// return, the stats add up (and the gauges agree with them), a refused submit still says
+/// why, and no span is left entered.
+async fn workload(pool: impl Subject, name: &str, at: u8) {
     let started = soon("submit", pool.pending()).await;
     let mut values = Vec::new();
     let mut panicked = Vec::new();
@@ -306,6 +362,10 @@ async fn workload(pool: impl Subject, at: u8) {
         (8, 5, 2, 0, 0),
         "panic at {at}: {s:?}"
     );
+    // A move lost to a panic is made at the next one: here, `wait()`'s last ones.
+    for gauge_name in ["nb_aiopool_tasks_queued", "nb_aiopool_tasks_running"] {
+        assert_eq!(gauge(gauge_name, name), 0.0, "{gauge_name}, panic at {at}");
+    }
     soon("shutdown", pool.shutdown()).await;
     // Refused: a rejection event.
     assert!(
@@ -318,38 +378,58 @@ async fn workload(pool: impl Subject, at: u8) {
 fn each_panic_point(flavor: &str, runtime: impl Fn() -> tokio::runtime::Runtime) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     install();
-    for at in [NEW_SPAN, ENTER, EXIT, CLOSE, EVENT, CURRENT_SPAN, METRICS] {
+    for at in [
+        NEW_SPAN,
+        ENTER,
+        EXIT,
+        CLOSE,
+        EVENT,
+        CURRENT_SPAN,
+        METRICS,
+        ONE_GAUGE_MOVE,
+        REGISTER,
+    ] {
         for (name, pool) in [("common", 0), ("no-queue", 1), ("smart", 2)] {
             eprintln!("{flavor}: {name}, panic at {at}");
             let before = RAISED.load(Ordering::SeqCst);
+            GAUGE_MOVES.store(0, Ordering::SeqCst);
+            // Set before the pool is built: `REGISTER` panics in `build()`.
+            PANIC_AT.store(at, Ordering::SeqCst);
+            const NAME: &str = "panicky";
             runtime().block_on(async {
                 match pool {
                     0 => {
                         let pool = CommonAioPool::builder()
                             .max_concurrency(2)
                             .max_queue_size(4)
-                            .name("panicky-common")
+                            .name(NAME)
                             .process_wide(false);
-                        workload(pool.build(), at).await
+                        workload(pool.build(), NAME, at).await
                     }
                     1 => {
                         let pool = NoQueueAioPool::builder()
                             .max_concurrency(3)
-                            .name("panicky-no-queue")
+                            .name(NAME)
                             .process_wide(false);
-                        workload(pool.build(), at).await
+                        workload(pool.build(), NAME, at).await
                     }
                     _ => {
                         let pool = SmartAioPool::builder()
                             .max_concurrency(2)
                             .max_queue_size(4)
-                            .name("panicky-smart")
+                            .name(NAME)
                             .auto_shutdown(false)
                             .process_wide(false);
-                        workload(pool.build(), at).await
+                        workload(pool.build(), NAME, at).await
                     }
                 }
             });
+            PANIC_AT.store(NOWHERE, Ordering::SeqCst);
+            assert_eq!(
+                ENTERED.load(Ordering::SeqCst),
+                0,
+                "{flavor}: {name}: a span left entered (panic at {at})"
+            );
             let raised = RAISED.load(Ordering::SeqCst) - before;
             eprintln!("  {raised} observer panics");
             assert!(

@@ -507,6 +507,9 @@ impl<J: Job> Engine<J> {
             graves: Graves::new(max_concurrency.saturating_add(max_queue_size)),
             droppers: Vec::new(),
         };
+        // Calls the metrics recorder (which may panic: then it is caught), before the
+        // registrations below.
+        let observer = Observer::new(&label);
         // Last, once nothing can panic: an engine that was never made is never reached.
         let id = reachable.as_ptr() as *const () as usize;
         unqueue::register(id, reachable);
@@ -528,7 +531,7 @@ impl<J: Job> Engine<J> {
             drop_watchers: AtomicUsize::new(0),
             on_drop,
             on_panic,
-            observer: Observer::new(&label),
+            observer,
         }
     }
 
