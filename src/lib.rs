@@ -233,8 +233,10 @@
 //! A subscriber or recorder that panics when a pool calls it costs only that record (the
 //! span, event or figure of that call; the panic hook still prints the panic): the pool
 //! catches the panic, and its tasks, handles, `wait()`, `shutdown` and [`PoolStats`] go
-//! on as if the call had returned. The task's own calls (its events, in its span) are
-//! its own: a panic there is the task's panic.
+//! on as if the call had returned. A gauge move lost so is made at the next one; a span
+//! whose entry panicked is left again; a metric whose registration panicked (at `build`)
+//! stays unrecorded for that pool. The task's own calls (its events, in its span) are its
+//! own: a panic there is the task's panic.
 //!
 //! Without either feature, the builders' `on_panic` (for example
 //! [`CommonAioPoolBuilder::on_panic`]) reports panics of detached tasks.
