@@ -52,7 +52,7 @@ impl<F> Rejected<F> {
 /// ```
 pub struct SubmitError<F> {
     kind: SubmitErrorKind,
-    /// Boxed: a submit's `Result` is then two words whatever the task's size, so an
+    /// Boxed: a submit's `Result` is then a few words whatever the task's size, so an
     /// accepted submit (and `run`) never moves room for a task it does not return (at
     /// every step of the submit's future and the caller's). A rejection here is rare
     /// (closed, deadlock, timeout), unlike [`TrySubmitError`]'s "full", which allocates

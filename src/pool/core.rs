@@ -39,7 +39,9 @@ pub(crate) trait Submit<J>: Sized + Send + 'static {
     /// The job the engine queues; cheap (taken under the engine's lock).
     fn into_job(ready: Self::Ready) -> J;
 
-    /// The item, handed back when the pool refused it after all (closed, or no runtime).
+    /// The item, handed back when the pool refused it: after it was made ready (closed,
+    /// or no runtime, found under the engine's lock), or, for a submit that makes it
+    /// ready at the call, while it waited for room (any [`SubmitErrorKind`]).
     fn unready(ready: Self::Ready) -> Self;
 }
 

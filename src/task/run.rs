@@ -322,10 +322,14 @@ where
         let shared = self.get_ref().owner.shared();
         // SAFETY: forwarded from the caller.
         let mut state = unsafe { self.state() };
-        if let Some(outcome) = state.outcome {
+        // Fields are read through the projection only: reading one through the pinned
+        // reference (`state.outcome`, by `Deref`) makes a shared reference to the whole
+        // state, the future's bytes included, which invalidates (under Stacked Borrows)
+        // the pointers a self-referential future keeps into itself across an await.
+        let mut this = state.as_mut().project();
+        if let Some(outcome) = *this.outcome {
             return Poll::Ready(outcome);
         }
-        let mut this = state.as_mut().project();
         // Woken by the pool when it is aborted (see `unqueue::aborted`).
         if shared.is_aborted() {
             drop_future(this.stage);
@@ -357,10 +361,12 @@ where
     unsafe fn cancel(self: Pin<&Self>, reason: CancelReason) {
         // SAFETY: forwarded from the caller.
         let mut state = unsafe { self.state() };
-        if state.outcome.is_some() {
+        // Read through the projection (see `poll_run`).
+        let this = state.as_mut().project();
+        if this.outcome.is_some() {
             return;
         }
-        drop_future(state.as_mut().project().stage);
+        drop_future(this.stage);
         end(
             state,
             Outcome::Cancelled(reason),
@@ -582,6 +588,34 @@ mod tests {
                 return outcome;
             }
         }
+    }
+
+    /// A future of at least `N` bytes that keeps a reference into itself across an await
+    /// (as most `async fn`s do); returns 1 + N.
+    async fn self_referential<const N: usize>() -> usize {
+        let local = [1usize; 1];
+        let pad = [0u8; N];
+        let held = &local;
+        // Outside a runtime it wakes the task itself. (A hand-written future that is
+        // pending once did not show the fault below under Miri: tokio's does.)
+        tokio::task::yield_now().await;
+        held[0] + std::hint::black_box(&pad).len()
+    }
+
+    /// Such a future is polled again through its cell (both kinds of cell): under Miri's
+    /// Stacked Borrows the cell must not read its state through a reference that covers
+    /// the future (it did, before the run's fields were read through their projection
+    /// only).
+    #[test]
+    fn a_self_referential_future_is_polled_again_in_its_cell() {
+        let (mut run, mut handle) = ready(self_referential::<8>());
+        assert_eq!(run_to_end(&mut run), Outcome::Completed);
+        run.publish_locked().0.fire();
+        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(9))));
+        let (mut run, mut handle) = ready(self_referential::<{ INLINE_LIMIT + 1 }>());
+        assert_eq!(run_to_end(&mut run), Outcome::Completed);
+        run.publish_locked().0.fire();
+        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(n)) if n == INLINE_LIMIT + 2));
     }
 
     #[test]
