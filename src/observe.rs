@@ -19,8 +19,8 @@
 //! and nothing else: every call into one from here is made through [`quietly`], which
 //! catches the panic (the panic hook has printed it). The pool's own work around the calls
 //! (its counts, the handles' and the waits' wake-ups, the task's room) must not be skipped
-//! by an unwinding observer, some of the calls are made under the engine's lock or in a
-//! `Drop`, where a second panic aborts the process.
+//! by an unwinding observer; and some of the calls are made under the engine's lock, or in
+//! a `Drop`, where a second panic aborts the process.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};

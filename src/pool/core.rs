@@ -215,9 +215,8 @@ impl<J: Job> Core<J> {
         item: S,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
         // Made ready at the call: the returned future holds a pointer to the item's run,
-        // not the item, which it would otherwise copy at its first poll and again into
-        // that run (a future of a few hundred bytes copied three times less per submit;
-        // a refused item is moved back out).
+        // not the item, which it would otherwise copy at its first poll and again on its
+        // way into that run (a refused item is moved back out).
         let ready = self.ready(item, &Meta::default());
         async move {
             // `admit_submit`, in two steps: a submit that finds room polls no inner future.
@@ -435,7 +434,7 @@ mod tests {
     /// What a caller's future holds while it awaits a submit does not grow with the
     /// submitted future: the submit's future holds a pointer to the task's run (made at
     /// the call), and its `Result` a boxed rejection. A future of several kilobytes is so
-    /// copied once on its way into the pool, not at every step (BENCHMARKS.md, "2026-12-03,
+    /// not copied again at every step of the submit (BENCHMARKS.md, "2026-12-03,
     /// evening").
     #[tokio::test]
     async fn a_submit_does_not_carry_the_submitted_future() {
