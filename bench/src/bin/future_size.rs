@@ -11,7 +11,8 @@
 //!
 //! `--bytes` takes 0, 256, 2048 or 8192 (the array's size is a type's). `--joinset` runs
 //! the same tasks as the hand-written pattern instead (a `Semaphore` permit, then
-//! `JoinSet::spawn`), for comparison.
+//! `JoinSet::spawn`), for comparison; `--smart`, through a `SmartAioPool` (each task a
+//! recipe that makes the future, on the slot's thread).
 
 use std::hint::black_box;
 
@@ -32,6 +33,9 @@ struct Args {
     /// The "Semaphore permit before `JoinSet::spawn`" pattern instead of the pool.
     #[arg(long)]
     joinset: bool,
+    /// A `SmartAioPool` of recipes instead of the `CommonAioPool`.
+    #[arg(long)]
+    smart: bool,
 }
 
 /// A task whose future holds `B` bytes across its await.
@@ -46,9 +50,29 @@ async fn run<const B: usize>(args: &Args) {
     if args.joinset {
         return joinset::<B>(args).await;
     }
+    if args.smart {
+        return smart::<B>(args).await;
+    }
     let pool = CommonAioPool::new(args.c, args.c);
     for i in 0..args.n {
         let handle = pool.submit(task::<B>(i)).await.expect("the pool is open");
+        handle.detach();
+    }
+    pool.shutdown().await;
+    let s = pool.stats();
+    assert_eq!(s.completed, args.n as u64, "every task ran: {s:?}");
+}
+
+async fn smart<const B: usize>(args: &Args) {
+    let pool = nb_aiopool::SmartAioPool::builder()
+        .max_concurrency(args.c)
+        .max_queue_size(args.c)
+        .build();
+    for i in 0..args.n {
+        let handle = pool
+            .submit(move || task::<B>(i))
+            .await
+            .expect("the pool is open");
         handle.detach();
     }
     pool.shutdown().await;
