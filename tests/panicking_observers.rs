@@ -2,7 +2,9 @@
 //! not take the pool down: every handle still resolves as its task ended, `wait()` and
 //! `shutdown()` return, and the stats add up. (Before, a subscriber that panicked on the
 //! "task panicked" event unwound the slot task past its deferred work: the waits' wake-up,
-//! the handles' wake-ups and the task's room were lost, and `wait()` hung.)
+//! the handles' wake-ups and the task's room were lost, and `wait()` hung.) Also: the
+//! gauges agree with `PoolStats` after a lost move, a pool builds though its metrics'
+//! registration panics, and no span is left entered (RELIABILITY.md, finding 156).
 //!
 //! Run with `cargo test -p nb-aiopool --all-features --test panicking_observers`. The
 //! subscriber and the recorder are process-wide (the slots run on worker threads), so the
