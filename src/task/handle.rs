@@ -22,6 +22,11 @@ use crate::error::{CancelReason, TaskError};
 /// The handle resolves exactly once: to `Ok(value)`, or to a [`TaskError`] saying the task
 /// panicked or why it was cancelled. A task that can never complete (aborted, abandoned at a
 /// shutdown deadline, lost to a runtime shutdown) resolves to an error; it never hangs.
+/// One case waits instead: a [`SmartAioPool`](crate::SmartAioPool) task cut off by the end
+/// of its runtime is queued again, and runs once a runtime the pool knows can run it.
+/// Awaiting its handle (or a stream's or a group's results) from a new runtime does not
+/// make that runtime known: call the pool's `wait()` there, or submit from it (the crate
+/// docs' "Which runtime").
 ///
 /// # Awaiting from inside the same pool
 ///
