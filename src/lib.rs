@@ -99,8 +99,8 @@
 //!   a `wait` only from a runtime the pool already knows; awaiting a handle, a
 //!   `map_ordered` stream or a group's `join_next` does not, so after the only runtime
 //!   ended, code that awaits those from a new one calls `wait()` there first). When no
-//!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it back; so does a
-//!   submit from outside any runtime that would wait for room while the pool knows no
+//!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and
+//!   hands it back; so does a submit from outside any runtime that would wait for room while the pool knows no
 //!   live runtime (a SmartAioPool full of the re-runs of a runtime that ended: no room
 //!   would come until a runtime waits on the pool or submits to it). A runtime that is
 //!   alive but not driven (a current-thread runtime outside `block_on`) runs nothing, so
