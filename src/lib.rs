@@ -100,13 +100,14 @@
 //!   `map_ordered` stream or a group's `join_next` does not, so after the only runtime
 //!   ended, code that awaits those from a new one calls `wait()` there first). When no
 //!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and
-//!   hands it back; so does a submit from outside any runtime that would wait for room while the pool knows no
-//!   live runtime (a SmartAioPool full of the re-runs of a runtime that ended: no room
-//!   would come until a runtime waits on the pool or submits to it). A runtime that is
-//!   alive but not driven (a current-thread runtime outside `block_on`) runs nothing, so
-//!   the slot tasks that take queued jobs, and a rate limit's timer, go to a runtime that
-//!   is: the one of the code that lets the jobs start (a job's end, a submit, a resize),
-//!   else the one of the job that starts next, the home only after these.
+//!   hands it back; so does a submit from outside any runtime that would wait for room
+//!   while the pool knows no live runtime (a SmartAioPool full of the re-runs of a
+//!   runtime that ended: no room would come until a runtime waits on the pool or submits
+//!   to it). A runtime that is alive but not driven (a current-thread runtime outside
+//!   `block_on`) runs nothing, so the slot tasks that take queued jobs, and a rate
+//!   limit's timer, go to a runtime that is: the one of the code that lets the jobs start
+//!   (a job's end, a submit, a resize), else the one of the job that starts next, the
+//!   home only after these.
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up
