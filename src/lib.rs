@@ -155,13 +155,13 @@
 //!   ended. The recipe makes each run's future on the slot's thread: a run and its result
 //!   are dropped where the run ended, just after its end is counted, and a `wait()` that
 //!   counts it as ended returns only once that drop is over.
-//! - **What a job costs.** On the project's 2-core machine (BENCHMARKS.md, "2026-12-03"),
-//!   a million tiny jobs with 407-byte payloads at a concurrency of 1000, submitted from
-//!   `block_on`, took 0.82–0.95 µs of CPU per job (the whole process, glibc's allocator,
-//!   2 worker threads): 1.2–1.6× the throughput of the hand-written "permit, then
-//!   `JoinSet::spawn`" loop at 0.6–0.8× its CPU per job; 0.37–0.51 µs on a
-//!   current-thread runtime; 0.72–0.90 µs with mimalloc as the application's
-//!   allocator. SmartAioPool costs the most of the three (a run's future is made from
+//! - **What a job costs.** On the project's 2-core machine (BENCHMARKS.md, "2026-12-03"
+//!   and "2026-12-03, evening"), a million tiny jobs with 407-byte payloads at a
+//!   concurrency of 1000, submitted from `block_on`, took 0.72–0.95 µs of CPU per job
+//!   (the whole process, glibc's allocator, 2 worker threads): 1.2–1.6× the throughput of
+//!   the hand-written "permit, then `JoinSet::spawn`" loop at 0.6–0.8× its CPU per job;
+//!   0.33–0.51 µs on a current-thread runtime; 0.59–0.90 µs with mimalloc as the
+//!   application's allocator. SmartAioPool costs the most of the three (a run's future is made from
 //!   the recipe, and a copy kept for a re-run). The figures include making each payload
 //!   and the job's one `yield_now`; for jobs that do real I/O the pool's share is small
 //!   beside the job itself.
