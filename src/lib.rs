@@ -96,9 +96,9 @@
 //!   ([`CancelReason::RuntimeShutdown`]; SmartAioPool queues them again, to run on the
 //!   home, or on another live runtime the pool knows: a `wait`, or a submit that waits for
 //!   room, makes its runtime known, and the home if the home has ended; with a rate limit,
-//!   a `wait` only from a runtime the pool already knows; awaiting a handle, a
-//!   `map_ordered` stream or a group's `join_next` does not, so after the only runtime
-//!   ended, code that awaits those from a new one calls `wait()` there first). When no
+//!   a `wait` only from a runtime the pool already knows; and when no runtime the pool
+//!   knows is left, awaiting one of its tasks (a handle, a stream or a group fed by the
+//!   pool) offers the awaiting runtime, which then runs the queued tasks). When no
 //!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and
 //!   hands it back; so does a submit from outside any runtime that would wait for room
 //!   while the pool knows no live runtime (a SmartAioPool full of the re-runs of a

@@ -39,7 +39,7 @@ use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -418,6 +418,10 @@ pub(crate) struct Engine<J: Job> {
     /// [`Engine::break_nested_deadlock`]): the number of the current pick, so a slot can
     /// tell whether a poll began after it. 0 once a check finds the pool no longer stuck.
     stuck_epoch: AtomicU64,
+    /// The pool holds queued jobs and knows no live runtime to run them on (re-runs cut
+    /// off by the end of their runtime): a pending poll of a handle offers its runtime
+    /// (see [`Engine::note_stranded`]). Written under the lock.
+    stranded: AtomicBool,
     on_drop: Option<DropHook>,
     /// Called, outside the lock, for panics of detached tasks.
     on_panic: OnPanic,
@@ -528,6 +532,7 @@ impl<J: Job> Engine<J> {
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
             stuck_epoch: AtomicU64::new(0),
+            stranded: AtomicBool::new(false),
             drop_watchers: AtomicUsize::new(0),
             on_drop,
             on_panic,
@@ -817,6 +822,7 @@ impl<J: Job> Engine<J> {
             });
             let st = &mut *st;
             self.fill_free(st, Some(rt), &mut later);
+            self.unstrand(st, &mut later);
             self.gauges(st);
             if reap && entered.is_some() && st.graves.for_submitter() && !context::polling_a_task()
             {
@@ -1290,10 +1296,19 @@ impl<J: Job> Engine<J> {
     /// Under the lock: runtime `rt` is gone. The first time (whoever noticed: a slot
     /// dropped by it, or a slot that found it dead), the jobs queued from it are
     /// cancelled with `RuntimeShutdown`, or, if they can run anywhere, left to any runtime.
+    ///
+    /// Whether or not it was the first time, the pool may now be stranded (a re-run queued
+    /// since, and no live runtime left): see [`note_stranded`](Self::note_stranded).
     fn runtime_gone(&self, st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
-        if !st.runtimes.mark_dead(rt) {
-            return;
+        if st.runtimes.mark_dead(rt) {
+            self.settle_dead(st, rt, later);
         }
+        self.note_stranded(st, later);
+    }
+
+    /// Under the lock, once per dead runtime `rt`: its queued jobs are cancelled, or left
+    /// to any runtime.
+    fn settle_dead(&self, st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
         if J::RERUN {
             st.queue.for_each_mut(|q| {
                 if q.rt == rt {
@@ -1306,6 +1321,52 @@ impl<J: Job> Engine<J> {
                 later.stamps.push(q.stamp);
             }
             Self::clamp_reserved(st, later);
+        }
+    }
+
+    /// Under the lock: whether the pool is stranded: it holds queued jobs and knows no live
+    /// runtime to run them on. Only a SmartAioPool's re-runs get there (a runtime's end
+    /// cancels the other pools' jobs queued from it), and only a runtime's end, handled
+    /// by [`runtime_gone`](Self::runtime_gone), strands a pool; a runtime made known (a
+    /// submit, a `wait`, an offer, the exit take-over) ends it.
+    ///
+    /// A stranded pool is counted process-wide ([`unqueue::stranded`]), so that a pending
+    /// poll of a handle (one load while no pool is stranded) offers its runtime to its
+    /// pool ([`Unqueue::offer_runtime`]). When the pool becomes stranded, the handles of its
+    /// queued jobs are woken, so that each is polled again where it is awaited now and
+    /// offers that runtime: a handle polled (or a stream or group collected) from a new
+    /// runtime before this runs it there too.
+    fn note_stranded(&self, st: &mut State<J>, later: &mut Deferred<J>) {
+        let now = st.queue.len() != 0 && st.runtimes.live_or_any(None).is_none();
+        if now == self.stranded.load(Ordering::Relaxed) {
+            return;
+        }
+        self.stranded.store(now, Ordering::Relaxed);
+        // Counted before the wakers are fired (after the lock): a handle woken reads it.
+        unqueue::stranded(now);
+        if now {
+            st.queue
+                .for_each_mut(|q| later.wake.extend(q.job.handle_waker()));
+        }
+    }
+
+    /// Under the lock, for a job queued again for any runtime after the pool was stranded
+    /// (a slot dropped by its runtime after that runtime's end was noticed): the waker of
+    /// its handle, which [`note_stranded`](Self::note_stranded) did not wake, to fire
+    /// after the lock.
+    pub(crate) fn stranded_waker(&self, job: &J) -> Option<Waker> {
+        if self.stranded.load(Ordering::Relaxed) {
+            job.handle_waker()
+        } else {
+            None // woken by `note_stranded` if the pool becomes stranded
+        }
+    }
+
+    /// Under the lock, after a runtime was made known: [`note_stranded`](Self::note_stranded)
+    /// if the pool was stranded (one load otherwise).
+    fn unstrand(&self, st: &mut State<J>, later: &mut Deferred<J>) {
+        if self.stranded.load(Ordering::Relaxed) {
+            self.note_stranded(st, later);
         }
     }
 
@@ -1922,14 +1983,31 @@ impl<J: Job> Engine<J> {
                 };
             can_run = rt.is_some() || unasked || st.runtimes.live_or_any(None).is_some();
             Self::grow(&mut st);
-            if !Self::wants_slots(&st) {
-                return can_run;
+            if Self::wants_slots(&st) {
+                self.fill_free(&mut st, rt, &mut later);
+                self.gauges(&st);
             }
-            self.fill_free(&mut st, rt, &mut later);
-            self.gauges(&st);
+            self.unstrand(&mut st, &mut later);
         }
         self.run_deferred(&mut later);
         can_run
+    }
+
+    /// For a pending poll of something this pool feeds: if the pool is stranded (see
+    /// [`note_stranded`](Self::note_stranded)), offers it the current runtime, as a `wait`
+    /// does ([`ensure_started`](Self::ensure_started)); a rate-limited pool takes it only
+    /// if it has timers (asked here, outside the lock). Otherwise one load.
+    pub(crate) fn offer_if_stranded(self: &Arc<Self>) {
+        if !self.stranded.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = Handle::try_current() else {
+            return; // a plain thread's wait has no runtime to offer
+        };
+        if self.needs_timers {
+            runtimes::has_timers(&handle);
+        }
+        self.ensure_started();
     }
 
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and
@@ -2081,6 +2159,7 @@ impl<J: Job> Engine<J> {
             if busy.is_empty() {
                 self.fill_free(&mut st, home, &mut later);
             }
+            self.unstrand(&mut st, &mut later);
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -2281,6 +2360,10 @@ impl<J: Job> Unqueue for Engine<J> {
     fn aborted(self: Arc<Self>, job: u64, priority: i32) {
         self.abort_queued(job, priority);
     }
+
+    fn offer_runtime(self: Arc<Self>) {
+        self.offer_if_stranded();
+    }
 }
 
 /// A job an abort took out of the queue ([`Engine::abort_queued`]), counted and told
@@ -2303,6 +2386,9 @@ impl<J: Job> Drop for Unqueued<J> {
 impl<J: Job> Drop for Engine<J> {
     fn drop(&mut self) {
         unqueue::deregister(self.id());
+        if *self.stranded.get_mut() {
+            unqueue::stranded(false);
+        }
         context::deregister(self.id());
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         for grave in st.graves.drain() {

@@ -725,6 +725,7 @@ impl<J: Job> Drop for Slot<J> {
                 if J::RERUN && q.job.aborted().is_none() {
                     // Its flow-control settings moved to the entry when it left the queue.
                     let meta = entry.map(|e| e.meta).unwrap_or_default();
+                    later.wake.extend(engine.stranded_waker(&q.job));
                     st.queue.push_front(Queued { rt: ANY, meta, ..q });
                 } else {
                     // Lost, or aborted (then counted so: `drop_unrun` reads the abort).
@@ -746,6 +747,7 @@ impl<J: Job> Drop for Slot<J> {
                 } else {
                     // A re-runnable job interrupted mid-run: queued again, first, with its
                     // flow-control settings (its key, weight and priority still apply).
+                    later.wake.extend(engine.stranded_waker(&copy));
                     Engine::requeue_first(&mut st, id, copy, meta);
                 }
                 true

@@ -602,9 +602,10 @@ impl SmartAioPool {
     /// full.
     ///
     /// If every runtime the pool knows ends while the pool is full, their tasks wait to run
-    /// again on a runtime that calls `wait` or a submit that waits for room (with a rate
-    /// limit, a `wait` only from a runtime the pool knows; or at process exit), and this
-    /// call waits with them: a plain thread cannot offer a runtime.
+    /// again on a runtime that calls `wait`, a submit that waits for room, or awaits one of
+    /// the pool's tasks (with a rate limit, a `wait` only from a runtime the pool knows; or
+    /// at process exit), and this call waits with them: a plain thread cannot offer a
+    /// runtime.
     ///
     /// # Errors
     ///

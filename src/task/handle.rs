@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use std::sync::atomic::Ordering;
 
-use super::context;
 use super::shared::{AbortTarget, SlotRef};
+use super::{context, unqueue};
 use super::{Shared, TaskId};
 use crate::blocking;
 use crate::error::{CancelReason, TaskError};
@@ -22,10 +22,12 @@ use crate::error::{CancelReason, TaskError};
 /// The handle resolves exactly once: to `Ok(value)`, or to a [`TaskError`] saying the task
 /// panicked or why it was cancelled. A task that can never complete (aborted, abandoned at a
 /// shutdown deadline, lost to a runtime shutdown) resolves to an error; it never hangs.
-/// One case waits instead: a [`SmartAioPool`](crate::SmartAioPool) task cut off by the end
-/// of its runtime is queued again, and runs once a runtime the pool knows can run it.
-/// Awaiting its handle (or a stream's or a group's results) from a new runtime does not
-/// make that runtime known: call the pool's `wait()` there, or submit from it (the crate
+/// A [`SmartAioPool`](crate::SmartAioPool) task cut off by the end of its runtime is queued
+/// again instead, and runs again on a runtime the pool knows; if none is left, on the
+/// runtime that awaits its handle (or a stream's or a group's results): a pending poll
+/// offers it to the pool. Awaited only from plain threads
+/// ([`blocking_wait`](Self::blocking_wait)), which have no runtime to offer, it waits until
+/// some runtime waits on the pool, submits to it or awaits one of its tasks (the crate
 /// docs' "Which runtime").
 ///
 /// # Awaiting from inside the same pool
@@ -310,6 +312,9 @@ impl<T> Future for TaskHandle<T> {
                 return shared.poll_result(cx);
             }
         }
+        // A SmartAioPool task cut off by the end of its runtime, with no runtime left to run
+        // it again, runs on the runtime that awaits it (one load while no pool is stranded).
+        unqueue::offer_runtime(shared.pool);
         Poll::Pending
     }
 }

@@ -1,9 +1,10 @@
-//! How an abort reaches the queue of its task's pool: a process-wide map from a pool's id
-//! to its engine, as an [`Unqueue`]. Consulted only by an abort that decided a task's
-//! outcome (a handle's `abort`, a group's, or a refused nested wait), so submits and runs
-//! pay nothing for it.
+//! How a handle reaches its task's pool: a process-wide map from a pool's id to its
+//! engine, as an [`Unqueue`]. Consulted by an abort that decided a task's outcome (a
+//! handle's `abort`, a group's, or a refused nested wait), and by a pending poll while some
+//! pool is stranded (see [`stranded`]), so submits and runs pay nothing for it.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::registry::Registry;
@@ -15,9 +16,46 @@ pub(crate) trait Unqueue: Send + Sync {
     /// runtime); if a slot has taken it, wake that slot, which drops it at its next poll.
     /// Never called under the pool's lock.
     fn aborted(self: Arc<Self>, job: u64, priority: i32);
+
+    /// Something waits, on the current runtime, for a task of this pool: if the pool is
+    /// stranded (queued jobs, no live runtime it knows), offer it this runtime to run them
+    /// on. Never called under the pool's lock.
+    fn offer_runtime(self: Arc<Self>);
 }
 
 static POOLS: Registry<dyn Unqueue> = Registry::new();
+
+/// How many pools are stranded: they hold queued jobs (re-runs cut off by the end of their
+/// runtime) and know no live runtime to run them on.
+static STRANDED: AtomicUsize = AtomicUsize::new(0);
+
+/// A pool became stranded (`true`) or no longer is (`false`); each pool reports each change
+/// once, under its lock.
+pub(crate) fn stranded(now: bool) {
+    if now {
+        STRANDED.fetch_add(1, Ordering::Relaxed);
+    } else {
+        STRANDED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// For a pending poll of a handle of a task of pool `pool`: if any pool is stranded, offers
+/// that pool the current runtime (see [`Unqueue::offer_runtime`]). Otherwise one load (a
+/// hint: the pool checks again).
+#[inline]
+pub(crate) fn offer_runtime(pool: usize) {
+    if STRANDED.load(Ordering::Relaxed) != 0 {
+        offer_runtime_slow(pool);
+    }
+}
+
+#[cold]
+fn offer_runtime_slow(pool: usize) {
+    // The map's lock is released before the pool's is taken.
+    if let Some(pool) = POOLS.get(pool) {
+        pool.offer_runtime();
+    }
+}
 
 /// Makes pool `id` reachable by the aborts of its tasks (until [`deregister`]).
 pub(crate) fn register(id: usize, pool: Weak<dyn Unqueue>) {
