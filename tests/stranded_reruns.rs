@@ -203,3 +203,35 @@ fn a_group_joined_from_a_new_runtime_runs_its_cut_off_task() {
     assert_eq!(got.unwrap().unwrap(), 5);
     drop(pool);
 }
+
+/// A single pending poll (a peek) from a current-thread runtime that is then kept but not
+/// driven: its offer hands the task to that runtime, where it waits. A `wait()` from a
+/// driven runtime then gives the task a claimer there too, and it runs (found by a review
+/// of 8065cc7: the `wait()` hung until the idle runtime was dropped).
+#[test]
+fn a_wait_runs_a_task_that_a_peek_from_an_undriven_runtime_took() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = current_thread();
+    let (pool, mut handle) = a.block_on(async {
+        let pool = pool(false);
+        let handle = pool.submit(cut_off_once(&runs, 7)).await.unwrap();
+        support::reach(&runs, 1, Duration::from_secs(10)).await;
+        (pool, handle)
+    });
+    drop(a);
+    let b = current_thread();
+    b.block_on(async {
+        let peek = futures_util::FutureExt::now_or_never(&mut handle);
+        assert!(peek.is_none());
+    });
+    let c = multi_thread_of(2);
+    c.block_on(within("a wait from a driven runtime", pool.wait()));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "run again on the driven runtime"
+    );
+    let got = c.block_on(within("awaiting the handle", &mut handle));
+    assert_eq!(got.unwrap(), 7);
+    drop(b);
+}

@@ -686,7 +686,7 @@ impl<J: Job> Engine<J> {
             Ok(()) => return Some(Ok(())),
             Err(AdmitError::Closed) => SubmitErrorKind::Closed,
             Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
-            Err(AdmitError::Full) if self.ensure_started() => return None,
+            Err(AdmitError::Full) if self.ensure_started(false) => return None,
             // Outside a runtime, into a pool with none alive: the room would never come.
             Err(AdmitError::Full) => SubmitErrorKind::NoRuntime,
         };
@@ -714,7 +714,7 @@ impl<J: Job> Engine<J> {
             Ok(()) => Ok(()),
             Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
             // From a `spawn_blocking` thread, jobs may start there: see `admit_or_wait`.
-            Err(AdmitError::Full) if self.ensure_started() => {
+            Err(AdmitError::Full) if self.ensure_started(false) => {
                 crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
             }
             Err(AdmitError::Full) => Err(SubmitErrorKind::NoRuntime),
@@ -759,6 +759,7 @@ impl<J: Job> Engine<J> {
         #[cfg(feature = "metrics")]
         self.observer
             .gauges(st.queue.len() - st.reserved, st.running);
+        self.unstrand(st);
     }
 
     // ----- submission ------------------------------------------------------------------
@@ -822,7 +823,6 @@ impl<J: Job> Engine<J> {
             });
             let st = &mut *st;
             self.fill_free(st, Some(rt), &mut later);
-            self.unstrand(st, &mut later);
             self.gauges(st);
             if reap && entered.is_some() && st.graves.for_submitter() && !context::polling_a_task()
             {
@@ -973,15 +973,20 @@ impl<J: Job> Engine<J> {
             }
         }
         while Self::needs_claimers(st) {
-            st.claimers += 1;
-            // Idle slot tasks of this runtime first: waking one costs less than a spawn.
-            if let Some(pos) = st.idle.iter().rposition(|i| i.rt == rt) {
-                let idle = st.idle.swap_remove(pos);
-                // One still lingering finds itself claimed at its next poll.
-                st.slots[idle.key].polling.claim();
-                later.wake.extend(idle.waker);
-                continue;
-            }
+            self.add_claimer(st, rt, later);
+        }
+    }
+
+    /// Under the lock: one more claimer, on live runtime `rt`.
+    fn add_claimer(self: &Arc<Self>, st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
+        st.claimers += 1;
+        // Idle slot tasks of this runtime first: waking one costs less than a spawn.
+        if let Some(pos) = st.idle.iter().rposition(|i| i.rt == rt) {
+            let idle = st.idle.swap_remove(pos);
+            // One still lingering finds itself claimed at its next poll.
+            st.slots[idle.key].polling.claim();
+            later.wake.extend(idle.waker);
+        } else {
             let polling = Polling::default();
             let key = st.slots.insert(SlotEntry {
                 waker: None,
@@ -996,6 +1001,25 @@ impl<J: Job> Engine<J> {
             later
                 .spawns
                 .push((st.runtimes.known_handle(rt).clone(), slot));
+        }
+    }
+
+    /// Under the lock, for a `wait` or a handle's offer from runtime `rt` (being driven
+    /// now): jobs reserved for claimers already on their way get one more claimer, here.
+    /// Those claimers may be on a runtime that is alive but no longer driven (a
+    /// current-thread runtime outside `block_on`, which polled a handle once), where the
+    /// jobs would wait until it is driven again; whichever claimer comes first takes a
+    /// job, the other finds none and goes idle. At most one extra claimer per reserved
+    /// job (up to [`CLAIMERS_MAX`]), so repeated waits spawn no more.
+    fn claim_here(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
+        let Some(rt) = rt.filter(|&rt| st.runtimes.is_alive(rt)) else {
+            return;
+        };
+        if st.reserved > 0
+            && st.claimers < 2 * st.reserved.min(CLAIMERS_MAX)
+            && st.awaiting_poll.is_empty()
+        {
+            self.add_claimer(st, rt, later);
         }
     }
 
@@ -1337,16 +1361,39 @@ impl<J: Job> Engine<J> {
     /// offers that runtime: a handle polled (or a stream or group collected) from a new
     /// runtime before this runs it there too.
     fn note_stranded(&self, st: &mut State<J>, later: &mut Deferred<J>) {
-        let now = st.queue.len() != 0 && st.runtimes.live_or_any(None).is_none();
+        let now = Self::is_stranded(st);
         if now == self.stranded.load(Ordering::Relaxed) {
             return;
         }
         self.stranded.store(now, Ordering::Relaxed);
         // Counted before the wakers are fired (after the lock): a handle woken reads it.
-        unqueue::stranded(now);
+        unqueue::stranded(self.id(), now);
         if now {
             st.queue
                 .for_each_mut(|q| later.wake.extend(q.job.handle_waker()));
+        }
+    }
+
+    /// Whether the pool counts as stranded now (see [`note_stranded`](Self::note_stranded)).
+    #[cfg(test)]
+    pub(crate) fn stranded_now(&self) -> bool {
+        self.stranded.load(Ordering::Relaxed)
+    }
+
+    /// Under the lock: see [`note_stranded`](Self::note_stranded).
+    fn is_stranded(st: &State<J>) -> bool {
+        st.queue.len() != 0 && st.runtimes.live_or_any(None).is_none()
+    }
+
+    /// Under the lock, at the end of every critical section that changes the queue or
+    /// the runtimes ([`gauges`](Self::gauges)): a stranded pool that no longer is (a
+    /// runtime made known, or its queue emptied by aborts or a `cancel_all`) stops being
+    /// counted. One load otherwise. (Only a runtime's end strands a pool.)
+    #[inline(always)]
+    fn unstrand(&self, st: &State<J>) {
+        if self.stranded.load(Ordering::Relaxed) && !Self::is_stranded(st) {
+            self.stranded.store(false, Ordering::Relaxed);
+            unqueue::stranded(self.id(), false);
         }
     }
 
@@ -1359,14 +1406,6 @@ impl<J: Job> Engine<J> {
             job.handle_waker()
         } else {
             None // woken by `note_stranded` if the pool becomes stranded
-        }
-    }
-
-    /// Under the lock, after a runtime was made known: [`note_stranded`](Self::note_stranded)
-    /// if the pool was stranded (one load otherwise).
-    fn unstrand(&self, st: &mut State<J>, later: &mut Deferred<J>) {
-        if self.stranded.load(Ordering::Relaxed) {
-            self.note_stranded(st, later);
         }
     }
 
@@ -1877,7 +1916,7 @@ impl<J: Job> Engine<J> {
             // Also with nothing to wait for: the runtime becomes known to the pool. (A
             // wait outside a runtime, for jobs no runtime can run, waits on: a runtime
             // that waits or submits later runs them.)
-            let _ = engine.ensure_started();
+            let _ = engine.ensure_started(true);
             // Once the tasks waited for have ended: the graves they left ([`graves`]).
             // The wait takes those kept and frees them; batches being freed elsewhere,
             // taken before, are waited for. It frees them here, on the waiter's thread,
@@ -1963,7 +2002,10 @@ impl<J: Job> Engine<J> {
     /// the pool knows is alive: then nothing can run the pool's jobs, and a submit waiting
     /// for room would wait for ever (a SmartAioPool full of the re-runs of a runtime that
     /// ended).
-    pub(crate) fn ensure_started(self: &Arc<Self>) -> bool {
+    ///
+    /// With `claim_here` (a `wait`, a handle's offer), reserved jobs also get a claimer on
+    /// this runtime ([`claim_here`](Self::claim_here)).
+    pub(crate) fn ensure_started(self: &Arc<Self>, claim_here: bool) -> bool {
         let Ok(handle) = Handle::try_current() else {
             return self.lock().runtimes.live_or_any(None).is_some();
         };
@@ -1984,10 +2026,12 @@ impl<J: Job> Engine<J> {
             can_run = rt.is_some() || unasked || st.runtimes.live_or_any(None).is_some();
             Self::grow(&mut st);
             if Self::wants_slots(&st) {
+                // Its claimers go to this runtime.
                 self.fill_free(&mut st, rt, &mut later);
-                self.gauges(&st);
+            } else if claim_here {
+                self.claim_here(&mut st, rt, &mut later);
             }
-            self.unstrand(&mut st, &mut later);
+            self.gauges(&st);
         }
         self.run_deferred(&mut later);
         can_run
@@ -2007,7 +2051,7 @@ impl<J: Job> Engine<J> {
         if self.needs_timers {
             runtimes::has_timers(&handle);
         }
-        self.ensure_started();
+        self.ensure_started(true);
     }
 
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and
@@ -2159,7 +2203,6 @@ impl<J: Job> Engine<J> {
             if busy.is_empty() {
                 self.fill_free(&mut st, home, &mut later);
             }
-            self.unstrand(&mut st, &mut later);
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -2387,7 +2430,7 @@ impl<J: Job> Drop for Engine<J> {
     fn drop(&mut self) {
         unqueue::deregister(self.id());
         if *self.stranded.get_mut() {
-            unqueue::stranded(false);
+            unqueue::stranded(self.id(), false);
         }
         context::deregister(self.id());
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());

@@ -1258,3 +1258,105 @@ pub(crate) fn finish_at_exit() {
         _ => eprintln!("nb_aiopool: the at-exit run of SmartAioPool tasks failed"),
     }
 }
+
+/// A pool stranded by its runtime's end (see `Engine::note_stranded`) stops counting as
+/// stranded once nothing is queued any more, whatever emptied the queue; before, only a
+/// runtime made known did that, and every pending poll of any pool's handle in the process
+/// took the slow path for as long as the pool lived (found by a review of 8065cc7).
+#[cfg(all(test, not(nb_aiopool_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::SmartAioPool;
+    use crate::task::unqueue;
+    use crate::TaskHandle;
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A pool whose one task was cut off by the end of its runtime (the only runtime the
+    /// pool knew): stranded, the task queued again.
+    fn stranded() -> (SmartAioPool, TaskHandle<u32>) {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let a = current_thread();
+        let (pool, handle) = a.block_on(async {
+            let pool = SmartAioPool::builder()
+                .max_concurrency(1)
+                .auto_shutdown(false)
+                .process_wide(false)
+                .build();
+            let r = Arc::clone(&runs);
+            let handle = pool
+                .submit(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<u32>()
+                })
+                .await
+                .unwrap();
+            while runs.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (pool, handle)
+        });
+        drop(a);
+        assert!(
+            pool.core().engine.stranded_now(),
+            "the end of its runtime strands it"
+        );
+        assert!(unqueue::stranded_listed(pool.core().engine.id()));
+        assert_eq!(pool.pending_count(), 1);
+        (pool, handle)
+    }
+
+    fn assert_unstranded(pool: &SmartAioPool) {
+        assert_eq!(pool.stats().queued, 0);
+        assert!(
+            !pool.core().engine.stranded_now(),
+            "still counted as stranded"
+        );
+        let id = pool.core().engine.id();
+        assert!(
+            !unqueue::stranded_listed(id),
+            "still listed as stranded (or some pool unlisted)"
+        );
+    }
+
+    #[test]
+    fn a_stranded_pool_whose_queued_task_is_aborted_is_stranded_no_more() {
+        let (pool, handle) = stranded();
+        handle.abort();
+        assert_unstranded(&pool);
+    }
+
+    #[test]
+    fn a_stranded_pool_cancelled_is_stranded_no_more() {
+        let (pool, _handle) = stranded();
+        // Polled outside a runtime: it takes the queue at its first poll.
+        futures_util::FutureExt::now_or_never(pool.cancel_all());
+        assert_unstranded(&pool);
+    }
+
+    #[test]
+    fn a_stranded_pool_given_a_runtime_is_stranded_no_more() {
+        let (pool, mut handle) = stranded();
+        let b = current_thread();
+        b.block_on(async {
+            // Its pending poll offers this runtime, where the task starts (and never ends).
+            let waited = tokio::time::timeout(Duration::from_millis(20), &mut handle).await;
+            assert!(waited.is_err());
+            assert_eq!(pool.stats().running, 1);
+        });
+        assert_unstranded(&pool);
+        // Cut off again: stranded again.
+        drop(b);
+        assert!(pool.core().engine.stranded_now());
+        handle.abort();
+        assert_unstranded(&pool);
+    }
+}

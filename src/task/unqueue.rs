@@ -29,28 +29,65 @@ static POOLS: Registry<dyn Unqueue> = Registry::new();
 /// runtime) and know no live runtime to run them on.
 static STRANDED: AtomicUsize = AtomicUsize::new(0);
 
-/// A pool became stranded (`true`) or no longer is (`false`); each pool reports each change
-/// once, under its lock.
-pub(crate) fn stranded(now: bool) {
+/// The ids of up to four stranded pools (0: free), so that while a pool is stranded, a
+/// pending poll of another pool's handle costs a few loads, not a look-up of its pool;
+/// and how many stranded pools found no free entry (their handles, and while there are
+/// any every handle, look their pool up).
+static STRANDED_IDS: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static STRANDED_UNLISTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Pool `pool` became stranded (`now`) or no longer is; each pool reports each change once,
+/// under its lock.
+pub(crate) fn stranded(pool: usize, now: bool) {
+    let (from, to) = if now { (0, pool) } else { (pool, 0) };
+    let listed = STRANDED_IDS.iter().any(|id| {
+        id.compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    });
+    if !listed {
+        if now {
+            STRANDED_UNLISTED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            STRANDED_UNLISTED.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    // The count last (Release): a reader that sees it raised by this pool (Acquire) sees
+    // the entry too. A reader that sees it raised by another pool and misses this entry
+    // is a handle polled as this pool becomes stranded: it is woken after this.
     if now {
-        STRANDED.fetch_add(1, Ordering::Relaxed);
+        STRANDED.fetch_add(1, Ordering::Release);
     } else {
-        STRANDED.fetch_sub(1, Ordering::Relaxed);
+        STRANDED.fetch_sub(1, Ordering::Release);
     }
 }
 
-/// For a pending poll of a handle of a task of pool `pool`: if any pool is stranded, offers
-/// that pool the current runtime (see [`Unqueue::offer_runtime`]). Otherwise one load (a
-/// hint: the pool checks again).
+/// Whether pool `pool` is listed as stranded, or some pool is counted unlisted.
+#[cfg(test)]
+pub(crate) fn stranded_listed(pool: usize) -> bool {
+    STRANDED_IDS
+        .iter()
+        .any(|id| id.load(Ordering::Relaxed) == pool)
+        || STRANDED_UNLISTED.load(Ordering::Relaxed) != 0
+}
+
+/// For a pending poll of a handle of a task of pool `pool`: if that pool is stranded,
+/// offers it the current runtime (see [`Unqueue::offer_runtime`]). One load while no
+/// pool is stranded (a hint: the pool checks again).
 #[inline]
 pub(crate) fn offer_runtime(pool: usize) {
-    if STRANDED.load(Ordering::Relaxed) != 0 {
+    if STRANDED.load(Ordering::Acquire) != 0 {
         offer_runtime_slow(pool);
     }
 }
 
 #[cold]
 fn offer_runtime_slow(pool: usize) {
+    let listed = STRANDED_IDS
+        .iter()
+        .any(|id| id.load(Ordering::Relaxed) == pool);
+    if !listed && STRANDED_UNLISTED.load(Ordering::Relaxed) == 0 {
+        return; // another pool is stranded
+    }
     // The map's lock is released before the pool's is taken.
     if let Some(pool) = POOLS.get(pool) {
         pool.offer_runtime();
