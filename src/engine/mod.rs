@@ -686,7 +686,7 @@ impl<J: Job> Engine<J> {
             Ok(()) => return Some(Ok(())),
             Err(AdmitError::Closed) => SubmitErrorKind::Closed,
             Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
-            Err(AdmitError::Full) if self.ensure_started(false) => return None,
+            Err(AdmitError::Full) if self.ensure_started() => return None,
             // Outside a runtime, into a pool with none alive: the room would never come.
             Err(AdmitError::Full) => SubmitErrorKind::NoRuntime,
         };
@@ -714,7 +714,7 @@ impl<J: Job> Engine<J> {
             Ok(()) => Ok(()),
             Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
             // From a `spawn_blocking` thread, jobs may start there: see `admit_or_wait`.
-            Err(AdmitError::Full) if self.ensure_started(false) => {
+            Err(AdmitError::Full) if self.ensure_started() => {
                 crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
             }
             Err(AdmitError::Full) => Err(SubmitErrorKind::NoRuntime),
@@ -934,6 +934,14 @@ impl<J: Job> Engine<J> {
     /// another thread (they hold their slots till then): a submit or a rate tick from a
     /// thread that goes on queues its job, and the take-over starts it.
     fn fill_free(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
+        self.fill(st, rt, later);
+        if let Some(rt) = rt {
+            self.claim_here(st, rt, later);
+        }
+    }
+
+    /// [`fill_free`](Self::fill_free) without the claimer for the caller's runtime.
+    fn fill(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
         if !st.awaiting_poll.is_empty() {
             return;
         }
@@ -979,7 +987,7 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: one more claimer, on live runtime `rt`.
     fn add_claimer(self: &Arc<Self>, st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
-        st.claimers += 1;
+        Self::claimer_added(st, rt);
         // Idle slot tasks of this runtime first: waking one costs less than a spawn.
         if let Some(pos) = st.idle.iter().rposition(|i| i.rt == rt) {
             let idle = st.idle.swap_remove(pos);
@@ -1004,23 +1012,37 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Under the lock, for a `wait` or a handle's offer from runtime `rt` (being driven
-    /// now): jobs reserved for claimers already on their way get one more claimer, here.
-    /// Those claimers may be on a runtime that is alive but no longer driven (a
-    /// current-thread runtime outside `block_on`, which polled a handle once), where the
-    /// jobs would wait until it is driven again; whichever claimer comes first takes a
-    /// job, the other finds none and goes idle. At most one extra claimer per reserved
-    /// job (up to [`CLAIMERS_MAX`]), so repeated waits spawn no more.
-    fn claim_here(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
-        let Some(rt) = rt.filter(|&rt| st.runtimes.is_alive(rt)) else {
-            return;
-        };
+    /// Under the lock, for code on runtime `rt` that lets jobs start (a submit, a `wait`, a
+    /// handle's offer, a resize, a slot): if jobs are reserved and none of the claimers on
+    /// their way is on `rt`, one more is scheduled here. The others may be on a runtime
+    /// that is alive but not driven (a current-thread runtime outside `block_on`, which
+    /// submitted, or polled a handle once), where the jobs would wait until it is driven
+    /// again or dropped; whichever claimer comes first takes a job, one that finds none
+    /// goes idle. One per runtime at a time (about: the counts are kept only while the
+    /// pool knows several runtimes, and may be low, never high); with a single runtime
+    /// never (the claimers there cover the reservations).
+    #[inline]
+    fn claim_here(self: &Arc<Self>, st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
         if st.reserved > 0
-            && st.claimers < 2 * st.reserved.min(CLAIMERS_MAX)
+            && st.runtimes.is_multi()
             && st.awaiting_poll.is_empty()
+            && st.runtimes.claimers_on(rt) == 0
+            && st.runtimes.is_alive(rt)
         {
             self.add_claimer(st, rt, later);
         }
+    }
+
+    /// Under the lock: a claimer is scheduled on runtime `rt`.
+    fn claimer_added(st: &mut State<J>, rt: RtRef) {
+        st.claimers += 1;
+        st.runtimes.claimer_added(rt);
+    }
+
+    /// Under the lock: a claimer of runtime `rt` came, or was dropped before it did.
+    fn claimer_gone(st: &mut State<J>, rt: RtRef) {
+        st.claimers -= 1;
+        st.runtimes.claimer_gone(rt);
     }
 
     /// Under the lock: the next queued job that flow control lets start now (the head,
@@ -1916,7 +1938,7 @@ impl<J: Job> Engine<J> {
             // Also with nothing to wait for: the runtime becomes known to the pool. (A
             // wait outside a runtime, for jobs no runtime can run, waits on: a runtime
             // that waits or submits later runs them.)
-            let _ = engine.ensure_started(true);
+            let _ = engine.ensure_started();
             // Once the tasks waited for have ended: the graves they left ([`graves`]).
             // The wait takes those kept and frees them; batches being freed elsewhere,
             // taken before, are waited for. It frees them here, on the waiter's thread,
@@ -2002,10 +2024,7 @@ impl<J: Job> Engine<J> {
     /// the pool knows is alive: then nothing can run the pool's jobs, and a submit waiting
     /// for room would wait for ever (a SmartAioPool full of the re-runs of a runtime that
     /// ended).
-    ///
-    /// With `claim_here` (a `wait`, a handle's offer), reserved jobs also get a claimer on
-    /// this runtime ([`claim_here`](Self::claim_here)).
-    pub(crate) fn ensure_started(self: &Arc<Self>, claim_here: bool) -> bool {
+    pub(crate) fn ensure_started(self: &Arc<Self>) -> bool {
         let Ok(handle) = Handle::try_current() else {
             return self.lock().runtimes.live_or_any(None).is_some();
         };
@@ -2025,12 +2044,9 @@ impl<J: Job> Engine<J> {
                 };
             can_run = rt.is_some() || unasked || st.runtimes.live_or_any(None).is_some();
             Self::grow(&mut st);
-            if Self::wants_slots(&st) {
-                // Its claimers go to this runtime.
-                self.fill_free(&mut st, rt, &mut later);
-            } else if claim_here {
-                self.claim_here(&mut st, rt, &mut later);
-            }
+            // Its claimers go to this runtime (also one for jobs whose claimers are
+            // elsewhere: see `claim_here`).
+            self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -2051,7 +2067,7 @@ impl<J: Job> Engine<J> {
         if self.needs_timers {
             runtimes::has_timers(&handle);
         }
-        self.ensure_started(true);
+        self.ensure_started();
     }
 
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and
@@ -2187,6 +2203,7 @@ impl<J: Job> Engine<J> {
             st.running = 0;
             st.reserved = 0;
             st.claimers = 0;
+            st.runtimes.forget_claimers();
             // Idle slot tasks of the old generation exit when polled; none is reused.
             st.idle.clear();
             st.elastic = None;

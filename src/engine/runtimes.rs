@@ -30,6 +30,10 @@ struct Entry {
     alive: Arc<AtomicBool>,
     /// The queue was swept of this runtime's jobs after it died.
     swept: bool,
+    /// Claimers scheduled on this runtime and not yet come (see `Engine::claim_here`);
+    /// counted only while the pool knows more than one runtime, and never more than
+    /// there are (fewer at worst: an entry that was alone counted none).
+    claimers: usize,
 }
 
 /// Told by a runtime's sentinel when that runtime shuts down (never under the engine's
@@ -142,6 +146,10 @@ impl Runtimes {
         // yet stays until its sentinel's call does that.
         self.entries
             .retain(|e| e.alive.load(Ordering::Acquire) || !e.swept);
+        if self.entries.len() == 1 {
+            // Alone, it counted no claimers: from now on it counts them, from none.
+            self.entries[0].claimers = 0;
+        }
         let alive = Arc::new(AtomicBool::new(true));
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -163,6 +171,7 @@ impl Runtimes {
             handle,
             alive,
             swept: false,
+            claimers: 0,
         });
         Some(serial)
     }
@@ -235,6 +244,44 @@ impl Runtimes {
             .entry(serial)
             .expect("a runtime the pool registered (entries are never removed)")
             .handle
+    }
+
+    /// Whether the pool knows more than one runtime (dead ones included until settled).
+    pub(crate) fn is_multi(&self) -> bool {
+        self.entries.len() > 1
+    }
+
+    /// A claimer was scheduled on runtime `serial` (its count of claimers on the way; not
+    /// counted while it is the only runtime).
+    pub(crate) fn claimer_added(&mut self, serial: RtRef) {
+        if !self.is_multi() {
+            return;
+        }
+        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.serial == serial) {
+            e.claimers += 1;
+        }
+    }
+
+    /// A claimer of runtime `serial` came (or was dropped). An entry forgotten since
+    /// (its runtime gone and settled) counts nothing.
+    pub(crate) fn claimer_gone(&mut self, serial: RtRef) {
+        if !self.is_multi() {
+            return;
+        }
+        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.serial == serial) {
+            e.claimers = e.claimers.saturating_sub(1);
+        }
+    }
+
+    /// Claimers on the way on runtime `serial`.
+    pub(crate) fn claimers_on(&self, serial: RtRef) -> usize {
+        self.entry(serial).map_or(0, |e| e.claimers)
+    }
+
+    /// No claimer is on its way any more (the exit take-over: the old generation's
+    /// claimers exit when polled).
+    pub(crate) fn forget_claimers(&mut self) {
+        self.entries.iter_mut().for_each(|e| e.claimers = 0);
     }
 
     fn entry(&self, serial: RtRef) -> Option<&Entry> {

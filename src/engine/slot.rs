@@ -261,7 +261,7 @@ impl<J: Job> Slot<J> {
                 return After::Exit;
             }
             self.claiming = false;
-            st.claimers -= 1;
+            Engine::claimer_gone(&mut st, self.rt);
             if st.reserved == 0 {
                 st.slots.remove(self.key);
                 return match Engine::keep_idle(&mut st, self.rt, &self.polling) {
@@ -414,13 +414,13 @@ impl<J: Job> Slot<J> {
             {
                 // Its slot becomes a reservation it claims itself after yielding.
                 st.reserved += 1;
-                st.claimers += 1;
+                Engine::claimer_added(&mut st, self.rt);
                 self.claiming = true;
                 After::Yield
             } else if st.reserved > st.claimers && st.runtimes.is_alive(self.rt) {
                 // Its slot is given back; it claims a waiting reservation after yielding.
                 Engine::vacate(&mut st, later);
-                st.claimers += 1;
+                Engine::claimer_added(&mut st, self.rt);
                 self.claiming = true;
                 After::Yield
             } else {
@@ -754,7 +754,7 @@ impl<J: Job> Drop for Slot<J> {
             } else if claimer {
                 // A claimer that never looked holds no slot: the reservations stay, for
                 // the claimers `fill_free` schedules below.
-                st.claimers -= 1;
+                Engine::claimer_gone(&mut st, self.rt);
                 false
             } else {
                 false

@@ -25,7 +25,9 @@ use crate::error::{CancelReason, TaskError};
 /// A [`SmartAioPool`](crate::SmartAioPool) task cut off by the end of its runtime is queued
 /// again instead, and runs again on a runtime the pool knows; if none is left, on the
 /// runtime that awaits its handle (or a stream's or a group's results): a pending poll
-/// offers it to the pool. Awaited only from plain threads
+/// offers it to the pool. (A current-thread runtime that polls it once and is then no
+/// longer driven holds it until driven again, dropped, or a `wait()` elsewhere takes it.)
+/// Awaited only from plain threads
 /// ([`blocking_wait`](Self::blocking_wait)), which have no runtime to offer, it waits until
 /// some runtime waits on the pool, submits to it or awaits one of its tasks (the crate
 /// docs' "Which runtime").

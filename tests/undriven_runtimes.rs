@@ -1,0 +1,266 @@
+//! A runtime that is alive but not driven (a current-thread runtime outside `block_on`)
+//! holds the claimers scheduled on it. Jobs reserved for them must still run when code on
+//! a driven runtime lets jobs start (a submit, a `wait`): that runtime gets a claimer of
+//! its own when none of the claimers on the way is there (`Engine::claim_here`; RELIABILITY.md,
+//! finding 158, the second review). Written by that review; three of these hung (5 s) on
+//! 8eca13f, one of them (`preexisting_...`) since the claimers were introduced.
+//!
+//!   cargo nextest run --test undriven_runtimes
+
+mod support;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nb_aiopool::{SmartAioPool, SubmitOptions};
+use support::{current_thread, multi_thread_of};
+
+fn cut_off_once(
+    runs: &Arc<AtomicUsize>,
+    value: u32,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = u32> + Send>> + Send + Sync + 'static {
+    let runs = Arc::clone(runs);
+    move || {
+        let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            value
+        })
+    }
+}
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(5), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} hung (5 s)"),
+    }
+}
+
+/// The commit's own scenario (a peek from an undriven runtime b, then a wait from c),
+/// then one more plain task submitted from the driven runtime c and awaited there.
+/// The claimer spawned on b at the peek is still counted in `st.claimers`, so the new
+/// task's reservation is seen as already having a claimer: none is spawned on c.
+#[test]
+fn after_the_wait_a_new_task_from_the_driven_runtime_runs() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = current_thread();
+    let (pool, mut handle) = a.block_on(async {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(1)
+            .auto_shutdown(false)
+            .build();
+        let handle = pool.submit(cut_off_once(&runs, 7)).await.unwrap();
+        support::reach(&runs, 1, Duration::from_secs(10)).await;
+        (pool, handle)
+    });
+    drop(a);
+    let b = current_thread();
+    b.block_on(async {
+        assert!(futures_util::FutureExt::now_or_never(&mut handle).is_none());
+    });
+    let c = multi_thread_of(2);
+    c.block_on(within("the wait", pool.wait()));
+    assert_eq!(c.block_on(within("the handle", &mut handle)).unwrap(), 7);
+    // b is alive, not driven. A new task from c:
+    c.block_on(async {
+        let h = pool.submit(|| async { 9u32 }).await.unwrap();
+        assert_eq!(
+            within("a new task submitted from the driven runtime", h)
+                .await
+                .unwrap(),
+            9
+        );
+    });
+    drop(b);
+}
+
+/// The same, but the new task's handle... a wait() from c covering it.
+#[test]
+fn after_the_wait_a_new_task_is_run_by_another_wait() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = current_thread();
+    let (pool, mut handle) = a.block_on(async {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(1)
+            .auto_shutdown(false)
+            .build();
+        let handle = pool.submit(cut_off_once(&runs, 7)).await.unwrap();
+        support::reach(&runs, 1, Duration::from_secs(10)).await;
+        (pool, handle)
+    });
+    drop(a);
+    let b = current_thread();
+    b.block_on(async {
+        assert!(futures_util::FutureExt::now_or_never(&mut handle).is_none());
+    });
+    let c = multi_thread_of(2);
+    c.block_on(within("the wait", pool.wait()));
+    c.block_on(async {
+        let _h = pool.submit(|| async { 9u32 }).await.unwrap();
+        within("a second wait", pool.wait()).await;
+    });
+    drop(b);
+}
+
+/// A keyed pool (max_per_key 1, max_concurrency 2): two cut-off tasks of one key, a peek
+/// from an undriven runtime b reserves the first (the second is held by its key). A
+/// wait() from c: `wants_slots` is true (room, a queued unreserved job), so `fill_free`
+/// runs instead of `claim_here`, and it reserves nothing and adds no claimer.
+#[test]
+fn keyed_pool_wait_runs_a_task_that_a_peek_took() {
+    let runs1 = Arc::new(AtomicUsize::new(0));
+    let runs2 = Arc::new(AtomicUsize::new(1)); // its first run is on c: must end
+    let a = current_thread();
+    let (pool, mut h1, mut h2) = a.block_on(async {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(2)
+            .max_per_key(1)
+            .auto_shutdown(false)
+            .build();
+        let k = || SubmitOptions::new().key("k");
+        let h1 = pool
+            .submit_with(cut_off_once(&runs1, 1), k())
+            .await
+            .unwrap();
+        let h2 = pool
+            .submit_with(cut_off_once(&runs2, 2), k())
+            .await
+            .unwrap();
+        support::reach(&runs1, 1, Duration::from_secs(10)).await;
+        (pool, h1, h2)
+    });
+    drop(a);
+    let b = current_thread();
+    b.block_on(async {
+        assert!(futures_util::FutureExt::now_or_never(&mut h1).is_none());
+    });
+    let c = multi_thread_of(2);
+    c.block_on(async {
+        within("the wait (keyed pool)", pool.wait()).await;
+        assert_eq!(within("h1", &mut h1).await.unwrap(), 1);
+        assert_eq!(within("h2", &mut h2).await.unwrap(), 2);
+    });
+    drop(b);
+}
+
+/// Same as above with a weight capacity instead of a key.
+#[test]
+fn weighted_pool_wait_runs_a_task_that_a_peek_took() {
+    let runs1 = Arc::new(AtomicUsize::new(0));
+    let runs2 = Arc::new(AtomicUsize::new(1)); // its first run is on c: must end
+    let a = current_thread();
+    let (pool, mut h1, mut h2) = a.block_on(async {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(2)
+            .weight_capacity(10)
+            .auto_shutdown(false)
+            .build();
+        let w = || SubmitOptions::new().weight(10);
+        let h1 = pool
+            .submit_with(cut_off_once(&runs1, 1), w())
+            .await
+            .unwrap();
+        let h2 = pool
+            .submit_with(cut_off_once(&runs2, 2), w())
+            .await
+            .unwrap();
+        support::reach(&runs1, 1, Duration::from_secs(10)).await;
+        (pool, h1, h2)
+    });
+    drop(a);
+    let b = current_thread();
+    b.block_on(async {
+        assert!(futures_util::FutureExt::now_or_never(&mut h1).is_none());
+    });
+    let c = multi_thread_of(2);
+    c.block_on(async {
+        within("the wait (weighted pool)", pool.wait()).await;
+        assert_eq!(within("h1", &mut h1).await.unwrap(), 1);
+        assert_eq!(within("h2", &mut h2).await.unwrap(), 2);
+    });
+    drop(b);
+}
+
+/// Two undriven runtimes: a peek on b1, a wait polled once on b2 (claim_here adds its
+/// claimer there: 2 = 2 * reserved), then a wait from the driven c adds none.
+#[test]
+fn two_undriven_runtimes_then_a_driven_wait() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = current_thread();
+    let (pool, mut handle) = a.block_on(async {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(1)
+            .auto_shutdown(false)
+            .build();
+        let handle = pool.submit(cut_off_once(&runs, 7)).await.unwrap();
+        support::reach(&runs, 1, Duration::from_secs(10)).await;
+        (pool, handle)
+    });
+    drop(a);
+    let b1 = current_thread();
+    b1.block_on(async {
+        assert!(futures_util::FutureExt::now_or_never(&mut handle).is_none());
+    });
+    let b2 = current_thread();
+    b2.block_on(async {
+        assert!(futures_util::FutureExt::now_or_never(pool.wait()).is_none());
+    });
+    let c = multi_thread_of(2);
+    c.block_on(within("a wait from a driven runtime", pool.wait()));
+    drop((b1, b2));
+}
+
+/// Control for `after_the_wait_a_new_task_from_the_driven_runtime_runs`: b dropped
+/// before the new submit (its claimer's drop uncounts it): passes.
+#[test]
+fn control_b_dropped_before_the_new_task() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = current_thread();
+    let (pool, mut handle) = a.block_on(async {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(1)
+            .auto_shutdown(false)
+            .build();
+        let handle = pool.submit(cut_off_once(&runs, 7)).await.unwrap();
+        support::reach(&runs, 1, Duration::from_secs(10)).await;
+        (pool, handle)
+    });
+    drop(a);
+    let b = current_thread();
+    b.block_on(async {
+        assert!(futures_util::FutureExt::now_or_never(&mut handle).is_none());
+    });
+    let c = multi_thread_of(2);
+    c.block_on(within("the wait", pool.wait()));
+    drop(b);
+    c.block_on(async {
+        let h = pool.submit(|| async { 9u32 }).await.unwrap();
+        assert_eq!(within("new task", h).await.unwrap(), 9);
+    });
+}
+
+/// Pre-existing (no stranding, not this commit): a task submitted from a current-thread
+/// runtime b left undriven leaves a claimer counted there; a later task from the driven
+/// c is reserved with no claimer of its own.
+#[test]
+fn preexisting_undriven_submitter_holds_a_later_task_of_another_runtime() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .auto_shutdown(false)
+        .build();
+    let b = current_thread();
+    let _hb = b.block_on(pool.submit(|| async { 1u32 })).unwrap();
+    let c = multi_thread_of(2);
+    c.block_on(async {
+        let h = pool.submit(|| async { 2u32 }).await.unwrap();
+        assert_eq!(
+            within("a task from the driven runtime", h).await.unwrap(),
+            2
+        );
+    });
+    drop(b);
+}
