@@ -106,8 +106,10 @@
 //!   to it). A runtime that is alive but not driven (a current-thread runtime outside
 //!   `block_on`) runs nothing, so the slot tasks that take queued jobs, and a rate
 //!   limit's timer, go to a runtime that is: the one of the code that lets the jobs start
-//!   (a job's end, a submit, a resize), else the one of the job that starts next, the
-//!   home only after these.
+//!   (a job's end, a submit, a resize, a `wait`), else the one of the job that starts
+//!   next, the home only after these. If the slot tasks already on their way to jobs are
+//!   all on other runtimes (which may not be driven), that code's runtime gets one too;
+//!   whichever comes first takes the job.
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up
