@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nb_aiopool::{SmartAioPool, SubmitOptions};
+use nb_aiopool::{CommonAioPool, SmartAioPool, SubmitOptions};
 use support::{current_thread, multi_thread_of};
 
 fn cut_off_once(
@@ -261,6 +261,107 @@ fn preexisting_undriven_submitter_holds_a_later_task_of_another_runtime() {
             within("a task from the driven runtime", h).await.unwrap(),
             2
         );
+    });
+    drop(b);
+}
+
+// ----- from the third review (of 96692ce): more paths -------------------------------
+
+/// Rate-limited pool: the undriven b took the window's token (its claimer sits on b) and
+/// queued a second job, so the rate timer was armed on b (the held job's runtime). A task
+/// from the driven c, awaited by its handle only, waited for that timer until b was
+/// dropped (hung 5 s on 96692ce and before it; the third review). The timer now goes to a
+/// multi-thread runtime the pool knows when the held job's runtime is current-thread.
+#[test]
+fn rate_limited_task_of_a_driven_runtime_behind_an_undriven_one() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .rate_limit(1, Duration::from_millis(50))
+        .build();
+    let b = current_thread();
+    let (_h1, _h2) = b.block_on(async {
+        (
+            pool.submit(async { 1u32 }).await.unwrap(),
+            pool.submit(async { 2u32 }).await.unwrap(),
+        )
+    });
+    let c = multi_thread_of(2);
+    c.block_on(async {
+        let h = pool.submit(async { 3u32 }).await.unwrap();
+        assert_eq!(within("rate-limited task from c", h).await.unwrap(), 3);
+    });
+    drop(b);
+}
+
+/// Control: b (undriven) holds the window's token and one claimer, but queued nothing
+/// more, so no timer sits on b: c's two tasks run (hung on 8eca13f, pass on 96692ce).
+#[test]
+fn rate_limited_two_tasks_of_a_driven_runtime() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .rate_limit(1, Duration::from_millis(50))
+        .build();
+    let b = current_thread();
+    let _h1 = b.block_on(pool.submit(async { 1u32 })).unwrap();
+    let c = multi_thread_of(2);
+    c.block_on(async {
+        let h = pool.submit(async { 3u32 }).await.unwrap();
+        let h2 = pool.submit(async { 4u32 }).await.unwrap();
+        assert_eq!(within("task 3 from c", h).await.unwrap(), 3);
+        assert_eq!(within("task 4 from c", h2).await.unwrap(), 4);
+    });
+    drop(b);
+}
+
+/// max_concurrency 1: b (undriven) submitted first and holds the reservation; c's task
+/// behind it. Then c grows the pool: `set_max_concurrency(2)` from c.
+#[test]
+fn growing_the_pool_from_a_driven_runtime_runs_its_task() {
+    let pool = CommonAioPool::builder().max_concurrency(1).build();
+    let b = current_thread();
+    let _hb = b.block_on(pool.submit(async { 1u32 })).unwrap();
+    let c = multi_thread_of(2);
+    c.block_on(async {
+        let h = pool.submit(async { 2u32 }).await.unwrap();
+        pool.set_max_concurrency(2);
+        assert_eq!(within("task from c after a grow", h).await.unwrap(), 2);
+    });
+    drop(b);
+}
+
+/// Two undriven runtimes each with a claimer, then c's tasks (pool of 3).
+#[test]
+fn two_undriven_submitters_then_driven_tasks() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(3)
+        .auto_shutdown(false)
+        .build();
+    let b1 = current_thread();
+    let _h1 = b1.block_on(pool.submit(|| async { 1u32 })).unwrap();
+    let b2 = current_thread();
+    let _h2 = b2.block_on(pool.submit(|| async { 2u32 })).unwrap();
+    let c = multi_thread_of(2);
+    c.block_on(async {
+        let h = pool.submit(|| async { 3u32 }).await.unwrap();
+        assert_eq!(within("task from c", h).await.unwrap(), 3);
+    });
+    drop((b1, b2));
+}
+
+/// The idle-slot path of `add_claimer`: c runs a task first (leaving an idle slot on c),
+/// then b (undriven) submits, then c submits and awaits its handles (hung on 8eca13f).
+#[test]
+fn idle_slot_on_driven_runtime_then_undriven_then_driven() {
+    let pool = CommonAioPool::builder().max_concurrency(2).build();
+    let c = multi_thread_of(2);
+    c.block_on(async { pool.submit(async { 0u32 }).await.unwrap().await.unwrap() });
+    let b = current_thread();
+    let _hb = b.block_on(pool.submit(async { 1u32 })).unwrap();
+    c.block_on(async {
+        for i in 0..50u32 {
+            let h = pool.submit(async move { i }).await.unwrap();
+            assert_eq!(within("task from c", h).await.unwrap(), i);
+        }
     });
     drop(b);
 }

@@ -955,7 +955,8 @@ impl<J: Job> Engine<J> {
         };
         if room {
             let mut want = (st.limit - st.running).min(st.queue.len() - st.reserved);
-            // A rate timer, if one is armed, goes to the held job's runtime.
+            // A rate timer, if one is armed, goes to the held job's runtime (or, if that
+            // is a current-thread runtime, to a multi-thread one the pool knows).
             let timer_rt = st.limits.as_ref().and_then(|_| Self::held_job_rt(st));
             if let Some(limits) = &mut st.limits {
                 // Reserve only for jobs that may start now, or claimers would find none.
@@ -963,8 +964,11 @@ impl<J: Job> Engine<J> {
                 let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
                 if tokens == 0 && !st.rate_timer {
                     if let Some(at) = limits.rate_ready_at(now) {
-                        let timer = timer_rt
-                            .and_then(|rt| st.runtimes.handle(rt))
+                        // On a runtime that runs it without anyone driving it, if the
+                        // pool knows one (see `driven_handle`).
+                        let timer = st
+                            .runtimes
+                            .driven_handle(timer_rt.unwrap_or(rt))
                             .unwrap_or_else(|| st.runtimes.known_handle(rt))
                             .clone();
                         st.rate_timer = true;
@@ -1072,7 +1076,7 @@ impl<J: Job> Engine<J> {
             if !*rate_timer {
                 let handle = runtimes
                     .live_or_any(Some(timer_rt))
-                    .and_then(|rt| runtimes.handle(rt));
+                    .and_then(|rt| runtimes.driven_handle(rt));
                 if let Some(handle) = handle {
                     *rate_timer = true;
                     later.rate_timer = Some(Box::new((handle.clone(), at)));
@@ -1265,7 +1269,9 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: the live runtime of the job that starts next, if it has its own.
     /// A timer that lets it start is armed there, not on the runtime that noticed it must
-    /// wait (which may stop being driven right after).
+    /// wait (which may stop being driven right after); but on a multi-thread runtime the
+    /// pool knows if that one is current-thread ([`Runtimes::driven_handle`]): one that is
+    /// left undriven would hold the timer, and every job behind it, until driven again.
     fn held_job_rt(st: &State<J>) -> Option<RtRef> {
         st.queue
             .first()
