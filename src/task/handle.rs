@@ -27,10 +27,9 @@ use crate::error::{CancelReason, TaskError};
 /// runtime that awaits its handle (or a stream's or a group's results): a pending poll
 /// offers it to the pool. (A current-thread runtime that polls it once and is then no
 /// longer driven holds it until driven again, dropped, or a `wait()` elsewhere takes it.)
-/// Awaited only from plain threads
-/// ([`blocking_wait`](Self::blocking_wait)), which have no runtime to offer, it waits until
-/// some runtime waits on the pool, submits to it or awaits one of its tasks (the crate
-/// docs' "Which runtime").
+/// Awaited only from plain threads ([`blocking_wait`](Self::blocking_wait)), which have no
+/// runtime to offer, it waits until some runtime waits on the pool, submits to it or
+/// awaits one of its tasks (the crate docs' "Which runtime").
 ///
 /// # Awaiting from inside the same pool
 ///
