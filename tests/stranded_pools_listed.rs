@@ -7,29 +7,12 @@
 
 mod support;
 
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nb_aiopool::{SmartAioPool, TaskHandle};
-use support::{current_thread, multi_thread_of};
-
-fn cut_off_once(
-    runs: &Arc<AtomicUsize>,
-    value: u32,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = u32> + Send>> + Send + Sync + 'static {
-    let runs = Arc::clone(runs);
-    move || {
-        let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
-        Box::pin(async move {
-            if first {
-                std::future::pending::<()>().await;
-            }
-            value
-        })
-    }
-}
+use support::{current_thread, cut_off_once, multi_thread_of};
 
 /// A pool stranded with one queued re-run (its runtime dropped).
 fn stranded(value: u32) -> (SmartAioPool, TaskHandle<u32>) {

@@ -13,25 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use nb_aiopool::SmartAioPool;
-use support::{current_thread, multi_thread_of};
-
-/// A recipe whose first run never ends (it is cut off by its runtime's end) and whose
-/// re-run returns `value`.
-fn cut_off_once(
-    runs: &Arc<AtomicUsize>,
-    value: u32,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = u32> + Send>> + Send + Sync + 'static {
-    let runs = Arc::clone(runs);
-    move || {
-        let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
-        Box::pin(async move {
-            if first {
-                std::future::pending::<()>().await;
-            }
-            value
-        })
-    }
-}
+use support::{current_thread, cut_off_once, multi_thread_of};
 
 /// Fails the test instead of hanging: what the bug did.
 async fn within<F: Future>(what: &str, fut: F) -> F::Output {

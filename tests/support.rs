@@ -368,3 +368,22 @@ pub fn fill_smart_from_a_new_runtime(
     assert_eq!((pool.stats().running, pool.stats().queued), (1, 1));
     (rt_v, first, second)
 }
+
+/// A SmartAioPool recipe whose first run never ends (it is to be cut off by the end of its
+/// runtime) and whose later runs return `value`; `runs` counts the runs.
+pub fn cut_off_once(
+    runs: &Arc<AtomicUsize>,
+    value: u32,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> + Send + Sync + 'static
+{
+    let runs = Arc::clone(runs);
+    move || {
+        let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            value
+        })
+    }
+}

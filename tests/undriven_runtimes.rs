@@ -10,28 +10,12 @@
 mod support;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nb_aiopool::{CommonAioPool, SmartAioPool, SubmitOptions};
-use support::{current_thread, multi_thread_of};
-
-fn cut_off_once(
-    runs: &Arc<AtomicUsize>,
-    value: u32,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = u32> + Send>> + Send + Sync + 'static {
-    let runs = Arc::clone(runs);
-    move || {
-        let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
-        Box::pin(async move {
-            if first {
-                std::future::pending::<()>().await;
-            }
-            value
-        })
-    }
-}
+use support::{current_thread, cut_off_once, multi_thread_of};
 
 async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(Duration::from_secs(5), fut).await {
@@ -106,28 +90,26 @@ fn after_the_wait_a_new_task_is_run_by_another_wait() {
     drop(b);
 }
 
-/// A keyed pool (max_per_key 1, max_concurrency 2): two cut-off tasks of one key, a peek
-/// from an undriven runtime b reserves the first (the second is held by its key). A
-/// wait() from c: `wants_slots` is true (room, a queued unreserved job), so `fill_free`
-/// runs instead of `claim_here`, and it reserves nothing and adds no claimer.
-#[test]
-fn keyed_pool_wait_runs_a_task_that_a_peek_took() {
+/// Two tasks cut off by their runtime's end in a pool of two slots whose limit lets only
+/// one of them start at a time (`builder` sets it, `options` puts each task under it); a
+/// peek from an undriven runtime b takes the first. A `wait()` from the driven c runs
+/// both (the second's first run, on c, ends).
+fn limited_pool_wait_runs_the_tasks_a_peek_took(
+    what: &str,
+    builder: nb_aiopool::SmartAioPoolBuilder,
+    options: fn() -> SubmitOptions,
+) {
     let runs1 = Arc::new(AtomicUsize::new(0));
     let runs2 = Arc::new(AtomicUsize::new(1)); // its first run is on c: must end
     let a = current_thread();
     let (pool, mut h1, mut h2) = a.block_on(async {
-        let pool = SmartAioPool::builder()
-            .max_concurrency(2)
-            .max_per_key(1)
-            .auto_shutdown(false)
-            .build();
-        let k = || SubmitOptions::new().key("k");
+        let pool = builder.max_concurrency(2).auto_shutdown(false).build();
         let h1 = pool
-            .submit_with(cut_off_once(&runs1, 1), k())
+            .submit_with(cut_off_once(&runs1, 1), options())
             .await
             .unwrap();
         let h2 = pool
-            .submit_with(cut_off_once(&runs2, 2), k())
+            .submit_with(cut_off_once(&runs2, 2), options())
             .await
             .unwrap();
         support::reach(&runs1, 1, Duration::from_secs(10)).await;
@@ -140,49 +122,31 @@ fn keyed_pool_wait_runs_a_task_that_a_peek_took() {
     });
     let c = multi_thread_of(2);
     c.block_on(async {
-        within("the wait (keyed pool)", pool.wait()).await;
+        within(&format!("the wait ({what})"), pool.wait()).await;
         assert_eq!(within("h1", &mut h1).await.unwrap(), 1);
         assert_eq!(within("h2", &mut h2).await.unwrap(), 2);
     });
     drop(b);
 }
 
-/// Same as above with a weight capacity instead of a key.
+/// With a key limit (`max_per_key(1)`, one key).
+#[test]
+fn keyed_pool_wait_runs_a_task_that_a_peek_took() {
+    limited_pool_wait_runs_the_tasks_a_peek_took(
+        "keyed pool",
+        SmartAioPool::builder().max_per_key(1),
+        || SubmitOptions::new().key("k"),
+    );
+}
+
+/// With a weight capacity that one task fills.
 #[test]
 fn weighted_pool_wait_runs_a_task_that_a_peek_took() {
-    let runs1 = Arc::new(AtomicUsize::new(0));
-    let runs2 = Arc::new(AtomicUsize::new(1)); // its first run is on c: must end
-    let a = current_thread();
-    let (pool, mut h1, mut h2) = a.block_on(async {
-        let pool = SmartAioPool::builder()
-            .max_concurrency(2)
-            .weight_capacity(10)
-            .auto_shutdown(false)
-            .build();
-        let w = || SubmitOptions::new().weight(10);
-        let h1 = pool
-            .submit_with(cut_off_once(&runs1, 1), w())
-            .await
-            .unwrap();
-        let h2 = pool
-            .submit_with(cut_off_once(&runs2, 2), w())
-            .await
-            .unwrap();
-        support::reach(&runs1, 1, Duration::from_secs(10)).await;
-        (pool, h1, h2)
-    });
-    drop(a);
-    let b = current_thread();
-    b.block_on(async {
-        assert!(futures_util::FutureExt::now_or_never(&mut h1).is_none());
-    });
-    let c = multi_thread_of(2);
-    c.block_on(async {
-        within("the wait (weighted pool)", pool.wait()).await;
-        assert_eq!(within("h1", &mut h1).await.unwrap(), 1);
-        assert_eq!(within("h2", &mut h2).await.unwrap(), 2);
-    });
-    drop(b);
+    limited_pool_wait_runs_the_tasks_a_peek_took(
+        "weighted pool",
+        SmartAioPool::builder().weight_capacity(10),
+        || SubmitOptions::new().weight(10),
+    );
 }
 
 /// Two undriven runtimes: a peek on b1, a wait polled once on b2 (claim_here adds its
