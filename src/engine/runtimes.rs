@@ -228,7 +228,7 @@ impl Runtimes {
     /// Returns `true` the first time it is called for that runtime, whoever noticed the
     /// death first (the sentinel may have): the caller then sweeps the queue of its jobs.
     pub(crate) fn mark_dead(&mut self, serial: RtRef) -> bool {
-        match self.entries.iter_mut().rev().find(|e| e.serial == serial) {
+        match self.entry_mut(serial) {
             Some(e) => {
                 e.alive.store(false, Ordering::Release);
                 !std::mem::replace(&mut e.swept, true)
@@ -257,7 +257,7 @@ impl Runtimes {
         if !self.is_multi() {
             return;
         }
-        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.serial == serial) {
+        if let Some(e) = self.entry_mut(serial) {
             e.claimers += 1;
         }
     }
@@ -268,7 +268,7 @@ impl Runtimes {
         if !self.is_multi() {
             return;
         }
-        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.serial == serial) {
+        if let Some(e) = self.entry_mut(serial) {
             e.claimers = e.claimers.saturating_sub(1);
         }
     }
@@ -286,6 +286,10 @@ impl Runtimes {
 
     fn entry(&self, serial: RtRef) -> Option<&Entry> {
         self.entries.iter().rev().find(|e| e.serial == serial)
+    }
+
+    fn entry_mut(&mut self, serial: RtRef) -> Option<&mut Entry> {
+        self.entries.iter_mut().rev().find(|e| e.serial == serial)
     }
 }
 
