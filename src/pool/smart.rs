@@ -84,10 +84,16 @@ use crate::task::TaskHandle;
 ///
 /// # Dropping
 ///
-/// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping every handle does
-/// not cancel or lose anything: a pool is kept in a process-wide list until it is shut down
-/// (so its tasks still finish, and the at-exit hook can find them). Create pools once
-/// (for example in a `static`), not per request.
+/// The pool is a cheap [`Clone`] handle; clones share one pool (its streams and groups
+/// count as handles too). Dropping every handle does not cancel or lose anything: a pool
+/// with unfinished tasks is kept in a process-wide list (so its tasks still finish, and the
+/// at-exit hook can find them), and closed and forgotten once they have finished. A pool
+/// whose last handle goes while nothing is queued or running is closed and forgotten at
+/// once: its idle workers exit, and the pool lets go of the runtimes it served. One
+/// dropped with tasks still unfinished is forgotten by the next [`build`](SmartAioPoolBuilder::build)
+/// or last-handle drop of a SmartAioPool after they finish (or by
+/// [`shutdown_all_smart_aiopools`]). So pools made per request or per test do not pile up;
+/// a pool made once (in a `static`) and shared costs less still.
 ///
 /// # Examples
 ///
@@ -373,6 +379,7 @@ impl SmartAioPoolBuilder {
             name,
             process_wide: self.process_wide,
         });
+        forget_unused_pools(None);
         smart_pools().push(Arc::clone(&inner));
         crate::exit::at_exit(finish_at_exit);
         SmartAioPool { inner }
@@ -413,6 +420,12 @@ impl SmartAioPool {
 
     pub(crate) fn core(&self) -> &Core<SmartJob> {
         &self.inner.core
+    }
+
+    /// The pool's core for a stream or a group: it counts as a handle of the pool while it
+    /// lives, so the pool is not forgotten under it (see "Dropping" above).
+    fn kept(&self) -> Core<SmartJob> {
+        self.inner.core.kept_by(Arc::new(self.clone()))
     }
 
     /// Submits a recipe with per-task options ([`SubmitOptions`](crate::SubmitOptions)):
@@ -1009,7 +1022,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::unordered(self.core(), inputs, f)
+        super::stream::unordered(&self.kept(), inputs, f)
     }
 
     /// Runs a task for every input of `inputs`, as [`map_unordered`](Self::map_unordered)
@@ -1041,7 +1054,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::ordered(self.core(), inputs, f)
+        super::stream::ordered(&self.kept(), inputs, f)
     }
 
     /// A new, empty [`SmartTaskGroup`] of this pool: [`TaskGroup`](crate::TaskGroup) in recipe form.
@@ -1059,7 +1072,18 @@ impl SmartAioPool {
     /// # }
     /// ```
     pub fn group<T: Send + 'static>(&self) -> SmartTaskGroup<T> {
-        SmartTaskGroup::new(self.core().clone())
+        SmartTaskGroup::new(self.kept())
+    }
+}
+
+impl Drop for SmartAioPool {
+    fn drop(&mut self) {
+        // The last handle, if the list holds the only other reference (a shut-down pool
+        // is no longer listed). Handles dropped at the same time on two threads may both
+        // see the other: the next build or drop of a pool forgets it then.
+        if Arc::strong_count(&self.inner) == 2 {
+            forget_unused_pools(Some(&self.inner));
+        }
     }
 }
 
@@ -1076,6 +1100,28 @@ impl fmt::Debug for SmartAioPool {
 }
 
 // ----- process-wide functions -------------------------------------------------------------
+
+/// Closes and forgets the listed pools that nothing can submit to any more and that have
+/// no unfinished task: no handle, stream or group of theirs is left (`dropping` is a
+/// handle being dropped, still counted), and nothing runs or waits in them. A pool kept
+/// only by this list would otherwise hold its engine, its idle slot tasks and the handles
+/// of the runtimes it served (their file descriptors) until the process ends.
+fn forget_unused_pools(dropping: Option<&Arc<Inner>>) {
+    let unused: Vec<Arc<Inner>> = {
+        let mut pools = smart_pools();
+        let (unused, kept) = std::mem::take(&mut *pools).into_iter().partition(|p| {
+            let others = usize::from(dropping.is_some_and(|d| Arc::ptr_eq(p, d)));
+            // Only this list (and the handle being dropped) holds it: nobody can submit.
+            Arc::strong_count(p) - others == 1 && p.core.engine.stats().unfinished() == 0
+        });
+        *pools = kept;
+        unused
+    };
+    // Outside the list's lock: closing wakes the idle slot tasks, which then exit.
+    for p in unused {
+        p.core.engine.close();
+    }
+}
 
 fn auto_pools() -> Vec<Arc<Inner>> {
     smart_pools()
@@ -1201,6 +1247,8 @@ pub async fn shutdown_all_smart_aiopools() {
         .collect();
     join_all(pools.iter().map(|p| p.core.engine.shutdown())).await;
     smart_pools().retain(|p| !pools.iter().any(|q| Arc::ptr_eq(p, q)));
+    drop(pools);
+    forget_unused_pools(None);
 }
 
 /// The at-exit path: runs every unfinished task of the `auto_shutdown` pools on a fresh

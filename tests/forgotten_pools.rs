@@ -1,0 +1,195 @@
+//! A SmartAioPool whose handles are all gone is freed once it has nothing left to do, so
+//! pools made per request or per test do not pile up in the process-wide list (with their
+//! engines, idle workers and the runtimes they served). Before, every SmartAioPool stayed
+//! listed until shut down: 4 file descriptors and about 18 KiB per pool made and dropped on
+//! a runtime of its own, for the life of the process.
+//!
+//! The tests watch a pool's engine through its `on_panic` callback, which the engine owns:
+//! the callback's captures are dropped when the engine is freed. They share process-wide
+//! state (the list; the process's file descriptors), so they run one at a time.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{stream, StreamExt};
+use nb_aiopool::SmartAioPool;
+use support::{multi_thread_of, serial, within, Gate};
+
+/// A pool with two idle workers kept (they hold its engine until told to exit), whose
+/// engine holds a clone of `alive`.
+fn watched_pool(alive: &Arc<()>) -> SmartAioPool {
+    let held = Arc::clone(alive);
+    SmartAioPool::builder()
+        .max_concurrency(4)
+        .min_workers(2)
+        .process_wide(false)
+        .auto_shutdown(false)
+        .on_panic(move |_, _| {
+            let _ = &held;
+        })
+        .build()
+}
+
+/// Waits (bounded) until the engine that held a clone of `alive` is freed.
+async fn freed(alive: &Arc<()>) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(alive) > 1 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Arc::strong_count(alive) == 1
+}
+
+#[test]
+fn an_idle_pool_is_freed_when_its_last_handle_goes() {
+    let _serial = serial();
+    let alive = Arc::new(());
+    multi_thread_of(2).block_on(async {
+        let pool = watched_pool(&alive);
+        assert_eq!(pool.run(|| async { 7 }).await.unwrap(), 7);
+        let other = pool.clone();
+        drop(pool);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            Arc::strong_count(&alive),
+            2,
+            "freed while a handle remained"
+        );
+        assert_eq!(other.run(|| async { 8 }).await.unwrap(), 8);
+        drop(other);
+        assert!(freed(&alive).await, "an idle pool without handles was kept");
+    });
+}
+
+#[test]
+fn a_pool_dropped_with_unfinished_tasks_finishes_them_and_is_freed_afterwards() {
+    let _serial = serial();
+    let alive = Arc::new(());
+    let done = Arc::new(AtomicUsize::new(0));
+    multi_thread_of(2).block_on(async {
+        let pool = watched_pool(&alive);
+        let gate = Gate::default();
+        for _ in 0..6 {
+            let (gate, done) = (gate.clone(), done.clone());
+            pool.submit(move || {
+                let (gate, done) = (gate.clone(), done.clone());
+                async move {
+                    gate.wait().await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .await
+            .unwrap()
+            .detach();
+        }
+        drop(pool);
+        // Two other pools come and go meanwhile: the first stays, its tasks unfinished.
+        drop(SmartAioPool::builder().process_wide(false).build());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(Arc::strong_count(&alive), 2, "freed with tasks unfinished");
+        gate.open();
+        support::reach(&done, 6, Duration::from_secs(10)).await;
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            6,
+            "a task of a dropped pool was lost"
+        );
+        // Its tasks have finished: the next pool built forgets it.
+        let next = SmartAioPool::builder().process_wide(false).build();
+        assert!(
+            freed(&alive).await,
+            "a dropped pool was kept after its tasks ended"
+        );
+        drop(next);
+    });
+}
+
+#[test]
+fn streams_and_groups_keep_their_pool_after_its_handles_go() {
+    let _serial = serial();
+    let alive = Arc::new(());
+    multi_thread_of(2).block_on(async {
+        let pool = watched_pool(&alive);
+        let results = pool.map_ordered(stream::iter(0..20u32), |i| move || async move { i * 2 });
+        let mut group = pool.group();
+        drop(pool);
+        // A pool build between: it must not forget the pool the stream and group feed.
+        drop(SmartAioPool::builder().process_wide(false).build());
+        let results: Vec<u32> = within("the stream", results.map(Result::unwrap).collect()).await;
+        assert_eq!(results, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+        group
+            .submit(|| async { 5 })
+            .await
+            .expect("the group's pool was closed");
+        assert_eq!(
+            within("the group", group.join_next())
+                .await
+                .unwrap()
+                .unwrap(),
+            5
+        );
+        assert_eq!(Arc::strong_count(&alive), 2, "freed while its group lived");
+        drop(group);
+        assert!(freed(&alive).await, "kept after its stream and group went");
+    });
+}
+
+#[test]
+fn the_last_handle_may_go_inside_one_of_the_pools_own_tasks() {
+    let _serial = serial();
+    let alive = Arc::new(());
+    multi_thread_of(2).block_on(async {
+        let pool = watched_pool(&alive);
+        let inner = Arc::new(std::sync::Mutex::new(Some(pool.clone())));
+        let handle = pool
+            .submit(move || {
+                let inner = inner.clone();
+                async move {
+                    // The task drops the pool's last handle while it runs.
+                    tokio::task::yield_now().await;
+                    drop(inner.lock().unwrap().take());
+                    3
+                }
+            })
+            .await
+            .unwrap();
+        drop(pool);
+        assert_eq!(within("the task", handle).await.unwrap(), 3);
+        drop(SmartAioPool::builder().process_wide(false).build());
+        assert!(
+            freed(&alive).await,
+            "kept after its last handle went in a task"
+        );
+    });
+}
+
+/// What a user saw: a test suite (or a server) making a SmartAioPool per runtime ran out
+/// of file descriptors, each dropped pool holding its runtime's driver.
+#[cfg(target_os = "linux")]
+#[test]
+fn pools_made_per_runtime_do_not_hold_file_descriptors() {
+    let _serial = serial();
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let round = || {
+        multi_thread_of(1).block_on(async {
+            let pool = SmartAioPool::builder().max_concurrency(4).build();
+            for i in 0..4u32 {
+                assert_eq!(pool.run(move || async move { i }).await.unwrap(), i);
+            }
+        });
+    };
+    round();
+    let before = fds();
+    for _ in 0..100 {
+        round();
+    }
+    let after = fds();
+    // Before the fix: 4 more per pool (400 here).
+    assert!(
+        after <= before + 8,
+        "{} file descriptors more after 100 pools",
+        after - before
+    );
+}
