@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,40 +62,72 @@ fn an_idle_pool_is_freed_when_its_last_handle_goes() {
     });
 }
 
+/// Six tasks that wait for `gate`, submitted to `pool`; their handles.
+async fn gated_tasks(pool: &SmartAioPool, gate: &Gate) -> Vec<nb_aiopool::TaskHandle<u32>> {
+    let mut handles = Vec::new();
+    for i in 0..6u32 {
+        let gate = gate.clone();
+        let handle = pool
+            .submit(move || {
+                let gate = gate.clone();
+                async move {
+                    gate.wait().await;
+                    i
+                }
+            })
+            .await
+            .unwrap();
+        handles.push(handle);
+    }
+    handles
+}
+
 #[test]
 fn a_pool_dropped_with_unfinished_tasks_finishes_them_and_is_freed_afterwards() {
     let _serial = serial();
     let alive = Arc::new(());
-    let done = Arc::new(AtomicUsize::new(0));
     multi_thread_of(2).block_on(async {
         let pool = watched_pool(&alive);
         let gate = Gate::default();
-        for _ in 0..6 {
-            let (gate, done) = (gate.clone(), done.clone());
-            pool.submit(move || {
-                let (gate, done) = (gate.clone(), done.clone());
-                async move {
-                    gate.wait().await;
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-            .await
-            .unwrap()
-            .detach();
-        }
+        let handles = gated_tasks(&pool, &gate).await;
         drop(pool);
-        // Two other pools come and go meanwhile: the first stays, its tasks unfinished.
+        // Another pool comes and goes meanwhile: the first stays, its tasks unfinished.
         drop(SmartAioPool::builder().process_wide(false).build());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(Arc::strong_count(&alive), 2, "freed with tasks unfinished");
         gate.open();
-        support::reach(&done, 6, Duration::from_secs(10)).await;
-        assert_eq!(
-            done.load(Ordering::SeqCst),
-            6,
-            "a task of a dropped pool was lost"
+        for (i, handle) in handles.into_iter().enumerate() {
+            assert_eq!(within("a task", handle).await.unwrap(), i as u32);
+        }
+        // Nothing else happens in the process: the pool goes once its tasks have ended.
+        assert!(
+            freed(&alive).await,
+            "a dropped pool was kept after its tasks ended"
         );
-        // Its tasks have finished: the next pool built forgets it.
+    });
+}
+
+/// The task that forgets a pool dropped while busy runs on a runtime the pool knows; when
+/// that runtime ends first, the next `build` forgets it.
+#[test]
+fn a_pool_dropped_busy_whose_runtime_ended_is_freed_by_a_later_build() {
+    let _serial = serial();
+    let alive = Arc::new(());
+    let gate = Gate::default();
+    let handles = support::current_thread().block_on(async {
+        let pool = watched_pool(&alive);
+        let handles = gated_tasks(&pool, &gate).await;
+        drop(pool);
+        handles
+    });
+    // The runtime has ended: its tasks are queued again, to run where they are awaited.
+    assert_eq!(Arc::strong_count(&alive), 2, "freed with tasks unfinished");
+    multi_thread_of(2).block_on(async {
+        gate.open();
+        for (i, handle) in handles.into_iter().enumerate() {
+            assert_eq!(within("a re-run task", handle).await.unwrap(), i as u32);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let next = SmartAioPool::builder().process_wide(false).build();
         assert!(
             freed(&alive).await,
@@ -113,12 +144,17 @@ fn streams_and_groups_keep_their_pool_after_its_handles_go() {
     multi_thread_of(2).block_on(async {
         let pool = watched_pool(&alive);
         let results = pool.map_ordered(stream::iter(0..20u32), |i| move || async move { i * 2 });
+        let unordered = pool.map_unordered(stream::iter(0..20u32), |i| move || async move { i });
         let mut group = pool.group();
         drop(pool);
         // A pool build between: it must not forget the pool the stream and group feed.
         drop(SmartAioPool::builder().process_wide(false).build());
         let results: Vec<u32> = within("the stream", results.map(Result::unwrap).collect()).await;
         assert_eq!(results, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+        let mut unordered: Vec<u32> =
+            within("the other stream", unordered.map(Result::unwrap).collect()).await;
+        unordered.sort_unstable();
+        assert_eq!(unordered, (0..20).collect::<Vec<_>>());
         group
             .submit(|| async { 5 })
             .await

@@ -2016,6 +2016,29 @@ impl<J: Job> Engine<J> {
         }
     }
 
+    /// Calls `f` in a task of a runtime the pool knows (a multi-thread one if it knows
+    /// one), once every job submitted so far has finished. Returns `false`, and spawns
+    /// nothing, if the pool knows no live runtime; `f` is never called if that runtime
+    /// shuts down first.
+    pub(crate) fn when_done(self: &Arc<Self>, f: impl FnOnce() + Send + 'static) -> bool {
+        let handle = {
+            let st = self.lock();
+            st.runtimes
+                .live_or_any(None)
+                .and_then(|rt| st.runtimes.driven_handle(rt))
+                .cloned()
+        };
+        let Some(handle) = handle else {
+            return false;
+        };
+        let done = self.wait_all();
+        drop(handle.spawn(async move {
+            done.await;
+            f();
+        }));
+        true
+    }
+
     /// Starts queued jobs that have a free slot (or, elastic, could have one) but no
     /// runtime to run them (re-runs whose runtime went away, reservations whose claimers
     /// went with it), on the current runtime. Called by a `wait` and by a submit that has

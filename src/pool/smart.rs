@@ -1,10 +1,11 @@
 //! [`SmartAioPool`]: elastic workers, re-runnable recipes, and no task lost when `main`
 //! returns.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -85,15 +86,15 @@ use crate::task::TaskHandle;
 /// # Dropping
 ///
 /// The pool is a cheap [`Clone`] handle; clones share one pool (its streams and groups
-/// count as handles too). Dropping every handle does not cancel or lose anything: a pool
-/// with unfinished tasks is kept in a process-wide list (so its tasks still finish, and the
-/// at-exit hook can find them), and closed and forgotten once they have finished. A pool
-/// whose last handle goes while nothing is queued or running is closed and forgotten at
-/// once: its idle workers exit, and the pool lets go of the runtimes it served. One
-/// dropped with tasks still unfinished is forgotten by the next [`build`](SmartAioPoolBuilder::build)
-/// or last-handle drop of a SmartAioPool after they finish (or by
-/// [`shutdown_all_smart_aiopools`]). So pools made per request or per test do not pile up;
-/// a pool made once (in a `static`) and shared costs less still.
+/// count as handles too). Dropping every handle does not cancel or lose anything: the pool
+/// stays in a process-wide list while it has unfinished tasks (so they still finish, and
+/// the at-exit hook can find them). Once nothing is queued or running in a pool without
+/// handles, it is closed and forgotten: its idle workers exit and it lets go of the
+/// runtimes it served. That happens when the last handle is dropped, if the pool is idle
+/// then; otherwise once its tasks have finished, seen by a task of a runtime the pool
+/// knows (if that runtime ends first, by the next [`build`](SmartAioPoolBuilder::build)
+/// of a SmartAioPool). So pools made per request or per test do not pile up; a pool made
+/// once (in a `static`) and shared costs less still.
 ///
 /// # Examples
 ///
@@ -135,10 +136,28 @@ pub(crate) struct Inner {
     process_wide: bool,
 }
 
-static SMART_POOLS: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
+/// The process's SmartAioPools that may still have work: a pool is listed from its
+/// build until it is shut down or forgotten (see [`forget_if_unused`]).
+struct Listed {
+    /// By address (see [`key`]).
+    pools: BTreeMap<usize, Arc<Inner>>,
+    /// Pools whose last handle went while they had unfinished tasks: forgotten once those
+    /// have finished, by a task that waits for them, else by the next `build`.
+    orphans: Vec<Weak<Inner>>,
+}
 
-fn smart_pools() -> MutexGuard<'static, Vec<Arc<Inner>>> {
+static SMART_POOLS: Mutex<Listed> = Mutex::new(Listed {
+    pools: BTreeMap::new(),
+    orphans: Vec::new(),
+});
+
+fn smart_pools() -> MutexGuard<'static, Listed> {
     SMART_POOLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A listed pool's key: its address, which no other pool has while it is listed.
+fn key(inner: &Arc<Inner>) -> usize {
+    Arc::as_ptr(inner) as usize
 }
 
 /// Builds a [`SmartAioPool`] with settings other than the defaults.
@@ -379,8 +398,8 @@ impl SmartAioPoolBuilder {
             name,
             process_wide: self.process_wide,
         });
-        forget_unused_pools(None);
-        smart_pools().push(Arc::clone(&inner));
+        forget_finished_orphans();
+        smart_pools().pools.insert(key(&inner), Arc::clone(&inner));
         crate::exit::at_exit(finish_at_exit);
         SmartAioPool { inner }
     }
@@ -812,7 +831,8 @@ impl SmartAioPool {
     }
 
     fn forget(&self) {
-        smart_pools().retain(|p| !Arc::ptr_eq(p, &self.inner));
+        let forgotten = smart_pools().pools.remove(&key(&self.inner));
+        drop(forgotten);
     }
 
     /// The pool's name (see [`SmartAioPoolBuilder::name`]).
@@ -1079,10 +1099,10 @@ impl SmartAioPool {
 impl Drop for SmartAioPool {
     fn drop(&mut self) {
         // The last handle, if the list holds the only other reference (a shut-down pool
-        // is no longer listed). Handles dropped at the same time on two threads may both
-        // see the other: the next build or drop of a pool forgets it then.
-        if Arc::strong_count(&self.inner) == 2 {
-            forget_unused_pools(Some(&self.inner));
+        // is no longer listed). Handles dropped at the same time on two threads may each
+        // count the other: the pool is then left as one dropped while busy.
+        if Arc::strong_count(&self.inner) == 2 && !forget_if_unused(&self.inner, 1) {
+            orphaned(&self.inner);
         }
     }
 }
@@ -1101,31 +1121,66 @@ impl fmt::Debug for SmartAioPool {
 
 // ----- process-wide functions -------------------------------------------------------------
 
-/// Closes and forgets the listed pools that nothing can submit to any more and that have
-/// no unfinished task: no handle, stream or group of theirs is left (`dropping` is a
-/// handle being dropped, still counted), and nothing runs or waits in them. A pool kept
-/// only by this list would otherwise hold its engine, its idle slot tasks and the handles
-/// of the runtimes it served (their file descriptors) until the process ends.
-fn forget_unused_pools(dropping: Option<&Arc<Inner>>) {
-    let unused: Vec<Arc<Inner>> = {
-        let mut pools = smart_pools();
-        let (unused, kept) = std::mem::take(&mut *pools).into_iter().partition(|p| {
-            let others = usize::from(dropping.is_some_and(|d| Arc::ptr_eq(p, d)));
-            // Only this list (and the handle being dropped) holds it: nobody can submit.
-            Arc::strong_count(p) - others == 1 && p.core.engine.stats().unfinished() == 0
-        });
-        *pools = kept;
-        unused
+/// Closes and forgets `pool` if nothing can submit to it any more and it has no
+/// unfinished task: only the list holds it (besides the `held` references of the
+/// caller), and nothing is queued or running in it. A pool kept only by the list would
+/// otherwise hold its engine, its idle slot tasks and the handles of the runtimes it
+/// served (their file descriptors) until the process ends. Returns `true` if the pool is
+/// not listed (any more).
+fn forget_if_unused(pool: &Arc<Inner>, held: usize) -> bool {
+    let forgotten = {
+        let mut listed = smart_pools();
+        let key = key(pool);
+        if !listed.pools.contains_key(&key) {
+            return true;
+        }
+        // References are made from the list only under its lock: the count cannot rise.
+        if Arc::strong_count(pool) > 1 + held || pool.core.engine.stats().unfinished() > 0 {
+            return false;
+        }
+        listed.pools.remove(&key)
     };
     // Outside the list's lock: closing wakes the idle slot tasks, which then exit.
-    for p in unused {
-        p.core.engine.close();
+    pool.core.engine.close();
+    drop(forgotten);
+    true
+}
+
+/// The last handle of `pool` went while it had unfinished tasks (or while the list's
+/// functions held it for a moment): it is forgotten once they have finished, by a task of
+/// a runtime it knows; if that task cannot run (no runtime, or it ends first), by the next
+/// `build`.
+fn orphaned(pool: &Arc<Inner>) {
+    let weak = Arc::downgrade(pool);
+    {
+        let mut listed = smart_pools();
+        listed.orphans.retain(|w| w.strong_count() > 0);
+        listed.orphans.push(weak.clone());
     }
+    pool.core.engine.when_done(move || {
+        if let Some(pool) = weak.upgrade() {
+            forget_if_unused(&pool, 1);
+        }
+    });
+}
+
+/// Forgets the pools dropped while busy whose tasks have finished since.
+fn forget_finished_orphans() {
+    let orphans = std::mem::take(&mut smart_pools().orphans);
+    if orphans.is_empty() {
+        return;
+    }
+    let left: Vec<Weak<Inner>> = orphans
+        .into_iter()
+        .filter(|w| w.upgrade().is_some_and(|p| !forget_if_unused(&p, 1)))
+        .collect();
+    smart_pools().orphans.extend(left);
 }
 
 fn auto_pools() -> Vec<Arc<Inner>> {
     smart_pools()
-        .iter()
+        .pools
+        .values()
         .filter(|p| p.auto_shutdown)
         .cloned()
         .collect()
@@ -1241,14 +1296,20 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 /// ```
 pub async fn shutdown_all_smart_aiopools() {
     let pools: Vec<_> = smart_pools()
-        .iter()
+        .pools
+        .values()
         .filter(|p| p.process_wide)
         .cloned()
         .collect();
     join_all(pools.iter().map(|p| p.core.engine.shutdown())).await;
-    smart_pools().retain(|p| !pools.iter().any(|q| Arc::ptr_eq(p, q)));
+    {
+        let mut listed = smart_pools();
+        for p in &pools {
+            listed.pools.remove(&key(p));
+        }
+    }
     drop(pools);
-    forget_unused_pools(None);
+    forget_finished_orphans();
 }
 
 /// The at-exit path: runs every unfinished task of the `auto_shutdown` pools on a fresh
