@@ -140,6 +140,28 @@ fn child() {
                 }
             });
         }
+        // Alike pools, one per runtime (a `block_on` per request), dropped with tasks
+        // cut off by their runtime's end.
+        "many-common-pools-dropped" => {
+            for _ in 0..50 {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let pool = CommonAioPool::builder()
+                        .max_concurrency(1)
+                        .name("per-request")
+                        .build();
+                    for _ in 0..3 {
+                        pool.submit(tokio::time::sleep(Duration::from_secs(3600)))
+                            .await
+                            .unwrap()
+                            .detach();
+                    }
+                });
+            }
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -264,6 +286,26 @@ fn the_exit_warning_names_the_size_after_a_resize() {
             .contains("nb_aiopool: warning: a NoQueueAioPool (max_concurrency 5)")
             && o.stderr
                 .contains("3 task(s) cancelled by a runtime shutdown"),
+        "stderr: {}",
+        o.stderr
+    );
+    let _ = std::fs::remove_dir_all(&o.dir);
+}
+
+/// Alike pools dropped with lost tasks share one line of the report (and one entry in the
+/// list kept for it, which grew by one per pool).
+#[test]
+fn alike_dropped_pools_are_reported_in_one_line() {
+    let o = run_child("many-common-pools-dropped");
+    let warnings: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("nb_aiopool: warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "stderr: {}", o.stderr);
+    assert!(
+        warnings[0].contains("50 dropped CommonAioPools named \"per-request\" (max_concurrency 1)")
+            && warnings[0].contains("150 task(s) cancelled by a runtime shutdown"),
         "stderr: {}",
         o.stderr
     );

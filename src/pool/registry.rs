@@ -64,6 +64,7 @@ pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>, process_wide: bool) -> D
             name: name.clone(),
             process_wide,
             figures,
+            pools: 1,
         })
     })
 }
@@ -148,16 +149,32 @@ struct ExitFigures {
     /// Reached by the `*_all_*` functions: the warning names them only then.
     process_wide: bool,
     figures: Figures,
+    /// Pools these figures add up (dropped pools alike in all the fields above but the
+    /// counts of tasks share one entry).
+    pools: usize,
 }
 
-/// Figures of pools already dropped, kept for the exit report.
+/// Figures of pools already dropped, kept for the exit report: one entry per kind, name,
+/// size and reach, so that a program dropping many alike pools with tasks lost (one per
+/// request or per test) keeps a bounded list and gets one line at exit.
 static DROPPED: Mutex<Vec<ExitFigures>> = Mutex::new(Vec::new());
 
-fn remember_dropped(figures: ExitFigures) {
-    DROPPED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(figures);
+fn remember_dropped(new: ExitFigures) {
+    let mut dropped = DROPPED.lock().unwrap_or_else(|e| e.into_inner());
+    let alike = dropped.iter_mut().find(|f| {
+        f.kind == new.kind
+            && f.name == new.name
+            && f.process_wide == new.process_wide
+            && f.figures.max_concurrency == new.figures.max_concurrency
+    });
+    match alike {
+        Some(f) => {
+            f.figures.unfinished += new.figures.unfinished;
+            f.figures.lost += new.figures.lost;
+            f.pools += new.pools;
+        }
+        None => dropped.push(new),
+    }
 }
 
 /// Prints one line per common or no-queue pool that still had unfinished tasks, or lost
@@ -171,6 +188,7 @@ fn warn_unfinished_future_pools() {
                 name: entry.name.clone(),
                 process_wide: entry.process_wide,
                 figures: e.figures(),
+                pools: 1,
             })
         })
         .collect();
@@ -195,16 +213,15 @@ fn warn_unfinished_future_pools() {
         } else {
             format!(" named {:?}", f.name)
         };
+        let pools = match f.pools {
+            1 => format!("a {}{named}", f.kind.name()),
+            n => format!("{n} dropped {}s{named}", f.kind.name()),
+        };
         eprintln!(
-            "nb_aiopool: warning: a {}{} (max_concurrency {}) had {} unfinished task(s) at \
+            "nb_aiopool: warning: {} (max_concurrency {}) had {} unfinished task(s) at \
              process exit and {} task(s) cancelled by a runtime shutdown; call {} at the end of \
              main to wait for them",
-            f.kind.name(),
-            named,
-            f.figures.max_concurrency,
-            f.figures.unfinished,
-            f.figures.lost,
-            call
+            pools, f.figures.max_concurrency, f.figures.unfinished, f.figures.lost, call
         );
     }
 }
