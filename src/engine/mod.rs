@@ -2016,11 +2016,20 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Calls `f` in a task of a runtime the pool knows (a multi-thread one if it knows
-    /// one), once every job submitted so far has finished. Returns `false`, and spawns
-    /// nothing, if the pool knows no live runtime; `f` is never called if that runtime
-    /// shuts down first.
-    pub(crate) fn when_done(self: &Arc<Self>, f: impl FnOnce() + Send + 'static) -> bool {
+    /// Calls `f(true)` in a task of a runtime the pool knows (a multi-thread one if it
+    /// knows one), once every job submitted so far has finished; `f(false)`, on this
+    /// thread, if the pool knows no live runtime, or where that task is dropped unfinished
+    /// (its runtime shut down first).
+    pub(crate) fn when_done(self: &Arc<Self>, f: impl FnOnce(bool) + Send + 'static) {
+        /// Calls its function with `false` if dropped before it was taken.
+        struct Unless<F: FnOnce(bool)>(Option<F>);
+        impl<F: FnOnce(bool)> Drop for Unless<F> {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f(false);
+                }
+            }
+        }
         let handle = {
             let st = self.lock();
             st.runtimes
@@ -2029,14 +2038,16 @@ impl<J: Job> Engine<J> {
                 .cloned()
         };
         let Some(handle) = handle else {
-            return false;
+            return f(false);
         };
         let done = self.wait_all();
+        let mut unless = Unless(Some(f));
         drop(handle.spawn(async move {
             done.await;
-            f();
+            if let Some(f) = unless.0.take() {
+                f(true);
+            }
         }));
-        true
     }
 
     /// Starts queued jobs that have a free slot (or, elastic, could have one) but no

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -123,9 +124,18 @@ use crate::task::TaskHandle;
 /// pool.shutdown().await;
 /// # }
 /// ```
-#[derive(Clone)]
 pub struct SmartAioPool {
     inner: Arc<Inner>,
+}
+
+impl Clone for SmartAioPool {
+    fn clone(&self) -> Self {
+        // Relaxed, as `Arc`'s own count: a clone is made from a live handle.
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        SmartAioPool {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -134,6 +144,10 @@ pub(crate) struct Inner {
     name: Arc<str>,
     /// Reached by `shutdown_all_smart_aiopools`.
     process_wide: bool,
+    /// Live `SmartAioPool` handles (streams and groups hold one). Once 0, it stays 0: a
+    /// handle is made only from another, or by `build`. Unlike the `Arc`'s count, it
+    /// leaves out the references the list's functions take for a moment.
+    handles: AtomicUsize,
 }
 
 /// The process's SmartAioPools that may still have work: a pool is listed from its
@@ -397,6 +411,7 @@ impl SmartAioPoolBuilder {
             auto_shutdown: self.auto_shutdown,
             name,
             process_wide: self.process_wide,
+            handles: AtomicUsize::new(1),
         });
         forget_finished_orphans();
         smart_pools().pools.insert(key(&inner), Arc::clone(&inner));
@@ -1098,10 +1113,9 @@ impl SmartAioPool {
 
 impl Drop for SmartAioPool {
     fn drop(&mut self) {
-        // The last handle, if the list holds the only other reference (a shut-down pool
-        // is no longer listed). Handles dropped at the same time on two threads may each
-        // count the other: the pool is then left as one dropped while busy.
-        if Arc::strong_count(&self.inner) == 2 && !forget_if_unused(&self.inner, 1) {
+        // AcqRel: the last handle sees what the others did before they went.
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 && !forget_if_unused(&self.inner)
+        {
             orphaned(&self.inner);
         }
     }
@@ -1122,20 +1136,18 @@ impl fmt::Debug for SmartAioPool {
 // ----- process-wide functions -------------------------------------------------------------
 
 /// Closes and forgets `pool` if nothing can submit to it any more and it has no
-/// unfinished task: only the list holds it (besides the `held` references of the
-/// caller), and nothing is queued or running in it. A pool kept only by the list would
-/// otherwise hold its engine, its idle slot tasks and the handles of the runtimes it
-/// served (their file descriptors) until the process ends. Returns `true` if the pool is
-/// not listed (any more).
-fn forget_if_unused(pool: &Arc<Inner>, held: usize) -> bool {
+/// unfinished task: it has no handle left, and nothing is queued or running in it. A pool
+/// kept only by the list would otherwise hold its engine, its idle slot tasks and the
+/// handles of the runtimes it served (their file descriptors) until the process ends.
+/// Returns `true` if the pool is not listed (any more).
+fn forget_if_unused(pool: &Arc<Inner>) -> bool {
     let forgotten = {
         let mut listed = smart_pools();
         let key = key(pool);
         if !listed.pools.contains_key(&key) {
             return true;
         }
-        // References are made from the list only under its lock: the count cannot rise.
-        if Arc::strong_count(pool) > 1 + held || pool.core.engine.stats().unfinished() > 0 {
+        if pool.handles.load(Ordering::Acquire) > 0 || pool.core.engine.stats().unfinished() > 0 {
             return false;
         }
         listed.pools.remove(&key)
@@ -1146,25 +1158,23 @@ fn forget_if_unused(pool: &Arc<Inner>, held: usize) -> bool {
     true
 }
 
-/// The last handle of `pool` went while it had unfinished tasks (or while the list's
-/// functions held it for a moment): it is forgotten once they have finished, by a task of
-/// a runtime it knows; if that task cannot run (no runtime, or it ends first), by the next
-/// `build`.
+/// The last handle of `pool` went while it had unfinished tasks: it is forgotten once
+/// they have finished, by a task of a runtime the pool knows; if that task cannot run (no
+/// runtime, or it is dropped first), or finds the pool still busy, by a later `build`.
 fn orphaned(pool: &Arc<Inner>) {
     let weak = Arc::downgrade(pool);
-    {
-        let mut listed = smart_pools();
-        listed.orphans.retain(|w| w.strong_count() > 0);
-        listed.orphans.push(weak.clone());
-    }
-    pool.core.engine.when_done(move || {
-        if let Some(pool) = weak.upgrade() {
-            forget_if_unused(&pool, 1);
+    pool.core.engine.when_done(move |done| {
+        let Some(pool) = weak.upgrade() else {
+            return;
+        };
+        if !(done && forget_if_unused(&pool)) {
+            smart_pools().orphans.push(weak);
         }
     });
 }
 
-/// Forgets the pools dropped while busy whose tasks have finished since.
+/// Forgets the pools dropped while busy that no task watches and whose tasks have
+/// finished since; keeps the others for a later call.
 fn forget_finished_orphans() {
     let orphans = std::mem::take(&mut smart_pools().orphans);
     if orphans.is_empty() {
@@ -1172,7 +1182,7 @@ fn forget_finished_orphans() {
     }
     let left: Vec<Weak<Inner>> = orphans
         .into_iter()
-        .filter(|w| w.upgrade().is_some_and(|p| !forget_if_unused(&p, 1)))
+        .filter(|w| w.upgrade().is_some_and(|p| !forget_if_unused(&p)))
         .collect();
     smart_pools().orphans.extend(left);
 }
