@@ -193,7 +193,6 @@ fn the_last_handle_may_go_inside_one_of_the_pools_own_tasks() {
             .unwrap();
         drop(pool);
         assert_eq!(within("the task", handle).await.unwrap(), 3);
-        drop(SmartAioPool::builder().process_wide(false).build());
         assert!(
             freed(&alive).await,
             "kept after its last handle went in a task"

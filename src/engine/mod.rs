@@ -2019,8 +2019,10 @@ impl<J: Job> Engine<J> {
     /// Calls `f(true)` in a task of a runtime the pool knows (a multi-thread one if it
     /// knows one), once every job submitted so far has finished; `f(false)`, on this
     /// thread, if the pool knows no live runtime, or where that task is dropped unfinished
-    /// (its runtime shut down first).
-    pub(crate) fn when_done(self: &Arc<Self>, f: impl FnOnce(bool) + Send + 'static) {
+    /// (its runtime shut down first). Returns `true` if the task went to a multi-thread
+    /// runtime, whose workers run it; on a current-thread runtime it runs only while some
+    /// thread drives that runtime, and may never run (nor be dropped) if none does.
+    pub(crate) fn when_done(self: &Arc<Self>, f: impl FnOnce(bool) + Send + 'static) -> bool {
         /// Calls its function with `false` if dropped before it was taken.
         struct Unless<F: FnOnce(bool)>(Option<F>);
         impl<F: FnOnce(bool)> Drop for Unless<F> {
@@ -2038,8 +2040,10 @@ impl<J: Job> Engine<J> {
                 .cloned()
         };
         let Some(handle) = handle else {
-            return f(false);
+            f(false);
+            return false;
         };
+        let driven = runtimes::is_multi_thread(&handle);
         let done = self.wait_all();
         let mut unless = Unless(Some(f));
         drop(handle.spawn(async move {
@@ -2048,6 +2052,7 @@ impl<J: Job> Engine<J> {
                 f(true);
             }
         }));
+        driven
     }
 
     /// Starts queued jobs that have a free slot (or, elastic, could have one) but no

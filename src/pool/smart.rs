@@ -1159,18 +1159,29 @@ fn forget_if_unused(pool: &Arc<Inner>) -> bool {
 }
 
 /// The last handle of `pool` went while it had unfinished tasks: it is forgotten once
-/// they have finished, by a task of a runtime the pool knows; if that task cannot run (no
-/// runtime, or it is dropped first), or finds the pool still busy, by a later `build`.
+/// they have finished, by a task of a runtime the pool knows; by a later `build` if that
+/// task cannot run (no runtime, or it is dropped first), finds the pool still busy, or is
+/// on a current-thread runtime (which may never be driven again).
 fn orphaned(pool: &Arc<Inner>) {
     let weak = Arc::downgrade(pool);
-    pool.core.engine.when_done(move |done| {
-        let Some(pool) = weak.upgrade() else {
+    let watcher = weak.clone();
+    let driven = pool.core.engine.when_done(move |done| {
+        let Some(pool) = watcher.upgrade() else {
             return;
         };
         if !(done && forget_if_unused(&pool)) {
-            smart_pools().orphans.push(weak);
+            smart_pools().orphans.push(watcher);
         }
     });
+    if !driven {
+        // Also for a later `build`, whichever comes first (a forgotten pool's entry is
+        // dropped there).
+        let mut listed = smart_pools();
+        listed.orphans.retain(|w| w.strong_count() > 0);
+        if !listed.orphans.iter().any(|w| w.ptr_eq(&weak)) {
+            listed.orphans.push(weak);
+        }
+    }
 }
 
 /// Forgets the pools dropped while busy that no task watches and whose tasks have
@@ -1477,5 +1488,57 @@ mod tests {
         assert!(pool.core().engine.stranded_now());
         handle.abort();
         assert_unstranded(&pool);
+    }
+
+    /// A pool dropped busy whose watcher went to a current-thread runtime that is never
+    /// driven again (the home, kept alive): a later `build` forgets it once its tasks have
+    /// ended on another runtime (a review found it kept while that runtime lived).
+    #[test]
+    fn a_pool_whose_watcher_sits_on_an_undriven_runtime_is_forgotten_by_a_build() {
+        let (home, other) = (current_thread(), current_thread());
+        let pool = SmartAioPool::builder()
+            .max_concurrency(4)
+            .process_wide(false)
+            .auto_shutdown(false)
+            .build();
+        let weak = Arc::downgrade(&pool.inner);
+        let listed = |w: &std::sync::Weak<super::Inner>| {
+            w.upgrade()
+                .is_some_and(|p| super::smart_pools().pools.contains_key(&super::key(&p)))
+        };
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let handles: Vec<TaskHandle<()>> = other.block_on(async {
+            let mut handles = Vec::new();
+            for _ in 0..3 {
+                let gate = Arc::clone(&gate);
+                let handle = pool
+                    .submit(move || {
+                        let gate = Arc::clone(&gate);
+                        async move {
+                            drop(gate.acquire().await.unwrap());
+                        }
+                    })
+                    .await
+                    .unwrap();
+                handles.push(handle);
+            }
+            handles
+        });
+        // `home` becomes the pool's home, then sits idle (alive, not driven).
+        home.block_on(async { pool.run(|| async {}).await.unwrap() });
+        drop(pool); // busy: its watcher goes to `home`
+        assert!(listed(&weak));
+        other.block_on(async {
+            gate.add_permits(3);
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        });
+        drop(SmartAioPool::builder().process_wide(false).build());
+        assert!(
+            !listed(&weak),
+            "kept while its watcher's runtime is not driven"
+        );
+        drop(home);
     }
 }
