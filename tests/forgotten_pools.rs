@@ -14,22 +14,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{stream, StreamExt};
-use nb_aiopool::SmartAioPool;
+use nb_aiopool::{SmartAioPool, SmartAioPoolBuilder};
 use support::{multi_thread_of, serial, within, Gate};
 
-/// A pool with two idle workers kept (they hold its engine until told to exit), whose
-/// engine holds a clone of `alive`.
-fn watched_pool(alive: &Arc<()>) -> SmartAioPool {
+/// The pool `builder` builds, whose engine holds a clone of `alive`.
+fn watched(alive: &Arc<()>, builder: SmartAioPoolBuilder) -> SmartAioPool {
     let held = Arc::clone(alive);
-    SmartAioPool::builder()
-        .max_concurrency(4)
-        .min_workers(2)
-        .process_wide(false)
-        .auto_shutdown(false)
+    builder
         .on_panic(move |_, _| {
             let _ = &held;
         })
         .build()
+}
+
+/// A watched pool with two idle workers kept (they hold its engine until told to exit).
+fn watched_pool(alive: &Arc<()>) -> SmartAioPool {
+    let builder = SmartAioPool::builder()
+        .max_concurrency(4)
+        .min_workers(2)
+        .process_wide(false)
+        .auto_shutdown(false);
+    watched(alive, builder)
 }
 
 /// Waits (bounded) until the engine that held a clone of `alive` is freed.
@@ -259,13 +264,8 @@ fn last_handles_dropped_at_once_on_two_threads() {
         go(&ready);
         drop(a);
         other.join().unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&alive) > 1 && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(
-            Arc::strong_count(&alive),
-            1,
+        assert!(
+            rt.block_on(freed(&alive)),
             "round {round}: the pool was kept"
         );
     }
@@ -278,15 +278,13 @@ fn last_handles_dropped_at_once_on_two_threads() {
 fn the_last_handle_dropped_while_smart_run_waits() {
     let _serial = serial();
     let alive = Arc::new(());
-    let held = alive.clone();
+    let watch = alive.clone();
     nb_aiopool::smart_run(async move {
-        let pool = SmartAioPool::builder()
+        // `auto_shutdown` (the default): `smart_run` waits for it.
+        let builder = SmartAioPool::builder()
             .max_concurrency(4)
-            .process_wide(false)
-            .on_panic(move |_, _| {
-                let _ = &held;
-            })
-            .build();
+            .process_wide(false);
+        let pool = watched(&watch, builder);
         let last = Arc::new(std::sync::Mutex::new(Some(pool.clone())));
         pool.submit(move || {
             let last = last.clone();
