@@ -163,6 +163,63 @@ async fn a_submit_dropped_while_waiting_enqueues_nothing() {
     assert_eq!(pool.stats().submitted, 1);
 }
 
+/// Room freed while submitters wait is theirs, in the order they came: a later waiter or
+/// a `try_submit` never takes it, even before the first waiter is polled again.
+#[tokio::test]
+async fn waiting_submitters_get_room_in_turn_and_a_try_submit_takes_none_of_it() {
+    let pool = CommonAioPool::new(1, 0);
+    let gate = Gate::default();
+    let g = gate.clone();
+    let busy = pool.submit(async move { g.wait().await }).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let submit = |n: u32| {
+        let order = order.clone();
+        Box::pin(pool.submit(async move { order.lock().unwrap().push(n) }))
+    };
+    let mut first = submit(1);
+    let mut second = submit(2);
+    assert!((&mut first).now_or_never().is_none());
+    assert!((&mut second).now_or_never().is_none());
+
+    gate.open();
+    busy.await.unwrap();
+    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    assert!(
+        (&mut second).now_or_never().is_none(),
+        "the second waiter took the room that came for the first"
+    );
+    let first = within("first submit", first).await.unwrap();
+    first.await.unwrap();
+    let second = within("second submit", second).await.unwrap();
+    second.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), [1, 2]);
+    assert_eq!(pool.stats().submitted, 3);
+}
+
+/// A submit dropped after room came for it (before it was polled again) passes the room
+/// to the next waiter: no place is lost.
+#[tokio::test]
+async fn a_submit_dropped_after_room_came_for_it_passes_the_room_on() {
+    let pool = CommonAioPool::new(1, 0);
+    let gate = Gate::default();
+    let g = gate.clone();
+    let busy = pool.submit(async move { g.wait().await }).await.unwrap();
+    let mut first = Box::pin(pool.submit(async { 1 }));
+    let mut second = Box::pin(pool.submit(async { 2 }));
+    assert!((&mut first).now_or_never().is_none());
+    assert!((&mut second).now_or_never().is_none());
+
+    gate.open();
+    busy.await.unwrap();
+    drop(first);
+    let second = within("second submit", second).await.unwrap();
+    assert_eq!(second.await.unwrap(), 2);
+    // And the place comes back once more: the pool is not one short.
+    assert_eq!(within("a run", pool.run(async { 3 })).await.unwrap(), 3);
+    assert_eq!(pool.stats().submitted, 3);
+    assert_eq!(pool.stats().completed, 3);
+}
+
 #[tokio::test]
 async fn dropping_a_handle_detaches_the_task() {
     let pool = CommonAioPool::new(2, 10);

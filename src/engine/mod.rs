@@ -2,8 +2,9 @@
 //!
 //! # Design
 //!
-//! A pool is an [`Engine`]: an admission semaphore with `max_concurrency + max_queue_size`
-//! permits (the backpressure), a queue ([`queue::Queue`]: FIFO, or by priority once a
+//! A pool is an [`Engine`]: room for `max_concurrency + max_queue_size` jobs, counted
+//! under the engine's lock with the submitters waiting for it ([`admission`]: the
+//! backpressure), a queue ([`queue::Queue`]: FIFO, or by priority once a
 //! job has one), start-time flow control ([`limits`]) and *slots*.
 //! A slot is a tokio task of its own that runs jobs one after the other. A submit that
 //! finds a free slot *reserves* it for the job (the job now counts as running) and makes
@@ -24,6 +25,7 @@
 //! under it. A job's outcome is counted and its handle's result stored in the same
 //! critical section, so `stats()` and handles always agree.
 
+mod admission;
 mod elastic;
 mod graves;
 mod job;
@@ -46,7 +48,7 @@ use std::time::Duration;
 
 use slab::Slab;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use elastic::ElasticConfig;
@@ -59,6 +61,7 @@ use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{BoxRun, Outcome};
+use admission::{Admission, WaitKey, MAX_ROOM};
 use elastic::Elastic;
 use graves::{Batch, Grave, Graves, Kept};
 use limits::Limits;
@@ -124,6 +127,13 @@ impl<T> PushError<T> {
             PushError::NoRuntime(t) => PushError::NoRuntime(f(t)),
         }
     }
+}
+
+/// Why [`Engine::push`] did not queue its item; the item comes back.
+pub(crate) enum Admitting<T> {
+    /// No room: the caller may wait for it. The item's settings come back with it.
+    Full(T, Meta),
+    Refused(PushError<T>),
 }
 
 /// Returned by [`Engine::try_admit`].
@@ -232,6 +242,8 @@ struct State<J> {
     wait_done: u64,
     waits: Slab<Wait>,
     closed: bool,
+    /// The room for jobs, and the submitters waiting for it.
+    admission: Admission,
     /// Running jobs now waiting for handles of tasks of this pool, each with the tasks it
     /// waits for, once per handle (see `Probe`).
     waiting_on_own: HashMap<u64, Vec<u64>>,
@@ -307,8 +319,8 @@ pub(crate) struct Deferred<J: Job> {
     cancels: Option<Box<Vec<(J, u64, CancelReason)>>>,
     /// Slots to spawn, each with its first job.
     spawns: Vec<(Handle, Slot<J>)>,
-    /// Admission permits to give back.
-    release: usize,
+    /// Submitters granted room (see [`Admission::give_back`]).
+    granted: Vec<Waker>,
     /// Wake `wait()` callers.
     changed: bool,
     /// Start a rate timer on this runtime, firing then (boxed: rare, and a slot task keeps
@@ -337,7 +349,7 @@ impl<J: Job> Deferred<J> {
             wake,
             cancels,
             spawns,
-            release,
+            granted,
             changed,
             rate_timer,
             stamps,
@@ -349,7 +361,7 @@ impl<J: Job> Deferred<J> {
             && wake.capacity() == 0
             && cancels.is_none()
             && spawns.capacity() == 0
-            && *release == 0
+            && granted.capacity() == 0
             && !*changed
             && rate_timer.is_none()
             && stamps.untouched()
@@ -376,7 +388,7 @@ impl<J: Job> Default for Deferred<J> {
             wake: Vec::new(),
             cancels: None,
             spawns: Vec::new(),
-            release: 0,
+            granted: Vec::new(),
             changed: false,
             rate_timer: None,
             stamps: Stamps::default(),
@@ -390,9 +402,6 @@ impl<J: Job> Default for Deferred<J> {
 pub(crate) struct Engine<J: Job> {
     /// Mirror of `State::max_concurrency`, for the getter.
     max_concurrency: AtomicUsize,
-    /// Admission permits still to be taken back after `set_max_concurrency` shrank the
-    /// pool: released permits pay this first.
-    permit_debt: AtomicUsize,
     /// Interrupted runs start again (see `Config::rerun`).
     rerun: bool,
     /// The pool has a rate limit, whose timer needs tokio's time driver: only runtimes
@@ -403,7 +412,6 @@ pub(crate) struct Engine<J: Job> {
     /// `LimitsConfig::weight_capacity`, read by `check_weight` without the lock.
     weight_capacity: Option<u64>,
     max_queue_size: usize,
-    admission: Semaphore,
     state: Mutex<State<J>>,
     /// Signalled when a wait's target is reached, and at close.
     changed: Notify,
@@ -432,8 +440,8 @@ pub(crate) struct Engine<J: Job> {
 impl<J: Job> Engine<J> {
     /// # Panics
     ///
-    /// Panics if `max_concurrency` is 0, the sizes are too large for a semaphore, or
-    /// `min_workers` exceeds `max_concurrency`.
+    /// Panics if `max_concurrency` is 0, `max_concurrency + max_queue_size` exceeds
+    /// [`MAX_ROOM`], or `min_workers` exceeds `max_concurrency`.
     ///
     /// `me` is the engine's own `Arc`, being made (`Arc::new_cyclic`): the runtimes' sentinels
     /// call back through it.
@@ -455,12 +463,11 @@ impl<J: Job> Engine<J> {
         );
         let permits = max_concurrency
             .checked_add(max_queue_size)
-            .filter(|p| *p <= Semaphore::MAX_PERMITS)
+            .filter(|p| *p <= MAX_ROOM)
             .unwrap_or_else(|| {
                 panic!(
                     "nb_aiopool: {name}: max_concurrency + max_queue_size = {max_concurrency} + \
-                     {max_queue_size} exceeds the largest supported size ({})",
-                    Semaphore::MAX_PERMITS
+                     {max_queue_size} exceeds the largest supported size ({MAX_ROOM})"
                 )
             });
         if let Some(config) = &elastic {
@@ -496,6 +503,7 @@ impl<J: Job> Engine<J> {
             wait_done: 0,
             waits: Slab::new(),
             closed: false,
+            admission: Admission::new(permits),
             waiting_on_own: HashMap::new(),
             stuck_pick: None,
             stuck_refused: false,
@@ -520,13 +528,11 @@ impl<J: Job> Engine<J> {
         context::register(id, probe);
         Engine {
             max_concurrency: AtomicUsize::new(max_concurrency),
-            permit_debt: AtomicUsize::new(0),
             rerun: rerun && J::RERUN,
             needs_timers,
             name,
             weight_capacity: limits.weight_capacity,
             max_queue_size,
-            admission: Semaphore::new(permits),
             state: Mutex::new(state),
             changed: Notify::new(),
             generation: AtomicU64::new(0),
@@ -592,14 +598,14 @@ impl<J: Job> Engine<J> {
     #[track_caller]
     pub(crate) fn try_admit(&self) -> Result<(), AdmitError> {
         self.check_timers();
-        match self.admission.try_acquire() {
-            Ok(permit) => {
-                // Given back with `add_permits` when the job finishes.
-                permit.forget();
-                Ok(())
-            }
-            Err(TryAcquireError::NoPermits) => Err(AdmitError::Full),
-            Err(TryAcquireError::Closed) => Err(AdmitError::Closed),
+        let mut st = self.lock();
+        if st.closed {
+            Err(AdmitError::Closed)
+        } else if st.admission.try_take() {
+            // Given back when the job ends (or by `unadmit`).
+            Ok(())
+        } else {
+            Err(AdmitError::Full)
         }
     }
 
@@ -622,14 +628,12 @@ impl<J: Job> Engine<J> {
         });
     }
 
-    /// Waits for room. Cancel safe: dropping the future takes no permit.
-    async fn admit(&self) -> Result<(), AdmitError> {
-        match self.admission.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                Ok(())
-            }
-            Err(_) => Err(AdmitError::Closed),
+    /// Waits for room, in turn behind the submitters already waiting. Cancel safe:
+    /// dropping the future takes no place (one granted to it meanwhile goes to the next).
+    fn admit(&self) -> Admit<'_, J> {
+        Admit {
+            engine: self,
+            key: None,
         }
     }
 
@@ -643,27 +647,24 @@ impl<J: Job> Engine<J> {
     }
 
     /// The waiting half of [`admit_submit`](Self::admit_submit), once
-    /// [`admit_or_wait`](Self::admit_or_wait) said to wait: a caller that tries first
-    /// without a future of its own saves one on every submit that finds room. Cancel safe.
+    /// [`admit_or_wait`](Self::admit_or_wait) or [`full`](Self::full) said to wait: a
+    /// caller that tries first without a future of its own saves one on every submit that
+    /// finds room. Cancel safe.
     pub(crate) async fn admit_waiting(&self) -> Result<(), SubmitErrorKind> {
         self.admitted(self.admit().await.map_err(|_| SubmitErrorKind::Closed))
     }
 
-    /// [`admit_submit`](Self::admit_submit) that gives up waiting after `limit`
-    /// (`TimedOut`). Its timer is made only if the submit has to wait (a separate function,
-    /// so that the timer does not grow every plain submit's future). Cancel safe.
+    /// [`admit_waiting`](Self::admit_waiting) that gives up after `limit` (`TimedOut`).
+    /// Its timer is made only if the submit has to wait (a separate function, so that the
+    /// timer does not grow every plain submit's future). Cancel safe.
     ///
     /// # Panics
     ///
-    /// If it has to wait outside a tokio runtime (or, tokio's panic, in one without time
-    /// enabled).
-    pub(crate) async fn admit_submit_within(
-        self: &Arc<Self>,
+    /// Outside a tokio runtime (or, tokio's panic, in one without time enabled).
+    pub(crate) async fn admit_waiting_within(
+        &self,
         limit: Duration,
     ) -> Result<(), SubmitErrorKind> {
-        if let Some(done) = self.admit_or_wait() {
-            return done;
-        }
         assert!(
             Handle::try_current().is_ok(),
             "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
@@ -682,15 +683,26 @@ impl<J: Job> Engine<J> {
     /// refused and reported), `None` if the submit has to wait for room (then jobs that
     /// lost their runtime are started on the submitter's first, or it could wait for ever).
     pub(crate) fn admit_or_wait(self: &Arc<Self>) -> Option<Result<(), SubmitErrorKind>> {
-        let kind = match self.try_admit() {
-            Ok(()) => return Some(Ok(())),
-            Err(AdmitError::Closed) => SubmitErrorKind::Closed,
-            Err(AdmitError::Full) if context::in_pool(self.id()) => SubmitErrorKind::WouldDeadlock,
-            Err(AdmitError::Full) if self.ensure_started() => return None,
+        match self.try_admit() {
+            Ok(()) => Some(Ok(())),
+            Err(AdmitError::Closed) => Some(self.admitted(Err(SubmitErrorKind::Closed))),
+            Err(AdmitError::Full) => self.full().err().map(Err),
+        }
+    }
+
+    /// A submit found the pool full: `Ok` if it may wait for room (then jobs that lost
+    /// their runtime are started on the submitter's first, or it could wait for ever),
+    /// or the refusal, reported.
+    pub(crate) fn full(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
+        let kind = if context::in_pool(self.id()) {
+            SubmitErrorKind::WouldDeadlock
+        } else if self.ensure_started() {
+            return Ok(());
+        } else {
             // Outside a runtime, into a pool with none alive: the room would never come.
-            Err(AdmitError::Full) => SubmitErrorKind::NoRuntime,
+            SubmitErrorKind::NoRuntime
         };
-        Some(self.admitted(Err(kind)))
+        self.admitted(Err(kind))
     }
 
     /// Reports a refusal; passes the result on.
@@ -701,46 +713,19 @@ impl<J: Job> Engine<J> {
         result
     }
 
-    /// Admission for `blocking_submit`: parks the calling thread while full.
-    ///
-    /// # Panics
-    ///
-    /// Panics if the thread drives async tasks (a worker thread, or inside `block_on`).
-    #[track_caller]
-    pub(crate) fn admit_blocking(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
-        // Checked even when there is room, so misuse shows at once, not only under load.
-        crate::blocking::assert_not_async("blocking_submit", "submit(..).await");
-        let admitted = match self.try_admit() {
-            Ok(()) => Ok(()),
-            Err(AdmitError::Closed) => Err(SubmitErrorKind::Closed),
-            // From a `spawn_blocking` thread, jobs may start there: see `admit_or_wait`.
-            Err(AdmitError::Full) if self.ensure_started() => {
-                crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed)
-            }
-            Err(AdmitError::Full) => Err(SubmitErrorKind::NoRuntime),
-        };
+    /// The waiting half of `blocking_submit`'s admission, once [`full`](Self::full) said
+    /// to wait: parks the calling thread until there is room.
+    pub(crate) fn admit_blocking(&self) -> Result<(), SubmitErrorKind> {
+        let admitted = crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed);
         self.admitted(admitted)
     }
 
-    /// Gives back an admission permit taken for a push that was refused (or for a job a
-    /// stream or group did not push after all).
+    /// Gives back a place taken for a push that was refused (or for a job a stream or
+    /// group did not push after all).
     pub(crate) fn unadmit(&self) {
-        self.release(1);
-    }
-
-    /// Gives back `n` admission permits. A shrink by `set_max_concurrency` still unpaid
-    /// takes them first.
-    fn release(&self, mut n: usize) {
-        if n > 0 && self.permit_debt.load(Ordering::Acquire) > 0 {
-            let paid = self
-                .permit_debt
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| Some(d - d.min(n)))
-                .map_or(0, |d| d.min(n));
-            n -= paid;
-        }
-        if n > 0 {
-            self.admission.add_permits(n);
-        }
+        let mut granted = Vec::new();
+        self.lock().admission.give_back(1, &mut granted);
+        granted.into_iter().for_each(Waker::wake);
     }
 
     /// The `on_panic` callback, if set.
@@ -764,26 +749,41 @@ impl<J: Job> Engine<J> {
 
     // ----- submission ------------------------------------------------------------------
 
-    /// Queues an admitted job (built by `make` from `item` and the job's id, under the
-    /// lock) with its flow-control settings, and starts it if a slot is free. On error the
-    /// permit is given back and `item` returned.
+    /// Queues a job (built by `make` from `item` and the job's id, under the lock) with its
+    /// flow-control settings, and starts it if a slot is free.
+    ///
+    /// With `admit`, the item is not yet admitted: it takes its place in the critical
+    /// section that queues it (one lock for both), or comes back with
+    /// [`Admitting::Full`] if there is no room (then its caller waits for room with
+    /// [`full`](Self::full) and [`admit_waiting`](Self::admit_waiting), and pushes it
+    /// again, admitted). Without, the caller holds a place for it, which a refusal gives
+    /// back.
     ///
     /// With `reap` (an async submit), it also takes the graves kept for a submitter to
     /// free ([`graves`]), if enough wait and this thread is not polling a job.
-    pub(crate) fn push_with<T>(
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn push<T>(
         self: &Arc<Self>,
         item: T,
         meta: Meta,
         reap: bool,
+        admit: bool,
         make: impl FnOnce(T, u64) -> J,
-    ) -> Result<(), PushError<T>> {
+    ) -> Result<(), Admitting<T>> {
+        if admit {
+            // As `try_admit` does.
+            self.check_timers();
+        }
         let current = Handle::try_current().ok();
         if self.needs_timers && current.as_ref().is_some_and(|h| !runtimes::has_timers(h)) {
             // Admitted on a runtime with timers, pushed on one without (a submit future
             // moved between runtimes): its rate window could never be kept there.
-            self.unadmit();
+            if !admit {
+                self.unadmit();
+            }
             self.observer.rejected(Some(SubmitErrorKind::NoRuntime));
-            return Err(PushError::NoRuntime(item));
+            return Err(Admitting::Refused(PushError::NoRuntime(item)));
         }
         // Taken before the lock: with `tracing` it asks the subscriber for the current span.
         let stamp = Stamp::now();
@@ -792,10 +792,7 @@ impl<J: Job> Engine<J> {
         {
             let mut st = self.lock();
             if st.closed {
-                drop(st);
-                self.unadmit();
-                self.observer.rejected(Some(SubmitErrorKind::Closed));
-                return Err(PushError::Closed(item));
+                return self.refuse(st, admit, PushError::Closed(item));
             }
             // The submitter's runtime; from a plain thread, or a `spawn_blocking` thread that
             // outlived its runtime, the home (or, if it has ended, another live runtime the
@@ -803,13 +800,11 @@ impl<J: Job> Engine<J> {
             let entered = current.as_ref().and_then(|h| st.runtimes.enter(h));
             let rt = match entered.or_else(|| st.runtimes.live_or_any(None)) {
                 Some(rt) => rt,
-                None => {
-                    drop(st);
-                    self.unadmit();
-                    self.observer.rejected(Some(SubmitErrorKind::NoRuntime));
-                    return Err(PushError::NoRuntime(item));
-                }
+                None => return self.refuse(st, admit, PushError::NoRuntime(item)),
             };
+            if admit && !st.admission.try_take() {
+                return Err(Admitting::Full(item, meta));
+            }
             let id = st.counts.submitted;
             st.counts.submitted += 1;
             self.observer.submitted();
@@ -831,6 +826,25 @@ impl<J: Job> Engine<J> {
         }
         self.finish(&mut later);
         Ok(())
+    }
+
+    /// Under the lock: [`push`](Self::push) refuses its item. The place it held (unless it
+    /// was to take one) goes back, and the refusal is reported.
+    #[cold]
+    fn refuse<T>(
+        &self,
+        mut st: StateGuard<'_, J>,
+        admit: bool,
+        refused: PushError<T>,
+    ) -> Result<(), Admitting<T>> {
+        let mut granted = Vec::new();
+        if !admit {
+            st.admission.give_back(1, &mut granted);
+        }
+        drop(st);
+        granted.into_iter().for_each(Waker::wake);
+        self.observer.rejected(Some(refused.kind()));
+        Err(Admitting::Refused(refused))
     }
 
     /// [`run_deferred`](Self::run_deferred), then drops the record; for a record made for
@@ -1142,20 +1156,22 @@ impl<J: Job> Engine<J> {
     ///
     /// # Panics
     ///
-    /// Panics if `n` is 0 or too large for the admission semaphore.
+    /// Panics if `n` is 0 or `n + max_queue_size` exceeds [`MAX_ROOM`].
     #[track_caller]
     pub(crate) fn set_max_concurrency(self: &Arc<Self>, n: usize) {
         assert!(
             n > 0,
             "nb_aiopool: set_max_concurrency(0): a pool needs at least one slot"
         );
-        assert!(
-            n.checked_add(self.max_queue_size)
-                .is_some_and(|p| p <= Semaphore::MAX_PERMITS),
-            "nb_aiopool: set_max_concurrency({n}): max_concurrency + max_queue_size exceeds the \
-             largest supported size ({})",
-            Semaphore::MAX_PERMITS
-        );
+        let room = n
+            .checked_add(self.max_queue_size)
+            .filter(|room| *room <= MAX_ROOM)
+            .unwrap_or_else(|| {
+                panic!(
+                    "nb_aiopool: set_max_concurrency({n}): max_concurrency + max_queue_size \
+                     exceeds the largest supported size ({MAX_ROOM})"
+                )
+            });
         let current = Handle::try_current().ok();
         let mut later = Deferred::default();
         let old;
@@ -1194,10 +1210,10 @@ impl<J: Job> Engine<J> {
                 }
                 None => st.limit = n,
             }
+            // Growing admits waiting submitters at once; after a shrink, places given back
+            // admit nobody until fewer than the new room are taken.
+            st.admission.set_room(room, &mut later.granted);
             if n < old {
-                // Taken back from the free permits below, and from the ones released
-                // from now on for the rest.
-                self.permit_debt.fetch_add(old - n, Ordering::AcqRel);
                 // Fewer slots may leave only waiting jobs running.
                 later.recheck_waits = !st.waiting_on_own.is_empty();
             }
@@ -1206,21 +1222,6 @@ impl<J: Job> Engine<J> {
             let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
             self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
-        }
-        if n > old {
-            let grow = n - old;
-            // Pay back an unpaid shrink first.
-            let paid = self
-                .permit_debt
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
-                    Some(d - d.min(grow))
-                })
-                .map_or(0, |d| d.min(grow));
-            self.admission.add_permits(grow - paid);
-        } else if n < old {
-            let debt = self.permit_debt.load(Ordering::Acquire);
-            let taken = self.admission.forget_permits(debt.min(old - n));
-            self.permit_debt.fetch_sub(taken, Ordering::AcqRel);
         }
         self.run_deferred(&mut later);
     }
@@ -1457,6 +1458,8 @@ impl<J: Job> Engine<J> {
         let reason = job.aborted().unwrap_or(reason);
         self.count_end(st, Outcome::Cancelled(reason));
         st.counts.lost += u64::from(reason == CancelReason::RuntimeShutdown);
+        // Its place is free at once (its handle is told after the lock).
+        st.admission.give_back(1, &mut later.granted);
         later
             .cancels
             .get_or_insert_with(Box::default)
@@ -1499,7 +1502,7 @@ impl<J: Job> Engine<J> {
             // Its end counts for the waits now: `wait()`, a shutdown and the exit must not
             // wait for the drop below, which a runtime no longer driven may never run.
             Self::wait_end(&mut st, q.id, &mut later);
-            later.release += 1;
+            st.admission.give_back(1, &mut later.granted);
             // Dropped outside the lock: a span's drop calls the subscriber.
             later.stamps.push(q.stamp);
             Self::clamp_reserved_to_startable(&mut st, &mut later);
@@ -1551,7 +1554,7 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: a started run of job `id` ended with `outcome` (already published to
     /// its handle): it no longer counts as a waiting task, its end is counted and applied to
-    /// the waits, and its admission permit is to be given back.
+    /// the waits, and its place is given back.
     fn run_ended(&self, st: &mut State<J>, id: u64, outcome: Outcome, later: &mut Deferred<J>) {
         if !st.waiting_on_own.is_empty() {
             // Waits it started and left to handles it handed on no longer count it as a
@@ -1562,7 +1565,7 @@ impl<J: Job> Engine<J> {
         }
         self.count_end(st, outcome);
         Self::wait_end(st, id, later);
-        later.release += 1;
+        st.admission.give_back(1, &mut later.granted);
     }
 
     /// Under the lock: applies a job's end to the waits.
@@ -1657,7 +1660,7 @@ impl<J: Job> Engine<J> {
 
     /// Does what a critical section left to do, outside the lock.
     ///
-    /// Most of it is usually empty (a job's end leaves one handle to tell and one permit
+    /// Most of it is usually empty (a job's end leaves one handle to tell and one place
     /// to give back): each part is looked at before it is walked.
     fn run_deferred(self: &Arc<Self>, later: &mut Deferred<J>) {
         // Before anything is woken.
@@ -1671,13 +1674,12 @@ impl<J: Job> Engine<J> {
             drop(handle.spawn(timer));
         }
         later.stamps.clear();
-        // Room before results: a task's admission permit is back before its handle is
-        // woken, so that code woken by the handle's end finds the room (a `try_submit`
-        // right after a `run`). The cancelled jobs below left the queue under the lock.
-        let release =
-            std::mem::take(&mut later.release) + later.cancels.as_ref().map_or(0, |c| c.len());
-        if release > 0 {
-            self.release(release);
+        // A task's place was given back under the lock, before its handle is woken: code
+        // woken by the handle's end finds the room (a `try_submit` right after a `run`).
+        if !later.granted.is_empty() {
+            for waker in later.granted.drain(..) {
+                waker.wake();
+            }
         }
         if !later.woken.is_empty() {
             for woken in later.woken.drain(..) {
@@ -2118,7 +2120,7 @@ impl<J: Job> Engine<J> {
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and
     /// running jobs still finish. Idempotent.
     pub(crate) fn close(&self) {
-        let idle: Vec<Waker>;
+        let mut wake: Vec<Waker>;
         {
             let mut st = self.lock();
             if st.closed {
@@ -2126,10 +2128,11 @@ impl<J: Job> Engine<J> {
             }
             st.closed = true;
             // Idle slot tasks exit (they hold the engine).
-            idle = st.idle.iter_mut().filter_map(|i| i.waker.take()).collect();
+            wake = st.idle.iter_mut().filter_map(|i| i.waker.take()).collect();
+            // Submitters waiting for room are refused.
+            st.admission.close(&mut wake);
         }
-        idle.into_iter().for_each(Waker::wake);
-        self.admission.close();
+        wake.into_iter().for_each(Waker::wake);
         self.changed.notify_waiters();
     }
 
@@ -2691,6 +2694,62 @@ impl<J: Job> Engine<J> {
     }
 }
 
+/// A submitter waiting for room ([`Engine::admit`]): `Ok` once it holds a place, `Err`
+/// if the pool closed first.
+///
+/// # Dropping
+///
+/// Leaves the line of waiters; a place granted to it and not yet taken goes to the next
+/// waiter.
+struct Admit<'a, J: Job> {
+    engine: &'a Engine<J>,
+    /// Its entry among the waiters, once it waits.
+    key: Option<WaitKey>,
+}
+
+impl<J: Job> Future for Admit<'_, J> {
+    type Output = Result<(), AdmitError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut st = self.engine.lock();
+        let st = &mut *st;
+        let Some(key) = self.key else {
+            if st.closed {
+                return std::task::Poll::Ready(Err(AdmitError::Closed));
+            }
+            if st.admission.try_take() {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            self.key = Some(st.admission.wait(cx.waker()));
+            return std::task::Poll::Pending;
+        };
+        let done = st.admission.poll_wait(key, cx.waker(), st.closed);
+        if done.is_ready() {
+            self.key = None;
+        }
+        done.map(|granted| {
+            if granted {
+                Ok(())
+            } else {
+                Err(AdmitError::Closed)
+            }
+        })
+    }
+}
+
+impl<J: Job> Drop for Admit<'_, J> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut granted = Vec::new();
+            self.engine.lock().admission.cancel(key, &mut granted);
+            granted.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::task::Waker;
@@ -2741,7 +2800,7 @@ mod tests {
         assert!(!used.untouched());
 
         for set in [
-            |d: &mut Deferred<NoJob>| d.release = 1,
+            |d: &mut Deferred<NoJob>| d.granted.push(Waker::noop().clone()),
             |d: &mut Deferred<NoJob>| d.changed = true,
             |d: &mut Deferred<NoJob>| d.recheck_waits = true,
         ] {

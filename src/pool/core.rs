@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::engine::{AdmitError, Config, DropHook, Engine, Job, LimitsConfig, Meta, PushError};
+use crate::engine::{
+    AdmitError, Admitting, Config, DropHook, Engine, Job, LimitsConfig, Meta, PushError,
+};
 use crate::error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TrySubmitError};
 use crate::options::SubmitOptions;
 use crate::task::{BoxRun, ReadyRun, Shared, SlotRef, TaskHandle};
@@ -142,22 +144,9 @@ impl<J: Job> Core<J> {
         }
     }
 
-    /// Pushes an admitted item; gives it back if the pool closed meanwhile or no runtime
-    /// can run it.
-    ///
-    /// `reap`: an async submit, which frees what ended jobs left for a submitter (see
-    /// [`Engine::push_with`]); a synchronous one never runs such `Drop` code, since its
-    /// caller may hold a lock that code takes.
-    fn push<S: Submit<J>>(
-        &self,
-        item: S,
-        reap: bool,
-    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
-        self.push_with(item, Meta::default(), reap)
-    }
-
-    /// [`push`](Self::push) for a group or a stream, whose items have no options and whose
-    /// submits never free what ended jobs left.
+    /// Pushes an admitted item for a group or a stream, whose items have no options and
+    /// whose submits never free what ended jobs left; gives it back if the pool closed
+    /// meanwhile or no runtime can run it.
     pub(crate) fn push_admitted<S: Submit<J>>(
         &self,
         item: S,
@@ -165,6 +154,12 @@ impl<J: Job> Core<J> {
         self.push_with(item, Meta::default(), false)
     }
 
+    /// Pushes an admitted item with its settings; gives it back if the pool closed
+    /// meanwhile or no runtime can run it.
+    ///
+    /// `reap`: an async submit, which frees what ended jobs left for a submitter (see
+    /// [`Engine::push`]); a synchronous one never runs such `Drop` code, since its
+    /// caller may hold a lock that code takes.
     fn push_with<S: Submit<J>>(
         &self,
         item: S,
@@ -191,8 +186,26 @@ impl<J: Job> Core<J> {
         meta: Meta,
         reap: bool,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
+        match self.push_ready_as::<S>(ready, meta, reap, false) {
+            Ok(handle) => Ok(handle),
+            Err(Admitting::Refused(refused)) => Err(refused.map(S::unready)),
+            Err(Admitting::Full(..)) => unreachable!("an admitted item never finds the pool full"),
+        }
+    }
+
+    /// Queues an item made [`ready`](Self::ready) ([`Engine::push`]): one admitted already,
+    /// or with `admit` one that takes its place in the same critical section, handed back
+    /// with its settings if there is no room.
+    #[track_caller]
+    fn push_ready_as<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+        reap: bool,
+        admit: bool,
+    ) -> Result<TaskHandle<S::Output>, Admitting<S::Ready>> {
         let slot = S::slot(&ready);
-        let pushed = self.engine.push_with(ready, meta, reap, |ready, id| {
+        let pushed = self.engine.push(ready, meta, reap, admit, |ready, id| {
             // Relaxed: read back only through the handle this submit returns.
             slot.shared().job.store(id, Ordering::Relaxed);
             S::into_job(ready)
@@ -201,8 +214,76 @@ impl<J: Job> Core<J> {
             Ok(()) => Ok(TaskHandle::new(slot)),
             Err(refused) => {
                 drop(slot);
-                Err(refused.map(S::unready))
+                Err(refused)
             }
+        }
+    }
+
+    /// An async submit of an item made [`ready`](Self::ready): takes its place and queues
+    /// it under one lock if there is room, or waits for room, then queues it. Cancel safe:
+    /// dropped while it waits, it takes no place.
+    async fn submit_ready<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        let (ready, meta) = match self.submit_now::<S>(ready, meta) {
+            Ok(waits) => waits,
+            Err(done) => return done,
+        };
+        let admitted = match self.engine.full() {
+            Ok(()) => self.engine.admit_waiting().await,
+            Err(kind) => Err(kind),
+        };
+        self.submit_waited::<S>(ready, meta, admitted)
+    }
+
+    /// [`submit_ready`](Self::submit_ready) that gives up waiting for room after `limit`.
+    /// Separate, so that its timer does not grow every plain submit's future. Cancel safe.
+    async fn submit_ready_within<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+        limit: std::time::Duration,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        let (ready, meta) = match self.submit_now::<S>(ready, meta) {
+            Ok(waits) => waits,
+            Err(done) => return done,
+        };
+        let admitted = match self.engine.full() {
+            Ok(()) => self.engine.admit_waiting_within(limit).await,
+            Err(kind) => Err(kind),
+        };
+        self.submit_waited::<S>(ready, meta, admitted)
+    }
+
+    /// The first step of an async submit: `Ok` with the item back (and its settings) if it
+    /// is to wait for room, `Err` with the submit's result if it is decided now.
+    #[allow(clippy::type_complexity)]
+    fn submit_now<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+    ) -> Result<(S::Ready, Meta), Result<TaskHandle<S::Output>, SubmitError<S>>> {
+        match self.push_ready_as::<S>(ready, meta, true, true) {
+            Ok(handle) => Err(Ok(handle)),
+            Err(Admitting::Full(ready, meta)) => Ok((ready, meta)),
+            Err(Admitting::Refused(refused)) => Err(Err(refused_submit(refused))),
+        }
+    }
+
+    /// The last step of a submit that waited for room: queues the item if `admitted`.
+    fn submit_waited<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+        admitted: Result<(), SubmitErrorKind>,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        match admitted {
+            Ok(()) => self
+                .push_ready::<S>(ready, meta, true)
+                .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
+            Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
         }
     }
 
@@ -218,19 +299,7 @@ impl<J: Job> Core<J> {
         // not the item, which it would otherwise copy at its first poll and again on its
         // way into that run (a refused item is moved back out).
         let ready = self.ready(item, &Meta::default());
-        async move {
-            // `admit_submit`, in two steps: a submit that finds room polls no inner future.
-            let admitted = match self.engine.admit_or_wait() {
-                Some(decided) => decided,
-                None => self.engine.admit_waiting().await,
-            };
-            match admitted {
-                Ok(()) => self
-                    .push_ready::<S>(ready, Meta::default(), true)
-                    .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
-                Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
-            }
-        }
+        self.submit_ready::<S>(ready, Meta::default())
     }
 
     pub(crate) fn try_submit<S: Submit<J>>(
@@ -246,11 +315,23 @@ impl<J: Job> Core<J> {
         &self,
         item: S,
     ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
-        match self.engine.admit_blocking() {
+        // Checked even when there is room, so misuse shows at once, not only under load.
+        crate::blocking::assert_not_async("blocking_submit", "submit(..).await");
+        let ready = self.ready(item, &Meta::default());
+        let (ready, meta) = match self.push_ready_as::<S>(ready, Meta::default(), false, true) {
+            Ok(handle) => return Ok(handle),
+            Err(Admitting::Full(ready, meta)) => (ready, meta),
+            Err(Admitting::Refused(refused)) => return Err(refused_submit(refused)),
+        };
+        match self
+            .engine
+            .full()
+            .and_then(|()| self.engine.admit_blocking())
+        {
             Ok(()) => self
-                .push(item, false)
+                .push_ready::<S>(ready, meta, false)
                 .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
-            Err(kind) => Err(SubmitError::new(kind, item)),
+            Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
         }
     }
 
@@ -270,18 +351,9 @@ impl<J: Job> Core<J> {
             if let Err(kind) = self.engine.check_weight(&meta) {
                 return Err(SubmitError::new(kind, S::unready(ready)));
             }
-            let admitted = match opts.timeout {
-                None => match self.engine.admit_or_wait() {
-                    Some(decided) => decided,
-                    None => self.engine.admit_waiting().await,
-                },
-                Some(limit) => self.engine.admit_submit_within(limit).await,
-            };
-            match admitted {
-                Ok(()) => self
-                    .push_ready::<S>(ready, meta, true)
-                    .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
-                Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
+            match opts.timeout {
+                None => self.submit_ready::<S>(ready, meta).await,
+                Some(limit) => self.submit_ready_within::<S>(ready, meta, limit).await,
             }
         }
     }
@@ -343,6 +415,11 @@ impl<J: Job> Core<J> {
         }
         Ok(handles)
     }
+}
+
+/// A submit refused after its item was made ready, with the item.
+fn refused_submit<J: Job, S: Submit<J>>(refused: PushError<S::Ready>) -> SubmitError<S> {
+    SubmitError::new(refused.kind(), S::unready(refused.into_inner()))
 }
 
 fn meta_of(opts: &SubmitOptions) -> Meta {

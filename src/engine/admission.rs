@@ -1,0 +1,257 @@
+//! Admission: the room a pool has for jobs (queued and running ones, and places taken
+//! ahead by streams and groups), counted under the engine's lock, with the submitters
+//! waiting for room in the order they came.
+//!
+//! A submit that finds room takes its place in the same critical section that queues its
+//! job, and a job's end gives its place back in the one that counts the end: admission
+//! costs no atomic operation of its own. (A `tokio::sync::Semaphore` beside the lock,
+//! which this replaces, cost four per task: a compare-and-swap to take a permit, and its
+//! waiter list's lock plus an add to give it back, even with nobody waiting; see
+//! BENCHMARKS.md, "2026-12-04".)
+//!
+//! A freed place goes straight to the first waiter, if any (it is *granted*): so a
+//! `try_submit` never takes the place of a submitter that waited, and while anyone waits
+//! there is no free room. A waiter dropped after its grant passes the place on.
+
+use std::collections::VecDeque;
+use std::task::{Poll, Waker};
+
+use slab::Slab;
+
+/// The largest room a pool may have (`max_concurrency + max_queue_size`): tokio's
+/// `Semaphore::MAX_PERMITS`, the limit the crate has always documented.
+pub(crate) const MAX_ROOM: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// Lives in the engine's state: every method is called under its lock.
+pub(crate) struct Admission {
+    /// How many places there are: `max_concurrency + max_queue_size`.
+    room: usize,
+    /// How many are taken. May exceed `room` after the pool shrank: then nothing is
+    /// admitted until enough are given back.
+    taken: usize,
+    waiters: Slab<Waiter>,
+    /// The waiters in the order they came, each with its ticket: an entry whose waiter
+    /// has gone (or whose slab key now holds a later waiter) is skipped when reached.
+    order: VecDeque<(usize, u64)>,
+    next_ticket: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    waker: Option<Waker>,
+    /// Holds a place given back by a job's end (counted in `taken`).
+    granted: bool,
+}
+
+/// A submitter waiting for room: the key of its entry, from [`Admission::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WaitKey(usize);
+
+impl Admission {
+    pub(crate) fn new(room: usize) -> Self {
+        Admission {
+            room,
+            taken: 0,
+            waiters: Slab::new(),
+            order: VecDeque::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// Takes a place if one is free.
+    #[inline]
+    pub(crate) fn try_take(&mut self) -> bool {
+        if self.taken < self.room {
+            self.taken += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives `n` places back: the first waiters get them; their wakers go to `wake`, to
+    /// be woken once the lock is released.
+    #[inline]
+    pub(crate) fn give_back(&mut self, n: usize, wake: &mut Vec<Waker>) {
+        debug_assert!(n <= self.taken, "more places given back than taken");
+        self.taken -= n;
+        if !self.waiters.is_empty() {
+            self.grant(wake);
+        }
+    }
+
+    /// Changes the room (`set_max_concurrency`): growing admits waiters at once;
+    /// shrinking admits nobody until the places taken fall below the new room.
+    pub(crate) fn set_room(&mut self, room: usize, wake: &mut Vec<Waker>) {
+        self.room = room;
+        self.grant(wake);
+    }
+
+    /// Free places to the first waiters.
+    fn grant(&mut self, wake: &mut Vec<Waker>) {
+        while self.taken < self.room {
+            let Some((key, ticket)) = self.order.pop_front() else {
+                return;
+            };
+            if let Some(w) = self.waiters.get_mut(key).filter(|w| w.ticket == ticket) {
+                w.granted = true;
+                self.taken += 1;
+                wake.extend(w.waker.take());
+            }
+        }
+    }
+
+    /// Queues a waiter, behind those already waiting. Called only when
+    /// [`try_take`](Self::try_take) found no room.
+    pub(crate) fn wait(&mut self, waker: &Waker) -> WaitKey {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let key = self.waiters.insert(Waiter {
+            ticket,
+            waker: Some(waker.clone()),
+            granted: false,
+        });
+        self.order.push_back((key, ticket));
+        WaitKey(key)
+    }
+
+    /// A waiter's poll: `Ready(true)` once it holds a place (its entry goes), `Ready(false)`
+    /// if the pool closed first (likewise), otherwise its waker is kept.
+    pub(crate) fn poll_wait(&mut self, key: WaitKey, waker: &Waker, closed: bool) -> Poll<bool> {
+        let w = &mut self.waiters[key.0];
+        if w.granted || closed {
+            let granted = w.granted;
+            self.waiters.remove(key.0);
+            return Poll::Ready(granted);
+        }
+        match &mut w.waker {
+            Some(kept) if kept.will_wake(waker) => {}
+            kept => *kept = Some(waker.clone()),
+        }
+        Poll::Pending
+    }
+
+    /// A waiter gave up (its future was dropped): a place it was granted goes to the next.
+    pub(crate) fn cancel(&mut self, key: WaitKey, wake: &mut Vec<Waker>) {
+        let w = self.waiters.remove(key.0);
+        if w.granted {
+            self.give_back(1, wake);
+        } else if self.order.len() > 2 * self.waiters.len() + 32 {
+            // Mostly entries of waiters that gave up (timed-out submits into a pool that
+            // stays full): drop them, so that the list stays as long as the waiters.
+            let waiters = &self.waiters;
+            self.order
+                .retain(|&(k, t)| waiters.get(k).is_some_and(|w| w.ticket == t && !w.granted));
+        }
+    }
+
+    /// The pool closed: wakes every waiter not yet granted a place (each finds the pool
+    /// closed at its next poll); none will be granted one from now on.
+    pub(crate) fn close(&mut self, wake: &mut Vec<Waker>) {
+        self.order.clear();
+        for (_, w) in self.waiters.iter_mut() {
+            if !w.granted {
+                wake.extend(w.waker.take());
+            }
+        }
+    }
+
+    /// Whether a submitter waits for room.
+    #[cfg(test)]
+    fn has_waiters(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waker() -> Waker {
+        Waker::noop().clone()
+    }
+
+    #[test]
+    fn places_go_to_waiters_in_order_before_anyone_else() {
+        let mut a = Admission::new(2);
+        assert!(a.try_take() && a.try_take());
+        assert!(!a.try_take());
+        let first = a.wait(&waker());
+        let second = a.wait(&waker());
+        let mut wake = Vec::new();
+        a.give_back(1, &mut wake);
+        assert_eq!(wake.len(), 1);
+        // The freed place is the first waiter's: a `try_take` finds none.
+        assert!(!a.try_take());
+        assert_eq!(a.poll_wait(second, &waker(), false), Poll::Pending);
+        assert_eq!(a.poll_wait(first, &waker(), false), Poll::Ready(true));
+        a.give_back(1, &mut wake);
+        assert_eq!(a.poll_wait(second, &waker(), false), Poll::Ready(true));
+        assert!(!a.has_waiters());
+    }
+
+    #[test]
+    fn a_granted_waiter_that_gives_up_passes_its_place_on() {
+        let mut a = Admission::new(1);
+        assert!(a.try_take());
+        let first = a.wait(&waker());
+        let second = a.wait(&waker());
+        let mut wake = Vec::new();
+        a.give_back(1, &mut wake);
+        a.cancel(first, &mut wake);
+        assert_eq!(wake.len(), 2);
+        assert_eq!(a.poll_wait(second, &waker(), false), Poll::Ready(true));
+        // An ungranted waiter that gives up frees nothing.
+        let third = a.wait(&waker());
+        a.cancel(third, &mut wake);
+        assert!(!a.try_take());
+        a.give_back(1, &mut wake);
+        assert!(a.try_take());
+    }
+
+    #[test]
+    fn a_shrink_admits_nobody_until_the_places_taken_fall_below_the_new_room() {
+        let mut a = Admission::new(3);
+        assert!(a.try_take() && a.try_take() && a.try_take());
+        let mut wake = Vec::new();
+        a.set_room(1, &mut wake);
+        let w = a.wait(&waker());
+        a.give_back(1, &mut wake);
+        a.give_back(1, &mut wake);
+        assert_eq!(a.poll_wait(w, &waker(), false), Poll::Pending);
+        a.give_back(1, &mut wake);
+        assert_eq!(a.poll_wait(w, &waker(), false), Poll::Ready(true));
+        // A growth admits at once.
+        let w = a.wait(&waker());
+        a.set_room(2, &mut wake);
+        assert_eq!(a.poll_wait(w, &waker(), false), Poll::Ready(true));
+    }
+
+    #[test]
+    fn a_close_wakes_the_waiters_and_grants_nothing_after() {
+        let mut a = Admission::new(1);
+        assert!(a.try_take());
+        let w = a.wait(&waker());
+        let mut wake = Vec::new();
+        a.close(&mut wake);
+        assert_eq!(wake.len(), 1);
+        a.give_back(1, &mut wake);
+        assert_eq!(a.poll_wait(w, &waker(), true), Poll::Ready(false));
+        assert!(a.try_take(), "the place given back is free");
+    }
+
+    #[test]
+    fn waiters_that_give_up_do_not_pile_up_in_the_order() {
+        let mut a = Admission::new(1);
+        assert!(a.try_take());
+        let mut wake = Vec::new();
+        for _ in 0..10_000 {
+            let w = a.wait(&waker());
+            a.cancel(w, &mut wake);
+        }
+        let kept = a.wait(&waker());
+        assert!(a.order.len() <= 64, "{} entries kept", a.order.len());
+        a.give_back(1, &mut wake);
+        assert_eq!(a.poll_wait(kept, &waker(), false), Poll::Ready(true));
+    }
+}
