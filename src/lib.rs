@@ -78,10 +78,9 @@
 //! - Aborting a task that has not started frees its place in the queue at once
 //!   ([`TaskHandle::abort`]).
 //! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
-//!   task. A handle woken by its task's end finds the task's room in the pool given back
-//!   (a `try_submit` right after a `run` finds it; `is_finished`, or a handle first polled
-//!   just as its task ends on another thread, may see the end a few microseconds before
-//!   the room). A panic in a job's `poll` or in its future's `Drop` only fails that job.
+//!   task, and the task's room in the pool is back (a `try_submit` right after a `run`,
+//!   or after `is_finished` said `true`, finds it). A panic in a job's `poll` or in its
+//!   future's `Drop` only fails that job.
 //!
 //! # How jobs run
 //!

@@ -13,10 +13,11 @@
 /// one when it is dropped at its next `.await` (it holds its slot until then).
 ///
 /// The room a task held (its place among `max_concurrency + max_queue_size`) is given back
-/// after the lock, before its handle is woken: code woken by a handle's end finds the
-/// room. [`TaskHandle::is_finished`](crate::TaskHandle::is_finished), or a handle polled
-/// for the first time just as its task ends on another thread, may see the end before
-/// that (a few microseconds).
+/// in that same critical section, and a submit takes its room under the same lock: code
+/// that has seen a task end (its handle resolved, or
+/// [`TaskHandle::is_finished`](crate::TaskHandle::is_finished), or these counters) and
+/// then submits finds the room (`abort`, as above, is the exception: a running task's
+/// room comes back when it is dropped).
 ///
 /// # Examples
 ///

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use nb_aiopool::CommonAioPool;
+use nb_aiopool::{CommonAioPool, SubmitOptions};
 use support::Gate;
 use support::{current_thread, multi_thread};
 
@@ -315,4 +315,46 @@ fn submit_under_an_entered_dead_runtime_into_a_pool_no_runtime_can_drain_is_refu
             panic!("a submit under a dead runtime's context waited for room no runtime would make")
         }
     }
+}
+
+/// A submit that finds the pool full and never queues its job (here it times out) does
+/// not make its runtime the pool's home: a review of b8a09b7 found that the admission
+/// under the engine's lock entered the submitter's runtime before it checked for room, so
+/// a plain thread's next job went to a runtime nobody drove, and never ran.
+#[test]
+fn a_full_submit_that_times_out_leaves_the_home_where_it_was() {
+    let home = multi_thread();
+    let pool = home.block_on(async { CommonAioPool::new(1, 0) });
+    let (release, released) = mpsc::channel::<()>();
+    let job = async move {
+        tokio::task::spawn_blocking(move || released.recv())
+            .await
+            .ok();
+    };
+    let blocker = home.block_on(pool.submit(job)).unwrap();
+    // A second runtime, alive but driven only during its `block_on`.
+    let other = current_thread();
+    let refused = other
+        .block_on(pool.submit_with(
+            async {},
+            SubmitOptions::new().timeout(Duration::from_millis(20)),
+        ))
+        .unwrap_err();
+    assert!(refused.is_timed_out(), "{refused:?}");
+    release.send(()).unwrap();
+    home.block_on(async { blocker.await.unwrap() });
+
+    let p = pool.clone();
+    let plain = std::thread::spawn(move || p.blocking_submit(async { 7 }).unwrap().blocking_wait());
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !plain.is_finished() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let finished = plain.is_finished();
+    drop(other); // ends a job sent there (cancelled), so that the thread ends
+    assert!(
+        finished,
+        "the plain thread's job went to the runtime nobody drives"
+    );
+    assert_eq!(plain.join().unwrap().unwrap(), 7);
 }

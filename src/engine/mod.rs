@@ -792,19 +792,22 @@ impl<J: Job> Engine<J> {
         {
             let mut st = self.lock();
             if st.closed {
-                return self.refuse(st, admit, PushError::Closed(item));
+                return self.refuse(st, !admit, PushError::Closed(item));
             }
+            if admit && !st.admission.try_take() {
+                // Before the runtime is entered: a submit that may never queue its job
+                // (it may time out, or be dropped) must not make its runtime the home.
+                return Err(Admitting::Full(item, meta));
+            }
+            // From here, the item holds a place.
             // The submitter's runtime; from a plain thread, or a `spawn_blocking` thread that
             // outlived its runtime, the home (or, if it has ended, another live runtime the
             // pool knows).
             let entered = current.as_ref().and_then(|h| st.runtimes.enter(h));
             let rt = match entered.or_else(|| st.runtimes.live_or_any(None)) {
                 Some(rt) => rt,
-                None => return self.refuse(st, admit, PushError::NoRuntime(item)),
+                None => return self.refuse(st, true, PushError::NoRuntime(item)),
             };
-            if admit && !st.admission.try_take() {
-                return Err(Admitting::Full(item, meta));
-            }
             let id = st.counts.submitted;
             st.counts.submitted += 1;
             self.observer.submitted();
@@ -828,17 +831,17 @@ impl<J: Job> Engine<J> {
         Ok(())
     }
 
-    /// Under the lock: [`push`](Self::push) refuses its item. The place it held (unless it
-    /// was to take one) goes back, and the refusal is reported.
+    /// Under the lock: [`push`](Self::push) refuses its item. The place it held, if it
+    /// `holds` one, goes back, and the refusal is reported.
     #[cold]
     fn refuse<T>(
         &self,
         mut st: StateGuard<'_, J>,
-        admit: bool,
+        holds: bool,
         refused: PushError<T>,
     ) -> Result<(), Admitting<T>> {
         let mut granted = Vec::new();
-        if !admit {
+        if holds {
             st.admission.give_back(1, &mut granted);
         }
         drop(st);
@@ -1674,8 +1677,8 @@ impl<J: Job> Engine<J> {
             drop(handle.spawn(timer));
         }
         later.stamps.clear();
-        // A task's place was given back under the lock, before its handle is woken: code
-        // woken by the handle's end finds the room (a `try_submit` right after a `run`).
+        // A task's place was given back under the lock, with its result stored: code that
+        // sees the task ended finds the room (a `try_submit` right after a `run`).
         if !later.granted.is_empty() {
             for waker in later.granted.drain(..) {
                 waker.wake();

@@ -225,11 +225,8 @@ impl<T> TaskHandle<T> {
 
     /// Returns `true` once the task has finished (its result is ready to take).
     ///
-    /// Once this is `true`, [`PoolStats`](crate::PoolStats) counts the task, but the pool
-    /// gives the task's room back only a moment later (a few microseconds, on the thread
-    /// where it ended): code that polls `is_finished` and then calls `try_submit` into a
-    /// full pool may find it still full. A handle awaited while its task runs, and woken by
-    /// its end, finds the room back.
+    /// Once this is `true`, [`PoolStats`](crate::PoolStats) counts the task and the pool
+    /// has its room back: a `try_submit` made after finds it.
     ///
     /// # Examples
     ///
