@@ -222,12 +222,15 @@ impl<J: Job> Core<J> {
     /// An async submit of an item made [`ready`](Self::ready): takes its place and queues
     /// it under one lock if there is room, or waits for room, then queues it. Cancel safe:
     /// dropped while it waits, it takes no place.
+    ///
+    /// `reap` as in [`push_with`](Self::push_with).
     async fn submit_ready<S: Submit<J>>(
         &self,
         ready: S::Ready,
         meta: Meta,
+        reap: bool,
     ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
-        let (ready, meta) = match self.submit_now::<S>(ready, meta) {
+        let (ready, meta) = match self.submit_now::<S>(ready, meta, reap) {
             Ok(waits) => waits,
             Err(done) => return done,
         };
@@ -235,7 +238,7 @@ impl<J: Job> Core<J> {
             Ok(()) => self.engine.admit_waiting().await,
             Err(kind) => Err(kind),
         };
-        self.submit_waited::<S>(ready, meta, admitted)
+        self.submit_waited::<S>(ready, meta, reap, admitted)
     }
 
     /// [`submit_ready`](Self::submit_ready) that gives up waiting for room after `limit`.
@@ -246,7 +249,7 @@ impl<J: Job> Core<J> {
         meta: Meta,
         limit: std::time::Duration,
     ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
-        let (ready, meta) = match self.submit_now::<S>(ready, meta) {
+        let (ready, meta) = match self.submit_now::<S>(ready, meta, true) {
             Ok(waits) => waits,
             Err(done) => return done,
         };
@@ -254,7 +257,7 @@ impl<J: Job> Core<J> {
             Ok(()) => self.engine.admit_waiting_within(limit).await,
             Err(kind) => Err(kind),
         };
-        self.submit_waited::<S>(ready, meta, admitted)
+        self.submit_waited::<S>(ready, meta, true, admitted)
     }
 
     /// The first step of an async submit: `Ok` with the item back (and its settings) if it
@@ -264,8 +267,9 @@ impl<J: Job> Core<J> {
         &self,
         ready: S::Ready,
         meta: Meta,
+        reap: bool,
     ) -> Result<(S::Ready, Meta), Result<TaskHandle<S::Output>, SubmitError<S>>> {
-        match self.push_ready_as::<S>(ready, meta, true, true) {
+        match self.push_ready_as::<S>(ready, meta, reap, true) {
             Ok(handle) => Err(Ok(handle)),
             Err(Admitting::Full(ready, meta)) => Ok((ready, meta)),
             Err(Admitting::Refused(refused)) => Err(Err(refused_submit(refused))),
@@ -277,11 +281,12 @@ impl<J: Job> Core<J> {
         &self,
         ready: S::Ready,
         meta: Meta,
+        reap: bool,
         admitted: Result<(), SubmitErrorKind>,
     ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
         match admitted {
             Ok(()) => self
-                .push_ready::<S>(ready, meta, true)
+                .push_ready::<S>(ready, meta, reap)
                 .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
             Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
         }
@@ -299,7 +304,19 @@ impl<J: Job> Core<J> {
         // not the item, which it would otherwise copy at its first poll and again on its
         // way into that run (a refused item is moved back out).
         let ready = self.ready(item, &Meta::default());
-        self.submit_ready::<S>(ready, Meta::default())
+        self.submit_ready::<S>(ready, Meta::default(), true)
+    }
+
+    /// [`submit`](Self::submit) for a group without a watcher: as a group's
+    /// [`push_admitted`](Self::push_admitted), it frees nothing ended jobs left. Cancel
+    /// safe.
+    #[allow(clippy::manual_async_fn)] // declared `Send`, as `submit`
+    pub(crate) fn submit_for_group<S: Submit<J>>(
+        &self,
+        item: S,
+    ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
+        let ready = self.ready(item, &Meta::default());
+        self.submit_ready::<S>(ready, Meta::default(), false)
     }
 
     pub(crate) fn try_submit<S: Submit<J>>(
@@ -352,7 +369,7 @@ impl<J: Job> Core<J> {
                 return Err(SubmitError::new(kind, S::unready(ready)));
             }
             match opts.timeout {
-                None => self.submit_ready::<S>(ready, meta).await,
+                None => self.submit_ready::<S>(ready, meta, true).await,
                 Some(limit) => self.submit_ready_within::<S>(ready, meta, limit).await,
             }
         }

@@ -310,13 +310,17 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         item: S,
         key: Option<Registered>,
     ) -> Result<TaskId, PushError<S>> {
-        let handle = match self.core.push_admitted(item) {
-            Ok(h) => h,
+        match self.core.push_admitted(item) {
+            Ok(handle) => Ok(self.keep(handle, key)),
             Err(e) => {
                 unwatch(key);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Keeps the handle of a task just pushed (with its registry entry, if any).
+    fn keep(&mut self, handle: TaskHandle<T>, key: Option<Registered>) -> TaskId {
         if let Some(Registered { trip, key }) = &key {
             let mut reg = trip.lock();
             if trip.is_tripped() {
@@ -334,11 +338,18 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
             handle,
         });
         self.next_seq += 1;
-        Ok(id)
+        id
     }
 
-    /// Submits an item without a watcher (the path of `Core::batch_run`). Declared `Send`
-    /// rather than an `async fn`, for the reason given at `Core::submit`.
+    /// Whether the group watches its tasks (cancel-on-error).
+    fn watches(&self) -> bool {
+        self.cancel.is_some()
+    }
+
+    /// Submits an item into a group that does not watch its tasks (`batch_run`'s, or a
+    /// group without cancel-on-error): with room, its place is taken and it is queued
+    /// under one lock of the pool's ([`Core::submit_for_group`]). Declared `Send` rather
+    /// than an `async fn`, for the reason given at `Core::submit`. Cancel safe.
     #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
     pub(crate) fn submit<S: Submit<J, Output = T>>(
         &mut self,
@@ -347,12 +358,10 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     where
         T: Send + 'static,
     {
+        debug_assert!(!self.watches(), "a watching group submits with its watcher");
         async move {
-            if let Err(kind) = self.admit().await {
-                return Err(SubmitError::new(kind, item));
-            }
-            self.push(item, None)
-                .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
+            let handle = self.core.submit_for_group(item).await?;
+            Ok(self.keep(handle, None))
         }
     }
 
@@ -556,6 +565,9 @@ impl<T: Send + 'static> TaskGroup<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
+        if !self.inner.watches() {
+            return self.inner.submit(fut).await;
+        }
         if let Err(kind) = self.inner.admit().await {
             return Err(SubmitError::new(kind, fut));
         }
@@ -869,6 +881,9 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
+        if !self.inner.watches() {
+            return self.inner.submit(recipe).await;
+        }
         if let Err(kind) = self.inner.admit().await {
             return Err(SubmitError::new(kind, recipe));
         }
