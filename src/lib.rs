@@ -79,7 +79,8 @@
 //!   ([`TaskHandle::abort`]).
 //! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
 //!   task, and the task's room in the pool is back (a `try_submit` right after a `run`,
-//!   or after `is_finished` said `true`, finds it). A panic in a job's `poll` or in its
+//!   or after `is_finished` said `true`, finds it, unless submitters were already waiting
+//!   for room: it goes to the first of them). A panic in a job's `poll` or in its
 //!   future's `Drop` only fails that job.
 //!
 //! # How jobs run

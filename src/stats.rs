@@ -6,8 +6,10 @@
 ///
 /// The counters agree with the handles: a task is counted in the same critical section
 /// in which its result is handed to its handle, so once a handle has resolved (or
-/// `batch_run` of n tasks has returned), `stats()` counts it. One exception:
-/// [`TaskHandle::abort`](crate::TaskHandle::abort) resolves the handle at once, before the
+/// `batch_run` of n tasks has returned), `stats()` counts it. One exception: an abort
+/// ([`TaskHandle::abort`](crate::TaskHandle::abort), an
+/// [`AbortHandle`](crate::AbortHandle), a cancel-on-error group aborting its other tasks,
+/// or a nested wait refused with `WouldDeadlock`) resolves the handle at once, before the
 /// pool counts the task: a queued task is counted as cancelled before `abort` returns (a
 /// thread that sees the handle resolved meanwhile may find it still queued), a running
 /// one when it is dropped at its next `.await` (it holds its slot until then).
@@ -16,8 +18,10 @@
 /// in that same critical section, and a submit takes its room under the same lock: code
 /// that has seen a task end (its handle resolved, or
 /// [`TaskHandle::is_finished`](crate::TaskHandle::is_finished), or these counters) and
-/// then submits finds the room (`abort`, as above, is the exception: a running task's
-/// room comes back when it is dropped).
+/// then submits finds the room, unless submitters were already waiting for room (it goes
+/// to the first of them) or `set_max_concurrency` lowered the pool's size below the
+/// tasks it holds. Aborts, as above, are the exception: the room comes back when the pool
+/// counts the task.
 ///
 /// # Examples
 ///

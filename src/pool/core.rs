@@ -307,15 +307,21 @@ impl<J: Job> Core<J> {
         self.submit_ready::<S>(ready, Meta::default(), true)
     }
 
-    /// [`submit`](Self::submit) for a group without a watcher: as a group's
+    /// An item made ready for [`submit_for_group`](Self::submit_for_group), at the
+    /// group's submit call (so that the group's future holds a pointer, not the item).
+    pub(crate) fn ready_for_group<S: Submit<J>>(&self, item: S) -> S::Ready {
+        self.ready(item, &Meta::default())
+    }
+
+    /// [`submit`](Self::submit) for a group without a watcher, of an item made
+    /// [`ready_for_group`](Self::ready_for_group): as a group's
     /// [`push_admitted`](Self::push_admitted), it frees nothing ended jobs left. Cancel
     /// safe.
     #[allow(clippy::manual_async_fn)] // declared `Send`, as `submit`
     pub(crate) fn submit_for_group<S: Submit<J>>(
         &self,
-        item: S,
+        ready: S::Ready,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
-        let ready = self.ready(item, &Meta::default());
         self.submit_ready::<S>(ready, Meta::default(), false)
     }
 
@@ -425,10 +431,11 @@ impl<J: Job> Core<J> {
         I: IntoIterator,
         I::Item: Submit<J, Output = T>,
     {
-        let items = items.into_iter();
+        let mut items = items.into_iter();
         let mut handles = Vec::with_capacity(items.size_hint().0);
-        for item in items {
-            handles.push(self.submit(item).await?);
+        // No variable of the item's type across the await (as in `group::batch_run`).
+        while let Some(submit) = items.next().map(|item| self.submit(item)) {
+            handles.push(submit.await?);
         }
         Ok(handles)
     }
@@ -545,6 +552,17 @@ mod tests {
         assert!(std::mem::size_of::<Submitted>() <= 32);
         let run = pool.run(big());
         assert!(std::mem::size_of_val(&run) < 512);
+        // A batch's items wait in their `Vec`; each is made ready as it is submitted, and
+        // the batch's future holds none of them (a group's submit makes it ready at the
+        // call too).
+        let batch = pool.batch_run(vec![big(), big()]);
+        assert!(std::mem::size_of_val(&batch) < 1024);
+        assert_eq!(batch.await.unwrap().len(), 2);
+        let batch = pool.batch_submit(vec![big(), big()]);
+        assert!(std::mem::size_of_val(&batch) < 1024);
+        for handle in batch.await.unwrap() {
+            assert_eq!(handle.await.unwrap(), 1);
+        }
         assert_eq!(submit.await.unwrap().await.unwrap(), 1);
         assert_eq!(run.await.unwrap(), 1);
         // Refused after all: the future comes back from its run's allocation, whole.

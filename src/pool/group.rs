@@ -359,8 +359,10 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         T: Send + 'static,
     {
         debug_assert!(!self.watches(), "a watching group submits with its watcher");
+        // Made ready at the call, as in `Core::submit`: the future holds a pointer.
+        let ready = self.core.ready_for_group(item);
         async move {
-            let handle = self.core.submit_for_group(item).await?;
+            let handle = self.core.submit_for_group::<S>(ready).await?;
             Ok(self.keep(handle, None))
         }
     }
@@ -1094,8 +1096,15 @@ where
     T: Send + 'static,
 {
     let mut group = Group::new(core.clone());
-    for item in items {
-        if let Err(e) = group.submit(item).await {
+    let mut items = items.into_iter();
+    // Each item goes from the iterator straight into its submit, which makes it ready at
+    // the call: no variable of the item's type lives across the await (one in a `for`
+    // binding would, and this future would hold an item's bytes).
+    loop {
+        let Some(submit) = items.next().map(|item| group.submit(item)) else {
+            break;
+        };
+        if let Err(e) = submit.await {
             group.detach_all();
             return Err(e);
         }

@@ -226,7 +226,9 @@ impl<T> TaskHandle<T> {
     /// Returns `true` once the task has finished (its result is ready to take).
     ///
     /// Once this is `true`, [`PoolStats`](crate::PoolStats) counts the task and the pool
-    /// has its room back: a `try_submit` made after finds it.
+    /// has its room back: a `try_submit` made after finds it, unless submitters were
+    /// already waiting for room (it goes to the first of them). After an abort, the count
+    /// and the room may come a moment later (see [`PoolStats`](crate::PoolStats)).
     ///
     /// # Examples
     ///

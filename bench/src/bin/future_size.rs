@@ -12,7 +12,8 @@
 //! `--bytes` takes 0, 256, 2048 or 8192 (the array's size is a type's). `--joinset` runs
 //! the same tasks as the hand-written pattern instead (a `Semaphore` permit, then
 //! `JoinSet::spawn`), for comparison; `--smart`, through a `SmartAioPool` (each task a
-//! recipe that makes the future, on the slot's thread).
+//! recipe that makes the future, on the slot's thread); `--batch`, through the
+//! `CommonAioPool`'s `batch_run`, 10,000 tasks per call (the path of a group).
 
 use std::hint::black_box;
 
@@ -36,6 +37,9 @@ struct Args {
     /// A `SmartAioPool` of recipes instead of the `CommonAioPool`.
     #[arg(long)]
     smart: bool,
+    /// `batch_run` calls of 10,000 tasks each instead of one submit per task.
+    #[arg(long)]
+    batch: bool,
 }
 
 /// A task whose future holds `B` bytes across its await.
@@ -53,6 +57,9 @@ async fn run<const B: usize>(args: &Args) {
     if args.smart {
         return smart::<B>(args).await;
     }
+    if args.batch {
+        return batch::<B>(args).await;
+    }
     let pool = CommonAioPool::new(args.c, args.c);
     for i in 0..args.n {
         let handle = pool.submit(task::<B>(i)).await.expect("the pool is open");
@@ -61,6 +68,22 @@ async fn run<const B: usize>(args: &Args) {
     pool.shutdown().await;
     let s = pool.stats();
     assert_eq!(s.completed, args.n as u64, "every task ran: {s:?}");
+}
+
+async fn batch<const B: usize>(args: &Args) {
+    let pool = CommonAioPool::new(args.c, args.c);
+    let mut ran = 0;
+    while ran < args.n {
+        let chunk = (args.n - ran).min(10_000);
+        let results = pool
+            .batch_run((ran..ran + chunk).map(task::<B>))
+            .await
+            .expect("the pool is open");
+        assert!(results.iter().all(Result::is_ok));
+        ran += chunk;
+    }
+    pool.shutdown().await;
+    assert_eq!(pool.stats().completed, args.n as u64);
 }
 
 async fn smart<const B: usize>(args: &Args) {
