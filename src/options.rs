@@ -62,10 +62,11 @@ impl SubmitOptions {
 
     /// Higher runs first; FIFO among equal priorities. Default: 0.
     ///
-    /// Priorities order the pool's queue. Submitters waiting for room in a full pool are
-    /// served first come, first served, whatever their priority; a
-    /// [`NoQueueAioPool`](crate::NoQueueAioPool) has no queue, so there it orders only tasks
-    /// held back by flow control.
+    /// Priorities order the pool's queue, and the submitters waiting for room in a full
+    /// pool: a higher one gets the next room first (first come, first served among
+    /// equals), also in a [`NoQueueAioPool`](crate::NoQueueAioPool), which has no queue.
+    /// Only `submit_with` waits with a priority: `submit`, `blocking_submit`, streams and
+    /// groups wait with priority 0.
     ///
     /// A queued task of low priority waits while higher ones keep arriving (strict
     /// priority, no aging): under a constant stream of higher-priority tasks it may wait

@@ -70,10 +70,11 @@ async fn no_queue_saturated_key_does_not_hold_up_other_keys() {
     assert_eq!(started, 1, "key b's task did not start at once");
 }
 
-/// `SubmitOptions::priority`: "Higher runs first; FIFO among equal priorities." A
-/// NoQueueAioPool ignores it: submitters waiting for a slot are served in arrival order.
+/// `SubmitOptions::priority`: "Higher runs first; FIFO among equal priorities." In a
+/// NoQueueAioPool too, where submitters wait for a slot: they are served by priority
+/// (limitation 50, closed in 2026-12-04: ignored until then, when they were served in
+/// arrival order).
 #[tokio::test(start_paused = true)]
-#[ignore = "limitation 50, documented at SubmitOptions::priority: waiting submitters are served in arrival order"]
 async fn no_queue_higher_priority_waiting_submitter_starts_first() {
     let pool = no_queue(1).build();
     let gate = Gate::default();

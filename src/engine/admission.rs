@@ -1,6 +1,6 @@
 //! Admission: the room a pool has for jobs (queued and running ones, and places taken
 //! ahead by streams and groups), counted under the engine's lock, with the submitters
-//! waiting for room in the order they came.
+//! waiting for room, served by priority, then in the order they came.
 //!
 //! A submit that finds room takes its place in the same critical section that queues its
 //! job, and a job's end gives its place back in the one that counts the end: admission
@@ -11,9 +11,12 @@
 //!
 //! A freed place goes straight to the first waiter, if any (it is *granted*): so a
 //! `try_submit` never takes the place of a submitter that waited, and while anyone waits
-//! there is no free room. A waiter dropped after its grant passes the place on.
+//! there is no free room. A waiter dropped after its grant passes the place on. Waiters
+//! are served by their task's priority (`SubmitOptions::priority`, higher first), in the
+//! order they came among equal priorities.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::task::{Poll, Waker};
 
 use slab::Slab;
@@ -30,9 +33,10 @@ pub(crate) struct Admission {
     /// admitted until enough are given back.
     taken: usize,
     waiters: Slab<Waiter>,
-    /// The waiters in the order they came, each with its ticket: an entry whose waiter
-    /// has gone (or whose slab key now holds a later waiter) is skipped when reached.
-    order: VecDeque<(usize, u64)>,
+    /// The waiters in the order they are served (priority, then ticket: the order they
+    /// came), each with its slab key: an entry whose waiter has gone (or whose key now
+    /// holds a later waiter) is skipped when reached.
+    order: BinaryHeap<(i32, Reverse<u64>, usize)>,
     next_ticket: u64,
 }
 
@@ -53,7 +57,7 @@ impl Admission {
             room,
             taken: 0,
             waiters: Slab::new(),
-            order: VecDeque::new(),
+            order: BinaryHeap::new(),
             next_ticket: 0,
         }
     }
@@ -90,7 +94,7 @@ impl Admission {
     /// Free places to the first waiters.
     fn grant(&mut self, wake: &mut Vec<Waker>) {
         while self.taken < self.room {
-            let Some((key, ticket)) = self.order.pop_front() else {
+            let Some((_, Reverse(ticket), key)) = self.order.pop() else {
                 return;
             };
             if let Some(w) = self.waiters.get_mut(key).filter(|w| w.ticket == ticket) {
@@ -101,9 +105,9 @@ impl Admission {
         }
     }
 
-    /// Queues a waiter, behind those already waiting. Called only when
-    /// [`try_take`](Self::try_take) found no room.
-    pub(crate) fn wait(&mut self, waker: &Waker) -> WaitKey {
+    /// Queues a waiter for a task of `priority`: behind those already waiting with the
+    /// same or a higher one. Called only when [`try_take`](Self::try_take) found no room.
+    pub(crate) fn wait(&mut self, waker: &Waker, priority: i32) -> WaitKey {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let key = self.waiters.insert(Waiter {
@@ -111,7 +115,7 @@ impl Admission {
             waker: Some(waker.clone()),
             granted: false,
         });
-        self.order.push_back((key, ticket));
+        self.order.push((priority, Reverse(ticket), key));
         WaitKey(key)
     }
 
@@ -140,8 +144,9 @@ impl Admission {
             // Mostly entries of waiters that gave up (timed-out submits into a pool that
             // stays full): drop them, so that the list stays as long as the waiters.
             let waiters = &self.waiters;
-            self.order
-                .retain(|&(k, t)| waiters.get(k).is_some_and(|w| w.ticket == t && !w.granted));
+            self.order.retain(|&(_, Reverse(t), k)| {
+                waiters.get(k).is_some_and(|w| w.ticket == t && !w.granted)
+            });
         }
     }
 
@@ -176,8 +181,8 @@ mod tests {
         let mut a = Admission::new(2);
         assert!(a.try_take() && a.try_take());
         assert!(!a.try_take());
-        let first = a.wait(&waker());
-        let second = a.wait(&waker());
+        let first = a.wait(&waker(), 0);
+        let second = a.wait(&waker(), 0);
         let mut wake = Vec::new();
         a.give_back(1, &mut wake);
         assert_eq!(wake.len(), 1);
@@ -191,18 +196,38 @@ mod tests {
     }
 
     #[test]
+    fn a_higher_priority_waiter_is_served_first_and_equals_in_turn() {
+        let mut a = Admission::new(1);
+        assert!(a.try_take());
+        let low = a.wait(&waker(), -1);
+        let first = a.wait(&waker(), 0);
+        let high = a.wait(&waker(), 5);
+        let second = a.wait(&waker(), 0);
+        let mut wake = Vec::new();
+        for next in [high, first, second, low] {
+            a.give_back(1, &mut wake);
+            for other in [high, first, second, low] {
+                if other != next && a.waiters.contains(other.0) {
+                    assert_eq!(a.poll_wait(other, &waker(), false), Poll::Pending);
+                }
+            }
+            assert_eq!(a.poll_wait(next, &waker(), false), Poll::Ready(true));
+        }
+    }
+
+    #[test]
     fn a_granted_waiter_that_gives_up_passes_its_place_on() {
         let mut a = Admission::new(1);
         assert!(a.try_take());
-        let first = a.wait(&waker());
-        let second = a.wait(&waker());
+        let first = a.wait(&waker(), 0);
+        let second = a.wait(&waker(), 0);
         let mut wake = Vec::new();
         a.give_back(1, &mut wake);
         a.cancel(first, &mut wake);
         assert_eq!(wake.len(), 2);
         assert_eq!(a.poll_wait(second, &waker(), false), Poll::Ready(true));
         // An ungranted waiter that gives up frees nothing.
-        let third = a.wait(&waker());
+        let third = a.wait(&waker(), 0);
         a.cancel(third, &mut wake);
         assert!(!a.try_take());
         a.give_back(1, &mut wake);
@@ -215,14 +240,14 @@ mod tests {
         assert!(a.try_take() && a.try_take() && a.try_take());
         let mut wake = Vec::new();
         a.set_room(1, &mut wake);
-        let w = a.wait(&waker());
+        let w = a.wait(&waker(), 0);
         a.give_back(1, &mut wake);
         a.give_back(1, &mut wake);
         assert_eq!(a.poll_wait(w, &waker(), false), Poll::Pending);
         a.give_back(1, &mut wake);
         assert_eq!(a.poll_wait(w, &waker(), false), Poll::Ready(true));
         // A growth admits at once.
-        let w = a.wait(&waker());
+        let w = a.wait(&waker(), 0);
         a.set_room(2, &mut wake);
         assert_eq!(a.poll_wait(w, &waker(), false), Poll::Ready(true));
     }
@@ -231,7 +256,7 @@ mod tests {
     fn a_close_wakes_the_waiters_and_grants_nothing_after() {
         let mut a = Admission::new(1);
         assert!(a.try_take());
-        let w = a.wait(&waker());
+        let w = a.wait(&waker(), 0);
         let mut wake = Vec::new();
         a.close(&mut wake);
         assert_eq!(wake.len(), 1);
@@ -246,10 +271,10 @@ mod tests {
         assert!(a.try_take());
         let mut wake = Vec::new();
         for _ in 0..10_000 {
-            let w = a.wait(&waker());
+            let w = a.wait(&waker(), 0);
             a.cancel(w, &mut wake);
         }
-        let kept = a.wait(&waker());
+        let kept = a.wait(&waker(), 0);
         assert!(a.order.len() <= 64, "{} entries kept", a.order.len());
         a.give_back(1, &mut wake);
         assert_eq!(a.poll_wait(kept, &waker(), false), Poll::Ready(true));

@@ -628,11 +628,13 @@ impl<J: Job> Engine<J> {
         });
     }
 
-    /// Waits for room, in turn behind the submitters already waiting. Cancel safe:
-    /// dropping the future takes no place (one granted to it meanwhile goes to the next).
-    fn admit(&self) -> Admit<'_, J> {
+    /// Waits for room for a task of `priority`, behind the submitters already waiting
+    /// with the same or a higher one. Cancel safe: dropping the future takes no place (one
+    /// granted to it meanwhile goes to the next).
+    fn admit(&self, priority: i32) -> Admit<'_, J> {
         Admit {
             engine: self,
+            priority,
             key: None,
         }
     }
@@ -642,16 +644,20 @@ impl<J: Job> Engine<J> {
     pub(crate) async fn admit_submit(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
         match self.admit_or_wait() {
             Some(done) => done,
-            None => self.admit_waiting().await,
+            None => self.admit_waiting(0).await,
         }
     }
 
     /// The waiting half of [`admit_submit`](Self::admit_submit), once
     /// [`admit_or_wait`](Self::admit_or_wait) or [`full`](Self::full) said to wait: a
     /// caller that tries first without a future of its own saves one on every submit that
-    /// finds room. Cancel safe.
-    pub(crate) async fn admit_waiting(&self) -> Result<(), SubmitErrorKind> {
-        self.admitted(self.admit().await.map_err(|_| SubmitErrorKind::Closed))
+    /// finds room. `priority`: the task's (see [`admit`](Self::admit)). Cancel safe.
+    pub(crate) async fn admit_waiting(&self, priority: i32) -> Result<(), SubmitErrorKind> {
+        self.admitted(
+            self.admit(priority)
+                .await
+                .map_err(|_| SubmitErrorKind::Closed),
+        )
     }
 
     /// [`admit_waiting`](Self::admit_waiting) that gives up after `limit` (`TimedOut`).
@@ -664,6 +670,7 @@ impl<J: Job> Engine<J> {
     pub(crate) async fn admit_waiting_within(
         &self,
         limit: Duration,
+        priority: i32,
     ) -> Result<(), SubmitErrorKind> {
         assert!(
             Handle::try_current().is_ok(),
@@ -671,7 +678,7 @@ impl<J: Job> Engine<J> {
              outside a tokio runtime; its timer needs a runtime with time enabled (submit \
              without a timeout works from any executor)"
         );
-        let waited = tokio::time::timeout(limit, self.admit()).await;
+        let waited = tokio::time::timeout(limit, self.admit(priority)).await;
         self.admitted(match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SubmitErrorKind::Closed),
@@ -716,7 +723,8 @@ impl<J: Job> Engine<J> {
     /// The waiting half of `blocking_submit`'s admission, once [`full`](Self::full) said
     /// to wait: parks the calling thread until there is room.
     pub(crate) fn admit_blocking(&self) -> Result<(), SubmitErrorKind> {
-        let admitted = crate::blocking::block_on(self.admit()).map_err(|_| SubmitErrorKind::Closed);
+        let admitted =
+            crate::blocking::block_on(self.admit(0)).map_err(|_| SubmitErrorKind::Closed);
         self.admitted(admitted)
     }
 
@@ -2706,6 +2714,8 @@ impl<J: Job> Engine<J> {
 /// waiter.
 struct Admit<'a, J: Job> {
     engine: &'a Engine<J>,
+    /// The priority of the task it is for.
+    priority: i32,
     /// Its entry among the waiters, once it waits.
     key: Option<WaitKey>,
 }
@@ -2726,7 +2736,7 @@ impl<J: Job> Future for Admit<'_, J> {
             if st.admission.try_take() {
                 return std::task::Poll::Ready(Ok(()));
             }
-            self.key = Some(st.admission.wait(cx.waker()));
+            self.key = Some(st.admission.wait(cx.waker(), self.priority));
             return std::task::Poll::Pending;
         };
         let done = st.admission.poll_wait(key, cx.waker(), st.closed);

@@ -235,7 +235,7 @@ impl<J: Job> Core<J> {
             Err(done) => return done,
         };
         let admitted = match self.engine.full() {
-            Ok(()) => self.engine.admit_waiting().await,
+            Ok(()) => self.engine.admit_waiting(meta.priority()).await,
             Err(kind) => Err(kind),
         };
         self.submit_waited::<S>(ready, meta, reap, admitted)
@@ -254,7 +254,11 @@ impl<J: Job> Core<J> {
             Err(done) => return done,
         };
         let admitted = match self.engine.full() {
-            Ok(()) => self.engine.admit_waiting_within(limit).await,
+            Ok(()) => {
+                self.engine
+                    .admit_waiting_within(limit, meta.priority())
+                    .await
+            }
             Err(kind) => Err(kind),
         };
         self.submit_waited::<S>(ready, meta, true, admitted)
