@@ -276,6 +276,20 @@ struct State<J> {
     droppers: Vec<Polling>,
 }
 
+impl<J> State<J> {
+    /// Takes a place for a job if the pool is open and has room; given back when the job
+    /// ends (or by [`Engine::unadmit`]).
+    fn take_place(&mut self) -> Result<(), AdmitError> {
+        if self.closed {
+            Err(AdmitError::Closed)
+        } else if self.admission.try_take() {
+            Ok(())
+        } else {
+            Err(AdmitError::Full)
+        }
+    }
+}
+
 /// The engine's lock, held: its state, and on release what is owed for the critical
 /// section as a whole (the stamps of elastic workers left idle, one clock read for all).
 ///
@@ -598,15 +612,7 @@ impl<J: Job> Engine<J> {
     #[track_caller]
     pub(crate) fn try_admit(&self) -> Result<(), AdmitError> {
         self.check_timers();
-        let mut st = self.lock();
-        if st.closed {
-            Err(AdmitError::Closed)
-        } else if st.admission.try_take() {
-            // Given back when the job ends (or by `unadmit`).
-            Ok(())
-        } else {
-            Err(AdmitError::Full)
-        }
+        self.lock().take_place()
     }
 
     /// [`try_admit`](Self::try_admit) for a `try_submit`: a refusal is reported to the
@@ -2730,14 +2736,13 @@ impl<J: Job> Future for Admit<'_, J> {
         let mut st = self.engine.lock();
         let st = &mut *st;
         let Some(key) = self.key else {
-            if st.closed {
-                return std::task::Poll::Ready(Err(AdmitError::Closed));
-            }
-            if st.admission.try_take() {
-                return std::task::Poll::Ready(Ok(()));
-            }
-            self.key = Some(st.admission.wait(cx.waker(), self.priority));
-            return std::task::Poll::Pending;
+            return match st.take_place() {
+                Err(AdmitError::Full) => {
+                    self.key = Some(st.admission.wait(cx.waker(), self.priority));
+                    std::task::Poll::Pending
+                }
+                taken_or_closed => std::task::Poll::Ready(taken_or_closed),
+            };
         };
         let done = st.admission.poll_wait(key, cx.waker(), st.closed);
         if done.is_ready() {

@@ -264,9 +264,10 @@ impl<J: Job> Core<J> {
         self.submit_waited::<S>(ready, meta, true, admitted)
     }
 
-    /// The first step of an async submit: `Ok` with the item back (and its settings) if it
-    /// is to wait for room, `Err` with the submit's result if it is decided now.
+    /// The first step of a submit: `Ok` with the item back (and its settings) if it is to
+    /// wait for room, `Err` with the submit's result if it is decided now.
     #[allow(clippy::type_complexity)]
+    #[track_caller]
     fn submit_now<S: Submit<J>>(
         &self,
         ready: S::Ready,
@@ -345,21 +346,15 @@ impl<J: Job> Core<J> {
         // Checked even when there is room, so misuse shows at once, not only under load.
         crate::blocking::assert_not_async("blocking_submit", "submit(..).await");
         let ready = self.ready(item, &Meta::default());
-        let (ready, meta) = match self.push_ready_as::<S>(ready, Meta::default(), false, true) {
-            Ok(handle) => return Ok(handle),
-            Err(Admitting::Full(ready, meta)) => (ready, meta),
-            Err(Admitting::Refused(refused)) => return Err(refused_submit(refused)),
+        let (ready, meta) = match self.submit_now::<S>(ready, Meta::default(), false) {
+            Ok(waits) => waits,
+            Err(done) => return done,
         };
-        match self
+        let admitted = self
             .engine
             .full()
-            .and_then(|()| self.engine.admit_blocking())
-        {
-            Ok(()) => self
-                .push_ready::<S>(ready, meta, false)
-                .map_err(|e| SubmitError::new(e.kind(), e.into_inner())),
-            Err(kind) => Err(SubmitError::new(kind, S::unready(ready))),
-        }
+            .and_then(|()| self.engine.admit_blocking());
+        self.submit_waited::<S>(ready, meta, false, admitted)
     }
 
     /// `submit` with per-task options: priority, weight, key, and a deadline for waiting
