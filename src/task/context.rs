@@ -56,6 +56,16 @@ impl Waiting {
     pub(crate) fn waiter(&self) -> u64 {
         self.waiter
     }
+
+    /// A counted wait made by hand, for the loom models of the result slot.
+    #[cfg(all(test, nb_aiopool_loom))]
+    pub(crate) fn for_model(probe: Arc<dyn Probe>, waiter: u64, awaited: u64) -> Self {
+        Waiting {
+            probe,
+            waiter,
+            awaited,
+        }
+    }
 }
 
 /// The pool (its id; 0: none), and the task of it, that the current thread is polling.

@@ -1,18 +1,42 @@
 //! What a task shares with its [`TaskHandle`](crate::TaskHandle): the result slot, the
 //! claim on its outcome and the abort flag, in one allocation.
 //!
-//! The slot is a `std` mutex around the result and the handle's waker; the lock is held
-//! for a few instructions and no user code runs under it. The abort flag is an
-//! `AtomicBool`, which a job checks with one load per poll; a running job is woken to see
-//! it by its pool (through [`unqueue::aborted`](super::unqueue::aborted)), which knows the
-//! waker of the slot task that polls it.
+//! One state word (`state`) says who may touch the result: whoever sets `CLAIMED` (the
+//! first of completion, panic or cancellation) writes it, then sets `COMPLETE`, after
+//! which it is the handle's; a handle that went away first (`DETACHED`) leaves it to the
+//! decider to drop. The handle's waker is an `AtomicWaker`, which the decider (or the
+//! pool, to make the handle look at its task again) takes and wakes. So a task's outcome
+//! costs two atomic operations when its handle waits for it and one when the handle was
+//! dropped, and dropping a handle one (none once the task ended): no lock on either side.
+//! A job checks the abort flag, a bit of the same word, with one load per poll; a
+//! running job is woken to see it by its pool (through
+//! [`unqueue::aborted`](super::unqueue::aborted)), which knows the waker of the slot task
+//! that polls it. Loom models of this file's code are at its end.
+
+#![allow(unsafe_code)]
 
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{spin_wait, AtomicU32, AtomicU64, AtomicWaker, Mutex, Ordering, UnsafeCell};
 
 use super::context::Waiting;
 use crate::error::{CancelReason, TaskError};
+
+/// An outcome was decided; until `COMPLETE`, its decider alone writes `result`.
+const CLAIMED: u32 = 1;
+/// The outcome is stored in `result` (or was dropped, the handle being gone); from now
+/// on `result` is the handle's.
+const COMPLETE: u32 = 1 << 1;
+/// The handle was dropped: the decider drops the result.
+const DETACHED: u32 = 1 << 2;
+/// The handle registered a waker (set once, never cleared): the decider takes it.
+const WAKER: u32 = 1 << 3;
+/// `waiting` was given a counted wait (set once, never cleared): the decider looks there.
+const WAITING: u32 = 1 << 4;
+/// Decided by an abort (set with `CLAIMED`).
+const ABORTED: u32 = 1 << 5;
+/// Decided by the pool's nested-wait check (set with `ABORTED`).
+const DEADLOCK: u32 = 1 << 6;
 
 pub(crate) struct Shared<T> {
     /// The pool the task belongs to (its engine's id) and the task's id in it.
@@ -20,31 +44,26 @@ pub(crate) struct Shared<T> {
     pub(crate) job: AtomicU64,
     /// The priority it was queued with (how its pool finds it in a prioritised queue).
     pub(crate) priority: i32,
-    /// An outcome was decided: the first of completion, panic or cancellation to claim it
-    /// wins, and only the winner fills the slot.
-    claimed: AtomicBool,
-    aborted: AtomicBool,
-    /// The abort was the pool's nested-wait check (`WouldDeadlock`), not the user's.
-    would_deadlock: AtomicBool,
-    slot: Mutex<Slot<T>>,
+    /// The bits above (four bytes: beside `priority`, they take no room of their own).
+    state: AtomicU32,
+    /// The outcome; who may touch it is said by `state` (see `CLAIMED` and `COMPLETE`).
+    result: UnsafeCell<Option<Result<T, TaskError>>>,
+    /// The waker of the handle waiting for the task.
+    waker: AtomicWaker,
+    /// Set while a job of the task's own pool waits on the handle and is counted by the
+    /// pool; whoever takes it (the task ending, or the handle) ends the count. Only nested
+    /// waits use it (the `WAITING` bit says whether one did): boxed, so that every task
+    /// carries one word for it, not four.
+    waiting: Mutex<Option<Box<Waiting>>>,
 }
 
-struct Slot<T> {
-    result: Option<Result<T, TaskError>>,
-    /// The result was filled in (and may have been taken or discarded since).
-    done: bool,
-    /// The handle's waker, while it waits.
-    waker: Option<Waker>,
-    /// The handle was dropped: results are discarded.
-    detached: bool,
-    /// The handle took the result.
-    taken: bool,
-    /// Set while a job of the task's own pool waits on the handle and is counted by the
-    /// pool; whoever takes it (the task ending, or the handle) ends the count. Boxed: only
-    /// nested waits set it, and every task carries the field (one word, not four, in the
-    /// result slot that a job's end writes: BENCHMARKS.md, "2026-12-03, midday").
-    waiting_in_pool: Option<Box<Waiting>>,
-}
+// SAFETY: `result` is the only field that is not `Sync` by itself. It is written by one
+// thread at a time, by the rules of `state`: the decider between its `CLAIMED` and its
+// `COMPLETE` (set with `Release` after the write, so whoever sees `COMPLETE` with
+// `Acquire` sees the value), then the handle, or the decider again if the handle went
+// away first (each learns it from the read-modify-write that came second). A value moves
+// between threads through it, hence `T: Send`, as for `Mutex<T>`.
+unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
     pub(crate) fn new(pool: usize, priority: i32) -> Self {
@@ -52,34 +71,22 @@ impl<T> Shared<T> {
             pool,
             job: AtomicU64::new(u64::MAX),
             priority,
-            claimed: AtomicBool::new(false),
-            aborted: AtomicBool::new(false),
-            would_deadlock: AtomicBool::new(false),
-            slot: Mutex::new(Slot {
-                result: None,
-                done: false,
-                waker: None,
-                detached: false,
-                taken: false,
-                waiting_in_pool: None,
-            }),
+            state: AtomicU32::new(0),
+            result: UnsafeCell::new(None),
+            waker: AtomicWaker::default(),
+            waiting: Mutex::new(None),
         }
-    }
-
-    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
-        // Nothing panics under this lock; recover the data if something ever did.
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether an outcome was decided.
     pub(crate) fn is_claimed(&self) -> bool {
-        self.claimed.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & CLAIMED != 0
     }
 
     /// Decides the task's outcome with `result`, unless something else decided it first
-    /// (then `result` comes back in `Err`). Deciding and storing are one critical section
-    /// of the result slot, so whoever finds the outcome decided also finds the result
-    /// stored: an `abort` that loses the race returns with the handle resolved.
+    /// (then `result` comes back in `Err`, once the winner's result is stored: so whoever
+    /// finds the outcome decided also finds the result stored, and an `abort` that loses
+    /// the race returns with the handle resolved).
     ///
     /// Safe under the engine's lock: on success it returns the wake-up to fire and, if the
     /// handle is gone, the result itself, to be dropped later outside every lock (dropping
@@ -93,43 +100,73 @@ impl<T> Shared<T> {
     }
 
     /// [`store_first`](Self::store_first); `abort`, if this call decides the outcome, marks
-    /// the task aborted for that reason in the same critical section. So whoever sees the
-    /// handle resolved, or loses the race for the outcome (and takes this lock to find
-    /// out), also sees the flag and the reason the handle resolved to.
+    /// the task aborted for that reason in the same atomic step. So whoever sees the
+    /// handle resolved, or loses the race for the outcome, also sees the flag and the
+    /// reason the handle resolved to.
     #[allow(clippy::type_complexity)]
     fn decide(
         &self,
         result: Result<T, TaskError>,
         abort: Option<CancelReason>,
     ) -> Result<(Woken, Option<Result<T, TaskError>>), Result<T, TaskError>> {
-        let mut slot = self.slot();
-        // Every write of `claimed` is made here, under the slot's lock: a load, then a
-        // store, is one decision. Readers outside the lock (`is_claimed`) only skip work.
-        if self.claimed.load(Ordering::Acquire) {
-            return Err(result);
-        }
-        if let Some(reason) = abort {
-            if reason == CancelReason::WouldDeadlock {
-                // Published by the Release stores below.
-                self.would_deadlock.store(true, Ordering::Relaxed);
+        let claim = match abort {
+            None => CLAIMED,
+            Some(CancelReason::WouldDeadlock) => CLAIMED | ABORTED | DEADLOCK,
+            Some(_) => CLAIMED | ABORTED,
+        };
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            if s & CLAIMED != 0 {
+                self.wait_stored(s);
+                return Err(result);
             }
-            // Release pairs with the Acquire loads in `poll_aborted` and `abort_reason`.
-            self.aborted.store(true, Ordering::Release);
+            // With the handle gone there is nothing to store: decided and done at once.
+            let new = match s & DETACHED {
+                0 => s | claim,
+                _ => s | claim | COMPLETE,
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
         }
-        // After the abort flag: whoever sees the outcome decided (Acquire) also sees that
-        // an abort decided it (a recipe task taken from the queue counts it as aborted).
-        self.claimed.store(true, Ordering::Release);
-        debug_assert!(!slot.done, "a task's result was stored twice");
-        slot.done = true;
+        if s & DETACHED != 0 {
+            return Ok((Woken::default(), Some(result)));
+        }
+        // SAFETY: this call set `CLAIMED` and `COMPLETE` is not set: nobody else touches
+        // `result` until the `fetch_or` below publishes it.
+        self.result.with_mut(|r| unsafe { *r = Some(result) });
+        let before = self.state.fetch_or(COMPLETE, Ordering::AcqRel);
         // The task is over, so a job waiting for it no longer counts as stuck on the pool,
         // from now on rather than from its next poll.
-        let probe = slot.waiting_in_pool.take();
-        if slot.detached {
-            Ok((Woken { waker: None, probe }, Some(result)))
-        } else {
-            slot.result = Some(result);
-            let waker = slot.waker.take();
-            Ok((Woken { waker, probe }, None))
+        let probe = match before & WAITING {
+            0 => None,
+            _ => self.take_waiting(),
+        };
+        if before & DETACHED != 0 {
+            // SAFETY: the handle went away before `COMPLETE` (its `fetch_or` came first),
+            // so it never touches `result`: the value is ours again, to drop.
+            let result = self.result.with_mut(|r| unsafe { (*r).take() });
+            return Ok((Woken { waker: None, probe }, result));
+        }
+        let waker = match before & WAKER {
+            0 => None,
+            _ => self.waker.take_waker(),
+        };
+        Ok((Woken { waker, probe }, None))
+    }
+
+    /// Returns once the outcome claimed by another thread is stored. The winner is a few
+    /// instructions from it: no lock and no user code lie between its claim and its store.
+    fn wait_stored(&self, mut s: u32) {
+        let mut round = 0;
+        while s & COMPLETE == 0 {
+            spin_wait(round);
+            round += 1;
+            s = self.state.load(Ordering::Acquire);
         }
     }
 
@@ -160,12 +197,10 @@ impl<T> Shared<T> {
     }
 
     /// Ends the task as cancelled for `reason`, if nobody decided its outcome yet. Returns
-    /// whether this call decided it.
+    /// whether this call decided it; a losing call returns once the winner's result is
+    /// stored. (A recipe task's last copy, which needs no such wait, checks `is_claimed`
+    /// before calling this: see `SmartTask::release_copy` in `pool::recipe`.)
     pub(crate) fn cancel(&self, reason: CancelReason) -> bool {
-        // No lock-free shortcut on `is_claimed`: taking the slot's lock is what makes a
-        // losing caller return only once the winner's result is stored. (A recipe task's
-        // last copy, which needs no such wait, checks `is_claimed` before calling this:
-        // see `SmartTask::release_copy` in `pool::recipe`.)
         self.fill_first(Err(TaskError::cancelled(reason)))
     }
 
@@ -175,8 +210,8 @@ impl<T> Shared<T> {
     /// job and the pool report is the one the handle resolved to. One that finds the outcome
     /// decided (the task ended, or another abort came first) does nothing.
     pub(crate) fn abort(&self, reason: CancelReason) {
-        // The outcome is decided before the job can see the flag (both in one critical
-        // section): otherwise the job, ending at once, could drop the task's last reference
+        // The outcome is decided before the job can see the flag (both in one atomic
+        // step): otherwise the job, ending at once, could drop the task's last reference
         // (whose `Drop` cancels it with another reason) before this claim.
         let decided = self.decide(Err(TaskError::cancelled(reason)), Some(reason));
         if self.fill_decided(decided) {
@@ -188,14 +223,15 @@ impl<T> Shared<T> {
         }
     }
 
-    /// The waker of the handle waiting for the task, if one waits.
+    /// Takes the waker of the handle waiting for the task, if one waits, for the pool to
+    /// wake it (the handle registers it again when it is polled).
     pub(crate) fn handle_waker(&self) -> Option<Waker> {
-        self.slot().waker.clone()
+        self.waker.take_waker()
     }
 
     /// Whether the task was aborted.
     pub(crate) fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & ABORTED != 0
     }
 
     /// Why it was aborted, if it was: by its handle, or by the pool's nested-wait check.
@@ -207,7 +243,7 @@ impl<T> Shared<T> {
     /// found decided by an abort, which sets the flag as it decides): by its handle, or by
     /// the pool's nested-wait check.
     pub(crate) fn abort_reason(&self) -> CancelReason {
-        if self.aborted.load(Ordering::Acquire) && self.would_deadlock.load(Ordering::Relaxed) {
+        if self.state.load(Ordering::Acquire) & (ABORTED | DEADLOCK) == ABORTED | DEADLOCK {
             CancelReason::WouldDeadlock
         } else {
             CancelReason::Aborted
@@ -220,39 +256,68 @@ impl<T> Shared<T> {
     ///
     /// Panics if the result was already taken.
     pub(crate) fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError>> {
-        let mut slot = self.slot();
-        if let Some(result) = slot.result.take() {
-            slot.taken = true;
-            return Poll::Ready(result);
+        let s = self.state.load(Ordering::Acquire);
+        if s & COMPLETE != 0 {
+            return Poll::Ready(self.take_result());
         }
-        assert!(
-            !slot.taken,
-            "TaskHandle polled after it returned its result"
-        );
-        match &slot.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => slot.waker = Some(cx.waker().clone()),
+        self.waker.register_by_ref(cx.waker());
+        // Looked at again after registering: a decider that set `COMPLETE` before it saw
+        // `WAKER`, or that took the waker before this registration, is seen now.
+        let s = match s & WAKER {
+            0 => self.state.fetch_or(WAKER, Ordering::AcqRel),
+            _ => self.state.load(Ordering::Acquire),
+        };
+        if s & COMPLETE != 0 {
+            // The decider may not have taken this registration: nobody needs it now.
+            drop(self.waker.take_waker());
+            return Poll::Ready(self.take_result());
         }
         Poll::Pending
     }
 
-    /// For the handle: whether the result is ready (or was taken).
-    pub(crate) fn is_finished(&self) -> bool {
-        self.slot().done
+    /// For the handle, once it saw `COMPLETE`: the result.
+    fn take_result(&self) -> Result<T, TaskError> {
+        // SAFETY: `COMPLETE` was seen (with `Acquire`) by the handle, which has not
+        // detached (it is the caller): the decider is done with `result`, which is the
+        // handle's now.
+        let result = self.result.with_mut(|r| unsafe { (*r).take() });
+        result.expect("TaskHandle polled after it returned its result")
     }
 
-    /// For the handle being dropped: later results are discarded.
+    /// For the handle: whether the result is ready (or was taken).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.state.load(Ordering::Acquire) & COMPLETE != 0
+    }
+
+    /// For the handle being dropped: later results are dropped by the decider, and one
+    /// stored already is dropped now, with the handle's waker and counted wait.
     pub(crate) fn detach(&self) {
-        let mut slot = self.slot();
-        slot.detached = true;
-        slot.waker = None;
-        let result = slot.result.take();
-        let waiting = slot.waiting_in_pool.take();
-        drop(slot);
-        drop(result);
-        if let Some(waiting) = waiting {
-            waiting.end();
+        let mut s = self.state.load(Ordering::Acquire);
+        if s & COMPLETE == 0 {
+            s = self.state.fetch_or(DETACHED, Ordering::AcqRel);
         }
+        if s & COMPLETE != 0 {
+            // SAFETY: `COMPLETE` was seen before this handle detached: `result` is the
+            // handle's (the decider takes it back only if it saw `DETACHED` first).
+            drop(self.result.with_mut(|r| unsafe { (*r).take() }));
+        } else if s & WAKER != 0 {
+            // The decider will see `DETACHED` and leave the waker alone.
+            drop(self.waker.take_waker());
+        }
+        if s & WAITING != 0 {
+            if let Some(waiting) = self.take_waiting() {
+                waiting.end();
+            }
+        }
+    }
+
+    /// The counted wait, if one is still set.
+    fn take_waiting(&self) -> Option<Box<Waiting>> {
+        // Nothing panics under this lock; recover the data if something ever did.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// For the handle: records that a counted wait is in progress. If the task ended
@@ -261,22 +326,27 @@ impl<T> Shared<T> {
     /// A wait counted for another task before (the handle was handed on) is ended: the
     /// task polling the handle now is the one waiting.
     pub(crate) fn set_waiting(&self, waiting: Waiting) {
-        let mut slot = self.slot();
-        if !slot.done {
-            let before = slot.waiting_in_pool.replace(Box::new(waiting));
+        let mut slot = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if self.state.load(Ordering::Acquire) & COMPLETE != 0 {
             drop(slot);
-            if let Some(before) = before {
-                before.end();
-            }
+            waiting.end();
             return;
         }
+        let before = slot.replace(Box::new(waiting));
+        // A decider that set `COMPLETE` before it saw `WAITING` did not look here: then
+        // the wait just set ends now. (One that sees it takes it after this lock.)
+        let now = match self.state.fetch_or(WAITING, Ordering::AcqRel) & COMPLETE {
+            0 => None,
+            _ => slot.take(),
+        };
         drop(slot);
-        waiting.end();
+        before.into_iter().chain(now).for_each(|w| w.end());
     }
 
     /// For the handle: the task whose wait on it is counted, if any.
     pub(crate) fn waiting_task(&self) -> Option<u64> {
-        self.slot().waiting_in_pool.as_ref().map(|w| w.waiter())
+        let slot = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(|w| w.waiter())
     }
 }
 
@@ -429,7 +499,11 @@ mod loom_tests {
             };
             let aborter = {
                 let shared = shared.clone();
-                thread::spawn(move || shared.abort(CancelReason::Aborted))
+                thread::spawn(move || {
+                    shared.abort(CancelReason::Aborted);
+                    // Won or lost, the handle is resolved when `abort` returns.
+                    assert!(shared.is_finished());
+                })
             };
             let completed = job.join().unwrap();
             aborter.join().unwrap();
@@ -555,6 +629,155 @@ mod loom_tests {
             job.join().unwrap();
             assert_eq!(drops.load(Ordering::SeqCst), 1);
             let _ = TaskError::cancelled(CancelReason::Aborted);
+        });
+    }
+
+    /// A handle polled while the task ends: it either sees the result at once or is
+    /// woken for it, whichever order the two take.
+    #[test]
+    fn a_handle_polled_as_the_task_ends_is_woken_or_ready() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
+            let job = {
+                let shared = shared.clone();
+                thread::spawn(move || assert!(shared.fill_first(Ok(7))))
+            };
+            let (woke, waker) = flag();
+            let first = shared.poll_result(&mut Context::from_waker(&waker));
+            job.join().unwrap();
+            match first {
+                Poll::Ready(r) => assert_eq!(r.unwrap(), 7),
+                Poll::Pending => {
+                    assert!(
+                        woke.0.load(Ordering::SeqCst) >= 1,
+                        "a waiting handle was not woken"
+                    );
+                    let again = shared.poll_result(&mut Context::from_waker(&waker));
+                    assert!(matches!(again, Poll::Ready(Ok(7))));
+                }
+            }
+            shared.detach();
+        });
+    }
+
+    /// A handle polled again with another waker (it moved to another task) while the task
+    /// ends: if that poll returns `Pending`, the new waker is the one woken, even when the
+    /// task took the first waker just before the new one was registered.
+    #[test]
+    fn a_handle_polled_again_with_a_new_waker_is_woken_there() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
+            let (_, first_waker) = flag();
+            assert!(shared
+                .poll_result(&mut Context::from_waker(&first_waker))
+                .is_pending());
+            let job = {
+                let shared = shared.clone();
+                thread::spawn(move || assert!(shared.fill_first(Ok(7))))
+            };
+            let (woke, waker) = flag();
+            let second = shared.poll_result(&mut Context::from_waker(&waker));
+            job.join().unwrap();
+            if second.is_pending() {
+                assert!(
+                    woke.0.load(Ordering::SeqCst) >= 1,
+                    "the new waker was not woken"
+                );
+                let again = shared.poll_result(&mut Context::from_waker(&waker));
+                assert!(matches!(again, Poll::Ready(Ok(7))));
+            }
+        });
+    }
+
+    /// The pool takes a waiting handle's waker (to make it look at its task again) while
+    /// the task ends: the handle is woken by one or the other, and sees the result.
+    #[test]
+    fn the_pool_taking_the_waker_as_the_task_ends_loses_no_wake_up() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
+            let (woke, waker) = flag();
+            assert!(shared
+                .poll_result(&mut Context::from_waker(&waker))
+                .is_pending());
+            let pool = {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    if let Some(w) = shared.handle_waker() {
+                        w.wake();
+                    }
+                })
+            };
+            assert!(shared.fill_first(Ok(7)));
+            pool.join().unwrap();
+            assert!(
+                woke.0.load(Ordering::SeqCst) >= 1,
+                "the handle was not woken"
+            );
+            let again = shared.poll_result(&mut Context::from_waker(&waker));
+            assert!(matches!(again, Poll::Ready(Ok(7))));
+        });
+    }
+
+    /// A handle that waited is dropped while the task ends: the result is dropped exactly
+    /// once, by one side or the other.
+    #[test]
+    fn a_handle_that_waited_dropped_as_the_task_ends() {
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let shared = Arc::new(Shared::<Counted>::new(0, 0));
+            let (_, waker) = flag();
+            assert!(shared
+                .poll_result(&mut Context::from_waker(&waker))
+                .is_pending());
+            let job = {
+                let shared = shared.clone();
+                let value = Counted(drops.clone());
+                thread::spawn(move || assert!(shared.fill_first(Ok(value))))
+            };
+            shared.detach();
+            job.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// A counted wait set by the handle while the task ends is ended exactly once: by the
+    /// task's end if it saw the wait, by the handle otherwise.
+    #[test]
+    fn a_wait_counted_as_the_task_ends_is_ended_once() {
+        use crate::task::context::{Probe, Waiting};
+        struct Count(AtomicUsize);
+        impl Probe for Count {
+            fn start_waiting(&self, _: u64, _: u64) -> Option<bool> {
+                Some(false)
+            }
+            fn stop_waiting(&self, _: u64, _: u64) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+            fn refuse_stuck(&self, _: u64, _: u64) -> bool {
+                false
+            }
+        }
+        loom::model(|| {
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
+            let job = {
+                let shared = shared.clone();
+                thread::spawn(move || assert!(shared.fill_first(Ok(7))))
+            };
+            shared.set_waiting(Waiting::for_model(count.clone(), 1, 2));
+            job.join().unwrap();
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                1,
+                "the wait was not ended once"
+            );
+            assert_eq!(shared.waiting_task(), None);
         });
     }
 }
