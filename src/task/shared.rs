@@ -477,6 +477,31 @@ mod loom_tests {
         (f.clone(), Waker::from(f))
     }
 
+    /// A value that counts its drops.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A handle that polled `shared` once, before its task ended: its wake count and waker.
+    fn waiting_handle(shared: &Shared<u32>) -> (Arc<Flag>, Waker) {
+        let (woke, waker) = flag();
+        let first = shared.poll_result(&mut Context::from_waker(&waker));
+        assert!(first.is_pending());
+        (woke, waker)
+    }
+
+    /// After the task stored 7, for a handle that last returned `Pending` with `waker`:
+    /// it was woken (`who` names the waker if not), and its next poll returns the value.
+    fn woken_then_ready(shared: &Shared<u32>, woke: &Flag, waker: &Waker, who: &str) {
+        assert!(woke.0.load(Ordering::SeqCst) >= 1, "{who} was not woken");
+        let again = shared.poll_result(&mut Context::from_waker(waker));
+        assert!(matches!(again, Poll::Ready(Ok(7))));
+    }
+
     /// Completion and abort race for the outcome: exactly one wins, the handle gets that
     /// one result, and a handle that waited is woken.
     #[test]
@@ -602,18 +627,24 @@ mod loom_tests {
     }
 
     /// A result stored while the handle is dropped is dropped exactly once, whichever
-    /// comes first.
+    /// comes first, and before both return; whether or not the handle waited (registered
+    /// a waker) first.
     #[test]
     fn result_and_detach_race() {
-        struct Counted(Arc<AtomicUsize>);
-        impl Drop for Counted {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
+        for waited in [false, true] {
+            result_and_detach_race_after(waited);
         }
-        loom::model(|| {
+    }
+
+    fn result_and_detach_race_after(waited: bool) {
+        loom::model(move || {
             let drops = Arc::new(AtomicUsize::new(0));
             let shared = Arc::new(Shared::<Counted>::new(0, 0));
+            let (_, waker) = flag();
+            if waited {
+                let first = shared.poll_result(&mut Context::from_waker(&waker));
+                assert!(first.is_pending());
+            }
             let job = {
                 let shared = shared.clone();
                 let value = Counted(drops.clone());
@@ -647,14 +678,7 @@ mod loom_tests {
             job.join().unwrap();
             match first {
                 Poll::Ready(r) => assert_eq!(r.unwrap(), 7),
-                Poll::Pending => {
-                    assert!(
-                        woke.0.load(Ordering::SeqCst) >= 1,
-                        "a waiting handle was not woken"
-                    );
-                    let again = shared.poll_result(&mut Context::from_waker(&waker));
-                    assert!(matches!(again, Poll::Ready(Ok(7))));
-                }
+                Poll::Pending => woken_then_ready(&shared, &woke, &waker, "a waiting handle"),
             }
             shared.detach();
         });
@@ -667,10 +691,7 @@ mod loom_tests {
     fn a_handle_polled_again_with_a_new_waker_is_woken_there() {
         loom::model(|| {
             let shared = Arc::new(Shared::<u32>::new(0, 0));
-            let (_, first_waker) = flag();
-            assert!(shared
-                .poll_result(&mut Context::from_waker(&first_waker))
-                .is_pending());
+            waiting_handle(&shared);
             let job = {
                 let shared = shared.clone();
                 thread::spawn(move || assert!(shared.fill_first(Ok(7))))
@@ -679,12 +700,7 @@ mod loom_tests {
             let second = shared.poll_result(&mut Context::from_waker(&waker));
             job.join().unwrap();
             if second.is_pending() {
-                assert!(
-                    woke.0.load(Ordering::SeqCst) >= 1,
-                    "the new waker was not woken"
-                );
-                let again = shared.poll_result(&mut Context::from_waker(&waker));
-                assert!(matches!(again, Poll::Ready(Ok(7))));
+                woken_then_ready(&shared, &woke, &waker, "the new waker");
             }
         });
     }
@@ -695,10 +711,7 @@ mod loom_tests {
     fn the_pool_taking_the_waker_as_the_task_ends_loses_no_wake_up() {
         loom::model(|| {
             let shared = Arc::new(Shared::<u32>::new(0, 0));
-            let (woke, waker) = flag();
-            assert!(shared
-                .poll_result(&mut Context::from_waker(&waker))
-                .is_pending());
+            let (woke, waker) = waiting_handle(&shared);
             let pool = {
                 let shared = shared.clone();
                 thread::spawn(move || {
@@ -709,40 +722,7 @@ mod loom_tests {
             };
             assert!(shared.fill_first(Ok(7)));
             pool.join().unwrap();
-            assert!(
-                woke.0.load(Ordering::SeqCst) >= 1,
-                "the handle was not woken"
-            );
-            let again = shared.poll_result(&mut Context::from_waker(&waker));
-            assert!(matches!(again, Poll::Ready(Ok(7))));
-        });
-    }
-
-    /// A handle that waited is dropped while the task ends: the result is dropped exactly
-    /// once, by one side or the other.
-    #[test]
-    fn a_handle_that_waited_dropped_as_the_task_ends() {
-        struct Counted(Arc<AtomicUsize>);
-        impl Drop for Counted {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        loom::model(|| {
-            let drops = Arc::new(AtomicUsize::new(0));
-            let shared = Arc::new(Shared::<Counted>::new(0, 0));
-            let (_, waker) = flag();
-            assert!(shared
-                .poll_result(&mut Context::from_waker(&waker))
-                .is_pending());
-            let job = {
-                let shared = shared.clone();
-                let value = Counted(drops.clone());
-                thread::spawn(move || assert!(shared.fill_first(Ok(value))))
-            };
-            shared.detach();
-            job.join().unwrap();
-            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            woken_then_ready(&shared, &woke, &waker, "the handle");
         });
     }
 
