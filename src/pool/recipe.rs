@@ -135,11 +135,12 @@ impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
         // tell the handle rather than leave it waiting. An aborted task says so, even if
         // its run ended before `abort` decided the outcome.
         if shared.is_claimed() {
-            // Decided already (nearly always: the task ended). Whoever decided stored the
-            // result in the critical section that decided, and wakes the handle after it,
-            // so nothing here needs to wait (unlike an `abort`, which returns only once
-            // the handle is resolved): no lock, no error made to be dropped. Any lock this
-            // thread takes later on the slot is ordered after that critical section.
+            // Decided already (nearly always: the task ended). The decider stores the
+            // result and wakes the handle a few instructions after its claim, with no
+            // lock or user code between, and the handle waits out that gap before it
+            // says it is finished or pending (`Shared::poll_result`, `is_finished`): so
+            // nothing here needs to wait (unlike an `abort`, which returns only once the
+            // handle is resolved), and no error is made to be dropped.
             return;
         }
         let reason = shared.aborted();

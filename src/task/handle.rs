@@ -319,9 +319,10 @@ impl<T> Future for TaskHandle<T> {
     }
 }
 
-// A handle reaches its task only through the result slot's atomics and its mutex (which
-// recovers from poisoning), as it did when it held an `Arc<Shared<T>>`, which had both auto
-// traits; the trait object it holds now (the slot may sit in a cell with an `UnsafeCell`
+// A handle reaches its task only through the result slot's state word, its `AtomicWaker`
+// and its nested-wait mutex (which recovers from poisoning), and takes the result out
+// only once the slot says it is stored, as it did when it held an `Arc<Shared<T>>`, which
+// had both auto traits; the trait object it holds now (the slot may sit in a cell with an `UnsafeCell`
 // it never touches) carries neither.
 impl<T> std::panic::UnwindSafe for TaskHandle<T> {}
 impl<T> std::panic::RefUnwindSafe for TaskHandle<T> {}

@@ -256,18 +256,22 @@ impl<T> Shared<T> {
     ///
     /// Panics if the result was already taken.
     pub(crate) fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError>> {
+        // An outcome claimed but not yet stored is waited for (see `is_finished`): the
+        // handle never says pending about a task its pool may already count as ended.
         let s = self.state.load(Ordering::Acquire);
-        if s & COMPLETE != 0 {
+        if s & CLAIMED != 0 {
+            self.wait_stored(s);
             return Poll::Ready(self.take_result());
         }
         self.waker.register_by_ref(cx.waker());
-        // Looked at again after registering: a decider that set `COMPLETE` before it saw
+        // Looked at again after registering: a decider that claimed before it saw
         // `WAKER`, or that took the waker before this registration, is seen now.
         let s = match s & WAKER {
             0 => self.state.fetch_or(WAKER, Ordering::AcqRel),
             _ => self.state.load(Ordering::Acquire),
         };
-        if s & COMPLETE != 0 {
+        if s & CLAIMED != 0 {
+            self.wait_stored(s);
             // The decider may not have taken this registration: nobody needs it now.
             drop(self.waker.take_waker());
             return Poll::Ready(self.take_result());
@@ -285,8 +289,18 @@ impl<T> Shared<T> {
     }
 
     /// For the handle: whether the result is ready (or was taken).
+    ///
+    /// An outcome claimed but not yet stored counts as finished once it is stored (a few
+    /// instructions away): the engine acts on a claim as soon as it sees it (a job sees
+    /// the abort bit and ends, and its pool counts it), and whoever saw that must find the
+    /// handle finished.
     pub(crate) fn is_finished(&self) -> bool {
-        self.state.load(Ordering::Acquire) & COMPLETE != 0
+        let s = self.state.load(Ordering::Acquire);
+        if s & CLAIMED == 0 {
+            return false;
+        }
+        self.wait_stored(s);
+        true
     }
 
     /// For the handle being dropped: later results are dropped by the decider, and one
@@ -594,26 +608,6 @@ mod loom_tests {
         });
     }
 
-    /// A queued recipe task taken while an abort decides its outcome: whoever finds the
-    /// outcome decided (`is_claimed`, without the lock) also finds that the abort decided
-    /// it, so the task is counted as aborted, not as completed.
-    #[test]
-    fn a_claim_seen_during_an_abort_is_seen_as_the_abort() {
-        loom::model(|| {
-            let shared = Arc::new(Shared::<u32>::new(0, 0));
-            let taker = {
-                let shared = shared.clone();
-                thread::spawn(move || {
-                    if shared.is_claimed() {
-                        assert!(shared.is_aborted(), "claimed by the abort, but not aborted");
-                    }
-                })
-            };
-            shared.abort(CancelReason::Aborted);
-            taker.join().unwrap();
-        });
-    }
-
     /// An abort that comes after the task finished does nothing: the task is not counted
     /// as aborted.
     #[test]
@@ -726,25 +720,28 @@ mod loom_tests {
         });
     }
 
+    /// A probe that counts the counted waits ended.
+    struct EndedWaits(AtomicUsize);
+
+    impl crate::task::context::Probe for EndedWaits {
+        fn start_waiting(&self, _: u64, _: u64) -> Option<bool> {
+            Some(false)
+        }
+        fn stop_waiting(&self, _: u64, _: u64) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn refuse_stuck(&self, _: u64, _: u64) -> bool {
+            false
+        }
+    }
+
     /// A counted wait set by the handle while the task ends is ended exactly once: by the
     /// task's end if it saw the wait, by the handle otherwise.
     #[test]
     fn a_wait_counted_as_the_task_ends_is_ended_once() {
-        use crate::task::context::{Probe, Waiting};
-        struct Count(AtomicUsize);
-        impl Probe for Count {
-            fn start_waiting(&self, _: u64, _: u64) -> Option<bool> {
-                Some(false)
-            }
-            fn stop_waiting(&self, _: u64, _: u64) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-            fn refuse_stuck(&self, _: u64, _: u64) -> bool {
-                false
-            }
-        }
+        use crate::task::context::Waiting;
         loom::model(|| {
-            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let count = Arc::new(EndedWaits(AtomicUsize::new(0)));
             let shared = Arc::new(Shared::<u32>::new(0, 0));
             let job = {
                 let shared = shared.clone();
@@ -758,6 +755,117 @@ mod loom_tests {
                 "the wait was not ended once"
             );
             assert_eq!(shared.waiting_task(), None);
+        });
+    }
+
+    /// A handle with a counted wait is dropped while the task ends: the wait is ended
+    /// exactly once, by the task's end or by the drop, whichever saw it.
+    #[test]
+    fn a_counted_wait_of_a_handle_dropped_as_the_task_ends_is_ended_once() {
+        use crate::task::context::Waiting;
+        loom::model(|| {
+            let count = Arc::new(EndedWaits(AtomicUsize::new(0)));
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
+            shared.set_waiting(Waiting::for_model(count.clone(), 1, 2));
+            let job = {
+                let shared = shared.clone();
+                thread::spawn(move || assert!(shared.fill_first(Ok(7))))
+            };
+            shared.detach();
+            job.join().unwrap();
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                1,
+                "the wait was not ended once"
+            );
+        });
+    }
+
+    /// A handle polled on another thread than the one that stores the result: if it finds
+    /// the result, it reads the value stored (the store is published to it), and if not,
+    /// it is woken for it.
+    #[test]
+    fn a_handle_polled_on_another_thread_reads_the_value_stored() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
+            let handle = {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    let (woke, waker) = flag();
+                    match shared.poll_result(&mut Context::from_waker(&waker)) {
+                        Poll::Ready(r) => {
+                            assert_eq!(r.unwrap(), 7);
+                            None
+                        }
+                        Poll::Pending => Some((woke, waker)),
+                    }
+                })
+            };
+            assert!(shared.fill_first(Ok(7)));
+            if let Some((woke, waker)) = handle.join().unwrap() {
+                woken_then_ready(&shared, &woke, &waker, "the handle");
+            }
+        });
+    }
+
+    /// The abort of a task whose handle was dropped (through an `AbortHandle`) races the
+    /// task's end: when `abort` returns, the task is finished, and the result is dropped
+    /// once.
+    #[test]
+    fn an_abort_of_a_detached_task_racing_its_end_returns_finished() {
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let shared = Arc::new(Shared::<Counted>::new(0, 0));
+            shared.detach();
+            let job = {
+                let shared = shared.clone();
+                let value = Counted(drops.clone());
+                thread::spawn(move || {
+                    shared.fill_first(Ok(value));
+                })
+            };
+            shared.abort(CancelReason::Aborted);
+            assert!(
+                shared.is_finished(),
+                "abort returned before the task finished"
+            );
+            job.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// A task seen during its abort: whoever finds the outcome decided (a queued recipe
+    /// task being taken, `is_claimed` without the lock) also finds that the abort decided
+    /// it, so the task is counted as aborted, not as completed; and whoever sees it aborted
+    /// (a running job about to end, and its pool to count it) finds its handle finished,
+    /// with the abort's result: the abort claims the outcome a few instructions before it
+    /// stores it, and the handle waits out that gap.
+    #[test]
+    fn a_task_seen_during_its_abort_is_aborted_and_its_handle_finished() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::<u32>::new(0, 0));
+            let job = {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    let claimed = shared.is_claimed();
+                    let aborted = shared.is_aborted();
+                    assert!(aborted || !claimed, "claimed by the abort, but not aborted");
+                    if aborted {
+                        assert!(
+                            shared.is_finished(),
+                            "aborted, but the handle is not finished"
+                        );
+                        let (_, waker) = flag();
+                        let polled = shared.poll_result(&mut Context::from_waker(&waker));
+                        let Poll::Ready(Err(e)) = polled else {
+                            panic!("aborted, but the handle did not resolve to the abort");
+                        };
+                        assert_eq!(e.cancel_reason(), Some(CancelReason::Aborted));
+                    }
+                })
+            };
+            shared.abort(CancelReason::Aborted);
+            job.join().unwrap();
         });
     }
 }
