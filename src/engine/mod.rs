@@ -1421,7 +1421,7 @@ impl<J: Job> Engine<J> {
     }
 
     /// Whether the pool counts as stranded now (see [`note_stranded`](Self::note_stranded)).
-    #[cfg(test)]
+    #[cfg(all(test, not(nb_aiopool_loom)))]
     pub(crate) fn stranded_now(&self) -> bool {
         self.stranded.load(Ordering::Relaxed)
     }
