@@ -319,11 +319,13 @@ impl<T> Future for TaskHandle<T> {
     }
 }
 
-// A handle reaches its task only through the result slot's state word, its `AtomicWaker`
-// and its nested-wait mutex (which recovers from poisoning), and takes the result out
-// only once the slot says it is stored, as it did when it held an `Arc<Shared<T>>`, which
-// had both auto traits; the trait object it holds now (the slot may sit in a cell with an `UnsafeCell`
-// it never touches) carries neither.
+// A handle reaches its task only through the result slot: its state word, its
+// `AtomicWaker`, its nested-wait mutex (which recovers from poisoning) and the result's
+// `UnsafeCell`, which it touches only once the state word says the result is its own, in
+// one `take` that leaves nothing half-done if something unwinds. The `Arc<Shared<T>>` it
+// once held, of locks and atomics, had both auto traits; the trait object it holds now
+// (the slot may also sit in a cell with a run's `UnsafeCell`, which it never touches)
+// carries neither.
 impl<T> std::panic::UnwindSafe for TaskHandle<T> {}
 impl<T> std::panic::RefUnwindSafe for TaskHandle<T> {}
 
