@@ -4,9 +4,13 @@
 ///
 /// At every instant `submitted == queued + running + completed + panicked + cancelled`.
 ///
-/// The counters agree with the handles: a task is counted in the same critical section
-/// in which its result is handed to its handle, so once a handle has resolved (or
-/// `batch_run` of n tasks has returned), `stats()` counts it. One exception: an abort
+/// The counters agree with the handles: a task is counted no later than its handle is
+/// told its result (a task that ran, in the critical section that stores its result; one
+/// dropped before it ran, by [`cancel_all`](crate::CommonAioPool::cancel_all) or its
+/// runtime's end, under the lock, its handle told right after it), so once a handle has
+/// resolved (or `batch_run` of n tasks has returned), `stats()` counts it. (The other way
+/// round holds only for tasks that ran: a thread may see a task dropped unrun counted a
+/// moment before its handle resolves.) One exception: an abort
 /// ([`TaskHandle::abort`](crate::TaskHandle::abort), an
 /// [`AbortHandle`](crate::AbortHandle), a cancel-on-error group aborting its other tasks,
 /// or a nested wait refused with `WouldDeadlock`) resolves the handle at once, before the
@@ -15,7 +19,8 @@
 /// one when it is dropped at its next `.await` (it holds its slot until then).
 ///
 /// The room a task held (its place among `max_concurrency + max_queue_size`) is given back
-/// in that same critical section, and a submit takes its room under the same lock: code
+/// in the critical section that counts the task, and a submit takes its room under the
+/// same lock: code
 /// that has seen a task end (its handle resolved, or
 /// [`TaskHandle::is_finished`](crate::TaskHandle::is_finished), or these counters) and
 /// then submits finds the room, unless submitters were already waiting for room (it goes

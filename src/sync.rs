@@ -38,7 +38,7 @@ mod imp {
     }
 
     /// Waits a moment for another thread that is a few instructions from publishing
-    /// something (no lock held, no user code in between).
+    /// something (taking no lock and running no user code in between).
     pub(crate) fn spin_wait(round: u32) {
         if round < 64 {
             std::hint::spin_loop();

@@ -136,11 +136,12 @@ impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
         // its run ended before `abort` decided the outcome.
         if shared.is_claimed() {
             // Decided already (nearly always: the task ended). The decider stores the
-            // result and wakes the handle a few instructions after its claim, with no
-            // lock or user code between, and the handle waits out that gap before it
-            // says it is finished or pending (`Shared::poll_result`, `is_finished`): so
-            // nothing here needs to wait (unlike an `abort`, which returns only once the
-            // handle is resolved), and no error is made to be dropped.
+            // result a few instructions after its claim (taking no lock and running no
+            // user code between) and then wakes the handle, which waits out that gap
+            // before it says it is finished or pending (`Shared::poll_result`,
+            // `is_finished`): so nothing here needs to wait (unlike an `abort`, which
+            // returns only once the handle is resolved), and no error is made to be
+            // dropped.
             return;
         }
         let reason = shared.aborted();

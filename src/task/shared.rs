@@ -160,7 +160,9 @@ impl<T> Shared<T> {
     }
 
     /// Returns once the outcome claimed by another thread is stored. The winner is a few
-    /// instructions from it: no lock and no user code lie between its claim and its store.
+    /// instructions from it: nothing between its claim and its store takes a lock, waits
+    /// or runs user code (the winner may hold the engine's lock meanwhile, which no
+    /// caller of this needs).
     fn wait_stored(&self, mut s: u32) {
         let mut round = 0;
         while s & COMPLETE == 0 {
@@ -838,11 +840,18 @@ mod loom_tests {
     /// task being taken, `is_claimed` without the lock) also finds that the abort decided
     /// it, so the task is counted as aborted, not as completed; and whoever sees it aborted
     /// (a running job about to end, and its pool to count it) finds its handle finished,
-    /// with the abort's result: the abort claims the outcome a few instructions before it
-    /// stores it, and the handle waits out that gap.
+    /// and a poll of it ready with the abort's result: the abort claims the outcome a few
+    /// instructions before it stores it, and the handle waits out that gap. Run twice:
+    /// `is_finished` asked first, then a poll first (each pins its own half of the wait).
     #[test]
     fn a_task_seen_during_its_abort_is_aborted_and_its_handle_finished() {
-        loom::model(|| {
+        for poll_first in [false, true] {
+            a_task_seen_during_its_abort_with(poll_first);
+        }
+    }
+
+    fn a_task_seen_during_its_abort_with(poll_first: bool) {
+        loom::model(move || {
             let shared = Arc::new(Shared::<u32>::new(0, 0));
             let job = {
                 let shared = shared.clone();
@@ -850,18 +859,22 @@ mod loom_tests {
                     let claimed = shared.is_claimed();
                     let aborted = shared.is_aborted();
                     assert!(aborted || !claimed, "claimed by the abort, but not aborted");
-                    if aborted {
+                    if !aborted {
+                        return;
+                    }
+                    if !poll_first {
                         assert!(
                             shared.is_finished(),
                             "aborted, but the handle is not finished"
                         );
-                        let (_, waker) = flag();
-                        let polled = shared.poll_result(&mut Context::from_waker(&waker));
-                        let Poll::Ready(Err(e)) = polled else {
-                            panic!("aborted, but the handle did not resolve to the abort");
-                        };
-                        assert_eq!(e.cancel_reason(), Some(CancelReason::Aborted));
                     }
+                    let (_, waker) = flag();
+                    let polled = shared.poll_result(&mut Context::from_waker(&waker));
+                    let Poll::Ready(Err(e)) = polled else {
+                        panic!("aborted, but the handle's poll did not return the abort");
+                    };
+                    assert_eq!(e.cancel_reason(), Some(CancelReason::Aborted));
+                    assert!(shared.is_finished());
                 })
             };
             shared.abort(CancelReason::Aborted);
