@@ -154,6 +154,15 @@ impl<J: Job> Core<J> {
         self.push_with(item, Meta::default(), false)
     }
 
+    /// [`push_admitted`](Self::push_admitted) of an item made
+    /// [`ready_for_group`](Self::ready_for_group).
+    pub(crate) fn push_admitted_ready<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
+        self.push_ready::<S>(ready, Meta::default(), false)
+    }
+
     /// Pushes an admitted item with its settings; gives it back if the pool closed
     /// meanwhile or no runtime can run it.
     ///
@@ -564,6 +573,17 @@ mod tests {
         }
         assert_eq!(submit.await.unwrap().await.unwrap(), 1);
         assert_eq!(run.await.unwrap(), 1);
+        // A group's submit, with and without a watcher (cancel-on-panic).
+        let mut group = pool.group();
+        let submit = group.submit(big());
+        assert!(std::mem::size_of_val(&submit) < 512);
+        submit.await.unwrap();
+        let mut watched = pool.group().cancel_on_panic(true);
+        let submit = watched.submit(big());
+        assert!(std::mem::size_of_val(&submit) < 512);
+        submit.await.unwrap();
+        assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+        assert_eq!(watched.join_next().await.unwrap().unwrap(), 1);
         // Refused after all: the future comes back from its run's allocation, whole.
         pool.shutdown().await;
         let back = pool.submit(big()).await.unwrap_err().into_inner();

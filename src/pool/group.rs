@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::future::{Either, FutureExt};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use slab::Slab;
@@ -108,6 +109,27 @@ pub(super) struct Registered {
 fn unwatch(key: Option<Registered>) {
     if let Some(Registered { trip, key }) = key {
         trip.lock().try_remove(key);
+    }
+}
+
+/// A task's registry entry while its submit waits: removed if the submit is refused or
+/// dropped before the task is queued.
+///
+/// # Dropping
+///
+/// Takes the entry out of its registry, unless [`keep`](Self::keep) took it first.
+struct PendingEntry(Option<Registered>);
+
+impl PendingEntry {
+    /// The entry, for the task just queued.
+    fn keep(mut self) -> Option<Registered> {
+        self.0.take()
+    }
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        unwatch(self.0.take());
     }
 }
 
@@ -294,6 +316,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     }
 
     /// Reserves an abort-registry entry for the next task (cancel-on-error only).
+    #[inline]
     fn watch(&self) -> Option<Watch<T>> {
         let (trip, is_error) = self.cancel.as_ref()?;
         let key = trip.lock().insert(None);
@@ -364,6 +387,33 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         async move {
             let handle = self.core.submit_for_group::<S>(ready).await?;
             Ok(self.keep(handle, None))
+        }
+    }
+
+    /// Submits an item into a group that watches its tasks (the item holds its watcher,
+    /// whose registry entry is `key`): made ready at the call, as [`submit`](Self::submit)
+    /// makes its item, then queued once there is room and no task of the group has
+    /// failed. Declared `Send` rather than an `async fn`, as `submit`. Cancel safe: dropped
+    /// while it waits, it submits nothing, and the entry is removed.
+    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
+    fn submit_watched<S: Submit<J, Output = T>>(
+        &mut self,
+        item: S,
+        key: Registered,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<S>>> + Send + '_
+    where
+        T: Send + 'static,
+    {
+        let ready = self.core.ready_for_group(item);
+        let entry = PendingEntry(Some(key));
+        async move {
+            if let Err(kind) = self.admit().await {
+                return Err(SubmitError::new(kind, S::unready(ready)));
+            }
+            match self.core.push_admitted_ready::<S>(ready) {
+                Ok(handle) => Ok(self.keep(handle, entry.keep())),
+                Err(e) => Err(SubmitError::new(e.kind(), e.into_inner())),
+            }
         }
     }
 
@@ -551,6 +601,9 @@ impl<T: Send + 'static> TaskGroup<T> {
     ///
     /// Cancel safe: dropped while waiting for room, it submits nothing.
     ///
+    /// The future moves into the allocation its task runs in at the call, as with the
+    /// pool's own `submit`: the returned future holds a pointer to it, whatever its size.
+    ///
     /// # Examples
     ///
     /// ```
@@ -563,18 +616,29 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
     /// # }
     /// ```
-    pub async fn submit<F>(&mut self, fut: F) -> Result<TaskId, SubmitError<F>>
+    #[allow(clippy::manual_async_fn)] // declared `Send`, as the pool's `submit`
+    #[inline]
+    pub fn submit<F>(
+        &mut self,
+        fut: F,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<F>>> + Send + '_
     where
         F: Future<Output = T> + Send + 'static,
     {
-        if !self.inner.watches() {
-            return self.inner.submit(fut).await;
+        match self.inner.watch() {
+            None => Either::Left(self.inner.submit(fut)),
+            Some(watch) => {
+                let key = watch.registered();
+                let submit = self.inner.submit_watched(Watched::new(fut, watch), key);
+                Either::Right(submit.map(|r| {
+                    r.map_err(|e| {
+                        let kind = e.kind();
+                        let fut = e.into_inner().fut;
+                        SubmitError::new(kind, fut.expect("a refused task was never polled"))
+                    })
+                }))
+            }
         }
-        if let Err(kind) = self.inner.admit().await {
-            return Err(SubmitError::new(kind, fut));
-        }
-        self.push(fut)
-            .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
     }
 
     /// Submits a future as a task of this group if the pool has room now, without
@@ -1110,4 +1174,50 @@ where
         }
     }
     Ok(group.join_all().await)
+}
+
+#[cfg(all(test, not(nb_aiopool_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use super::TaskGroup;
+
+    /// The abort registry entries of a cancel-on-error group (its unjoined tasks, and
+    /// submits in progress).
+    fn entries<T: Send + 'static>(group: &TaskGroup<T>) -> usize {
+        let (trip, _) = group.inner.cancel.as_ref().expect("a watching group");
+        trip.lock().len()
+    }
+
+    /// A cancel-on-error group's submit registers its task's entry at the call (it makes
+    /// the task ready there): a submit dropped while it waits for room, dropped unpolled,
+    /// or refused, leaves no entry behind, and a refused one hands its future back.
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_submit_dropped_or_refused_leaves_no_entry() {
+        let pool = crate::CommonAioPool::new(2, 0);
+        let mut group = pool.group::<Result<(), ()>>().cancel_on_error(true);
+        group.submit(std::future::pending()).await.unwrap();
+        group
+            .submit(async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(entries(&group), 2);
+        let waited =
+            tokio::time::timeout(Duration::from_millis(10), group.submit(async { Ok(()) })).await;
+        assert!(waited.is_err(), "the pool was full");
+        assert_eq!(entries(&group), 2, "a submit dropped while it waited");
+        drop(group.submit(async { Ok(()) }));
+        assert_eq!(entries(&group), 2, "a submit dropped unpolled");
+        // Waits for room; the second task fails meanwhile, which aborts the first.
+        let refused = group.submit(async { Ok(()) }).await.unwrap_err();
+        assert!(refused.is_closed());
+        assert_eq!(entries(&group), 2, "a refused submit");
+        assert_eq!(refused.into_inner().await, Ok(()));
+        let results = group.join_all().await;
+        assert!(results[0].as_ref().unwrap_err().is_cancelled());
+        assert_eq!(results[1].as_ref().unwrap(), &Err(()));
+    }
 }

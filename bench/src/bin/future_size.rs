@@ -13,7 +13,9 @@
 //! the same tasks as the hand-written pattern instead (a `Semaphore` permit, then
 //! `JoinSet::spawn`), for comparison; `--smart`, through a `SmartAioPool` (each task a
 //! recipe that makes the future, on the slot's thread); `--batch`, through the
-//! `CommonAioPool`'s `batch_run`, 10,000 tasks per call (the path of a group).
+//! `CommonAioPool`'s `batch_run`, 10,000 tasks per call (the path of a group); `--group`,
+//! through a `TaskGroup`'s `submit`, joined every 10,000 tasks (with `--watched`, a
+//! cancel-on-panic group, whose tasks are watched).
 
 use std::hint::black_box;
 
@@ -40,6 +42,12 @@ struct Args {
     /// `batch_run` calls of 10,000 tasks each instead of one submit per task.
     #[arg(long)]
     batch: bool,
+    /// A `TaskGroup`'s `submit`, joined every 10,000 tasks.
+    #[arg(long)]
+    group: bool,
+    /// With `--group`: the group cancels on panic (its tasks are watched).
+    #[arg(long, requires = "group")]
+    watched: bool,
 }
 
 /// A task whose future holds `B` bytes across its await.
@@ -60,6 +68,9 @@ async fn run<const B: usize>(args: &Args) {
     if args.batch {
         return batch::<B>(args).await;
     }
+    if args.group {
+        return group::<B>(args).await;
+    }
     let pool = CommonAioPool::new(args.c, args.c);
     for i in 0..args.n {
         let handle = pool.submit(task::<B>(i)).await.expect("the pool is open");
@@ -79,6 +90,23 @@ async fn batch<const B: usize>(args: &Args) {
             .batch_run((ran..ran + chunk).map(task::<B>))
             .await
             .expect("the pool is open");
+        assert!(results.iter().all(Result::is_ok));
+        ran += chunk;
+    }
+    pool.shutdown().await;
+    assert_eq!(pool.stats().completed, args.n as u64);
+}
+
+async fn group<const B: usize>(args: &Args) {
+    let pool = CommonAioPool::new(args.c, args.c);
+    let mut ran = 0;
+    while ran < args.n {
+        let chunk = (args.n - ran).min(10_000);
+        let mut group = pool.group().cancel_on_panic(args.watched);
+        for i in ran..ran + chunk {
+            group.submit(task::<B>(i)).await.expect("the pool is open");
+        }
+        let results = group.join_all().await;
         assert!(results.iter().all(Result::is_ok));
         ran += chunk;
     }
