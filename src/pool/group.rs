@@ -62,7 +62,8 @@ type IsError<T> = fn(&T) -> bool;
 /// the others.
 struct Trip {
     tripped: AtomicBool,
-    /// The group's unfinished tasks; `None` while a task is being pushed.
+    /// The group's unfinished tasks; `None` from a submit's call until its task is
+    /// queued (while it waits for room, and while it is pushed).
     aborts: Mutex<Slab<Option<AbortHandle>>>,
 }
 
@@ -1178,9 +1179,20 @@ where
 
 #[cfg(all(test, not(nb_aiopool_loom)))]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::TaskGroup;
+
+    /// Counts its drops.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
     /// The abort registry entries of a cancel-on-error group (its unjoined tasks, and
     /// submits in progress).
@@ -1205,12 +1217,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(entries(&group), 2);
-        let waited =
-            tokio::time::timeout(Duration::from_millis(10), group.submit(async { Ok(()) })).await;
+        // Each future dropped with its submit counts its drop.
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counted = || {
+            let d = Counted(dropped.clone());
+            async move {
+                let _d = d;
+                Ok(())
+            }
+        };
+        let waited = tokio::time::timeout(Duration::from_millis(10), group.submit(counted())).await;
         assert!(waited.is_err(), "the pool was full");
         assert_eq!(entries(&group), 2, "a submit dropped while it waited");
-        drop(group.submit(async { Ok(()) }));
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        drop(group.submit(counted()));
         assert_eq!(entries(&group), 2, "a submit dropped unpolled");
+        assert_eq!(dropped.load(Ordering::SeqCst), 2);
         // Waits for room; the second task fails meanwhile, which aborts the first.
         let refused = group.submit(async { Ok(()) }).await.unwrap_err();
         assert!(refused.is_closed());
