@@ -260,8 +260,8 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-// Modules form a DAG: leaves (errors, stats, blocking waits, sys) <- the task cell and
-// handle <- the engine <- the exit hook <- the pools.
+// Modules form a DAG: leaves (errors, stats, blocking waits, sys, and the unit tests'
+// `testing`) <- the task cell and handle <- the engine <- the exit hook <- the pools.
 mod blocking;
 mod engine;
 mod error;
@@ -273,6 +273,8 @@ mod stats;
 mod sync;
 mod sys;
 mod task;
+#[cfg(test)]
+mod testing;
 
 pub use error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
 pub use options::SubmitOptions;

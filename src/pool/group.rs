@@ -1184,15 +1184,7 @@ mod tests {
     use std::time::Duration;
 
     use super::TaskGroup;
-
-    /// Counts its drops.
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::testing::Dropped;
 
     /// The abort registry entries of a cancel-on-error group (its unjoined tasks, and
     /// submits in progress).
@@ -1220,7 +1212,7 @@ mod tests {
         // Each future dropped with its submit counts its drop.
         let dropped = Arc::new(AtomicUsize::new(0));
         let counted = || {
-            let d = Counted(dropped.clone());
+            let d = Dropped(dropped.clone());
             async move {
                 let _d = d;
                 Ok(())

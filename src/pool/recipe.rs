@@ -455,7 +455,7 @@ impl<T> Future for PanicNow<T> {
 #[cfg(test)]
 mod fixtures {
     use std::future::Future;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::task::{Context, Poll, Waker};
 
@@ -463,14 +463,7 @@ mod fixtures {
     use crate::pool::core::Submit;
     use crate::task::{BoxRun, Outcome, Shared, TaskHandle};
 
-    /// Counts its drops (a plain atomic: loom runs its threads on one).
-    pub(super) struct Dropped(pub(super) Arc<AtomicUsize>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    pub(super) use crate::testing::Dropped;
 
     /// A submitted recipe that returns 8 and holds a drop counter: what `Core::push_with`
     /// makes of it, its job and its handle (of no pool: `abort` finds none to tell).

@@ -540,14 +540,7 @@ mod tests {
     use crate::error::CancelReason;
     use crate::task::{Outcome, TaskHandle};
 
-    /// Counts its drops.
-    struct Dropped(Arc<AtomicUsize>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::testing::Dropped;
 
     fn poll<T>(handle: &mut TaskHandle<T>) -> Poll<Result<T, crate::TaskError>> {
         let mut cx = Context::from_waker(Waker::noop());
