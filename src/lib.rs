@@ -82,6 +82,11 @@
 //!   or after `is_finished` said `true`, finds it, unless submitters were already waiting
 //!   for room: it goes to the first of them). A panic in a job's `poll` or in its
 //!   future's `Drop` only fails that job.
+//! - A waker that panics when the pool wakes it (a handle, a submit or a `wait()` polled
+//!   by an executor whose waker is faulty) costs only that wake-up: the pool catches the
+//!   panic (the panic hook still prints it), as tokio does with a `JoinHandle`'s waker,
+//!   and its other tasks, handles and waits go on; the handle keeps its result for its
+//!   next poll.
 //!
 //! # How jobs run
 //!

@@ -673,22 +673,6 @@ async fn conductor(
     );
 }
 
-fn quiet_job_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let own = info
-                .payload()
-                .downcast_ref::<String>()
-                .is_some_and(|m| m == JOB_PANIC);
-            if !own {
-                default(info);
-            }
-        }));
-    });
-}
-
 fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
     e.downcast_ref::<String>()
         .cloned()
@@ -711,7 +695,7 @@ use support::serial;
 
 fn run_case(kind: Kind, sc: Scenario) {
     let _serial = serial();
-    quiet_job_panics();
+    support::hide_panics(&[JOB_PANIC]);
     let shared = Arc::new(Shared {
         pool: Pool::new(kind, &sc),
         gauge: Gauge::default(),

@@ -11,6 +11,8 @@
 //! tests of this file run one at a time and say through [`PANIC_AT`] which call panics.
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Once};
@@ -219,18 +221,7 @@ fn install() {
         .expect("the only global subscriber of this test binary");
         metrics::set_global_recorder(PanickyRecorder)
             .expect("the only global recorder of this test binary");
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let text = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if text != MESSAGE && text != TASK_PANIC {
-                default(info);
-            }
-        }));
+        support::hide_panics(&[MESSAGE, TASK_PANIC]);
     });
 }
 

@@ -145,6 +145,27 @@ impl Gate {
     }
 }
 
+/// Keeps the panics a test raises on purpose (those whose message is one of `messages`)
+/// off stderr; any other panic goes to the hook that was in place. Installed once per test
+/// binary: every call in one binary passes the same messages.
+pub fn hide_panics(messages: &'static [&'static str]) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !messages.contains(&text) {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Fails the test with a clear message instead of hanging.
 pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(std::time::Duration::from_secs(30), fut).await {

@@ -37,7 +37,7 @@ mod slot;
 use std::cmp::Reverse;
 use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
@@ -60,7 +60,7 @@ use crate::observe::{Observer, OnPanic, Stamp, Stamps};
 use crate::stats::{PoolStats, ShutdownReport};
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
-use crate::task::{BoxRun, Outcome};
+use crate::task::{wake_quietly, BoxRun, Outcome, QuietPoll};
 use admission::{Admission, WaitKey, MAX_ROOM};
 use elastic::Elastic;
 use graves::{Batch, Grave, Graves, Kept};
@@ -1695,7 +1695,7 @@ impl<J: Job> Engine<J> {
         // sees the task ended finds the room (a `try_submit` right after a `run`).
         if !later.granted.is_empty() {
             for waker in later.granted.drain(..) {
-                waker.wake();
+                wake_quietly(waker);
             }
         }
         if !later.woken.is_empty() {
@@ -1703,9 +1703,10 @@ impl<J: Job> Engine<J> {
                 woken.fire();
             }
         }
+        // Idle slots' wakers (tokio's), and handles' when the pool is stranded.
         if !later.wake.is_empty() {
             for waker in later.wake.drain(..) {
-                waker.wake();
+                wake_quietly(waker);
             }
         }
         if let Some(cancels) = later.cancels.take() {
@@ -1840,7 +1841,7 @@ impl<J: Job> Engine<J> {
                 }
             });
         }
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.into_iter().for_each(wake_quietly);
     }
 
     /// Whether the pool is marked stuck on nested waits (one atomic load).
@@ -1975,6 +1976,7 @@ impl<J: Job> Engine<J> {
             let mut horizon = None;
             let mut drops: Vec<(Polling, u64)> = Vec::new();
             let mut _watch = None;
+            let mut quiet = QuietPoll::default();
             loop {
                 let mut notified = pin!(engine.changed.notified());
                 notified.as_mut().enable();
@@ -2030,7 +2032,10 @@ impl<J: Job> Engine<J> {
                 if settled && drops.is_empty() {
                     return;
                 }
-                notified.await;
+                // Registered with a waker of ours that wakes the caller's quietly:
+                // tokio's `Notify` wakes its waiters in batches, and drops the rest of a
+                // batch unwoken if one waker panics.
+                poll_fn(|cx| quiet.poll(notified.as_mut(), cx)).await;
             }
         }
     }
@@ -2149,7 +2154,7 @@ impl<J: Job> Engine<J> {
             // Submitters waiting for room are refused.
             st.admission.close(&mut wake);
         }
-        wake.into_iter().for_each(Waker::wake);
+        wake.into_iter().for_each(wake_quietly);
         self.changed.notify_waiters();
     }
 

@@ -21,7 +21,7 @@ pub use handle::{AbortHandle, TaskHandle};
 pub(crate) use run::{fits_inline, BoxRun, ReadyRun, RunOwner};
 pub(crate) use shared::{HeldByHandles, ResultSlot, Shared, SlotRef};
 
-pub(crate) use shared::Woken;
+pub(crate) use shared::{wake_quietly, QuietPoll, Woken};
 
 /// How a task ended, as counted by its pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,10 @@
 
 #![allow(unsafe_code)]
 
-use std::task::{Context, Poll, Waker};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::sync::{spin_wait, AtomicU32, AtomicU64, AtomicWaker, Mutex, Ordering, UnsafeCell};
 
@@ -452,13 +455,66 @@ pub(crate) struct Woken {
 }
 
 impl Woken {
+    /// Wakes the handle, then ends its counted wait, even if the waker panics (see
+    /// [`wake_quietly`]).
     pub(crate) fn fire(self) {
         if let Some(w) = self.waker {
-            w.wake();
+            wake_quietly(w);
         }
         if let Some(waiting) = self.probe {
             waiting.end();
         }
+    }
+}
+
+/// Wakes `waker`, which may be a user's (a handle's, a submitter's, a `wait()` caller's:
+/// any executor's), and catches a panic in its `wake` (the panic hook has shown it), as
+/// tokio's own tasks do with the waker of a `JoinHandle`. The pool's work around the
+/// call (the other wake-ups, the slots to start, the next job of the slot that calls it)
+/// must not be skipped by one executor's faulty waker, nor that panic end a slot task
+/// whose jobs are someone else's. The task the waker stands for has its result stored
+/// already: a later poll of its handle finds it.
+pub(crate) fn wake_quietly(waker: Waker) {
+    drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        move || waker.wake(),
+    )));
+}
+
+/// Polls a future that hands its waker to something that wakes wakers in batches (tokio's
+/// `Notify`, which drops the rest of a batch unwoken when one waker panics) with a waker
+/// of ours that wakes the caller's quietly ([`wake_quietly`]): a caller whose waker
+/// panics then costs the others nothing. The waker of ours is made again only when the
+/// caller's changes.
+#[derive(Default)]
+pub(crate) struct QuietPoll(Option<(Waker, Waker)>);
+
+impl QuietPoll {
+    pub(crate) fn poll<F: Future>(
+        &mut self,
+        fut: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        let caller = cx.waker();
+        if !self.0.as_ref().is_some_and(|(of, _)| of.will_wake(caller)) {
+            self.0 = None;
+        }
+        let (_, quiet) = self
+            .0
+            .get_or_insert_with(|| (caller.clone(), Waker::from(Arc::new(Quiet(caller.clone())))));
+        fut.poll(&mut Context::from_waker(quiet))
+    }
+}
+
+/// The waker [`QuietPoll`] polls with.
+struct Quiet(Waker);
+
+impl Wake for Quiet {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        wake_quietly(self.0.clone());
     }
 }
 
