@@ -10,15 +10,20 @@
 mod support;
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool};
 use support::{within, Gate};
 
 const MESSAGE: &str = "this waker panics";
+const CLONE_MESSAGE: &str = "this waker's clone panics";
 
 /// A waker whose `wake` panics.
 struct Boom;
@@ -31,9 +36,32 @@ impl Wake for Boom {
 
 /// Polls `fut` once with a waker that panics when woken.
 fn poll_with_boom<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    support::hide_panics(&[MESSAGE]);
-    let waker = Waker::from(Arc::new(Boom));
-    Pin::new(fut).poll(&mut Context::from_waker(&waker))
+    poll_with(fut, &Waker::from(Arc::new(Boom)))
+}
+
+fn poll_with<F: Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll<F::Output> {
+    support::hide_panics(&[MESSAGE, CLONE_MESSAGE]);
+    Pin::new(fut).poll(&mut Context::from_waker(waker))
+}
+
+/// Whether [`clone_panics`]'s wakers panic when cloned (once they have been registered).
+static CLONE_ARMED: AtomicBool = AtomicBool::new(false);
+
+static CLONE_PANICS: RawWakerVTable = RawWakerVTable::new(clone_or_panic, |_| {}, |_| {}, |_| {});
+
+fn clone_or_panic(_: *const ()) -> RawWaker {
+    if CLONE_ARMED.load(Ordering::SeqCst) {
+        panic!("{CLONE_MESSAGE}");
+    }
+    RawWaker::new(std::ptr::null(), &CLONE_PANICS)
+}
+
+/// A waker that does nothing when woken, and whose clone panics while [`CLONE_ARMED`].
+fn clone_panics() -> Waker {
+    // SAFETY: the vtable's functions ignore the data pointer (null), do nothing when
+    // woken or dropped, and a clone returns the same kind of waker: the `RawWaker`
+    // contract holds.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &CLONE_PANICS)) }
 }
 
 /// A task that waits for `gate` to open, then returns 1.
@@ -140,6 +168,27 @@ async fn a_submitter_whose_waker_panics_costs_the_ending_task_nothing() {
 /// `wait()` callers woken together with one whose waker panics all return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_whose_waker_panics_costs_the_other_waits_nothing() {
+    let hung = waits_around_a_faulty_one(&Waker::from(Arc::new(Boom)), || ()).await;
+    assert!(hung.is_empty(), "waits {hung:?} hung");
+}
+
+/// A `wait()` caller whose waker's *clone* panics: the pool clones it only inside the
+/// catch, so the other waits woken in the same batch return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_whose_waker_clone_panics_costs_the_other_waits_nothing() {
+    let hung = waits_around_a_faulty_one(&clone_panics(), || {
+        CLONE_ARMED.store(true, Ordering::SeqCst)
+    })
+    .await;
+    CLONE_ARMED.store(false, Ordering::SeqCst);
+    assert!(hung.is_empty(), "waits {hung:?} hung");
+}
+
+/// Six `wait()` callers of a pool running one task, three waiting before and three after
+/// one polled with `faulty_waker` (then `arm` runs); once the task ends, returns the
+/// indexes of the six that did not return within 10 s. The faulty wait returns when
+/// polled again.
+async fn waits_around_a_faulty_one(faulty_waker: &Waker, arm: impl FnOnce()) -> Vec<usize> {
     let pool = CommonAioPool::new(1, 10);
     let gate = Gate::default();
     let task = pool.submit(gated(&gate)).await.unwrap();
@@ -151,14 +200,107 @@ async fn a_wait_whose_waker_panics_costs_the_other_waits_nothing() {
     let mut waits = spawn_waits(3);
     tokio::time::sleep(Duration::from_millis(20)).await; // they wait
     let mut faulty = Box::pin(pool.wait());
-    assert!(poll_with_boom(&mut faulty).is_pending());
+    assert!(poll_with(&mut faulty, faulty_waker).is_pending());
+    arm();
     waits.extend(spawn_waits(3));
     tokio::time::sleep(Duration::from_millis(20)).await;
     gate.open();
+    let mut hung = Vec::new();
     for (i, wait) in waits.into_iter().enumerate() {
-        within(&format!("wait {i}"), wait).await.unwrap();
+        if tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            hung.push(i);
+        }
     }
-    assert_eq!(task.await.unwrap(), 1);
+    assert_eq!(within("the task", task).await.unwrap(), 1);
     within("the faulty wait, polled again", faulty).await;
+    assert_all_completed(pool.stats(), 1);
+    hung
+}
+
+/// A submit granted room and then dropped (a timeout, a `select!`) passes the room to the
+/// next submitter: that one's faulty waker does not panic out of the drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_submit_passes_its_room_on_quietly() {
+    let pool = NoQueueAioPool::new(1);
+    let gate = Gate::default();
+    let running = pool.submit(gated(&gate)).await.unwrap();
+    let mut granted = Box::pin(pool.submit(async { 2 }));
+    assert!(poll_with(&mut granted, Waker::noop()).is_pending());
+    let mut faulty = Box::pin(pool.submit(async { 3 }));
+    assert!(poll_with_boom(&mut faulty).is_pending());
+    gate.open();
+    assert_eq!(within("the running task", running).await.unwrap(), 1);
+    // The room went to `granted`, which was not woken (a no-op waker) and is dropped.
+    let dropped = catch_unwind(AssertUnwindSafe(|| drop(granted)));
+    assert!(
+        dropped.is_ok(),
+        "the faulty waker's panic came out of another submit's drop"
+    );
+    // `faulty` holds the room now; its submit goes through when polled again.
+    let handle = within("the faulty submit, polled again", faulty)
+        .await
+        .unwrap();
+    assert_eq!(within("its task", handle).await.unwrap(), 3);
+    within("wait", pool.wait()).await;
+    assert_all_completed(pool.stats(), 2);
+}
+
+/// A stream holding a place, dropped, gives it to a submitter whose waker panics: the
+/// panic does not come out of the stream's drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_gives_its_place_back_quietly() {
+    let pool = NoQueueAioPool::new(2);
+    let gate = Gate::default();
+    let running = pool.submit(gated(&gate)).await.unwrap();
+    // Takes the second place, then finds no input yet.
+    let mut stream =
+        pool.map_unordered(futures_util::stream::pending::<u32>(), |i| async move { i });
+    assert!(poll_with(&mut stream.next(), Waker::noop()).is_pending());
+    let mut faulty = Box::pin(pool.submit(async { 3 }));
+    assert!(
+        poll_with_boom(&mut faulty).is_pending(),
+        "the stream holds the place"
+    );
+    let dropped = catch_unwind(AssertUnwindSafe(|| drop(stream)));
+    assert!(
+        dropped.is_ok(),
+        "the faulty waker's panic came out of the stream's drop"
+    );
+    let handle = within("the faulty submit, polled again", faulty)
+        .await
+        .unwrap();
+    assert_eq!(within("its task", handle).await.unwrap(), 3);
+    gate.open();
+    assert_eq!(within("the running task", running).await.unwrap(), 1);
+    within("wait", pool.wait()).await;
+    assert_all_completed(pool.stats(), 2);
+}
+
+/// `shutdown` refuses every submitter waiting for room, also those after one whose waker
+/// panics, and returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_refuses_the_submitters_after_a_faulty_one() {
+    let pool = NoQueueAioPool::new(1);
+    let gate = Gate::default();
+    let running = pool.submit(gated(&gate)).await.unwrap();
+    let mut faulty = Box::pin(pool.submit(async { 2 }));
+    assert!(poll_with_boom(&mut faulty).is_pending());
+    let other = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.submit(async { 3 }).await.is_err() })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await; // `other` waits for room
+    let shutdown = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.shutdown().await })
+    };
+    assert!(within("the other submitter, refused", other).await.unwrap());
+    gate.open();
+    assert_eq!(within("the running task", running).await.unwrap(), 1);
+    within("shutdown", shutdown).await.unwrap();
+    assert!(within("the faulty submit, refused", faulty).await.is_err());
     assert_all_completed(pool.stats(), 1);
 }

@@ -739,7 +739,7 @@ impl<J: Job> Engine<J> {
     pub(crate) fn unadmit(&self) {
         let mut granted = Vec::new();
         self.lock().admission.give_back(1, &mut granted);
-        granted.into_iter().for_each(Waker::wake);
+        granted.into_iter().for_each(wake_quietly);
     }
 
     /// The `on_panic` callback, if set.
@@ -859,7 +859,7 @@ impl<J: Job> Engine<J> {
             st.admission.give_back(1, &mut granted);
         }
         drop(st);
-        granted.into_iter().for_each(Waker::wake);
+        granted.into_iter().for_each(wake_quietly);
         self.observer.rejected(Some(refused.kind()));
         Err(Admitting::Refused(refused))
     }
@@ -2211,6 +2211,7 @@ impl<J: Job> Engine<J> {
                 .filter_map(|(_, s)| s.waker.clone())
                 .collect();
         }
+        // Slot tasks' wakers: tokio's.
         wakers.into_iter().for_each(Waker::wake);
         self.run_deferred(&mut later);
     }
@@ -2768,7 +2769,7 @@ impl<J: Job> Drop for Admit<'_, J> {
         if let Some(key) = self.key.take() {
             let mut granted = Vec::new();
             self.engine.lock().admission.cancel(key, &mut granted);
-            granted.into_iter().for_each(Waker::wake);
+            granted.into_iter().for_each(wake_quietly);
         }
     }
 }

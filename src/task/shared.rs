@@ -508,13 +508,23 @@ impl QuietPoll {
 /// The waker [`QuietPoll`] polls with.
 struct Quiet(Waker);
 
+// Everything that touches the caller's waker (its `wake`, its `clone`, the drop of the
+// last reference) happens inside the catch: tokio's `Notify` calls these.
 impl Wake for Quiet {
     fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+        // The reference dropped inside too: it may be the last, the wait dropped meanwhile.
+        drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            move || {
+                self.0.wake_by_ref();
+                drop(self);
+            },
+        )));
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        wake_quietly(self.0.clone());
+        drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || self.0.wake_by_ref(),
+        )));
     }
 }
 
