@@ -86,7 +86,8 @@
 //!   by an executor whose waker is faulty) costs only that wake-up: the pool catches the
 //!   panic (the panic hook still prints it), as tokio does with a `JoinHandle`'s waker,
 //!   and its other tasks, handles and waits go on; the handle keeps its result for its
-//!   next poll.
+//!   next poll. The pool wakes wakers outside its lock, so a waker may call back into the
+//!   pool (an executor that polls inside `wake`).
 //!
 //! # How jobs run
 //!
