@@ -21,8 +21,9 @@
 //! - a queued job costs no `tokio::spawn`: it runs in the slot that frees up.
 //!
 //! All bookkeeping (queue, counters, slots, waits) lives under one `std` mutex, held for
-//! short non-blocking sections. User code (futures, recipes, their drops) never runs
-//! under it. A job's outcome is counted and its handle's result stored in the same
+//! short non-blocking sections. User code (futures, recipes, their drops, the wakers the
+//! pool wakes) never runs under it; the only exception is a waiting submitter's own
+//! waker, cloned or dropped in that submitter's poll or drop. A job's outcome is counted and its handle's result stored in the same
 //! critical section, so `stats()` and handles always agree.
 
 mod admission;
@@ -561,8 +562,10 @@ impl<J: Job> Engine<J> {
     }
 
     fn lock(&self) -> StateGuard<'_, J> {
-        // No user code runs under the lock, so a poisoned lock means a bug in this crate;
-        // the state is still consistent between statements, so keep going.
+        // No user code runs under the lock but a waiting submitter's own waker, cloned,
+        // replaced or dropped in that submitter's poll or drop (a panic there unwinds its
+        // own caller); so a poisoned lock means that, or a bug in this crate. The state is
+        // still consistent between statements, so keep going.
         StateGuard(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
