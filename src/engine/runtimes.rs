@@ -6,7 +6,9 @@
 //! runtime drops when it shuts down, so a submit from a plain thread can tell at once
 //! that its home is gone (and say so) instead of queueing a job nobody will run. The
 //! sentinel also tells the engine ([`Deaths`]), which then settles the jobs queued from
-//! that runtime, even if no slot of the pool ever ran there.
+//! that runtime, even if no slot of the pool ever ran there. A sentinel ends with its
+//! entry, when the pool is dropped: a runtime that outlives many pools (one made per
+//! request) keeps none of them.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -16,6 +18,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use tokio::runtime::{Handle, Id};
+use tokio::sync::oneshot;
 
 /// Names an entry; stable while the entry lives.
 pub(crate) type RtRef = u64;
@@ -28,6 +31,8 @@ struct Entry {
     id: Id,
     handle: Handle,
     alive: Arc<AtomicBool>,
+    /// Dropped with the entry (the pool is gone): its sentinel task ends.
+    _sentinel_ends: oneshot::Sender<()>,
     /// The queue was swept of this runtime's jobs after it died.
     swept: bool,
     /// Claimers scheduled on this runtime and not yet come (see `Engine::claim_here`);
@@ -153,10 +158,12 @@ impl Runtimes {
         let alive = Arc::new(AtomicBool::new(true));
         let serial = self.next_serial;
         self.next_serial += 1;
+        let (ends, entry_gone) = oneshot::channel();
         let sentinel = Sentinel {
             alive: Arc::clone(&alive),
             serial,
             deaths: Weak::clone(&self.deaths),
+            entry_gone,
         };
         // Dropped by the runtime when it shuts down; at once, inside `spawn`, if it has.
         ADDING.with(|a| a.set(true));
@@ -170,6 +177,7 @@ impl Runtimes {
             id: handle.id(),
             handle,
             alive,
+            _sentinel_ends: ends,
             swept: false,
             claimers: 0,
         });
@@ -294,17 +302,24 @@ impl Runtimes {
 }
 
 /// A task that never finishes; the runtime drops it when it shuts down.
+/// A task on a runtime the pool knows, pending until that runtime drops it (it shuts
+/// down: the sentinel tells the engine) or the pool is dropped (its entry goes, and the
+/// sentinel ends; the engine, gone, is told nothing). Before it ended then, every pool
+/// left its sentinel on each runtime it had used, with the engine's allocation (held by
+/// `deaths`), until that runtime ended (RELIABILITY.md, finding 164).
 struct Sentinel {
     alive: Arc<AtomicBool>,
     serial: RtRef,
     deaths: Weak<dyn Deaths>,
+    /// Ready (closed) once the entry is dropped.
+    entry_gone: oneshot::Receiver<()>,
 }
 
 impl Future for Sentinel {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        Poll::Pending
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.entry_gone).poll(cx).map(drop)
     }
 }
 
