@@ -57,7 +57,9 @@ use crate::task::TaskHandle;
 /// [`group`](Self::group), ...) count as handles: the pool stays open while one lives. To *wait* for
 /// them, call [`shutdown`](Self::shutdown) or
 /// [`shutdown_all_common_aiopools`](crate::shutdown_all_common_aiopools) at the end of
-/// `main`; a runtime that shuts down first cancels them (see above).
+/// `main`; a runtime that shuts down first cancels them (see above). Once its jobs have
+/// ended, a dropped pool leaves nothing behind, also on the runtimes it ran on, so pools
+/// made per request or per batch do not pile up.
 ///
 /// # Examples
 ///

@@ -41,7 +41,8 @@ use crate::task::TaskHandle;
 /// from the pool ([`map_unordered`](Self::map_unordered), [`group`](Self::group), ...)
 /// count as handles: the pool stays open while one lives. As with `CommonAioPool`, a runtime that
 /// shuts down while jobs run cancels them, and a warning with their count is printed to
-/// stderr at process exit.
+/// stderr at process exit. Once its jobs have ended, a dropped pool leaves nothing behind,
+/// also on the runtimes it ran on.
 ///
 /// # Examples
 ///
