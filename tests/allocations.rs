@@ -10,7 +10,8 @@
 //!
 //! A counting global allocator (this binary's only): blocks, not bytes, so that a
 //! collection of tokio's or ours that grows its capacity between rounds does not count.
-//! The file's one test runs the pools one after another.
+//! The file's one test runs the pools one after another, with their default settings (so
+//! the process-wide lists of pools take part).
 
 // The submits' futures hand back handles.
 #![allow(clippy::async_yields_async)]
@@ -124,13 +125,7 @@ fn rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
                 match pool {
                     "common" => {
                         round(
-                            || {
-                                CommonAioPool::builder()
-                                    .max_concurrency(8)
-                                    .max_queue_size(64)
-                                    .process_wide(false)
-                                    .build()
-                            },
+                            || CommonAioPool::new(8, 64),
                             |p: &CommonAioPool, i| {
                                 let p = p.clone();
                                 async move { p.submit(body(i)).await.unwrap() }
@@ -141,12 +136,7 @@ fn rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
                     }
                     "no-queue" => {
                         round(
-                            || {
-                                NoQueueAioPool::builder()
-                                    .max_concurrency(8)
-                                    .process_wide(false)
-                                    .build()
-                            },
+                            || NoQueueAioPool::new(8),
                             |p: &NoQueueAioPool, i| {
                                 let p = p.clone();
                                 async move { p.submit(body(i)).await.unwrap() }
@@ -161,7 +151,6 @@ fn rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
                                 SmartAioPool::builder()
                                     .max_concurrency(8)
                                     .max_queue_size(64)
-                                    .process_wide(false)
                                     .build()
                             },
                             |p: &SmartAioPool, i| {
