@@ -64,9 +64,9 @@ static GLOBAL: Counting = Counting;
 
 const TASKS: u64 = 3000;
 const ROUNDS: usize = 6;
-/// Blocks a round may leave beyond the first round's level (tokio's lazily made parts;
-/// none seen so far).
-const SLACK: isize = 2;
+/// Blocks the last round may leave beyond the first round's level (tokio's lazily made
+/// parts; none seen so far). A leak of a block per pool and runtime leaves 5.
+const SLACK: isize = 3;
 const PANIC: &str = "allocations: a task panics on purpose";
 
 /// Task `i`'s body: most complete with a heap result, some panic, some wait long enough
@@ -113,8 +113,27 @@ where
     }
     shutdown(&pool).await;
     drop(pool);
-    // Tasks' last drops (and the slot tasks' ends) happen on the runtime's threads.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    settled().await;
+}
+
+/// Waits until the count of live blocks has not changed for 50 ms (at most 5 s): tasks'
+/// last drops, and slot and sentinel tasks' ends, happen on the runtime's threads, and
+/// on a busy machine some come late.
+async fn settled() {
+    let mut last = LIVE_BLOCKS.load(Ordering::SeqCst);
+    let mut still = 0;
+    for _ in 0..500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = LIVE_BLOCKS.load(Ordering::SeqCst);
+        if now == last {
+            still += 1;
+            if still == 5 {
+                return;
+            }
+        } else {
+            (last, still) = (now, 0);
+        }
+    }
 }
 
 /// Runs `ROUNDS` rounds on `rt`; returns the live blocks after each.
@@ -179,8 +198,10 @@ fn no_allocation_outlives_its_pool() {
             let live = rounds(&rt, pool);
             let first = live[0];
             let grown: Vec<isize> = live.iter().map(|l| l - first).collect();
+            // The last round against the first: a straggler of one round (a block freed
+            // after the count settled) does not add up; a leak does.
             assert!(
-                grown.iter().all(|&g| g <= SLACK),
+                grown[ROUNDS - 1] <= SLACK,
                 "{pool} on a {flavor} runtime: live heap blocks after each round, against \
                  the first: {grown:?} (a leak grows with the rounds)"
             );

@@ -245,12 +245,13 @@ impl Runtimes {
         }
     }
 
-    /// The handle of runtime `serial`, alive or not, which the pool has registered
-    /// (entries are never removed).
+    /// The handle of runtime `serial`, which the pool has registered and not forgotten
+    /// (an entry is removed only once its runtime is dead and its jobs were swept; the
+    /// callers pass live runtimes).
     pub(crate) fn known_handle(&self, serial: RtRef) -> &Handle {
         &self
             .entry(serial)
-            .expect("a runtime the pool registered (entries are never removed)")
+            .expect("a runtime the pool registered and has not forgotten")
             .handle
     }
 
@@ -301,7 +302,6 @@ impl Runtimes {
     }
 }
 
-/// A task that never finishes; the runtime drops it when it shuts down.
 /// A task on a runtime the pool knows, pending until that runtime drops it (it shuts
 /// down: the sentinel tells the engine) or the pool is dropped (its entry goes, and the
 /// sentinel ends; the engine, gone, is told nothing). Before it ended then, every pool
