@@ -23,8 +23,9 @@
 //! All bookkeeping (queue, counters, slots, waits) lives under one `std` mutex, held for
 //! short non-blocking sections. User code (futures, recipes, their drops, the wakers the
 //! pool wakes) never runs under it; the only exception is a waiting submitter's own
-//! waker, cloned or dropped in that submitter's poll or drop. A job's outcome is counted and its handle's result stored in the same
-//! critical section, so `stats()` and handles always agree.
+//! waker, cloned or dropped in that submitter's poll or drop. A job's outcome is counted
+//! and its handle's result stored in the same critical section, so `stats()` and handles
+//! always agree.
 
 mod admission;
 mod elastic;
