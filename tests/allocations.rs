@@ -8,10 +8,15 @@
 //! finding 164 (every pool left 3 blocks, among them the engine's allocation, on each
 //! runtime it had used, until that runtime ended).
 //!
+//! The same holds for groups and streams: groups joined in part and dropped (their other
+//! tasks aborted), a group that cancels on error, groups filled with `try_submit`, and
+//! `map_unordered` / `map_ordered` streams read to the end or dropped half-read.
+//!
 //! A counting global allocator (this binary's only): blocks, not bytes, so that a
 //! collection of tokio's or ours that grows its capacity between rounds does not count.
 //! The file's one test runs the pools one after another, with their default settings (so
-//! the process-wide lists of pools take part).
+//! the process-wide lists of pools take part), and the workloads one after another (the
+//! counter is the whole process's).
 
 // The submits' futures hand back handles.
 #![allow(clippy::async_yields_async)]
@@ -23,7 +28,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, TaskHandle};
+use futures_util::{stream, StreamExt};
+use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, TaskGroup, TaskHandle};
 use support::{current_thread, multi_thread_of};
 
 struct Counting;
@@ -81,6 +87,22 @@ async fn body(i: u64) -> Vec<u8> {
     vec![i as u8; 64]
 }
 
+/// Task `i`'s body in groups and streams: most complete with a heap result, some panic,
+/// some fail (which a cancel-on-error group acts on), some wait 20 ms (long enough to be
+/// aborted by a group or stream dropped half-read, short enough for one read to the end).
+async fn fallible(i: u64) -> Result<Vec<u8>, String> {
+    match i % 10 {
+        0 => panic!("{PANIC}"),
+        1 => return Err(format!("task {i} fails")),
+        2 => tokio::time::sleep(Duration::from_millis(20)).await,
+        _ => tokio::task::yield_now().await,
+    }
+    Ok(vec![i as u8; 64])
+}
+
+/// Tasks per group and inputs per stream in a round of groups and streams.
+const GROUP_TASKS: u64 = 400;
+
 /// What a round does with task `i`'s handle at its submit: abort it (a task that would run
 /// for 60 s always, queued or running, and a third of the others: most of them done by
 /// then), detach it, drop it, or keep it to await at the end.
@@ -136,6 +158,112 @@ async fn settled() {
     }
 }
 
+/// The groups of a round of groups and streams, for a pool that takes futures: one joined
+/// in part and dropped, one that cancels on error, one filled with `try_submit`.
+async fn future_groups(group: impl Fn() -> TaskGroup<Result<Vec<u8>, String>>) {
+    let mut g = group();
+    for i in 0..GROUP_TASKS {
+        g.submit(fallible(i)).await.unwrap();
+    }
+    for _ in 0..GROUP_TASKS / 2 {
+        g.join_next().await;
+    }
+    drop(g);
+    let mut g = group().cancel_on_error(true);
+    for i in 0..GROUP_TASKS {
+        // Refused ("closed") once a task has failed: the future comes back, and is dropped.
+        let _ = g.submit(fallible(i + 1)).await;
+    }
+    g.join_all().await;
+    let mut g = group();
+    for i in 0..GROUP_TASKS {
+        let _ = g.try_submit(fallible(i));
+    }
+    g.join_all().await;
+}
+
+/// The streams of a round of groups and streams: one of each kind read to the end, one of
+/// each dropped half-read. `map` is the pool's `map_unordered` (`ordered` false) or
+/// `map_ordered`, with `fallible` as the job.
+async fn streams<S>(map: impl Fn(bool) -> S)
+where
+    S: futures_util::Stream + Unpin,
+{
+    for ordered in [false, true] {
+        map(ordered).count().await;
+        map(ordered).take(GROUP_TASKS as usize / 2).count().await;
+    }
+}
+
+/// One round of groups and streams through a fresh pool of `pool`'s kind, shut down and
+/// dropped before this returns.
+async fn groups_and_streams_round(pool: &str) {
+    let inputs = || stream::iter(0..GROUP_TASKS);
+    match pool {
+        "common" => {
+            let p = CommonAioPool::new(8, 64);
+            future_groups(|| p.group()).await;
+            streams(|ordered| {
+                if ordered {
+                    p.map_ordered(inputs(), fallible).left_stream()
+                } else {
+                    p.map_unordered(inputs(), fallible).right_stream()
+                }
+            })
+            .await;
+            p.shutdown().await;
+        }
+        "no-queue" => {
+            let p = NoQueueAioPool::new(8);
+            future_groups(|| p.group()).await;
+            streams(|ordered| {
+                if ordered {
+                    p.map_ordered(inputs(), fallible).left_stream()
+                } else {
+                    p.map_unordered(inputs(), fallible).right_stream()
+                }
+            })
+            .await;
+            p.shutdown().await;
+        }
+        _ => {
+            let p = SmartAioPool::builder()
+                .max_concurrency(8)
+                .max_queue_size(64)
+                .build();
+            let mut g = p.group();
+            for i in 0..GROUP_TASKS {
+                g.submit(move || fallible(i)).await.unwrap();
+            }
+            for _ in 0..GROUP_TASKS / 2 {
+                g.join_next().await;
+            }
+            drop(g);
+            let mut g = p.group().cancel_on_error(true);
+            for i in 0..GROUP_TASKS {
+                let _ = g.submit(move || fallible(i + 1)).await;
+            }
+            g.join_all().await;
+            let mut g = p.group();
+            for i in 0..GROUP_TASKS {
+                let _ = g.try_submit(move || fallible(i));
+            }
+            g.join_all().await;
+            let recipe = |i: u64| move || fallible(i);
+            streams(|ordered| {
+                if ordered {
+                    p.map_ordered(inputs(), recipe).left_stream()
+                } else {
+                    p.map_unordered(inputs(), recipe).right_stream()
+                }
+            })
+            .await;
+            p.shutdown().await;
+        }
+    }
+    settled().await;
+}
+
 /// Runs `ROUNDS` rounds on `rt`; returns the live blocks after each.
 fn rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
     (0..ROUNDS)
@@ -187,25 +315,44 @@ fn rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
         .collect()
 }
 
+/// Runs `ROUNDS` rounds of groups and streams on `rt`; returns the live blocks after each.
+fn groups_and_streams_rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
+    (0..ROUNDS)
+        .map(|_| {
+            rt.block_on(groups_and_streams_round(pool));
+            LIVE_BLOCKS.load(Ordering::SeqCst)
+        })
+        .collect()
+}
+
 #[test]
 fn no_allocation_outlives_its_pool() {
     support::hide_panics(&[PANIC]);
-    for pool in ["common", "no-queue", "smart"] {
-        for (flavor, rt) in [
-            ("current-thread", current_thread()),
-            ("multi-thread", multi_thread_of(2)),
-        ] {
-            let live = rounds(&rt, pool);
-            let first = live[0];
-            let grown: Vec<isize> = live.iter().map(|l| l - first).collect();
-            // The last round against the first: a straggler of one round (a block freed
-            // after the count settled) does not add up; a leak does.
-            assert!(
-                grown[ROUNDS - 1] <= SLACK,
-                "{pool} on a {flavor} runtime: live heap blocks after each round, against \
-                 the first: {grown:?} (a leak grows with the rounds)"
-            );
-            eprintln!("{pool}, {flavor}: blocks after each round against the first: {grown:?}");
+    let workloads: [(&str, fn(&tokio::runtime::Runtime, &str) -> Vec<isize>); 2] = [
+        ("tasks", rounds),
+        ("groups and streams", groups_and_streams_rounds),
+    ];
+    for (workload, run) in workloads {
+        for pool in ["common", "no-queue", "smart"] {
+            for (flavor, rt) in [
+                ("current-thread", current_thread()),
+                ("multi-thread", multi_thread_of(2)),
+            ] {
+                let live = run(&rt, pool);
+                let first = live[0];
+                let grown: Vec<isize> = live.iter().map(|l| l - first).collect();
+                // The last round against the first: a straggler of one round (a block freed
+                // after the count settled) does not add up; a leak does.
+                assert!(
+                    grown[ROUNDS - 1] <= SLACK,
+                    "{workload}, {pool} on a {flavor} runtime: live heap blocks after each \
+                 round, against the first: {grown:?} (a leak grows with the rounds)"
+                );
+                eprintln!(
+                    "{workload}, {pool}, {flavor}: blocks after each round against the first: \
+                 {grown:?}"
+                );
+            }
         }
     }
 }
