@@ -325,10 +325,13 @@ fn groups_and_streams_rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<is
         .collect()
 }
 
+/// A workload's rounds on a runtime, for a pool: the live blocks after each.
+type Rounds = fn(&tokio::runtime::Runtime, &str) -> Vec<isize>;
+
 #[test]
 fn no_allocation_outlives_its_pool() {
     support::hide_panics(&[PANIC]);
-    let workloads: [(&str, fn(&tokio::runtime::Runtime, &str) -> Vec<isize>); 2] = [
+    let workloads: [(&str, Rounds); 2] = [
         ("tasks", rounds),
         ("groups and streams", groups_and_streams_rounds),
     ];
