@@ -608,6 +608,36 @@ async fn a_submit_waiting_for_room_is_refused_when_a_task_fails() {
     pool.try_submit(async {}).unwrap().await.unwrap();
 }
 
+/// The same for a SmartTaskGroup, whose watched recipe is made ready at the call: the
+/// refused recipe comes back whole, and a submit dropped while it waits submits nothing.
+#[tokio::test(start_paused = true)]
+async fn a_smart_submit_waiting_for_room_is_refused_when_a_task_fails() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(0)
+        .auto_shutdown(false)
+        .build();
+    let mut g = pool.group::<Result<u32, &str>>().cancel_on_error(true);
+    g.submit(|| async {
+        sleep(Duration::from_secs(1)).await;
+        Err("bad")
+    })
+    .await
+    .unwrap();
+    // Dropped while it waits for the only slot: nothing is submitted.
+    let dropped = tokio::time::timeout(Duration::from_millis(10), g.submit(|| async { Ok(1) }));
+    assert!(dropped.await.is_err());
+    assert_eq!(g.len(), 1);
+    // Waits for the only slot; the task in it fails meanwhile.
+    let err = g.submit(|| async { Ok(7) }).await.unwrap_err();
+    assert!(err.is_closed());
+    assert_eq!(err.into_inner()().await, Ok(7));
+    assert_eq!(g.len(), 1);
+    assert_eq!(g.join_next().await.unwrap().unwrap(), Err("bad"));
+    // The place taken for the refused submit was given back.
+    pool.try_submit(|| async {}).unwrap().await.unwrap();
+}
+
 /// A group counts as a handle of its pool: it keeps submitting after every handle of the
 /// pool itself was dropped (before, the pool closed and refused with `Closed`).
 #[tokio::test]

@@ -540,6 +540,12 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
+    /// `submit`, once it is checked to be a small future (under 512 bytes).
+    fn small<F: std::future::Future>(submit: F) -> F {
+        assert!(std::mem::size_of_val(&submit) < 512);
+        submit
+    }
+
     /// What a caller's future holds while it awaits a submit does not grow with the
     /// submitted future: the submit's future holds a pointer to the task's run (made at
     /// the call), and its `Result` a boxed rejection. A future of several kilobytes is so
@@ -575,18 +581,40 @@ mod tests {
         assert_eq!(run.await.unwrap(), 1);
         // A group's submit, with and without a watcher (cancel-on-panic).
         let mut group = pool.group();
-        let submit = group.submit(big());
-        assert!(std::mem::size_of_val(&submit) < 512);
-        submit.await.unwrap();
+        small(group.submit(big())).await.unwrap();
         let mut watched = pool.group().cancel_on_panic(true);
-        let submit = watched.submit(big());
-        assert!(std::mem::size_of_val(&submit) < 512);
-        submit.await.unwrap();
+        small(watched.submit(big())).await.unwrap();
         assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
         assert_eq!(watched.join_next().await.unwrap().unwrap(), 1);
         // Refused after all: the future comes back from its run's allocation, whole.
         pool.shutdown().await;
         let back = pool.submit(big()).await.unwrap_err().into_inner();
         assert_eq!(back.await, 1);
+    }
+
+    /// The same for SmartAioPool's recipes: a recipe that holds kilobytes is not carried
+    /// by the submit's future, the pool's or a group's (with and without a watcher).
+    #[tokio::test]
+    async fn a_submit_does_not_carry_the_submitted_recipe() {
+        fn big() -> impl Fn() -> std::future::Ready<u8> + Send + Sync + 'static {
+            let state = [1u8; 4096];
+            move || std::future::ready(std::hint::black_box(&state)[0])
+        }
+        let pool = crate::SmartAioPool::new(1);
+        assert!(std::mem::size_of_val(&big()) >= 4096);
+        let handle = small(pool.submit(big())).await.unwrap();
+        assert_eq!(handle.await.unwrap(), 1);
+        let (mut group, mut watched) = (pool.group(), pool.group().cancel_on_panic(true));
+        small(group.submit(big())).await.unwrap();
+        small(watched.submit(big())).await.unwrap();
+        for group in [&mut group, &mut watched] {
+            assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+        }
+        // Refused: the recipe comes back whole, from a group's submit too.
+        pool.shutdown().await;
+        let back = pool.submit(big()).await.unwrap_err().into_inner();
+        assert_eq!(back().await, 1);
+        let back = watched.submit(big()).await.unwrap_err().into_inner();
+        assert_eq!(back().await, 1);
     }
 }

@@ -20,10 +20,10 @@ use futures_util::StreamExt;
 use slab::Slab;
 
 use super::core::{Core, FutureJob, Submit};
-use super::recipe::{self, SmartJob};
+use super::recipe::{Recipe, SmartJob};
 use crate::engine::{AdmitError, Job, PushError};
 use crate::error::{SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
-use crate::task::{AbortHandle, Shared, SlotRef, TaskHandle, TaskId};
+use crate::task::{AbortHandle, TaskHandle, TaskId};
 
 // ----- shared with stream.rs -------------------------------------------------------------
 
@@ -218,38 +218,21 @@ struct WatchedRecipe<R, T> {
     watch: Watch<T>,
 }
 
-impl<R, Fut> Submit<SmartJob> for WatchedRecipe<R, Fut::Output>
+/// Each run trips the group if the recipe panics when called, and is watched.
+impl<R, Fut> Recipe for WatchedRecipe<R, Fut::Output>
 where
     R: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
+    type Fut = Watched<Fut>;
     type Output = Fut::Output;
-    // Made into a job under the lock, as the watched recipe, a closure, could not be
-    // taken apart again for a refusal.
-    type Ready = (Self, Arc<Shared<Fut::Output>>);
 
-    fn ready(self, shared: Shared<Fut::Output>) -> Self::Ready {
-        (self, Arc::new(shared))
-    }
-
-    fn slot((_, shared): &Self::Ready) -> SlotRef<Fut::Output> {
-        shared.clone()
-    }
-
-    fn into_job((watched, shared): Self::Ready) -> SmartJob {
-        let WatchedRecipe { recipe, watch } = watched;
-        let run = move || {
-            let guard = PanicGuard(&watch);
-            let fut = recipe();
-            std::mem::forget(guard);
-            Watched::new(fut, watch.clone())
-        };
-        recipe::job(run, shared)
-    }
-
-    fn unready((watched, _): Self::Ready) -> Self {
-        watched
+    fn call(&self) -> Watched<Fut> {
+        let guard = PanicGuard(&self.watch);
+        let fut = (self.recipe)();
+        std::mem::forget(guard);
+        Watched::new(fut, self.watch.clone())
     }
 }
 
@@ -932,6 +915,9 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
     ///
     /// Cancel safe: dropped while waiting for room, it submits nothing.
     ///
+    /// The recipe moves into the allocation of its task at the call, as with the pool's
+    /// own `submit`: the returned future holds a pointer to it, whatever its size.
+    ///
     /// # Examples
     ///
     /// ```
@@ -943,19 +929,32 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
     /// assert_eq!(group.join_next().await.unwrap().unwrap(), 7);
     /// # }
     /// ```
-    pub async fn submit<R, Fut>(&mut self, recipe: R) -> Result<TaskId, SubmitError<R>>
+    #[allow(clippy::manual_async_fn)] // declared `Send`, as the pool's `submit`
+    #[inline]
+    pub fn submit<R, Fut>(
+        &mut self,
+        recipe: R,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<R>>> + Send + '_
     where
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
-        if !self.inner.watches() {
-            return self.inner.submit(recipe).await;
+        // Made ready at the call, as `TaskGroup::submit`: the future holds a pointer.
+        match self.inner.watch() {
+            None => Either::Left(self.inner.submit(recipe)),
+            Some(watch) => {
+                let key = watch.registered();
+                let submit = self
+                    .inner
+                    .submit_watched(WatchedRecipe { recipe, watch }, key);
+                Either::Right(submit.map(|r| {
+                    r.map_err(|e| {
+                        let kind = e.kind();
+                        SubmitError::new(kind, e.into_inner().recipe)
+                    })
+                }))
+            }
         }
-        if let Err(kind) = self.inner.admit().await {
-            return Err(SubmitError::new(kind, recipe));
-        }
-        self.push(recipe)
-            .map_err(|e| SubmitError::new(e.kind(), e.into_inner()))
     }
 
     /// Submits a recipe as a task of this group if the pool has room now.

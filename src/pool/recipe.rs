@@ -8,11 +8,13 @@
 //! captured, is dropped; a handle held longer keeps only the allocation's bytes (the
 //! result slot and the recipe's own size, not what the recipe owns).
 //!
-//! Two kinds of task hold their slot in an allocation of its own instead, so that a held
-//! handle pins only the slot: a recipe larger than 256 bytes (or aligned to more than 8),
-//! as a large future gets a cell of its own ([`fits_inline`]); and a task of a cancel-on-error
-//! [`SmartTaskGroup`](crate::SmartTaskGroup), whose watched recipe is made into a job
-//! under the engine's lock, after its slot (see [`job`]).
+//! A recipe larger than 256 bytes (or aligned to more than 8) holds its slot in an
+//! allocation of its own instead, so that a held handle pins only the slot, as a large
+//! future gets a cell of its own ([`fits_inline`]).
+//!
+//! What a task holds is a [`Recipe`]: every `Fn() -> Future` is one, and so is the watched
+//! recipe of a cancel-on-error [`SmartTaskGroup`](crate::SmartTaskGroup), a type of its
+//! own rather than a closure so that a refused one gives the user's recipe back.
 //!
 //! # `unsafe`
 //!
@@ -42,6 +44,33 @@ use crate::task::{
     fits_inline, BoxRun, HeldByHandles, Outcome, ResultSlot, RunOwner, Shared, SlotRef,
 };
 
+/// What a SmartAioPool task runs: something that makes the task's future, once for each
+/// run. Every `Fn() -> Future` is one.
+pub(crate) trait Recipe: Send + Sync + 'static {
+    /// The future of one run.
+    type Fut: Future<Output = Self::Output> + Send + 'static;
+    /// The task's result.
+    type Output: Send + 'static;
+
+    /// Makes a run's future (user code: it may panic).
+    fn call(&self) -> Self::Fut;
+}
+
+impl<R, Fut> Recipe for R
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Fut = Fut;
+    type Output = Fut::Output;
+
+    #[inline]
+    fn call(&self) -> Fut {
+        self()
+    }
+}
+
 /// A submitted recipe and the one result slot all of its runs share.
 ///
 /// # Dropping
@@ -58,7 +87,7 @@ pub(crate) struct SmartTask<R, S: ResultSlot> {
     copies: AtomicUsize,
     /// The result slot: in the task's own allocation (`Shared<T>`; the handle then
     /// references the task), or in one of its own (`Arc<Shared<T>>`: a large recipe's
-    /// task, or a cancel-on-error group's, whose slot is made first).
+    /// task).
     slot: S,
     /// Used only through a copy; dropped in place by the last one.
     recipe: UnsafeCell<ManuallyDrop<R>>,
@@ -298,10 +327,9 @@ impl SmartJob {
     }
 }
 
-impl<R, Fut, S> SmartTaskDyn for SmartTask<R, S>
+impl<R, S> SmartTaskDyn for SmartTask<R, S>
 where
-    R: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = S::Output> + Send + 'static,
+    R: Recipe<Output = S::Output>,
     S: ResultSlot,
 {
     fn run(self: Arc<Self>) -> BoxRun {
@@ -318,11 +346,11 @@ where
         }
         // SAFETY: `copy` is held until after the call (it moves into the run below).
         let recipe = unsafe { copy.task().recipe() };
-        match catch_unwind(AssertUnwindSafe(recipe)) {
+        match catch_unwind(AssertUnwindSafe(|| recipe.call())) {
             Ok(fut) => BoxRun::new(copy, fut),
             // The recipe itself panicked: a run that re-raises the panic on its first poll,
             // so it is reported like a panic of the future.
-            Err(payload) => BoxRun::new(copy, PanicNow::<Fut::Output>::new(payload)),
+            Err(payload) => BoxRun::new(copy, PanicNow::<R::Output>::new(payload)),
         }
     }
 
@@ -340,31 +368,15 @@ where
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
         // A future that is never polled: the run is cancelled before its first poll.
-        BoxRun::new(TaskCopy::adopt(self), std::future::pending::<Fut::Output>())
+        BoxRun::new(TaskCopy::adopt(self), std::future::pending::<R::Output>())
     }
 }
 
-/// The job of `recipe`, with the result slot `shared` its handle holds (for a recipe made
-/// under the engine's lock, whose slot was allocated before).
-pub(crate) fn job<R, Fut>(recipe: R, shared: Arc<Shared<Fut::Output>>) -> SmartJob
-where
-    R: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    SmartJob::new(SmartTask::first_copy(recipe, shared))
-}
+impl<R: Recipe> Submit<SmartJob> for R {
+    type Output = R::Output;
+    type Ready = ReadyTask<R, R::Output>;
 
-impl<R, Fut> Submit<SmartJob> for R
-where
-    R: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    type Output = Fut::Output;
-    type Ready = ReadyTask<R, Fut::Output>;
-
-    fn ready(self, shared: Shared<Fut::Output>) -> Self::Ready {
+    fn ready(self, shared: Shared<R::Output>) -> Self::Ready {
         if fits_inline::<R>() {
             ReadyTask::Inline(SmartTask::first_copy(self, shared))
         } else {
@@ -372,7 +384,7 @@ where
         }
     }
 
-    fn slot(ready: &Self::Ready) -> SlotRef<Fut::Output> {
+    fn slot(ready: &Self::Ready) -> SlotRef<R::Output> {
         match ready {
             ReadyTask::Inline(copy) => copy.task().clone(),
             ReadyTask::Apart(copy) => copy.task().slot.clone(),

@@ -15,7 +15,7 @@
 //! recipe that makes the future, on the slot's thread); `--batch`, through the
 //! `CommonAioPool`'s `batch_run`, 10,000 tasks per call (the path of a group); `--group`,
 //! through a `TaskGroup`'s `submit`, joined every 10,000 tasks (with `--watched`, a
-//! cancel-on-panic group, whose tasks are watched).
+//! cancel-on-panic group, whose tasks are watched; with `--smart`, a `SmartTaskGroup`'s).
 
 use std::hint::black_box;
 
@@ -119,6 +119,25 @@ async fn smart<const B: usize>(args: &Args) {
         .max_concurrency(args.c)
         .max_queue_size(args.c)
         .build();
+    if args.group {
+        let mut ran = 0;
+        while ran < args.n {
+            let chunk = (args.n - ran).min(10_000);
+            let mut group = pool.group().cancel_on_panic(args.watched);
+            for i in ran..ran + chunk {
+                group
+                    .submit(move || task::<B>(i))
+                    .await
+                    .expect("the pool is open");
+            }
+            let results = group.join_all().await;
+            assert!(results.iter().all(Result::is_ok));
+            ran += chunk;
+        }
+        pool.shutdown().await;
+        assert_eq!(pool.stats().completed, args.n as u64);
+        return;
+    }
     for i in 0..args.n {
         let handle = pool
             .submit(move || task::<B>(i))
