@@ -12,7 +12,7 @@ mod support;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::time::Duration;
@@ -303,4 +303,43 @@ async fn a_shutdown_refuses_the_submitters_after_a_faulty_one() {
     within("shutdown", shutdown).await.unwrap();
     assert!(within("the faulty submit, refused", faulty).await.is_err());
     assert_all_completed(pool.stats(), 1);
+}
+
+/// A SmartAioPool stranded by the end of its only runtime wakes the handles of its queued
+/// tasks, so that their next poll offers a runtime: a handle whose waker panics among them
+/// costs the others nothing (the panic does not come out of the runtime's drop, and a
+/// handle awaited from a new runtime is still woken and runs its task there).
+#[test]
+fn a_stranded_pool_wakes_the_handles_after_a_faulty_one() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = support::current_thread();
+    let (pool, cut_off, mut faulty, mut next) = a.block_on(async {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(1)
+            .auto_shutdown(false)
+            .build();
+        let cut_off = pool.submit(support::cut_off_once(&runs, 1)).await.unwrap();
+        // Queued behind it, woken together (in queue order) when the pool is stranded.
+        let faulty = pool.submit(|| async { 2 }).await.unwrap();
+        let next = pool.submit(|| async { 3 }).await.unwrap();
+        support::reach(&runs, 1, Duration::from_secs(10)).await;
+        (pool, cut_off, faulty, next)
+    });
+    assert!(poll_with_boom(&mut faulty).is_pending());
+    let (polled, was_polled) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        support::current_thread().block_on(async move {
+            let once = tokio::time::timeout(Duration::from_millis(10), &mut next).await;
+            assert!(once.is_err(), "queued behind a run that never ends");
+            polled.send(()).unwrap();
+            within("the handle awaited from a new runtime", next).await
+        })
+    });
+    was_polled.recv().unwrap();
+    drop(a);
+    assert_eq!(waiter.join().unwrap().unwrap(), 3);
+    let b = support::current_thread();
+    assert_eq!(b.block_on(within("the faulty handle", faulty)).unwrap(), 2);
+    assert_eq!(b.block_on(within("the cut-off task", cut_off)).unwrap(), 1);
+    assert_all_completed(pool.stats(), 3);
 }
