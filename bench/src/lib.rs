@@ -150,6 +150,12 @@ pub const FLOW_VARIANTS: &[&str] = &["common-opts", "common-limits-idle", "commo
 /// `--variants`.
 pub const SMART_VARIANTS: &[&str] = &["smart-shared"];
 
+/// The surface over `common`'s pool, run only when named with `--variants`: `common-map`
+/// feeds every job through `map_unordered` (reading each result), to compare with
+/// `buffer-unordered`; `common-group` submits each job to a `TaskGroup`, joined every
+/// 10,000 jobs, to compare with `sem-before-joinset`.
+pub const SURFACE_VARIANTS: &[&str] = &["common-map", "common-group"];
+
 /// Probes of designs the pools do not use (yet), run only when named with `--variants`:
 /// `cells-probe` is issue 9's design B1 without a pool's semantics (see [`cells`]).
 /// `cells-reap` is the same with its cells freed on the producer's thread ([`cells::Reaper`]).
@@ -182,6 +188,7 @@ pub const TOKIO_PATTERNS: &[&str] = &[
 pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
         "common" | "no-queue" | "smart" | "smart-shared" => run_pool(name, p).await,
+        "common-map" | "common-group" => run_surface(name, p).await,
         "common-opts" | "common-limits-idle" | "common-limits-used" => run_flow(name, p).await,
         "cells-probe" | "cells-reap" | "cells-booked" => cells_probe(name, p).await,
         "slots-probe" | "slots-reap" => slots_probe(name, p).await,
@@ -287,6 +294,49 @@ async fn run_pool(name: &str, p: &Params) -> u64 {
         }
         other => unreachable!("not a pool: {other}"),
     }
+}
+
+#[cfg(feature = "pools")]
+async fn run_surface(name: &str, p: &Params) -> u64 {
+    let w = p.workload;
+    let pool = nb_aiopool::CommonAioPool::new(p.concurrency, p.queue);
+    let mut done = 0;
+    if name == "common-map" {
+        let inputs = futures::stream::iter(0..p.tasks).map(|i| p.payloads.get(i));
+        let mut results = pool.map_unordered(inputs, move |payload| work(payload, w));
+        while let Some(out) = results.next().await {
+            drop(out.unwrap_or_else(|e| panic!("common-map: {e}")));
+            done += 1;
+        }
+    } else {
+        let mut i = 0;
+        while i < p.tasks {
+            let mut group = pool.group();
+            for _ in i..(i + 10_000).min(p.tasks) {
+                group
+                    .submit(work(p.payloads.get(i), w))
+                    .await
+                    .unwrap_or_else(|_| panic!("common-group: submit rejected"));
+                i += 1;
+            }
+            while let Some(out) = group.join_next().await {
+                drop(out.unwrap_or_else(|e| panic!("common-group: {e}")));
+                done += 1;
+            }
+        }
+    }
+    pool.shutdown().await;
+    assert_eq!(
+        pool.stats().completed,
+        done,
+        "{name}: every result was read"
+    );
+    done
+}
+
+#[cfg(not(feature = "pools"))]
+async fn run_surface(name: &str, _p: &Params) -> u64 {
+    panic!("variant {name:?} needs the `pools` feature (the nb-aiopool library)")
 }
 
 /// `smart` and `smart-shared`: the producer loop of `common`, with the recipe `recipe`

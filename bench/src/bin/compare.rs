@@ -34,7 +34,7 @@ use std::time::Instant;
 use clap::Parser;
 use nb_aiopool_bench::{
     measure, run_variant, Params, Payloads, Workload, FLOW_VARIANTS, PROBE_VARIANTS,
-    SMART_VARIANTS, TOKIO_PATTERNS, VARIANTS,
+    SMART_VARIANTS, SURFACE_VARIANTS, TOKIO_PATTERNS, VARIANTS,
 };
 
 /// Above this many tasks `spawn-sem-inside` is skipped unless `--force` (it keeps every
@@ -514,12 +514,14 @@ fn parent(args: &Args) {
                 || FLOW_VARIANTS.contains(&v.as_str())
                 || PROBE_VARIANTS.contains(&v.as_str())
                 || SMART_VARIANTS.contains(&v.as_str())
+                || SURFACE_VARIANTS.contains(&v.as_str())
                 || v == "python",
-            "unknown variant {v:?}; known: {}, {}, {}, {}, python",
+            "unknown variant {v:?}; known: {}, {}, {}, {}, {}, python",
             VARIANTS.join(", "),
             FLOW_VARIANTS.join(", "),
             PROBE_VARIANTS.join(", "),
-            SMART_VARIANTS.join(", ")
+            SMART_VARIANTS.join(", "),
+            SURFACE_VARIANTS.join(", ")
         );
     }
     if args.tasks > SPAWN_ALL_LIMIT && !args.force {
