@@ -309,16 +309,17 @@ async fn run_surface(name: &str, p: &Params) -> u64 {
             done += 1;
         }
     } else {
-        let mut i = 0;
-        while i < p.tasks {
+        let mut next = 0;
+        while next < p.tasks {
+            let end = (next + 10_000).min(p.tasks);
             let mut group = pool.group();
-            for _ in i..(i + 10_000).min(p.tasks) {
+            for i in next..end {
                 group
                     .submit(work(p.payloads.get(i), w))
                     .await
                     .unwrap_or_else(|_| panic!("common-group: submit rejected"));
-                i += 1;
             }
+            next = end;
             while let Some(out) = group.join_next().await {
                 drop(out.unwrap_or_else(|e| panic!("common-group: {e}")));
                 done += 1;
