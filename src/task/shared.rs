@@ -370,7 +370,7 @@ impl<T> Shared<T> {
 }
 
 /// Whatever holds a task's result slot: the slot itself, a reference to it (a large
-/// future's, or a task's of a cancel-on-error group), the cell a future runs in (the slot
+/// future's or a large recipe's), the cell a future runs in (the slot
 /// at its head), a recipe task, or a copy of one (SmartAioPool).
 ///
 /// Each holder says only where its slot is; the views of it that handles need
