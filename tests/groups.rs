@@ -491,28 +491,51 @@ async fn cancel_on_panic_trips_on_a_panic_in_the_futures_drop() {
     );
 }
 
+/// Runs a `batch_run` of `n` jobs that sleep an hour (but the first, if `quick_first`)
+/// under a timeout of 1 s, and checks that no job runs on, or starts later; returns the
+/// pool's `(completed, cancelled)`.
+async fn drop_a_batch_run(pool: &Pool, n: usize, quick_first: bool) -> (u64, u64) {
+    let live = Live::default();
+    let l = live.clone();
+    let run = pool.batch_run(n, move |i| {
+        let live = l.clone();
+        async move {
+            let _g = live.enter();
+            if i > 0 || !quick_first {
+                sleep(Duration::from_secs(3600)).await;
+            }
+            i
+        }
+    });
+    assert!(timeout(Duration::from_secs(1), run).await.is_err());
+    settle().await;
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(live.now(), 0, "{}: nothing runs on", pool.name());
+    let stats = pool.stats();
+    assert_eq!((stats.running, stats.queued), (0, 0), "{}", pool.name());
+    // Time passes: nothing else starts.
+    sleep(Duration::from_secs(7200)).await;
+    assert_eq!(live.now(), 0, "{}", pool.name());
+    (stats.completed, stats.cancelled)
+}
+
+/// Dropped while it submits (waiting for room), a `batch_run` aborts the jobs it
+/// submitted.
 #[tokio::test(start_paused = true)]
 async fn batch_run_under_a_timeout_leaves_no_job_running() {
     for (pool, _) in Pool::all(2, 3) {
-        let live = Live::default();
-        let l = live.clone();
-        let run = pool.batch_run(8, move |i| {
-            let live = l.clone();
-            async move {
-                let _g = live.enter();
-                sleep(Duration::from_secs(3600)).await;
-                i
-            }
-        });
-        assert!(timeout(Duration::from_secs(1), run).await.is_err());
-        settle().await;
-        sleep(Duration::from_millis(1)).await;
-        assert_eq!(live.now(), 0, "{}: nothing runs on", pool.name());
-        let stats = pool.stats();
-        assert_eq!((stats.running, stats.queued), (0, 0), "{}", pool.name());
-        // Time passes: nothing else starts.
-        sleep(Duration::from_secs(7200)).await;
-        assert_eq!(live.now(), 0, "{}", pool.name());
+        drop_a_batch_run(&pool, 8, false).await;
+    }
+}
+
+/// Dropped while it waits for results (every job submitted, the first ended), a
+/// `batch_run` aborts the jobs not finished: the one whose result it was waiting for,
+/// and the one after it.
+#[tokio::test(start_paused = true)]
+async fn batch_run_dropped_while_joining_leaves_no_job_running() {
+    for (pool, _) in Pool::all(2, 3) {
+        let ended = drop_a_batch_run(&pool, 3, true).await;
+        assert_eq!(ended, (1, 2), "{}: (completed, cancelled)", pool.name());
     }
 }
 

@@ -153,8 +153,9 @@ pub const SMART_VARIANTS: &[&str] = &["smart-shared"];
 /// The surface over `common`'s pool, run only when named with `--variants`: `common-map`
 /// feeds every job through `map_unordered` (reading each result), to compare with
 /// `buffer-unordered`; `common-group` submits each job to a `TaskGroup`, joined every
-/// 10,000 jobs, to compare with `sem-before-joinset`.
-pub const SURFACE_VARIANTS: &[&str] = &["common-map", "common-group"];
+/// 10,000 jobs, and `common-batch` runs them through `batch_run` calls of 10,000 jobs,
+/// to compare with `sem-before-joinset`.
+pub const SURFACE_VARIANTS: &[&str] = &["common-map", "common-group", "common-batch"];
 
 /// Probes of designs the pools do not use (yet), run only when named with `--variants`:
 /// `cells-probe` is issue 9's design B1 without a pool's semantics (see [`cells`]).
@@ -188,7 +189,7 @@ pub const TOKIO_PATTERNS: &[&str] = &[
 pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
         "common" | "no-queue" | "smart" | "smart-shared" => run_pool(name, p).await,
-        "common-map" | "common-group" => run_surface(name, p).await,
+        "common-map" | "common-group" | "common-batch" => run_surface(name, p).await,
         "common-opts" | "common-limits-idle" | "common-limits-used" => run_flow(name, p).await,
         "cells-probe" | "cells-reap" | "cells-booked" => cells_probe(name, p).await,
         "slots-probe" | "slots-reap" => slots_probe(name, p).await,
@@ -307,6 +308,20 @@ async fn run_surface(name: &str, p: &Params) -> u64 {
         while let Some(out) = results.next().await {
             drop(out.unwrap_or_else(|e| panic!("common-map: {e}")));
             done += 1;
+        }
+    } else if name == "common-batch" {
+        let mut next = 0;
+        while next < p.tasks {
+            let end = (next + 10_000).min(p.tasks);
+            let results = pool
+                .batch_run((next..end).map(|i| work(p.payloads.get(i), w)))
+                .await
+                .unwrap_or_else(|_| panic!("common-batch: submit rejected"));
+            for out in results {
+                drop(out.unwrap_or_else(|e| panic!("common-batch: {e}")));
+                done += 1;
+            }
+            next = end;
         }
     } else {
         let mut next = 0;

@@ -1,6 +1,7 @@
 //! Task groups: [`TaskGroup`] (futures, for [`CommonAioPool`](crate::CommonAioPool) and [`NoQueueAioPool`](crate::NoQueueAioPool)) and
-//! [`SmartTaskGroup`] (recipes, for [`SmartAioPool`](crate::SmartAioPool)), both over the private [`Group`],
-//! which `batch_run` (below) also uses so that dropping it aborts its jobs.
+//! [`SmartTaskGroup`] (recipes, for [`SmartAioPool`](crate::SmartAioPool)), both over the private [`Group`];
+//! and the pools' `batch_run` (below), which submits as a group does and aborts its jobs
+//! when dropped, but awaits its handles in order, with no set of futures to poll.
 //!
 //! A group owns the handles of its tasks in a `FuturesUnordered`; dropping the group
 //! aborts them (the model is tokio's `JoinSet`). With cancel-on-error, each task is
@@ -353,8 +354,8 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         self.cancel.is_some()
     }
 
-    /// Submits an item into a group that does not watch its tasks (`batch_run`'s, or a
-    /// group without cancel-on-error): with room, its place is taken and it is queued
+    /// Submits an item into a group that does not watch its tasks (a group without
+    /// cancel-on-error): with room, its place is taken and it is queued
     /// under one lock of the pool's ([`Core::submit_for_group`]). Declared `Send` rather
     /// than an `async fn`, for the reason given at `Core::submit`. Cancel safe.
     #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
@@ -434,11 +435,6 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
 
     fn abort_all(&self) {
         abort_each(&self.tasks);
-    }
-
-    /// Lets the tasks run on, detached (what `batch_run` promises on a rejection).
-    pub(crate) fn detach_all(&mut self) {
-        self.tasks = FuturesUnordered::new();
     }
 }
 
@@ -1145,10 +1141,12 @@ impl<T> fmt::Debug for SmartTaskGroup<T> {
     }
 }
 
-/// Submits every item into a task group, then joins it: results in input order.
-/// Dropping the future drops the group, which aborts the jobs not finished yet (so a
-/// `timeout` around it leaks nothing); a rejection leaves the jobs before it running,
-/// detached, as `batch_submit` does.
+/// Submits every item, then awaits the handles in input order: the results in input
+/// order, with no set of futures to poll (a handle reached after its task ended resolves
+/// at its first poll, with no waker registered). Dropping the future aborts the jobs not
+/// finished yet (so a `timeout` around it leaks nothing), as dropping a group does; a
+/// rejection leaves the jobs before it running, detached, as `batch_submit` does. Items
+/// are submitted as a group's (without options, freeing nothing ended jobs left).
 #[allow(clippy::type_complexity)]
 pub(crate) async fn batch_run<J: Job, I, T>(
     core: &Core<J>,
@@ -1159,21 +1157,44 @@ where
     I::Item: Submit<J, Output = T>,
     T: Send + 'static,
 {
-    let mut group = Group::new(core.clone());
     let mut items = items.into_iter();
+    let mut batch = AbortOnDrop(Vec::with_capacity(items.size_hint().0));
     // Each item goes from the iterator straight into its submit, which makes it ready at
     // the call: no variable of the item's type lives across the await (one in a `for`
     // binding would, and this future would hold an item's bytes).
-    loop {
-        let Some(submit) = items.next().map(|item| group.submit(item)) else {
-            break;
-        };
-        if let Err(e) = submit.await {
-            group.detach_all();
-            return Err(e);
+    while let Some(submit) = items
+        .next()
+        .map(|item| core.submit_for_group::<I::Item>(core.ready_for_group(item)))
+    {
+        match submit.await {
+            Ok(handle) => batch.0.push(Some(handle)),
+            Err(e) => {
+                // Detached: dropped without an abort.
+                drop(std::mem::take(&mut batch.0));
+                return Err(e);
+            }
         }
     }
-    Ok(group.join_all().await)
+    let mut results = Vec::with_capacity(batch.0.len());
+    for i in 0..batch.0.len() {
+        let handle = batch.0[i].as_mut().expect("each handle is awaited once");
+        results.push(handle.await);
+        // Its result taken: the handle lets go of its task's memory now.
+        batch.0[i] = None;
+    }
+    Ok(results)
+}
+
+/// The handles of a `batch_run` not awaited yet: dropped with the batch's future, they
+/// abort their tasks.
+struct AbortOnDrop<T>(Vec<Option<TaskHandle<T>>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for handle in self.0.iter().flatten() {
+            handle.abort();
+        }
+    }
 }
 
 #[cfg(all(test, not(nb_aiopool_loom)))]
