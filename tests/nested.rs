@@ -1222,3 +1222,73 @@ fn a_select_of_two_children_straddling_the_stuck_moment_cancels_only_one() {
         );
     });
 }
+
+/// What a nested `batch_run` or group returned, per result: its value, or "wd" for a task
+/// refused as a deadlock (`Cancelled(WouldDeadlock)`).
+fn describe<T: std::fmt::Debug>(r: &Result<T, nb_aiopool::TaskError>) -> String {
+    match r {
+        Ok(v) => format!("{v:?}"),
+        Err(e) if e.cancel_reason() == Some(CancelReason::WouldDeadlock) => "wd".to_string(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// Two levels of nested joins in a pool of two slots: a job joins two jobs of its pool,
+/// each of which joins two more. The pool's nested-wait check sees the outer job waiting
+/// on both middle jobs at once (a join polls every handle together inside a job of the
+/// joined tasks' own pool), so it refuses the middle jobs' waits, which return, rather than
+/// cancel a middle job that has started. A review of 58301af (`batch_run` awaiting its
+/// handles one after the other everywhere) found the second middle job cancelled while
+/// running: `[["wd", "wd"], "wd"]`.
+#[tokio::test(flavor = "current_thread")]
+async fn two_levels_of_nested_joins_refuse_waits_not_started_jobs() {
+    for use_group in [false, true] {
+        let pool = CommonAioPool::builder()
+            .max_concurrency(2)
+            .max_queue_size(3)
+            .process_wide(false)
+            .build();
+        let p = pool.clone();
+        let outer = pool
+            .submit(async move {
+                let middle = |p: CommonAioPool| async move {
+                    let leaves = (0..2).map(|i| async move {
+                        tokio::task::yield_now().await;
+                        i
+                    });
+                    let r = join(&p, leaves, use_group).await;
+                    format!("{:?}", r.iter().map(describe).collect::<Vec<_>>())
+                };
+                let r = join(&p, (0..2).map(|_| middle(p.clone())), use_group).await;
+                r.iter().map(describe).collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+        let got = within("the outer job", outer).await.unwrap();
+        assert_eq!(
+            got,
+            [r#""[\"wd\", \"wd\"]""#, r#""[\"wd\", \"wd\"]""#],
+            "group: {use_group}"
+        );
+    }
+}
+
+/// `batch_run` of `futs`, or a group's submits and `join_all`.
+async fn join<F>(
+    pool: &CommonAioPool,
+    futs: impl Iterator<Item = F>,
+    use_group: bool,
+) -> Vec<Result<F::Output, nb_aiopool::TaskError>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if !use_group {
+        return pool.batch_run(futs).await.unwrap();
+    }
+    let mut group = pool.group();
+    for fut in futs {
+        group.submit(fut).await.unwrap();
+    }
+    group.join_all().await
+}
