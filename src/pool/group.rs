@@ -62,7 +62,8 @@ pub(super) fn abort_each<T>(tasks: &FuturesUnordered<Tagged<T>>) {
 ///
 /// # Dropping
 ///
-/// Aborts the tasks not awaited yet (the one being awaited among them).
+/// Aborts the tasks not awaited yet (the one being awaited among them), newest first (see
+/// [`abort_all`](Self::abort_all)).
 struct InOrder<T> {
     /// The tasks in order; `None` once awaited (a ring buffer's pops cost more).
     tasks: Vec<Option<Tagged<T>>>,
@@ -85,7 +86,6 @@ impl<T> InOrder<T> {
     fn len(&self) -> usize {
         self.tasks.len() - self.next
     }
-
     /// The first task's outcome, once it has one; the task then leaves (and its handle
     /// lets go of the task's memory). `None` when there is none left. Cancel safe: the
     /// task stays first until it has an outcome.
@@ -106,8 +106,12 @@ impl<T> InOrder<T> {
             .flatten()
     }
 
+    /// Aborts the tasks not awaited yet, newest first: queued ones leave the queue before
+    /// a running one is woken to end, whose slot would otherwise take the next queued
+    /// task of the batch and start it before its abort came (on a multi-thread runtime;
+    /// a review of dc685cf saw up to 66 of 1,000 start so).
     fn abort_all(&self) {
-        for t in self.tasks[self.next..].iter().flatten() {
+        for t in self.tasks[self.next..].iter().rev().flatten() {
             t.handle.abort();
         }
     }
@@ -503,13 +507,16 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     /// Every remaining result, in submission order. Dropping the future drops the group,
     /// which aborts what is left.
     ///
-    /// The fresh tasks are awaited one after the other, unless this runs inside a job of
-    /// the group's own pool: then the pool counts the job's waits on them for its
-    /// nested-wait check (`Probe`), which must see them all at once, so every handle is
-    /// polled together, as `join_next` does. (Awaited in order there, a nested group's
-    /// wait on its second task would begin only once the first ended; with two levels of
-    /// nesting, the check then refused a job that had started, where it had refused a
-    /// wait before: fewer jobs completed. Found by a review of 58301af.)
+    /// The fresh tasks are awaited one after the other, unless this runs (at its first
+    /// poll) inside a job of the group's own pool: then the pool counts the job's waits
+    /// on them for its nested-wait check (`Probe`), which must see them all at once, so
+    /// every handle is polled together, as `join_next` does. (Awaited in order there, a
+    /// nested group's wait on its second task would begin only once the first ended;
+    /// with two levels of nesting, the check then refused a job that had started, where
+    /// it had refused a wait before: fewer jobs completed. Found by a review of 58301af.
+    /// A future first polled outside and then moved into such a job stays in order: a
+    /// review of dc685cf found that this needs a hand-made poll, and that the set of
+    /// futures hung there before, where the order completes.)
     pub(crate) async fn join_all(mut self) -> Vec<Result<T, TaskError>> {
         if crate::task::context::in_pool(self.core.engine.id()) {
             self.take_fresh();
@@ -534,11 +541,6 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         self.tasks.len() + self.fresh.len()
     }
 
-    fn abort_all(&self) {
-        abort_each(&self.tasks);
-        self.fresh.abort_all();
-    }
-
     /// Lets the tasks run on, detached (what `batch_run` promises on a rejection).
     pub(crate) fn detach_all(&mut self) {
         self.tasks = FuturesUnordered::new();
@@ -546,10 +548,20 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     }
 }
 
-/// Aborts the tasks not joined (those in `fresh` by its own drop).
+impl<J: Job, T> Group<J, T> {
+    /// Newest first, as [`InOrder::abort_all`] says why: the fresh tasks, then those
+    /// polled together (a `FuturesUnordered` lists the last pushed first).
+    fn abort_all(&self) {
+        self.fresh.abort_all();
+        abort_each(&self.tasks);
+    }
+}
+
+/// Aborts the tasks not joined, newest first ([`Group::abort_all`]). (The fresh ones are
+/// aborted here, before the older ones, and again, to no effect, by their list's drop.)
 impl<J: Job, T> Drop for Group<J, T> {
     fn drop(&mut self) {
-        abort_each(&self.tasks);
+        self.abort_all();
     }
 }
 
@@ -826,12 +838,13 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// Waits for every task of the group and returns their results in submission order
     /// (the tasks already taken by [`join_next`](Self::join_next) left out).
     ///
-    /// The handles are awaited in submission order (unless this runs inside a task of the
-    /// group's own pool, where they are polled together for the pool's nested-wait
-    /// check): a task that ends before an earlier one keeps its result, and the memory
-    /// its handle pins (the crate docs' "Memory"), until the earlier ones are in. This
-    /// costs about a fifth less per task than polling them together (BENCHMARKS.md,
-    /// "2026-12-04, night").
+    /// The handles of the tasks submitted since the last `join_next` are awaited in
+    /// submission order, unless the returned future is first polled inside a task of the
+    /// group's own pool (then they are polled together, as `join_next` does, for the
+    /// pool's nested-wait check). In order, a task that ends before an earlier one keeps
+    /// its result, and the memory its handle pins (the crate docs' "Memory"), until the
+    /// earlier ones are in; it costs about a fifth less per task than polling them
+    /// together (BENCHMARKS.md, "2026-12-04, night").
     ///
     /// # Cancel safety
     ///
