@@ -431,8 +431,8 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         self.cancel.is_some()
     }
 
-    /// Submits an item into a group that does not watch its tasks (a group without
-    /// cancel-on-error): with room, its place is taken and it is queued
+    /// Submits an item into a group that does not watch its tasks (`batch_run`'s, or a
+    /// group without cancel-on-error): with room, its place is taken and it is queued
     /// under one lock of the pool's ([`Core::submit_for_group`]). Declared `Send` rather
     /// than an `async fn`, for the reason given at `Core::submit`. Cancel safe.
     #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
