@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
-use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, TaskGroup, TaskHandle};
+use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, TaskHandle};
 use support::{current_thread, multi_thread_of};
 
 struct Counting;
@@ -158,72 +158,68 @@ async fn settled() {
     }
 }
 
-/// The groups of a round of groups and streams, for a pool that takes futures: one joined
-/// in part and dropped, one that cancels on error, one filled with `try_submit`.
-async fn future_groups(group: impl Fn() -> TaskGroup<Result<Vec<u8>, String>>) {
-    let mut g = group();
-    for i in 0..GROUP_TASKS {
-        g.submit(fallible(i)).await.unwrap();
-    }
-    for _ in 0..GROUP_TASKS / 2 {
-        g.join_next().await;
-    }
-    drop(g);
-    let mut g = group().cancel_on_error(true);
-    for i in 0..GROUP_TASKS {
-        // Refused ("closed") once a task has failed: the future comes back, and is dropped.
-        let _ = g.submit(fallible(i + 1)).await;
-    }
-    g.join_all().await;
-    let mut g = group();
-    for i in 0..GROUP_TASKS {
-        let _ = g.try_submit(fallible(i));
-    }
-    g.join_all().await;
+/// The groups of a round of groups and streams: one joined in part and dropped, one that
+/// cancels on error, one filled with `try_submit`. `$group` makes a group of the pool
+/// (a `TaskGroup` or a `SmartTaskGroup`), `$job` the job of input `i` for it.
+macro_rules! groups {
+    ($group:expr, $job:expr) => {{
+        let (group, job) = ($group, $job);
+        let mut g = group();
+        for i in 0..GROUP_TASKS {
+            g.submit(job(i)).await.unwrap();
+        }
+        for _ in 0..GROUP_TASKS / 2 {
+            g.join_next().await;
+        }
+        drop(g);
+        let mut g = group().cancel_on_error(true);
+        for i in 0..GROUP_TASKS {
+            // Refused ("closed") once a task has failed: the job comes back, and is dropped.
+            let _ = g.submit(job(i + 1)).await;
+        }
+        g.join_all().await;
+        let mut g = group();
+        for i in 0..GROUP_TASKS {
+            let _ = g.try_submit(job(i));
+        }
+        g.join_all().await;
+    }};
 }
 
-/// The streams of a round of groups and streams: one of each kind read to the end, one of
-/// each dropped half-read. `map` is the pool's `map_unordered` (`ordered` false) or
-/// `map_ordered`, with `fallible` as the job.
-async fn streams<S>(map: impl Fn(bool) -> S)
-where
-    S: futures_util::Stream + Unpin,
-{
-    for ordered in [false, true] {
-        map(ordered).count().await;
-        map(ordered).take(GROUP_TASKS as usize / 2).count().await;
-    }
+/// The streams of a round of groups and streams through pool `$p`: one of each kind
+/// (`map_unordered`, `map_ordered`) read to the end, one of each dropped half-read, with
+/// `$job` mapping input `i` to its job.
+macro_rules! streams {
+    ($p:expr, $job:expr) => {{
+        let map = |ordered| {
+            let inputs = stream::iter(0..GROUP_TASKS);
+            if ordered {
+                $p.map_ordered(inputs, $job).left_stream()
+            } else {
+                $p.map_unordered(inputs, $job).right_stream()
+            }
+        };
+        for ordered in [false, true] {
+            map(ordered).count().await;
+            map(ordered).take(GROUP_TASKS as usize / 2).count().await;
+        }
+    }};
 }
 
 /// One round of groups and streams through a fresh pool of `pool`'s kind, shut down and
 /// dropped before this returns.
 async fn groups_and_streams_round(pool: &str) {
-    let inputs = || stream::iter(0..GROUP_TASKS);
     match pool {
         "common" => {
             let p = CommonAioPool::new(8, 64);
-            future_groups(|| p.group()).await;
-            streams(|ordered| {
-                if ordered {
-                    p.map_ordered(inputs(), fallible).left_stream()
-                } else {
-                    p.map_unordered(inputs(), fallible).right_stream()
-                }
-            })
-            .await;
+            groups!(|| p.group(), fallible);
+            streams!(p, fallible);
             p.shutdown().await;
         }
         "no-queue" => {
             let p = NoQueueAioPool::new(8);
-            future_groups(|| p.group()).await;
-            streams(|ordered| {
-                if ordered {
-                    p.map_ordered(inputs(), fallible).left_stream()
-                } else {
-                    p.map_unordered(inputs(), fallible).right_stream()
-                }
-            })
-            .await;
+            groups!(|| p.group(), fallible);
+            streams!(p, fallible);
             p.shutdown().await;
         }
         _ => {
@@ -231,117 +227,83 @@ async fn groups_and_streams_round(pool: &str) {
                 .max_concurrency(8)
                 .max_queue_size(64)
                 .build();
-            let mut g = p.group();
-            for i in 0..GROUP_TASKS {
-                g.submit(move || fallible(i)).await.unwrap();
-            }
-            for _ in 0..GROUP_TASKS / 2 {
-                g.join_next().await;
-            }
-            drop(g);
-            let mut g = p.group().cancel_on_error(true);
-            for i in 0..GROUP_TASKS {
-                let _ = g.submit(move || fallible(i + 1)).await;
-            }
-            g.join_all().await;
-            let mut g = p.group();
-            for i in 0..GROUP_TASKS {
-                let _ = g.try_submit(move || fallible(i));
-            }
-            g.join_all().await;
             let recipe = |i: u64| move || fallible(i);
-            streams(|ordered| {
-                if ordered {
-                    p.map_ordered(inputs(), recipe).left_stream()
-                } else {
-                    p.map_unordered(inputs(), recipe).right_stream()
-                }
-            })
-            .await;
+            groups!(|| p.group(), recipe);
+            streams!(p, recipe);
             p.shutdown().await;
         }
     }
     settled().await;
 }
 
-/// Runs `ROUNDS` rounds on `rt`; returns the live blocks after each.
-fn rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
+/// One round of the task workload through a fresh pool of `pool`'s kind.
+async fn tasks_round(pool: &str) {
+    match pool {
+        "common" => {
+            round(
+                || CommonAioPool::new(8, 64),
+                |p: &CommonAioPool, i| {
+                    let p = p.clone();
+                    async move { p.submit(body(i)).await.unwrap() }
+                },
+                async |p: &CommonAioPool| p.shutdown().await,
+            )
+            .await
+        }
+        "no-queue" => {
+            round(
+                || NoQueueAioPool::new(8),
+                |p: &NoQueueAioPool, i| {
+                    let p = p.clone();
+                    async move { p.submit(body(i)).await.unwrap() }
+                },
+                async |p: &NoQueueAioPool| p.shutdown().await,
+            )
+            .await
+        }
+        _ => {
+            round(
+                || {
+                    SmartAioPool::builder()
+                        .max_concurrency(8)
+                        .max_queue_size(64)
+                        .build()
+                },
+                |p: &SmartAioPool, i| {
+                    let p = p.clone();
+                    async move { p.submit(move || body(i)).await.unwrap() }
+                },
+                async |p: &SmartAioPool| p.shutdown().await,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs `ROUNDS` rounds of `workload` ("tasks", or "groups and streams") through pools
+/// of `pool`'s kind on `rt`; returns the live blocks after each.
+fn rounds(rt: &tokio::runtime::Runtime, workload: &str, pool: &str) -> Vec<isize> {
     (0..ROUNDS)
         .map(|_| {
-            rt.block_on(async {
-                match pool {
-                    "common" => {
-                        round(
-                            || CommonAioPool::new(8, 64),
-                            |p: &CommonAioPool, i| {
-                                let p = p.clone();
-                                async move { p.submit(body(i)).await.unwrap() }
-                            },
-                            async |p: &CommonAioPool| p.shutdown().await,
-                        )
-                        .await
-                    }
-                    "no-queue" => {
-                        round(
-                            || NoQueueAioPool::new(8),
-                            |p: &NoQueueAioPool, i| {
-                                let p = p.clone();
-                                async move { p.submit(body(i)).await.unwrap() }
-                            },
-                            async |p: &NoQueueAioPool| p.shutdown().await,
-                        )
-                        .await
-                    }
-                    _ => {
-                        round(
-                            || {
-                                SmartAioPool::builder()
-                                    .max_concurrency(8)
-                                    .max_queue_size(64)
-                                    .build()
-                            },
-                            |p: &SmartAioPool, i| {
-                                let p = p.clone();
-                                async move { p.submit(move || body(i)).await.unwrap() }
-                            },
-                            async |p: &SmartAioPool| p.shutdown().await,
-                        )
-                        .await
-                    }
-                }
-            });
+            match workload {
+                "tasks" => rt.block_on(tasks_round(pool)),
+                _ => rt.block_on(groups_and_streams_round(pool)),
+            }
             LIVE_BLOCKS.load(Ordering::SeqCst)
         })
         .collect()
 }
-
-/// Runs `ROUNDS` rounds of groups and streams on `rt`; returns the live blocks after each.
-fn groups_and_streams_rounds(rt: &tokio::runtime::Runtime, pool: &str) -> Vec<isize> {
-    (0..ROUNDS)
-        .map(|_| {
-            rt.block_on(groups_and_streams_round(pool));
-            LIVE_BLOCKS.load(Ordering::SeqCst)
-        })
-        .collect()
-}
-
-/// A workload's rounds on a runtime, for a pool: the live blocks after each.
-type Rounds = fn(&tokio::runtime::Runtime, &str) -> Vec<isize>;
 
 #[test]
 fn no_allocation_outlives_its_pool() {
     support::hide_panics(&[PANIC]);
-    let workloads: [(&str, Rounds); 2] = [
-        ("tasks", rounds),
-        ("groups and streams", groups_and_streams_rounds),
-    ];
-    for (workload, run) in workloads {
+    for workload in ["tasks", "groups and streams"] {
         for pool in ["common", "no-queue", "smart"] {
             for (flavor, rt) in [
                 ("current-thread", current_thread()),
                 ("multi-thread", multi_thread_of(2)),
             ] {
-                let live = run(&rt, pool);
+                let live = rounds(&rt, workload, pool);
                 let first = live[0];
                 let grown: Vec<isize> = live.iter().map(|l| l - first).collect();
                 // The last round against the first: a straggler of one round (a block freed
