@@ -62,8 +62,9 @@ pub(super) fn abort_each<T>(tasks: &FuturesUnordered<Tagged<T>>) {
 ///
 /// # Dropping
 ///
-/// Aborts the tasks not awaited yet (the one being awaited among them), newest first (see
-/// [`abort_all`](Self::abort_all)).
+/// Drops the handles of the tasks not awaited yet, which detaches them: its group's drop
+/// aborts them first ([`Group::abort_all`]), so that the group's older tasks are
+/// aborted after them.
 struct InOrder<T> {
     /// The tasks in order; `None` once awaited (a ring buffer's pops cost more).
     tasks: Vec<Option<Tagged<T>>>,
@@ -114,12 +115,6 @@ impl<T> InOrder<T> {
         for t in self.tasks[self.next..].iter().rev().flatten() {
             t.handle.abort();
         }
-    }
-}
-
-impl<T> Drop for InOrder<T> {
-    fn drop(&mut self) {
-        self.abort_all();
     }
 }
 
@@ -557,8 +552,7 @@ impl<J: Job, T> Group<J, T> {
     }
 }
 
-/// Aborts the tasks not joined, newest first ([`Group::abort_all`]). (The fresh ones are
-/// aborted here, before the older ones, and again, to no effect, by their list's drop.)
+/// Aborts the tasks not joined, newest first ([`Group::abort_all`]).
 impl<J: Job, T> Drop for Group<J, T> {
     fn drop(&mut self) {
         self.abort_all();
