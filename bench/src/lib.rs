@@ -310,31 +310,25 @@ async fn run_surface(name: &str, p: &Params) -> u64 {
             done += 1;
         }
     } else if name == "common-batch" {
-        let mut next = 0;
-        while next < p.tasks {
-            let end = (next + 10_000).min(p.tasks);
+        for chunk in chunks(p.tasks, 10_000) {
             let results = pool
-                .batch_run((next..end).map(|i| work(p.payloads.get(i), w)))
+                .batch_run(chunk.map(|i| work(p.payloads.get(i), w)))
                 .await
                 .unwrap_or_else(|_| panic!("common-batch: submit rejected"));
             for out in results {
                 drop(out.unwrap_or_else(|e| panic!("common-batch: {e}")));
                 done += 1;
             }
-            next = end;
         }
     } else {
-        let mut next = 0;
-        while next < p.tasks {
-            let end = (next + 10_000).min(p.tasks);
+        for chunk in chunks(p.tasks, 10_000) {
             let mut group = pool.group();
-            for i in next..end {
+            for i in chunk {
                 group
                     .submit(work(p.payloads.get(i), w))
                     .await
                     .unwrap_or_else(|_| panic!("common-group: submit rejected"));
             }
-            next = end;
             while let Some(out) = group.join_next().await {
                 drop(out.unwrap_or_else(|e| panic!("common-group: {e}")));
                 done += 1;
@@ -348,6 +342,14 @@ async fn run_surface(name: &str, p: &Params) -> u64 {
         "{name}: every result was read"
     );
     done
+}
+
+/// `0..n` in consecutive ranges of `size` (the last one shorter): the calls of a batch or
+/// the lifetimes of a group.
+pub fn chunks(n: u64, size: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+    (0..n)
+        .step_by(size as usize)
+        .map(move |start| start..(start + size).min(n))
 }
 
 #[cfg(not(feature = "pools"))]

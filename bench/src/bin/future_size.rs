@@ -81,17 +81,19 @@ async fn run<const B: usize>(args: &Args) {
     assert_eq!(s.completed, args.n as u64, "every task ran: {s:?}");
 }
 
+/// The tasks' numbers, in consecutive ranges of 10,000 (a batch or a group each).
+fn chunks(args: &Args) -> impl Iterator<Item = std::ops::Range<usize>> {
+    nb_aiopool_bench::chunks(args.n as u64, 10_000).map(|r| r.start as usize..r.end as usize)
+}
+
 async fn batch<const B: usize>(args: &Args) {
     let pool = CommonAioPool::new(args.c, args.c);
-    let mut ran = 0;
-    while ran < args.n {
-        let chunk = (args.n - ran).min(10_000);
+    for chunk in chunks(args) {
         let results = pool
-            .batch_run((ran..ran + chunk).map(task::<B>))
+            .batch_run(chunk.map(task::<B>))
             .await
             .expect("the pool is open");
         assert!(results.iter().all(Result::is_ok));
-        ran += chunk;
     }
     pool.shutdown().await;
     assert_eq!(pool.stats().completed, args.n as u64);
@@ -99,16 +101,13 @@ async fn batch<const B: usize>(args: &Args) {
 
 async fn group<const B: usize>(args: &Args) {
     let pool = CommonAioPool::new(args.c, args.c);
-    let mut ran = 0;
-    while ran < args.n {
-        let chunk = (args.n - ran).min(10_000);
+    for chunk in chunks(args) {
         let mut group = pool.group().cancel_on_panic(args.watched);
-        for i in ran..ran + chunk {
+        for i in chunk {
             group.submit(task::<B>(i)).await.expect("the pool is open");
         }
         let results = group.join_all().await;
         assert!(results.iter().all(Result::is_ok));
-        ran += chunk;
     }
     pool.shutdown().await;
     assert_eq!(pool.stats().completed, args.n as u64);
@@ -120,11 +119,9 @@ async fn smart<const B: usize>(args: &Args) {
         .max_queue_size(args.c)
         .build();
     if args.group {
-        let mut ran = 0;
-        while ran < args.n {
-            let chunk = (args.n - ran).min(10_000);
+        for chunk in chunks(args) {
             let mut group = pool.group().cancel_on_panic(args.watched);
-            for i in ran..ran + chunk {
+            for i in chunk {
                 group
                     .submit(move || task::<B>(i))
                     .await
@@ -132,7 +129,6 @@ async fn smart<const B: usize>(args: &Args) {
             }
             let results = group.join_all().await;
             assert!(results.iter().all(Result::is_ok));
-            ran += chunk;
         }
         pool.shutdown().await;
         assert_eq!(pool.stats().completed, args.n as u64);
