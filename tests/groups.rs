@@ -197,6 +197,47 @@ async fn join_next_yields_as_completed() {
     }
 }
 
+/// `join_next` takes tasks that ended already, oldest first, and never waits behind a
+/// running task while a later one has ended (also one submitted after an earlier
+/// `join_next`); a `join_all` after it still keeps submission order.
+#[tokio::test(start_paused = true)]
+async fn join_next_takes_ended_tasks_and_never_waits_behind_a_running_one() {
+    for (pool, _) in Pool::all(4, 4) {
+        let live = Live::default();
+        let mut g = pool.group();
+        // With 4 slots, `e` starts when `a` ends (t = 1 s) and ends at 2 s.
+        for (secs, v) in [(1, 'a'), (1, 'b'), (10, 'c'), (6, 'd'), (1, 'e')] {
+            g.submit(job(&live, secs, v)).await.unwrap();
+        }
+        sleep(Duration::from_secs(3)).await;
+        let mut order = String::new();
+        for _ in 0..3 {
+            order.push(g.join_next().await.unwrap().unwrap());
+        }
+        // `f` ends at 4 s, before `d` (6 s) and `c` (10 s), which were joined earlier.
+        g.submit(job(&live, 1, 'f')).await.unwrap();
+        sleep(Duration::from_secs(2)).await;
+        while let Some(r) = g.join_next().await {
+            order.push(r.unwrap());
+        }
+        assert_eq!(order, "abefdc", "{}", pool.name());
+
+        let mut g = pool.group();
+        for (secs, v) in [(1, 'x'), (1, 'y'), (3, 'z'), (1, 'w')] {
+            g.submit(job(&live, secs, v)).await.unwrap();
+        }
+        sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            g.join_next().await.unwrap().unwrap(),
+            'x',
+            "{}",
+            pool.name()
+        );
+        let rest: String = g.join_all().await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(rest, "yzw", "{}", pool.name());
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn join_all_returns_submission_order() {
     for (pool, _) in Pool::all(3, 3) {

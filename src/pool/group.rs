@@ -3,9 +3,9 @@
 //! which `batch_run` (below) also uses so that dropping it aborts its jobs.
 //!
 //! A group owns the handles of its tasks; dropping the group aborts them (the model is
-//! tokio's `JoinSet`). `join_next` polls them together in a `FuturesUnordered`;
-//! `join_all` awaits them one after the other ([`InOrder`]) unless it runs inside a job of
-//! the group's own pool. With cancel-on-error, each task is wrapped in a watcher that,
+//! tokio's `JoinSet`). `join_next` takes the oldest task if it ended already, and
+//! otherwise polls them together in a `FuturesUnordered`; `join_all` awaits them one after
+//! the other ([`InOrder`]) unless it runs inside a job of the group's own pool. With cancel-on-error, each task is wrapped in a watcher that,
 //! when its task fails, aborts the other tasks of the group right away, from inside the
 //! pool: nobody has to be polling the group for it.
 
@@ -93,6 +93,26 @@ impl<T> InOrder<T> {
     async fn next(&mut self) -> Option<(u64, Option<Registered>, Result<T, TaskError>)> {
         let first = self.tasks.get_mut(self.next)?;
         let out = first.as_mut().expect("a task not awaited yet").await;
+        *first = None;
+        self.next += 1;
+        Some(out)
+    }
+
+    /// The first task's outcome if it has one already (its handle resolves without
+    /// registering a waker), else `None` and the task stays first.
+    fn next_finished(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<(u64, Option<Registered>, Result<T, TaskError>)> {
+        let first = self.tasks.get_mut(self.next)?;
+        let task = first.as_mut().expect("a task not awaited yet");
+        if !task.handle.is_finished() {
+            return None;
+        }
+        let Poll::Ready(out) = Pin::new(task).poll(cx) else {
+            // Not after `is_finished`; should it be, it is polled with the others.
+            return None;
+        };
         *first = None;
         self.next += 1;
         Some(out)
@@ -305,10 +325,11 @@ where
 
 /// A set of tasks of one pool, aborted when dropped.
 ///
-/// Tasks submitted since the last `join_next` wait in `fresh`, in submission order;
-/// `join_next` moves them into `tasks` (a `FuturesUnordered`) to be polled together, and
-/// `join_all` awaits them in order, so that a group only ever joined at its end pays for
-/// no set of futures.
+/// Submitted tasks wait in `fresh`, in submission order. `join_next` takes the first of
+/// them if it ended already (and none are polled together); otherwise it moves them all
+/// into `tasks` (a `FuturesUnordered`) to be polled together. `join_all` awaits them in
+/// order. So a group joined at its end pays for no set
+/// of futures, nor, mostly, one joined task by task after its tasks were submitted.
 pub(crate) struct Group<J: Job, T> {
     core: Core<J>,
     /// Moved here by `join_next`; all earlier than those in `fresh`.
@@ -483,7 +504,18 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         }
     }
 
+    /// The result of a task that ended: with none polled together, the oldest fresh
+    /// task's if it ended already (most often the case when a group is joined after its
+    /// tasks were submitted: a pool starts them in order), which costs no node of the set
+    /// and no waker; otherwise the fresh tasks join those polled together, and the first of
+    /// those to end is taken.
     fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        if self.tasks.is_empty() {
+            if let Some((_, key, r)) = self.fresh.next_finished(cx) {
+                unwatch(key);
+                return Poll::Ready(Some(r));
+            }
+        }
         self.take_fresh();
         match self.tasks.poll_next_unpin(cx) {
             Poll::Ready(Some((_, key, r))) => {
