@@ -66,7 +66,9 @@ pub(super) fn abort_each<T>(tasks: &FuturesUnordered<Tagged<T>>) {
 /// aborts them first ([`Group::abort_all`]), so that the group's older tasks are
 /// aborted after them.
 struct InOrder<T> {
-    /// The tasks in order; `None` once awaited (a ring buffer's pops cost more).
+    /// The tasks in order; `None` once awaited (a ring buffer's pops cost more). Taken
+    /// from by `join_next`, in a group that may live long, it is emptied when the last
+    /// one leaves and its awaited front is cut off as it grows ([`leave`](Self::leave)).
     tasks: Vec<Option<Tagged<T>>>,
     /// The first not awaited yet.
     next: usize,
@@ -94,8 +96,24 @@ impl<T> InOrder<T> {
         let first = self.tasks.get_mut(self.next)?;
         let out = first.as_mut().expect("a task not awaited yet").await;
         *first = None;
+        // `join_all`, which uses the list up: nothing to cut off on the way.
         self.next += 1;
         Some(out)
+    }
+
+    /// The first task left by `join_next` (its entry is `None` now). Once none is left
+    /// the list is cleared; once the awaited front is half of the list, and long, it is
+    /// cut off (each entry is moved at most once per halving: constant time per task,
+    /// amortised).
+    fn leave(&mut self) {
+        self.next += 1;
+        if self.next == self.tasks.len() {
+            self.tasks.clear();
+            self.next = 0;
+        } else if self.next >= 64 && 2 * self.next >= self.tasks.len() {
+            self.tasks.drain(..self.next);
+            self.next = 0;
+        }
     }
 
     /// The first task's outcome if it has one already (its handle resolves without
@@ -114,7 +132,7 @@ impl<T> InOrder<T> {
             return None;
         };
         *first = None;
-        self.next += 1;
+        self.leave();
         Some(out)
     }
 
@@ -1341,6 +1359,42 @@ mod tests {
     fn entries<T: Send + 'static>(group: &TaskGroup<T>) -> usize {
         let (trip, _) = group.inner.cancel.as_ref().expect("a watching group");
         trip.lock().len()
+    }
+
+    /// A group joined task by task with `join_next`, its tasks ended before they are
+    /// joined (each taken from the in-order list, not the set), keeps no list of the tasks
+    /// it joined (a review of db0610c found the list growing by one entry per task).
+    #[tokio::test]
+    async fn a_group_joined_task_by_task_keeps_no_list_of_joined_tasks() {
+        let pool = crate::CommonAioPool::new(2, 2);
+        let mut group = pool.group::<u64>();
+        let (mut sum, mut longest) = (0, 0);
+        for i in 0..10_000u64 {
+            // Four in flight; the oldest has mostly ended when it is joined.
+            if group.len() >= 4 {
+                tokio::task::yield_now().await;
+                sum += group.join_next().await.unwrap().unwrap();
+            }
+            group.submit(async move { i }).await.unwrap();
+            longest = longest.max(group.inner.fresh.tasks.len());
+        }
+        while let Some(r) = group.join_next().await {
+            sum += r.unwrap();
+        }
+        assert_eq!(sum, (0..10_000).sum::<u64>());
+        assert!(longest <= 128, "the list grew to {longest}");
+        // Submitted, ended, joined: the list is empty each time.
+        for i in 0..100u64 {
+            group.submit(async move { i }).await.unwrap();
+            while !group.inner.fresh.tasks[group.inner.fresh.next]
+                .as_ref()
+                .is_some_and(|t| t.handle.is_finished())
+            {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(group.join_next().await.unwrap().unwrap(), i);
+            assert_eq!(group.inner.fresh.tasks.len(), 0);
+        }
     }
 
     /// A cancel-on-error group's submit registers its task's entry at the call (it makes
