@@ -333,6 +333,36 @@ async fn ordered_bounds_results_waiting_out_of_order() {
     }
 }
 
+/// An ordered stream held up by its first job still pulls inputs as the pool frees room:
+/// its later jobs' ends, which it has no result to yield for, reach it through its wait
+/// for room.
+#[tokio::test(start_paused = true)]
+async fn ordered_pulls_as_room_frees_while_its_first_job_runs() {
+    for (pool, capacity) in Pool::all(3, 1) {
+        // A place taken by another user: the stream's window (`capacity`) is larger than
+        // the room it finds.
+        let other = pool.occupy().await;
+        let pulls = Arc::new(AtomicUsize::new(0));
+        let mut s = pool.ordered(counted(0..100u64, &pulls), |i| async move {
+            sleep(Duration::from_secs(if i == 0 { 100 } else { 1 })).await;
+            i
+        });
+        // Waiting for input 0 all along.
+        assert!(tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .is_err());
+        assert_eq!(
+            pulls.load(Ordering::SeqCst),
+            capacity,
+            "{}: room freed by jobs 1.. let the stream fill its window",
+            pool.name()
+        );
+        assert_eq!(s.next().await.unwrap().unwrap(), 0);
+        drop(s);
+        other.abort();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn unordered_bounds_results_not_yet_taken() {
     for (pool, capacity) in Pool::all(2, 1) {
@@ -615,6 +645,46 @@ async fn a_job_can_fan_out_through_its_own_full_pool() {
         .await
         .unwrap();
     assert_eq!(n, 10);
+}
+
+/// An ordered stream mapped by a job through its own full pool retries a refused input as
+/// soon as any of its jobs ends, not only the one first in order. Four slots: another
+/// user's job in one, the outer job in another, so the stream has room for two jobs and a
+/// window of four; input 0 takes 5 s, the others 1 s. Retried at each end, it ends at 8 s;
+/// woken only by the end of the job first in order, at 9 s.
+#[tokio::test(start_paused = true)]
+async fn an_ordered_fan_out_in_its_own_full_pool_retries_as_any_job_ends() {
+    macro_rules! fan_out {
+        ($pool:expr) => {{
+            let pool = $pool;
+            let other = pool
+                .submit(std::future::pending::<()>())
+                .await
+                .unwrap()
+                .abort_handle();
+            let inner = pool.clone();
+            let start = tokio::time::Instant::now();
+            let values: Vec<u64> = pool
+                .run(async move {
+                    let s = inner.map_ordered(stream::iter(0..10u64), |i| async move {
+                        sleep(Duration::from_secs(if i == 0 { 5 } else { 1 })).await;
+                        i
+                    });
+                    s.map(Result::unwrap).collect().await
+                })
+                .await
+                .unwrap();
+            other.abort();
+            assert_eq!(values, (0..10).collect::<Vec<_>>());
+            start.elapsed()
+        }};
+    }
+    for took in [
+        fan_out!(CommonAioPool::new(4, 0)),
+        fan_out!(NoQueueAioPool::new(4)),
+    ] {
+        assert!(took < Duration::from_secs(9), "took {took:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -152,10 +152,15 @@ pub const SMART_VARIANTS: &[&str] = &["smart-shared"];
 
 /// The surface over `common`'s pool, run only when named with `--variants`: `common-map`
 /// feeds every job through `map_unordered` (reading each result), to compare with
-/// `buffer-unordered`; `common-group` submits each job to a `TaskGroup`, joined every
+/// `buffer-unordered`, and `common-map-ordered` through `map_ordered`; `common-group` submits each job to a `TaskGroup`, joined every
 /// 10,000 jobs, and `common-batch` runs them through `batch_run` calls of 10,000 jobs,
 /// to compare with `sem-before-joinset`.
-pub const SURFACE_VARIANTS: &[&str] = &["common-map", "common-group", "common-batch"];
+pub const SURFACE_VARIANTS: &[&str] = &[
+    "common-map",
+    "common-map-ordered",
+    "common-group",
+    "common-batch",
+];
 
 /// Probes of designs the pools do not use (yet), run only when named with `--variants`:
 /// `cells-probe` is issue 9's design B1 without a pool's semantics (see [`cells`]).
@@ -189,7 +194,9 @@ pub const TOKIO_PATTERNS: &[&str] = &[
 pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
         "common" | "no-queue" | "smart" | "smart-shared" => run_pool(name, p).await,
-        "common-map" | "common-group" | "common-batch" => run_surface(name, p).await,
+        "common-map" | "common-map-ordered" | "common-group" | "common-batch" => {
+            run_surface(name, p).await
+        }
         "common-opts" | "common-limits-idle" | "common-limits-used" => run_flow(name, p).await,
         "cells-probe" | "cells-reap" | "cells-booked" => cells_probe(name, p).await,
         "slots-probe" | "slots-reap" => slots_probe(name, p).await,
@@ -302,13 +309,14 @@ async fn run_surface(name: &str, p: &Params) -> u64 {
     let w = p.workload;
     let pool = nb_aiopool::CommonAioPool::new(p.concurrency, p.queue);
     let mut done = 0;
-    if name == "common-map" {
+    if name == "common-map" || name == "common-map-ordered" {
         let inputs = futures::stream::iter(0..p.tasks).map(|i| p.payloads.get(i));
-        let mut results = pool.map_unordered(inputs, move |payload| work(payload, w));
-        while let Some(out) = results.next().await {
-            drop(out.unwrap_or_else(|e| panic!("common-map: {e}")));
-            done += 1;
-        }
+        let f = move |payload| work(payload, w);
+        done = if name == "common-map" {
+            read_all(name, pool.map_unordered(inputs, f)).await
+        } else {
+            read_all(name, pool.map_ordered(inputs, f)).await
+        };
     } else if name == "common-batch" {
         for chunk in chunks(p.tasks, 10_000) {
             let results = pool
@@ -342,6 +350,20 @@ async fn run_surface(name: &str, p: &Params) -> u64 {
         "{name}: every result was read"
     );
     done
+}
+
+/// Reads (and drops) every result of a map stream; returns how many there were.
+#[cfg(feature = "pools")]
+async fn read_all<T>(
+    name: &str,
+    mut results: impl futures::Stream<Item = Result<T, nb_aiopool::TaskError>> + Unpin,
+) -> u64 {
+    let mut n = 0;
+    while let Some(out) = results.next().await {
+        drop(out.unwrap_or_else(|e| panic!("{name}: {e}")));
+        n += 1;
+    }
+    n
 }
 
 /// `0..n` in consecutive ranges of `size` (the last one shorter): the calls of a batch or

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use futures_util::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
 
@@ -42,6 +42,8 @@ trait Feed<I, T>: Send {
     fn push(&mut self, input: I) -> Result<TaskHandle<T>, SubmitErrorKind>;
     /// How many jobs the pool holds at most (running + queued).
     fn capacity(&self) -> usize;
+    /// Whether the current thread is polling a job of this pool.
+    fn in_pool(&self) -> bool;
 }
 
 struct Feeder<J: Job, F, S> {
@@ -91,6 +93,10 @@ where
             .max_concurrency()
             .saturating_add(engine.max_queue_size())
     }
+
+    fn in_pool(&self) -> bool {
+        crate::task::context::in_pool(self.core.engine.id())
+    }
 }
 
 fn feed<J, F, I, S>(core: &Core<J>, f: F) -> Box<dyn Feed<I, S::Output>>
@@ -122,9 +128,17 @@ struct Mapper<St: Stream, T> {
     inputs: Option<Pin<Box<St>>>,
     feed: Box<dyn Feed<St::Item, T>>,
     permit: Permit,
+    /// The tasks polled together: all of the unordered stream's, and the ordered
+    /// stream's once it was polled inside a job of its own pool.
     tasks: FuturesUnordered<Tagged<T>>,
-    /// For the ordered stream: results that finished before an earlier one, by position
-    /// (`buffer[0]` is input number `next_out`).
+    /// The ordered stream's tasks in input order, the first one alone awaited, while
+    /// `in_order` (see [`poll_ordered`](Self::poll_ordered)).
+    queue: VecDeque<Tagged<T>>,
+    /// New tasks go to `queue`: an ordered stream, until it is polled inside a job of its
+    /// own pool.
+    in_order: bool,
+    /// For the ordered stream polling its tasks together: results that finished before
+    /// an earlier one, by position (`buffer[0]` is input number `next_out`).
     buffer: VecDeque<Option<Result<T, TaskError>>>,
     next_in: u64,
     next_out: u64,
@@ -132,12 +146,15 @@ struct Mapper<St: Stream, T> {
 }
 
 impl<St: Stream, T> Mapper<St, T> {
-    fn new(inputs: St, feed: Box<dyn Feed<St::Item, T>>) -> Self {
+    /// `in_order` for the ordered stream.
+    fn new(inputs: St, feed: Box<dyn Feed<St::Item, T>>, in_order: bool) -> Self {
         Mapper {
             inputs: Some(Box::pin(inputs)),
             feed,
             permit: Permit::None,
             tasks: FuturesUnordered::new(),
+            queue: VecDeque::new(),
+            in_order,
             buffer: VecDeque::new(),
             next_in: 0,
             next_out: 0,
@@ -178,9 +195,7 @@ impl<St: Stream, T> Mapper<St, T> {
                     },
                     Permit::Waiting(fut) => match fut.as_mut().poll(cx) {
                         Poll::Ready(Ok(())) => self.permit = Permit::Held,
-                        Poll::Ready(Err(SubmitErrorKind::WouldDeadlock))
-                            if !self.tasks.is_empty() =>
-                        {
+                        Poll::Ready(Err(SubmitErrorKind::WouldDeadlock)) if self.has_tasks() => {
                             // Polled from a job of this same full pool: waiting for room
                             // could deadlock, but this stream's own jobs will free some.
                             // Try again once one of them ends (its completion wakes us).
@@ -216,13 +231,17 @@ impl<St: Stream, T> Mapper<St, T> {
                     self.permit = Permit::None;
                     match pushed {
                         Ok(handle) => {
-                            let seq = self.next_in;
-                            self.next_in += 1;
-                            self.tasks.push(Tagged {
-                                seq,
+                            let task = Tagged {
+                                seq: self.next_in,
                                 key: None,
                                 handle,
-                            });
+                            };
+                            self.next_in += 1;
+                            if self.in_order {
+                                self.queue.push_back(task);
+                            } else {
+                                self.tasks.push(task);
+                            }
                         }
                         Err(kind) => return self.stop_intake(Some(kind)),
                     }
@@ -231,8 +250,22 @@ impl<St: Stream, T> Mapper<St, T> {
         }
     }
 
+    /// Whether jobs of the stream are in the pool, or results not yielded yet.
+    fn has_tasks(&self) -> bool {
+        !self.tasks.is_empty() || !self.queue.is_empty()
+    }
+
     fn is_done(&self) -> bool {
-        self.inputs.is_none() && self.tasks.is_empty() && self.buffer.is_empty()
+        self.inputs.is_none() && !self.has_tasks() && self.buffer.is_empty()
+    }
+
+    /// Aborts every unfinished task, newest first (see `InOrder::abort_all` in group.rs:
+    /// an older one's end would otherwise start a newer queued one before its abort).
+    fn abort_tasks(&self) {
+        for t in self.queue.iter().rev() {
+            t.handle.abort();
+        }
+        abort_each(&self.tasks);
     }
 
     fn poll_unordered(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
@@ -247,8 +280,35 @@ impl<St: Stream, T> Mapper<St, T> {
         }
     }
 
+    /// Outside a job of its own pool, the ordered stream awaits its first task alone: its
+    /// other tasks' ends wake nobody (their results wait in their handles), and a task
+    /// costs no node of a `FuturesUnordered`. The room freed by their ends still reaches
+    /// the stream: a `fill` that found the pool full waits for room. Polled inside a job
+    /// of its own pool, it polls every task together from then on, as the unordered
+    /// stream does, so that the pool's check of nested waits sees every wait of the job
+    /// at once (as a group's `join_all` does there; RELIABILITY.md, finding 165), and a
+    /// `WouldDeadlock` retry is woken by whichever of its jobs ends first.
     fn poll_ordered(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        if self.in_order && self.feed.in_pool() {
+            self.in_order = false;
+            for task in self.queue.drain(..) {
+                self.tasks.push(task);
+            }
+        }
         self.fill(cx);
+        if self.in_order {
+            let Some(first) = self.queue.front_mut() else {
+                return if self.is_done() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                };
+            };
+            let (_, _, r) = ready!(Pin::new(first).poll(cx));
+            self.queue.pop_front();
+            self.next_out += 1;
+            return Poll::Ready(Some(r));
+        }
         loop {
             if let Some(Some(_)) = self.buffer.front() {
                 let r = self.buffer.pop_front().flatten();
@@ -286,7 +346,7 @@ impl<St: Stream, T> Unpin for Mapper<St, T> {}
 
 impl<St: Stream, T> Drop for Mapper<St, T> {
     fn drop(&mut self) {
-        abort_each(&self.tasks);
+        self.abort_tasks();
         if let Permit::Held = self.permit {
             self.feed.unadmit();
         }
@@ -382,7 +442,7 @@ macro_rules! map_stream {
             /// # }
             /// ```
             pub fn abort_all(&mut self) {
-                abort_each(&self.inner.tasks);
+                self.inner.abort_tasks();
                 self.inner.stop_intake(None);
             }
         }
@@ -510,6 +570,12 @@ map_stream! {
     /// yielded, so at most that many results (minus one) are ever buffered out of order. A slow
     /// job holds back the stream, never memory.
     ///
+    /// Outside a job of its own pool, the stream awaits its jobs one after the other, in
+    /// input order (a result that finished early waits in its task's memory until its
+    /// turn), which costs less per job than polling them all; the room their ends free
+    /// still reaches it at once. Polled inside a job of its own pool, it polls all its
+    /// jobs together from then on, as `MapUnordered` does.
+    ///
     /// # Examples
     ///
     /// ```
@@ -550,7 +616,7 @@ where
     S: Submit<J>,
 {
     MapUnordered {
-        inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f)),
+        inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f), false),
     }
 }
 
@@ -563,6 +629,6 @@ where
     S: Submit<J>,
 {
     MapOrdered {
-        inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f)),
+        inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f), true),
     }
 }
