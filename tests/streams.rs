@@ -62,6 +62,14 @@ impl Pool {
         self.stats().running
     }
 
+    fn set_max_concurrency(&self, n: usize) {
+        match self {
+            Pool::Common(p) => p.set_max_concurrency(n),
+            Pool::NoQueue(p) => p.set_max_concurrency(n),
+            Pool::Smart(p) => p.set_max_concurrency(n),
+        }
+    }
+
     fn stats(&self) -> nb_aiopool::PoolStats {
         match self {
             Pool::Common(p) => p.stats(),
@@ -360,6 +368,29 @@ async fn ordered_pulls_as_room_frees_while_its_first_job_runs() {
         assert_eq!(s.next().await.unwrap().unwrap(), 0);
         drop(s);
         other.abort();
+    }
+}
+
+/// A pool grown while an ordered stream's window is full and its first job runs: the
+/// stream pulls up to the new size at once, not when that job ends (a review of e945bdd
+/// found it waiting for that job).
+#[tokio::test(start_paused = true)]
+async fn ordered_pulls_more_as_soon_as_the_pool_grows() {
+    for (pool, capacity) in Pool::all(2, 0) {
+        let pulls = Arc::new(AtomicUsize::new(0));
+        let mut s = pool.ordered(counted(0..100u64, &pulls), |i| async move {
+            sleep(Duration::from_secs(if i == 0 { 100 } else { 1 })).await;
+            i
+        });
+        let first = tokio::spawn(async move { (s.next().await, s) });
+        sleep(Duration::from_millis(500)).await;
+        assert_eq!(pulls.load(Ordering::SeqCst), capacity, "{}", pool.name());
+        pool.set_max_concurrency(6);
+        sleep(Duration::from_secs(5)).await;
+        assert_eq!(pulls.load(Ordering::SeqCst), 6, "{}", pool.name());
+        let (first, s) = first.await.unwrap();
+        assert_eq!(first.unwrap().unwrap(), 0);
+        drop(s);
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) mod limits;
 pub(crate) mod queue;
 pub(crate) mod runtimes;
 mod slot;
+mod watchers;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::{Entry, HashMap};
@@ -71,6 +72,7 @@ use queue::{Ordered, Queue};
 use runtimes::{Deaths, RtRef, Runtimes, ANY};
 pub(crate) use slot::thread_token;
 use slot::{Polling, Slot};
+use watchers::SizeWatchers;
 
 /// What a pool passes in when it creates its engine.
 pub(crate) struct Config {
@@ -431,6 +433,8 @@ pub(crate) struct Engine<J: Job> {
     state: Mutex<State<J>>,
     /// Signalled when a wait's target is reached, and at close.
     changed: Notify,
+    /// Told when `set_max_concurrency` changes the pool's size.
+    size_watchers: SizeWatchers,
     /// `wait()`s waiting for slots to finish dropping what ended jobs left: a slot that
     /// finishes one signals `changed` while there are any.
     drop_watchers: AtomicUsize,
@@ -551,6 +555,7 @@ impl<J: Job> Engine<J> {
             max_queue_size,
             state: Mutex::new(state),
             changed: Notify::new(),
+            size_watchers: SizeWatchers::default(),
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
             stuck_epoch: AtomicU64::new(0),
@@ -1245,6 +1250,13 @@ impl<J: Job> Engine<J> {
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
+        self.size_watchers.wake_all();
+    }
+
+    /// A waker slot told whenever [`set_max_concurrency`](Self::set_max_concurrency)
+    /// changes the pool's size (until it is dropped).
+    pub(crate) fn watch_size(&self) -> Arc<futures_util::task::AtomicWaker> {
+        self.size_watchers.watch()
     }
 
     /// Under the lock: jobs left the queue without their reservations; give the slots

@@ -14,9 +14,10 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use futures_util::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
+use futures_util::task::AtomicWaker;
 
 use super::core::{Core, Submit};
 use super::group::{abort_each, Tagged};
@@ -44,6 +45,8 @@ trait Feed<I, T>: Send {
     fn capacity(&self) -> usize;
     /// Whether the current thread is polling a job of this pool.
     fn in_pool(&self) -> bool;
+    /// A waker slot told when the pool's size changes.
+    fn watch_size(&self) -> Arc<AtomicWaker>;
 }
 
 struct Feeder<J: Job, F, S> {
@@ -97,6 +100,10 @@ where
     fn in_pool(&self) -> bool {
         crate::task::context::in_pool(self.core.engine.id())
     }
+
+    fn watch_size(&self) -> Arc<AtomicWaker> {
+        self.core.engine.watch_size()
+    }
 }
 
 fn feed<J, F, I, S>(core: &Core<J>, f: F) -> Box<dyn Feed<I, S::Output>>
@@ -137,6 +144,9 @@ struct Mapper<St: Stream, T> {
     /// New tasks go to `queue`: an ordered stream, until it is polled inside a job of its
     /// own pool.
     in_order: bool,
+    /// Told when the pool's size changes, once the window of a stream `in_order` was
+    /// found full (see [`window_open`](Self::window_open)).
+    size_watch: Option<Arc<AtomicWaker>>,
     /// For the ordered stream polling its tasks together: results that finished before
     /// an earlier one, by position (`buffer[0]` is input number `next_out`).
     buffer: VecDeque<Option<Result<T, TaskError>>>,
@@ -155,6 +165,7 @@ impl<St: Stream, T> Mapper<St, T> {
             tasks: FuturesUnordered::new(),
             queue: VecDeque::new(),
             in_order,
+            size_watch: None,
             buffer: VecDeque::new(),
             next_in: 0,
             next_out: 0,
@@ -177,10 +188,33 @@ impl<St: Stream, T> Mapper<St, T> {
         }
     }
 
+    /// Whether the window has room for another input: fewer held than the pool holds (read
+    /// each time: the pool's size can change while the stream runs).
+    fn window_open(&self) -> bool {
+        self.held() < self.feed.capacity().max(1)
+    }
+
+    /// For a stream `in_order` about to wait on its first job, which is all it hears of:
+    /// if its window is full, only a resize can open it before that job ends, so it
+    /// registers to hear of one (a stream polling its jobs together reads the size again
+    /// at any job's end), then fills the window if a resize opened it meanwhile.
+    fn watch_window(&mut self, cx: &mut Context<'_>) {
+        if self.inputs.is_none() || self.window_open() {
+            return;
+        }
+        let feed = &self.feed;
+        self.size_watch
+            .get_or_insert_with(|| feed.watch_size())
+            .register(cx.waker());
+        // Read again: a resize between the first read and the registration woke nobody.
+        if self.window_open() {
+            self.fill(cx);
+        }
+    }
+
     /// Takes permits and pulls inputs while both are ready and the window has room.
     fn fill(&mut self, cx: &mut Context<'_>) {
-        // Read each time: the pool's size can change while the stream runs.
-        while self.inputs.is_some() && self.held() < self.feed.capacity().max(1) {
+        while self.inputs.is_some() && self.window_open() {
             // Admission first.
             loop {
                 match &mut self.permit {
@@ -283,7 +317,8 @@ impl<St: Stream, T> Mapper<St, T> {
     /// Outside a job of its own pool, the ordered stream awaits its first task alone: its
     /// other tasks' ends wake nobody (their results wait in their handles), and a task
     /// costs no node of a `FuturesUnordered`. The room freed by their ends still reaches
-    /// the stream: a `fill` that found the pool full waits for room. Polled inside a job
+    /// the stream: a `fill` that found the pool full waits for room; and a full window
+    /// waits for a resize too ([`watch_window`](Self::watch_window)). Polled inside a job
     /// of its own pool, it polls every task together from then on, as the unordered
     /// stream does, so that the pool's check of nested waits sees every wait of the job
     /// at once (as a group's `join_all` does there; RELIABILITY.md, finding 165), and a
@@ -304,7 +339,10 @@ impl<St: Stream, T> Mapper<St, T> {
                     Poll::Pending
                 };
             };
-            let (_, _, r) = ready!(Pin::new(first).poll(cx));
+            let Poll::Ready((_, _, r)) = Pin::new(first).poll(cx) else {
+                self.watch_window(cx);
+                return Poll::Pending;
+            };
             self.queue.pop_front();
             self.next_out += 1;
             return Poll::Ready(Some(r));
@@ -570,11 +608,11 @@ map_stream! {
     /// yielded, so at most that many results (minus one) are ever buffered out of order. A slow
     /// job holds back the stream, never memory.
     ///
-    /// Outside a job of its own pool, the stream awaits its jobs one after the other, in
-    /// input order (a result that finished early waits in its task's memory until its
-    /// turn), which costs less per job than polling them all; the room their ends free
-    /// still reaches it at once. Polled inside a job of its own pool, it polls all its
-    /// jobs together from then on, as `MapUnordered` does.
+    /// The stream awaits its jobs one after the other, in input order (a result that
+    /// finished early waits in its task's memory until its turn), which costs less per job
+    /// than polling them all; the room their ends free, and a resize of the pool, still
+    /// reach it at once. Once polled inside a job of its own pool, it polls all its jobs
+    /// together instead, as `MapUnordered` does, from then on.
     ///
     /// # Examples
     ///
