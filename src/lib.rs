@@ -134,8 +134,9 @@
 //!   that: a held handle pins at most 416 bytes for a `u64` result (beyond that, twice
 //!   the result's size), so `batch_run` of many large futures holds little beyond their
 //!   results. (`batch_run`, a group's `join_all` and `map_ordered` take the results in
-//!   submission order unless they run inside a task of their own pool: a job that ended
-//!   before an earlier one is pinned so until that one is in.) A SmartAioPool task is its recipe and its result
+//!   submission order, unless run inside a task of their own pool (`map_ordered`: from
+//!   its first poll there on): a job that ended before an earlier one is pinned so until
+//!   that one is in.) A SmartAioPool task is its recipe and its result
 //!   slot in one allocation, plus one cell per run, freed when the run ends. The
 //!   recipe, with what it captured, is dropped when the task has ended and the pool
 //!   holds no copy of it any more; its handles pin the allocation: the result slot and

@@ -371,25 +371,92 @@ async fn ordered_pulls_as_room_frees_while_its_first_job_runs() {
     }
 }
 
-/// A pool grown while an ordered stream's window is full and its first job runs: the
-/// stream pulls up to the new size at once, not when that job ends (a review of e945bdd
-/// found it waiting for that job).
+/// A pool grown while a stream's window is full and its jobs run: the stream pulls up to
+/// the new size at once, not when a job ends (a review of e945bdd found an ordered stream
+/// waiting for its first job; an unordered one waited for any of its jobs).
 #[tokio::test(start_paused = true)]
-async fn ordered_pulls_more_as_soon_as_the_pool_grows() {
+async fn a_stream_pulls_more_as_soon_as_the_pool_grows() {
     for (pool, capacity) in Pool::all(2, 0) {
+        for ordered in [true, false] {
+            let pulls = Arc::new(AtomicUsize::new(0));
+            let inputs = counted(0..100u64, &pulls);
+            let job = |i| async move {
+                sleep(Duration::from_secs(100)).await;
+                i
+            };
+            let mut s: Pin<Box<dyn Stream<Item = _> + Send>> = if ordered {
+                Box::pin(pool.ordered(inputs, job))
+            } else {
+                Box::pin(pool.unordered(inputs, job))
+            };
+            let first = tokio::spawn(async move { (s.next().await, s) });
+            sleep(Duration::from_millis(500)).await;
+            assert_eq!(pulls.load(Ordering::SeqCst), capacity, "{}", pool.name());
+            pool.set_max_concurrency(6);
+            sleep(Duration::from_secs(5)).await;
+            assert_eq!(
+                pulls.load(Ordering::SeqCst),
+                6,
+                "{} ordered={ordered}",
+                pool.name()
+            );
+            pool.set_max_concurrency(2);
+            let (first, s) = first.await.unwrap();
+            first.unwrap().unwrap();
+            drop(s);
+        }
+    }
+}
+
+thread_local! {
+    /// Run by the next clone of a [`hooked`] waker (then cleared).
+    static ON_CLONE: std::cell::RefCell<Option<Box<dyn FnOnce()>>> = const { std::cell::RefCell::new(None) };
+}
+
+static HOOKED: std::task::RawWakerVTable =
+    std::task::RawWakerVTable::new(run_hook, |_| {}, |_| {}, |_| {});
+
+fn run_hook(_: *const ()) -> std::task::RawWaker {
+    if let Some(hook) = ON_CLONE.with(|h| h.borrow_mut().take()) {
+        hook();
+    }
+    std::task::RawWaker::new(std::ptr::null(), &HOOKED)
+}
+
+/// A waker that does nothing when woken, and runs [`ON_CLONE`]'s hook when cloned.
+fn hooked() -> std::task::Waker {
+    // SAFETY: the vtable's functions ignore the data pointer (null), do nothing when
+    // woken or dropped, and a clone returns the same kind of waker: the `RawWaker`
+    // contract holds.
+    unsafe { std::task::Waker::from_raw(std::task::RawWaker::new(std::ptr::null(), &HOOKED)) }
+}
+
+/// The same, with the pool grown between the stream's last look at its full window and
+/// its wait (while its first job's handle stores the waker): no watcher is registered
+/// then, and the stream must still see the room (a review of 9f3c7ba found it waiting for
+/// its first job there).
+#[tokio::test(start_paused = true)]
+async fn ordered_pulls_more_when_the_pool_grows_just_before_it_waits() {
+    for (pool, capacity) in Pool::all(2, 0) {
+        let pool = Arc::new(pool);
         let pulls = Arc::new(AtomicUsize::new(0));
         let mut s = pool.ordered(counted(0..100u64, &pulls), |i| async move {
             sleep(Duration::from_secs(if i == 0 { 100 } else { 1 })).await;
             i
         });
-        let first = tokio::spawn(async move { (s.next().await, s) });
-        sleep(Duration::from_millis(500)).await;
-        assert_eq!(pulls.load(Ordering::SeqCst), capacity, "{}", pool.name());
-        pool.set_max_concurrency(6);
-        sleep(Duration::from_secs(5)).await;
+        let (grower, counted_pulls) = (Arc::clone(&pool), Arc::clone(&pulls));
+        ON_CLONE.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                assert_eq!(counted_pulls.load(Ordering::SeqCst), capacity);
+                grower.set_max_concurrency(6);
+            }))
+        });
+        let waker = hooked();
+        assert!(Pin::new(&mut s)
+            .poll_next(&mut Context::from_waker(&waker))
+            .is_pending());
+        assert!(ON_CLONE.with(|h| h.borrow().is_none()), "the hook ran");
         assert_eq!(pulls.load(Ordering::SeqCst), 6, "{}", pool.name());
-        let (first, s) = first.await.unwrap();
-        assert_eq!(first.unwrap().unwrap(), 0);
         drop(s);
     }
 }

@@ -144,9 +144,11 @@ struct Mapper<St: Stream, T> {
     /// New tasks go to `queue`: an ordered stream, until it is polled inside a job of its
     /// own pool.
     in_order: bool,
-    /// Told when the pool's size changes, once the window of a stream `in_order` was
-    /// found full (see [`window_open`](Self::window_open)).
+    /// Told when the pool's size changes, once the stream waited with a full window (see
+    /// [`watch_window`](Self::watch_window)).
     size_watch: Option<Arc<AtomicWaker>>,
+    /// The window's size as last read (the pool's `max_concurrency + max_queue_size`).
+    window: usize,
     /// For the ordered stream polling its tasks together: results that finished before
     /// an earlier one, by position (`buffer[0]` is input number `next_out`).
     buffer: VecDeque<Option<Result<T, TaskError>>>,
@@ -166,6 +168,7 @@ impl<St: Stream, T> Mapper<St, T> {
             queue: VecDeque::new(),
             in_order,
             size_watch: None,
+            window: 0,
             buffer: VecDeque::new(),
             next_in: 0,
             next_out: 0,
@@ -189,27 +192,42 @@ impl<St: Stream, T> Mapper<St, T> {
     }
 
     /// Whether the window has room for another input: fewer held than the pool holds (read
-    /// each time: the pool's size can change while the stream runs).
-    fn window_open(&self) -> bool {
-        self.held() < self.feed.capacity().max(1)
+    /// each time, and kept in `window`: the pool's size can change while the stream runs).
+    fn window_open(&mut self) -> bool {
+        self.window = self.feed.capacity().max(1);
+        self.held() < self.window
     }
 
-    /// For a stream `in_order` about to wait on its first job, which is all it hears of:
-    /// if its window is full, only a resize can open it before that job ends, so it
-    /// registers to hear of one (a stream polling its jobs together reads the size again
-    /// at any job's end), then fills the window if a resize opened it meanwhile.
-    fn watch_window(&mut self, cx: &mut Context<'_>) {
-        if self.inputs.is_none() || self.window_open() {
-            return;
+    /// For a stream about to wait: if its window is full, the end of a job it waits on
+    /// may come long after the pool grew (an ordered stream waits on its first job alone),
+    /// so it registers to hear of a resize, then reads the size again. A window found open
+    /// (a resize came since `fill`, which no registration heard, or between the
+    /// registration and the read) is filled first. Returns whether that pushed any job
+    /// (a `FuturesUnordered` must then be polled again, to poll the new ones).
+    fn watch_window(&mut self, cx: &mut Context<'_>) -> bool {
+        let pulled = self.next_in;
+        let seen = self.window;
+        // Grown since `fill` read the size (no registration heard of it): fill again.
+        let mut refill = self.window_open() && self.window != seen;
+        loop {
+            if refill {
+                self.fill(cx);
+            }
+            if self.inputs.is_none() || self.window_open() {
+                // Done pulling, or waiting for room or an input, each of which wakes it.
+                break;
+            }
+            let feed = &self.feed;
+            self.size_watch
+                .get_or_insert_with(|| feed.watch_size())
+                .register(cx.waker());
+            // Read again: a resize between the last read and the registration woke nobody.
+            if !self.window_open() {
+                break;
+            }
+            refill = true;
         }
-        let feed = &self.feed;
-        self.size_watch
-            .get_or_insert_with(|| feed.watch_size())
-            .register(cx.waker());
-        // Read again: a resize between the first read and the registration woke nobody.
-        if self.window_open() {
-            self.fill(cx);
-        }
+        self.next_in != pulled
     }
 
     /// Takes permits and pulls inputs while both are ready and the window has room.
@@ -304,13 +322,16 @@ impl<St: Stream, T> Mapper<St, T> {
 
     fn poll_unordered(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
         self.fill(cx);
-        match self.tasks.poll_next_unpin(cx) {
-            Poll::Ready(Some((_, _, r))) => {
-                self.next_out += 1;
-                Poll::Ready(Some(r))
+        loop {
+            match self.tasks.poll_next_unpin(cx) {
+                Poll::Ready(Some((_, _, r))) => {
+                    self.next_out += 1;
+                    return Poll::Ready(Some(r));
+                }
+                _ if self.is_done() => return Poll::Ready(None),
+                _ if self.watch_window(cx) => {} // jobs pushed: poll them
+                _ => return Poll::Pending,
             }
-            _ if self.is_done() => Poll::Ready(None),
-            _ => Poll::Pending,
         }
     }
 
@@ -340,6 +361,7 @@ impl<St: Stream, T> Mapper<St, T> {
                 };
             };
             let Poll::Ready((_, _, r)) = Pin::new(first).poll(cx) else {
+                // Jobs it pushes need no poll: only the first one's end is awaited.
                 self.watch_window(cx);
                 return Poll::Pending;
             };
@@ -362,6 +384,7 @@ impl<St: Stream, T> Mapper<St, T> {
                     self.buffer[at] = Some(r);
                 }
                 _ if self.is_done() => return Poll::Ready(None),
+                _ if self.watch_window(cx) => {} // jobs pushed: poll them
                 _ => return Poll::Pending,
             }
         }
@@ -529,8 +552,9 @@ map_stream! {
     /// pulled further than the pool can hold. Besides, the stream holds at most
     /// `max_concurrency + max_queue_size` inputs between pulling them and yielding their
     /// results, so results the consumer has not taken yet stay bounded too (the bound
-    /// follows the pool's size if it changes). Other users of the pool share its room as
-    /// usual.
+    /// follows the pool's size if it changes: a stream waiting with as many inputs as
+    /// the pool held pulls more as soon as `set_max_concurrency` grows it). Other users of
+    /// the pool share its room as usual.
     ///
     /// # Inside a job of the same pool
     ///
