@@ -147,8 +147,8 @@ struct Mapper<St: Stream, T> {
     /// Told when the pool's size changes, once the stream waited with a full window (see
     /// [`watch_window`](Self::watch_window)).
     size_watch: Option<Arc<AtomicWaker>>,
-    /// The window's size as last read (the pool's `max_concurrency + max_queue_size`).
-    window: usize,
+    /// `fill` last stopped because the window was full (inputs remaining).
+    full: bool,
     /// For the ordered stream polling its tasks together: results that finished before
     /// an earlier one, by position (`buffer[0]` is input number `next_out`).
     buffer: VecDeque<Option<Result<T, TaskError>>>,
@@ -168,7 +168,7 @@ impl<St: Stream, T> Mapper<St, T> {
             queue: VecDeque::new(),
             in_order,
             size_watch: None,
-            window: 0,
+            full: false,
             buffer: VecDeque::new(),
             next_in: 0,
             next_out: 0,
@@ -183,6 +183,7 @@ impl<St: Stream, T> Mapper<St, T> {
 
     fn stop_intake(&mut self, refused: Option<SubmitErrorKind>) {
         self.inputs = None;
+        self.full = false;
         if refused.is_some() {
             self.refused = refused;
         }
@@ -192,47 +193,42 @@ impl<St: Stream, T> Mapper<St, T> {
     }
 
     /// Whether the window has room for another input: fewer held than the pool holds (read
-    /// each time, and kept in `window`: the pool's size can change while the stream runs).
-    fn window_open(&mut self) -> bool {
-        self.window = self.feed.capacity().max(1);
-        self.held() < self.window
+    /// each time: the pool's size can change while the stream runs).
+    fn window_open(&self) -> bool {
+        self.held() < self.feed.capacity().max(1)
     }
 
-    /// For a stream about to wait: if its window is full, the end of a job it waits on
-    /// may come long after the pool grew (an ordered stream waits on its first job alone),
-    /// so it registers to hear of a resize, then reads the size again. A window found open
-    /// (a resize came since `fill`, which no registration heard, or between the
-    /// registration and the read) is filled first. Returns whether that pushed any job
-    /// (a `FuturesUnordered` must then be polled again, to poll the new ones).
+    /// For a stream about to wait: if `fill` stopped at a full window, the end of a job it
+    /// waits on may come long after the pool grew (an ordered stream waits on its first
+    /// job alone), so it registers to hear of a resize, *then* reads the size again: a
+    /// resize before the registration is seen by that read (and the window filled), one
+    /// after it wakes the stream. (`fill` stopped for anything else waits for room or an
+    /// input, each of which wakes it; a grow grants room to a waiting stream.) Returns
+    /// whether it pushed any job (a `FuturesUnordered` must then be polled again, to poll
+    /// the new ones).
     fn watch_window(&mut self, cx: &mut Context<'_>) -> bool {
         let pulled = self.next_in;
-        let seen = self.window;
-        // Grown since `fill` read the size (no registration heard of it): fill again.
-        let mut refill = self.window_open() && self.window != seen;
-        loop {
-            if refill {
-                self.fill(cx);
-            }
-            if self.inputs.is_none() || self.window_open() {
-                // Done pulling, or waiting for room or an input, each of which wakes it.
-                break;
-            }
+        while self.full {
             let feed = &self.feed;
             self.size_watch
                 .get_or_insert_with(|| feed.watch_size())
                 .register(cx.waker());
-            // Read again: a resize between the last read and the registration woke nobody.
             if !self.window_open() {
                 break;
             }
-            refill = true;
+            self.fill(cx);
         }
         self.next_in != pulled
     }
 
     /// Takes permits and pulls inputs while both are ready and the window has room.
     fn fill(&mut self, cx: &mut Context<'_>) {
-        while self.inputs.is_some() && self.window_open() {
+        self.full = false;
+        while self.inputs.is_some() {
+            if !self.window_open() {
+                self.full = true;
+                return;
+            }
             // Admission first.
             loop {
                 match &mut self.permit {
@@ -692,5 +688,165 @@ where
 {
     MapOrdered {
         inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use std::time::Duration;
+
+    use futures_util::stream;
+
+    use super::*;
+
+    /// A stream's feed whose size reads (`capacity`) each first run the resize scheduled
+    /// for that read, if any: as if another thread's `set_max_concurrency` landed there.
+    struct Resizing<I, T> {
+        inner: Box<dyn Feed<I, T>>,
+        reads: AtomicUsize,
+        /// (read number, new `max_concurrency`), run by the pool given.
+        at: Vec<(usize, usize)>,
+        pool: crate::CommonAioPool,
+    }
+
+    impl<I, T> Feed<I, T> for Resizing<I, T> {
+        fn try_admit(&self) -> Result<(), AdmitError> {
+            self.inner.try_admit()
+        }
+        fn admit(&self) -> Admission {
+            self.inner.admit()
+        }
+        fn unadmit(&self) {
+            self.inner.unadmit()
+        }
+        fn is_closed(&self) -> bool {
+            self.inner.is_closed()
+        }
+        fn refused_closed(&self) {
+            self.inner.refused_closed()
+        }
+        fn push(&mut self, input: I) -> Result<TaskHandle<T>, SubmitErrorKind> {
+            self.inner.push(input)
+        }
+        fn capacity(&self) -> usize {
+            let n = self.reads.fetch_add(1, Ordering::SeqCst);
+            for &(_, size) in self.at.iter().filter(|(at, _)| *at == n) {
+                self.pool.set_max_concurrency(size);
+            }
+            self.inner.capacity()
+        }
+        fn in_pool(&self) -> bool {
+            self.inner.in_pool()
+        }
+        fn watch_size(&self) -> Arc<AtomicWaker> {
+            self.inner.watch_size()
+        }
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A stream of jobs that run for 100 s through a pool of 2 slots, with the resizes
+    /// `at`, polled by hand (time stands still) whenever it was woken: returns how many
+    /// inputs it holds once nothing wakes it, and the pool's final size.
+    async fn held_after(ordered: bool, at: &[(usize, usize)]) -> (usize, usize) {
+        let pool = crate::CommonAioPool::new(2, 0);
+        let job = |i: u64| async move {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            i
+        };
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let resizing = |inner| -> Box<dyn Feed<u64, u64>> {
+            Box::new(Resizing {
+                inner,
+                reads: AtomicUsize::new(0),
+                at: at.to_vec(),
+                pool: pool.clone(),
+            })
+        };
+        let mut inner = if ordered {
+            pool.map_ordered(stream::iter(0..100u64), job).inner
+        } else {
+            pool.map_unordered(stream::iter(0..100u64), job).inner
+        };
+        inner.feed = resizing(std::mem::replace(&mut inner.feed, Box::new(Gone)));
+        let poll = |inner: &mut Mapper<_, u64>, cx: &mut Context<'_>| {
+            if ordered {
+                inner.poll_ordered(cx)
+            } else {
+                inner.poll_unordered(cx)
+            }
+        };
+        let mut seen = usize::MAX;
+        // As an executor would: polled again while woken since its last poll.
+        while counter.0.load(Ordering::SeqCst) != seen {
+            seen = counter.0.load(Ordering::SeqCst);
+            assert!(poll(&mut inner, &mut cx).is_pending());
+            tokio::task::yield_now().await;
+        }
+        (inner.held(), pool.max_concurrency())
+    }
+
+    /// Stands in for a feed while it is wrapped.
+    struct Gone;
+
+    impl<I, T> Feed<I, T> for Gone {
+        fn try_admit(&self) -> Result<(), AdmitError> {
+            unreachable!()
+        }
+        fn admit(&self) -> Admission {
+            unreachable!()
+        }
+        fn unadmit(&self) {}
+        fn is_closed(&self) -> bool {
+            unreachable!()
+        }
+        fn refused_closed(&self) {}
+        fn push(&mut self, _: I) -> Result<TaskHandle<T>, SubmitErrorKind> {
+            unreachable!()
+        }
+        fn capacity(&self) -> usize {
+            unreachable!()
+        }
+        fn in_pool(&self) -> bool {
+            unreachable!()
+        }
+        fn watch_size(&self) -> Arc<AtomicWaker> {
+            unreachable!()
+        }
+    }
+
+    /// Wherever a resize lands among a stream's reads of the pool's size (a grow; a shrink
+    /// then a grow), a stream waiting with jobs that do not end holds at least as many
+    /// inputs as the pool's final size once it is no longer woken: no grow is lost
+    /// (reviews of 9f3c7ba and 560ac95 each found a place where one was).
+    #[tokio::test(start_paused = true)]
+    async fn no_resize_is_lost_wherever_it_lands() {
+        let mut lost = Vec::new();
+        for ordered in [true, false] {
+            for a in 0..12 {
+                let mut schedules = vec![vec![(a, 4)]];
+                schedules.extend((a + 1..14).map(|b| vec![(a, 1), (b, 4)]));
+                for at in schedules {
+                    let (held, size) = held_after(ordered, &at).await;
+                    // After a shrink alone (the grow's read never came), it holds more.
+                    if held < size {
+                        lost.push((ordered, at, held, size));
+                    }
+                }
+            }
+        }
+        assert!(lost.is_empty(), "(ordered, resizes, held, size): {lost:?}");
     }
 }
