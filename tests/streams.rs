@@ -785,6 +785,45 @@ async fn an_ordered_fan_out_in_its_own_full_pool_retries_as_any_job_ends() {
     }
 }
 
+/// A job's fan-out through its own full pool, refused room (`WouldDeadlock`) and waiting
+/// for one of its jobs to end, pulls more as soon as the pool grows, though none of its
+/// jobs ends (a review of d1f4b66 found it waiting for such an end).
+#[tokio::test(start_paused = true)]
+async fn a_fan_out_refused_room_in_its_own_pool_pulls_more_when_the_pool_grows() {
+    macro_rules! pulls_before_and_after_grow {
+        ($map:ident) => {{
+            let pool = CommonAioPool::new(2, 0);
+            let inner = pool.clone();
+            let pulls = Arc::new(AtomicUsize::new(0));
+            let inputs = counted(0..100u64, &pulls);
+            let outer = pool
+                .submit(async move {
+                    let mut s = inner.$map(inputs, |_| std::future::pending::<u64>());
+                    // Waits all along; none of the stream's jobs ever ends.
+                    assert!(tokio::time::timeout(Duration::from_secs(10), s.next())
+                        .await
+                        .is_err());
+                })
+                .await
+                .unwrap();
+            sleep(Duration::from_secs(1)).await;
+            let before = pulls.load(Ordering::SeqCst);
+            pool.set_max_concurrency(5);
+            sleep(Duration::from_secs(1)).await;
+            let after = pulls.load(Ordering::SeqCst);
+            outer.await.unwrap();
+            (before, after)
+        }};
+    }
+    // 2 slots, the outer job in one: 1 input pulled; 5 slots: 4.
+    assert_eq!(pulls_before_and_after_grow!(map_ordered), (1, 4), "ordered");
+    assert_eq!(
+        pulls_before_and_after_grow!(map_unordered),
+        (1, 4),
+        "unordered"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_job_alone_in_its_full_pool_is_refused() {
     let pool = CommonAioPool::new(1, 0);

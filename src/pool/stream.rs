@@ -129,6 +129,18 @@ enum Permit {
     Held,
 }
 
+/// Why [`Mapper::fill`] last stopped pulling inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// For room (a wait that a job's end or a grow wakes), for an input, or for good.
+    Other,
+    /// At a full window (inputs remaining): as many inputs held as the pool holds.
+    Window,
+    /// At a full pool it polls from inside, where waiting for room could deadlock: it
+    /// tries again when one of its own jobs ends.
+    Retry,
+}
+
 /// The state machine behind both map streams.
 struct Mapper<St: Stream, T> {
     /// `None` once the input stream ended or the pool refused a job.
@@ -147,8 +159,8 @@ struct Mapper<St: Stream, T> {
     /// Told when the pool's size changes, once the stream waited with a full window (see
     /// [`watch_window`](Self::watch_window)).
     size_watch: Option<Arc<AtomicWaker>>,
-    /// `fill` last stopped because the window was full (inputs remaining).
-    full: bool,
+    /// Why `fill` last stopped.
+    stop: Stop,
     /// For the ordered stream polling its tasks together: results that finished before
     /// an earlier one, by position (`buffer[0]` is input number `next_out`).
     buffer: VecDeque<Option<Result<T, TaskError>>>,
@@ -168,7 +180,7 @@ impl<St: Stream, T> Mapper<St, T> {
             queue: VecDeque::new(),
             in_order,
             size_watch: None,
-            full: false,
+            stop: Stop::Other,
             buffer: VecDeque::new(),
             next_in: 0,
             next_out: 0,
@@ -183,7 +195,7 @@ impl<St: Stream, T> Mapper<St, T> {
 
     fn stop_intake(&mut self, refused: Option<SubmitErrorKind>) {
         self.inputs = None;
-        self.full = false;
+        self.stop = Stop::Other;
         if refused.is_some() {
             self.refused = refused;
         }
@@ -198,35 +210,44 @@ impl<St: Stream, T> Mapper<St, T> {
         self.held() < self.feed.capacity().max(1)
     }
 
-    /// For a stream about to wait: if `fill` stopped at a full window, the end of a job it
-    /// waits on may come long after the pool grew (an ordered stream waits on its first
-    /// job alone), so it registers to hear of a resize, *then* reads the size again: a
-    /// resize before the registration is seen by that read (and the window filled), one
-    /// after it wakes the stream. (`fill` stopped for anything else waits for room or an
-    /// input, each of which wakes it; a grow grants room to a waiting stream.) Returns
-    /// whether it pushed any job (a `FuturesUnordered` must then be polled again, to poll
-    /// the new ones).
+    /// For a stream about to wait: if `fill` stopped at a full window, or at a full pool
+    /// it may not wait on (`Stop::Retry`), what it waits for (a job's end: for an ordered
+    /// stream, its first job's) may come long after the pool grew, so it registers to
+    /// hear of a resize, *then* looks again (reads the size, or tries for room): a resize
+    /// before the registration is seen by that look (and the window filled), one after it
+    /// wakes the stream. (`fill` stopped for anything else waits for room or an input,
+    /// each of which wakes it; a grow grants room to a waiting stream.) Returns whether it
+    /// pushed any job (a `FuturesUnordered` must then be polled again, to poll the new
+    /// ones).
     fn watch_window(&mut self, cx: &mut Context<'_>) -> bool {
         let pulled = self.next_in;
-        while self.full {
+        loop {
+            let stop = self.stop;
+            if stop == Stop::Other {
+                break;
+            }
             let feed = &self.feed;
             self.size_watch
                 .get_or_insert_with(|| feed.watch_size())
                 .register(cx.waker());
-            if !self.window_open() {
+            if stop == Stop::Window && !self.window_open() {
                 break;
             }
+            let before = self.next_in;
             self.fill(cx);
+            if stop == Stop::Retry && self.stop == Stop::Retry && self.next_in == before {
+                break; // still no room: the registration stands
+            }
         }
         self.next_in != pulled
     }
 
     /// Takes permits and pulls inputs while both are ready and the window has room.
     fn fill(&mut self, cx: &mut Context<'_>) {
-        self.full = false;
+        self.stop = Stop::Other;
         while self.inputs.is_some() {
             if !self.window_open() {
-                self.full = true;
+                self.stop = Stop::Window;
                 return;
             }
             // Admission first.
@@ -246,8 +267,10 @@ impl<St: Stream, T> Mapper<St, T> {
                         Poll::Ready(Err(SubmitErrorKind::WouldDeadlock)) if self.has_tasks() => {
                             // Polled from a job of this same full pool: waiting for room
                             // could deadlock, but this stream's own jobs will free some.
-                            // Try again once one of them ends (its completion wakes us).
+                            // Try again once one of them ends (its completion wakes us), or
+                            // the pool grows (see `watch_window`).
                             self.permit = Permit::None;
+                            self.stop = Stop::Retry;
                             return;
                         }
                         Poll::Ready(Err(kind)) => {
@@ -339,7 +362,8 @@ impl<St: Stream, T> Mapper<St, T> {
     /// of its own pool, it polls every task together from then on, as the unordered
     /// stream does, so that the pool's check of nested waits sees every wait of the job
     /// at once (as a group's `join_all` does there; RELIABILITY.md, finding 165), and a
-    /// `WouldDeadlock` retry is woken by whichever of its jobs ends first.
+    /// `WouldDeadlock` retry is woken by whichever of its jobs ends first (or by a grow
+    /// of the pool, see [`watch_window`](Self::watch_window)).
     fn poll_ordered(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
         if self.in_order && self.feed.in_pool() {
             self.in_order = false;
@@ -557,8 +581,8 @@ map_stream! {
     /// A job may map a stream through its own pool (a fan-out). Waiting for room there
     /// could deadlock, so where `submit().await` would fail with
     /// [`WouldDeadlock`](SubmitErrorKind::WouldDeadlock), the stream instead waits for one
-    /// of its own jobs to end and tries again; only when it has no job of its own in the
-    /// pool is the input refused (see below).
+    /// of its own jobs to end (or for the pool to grow) and tries again; only when it has
+    /// no job of its own in the pool is the input refused (see below).
     ///
     /// # Refusal
     ///
