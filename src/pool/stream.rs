@@ -212,13 +212,13 @@ impl<St: Stream, T> Mapper<St, T> {
 
     /// For a stream about to wait: if `fill` stopped at a full window, or at a full pool
     /// it may not wait on (`Stop::Retry`), what it waits for (a job's end: for an ordered
-    /// stream, its first job's) may come long after the pool grew, so it registers to
-    /// hear of a resize, *then* looks again (reads the size, or tries for room): a resize
-    /// before the registration is seen by that look (and the window filled), one after it
-    /// wakes the stream. (`fill` stopped for anything else waits for room or an input,
-    /// each of which wakes it; a grow grants room to a waiting stream.) Returns whether it
-    /// pushed any job (a `FuturesUnordered` must then be polled again, to poll the new
-    /// ones).
+    /// stream awaiting its jobs in order, its first job's) may come long after the pool
+    /// grew, so it registers to hear of a resize, *then* looks again (reads the size, or
+    /// tries for room): a resize before the registration is seen by that look (and the
+    /// window filled), one after it wakes the stream. (`fill` stopped for anything else
+    /// waits for room or an input, each of which wakes it; a grow grants room to a
+    /// waiting stream.) Returns whether it pushed any job (a `FuturesUnordered` must then
+    /// be polled again, to poll the new ones).
     fn watch_window(&mut self, cx: &mut Context<'_>) -> bool {
         let pulled = self.next_in;
         loop {
