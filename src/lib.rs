@@ -136,14 +136,14 @@
 //!   results. (`batch_run`, a group's `join_all` and `map_ordered` take the results in
 //!   submission order, unless run inside a task of their own pool (`map_ordered`: from
 //!   its first poll there on): a job that ended before an earlier one is pinned so until
-//!   that one is in.) A SmartAioPool task is its recipe and its result
-//!   slot in one allocation, plus one cell per run, freed when the run ends. The
-//!   recipe, with what it captured, is dropped when the task has ended and the pool
-//!   holds no copy of it any more; its handles pin the allocation: the result slot and
-//!   the recipe's own bytes (a closure's captures by value: a few words for `String`s
-//!   and `Arc`s, the whole of an array). A recipe larger than 256 bytes (or aligned to
-//!   more than 8) keeps its result slot apart, as a large future does, so that its
-//!   handles pin only the slot.
+//!   that one is in.) A SmartAioPool task is its recipe and its result slot in one
+//!   allocation, plus one cell per run, freed when the run ends. The recipe, with what
+//!   it captured, is dropped when the task has ended and the pool holds no copy of it
+//!   any more; its handles pin the allocation: the result slot and the recipe's own
+//!   bytes (a closure's captures by value: a few words for `String`s and `Arc`s, the
+//!   whole of an array). A recipe larger than 256 bytes (or aligned to more than 8)
+//!   keeps its result slot apart, as a large future does, so that its handles pin only
+//!   the slot.
 //! - **Where an ended job is freed.** What the submitter made for a job of a
 //!   CommonAioPool or NoQueueAioPool (the future's cell, the result slot) is freed, as
 //!   far as the pool can, on a thread that submits to the pool, where it was allocated.

@@ -152,9 +152,9 @@ pub const SMART_VARIANTS: &[&str] = &["smart-shared"];
 
 /// The surface over `common`'s pool, run only when named with `--variants`: `common-map`
 /// feeds every job through `map_unordered` (reading each result), to compare with
-/// `buffer-unordered`, and `common-map-ordered` through `map_ordered`; `common-group` submits each job to a `TaskGroup`, joined every
-/// 10,000 jobs, and `common-batch` runs them through `batch_run` calls of 10,000 jobs,
-/// to compare with `sem-before-joinset`.
+/// `buffer-unordered`, and `common-map-ordered` through `map_ordered`; `common-group`
+/// submits each job to a `TaskGroup`, joined every 10,000 jobs, and `common-batch` runs
+/// them through `batch_run` calls of 10,000 jobs, to compare with `sem-before-joinset`.
 pub const SURFACE_VARIANTS: &[&str] = &[
     "common-map",
     "common-map-ordered",

@@ -5,9 +5,10 @@
 //! A group owns the handles of its tasks; dropping the group aborts them (the model is
 //! tokio's `JoinSet`). `join_next` takes the oldest task if it ended already, and
 //! otherwise polls them together in a `FuturesUnordered`; `join_all` awaits them one after
-//! the other ([`InOrder`]) unless it runs inside a job of the group's own pool. With cancel-on-error, each task is wrapped in a watcher that,
-//! when its task fails, aborts the other tasks of the group right away, from inside the
-//! pool: nobody has to be polling the group for it.
+//! the other ([`InOrder`]) unless it runs inside a job of the group's own pool. With
+//! cancel-on-error, each task is wrapped in a watcher that, when its task fails, aborts
+//! the other tasks of the group right away, from inside the pool: nobody has to be
+//! polling the group for it.
 
 use std::fmt;
 use std::future::Future;
@@ -89,6 +90,7 @@ impl<T> InOrder<T> {
     fn len(&self) -> usize {
         self.tasks.len() - self.next
     }
+
     /// The first task's outcome, once it has one; the task then leaves (and its handle
     /// lets go of the task's memory). `None` when there is none left. Cancel safe: the
     /// task stays first until it has an outcome.
@@ -346,8 +348,8 @@ where
 /// Submitted tasks wait in `fresh`, in submission order. `join_next` takes the first of
 /// them if it ended already (and none are polled together); otherwise it moves them all
 /// into `tasks` (a `FuturesUnordered`) to be polled together. `join_all` awaits them in
-/// order. So a group joined at its end pays for no set
-/// of futures, nor, mostly, one joined task by task after its tasks were submitted.
+/// order. So a group joined at its end pays for no set of futures, nor, mostly, one
+/// joined task by task after its tasks were submitted.
 pub(crate) struct Group<J: Job, T> {
     core: Core<J>,
     /// Moved here by `join_next`; all earlier than those in `fresh`.
