@@ -76,7 +76,7 @@ impl Admission {
     /// Gives `n` places back: the first waiters get them; their wakers go to `wake`, to
     /// be woken once the lock is released.
     #[inline]
-    pub(crate) fn give_back(&mut self, n: usize, wake: &mut Vec<Waker>) {
+    pub(crate) fn give_back(&mut self, n: usize, wake: &mut impl Extend<Waker>) {
         debug_assert!(n <= self.taken, "more places given back than taken");
         self.taken -= n;
         if !self.waiters.is_empty() {
@@ -86,13 +86,13 @@ impl Admission {
 
     /// Changes the room (`set_max_concurrency`): growing admits waiters at once;
     /// shrinking admits nobody until the places taken fall below the new room.
-    pub(crate) fn set_room(&mut self, room: usize, wake: &mut Vec<Waker>) {
+    pub(crate) fn set_room(&mut self, room: usize, wake: &mut impl Extend<Waker>) {
         self.room = room;
         self.grant(wake);
     }
 
     /// Free places to the first waiters.
-    fn grant(&mut self, wake: &mut Vec<Waker>) {
+    fn grant(&mut self, wake: &mut impl Extend<Waker>) {
         while self.taken < self.room {
             let Some((_, Reverse(ticket), key)) = self.order.pop() else {
                 return;
@@ -136,7 +136,7 @@ impl Admission {
     }
 
     /// A waiter gave up (its future was dropped): a place it was granted goes to the next.
-    pub(crate) fn cancel(&mut self, key: WaitKey, wake: &mut Vec<Waker>) {
+    pub(crate) fn cancel(&mut self, key: WaitKey, wake: &mut impl Extend<Waker>) {
         let w = self.waiters.remove(key.0);
         if w.granted {
             self.give_back(1, wake);
@@ -152,7 +152,7 @@ impl Admission {
 
     /// The pool closed: wakes every waiter not yet granted a place (each finds the pool
     /// closed at its next poll); none will be granted one from now on.
-    pub(crate) fn close(&mut self, wake: &mut Vec<Waker>) {
+    pub(crate) fn close(&mut self, wake: &mut impl Extend<Waker>) {
         self.order.clear();
         for (_, w) in self.waiters.iter_mut() {
             if !w.granted {

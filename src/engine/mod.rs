@@ -29,6 +29,7 @@
 
 mod admission;
 mod elastic;
+mod few;
 mod graves;
 mod job;
 pub(crate) mod limits;
@@ -66,6 +67,7 @@ use crate::task::unqueue::{self, Unqueue};
 use crate::task::{wake_quietly, BoxRun, Outcome, QuietPoll};
 use admission::{Admission, WaitKey, MAX_ROOM};
 use elastic::Elastic;
+use few::Few;
 use graves::{Batch, Grave, Graves, Kept};
 use limits::Limits;
 use queue::{Ordered, Queue};
@@ -325,24 +327,33 @@ impl<J: Job> Drop for StateGuard<'_, J> {
 }
 
 /// What a critical section leaves to do once the lock is released.
+///
+/// Made for one call, on the caller's stack (a slot task keeps none: one kept per slot
+/// task, with the buffers its lists grew, cost every running job 60 to 220 bytes, see
+/// BENCHMARKS.md, "2026-12-05"); the lists that mostly hold one item or none hold it in
+/// place ([`Few`]), so that a job's end allocates nothing here.
+///
+/// # Dropping
+///
+/// Drops what it still holds, without acting on it; [`Engine::settle`] and
+/// [`Engine::finish`] walk a record first, and skip the drop of one that owns nothing.
 pub(crate) struct Deferred<J: Job> {
     /// Handles to wake (results already stored under the lock).
-    woken: Vec<crate::task::Woken>,
+    woken: Few<crate::task::Woken>,
     /// Idle slot tasks given a job.
-    wake: Vec<Waker>,
+    wake: Few<Waker>,
     /// Queued jobs to drop unrun and tell their handles why; then applied to the waits.
-    /// (Boxed, as the rate timer: rare, and part of each slot task's size: one word
-    /// instead of a `Vec`'s three.)
+    /// (Boxed, as the rate timer: rare; one word to make instead of a `Vec`'s three.)
     #[allow(clippy::type_complexity, clippy::box_collection)]
     cancels: Option<Box<Vec<(J, u64, CancelReason)>>>,
     /// Slots to spawn, each with its first job.
     spawns: Vec<(Handle, Slot<J>)>,
     /// Submitters granted room (see [`Admission::give_back`]).
-    granted: Vec<Waker>,
+    granted: Few<Waker>,
     /// Wake `wait()` callers.
     changed: bool,
-    /// Start a rate timer on this runtime, firing then (boxed: rare, and a slot task keeps
-    /// its `Deferred`, so its size is in every poll's cache lines).
+    /// Start a rate timer on this runtime, firing then (boxed: rare, and every record is
+    /// made, and its size written, at every job's end).
     rate_timer: Option<Box<(Handle, Instant)>>,
     /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock.
     stamps: Stamps,
@@ -375,11 +386,11 @@ impl<J: Job> Deferred<J> {
             graves,
             reap_timer,
         } = self;
-        woken.capacity() == 0
-            && wake.capacity() == 0
+        woken.untouched()
+            && wake.untouched()
             && cancels.is_none()
             && spawns.capacity() == 0
-            && granted.capacity() == 0
+            && granted.untouched()
             && !*changed
             && rate_timer.is_none()
             && stamps.untouched()
@@ -402,11 +413,11 @@ impl<J: Job> Deferred<J> {
 impl<J: Job> Default for Deferred<J> {
     fn default() -> Self {
         Deferred {
-            woken: Vec::new(),
-            wake: Vec::new(),
+            woken: Few::new(),
+            wake: Few::new(),
             cancels: None,
             spawns: Vec::new(),
-            granted: Vec::new(),
+            granted: Few::new(),
             changed: false,
             rate_timer: None,
             stamps: Stamps::default(),
@@ -871,6 +882,19 @@ impl<J: Job> Engine<J> {
         granted.into_iter().for_each(wake_quietly);
         self.observer.rejected(Some(refused.kind()));
         Err(Admitting::Refused(refused))
+    }
+
+    /// [`run_deferred`](Self::run_deferred) for a record made for one call (a slot
+    /// task's, held in a `ManuallyDrop` as [`finish`](Self::finish)'s), then its drop only
+    /// if it owns something: mostly it owns nothing by then (each list held its one item in
+    /// place, and the walk took it), and the drop of its empty lists would cost about 60
+    /// instructions per job (the whole slot path of a job costs about 480).
+    fn settle(self: &Arc<Self>, later: &mut ManuallyDrop<Deferred<J>>) {
+        self.run_deferred(later);
+        if !later.untouched() {
+            // Its buffers are dropped; an empty record, which owns nothing, is left.
+            drop(std::mem::take(&mut **later));
+        }
     }
 
     /// [`run_deferred`](Self::run_deferred), then drops the record; for a record made for
@@ -1709,22 +1733,10 @@ impl<J: Job> Engine<J> {
         later.stamps.clear();
         // A task's place was given back under the lock, with its result stored: code that
         // sees the task ended finds the room (a `try_submit` right after a `run`).
-        if !later.granted.is_empty() {
-            for waker in later.granted.drain(..) {
-                wake_quietly(waker);
-            }
-        }
-        if !later.woken.is_empty() {
-            for woken in later.woken.drain(..) {
-                woken.fire();
-            }
-        }
+        later.granted.take_each(wake_quietly);
+        later.woken.take_each(crate::task::Woken::fire);
         // Idle slots' wakers (tokio's), and handles' when the pool is stranded.
-        if !later.wake.is_empty() {
-            for waker in later.wake.drain(..) {
-                wake_quietly(waker);
-            }
-        }
+        later.wake.take_each(wake_quietly);
         if let Some(cancels) = later.cancels.take() {
             let mut ids = Vec::with_capacity(cancels.len());
             for (job, id, reason) in *cancels {
@@ -1740,9 +1752,6 @@ impl<J: Job> Engine<J> {
             }
             self.gauges(&st);
         }
-        // Taken, not drained: a slot keeps its `Deferred` for its next job, and a `Slot` is
-        // a few hundred bytes, so a thousand slots each keeping room for the claimers it
-        // once spawned would hold megabytes.
         if !later.spawns.is_empty() {
             for (handle, slot) in std::mem::take(&mut later.spawns) {
                 slot.spawn_on(&handle);
@@ -2826,18 +2835,27 @@ mod tests {
         }
     }
 
-    /// `Engine::finish` leaves an untouched record undropped: only one that never
-    /// allocated and has nothing to do may count as untouched.
+    /// `Engine::finish` and `Engine::settle` leave an untouched record undropped: only
+    /// one that owns nothing and has nothing to do may count as untouched.
     #[test]
-    fn only_a_record_that_never_held_anything_is_untouched() {
+    fn only_a_record_that_owns_nothing_is_untouched() {
         assert!(Deferred::<NoJob>::default().untouched());
 
         let mut used = Deferred::<NoJob>::default();
         used.wake.push(Waker::noop().clone());
         assert!(!used.untouched());
-        // Emptied, but its list still owns memory: it must be dropped, not forgotten.
-        used.wake.clear();
+        // One item, kept in place and taken: nothing is left to drop.
+        used.wake.take_each(drop);
+        assert!(used.untouched());
+        // Two: the second went to a buffer, which the list still owns once emptied; it
+        // must be dropped, not forgotten.
+        used.wake
+            .extend([Waker::noop().clone(), Waker::noop().clone()]);
+        used.wake.take_each(drop);
         assert!(!used.untouched());
+        let mut spawned = Deferred::<NoJob>::default();
+        spawned.graves.reserve(1);
+        assert!(!spawned.untouched());
 
         for set in [
             |d: &mut Deferred<NoJob>| d.granted.push(Waker::noop().clone()),

@@ -9,6 +9,7 @@
 //! there.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -158,7 +159,6 @@ pub(crate) struct Slot<J: Job> {
     /// Its runtime (a tokio task never changes runtimes) has worker threads of its own:
     /// see [`must_yield_first`]. Set when it is spawned.
     multi_thread: bool,
-    later: Deferred<J>,
 }
 
 // Never pinned structurally: jobs are boxed or shared before they get here.
@@ -189,7 +189,6 @@ impl<J: Job> Slot<J> {
             idle: None,
             listed: false,
             multi_thread: false,
-            later: Deferred::default(),
         }
     }
 
@@ -254,7 +253,10 @@ impl<J: Job> Slot<J> {
     /// task (`Yield`), or exits.
     fn claim_reservation(&mut self) -> After<J> {
         let engine = &self.engine;
-        let later = &mut self.later;
+        // Made once this poll claims: a record held in a `ManuallyDrop` is never dropped
+        // (see `Engine::settle`), so no return may come between its making and its
+        // settling.
+        let mut record: ManuallyDrop<Deferred<J>>;
         let claim = {
             let mut st = engine.lock();
             if st.generation != self.generation {
@@ -276,6 +278,8 @@ impl<J: Job> Slot<J> {
                 };
             }
             st.reserved -= 1;
+            record = ManuallyDrop::new(Deferred::default());
+            let later = &mut *record;
             let next = engine.take_next(&mut st, self.rt, self.key, later);
             engine.fill_free(&mut st, Some(self.rt), later);
             engine.gauges(&st);
@@ -285,7 +289,7 @@ impl<J: Job> Slot<J> {
                 None => After::Exit,
             }
         };
-        engine.run_deferred(later);
+        engine.settle(&mut record);
         claim
     }
 
@@ -323,7 +327,9 @@ impl<J: Job> Slot<J> {
             .map(ToString::to_string);
         #[cfg(not(feature = "tracing"))]
         let error: Option<String> = None;
-        let later = &mut self.later;
+        // Never dropped (see `Engine::settle`): both ways out below settle it.
+        let mut record = ManuallyDrop::new(Deferred::default());
+        let later = &mut *record;
         let outcome;
         let copy;
         let left;
@@ -359,7 +365,7 @@ impl<J: Job> Slot<J> {
                     self.obs = Running::none();
                 }
                 drop_quietly(run);
-                engine.run_deferred(later);
+                engine.settle(&mut record);
                 return After::Exit;
             }
             // Decide and store the result, then count what was decided (an abort may have
@@ -459,7 +465,7 @@ impl<J: Job> Slot<J> {
         if announced {
             engine.end_drop(&self.polling);
         }
-        engine.run_deferred(later);
+        engine.settle(&mut record);
         after
     }
 
