@@ -47,9 +47,12 @@ impl<T> Few<T> {
         let Some(first) = self.first.take() else {
             return;
         };
+        // Begun before `f` is called: if it panics on the first item, the drain's drop
+        // drops the rest as it unwinds (none is left behind an empty `first`).
+        let rest = self.more.as_mut().map(|more| more.drain(..));
         f(first);
-        if let Some(more) = &mut self.more {
-            more.drain(..).for_each(f);
+        if let Some(rest) = rest {
+            rest.for_each(f);
         }
     }
 }
@@ -109,6 +112,32 @@ mod tests {
         assert!(few.is_empty());
         few.push(7);
         assert_eq!(taken(&mut few), [7]);
+    }
+
+    /// Found by a review of a8d61ce: a panic on the first item left the others in the
+    /// list behind an empty first place (the list then looked empty, and they were never
+    /// handed over).
+    #[test]
+    fn a_panic_on_the_first_item_drops_the_rest() {
+        use std::rc::Rc;
+        let alive = Rc::new(());
+        let mut few = Few::new();
+        few.extend([Rc::clone(&alive), Rc::clone(&alive), Rc::clone(&alive)]);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            few.take_each(|_item| panic!("a waker that panics"))
+        }));
+        assert!(panicked.is_err());
+        assert!(few.is_empty());
+        assert!(
+            few.more.as_ref().is_none_or(Vec::is_empty),
+            "{} item(s) left behind an empty first place",
+            few.more.as_ref().map_or(0, Vec::len)
+        );
+        assert_eq!(
+            Rc::strong_count(&alive),
+            1,
+            "the items not handed over are dropped"
+        );
     }
 
     fn taken(few: &mut Few<i32>) -> Vec<i32> {
