@@ -9,6 +9,7 @@
 ///
 /// Drops the items it still holds.
 pub(crate) struct Few<T> {
+    /// Empty only if `more` is empty too.
     first: Option<T>,
     /// Made at the second push (`None` costs one word to make, a `Vec` three).
     more: Option<Vec<T>>,
@@ -42,19 +43,27 @@ impl<T> Few<T> {
     /// Takes every item, in the order pushed, and hands each to `f`; the list is empty
     /// after (it keeps its buffer, if it has one). If `f` panics, the items not handed
     /// over yet are dropped.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_each(&mut self, mut f: impl FnMut(T)) {
         let Some(first) = self.first.take() else {
             return;
         };
-        // Begun before `f` is called: if it panics on the first item, the drain's drop
-        // drops the rest as it unwinds (none is left behind an empty `first`).
-        let rest = self.more.as_mut().map(|more| more.drain(..));
-        f(first);
-        if let Some(rest) = rest {
-            rest.for_each(f);
+        match &mut self.more {
+            Some(more) if !more.is_empty() => take_spilled(first, more, f),
+            _ => f(first),
         }
     }
+}
+
+/// [`Few::take_each`] with items beyond the first (rare: kept out of the callers' code).
+#[cold]
+#[inline(never)]
+fn take_spilled<T>(first: T, more: &mut Vec<T>, mut f: impl FnMut(T)) {
+    // Begun before `f` is called: if it panics on the first item, the drain's drop drops
+    // the rest as it unwinds (none is left behind an empty first place).
+    let rest = more.drain(..);
+    f(first);
+    rest.for_each(f);
 }
 
 impl<T> Default for Few<T> {
