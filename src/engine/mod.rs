@@ -182,6 +182,19 @@ struct SlotEntry<J> {
     polling: Polling,
 }
 
+impl<J> SlotEntry<J> {
+    /// The entry of a slot task with no job yet (a claimer, or an idle one).
+    fn jobless(polling: &Polling) -> Self {
+        SlotEntry {
+            waker: None,
+            job: u64::MAX,
+            copy: None,
+            meta: Meta::default(),
+            polling: polling.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     submitted: u64,
@@ -1064,13 +1077,7 @@ impl<J: Job> Engine<J> {
             later.wake.extend(idle.waker);
         } else {
             let polling = Polling::default();
-            let key = st.slots.insert(SlotEntry {
-                waker: None,
-                job: u64::MAX,
-                copy: None,
-                meta: Meta::default(),
-                polling: polling.clone(),
-            });
+            let key = st.slots.insert(SlotEntry::jobless(&polling));
             let slot = Slot::reserved(Arc::clone(self), key, st.generation, rt, polling);
             // Cloned only here: most calls spawn nothing. A runtime found alive above may
             // be shutting down by now; it then drops the slot at once.
@@ -2695,13 +2702,7 @@ impl<J: Job> Engine<J> {
         if st.closed || st.idle.len() >= IDLE_MAX || !st.runtimes.is_alive(rt) {
             return None;
         }
-        let key = st.slots.insert(SlotEntry {
-            waker: None,
-            job: u64::MAX,
-            copy: None,
-            meta: Meta::default(),
-            polling: polling.clone(),
-        });
+        let key = st.slots.insert(SlotEntry::jobless(polling));
         st.idle.push(Idle {
             key,
             rt,
