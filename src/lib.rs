@@ -127,13 +127,15 @@
 //!   cell that holds the task's result slot (about 100 bytes on 64-bit targets, plus the
 //!   result's size beyond a `u64`), the future, and the result until it is handed over. A
 //!   future larger than 256 bytes, or aligned to more than 8, gets a cell of its own
-//!   beside its result slot (two allocations). A running slot costs one tokio task. A
-//!   [`TaskHandle`] pins its task's cell, as a tokio `JoinHandle` pins its task's (so
-//!   does an [`AbortHandle`]): the future is dropped when it ends (and what it owned is
-//!   freed then), but its storage stays until the handles go. The 256-byte limit bounds
-//!   that: a held handle pins at most 416 bytes for a `u64` result (beyond that, twice
-//!   the result's size), so `batch_run` of many large futures holds little beyond their
-//!   results. (`batch_run`, a group's `join_all` and `map_ordered` take the results in
+//!   beside its result slot (two allocations). A running job also holds its slot, one
+//!   tokio task (about 120 bytes of state, and no buffers kept between jobs): 100,000
+//!   jobs sleeping at once, each with a 407-byte payload, take about 1.3 KiB each, and
+//!   as many `tokio::spawn`s about 1.0 KiB (BENCHMARKS.md). A [`TaskHandle`] pins its
+//!   task's cell, as a tokio `JoinHandle` pins its task's (so does an [`AbortHandle`]):
+//!   the future is dropped when it ends (and what it owned is freed then), but its
+//!   storage stays until the handles go. The 256-byte limit bounds that: a held handle
+//!   pins at most 416 bytes for a `u64` result (beyond that, twice the result's size),
+//!   so `batch_run` of many large futures holds little beyond their results. (`batch_run`, a group's `join_all` and `map_ordered` take the results in
 //!   submission order, unless run inside a task of their own pool (`map_ordered`: from
 //!   its first poll there on): a job that ended before an earlier one is pinned so until
 //!   that one is in.) A SmartAioPool task is its recipe and its result slot in one
