@@ -342,9 +342,9 @@ impl<J: Job> Drop for StateGuard<'_, J> {
 /// What a critical section leaves to do once the lock is released.
 ///
 /// Made for one call, on the caller's stack (a slot task keeps none: one kept per slot
-/// task, with the buffers its lists grew, cost every running job 60 to 220 bytes, see
-/// BENCHMARKS.md, "2026-12-05"); the lists that mostly hold one item or none hold it in
-/// place ([`Few`]), so that a job's end allocates nothing here.
+/// task, with the buffers its lists grew, cost every running job 64 to 220 bytes, see
+/// BENCHMARKS.md, "2026-12-04, before midnight"); the lists that mostly hold one item or
+/// none hold it in place ([`Few`]), so that a job's end allocates nothing here.
 ///
 /// # Dropping
 ///
