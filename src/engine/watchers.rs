@@ -42,34 +42,27 @@ impl SizeWatchers {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
+    use std::task::Waker;
 
     use super::*;
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::testing::WakeCount;
 
     #[test]
     fn a_resize_wakes_the_live_watchers_once_and_forgets_the_dropped() {
         let watchers = SizeWatchers::default();
         let (a, b) = (watchers.watch(), watchers.watch());
-        let (ca, cb) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+        let (ca, cb) = (
+            Arc::new(WakeCount::default()),
+            Arc::new(WakeCount::default()),
+        );
         a.register(&Waker::from(Arc::clone(&ca)));
         b.register(&Waker::from(Arc::clone(&cb)));
         drop(b);
         watchers.wake_all();
         // Woken once: a watcher registers again after each wake-up.
         watchers.wake_all();
-        assert_eq!(ca.0.load(Ordering::SeqCst), 1);
-        assert_eq!(cb.0.load(Ordering::SeqCst), 0);
+        assert_eq!(ca.get(), 1);
+        assert_eq!(cb.get(), 0);
         let _c = watchers.watch();
         assert_eq!(
             watchers.0.lock().unwrap().len(),

@@ -718,12 +718,13 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
+    use std::task::Waker;
     use std::time::Duration;
 
     use futures_util::stream;
 
     use super::*;
+    use crate::testing::WakeCount;
 
     /// A stream's feed whose size reads (`capacity`) each first run the resize scheduled
     /// for that read, if any: as if another thread's `set_max_concurrency` landed there.
@@ -769,16 +770,6 @@ mod tests {
         }
     }
 
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     /// A stream of jobs that run for 100 s through a pool of 2 slots, with the resizes
     /// `at`, polled by hand (time stands still) whenever it was woken: returns how many
     /// inputs it holds once nothing wakes it, and the pool's final size.
@@ -788,7 +779,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(100)).await;
             i
         };
-        let counter = Arc::new(Counter::default());
+        let counter = Arc::new(WakeCount::default());
         let waker = Waker::from(Arc::clone(&counter));
         let mut cx = Context::from_waker(&waker);
         let resizing = |inner| -> Box<dyn Feed<u64, u64>> {
@@ -814,8 +805,8 @@ mod tests {
         };
         let mut seen = usize::MAX;
         // As an executor would: polled again while woken since its last poll.
-        while counter.0.load(Ordering::SeqCst) != seen {
-            seen = counter.0.load(Ordering::SeqCst);
+        while counter.get() != seen {
+            seen = counter.get();
             assert!(poll(&mut inner, &mut cx).is_pending());
             tokio::task::yield_now().await;
         }
