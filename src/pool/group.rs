@@ -49,9 +49,17 @@ impl<T> Future for Tagged<T> {
     }
 }
 
-/// Aborts every task still in `tasks` (their handles stay in place).
-pub(super) fn abort_each<T>(tasks: &FuturesUnordered<Tagged<T>>) {
-    for t in tasks.iter() {
+/// Aborts the tasks of a group or stream (their handles stay in place), newest first:
+/// those awaited in order (`fresh`, oldest first), from the last, then those polled
+/// together (`set`, all older; a `FuturesUnordered` lists the last pushed first). Queued
+/// ones then leave the queue before a running one is woken to end, whose slot would
+/// otherwise take the next queued task and start it before its abort came (on a
+/// multi-thread runtime; a review of dc685cf saw up to 66 of 1,000 start so).
+pub(super) fn abort_newest_first<'a, T: 'a>(
+    fresh: impl DoubleEndedIterator<Item = &'a Tagged<T>>,
+    set: &'a FuturesUnordered<Tagged<T>>,
+) {
+    for t in fresh.rev().chain(set.iter()) {
         t.handle.abort();
     }
 }
@@ -64,8 +72,7 @@ pub(super) fn abort_each<T>(tasks: &FuturesUnordered<Tagged<T>>) {
 /// # Dropping
 ///
 /// Drops the handles of the tasks not awaited yet, which detaches them: its group's drop
-/// aborts them first ([`Group::abort_all`]), so that the group's older tasks are
-/// aborted after them.
+/// aborts them first ([`abort_newest_first`]).
 struct InOrder<T> {
     /// The tasks in order; `None` once awaited (a ring buffer's pops cost more). Taken
     /// from by `join_next`, in a group that may live long, it is emptied when the last
@@ -147,14 +154,9 @@ impl<T> InOrder<T> {
             .flatten()
     }
 
-    /// Aborts the tasks not awaited yet, newest first: queued ones leave the queue before
-    /// a running one is woken to end, whose slot would otherwise take the next queued
-    /// task of the batch and start it before its abort came (on a multi-thread runtime;
-    /// a review of dc685cf saw up to 66 of 1,000 start so).
-    fn abort_all(&self) {
-        for t in self.tasks[self.next..].iter().rev().flatten() {
-            t.handle.abort();
-        }
+    /// The tasks not awaited yet, oldest first.
+    fn pending(&self) -> impl DoubleEndedIterator<Item = &Tagged<T>> {
+        self.tasks[self.next..].iter().flatten()
     }
 }
 
@@ -596,11 +598,10 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
 }
 
 impl<J: Job, T> Group<J, T> {
-    /// Newest first, as [`InOrder::abort_all`] says why: the fresh tasks, then those
-    /// polled together (a `FuturesUnordered` lists the last pushed first).
+    /// Newest first ([`abort_newest_first`]): the fresh tasks, then those polled
+    /// together.
     fn abort_all(&self) {
-        self.fresh.abort_all();
-        abort_each(&self.tasks);
+        abort_newest_first(self.fresh.pending(), &self.tasks);
     }
 }
 

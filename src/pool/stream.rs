@@ -20,7 +20,7 @@ use futures_util::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
 use futures_util::task::AtomicWaker;
 
 use super::core::{Core, Submit};
-use super::group::{abort_each, Tagged};
+use super::group::{abort_newest_first, Tagged};
 use crate::engine::{AdmitError, Job};
 use crate::error::{SubmitErrorKind, TaskError};
 use crate::task::TaskHandle;
@@ -330,13 +330,9 @@ impl<St: Stream, T> Mapper<St, T> {
         self.inputs.is_none() && !self.has_tasks() && self.buffer.is_empty()
     }
 
-    /// Aborts every unfinished task, newest first (see `InOrder::abort_all` in group.rs:
-    /// an older one's end would otherwise start a newer queued one before its abort).
+    /// Aborts every unfinished task, newest first ([`abort_newest_first`]).
     fn abort_tasks(&self) {
-        for t in self.queue.iter().rev() {
-            t.handle.abort();
-        }
-        abort_each(&self.tasks);
+        abort_newest_first(self.queue.iter(), &self.tasks);
     }
 
     fn poll_unordered(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
