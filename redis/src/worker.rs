@@ -23,7 +23,9 @@ use crate::error::is_transient;
 use crate::store::{self, Keys, RawEntry, FINISH_ARITY, GROUP};
 use crate::Error;
 
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+/// A handler run's outcome: `Err` is the handler's failure; `Ok(Err)` is a success whose
+/// value could not be encoded as JSON (not worth a retry: the handler did its work).
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Result<String, String>, String>> + Send>>;
 type Handler = Arc<dyn Fn(&str, JobCtx) -> Result<HandlerFuture, String> + Send + Sync>;
 type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
@@ -45,7 +47,9 @@ const PENDING_PAGE: usize = 10_000;
 /// Guarantees:
 /// - **Pull backpressure.** It reads with `COUNT` = free slots and keeps a slot for each
 ///   entry until that entry is acknowledged, so the entries pending under its consumer
-///   name never exceed its concurrency.
+///   name never exceed its concurrency (entries whose record Redis refused are the
+///   exception: their slot is freed, and they stay pending until reclaimed after the
+///   lease; so are entries a lost read reply left there).
 /// - **At least once.** An entry is acknowledged and deleted only after its handler
 ///   finished (or failed for the last time). Entries of a worker that died are reclaimed
 ///   by live workers after the lease; running handlers renew their lease every lease/3.
@@ -658,11 +662,24 @@ impl Inner {
                 .insert(job.sid.clone(), seq);
             let runs = job.attempt.saturating_add(job.deliveries);
             let fields = match out {
-                Ok(Ok(json)) => {
+                Ok(Ok(Ok(json))) => {
                     inner.succeeded.fetch_add(1, Ordering::Relaxed);
                     // The result goes to Redis only if the submitter asked for it.
                     let json = if job.rttl > 0 { json } else { String::new() };
                     inner.record("A", &job, runs, json)
+                }
+                // The handler succeeded; only its value cannot be stored. Not retried: a
+                // new run would redo the work to fail the same way.
+                Ok(Ok(Err(_))) if job.rttl == 0 => {
+                    inner.succeeded.fetch_add(1, Ordering::Relaxed);
+                    inner.record("A", &job, runs, String::new())
+                }
+                Ok(Ok(Err(enc))) => {
+                    inner.succeeded.fetch_add(1, Ordering::Relaxed);
+                    inner.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    let reason =
+                        format!("the handler succeeded, but its result cannot be stored: {enc}");
+                    inner.record("D", &job, runs, reason)
                 }
                 Ok(Err(msg)) => inner.failure(&job, runs, msg),
                 Err(p) => {
@@ -808,6 +825,12 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
         match r {
             Ok(v) => {
                 pause = Duration::from_millis(50);
+                // A stop whose deadline passed while the read was in flight: these entries
+                // would be aborted before they run. Leave them pending: the drain puts them
+                // back as leftovers (their delivery does not count as a run).
+                if matches!(*inner.stop.borrow(), Stop::Deadline(d) if Instant::now() >= d) {
+                    return;
+                }
                 for entry in store::parse_read_reply(v) {
                     let slot = match slots.pop() {
                         Some(s) => s,
@@ -922,7 +945,11 @@ async fn finish(
         }
         match inv.invoke_async::<i64>(conn).await {
             Ok(_) => return Ok(()),
-            Err(e) if is_transient(&e) => {
+            // OOM (maxmemory reached): refused for this batch's writes, not for the plain
+            // acks, which free memory. Not retried as a whole: the acker re-sends the
+            // records one by one, and a refused one stays pending (delivered again after
+            // the lease), as any record Redis refuses.
+            Err(e) if is_transient(&e) && e.code() != Some("OOM") => {
                 inner.report(&Error::Redis(e));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
@@ -1134,6 +1161,9 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
         ..Default::default()
     };
     let mut conn = inner.conn.clone();
+    // Aborted jobs that could not be put back: still pending here, as far as we can tell
+    // if the pending list cannot be read below (Redis unreachable).
+    let mut unreleased_aborted = 0u64;
     if !drained {
         let ids: Vec<String> = {
             let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -1146,7 +1176,9 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
                 .collect()
         };
         report.released = release(inner, &mut conn, &ids, Release::Deadline).await;
+        unreleased_aborted = (ids.len() as u64).saturating_sub(report.released);
     }
+    let mut listed = true;
     // Everything finished so far is written before the pending list is read.
     let (f_tx, f_rx) = oneshot::channel();
     if tx.send(AckMsg::Flush(f_tx)).is_ok() {
@@ -1175,6 +1207,7 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
             Err(e) => {
                 if e.code() != Some("NOGROUP") {
                     inner.report(&Error::Redis(e.clone()));
+                    listed = false;
                 }
                 Vec::new()
             }
@@ -1215,7 +1248,11 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
         Err(e) => {
             inner.report(&Error::Redis(e));
             // Unknown: what the releases above could not put back.
-            unreleased
+            if listed {
+                unreleased
+            } else {
+                unreleased + unreleased_aborted
+            }
         }
     };
     // Every job has ended (or was aborted): the pool has nothing left to wait for.
@@ -1376,7 +1413,9 @@ impl WorkerBuilder {
     /// (a payload that does not decode goes to the dead-letter stream at once). An `Err`
     /// (or a panic) is retried with backoff, then dead-lettered with its `Display` text.
     /// The `Ok` value is stored only if the job was submitted with
-    /// [`RedisQueue::submit_with_result`](crate::RedisQueue::submit_with_result).
+    /// [`RedisQueue::submit_with_result`](crate::RedisQueue::submit_with_result). An `Ok`
+    /// value serde_json cannot encode is not a failure: the job is acknowledged, or, if
+    /// its result was asked for, dead-lettered with the reason (not retried).
     ///
     /// Registering the same name twice keeps the last handler. To learn the job's id and
     /// attempt (for idempotency keys), use [`task_with_ctx`](Self::task_with_ctx).
@@ -1426,8 +1465,8 @@ impl WorkerBuilder {
             let fut = handler(value, ctx);
             Ok(Box::pin(async move {
                 match fut.await {
-                    Ok(r) => serde_json::to_string(&r)
-                        .map_err(|e| format!("cannot encode the handler's result: {e}")),
+                    Ok(r) => Ok(serde_json::to_string(&r)
+                        .map_err(|e| format!("cannot encode the handler's result: {e}"))),
                     Err(e) => Err(e.to_string()),
                 }
             }) as HandlerFuture)

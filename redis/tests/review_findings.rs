@@ -1,11 +1,12 @@
-//! Findings 8–45 of RELIABILITY.md: 8–20 from a review of e5dd07b, 21–30 from review r8
+//! Findings 8–50 of RELIABILITY.md: 8–20 from a review of e5dd07b, 21–30 from review r8
 //! (of 99872d6, e5dd07b, bebf983, b9dc5cc, 0c121cd), 31 noticed while fixing 22, 32–34
 //! from review r9, 35–36 from review r10, 37–42 noticed earlier and fixed on 0b18778,
-//! 43–45 from review r3 of those fixes; each test failed before its fix (36's is ignored:
-//! a limitation).
+//! 43–45 from review r3 of those fixes, 46–50 from review r11 (of c022778); each test
+//! failed before its fix (36's is ignored: a limitation; 49's pins the corrected docs).
 
 mod support;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1989,5 +1990,392 @@ async fn cli_requeue_names_bad_ids_also_when_a_later_id_meets_a_redis_error() {
         err.contains("9-9") && err.contains("abc"),
         "the error line should name the id not found (9-9) and the malformed one (abc) \
          too: {err:?}"
+    );
+}
+
+/// Ids pending in the group (any consumer).
+fn pending_ids(c: &mut redis::Connection, q: &str) -> Vec<String> {
+    let v: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream_key(q))
+        .arg("workers")
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query(c)
+        .unwrap();
+    v.into_iter().map(|(id, ..)| id).collect()
+}
+
+/// Finding 46. README, "Shutdown": "stop reading, wait for running jobs and their acks; at the
+/// deadline of `shutdown_timeout`, abort what still runs and put those jobs back ...".
+/// The read in progress when the stop comes is not cancelled (on purpose), but the
+/// entries it returns are still dispatched: with the deadline already past, the drain
+/// aborts them at once and releases them in the `deadline` mode, which counts that
+/// delivery as a run and marks the copy interrupted. A job submitted *after* the stop was
+/// requested, whose handler never got to run here, then reaches the next worker as
+/// attempt 2 / redelivery; with `max_deliveries(1)` it is dead-lettered ("delivered 1
+/// times without an acknowledgement") without ever running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_read_after_a_deadline_stop_is_not_counted_as_a_run() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "late").await.unwrap();
+    let started_a = Arc::new(AtomicU64::new(0));
+    let a = Worker::builder(&server.url(), "late")
+        .concurrency(1)
+        .max_deliveries(1)
+        // A read in progress for a while when the stop comes.
+        .block(Duration::from_secs(3))
+        .task("t", counted_forever(&started_a))
+        .build()
+        .await
+        .unwrap();
+    let run_a = spawn_run(&a);
+    // A is now blocked in XREADGROUP with nothing to read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a2 = a.clone();
+    let stop = tokio::spawn(async move { a2.shutdown_timeout(Duration::ZERO).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Submitted after the stop was requested: A's blocked read returns it.
+    let id = queue.submit("t", &Job { n: 1 }).await.unwrap();
+    let report = within(10, "A's shutdown", stop).await.unwrap();
+    run_a.await.unwrap();
+
+    let runs_b = Arc::new(AtomicU64::new(0));
+    let b = Worker::builder(&server.url(), "late")
+        .max_deliveries(1)
+        .task("t", counted(&runs_b))
+        .build()
+        .await
+        .unwrap();
+    let run_b = spawn_run(&b);
+    let t = std::time::Instant::now();
+    let mut s = queue.stats().await.unwrap();
+    while s.completed + s.dead == 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s = queue.stats().await.unwrap();
+    }
+    within(10, "B's shutdown", b.shutdown()).await;
+    run_b.await.unwrap();
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert!(
+        dead.is_empty() && runs_b.load(Ordering::SeqCst) == 1,
+        "job {id}, submitted after A's stop, was read by A (A's report {report:?}, A's \
+         handler started {} time(s)), then B ran it {} time(s); dead letters: {:?}",
+        started_a.load(Ordering::SeqCst),
+        runs_b.load(Ordering::SeqCst),
+        dead.iter().map(|d| (&d.job, &d.reason)).collect::<Vec<_>>()
+    );
+}
+
+/// Finding 47. `WorkerBuilder::task`: "An `Err` (or a panic) is retried with backoff, then
+/// dead-lettered ... The `Ok` value is stored only if the job was submitted with
+/// `submit_with_result`." A handler whose `Ok` value serde_json cannot encode (a map
+/// with non-string keys) is treated as a failed run even when no result was asked for:
+/// the job, which succeeded, runs `max_deliveries` times (its side effects repeated) and
+/// ends in the dead letters ("cannot encode the handler's result").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ok_whose_value_cannot_be_encoded_is_not_retried() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "enc").await.unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r2 = runs.clone();
+    let w = Worker::builder(&server.url(), "enc")
+        .max_deliveries(3)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .promote_interval(Duration::from_millis(20))
+        .task("t", move |_j: Job| {
+            let r = r2.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                // serde_json: "key must be a string".
+                let mut m: HashMap<(u8, u8), u8> = HashMap::new();
+                m.insert((1, 2), 3);
+                Ok::<_, String>(m)
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    let t = std::time::Instant::now();
+    let mut s = queue.stats().await.unwrap();
+    while s.completed + s.dead == 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s = queue.stats().await.unwrap();
+    }
+    // Room for more runs, if any are coming.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = queue.stats().await.unwrap();
+    within(10, "shutdown", w.shutdown()).await;
+    run.await.unwrap();
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(
+        (runs.load(Ordering::SeqCst), s.completed, s.dead),
+        (1, 1, 0),
+        "a handler that returned Ok ran {} times; stats {s:?}; dead letters {:?}",
+        runs.load(Ordering::SeqCst),
+        dead.iter().map(|d| &d.reason).collect::<Vec<_>>()
+    );
+}
+
+/// Finding 48. Under `maxmemory` with `noeviction` (Redis refuses commands that need memory
+/// with `OOM`, as a script's first write), one record that needs memory (a success with
+/// a result, a retry, a dead letter) blocks every acknowledgement of its worker: the
+/// acker treats `OOM` as transient and re-sends the same batch for ever, and every later
+/// record waits behind it. Plain acknowledgements, which Redis accepts at `maxmemory`
+/// (`XACK`/`XDEL` free memory), are never sent: the worker stops acknowledging anything,
+/// the jobs that did finish run again elsewhere after the lease, and a graceful
+/// `shutdown()` never returns while Redis is reachable. The acker's own design ("the
+/// worker also re-sends a failed batch one record at a time", store.rs FINISH docs, so
+/// "a record that still cannot be applied fails alone") is not applied to this error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_for_memory_does_not_block_plain_acks() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "mem").await.unwrap();
+    let gate_r = Arc::new(AtomicBool::new(false));
+    let gate_p = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicU64::new(0));
+    let gated = |gate: &Arc<AtomicBool>| {
+        let (gate, started) = (gate.clone(), started.clone());
+        move |_j: Job| {
+            let (gate, started) = (gate.clone(), started.clone());
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                while !gate.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<u64, String>(7)
+            }
+        }
+    };
+    let w = Worker::builder(&server.url(), "mem")
+        .concurrency(4)
+        .lease(Duration::from_secs(30))
+        .task("r", gated(&gate_r))
+        .task("p", gated(&gate_p))
+        .task("warm", |_j: Job| async { Ok::<(), String>(()) })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    // One job through first, so that the FINISH script is loaded before the OOM.
+    queue.submit("warm", &Job { n: 0 }).await.unwrap();
+    let mut c = server.conn();
+    eventually(5, "warm-up acked", || {
+        redis::cmd("GET")
+            .arg("nbq:{mem}:completed")
+            .query::<Option<u64>>(&mut c)
+            .unwrap()
+            == Some(1)
+    })
+    .await;
+    let r = queue
+        .submit_with_result("r", &Job { n: 1 }, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let p = queue.submit("p", &Job { n: 2 }).await.unwrap();
+    eventually(5, "both jobs running", || {
+        started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    // The result job ends first: its record needs a SET, refused with OOM.
+    gate_r.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The plain job ends: its record is an XACK + XDEL, which Redis accepts at maxmemory.
+    gate_p.store(true, Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    let mut pend = pending_ids(&mut c, "mem");
+    while pend.contains(&p) && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pend = pending_ids(&mut c, "mem");
+    }
+    // A plain XACK does pass at maxmemory (checked by hand, from a script too).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let st = w.stats();
+    within(10, "shutdown", w.shutdown()).await;
+    run.await.unwrap();
+    assert!(
+        !pend.contains(&p),
+        "the plain job {p} finished 3 s ago and is still pending (pending: {pend:?}; the \
+         result job is {r}); worker errors {}, last {:?}",
+        st.errors,
+        st.last_error
+    );
+}
+
+/// Finding 49. The docs said the entries pending under a worker's consumer never exceed
+/// its concurrency; a record Redis refuses (here a dead letter, with the dead-letter key
+/// overwritten: the case the FINISH docs describe) frees its slot while its entry stays
+/// pending until it is reclaimed after the lease. The docs now name that exception; this
+/// pins what they say: the worker is not held up by refused records (it reads on and runs
+/// a later job at once), and the entries past its concurrency are the refused ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_records_stay_pending_without_holding_up_the_worker() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "cap").await.unwrap();
+    let mut c = server.conn();
+    let _: () = redis::cmd("SET")
+        .arg(dead_key("cap"))
+        .arg("not a stream")
+        .query(&mut c)
+        .unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let w = Worker::builder(&server.url(), "cap")
+        .concurrency(1)
+        .lease(Duration::from_secs(30))
+        .task("known", counted(&runs))
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    let mut refused = Vec::new();
+    for n in 0..5 {
+        // Unknown task: dead-lettered at once, which Redis refuses (WRONGTYPE).
+        refused.push(queue.submit("unknown", &Job { n }).await.unwrap());
+    }
+    let known = queue.submit("known", &Job { n: 5 }).await.unwrap();
+    eventually(5, "the known job ran behind five refused records", || {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually(5, "the known job acknowledged", || {
+        !pending_ids(&mut c, "cap").contains(&known)
+    })
+    .await;
+    let mut pending = pending_ids(&mut c, "cap");
+    pending.sort();
+    refused.sort();
+    assert_eq!(
+        pending, refused,
+        "pending past the concurrency of 1: the refused records' entries, and only those"
+    );
+    assert_eq!(
+        pending_per_consumer(&mut c, "cap"),
+        vec![(w.consumer_name().to_owned(), 5)]
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(dead_key("cap"))
+        .query(&mut c)
+        .unwrap();
+    w.shutdown_timeout(Duration::from_secs(2)).await;
+    run.await.unwrap();
+}
+
+/// Finding 48, the hang: `Worker::shutdown` "waits as long as the handlers take (and, for
+/// their acknowledgements, as long as Redis is unreachable)". At `maxmemory` Redis is
+/// reachable and answers at once, yet a graceful shutdown of a worker whose one finished
+/// job asked for a result never returns: the acker re-sends the refused record for ever
+/// (OOM is retried as transient) and the drain waits for its slot. (With OOM treated as a
+/// refusal, the record is dropped, the entry stays pending, and the shutdown reports it
+/// in `left_pending`, as documented for "Redis refused the writes, e.g. at maxmemory".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_at_maxmemory_returns() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "memstop").await.unwrap();
+    let gate = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicU64::new(0));
+    let (g2, s2) = (gate.clone(), started.clone());
+    let w = Worker::builder(&server.url(), "memstop")
+        .lease(Duration::from_secs(30))
+        .task("r", move |_j: Job| {
+            let (g, s) = (g2.clone(), s2.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                while !g.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<u64, String>(7)
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    queue
+        .submit_with_result("r", &Job { n: 1 }, Duration::from_secs(60))
+        .await
+        .unwrap();
+    eventually(5, "job running", || started.load(Ordering::SeqCst) == 1).await;
+    let mut c = server.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    gate.store(true, Ordering::SeqCst);
+    let report = tokio::time::timeout(Duration::from_secs(10), w.shutdown()).await;
+    let st = w.stats();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    // Now that Redis takes writes again, let the worker end (and the test with it).
+    let after = within(20, "shutdown after maxmemory 0", w.shutdown()).await;
+    run.await.unwrap();
+    assert!(
+        report.is_ok(),
+        "graceful shutdown at maxmemory did not return in 10 s (Redis reachable); worker \
+         errors {}, last {:?}; report once writes were allowed again: {after:?}",
+        st.errors,
+        st.last_error
+    );
+}
+
+/// Finding 50. `ShutdownReport::left_pending`: "Entries that could not be put back (Redis
+/// refused the writes, for example at `maxmemory`, or could not be reached) and stay
+/// pending under this consumer, as far as the worker could tell." A worker stopped at a
+/// deadline while Redis cannot be reached knows which jobs it aborted and failed to put
+/// back, yet reports `released 0, leftover 0, left_pending 0`: it counts as "left" only
+/// what its (failed) XPENDING listed. The job stays pending under the consumer, which
+/// also stays in the group; a caller trusting the report sees nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_shutdown_with_redis_down_reports_what_it_left_pending() {
+    let mut server = RedisServer::start_persistent();
+    let queue = RedisQueue::connect(&server.url(), "down").await.unwrap();
+    let started = Arc::new(AtomicU64::new(0));
+    let w = Worker::builder(&server.url(), "down")
+        .lease(Duration::from_secs(30))
+        .block(Duration::from_millis(100))
+        .task("t", counted_forever(&started))
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    eventually(5, "job running", || started.load(Ordering::SeqCst) == 1).await;
+    server.kill();
+    let report = within(
+        60,
+        "shutdown with Redis down",
+        w.shutdown_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    run.await.unwrap();
+    server.restart();
+    let mut c = server.conn();
+    let pending = pending_per_consumer(&mut c, "down");
+    assert_eq!(
+        pending,
+        vec![(w.consumer_name().to_owned(), 1)],
+        "the aborted job is still pending under the stopped consumer"
+    );
+    assert!(
+        report.left_pending >= 1,
+        "the worker aborted 1 job it could not put back (Redis down), and reports {report:?}"
     );
 }
