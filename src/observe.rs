@@ -248,7 +248,7 @@ impl Observer {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn start(&self, id: u64, stamp: Stamp) -> Running {
         #[cfg(feature = "metrics")]
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         #[cfg(feature = "metrics")]
         quietly(
             || {
@@ -390,7 +390,7 @@ impl Stamps {
 /// Taken when a task is queued: when, and the span current at its submit.
 pub(crate) struct Stamp {
     #[cfg(feature = "metrics")]
-    at: std::time::Instant,
+    at: tokio::time::Instant,
     #[cfg(feature = "tracing")]
     parent: tracing::Span,
 }
@@ -400,7 +400,7 @@ impl Stamp {
     pub(crate) fn now() -> Self {
         Stamp {
             #[cfg(feature = "metrics")]
-            at: std::time::Instant::now(),
+            at: tokio::time::Instant::now(),
             #[cfg(feature = "tracing")]
             parent: quietly(tracing::Span::current, tracing::Span::none),
         }
@@ -412,7 +412,7 @@ impl Stamp {
     pub(crate) fn requeued() -> Self {
         Stamp {
             #[cfg(feature = "metrics")]
-            at: std::time::Instant::now(),
+            at: tokio::time::Instant::now(),
             #[cfg(feature = "tracing")]
             parent: tracing::Span::none(),
         }
@@ -424,7 +424,7 @@ pub(crate) struct Running {
     #[cfg(feature = "tracing")]
     span: tracing::Span,
     #[cfg(feature = "metrics")]
-    started: std::time::Instant,
+    started: tokio::time::Instant,
 }
 
 impl Running {
@@ -435,7 +435,7 @@ impl Running {
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
             #[cfg(feature = "metrics")]
-            started: std::time::Instant::now(),
+            started: tokio::time::Instant::now(),
         }
     }
 

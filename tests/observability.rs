@@ -670,4 +670,52 @@ mod with_metrics {
             });
         });
     }
+
+    /// Finding 177 (a review of flow control, 2026-12-05). The `metrics` histograms were
+    /// measured with `std::time::Instant`, while the rate limit (and every other clock of
+    /// the pool: submit timeouts, `idle_timeout`) uses tokio's. Under tokio's paused clock
+    /// a task the rate limit held back 10 s recorded a queue wait of about 0.0001 s. They
+    /// now read tokio's clock (std's underneath, outside tests with paused time).
+    #[test]
+    fn the_queue_wait_histogram_follows_the_clock_the_rate_limit_uses() {
+        let _serial = super::SERIAL.blocking_lock();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let pool = CommonAioPool::builder()
+                    .max_concurrency(4)
+                    .rate_limit(1, std::time::Duration::from_secs(10))
+                    .name("paced")
+                    .process_wide(false)
+                    .build();
+                let t0 = tokio::time::Instant::now();
+                let first = pool.submit(async {}).await.unwrap();
+                let second = pool.submit(async {}).await.unwrap();
+                first.await.unwrap();
+                second.await.unwrap();
+                assert_eq!(t0.elapsed(), std::time::Duration::from_secs(10));
+                pool.shutdown().await;
+            })
+        });
+        let mut waits = Vec::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            if key.key().name() == "nb_aiopool_queue_wait_seconds" {
+                if let DebugValue::Histogram(v) = value {
+                    waits.extend(v.iter().map(|f| f.0));
+                }
+            }
+        }
+        waits.sort_by(f64::total_cmp);
+        assert_eq!(waits.len(), 2, "{waits:?}");
+        assert!(
+            waits[0] < 0.5 && (9.9..10.5).contains(&waits[1]),
+            "queue waits recorded {waits:?}; the second task waited 10 s in the queue"
+        );
+    }
 }

@@ -135,6 +135,18 @@ impl Limits {
         self.rate.as_mut().and_then(|r| r.ready_at(now))
     }
 
+    /// Whether the rate window, once full, ever allows another start: not a window too
+    /// long to add to a time (`Duration::MAX`, "at most `count` starts, ever"). No timer is
+    /// armed for one that never does: a timer ~30 years out would end the window under
+    /// tokio's paused clock, and hold the pool's engine until its runtime ends.
+    pub(crate) fn rate_reopens(&self) -> bool {
+        self.rate.as_ref().is_some_and(|r| {
+            r.starts
+                .front()
+                .is_none_or(|&t| t.checked_add(r.per).is_some())
+        })
+    }
+
     /// How many starts the rate window allows now (`usize::MAX` without a rate limit).
     pub(crate) fn rate_tokens(&mut self, now: Instant) -> usize {
         match &mut self.rate {

@@ -282,6 +282,9 @@ struct State<J> {
     generation: u64,
     /// After a take-over: every job runs on the home runtime, whatever its submitter's.
     taken_over: bool,
+    /// After a take-over: queued jobs lost because a rate window that never reopens
+    /// (`Duration::MAX`) held them back (the exit would have waited for them for good).
+    never_started: u64,
     /// Jobs whose run the exit take-over waits for, inside a poll on another thread.
     awaiting_poll: Vec<u64>,
     /// Those of them whose run ended in that poll (counted then): not run again.
@@ -558,6 +561,7 @@ impl<J: Job> Engine<J> {
             runtimes,
             generation: 0,
             taken_over: false,
+            never_started: 0,
             awaiting_poll: Vec::new(),
             ended_in_take_over: Vec::new(),
             graves: Graves::new(max_concurrency.saturating_add(max_queue_size)),
@@ -1035,12 +1039,13 @@ impl<J: Job> Engine<J> {
             // A rate timer, if one is armed, goes to the held job's runtime (or, if that
             // is a current-thread runtime, to a multi-thread one the pool knows).
             let timer_rt = st.limits.as_ref().and_then(|_| Self::held_job_rt(st));
+            let mut never = false;
             if let Some(limits) = &mut st.limits {
                 // Reserve only for jobs that may start now, or claimers would find none.
                 let now = Instant::now();
                 let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
                 if tokens == 0 && !st.rate_timer {
-                    if let Some(at) = limits.rate_ready_at(now) {
+                    if let Some(at) = limits.rate_ready_at(now).filter(|_| limits.rate_reopens()) {
                         // On a runtime that runs it without anyone driving it, if the
                         // pool knows one (see `driven_handle`).
                         let timer = st
@@ -1052,9 +1057,25 @@ impl<J: Job> Engine<J> {
                         later.rate_timer = Some(Box::new((timer, at)));
                     }
                 }
+                // At the exit take-over, a full window that never reopens
+                // (`Duration::MAX`) holds its queued jobs back for ever: the exit would
+                // wait for them for good, so they are cancelled instead.
+                never =
+                    st.taken_over && limits.rate_ready_at(now).is_some() && !limits.rate_reopens();
                 let mut pick = limits.picker();
                 let startable = st.queue.count(st.reserved + want, |q| pick(&q.meta));
                 want = want.min(tokens).min(startable.saturating_sub(st.reserved));
+            }
+            if never {
+                // Lost, as the jobs of a runtime that ended are (their handles say
+                // `RuntimeShutdown`); the exit report counts them.
+                for q in st.queue.extract_if(|_| true) {
+                    st.never_started += 1;
+                    self.lose(st, q.job, q.id, later);
+                    later.stamps.push(q.stamp);
+                }
+                Self::clamp_reserved(st, later);
+                want = 0;
             }
             for _ in 0..want {
                 Self::occupy(st);
@@ -1144,7 +1165,7 @@ impl<J: Job> Engine<J> {
         let limits = limits.as_deref_mut().expect("checked above");
         let now = Instant::now();
         if let Some(at) = limits.rate_ready_at(now) {
-            if !*rate_timer {
+            if !*rate_timer && limits.rate_reopens() {
                 let handle = runtimes
                     .live_or_any(Some(timer_rt))
                     .and_then(|rt| runtimes.driven_handle(rt));
@@ -2323,6 +2344,7 @@ impl<J: Job> Engine<J> {
             if busy.is_empty() {
                 self.fill_free(&mut st, home, &mut later);
             }
+            report.never_started = st.never_started;
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -2364,6 +2386,7 @@ impl<J: Job> Engine<J> {
                 }
             }
             self.fill_free(&mut st, home, &mut later);
+            report.never_started = st.never_started;
             self.gauges(&st);
         }
         drop_quietly(settled);
@@ -2487,6 +2510,8 @@ pub(crate) struct TakeOver {
     /// Runs still inside a poll: on the exiting thread (the task called `exit`), or for
     /// longer than [`EXIT_POLL_WAIT`] (cancelled).
     pub(crate) stuck: u64,
+    /// Queued jobs that a rate window that never reopens held back (cancelled).
+    pub(crate) never_started: u64,
 }
 
 /// Counts a `wait()` watching for drops under way (see [`Engine::end_drop`]),

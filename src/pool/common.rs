@@ -207,7 +207,9 @@ impl CommonAioPoolBuilder {
     ///
     /// Tasks waiting for the rate window stay queued (and count in `stats().queued`). A
     /// `per` too long to add to a time (`Duration::MAX`) is a window that never ends: at
-    /// most `count` starts, ever.
+    /// most `count` starts, ever. Tasks past `count` then never start: `wait()` and
+    /// `shutdown()` wait for them for good (abort them, or use
+    /// [`shutdown_timeout`](CommonAioPool::shutdown_timeout)).
     ///
     /// # Panics
     ///

@@ -20,10 +20,12 @@ use crate::task::TaskHandle;
 /// A pool with no queue: `submit(fut).await` waits until one of `max_concurrency` slots is
 /// free, then starts the future at once.
 ///
-/// Waiting submitters are served first come, first served ([`SubmitOptions::priority`](crate::SubmitOptions::priority)
-/// plays no part). With flow control (`max_per_key`, `weight_capacity`, `rate_limit`) a
-/// task can be accepted into a free place and still wait there for its key, weight or the
-/// rate window: `submit` then returns once the task is accepted, not started.
+/// Waiting submitters are served by [`SubmitOptions::priority`](crate::SubmitOptions::priority)
+/// (higher first), first come, first served among equal priorities (`submit`,
+/// `blocking_submit`, streams and groups wait with priority 0). With flow control
+/// (`max_per_key`, `weight_capacity`, `rate_limit`) a task can be accepted into a free
+/// place and still wait there for its key, weight or the rate window: `submit` then
+/// returns once the task is accepted, not started.
 ///
 /// This is the seed's `NoQueueAioPool`. It waits without polling or sleeping (the Python
 /// original re-checks every 10 ms): a finishing job hands its slot to the next waiting
@@ -176,7 +178,9 @@ impl NoQueueAioPoolBuilder {
     ///
     /// Tasks waiting for the rate window stay queued (and count in `stats().queued`). A
     /// `per` too long to add to a time (`Duration::MAX`) is a window that never ends: at
-    /// most `count` starts, ever.
+    /// most `count` starts, ever. Tasks past `count` then never start: `wait()` and
+    /// `shutdown()` wait for them for good (abort them, or use
+    /// [`shutdown_timeout`](NoQueueAioPool::shutdown_timeout)).
     ///
     /// # Panics
     ///

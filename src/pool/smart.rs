@@ -74,7 +74,9 @@ use crate::task::TaskHandle;
 ///
 /// What cannot be covered: a process killed by a signal it does not handle (`SIGKILL`,
 /// default `SIGTERM`/`SIGINT`), `std::process::abort`, a panic with `panic = "abort"`, a
-/// crash, a task that never finishes (the exit then waits for it), or, after
+/// crash, a task that never finishes (the exit then waits for it), a task that a
+/// [`rate_limit`](SmartAioPoolBuilder::rate_limit) window that never ends holds back (it
+/// is cancelled at the exit, with a warning), or, after
 /// `process::exit` called from inside a runtime, a re-run that needs something its
 /// interrupted first run still holds (a lock, a semaphore permit, a pooled connection:
 /// that run is frozen with it, and the re-run, and so the exit, wait forever). For
@@ -339,7 +341,11 @@ impl SmartAioPoolBuilder {
     ///
     /// Tasks waiting for the rate window stay queued (and count in `stats().queued`). A
     /// `per` too long to add to a time (`Duration::MAX`) is a window that never ends: at
-    /// most `count` starts, ever.
+    /// most `count` starts, ever. Tasks past `count` then never start: `wait()` and
+    /// `shutdown()` wait for them for good (abort them, or use
+    /// [`shutdown_timeout`](SmartAioPool::shutdown_timeout)), and at the process exit they
+    /// are cancelled (their handles say `RuntimeShutdown`) with a warning on stderr, rather
+    /// than keep the process from exiting.
     ///
     /// # Panics
     ///
@@ -1379,6 +1385,14 @@ pub(crate) fn finish_at_exit() {
                             report.stuck,
                             p.name,
                             crate::engine::EXIT_POLL_WAIT
+                        );
+                    }
+                    if report.never_started > 0 {
+                        eprintln!(
+                            "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were never \
+                             started: its rate_limit window never ends (per = Duration::MAX) \
+                             and allows no more starts; their handles say RuntimeShutdown",
+                            report.never_started, p.name
                         );
                     }
                 }
