@@ -3,9 +3,9 @@
 //! check of rate-limited pools, the admission split, the priority heap's `count`). Each
 //! test here failed on 5862fc8; all four came from the timers check, since redone.
 //!
-//! Findings 173–175 and limitation 176: a review of flow control on c022778 (a window
-//! that never ends, `rate_limit(n, Duration::MAX)`, and the rate timer's hold on the
-//! pool). Each test failed on c022778 but 176's, ignored (left open), and the control.
+//! Findings 173–176: a review of flow control on c022778 (a window that never ends,
+//! `rate_limit(n, Duration::MAX)`, and the rate timer's hold on the pool). Each test
+//! failed on c022778 but the control and the one that pins what the hold is for.
 
 // A `block_on` block hands back a handle, to await on another thread.
 #![allow(clippy::async_yields_async)]
@@ -301,19 +301,74 @@ async fn control_a_shut_down_pool_without_rate_limit_is_freed() {
     assert_eq!(engine_refs_left(None).await, 1);
 }
 
-/// Limitation 176 (the same review; RELIABILITY.md): with a finite window the rate timer
-/// keeps a pool whose queued tasks were all aborted, and which was shut down and dropped,
-/// alive until the timer fires, up to `per` later (here an hour; "10 per hour" pools made
-/// per request pile up that long). Left open: the timer would have to learn that the queue
-/// emptied and let the engine go.
+/// Finding 176 (the same review): with a finite window the rate timer kept a pool whose
+/// queued tasks were all aborted, and which was shut down and dropped, alive until the
+/// timer fired, up to `per` later (here an hour; "10 per hour" pools made per request
+/// piled up that long). The timer now lets the engine go once the pool is closed and its
+/// queue empty.
 #[tokio::test(start_paused = true)]
-#[ignore = "limitation 176 (RELIABILITY.md): a rate timer holds the pool's engine until it fires, up to `per` after the queue emptied"]
 async fn a_finite_rate_window_does_not_keep_a_shut_down_pool_alive_until_its_timer_fires() {
     assert_eq!(
         engine_refs_left(Some(Duration::from_secs(3600))).await,
         1,
         "kept alive by the rate timer"
     );
+}
+
+/// Finding 176, the other orders: the pool dropped while a task is held back (the timer
+/// must keep the engine), then the task aborted (now it need not), or cancelled by a
+/// `shutdown_timeout`.
+#[tokio::test(start_paused = true)]
+async fn a_rate_timer_lets_a_dropped_pool_go_once_its_held_back_tasks_are_gone() {
+    for by_abort in [true, false] {
+        let marker = Arc::new(());
+        let captured = marker.clone();
+        let pool = CommonAioPool::builder()
+            .max_concurrency(2)
+            .rate_limit(1, Duration::from_secs(3600))
+            .on_panic(move |_, _| {
+                let _ = &captured;
+            })
+            .process_wide(false)
+            .build();
+        pool.run(async {}).await.unwrap();
+        let held_back = pool.submit(async { 7 }).await.unwrap();
+        tokio::task::yield_now().await;
+        if by_abort {
+            drop(pool);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(Arc::strong_count(&marker), 2, "a task is still held back");
+            held_back.abort();
+            assert!(held_back.await.unwrap_err().is_cancelled());
+        } else {
+            let report = pool.shutdown_timeout(Duration::from_millis(5)).await;
+            assert_eq!(report.abandoned(), 1, "{report:?}");
+            drop((pool, held_back));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            Arc::strong_count(&marker),
+            1,
+            "kept alive by the rate timer (by abort: {by_abort})"
+        );
+    }
+}
+
+/// What the rate timer's hold is for: a pool dropped while the window holds a task back
+/// still starts it when the window reopens.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_pool_starts_its_held_back_task_when_the_window_reopens() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(2)
+        .rate_limit(1, Duration::from_secs(10))
+        .process_wide(false)
+        .build();
+    pool.run(async {}).await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let held_back = pool.submit(async { 7 }).await.unwrap();
+    drop(pool);
+    assert_eq!(held_back.await.unwrap(), 7);
+    assert_eq!(t0.elapsed(), Duration::from_secs(10));
 }
 
 /// A pool of 2 with `rate_limit(1, per)` (or none) that runs one task, then holds back a

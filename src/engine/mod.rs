@@ -460,6 +460,9 @@ pub(crate) struct Engine<J: Job> {
     state: Mutex<State<J>>,
     /// Signalled when a wait's target is reached, and at close.
     changed: Notify,
+    /// Signalled when an armed rate timer has nothing left to start: the pool is closed
+    /// and its queue empty ([`rate_timer_unneeded`](Self::rate_timer_unneeded)).
+    rate_idle: Notify,
     /// Told when `set_max_concurrency` changes the pool's size.
     size_watchers: SizeWatchers,
     /// `wait()`s waiting for slots to finish dropping what ended jobs left: a slot that
@@ -583,6 +586,7 @@ impl<J: Job> Engine<J> {
             max_queue_size,
             state: Mutex::new(state),
             changed: Notify::new(),
+            rate_idle: Notify::new(),
             size_watchers: SizeWatchers::default(),
             generation: AtomicU64::new(0),
             cancel_before: AtomicU64::new(0),
@@ -1562,6 +1566,7 @@ impl<J: Job> Engine<J> {
     /// exit take-over, the take-over settles a queued one.
     fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
         let mut later = Deferred::default();
+        let rate_idle;
         let (job, id, reason, handle) = {
             let mut st = self.lock();
             // A job a slot has taken (running, or about to) is not searched for in the
@@ -1598,9 +1603,13 @@ impl<J: Job> Engine<J> {
                 .filter(|&rt| rt != ANY && st.runtimes.is_alive(rt))
                 .or_else(|| st.runtimes.live_or_any(None));
             let handle = rt.and_then(|rt| st.runtimes.handle(rt)).cloned();
+            rate_idle = Self::rate_timer_unneeded(&st);
             (q.job, q.id, reason, handle)
         };
         self.run_deferred(&mut later);
+        if rate_idle {
+            self.rate_idle.notify_waiters();
+        }
         self.observer.cancelled(id, reason);
         let unqueued = Unqueued(Some((job, reason)));
         match handle {
@@ -2196,6 +2205,7 @@ impl<J: Job> Engine<J> {
     /// running jobs still finish. Idempotent.
     pub(crate) fn close(&self) {
         let mut wake: Vec<Waker>;
+        let rate_idle;
         {
             let mut st = self.lock();
             if st.closed {
@@ -2206,9 +2216,32 @@ impl<J: Job> Engine<J> {
             wake = st.idle.iter_mut().filter_map(|i| i.waker.take()).collect();
             // Submitters waiting for room are refused.
             st.admission.close(&mut wake);
+            rate_idle = Self::rate_timer_unneeded(&st);
         }
         wake.into_iter().for_each(wake_quietly);
         self.changed.notify_waiters();
+        if rate_idle {
+            self.rate_idle.notify_waiters();
+        }
+    }
+
+    /// Under the lock: whether an armed rate timer has nothing left to start (the pool is
+    /// closed, so nothing more is queued but by the exit take-over, which arms its own,
+    /// and its queue is empty). Its task then lets the engine go at once, rather than
+    /// hold it until it fires, up to `per` later (limitation 176 of RELIABILITY.md).
+    fn rate_timer_unneeded(st: &State<J>) -> bool {
+        st.rate_timer && st.closed && st.queue.len() == 0
+    }
+
+    /// Called by an armed rate timer's task, woken by [`rate_idle`](Self::rate_idle):
+    /// `true`, and the timer disarmed, if it has nothing left to start.
+    fn rate_timer_release(&self) -> bool {
+        let mut st = self.lock();
+        let unneeded = Self::rate_timer_unneeded(&st);
+        if unneeded {
+            st.rate_timer = false;
+        }
+        unneeded
     }
 
     /// Closes the pool and waits until every queued and running job has finished.
@@ -2245,6 +2278,7 @@ impl<J: Job> Engine<J> {
     pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) {
         let mut later = Deferred::default();
         let wakers: Vec<Waker>;
+        let rate_idle;
         {
             let mut st = self.lock();
             st.cancel_reason = reason;
@@ -2263,10 +2297,14 @@ impl<J: Job> Engine<J> {
                 .iter_mut()
                 .filter_map(|(_, s)| s.waker.clone())
                 .collect();
+            rate_idle = Self::rate_timer_unneeded(&st);
         }
         // Slot tasks' wakers: tokio's.
         wakers.into_iter().for_each(Waker::wake);
         self.run_deferred(&mut later);
+        if rate_idle {
+            self.rate_idle.notify_waiters();
+        }
     }
 
     /// At process exit: every unfinished job (queued, or running on a runtime that may
@@ -2674,7 +2712,23 @@ fn rate_timer<J: Job>(
         handle,
     };
     async move {
-        tokio::time::sleep_until(at).await;
+        let mut fires = pin!(tokio::time::sleep_until(at));
+        loop {
+            let engine = Arc::clone(armed.engine.as_ref().expect("held until the timer ends"));
+            let mut idle = pin!(engine.rate_idle.notified());
+            // Registered before the look: a pool closed or emptied after it wakes this.
+            idle.as_mut().enable();
+            if engine.rate_timer_release() {
+                // Nothing left to start: let the engine go now, not when the timer fires
+                // (without `rate_timer_lost`: its runtime is alive).
+                drop(armed.engine.take());
+                return;
+            }
+            tokio::select! {
+                () = fires.as_mut() => break,
+                () = idle => {}
+            }
+        }
         if let Some(engine) = armed.engine.take() {
             engine.rate_tick();
         }
