@@ -354,6 +354,48 @@ async fn a_rate_timer_lets_a_dropped_pool_go_once_its_held_back_tasks_are_gone()
     }
 }
 
+/// Finding 176, the last order: the queue of a dropped pool emptied by the end of the
+/// runtime its held-back task came from, the timer armed on another runtime.
+#[test]
+fn a_rate_timer_lets_a_dropped_pool_go_once_a_runtimes_end_sweeps_its_queue() {
+    let marker = Arc::new(());
+    let captured = marker.clone();
+    let home = timed_runtime();
+    let pool = home.block_on(async {
+        let pool = CommonAioPool::builder()
+            .max_concurrency(2)
+            .rate_limit(1, Duration::from_secs(3600))
+            .on_panic(move |_, _| {
+                let _ = &captured;
+            })
+            .process_wide(false)
+            .build();
+        pool.run(async {}).await.unwrap();
+        pool
+    });
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Held back by the window; its timer goes to the multi-thread runtime.
+    let held_back = other.block_on(pool.submit(async { 7 })).unwrap();
+    drop(pool);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(Arc::strong_count(&marker), 2, "a task is still held back");
+    drop(other);
+    let outcome = home.block_on(held_back);
+    assert!(outcome.unwrap_err().is_cancelled());
+    let t0 = std::time::Instant::now();
+    while Arc::strong_count(&marker) > 1 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        Arc::strong_count(&marker),
+        1,
+        "kept alive by the rate timer"
+    );
+}
+
 /// What the rate timer's hold is for: a pool dropped while the window holds a task back
 /// still starts it when the window reopens.
 #[tokio::test(start_paused = true)]

@@ -1463,6 +1463,10 @@ impl<J: Job> Engine<J> {
                 later.stamps.push(q.stamp);
             }
             Self::clamp_reserved(st, later);
+            if Self::rate_timer_unneeded(st) {
+                // Wakes only the rate timer's task (a tokio waker: no user code).
+                self.rate_idle.notify_waiters();
+            }
         }
     }
 
