@@ -2232,7 +2232,7 @@ impl<J: Job> Engine<J> {
     /// Under the lock: whether an armed rate timer has nothing left to start (the pool is
     /// closed, so nothing more is queued but by the exit take-over, which arms its own,
     /// and its queue is empty). Its task then lets the engine go at once, rather than
-    /// hold it until it fires, up to `per` later (limitation 176 of RELIABILITY.md).
+    /// hold it until it fires, up to `per` later (finding 176 of RELIABILITY.md).
     fn rate_timer_unneeded(st: &State<J>) -> bool {
         st.rate_timer && st.closed && st.queue.len() == 0
     }
