@@ -248,7 +248,7 @@ impl Observer {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn start(&self, id: u64, stamp: Stamp) -> Running {
         #[cfg(feature = "metrics")]
-        let now = tokio::time::Instant::now();
+        let now = clock_now();
         #[cfg(feature = "metrics")]
         quietly(
             || {
@@ -387,6 +387,22 @@ impl Stamps {
     }
 }
 
+/// Now, on tokio's clock (the rate limit's: paused with it under `test-util`), or std's
+/// on a thread whose tokio context thread-local is gone (a thread-local's destructor, a
+/// runtime dropped with its thread), where `tokio::time::Instant::now()` panics once a
+/// clock was paused in the process (with `test-util`); outside a runtime tokio reads
+/// std's clock anyway.
+#[cfg(feature = "metrics")]
+#[inline]
+fn clock_now() -> tokio::time::Instant {
+    match tokio::runtime::Handle::try_current() {
+        Err(e) if e.is_thread_local_destroyed() => {
+            tokio::time::Instant::from_std(std::time::Instant::now())
+        }
+        _ => tokio::time::Instant::now(),
+    }
+}
+
 /// Taken when a task is queued: when, and the span current at its submit.
 pub(crate) struct Stamp {
     #[cfg(feature = "metrics")]
@@ -400,7 +416,7 @@ impl Stamp {
     pub(crate) fn now() -> Self {
         Stamp {
             #[cfg(feature = "metrics")]
-            at: tokio::time::Instant::now(),
+            at: clock_now(),
             #[cfg(feature = "tracing")]
             parent: quietly(tracing::Span::current, tracing::Span::none),
         }
@@ -412,7 +428,7 @@ impl Stamp {
     pub(crate) fn requeued() -> Self {
         Stamp {
             #[cfg(feature = "metrics")]
-            at: tokio::time::Instant::now(),
+            at: clock_now(),
             #[cfg(feature = "tracing")]
             parent: tracing::Span::none(),
         }
@@ -435,7 +451,7 @@ impl Running {
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
             #[cfg(feature = "metrics")]
-            started: tokio::time::Instant::now(),
+            started: clock_now(),
         }
     }
 

@@ -518,7 +518,8 @@ mod with_metrics {
 
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     use metrics_util::MetricKind;
-    use nb_aiopool::CommonAioPool;
+    use nb_aiopool::{CommonAioPool, SmartAioPool};
+    use std::sync::Arc;
 
     #[test]
     fn counters_gauges_and_histograms_after_a_known_workload() {
@@ -716,6 +717,147 @@ mod with_metrics {
         assert!(
             waits[0] < 0.5 && (9.9..10.5).contains(&waits[1]),
             "queue waits recorded {waits:?}; the second task waited 10 s in the queue"
+        );
+    }
+
+    /// Finding 179 (a review of 85cff3c, finding 177's fix). The metrics stamps now read
+    /// `tokio::time::Instant::now()`, which with tokio's `test-util` on (this crate's
+    /// dev-dependencies, and most users' tests) and a clock paused anywhere in the process
+    /// before (a process-wide flag, never reset) asks tokio's context thread-local for the
+    /// current runtime, and panics when that thread-local is gone ("cannot access a Thread
+    /// Local Storage value during or after destruction"). `std::time::Instant::now()`
+    /// never did: a `blocking_submit` from a thread-local's destructor (tokio's context
+    /// destroyed first) worked before, and now panics in `Stamp::now`. The same call is
+    /// made under the pool's lock by `Stamp::requeued` (a re-run queued by a slot dropped
+    /// with its runtime) and by `Running::none` in a slot's `Drop`.
+    #[test]
+    fn a_submit_from_a_thread_local_destructor_does_not_panic_on_tokios_clock() {
+        use std::cell::RefCell;
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+
+        let _serial = super::SERIAL.blocking_lock();
+        pause_a_clock_once();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let pool = runtime.block_on(async {
+            CommonAioPool::builder()
+                .max_concurrency(2)
+                .process_wide(false)
+                .build()
+        });
+        type Sent = std::sync::mpsc::Sender<Result<bool, String>>;
+        struct SubmitOnDrop(CommonAioPool, Sent);
+        impl Drop for SubmitOnDrop {
+            fn drop(&mut self) {
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    self.0.blocking_submit(async { 7 }).is_ok()
+                }));
+                let _ = self.1.send(r.map_err(|p| {
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default()
+                }));
+            }
+        }
+        thread_local! {
+            static GUARD: RefCell<Option<SubmitOnDrop>> = const { RefCell::new(None) };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = pool.clone();
+        std::thread::spawn(move || {
+            GUARD.with(|g| *g.borrow_mut() = Some(SubmitOnDrop(p, tx)));
+            // tokio's context thread-local, first reached after ours, is destroyed first.
+            let _ = tokio::runtime::Handle::try_current();
+        })
+        .join()
+        .unwrap();
+        let r = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert!(
+            matches!(r, Ok(Ok(true))),
+            "a blocking_submit from a thread-local destructor: {r:?}"
+        );
+        runtime.block_on(pool.shutdown());
+    }
+
+    /// Finding 179, the same clock under the pool's lock (a review of 85cff3c). A
+    /// current-thread runtime kept in a thread-local is dropped with the thread's other
+    /// thread-locals, after tokio's context: its tasks are dropped then, and a
+    /// SmartAioPool slot dropped mid-run queues its job again (`Engine::requeue_first`),
+    /// building `Stamp::requeued()` under the lock. On 85cff3c that reads tokio's clock,
+    /// which panics there (test-util on, a clock paused once in the process): the job's
+    /// copy unwinds away before it is queued, uncounted, and the pool shows
+    /// `running: 1` for good; `wait()` never returns (nor, with `auto_shutdown`, the
+    /// process exit). Before, with std's clock, the job ran again and `wait()` returned.
+    #[test]
+    fn a_rerun_queued_by_a_runtime_dropped_with_its_thread_is_not_lost() {
+        use std::cell::RefCell;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let _serial = super::SERIAL.blocking_lock();
+        pause_a_clock_once();
+        thread_local! {
+            static RT: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
+        }
+        let pool = SmartAioPool::builder()
+            .max_concurrency(2)
+            .process_wide(false)
+            .auto_shutdown(false)
+            .build();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (p, counted) = (pool.clone(), runs.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            // Ours first: tokio's context thread-local, first reached below, goes first.
+            RT.with(|r| *r.borrow_mut() = Some(rt));
+            RT.with(|r| {
+                r.borrow().as_ref().unwrap().block_on(async move {
+                    let handle = p
+                        .submit(move || {
+                            let runs = counted.clone();
+                            async move {
+                                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                                    std::future::pending::<()>().await; // interrupted
+                                }
+                                7
+                            }
+                        })
+                        .await
+                        .unwrap();
+                    tokio::task::yield_now().await;
+                    tokio::task::yield_now().await;
+                    handle.detach();
+                });
+            });
+        })
+        .join()
+        .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let waited = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), pool.wait()).await
+        });
+        assert!(
+            waited.is_ok() && runs.load(Ordering::SeqCst) == 2,
+            "the interrupted run was not run again: wait {waited:?}, runs {}, stats {:?}",
+            runs.load(Ordering::SeqCst),
+            pool.stats()
+        );
+    }
+
+    /// What a test with paused time does to the process: tokio's `DID_PAUSE_CLOCK` is set
+    /// for good, and from then on `tokio::time::Instant::now()` asks the runtime context.
+    fn pause_a_clock_once() {
+        drop(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap(),
         );
     }
 }

@@ -264,12 +264,7 @@ fn the_timers_probe_runs_no_panic_hook_under_the_pools_lock() {
 /// a second task starts.
 #[tokio::test(start_paused = true)]
 async fn a_rate_window_that_never_ends_lets_no_second_task_start_under_paused_time() {
-    let pool = CommonAioPool::builder()
-        .max_concurrency(2)
-        .rate_limit(1, Duration::MAX)
-        .process_wide(false)
-        .build();
-    pool.run(async {}).await.unwrap(); // the one start, ever
+    let pool = one_start_ever().await;
     let second = pool.submit(async { 7 }).await.unwrap();
     let forty_years = Duration::from_secs(40 * 365 * 86_400);
     let r = tokio::time::timeout(forty_years, second).await;
@@ -413,6 +408,17 @@ async fn a_dropped_pool_starts_its_held_back_task_when_the_window_reopens() {
     assert_eq!(t0.elapsed(), Duration::from_secs(10));
 }
 
+/// A pool of 2 with `rate_limit(1, Duration::MAX)` that spent its one start.
+async fn one_start_ever() -> CommonAioPool {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(2)
+        .rate_limit(1, Duration::MAX)
+        .process_wide(false)
+        .build();
+    pool.run(async {}).await.unwrap();
+    pool
+}
+
 /// A pool of 2 with `rate_limit(1, per)` (or none) that runs one task, then holds back a
 /// second (aborted), is shut down and dropped: how many references to what its
 /// `on_panic` closure captured are left, 10 ms later (1: the engine is gone).
@@ -448,25 +454,92 @@ async fn engine_refs_left(per: Option<Duration>) -> usize {
 /// that never finishes" among what the exit cannot cover, not a task that may never start).
 #[test]
 fn a_smart_pool_whose_rate_window_never_reopens_does_not_hang_the_process_exit() {
-    let child = support::run_child("smart-never-window", 20);
-    let done = std::fs::read_to_string(child.dir.join("done")).unwrap_or_default();
+    let (code, stderr, done) = exit_child("smart-never-window", "done");
+    assert!(
+        code.is_some(),
+        "the process never exited (killed after 20 s); stderr: {stderr}"
+    );
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(done.len(), 1, "the one start the window allows: {done:?}");
+    assert!(
+        warned_never_started(&stderr, 1),
+        "the exit says which tasks it cancelled and why: {stderr}"
+    );
+}
+
+/// Runs `scenario` of [`child`] in a child process (killed after 20 s): its exit code,
+/// its stderr and the lines it wrote to `file`.
+fn exit_child(scenario: &str, file: &str) -> (Option<i32>, String, Vec<String>) {
+    let child = support::run_child(scenario, 20);
+    let lines = support::lines(&child.dir.join(file));
     let _ = std::fs::remove_dir_all(&child.dir);
+    (child.code, child.stderr, lines)
+}
+
+/// Whether the exit warned that `n` tasks of a SmartAioPool were never started.
+fn warned_never_started(stderr: &str, n: usize) -> bool {
+    stderr.contains(&format!("{n} task(s) of SmartAioPool"))
+        && stderr.contains("were never started")
+}
+
+/// Finding 180 (a review of 85cff3c, finding 175's fix). The exit take-over cancels every queued job
+/// once a window that never reopens is full, and so also the re-run of a task
+/// *interrupted* mid-run (its runtime ended, or `process::exit` was called while it
+/// waited): the window's one start is that task's own first run, and its re-run counts
+/// as a second. The docs promise such a task runs again (SmartAioPool, "Shutdown": "run
+/// **again from its recipe**: delivery is at least once"), and name only "tasks past
+/// `count`" as cancelled (`rate_limit`); the exit's warning says the task was "never
+/// started". Here one task, the one start the window allows, is interrupted; on 85cff3c
+/// it is not run again, and the warning calls it never started (before 85cff3c the exit
+/// hung on it instead).
+#[test]
+fn an_interrupted_task_within_a_never_ending_window_is_run_again_at_exit() {
+    for scenario in [
+        "smart-never-window-rerun-drop",
+        "smart-never-window-rerun-exit",
+    ] {
+        let (code, stderr, runs) = exit_child(scenario, "runs");
+        assert_eq!(code, Some(0), "{scenario}: stderr: {stderr}");
+        assert!(
+            runs == ["first", "again"] && !stderr.contains("never started"),
+            "{scenario}: the interrupted task was not run again (runs {runs:?}); stderr: {stderr}"
+        );
+    }
+}
+
+/// Finding 181 (a review of 85cff3c, finding 175's fix). The exit reads `never_started` once, when
+/// `take_over` returns; a job the window holds back only after that (the window still
+/// had a start left at the take-over, which a job started by the take-over spent) is
+/// cancelled too, but no warning is printed: the docs say such tasks "are cancelled
+/// (their handles say `RuntimeShutdown`) with a warning on stderr". Here
+/// `rate_limit(2, Duration::MAX)`: one task ran, then `main` returns right after queueing
+/// two more; the exit starts one and cancels the other in silence.
+#[test]
+fn a_task_cancelled_after_the_take_over_by_a_never_ending_window_is_reported() {
+    let (code, stderr, done) = exit_child("smart-never-window-late", "done");
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(done.len(), 2, "the two starts the window allows: {done:?}");
     assert!(
-        child.code.is_some(),
-        "the process never exited (killed after 20 s); stderr: {}",
-        child.stderr
+        warned_never_started(&stderr, 1),
+        "a task was cancelled at the exit without the warning: stderr {stderr:?}"
     );
-    assert_eq!(child.code, Some(0), "stderr: {}", child.stderr);
-    assert_eq!(
-        done.lines().count(),
-        1,
-        "the one start the window allows: {done:?}"
-    );
+}
+
+/// Finding 182 (a review of 85cff3c, finding 173's fix, incomplete). Without the timer, a window that
+/// never ends is still ended by `RateWindow::expire`, which drops a start once the clock
+/// passes `later_by(t, Duration::MAX)`, about 30 years after it: under tokio's paused
+/// clock anything that sleeps that long (here a `sleep`, as finding 173's test's 40-year
+/// `timeout` does) lets the next submit start a task past `count`.
+#[tokio::test(start_paused = true)]
+async fn a_rate_window_that_never_ends_stays_full_after_thirty_paused_years() {
+    let pool = one_start_ever().await;
+    tokio::time::sleep(Duration::from_secs(31 * 365 * 86_400)).await;
+    let second = pool.submit(async { 7 }).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(1), second).await;
     assert!(
-        child.stderr.contains("1 task(s) of SmartAioPool")
-            && child.stderr.contains("were never started"),
-        "the exit says which tasks it cancelled and why: {}",
-        child.stderr
+        r.is_err(),
+        "a second task started under rate_limit(1, Duration::MAX): {r:?} (stats {:?})",
+        pool.stats()
     );
 }
 
@@ -530,6 +603,65 @@ fn child() {
                     .detach();
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+        "smart-never-window-rerun-drop" | "smart-never-window-rerun-exit" => {
+            let exit = scenario.ends_with("exit");
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let pool = nb_aiopool::SmartAioPool::builder()
+                    .max_concurrency(2)
+                    .rate_limit(1, Duration::MAX)
+                    .build();
+                let runs = dir.join("runs");
+                pool.submit(move || {
+                    let runs = runs.clone();
+                    async move {
+                        if support::lines(&runs).is_empty() {
+                            support::append(&runs, "first");
+                            // Interrupted here: the runtime ends, or the process exits.
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        } else {
+                            support::append(&runs, "again");
+                        }
+                    }
+                })
+                .await
+                .unwrap()
+                .detach();
+                support::appended(dir.join("runs")).await;
+                if exit {
+                    std::process::exit(0);
+                }
+            });
+        }
+        "smart-never-window-late" => {
+            // `#[tokio::main(flavor = "current_thread")]`: the jobs queued last have not
+            // been claimed when `main` returns.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let pool = nb_aiopool::SmartAioPool::builder()
+                    .max_concurrency(2)
+                    .rate_limit(2, Duration::MAX)
+                    .build();
+                for i in 0..3 {
+                    let dir = dir.clone();
+                    let handle = pool
+                        .submit(move || {
+                            let dir = dir.clone();
+                            async move { support::append(&dir.join("done"), &i.to_string()) }
+                        })
+                        .await
+                        .unwrap();
+                    if i == 0 {
+                        handle.await.unwrap(); // the window's first start
+                    } else {
+                        handle.detach();
+                    }
+                }
             });
         }
         other => panic!("unknown scenario {other}"),

@@ -44,7 +44,10 @@ impl Error {
     /// Whether this failure is worth retrying later: the connection was refused, dropped or
     /// timed out, or the server is loading its data, busy with a script, or out of memory
     /// (`LOADING`, `BUSY`, `OOM`, ...), as opposed to a usage error or a bad command.
-    /// Workers retry these by themselves; producers decide.
+    /// Workers retry these by themselves (except a finished job's record refused with
+    /// `OOM`: tried again for about 1.5 s, after the other records, so that plain
+    /// acknowledgements pass, then given up: the job's entry stays pending until it is
+    /// reclaimed after the lease, and the job runs again); producers decide.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Redis(e) => is_transient(e),

@@ -892,7 +892,12 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                     // each record alone, so that the bad one fails alone. Records applied
                     // before the error are applied once: sent again, they record nothing.
                     let nogroup = e.code() == Some("NOGROUP");
+                    let oom = is_oom(&e);
                     inner.report(&Error::Redis(e));
+                    // Records refused for want of memory (`OOM` at `maxmemory`): tried
+                    // again below, once the others (plain acks among them, which free
+                    // memory) went through.
+                    let mut refused: Vec<&Record> = Vec::new();
                     if nogroup {
                         done.extend(&batch);
                     } else if batch.len() > 1 {
@@ -900,9 +905,34 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                         for r in &batch {
                             match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
                                 Ok(()) => done.push(r),
+                                Err(e) => {
+                                    if is_oom(&e) {
+                                        refused.push(r);
+                                    }
+                                    inner.report(&Error::Redis(e));
+                                }
+                            }
+                        }
+                    } else if oom {
+                        refused.extend(&batch);
+                    }
+                    // A memory spike of a moment: a few tries over about 1.5 s, then the
+                    // record is given up (its entry stays pending, and the job runs again
+                    // after the lease), so that the acker is never held for long.
+                    for pause in OOM_RETRY_PAUSES {
+                        if refused.is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(pause).await;
+                        let mut still = Vec::new();
+                        for r in refused {
+                            match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
+                                Ok(()) => done.push(r),
+                                Err(e) if is_oom(&e) => still.push(r),
                                 Err(e) => inner.report(&Error::Redis(e)),
                             }
                         }
+                        refused = still;
                     }
                 }
             }
@@ -921,6 +951,20 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
             let _ = f.send(());
         }
     }
+}
+
+/// The pauses before each new try of records Redis refused with `OOM` (about 1.5 s in all).
+const OOM_RETRY_PAUSES: [Duration; 5] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+];
+
+/// Whether Redis refused a command for want of memory (`maxmemory` reached).
+fn is_oom(e: &redis::RedisError) -> bool {
+    e.code() == Some("OOM")
 }
 
 /// Sends `records` as one FINISH script call, retrying transient errors with backoff.
@@ -947,9 +991,10 @@ async fn finish(
             Ok(_) => return Ok(()),
             // OOM (maxmemory reached): refused for this batch's writes, not for the plain
             // acks, which free memory. Not retried as a whole: the acker re-sends the
-            // records one by one, and a refused one stays pending (delivered again after
-            // the lease), as any record Redis refuses.
-            Err(e) if is_transient(&e) && e.code() != Some("OOM") => {
+            // records one by one, tries those refused again for about 1.5 s, then gives
+            // them up (pending, delivered again after the lease), as any record Redis
+            // refuses.
+            Err(e) if is_transient(&e) && !is_oom(&e) => {
                 inner.report(&Error::Redis(e));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
@@ -1251,7 +1296,15 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
             if listed {
                 unreleased
             } else {
-                unreleased + unreleased_aborted
+                // Also the jobs that ran here and whose records could not be written:
+                // their entries are still pending too (never aborted, so not counted
+                // above).
+                let unrecorded = inner
+                    .ran_unrecorded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len() as u64;
+                unreleased + unreleased_aborted + unrecorded
             }
         }
     };

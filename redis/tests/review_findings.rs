@@ -2136,40 +2136,22 @@ async fn a_record_refused_for_memory_does_not_block_plain_acks() {
     let gate_r = Arc::new(AtomicBool::new(false));
     let gate_p = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicU64::new(0));
-    let gated = |gate: &Arc<AtomicBool>| {
+    let gated_by = |gate: &Arc<AtomicBool>| {
         let (gate, started) = (gate.clone(), started.clone());
-        move |_j: Job| {
-            let (gate, started) = (gate.clone(), started.clone());
-            async move {
-                started.fetch_add(1, Ordering::SeqCst);
-                while !gate.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok::<u64, String>(7)
-            }
-        }
+        move |_j: Job| gated(gate.clone(), started.clone())
     };
     let w = Worker::builder(&server.url(), "mem")
         .concurrency(4)
         .lease(Duration::from_secs(30))
-        .task("r", gated(&gate_r))
-        .task("p", gated(&gate_p))
+        .task("r", gated_by(&gate_r))
+        .task("p", gated_by(&gate_p))
         .task("warm", |_j: Job| async { Ok::<(), String>(()) })
         .build()
         .await
         .unwrap();
     let run = spawn_run(&w);
     // One job through first, so that the FINISH script is loaded before the OOM.
-    queue.submit("warm", &Job { n: 0 }).await.unwrap();
-    let mut c = server.conn();
-    eventually(5, "warm-up acked", || {
-        redis::cmd("GET")
-            .arg("nbq:{mem}:completed")
-            .query::<Option<u64>>(&mut c)
-            .unwrap()
-            == Some(1)
-    })
-    .await;
+    let mut c = warmed_up(&queue, &server, "mem").await;
     let r = queue
         .submit_with_result("r", &Job { n: 1 }, Duration::from_secs(60))
         .await
@@ -2289,16 +2271,7 @@ async fn a_graceful_shutdown_at_maxmemory_returns() {
     let (g2, s2) = (gate.clone(), started.clone());
     let w = Worker::builder(&server.url(), "memstop")
         .lease(Duration::from_secs(30))
-        .task("r", move |_j: Job| {
-            let (g, s) = (g2.clone(), s2.clone());
-            async move {
-                s.fetch_add(1, Ordering::SeqCst);
-                while !g.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok::<u64, String>(7)
-            }
-        })
+        .task("r", move |_j: Job| gated(g2.clone(), s2.clone()))
         .build()
         .await
         .unwrap();
@@ -2359,16 +2332,7 @@ async fn a_deadline_shutdown_with_redis_down_reports_what_it_left_pending() {
     queue.submit("t", &Job { n: 1 }).await.unwrap();
     eventually(5, "job running", || started.load(Ordering::SeqCst) == 1).await;
     server.kill();
-    let report = within(
-        60,
-        "shutdown with Redis down",
-        w.shutdown_timeout(Duration::from_millis(200)),
-    )
-    .await;
-    run.await.unwrap();
-    server.restart();
-    let mut c = server.conn();
-    let pending = pending_per_consumer(&mut c, "down");
+    let (report, pending) = deadline_stop_while_down(&mut server, &w, run, "down").await;
     assert_eq!(
         pending,
         vec![(w.consumer_name().to_owned(), 1)],
@@ -2378,4 +2342,166 @@ async fn a_deadline_shutdown_with_redis_down_reports_what_it_left_pending() {
         report.left_pending >= 1,
         "the worker aborted 1 job it could not put back (Redis down), and reports {report:?}"
     );
+}
+
+/// Finding 51 (review r12, of 924192c: finding 50's fix, partial). With Redis down, a job that *finished*
+/// before the deadline has its record stuck in the acker (the write is retried while
+/// Redis cannot be reached): its entry stays pending under the consumer just as the
+/// aborted job's does, and the worker knows it (`ran_unrecorded`), but `left_pending`
+/// counts only the aborted jobs whose release failed. `ShutdownReport::left_pending`:
+/// "Entries that could not be put back (... or could not be reached) and stay pending
+/// under this consumer, as far as the worker could tell."
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_shutdown_with_redis_down_counts_finished_unrecorded_jobs_left_pending() {
+    let mut server = RedisServer::start_persistent();
+    let queue = RedisQueue::connect(&server.url(), "down2").await.unwrap();
+    let gate = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicU64::new(0));
+    let (g2, s2) = (gate.clone(), started.clone());
+    let w = Worker::builder(&server.url(), "down2")
+        .concurrency(2)
+        .lease(Duration::from_secs(30))
+        .block(Duration::from_millis(100))
+        .task("quick", move |_j: Job| {
+            let (g, s) = (g2.clone(), s2.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                while !g.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<(), String>(())
+            }
+        })
+        .task("forever", counted_forever(&started))
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    queue.submit("quick", &Job { n: 1 }).await.unwrap();
+    queue.submit("forever", &Job { n: 2 }).await.unwrap();
+    eventually(5, "both jobs running", || {
+        started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    server.kill();
+    // The quick job finishes now: its acknowledgement cannot be written.
+    gate.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (report, pending) = deadline_stop_while_down(&mut server, &w, run, "down2").await;
+    assert_eq!(
+        pending,
+        vec![(w.consumer_name().to_owned(), 2)],
+        "both jobs are still pending under the stopped consumer"
+    );
+    assert_eq!(
+        report.left_pending, 2,
+        "2 entries stay pending (one aborted, one finished with its record unwritten); the \
+         report says {report:?}"
+    );
+}
+
+/// Finding 52 (review r12, of 924192c: finding 48's fix): `Error::is_retryable` says "out of memory
+/// (`OOM`) ... Workers retry these by themselves", and the README's Finish section says
+/// nothing of a record being given up; since 48 the acker gives a record refused with
+/// `OOM` up at once (sent alone, refused again, dropped): under a memory spike of a
+/// fraction of a second, a finished job whose result Redis would have stored a moment
+/// later stays pending, is reclaimed after the lease and runs again (its side effects
+/// repeated), and its result waits for that second run. The trade-off is written only in
+/// RELIABILITY.md (48).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_for_memory_for_a_moment_is_written_once_memory_is_back() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "spike").await.unwrap();
+    let gate = Arc::new(AtomicBool::new(false));
+    let runs = Arc::new(AtomicU64::new(0));
+    let (g2, r2) = (gate.clone(), runs.clone());
+    let w = Worker::builder(&server.url(), "spike")
+        .lease(Duration::from_secs(1))
+        .task("r", move |_j: Job| gated(g2.clone(), r2.clone()))
+        .task("warm", |_j: Job| async { Ok::<(), String>(()) })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    // One job through first, so that the FINISH script is loaded before the spike.
+    let mut c = warmed_up(&queue, &server, "spike").await;
+    let id = queue
+        .submit_with_result("r", &Job { n: 1 }, Duration::from_secs(60))
+        .await
+        .unwrap();
+    eventually(5, "job running", || runs.load(Ordering::SeqCst) == 1).await;
+    let set_maxmemory = |c: &mut redis::Connection, v: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(v)
+            .query(c)
+            .unwrap();
+    };
+    // A memory spike of 300 ms, while the job finishes.
+    set_maxmemory(&mut c, "1");
+    gate.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set_maxmemory(&mut c, "0");
+    // Well past the lease (1 s): a reclaimed entry has run again by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = w.stats();
+    let result = queue.wait_result::<u64>(&id, Duration::from_secs(1)).await;
+    within(10, "shutdown", w.shutdown()).await;
+    run.await.unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the job ran again after a 300 ms memory spike; result {result:?}; worker errors {}, \
+         last {:?}",
+        st.errors,
+        st.last_error
+    );
+}
+
+/// Runs one "warm" job through the worker (so that its FINISH script is loaded before
+/// Redis starts refusing writes); returns a connection to the server.
+async fn warmed_up(queue: &RedisQueue, server: &RedisServer, q: &str) -> redis::Connection {
+    queue.submit("warm", &Job { n: 0 }).await.unwrap();
+    let mut c = server.conn();
+    let key = format!("nbq:{{{q}}}:completed");
+    eventually(5, "warm-up acked", || {
+        redis::cmd("GET")
+            .arg(&key)
+            .query::<Option<u64>>(&mut c)
+            .unwrap()
+            == Some(1)
+    })
+    .await;
+    c
+}
+
+/// A handler run that counts its start in `started`, waits until `gate` opens, then
+/// returns 7.
+async fn gated(gate: Arc<AtomicBool>, started: Arc<AtomicU64>) -> Result<u64, String> {
+    started.fetch_add(1, Ordering::SeqCst);
+    while !gate.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(7)
+}
+
+/// With Redis down: stops `w` (whose `run` future is `run`) with a deadline of 200 ms,
+/// restarts Redis, and returns the report and what is pending per consumer in queue `q`.
+async fn deadline_stop_while_down(
+    server: &mut RedisServer,
+    w: &Worker,
+    run: tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport>,
+    q: &str,
+) -> (nb_aiopool_redis::ShutdownReport, Vec<(String, u64)>) {
+    let report = within(
+        60,
+        "shutdown with Redis down",
+        w.shutdown_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    run.await.unwrap();
+    server.restart();
+    let mut c = server.conn();
+    (report, pending_per_consumer(&mut c, q))
 }

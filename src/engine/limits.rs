@@ -189,6 +189,21 @@ impl Limits {
         }
     }
 
+    /// An interrupted run is queued again to be re-run: in a window that never reopens
+    /// (`Duration::MAX`), the re-run takes the start of the run it replaces, or it could
+    /// never start ("at most `count` starts, ever" counts tasks, not their re-runs). A
+    /// finite window counts the re-run again, as before.
+    pub(crate) fn rerun_queued(&mut self) {
+        if let Some(r) = &mut self.rate {
+            if r.starts
+                .front()
+                .is_some_and(|&t| t.checked_add(r.per).is_none())
+            {
+                r.starts.pop_back();
+            }
+        }
+    }
+
     /// Forgets every running job (the exit hook took the pool over).
     pub(crate) fn reset_running(&mut self) {
         self.per_key.clear();
@@ -214,10 +229,13 @@ impl RateWindow {
 
     fn expire(&mut self, now: Instant) {
         while let Some(&t) = self.starts.front() {
-            if self.leaves_at(t) <= now {
-                self.starts.pop_front();
-            } else {
-                break;
+            // A start of a window too long to add to a time never leaves it (not even
+            // once a paused clock has passed `later_by`'s ~30 years).
+            match t.checked_add(self.per) {
+                Some(end) if end <= now => {
+                    self.starts.pop_front();
+                }
+                _ => break,
             }
         }
     }

@@ -1403,6 +1403,9 @@ impl<J: Job> Engine<J> {
     /// with its flow-control settings (its span starts without a parent: the subscriber
     /// is not asked for one under the lock).
     fn requeue_first(st: &mut State<J>, id: u64, job: J, meta: Meta) {
+        if let Some(limits) = &mut st.limits {
+            limits.rerun_queued();
+        }
         st.queue.push_front(Queued {
             job,
             id,
@@ -1962,6 +1965,13 @@ impl<J: Job> Engine<J> {
 
     // ----- observation -----------------------------------------------------------------
 
+    /// Queued jobs lost since the exit take-over because a rate window that never
+    /// reopens held them back: SmartAioPool's exit reports them once every task ended (a
+    /// window may fill only after the take-over, with a re-run's start).
+    pub(crate) fn never_started(&self) -> u64 {
+        self.lock().never_started
+    }
+
     pub(crate) fn stats(&self) -> PoolStats {
         let st = self.lock();
         PoolStats {
@@ -2386,7 +2396,6 @@ impl<J: Job> Engine<J> {
             if busy.is_empty() {
                 self.fill_free(&mut st, home, &mut later);
             }
-            report.never_started = st.never_started;
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -2428,7 +2437,6 @@ impl<J: Job> Engine<J> {
                 }
             }
             self.fill_free(&mut st, home, &mut later);
-            report.never_started = st.never_started;
             self.gauges(&st);
         }
         drop_quietly(settled);
@@ -2552,8 +2560,6 @@ pub(crate) struct TakeOver {
     /// Runs still inside a poll: on the exiting thread (the task called `exit`), or for
     /// longer than [`EXIT_POLL_WAIT`] (cancelled).
     pub(crate) stuck: u64,
-    /// Queued jobs that a rate window that never reopens held back (cancelled).
-    pub(crate) never_started: u64,
 }
 
 /// Counts a `wait()` watching for drops under way (see [`Engine::end_drop`]),

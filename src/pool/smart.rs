@@ -1387,16 +1387,22 @@ pub(crate) fn finish_at_exit() {
                             crate::engine::EXIT_POLL_WAIT
                         );
                     }
-                    if report.never_started > 0 {
+                }
+                wait_auto_pools().await;
+                // Read once every task has ended: a window can fill only after the
+                // take-over (a job it started spent the last start), and the jobs behind
+                // are cancelled then.
+                for p in &pools {
+                    let never_started = p.core.engine.never_started();
+                    if never_started > 0 {
                         eprintln!(
                             "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were never \
                              started: its rate_limit window never ends (per = Duration::MAX) \
                              and allows no more starts; their handles say RuntimeShutdown",
-                            report.never_started, p.name
+                            never_started, p.name
                         );
                     }
                 }
-                wait_auto_pools().await;
             });
         });
     match worker.map(|t| t.join()) {
