@@ -667,3 +667,55 @@ fn child() {
         other => panic!("unknown scenario {other}"),
     }
 }
+
+/// Finding 183 (a review of 7a1bab0; finding 180's fix, incomplete). A job a slot took from the queue
+/// for another runtime (a *bound* slot, spawned there with the job, which spent a start
+/// of the window when it was taken) is queued again, first, when that runtime drops the
+/// slot before running it: `Slot::drop` pushes it back without `rerun_queued`, so in a
+/// window that never reopens it keeps the start it never used, and (here `rate_limit(2,
+/// Duration::MAX)`, one task run) it can never start: its handle waits for ever, in a
+/// live pool.
+#[test]
+fn a_job_handed_back_by_a_bound_slot_gives_back_its_start_in_a_never_ending_window() {
+    let main = timed_runtime();
+    let pool = nb_aiopool::SmartAioPool::builder()
+        .max_concurrency(1)
+        .rate_limit(2, Duration::MAX)
+        .process_wide(false)
+        .build();
+    let (open, gate) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(Some(gate)));
+    // A: the window's first start, held running on `main` until B is queued.
+    let a = main.block_on(async {
+        pool.submit(move || {
+            let gate = gate.lock().unwrap().take();
+            async move {
+                if let Some(g) = gate {
+                    let _ = g.await;
+                }
+            }
+        })
+        .await
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // B: queued from a current-thread runtime that is not driven afterwards.
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = other.block_on(async { pool.submit(|| async { 7 }).await.unwrap() });
+    // A ends: its slot on `main` takes B (the window's second start) and hands it to a
+    // slot spawned on `other`, which is never polled.
+    let _ = open.send(());
+    main.block_on(async { a.await.unwrap() });
+    std::thread::sleep(Duration::from_millis(50));
+    // `other` ends: B is queued again, on any runtime.
+    drop(other);
+    let r = main.block_on(async { tokio::time::timeout(Duration::from_secs(2), b).await });
+    assert!(
+        matches!(r, Ok(Ok(7))),
+        "B never started: {r:?} (stats {:?})",
+        pool.stats()
+    );
+}

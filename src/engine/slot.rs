@@ -732,6 +732,11 @@ impl<J: Job> Drop for Slot<J> {
                     // Its flow-control settings moved to the entry when it left the queue.
                     let meta = entry.map(|e| e.meta).unwrap_or_default();
                     later.wake.extend(engine.stranded_waker(&q.job));
+                    // It spent a start of the rate window when it was taken: in a window
+                    // that never reopens, given back (as an interrupted run's is).
+                    if let Some(limits) = &mut st.limits {
+                        limits.rerun_queued();
+                    }
                     st.queue.push_front(Queued { rt: ANY, meta, ..q });
                 } else {
                     // Lost, or aborted (then counted so: `drop_unrun` reads the abort).
