@@ -47,11 +47,13 @@ use crate::task::TaskHandle;
 /// recipe's value, a running one also the run's copy, made when the run starts (from
 /// memory that may have gone cold while the task waited). For large values, capture them
 /// behind an `Arc` (`Arc<str>`, `Arc<[u8]>`, `bytes::Bytes`) so that a run clones a
-/// pointer. In this crate's benchmark at 100,000 slots (1M tasks, 407-byte payloads, 2
-/// workers; medians of two sets of 9 runs), a recipe that shared its payload so took
-/// 1.1–1.3 µs of CPU per task and peaked at 22–24 MiB, against 1.5–1.6 µs and 38–41 MiB
-/// for one that cloned a `String`, and 0.9–1.0 µs and 15–18 MiB for CommonAioPool with
-/// the same futures (BENCHMARKS.md, `smart-shared`).
+/// pointer. In this crate's benchmark at 100,000 slots (1M tiny tasks, 407-byte payloads,
+/// 2 workers; medians of nine sets of 18 runs, 2026-12-05), the peak is how far the
+/// producer gets ahead of the workers: in most sets it was 17.0 MiB for a recipe that
+/// shared its payload so, 19.8 for one that cloned a `String` and 15.7 for CommonAioPool
+/// with the same futures; on a quieter machine, where the producer gets further ahead,
+/// 56.0, 116.9 and 53.0 MiB: the clone, from memory gone cold, slows the runs enough that
+/// the pool fills to its bound (BENCHMARKS.md, "Where issue 9's targets stand").
 ///
 /// # Shutdown
 ///
