@@ -53,7 +53,7 @@ use crate::task::TaskHandle;
 /// shared its payload so, 19.8 for one that cloned a `String` and 15.7 for CommonAioPool
 /// with the same futures; on a quieter machine, where the producer gets further ahead,
 /// 56.0, 116.9 and 53.0 MiB: the clone, from memory gone cold, slows the runs enough that
-/// the pool fills to its bound (BENCHMARKS.md, "Where issue 9's targets stand").
+/// the pool fills close to its bound (BENCHMARKS.md, "Where issue 9's targets stand").
 ///
 /// # Shutdown
 ///
