@@ -316,16 +316,7 @@ async fn a_finite_rate_window_does_not_keep_a_shut_down_pool_alive_until_its_tim
 #[tokio::test(start_paused = true)]
 async fn a_rate_timer_lets_a_dropped_pool_go_once_its_held_back_tasks_are_gone() {
     for by_abort in [true, false] {
-        let marker = Arc::new(());
-        let captured = marker.clone();
-        let pool = CommonAioPool::builder()
-            .max_concurrency(2)
-            .rate_limit(1, Duration::from_secs(3600))
-            .on_panic(move |_, _| {
-                let _ = &captured;
-            })
-            .process_wide(false)
-            .build();
+        let (pool, marker) = marked_pool(Some(Duration::from_secs(3600)));
         pool.run(async {}).await.unwrap();
         let held_back = pool.submit(async { 7 }).await.unwrap();
         tokio::task::yield_now().await;
@@ -353,20 +344,11 @@ async fn a_rate_timer_lets_a_dropped_pool_go_once_its_held_back_tasks_are_gone()
 /// runtime its held-back task came from, the timer armed on another runtime.
 #[test]
 fn a_rate_timer_lets_a_dropped_pool_go_once_a_runtimes_end_sweeps_its_queue() {
-    let marker = Arc::new(());
-    let captured = marker.clone();
     let home = timed_runtime();
-    let pool = home.block_on(async {
-        let pool = CommonAioPool::builder()
-            .max_concurrency(2)
-            .rate_limit(1, Duration::from_secs(3600))
-            .on_panic(move |_, _| {
-                let _ = &captured;
-            })
-            .process_wide(false)
-            .build();
+    let (pool, marker) = home.block_on(async {
+        let (pool, marker) = marked_pool(Some(Duration::from_secs(3600)));
         pool.run(async {}).await.unwrap();
-        pool
+        (pool, marker)
     });
     let other = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -419,10 +401,9 @@ async fn one_start_ever() -> CommonAioPool {
     pool
 }
 
-/// A pool of 2 with `rate_limit(1, per)` (or none) that runs one task, then holds back a
-/// second (aborted), is shut down and dropped: how many references to what its
-/// `on_panic` closure captured are left, 10 ms later (1: the engine is gone).
-async fn engine_refs_left(per: Option<Duration>) -> usize {
+/// A pool of 2 with `rate_limit(1, per)` (or none) whose `on_panic` closure holds a
+/// clone of the returned marker: the marker's count is 1 once the pool's engine is gone.
+fn marked_pool(per: Option<Duration>) -> (CommonAioPool, Arc<()>) {
     let marker = Arc::new(());
     let captured = marker.clone();
     let mut builder = CommonAioPool::builder()
@@ -434,7 +415,14 @@ async fn engine_refs_left(per: Option<Duration>) -> usize {
     if let Some(per) = per {
         builder = builder.rate_limit(1, per);
     }
-    let pool = builder.build();
+    (builder.build(), marker)
+}
+
+/// A pool of 2 with `rate_limit(1, per)` (or none) that runs one task, then holds back a
+/// second (aborted), is shut down and dropped: how many references to what its
+/// `on_panic` closure captured are left, 10 ms later (1: the engine is gone).
+async fn engine_refs_left(per: Option<Duration>) -> usize {
+    let (pool, marker) = marked_pool(per);
     pool.run(async {}).await.unwrap(); // the window's one start
     let held_back = pool.submit(async { 7 }).await.unwrap();
     tokio::task::yield_now().await;

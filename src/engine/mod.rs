@@ -1466,10 +1466,7 @@ impl<J: Job> Engine<J> {
                 later.stamps.push(q.stamp);
             }
             Self::clamp_reserved(st, later);
-            if Self::rate_timer_unneeded(st) {
-                // Wakes only the rate timer's task (a tokio waker: no user code).
-                self.rate_idle.notify_waiters();
-            }
+            self.rate_timer_check(st);
         }
     }
 
@@ -1573,7 +1570,6 @@ impl<J: Job> Engine<J> {
     /// exit take-over, the take-over settles a queued one.
     fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
         let mut later = Deferred::default();
-        let rate_idle;
         let (job, id, reason, handle) = {
             let mut st = self.lock();
             // A job a slot has taken (running, or about to) is not searched for in the
@@ -1610,13 +1606,10 @@ impl<J: Job> Engine<J> {
                 .filter(|&rt| rt != ANY && st.runtimes.is_alive(rt))
                 .or_else(|| st.runtimes.live_or_any(None));
             let handle = rt.and_then(|rt| st.runtimes.handle(rt)).cloned();
-            rate_idle = Self::rate_timer_unneeded(&st);
+            self.rate_timer_check(&st);
             (q.job, q.id, reason, handle)
         };
         self.run_deferred(&mut later);
-        if rate_idle {
-            self.rate_idle.notify_waiters();
-        }
         self.observer.cancelled(id, reason);
         let unqueued = Unqueued(Some((job, reason)));
         match handle {
@@ -2219,7 +2212,6 @@ impl<J: Job> Engine<J> {
     /// running jobs still finish. Idempotent.
     pub(crate) fn close(&self) {
         let mut wake: Vec<Waker>;
-        let rate_idle;
         {
             let mut st = self.lock();
             if st.closed {
@@ -2230,13 +2222,10 @@ impl<J: Job> Engine<J> {
             wake = st.idle.iter_mut().filter_map(|i| i.waker.take()).collect();
             // Submitters waiting for room are refused.
             st.admission.close(&mut wake);
-            rate_idle = Self::rate_timer_unneeded(&st);
+            self.rate_timer_check(&st);
         }
         wake.into_iter().for_each(wake_quietly);
         self.changed.notify_waiters();
-        if rate_idle {
-            self.rate_idle.notify_waiters();
-        }
     }
 
     /// Under the lock: whether an armed rate timer has nothing left to start (the pool is
@@ -2245,6 +2234,15 @@ impl<J: Job> Engine<J> {
     /// hold it until it fires, up to `per` later (finding 176 of RELIABILITY.md).
     fn rate_timer_unneeded(st: &State<J>) -> bool {
         st.rate_timer && st.closed && st.queue.len() == 0
+    }
+
+    /// Under the lock, where the pool closes or its queue loses jobs that will not start:
+    /// tells an armed rate timer that has nothing left to start. Wakes only the timer's
+    /// task (a tokio waker: no user code under the lock).
+    fn rate_timer_check(&self, st: &State<J>) {
+        if Self::rate_timer_unneeded(st) {
+            self.rate_idle.notify_waiters();
+        }
     }
 
     /// Called by an armed rate timer's task, woken by [`rate_idle`](Self::rate_idle):
@@ -2292,7 +2290,6 @@ impl<J: Job> Engine<J> {
     pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) {
         let mut later = Deferred::default();
         let wakers: Vec<Waker>;
-        let rate_idle;
         {
             let mut st = self.lock();
             st.cancel_reason = reason;
@@ -2311,14 +2308,11 @@ impl<J: Job> Engine<J> {
                 .iter_mut()
                 .filter_map(|(_, s)| s.waker.clone())
                 .collect();
-            rate_idle = Self::rate_timer_unneeded(&st);
+            self.rate_timer_check(&st);
         }
         // Slot tasks' wakers: tokio's.
         wakers.into_iter().for_each(Waker::wake);
         self.run_deferred(&mut later);
-        if rate_idle {
-            self.rate_idle.notify_waiters();
-        }
     }
 
     /// At process exit: every unfinished job (queued, or running on a runtime that may
