@@ -25,7 +25,7 @@ fn server_binary() -> String {
         .unwrap_or(false);
     assert!(
         found,
-        "redis-server not found: install it (apt-get install -y redis-server redis-tools) \
+        "redis-server not found: install it (apt-get update && apt-get install -y redis-server redis-tools) \
          or set NB_REDIS_SERVER to its path; .ci/run installs it"
     );
     "redis-server".to_owned()
