@@ -226,10 +226,13 @@ const IDLE_MAX: usize = 256;
 /// nothing up.
 const CLAIMERS_MAX: usize = 8;
 
-/// A `wait()` in progress: jobs with an id below `target` not yet finished.
+/// A `wait()` in progress: jobs with an id below `target` not yet finished, but for
+/// `except`, the job of this pool that made the wait while it ran (it could never end
+/// while it waits for itself).
 struct Wait {
     target: u64,
     remaining: u64,
+    except: Option<u64>,
 }
 
 struct State<J> {
@@ -1666,7 +1669,7 @@ impl<J: Job> Engine<J> {
     fn wait_end(st: &mut State<J>, id: u64, later: &mut Deferred<J>) {
         st.wait_done += 1;
         for (_, w) in st.waits.iter_mut() {
-            if id < w.target {
+            if id < w.target && w.except != Some(id) {
                 w.remaining -= 1;
                 later.changed |= w.remaining == 0;
             }
@@ -2020,8 +2023,18 @@ impl<J: Job> Engine<J> {
         let key = {
             let mut st = self.lock();
             let target = st.counts.submitted;
-            let remaining = target - st.wait_done;
-            (remaining > 0).then(|| st.waits.insert(Wait { target, remaining }))
+            // Made by a job of this pool, in its poll: the job is running (its slot holds
+            // it), so not yet counted as ended; the wait does not wait for it.
+            let except = context::current_task(self.id())
+                .filter(|&id| id < target && st.slots.iter().any(|(_, e)| e.job == id));
+            let remaining = target - st.wait_done - u64::from(except.is_some());
+            (remaining > 0).then(|| {
+                st.waits.insert(Wait {
+                    target,
+                    remaining,
+                    except,
+                })
+            })
         };
         // Made now, not at the first poll: a future dropped unpolled forgets its wait too.
         let guard = key.map(|key| WaitGuard {
@@ -2256,32 +2269,40 @@ impl<J: Job> Engine<J> {
         unneeded
     }
 
-    /// Closes the pool and waits until every queued and running job has finished.
-    pub(crate) async fn shutdown(self: &Arc<Self>) {
+    /// Closes the pool (at the call, not at the first poll: a future dropped unpolled
+    /// still closed it) and waits until every queued and running job has finished.
+    pub(crate) fn shutdown(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
         self.close();
-        self.wait_all().await;
+        self.wait_all()
     }
 
-    /// Like [`shutdown`](Self::shutdown), but abandons what is left at the deadline.
-    pub(crate) async fn shutdown_timeout(self: &Arc<Self>, timeout: Duration) -> ShutdownReport {
-        let ended = |st: &State<J>| {
+    /// Like [`shutdown`](Self::shutdown), but abandons what is left at the deadline. The
+    /// pool is closed at the call.
+    pub(crate) fn shutdown_timeout(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> impl Future<Output = ShutdownReport> + Send + 'static {
+        fn ended<J>(st: &State<J>) -> (u64, u64) {
             let c = &st.counts;
             (
                 c.completed + c.panicked + c.cancelled - c.abandoned,
                 c.abandoned,
             )
-        };
+        }
         let (start_ended, start_abandoned) = ended(&self.lock());
         self.close();
         let wait = self.wait_all();
-        if tokio::time::timeout(timeout, wait).await.is_err() {
-            self.cancel_all(CancelReason::Abandoned);
-            self.wait_all().await;
-        }
-        let (end_ended, end_abandoned) = ended(&self.lock());
-        ShutdownReport {
-            finished: end_ended - start_ended,
-            abandoned: end_abandoned - start_abandoned,
+        let engine = Arc::clone(self);
+        async move {
+            if tokio::time::timeout(timeout, wait).await.is_err() {
+                engine.cancel_all(CancelReason::Abandoned);
+                engine.wait_all().await;
+            }
+            let (end_ended, end_abandoned) = ended(&engine.lock());
+            ShutdownReport {
+                finished: end_ended - start_ended,
+                abandoned: end_abandoned - start_abandoned,
+            }
         }
     }
 

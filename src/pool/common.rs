@@ -414,7 +414,9 @@ impl CommonAioPool {
     ///
     /// Gives the future back, unpolled, in a [`SubmitError`] if the pool is shut down, or
     /// if this is called from a job of this same pool while the pool is full (waiting would
-    /// deadlock).
+    /// deadlock), or if no runtime can run it
+    /// ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called outside a runtime after
+    /// the pool's runtimes have all shut down).
     ///
     /// # Cancel safety
     ///
@@ -729,6 +731,13 @@ impl CommonAioPool {
     /// open. The jobs waited for are fixed when `wait()` is *called*, so a steady stream
     /// of new jobs cannot keep it waiting forever.
     ///
+    /// Called from inside a job of this pool, it does not wait for that job, which could
+    /// never end while it waits for itself (the same for [`shutdown`](Self::shutdown)).
+    /// It still waits for the others, so two jobs that both wait so wait for each other
+    /// (each is among the other's jobs), as two tokio tasks joining each other would,
+    /// and with every slot held by jobs that wait so, queued jobs never start: give
+    /// such a wait a timeout, or wait from outside the pool.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future only stops the wait.
@@ -783,8 +792,8 @@ impl CommonAioPool {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future stops the wait, not the shutdown (intake stays
-    /// closed and the jobs keep running).
+    /// Cancel safe: intake closes when it is called; dropping the future (even unpolled)
+    /// stops the wait, not the shutdown (intake stays closed and the jobs keep running).
     ///
     /// # Examples
     ///
@@ -800,8 +809,9 @@ impl CommonAioPool {
     /// assert!(pool.submit(async { 8 }).await.is_err());
     /// # }
     /// ```
-    pub async fn shutdown(&self) {
-        self.pool().engine.shutdown().await
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        // Not an `async fn`: intake closes at the call, not at the first poll.
+        self.pool().engine.shutdown()
     }
 
     /// Like [`shutdown`](Self::shutdown), but after `timeout` abandons what is left:
@@ -831,8 +841,11 @@ impl CommonAioPool {
     /// assert_eq!(report.abandoned(), 1);
     /// # }
     /// ```
-    pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
-        self.pool().engine.shutdown_timeout(timeout).await
+    pub fn shutdown_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = ShutdownReport> + Send + 'static {
+        self.pool().engine.shutdown_timeout(timeout)
     }
 
     /// The most jobs that wait in the queue.

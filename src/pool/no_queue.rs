@@ -709,8 +709,11 @@ impl NoQueueAioPool {
     /// assert_eq!(report.abandoned(), 1);
     /// # }
     /// ```
-    pub async fn shutdown_timeout(&self, timeout: std::time::Duration) -> crate::ShutdownReport {
-        self.pool().engine.shutdown_timeout(timeout).await
+    pub fn shutdown_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = crate::ShutdownReport> + Send + 'static {
+        self.pool().engine.shutdown_timeout(timeout)
     }
 
     /// Cancels every job running now (and any accepted task still held back by flow
@@ -744,6 +747,13 @@ impl NoQueueAioPool {
     /// polled); jobs submitted while it waits are not waited for, so a steady stream of new
     /// jobs cannot keep it waiting forever. The pool stays open.
     ///
+    /// Called from inside a job of this pool, it does not wait for that job, which could
+    /// never end while it waits for itself (the same for [`shutdown`](Self::shutdown)).
+    /// It still waits for the others, so two jobs that both wait so wait for each other
+    /// (each is among the other's jobs), as two tokio tasks joining each other would,
+    /// and with every slot held by jobs that wait so, queued jobs never start: give
+    /// such a wait a timeout, or wait from outside the pool.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future only stops the wait.
@@ -769,7 +779,8 @@ impl NoQueueAioPool {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future stops the wait, not the shutdown.
+    /// Cancel safe: intake closes when it is called; dropping the future (even unpolled)
+    /// stops the wait, not the shutdown.
     ///
     /// # Examples
     ///
@@ -783,8 +794,9 @@ impl NoQueueAioPool {
     /// assert!(pool.try_submit(async {}).unwrap_err().is_closed());
     /// # }
     /// ```
-    pub async fn shutdown(&self) {
-        self.pool().engine.shutdown().await
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        // Not an `async fn`: intake closes at the call, not at the first poll.
+        self.pool().engine.shutdown()
     }
 }
 

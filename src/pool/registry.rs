@@ -3,7 +3,10 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use std::future::Future;
+
 use futures_util::future::join_all;
+use futures_util::FutureExt;
 
 use super::core::FutureJob;
 use crate::engine::{DropHook, Engine, Figures};
@@ -92,7 +95,8 @@ fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
 ///
 /// # Cancel safety
 ///
-/// Cancel safe: dropping the future stops the wait; the pools stay shut down.
+/// Cancel safe: the pools are shut down when it is called; dropping the future (even
+/// unpolled) stops the wait, and the pools stay shut down.
 ///
 /// # Examples
 ///
@@ -109,12 +113,18 @@ fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
 /// assert_eq!(pool.stats().completed, 3);
 /// # }
 /// ```
-pub async fn shutdown_all_common_aiopools() {
-    let pools = live_future_pools(PoolKind::Common);
-    join_all(pools.iter().map(|e| e.shutdown())).await;
+pub fn shutdown_all_common_aiopools() -> impl Future<Output = ()> + Send + 'static {
+    // Not an `async fn`: the pools close at the call, not at the first poll.
+    join_all(
+        live_future_pools(PoolKind::Common)
+            .iter()
+            .map(|e| e.shutdown())
+            .collect::<Vec<_>>(),
+    )
+    .map(drop)
 }
 
-/// Waits until every task submitted so far to any
+/// Waits until every task submitted before the call to any
 /// [`NoQueueAioPool`](crate::NoQueueAioPool) of the process built with
 /// `process_wide(true)` (the default, and every pool made by `new`) has finished. The
 /// pools stay open.
@@ -136,9 +146,15 @@ pub async fn shutdown_all_common_aiopools() {
 /// assert_eq!(pool.stats().completed, 1);
 /// # }
 /// ```
-pub async fn wait_all_no_queue_aiopools() {
-    let pools = live_future_pools(PoolKind::NoQueue);
-    join_all(pools.iter().map(|e| e.wait_all())).await;
+pub fn wait_all_no_queue_aiopools() -> impl Future<Output = ()> + Send + 'static {
+    // Not an `async fn`: the tasks waited for are fixed at the call, as `wait()`'s are.
+    join_all(
+        live_future_pools(PoolKind::NoQueue)
+            .iter()
+            .map(|e| e.wait_all())
+            .collect::<Vec<_>>(),
+    )
+    .map(drop)
 }
 
 /// What the exit report says about one pool.

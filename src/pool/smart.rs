@@ -587,8 +587,10 @@ impl SmartAioPool {
     ///
     /// # Errors
     ///
-    /// Gives the recipe back in a [`SubmitError`] if the pool is shut down, or if called
-    /// from a task of this same pool while it is full.
+    /// Gives the recipe back in a [`SubmitError`] if the pool is shut down, if called
+    /// from a task of this same pool while it is full, or if no runtime can run it
+    /// ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called outside a runtime when
+    /// the pool knows no live runtime).
     ///
     /// # Cancel safety
     ///
@@ -811,7 +813,8 @@ impl SmartAioPool {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future stops the wait, not the shutdown.
+    /// Cancel safe: intake closes when it is called; dropping the future (even unpolled)
+    /// stops the wait, not the shutdown.
     ///
     /// # Examples
     ///
@@ -824,9 +827,13 @@ impl SmartAioPool {
     /// assert_eq!(pool.pending_count(), 0);
     /// # }
     /// ```
-    pub async fn shutdown(&self) {
-        self.inner.core.engine.shutdown().await;
-        self.forget();
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + '_ {
+        // Not an `async fn`: intake closes at the call, not at the first poll.
+        let wait = self.inner.core.engine.shutdown();
+        async move {
+            wait.await;
+            self.forget();
+        }
     }
 
     /// Like [`shutdown`](Self::shutdown), but abandons what is left after `timeout`; see
@@ -849,10 +856,16 @@ impl SmartAioPool {
     /// assert_eq!(report.abandoned(), 1);
     /// # }
     /// ```
-    pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
-        let report = self.inner.core.engine.shutdown_timeout(timeout).await;
-        self.forget();
-        report
+    pub fn shutdown_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = ShutdownReport> + Send + '_ {
+        let shutdown = self.inner.core.engine.shutdown_timeout(timeout);
+        async move {
+            let report = shutdown.await;
+            self.forget();
+            report
+        }
     }
 
     fn forget(&self) {
@@ -885,6 +898,13 @@ impl SmartAioPool {
     /// Waits until every task submitted before this call has finished; the pool stays
     /// open. The same as [`wait_for_all`](Self::wait_for_all) (the seed's name), under the
     /// name the other pools use.
+    ///
+    /// Called from inside a task of this pool, it does not wait for that task, which could
+    /// never end while it waits for itself (the same for [`shutdown`](Self::shutdown)).
+    /// It still waits for the others, so two tasks that both wait so wait for each other
+    /// (each is among the other's tasks), as two tokio tasks joining each other would,
+    /// and with every slot held by tasks that wait so, queued tasks never start: give
+    /// such a wait a timeout, or wait from outside the pool.
     ///
     /// # Cancel safety
     ///
@@ -1312,7 +1332,8 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 ///
 /// # Cancel safety
 ///
-/// Cancel safe: dropping the future stops the wait; the pools stay shut down.
+/// Cancel safe: the pools are shut down when it is called; dropping the future (even
+/// unpolled) stops the wait, and the pools stay shut down.
 ///
 /// # Examples
 ///
@@ -1325,22 +1346,31 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 /// assert_eq!(pool.pending_count(), 0);
 /// # }
 /// ```
-pub async fn shutdown_all_smart_aiopools() {
+pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'static {
+    // Not an `async fn`: the pools close at the call, not at the first poll.
     let pools: Vec<_> = smart_pools()
         .pools
         .values()
         .filter(|p| p.process_wide)
         .cloned()
         .collect();
-    join_all(pools.iter().map(|p| p.core.engine.shutdown())).await;
-    {
-        let mut listed = smart_pools();
-        for p in &pools {
-            listed.pools.remove(&key(p));
+    let waits = join_all(
+        pools
+            .iter()
+            .map(|p| p.core.engine.shutdown())
+            .collect::<Vec<_>>(),
+    );
+    async move {
+        waits.await;
+        {
+            let mut listed = smart_pools();
+            for p in &pools {
+                listed.pools.remove(&key(p));
+            }
         }
+        drop(pools);
+        forget_finished_orphans();
     }
-    drop(pools);
-    forget_finished_orphans();
 }
 
 /// The at-exit path: runs every unfinished task of the `auto_shutdown` pools on a fresh
