@@ -2337,9 +2337,11 @@ impl<J: Job> Engine<J> {
     }
 
     /// At process exit: every unfinished job (queued, or running on a runtime that may
-    /// never poll it again) starts over in new slots on `handle` (interrupted runs only if
-    /// the pool re-runs them; otherwise they are cancelled). Returns `None` if there was
-    /// nothing to do.
+    /// never poll it again) is queued again for `handle`'s runtime, where the caller starts
+    /// them ([`ensure_started`](Self::ensure_started)) once it has taken every pool over
+    /// (interrupted runs only if the pool re-runs them; otherwise they are cancelled).
+    /// Returns `None` if there was nothing to do (the pool is marked taken over all the
+    /// same, with `handle`'s runtime as its home).
     ///
     /// A run inside a poll right now, on a thread that goes on (`std::process::exit` leaves
     /// a multi-thread runtime's workers running), is started again only once that poll has
@@ -2351,10 +2353,15 @@ impl<J: Job> Engine<J> {
         let mut later = Deferred::default();
         let mut report = TakeOver::default();
         let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
-        let home;
         {
             let mut st = self.lock();
             if st.queue.len() == 0 && st.running == 0 {
+                // Nothing to take over now, but a job submitted from now on by a thread
+                // outside every runtime must not go to the old home, which `exit` may have
+                // frozen (alive, never driven again): it goes to the exit runtime, and any
+                // job may run on any runtime.
+                st.taken_over = true;
+                st.runtimes.enter(&handle);
                 return None;
             }
             st.generation += 1;
@@ -2405,12 +2412,13 @@ impl<J: Job> Engine<J> {
             }
             st.taken_over = true;
             st.awaiting_poll = busy.iter().map(|b| b.0).collect();
-            home = st.runtimes.enter(&handle);
-            // With runs still inside a poll elsewhere, nothing starts before they are
-            // settled below: they hold their slots (and their keys and weights) till then.
-            if busy.is_empty() {
-                self.fill_free(&mut st, home, &mut later);
-            }
+            st.runtimes.enter(&handle);
+            // Nothing starts here: the exit hook starts the jobs of every pool once it has
+            // taken them all over (`ensure_started`), so that a job started at exit, and
+            // submitting into a pool not taken over yet, does not have its task there
+            // taken for an interrupted one. (With runs still inside a poll elsewhere,
+            // nothing starts before they are settled below either: they hold their slots,
+            // and their keys and weights, till then.)
             self.gauges(&st);
         }
         self.run_deferred(&mut later);
@@ -2451,7 +2459,8 @@ impl<J: Job> Engine<J> {
                     self.lose(&mut st, job, id, &mut later);
                 }
             }
-            self.fill_free(&mut st, home, &mut later);
+            // Started by the exit hook (see above); but a job a thread that goes on
+            // submitted during the wait, and found held back, is started by it too.
             self.gauges(&st);
         }
         drop_quietly(settled);

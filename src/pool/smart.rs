@@ -1380,11 +1380,13 @@ pub(crate) fn finish_at_exit() {
     // The thread running the exit hooks: the one that called `exit` (or returned from
     // `main`). A task it is polling will never return.
     let exiting = crate::engine::thread_token();
-    let pools: Vec<_> = auto_pools()
-        .into_iter()
-        .filter(|p| p.core.engine.stats().unfinished() > 0)
-        .collect();
-    if pools.is_empty() {
+    // Every pool is taken over, also those with nothing unfinished now: a plain thread
+    // may submit to one while the exit runs.
+    let pools: Vec<_> = auto_pools();
+    if pools
+        .iter()
+        .all(|p| p.core.engine.stats().unfinished() == 0)
+    {
         return;
     }
     let worker = std::thread::Builder::new()
@@ -1419,6 +1421,12 @@ pub(crate) fn finish_at_exit() {
                             crate::engine::EXIT_POLL_WAIT
                         );
                     }
+                }
+                // Only now, with every pool taken over, their jobs start (on this runtime):
+                // a task started earlier could submit into a pool not yet taken over, whose
+                // take-over would then cut or re-run it as interrupted.
+                for p in &pools {
+                    p.core.engine.ensure_started();
                 }
                 wait_auto_pools().await;
                 // Read once every task has ended: a window can fill only after the
