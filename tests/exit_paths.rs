@@ -196,25 +196,11 @@ const RING: usize = 8;
 /// take-over of their pool.
 fn nested_during_busy_wait(dir: &std::path::Path) {
     let rt = support::multi_thread_of(2);
-    XS.set(
-        (0..RING)
-            .map(|i| SmartAioPool::builder().name(format!("X{i}")).build())
-            .collect(),
-    )
-    .unwrap();
+    XS.set(support::named_smart_pools("X", RING, true)).unwrap();
     // Made between them: listed (by address) between them, most likely.
     let p = SmartAioPool::builder().name("P").build();
-    YS.set(
-        (0..RING)
-            .map(|i| {
-                SmartAioPool::builder()
-                    .name(format!("Y{i}"))
-                    .rerun_interrupted(false)
-                    .build()
-            })
-            .collect(),
-    )
-    .unwrap();
+    YS.set(support::named_smart_pools("Y", RING, false))
+        .unwrap();
     rt.block_on(async {
         let d = dir.to_path_buf();
         p.submit(move || {

@@ -30,18 +30,10 @@ async fn returns_in_a_job(wait: impl Future<Output = ()>) -> bool {
         .is_ok()
 }
 
-fn common(c: usize, q: usize) -> CommonAioPool {
-    CommonAioPool::builder()
-        .max_concurrency(c)
-        .max_queue_size(q)
-        .process_wide(false)
-        .build()
-}
-
 /// A granted waiter dropped before its next poll passes its place to the next waiter.
 #[tokio::test(start_paused = true)]
 async fn granted_then_dropped_submit_passes_the_place_on() {
-    let pool = common(1, 0);
+    let pool = support::common_local(1, 0);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let busy = pool.submit(async move { rx.await.ok() }).await.unwrap();
     let mut a = Box::pin(pool.submit(async { 1 }));
@@ -67,7 +59,7 @@ async fn waiting_submitters_by_priority_common_and_no_queue() {
     for no_queue in [false, true] {
         let order = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let c: Option<CommonAioPool> = (!no_queue).then(|| common(1, 0));
+        let c: Option<CommonAioPool> = (!no_queue).then(|| support::common_local(1, 0));
         let n: Option<NoQueueAioPool> = no_queue.then(|| {
             NoQueueAioPool::builder()
                 .max_concurrency(1)
@@ -115,7 +107,7 @@ async fn waiting_submitters_by_priority_common_and_no_queue() {
 /// A zero timeout into a full pool: TimedOut, the task handed back, nothing counted.
 #[tokio::test(start_paused = true)]
 async fn zero_timeout_into_a_full_pool() {
-    let pool = common(1, 0);
+    let pool = support::common_local(1, 0);
     let _busy = pool.submit(std::future::pending::<()>()).await.unwrap();
     let err = pool
         .submit_with(async { 3 }, SubmitOptions::new().timeout(Duration::ZERO))
@@ -131,7 +123,7 @@ async fn zero_timeout_into_a_full_pool() {
 #[tokio::test(start_paused = true)]
 async fn grant_at_the_deadline_loses_no_place() {
     for _ in 0..20 {
-        let pool = common(1, 0);
+        let pool = support::common_local(1, 0);
         pool.submit(tokio::time::sleep(Duration::from_millis(10)))
             .await
             .unwrap()
@@ -165,7 +157,7 @@ fn batch_run_counts_right_after_multi_thread() {
         .unwrap();
     for round in 0..30 {
         rt.block_on(async {
-            let pool = common(3, 2);
+            let pool = support::common_local(3, 2);
             let res = pool
                 .batch_run((0..50u32).map(|i| async move {
                     tokio::task::yield_now().await;
@@ -200,7 +192,7 @@ fn batch_run_counts_right_after_multi_thread() {
 /// Abort after completion does nothing: the handle still gives the value.
 #[tokio::test(start_paused = true)]
 async fn abort_after_completion_keeps_the_value() {
-    let pool = common(2, 2);
+    let pool = support::common_local(2, 2);
     let h = pool.submit(async { 9 }).await.unwrap();
     pool.wait().await;
     assert!(h.is_finished());
@@ -223,7 +215,7 @@ fn random_submit_drops_lose_no_place() {
         .unwrap();
     for round in 0..20u64 {
         rt.block_on(async move {
-            let pool = common(2, 1);
+            let pool = support::common_local(2, 1);
             let ran = Arc::new(AtomicUsize::new(0));
             let accepted = Arc::new(AtomicUsize::new(0));
             let mut tasks = Vec::new();
@@ -276,7 +268,7 @@ fn random_submit_drops_lose_no_place() {
 /// Shutdown while submitters wait: they are refused with Closed and get their task back.
 #[tokio::test(start_paused = true)]
 async fn waiting_submitters_refused_on_shutdown_get_tasks_back() {
-    let pool = common(1, 0);
+    let pool = support::common_local(1, 0);
     let _busy = pool
         .submit(tokio::time::sleep(Duration::from_millis(5)))
         .await
@@ -297,7 +289,7 @@ async fn waiting_submitters_refused_on_shutdown_get_tasks_back() {
 #[tokio::test]
 #[should_panic(expected = "TaskHandle polled after it returned its result")]
 async fn handle_polled_again_panics() {
-    let pool = common(1, 0);
+    let pool = support::common_local(1, 0);
     let mut h = pool.submit(async { 1 }).await.unwrap();
     assert_eq!((&mut h).await.unwrap(), 1);
     let _ = poll_once(&mut h);
@@ -307,7 +299,7 @@ async fn handle_polled_again_panics() {
 /// itself: it could never return (a hang, with no error and no panic).
 #[tokio::test(start_paused = true)]
 async fn wait_from_inside_own_job_does_not_hang() {
-    let pool = common(2, 10);
+    let pool = support::common_local(2, 10);
     let inner = pool.clone();
     let h = pool
         .submit(async move { returns_in_a_job(inner.wait()).await })
@@ -324,13 +316,13 @@ async fn wait_from_inside_own_job_does_not_hang() {
 /// docs say dropping it "stops the wait, not the shutdown (intake stays closed)".
 #[tokio::test(start_paused = true)]
 async fn shutdown_dropped_before_first_poll_still_closes() {
-    let pool = common(1, 1);
+    let pool = support::common_local(1, 1);
     drop(pool.shutdown());
     assert!(
         pool.is_closed(),
         "a shutdown() dropped unpolled left the pool open"
     );
-    let pool = common(1, 1);
+    let pool = support::common_local(1, 1);
     drop(pool.shutdown_timeout(Duration::from_secs(1)));
     assert!(pool.is_closed(), "shutdown_timeout, dropped unpolled");
 
@@ -353,13 +345,7 @@ async fn shutdown_dropped_before_first_poll_still_closes() {
         "NoQueueAioPool::shutdown_timeout, dropped unpolled"
     );
 
-    let smart = || {
-        SmartAioPool::builder()
-            .max_concurrency(1)
-            .process_wide(false)
-            .auto_shutdown(false)
-            .build()
-    };
+    let smart = || support::smart_local(1);
     let pool = smart();
     drop(pool.shutdown());
     assert!(pool.is_closed(), "SmartAioPool::shutdown, dropped unpolled");
@@ -376,7 +362,7 @@ async fn shutdown_dropped_before_first_poll_still_closes() {
 async fn shutdown_in_select_against_a_ready_branch() {
     let mut open = 0;
     for _ in 0..64 {
-        let pool = common(1, 1);
+        let pool = support::common_local(1, 1);
         tokio::select! {
             () = pool.shutdown() => {}
             () = std::future::ready(()) => {}
@@ -390,7 +376,7 @@ async fn shutdown_in_select_against_a_ready_branch() {
 /// the others.
 #[tokio::test(start_paused = true)]
 async fn wait_and_shutdown_from_inside_own_job_wait_for_the_others() {
-    let pool = common(2, 10);
+    let pool = support::common_local(2, 10);
     let other = pool
         .submit(tokio::time::sleep(Duration::from_secs(1)))
         .await
@@ -427,11 +413,7 @@ async fn wait_and_shutdown_from_inside_own_job_wait_for_the_others() {
         "NoQueueAioPool wait() inside a job"
     );
 
-    let smart = SmartAioPool::builder()
-        .max_concurrency(2)
-        .process_wide(false)
-        .auto_shutdown(false)
-        .build();
+    let smart = support::smart_local(2);
     let inner = smart.clone();
     let h = smart
         .submit(move || {
@@ -457,7 +439,7 @@ fn storm_keeps_the_room_whole() {
         .build()
         .unwrap();
     for round in 0..25u64 {
-        let pool = common(3, 2);
+        let pool = support::common_local(3, 2);
         let accepted = Arc::new(AtomicUsize::new(0));
         let blocking = {
             let pool = pool.clone();
@@ -566,7 +548,7 @@ fn storm_keeps_the_room_whole() {
 /// after the pool's only runtime ended: `NoRuntime`, which `submit`'s docs did not list.
 #[test]
 fn common_submit_from_a_plain_executor_after_the_runtime_ended_is_no_runtime() {
-    let pool = common(1, 1);
+    let pool = support::common_local(1, 1);
     {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -592,7 +574,7 @@ fn parked_blocking_submit_is_refused_by_shutdown() {
         .enable_all()
         .build()
         .unwrap();
-    let pool = common(1, 0);
+    let pool = support::common_local(1, 0);
     let busy = rt
         .block_on(pool.submit(async { tokio::time::sleep(Duration::from_millis(300)).await }))
         .unwrap();

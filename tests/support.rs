@@ -408,3 +408,36 @@ pub fn cut_off_once(
         })
     }
 }
+
+/// A CommonAioPool of `c` slots and a queue of `q` that the process-wide functions leave
+/// alone (a test's own).
+pub fn common_local(c: usize, q: usize) -> CommonAioPool {
+    CommonAioPool::builder()
+        .max_concurrency(c)
+        .max_queue_size(q)
+        .process_wide(false)
+        .build()
+}
+
+/// `n` SmartAioPools (`auto_shutdown`, the exit take-over's) named `{prefix}0`, `{prefix}1`,
+/// ..., re-running interrupted tasks or not.
+pub fn named_smart_pools(prefix: &str, n: usize, rerun: bool) -> Vec<SmartAioPool> {
+    (0..n)
+        .map(|i| {
+            SmartAioPool::builder()
+                .name(format!("{prefix}{i}"))
+                .rerun_interrupted(rerun)
+                .build()
+        })
+        .collect()
+}
+
+/// A SmartAioPool of `c` slots that the process-wide functions and the exit hook leave
+/// alone (a test's own).
+pub fn smart_local(c: usize) -> SmartAioPool {
+    SmartAioPool::builder()
+        .max_concurrency(c)
+        .process_wide(false)
+        .auto_shutdown(false)
+        .build()
+}

@@ -277,6 +277,13 @@ struct State<J> {
     /// Picks made so far (the number of the current one).
     picks: u64,
     cancel_reason: CancelReason,
+    /// The running job the last `cancel_all` left out: the job that called
+    /// `shutdown_timeout` on its own pool, whose deadline abandons the others, not it.
+    cancel_spared: Option<u64>,
+    /// Set by the exit take-over, cleared by [`Engine::exit_start`]: nothing starts in
+    /// between, not even a job a plain thread submits, so that no job starts before every
+    /// pool is taken over.
+    exit_hold: bool,
     slots: Slab<SlotEntry<J>>,
     /// Idle slot tasks (see [`Idle`]).
     idle: Vec<Idle>,
@@ -473,7 +480,8 @@ pub(crate) struct Engine<J: Job> {
     drop_watchers: AtomicUsize,
     /// Mirror of `State::generation`, so a stale slot stops without taking the lock.
     generation: AtomicU64,
-    /// Running jobs with an id below this are cancelled with `State::cancel_reason`.
+    /// Running jobs with an id below this are cancelled with `State::cancel_reason` (but
+    /// `State::cancel_spared`).
     cancel_before: AtomicU64,
     /// Non-zero while the pool is stuck on nested waits after a slot went away (see
     /// [`Engine::break_nested_deadlock`]): the number of the current pick, so a slot can
@@ -562,6 +570,8 @@ impl<J: Job> Engine<J> {
             stuck_refused: false,
             picks: 0,
             cancel_reason: CancelReason::Abandoned,
+            cancel_spared: None,
+            exit_hold: false,
             slots: Slab::new(),
             idle: Vec::new(),
             runtimes,
@@ -1030,7 +1040,7 @@ impl<J: Job> Engine<J> {
 
     /// [`fill_free`](Self::fill_free) without the claimer for the caller's runtime.
     fn fill(self: &Arc<Self>, st: &mut State<J>, rt: Option<RtRef>, later: &mut Deferred<J>) {
-        if !st.awaiting_poll.is_empty() {
+        if !st.awaiting_poll.is_empty() || st.exit_hold {
             return;
         }
         Self::grow(st);
@@ -2014,6 +2024,12 @@ impl<J: Job> Engine<J> {
 
     // ----- waiting and shutdown --------------------------------------------------------
 
+    /// Under the lock: the job of this pool whose poll is running on this thread (its slot
+    /// holds it, so it has not ended), if any.
+    fn calling_job(st: &State<J>, pool: usize) -> Option<u64> {
+        context::current_task(pool).filter(|&id| st.slots.iter().any(|(_, e)| e.job == id))
+    }
+
     /// Waits until every job submitted before this call has finished (its handle
     /// resolved). The set of jobs is fixed when this is *called*, not when the future is
     /// first polled.
@@ -2025,8 +2041,7 @@ impl<J: Job> Engine<J> {
             let target = st.counts.submitted;
             // Made by a job of this pool, in its poll: the job is running (its slot holds
             // it), so not yet counted as ended; the wait does not wait for it.
-            let except = context::current_task(self.id())
-                .filter(|&id| id < target && st.slots.iter().any(|(_, e)| e.job == id));
+            let except = Self::calling_job(&st, self.id()).filter(|&id| id < target);
             let remaining = target - st.wait_done - u64::from(except.is_some());
             (remaining > 0).then(|| {
                 st.waits.insert(Wait {
@@ -2204,6 +2219,13 @@ impl<J: Job> Engine<J> {
         can_run
     }
 
+    /// At exit, once every pool is taken over: lifts the hold the take-over set, and
+    /// starts the jobs on the current (exit) runtime.
+    pub(crate) fn exit_start(self: &Arc<Self>) -> bool {
+        self.lock().exit_hold = false;
+        self.ensure_started()
+    }
+
     /// For a pending poll of something this pool feeds: if the pool is stranded (see
     /// [`note_stranded`](Self::note_stranded)), offers it the current runtime, as a `wait`
     /// does ([`ensure_started`](Self::ensure_started)); a rate-limited pool takes it only
@@ -2289,13 +2311,19 @@ impl<J: Job> Engine<J> {
                 c.abandoned,
             )
         }
-        let (start_ended, start_abandoned) = ended(&self.lock());
+        let (start_ended, start_abandoned, caller) = {
+            let st = self.lock();
+            let (e, a) = ended(&st);
+            // Called by a job of this pool: its wait leaves that job out, and so does the
+            // abandon at the deadline (it would cancel the job waiting for the report).
+            (e, a, Self::calling_job(&st, self.id()))
+        };
         self.close();
         let wait = self.wait_all();
         let engine = Arc::clone(self);
         async move {
             if tokio::time::timeout(timeout, wait).await.is_err() {
-                engine.cancel_all(CancelReason::Abandoned);
+                engine.cancel_all_sparing(CancelReason::Abandoned, caller);
                 engine.wait_all().await;
             }
             let (end_ended, end_abandoned) = ended(&engine.lock());
@@ -2309,11 +2337,17 @@ impl<J: Job> Engine<J> {
     /// Cancels every job queued or running now with `reason`: queued ones are dropped at
     /// once, running ones at their next poll (their slots are woken for it).
     pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) {
+        self.cancel_all_sparing(reason, None);
+    }
+
+    /// [`cancel_all`](Self::cancel_all), but running job `spared` (if any) is left alone.
+    fn cancel_all_sparing(self: &Arc<Self>, reason: CancelReason, spared: Option<u64>) {
         let mut later = Deferred::default();
         let wakers: Vec<Waker>;
         {
             let mut st = self.lock();
             st.cancel_reason = reason;
+            st.cancel_spared = spared;
             // Release: a slot that sees the new mark (Acquire) reads this reason.
             self.cancel_before
                 .store(st.counts.submitted, Ordering::Release);
@@ -2340,8 +2374,8 @@ impl<J: Job> Engine<J> {
     /// never poll it again) is queued again for `handle`'s runtime, where the caller starts
     /// them ([`ensure_started`](Self::ensure_started)) once it has taken every pool over
     /// (interrupted runs only if the pool re-runs them; otherwise they are cancelled).
-    /// Returns `None` if there was nothing to do (the pool is marked taken over all the
-    /// same, with `handle`'s runtime as its home).
+    /// A pool with nothing unfinished is taken over all the same (`handle`'s runtime
+    /// becomes its home; its rate timer, claimers and idle slot tasks are forgotten).
     ///
     /// A run inside a poll right now, on a thread that goes on (`std::process::exit` leaves
     /// a multi-thread runtime's workers running), is started again only once that poll has
@@ -2355,15 +2389,12 @@ impl<J: Job> Engine<J> {
         let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
         {
             let mut st = self.lock();
-            if st.queue.len() == 0 && st.running == 0 {
-                // Nothing to take over now, but a job submitted from now on by a thread
-                // outside every runtime must not go to the old home, which `exit` may have
-                // frozen (alive, never driven again): it goes to the exit runtime, and any
-                // job may run on any runtime.
-                st.taken_over = true;
-                st.runtimes.enter(&handle);
-                return None;
-            }
+            // Also with nothing to take over now: a job submitted from now on by a thread
+            // outside every runtime must not go to the old home, which `exit` may have
+            // frozen (alive, never driven again), and what the pool keeps on that runtime
+            // must not hold it back: a rate timer armed there (which would never fire, and
+            // while it is thought armed no other is), claimers and idle slot tasks there.
+            // So an empty pool is reset as any other.
             st.generation += 1;
             // SeqCst: see `Polling::by`.
             self.generation.store(st.generation, Ordering::SeqCst);
@@ -2411,6 +2442,7 @@ impl<J: Job> Engine<J> {
                 limits.reset_running();
             }
             st.taken_over = true;
+            st.exit_hold = true;
             st.awaiting_poll = busy.iter().map(|b| b.0).collect();
             st.runtimes.enter(&handle);
             // Nothing starts here: the exit hook starts the jobs of every pool once it has

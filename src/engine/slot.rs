@@ -239,13 +239,21 @@ impl<J: Job> Slot<J> {
         if mark <= self.cancel_seen {
             return;
         }
-        self.cancel_seen = mark;
         if let Some((run, id)) = &mut self.run {
             if *id < mark {
-                let reason = self.engine.lock().cancel_reason;
+                let (reason, spared) = {
+                    let st = self.engine.lock();
+                    (st.cancel_reason, st.cancel_spared)
+                };
+                if spared == Some(*id) {
+                    // Left out (the caller of `shutdown_timeout`): not marked as seen, so
+                    // that a later `cancel_all` reaches it even with the same mark.
+                    return;
+                }
                 run.cancel(reason);
             }
         }
+        self.cancel_seen = mark;
     }
 
     /// A claimer takes a reserved job (from the head of the queue): `Run`, or

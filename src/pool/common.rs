@@ -822,6 +822,9 @@ impl CommonAioPool {
     /// A job that blocks its thread without ever yielding cannot be dropped until it
     /// yields; this waits for that.
     ///
+    /// Called from inside a job of this pool, that job is neither waited for nor
+    /// abandoned (see [`wait`](Self::wait)).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe as [`shutdown`](Self::shutdown); if dropped before the deadline, nothing

@@ -691,6 +691,9 @@ impl NoQueueAioPool {
     /// running jobs are dropped at their next `.await`, and their handles resolve to
     /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
     ///
+    /// Called from inside a job of this pool, that job is neither waited for nor
+    /// abandoned (see [`wait`](Self::wait)).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe as [`shutdown`](Self::shutdown); if dropped before the deadline, nothing

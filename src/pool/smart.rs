@@ -839,6 +839,9 @@ impl SmartAioPool {
     /// Like [`shutdown`](Self::shutdown), but abandons what is left after `timeout`; see
     /// [`CommonAioPool::shutdown_timeout`](crate::CommonAioPool::shutdown_timeout).
     ///
+    /// Called from inside a task of this pool, that task is neither waited for nor
+    /// abandoned (see [`wait`](Self::wait)).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe as [`shutdown`](Self::shutdown).
@@ -1426,7 +1429,7 @@ pub(crate) fn finish_at_exit() {
                 // a task started earlier could submit into a pool not yet taken over, whose
                 // take-over would then cut or re-run it as interrupted.
                 for p in &pools {
-                    p.core.engine.ensure_started();
+                    p.core.engine.exit_start();
                 }
                 wait_auto_pools().await;
                 // Read once every task has ended: a window can fill only after the

@@ -1,0 +1,377 @@
+//! Regression tests of a review of findings 184-188's fixes (2026-12-05, on aefe117),
+//! RELIABILITY.md findings 189-191: `shutdown_timeout` inside a job of its own pool no
+//! longer abandons its caller at the deadline (189); the exit take-over resets an empty
+//! pool as any other, so a rate timer left on the runtime `exit` froze holds nothing back
+//! (190); no job starts before every pool is taken over, not even a plain thread's (191).
+//! With the review's checks that held (`wait`'s exclusion in odd places, the new
+//! signatures). Exit scenarios run as child processes, as in `tests/exit_paths.rs`.
+
+#![allow(clippy::async_yields_async)]
+
+mod support;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use nb_aiopool::{CancelReason, NoQueueAioPool, SmartAioPool};
+use support::{append, child_scenario, lines, run_child, within};
+
+// ----- 189: shutdown_timeout inside a job of its own pool --------------------------------
+
+/// Finding 189: a job calls `shutdown_timeout` on its own pool while another job outlives
+/// the deadline. Since 184 the wait leaves the caller out, but the abandon step at the
+/// deadline (`cancel_all(Abandoned)`) still covered the caller: the job that asked for the
+/// report was abandoned itself, and never saw it.
+#[tokio::test(start_paused = true)]
+async fn shutdown_timeout_inside_a_job_does_not_abandon_its_caller_common() {
+    let pool = support::common_local(2, 10);
+    let other = pool
+        .submit(tokio::time::sleep(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let inner = pool.clone();
+    let caller = pool
+        .submit(async move {
+            let r = inner.shutdown_timeout(Duration::from_secs(1)).await;
+            (r.finished(), r.abandoned())
+        })
+        .await
+        .unwrap();
+    let got = within("caller", caller).await;
+    let other = within("other", other).await;
+    assert_eq!(
+        other.unwrap_err().cancel_reason(),
+        Some(CancelReason::Abandoned),
+        "the job that outlived the deadline is abandoned"
+    );
+    match got {
+        Ok((finished, abandoned)) => assert_eq!((finished, abandoned), (0, 1)),
+        Err(e) => panic!("the job that called shutdown_timeout was itself cancelled: {e}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_timeout_inside_a_job_does_not_abandon_its_caller_no_queue_and_smart() {
+    let nq = NoQueueAioPool::builder()
+        .max_concurrency(2)
+        .process_wide(false)
+        .build();
+    let _other = nq
+        .submit(tokio::time::sleep(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let inner = nq.clone();
+    let caller = nq
+        .submit(async move {
+            inner
+                .shutdown_timeout(Duration::from_secs(1))
+                .await
+                .abandoned()
+        })
+        .await
+        .unwrap();
+    match within("nq caller", caller).await {
+        Ok(abandoned) => assert_eq!(abandoned, 1),
+        Err(e) => panic!("NoQueueAioPool: the caller of shutdown_timeout was cancelled: {e}"),
+    }
+
+    let smart = support::smart_local(2);
+    let _other = smart
+        .submit(|| tokio::time::sleep(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let inner = smart.clone();
+    let caller = smart
+        .submit(move || {
+            let inner = inner.clone();
+            async move {
+                inner
+                    .shutdown_timeout(Duration::from_secs(1))
+                    .await
+                    .abandoned()
+            }
+        })
+        .await
+        .unwrap();
+    match within("smart caller", caller).await {
+        Ok(abandoned) => assert_eq!(abandoned, 1),
+        Err(e) => panic!("SmartAioPool: the caller of shutdown_timeout was cancelled: {e}"),
+    }
+}
+
+/// Finding 189: after a spared `shutdown_timeout` abandon, a later `cancel_all` still
+/// reaches the job that was spared (the fix must not leave it immune for good).
+#[tokio::test(start_paused = true)]
+async fn a_spared_caller_is_still_reached_by_a_later_cancel_all() {
+    let smart = support::smart_local(2);
+    let _other = smart
+        .submit(|| tokio::time::sleep(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let inner = smart.clone();
+    let caller = smart
+        .submit(move || {
+            let inner = inner.clone();
+            async move {
+                let _ = inner.shutdown_timeout(Duration::from_secs(1)).await;
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!caller.is_finished());
+    smart.cancel_all().await;
+    let r = within("caller", caller).await;
+    assert_eq!(
+        r.unwrap_err().cancel_reason(),
+        Some(CancelReason::CancelAll)
+    );
+}
+
+// ----- 184: the counting of `except` --------------------------------------------------------
+
+/// A wait made inside a job, sent out and awaited after the job ended; a second wait made
+/// in the same job; a job of another pool waiting on this one (not left out). Counts must
+/// neither underflow nor stay above zero.
+#[tokio::test(start_paused = true)]
+async fn except_counts_in_odd_places() {
+    let a = support::common_local(2, 10);
+    let b = support::common_local(2, 10);
+    let slow = b
+        .submit(tokio::time::sleep(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    // A job of A waits on B: B's job is waited for.
+    let bb = b.clone();
+    let t0 = tokio::time::Instant::now();
+    let h = a
+        .submit(async move {
+            bb.wait().await;
+            t0.elapsed()
+        })
+        .await
+        .unwrap();
+    let took = within("a job", h).await.unwrap();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(slow.is_finished());
+
+    // Waits made in a job, handed out, awaited after the job ended.
+    let aa = a.clone();
+    let h = a
+        .submit(async move { (aa.wait(), aa.wait()) })
+        .await
+        .unwrap();
+    let (w1, w2) = within("maker", h).await.unwrap();
+    within("w1", w1).await;
+    within("w2", w2).await;
+    // And a fresh wait after all that returns at once.
+    within("fresh", a.wait()).await;
+    let s = a.stats();
+    assert_eq!(s.completed, s.submitted, "{s:?}");
+}
+
+/// The new signatures: the futures of the Common and NoQueue pools are `'static` and
+/// `Send` (spawnable, boxable, usable in `select!`).
+#[tokio::test(start_paused = true)]
+async fn shutdown_futures_are_spawnable_and_boxable() {
+    fn is_static_send<F: Future + Send + 'static>(_: &F) {}
+    let pool = support::common_local(1, 1);
+    let f = pool.shutdown();
+    is_static_send(&f);
+    let j = tokio::spawn(f);
+    within("spawned shutdown", j).await.unwrap();
+    let pool = support::common_local(1, 1);
+    let b: std::pin::Pin<Box<dyn Future<Output = nb_aiopool::ShutdownReport> + Send>> =
+        Box::pin(pool.shutdown_timeout(Duration::from_secs(1)));
+    let _ = within("boxed", b).await;
+    let j = tokio::spawn(nb_aiopool::shutdown_all_common_aiopools());
+    within("all", j).await.unwrap();
+}
+
+// ----- exit scenarios (child processes) -----------------------------------------------------
+
+static PS: OnceLock<Vec<SmartAioPool>> = OnceLock::new();
+static QS: OnceLock<Vec<SmartAioPool>> = OnceLock::new();
+const N: usize = 6;
+
+#[test]
+#[ignore = "run as a child process by the other tests in this file"]
+fn child() {
+    let (scenario, dir) = child_scenario();
+    match scenario.as_str() {
+        "rate-timer-on-frozen-runtime" => rate_timer_on_frozen_runtime(&dir),
+        "plain-thread-into-taken-over-pool" => plain_thread_into_taken_over_pool(&dir),
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+/// Pool R (rate_limit 1 per 2 s) is empty at exit, but its rate timer is armed on the
+/// runtime `exit` froze (a held job was aborted, so nothing is queued). Pool A's task,
+/// run by the exit hook, submits into R inside the window: the job is held back, and no
+/// timer is armed for it (the pool thinks one is), so it never starts and the exit hangs.
+fn rate_timer_on_frozen_runtime(dir: &std::path::Path) {
+    let rt = support::current_thread();
+    rt.block_on(async {
+        let r = SmartAioPool::builder()
+            .name("R")
+            .max_concurrency(2)
+            .rate_limit(1, Duration::from_secs(2))
+            .build();
+        let a = SmartAioPool::builder().name("A").max_concurrency(2).build();
+        r.run(|| async {}).await.unwrap();
+        let held = r.submit(|| async {}).await.unwrap();
+        tokio::task::yield_now().await;
+        held.abort();
+        let _ = held.await;
+        assert_eq!(r.stats().unfinished(), 0);
+        let d = dir.to_path_buf();
+        let r2 = r.clone();
+        a.submit(move || {
+            let d = d.clone();
+            let r2 = r2.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let d2 = d.clone();
+                let h = r2
+                    .submit(move || {
+                        let d2 = d2.clone();
+                        async move { append(&d2.join("r"), "ran") }
+                    })
+                    .await
+                    .unwrap();
+                let _ = h.await;
+                append(&d.join("a"), "done");
+            }
+        })
+        .await
+        .unwrap()
+        .detach();
+        std::process::exit(0);
+    });
+}
+
+/// Old runtime: multi-thread, `exit` called from `block_on`, with pool B's run busy in one
+/// long poll (its take-over waits for it). Pools P (made before B: most likely listed
+/// before it) are empty at exit; a plain thread submits into them while B's take-over
+/// waits. Their jobs, started at once on the exit runtime, submit into pools Q (made
+/// after B, not taken over yet; `rerun_interrupted(false)`): Q's take-over then cuts those
+/// tasks as interrupted by the exit (finding 188 again, by another door).
+fn plain_thread_into_taken_over_pool(dir: &std::path::Path) {
+    let rt = support::multi_thread_of(2);
+    PS.set(support::named_smart_pools("P", N, true)).unwrap();
+    let b = SmartAioPool::builder().name("B").build();
+    QS.set(support::named_smart_pools("Q", N, false)).unwrap();
+    rt.block_on(async {
+        let d = dir.to_path_buf();
+        b.submit(move || {
+            let d = d.clone();
+            async move {
+                append(&d.join("b"), "start");
+                std::thread::sleep(Duration::from_millis(2000));
+            }
+        })
+        .await
+        .unwrap()
+        .detach();
+        support::appended(dir.join("b")).await;
+        let d = dir.to_path_buf();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            for p in PS.get().unwrap() {
+                let dj = d.clone();
+                let h = p.blocking_submit(move || {
+                    let d = dj.clone();
+                    async move {
+                        let mut hs = Vec::new();
+                        for q in QS.get().unwrap() {
+                            let d2 = d.clone();
+                            hs.push(
+                                q.submit(move || {
+                                    let d2 = d2.clone();
+                                    async move {
+                                        append(&d2.join("nested"), "start");
+                                        tokio::time::sleep(Duration::from_millis(2500)).await;
+                                    }
+                                })
+                                .await
+                                .unwrap(),
+                            );
+                        }
+                        for h in hs {
+                            match h.await {
+                                Ok(()) => append(&d.join("outer"), "ok"),
+                                Err(e) => append(&d.join("outer"), &format!("err {e}")),
+                            }
+                        }
+                    }
+                });
+                match h {
+                    Ok(h) => h.detach(),
+                    Err(e) => append(&d.join("refused"), &e.to_string()),
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::process::exit(0);
+    });
+}
+
+fn count(v: &[String], prefix: &str) -> usize {
+    v.iter().filter(|l| l.starts_with(prefix)).count()
+}
+
+/// Finding 190: 187's take-over of empty pools did not reset their rate timer, which may
+/// be armed on the runtime `exit` froze: a job submitted into such a pool at exit never
+/// started.
+#[test]
+fn exit_runs_a_job_submitted_into_an_empty_rate_limited_pool() {
+    let c = run_child("rate-timer-on-frozen-runtime", 20);
+    let r = lines(&c.dir.join("r"));
+    let a = lines(&c.dir.join("a"));
+    let _ = std::fs::remove_dir_all(&c.dir);
+    assert_eq!(
+        c.code,
+        Some(0),
+        "hung (killed after 20 s) or failed; r: {r:?} a: {a:?} stderr: {}",
+        c.stderr
+    );
+    assert_eq!((r.len(), a.len()), (1, 1), "r: {r:?} a: {a:?}");
+}
+
+/// Finding 191: a plain thread's submit into a pool already taken over started its job at
+/// once, before every pool was taken over: what that job submitted into a pool taken over
+/// later was cut.
+#[test]
+fn plain_thread_submits_during_the_take_over_do_not_start_early() {
+    let c = run_child("plain-thread-into-taken-over-pool", 60);
+    let outer = lines(&c.dir.join("outer"));
+    let nested = lines(&c.dir.join("nested"));
+    let refused = lines(&c.dir.join("refused"));
+    let _ = std::fs::remove_dir_all(&c.dir);
+    assert_eq!(c.code, Some(0), "stderr: {}", c.stderr);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(
+        (outer.len(), count(&outer, "err")),
+        (N * N, 0),
+        "outer errors: {:?}\nnested: {}\nstderr: {}",
+        outer
+            .iter()
+            .filter(|l| l.starts_with("err"))
+            .collect::<Vec<_>>(),
+        nested.len(),
+        c.stderr
+    );
+    assert!(
+        !c.stderr.contains("interrupted by the process exit"),
+        "stderr: {}",
+        c.stderr
+    );
+}
+
+#[allow(dead_code)]
+fn unused(_: Arc<AtomicUsize>) {
+    let _ = Ordering::SeqCst;
+}
