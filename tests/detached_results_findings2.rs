@@ -23,26 +23,6 @@ use support::{
     Counted,
 };
 
-/// Polls `fut` to completion on the calling thread, outside any tokio runtime (a plain
-/// executor, as `futures::executor::block_on`).
-fn plain_block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 /// On runtime `b` (current-thread, driven only inside this call): submits a detached task
 /// returning `out`, and returns as soon as it has ended (the way a program that calls
 /// `block_on` per request uses a runtime). The pool arms its reap timer on `b`, which is
@@ -117,7 +97,7 @@ fn a_wait_outside_a_runtime_returns_after_the_results_it_covers_are_dropped() {
     let (tx, rx) = std::sync::mpsc::channel();
     let d = drops.clone();
     std::thread::spawn(move || {
-        plain_block_on(wait);
+        support::plain_block_on(wait);
         let _ = tx.send(d.load(SeqCst));
     });
     let at_return = rx
@@ -164,7 +144,7 @@ fn a_wait_outside_a_runtime_on_a_busy_multi_thread_pool_returns_after_the_drop()
     let (tx, rx) = std::sync::mpsc::channel();
     let d = drops.clone();
     std::thread::spawn(move || {
-        plain_block_on(wait);
+        support::plain_block_on(wait);
         let _ = tx.send(d.load(SeqCst));
     });
     std::thread::sleep(Duration::from_millis(50));

@@ -110,26 +110,6 @@ async fn no_queue_higher_priority_waiting_submitter_starts_first() {
     );
 }
 
-/// Polls `fut` to completion on the calling thread, outside any tokio runtime (a plain
-/// executor, as `futures::executor::block_on`).
-fn plain_block_on<F: std::future::Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -145,7 +125,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 fn submit_with_timeout_outside_a_runtime_does_not_panic_inside_tokio() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pool = rt.block_on(async { no_queue(4).build() });
-    let h = plain_block_on(pool.submit(async { 4 })).unwrap();
+    let h = support::plain_block_on(pool.submit(async { 4 })).unwrap();
     assert_eq!(
         h.blocking_wait().unwrap(),
         4,
@@ -153,7 +133,7 @@ fn submit_with_timeout_outside_a_runtime_does_not_panic_inside_tokio() {
     );
     let opts = SubmitOptions::new().timeout(Duration::from_secs(1));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        plain_block_on(pool.submit_with(async { 5 }, opts))
+        support::plain_block_on(pool.submit_with(async { 5 }, opts))
             .map(|h| h.blocking_wait().unwrap())
             .map_err(|e| e.kind())
     }));

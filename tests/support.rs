@@ -441,3 +441,23 @@ pub fn smart_local(c: usize) -> SmartAioPool {
         .auto_shutdown(false)
         .build()
 }
+
+/// Polls `fut` to completion on the calling thread, outside any tokio runtime (a plain
+/// executor, as `futures::executor::block_on`).
+pub fn plain_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -169,9 +169,20 @@ type IsError<T> = fn(&T) -> bool;
 /// the others.
 struct Trip {
     tripped: AtomicBool,
-    /// The group's unfinished tasks; `None` from a submit's call until its task is
-    /// queued (while it waits for room, and while it is pushed).
-    aborts: Mutex<Slab<Option<AbortHandle>>>,
+    /// The group's unfinished tasks, each with the generation of its entry (a joined
+    /// task's place in the slab goes to a later task); the abort handle is `None` from a
+    /// submit's call until its task is queued (while it waits for room, and while it is
+    /// pushed).
+    aborts: Mutex<Slab<(u64, Option<AbortHandle>)>>,
+    /// The next entry's generation.
+    generations: AtomicU64,
+}
+
+/// A task's place in its abort registry: the slab's key, and the entry's generation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Key {
+    at: usize,
+    generation: u64,
 }
 
 impl Trip {
@@ -179,10 +190,11 @@ impl Trip {
         Trip {
             tripped: AtomicBool::new(false),
             aborts: Mutex::new(Slab::new()),
+            generations: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Option<AbortHandle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<(u64, Option<AbortHandle>)>> {
         // Only abort handles live under this lock, and aborting never panics.
         self.aborts.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -192,12 +204,33 @@ impl Trip {
         self.tripped.load(Ordering::Acquire)
     }
 
-    /// The task `key` failed: abort every other task of the group, now and later.
-    fn trip(&self, key: usize) {
+    /// A new entry (its abort handle to come), for a task about to be submitted.
+    fn insert(&self) -> Key {
+        // Relaxed: only told apart, under the lock.
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let at = self.lock().insert((generation, None));
+        Key { at, generation }
+    }
+
+    /// The task `key` failed: abort every other task of the group, now and later. Unless
+    /// its result will not say so: its outcome was decided already (it was aborted, or
+    /// cancelled by its pool, while its poll ran on), or it was even joined already (its
+    /// entry gone, or another task's now). A failure that comes after the task's handle
+    /// resolved to a cancellation trips nothing, so that tasks submitted after an
+    /// `abort_all` are not aborted by a task whose result was `Aborted`.
+    fn trip(&self, key: Key) {
         let reg = self.lock();
+        match reg.get(key.at) {
+            Some((generation, abort)) if *generation == key.generation => {
+                if abort.as_ref().is_some_and(AbortHandle::is_finished) {
+                    return;
+                }
+            }
+            _ => return,
+        }
         self.tripped.store(true, Ordering::Release);
-        for (k, h) in reg.iter() {
-            if k != key {
+        for (k, (_, h)) in reg.iter() {
+            if k != key.at {
                 if let Some(h) = h {
                     h.abort();
                 }
@@ -210,13 +243,16 @@ impl Trip {
 /// `cancel_on_panic` call gives the group a new registry, so the entry names its own.
 pub(super) struct Registered {
     trip: Arc<Trip>,
-    key: usize,
+    key: Key,
 }
 
 /// Takes a task out of its abort registry (it was joined, or refused), if it has one.
 fn unwatch(key: Option<Registered>) {
     if let Some(Registered { trip, key }) = key {
-        trip.lock().try_remove(key);
+        let mut reg = trip.lock();
+        if reg.get(key.at).is_some_and(|(g, _)| *g == key.generation) {
+            reg.remove(key.at);
+        }
     }
 }
 
@@ -244,7 +280,7 @@ impl Drop for PendingEntry {
 /// Watches one task of a cancel-on-error group.
 struct Watch<T> {
     trip: Arc<Trip>,
-    key: usize,
+    key: Key,
     is_error: IsError<T>,
 }
 
@@ -419,7 +455,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     #[inline]
     fn watch(&self) -> Option<Watch<T>> {
         let (trip, is_error) = self.cancel.as_ref()?;
-        let key = trip.lock().insert(None);
+        let key = trip.insert();
         Some(Watch {
             trip: Arc::clone(trip),
             key,
@@ -450,8 +486,10 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
                 // A task failed between this one's admission and now.
                 handle.abort();
             }
-            if let Some(entry) = reg.get_mut(*key) {
-                *entry = Some(handle.abort_handle());
+            if let Some((generation, entry)) = reg.get_mut(key.at) {
+                if *generation == key.generation {
+                    *entry = Some(handle.abort_handle());
+                }
             }
         }
         let id = handle.id();

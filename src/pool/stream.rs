@@ -123,8 +123,8 @@ where
 enum Permit {
     /// No permit held, none asked for.
     None,
-    /// Waiting for room.
-    Waiting(Admission),
+    /// Waiting for room; `true` if the wait began inside a job of the pool.
+    Waiting(Admission, bool),
     /// A permit is held for the next input.
     Held,
 }
@@ -260,9 +260,19 @@ impl<St: Stream, T> Mapper<St, T> {
                             self.feed.refused_closed();
                             return self.stop_intake(Some(SubmitErrorKind::Closed));
                         }
-                        Err(AdmitError::Full) => self.permit = Permit::Waiting(self.feed.admit()),
+                        Err(AdmitError::Full) => {
+                            let inside = self.feed.in_pool();
+                            self.permit = Permit::Waiting(self.feed.admit(), inside)
+                        }
                     },
-                    Permit::Waiting(fut) => match fut.as_mut().poll(cx) {
+                    // A wait begun outside the pool, polled now inside one of its jobs
+                    // (the stream was moved there): the pool's check of nested submits
+                    // was made when it began, so it could wait for good. It starts again,
+                    // checked (a place granted to it meanwhile goes to the next waiter).
+                    Permit::Waiting(_, false) if self.feed.in_pool() => {
+                        self.permit = Permit::None;
+                    }
+                    Permit::Waiting(fut, _) => match fut.as_mut().poll(cx) {
                         Poll::Ready(Ok(())) => self.permit = Permit::Held,
                         Poll::Ready(Err(SubmitErrorKind::WouldDeadlock)) if self.has_tasks() => {
                             // Polled from a job of this same full pool: waiting for room
