@@ -323,8 +323,10 @@ pub enum CancelReason {
     /// [`SmartAioPool::cancel_all`](crate::SmartAioPool::cancel_all) was called.
     CancelAll,
     /// Every slot of the pool was held by a task waiting for another task of the same
-    /// pool, and this task was still queued behind them: it could never start. It was
-    /// cancelled so that the task awaiting it gets this error instead of waiting forever.
+    /// pool, and this task was still queued behind them: it could never start. Or this
+    /// task had started and was itself one of those waiting tasks, awaited by the wait
+    /// that completed the picture: it could never finish. It was cancelled so that the
+    /// task awaiting it gets this error instead of waiting forever.
     WouldDeadlock,
 }
 
@@ -338,8 +340,8 @@ impl fmt::Display for CancelReason {
             }
             CancelReason::CancelAll => "the task was cancelled by cancel_all",
             CancelReason::WouldDeadlock => {
-                "the task was cancelled: it was queued while every slot of its pool waited for \
-                 tasks of the same pool, so it could never start"
+                "the task was cancelled: every slot of its pool waited for tasks of the same \
+                 pool, so it could never start (or, started and waiting itself, never finish)"
             }
         })
     }

@@ -274,6 +274,9 @@ struct State<J> {
     /// refused one.
     stuck_pick: Option<u64>,
     stuck_refused: bool,
+    /// The pick is of a cycle of waits among running jobs (no awaited task is queued):
+    /// its waits on waiting jobs are refused, as a wait starting then would be.
+    stuck_cycle: bool,
     /// Picks made so far (the number of the current one).
     picks: u64,
     cancel_reason: CancelReason,
@@ -568,6 +571,7 @@ impl<J: Job> Engine<J> {
             waiting_on_own: HashMap::new(),
             stuck_pick: None,
             stuck_refused: false,
+            stuck_cycle: false,
             picks: 0,
             cancel_reason: CancelReason::Abandoned,
             cancel_spared: None,
@@ -1891,21 +1895,30 @@ impl<J: Job> Engine<J> {
             if let Some(picked) = st.stuck_pick {
                 if jobs
                     .iter()
-                    .any(|(job, tasks, _)| *job == picked && !tasks.is_empty())
+                    .any(|(job, tasks, _)| *job == picked && (!tasks.is_empty() || st.stuck_cycle))
                 {
                     return; // its poll decides first
                 }
                 st.stuck_pick = None;
             }
-            let Some((job, tasks, _)) = jobs
-                .into_iter()
+            let pick = jobs
+                .iter()
                 .filter(|(_, tasks, _)| !tasks.is_empty())
-                .min_by_key(|(job, tasks, chained)| (*chained, tasks.len(), Reverse(*job)))
-            else {
-                return; // every waiting job waits on a waiting job: a cycle of waits
+                .min_by_key(|(job, tasks, chained)| (*chained, tasks.len(), Reverse(*job)));
+            let (job, tasks, cycle) = match pick {
+                Some((job, tasks, _)) => (*job, tasks.clone(), false),
+                // Every waiting job waits on a waiting job: a cycle of waits among running
+                // jobs. The newest is picked; its waits on waiting jobs are refused (the
+                // awaited job is cancelled), as the wait that closed the cycle would have
+                // been had the slots been this few from the start.
+                None => match jobs.iter().map(|(job, _, _)| *job).max() {
+                    Some(job) => (job, Vec::new(), true),
+                    None => return,
+                },
             };
             st.stuck_pick = Some(job);
             st.stuck_refused = false;
+            st.stuck_cycle = cycle;
             // Before the wakers are read: the job woken sees the mark, and its next poll
             // begins under this pick's number.
             st.picks += 1;
@@ -1915,6 +1928,16 @@ impl<J: Job> Engine<J> {
                     wakers.extend(q.job.handle_waker());
                 }
             });
+            // The handles' wakers need not be the job's: a handle polled once by the job
+            // (which counted the wait) and then by a spawned task, or with a no-op waker
+            // (`now_or_never`), would wake only that. The job's own slot is woken too,
+            // last, so that its poll refuses its waits or cancels one (`after_stuck_poll`).
+            wakers.extend(
+                st.slots
+                    .iter()
+                    .find(|(_, e)| e.job == job)
+                    .and_then(|(_, e)| e.waker.clone()),
+            );
         }
         wakers.into_iter().for_each(wake_quietly);
     }
@@ -1945,7 +1968,9 @@ impl<J: Job> Engine<J> {
             // Another job's poll changes nothing here; the look that `run_deferred` takes
             // while the pool is marked clears the mark once the pool is not stuck.
             let picked = st.stuck_pick == Some(id) && began == st.picks;
-            if picked {
+            // A cycle's pick that refused nothing stays: it is refused at its next poll of
+            // a wait on a waiting job (nothing queued to cancel instead).
+            if picked && (!st.stuck_cycle || st.stuck_refused) {
                 st.stuck_pick = None;
             }
             if picked && !std::mem::take(&mut st.stuck_refused) {
@@ -2731,7 +2756,8 @@ impl<J: Job> Probe for Engine<J> {
             return false;
         }
         // Only a task that has not started: refusing it is what frees its waiter.
-        let refuse = st.queue.count(1, |q| q.id == awaited) > 0;
+        let refuse = st.queue.count(1, |q| q.id == awaited) > 0
+            || (st.stuck_cycle && st.waiting_on_own.contains_key(&awaited));
         st.stuck_refused |= refuse;
         refuse
     }

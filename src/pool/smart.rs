@@ -370,6 +370,10 @@ impl SmartAioPoolBuilder {
     /// Weights keep FIFO order: a heavy task at the head of the queue waits for room and is
     /// not overtaken by lighter ones. Default: no weight limit (weights are ignored).
     ///
+    /// A task that awaits a task of its own pool held back by the weight capacity (its
+    /// own weight among the running ones) waits for ever: the pool's deadlock check
+    /// sees slots, not weights.
+    ///
     /// # Panics
     ///
     /// `build` panics if `capacity` is 0.

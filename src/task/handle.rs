@@ -46,15 +46,18 @@ use crate::error::{CancelReason, TaskError};
 /// fewest tasks that have not started) and wakes it; each handle of a task not yet
 /// started that it polls again is refused, as a wait starting then would be (a `select!`
 /// over two such handles has one refused, a `join!` each). If it polls none of them, the
-/// newest such task is cancelled at once. Waits while some slot still makes progress are
+/// newest such task is cancelled at once. If no awaited task is queued (running tasks
+/// await each other in a cycle), the newest waiting task is picked and its wait on a
+/// waiting task refused when it polls it again, that task being cancelled, as a wait
+/// starting then would be. Waits while some slot still makes progress are
 /// left alone. A task counts as waiting on a task from its first poll of that handle
 /// until the task ends or the handle is dropped, also while it waits on something else
 /// (a timer in a `select!`) or does other work (after a `timeout` on the handle).
 ///
-/// In a pool built with `max_per_key`, keys make the same kind of deadlock, which the
-/// pool does not break: a task holding key `k` that awaits a queued task of key `k`
-/// (which can start only once a task of `k` ends) waits for ever if every task of `k`
-/// does the same.
+/// In a pool built with `max_per_key` (or `weight_capacity`), keys (weights) make the
+/// same kind of deadlock, which the pool does not break: a task holding key `k` that
+/// awaits a queued task of key `k` (which can start only once a task of `k` ends) waits
+/// for ever if every task of `k` does the same.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
