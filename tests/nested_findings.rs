@@ -6,7 +6,10 @@
 //! findings 194-197): after a shrink the breaker woke only the handles' wakers, not the
 //! job it picked (194); a cycle of running waiters closed by a shrink was never broken
 //! (195); a started task can be cancelled as `WouldDeadlock` (196, docs); weights, like
-//! keys, make deadlocks the check does not see (197, docs).
+//! keys, make deadlocks the check does not see (197, docs); and, from a review of those
+//! fixes, a cycle pick that outlived its cycle blocked the break of the deadlock the pool
+//! then was in (198), with that review's probes of cycles (three jobs, a grow after the
+//! pick, a pick that never polls, SmartAioPool).
 
 mod support;
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool, SubmitOptions, TaskError, TaskHandle};
+use tokio::sync::oneshot;
 
 type R = Result<u32, Option<CancelReason>>;
 
@@ -499,6 +503,473 @@ fn a_cycle_of_running_waiters_left_by_a_shrink_is_broken_multi_thread() {
         assert_eq!(
             out.1,
             vec![Err(Some(CancelReason::WouldDeadlock))],
+            "round {round}"
+        );
+    }
+}
+
+// ----- a review of 194-197's fixes (finding 198) --------------------------------------
+
+/// A pool of 3 with a filler job held by `gate`; shrunk to 2 and the gate opened by the
+/// caller, it leaves A and B (submitted after) holding every slot.
+async fn pool_with_filler() -> (CommonAioPool, support::Gate) {
+    let pool = support::common_local(3, 4);
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    pool.submit(async move { g.wait().await })
+        .await
+        .unwrap()
+        .detach();
+    (pool, gate)
+}
+
+/// Finding 198: a stale cycle pick blocked the break of the deadlock the picture became.
+///
+/// A (older) awaits B's handle in a `select!` with a 10 s timer; B (newest) polled A's
+/// handle once (its wait counts, as the docs say, "also while it waits on something
+/// else") and then waits for a message A sends once its child is done. A shrink to 2 and
+/// the filler's end leave both slots "waiting": a cycle, so B is picked; B's poll refuses
+/// nothing (it does not poll A's handle) and the pick stays. At 10 s A submits child D
+/// (queued: no slot) and awaits it: now every slot waits and A awaits a queued task, the
+/// case the breaker handles by refusing A's wait on D ("picks the task whose refusals free
+/// a slot soonest ... each handle of a task not yet started that it polls again is
+/// refused"). A polls D's handle at once, but the pick is still B (`break_nested_deadlock`
+/// returns early: "its poll decides first"), and B never polls again: the pool hangs for
+/// ever.
+#[tokio::test(start_paused = true)]
+async fn stale_cycle_pick_blocks_the_break_of_a_later_queued_child_wait() {
+    let (pool, gate) = pool_with_filler().await;
+    let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
+    let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
+    let (a_to_b, b_from_a) = oneshot::channel::<R>();
+    let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<(char, R)>();
+    let (p, o) = (pool.clone(), out_tx.clone());
+    let a = pool
+        .submit(async move {
+            let mut hb = from_test_a.await.unwrap();
+            tokio::select! {
+                r = &mut hb => { let _ = o.send(('b', reason(r))); return 0u32; }
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+            // Still holding B's handle (counted). A child, queued: no free slot.
+            let d = p.submit(async { 5u32 }).await.unwrap();
+            let r = reason(d.await);
+            let _ = o.send(('d', r));
+            let _ = a_to_b.send(r);
+            drop(hb);
+            1
+        })
+        .await
+        .unwrap();
+    let o = out_tx;
+    let b = pool
+        .submit(async move {
+            let mut ha = from_test_b.await.unwrap();
+            assert!(!poll_once(&mut ha).await, "A is running");
+            // Really waits on A's child's outcome; A's handle kept (the wait counts).
+            let r = b_from_a.await.unwrap();
+            drop(ha);
+            let _ = o.send(('a', r));
+            2u32
+        })
+        .await
+        .unwrap();
+    to_a.send(b).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await; // A waits on B
+    to_b.send(a).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await; // B's wait on A counts
+    pool.set_max_concurrency(2);
+    gate.open(); // the filler ends: A and B hold both slots, a "cycle"; B is picked
+    let done = bounded(pool.wait()).await;
+    pool.cancel_all().await;
+    let mut seen = vec![];
+    while let Ok(x) = out.try_recv() {
+        seen.push(x);
+    }
+    assert!(
+        done.is_some(),
+        "hang: A awaits its queued child with every slot waiting, never refused; seen {seen:?}"
+    );
+    assert_eq!(
+        seen,
+        vec![
+            ('d', Err(Some(CancelReason::WouldDeadlock))),
+            ('a', Err(Some(CancelReason::WouldDeadlock)))
+        ]
+    );
+}
+
+/// Finding 198: the same stale pick cancels the wrong task: a running job instead of a queued child.
+///
+/// As above, but B waits on a 20 s timer instead of A's message, then awaits A's handle
+/// again. At 10 s A awaits its queued child D with every slot waiting: the breaker's rule
+/// refuses A's wait on D (A goes on, ends, and B gets A's value). With the stale cycle
+/// pick, nothing happens at 10 s; at 20 s B's poll of A's handle is refused
+/// (`refuse_stuck`: `stuck_cycle && waiting_on_own.contains_key(A)`) and A, a running job
+/// that only awaited a queued child, is cancelled with `WouldDeadlock`.
+#[tokio::test(start_paused = true)]
+async fn stale_cycle_pick_cancels_a_running_job_instead_of_its_queued_child() {
+    let (pool, gate) = pool_with_filler().await;
+    let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
+    let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
+    let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<(char, R)>();
+    let (p, o) = (pool.clone(), out_tx.clone());
+    let a = pool
+        .submit(async move {
+            let mut hb = from_test_a.await.unwrap();
+            tokio::select! {
+                r = &mut hb => { let _ = o.send(('b', reason(r))); return 0u32; }
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+            let d = p.submit(async { 5u32 }).await.unwrap();
+            let r = reason(d.await);
+            let _ = o.send(('d', r));
+            drop(hb);
+            1
+        })
+        .await
+        .unwrap();
+    let o = out_tx;
+    let b = pool
+        .submit(async move {
+            let mut ha = from_test_b.await.unwrap();
+            assert!(!poll_once(&mut ha).await, "A is running");
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let _ = o.send(('a', reason(ha.await)));
+            2u32
+        })
+        .await
+        .unwrap();
+    to_a.send(b).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    to_b.send(a).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    pool.set_max_concurrency(2);
+    gate.open();
+    let done = bounded(pool.wait()).await;
+    pool.cancel_all().await;
+    let mut seen = vec![];
+    while let Ok(x) = out.try_recv() {
+        seen.push(x);
+    }
+    assert!(done.is_some(), "hang; seen {seen:?}");
+    // A's wait on its queued child refused at 10 s; A ends with 1, which B gets at 20 s.
+    assert_eq!(
+        seen,
+        vec![('d', Err(Some(CancelReason::WouldDeadlock))), ('a', Ok(1))]
+    );
+}
+
+// ----- probes that found nothing (kept as checks) -----------------------------------
+
+/// A future that counts its polls.
+struct Counted<F> {
+    inner: std::pin::Pin<Box<F>>,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<F::Output> {
+        self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// A cycle pick whose job never polls that handle again: no wake/poll loop (the job is
+/// polled a bounded number of times while the pool stays stuck), and once the job's
+/// other wait ends, everything ends (no false refusal of later waits).
+#[tokio::test(start_paused = true)]
+async fn probe_cycle_pick_that_never_polls_does_not_spin() {
+    let (pool, gate) = pool_with_filler().await;
+    let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
+    let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = pool
+        .submit(async move { reason(from_test_a.await.unwrap().await).unwrap_or(100) + 1 })
+        .await
+        .unwrap();
+    let b = pool
+        .submit(Counted {
+            inner: Box::pin(async move {
+                let mut ha = from_test_b.await.unwrap();
+                assert!(!poll_once(&mut ha).await);
+                release_rx.await.unwrap();
+                drop(ha);
+                2u32
+            }),
+            polls: polls.clone(),
+        })
+        .await
+        .unwrap();
+    to_a.send(b).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    to_b.send(a).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    pool.set_max_concurrency(2);
+    gate.open();
+    let before = polls.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Real time too: a wake loop would poll on and on while this thread yields.
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    let during = polls.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        during <= 3,
+        "the picked job was polled {during} times: a wake loop"
+    );
+    release_tx.send(()).unwrap();
+    let done = bounded(pool.wait()).await;
+    assert!(done.is_some(), "hang after B's release");
+    pool.cancel_all().await;
+}
+
+/// A chain closing a cycle (A waits on B, B on C, C on A) left by a shrink: broken, one
+/// job cancelled; the newest (C) told WouldDeadlock; nothing hangs.
+#[tokio::test(start_paused = true)]
+async fn probe_three_cycle_left_by_a_shrink_is_broken_once() {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(4)
+        .process_wide(false)
+        .build();
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    pool.submit(async move { g.wait().await })
+        .await
+        .unwrap()
+        .detach();
+    let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<(u32, R)>();
+    let mut txs = vec![];
+    let mut hs = vec![];
+    for i in 0..3u32 {
+        let (tx, rx) = oneshot::channel::<TaskHandle<u32>>();
+        txs.push(tx);
+        let o = out_tx.clone();
+        hs.push(
+            pool.submit(async move {
+                let r = reason(rx.await.unwrap().await);
+                let _ = o.send((i, r));
+                i
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    // A (0) waits on B (1), B on C (2), C on A.
+    let mut hs: Vec<Option<TaskHandle<u32>>> = hs.into_iter().map(Some).collect();
+    let order = [(0usize, 1usize), (1, 2), (2, 0)];
+    for (waiter, awaited) in order {
+        let h = hs[awaited].take().unwrap();
+        let _ = txs.remove(0).send(h);
+        let _ = waiter;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    pool.set_max_concurrency(3);
+    gate.open();
+    let done = bounded(pool.wait()).await;
+    pool.cancel_all().await;
+    drop(out_tx);
+    let mut seen = vec![];
+    while let Some(x) = out.recv().await {
+        seen.push(x);
+    }
+    assert!(done.is_some(), "hang; seen {seen:?}");
+    // C refused its wait on A (A cancelled, sends nothing); C ends with 2; B gets 2.
+    seen.sort_by_key(|(i, _)| *i);
+    assert_eq!(
+        seen,
+        vec![(1, Ok(2)), (2, Err(Some(CancelReason::WouldDeadlock)))]
+    );
+}
+
+/// A cycle pick, then a grow: the picked job's later waits with room are not refused.
+#[tokio::test(start_paused = true)]
+async fn probe_cycle_pick_then_grow_refuses_nothing_later() {
+    let (pool, gate) = pool_with_filler().await;
+    let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
+    let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<(char, R)>();
+    let o = out_tx.clone();
+    let a = pool
+        .submit(async move {
+            let r = reason(from_test_a.await.unwrap().await);
+            let _ = o.send(('b', r));
+            1u32
+        })
+        .await
+        .unwrap();
+    let (p, o) = (pool.clone(), out_tx);
+    let b = pool
+        .submit(async move {
+            let mut ha = from_test_b.await.unwrap();
+            assert!(!poll_once(&mut ha).await);
+            release_rx.await.unwrap();
+            // A child, now with room (grown): not refused.
+            let c = p.submit(async { 9u32 }).await.unwrap();
+            let _ = o.send(('c', reason(c.await)));
+            drop(ha);
+            2u32
+        })
+        .await
+        .unwrap();
+    to_a.send(b).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    to_b.send(a).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    pool.set_max_concurrency(2);
+    gate.open();
+    tokio::time::sleep(Duration::from_millis(1)).await; // B picked, refuses nothing
+    pool.set_max_concurrency(3);
+    release_tx.send(()).unwrap();
+    let done = bounded(pool.wait()).await;
+    pool.cancel_all().await;
+    let mut seen = vec![];
+    while let Ok(x) = out.try_recv() {
+        seen.push(x);
+    }
+    assert!(done.is_some(), "hang; seen {seen:?}");
+    assert_eq!(seen, vec![('c', Ok(9)), ('b', Ok(2))]);
+}
+
+/// An elastic SmartAioPool: the cycle left by a shrink is broken too (one refusal).
+#[tokio::test(start_paused = true)]
+async fn probe_smart_pool_cycle_left_by_a_shrink_is_broken() {
+    for min in [0usize, 3] {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(3)
+            .min_workers(min)
+            .max_queue_size(4)
+            .auto_shutdown(false)
+            .process_wide(false)
+            .build();
+        let gate = support::Gate::default();
+        let g = gate.clone();
+        pool.submit(move || {
+            let g = g.clone();
+            async move { g.wait().await }
+        })
+        .await
+        .unwrap()
+        .detach();
+        let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<R>();
+        let slots: Vec<Arc<std::sync::Mutex<Option<TaskHandle<u32>>>>> = (0..2)
+            .map(|_| Arc::new(std::sync::Mutex::new(None)))
+            .collect();
+        let notify: Vec<Arc<tokio::sync::Notify>> = (0..2)
+            .map(|_| Arc::new(tokio::sync::Notify::new()))
+            .collect();
+        let mut hs = vec![];
+        for i in 0..2usize {
+            let (slot, n, o) = (slots[i].clone(), notify[i].clone(), out_tx.clone());
+            hs.push(
+                pool.submit(move || {
+                    let (slot, n, o) = (slot.clone(), n.clone(), o.clone());
+                    async move {
+                        n.notified().await;
+                        let h = slot.lock().unwrap().take().unwrap();
+                        let _ = o.send(reason(h.await));
+                        i as u32
+                    }
+                })
+                .await
+                .unwrap(),
+            );
+        }
+        let b = hs.pop().unwrap();
+        let a = hs.pop().unwrap();
+        *slots[0].lock().unwrap() = Some(b);
+        notify[0].notify_one();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        *slots[1].lock().unwrap() = Some(a);
+        notify[1].notify_one();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        pool.set_max_concurrency(2);
+        gate.open();
+        let done = bounded(pool.wait()).await;
+        pool.cancel_all().await;
+        drop(out_tx);
+        let mut seen = vec![];
+        while let Some(x) = out.recv().await {
+            seen.push(x);
+        }
+        assert!(done.is_some(), "min {min}: hang; seen {seen:?}");
+        assert_eq!(
+            seen,
+            vec![Err(Some(CancelReason::WouldDeadlock))],
+            "min {min}"
+        );
+        pool.shutdown().await;
+    }
+}
+
+/// The three-job cycle left by a shrink, on two workers, 30 rounds: one cancellation
+/// (A), C told WouldDeadlock, B gets C's value; never a hang, never two cancellations.
+#[test]
+fn probe_three_cycle_left_by_a_shrink_multi_thread() {
+    for round in 0..30 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (done, mut seen) = rt.block_on(async {
+            let pool = CommonAioPool::builder()
+                .max_concurrency(4)
+                .max_queue_size(4)
+                .process_wide(false)
+                .build();
+            let gate = support::Gate::default();
+            let g = gate.clone();
+            pool.submit(async move { g.wait().await })
+                .await
+                .unwrap()
+                .detach();
+            let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<(u32, R)>();
+            let mut txs = vec![];
+            let mut hs = vec![];
+            for i in 0..3u32 {
+                let (tx, rx) = oneshot::channel::<TaskHandle<u32>>();
+                txs.push(tx);
+                let o = out_tx.clone();
+                hs.push(Some(
+                    pool.submit(async move {
+                        let r = reason(rx.await.unwrap().await);
+                        let _ = o.send((i, r));
+                        i
+                    })
+                    .await
+                    .unwrap(),
+                ));
+            }
+            for awaited in [1usize, 2, 0] {
+                let h = hs[awaited].take().unwrap();
+                let _ = txs.remove(0).send(h);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            pool.set_max_concurrency(3);
+            gate.open();
+            let done = tokio::time::timeout(Duration::from_secs(10), pool.wait()).await;
+            drop(pool.cancel_all());
+            drop(out_tx);
+            let mut seen = vec![];
+            while let Ok(x) = out.try_recv() {
+                seen.push(x);
+            }
+            (done.is_ok(), seen)
+        });
+        drop(rt);
+        seen.sort_by_key(|(i, _)| *i);
+        assert!(done, "round {round}: hang; {seen:?}");
+        assert_eq!(
+            seen,
+            vec![(1, Ok(2)), (2, Err(Some(CancelReason::WouldDeadlock)))],
             "round {round}"
         );
     }

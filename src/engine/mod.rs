@@ -1892,11 +1892,14 @@ impl<J: Job> Engine<J> {
                 self.stuck_epoch.store(0, Ordering::Release);
                 return;
             };
+            // A cycle's pick stays only while the picture is still a cycle: once a waiting
+            // job awaits a queued task, that job's refusals are what free a slot (and the
+            // cycle's pick may not poll its wait again).
+            let cycle = jobs.iter().all(|(_, tasks, _)| tasks.is_empty());
             if let Some(picked) = st.stuck_pick {
-                if jobs
-                    .iter()
-                    .any(|(job, tasks, _)| *job == picked && (!tasks.is_empty() || st.stuck_cycle))
-                {
+                if jobs.iter().any(|(job, tasks, _)| {
+                    *job == picked && (!tasks.is_empty() || (st.stuck_cycle && cycle))
+                }) {
                     return; // its poll decides first
                 }
                 st.stuck_pick = None;
@@ -2749,15 +2752,18 @@ impl<J: Job> Probe for Engine<J> {
         if st.stuck_pick != Some(waiter) {
             return false; // another job's refusals come first
         }
-        if Self::stuck_waits(st).is_none() {
+        let Some(jobs) = Self::stuck_waits(st) else {
             // Broken meanwhile (by an earlier refusal, or a job's end).
             st.stuck_pick = None;
             self.stuck_epoch.store(0, Ordering::Release);
             return false;
-        }
+        };
+        // A cycle's pick refuses a wait on a waiting job only while no waiting job awaits
+        // a queued task (else the pool picks again: see `break_nested_deadlock`).
+        let cycle = st.stuck_cycle && jobs.iter().all(|(_, tasks, _)| tasks.is_empty());
         // Only a task that has not started: refusing it is what frees its waiter.
         let refuse = st.queue.count(1, |q| q.id == awaited) > 0
-            || (st.stuck_cycle && st.waiting_on_own.contains_key(&awaited));
+            || (cycle && st.waiting_on_own.contains_key(&awaited));
         st.stuck_refused |= refuse;
         refuse
     }
