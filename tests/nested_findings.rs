@@ -729,15 +729,10 @@ async fn probe_cycle_pick_that_never_polls_does_not_spin() {
     pool.cancel_all().await;
 }
 
-/// A chain closing a cycle (A waits on B, B on C, C on A) left by a shrink: broken, one
-/// job cancelled; the newest (C) told WouldDeadlock; nothing hangs.
-#[tokio::test(start_paused = true)]
-async fn probe_three_cycle_left_by_a_shrink_is_broken_once() {
-    let pool = CommonAioPool::builder()
-        .max_concurrency(4)
-        .max_queue_size(4)
-        .process_wide(false)
-        .build();
+/// A chain closing a cycle (A waits on B, B on C, C on A), left by a shrink: whether the
+/// pool's wait returned (within 10 s), and what the three jobs gave, by job.
+async fn three_cycle_left_by_a_shrink() -> (bool, Vec<(u32, R)>) {
+    let pool = support::common_local(4, 4);
     let gate = support::Gate::default();
     let g = gate.clone();
     pool.submit(async move { g.wait().await })
@@ -751,7 +746,7 @@ async fn probe_three_cycle_left_by_a_shrink_is_broken_once() {
         let (tx, rx) = oneshot::channel::<TaskHandle<u32>>();
         txs.push(tx);
         let o = out_tx.clone();
-        hs.push(
+        hs.push(Some(
             pool.submit(async move {
                 let r = reason(rx.await.unwrap().await);
                 let _ = o.send((i, r));
@@ -759,29 +754,35 @@ async fn probe_three_cycle_left_by_a_shrink_is_broken_once() {
             })
             .await
             .unwrap(),
-        );
+        ));
     }
     // A (0) waits on B (1), B on C (2), C on A.
-    let mut hs: Vec<Option<TaskHandle<u32>>> = hs.into_iter().map(Some).collect();
-    let order = [(0usize, 1usize), (1, 2), (2, 0)];
-    for (waiter, awaited) in order {
+    for awaited in [1usize, 2, 0] {
         let h = hs[awaited].take().unwrap();
         let _ = txs.remove(0).send(h);
-        let _ = waiter;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    tokio::time::sleep(Duration::from_millis(5)).await;
     pool.set_max_concurrency(3);
     gate.open();
-    let done = bounded(pool.wait()).await;
-    pool.cancel_all().await;
+    let done = tokio::time::timeout(Duration::from_secs(10), pool.wait()).await;
+    drop(pool.cancel_all());
     drop(out_tx);
     let mut seen = vec![];
-    while let Some(x) = out.recv().await {
+    while let Ok(x) = out.try_recv() {
         seen.push(x);
     }
-    assert!(done.is_some(), "hang; seen {seen:?}");
-    // C refused its wait on A (A cancelled, sends nothing); C ends with 2; B gets 2.
     seen.sort_by_key(|(i, _)| *i);
+    (done.is_ok(), seen)
+}
+
+/// The three-job cycle left by a shrink: broken, one job cancelled; the newest (C) told
+/// `WouldDeadlock` (C refused its wait on A, A cancelled and sends nothing; C ends with 2,
+/// which B gets); nothing hangs.
+#[tokio::test(start_paused = true)]
+async fn probe_three_cycle_left_by_a_shrink_is_broken_once() {
+    let (done, seen) = three_cycle_left_by_a_shrink().await;
+    assert!(done, "hang; seen {seen:?}");
     assert_eq!(
         seen,
         vec![(1, Ok(2)), (2, Err(Some(CancelReason::WouldDeadlock)))]
@@ -909,63 +910,12 @@ async fn probe_smart_pool_cycle_left_by_a_shrink_is_broken() {
     }
 }
 
-/// The three-job cycle left by a shrink, on two workers, 30 rounds: one cancellation
-/// (A), C told WouldDeadlock, B gets C's value; never a hang, never two cancellations.
 #[test]
 fn probe_three_cycle_left_by_a_shrink_multi_thread() {
     for round in 0..30 {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (done, mut seen) = rt.block_on(async {
-            let pool = CommonAioPool::builder()
-                .max_concurrency(4)
-                .max_queue_size(4)
-                .process_wide(false)
-                .build();
-            let gate = support::Gate::default();
-            let g = gate.clone();
-            pool.submit(async move { g.wait().await })
-                .await
-                .unwrap()
-                .detach();
-            let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<(u32, R)>();
-            let mut txs = vec![];
-            let mut hs = vec![];
-            for i in 0..3u32 {
-                let (tx, rx) = oneshot::channel::<TaskHandle<u32>>();
-                txs.push(tx);
-                let o = out_tx.clone();
-                hs.push(Some(
-                    pool.submit(async move {
-                        let r = reason(rx.await.unwrap().await);
-                        let _ = o.send((i, r));
-                        i
-                    })
-                    .await
-                    .unwrap(),
-                ));
-            }
-            for awaited in [1usize, 2, 0] {
-                let h = hs[awaited].take().unwrap();
-                let _ = txs.remove(0).send(h);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            pool.set_max_concurrency(3);
-            gate.open();
-            let done = tokio::time::timeout(Duration::from_secs(10), pool.wait()).await;
-            drop(pool.cancel_all());
-            drop(out_tx);
-            let mut seen = vec![];
-            while let Ok(x) = out.try_recv() {
-                seen.push(x);
-            }
-            (done.is_ok(), seen)
-        });
+        let rt = support::multi_thread_of(2);
+        let (done, seen) = rt.block_on(three_cycle_left_by_a_shrink());
         drop(rt);
-        seen.sort_by_key(|(i, _)| *i);
         assert!(done, "round {round}: hang; {seen:?}");
         assert_eq!(
             seen,
