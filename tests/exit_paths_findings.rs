@@ -3,6 +3,8 @@
 //! longer abandons its caller at the deadline (189); the exit take-over resets an empty
 //! pool as any other, so a rate timer left on the runtime `exit` froze holds nothing back
 //! (190); no job starts before every pool is taken over, not even a plain thread's (191).
+//! And from a review of those fixes: 189's spare made a `shutdown_timeout` polled outside
+//! its calling job wait for that job (199), and could undo an earlier `cancel_all` (200).
 //! With the review's checks that held (`wait`'s exclusion in odd places, the new
 //! signatures). Exit scenarios run as child processes, as in `tests/exit_paths.rs`.
 
@@ -15,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use nb_aiopool::{CancelReason, NoQueueAioPool, SmartAioPool};
+use nb_aiopool::{CancelReason, NoQueueAioPool, SmartAioPool, SubmitErrorKind};
 use support::{append, child_scenario, lines, run_child, within};
 
 // ----- 189: shutdown_timeout inside a job of its own pool --------------------------------
@@ -129,6 +131,226 @@ async fn a_spared_caller_is_still_reached_by_a_later_cancel_all() {
         r.unwrap_err().cancel_reason(),
         Some(CancelReason::CancelAll)
     );
+}
+
+/// Finding 199: a job calls `shutdown_timeout` on its own pool and has the future polled by
+/// a task of its own (`tokio::spawn`, awaited by the job): at the deadline the job is
+/// spared, but the second wait (made inside the spawned task, not inside the job) waits for
+/// it, and the job waits for that task: neither ever ends. Before 189 the job was abandoned
+/// and the report returned.
+#[tokio::test(start_paused = true)]
+async fn shutdown_timeout_called_in_a_job_and_spawned_returns_at_the_deadline() {
+    let mut hung = Vec::new();
+    for (pool, name) in [
+        (support::Pool::Smart(support::smart_local(2)), "smart"),
+        (
+            support::Pool::Common(support::common_local(2, 10)),
+            "common",
+        ),
+    ] {
+        let caller = match &pool {
+            support::Pool::Common(p) => {
+                let _other = p
+                    .submit(tokio::time::sleep(Duration::from_secs(600)))
+                    .await
+                    .unwrap();
+                let inner = p.clone();
+                p.submit(async move {
+                    let f = inner.shutdown_timeout(Duration::from_secs(1));
+                    tokio::spawn(f).await.unwrap().abandoned()
+                })
+                .await
+                .unwrap()
+            }
+            support::Pool::Smart(p) => {
+                let _other = p
+                    .submit(|| tokio::time::sleep(Duration::from_secs(600)))
+                    .await
+                    .unwrap();
+                let inner = p.clone();
+                p.submit(move || {
+                    let inner = inner.clone();
+                    async move {
+                        // Its future borrows the pool: a leaked handle makes it `'static`.
+                        let leaked: &'static nb_aiopool::SmartAioPool =
+                            Box::leak(Box::new(inner.clone()));
+                        let f = leaked.shutdown_timeout(Duration::from_secs(1));
+                        tokio::spawn(f).await.unwrap().abandoned()
+                    }
+                })
+                .await
+                .unwrap()
+            }
+            support::Pool::NoQueue(_) => unreachable!(),
+        };
+        match tokio::time::timeout(Duration::from_secs(60), caller).await {
+            Ok(Ok(abandoned)) => assert_eq!(abandoned, 1, "{name}"),
+            Ok(Err(e)) => assert_eq!(e.cancel_reason(), Some(CancelReason::Abandoned), "{name}"),
+            Err(_) => hung.push(name),
+        }
+    }
+    assert!(
+        hung.is_empty(),
+        "{hung:?}: shutdown_timeout(1 s) made in a job and polled by a spawned task never \
+         returned (60 s): the spared job and the wait deadlock"
+    );
+}
+
+/// Finding 200: `cancel_all()` covers every running job, the one that later calls
+/// `shutdown_timeout` too. If that job's `shutdown_timeout` reaches its deadline before the
+/// job's slot applied the `cancel_all` mark (its poll was under way on another worker, or
+/// the future is polled elsewhere), `cancel_all_sparing` overwrites the spared job and the
+/// job that `cancel_all` covered is left running: `cancel_all().await` waits for it for
+/// ever. Deterministic version: the future is polled outside the job.
+#[tokio::test(start_paused = true)]
+async fn a_later_sparing_deadline_does_not_undo_an_earlier_cancel_all() {
+    let pool = support::common_local(2, 10);
+    let _other = pool
+        .submit(tokio::time::sleep(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let inner = pool.clone();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let x = pool
+        .submit(async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(inner.shutdown_timeout(Duration::from_secs(1)));
+            std::future::pending::<()>().await;
+        })
+        .await
+        .unwrap();
+    let f = rx.await.unwrap();
+    let mut f = Box::pin(f);
+    // First poll: its deadline starts.
+    assert!(futures_poll_once(f.as_mut()).await.is_none());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // cancel_all covers X; X's slot has not polled since.
+    let cancelled = pool.cancel_all();
+    // The deadline of X's shutdown_timeout is seen now: it spares X.
+    let report = tokio::time::timeout(Duration::from_secs(60), f).await;
+    let _ = report;
+    match tokio::time::timeout(Duration::from_secs(60), cancelled).await {
+        Ok(()) => {}
+        Err(_) => panic!("cancel_all() never returned: the job it covered was spared later"),
+    }
+    let r = tokio::time::timeout(Duration::from_secs(1), x).await;
+    assert!(
+        matches!(&r, Ok(Err(e)) if e.is_cancelled()),
+        "the job is cancelled: {r:?}"
+    );
+}
+
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+    let mut f = f;
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Finding 200: the same, with the job awaiting its own `shutdown_timeout` as 189's tests
+/// do: the outside `cancel_all()` comes while the job's poll is under way on another worker
+/// (held there, deterministically, until the cancel_all), and the deadline is seen later in
+/// that same poll. The other job, also inside a poll (held until well past the deadline),
+/// cannot end at once. The job `cancel_all` covered is spared, and `cancel_all().await`
+/// never returns.
+#[test]
+fn a_cancel_all_during_the_callers_poll_is_not_undone_by_its_deadline() {
+    let rt = support::multi_thread_of(4);
+    let done = Arc::new(AtomicUsize::new(0));
+    // Keeps a free worker busy, so that it drives the timers while two others are held.
+    let d = done.clone();
+    rt.spawn(async move {
+        while d.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    });
+    let _stop = StoreOnDrop(done);
+    rt.block_on(async {
+        let pool = support::common_local(2, 10);
+        let release = Arc::new(AtomicUsize::new(0));
+        let (r, other_in) = (release.clone(), Arc::new(AtomicUsize::new(0)));
+        let oi = other_in.clone();
+        let _other = pool
+            .submit(async move {
+                oi.store(1, Ordering::SeqCst);
+                while r.load(Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            })
+            .await
+            .unwrap();
+        while other_in.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let in_poll = Arc::new(AtomicUsize::new(0));
+        let cancelled = Arc::new(AtomicUsize::new(0));
+        let inner = pool.clone();
+        let (ip, cc) = (in_poll.clone(), cancelled.clone());
+        let x = pool
+            .submit(async move {
+                let mut f = Box::pin(inner.shutdown_timeout(Duration::from_millis(50)));
+                let mut held = true;
+                // One poll of the job: held (on this worker) until the outside cancel_all,
+                // then it polls the shutdown until its deadline is seen (the other worker
+                // drives the timer), all in that same poll.
+                let _report = std::future::poll_fn(|cx| {
+                    if std::mem::take(&mut held) {
+                        ip.store(1, Ordering::SeqCst);
+                        while cc.load(Ordering::SeqCst) == 0 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        let end = std::time::Instant::now() + Duration::from_secs(1);
+                        while std::time::Instant::now() < end {
+                            if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
+                                return std::task::Poll::Ready(r);
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        return std::task::Poll::Pending;
+                    }
+                    f.as_mut().poll(cx)
+                })
+                .await;
+                std::future::pending::<()>().await;
+            })
+            .await
+            .unwrap();
+        while in_poll.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let wait = pool.cancel_all();
+        cancelled.store(1, Ordering::SeqCst);
+        // The other job ends (cancelled) only well after the 50 ms deadline.
+        std::thread::sleep(Duration::from_millis(300));
+        release.store(1, Ordering::SeqCst);
+        match tokio::time::timeout(Duration::from_secs(5), wait).await {
+            Ok(()) => {}
+            Err(_) => panic!(
+                "cancel_all() did not return in 5 s: the job it covered was spared by its own \
+                 shutdown_timeout's deadline, seen later in the poll under way"
+            ),
+        }
+        let r = tokio::time::timeout(Duration::from_secs(1), x).await;
+        assert!(
+            matches!(&r, Ok(Err(e)) if e.is_cancelled()),
+            "the job is cancelled: {r:?}"
+        );
+    });
+}
+
+struct StoreOnDrop(Arc<AtomicUsize>);
+
+impl Drop for StoreOnDrop {
+    fn drop(&mut self) {
+        self.0.store(1, Ordering::SeqCst);
+    }
 }
 
 // ----- 184: the counting of `except` --------------------------------------------------------
@@ -282,7 +504,7 @@ fn plain_thread_into_taken_over_pool(dir: &std::path::Path) {
             std::thread::sleep(Duration::from_millis(400));
             for p in PS.get().unwrap() {
                 let dj = d.clone();
-                let h = p.blocking_submit(move || {
+                let job = move || {
                     let d = dj.clone();
                     async move {
                         let mut hs = Vec::new();
@@ -307,7 +529,19 @@ fn plain_thread_into_taken_over_pool(dir: &std::path::Path) {
                             }
                         }
                     }
-                });
+                };
+                // `NoRuntime` until the exit takes the pool over (it was never used): on a
+                // loaded machine that may come after 400 ms, so ask again for a while.
+                let mut tries = 0;
+                let h = loop {
+                    match p.blocking_submit(job.clone()) {
+                        Err(e) if e.kind() == SubmitErrorKind::NoRuntime && tries < 500 => {
+                            tries += 1;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        other => break other,
+                    }
+                };
                 match h {
                     Ok(h) => h.detach(),
                     Err(e) => append(&d.join("refused"), &e.to_string()),

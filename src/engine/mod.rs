@@ -2064,12 +2064,25 @@ impl<J: Job> Engine<J> {
     ///
     /// Cancel safe: dropping the future only stops the wait.
     pub(crate) fn wait_all(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        self.wait_all_but(None)
+    }
+
+    /// [`wait_all`](Self::wait_all), leaving out running job `spared` (if it still runs)
+    /// rather than the calling job: `shutdown_timeout`'s wait after its deadline, which
+    /// spared that job, and may be polled outside it (a spawned task the job awaits).
+    fn wait_all_but(
+        self: &Arc<Self>,
+        spared: Option<u64>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let key = {
             let mut st = self.lock();
             let target = st.counts.submitted;
             // Made by a job of this pool, in its poll: the job is running (its slot holds
             // it), so not yet counted as ended; the wait does not wait for it.
-            let except = Self::calling_job(&st, self.id()).filter(|&id| id < target);
+            let except = spared
+                .filter(|&id| st.slots.iter().any(|(_, e)| e.job == id))
+                .or_else(|| Self::calling_job(&st, self.id()))
+                .filter(|&id| id < target);
             let remaining = target - st.wait_done - u64::from(except.is_some());
             (remaining > 0).then(|| {
                 st.waits.insert(Wait {
@@ -2351,8 +2364,8 @@ impl<J: Job> Engine<J> {
         let engine = Arc::clone(self);
         async move {
             if tokio::time::timeout(timeout, wait).await.is_err() {
-                engine.cancel_all_sparing(CancelReason::Abandoned, caller);
-                engine.wait_all().await;
+                let spared = engine.cancel_all_sparing(CancelReason::Abandoned, caller);
+                engine.wait_all_but(spared).await;
             }
             let (end_ended, end_abandoned) = ended(&engine.lock());
             ShutdownReport {
@@ -2365,15 +2378,24 @@ impl<J: Job> Engine<J> {
     /// Cancels every job queued or running now with `reason`: queued ones are dropped at
     /// once, running ones at their next poll (their slots are woken for it).
     pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) {
-        self.cancel_all_sparing(reason, None);
+        let _ = self.cancel_all_sparing(reason, None);
     }
 
-    /// [`cancel_all`](Self::cancel_all), but running job `spared` (if any) is left alone.
-    fn cancel_all_sparing(self: &Arc<Self>, reason: CancelReason, spared: Option<u64>) {
+    /// [`cancel_all`](Self::cancel_all), but running job `spared` (if any) is left alone,
+    /// unless an earlier `cancel_all` covered it; returns the job left alone.
+    fn cancel_all_sparing(
+        self: &Arc<Self>,
+        reason: CancelReason,
+        spared: Option<u64>,
+    ) -> Option<u64> {
         let mut later = Deferred::default();
         let wakers: Vec<Waker>;
         {
             let mut st = self.lock();
+            // A job an earlier `cancel_all` covered and did not spare stays covered, even
+            // if its slot has not applied that mark yet (written only under the lock).
+            let before = self.cancel_before.load(Ordering::Relaxed);
+            let spared = spared.filter(|&id| !(id < before && st.cancel_spared != Some(id)));
             st.cancel_reason = reason;
             st.cancel_spared = spared;
             // Release: a slot that sees the new mark (Acquire) reads this reason.
@@ -2396,11 +2418,12 @@ impl<J: Job> Engine<J> {
         // Slot tasks' wakers: tokio's.
         wakers.into_iter().for_each(Waker::wake);
         self.run_deferred(&mut later);
+        spared
     }
 
     /// At process exit: every unfinished job (queued, or running on a runtime that may
     /// never poll it again) is queued again for `handle`'s runtime, where the caller starts
-    /// them ([`ensure_started`](Self::ensure_started)) once it has taken every pool over
+    /// them ([`exit_start`](Self::exit_start)) once it has taken every pool over
     /// (interrupted runs only if the pool re-runs them; otherwise they are cancelled).
     /// A pool with nothing unfinished is taken over all the same (`handle`'s runtime
     /// becomes its home; its rate timer, claimers and idle slot tasks are forgotten).
@@ -2411,7 +2434,7 @@ impl<J: Job> Engine<J> {
     /// again). One polled by the `exiting` thread (a [`thread_token`]), which never
     /// returns (the task called `exit`), or polled for longer than [`EXIT_POLL_WAIT`], is
     /// cancelled instead, as `stuck`.
-    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> Option<TakeOver> {
+    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> TakeOver {
         let mut later = Deferred::default();
         let mut report = TakeOver::default();
         let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
@@ -2483,7 +2506,7 @@ impl<J: Job> Engine<J> {
         }
         self.run_deferred(&mut later);
         if busy.is_empty() {
-            return Some(report);
+            return report;
         }
         // Outside the lock: let the polls in progress return (their slots, stale now, start
         // nothing more), then run those jobs again; a run that ended in that poll was
@@ -2525,7 +2548,7 @@ impl<J: Job> Engine<J> {
         }
         drop_quietly(settled);
         self.run_deferred(&mut later);
-        Some(report)
+        report
     }
 }
 

@@ -1406,9 +1406,7 @@ pub(crate) fn finish_at_exit() {
             rt.block_on(async {
                 let handle = tokio::runtime::Handle::current();
                 for p in &pools {
-                    let Some(report) = p.core.engine.take_over(handle.clone(), exiting) else {
-                        continue;
-                    };
+                    let report = p.core.engine.take_over(handle.clone(), exiting);
                     if report.cut > 0 {
                         eprintln!(
                             "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were \
