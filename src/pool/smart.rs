@@ -1248,6 +1248,13 @@ fn auto_pools() -> Vec<Arc<Inner>> {
 /// to the same or other pools, so it checks again after each round).
 async fn wait_auto_pools() {
     loop {
+        // The runtime this waits on (`smart_run`'s, the exit's: both have timers) is
+        // asked once, so that the waits below offer it also to rate-limited pools that
+        // do not know it yet (one stranded by the end of its runtimes would otherwise
+        // never start its re-runs, and this would wait for ever).
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            crate::engine::runtimes::has_timers(&handle);
+        }
         let pools = auto_pools();
         join_all(pools.iter().map(|p| p.core.engine.wait_all())).await;
         if pools
@@ -1368,6 +1375,10 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
             .collect::<Vec<_>>(),
     );
     async move {
+        // As `wait_auto_pools`: the waits offer this runtime to rate-limited pools too.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            crate::engine::runtimes::has_timers(&handle);
+        }
         waits.await;
         {
             let mut listed = smart_pools();
