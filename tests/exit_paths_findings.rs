@@ -4,7 +4,8 @@
 //! pool as any other, so a rate timer left on the runtime `exit` froze holds nothing back
 //! (190); no job starts before every pool is taken over, not even a plain thread's (191).
 //! And from a review of those fixes: 189's spare made a `shutdown_timeout` polled outside
-//! its calling job wait for that job (199), and could undo an earlier `cancel_all` (200).
+//! its calling job wait for that job (199), and could undo an earlier `cancel_all` (200);
+//! and from a review of those: a spared caller's re-run started cancelled (202).
 //! With the review's checks that held (`wait`'s exclusion in odd places, the new
 //! signatures). Exit scenarios run as child processes, as in `tests/exit_paths.rs`.
 
@@ -351,6 +352,226 @@ impl Drop for StoreOnDrop {
     fn drop(&mut self) {
         self.0.store(1, Ordering::SeqCst);
     }
+}
+
+// ----- a review of 198-200's fixes (finding 202) --------------------------------------
+
+/// Finding 202: a SmartAioPool job X calls `shutdown_timeout` on its own pool: at the deadline the other
+/// job is abandoned and X is spared ("that job is neither waited for nor abandoned"). X's
+/// runtime then ends while X still runs: the pool re-runs interrupted tasks, and X's re-run
+/// is started on a new runtime. Its id is below the deadline's mark, so the start cancels
+/// it as `Abandoned`, although that mark spared X.
+#[test]
+fn a_spared_caller_rerun_after_its_runtime_ended_is_not_abandoned() {
+    spared_rerun(false);
+}
+
+/// The same; the re-run, spared, goes on: a later `cancel_all` still reaches it.
+#[test]
+fn a_spared_caller_rerun_is_still_reached_by_a_later_cancel_all() {
+    spared_rerun(true);
+}
+
+fn spared_rerun(rerun_pends: bool) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let reported = Arc::new(AtomicUsize::new(0));
+    let a = support::current_thread();
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .process_wide(false)
+        .auto_shutdown(false)
+        .build();
+    let leaked: &'static SmartAioPool = Box::leak(Box::new(pool.clone()));
+    let x = a.block_on(async {
+        let other = pool
+            .submit(|| tokio::time::sleep(Duration::from_secs(600)))
+            .await
+            .unwrap();
+        let (r, rep) = (runs.clone(), reported.clone());
+        let x = pool
+            .submit(move || {
+                let (r, rep) = (r.clone(), rep.clone());
+                async move {
+                    if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let report = leaked.shutdown_timeout(Duration::from_millis(100)).await;
+                        rep.store(1 + report.abandoned() as usize, Ordering::SeqCst);
+                        // Still running when its runtime ends.
+                        std::future::pending::<()>().await;
+                    }
+                    if rerun_pends {
+                        std::future::pending::<()>().await;
+                    }
+                    7u32
+                }
+            })
+            .await
+            .unwrap();
+        support::reach(&reported, 1, Duration::from_secs(10)).await;
+        let o = tokio::time::timeout(Duration::from_secs(5), other).await;
+        assert!(
+            matches!(&o, Ok(Err(e)) if e.cancel_reason() == Some(CancelReason::Abandoned)),
+            "the other job is abandoned: {o:?}"
+        );
+        x
+    });
+    assert_eq!(
+        reported.load(Ordering::SeqCst),
+        2,
+        "X got its report: 1 abandoned"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    drop(a); // X's run is cut off: queued again (re-runs on)
+    let b = support::current_thread();
+    let got = b.block_on(async {
+        if rerun_pends {
+            let mut x = x;
+            // Offers this runtime to the pool: the re-run starts.
+            let _ = tokio::time::timeout(Duration::from_millis(200), &mut x).await;
+            assert_eq!(runs.load(Ordering::SeqCst), 2, "the re-run started");
+            tokio::time::timeout(Duration::from_secs(10), pool.cancel_all())
+                .await
+                .expect("cancel_all hung: the spared re-run was not reached");
+            tokio::time::timeout(Duration::from_secs(10), x).await
+        } else {
+            tokio::time::timeout(Duration::from_secs(10), x).await
+        }
+    });
+    let got = got.expect("X's handle hung");
+    if rerun_pends {
+        assert_eq!(
+            got.map_err(|e| e.cancel_reason()),
+            Err(Some(CancelReason::CancelAll))
+        );
+        return;
+    }
+    assert_eq!(
+        got.as_ref().map_err(|e| e.cancel_reason()),
+        Ok(&7),
+        "the spared caller's re-run runs (runs: {}), not cancelled as abandoned",
+        runs.load(Ordering::SeqCst)
+    );
+}
+
+/// A pool of 3 slots (a queue of 10) with one job that sleeps 600 s, to be abandoned.
+async fn pool_with_a_sleeper() -> nb_aiopool::CommonAioPool {
+    let pool = support::common_local(3, 10);
+    pool.submit(tokio::time::sleep(Duration::from_secs(600)))
+        .await
+        .unwrap()
+        .detach();
+    pool
+}
+
+/// Two jobs X and Y call `shutdown_timeout` on their own pool (deadlines 1 s and 2 s),
+/// each awaiting it in its poll, or in a task it spawns (`spawned`); a third job sleeps
+/// 600 s. What X and Y give (the number their report abandoned, or why they were
+/// cancelled), within 60 s each; then the pool's wait, within 60 s.
+async fn two_callers(spawned: bool) -> (R, R) {
+    let pool = pool_with_a_sleeper().await;
+    let mk = |d: u64| {
+        let inner = pool.clone();
+        async move {
+            let f = inner.shutdown_timeout(Duration::from_secs(d));
+            let r = if spawned {
+                tokio::spawn(f).await.unwrap()
+            } else {
+                f.await
+            };
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            r.abandoned()
+        }
+    };
+    let x = pool.submit(mk(1)).await.unwrap();
+    let y = pool.submit(mk(2)).await.unwrap();
+    let x = tokio::time::timeout(Duration::from_secs(60), x)
+        .await
+        .expect("x hung");
+    let y = tokio::time::timeout(Duration::from_secs(60), y)
+        .await
+        .expect("y hung");
+    tokio::time::timeout(Duration::from_secs(60), pool.wait())
+        .await
+        .expect("wait hung");
+    let r = |v: Result<u64, nb_aiopool::TaskError>| v.map_err(|e| e.cancel_reason());
+    (r(x), r(y))
+}
+
+type R = Result<u64, Option<CancelReason>>;
+
+/// Awaited in their polls: at 1 s X spares itself and abandons the rest, Y among them; X
+/// gets its report.
+#[tokio::test(start_paused = true)]
+async fn two_callers_the_first_deadline_wins() {
+    let (x, y) = two_callers(false).await;
+    assert_eq!(x, Ok(2));
+    assert_eq!(y, Err(Some(CancelReason::Abandoned)));
+}
+
+/// Spawned (polled outside their jobs): Y's future outlives Y, and its deadline at 2 s
+/// abandons X, still running after its report came at 1 s. Nothing hangs.
+#[tokio::test(start_paused = true)]
+async fn two_spawned_callers_no_hang() {
+    let (x, y) = two_callers(true).await;
+    assert_eq!(y, Err(Some(CancelReason::Abandoned)));
+    assert_eq!(x, Err(Some(CancelReason::Abandoned)));
+}
+
+/// An outside `shutdown_timeout` (3 s) and one inside job X (1 s): X gets its report at
+/// 1 s and goes on; the outside one abandons X at 3 s, and returns.
+#[tokio::test(start_paused = true)]
+async fn outside_and_inside_callers() {
+    let pool = pool_with_a_sleeper().await;
+    let inner = pool.clone();
+    let x = pool
+        .submit(async move {
+            let r = inner.shutdown_timeout(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            r.abandoned()
+        })
+        .await
+        .unwrap();
+    let out = pool.shutdown_timeout(Duration::from_secs(3));
+    let rep = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("outside hung");
+    let x = tokio::time::timeout(Duration::from_secs(60), x)
+        .await
+        .expect("x hung");
+    assert_eq!(
+        x.map_err(|e| e.cancel_reason()),
+        Err(Some(CancelReason::Abandoned))
+    );
+    assert_eq!(rep.abandoned(), 2, "{rep:?}");
+}
+
+/// Job X's future spawned; X spared at the deadline, its report back; then an outside
+/// `cancel_all` reaches X (the spare is not a lasting immunity).
+#[tokio::test(start_paused = true)]
+async fn spawned_spared_caller_then_cancel_all() {
+    let pool = pool_with_a_sleeper().await;
+    let inner = pool.clone();
+    let x = pool
+        .submit(async move {
+            let r = tokio::spawn(inner.shutdown_timeout(Duration::from_secs(1)))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            r.abandoned()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!x.is_finished());
+    tokio::time::timeout(Duration::from_secs(60), pool.cancel_all())
+        .await
+        .expect("cancel_all hung");
+    let x = tokio::time::timeout(Duration::from_secs(1), x)
+        .await
+        .expect("x hung");
+    assert_eq!(
+        x.map_err(|e| e.cancel_reason()),
+        Err(Some(CancelReason::CancelAll))
+    );
 }
 
 // ----- 184: the counting of `except` --------------------------------------------------------

@@ -14,6 +14,7 @@
 mod support;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -455,17 +456,7 @@ fn a_cycle_of_running_waiters_left_by_a_shrink_is_broken_multi_thread() {
             .build()
             .unwrap();
         let out = rt.block_on(async {
-            let pool = CommonAioPool::builder()
-                .max_concurrency(3)
-                .max_queue_size(4)
-                .process_wide(false)
-                .build();
-            let gate = support::Gate::default();
-            let g = gate.clone();
-            pool.submit(async move { g.wait().await })
-                .await
-                .unwrap()
-                .detach();
+            let (pool, gate) = pool_with_filler().await;
             let (tx1, rx1) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
             let (tx2, rx2) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
             let (r_tx, mut r_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -922,5 +913,73 @@ fn probe_three_cycle_left_by_a_shrink_multi_thread() {
             vec![(1, Ok(2)), (2, Err(Some(CancelReason::WouldDeadlock)))],
             "round {round}"
         );
+    }
+}
+
+// ----- a review of 198's fix: a cycle that keeps changing -----------------------------
+
+/// A and B await each other (a shrink closes the cycle); A, in a loop, submits a child,
+/// polls it once (counted: not a cycle any more), aborts it (a cycle again) and sleeps.
+/// The pool must still break the cycle (B's wait on A refused, or A's), with no wake loop.
+#[tokio::test(start_paused = true)]
+async fn a_cycle_with_a_flapping_queued_child_is_broken() {
+    for b_polls_every in [None, Some(3u64)] {
+        let (pool, gate) = pool_with_filler().await;
+        let (to_a, from_test_a) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
+        let (to_b, from_test_b) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
+        let loops = Arc::new(AtomicUsize::new(0));
+        let (p, l) = (pool.clone(), loops.clone());
+        let a = pool
+            .submit(async move {
+                let mut hb = from_test_a.await.unwrap();
+                assert!(!poll_once(&mut hb).await);
+                loop {
+                    l.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut d) = p.try_submit(async { 5u32 }) {
+                        let _ = poll_once(&mut d).await;
+                        d.abort();
+                        let _ = poll_once(&mut d).await;
+                        drop(d);
+                    }
+                    tokio::select! {
+                        r = &mut hb => { return r.map(|_| 0).unwrap_or(9); }
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        let b = pool
+            .submit(async move {
+                let mut ha = from_test_b.await.unwrap();
+                match b_polls_every {
+                    None => ha.await.map(|_| 2u32).unwrap_or(8),
+                    Some(s) => {
+                        assert!(!poll_once(&mut ha).await);
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(s)).await;
+                            if poll_once(&mut ha).await {
+                                return 3;
+                            }
+                        }
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        to_a.send(b).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        to_b.send(a).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        pool.set_max_concurrency(2);
+        gate.open();
+        let done = tokio::time::timeout(Duration::from_secs(60), pool.wait()).await;
+        let n = loops.load(Ordering::SeqCst);
+        pool.cancel_all().await;
+        assert!(
+            done.is_ok(),
+            "{b_polls_every:?}: the cycle was never broken (A looped {n} times)"
+        );
+        eprintln!("{b_polls_every:?}: broken after {n} loops of A");
     }
 }

@@ -607,8 +607,15 @@ impl<J: Job> Slot<J> {
                 // recipe). Marks up to here are then settled for this run.
                 let mark = this.engine.cancel_before.load(Ordering::Acquire);
                 let id = q.id;
-                let run = if id < mark {
-                    let reason = this.engine.lock().cancel_reason;
+                // But for the run the last mark spared (`shutdown_timeout`'s caller, run
+                // again after its runtime ended or at exit): it starts as it was left.
+                let covered = if id < mark {
+                    let st = this.engine.lock();
+                    (st.cancel_spared != Some(id)).then_some(st.cancel_reason)
+                } else {
+                    None
+                };
+                let run = if let Some(reason) = covered {
                     let mut run = q.job.start_cancelled(reason);
                     run.cancel(reason);
                     run
@@ -620,7 +627,13 @@ impl<J: Job> Slot<J> {
                 } else {
                     q.job.start()
                 };
-                this.cancel_seen = this.cancel_seen.max(mark);
+                this.cancel_seen = if id < mark && covered.is_none() {
+                    // Spared: not seen, so that a later `cancel_all` still reaches it (as
+                    // in `apply_cancel_mark`).
+                    this.cancel_seen.min(id)
+                } else {
+                    this.cancel_seen.max(mark)
+                };
                 this.run = Some((run, id));
                 this.fresh = true;
             }
