@@ -2080,7 +2080,10 @@ impl<J: Job> Engine<J> {
             // Made by a job of this pool, in its poll: the job is running (its slot holds
             // it), so not yet counted as ended; the wait does not wait for it.
             let except = spared
-                .filter(|&id| st.slots.iter().any(|(_, e)| e.job == id))
+                .filter(|&id| {
+                    st.slots.iter().any(|(_, e)| e.job == id)
+                        || st.queue.count(1, |q| q.id == id) > 0
+                })
                 .or_else(|| Self::calling_job(&st, self.id()))
                 .filter(|&id| id < target);
             let remaining = target - st.wait_done - u64::from(except.is_some());
@@ -2215,6 +2218,11 @@ impl<J: Job> Engine<J> {
             }
         }));
         driven
+    }
+
+    /// Whether the pool has a rate limit (its jobs need a runtime with timers).
+    pub(crate) fn needs_timers(&self) -> bool {
+        self.needs_timers
     }
 
     /// Starts queued jobs that have a free slot (or, elastic, could have one) but no
@@ -2401,10 +2409,16 @@ impl<J: Job> Engine<J> {
             // Release: a slot that sees the new mark (Acquire) reads this reason.
             self.cancel_before
                 .store(st.counts.submitted, Ordering::Release);
+            // The spared job may be queued for its re-run (cut off by its runtime's end
+            // before this deadline): it stays, spared as it would be running.
+            let kept = spared.and_then(|id| st.queue.pop_first(|q| q.id == id));
             while let Some(q) = st.queue.pop() {
                 self.drop_unrun(&mut st, q.job, q.id, reason, &mut later);
                 // Dropped outside the lock: a span's drop calls the subscriber.
                 later.stamps.push(q.stamp);
+            }
+            if let Some(q) = kept {
+                st.queue.push_front(q);
             }
             Self::clamp_reserved(&mut st, &mut later);
             self.gauges(&st);

@@ -1252,10 +1252,13 @@ async fn wait_auto_pools() {
         // asked once, so that the waits below offer it also to rate-limited pools that
         // do not know it yet (one stranded by the end of its runtimes would otherwise
         // never start its re-runs, and this would wait for ever).
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            crate::engine::runtimes::has_timers(&handle);
-        }
+        // Only for a rate-limited pool: elsewhere no timer is made (finding 68).
         let pools = auto_pools();
+        if pools.iter().any(|p| p.core.engine.needs_timers()) {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                crate::engine::runtimes::has_timers(&handle);
+            }
+        }
         join_all(pools.iter().map(|p| p.core.engine.wait_all())).await;
         if pools
             .iter()
@@ -1376,8 +1379,10 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
     );
     async move {
         // As `wait_auto_pools`: the waits offer this runtime to rate-limited pools too.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            crate::engine::runtimes::has_timers(&handle);
+        if pools.iter().any(|p| p.core.engine.needs_timers()) {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                crate::engine::runtimes::has_timers(&handle);
+            }
         }
         waits.await;
         {
