@@ -2,7 +2,9 @@
 //! RELIABILITY.md findings 203-204: `shutdown_all_smart_aiopools` probed its runtime for
 //! timers with no rate-limited pool to serve (203: tokio's panic, caught, but an abort
 //! under `panic = "abort"`); a `shutdown_timeout` caller whose re-run was still queued at
-//! the deadline was abandoned (204).
+//! the deadline was abandoned (204). And from a review of those fixes: a healthy
+//! rate-limited pool still made it probe (205), with that review's probes of 204 (a spared
+//! caller queued for its re-run, with priorities, keys, aborts and a later `cancel_all`).
 
 #![allow(clippy::async_yields_async)] // a handle made on one runtime, awaited on another
 
@@ -15,48 +17,60 @@ use std::time::Duration;
 use nb_aiopool::{CancelReason, SmartAioPool};
 use support::{append, lines, run_child};
 
+/// A program whose SmartAioPools (one plain, and a rate-limited one if `limited`) ran on a
+/// timed runtime, that then sets a counting panic hook (after the crate's first probe, as
+/// logging set up after the pools would) and runs the documented Ctrl-C path,
+/// `shutdown_all_smart_aiopools`, from a runtime without timers (a signal thread's needs
+/// only IO): logs what the hook saw.
+fn shutdown_all_timerless(dir: &std::path::Path, limited: bool) {
+    let m = support::multi_thread_of(1);
+    let pools = m.block_on(async {
+        let mut pools = vec![SmartAioPool::builder().max_concurrency(2).build()];
+        if limited {
+            pools.push(
+                SmartAioPool::builder()
+                    .max_concurrency(2)
+                    .rate_limit(100, Duration::from_secs(1))
+                    .build(),
+            );
+        }
+        for pool in &pools {
+            let h = pool.submit(|| async { 1u32 }).await.unwrap();
+            assert_eq!(h.await.unwrap(), 1);
+        }
+        pools
+    });
+    support::current_thread().block_on(async {});
+    static HOOKED: AtomicUsize = AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        HOOKED.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    let timerless = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    timerless.block_on(nb_aiopool::shutdown_all_smart_aiopools());
+    append(
+        &dir.join("log"),
+        &format!(
+            "returned hooked={} pending={}",
+            HOOKED.load(Ordering::SeqCst),
+            pools.iter().map(SmartAioPool::pending_count).sum::<usize>()
+        ),
+    );
+    drop(pools);
+    drop(m);
+}
+
 #[test]
 #[ignore = "run as a child process by the other tests in this file"]
 fn child() {
     let (scenario, dir) = support::child_scenario();
     match scenario.as_str() {
-        // A program with no rate-limited pool at all: its pool runs on a timed
-        // multi-thread runtime; a later panic hook counts panics; the documented Ctrl-C
-        // path (`shutdown_all_smart_aiopools`) is run from a runtime without timers (a
-        // signal thread's runtime needs only IO).
-        "shutdown-all-timerless" => {
-            let m = support::multi_thread_of(1);
-            let pool = m.block_on(async {
-                let pool = SmartAioPool::builder().max_concurrency(2).build();
-                let h = pool.submit(|| async { 1u32 }).await.unwrap();
-                assert_eq!(h.await.unwrap(), 1);
-                pool
-            });
-            // Any earlier probe of the crate (here: a first shutdown_all on a timed
-            // runtime, with nothing to shut down) installs its silencing hook; the
-            // program's own hook comes later (logging set up after the pools, say).
-            support::current_thread().block_on(async {});
-            static HOOKED: AtomicUsize = AtomicUsize::new(0);
-            let previous = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
-                HOOKED.fetch_add(1, Ordering::SeqCst);
-                previous(info);
-            }));
-            let timerless = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            timerless.block_on(nb_aiopool::shutdown_all_smart_aiopools());
-            append(
-                &dir.join("log"),
-                &format!(
-                    "returned hooked={} pending={}",
-                    HOOKED.load(Ordering::SeqCst),
-                    pool.pending_count()
-                ),
-            );
-            drop(pool);
-            drop(m);
-        }
+        // No rate-limited pool at all (203), or a healthy one (205).
+        "shutdown-all-timerless" => shutdown_all_timerless(&dir, false),
+        "shutdown-all-timerless-with-a-rate-limited-pool" => shutdown_all_timerless(&dir, true),
         _ => panic!("unknown scenario {scenario}"),
     }
 }
@@ -68,15 +82,21 @@ fn child() {
 /// with `panic = "abort"` the process aborts.
 #[test]
 fn shutdown_all_from_a_timerless_runtime_makes_no_timer_without_rate_limited_pools() {
-    let child = run_child("shutdown-all-timerless", 30);
+    assert_no_panic_seen("shutdown-all-timerless");
+}
+
+/// Runs `scenario` (a `shutdown_all_timerless`): it must return, with every task ended,
+/// and with no panic seen by the program's hook (no timer probe on the timerless runtime).
+fn assert_no_panic_seen(scenario: &str) {
+    let child = run_child(scenario, 30);
     let log = lines(&child.dir.join("log"));
     let _ = std::fs::remove_dir_all(&child.dir);
     assert_eq!(child.code, Some(0), "child: {}", child.stderr);
     assert_eq!(
         log,
         vec!["returned hooked=0 pending=0".to_owned()],
-        "shutdown_all_smart_aiopools on a timerless runtime ran the program's panic hook \
-         (a timer probe, with no rate-limited pool); stderr: {}",
+        "{scenario}: shutdown_all_smart_aiopools on a timerless runtime ran the program's \
+         panic hook (a timer probe it did not need); stderr: {}",
         child.stderr
     );
 }
@@ -170,4 +190,155 @@ fn a_spared_caller_queued_for_its_rerun_at_the_deadline_is_not_abandoned() {
         Err(_) => panic!("its handle did not resolve in 5 s"),
     }
     let _ = CancelReason::Abandoned;
+}
+
+// ----- a review of 203-204's fixes (finding 205) ----------------------------------------
+
+/// Finding 205: 203 left the probe for any program that has a rate-limited pool: a healthy
+/// one (its runtime alive, nothing stranded) still makes `shutdown_all_smart_aiopools` on a
+/// timerless runtime trip tokio's panic (the program's hook runs; `panic = "abort"`
+/// aborts). Before 201 no probe was made; only a stranded pool needs it.
+#[test]
+fn shutdown_all_from_a_timerless_runtime_with_a_healthy_rate_limited_pool_makes_no_timer() {
+    assert_no_panic_seen("shutdown-all-timerless-with-a-rate-limited-pool");
+}
+
+// ----- 204 probes -------------------------------------------------------------------
+
+/// A stranded, rate-limited, prioritised, keyed pool: the caller of `shutdown_timeout`
+/// (priority -5, key "k") is queued for its re-run at the deadline beside queued jobs of
+/// higher priority and the same key. Returns (pool, caller handle, report join, runs).
+fn spared_queued_setup(
+    name: &str,
+) -> (
+    &'static SmartAioPool,
+    nb_aiopool::TaskHandle<u32>,
+    tokio::task::JoinHandle<nb_aiopool::ShutdownReport>,
+    Arc<AtomicUsize>,
+    tokio::runtime::Runtime,
+) {
+    let pool: &'static SmartAioPool = Box::leak(Box::new(
+        SmartAioPool::builder()
+            .name(name)
+            .max_concurrency(2)
+            .max_per_key(2)
+            .rate_limit(100, Duration::from_secs(1))
+            .process_wide(false)
+            .auto_shutdown(false)
+            .build(),
+    ));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let report: Arc<Mutex<Option<tokio::task::JoinHandle<nb_aiopool::ShutdownReport>>>> =
+        Arc::default();
+    let m = support::multi_thread_of(1);
+    let a = support::current_thread();
+    let h = a.block_on(async {
+        let (r, rep, mh) = (Arc::clone(&runs), Arc::clone(&report), m.handle().clone());
+        let rep_seen = Arc::clone(&report);
+        let h = pool
+            .submit_with(
+                move || {
+                    let first = r.fetch_add(1, Ordering::SeqCst) == 0;
+                    let (rep, mh) = (Arc::clone(&rep), mh.clone());
+                    async move {
+                        if first {
+                            // After the third job is queued.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let j = mh.spawn(pool.shutdown_timeout(Duration::from_millis(300)));
+                            *rep.lock().unwrap() = Some(j);
+                            std::future::pending::<()>().await;
+                        }
+                        7u32
+                    }
+                },
+                nb_aiopool::SubmitOptions::new().priority(-5).key("k"),
+            )
+            .await
+            .unwrap();
+        pool.submit(std::future::pending::<()>)
+            .await
+            .unwrap()
+            .detach();
+        support::reach(&runs, 1, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued (both slots busy), higher priority, same key: abandoned at the deadline.
+        pool.submit_with(
+            std::future::pending::<()>,
+            nb_aiopool::SubmitOptions::new().priority(10).key("k"),
+        )
+        .await
+        .unwrap()
+        .detach();
+        eprintln!("set up: {:?}", pool.stats());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            rep_seen.lock().unwrap().is_some(),
+            "shutdown_timeout called"
+        );
+        h
+    });
+    drop(a);
+    std::thread::sleep(Duration::from_millis(700));
+    let j = report.lock().unwrap().take().unwrap();
+    (pool, h, j, runs, m)
+}
+
+fn bounded<F: std::future::Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Output {
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), f).await })
+        .expect("timed out")
+}
+
+#[test]
+fn probe_spared_queued_with_priorities_and_keys_reruns_and_counts() {
+    let (pool, h, j, runs, m) = spared_queued_setup("rf5-prio");
+    eprintln!("after deadline: {:?}", pool.stats());
+    let b = support::current_thread();
+    let v = bounded(&b, h);
+    let rep = bounded(&m, j).unwrap();
+    eprintln!(
+        "v={v:?} report=({}, {}) stats={:?}",
+        rep.finished(),
+        rep.abandoned(),
+        pool.stats()
+    );
+    assert_eq!(v.unwrap(), 7);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(rep.abandoned(), 2);
+    bounded(&b, pool.wait());
+    assert_eq!(pool.pending_count(), 0);
+    assert_eq!(pool.stats().unfinished(), 0);
+}
+
+#[test]
+fn probe_spared_queued_then_aborted() {
+    let (pool, h, j, _runs, m) = spared_queued_setup("rf5-abort");
+    h.abort();
+    let b = support::current_thread();
+    let v = bounded(&b, h);
+    assert_eq!(v.unwrap_err().cancel_reason(), Some(CancelReason::Aborted));
+    let rep = bounded(&m, j).unwrap();
+    assert_eq!(rep.abandoned(), 2);
+    bounded(&b, pool.wait());
+    assert_eq!(pool.pending_count(), 0);
+    eprintln!("stats={:?}", pool.stats());
+    assert_eq!(pool.stats().unfinished(), 0);
+}
+
+#[test]
+fn probe_spared_queued_then_cancel_all() {
+    let (pool, h, j, runs, m) = spared_queued_setup("rf5-cancel");
+    let b = support::current_thread();
+    // From a plain thread: nothing offered, the kept job stays queued till cancel_all.
+    let c = pool.cancel_all();
+    bounded(&b, c);
+    let v = bounded(&b, h);
+    eprintln!(
+        "v={:?} runs={}",
+        v.as_ref().err().map(|e| e.cancel_reason()),
+        runs.load(Ordering::SeqCst)
+    );
+    assert!(v.is_err());
+    let rep = bounded(&m, j).unwrap();
+    assert_eq!(rep.abandoned(), 2);
+    assert_eq!(pool.pending_count(), 0);
 }

@@ -484,7 +484,7 @@ pub(crate) struct Engine<J: Job> {
     /// Mirror of `State::generation`, so a stale slot stops without taking the lock.
     generation: AtomicU64,
     /// Running jobs with an id below this are cancelled with `State::cancel_reason` (but
-    /// `State::cancel_spared`).
+    /// for `State::cancel_spared`).
     cancel_before: AtomicU64,
     /// Non-zero while the pool is stuck on nested waits after a slot went away (see
     /// [`Engine::break_nested_deadlock`]): the number of the current pick, so a slot can
@@ -2067,9 +2067,10 @@ impl<J: Job> Engine<J> {
         self.wait_all_but(None)
     }
 
-    /// [`wait_all`](Self::wait_all), leaving out running job `spared` (if it still runs)
-    /// rather than the calling job: `shutdown_timeout`'s wait after its deadline, which
-    /// spared that job, and may be polled outside it (a spawned task the job awaits).
+    /// [`wait_all`](Self::wait_all), leaving out job `spared` (while it runs or is queued
+    /// for a re-run) rather than the calling job: `shutdown_timeout`'s wait after its
+    /// deadline, which spared that job, and may be polled outside it (a spawned task the
+    /// job awaits).
     fn wait_all_but(
         self: &Arc<Self>,
         spared: Option<u64>,
@@ -2077,8 +2078,9 @@ impl<J: Job> Engine<J> {
         let key = {
             let mut st = self.lock();
             let target = st.counts.submitted;
-            // Made by a job of this pool, in its poll: the job is running (its slot holds
-            // it), so not yet counted as ended; the wait does not wait for it.
+            // The spared job, or else the job of this pool whose poll makes the wait: not
+            // yet counted as ended (its slot or the queue holds it), and never to end while
+            // it waits for itself; the wait does not wait for it.
             let except = spared
                 .filter(|&id| {
                     st.slots.iter().any(|(_, e)| e.job == id)
@@ -2223,6 +2225,13 @@ impl<J: Job> Engine<J> {
     /// Whether the pool has a rate limit (its jobs need a runtime with timers).
     pub(crate) fn needs_timers(&self) -> bool {
         self.needs_timers
+    }
+
+    /// Whether the pool has a rate limit and is stranded now (see
+    /// [`note_stranded`](Self::note_stranded)): the one case where a wait must ask its
+    /// runtime for timers to offer it (one load).
+    pub(crate) fn needs_timer_probe(&self) -> bool {
+        self.needs_timers && self.stranded.load(Ordering::Relaxed)
     }
 
     /// Starts queued jobs that have a free slot (or, elastic, could have one) but no
@@ -2389,8 +2398,9 @@ impl<J: Job> Engine<J> {
         let _ = self.cancel_all_sparing(reason, None);
     }
 
-    /// [`cancel_all`](Self::cancel_all), but running job `spared` (if any) is left alone,
-    /// unless an earlier `cancel_all` covered it; returns the job left alone.
+    /// [`cancel_all`](Self::cancel_all), but job `spared` (if any; running, or queued for
+    /// its re-run, where it stays, first) is left alone, unless an earlier `cancel_all`
+    /// covered it; returns the job left alone.
     fn cancel_all_sparing(
         self: &Arc<Self>,
         reason: CancelReason,
@@ -2511,7 +2521,7 @@ impl<J: Job> Engine<J> {
             st.awaiting_poll = busy.iter().map(|b| b.0).collect();
             st.runtimes.enter(&handle);
             // Nothing starts here: the exit hook starts the jobs of every pool once it has
-            // taken them all over (`ensure_started`), so that a job started at exit, and
+            // taken them all over (`exit_start`), so that a job started at exit, and
             // submitting into a pool not taken over yet, does not have its task there
             // taken for an interrupted one. (With runs still inside a poll elsewhere,
             // nothing starts before they are settled below either: they hold their slots,

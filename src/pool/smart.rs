@@ -1378,8 +1378,10 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
             .collect::<Vec<_>>(),
     );
     async move {
-        // As `wait_auto_pools`: the waits offer this runtime to rate-limited pools too.
-        if pools.iter().any(|p| p.core.engine.needs_timers()) {
+        // As `wait_auto_pools`: the waits offer this runtime to rate-limited pools too,
+        // but only to a stranded one (the one that needs it): this may run on a runtime
+        // without timers (a signal thread's), where the probe is tokio's panic.
+        if pools.iter().any(|p| p.core.engine.needs_timer_probe()) {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 crate::engine::runtimes::has_timers(&handle);
             }
