@@ -74,7 +74,12 @@
 //! - A job that submits into its own full pool gets an error instead of a deadlock, and
 //!   when every slot waits for tasks of its own pool (also once a shrink leaves only
 //!   waiting tasks running), one wait is broken with [`CancelReason::WouldDeadlock`]
-//!   instead of hanging (see [`TaskHandle`], "Awaiting from inside the same pool").
+//!   instead of hanging (see [`TaskHandle`], "Awaiting from inside the same pool"). A
+//!   `wait()` or `shutdown()` made inside a job of its own pool does not wait for that job
+//!   (see [`CommonAioPool::wait`]).
+//! - `shutdown()`, `shutdown_timeout()` and the `shutdown_all_*` functions close the pools
+//!   when they are called, not when their future is first polled: a future dropped
+//!   unpolled (a `select!` lost) still shut them down.
 //! - Aborting a task that has not started frees its place in the queue at once
 //!   ([`TaskHandle::abort`]).
 //! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
