@@ -79,7 +79,9 @@ pub enum SubmitErrorKind {
     /// context, and the runtime the pool was created in or last used from has shut down
     /// (or there never was one), as has every other the pool knows. Also when such a
     /// submit would wait for room: nothing would make any. Submit from inside a runtime,
-    /// or enter one first (`Handle::enter`).
+    /// or enter one first (`Handle::enter`). Also, in a pool with a `rate_limit`, a
+    /// submit that waited for room on one runtime and was finished on one without
+    /// tokio's time driver (the rate window could not be kept there).
     NoRuntime,
     /// [`SubmitOptions::timeout`](crate::SubmitOptions::timeout) passed before the pool
     /// had room.
@@ -325,8 +327,10 @@ pub enum CancelReason {
     /// Every slot of the pool was held by a task waiting for another task of the same
     /// pool, and this task was still queued behind them: it could never start. Or this
     /// task had started and was itself one of those waiting tasks, awaited by the wait
-    /// that completed the picture: it could never finish. It was cancelled so that the
-    /// task awaiting it gets this error instead of waiting forever.
+    /// that completed the picture, or (the picture completed by a shrink, with running
+    /// tasks awaiting each other in a cycle) by the wait of the task the pool picked to
+    /// break it: it could never finish. It was cancelled so that the task awaiting it
+    /// gets this error instead of waiting forever.
     WouldDeadlock,
 }
 

@@ -74,9 +74,11 @@
 //! - A job that submits into its own full pool gets an error instead of a deadlock, and
 //!   when every slot waits for tasks of its own pool (also once a shrink leaves only
 //!   waiting tasks running), one wait is broken with [`CancelReason::WouldDeadlock`]
-//!   instead of hanging (see [`TaskHandle`], "Awaiting from inside the same pool"). A
-//!   `wait()` or `shutdown()` made inside a job of its own pool does not wait for that job
-//!   (see [`CommonAioPool::wait`]).
+//!   instead of hanging (see [`TaskHandle`], "Awaiting from inside the same pool", for the
+//!   cases it does not break: keys, weights, and a cycle of running tasks whose picked
+//!   task never polls its handle again). A `wait()` or `shutdown()` made inside a job of its own
+//!   pool does not wait for that job (see [`CommonAioPool::wait`]; a SmartAioPool shut
+//!   down so stops covering that job at exit: see [`SmartAioPool::shutdown`]).
 //! - `shutdown()`, `shutdown_timeout()` and the `shutdown_all_*` functions close the pools
 //!   when they are called, not when their future is first polled: a future dropped
 //!   unpolled (a `select!` lost) still shut them down.
@@ -107,11 +109,13 @@
 //!   ([`CancelReason::RuntimeShutdown`]; SmartAioPool queues them again, to run on the
 //!   home, or on another live runtime the pool knows: a `wait`, or a submit that waits for
 //!   room, makes its runtime known, and the home if the home has ended; with a rate limit,
-//!   a `wait` only from a runtime the pool already knows; and when no runtime the pool
-//!   knows is left, awaiting one of its tasks (a handle, a stream or a group fed by the
-//!   pool) offers the awaiting runtime, which then runs the queued tasks). When no
-//!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and
-//!   hands it back; so does a submit from outside any runtime that would wait for room
+//!   a `wait` only from a runtime the pool already knows, while [`smart_run`] and
+//!   [`shutdown_all_smart_aiopools`] check theirs for timers and offer it; and when no
+//!   runtime the pool knows is left, awaiting one of its tasks (a handle, a stream or a
+//!   group fed by the pool) offers the awaiting runtime, which then runs the queued
+//!   tasks). When no runtime can run a job, the submit fails with
+//!   [`SubmitErrorKind::NoRuntime`] and hands it back; so does a submit from outside any
+//!   runtime that would wait for room
 //!   while the pool knows no live runtime (a SmartAioPool full of the re-runs of a
 //!   runtime that ended: no room would come until a runtime waits on the pool or submits
 //!   to it). A runtime that is alive but not driven (a current-thread runtime outside

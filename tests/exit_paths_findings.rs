@@ -647,8 +647,47 @@ fn child() {
     match scenario.as_str() {
         "rate-timer-on-frozen-runtime" => rate_timer_on_frozen_runtime(&dir),
         "plain-thread-into-taken-over-pool" => plain_thread_into_taken_over_pool(&dir),
+        "shutdown-inside-then-smart-run" => shutdown_inside_then_smart_run(&dir, false),
+        "shutdown-all-inside-then-smart-run" => shutdown_inside_then_smart_run(&dir, true),
         other => panic!("unknown scenario {other}"),
     }
+}
+
+/// A task of an `auto_shutdown` SmartAioPool shuts its own pool down (`shutdown()`, or
+/// `shutdown_all_smart_aiopools()` if `all`), then goes on for 300 ms; `smart_run` (whose
+/// body returns at once) must wait for it. Logs whether the task had ended when
+/// `smart_run` returned, and the pool's pending count then.
+fn shutdown_inside_then_smart_run(dir: &std::path::Path, all: bool) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let pool = SmartAioPool::builder().name("self-shut").build();
+    let (d, p) = (Arc::clone(&done), pool.clone());
+    nb_aiopool::smart_run(async move {
+        p.clone()
+            .submit(move || {
+                let (p, d) = (p.clone(), Arc::clone(&d));
+                async move {
+                    if all {
+                        nb_aiopool::shutdown_all_smart_aiopools().await;
+                    } else {
+                        p.shutdown().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    d.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .await
+            .unwrap()
+            .detach();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    append(
+        &dir.join("log"),
+        &format!(
+            "done={} pending={}",
+            done.load(Ordering::SeqCst),
+            pool.pending_count()
+        ),
+    );
 }
 
 /// Pool R (rate_limit 1 per 2 s) is empty at exit, but its rate timer is armed on the
@@ -829,4 +868,28 @@ fn plain_thread_submits_during_the_take_over_do_not_start_early() {
 #[allow(dead_code)]
 fn unused(_: Arc<AtomicUsize>) {
     let _ = Ordering::SeqCst;
+}
+
+/// Finding 206: a SmartAioPool task that shut its own pool down (184 leaves it out of the
+/// wait) had the pool taken off the process-wide list while it still ran, so `smart_run`
+/// (and the exit hook) no longer covered it: `smart_run` returned with the task unfinished,
+/// and at the process's end it was lost. The pool now stays listed while a task of it is
+/// unfinished.
+#[test]
+fn a_task_that_shuts_its_own_pool_down_is_still_waited_for_by_smart_run() {
+    for scenario in [
+        "shutdown-inside-then-smart-run",
+        "shutdown-all-inside-then-smart-run",
+    ] {
+        let c = run_child(scenario, 20);
+        let log = lines(&c.dir.join("log"));
+        let _ = std::fs::remove_dir_all(&c.dir);
+        assert_eq!(c.code, Some(0), "{scenario}: stderr: {}", c.stderr);
+        assert_eq!(
+            log,
+            ["done=1 pending=0"],
+            "{scenario}: stderr: {}",
+            c.stderr
+        );
+    }
 }

@@ -390,8 +390,10 @@ impl NoQueueAioPool {
     /// Gives the future back, unpolled, in a [`SubmitError`] if the pool is shut down, or
     /// if this is called from a job of this same pool while the pool is full (waiting would
     /// deadlock), or if no runtime can run it
-    /// ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called outside a runtime after
-    /// the pool's runtimes have all shut down).
+    /// ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called outside a runtime when
+    /// the pool knows no live runtime, because its runtimes have all shut down or it never
+    /// had one; or, with a [`rate_limit`](NoQueueAioPoolBuilder::rate_limit), waited for room
+    /// on one runtime and finished on one without timers).
     ///
     /// # Cancel safety
     ///
@@ -695,8 +697,14 @@ impl NoQueueAioPool {
     /// running jobs are dropped at their next `.await`, and their handles resolve to
     /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
     ///
+    /// The pool is closed, and the report's counts start, when this is called; `timeout`
+    /// runs from the returned future's first poll.
+    ///
     /// Called from inside a job of this pool, that job is neither waited for nor
-    /// abandoned (see [`wait`](Self::wait)).
+    /// abandoned at this call's own deadline (see [`wait`](Self::wait) for what "inside"
+    /// means). It is spared from that deadline only: a `cancel_all`, or the deadline of
+    /// another `shutdown_timeout` (made outside the pool, or in another job) that comes
+    /// first, still cancels it.
     ///
     /// # Cancel safety
     ///
@@ -727,6 +735,11 @@ impl NoQueueAioPool {
     /// control): each is dropped at its next `.await` and its handle resolves to
     /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
     /// Returns once they are all gone.
+    ///
+    /// Called from inside a job of this pool, that job is not spared (unlike with
+    /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
+    /// `.await`, so if the wait has any other job to wait for, the call never returns
+    /// there (the job's handle says `CancelAll`).
     ///
     /// # Cancel safety
     ///
@@ -759,7 +772,10 @@ impl NoQueueAioPool {
     /// It still waits for the others, so two jobs that both wait so wait for each other
     /// (each is among the other's jobs), as two tokio tasks joining each other would,
     /// and with every slot held by jobs that wait so, queued jobs never start: give
-    /// such a wait a timeout, or wait from outside the pool.
+    /// such a wait a timeout, or wait from outside the pool. "Inside" means that the call
+    /// is made while the job is being polled (in its own code, or in a future it polls:
+    /// `join!`, `select!`); a call made in a task the job spawns, or made outside the job
+    /// (after it was submitted) with its future then moved into it, does wait for the job.
     ///
     /// # Cancel safety
     ///
@@ -783,6 +799,10 @@ impl NoQueueAioPool {
     }
 
     /// Stops intake and waits until every running job has finished.
+    ///
+    /// Called from inside a job of this pool, it does not wait for that job (see
+    /// [`wait`](Self::wait)): it returns once the other jobs have finished, while the
+    /// calling job still runs.
     ///
     /// # Cancel safety
     ///

@@ -84,7 +84,8 @@ fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
 /// Shuts down every [`CommonAioPool`](crate::CommonAioPool) of the process that was
 /// built with `process_wide(true)` (the default, and every pool made by `new`): stops
 /// their intake, for good, and waits until all their queued and running tasks have
-/// finished.
+/// finished. Called from inside a job of one of these pools, it does not wait for that
+/// job (see [`CommonAioPool::wait`](crate::CommonAioPool::wait)).
 ///
 /// Call it at the end of `main` (the seed's `await shutdown_all_common_aiopools()`), so
 /// that tasks submitted without awaiting their handles are not lost when the runtime
@@ -127,7 +128,8 @@ pub fn shutdown_all_common_aiopools() -> impl Future<Output = ()> + Send + 'stat
 /// Waits until every task submitted before the call to any
 /// [`NoQueueAioPool`](crate::NoQueueAioPool) of the process built with
 /// `process_wide(true)` (the default, and every pool made by `new`) has finished. The
-/// pools stay open.
+/// pools stay open. Called from inside a job of one of these pools, it does not wait for
+/// that job (see [`NoQueueAioPool::wait`](crate::NoQueueAioPool::wait)).
 ///
 /// # Cancel safety
 ///

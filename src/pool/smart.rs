@@ -63,7 +63,9 @@ use crate::task::TaskHandle;
 /// 1. under [`smart_run`], which waits for every such pool before returning;
 /// 2. when a plain `#[tokio::main]` returns, or the program calls `std::process::exit`,
 ///    while tasks are queued or running: an at-exit hook starts a fresh runtime and runs
-///    them there. A task that never started runs once. A task that was *interrupted*
+///    them there, and what they, or plain threads still going, submit to any
+///    `auto_shutdown` pool while it runs (no task starts before every such pool is taken
+///    over). A task that never started runs once. A task that was *interrupted*
 ///    mid-run (its runtime went away, or `process::exit` was called while it ran) is run
 ///    **again from its recipe**: delivery is *at least once*, so make recipes safe to
 ///    repeat (idempotent), or await their handles. That is why tasks are recipes.
@@ -357,8 +359,12 @@ impl SmartAioPoolBuilder {
     /// accepted). A submit future that waited for room on one runtime and is finished on
     /// one without timers is refused with
     /// [`NoRuntime`](crate::SubmitErrorKind::NoRuntime), its task handed back. A `wait`
-    /// from a runtime the pool does not know yet does not offer it to the tasks (a wait
-    /// makes no timer to find out whether it has timers); without a rate limit it does.
+    /// (or `shutdown`, `shutdown_timeout`) of the pool from a runtime the pool does not
+    /// know yet does not offer it to the tasks (a wait makes no timer to find out whether
+    /// it has timers); without a rate limit it does. So re-runs stranded by the end of
+    /// the pool's runtimes wait there for good; [`smart_run`] and
+    /// [`shutdown_all_smart_aiopools`] do offer their runtime (they check it for timers
+    /// first), and so does awaiting one of the pool's tasks.
     pub fn rate_limit(mut self, count: u32, per: std::time::Duration) -> Self {
         self.limits.rate = Some((count, per));
         self
@@ -594,7 +600,9 @@ impl SmartAioPool {
     /// Gives the recipe back in a [`SubmitError`] if the pool is shut down, if called
     /// from a task of this same pool while it is full, or if no runtime can run it
     /// ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): called outside a runtime when
-    /// the pool knows no live runtime).
+    /// the pool knows no live runtime; or, with a
+    /// [`rate_limit`](SmartAioPoolBuilder::rate_limit), waited for room on one runtime and
+    /// finished on one without timers).
     ///
     /// # Cancel safety
     ///
@@ -815,6 +823,10 @@ impl SmartAioPool {
     /// Stops intake and waits until every queued and running task has finished; the pool
     /// then leaves the process-wide list. Idempotent.
     ///
+    /// Called from inside a task of this pool, it does not wait for that task (see
+    /// [`wait`](Self::wait)); the pool then stays in the process-wide list until that task
+    /// has finished too, so [`smart_run`] and the exit hook still cover it.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: intake closes when it is called; dropping the future (even unpolled)
@@ -844,7 +856,11 @@ impl SmartAioPool {
     /// [`CommonAioPool::shutdown_timeout`](crate::CommonAioPool::shutdown_timeout).
     ///
     /// Called from inside a task of this pool, that task is neither waited for nor
-    /// abandoned (see [`wait`](Self::wait)).
+    /// abandoned at this call's own deadline (a `cancel_all`, or another
+    /// `shutdown_timeout`'s deadline that comes first, still cancels it; see
+    /// [`CommonAioPool::shutdown_timeout`](crate::CommonAioPool::shutdown_timeout)), and,
+    /// as with [`shutdown`](Self::shutdown), the pool stays in the process-wide list until
+    /// that task has finished too, so [`smart_run`] and the exit hook still cover it.
     ///
     /// # Cancel safety
     ///
@@ -876,8 +892,7 @@ impl SmartAioPool {
     }
 
     fn forget(&self) {
-        let forgotten = smart_pools().pools.remove(&key(&self.inner));
-        drop(forgotten);
+        forget_shut_down(&self.inner);
     }
 
     /// The pool's name (see [`SmartAioPoolBuilder::name`]).
@@ -911,7 +926,10 @@ impl SmartAioPool {
     /// It still waits for the others, so two tasks that both wait so wait for each other
     /// (each is among the other's tasks), as two tokio tasks joining each other would,
     /// and with every slot held by tasks that wait so, queued tasks never start: give
-    /// such a wait a timeout, or wait from outside the pool.
+    /// such a wait a timeout, or wait from outside the pool. "Inside" means that the call
+    /// is made while the task is being polled (in its own code, or in a future it polls:
+    /// `join!`, `select!`); a call made in a task it spawns, or made outside the task
+    /// (after it was submitted) with its future then moved into it, does wait for it.
     ///
     /// # Cancel safety
     ///
@@ -933,7 +951,8 @@ impl SmartAioPool {
     }
 
     /// Waits until every task submitted before this call has finished (fixed when it is
-    /// *called*, not first polled); the pool stays open.
+    /// *called*, not first polled); the pool stays open. Called from inside a task of this
+    /// pool, it does not wait for that task, as [`wait`](Self::wait).
     ///
     /// # Cancel safety
     ///
@@ -958,6 +977,11 @@ impl SmartAioPool {
     /// their next `.await`; their handles resolve to
     /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
     /// Returns once they are all gone.
+    ///
+    /// Called from inside a task of this pool, that task is not spared (unlike with
+    /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
+    /// `.await`, so if the wait has any other task to wait for, the call never returns
+    /// there (the task's handle says `CancelAll`).
     ///
     /// # Cancel safety
     ///
@@ -1195,6 +1219,22 @@ fn forget_if_unused(pool: &Arc<Inner>) -> bool {
     true
 }
 
+/// After a shutdown's wait: `pool` leaves the process-wide list, unless a task of it is
+/// still unfinished (the task that called the shutdown, which the wait leaves out, or the
+/// one its deadline spared): then it stays listed, so that `smart_run` and the exit hook
+/// still cover that task, until its last handle goes and its tasks have finished (as for
+/// any pool dropped busy).
+fn forget_shut_down(pool: &Arc<Inner>) {
+    let forgotten = {
+        let mut listed = smart_pools();
+        if pool.core.engine.stats().unfinished() > 0 {
+            return;
+        }
+        listed.pools.remove(&key(pool))
+    };
+    drop(forgotten);
+}
+
 /// The last handle of `pool` went while it had unfinished tasks: it is forgotten once
 /// they have finished, by a task of a runtime the pool knows; by a later `build` if that
 /// task cannot run (no runtime, or it is dropped first), finds the pool still busy, or is
@@ -1334,6 +1374,16 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 /// their tasks. Pools owned by libraries and tests should say `process_wide(false)` and be
 /// shut down with their own [`shutdown`](SmartAioPool::shutdown).
 ///
+/// Called from inside a task of one of these pools, it does not wait for that task (as
+/// [`SmartAioPool::wait`]); that pool stays in the process-wide list until the task has
+/// finished too, so [`smart_run`] and the exit hook still cover it.
+///
+/// It offers its runtime to a rate-limited pool whose re-runs are stranded (its runtimes
+/// ended), checking first that the runtime has timers by making one. On a runtime built
+/// without timers that check is tokio's "timers are disabled" panic, caught (a panic hook
+/// the program set still sees it, and under `panic = "abort"` the process aborts); it is
+/// made only when such a stranded rate-limited pool exists.
+///
 /// Use it for a graceful stop on a signal, for example:
 ///
 /// ```no_run
@@ -1387,11 +1437,8 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
             }
         }
         waits.await;
-        {
-            let mut listed = smart_pools();
-            for p in &pools {
-                listed.pools.remove(&key(p));
-            }
+        for p in &pools {
+            forget_shut_down(p);
         }
         drop(pools);
         forget_finished_orphans();

@@ -590,6 +590,12 @@ map_stream! {
     /// of its own jobs to end (or for the pool to grow) and tries again; only when it has
     /// no job of its own in the pool is the input refused (see below).
     ///
+    /// This holds also for a stream that began waiting for room outside the pool and is
+    /// then polled inside one of its jobs (moved there): its wait is dropped and asked for
+    /// again, checked, losing its turn (a place granted to it meanwhile goes to the next
+    /// waiter). A `submit` future moved the same way is not checked again: it keeps waiting
+    /// (and deadlocks where a nested wait for room would).
+    ///
     /// # Refusal
     ///
     /// When the pool refuses a job (it was shut down, or the case above), the stream

@@ -49,7 +49,9 @@ use crate::error::{CancelReason, TaskError};
 /// newest such task is cancelled at once. If no awaited task is queued (running tasks
 /// await each other in a cycle), the newest waiting task is picked and its wait on a
 /// waiting task refused when it polls it again, that task being cancelled, as a wait
-/// starting then would be. Waits while some slot still makes progress are
+/// starting then would be; if the picked task never polls that handle again (it awaits
+/// something else for good), nothing is cancelled in its place and the pool stays stuck.
+/// Waits while some slot still makes progress are
 /// left alone. A task counts as waiting on a task from its first poll of that handle
 /// until the task ends or the handle is dropped, also while it waits on something else
 /// (a timer in a `select!`) or does other work (after a `timeout` on the handle).
