@@ -1593,7 +1593,7 @@ impl<J: Job> Engine<J> {
             // queue, which may be long. Its slot task is woken, if it stored its waker: a
             // slot that stores it later looks at the abort flag after that (the flag was
             // set before this lock was taken).
-            if let Some((_, e)) = st.slots.iter().find(|(_, e)| e.job == id) {
+            if let Some(e) = Self::slot_of(&st, id) {
                 let waker = e.waker.clone();
                 drop(st);
                 if let Some(waker) = waker {
@@ -1935,12 +1935,7 @@ impl<J: Job> Engine<J> {
             // (which counted the wait) and then by a spawned task, or with a no-op waker
             // (`now_or_never`), would wake only that. The job's own slot is woken too,
             // last, so that its poll refuses its waits or cancels one (`after_stuck_poll`).
-            wakers.extend(
-                st.slots
-                    .iter()
-                    .find(|(_, e)| e.job == job)
-                    .and_then(|(_, e)| e.waker.clone()),
-            );
+            wakers.extend(Self::slot_of(st, job).and_then(|e| e.waker.clone()));
         }
         wakers.into_iter().for_each(wake_quietly);
     }
@@ -2055,7 +2050,13 @@ impl<J: Job> Engine<J> {
     /// Under the lock: the job of this pool whose poll is running on this thread (its slot
     /// holds it, so it has not ended), if any.
     fn calling_job(st: &State<J>, pool: usize) -> Option<u64> {
-        context::current_task(pool).filter(|&id| st.slots.iter().any(|(_, e)| e.job == id))
+        context::current_task(pool).filter(|&id| Self::slot_of(st, id).is_some())
+    }
+
+    /// Under the lock: the slot that holds job `id` (running, or about to), if any. A scan
+    /// of the slots: only for paths off a job's own (aborts, waits, the deadlock breaker).
+    fn slot_of(st: &State<J>, id: u64) -> Option<&SlotEntry<J>> {
+        st.slots.iter().map(|(_, e)| e).find(|e| e.job == id)
     }
 
     /// Waits until every job submitted before this call has finished (its handle
@@ -2083,8 +2084,7 @@ impl<J: Job> Engine<J> {
             // it waits for itself; the wait does not wait for it.
             let except = spared
                 .filter(|&id| {
-                    st.slots.iter().any(|(_, e)| e.job == id)
-                        || st.queue.count(1, |q| q.id == id) > 0
+                    Self::slot_of(&st, id).is_some() || st.queue.count(1, |q| q.id == id) > 0
                 })
                 .or_else(|| Self::calling_job(&st, self.id()))
                 .filter(|&id| id < target);

@@ -80,6 +80,15 @@ pub(crate) fn is_multi_thread(handle: &Handle) -> bool {
     handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread
 }
 
+/// [`has_timers`] for the current runtime, if there is one: once it is known to have
+/// timers, a rate-limited pool takes it when a wait offers it (what `smart_run` and
+/// `shutdown_all_smart_aiopools` do for stranded pools).
+pub(crate) fn ask_current_for_timers() {
+    if let Ok(handle) = Handle::try_current() {
+        has_timers(&handle);
+    }
+}
+
 /// Whether `handle`'s runtime has tokio's time driver. Asked by making a timer (tokio has
 /// no other way to tell): on a runtime without one, tokio's "timers are disabled" panic is
 /// caught, its message silenced (call this outside every lock of ours). The answer is

@@ -116,13 +116,7 @@ fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
 /// ```
 pub fn shutdown_all_common_aiopools() -> impl Future<Output = ()> + Send + 'static {
     // Not an `async fn`: the pools close at the call, not at the first poll.
-    join_all(
-        live_future_pools(PoolKind::Common)
-            .iter()
-            .map(|e| e.shutdown())
-            .collect::<Vec<_>>(),
-    )
-    .map(drop)
+    join_pools(PoolKind::Common, |e| e.shutdown())
 }
 
 /// Waits until every task submitted before the call to any
@@ -150,13 +144,16 @@ pub fn shutdown_all_common_aiopools() -> impl Future<Output = ()> + Send + 'stat
 /// ```
 pub fn wait_all_no_queue_aiopools() -> impl Future<Output = ()> + Send + 'static {
     // Not an `async fn`: the tasks waited for are fixed at the call, as `wait()`'s are.
-    join_all(
-        live_future_pools(PoolKind::NoQueue)
-            .iter()
-            .map(|e| e.wait_all())
-            .collect::<Vec<_>>(),
-    )
-    .map(drop)
+    join_pools(PoolKind::NoQueue, |e| e.wait_all())
+}
+
+/// Calls `f` now on every live pool of `kind` (so what it does at its call, it does for
+/// all of them before the caller's first poll), and joins the futures it returns.
+fn join_pools<F: Future<Output = ()>>(
+    kind: PoolKind,
+    f: impl Fn(&Arc<Engine<FutureJob>>) -> F,
+) -> impl Future<Output = ()> {
+    join_all(live_future_pools(kind).iter().map(f).collect::<Vec<_>>()).map(drop)
 }
 
 /// What the exit report says about one pool.

@@ -1295,9 +1295,7 @@ async fn wait_auto_pools() {
         // Only for a rate-limited pool: elsewhere no timer is made (finding 68).
         let pools = auto_pools();
         if pools.iter().any(|p| p.core.engine.needs_timers()) {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                crate::engine::runtimes::has_timers(&handle);
-            }
+            crate::engine::runtimes::ask_current_for_timers();
         }
         join_all(pools.iter().map(|p| p.core.engine.wait_all())).await;
         if pools
@@ -1432,9 +1430,7 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
         // but only to a stranded one (the one that needs it): this may run on a runtime
         // without timers (a signal thread's), where the probe is tokio's panic.
         if pools.iter().any(|p| p.core.engine.needs_timer_probe()) {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                crate::engine::runtimes::has_timers(&handle);
-            }
+            crate::engine::runtimes::ask_current_for_timers();
         }
         waits.await;
         for p in &pools {
