@@ -41,6 +41,35 @@ async fn poll_once(h: &mut TaskHandle<u32>) -> bool {
     std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *h).poll(cx).is_ready())).await
 }
 
+/// A pool of `conc` slots (a queue of 4) with a filler job held by `gate`: shrunk by one
+/// and the gate opened by the caller, it leaves the jobs submitted after it holding every
+/// slot.
+async fn pool_with_filler(conc: usize) -> (CommonAioPool, support::Gate) {
+    let pool = support::common_local(conc, 4);
+    let gate = support::Gate::default();
+    let g = gate.clone();
+    pool.submit(async move { g.wait().await })
+        .await
+        .unwrap()
+        .detach();
+    (pool, gate)
+}
+
+/// Shrinks `pool` to one slot and opens `gate` (its filler ends), leaving `parent` the
+/// only slot while it waits on its queued child: the pool must refuse that wait.
+async fn shrink_and_expect_refusal(
+    pool: CommonAioPool,
+    gate: support::Gate,
+    parent: TaskHandle<R>,
+) {
+    pool.set_max_concurrency(1);
+    gate.open(); // the other job ends: the parent holds the only slot
+    let r = bounded(parent).await;
+    pool.cancel_all().await;
+    let r = r.expect("hang: the parent holds the only slot and waits for its queued child");
+    assert_eq!(r.unwrap(), Err(Some(CancelReason::WouldDeadlock)));
+}
+
 /// Finding 194: a shrink leaves the parent holding the only slot, waiting on its queued child; the
 /// parent polled the child's handle (counted) and then handed it to a spawned tokio task,
 /// whose result it awaits. The pool picks the parent and "wakes it" (TaskHandle docs):
@@ -48,17 +77,7 @@ async fn poll_once(h: &mut TaskHandle<u32>) -> bool {
 /// parent is never polled, and nothing is refused or cancelled.
 #[tokio::test(start_paused = true)]
 async fn a_counted_handle_moved_to_a_spawned_task_is_not_left_hanging_after_a_shrink() {
-    let pool = CommonAioPool::builder()
-        .max_concurrency(2)
-        .max_queue_size(4)
-        .process_wide(false)
-        .build();
-    let gate = support::Gate::default();
-    let g = gate.clone();
-    pool.submit(async move { g.wait().await })
-        .await
-        .unwrap()
-        .detach();
+    let (pool, gate) = pool_with_filler(2).await;
     let p = pool.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let parent = pool
@@ -73,29 +92,14 @@ async fn a_counted_handle_moved_to_a_spawned_task_is_not_left_hanging_after_a_sh
         .unwrap();
     ready_rx.await.unwrap();
     tokio::time::sleep(Duration::from_millis(1)).await; // the spawned task polls the child
-    pool.set_max_concurrency(1);
-    gate.open(); // the other job ends: the parent holds the only slot
-    let r = bounded(parent).await;
-    pool.cancel_all().await;
-    let r = r.expect("hang: the parent holds the only slot and waits for its queued child");
-    assert_eq!(r.unwrap(), Err(Some(CancelReason::WouldDeadlock)));
+    shrink_and_expect_refusal(pool, gate, parent).await;
 }
 
 /// Finding 194: the same with the handle polled later with a no-op waker (`now_or_never`) while the
 /// parent waits on something the child's end would signal.
 #[tokio::test(start_paused = true)]
 async fn a_counted_handle_polled_with_a_noop_waker_is_not_left_hanging_after_a_shrink() {
-    let pool = CommonAioPool::builder()
-        .max_concurrency(2)
-        .max_queue_size(4)
-        .process_wide(false)
-        .build();
-    let gate = support::Gate::default();
-    let g = gate.clone();
-    pool.submit(async move { g.wait().await })
-        .await
-        .unwrap()
-        .detach();
+    let (pool, gate) = pool_with_filler(2).await;
     let p = pool.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let parent = pool
@@ -119,12 +123,7 @@ async fn a_counted_handle_polled_with_a_noop_waker_is_not_left_hanging_after_a_s
         .await
         .unwrap();
     ready_rx.await.unwrap();
-    pool.set_max_concurrency(1);
-    gate.open();
-    let r = bounded(parent).await;
-    pool.cancel_all().await;
-    let r = r.expect("hang: the parent holds the only slot and waits for its queued child");
-    assert_eq!(r.unwrap(), Err(Some(CancelReason::WouldDeadlock)));
+    shrink_and_expect_refusal(pool, gate, parent).await;
 }
 
 /// Finding 196: a parent awaits a task A that has started and itself waits on a queued task B: the
@@ -132,11 +131,7 @@ async fn a_counted_handle_polled_with_a_noop_waker_is_not_left_hanging_after_a_s
 /// says the cancelled task "was still queued behind them: it could never start".
 #[tokio::test(start_paused = true)]
 async fn a_running_task_cancelled_by_the_nested_wait_check() {
-    let pool = CommonAioPool::builder()
-        .max_concurrency(2)
-        .max_queue_size(4)
-        .process_wide(false)
-        .build();
+    let pool = support::common_local(2, 4);
     let p = pool.clone();
     let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -253,11 +248,7 @@ fn two_jobs_awaiting_each_others_queued_children_at_once() {
             .build()
             .unwrap();
         let out = rt.block_on(async {
-            let pool = CommonAioPool::builder()
-                .max_concurrency(2)
-                .max_queue_size(4)
-                .process_wide(false)
-                .build();
+            let pool = support::common_local(2, 4);
             let barrier = Arc::new(tokio::sync::Barrier::new(2));
             let (tx1, rx1) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
             let (tx2, rx2) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
@@ -456,7 +447,7 @@ fn a_cycle_of_running_waiters_left_by_a_shrink_is_broken_multi_thread() {
             .build()
             .unwrap();
         let out = rt.block_on(async {
-            let (pool, gate) = pool_with_filler().await;
+            let (pool, gate) = pool_with_filler(3).await;
             let (tx1, rx1) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
             let (tx2, rx2) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
             let (r_tx, mut r_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -501,19 +492,6 @@ fn a_cycle_of_running_waiters_left_by_a_shrink_is_broken_multi_thread() {
 
 // ----- a review of 194-197's fixes (finding 198) --------------------------------------
 
-/// A pool of 3 with a filler job held by `gate`; shrunk to 2 and the gate opened by the
-/// caller, it leaves A and B (submitted after) holding every slot.
-async fn pool_with_filler() -> (CommonAioPool, support::Gate) {
-    let pool = support::common_local(3, 4);
-    let gate = support::Gate::default();
-    let g = gate.clone();
-    pool.submit(async move { g.wait().await })
-        .await
-        .unwrap()
-        .detach();
-    (pool, gate)
-}
-
 /// Finding 198: a stale cycle pick blocked the break of the deadlock the picture became.
 ///
 /// A (older) awaits B's handle in a `select!` with a 10 s timer; B (newest) polled A's
@@ -529,7 +507,7 @@ async fn pool_with_filler() -> (CommonAioPool, support::Gate) {
 /// ever.
 #[tokio::test(start_paused = true)]
 async fn stale_cycle_pick_blocks_the_break_of_a_later_queued_child_wait() {
-    let (pool, gate) = pool_with_filler().await;
+    let (pool, gate) = pool_with_filler(3).await;
     let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
     let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
     let (a_to_b, b_from_a) = oneshot::channel::<R>();
@@ -600,7 +578,7 @@ async fn stale_cycle_pick_blocks_the_break_of_a_later_queued_child_wait() {
 /// that only awaited a queued child, is cancelled with `WouldDeadlock`.
 #[tokio::test(start_paused = true)]
 async fn stale_cycle_pick_cancels_a_running_job_instead_of_its_queued_child() {
-    let (pool, gate) = pool_with_filler().await;
+    let (pool, gate) = pool_with_filler(3).await;
     let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
     let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
     let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel::<(char, R)>();
@@ -675,7 +653,7 @@ impl<F: Future> Future for Counted<F> {
 /// other wait ends, everything ends (no false refusal of later waits).
 #[tokio::test(start_paused = true)]
 async fn probe_cycle_pick_that_never_polls_does_not_spin() {
-    let (pool, gate) = pool_with_filler().await;
+    let (pool, gate) = pool_with_filler(3).await;
     let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
     let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
     let (release_tx, release_rx) = oneshot::channel::<()>();
@@ -783,7 +761,7 @@ async fn probe_three_cycle_left_by_a_shrink_is_broken_once() {
 /// A cycle pick, then a grow: the picked job's later waits with room are not refused.
 #[tokio::test(start_paused = true)]
 async fn probe_cycle_pick_then_grow_refuses_nothing_later() {
-    let (pool, gate) = pool_with_filler().await;
+    let (pool, gate) = pool_with_filler(3).await;
     let (to_a, from_test_a) = oneshot::channel::<TaskHandle<u32>>();
     let (to_b, from_test_b) = oneshot::channel::<TaskHandle<u32>>();
     let (release_tx, release_rx) = oneshot::channel::<()>();
@@ -924,7 +902,7 @@ fn probe_three_cycle_left_by_a_shrink_multi_thread() {
 #[tokio::test(start_paused = true)]
 async fn a_cycle_with_a_flapping_queued_child_is_broken() {
     for b_polls_every in [None, Some(3u64)] {
-        let (pool, gate) = pool_with_filler().await;
+        let (pool, gate) = pool_with_filler(3).await;
         let (to_a, from_test_a) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
         let (to_b, from_test_b) = tokio::sync::oneshot::channel::<TaskHandle<u32>>();
         let loops = Arc::new(AtomicUsize::new(0));
