@@ -9,6 +9,10 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Mutex;
 
+/// The `Display` of a `Closed` refusal (a pool's, or a tripped task group's).
+const CLOSED: &str = "closed: the pool is shut down (or, for a task group with \
+                      cancel-on-error, one of its tasks failed) and accepts no tasks";
+
 /// Holds a rejected task so that the error is `Sync` even when the task is not.
 ///
 /// The mutex is never locked: it is only there to make the wrapper `Sync` for any `Send`
@@ -69,15 +73,18 @@ pub struct SubmitError<F> {
 #[non_exhaustive]
 pub enum SubmitErrorKind {
     /// The pool was shut down (or every handle to it was dropped) before the task was
-    /// accepted.
+    /// accepted; or, submitted through a task group with cancel-on-error, a task of that
+    /// group had failed (the pool itself stays open).
     Closed,
     /// The submit came from a task running inside this same pool while the pool had no
     /// room. Waiting would hold a slot while waiting for a slot, which deadlocks as soon as
     /// every running task does it, so the submit fails at once instead.
     WouldDeadlock,
     /// No tokio runtime can run the task: the submit came from a thread without a runtime
-    /// context, and the runtime the pool was created in or last used from has shut down
-    /// (or there never was one), as has every other the pool knows. Also when such a
+    /// context (or with that of a runtime that has shut down: a `spawn_blocking` thread
+    /// that outlived it, a `Handle::enter` guard), and the runtime the pool was created in
+    /// or last used from has shut down (or there never was one), as has every other the
+    /// pool knows. Also when such a
     /// submit would wait for room: nothing would make any. Submit from inside a runtime,
     /// or enter one first (`Handle::enter`). Also, in a pool with a `rate_limit`, a
     /// submit that waited for room on one runtime and was finished on one without
@@ -141,14 +148,15 @@ impl<F> fmt::Debug for SubmitError<F> {
 impl<F> fmt::Display for SubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            SubmitErrorKind::Closed => f.write_str("the pool is shut down and accepts no tasks"),
+            SubmitErrorKind::Closed => f.write_str(CLOSED),
             SubmitErrorKind::WouldDeadlock => f.write_str(
                 "a task running in this pool submitted to the same pool while it was full; \
                  waiting would deadlock",
             ),
             SubmitErrorKind::NoRuntime => f.write_str(
-                "no tokio runtime to run the task: submitted from a thread without a runtime \
-                 context, and the pool's runtime has shut down or never existed",
+                "no tokio runtime to run the task: submitted outside a live runtime while \
+                 every runtime the pool knows has shut down (or it never had one), or, the \
+                 pool having a rate_limit, finished on a runtime without tokio's time driver",
             ),
             SubmitErrorKind::TimedOut => {
                 f.write_str("the submit's timeout passed before the pool had room")
@@ -262,10 +270,10 @@ impl<F> fmt::Display for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             TryKind::Full => f.write_str("the pool is full"),
-            TryKind::Closed => f.write_str("the pool is shut down and accepts no tasks"),
+            TryKind::Closed => f.write_str(CLOSED),
             TryKind::NoRuntime => f.write_str(
-                "no tokio runtime to run the task: submitted from a thread without a runtime \
-                 context, and the pool's runtime has shut down or never existed",
+                "no tokio runtime to run the task: submitted outside a live runtime while \
+                 every runtime the pool knows has shut down (or it never had one)",
             ),
             TryKind::TooHeavy => f.write_str(
                 "the task's weight exceeds the pool's weight_capacity, so it could never start",
@@ -315,12 +323,19 @@ enum Repr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CancelReason {
-    /// [`TaskHandle::abort`](crate::TaskHandle::abort) was called.
+    /// [`TaskHandle::abort`](crate::TaskHandle::abort) (or an
+    /// [`AbortHandle`](crate::AbortHandle)'s) was called, or the task's group or stream
+    /// aborted it (dropped, or cancel-on-error tripped by another task).
     Aborted,
     /// A shutdown deadline passed before the task finished, so the pool dropped it.
     Abandoned,
     /// The tokio runtime that drove the pool shut down (for example `#[tokio::main]`
-    /// returned) while the task was queued or running.
+    /// returned) while the task was queued or running, or the process exited (see
+    /// [`SmartAioPool`](crate::SmartAioPool)'s Shutdown for the tasks its exit does not
+    /// run). Also a task held back by a
+    /// [`rate_limit`](crate::CommonAioPoolBuilder::rate_limit) window that never reopens
+    /// (`per` = `Duration::MAX`) when its pool is dropped (or, a SmartAioPool, at the
+    /// exit): nothing would ever start it.
     RuntimeShutdown,
     /// [`SmartAioPool::cancel_all`](crate::SmartAioPool::cancel_all) was called.
     CancelAll,
@@ -340,7 +355,9 @@ impl fmt::Display for CancelReason {
             CancelReason::Aborted => "the task was aborted",
             CancelReason::Abandoned => "the task was abandoned when the shutdown deadline passed",
             CancelReason::RuntimeShutdown => {
-                "the tokio runtime driving the pool shut down before the task finished"
+                "the task was cancelled: the tokio runtime driving it shut down (or the process \
+                 exited) before it finished, or a rate_limit window that never reopens held it \
+                 back when its pool was dropped or the process exited"
             }
             CancelReason::CancelAll => "the task was cancelled by cancel_all",
             CancelReason::WouldDeadlock => {
@@ -369,8 +386,9 @@ impl TaskError {
         matches!(self.repr, Repr::Panicked(_))
     }
 
-    /// Returns `true` if the task was cancelled (aborted, abandoned, or lost to a runtime
-    /// shutdown).
+    /// Returns `true` if the task was cancelled (for any [`CancelReason`]: aborted,
+    /// abandoned, cancelled by `cancel_all`, lost to a runtime shutdown, or cancelled to
+    /// break a deadlock).
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled(_))
     }

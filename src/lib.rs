@@ -78,7 +78,8 @@
 //!   cases it does not break: keys, weights, and a cycle of running tasks whose picked
 //!   task never polls its handle again). A `wait()` or `shutdown()` made inside a job of its own
 //!   pool does not wait for that job (see [`CommonAioPool::wait`]; a SmartAioPool shut
-//!   down so stops covering that job at exit: see [`SmartAioPool::shutdown`]).
+//!   down so stays in the process-wide list until that job has finished, so [`smart_run`]
+//!   and the exit hook still cover it: see [`SmartAioPool::shutdown`]).
 //! - `shutdown()`, `shutdown_timeout()` and the `shutdown_all_*` functions close the pools
 //!   when they are called, not when their future is first polled: a future dropped
 //!   unpolled (a `select!` lost) still shut them down.

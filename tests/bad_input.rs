@@ -187,7 +187,7 @@ async fn submit_after_shutdown_hands_the_task_back() {
 
     let e = common.submit(async { 1 }).await.unwrap_err();
     assert!(e.is_closed(), "{e:?}");
-    assert_eq!(e.to_string(), "the pool is shut down and accepts no tasks");
+    assert_eq!(e.to_string(), "closed: the pool is shut down (or, for a task group with cancel-on-error, one of its tasks failed) and accepts no tasks");
     assert_eq!(e.into_inner().await, 1);
     let e = common.try_submit(async { 2 }).unwrap_err();
     assert!(e.is_closed() && !e.is_full(), "{e:?}");

@@ -83,6 +83,6 @@ fn errors_print_without_debug_on_the_task() {
     assert_eq!(format!("{err:?}"), "Closed(..)");
     assert_eq!(
         err.to_string(),
-        "the pool is shut down and accepts no tasks"
+        "closed: the pool is shut down (or, for a task group with cancel-on-error, one of its tasks failed) and accepts no tasks"
     );
 }

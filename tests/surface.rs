@@ -134,7 +134,7 @@ async fn run_error_is_transparent() {
     let err = pool.run(async {}).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the pool is shut down and accepts no tasks"
+        "closed: the pool is shut down (or, for a task group with cancel-on-error, one of its tasks failed) and accepts no tasks"
     );
     assert!(err.source().is_none());
 }

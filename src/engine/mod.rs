@@ -47,7 +47,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::Waker;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use slab::Slab;
@@ -2380,7 +2380,15 @@ impl<J: Job> Engine<J> {
         let wait = self.wait_all();
         let engine = Arc::clone(self);
         async move {
-            if tokio::time::timeout(timeout, wait).await.is_err() {
+            let mut wait = pin!(wait);
+            // Nothing left to wait for: no timer is made, so this works from any executor
+            // (as `shutdown` does); only a deadline that may pass needs tokio's timer.
+            let done = poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx).is_ready())).await;
+            let passed = !done && {
+                assert_deadline_timer();
+                tokio::time::timeout(timeout, wait).await.is_err()
+            };
+            if passed {
                 let spared = engine.cancel_all_sparing(CancelReason::Abandoned, caller);
                 engine.wait_all_but(spared).await;
             }
@@ -2671,6 +2679,26 @@ async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
     fire.done = true;
 }
 
+/// Panics with this crate's message if a `shutdown_timeout` that has to wait cannot make
+/// its deadline's timer here: outside a tokio runtime, or on one without the time driver
+/// (tokio's own panics there say nothing of the call). Outside every lock of ours.
+#[track_caller]
+fn assert_deadline_timer() {
+    match Handle::try_current() {
+        Err(_) => panic!(
+            "nb_aiopool: shutdown_timeout had to wait outside a tokio runtime; its deadline \
+             needs a runtime with time enabled (shutdown() without a deadline works from any \
+             executor)"
+        ),
+        Ok(handle) if !runtimes::has_timers(&handle) => panic!(
+            "nb_aiopool: shutdown_timeout had to wait on a tokio runtime without time \
+             enabled; its deadline needs a runtime built with `enable_time()` or \
+             `enable_all()` (shutdown() without a deadline works there)"
+        ),
+        Ok(_) => {}
+    }
+}
+
 /// The panic message for a rate-limited pool met on a runtime without timers.
 fn no_timers_message(pool: &str) -> String {
     format!(
@@ -2762,7 +2790,14 @@ impl<J: Job> Drop for Engine<J> {
             drop_quietly(grave);
         }
         // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
-        let figures = Self::figures_of(st);
+        let mut figures = Self::figures_of(st);
+        // Jobs still queued now (held back by a rate window that never reopens: nothing
+        // else leaves a job queued with no slot or timer holding the engine) are cancelled
+        // as the queue drops below, their handles told `RuntimeShutdown`: lost here, not
+        // unfinished at the exit.
+        let queued = st.queue.len() - st.reserved;
+        figures.unfinished -= queued;
+        figures.lost += queued as u64;
         if figures.lost > 0 || figures.unfinished > 0 {
             if let Some(hook) = &self.on_drop {
                 hook(figures);

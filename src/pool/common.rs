@@ -52,7 +52,10 @@ use crate::task::TaskHandle;
 /// # Dropping
 ///
 /// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping the last handle
-/// closes intake but cancels nothing: queued and running jobs still finish. Streams and
+/// closes intake but cancels nothing: queued and running jobs still finish (but for jobs a
+/// [`rate_limit`](CommonAioPoolBuilder::rate_limit) window that never reopens holds back,
+/// which never could: they are cancelled then, with
+/// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown)). Streams and
 /// groups made from the pool ([`map_unordered`](Self::map_unordered),
 /// [`group`](Self::group), ...) count as handles: the pool stays open while one lives. To *wait* for
 /// them, call [`shutdown`](Self::shutdown) or
@@ -209,7 +212,8 @@ impl CommonAioPoolBuilder {
     /// `per` too long to add to a time (`Duration::MAX`) is a window that never ends: at
     /// most `count` starts, ever. Tasks past `count` then never start: `wait()` and
     /// `shutdown()` wait for them for good (abort them, or use
-    /// [`shutdown_timeout`](CommonAioPool::shutdown_timeout)).
+    /// [`shutdown_timeout`](CommonAioPool::shutdown_timeout)); dropping the pool's last handle
+    /// cancels them (their handles say `RuntimeShutdown`).
     ///
     /// # Panics
     ///
@@ -848,6 +852,13 @@ impl CommonAioPool {
     /// means). It is spared from that deadline only: a `cancel_all`, or the deadline of
     /// another `shutdown_timeout` (made outside the pool, or in another job) that comes
     /// first, still cancels it.
+    ///
+    /// # Panics
+    ///
+    /// If it has to wait (something is left to finish at its first poll): outside a tokio
+    /// runtime, or on one without the time driver (`enable_time`), where its deadline's
+    /// timer cannot be made; the pool stays closed. With nothing left it makes no timer
+    /// and works from any executor, as [`shutdown`](Self::shutdown) does.
     ///
     /// # Cancel safety
     ///

@@ -862,6 +862,11 @@ impl SmartAioPool {
     /// as with [`shutdown`](Self::shutdown), the pool stays in the process-wide list until
     /// that task has finished too, so [`smart_run`] and the exit hook still cover it.
     ///
+    /// # Panics
+    ///
+    /// As [`CommonAioPool::shutdown_timeout`](crate::CommonAioPool::shutdown_timeout):
+    /// if it has to wait, outside a tokio runtime or on one without the time driver.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe as [`shutdown`](Self::shutdown).
