@@ -131,6 +131,27 @@ impl<F> SubmitError<F> {
         self.kind == SubmitErrorKind::TimedOut
     }
 
+    /// Returns `true` if the task's weight is larger than the pool's whole
+    /// `weight_capacity`, so that it could never start.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nb_aiopool::{CommonAioPool, SubmitOptions};
+    ///
+    /// let pool = CommonAioPool::builder().max_concurrency(4).weight_capacity(10).build();
+    /// let err = pool
+    ///     .submit_with(async { 1 }, SubmitOptions::new().weight(11))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.is_too_heavy());
+    /// assert_eq!(err.into_inner().await, 1); // handed back, never polled
+    /// # }
+    /// ```
+    pub fn is_too_heavy(&self) -> bool {
+        self.kind == SubmitErrorKind::TooHeavy
+    }
+
     /// Gives back the rejected task, never polled.
     pub fn into_inner(self) -> F {
         self.task.into_inner()
