@@ -112,9 +112,9 @@ impl Limits {
         }
     }
 
-    /// A picker for `Queue::pop_first` / `count`: accepts, in queue order, the jobs whose
-    /// key has room, until the first such job whose weight does not fit (after which it
-    /// accepts nothing: weights keep FIFO order).
+    /// A picker for `Queue::pop_first` (which starts the job it takes): accepts, in queue
+    /// order, the jobs whose key has room, until the first such job whose weight does not
+    /// fit (after which it accepts nothing: weights keep FIFO order).
     pub(crate) fn picker(&self) -> impl FnMut(&Meta) -> bool + '_ {
         let mut blocked = false;
         move |meta| {
@@ -127,6 +127,50 @@ impl Limits {
                 blocked = true;
                 false
             }
+        }
+    }
+
+    /// A picker for `Queue::count`, which counts the jobs that may start now without
+    /// starting them: as [`picker`](Self::picker), but each job it accepts counts, for
+    /// the jobs after it, as started (its key's count, its weight), as it will be once a
+    /// slot takes it. (With `picker`, two jobs of a key with room for one both counted,
+    /// and both were reserved a slot: the second counted as running until a slot found
+    /// it could not start.)
+    pub(crate) fn counter(&self) -> impl FnMut(&Meta) -> bool + '_ {
+        let mut blocked = false;
+        let mut weight = self.weight_running;
+        // Only keys limited by `max_per_key`; made at the first such job accepted.
+        let mut keys: Option<HashMap<Arc<str>, usize>> = None;
+        move |meta| {
+            if blocked {
+                return false;
+            }
+            let key = match (meta.key(), self.max_per_key) {
+                (Some(key), Some(max)) => {
+                    let counted = keys.as_ref().and_then(|k| k.get(key)).copied();
+                    let running = self.per_key.get(key).copied().unwrap_or(0);
+                    if running + counted.unwrap_or(0) >= max {
+                        return false;
+                    }
+                    Some(key)
+                }
+                _ => None,
+            };
+            if let Some(cap) = self.weight_capacity {
+                let after = weight + u64::from(meta.weight());
+                if after > cap {
+                    blocked = true;
+                    return false;
+                }
+                weight = after;
+            }
+            if let Some(key) = key {
+                *keys
+                    .get_or_insert_with(HashMap::new)
+                    .entry(key.clone())
+                    .or_insert(0) += 1;
+            }
+            true
         }
     }
 
@@ -315,5 +359,30 @@ mod tests {
         assert!(!pick(&a), "key a is saturated");
         assert!(!pick(&heavy), "9 of 10 left: the heavy one waits");
         assert!(!pick(&light), "and nothing overtakes it");
+    }
+
+    /// The counter counts each job it accepts as started for the jobs after it: a key
+    /// with room for one takes one, and weights add up.
+    #[test]
+    fn the_counter_counts_accepted_jobs_as_started() {
+        let mut l = Limits::new(LimitsConfig {
+            max_per_key: Some(2),
+            weight_capacity: Some(10),
+            ..Default::default()
+        });
+        let now = Instant::now();
+        let a = Meta::new(0, 1, Some("a".into()));
+        l.started(&a, now, true);
+        let b = Meta::new(0, 3, Some("b".into()));
+        let mut count = l.counter();
+        assert!(count(&a), "a: 1 of 2 running");
+        assert!(!count(&a), "a: 1 running, 1 counted");
+        assert!(count(&b) && count(&b), "b: 2 of 2, weight 1 + 3 + 3");
+        assert!(!count(&b), "b is full");
+        assert!(!count(&Meta::new(0, 4, None)), "weight 7 + 4 > 10");
+        assert!(!count(&Meta::default()), "and nothing overtakes it");
+        // The picker (for `pop_first`, which starts what it takes) does not count.
+        let mut pick = l.picker();
+        assert!(pick(&a) && pick(&a));
     }
 }

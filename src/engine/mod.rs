@@ -1083,7 +1083,7 @@ impl<J: Job> Engine<J> {
                 // wait for them for good, so they are cancelled instead.
                 never =
                     st.taken_over && limits.rate_ready_at(now).is_some() && !limits.rate_reopens();
-                let mut pick = limits.picker();
+                let mut pick = limits.counter();
                 let startable = st.queue.count(st.reserved + want, |q| pick(&q.meta));
                 want = want.min(tokens).min(startable.saturating_sub(st.reserved));
             }
@@ -1276,7 +1276,7 @@ impl<J: Job> Engine<J> {
         let old;
         {
             let mut st = self.lock();
-            Self::retire_idle(&mut st);
+            Self::retire_idle(&mut st, &mut later.wake);
             old = st.max_concurrency;
             st.max_concurrency = n;
             // At most as many ended jobs kept as the pool now holds.
@@ -1309,6 +1309,8 @@ impl<J: Job> Engine<J> {
                 }
                 None => st.limit = n,
             }
+            // A shrink retires idle workers: their idle slot tasks exit.
+            Self::trim_idle(&mut st, &mut later.wake);
             // Growing admits waiting submitters at once; after a shrink, places given back
             // admit nobody until fewer than the new room are taken.
             st.admission.set_room(room, &mut later.granted);
@@ -1642,7 +1644,7 @@ impl<J: Job> Engine<J> {
         let startable = match &st.limits {
             None => st.queue.len(),
             Some(limits) => {
-                let mut pick = limits.picker();
+                let mut pick = limits.counter();
                 st.queue.count(st.reserved, |q| pick(&q.meta))
             }
         };
@@ -2020,16 +2022,45 @@ impl<J: Job> Engine<J> {
     /// (live workers, running) of an elastic pool, after retiring the workers idle for
     /// its `idle_timeout`; for others `limit` is max_concurrency.
     pub(crate) fn workers(&self) -> (usize, usize) {
-        let mut st = self.lock();
-        Self::retire_idle(&mut st);
-        (st.limit, st.running)
+        let mut wake = Vec::new();
+        let counts = {
+            let mut st = self.lock();
+            Self::retire_idle(&mut st, &mut wake);
+            (st.limit, st.running)
+        };
+        // The retired workers' idle slot tasks (tokio's wakers), to exit.
+        wake.into_iter().for_each(wake_quietly);
+        counts
     }
 
     /// Under the lock, for an elastic pool: retires the workers idle for `idle_timeout`
-    /// (see the `elastic` module: done when the worker count is looked at).
-    fn retire_idle(st: &mut State<J>) {
+    /// (see the `elastic` module: done when the worker count is looked at), and the idle
+    /// slot tasks beyond the idle workers left, whose wakers go to `wake`.
+    fn retire_idle(st: &mut State<J>, wake: &mut impl Extend<Waker>) {
         if let Some(el) = &mut st.elastic {
             st.limit = el.retire(st.limit, Instant::now());
+            Self::trim_idle(st, wake);
+        }
+    }
+
+    /// Under the lock, for an elastic pool: no more idle slot tasks are kept than it has
+    /// idle workers. The oldest of the others are taken off the idle list and woken (their
+    /// wakers go to `wake`) to exit: a retired worker's tokio task ends with it.
+    fn trim_idle(st: &mut State<J>, wake: &mut impl Extend<Waker>) {
+        if st.elastic.is_none() {
+            return;
+        }
+        let excess = st
+            .idle
+            .len()
+            .saturating_sub(st.limit.saturating_sub(st.running));
+        if excess == 0 {
+            return;
+        }
+        let State { idle, slots, .. } = st;
+        for retired in idle.drain(..excess) {
+            slots[retired.key].polling.retire();
+            wake.extend(retired.waker);
         }
     }
 
@@ -2976,9 +3007,16 @@ impl<J: Job> Engine<J> {
     ///
     /// Only once it stops lingering: while it lingers it looks for a claim without the
     /// lock ([`Polling::claim`]).
-    fn idle_poll(st: &mut State<J>, key: usize, waker: &Waker) -> Option<bool> {
+    fn idle_poll(st: &mut State<J>, key: usize, waker: &Waker, polling: &Polling) -> Option<bool> {
         // From the back: a lingering slot task went idle last, or nearly.
-        let pos = st.idle.iter().rposition(|i| i.key == key)?;
+        let Some(pos) = st.idle.iter().rposition(|i| i.key == key) else {
+            if polling.is_retired() {
+                // Its worker retired ([`trim_idle`](Self::trim_idle)): it exits.
+                st.slots.remove(key);
+                return Some(false);
+            }
+            return None;
+        };
         let alive = st.runtimes.is_alive(st.idle[pos].rt);
         if st.closed || !alive {
             st.idle.swap_remove(pos);

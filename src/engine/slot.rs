@@ -49,6 +49,9 @@ struct PollingState {
     by: AtomicU64,
     /// Taken off the idle list to claim a reserved job (set under the engine's lock).
     claimed: AtomicBool,
+    /// Taken off the idle list to exit: an elastic pool retired the idle worker it stood
+    /// for (set and read under the engine's lock).
+    retired: AtomicBool,
     /// Drops of ended jobs' leftovers begun (under the engine's lock) and finished.
     drops_begun: AtomicU64,
     drops_done: AtomicU64,
@@ -107,6 +110,17 @@ impl Polling {
     /// or its entry): a mark nothing else holds belongs to a slot that is gone.
     pub(super) fn is_held(&self) -> bool {
         Arc::strong_count(&self.0) > 1
+    }
+
+    /// Under the engine's lock: the idle slot task was taken off the idle list to exit
+    /// (its elastic worker retired).
+    pub(super) fn retire(&self) {
+        self.0.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Under the engine's lock: whether [`retire`](Self::retire) was called.
+    pub(super) fn is_retired(&self) -> bool {
+        self.0.retired.load(Ordering::Relaxed)
     }
 
     /// Whether it was claimed since the last call; clears the mark.
@@ -575,7 +589,7 @@ impl<J: Job> Slot<J> {
                     this.done = true;
                     return Poll::Ready(());
                 }
-                match Engine::idle_poll(&mut st, this.key, cx.waker()) {
+                match Engine::idle_poll(&mut st, this.key, cx.waker(), &this.polling) {
                     // Claimed since the look above (the mark is cleared here, under the
                     // lock that set it).
                     None => {
@@ -722,8 +736,10 @@ impl<J: Job> Drop for Slot<J> {
             if st.generation != self.generation {
                 return;
             }
-            // An idle slot task not given a job holds nothing; one given a job is a claimer.
-            let idle_unclaimed = self.idle.is_some() && Engine::forget_idle(&mut st, self.key);
+            // An idle slot task not given a job (or retired) holds nothing; one given a job
+            // is a claimer.
+            let idle_unclaimed = self.idle.is_some()
+                && (Engine::forget_idle(&mut st, self.key) || self.polling.is_retired());
             let claimer = self.claiming || (self.idle.is_some() && !idle_unclaimed);
             let entry = st.slots.try_remove(self.key);
             if let (Some(limits), Some(e)) = (&mut st.limits, &entry) {

@@ -35,11 +35,11 @@ use crate::task::TaskHandle;
 ///   tasks outnumber idle workers (up to `max_concurrency`), and retires a worker idle for
 ///   `idle_timeout` (never below `min_workers`). A worker is a running slot of the pool
 ///   (a tokio task that runs its jobs one after the other); adding one costs nothing until
-///   it runs a job, and an idle one holds nothing. So nothing runs to retire them: the
-///   workers idle for `idle_timeout` are retired when the pool next counts them
-///   ([`worker_count`](Self::worker_count) and the other counts, `set_max_concurrency`),
-///   and an elastic pool needs no timer (it works on a runtime without tokio's time
-///   driver).
+///   it runs a job, and an idle one holds at most a parked tokio task. So nothing runs to
+///   retire them: the workers idle for `idle_timeout` are retired when the pool next
+///   counts them ([`worker_count`](Self::worker_count) and the other counts,
+///   `set_max_concurrency`), and the parked tokio tasks of the retired ones end then; an
+///   elastic pool needs no timer (it works on a runtime without tokio's time driver).
 /// - **No task lost at exit.** See [Shutdown](#shutdown).
 ///
 /// A recipe may run more than once, so a recipe that owns a value its future consumes
@@ -1019,7 +1019,9 @@ impl SmartAioPool {
         self.stats().unfinished()
     }
 
-    /// Live workers: between `min_workers` and `max_concurrency`.
+    /// Live workers: between `min_workers` and `max_concurrency`. (After
+    /// [`set_max_concurrency`](Self::set_max_concurrency) set the pool's size below
+    /// `min_workers`, at most that size.)
     ///
     /// Right after [`set_max_concurrency`](Self::set_max_concurrency) shrank the pool
     /// below its running tasks, those tasks finish on their workers, which count as live
