@@ -2712,7 +2712,9 @@ async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
 
 /// Panics with this crate's message if a `shutdown_timeout` that has to wait cannot make
 /// its deadline's timer here: outside a tokio runtime, or on one without the time driver
-/// (tokio's own panics there say nothing of the call). Outside every lock of ours.
+/// (tokio's own panics there say nothing of the call). Outside every lock of ours. It
+/// leaves no answer behind ([`runtimes::timers_here`]): which runtimes a later wait on
+/// this thread offers a stranded rate-limited pool stays as it was.
 #[track_caller]
 fn assert_deadline_timer() {
     match Handle::try_current() {
@@ -2721,7 +2723,7 @@ fn assert_deadline_timer() {
              needs a runtime with time enabled (shutdown() without a deadline works from any \
              executor)"
         ),
-        Ok(handle) if !runtimes::has_timers(&handle) => panic!(
+        Ok(handle) if !runtimes::timers_here(&handle) => panic!(
             "nb_aiopool: shutdown_timeout had to wait on a tokio runtime without time \
              enabled; its deadline needs a runtime built with `enable_time()` or \
              `enable_all()` (shutdown() without a deadline works there)"

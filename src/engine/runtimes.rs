@@ -102,12 +102,21 @@ pub(crate) fn has_timers(handle: &Handle) -> bool {
         // No probe while unwinding (a `Drop` that submits): assume the runtime has timers.
         return true;
     }
-    let id = handle.id();
-    let _in = handle.enter();
-    let timed =
-        !crate::blocking::panics_quietly(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));
-    TIMED.with(|t| t.set(Some((id, timed))));
+    let timed = probe_timers(handle);
+    TIMED.with(|t| t.set(Some((handle.id(), timed))));
     timed
+}
+
+/// [`has_timers`] without remembering the answer: for a caller that needs to know and must
+/// not change what later waits on this thread offer a rate-limited pool (a
+/// `shutdown_timeout`'s deadline). Asks by making a timer unless this thread knows.
+pub(crate) fn timers_here(handle: &Handle) -> bool {
+    timers_known(handle).unwrap_or_else(|| std::thread::panicking() || probe_timers(handle))
+}
+
+fn probe_timers(handle: &Handle) -> bool {
+    let _in = handle.enter();
+    !crate::blocking::panics_quietly(|| drop(tokio::time::sleep(std::time::Duration::ZERO)))
 }
 
 impl Runtimes {
