@@ -19,17 +19,45 @@ impl Wake for ThreadWaker {
     }
 }
 
-/// Polls `fut` on the current thread, parking between polls.
-pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+/// Polls `fut` on the current thread, parking between polls; gives up (`None`, the
+/// future dropped) when, after a pending poll, `give_up()` says the wait can never end.
+pub(crate) fn block_on_unless<F: Future>(fut: F, give_up: impl Fn() -> bool) -> Option<F::Output> {
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
     loop {
         if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
+            return Some(out);
+        }
+        if give_up() {
+            return None;
         }
         // Spurious unparks only cost one extra poll.
         thread::park();
+    }
+}
+
+/// Polls `fut` on the current thread, parking between polls, for a wait that a runtime
+/// may have to serve: once a poll returns pending and `stranded()` says that what it
+/// waits for is queued where no live runtime can run it (the poll offered the current
+/// thread's runtime, if it had a live one), the rest of the wait runs on a current-thread
+/// runtime of its own, on this thread, whose polls offer it. Without that, a
+/// `spawn_blocking` thread of a runtime that ended would wait for ever, and that
+/// runtime's drop, which waits for its blocking threads, with it.
+pub(crate) fn block_on_serving<F: Future + Unpin>(
+    mut fut: F,
+    stranded: impl Fn() -> bool,
+) -> F::Output {
+    if let Some(out) = block_on_unless(&mut fut, stranded) {
+        return out;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        // No runtime to be had: wait as before, for some runtime to come.
+        Err(_) => block_on_unless(fut, || false).expect("never gives up"),
     }
 }
 

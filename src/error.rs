@@ -358,7 +358,10 @@ pub enum CancelReason {
     /// (`per` = `Duration::MAX`) when its pool is dropped (or, a SmartAioPool, at the
     /// exit): nothing would ever start it.
     RuntimeShutdown,
-    /// [`SmartAioPool::cancel_all`](crate::SmartAioPool::cancel_all) was called.
+    /// The pool's `cancel_all` was called
+    /// ([`CommonAioPool::cancel_all`](crate::CommonAioPool::cancel_all),
+    /// [`NoQueueAioPool::cancel_all`](crate::NoQueueAioPool::cancel_all) or
+    /// [`SmartAioPool::cancel_all`](crate::SmartAioPool::cancel_all)).
     CancelAll,
     /// Every slot of the pool was held by a task waiting for another task of the same
     /// pool, and this task was still queued behind them: it could never start. Or this
@@ -409,7 +412,7 @@ impl TaskError {
 
     /// Returns `true` if the task was cancelled (for any [`CancelReason`]: aborted,
     /// abandoned, cancelled by `cancel_all`, lost to a runtime shutdown, or cancelled to
-    /// break a deadlock).
+    /// break a nested-wait deadlock).
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled(_))
     }

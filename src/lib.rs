@@ -88,7 +88,9 @@
 //! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
 //!   task, and the task's room in the pool is back (a `try_submit` right after a `run`,
 //!   or after `is_finished` said `true`, finds it, unless submitters were already waiting
-//!   for room: it goes to the first of them). A panic in a job's `poll` or in its
+//!   for room: it goes to the first of them). An abort is the exception: it resolves the
+//!   handle at once, and a running task is counted, and gives its room back, only when
+//!   it is dropped at its next `.await` (see [`PoolStats`]). A panic in a job's `poll` or in its
 //!   future's `Drop` only fails that job.
 //! - A waker that panics when the pool wakes it (a handle, a submit or a `wait()` polled
 //!   by an executor whose waker is faulty) costs only that wake-up: the pool catches the
@@ -114,7 +116,8 @@
 //!   [`shutdown_all_smart_aiopools`] check theirs for timers and offer it; and when no
 //!   runtime the pool knows is left, awaiting one of its tasks (a handle, a stream or a
 //!   group fed by the pool) offers the awaiting runtime, which then runs the queued
-//!   tasks). When no runtime can run a job, the submit fails with
+//!   tasks; a `blocking_wait` with no live runtime to offer makes one of its own for its
+//!   wait). When no runtime can run a job, the submit fails with
 //!   [`SubmitErrorKind::NoRuntime`] and hands it back; so does a submit from outside any
 //!   runtime that would wait for room
 //!   while the pool knows no live runtime (a SmartAioPool full of the re-runs of a

@@ -64,8 +64,9 @@ pub struct PoolStats {
     pub completed: u64,
     /// Tasks that panicked.
     pub panicked: u64,
-    /// Tasks cancelled: aborted, abandoned at a shutdown deadline, or lost to a runtime
-    /// shutdown.
+    /// Tasks cancelled: aborted, abandoned at a shutdown deadline, lost to a runtime
+    /// shutdown, cancelled by `cancel_all`, or cancelled with
+    /// [`WouldDeadlock`](crate::CancelReason::WouldDeadlock).
     pub cancelled: u64,
 }
 

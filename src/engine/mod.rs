@@ -786,9 +786,24 @@ impl<J: Job> Engine<J> {
 
     /// The waiting half of `blocking_submit`'s admission, once [`full`](Self::full) said
     /// to wait: parks the calling thread until there is room.
-    pub(crate) fn admit_blocking(&self) -> Result<(), SubmitErrorKind> {
-        let admitted =
-            crate::blocking::block_on(self.admit(0)).map_err(|_| SubmitErrorKind::Closed);
+    ///
+    /// If the pool becomes stranded meanwhile (the end of the runtime that ran its jobs
+    /// queued their re-runs, and it knows no live runtime), the calling thread's runtime
+    /// is offered; with none alive to offer (a plain thread, or a `spawn_blocking` thread
+    /// of the runtime that ended, whose drop waits for that thread), no room would come:
+    /// refused with `NoRuntime`, as such a submit is when it finds the pool so at once.
+    pub(crate) fn admit_blocking(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
+        let admitted = crate::blocking::block_on_unless(self.admit(0), || {
+            if !self.stranded.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.offer_if_stranded();
+            self.stranded.load(Ordering::Relaxed)
+        });
+        let admitted = match admitted {
+            Some(a) => a.map_err(|_| SubmitErrorKind::Closed),
+            None => Err(SubmitErrorKind::NoRuntime),
+        };
         self.admitted(admitted)
     }
 
@@ -1512,6 +1527,9 @@ impl<J: Job> Engine<J> {
         if now {
             st.queue
                 .for_each_mut(|q| later.wake.extend(q.job.handle_waker()));
+            // A blocking submit waiting for room looks again: with no live runtime to
+            // offer, none would come (see `admit_blocking`).
+            st.admission.wake_waiting(&mut later.wake);
         }
     }
 
@@ -2791,6 +2809,10 @@ impl<J: Job> Unqueue for Engine<J> {
 
     fn offer_runtime(self: Arc<Self>) {
         self.offer_if_stranded();
+    }
+
+    fn is_stranded(&self) -> bool {
+        self.stranded.load(Ordering::Relaxed)
     }
 }
 

@@ -503,7 +503,9 @@ impl CommonAioPool {
     /// Panics if called from a thread that drives async tasks (a tokio worker thread, or
     /// inside `block_on`), where blocking could stall or deadlock the tasks it waits for;
     /// use [`submit`](Self::submit) there. Plain threads and `spawn_blocking` threads may
-    /// call it.
+    /// call it. The check is not made while the thread unwinds from a panic (in a `Drop`
+    /// that the unwinding runs), where a second panic would abort the process: called
+    /// there, it blocks as on a plain thread, and can deadlock.
     ///
     /// # Examples
     ///

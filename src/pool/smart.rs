@@ -688,7 +688,10 @@ impl SmartAioPool {
     ///
     /// Panics if called from a thread that drives async tasks (a tokio worker thread, or
     /// inside `block_on`); use [`submit`](Self::submit) there. Plain threads and
-    /// `spawn_blocking` threads may call it.
+    /// `spawn_blocking` threads may call it. The check is not made while the thread
+    /// unwinds from a panic (in a `Drop` that the unwinding runs), where a second panic
+    /// would abort the process: called there, it blocks as on a plain thread, and can
+    /// deadlock.
     ///
     /// # Examples
     ///
@@ -1323,9 +1326,11 @@ async fn wait_auto_pools() {
 ///
 /// # Panics
 ///
-/// Panics if the runtime cannot be built, if called from an async context (inside a
-/// tokio runtime: the message says what to do instead, and points at the caller's line),
-/// or with `fut`'s own panic.
+/// Panics if the runtime cannot be built, if called from a thread that drives async
+/// tasks (a tokio worker thread, or inside `block_on`: the message says what to do
+/// instead, and points at the caller's line), or with `fut`'s own panic. Plain threads,
+/// `spawn_blocking` threads and threads that only entered a runtime (`Handle::enter`)
+/// may call it.
 ///
 /// # Examples
 ///

@@ -27,9 +27,12 @@ use crate::error::{CancelReason, TaskError};
 /// runtime that awaits its handle (or a stream's or a group's results): a pending poll
 /// offers it to the pool. (A current-thread runtime that polls it once and is then no
 /// longer driven holds it until driven again, dropped, or a `wait()` elsewhere takes it.)
-/// Awaited only from plain threads ([`blocking_wait`](Self::blocking_wait)), which have no
-/// runtime to offer, it waits until some runtime waits on the pool, submits to it or
-/// awaits one of its tasks (the crate docs' "Which runtime").
+/// Awaited with [`blocking_wait`](Self::blocking_wait) from a thread that has no live
+/// runtime to offer (a plain thread, or a `spawn_blocking` thread whose runtime ended,
+/// whose drop waits for that thread), it is run on a current-thread runtime that
+/// `blocking_wait` makes for the rest of its wait, on the calling thread (other queued
+/// tasks of the pool may start there too; those still running when it returns are cut
+/// off with it and queued again).
 ///
 /// # Awaiting from inside the same pool
 ///
@@ -228,12 +231,15 @@ impl<T> TaskHandle<T> {
     /// ```
     pub fn detach(self) {}
 
-    /// Returns `true` once the task has finished (its result is ready to take).
+    /// Returns `true` once the task has finished (its result is ready to take), or was
+    /// aborted.
     ///
     /// Once this is `true`, [`PoolStats`](crate::PoolStats) counts the task and the pool
     /// has its room back: a `try_submit` made after finds it, unless submitters were
-    /// already waiting for room (it goes to the first of them). After an abort, the count
-    /// and the room may come a moment later (see [`PoolStats`](crate::PoolStats)).
+    /// already waiting for room (it goes to the first of them). An abort is the exception:
+    /// it makes this `true` at once, while a running task's future runs on until its next
+    /// `.await` (it may be in the middle of a poll on another thread) and is dropped
+    /// there; the count and the room come then (see [`PoolStats`](crate::PoolStats)).
     ///
     /// # Examples
     ///
@@ -259,7 +265,9 @@ impl<T> TaskHandle<T> {
     /// Panics if called from a thread that drives async tasks (a tokio worker thread, or
     /// inside `block_on`), where blocking could stall or deadlock the task it waits for.
     /// Await the handle there instead. Plain threads and `spawn_blocking` threads may call
-    /// it.
+    /// it. The check is not made while the thread unwinds from a panic (in a `Drop` that
+    /// the unwinding runs), where a second panic would abort the process: called there, it
+    /// blocks as on a plain thread, and can deadlock.
     ///
     /// # Examples
     ///
@@ -274,7 +282,8 @@ impl<T> TaskHandle<T> {
     #[track_caller]
     pub fn blocking_wait(self) -> Result<T, TaskError> {
         blocking::assert_not_async("TaskHandle::blocking_wait", "handle.await");
-        blocking::block_on(self)
+        let pool = self.shared().pool;
+        blocking::block_on_serving(self, || unqueue::is_stranded(pool))
     }
 }
 
@@ -369,7 +378,9 @@ impl AbortHandle {
         self.target.abort();
     }
 
-    /// Returns `true` once the task has finished (by any outcome).
+    /// Returns `true` once the task has finished (by any outcome), or was aborted: as
+    /// [`TaskHandle::is_finished`], `true` at once after an abort, while a running task's
+    /// future runs on until its next `.await`.
     pub fn is_finished(&self) -> bool {
         self.target.is_finished()
     }

@@ -21,6 +21,9 @@ pub(crate) trait Unqueue: Send + Sync {
     /// stranded (queued jobs, no live runtime it knows), offer it this runtime to run them
     /// on. Never called under the pool's lock.
     fn offer_runtime(self: Arc<Self>);
+
+    /// Whether the pool is stranded now (see [`stranded`]).
+    fn is_stranded(&self) -> bool;
 }
 
 static POOLS: Registry<dyn Unqueue> = Registry::new();
@@ -92,6 +95,15 @@ fn offer_runtime_slow(pool: usize) {
     if let Some(pool) = POOLS.get(pool) {
         pool.offer_runtime();
     }
+}
+
+/// Whether pool `pool` is stranded now: it holds queued jobs and knows no live runtime to
+/// run them on. One load while no pool is stranded.
+pub(crate) fn is_stranded(pool: usize) -> bool {
+    if STRANDED.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    POOLS.get(pool).is_some_and(|pool| pool.is_stranded())
 }
 
 /// Makes pool `id` reachable by the aborts of its tasks (until [`deregister`]).
