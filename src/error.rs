@@ -111,7 +111,8 @@ impl<F> SubmitError<F> {
         self.kind
     }
 
-    /// Returns `true` if the pool was closed.
+    /// Returns `true` if the pool was closed (or, submitted through a task group with
+    /// cancel-on-error, a task of that group had failed: see [`SubmitErrorKind::Closed`]).
     pub fn is_closed(&self) -> bool {
         self.kind == SubmitErrorKind::Closed
     }
@@ -252,7 +253,8 @@ impl<F> TrySubmitError<F> {
         self.kind == TryKind::Full
     }
 
-    /// Returns `true` if the pool was shut down.
+    /// Returns `true` if the pool was shut down (or, submitted through a task group with
+    /// cancel-on-error, a task of that group had failed: see [`SubmitErrorKind::Closed`]).
     pub fn is_closed(&self) -> bool {
         self.kind == TryKind::Closed
     }

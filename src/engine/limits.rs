@@ -191,6 +191,16 @@ impl Limits {
         })
     }
 
+    /// Whether the rate window is full and never reopens (`Duration::MAX`): no queued
+    /// job will ever start. Reads no clock (such a window never lets a start expire).
+    pub(crate) fn rate_spent_for_good(&self) -> bool {
+        !self.rate_reopens()
+            && self
+                .rate
+                .as_ref()
+                .is_some_and(|r| r.starts.len() >= r.count)
+    }
+
     /// How many starts the rate window allows now (`usize::MAX` without a rate limit).
     pub(crate) fn rate_tokens(&mut self, now: Instant) -> usize {
         match &mut self.rate {

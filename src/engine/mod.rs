@@ -97,8 +97,12 @@ pub(crate) struct Config {
 /// Unfinished tasks and tasks lost to runtime shutdowns, for the exit report.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Figures {
+    /// Queued (but for `held_back`) or running.
     pub(crate) unfinished: usize,
     pub(crate) lost: u64,
+    /// Queued tasks a `rate_limit` window that never reopens holds back for good: still
+    /// queued (a live pool), or cancelled by the pool's drop (a dropped one's figures).
+    pub(crate) held_back: usize,
     /// The pool's size when it was dropped (after any `set_max_concurrency`).
     pub(crate) max_concurrency: usize,
 }
@@ -730,18 +734,31 @@ impl<J: Job> Engine<J> {
     ///
     /// # Panics
     ///
-    /// Outside a tokio runtime (or, tokio's panic, in one without time enabled).
+    /// Where its timer cannot be made (see [`no_timer_here`]), with this crate's message.
     pub(crate) async fn admit_waiting_within(
         &self,
         limit: Duration,
         priority: i32,
     ) -> Result<(), SubmitErrorKind> {
-        assert!(
-            Handle::try_current().is_ok(),
-            "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
-             outside a tokio runtime; its timer needs a runtime with time enabled (submit \
-             without a timeout works from any executor)"
-        );
+        match no_timer_here() {
+            Some(NoTimer::NoRuntime) => panic!(
+                "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
+                 outside a tokio runtime; its timer needs a runtime with time enabled (submit \
+                 without a timeout works from any executor)"
+            ),
+            Some(NoTimer::NoTimeDriver) => panic!(
+                "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
+                 on a tokio runtime without time enabled; its timer needs a runtime built \
+                 with `enable_time()` or `enable_all()` (submit without a timeout works there)"
+            ),
+            Some(NoTimer::ShutDown) => panic!(
+                "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
+                 in the context of a tokio runtime that has shut down (a spawn_blocking \
+                 thread that outlived it, or its Handle entered); its timer needs a live \
+                 runtime with time enabled (submit without a timeout works there)"
+            ),
+            None => {}
+        }
         let waited = tokio::time::timeout(limit, self.admit(priority)).await;
         self.admitted(match waited {
             Ok(Ok(())) => Ok(()),
@@ -2087,9 +2104,16 @@ impl<J: Job> Engine<J> {
     }
 
     fn figures_of(st: &State<J>) -> Figures {
+        let queued = st.queue.len() - st.reserved;
+        let held_back = if st.limits.as_ref().is_some_and(|l| l.rate_spent_for_good()) {
+            queued
+        } else {
+            0
+        };
         Figures {
-            unfinished: st.queue.len() - st.reserved + st.running,
+            unfinished: queued - held_back + st.running,
             lost: st.counts.lost,
+            held_back,
             max_concurrency: st.max_concurrency,
         }
     }
@@ -2728,25 +2752,51 @@ async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
     fire.done = true;
 }
 
+/// Why a timer made here now could not work, if it could not: no tokio runtime, one
+/// without the time driver, or the context of one that has shut down, where tokio panics
+/// at the timer's first poll. Outside every lock of ours. It leaves no answer behind
+/// ([`runtimes::timers_here`]): which runtimes a later wait on this thread offers a
+/// stranded rate-limited pool stays as it was (finding 207).
+enum NoTimer {
+    NoRuntime,
+    NoTimeDriver,
+    ShutDown,
+}
+
+/// See [`NoTimer`].
+fn no_timer_here() -> Option<NoTimer> {
+    match Handle::try_current() {
+        Err(_) => Some(NoTimer::NoRuntime),
+        Ok(handle) if !runtimes::timers_here(&handle) => Some(NoTimer::NoTimeDriver),
+        Ok(handle) if runtimes::timers_shut_down(&handle) => Some(NoTimer::ShutDown),
+        Ok(_) => None,
+    }
+}
+
 /// Panics with this crate's message if a `shutdown_timeout` that has to wait cannot make
-/// its deadline's timer here: outside a tokio runtime, or on one without the time driver
-/// (tokio's own panics there say nothing of the call). Outside every lock of ours. It
-/// leaves no answer behind ([`runtimes::timers_here`]): which runtimes a later wait on
-/// this thread offers a stranded rate-limited pool stays as it was.
+/// its deadline's timer here: outside a tokio runtime, on one without the time driver,
+/// or in the context of one that has shut down (tokio's own panics there say nothing of
+/// the call). Outside every lock of ours.
 #[track_caller]
 fn assert_deadline_timer() {
-    match Handle::try_current() {
-        Err(_) => panic!(
+    match no_timer_here() {
+        Some(NoTimer::NoRuntime) => panic!(
             "nb_aiopool: shutdown_timeout had to wait outside a tokio runtime; its deadline \
              needs a runtime with time enabled (shutdown() without a deadline works from any \
              executor)"
         ),
-        Ok(handle) if !runtimes::timers_here(&handle) => panic!(
+        Some(NoTimer::NoTimeDriver) => panic!(
             "nb_aiopool: shutdown_timeout had to wait on a tokio runtime without time \
              enabled; its deadline needs a runtime built with `enable_time()` or \
              `enable_all()` (shutdown() without a deadline works there)"
         ),
-        Ok(_) => {}
+        Some(NoTimer::ShutDown) => panic!(
+            "nb_aiopool: shutdown_timeout had to wait in the context of a tokio runtime that \
+             has shut down (a spawn_blocking thread that outlived it, or its Handle \
+             entered); its deadline needs a live runtime with time enabled (shutdown() \
+             without a deadline works there)"
+        ),
+        None => {}
     }
 }
 
@@ -2846,14 +2896,16 @@ impl<J: Job> Drop for Engine<J> {
         }
         // A pool dropped after losing tasks to a runtime shutdown is still reported at exit.
         let mut figures = Self::figures_of(st);
-        // Jobs still queued now (held back by a rate window that never reopens: nothing
-        // else leaves a job queued with no slot or timer holding the engine) are cancelled
-        // as the queue drops below, their handles told `RuntimeShutdown`: lost here, not
-        // unfinished at the exit.
-        let queued = st.queue.len() - st.reserved;
+        // Jobs still queued now (held back by a rate window that never reopens, counted
+        // in `held_back`: nothing else should leave a job queued with no slot or timer
+        // holding the engine) are cancelled as the queue drops below, their handles told
+        // `RuntimeShutdown`: not unfinished at the exit. The report says why (no runtime
+        // shut down, and a `shutdown()` would have waited for them for ever); any other
+        // counts as lost.
+        let queued = st.queue.len() - st.reserved - figures.held_back;
         figures.unfinished -= queued;
         figures.lost += queued as u64;
-        if figures.lost > 0 || figures.unfinished > 0 {
+        if figures.lost > 0 || figures.unfinished > 0 || figures.held_back > 0 {
             if let Some(hook) = &self.on_drop {
                 hook(figures);
             }

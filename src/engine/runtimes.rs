@@ -119,6 +119,28 @@ fn probe_timers(handle: &Handle) -> bool {
     !crate::blocking::panics_quietly(|| drop(tokio::time::sleep(std::time::Duration::ZERO)))
 }
 
+/// Whether the time driver of `handle`'s runtime has shut down (the runtime has: the
+/// context of a `spawn_blocking` thread that outlived it, or of a `Handle::enter` guard),
+/// so that a timer made there panics inside tokio at its first poll ("it is being
+/// shutdown"). Asked by polling one, unconstrained (tokio's cooperative budget would
+/// skip the check), its panic caught and silenced as [`has_timers`]'s; not remembered (a
+/// runtime may shut down after). Only for a runtime [`has_timers`] said has the driver;
+/// call it outside every lock of ours.
+pub(crate) fn timers_shut_down(handle: &Handle) -> bool {
+    if std::thread::panicking() {
+        // No probe while unwinding: assume they work (tokio's panic then, if not).
+        return false;
+    }
+    let _in = handle.enter();
+    crate::blocking::panics_quietly(|| {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut probe = std::pin::pin!(tokio::task::unconstrained(tokio::time::sleep(
+            std::time::Duration::ZERO
+        )));
+        let _ = probe.as_mut().poll(&mut cx);
+    })
+}
+
 impl Runtimes {
     pub(crate) fn new(deaths: Weak<dyn Deaths>) -> Self {
         Runtimes {

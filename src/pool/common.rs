@@ -323,9 +323,10 @@ impl CommonAioPool {
     ///
     /// # Panics
     ///
-    /// With a timeout, if the submit has to wait for room: panics outside a tokio runtime,
-    /// or in one without a time driver (`enable_time`). A submit that finds room makes no
-    /// timer and works from any executor. See also the builder's `rate_limit`.
+    /// With a timeout, if the submit has to wait for room: panics (this crate's message)
+    /// outside a tokio runtime, in one without a time driver (`enable_time`), or in the
+    /// context of one that has shut down (a `spawn_blocking` thread that outlived it). A
+    /// submit that finds room makes no timer and works from any executor. See also the builder's `rate_limit`.
     ///
     /// # Cancel safety
     ///
@@ -858,8 +859,9 @@ impl CommonAioPool {
     /// # Panics
     ///
     /// If it has to wait (something is left to finish at its first poll): outside a tokio
-    /// runtime, or on one without the time driver (`enable_time`), where its deadline's
-    /// timer cannot be made; the pool stays closed. With nothing left it makes no timer
+    /// runtime, on one without the time driver (`enable_time`), or in the context of one
+    /// that has shut down (a `spawn_blocking` thread that outlived it), where its
+    /// deadline's timer cannot be made; the pool stays closed. With nothing left it makes no timer
     /// and works from any executor, as [`shutdown`](Self::shutdown) does.
     ///
     /// # Cancel safety

@@ -68,6 +68,7 @@ pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>, process_wide: bool) -> D
             process_wide,
             figures,
             pools: 1,
+            dropped: true,
         })
     })
 }
@@ -167,6 +168,9 @@ struct ExitFigures {
     /// Pools these figures add up (dropped pools alike in all the fields above but the
     /// counts of tasks share one entry).
     pools: usize,
+    /// Figures of pools dropped before the exit (their held-back tasks were cancelled
+    /// then), not of a live one.
+    dropped: bool,
 }
 
 /// Figures of pools already dropped, kept for the exit report: one entry per kind, name,
@@ -186,6 +190,7 @@ fn remember_dropped(new: ExitFigures) {
         Some(f) => {
             f.figures.unfinished += new.figures.unfinished;
             f.figures.lost += new.figures.lost;
+            f.figures.held_back += new.figures.held_back;
             f.pools += new.pools;
         }
         None => dropped.push(new),
@@ -204,11 +209,15 @@ fn warn_unfinished_future_pools() {
                 process_wide: entry.process_wide,
                 figures: e.figures(),
                 pools: 1,
+                dropped: false,
             })
         })
         .collect();
     let dropped = DROPPED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for f in live.into_iter().chain(dropped) {
+        if f.figures.held_back > 0 {
+            warn_held_back(&f);
+        }
         if f.figures.unfinished == 0 && f.figures.lost == 0 {
             continue;
         }
@@ -223,15 +232,7 @@ fn warn_unfinished_future_pools() {
             }
             (PoolKind::Common, false) => "`pool.shutdown().await`",
         };
-        let named = if &*f.name == f.kind.name() {
-            String::new()
-        } else {
-            format!(" named {:?}", f.name)
-        };
-        let pools = match f.pools {
-            1 => format!("a {}{named}", f.kind.name()),
-            n => format!("{n} dropped {}s{named}", f.kind.name()),
-        };
+        let pools = pools_named(&f);
         eprintln!(
             "nb_aiopool: warning: {} (max_concurrency {}) had {} unfinished task(s) at \
              process exit and {} task(s) cancelled by a runtime shutdown; call {} at the end of \
@@ -239,4 +240,37 @@ fn warn_unfinished_future_pools() {
             pools, f.figures.max_concurrency, f.figures.unfinished, f.figures.lost, call
         );
     }
+}
+
+/// "a CommonAioPool named \"x\"", or "3 dropped CommonAioPools", for the exit report.
+fn pools_named(f: &ExitFigures) -> String {
+    let named = if &*f.name == f.kind.name() {
+        String::new()
+    } else {
+        format!(" named {:?}", f.name)
+    };
+    match f.pools {
+        1 => format!("a {}{named}", f.kind.name()),
+        n => format!("{n} dropped {}s{named}", f.kind.name()),
+    }
+}
+
+/// The exit report's line for tasks a `rate_limit` window that never reopens held back:
+/// no runtime shutdown cancelled them, and waiting for them (`shutdown()`, `wait()`)
+/// would never end, so the report's usual advice does not apply.
+fn warn_held_back(f: &ExitFigures) {
+    let fate = if f.dropped {
+        "they were cancelled when the pool was dropped (their handles say RuntimeShutdown)"
+    } else {
+        "they were still queued at process exit (waiting for them would never end: abort \
+         them, or use `shutdown_timeout`)"
+    };
+    eprintln!(
+        "nb_aiopool: warning: {} (max_concurrency {}): {} task(s) never started, held back \
+         by a rate_limit window that never ends (per = Duration::MAX); {}",
+        pools_named(f),
+        f.figures.max_concurrency,
+        f.figures.held_back,
+        fate
+    );
 }

@@ -495,9 +495,10 @@ impl SmartAioPool {
     ///
     /// # Panics
     ///
-    /// With a timeout, if the submit has to wait for room: panics outside a tokio runtime,
-    /// or in one without a time driver (`enable_time`). A submit that finds room makes no
-    /// timer and works from any executor. See also the builder's `rate_limit`.
+    /// With a timeout, if the submit has to wait for room: panics (this crate's message)
+    /// outside a tokio runtime, in one without a time driver (`enable_time`), or in the
+    /// context of one that has shut down (a `spawn_blocking` thread that outlived it). A
+    /// submit that finds room makes no timer and works from any executor. See also the builder's `rate_limit`.
     ///
     /// # Cancel safety
     ///
@@ -868,7 +869,8 @@ impl SmartAioPool {
     /// # Panics
     ///
     /// As [`CommonAioPool::shutdown_timeout`](crate::CommonAioPool::shutdown_timeout):
-    /// if it has to wait, outside a tokio runtime or on one without the time driver.
+    /// if it has to wait, outside a tokio runtime, on one without the time driver, or in
+    /// the context of one that has shut down.
     ///
     /// # Cancel safety
     ///
