@@ -44,18 +44,39 @@ pub(crate) fn block_on_unless<F: Future>(fut: F, give_up: impl Fn() -> bool) -> 
 /// runtime of its own, on this thread, whose polls offer it. Without that, a
 /// `spawn_blocking` thread of a runtime that ended would wait for ever, and that
 /// runtime's drop, which waits for its blocking threads, with it.
+///
+/// A current-thread runtime the thread has entered (`Handle::enter`) is not offered
+/// meanwhile: this thread, blocked here, could not drive it, and nothing may (finding
+/// 227); with nothing else to offer, the wait makes its own.
 pub(crate) fn block_on_serving<F: Future + Unpin>(
     mut fut: F,
     stranded: impl Fn() -> bool,
 ) -> F::Output {
-    if let Some(out) = block_on_unless(&mut fut, stranded) {
+    struct Blocked(bool);
+    impl Drop for Blocked {
+        fn drop(&mut self) {
+            BLOCKED.with(|b| b.set(self.0));
+        }
+    }
+    let waited = {
+        let _restore = Blocked(BLOCKED.with(|b| b.replace(true)));
+        block_on_unless(&mut fut, stranded)
+    };
+    if let Some(out) = waited {
         return out;
     }
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(fut),
+        Ok(rt) => {
+            let out = rt.block_on(fut);
+            // Not a drop, which would wait for every blocking task spawned on it: other
+            // re-runs that started there (cut off now, and queued again) may have left
+            // blocking work running, maybe waiting for the caller itself.
+            rt.shutdown_background();
+            out
+        }
         // No runtime to be had: wait as before, for some runtime to come.
         Err(_) => block_on_unless(fut, || false).expect("never gives up"),
     }
@@ -84,6 +105,15 @@ pub(crate) fn assert_not_async(what: &str, instead: &str) {
 
 thread_local! {
     static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while [`block_on_serving`] parks this thread between polls of its own.
+    static BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is blocked in a wait of [`block_on_serving`] (outside the runtime
+/// it may make): a current-thread runtime it entered is not to be offered to a pool, which
+/// would leave the jobs there for a thread that cannot drive it.
+pub(crate) fn blocked_here() -> bool {
+    BLOCKED.try_with(std::cell::Cell::get).unwrap_or(false)
 }
 
 /// Whether tokio refuses to block this thread (its blocking-region check).

@@ -85,7 +85,9 @@ pub enum SubmitErrorKind {
     /// that outlived it, a `Handle::enter` guard), and the runtime the pool was created in
     /// or last used from has shut down (or there never was one), as has every other the
     /// pool knows. Also when such a
-    /// submit would wait for room: nothing would make any. Submit from inside a runtime,
+    /// submit would wait for room, or waits for room when the pool comes to know no live
+    /// runtime (a SmartAioPool full of the re-runs of the runtime that ended): nothing
+    /// would make any. Submit from inside a runtime,
     /// or enter one first (`Handle::enter`). Also, in a pool with a `rate_limit`, a
     /// submit that waited for room on one runtime and was finished on one without
     /// tokio's time driver (the rate window could not be kept there).

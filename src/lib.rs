@@ -116,10 +116,10 @@
 //!   [`shutdown_all_smart_aiopools`] check theirs for timers and offer it; and when no
 //!   runtime the pool knows is left, awaiting one of its tasks (a handle, a stream or a
 //!   group fed by the pool) offers the awaiting runtime, which then runs the queued
-//!   tasks; a `blocking_wait` with no live runtime to offer makes one of its own for its
-//!   wait). When no runtime can run a job, the submit fails with
-//!   [`SubmitErrorKind::NoRuntime`] and hands it back; so does a submit from outside any
-//!   runtime that would wait for room
+//!   tasks; a `blocking_wait` with no live runtime to offer, or only a current-thread
+//!   one it entered and so cannot drive, makes one of its own for its wait). When no
+//!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and hands it back; so does a submit from outside any
+//!   runtime that would wait for room (or waits, and then sees it so)
 //!   while the pool knows no live runtime (a SmartAioPool full of the re-runs of a
 //!   runtime that ended: no room would come until a runtime waits on the pool or submits
 //!   to it). A runtime that is alive but not driven (a current-thread runtime outside

@@ -162,7 +162,7 @@ impl Admission {
     }
 
     /// Wakes every waiter not yet granted a place, without granting it one: each looks at
-    /// the pool again at its next poll (a blocking submit, whether room can still come).
+    /// the pool again at its next poll (whether room can still come).
     pub(crate) fn wake_waiting(&mut self, wake: &mut impl Extend<Waker>) {
         for (_, w) in self.waiters.iter_mut() {
             if !w.granted {

@@ -720,12 +720,37 @@ impl<J: Job> Engine<J> {
     /// [`admit_or_wait`](Self::admit_or_wait) or [`full`](Self::full) said to wait: a
     /// caller that tries first without a future of its own saves one on every submit that
     /// finds room. `priority`: the task's (see [`admit`](Self::admit)). Cancel safe.
-    pub(crate) async fn admit_waiting(&self, priority: i32) -> Result<(), SubmitErrorKind> {
-        self.admitted(
-            self.admit(priority)
-                .await
-                .map_err(|_| SubmitErrorKind::Closed),
-        )
+    ///
+    /// If the pool becomes stranded meanwhile, the submit's runtime is offered; with none
+    /// to offer (an executor outside tokio) no room would come: refused with `NoRuntime`,
+    /// as such a submit is when it finds the pool so at once (see
+    /// [`admit_blocking`](Self::admit_blocking)).
+    pub(crate) async fn admit_waiting(
+        self: &Arc<Self>,
+        priority: i32,
+    ) -> Result<(), SubmitErrorKind> {
+        let mut admit = pin!(self.admit(priority));
+        let admitted = poll_fn(|cx| match admit.as_mut().poll(cx) {
+            Poll::Ready(a) => Poll::Ready(a.map_err(|_| SubmitErrorKind::Closed)),
+            Poll::Pending if self.no_room_can_come() => {
+                Poll::Ready(Err(SubmitErrorKind::NoRuntime))
+            }
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        self.admitted(admitted)
+    }
+
+    /// For a submit whose wait for room just polled pending: whether the pool is stranded
+    /// with no live runtime the caller can offer it (offered here if it has one), so that
+    /// no room can come (see [`note_stranded`](Self::note_stranded), which wakes the
+    /// waiting submitters when the pool becomes stranded). One load otherwise.
+    fn no_room_can_come(self: &Arc<Self>) -> bool {
+        if !self.stranded.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.offer_if_stranded();
+        self.stranded.load(Ordering::Relaxed)
     }
 
     /// [`admit_waiting`](Self::admit_waiting) that gives up after `limit` (`TimedOut`).
@@ -810,13 +835,7 @@ impl<J: Job> Engine<J> {
     /// of the runtime that ended, whose drop waits for that thread), no room would come:
     /// refused with `NoRuntime`, as such a submit is when it finds the pool so at once.
     pub(crate) fn admit_blocking(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
-        let admitted = crate::blocking::block_on_unless(self.admit(0), || {
-            if !self.stranded.load(Ordering::Relaxed) {
-                return false;
-            }
-            self.offer_if_stranded();
-            self.stranded.load(Ordering::Relaxed)
-        });
+        let admitted = crate::blocking::block_on_unless(self.admit(0), || self.no_room_can_come());
         let admitted = match admitted {
             Some(a) => a.map_err(|_| SubmitErrorKind::Closed),
             None => Err(SubmitErrorKind::NoRuntime),
@@ -1544,8 +1563,8 @@ impl<J: Job> Engine<J> {
         if now {
             st.queue
                 .for_each_mut(|q| later.wake.extend(q.job.handle_waker()));
-            // A blocking submit waiting for room looks again: with no live runtime to
-            // offer, none would come (see `admit_blocking`).
+            // A submit waiting for room looks again: with no live runtime to offer, none
+            // would come (see `admit_blocking` and `admit_waiting`).
             st.admission.wake_waiting(&mut later.wake);
         }
     }
@@ -2368,6 +2387,11 @@ impl<J: Job> Engine<J> {
         let Ok(handle) = Handle::try_current() else {
             return; // a plain thread's wait has no runtime to offer
         };
+        if crate::blocking::blocked_here() && !runtimes::is_multi_thread(&handle) {
+            // A `blocking_wait` under an entered current-thread runtime, which its blocked
+            // thread cannot drive: it makes a runtime of its own instead.
+            return;
+        }
         if self.needs_timers {
             runtimes::has_timers(&handle);
         }

@@ -29,10 +29,12 @@ use crate::error::{CancelReason, TaskError};
 /// longer driven holds it until driven again, dropped, or a `wait()` elsewhere takes it.)
 /// Awaited with [`blocking_wait`](Self::blocking_wait) from a thread that has no live
 /// runtime to offer (a plain thread, or a `spawn_blocking` thread whose runtime ended,
-/// whose drop waits for that thread), it is run on a current-thread runtime that
-/// `blocking_wait` makes for the rest of its wait, on the calling thread (other queued
-/// tasks of the pool may start there too; those still running when it returns are cut
-/// off with it and queued again).
+/// whose drop waits for that thread; a current-thread runtime entered with
+/// `Handle::enter` is not offered, as the blocked thread could not drive it), it is run
+/// on a current-thread runtime that `blocking_wait` makes for the rest of its wait, on
+/// the calling thread (other queued tasks of the pool may start there too; those still
+/// running when it returns are cut off with it and queued again, and blocking work they
+/// started there with `spawn_blocking` goes on without being waited for).
 ///
 /// # Awaiting from inside the same pool
 ///
