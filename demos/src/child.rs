@@ -39,7 +39,7 @@ pub fn run_self(args: &[String]) -> io::Result<ChildRun> {
     die_with_parent(&mut command);
     let output = command.output()?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    print!("{stdout}");
+    crate::out!("{stdout}");
     Ok(ChildRun {
         status: output.status,
         results: ResultLine::find_all(&stdout),

@@ -2,6 +2,25 @@
 
 use std::fmt;
 
+/// `print!` on stdout that drops its text when stdout is closed (the reader went away, as
+/// in `backpressure | head -1`) instead of panicking with "failed printing to stdout".
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::write!(::std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` on stdout that drops its line when stdout is closed, as [`out!`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// One machine-readable result: `RESULT mode=common tasks=1000 wall_s=0.52 ...`.
 ///
 /// Keys and values never contain spaces or `=`; values that would are replaced by `_`.

@@ -103,7 +103,8 @@ struct Args {
     /// Tokio runtime: `multi` (multi-thread) or `current` (current-thread).
     #[arg(long, value_enum, default_value_t = Flavor::Multi)]
     runtime: Flavor,
-    /// Worker threads of the multi-thread runtime, 1 to 1024 [default: one per core].
+    /// Worker threads of the multi-thread runtime, 1 to 1024 [default: one per core]; not
+    /// with `--runtime current`.
     #[arg(
         long,
         value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
@@ -427,7 +428,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
                     / args.tasks.max(1) as f64
             ),
         );
-    println!("{line}");
+    nb_aiopool_demos::outln!("{line}");
 
     if completed != args.tasks || seen != expected {
         eprintln!(
@@ -541,11 +542,14 @@ fn compare(args: &Args) -> ExitCode {
     }
 
     eprintln!();
-    println!(
+    nb_aiopool_demos::outln!(
         "\nbackpressure: {} tasks x {} B payload, concurrency {}, kind {}",
-        args.tasks, args.payload_bytes, args.concurrency, args.kind
+        args.tasks,
+        args.payload_bytes,
+        args.concurrency,
+        args.kind
     );
-    print!(
+    nb_aiopool_demos::out!(
         "{}",
         table(
             &[
@@ -569,7 +573,7 @@ fn compare(args: &Args) -> ExitCode {
     if let Some(naive) = peak("semaphore") {
         for pool in ["common", "no-queue", "smart"] {
             if let Some(p) = peak(pool) {
-                println!(
+                nb_aiopool_demos::outln!(
                     "peak RSS: semaphore / {pool} = {:.1}x ({} vs {})",
                     naive / p,
                     human_bytes((naive * 1048576.0) as u64),
@@ -597,6 +601,12 @@ fn parse_args() -> Args {
             ErrorKind::InvalidValue,
             "--modes lists the modes `compare` runs: common, no-queue, smart, semaphore \
              (`compare` itself is not one)",
+        );
+    }
+    if args.runtime == Flavor::Current && args.threads.is_some() {
+        usage(
+            ErrorKind::ArgumentConflict,
+            "--threads sizes the multi-thread runtime; it does not apply to --runtime current",
         );
     }
     if args.mode != Mode::Compare && matches.value_source("modes") == Some(ValueSource::CommandLine)

@@ -107,7 +107,8 @@ struct Args {
     /// Target URL (http only). Without it, a server is started on 127.0.0.1.
     #[arg(long, value_parser = parse_url)]
     url: Option<String>,
-    /// Number of requests.
+    /// Number of requests (with `--duration-s`: at most this many; give a large number for
+    /// a run that lasts the whole duration).
     #[arg(long, default_value_t = 200_000)]
     requests: u64,
     /// Requests in flight at once (also the number of keep-alive connections), 1 to
@@ -144,8 +145,8 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS)
     )]
     timeout_ms: u64,
-    /// Stop starting new requests after this many seconds (the rest count as skipped), 1 to
-    /// a year.
+    /// Stop starting new requests after this many seconds (the rest count as skipped; the
+    /// run ends once the requests in flight finish), 1 to a year.
     #[arg(
         long,
         default_value_t = 300,
@@ -160,10 +161,10 @@ struct Args {
     #[arg(long)]
     serve_only: bool,
     /// Port for `--serve-only` (0: a free port, printed on stdout).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "serve_only")]
     port: u16,
     /// With `--serve-only`: stop after this many seconds.
-    #[arg(long)]
+    #[arg(long, requires = "serve_only")]
     serve_seconds: Option<u64>,
     /// Size of the server's response body in bytes (at most 1 GiB).
     #[arg(
@@ -306,7 +307,7 @@ async fn serve_only(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("LISTENING {url}");
+    nb_aiopool_demos::outln!("LISTENING {url}");
     eprintln!("serving on {url} (Ctrl-C to stop)");
     match args.serve_seconds {
         Some(s) => tokio::select! {
@@ -317,7 +318,7 @@ async fn serve_only(args: &Args) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-    println!("SERVED {}", served.summary());
+    nb_aiopool_demos::outln!("SERVED {}", served.summary());
     ExitCode::SUCCESS
 }
 
@@ -477,9 +478,9 @@ struct KeptConnection {
 }
 
 impl KeptConnection {
-    /// One GET on this connection; the number of body bytes. The connection is usable
-    /// again only after `Ok`.
-    async fn get(&mut self, path: &Uri, host: &HeaderValue) -> Result<usize, ErrorKind> {
+    /// One GET on this connection; the number of body bytes, and whether the connection
+    /// can be used again (only after `Ok`, and not once the server has closed it).
+    async fn get(&mut self, path: &Uri, host: &HeaderValue) -> Result<(usize, bool), ErrorKind> {
         let Self { sender, io } = self;
         let exchange = async {
             sender.ready().await.map_err(|_| ErrorKind::Request)?;
@@ -506,12 +507,26 @@ impl KeptConnection {
                 Err(ErrorKind::Status)
             }
         };
+        let mut exchange = std::pin::pin!(exchange);
         tokio::select! {
             // The connection's I/O first, so a response it reads is seen in the same poll.
             biased;
-            // It only ends when the connection closes or fails: this request is lost.
-            _ = io.as_mut() => Err(ErrorKind::Request),
-            outcome = exchange => outcome,
+            // It ends when the connection closes or fails. A server without keep-alive
+            // (HTTP/1.0, `Connection: close`) closes it right after its response, which
+            // the I/O has then read whole and handed over: the exchange completes with it
+            // in one more poll (unconstrained: tokio's cooperative budget must not make a
+            // ready response look pending). Anything else is lost with the connection:
+            // the exchange cannot progress without the I/O (awaiting it could hang until
+            // the timeout). Either way the connection is not used again.
+            _ = io.as_mut() => {
+                let mut rest = tokio::task::unconstrained(exchange.as_mut());
+                tokio::select! {
+                    biased;
+                    outcome = &mut rest => outcome.map(|len| (len, false)),
+                    () = std::future::ready(()) => Err(ErrorKind::Request),
+                }
+            }
+            outcome = &mut exchange => outcome.map(|len| (len, true)),
         }
     }
 }
@@ -582,11 +597,13 @@ impl KeptConnections {
         };
         // On an error (or a timeout, which drops this future) the connection is closed;
         // the next request opens a new one.
-        let len = connection.get(&self.path, &self.host).await?;
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(connection);
+        let (len, reusable) = connection.get(&self.path, &self.host).await?;
+        if reusable {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(connection);
+        }
         Ok(len)
     }
 }
@@ -863,9 +880,21 @@ async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<(u
         None => None,
     };
     let limits = Limits { deadline, stop };
-    // The loop reads the clock every 64 requests only; each request reads it too.
-    let stopped =
-        |started: u64| started.is_multiple_of(64) && stop.is_some_and(|t| Instant::now() >= t);
+    // Whether the submitting loop ends before request `started`: at --duration-s, or at
+    // --max-seconds (then the requests not submitted are skipped, below). The loop reads
+    // the clock every 64 requests only; each request reads it too.
+    let mut past_deadline = false;
+    let mut ended = |started: u64| {
+        if !started.is_multiple_of(64) {
+            return false;
+        }
+        let now = Instant::now();
+        if stop.is_some_and(|t| now >= t) {
+            return true;
+        }
+        past_deadline = now >= deadline;
+        past_deadline
+    };
     let client = Arc::new(match args.client {
         ClientKind::Conn => HttpClient::Conn(KeptConnections::new(&uri, args.concurrency).await?),
         ClientKind::Legacy => HttpClient::Legacy(
@@ -882,7 +911,7 @@ async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<(u
                 args.concurrency,
                 args.queue_size.unwrap_or(args.concurrency),
             );
-            while started < args.requests && !stopped(started) {
+            while started < args.requests && !ended(started) {
                 let job = request(client.clone(), timeout, limits, stats.clone());
                 // Backpressure: waits while the pool is full. The handle is detached; the
                 // request still runs.
@@ -898,7 +927,7 @@ async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<(u
             // The seed's naive version: every request becomes a task now.
             let semaphore = Arc::new(Semaphore::new(args.concurrency));
             let mut tasks = Vec::new();
-            while started < args.requests && !stopped(started) {
+            while started < args.requests && !ended(started) {
                 let job = request(client.clone(), timeout, limits, stats.clone());
                 let semaphore = semaphore.clone();
                 tasks.push(tokio::spawn(async move {
@@ -919,6 +948,14 @@ async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<(u
             }
         }
         Mode::Compare => unreachable!("compare runs children"),
+    }
+    if past_deadline {
+        // No new request after --max-seconds: the rest are skipped at once, not one job
+        // (or task) each, which made the run last as long as skipping them all took.
+        let rest = args.requests - started;
+        stats.skipped.fetch_add(rest, Ordering::Relaxed);
+        FINISHED.fetch_add(rest, Ordering::Relaxed);
+        started = args.requests;
     }
     Ok((started, client.opened()))
 }
@@ -1111,7 +1148,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
             served.connections.load(Ordering::Relaxed),
         );
     }
-    println!("{line}");
+    nb_aiopool_demos::outln!("{line}");
     if total_errors > 0 {
         eprintln!(
             "{total_errors} requests failed: {}",
@@ -1277,11 +1314,12 @@ fn compare(args: &Args) -> ExitCode {
     }
     drop(runtime);
 
-    println!(
+    nb_aiopool_demos::outln!(
         "\nhttp_load: {} requests at concurrency {} (client processes only; latency in ms)",
-        args.requests, args.concurrency
+        args.requests,
+        args.concurrency
     );
-    print!(
+    nb_aiopool_demos::out!(
         "{}",
         table(
             &[
@@ -1306,7 +1344,7 @@ fn compare(args: &Args) -> ExitCode {
             .and_then(|r| r.num("peak_rss_mib"))
     };
     if let (Some(naive), Some(pool)) = (peak("semaphore"), peak("pool")) {
-        println!("peak RSS: semaphore / pool = {:.1}x", naive / pool);
+        nb_aiopool_demos::outln!("peak RSS: semaphore / pool = {:.1}x", naive / pool);
     }
     if failed {
         ExitCode::FAILURE
