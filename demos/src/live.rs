@@ -75,7 +75,7 @@ impl Live {
                 ProcessMonitor::start(every, move |sample| {
                     // suspend: the line goes above the bar instead of through it; with a
                     // hidden bar it simply prints.
-                    bar.suspend(|| eprintln!("[monitor {label}] {sample}"));
+                    bar.suspend(|| crate::errln!("[monitor {label}] {sample}"));
                 })?
             }
             // Measures only (for the final reading); the interval never elapses in practice.
@@ -109,7 +109,7 @@ impl Live {
 
     /// Prints a line above the bar.
     pub fn println(&self, line: &str) {
-        self.bar.suspend(|| eprintln!("{line}"));
+        self.bar.suspend(|| crate::errln!("{line}"));
     }
 
     /// Stops the bar (leaving its last state on screen) and the monitor; returns the

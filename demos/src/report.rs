@@ -21,6 +21,25 @@ macro_rules! outln {
     }};
 }
 
+/// `eprint!` on stderr that drops its text when stderr is closed (`2>&1 | head -1`),
+/// where `eprint!` would panic.
+#[macro_export]
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::write!(::std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` on stderr that drops its line when stderr is closed, as [`err!`].
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// One machine-readable result: `RESULT mode=common tasks=1000 wall_s=0.52 ...`.
 ///
 /// Keys and values never contain spaces or `=`; values that would are replaced by `_`.

@@ -325,6 +325,58 @@ fn a_closed_stdout_is_not_a_panic() {
     }
 }
 
+/// Finding 234: the same for a closed stderr (`2>&1 | head -1` once the reader has gone),
+/// where the progress and warnings go: every `eprintln!` panicked, exit 101.
+#[test]
+fn a_closed_stderr_is_not_a_panic() {
+    for (exe, args) in [
+        (
+            BACKPRESSURE,
+            &["--tasks=10", "--modes=common", "--concurrency=2"][..],
+        ),
+        (BACKPRESSURE, &["--mode=common", "--tasks=10"][..]),
+        (
+            HTTP_LOAD,
+            &["--mode=pool", "--requests=10", "--concurrency=2"][..],
+        ),
+    ] {
+        let mut child = Command::new(exe)
+            .args(args)
+            .args(["--monitor-interval-ms=0"])
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the demo binary starts");
+        drop(child.stderr.take());
+        let mut out = child.stdout.take().unwrap();
+        let reader = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{exe} {args:?}: still running");
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = reader.join().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{exe} {args:?}: exit status on a closed stderr (101: a panic)\nstdout:\n{stdout}"
+        );
+        assert!(
+            stdout.contains("RESULT"),
+            "{exe} {args:?}: no result line:\n{stdout}"
+        );
+    }
+}
+
 /// Waits for a child whose stdout is already closed; its status and stderr.
 fn collect_stderr(mut child: Child, limit: Duration) -> (Option<ExitStatus>, String) {
     let mut err = child.stderr.take().unwrap();

@@ -327,7 +327,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
         )
     };
     if let Err(message) = guard {
-        eprintln!("{message}");
+        nb_aiopool_demos::errln!("{message}");
         return ExitCode::from(EXIT_REFUSED as u8);
     }
 
@@ -341,7 +341,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot build the tokio runtime: {e}");
+            nb_aiopool_demos::errln!("error: cannot build the tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -358,7 +358,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     ) {
         Ok(live) => live,
         Err(e) => {
-            eprintln!("error: {e}");
+            nb_aiopool_demos::errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -385,14 +385,14 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let (produced_s, expected) = match outcome {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e}");
+            nb_aiopool_demos::errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     let completed = COMPLETED.load(Ordering::Relaxed);
     let seen = PAYLOAD_SEEN.load(Ordering::Relaxed);
     let (Some(base), Some(last)) = (base, last) else {
-        eprintln!("error: the process monitor gave no reading");
+        nb_aiopool_demos::errln!("error: the process monitor gave no reading");
         return ExitCode::FAILURE;
     };
 
@@ -431,7 +431,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     nb_aiopool_demos::outln!("{line}");
 
     if completed != args.tasks || seen != expected {
-        eprintln!(
+        nb_aiopool_demos::errln!(
             "error: {completed} of {} tasks completed, payload bytes seen {seen} of {expected}",
             args.tasks
         );
@@ -479,7 +479,7 @@ fn compare(args: &Args) -> ExitCode {
         .copied()
         .filter(|m| *m != Mode::Compare)
         .collect();
-    eprintln!(
+    nb_aiopool_demos::errln!(
         "backpressure compare: {} tasks, {} B payload, concurrency {}, kind {}; modes {} \
          (each in its own process)",
         args.tasks,
@@ -496,11 +496,11 @@ fn compare(args: &Args) -> ExitCode {
     let mut results: Vec<ResultLine> = Vec::new();
     let mut failed = false;
     for mode in modes {
-        eprintln!();
+        nb_aiopool_demos::errln!();
         let run = match run_self(&child_args(mode, args)) {
             Ok(run) => run,
             Err(e) => {
-                eprintln!("error: cannot start the {} child: {e}", mode.name());
+                nb_aiopool_demos::errln!("error: cannot start the {} child: {e}", mode.name());
                 return ExitCode::FAILURE;
             }
         };
@@ -541,7 +541,7 @@ fn compare(args: &Args) -> ExitCode {
         }
     }
 
-    eprintln!();
+    nb_aiopool_demos::errln!();
     nb_aiopool_demos::outln!(
         "\nbackpressure: {} tasks x {} B payload, concurrency {}, kind {}",
         args.tasks,

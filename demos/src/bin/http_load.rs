@@ -254,7 +254,7 @@ async fn serve(listener: TcpListener, body: Bytes, served: Arc<Served>) {
             Err(e) => {
                 // Typically EMFILE: say so now and then, back off, go on.
                 if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    eprintln!("server: accept failed: {e}");
+                    nb_aiopool_demos::errln!("server: accept failed: {e}");
                     last_complaint = Some(Instant::now());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -303,12 +303,12 @@ async fn serve_only(args: &Args) -> ExitCode {
     let (url, served) = match start_server(args.port, args.response_bytes).await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", args.port);
+            nb_aiopool_demos::errln!("error: cannot listen on 127.0.0.1:{}: {e}", args.port);
             return ExitCode::FAILURE;
         }
     };
     nb_aiopool_demos::outln!("LISTENING {url}");
-    eprintln!("serving on {url} (Ctrl-C to stop)");
+    nb_aiopool_demos::errln!("serving on {url} (Ctrl-C to stop)");
     match args.serve_seconds {
         Some(s) => tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(s)) => {}
@@ -373,7 +373,7 @@ fn ensure_fd_limit(need: u64) -> Result<(), String> {
                  (hard limit {hard}); raise it (`ulimit -n {need}`) or lower --concurrency"
             ));
         }
-        eprintln!("raised the open-files limit from {soft} to {target}");
+        nb_aiopool_demos::errln!("raised the open-files limit from {soft} to {target}");
     }
     #[cfg(not(unix))]
     let _ = need;
@@ -542,6 +542,23 @@ struct KeptConnections {
     opened: AtomicU64,
 }
 
+/// The address every connection of a run goes to: the first of `addrs` that accepts a
+/// connection, tried in order (as `curl` does), when there are several (`localhost` may
+/// resolve to `::1` first while the server listens on 127.0.0.1 only); otherwise, or if
+/// none accepts, the first (its connections then fail and are counted so). The probe's
+/// connection is closed at once; with one address none is made, so a server's count of
+/// connections stays the run's own.
+async fn reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    if addrs.len() > 1 {
+        for &addr in addrs {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Some(addr);
+            }
+        }
+    }
+    addrs.first().copied()
+}
+
 impl KeptConnections {
     async fn new(uri: &Uri, concurrency: usize) -> Result<Self, String> {
         let authority = uri
@@ -552,10 +569,12 @@ impl KeptConnections {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let addr = tokio::net::lookup_host((host, port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| format!("cannot resolve `{authority}`: {e}"))?
-            .next()
+            .collect();
+        let addr = reachable(&addrs)
+            .await
             .ok_or_else(|| format!("`{authority}` resolves to no address"))?;
         let path = uri
             .path_and_query()
@@ -979,12 +998,12 @@ fn build_runtime(
 
 fn run_one(mode: Mode, args: &Args) -> ExitCode {
     let fail = |message: String| {
-        eprintln!("error: {message}");
+        nb_aiopool_demos::errln!("error: {message}");
         ExitCode::FAILURE
     };
     if let Some(url) = &args.url {
         if let Err(message) = check_target(url, args.allow_remote) {
-            eprintln!("{message}");
+            nb_aiopool_demos::errln!("{message}");
             return ExitCode::from(EXIT_REFUSED as u8);
         }
     }
@@ -996,7 +1015,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
             memory::available_bytes(),
             args.i_know_it_may_exhaust_memory,
         ) {
-            eprintln!("{message}");
+            nb_aiopool_demos::errln!("{message}");
             return ExitCode::from(EXIT_REFUSED as u8);
         }
     }
@@ -1150,7 +1169,7 @@ fn run_one(mode: Mode, args: &Args) -> ExitCode {
     }
     nb_aiopool_demos::outln!("{line}");
     if total_errors > 0 {
-        eprintln!(
+        nb_aiopool_demos::errln!(
             "{total_errors} requests failed: {}",
             ERROR_KINDS
                 .iter()
@@ -1218,18 +1237,18 @@ fn child_args(mode: Mode, args: &Args, url: &str) -> Vec<String> {
 fn compare(args: &Args) -> ExitCode {
     if let Some(url) = &args.url {
         if let Err(message) = check_target(url, args.allow_remote) {
-            eprintln!("{message}");
+            nb_aiopool_demos::errln!("{message}");
             return ExitCode::from(EXIT_REFUSED as u8);
         }
     }
     if let Err(message) = ensure_fd_limit(2 * args.concurrency as u64 + 64) {
-        eprintln!("error: {message}");
+        nb_aiopool_demos::errln!("error: {message}");
         return ExitCode::FAILURE;
     }
     let runtime = match build_runtime(Flavor::Multi, args.threads) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: {e}");
+            nb_aiopool_demos::errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1239,12 +1258,12 @@ fn compare(args: &Args) -> ExitCode {
         None => match runtime.block_on(start_server(0, args.response_bytes)) {
             Ok((url, served)) => (url, Some(served)),
             Err(e) => {
-                eprintln!("error: cannot start the server: {e}");
+                nb_aiopool_demos::errln!("error: cannot start the server: {e}");
                 return ExitCode::FAILURE;
             }
         },
     };
-    eprintln!(
+    nb_aiopool_demos::errln!(
         "http_load compare: {} requests to {url} at concurrency {}; pool, then semaphore, \
          each in its own process{}",
         args.requests,
@@ -1260,18 +1279,18 @@ fn compare(args: &Args) -> ExitCode {
     let mut results: Vec<ResultLine> = Vec::new();
     let mut failed = false;
     for mode in [Mode::Pool, Mode::Semaphore] {
-        eprintln!();
+        nb_aiopool_demos::errln!();
         let child = child_args(mode, args, &url);
         let run = match runtime
             .block_on(async { tokio::task::spawn_blocking(move || run_self(&child)).await })
         {
             Ok(Ok(run)) => run,
             Ok(Err(e)) => {
-                eprintln!("error: cannot start the {} child: {e}", mode.name());
+                nb_aiopool_demos::errln!("error: cannot start the {} child: {e}", mode.name());
                 return ExitCode::FAILURE;
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                nb_aiopool_demos::errln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -1310,7 +1329,7 @@ fn compare(args: &Args) -> ExitCode {
         }
     }
     if let Some(served) = served {
-        eprintln!("server: {}", served.summary());
+        nb_aiopool_demos::errln!("server: {}", served.summary());
     }
     drop(runtime);
 
@@ -1359,7 +1378,7 @@ fn main() -> ExitCode {
         return match build_runtime(Flavor::Multi, args.threads) {
             Ok(rt) => rt.block_on(serve_only(&args)),
             Err(e) => {
-                eprintln!("error: {e}");
+                nb_aiopool_demos::errln!("error: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -1373,6 +1392,25 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `localhost` resolving to `::1` first while the server listens on 127.0.0.1 only
+    /// (finding 233): the run goes to the address that accepts, not the first.
+    #[tokio::test]
+    async fn the_first_address_that_accepts_is_used() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = closed.local_addr().unwrap();
+        drop(closed);
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listening = open.local_addr().unwrap();
+        assert_eq!(reachable(&[refused, listening]).await, Some(listening));
+        assert_eq!(reachable(&[listening, refused]).await, Some(listening));
+        assert_eq!(
+            reachable(&[refused]).await,
+            Some(refused),
+            "one address: no probe"
+        );
+        assert_eq!(reachable(&[]).await, None);
+    }
 
     #[test]
     fn loopback_only_unless_allowed() {
