@@ -5,9 +5,11 @@
 //! nothing. The engine adds one on submit when queued jobs outnumber idle workers. Workers
 //! idle for `idle_timeout` are retired, never below `min_workers`, when the pool next
 //! looks at its worker count (`worker_count()` and the other counts, `set_max_concurrency`).
-//! Nothing runs to retire them: an idle worker holds nothing, and one not yet retired only
-//! means a job that comes first starts without the pool growing again. So no task and no
-//! timer is needed, and a runtime without tokio's time driver serves as well as any.
+//! Nothing runs to retire them: an idle worker holds at most a parked slot task (the
+//! engine ends those of retired workers then: `Engine::trim_idle`), and one not yet
+//! retired only means a job that comes first starts without the pool growing again. So no
+//! task and no timer is needed, and a runtime without tokio's time driver serves as well
+//! as any.
 
 use std::collections::VecDeque;
 use std::time::Duration;

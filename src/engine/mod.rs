@@ -943,6 +943,11 @@ impl<J: Job> Engine<J> {
                 stamp,
             });
             let st = &mut *st;
+            if st.reserved > 0 && st.queue.is_sorted() && st.limits.is_some() {
+                // Queued ahead of reserved jobs (by its priority), it may hold them back by
+                // its weight: their reservations go, and they count as queued.
+                Self::clamp_reserved_to_startable(st, &mut later);
+            }
             self.fill_free(st, Some(rt), &mut later);
             self.gauges(st);
             if reap && entered.is_some() && st.graves.for_submitter() && !context::polling_a_task()
@@ -1360,6 +1365,11 @@ impl<J: Job> Engine<J> {
                 }
                 None => st.limit = n,
             }
+            // Reserved jobs have not started: those beyond the new size give their slots
+            // back and count as queued (their slot tasks find none to take).
+            let started = st.running - st.reserved;
+            let most = st.limit.saturating_sub(started);
+            Self::clamp_reserved_to(&mut st, most, &mut later);
             // A shrink retires idle workers: their idle slot tasks exit.
             Self::trim_idle(&mut st, &mut later.wake);
             // Growing admits waiting submitters at once; after a shrink, places given back
@@ -1386,9 +1396,11 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock: jobs left the queue without their reservations; give the slots
-    /// reserved beyond the queue's length back (their tasks exit when they find none).
+    /// reserved beyond the queued jobs that may start now back (their tasks exit when they
+    /// find none). Not simply beyond the queue's length: the jobs left may be held back
+    /// by their keys or weights.
     fn clamp_reserved(st: &mut State<J>, later: &mut Deferred<J>) {
-        Self::clamp_reserved_to(st, st.queue.len(), later);
+        Self::clamp_reserved_to_startable(st, later);
     }
 
     /// Under the lock: gives back the reservations beyond `most`.

@@ -77,6 +77,11 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
+    /// Whether it is ordered by priority (a job it takes may go ahead of queued ones).
+    pub(crate) fn is_sorted(&self) -> bool {
+        matches!(self, Queue::Sorted { .. })
+    }
+
     pub(crate) fn len(&self) -> usize {
         match self {
             Queue::Fifo(ring) => ring.len(),
