@@ -1462,6 +1462,30 @@ impl<J: Job> Engine<J> {
         Self::has_room(st) || Self::needs_claimers(st)
     }
 
+    /// Under the lock: whether a queued job without a reservation may start now: its key,
+    /// its weight and the rate window allow it, the reserved jobs counted as started (as
+    /// [`fill`](Self::fill) reserves). For a slot that keeps its unit as a reservation.
+    fn unreserved_may_start(st: &mut State<J>) -> bool {
+        if st.queue.len() <= st.reserved {
+            return false;
+        }
+        let State {
+            queue,
+            limits,
+            reserved,
+            ..
+        } = st;
+        match limits.as_deref_mut() {
+            None => true,
+            Some(limits) => {
+                limits.rate_tokens(Instant::now()) > *reserved && {
+                    let mut pick = limits.counter();
+                    queue.count(*reserved + 1, |q| pick(&q.meta)) > *reserved
+                }
+            }
+        }
+    }
+
     /// Under the lock: whether reserved jobs wait for more claimers than are scheduled.
     fn needs_claimers(st: &State<J>) -> bool {
         st.claimers < st.reserved.min(CLAIMERS_MAX)

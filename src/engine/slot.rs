@@ -437,10 +437,12 @@ impl<J: Job> Slot<J> {
                     },
                 }
             } else if st.running <= st.limit
-                && st.queue.len() > st.reserved
+                && Engine::unreserved_may_start(&mut st)
                 && st.runtimes.is_alive(self.rt)
             {
-                // Its slot becomes a reservation it claims itself after yielding.
+                // Its slot becomes a reservation it claims itself after yielding (only for
+                // a job that may start now: one held back by its key, its weight or the
+                // rate window counts as queued).
                 st.reserved += 1;
                 Engine::claimer_added(&mut st, self.rt);
                 self.claiming = true;
