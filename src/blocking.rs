@@ -47,21 +47,13 @@ pub(crate) fn block_on_unless<F: Future>(fut: F, give_up: impl Fn() -> bool) -> 
 ///
 /// A current-thread runtime the thread has entered (`Handle::enter`) is not offered
 /// meanwhile: this thread, blocked here, could not drive it, and nothing may (finding
-/// 227); with nothing else to offer, the wait makes its own.
+/// 227); with nothing else to offer, the wait makes its own. A `spawn_blocking` thread's
+/// own live runtime is offered, as any awaiting runtime (see [`cannot_drive`]).
 pub(crate) fn block_on_serving<F: Future + Unpin>(
     mut fut: F,
     stranded: impl Fn() -> bool,
 ) -> F::Output {
-    struct Blocked(bool);
-    impl Drop for Blocked {
-        fn drop(&mut self) {
-            BLOCKED.with(|b| b.set(self.0));
-        }
-    }
-    let waited = {
-        let _restore = Blocked(BLOCKED.with(|b| b.replace(true)));
-        block_on_unless(&mut fut, stranded)
-    };
+    let waited = blocked(|| block_on_unless(&mut fut, stranded));
     if let Some(out) = waited {
         return out;
     }
@@ -105,15 +97,32 @@ pub(crate) fn assert_not_async(what: &str, instead: &str) {
 
 thread_local! {
     static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set while [`block_on_serving`] parks this thread between polls of its own.
+    /// Set while [`block_on_serving`] parks this thread between polls of its own, and
+    /// while a `blocking_submit` waits for room (see [`blocked`]).
     static BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether this thread is blocked in a wait of [`block_on_serving`] (outside the runtime
-/// it may make): a current-thread runtime it entered is not to be offered to a pool, which
-/// would leave the jobs there for a thread that cannot drive it.
-pub(crate) fn blocked_here() -> bool {
-    BLOCKED.try_with(std::cell::Cell::get).unwrap_or(false)
+/// Runs `f`, a wait that blocks this thread, marked as such (see [`cannot_drive`]).
+pub(crate) fn blocked<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = BLOCKED.try_with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(BLOCKED.try_with(|b| b.replace(true)).unwrap_or(false));
+    f()
+}
+
+/// Whether `handle`'s runtime is a current-thread one that this thread, blocked in a wait
+/// of ours ([`blocked`]), entered (`Handle::enter`) and so cannot drive: it is not to be
+/// offered to a pool, which would leave the jobs there for a thread that cannot drive it
+/// (finding 227, and its case for `blocking_submit`). A `spawn_blocking` thread's own
+/// runtime (the thread runs a tokio task) is offered: another thread may drive it.
+pub(crate) fn cannot_drive(handle: &tokio::runtime::Handle) -> bool {
+    handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        && BLOCKED.try_with(std::cell::Cell::get).unwrap_or(false)
+        && tokio::task::try_id().is_none()
 }
 
 /// Whether tokio refuses to block this thread (its blocking-region check).

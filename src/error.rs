@@ -87,8 +87,10 @@ pub enum SubmitErrorKind {
     /// pool knows. Also when such a
     /// submit would wait for room, or waits for room when the pool comes to know no live
     /// runtime (a SmartAioPool full of the re-runs of the runtime that ended): nothing
-    /// would make any. Submit from inside a runtime,
-    /// or enter one first (`Handle::enter`). Also, in a pool with a `rate_limit`, a
+    /// would make any. A `blocking_submit` that waits for room under a current-thread
+    /// runtime it entered (`Handle::enter`) does not offer that runtime, which its blocked
+    /// thread could not drive: it counts as one without a runtime context here. Submit
+    /// from inside a runtime, or enter one first (`Handle::enter`). Also, in a pool with a `rate_limit`, a
     /// submit that waited for room on one runtime and was finished on one without
     /// tokio's time driver (the rate window could not be kept there).
     NoRuntime,

@@ -117,10 +117,13 @@
 //!   runtime the pool knows is left, awaiting one of its tasks (a handle, a stream or a
 //!   group fed by the pool) offers the awaiting runtime, which then runs the queued
 //!   tasks; a `blocking_wait` with no live runtime to offer, or only a current-thread
-//!   one it entered and so cannot drive, makes one of its own for its wait). When no
+//!   one it entered with `Handle::enter` and so cannot drive, makes one of its own for
+//!   its wait; a `spawn_blocking` thread offers its own runtime, as it is alive). When no
 //!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and
 //!   hands it back; so does a submit from outside any runtime that would wait for room
-//!   (or waits, and then sees it so) while the pool knows no live runtime (a SmartAioPool full of the re-runs of a
+//!   (or waits, and then sees it so; a `blocking_submit` under a current-thread runtime
+//!   it entered counts as outside) while the pool knows no live runtime (a SmartAioPool
+//!   full of the re-runs of a
 //!   runtime that ended: no room would come until a runtime waits on the pool or submits
 //!   to it). A runtime that is alive but not driven (a current-thread runtime outside
 //!   `block_on`) runs nothing, so the slot tasks that take queued jobs, and a rate

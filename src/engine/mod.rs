@@ -2377,7 +2377,12 @@ impl<J: Job> Engine<J> {
     /// for room would wait for ever (a SmartAioPool full of the re-runs of a runtime that
     /// ended).
     pub(crate) fn ensure_started(self: &Arc<Self>) -> bool {
-        let Ok(handle) = Handle::try_current() else {
+        // A current-thread runtime that a blocked `blocking_submit` entered is not offered:
+        // its thread, blocked, cannot drive it (227's case for `blocking_submit`).
+        let Some(handle) = Handle::try_current()
+            .ok()
+            .filter(|h| !crate::blocking::cannot_drive(h))
+        else {
             return self.lock().runtimes.live_or_any(None).is_some();
         };
         let mut later = Deferred::default();
@@ -2423,7 +2428,7 @@ impl<J: Job> Engine<J> {
         let Ok(handle) = Handle::try_current() else {
             return; // a plain thread's wait has no runtime to offer
         };
-        if crate::blocking::blocked_here() && !runtimes::is_multi_thread(&handle) {
+        if crate::blocking::cannot_drive(&handle) {
             // A `blocking_wait` under an entered current-thread runtime, which its blocked
             // thread cannot drive: it makes a runtime of its own instead.
             return;

@@ -359,10 +359,13 @@ impl<J: Job> Core<J> {
             Ok(waits) => waits,
             Err(done) => return done,
         };
-        let admitted = self
-            .engine
-            .full()
-            .and_then(|()| self.engine.admit_blocking());
+        // Marked blocked: a current-thread runtime this thread entered is not offered to
+        // the pool, which would queue jobs there that only this thread could drive.
+        let admitted = crate::blocking::blocked(|| {
+            self.engine
+                .full()
+                .and_then(|()| self.engine.admit_blocking())
+        });
         self.submit_waited::<S>(ready, meta, false, admitted)
     }
 

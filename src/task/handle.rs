@@ -30,7 +30,9 @@ use crate::error::{CancelReason, TaskError};
 /// Awaited with [`blocking_wait`](Self::blocking_wait) from a thread that has no live
 /// runtime to offer (a plain thread, or a `spawn_blocking` thread whose runtime ended,
 /// whose drop waits for that thread; a current-thread runtime entered with
-/// `Handle::enter` is not offered, as the blocked thread could not drive it), it is run
+/// `Handle::enter` is not offered, as the blocked thread could not drive it, while a
+/// `spawn_blocking` thread of a live runtime offers that runtime, as any awaiting
+/// runtime: a current-thread one runs the task while some thread drives it), it is run
 /// on a current-thread runtime that `blocking_wait` makes for the rest of its wait, on
 /// the calling thread (other queued tasks of the pool may start there too; those still
 /// running when it returns are cut off with it and queued again, and blocking work they
