@@ -95,7 +95,10 @@ impl SubmitOptions {
     ///
     /// It bounds the wait for admission only: once accepted, a task queued or held back
     /// by its key, weight or the rate window waits as long as that takes. The timer needs
-    /// a tokio runtime with time enabled, and is made only if the submit has to wait.
+    /// a tokio runtime with time enabled, and is made only if the submit has to wait, on
+    /// the runtime whose context polls the submit: it runs only while that runtime is
+    /// driven (under `Handle::enter` of a current-thread runtime that no thread drives,
+    /// it never fires, and the submit waits as long as it takes).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

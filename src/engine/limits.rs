@@ -191,14 +191,23 @@ impl Limits {
         })
     }
 
-    /// Whether the rate window is full and never reopens (`Duration::MAX`): no queued
-    /// job will ever start. Reads no clock (such a window never lets a start expire).
-    pub(crate) fn rate_spent_for_good(&self) -> bool {
-        !self.rate_reopens()
-            && self
-                .rate
-                .as_ref()
-                .is_some_and(|r| r.starts.len() >= r.count)
+    /// Of `queued` jobs (not reserved a slot; `reserved` more are, each to spend a start),
+    /// how many a rate window that never reopens (`Duration::MAX`) will never let start:
+    /// those beyond the starts it has left. Not only once it is full: with one start left
+    /// and two jobs queued, one of them never starts. Reads no clock (such a window never
+    /// lets a start expire). 0 before the window's first start (whether it reopens is
+    /// told by its starts: see [`rate_reopens`](Self::rate_reopens)).
+    pub(crate) fn rate_never_starts(&self, queued: usize, reserved: usize) -> usize {
+        match &self.rate {
+            Some(r) if !self.rate_reopens() => {
+                let left = r
+                    .count
+                    .saturating_sub(r.starts.len())
+                    .saturating_sub(reserved);
+                queued.saturating_sub(left)
+            }
+            _ => 0,
+        }
     }
 
     /// How many starts the rate window allows now (`usize::MAX` without a rate limit).

@@ -100,8 +100,9 @@ pub(crate) struct Figures {
     /// Queued (but for `held_back`) or running.
     pub(crate) unfinished: usize,
     pub(crate) lost: u64,
-    /// Queued tasks a `rate_limit` window that never reopens holds back for good: still
-    /// queued (a live pool), or cancelled by the pool's drop (a dropped one's figures).
+    /// Queued tasks a `rate_limit` window that never reopens holds back for good (those
+    /// beyond the starts it has left): still queued (a live pool), or cancelled by the
+    /// pool's drop (a dropped one's figures).
     pub(crate) held_back: usize,
     /// The pool's size when it was dropped (after any `set_max_concurrency`).
     pub(crate) max_concurrency: usize,
@@ -2160,11 +2161,10 @@ impl<J: Job> Engine<J> {
 
     fn figures_of(st: &State<J>) -> Figures {
         let queued = st.queue.len() - st.reserved;
-        let held_back = if st.limits.as_ref().is_some_and(|l| l.rate_spent_for_good()) {
-            queued
-        } else {
-            0
-        };
+        let held_back = st
+            .limits
+            .as_ref()
+            .map_or(0, |l| l.rate_never_starts(queued, st.reserved));
         Figures {
             unfinished: queued - held_back + st.running,
             lost: st.counts.lost,

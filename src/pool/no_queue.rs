@@ -705,7 +705,10 @@ impl NoQueueAioPool {
     /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
     ///
     /// The pool is closed, and the report's counts start, when this is called; `timeout`
-    /// runs from the returned future's first poll.
+    /// runs from the returned future's first poll. Its timer is tokio's, on the runtime
+    /// whose context polls it, and runs only while that runtime is driven: polled under
+    /// `Handle::enter` of a current-thread runtime that no thread drives (in `block_on`),
+    /// the deadline never passes, and this waits as `shutdown` does.
     ///
     /// Called from inside a job of this pool, that job is neither waited for nor
     /// abandoned at this call's own deadline (see [`wait`](Self::wait) for what "inside"

@@ -222,7 +222,10 @@ fn warn_unfinished_future_pools() {
             continue;
         }
         // A pool built with `process_wide(false)` is not reached by the `*_all_*` call.
+        // One with held-back tasks gets a deadline: any wait without one (`shutdown()`,
+        // `wait()`, the `*_all_*` calls) would wait for those too, for ever.
         let call = match (f.kind, f.process_wide) {
+            _ if f.figures.held_back > 0 => "`pool.shutdown_timeout(..).await`",
             (PoolKind::NoQueue, true) => {
                 "`pool.wait().await` or `wait_all_no_queue_aiopools().await`"
             }
@@ -236,8 +239,17 @@ fn warn_unfinished_future_pools() {
         eprintln!(
             "nb_aiopool: warning: {} (max_concurrency {}) had {} unfinished task(s) at \
              process exit and {} task(s) cancelled by a runtime shutdown; call {} at the end of \
-             main to wait for them",
-            pools, f.figures.max_concurrency, f.figures.unfinished, f.figures.lost, call
+             main to wait for them{}",
+            pools,
+            f.figures.max_concurrency,
+            f.figures.unfinished,
+            f.figures.lost,
+            call,
+            if f.figures.held_back > 0 {
+                " (a wait without a deadline would wait for the held-back ones too, for ever)"
+            } else {
+                ""
+            }
         );
     }
 }
