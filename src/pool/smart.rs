@@ -676,8 +676,11 @@ impl SmartAioPool {
     /// If every runtime the pool knows ends while the pool is full, their tasks wait to run
     /// again on a runtime that calls `wait`, a submit that waits for room, or awaits one of
     /// the pool's tasks (with a rate limit, a `wait` only from a runtime the pool knows; or
-    /// at process exit), and this call waits with them: a plain thread cannot offer a
-    /// runtime.
+    /// at process exit). No room would come for this call then: a plain thread cannot offer
+    /// a runtime (nor can a current-thread runtime it entered with `Handle::enter`, which
+    /// its blocked thread could not drive), so the call is refused with
+    /// [`NoRuntime`](crate::SubmitErrorKind::NoRuntime) and the recipe handed back; a
+    /// `spawn_blocking` thread of a live runtime offers that runtime and goes on waiting.
     ///
     /// # Errors
     ///
