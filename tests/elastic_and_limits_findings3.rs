@@ -134,9 +134,10 @@ fn a_slot_out_of_budget_reserves_nothing_for_a_job_held_back_by_the_rate_window(
     budget_case(HeldBy::Rate);
 }
 
-// ----- randomized: 1406ae8's model with bursts of quick jobs and cancel_all --------------
+// ----- randomized: the count where slots are reserved against what starts (1406ae8's ----
+// model, found 235's second form and 237; with bursts of quick jobs and cancel_all) ------
 
-mod randomized_more {
+mod randomized {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;

@@ -4,17 +4,12 @@
 
 mod support;
 
+use support::panic_message;
+
 use std::future::Future;
 use std::time::Duration;
 
 use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SubmitErrorKind};
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
 
 /// A private pool of each kind (one slot, one place in the queue where there is one).
 fn three_pools() -> Vec<(&'static str, support::Pool)> {

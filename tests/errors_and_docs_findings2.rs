@@ -4,18 +4,13 @@
 
 mod support;
 
+use support::panic_message;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use nb_aiopool::{NoQueueAioPool, SubmitOptions};
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
 
 /// A private pool of each kind: one slot, no queue (a submit into it busy waits).
 fn three_pools() -> Vec<(&'static str, support::Pool)> {

@@ -11,23 +11,6 @@ use std::time::Duration;
 use nb_aiopool::{CancelReason, NoQueueAioPool, SmartAioPool};
 use support::*;
 
-/// Runs `f` on a thread of its own and fails if it has not returned within `secs`.
-fn on_thread_within<T: Send + 'static>(
-    what: &str,
-    secs: u64,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("timed out ({secs} s): {what}"),
-    }
-}
-
 // ----- pins: behaviour that held already, kept because nothing else pins it ------------
 
 #[test]

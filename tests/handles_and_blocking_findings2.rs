@@ -13,32 +13,6 @@ use std::time::{Duration, Instant};
 use nb_aiopool::{SmartAioPool, SubmitErrorKind};
 use support::*;
 
-/// Runs `f` on a thread of its own and fails if it has not returned within `secs`.
-fn on_thread_within<T: Send + 'static>(
-    what: &str,
-    secs: u64,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("timed out ({secs} s): {what}"),
-    }
-}
-
-/// Waits (bounded, sleeping the thread) until `cond` holds.
-fn until(what: &str, cond: impl Fn() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out (10 s) waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Finding 225: the runtime `blocking_wait` makes for a stranded pool ran other queued
 /// re-runs too, and was then dropped: tokio's drop of a runtime waits for every blocking
 /// task spawned on it, so a re-run of *another* task that had started a `spawn_blocking`
@@ -103,28 +77,6 @@ fn blocking_waits_own_runtime_does_not_wait_for_another_tasks_blocking_work() {
     // B was cut off with that runtime and queued again: it still runs, and returns.
     let got = on_thread_within("b's blocking_wait", 10, move || b.blocking_wait());
     assert_eq!(got.unwrap(), 2);
-}
-
-/// A pool of one slot and no queue whose one task's first run never ends, started on a
-/// new multi-thread runtime (returned): once that runtime is dropped, the task is queued
-/// again with no live runtime: the pool is stranded and full.
-fn full_smart_pool_on_a_runtime(
-    runs: &Arc<AtomicUsize>,
-) -> (
-    SmartAioPool,
-    tokio::runtime::Runtime,
-    nb_aiopool::TaskHandle<u32>,
-) {
-    let pool = SmartAioPool::builder()
-        .max_concurrency(1)
-        .max_queue_size(0)
-        .process_wide(false)
-        .auto_shutdown(false)
-        .build();
-    let rt = multi_thread_of(1);
-    let h = rt.block_on(pool.submit(cut_off_once(runs, 9))).unwrap();
-    until("the first run", || runs.load(Ordering::SeqCst) == 1);
-    (pool, rt, h)
 }
 
 /// Finding 226: finding 216's case for an async submit polled outside any tokio runtime

@@ -6,58 +6,10 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nb_aiopool::{SmartAioPool, SubmitErrorKind};
+use nb_aiopool::SubmitErrorKind;
 use support::*;
-
-/// Runs `f` on a thread of its own and fails if it has not returned within `secs`.
-fn on_thread_within<T: Send + 'static>(
-    what: &str,
-    secs: u64,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("timed out ({secs} s): {what}"),
-    }
-}
-
-/// Waits (bounded, sleeping the thread) until `cond` holds.
-fn until(what: &str, cond: impl Fn() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out (10 s) waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// A pool of one slot and no queue whose one task's first run never ends, started on a
-/// new multi-thread runtime (returned): once that runtime is dropped, the task is queued
-/// again with no live runtime: the pool is stranded and full.
-fn full_smart_pool_on_a_runtime(
-    runs: &Arc<AtomicUsize>,
-) -> (
-    SmartAioPool,
-    tokio::runtime::Runtime,
-    nb_aiopool::TaskHandle<u32>,
-) {
-    let pool = SmartAioPool::builder()
-        .max_concurrency(1)
-        .max_queue_size(0)
-        .process_wide(false)
-        .auto_shutdown(false)
-        .build();
-    let rt = multi_thread_of(1);
-    let h = rt.block_on(pool.submit(cut_off_once(runs, 9))).unwrap();
-    until("the first run", || runs.load(Ordering::SeqCst) == 1);
-    (pool, rt, h)
-}
 
 /// Finding 239, 227's case for `blocking_submit`: a plain thread that entered a current-thread
 /// runtime it does not drive (`Handle::enter`) waits in `blocking_submit` for room in a

@@ -178,23 +178,6 @@ fn pin_no_queue_pool_with_a_key_limit_runs_every_job() {
     });
 }
 
-/// Runs `f` on a thread of its own and fails if it has not returned within `secs`.
-fn on_thread_within<T: Send + 'static>(
-    what: &str,
-    secs: u64,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("timed out ({secs} s): {what}"),
-    }
-}
-
 /// `block_in_place` on a multi-thread worker: blocking_wait and blocking_submit are
 /// allowed there (the worker is given up to blocking), and the runtime, multi-thread, is
 /// offered and runs the task.

@@ -64,7 +64,7 @@ use nb_aiopool::{
     TaskError, TaskHandle,
 };
 use proptest::prelude::*;
-use support::Gauge;
+use support::{panic_message, Gauge};
 
 /// How long any single wait may take before it counts as a hang (a case takes a few
 /// milliseconds).
@@ -671,13 +671,6 @@ async fn conductor(
         shared.gauge.max(),
         shared.max_concurrency
     );
-}
-
-fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
-    e.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }
 
 fn die(rt: tokio::runtime::Runtime, death: Death) {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitOptions};
-use support::{within, Gate, Gauge};
+use support::{panic_message, within, Gate, Gauge};
 
 fn no_queue(n: usize) -> nb_aiopool::NoQueueAioPoolBuilder {
     NoQueueAioPool::builder()
@@ -108,13 +108,6 @@ async fn no_queue_higher_priority_waiting_submitter_starts_first() {
         ["high", "low"],
         "the higher-priority task did not run first"
     );
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
 }
 
 /// "From a plain thread it runs on the pool's home runtime": `submit(..).await` polled

@@ -461,3 +461,62 @@ pub fn plain_block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// Runs `f` on a thread of its own and fails if it has not returned within `secs`.
+pub fn on_thread_within<T: Send + 'static>(
+    what: &str,
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("timed out ({secs} s): {what}"),
+    }
+}
+
+/// Waits (bounded, sleeping the thread) until `cond` holds.
+pub fn until(what: &str, cond: impl Fn() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out (10 s) waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// A pool of one slot and no queue whose one task's first run never ends, started on a
+/// new multi-thread runtime (returned): once that runtime is dropped, the task is queued
+/// again with no live runtime: the pool is stranded and full.
+pub fn full_smart_pool_on_a_runtime(
+    runs: &Arc<AtomicUsize>,
+) -> (
+    SmartAioPool,
+    tokio::runtime::Runtime,
+    nb_aiopool::TaskHandle<u32>,
+) {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(0)
+        .process_wide(false)
+        .auto_shutdown(false)
+        .build();
+    let rt = multi_thread_of(1);
+    let h = rt.block_on(pool.submit(cut_off_once(runs, 9))).unwrap();
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    (pool, rt, h)
+}
+
+/// The message of a caught panic (`&str` or `String` payloads; empty for others).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
