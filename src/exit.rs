@@ -12,7 +12,7 @@ static REGISTER: Once = Once::new();
 pub(crate) fn at_exit(hook: fn()) {
     REGISTER.call_once(|| {
         if !crate::sys::register_at_exit(run_hooks) {
-            eprintln!(
+            warn_stderr!(
                 "nb_aiopool: warning: this platform offers no at-exit hook; SmartAioPool tasks \
                  left unfinished when main returns will not be completed: use smart_run or \
                  shutdown the pools before returning"
@@ -30,7 +30,7 @@ extern "C" fn run_hooks() {
     for hook in hooks {
         // Nothing may unwind into the C runtime.
         if std::panic::catch_unwind(hook).is_err() {
-            eprintln!("nb_aiopool: the process-exit hook panicked; some tasks may not have run");
+            warn_stderr!("nb_aiopool: the process-exit hook panicked; some tasks may not have run");
         }
     }
 }

@@ -289,6 +289,18 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// `eprintln!` that drops its line when stderr cannot take it (a broken pipe: `2>&1 |
+/// head -1`), where `eprintln!` panics. The crate's warnings go through it: most are
+/// printed at the process exit, by the C runtime's `atexit` hook, where a panic cannot
+/// unwind (the process would abort, and the hooks after it, such as the SmartAioPools'
+/// exit run, would not run).
+macro_rules! warn_stderr {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 // Modules form a DAG: leaves (errors, stats, blocking waits, sys, and the unit tests'
 // `testing`) <- the task cell and handle <- the engine <- the exit hook <- the pools.
 mod blocking;

@@ -195,11 +195,20 @@ impl Limits {
     /// how many a rate window that never reopens (`Duration::MAX`) will never let start:
     /// those beyond the starts it has left. Not only once it is full: with one start left
     /// and two jobs queued, one of them never starts. Reads no clock (such a window never
-    /// lets a start expire). 0 before the window's first start (whether it reopens is
-    /// told by its starts: see [`rate_reopens`](Self::rate_reopens)).
+    /// lets a start expire). Before the window's first start, whether it ever reopens is
+    /// told by the time now (the only read of the clock): jobs submitted on a runtime not
+    /// driven since, with none started, are held back beyond its `count` starts as well.
     pub(crate) fn rate_never_starts(&self, queued: usize, reserved: usize) -> usize {
+        let never_reopens = |r: &RateWindow| {
+            r.starts
+                .front()
+                .copied()
+                .unwrap_or_else(Instant::now)
+                .checked_add(r.per)
+                .is_none()
+        };
         match &self.rate {
-            Some(r) if !self.rate_reopens() => {
+            Some(r) if never_reopens(r) => {
                 let left = r
                     .count
                     .saturating_sub(r.starts.len())

@@ -236,7 +236,7 @@ fn warn_unfinished_future_pools() {
             (PoolKind::Common, false) => "`pool.shutdown().await`",
         };
         let pools = pools_named(&f);
-        eprintln!(
+        warn_stderr!(
             "nb_aiopool: warning: {} (max_concurrency {}) had {} unfinished task(s) at \
              process exit and {} task(s) cancelled by a runtime shutdown; call {} at the end of \
              main to wait for them{}",
@@ -277,7 +277,7 @@ fn warn_held_back(f: &ExitFigures) {
         "they were still queued at process exit (waiting for them would never end: abort \
          them, or use `shutdown_timeout`)"
     };
-    eprintln!(
+    warn_stderr!(
         "nb_aiopool: warning: {} (max_concurrency {}): {} task(s) never started, held back \
          by a rate_limit window that never ends (per = Duration::MAX); {}",
         pools_named(f),

@@ -1486,15 +1486,16 @@ pub(crate) fn finish_at_exit() {
                 for p in &pools {
                     let report = p.core.engine.take_over(handle.clone(), exiting);
                     if report.cut > 0 {
-                        eprintln!(
+                        warn_stderr!(
                             "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were \
                              interrupted by the process exit and not run again \
                              (rerun_interrupted(false)); their handles say RuntimeShutdown",
-                            report.cut, p.name
+                            report.cut,
+                            p.name
                         );
                     }
                     if report.stuck > 0 {
-                        eprintln!(
+                        warn_stderr!(
                             "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were still \
                              running at the process exit (the task that called exit, or one \
                              busy in a single poll for over {:?}) and were not run again; \
@@ -1518,11 +1519,12 @@ pub(crate) fn finish_at_exit() {
                 for p in &pools {
                     let never_started = p.core.engine.never_started();
                     if never_started > 0 {
-                        eprintln!(
+                        warn_stderr!(
                             "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were never \
                              started: its rate_limit window never ends (per = Duration::MAX) \
                              and allows no more starts; their handles say RuntimeShutdown",
-                            never_started, p.name
+                            never_started,
+                            p.name
                         );
                     }
                 }
@@ -1530,7 +1532,7 @@ pub(crate) fn finish_at_exit() {
         });
     match worker.map(|t| t.join()) {
         Ok(Ok(())) => {}
-        _ => eprintln!("nb_aiopool: the at-exit run of SmartAioPool tasks failed"),
+        _ => warn_stderr!("nb_aiopool: the at-exit run of SmartAioPool tasks failed"),
     }
 }
 

@@ -545,13 +545,15 @@ struct KeptConnections {
 /// The address every connection of a run goes to: the first of `addrs` that accepts a
 /// connection, tried in order (as `curl` does), when there are several (`localhost` may
 /// resolve to `::1` first while the server listens on 127.0.0.1 only); otherwise, or if
-/// none accepts, the first (its connections then fail and are counted so). The probe's
-/// connection is closed at once; with one address none is made, so a server's count of
-/// connections stays the run's own.
-async fn reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+/// none accepts, the first (its connections then fail and are counted so). Each probe
+/// waits at most `within` (`--timeout-ms`, as a request's connect would): an address that
+/// never answers (a dropped SYN) does not hold the run for the kernel's connect timeout.
+/// The probe's connection is closed at once; with one address none is made, so a server's
+/// count of connections stays the run's own.
+async fn reachable(addrs: &[SocketAddr], within: Duration) -> Option<SocketAddr> {
     if addrs.len() > 1 {
         for &addr in addrs {
-            if TcpStream::connect(addr).await.is_ok() {
+            if let Ok(Ok(_)) = tokio::time::timeout(within, TcpStream::connect(addr)).await {
                 return Some(addr);
             }
         }
@@ -560,7 +562,7 @@ async fn reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 }
 
 impl KeptConnections {
-    async fn new(uri: &Uri, concurrency: usize) -> Result<Self, String> {
+    async fn new(uri: &Uri, concurrency: usize, timeout: Duration) -> Result<Self, String> {
         let authority = uri
             .authority()
             .ok_or_else(|| format!("`{uri}` has no host"))?;
@@ -573,7 +575,7 @@ impl KeptConnections {
             .await
             .map_err(|e| format!("cannot resolve `{authority}`: {e}"))?
             .collect();
-        let addr = reachable(&addrs)
+        let addr = reachable(&addrs, timeout)
             .await
             .ok_or_else(|| format!("`{authority}` resolves to no address"))?;
         let path = uri
@@ -736,8 +738,8 @@ struct RawConnections {
 }
 
 impl RawConnections {
-    async fn new(uri: &Uri, concurrency: usize) -> Result<Self, String> {
-        let kept = KeptConnections::new(uri, 0).await?;
+    async fn new(uri: &Uri, concurrency: usize, timeout: Duration) -> Result<Self, String> {
+        let kept = KeptConnections::new(uri, 0, timeout).await?;
         let host = kept.host.to_str().map_err(|e| format!("bad host: {e}"))?;
         let request = format!("GET {} HTTP/1.1\r\nHost: {host}\r\n\r\n", kept.path);
         Ok(Self {
@@ -915,13 +917,17 @@ async fn load(mode: Mode, args: &Args, uri: Uri, stats: Arc<Stats>) -> Result<(u
         past_deadline
     };
     let client = Arc::new(match args.client {
-        ClientKind::Conn => HttpClient::Conn(KeptConnections::new(&uri, args.concurrency).await?),
+        ClientKind::Conn => {
+            HttpClient::Conn(KeptConnections::new(&uri, args.concurrency, timeout).await?)
+        }
         ClientKind::Legacy => HttpClient::Legacy(
             legacy_client(args.concurrency, timeout),
             uri,
             Mutex::new(HashSet::new()),
         ),
-        ClientKind::Raw => HttpClient::Raw(RawConnections::new(&uri, args.concurrency).await?),
+        ClientKind::Raw => {
+            HttpClient::Raw(RawConnections::new(&uri, args.concurrency, timeout).await?)
+        }
     });
     let mut started = 0;
     match mode {
@@ -1402,14 +1408,45 @@ mod tests {
         drop(closed);
         let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listening = open.local_addr().unwrap();
-        assert_eq!(reachable(&[refused, listening]).await, Some(listening));
-        assert_eq!(reachable(&[listening, refused]).await, Some(listening));
         assert_eq!(
-            reachable(&[refused]).await,
+            reachable(&[refused, listening], Duration::from_secs(10)).await,
+            Some(listening)
+        );
+        assert_eq!(
+            reachable(&[listening, refused], Duration::from_secs(10)).await,
+            Some(listening)
+        );
+        assert_eq!(
+            reachable(&[refused], Duration::from_secs(10)).await,
             Some(refused),
             "one address: no probe"
         );
-        assert_eq!(reachable(&[]).await, None);
+        assert_eq!(reachable(&[], Duration::from_secs(10)).await, None);
+    }
+
+    /// Finding 248. The address probe had no deadline: a first address that never answers (a dropped
+    /// SYN: a filtered port, or here a listener whose accept queue is full) held the run
+    /// for the kernel's connect timeout (about two minutes), whatever `--timeout-ms`.
+    #[tokio::test]
+    async fn an_address_that_never_answers_does_not_hold_the_probe() {
+        // Backlog 0 and one connection never accepted: the queue is full, later SYNs dropped.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let silent = socket.listen(0).unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let _filler = TcpStream::connect(silent_addr).await.unwrap();
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listening = open.local_addr().unwrap();
+        let probed = tokio::time::timeout(
+            Duration::from_secs(10),
+            reachable(&[silent_addr, listening], Duration::from_millis(500)),
+        )
+        .await;
+        assert_eq!(
+            probed,
+            Ok(Some(listening)),
+            "the probe waited on the address that never answers"
+        );
     }
 
     #[test]
