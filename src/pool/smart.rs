@@ -83,9 +83,11 @@ use crate::task::TaskHandle;
 /// is cancelled at the exit, with a warning), or, after
 /// `process::exit` called from inside a runtime, a re-run that needs something its
 /// interrupted first run still holds (a lock, a semaphore permit, a pooled connection:
-/// that run is frozen with it, and the re-run, and so the exit, wait forever). For
-/// Ctrl-C and `SIGTERM`, handle the signal and shut down (see
-/// [`shutdown_all_smart_aiopools`]).
+/// that run is frozen with it, and the re-run, and so the exit, wait forever), or a task
+/// run at the exit that calls `process::exit` itself (std lets one thread exit: a call
+/// from another thread while `main` returns or `exit` runs waits for ever, so the task
+/// never ends and the exit waits for it: the process hangs). For Ctrl-C and `SIGTERM`,
+/// handle the signal and shut down (see [`shutdown_all_smart_aiopools`]).
 ///
 /// A pool with `auto_shutdown(false)` is left out of both automatic waits; shut it down
 /// yourself.
