@@ -361,8 +361,8 @@ pub enum CancelReason {
     /// [`SmartAioPool`](crate::SmartAioPool)'s Shutdown for the tasks its exit does not
     /// run). Also a task held back by a
     /// [`rate_limit`](crate::CommonAioPoolBuilder::rate_limit) window that never reopens
-    /// (`per` = `Duration::MAX`) when its pool is dropped (or, a SmartAioPool, at the
-    /// exit): nothing would ever start it.
+    /// (`per` = `Duration::MAX`) once its pool is dropped and the jobs the pool was running
+    /// have ended (or, a SmartAioPool, at the exit): nothing would ever start it.
     RuntimeShutdown,
     /// The pool's `cancel_all` was called
     /// ([`CommonAioPool::cancel_all`](crate::CommonAioPool::cancel_all),

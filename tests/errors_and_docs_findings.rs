@@ -1,6 +1,6 @@
 //! Regression tests of a review of construction, the error types, the process-wide
-//! functions and the docs' claims (2026-12-05; RELIABILITY.md, findings 207–210). Each
-//! failed before its fix.
+//! functions and the docs' claims (2026-12-05; RELIABILITY.md, findings 207–210), each failing before its
+//! fix, and finding 250's pin (a later review of the session's documents).
 
 mod support;
 
@@ -242,6 +242,61 @@ async fn a_task_a_never_ending_rate_window_held_back_when_its_pool_was_dropped_s
             "no_queue {no_queue}: the error blames a runtime shutdown that did not happen: \
              {msg:?}"
         );
+    }
+}
+
+/// Finding 250 (documentation): the "Dropping" docs (and `rate_limit`'s, the
+/// README's, `CancelReason::RuntimeShutdown`'s) said a dropped pool's held-back tasks (a
+/// rate window that never reopens) are cancelled *when its last handle is dropped*. With
+/// another task still running at the drop they are cancelled only when that one ends (the
+/// engine goes then). The docs now say so; this pins it (it failed against the old claim,
+/// which asserted `at_drop`).
+#[tokio::test(flavor = "current_thread")]
+async fn doc_held_back_task_of_a_dropped_pool_is_cancelled_once_its_running_tasks_end() {
+    for no_queue in [false, true] {
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        let (first, held) = if no_queue {
+            let pool = NoQueueAioPool::builder()
+                .max_concurrency(2)
+                .rate_limit(1, Duration::MAX)
+                .process_wide(false)
+                .build();
+            let first = pool
+                .submit(async {
+                    let _ = gate.await;
+                })
+                .await
+                .unwrap();
+            let held = pool.submit(async { 1 }).await.unwrap();
+            (first, held)
+        } else {
+            let pool = CommonAioPool::builder()
+                .max_concurrency(2)
+                .rate_limit(1, Duration::MAX)
+                .process_wide(false)
+                .build();
+            let first = pool
+                .submit(async {
+                    let _ = gate.await;
+                })
+                .await
+                .unwrap();
+            let held = pool.submit(async { 1 }).await.unwrap();
+            (first, held)
+        };
+        // The last handle is dropped (the end of the block above).
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !held.is_finished(),
+            "no_queue {no_queue}: the held-back task was cancelled at the drop, while \
+             another task ran (the docs now say: once the running tasks have ended)"
+        );
+        release.send(()).unwrap();
+        support::within("first", first).await.unwrap();
+        let err = support::within("held", held).await.unwrap_err();
+        assert_eq!(err.cancel_reason(), Some(CancelReason::RuntimeShutdown));
     }
 }
 

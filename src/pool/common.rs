@@ -54,8 +54,9 @@ use crate::task::TaskHandle;
 /// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping the last handle
 /// closes intake but cancels nothing: queued and running jobs still finish (but for jobs a
 /// [`rate_limit`](CommonAioPoolBuilder::rate_limit) window that never reopens holds back,
-/// which never could: they are cancelled then, with
-/// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown)). Streams and
+/// which never could: they are cancelled, with
+/// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown), once the pool
+/// is gone: at the drop if nothing else runs, else when its running jobs have ended). Streams and
 /// groups made from the pool ([`map_unordered`](Self::map_unordered),
 /// [`group`](Self::group), ...) count as handles: the pool stays open while one lives. To *wait* for
 /// them, call [`shutdown`](Self::shutdown) or
@@ -213,7 +214,8 @@ impl CommonAioPoolBuilder {
     /// most `count` starts, ever. Tasks past `count` then never start: `wait()` and
     /// `shutdown()` wait for them for good (abort them, or use
     /// [`shutdown_timeout`](CommonAioPool::shutdown_timeout)); dropping the pool's last handle
-    /// cancels them (their handles say `RuntimeShutdown`).
+    /// cancels them once its running jobs have ended (their handles say
+    /// `RuntimeShutdown`; until then they wait, as the running jobs do).
     ///
     /// # Panics
     ///

@@ -41,8 +41,9 @@ use crate::task::TaskHandle;
 /// The pool is a cheap [`Clone`] handle; clones share one pool. Dropping the last handle
 /// closes intake but cancels nothing: running jobs still finish (but for accepted jobs a
 /// [`rate_limit`](NoQueueAioPoolBuilder::rate_limit) window that never reopens holds back,
-/// which never could: they are cancelled then, with
-/// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown)). Streams and groups made
+/// which never could: they are cancelled, with
+/// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown), once the pool
+/// is gone: at the drop if nothing else runs, else when its running jobs have ended). Streams and groups made
 /// from the pool ([`map_unordered`](Self::map_unordered), [`group`](Self::group), ...)
 /// count as handles: the pool stays open while one lives. As with `CommonAioPool`, a runtime that
 /// shuts down while jobs run cancels them, and a warning with their count is printed to
@@ -184,7 +185,8 @@ impl NoQueueAioPoolBuilder {
     /// most `count` starts, ever. Tasks past `count` then never start: `wait()` and
     /// `shutdown()` wait for them for good (abort them, or use
     /// [`shutdown_timeout`](NoQueueAioPool::shutdown_timeout)); dropping the pool's last handle
-    /// cancels them (their handles say `RuntimeShutdown`).
+    /// cancels them once its running jobs have ended (their handles say
+    /// `RuntimeShutdown`; until then they wait, as the running jobs do).
     ///
     /// # Panics
     ///
