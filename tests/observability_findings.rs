@@ -11,7 +11,6 @@ use metrics_util::MetricKind;
 use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool};
 
 mod collector;
-#[allow(dead_code)]
 mod support;
 
 // The tests of this file run one at a time (`support::serial`): one global recorder.
