@@ -108,8 +108,9 @@ async fn submitter(
 
 /// Builds a [`RedisQueue`] with options; [`RedisQueue::connect`] is the short form.
 ///
-/// Dropping the builder does nothing.
-#[derive(Debug, Clone)]
+/// Dropping the builder does nothing. Its `Debug` output leaves the URL out (it may
+/// carry a password).
+#[derive(Clone)]
 pub struct QueueBuilder {
     url: String,
     name: String,
@@ -748,6 +749,18 @@ fn is_full_stream_id(id: &str) -> bool {
         !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u64>().is_ok()
     };
     matches!(id.split_once('-'), Some((ms, seq)) if part(ms) && part(seq))
+}
+
+impl fmt::Debug for QueueBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL: it may carry a password (`redis://user:password@host/`).
+        f.debug_struct("QueueBuilder")
+            .field("name", &self.name)
+            .field("max_len", &self.max_len)
+            .field("response_timeout", &self.response_timeout)
+            .field("create", &self.create)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for RedisQueue {

@@ -29,6 +29,13 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<Result<String, String>, 
 type Handler = Arc<dyn Fn(&str, JobCtx) -> Result<HandlerFuture, String> + Send + Sync>;
 type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
+tokio::task_local! {
+    /// Set while a handler of a worker runs: the address of that worker's [`Inner`], so
+    /// that a [`Worker::shutdown`] made inside one of its own handlers does not wait for
+    /// the job that makes it.
+    static IN_HANDLER_OF: usize;
+}
+
 /// Most entries one read or reclaim asks for, whatever the free slots.
 const MAX_BATCH: usize = 1000;
 /// Most records one acknowledgement script carries.
@@ -420,6 +427,11 @@ impl Worker {
     /// [`shutdown_timeout`](Self::shutdown_timeout) for a deadline. Returns at once if
     /// the worker never ran.
     ///
+    /// Called inside one of this worker's own handlers (a "stop" job), it cannot wait for
+    /// the job that calls it: it requests the stop and returns at once, with an empty
+    /// report (`drained` false); [`run`](Self::run) returns the stop's report once that
+    /// job, and the others, have ended and been acknowledged.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: the stop request stays in effect; only the waiting ends.
@@ -432,13 +444,27 @@ impl Worker {
                 false
             }
         });
+        if self.in_own_handler() {
+            return ShutdownReport::default();
+        }
         self.wait_done().await
+    }
+
+    /// Whether the caller is a handler of this worker (its job holds a slot that the
+    /// shutdown's drain waits for).
+    fn in_own_handler(&self) -> bool {
+        IN_HANDLER_OF
+            .try_with(|w| *w == Arc::as_ptr(&self.inner) as usize)
+            .unwrap_or(false)
     }
 
     /// Like [`shutdown`](Self::shutdown), but jobs still running after `timeout` are
     /// aborted and put back in the stream for other workers (see
     /// [`ShutdownReport::released`]). A `timeout` too long to be added to the current
     /// time (`Duration::MAX`) sets no deadline: as [`shutdown`](Self::shutdown).
+    /// Called inside one of this worker's own handlers, it requests the stop and returns
+    /// at once, as [`shutdown`](Self::shutdown) does there; the calling job is aborted
+    /// and put back too if it still runs at the deadline.
     ///
     /// # Cancel safety
     ///
@@ -454,6 +480,9 @@ impl Worker {
                 true
             }
         });
+        if self.in_own_handler() {
+            return ShutdownReport::default();
+        }
         self.wait_done().await
     }
 
@@ -633,6 +662,8 @@ impl Inner {
                 Box::pin(async move { Err(msg) })
             }
         };
+        // Marks the handler's task as running a job of this worker (see `in_own_handler`).
+        let fut = IN_HANDLER_OF.scope(Arc::as_ptr(self) as usize, fut);
         let (abort, registration) = AbortHandle::new_pair();
         self.running
             .lock()

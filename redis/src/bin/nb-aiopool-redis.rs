@@ -19,7 +19,13 @@ use nb_aiopool_redis::{Error, QueueStats, RedisQueue};
 struct Cli {
     /// Redis URL (redis://[user:password@]host:port/db, redis+unix:///path, rediss:// with
     /// the `tls` feature).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    // hide_env_values: `--help` must not print REDIS_URL's value, password included.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     url: String,
     /// Queue name.
     queue: String,
