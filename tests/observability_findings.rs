@@ -1,5 +1,5 @@
 //! Regression tests of a review of the `tracing` and `metrics` features (2026-12-05;
-//! RELIABILITY.md, finding 251), and a pin of counters against `PoolStats`. Run with
+//! RELIABILITY.md, findings 251–252), and pins of counters and gauges against `PoolStats`. Run with
 //! `cargo test -p nb-aiopool --all-features --test observability_findings` (CI does).
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
@@ -213,4 +213,128 @@ fn counters_and_gauges_agree_with_stats_after_runtime_ends_cancel_all_and_abando
             agree(&f, pool.stats(), "after shutdown_timeout");
         });
     });
+}
+
+/// Pinned (it passed before any fix: the runtime's end gives the reservation back, so no
+/// reserved job reaches the engine's drop). A job reserved a slot (a claimer was spawned for it on its runtime) when that runtime
+/// shut down before polling the claimer, then its pool dropped: the engine's drop cancels
+/// it (its handle says `RuntimeShutdown`, the cancelled counter counts it), so the
+/// `nb_aiopool_tasks_running` gauge, in which a reserved job counts, must come back to 0
+/// as the queued one does (gauges "as `PoolStats::queued` and `running`"; a pool gone
+/// runs nothing).
+#[test]
+fn a_reserved_job_cancelled_at_its_pools_drop_leaves_no_running_gauge() {
+    let _serial = serial();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let name = "reserved_at_drop";
+    let mut f = Figures::default();
+    metrics::with_local_recorder(&recorder, || {
+        let pool = CommonAioPool::builder()
+            .max_concurrency(1)
+            .name(name)
+            .process_wide(false)
+            .build();
+        let rt = support::current_thread();
+        // Submitted without yielding: a claimer is spawned on `rt`, never polled.
+        let handle = rt.block_on(pool.submit(async { 1 })).unwrap();
+        drop(rt);
+        let before = pool.stats();
+        drop(pool);
+        let err = support::current_thread()
+            .block_on(support::within("the reserved job", handle))
+            .unwrap_err();
+        assert_eq!(err.cancel_reason(), Some(CancelReason::RuntimeShutdown));
+        f.take(&snapshotter, name);
+        let submitted = f.get(MetricKind::Counter, "nb_aiopool_tasks_submitted");
+        let cancelled = f.get(MetricKind::Counter, "nb_aiopool_tasks_cancelled");
+        let queued = f.get(MetricKind::Gauge, "nb_aiopool_tasks_queued");
+        let running = f.get(MetricKind::Gauge, "nb_aiopool_tasks_running");
+        assert_eq!(
+            (submitted, cancelled, queued, running),
+            (1.0, 1.0, 0.0, 0.0),
+            "(submitted, cancelled, queued gauge, running gauge) after the pool dropped \
+             (stats before its drop: {before:?})"
+        );
+    });
+}
+
+/// Finding 252. A task that a `cancel_all` covered after it left the queue (handed to a slot of its
+/// own runtime, which had not polled it yet) never starts: its future is dropped
+/// unpolled, as a queued task's is. The docs say `nb_aiopool_queue_wait_seconds` is
+/// "accepted to started", `nb_aiopool_run_time_seconds` "started to ended", and that a
+/// task cancelled before it started has its `task cancelled` event with a `task_id`
+/// field (not inside a `task` span). It must be observed as a task cancelled while queued
+/// is: no queue-wait or run-time sample, no `task` span.
+#[test]
+#[allow(clippy::async_yields_async)] // the blocks hand their tasks' handles out
+fn a_task_cancel_all_covers_after_it_left_the_queue_is_observed_as_never_started() {
+    let _serial = serial();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let log = collector::Collector::default();
+    let name = "covered_after_queue";
+    let mut f = Figures::default();
+    let polled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tracing::subscriber::with_default(log.clone(), || {
+        metrics::with_local_recorder(&recorder, || {
+            let pool = CommonAioPool::builder()
+                .max_concurrency(1)
+                .name(name)
+                .process_wide(false)
+                .build();
+            let rt1 = support::current_thread();
+            let rt2 = support::current_thread();
+            let (release, wait) = tokio::sync::oneshot::channel::<()>();
+            // A runs on rt1 until released.
+            let a = rt1.block_on(async {
+                let a = pool
+                    .submit(async move {
+                        let _ = wait.await;
+                    })
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+                a
+            });
+            // B is queued, for rt2.
+            let seen = polled.clone();
+            let b = rt2.block_on(async {
+                pool.submit(async move {
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                })
+                .await
+                .unwrap()
+            });
+            assert_eq!(pool.stats().queued, 1);
+            // A ends on rt1: its slot hands B to a new slot on rt2 (not driven now).
+            rt1.block_on(async {
+                release.send(()).unwrap();
+                support::within("A", a).await.unwrap();
+            });
+            assert_eq!(pool.stats().queued, 0, "B left the queue");
+            // The cancellation happens at the call; the wait (for B, on rt2) is dropped.
+            drop(rt1.block_on(async { pool.cancel_all() }));
+            let err = rt2.block_on(support::within("B", b)).unwrap_err();
+            assert_eq!(err.cancel_reason(), Some(CancelReason::CancelAll));
+            assert!(
+                !polled.load(std::sync::atomic::Ordering::SeqCst),
+                "B never ran"
+            );
+            f.take(&snapshotter, name);
+        });
+    });
+    let waits = f.get(MetricKind::Histogram, "nb_aiopool_queue_wait_seconds");
+    let runs = f.get(MetricKind::Histogram, "nb_aiopool_run_time_seconds");
+    let events = log.events_with("task cancelled");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = &events[0];
+    let in_span = ev.span.is_some();
+    let has_task_id = ev.fields.get("task_id").is_some();
+    assert_eq!(
+        (waits, runs, in_span, has_task_id),
+        (1.0, 1.0, false, true),
+        "(queue-wait samples, run-time samples, event in a span, event has task_id): only \
+         A started; B was cancelled before it started: {ev:?}"
+    );
 }

@@ -163,6 +163,10 @@ pub(crate) struct Slot<J: Job> {
     /// start waits for that first poll, so a recipe that panicked when called (its run
     /// re-raises on the first poll) is reported as the panic it was.
     fresh: bool,
+    /// The run in hand is one a `cancel_all` covered before it started: it calls no user
+    /// code and never starts, so it is reported as a task cancelled while queued is (its
+    /// event with a `task_id`; no span, no queue-wait or run-time sample).
+    unstarted: bool,
     /// It ended normally; `Drop` has nothing to do.
     done: bool,
     /// Idle (no job, kept for the next one): how many times it has lingered.
@@ -199,6 +203,7 @@ impl<J: Job> Slot<J> {
             registered: false,
             claiming: false,
             fresh: false,
+            unstarted: false,
             done: false,
             idle: None,
             listed: false,
@@ -377,6 +382,7 @@ impl<J: Job> Slot<J> {
                     Self::report_end(
                         engine,
                         &mut self.obs,
+                        &mut self.unstarted,
                         Some(&run),
                         id,
                         outcome,
@@ -385,6 +391,7 @@ impl<J: Job> Slot<J> {
                 } else {
                     // Settled, and reported, by the take-over: only its span closes here.
                     self.obs = Running::none();
+                    self.unstarted = false;
                 }
                 drop_quietly(run);
                 engine.settle(&mut record);
@@ -476,6 +483,7 @@ impl<J: Job> Slot<J> {
         Self::report_end(
             engine,
             &mut self.obs,
+            &mut self.unstarted,
             left.as_ref(),
             id,
             outcome,
@@ -505,15 +513,24 @@ impl<J: Job> Slot<J> {
     fn report_end(
         engine: &Engine<J>,
         obs: &mut Running,
+        unstarted: &mut bool,
         run: Option<&BoxRun>,
         id: u64,
         outcome: Outcome,
         error: Option<&str>,
     ) {
-        #[cfg(any(feature = "tracing", feature = "metrics"))]
-        {
-            let _span = obs.enter();
-            engine.observer().ended(obs, outcome, error);
+        if std::mem::take(unstarted) {
+            // Cancelled before it started (a covered run ends cancelled: its cancel came
+            // before any poll), reported as a task cancelled while queued is.
+            if let Outcome::Cancelled(reason) = outcome {
+                engine.observer().cancelled(id, reason);
+            }
+        } else {
+            #[cfg(any(feature = "tracing", feature = "metrics"))]
+            {
+                let _span = obs.enter();
+                engine.observer().ended(obs, outcome, error);
+            }
         }
         // The task's span closes with the task, not when the slot runs its next.
         *obs = Running::none();
@@ -617,7 +634,6 @@ impl<J: Job> Slot<J> {
                         after => return this.stop(after, cx),
                     },
                 };
-                this.obs = this.engine.observer().start(q.id, q.stamp);
                 // A `cancel_all` (or shutdown deadline) that came after the job left the
                 // queue covers it too: it is cancelled without calling user code (a
                 // recipe). Marks up to here are then settled for this run.
@@ -631,6 +647,12 @@ impl<J: Job> Slot<J> {
                 } else {
                     None
                 };
+                // A covered job never starts: no span, no queue-wait sample (see
+                // `unstarted`).
+                this.unstarted = covered.is_some();
+                if covered.is_none() {
+                    this.obs = this.engine.observer().start(q.id, q.stamp);
+                }
                 let run = if let Some(reason) = covered {
                     let mut run = q.job.start_cancelled(reason);
                     run.cancel(reason);
@@ -755,7 +777,7 @@ impl<J: Job> Drop for Slot<J> {
                 // A future's run, cancelled above (unless an abort decided first).
                 let (woken, decided) = r.publish_locked();
                 if let Outcome::Cancelled(reason) = decided {
-                    told = Some(reason);
+                    told = Some((reason, *id));
                 }
                 engine.run_ended(&mut st, *id, decided, &mut later);
                 st.counts.lost += u64::from(decided == lost);
@@ -816,12 +838,18 @@ impl<J: Job> Drop for Slot<J> {
             engine.fill_free(&mut st, None, &mut later);
             engine.gauges(&st);
         }
-        if let Some(reason) = told {
-            // The reason counted (an abort may have decided before the runtime's end),
-            // reported in the task's span, as the end of a task in a slot's poll is.
-            engine
-                .observer()
-                .ended_in(&self.obs, Outcome::Cancelled(reason));
+        if let Some((reason, told_id)) = told {
+            if std::mem::take(&mut self.unstarted) {
+                // Never started (see `unstarted`): reported as cancelled while queued.
+                engine.observer().cancelled(told_id, reason);
+            } else {
+                // The reason counted (an abort may have decided before the runtime's
+                // end), reported in the task's span, as the end of a task in a slot's
+                // poll is.
+                engine
+                    .observer()
+                    .ended_in(&self.obs, Outcome::Cancelled(reason));
+            }
         }
         self.obs = Running::none();
         drop(run);
