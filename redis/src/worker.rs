@@ -430,12 +430,22 @@ impl Worker {
     /// Called inside one of this worker's own handlers (a "stop" job), it cannot wait for
     /// the job that calls it: it requests the stop and returns at once, with an empty
     /// report (`drained` false); [`run`](Self::run) returns the stop's report once that
-    /// job, and the others, have ended and been acknowledged.
+    /// job, and the others, have ended and been acknowledged. "Inside" means that the call
+    /// is made while the handler's future is being polled (in its own code, or in a future
+    /// it polls: `join!`, `select!`). A call made in a task the handler spawns
+    /// (`tokio::spawn(async move { w.shutdown().await })`: tokio task-locals do not cross
+    /// `spawn`) is not inside it, and waits for the handler like any other: a handler that
+    /// awaits such a task never ends, and neither does `run`, until a deadline is set
+    /// ([`shutdown_timeout`](Self::shutdown_timeout), which aborts the handler then).
+    ///
+    /// The stop is requested when `shutdown` is called, not when its future is first
+    /// polled: a future dropped unpolled (a `select!` branch that lost) still stops the
+    /// worker.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: the stop request stays in effect; only the waiting ends.
-    pub async fn shutdown(&self) -> ShutdownReport {
+    pub fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send + 'static {
         self.inner.stop.send_if_modified(|s| {
             if *s == Stop::Run {
                 *s = Stop::Graceful;
@@ -444,10 +454,20 @@ impl Worker {
                 false
             }
         });
-        if self.in_own_handler() {
-            return ShutdownReport::default();
+        self.wait_unless_own_handler()
+    }
+
+    /// The wait of a shutdown requested now: none inside one of this worker's own
+    /// handlers (decided at the call, where the task-local is visible).
+    fn wait_unless_own_handler(&self) -> impl Future<Output = ShutdownReport> + Send + 'static {
+        let own = self.in_own_handler();
+        let this = self.clone();
+        async move {
+            if own {
+                return ShutdownReport::default();
+            }
+            this.wait_done().await
         }
-        self.wait_done().await
     }
 
     /// Whether the caller is a handler of this worker (its job holds a slot that the
@@ -463,15 +483,20 @@ impl Worker {
     /// [`ShutdownReport::released`]). A `timeout` too long to be added to the current
     /// time (`Duration::MAX`) sets no deadline: as [`shutdown`](Self::shutdown).
     /// Called inside one of this worker's own handlers, it requests the stop and returns
-    /// at once, as [`shutdown`](Self::shutdown) does there; the calling job is aborted
-    /// and put back too if it still runs at the deadline.
+    /// at once, as [`shutdown`](Self::shutdown) does there (see it for what "inside"
+    /// means); the calling job is aborted and put back too if it still runs at the
+    /// deadline. The stop and its deadline are set when it is called, not when its future
+    /// is first polled.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: the stop request and its deadline stay in effect.
-    pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+    pub fn shutdown_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = ShutdownReport> + Send + 'static {
         let Some(deadline) = Instant::now().checked_add(timeout) else {
-            return self.shutdown().await;
+            return futures_util::future::Either::Left(self.shutdown());
         };
         self.inner.stop.send_if_modified(|s| match *s {
             Stop::Deadline(d) if d <= deadline => false,
@@ -480,10 +505,7 @@ impl Worker {
                 true
             }
         });
-        if self.in_own_handler() {
-            return ShutdownReport::default();
-        }
-        self.wait_done().await
+        futures_util::future::Either::Right(self.wait_unless_own_handler())
     }
 
     async fn wait_done(&self) -> ShutdownReport {
