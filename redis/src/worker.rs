@@ -440,7 +440,8 @@ impl Worker {
     ///
     /// The stop is requested when `shutdown` is called, not when its future is first
     /// polled: a future dropped unpolled (a `select!` branch that lost) still stops the
-    /// worker.
+    /// worker, and a worker that never ran is shut down at the call (`run` then returns
+    /// [`Error::AlreadyRunning`]).
     ///
     /// # Cancel safety
     ///
@@ -459,7 +460,20 @@ impl Worker {
 
     /// The wait of a shutdown requested now: none inside one of this worker's own
     /// handlers (decided at the call, where the task-local is visible).
+    /// A worker that never ran is marked shut down here too, at the call (so `run`
+    /// refuses it even if the returned future is dropped unpolled).
     fn wait_unless_own_handler(&self) -> impl Future<Output = ShutdownReport> + Send + 'static {
+        if self
+            .inner
+            .state
+            .compare_exchange(IDLE, FINISHED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.inner.done.send_replace(Some(ShutdownReport {
+                drained: true,
+                ..Default::default()
+            }));
+        }
         let own = self.in_own_handler();
         let this = self.clone();
         async move {
@@ -481,7 +495,8 @@ impl Worker {
     /// Like [`shutdown`](Self::shutdown), but jobs still running after `timeout` are
     /// aborted and put back in the stream for other workers (see
     /// [`ShutdownReport::released`]). A `timeout` too long to be added to the current
-    /// time (`Duration::MAX`) sets no deadline: as [`shutdown`](Self::shutdown).
+    /// time (`Duration::MAX`), or ending within a second of the largest time that can be,
+    /// sets no deadline: as [`shutdown`](Self::shutdown).
     /// Called inside one of this worker's own handlers, it requests the stop and returns
     /// at once, as [`shutdown`](Self::shutdown) does there (see it for what "inside"
     /// means); the calling job is aborted and put back too if it still runs at the
@@ -495,7 +510,12 @@ impl Worker {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = ShutdownReport> + Send + 'static {
-        let Some(deadline) = Instant::now().checked_add(timeout) else {
+        // tokio's timer rounds a deadline up to the next millisecond (an addition that
+        // panics on overflow): a deadline too close to the largest `Instant` is none.
+        let Some(deadline) = Instant::now()
+            .checked_add(timeout)
+            .filter(|d| d.checked_add(Duration::from_secs(1)).is_some())
+        else {
             return futures_util::future::Either::Left(self.shutdown());
         };
         self.inner.stop.send_if_modified(|s| match *s {
@@ -509,17 +529,6 @@ impl Worker {
     }
 
     async fn wait_done(&self) -> ShutdownReport {
-        if self
-            .inner
-            .state
-            .compare_exchange(IDLE, FINISHED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.inner.done.send_replace(Some(ShutdownReport {
-                drained: true,
-                ..Default::default()
-            }));
-        }
         let mut rx = self.inner.done.subscribe();
         let r = rx.wait_for(|d| d.is_some()).await;
         r.ok().and_then(|d| *d).unwrap_or_default()
