@@ -224,8 +224,8 @@ impl Observer {
     }
 
     /// A task was cancelled before it started (outside the lock): while queued, in its
-    /// slot before its start (a `cancel_all` that covered it after it left the queue), or
-    /// with its slot task.
+    /// slot before its start (a `cancel_all` that covered it, or an abort, after it left
+    /// the queue), or with its slot task.
     #[inline(always)]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn cancelled(&self, id: u64, reason: crate::error::CancelReason) {

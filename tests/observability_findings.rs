@@ -1,9 +1,11 @@
 //! Regression tests of a review of the `tracing` and `metrics` features (2026-12-05;
-//! RELIABILITY.md, findings 251–252), and pins of counters and gauges against `PoolStats`. Run with
+//! RELIABILITY.md, findings 251–253), and pins of counters and gauges against `PoolStats`. Run with
 //! `cargo test -p nb-aiopool --all-features --test observability_findings` (CI does).
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -336,5 +338,92 @@ fn a_task_cancel_all_covers_after_it_left_the_queue_is_observed_as_never_started
         (1.0, 1.0, false, true),
         "(queue-wait samples, run-time samples, event in a span, event has task_id): only \
          A started; B was cancelled before it started: {ev:?}"
+    );
+}
+
+/// Finding 253. A task aborted by its handle after it left the queue (handed to a slot of its own
+/// runtime, not polled yet) never starts either: the slot's run sees the abort before its
+/// first poll and drops the future unpolled, as a covered one's is. As for a task a
+/// `cancel_all` covered there (finding 252), it must be observed as a task cancelled
+/// before it started: no queue-wait ("accepted to started") or run-time sample, no `task`
+/// span, and its `task cancelled` event with a `task_id`.
+#[test]
+#[allow(clippy::async_yields_async)]
+fn a_task_aborted_after_it_left_the_queue_is_observed_as_never_started() {
+    let _serial = serial();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let log = collector::Collector::default();
+    let name = "aborted_after_queue";
+    let mut f = Figures::default();
+    let polled = Arc::new(AtomicBool::new(false));
+    tracing::subscriber::with_default(log.clone(), || {
+        metrics::with_local_recorder(&recorder, || {
+            let pool = CommonAioPool::builder()
+                .max_concurrency(1)
+                .name(name)
+                .process_wide(false)
+                .build();
+            let rt1 = support::current_thread();
+            let rt2 = support::current_thread();
+            let (release, wait) = tokio::sync::oneshot::channel::<()>();
+            let a = rt1.block_on(async {
+                let a = pool
+                    .submit(async move {
+                        let _ = wait.await;
+                    })
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+                a
+            });
+            let seen = polled.clone();
+            let b = rt2.block_on(async {
+                pool.submit(async move {
+                    seen.store(true, Ordering::SeqCst);
+                })
+                .await
+                .unwrap()
+            });
+            assert_eq!(pool.stats().queued, 1);
+            // A ends on rt1: its slot hands B to a new slot on rt2 (not driven now).
+            rt1.block_on(async {
+                release.send(()).unwrap();
+                support::within("A", a).await.unwrap();
+            });
+            assert_eq!(pool.stats().queued, 0, "B left the queue");
+            b.abort();
+            let err = rt2.block_on(support::within("B", b)).unwrap_err();
+            assert_eq!(err.cancel_reason(), Some(CancelReason::Aborted));
+            assert!(!polled.load(Ordering::SeqCst), "B never ran");
+            // Its slot ends it at its first poll: let rt2 run it.
+            rt2.block_on(async {
+                support::within("B's slot", async {
+                    while pool.stats().running > 0 {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+            });
+            let stats = pool.stats();
+            f.take(&snapshotter, name);
+            assert_eq!(
+                f.get(MetricKind::Counter, "nb_aiopool_tasks_cancelled"),
+                stats.cancelled as f64
+            );
+        });
+    });
+    let waits = f.get(MetricKind::Histogram, "nb_aiopool_queue_wait_seconds");
+    let runs = f.get(MetricKind::Histogram, "nb_aiopool_run_time_seconds");
+    let events = log.events_with("task cancelled");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = &events[0];
+    let in_span = ev.span.is_some();
+    let has_task_id = ev.fields.get("task_id").is_some();
+    assert_eq!(
+        (waits, runs, in_span, has_task_id),
+        (1.0, 1.0, false, true),
+        "(queue-wait samples, run-time samples, event in a span, event has task_id): only \
+         A started; B was aborted before it started: {ev:?}"
     );
 }

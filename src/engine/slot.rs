@@ -163,9 +163,10 @@ pub(crate) struct Slot<J: Job> {
     /// start waits for that first poll, so a recipe that panicked when called (its run
     /// re-raises on the first poll) is reported as the panic it was.
     fresh: bool,
-    /// The run in hand is one a `cancel_all` covered before it started: it calls no user
-    /// code and never starts, so it is reported as a task cancelled while queued is (its
-    /// event with a `task_id`; no span, no queue-wait or run-time sample).
+    /// The run in hand is one a `cancel_all` covered, or its handle aborted, before it
+    /// started: it calls no user code and never starts, so it is reported as a task
+    /// cancelled while queued is (its event with a `task_id`; no span, no queue-wait or
+    /// run-time sample).
     unstarted: bool,
     /// It ended normally; `Drop` has nothing to do.
     done: bool,
@@ -647,13 +648,15 @@ impl<J: Job> Slot<J> {
                 } else {
                     None
                 };
-                // A covered job never starts: no span, no queue-wait sample (see
-                // `unstarted`).
-                this.unstarted = covered.is_some();
-                if covered.is_none() {
+                // Nor does one its handle aborted after it left the queue: its run would
+                // see the abort before its first poll (cancelled unpolled, as a covered
+                // one is). Neither starts: no span, no queue-wait sample (see `unstarted`).
+                let never = covered.or_else(|| q.job.aborted());
+                this.unstarted = never.is_some();
+                if never.is_none() {
                     this.obs = this.engine.observer().start(q.id, q.stamp);
                 }
-                let run = if let Some(reason) = covered {
+                let run = if let Some(reason) = never {
                     let mut run = q.job.start_cancelled(reason);
                     run.cancel(reason);
                     run
