@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use nb_aiopool::SubmitOptions;
+use nb_aiopool::{CommonAioPool, SubmitOptions};
 
 /// The lines of the exit report (stderr) that name `pool`.
 fn report_lines(stderr: &str, pool: &str) -> Vec<String> {
@@ -299,4 +299,76 @@ fn pin_shutdown_timeout_under_an_undriven_current_thread_runtime_never_passes() 
         got.is_err(),
         "the deadline passed after all (abandoned {got:?}): no longer a limitation"
     );
+}
+
+/// The longest duration that can still be added to `now` (to the nanosecond).
+fn max_addable(now: tokio::time::Instant) -> Duration {
+    let (mut lo, mut hi) = (0u128, Duration::MAX.as_nanos());
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        let d = Duration::new((mid / 1_000_000_000) as u64, (mid % 1_000_000_000) as u32);
+        if now.checked_add(d).is_some() {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Duration::new((lo / 1_000_000_000) as u64, (lo % 1_000_000_000) as u32)
+}
+
+/// Finding 254 (the core crate's twin of the Redis crate's finding 58): a
+/// `shutdown_timeout` or a timed `submit_with` whose limit ends within a millisecond of the
+/// largest time an `Instant` holds made tokio's timer panic inside the pool's future
+/// ("overflow when adding duration to instant": tokio rounds a deadline up to its next
+/// millisecond). `Duration::MAX` itself, which does not fit, was no deadline already; such
+/// limits are now no deadline too, and so is a `rate_limit` window of that length.
+#[test]
+#[allow(clippy::async_yields_async)] // a block hands its task's handle out
+fn limits_at_the_edge_of_instant_are_no_deadline() {
+    let rt = support::multi_thread_of(1);
+    for back in [Duration::from_micros(300), Duration::from_micros(600)] {
+        let pool = support::common_local(1, 0);
+        let report = rt.block_on(async {
+            let h = pool
+                .submit(tokio::time::sleep(Duration::from_millis(50)))
+                .await
+                .unwrap();
+            // A submit into the full pool, with a limit at the edge: it waits for room.
+            let edge = max_addable(tokio::time::Instant::now()) - back;
+            let p = pool.clone();
+            let waiting = tokio::spawn(async move {
+                p.submit_with(async {}, SubmitOptions::new().timeout(edge))
+                    .await
+                    .map(|h| h.detach())
+                    .is_ok()
+            });
+            let edge = max_addable(tokio::time::Instant::now()) - back;
+            let report = tokio::spawn(pool.shutdown_timeout(edge)).await;
+            let _ = h.await;
+            (report.map(|r| r.abandoned()), waiting.await)
+        });
+        assert!(
+            report.0.is_ok() && report.1.is_ok(),
+            "{back:?} short of the largest Instant: {report:?}"
+        );
+        assert_eq!(report.0.unwrap(), 0, "no deadline passed");
+    }
+    // A rate window of that length: one start, then the rest held back (its timer is
+    // set once the window is full).
+    let pool = CommonAioPool::builder()
+        .max_concurrency(2)
+        .rate_limit(
+            1,
+            max_addable(tokio::time::Instant::now()) - Duration::from_micros(300),
+        )
+        .process_wide(false)
+        .build();
+    let held = rt.block_on(async {
+        pool.run(async {}).await.unwrap();
+        let held = pool.submit(async { 1 }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held
+    });
+    assert!(!held.is_finished(), "the window let a second start through");
+    held.abort();
 }

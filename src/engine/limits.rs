@@ -322,10 +322,14 @@ impl RateWindow {
     }
 }
 
-/// `t + d`, or about 30 years after `t` when that overflows (`Duration::MAX` as "never").
+/// `t + d`, or about 30 years after `t` when that overflows (`Duration::MAX` as "never")
+/// or ends within a second of the largest time an `Instant` can hold (a timer set there
+/// would panic in tokio, which rounds it up to its next millisecond).
 pub(crate) fn later_by(t: Instant, d: Duration) -> Instant {
     const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
-    t.checked_add(d).unwrap_or_else(|| t + FAR)
+    t.checked_add(d)
+        .filter(|at| at.checked_add(Duration::from_secs(1)).is_some())
+        .unwrap_or_else(|| t + FAR)
 }
 
 #[cfg(test)]

@@ -785,7 +785,7 @@ impl<J: Job> Engine<J> {
             ),
             None => {}
         }
-        let waited = tokio::time::timeout(limit, self.admit(priority)).await;
+        let waited = timeout_or_never(limit, self.admit(priority)).await;
         self.admitted(match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SubmitErrorKind::Closed),
@@ -2524,7 +2524,7 @@ impl<J: Job> Engine<J> {
             let done = poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx).is_ready())).await;
             let passed = !done && {
                 assert_deadline_timer();
-                tokio::time::timeout(timeout, wait).await.is_err()
+                timeout_or_never(timeout, wait).await.is_err()
             };
             if passed {
                 let spared = engine.cancel_all_sparing(CancelReason::Abandoned, caller);
@@ -2815,6 +2815,26 @@ async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
         }
     }
     fire.done = true;
+}
+
+/// `tokio::time::timeout`, but for a `limit` that ends within a second of the largest
+/// time an `Instant` can hold, which is no deadline (the future runs to its end): tokio's
+/// timer rounds a deadline up to its next millisecond, an addition that panicked there
+/// ("overflow when adding duration to instant"). `Duration::MAX` and other limits that
+/// do not fit at all were no deadline already.
+async fn timeout_or_never<F: Future>(
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let never = tokio::time::Instant::now()
+        .checked_add(limit)
+        .and_then(|at| at.checked_add(Duration::from_secs(1)))
+        .is_none();
+    if never {
+        Ok(fut.await)
+    } else {
+        tokio::time::timeout(limit, fut).await
+    }
 }
 
 /// Why a timer made here now could not work, if it could not: no tokio runtime, one
