@@ -760,31 +760,14 @@ impl<J: Job> Engine<J> {
     ///
     /// # Panics
     ///
-    /// Where its timer cannot be made (see [`no_timer_here`]), with this crate's message.
+    /// Where its timer cannot be made (see [`assert_timer_here`]), with this crate's
+    /// message.
     pub(crate) async fn admit_waiting_within(
         &self,
         limit: Duration,
         priority: i32,
     ) -> Result<(), SubmitErrorKind> {
-        match no_timer_here() {
-            Some(NoTimer::NoRuntime) => panic!(
-                "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
-                 outside a tokio runtime; its timer needs a runtime with time enabled (submit \
-                 without a timeout works from any executor)"
-            ),
-            Some(NoTimer::NoTimeDriver) => panic!(
-                "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
-                 on a tokio runtime without time enabled; its timer needs a runtime built \
-                 with `enable_time()` or `enable_all()` (submit without a timeout works there)"
-            ),
-            Some(NoTimer::ShutDown) => panic!(
-                "nb_aiopool: submit_with(.., SubmitOptions::timeout(..)) had to wait for room \
-                 in the context of a tokio runtime that has shut down (a spawn_blocking \
-                 thread that outlived it, or its Handle entered); its timer needs a live \
-                 runtime with time enabled (submit without a timeout works there)"
-            ),
-            None => {}
-        }
+        assert_timer_here(&TIMED_SUBMIT);
         let waited = timeout_or_never(limit, self.admit(priority)).await;
         self.admitted(match waited {
             Ok(Ok(())) => Ok(()),
@@ -2523,7 +2506,7 @@ impl<J: Job> Engine<J> {
             // (as `shutdown` does); only a deadline that may pass needs tokio's timer.
             let done = poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx).is_ready())).await;
             let passed = !done && {
-                assert_deadline_timer();
+                assert_timer_here(&SHUTDOWN_TIMEOUT);
                 timeout_or_never(timeout, wait).await.is_err()
             };
             if passed {
@@ -2837,51 +2820,59 @@ async fn timeout_or_never<F: Future>(
     }
 }
 
-/// Why a timer made here now could not work, if it could not: no tokio runtime, one
-/// without the time driver, or the context of one that has shut down, where tokio panics
-/// at the timer's first poll. Outside every lock of ours. It leaves no answer behind
+/// A call that makes a tokio timer only when it has to wait, for
+/// [`assert_timer_here`]'s messages.
+struct TimedCall {
+    /// What had to wait.
+    waited: &'static str,
+    /// What its timer is to the user.
+    timer: &'static str,
+    /// The call that needs no timer.
+    instead: &'static str,
+}
+
+/// `shutdown_timeout` that has to wait.
+const SHUTDOWN_TIMEOUT: TimedCall = TimedCall {
+    waited: "shutdown_timeout had to wait",
+    timer: "deadline",
+    instead: "shutdown() without a deadline",
+};
+
+/// `submit_with(.., SubmitOptions::timeout(..))` that has to wait for room.
+const TIMED_SUBMIT: TimedCall = TimedCall {
+    waited: "submit_with(.., SubmitOptions::timeout(..)) had to wait for room",
+    timer: "timer",
+    instead: "submit without a timeout",
+};
+
+/// Panics with this crate's message, naming `call`, if a timer made here now could not
+/// work: outside a tokio runtime, on one without the time driver, or in the context of
+/// one that has shut down (where tokio panics at the timer's first poll, in words that
+/// say nothing of the call). Outside every lock of ours. It leaves no answer behind
 /// ([`runtimes::timers_here`]): which runtimes a later wait on this thread offers a
 /// stranded rate-limited pool stays as it was (finding 207).
-enum NoTimer {
-    NoRuntime,
-    NoTimeDriver,
-    ShutDown,
-}
-
-/// See [`NoTimer`].
-fn no_timer_here() -> Option<NoTimer> {
-    match Handle::try_current() {
-        Err(_) => Some(NoTimer::NoRuntime),
-        Ok(handle) if !runtimes::timers_here(&handle) => Some(NoTimer::NoTimeDriver),
-        Ok(handle) if runtimes::timers_shut_down(&handle) => Some(NoTimer::ShutDown),
-        Ok(_) => None,
-    }
-}
-
-/// Panics with this crate's message if a `shutdown_timeout` that has to wait cannot make
-/// its deadline's timer here: outside a tokio runtime, on one without the time driver,
-/// or in the context of one that has shut down (tokio's own panics there say nothing of
-/// the call). Outside every lock of ours.
 #[track_caller]
-fn assert_deadline_timer() {
-    match no_timer_here() {
-        Some(NoTimer::NoRuntime) => panic!(
-            "nb_aiopool: shutdown_timeout had to wait outside a tokio runtime; its deadline \
-             needs a runtime with time enabled (shutdown() without a deadline works from any \
-             executor)"
+fn assert_timer_here(call: &TimedCall) {
+    let TimedCall {
+        waited,
+        timer,
+        instead,
+    } = call;
+    match Handle::try_current() {
+        Err(_) => panic!(
+            "nb_aiopool: {waited} outside a tokio runtime; its {timer} needs a runtime with \
+             time enabled ({instead} works from any executor)"
         ),
-        Some(NoTimer::NoTimeDriver) => panic!(
-            "nb_aiopool: shutdown_timeout had to wait on a tokio runtime without time \
-             enabled; its deadline needs a runtime built with `enable_time()` or \
-             `enable_all()` (shutdown() without a deadline works there)"
+        Ok(handle) if !runtimes::timers_here(&handle) => panic!(
+            "nb_aiopool: {waited} on a tokio runtime without time enabled; its {timer} needs \
+             a runtime built with `enable_time()` or `enable_all()` ({instead} works there)"
         ),
-        Some(NoTimer::ShutDown) => panic!(
-            "nb_aiopool: shutdown_timeout had to wait in the context of a tokio runtime that \
-             has shut down (a spawn_blocking thread that outlived it, or its Handle \
-             entered); its deadline needs a live runtime with time enabled (shutdown() \
-             without a deadline works there)"
+        Ok(handle) if runtimes::timers_shut_down(&handle) => panic!(
+            "nb_aiopool: {waited} in the context of a tokio runtime that has shut down (a \
+             spawn_blocking thread that outlived it, or its Handle entered); its {timer} \
+             needs a live runtime with time enabled ({instead} works there)"
         ),
-        None => {}
+        Ok(_) => {}
     }
 }
 
