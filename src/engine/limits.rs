@@ -322,14 +322,18 @@ impl RateWindow {
     }
 }
 
-/// `t + d`, or about 30 years after `t` when that overflows (`Duration::MAX` as "never")
-/// or ends within a second of the largest time an `Instant` can hold (a timer set there
-/// would panic in tokio, which rounds it up to its next millisecond).
-pub(crate) fn later_by(t: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+/// `t + d` if a tokio timer can be set there: `None` when that overflows (`Duration::MAX`
+/// as "never") or ends within a second of the largest time an `Instant` can hold (a
+/// timer set there would panic in tokio, which rounds it up to its next millisecond).
+pub(crate) fn timer_at(t: Instant, d: Duration) -> Option<Instant> {
     t.checked_add(d)
         .filter(|at| at.checked_add(Duration::from_secs(1)).is_some())
-        .unwrap_or_else(|| t + FAR)
+}
+
+/// `t + d`, or about 30 years after `t` where no timer can be set ([`timer_at`]).
+pub(crate) fn later_by(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    timer_at(t, d).unwrap_or_else(|| t + FAR)
 }
 
 #[cfg(test)]

@@ -2809,11 +2809,7 @@ async fn timeout_or_never<F: Future>(
     limit: Duration,
     fut: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let never = tokio::time::Instant::now()
-        .checked_add(limit)
-        .and_then(|at| at.checked_add(Duration::from_secs(1)))
-        .is_none();
-    if never {
+    if limits::timer_at(tokio::time::Instant::now(), limit).is_none() {
         Ok(fut.await)
     } else {
         tokio::time::timeout(limit, fut).await
