@@ -29,17 +29,6 @@ fn three_pools() -> Vec<(&'static str, support::Pool)> {
 }
 
 impl support::Pool {
-    fn shutdown_timeout(
-        &self,
-        d: Duration,
-    ) -> std::pin::Pin<Box<dyn Future<Output = nb_aiopool::ShutdownReport> + Send + '_>> {
-        match self {
-            support::Pool::Common(p) => Box::pin(p.shutdown_timeout(d)),
-            support::Pool::NoQueue(p) => Box::pin(p.shutdown_timeout(d)),
-            support::Pool::Smart(p) => Box::pin(p.shutdown_timeout(d)),
-        }
-    }
-
     /// Submits a task that never ends, from inside a runtime; returns its abort handle.
     async fn submit_pending(&self) -> nb_aiopool::AbortHandle {
         match self {

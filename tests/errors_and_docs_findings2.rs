@@ -32,14 +32,6 @@ fn three_pools() -> Vec<(&'static str, support::Pool)> {
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl support::Pool {
-    fn shutdown_timeout(&self, d: Duration) -> Boxed<'_, nb_aiopool::ShutdownReport> {
-        match self {
-            support::Pool::Common(p) => Box::pin(p.shutdown_timeout(d)),
-            support::Pool::NoQueue(p) => Box::pin(p.shutdown_timeout(d)),
-            support::Pool::Smart(p) => Box::pin(p.shutdown_timeout(d)),
-        }
-    }
-
     /// A `submit_with` with a timeout of a task that ends at once; `true` if accepted.
     fn submit_within(&self, d: Duration) -> Boxed<'_, bool> {
         let opts = SubmitOptions::new().timeout(d);

@@ -238,6 +238,19 @@ impl Pool {
             Pool::Smart(_) => "smart",
         }
     }
+
+    /// The pool's `shutdown_timeout(d)`, boxed (one type for the three pools).
+    pub fn shutdown_timeout(
+        &self,
+        d: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = nb_aiopool::ShutdownReport> + Send + '_>>
+    {
+        match self {
+            Pool::Common(p) => Box::pin(p.shutdown_timeout(d)),
+            Pool::NoQueue(p) => Box::pin(p.shutdown_timeout(d)),
+            Pool::Smart(p) => Box::pin(p.shutdown_timeout(d)),
+        }
+    }
 }
 
 // ----- child processes (process-exit tests) -------------------------------------------
