@@ -185,7 +185,10 @@
 //!   task's result slot, is made by the submitter and kept the same way once its last run
 //!   ended. The recipe makes each run's future on the slot's thread: a run and its result
 //!   are dropped where the run ended, just after its end is counted, and a `wait()` that
-//!   counts it as ended returns only once that drop is over.
+//!   counts it as ended returns only once that drop is over. On a current-thread runtime
+//!   nothing is kept: the thread that runs a job there is the one its async submitter
+//!   ran on, so a future's run (with a detached task's result) and a recipe's last copy
+//!   are dropped the same way, where the job ended.
 //! - **What a job costs.** On the project's 2-core machine (BENCHMARKS.md, "2026-12-03"
 //!   and "2026-12-03, evening"), a million tiny jobs with 407-byte payloads at a
 //!   concurrency of 1000, submitted from `block_on`, took 0.72–0.95 µs of CPU per job

@@ -1,10 +1,12 @@
 //! Where and when the pool drops the result of a detached task (its handle dropped).
 //!
-//! The pool keeps the ended runs of futures (with such results) for a submitter to free on
-//! its own thread, where they were allocated (`Engine::bury`). These tests pin what a user
-//! can rely on: the results are still dropped, soon, with no further submit; a `wait()`
-//! that returns has dropped them; a plain thread's `blocking_submit` never runs their
-//! `Drop`; a result whose `Drop` panics never fails a submit.
+//! On a multi-thread runtime the pool keeps the ended runs of futures (with such results)
+//! for a submitter to free on its own thread, where they were allocated (`Engine::bury`);
+//! on a current-thread runtime, whose thread is the submitter's, the slot drops them as
+//! their tasks end. These tests pin what a user can rely on: the results are still
+//! dropped, soon, with no further submit; a `wait()` that returns has dropped them; a
+//! plain thread's `blocking_submit` never runs their `Drop`; a result whose `Drop` panics
+//! never fails a submit.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -51,14 +53,7 @@ async fn a_wait_that_returns_has_dropped_the_results_of_detached_tasks() {
         let pool = CommonAioPool::new(4, 1000);
         let drops = Arc::new(AtomicUsize::new(0));
         for _ in 0..200 {
-            let out = counted(&drops);
-            pool.submit(async move {
-                tokio::task::yield_now().await;
-                out
-            })
-            .await
-            .unwrap()
-            .detach();
+            detached_yield(&pool, counted(&drops)).await;
         }
         let wait = pool.wait();
         // A task submitted after the wait began keeps the pool busy: the pool is never
@@ -106,13 +101,7 @@ async fn a_wait_that_returns_has_dropped_the_results_also_past_what_the_pool_kee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detached_result_is_dropped_soon_with_no_more_submits_while_another_task_runs() {
     let pool = CommonAioPool::new(4, 10);
-    let (release, gate) = oneshot::channel::<()>();
-    let busy = pool
-        .submit(async move {
-            let _ = gate.await;
-        })
-        .await
-        .unwrap();
+    let (release, busy) = busy_task(&pool).await;
     let drops = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
         let out = counted(&drops);
@@ -133,6 +122,94 @@ async fn a_detached_result_is_dropped_when_the_pool_runs_out_of_work() {
     let out = counted(&drops);
     pool.submit(async move { out }).await.unwrap().detach();
     assert_eq!(reach(&drops, 1, Duration::from_secs(5)).await, 1);
+}
+
+/// On a current-thread runtime the submitter ran on the thread that runs the job: the
+/// result of a detached task is dropped as its task ends, not kept for a later submit
+/// (the pool stays busy here, and paused time never fires the 2 ms timer).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn on_a_current_thread_runtime_a_detached_result_is_dropped_as_its_task_ends() {
+    let pool = CommonAioPool::new(2, 10);
+    let (release, busy) = busy_task(&pool).await;
+    let drops = Arc::new(AtomicUsize::new(0));
+    for n in 1..=3 {
+        detached_yield(&pool, counted(&drops)).await;
+        ended_and_dropped(|| pool.stats().completed, n, &drops, "result").await;
+    }
+    release.send(()).unwrap();
+    busy.await.unwrap();
+}
+
+/// The same for a SmartAioPool's recipe: once its task ended, what the recipe captured
+/// is dropped at once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn on_a_current_thread_runtime_an_ended_tasks_recipe_is_dropped_as_it_ends() {
+    use nb_aiopool::SmartAioPool;
+    let pool = SmartAioPool::new(2);
+    let (release, held) = tokio::sync::watch::channel(false);
+    let busy = pool
+        .submit(move || {
+            let mut held = held.clone();
+            async move {
+                let _ = held.wait_for(|r| *r).await;
+            }
+        })
+        .await
+        .unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    for n in 1..=3 {
+        let captured = counted(&drops);
+        pool.submit(move || {
+            let _ = &captured;
+            tokio::task::yield_now()
+        })
+        .await
+        .unwrap()
+        .detach();
+        ended_and_dropped(|| pool.stats().completed, n, &drops, "recipe").await;
+    }
+    release.send(true).unwrap();
+    busy.await.unwrap();
+}
+
+/// Submits a detached task that yields once and returns `out`.
+async fn detached_yield(pool: &CommonAioPool, out: Counted) {
+    pool.submit(async move {
+        tokio::task::yield_now().await;
+        out
+    })
+    .await
+    .unwrap()
+    .detach();
+}
+
+/// A task of `pool` that runs until the sender is used or dropped.
+async fn busy_task(pool: &CommonAioPool) -> (oneshot::Sender<()>, nb_aiopool::TaskHandle<()>) {
+    let (release, held) = oneshot::channel::<()>();
+    let busy = pool
+        .submit(async move {
+            let _ = held.await;
+        })
+        .await
+        .unwrap();
+    (release, busy)
+}
+
+/// Yields (no time passes: no timer fires) until `completed()` reaches `n`, then checks
+/// that the `what` of each of those `n` detached tasks was dropped.
+async fn ended_and_dropped(completed: impl Fn() -> u64, n: u64, drops: &AtomicUsize, what: &str) {
+    for _ in 0..100 {
+        if completed() == n {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(completed(), n, "the detached task did not end");
+    assert_eq!(
+        drops.load(SeqCst),
+        n as usize,
+        "the {what} of an ended detached task was kept"
+    );
 }
 
 #[test]

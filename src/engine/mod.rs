@@ -1766,8 +1766,9 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Under the lock, for a job that ended (not in a panic: its run reports it after the
-    /// lock): keeps what its submitter made for a submitter to free on its own thread
+    /// Under the lock, for a job that ended on a multi-thread runtime (not in a panic: its
+    /// run reports it after the lock; a current-thread runtime's slot drops everything
+    /// itself): keeps what its submitter made for a submitter to free on its own thread
     /// ([`graves`]): a future's run; a recipe's copy (SmartAioPool, whose recipe makes
     /// its run on the slot's thread: the slot drops the run after the lock, and the copy
     /// is then the last one, with the recipe, what it captured and, unless the handle
@@ -1785,18 +1786,18 @@ impl<J: Job> Engine<J> {
             None if J::RERUN => return Some(run),
             None => (Grave::Run(run), None),
         };
-        match st.graves.keep(grave, rt) {
+        match st.graves.keep(grave) {
             Kept::Done => {}
             Kept::ArmTimer => {
-                let handle = st.runtimes.driven_handle(rt).cloned();
-                // A current-thread handle here is `rt`'s own (see `driven_handle`).
-                let current_thread = handle.as_ref().map(|h| !runtimes::is_multi_thread(h));
-                if st.graves.arm_timer(current_thread, rt) {
-                    match handle {
-                        Some(handle) => later.reap_timer = Some(handle),
-                        // No runtime to run a timer: nothing kept waits.
-                        None => Self::reap(st, later),
+                // `rt`'s own if it is alive (a multi-thread runtime: see `Slot::finish`).
+                let handle = st.runtimes.driven_handle(rt);
+                match handle.filter(|h| runtimes::is_multi_thread(h)).cloned() {
+                    Some(handle) => {
+                        st.graves.arm_timer();
+                        later.reap_timer = Some(handle);
                     }
+                    // No runtime to run a timer: nothing kept waits.
+                    None => Self::reap(st, later),
                 }
             }
             Kept::Full(batch) => later.graves.push(batch),

@@ -408,20 +408,23 @@ impl<J: Job> Slot<J> {
             entry.job = u64::MAX;
             // It may hold the last reference to a recipe (a task aborted while queued runs
             // nothing): kept for a submitter to free (see `Engine::bury`), or, after a
-            // panic, dropped below, outside the lock.
+            // panic or on a current-thread runtime, dropped below, outside the lock.
             let kept = entry.copy.take();
             let meta = std::mem::take(&mut entry.meta);
-            // A panic is reported from its run, after the lock.
-            (left, copy) = if outcome == Outcome::Panicked {
+            // A panic is reported from its run, after the lock. On a current-thread
+            // runtime what the job leaves is dropped here too: its submitter ran on this
+            // thread, so nothing is gained by keeping it for a submitter (see `graves`).
+            let drop_here = outcome == Outcome::Panicked || !self.multi_thread;
+            (left, copy) = if drop_here {
                 (Some(run), kept)
             } else {
                 (Engine::bury(&mut st, run, kept, self.rt, later), None)
             };
-            // A recipe's run (and, after a panic, its copy), and a panicked run with the
-            // `on_panic` call that reads it first, end below, after the lock: a wait
-            // waits for that (a wait that returns has seen the callback of every panic
-            // it covers).
-            announced = J::RERUN || outcome == Outcome::Panicked;
+            // A recipe's run (and, after a panic, its copy), a panicked run with the
+            // `on_panic` call that reads it first, and a run dropped here end below,
+            // after the lock: a wait waits for that (a wait that returns has seen the
+            // callback of every panic it covers, and what it covers is dropped).
+            announced = J::RERUN || drop_here;
             if announced {
                 Engine::begin_drop(&mut st, &self.polling, &mut self.listed);
             }
