@@ -106,7 +106,9 @@
 //!   Every job has its own [`TaskId`] (on its handle), also when it shares a slot task.
 //! - **Which runtime.** A job runs on the runtime of the code that submitted it. From a
 //!   plain thread it runs on the pool's *home* runtime: the one the pool was created in or
-//!   last submitted from (if it has ended, another live runtime the pool knows). A pool is
+//!   last submitted from (if it has ended, another live runtime the pool knows; a job of a
+//!   plain thread still queued when that runtime ends goes there too, and one it was
+//!   running is cancelled with it). A pool is
 //!   bound to no runtime, so a `static` pool can serve several runtimes at once; the end of
 //!   one runtime cancels only the jobs submitted from it
 //!   ([`CancelReason::RuntimeShutdown`]; SmartAioPool queues them again, to run on the

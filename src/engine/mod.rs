@@ -158,6 +158,10 @@ pub(crate) struct Queued<J> {
     job: J,
     id: u64,
     rt: RtRef,
+    /// Submitted from outside the pool's runtimes (a plain thread): `rt` is only where it
+    /// was sent, so the end of that runtime leaves it to another live one while it has
+    /// not started (see [`Engine::settle_dead`]).
+    plain: bool,
     meta: Meta,
     /// When it was queued, for the observability features (empty without them).
     stamp: Stamp,
@@ -923,6 +927,7 @@ impl<J: Job> Engine<J> {
                 job,
                 id,
                 rt,
+                plain: entered.is_none(),
                 meta,
                 stamp,
             });
@@ -1500,6 +1505,7 @@ impl<J: Job> Engine<J> {
             job,
             id,
             rt: ANY,
+            plain: false,
             meta,
             stamp: Stamp::requeued(),
         });
@@ -1542,7 +1548,9 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, once per dead runtime `rt`: its queued jobs are cancelled, or left
-    /// to any runtime.
+    /// to any runtime: a re-run pool's, and those a plain thread sent there while
+    /// another runtime is alive (they were not submitted from `rt`; they go with the
+    /// last runtime, as one that comes after it would be refused).
     fn settle_dead(&self, st: &mut State<J>, rt: RtRef, later: &mut Deferred<J>) {
         if J::RERUN {
             st.queue.for_each_mut(|q| {
@@ -1551,9 +1559,24 @@ impl<J: Job> Engine<J> {
                 }
             });
         } else {
-            for q in st.queue.extract_if(|q| q.rt == rt) {
+            let live = st.runtimes.live_or_any(None).is_some();
+            let lost = |q: &mut Queued<J>| {
+                if live {
+                    q.rt == rt && !q.plain
+                } else {
+                    q.rt == rt || q.rt == ANY
+                }
+            };
+            for q in st.queue.extract_if(lost) {
                 self.lose(st, q.job, q.id, later);
                 later.stamps.push(q.stamp);
+            }
+            if live {
+                st.queue.for_each_mut(|q| {
+                    if q.rt == rt {
+                        q.rt = ANY;
+                    }
+                });
             }
             Self::clamp_reserved(st, later);
             self.rate_timer_check(st);

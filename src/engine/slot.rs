@@ -801,7 +801,8 @@ impl<J: Job> Drop for Slot<J> {
                 }
                 true
             } else if let Some(q) = next {
-                if J::RERUN && q.job.aborted().is_none() {
+                let rehome = J::RERUN || (q.plain && st.runtimes.live_or_any(None).is_some());
+                if rehome && q.job.aborted().is_none() {
                     // Its flow-control settings moved to the entry when it left the queue.
                     let meta = entry.map(|e| e.meta).unwrap_or_default();
                     later.wake.extend(engine.stranded_waker(&q.job));

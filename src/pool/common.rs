@@ -45,7 +45,10 @@ use crate::task::TaskHandle;
 /// runtimes at once (one per `#[tokio::test]`, say). When a runtime shuts down, the jobs
 /// submitted from it that are queued or running are cancelled with
 /// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown) (and a warning
-/// with their count is printed at process exit); jobs of other runtimes carry on. A submit
+/// with their count is printed at process exit); jobs of other runtimes carry on. A job a
+/// plain thread sent to the runtime that ended is cancelled with it only if it was
+/// running there, or if no other runtime the pool knows is alive: one still queued goes
+/// to another. A submit
 /// that no runtime can serve fails with
 /// [`SubmitErrorKind::NoRuntime`](crate::SubmitErrorKind::NoRuntime), the job handed back.
 ///

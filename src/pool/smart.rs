@@ -16,7 +16,7 @@ use super::core::{checked, Core};
 use super::group::SmartTaskGroup;
 use super::recipe::SmartJob;
 use super::stream::{MapOrdered, MapUnordered};
-use crate::engine::{Config, ElasticConfig, LimitsConfig};
+use crate::engine::{Config, ElasticConfig, Figures, LimitsConfig};
 use crate::error::{RunError, SubmitError, TaskError, TrySubmitError};
 use crate::observe::OnPanic;
 use crate::stats::{PoolStats, ShutdownReport};
@@ -333,8 +333,10 @@ impl SmartAioPoolBuilder {
     /// delivery). With `false`, a task that never started still runs (once), and an
     /// interrupted one is not run again: its handle resolves to
     /// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown) and the exit
-    /// hook prints how many were cut. Use it for tasks that must not run twice (sending an
-    /// email).
+    /// hook prints how many were cut: by `process::exit`, and, in an `auto_shutdown` pool,
+    /// by the end of their runtime before the exit (a plain `#[tokio::main]` returning
+    /// while they ran; also for a pool dropped since). Use it for tasks that must not run
+    /// twice (sending an email).
     pub fn rerun_interrupted(mut self, enabled: bool) -> Self {
         self.rerun_interrupted = enabled;
         self
@@ -428,8 +430,15 @@ impl SmartAioPoolBuilder {
             label: name.clone(),
             on_panic: self.on_panic,
         };
+        // A pool without re-runs whose runs a runtime's end cut off is reported at the
+        // exit also once it is gone (see `warn_cut_before_exit`).
+        let on_drop = (self.auto_shutdown && !self.rerun_interrupted).then(|| {
+            let name = name.clone();
+            Box::new(move |figures: Figures| remember_cut(&name, figures.lost))
+                as crate::engine::DropHook
+        });
         let inner = Arc::new(Inner {
-            core: Core::new(config, None),
+            core: Core::new(config, on_drop),
             auto_shutdown: self.auto_shutdown,
             name,
             process_wide: self.process_wide,
@@ -836,6 +845,9 @@ impl SmartAioPool {
     /// [`wait`](Self::wait)); the pool then stays in the process-wide list until that task
     /// has finished too, so [`smart_run`] and the exit hook still cover it.
     ///
+    /// The returned future is `'static`, as the other pools' are (it holds a handle of the
+    /// pool until it ends): it can be spawned, `tokio::spawn(pool.shutdown())`.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: intake closes when it is called; dropping the future (even unpolled)
@@ -852,12 +864,15 @@ impl SmartAioPool {
     /// assert_eq!(pool.pending_count(), 0);
     /// # }
     /// ```
-    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + '_ {
-        // Not an `async fn`: intake closes at the call, not at the first poll.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        // Not an `async fn`: intake closes at the call, not at the first poll. The future
+        // holds a handle of its own (so it is `'static`, as the other pools' are, and
+        // keeps the pool open to the forget at its end as the borrow it replaced did).
         let wait = self.inner.core.engine.shutdown();
+        let pool = self.clone();
         async move {
             wait.await;
-            self.forget();
+            pool.forget();
         }
     }
 
@@ -897,11 +912,13 @@ impl SmartAioPool {
     pub fn shutdown_timeout(
         &self,
         timeout: Duration,
-    ) -> impl Future<Output = ShutdownReport> + Send + '_ {
+    ) -> impl Future<Output = ShutdownReport> + Send + 'static {
         let shutdown = self.inner.core.engine.shutdown_timeout(timeout);
+        // A handle of its own, as `shutdown`'s.
+        let pool = self.clone();
         async move {
             let report = shutdown.await;
-            self.forget();
+            pool.forget();
             report
         }
     }
@@ -1292,6 +1309,52 @@ fn forget_finished_orphans() {
     smart_pools().orphans.extend(left);
 }
 
+/// Runs of `auto_shutdown` pools built with `rerun_interrupted(false)` that the end of
+/// their runtime cut off (a plain `#[tokio::main]` returning while they ran), counted for
+/// pools dropped before the exit: one entry per name. Live pools are counted at the exit.
+static CUT_BEFORE_EXIT: Mutex<Vec<(Arc<str>, u64)>> = Mutex::new(Vec::new());
+
+/// A pool without re-runs is dropped having lost `lost` runs to runtimes' ends.
+fn remember_cut(name: &Arc<str>, lost: u64) {
+    if lost == 0 {
+        return;
+    }
+    add_cut(
+        &mut CUT_BEFORE_EXIT.lock().unwrap_or_else(|e| e.into_inner()),
+        name,
+        lost,
+    );
+}
+
+/// Adds `lost` runs cut to `name`'s entry (one per name).
+fn add_cut(cut: &mut Vec<(Arc<str>, u64)>, name: &Arc<str>, lost: u64) {
+    match cut.iter_mut().find(|(n, _)| n == name) {
+        Some((_, n)) => *n += lost,
+        None => cut.push((name.clone(), lost)),
+    }
+}
+
+/// At the exit, before the take-over: the runs of `auto_shutdown` pools without re-runs
+/// that a runtime's end cut off before the exit (the take-over reports those it cuts
+/// itself), which no one would hear of otherwise. Such a pool's `lost` count holds only
+/// those until the take-over: its queued jobs never lose their runtime (they run on any).
+fn warn_cut_before_exit(pools: &[Arc<Inner>]) {
+    let mut cut = std::mem::take(&mut *CUT_BEFORE_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+    for p in pools.iter().filter(|p| !p.core.engine.reruns()) {
+        let lost = p.core.engine.figures().lost;
+        if lost > 0 {
+            add_cut(&mut cut, &p.name, lost);
+        }
+    }
+    for (name, n) in cut {
+        warn_stderr!(
+            "nb_aiopool: warning: {n} task(s) of SmartAioPool {name:?} were interrupted by \
+             the end of their runtime (main returned, or the runtime was dropped) and not \
+             run again (rerun_interrupted(false)); their handles say RuntimeShutdown"
+        );
+    }
+}
+
 fn auto_pools() -> Vec<Arc<Inner>> {
     smart_pools()
         .pools
@@ -1366,10 +1429,7 @@ async fn wait_auto_pools() {
 /// ```
 #[track_caller]
 pub fn smart_run<F: Future>(fut: F) -> F::Output {
-    crate::blocking::assert_not_async(
-        "smart_run",
-        "`shutdown_all_smart_aiopools().await` at the end of your async main",
-    );
+    crate::blocking::assert_not_async("smart_run", "shutdown_all_smart_aiopools().await");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1470,6 +1530,7 @@ pub(crate) fn finish_at_exit() {
     // Every pool is taken over, also those with nothing unfinished now: a plain thread
     // may submit to one while the exit runs.
     let pools: Vec<_> = auto_pools();
+    warn_cut_before_exit(&pools);
     if pools
         .iter()
         .all(|p| p.core.engine.stats().unfinished() == 0)
