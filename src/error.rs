@@ -182,7 +182,8 @@ impl<F> fmt::Display for SubmitError<F> {
             SubmitErrorKind::NoRuntime => f.write_str(
                 "no tokio runtime to run the task: submitted outside a live runtime while \
                  every runtime the pool knows has shut down (or it never had one), or, the \
-                 pool having a rate_limit, finished on a runtime without tokio's time driver",
+                 pool having a rate_limit, finished on a runtime without tokio's time driver; \
+                 submit from inside a runtime, or enter one first (Handle::enter)",
             ),
             SubmitErrorKind::TimedOut => {
                 f.write_str("the submit's timeout passed before the pool had room")
@@ -300,7 +301,8 @@ impl<F> fmt::Display for TrySubmitError<F> {
             TryKind::Closed => f.write_str(CLOSED),
             TryKind::NoRuntime => f.write_str(
                 "no tokio runtime to run the task: submitted outside a live runtime while \
-                 every runtime the pool knows has shut down (or it never had one)",
+                 every runtime the pool knows has shut down (or it never had one); submit \
+                 from inside a runtime, or enter one first (Handle::enter)",
             ),
             TryKind::TooHeavy => f.write_str(
                 "the task's weight exceeds the pool's weight_capacity, so it could never start",

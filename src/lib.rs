@@ -16,8 +16,9 @@
 //!
 //! - Most programs: [`CommonAioPool`]. It is the fastest per job and its queue lets the
 //!   producer run ahead a little.
-//! - You want `submit` to return only when the job has really started: [`NoQueueAioPool`]
-//!   (without flow control, which can hold an accepted task back).
+//! - You want `submit` to return only when the job has a slot of its own (it starts as
+//!   soon as the slot's task runs, with no queue in between): [`NoQueueAioPool`] (without
+//!   flow control, which can hold an accepted task back).
 //! - Fire-and-forget jobs that must not be lost when `main` returns, or elastic workers:
 //!   [`SmartAioPool`].
 //!

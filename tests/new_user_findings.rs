@@ -418,3 +418,16 @@ fn pin_a_static_pool_serves_runtimes_and_their_spawn_blocking_threads() {
     }
     until("the pool is idle", || POOL.stats().unfinished() == 0);
 }
+
+/// A `NoRuntime` refusal says what to do, in its `Display` (what an `unwrap` shows), not
+/// only in the kind's docs: a pool made on a plain thread has no runtime to run a job.
+#[test]
+fn a_no_runtime_refusal_says_what_to_do() {
+    let pool = CommonAioPool::new(1, 1);
+    let err = pool.blocking_submit(async {}).unwrap_err();
+    assert_eq!(err.kind(), nb_aiopool::SubmitErrorKind::NoRuntime);
+    let err = err.to_string();
+    assert!(err.contains("enter one first (Handle::enter)"), "{err}");
+    let err = pool.try_submit(async {}).unwrap_err().to_string();
+    assert!(err.contains("enter one first (Handle::enter)"), "{err}");
+}

@@ -18,7 +18,9 @@ use crate::stats::PoolStats;
 use crate::task::TaskHandle;
 
 /// A pool with no queue: `submit(fut).await` waits until one of `max_concurrency` slots is
-/// free, then starts the future at once.
+/// free, then starts the future at once: it returns with the task holding its slot, whose
+/// tokio task polls it first when it next runs (on a current-thread runtime, once the
+/// submitter yields).
 ///
 /// Waiting submitters are served by [`SubmitOptions::priority`](crate::SubmitOptions::priority)
 /// (higher first), first come, first served among equal priorities (`submit`,
