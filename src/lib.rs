@@ -76,11 +76,13 @@
 //!   when every slot waits for tasks of its own pool (also once a shrink leaves only
 //!   waiting tasks running), one wait is broken with [`CancelReason::WouldDeadlock`]
 //!   instead of hanging (see [`TaskHandle`], "Awaiting from inside the same pool", for the
-//!   cases it does not break: keys, weights, and a cycle of running tasks whose picked
-//!   task never polls its handle again). A `wait()` or `shutdown()` made inside a job of its own
-//!   pool does not wait for that job (see [`CommonAioPool::wait`]; a SmartAioPool shut
-//!   down so stays in the process-wide list until that job has finished, so [`smart_run`]
-//!   and the exit hook still cover it: see [`SmartAioPool::shutdown`]).
+//!   cases it does not break: keys, weights, a cycle of running tasks whose picked task
+//!   never polls its handle again, and waits it cannot see: a job that waits through a
+//!   spawned task, a channel or another pool's task rather than polling the handle). A
+//!   `wait()` or `shutdown()` made inside a job of its own pool does not wait for that
+//!   job (see [`CommonAioPool::wait`]; a SmartAioPool shut down so stays in the
+//!   process-wide list until that job has finished, so [`smart_run`] and the exit hook
+//!   still cover it: see [`SmartAioPool::shutdown`]).
 //! - `shutdown()`, `shutdown_timeout()` and the `shutdown_all_*` functions close the pools
 //!   when they are called, not when their future is first polled: a future dropped
 //!   unpolled (a `select!` lost) still shut them down.

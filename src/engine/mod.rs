@@ -1498,6 +1498,12 @@ impl<J: Job> Engine<J> {
     /// with its flow-control settings (its span starts without a parent: the subscriber
     /// is not asked for one under the lock).
     fn requeue_first(st: &mut State<J>, id: u64, job: J, meta: Meta) {
+        // Its run is over: waits it counted no longer make it a waiting job, also those
+        // left to handles it handed out of the run (which end them only when their task
+        // ends or they are dropped), as `run_ended` does. Else the queued job would count
+        // as a slot that waits, and its re-run's first wait would be added to that count
+        // unchecked (see `Probe::start_waiting`).
+        st.waiting_on_own.remove(&id);
         if let Some(limits) = &mut st.limits {
             limits.rerun_queued();
         }
@@ -1946,6 +1952,16 @@ impl<J: Job> Engine<J> {
         {
             return None;
         }
+        Self::every_waiter_stuck(st)
+    }
+
+    /// Under the lock: each job counted as waiting on tasks of the pool, with its awaited
+    /// tasks still queued and whether it also awaits a waiting job; `None` if one of them
+    /// awaits neither (its awaited tasks have all started, or ended: the count of a wait
+    /// on a task that ended goes only once its handle is told, after the lock that ended
+    /// it, while the job is about to go on).
+    fn every_waiter_stuck(st: &mut State<J>) -> Option<Vec<(u64, Vec<u64>, bool)>> {
+        let waiting = &st.waiting_on_own;
         let awaited: HashSet<u64> = waiting.values().flatten().copied().collect();
         let mut queued = HashSet::new();
         st.queue.for_each_mut(|q| {
@@ -3040,10 +3056,14 @@ impl<J: Job> Probe for Engine<J> {
         // Every slot the pool may have is taken: `max_concurrency`, not an elastic pool's
         // live workers, which grow again for a queued job (at a submit, a job's end, a
         // reopened rate window), and which a count of them may just have retired.
-        if st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency {
+        let full = st.waiting_on_own.len() + 1 >= st.running && st.running >= st.max_concurrency;
+        st.waiting_on_own.insert(waiter, vec![awaited]);
+        // Then every running job waits, unless a wait counted is on a task that ended (or
+        // was cancelled) and whose handle is not told yet: that job goes on.
+        if full && Self::every_waiter_stuck(st).is_some() {
+            st.waiting_on_own.remove(&waiter);
             return Some(true);
         }
-        st.waiting_on_own.insert(waiter, vec![awaited]);
         Some(false)
     }
 

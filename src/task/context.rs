@@ -21,8 +21,11 @@ pub(crate) trait Probe: Send + Sync {
     /// The running task `waiter` (the one polling the handle) starts waiting for task
     /// `awaited` of this pool. Returns `Some(false)` once the wait is counted (undo with
     /// `stop_waiting`), and `Some(true)` if counting it would make every slot wait for
-    /// tasks of the pool itself: then no task of the pool can make progress (nothing is
-    /// counted then). `None`: not counted (the pool has no such rule now).
+    /// tasks of the pool itself, each on one not started or itself waiting: then no task
+    /// of the pool can make progress (nothing is counted then). A wait still counted on a
+    /// task that has ended (its handle is told, and the count ended, just after the lock
+    /// that ended it, maybe on another thread) does not make its job stuck. `None`: not
+    /// counted (the pool has no such rule now).
     ///
     /// The pool keeps which tasks are awaited, so that when the same deadlock arises
     /// later (a slot goes away, leaving only waiting tasks running), it can wake the

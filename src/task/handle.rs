@@ -63,6 +63,13 @@ use crate::error::{CancelReason, TaskError};
 /// until the task ends or the handle is dropped, also while it waits on something else
 /// (a timer in a `select!`) or does other work (after a `timeout` on the handle).
 ///
+/// Only waits the pool sees are counted: a poll of the handle by the job itself (directly,
+/// or through a `select!`, `join!`, a group or a stream it polls). A job that never polls
+/// the handle but waits on its task through something else (a spawned tokio task or a
+/// thread that awaits the handle, a channel, a task of another pool that awaits it) does
+/// not count as waiting, and a deadlock made so is not broken: the pool hangs, as a
+/// `Semaphore` would.
+///
 /// In a pool built with `max_per_key` (or `weight_capacity`), keys (weights) make the
 /// same kind of deadlock, which the pool does not break: a task holding key `k` that
 /// awaits a queued task of key `k` (which can start only once a task of `k` ends) waits
