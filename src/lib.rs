@@ -179,9 +179,8 @@
 //!   it in batches: in a `submit` from async code (never in a
 //!   `try_submit` or `blocking_submit`, whose caller may hold a lock, and never inside
 //!   a job's poll); when the pool runs out of work; else after about 2 ms, by a tokio
-//!   task of the pool on a multi-thread runtime it knows (or on the job's
-//!   current-thread runtime, then only while some thread drives it; a runtime's
-//!   shutdown frees them too); and before a `wait()` or `shutdown()` returns (outside a
+//!   task of the pool on the job's multi-thread runtime, or another the pool knows (with
+//!   none, at once; a runtime's shutdown frees them too); and before a `wait()` or `shutdown()` returns (outside a
 //!   runtime, with a runtime of the pool entered; inside a job, by a task of that
 //!   runtime). A future's cell is freed by the last of its run and its handles: a handle
 //!   held past that point frees it where the handle is dropped. The result of a detached

@@ -234,15 +234,32 @@ impl Limits {
     /// run: a job aborted while queued is handed to a slot only to be dropped there, and
     /// must not hold back the jobs after it (it still counts for its key and weight until
     /// then, as [`ended`](Self::ended) takes them back).
-    pub(crate) fn started(&mut self, meta: &Meta, now: Instant, runs: bool) {
+    /// Returns `now` if it spent a start (see [`unstarted`](Self::unstarted)).
+    pub(crate) fn started(&mut self, meta: &Meta, now: Instant, runs: bool) -> Option<Instant> {
         if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
             *self.per_key.entry(key.clone()).or_insert(0) += 1;
         }
         if self.weight_capacity.is_some() {
             self.weight_running += u64::from(meta.weight());
         }
-        if let (Some(r), true) = (&mut self.rate, runs) {
-            r.starts.push_back(now);
+        match (&mut self.rate, runs) {
+            (Some(r), true) => {
+                r.starts.push_back(now);
+                Some(now)
+            }
+            _ => None,
+        }
+    }
+
+    /// A job that spent the start made `at` (what [`started`](Self::started) returned)
+    /// was put back in the queue before it ever ran (its slot was dropped unpolled): that
+    /// start is given back, in any window. (Not the newest start instead: an older one
+    /// left in its place would leave the window sooner, letting one start too many in.)
+    pub(crate) fn unstarted(&mut self, at: Instant) {
+        if let Some(r) = &mut self.rate {
+            if let Some(pos) = r.starts.iter().rposition(|&t| t == at) {
+                r.starts.remove(pos);
+            }
         }
     }
 

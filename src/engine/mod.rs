@@ -1019,7 +1019,7 @@ impl<J: Job> Engine<J> {
             if st.running > st.limit || st.queue.len() <= st.reserved {
                 break;
             }
-            let Some(mut q) = self.pop_startable(st, rt, later) else {
+            let Some((mut q, charged)) = self.pop_startable(st, rt, later) else {
                 break;
             };
             // The job's runtime, and its handle if that is another runtime, read once: the
@@ -1029,8 +1029,11 @@ impl<J: Job> Engine<J> {
                 (rt, None)
             } else if let Some(handle) = st.runtimes.handle(q.rt).cloned() {
                 (q.rt, Some(handle))
-            } else if J::RERUN {
-                (rt, None) // a job that can run anywhere runs wherever there is a runtime
+            } else if J::RERUN || q.plain {
+                // A job that can run anywhere runs wherever there is a runtime; so does a
+                // plain thread's, whose runtime ended before its end was settled (this
+                // slot's runtime is alive: see `settle_dead`).
+                (rt, None)
             } else {
                 // Its runtime is gone: it can never run.
                 if let Some(limits) = &mut st.limits {
@@ -1062,7 +1065,14 @@ impl<J: Job> Engine<J> {
                 meta,
                 polling: polling.clone(),
             });
-            let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
+            let slot = Slot::bound(
+                Arc::clone(self),
+                new_key,
+                st.generation,
+                q,
+                charged,
+                polling,
+            );
             later.spawns.push((handle, slot));
             return None;
         }
@@ -1215,9 +1225,9 @@ impl<J: Job> Engine<J> {
         st: &mut State<J>,
         rt: RtRef,
         later: &mut Deferred<J>,
-    ) -> Option<Queued<J>> {
+    ) -> Option<(Queued<J>, Option<Instant>)> {
         if st.limits.is_none() {
-            return st.queue.pop();
+            return st.queue.pop().map(|q| (q, None));
         }
         // The timer, if one is armed, goes to the held job's runtime (see `held_job_rt`).
         let timer_rt = Self::held_job_rt(st).unwrap_or(rt);
@@ -1246,8 +1256,8 @@ impl<J: Job> Engine<J> {
             let mut pick = limits.picker();
             queue.pop_first(|q| pick(&q.meta))?
         };
-        limits.started(&q.meta, now, q.job.aborted().is_none());
-        Some(q)
+        let charged = limits.started(&q.meta, now, q.job.aborted().is_none());
+        Some((q, charged))
     }
 
     /// A rate timer was dropped unfired with its runtime (before or after that runtime's

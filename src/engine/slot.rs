@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 
 use super::runtimes::{self, RtRef, ANY};
 use super::{drop_quietly, Deferred, Engine, Job, Queued};
@@ -178,6 +179,9 @@ pub(crate) struct Slot<J: Job> {
     /// Its runtime (a tokio task never changes runtimes) has worker threads of its own:
     /// see [`must_yield_first`]. Set when it is spawned.
     multi_thread: bool,
+    /// A bound slot's job ([`next`](Self::next)) spent the start of the rate window
+    /// made at this instant when it left the queue: given back if it never runs.
+    charged: Option<Instant>,
 }
 
 // Never pinned structurally: jobs are boxed or shared before they get here.
@@ -209,6 +213,7 @@ impl<J: Job> Slot<J> {
             idle: None,
             listed: false,
             multi_thread: false,
+            charged: None,
         }
     }
 
@@ -239,10 +244,12 @@ impl<J: Job> Slot<J> {
         key: usize,
         generation: u64,
         q: Queued<J>,
+        charged: Option<Instant>,
         polling: Polling,
     ) -> Self {
         let mut slot = Slot::make(engine, key, generation, q.rt, polling);
         slot.next = Some(q);
+        slot.charged = charged;
         slot
     }
 
@@ -801,16 +808,16 @@ impl<J: Job> Drop for Slot<J> {
                 }
                 true
             } else if let Some(q) = next {
+                // It spent a start of the rate window when it was taken, and never ran
+                // (put back, or lost): given back.
+                if let (Some(limits), Some(at)) = (&mut st.limits, self.charged.take()) {
+                    limits.unstarted(at);
+                }
                 let rehome = J::RERUN || (q.plain && st.runtimes.live_or_any(None).is_some());
                 if rehome && q.job.aborted().is_none() {
                     // Its flow-control settings moved to the entry when it left the queue.
                     let meta = entry.map(|e| e.meta).unwrap_or_default();
                     later.wake.extend(engine.stranded_waker(&q.job));
-                    // It spent a start of the rate window when it was taken: in a window
-                    // that never reopens, given back (as an interrupted run's is).
-                    if let Some(limits) = &mut st.limits {
-                        limits.rerun_queued();
-                    }
                     st.queue.push_front(Queued { rt: ANY, meta, ..q });
                 } else {
                     // Lost, or aborted (then counted so: `drop_unrun` reads the abort).

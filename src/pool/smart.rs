@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -158,6 +158,8 @@ pub(crate) struct Inner {
     /// handle is made only from another, or by `build`. Unlike the `Arc`'s count, it
     /// leaves out the references the list's functions take for a moment.
     handles: AtomicUsize,
+    /// Runs cut before the exit already remembered for its report (see `forget_shut_down`).
+    cut_told: Arc<AtomicU64>,
 }
 
 /// The process's SmartAioPools that may still have work: a pool is listed from its
@@ -432,10 +434,13 @@ impl SmartAioPoolBuilder {
         };
         // A pool without re-runs whose runs a runtime's end cut off is reported at the
         // exit also once it is gone (see `warn_cut_before_exit`).
+        let cut_told = Arc::new(AtomicU64::new(0));
         let on_drop = (self.auto_shutdown && !self.rerun_interrupted).then(|| {
             let name = name.clone();
-            Box::new(move |figures: Figures| remember_cut(&name, figures.lost))
-                as crate::engine::DropHook
+            let told = Arc::clone(&cut_told);
+            Box::new(move |figures: Figures| {
+                remember_cut(&name, figures.lost - told.load(Ordering::Acquire))
+            }) as crate::engine::DropHook
         });
         let inner = Arc::new(Inner {
             core: Core::new(config, on_drop),
@@ -443,6 +448,7 @@ impl SmartAioPoolBuilder {
             name,
             process_wide: self.process_wide,
             handles: AtomicUsize::new(1),
+            cut_told,
         });
         forget_finished_orphans();
         smart_pools().pools.insert(key(&inner), Arc::clone(&inner));
@@ -1266,6 +1272,13 @@ fn forget_shut_down(pool: &Arc<Inner>) {
         }
         listed.pools.remove(&key(pool))
     };
+    // Out of the list, and maybe held until the exit (a `static`, `process::exit`): its
+    // cut runs are remembered now (closed, with nothing unfinished: no more are cut).
+    if forgotten.is_some() && pool.auto_shutdown && !pool.core.engine.reruns() {
+        let lost = pool.core.engine.figures().lost;
+        let told = pool.cut_told.swap(lost, Ordering::AcqRel);
+        remember_cut(&pool.name, lost - told);
+    }
     drop(forgotten);
 }
 

@@ -101,15 +101,15 @@ use crate::error::{CancelReason, TaskError};
 ///
 /// A handle dropped after its task ended drops the result there and then. Otherwise, in
 /// a [`CommonAioPool`](crate::CommonAioPool) or
-/// [`NoQueueAioPool`](crate::NoQueueAioPool), the pool drops the result soon after the
-/// task ends, with the future's box (see the crate docs, "Where an ended job is
-/// freed"): usually in a later `submit` from async code, on the thread that most likely
-/// allocated both; else when the pool runs out of work, or about 2 ms after (on a
-/// current-thread runtime, only while some thread drives it); and in any case before a
+/// [`NoQueueAioPool`](crate::NoQueueAioPool), the pool drops the result with the
+/// future's box (see the crate docs, "Where an ended job is freed"): on a current-thread
+/// runtime as the task ends, where it ran; on a multi-thread one soon after, usually in
+/// a later `submit` from async code, on the thread that most likely allocated both; else
+/// when the pool runs out of work, or about 2 ms after; and in any case before a
 /// `wait()` or `shutdown()` of the pool returns. Never in a `try_submit` or
 /// `blocking_submit`, never inside a job's poll, and never under the pool's lock. A
 /// result whose `Drop` panics is dropped quietly (the panic hook shows the panic); the
-/// submit it ran in goes on.
+/// submit or the slot it ran in goes on.
 ///
 /// # Examples
 ///
