@@ -189,7 +189,13 @@ pub(crate) const FINISH_ARITY: usize = 8;
 /// (extra = delay ms), `D` dead (extra = reason), `X` clear (an entry deleted under us).
 /// Returns how many successes were recorded.
 ///
-/// Every record XACKs and XDELs its entry. Its outcome (the `completed` count and the
+/// Every record XACKs its entry, and XDELs it only if the XACK found it pending: an entry
+/// that is not pending was deleted already by whoever acknowledged it, or is another
+/// entry with the same id. Ids restart from the clock when the stream is lost (Redis
+/// restarted without persistence, a `FLUSHALL`, a [`purge`](crate::RedisQueue::purge)),
+/// so a job submitted then, in the same millisecond as one still running, gets that
+/// job's id; the running job's late acknowledgement must not delete the new job (it did:
+/// redis/RELIABILITY.md, finding 59). Its outcome (the `completed` count and the
 /// result of A, the retry of R, the dead letter and error result of D) is recorded only
 /// if the entry is still pending, so each entry gets one outcome, from whoever
 /// acknowledges it first:
@@ -205,8 +211,8 @@ pub(crate) const FINISH_ARITY: usize = 8;
 /// with a result is counted in `completed` with its own ack. Without the group (after
 /// [`purge`](crate::RedisQueue::purge)), nothing is pending and nothing is recorded.
 ///
-/// Plain acks (A without a result) are still sent as one XACK and one XDEL per batch:
-/// they have no outcome but the count, and that XACK returns how many it removed.
+/// Plain acks (A without a result) have no outcome but the count: each is acknowledged,
+/// and deleted, by the same rule, and counted if it was pending.
 ///
 /// The script must not fail on one record: Redis runs it up to the error without rolling
 /// back, and the plain acks come last, so a failure would leave every plain ack of the
@@ -239,7 +245,7 @@ while i + 7 <= #ARGV do
     ttl = math.floor(math.min(ttl, MAX_RESULT_TTL))
   end
   if kind == 'A' and ttl == 0 then
-    -- Plain acks are collected and sent as one XACK and one XDEL below.
+    -- Plain acks are collected and acknowledged below.
     acks[#acks + 1] = sid
   else
     -- Not pending: acknowledged already (a re-sent batch, or another worker reclaimed
@@ -268,15 +274,23 @@ while i + 7 <= #ARGV do
         end
       end
     end
-    redis.call('XACK', s, g, sid)
-    redis.call('XDEL', s, sid)
+    -- Deleted only if it was pending: one that is not was deleted with its ack already,
+    -- or is not the entry this record ran (see the doc comment: a reused id).
+    if redis.call('XACK', s, g, sid) == 1 then
+      redis.call('XDEL', s, sid)
+    end
   end
   i = i + 8
 end
 if #acks > 0 then
-  -- Counts only the entries still pending: the same rule as above.
-  local n = redis.call('XACK', s, g, unpack(acks))
-  redis.call('XDEL', s, unpack(acks))
+  -- Counts and deletes only the entries still pending: the same rule as above.
+  local n = 0
+  for _, sid in ipairs(acks) do
+    if redis.call('XACK', s, g, sid) == 1 then
+      redis.call('XDEL', s, sid)
+      n = n + 1
+    end
+  end
   if n > 0 then
     -- pcall: as above, a broken counter is not worth an error (the acks are sent).
     redis.pcall('INCRBY', KEYS[4], n)

@@ -1507,6 +1507,73 @@ async fn worker_recreates_a_vanished_group() {
     assert_eq!((s.waiting, s.in_flight), (0, 0));
 }
 
+/// Finding 59: ids restart from the clock when the stream is lost, so a job submitted
+/// after a `FLUSHALL` (or a restart without persistence, or a purge) can get the id of a
+/// job still running from before. That job's acknowledgement must not delete the new
+/// one. Made deterministic: the first job runs until the test lets it go; meanwhile the
+/// stream is flushed and a new job is written with the first one's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_ack_does_not_delete_a_new_job_that_reused_its_id() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "reuse").await.unwrap();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (d2, g2) = (done.clone(), gate.clone());
+    let worker = Worker::builder(&server.url(), "reuse")
+        .block(Duration::from_millis(50))
+        .task("t", move |j: Job| {
+            let (d, g) = (d2.clone(), g2.clone());
+            async move {
+                if j.n == 1 {
+                    g.notified().await;
+                }
+                d.lock().unwrap().push(j.n);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&worker);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    let mut c = server.conn();
+    eventually(10, "the first job running", || {
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(stream_key("reuse"))
+            .arg("workers")
+            .query(&mut c)
+            .unwrap();
+        matches!(&pending, redis::Value::Array(a) if a.first() == Some(&redis::Value::Int(1)))
+    })
+    .await;
+    let first: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(stream_key("reuse"))
+        .arg("-")
+        .arg("+")
+        .query::<Vec<(String, HashMap<String, String>)>>(&mut c)
+        .unwrap();
+    let id = first[0].0.clone();
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    // The new job, as a submit in the same millisecond would write it: the same id.
+    let _: String = redis::cmd("XADD")
+        .arg(stream_key("reuse"))
+        .arg(&id)
+        .arg("t")
+        .arg("t")
+        .arg("p")
+        .arg(r#"{"n":2}"#)
+        .query(&mut c)
+        .unwrap();
+    gate.notify_one();
+    eventually(10, "the new job, which reused the first one's id", || {
+        done.lock().unwrap().contains(&2)
+    })
+    .await;
+    assert_eq!(*done.lock().unwrap(), vec![1, 2]);
+    worker.shutdown().await;
+    run.await.unwrap();
+}
+
 /// Stats of a stream without its consumer group (after a purge) count its jobs as waiting and keep the counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_without_group_still_count_waiting_jobs() {
