@@ -55,6 +55,15 @@
 //! (and `appendfsync always` for zero loss); consumer and producer crashes are covered
 //! in any case.
 //!
+//! **Clocks.** Leases, reclaims and retry due times are measured by Redis's clock; the
+//! worker's timers (lease renewal every lease/3, reclaim every lease/2, shutdown
+//! deadlines) and every command's response timeout run on tokio's clock. So this crate
+//! does not work under a paused tokio clock (`tokio::time::pause`,
+//! `#[tokio::test(start_paused = true)]`): a paused runtime that waits for Redis's reply
+//! jumps its clock to the next timer, so calls fail at once with "timed out"
+//! ([`RedisQueue::connect`] among them), and advancing tokio's clock does not make an
+//! entry idle in Redis. Test with real time and short leases instead.
+//!
 //! TLS (`rediss://`) needs this crate's `tls` feature (the `redis` crate's
 //! `tokio-rustls-comp`, with rustls's `ring` provider); `tls-insecure` also accepts
 //! `rediss://...#insecure` (no certificate check, for development servers). Passwords go

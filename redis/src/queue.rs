@@ -45,7 +45,31 @@ pub struct RedisQueue {
     keys: Keys,
     conn: ConnectionManager,
     max_len: u64,
+    /// The longest payload the server takes in one argument (`proto-max-bulk-len`, read
+    /// at connect; [`DEFAULT_MAX_ARG`] if it cannot be read).
+    max_arg: u64,
     submitter: mpsc::UnboundedSender<SubmitRequest>,
+}
+
+/// Redis's default `proto-max-bulk-len` (512 MB): the payload limit assumed when the
+/// server's cannot be read (`CONFIG` disabled or not allowed).
+const DEFAULT_MAX_ARG: u64 = 512 * 1024 * 1024;
+
+/// The server's `proto-max-bulk-len`, or [`DEFAULT_MAX_ARG`] if it cannot be read.
+async fn max_arg_len(conn: &mut ConnectionManager) -> u64 {
+    let r: redis::RedisResult<Value> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("proto-max-bulk-len")
+        .query_async(conn)
+        .await;
+    let value = match &r {
+        Ok(Value::Map(m)) => m.first().and_then(|(_, v)| store::int(v)),
+        Ok(v) => store::array(v).get(1).and_then(store::int),
+        Err(_) => None,
+    };
+    value
+        .filter(|n| *n > 0)
+        .map_or(DEFAULT_MAX_ARG, |n| n as u64)
 }
 
 /// One submission waiting for the submitter task.
@@ -220,12 +244,14 @@ impl QueueBuilder {
         if self.create {
             store::ensure_group(&mut conn, &keys).await?;
         }
+        let max_arg = max_arg_len(&mut conn).await;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(submitter(keys.clone(), conn.clone(), self.max_len, rx));
         Ok(RedisQueue {
             keys,
             conn,
             max_len: self.max_len,
+            max_arg,
             submitter: tx,
         })
     }
@@ -284,6 +310,12 @@ impl RedisQueue {
     /// connected this queue has shut down, or [`Error::Redis`] if the server cannot be
     /// reached (not retried here: the job may or may not have been added when
     /// the reply was lost).
+    ///
+    /// [`Error::Config`] if the payload's JSON is longer than the server takes in one
+    /// argument (`proto-max-bulk-len`, read when the queue connected; 512 MB if it could
+    /// not be read): nothing is sent. (Sent, such a payload would make Redis close the
+    /// connection this handle shares, failing the submits batched with it and the other
+    /// calls in flight.)
     ///
     /// # Cancel safety
     ///
@@ -359,6 +391,14 @@ impl RedisQueue {
     ) -> Result<JobId, Error> {
         store::validate_name("task name", task)?;
         let json = serde_json::to_string(payload).map_err(Error::Encode)?;
+        if json.len() as u64 > self.max_arg {
+            return Err(Error::Config(format!(
+                "the payload is {} bytes of JSON; the server takes at most {} bytes in one \
+                 argument (proto-max-bulk-len)",
+                json.len(),
+                self.max_arg
+            )));
+        }
         let mut pause = Duration::from_millis(1);
         loop {
             let (reply, answer) = oneshot::channel();

@@ -406,6 +406,28 @@ return n
     )
 });
 
+/// KEYS: stream. ARGV: group, consumer, then pairs of id and delivery count. Undoes the
+/// delivery that [`RECLAIM`] counted for entries the worker was still running (its
+/// renewals had failed for longer than the lease, and its own reclaim took them): each
+/// entry still pending under `consumer` with that count gets it back less one
+/// (`XCLAIM ... RETRYCOUNT n JUSTID`, which also renews it). Returns how many were fixed.
+pub(crate) static UNCOUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for i = 3, #ARGV - 1, 2 do
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  local c = tonumber(ARGV[i + 1])
+  if type(p) == 'table' and p.err == nil and #p == 1 and p[1][4] == c and c > 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'RETRYCOUNT', c - 1, 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"#,
+    )
+});
+
 /// KEYS: stream. ARGV: group, consumer, ids... Returns, per id, 1 if the entry is
 /// pending under `consumer`, else 0 (also without the group, after a purge). Changes
 /// nothing.

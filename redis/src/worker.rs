@@ -60,7 +60,9 @@ const PENDING_PAGE: usize = 10_000;
 /// - **At least once.** An entry is acknowledged and deleted only after its handler
 ///   finished (or failed for the last time). Entries of a worker that died are reclaimed
 ///   by live workers after the lease; running handlers renew their lease every lease/3.
-///   Make handlers idempotent: a job whose worker is killed mid-run runs again.
+///   Make handlers idempotent: a job whose worker is killed mid-run runs again (and so
+///   may a job whose worker could not renew its lease for longer than the lease, on
+///   another worker; a worker does not start a second run of an entry it still runs).
 /// - **One outcome per entry.** Only the first acknowledgement of an entry records an
 ///   outcome (completion, result, retry or dead letter): a worker whose lease lapsed (a
 ///   stalled runtime) while another reclaimed and finished its entry records nothing.
@@ -1228,11 +1230,37 @@ async fn reclaim(
         .iter()
         .map(|c| store::int(c).unwrap_or(1).max(1) as u64)
         .collect();
+    // Entries this worker is still running: its renewals failed for longer than the
+    // lease (Redis unreachable for a while), so its own XAUTOCLAIM found them idle.
+    // The claim renewed them; starting them again would run the job twice here, and the
+    // second run's abort handle would replace the first's (a deadline could not stop it).
+    let mut own: Vec<(String, u64)> = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
+        let deliveries = counts.get(i).copied().unwrap_or(1);
+        let running_here = inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&entry.id);
+        if running_here {
+            own.push((entry.id, deliveries));
+            continue;
+        }
         let Some(slot) = slots.pop() else { break };
         inner.reclaimed.fetch_add(1, Ordering::Relaxed);
-        let deliveries = counts.get(i).copied().unwrap_or(1);
         inner.dispatch(entry, deliveries, slot, tx);
+    }
+    if !own.is_empty() {
+        // That claim is no new run: give the delivery it counted back, so that a later
+        // release or reclaim does not count a run that did not happen.
+        let mut inv = store::UNCOUNT.prepare_invoke();
+        inv.key(&inner.keys.stream).arg(GROUP).arg(&inner.consumer);
+        for (id, deliveries) in &own {
+            inv.arg(id).arg(*deliveries);
+        }
+        if let Err(e) = inv.invoke_async::<i64>(conn).await {
+            inner.report(&Error::Redis(e));
+        }
     }
 }
 
