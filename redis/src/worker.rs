@@ -576,7 +576,11 @@ impl Inner {
         self.errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         if let Some(hook) = &self.on_error {
-            hook(e);
+            // Caught: it runs inside the worker's own tasks (the reads, the lease
+            // renewals, the acknowledgements), which a panic would stop for good, and a
+            // graceful shutdown would then wait for acknowledgements that never come.
+            // The panic hook has shown the panic.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| hook(e)));
         }
     }
 
@@ -1546,7 +1550,9 @@ impl WorkerBuilder {
     }
 
     /// Called with each Redis error the worker meets while running (it retries them
-    /// anyway). Default: none; the count and the last one are in [`Worker::stats`].
+    /// anyway). Default: none; the count and the last one are in [`Worker::stats`]. It
+    /// runs inside the worker's own tasks: keep it short. A panic in it is caught (the
+    /// panic hook shows it) and the worker goes on.
     pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(hook));
         self

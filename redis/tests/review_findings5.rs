@@ -745,3 +745,62 @@ async fn a_restart_without_persistence_is_survived_and_surfaced() {
     within(10, "shutdown", w.shutdown_timeout(Duration::from_secs(2))).await;
     run.await.unwrap();
 }
+
+/// Finding 63. An `on_error` hook that panics must not stop the worker's own tasks that
+/// call it: here the lease renewals fail (a user that may not run `XCLAIM`) and the hook
+/// panics at each error. Before, the first panic ended the lease keeper (no renewal, no
+/// error, ever again; in the acker it would have stopped every acknowledgement, and a
+/// graceful shutdown would then wait for ever); now each renewal's error is reported,
+/// and a job submitted after the panics still runs and is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_on_error_hook_does_not_stop_the_worker() {
+    let server = RedisServer::start();
+    let mut c = server.conn();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "norenew", "on", ">pw", "~*", "&*", "+@all", "-xclaim",
+        ])
+        .query(&mut c)
+        .unwrap();
+    let url = format!("redis://norenew:pw@127.0.0.1:{}/", server.port);
+    let queue = RedisQueue::connect(&url, "hook").await.unwrap();
+    let hooked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let (h2, d2) = (hooked.clone(), done.clone());
+    let w = Worker::builder(&url, "hook")
+        .concurrency(2)
+        .lease(Duration::from_millis(300))
+        .block(Duration::from_millis(50))
+        .on_error(move |_| {
+            h2.fetch_add(1, Ordering::SeqCst);
+            panic!("an on_error hook that panics");
+        })
+        .task("t", move |n: u64| {
+            let d = d2.clone();
+            async move {
+                if n == 0 {
+                    // Held long enough for several renewals to fail.
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                }
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    queue.submit("t", &0u64).await.unwrap();
+    eventually(
+        10,
+        "renewal errors reported after the hook panicked",
+        || hooked.load(Ordering::SeqCst) >= 3,
+    )
+    .await;
+    queue.submit("t", &1u64).await.unwrap();
+    eventually(10, "both jobs run", || done.load(Ordering::SeqCst) == 2).await;
+    within(10, "a graceful shutdown", w.shutdown()).await;
+    run.await.unwrap();
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.waiting, s.in_flight), (0, 0), "{s:?}");
+}
