@@ -283,15 +283,17 @@ while i + 7 <= #ARGV do
   i = i + 8
 end
 if #acks > 0 then
-  -- Counts and deletes only the entries still pending: the same rule as above.
-  local n = 0
+  -- Counts and deletes only the entries still pending: the same rule as above (one
+  -- XACK each, to know which; one XDEL for those).
+  local acked = {}
   for _, sid in ipairs(acks) do
     if redis.call('XACK', s, g, sid) == 1 then
-      redis.call('XDEL', s, sid)
-      n = n + 1
+      acked[#acked + 1] = sid
     end
   end
+  local n = #acked
   if n > 0 then
+    redis.call('XDEL', s, unpack(acked))
     -- pcall: as above, a broken counter is not worth an error (the acks are sent).
     redis.pcall('INCRBY', KEYS[4], n)
   end
