@@ -164,7 +164,8 @@ fn a_plain_threads_job_put_back_unpolled_is_not_charged_a_start_of_the_rate_wind
 
 /// Runtimes A (the undriven home of a plain thread's keyed jobs) and B (whose never-ending
 /// jobs hold every slot) end at the same instant, on two threads; C lives on or not.
-/// Every plain job runs on C if it lives, else ends `RuntimeShutdown`; none is left
+/// Every plain job runs on C if it lives, else runs on C before C ends (C is dropped
+/// after A and B) or ends `RuntimeShutdown`; none is left
 /// waiting; the counts settle; `max_per_key` is kept throughout and its counts are not
 /// left behind (two jobs of each key still run together afterwards, where a count leaked
 /// by a re-homed job would hold one back for ever).
@@ -247,6 +248,9 @@ fn home_and_slots_end_together(round: u32, c_lives: bool) {
     for (i, h) in plain.into_iter().enumerate() {
         match (c_lives, h.blocking_wait()) {
             (true, Ok(v)) => assert_eq!(v, i),
+            // C, dropped only after A and B ended, was alive meanwhile: a plain job may
+            // have run there before its end (2 runs in 5 failed on this before).
+            (false, Ok(v)) => assert_eq!(v, i),
             (false, Err(e)) if e.cancel_reason() == Some(CancelReason::RuntimeShutdown) => {}
             (_, other) => panic!(
                 "round {round}, C lives {c_lives}: plain job {i} ended {other:?}; {:?}",

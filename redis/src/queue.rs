@@ -46,30 +46,9 @@ pub struct RedisQueue {
     conn: ConnectionManager,
     max_len: u64,
     /// The longest payload the server takes in one argument (`proto-max-bulk-len`, read
-    /// at connect; [`DEFAULT_MAX_ARG`] if it cannot be read).
+    /// at connect; 512 MB if it cannot be read: see [`store::max_arg_len`]).
     max_arg: u64,
     submitter: mpsc::UnboundedSender<SubmitRequest>,
-}
-
-/// Redis's default `proto-max-bulk-len` (512 MB): the payload limit assumed when the
-/// server's cannot be read (`CONFIG` disabled or not allowed).
-const DEFAULT_MAX_ARG: u64 = 512 * 1024 * 1024;
-
-/// The server's `proto-max-bulk-len`, or [`DEFAULT_MAX_ARG`] if it cannot be read.
-async fn max_arg_len(conn: &mut ConnectionManager) -> u64 {
-    let r: redis::RedisResult<Value> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("proto-max-bulk-len")
-        .query_async(conn)
-        .await;
-    let value = match &r {
-        Ok(Value::Map(m)) => m.first().and_then(|(_, v)| store::int(v)),
-        Ok(v) => store::array(v).get(1).and_then(store::int),
-        Err(_) => None,
-    };
-    value
-        .filter(|n| *n > 0)
-        .map_or(DEFAULT_MAX_ARG, |n| n as u64)
 }
 
 /// One submission waiting for the submitter task.
@@ -244,7 +223,7 @@ impl QueueBuilder {
         if self.create {
             store::ensure_group(&mut conn, &keys).await?;
         }
-        let max_arg = max_arg_len(&mut conn).await;
+        let max_arg = store::max_arg_len(&mut conn).await;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(submitter(keys.clone(), conn.clone(), self.max_len, rx));
         Ok(RedisQueue {

@@ -117,6 +117,28 @@ pub(crate) async fn manager(
     Ok(client.get_connection_manager_with_config(cfg).await?)
 }
 
+/// Redis's default `proto-max-bulk-len` (512 MB): the argument limit assumed when the
+/// server's cannot be read (`CONFIG` disabled or not allowed).
+pub(crate) const DEFAULT_MAX_ARG: u64 = 512 * 1024 * 1024;
+
+/// The longest argument the server takes (`proto-max-bulk-len`), or [`DEFAULT_MAX_ARG`]
+/// if it cannot be read. A longer one makes Redis close the connection, which is shared.
+pub(crate) async fn max_arg_len(conn: &mut ConnectionManager) -> u64 {
+    let r: redis::RedisResult<Value> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("proto-max-bulk-len")
+        .query_async(conn)
+        .await;
+    let value = match &r {
+        Ok(Value::Map(m)) => m.first().and_then(|(_, v)| int(v)),
+        Ok(v) => array(v).get(1).and_then(int),
+        Err(_) => None,
+    };
+    value
+        .filter(|n| *n > 0)
+        .map_or(DEFAULT_MAX_ARG, |n| n as u64)
+}
+
 /// `XGROUP CREATE <stream> workers 0 MKSTREAM`, tolerating an existing group. The group
 /// starts at id 0 so that jobs submitted before the first worker are delivered.
 pub(crate) async fn ensure_group(conn: &mut ConnectionManager, keys: &Keys) -> Result<(), Error> {

@@ -44,6 +44,9 @@ const MAX_FINISH_BATCH: usize = 256;
 /// entries left under its consumer.
 const PENDING_PAGE: usize = 10_000;
 
+/// The longest handler error kept in a dead letter's reason, in bytes.
+const MAX_REASON: usize = 64 * 1024;
+
 /// A worker process's consumer: reads jobs of one queue, runs their handlers with bounded
 /// local concurrency (an [`nb_aiopool::CommonAioPool`] plus one slot permit per held
 /// entry), and acknowledges, retries or dead-letters them.
@@ -247,6 +250,9 @@ struct Inner {
     on_error: Option<ErrorHook>,
     conn: ConnectionManager,
     read_conn: ConnectionManager,
+    /// The longest argument the server takes (`proto-max-bulk-len`, read when the worker
+    /// was built; see [`store::max_arg_len`]): a longer result or reason is not sent.
+    max_arg: u64,
     slots: Arc<Semaphore>,
     pool: CommonAioPool,
     running: Mutex<HashMap<String, AbortHandle>>,
@@ -730,6 +736,22 @@ impl Inner {
                 .insert(job.sid.clone(), seq);
             let runs = job.attempt.saturating_add(job.deliveries);
             let fields = match out {
+                // A result longer than the server takes in one argument would make Redis
+                // close the connection (the worker's, shared), and the job would run again
+                // after every lease until it is dead-lettered: it cannot be stored, as
+                // one that cannot be encoded.
+                Ok(Ok(Ok(json))) if job.rttl > 0 && json.len() as u64 > inner.max_arg => {
+                    inner.succeeded.fetch_add(1, Ordering::Relaxed);
+                    inner.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!(
+                        "the handler succeeded, but its result cannot be stored: its JSON is \
+                         {} bytes; the server takes at most {} bytes in one argument \
+                         (proto-max-bulk-len)",
+                        json.len(),
+                        inner.max_arg
+                    );
+                    inner.record("D", &job, runs, reason)
+                }
                 Ok(Ok(Ok(json))) => {
                     inner.succeeded.fetch_add(1, Ordering::Relaxed);
                     // The result goes to Redis only if the submitter asked for it.
@@ -773,8 +795,18 @@ impl Inner {
         }
     }
 
-    fn failure(&self, job: &Job, runs: u64, msg: String) -> [String; FINISH_ARITY] {
+    fn failure(&self, job: &Job, runs: u64, mut msg: String) -> [String; FINISH_ARITY] {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        // The error goes into the dead letter's reason, one argument of the script: cut
+        // to a length any server takes (its `proto-max-bulk-len` is at least 1 MB).
+        if msg.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !msg.is_char_boundary(end) {
+                end -= 1;
+            }
+            msg.truncate(end);
+            msg.push_str("... (cut)");
+        }
         if runs >= self.max_deliveries {
             self.dead_lettered.fetch_add(1, Ordering::Relaxed);
             let reason = format!("failed {runs} times; last error: {msg}");
@@ -1564,7 +1596,10 @@ impl WorkerBuilder {
     /// The `Ok` value is stored only if the job was submitted with
     /// [`RedisQueue::submit_with_result`](crate::RedisQueue::submit_with_result). An `Ok`
     /// value serde_json cannot encode is not a failure: the job is acknowledged, or, if
-    /// its result was asked for, dead-lettered with the reason (not retried).
+    /// its result was asked for, dead-lettered with the reason (not retried); so is one
+    /// whose JSON is longer than the server takes in one argument (`proto-max-bulk-len`,
+    /// read when the worker was built; 512 MB if it could not be read). A dead letter
+    /// keeps at most 64 KB of the handler's error.
     ///
     /// Registering the same name twice keeps the last handler. To learn the job's id and
     /// attempt (for idempotency keys), use [`task_with_ctx`](Self::task_with_ctx).
@@ -1656,6 +1691,7 @@ impl WorkerBuilder {
         let read_conn =
             store::manager(&client, self.block.saturating_add(Duration::from_secs(5))).await?;
         store::ensure_group(&mut conn, &keys).await?;
+        let max_arg = store::max_arg_len(&mut conn).await;
         let (stop, _) = watch::channel(Stop::Run);
         let (done, _) = watch::channel(None);
         Ok(Worker {
@@ -1673,6 +1709,7 @@ impl WorkerBuilder {
                 on_error: self.on_error,
                 conn,
                 read_conn,
+                max_arg,
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 // Slots are counted by `slots`; the pool runs what they admit. Its queue
                 // absorbs the moment between a job's end and its pool slot's release.

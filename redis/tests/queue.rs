@@ -1546,24 +1546,9 @@ async fn a_late_ack_does_not_delete_a_new_job_that_reused_its_id() {
         matches!(&pending, redis::Value::Array(a) if a.first() == Some(&redis::Value::Int(1)))
     })
     .await;
-    let first: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(stream_key("reuse"))
-        .arg("-")
-        .arg("+")
-        .query::<Vec<(String, HashMap<String, String>)>>(&mut c)
-        .unwrap();
-    let id = first[0].0.clone();
-    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
-    // The new job, as a submit in the same millisecond would write it: the same id.
-    let _: String = redis::cmd("XADD")
-        .arg(stream_key("reuse"))
-        .arg(&id)
-        .arg("t")
-        .arg("t")
-        .arg("p")
-        .arg(r#"{"n":2}"#)
-        .query(&mut c)
-        .unwrap();
+    // The stream is lost, and the new job, as a submit in the same millisecond would write
+    // it, gets the running job's id.
+    flush_and_reuse_first_id(&mut c, "reuse", 2);
     gate.notify_one();
     eventually(10, "the new job, which reused the first one's id", || {
         done.lock().unwrap().contains(&2)

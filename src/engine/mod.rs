@@ -187,6 +187,10 @@ struct SlotEntry<J> {
     copy: Option<J>,
     /// That job's flow-control settings, given back to the limits when it ends.
     meta: Meta,
+    /// The start of the rate window that job spent when it left the queue (what
+    /// [`Limits::started`](limits::Limits::started) returned): given back if the slot is
+    /// dropped before it ran the job (see `Slot::drop`).
+    charged: Option<Instant>,
     /// Whether (and on which thread) the slot task is being polled now.
     polling: Polling,
 }
@@ -199,6 +203,7 @@ impl<J> SlotEntry<J> {
             job: u64::MAX,
             copy: None,
             meta: Meta::default(),
+            charged: None,
             polling: polling.clone(),
         }
     }
@@ -1035,9 +1040,12 @@ impl<J: Job> Engine<J> {
                 // slot's runtime is alive: see `settle_dead`).
                 (rt, None)
             } else {
-                // Its runtime is gone: it can never run.
+                // Its runtime is gone: it can never run (nor spend its start).
                 if let Some(limits) = &mut st.limits {
                     limits.ended(&q.meta);
+                    if let Some(at) = charged {
+                        limits.unstarted(at);
+                    }
                 }
                 self.lose(st, q.job, q.id, later);
                 // Dropped outside the lock: a span's drop calls the subscriber.
@@ -1052,6 +1060,7 @@ impl<J: Job> Engine<J> {
                 entry.job = q.id;
                 entry.copy = copy;
                 entry.meta = meta;
+                entry.charged = charged;
                 return Some(q);
             };
             // Hand the slot and the job over to the job's runtime (if it has shut down
@@ -1063,16 +1072,10 @@ impl<J: Job> Engine<J> {
                 job: q.id,
                 copy,
                 meta,
+                charged,
                 polling: polling.clone(),
             });
-            let slot = Slot::bound(
-                Arc::clone(self),
-                new_key,
-                st.generation,
-                q,
-                charged,
-                polling,
-            );
+            let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
             later.spawns.push((handle, slot));
             return None;
         }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
-use tokio::time::Instant;
 
 use super::runtimes::{self, RtRef, ANY};
 use super::{drop_quietly, Deferred, Engine, Job, Queued};
@@ -179,9 +178,6 @@ pub(crate) struct Slot<J: Job> {
     /// Its runtime (a tokio task never changes runtimes) has worker threads of its own:
     /// see [`must_yield_first`]. Set when it is spawned.
     multi_thread: bool,
-    /// A bound slot's job ([`next`](Self::next)) spent the start of the rate window
-    /// made at this instant when it left the queue: given back if it never runs.
-    charged: Option<Instant>,
 }
 
 // Never pinned structurally: jobs are boxed or shared before they get here.
@@ -213,7 +209,6 @@ impl<J: Job> Slot<J> {
             idle: None,
             listed: false,
             multi_thread: false,
-            charged: None,
         }
     }
 
@@ -244,12 +239,10 @@ impl<J: Job> Slot<J> {
         key: usize,
         generation: u64,
         q: Queued<J>,
-        charged: Option<Instant>,
         polling: Polling,
     ) -> Self {
         let mut slot = Slot::make(engine, key, generation, q.rt, polling);
         slot.next = Some(q);
-        slot.charged = charged;
         slot
     }
 
@@ -808,9 +801,11 @@ impl<J: Job> Drop for Slot<J> {
                 }
                 true
             } else if let Some(q) = next {
-                // It spent a start of the rate window when it was taken, and never ran
-                // (put back, or lost): given back.
-                if let (Some(limits), Some(at)) = (&mut st.limits, self.charged.take()) {
+                // It spent a start of the rate window when it was taken (its entry has
+                // it: a bound slot's first job, or one this slot took for itself and kept
+                // across a yield), and never ran (put back, or lost): given back.
+                let charged = entry.as_ref().and_then(|e| e.charged);
+                if let (Some(limits), Some(at)) = (&mut st.limits, charged) {
                     limits.unstarted(at);
                 }
                 let rehome = J::RERUN || (q.plain && st.runtimes.live_or_any(None).is_some());

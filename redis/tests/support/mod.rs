@@ -247,3 +247,28 @@ pub fn cli_run(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Flushes the server, then writes job `{"n":n}` of task `t` to queue `q`'s stream with
+/// the id of the entry that was first in it: the id a submit in the same millisecond gets
+/// once the stream is lost (ids restart from the clock). Returns that id.
+#[allow(dead_code)]
+pub fn flush_and_reuse_first_id(c: &mut redis::Connection, q: &str, n: u64) -> String {
+    let first: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(stream_key(q))
+        .arg("-")
+        .arg("+")
+        .query(c)
+        .unwrap();
+    let id = first[0].0.clone();
+    let _: () = redis::cmd("FLUSHALL").query(c).unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(stream_key(q))
+        .arg(&id)
+        .arg("t")
+        .arg("t")
+        .arg("p")
+        .arg(format!(r#"{{"n":{n}}}"#))
+        .query(c)
+        .unwrap();
+    id
+}
