@@ -438,9 +438,8 @@ impl SmartAioPoolBuilder {
         let on_drop = (self.auto_shutdown && !self.rerun_interrupted).then(|| {
             let name = name.clone();
             let told = Arc::clone(&cut_told);
-            Box::new(move |figures: Figures| {
-                remember_cut(&name, figures.lost - told.load(Ordering::Acquire))
-            }) as crate::engine::DropHook
+            Box::new(move |figures: Figures| remember_cut(&name, figures.lost, &told))
+                as crate::engine::DropHook
         });
         let inner = Arc::new(Inner {
             core: Core::new(config, on_drop),
@@ -1275,9 +1274,7 @@ fn forget_shut_down(pool: &Arc<Inner>) {
     // Out of the list, and maybe held until the exit (a `static`, `process::exit`): its
     // cut runs are remembered now (closed, with nothing unfinished: no more are cut).
     if forgotten.is_some() && pool.auto_shutdown && !pool.core.engine.reruns() {
-        let lost = pool.core.engine.figures().lost;
-        let told = pool.cut_told.swap(lost, Ordering::AcqRel);
-        remember_cut(&pool.name, lost - told);
+        remember_cut(&pool.name, pool.core.engine.figures().lost, &pool.cut_told);
     }
     drop(forgotten);
 }
@@ -1327,16 +1324,21 @@ fn forget_finished_orphans() {
 /// pools dropped before the exit: one entry per name. Live pools are counted at the exit.
 static CUT_BEFORE_EXIT: Mutex<Vec<(Arc<str>, u64)>> = Mutex::new(Vec::new());
 
-/// A pool without re-runs is dropped having lost `lost` runs to runtimes' ends.
-fn remember_cut(name: &Arc<str>, lost: u64) {
-    if lost == 0 {
-        return;
+/// A pool without re-runs, shut down or dropped, has lost `lost` runs to runtimes' ends,
+/// of which `told` are remembered already: remembers the rest. Under the list's lock, as
+/// [`warn_cut_before_exit`] reads the live pools' counts, so that a shutdown racing the
+/// exit's report is counted once.
+fn remember_cut(name: &Arc<str>, lost: u64, told: &AtomicU64) {
+    let mut cut = cut_before_exit();
+    let new = lost - told.swap(lost, Ordering::AcqRel);
+    if new > 0 {
+        add_cut(&mut cut, name, new);
     }
-    add_cut(
-        &mut CUT_BEFORE_EXIT.lock().unwrap_or_else(|e| e.into_inner()),
-        name,
-        lost,
-    );
+}
+
+/// [`CUT_BEFORE_EXIT`], locked.
+fn cut_before_exit() -> MutexGuard<'static, Vec<(Arc<str>, u64)>> {
+    CUT_BEFORE_EXIT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Adds `lost` runs cut to `name`'s entry (one per name).
@@ -1352,13 +1354,19 @@ fn add_cut(cut: &mut Vec<(Arc<str>, u64)>, name: &Arc<str>, lost: u64) {
 /// itself), which no one would hear of otherwise. Such a pool's `lost` count holds only
 /// those until the take-over: its queued jobs never lose their runtime (they run on any).
 fn warn_cut_before_exit(pools: &[Arc<Inner>]) {
-    let mut cut = std::mem::take(&mut *CUT_BEFORE_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
-    for p in pools.iter().filter(|p| !p.core.engine.reruns()) {
-        let lost = p.core.engine.figures().lost;
-        if lost > 0 {
-            add_cut(&mut cut, &p.name, lost);
+    let cut = {
+        let mut remembered = cut_before_exit();
+        // Read under the lock: a pool shut down meanwhile has either remembered its runs
+        // (and `cut_told` says so) or will remember them after this takes the list.
+        for p in pools.iter().filter(|p| !p.core.engine.reruns()) {
+            let lost = p.core.engine.figures().lost;
+            let new = lost - p.cut_told.swap(lost, Ordering::AcqRel);
+            if new > 0 {
+                add_cut(&mut remembered, &p.name, new);
+            }
         }
-    }
+        std::mem::take(&mut *remembered)
+    };
     for (name, n) in cut {
         warn_stderr!(
             "nb_aiopool: warning: {n} task(s) of SmartAioPool {name:?} were interrupted by \
