@@ -1254,6 +1254,10 @@ fn forget_if_unused(pool: &Arc<Inner>) -> bool {
     };
     // Outside the list's lock: closing wakes the idle slot tasks, which then exit.
     pool.core.engine.close();
+    // Off the list, and maybe still held (a `wait_auto_pools` list, a pending
+    // `shutdown_all_smart_aiopools`) when the process exits: its cut runs are remembered
+    // now, as a shutdown's are.
+    remember_cut_of(pool);
     drop(forgotten);
     true
 }
@@ -1273,8 +1277,8 @@ fn forget_shut_down(pool: &Arc<Inner>) {
     };
     // Out of the list, and maybe held until the exit (a `static`, `process::exit`): its
     // cut runs are remembered now (closed, with nothing unfinished: no more are cut).
-    if forgotten.is_some() && pool.auto_shutdown && !pool.core.engine.reruns() {
-        remember_cut(&pool.name, pool.core.engine.figures().lost, &pool.cut_told);
+    if forgotten.is_some() {
+        remember_cut_of(pool);
     }
     drop(forgotten);
 }
@@ -1330,9 +1334,18 @@ static CUT_BEFORE_EXIT: Mutex<Vec<(Arc<str>, u64)>> = Mutex::new(Vec::new());
 /// exit's report is counted once.
 fn remember_cut(name: &Arc<str>, lost: u64, told: &AtomicU64) {
     let mut cut = cut_before_exit();
-    let new = lost - told.swap(lost, Ordering::AcqRel);
+    // `lost` only grows, and is read after the count was last swapped in.
+    let new = lost.saturating_sub(told.swap(lost, Ordering::AcqRel));
     if new > 0 {
         add_cut(&mut cut, name, new);
+    }
+}
+
+/// [`remember_cut`] for a pool taken off the process-wide list while it may still be held
+/// at the exit: its runs cut so far (an `auto_shutdown` pool without re-runs).
+fn remember_cut_of(pool: &Inner) {
+    if pool.auto_shutdown && !pool.core.engine.reruns() {
+        remember_cut(&pool.name, pool.core.engine.figures().lost, &pool.cut_told);
     }
 }
 
@@ -1360,7 +1373,7 @@ fn warn_cut_before_exit(pools: &[Arc<Inner>]) {
         // (and `cut_told` says so) or will remember them after this takes the list.
         for p in pools.iter().filter(|p| !p.core.engine.reruns()) {
             let lost = p.core.engine.figures().lost;
-            let new = lost - p.cut_told.swap(lost, Ordering::AcqRel);
+            let new = lost.saturating_sub(p.cut_told.swap(lost, Ordering::AcqRel));
             if new > 0 {
                 add_cut(&mut remembered, &p.name, new);
             }
