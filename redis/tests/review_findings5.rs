@@ -487,14 +487,7 @@ impl Drop for Live {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_does_not_run_again_a_job_it_is_still_running() {
     let server = RedisServer::start();
-    let mut c = server.conn();
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER", "norenew", "on", ">pw", "~*", "&*", "+@all", "-xclaim",
-        ])
-        .query(&mut c)
-        .unwrap();
-    let url = format!("redis://norenew:pw@127.0.0.1:{}/", server.port);
+    let url = norenew_url(&server);
     let queue = RedisQueue::connect(&url, "self").await.unwrap();
     let starts = Arc::new(AtomicU64::new(0));
     let live = Arc::new(AtomicU64::new(0));
@@ -746,6 +739,18 @@ async fn a_restart_without_persistence_is_survived_and_surfaced() {
     run.await.unwrap();
 }
 
+/// A URL of `server` for a user that may not run `XCLAIM`, which only the lease
+/// renewal uses: its renewals fail while everything else works.
+fn norenew_url(server: &RedisServer) -> String {
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "norenew", "on", ">pw", "~*", "&*", "+@all", "-xclaim",
+        ])
+        .query(&mut server.conn())
+        .unwrap();
+    format!("redis://norenew:pw@127.0.0.1:{}/", server.port)
+}
+
 /// Finding 63. An `on_error` hook that panics must not stop the worker's own tasks that
 /// call it: here the lease renewals fail (a user that may not run `XCLAIM`) and the hook
 /// panics at each error. Before, the first panic ended the lease keeper (no renewal, no
@@ -755,14 +760,7 @@ async fn a_restart_without_persistence_is_survived_and_surfaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_on_error_hook_does_not_stop_the_worker() {
     let server = RedisServer::start();
-    let mut c = server.conn();
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER", "norenew", "on", ">pw", "~*", "&*", "+@all", "-xclaim",
-        ])
-        .query(&mut c)
-        .unwrap();
-    let url = format!("redis://norenew:pw@127.0.0.1:{}/", server.port);
+    let url = norenew_url(&server);
     let queue = RedisQueue::connect(&url, "hook").await.unwrap();
     let hooked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));

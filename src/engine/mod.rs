@@ -1579,23 +1579,18 @@ impl<J: Job> Engine<J> {
             });
         } else {
             let live = st.runtimes.live_or_any(None).is_some();
+            // One walk: a plain thread's job is left to any runtime while one lives; the
+            // others of `rt` are lost, and with no runtime left, those left to any.
             let lost = |q: &mut Queued<J>| {
-                if live {
-                    q.rt == rt && !q.plain
-                } else {
-                    q.rt == rt || q.rt == ANY
+                if live && q.plain && q.rt == rt {
+                    q.rt = ANY;
+                    return false;
                 }
+                q.rt == rt || (!live && q.rt == ANY)
             };
             for q in st.queue.extract_if(lost) {
                 self.lose(st, q.job, q.id, later);
                 later.stamps.push(q.stamp);
-            }
-            if live {
-                st.queue.for_each_mut(|q| {
-                    if q.rt == rt {
-                        q.rt = ANY;
-                    }
-                });
             }
             Self::clamp_reserved(st, later);
             self.rate_timer_check(st);
