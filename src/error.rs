@@ -220,22 +220,58 @@ impl<F> std::error::Error for SubmitError<F> {}
 /// # }
 /// ```
 pub struct TrySubmitError<F> {
-    kind: TryKind,
+    kind: TrySubmitErrorKind,
     task: Rejected<F>,
 }
 
+/// The reason carried by a [`TrySubmitError`], for a `match`: the one condition a
+/// waiting submit would have waited out ([`Full`](Self::Full)), and the refusals it shares
+/// with [`SubmitErrorKind`].
+///
+/// # Dropping
+///
+/// Plain data (`Copy`): dropping it does nothing.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::{CommonAioPool, TrySubmitErrorKind};
+///
+/// let pool = CommonAioPool::new(1, 1);
+/// let _running = pool.try_submit(std::future::pending::<()>()).unwrap();
+/// let _queued = pool.try_submit(std::future::pending::<()>()).unwrap();
+/// match pool.try_submit(async {}) {
+///     Ok(_) => unreachable!("one slot, one queue place: both taken"),
+///     Err(e) => match e.kind() {
+///         TrySubmitErrorKind::Full => { /* come back later, or `submit(..).await` */ }
+///         kind => panic!("refused: {kind:?}"),
+///     },
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TryKind {
+#[non_exhaustive]
+pub enum TrySubmitErrorKind {
+    /// The pool had no room: every slot busy and the queue full (for a NoQueueAioPool,
+    /// every slot busy; in a pool with `weight_capacity`, not enough weight left). Only
+    /// this one passes: [`submit`](crate::CommonAioPool::submit) would wait for room.
     Full,
+    /// As [`SubmitErrorKind::Closed`]: the pool was shut down, or a task of the
+    /// cancel-on-error group submitted through had failed.
     Closed,
+    /// As [`SubmitErrorKind::NoRuntime`]: no tokio runtime can run the task.
     NoRuntime,
+    /// As [`SubmitErrorKind::TooHeavy`]: the task's weight exceeds the pool's
+    /// `weight_capacity`.
     TooHeavy,
 }
 
 impl<F> TrySubmitError<F> {
     pub(crate) fn full(task: F) -> Self {
         TrySubmitError {
-            kind: TryKind::Full,
+            kind: TrySubmitErrorKind::Full,
             task: Rejected::new(task),
         }
     }
@@ -243,9 +279,9 @@ impl<F> TrySubmitError<F> {
     /// A submit refused for `kind` (`Closed` or `NoRuntime`).
     pub(crate) fn refused(kind: SubmitErrorKind, task: F) -> Self {
         let kind = match kind {
-            SubmitErrorKind::NoRuntime => TryKind::NoRuntime,
-            SubmitErrorKind::TooHeavy => TryKind::TooHeavy,
-            _ => TryKind::Closed,
+            SubmitErrorKind::NoRuntime => TrySubmitErrorKind::NoRuntime,
+            SubmitErrorKind::TooHeavy => TrySubmitErrorKind::TooHeavy,
+            _ => TrySubmitErrorKind::Closed,
         };
         TrySubmitError {
             kind,
@@ -253,27 +289,32 @@ impl<F> TrySubmitError<F> {
         }
     }
 
+    /// Why the task was rejected.
+    pub fn kind(&self) -> TrySubmitErrorKind {
+        self.kind
+    }
+
     /// Returns `true` if the pool had no room (all slots busy and the queue full).
     pub fn is_full(&self) -> bool {
-        self.kind == TryKind::Full
+        self.kind == TrySubmitErrorKind::Full
     }
 
     /// Returns `true` if the pool was shut down (or, submitted through a task group with
     /// cancel-on-error, a task of that group had failed: see [`SubmitErrorKind::Closed`]).
     pub fn is_closed(&self) -> bool {
-        self.kind == TryKind::Closed
+        self.kind == TrySubmitErrorKind::Closed
     }
 
     /// Returns `true` if no tokio runtime could run the task (see
     /// [`SubmitErrorKind::NoRuntime`]).
     pub fn is_no_runtime(&self) -> bool {
-        self.kind == TryKind::NoRuntime
+        self.kind == TrySubmitErrorKind::NoRuntime
     }
 
     /// Returns `true` if the task's weight exceeds the pool's `weight_capacity` (see
     /// [`SubmitErrorKind::TooHeavy`]).
     pub fn is_too_heavy(&self) -> bool {
-        self.kind == TryKind::TooHeavy
+        self.kind == TrySubmitErrorKind::TooHeavy
     }
 
     /// Gives back the rejected task, never polled.
@@ -285,10 +326,10 @@ impl<F> TrySubmitError<F> {
 impl<F> fmt::Debug for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self.kind {
-            TryKind::Full => "Full",
-            TryKind::Closed => "Closed",
-            TryKind::NoRuntime => "NoRuntime",
-            TryKind::TooHeavy => "TooHeavy",
+            TrySubmitErrorKind::Full => "Full",
+            TrySubmitErrorKind::Closed => "Closed",
+            TrySubmitErrorKind::NoRuntime => "NoRuntime",
+            TrySubmitErrorKind::TooHeavy => "TooHeavy",
         };
         f.debug_tuple(name).finish_non_exhaustive()
     }
@@ -297,14 +338,14 @@ impl<F> fmt::Debug for TrySubmitError<F> {
 impl<F> fmt::Display for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            TryKind::Full => f.write_str("the pool is full"),
-            TryKind::Closed => f.write_str(CLOSED),
-            TryKind::NoRuntime => f.write_str(
+            TrySubmitErrorKind::Full => f.write_str("the pool is full"),
+            TrySubmitErrorKind::Closed => f.write_str(CLOSED),
+            TrySubmitErrorKind::NoRuntime => f.write_str(
                 "no tokio runtime to run the task: submitted outside a live runtime while \
                  every runtime the pool knows has shut down (or it never had one); submit \
                  from inside a runtime, or enter one first (Handle::enter)",
             ),
-            TryKind::TooHeavy => f.write_str(
+            TrySubmitErrorKind::TooHeavy => f.write_str(
                 "the task's weight exceeds the pool's weight_capacity, so it could never start",
             ),
         }

@@ -324,7 +324,10 @@ mod task;
 #[cfg(test)]
 mod testing;
 
-pub use error::{CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
+pub use error::{
+    CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError,
+    TrySubmitErrorKind,
+};
 pub use options::SubmitOptions;
 pub use pool::common::{CommonAioPool, CommonAioPoolBuilder};
 pub use pool::no_queue::{NoQueueAioPool, NoQueueAioPoolBuilder};

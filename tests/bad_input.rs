@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, TaskHandle};
+use nb_aiopool::{
+    CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, TaskHandle, TrySubmitErrorKind,
+};
 use tokio::sync::Semaphore;
 
 async fn within<F: Future>(what: &str, fut: F) -> F::Output {
@@ -135,7 +137,9 @@ async fn common_queue_zero_means_no_waiting_room() {
     let busy = pool
         .try_submit(tokio::time::sleep(Duration::from_secs(1)))
         .unwrap();
-    assert!(pool.try_submit(async {}).unwrap_err().is_full());
+    let err = pool.try_submit(async {}).unwrap_err();
+    assert!(err.is_full());
+    assert_eq!(err.kind(), TrySubmitErrorKind::Full);
     within("busy", busy).await.unwrap();
     within("shutdown", pool.shutdown()).await;
 }
@@ -191,6 +195,7 @@ async fn submit_after_shutdown_hands_the_task_back() {
     assert_eq!(e.into_inner().await, 1);
     let e = common.try_submit(async { 2 }).unwrap_err();
     assert!(e.is_closed() && !e.is_full(), "{e:?}");
+    assert_eq!(e.kind(), TrySubmitErrorKind::Closed);
     assert_eq!(e.into_inner().await, 2);
 
     let e = no_queue.submit(async { 3 }).await.unwrap_err();
@@ -205,6 +210,7 @@ async fn submit_after_shutdown_hands_the_task_back() {
     assert_eq!(e.into_inner()().await, 5);
     let e = smart.try_submit(|| async { 6 }).unwrap_err();
     assert!(e.is_closed());
+    assert_eq!(e.kind(), TrySubmitErrorKind::Closed);
     assert_eq!(e.into_inner()().await, 6);
 
     for s in [common.stats(), no_queue.stats(), smart.stats()] {
@@ -330,6 +336,7 @@ fn blocking_submit_without_any_runtime_is_an_error_and_keeps_capacity() {
         assert!(err.to_string().contains("no tokio runtime"), "{err}");
         let err = p.try_submit(async { 7 }).unwrap_err();
         assert!(err.is_no_runtime(), "{err:?}");
+        assert_eq!(err.kind(), TrySubmitErrorKind::NoRuntime);
         err.into_inner()
     })
     .join()

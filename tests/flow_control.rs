@@ -240,6 +240,7 @@ async fn weights_never_exceed_the_capacity() {
         .try_submit_with(async { 2 }, SubmitOptions::new().weight(11))
         .unwrap_err();
     assert!(err.is_too_heavy());
+    assert_eq!(err.kind(), nb_aiopool::TrySubmitErrorKind::TooHeavy);
 }
 
 /// A submit that waits too long for room gives the task back.

@@ -100,6 +100,13 @@ impl<T: Send + 'static> Group<T> {
         }
     }
 
+    async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
+        match self {
+            Group::Futures(g) => g.join_next_with_id().await,
+            Group::Recipes(g) => g.join_next_with_id().await,
+        }
+    }
+
     async fn join_all(self) -> Vec<Result<T, TaskError>> {
         match self {
             Group::Futures(g) => g.join_all().await,
@@ -194,6 +201,89 @@ async fn join_next_yields_as_completed() {
         assert_eq!(order, "abc", "{}", pool.name());
         assert!(g.is_empty());
         assert!(g.join_next().await.is_none());
+    }
+}
+
+/// `join_next_with_id` pairs each result with the id its submit returned: values,
+/// errors, panics and aborts alike, whether the task had ended when joined (taken in
+/// order) or ended while the group waited (polled together), in a plain group and in a
+/// cancel-on-error one (whose tasks are watched).
+#[tokio::test(start_paused = true)]
+async fn join_next_with_id_names_the_task_of_each_result() {
+    for (pool, _) in Pool::all(4, 4) {
+        for watched in [false, true] {
+            let live = Live::default();
+            let mut g = pool.group::<Result<u32, u32>>();
+            if watched {
+                g = g.cancel_on_error();
+            }
+            let mut expected = std::collections::HashMap::new();
+            // Ended before the first join: taken in order.
+            for v in [1, 2] {
+                let id = g.submit(job(&live, 0, Ok(v))).await.unwrap();
+                expected.insert(id, Some(Ok(v)));
+            }
+            settle().await;
+            // Ending while the group waits: polled together, the later one first.
+            let slow = g.submit(job(&live, 5, Ok(3))).await.unwrap();
+            expected.insert(slow, Some(Ok(3)));
+            let fast = g.submit(job(&live, 1, Ok(4))).await.unwrap();
+            expected.insert(fast, Some(Ok(4)));
+            let mut order = Vec::new();
+            while let Some((id, r)) = g.join_next_with_id().await {
+                let want = expected.get_mut(&id).and_then(Option::take);
+                assert_eq!(
+                    want,
+                    Some(r.unwrap()),
+                    "{} watched={watched}: {id:?}",
+                    pool.name()
+                );
+                order.push(id);
+            }
+            assert_eq!(order.len(), 4, "{}", pool.name());
+            assert_eq!(
+                order[2..],
+                [fast, slow],
+                "{} watched={watched}",
+                pool.name()
+            );
+
+            // An error and a panic keep their ids (the error trips a watched group, whose
+            // other two tasks then end aborted, each under its own id).
+            let sleeper = g.submit(job(&live, 100, Ok(0))).await.unwrap();
+            let failing = g.submit(job(&live, 1, Err(7))).await.unwrap();
+            let panicking = g
+                .submit(|| async {
+                    sleep(Duration::from_secs(2)).await;
+                    panic!("boom")
+                })
+                .await
+                .unwrap();
+            let mut seen = std::collections::HashMap::new();
+            while let Some((id, r)) = g.join_next_with_id().await {
+                seen.insert(id, r);
+            }
+            let name = pool.name();
+            assert_eq!(seen[&failing].as_ref().ok(), Some(&Err(7)), "{name}");
+            if watched {
+                for id in [sleeper, panicking] {
+                    assert!(
+                        seen[&id].as_ref().is_err_and(TaskError::is_cancelled),
+                        "{name}: aborted by the error: {:?}",
+                        seen[&id]
+                    );
+                }
+            } else {
+                assert_eq!(seen[&sleeper].as_ref().ok(), Some(&Ok(0)), "{name}");
+                assert!(
+                    seen[&panicking].as_ref().is_err_and(TaskError::is_panic),
+                    "{name}: {:?}",
+                    seen[&panicking]
+                );
+            }
+            assert_eq!(seen.len(), 3, "{name}");
+            assert!(g.join_next_with_id().await.is_none());
+        }
     }
 }
 

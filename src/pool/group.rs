@@ -30,22 +30,28 @@ use crate::task::{AbortHandle, TaskHandle, TaskId};
 
 // ----- shared with stream.rs -------------------------------------------------------------
 
-/// A task handle with its position among the tasks of a group or stream.
-pub(super) struct Tagged<T> {
+/// A task handle with its position among the tasks of a group or stream, and its id (a
+/// group's, for `join_next_with_id`; a stream keeps `()`: reading it from the handle
+/// costs a call through the handle's slot).
+pub(super) struct Tagged<T, I = ()> {
     pub(super) seq: u64,
     /// The task's entry in its abort registry (cancel-on-error only).
     pub(super) key: Option<Registered>,
+    pub(super) id: I,
     pub(super) handle: TaskHandle<T>,
 }
 
-impl<T> Future for Tagged<T> {
-    type Output = (u64, Option<Registered>, Result<T, TaskError>);
+/// A task's result, with its position, its registry entry and its id.
+pub(super) type Joined<T, I = ()> = (u64, Option<Registered>, I, Result<T, TaskError>);
+
+impl<T, I: Copy + Unpin> Future for Tagged<T, I> {
+    type Output = Joined<T, I>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         Pin::new(&mut this.handle)
             .poll(cx)
-            .map(|r| (this.seq, this.key.take(), r))
+            .map(|r| (this.seq, this.key.take(), this.id, r))
     }
 }
 
@@ -55,9 +61,9 @@ impl<T> Future for Tagged<T> {
 /// ones then leave the queue before a running one is woken to end, whose slot would
 /// otherwise take the next queued task and start it before its abort came (on a
 /// multi-thread runtime; a review of dc685cf saw up to 66 of 1,000 start so).
-pub(super) fn abort_newest_first<'a, T: 'a>(
-    fresh: impl DoubleEndedIterator<Item = &'a Tagged<T>>,
-    set: &'a FuturesUnordered<Tagged<T>>,
+pub(super) fn abort_newest_first<'a, T: 'a, I: Unpin + 'a>(
+    fresh: impl DoubleEndedIterator<Item = &'a Tagged<T, I>>,
+    set: &'a FuturesUnordered<Tagged<T, I>>,
 ) {
     for t in fresh.rev().chain(set.iter()) {
         t.handle.abort();
@@ -77,7 +83,7 @@ struct InOrder<T> {
     /// The tasks in order; `None` once awaited (a ring buffer's pops cost more). Taken
     /// from by `join_next`, in a group that may live long, it is emptied when the last
     /// one leaves and its awaited front is cut off as it grows ([`leave`](Self::leave)).
-    tasks: Vec<Option<Tagged<T>>>,
+    tasks: Vec<Option<Tagged<T, TaskId>>>,
     /// The first not awaited yet.
     next: usize,
 }
@@ -90,7 +96,7 @@ impl<T> InOrder<T> {
         }
     }
 
-    fn push(&mut self, task: Tagged<T>) {
+    fn push(&mut self, task: Tagged<T, TaskId>) {
         self.tasks.push(Some(task));
     }
 
@@ -101,7 +107,7 @@ impl<T> InOrder<T> {
     /// The first task's outcome, once it has one; the task then leaves (and its handle
     /// lets go of the task's memory). `None` when there is none left. Cancel safe: the
     /// task stays first until it has an outcome.
-    async fn next(&mut self) -> Option<(u64, Option<Registered>, Result<T, TaskError>)> {
+    async fn next(&mut self) -> Option<Joined<T, TaskId>> {
         let first = self.tasks.get_mut(self.next)?;
         let out = first.as_mut().expect("a task not awaited yet").await;
         *first = None;
@@ -127,10 +133,7 @@ impl<T> InOrder<T> {
 
     /// The first task's outcome if it has one already (its handle resolves without
     /// registering a waker), else `None` and the task stays first.
-    fn next_finished(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Option<(u64, Option<Registered>, Result<T, TaskError>)> {
+    fn next_finished(&mut self, cx: &mut Context<'_>) -> Option<Joined<T, TaskId>> {
         let first = self.tasks.get_mut(self.next)?;
         let task = first.as_mut().expect("a task not awaited yet");
         if !task.handle.is_finished() {
@@ -146,7 +149,7 @@ impl<T> InOrder<T> {
     }
 
     /// Every task not awaited yet, handed over (none aborted).
-    fn take(&mut self) -> impl Iterator<Item = Tagged<T>> {
+    fn take(&mut self) -> impl Iterator<Item = Tagged<T, TaskId>> {
         let next = std::mem::replace(&mut self.next, 0);
         std::mem::take(&mut self.tasks)
             .into_iter()
@@ -155,7 +158,7 @@ impl<T> InOrder<T> {
     }
 
     /// The tasks not awaited yet, oldest first.
-    fn pending(&self) -> impl DoubleEndedIterator<Item = &Tagged<T>> {
+    fn pending(&self) -> impl DoubleEndedIterator<Item = &Tagged<T, TaskId>> {
         self.tasks[self.next..].iter().flatten()
     }
 }
@@ -391,7 +394,7 @@ where
 pub(crate) struct Group<J: Job, T> {
     core: Core<J>,
     /// Moved here by `join_next`; all earlier than those in `fresh`.
-    tasks: FuturesUnordered<Tagged<T>>,
+    tasks: FuturesUnordered<Tagged<T, TaskId>>,
     fresh: InOrder<T>,
     next_seq: u64,
     /// Cancel-on-error: the shared state and what counts as an error.
@@ -496,6 +499,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         self.fresh.push(Tagged {
             seq: self.next_seq,
             key,
+            id,
             handle,
         });
         self.next_seq += 1;
@@ -569,26 +573,29 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     /// tasks were submitted: a pool starts them in order), which costs no node of the set
     /// and no waker; otherwise the fresh tasks join those polled together, and the first of
     /// those to end is taken.
-    fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+    fn poll_join_next_with_id(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(TaskId, Result<T, TaskError>)>> {
         if self.tasks.is_empty() {
-            if let Some((_, key, r)) = self.fresh.next_finished(cx) {
+            if let Some((_, key, id, r)) = self.fresh.next_finished(cx) {
                 unwatch(key);
-                return Poll::Ready(Some(r));
+                return Poll::Ready(Some((id, r)));
             }
         }
         self.take_fresh();
         match self.tasks.poll_next_unpin(cx) {
-            Poll::Ready(Some((_, key, r))) => {
+            Poll::Ready(Some((_, key, id, r))) => {
                 unwatch(key);
-                Poll::Ready(Some(r))
+                Poll::Ready(Some((id, r)))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
 
-    async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        std::future::poll_fn(|cx| self.poll_join_next(cx)).await
+    fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
+        self.poll_join_next_with_id(cx).map(|r| r.map(|(_, r)| r))
     }
 
     /// Every remaining result, in submission order. Dropping the future drops the group,
@@ -610,14 +617,14 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         }
         // Those polled together first: all earlier than the fresh ones.
         let mut joined = Vec::with_capacity(self.tasks.len());
-        while let Some((seq, key, r)) = self.tasks.next().await {
+        while let Some((seq, key, _, r)) = self.tasks.next().await {
             unwatch(key);
             joined.push((seq, r));
         }
         joined.sort_unstable_by_key(|(seq, _)| *seq);
         let mut out = Vec::with_capacity(joined.len() + self.fresh.len());
         out.extend(joined.into_iter().map(|(_, r)| r));
-        while let Some((_, key, r)) = self.fresh.next().await {
+        while let Some((_, key, _, r)) = self.fresh.next().await {
             unwatch(key);
             out.push(r);
         }
@@ -898,7 +905,7 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// # }
     /// ```
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        self.inner.join_next().await
+        std::future::poll_fn(|cx| self.inner.poll_join_next(cx)).await
     }
 
     /// Polls for the next result, as [`join_next`](Self::join_next) does, for code that
@@ -918,6 +925,55 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// ```
     pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
         self.inner.poll_join_next(cx)
+    }
+
+    /// As [`join_next`](Self::join_next), with the id of the task the result is of: the
+    /// [`TaskId`] that [`submit`](Self::submit) returned for it, so that a result (an
+    /// error above all: a [`TaskError`] carries no id) can be matched with what was
+    /// submitted, as with tokio's `JoinSet::join_next_with_id`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped before it returns, no result is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::CommonAioPool::new(2, 4);
+    /// let mut group = pool.group();
+    /// let mut urls = HashMap::new();
+    /// for url in ["a.example", "b.example"] {
+    ///     let id = group
+    ///         .submit(async move { if url.starts_with('b') { Err("timeout") } else { Ok(200) } })
+    ///         .await
+    ///         .unwrap();
+    ///     urls.insert(id, url);
+    /// }
+    /// let mut failed = Vec::new();
+    /// while let Some((id, r)) = group.join_next_with_id().await {
+    ///     if let Ok(Err(_)) = r {
+    ///         failed.push(urls[&id]);
+    ///     }
+    /// }
+    /// assert_eq!(failed, ["b.example"]);
+    /// # }
+    /// ```
+    pub async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
+        std::future::poll_fn(|cx| self.inner.poll_join_next_with_id(cx)).await
+    }
+
+    /// Polls for the next result with its task's id, as
+    /// [`join_next_with_id`](Self::join_next_with_id) does, for code that writes its own
+    /// futures.
+    pub fn poll_join_next_with_id(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(TaskId, Result<T, TaskError>)>> {
+        self.inner.poll_join_next_with_id(cx)
     }
 
     /// Waits for every task of the group and returns their results in submission order
@@ -1235,7 +1291,7 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
     /// # }
     /// ```
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        self.inner.join_next().await
+        std::future::poll_fn(|cx| self.inner.poll_join_next(cx)).await
     }
 
     /// As [`TaskGroup::poll_join_next`].
@@ -1254,6 +1310,36 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
     /// ```
     pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, TaskError>>> {
         self.inner.poll_join_next(cx)
+    }
+
+    /// As [`TaskGroup::join_next_with_id`]: the next result with the id
+    /// [`submit`](Self::submit) returned for its task.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped before it returns, no result is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = nb_aiopool::SmartAioPool::new(2);
+    /// let mut group = pool.group();
+    /// let id = group.submit(|| async { 1 }).await.unwrap();
+    /// assert_eq!(group.join_next_with_id().await.map(|(id, r)| (id, r.unwrap())), Some((id, 1)));
+    /// # }
+    /// ```
+    pub async fn join_next_with_id(&mut self) -> Option<(TaskId, Result<T, TaskError>)> {
+        std::future::poll_fn(|cx| self.inner.poll_join_next_with_id(cx)).await
+    }
+
+    /// As [`TaskGroup::poll_join_next_with_id`].
+    pub fn poll_join_next_with_id(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(TaskId, Result<T, TaskError>)>> {
+        self.inner.poll_join_next_with_id(cx)
     }
 
     /// As [`TaskGroup::join_all`]: every remaining result, in submission order.

@@ -315,6 +315,7 @@ impl<St: Stream, T> Mapper<St, T> {
                             let task = Tagged {
                                 seq: self.next_in,
                                 key: None,
+                                id: (),
                                 handle,
                             };
                             self.next_in += 1;
@@ -349,7 +350,7 @@ impl<St: Stream, T> Mapper<St, T> {
         self.fill(cx);
         loop {
             match self.tasks.poll_next_unpin(cx) {
-                Poll::Ready(Some((_, _, r))) => {
+                Poll::Ready(Some((_, _, _, r))) => {
                     self.next_out += 1;
                     return Poll::Ready(Some(r));
                 }
@@ -386,7 +387,7 @@ impl<St: Stream, T> Mapper<St, T> {
                     Poll::Pending
                 };
             };
-            let Poll::Ready((_, _, r)) = Pin::new(first).poll(cx) else {
+            let Poll::Ready((_, _, _, r)) = Pin::new(first).poll(cx) else {
                 // Jobs it pushes need no poll: only the first one's end is awaited.
                 self.watch_window(cx);
                 return Poll::Pending;
@@ -402,7 +403,7 @@ impl<St: Stream, T> Mapper<St, T> {
                 return Poll::Ready(r);
             }
             match self.tasks.poll_next_unpin(cx) {
-                Poll::Ready(Some((seq, _, r))) => {
+                Poll::Ready(Some((seq, _, _, r))) => {
                     let at = (seq - self.next_out) as usize;
                     if self.buffer.len() <= at {
                         self.buffer.resize_with(at + 1, || None);
