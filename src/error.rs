@@ -255,8 +255,10 @@ pub struct TrySubmitError<F> {
 #[non_exhaustive]
 pub enum TrySubmitErrorKind {
     /// The pool had no room: every slot busy and the queue full (for a NoQueueAioPool,
-    /// every slot busy; in a pool with `weight_capacity`, not enough weight left). Only
-    /// this one passes: [`submit`](crate::CommonAioPool::submit) would wait for room.
+    /// every slot busy). The one kind that passes with time:
+    /// [`submit`](crate::CommonAioPool::submit) would have waited for room. (A task held
+    /// back by its key, its weight or the rate limit is not refused for that while a
+    /// place is free: it takes the place and waits inside the pool.)
     Full,
     /// As [`SubmitErrorKind::Closed`]: the pool was shut down, or a task of the
     /// cancel-on-error group submitted through had failed.
