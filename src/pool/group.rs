@@ -695,10 +695,14 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 ///
 /// # Dropping
 ///
-/// Dropping the group **aborts** its unfinished tasks (running ones are dropped at their
-/// next `.await`, queued ones are dropped without running when their turn comes), as
-/// dropping a `JoinSet` does. So `tokio::time::timeout(d, group.join_all())` leaves no task
-/// running when it fires.
+/// Dropping the group **aborts** its unfinished tasks, as dropping a `JoinSet` does (see
+/// [`TaskHandle::abort`](crate::TaskHandle::abort)): queued ones leave the pool's queue at
+/// once (their places are free for the next submit, `stats()` counts them cancelled, and
+/// each future is dropped unpolled right after, by a task on its runtime); running ones
+/// are dropped at their next `.await`, and hold their slots until then. So
+/// `tokio::time::timeout(d, group.join_all())` leaves nothing of the group to run on once
+/// it fires: its queued tasks are gone, and its running ones end at their slots' next
+/// poll (until then they count as running, and their slots are not free).
 ///
 /// The group counts as a handle of its pool: the pool stays open while the group lives,
 /// even if every handle of the pool itself was dropped.
@@ -787,8 +791,10 @@ impl<T: Send + 'static> TaskGroup<T> {
     ///
     /// Gives the future back, unpolled, in a [`SubmitError`] if the pool is shut down (or,
     /// with cancel-on-error, a task of the group failed: kind
-    /// [`Closed`](SubmitErrorKind::Closed)), or if called from a job of the same pool
-    /// while it is full.
+    /// [`Closed`](SubmitErrorKind::Closed)), if called from a job of the same pool
+    /// while it is full, or if no runtime can run it
+    /// ([`NoRuntime`](SubmitErrorKind::NoRuntime): called outside a runtime when the pool
+    /// knows no live runtime, as the pool's own `submit`).
     ///
     /// # Cancel safety
     ///
@@ -840,7 +846,9 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// # Errors
     ///
     /// Gives the future back in a [`TrySubmitError`] if the pool is full or shut down (or,
-    /// with cancel-on-error, a task of the group failed: "closed").
+    /// with cancel-on-error, a task of the group failed: "closed"), or if no runtime can
+    /// run it ([`NoRuntime`](crate::TrySubmitErrorKind::NoRuntime): called from a plain
+    /// thread after the pool's runtimes shut down, as the pool's own `try_submit`).
     ///
     /// # Examples
     ///

@@ -856,7 +856,9 @@ impl SmartAioPool {
     /// # Cancel safety
     ///
     /// Cancel safe: intake closes when it is called; dropping the future (even unpolled)
-    /// stops the wait, not the shutdown.
+    /// stops the wait, not the shutdown. The pool then leaves the process-wide list when
+    /// its last handle goes, not at once; closed, its tasks are still run to their end
+    /// by [`smart_run`] and the exit hook, as those of a listed pool are.
     ///
     /// # Examples
     ///

@@ -622,13 +622,22 @@ map_stream! {
     ///
     /// # Dropping
     ///
-    /// Dropping the stream **aborts** its unfinished jobs (running ones are dropped at
-    /// their next `.await`, queued ones without running when their turn comes) and gives
-    /// back a place it held for an input not pulled yet. Inputs not pulled stay in the
-    /// input stream, which is dropped with it.
+    /// Dropping the stream **aborts** its unfinished jobs (see
+    /// [`TaskHandle::abort`](crate::TaskHandle::abort): queued ones leave the pool's queue
+    /// at once, their places free for the next submit, each dropped unpolled right after
+    /// by a task on its runtime; running ones are dropped at their next `.await`, holding
+    /// their slots until then) and gives back a place it held for an input not pulled
+    /// yet. Inputs not pulled stay in the input stream, which is dropped with it.
     ///
     /// The stream counts as a handle of its pool: the pool stays open while the stream
     /// lives, so `CommonAioPool::new(..).map_unordered(..)` works as a one-off.
+    ///
+    /// # Cancel safety
+    ///
+    /// Polling is cancel safe: a `next()` dropped before it returns (a `select!` branch
+    /// that lost) loses no result and no input. An input is pulled only together with the
+    /// push of its job, and a result leaves the stream only in the poll that returns it;
+    /// the others wait in the stream for its next poll.
     ///
     /// # Examples
     ///
