@@ -125,6 +125,13 @@ pub(crate) fn cannot_drive(handle: &tokio::runtime::Handle) -> bool {
         && tokio::task::try_id().is_none()
 }
 
+/// Whether this thread is in a blocking wait of the crate's ([`blocked`]): a
+/// `blocking_wait`, which serves a stranded pool itself ([`block_on_serving`]), or a
+/// `blocking_submit` waiting for room.
+pub(crate) fn is_blocked() -> bool {
+    BLOCKED.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
 /// Whether tokio refuses to block this thread (its blocking-region check).
 fn tokio_refuses_to_block() -> bool {
     if std::thread::panicking() {

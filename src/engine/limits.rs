@@ -244,6 +244,7 @@ impl Limits {
         }
         match (&mut self.rate, runs) {
             (Some(r), true) => {
+                r.clamp(now);
                 r.starts.push_back(now);
                 Some(now)
             }
@@ -317,6 +318,7 @@ impl RateWindow {
     }
 
     fn expire(&mut self, now: Instant) {
+        self.clamp(now);
         while let Some(&t) = self.starts.front() {
             // A start of a window too long to add to a time never leaves it (not even
             // once a paused clock has passed `later_by`'s ~30 years).
@@ -326,6 +328,24 @@ impl RateWindow {
                 }
                 _ => break,
             }
+        }
+    }
+
+    /// Starts read from a clock ahead of `now`'s are taken as made at `now`. A pool is
+    /// shared by runtimes, and with tokio's paused time each runtime has a clock of its
+    /// own: a start stamped by a paused runtime whose clock ran ahead (auto-advance) would
+    /// otherwise sit in a real-time runtime's future, and hold its jobs back for as long as
+    /// the other clock ran ahead, not `per` (finding 272 of RELIABILITY.md). Walks from the
+    /// newest start, so the starts stay in order; with one clock (time never goes back) it
+    /// is one comparison. A clamped start is not given back by
+    /// [`Limits::unstarted`], which looks for the exact time: it leaves the window `per`
+    /// after `now` instead.
+    fn clamp(&mut self, now: Instant) {
+        for t in self.starts.iter_mut().rev() {
+            if *t <= now {
+                break;
+            }
+            *t = now;
         }
     }
 
@@ -394,6 +414,24 @@ mod tests {
         assert_eq!(l.rate_ready_at(t0), Some(t0 + Duration::from_secs(1)));
         assert_eq!(l.rate_tokens(t0 + Duration::from_millis(999)), 0);
         assert_eq!(l.rate_tokens(t0 + Duration::from_secs(1)), 3);
+    }
+
+    /// A start read from a clock ahead (another runtime's paused clock, run ahead) holds
+    /// a runtime whose clock is behind for one window, not for the difference.
+    #[test]
+    fn a_start_from_a_clock_ahead_holds_for_one_window() {
+        let per = Duration::from_secs(1);
+        let mut l = Limits::new(LimitsConfig {
+            rate: Some((1, per)),
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let ahead = t0 + Duration::from_secs(3600);
+        assert_eq!(l.started(&Meta::default(), ahead, true), Some(ahead));
+        assert_eq!(l.rate_ready_at(t0), Some(t0 + per));
+        assert_eq!(l.rate_tokens(t0 + per), 1);
+        // The clock ahead sees the start as past: it may start at once.
+        assert_eq!(l.rate_ready_at(ahead), None);
     }
 
     #[test]

@@ -508,6 +508,10 @@ pub(crate) struct Engine<J: Job> {
     /// off by the end of their runtime): a pending poll of a handle offers its runtime
     /// (see [`Engine::note_stranded`]). Written under the lock.
     stranded: AtomicBool,
+    /// A thread of the crate runs a runtime of its own for this stranded pool, because a
+    /// handle awaited where no live runtime could be offered (see
+    /// [`serve_stranded`](Engine::serve_stranded)).
+    serving: AtomicBool,
     on_drop: Option<DropHook>,
     /// Called, outside the lock, for panics of detached tasks.
     on_panic: OnPanic,
@@ -623,6 +627,7 @@ impl<J: Job> Engine<J> {
             cancel_before: AtomicU64::new(0),
             stuck_epoch: AtomicU64::new(0),
             stranded: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
             drop_watchers: AtomicUsize::new(0),
             on_drop,
             on_panic,
@@ -2470,6 +2475,59 @@ impl<J: Job> Engine<J> {
         self.ensure_started();
     }
 
+    /// For a handle of this stranded pool awaited where no live runtime can be offered:
+    /// a thread of the crate (`nb_aiopool-serve`) runs a current-thread runtime of its
+    /// own, offered to the pool as a `wait` offers its runtime, until every task the pool
+    /// has is done; then the runtime is shut down in the background (its drop would wait
+    /// for blocking work the re-runs left). One such thread at a time per pool: it looks
+    /// again, after clearing its mark, whether the pool was stranded meanwhile, so that a
+    /// handle that saw the mark and left it the work is not forgotten. If no thread or
+    /// runtime can be made, nothing changes: the tasks wait for a runtime to come (as
+    /// before), and the process exit takes them over.
+    #[cold]
+    fn serve_stranded(self: &Arc<Self>) {
+        if self.serving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let engine = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("nb_aiopool-serve".into())
+            .spawn(move || loop {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(engine.serve());
+                    rt.shutdown_background();
+                }
+                engine.serving.store(false, Ordering::SeqCst);
+                let again = engine.lock().runtimes.live_or_any(None).is_none()
+                    && engine.stranded.load(Ordering::Relaxed);
+                if !again || engine.serving.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            });
+        if started.is_err() {
+            self.serving.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The serving runtime's work ([`serve_stranded`](Self::serve_stranded)): offers the
+    /// runtime and waits for every task, until the pool has none queued or running.
+    async fn serve(self: &Arc<Self>) {
+        loop {
+            if self.needs_timers {
+                runtimes::has_timers(&Handle::current());
+            }
+            self.ensure_started();
+            self.wait_all().await;
+            let st = self.lock();
+            if st.queue.len() == 0 && st.running == 0 {
+                return;
+            }
+        }
+    }
+
     /// Stops intake: later submits fail and waiting submitters are refused. Queued and
     /// running jobs still finish. Idempotent.
     pub(crate) fn close(&self) {
@@ -2979,6 +3037,12 @@ impl<J: Job> Unqueue for Engine<J> {
 
     fn offer_runtime(self: Arc<Self>) {
         self.offer_if_stranded();
+        // Still stranded: the handle is awaited where no live runtime can be offered (a
+        // plain executor, or a `spawn_blocking` thread of a runtime that is ending, whose
+        // drop waits for that thread). A blocking wait serves itself (`block_on_serving`).
+        if self.stranded.load(Ordering::Relaxed) && !crate::blocking::is_blocked() {
+            self.serve_stranded();
+        }
     }
 
     fn is_stranded(&self) -> bool {

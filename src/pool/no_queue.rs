@@ -468,9 +468,12 @@ impl NoQueueAioPool {
     ///
     /// # Errors
     ///
-    /// Gives the future back in a [`SubmitError`] if the pool is shut down, or if no runtime
+    /// Gives the future back in a [`SubmitError`] if the pool is shut down, if no runtime
     /// can run it ([`NoRuntime`](crate::SubmitErrorKind::NoRuntime): the pool's runtime
-    /// shut down, or it was never created in or used from one).
+    /// shut down, or it was never created in or used from one), or if called from a job
+    /// of this same pool (inside `block_in_place`) while the pool is full
+    /// ([`WouldDeadlock`](crate::SubmitErrorKind::WouldDeadlock), as
+    /// [`submit`](Self::submit)).
     ///
     /// # Panics
     ///
@@ -479,7 +482,11 @@ impl NoQueueAioPool {
     /// use [`submit`](Self::submit) there. Plain threads and `spawn_blocking` threads may
     /// call it. The check is not made while the thread unwinds from a panic (in a `Drop`
     /// that the unwinding runs), where a second panic would abort the process: called
-    /// there, it blocks as on a plain thread, and can deadlock.
+    /// there, it blocks as on a plain thread, and can deadlock. Nor can it be made in a
+    /// `Drop` that a current-thread runtime's shutdown runs (tokio allows blocking
+    /// there): waiting for room held by that runtime's own jobs, which only the same
+    /// shutdown would end, it waits for ever, as tokio's `blocking_send` on a full
+    /// channel would. Use [`try_submit`](Self::try_submit) in a `Drop`: it never waits.
     ///
     /// # Examples
     ///

@@ -36,7 +36,12 @@ use crate::error::{CancelReason, TaskError};
 /// on a current-thread runtime that `blocking_wait` makes for the rest of its wait, on
 /// the calling thread (other queued tasks of the pool may start there too; those still
 /// running when it returns are cut off with it and queued again, and blocking work they
-/// started there with `spawn_blocking` goes on without being waited for).
+/// started there with `spawn_blocking` goes on without being waited for). Awaited
+/// (`.await`, not `blocking_wait`) where no live runtime can be offered (a non-tokio
+/// executor, or `Handle::block_on` on a `spawn_blocking` thread of the runtime that is
+/// ending), it is run on a current-thread runtime of a thread of the crate's
+/// (`nb_aiopool-serve`), started for the pool and kept until the pool has no task queued
+/// or running, then shut down (finding 273 of RELIABILITY.md).
 ///
 /// # Awaiting from inside the same pool
 ///
