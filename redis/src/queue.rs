@@ -141,7 +141,8 @@ pub struct QueueStats {
     pub submitted: u64,
     /// Total successful runs acknowledged since the queue was created. A job counts once
     /// even if it ran more than once (after its worker was killed or lost its lease):
-    /// only the first acknowledgement of an entry records an outcome.
+    /// an outcome is recorded only by the worker the entry is pending under (the last to
+    /// take it), once.
     pub completed: u64,
     /// In-flight jobs per consumer (worker process) holding at least one, from `XPENDING`.
     pub consumers: Vec<(String, u64)>,

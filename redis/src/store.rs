@@ -123,20 +123,65 @@ pub(crate) const DEFAULT_MAX_ARG: u64 = 512 * 1024 * 1024;
 
 /// The longest argument the server takes (`proto-max-bulk-len`), or [`DEFAULT_MAX_ARG`]
 /// if it cannot be read. A longer one makes Redis close the connection, which is shared.
+///
+/// Cancel safety: it only reads.
 pub(crate) async fn max_arg_len(conn: &mut ConnectionManager) -> u64 {
+    config_get(conn, "proto-max-bulk-len")
+        .await
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_ARG)
+}
+
+/// The most bytes of records one acknowledgement call (FINISH) carries, whatever the
+/// server: it bounds the memory one call takes on the server and the time it takes to
+/// send. Only records over 16 KB on average fill it before the batch's count limit does.
+pub(crate) const MAX_FINISH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The byte budget of one acknowledgement call: [`MAX_FINISH_BYTES`], or a quarter of
+/// the server's client eviction limit (`maxmemory-clients`, in bytes or as a percentage
+/// of `maxmemory`) if that is smaller. With that limit set, Redis closes the connection
+/// of the client holding the most memory once all clients together hold more, and a
+/// call's arguments count while Redis reads them. (`client-query-buffer-limit` does not
+/// apply: parsed arguments leave the query buffer.) Read once; `CONFIG` refused means no
+/// limit known.
+///
+/// Cancel safety: it only reads.
+pub(crate) async fn finish_budget(conn: &mut ConnectionManager) -> u64 {
+    let limit = match config_get(conn, "maxmemory-clients").await {
+        Some(v) => match v.strip_suffix('%') {
+            Some(pct) => match (pct.parse::<u64>(), config_get(conn, "maxmemory").await) {
+                (Ok(pct), Some(max)) => max
+                    .parse::<u64>()
+                    .map_or(0, |max| max.saturating_mul(pct) / 100),
+                _ => 0,
+            },
+            None => v.parse::<u64>().unwrap_or(0),
+        },
+        None => 0,
+    };
+    if limit == 0 {
+        MAX_FINISH_BYTES
+    } else {
+        (limit / 4).clamp(1, MAX_FINISH_BYTES)
+    }
+}
+
+/// One value of `CONFIG GET name`, or `None` if it cannot be read (`CONFIG` disabled or
+/// not allowed, or no such parameter).
+///
+/// Cancel safety: it only reads.
+async fn config_get(conn: &mut ConnectionManager, name: &str) -> Option<String> {
     let r: redis::RedisResult<Value> = redis::cmd("CONFIG")
         .arg("GET")
-        .arg("proto-max-bulk-len")
+        .arg(name)
         .query_async(conn)
         .await;
-    let value = match &r {
-        Ok(Value::Map(m)) => m.first().and_then(|(_, v)| int(v)),
-        Ok(v) => array(v).get(1).and_then(int),
+    match &r {
+        Ok(Value::Map(m)) => m.first().and_then(|(_, v)| string(v)),
+        Ok(v) => array(v).get(1).and_then(string),
         Err(_) => None,
-    };
-    value
-        .filter(|n| *n > 0)
-        .map_or(DEFAULT_MAX_ARG, |n| n as u64)
+    }
 }
 
 /// `XGROUP CREATE <stream> workers 0 MKSTREAM`, tolerating an existing group. The group
@@ -205,25 +250,32 @@ pub(crate) const MAX_RESULT_TTL_SECS: u64 = u32::MAX as u64;
 /// Number of ARGV slots per record of [`FINISH`].
 pub(crate) const FINISH_ARITY: usize = 8;
 
-/// KEYS: stream, delayed, dead, completed. ARGV: group, result prefix, then records of
-/// [`FINISH_ARITY`] fields: kind, entry id, job id, task, payload, attempt, result ttl,
-/// extra. Kinds: `A` ack (extra = result json, stored if the ttl is not 0), `R` retry
-/// (extra = delay ms), `D` dead (extra = reason), `X` clear (an entry deleted under us).
-/// Returns how many successes were recorded.
+/// KEYS: stream, delayed, dead, completed. ARGV: group, result prefix, consumer, then
+/// records of [`FINISH_ARITY`] fields: kind, entry id, job id, task, payload, attempt,
+/// result ttl, extra. Kinds: `A` ack (extra = result json, stored if the ttl is not 0), `R`
+/// retry (extra = delay ms), `D` dead (extra = reason), `X` clear (an entry deleted under
+/// us). Returns how many successes were recorded.
 ///
-/// Every record XACKs its entry, and XDELs it only if the XACK found it pending: an entry
-/// that is not pending was deleted already by whoever acknowledged it, or is another
-/// entry with the same id. Ids restart from the clock when the stream is lost (Redis
-/// restarted without persistence, a `FLUSHALL`, a [`purge`](crate::RedisQueue::purge)),
-/// so a job submitted then, in the same millisecond as one still running, gets that
-/// job's id; the running job's late acknowledgement must not delete the new job (it did:
-/// redis/RELIABILITY.md, finding 59). Its outcome (the `completed` count and the
-/// result of A, the retry of R, the dead letter and error result of D) is recorded only
-/// if the entry is still pending, so each entry gets one outcome, from whoever
-/// acknowledges it first:
-/// - a re-sent batch (after a lost reply) records nothing twice;
-/// - a worker whose lease lapsed, finishing an entry that another worker reclaimed and
-///   already finished (completed, retried or dead-lettered), records nothing.
+/// A record is applied only if its entry is pending under `consumer`, the worker that
+/// ran it (`XPENDING key group id id 1 consumer`); then its outcome is written (the
+/// `completed` count and the result of A, the retry of R, the dead letter and error
+/// result of D) and the entry is acknowledged and deleted. Any other record does nothing
+/// at all: the entry is not this run's to finish.
+/// - A re-sent batch (after a lost reply) records nothing twice: the entry is no longer
+///   pending.
+/// - A worker whose lease lapsed while another worker reclaimed its entry (`XAUTOCLAIM`
+///   moves it to the reclaimer) records nothing, whether or not the reclaimer has
+///   finished: the reclaimer owns the entry, and its own run records the outcome. So each
+///   entry gets one outcome, from the run of the worker that holds it.
+/// - Ids restart from the clock when the stream is lost (Redis restarted without
+///   persistence, a `FLUSHALL`, a [`purge`](crate::RedisQueue::purge)), so a job
+///   submitted then, in the same millisecond as one still running, gets that job's id.
+///   The running job's late acknowledgement must neither delete the new job while it
+///   waits (redis/RELIABILITY.md, finding 59) nor, once another worker has read it, record
+///   its own outcome for it and delete it while it runs (finding 65): the new entry is
+///   pending under the worker that read it, not under the one acknowledging. (If the
+///   same worker read it, this check cannot tell the two apart: the worker does, and
+///   sends no record for a run whose id a new entry took.)
 ///
 /// An outcome is written before its entry is acknowledged (checked with `XPENDING`, in
 /// the same script, so nothing comes between): a write that fails (the dead-letter or
@@ -233,8 +285,10 @@ pub(crate) const FINISH_ARITY: usize = 8;
 /// with a result is counted in `completed` with its own ack. Without the group (after
 /// [`purge`](crate::RedisQueue::purge)), nothing is pending and nothing is recorded.
 ///
-/// Plain acks (A without a result) have no outcome but the count: each is acknowledged,
-/// and deleted, by the same rule, and counted if it was pending.
+/// Plain acks (A without a result) have no outcome but the count: they are checked by the
+/// same rule (with one `XPENDING` of the consumer's entries between their lowest and
+/// highest id), and those pending under `consumer` are acknowledged and deleted together
+/// (one `XACK` and one `XDEL`) and counted.
 ///
 /// The script must not fail on one record: Redis runs it up to the error without rolling
 /// back, and the plain acks come last, so a failure would leave every plain ack of the
@@ -250,12 +304,19 @@ pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &r#"
 local s, z, d = KEYS[1], KEYS[2], KEYS[3]
-local g, rp = ARGV[1], ARGV[2]
+local g, rp, me = ARGV[1], ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local acks = {}
+-- Whether the entry is pending under this consumer: the run being acknowledged is the
+-- one that holds it. (pcall: without the group, after a purge, nothing is pending.)
+local function mine(sid)
+  local p = redis.pcall('XPENDING', s, g, sid, sid, 1, me)
+  return type(p) == 'table' and p.err == nil and #p == 1
+end
+local plain = {}
+local queued = {}
 local done = 0
-local i = 3
+local i = 4
 while i + 7 <= #ARGV do
   local kind, sid, job, task, payload, att, rttl, extra =
     ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
@@ -267,55 +328,80 @@ while i + 7 <= #ARGV do
     ttl = math.floor(math.min(ttl, MAX_RESULT_TTL))
   end
   if kind == 'A' and ttl == 0 then
-    -- Plain acks are collected and acknowledged below.
-    acks[#acks + 1] = sid
-  else
-    -- Not pending: acknowledged already (a re-sent batch, or another worker reclaimed
-    -- the entry after our lease lapsed and finished it): its outcome is recorded already.
-    -- The outcome is written before the entry is acknowledged: if that write fails, the
-    -- script stops here and the entry stays pending, to be delivered again.
-    -- (pcall: without the group, after a purge, nothing is pending, as XACK would say.)
-    local p = redis.pcall('XPENDING', s, g, sid, sid, 1)
-    if type(p) == 'table' and p.err == nil and #p == 1 then
-      if kind == 'A' then
-        redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
-        -- Counted with its ack, not at the end: a later record's failure stops the
-        -- script, and the re-sent record would find this one acknowledged. pcall: a
-        -- counter that cannot be incremented (not an integer) must not stop the script
-        -- before the XACK (the job would run again and end dead-lettered).
-        redis.pcall('INCRBY', KEYS[4], 1)
-        done = done + 1
-      elseif kind == 'R' then
-        local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
-        redis.call('ZADD', z, now + (tonumber(extra) or 0), m)
-      elseif kind == 'D' then
-        redis.call('XADD', d, '*', 'j', job, 't', task, 'p', payload, 'a', att, 'r', ttl,
-          'reason', extra, 'at', now)
-        if ttl > 0 then
-          redis.call('SET', rp .. job, cjson.encode({err = extra}), 'EX', ttl)
-        end
+    -- Plain acks are checked and acknowledged together below (once each).
+    if not queued[sid] then
+      queued[sid] = true
+      plain[#plain + 1] = sid
+    end
+  elseif mine(sid) then
+    -- Not pending under this consumer: acknowledged already (a re-sent batch), taken
+    -- over by another worker (our lease lapsed), or another entry with the same id:
+    -- nothing to do. The outcome is written before the entry is acknowledged: if that
+    -- write fails, the script stops here and the entry stays pending, to be delivered
+    -- again.
+    if kind == 'A' then
+      redis.call('SET', rp .. job, '{"ok":' .. extra .. '}', 'EX', ttl)
+      -- Counted with its ack, not at the end: a later record's failure stops the
+      -- script, and the re-sent record would find this one acknowledged. pcall: a
+      -- counter that cannot be incremented (not an integer) must not stop the script
+      -- before the XACK (the job would run again and end dead-lettered).
+      redis.pcall('INCRBY', KEYS[4], 1)
+      done = done + 1
+    elseif kind == 'R' then
+      local m = cjson.encode({j = job, t = task, p = payload, a = tonumber(att), r = ttl})
+      redis.call('ZADD', z, now + (tonumber(extra) or 0), m)
+    elseif kind == 'D' then
+      redis.call('XADD', d, '*', 'j', job, 't', task, 'p', payload, 'a', att, 'r', ttl,
+        'reason', extra, 'at', now)
+      if ttl > 0 then
+        redis.call('SET', rp .. job, cjson.encode({err = extra}), 'EX', ttl)
       end
     end
-    -- Deleted only if it was pending: one that is not was deleted with its ack already,
-    -- or is not the entry this record ran (see the doc comment: a reused id).
-    if redis.call('XACK', s, g, sid) == 1 then
-      redis.call('XDEL', s, sid)
-    end
+    redis.call('XACK', s, g, sid)
+    redis.call('XDEL', s, sid)
   end
   i = i + 8
 end
-if #acks > 0 then
-  -- Counts and deletes only the entries still pending: the same rule as above (one
-  -- XACK each, to know which; one XDEL for those).
-  local acked = {}
-  for _, sid in ipairs(acks) do
-    if redis.call('XACK', s, g, sid) == 1 then
-      acked[#acked + 1] = sid
+-- The plain acks pending under this consumer: one XPENDING of the consumer's entries
+-- between the lowest and the highest id (the consumer holds about its concurrency),
+-- instead of one per id; if that page is full, the ids not on it are asked one by one.
+local acks = {}
+if #plain > 0 then
+  -- The range is in whole milliseconds (XPENDING reads `<ms>` as `<ms>-0` at the start
+  -- and as the last id of that millisecond at the end), compared as decimal strings
+  -- (shorter is smaller; Redis writes no leading zeros), not as Lua numbers (doubles).
+  local function ms(sid)
+    local dash = string.find(sid, '-', 1, true)
+    if dash then return string.sub(sid, 1, dash - 1) end
+    return sid
+  end
+  local function less(a, b)
+    return #a < #b or (#a == #b and a < b)
+  end
+  local lo = ms(plain[1])
+  local hi = lo
+  for k = 2, #plain do
+    local m = ms(plain[k])
+    if less(m, lo) then lo = m end
+    if less(hi, m) then hi = m end
+  end
+  local p = redis.pcall('XPENDING', s, g, lo, hi, PLAIN_PAGE, me)
+  if type(p) == 'table' and p.err == nil then
+    local held = {}
+    for _, e in ipairs(p) do held[e[1]] = true end
+    for _, sid in ipairs(plain) do
+      if held[sid] or (#p >= PLAIN_PAGE and mine(sid)) then
+        acks[#acks + 1] = sid
+      end
     end
   end
-  local n = #acked
+end
+if #acks > 0 then
+  -- Every one was pending under this consumer when checked, and nothing runs between
+  -- (a record above with the same id may have acknowledged it since: XACK's count says).
+  local n = redis.call('XACK', s, g, unpack(acks))
+  redis.call('XDEL', s, unpack(acks))
   if n > 0 then
-    redis.call('XDEL', s, unpack(acked))
     -- pcall: as above, a broken counter is not worth an error (the acks are sent).
     redis.pcall('INCRBY', KEYS[4], n)
   end
@@ -323,9 +409,15 @@ if #acks > 0 then
 end
 return done
 "#
-        .replace("MAX_RESULT_TTL", &MAX_RESULT_TTL_SECS.to_string()),
+        .replace("MAX_RESULT_TTL", &MAX_RESULT_TTL_SECS.to_string())
+        .replace("PLAIN_PAGE", &FINISH_PLAIN_PAGE.to_string()),
     )
 });
+
+/// Most entries the one `XPENDING` of [`FINISH`]'s plain acks lists (the consumer's
+/// entries between the lowest and highest id acknowledged); past that, the ids not
+/// listed are checked one by one.
+const FINISH_PLAIN_PAGE: usize = 4096;
 
 /// KEYS: stream, delayed, dead. ARGV: max count. Moves due retries back into the stream,
 /// up to that many; returns how many it moved.

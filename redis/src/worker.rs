@@ -66,9 +66,17 @@ const MAX_REASON: usize = 64 * 1024;
 ///   Make handlers idempotent: a job whose worker is killed mid-run runs again (and so
 ///   may a job whose worker could not renew its lease for longer than the lease, on
 ///   another worker; a worker does not start a second run of an entry it still runs).
-/// - **One outcome per entry.** Only the first acknowledgement of an entry records an
-///   outcome (completion, result, retry or dead letter): a worker whose lease lapsed (a
-///   stalled runtime) while another reclaimed and finished its entry records nothing.
+/// - **One outcome per entry.** An outcome (completion, result, retry or dead letter) is
+///   recorded only by the worker the entry is pending under, the one that holds it: a
+///   worker whose lease lapsed (a stalled runtime) while another reclaimed its entry
+///   records nothing, whether or not the other has finished it (the other's run records
+///   the outcome); and after the stream was lost, a late acknowledgement of a job from
+///   before never records its outcome for a new job that got the same id.
+/// - **Bounded acknowledgements.** An acknowledgement call carries at most 256 records and
+///   about 4 MB (less with the server's client eviction, `maxmemory-clients`, on); a
+///   call that loses the connection is sent again record by record, and a record whose
+///   call alone keeps losing it is given up (its job runs again after the lease), so one
+///   record never holds up the others.
 /// - **Failures.** An error or panic is retried after an exponential backoff (a sorted set
 ///   of delayed jobs that workers move back); after `max_deliveries` runs, or at once for
 ///   an unknown task or an undecodable payload, the job goes to the dead-letter stream.
@@ -175,7 +183,7 @@ pub struct WorkerStats {
     /// count; an idle worker holds 0.
     pub held: u64,
     /// Handler runs that succeeded (also those whose acknowledgement came after another
-    /// worker had reclaimed and finished the entry, and so recorded nothing).
+    /// worker had reclaimed the entry, and so recorded nothing).
     pub succeeded: u64,
     /// Handler runs that failed (error or panic), whether retried or dead-lettered.
     pub failed: u64,
@@ -253,9 +261,20 @@ struct Inner {
     /// The longest argument the server takes (`proto-max-bulk-len`, read when the worker
     /// was built; see [`store::max_arg_len`]): a longer result or reason is not sent.
     max_arg: u64,
+    /// The most bytes of records one acknowledgement call carries (see
+    /// [`store::finish_budget`], read when the worker was built); one record longer than
+    /// that goes alone.
+    finish_budget: u64,
     slots: Arc<Semaphore>,
     pool: CommonAioPool,
-    running: Mutex<HashMap<String, AbortHandle>>,
+    /// Entries whose handler runs here, by id: the run's number (from `run_seq`) and its
+    /// abort handle.
+    running: Mutex<HashMap<String, RunningJob>>,
+    run_seq: AtomicU64,
+    /// Abort handles of runs whose entry id a new entry took while they ran (the stream
+    /// was lost and ids restarted: finding 65): they record nothing, and are aborted
+    /// with the others (a deadline, a dropped `run`).
+    superseded: Mutex<Vec<AbortHandle>>,
     /// Entries whose handler ran here and whose record is not written yet (the acker
     /// removes them once it is, or once their group is gone): if one is still pending at
     /// shutdown, its run counts when it is put back (see [`Release`]). Each id maps to the
@@ -278,6 +297,12 @@ struct Inner {
     last_error: Mutex<Option<String>>,
 }
 
+/// A handler running here: see [`Inner::running`].
+struct RunningJob {
+    run: u64,
+    abort: AbortHandle,
+}
+
 /// A parsed job entry.
 struct Job {
     sid: String,
@@ -298,6 +323,13 @@ struct Job {
 struct Record {
     fields: [String; FINISH_ARITY],
     _slot: HeldSlot,
+}
+
+impl Record {
+    /// The bytes of its arguments (counted against [`Inner::finish_budget`]).
+    fn len(&self) -> u64 {
+        self.fields.iter().map(|f| f.len() as u64).sum()
+    }
 }
 
 /// The slot of one delivered entry, from its dispatch until its record is written (or
@@ -556,12 +588,21 @@ impl Drop for RunGuard {
         }
         // Handlers that did not finish will not be acknowledged by this worker: stop them
         // (their entries are reclaimed by other workers after the lease).
-        for (_, abort) in self
+        for (_, job) in self
             .inner
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
+        {
+            job.abort.abort();
+        }
+        for abort in self
+            .inner
+            .superseded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
         {
             abort.abort();
         }
@@ -708,10 +749,21 @@ impl Inner {
         // Marks the handler's task as running a job of this worker (see `in_own_handler`).
         let fut = IN_HANDLER_OF.scope(Arc::as_ptr(self) as usize, fut);
         let (abort, registration) = AbortHandle::new_pair();
-        self.running
+        let run = self.run_seq.fetch_add(1, Ordering::Relaxed);
+        let earlier = self
+            .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(job.sid.clone(), abort);
+            .insert(job.sid.clone(), RunningJob { run, abort });
+        if let Some(earlier) = earlier {
+            // A new entry with the id of one still running here (the reclaim skips those,
+            // so this came from a read): the stream was lost, and ids restarted from the
+            // clock. The earlier run's entry is gone; its record would finish this one.
+            self.superseded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(earlier.abort);
+        }
         let inner = self.clone();
         let tx = tx.clone();
         let work = async move {
@@ -719,14 +771,17 @@ impl Inner {
             let Ok(out) = out else {
                 return; // aborted at the shutdown deadline; the entry was released
             };
-            let mine = inner
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&job.sid)
-                .is_some();
+            let mine = {
+                let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+                match running.get(&job.sid) {
+                    Some(j) if j.run == run => running.remove(&job.sid).is_some(),
+                    _ => false,
+                }
+            };
             if !mine {
-                return; // released by a shutdown deadline meanwhile
+                // Released by a shutdown deadline meanwhile, or superseded: a new entry
+                // took this one's id (see above), and this run's entry is gone.
+                return;
             }
             let seq = inner.ran_seq.fetch_add(1, Ordering::Relaxed);
             inner
@@ -965,18 +1020,42 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
 }
 
 /// Batches finished entries into FINISH scripts; frees their slots once written.
+///
+/// A batch closes at [`MAX_FINISH_BATCH`] records or once its records reach the byte
+/// budget ([`Inner::finish_budget`]); a record that would take a batch past the budget
+/// starts the next one (alone if it is longer than the budget itself).
 async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
     let mut conn = inner.conn.clone();
     let mut batch: Vec<Record> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-    while let Some(msg) = rx.recv().await {
-        let mut next = Some(msg);
+    // A record left over from the last batch (it did not fit): first in the next one.
+    // Nothing after it was taken from the channel, so the flushes answered with the last
+    // batch all came before it.
+    let mut carried: Option<Record> = None;
+    loop {
+        let first = match carried.take() {
+            Some(r) => AckMsg::Record(r),
+            None => match rx.recv().await {
+                Some(msg) => msg,
+                None => break,
+            },
+        };
+        let mut bytes = 0u64;
+        let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                AckMsg::Record(r) => batch.push(r),
+                AckMsg::Record(r) => {
+                    let len = r.len();
+                    if !batch.is_empty() && bytes.saturating_add(len) > inner.finish_budget {
+                        carried = Some(r);
+                        break;
+                    }
+                    bytes = bytes.saturating_add(len);
+                    batch.push(r);
+                }
                 AckMsg::Flush(f) => flushes.push(f),
             }
-            if batch.len() < MAX_FINISH_BATCH {
+            if batch.len() < MAX_FINISH_BATCH && bytes < inner.finish_budget {
                 next = rx.try_recv().ok();
             }
         }
@@ -988,9 +1067,11 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                 Err(e) => {
                     // NOGROUP: the entries are gone with their group; nothing left to
                     // acknowledge. Any other error came from one record the script could
-                    // not apply, and stopped it there, before the batch's plain acks: send
-                    // each record alone, so that the bad one fails alone. Records applied
-                    // before the error are applied once: sent again, they record nothing.
+                    // not apply, and stopped it there, before the batch's plain acks, or
+                    // the call was lost (the connection closed, or no reply in time: the
+                    // server may not take a call that big): send each record alone, so
+                    // that the bad one fails alone. Records applied before the error are
+                    // applied once: sent again, they record nothing.
                     let nogroup = e.code() == Some("NOGROUP");
                     let oom = is_oom(&e);
                     inner.report(&Error::Redis(e));
@@ -1067,13 +1148,40 @@ fn is_oom(e: &redis::RedisError) -> bool {
     e.code() == Some("OOM")
 }
 
+/// Whether an error may have come from the call itself rather than from the server's
+/// state: the connection was lost during it (Redis closes the connection of a call it
+/// cannot take, e.g. a client evicted at `maxmemory-clients`), or no reply came in time.
+fn lost_with_the_call(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout()
+}
+
+/// How many times in a row a lone record's call may be lost (see [`lost_with_the_call`])
+/// before [`finish`] asks whether Redis answers otherwise (about 0.3 s of pauses).
+const LONE_RECORD_LOST_TRIES: u32 = 5;
+
 /// Sends `records` as one FINISH script call, retrying transient errors with backoff.
+///
+/// Not retried, returned to the acker instead: `OOM` (see below) and, for more than one
+/// record, a call lost with the connection or its response timeout (the acker then sends
+/// the records one by one): such a call may be what the server cannot take, and sent
+/// again whole it would fail the same way for ever (finding 66). A lone record whose call
+/// is lost [`LONE_RECORD_LOST_TRIES`] times in a row, then once more after Redis answered
+/// a `PING`, and Redis answers again (the server is there; this call is what fails), is
+/// given up (about 0.6 s in all): its entry stays pending and the job runs again after
+/// the lease, as for any record Redis refuses. While Redis does not answer, it is tried
+/// on (an outage or a restart: the first call after the reconnection goes through).
+///
+/// Cancel safety: dropping the future stops the tries; a call already sent may still be
+/// applied (a FINISH call applied twice records nothing twice).
 async fn finish(
     inner: &Inner,
     conn: &mut ConnectionManager,
     records: &[Record],
 ) -> Result<(), redis::RedisError> {
     let mut pause = Duration::from_millis(20);
+    let mut lost = 0u32;
+    // Whether Redis answered a PING after the last lost call.
+    let mut answered = false;
     loop {
         let mut inv = store::FINISH.prepare_invoke();
         inv.key(&inner.keys.stream)
@@ -1081,7 +1189,8 @@ async fn finish(
             .key(&inner.keys.dead)
             .key(&inner.keys.completed)
             .arg(GROUP)
-            .arg(&inner.keys.result_prefix);
+            .arg(&inner.keys.result_prefix)
+            .arg(&inner.consumer);
         for r in records {
             for f in &r.fields {
                 inv.arg(f);
@@ -1095,6 +1204,20 @@ async fn finish(
             // them up (pending, delivered again after the lease), as any record Redis
             // refuses.
             Err(e) if is_transient(&e) && !is_oom(&e) => {
+                if lost_with_the_call(&e) {
+                    if records.len() > 1 {
+                        return Err(e);
+                    }
+                    lost += 1;
+                    if lost >= LONE_RECORD_LOST_TRIES {
+                        let pong: redis::RedisResult<String> =
+                            redis::cmd("PING").query_async(conn).await;
+                        if pong.is_ok() && answered {
+                            return Err(e);
+                        }
+                        answered = pong.is_ok();
+                    }
+                }
                 inner.report(&Error::Redis(e));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
@@ -1338,13 +1461,23 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
     if !drained {
         let ids: Vec<String> = {
             let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
-            running
+            let ids = running
                 .drain()
-                .map(|(id, abort)| {
-                    abort.abort();
+                .map(|(id, job)| {
+                    job.abort.abort();
                     id
                 })
-                .collect()
+                .collect();
+            // Their entries are gone: nothing to put back.
+            for abort in inner
+                .superseded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+            {
+                abort.abort();
+            }
+            ids
         };
         report.released = release(inner, &mut conn, &ids, Release::Deadline).await;
         unreleased_aborted = (ids.len() as u64).saturating_sub(report.released);
@@ -1692,6 +1825,7 @@ impl WorkerBuilder {
             store::manager(&client, self.block.saturating_add(Duration::from_secs(5))).await?;
         store::ensure_group(&mut conn, &keys).await?;
         let max_arg = store::max_arg_len(&mut conn).await;
+        let finish_budget = store::finish_budget(&mut conn).await;
         let (stop, _) = watch::channel(Stop::Run);
         let (done, _) = watch::channel(None);
         Ok(Worker {
@@ -1710,11 +1844,14 @@ impl WorkerBuilder {
                 conn,
                 read_conn,
                 max_arg,
+                finish_budget,
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 // Slots are counted by `slots`; the pool runs what they admit. Its queue
                 // absorbs the moment between a job's end and its pool slot's release.
                 pool: CommonAioPool::new(self.concurrency, self.concurrency),
                 running: Mutex::new(HashMap::new()),
+                run_seq: AtomicU64::new(0),
+                superseded: Mutex::new(Vec::new()),
                 ran_unrecorded: Mutex::new(HashMap::new()),
                 ran_seq: AtomicU64::new(0),
                 stop,

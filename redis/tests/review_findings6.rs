@@ -2,6 +2,9 @@
 //! deletes only entries its XACK found pending; the reclaim skips entries the worker
 //! still runs and gives back their delivery; oversized payloads refused; a panicking
 //! `on_error` hook caught). Every test starts its own `redis-server` and bounds its waits.
+//! The tests of findings 65 and 66 (late acknowledgements of a job whose id a new job
+//! took; acknowledgement batches bounded in bytes and sent record by record after a lost
+//! call) were added with their fixes; each fails with the sources before them.
 
 mod support;
 
@@ -24,10 +27,14 @@ fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownRe
 }
 
 fn set_max_bulk(server: &RedisServer, value: &str) {
+    config_set(server, "proto-max-bulk-len", value);
+}
+
+fn config_set(server: &RedisServer, name: &str, value: &str) {
     let mut c = server.conn();
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
-        .arg("proto-max-bulk-len")
+        .arg(name)
         .arg(value)
         .query(&mut c)
         .unwrap();
@@ -99,12 +106,11 @@ async fn a_result_longer_than_the_servers_argument_limit_is_not_run_again_and_ag
 /// pending and is dropped: here J2 fails its first run, and its retry is lost (it never
 /// runs again, though `max_deliveries` is 3).
 ///
-/// Expected: J2's first failure is retried (a second run). A fix: FINISH records and
-/// deletes only entries pending under the acknowledging consumer (a worker whose lease
-/// lapsed and whose entry another worker reclaimed then records nothing, whether or not
-/// that worker has finished it; one outcome per entry still).
+/// Expected: J2's first failure is retried (a second run). Fixed (finding 65): FINISH
+/// records and deletes only entries pending under the acknowledging consumer (a worker
+/// whose lease lapsed and whose entry another worker reclaimed then records nothing,
+/// whether or not that worker has finished it; one outcome per entry still).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 65 is open (redis/RELIABILITY.md): a late ack still takes over a pending new job that reused its id"]
 async fn a_late_ack_does_not_take_over_a_new_job_that_reused_its_id_and_is_running() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "reuse2").await.unwrap();
@@ -233,4 +239,320 @@ async fn pin_plain_and_result_acks_count_once_and_leave_no_entry() {
         .query(&mut c)
         .unwrap();
     assert_eq!(len, 0);
+}
+
+/// The size of each result in the big-batch tests: its JSON just under the 1 MB
+/// `proto-max-bulk-len` the tests set (finding 64 dead-letters longer ones).
+const BIG: usize = 900_000;
+
+/// Six jobs with results of 900 KB, held until all six run, then finished at once: their
+/// records reach the acker together. Returns whether every result was stored within
+/// `secs` seconds, and what the worker and Redis said.
+async fn finish_big_results_together(
+    server: &RedisServer,
+    q: &str,
+    limit_before_build: bool,
+    secs: u64,
+) -> (usize, u64, String) {
+    set_max_bulk(server, "1mb");
+    // Client eviction: Redis closes the connection of the client that holds the most
+    // memory once all clients together hold more than this. One record of 900 KB fits;
+    // two in one call do not (the call's arguments count while Redis reads them).
+    let limit = "1500000";
+    if limit_before_build {
+        config_set(server, "maxmemory-clients", limit);
+    }
+    let queue = RedisQueue::connect(&server.url(), q).await.unwrap();
+    let started = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (s2, g2) = (started.clone(), gate.clone());
+    let w = Worker::builder(&server.url(), q)
+        .concurrency(6)
+        .block(Duration::from_millis(50))
+        .task("big", move |j: Job| {
+            let (s, g) = (s2.clone(), g2.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                g.acquire().await.unwrap().forget();
+                Ok::<String, String>(format!("{}{}", j.n, "y".repeat(BIG)))
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    if !limit_before_build {
+        // Set after the worker was built: whatever the worker read at build, the batch
+        // meets a limit it does not know.
+        config_set(server, "maxmemory-clients", limit);
+    }
+    let run = spawn_run(&w);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(
+            queue
+                .submit_with_result("big", &Job { n }, Duration::from_secs(120))
+                .await
+                .unwrap(),
+        );
+    }
+    eventually(10, "the six jobs running", || {
+        started.load(Ordering::SeqCst) == 6
+    })
+    .await;
+    // All six finish at once: their records reach the acker together.
+    gate.add_permits(6);
+    let t = tokio::time::Instant::now();
+    // Polled with small replies (EXISTS, STRLEN): reading the results themselves would put
+    // 900 KB in this client's output buffer, which client eviction counts too.
+    let mut c = server.conn();
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| format!("nbq:{{{q}}}:result:{id}"))
+        .collect();
+    let mut stored = 0;
+    while t.elapsed() < Duration::from_secs(secs) {
+        stored = 0;
+        for k in &keys {
+            let len: u64 = redis::cmd("STRLEN").arg(k).query(&mut c).unwrap();
+            // {"ok":"<n>yyy..."}
+            if len as usize == BIG + 1 + 9 {
+                stored += 1;
+            }
+        }
+        if stored == keys.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waited = t.elapsed();
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    let evicted = info_field(&info, "evicted_clients");
+    let stats = w.stats();
+    // Bounded: with the acker stalled, even a stop with a deadline waits for it (it
+    // writes what finished before it reads the pending list).
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        w.shutdown_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .is_ok();
+    run.abort();
+    let _ = run.await;
+    (
+        stored,
+        evicted,
+        format!(
+            "waited {waited:?}; evicted_clients {evicted}; worker errors {}, last {:?}; \
+             stopped within 10 s: {stopped}",
+            stats.errors, stats.last_error
+        ),
+    )
+}
+
+/// Fault (finding 66). An acknowledgement batch was bounded by its number of records (up
+/// to 256), not by its bytes: six results of 900 KB finishing together went out as one
+/// FINISH call of several MB. A server with client eviction (`maxmemory-clients`, here
+/// 1.5 MB) closes the connection of such a call (a server's `client-query-buffer-limit`
+/// does not: a command's arguments are not counted in the query buffer once read); the
+/// worker took that for a lost connection and sent the same batch again, for ever: no
+/// result stored, and the acker stalled (every later acknowledgement waits behind it).
+///
+/// Expected: every result stored within a bounded time, without the worker's connection
+/// being closed. Fixed: a batch is closed once its records reach a byte budget, a quarter
+/// of the server's `maxmemory-clients` (read when the worker is built) and at most 4 MB.
+/// (With the fallback below alone, the results are stored, but only after evictions.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_results_finished_together_are_all_recorded() {
+    let server = RedisServer::start();
+    let (stored, evicted, what) = finish_big_results_together(&server, "bigbatch", true, 20).await;
+    assert_eq!(
+        stored, 6,
+        "only {stored} of the 6 results of 900 KB were stored within 20 s: the \
+         acknowledgement batch carrying them together is refused (the connection closed) \
+         and sent again and again; {what}"
+    );
+    // The budget knew the limit: no call was too big, so the worker's connection (which
+    // its renewals and reclaims share) was never closed.
+    assert_eq!(evicted, 0, "{what}");
+}
+
+/// Fault (finding 66, the fallback). A batch whose call loses the connection was sent
+/// again whole, for ever, so a batch the server cannot take (here client eviction
+/// configured after the worker was built, so that the worker's byte budget does not
+/// know it) stalled the acker.
+///
+/// Expected: every result stored within a bounded time. Fixed: after a batch of more
+/// than one record loses the connection, its records are sent one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_loses_the_connection_is_sent_again_record_by_record() {
+    let server = RedisServer::start();
+    let (stored, _, what) = finish_big_results_together(&server, "bigbatch2", false, 20).await;
+    assert_eq!(
+        stored, 6,
+        "only {stored} of the 6 results of 900 KB were stored within 20 s: the batch \
+         whose call the server closed was sent again whole, again and again; {what}"
+    );
+}
+
+/// Fault (finding 66, a record alone). A record whose call the server closes every time
+/// (a result of 900 KB, client eviction at 500 KB) was sent again for ever: the acker
+/// stalled on it, so no later job's outcome was written (their slots stayed taken), and
+/// the job itself was neither recorded nor given back.
+///
+/// Expected: a later job's result is stored within a bounded time; the job whose record
+/// the server cannot take runs again after the lease, as a job whose record Redis refuses
+/// does, and ends in the dead letters after `max_deliveries` (its dead letter is small).
+/// Fixed: a lone record whose call loses the connection 6 times in a row, the last two
+/// while Redis answered a `PING`, is given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_server_never_takes_does_not_stall_the_acker() {
+    let server = RedisServer::start();
+    set_max_bulk(&server, "1mb");
+    config_set(&server, "maxmemory-clients", "500000");
+    let queue = RedisQueue::connect(&server.url(), "lone").await.unwrap();
+    let runs: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    let r2 = runs.clone();
+    let w = Worker::builder(&server.url(), "lone")
+        .concurrency(2)
+        .lease(Duration::from_millis(500))
+        .max_deliveries(2)
+        .block(Duration::from_millis(50))
+        .task("t", move |j: Job| {
+            let r = r2.clone();
+            async move {
+                r.lock().unwrap().push(j.n);
+                let size = if j.n == 0 { BIG } else { 10 };
+                Ok::<String, String>("y".repeat(size))
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    let big = queue
+        .submit_with_result("t", &Job { n: 0 }, Duration::from_secs(120))
+        .await
+        .unwrap();
+    eventually(10, "the big job ran", || runs.lock().unwrap().contains(&0)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let small = queue
+        .submit_with_result("t", &Job { n: 1 }, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let got = queue
+        .wait_result::<String>(&small, Duration::from_secs(10))
+        .await;
+    let stats = w.stats();
+    let fate = queue
+        .wait_result::<String>(&big, Duration::from_secs(10))
+        .await;
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        w.shutdown_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .is_ok();
+    run.abort();
+    let _ = run.await;
+    assert!(
+        matches!(&got, Ok(v) if v.len() == 10),
+        "the small job's result was not stored within 10 s ({got:?}): the acker is stuck \
+         on the big job's record, sent again and again; worker errors {}, last {:?}; \
+         stopped within 10 s: {stopped}",
+        stats.errors,
+        stats.last_error
+    );
+    let runs = runs.lock().unwrap().clone();
+    assert!(
+        matches!(&fate, Err(nb_aiopool_redis::Error::JobFailed(m)) if m.contains("without an acknowledgement")),
+        "the big job, whose record the server never takes, ends in the dead letters after \
+         2 runs: {fate:?}; runs {runs:?}"
+    );
+}
+
+/// Fault (finding 65, on one worker). As `a_late_ack_does_not_take_over_a_new_job_that_
+/// reused_its_id_and_is_running`, but the new job J2 is read by the worker that still
+/// runs J1 (a free slot): J2's entry is pending under the very consumer that
+/// acknowledges J1, so FINISH's check cannot tell them apart. The worker kept its running
+/// jobs by entry id: J2's run replaced J1's there, J1's end took J2's place and recorded
+/// J1's outcome for J2's entry (deleting it while J2 ran), and J2's own end found itself
+/// gone and recorded nothing: J2's failed first run was never retried.
+///
+/// Expected: J2's first failure is retried. Fixed: a run is known by a number, not only
+/// its entry id; a run whose id a new entry took while it ran records nothing (its entry
+/// is gone with the lost stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_ack_does_not_take_over_a_new_job_with_its_id_on_the_same_worker() {
+    let server = RedisServer::start();
+    let queue = RedisQueue::connect(&server.url(), "reuse3").await.unwrap();
+    let started: Arc<Mutex<Vec<(u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let gate1 = Arc::new(tokio::sync::Notify::new());
+    let gate2 = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let (s, g1, g2) = (started.clone(), gate1.clone(), gate2.clone());
+        move |j: Job, ctx: JobCtx| {
+            let (s, g1, g2) = (s.clone(), g1.clone(), g2.clone());
+            async move {
+                s.lock().unwrap().push((j.n, ctx.attempt()));
+                match (j.n, ctx.attempt()) {
+                    (1, _) => {
+                        g1.notified().await;
+                        Ok(())
+                    }
+                    (2, 1) => {
+                        g2.notified().await;
+                        Err("the first run of J2 fails".to_owned())
+                    }
+                    _ => Ok::<(), String>(()),
+                }
+            }
+        }
+    };
+    let w = Worker::builder(&server.url(), "reuse3")
+        .concurrency(2)
+        .max_deliveries(3)
+        .backoff(Duration::from_millis(50), Duration::from_millis(50))
+        .block(Duration::from_millis(50))
+        .task_with_ctx("t", handler)
+        .build()
+        .await
+        .unwrap();
+    let run = spawn_run(&w);
+    queue.submit("t", &Job { n: 1 }).await.unwrap();
+    eventually(10, "J1 running", || {
+        started.lock().unwrap().contains(&(1, 1))
+    })
+    .await;
+    let mut c = server.conn();
+    flush_and_reuse_first_id(&mut c, "reuse3", 2);
+    eventually(10, "J2 running on the same worker", || {
+        started.lock().unwrap().contains(&(2, 1))
+    })
+    .await;
+    gate1.notify_one();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let len: u64 = redis::cmd("XLEN")
+        .arg(stream_key("reuse3"))
+        .query(&mut c)
+        .unwrap();
+    gate2.notify_one();
+    let retried = within(10, "J2's retry", async {
+        for _ in 0..300 {
+            if started.lock().unwrap().contains(&(2, 2)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    })
+    .await;
+    within(15, "shutdown", w.shutdown()).await;
+    run.await.unwrap();
+    assert!(
+        retried,
+        "J2's failed first run was never retried: J1's late ack, on the same worker, took \
+         J2's entry (stream length after it: {len}, J2 still running); runs: {:?}",
+        started.lock().unwrap()
+    );
+    assert_eq!(len, 1, "J1's ack deleted J2's entry while J2 ran");
 }
