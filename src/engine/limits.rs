@@ -245,8 +245,12 @@ impl Limits {
         match (&mut self.rate, runs) {
             (Some(r), true) => {
                 r.clamp(now);
-                r.starts.push_back(now);
-                Some(now)
+                // Not before the newest start (one from the real clock, read by a paused
+                // runtime whose clock is behind it): the starts stay in order. With one
+                // clock, `now`.
+                let at = r.starts.back().map_or(now, |&newest| newest.max(now));
+                r.starts.push_back(at);
+                Some(at)
             }
             _ => None,
         }
@@ -331,21 +335,28 @@ impl RateWindow {
         }
     }
 
-    /// Starts read from a clock ahead of `now`'s are taken as made at `now`. A pool is
-    /// shared by runtimes, and with tokio's paused time each runtime has a clock of its
-    /// own: a start stamped by a paused runtime whose clock ran ahead (auto-advance) would
-    /// otherwise sit in a real-time runtime's future, and hold its jobs back for as long as
-    /// the other clock ran ahead, not `per` (finding 272 of RELIABILITY.md). Walks from the
-    /// newest start, so the starts stay in order; with one clock (time never goes back) it
-    /// is one comparison. A clamped start is not given back by
+    /// Starts read from a clock ahead of both `now`'s and the real clock's are taken as
+    /// made at the later of the two. A pool is shared by runtimes, and with tokio's paused
+    /// time each runtime has a clock of its own: a start stamped by a paused runtime whose
+    /// clock ran ahead (auto-advance) would otherwise sit in a real-time runtime's future,
+    /// and hold its jobs back for as long as the other clock ran ahead, not `per` (finding
+    /// 272 of RELIABILITY.md). A paused clock behind the real one moves no start back: it
+    /// would move the real-time runtime's starts out of that runtime's window, which then
+    /// let `count` more start each time the paused runtime read it (finding 276). Walks
+    /// from the newest start, so the starts stay in order; with one clock (time never
+    /// goes back) it is one comparison. A clamped start is not given back by
     /// [`Limits::unstarted`], which looks for the exact time: it leaves the window `per`
-    /// after `now` instead.
+    /// after it instead.
     fn clamp(&mut self, now: Instant) {
+        if self.starts.back().is_none_or(|&newest| newest <= now) {
+            return;
+        }
+        let bound = now.max(Instant::from_std(std::time::Instant::now()));
         for t in self.starts.iter_mut().rev() {
-            if *t <= now {
+            if *t <= bound {
                 break;
             }
-            *t = now;
+            *t = bound;
         }
     }
 
@@ -428,10 +439,33 @@ mod tests {
         let t0 = Instant::now();
         let ahead = t0 + Duration::from_secs(3600);
         assert_eq!(l.started(&Meta::default(), ahead, true), Some(ahead));
-        assert_eq!(l.rate_ready_at(t0), Some(t0 + per));
-        assert_eq!(l.rate_tokens(t0 + per), 1);
+        // Taken as made at the real clock's "now", a moment after `t0`.
+        let ready = l.rate_ready_at(t0).unwrap();
+        assert!(ready >= t0 + per && ready < t0 + per + Duration::from_secs(60));
+        assert_eq!(l.rate_tokens(ready), 1);
         // The clock ahead sees the start as past: it may start at once.
         assert_eq!(l.rate_ready_at(ahead), None);
+    }
+
+    /// A clock behind the real one (a paused runtime's) moves no start of the real clock
+    /// back (finding 276): the real clock's window keeps it for `per`; a start made by the
+    /// clock behind is kept after it, in order.
+    #[test]
+    fn a_clock_behind_moves_no_start_back() {
+        let per = Duration::from_secs(1);
+        let mut l = Limits::new(LimitsConfig {
+            rate: Some((2, per)),
+            ..Default::default()
+        });
+        let real = Instant::now();
+        let Some(behind) = real.checked_sub(Duration::from_secs(10)) else {
+            return; // a clock too young to go back 10 s
+        };
+        assert_eq!(l.started(&Meta::default(), real, true), Some(real));
+        assert_eq!(l.rate_tokens(behind), 1);
+        assert_eq!(l.started(&Meta::default(), behind, true), Some(real));
+        assert_eq!(l.rate_ready_at(real), Some(real + per));
+        assert_eq!(l.rate_tokens(real + per), 2);
     }
 
     #[test]

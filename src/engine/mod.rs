@@ -2477,53 +2477,90 @@ impl<J: Job> Engine<J> {
 
     /// For a handle of this stranded pool awaited where no live runtime can be offered:
     /// a thread of the crate (`nb_aiopool-serve`) runs a current-thread runtime of its
-    /// own, offered to the pool as a `wait` offers its runtime, until every task the pool
-    /// has is done; then the runtime is shut down in the background (its drop would wait
-    /// for blocking work the re-runs left). One such thread at a time per pool: it looks
-    /// again, after clearing its mark, whether the pool was stranded meanwhile, so that a
-    /// handle that saw the mark and left it the work is not forgotten. If no thread or
-    /// runtime can be made, nothing changes: the tasks wait for a runtime to come (as
-    /// before), and the process exit takes them over.
+    /// own, offered to the pool as a `wait` offers its runtime, until the pool has no task
+    /// queued or running that may still start or end ([`serve`](Self::serve)); then the
+    /// runtime is shut down in the background (its drop would wait for blocking work the
+    /// re-runs left). One such thread at a time per pool: it looks again, after clearing
+    /// its mark, whether the pool was stranded meanwhile, so that a handle that saw the
+    /// mark and left it the work is not forgotten. If no thread or runtime can be made,
+    /// nothing changes: the tasks wait for a runtime to come (as before), and the process
+    /// exit takes them over. Tasks that a rate window that never reopens
+    /// (`Duration::MAX`) holds back for ever are not served: the thread would wait for
+    /// them for ever, holding the pool's engine, whose drop cancels them.
     #[cold]
     fn serve_stranded(self: &Arc<Self>) {
+        if !Self::needs_serving(&self.lock()) {
+            return; // only tasks held back for ever: nothing to run
+        }
         if self.serving.swap(true, Ordering::SeqCst) {
             return;
         }
         let engine = Arc::clone(self);
         let started = std::thread::Builder::new()
             .name("nb_aiopool-serve".into())
-            .spawn(move || loop {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    rt.block_on(engine.serve());
-                    rt.shutdown_background();
-                }
-                engine.serving.store(false, Ordering::SeqCst);
-                let again = engine.lock().runtimes.live_or_any(None).is_none()
-                    && engine.stranded.load(Ordering::Relaxed);
-                if !again || engine.serving.swap(true, Ordering::SeqCst) {
-                    return;
-                }
+            .spawn(move || {
+                let engine = Unmark(engine);
+                Self::serve_loop(&engine.0);
             });
         if started.is_err() {
             self.serving.store(false, Ordering::SeqCst);
         }
     }
 
+    /// The serving thread's work (see [`serve_stranded`](Self::serve_stranded)).
+    fn serve_loop(engine: &Arc<Self>) {
+        loop {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                // No runtime to be had: the tasks wait for one to come, as before.
+                engine.serving.store(false, Ordering::SeqCst);
+                return;
+            };
+            rt.block_on(engine.serve());
+            rt.shutdown_background();
+            engine.serving.store(false, Ordering::SeqCst);
+            let again = {
+                let st = engine.lock();
+                st.runtimes.live_or_any(None).is_none()
+                    && engine.stranded.load(Ordering::Relaxed)
+                    && Self::needs_serving(&st)
+            };
+            if !again || engine.serving.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// Under the lock: whether the pool has a task queued or running that a serving
+    /// runtime could see to its end: not one that a rate window that never reopens
+    /// (`Duration::MAX`) holds back for ever (see [`Limits::rate_never_starts`]).
+    fn needs_serving(st: &State<J>) -> bool {
+        Self::figures_of(st).unfinished > 0
+    }
+
     /// The serving runtime's work ([`serve_stranded`](Self::serve_stranded)): offers the
-    /// runtime and waits for every task, until the pool has none queued or running.
+    /// runtime and waits for every task, until the pool has none queued or running but
+    /// those held back for ever (looked at again every [`SERVE_RECHECK`] while such tasks
+    /// are queued: the wait for every task would not end).
     async fn serve(self: &Arc<Self>) {
         loop {
             if self.needs_timers {
                 runtimes::has_timers(&Handle::current());
             }
             self.ensure_started();
-            self.wait_all().await;
-            let st = self.lock();
-            if st.queue.len() == 0 && st.running == 0 {
-                return;
+            let held_for_ever = {
+                let st = self.lock();
+                if !Self::needs_serving(&st) {
+                    return;
+                }
+                Self::figures_of(&st).held_back > 0
+            };
+            if held_for_ever {
+                let _ = tokio::time::timeout(SERVE_RECHECK, self.wait_all()).await;
+            } else {
+                self.wait_all().await;
             }
         }
     }
@@ -2810,6 +2847,22 @@ impl<J: Job> Engine<J> {
         report
     }
 }
+
+/// The serving thread's hold on its pool: clears the pool's serving mark if the thread
+/// unwinds (a bug of this crate), so that a later await can start another.
+struct Unmark<J: Job>(Arc<Engine<J>>);
+
+impl<J: Job> Drop for Unmark<J> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.serving.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// How often a serving runtime ([`Engine::serve`]) looks again at a pool whose queue
+/// holds tasks that a rate window that never reopens holds back for ever.
+const SERVE_RECHECK: Duration = Duration::from_millis(50);
 
 /// Drops `value` outside every lock of ours, where its `Drop` is user code (a result
 /// nobody wants, the last reference to a recipe): a panic there (the panic hook has shown

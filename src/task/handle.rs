@@ -41,7 +41,8 @@ use crate::error::{CancelReason, TaskError};
 /// executor, or `Handle::block_on` on a `spawn_blocking` thread of the runtime that is
 /// ending), it is run on a current-thread runtime of a thread of the crate's
 /// (`nb_aiopool-serve`), started for the pool and kept until the pool has no task queued
-/// or running, then shut down (finding 273 of RELIABILITY.md).
+/// or running (but tasks that a rate window that never reopens holds back for ever),
+/// then shut down (findings 273 and 275 of RELIABILITY.md).
 ///
 /// # Awaiting from inside the same pool
 ///

@@ -1,0 +1,490 @@
+//! A helper's review of 5416bec (findings 272 and 273; it found 275 and 276): the serving
+//! thread of a stranded SmartAioPool (`Engine::serve_stranded`) and the rate window's
+//! clamp (`RateWindow::clamp`). Tests named `a_...` are the review's findings (failing on
+//! 5416bec); `pin_...` tests pin behaviour checked and found sound.
+//!
+//! Every test that may start a serving thread holds [`serial`]: some count the crate's
+//! serving threads (`nb_aiopool-serve`, "nb_aiopool-serv" in `/proc`, where Linux keeps 15
+//! bytes of a thread's name).
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool, SubmitOptions, TaskError};
+use support::*;
+
+/// How many threads of this process are the crate's serving threads.
+fn serving_threads() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end() == "nb_aiopool-serv")
+        })
+        .count()
+}
+
+/// Waits (bounded) until no more serving threads are left than `before` (those a failed
+/// test left behind); returns how many more there are.
+fn no_serving_thread_within(before: usize, secs: u64) -> usize {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while serving_threads() > before && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    serving_threads().saturating_sub(before)
+}
+
+/// A recipe whose first run never ends and whose later runs record the name of the thread
+/// they run on, then return `value`.
+fn cut_off_once_naming(
+    runs: &Arc<AtomicUsize>,
+    names: &Arc<Mutex<Vec<String>>>,
+    value: u32,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> + Send + Sync + 'static
+{
+    let (runs, names) = (Arc::clone(runs), Arc::clone(names));
+    move || {
+        let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+        let names = Arc::clone(&names);
+        Box::pin(async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            names.lock().unwrap().push(name);
+            value
+        })
+    }
+}
+
+/// A test's own SmartAioPool (left alone by the exit hook and the process-wide calls).
+fn private_smart(c: usize, q: usize) -> nb_aiopool::SmartAioPoolBuilder {
+    SmartAioPool::builder()
+        .max_concurrency(c)
+        .max_queue_size(q)
+        .process_wide(false)
+        .auto_shutdown(false)
+}
+
+// ----- findings ---------------------------------------------------------------------------
+
+/// Finding A (serve_stranded): a stranded pool whose `rate_limit` window never reopens
+/// (`Duration::MAX`) holds a queued task back for ever. A handle awaited by a plain
+/// executor starts a serving thread, whose `serve` waits (`wait_all`) for every task of
+/// the pool, the held-back one too: the thread never ends (a parked thread and a
+/// current-thread runtime, with the pool's engine, for the life of the process; for an
+/// `auto_shutdown(false)` pool even the exit does not end it), although nothing is left
+/// for it to run. (The held-back task's handle waits for ever as before: a SmartAioPool
+/// dropped with unfinished tasks stays listed, and only the exit take-over cancels such
+/// tasks, for `auto_shutdown` pools.)
+///
+/// Failing on 5416bec: a serving thread is left 5 s after the re-run returned (before
+/// 5416bec, the plain executor's await of the re-run hung: finding 273).
+#[test]
+fn a_serving_thread_ends_when_only_tasks_held_back_for_ever_are_left() {
+    let _serial = serial();
+    let before = serving_threads();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let pool = private_smart(2, 4).rate_limit(1, Duration::MAX).build();
+    let rt = multi_thread_of(1);
+    // The first task spends the window's only start; the second is held back for ever.
+    let (first, held) = rt.block_on(async {
+        let first = pool.submit(cut_off_once(&runs, 9)).await.unwrap();
+        let held = pool.submit(|| async { 7u32 }).await.unwrap();
+        (first, held)
+    });
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    drop(rt);
+    // The first task's re-run takes back its start, and runs where it is awaited.
+    let got = on_thread_within("the re-run, awaited by a plain executor", 5, move || {
+        plain_block_on(first)
+    });
+    assert_eq!(got.unwrap(), 9);
+    assert_eq!(pool.stats().queued, 1);
+    // Nothing is left that can run: the serving thread ends.
+    assert_eq!(
+        no_serving_thread_within(before, 5),
+        0,
+        "a serving thread is left for a task held back for ever"
+    );
+    // Polled again by a plain executor, the held-back task's handle starts no thread.
+    let mut held = held;
+    assert!(
+        on_thread_within("a peek", 5, move || {
+            let pending = plain_poll_once(&mut held).is_none();
+            (pending, held)
+        })
+        .0
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(serving_threads(), before);
+    drop(pool);
+}
+
+/// Polls `fut` once outside any runtime (a plain executor's poll).
+fn plain_poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(fut).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Finding B (RateWindow::clamp): a real-time runtime sharing a rate-limited pool with a
+/// paused runtime whose clock is behind (frozen since it was built) by more than `per`:
+/// each time the paused runtime reads the window (a submit of its own, here held back by
+/// its key), the clamp moves the real runtime's starts back to the paused clock's "now",
+/// from where they have left the real runtime's window. The real runtime then starts
+/// another `count` at once, every time: not "up to `count` more" (README, finding 272),
+/// but `count` more per reading of the clock behind, without bound.
+///
+/// Failing on 5416bec: 5 starts within 4 ms, where the README allowed at most 2 (before
+/// 5416bec, 1 per window: the real runtime's starts were never moved).
+#[test]
+fn a_paused_clock_behind_does_not_lift_a_real_runtimes_rate_limit_again_and_again() {
+    let _serial = serial();
+    let per = Duration::from_millis(500);
+    let pool = CommonAioPool::builder()
+        .max_concurrency(10)
+        .max_queue_size(10)
+        .max_per_key(1)
+        .rate_limit(1, per)
+        .process_wide(false)
+        .build();
+    // Its clock stays at the time it was built (nothing auto-advances it: it is never
+    // left idle with a timer of its own).
+    let paused = paused_runtime();
+    std::thread::sleep(per + Duration::from_millis(200));
+    let real = multi_thread_of(1);
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let record = |starts: &Arc<Mutex<Vec<Instant>>>| {
+        let starts = Arc::clone(starts);
+        async move {
+            starts.lock().unwrap().push(Instant::now());
+        }
+    };
+    // A task of the real runtime holds key "k" (and spends the window's start).
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = Arc::clone(&gate);
+    let s = Arc::clone(&starts);
+    let holder = real
+        .block_on(pool.submit_with(
+            async move {
+                s.lock().unwrap().push(Instant::now());
+                let _ = g.acquire().await;
+            },
+            SubmitOptions::new().key("k"),
+        ))
+        .unwrap();
+    until("the holder's start", || starts.lock().unwrap().len() == 1);
+    let mut keep = Vec::new();
+    for i in 0..4 {
+        // The paused runtime reads the window: its task is held back by the key.
+        keep.push(
+            paused
+                .block_on(pool.submit_with(async {}, SubmitOptions::new().key("k")))
+                .unwrap(),
+        );
+        keep.push(real.block_on(pool.submit(record(&starts))).unwrap());
+        // Until it has started (with the limit kept, 500 ms later), so that the next
+        // reading of the paused clock finds its start in the window.
+        until("a start", || starts.lock().unwrap().len() == i + 2);
+    }
+    gate.add_permits(100);
+    let starts = starts.lock().unwrap().clone();
+    // The most starts of the real runtime in any window of `per` (less a margin for the
+    // delay between a start and its record).
+    let window = per - Duration::from_millis(100);
+    let most = (0..starts.len())
+        .map(|i| {
+            starts[i..]
+                .iter()
+                .take_while(|&&t| t.duration_since(starts[i]) < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "starts at {:?}",
+        starts
+            .iter()
+            .map(|t| t.duration_since(starts[0]))
+            .collect::<Vec<_>>()
+    );
+    drop(holder);
+    drop(keep);
+    drop(paused);
+    drop(real);
+    assert!(
+        most <= 2,
+        "{most} starts of the real-time runtime within {window:?} (rate_limit(1, {per:?})): \
+         at {:?}",
+        starts
+            .iter()
+            .map(|t| t.duration_since(starts[0]))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ----- pins -------------------------------------------------------------------------------
+
+/// With one clock the clamp changes nothing: plain threads and a runtime's tasks starting
+/// tasks of a rate-limited pool at once never start more than `count` in a window.
+#[test]
+fn pin_one_clock_keeps_the_rate_limit() {
+    let per = Duration::from_millis(300);
+    let pool = CommonAioPool::builder()
+        .max_concurrency(8)
+        .max_queue_size(32)
+        .rate_limit(2, per)
+        .process_wide(false)
+        .build();
+    let rt = multi_thread_of(2);
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let job = |starts: &Arc<Mutex<Vec<Instant>>>| {
+        let starts = Arc::clone(starts);
+        async move {
+            starts.lock().unwrap().push(Instant::now());
+        }
+    };
+    // The pool's home first (plain threads' tasks run there).
+    let mut handles = vec![rt.block_on(pool.submit(job(&starts))).unwrap()];
+    let mut threads = Vec::new();
+    for _ in 0..3 {
+        let (p, s) = (pool.clone(), Arc::clone(&starts));
+        threads.push(std::thread::spawn(move || {
+            (0..2)
+                .map(|_| p.blocking_submit(job(&s)).unwrap())
+                .collect::<Vec<_>>()
+        }));
+    }
+    handles.extend(rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(pool.submit(job(&starts)).await.unwrap());
+        }
+        v
+    }));
+    for t in threads {
+        handles.extend(t.join().unwrap());
+    }
+    let n = handles.len();
+    rt.block_on(async {
+        within("the tasks", async {
+            for h in handles {
+                h.await.unwrap();
+            }
+        })
+        .await
+    });
+    let mut starts = starts.lock().unwrap().clone();
+    starts.sort();
+    assert_eq!(starts.len(), n);
+    // A start's record comes after its stamp: a margin of 30 ms.
+    let window = per - Duration::from_millis(30);
+    for i in 0..starts.len() {
+        let inside = starts[i..]
+            .iter()
+            .take_while(|&&t| t.duration_since(starts[i]) < window)
+            .count();
+        assert!(inside <= 2, "{inside} starts within {window:?} at {i}");
+    }
+    // Ten tasks, two a window: at least four windows.
+    assert!(starts[n - 1].duration_since(starts[0]) >= per * 4 - Duration::from_millis(30));
+}
+
+/// A plain executor's await runs the re-run on the serving thread, which ends once the
+/// pool has nothing queued or running; a second round starts one again.
+#[test]
+fn pin_the_serving_thread_runs_the_rerun_and_ends() {
+    let _serial = serial();
+    let before = serving_threads();
+    for round in 0..2 {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let names: Arc<Mutex<Vec<String>>> = Arc::default();
+        let pool = private_smart(1, 0).build();
+        let rt = multi_thread_of(1);
+        let h = rt
+            .block_on(pool.submit(cut_off_once_naming(&runs, &names, 5)))
+            .unwrap();
+        until("the first run", || runs.load(Ordering::SeqCst) == 1);
+        drop(rt);
+        let got = on_thread_within("the await", 5, move || plain_block_on(h));
+        assert_eq!(got.unwrap(), 5, "round {round}");
+        assert_eq!(
+            *names.lock().unwrap(),
+            ["nb_aiopool-serve"],
+            "round {round}"
+        );
+        assert_eq!(no_serving_thread_within(before, 5), 0, "round {round}");
+        drop(pool);
+    }
+}
+
+/// A `blocking_wait` serves a stranded pool itself (finding 215): no serving thread, the
+/// re-run runs on the waiting thread.
+#[test]
+fn pin_blocking_wait_runs_the_rerun_on_its_own_thread() {
+    let _serial = serial();
+    let before = serving_threads();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let names: Arc<Mutex<Vec<String>>> = Arc::default();
+    let pool = private_smart(1, 0).build();
+    let rt = multi_thread_of(1);
+    let h = rt
+        .block_on(pool.submit(cut_off_once_naming(&runs, &names, 5)))
+        .unwrap();
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    drop(rt);
+    let got = std::thread::Builder::new()
+        .name("review-waiter".into())
+        .spawn(move || h.blocking_wait())
+        .unwrap();
+    let got = on_thread_within("blocking_wait", 5, move || got.join().unwrap());
+    assert_eq!(got.unwrap(), 5);
+    assert_eq!(*names.lock().unwrap(), ["review-waiter"]);
+    assert_eq!(serving_threads(), before);
+}
+
+/// A stranded pool whose queue a `cancel_all` empties is no longer stranded: a plain
+/// executor's await then resolves at once, and no serving thread starts.
+#[test]
+fn pin_a_cancel_all_on_a_stranded_pool_starts_no_serving_thread() {
+    let _serial = serial();
+    let before = serving_threads();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let pool = private_smart(1, 0).build();
+    let rt = multi_thread_of(1);
+    let h = rt.block_on(pool.submit(cut_off_once(&runs, 5))).unwrap();
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    drop(rt);
+    let cancel = pool.cancel_all();
+    on_thread_within("cancel_all", 5, move || plain_block_on(cancel));
+    let got = on_thread_within("the await", 5, move || plain_block_on(h));
+    assert!(
+        got.as_ref().err().and_then(TaskError::cancel_reason) == Some(CancelReason::CancelAll),
+        "{got:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(serving_threads(), before);
+}
+
+/// Several handles of one stranded pool awaited by plain executors at once: one serving
+/// thread at a time (sampled), every re-run runs once, and the thread ends.
+#[test]
+fn pin_one_serving_thread_at_a_time() {
+    let _serial = serial();
+    let before = serving_threads();
+    let pool = private_smart(4, 8).build();
+    let rt = multi_thread_of(1);
+    let counters: Vec<Arc<AtomicUsize>> = (0..4).map(|_| Arc::default()).collect();
+    let handles: Vec<_> = rt.block_on(async {
+        let mut v = Vec::new();
+        for (i, c) in counters.iter().enumerate() {
+            v.push(pool.submit(cut_off_once(c, i as u32)).await.unwrap());
+        }
+        v
+    });
+    until("the first runs", || {
+        counters.iter().all(|c| c.load(Ordering::SeqCst) == 1)
+    });
+    drop(rt);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = Arc::clone(&stop);
+    let sampler = std::thread::spawn(move || {
+        let mut most = 0;
+        while !st.load(Ordering::SeqCst) {
+            most = most.max(serving_threads());
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        most
+    });
+    let waiters: Vec<_> = handles
+        .into_iter()
+        .map(|h| std::thread::spawn(move || plain_block_on(h)))
+        .collect();
+    let got = on_thread_within("the awaits", 10, move || {
+        waiters
+            .into_iter()
+            .map(|w| w.join().unwrap().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(got, [0, 1, 2, 3]);
+    assert_eq!(no_serving_thread_within(before, 5), 0);
+    stop.store(true, Ordering::SeqCst);
+    assert!(sampler.join().unwrap() <= before + 1);
+    for c in &counters {
+        assert_eq!(c.load(Ordering::SeqCst), 2);
+    }
+}
+
+/// The pool dropped while its re-run runs on the serving thread: the re-run finishes,
+/// its handle gets its value, and the thread then ends (dropping the engine there).
+#[test]
+fn pin_a_pool_dropped_while_served_finishes_its_rerun() {
+    let _serial = serial();
+    let before = serving_threads();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let pool = private_smart(1, 0).build();
+    let rt = multi_thread_of(1);
+    let r = Arc::clone(&runs);
+    let h = rt
+        .block_on(pool.submit(move || {
+            let first = r.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                3u32
+            }
+        }))
+        .unwrap();
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    drop(rt);
+    let waiter = std::thread::spawn(move || plain_block_on(h));
+    until("the re-run", || runs.load(Ordering::SeqCst) == 2);
+    drop(pool);
+    let got = on_thread_within("the await", 5, move || waiter.join().unwrap());
+    assert_eq!(got.unwrap(), 3);
+    assert_eq!(no_serving_thread_within(before, 5), 0);
+}
+
+/// A stranded rate-limited pool (a window that reopens): the serving runtime has timers,
+/// runs the re-runs at the window's pace, and ends.
+#[test]
+fn pin_a_stranded_rate_limited_pool_is_served_at_its_pace() {
+    let _serial = serial();
+    let before = serving_threads();
+    let per = Duration::from_millis(150);
+    let pool = private_smart(3, 3).rate_limit(1, per).build();
+    let rt = multi_thread_of(1);
+    let counters: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+    let handles: Vec<_> = rt.block_on(async {
+        let mut v = Vec::new();
+        for (i, c) in counters.iter().enumerate() {
+            v.push(pool.submit(cut_off_once(c, i as u32)).await.unwrap());
+        }
+        v
+    });
+    until("the first runs", || {
+        counters.iter().all(|c| c.load(Ordering::SeqCst) == 1)
+    });
+    drop(rt);
+    let t0 = Instant::now();
+    let got = on_thread_within("the awaits", 10, move || {
+        handles
+            .into_iter()
+            .map(|h| plain_block_on(h).unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(got, [0, 1, 2]);
+    // Three starts, one a window: the last one at least two windows after the first.
+    assert!(t0.elapsed() >= per * 2 - Duration::from_millis(20));
+    assert_eq!(no_serving_thread_within(before, 5), 0);
+}
