@@ -488,3 +488,58 @@ fn pin_a_stranded_rate_limited_pool_is_served_at_its_pace() {
     assert!(t0.elapsed() >= per * 2 - Duration::from_millis(20));
     assert_eq!(no_serving_thread_within(before, 5), 0);
 }
+
+/// Groups and streams await their tasks through the handles' path: a SmartTaskGroup's
+/// `join_next` and a `map_unordered` stream, polled by a plain executor once their task was
+/// cut off with its runtime, have its re-run served too (the closing note of 273's review
+/// listed them as untested).
+#[test]
+fn pin_a_group_and_a_stream_polled_by_a_plain_executor_are_served() {
+    use futures_util::StreamExt;
+    let _serial = serial();
+    let before = serving_threads();
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let pool = private_smart(1, 1).build();
+    let rt = multi_thread_of(1);
+    let mut group = pool.group();
+    rt.block_on(async {
+        group.submit(cut_off_once(&runs, 3)).await.unwrap();
+    });
+    until("the group's first run", || runs.load(Ordering::SeqCst) == 1);
+    drop(rt);
+    let got = on_thread_within("a group's join_next", 5, move || {
+        plain_block_on(async move { group.join_next().await })
+    });
+    assert_eq!(got.expect("a result").unwrap(), 3);
+    assert_eq!(no_serving_thread_within(before, 5), 0);
+    drop(pool);
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let pool = private_smart(1, 1).build();
+    let rt = multi_thread_of(1);
+    let r = Arc::clone(&runs);
+    let mut results = Box::pin(
+        pool.map_unordered(futures_util::stream::iter([0u32]), move |_| {
+            cut_off_once(&r, 5)
+        }),
+    );
+    rt.block_on(async {
+        // Pulls the input and starts its job (whose first run never ends).
+        std::future::poll_fn(|cx| {
+            assert!(results.poll_next_unpin(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+    });
+    until("the stream's first run", || {
+        runs.load(Ordering::SeqCst) == 1
+    });
+    drop(rt);
+    let got = on_thread_within("a stream's next", 5, move || {
+        plain_block_on(async move { results.next().await })
+    });
+    assert_eq!(got.expect("a result").unwrap(), 5);
+    assert_eq!(no_serving_thread_within(before, 5), 0);
+    drop(pool);
+}
