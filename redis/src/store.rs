@@ -275,7 +275,9 @@ pub(crate) const FINISH_ARITY: usize = 8;
 ///   its own outcome for it and delete it while it runs (finding 65): the new entry is
 ///   pending under the worker that read it, not under the one acknowledging. (If the
 ///   same worker read it, this check cannot tell the two apart: the worker does, and
-///   sends no record for a run whose id a new entry took.)
+///   sends no record for a run whose id a read entry took, whether the run was still
+///   going or had ended with its record not yet sent (finding 67); a call already on
+///   its way when the new entry is read is the one case left.)
 ///
 /// An outcome is written before its entry is acknowledged (checked with `XPENDING`, in
 /// the same script, so nothing comes between): a write that fails (the dead-letter or

@@ -69,9 +69,11 @@ const MAX_REASON: usize = 64 * 1024;
 /// - **One outcome per entry.** An outcome (completion, result, retry or dead letter) is
 ///   recorded only by the worker the entry is pending under, the one that holds it: a
 ///   worker whose lease lapsed (a stalled runtime) while another reclaimed its entry
-///   records nothing, whether or not the other has finished it (the other's run records
-///   the outcome); and after the stream was lost, a late acknowledgement of a job from
-///   before never records its outcome for a new job that got the same id.
+///   records nothing, whether or not the other has finished it (the other records the
+///   outcome: its run's, or a dead letter if the job has used up `max_deliveries`); and
+///   after the stream was lost, a late acknowledgement of a job from before does not
+///   record its outcome for a new job that got the same id (on the worker that read the
+///   new job, only a call already on its way at that read can still do so).
 /// - **Bounded acknowledgements.** An acknowledgement call carries at most 256 records and
 ///   about 4 MB (less with the server's client eviction, `maxmemory-clients`, on); a
 ///   call that loses the connection is sent again record by record, and a record whose
@@ -322,8 +324,17 @@ struct Job {
 /// One record for the FINISH script, with the slot it frees once written.
 struct Record {
     fields: [String; FINISH_ARITY],
+    /// The number of the run's insertion in [`Inner::ran_unrecorded`] (from `ran_seq`),
+    /// or [`NO_RUN`] for a record written without a run (dead-lettered or cleared at
+    /// dispatch). A run's record is sent only while that insertion is there: a new
+    /// entry read with the same id (the stream was lost: finding 65) removes it, and the
+    /// record, which would finish the new entry, is dropped (see [`Inner::supersede`]).
+    seq: u64,
     _slot: HeldSlot,
 }
+
+/// [`Record::seq`] of a record that no handler run wrote.
+const NO_RUN: u64 = u64::MAX;
 
 impl Record {
     /// The bytes of its arguments (counted against [`Inner::finish_budget`]).
@@ -677,6 +688,7 @@ impl Inner {
         let send = |fields: [String; FINISH_ARITY], slot| {
             let _ = tx.send(AckMsg::Record(Record {
                 fields,
+                seq: NO_RUN,
                 _slot: slot,
             }));
         };
@@ -756,9 +768,10 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(job.sid.clone(), RunningJob { run, abort });
         if let Some(earlier) = earlier {
-            // A new entry with the id of one still running here (the reclaim skips those,
-            // so this came from a read): the stream was lost, and ids restarted from the
-            // clock. The earlier run's entry is gone; its record would finish this one.
+            // A new entry with the id of one still running here: the stream was lost, and
+            // ids restarted from the clock. The earlier run's entry is gone; its record
+            // would finish this one. (Not expected: a read's entries were passed through
+            // `Inner::supersede` already, and the reclaim skips entries running here.)
             self.superseded
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -771,24 +784,27 @@ impl Inner {
             let Ok(out) = out else {
                 return; // aborted at the shutdown deadline; the entry was released
             };
-            let mine = {
+            // Under the lock of `running`, as `Inner::supersede`: a new entry read with
+            // this id either finds this run still running or finds its insertion in
+            // `ran_unrecorded`, never neither.
+            let seq = {
                 let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
                 match running.get(&job.sid) {
-                    Some(j) if j.run == run => running.remove(&job.sid).is_some(),
-                    _ => false,
+                    Some(j) if j.run == run => {
+                        running.remove(&job.sid);
+                    }
+                    // Released by a shutdown deadline meanwhile, or superseded: a new
+                    // entry took this one's id (see above), and this run's entry is gone.
+                    _ => return,
                 }
+                let seq = inner.ran_seq.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .ran_unrecorded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(job.sid.clone(), seq);
+                seq
             };
-            if !mine {
-                // Released by a shutdown deadline meanwhile, or superseded: a new entry
-                // took this one's id (see above), and this run's entry is gone.
-                return;
-            }
-            let seq = inner.ran_seq.fetch_add(1, Ordering::Relaxed);
-            inner
-                .ran_unrecorded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(job.sid.clone(), seq);
             let runs = job.attempt.saturating_add(job.deliveries);
             let fields = match out {
                 // A result longer than the server takes in one argument would make Redis
@@ -834,6 +850,7 @@ impl Inner {
             };
             let _ = tx.send(AckMsg::Record(Record {
                 fields,
+                seq,
                 _slot: slot,
             }));
         };
@@ -848,6 +865,34 @@ impl Inner {
                 tokio::spawn(e.into_inner());
             }
         }
+    }
+
+    /// Called for each entry a read (`XREADGROUP >`) delivers, before its dispatch: a
+    /// read delivers only entries this worker has not seen, so a run here with the same
+    /// id belongs to an entry that is gone (the stream was lost and ids restarted from
+    /// the clock, finding 65; or the group was reset, and the entry runs again). That
+    /// run's record would finish the new entry, now pending under this same consumer
+    /// (FINISH cannot tell them apart): a run still going is superseded (it records
+    /// nothing, and is still aborted at a deadline), and the record of one that ended
+    /// but is not written yet is dropped (its insertion in `ran_unrecorded` removed).
+    fn supersede(&self, sid: &str) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(earlier) = running.remove(sid) {
+            self.superseded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(earlier.abort);
+        }
+        self.ran_unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sid);
+    }
+
+    /// Whether a record is still to be sent: not one of a run whose id a new entry took
+    /// since (see [`Inner::supersede`]).
+    fn live(&self, ran: &HashMap<String, u64>, r: &Record) -> bool {
+        r.seq == NO_RUN || ran.get(&r.fields[1]) == Some(&r.seq)
     }
 
     fn failure(&self, job: &Job, runs: u64, mut msg: String) -> [String; FINISH_ARITY] {
@@ -995,6 +1040,7 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
                             Err(_) => return,
                         },
                     };
+                    inner.supersede(&entry.id);
                     inner.dispatch(entry, 1, slot, tx);
                 }
             }
@@ -1123,7 +1169,10 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
                 for r in done {
-                    ran.remove(&r.fields[1]);
+                    // Not a newer run's insertion (or a dropped record's: none).
+                    if r.seq == NO_RUN || ran.get(&r.fields[1]) == Some(&r.seq) {
+                        ran.remove(&r.fields[1]);
+                    }
                 }
             }
             batch.clear();
@@ -1171,6 +1220,9 @@ const LONE_RECORD_LOST_TRIES: u32 = 5;
 /// the lease, as for any record Redis refuses. While Redis does not answer, it is tried
 /// on (an outage or a restart: the first call after the reconnection goes through).
 ///
+/// Records of runs whose id a new entry took since they ended (see [`Inner::supersede`])
+/// are left out of each try, and the call is not made if none is left.
+///
 /// Cancel safety: dropping the future stops the tries; a call already sent may still be
 /// applied (a FINISH call applied twice records nothing twice).
 async fn finish(
@@ -1183,6 +1235,17 @@ async fn finish(
     // Whether Redis answered a PING after the last lost call.
     let mut answered = false;
     loop {
+        // Records whose id a new entry took since are dropped (checked before each try).
+        let live: Vec<&Record> = {
+            let ran = inner
+                .ran_unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            records.iter().filter(|r| inner.live(&ran, r)).collect()
+        };
+        if live.is_empty() {
+            return Ok(());
+        }
         let mut inv = store::FINISH.prepare_invoke();
         inv.key(&inner.keys.stream)
             .key(&inner.keys.delayed)
@@ -1191,7 +1254,7 @@ async fn finish(
             .arg(GROUP)
             .arg(&inner.keys.result_prefix)
             .arg(&inner.consumer);
-        for r in records {
+        for r in &live {
             for f in &r.fields {
                 inv.arg(f);
             }
@@ -1205,7 +1268,7 @@ async fn finish(
             // refuses.
             Err(e) if is_transient(&e) && !is_oom(&e) => {
                 if lost_with_the_call(&e) {
-                    if records.len() > 1 {
+                    if live.len() > 1 {
                         return Err(e);
                     }
                     lost += 1;
