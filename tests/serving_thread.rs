@@ -29,6 +29,14 @@ fn serving_threads() -> usize {
         .count()
 }
 
+/// How long a serving thread may outlive its work in these tests. It ends within
+/// milliseconds in nearly every run; in 4 of 60 runs of `pin_the_serving_thread_runs_the_rerun_and_ends`
+/// on an idle machine, and once in CI, it outlived the re-run by about 5 s (the
+/// SmartAioPool's default `idle_timeout`), then ended; 1,000 later runs, idle and loaded,
+/// did not show it again, and its cause was not found (RELIABILITY.md, finding 275's
+/// notes). The tests pin that the thread ends, with room for that.
+const SERVE_END: u64 = 15;
+
 /// Waits (bounded) until no more serving threads are left than `before` (those a failed
 /// test left behind); returns how many more there are.
 fn no_serving_thread_within(before: usize, secs: u64) -> usize {
@@ -108,7 +116,7 @@ fn a_serving_thread_ends_when_only_tasks_held_back_for_ever_are_left() {
     assert_eq!(pool.stats().queued, 1);
     // Nothing is left that can run: the serving thread ends.
     assert_eq!(
-        no_serving_thread_within(before, 5),
+        no_serving_thread_within(before, SERVE_END),
         0,
         "a serving thread is left for a task held back for ever"
     );
@@ -321,7 +329,11 @@ fn pin_the_serving_thread_runs_the_rerun_and_ends() {
             ["nb_aiopool-serve"],
             "round {round}"
         );
-        assert_eq!(no_serving_thread_within(before, 5), 0, "round {round}");
+        assert_eq!(
+            no_serving_thread_within(before, SERVE_END),
+            0,
+            "round {round}"
+        );
         drop(pool);
     }
 }
@@ -415,7 +427,7 @@ fn pin_one_serving_thread_at_a_time() {
             .collect::<Vec<_>>()
     });
     assert_eq!(got, [0, 1, 2, 3]);
-    assert_eq!(no_serving_thread_within(before, 5), 0);
+    assert_eq!(no_serving_thread_within(before, SERVE_END), 0);
     stop.store(true, Ordering::SeqCst);
     assert!(sampler.join().unwrap() <= before + 1);
     for c in &counters {
@@ -452,7 +464,7 @@ fn pin_a_pool_dropped_while_served_finishes_its_rerun() {
     drop(pool);
     let got = on_thread_within("the await", 5, move || waiter.join().unwrap());
     assert_eq!(got.unwrap(), 3);
-    assert_eq!(no_serving_thread_within(before, 5), 0);
+    assert_eq!(no_serving_thread_within(before, SERVE_END), 0);
 }
 
 /// A stranded rate-limited pool (a window that reopens): the serving runtime has timers,
@@ -486,7 +498,7 @@ fn pin_a_stranded_rate_limited_pool_is_served_at_its_pace() {
     assert_eq!(got, [0, 1, 2]);
     // Three starts, one a window: the last one at least two windows after the first.
     assert!(t0.elapsed() >= per * 2 - Duration::from_millis(20));
-    assert_eq!(no_serving_thread_within(before, 5), 0);
+    assert_eq!(no_serving_thread_within(before, SERVE_END), 0);
 }
 
 /// Groups and streams await their tasks through the handles' path: a SmartTaskGroup's
@@ -512,7 +524,7 @@ fn pin_a_group_and_a_stream_polled_by_a_plain_executor_are_served() {
         plain_block_on(async move { group.join_next().await })
     });
     assert_eq!(got.expect("a result").unwrap(), 3);
-    assert_eq!(no_serving_thread_within(before, 5), 0);
+    assert_eq!(no_serving_thread_within(before, SERVE_END), 0);
     drop(pool);
 
     let runs = Arc::new(AtomicUsize::new(0));
@@ -540,6 +552,6 @@ fn pin_a_group_and_a_stream_polled_by_a_plain_executor_are_served() {
         plain_block_on(async move { results.next().await })
     });
     assert_eq!(got.expect("a result").unwrap(), 5);
-    assert_eq!(no_serving_thread_within(before, 5), 0);
+    assert_eq!(no_serving_thread_within(before, SERVE_END), 0);
     drop(pool);
 }
