@@ -608,15 +608,7 @@ impl Drop for RunGuard {
         {
             job.abort.abort();
         }
-        for abort in self
-            .inner
-            .superseded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            abort.abort();
-        }
+        self.inner.abort_superseded();
         self.inner.state.store(FINISHED, Ordering::Release);
         self.inner.done.send_if_modified(|d| {
             if d.is_none() {
@@ -772,10 +764,7 @@ impl Inner {
             // ids restarted from the clock. The earlier run's entry is gone; its record
             // would finish this one. (Not expected: a read's entries were passed through
             // `Inner::supersede` already, and the reclaim skips entries running here.)
-            self.superseded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(earlier.abort);
+            self.keep_superseded(earlier);
         }
         let inner = self.clone();
         let tx = tx.clone();
@@ -878,15 +867,33 @@ impl Inner {
     fn supersede(&self, sid: &str) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(earlier) = running.remove(sid) {
-            self.superseded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(earlier.abort);
+            self.keep_superseded(earlier);
         }
         self.ran_unrecorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(sid);
+    }
+
+    /// A run whose id a new entry took: it records nothing, and is still aborted by a
+    /// stop at its deadline or a dropped `run` ([`abort_superseded`](Self::abort_superseded)).
+    fn keep_superseded(&self, run: RunningJob) {
+        self.superseded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(run.abort);
+    }
+
+    /// Aborts every superseded run (the worker stops).
+    fn abort_superseded(&self) {
+        for abort in self
+            .superseded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            abort.abort();
+        }
     }
 
     /// Whether a record is still to be sent: not one of a run whose id a new entry took
@@ -1170,7 +1177,7 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                     .unwrap_or_else(|p| p.into_inner());
                 for r in done {
                     // Not a newer run's insertion (or a dropped record's: none).
-                    if r.seq == NO_RUN || ran.get(&r.fields[1]) == Some(&r.seq) {
+                    if inner.live(&ran, r) {
                         ran.remove(&r.fields[1]);
                     }
                 }
@@ -1532,14 +1539,7 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
                 })
                 .collect();
             // Their entries are gone: nothing to put back.
-            for abort in inner
-                .superseded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..)
-            {
-                abort.abort();
-            }
+            inner.abort_superseded();
             ids
         };
         report.released = release(inner, &mut conn, &ids, Release::Deadline).await;

@@ -2550,13 +2550,11 @@ impl<J: Job> Engine<J> {
                 runtimes::has_timers(&Handle::current());
             }
             self.ensure_started();
-            let held_for_ever = {
-                let st = self.lock();
-                if !Self::needs_serving(&st) {
-                    return;
-                }
-                Self::figures_of(&st).held_back > 0
-            };
+            let figures = Self::figures_of(&self.lock());
+            if figures.unfinished == 0 {
+                return; // as `needs_serving` says
+            }
+            let held_for_ever = figures.held_back > 0;
             if held_for_ever {
                 let _ = tokio::time::timeout(SERVE_RECHECK, self.wait_all()).await;
             } else {

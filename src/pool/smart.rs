@@ -1342,11 +1342,16 @@ static CUT_BEFORE_EXIT: Mutex<Vec<(Arc<str>, u64)>> = Mutex::new(Vec::new());
 /// [`warn_cut_before_exit`] reads the live pools' counts, so that a shutdown racing the
 /// exit's report is counted once.
 fn remember_cut(name: &Arc<str>, lost: u64, told: &AtomicU64) {
-    let mut cut = cut_before_exit();
+    note_cut(&mut cut_before_exit(), name, lost, told);
+}
+
+/// With [`CUT_BEFORE_EXIT`] locked (`cut`): adds what of `lost` was not told yet (`told`
+/// says how many were), and counts all of it told.
+fn note_cut(cut: &mut Vec<(Arc<str>, u64)>, name: &Arc<str>, lost: u64, told: &AtomicU64) {
     // `lost` only grows, and is read after the count was last swapped in.
     let new = lost.saturating_sub(told.swap(lost, Ordering::AcqRel));
     if new > 0 {
-        add_cut(&mut cut, name, new);
+        add_cut(cut, name, new);
     }
 }
 
@@ -1381,11 +1386,12 @@ fn warn_cut_before_exit(pools: &[Arc<Inner>]) {
         // Read under the lock: a pool shut down meanwhile has either remembered its runs
         // (and `cut_told` says so) or will remember them after this takes the list.
         for p in pools.iter().filter(|p| !p.core.engine.reruns()) {
-            let lost = p.core.engine.figures().lost;
-            let new = lost.saturating_sub(p.cut_told.swap(lost, Ordering::AcqRel));
-            if new > 0 {
-                add_cut(&mut remembered, &p.name, new);
-            }
+            note_cut(
+                &mut remembered,
+                &p.name,
+                p.core.engine.figures().lost,
+                &p.cut_told,
+            );
         }
         std::mem::take(&mut *remembered)
     };
