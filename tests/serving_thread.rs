@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool, SubmitOptions, TaskError};
+use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool, SubmitOptions, TaskError, TaskHandle};
 use support::*;
 
 /// How many threads of this process are the crate's serving threads.
@@ -68,6 +68,26 @@ fn cut_off_once_naming(
             value
         })
     }
+}
+
+/// Strands `pool`: submits `n` tasks (task `i` returns `i`) from a runtime, waits until
+/// each first run has started (it never ends), then drops the runtime. Returns their
+/// handles and their run counters.
+fn strand(pool: &SmartAioPool, n: usize) -> (Vec<TaskHandle<u32>>, Vec<Arc<AtomicUsize>>) {
+    let rt = multi_thread_of(1);
+    let counters: Vec<Arc<AtomicUsize>> = (0..n).map(|_| Arc::default()).collect();
+    let handles = rt.block_on(async {
+        let mut v = Vec::new();
+        for (i, c) in counters.iter().enumerate() {
+            v.push(pool.submit(cut_off_once(c, i as u32)).await.unwrap());
+        }
+        v
+    });
+    until("the first runs", || {
+        counters.iter().all(|c| c.load(Ordering::SeqCst) == 1)
+    });
+    drop(rt);
+    (handles, counters)
 }
 
 /// A test's own SmartAioPool (left alone by the exit hook and the process-wide calls).
@@ -393,19 +413,7 @@ fn pin_one_serving_thread_at_a_time() {
     let _serial = serial();
     let before = serving_threads();
     let pool = private_smart(4, 8).build();
-    let rt = multi_thread_of(1);
-    let counters: Vec<Arc<AtomicUsize>> = (0..4).map(|_| Arc::default()).collect();
-    let handles: Vec<_> = rt.block_on(async {
-        let mut v = Vec::new();
-        for (i, c) in counters.iter().enumerate() {
-            v.push(pool.submit(cut_off_once(c, i as u32)).await.unwrap());
-        }
-        v
-    });
-    until("the first runs", || {
-        counters.iter().all(|c| c.load(Ordering::SeqCst) == 1)
-    });
-    drop(rt);
+    let (handles, counters) = strand(&pool, 4);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st = Arc::clone(&stop);
     let sampler = std::thread::spawn(move || {
@@ -475,19 +483,7 @@ fn pin_a_stranded_rate_limited_pool_is_served_at_its_pace() {
     let before = serving_threads();
     let per = Duration::from_millis(150);
     let pool = private_smart(3, 3).rate_limit(1, per).build();
-    let rt = multi_thread_of(1);
-    let counters: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
-    let handles: Vec<_> = rt.block_on(async {
-        let mut v = Vec::new();
-        for (i, c) in counters.iter().enumerate() {
-            v.push(pool.submit(cut_off_once(c, i as u32)).await.unwrap());
-        }
-        v
-    });
-    until("the first runs", || {
-        counters.iter().all(|c| c.load(Ordering::SeqCst) == 1)
-    });
-    drop(rt);
+    let (handles, _) = strand(&pool, 3);
     let t0 = Instant::now();
     let got = on_thread_within("the awaits", 10, move || {
         handles

@@ -176,13 +176,7 @@ async fn a_late_ack_does_not_take_over_a_new_job_that_reused_its_id_and_is_runni
     // J2's first run fails: it must be retried.
     gate2.notify_one();
     let retried = within(10, "J2's retry", async {
-        for _ in 0..300 {
-            if started.lock().unwrap().contains(&(2, 2)) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        comes_true(300, || started.lock().unwrap().contains(&(2, 2))).await
     })
     .await;
     within(15, "shutdown w1", w1.shutdown()).await;
@@ -537,13 +531,7 @@ async fn a_late_ack_does_not_take_over_a_new_job_with_its_id_on_the_same_worker(
         .unwrap();
     gate2.notify_one();
     let retried = within(10, "J2's retry", async {
-        for _ in 0..300 {
-            if started.lock().unwrap().contains(&(2, 2)) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        comes_true(300, || started.lock().unwrap().contains(&(2, 2))).await
     })
     .await;
     within(15, "shutdown", w.shutdown()).await;

@@ -164,13 +164,7 @@ async fn a_finished_but_unwritten_ack_does_not_take_over_a_new_job_with_its_id()
         .unwrap();
     gate2.notify_one();
     let retried = within(10, "J2's retry", async {
-        for _ in 0..300 {
-            if started.lock().unwrap().contains(&(2, 2)) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        comes_true(300, || started.lock().unwrap().contains(&(2, 2))).await
     })
     .await;
     config_set(&server, "maxmemory-clients", "0");

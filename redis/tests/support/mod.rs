@@ -233,6 +233,18 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     .await
 }
 
+/// Polls `cond` every 10 ms, up to `polls` times: whether it came true. For a test that
+/// asserts it only after cleaning up, with a message of its own.
+pub async fn comes_true(polls: u32, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..polls {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// Runs the `nb-aiopool-redis` CLI against `url`: (exit status, stdout, stderr).
 pub fn cli_run(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nb-aiopool-redis"))
