@@ -1154,7 +1154,9 @@ impl<J: Job> Engine<J> {
                 // Lost, as the jobs of a runtime that ended are (their handles say
                 // `RuntimeShutdown`); the exit report counts them.
                 for q in st.queue.extract_if(|_| true) {
-                    st.never_started += 1;
+                    // One aborted as the window filled is reported as aborted (its handle
+                    // says so), not as held back.
+                    st.never_started += u64::from(q.job.aborted().is_none());
                     self.lose(st, q.job, q.id, later);
                     later.stamps.push(q.stamp);
                 }
@@ -1701,8 +1703,10 @@ impl<J: Job> Engine<J> {
     /// itself is dropped on its runtime, as a slot would drop it (not on the aborting
     /// thread, which may hold a lock its `Drop` takes), and nothing waits for that drop (a
     /// runtime no longer driven might never run it). A job a slot has taken already is
-    /// dropped by that slot, woken here (it sees the abort at its next poll); during the
-    /// exit take-over, the take-over settles a queued one.
+    /// dropped by that slot, woken here (it sees the abort at its next poll). Also after
+    /// the exit take-over: a queued job left there would keep its place until a slot took
+    /// it, which a rate window could put off for as long as the window (the exit waiting
+    /// for a task already aborted), or for ever (then reported as held back).
     fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
         let mut later = Deferred::default();
         let (job, id, reason, handle) = {
@@ -1717,9 +1721,6 @@ impl<J: Job> Engine<J> {
                 if let Some(waker) = waker {
                     waker.wake();
                 }
-                return;
-            }
-            if st.taken_over {
                 return;
             }
             let Some(q) = st.queue.remove_seq(id, priority) else {
@@ -1737,8 +1738,10 @@ impl<J: Job> Engine<J> {
             // A heavy job at the head holds back the lighter ones behind it.
             self.fill_free(&mut st, None, &mut later);
             self.gauges(&st);
+            // After the exit take-over, not on the runtime it was queued for, which
+            // `process::exit` may have frozen (alive, never driven again).
             let rt = Some(q.rt)
-                .filter(|&rt| rt != ANY && st.runtimes.is_alive(rt))
+                .filter(|&rt| !st.taken_over && rt != ANY && st.runtimes.is_alive(rt))
                 .or_else(|| st.runtimes.live_or_any(None));
             let handle = rt.and_then(|rt| st.runtimes.handle(rt)).cloned();
             self.rate_timer_check(&st);
@@ -2749,14 +2752,25 @@ impl<J: Job> Engine<J> {
             let entries: Vec<SlotEntry<J>> = st.slots.drain().collect();
             for s in entries {
                 let Some(copy) = s.copy else { continue };
+                // Aborted while it ran (its group or stream dropped, a `timeout` around
+                // `batch_run`) and not polled since: its handle says `Aborted`, so it is
+                // neither cut nor run again, and not reported as either.
+                let aborted = copy.aborted().is_some();
                 match s.polling.by() {
                     Some(t) if self.rerun && t != exiting => {
                         busy.push((s.job, copy, s.meta, s.polling));
                     }
                     Some(_) if self.rerun => {
                         // Polled by the exiting thread: it called `exit`, and never returns.
-                        report.stuck += 1;
+                        report.stuck += u64::from(!aborted);
                         self.lose(&mut st, copy, s.job, &mut later);
+                    }
+                    _ if aborted => {
+                        // It ends here, as a slot dropped with its runtime ends it.
+                        if st.waiting_on_own.remove(&s.job).is_some() {
+                            later.recheck_waits = true;
+                        }
+                        self.drop_unrun(&mut st, copy, s.job, CancelReason::Aborted, &mut later);
                     }
                     _ => interrupted.push((s.job, copy, s.meta)),
                 }
@@ -2829,10 +2843,16 @@ impl<J: Job> Engine<J> {
                     settled.push(job);
                     continue;
                 }
-                if done {
+                if done && job.aborted().is_some() {
+                    // Aborted meanwhile (as above): ended, not queued again.
+                    if st.waiting_on_own.remove(&id).is_some() {
+                        later.recheck_waits = true;
+                    }
+                    self.drop_unrun(&mut st, job, id, CancelReason::Aborted, &mut later);
+                } else if done {
                     Self::requeue_first(&mut st, id, job, meta);
                 } else {
-                    report.stuck += 1;
+                    report.stuck += u64::from(job.aborted().is_none());
                     self.lose(&mut st, job, id, &mut later);
                 }
             }

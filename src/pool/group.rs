@@ -1121,7 +1121,12 @@ impl<T> fmt::Debug for TaskGroup<T> {
 /// # Dropping
 ///
 /// Dropping the group **aborts** its unfinished tasks, as [`TaskGroup`] does; an aborted
-/// task is not re-run at exit.
+/// task is not re-run at exit, nor reported by the exit as cut or held back. So a group
+/// that is a local of `main` is dropped when `main` returns (before the runtime is), and
+/// its unfinished tasks are aborted, not finished at the exit; `std::process::exit`
+/// drops nothing, so there they are finished. To have them finished either way, join
+/// the group before returning, or submit with the pool's own `submit` and detach.
+/// (The same for a map stream, and a `batch_run` future.)
 ///
 /// # Examples
 ///
