@@ -147,15 +147,7 @@ fn timing_aborting_running_tasks_with_a_deep_queue() {
 
 /// The threads of this process named `nb_aiopool-drop`.
 fn drop_threads() -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "nb_aiopool-drop")
-        })
-        .count()
+    support::threads_named("nb_aiopool-drop")
 }
 
 /// Takes the lock when dropped.

@@ -533,3 +533,32 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_default()
 }
+
+/// How many live threads of this process are named `comm` in `/proc` (where Linux keeps a
+/// thread's name to its first 15 bytes).
+///
+/// One listing of `/proc/self/task` may miss live threads: Linux stops listing a
+/// process's threads at one that exits while the listing is on it (`next_tid` in
+/// `fs/proc/base.c` finds no next thread once `pid_alive` fails), so every thread made
+/// after it goes unlisted (RELIABILITY.md, finding 279). So the threads of three listings
+/// are taken together (one exit cuts one listing short), and each is then looked up by
+/// its id, a lookup no other thread's exit can hide, to keep those still alive.
+pub fn threads_named(comm: &str) -> usize {
+    let named = |tid: u32| {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+            .is_ok_and(|c| c.trim_end() == comm)
+    };
+    let mut tids = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tids.extend(
+            dir.filter_map(Result::ok)
+                .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&tid| named(tid)),
+        );
+    }
+    tids.retain(|&tid| named(tid));
+    tids.len()
+}
