@@ -62,10 +62,13 @@ const MAX_REASON: usize = 64 * 1024;
 ///   lease; so are entries a lost read reply left there).
 /// - **At least once.** An entry is acknowledged and deleted only after its handler
 ///   finished (or failed for the last time). Entries of a worker that died are reclaimed
-///   by live workers after the lease; running handlers renew their lease every lease/3.
+///   by live workers after the lease; running handlers renew their lease every lease/3,
+///   and so do finished ones whose record waits to be written (until it is written or
+///   given up), so a slow acknowledgement does not make a finished job run again.
 ///   Make handlers idempotent: a job whose worker is killed mid-run runs again (and so
 ///   may a job whose worker could not renew its lease for longer than the lease, on
-///   another worker; a worker does not start a second run of an entry it still runs).
+///   another worker; a worker does not start a second run of an entry it still runs, or
+///   whose record it still holds).
 /// - **One outcome per entry.** An outcome (completion, result, retry or dead letter) is
 ///   recorded only by the worker the entry is pending under, the one that holds it: a
 ///   worker whose lease lapsed (a stalled runtime) while another reclaimed its entry
@@ -78,7 +81,8 @@ const MAX_REASON: usize = 64 * 1024;
 ///   about 4 MB (less with the server's client eviction, `maxmemory-clients`, on); a
 ///   call that loses the connection is sent again record by record, and a record whose
 ///   call alone keeps losing it is given up (its job runs again after the lease), so one
-///   record never holds up the others.
+///   record never holds up the others. A record given up (so also one Redis refuses) is
+///   reported through [`on_error`](WorkerBuilder::on_error) with its entry and job ids.
 /// - **Failures.** An error or panic is retried after an exponential backoff (a sorted set
 ///   of delayed jobs that workers move back); after `max_deliveries` runs, or at once for
 ///   an unknown task or an undecodable payload, the job goes to the dead-letter stream.
@@ -279,12 +283,14 @@ struct Inner {
     superseded: Mutex<Vec<AbortHandle>>,
     /// Entries whose handler ran here and whose record is not written yet (the acker
     /// removes them once it is, or once their group is gone): if one is still pending at
-    /// shutdown, its run counts when it is put back (see [`Release`]). Each id maps to the
-    /// number of its insertion (from `ran_seq`). An entry whose record Redis refused stays
-    /// pending and stays here; the lease keeper forgets it once it is no longer pending
-    /// under this consumer (another worker reclaimed and finished it), unless it ran here
-    /// again meanwhile (a newer insertion number).
-    ran_unrecorded: Mutex<HashMap<String, u64>>,
+    /// shutdown, its run counts when it is put back (see [`Release`]). While its record
+    /// waits to be written, the lease keeper renews the entry, as a running one, and this
+    /// worker's reclaim does not run it again (finding 68). An entry whose record the acker
+    /// gave up (Redis refused it) stays pending and stays here, marked given up (no longer
+    /// renewed: it is reclaimed after the lease); the lease keeper forgets it once it is no
+    /// longer pending under this consumer (another worker reclaimed and finished it),
+    /// unless it ran here again meanwhile (a newer insertion number).
+    ran_unrecorded: Mutex<HashMap<String, Unrecorded>>,
     ran_seq: AtomicU64,
     stop: watch::Sender<Stop>,
     done: watch::Sender<Option<ShutdownReport>>,
@@ -297,6 +303,15 @@ struct Inner {
     reclaimed: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+}
+
+/// A run that ended here and whose record is not written: see [`Inner::ran_unrecorded`].
+#[derive(Clone, Copy)]
+struct Unrecorded {
+    /// The number of its insertion (from `ran_seq`).
+    seq: u64,
+    /// The acker gave its record up: the entry is no longer renewed.
+    given_up: bool,
 }
 
 /// A handler running here: see [`Inner::running`].
@@ -791,7 +806,13 @@ impl Inner {
                     .ran_unrecorded
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(job.sid.clone(), seq);
+                    .insert(
+                        job.sid.clone(),
+                        Unrecorded {
+                            seq,
+                            given_up: false,
+                        },
+                    );
                 seq
             };
             let runs = job.attempt.saturating_add(job.deliveries);
@@ -898,8 +919,26 @@ impl Inner {
 
     /// Whether a record is still to be sent: not one of a run whose id a new entry took
     /// since (see [`Inner::supersede`]).
-    fn live(&self, ran: &HashMap<String, u64>, r: &Record) -> bool {
-        r.seq == NO_RUN || ran.get(&r.fields[1]) == Some(&r.seq)
+    fn live(&self, ran: &HashMap<String, Unrecorded>, r: &Record) -> bool {
+        r.seq == NO_RUN || ran.get(&r.fields[1]).map(|u| u.seq) == Some(r.seq)
+    }
+
+    /// Whether this worker holds the entry `sid` without it being free for a reclaim: its
+    /// handler runs here, or ran here and its record waits to be written (not given up).
+    fn holds(&self, sid: &str) -> bool {
+        if self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(sid)
+        {
+            return true;
+        }
+        self.ran_unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sid)
+            .is_some_and(|u| !u.given_up)
     }
 
     fn failure(&self, job: &Job, runs: u64, mut msg: String) -> [String; FINISH_ARITY] {
@@ -1115,6 +1154,9 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
         if !batch.is_empty() {
             // The records written (or whose entries went with their group).
             let mut done: Vec<&Record> = Vec::with_capacity(batch.len());
+            // The records given up, with their last error: their entries stay pending,
+            // are no longer renewed, and are reclaimed after the lease.
+            let mut given_up: Vec<(&Record, String)> = Vec::new();
             match finish(&inner, &mut conn, &batch).await {
                 Ok(()) => done.extend(&batch),
                 Err(e) => {
@@ -1127,28 +1169,40 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                     // applied once: sent again, they record nothing.
                     let nogroup = e.code() == Some("NOGROUP");
                     let oom = is_oom(&e);
-                    inner.report(&Error::Redis(e));
+                    let text = e.to_string();
+                    // A record given up is reported once, with its last error (below).
+                    if batch.len() > 1 || nogroup || oom {
+                        inner.report(&Error::Redis(e));
+                    }
                     // Records refused for want of memory (`OOM` at `maxmemory`): tried
                     // again below, once the others (plain acks among them, which free
                     // memory) went through.
-                    let mut refused: Vec<&Record> = Vec::new();
+                    let mut refused: Vec<(&Record, String)> = Vec::new();
                     if nogroup {
                         done.extend(&batch);
                     } else if batch.len() > 1 {
-                        // (A batch of one failed alone already: reported once.)
+                        // (A batch of one failed alone already.)
                         for r in &batch {
                             match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
                                 Ok(()) => done.push(r),
                                 Err(e) => {
-                                    if is_oom(&e) {
-                                        refused.push(r);
+                                    if e.code() == Some("NOGROUP") {
+                                        // Gone with its group, as above.
+                                        done.push(r);
+                                    } else if is_oom(&e) {
+                                        refused.push((r, e.to_string()));
+                                    } else {
+                                        given_up.push((r, e.to_string()));
+                                        continue;
                                     }
                                     inner.report(&Error::Redis(e));
                                 }
                             }
                         }
                     } else if oom {
-                        refused.extend(&batch);
+                        refused.extend(batch.iter().map(|r| (r, text.clone())));
+                    } else {
+                        given_up.extend(batch.iter().map(|r| (r, text.clone())));
                     }
                     // A memory spike of a moment: a few tries over about 1.5 s, then the
                     // record is given up (its entry stays pending, and the job runs again
@@ -1159,17 +1213,19 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                         }
                         tokio::time::sleep(pause).await;
                         let mut still = Vec::new();
-                        for r in refused {
+                        for (r, _) in refused {
                             match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
                                 Ok(()) => done.push(r),
-                                Err(e) if is_oom(&e) => still.push(r),
-                                Err(e) => inner.report(&Error::Redis(e)),
+                                Err(e) if is_oom(&e) => still.push((r, e.to_string())),
+                                Err(e) => given_up.push((r, e.to_string())),
                             }
                         }
                         refused = still;
                     }
+                    given_up.extend(refused);
                 }
             }
+            let mut reports = Vec::new();
             {
                 let mut ran = inner
                     .ran_unrecorded
@@ -1181,6 +1237,25 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                         ran.remove(&r.fields[1]);
                     }
                 }
+                for (r, why) in given_up {
+                    if !inner.live(&ran, r) {
+                        // A new entry took its id since: dropped, not given up (its
+                        // error is still one met).
+                        reports.push(Error::Redis(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "acknowledgement dropped",
+                            why,
+                        ))));
+                        continue;
+                    }
+                    if let Some(u) = ran.get_mut(&r.fields[1]) {
+                        u.given_up = true;
+                    }
+                    reports.push(given_up_error(r, &why));
+                }
+            }
+            for e in &reports {
+                inner.report(e);
             }
             batch.clear();
         }
@@ -1188,6 +1263,28 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
             let _ = f.send(());
         }
     }
+}
+
+/// The error reported for a record the acker gives up (its entry stays pending, and its
+/// job runs again after the lease), with `why`, its last error (reported only here: one
+/// record refused once is one error): the errors of its earlier tries were reported
+/// already, but they do not say that this job's outcome was dropped.
+fn given_up_error(r: &Record, why: &str) -> Error {
+    let what = match r.fields[0].as_str() {
+        "A" => "success",
+        "R" => "retry",
+        "D" => "dead letter",
+        _ => "clearing",
+    };
+    Error::Redis(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "acknowledgement given up",
+        format!(
+            "the {what} record of entry {} (job {}) was not written ({why}); the entry \
+             stays pending and the job runs again after the lease",
+            r.fields[1], r.fields[2]
+        ),
+    )))
 }
 
 /// The pauses before each new try of records Redis refused with `OOM` (about 1.5 s in all).
@@ -1297,7 +1394,8 @@ async fn finish(
     }
 }
 
-/// Renews the lease of running entries every lease/3, until `run` ends; and forgets the
+/// Renews the lease of running entries, and of finished ones whose record waits in the
+/// acker, every lease/3, until `run` ends; and forgets the
 /// entries of [`Inner::ran_unrecorded`] that are no longer pending under this consumer.
 async fn lease_keeper(inner: Arc<Inner>) {
     let mut conn = inner.conn.clone();
@@ -1306,13 +1404,24 @@ async fn lease_keeper(inner: Arc<Inner>) {
     let mut seen_before = 0;
     loop {
         tokio::time::sleep(every).await;
-        let ids: Vec<String> = inner
+        let mut ids: Vec<String> = inner
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
             .collect();
+        // And the entries whose record waits in the acker (not those it gave up): a slow
+        // acknowledgement must not let them be reclaimed and run again (finding 68).
+        ids.extend(
+            inner
+                .ran_unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, u)| !u.given_up)
+                .map(|(id, _)| id.clone()),
+        );
         let mut renewed = true;
         for chunk in ids.chunks(500) {
             let mut inv = store::RENEW.prepare_invoke();
@@ -1345,8 +1454,8 @@ async fn forget_unowned(inner: &Inner, conn: &mut ConnectionManager, before: u64
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .filter(|(_, seq)| **seq < before)
-        .map(|(id, seq)| (id.clone(), *seq))
+        .filter(|(_, u)| u.seq < before)
+        .map(|(id, u)| (id.clone(), u.seq))
         .collect();
     for chunk in old.chunks(500) {
         let mut inv = store::OWNED.prepare_invoke();
@@ -1367,7 +1476,7 @@ async fn forget_unowned(inner: &Inner, conn: &mut ConnectionManager, before: u64
             .unwrap_or_else(|p| p.into_inner());
         for ((id, seq), owned) in chunk.iter().zip(owned) {
             // Not if it ran here again since the snapshot (a newer insertion).
-            if owned == 0 && ran.get(id) == Some(seq) {
+            if owned == 0 && ran.get(id).map(|u| u.seq) == Some(*seq) {
                 ran.remove(id);
             }
         }
@@ -1459,19 +1568,15 @@ async fn reclaim(
         .iter()
         .map(|c| store::int(c).unwrap_or(1).max(1) as u64)
         .collect();
-    // Entries this worker is still running: its renewals failed for longer than the
-    // lease (Redis unreachable for a while), so its own XAUTOCLAIM found them idle.
-    // The claim renewed them; starting them again would run the job twice here, and the
-    // second run's abort handle would replace the first's (a deadline could not stop it).
+    // Entries this worker is still running, or has run with their record waiting in the
+    // acker: its renewals failed for longer than the lease (Redis unreachable for a
+    // while), so its own XAUTOCLAIM found them idle. The claim renewed them; starting
+    // them again would run the job twice here (and a running job's second run's abort
+    // handle would replace the first's: a deadline could not stop it).
     let mut own: Vec<(String, u64)> = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
         let deliveries = counts.get(i).copied().unwrap_or(1);
-        let running_here = inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&entry.id);
-        if running_here {
+        if inner.holds(&entry.id) {
             own.push((entry.id, deliveries));
             continue;
         }
@@ -1688,8 +1793,10 @@ impl WorkerBuilder {
     }
 
     /// How long an entry may stay unacknowledged, without its lease being renewed, before
-    /// other workers reclaim it. Running handlers renew it every lease/3, so only the
-    /// entries of dead (or partitioned) workers are reclaimed. Default: 30 s.
+    /// other workers reclaim it. Running handlers renew it every lease/3 (and finished
+    /// ones whose record waits to be written, until it is written or given up), so only
+    /// the entries of dead (or partitioned) workers, and those whose record Redis refused,
+    /// are reclaimed. Default: 30 s.
     ///
     /// Any longer duration is accepted (`Duration::MAX`: entries are in practice never
     /// reclaimed); Redis takes the reclaim's min-idle time in milliseconds up to 2^62
@@ -1778,9 +1885,12 @@ impl WorkerBuilder {
     }
 
     /// Called with each Redis error the worker meets while running (it retries them
-    /// anyway). Default: none; the count and the last one are in [`Worker::stats`]. It
-    /// runs inside the worker's own tasks: keep it short. A panic in it is caught (the
-    /// panic hook shows it) and the worker goes on.
+    /// anyway, except a finished job's record that Redis keeps refusing or whose calls it
+    /// keeps losing: that record is given up, and its last error is reported as an
+    /// "acknowledgement given up" error naming its entry and job; the entry stays pending
+    /// and the job runs again after the lease). Default: none; the count and the last one
+    /// are in [`Worker::stats`]. It runs inside the worker's own tasks: keep it short. A
+    /// panic in it is caught (the panic hook shows it) and the worker goes on.
     pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(hook));
         self

@@ -8,18 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nb_aiopool_redis::{Error, JobCtx, RedisQueue, Worker};
-use serde::{Deserialize, Serialize};
 use support::*;
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct Job {
-    n: u64,
-}
-
-fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport> {
-    let w = w.clone();
-    tokio::spawn(async move { w.run().await.expect("run") })
-}
 
 /// Shuts `w` down (its handlers get 2 s) and joins the task of [`spawn_run`].
 async fn stop(w: &Worker, run: tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport>) {

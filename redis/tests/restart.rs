@@ -10,15 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nb_aiopool_redis::{RedisQueue, Worker};
-use serde::{Deserialize, Serialize};
 use support::*;
 
 const JOBS: u64 = 3_000;
-
-#[derive(Serialize, Deserialize)]
-struct Job {
-    n: u64,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_mid_run_loses_nothing() {

@@ -12,18 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool_redis::{Error, JobCtx, RedisQueue, Worker};
-use serde::{Deserialize, Serialize};
 use support::*;
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct Job {
-    n: u64,
-}
-
-fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport> {
-    let w = w.clone();
-    tokio::spawn(async move { w.run().await.expect("run") })
-}
 
 /// A handler that counts its runs in `runs` and succeeds at once.
 fn counted(

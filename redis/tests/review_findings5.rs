@@ -186,11 +186,6 @@ async fn local_worker(url: &str, runs: Arc<Mutex<Vec<(u64, u64, bool)>>>) -> Wor
         .unwrap()
 }
 
-fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport> {
-    let w = w.clone();
-    tokio::spawn(async move { w.run().await.expect("run") })
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "nb-aiopool-redis-review-crash-{}-{tag}",

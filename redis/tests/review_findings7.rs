@@ -13,18 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool_redis::{JobCtx, RedisQueue, Worker};
-use serde::{Deserialize, Serialize};
 use support::*;
-
-#[derive(Serialize, Deserialize, Clone, Copy)]
-struct Job {
-    n: u64,
-}
-
-fn spawn_run(w: &Worker) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport> {
-    let w = w.clone();
-    tokio::spawn(async move { w.run().await.expect("run") })
-}
 
 fn config_set(server: &RedisServer, name: &str, value: &str) {
     let mut c = server.conn();

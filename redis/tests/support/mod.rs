@@ -284,3 +284,17 @@ pub fn flush_and_reuse_first_id(c: &mut redis::Connection, q: &str, n: u64) -> S
         .unwrap();
     id
 }
+
+/// The job most tests submit: a number.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
+pub struct Job {
+    pub n: u64,
+}
+
+/// Runs `w` in a task of its own, until it is shut down.
+pub fn spawn_run(
+    w: &nb_aiopool_redis::Worker,
+) -> tokio::task::JoinHandle<nb_aiopool_redis::ShutdownReport> {
+    let w = w.clone();
+    tokio::spawn(async move { w.run().await.expect("run") })
+}
