@@ -99,8 +99,10 @@
 //!   by an executor whose waker is faulty) costs only that wake-up: the pool catches the
 //!   panic (the panic hook still prints it), as tokio does with a `JoinHandle`'s waker,
 //!   and its other tasks, handles and waits go on; the handle keeps its result for its
-//!   next poll. The pool wakes wakers outside its lock, so a waker may call back into the
-//!   pool (an executor that polls inside `wake`).
+//!   next poll. The pool wakes, clones and drops wakers outside its locks, so a waker may
+//!   call back into the pool (an executor that polls inside `wake`, or whose waker's
+//!   `clone` or `drop` does); a panic in the `drop` of a waiting submit's waker is caught
+//!   as a wake's is.
 //!
 //! # How jobs run
 //!

@@ -14,6 +14,15 @@
 //! there is no free room. A waiter dropped after its grant passes the place on. Waiters
 //! are served by their task's priority (`SubmitOptions::priority`, higher first), in the
 //! order they came among equal priorities.
+//!
+//! A waiter's waker is the submitter's: any executor's (a submit, a stream or a group
+//! polled by hand or outside tokio), whose `clone`, `drop` and `wake` are that executor's
+//! code, which may panic or call the pool again. None of them runs here, under the lock:
+//! a waker comes in cloned ([`wait`](Admission::wait), [`poll_wait`](Admission::poll_wait)),
+//! and every waker that leaves (to be woken, or one replaced or left behind, to be
+//! dropped) is handed to the caller, which wakes or drops it once the lock is released
+//! (through `wake_quietly` and `drop_quietly`, which catch a panic), as tokio's own
+//! semaphore and `Notify` do.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -107,12 +116,13 @@ impl Admission {
 
     /// Queues a waiter for a task of `priority`: behind those already waiting with the
     /// same or a higher one. Called only when [`try_take`](Self::try_take) found no room.
-    pub(crate) fn wait(&mut self, waker: &Waker, priority: i32) -> WaitKey {
+    /// `waker`: the submitter's, cloned before the lock was taken.
+    pub(crate) fn wait(&mut self, waker: Waker, priority: i32) -> WaitKey {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let key = self.waiters.insert(Waiter {
             ticket,
-            waker: Some(waker.clone()),
+            waker: Some(waker),
             granted: false,
         });
         self.order.push((priority, Reverse(ticket), key));
@@ -120,23 +130,60 @@ impl Admission {
     }
 
     /// A waiter's poll: `Ready(true)` once it holds a place (its entry goes), `Ready(false)`
-    /// if the pool closed first (likewise), otherwise its waker is kept.
-    pub(crate) fn poll_wait(&mut self, key: WaitKey, waker: &Waker, closed: bool) -> Poll<bool> {
+    /// if the pool closed first (likewise), otherwise `Pending`, if the waker it keeps
+    /// [`will_wake`](Waker::will_wake) `waker` (no user code). `None` if that waker is to
+    /// be replaced (or, which does not happen, an entry done still holds one): nothing
+    /// changed, and the caller calls [`poll_wait_with`](Self::poll_wait_with) with a clone
+    /// of `waker` made outside the lock.
+    #[inline]
+    pub(crate) fn poll_wait(
+        &mut self,
+        key: WaitKey,
+        waker: &Waker,
+        closed: bool,
+    ) -> Option<Poll<bool>> {
+        let w = &self.waiters[key.0];
+        if w.granted || closed {
+            // Its waker went when it was granted its place or the pool closed (both woke
+            // it): nothing of the submitter's is dropped here, under the lock.
+            if w.waker.is_some() {
+                return None;
+            }
+            let granted = w.granted;
+            self.waiters.remove(key.0);
+            return Some(Poll::Ready(granted));
+        }
+        match &w.waker {
+            Some(kept) if kept.will_wake(waker) => Some(Poll::Pending),
+            _ => None,
+        }
+    }
+
+    /// [`poll_wait`](Self::poll_wait) with `fresh`, a clone of the waiter's new waker made
+    /// outside the lock: kept if the waiter waits on. What the caller drops once the lock is
+    /// released: the waker replaced, or an entry's left behind, in `left`; `fresh` if
+    /// unused.
+    pub(crate) fn poll_wait_with(
+        &mut self,
+        key: WaitKey,
+        fresh: &mut Option<Waker>,
+        closed: bool,
+        left: &mut Option<Waker>,
+    ) -> Poll<bool> {
         let w = &mut self.waiters[key.0];
         if w.granted || closed {
             let granted = w.granted;
-            self.waiters.remove(key.0);
+            *left = self.waiters.remove(key.0).waker;
             return Poll::Ready(granted);
         }
-        match &mut w.waker {
-            Some(kept) if kept.will_wake(waker) => {}
-            kept => *kept = Some(waker.clone()),
-        }
+        *left = std::mem::replace(&mut w.waker, fresh.take());
         Poll::Pending
     }
 
     /// A waiter gave up (its future was dropped): a place it was granted goes to the next.
-    pub(crate) fn cancel(&mut self, key: WaitKey, wake: &mut impl Extend<Waker>) {
+    /// Returns its waker, for the caller to drop once the lock is released.
+    #[must_use = "a waiter's waker is dropped outside the lock"]
+    pub(crate) fn cancel(&mut self, key: WaitKey, wake: &mut impl Extend<Waker>) -> Option<Waker> {
         let w = self.waiters.remove(key.0);
         if w.granted {
             self.give_back(1, wake);
@@ -148,6 +195,7 @@ impl Admission {
                 waiters.get(k).is_some_and(|w| w.ticket == t && !w.granted)
             });
         }
+        w.waker
     }
 
     /// The pool closed: wakes every waiter not yet granted a place (each finds the pool
@@ -186,22 +234,65 @@ mod tests {
         Waker::noop().clone()
     }
 
+    /// A waiter's poll, with a fresh clone when one is needed, as `Admit::poll` makes it.
+    fn poll(a: &mut Admission, key: WaitKey, closed: bool) -> Poll<bool> {
+        a.poll_wait(key, &waker(), closed).unwrap_or_else(|| {
+            let (mut fresh, mut left) = (Some(waker()), None);
+            a.poll_wait_with(key, &mut fresh, closed, &mut left)
+        })
+    }
+
+    /// A waker of its own (`will_wake` tells it apart from the others).
+    fn other() -> Waker {
+        struct Own;
+        impl std::task::Wake for Own {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        Waker::from(std::sync::Arc::new(Own))
+    }
+
+    #[test]
+    fn wakers_come_in_cloned_and_leave_to_the_caller() {
+        let mut a = Admission::new(1);
+        assert!(a.try_take());
+        let first = other();
+        let w = a.wait(first.clone(), 0);
+        // The same waker: kept, nothing to clone or drop.
+        assert_eq!(a.poll_wait(w, &first, false), Some(Poll::Pending));
+        // Another waker: nothing changes, the caller clones it.
+        let second = other();
+        assert_eq!(a.poll_wait(w, &second, false), None);
+        // With the clone: kept, and the first comes back to be dropped after the lock.
+        let (mut fresh, mut left) = (Some(second.clone()), None);
+        assert_eq!(
+            a.poll_wait_with(w, &mut fresh, false, &mut left),
+            Poll::Pending
+        );
+        assert!(fresh.is_none());
+        assert!(left.take().is_some_and(|l| l.will_wake(&first)));
+        assert_eq!(a.poll_wait(w, &second, false), Some(Poll::Pending));
+        // A waiter that gives up hands back the one it holds.
+        let mut wake = Vec::new();
+        assert!(a.cancel(w, &mut wake).is_some_and(|l| l.will_wake(&second)));
+        assert!(wake.is_empty());
+    }
+
     #[test]
     fn places_go_to_waiters_in_order_before_anyone_else() {
         let mut a = Admission::new(2);
         assert!(a.try_take() && a.try_take());
         assert!(!a.try_take());
-        let first = a.wait(&waker(), 0);
-        let second = a.wait(&waker(), 0);
+        let first = a.wait(waker(), 0);
+        let second = a.wait(waker(), 0);
         let mut wake = Vec::new();
         a.give_back(1, &mut wake);
         assert_eq!(wake.len(), 1);
         // The freed place is the first waiter's: a `try_take` finds none.
         assert!(!a.try_take());
-        assert_eq!(a.poll_wait(second, &waker(), false), Poll::Pending);
-        assert_eq!(a.poll_wait(first, &waker(), false), Poll::Ready(true));
+        assert_eq!(poll(&mut a, second, false), Poll::Pending);
+        assert_eq!(poll(&mut a, first, false), Poll::Ready(true));
         a.give_back(1, &mut wake);
-        assert_eq!(a.poll_wait(second, &waker(), false), Poll::Ready(true));
+        assert_eq!(poll(&mut a, second, false), Poll::Ready(true));
         assert!(!a.has_waiters());
     }
 
@@ -209,19 +300,19 @@ mod tests {
     fn a_higher_priority_waiter_is_served_first_and_equals_in_turn() {
         let mut a = Admission::new(1);
         assert!(a.try_take());
-        let low = a.wait(&waker(), -1);
-        let first = a.wait(&waker(), 0);
-        let high = a.wait(&waker(), 5);
-        let second = a.wait(&waker(), 0);
+        let low = a.wait(waker(), -1);
+        let first = a.wait(waker(), 0);
+        let high = a.wait(waker(), 5);
+        let second = a.wait(waker(), 0);
         let mut wake = Vec::new();
         for next in [high, first, second, low] {
             a.give_back(1, &mut wake);
             for other in [high, first, second, low] {
                 if other != next && a.waiters.contains(other.0) {
-                    assert_eq!(a.poll_wait(other, &waker(), false), Poll::Pending);
+                    assert_eq!(poll(&mut a, other, false), Poll::Pending);
                 }
             }
-            assert_eq!(a.poll_wait(next, &waker(), false), Poll::Ready(true));
+            assert_eq!(poll(&mut a, next, false), Poll::Ready(true));
         }
     }
 
@@ -229,16 +320,19 @@ mod tests {
     fn a_granted_waiter_that_gives_up_passes_its_place_on() {
         let mut a = Admission::new(1);
         assert!(a.try_take());
-        let first = a.wait(&waker(), 0);
-        let second = a.wait(&waker(), 0);
+        let first = a.wait(waker(), 0);
+        let second = a.wait(waker(), 0);
         let mut wake = Vec::new();
         a.give_back(1, &mut wake);
-        a.cancel(first, &mut wake);
+        assert!(
+            a.cancel(first, &mut wake).is_none(),
+            "taken when it was granted"
+        );
         assert_eq!(wake.len(), 2);
-        assert_eq!(a.poll_wait(second, &waker(), false), Poll::Ready(true));
+        assert_eq!(poll(&mut a, second, false), Poll::Ready(true));
         // An ungranted waiter that gives up frees nothing.
-        let third = a.wait(&waker(), 0);
-        a.cancel(third, &mut wake);
+        let third = a.wait(waker(), 0);
+        assert!(a.cancel(third, &mut wake).is_some());
         assert!(!a.try_take());
         a.give_back(1, &mut wake);
         assert!(a.try_take());
@@ -250,28 +344,28 @@ mod tests {
         assert!(a.try_take() && a.try_take() && a.try_take());
         let mut wake = Vec::new();
         a.set_room(1, &mut wake);
-        let w = a.wait(&waker(), 0);
+        let w = a.wait(waker(), 0);
         a.give_back(1, &mut wake);
         a.give_back(1, &mut wake);
-        assert_eq!(a.poll_wait(w, &waker(), false), Poll::Pending);
+        assert_eq!(poll(&mut a, w, false), Poll::Pending);
         a.give_back(1, &mut wake);
-        assert_eq!(a.poll_wait(w, &waker(), false), Poll::Ready(true));
+        assert_eq!(poll(&mut a, w, false), Poll::Ready(true));
         // A growth admits at once.
-        let w = a.wait(&waker(), 0);
+        let w = a.wait(waker(), 0);
         a.set_room(2, &mut wake);
-        assert_eq!(a.poll_wait(w, &waker(), false), Poll::Ready(true));
+        assert_eq!(poll(&mut a, w, false), Poll::Ready(true));
     }
 
     #[test]
     fn a_close_wakes_the_waiters_and_grants_nothing_after() {
         let mut a = Admission::new(1);
         assert!(a.try_take());
-        let w = a.wait(&waker(), 0);
+        let w = a.wait(waker(), 0);
         let mut wake = Vec::new();
         a.close(&mut wake);
         assert_eq!(wake.len(), 1);
         a.give_back(1, &mut wake);
-        assert_eq!(a.poll_wait(w, &waker(), true), Poll::Ready(false));
+        assert_eq!(poll(&mut a, w, true), Poll::Ready(false));
         assert!(a.try_take(), "the place given back is free");
     }
 
@@ -281,12 +375,12 @@ mod tests {
         assert!(a.try_take());
         let mut wake = Vec::new();
         for _ in 0..10_000 {
-            let w = a.wait(&waker(), 0);
-            a.cancel(w, &mut wake);
+            let w = a.wait(waker(), 0);
+            assert!(a.cancel(w, &mut wake).is_some());
         }
-        let kept = a.wait(&waker(), 0);
+        let kept = a.wait(waker(), 0);
         assert!(a.order.len() <= 64, "{} entries kept", a.order.len());
         a.give_back(1, &mut wake);
-        assert_eq!(a.poll_wait(kept, &waker(), false), Poll::Ready(true));
+        assert_eq!(poll(&mut a, kept, false), Poll::Ready(true));
     }
 }

@@ -22,8 +22,8 @@
 //!
 //! All bookkeeping (queue, counters, slots, waits) lives under one `std` mutex, held for
 //! short non-blocking sections. User code (futures, recipes, their drops, the wakers the
-//! pool wakes) never runs under it; the only exception is a waiting submitter's own
-//! waker, cloned or dropped in that submitter's poll or drop. A job's outcome is counted
+//! pool wakes, clones or drops: a waiting submitter's is cloned before the lock and
+//! dropped after it) never runs under it. A job's outcome is counted
 //! and its handle's result stored in the same critical section, so `stats()` and handles
 //! always agree.
 
@@ -636,10 +636,9 @@ impl<J: Job> Engine<J> {
     }
 
     fn lock(&self) -> StateGuard<'_, J> {
-        // No user code runs under the lock but a waiting submitter's own waker, cloned,
-        // replaced or dropped in that submitter's poll or drop (a panic there unwinds its
-        // own caller); so a poisoned lock means that, or a bug in this crate. The state is
-        // still consistent between statements, so keep going.
+        // No user code runs under the lock (a waiting submitter's waker is cloned before
+        // it and dropped after it: see `Admit`), so a poisoned lock means a bug in this
+        // crate. The state is still consistent between statements, so keep going.
         StateGuard(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -2883,10 +2882,20 @@ impl<J: Job> Drop for Unmark<J> {
 const SERVE_RECHECK: Duration = Duration::from_millis(50);
 
 /// Drops `value` outside every lock of ours, where its `Drop` is user code (a result
-/// nobody wants, the last reference to a recipe): a panic there (the panic hook has shown
-/// it) must not end the slot task or the exit hook that drops it.
+/// nobody wants, the last reference to a recipe, a waiting submitter's waker): a panic
+/// there (the panic hook has shown it) must not end the slot task or the exit hook that
+/// drops it, nor cut short the submit that drops it (see [`Admit`]).
 pub(crate) fn drop_quietly<T>(value: T) {
     drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
+}
+
+/// [`drop_quietly`] for a waker there may be none of (the one a waiting submit replaces
+/// or leaves behind, see [`Admit`]: most often none): no catch is set up then.
+#[inline(always)]
+fn drop_waker_quietly(waker: Option<Waker>) {
+    if waker.is_some() {
+        drop_quietly(waker);
+    }
 }
 
 /// Drops `value` in a task of `handle`'s runtime; if that runtime is shutting down,
@@ -3397,6 +3406,13 @@ impl<J: Job> Engine<J> {
 /// A submitter waiting for room ([`Engine::admit`]): `Ok` once it holds a place, `Err`
 /// if the pool closed first.
 ///
+/// Its waker (the submitter's: any executor's, whose `clone` and `drop` are that
+/// executor's code, which may panic or call the pool again) is cloned before the
+/// engine's lock is taken, and the one it replaces, or leaves in the line of waiters when
+/// dropped, is dropped after the lock is released, a panic in that drop caught
+/// ([`drop_quietly`]): none of them runs in the critical section, as in tokio's own
+/// semaphore. A waker that will wake the same task as the one kept is not cloned again.
+///
 /// # Dropping
 ///
 /// Leaves the line of waiters; a place granted to it and not yet taken goes to the next
@@ -3416,18 +3432,33 @@ impl<J: Job> Future for Admit<'_, J> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let mut st = self.engine.lock();
-        let st = &mut *st;
+        let engine = self.engine;
         let Some(key) = self.key else {
+            // The first poll, made once the pool was found full: the submit most likely
+            // waits, with a clone of its waker (made here, outside the lock; dropped after
+            // it if the room came meanwhile).
+            let waker = cx.waker().clone();
+            let mut st = engine.lock();
             return match st.take_place() {
                 Err(AdmitError::Full) => {
-                    self.key = Some(st.admission.wait(cx.waker(), self.priority));
+                    self.key = Some(st.admission.wait(waker, self.priority));
                     std::task::Poll::Pending
                 }
-                taken_or_closed => std::task::Poll::Ready(taken_or_closed),
+                taken_or_closed => {
+                    drop(st);
+                    drop_quietly(waker);
+                    std::task::Poll::Ready(taken_or_closed)
+                }
             };
         };
-        let done = st.admission.poll_wait(key, cx.waker(), st.closed);
+        let polled = {
+            let st = &mut *engine.lock();
+            st.admission.poll_wait(key, cx.waker(), st.closed)
+        };
+        let done = match polled {
+            Some(done) => done,
+            None => Self::poll_anew(engine, key, cx),
+        };
         if done.is_ready() {
             self.key = None;
         }
@@ -3441,12 +3472,36 @@ impl<J: Job> Future for Admit<'_, J> {
     }
 }
 
+impl<J: Job> Admit<'_, J> {
+    /// A waiter polled with a new waker: polled again with a clone of it made outside the
+    /// lock, and the waker it replaces dropped after the lock.
+    #[cold]
+    #[inline(never)]
+    fn poll_anew(
+        engine: &Engine<J>,
+        key: WaitKey,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<bool> {
+        let mut fresh = Some(cx.waker().clone());
+        let mut left = None;
+        let done = {
+            let st = &mut *engine.lock();
+            st.admission
+                .poll_wait_with(key, &mut fresh, st.closed, &mut left)
+        };
+        drop_waker_quietly(left);
+        drop_waker_quietly(fresh);
+        done
+    }
+}
+
 impl<J: Job> Drop for Admit<'_, J> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             let mut granted = Vec::new();
-            self.engine.lock().admission.cancel(key, &mut granted);
+            let left = self.engine.lock().admission.cancel(key, &mut granted);
             granted.into_iter().for_each(wake_quietly);
+            drop_waker_quietly(left);
         }
     }
 }

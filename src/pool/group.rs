@@ -198,7 +198,9 @@ impl Trip {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slab<(u64, Option<AbortHandle>)>> {
-        // Only abort handles live under this lock, and aborting never panics.
+        // Only abort handles live under this lock, and no task is aborted under it (an
+        // abort wakes a handle: any executor's code) but a task just pushed, whose handle
+        // nobody polled yet (`keep`).
         self.aborts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -231,13 +233,23 @@ impl Trip {
             }
             _ => return,
         }
-        self.tripped.store(true, Ordering::Release);
-        for (k, (_, h)) in reg.iter() {
-            if k != key.at {
-                if let Some(h) = h {
-                    h.abort();
-                }
-            }
+        if self.tripped.swap(true, Ordering::AcqRel) {
+            // Tripped already, by a task whose aborts (made after the lock, so not
+            // necessarily made yet) include this one's, or this one's `keep` makes it:
+            // as when they were made under the lock.
+            return;
+        }
+        let others: Vec<AbortHandle> = reg
+            .iter()
+            .filter(|&(k, _)| k != key.at)
+            .filter_map(|(_, (_, h))| h.clone())
+            .collect();
+        // Aborted after the lock: an abort wakes the task's handle, polled by the group's
+        // poller, whose waker is any executor's code (which may join the group at once,
+        // and so take this lock). A task registered meanwhile sees `tripped` (`keep`).
+        drop(reg);
+        for h in others {
+            h.abort();
         }
     }
 }
