@@ -201,7 +201,10 @@
 //!   (the whole process, glibc's allocator, 2 worker threads): 1.2–1.6× the throughput of
 //!   the hand-written "permit, then `JoinSet::spawn`" loop at 0.6–0.8× its CPU per job;
 //!   0.33–0.51 µs on a current-thread runtime; 0.59–0.90 µs with mimalloc as the
-//!   application's allocator. SmartAioPool costs the most of the three (a run's future is made from
+//!   application's allocator. Measured again on 2026-12-05 with nothing else running
+//!   (the same per-job work, counted in instructions), the multi-thread ratios were lower,
+//!   1.27–1.31× at 0.86–0.91× (this machine's multi-thread figures move by a third from
+//!   day to day), and a current-thread runtime took 0.34–0.57 µs. SmartAioPool costs the most of the three (a run's future is made from
 //!   the recipe, and a copy kept for a re-run). The figures include making each payload
 //!   and the job's one `yield_now`; for jobs that do real I/O the pool's share is small
 //!   beside the job itself.
