@@ -123,6 +123,65 @@ fn tripped_at_exit(dir: &Path, rate: Option<(u32, Duration)>) {
     drop(rt); // `main` returns
 }
 
+/// A SmartAioPool task busy in one poll on a worker when `std::process::exit` is called,
+/// and one queued behind it; another thread aborts both 400 ms into the exit, while the
+/// take-over waits for that poll (1.5 s). Writes `calls` (each call of a recipe),
+/// `starts`, `done` and `aborted`.
+fn aborted_during_the_busy_wait(dir: &Path) {
+    let rt = support::multi_thread_of(2);
+    rt.block_on(async {
+        let pool = SmartAioPool::builder()
+            .name("busy")
+            .max_concurrency(1)
+            .build();
+        let d = Arc::new(dir.to_path_buf());
+        let busy = {
+            let d = Arc::clone(&d);
+            pool.submit(move || {
+                // A call of the recipe is a (re-)run made, polled or not.
+                append(&d.join("calls"), "busy");
+                let d = Arc::clone(&d);
+                async move {
+                    append(&d.join("starts"), "busy");
+                    // Inside one poll, on a worker, when the process exits: the
+                    // take-over waits for this poll to return.
+                    std::thread::sleep(Duration::from_millis(1500));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    append(&d.join("done"), "busy");
+                }
+            })
+            .await
+            .unwrap()
+        };
+        let queued = {
+            let d = Arc::clone(&d);
+            pool.submit(move || {
+                append(&d.join("calls"), "queued");
+                let d = Arc::clone(&d);
+                async move {
+                    append(&d.join("starts"), "queued");
+                }
+            })
+            .await
+            .unwrap()
+        };
+        while lines(&d.join("starts")).is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (a, b) = (busy.abort_handle(), queued.abort_handle());
+        let d2 = Arc::clone(&d);
+        // Aborts both while the exit waits for the busy poll (it returns 1.5 s
+        // after it began; the exit starts at once).
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            a.abort();
+            b.abort();
+            append(&d2.join("aborted"), "both");
+        });
+        std::process::exit(0);
+    });
+}
+
 /// `main` on a multi-thread runtime (as `#[tokio::main]`): a SmartAioPool group of five
 /// tasks, two running, then `main` returns with the group kept in a `static` (`keep`)
 /// or dropped with `main`'s future, before the runtime (it aborts its tasks).
@@ -247,6 +306,7 @@ fn child() {
                 *COMMON_GROUP.lock().unwrap() = Some(group);
             });
         }
+        "aborted-during-the-busy-wait" => aborted_during_the_busy_wait(&dir),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -259,6 +319,8 @@ struct Ran {
     starts: Vec<String>,
     done: Vec<String>,
     in_flight: Vec<String>,
+    calls: Vec<String>,
+    aborted: Vec<String>,
 }
 
 /// Runs `scenario` in a child process (killed after `secs`), reads what it wrote.
@@ -269,6 +331,8 @@ fn ran(scenario: &str, secs: u64) -> Ran {
         starts: read("starts"),
         done: read("done"),
         in_flight: read("in_flight"),
+        calls: read("calls"),
+        aborted: read("aborted"),
         code: c.code,
         stderr: c.stderr,
     };
@@ -456,4 +520,35 @@ fn pin_shutdown_all_common_aiopools_waits_for_a_live_groups_tasks() {
     assert_eq!(c.code, Some(0), "stderr: {}", c.stderr);
     assert_eq!(set(&c.done), names("common", 0..4));
     assert!(!c.stderr.contains("warning"), "stderr: {}", c.stderr);
+}
+
+/// A SmartAioPool task busy in one poll on a worker when `std::process::exit` is called,
+/// and a task queued behind it, both aborted (from another thread) while the exit waits
+/// for that poll to return: the busy one is not run again, the queued one never starts,
+/// and the exit reports neither as stuck or interrupted. It is over long before the
+/// 5 s poll wait. (A pin from a review of 277–278's fixes: 077e1d9 passes it too, its re-queued copy
+/// ending unrun.)
+#[test]
+fn tasks_aborted_while_the_exit_waits_for_a_busy_poll_end_as_aborted() {
+    let c = ran("aborted-during-the-busy-wait", 30);
+    let (calls, starts, aborted) = (c.calls, c.starts, c.aborted);
+    assert_eq!(c.code, Some(0), "stderr: {}", c.stderr);
+    assert_eq!(aborted, ["both"], "the aborts were made during the exit");
+    assert_eq!(
+        starts,
+        ["busy"],
+        "an aborted task ran again, or one aborted while queued started; stderr: {}",
+        c.stderr
+    );
+    assert_eq!(
+        calls,
+        ["busy"],
+        "the busy task, aborted during the wait, was started again at the exit; stderr: {}",
+        c.stderr
+    );
+    assert!(
+        !c.stderr.contains("warning"),
+        "aborted tasks reported by the exit; stderr: {}",
+        c.stderr
+    );
 }

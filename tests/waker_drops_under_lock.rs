@@ -9,6 +9,13 @@
 //! unwound through the engine's critical section. (What RELIABILITY.md's finding 163 left
 //! alone.)
 //!
+//! A review of those fixes (finding 280's, and 277–278's) added pins of the races they
+//! could open: a grant, a close or a freed place that comes between a waiting submit's
+//! two looks under the lock (made to come there by the new waker's `clone`) is seen at
+//! the second look, with no place counted twice and no wake-up lost; two tasks of a
+//! cancel-on-error group failing at once end the group; a group submit dropped while it
+//! waits takes nothing.
+//!
 //! Each test runs on a thread of its own, runtime included, and fails with a time-out
 //! message if it deadlocks (the stuck thread is left behind).
 
@@ -43,12 +50,19 @@ type Joined = Arc<Mutex<Vec<Result<Result<u32, String>, CancelReason>>>>;
 struct Hooks {
     armed: AtomicBool,
     fired: AtomicUsize,
+    /// Wakes of any copy (by value or by reference), armed or not.
+    wakes: AtomicUsize,
     on_clone: Option<Hook>,
     on_wake: Option<Hook>,
     on_drop: Option<Hook>,
 }
 
 impl Hooks {
+    /// No hook: a waker that counts its wakes.
+    fn counting() -> Arc<Self> {
+        Arc::new(Hooks::default())
+    }
+
     fn on_clone(f: impl Fn() + Send + Sync + 'static) -> Arc<Self> {
         Arc::new(Hooks {
             on_clone: Some(Box::new(f)),
@@ -81,6 +95,11 @@ impl Hooks {
     /// How many times a hook ran.
     fn fired(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
+    }
+
+    /// How many times a copy was woken.
+    fn wakes(&self) -> usize {
+        self.wakes.load(Ordering::SeqCst)
     }
 
     fn run(&self, hook: &Option<Hook>) {
@@ -124,6 +143,7 @@ unsafe fn hooked_wake(data: *const ()) {
 unsafe fn hooked_wake_by_ref(data: *const ()) {
     // SAFETY: `data` is a live reference (see `hooked`), borrowed here.
     let this = ManuallyDrop::new(unsafe { Arc::from_raw(data.cast::<Hooks>()) });
+    this.wakes.fetch_add(1, Ordering::SeqCst);
     this.run(&this.on_wake);
 }
 
@@ -139,12 +159,12 @@ fn poll_with<F: Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut Context::from_waker(waker))
 }
 
-/// A task that waits for `gate` to open, then returns 1.
-fn gated(gate: &Gate) -> impl Future<Output = u32> + Send + 'static {
+/// A task that waits for `gate` to open, then returns `v`.
+fn gated(gate: &Gate, v: u32) -> impl Future<Output = u32> + Send + 'static {
     let gate = gate.clone();
     async move {
         gate.wait().await;
-        1
+        v
     }
 }
 
@@ -195,7 +215,7 @@ fn a_waiting_submit_polled_with_a_new_waker_drops_the_old_one_outside_the_lock()
         || async {
             let pool = NoQueueAioPool::new(1);
             let gate = Gate::default();
-            let running = pool.submit(gated(&gate)).await.unwrap();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             let seen = Arc::new(Mutex::new(None));
             let hooks = {
@@ -232,7 +252,7 @@ fn a_waiting_submit_dropped_drops_its_waker_outside_the_lock() {
         || async {
             let pool = CommonAioPool::new(1, 1);
             let gate = Gate::default();
-            let running = pool.submit(gated(&gate)).await.unwrap();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
             let queued = pool.submit(async { 5 }).await.unwrap();
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             let late: Arc<Mutex<Option<TaskHandle<u32>>>> = Arc::default();
@@ -277,7 +297,7 @@ fn a_submit_that_waits_clones_its_waker_outside_the_lock() {
         || async {
             let pool = NoQueueAioPool::new(1);
             let gate = Gate::default();
-            let running = pool.submit(gated(&gate)).await.unwrap();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             let hooks = {
                 let pool = pool.clone();
@@ -305,7 +325,7 @@ fn a_waiting_submit_polled_with_a_new_waker_clones_it_outside_the_lock() {
         || async {
             let pool = NoQueueAioPool::new(1);
             let gate = Gate::default();
-            let running = pool.submit(gated(&gate)).await.unwrap();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             assert!(poll_with(&mut waiting, Waker::noop()).is_pending());
             let hooks = {
@@ -344,7 +364,7 @@ fn a_stream_waiting_for_room_dropped_drops_its_waker_outside_the_lock() {
         || async {
             let pool = CommonAioPool::new(1, 0);
             let gate = Gate::default();
-            let running = pool.submit(gated(&gate)).await.unwrap();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
             let mut stream =
                 pool.map_unordered(futures_util::stream::iter(0..3u32), |i| async move { i });
             let hooks = {
@@ -459,7 +479,7 @@ fn a_waiting_submit_whose_old_waker_panics_when_dropped_still_gets_its_place() {
         || async {
             let pool = NoQueueAioPool::new(1);
             let gate = Gate::default();
-            let running = pool.submit(gated(&gate)).await.unwrap();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             let hooks = Hooks::on_drop(|| panic!("{DROP_MESSAGE}"));
             let first = hooked(&hooks);
@@ -493,7 +513,7 @@ fn a_waiting_submit_whose_waker_panics_when_dropped_leaves_quietly() {
     bounded("a dropped submit whose waker's drop panics", || async {
         let pool = NoQueueAioPool::new(1);
         let gate = Gate::default();
-        let running = pool.submit(gated(&gate)).await.unwrap();
+        let running = pool.submit(gated(&gate, 1)).await.unwrap();
         let mut faulty = Box::pin(pool.submit(async { 2 }));
         let hooks = Hooks::on_drop(|| panic!("{DROP_MESSAGE}"));
         let waker = hooked(&hooks);
@@ -530,7 +550,7 @@ fn a_submit_whose_waker_panics_when_cloned_costs_the_pool_nothing() {
     bounded("a waiting submit whose waker's clone panics", || async {
         let pool = NoQueueAioPool::new(1);
         let gate = Gate::default();
-        let running = pool.submit(gated(&gate)).await.unwrap();
+        let running = pool.submit(gated(&gate, 1)).await.unwrap();
         let mut faulty = Box::pin(pool.submit(async { 2 }));
         let hooks = Hooks::on_clone(|| panic!("{CLONE_MESSAGE}"));
         let waker = hooked(&hooks);
@@ -550,5 +570,263 @@ fn a_submit_whose_waker_panics_when_cloned_costs_the_pool_nothing() {
         assert_eq!(pool.run(async { 4 }).await.unwrap(), 4);
         within("wait", pool.wait()).await;
         assert_eq!(counts(pool.stats()), (3, 3, 0, 0), "{:?}", pool.stats());
+    });
+}
+
+/// Fills the idle `pool` (nothing running or queued) with tasks held by a closed gate
+/// using `try_submit`, and returns how many it took: its room, if no place leaked.
+async fn room_now(pool: &CommonAioPool) -> usize {
+    let gate = Gate::default();
+    let mut handles = Vec::new();
+    while let Ok(h) = pool.try_submit(gated(&gate, 0)) {
+        handles.push(h);
+        assert!(handles.len() <= 64, "the pool admits without bound");
+    }
+    let n = handles.len();
+    gate.open();
+    for h in handles {
+        within("a filler task", h).await.unwrap();
+    }
+    within("wait", pool.wait()).await;
+    n
+}
+
+// ----- Admit: between the two looks under the lock -----------------------------------------
+
+/// A waiting submit re-polled with a new waker; that waker's clone (made between
+/// `poll_wait`, which found the waker changed, and `poll_wait_with`) grows the pool, which
+/// grants the waiter a place at once. The second look finds it granted: the submit goes
+/// through in that same poll, holding that one place (no second one taken, none leaked).
+#[test]
+fn a_grant_between_the_waker_check_and_its_clone_is_taken_once() {
+    bounded(
+        "a grant that comes while the new waker is cloned",
+        || async {
+            let pool = CommonAioPool::new(1, 1);
+            let gate = Gate::default();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
+            let queued = pool.submit(gated(&gate, 2)).await.unwrap();
+            let mut waiting = Box::pin(pool.submit(async { 3 }));
+            assert!(poll_with(&mut waiting, Waker::noop()).is_pending());
+            let hooks = {
+                let pool = pool.clone();
+                Hooks::on_clone(move || pool.set_max_concurrency(2))
+            };
+            let waker = hooked(&hooks);
+            hooks.arm();
+            let polled = poll_with(&mut waiting, &waker);
+            hooks.disarm();
+            assert!(hooks.fired() >= 1, "the new waker was cloned");
+            let Poll::Ready(Ok(third)) = polled else {
+                panic!("the place granted between the two looks was not seen");
+            };
+            // Room 3 (2 + 1 queued), all taken.
+            assert!(pool.try_submit(async { 0 }).unwrap_err().is_full());
+            gate.open();
+            assert_eq!(within("running", running).await.unwrap(), 1);
+            assert_eq!(within("queued", queued).await.unwrap(), 2);
+            assert_eq!(within("the granted submit's task", third).await.unwrap(), 3);
+            within("wait", pool.wait()).await;
+            assert_eq!(counts(pool.stats()), (3, 3, 0, 0), "{:?}", pool.stats());
+            assert_eq!(
+                room_now(&pool).await,
+                3,
+                "a place leaked or was counted twice"
+            );
+        },
+    );
+}
+
+/// The same with a close in between (the clone shuts the pool down): the submit is
+/// refused in that poll, its future given back, and no place is kept for it.
+#[test]
+fn a_close_between_the_waker_check_and_its_clone_refuses_the_submit() {
+    bounded(
+        "a close that comes while the new waker is cloned",
+        || async {
+            let pool = CommonAioPool::new(1, 0);
+            let gate = Gate::default();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
+            let mut waiting = Box::pin(pool.submit(async { 7 }));
+            assert!(poll_with(&mut waiting, Waker::noop()).is_pending());
+            let hooks = {
+                let pool = pool.clone();
+                // Closes at the call; the future (its wait) is dropped unpolled.
+                Hooks::on_clone(move || drop(pool.shutdown()))
+            };
+            let waker = hooked(&hooks);
+            hooks.arm();
+            let polled = poll_with(&mut waiting, &waker);
+            hooks.disarm();
+            assert!(hooks.fired() >= 1, "the new waker was cloned");
+            let Poll::Ready(Err(refused)) = polled else {
+                panic!("the close between the two looks was not seen");
+            };
+            assert!(refused.is_closed(), "{refused:?}");
+            assert_eq!(
+                within("its future, given back", refused.into_inner()).await,
+                7
+            );
+            gate.open();
+            assert_eq!(within("running", running).await.unwrap(), 1);
+            within("shutdown", pool.shutdown()).await;
+            assert_eq!(counts(pool.stats()), (1, 1, 0, 0), "{:?}", pool.stats());
+        },
+    );
+}
+
+/// Two waiters; the second is re-polled with a new waker whose clone aborts the queued
+/// task, freeing one place: it goes to the first waiter (woken through the waker it
+/// holds), not to the one being polled, which waits on with its new waker, and gets the
+/// next place. No wake-up lost, no place taken twice.
+#[test]
+fn a_place_freed_while_another_waiter_clones_its_waker_goes_to_the_first_in_line() {
+    bounded(
+        "a place freed while the second waiter's waker is cloned",
+        || async {
+            let pool = CommonAioPool::new(1, 1);
+            let gate = Gate::default();
+            let running = pool.submit(gated(&gate, 1)).await.unwrap();
+            let queued = pool.submit(gated(&gate, 2)).await.unwrap();
+            let first_waker = Hooks::counting();
+            let mut first = Box::pin(pool.submit(async { 3 }));
+            assert!(poll_with(&mut first, &hooked(&first_waker)).is_pending());
+            let mut second = Box::pin(pool.submit(async { 4 }));
+            assert!(poll_with(&mut second, Waker::noop()).is_pending());
+            let abort = queued.abort_handle();
+            let hooks = Hooks::on_clone(move || abort.abort());
+            let second_waker = hooked(&hooks);
+            hooks.arm();
+            assert!(
+                poll_with(&mut second, &second_waker).is_pending(),
+                "the place freed is the first waiter's"
+            );
+            hooks.disarm();
+            assert_eq!(first_waker.wakes(), 1, "the first waiter was woken");
+            let Poll::Ready(Ok(third)) = poll_with(&mut first, &hooked(&first_waker)) else {
+                panic!("the first waiter did not get the freed place");
+            };
+            let err = within("the aborted task", queued).await.unwrap_err();
+            assert_eq!(err.cancel_reason(), Some(CancelReason::Aborted));
+            // The second waits on, with its new waker: woken when the next place frees.
+            assert_eq!(hooks.wakes(), 0);
+            gate.open();
+            assert_eq!(within("running", running).await.unwrap(), 1);
+            assert_eq!(within("the first waiter's task", third).await.unwrap(), 3);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while hooks.wakes() == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the second waiter's new waker was never woken"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let Poll::Ready(Ok(fourth)) = poll_with(&mut second, &second_waker) else {
+                panic!("the second waiter was woken but got no place");
+            };
+            assert_eq!(within("the second waiter's task", fourth).await.unwrap(), 4);
+            within("wait", pool.wait()).await;
+            assert_eq!(counts(pool.stats()), (4, 3, 1, 0), "{:?}", pool.stats());
+            assert_eq!(
+                room_now(&pool).await,
+                2,
+                "a place leaked or was counted twice"
+            );
+        },
+    );
+}
+
+// ----- cancel-on-error group: two failures at once -----------------------------------------
+
+/// A cancel-on-error group whose two tasks fail at the same moment (one gate releases
+/// both, on two workers), with a third task that never ends by itself: the first failure
+/// aborts the others outside the registry lock, the second trips nothing more. Every task
+/// ends (the third aborted), the join returns, and the pool's stats add up. 50 rounds.
+#[test]
+fn two_tasks_of_a_cancel_on_error_group_failing_at_once_end_the_group() {
+    bounded("two failures at once", || async {
+        let pool = CommonAioPool::new(4, 4);
+        for round in 0..50u64 {
+            let gate = Gate::default();
+            let mut group = pool.group::<Result<u32, String>>().cancel_on_error(true);
+            for i in 0..2u32 {
+                let gate = gate.clone();
+                group
+                    .submit(async move {
+                        gate.wait().await;
+                        Err(format!("task {i} fails"))
+                    })
+                    .await
+                    .unwrap();
+            }
+            group
+                .submit(async {
+                    std::future::pending::<()>().await;
+                    Ok(9)
+                })
+                .await
+                .unwrap();
+            gate.open();
+            let all = within("the group's join", group.join_all()).await;
+            assert_eq!(all.len(), 3);
+            let aborted = |r: &Result<Result<u32, String>, nb_aiopool::TaskError>| {
+                r.as_ref()
+                    .err()
+                    .and_then(|e| e.cancel_reason())
+                    .is_some_and(|c| c == CancelReason::Aborted)
+            };
+            assert!(aborted(&all[2]), "round {round}: {all:?}");
+            let failed = all[..2].iter().filter(|r| matches!(r, Ok(Err(_)))).count();
+            assert!(failed >= 1, "round {round}: no failure seen: {all:?}");
+            assert!(
+                all[..2]
+                    .iter()
+                    .all(|r| matches!(r, Ok(Err(_))) || aborted(r)),
+                "round {round}: {all:?}"
+            );
+            within("wait", pool.wait()).await;
+            let s = pool.stats();
+            assert_eq!(
+                s.submitted,
+                s.completed + s.cancelled + s.panicked,
+                "round {round}: {s:?}"
+            );
+            assert_eq!(s.submitted, 3 * (round + 1), "{s:?}");
+        }
+    });
+}
+
+/// A cancel-on-error group's submit dropped while it waits for room (polled once by
+/// hand): it takes no place and leaves no registry entry behind; a later failure of the
+/// group's running task still aborts only what the group holds (nothing), and the room
+/// is whole afterwards.
+#[test]
+fn a_watched_group_submit_dropped_while_it_waits_takes_nothing() {
+    bounded("a watched group submit dropped while waiting", || async {
+        let pool = CommonAioPool::new(1, 0);
+        let gate = Gate::default();
+        let mut group = pool.group::<Result<u32, String>>().cancel_on_error(true);
+        {
+            let gate = gate.clone();
+            group
+                .submit(async move {
+                    gate.wait().await;
+                    Err("fails".to_owned())
+                })
+                .await
+                .unwrap();
+        }
+        {
+            let mut waiting = Box::pin(group.submit(async { Ok(2) }));
+            assert!(poll_with(&mut waiting, &hooked(&Hooks::counting())).is_pending());
+        }
+        assert!(pool.try_submit(async { 0 }).unwrap_err().is_full());
+        gate.open();
+        let all = within("the group's join", group.join_all()).await;
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(matches!(all[0], Ok(Err(_))), "{all:?}");
+        within("wait", pool.wait()).await;
+        assert_eq!(counts(pool.stats()), (1, 1, 0, 0), "{:?}", pool.stats());
+        assert_eq!(room_now(&pool).await, 1, "a place leaked");
     });
 }
