@@ -1673,6 +1673,16 @@ impl<J: Job> Engine<J> {
         self.drop_unrun(st, job, id, CancelReason::RuntimeShutdown, later);
     }
 
+    /// Under the lock: a copy whose task was aborted while a slot held it (not polled since)
+    /// ends here, unrun, as its handle says: it waits on nothing any more (as `run_ended`
+    /// would record), and the other waits are looked at again.
+    fn end_aborted(&self, st: &mut State<J>, copy: J, id: u64, later: &mut Deferred<J>) {
+        if st.waiting_on_own.remove(&id).is_some() {
+            later.recheck_waits = true;
+        }
+        self.drop_unrun(st, copy, id, CancelReason::Aborted, later);
+    }
+
     /// Under the lock: a job that never started is dropped unrun for `reason`, counted as
     /// such (as aborted if its handle aborted it first: that decided its outcome; a
     /// runtime's end then loses nothing); its handle is told after the lock is released.
@@ -2764,13 +2774,8 @@ impl<J: Job> Engine<J> {
                         report.stuck += u64::from(!aborted);
                         self.lose(&mut st, copy, s.job, &mut later);
                     }
-                    _ if aborted => {
-                        // It ends here, as a slot dropped with its runtime ends it.
-                        if st.waiting_on_own.remove(&s.job).is_some() {
-                            later.recheck_waits = true;
-                        }
-                        self.drop_unrun(&mut st, copy, s.job, CancelReason::Aborted, &mut later);
-                    }
+                    // It ends here, as a slot dropped with its runtime ends it.
+                    _ if aborted => self.end_aborted(&mut st, copy, s.job, &mut later),
                     _ => interrupted.push((s.job, copy, s.meta)),
                 }
             }
@@ -2844,10 +2849,7 @@ impl<J: Job> Engine<J> {
                 }
                 if done && job.aborted().is_some() {
                     // Aborted meanwhile (as above): ended, not queued again.
-                    if st.waiting_on_own.remove(&id).is_some() {
-                        later.recheck_waits = true;
-                    }
-                    self.drop_unrun(&mut st, job, id, CancelReason::Aborted, &mut later);
+                    self.end_aborted(&mut st, job, id, &mut later);
                 } else if done {
                     Self::requeue_first(&mut st, id, job, meta);
                 } else {

@@ -825,12 +825,8 @@ impl<J: Job> Drop for Slot<J> {
                 entry.and_then(|e| e.copy.map(|c| (e.job, c, e.meta)))
             {
                 if copy.aborted().is_some() {
-                    // Aborted while it ran: it ends here, as its handle said (and waits
-                    // on nothing any more, as `run_ended` would record).
-                    if st.waiting_on_own.remove(&id).is_some() {
-                        later.recheck_waits = true;
-                    }
-                    engine.drop_unrun(&mut st, copy, id, CancelReason::Aborted, &mut later);
+                    // Aborted while it ran: it ends here, as its handle said.
+                    engine.end_aborted(&mut st, copy, id, &mut later);
                 } else {
                     // A re-runnable job interrupted mid-run: queued again, first, with its
                     // flow-control settings (its key, weight and priority still apply).
