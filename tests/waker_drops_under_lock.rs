@@ -168,6 +168,25 @@ fn gated(gate: &Gate, v: u32) -> impl Future<Output = u32> + Send + 'static {
     }
 }
 
+/// A one-slot NoQueueAioPool whose slot a task held by the returned gate takes (it
+/// returns 1): a submit now waits for room.
+async fn full_no_queue_pool() -> (NoQueueAioPool, Gate, TaskHandle<u32>) {
+    let pool = NoQueueAioPool::new(1);
+    let gate = Gate::default();
+    let running = pool.submit(gated(&gate, 1)).await.unwrap();
+    (pool, gate, running)
+}
+
+/// Submits a task returning `v` from a tokio task of its own (it waits for room behind
+/// the submits waiting already); the join handle gives that task's result.
+fn submit_behind(
+    pool: &NoQueueAioPool,
+    v: u32,
+) -> tokio::task::JoinHandle<Result<u32, nb_aiopool::TaskError>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.submit(async move { v }).await.unwrap().await })
+}
+
 /// Runs `test` on a runtime of its own, on a thread of its own: a deadlock fails the test
 /// after 20 s instead of hanging it.
 fn bounded<F: Future<Output = ()> + 'static>(
@@ -213,9 +232,7 @@ fn a_waiting_submit_polled_with_a_new_waker_drops_the_old_one_outside_the_lock()
     bounded(
         "a re-polled submit whose old waker's drop re-enters the pool",
         || async {
-            let pool = NoQueueAioPool::new(1);
-            let gate = Gate::default();
-            let running = pool.submit(gated(&gate, 1)).await.unwrap();
+            let (pool, gate, running) = full_no_queue_pool().await;
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             let seen = Arc::new(Mutex::new(None));
             let hooks = {
@@ -295,9 +312,7 @@ fn a_submit_that_waits_clones_its_waker_outside_the_lock() {
     bounded(
         "a waiting submit whose waker's clone re-enters the pool",
         || async {
-            let pool = NoQueueAioPool::new(1);
-            let gate = Gate::default();
-            let running = pool.submit(gated(&gate, 1)).await.unwrap();
+            let (pool, gate, running) = full_no_queue_pool().await;
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             let hooks = {
                 let pool = pool.clone();
@@ -323,9 +338,7 @@ fn a_waiting_submit_polled_with_a_new_waker_clones_it_outside_the_lock() {
     bounded(
         "a re-polled submit whose new waker's clone re-enters the pool",
         || async {
-            let pool = NoQueueAioPool::new(1);
-            let gate = Gate::default();
-            let running = pool.submit(gated(&gate, 1)).await.unwrap();
+            let (pool, gate, running) = full_no_queue_pool().await;
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             assert!(poll_with(&mut waiting, Waker::noop()).is_pending());
             let hooks = {
@@ -477,9 +490,7 @@ fn a_waiting_submit_whose_old_waker_panics_when_dropped_still_gets_its_place() {
     bounded(
         "a re-polled submit whose old waker's drop panics",
         || async {
-            let pool = NoQueueAioPool::new(1);
-            let gate = Gate::default();
-            let running = pool.submit(gated(&gate, 1)).await.unwrap();
+            let (pool, gate, running) = full_no_queue_pool().await;
             let mut waiting = Box::pin(pool.submit(async { 2 }));
             let hooks = Hooks::on_drop(|| panic!("{DROP_MESSAGE}"));
             let first = hooked(&hooks);
@@ -511,17 +522,12 @@ fn a_waiting_submit_whose_old_waker_panics_when_dropped_still_gets_its_place() {
 #[test]
 fn a_waiting_submit_whose_waker_panics_when_dropped_leaves_quietly() {
     bounded("a dropped submit whose waker's drop panics", || async {
-        let pool = NoQueueAioPool::new(1);
-        let gate = Gate::default();
-        let running = pool.submit(gated(&gate, 1)).await.unwrap();
+        let (pool, gate, running) = full_no_queue_pool().await;
         let mut faulty = Box::pin(pool.submit(async { 2 }));
         let hooks = Hooks::on_drop(|| panic!("{DROP_MESSAGE}"));
         let waker = hooked(&hooks);
         assert!(poll_with(&mut faulty, &waker).is_pending());
-        let next = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.submit(async { 3 }).await.unwrap().await })
-        };
+        let next = submit_behind(&pool, 3);
         tokio::time::sleep(Duration::from_millis(20)).await; // `next` waits behind it
         hooks.arm();
         let dropped = catch_unwind(AssertUnwindSafe(|| drop(faulty)));
@@ -548,9 +554,7 @@ fn a_waiting_submit_whose_waker_panics_when_dropped_leaves_quietly() {
 #[test]
 fn a_submit_whose_waker_panics_when_cloned_costs_the_pool_nothing() {
     bounded("a waiting submit whose waker's clone panics", || async {
-        let pool = NoQueueAioPool::new(1);
-        let gate = Gate::default();
-        let running = pool.submit(gated(&gate, 1)).await.unwrap();
+        let (pool, gate, running) = full_no_queue_pool().await;
         let mut faulty = Box::pin(pool.submit(async { 2 }));
         let hooks = Hooks::on_clone(|| panic!("{CLONE_MESSAGE}"));
         let waker = hooked(&hooks);
@@ -559,10 +563,7 @@ fn a_submit_whose_waker_panics_when_cloned_costs_the_pool_nothing() {
         hooks.disarm();
         assert!(polled.is_err(), "the submit cannot wait without its waker");
         drop(faulty);
-        let next = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.submit(async { 3 }).await.unwrap().await })
-        };
+        let next = submit_behind(&pool, 3);
         tokio::time::sleep(Duration::from_millis(20)).await;
         gate.open();
         assert_eq!(within("the running task", running).await.unwrap(), 1);
