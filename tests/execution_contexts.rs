@@ -30,11 +30,10 @@ impl Pool {
             tokio::task::yield_now().await;
             rt_id()
         };
-        match self {
-            Pool::Common(p) => p.submit(job()).await.unwrap(),
-            Pool::NoQueue(p) => p.submit(job()).await.unwrap(),
-            Pool::Smart(p) => p.submit(job).await.unwrap(),
-        }
+        per_pool!(self, |p| p.submit(job()).await.unwrap(), |p| p
+            .submit(job)
+            .await
+            .unwrap())
     }
 
     fn blocking_where(&self) -> TaskHandle<tokio::runtime::Id> {
@@ -42,28 +41,26 @@ impl Pool {
             tokio::task::yield_now().await;
             rt_id()
         };
-        match self {
-            Pool::Common(p) => p.blocking_submit(job()).unwrap(),
-            Pool::NoQueue(p) => p.blocking_submit(job()).unwrap(),
-            Pool::Smart(p) => p.blocking_submit(job).unwrap(),
-        }
+        per_pool!(self, |p| p.blocking_submit(job()).unwrap(), |p| p
+            .blocking_submit(job)
+            .unwrap())
     }
 
     /// Submits a job that never ends while it runs on runtime `rt` (a SmartAioPool's run
     /// elsewhere, after `rt` ended, returns at once).
     async fn forever_on(&self, rt: tokio::runtime::Id) -> TaskHandle<()> {
-        match self {
-            Pool::Common(p) => p.submit(std::future::pending::<()>()).await.unwrap(),
-            Pool::NoQueue(p) => p.submit(std::future::pending::<()>()).await.unwrap(),
-            Pool::Smart(p) => p
+        per_pool!(
+            self,
+            |p| p.submit(std::future::pending::<()>()).await.unwrap(),
+            |p| p
                 .submit(move || async move {
                     if rt_id() == rt {
                         std::future::pending::<()>().await;
                     }
                 })
                 .await
-                .unwrap(),
-        }
+                .unwrap()
+        )
     }
 
     /// `try_submit` of a job that yields once and returns the id of its runtime.
@@ -72,97 +69,78 @@ impl Pool {
             tokio::task::yield_now().await;
             rt_id()
         };
-        match self {
-            Pool::Common(p) => p.try_submit(job()).map_err(|e| e.kind()),
-            Pool::NoQueue(p) => p.try_submit(job()).map_err(|e| e.kind()),
-            Pool::Smart(p) => p.try_submit(job).map_err(|e| e.kind()),
-        }
+        per_pool!(self, |p| p.try_submit(job()).map_err(|e| e.kind()), |p| p
+            .try_submit(job)
+            .map_err(|e| e.kind()))
     }
 
     /// Submits a job that never ends (a SmartAioPool's: its first run never ends, a re-run
     /// returns at once).
     async fn forever(&self) -> TaskHandle<()> {
-        match self {
-            Pool::Common(p) => p.submit(std::future::pending::<()>()).await.unwrap(),
-            Pool::NoQueue(p) => p.submit(std::future::pending::<()>()).await.unwrap(),
-            Pool::Smart(p) => p.submit(once_forever()).await.unwrap(),
-        }
+        per_pool!(
+            self,
+            |p| p.submit(std::future::pending::<()>()).await.unwrap(),
+            |p| p.submit(once_forever()).await.unwrap()
+        )
     }
 
     fn try_forever(&self) -> Result<TaskHandle<()>, TrySubmitErrorKind> {
-        match self {
-            Pool::Common(p) => p
+        per_pool!(
+            self,
+            |p| p
                 .try_submit(std::future::pending::<()>())
                 .map_err(|e| e.kind()),
-            Pool::NoQueue(p) => p
-                .try_submit(std::future::pending::<()>())
-                .map_err(|e| e.kind()),
-            Pool::Smart(p) => p
+            |p| p
                 .try_submit(std::future::pending::<()>)
-                .map_err(|e| e.kind()),
-        }
+                .map_err(|e| e.kind())
+        )
     }
 
     fn stats(&self) -> nb_aiopool::PoolStats {
-        match self {
-            Pool::Common(p) => p.stats(),
-            Pool::NoQueue(p) => p.stats(),
-            Pool::Smart(p) => p.stats(),
-        }
+        per_pool!(self, |p| p.stats(), |p| p.stats())
     }
 
     /// map_unordered over 0..n, each job returning its input doubled.
     async fn doubled(&self, n: u32) -> Vec<u32> {
         let inputs = futures_util::stream::iter(0..n);
-        let mut out: Vec<u32> = match self {
-            Pool::Common(p) => {
+        let mut out: Vec<u32> = per_pool!(
+            self,
+            |p| {
                 p.map_unordered(inputs, |i| async move { i * 2 })
                     .map(Result::unwrap)
                     .collect()
                     .await
-            }
-            Pool::NoQueue(p) => {
-                p.map_unordered(inputs, |i| async move { i * 2 })
-                    .map(Result::unwrap)
-                    .collect()
-                    .await
-            }
-            Pool::Smart(p) => {
+            },
+            |p| {
                 p.map_unordered(inputs, |i| move || async move { i * 2 })
                     .map(Result::unwrap)
                     .collect()
                     .await
             }
-        };
+        );
         out.sort();
         out
     }
 
     /// A group of n jobs, each returning its index; joined all.
     async fn group_of(&self, n: u32) -> Vec<u32> {
-        let res = match self {
-            Pool::Common(p) => {
+        let res = per_pool!(
+            self,
+            |p| {
                 let mut g = p.group();
                 for i in 0..n {
                     g.submit(async move { i }).await.unwrap();
                 }
                 g.join_all().await
-            }
-            Pool::NoQueue(p) => {
-                let mut g = p.group();
-                for i in 0..n {
-                    g.submit(async move { i }).await.unwrap();
-                }
-                g.join_all().await
-            }
-            Pool::Smart(p) => {
+            },
+            |p| {
                 let mut g = p.group();
                 for i in 0..n {
                     g.submit(move || async move { i }).await.unwrap();
                 }
                 g.join_all().await
             }
-        };
+        );
         res.into_iter().map(Result::unwrap).collect()
     }
 }
@@ -302,8 +280,9 @@ fn pin_block_in_place_inside_a_job() {
         for (pool, _) in Pool::all(2, 2) {
             let p = pool.clone();
             let got = rt.block_on(async move {
-                let parent = match &p {
-                    Pool::Common(c) => {
+                let parent = per_pool!(
+                    &p,
+                    |c| {
                         let c2 = c.clone();
                         c.submit(async move {
                             tokio::task::block_in_place(|| {
@@ -314,20 +293,8 @@ fn pin_block_in_place_inside_a_job() {
                         })
                         .await
                         .unwrap()
-                    }
-                    Pool::NoQueue(c) => {
-                        let c2 = c.clone();
-                        c.submit(async move {
-                            tokio::task::block_in_place(|| {
-                                c2.blocking_submit(async { rt_id() })
-                                    .unwrap()
-                                    .blocking_wait()
-                            })
-                        })
-                        .await
-                        .unwrap()
-                    }
-                    Pool::Smart(c) => {
+                    },
+                    |c| {
                         let c2 = c.clone();
                         c.submit(move || {
                             let c2 = c2.clone();
@@ -342,7 +309,7 @@ fn pin_block_in_place_inside_a_job() {
                         .await
                         .unwrap()
                     }
-                };
+                );
                 within("parent", parent).await
             });
             assert_eq!(got.unwrap().unwrap(), want, "{}", pool.name());
@@ -565,10 +532,10 @@ fn pin_nested_runtime_in_spawn_blocking_of_a_job() {
                     .unwrap();
                     (outer, inner)
                 };
-                match &p {
-                    Pool::Common(c) => within("parent", c.submit(job).await.unwrap()).await,
-                    Pool::NoQueue(c) => within("parent", c.submit(job).await.unwrap()).await,
-                    Pool::Smart(c) => {
+                per_pool!(
+                    &p,
+                    |c| within("parent", c.submit(job).await.unwrap()).await,
+                    |c| {
                         let job = std::sync::Mutex::new(Some(job));
                         within(
                             "parent",
@@ -578,7 +545,7 @@ fn pin_nested_runtime_in_spawn_blocking_of_a_job() {
                         )
                         .await
                     }
-                }
+                )
                 .unwrap()
             });
             assert_eq!(outer_id, rt.handle().id());
@@ -802,13 +769,15 @@ struct BlockingSubmitsOnDrop(Pool, Arc<std::sync::Mutex<Vec<String>>>);
 
 impl Drop for BlockingSubmitsOnDrop {
     fn drop(&mut self) {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &self.0 {
-            Pool::Common(p) => p.blocking_submit(async {}).map(drop).map_err(|e| e.kind()),
-            Pool::NoQueue(p) => p.blocking_submit(async {}).map(drop).map_err(|e| e.kind()),
-            Pool::Smart(p) => p
-                .blocking_submit(|| async {})
-                .map(drop)
-                .map_err(|e| e.kind()),
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            per_pool!(
+                &self.0,
+                |p| p.blocking_submit(async {}).map(drop).map_err(|e| e.kind()),
+                |p| p
+                    .blocking_submit(|| async {})
+                    .map(drop)
+                    .map_err(|e| e.kind())
+            )
         }));
         let s = match r {
             Ok(r) => format!("{r:?}"),
@@ -1033,30 +1002,22 @@ fn pin_submit_waiting_in_spawn_blocking_when_its_runtime_shuts_down() {
                     rt.spawn_blocking(move || {
                         let r = if asyncly {
                             handle.block_on(async {
-                                match &p {
-                                    Pool::Common(c) => {
-                                        c.submit(async { rt_id() }).await.map_err(|e| e.kind())
-                                    }
-                                    Pool::NoQueue(c) => {
-                                        c.submit(async { rt_id() }).await.map_err(|e| e.kind())
-                                    }
-                                    Pool::Smart(c) => {
+                                per_pool!(
+                                    &p,
+                                    |c| { c.submit(async { rt_id() }).await.map_err(|e| e.kind()) },
+                                    |c| {
                                         c.submit(|| async { rt_id() }).await.map_err(|e| e.kind())
                                     }
-                                }
+                                )
                             })
                         } else {
-                            match &p {
-                                Pool::Common(c) => {
-                                    c.blocking_submit(async { rt_id() }).map_err(|e| e.kind())
-                                }
-                                Pool::NoQueue(c) => {
-                                    c.blocking_submit(async { rt_id() }).map_err(|e| e.kind())
-                                }
-                                Pool::Smart(c) => c
+                            per_pool!(
+                                &p,
+                                |c| { c.blocking_submit(async { rt_id() }).map_err(|e| e.kind()) },
+                                |c| c
                                     .blocking_submit(|| async { rt_id() })
-                                    .map_err(|e| e.kind()),
-                            }
+                                    .map_err(|e| e.kind())
+                            )
                         };
                         let _ = tx.send(r);
                     });
@@ -1105,8 +1066,9 @@ fn pin_localset_with_a_group_and_a_stream_dropped_outside_the_runtime() {
                             }
                         }
                     };
-                    match &p {
-                        Pool::Common(c) => {
+                    per_pool!(
+                        &p,
+                        |c| {
                             let mut g = c.group();
                             g.submit(forever()).await.unwrap();
                             let mut s = c
@@ -1116,19 +1078,8 @@ fn pin_localset_with_a_group_and_a_stream_dropped_outside_the_runtime() {
                             let _ = futures_util::FutureExt::now_or_never(s.next());
                             std::future::pending::<()>().await;
                             drop((g, s));
-                        }
-                        Pool::NoQueue(c) => {
-                            let mut g = c.group();
-                            g.submit(forever()).await.unwrap();
-                            let mut s = c
-                                .map_unordered(futures_util::stream::iter(0..10u32), move |_| {
-                                    forever()
-                                });
-                            let _ = futures_util::FutureExt::now_or_never(s.next());
-                            std::future::pending::<()>().await;
-                            drop((g, s));
-                        }
-                        Pool::Smart(c) => {
+                        },
+                        |c| {
                             let mut g = c.group();
                             g.submit(forever.clone()).await.unwrap();
                             let f2 = forever.clone();
@@ -1140,7 +1091,7 @@ fn pin_localset_with_a_group_and_a_stream_dropped_outside_the_runtime() {
                             std::future::pending::<()>().await;
                             drop((g, s));
                         }
-                    }
+                    )
                 });
                 for _ in 0..20 {
                     tokio::task::yield_now().await;
@@ -1206,11 +1157,10 @@ fn pin_nested_runtime_dropped_inside_a_job() {
                         child.await
                     }
                 };
-                let h = match &p {
-                    Pool::Common(c) => c.submit(job()).await.unwrap(),
-                    Pool::NoQueue(c) => c.submit(job()).await.unwrap(),
-                    Pool::Smart(c) => c.submit(job).await.unwrap(),
-                };
+                let h = per_pool!(&p, |c| c.submit(job()).await.unwrap(), |c| c
+                    .submit(job)
+                    .await
+                    .unwrap());
                 within("parent", h).await.unwrap()
             });
             eprintln!("{}: {:?} {:?}", pool.name(), got, pool.stats());

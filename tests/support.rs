@@ -211,6 +211,24 @@ pub enum Pool {
     Smart(SmartAioPool),
 }
 
+/// A `match` on a [`Pool`] whose CommonAioPool and NoQueueAioPool arms are the same code
+/// (their APIs are alike, their types are not): `per_pool!(pool, |p| for_futures, |p|
+/// for_recipes)` runs `for_futures` with `p` bound to either of the first two and
+/// `for_recipes` with `p` bound to the SmartAioPool. The `|p|` only names the binding:
+/// the arms are expanded in place (no closures), so they may `.await`, `return` or `?`.
+/// `Pool` must be in scope.
+macro_rules! per_pool {
+    ($pool:expr, |$p:ident| $futures:expr, |$q:ident| $recipes:expr $(,)?) => {
+        match $pool {
+            Pool::Common($p) => $futures,
+            Pool::NoQueue($p) => $futures,
+            Pool::Smart($q) => $recipes,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use per_pool;
+
 impl Pool {
     /// The three pools with `conc` slots and `queue` places in the queue (NoQueue has
     /// none), each with how many tasks it holds at once.
@@ -245,11 +263,9 @@ impl Pool {
         d: std::time::Duration,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = nb_aiopool::ShutdownReport> + Send + '_>>
     {
-        match self {
-            Pool::Common(p) => Box::pin(p.shutdown_timeout(d)),
-            Pool::NoQueue(p) => Box::pin(p.shutdown_timeout(d)),
-            Pool::Smart(p) => Box::pin(p.shutdown_timeout(d)),
-        }
+        per_pool!(self, |p| Box::pin(p.shutdown_timeout(d)), |p| Box::pin(
+            p.shutdown_timeout(d)
+        ))
     }
 }
 
