@@ -17,15 +17,6 @@ use std::time::{Duration, Instant};
 use nb_aiopool_redis::{JobCtx, RedisQueue, Worker};
 use support::*;
 
-fn config_set(c: &mut redis::Connection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(c)
-        .unwrap();
-}
-
 fn completed(c: &mut redis::Connection, q: &str) -> u64 {
     redis::cmd("GET")
         .arg(format!("nbq:{{{q}}}:completed"))

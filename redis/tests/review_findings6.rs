@@ -15,18 +15,63 @@ use std::time::Duration;
 use nb_aiopool_redis::{JobCtx, RedisQueue, Worker};
 use support::*;
 
-fn set_max_bulk(server: &RedisServer, value: &str) {
-    config_set(server, "proto-max-bulk-len", value);
+/// The runs a handler started, as `(n, attempt)`, in order.
+type Started = Arc<Mutex<Vec<(u64, u64)>>>;
+
+/// A handler's run, boxed (one type for every run of the id-reuse tests' handler).
+type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// The id-reuse tests' handler (finding 65): records each run's `(n, attempt)` in
+/// `started`; J1 (`n` 1) runs until `gate1` is notified, J2's first run (`n` 2) until
+/// `gate2` is, and then fails; any other run succeeds at once.
+fn j1_held_j2_fails_once(
+    started: &Started,
+    gate1: &Arc<tokio::sync::Notify>,
+    gate2: &Arc<tokio::sync::Notify>,
+) -> impl Fn(Job, JobCtx) -> Run + Clone + Send + Sync + 'static {
+    let (s, g1, g2) = (started.clone(), gate1.clone(), gate2.clone());
+    move |j: Job, ctx: JobCtx| {
+        let (s, g1, g2) = (s.clone(), g1.clone(), g2.clone());
+        Box::pin(async move {
+            s.lock().unwrap().push((j.n, ctx.attempt()));
+            match (j.n, ctx.attempt()) {
+                (1, _) => {
+                    g1.notified().await;
+                    Ok(())
+                }
+                (2, 1) => {
+                    g2.notified().await;
+                    Err("the first run of J2 fails".to_owned())
+                }
+                _ => Ok(()),
+            }
+        })
+    }
 }
 
-fn config_set(server: &RedisServer, name: &str, value: &str) {
-    let mut c = server.conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(&mut c)
-        .unwrap();
+/// J1 ends (`gate1`), and its acknowledgement is given time to be written; then J2's
+/// first run fails (`gate2`). The length of queue `q`'s stream between the two, and
+/// whether J2 was run again (its second attempt started within the bounded wait).
+async fn end_j1_then_fail_j2(
+    c: &mut redis::Connection,
+    q: &str,
+    gate1: &tokio::sync::Notify,
+    gate2: &tokio::sync::Notify,
+    started: &Started,
+) -> (u64, bool) {
+    gate1.notify_one();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let len: u64 = redis::cmd("XLEN").arg(stream_key(q)).query(c).unwrap();
+    gate2.notify_one();
+    let retried = within(10, "J2's retry", async {
+        comes_true(300, || started.lock().unwrap().contains(&(2, 2))).await
+    })
+    .await;
+    (len, retried)
+}
+
+fn set_max_bulk(server: &RedisServer, value: &str) {
+    config_set(&mut server.conn(), "proto-max-bulk-len", value);
 }
 
 /// Fault (finding 61's, on the worker's side). A handler's result (a job submitted with
@@ -104,29 +149,10 @@ async fn a_late_ack_does_not_take_over_a_new_job_that_reused_its_id_and_is_runni
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "reuse2").await.unwrap();
     // (n, attempt) of every run started.
-    let started: Arc<Mutex<Vec<(u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let started: Started = Arc::default();
     let gate1 = Arc::new(tokio::sync::Notify::new());
     let gate2 = Arc::new(tokio::sync::Notify::new());
-    let handler = {
-        let (s, g1, g2) = (started.clone(), gate1.clone(), gate2.clone());
-        move |j: Job, ctx: JobCtx| {
-            let (s, g1, g2) = (s.clone(), g1.clone(), g2.clone());
-            async move {
-                s.lock().unwrap().push((j.n, ctx.attempt()));
-                match (j.n, ctx.attempt()) {
-                    (1, _) => {
-                        g1.notified().await;
-                        Ok(())
-                    }
-                    (2, 1) => {
-                        g2.notified().await;
-                        Err("the first run of J2 fails".to_owned())
-                    }
-                    _ => Ok::<(), String>(()),
-                }
-            }
-        }
-    };
+    let handler = j1_held_j2_fails_once(&started, &gate1, &gate2);
     let worker = |name: &str| {
         Worker::builder(&server.url(), "reuse2")
             .consumer_name(name)
@@ -155,19 +181,9 @@ async fn a_late_ack_does_not_take_over_a_new_job_that_reused_its_id_and_is_runni
         started.lock().unwrap().contains(&(2, 1))
     })
     .await;
-    // J1 ends; its acknowledgement is written (w1 has nothing else to do).
-    gate1.notify_one();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let len: u64 = redis::cmd("XLEN")
-        .arg(stream_key("reuse2"))
-        .query(&mut c)
-        .unwrap();
-    // J2's first run fails: it must be retried.
-    gate2.notify_one();
-    let retried = within(10, "J2's retry", async {
-        comes_true(300, || started.lock().unwrap().contains(&(2, 2))).await
-    })
-    .await;
+    // J1 ends; its acknowledgement is written (w1 has nothing else to do). Then J2's
+    // first run fails: it must be retried.
+    let (len, retried) = end_j1_then_fail_j2(&mut c, "reuse2", &gate1, &gate2, &started).await;
     within(15, "shutdown w1", w1.shutdown()).await;
     within(15, "shutdown w2", w2.shutdown()).await;
     run1.await.unwrap();
@@ -243,7 +259,7 @@ async fn finish_big_results_together(
     // two in one call do not (the call's arguments count while Redis reads them).
     let limit = "1500000";
     if limit_before_build {
-        config_set(server, "maxmemory-clients", limit);
+        config_set(&mut server.conn(), "maxmemory-clients", limit);
     }
     let queue = RedisQueue::connect(&server.url(), q).await.unwrap();
     let started = Arc::new(AtomicU64::new(0));
@@ -266,7 +282,7 @@ async fn finish_big_results_together(
     if !limit_before_build {
         // Set after the worker was built: whatever the worker read at build, the batch
         // meets a limit it does not know.
-        config_set(server, "maxmemory-clients", limit);
+        config_set(&mut server.conn(), "maxmemory-clients", limit);
     }
     let run = spawn_run(&w);
     let mut ids = Vec::new();
@@ -391,7 +407,7 @@ async fn a_batch_that_loses_the_connection_is_sent_again_record_by_record() {
 async fn a_record_the_server_never_takes_does_not_stall_the_acker() {
     let server = RedisServer::start();
     set_max_bulk(&server, "1mb");
-    config_set(&server, "maxmemory-clients", "500000");
+    config_set(&mut server.conn(), "maxmemory-clients", "500000");
     let queue = RedisQueue::connect(&server.url(), "lone").await.unwrap();
     let runs: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
     let r2 = runs.clone();
@@ -468,29 +484,10 @@ async fn a_record_the_server_never_takes_does_not_stall_the_acker() {
 async fn a_late_ack_does_not_take_over_a_new_job_with_its_id_on_the_same_worker() {
     let server = RedisServer::start();
     let queue = RedisQueue::connect(&server.url(), "reuse3").await.unwrap();
-    let started: Arc<Mutex<Vec<(u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let started: Started = Arc::default();
     let gate1 = Arc::new(tokio::sync::Notify::new());
     let gate2 = Arc::new(tokio::sync::Notify::new());
-    let handler = {
-        let (s, g1, g2) = (started.clone(), gate1.clone(), gate2.clone());
-        move |j: Job, ctx: JobCtx| {
-            let (s, g1, g2) = (s.clone(), g1.clone(), g2.clone());
-            async move {
-                s.lock().unwrap().push((j.n, ctx.attempt()));
-                match (j.n, ctx.attempt()) {
-                    (1, _) => {
-                        g1.notified().await;
-                        Ok(())
-                    }
-                    (2, 1) => {
-                        g2.notified().await;
-                        Err("the first run of J2 fails".to_owned())
-                    }
-                    _ => Ok::<(), String>(()),
-                }
-            }
-        }
-    };
+    let handler = j1_held_j2_fails_once(&started, &gate1, &gate2);
     let w = Worker::builder(&server.url(), "reuse3")
         .concurrency(2)
         .max_deliveries(3)
@@ -512,17 +509,7 @@ async fn a_late_ack_does_not_take_over_a_new_job_with_its_id_on_the_same_worker(
         started.lock().unwrap().contains(&(2, 1))
     })
     .await;
-    gate1.notify_one();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let len: u64 = redis::cmd("XLEN")
-        .arg(stream_key("reuse3"))
-        .query(&mut c)
-        .unwrap();
-    gate2.notify_one();
-    let retried = within(10, "J2's retry", async {
-        comes_true(300, || started.lock().unwrap().contains(&(2, 2))).await
-    })
-    .await;
+    let (len, retried) = end_j1_then_fail_j2(&mut c, "reuse3", &gate1, &gate2, &started).await;
     within(15, "shutdown", w.shutdown()).await;
     run.await.unwrap();
     assert!(

@@ -15,16 +15,6 @@ use std::time::Duration;
 use nb_aiopool_redis::{JobCtx, RedisQueue, Worker};
 use support::*;
 
-fn config_set(server: &RedisServer, name: &str, value: &str) {
-    let mut c = server.conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(&mut c)
-        .unwrap();
-}
-
 /// The stream id of the entry of queue `q` whose payload is `{"n":n}`.
 fn id_of(c: &mut redis::Connection, q: &str, n: u64) -> String {
     let all: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
@@ -60,7 +50,7 @@ fn id_of(c: &mut redis::Connection, q: &str, n: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_but_unwritten_ack_does_not_take_over_a_new_job_with_its_id() {
     let server = RedisServer::start();
-    config_set(&server, "proto-max-bulk-len", "1mb");
+    config_set(&mut server.conn(), "proto-max-bulk-len", "1mb");
     let q = "r65same";
     let queue = RedisQueue::connect(&server.url(), q).await.unwrap();
     let started: Arc<Mutex<Vec<(u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -121,7 +111,7 @@ async fn a_finished_but_unwritten_ack_does_not_take_over_a_new_job_with_its_id()
     let j1 = id_of(&mut c, q, 1);
     // Client eviction from now on (the worker's byte budget, read at build, does not know
     // it): J0's record alone is closed each time, for about 0.6 s.
-    config_set(&server, "maxmemory-clients", "500000");
+    config_set(&mut server.conn(), "maxmemory-clients", "500000");
     gate0.notify_one();
     eventually(10, "J0 ended", || ended.lock().unwrap().contains(&0)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,7 +146,7 @@ async fn a_finished_but_unwritten_ack_does_not_take_over_a_new_job_with_its_id()
         comes_true(300, || started.lock().unwrap().contains(&(2, 2))).await
     })
     .await;
-    config_set(&server, "maxmemory-clients", "0");
+    config_set(&mut server.conn(), "maxmemory-clients", "0");
     within(15, "shutdown", w.shutdown_timeout(Duration::from_secs(2))).await;
     let _ = within(15, "run", run).await;
     assert!(

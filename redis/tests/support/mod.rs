@@ -298,3 +298,13 @@ pub fn spawn_run(
     let w = w.clone();
     tokio::spawn(async move { w.run().await.expect("run") })
 }
+
+/// `CONFIG SET name value` on the server of connection `c`.
+pub fn config_set(c: &mut redis::Connection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(c)
+        .unwrap();
+}
