@@ -90,6 +90,20 @@ fn strand(pool: &SmartAioPool, n: usize) -> (Vec<TaskHandle<u32>>, Vec<Arc<Atomi
     (handles, counters)
 }
 
+/// Strands `pool` as [`strand`] does, with one task of [`cut_off_once_naming`] (it returns
+/// 5): its handle, and the names of the threads its later runs ran on.
+fn strand_naming(pool: &SmartAioPool) -> (TaskHandle<u32>, Arc<Mutex<Vec<String>>>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let names: Arc<Mutex<Vec<String>>> = Arc::default();
+    let rt = multi_thread_of(1);
+    let h = rt
+        .block_on(pool.submit(cut_off_once_naming(&runs, &names, 5)))
+        .unwrap();
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    drop(rt);
+    (h, names)
+}
+
 /// A test's own SmartAioPool (left alone by the exit hook and the process-wide calls).
 fn private_smart(c: usize, q: usize) -> nb_aiopool::SmartAioPoolBuilder {
     SmartAioPool::builder()
@@ -463,15 +477,8 @@ fn pin_the_serving_thread_runs_the_rerun_and_ends() {
     let _serial = serial();
     let before = serving_threads();
     for round in 0..2 {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let names: Arc<Mutex<Vec<String>>> = Arc::default();
         let pool = private_smart(1, 0).build();
-        let rt = multi_thread_of(1);
-        let h = rt
-            .block_on(pool.submit(cut_off_once_naming(&runs, &names, 5)))
-            .unwrap();
-        until("the first run", || runs.load(Ordering::SeqCst) == 1);
-        drop(rt);
+        let (h, names) = strand_naming(&pool);
         let got = on_thread_within("the await", 5, move || plain_block_on(h));
         assert_eq!(got.unwrap(), 5, "round {round}");
         assert_eq!(
@@ -494,15 +501,8 @@ fn pin_the_serving_thread_runs_the_rerun_and_ends() {
 fn pin_blocking_wait_runs_the_rerun_on_its_own_thread() {
     let _serial = serial();
     let before = serving_threads();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let names: Arc<Mutex<Vec<String>>> = Arc::default();
     let pool = private_smart(1, 0).build();
-    let rt = multi_thread_of(1);
-    let h = rt
-        .block_on(pool.submit(cut_off_once_naming(&runs, &names, 5)))
-        .unwrap();
-    until("the first run", || runs.load(Ordering::SeqCst) == 1);
-    drop(rt);
+    let (h, names) = strand_naming(&pool);
     let got = std::thread::Builder::new()
         .name("review-waiter".into())
         .spawn(move || h.blocking_wait())
@@ -519,12 +519,9 @@ fn pin_blocking_wait_runs_the_rerun_on_its_own_thread() {
 fn pin_a_cancel_all_on_a_stranded_pool_starts_no_serving_thread() {
     let _serial = serial();
     let before = serving_threads();
-    let runs = Arc::new(AtomicUsize::new(0));
     let pool = private_smart(1, 0).build();
-    let rt = multi_thread_of(1);
-    let h = rt.block_on(pool.submit(cut_off_once(&runs, 5))).unwrap();
-    until("the first run", || runs.load(Ordering::SeqCst) == 1);
-    drop(rt);
+    let (mut handles, counters) = strand(&pool, 1);
+    let (h, runs) = (handles.remove(0), &counters[0]);
     let cancel = pool.cancel_all();
     on_thread_within("cancel_all", 5, move || plain_block_on(cancel));
     let got = on_thread_within("the await", 5, move || plain_block_on(h));
