@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use nb_aiopool::{
-    shutdown_all_common_aiopools, CommonAioPool, MapOrdered, SmartAioPool, SmartTaskGroup,
-    TaskGroup,
+    shutdown_all_common_aiopools, CommonAioPool, MapOrdered, NoQueueAioPool, SmartAioPool,
+    SmartTaskGroup, TaskGroup,
 };
 use support::{append, child_scenario, lines, run_child};
 
@@ -71,6 +71,17 @@ async fn until_started(n: usize) {
     })
     .await;
     assert!(waited.is_ok(), "only {STARTED:?} of {n} tasks started");
+}
+
+/// Waits (bounded) until `running()` says `n` tasks are running.
+async fn until_running(running: impl Fn() -> usize, n: usize) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while running() < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "only {} of {n} tasks running", running());
 }
 
 /// A group (3 tasks), a `map_unordered` stream (2) and a `batch_run` (2) of `pool`, all
@@ -304,6 +315,51 @@ fn child() {
                 }
                 shutdown_all_common_aiopools().await;
                 *COMMON_GROUP.lock().unwrap() = Some(group);
+            });
+        }
+        "common-group-dropped-then-exit" => {
+            let rt = support::multi_thread_of(2);
+            rt.block_on(async {
+                let pool = CommonAioPool::builder()
+                    .name("dropped")
+                    .max_concurrency(3)
+                    .max_queue_size(10)
+                    .build();
+                let mut group = pool.group();
+                for _ in 0..5 {
+                    group
+                        .submit(tokio::time::sleep(Duration::from_secs(3600)))
+                        .await
+                        .unwrap();
+                }
+                until_running(|| pool.stats().running, 3).await;
+                // Three running, two queued: all aborted by the drop, right before the
+                // exit.
+                drop(group);
+                std::process::exit(0);
+            });
+        }
+        "no-queue-aborted-then-exit" => {
+            let rt = support::current_thread();
+            rt.block_on(async {
+                let pool = NoQueueAioPool::builder()
+                    .name("aborted")
+                    .max_concurrency(3)
+                    .build();
+                let mut handles = Vec::new();
+                for _ in 0..3 {
+                    handles.push(
+                        pool.submit(tokio::time::sleep(Duration::from_secs(3600)))
+                            .await
+                            .unwrap(),
+                    );
+                }
+                until_running(|| pool.stats().running, 3).await;
+                // Two aborted; the third, still running at the exit, is reported (the
+                // figure is not just zeroed).
+                handles[0].abort();
+                handles[1].abort();
+                std::process::exit(0);
             });
         }
         "aborted-during-the-busy-wait" => aborted_during_the_busy_wait(&dir),
@@ -549,6 +605,32 @@ fn tasks_aborted_while_the_exit_waits_for_a_busy_poll_end_as_aborted() {
     assert!(
         !c.stderr.contains("warning"),
         "aborted tasks reported by the exit; stderr: {}",
+        c.stderr
+    );
+}
+
+/// Pin (a case the review of 277–278 noted as suspect): a CommonAioPool group dropped
+/// right before `std::process::exit` on a multi-thread runtime, with three tasks running
+/// and two queued. All five are aborted, and an abort is counted at once, running tasks'
+/// too (`stats()` agrees with the handles), so the exit has nothing to warn about.
+#[test]
+fn pin_tasks_of_a_common_group_dropped_before_process_exit_are_not_warned_about() {
+    let c = ran("common-group-dropped-then-exit", 20);
+    assert_eq!(c.code, Some(0), "stderr: {}", c.stderr);
+    assert!(!c.stderr.contains("warning"), "stderr: {}", c.stderr);
+}
+
+/// Pin: the same with `abort()` on the handles of two of three running NoQueueAioPool
+/// tasks, on a current-thread runtime (their slots never poll again): the third, not
+/// aborted and still running at the exit, is the only one the warning counts.
+#[test]
+fn pin_running_tasks_aborted_before_process_exit_are_not_counted_as_unfinished() {
+    let c = ran("no-queue-aborted-then-exit", 20);
+    assert_eq!(c.code, Some(0), "stderr: {}", c.stderr);
+    assert!(
+        c.stderr.contains("NoQueueAioPool named \"aborted\"")
+            && c.stderr.contains("had 1 unfinished task(s)"),
+        "stderr: {}",
         c.stderr
     );
 }
