@@ -40,4 +40,9 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// The waker of the job's handle, if it is being awaited (cloned under the handle's
     /// own lock; never woken under the engine's).
     fn handle_waker(&self) -> Option<std::task::Waker>;
+
+    /// Under the engine's lock, as a slot takes the job: the slot's key, which an abort of
+    /// the task hands back ([`Unqueue::aborted`](crate::task::unqueue::Unqueue::aborted)).
+    /// One store.
+    fn set_runner(&self, key: usize);
 }

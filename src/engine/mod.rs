@@ -62,6 +62,7 @@ pub(crate) use limits::{LimitsConfig, Meta};
 use crate::error::{CancelReason, SubmitErrorKind};
 use crate::observe::{Observer, OnPanic, Stamp, Stamps};
 use crate::stats::{PoolStats, ShutdownReport};
+use crate::sync;
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{wake_quietly, BoxRun, Outcome, QuietPoll};
@@ -1060,6 +1061,7 @@ impl<J: Job> Engine<J> {
             let copy = if J::RERUN { q.job.keep() } else { None };
             let meta = std::mem::take(&mut q.meta);
             let Some(handle) = elsewhere else {
+                q.job.set_runner(key);
                 let entry = &mut st.slots[key];
                 entry.job = q.id;
                 entry.copy = copy;
@@ -1079,6 +1081,7 @@ impl<J: Job> Engine<J> {
                 charged,
                 polling: polling.clone(),
             });
+            q.job.set_runner(new_key);
             let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
             later.spawns.push((handle, slot));
             return None;
@@ -1716,15 +1719,18 @@ impl<J: Job> Engine<J> {
     /// the exit take-over: a queued job left there would keep its place until a slot took
     /// it, which a rate window could put off for as long as the window (the exit waiting
     /// for a task already aborted), or for ever (then reported as held back).
-    fn abort_queued(self: &Arc<Self>, id: u64, priority: i32) {
+    fn abort_queued(self: &Arc<Self>, id: u64, priority: i32, runner: &sync::AtomicUsize) {
         let mut later = Deferred::default();
         let (job, id, reason, handle) = {
             let mut st = self.lock();
             // A job a slot has taken (running, or about to) is not searched for in the
             // queue, which may be long. Its slot task is woken, if it stored its waker: a
             // slot that stores it later looks at the abort flag after that (the flag was
-            // set before this lock was taken).
-            if let Some(e) = Self::slot_of(&st, id) {
+            // set before this lock was taken). The slot is the one the job was given to
+            // (`Job::set_runner`, under this lock), if it still runs it: not searched for
+            // among all the slots, which made aborting many running tasks quadratic.
+            let key = runner.load(sync::Ordering::Relaxed);
+            if let Some(e) = st.slots.get(key).filter(|e| e.job == id) {
                 let waker = e.waker.clone();
                 drop(st);
                 if let Some(waker) = waker {
@@ -3113,8 +3119,8 @@ impl<J: Job> Drop for WaitGuard<J> {
 }
 
 impl<J: Job> Unqueue for Engine<J> {
-    fn aborted(self: Arc<Self>, job: u64, priority: i32) {
-        self.abort_queued(job, priority);
+    fn aborted(self: Arc<Self>, job: u64, priority: i32, runner: &sync::AtomicUsize) {
+        self.abort_queued(job, priority, runner);
     }
 
     fn offer_runtime(self: Arc<Self>) {
@@ -3542,6 +3548,8 @@ mod tests {
         fn handle_waker(&self) -> Option<Waker> {
             None
         }
+
+        fn set_runner(&self, _key: usize) {}
     }
 
     /// `Engine::finish` and `Engine::settle` leave an untouched record undropped: only

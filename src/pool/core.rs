@@ -79,6 +79,10 @@ impl Job for FutureJob {
     fn handle_waker(&self) -> Option<std::task::Waker> {
         self.0.handle_waker()
     }
+
+    fn set_runner(&self, key: usize) {
+        self.0.set_runner(key);
+    }
 }
 
 impl<F> Submit<FutureJob> for F

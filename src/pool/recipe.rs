@@ -307,6 +307,8 @@ trait SmartTaskDyn: Counted + Send + Sync + 'static {
     fn aborted(&self) -> Option<CancelReason>;
     /// The waker of its handle, if it is being awaited.
     fn handle_waker(&self) -> Option<std::task::Waker>;
+    /// See `Shared::set_runner`.
+    fn set_runner(&self, key: usize);
     /// A run that calls no user code (for a task cancelled before it started); it takes
     /// over the caller's copy.
     fn unstarted(self: Arc<Self>) -> BoxRun;
@@ -364,6 +366,10 @@ where
 
     fn handle_waker(&self) -> Option<std::task::Waker> {
         self.shared().handle_waker()
+    }
+
+    fn set_runner(&self, key: usize) {
+        self.shared().set_runner(key);
     }
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
@@ -434,6 +440,10 @@ impl Job for SmartJob {
 
     fn handle_waker(&self) -> Option<std::task::Waker> {
         self.0.task().handle_waker()
+    }
+
+    fn set_runner(&self, key: usize) {
+        self.0.task().set_runner(key);
     }
 }
 

@@ -20,7 +20,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::sync::{spin_wait, AtomicU32, AtomicU64, AtomicWaker, Mutex, Ordering, UnsafeCell};
+use crate::sync::{
+    spin_wait, AtomicU32, AtomicU64, AtomicUsize, AtomicWaker, Mutex, Ordering, UnsafeCell,
+};
 
 use super::context::Waiting;
 use crate::error::{CancelReason, TaskError};
@@ -49,6 +51,10 @@ pub(crate) struct Shared<T> {
     pub(crate) priority: i32,
     /// The bits above (four bytes: beside `priority`, they take no room of their own).
     state: AtomicU32,
+    /// Where its pool runs it: the number the pool gave it when it took it from the queue
+    /// (its slot's key; `usize::MAX` before), so that an abort finds a running task
+    /// without searching every slot. Written and read under the pool's lock.
+    runner: AtomicUsize,
     /// The outcome; who may touch it is said by `state` (see `CLAIMED` and `COMPLETE`).
     result: UnsafeCell<Option<Result<T, TaskError>>>,
     /// The waker of the handle waiting for the task.
@@ -75,6 +81,7 @@ impl<T> Shared<T> {
             job: AtomicU64::new(u64::MAX),
             priority,
             state: AtomicU32::new(0),
+            runner: AtomicUsize::new(usize::MAX),
             result: UnsafeCell::new(None),
             waker: AtomicWaker::default(),
             waiting: Mutex::new(None),
@@ -224,8 +231,16 @@ impl<T> Shared<T> {
             // future at its next poll (Relaxed: the id was written before the handle was
             // returned).
             let job = self.job.load(Ordering::Relaxed);
-            super::unqueue::aborted(self.pool, job, self.priority);
+            super::unqueue::aborted(self.pool, job, self.priority, &self.runner);
         }
+    }
+
+    /// Under the pool's lock: a slot of the pool (`key`) takes the task to run it (see
+    /// [`Unqueue::aborted`](super::unqueue::Unqueue::aborted)).
+    #[inline]
+    pub(crate) fn set_runner(&self, key: usize) {
+        // Relaxed: read only under the same lock.
+        self.runner.store(key, Ordering::Relaxed);
     }
 
     /// Takes the waker of the handle waiting for the task, if one waits, for the pool to

@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::registry::Registry;
+use crate::sync;
 
 /// What an abort asks of the pool of its task.
 pub(crate) trait Unqueue: Send + Sync {
     /// Task `job`, queued with `priority`, was just aborted: if it has not started, take
     /// it out of the queue now (its place freed, its end counted; its job dropped on its
     /// runtime); if a slot has taken it, wake that slot, which drops it at its next poll.
-    /// Never called under the pool's lock.
-    fn aborted(self: Arc<Self>, job: u64, priority: i32);
+    /// `runner` is where the pool said it runs the task (see `Shared::set_runner`), read
+    /// under the pool's lock. Never called under the pool's lock.
+    fn aborted(self: Arc<Self>, job: u64, priority: i32, runner: &sync::AtomicUsize);
 
     /// Something waits, on the current runtime, for a task of this pool: if the pool is
     /// stranded (queued jobs, no live runtime it knows), offer it this runtime to run them
@@ -117,10 +119,10 @@ pub(crate) fn deregister(id: usize) {
 }
 
 /// Tells pool `pool` that its task `job` was aborted (see [`Unqueue::aborted`]).
-pub(crate) fn aborted(pool: usize, job: u64, priority: i32) {
+pub(crate) fn aborted(pool: usize, job: u64, priority: i32, runner: &sync::AtomicUsize) {
     // The map's lock is released before the pool's is taken.
     if let Some(pool) = POOLS.get(pool) {
-        pool.aborted(job, priority);
+        pool.aborted(job, priority, runner);
     }
 }
 
