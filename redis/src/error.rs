@@ -47,7 +47,8 @@ impl Error {
     /// Workers retry these by themselves (except a finished job's record refused with
     /// `OOM`: tried again for about 1.5 s, after the other records, so that plain
     /// acknowledgements pass, then given up; or whose call alone is lost 6 times in a row
-    /// while Redis answers: given up after about 0.6 s; either way the job's entry stays
+    /// while Redis answers, its entry still pending: given up after about 0.6 s when
+    /// Redis closes the connection of each call; either way the job's entry stays
     /// pending until it is reclaimed after the lease, the job runs again, and the worker
     /// reports an "acknowledgement given up" error, not retryable); producers decide.
     pub fn is_retryable(&self) -> bool {

@@ -548,7 +548,8 @@ return n
 
 /// KEYS: stream. ARGV: group, consumer, ids... Returns, per id, 1 if the entry is
 /// pending under `consumer`, else 0 (also without the group, after a purge). Changes
-/// nothing.
+/// nothing. Used by the lease keeper (entries whose record was given up) and by the
+/// acker before it sends a record again after a lost call (finding 70).
 pub(crate) static OWNED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"

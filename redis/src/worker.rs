@@ -79,10 +79,14 @@ const MAX_REASON: usize = 64 * 1024;
 ///   new job, only a call already on its way at that read can still do so).
 /// - **Bounded acknowledgements.** An acknowledgement call carries at most 256 records and
 ///   about 4 MB (less with the server's client eviction, `maxmemory-clients`, on); a
-///   call that loses the connection is sent again record by record, and a record whose
-///   call alone keeps losing it is given up (its job runs again after the lease), so one
-///   record never holds up the others. A record given up (so also one Redis refuses) is
-///   reported through [`on_error`](WorkerBuilder::on_error) with its entry and job ids.
+///   call that loses the connection (or gets no reply in time) is sent again record by
+///   record, and a record whose call alone keeps losing it is given up (its job runs
+///   again after the lease), so one record never holds up the others. A record is sent
+///   again after a lost call only if its entry is still pending under the worker (one
+///   cheap read): a call applied whose reply was lost or came too late (a big result on
+///   a slow link) costs one lost call, and nothing is given up. A record given up (so
+///   also one Redis refuses) is reported through [`on_error`](WorkerBuilder::on_error)
+///   with its entry and job ids.
 /// - **Failures.** An error or panic is retried after an exponential backoff (a sorted set
 ///   of delayed jobs that workers move back); after `max_deliveries` runs, or at once for
 ///   an unknown task or an undecodable payload, the job goes to the dead-letter stream.
@@ -1157,7 +1161,7 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
             // The records given up, with their last error: their entries stay pending,
             // are no longer renewed, and are reclaimed after the lease.
             let mut given_up: Vec<(&Record, String)> = Vec::new();
-            match finish(&inner, &mut conn, &batch).await {
+            match finish(&inner, &mut conn, &batch, false).await {
                 Ok(()) => done.extend(&batch),
                 Err(e) => {
                     // NOGROUP: the entries are gone with their group; nothing left to
@@ -1169,6 +1173,10 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                     // applied once: sent again, they record nothing.
                     let nogroup = e.code() == Some("NOGROUP");
                     let oom = is_oom(&e);
+                    // A lost call may have been applied all the same (its reply came too
+                    // late): each record is then sent again only if its entry is still
+                    // pending here (one cheap read first, see `finish`: finding 70).
+                    let lost = lost_with_the_call(&e);
                     let text = e.to_string();
                     // A record given up is reported once, with its last error (below).
                     if batch.len() > 1 || nogroup || oom {
@@ -1183,7 +1191,7 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                     } else if batch.len() > 1 {
                         // (A batch of one failed alone already.)
                         for r in &batch {
-                            match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
+                            match finish(&inner, &mut conn, std::slice::from_ref(r), lost).await {
                                 Ok(()) => done.push(r),
                                 Err(e) => {
                                     if e.code() == Some("NOGROUP") {
@@ -1214,7 +1222,7 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
                         tokio::time::sleep(pause).await;
                         let mut still = Vec::new();
                         for (r, _) in refused {
-                            match finish(&inner, &mut conn, std::slice::from_ref(r)).await {
+                            match finish(&inner, &mut conn, std::slice::from_ref(r), false).await {
                                 Ok(()) => done.push(r),
                                 Err(e) if is_oom(&e) => still.push((r, e.to_string())),
                                 Err(e) => given_up.push((r, e.to_string())),
@@ -1320,9 +1328,22 @@ const LONE_RECORD_LOST_TRIES: u32 = 5;
 /// again whole it would fail the same way for ever (finding 66). A lone record whose call
 /// is lost [`LONE_RECORD_LOST_TRIES`] times in a row, then once more after Redis answered
 /// a `PING`, and Redis answers again (the server is there; this call is what fails), is
-/// given up (about 0.6 s in all): its entry stays pending and the job runs again after
-/// the lease, as for any record Redis refuses. While Redis does not answer, it is tried
-/// on (an outage or a restart: the first call after the reconnection goes through).
+/// given up (about 0.6 s in all when the connection is closed at each call): its entry
+/// stays pending and the job runs again after the lease, as for any record Redis refuses.
+/// While Redis does not answer, it is tried on (an outage or a restart: the first call
+/// after the reconnection goes through).
+///
+/// A lost call may have been applied all the same (no reply within the response timeout,
+/// e.g. a big record on a slow link: finding 70). So before a lone record is sent again
+/// after a lost call (`after_lost`: the acker's call of a batch holding it was lost; or
+/// a call of this loop was), and before it is given up, one cheap read
+/// ([`still_pending`]) asks whether its entry is still pending under this consumer; if
+/// not, it is done: the record was applied, or the entry is not this worker's to finish
+/// (another consumer took it, or it is gone with its group), and a re-sent FINISH would
+/// record nothing anyway. Nothing is given up or reported as given up then, and the
+/// acker is held one lost call, not six (31 s with calls that each time out after 5 s).
+/// If that read fails too (lost, or timed out), the record is sent again, as before. The
+/// normal path (a call answered) makes no such read.
 ///
 /// Records of runs whose id a new entry took since they ended (see [`Inner::supersede`])
 /// are left out of each try, and the call is not made if none is left.
@@ -1333,11 +1354,14 @@ async fn finish(
     inner: &Inner,
     conn: &mut ConnectionManager,
     records: &[Record],
+    after_lost: bool,
 ) -> Result<(), redis::RedisError> {
     let mut pause = Duration::from_millis(20);
     let mut lost = 0u32;
     // Whether Redis answered a PING after the last lost call.
     let mut answered = false;
+    // Whether the last call of these records was lost: it may have been applied.
+    let mut maybe_applied = after_lost;
     loop {
         // Records whose id a new entry took since are dropped (checked before each try).
         let live: Vec<&Record> = {
@@ -1348,6 +1372,9 @@ async fn finish(
             records.iter().filter(|r| inner.live(&ran, r)).collect()
         };
         if live.is_empty() {
+            return Ok(());
+        }
+        if maybe_applied && live.len() == 1 && !still_pending(inner, conn, live[0]).await {
             return Ok(());
         }
         let mut inv = store::FINISH.prepare_invoke();
@@ -1371,15 +1398,23 @@ async fn finish(
             // them up (pending, delivered again after the lease), as any record Redis
             // refuses.
             Err(e) if is_transient(&e) && !is_oom(&e) => {
+                maybe_applied = false;
                 if lost_with_the_call(&e) {
                     if live.len() > 1 {
                         return Err(e);
                     }
+                    maybe_applied = true;
                     lost += 1;
                     if lost >= LONE_RECORD_LOST_TRIES {
                         let pong: redis::RedisResult<String> =
                             redis::cmd("PING").query_async(conn).await;
                         if pong.is_ok() && answered {
+                            // Not given up if this last call was applied after all (its
+                            // error is then one met, as for the earlier lost calls).
+                            if !still_pending(inner, conn, live[0]).await {
+                                inner.report(&Error::Redis(e));
+                                return Ok(());
+                            }
                             return Err(e);
                         }
                         answered = pong.is_ok();
@@ -1392,6 +1427,28 @@ async fn finish(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether the entry of record `r` is still pending under this consumer (the one read
+/// [`finish`] makes after a lost call, with [`store::OWNED`]: `XPENDING <stream> <group>
+/// <id> <id> 1 <consumer>` through `pcall`, so without the group it is not pending).
+/// True, so that the record is sent again, if the read itself fails (lost or timed out):
+/// it is not reported, the call that follows meets the same fault and reports it.
+///
+/// Not pending means that FINISH would record nothing for it: it removes an entry from
+/// the pending list only in the script that writes the record's outcome (acknowledged
+/// and deleted with it), and applies a record only to an entry pending under this
+/// consumer. On a connection that is still the one of the lost call (a response timeout
+/// does not close it), this read is answered after that call was.
+async fn still_pending(inner: &Inner, conn: &mut ConnectionManager, r: &Record) -> bool {
+    let owned: redis::RedisResult<Vec<i64>> = store::OWNED
+        .key(&inner.keys.stream)
+        .arg(GROUP)
+        .arg(&inner.consumer)
+        .arg(&r.fields[1])
+        .invoke_async(conn)
+        .await;
+    !matches!(owned.as_deref(), Ok([0]))
 }
 
 /// Renews the lease of running entries, and of finished ones whose record waits in the
@@ -1886,9 +1943,9 @@ impl WorkerBuilder {
 
     /// Called with each Redis error the worker meets while running (it retries them
     /// anyway, except a finished job's record that Redis keeps refusing or whose calls it
-    /// keeps losing: that record is given up, and its last error is reported as an
-    /// "acknowledgement given up" error naming its entry and job; the entry stays pending
-    /// and the job runs again after the lease). Default: none; the count and the last one
+    /// keeps losing while its entry stays pending: that record is given up, and its last
+    /// error is reported as an "acknowledgement given up" error naming its entry and job;
+    /// the entry stays pending and the job runs again after the lease). Default: none; the count and the last one
     /// are in [`Worker::stats`]. It runs inside the worker's own tasks: keep it short. A
     /// panic in it is caught (the panic hook shows it) and the worker goes on.
     pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
