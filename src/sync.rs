@@ -1,12 +1,15 @@
-//! The synchronisation types the task cell uses, through one door: `std`'s normally,
+//! The synchronisation types the task cell and the engine's lock-free marks
+//! (`engine::marks`) use, through one door: `std`'s normally,
 //! loom's models under `--cfg nb_aiopool_loom`, so that loom runs
 //! this crate's real code (as tokio's `crate::loom` does). A custom cfg name, because
 //! `--cfg loom` would switch tokio itself into its loom mode.
 
 #[cfg(not(nb_aiopool_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-    pub(crate) use std::sync::Mutex;
+    pub(crate) use std::sync::atomic::{
+        fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
+    pub(crate) use std::sync::{Arc, Mutex};
 
     /// `futures`' `AtomicWaker`, under the names loom's model of it uses.
     #[derive(Default)]
@@ -52,8 +55,10 @@ mod imp {
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::future::AtomicWaker;
-    pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-    pub(crate) use loom::sync::Mutex;
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
+    pub(crate) use loom::sync::{Arc, Mutex};
 
     pub(crate) fn spin_wait(_round: u32) {
         loom::thread::yield_now();

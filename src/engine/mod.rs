@@ -33,6 +33,7 @@ mod few;
 mod graves;
 mod job;
 pub(crate) mod limits;
+mod marks;
 pub(crate) mod queue;
 pub(crate) mod runtimes;
 mod slot;
@@ -71,10 +72,11 @@ use elastic::Elastic;
 use few::Few;
 use graves::{Batch, Grave, Graves, Kept};
 use limits::Limits;
+use marks::{DropWatchers, Polling};
 use queue::{Ordered, Queue};
 use runtimes::{Deaths, RtRef, Runtimes, ANY};
 pub(crate) use slot::thread_token;
-use slot::{Polling, Slot};
+use slot::Slot;
 use watchers::SizeWatchers;
 
 /// What a pool passes in when it creates its engine.
@@ -194,6 +196,10 @@ struct SlotEntry<J> {
     charged: Option<Instant>,
     /// Whether (and on which thread) the slot task is being polled now.
     polling: Polling,
+    /// Its job was aborted while the slot held it: the slot drops it (and counts its end)
+    /// at its next poll, which a runtime that is never driven again (`process::exit`)
+    /// never makes; the exit's report leaves such jobs out (finding 282).
+    aborted: bool,
 }
 
 impl<J> SlotEntry<J> {
@@ -206,6 +212,7 @@ impl<J> SlotEntry<J> {
             meta: Meta::default(),
             charged: None,
             polling: polling.clone(),
+            aborted: false,
         }
     }
 }
@@ -495,7 +502,7 @@ pub(crate) struct Engine<J: Job> {
     size_watchers: SizeWatchers,
     /// `wait()`s waiting for slots to finish dropping what ended jobs left: a slot that
     /// finishes one signals `changed` while there are any.
-    drop_watchers: AtomicUsize,
+    drop_watchers: DropWatchers,
     /// Mirror of `State::generation`, so a stale slot stops without taking the lock.
     generation: AtomicU64,
     /// Running jobs with an id below this are cancelled with `State::cancel_reason` (but
@@ -629,7 +636,7 @@ impl<J: Job> Engine<J> {
             stuck_epoch: AtomicU64::new(0),
             stranded: AtomicBool::new(false),
             serving: AtomicBool::new(false),
-            drop_watchers: AtomicUsize::new(0),
+            drop_watchers: DropWatchers::default(),
             on_drop,
             on_panic,
             observer,
@@ -1064,6 +1071,7 @@ impl<J: Job> Engine<J> {
                 q.job.set_runner(key);
                 let entry = &mut st.slots[key];
                 entry.job = q.id;
+                entry.aborted = false;
                 entry.copy = copy;
                 entry.meta = meta;
                 entry.charged = charged;
@@ -1080,6 +1088,7 @@ impl<J: Job> Engine<J> {
                 meta,
                 charged,
                 polling: polling.clone(),
+                aborted: false,
             });
             q.job.set_runner(new_key);
             let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
@@ -1730,7 +1739,8 @@ impl<J: Job> Engine<J> {
             // (`Job::set_runner`, under this lock), if it still runs it: not searched for
             // among all the slots, which made aborting many running tasks quadratic.
             let key = runner.load(sync::Ordering::Relaxed);
-            if let Some(e) = st.slots.get(key).filter(|e| e.job == id) {
+            if let Some(e) = st.slots.get_mut(key).filter(|e| e.job == id) {
+                e.aborted = true;
                 let waker = e.waker.clone();
                 drop(st);
                 if let Some(waker) = waker {
@@ -2209,8 +2219,15 @@ impl<J: Job> Engine<J> {
         }
     }
 
+    /// [`figures_of`](Self::figures_of), for the exit's report: a job aborted while a slot
+    /// held it is not unfinished (its handle says `Aborted`), although it counts as
+    /// running until the slot polls again.
     pub(crate) fn figures(&self) -> Figures {
-        Self::figures_of(&self.lock())
+        let st = self.lock();
+        let mut figures = Self::figures_of(&st);
+        let aborted = st.slots.iter().filter(|(_, e)| e.aborted).count();
+        figures.unfinished -= aborted.min(figures.unfinished);
+        figures
     }
 
     fn figures_of(st: &State<J>) -> Figures {
@@ -3094,15 +3111,14 @@ struct DropWatch<J: Job>(Arc<Engine<J>>);
 
 impl<J: Job> DropWatch<J> {
     fn new(engine: &Arc<Engine<J>>) -> Self {
-        // SeqCst: see `Polling::end_drop`.
-        engine.drop_watchers.fetch_add(1, Ordering::SeqCst);
+        engine.drop_watchers.watch();
         DropWatch(Arc::clone(engine))
     }
 }
 
 impl<J: Job> Drop for DropWatch<J> {
     fn drop(&mut self) {
-        self.0.drop_watchers.fetch_sub(1, Ordering::SeqCst);
+        self.0.drop_watchers.unwatch();
     }
 }
 
@@ -3350,9 +3366,7 @@ impl<J: Job> Engine<J> {
     /// A slot finished dropping what a job left ([`Polling::end_drop`]): a `wait()`
     /// watching for that looks again.
     fn end_drop(&self, polling: &Polling) {
-        polling.end_drop();
-        // SeqCst: see `Polling::end_drop`.
-        if self.drop_watchers.load(Ordering::SeqCst) > 0 {
+        if self.drop_watchers.drop_ended(polling) {
             self.changed.notify_waiters();
         }
     }

@@ -11,12 +11,13 @@
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 
+use super::marks::Polling;
 use super::runtimes::{self, RtRef, ANY};
 use super::{drop_quietly, Deferred, Engine, Job, Queued};
 use crate::error::CancelReason;
@@ -29,105 +30,7 @@ const JOBS_PER_POLL: usize = 32;
 
 /// How many times an idle slot task yields, looking for a new job, before it waits to be
 /// woken: jobs that arrive meanwhile cost no wake-up at all.
-const LINGER_POLLS: u8 = 2;
-
-/// Which thread polls a slot task right now, shared by the task and its entry in the
-/// state: the exit take-over must not start a job again while its first run is inside a
-/// poll on a live thread, and must not wait for a poll on the thread that is exiting.
-/// Kept only by the slots of a pool that runs interrupted jobs again (`Job::RERUN` and the
-/// pool's re-run setting): the take-over of any other pool never starts a job twice, and
-/// reads no mark.
-///
-/// It also carries the mark that an idle slot task was given a job, so that a lingering
-/// one finds out without taking the engine's lock; and, for a pool of recipes, how far the
-/// slot is with dropping what its ended jobs left (see [`Polling::begin_drop`]).
-#[derive(Clone, Default)]
-pub(super) struct Polling(Arc<PollingState>);
-
-#[derive(Default)]
-struct PollingState {
-    by: AtomicU64,
-    /// Taken off the idle list to claim a reserved job (set under the engine's lock).
-    claimed: AtomicBool,
-    /// Taken off the idle list to exit: an elastic pool retired the idle worker it stood
-    /// for (set and read under the engine's lock).
-    retired: AtomicBool,
-    /// Drops of ended jobs' leftovers begun (under the engine's lock) and finished.
-    drops_begun: AtomicU64,
-    drops_done: AtomicU64,
-}
-
-impl Polling {
-    /// The thread polling now (a [`thread_token`]), if any.
-    pub(super) fn by(&self) -> Option<u64> {
-        // SeqCst, with `enter`'s store and the generation's: either the take-over sees the
-        // poll, or the poll sees the new generation and runs nothing.
-        match self.0.by.load(Ordering::SeqCst) {
-            0 => None,
-            t => Some(t),
-        }
-    }
-
-    /// Under the engine's lock: the idle slot task was taken off the idle list to claim a
-    /// reserved job.
-    pub(super) fn claim(&self) {
-        // Release: its next poll (Acquire) sees the claim it was counted for.
-        self.0.claimed.store(true, Ordering::Release);
-    }
-
-    /// Under the engine's lock, where a job's end is counted: the slot drops what the job
-    /// left (a recipe's run and copy; a panicked run, after the pool's `on_panic` call
-    /// that reads it) once the lock is released. A `wait()` that counts the job as ended
-    /// waits for [`end_drop`](Self::end_drop) too, so that it never returns before what
-    /// it covers is dropped.
-    pub(super) fn begin_drop(&self) {
-        // Written only by the slot; read under the lock.
-        let begun = self.0.drops_begun.load(Ordering::Relaxed);
-        self.0.drops_begun.store(begun + 1, Ordering::Relaxed);
-    }
-
-    /// The drop [`begin_drop`](Self::begin_drop) announced is over.
-    pub(super) fn end_drop(&self) {
-        let begun = self.0.drops_begun.load(Ordering::Relaxed);
-        // SeqCst, with `Engine::drop_watchers`: either the slot sees a waiter watching
-        // (and wakes it), or the waiter sees this store.
-        self.0.drops_done.store(begun, Ordering::SeqCst);
-    }
-
-    /// Under the engine's lock: the drop under way, if any, as the number a waiter waits
-    /// for ([`dropped_through`](Self::dropped_through)).
-    pub(super) fn dropping(&self) -> Option<u64> {
-        let begun = self.0.drops_begun.load(Ordering::Relaxed);
-        (self.0.drops_done.load(Ordering::SeqCst) < begun).then_some(begun)
-    }
-
-    /// Whether the drops up to the `n`-th are over.
-    pub(super) fn dropped_through(&self, n: u64) -> bool {
-        self.0.drops_done.load(Ordering::SeqCst) >= n
-    }
-
-    /// Whether anything but the list of slots that drop holds this mark (the slot task,
-    /// or its entry): a mark nothing else holds belongs to a slot that is gone.
-    pub(super) fn is_held(&self) -> bool {
-        Arc::strong_count(&self.0) > 1
-    }
-
-    /// Under the engine's lock: the idle slot task was taken off the idle list to exit
-    /// (its elastic worker retired).
-    pub(super) fn retire(&self) {
-        self.0.retired.store(true, Ordering::Relaxed);
-    }
-
-    /// Under the engine's lock: whether [`retire`](Self::retire) was called.
-    pub(super) fn is_retired(&self) -> bool {
-        self.0.retired.load(Ordering::Relaxed)
-    }
-
-    /// Whether it was claimed since the last call; clears the mark.
-    fn take_claim(&self) -> bool {
-        self.0.claimed.load(Ordering::Relaxed) && self.0.claimed.swap(false, Ordering::Acquire)
-    }
-}
+pub(super) const LINGER_POLLS: u8 = 2;
 
 /// A number for the current thread, never 0.
 pub(crate) fn thread_token() -> u64 {
@@ -406,6 +309,7 @@ impl<J: Job> Slot<J> {
             later.woken.push(woken);
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
+            entry.aborted = false;
             // It may hold the last reference to a recipe (a task aborted while queued runs
             // nothing): kept for a submitter to free (see `Engine::bury`), or, after a
             // panic or on a current-thread runtime, dropped below, outside the lock.
@@ -579,11 +483,11 @@ impl<J: Job> Future for Slot<J> {
         if mark {
             // Before the staleness check (see `Polling::by`). A panic here is a bug of this
             // crate; the mark then stays, and the exit take-over waits for it a bounded time.
-            this.polling.0.by.store(thread_token(), Ordering::SeqCst);
+            this.polling.enter(thread_token());
         }
         let poll = this.poll_slot(cx);
         if mark {
-            this.polling.0.by.store(0, Ordering::Release);
+            this.polling.leave();
         }
         poll
     }
