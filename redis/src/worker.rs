@@ -1346,7 +1346,11 @@ const LONE_RECORD_LOST_TRIES: u32 = 5;
 /// normal path (a call answered) makes no such read.
 ///
 /// Records of runs whose id a new entry took since they ended (see [`Inner::supersede`])
-/// are left out of each try, and the call is not made if none is left.
+/// are left out of each try, and the call is not made if none is left; a lone record is
+/// looked at again after the pending read above, which takes a round trip (longer behind
+/// a late reply or a reconnection) during which such an entry may be read: pending under
+/// this consumer, it would make the read say "still pending" and be finished by this
+/// record.
 ///
 /// Cancel safety: dropping the future stops the tries; a call already sent may still be
 /// applied (a FINISH call applied twice records nothing twice).
@@ -1374,8 +1378,20 @@ async fn finish(
         if live.is_empty() {
             return Ok(());
         }
-        if maybe_applied && live.len() == 1 && !still_pending(inner, conn, live[0]).await {
-            return Ok(());
+        if maybe_applied && live.len() == 1 {
+            if !still_pending(inner, conn, live[0]).await {
+                return Ok(());
+            }
+            // That read took a round trip (behind a late reply, or a reconnection): a new
+            // entry with this id read meanwhile by this worker (see `Inner::supersede`)
+            // is pending here too, and the record would finish it. Checked again.
+            let ran = inner
+                .ran_unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !inner.live(&ran, live[0]) {
+                return Ok(());
+            }
         }
         let mut inv = store::FINISH.prepare_invoke();
         inv.key(&inner.keys.stream)
@@ -1438,8 +1454,12 @@ async fn finish(
 /// Not pending means that FINISH would record nothing for it: it removes an entry from
 /// the pending list only in the script that writes the record's outcome (acknowledged
 /// and deleted with it), and applies a record only to an entry pending under this
-/// consumer. On a connection that is still the one of the lost call (a response timeout
-/// does not close it), this read is answered after that call was.
+/// consumer. (The entry may also have left for another reason: reclaimed by another
+/// worker, released by this worker's drain, gone with its group; a re-sent FINISH would
+/// record nothing then either.) Pending does not mean that it is still this record's
+/// entry: [`finish`] checks the record's insertion again after this read. On a
+/// connection that is still the one of the lost call (a response timeout does not close
+/// it), this read is answered after that call was.
 async fn still_pending(inner: &Inner, conn: &mut ConnectionManager, r: &Record) -> bool {
     let owned: redis::RedisResult<Vec<i64>> = store::OWNED
         .key(&inner.keys.stream)

@@ -1,10 +1,10 @@
 //! Finding 70: a record whose call Redis applies but whose reply comes after the worker's
 //! 5 s response timeout (a big result on a slow link), while Redis answers everything
-//! else. The worker talks to Redis through a small TCP proxy in this file, which forwards
-//! every byte but holds back the reply to each call carrying a big argument for 6 s
-//! (and, as replies come in order on one connection, every reply behind it): the call is
-//! applied at once, its reply is late, and a `PING` sent after its timeout is answered
-//! within a second. Every test starts its own `redis-server` and bounds its waits.
+//! else. The worker talks to Redis through a small TCP proxy (`support::proxy`), which
+//! forwards every byte but holds back the reply to each call carrying a big argument for
+//! 6 s (and, as replies come in order on one connection, every reply behind it): the
+//! call is applied at once, its reply is late, and a `PING` sent after its timeout is
+//! answered within a second. Every test starts its own `redis-server` and bounds its waits.
 
 mod support;
 
@@ -14,10 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nb_aiopool_redis::{RedisQueue, Worker};
+use support::proxy::{proxy, OnCall};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 /// How late the proxy delivers the reply to a call carrying a big argument: past the
 /// worker's 5 s response timeout.
@@ -25,108 +23,21 @@ const LATE: Duration = Duration::from_secs(6);
 /// An argument at least this long makes a call slow.
 const BIG_ARG: usize = 100_000;
 
-/// The end (exclusive) of the RESP value starting at `at`, if `buf` holds all of it;
-/// `longest` grows to the longest bulk string met.
-fn resp_end(buf: &[u8], at: usize, longest: &mut usize) -> Option<usize> {
-    let kind = *buf.get(at)?;
-    let cr = at + 1 + buf.get(at + 1..)?.windows(2).position(|w| w == b"\r\n")?;
-    let head = std::str::from_utf8(&buf[at + 1..cr]).expect("RESP header");
-    let next = cr + 2;
-    let n = || head.parse::<i64>().expect("RESP length");
-    match kind {
-        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(next),
-        b'$' | b'!' | b'=' => {
-            if n() < 0 {
-                return Some(next);
-            }
-            let len = n() as usize;
-            *longest = (*longest).max(len);
-            (buf.len() >= next + len + 2).then_some(next + len + 2)
-        }
-        b'*' | b'~' | b'>' | b'%' => {
-            let mut end = next;
-            let items = if kind == b'%' { n() * 2 } else { n() };
-            for _ in 0..items.max(0) {
-                end = resp_end(buf, end, longest)?;
-            }
-            Some(end)
-        }
-        other => panic!("unexpected RESP type {:?}", other as char),
-    }
-}
-
 /// A proxy to Redis at `port` that delays the replies to calls carrying an argument of
 /// [`BIG_ARG`] bytes or more by [`LATE`] (counted from the call's arrival). Returns its
 /// URL and the number of such calls it has seen.
 async fn slow_link_proxy(port: u16) -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "redis://127.0.0.1:{}/",
-        listener.local_addr().unwrap().port()
-    );
     let big_calls = Arc::new(AtomicU64::new(0));
     let seen = big_calls.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(("127.0.0.1", port)).await else {
-                continue;
-            };
-            let (mut c_rd, mut c_wr) = client.into_split();
-            let (mut s_rd, mut s_wr) = server.into_split();
-            // One entry per call, in order: when its reply may be delivered.
-            let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Option<tokio::time::Instant>>();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match c_rd.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    let mut start = 0;
-                    let mut longest = 0;
-                    while let Some(end) = resp_end(&buf, start, &mut longest) {
-                        let due = (longest >= BIG_ARG).then(|| {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::Instant::now() + LATE
-                        });
-                        // Known before the server can answer it.
-                        let _ = due_tx.send(due);
-                        if s_wr.write_all(&buf[start..end]).await.is_err() {
-                            return;
-                        }
-                        start = end;
-                        longest = 0;
-                    }
-                    buf.drain(..start);
-                }
-            });
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match s_rd.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    let mut start = 0;
-                    while let Some(end) = resp_end(&buf, start, &mut 0) {
-                        if let Some(Some(due)) = due_rx.recv().await {
-                            tokio::time::sleep_until(due).await;
-                        }
-                        if c_wr.write_all(&buf[start..end]).await.is_err() {
-                            return;
-                        }
-                        start = end;
-                    }
-                    buf.drain(..start);
-                }
-            });
+    let url = proxy(port, move |args| {
+        if args.iter().any(|a| a.len() >= BIG_ARG) {
+            seen.fetch_add(1, Ordering::SeqCst);
+            OnCall::LateReply(LATE)
+        } else {
+            OnCall::Forward
         }
-    });
+    })
+    .await;
     (url, big_calls)
 }
 
