@@ -46,6 +46,7 @@
 //! multi-thread ones run a quarter of them. `PROPTEST_RNG_SEED` fixes the seed.
 
 mod reliability;
+mod support;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -1332,16 +1333,9 @@ fn run(kind: Kind, flavor: Flavor, sc: Scenario) {
     // is left behind then).
     let case = std::thread::spawn(move || {
         let rt = match flavor {
-            Flavor::Paused => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build(),
-            Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build(),
-        }
-        .unwrap();
+            Flavor::Paused => support::paused_runtime(),
+            Flavor::MultiThread => support::multi_thread_of(2),
+        };
         rt.block_on(run_case(kind, flavor, sc));
         let _ = tx.send(());
     });
