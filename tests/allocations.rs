@@ -12,8 +12,9 @@
 //! tasks aborted), a group that cancels on error, groups filled with `try_submit`, and
 //! `map_unordered` / `map_ordered` streams read to the end or dropped half-read.
 //!
-//! A counting global allocator (this binary's only): blocks, not bytes, so that a
-//! collection of tokio's or ours that grows its capacity between rounds does not count.
+//! A counting global allocator (`tests/counting_alloc`, this binary's only): blocks, not
+//! bytes, so that a collection of tokio's or ours that grows its capacity between rounds
+//! does not count.
 //! The file's one test runs the pools one after another, with their default settings (so
 //! the process-wide lists of pools take part), and the workloads one after another (the
 //! counter is the whole process's).
@@ -21,52 +22,17 @@
 // The submits' futures hand back handles.
 #![allow(clippy::async_yields_async)]
 
+mod counting_alloc;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use counting_alloc::LIVE_BLOCKS;
 use futures_util::{stream, StreamExt};
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, TaskHandle};
 use support::{current_thread, multi_thread_of};
-
-struct Counting;
-
-/// Heap blocks allocated and not yet freed, by every thread.
-static LIVE_BLOCKS: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is passed on to `System` unchanged; only a counter is added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const TASKS: u64 = 3000;
 const ROUNDS: usize = 6;

@@ -45,4 +45,11 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// the task hands back ([`Unqueue::aborted`](crate::task::unqueue::Unqueue::aborted)).
     /// One store.
     fn set_runner(&self, key: usize);
+
+    /// Whether the job's handle is gone (dropped or detached): no one can await it. Asked
+    /// only of a SmartAioPool's jobs, by [`Engine::owes_work`](super::Engine::owes_work);
+    /// cheap (an atomic load), called under the lock.
+    fn detached(&self) -> bool {
+        false
+    }
 }

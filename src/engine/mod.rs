@@ -2230,6 +2230,27 @@ impl<J: Job> Engine<J> {
         figures
     }
 
+    /// Whether the pool still has a task that someone may get to the end of, for a
+    /// SmartAioPool that nothing else can reach (no handle of the pool left, no
+    /// process-wide call or exit run for it): a task running, or queued where it may
+    /// start: not one that a rate window that never reopens holds back for ever and,
+    /// while the pool is stranded (no runtime it knows is alive), only one whose handle is
+    /// still held (awaiting it would offer a runtime to run it on). The others would hold
+    /// the pool, its engine and their recipes for the life of the process; once this says
+    /// `false`, the pool may be dropped, which cancels them (`RuntimeShutdown`).
+    pub(crate) fn owes_work(&self) -> bool {
+        let mut st = self.lock();
+        if st.running > 0 {
+            return true;
+        }
+        if st.runtimes.live_or_any(None).is_none() {
+            let mut awaited = false;
+            st.queue.for_each_mut(|q| awaited |= !q.job.detached());
+            return awaited;
+        }
+        Self::figures_of(&st).unfinished > 0
+    }
+
     fn figures_of(st: &State<J>) -> Figures {
         let queued = st.queue.len() - st.reserved;
         let held_back = st

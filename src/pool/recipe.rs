@@ -309,6 +309,8 @@ trait SmartTaskDyn: Counted + Send + Sync + 'static {
     fn handle_waker(&self) -> Option<std::task::Waker>;
     /// See `Shared::set_runner`.
     fn set_runner(&self, key: usize);
+    /// Whether its handle is gone.
+    fn detached(&self) -> bool;
     /// A run that calls no user code (for a task cancelled before it started); it takes
     /// over the caller's copy.
     fn unstarted(self: Arc<Self>) -> BoxRun;
@@ -370,6 +372,10 @@ where
 
     fn set_runner(&self, key: usize) {
         self.shared().set_runner(key);
+    }
+
+    fn detached(&self) -> bool {
+        self.shared().is_detached()
     }
 
     fn unstarted(self: Arc<Self>) -> BoxRun {
@@ -444,6 +450,10 @@ impl Job for SmartJob {
 
     fn set_runner(&self, key: usize) {
         self.0.task().set_runner(key);
+    }
+
+    fn detached(&self) -> bool {
+        self.0.task().detached()
     }
 }
 

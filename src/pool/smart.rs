@@ -104,7 +104,19 @@ use crate::task::TaskHandle;
 /// knows (if that runtime ends first, or is a current-thread runtime, which may not be
 /// driven again, the next [`build`](SmartAioPoolBuilder::build) of a SmartAioPool after
 /// they have finished does it). So pools made per request or per test do not pile up; a
-/// pool made once (in a `static`) and shared costs less still. Cloning a handle and
+/// pool made once (in a `static`) and shared costs less still.
+///
+/// A pool built with `auto_shutdown(false)` and `process_wide(false)` (a library's or a
+/// test's own) is run by no exit and no process-wide call, so once its handles are gone
+/// it keeps only the tasks someone may still see to their end: the running ones, and the
+/// queued ones but those a [`rate_limit`](SmartAioPoolBuilder::rate_limit) window that
+/// never ends holds back and, while no runtime it knows is alive (its runtimes ended
+/// while its tasks ran: their re-runs are stranded), those whose handles are gone too.
+/// The others are cancelled (their handles, if held, say
+/// [`RuntimeShutdown`](crate::CancelReason::RuntimeShutdown)) when it is forgotten: at
+/// once, or, for re-runs stranded after the last handle went, at the next `build`; a
+/// stranded task whose handle is held keeps the pool until it is run (awaiting the
+/// handle offers the awaiting runtime) or the handle is dropped. Cloning a handle and
 /// dropping it cost two atomic operations each (the `Arc` and a count of handles).
 ///
 /// # Examples
@@ -355,7 +367,10 @@ impl SmartAioPoolBuilder {
     /// `shutdown()` wait for them for good (abort them, or use
     /// [`shutdown_timeout`](SmartAioPool::shutdown_timeout)), and at the process exit they
     /// are cancelled (their handles say `RuntimeShutdown`) with a warning on stderr, rather
-    /// than keep the process from exiting.
+    /// than keep the process from exiting. A pool that neither the exit nor
+    /// [`shutdown_all_smart_aiopools`] would run (`auto_shutdown(false)` and
+    /// `process_wide(false)`) cancels them as a `CommonAioPool` does: once its last handle
+    /// is dropped and nothing else of it is left to run (see the pool's "Dropping").
     ///
     /// # Panics
     ///
@@ -1245,10 +1260,13 @@ impl fmt::Debug for SmartAioPool {
 // ----- process-wide functions -------------------------------------------------------------
 
 /// Closes and forgets `pool` if nothing can submit to it any more and it has no
-/// unfinished task: it has no handle left, and nothing is queued or running in it. A pool
-/// kept only by the list would otherwise hold its engine, its idle slot tasks and the
-/// handles of the runtimes it served (their file descriptors) until the process ends.
-/// Returns `true` if the pool is not listed (any more).
+/// unfinished task: it has no handle left, and nothing is queued or running in it (in a
+/// pool that neither the exit nor `shutdown_all_smart_aiopools` runs, nothing that anyone
+/// may still see to its end: see [`Engine::owes_work`](crate::engine::Engine::owes_work);
+/// dropping the pool cancels the rest). A pool kept only by the list would otherwise hold
+/// its engine, its idle slot tasks and the handles of the runtimes it served (their file
+/// descriptors) until the process ends. Returns `true` if the pool is not listed (any
+/// more).
 fn forget_if_unused(pool: &Arc<Inner>) -> bool {
     let forgotten = {
         let mut listed = smart_pools();
@@ -1256,7 +1274,19 @@ fn forget_if_unused(pool: &Arc<Inner>) -> bool {
         if !listed.pools.contains_key(&key) {
             return true;
         }
-        if pool.handles.load(Ordering::Acquire) > 0 || pool.core.engine.stats().unfinished() > 0 {
+        if pool.handles.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        // A pool that neither the exit nor `shutdown_all_smart_aiopools` will run, with no
+        // handle left, keeps only the tasks someone may still see to their end: not those
+        // stranded with their handles gone, or held back for ever by a rate window.
+        // Dropping it cancels them.
+        let owes = if pool.auto_shutdown || pool.process_wide {
+            pool.core.engine.stats().unfinished() > 0
+        } else {
+            pool.core.engine.owes_work()
+        };
+        if owes {
             return false;
         }
         listed.pools.remove(&key)

@@ -44,15 +44,23 @@ pub(crate) trait Probe: Send + Sync {
 }
 
 /// A counted wait ([`Probe::start_waiting`]), ended by [`end`](Self::end).
+///
+/// Kept in the awaited task's cell until the task ends or its handle is dropped, so it
+/// holds its pool weakly: a handle whose wait was counted inside a job, then handed out
+/// of it, would otherwise pin the pool's whole engine (and, for a task that never starts,
+/// keep a dropped pool alive through its own queue), where a handle pins only its task's
+/// cell. A pool gone has no count to end.
 pub(crate) struct Waiting {
-    probe: Arc<dyn Probe>,
+    probe: Weak<dyn Probe>,
     waiter: u64,
     awaited: u64,
 }
 
 impl Waiting {
     pub(crate) fn end(self) {
-        self.probe.stop_waiting(self.waiter, self.awaited);
+        if let Some(probe) = self.probe.upgrade() {
+            probe.stop_waiting(self.waiter, self.awaited);
+        }
     }
 
     /// The waiting task.
@@ -64,7 +72,7 @@ impl Waiting {
     #[cfg(all(test, nb_aiopool_loom))]
     pub(crate) fn for_model(probe: Arc<dyn Probe>, waiter: u64, awaited: u64) -> Self {
         Waiting {
-            probe,
+            probe: Arc::downgrade(&probe),
             waiter,
             awaited,
         }
@@ -109,7 +117,7 @@ pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting,
     let (probe, waiter) = current(pool)?;
     match probe.start_waiting(waiter, awaited)? {
         false => Some(Ok(Waiting {
-            probe,
+            probe: Arc::downgrade(&probe),
             waiter,
             awaited,
         })),

@@ -249,6 +249,12 @@ impl<T> Shared<T> {
         self.waker.take_waker()
     }
 
+    /// Whether its handle is gone (dropped or detached before the task ended): no one
+    /// can await the task any more.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.state.load(Ordering::Acquire) & DETACHED != 0
+    }
+
     /// Whether the task was aborted.
     pub(crate) fn is_aborted(&self) -> bool {
         self.state.load(Ordering::Acquire) & ABORTED != 0
