@@ -320,6 +320,9 @@ struct State<J> {
     /// After a take-over: queued jobs lost because a rate window that never reopens
     /// (`Duration::MAX`) held them back (the exit would have waited for them for good).
     never_started: u64,
+    /// A watcher of [`Engine::when_done`] waits until the pool owes no work
+    /// ([`Engine::owes_work`]): the waits are told (`changed`) each time no job runs.
+    watch_owed: bool,
     /// Jobs whose run the exit take-over waits for, inside a poll on another thread.
     awaiting_poll: Vec<u64>,
     /// Those of them whose run ended in that poll (counted then): not run again.
@@ -608,6 +611,7 @@ impl<J: Job> Engine<J> {
             generation: 0,
             taken_over: false,
             never_started: 0,
+            watch_owed: false,
             awaiting_poll: Vec::new(),
             ended_in_take_over: Vec::new(),
             graves: Graves::new(max_concurrency.saturating_add(max_queue_size)),
@@ -1562,6 +1566,9 @@ impl<J: Job> Engine<J> {
     fn vacate(st: &mut State<J>, later: &mut Deferred<J>) {
         later.recheck_waits |= !st.waiting_on_own.is_empty();
         st.running -= 1;
+        // A pool dropped while it ran jobs, with others a rate window holds back for ever:
+        // its watcher looks again (a wait for every job would never end).
+        later.changed |= st.watch_owed && st.running == 0;
         let limit = st.limit;
         if st.running >= limit {
             return; // above a lowered limit: the freed slot is not an idle worker
@@ -2235,7 +2242,8 @@ impl<J: Job> Engine<J> {
     /// process-wide call or exit run for it): a task running, or queued where it may
     /// start: not one that a rate window that never reopens holds back for ever and,
     /// while the pool is stranded (no runtime it knows is alive), only one whose handle is
-    /// still held (awaiting it would offer a runtime to run it on). The others would hold
+    /// still held (awaiting it would offer a runtime to run it on), and not held back for
+    /// ever either (the queue's last `held_back`: awaiting it would wait for ever). The others would hold
     /// the pool, its engine and their recipes for the life of the process; once this says
     /// `false`, the pool may be dropped, which cancels them (`RuntimeShutdown`).
     pub(crate) fn owes_work(&self) -> bool {
@@ -2243,12 +2251,21 @@ impl<J: Job> Engine<J> {
         if st.running > 0 {
             return true;
         }
+        let figures = Self::figures_of(&st);
         if st.runtimes.live_or_any(None).is_none() {
+            // Only those that may start: the queue's last `held_back` never will (a
+            // handle of theirs, awaited, would offer a runtime for nothing).
+            let mut startable = st.queue.len() - figures.held_back;
             let mut awaited = false;
-            st.queue.for_each_mut(|q| awaited |= !q.job.detached());
+            st.queue.for_each_mut(|q| {
+                if startable > 0 {
+                    startable -= 1;
+                    awaited |= !q.job.detached();
+                }
+            });
             return awaited;
         }
-        Self::figures_of(&st).unfinished > 0
+        figures.unfinished > 0
     }
 
     fn figures_of(st: &State<J>) -> Figures {
@@ -2404,12 +2421,18 @@ impl<J: Job> Engine<J> {
     }
 
     /// Calls `f(true)` in a task of a runtime the pool knows (a multi-thread one if it
-    /// knows one), once every job submitted so far has finished; `f(false)`, on this
+    /// knows one), once every job submitted so far has finished (with `owed_only`: once
+    /// [`owes_work`](Self::owes_work) says `false`, leaving out the jobs a rate window
+    /// holds back for ever, which would never finish); `f(false)`, on this
     /// thread, if the pool knows no live runtime, or where that task is dropped unfinished
     /// (its runtime shut down first). Returns `true` if the task went to a multi-thread
     /// runtime, whose workers run it; on a current-thread runtime it runs only while some
     /// thread drives that runtime, and may never run (nor be dropped) if none does.
-    pub(crate) fn when_done(self: &Arc<Self>, f: impl FnOnce(bool) + Send + 'static) -> bool {
+    pub(crate) fn when_done(
+        self: &Arc<Self>,
+        owed_only: bool,
+        f: impl FnOnce(bool) + Send + 'static,
+    ) -> bool {
         /// Calls its function with `false` if dropped before it was taken.
         struct Unless<F: FnOnce(bool)>(Option<F>);
         impl<F: FnOnce(bool)> Drop for Unless<F> {
@@ -2420,11 +2443,14 @@ impl<J: Job> Engine<J> {
             }
         }
         let handle = {
-            let st = self.lock();
-            st.runtimes
+            let mut st = self.lock();
+            let handle = st
+                .runtimes
                 .live_or_any(None)
                 .and_then(|rt| st.runtimes.driven_handle(rt))
-                .cloned()
+                .cloned();
+            st.watch_owed |= owed_only && handle.is_some();
+            handle
         };
         let Some(handle) = handle else {
             f(false);
@@ -2432,9 +2458,23 @@ impl<J: Job> Engine<J> {
         };
         let driven = runtimes::is_multi_thread(&handle);
         let done = self.wait_all();
+        let engine = Arc::clone(self);
         let mut unless = Unless(Some(f));
         drop(handle.spawn(async move {
-            done.await;
+            if owed_only {
+                drop(done);
+                loop {
+                    let mut notified = pin!(engine.changed.notified());
+                    notified.as_mut().enable();
+                    if !engine.owes_work() {
+                        break;
+                    }
+                    notified.await;
+                }
+            } else {
+                done.await;
+            }
+            drop(engine);
             if let Some(f) = unless.0.take() {
                 f(true);
             }

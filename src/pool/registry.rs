@@ -11,11 +11,14 @@ use futures_util::FutureExt;
 use super::core::FutureJob;
 use crate::engine::{DropHook, Engine, Figures};
 
-/// Which future pool an engine serves.
+/// Which pool an engine serves: a future pool, or (for the exit's report of what a
+/// dropped pool cancelled, only) a SmartAioPool that neither the exit nor
+/// `shutdown_all_smart_aiopools` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PoolKind {
     Common,
     NoQueue,
+    Smart,
 }
 
 impl PoolKind {
@@ -23,6 +26,7 @@ impl PoolKind {
         match self {
             PoolKind::Common => "CommonAioPool",
             PoolKind::NoQueue => "NoQueueAioPool",
+            PoolKind::Smart => "SmartAioPool",
         }
     }
 }
@@ -59,8 +63,13 @@ pub(crate) fn register_future_pool(
     crate::exit::at_exit(warn_unfinished_future_pools);
 }
 
-/// The hook an engine calls when dropped with unfinished or lost tasks.
+/// The hook an engine calls when dropped with unfinished or lost tasks. The exit's report
+/// of them is armed by the pool's registration ([`register_future_pool`]), or for a
+/// SmartAioPool here.
 pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>, process_wide: bool) -> DropHook {
+    if kind == PoolKind::Smart {
+        crate::exit::at_exit(warn_unfinished_future_pools);
+    }
     Box::new(move |figures| {
         remember_dropped(ExitFigures {
             kind,
@@ -198,7 +207,9 @@ fn remember_dropped(new: ExitFigures) {
 }
 
 /// Prints one line per common or no-queue pool that still had unfinished tasks, or lost
-/// tasks to a runtime shutdown: nothing is lost silently.
+/// tasks to a runtime shutdown, and per dropped SmartAioPool of the kind nothing else
+/// reports (`auto_shutdown(false)`, `process_wide(false)`) that cancelled tasks: nothing
+/// is lost silently.
 fn warn_unfinished_future_pools() {
     let live: Vec<ExitFigures> = future_pools()
         .iter()
@@ -233,7 +244,7 @@ fn warn_unfinished_future_pools() {
             (PoolKind::Common, true) => {
                 "`pool.shutdown().await` or `shutdown_all_common_aiopools().await`"
             }
-            (PoolKind::Common, false) => "`pool.shutdown().await`",
+            (PoolKind::Common, false) | (PoolKind::Smart, _) => "`pool.shutdown().await`",
         };
         let pools = pools_named(&f);
         warn_stderr!(

@@ -113,10 +113,12 @@ use crate::task::TaskHandle;
 /// never ends holds back and, while no runtime it knows is alive (its runtimes ended
 /// while its tasks ran: their re-runs are stranded), those whose handles are gone too.
 /// The others are cancelled (their handles, if held, say
-/// [`RuntimeShutdown`](crate::CancelReason::RuntimeShutdown)) when it is forgotten: at
-/// once, or, for re-runs stranded after the last handle went, at the next `build`; a
-/// stranded task whose handle is held keeps the pool until it is run (awaiting the
-/// handle offers the awaiting runtime) or the handle is dropped. Cloning a handle and
+/// [`RuntimeShutdown`](crate::CancelReason::RuntimeShutdown), and the exit's report gives
+/// them a line, as a `CommonAioPool`'s) when it is forgotten: at
+/// once, or once the tasks it was running have ended, or, for re-runs stranded after the
+/// last handle went, at the next `build`; a stranded task whose handle is held (and that
+/// the rate window may start) keeps the pool until it is run (awaiting the handle offers
+/// the awaiting runtime) or the handle is dropped. Cloning a handle and
 /// dropping it cost two atomic operations each (the `Arc` and a count of handles).
 ///
 /// # Examples
@@ -450,12 +452,25 @@ impl SmartAioPoolBuilder {
         // A pool without re-runs whose runs a runtime's end cut off is reported at the
         // exit also once it is gone (see `warn_cut_before_exit`).
         let cut_told = Arc::new(AtomicU64::new(0));
-        let on_drop = (self.auto_shutdown && !self.rerun_interrupted).then(|| {
+        let on_drop = if self.auto_shutdown && !self.rerun_interrupted {
             let name = name.clone();
             let told = Arc::clone(&cut_told);
-            Box::new(move |figures: Figures| remember_cut(&name, figures.lost, &told))
-                as crate::engine::DropHook
-        });
+            Some(
+                Box::new(move |figures: Figures| remember_cut(&name, figures.lost, &told))
+                    as crate::engine::DropHook,
+            )
+        } else if !self.auto_shutdown && !self.process_wide {
+            // Neither the exit nor `shutdown_all_smart_aiopools` runs it: what its drop
+            // cancels (tasks a never-ending rate window held back, re-runs stranded by the
+            // end of its runtimes) is reported at the exit as a CommonAioPool's is.
+            Some(super::registry::drop_hook(
+                super::registry::PoolKind::Smart,
+                name.clone(),
+                false,
+            ))
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             core: Core::new(config, on_drop),
             auto_shutdown: self.auto_shutdown,
@@ -1329,7 +1344,10 @@ fn forget_shut_down(pool: &Arc<Inner>) {
 fn orphaned(pool: &Arc<Inner>) {
     let weak = Arc::downgrade(pool);
     let watcher = weak.clone();
-    let driven = pool.core.engine.when_done(move |done| {
+    // A pool that neither the exit nor `shutdown_all_smart_aiopools` runs is forgotten
+    // once it owes no work (tasks held back for ever left out).
+    let owed_only = !(pool.auto_shutdown || pool.process_wide);
+    let driven = pool.core.engine.when_done(owed_only, move |done| {
         let Some(pool) = watcher.upgrade() else {
             return;
         };
