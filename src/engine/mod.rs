@@ -2242,10 +2242,11 @@ impl<J: Job> Engine<J> {
     /// process-wide call or exit run for it): a task running, or queued where it may
     /// start: not one that a rate window that never reopens holds back for ever and,
     /// while the pool is stranded (no runtime it knows is alive), only one whose handle is
-    /// still held (awaiting it would offer a runtime to run it on), and not held back for
-    /// ever either (the queue's last `held_back`: awaiting it would wait for ever). The others would hold
-    /// the pool, its engine and their recipes for the life of the process; once this says
-    /// `false`, the pool may be dropped, which cancels them (`RuntimeShutdown`).
+    /// still held (awaiting it would offer a runtime to run it on) and that is not held
+    /// back for ever either (the queue's last `held_back`: awaiting it would wait for
+    /// ever). The others would hold the pool, its engine and their recipes for the life
+    /// of the process; once this says `false`, the pool may be dropped, which cancels
+    /// them (`RuntimeShutdown`).
     pub(crate) fn owes_work(&self) -> bool {
         let mut st = self.lock();
         if st.running > 0 {
