@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,46 +16,12 @@ use std::time::{Duration, Instant};
 use nb_aiopool_redis::{JobCtx, RedisQueue, Worker};
 use support::*;
 
-fn completed(c: &mut redis::Connection, q: &str) -> u64 {
-    redis::cmd("GET")
-        .arg(format!("nbq:{{{q}}}:completed"))
-        .query::<Option<u64>>(c)
-        .unwrap()
-        .unwrap_or(0)
-}
-
-fn xlen(c: &mut redis::Connection, key: &str) -> u64 {
-    redis::cmd("XLEN").arg(key).query(c).unwrap()
-}
-
-fn result_json(c: &mut redis::Connection, q: &str, id: &str) -> Option<String> {
-    redis::cmd("GET")
-        .arg(format!("nbq:{{{q}}}:result:{id}"))
-        .query(c)
-        .unwrap()
-}
-
-/// Ids pending in the group, with their consumer.
-fn pending(c: &mut redis::Connection, q: &str) -> Vec<(String, String)> {
-    let v: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(stream_key(q))
-        .arg("workers")
-        .arg("-")
-        .arg("+")
-        .arg(1000)
-        .query(c)
-        .unwrap();
-    v.into_iter().map(|(id, who, _, _)| (id, who)).collect()
-}
-
 /// Runs one "warm" job through the worker (so that its FINISH script is loaded before
 /// Redis starts refusing writes).
 async fn warm_up(queue: &RedisQueue, c: &mut redis::Connection, q: &str) {
     queue.submit("warm", &Job { n: 999 }).await.unwrap();
     eventually(5, "warm-up acked", || completed(c, q) == 1).await;
 }
-
-type Runs = Arc<Mutex<HashMap<u64, u64>>>;
 
 /// Counts a run of job `n` in `runs`, then waits until `gate` opens.
 async fn counted_then_gated(runs: &Runs, n: u64, gate: &AtomicBool) {
@@ -110,10 +75,6 @@ fn evict_big_calls(c: &mut redis::Connection) {
 
 fn stop_evicting(c: &mut redis::Connection) {
     config_set(c, "maxmemory-clients", "0");
-}
-
-fn runs_of(runs: &Runs, n: u64) -> u64 {
-    runs.lock().unwrap().get(&n).copied().unwrap_or(0)
 }
 
 /// Fault. A worker that is alive, renewing and reading runs again a job it has

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,49 +40,12 @@ async fn slow_link_proxy(port: u16) -> (String, Arc<AtomicU64>) {
     (url, big_calls)
 }
 
-fn completed(c: &mut redis::Connection, q: &str) -> u64 {
-    redis::cmd("GET")
-        .arg(format!("nbq:{{{q}}}:completed"))
-        .query::<Option<u64>>(c)
-        .unwrap()
-        .unwrap_or(0)
-}
-
-fn result_json(c: &mut redis::Connection, q: &str, id: &str) -> Option<String> {
-    redis::cmd("GET")
-        .arg(format!("nbq:{{{q}}}:result:{id}"))
-        .query(c)
-        .unwrap()
-}
-
-fn xlen(c: &mut redis::Connection, key: &str) -> u64 {
-    redis::cmd("XLEN").arg(key).query(c).unwrap()
-}
-
-/// Ids pending in the group, with their consumer.
-fn pending(c: &mut redis::Connection, q: &str) -> Vec<(String, String)> {
-    let v: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(stream_key(q))
-        .arg("workers")
-        .arg("-")
-        .arg("+")
-        .arg(1000)
-        .query(c)
-        .unwrap();
-    v.into_iter().map(|(id, who, _, _)| (id, who)).collect()
-}
-
 /// A result of 300 KB: a call carrying it is slow (its reply comes after the timeout).
 fn big() -> String {
     "z".repeat(300_000)
 }
 
-type Runs = Arc<Mutex<HashMap<u64, u64>>>;
 type Errors = Arc<Mutex<Vec<String>>>;
-
-fn runs_of(runs: &Runs, n: u64) -> u64 {
-    runs.lock().unwrap().get(&n).copied().unwrap_or(0)
-}
 
 fn summary(errors: &Errors) -> Vec<String> {
     errors

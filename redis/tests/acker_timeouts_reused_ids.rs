@@ -57,10 +57,6 @@ async fn controlled_proxy(port: u16, control: Arc<Control>) -> String {
     .await
 }
 
-fn xlen(c: &mut redis::Connection, q: &str) -> u64 {
-    redis::cmd("XLEN").arg(stream_key(q)).query(c).unwrap()
-}
-
 /// Fault (suspected by reading, confirmed here). Job J1 ended; its record's call is lost
 /// (the connection closed before Redis read it: not applied). Before the fix of finding
 /// 70 the record was sent again right after the `live` check (no await between). Now the
@@ -137,7 +133,7 @@ async fn an_entry_delivered_anew_while_the_pending_check_is_on_its_way_is_not_fi
     )
     .await;
     assert_eq!(
-        xlen(&mut c, q),
+        xlen(&mut c, &stream_key(q)),
         1,
         "J1's entry still there (its record was lost)"
     );
@@ -165,7 +161,7 @@ async fn an_entry_delivered_anew_while_the_pending_check_is_on_its_way_is_not_fi
     // The pending check goes through now.
     control.release.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let len = xlen(&mut c, q);
+    let len = xlen(&mut c, &stream_key(q));
     let pending = pending_per_consumer(&mut c, q);
     open2.store(true, Ordering::SeqCst);
     within(15, "shutdown", w.shutdown_timeout(Duration::from_secs(2))).await;

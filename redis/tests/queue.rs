@@ -25,10 +25,6 @@ fn clobber(c: &mut redis::Connection, key: &str) {
         .unwrap();
 }
 
-fn xlen(c: &mut redis::Connection, key: &str) -> u64 {
-    redis::cmd("XLEN").arg(key).query(c).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_run_ack_roundtrip() {
     let server = RedisServer::start();

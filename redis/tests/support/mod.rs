@@ -191,6 +191,48 @@ pub fn dead_key(q: &str) -> String {
 pub fn delayed_key(q: &str) -> String {
     format!("nbq:{{{q}}}:delayed")
 }
+/// The queue's count of completed jobs.
+pub fn completed(c: &mut redis::Connection, q: &str) -> u64 {
+    redis::cmd("GET")
+        .arg(format!("nbq:{{{q}}}:completed"))
+        .query::<Option<u64>>(c)
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// The length of the stream (or any stream) at `key`.
+pub fn xlen(c: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query(c).unwrap()
+}
+
+/// The stored result of job `id`, as JSON, if any.
+pub fn result_json(c: &mut redis::Connection, q: &str, id: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(format!("nbq:{{{q}}}:result:{id}"))
+        .query(c)
+        .unwrap()
+}
+
+/// Ids pending in the group, with their consumer.
+pub fn pending(c: &mut redis::Connection, q: &str) -> Vec<(String, String)> {
+    let v: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream_key(q))
+        .arg("workers")
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .query(c)
+        .unwrap();
+    v.into_iter().map(|(id, who, _, _)| (id, who)).collect()
+}
+
+/// Runs of each job number, counted by a test's handler.
+pub type Runs = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>>;
+
+/// How many times job `n` ran.
+pub fn runs_of(runs: &Runs, n: u64) -> u64 {
+    runs.lock().unwrap().get(&n).copied().unwrap_or(0)
+}
 
 /// Entries pending per consumer (XPENDING summary).
 pub fn pending_per_consumer(c: &mut redis::Connection, q: &str) -> Vec<(String, u64)> {
