@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use counting_alloc::LIVE_BLOCKS;
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitOptions, TaskHandle};
-use support::{current_thread, multi_thread_of};
+use support::{current_thread, multi_thread_of, per_pool, Pool};
 
 /// Blocks a round may leave beyond the level compared with (lazily made parts of tokio's
 /// and of the pools'; a straggler freed after the count settled).
@@ -128,21 +128,17 @@ fn recipe(
     }
 }
 
-/// One of the three pools, for the scenarios run on each.
-#[derive(Clone)]
-enum Pool {
-    Common(CommonAioPool),
-    NoQueue(NoQueueAioPool),
-    Smart(SmartAioPool),
-}
-
+// The scenarios run on each of the three pools (`support::Pool`).
 impl Pool {
     async fn submit(&self, i: u64) -> TaskHandle<Vec<u8>> {
-        match self {
-            Pool::Common(p) => p.submit(body(i)).await.unwrap(),
-            Pool::NoQueue(p) => p.submit(body(i)).await.unwrap(),
-            Pool::Smart(p) => p.submit(recipe(i)).await.unwrap(),
-        }
+        per_pool!(self, |p| p.submit(body(i)).await.unwrap(), |p| p
+            .submit(recipe(i))
+            .await
+            .unwrap())
+    }
+
+    async fn wait(&self) {
+        per_pool!(self, |p| p.wait().await, |p| p.wait().await)
     }
 
     fn kind(&self) -> &'static str {
@@ -235,13 +231,9 @@ fn pin_plain_threads_that_blocking_submit_and_exit_leave_nothing() {
                     std::thread::spawn(move || {
                         for i in 0..20u64 {
                             let job = async move { vec![i as u8; 32] };
-                            let h = match &pool {
-                                Pool::Common(p) => p.blocking_submit(job).unwrap(),
-                                Pool::NoQueue(p) => p.blocking_submit(job).unwrap(),
-                                Pool::Smart(p) => p
-                                    .blocking_submit(move || async move { vec![i as u8; 32] })
-                                    .unwrap(),
-                            };
+                            let h = per_pool!(&pool, |p| p.blocking_submit(job).unwrap(), |p| p
+                                .blocking_submit(move || async move { vec![i as u8; 32] })
+                                .unwrap());
                             if i % 2 == 0 {
                                 h.blocking_wait().unwrap();
                             }
@@ -252,13 +244,7 @@ fn pin_plain_threads_that_blocking_submit_and_exit_leave_nothing() {
             for t in threads {
                 t.join().unwrap();
             }
-            rt.block_on(async {
-                match &pool {
-                    Pool::Common(p) => support::within("wait", p.wait()).await,
-                    Pool::NoQueue(p) => support::within("wait", p.wait()).await,
-                    Pool::Smart(p) => support::within("wait", p.wait()).await,
-                }
-            });
+            rt.block_on(async { support::within("wait", pool.wait()).await });
         });
         assert_no_steady_growth(&format!("{kind} fed by plain threads that exit"), &grown);
     }
@@ -330,11 +316,7 @@ fn pin_cancel_all_resizes_and_cut_shutdowns_leave_nothing() {
                     p.submit(i).await.detach();
                 }
                 let cut = Duration::from_millis(5);
-                let report = match &p {
-                    Pool::Common(c) => c.shutdown_timeout(cut).await,
-                    Pool::Smart(s) => s.shutdown_timeout(cut).await,
-                    Pool::NoQueue(_) => unreachable!(),
-                };
+                let report = p.shutdown_timeout(cut).await;
                 assert!(report.abandoned() > 0, "the deadline cut running tasks off");
             });
         });
@@ -437,11 +419,7 @@ fn pin_handles_kept_after_their_pool_is_dropped_pin_only_their_tasks() {
                 let long = pool.submit(0).await;
                 aborts.push(long.abort_handle());
                 long.abort();
-                match &pool {
-                    Pool::Common(p) => support::within("wait", p.wait()).await,
-                    Pool::Smart(p) => support::within("wait", p.wait()).await,
-                    Pool::NoQueue(_) => unreachable!(),
-                }
+                support::within("wait", pool.wait()).await;
                 assert!(done.is_finished() && long.is_finished());
                 kept.push(done);
                 kept.push(long);
