@@ -157,7 +157,7 @@
 //!   task's cell, as a tokio `JoinHandle` pins its task's (so does an [`AbortHandle`]):
 //!   the future is dropped when it ends (and what it owned is freed then), but its
 //!   storage stays until the handles go. The 256-byte limit bounds that: a held handle
-//!   pins at most 424 bytes for a `u64` result (beyond that, twice the result's size),
+//!   pins at most 416 bytes for a `u64` result (beyond that, twice the result's size),
 //!   so `batch_run` of many large futures holds little beyond their results.
 //!   (`batch_run`, a group's `join_all` and `map_ordered` take the results in
 //!   submission order, unless run inside a task of their own pool (`map_ordered`: from

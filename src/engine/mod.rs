@@ -66,7 +66,7 @@ use crate::stats::{PoolStats, ShutdownReport};
 use crate::sync;
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
-use crate::task::{wake_quietly, BoxRun, Outcome, QuietPoll};
+use crate::task::{wake_quietly, BoxRun, Outcome, PoolId, QuietPoll, RUNNER_FAR};
 use admission::{Admission, WaitKey, MAX_ROOM};
 use elastic::Elastic;
 use few::Few;
@@ -483,6 +483,8 @@ impl<J: Job> Default for Deferred<J> {
 }
 
 pub(crate) struct Engine<J: Job> {
+    /// What the pool's tasks keep to reach it (freed after `Drop` left the registries).
+    id: PoolId,
     /// Mirror of `State::max_concurrency`, for the getter.
     max_concurrency: AtomicUsize,
     /// Interrupted runs start again (see `Config::rerun`).
@@ -621,10 +623,11 @@ impl<J: Job> Engine<J> {
         // registrations below.
         let observer = Observer::new(&label);
         // Last, once nothing can panic: an engine that was never made is never reached.
-        let id = reachable.as_ptr() as *const () as usize;
-        unqueue::register(id, reachable);
-        context::register(id, probe);
+        let id = PoolId::new();
+        unqueue::register(id.get(), reachable);
+        context::register(id.get(), probe);
         Engine {
+            id,
             max_concurrency: AtomicUsize::new(max_concurrency),
             rerun: rerun && J::RERUN,
             needs_timers,
@@ -676,8 +679,8 @@ impl<J: Job> Engine<J> {
     }
 
     /// Identifies this engine for the nested-submission and nested-await checks.
-    pub(crate) fn id(&self) -> usize {
-        self as *const Self as *const () as usize
+    pub(crate) fn id(&self) -> u32 {
+        self.id.get()
     }
 
     // ----- admission -------------------------------------------------------------------
@@ -1735,7 +1738,7 @@ impl<J: Job> Engine<J> {
     /// the exit take-over: a queued job left there would keep its place until a slot took
     /// it, which a rate window could put off for as long as the window (the exit waiting
     /// for a task already aborted), or for ever (then reported as held back).
-    fn abort_queued(self: &Arc<Self>, id: u64, priority: i32, runner: &sync::AtomicUsize) {
+    fn abort_queued(self: &Arc<Self>, id: u64, priority: i32, runner: &sync::AtomicU32) {
         let mut later = Deferred::default();
         let (job, id, reason, handle) = {
             let mut st = self.lock();
@@ -1746,7 +1749,14 @@ impl<J: Job> Engine<J> {
             // (`Job::set_runner`, under this lock), if it still runs it: not searched for
             // among all the slots, which made aborting many running tasks quadratic.
             let key = runner.load(sync::Ordering::Relaxed);
-            if let Some(e) = st.slots.get_mut(key).filter(|e| e.job == id) {
+            let running = if key == RUNNER_FAR {
+                // Too large to keep (never, in practice: each slot is a tokio task).
+                st.slots.iter_mut().map(|(_, e)| e).find(|e| e.job == id)
+            } else {
+                // `RUNNER_NONE` (a queued job) finds none.
+                st.slots.get_mut(key as usize).filter(|e| e.job == id)
+            };
+            if let Some(e) = running {
                 e.aborted = true;
                 let waker = e.waker.clone();
                 drop(st);
@@ -2287,7 +2297,7 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: the job of this pool whose poll is running on this thread (its slot
     /// holds it, so it has not ended), if any.
-    fn calling_job(st: &State<J>, pool: usize) -> Option<u64> {
+    fn calling_job(st: &State<J>, pool: u32) -> Option<u64> {
         context::current_task(pool).filter(|&id| Self::slot_of(st, id).is_some())
     }
 
@@ -3197,7 +3207,7 @@ impl<J: Job> Drop for WaitGuard<J> {
 }
 
 impl<J: Job> Unqueue for Engine<J> {
-    fn aborted(self: Arc<Self>, job: u64, priority: i32, runner: &sync::AtomicUsize) {
+    fn aborted(self: Arc<Self>, job: u64, priority: i32, runner: &sync::AtomicU32) {
         self.abort_queued(job, priority, runner);
     }
 

@@ -82,7 +82,7 @@ impl Waiting {
 /// The pool (its id; 0: none), and the task of it, that the current thread is polling.
 #[derive(Clone, Copy)]
 struct Current {
-    pool: usize,
+    pool: u32,
     task: u64,
 }
 
@@ -93,17 +93,17 @@ thread_local! {
 static PROBES: Registry<dyn Probe> = Registry::new();
 
 /// Makes pool `id` reachable by the handles awaited in its tasks (until [`deregister`]).
-pub(crate) fn register(id: usize, pool: Weak<dyn Probe>) {
+pub(crate) fn register(id: u32, pool: Weak<dyn Probe>) {
     PROBES.insert(id, pool);
 }
 
 /// Pool `id` is being dropped.
-pub(crate) fn deregister(id: usize) {
+pub(crate) fn deregister(id: u32) {
     PROBES.remove(id);
 }
 
 /// That pool's probe, with the current thread's task of pool `pool`.
-fn current(pool: usize) -> Option<(Arc<dyn Probe>, u64)> {
+fn current(pool: u32) -> Option<(Arc<dyn Probe>, u64)> {
     let task = current_task(pool)?;
     // A task of the pool is being polled: its slot holds the pool alive.
     Some((PROBES.get(pool)?, task))
@@ -113,7 +113,7 @@ fn current(pool: usize) -> Option<(Arc<dyn Probe>, u64)> {
 /// pool `pool`, if it belongs to that pool: `Some(Ok(wait))` once counted, `Some(Err(()))`
 /// if counting it would stall the pool (see [`Probe::start_waiting`]), `None` if not
 /// counted.
-pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting, ()>> {
+pub(crate) fn start_waiting(pool: u32, awaited: u64) -> Option<Result<Waiting, ()>> {
     let (probe, waiter) = current(pool)?;
     match probe.start_waiting(waiter, awaited)? {
         false => Some(Ok(Waiting {
@@ -127,12 +127,12 @@ pub(crate) fn start_waiting(pool: usize, awaited: u64) -> Option<Result<Waiting,
 
 /// Whether the current thread's task of pool `pool`, polling again its counted wait on
 /// task `awaited`, is to be refused (see [`Probe::refuse_stuck`]).
-pub(crate) fn refuse_stuck(pool: usize, awaited: u64) -> bool {
+pub(crate) fn refuse_stuck(pool: u32, awaited: u64) -> bool {
     current(pool).is_some_and(|(probe, task)| probe.refuse_stuck(task, awaited))
 }
 
 /// The task of pool `pool` the current thread is polling, if any.
-pub(crate) fn current_task(pool: usize) -> Option<u64> {
+pub(crate) fn current_task(pool: u32) -> Option<u64> {
     let cur = CURRENT.try_with(Cell::get).ok()?;
     (cur.pool == pool && pool != 0).then_some(cur.task)
 }
@@ -143,7 +143,7 @@ pub(crate) fn polling_a_task() -> bool {
 }
 
 /// Whether the current thread is polling a task of pool `pool`.
-pub(crate) fn in_pool(pool: usize) -> bool {
+pub(crate) fn in_pool(pool: u32) -> bool {
     current_task(pool).is_some()
 }
 
@@ -155,7 +155,7 @@ pub(crate) struct Entered {
 }
 
 impl Entered {
-    pub(crate) fn new(pool: usize, task: u64) -> Self {
+    pub(crate) fn new(pool: u32, task: u64) -> Self {
         Entered {
             saved: CURRENT.try_with(|c| c.replace(Current { pool, task })).ok(),
         }

@@ -18,8 +18,9 @@ use std::fmt;
 use crate::error::CancelReason;
 
 pub use handle::{AbortHandle, TaskHandle};
+pub(crate) use registry::PoolId;
 pub(crate) use run::{fits_inline, BoxRun, ReadyRun, RunOwner};
-pub(crate) use shared::{HeldByHandles, ResultSlot, Shared, SlotRef};
+pub(crate) use shared::{HeldByHandles, ResultSlot, Shared, SlotRef, RUNNER_FAR};
 
 pub(crate) use shared::{wake_quietly, QuietPoll, Woken};
 

@@ -774,7 +774,7 @@ mod tests {
             pinned(Words([0; INLINE_LIMIT])),
         ] {
             let size = size.expect("a future within the limits got a cell of its own");
-            assert!(size <= 424, "a cell is {size} bytes");
+            assert!(size <= 416, "a cell is {size} bytes");
         }
         assert_eq!(
             pinned(Wide([0; INLINE_LIMIT])),

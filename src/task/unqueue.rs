@@ -4,7 +4,7 @@
 //! pool is stranded (see [`stranded`]), so submits and runs pay nothing for it.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::registry::Registry;
@@ -17,7 +17,7 @@ pub(crate) trait Unqueue: Send + Sync {
     /// runtime); if a slot has taken it, wake that slot, which drops it at its next poll.
     /// `runner` is where the pool said it runs the task (see `Shared::set_runner`), read
     /// under the pool's lock. Never called under the pool's lock.
-    fn aborted(self: Arc<Self>, job: u64, priority: i32, runner: &sync::AtomicUsize);
+    fn aborted(self: Arc<Self>, job: u64, priority: i32, runner: &sync::AtomicU32);
 
     /// Something waits, on the current runtime, for a task of this pool: if the pool is
     /// stranded (queued jobs, no live runtime it knows), offer it this runtime to run them
@@ -38,12 +38,12 @@ static STRANDED: AtomicUsize = AtomicUsize::new(0);
 /// pending poll of another pool's handle costs a few loads, not a look-up of its pool;
 /// and how many stranded pools found no free entry (their handles, and while there are
 /// any every handle, look their pool up).
-static STRANDED_IDS: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static STRANDED_IDS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
 static STRANDED_UNLISTED: AtomicUsize = AtomicUsize::new(0);
 
 /// Pool `pool` became stranded (`now`) or no longer is; each pool reports each change once,
 /// under its lock.
-pub(crate) fn stranded(pool: usize, now: bool) {
+pub(crate) fn stranded(pool: u32, now: bool) {
     let (from, to) = if now { (0, pool) } else { (pool, 0) };
     let listed = STRANDED_IDS.iter().any(|id| {
         id.compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
@@ -68,7 +68,7 @@ pub(crate) fn stranded(pool: usize, now: bool) {
 
 /// Whether pool `pool` is listed as stranded, or some pool is counted unlisted.
 #[cfg(all(test, not(nb_aiopool_loom)))]
-pub(crate) fn stranded_listed(pool: usize) -> bool {
+pub(crate) fn stranded_listed(pool: u32) -> bool {
     STRANDED_IDS
         .iter()
         .any(|id| id.load(Ordering::Relaxed) == pool)
@@ -79,14 +79,14 @@ pub(crate) fn stranded_listed(pool: usize) -> bool {
 /// offers it the current runtime (see [`Unqueue::offer_runtime`]). One load while no
 /// pool is stranded (a hint: the pool checks again).
 #[inline]
-pub(crate) fn offer_runtime(pool: usize) {
+pub(crate) fn offer_runtime(pool: u32) {
     if STRANDED.load(Ordering::Acquire) != 0 {
         offer_runtime_slow(pool);
     }
 }
 
 #[cold]
-fn offer_runtime_slow(pool: usize) {
+fn offer_runtime_slow(pool: u32) {
     let listed = STRANDED_IDS
         .iter()
         .any(|id| id.load(Ordering::Relaxed) == pool);
@@ -101,7 +101,7 @@ fn offer_runtime_slow(pool: usize) {
 
 /// Whether pool `pool` is stranded now: it holds queued jobs and knows no live runtime to
 /// run them on. One load while no pool is stranded.
-pub(crate) fn is_stranded(pool: usize) -> bool {
+pub(crate) fn is_stranded(pool: u32) -> bool {
     if STRANDED.load(Ordering::Acquire) == 0 {
         return false;
     }
@@ -109,17 +109,17 @@ pub(crate) fn is_stranded(pool: usize) -> bool {
 }
 
 /// Makes pool `id` reachable by the aborts of its tasks (until [`deregister`]).
-pub(crate) fn register(id: usize, pool: Weak<dyn Unqueue>) {
+pub(crate) fn register(id: u32, pool: Weak<dyn Unqueue>) {
     POOLS.insert(id, pool);
 }
 
 /// Pool `id` is being dropped.
-pub(crate) fn deregister(id: usize) {
+pub(crate) fn deregister(id: u32) {
     POOLS.remove(id);
 }
 
 /// Tells pool `pool` that its task `job` was aborted (see [`Unqueue::aborted`]).
-pub(crate) fn aborted(pool: usize, job: u64, priority: i32, runner: &sync::AtomicUsize) {
+pub(crate) fn aborted(pool: u32, job: u64, priority: i32, runner: &sync::AtomicU32) {
     // The map's lock is released before the pool's is taken.
     if let Some(pool) = POOLS.get(pool) {
         pool.aborted(job, priority, runner);
