@@ -49,7 +49,7 @@ impl Drop for AbortNext {
 /// ... not on the thread that calls `abort`" (`TaskHandle::abort`). When the abort comes
 /// while that runtime shuts down (a plain tokio task holding the head of the chain is
 /// dropped by the runtime before the pool's sentinel and slots), the runtime still counts
-/// as alive, `abort_queued` (src/engine/mod.rs:1362) spawns the drop there, and tokio,
+/// as alive, `abort_queued` (src/engine/ending.rs) spawns the drop there, and tokio,
 /// its task list closed, drops the new task at once inside `spawn`: each abort drops the
 /// next job inside itself, as deep as the chain. Up to 8 runtimes are tried: the order in
 /// which tokio drops tasks at shutdown follows their ids. On c6855bb the aborted jobs
@@ -163,7 +163,7 @@ impl Drop for LockOnDrop {
 /// (with none of the pool's runtimes alive, by a thread of its own)", the reason given
 /// being that the aborting thread "may hold a lock its `Drop` takes". In exactly that
 /// case (a SmartAioPool whose runtime ended, 1,000 queued recipes whose `Drop` takes a
-/// lock the aborting thread holds), `abort_queued` (src/engine/mod.rs:1365) starts one
+/// lock the aborting thread holds), `abort_queued` (src/engine/ending.rs) starts one
 /// OS thread per abort, and all 1,000 are alive at once until the lock is released.
 /// Should that spawn fail (thread limits), the job is dropped on the aborting thread,
 /// which holds the lock. c6855bb started no thread (the recipes stayed queued).
@@ -227,7 +227,7 @@ fn with_no_runtime_left_aborting_many_queued_recipes_does_not_start_a_thread_for
 /// priority 1 goes to the head of the queue. Only it may start (FIFO weights: the two
 /// wait behind it), yet `stats()` counts two running, one queued, until the claimers run
 /// (`Engine::push_with` runs `fill_free`, which never lowers `reserved`,
-/// src/engine/mod.rs:842; `clamp_reserved_to_startable` runs after an abort only).
+/// src/engine/start.rs; `clamp_reserved_to_startable` runs after an abort only).
 /// c6855bb: 3 running, 0 queued.
 #[test]
 #[ignore = "left open (RELIABILITY.md 135): clamping the reservations at every submit into a pool with limits cost 2.8x the CPU per task of common-limits-used (bench/results/2026-12-02-1cde2e4-vs-c6855bb.md); the over-count lasts until the claimers run"]

@@ -389,7 +389,7 @@ fn abort_racing_completion_still_resolves_the_handle_at_once() {
 /// Only `Slot::drop` sweeps a dead runtime's jobs from the queue (src/engine/slot.rs, the
 /// `newly_dead` branch). But a worker can still poll a slot while the shutdown, on another
 /// thread, drops the runtime's sentinel: the slot then finds its runtime dead in
-/// `Engine::take_next` (src/engine/mod.rs, the `is_alive(rt)` in its loop condition) or in
+/// `Engine::take_next` (src/engine/start.rs, the `is_alive(rt)` in its loop condition) or in
 /// `Slot::finish`'s yield branch, gives its slot up and ends *normally*, so its `Drop` does
 /// nothing, and nobody sweeps. Seen here as `queued: 2, running: 0` (or `queued: 1`,
 /// `completed: 1`) after the runtime is gone.

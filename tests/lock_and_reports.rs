@@ -220,7 +220,7 @@ mod with_tracing {
     /// Finding 35's rule: a queued task's stamp (its `Span`, whose drop calls the
     /// subscriber's `try_close`) is dropped after the pool's lock. A queued job that a slot
     /// of another runtime hands to its own runtime's new slot (`take_next`,
-    /// src/engine/mod.rs) when that runtime is shutting down (its task list closed, its
+    /// src/engine/start.rs) when that runtime is shutting down (its task list closed, its
     /// sentinel not dropped yet) is dropped by `handle.spawn` at once; `Slot::drop`
     /// (src/engine/slot.rs, the `next` branch) then calls `lose(q.job, q.id)` under the
     /// lock and the rest of the `Queued`, its stamp, is dropped there: `try_close` runs under
@@ -513,7 +513,7 @@ fn child() {
 }
 
 /// The same rule at exit: a run the take-over waited for (`Engine::take_over`,
-/// src/engine/mod.rs) that ended in that poll is counted by its stale slot, which drops
+/// src/engine/lifecycle.rs) that ended in that poll is counted by its stale slot, which drops
 /// the run outside the lock; the take-over then skips it (`if counted.contains(&id) {
 /// continue; }`) and so drops its copy of the task, now the last one, under the pool's
 /// lock: the recipe and what it captured are dropped there.

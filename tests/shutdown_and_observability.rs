@@ -89,7 +89,7 @@ fn an_unpolled_wait_future_dropped_leaves_nothing_behind() {
 /// A task aborted while queued stayed in the queue until a slot reached it; when the
 /// deadline's `cancel_all(Abandoned)` popped it, the engine counted it as `Abandoned`
 /// without looking at the abort that decided its outcome first
-/// (`Engine::cancel_all`, src/engine/mod.rs, `count_end(.., Cancelled(reason))`).
+/// (`Engine::cancel_all`, src/engine/lifecycle.rs, `count_end(.., Cancelled(reason))`).
 /// Since an abort takes a queued task out of the queue at once, it ends before the
 /// shutdown starts: the report counts it in neither figure.
 #[test]
@@ -265,7 +265,7 @@ mod with_tracing {
 
     /// Nothing of the subscriber may run under the engine's lock (the engine takes the
     /// submit's span before it locks for that reason). But `Engine::cancel_all`
-    /// (src/engine/mod.rs) pops the queued jobs under the lock and drops each `Queued`
+    /// (src/engine/lifecycle.rs) pops the queued jobs under the lock and drops each `Queued`
     /// there, with its `Stamp`, whose `parent` is a `Span`: its drop calls the
     /// subscriber's `try_close` under the pool's lock. A subscriber that uses the pool
     /// there (reads stats, submits an export) deadlocks.
@@ -487,7 +487,7 @@ mod with_metrics {
 
     /// The gauges follow `PoolStats::queued` and `running`: but `set_max_concurrency`
     /// reserves slots for queued jobs (queued -> running in `stats()`) under the lock
-    /// without recording the gauges (`Engine::set_max_concurrency`, src/engine/mod.rs; also
+    /// without recording the gauges (`Engine::set_max_concurrency`, src/engine/start.rs; also
     /// `rate_tick` and `ensure_started`); they catch up only when a claimer runs.
     #[test]
     fn gauges_follow_a_grow_of_set_max_concurrency() {

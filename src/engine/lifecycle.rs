@@ -1,0 +1,587 @@
+//! A pool's waits and ends: `wait()`, a dropped pool's watcher, `close`, `shutdown`,
+//! `cancel_all`, and the exit's take-over of the runs of a runtime that no longer runs.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::error::CancelReason;
+use crate::stats::ShutdownReport;
+use crate::task::context;
+use crate::task::{wake_quietly, QuietPoll};
+
+use super::job::Job;
+use super::limits::Meta;
+use super::marks::Polling;
+use super::{
+    assert_timer_here, drop_in_task, drop_quietly, runtimes, timeout_or_never, Deferred, Engine,
+    Freeing, SlotEntry, State, Wait, SHUTDOWN_TIMEOUT,
+};
+
+impl<J: Job> Engine<J> {
+    /// Waits until every job submitted before this call has finished (its handle
+    /// resolved). The set of jobs is fixed when this is *called*, not when the future is
+    /// first polled.
+    ///
+    /// Cancel safe: dropping the future only stops the wait.
+    pub(crate) fn wait_all(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        self.wait_all_but(None)
+    }
+
+    /// [`wait_all`](Self::wait_all), leaving out job `spared` (while it runs or is queued
+    /// for a re-run) rather than the calling job: `shutdown_timeout`'s wait after its
+    /// deadline, which spared that job, and may be polled outside it (a spawned task the
+    /// job awaits).
+    pub(super) fn wait_all_but(
+        self: &Arc<Self>,
+        spared: Option<u64>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let key = {
+            let mut st = self.lock();
+            let target = st.counts.submitted;
+            // The spared job, or else the job of this pool whose poll makes the wait: not
+            // yet counted as ended (its slot or the queue holds it), and never to end while
+            // it waits for itself; the wait does not wait for it.
+            let except = spared
+                .filter(|&id| {
+                    Self::slot_of(&st, id).is_some() || st.queue.count(1, |q| q.id == id) > 0
+                })
+                .or_else(|| Self::calling_job(&st, self.id()))
+                .filter(|&id| id < target);
+            let remaining = target - st.wait_done - u64::from(except.is_some());
+            (remaining > 0).then(|| {
+                st.waits.insert(Wait {
+                    target,
+                    remaining,
+                    except,
+                })
+            })
+        };
+        // Made now, not at the first poll: a future dropped unpolled forgets its wait too.
+        let guard = key.map(|key| WaitGuard {
+            engine: Arc::clone(self),
+            key,
+        });
+        let engine = Arc::clone(self);
+        async move {
+            // Also with nothing to wait for: the runtime becomes known to the pool. (A
+            // wait outside a runtime, for jobs no runtime can run, waits on: a runtime
+            // that waits or submits later runs them.)
+            let _ = engine.ensure_started();
+            // Once the tasks waited for have ended: the graves they left ([`graves`]).
+            // The wait takes those kept and frees them; batches being freed elsewhere,
+            // taken before, are waited for. It frees them here, on the waiter's thread,
+            // unless it runs inside a job's poll (then a task of the current runtime
+            // does); outside a runtime, with a runtime of the pool entered. In a re-run
+            // pool, and in any pool after a panic (its `on_panic` call first), slots drop
+            // what ended jobs left after the lock that counted them: the drops under way
+            // then are waited for too (`drops`, watched by `_watch`).
+            let mut horizon = None;
+            let mut drops: Vec<(Polling, u64)> = Vec::new();
+            let mut _watch = None;
+            let mut quiet = QuietPoll::default();
+            loop {
+                let mut notified = pin!(engine.changed.notified());
+                notified.as_mut().enable();
+                let (batch, enter, settled) = {
+                    let mut st = engine.lock();
+                    let mut batch = None;
+                    let mut enter = None;
+                    if horizon.is_none()
+                        && guard
+                            .as_ref()
+                            .is_none_or(|g| st.waits[g.key].remaining == 0)
+                    {
+                        batch = st.graves.take_all();
+                        horizon = Some(st.graves.horizon());
+                        drops = st
+                            .droppers
+                            .iter()
+                            .filter_map(|p| p.dropping().map(|n| (p.clone(), n)))
+                            .collect();
+                        if !drops.is_empty() {
+                            _watch = Some(DropWatch::new(&engine));
+                        }
+                        if batch.is_some() && Handle::try_current().is_err() {
+                            enter = st
+                                .runtimes
+                                .live_or_any(None)
+                                .and_then(|rt| st.runtimes.handle(rt).cloned());
+                        }
+                    }
+                    let settled = horizon.is_some_and(|h| st.graves.settled(h));
+                    (batch, enter, settled)
+                };
+                if let Some(batch) = batch {
+                    match (enter, Handle::try_current()) {
+                        (_, Ok(current)) if context::polling_a_task() => {
+                            // Freed when the task runs, or is dropped unrun.
+                            let freeing = Freeing {
+                                engine: Arc::clone(&engine),
+                                batch: Some(batch),
+                            };
+                            drop_in_task(&current, freeing);
+                        }
+                        (Some(handle), Err(_)) => {
+                            let _in = handle.enter();
+                            engine.drop_batch(batch);
+                        }
+                        _ => engine.drop_batch(batch),
+                    }
+                    continue;
+                }
+                // After the watch was counted (SeqCst: see `Polling::end_drop`).
+                drops.retain(|(p, n)| !p.dropped_through(*n));
+                if settled && drops.is_empty() {
+                    return;
+                }
+                // Registered with a waker of ours that wakes the caller's quietly:
+                // tokio's `Notify` wakes its waiters in batches, and drops the rest of a
+                // batch unwoken if one waker panics.
+                poll_fn(|cx| quiet.poll(notified.as_mut(), cx)).await;
+            }
+        }
+    }
+
+    /// Calls `f(true)` in a task of a runtime the pool knows (a multi-thread one if it
+    /// knows one), once every job submitted so far has finished (with `owed_only`: once
+    /// [`owes_work`](Self::owes_work) says `false`, leaving out the jobs a rate window
+    /// holds back for ever, which would never finish); `f(false)`, on this
+    /// thread, if the pool knows no live runtime, or where that task is dropped unfinished
+    /// (its runtime shut down first). Returns `true` if the task went to a multi-thread
+    /// runtime, whose workers run it; on a current-thread runtime it runs only while some
+    /// thread drives that runtime, and may never run (nor be dropped) if none does.
+    pub(crate) fn when_done(
+        self: &Arc<Self>,
+        owed_only: bool,
+        f: impl FnOnce(bool) + Send + 'static,
+    ) -> bool {
+        /// Calls its function with `false` if dropped before it was taken.
+        struct Unless<F: FnOnce(bool)>(Option<F>);
+        impl<F: FnOnce(bool)> Drop for Unless<F> {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f(false);
+                }
+            }
+        }
+        let handle = {
+            let mut st = self.lock();
+            let handle = st
+                .runtimes
+                .live_or_any(None)
+                .and_then(|rt| st.runtimes.driven_handle(rt))
+                .cloned();
+            st.watch_owed |= owed_only && handle.is_some();
+            handle
+        };
+        let Some(handle) = handle else {
+            f(false);
+            return false;
+        };
+        let driven = runtimes::is_multi_thread(&handle);
+        let done = self.wait_all();
+        let engine = Arc::clone(self);
+        let mut unless = Unless(Some(f));
+        drop(handle.spawn(async move {
+            if owed_only {
+                drop(done);
+                loop {
+                    let mut notified = pin!(engine.changed.notified());
+                    notified.as_mut().enable();
+                    if !engine.owes_work() {
+                        break;
+                    }
+                    notified.await;
+                }
+            } else {
+                done.await;
+            }
+            drop(engine);
+            if let Some(f) = unless.0.take() {
+                f(true);
+            }
+        }));
+        driven
+    }
+
+    /// Whether the pool has a rate limit (its jobs need a runtime with timers).
+    pub(crate) fn needs_timers(&self) -> bool {
+        self.needs_timers
+    }
+
+    /// Whether the pool has a rate limit and is stranded now (see
+    /// [`note_stranded`](Self::note_stranded)): the one case where a wait must ask its
+    /// runtime for timers to offer it (one load).
+    pub(crate) fn needs_timer_probe(&self) -> bool {
+        self.needs_timers && self.stranded.load(Ordering::Relaxed)
+    }
+
+    /// Starts queued jobs that have a free slot (or, elastic, could have one) but no
+    /// runtime to run them (re-runs whose runtime went away, reservations whose claimers
+    /// went with it), on the current runtime. Called by a `wait` and by a submit that has
+    /// to wait for room: the pool may be full of exactly such jobs.
+    ///
+    /// The current runtime becomes known to the pool even if nothing starts now: jobs that
+    /// lose their runtime later, while this caller waits, run there. It becomes the home
+    /// only if the pool has no live home.
+    ///
+    /// Returns `false` if neither the current runtime (none, or one that has shut down:
+    /// a `spawn_blocking` thread or a `Handle::enter` guard can outlive it) nor any other
+    /// the pool knows is alive: then nothing can run the pool's jobs, and a submit waiting
+    /// for room would wait for ever (a SmartAioPool full of the re-runs of a runtime that
+    /// ended).
+    pub(crate) fn ensure_started(self: &Arc<Self>) -> bool {
+        // A current-thread runtime that a blocked `blocking_submit` entered is not offered:
+        // its thread, blocked, cannot drive it (227's case for `blocking_submit`).
+        let Some(handle) = Handle::try_current()
+            .ok()
+            .filter(|h| !crate::blocking::cannot_drive(h))
+        else {
+            return self.lock().runtimes.live_or_any(None).is_some();
+        };
+        let mut later = Deferred::default();
+        let can_run;
+        {
+            let mut st = self.lock();
+            let (rt, unasked) =
+                if self.needs_timers && runtimes::timers_known(&handle) != Some(true) {
+                    // Only a runtime known to have timers: one the pool knows (checked when it
+                    // came in), or one this thread found to have them (a waiting submit's, by
+                    // its admission). A wait makes no timer to find out (nor, so, whether this
+                    // runtime is alive: it may be).
+                    (st.runtimes.known(&handle), true)
+                } else {
+                    (st.runtimes.offer(&handle), false)
+                };
+            can_run = rt.is_some() || unasked || st.runtimes.live_or_any(None).is_some();
+            Self::grow(&mut st);
+            // Its claimers go to this runtime (also one for jobs whose claimers are
+            // elsewhere: see `claim_here`).
+            self.fill_free(&mut st, rt, &mut later);
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+        can_run
+    }
+
+    /// At exit, once every pool is taken over: lifts the hold the take-over set, and
+    /// starts the jobs on the current (exit) runtime.
+    pub(crate) fn exit_start(self: &Arc<Self>) -> bool {
+        self.lock().exit_hold = false;
+        self.ensure_started()
+    }
+
+    /// Stops intake: later submits fail and waiting submitters are refused. Queued and
+    /// running jobs still finish. Idempotent.
+    pub(crate) fn close(&self) {
+        let mut wake: Vec<Waker>;
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            // Idle slot tasks exit (they hold the engine).
+            wake = st.idle.iter_mut().filter_map(|i| i.waker.take()).collect();
+            // Submitters waiting for room are refused.
+            st.admission.close(&mut wake);
+            self.rate_timer_check(&st);
+        }
+        wake.into_iter().for_each(wake_quietly);
+        self.changed.notify_waiters();
+    }
+
+    /// Closes the pool (at the call, not at the first poll: a future dropped unpolled
+    /// still closed it) and waits until every queued and running job has finished.
+    pub(crate) fn shutdown(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        self.close();
+        self.wait_all()
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but abandons what is left at the deadline. The
+    /// pool is closed at the call.
+    pub(crate) fn shutdown_timeout(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> impl Future<Output = ShutdownReport> + Send + 'static {
+        fn ended<J>(st: &State<J>) -> (u64, u64) {
+            let c = &st.counts;
+            (
+                c.completed + c.panicked + c.cancelled - c.abandoned,
+                c.abandoned,
+            )
+        }
+        let (start_ended, start_abandoned, caller) = {
+            let st = self.lock();
+            let (e, a) = ended(&st);
+            // Called by a job of this pool: its wait leaves that job out, and so does the
+            // abandon at the deadline (it would cancel the job waiting for the report).
+            (e, a, Self::calling_job(&st, self.id()))
+        };
+        self.close();
+        let wait = self.wait_all();
+        let engine = Arc::clone(self);
+        async move {
+            let mut wait = pin!(wait);
+            // Nothing left to wait for: no timer is made, so this works from any executor
+            // (as `shutdown` does); only a deadline that may pass needs tokio's timer.
+            let done = poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx).is_ready())).await;
+            let passed = !done && {
+                assert_timer_here(&SHUTDOWN_TIMEOUT);
+                timeout_or_never(timeout, wait).await.is_err()
+            };
+            if passed {
+                let spared = engine.cancel_all_sparing(CancelReason::Abandoned, caller);
+                engine.wait_all_but(spared).await;
+            }
+            let (end_ended, end_abandoned) = ended(&engine.lock());
+            ShutdownReport {
+                finished: end_ended - start_ended,
+                abandoned: end_abandoned - start_abandoned,
+            }
+        }
+    }
+
+    /// Cancels every job queued or running now with `reason`: queued ones are dropped at
+    /// once, running ones at their next poll (their slots are woken for it).
+    pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) {
+        let _ = self.cancel_all_sparing(reason, None);
+    }
+
+    /// [`cancel_all`](Self::cancel_all), but job `spared` (if any; running, or queued for
+    /// its re-run, where it stays, first) is left alone, unless an earlier `cancel_all`
+    /// covered it; returns the job left alone.
+    pub(super) fn cancel_all_sparing(
+        self: &Arc<Self>,
+        reason: CancelReason,
+        spared: Option<u64>,
+    ) -> Option<u64> {
+        let mut later = Deferred::default();
+        let wakers: Vec<Waker>;
+        {
+            let mut st = self.lock();
+            // A job an earlier `cancel_all` covered and did not spare stays covered, even
+            // if its slot has not applied that mark yet (written only under the lock).
+            let before = self.cancel_before.load(Ordering::Relaxed);
+            let spared = spared.filter(|&id| !(id < before && st.cancel_spared != Some(id)));
+            st.cancel_reason = reason;
+            st.cancel_spared = spared;
+            // Release: a slot that sees the new mark (Acquire) reads this reason.
+            self.cancel_before
+                .store(st.counts.submitted, Ordering::Release);
+            // The spared job may be queued for its re-run (cut off by its runtime's end
+            // before this deadline): it stays, spared as it would be running.
+            let kept = spared.and_then(|id| st.queue.pop_first(|q| q.id == id));
+            while let Some(q) = st.queue.pop() {
+                self.drop_unrun(&mut st, q.job, q.id, reason, &mut later);
+                // Dropped outside the lock: a span's drop calls the subscriber.
+                later.stamps.push(q.stamp);
+            }
+            if let Some(q) = kept {
+                st.queue.push_front(q);
+            }
+            Self::clamp_reserved(&mut st, &mut later);
+            self.gauges(&st);
+            wakers = st
+                .slots
+                .iter_mut()
+                .filter_map(|(_, s)| s.waker.clone())
+                .collect();
+            self.rate_timer_check(&st);
+        }
+        // Slot tasks' wakers: tokio's.
+        wakers.into_iter().for_each(Waker::wake);
+        self.run_deferred(&mut later);
+        spared
+    }
+
+    /// At process exit: every unfinished job (queued, or running on a runtime that may
+    /// never poll it again) is queued again for `handle`'s runtime, where the caller starts
+    /// them ([`exit_start`](Self::exit_start)) once it has taken every pool over
+    /// (interrupted runs only if the pool re-runs them; otherwise they are cancelled).
+    /// A pool with nothing unfinished is taken over all the same (`handle`'s runtime
+    /// becomes its home; its rate timer, claimers and idle slot tasks are forgotten).
+    ///
+    /// A run inside a poll right now, on a thread that goes on (`std::process::exit` leaves
+    /// a multi-thread runtime's workers running), is started again only once that poll has
+    /// returned, so the two runs never overlap (a run that ended in that poll is not run
+    /// again). One polled by the `exiting` thread (a [`thread_token`]), which never
+    /// returns (the task called `exit`), or polled for longer than [`EXIT_POLL_WAIT`], is
+    /// cancelled instead, as `stuck`.
+    ///
+    /// [`thread_token`]: super::thread_token
+    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> TakeOver {
+        let mut later = Deferred::default();
+        let mut report = TakeOver::default();
+        let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
+        {
+            let mut st = self.lock();
+            // Also with nothing to take over now: a job submitted from now on by a thread
+            // outside every runtime must not go to the old home, which `exit` may have
+            // frozen (alive, never driven again), and what the pool keeps on that runtime
+            // must not hold it back: a rate timer armed there (which would never fire, and
+            // while it is thought armed no other is), claimers and idle slot tasks there.
+            // So an empty pool is reset as any other.
+            st.generation += 1;
+            // SeqCst: see `Polling::by`.
+            self.generation.store(st.generation, Ordering::SeqCst);
+            // Interrupted runs go back to the front of the queue, oldest first (or, without
+            // re-runs, are cancelled and counted as lost).
+            let mut interrupted: Vec<(u64, J, Meta)> = Vec::new();
+            let entries: Vec<SlotEntry<J>> = st.slots.drain().collect();
+            for s in entries {
+                let Some(copy) = s.copy else { continue };
+                // Aborted while it ran (its group or stream dropped, a `timeout` around
+                // `batch_run`) and not polled since: its handle says `Aborted`, so it is
+                // neither cut nor run again, and not reported as either.
+                let aborted = copy.aborted().is_some();
+                match s.polling.by() {
+                    Some(t) if self.rerun && t != exiting => {
+                        busy.push((s.job, copy, s.meta, s.polling));
+                    }
+                    Some(_) if self.rerun => {
+                        // Polled by the exiting thread: it called `exit`, and never returns.
+                        report.stuck += u64::from(!aborted);
+                        self.lose(&mut st, copy, s.job, &mut later);
+                    }
+                    // It ends here, as a slot dropped with its runtime ends it.
+                    _ if aborted => self.end_aborted(&mut st, copy, s.job, &mut later),
+                    _ => interrupted.push((s.job, copy, s.meta)),
+                }
+            }
+            interrupted.sort_by_key(|(id, ..)| std::cmp::Reverse(*id));
+            if !self.rerun {
+                report.cut = interrupted.len() as u64;
+            }
+            for (id, job, meta) in interrupted {
+                if self.rerun {
+                    // With its flow-control settings: the limits count it again when it
+                    // starts (their running counts are reset below).
+                    Self::requeue_first(&mut st, id, job, meta);
+                } else {
+                    self.lose(&mut st, job, id, &mut later);
+                }
+            }
+            st.running = 0;
+            st.reserved = 0;
+            st.claimers = 0;
+            st.runtimes.forget_claimers();
+            // Idle slot tasks of the old generation exit when polled; none is reused.
+            st.idle.clear();
+            st.elastic = None;
+            st.limit = st.max_concurrency;
+            st.rate_timer = false;
+            if let Some(limits) = &mut st.limits {
+                limits.reset_running();
+            }
+            st.taken_over = true;
+            st.exit_hold = true;
+            st.awaiting_poll = busy.iter().map(|b| b.0).collect();
+            st.runtimes.enter(&handle);
+            // Nothing starts here: the exit hook starts the jobs of every pool once it has
+            // taken them all over (`exit_start`), so that a job started at exit, and
+            // submitting into a pool not taken over yet, does not have its task there
+            // taken for an interrupted one. (With runs still inside a poll elsewhere,
+            // nothing starts before they are settled below either: they hold their slots,
+            // and their keys and weights, till then.)
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+        if busy.is_empty() {
+            return report;
+        }
+        // Outside the lock: let the polls in progress return (their slots, stale now, start
+        // nothing more), then run those jobs again; a run that ended in that poll was
+        // counted by its slot and is not. A poll seen ended once counts as ended: the stale
+        // slot may be polled again, but runs nothing.
+        let deadline = std::time::Instant::now() + EXIT_POLL_WAIT;
+        let mut ended = vec![false; busy.len()];
+        loop {
+            for (done, b) in ended.iter_mut().zip(&busy) {
+                *done |= b.3.by().is_none();
+            }
+            if ended.iter().all(|&d| d) || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut settled = Vec::new();
+        {
+            let mut st = self.lock();
+            // A poll that ends from now on settles nothing: its job is settled here.
+            st.awaiting_poll.clear();
+            let counted = std::mem::take(&mut st.ended_in_take_over);
+            for ((id, job, meta, _), done) in busy.into_iter().zip(ended) {
+                if counted.contains(&id) {
+                    // Its copy may hold the last reference to a recipe: dropped below.
+                    settled.push(job);
+                    continue;
+                }
+                if done && job.aborted().is_some() {
+                    // Aborted meanwhile (as above): ended, not queued again.
+                    self.end_aborted(&mut st, job, id, &mut later);
+                } else if done {
+                    Self::requeue_first(&mut st, id, job, meta);
+                } else {
+                    report.stuck += u64::from(job.aborted().is_none());
+                    self.lose(&mut st, job, id, &mut later);
+                }
+            }
+            // Started by the exit hook (see above); but a job a thread that goes on
+            // submitted during the wait, and found held back, is started by it too.
+            self.gauges(&st);
+        }
+        drop_quietly(settled);
+        self.run_deferred(&mut later);
+        report
+    }
+}
+
+/// How long the exit take-over waits for a poll in progress on another thread before it
+/// gives that run up (see [`Engine::take_over`]).
+pub(crate) const EXIT_POLL_WAIT: Duration = Duration::from_secs(5);
+
+/// What the exit take-over could not run again.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TakeOver {
+    /// Interrupted runs of a pool that does not re-run them (cancelled).
+    pub(crate) cut: u64,
+    /// Runs still inside a poll: on the exiting thread (the task called `exit`), or for
+    /// longer than [`EXIT_POLL_WAIT`] (cancelled).
+    pub(crate) stuck: u64,
+}
+
+/// Counts a `wait()` watching for drops under way (see [`Engine::end_drop`]),
+/// until it returns or is dropped.
+pub(super) struct DropWatch<J: Job>(Arc<Engine<J>>);
+
+impl<J: Job> DropWatch<J> {
+    fn new(engine: &Arc<Engine<J>>) -> Self {
+        engine.drop_watchers.watch();
+        DropWatch(Arc::clone(engine))
+    }
+}
+
+impl<J: Job> Drop for DropWatch<J> {
+    fn drop(&mut self) {
+        self.0.drop_watchers.unwatch();
+    }
+}
+
+/// Forgets a `wait()` when its future is dropped.
+pub(super) struct WaitGuard<J: Job> {
+    engine: Arc<Engine<J>>,
+    key: usize,
+}
+
+impl<J: Job> Drop for WaitGuard<J> {
+    fn drop(&mut self) {
+        self.engine.lock().waits.remove(self.key);
+    }
+}

@@ -1,0 +1,126 @@
+//! The rate window's timer: a pool with a rate limit looks at its queue again when the
+//! window lets the next job start.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::job::Job;
+use super::{Deferred, Engine, State};
+
+impl<J: Job> Engine<J> {
+    /// A rate timer was dropped unfired with its runtime (before or after that runtime's
+    /// sentinel told the pool): that runtime is gone, and another timer is armed on a
+    /// live one if the window still holds jobs back. Without this, a timer dropped before
+    /// its first poll left `rate_timer` set, and no timer was ever armed again.
+    pub(super) fn rate_timer_lost(self: &Arc<Self>, handle: &Handle) {
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            st.rate_timer = false;
+            if let Some(rt) = st.runtimes.known(handle) {
+                self.runtime_gone(&mut st, rt, &mut later);
+            }
+            self.fill_free(&mut st, None, &mut later);
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+    }
+
+    /// The rate window allows a start again: give free slots to queued jobs. Called by
+    /// the timer task, on a runtime that is being driven now: the slot tasks go there.
+    pub(super) fn rate_tick(self: &Arc<Self>) {
+        let current = Handle::try_current().ok();
+        let mut later = Deferred::default();
+        {
+            let mut st = self.lock();
+            st.rate_timer = false;
+            let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
+            self.fill_free(&mut st, rt, &mut later);
+            self.gauges(&st);
+        }
+        self.run_deferred(&mut later);
+    }
+
+    /// Under the lock: whether an armed rate timer has nothing left to start (the pool is
+    /// closed, so nothing more is queued but by the exit take-over, which arms its own,
+    /// and its queue is empty). Its task then lets the engine go at once, rather than
+    /// hold it until it fires, up to `per` later (finding 176 of RELIABILITY.md).
+    pub(super) fn rate_timer_unneeded(st: &State<J>) -> bool {
+        st.rate_timer && st.closed && st.queue.len() == 0
+    }
+
+    /// Under the lock, where the pool closes or its queue loses jobs that will not start:
+    /// tells an armed rate timer that has nothing left to start. Wakes only the timer's
+    /// task (a tokio waker: no user code under the lock).
+    pub(super) fn rate_timer_check(&self, st: &State<J>) {
+        if Self::rate_timer_unneeded(st) {
+            self.rate_idle.notify_waiters();
+        }
+    }
+
+    /// Called by an armed rate timer's task, woken by [`rate_idle`](Self::rate_idle):
+    /// `true`, and the timer disarmed, if it has nothing left to start.
+    pub(super) fn rate_timer_release(&self) -> bool {
+        let mut st = self.lock();
+        let unneeded = Self::rate_timer_unneeded(&st);
+        if unneeded {
+            st.rate_timer = false;
+        }
+        unneeded
+    }
+}
+
+/// Looks at the queue again when the rate window allows the next start; spawned on
+/// `handle`'s runtime.
+pub(super) fn rate_timer<J: Job>(
+    engine: Arc<Engine<J>>,
+    handle: Handle,
+    at: Instant,
+) -> impl Future<Output = ()> + Send + 'static {
+    // Made before the first poll: a runtime that shuts down drops the task unpolled too.
+    let mut armed = Armed {
+        engine: Some(engine),
+        handle,
+    };
+    async move {
+        let mut fires = pin!(tokio::time::sleep_until(at));
+        loop {
+            let engine = Arc::clone(armed.engine.as_ref().expect("held until the timer ends"));
+            let mut idle = pin!(engine.rate_idle.notified());
+            // Registered before the look: a pool closed or emptied after it wakes this.
+            idle.as_mut().enable();
+            if engine.rate_timer_release() {
+                // Nothing left to start: let the engine go now, not when the timer fires
+                // (without `rate_timer_lost`: its runtime is alive).
+                drop(armed.engine.take());
+                return;
+            }
+            tokio::select! {
+                () = fires.as_mut() => break,
+                () = idle => {}
+            }
+        }
+        if let Some(engine) = armed.engine.take() {
+            engine.rate_tick();
+        }
+    }
+}
+
+/// A rate timer that has not fired. Dropped so (its runtime shut down: a spawned task is
+/// dropped unfinished only then), it tells the pool, which arms another elsewhere.
+pub(super) struct Armed<J: Job> {
+    engine: Option<Arc<Engine<J>>>,
+    handle: Handle,
+}
+
+impl<J: Job> Drop for Armed<J> {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.rate_timer_lost(&self.handle);
+        }
+    }
+}
