@@ -256,7 +256,9 @@ pub struct TrySubmitError<F> {
 pub enum TrySubmitErrorKind {
     /// The pool had no room: every slot busy and the queue full (for a NoQueueAioPool,
     /// every slot busy). The one kind that passes with time:
-    /// [`submit`](crate::CommonAioPool::submit) would have waited for room. (A task held
+    /// [`submit`](crate::CommonAioPool::submit) would have waited for room (or, called from
+    /// a task of the same pool, been refused with
+    /// [`WouldDeadlock`](crate::SubmitErrorKind::WouldDeadlock)). (A task held
     /// back by its key, its weight or the rate limit is not refused for that while a
     /// place is free: it takes the place and waits inside the pool.)
     Full,

@@ -104,7 +104,9 @@ use crate::task::TaskHandle;
 /// knows (if that runtime ends first, or is a current-thread runtime, which may not be
 /// driven again, the next [`build`](SmartAioPoolBuilder::build) of a SmartAioPool after
 /// they have finished does it). So pools made per request or per test do not pile up; a
-/// pool made once (in a `static`) and shared costs less still.
+/// pool made once (in a `static`) and shared costs less still. (Tasks that a
+/// [`rate_limit`](SmartAioPoolBuilder::rate_limit) window that never ends holds back
+/// count as unfinished here: such a pool stays listed until the exit cancels them.)
 ///
 /// A pool built with `auto_shutdown(false)` and `process_wide(false)` (a library's or a
 /// test's own) is run by no exit and no process-wide call, so once its handles are gone
@@ -288,8 +290,9 @@ impl SmartAioPoolBuilder {
         self
     }
 
-    /// The pool's name, shown by `Debug` and [`SmartAioPool::name`]. Default:
-    /// `"SmartAioPool"`.
+    /// The pool's name, shown by `Debug`, [`SmartAioPool::name`] and the exit's warnings,
+    /// and the `pool` field of its `tracing` spans and its metrics' `pool` label (with the
+    /// features of those names). Default: `"SmartAioPool"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -367,9 +370,10 @@ impl SmartAioPoolBuilder {
     /// `per` too long to add to a time (`Duration::MAX`) is a window that never ends: at
     /// most `count` starts, ever. Tasks past `count` then never start: `wait()` and
     /// `shutdown()` wait for them for good (abort them, or use
-    /// [`shutdown_timeout`](SmartAioPool::shutdown_timeout)), and at the process exit they
-    /// are cancelled (their handles say `RuntimeShutdown`) with a warning on stderr, rather
-    /// than keep the process from exiting. A pool that neither the exit nor
+    /// [`shutdown_timeout`](SmartAioPool::shutdown_timeout)); [`smart_run`] does not wait
+    /// for them, and at the process exit they are cancelled (their handles say
+    /// `RuntimeShutdown`) with a warning on stderr, rather than keep the process from
+    /// exiting. A pool that neither the exit nor
     /// [`shutdown_all_smart_aiopools`] would run (`auto_shutdown(false)` and
     /// `process_wide(false)`) cancels them as a `CommonAioPool` does: once its last handle
     /// is dropped and nothing else of it is left to run (see the pool's "Dropping").
@@ -1463,7 +1467,12 @@ fn auto_pools() -> Vec<Arc<Inner>> {
 
 /// Waits until no `auto_shutdown` pool has unfinished tasks (tasks may submit more tasks,
 /// to the same or other pools, so it checks again after each round).
-async fn wait_auto_pools() {
+///
+/// With `held_back_too` false (`smart_run`), the tasks a `rate_limit` window that never
+/// reopens holds back for ever are left out: they would never finish, and the exit
+/// cancels them with a warning rather than keep the process from ending. The exit's own
+/// wait counts them (its take-over cancels them as the window fills).
+async fn wait_auto_pools(held_back_too: bool) {
     loop {
         // The runtime this waits on (`smart_run`'s, the exit's: both have timers) is
         // asked once, so that the waits below offer it also to rate-limited pools that
@@ -1474,19 +1483,54 @@ async fn wait_auto_pools() {
         if pools.iter().any(|p| p.core.engine.needs_timers()) {
             crate::engine::runtimes::ask_current_for_timers();
         }
-        join_all(pools.iter().map(|p| p.core.engine.wait_all())).await;
+        if held_back_too {
+            join_all(pools.iter().map(|p| p.core.engine.wait_all())).await;
+        } else {
+            join_all(pools.iter().map(|p| wait_but_held_back(p))).await;
+        }
         if pools
             .iter()
-            .all(|p| p.core.engine.stats().unfinished() == 0)
+            .all(|p| p.core.engine.stats().unfinished() <= held_back(p, held_back_too))
         {
             return;
         }
     }
 }
 
+/// The tasks of `pool` that a rate window that never reopens holds back for ever, or 0
+/// if they are waited for too.
+fn held_back(pool: &Inner, held_back_too: bool) -> usize {
+    if held_back_too || !pool.core.engine.needs_timers() {
+        return 0;
+    }
+    pool.core.engine.figures().held_back
+}
+
+/// How often [`wait_but_held_back`] looks again while tasks are held back for ever: the
+/// wait for every task would not end (as the serving thread's, `SERVE_RECHECK`).
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(50);
+
+/// Waits until `pool` has no task queued or running but those a rate window that never
+/// reopens holds back for ever.
+async fn wait_but_held_back(pool: &Inner) {
+    loop {
+        let held = held_back(pool, false);
+        if held == 0 {
+            pool.core.engine.wait_all().await;
+            return;
+        }
+        if pool.core.engine.stats().unfinished() <= held {
+            return;
+        }
+        let _ = tokio::time::timeout(HELD_BACK_RECHECK, pool.core.engine.wait_all()).await;
+    }
+}
+
 /// Runs `fut` to completion on a new multi-thread tokio runtime, then waits until every
 /// [`SmartAioPool`] (with `auto_shutdown`) has finished all its tasks, and returns `fut`'s
-/// output.
+/// output. Tasks that a [`rate_limit`](SmartAioPoolBuilder::rate_limit) window that never
+/// ends holds back are not waited for (they would never finish): the process exit then
+/// cancels them, with a warning, as when `main` returns.
 ///
 /// It waits for the pools also when `fut` panicked, then resumes the panic. The seed's
 /// `smart_run(main())`.
@@ -1533,7 +1577,7 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
         .expect("nb_aiopool: smart_run could not build a tokio runtime");
     let out = rt.block_on(async {
         let out = AssertUnwindSafe(fut).catch_unwind().await;
-        wait_auto_pools().await;
+        wait_auto_pools(false).await;
         out
     });
     drop(rt);
@@ -1550,7 +1594,10 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 ///
 /// Called from inside a task of one of these pools, it does not wait for that task (as
 /// [`SmartAioPool::wait`]); that pool stays in the process-wide list until the task has
-/// finished too, so [`smart_run`] and the exit hook still cover it.
+/// finished too, so [`smart_run`] and the exit hook still cover it. Tasks that a
+/// [`rate_limit`](SmartAioPoolBuilder::rate_limit) window that never ends holds back are
+/// waited for, for good, as by [`SmartAioPool::shutdown`]: before a signal's
+/// `process::exit`, use `shutdown_all_smart_aiopools` under a timeout for such pools.
 ///
 /// It offers its runtime to a rate-limited pool whose re-runs are stranded (its runtimes
 /// ended), checking first that the runtime has timers by making one. On a runtime built
@@ -1672,7 +1719,7 @@ pub(crate) fn finish_at_exit() {
                 for p in &pools {
                     p.core.engine.exit_start();
                 }
-                wait_auto_pools().await;
+                wait_auto_pools(true).await;
                 // Read once every task has ended: a window can fill only after the
                 // take-over (a job it started spent the last start), and the jobs behind
                 // are cancelled then.
