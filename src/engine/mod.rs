@@ -505,8 +505,6 @@ impl<J: Job> Default for Deferred<J> {
 }
 
 pub(crate) struct Engine<J: Job> {
-    /// What the pool's tasks keep to reach it (freed after `Drop` left the registries).
-    id: PoolId,
     /// Mirror of `State::max_concurrency`, for the getter.
     max_concurrency: AtomicUsize,
     /// Interrupted runs start again (see `Config::rerun`).
@@ -552,6 +550,9 @@ pub(crate) struct Engine<J: Job> {
     on_panic: OnPanic,
     /// Tracing and metrics handles (empty without those features).
     observer: Observer,
+    /// What the pool's tasks keep to reach it. Last, so freed last: after `Drop` left
+    /// the registries and every field, the queue's jobs included, is dropped.
+    id: PoolId,
 }
 
 impl<J: Job> Engine<J> {

@@ -43,7 +43,6 @@ pub(crate) fn thread_token() -> u64 {
 }
 
 pub(crate) struct Slot<J: Job> {
-    engine: Arc<Engine<J>>,
     /// Set while the task is polled (see [`Polling`]).
     polling: Polling,
     /// Its entry in the state's slab (valid while `generation` is current).
@@ -81,6 +80,11 @@ pub(crate) struct Slot<J: Job> {
     /// Its runtime (a tokio task never changes runtimes) has worker threads of its own:
     /// see [`must_yield_first`]. Set when it is spawned.
     multi_thread: bool,
+    /// Last, so dropped last: a stale slot (whose `Drop` leaves its fields to their own
+    /// drops) may hold its pool's last reference, and its jobs must be dropped while the
+    /// pool, and so its number, lives (a review of finding 289: a task still open after
+    /// its pool's number went to a new pool could be aborted into that pool).
+    engine: Arc<Engine<J>>,
 }
 
 // Never pinned structurally: jobs are boxed or shared before they get here.

@@ -338,7 +338,7 @@ where
         if let Some(outcome) = *this.outcome {
             return Poll::Ready(outcome);
         }
-        // Woken by the pool when it is aborted (see `unqueue::aborted`).
+        // Woken by the pool when it is aborted (see `Unqueue::aborted`).
         if shared.is_aborted() {
             drop_future(this.stage);
             let aborted = Outcome::Cancelled(shared.abort_reason());

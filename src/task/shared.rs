@@ -10,8 +10,8 @@
 //! dropped, and dropping a handle one (none once the task ended): no lock on either side.
 //! A job checks the abort flag, a bit of the same word, with one load per poll; a
 //! running job is woken to see it by its pool (through
-//! [`unqueue::aborted`](super::unqueue::aborted)), which knows the waker of the slot task
-//! that polls it. Loom models of this file's code are at its end.
+//! [`Unqueue::aborted`](super::unqueue::Unqueue::aborted)), which knows the waker of the
+//! slot task that polls it. Loom models of this file's code are at its end.
 
 #![allow(unsafe_code)]
 
@@ -230,6 +230,20 @@ impl<T> Shared<T> {
     /// job and the pool report is the one the handle resolved to. One that finds the outcome
     /// decided (the task ended, or another abort came first) does nothing.
     pub(crate) fn abort(&self, reason: CancelReason) {
+        // The pool is reached before the outcome is decided, and held until the abort has
+        // reached it. While the outcome is open the task's pool is alive or being dropped
+        // (it decides every task it holds before its number is freed: `Drop for Engine`),
+        // so its number names it or nothing; held, it keeps its number from going to a
+        // pool made meanwhile. Looked up after the decision, which wakes the handle (user
+        // code), the number could name a pool made since the task's own was dropped, whose
+        // task of the same id would be taken out of its queue (a review of finding 289).
+        // An outcome decided already needs no pool. The pool may be dropped meanwhile:
+        // then its engine goes when this returns, on this thread.
+        let pool = if self.is_claimed() {
+            None
+        } else {
+            super::unqueue::pool(self.pool)
+        };
         // The outcome is decided before the job can see the flag (both in one atomic
         // step): otherwise the job, ending at once, could drop the task's last reference
         // (whose `Drop` cancels it with another reason) before this claim.
@@ -238,8 +252,10 @@ impl<T> Shared<T> {
             // A queued job leaves the queue now; a running one is woken, and drops its
             // future at its next poll (Relaxed: the id was written before the handle was
             // returned).
-            let job = self.job.load(Ordering::Relaxed);
-            super::unqueue::aborted(self.pool, job, self.priority, &self.runner);
+            if let Some(pool) = pool {
+                let job = self.job.load(Ordering::Relaxed);
+                pool.aborted(job, self.priority, &self.runner);
+            }
         }
     }
 

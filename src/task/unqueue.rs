@@ -1,7 +1,8 @@
 //! How a handle reaches its task's pool: a process-wide map from a pool's id to its
-//! engine, as an [`Unqueue`]. Consulted by an abort that decided a task's outcome (a
-//! handle's `abort`, a group's, or a refused nested wait), and by a pending poll while some
-//! pool is stranded (see [`stranded`]), so submits and runs pay nothing for it.
+//! engine, as an [`Unqueue`]. Consulted by an abort that may decide a task's outcome (a
+//! handle's `abort`, a group's, or a refused nested wait: see [`pool`]), and by a pending
+//! poll while some pool is stranded (see [`stranded`]), so submits and runs pay nothing
+//! for it.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -118,12 +119,12 @@ pub(crate) fn deregister(id: u32) {
     POOLS.remove(id);
 }
 
-/// Tells pool `pool` that its task `job` was aborted (see [`Unqueue::aborted`]).
-pub(crate) fn aborted(pool: u32, job: u64, priority: i32, runner: &sync::AtomicU32) {
-    // The map's lock is released before the pool's is taken.
-    if let Some(pool) = POOLS.get(pool) {
-        pool.aborted(job, priority, runner);
-    }
+/// Pool `pool`, for an abort of one of its tasks ([`Unqueue::aborted`]), if it is alive:
+/// looked up before the abort decides the task's outcome, and held until the abort has
+/// reached it, so that the number cannot go to another pool in between (see
+/// `Shared::abort`). The map's lock is released before the pool's is taken.
+pub(crate) fn pool(pool: u32) -> Option<Arc<dyn Unqueue>> {
+    POOLS.get(pool)
 }
 
 /// A piece of work for [`run_flat`] or [`run_elsewhere`]: dropping a job. It must not
