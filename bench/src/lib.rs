@@ -528,22 +528,28 @@ async fn spawn_permit_moved(p: &Params) -> u64 {
     done.load(Ordering::Relaxed)
 }
 
-/// smol's `async-executor` on 2 runner threads of its own (plain threads, each running
-/// `futures_lite::future::block_on(executor.run(pending()))`), fed by the producer (which,
-/// as for every variant, runs in the tokio runtime's `block_on`): an owned permit of a tokio
-/// `Semaphore` first, then `executor.spawn(..).detach()`. tokio's `Semaphore` is
-/// runtime-agnostic (plain wakers, no driver), so jobs on the executor's threads can give
-/// permits back and wake the producer. The end is waited for by taking all permits back.
+/// smol's `async-executor` on runner threads of its own (plain threads, each running
+/// `futures_lite::future::block_on(executor.run(pending()))`), fed by the producer: an
+/// owned permit of a tokio `Semaphore` first, then `executor.spawn(..).detach()`. tokio's
+/// `Semaphore` is runtime-agnostic (plain wakers, no driver), so jobs on the executor's
+/// threads can give permits back and wake the producer. The end is waited for by taking
+/// all permits back.
+///
+/// The executor gets the threads the pools' jobs get ([`executor_runners`]): one runner
+/// per worker of the runtime when the producer runs in `block_on` beside them (the
+/// default); when the producer shares a thread with the jobs (a current-thread runtime,
+/// or `--spawned-producer`), one runner fewer, and the producer's own task drives the
+/// executor too (`executor.run(producer)`), so jobs also run on the producer's thread.
 ///
 /// The runner threads are never stopped: like the tokio runtime's workers they stay alive
 /// (parked) until the process exits, so their CPU time is still in `/proc/self/task` when
 /// the run is measured. They enter the tokio runtime's handle so `Sleep` jobs can use its
 /// timer; `Tiny` jobs yield to the executor (see [`work`]).
 async fn async_executor(p: &Params) -> u64 {
-    const RUNNERS: usize = 2;
     let ex = Arc::new(async_executor::Executor::new());
     let tokio_handle = tokio::runtime::Handle::current();
-    for r in 0..RUNNERS {
+    let (runners, producer_drives) = executor_runners(&tokio_handle);
+    for r in 0..runners {
         let ex = Arc::clone(&ex);
         let tokio_handle = tokio_handle.clone();
         std::thread::Builder::new()
@@ -557,23 +563,50 @@ async fn async_executor(p: &Params) -> u64 {
     let sem = Arc::new(Semaphore::new(p.concurrency));
     let done = Arc::new(AtomicU64::new(0));
     let w = p.workload;
-    for i in 0..p.tasks {
-        let permit = Arc::clone(&sem)
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        let payload = p.payloads.get(i);
-        let done = Arc::clone(&done);
-        ex.spawn(async move {
-            let out = work(payload, w).await;
-            drop(out);
-            done.fetch_add(1, Ordering::Relaxed);
-            drop(permit);
-        })
-        .detach();
+    let produce = async {
+        for i in 0..p.tasks {
+            let permit = Arc::clone(&sem)
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
+            let payload = p.payloads.get(i);
+            let done = Arc::clone(&done);
+            ex.spawn(async move {
+                let out = work(payload, w).await;
+                drop(out);
+                done.fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+            })
+            .detach();
+        }
+        wait_all_permits(&sem, p.concurrency).await;
+    };
+    if producer_drives {
+        ex.run(produce).await;
+    } else {
+        produce.await;
     }
-    wait_all_permits(&sem, p.concurrency).await;
     done.load(Ordering::Relaxed)
+}
+
+/// The `async-executor` variant's threads on the current runtime: `(runner threads, the
+/// producer's task drives the executor too)`. The pools' jobs run on the runtime's
+/// workers; a producer in `block_on` of a multi-thread runtime has the main thread to
+/// itself, so the executor gets one runner per worker. A producer on a current-thread
+/// runtime, or spawned on a worker, shares its thread with the jobs: the executor gets
+/// one runner fewer and the producer's thread runs jobs as well.
+fn executor_runners(handle: &tokio::runtime::Handle) -> (usize, bool) {
+    let workers = match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => 1,
+        _ => handle.metrics().num_workers(),
+    };
+    let shares = handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        || tokio::task::try_id().is_some();
+    if shares {
+        (workers - 1, true)
+    } else {
+        (workers, false)
+    }
 }
 
 type BoxJob = Pin<Box<dyn Future<Output = String> + Send>>;
@@ -680,6 +713,79 @@ mod tests {
             for v in ["spawn-permit-moved", "async-executor", "smart-shared"] {
                 assert_eq!(rt.block_on(run_variant(v, &p)), p.tasks, "{v} {workload}");
             }
+        }
+    }
+
+    /// The environment variable that makes a re-run of this test binary one child run of
+    /// [`async_executor_gets_the_threads_the_pools_jobs_get`].
+    const THREADS_CHILD: &str = "NB_AIOPOOL_BENCH_THREADS_CHILD";
+
+    fn threads_of_this_process() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .expect("read /proc/self/task")
+            .count()
+    }
+
+    /// The `async-executor` pattern runs its jobs on as many threads as the pools' jobs
+    /// get: the runtime's workers, or the producer's one thread on a current-thread
+    /// runtime. Each configuration runs in a child process of its own (this test binary
+    /// re-run for this test alone), so no other test's threads are counted.
+    #[test]
+    fn async_executor_gets_the_threads_the_pools_jobs_get() {
+        if let Ok(config) = std::env::var(THREADS_CHILD) {
+            let rt = match config.as_str() {
+                "current" => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+                _ => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build(),
+            }
+            .unwrap();
+            let before = threads_of_this_process();
+            let p = small(Workload::Tiny);
+            let done = if config == "spawned-multi1" {
+                rt.block_on(async move {
+                    tokio::spawn(async move { run_variant("async-executor", &p).await })
+                        .await
+                        .unwrap()
+                })
+            } else {
+                rt.block_on(run_variant("async-executor", &p))
+            };
+            assert_eq!(done, 5000);
+            println!("NEW_THREADS={}", threads_of_this_process() - before);
+            return;
+        }
+        // (configuration, threads the pools' jobs get beside the producer's thread)
+        for (config, want) in [("current", 0), ("multi1", 1), ("spawned-multi1", 0)] {
+            let exe = std::env::current_exe().expect("this test binary");
+            let run = std::process::Command::new(exe)
+                .args([
+                    "--exact",
+                    "tests::async_executor_gets_the_threads_the_pools_jobs_get",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(THREADS_CHILD, config)
+                .output()
+                .expect("run this test binary as a child");
+            let out = String::from_utf8_lossy(&run.stdout);
+            assert!(run.status.success(), "{config}: the child failed: {out}");
+            // libtest prints the child's line after the test's name, on the same line.
+            let new: usize = out
+                .split("NEW_THREADS=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("{config}: no NEW_THREADS in {out:?}"))
+                .parse()
+                .expect("a number");
+            assert_eq!(
+                new, want,
+                "{config}: async-executor started {new} threads of its own to run its jobs; the \
+                 pools' jobs get {want} beside the producer's thread"
+            );
         }
     }
 

@@ -4,23 +4,58 @@ use std::fs;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Clock ticks per second for `/proc/self/stat` (`getconf CLK_TCK`, 100 if unknown).
+/// Clock ticks per second for `/proc/self/stat`: the kernel's `AT_CLKTCK` from
+/// `/proc/self/auxv`, else `getconf CLK_TCK` (a child process: its cost would land in a
+/// measured window, see [`warm_up`]), else 100.
 fn clock_ticks() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
-    })
+    *TICKS.get_or_init(|| auxv_clock_ticks().unwrap_or_else(getconf_clock_ticks))
+}
+
+/// `AT_CLKTCK` (17) from this process's auxiliary vector: pairs of native words.
+fn auxv_clock_ticks() -> Option<u64> {
+    const AT_CLKTCK: u64 = 17;
+    let auxv = fs::read("/proc/self/auxv").ok()?;
+    let word = std::mem::size_of::<usize>();
+    let read = |b: &[u8]| -> u64 {
+        let mut w = [0u8; 8];
+        if cfg!(target_endian = "little") {
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        } else {
+            w[8 - b.len()..].copy_from_slice(b);
+            u64::from_be_bytes(w)
+        }
+    };
+    auxv.chunks_exact(2 * word)
+        .map(|pair| (read(&pair[..word]), read(&pair[word..])))
+        .find(|&(key, _)| key == AT_CLKTCK)
+        .map(|(_, ticks)| ticks)
+        .filter(|&t| t > 0)
+}
+
+fn getconf_clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// Does, once, what the first reading of each function here would do besides reading
+/// (finding the clock's tick rate): call it before the first reading of a measured window,
+/// so that the window holds the run alone.
+pub fn warm_up() {
+    clock_ticks();
 }
 
 /// CPU seconds used so far by this process: the sum of every live thread's on-CPU time
-/// from `/proc/self/task/*/schedstat` (nanosecond resolution), or, where that file does
+/// from `/proc/self/task/*/schedstat` (nanoseconds; up to date for the calling thread and
+/// for threads that are not running, while another thread running at that moment may lag
+/// by up to a scheduler tick), or, where that file does
 /// not exist, [`process_cpu_seconds_ticks`]. Threads that already exited are not counted
 /// by the former, so take both readings while the same threads are alive (a tokio
 /// runtime's workers are).
@@ -29,6 +64,11 @@ pub fn process_cpu_seconds() -> f64 {
 }
 
 fn schedstat_cpu_seconds() -> Option<f64> {
+    // The kernel adds a running thread's time to its sum only when the thread is switched
+    // out or at a scheduler tick: read as it is, the calling thread's own figure lags by
+    // up to a tick (about 1-2 ms here), so a window's first reading missed CPU spent
+    // before the window and counted it in. A yield brings the caller's figure up to date.
+    std::thread::yield_now();
     let mut ns: u64 = 0;
     for entry in fs::read_dir("/proc/self/task").ok()? {
         let path = entry.ok()?.path().join("schedstat");
@@ -134,4 +174,16 @@ pub fn context_switches() -> (u64, u64) {
         }
     }
     (vol, invol)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The tick rate read from the auxiliary vector is the one `getconf` reports.
+    #[test]
+    fn the_auxv_tick_rate_is_getconfs() {
+        assert_eq!(
+            super::auxv_clock_ticks(),
+            Some(super::getconf_clock_ticks())
+        );
+    }
 }

@@ -167,10 +167,16 @@ fn child(args: &Args, variant: &str) {
     }
     .expect("build runtime");
 
+    // The CPU window holds the run and the readings around it, nothing else: the tick
+    // rate is looked up before it (its first look-up ran `getconf`, a child process), and
+    // every CPU reading is brought up to date first (`measure::process_cpu_seconds`; a
+    // stale first reading counted CPU spent before the window). It lies within the
+    // wall-clock window: on one thread, CPU never exceeds wall time.
+    measure::warm_up();
+    let t0 = Instant::now();
     let cpu0 = measure::process_cpu_seconds();
     let ticks0 = measure::process_cpu_seconds_ticks();
     let cs0 = measure::context_switches();
-    let t0 = Instant::now();
     let completed = if args.spawned_producer {
         let variant = variant.to_string();
         rt.block_on(async move {
@@ -181,11 +187,11 @@ fn child(args: &Args, variant: &str) {
     } else {
         rt.block_on(run_variant(variant, &params))
     };
-    let wall = t0.elapsed().as_secs_f64();
     let cpu = measure::process_cpu_seconds() - cpu0;
     let cpu_ticks = measure::process_cpu_seconds_ticks() - ticks0;
     // Threads started during the run (async-executor's runners) start from zero.
     let cs1 = measure::context_switches();
+    let wall = t0.elapsed().as_secs_f64();
     let (vcs, ics) = (cs1.0.saturating_sub(cs0.0), cs1.1.saturating_sub(cs0.1));
     let peak_kib = measure::peak_rss_kib();
     assert_eq!(
@@ -595,5 +601,66 @@ fn parent(args: &Args) {
     }
     if let Some(path) = &args.csv {
         std::fs::write(path, to_csv(args, &summary)).expect("write --csv file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(variant: &str, tasks_per_s: f64, cpu: f64) -> Run {
+        Run {
+            round: 1,
+            variant: variant.into(),
+            wall_s: 1e6 / tasks_per_s,
+            tasks_per_s,
+            cpu_us_per_task: cpu,
+            peak_rss_mib: 5.0,
+            vol_cs: 0.0,
+            invol_cs: 0.0,
+            load1: 0.0,
+            busy_pct: 0.0,
+        }
+    }
+
+    /// Pin: medians of odd and even counts, a failed (NaN) reading left out.
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![f64::NAN, 1.0, 3.0]), 2.0);
+        assert!(median(vec![]).is_nan());
+    }
+
+    /// Pin: "x best pattern" divides by the best hand-written pattern's median only: a
+    /// faster probe or pool is not a pattern, and a pattern's best run is not its median.
+    #[test]
+    fn best_pattern_is_the_best_patterns_median() {
+        let variants: Vec<String> = ["common", "slots-reap", "sem-before-joinset", "mpsc-workers"]
+            .map(String::from)
+            .to_vec();
+        let mut runs = Vec::new();
+        for (common, probe, joinset, mpsc) in [
+            (2.0e6, 4.0e6, 1.0e6, 1.0e6),
+            (2.2e6, 4.0e6, 1.2e6, 3.0e6),
+            (1.8e6, 4.0e6, 1.1e6, 1.5e6),
+        ] {
+            runs.push(run("common", common, 0.7));
+            runs.push(run("slots-reap", probe, 0.5));
+            runs.push(run("sem-before-joinset", joinset, 1.0));
+            runs.push(run("mpsc-workers", mpsc, 1.2));
+        }
+        let s = summarize(&variants, &runs);
+        let common = &s[0];
+        assert_eq!(common.tasks_per_s, 2.0e6);
+        assert_eq!(
+            common.vs_best_tokio,
+            2.0e6 / 1.5e6,
+            "mpsc-workers' median is the best"
+        );
+        assert_eq!(common.vs_joinset, 2.0e6 / 1.1e6);
+        assert!(common.vs_python.is_nan());
+        assert_eq!(common.spread_pct, (2.2e6 - 1.8e6) / 2.0e6 * 100.0);
+        assert_eq!(s[1].vs_best_tokio, 4.0e6 / 1.5e6);
     }
 }
