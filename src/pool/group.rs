@@ -70,6 +70,10 @@ pub(super) fn abort_newest_first<'a, T: 'a, I: Unpin + 'a>(
     }
 }
 
+/// The room for entries a group's list of tasks, or its abort registry, keeps once its
+/// tasks have left: more is given back (see [`InOrder::leave`] and [`unwatch`]).
+const KEPT_ROOM: usize = 128;
+
 /// Tasks awaited one after the other, in the order they were pushed: what a group's
 /// `join_all` (and so `batch_run`) does instead of polling a set of futures, outside a job
 /// of the group's own pool. A handle reached after its task ended resolves at its first
@@ -119,15 +123,26 @@ impl<T> InOrder<T> {
     /// The first task left by `join_next` (its entry is `None` now). Once none is left
     /// the list is cleared; once the awaited front is half of the list, and long, it is
     /// cut off (each entry is moved at most once per halving: constant time per task,
-    /// amortised).
+    /// amortised). The room of a burst is given back: a list left empty with room for
+    /// more than [`KEPT_ROOM`] entries is freed, and one cut to a quarter of its room or
+    /// less is shrunk to twice its length (a review of b7c4278 found 100,000 joined
+    /// tasks' room, 7 MiB, kept until the group was dropped).
     fn leave(&mut self) {
         self.next += 1;
         if self.next == self.tasks.len() {
-            self.tasks.clear();
             self.next = 0;
+            if self.tasks.capacity() > KEPT_ROOM {
+                self.tasks = Vec::new();
+            } else {
+                self.tasks.clear();
+            }
         } else if self.next >= 64 && 2 * self.next >= self.tasks.len() {
             self.tasks.drain(..self.next);
             self.next = 0;
+            let len = self.tasks.len();
+            if self.tasks.capacity() > KEPT_ROOM && self.tasks.capacity() >= 4 * len {
+                self.tasks.shrink_to(2 * len);
+            }
         }
     }
 
@@ -179,7 +194,16 @@ struct Trip {
     aborts: Mutex<Slab<(u64, Option<AbortHandle>)>>,
     /// The next entry's generation.
     generations: AtomicU64,
+    /// The generation of the entry whose task tripped the group ([`NO_ONE`] until then);
+    /// written and read under the registry's lock.
+    tripped_by: AtomicU64,
+    /// Told when the group trips: a submit of the group waiting for room is refused then,
+    /// not once room comes (which a pool full of other work may never give it).
+    failed: tokio::sync::Notify,
 }
+
+/// [`Trip::tripped_by`] before the group trips (no entry has this generation).
+const NO_ONE: u64 = u64::MAX;
 
 /// A task's place in its abort registry: the slab's key, and the entry's generation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -194,6 +218,8 @@ impl Trip {
             tripped: AtomicBool::new(false),
             aborts: Mutex::new(Slab::new()),
             generations: AtomicU64::new(0),
+            tripped_by: AtomicU64::new(NO_ONE),
+            failed: tokio::sync::Notify::new(),
         }
     }
 
@@ -239,18 +265,27 @@ impl Trip {
             // as when they were made under the lock.
             return;
         }
-        let others: Vec<AbortHandle> = reg
+        // Relaxed: read under this lock (`keep`).
+        self.tripped_by.store(key.generation, Ordering::Relaxed);
+        let mut others: Vec<(u64, AbortHandle)> = reg
             .iter()
             .filter(|&(k, _)| k != key.at)
-            .filter_map(|(_, (_, h))| h.clone())
+            .filter_map(|(_, (generation, h))| Some((*generation, h.clone()?)))
             .collect();
         // Aborted after the lock: an abort wakes the task's handle, polled by the group's
         // poller, whose waker is any executor's code (which may join the group at once,
         // and so take this lock). A task registered meanwhile sees `tripped` (`keep`).
         drop(reg);
-        for h in others {
+        // Newest first, as a group's drop aborts (see `abort_newest_first`): the slab's
+        // order is mostly the oldest first, and a running task's abort wakes its slot,
+        // which on another worker took the next queued task of the group, not aborted
+        // yet, and started it (a review of b7c4278 saw up to 34 of 200 start so).
+        others.sort_unstable_by_key(|&(generation, _)| std::cmp::Reverse(generation));
+        for (_, h) in others {
             h.abort();
         }
+        // A submit of the group waiting for room is refused now (`Group::admit`).
+        self.failed.notify_waiters();
     }
 }
 
@@ -267,6 +302,11 @@ fn unwatch(key: Option<Registered>) {
         let mut reg = trip.lock();
         if reg.get(key.at).is_some_and(|(g, _)| *g == key.generation) {
             reg.remove(key.at);
+            if reg.is_empty() && reg.capacity() > KEPT_ROOM {
+                // The room of a burst of tasks, all joined now, given back (no key is in
+                // use: the next entry's is 0 again, told apart by its generation).
+                *reg = Slab::new();
+            }
         }
     }
 }
@@ -439,15 +479,35 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         self.cancel.as_ref().is_some_and(|(t, _)| t.is_tripped())
     }
 
-    /// Waits for room in the pool; a refusal is reported to the observability features,
-    /// as `try_admit`'s is. Cancel safe.
+    /// Waits for room in the pool, for a task of a group that watches its tasks, unless a
+    /// task of the group fails first (then, or if one failed already, `Closed`); a refusal
+    /// is reported to the observability features, as `try_admit`'s is. Cancel safe.
     async fn admit(&self) -> Result<(), SubmitErrorKind> {
-        if self.is_tripped() {
+        let trip = &self.cancel.as_ref().expect("a watching group").0;
+        // Made before the look at `tripped`: a trip after that look wakes it.
+        let failed = trip.failed.notified();
+        if trip.is_tripped() {
             self.core.engine.refused(AdmitError::Closed);
             return Err(SubmitErrorKind::Closed);
         }
-        self.core.engine.admit_submit().await?;
-        if self.is_tripped() {
+        match self.core.engine.admit_or_wait() {
+            Some(done) => done?,
+            None => {
+                let waiting = self.core.engine.admit_waiting(0);
+                match futures_util::future::select(std::pin::pin!(waiting), std::pin::pin!(failed))
+                    .await
+                {
+                    Either::Left((admitted, _)) => admitted?,
+                    Either::Right(((), _)) => {
+                        // The wait is dropped: a place granted to it meanwhile goes to the
+                        // next submitter in line.
+                        self.core.engine.refused(AdmitError::Closed);
+                        return Err(SubmitErrorKind::Closed);
+                    }
+                }
+            }
+        }
+        if trip.is_tripped() {
             // A task failed while this submit waited for room.
             self.core.engine.unadmit();
             self.core.engine.refused(AdmitError::Closed);
@@ -497,8 +557,11 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     fn keep(&mut self, handle: TaskHandle<T>, key: Option<Registered>) -> TaskId {
         if let Some(Registered { trip, key }) = &key {
             let mut reg = trip.lock();
-            if trip.is_tripped() {
-                // A task failed between this one's admission and now.
+            // Relaxed: written under this lock.
+            if trip.is_tripped() && trip.tripped_by.load(Ordering::Relaxed) != key.generation {
+                // Another task failed between this one's admission and now. (This one may
+                // have failed itself already, running on another thread: then it keeps
+                // its own result, as a failing task does.)
                 handle.abort();
             }
             if let Some((generation, entry)) = reg.get_mut(key.at) {
@@ -649,8 +712,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
 
     /// Lets the tasks run on, detached (what `batch_run` promises on a rejection).
     pub(crate) fn detach_all(&mut self) {
-        self.tasks = FuturesUnordered::new();
-        self.fresh.take().for_each(drop);
+        self.drop_handles();
     }
 }
 
@@ -660,12 +722,28 @@ impl<J: Job, T> Group<J, T> {
     fn abort_all(&self) {
         abort_newest_first(self.fresh.pending(), &self.tasks);
     }
+
+    /// Drops the handles of the tasks not joined. The handle of a task that ended drops
+    /// its result: one whose `Drop` panics is dropped quietly (the panic hook shows the
+    /// panic), as the pool drops a detached task's result, so that the others are dropped
+    /// too and the group's drop does not panic (with two such results, the second panic
+    /// came during the first one's unwinding, and aborted the process).
+    fn drop_handles(&mut self) {
+        for task in self.fresh.take() {
+            crate::engine::drop_quietly(task);
+        }
+        for task in std::mem::take(&mut self.tasks) {
+            crate::engine::drop_quietly(task);
+        }
+    }
 }
 
-/// Aborts the tasks not joined, newest first ([`Group::abort_all`]).
+/// Aborts the tasks not joined, newest first ([`Group::abort_all`]), then drops their
+/// handles ([`Group::drop_handles`]).
 impl<J: Job, T> Drop for Group<J, T> {
     fn drop(&mut self) {
         self.abort_all();
+        self.drop_handles();
     }
 }
 
@@ -692,11 +770,14 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// [`cancel_on_error`](TaskGroup::cancel_on_error) (for tasks returning a `Result`) and
 /// [`cancel_on_panic`](TaskGroup::cancel_on_panic) make the group behave like Go's
 /// `errgroup` or pond's groups: the first task that fails aborts every other task of the
-/// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted)),
-/// and later submits are refused with [`SubmitErrorKind::Closed`]. The failing task keeps
-/// its own result. This happens inside the pool, whether or not the group is being
-/// joined. A panic counts wherever the task's result reports it: in the future's `poll`,
-/// or in its `Drop` when it is dropped right after returning.
+/// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted);
+/// the newest first, so that none of those still queued starts), and later submits are
+/// refused with [`SubmitErrorKind::Closed`], as is a submit of the group that is waiting
+/// for room then (at once, whoever holds the room). The failing task keeps its own result,
+/// also when it fails before its `submit` has returned. This happens inside the pool,
+/// whether or not the group is being joined. A panic counts wherever the task's result
+/// reports it: in the future's `poll`, or in its `Drop` when it is dropped right after
+/// returning.
 ///
 /// Each call sets what fails a task submitted after it: `cancel_on_panic(true)` after
 /// `cancel_on_error(true)` makes only panics count for those tasks (the earlier ones keep
@@ -715,6 +796,17 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// `tokio::time::timeout(d, group.join_all())` leaves nothing of the group to run on once
 /// it fires: its queued tasks are gone, and its running ones end at their slots' next
 /// poll (until then they count as running, and their slots are not free).
+///
+/// The results of the tasks that ended and were not joined are dropped with the group; a
+/// result whose `Drop` panics is dropped quietly (the panic hook shows the panic), as the
+/// pool drops a detached task's result, and the others are dropped too.
+///
+/// # Memory
+///
+/// The group holds a handle for each task not joined yet (see the crate docs, "Memory").
+/// A joined task's handle is freed as it is joined, and once the tasks of a burst have
+/// all been joined, the room the group took to list them is given back (beyond a hundred
+/// or so entries), so a long-lived group does not keep the size of its largest burst.
 ///
 /// The group counts as a handle of its pool: the pool stays open while the group lives,
 /// even if every handle of the pool itself was dropped.
@@ -807,6 +899,9 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// while it is full, or if no runtime can run it
     /// ([`NoRuntime`](SubmitErrorKind::NoRuntime): called outside a runtime when the pool
     /// knows no live runtime, as the pool's own `submit`).
+    ///
+    /// With cancel-on-error, a submit waiting for room when a task of the group fails is
+    /// refused then, with the future, whoever holds the room.
     ///
     /// # Cancel safety
     ///
