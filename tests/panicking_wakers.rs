@@ -24,6 +24,7 @@ use support::{within, Gate};
 
 const MESSAGE: &str = "this waker panics";
 const CLONE_MESSAGE: &str = "this waker's clone panics";
+const F_MESSAGE: &str = "the mapping function fails";
 
 /// A waker whose `wake` panics.
 struct Boom;
@@ -40,7 +41,7 @@ fn poll_with_boom<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 }
 
 fn poll_with<F: Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll<F::Output> {
-    support::hide_panics(&[MESSAGE, CLONE_MESSAGE]);
+    support::hide_panics(&[MESSAGE, CLONE_MESSAGE, F_MESSAGE]);
     Pin::new(fut).poll(&mut Context::from_waker(waker))
 }
 
@@ -249,16 +250,23 @@ async fn a_dropped_submit_passes_its_room_on_quietly() {
 }
 
 /// A stream holding a place, dropped, gives it to a submitter whose waker panics: the
-/// panic does not come out of the stream's drop.
+/// panic does not come out of the stream's drop. (The place is held by a stream whose
+/// mapping function panicked: one waiting for its input no longer holds one, a review of
+/// the streams found; see `a_stream_finding_no_input_gives_its_place_back_quietly`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_stream_gives_its_place_back_quietly() {
     let pool = NoQueueAioPool::new(2);
     let gate = Gate::default();
     let running = pool.submit(gated(&gate)).await.unwrap();
-    // Takes the second place, then finds no input yet.
-    let mut stream =
-        pool.map_unordered(futures_util::stream::pending::<u32>(), |i| async move { i });
-    assert!(poll_with(&mut stream.next(), Waker::noop()).is_pending());
+    // Takes the second place for its input, then `f` panics on it.
+    let mut stream = pool.map_unordered(
+        futures_util::stream::iter(0..1u32),
+        |_| -> std::future::Ready<u32> { std::panic::panic_any(F_MESSAGE) },
+    );
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        poll_with(&mut stream.next(), Waker::noop()).is_pending()
+    }));
+    assert!(polled.is_err(), "f panicked");
     let mut faulty = Box::pin(pool.submit(async { 3 }));
     assert!(
         poll_with_boom(&mut faulty).is_pending(),
@@ -275,6 +283,46 @@ async fn a_dropped_stream_gives_its_place_back_quietly() {
     assert_eq!(within("its task", handle).await.unwrap(), 3);
     gate.open();
     assert_eq!(within("the running task", running).await.unwrap(), 1);
+    within("wait", pool.wait()).await;
+    assert_all_completed(pool.stats(), 2);
+}
+
+/// A stream that took a place for its next input and found none ready gives the place
+/// back, here to a submitter whose waker panics (it came while the stream polled its
+/// input): the panic does not come out of the stream's poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_finding_no_input_gives_its_place_back_quietly() {
+    let pool = NoQueueAioPool::new(2);
+    let gate = Gate::default();
+    let running = pool.submit(gated(&gate)).await.unwrap();
+    let faulty = Arc::new(std::sync::Mutex::new(Some(Box::pin(
+        pool.submit(async { 3 }),
+    ))));
+    // The input: on its first poll (the stream holds the second place), the faulty
+    // submit comes and waits for room; then nothing is ready.
+    let in_input = Arc::clone(&faulty);
+    let inputs = futures_util::stream::poll_fn(move |_| {
+        if let Some(f) = in_input.lock().unwrap().as_mut() {
+            assert!(poll_with_boom(f).is_pending(), "the stream holds the place");
+        }
+        Poll::<Option<u32>>::Pending
+    });
+    let mut stream = pool.map_unordered(inputs, |i| async move { i });
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        poll_with(&mut stream.next(), Waker::noop()).is_pending()
+    }));
+    assert!(
+        matches!(polled, Ok(true)),
+        "the faulty waker's panic came out of the stream's poll"
+    );
+    let faulty = faulty.lock().unwrap().take().unwrap();
+    let handle = within("the faulty submit, polled again", faulty)
+        .await
+        .unwrap();
+    assert_eq!(within("its task", handle).await.unwrap(), 3);
+    gate.open();
+    assert_eq!(within("the running task", running).await.unwrap(), 1);
+    drop(stream);
     within("wait", pool.wait()).await;
     assert_all_completed(pool.stats(), 2);
 }

@@ -295,6 +295,8 @@ impl<J: Job> Engine<J> {
         }
         wake.into_iter().for_each(wake_quietly);
         self.changed.notify_waiters();
+        // A map stream waiting for its input ends now, not at its next input.
+        self.size_watchers.wake_all();
     }
 
     /// Closes the pool (at the call, not at the first poll: a future dropped unpolled

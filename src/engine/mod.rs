@@ -523,7 +523,7 @@ pub(crate) struct Engine<J: Job> {
     /// Signalled when an armed rate timer has nothing left to start: the pool is closed
     /// and its queue empty ([`rate_timer_unneeded`](Self::rate_timer_unneeded)).
     rate_idle: Notify,
-    /// Told when `set_max_concurrency` changes the pool's size.
+    /// Told when `set_max_concurrency` changes the pool's size, and when the pool closes.
     size_watchers: SizeWatchers,
     /// `wait()`s waiting for slots to finish dropping what ended jobs left: a slot that
     /// finishes one signals `changed` while there are any.

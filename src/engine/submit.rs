@@ -208,6 +208,19 @@ impl<J: Job> Engine<J> {
         granted.into_iter().for_each(wake_quietly);
     }
 
+    /// [`unadmit`](Self::unadmit) for a stream whose input is not ready: also says
+    /// whether the pool is still open, read under the same lock (one lock for both).
+    pub(crate) fn unadmit_open(&self) -> bool {
+        let mut granted = Vec::new();
+        let open = {
+            let mut st = self.lock();
+            st.admission.give_back(1, &mut granted);
+            !st.closed
+        };
+        granted.into_iter().for_each(wake_quietly);
+        open
+    }
+
     /// Queues a job (built by `make` from `item` and the job's id, under the lock) with its
     /// flow-control settings, and starts it if a slot is free.
     ///

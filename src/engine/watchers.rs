@@ -1,8 +1,9 @@
-//! [`SizeWatchers`]: wakers told when a pool's size changes.
+//! [`SizeWatchers`]: wakers told when a pool's size changes, or the pool closes.
 //!
 //! For code that bounds itself by the pool's size and would not otherwise hear of a
 //! change: an ordered map stream whose window is full waits on its first job alone, and
-//! only a resize can open its window before that job ends.
+//! only a resize can open its window before that job ends. And for a map stream waiting
+//! for its input, which would otherwise hear of a shutdown only at its next input.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -26,8 +27,8 @@ impl SizeWatchers {
         watcher
     }
 
-    /// The size changed: wakes every watcher's registered waker, outside the lock (a
-    /// waker's panic is caught: see [`wake_quietly`]).
+    /// The size changed, or the pool closed: wakes every watcher's registered waker,
+    /// outside the lock (a waker's panic is caught: see [`wake_quietly`]).
     pub(crate) fn wake_all(&self) {
         let wakers: Vec<_> = {
             let list = self.0.lock().unwrap_or_else(PoisonError::into_inner);

@@ -6,7 +6,8 @@
 //! permit *first*, checks that the pool is still open (the permit may have been held for
 //! long) and only then pulls the next input, so the input stream is never pulled further
 //! than the pool has room for; a permit taken for an input that turned out not to exist
-//! (the stream ended, or the pool closed) is given back.
+//! (the stream ended, or the pool closed), or not to be ready yet, is given back (an idle
+//! input holds no room: see [`Mapper::wait_for_input`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,6 +34,8 @@ trait Feed<I, T>: Send {
     fn try_admit(&self) -> Result<(), AdmitError>;
     fn admit(&self) -> Admission;
     fn unadmit(&self);
+    /// [`unadmit`](Self::unadmit), and whether the pool is still open (one lock).
+    fn unadmit_open(&self) -> bool;
     /// Whether the pool was shut down (it refuses every job from then on).
     fn is_closed(&self) -> bool;
     /// Reports a refusal because the pool was shut down, as a submit's is reported.
@@ -45,7 +48,7 @@ trait Feed<I, T>: Send {
     fn capacity(&self) -> usize;
     /// Whether the current thread is polling a job of this pool.
     fn in_pool(&self) -> bool;
-    /// A waker slot told when the pool's size changes.
+    /// A waker slot told when the pool's size changes, and when it closes.
     fn watch_size(&self) -> Arc<AtomicWaker>;
 }
 
@@ -76,6 +79,10 @@ where
 
     fn unadmit(&self) {
         self.core.engine.unadmit();
+    }
+
+    fn unadmit_open(&self) -> bool {
+        self.core.engine.unadmit_open()
     }
 
     fn is_closed(&self) -> bool {
@@ -156,8 +163,9 @@ struct Mapper<St: Stream, T> {
     /// New tasks go to `queue`: an ordered stream, until it is polled inside a job of its
     /// own pool.
     in_order: bool,
-    /// Told when the pool's size changes, once the stream waited with a full window (see
-    /// [`watch_window`](Self::watch_window)).
+    /// Told when the pool's size changes or it closes, once the stream waited with a full
+    /// window (see [`watch_window`](Self::watch_window)) or for its input (see
+    /// [`wait_for_input`](Self::wait_for_input)).
     size_watch: Option<Arc<AtomicWaker>>,
     /// Why `fill` last stopped.
     stop: Stop,
@@ -291,9 +299,9 @@ impl<St: Stream, T> Mapper<St, T> {
                     },
                 }
             }
-            // Then the input, unless the pool closed since the permit was taken (it may
-            // have been held for long, waiting for a slow input): its job would be refused
-            // and the input lost.
+            // Then the input, unless the pool closed since the permit was taken (inside a
+            // job of the pool it may have been held for long, waiting for a slow input):
+            // its job would be refused and the input lost.
             if self.feed.is_closed() {
                 self.feed.refused_closed();
                 return self.stop_intake(Some(SubmitErrorKind::Closed));
@@ -302,7 +310,7 @@ impl<St: Stream, T> Mapper<St, T> {
                 return;
             };
             match inputs.as_mut().poll_next(cx) {
-                Poll::Pending => return, // the permit stays held for the next input
+                Poll::Pending => return self.wait_for_input(cx),
                 Poll::Ready(None) => return self.stop_intake(None),
                 Poll::Ready(Some(input)) => {
                     // The permit stays held while `f` runs: if `f` panics, it is still
@@ -329,6 +337,35 @@ impl<St: Stream, T> Mapper<St, T> {
                     }
                 }
             }
+        }
+    }
+
+    /// The input stream is not ready (it will wake the stream), a permit held for its next
+    /// input. An input may stay idle for long (a channel, a socket): the place goes back
+    /// to the pool meanwhile, for other submitters and streams (held, idle streams, one
+    /// per connection, could take every place of a shared pool while it runs nothing);
+    /// the input's wake-up takes one again before it pulls. Inside a job of its own pool
+    /// the stream keeps it: given back, the input could find the pool full when it comes,
+    /// and a wait for room there is refused (`WouldDeadlock`).
+    ///
+    /// Either way the stream registers to hear of the pool's close *then* reads whether
+    /// it is open: a shutdown ends a stream waiting for its input at once (refused,
+    /// `Closed`), not at its next input (a close before the registration is seen by the
+    /// read, one after it wakes the stream).
+    fn wait_for_input(&mut self, cx: &mut Context<'_>) {
+        let feed = &self.feed;
+        self.size_watch
+            .get_or_insert_with(|| feed.watch_size())
+            .register(cx.waker());
+        let open = if self.feed.in_pool() {
+            !self.feed.is_closed()
+        } else {
+            self.permit = Permit::None;
+            self.feed.unadmit_open()
+        };
+        if !open {
+            self.feed.refused_closed();
+            self.stop_intake(Some(SubmitErrorKind::Closed));
         }
     }
 
@@ -486,7 +523,9 @@ macro_rules! map_stream {
 
             /// Inputs pulled and not yet yielded (running, queued, or finished and
             /// waiting to be yielded); never more than the pool's
-            /// `max_concurrency + max_queue_size`.
+            /// `max_concurrency + max_queue_size`, but after `set_max_concurrency` shrank
+            /// the pool under it: the inputs pulled before stay counted until they are
+            /// yielded, and no more is pulled until fewer than the new size are held.
             ///
             /// # Examples
             ///
@@ -580,8 +619,22 @@ map_stream! {
     /// `max_concurrency + max_queue_size` inputs between pulling them and yielding their
     /// results, so results the consumer has not taken yet stay bounded too (the bound
     /// follows the pool's size if it changes: a stream waiting with as many inputs as
-    /// the pool held pulls more as soon as `set_max_concurrency` grows it). Other users of
+    /// the pool held pulls more as soon as `set_max_concurrency` grows it; after a
+    /// shrink, it pulls nothing until it holds fewer than the new size). Other users of
     /// the pool share its room as usual.
+    ///
+    /// While its input stream has nothing ready (a channel, a socket, idle for as long as
+    /// it likes), the stream holds no place in the pool: it gives back the one it took
+    /// for the next input, and the input's wake-up takes one again (waiting for room if
+    /// the pool is full) before it pulls. So streams waiting for input, one per
+    /// connection say, leave a shared pool its room. (Inside a job of its own pool it
+    /// keeps that place, see below.)
+    ///
+    /// A stream whose input is another stream mapped through the same pool (two stages
+    /// of a pipeline through one pool) needs room for a job of each: with a pool of one
+    /// place (`max_concurrency + max_queue_size == 1`), the outer stream takes it before
+    /// it pulls from the inner one, which then waits for room that never comes, and
+    /// neither moves. Give such a pipeline two places at least, or a pool per stage.
     ///
     /// # Inside a job of the same pool
     ///
@@ -589,7 +642,10 @@ map_stream! {
     /// could deadlock, so where `submit().await` would fail with
     /// [`WouldDeadlock`](SubmitErrorKind::WouldDeadlock), the stream instead waits for one
     /// of its own jobs to end (or for the pool to grow) and tries again; only when it has
-    /// no job of its own in the pool is the input refused (see below).
+    /// no job of its own in the pool is the input refused (see below). For the same
+    /// reason, a stream there whose input has nothing ready keeps the place it took for
+    /// it (given back, the input could find the pool full when it comes, and be refused):
+    /// other submitters wait for that place meanwhile.
     ///
     /// This holds also for a stream that began waiting for room outside the pool and is
     /// then polled inside one of its jobs (moved there): its wait is dropped and asked for
@@ -604,12 +660,13 @@ map_stream! {
     /// [`refused`](Self::refused)** after the end if the pool may close under you, since
     /// the inputs not pulled produce no item.
     ///
-    /// A place the stream holds while it waits for a slow input does not outlive a
-    /// shutdown: the stream checks that the pool is still open right before it pulls an
-    /// input, so an input is not consumed for a job the pool will refuse. Only a refusal
-    /// of the push itself costs an input: if the pool is shut down (from another thread)
-    /// in the instant between that check and the push, while the input is pulled and `f`
-    /// runs, or has no runtime to run the job on
+    /// A stream waiting for its input stops pulling as soon as the pool is shut down (the
+    /// shutdown wakes it: it yields the results of its jobs and ends, not at its next
+    /// input), and one that took a place checks that the pool is still open right before
+    /// it pulls an input, so an input is not consumed for a job the pool will refuse.
+    /// Only a refusal of the push itself costs an input: if the pool is shut down (from
+    /// another thread) in the instant between that check and the push, while the input
+    /// is pulled and `f` runs, or has no runtime to run the job on
     /// ([`NoRuntime`](SubmitErrorKind::NoRuntime)), that one input's job is dropped
     /// without running, the input produces no item, and `refused` says why.
     ///
@@ -671,8 +728,9 @@ map_stream! {
     /// with one more consequence of the order: a result that finished before an earlier
     /// one waits in the stream until that one is out. Those waiting results count in the
     /// same bound: at most `max_concurrency + max_queue_size` inputs are pulled and not yet
-    /// yielded, so at most that many results (minus one) are ever buffered out of order. A slow
-    /// job holds back the stream, never memory.
+    /// yielded, so at most that many results (minus one) are ever buffered out of order
+    /// (after a shrink of the pool, those pulled before it, until they are yielded). A
+    /// slow job holds back the stream, never memory.
     ///
     /// The stream awaits its jobs one after the other, in input order (a result that
     /// finished early waits in its task's memory until its turn), which costs less per job
@@ -768,6 +826,9 @@ mod tests {
         fn unadmit(&self) {
             self.inner.unadmit()
         }
+        fn unadmit_open(&self) -> bool {
+            self.inner.unadmit_open()
+        }
         fn is_closed(&self) -> bool {
             self.inner.is_closed()
         }
@@ -846,6 +907,9 @@ mod tests {
             unreachable!()
         }
         fn unadmit(&self) {}
+        fn unadmit_open(&self) -> bool {
+            unreachable!()
+        }
         fn is_closed(&self) -> bool {
             unreachable!()
         }
