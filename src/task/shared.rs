@@ -57,11 +57,11 @@ pub(crate) struct Shared<T> {
     state: AtomicU32,
     /// Where its pool runs it: the number the pool gave it when it took it from the queue
     /// (its slot's key; [`RUNNER_NONE`] before, [`RUNNER_FAR`] for a key that does not
-    /// fit: then an abort searches the slots), so that an abort finds a running task without searching every
-    /// slot. Written and read under the pool's lock. With `pool`, 32 bits each: both take
-    /// one word, and the result slot of a `u64` task 96 bytes, not 104 (a held handle of
-    /// such a task pins 8 bytes less, and the soak's cells stay in glibc's size class of
-    /// its payloads: finding 289).
+    /// fit: then an abort searches the slots), so that an abort finds a running task
+    /// without searching every slot. Written and read under the pool's lock. With `pool`,
+    /// 32 bits each: both take one word, and the result slot of a `u64` task 96 bytes, not
+    /// 104 (a held handle of such a task pins 8 bytes less, and the soak's resident memory
+    /// is back at its level before finding 281: finding 289).
     runner: AtomicU32,
     /// The outcome; who may touch it is said by `state` (see `CLAIMED` and `COMPLETE`).
     result: UnsafeCell<Option<Result<T, TaskError>>>,
