@@ -99,6 +99,7 @@ use queue::{Ordered, Queue};
 use runtimes::{RtRef, Runtimes};
 pub(crate) use slot::thread_token;
 use slot::Slot;
+pub(crate) use watchers::SizeWatch;
 use watchers::SizeWatchers;
 
 /// What a pool passes in when it creates its engine.

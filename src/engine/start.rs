@@ -422,7 +422,7 @@ impl<J: Job> Engine<J> {
 
     /// A waker slot told whenever [`set_max_concurrency`](Self::set_max_concurrency)
     /// changes the pool's size, and when the pool closes (until it is dropped).
-    pub(crate) fn watch_size(&self) -> Arc<futures_util::task::AtomicWaker> {
+    pub(crate) fn watch_size(&self) -> super::watchers::SizeWatch {
         self.size_watchers.watch()
     }
 

@@ -10,6 +10,7 @@
 //! the other tasks of the group right away, from inside the pool: nobody has to be
 //! polling the group for it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +21,6 @@ use std::task::{Context, Poll};
 use futures_util::future::{Either, FutureExt};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use slab::Slab;
 
 use super::core::{Core, FutureJob, Submit};
 use super::recipe::{Recipe, SmartJob};
@@ -70,8 +70,8 @@ pub(super) fn abort_newest_first<'a, T: 'a, I: Unpin + 'a>(
     }
 }
 
-/// The room for entries a group's list of tasks, or its abort registry, keeps once its
-/// tasks have left: more is given back (see [`InOrder::leave`] and [`unwatch`]).
+/// The room for entries a group's list of tasks keeps once its tasks have left: more is
+/// given back (see [`InOrder::leave`]; the abort registry, a map, holds only its entries).
 const KEPT_ROOM: usize = 128;
 
 /// Tasks awaited one after the other, in the order they were pushed: what a group's
@@ -187,11 +187,13 @@ type IsError<T> = fn(&T) -> bool;
 /// the others.
 struct Trip {
     tripped: AtomicBool,
-    /// The group's unfinished tasks, each with the generation of its entry (a joined
-    /// task's place in the slab goes to a later task); the abort handle is `None` from a
-    /// submit's call until its task is queued (while it waits for room, and while it is
-    /// pushed).
-    aborts: Mutex<Slab<(u64, Option<AbortHandle>)>>,
+    /// The group's unfinished tasks, by the generation of their entry (oldest first);
+    /// the abort handle is `None` from a submit's call until its task is queued (while it
+    /// waits for room, and while it is pushed). A map, not a slab: its memory follows the
+    /// tasks it holds, so a group that always keeps a task or two does not keep the room
+    /// of its largest burst (a slab keeps its longest length until it is empty: a review
+    /// of a121692 found 100,000 joined tasks' room, 5 MB, kept so).
+    aborts: Mutex<BTreeMap<u64, Option<AbortHandle>>>,
     /// The next entry's generation.
     generations: AtomicU64,
     /// The generation of the entry whose task tripped the group ([`NO_ONE`] until then);
@@ -205,10 +207,9 @@ struct Trip {
 /// [`Trip::tripped_by`] before the group trips (no entry has this generation).
 const NO_ONE: u64 = u64::MAX;
 
-/// A task's place in its abort registry: the slab's key, and the entry's generation.
+/// A task's place in its abort registry: its entry's generation (never given twice).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) struct Key {
-    at: usize,
     generation: u64,
 }
 
@@ -216,14 +217,14 @@ impl Trip {
     fn new() -> Self {
         Trip {
             tripped: AtomicBool::new(false),
-            aborts: Mutex::new(Slab::new()),
+            aborts: Mutex::new(BTreeMap::new()),
             generations: AtomicU64::new(0),
             tripped_by: AtomicU64::new(NO_ONE),
             failed: tokio::sync::Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<(u64, Option<AbortHandle>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Option<AbortHandle>>> {
         // Only abort handles live under this lock, and no task is aborted under it (an
         // abort wakes a handle: any executor's code) but a task just pushed, whose handle
         // nobody polled yet (`keep`).
@@ -239,25 +240,25 @@ impl Trip {
     fn insert(&self) -> Key {
         // Relaxed: only told apart, under the lock.
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let at = self.lock().insert((generation, None));
-        Key { at, generation }
+        self.lock().insert(generation, None);
+        Key { generation }
     }
 
     /// The task `key` failed: abort every other task of the group, now and later. Unless
     /// its result will not say so: its outcome was decided already (it was aborted, or
     /// cancelled by its pool, while its poll ran on), or it was even joined already (its
-    /// entry gone, or another task's now). A failure that comes after the task's handle
+    /// entry gone). A failure that comes after the task's handle
     /// resolved to a cancellation trips nothing, so that tasks submitted after an
     /// `abort_all` are not aborted by a task whose result was `Aborted`.
     fn trip(&self, key: Key) {
         let reg = self.lock();
-        match reg.get(key.at) {
-            Some((generation, abort)) if *generation == key.generation => {
+        match reg.get(&key.generation) {
+            Some(abort) => {
                 if abort.as_ref().is_some_and(AbortHandle::is_finished) {
                     return;
                 }
             }
-            _ => return,
+            None => return,
         }
         if self.tripped.swap(true, Ordering::AcqRel) {
             // Tripped already, by a task whose aborts (made after the lock, so not
@@ -267,21 +268,21 @@ impl Trip {
         }
         // Relaxed: read under this lock (`keep`).
         self.tripped_by.store(key.generation, Ordering::Relaxed);
-        let mut others: Vec<(u64, AbortHandle)> = reg
+        // Newest first, as a group's drop aborts (see `abort_newest_first`): a running
+        // task's abort wakes its slot, which on another worker took the next queued task
+        // of the group, not aborted yet, and started it (a review of b7c4278 saw up to 34
+        // of 200 start so, aborted oldest first).
+        let others: Vec<AbortHandle> = reg
             .iter()
-            .filter(|&(k, _)| k != key.at)
-            .filter_map(|(_, (generation, h))| Some((*generation, h.clone()?)))
+            .rev()
+            .filter(|&(&generation, _)| generation != key.generation)
+            .filter_map(|(_, h)| h.clone())
             .collect();
         // Aborted after the lock: an abort wakes the task's handle, polled by the group's
         // poller, whose waker is any executor's code (which may join the group at once,
         // and so take this lock). A task registered meanwhile sees `tripped` (`keep`).
         drop(reg);
-        // Newest first, as a group's drop aborts (see `abort_newest_first`): the slab's
-        // order is mostly the oldest first, and a running task's abort wakes its slot,
-        // which on another worker took the next queued task of the group, not aborted
-        // yet, and started it (a review of b7c4278 saw up to 34 of 200 start so).
-        others.sort_unstable_by_key(|&(generation, _)| std::cmp::Reverse(generation));
-        for (_, h) in others {
+        for h in others {
             h.abort();
         }
         // A submit of the group waiting for room is refused now (`Group::admit`).
@@ -299,15 +300,7 @@ pub(super) struct Registered {
 /// Takes a task out of its abort registry (it was joined, or refused), if it has one.
 fn unwatch(key: Option<Registered>) {
     if let Some(Registered { trip, key }) = key {
-        let mut reg = trip.lock();
-        if reg.get(key.at).is_some_and(|(g, _)| *g == key.generation) {
-            reg.remove(key.at);
-            if reg.is_empty() && reg.capacity() > KEPT_ROOM {
-                // The room of a burst of tasks, all joined now, given back (no key is in
-                // use: the next entry's is 0 again, told apart by its generation).
-                *reg = Slab::new();
-            }
-        }
+        trip.lock().remove(&key.generation);
     }
 }
 
@@ -564,10 +557,8 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
                 // its own result, as a failing task does.)
                 handle.abort();
             }
-            if let Some((generation, entry)) = reg.get_mut(key.at) {
-                if *generation == key.generation {
-                    *entry = Some(handle.abort_handle());
-                }
+            if let Some(entry) = reg.get_mut(&key.generation) {
+                *entry = Some(handle.abort_handle());
             }
         }
         let id = handle.id();
@@ -771,7 +762,9 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 /// [`cancel_on_panic`](TaskGroup::cancel_on_panic) make the group behave like Go's
 /// `errgroup` or pond's groups: the first task that fails aborts every other task of the
 /// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted);
-/// the newest first, so that none of those still queued starts), and later submits are
+/// the newest first, so that the slot a running task's abort frees does not start one of
+/// those still queued; a slot freed meanwhile by other work may still start one, which
+/// the abort then ends), and later submits are
 /// refused with [`SubmitErrorKind::Closed`], as is a submit of the group that is waiting
 /// for room then (at once, whoever holds the room). The failing task keeps its own result,
 /// also when it fails before its `submit` has returned. This happens inside the pool,
@@ -805,8 +798,9 @@ impl<J: Job, T> fmt::Debug for Group<J, T> {
 ///
 /// The group holds a handle for each task not joined yet (see the crate docs, "Memory").
 /// A joined task's handle is freed as it is joined, and once the tasks of a burst have
-/// all been joined, the room the group took to list them is given back (beyond a hundred
-/// or so entries), so a long-lived group does not keep the size of its largest burst.
+/// been joined, the room the group took to list them is given back (beyond a hundred or
+/// so entries), also while other tasks of the group run on, so a long-lived group does
+/// not keep the size of its largest burst.
 ///
 /// The group counts as a handle of its pool: the pool stays open while the group lives,
 /// even if every handle of the pool itself was dropped.

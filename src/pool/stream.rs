@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
-use futures_util::task::AtomicWaker;
 
 use super::core::{Core, Submit};
 use super::group::{abort_newest_first, Tagged};
-use crate::engine::{AdmitError, Job};
+use crate::engine::{AdmitError, Job, SizeWatch};
 use crate::error::{SubmitErrorKind, TaskError};
 use crate::task::TaskHandle;
 
@@ -49,7 +48,7 @@ trait Feed<I, T>: Send {
     /// Whether the current thread is polling a job of this pool.
     fn in_pool(&self) -> bool;
     /// A waker slot told when the pool's size changes, and when it closes.
-    fn watch_size(&self) -> Arc<AtomicWaker>;
+    fn watch_size(&self) -> SizeWatch;
 }
 
 struct Feeder<J: Job, F, S> {
@@ -108,7 +107,7 @@ where
         crate::task::context::in_pool(self.core.engine.id())
     }
 
-    fn watch_size(&self) -> Arc<AtomicWaker> {
+    fn watch_size(&self) -> SizeWatch {
         self.core.engine.watch_size()
     }
 }
@@ -166,7 +165,7 @@ struct Mapper<St: Stream, T> {
     /// Told when the pool's size changes or it closes, once the stream waited with a full
     /// window (see [`watch_window`](Self::watch_window)) or for its input (see
     /// [`wait_for_input`](Self::wait_for_input)).
-    size_watch: Option<Arc<AtomicWaker>>,
+    size_watch: Option<SizeWatch>,
     /// Why `fill` last stopped.
     stop: Stop,
     /// For the ordered stream polling its tasks together: results that finished before
@@ -628,7 +627,8 @@ map_stream! {
     /// for the next input, and the input's wake-up takes one again (waiting for room if
     /// the pool is full) before it pulls. So streams waiting for input, one per
     /// connection say, leave a shared pool its room. (Inside a job of its own pool it
-    /// keeps that place, see below.)
+    /// keeps that place, see below. Any `Pending` of the input counts, also one that
+    /// tokio's cooperative budget makes: the next poll takes a place again.)
     ///
     /// A stream whose input is another stream mapped through the same pool (two stages
     /// of a pipeline through one pool) needs room for a job of each: with a pool of one
@@ -848,7 +848,7 @@ mod tests {
         fn in_pool(&self) -> bool {
             self.inner.in_pool()
         }
-        fn watch_size(&self) -> Arc<AtomicWaker> {
+        fn watch_size(&self) -> SizeWatch {
             self.inner.watch_size()
         }
     }
@@ -923,7 +923,7 @@ mod tests {
         fn in_pool(&self) -> bool {
             unreachable!()
         }
-        fn watch_size(&self) -> Arc<AtomicWaker> {
+        fn watch_size(&self) -> SizeWatch {
             unreachable!()
         }
     }
