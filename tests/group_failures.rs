@@ -732,3 +732,52 @@ async fn pin_a_group_submit_inside_a_job_of_its_full_pool_is_refused() {
         );
     }
 }
+
+/// The same for results `join_all` has gathered when its future is dropped (a timeout
+/// around it): the first task's result, which panics when dropped, is in hand while
+/// `join_all` waits for the second; dropping the future drops it quietly, and does not
+/// panic (found while noting what finding 295 left).
+#[test]
+fn dropping_join_all_with_a_gathered_result_that_panics_when_dropped_does_not_panic() {
+    support::hide_panics(PANICS);
+    let rt = support::current_thread();
+    let mut panicked = Vec::new();
+    for pool in pools(2, 2) {
+        let name = pool.name();
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(async {
+                per_pool!(
+                    &pool,
+                    |p| {
+                        let mut g = p.group();
+                        g.submit(async { Some(PanicsWhenDropped) }).await.unwrap();
+                        g.submit(std::future::pending::<Option<PanicsWhenDropped>>())
+                            .await
+                            .unwrap();
+                        let joined = tokio::time::timeout(Duration::from_millis(50), g.join_all());
+                        assert!(joined.await.is_err(), "the second task never ends");
+                    },
+                    |p| {
+                        let mut g = p.group();
+                        g.submit(|| async { Some(PanicsWhenDropped) })
+                            .await
+                            .unwrap();
+                        g.submit(std::future::pending::<Option<PanicsWhenDropped>>)
+                            .await
+                            .unwrap();
+                        let joined = tokio::time::timeout(Duration::from_millis(50), g.join_all());
+                        assert!(joined.await.is_err(), "the second task never ends");
+                    }
+                )
+            })
+        }));
+        if dropped.is_err() {
+            panicked.push(name);
+        }
+    }
+    assert!(
+        panicked.is_empty(),
+        "dropping join_all's future panicked (a gathered result panicked when dropped), in \
+         these pools: {panicked:?}"
+    );
+}

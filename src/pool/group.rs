@@ -682,19 +682,19 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
             self.take_fresh();
         }
         // Those polled together first: all earlier than the fresh ones.
-        let mut joined = Vec::with_capacity(self.tasks.len());
+        let mut joined = Gathered(Vec::with_capacity(self.tasks.len()));
         while let Some((seq, key, _, r)) = self.tasks.next().await {
             unwatch(key);
-            joined.push((seq, r));
+            joined.0.push((seq, r));
         }
-        joined.sort_unstable_by_key(|(seq, _)| *seq);
-        let mut out = Vec::with_capacity(joined.len() + self.fresh.len());
-        out.extend(joined.into_iter().map(|(_, r)| r));
+        joined.0.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut out = Gathered(Vec::with_capacity(joined.0.len() + self.fresh.len()));
+        out.0.extend(joined.0.drain(..).map(|(_, r)| r));
         while let Some((_, key, _, r)) = self.fresh.next().await {
             unwatch(key);
-            out.push(r);
+            out.0.push(r);
         }
-        out
+        std::mem::take(&mut out.0)
     }
 
     fn len(&self) -> usize {
@@ -704,6 +704,24 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     /// Lets the tasks run on, detached (what `batch_run` promises on a rejection).
     pub(crate) fn detach_all(&mut self) {
         self.drop_handles();
+    }
+}
+
+/// Results [`Group::join_all`] has gathered: dropped quietly if its future is dropped
+/// before it returns them (a timeout around it), as the group drops the results it was
+/// not asked for ([`Group::drop_handles`]): a result whose `Drop` panics then lets the
+/// others drop too, and the future's drop does not panic.
+///
+/// # Dropping
+///
+/// Drops what it holds, each through [`drop_quietly`](crate::engine::drop_quietly).
+struct Gathered<R>(Vec<R>);
+
+impl<R> Drop for Gathered<R> {
+    fn drop(&mut self) {
+        for r in self.0.drain(..) {
+            crate::engine::drop_quietly(r);
+        }
     }
 }
 
@@ -1099,7 +1117,8 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// # Cancel safety
     ///
     /// Not cancel safe by design: dropping the future drops the group, which aborts the
-    /// tasks not finished yet (results already gathered are lost too).
+    /// tasks not finished yet (results already gathered are lost too: dropped, one whose
+    /// `Drop` panics quietly, as the group drops its results).
     ///
     /// # Examples
     ///
