@@ -4,10 +4,9 @@
 //! what a group that once held many tasks keeps after joining them, groups across
 //! runtimes and re-runs. The faults' tests come first; the pins after them.
 
+mod counting_alloc;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,68 +21,6 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The panics this file's tasks raise on purpose (kept off stderr).
 const PANICS: &[&str] = &["review: the failing task", "review: a result's drop"];
-
-thread_local! {
-    /// While set, every free on this thread first sleeps (see [`SlowFrees`]).
-    static SLOW_FREES: Cell<bool> = const { Cell::new(false) };
-    /// The bytes this thread allocated and has not freed (frees of other threads' blocks
-    /// count where they happen).
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-/// Adds `n` to this thread's [`LIVE_BYTES`].
-fn count(n: isize) {
-    let _ = LIVE_BYTES.try_with(|b| b.set(b.get() + n));
-}
-
-/// This thread's [`LIVE_BYTES`].
-fn live_bytes() -> isize {
-    LIVE_BYTES.with(Cell::get)
-}
-
-/// This binary's allocator: the system's, counting each thread's live bytes
-/// ([`LIVE_BYTES`]), except that a thread that set [`SLOW_FREES`] sleeps 100 ms in each
-/// free, which holds it between two steps of a submit that has no user code between them
-/// (a free is the only thing there to hook).
-struct SlowFrees;
-
-// SAFETY: every call is passed on to `System` unchanged; a free may only sleep first.
-unsafe impl GlobalAlloc for SlowFrees {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if SLOW_FREES.try_with(Cell::get).unwrap_or(false) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        count(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            count(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static GLOBAL: SlowFrees = SlowFrees;
 
 /// The three pools, private (outside the process-wide functions and the exit), with
 /// `conc` slots and a queue of `queue` (none for NoQueue).
@@ -310,8 +247,8 @@ async fn a_submit_waiting_for_room_held_elsewhere_is_refused_when_its_group_fail
 /// error that failed the group is lost: every result of the group says `Aborted`.
 ///
 /// The window is between the push (the engine's lock released) and `keep`, on the
-/// submitting thread; it is held open here by a slow free on that thread (this binary's
-/// allocator), while the task runs on the other worker, panics (tripping the group) and
+/// submitting thread; it is held open here by a slow free on that thread
+/// (`counting_alloc::slow_frees`), while the task runs on the other worker, panics (tripping the group) and
 /// is dropped slowly (500 ms). Under load a preempted submitter opens the same window.
 #[test]
 fn the_failing_task_keeps_its_own_result_when_it_fails_before_its_submit_returns() {
@@ -341,17 +278,17 @@ fn the_failing_task_keeps_its_own_result_when_it_fails_before_its_submit_returns
                 &pool,
                 |p| {
                     let mut g = p.group::<()>().cancel_on_panic(true);
-                    SLOW_FREES.with(|s| s.set(true));
+                    counting_alloc::slow_frees(true);
                     let submitted = g.submit(fail()).await;
-                    SLOW_FREES.with(|s| s.set(false));
+                    counting_alloc::slow_frees(false);
                     submitted.unwrap();
                     support::within("the failing task's result", g.join_next()).await
                 },
                 |p| {
                     let mut g = p.group::<()>().cancel_on_panic(true);
-                    SLOW_FREES.with(|s| s.set(true));
+                    counting_alloc::slow_frees(true);
                     let submitted = g.submit(fail).await;
-                    SLOW_FREES.with(|s| s.set(false));
+                    counting_alloc::slow_frees(false);
                     submitted.unwrap();
                     support::within("the failing task's result", g.join_next()).await
                 }
@@ -511,7 +448,7 @@ fn a_group_joined_after_a_burst_keeps_no_memory_of_it() {
             }
             while g.join_next().await.is_some() {}
             pool.wait().await;
-            let before = live_bytes();
+            let before = counting_alloc::live_bytes();
             for i in 0..n {
                 g.submit(async move { Ok(i) }).await.unwrap();
             }
@@ -522,7 +459,7 @@ fn a_group_joined_after_a_burst_keeps_no_memory_of_it() {
             }
             assert_eq!(sum, (0..n).sum::<u64>());
             pool.wait().await;
-            let kept = live_bytes() - before;
+            let kept = counting_alloc::live_bytes() - before;
             drop(g);
             kept
         });

@@ -2,10 +2,9 @@
 //! groups (292-296) and the map streams (297-299) leave or risk. The faults' tests come
 //! first, the pins after them.
 
+mod counting_alloc;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,59 +15,6 @@ use futures_util::stream::{self, Stream, StreamExt};
 use nb_aiopool::SubmitErrorKind;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
-
-thread_local! {
-    /// The bytes this thread allocated and has not freed (frees of other threads' blocks
-    /// count where they happen).
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(n: isize) {
-    let _ = LIVE_BYTES.try_with(|b| b.set(b.get() + n));
-}
-
-/// This thread's [`LIVE_BYTES`].
-fn live_bytes() -> isize {
-    LIVE_BYTES.with(Cell::get)
-}
-
-/// The system's allocator, counting each thread's live bytes ([`LIVE_BYTES`]).
-struct Counting;
-
-// SAFETY: every call is passed on to `System` unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            count(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// Polls `s` once with a waker that does nothing.
 fn poll_once<S: Stream + Unpin>(s: &mut S) -> Poll<Option<S::Item>> {
@@ -112,7 +58,7 @@ fn a_cancel_on_error_group_with_one_task_left_keeps_no_memory_of_a_joined_burst(
             for _ in 0..1000 {
                 g.join_next().await.unwrap().unwrap().unwrap();
             }
-            let before = live_bytes();
+            let before = counting_alloc::live_bytes();
             for i in 0..n {
                 g.submit(async move { Ok(i) }).await.unwrap();
             }
@@ -122,7 +68,7 @@ fn a_cancel_on_error_group_with_one_task_left_keeps_no_memory_of_a_joined_burst(
             }
             assert_eq!(sum, (0..n).sum::<u64>());
             assert_eq!(g.len(), 1, "the task left");
-            let kept = live_bytes() - before;
+            let kept = counting_alloc::live_bytes() - before;
             g.abort_all();
             drop(g);
             kept
@@ -158,14 +104,14 @@ fn idle_streams_that_were_dropped_leave_no_memory_in_their_pool() {
         };
         // Warm-up: what the pool makes once.
         drop((0..64).map(|_| idle(&pool)).collect::<Vec<_>>());
-        let before = live_bytes();
+        let before = counting_alloc::live_bytes();
         // A burst of streams (connections), each waiting for its input, then gone.
         let streams: Vec<_> = (0..n).map(|_| idle(&pool)).collect();
         drop(streams);
-        let after_burst = live_bytes() - before;
+        let after_burst = counting_alloc::live_bytes() - before;
         // One more stream waits for its input: it drops the dead watchers from the list.
         drop(idle(&pool));
-        let after_next = live_bytes() - before;
+        let after_next = counting_alloc::live_bytes() - before;
         assert_eq!(pool.stats().unfinished(), 0);
         (after_burst, after_next)
     });

@@ -6,7 +6,6 @@ mod support;
 
 use support::{within, Gauge as Live, Pool};
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,50 +13,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::{self, Stream, StreamExt};
-use nb_aiopool::{
-    CommonAioPool, MapOrdered, MapUnordered, NoQueueAioPool, SmartAioPool, SubmitErrorKind,
-    TaskError,
-};
+use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind, TaskError};
 use tokio::time::sleep;
 
-// The same `map_*` surface on each pool (recipes made from `f` for Smart).
+// More of the same surface on each pool (`Pool::unordered` and `ordered` are in
+// `support`).
 impl Pool {
-    fn unordered<St, F, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
-    where
-        St: Stream,
-        St::Item: Clone + Send + Sync + 'static,
-        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        match self {
-            Pool::Common(p) => p.map_unordered(inputs, f),
-            Pool::NoQueue(p) => p.map_unordered(inputs, f),
-            Pool::Smart(p) => p.map_unordered(inputs, move |i| {
-                let f = f.clone();
-                move || f(i.clone())
-            }),
-        }
-    }
-
-    fn ordered<St, F, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
-    where
-        St: Stream,
-        St::Item: Clone + Send + Sync + 'static,
-        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        match self {
-            Pool::Common(p) => p.map_ordered(inputs, f),
-            Pool::NoQueue(p) => p.map_ordered(inputs, f),
-            Pool::Smart(p) => p.map_ordered(inputs, move |i| {
-                let f = f.clone();
-                move || f(i.clone())
-            }),
-        }
-    }
-
     fn running(&self) -> usize {
         self.stats().running
     }

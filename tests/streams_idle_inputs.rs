@@ -20,44 +20,9 @@ use nb_aiopool::{MapOrdered, MapUnordered, SmartAioPool, SubmitErrorKind, TaskEr
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::{sleep, timeout};
 
-// The same `map_*` surface on each pool (recipes made from `f` for Smart).
+// More of the same surface on each pool (`Pool::unordered` and `ordered` are in
+// `support`).
 impl Pool {
-    fn unordered<St, F, Fut>(&self, inputs: St, f: F) -> MapUnordered<St, Fut::Output>
-    where
-        St: Stream,
-        St::Item: Clone + Send + Sync + 'static,
-        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        match self {
-            Pool::Common(p) => p.map_unordered(inputs, f),
-            Pool::NoQueue(p) => p.map_unordered(inputs, f),
-            Pool::Smart(p) => p.map_unordered(inputs, move |i| {
-                let f = f.clone();
-                move || f(i.clone())
-            }),
-        }
-    }
-
-    fn ordered<St, F, Fut>(&self, inputs: St, f: F) -> MapOrdered<St, Fut::Output>
-    where
-        St: Stream,
-        St::Item: Clone + Send + Sync + 'static,
-        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        match self {
-            Pool::Common(p) => p.map_ordered(inputs, f),
-            Pool::NoQueue(p) => p.map_ordered(inputs, f),
-            Pool::Smart(p) => p.map_ordered(inputs, move |i| {
-                let f = f.clone();
-                move || f(i.clone())
-            }),
-        }
-    }
-
     /// Either stream, boxed (one type for both).
     fn map<F, Fut>(&self, ordered: bool, inputs: Inputs, f: F) -> Mapped<Fut::Output>
     where

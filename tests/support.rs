@@ -257,6 +257,48 @@ impl Pool {
         }
     }
 
+    /// The pool's `map_unordered(inputs, f)` (for SmartAioPool, recipes made from `f`).
+    pub fn unordered<St, F, Fut>(
+        &self,
+        inputs: St,
+        f: F,
+    ) -> nb_aiopool::MapUnordered<St, Fut::Output>
+    where
+        St: futures_util::Stream,
+        St::Item: Clone + Send + Sync + 'static,
+        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self {
+            Pool::Common(p) => p.map_unordered(inputs, f),
+            Pool::NoQueue(p) => p.map_unordered(inputs, f),
+            Pool::Smart(p) => p.map_unordered(inputs, move |i| {
+                let f = f.clone();
+                move || f(i.clone())
+            }),
+        }
+    }
+
+    /// The pool's `map_ordered(inputs, f)` (for SmartAioPool, recipes made from `f`).
+    pub fn ordered<St, F, Fut>(&self, inputs: St, f: F) -> nb_aiopool::MapOrdered<St, Fut::Output>
+    where
+        St: futures_util::Stream,
+        St::Item: Clone + Send + Sync + 'static,
+        F: Fn(St::Item) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        match self {
+            Pool::Common(p) => p.map_ordered(inputs, f),
+            Pool::NoQueue(p) => p.map_ordered(inputs, f),
+            Pool::Smart(p) => p.map_ordered(inputs, move |i| {
+                let f = f.clone();
+                move || f(i.clone())
+            }),
+        }
+    }
+
     /// The pool's `shutdown_timeout(d)`, boxed (one type for the three pools).
     pub fn shutdown_timeout(
         &self,
