@@ -33,6 +33,31 @@ impl<J: Job> Engine<J> {
         self.wait_all_but(None)
     }
 
+    /// Waits until the pool has no task queued or running but those a rate window that
+    /// never reopens holds back for ever (which would never finish: `smart_run` leaves
+    /// them to the exit). Cancel safe, as [`wait_all`](Self::wait_all).
+    pub(crate) async fn wait_all_but_held_back(self: &Arc<Self>) {
+        while !self.held_back_round().await {}
+    }
+
+    /// One round of [`wait_all_but_held_back`](Self::wait_all_but_held_back) (and of the
+    /// serving thread's [`serve`](Self::serve)): `true` if nothing is queued or running
+    /// but tasks held back for ever; otherwise waits for the tasks submitted so far, for
+    /// at most [`HELD_BACK_RECHECK`] while some are held back (that wait would not end),
+    /// and returns `false`.
+    pub(super) async fn held_back_round(self: &Arc<Self>) -> bool {
+        let figures = Self::figures_of(&self.lock());
+        if figures.unfinished == 0 {
+            return true;
+        }
+        if figures.held_back > 0 {
+            let _ = tokio::time::timeout(HELD_BACK_RECHECK, self.wait_all()).await;
+        } else {
+            self.wait_all().await;
+        }
+        false
+    }
+
     /// [`wait_all`](Self::wait_all), leaving out job `spared` (while it runs or is queued
     /// for a re-run) rather than the calling job: `shutdown_timeout`'s wait after its
     /// deadline, which spared that job, and may be polled outside it (a spawned task the
@@ -544,6 +569,10 @@ impl<J: Job> Engine<J> {
         report
     }
 }
+
+/// How often a wait for every task but those held back for ever
+/// ([`Engine::held_back_round`]) looks again while the queue holds such tasks.
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(50);
 
 /// How long the exit take-over waits for a poll in progress on another thread before it
 /// gives that run up (see [`Engine::take_over`]).

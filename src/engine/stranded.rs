@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 
@@ -216,24 +215,17 @@ impl<J: Job> Engine<J> {
     }
 
     /// The serving runtime's work ([`serve_stranded`](Self::serve_stranded)): offers the
-    /// runtime and waits for every task, until the pool has none queued or running but
-    /// those held back for ever (looked at again every [`SERVE_RECHECK`] while such tasks
-    /// are queued: the wait for every task would not end).
+    /// runtime and waits, round after round, until the pool has no task queued or running
+    /// but those held back for ever, as `needs_serving` says
+    /// ([`held_back_round`](Self::held_back_round)).
     pub(super) async fn serve(self: &Arc<Self>) {
         loop {
             if self.needs_timers {
                 runtimes::has_timers(&Handle::current());
             }
             self.ensure_started();
-            let figures = Self::figures_of(&self.lock());
-            if figures.unfinished == 0 {
-                return; // as `needs_serving` says
-            }
-            let held_for_ever = figures.held_back > 0;
-            if held_for_ever {
-                let _ = tokio::time::timeout(SERVE_RECHECK, self.wait_all()).await;
-            } else {
-                self.wait_all().await;
+            if self.held_back_round().await {
+                return;
             }
         }
     }
@@ -250,10 +242,6 @@ impl<J: Job> Drop for Unmark<J> {
         }
     }
 }
-
-/// How often a serving runtime ([`Engine::serve`]) looks again at a pool whose queue
-/// holds tasks that a rate window that never reopens holds back for ever.
-pub(super) const SERVE_RECHECK: Duration = Duration::from_millis(50);
 
 impl<J: Job> Deaths for Engine<J> {
     /// A runtime shut down: its queued jobs are cancelled with `RuntimeShutdown` (or, if

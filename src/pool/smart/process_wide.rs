@@ -7,7 +7,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use futures_util::future::join_all;
 use futures_util::FutureExt;
@@ -261,7 +260,7 @@ async fn wait_auto_pools(held_back_too: bool) {
         if held_back_too {
             join_all(pools.iter().map(|p| p.core.engine.wait_all())).await;
         } else {
-            join_all(pools.iter().map(|p| wait_but_held_back(p))).await;
+            join_all(pools.iter().map(|p| p.core.engine.wait_all_but_held_back())).await;
         }
         if pools
             .iter()
@@ -279,26 +278,6 @@ fn held_back(pool: &Inner, held_back_too: bool) -> usize {
         return 0;
     }
     pool.core.engine.figures().held_back
-}
-
-/// How often [`wait_but_held_back`] looks again while tasks are held back for ever: the
-/// wait for every task would not end (as the serving thread's, `SERVE_RECHECK`).
-const HELD_BACK_RECHECK: Duration = Duration::from_millis(50);
-
-/// Waits until `pool` has no task queued or running but those a rate window that never
-/// reopens holds back for ever.
-async fn wait_but_held_back(pool: &Inner) {
-    loop {
-        let held = held_back(pool, false);
-        if held == 0 {
-            pool.core.engine.wait_all().await;
-            return;
-        }
-        if pool.core.engine.stats().unfinished() <= held {
-            return;
-        }
-        let _ = tokio::time::timeout(HELD_BACK_RECHECK, pool.core.engine.wait_all()).await;
-    }
 }
 
 /// Runs `fut` to completion on a new multi-thread tokio runtime, then waits until every
