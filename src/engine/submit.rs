@@ -201,16 +201,10 @@ impl<J: Job> Engine<J> {
     }
 
     /// Gives back a place taken for a push that was refused (or for a job a stream or
-    /// group did not push after all).
-    pub(crate) fn unadmit(&self) {
-        let mut granted = Vec::new();
-        self.lock().admission.give_back(1, &mut granted);
-        granted.into_iter().for_each(wake_quietly);
-    }
-
-    /// [`unadmit`](Self::unadmit) for a stream whose input is not ready: also says
-    /// whether the pool is still open, read under the same lock (one lock for both).
-    pub(crate) fn unadmit_open(&self) -> bool {
+    /// group did not push after all, or for an input not ready yet). Returns whether the
+    /// pool is still open, read under the same lock (a stream whose input is not ready
+    /// needs both: one lock).
+    pub(crate) fn unadmit(&self) -> bool {
         let mut granted = Vec::new();
         let open = {
             let mut st = self.lock();

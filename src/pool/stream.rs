@@ -32,9 +32,8 @@ type Admission = Pin<Box<dyn Future<Output = Result<(), SubmitErrorKind>> + Send
 trait Feed<I, T>: Send {
     fn try_admit(&self) -> Result<(), AdmitError>;
     fn admit(&self) -> Admission;
-    fn unadmit(&self);
-    /// [`unadmit`](Self::unadmit), and whether the pool is still open (one lock).
-    fn unadmit_open(&self) -> bool;
+    /// Gives a place back; returns whether the pool is still open (one lock).
+    fn unadmit(&self) -> bool;
     /// Whether the pool was shut down (it refuses every job from then on).
     fn is_closed(&self) -> bool;
     /// Reports a refusal because the pool was shut down, as a submit's is reported.
@@ -76,12 +75,8 @@ where
         Box::pin(async move { engine.admit_submit().await })
     }
 
-    fn unadmit(&self) {
-        self.core.engine.unadmit();
-    }
-
-    fn unadmit_open(&self) -> bool {
-        self.core.engine.unadmit_open()
+    fn unadmit(&self) -> bool {
+        self.core.engine.unadmit()
     }
 
     fn is_closed(&self) -> bool {
@@ -360,7 +355,7 @@ impl<St: Stream, T> Mapper<St, T> {
             !self.feed.is_closed()
         } else {
             self.permit = Permit::None;
-            self.feed.unadmit_open()
+            self.feed.unadmit()
         };
         if !open {
             self.feed.refused_closed();
@@ -823,11 +818,8 @@ mod tests {
         fn admit(&self) -> Admission {
             self.inner.admit()
         }
-        fn unadmit(&self) {
+        fn unadmit(&self) -> bool {
             self.inner.unadmit()
-        }
-        fn unadmit_open(&self) -> bool {
-            self.inner.unadmit_open()
         }
         fn is_closed(&self) -> bool {
             self.inner.is_closed()
@@ -906,9 +898,8 @@ mod tests {
         fn admit(&self) -> Admission {
             unreachable!()
         }
-        fn unadmit(&self) {}
-        fn unadmit_open(&self) -> bool {
-            unreachable!()
+        fn unadmit(&self) -> bool {
+            true
         }
         fn is_closed(&self) -> bool {
             unreachable!()
