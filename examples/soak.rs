@@ -72,8 +72,9 @@ async fn job(kind: u64) -> u64 {
         _ => tokio::task::yield_now().await,
     }
     // A little allocation per task, so a leak of task state would show.
-    let v: Vec<u64> = (0..16).map(|i| i * kind).collect();
-    v.iter().sum()
+    // Wrapping: `kind` is random, and a debug build checks for overflow.
+    let v: Vec<u64> = (0..16u64).map(|i| i.wrapping_mul(kind)).collect();
+    v.iter().fold(0, |a, &b| a.wrapping_add(b))
 }
 
 fn rss_kib() -> u64 {

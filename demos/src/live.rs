@@ -78,8 +78,8 @@ impl Live {
                     bar.suspend(|| crate::errln!("[monitor {label}] {sample}"));
                 })?
             }
-            // Measures only (for the final reading); the interval never elapses in practice.
-            None => ProcessMonitor::start(Duration::from_secs(24 * 3600), |_| {})?,
+            // Measures only (for the final reading): an interval that never elapses.
+            None => ProcessMonitor::start(Duration::MAX, |_| {})?,
         };
 
         let done = Arc::new(AtomicBool::new(false));

@@ -241,13 +241,18 @@ impl Shared {
         self.wake.notify_all();
     }
 
-    /// Sleeps until `deadline`; returns `true` if the monitor was stopped meanwhile.
-    fn sleep_until(&self, deadline: Instant) -> bool {
+    /// Sleeps until `deadline` (for ever if `None`: a deadline past what `Instant` can
+    /// hold); returns `true` if the monitor was stopped meanwhile.
+    fn sleep_until(&self, deadline: Option<Instant>) -> bool {
         let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if *stopped {
                 return true;
             }
+            let Some(deadline) = deadline else {
+                stopped = self.wake.wait(stopped).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -357,7 +362,9 @@ impl ProcessMonitor {
     /// `interval`, on its own thread, until the monitor is stopped or dropped.
     ///
     /// The first call comes one `interval` after the start. If a callback takes longer than
-    /// the interval, the ticks it overran are skipped, not bunched up.
+    /// the interval, the ticks it overran are skipped, not bunched up. An interval too long
+    /// for the clock to count (`Duration::MAX`) never elapses: the monitor only measures
+    /// ([`sample_now`](Self::sample_now), [`stop`](Self::stop)).
     ///
     /// # Errors
     ///
@@ -548,7 +555,9 @@ fn run<F>(shared: &Shared, interval: Duration, mut callback: F)
 where
     F: FnMut(&ProcessSample),
 {
-    let mut deadline = Instant::now() + interval;
+    // Checked: an interval too long for `Instant` (`Duration::MAX`) means "never", not a
+    // panic on this thread.
+    let mut deadline = Instant::now().checked_add(interval);
     while !shared.sleep_until(deadline) {
         // The sampler lock is released before the callback runs, so `sample_now` and
         // `peak_rss_bytes` never wait for a slow callback.
@@ -558,11 +567,11 @@ where
                 return;
             }
         }
-        deadline += interval;
         let now = Instant::now();
-        if deadline <= now {
+        deadline = deadline.and_then(|d| d.checked_add(interval));
+        if deadline.is_some_and(|d| d <= now) {
             // Overran (slow callback, starved thread): skip the missed ticks.
-            deadline = now + interval;
+            deadline = now.checked_add(interval);
         }
     }
 }

@@ -61,6 +61,8 @@ const MAX_PAYLOAD_BYTES: u64 = 1 << 30;
 const MAX_THREADS: u64 = 1024;
 /// Largest `--monitor-interval-ms`: a day.
 const MAX_MONITOR_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+/// Largest `N` of `--kind sleep:N`: a day (a longer one is a run that never ends).
+const MAX_SLEEP_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,13 +93,14 @@ struct Args {
     )]
     concurrency: usize,
     /// Queue size of the `common` and `smart` pools, at most 100,000,000 [default: the
-    /// concurrency].
+    /// concurrency]; not with `--mode no-queue` or `--mode semaphore`, which have none.
     #[arg(
         long,
         value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_CONCURRENCY)
     )]
     queue_size: Option<usize>,
-    /// What a task does: `tiny` (one `yield_now`) or `sleep:N` (sleep N milliseconds).
+    /// What a task does: `tiny` (one `yield_now`) or `sleep:N` (sleep N milliseconds, at
+    /// most a day).
     #[arg(long, default_value = "tiny")]
     kind: TaskKind,
     /// Tokio runtime: `multi` (multi-thread) or `current` (current-thread).
@@ -184,6 +187,11 @@ impl FromStr for TaskKind {
             .strip_prefix("sleep:")
             .and_then(|ms| ms.parse::<u64>().ok())
             .ok_or_else(|| format!("expected `tiny` or `sleep:<milliseconds>`, got `{s}`"))?;
+        if ms > MAX_SLEEP_MS {
+            return Err(format!(
+                "`sleep:{ms}`: a task sleeps at most {MAX_SLEEP_MS} ms (a day)"
+            ));
+        }
         Ok(TaskKind::Sleep(Duration::from_millis(ms)))
     }
 }
@@ -457,7 +465,8 @@ fn child_args(mode: Mode, args: &Args) -> Vec<String> {
         ),
         format!("--monitor-interval-ms={}", args.monitor_interval_ms),
     ];
-    if let Some(q) = args.queue_size {
+    // Only the modes with a queue take one (the others refuse the flag).
+    if let (Some(q), Mode::Common | Mode::Smart) = (args.queue_size, mode) {
         v.push(format!("--queue-size={q}"));
     }
     if let Some(t) = args.threads {
@@ -607,6 +616,16 @@ fn parse_args() -> Args {
         usage(
             ErrorKind::ArgumentConflict,
             "--threads sizes the multi-thread runtime; it does not apply to --runtime current",
+        );
+    }
+    if matches!(args.mode, Mode::NoQueue | Mode::Semaphore) && args.queue_size.is_some() {
+        usage(
+            ErrorKind::ArgumentConflict,
+            &format!(
+                "--queue-size sizes the queue of the common and smart pools; --mode {} has \
+                 none",
+                args.mode.name()
+            ),
         );
     }
     if args.mode != Mode::Compare && matches.value_source("modes") == Some(ValueSource::CommandLine)

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::builder::RangedU64ValueParser;
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn;
@@ -59,8 +60,11 @@ const MAX_RESPONSE_BYTES: u64 = 1 << 30;
 /// Largest `--threads`.
 const MAX_THREADS: u64 = 1024;
 
-/// `--url`: an `http://` URL with a host (whether the host is allowed is checked later,
-/// with `--allow-remote`).
+/// `--url`: an `http://` URL with a host and, if it names a port, a port from 1 to 65535
+/// (whether the host is allowed is checked later, with `--allow-remote`).
+///
+/// `Uri` keeps a port it cannot read (`:99999`, `:8o8o`) as text, and its `port_u16()`
+/// then says "no port", which the clients read as port 80: such a URL is refused here.
 fn parse_url(url: &str) -> Result<String, String> {
     let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     match uri.scheme_str() {
@@ -70,8 +74,25 @@ fn parse_url(url: &str) -> Result<String, String> {
             return Err("only http:// is supported (no TLS client in this demo)".into());
         }
     }
-    if uri.host().is_none() {
+    let Some(authority) = uri.authority().filter(|_| uri.host().is_some()) else {
         return Err("the URL has no host".into());
+    };
+    // What follows the host: `:port`, or nothing (an IPv6 host is in brackets).
+    let host_and_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    let after_host = match host_and_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => host_and_port
+            .find(':')
+            .map_or("", |at| &host_and_port[at..]),
+    };
+    if let Some(port) = after_host.strip_prefix(':').filter(|p| !p.is_empty()) {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("the port `{port}` is not a port (1 to 65535)")),
+        }
     }
     Ok(url.to_string())
 }
@@ -132,7 +153,8 @@ struct Args {
     /// Tokio runtime of the client: `current` (one thread, as `wrk -t1`) or `multi`.
     #[arg(long, value_enum, default_value_t = Flavor::Current)]
     runtime: Flavor,
-    /// Queue size of the pool, at most 100,000,000 [default: the concurrency].
+    /// Queue size of the pool, at most 100,000,000 [default: the concurrency]; not with
+    /// `--mode semaphore`, which has none.
     #[arg(
         long,
         value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_QUEUE_SIZE)
@@ -157,7 +179,8 @@ struct Args {
     /// do not own.
     #[arg(long)]
     allow_remote: bool,
-    /// Only run the server (on 127.0.0.1) until Ctrl-C or `--serve-seconds`.
+    /// Only run the server (on 127.0.0.1) until Ctrl-C or `--serve-seconds`; the client's
+    /// flags do not go with it.
     #[arg(long)]
     serve_only: bool,
     /// Port for `--serve-only` (0: a free port, printed on stdout).
@@ -166,9 +189,11 @@ struct Args {
     /// With `--serve-only`: stop after this many seconds.
     #[arg(long, requires = "serve_only")]
     serve_seconds: Option<u64>,
-    /// Size of the server's response body in bytes (at most 1 GiB).
+    /// Size of the built-in server's response body in bytes (at most 1 GiB); not with
+    /// `--url`, whose server is not ours.
     #[arg(
         long,
+        conflicts_with = "url",
         default_value_t = 32,
         value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_RESPONSE_BYTES)
     )]
@@ -458,6 +483,24 @@ impl Flavor {
 
 type LegacyClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// The length of a response's body, counted frame by frame as it arrives: nothing is
+/// copied or collected. Cancel safe (dropping it drops the body).
+async fn body_len<B>(mut body: B) -> Result<usize, ErrorKind>
+where
+    B: hyper::body::Body + Unpin,
+    B::Data: bytes::Buf,
+{
+    use bytes::Buf;
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ErrorKind::Body)?;
+        if let Some(data) = frame.data_ref() {
+            len += data.remaining();
+        }
+    }
+    Ok(len)
+}
+
 fn legacy_client(concurrency: usize, timeout: Duration) -> LegacyClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -492,15 +535,7 @@ impl KeptConnection {
                 .await
                 .map_err(|_| ErrorKind::Request)?;
             let status = response.status();
-            // Count the body's bytes as they arrive; nothing is copied or collected.
-            let mut body = response.into_body();
-            let mut len = 0;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|_| ErrorKind::Body)?;
-                if let Some(data) = frame.data_ref() {
-                    len += data.len();
-                }
-            }
+            let len = body_len(response.into_body()).await?;
             if status.is_success() {
                 Ok(len)
             } else {
@@ -805,14 +840,11 @@ impl HttpClient {
                         .insert(info.local_addr());
                 }
                 let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|_| ErrorKind::Body)?
-                    .to_bytes();
+                // Counted as the other clients do; collecting it held every body whole
+                // (concurrency x --response-bytes).
+                let len = body_len(response.into_body()).await?;
                 if status.is_success() {
-                    Ok(body.len())
+                    Ok(len)
                 } else {
                     Err(ErrorKind::Status)
                 }
@@ -1231,7 +1263,8 @@ fn child_args(mode: Mode, args: &Args, url: &str) -> Vec<String> {
             v.push(flag.to_string());
         }
     }
-    if let Some(q) = args.queue_size {
+    // Only the pool has a queue (the semaphore mode refuses the flag).
+    if let (Some(q), Mode::Pool) = (args.queue_size, mode) {
         v.push(format!("--queue-size={q}"));
     }
     if let Some(t) = args.threads {
@@ -1378,8 +1411,52 @@ fn compare(args: &Args) -> ExitCode {
     }
 }
 
+/// Parses the command line; what clap's attributes cannot say is checked here, with the
+/// same kind of message and exit code (2).
+fn parse_args() -> Args {
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let usage = |message: &str| -> ! {
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit()
+    };
+    if args.serve_only {
+        // (Not clap's `conflicts_with`: an argument that conflicts with one given is no
+        // longer required, which would undo `--port`'s `requires = "serve_only"`.)
+        for id in CLIENT_ONLY {
+            if matches.value_source(id) == Some(ValueSource::CommandLine) {
+                usage(&format!(
+                    "--serve-only runs the server alone; --{} is the load client's",
+                    id.replace('_', "-")
+                ));
+            }
+        }
+    }
+    if args.mode == Mode::Semaphore && args.queue_size.is_some() {
+        usage("--queue-size sizes the pool's queue; --mode semaphore has none");
+    }
+    args
+}
+
+/// The flags of the load client (their `Args` field names), refused with `--serve-only`.
+const CLIENT_ONLY: [&str; 12] = [
+    "mode",
+    "url",
+    "requests",
+    "concurrency",
+    "duration_s",
+    "client",
+    "runtime",
+    "queue_size",
+    "timeout_ms",
+    "max_seconds",
+    "allow_remote",
+    "i_know_it_may_exhaust_memory",
+];
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = parse_args();
     if args.serve_only {
         return match build_runtime(Flavor::Multi, args.threads) {
             Ok(rt) => rt.block_on(serve_only(&args)),
@@ -1476,7 +1553,26 @@ mod tests {
     #[test]
     fn url_and_duration_are_checked_when_parsed() {
         assert!(parse_url("http://127.0.0.1:8080/x").is_ok());
-        for bad in ["not a url", "https://127.0.0.1/", "/just/a/path", ""] {
+        for ok in [
+            "http://127.0.0.1:65535/",
+            "http://127.0.0.1:/",
+            "http://[::1]:8080/",
+            "http://[::1]/",
+            "http://user:pw@localhost:8000/",
+        ] {
+            assert!(parse_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "not a url",
+            "https://127.0.0.1/",
+            "/just/a/path",
+            "",
+            "http://127.0.0.1:0/",
+            "http://127.0.0.1:65536/",
+            "http://[::1]:99999/",
+            "http://127.0.0.1:8o8o/",
+            "http://user:pw@localhost:99999/",
+        ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_duration_s("0.5"), Ok(0.5));
