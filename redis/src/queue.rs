@@ -20,7 +20,9 @@ pub type JobId = String;
 ///
 /// Cheap to clone: clones share one multiplexed connection, which reconnects by itself
 /// after a loss (the call that hit the loss returns [`Error::Redis`]), and one submitter
-/// task that sends concurrent submissions in batches (one script call per batch).
+/// task that sends concurrent submissions in batches (one script call per batch, of up to
+/// 512 submissions and 4 MB of payloads, or a quarter of the server's `maxmemory-clients`
+/// if that is smaller).
 ///
 /// Dropping a `RedisQueue` (the last clone) ends the submitter task, after it has sent
 /// the submissions it holds, and closes the connection; jobs already submitted stay in
@@ -59,24 +61,57 @@ struct SubmitRequest {
     reply: oneshot::Sender<Result<Option<String>, redis::RedisError>>,
 }
 
+impl SubmitRequest {
+    /// The bytes of its arguments (counted against the submitter's byte budget).
+    fn len(&self) -> u64 {
+        (self.task.len() + self.payload.len() + 20) as u64
+    }
+}
+
 /// Most submissions one script call carries.
 const MAX_SUBMIT_BATCH: usize = 512;
 
 /// Sends queued submissions in batches: one gate-and-XADD script per batch, so that
 /// concurrent submits from one process cost one round trip and one script call together.
 /// Ends when the last `RedisQueue` clone is dropped (after sending what it holds).
+///
+/// A batch closes at [`MAX_SUBMIT_BATCH`] submissions or once its payloads reach
+/// `budget` bytes ([`store::finish_budget`]: 4 MB, or a quarter of the server's
+/// `maxmemory-clients`): with client eviction on, Redis closes the connection of a call
+/// that big, failing every submission in it, although each alone would be taken. A
+/// submission that would take a batch past the budget starts the next one (alone if it
+/// is longer than the budget itself).
 async fn submitter(
     keys: Keys,
     mut conn: ConnectionManager,
     max_len: u64,
+    budget: u64,
     mut rx: mpsc::UnboundedReceiver<SubmitRequest>,
 ) {
     let mut batch: Vec<SubmitRequest> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    // A submission that did not fit the last batch: first in the next one.
+    let mut carried: Option<SubmitRequest> = None;
+    loop {
+        let first = match carried.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let mut bytes = first.len();
         batch.push(first);
-        while batch.len() < MAX_SUBMIT_BATCH {
+        while batch.len() < MAX_SUBMIT_BATCH && bytes < budget {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(r) => {
+                    let len = r.len();
+                    if bytes.saturating_add(len) > budget {
+                        carried = Some(r);
+                        break;
+                    }
+                    bytes = bytes.saturating_add(len);
+                    batch.push(r);
+                }
                 Err(_) => break,
             }
         }
@@ -225,8 +260,15 @@ impl QueueBuilder {
             store::ensure_group(&mut conn, &keys).await?;
         }
         let max_arg = store::max_arg_len(&mut conn).await;
+        let budget = store::finish_budget(&mut conn).await;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(submitter(keys.clone(), conn.clone(), self.max_len, rx));
+        tokio::spawn(submitter(
+            keys.clone(),
+            conn.clone(),
+            self.max_len,
+            budget,
+            rx,
+        ));
         Ok(RedisQueue {
             keys,
             conn,

@@ -138,7 +138,8 @@ pub(crate) async fn max_arg_len(conn: &mut ConnectionManager) -> u64 {
 /// send. Only records over 16 KB on average fill it before the batch's count limit does.
 pub(crate) const MAX_FINISH_BYTES: u64 = 4 * 1024 * 1024;
 
-/// The byte budget of one acknowledgement call: [`MAX_FINISH_BYTES`], or a quarter of
+/// The byte budget of one acknowledgement call (and of one batch of submissions, see
+/// `queue::submitter`): [`MAX_FINISH_BYTES`], or a quarter of
 /// the server's client eviction limit (`maxmemory-clients`, in bytes or as a percentage
 /// of `maxmemory`) if that is smaller. With that limit set, Redis closes the connection
 /// of the client holding the most memory once all clients together hold more, and a

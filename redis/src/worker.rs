@@ -481,8 +481,16 @@ impl Worker {
             .push(tokio::spawn(lease_keeper(inner.clone())).abort_handle());
         let maintenance = tokio::spawn(maintenance(inner.clone()));
         guard.tasks.push(maintenance.abort_handle());
-        read_loop(inner, &tx).await;
-        let _ = maintenance.await;
+        // The read in flight (and a maintenance call) may outlast a stop's deadline by up
+        // to `block` plus the response timeout (Redis slow or not answering): running
+        // handlers are aborted at the deadline meanwhile, not when they return.
+        tokio::select! {
+            _ = async {
+                read_loop(inner, &tx).await;
+                let _ = maintenance.await;
+            } => {}
+            _ = abort_at_deadline(inner) => {}
+        }
         let report = drain(inner, &tx).await;
         inner.done.send_replace(Some(report));
         drop(guard);
@@ -564,7 +572,12 @@ impl Worker {
 
     /// Like [`shutdown`](Self::shutdown), but jobs still running after `timeout` are
     /// aborted and put back in the stream for other workers (see
-    /// [`ShutdownReport::released`]). A `timeout` too long to be added to the current
+    /// [`ShutdownReport::released`]). The returned future resolves by the deadline plus
+    /// [`block`](WorkerBuilder::block) plus 2 s even if Redis does not answer: the read
+    /// in flight is waited for until `block` and 0.5 s past the deadline, the drain's
+    /// calls until `block` and 2 s past it, and what could not be put back by then stays
+    /// pending ([`ShutdownReport::left_pending`]), for other workers to reclaim after the
+    /// lease. A `timeout` too long to be added to the current
     /// time (`Duration::MAX`), or ending within a second of the largest time that can be,
     /// sets no deadline: as [`shutdown`](Self::shutdown).
     /// Called inside one of this worker's own handlers, it requests the stop and returns
@@ -655,6 +668,14 @@ impl Inner {
 
     fn stopping(&self) -> bool {
         *self.stop.borrow() != Stop::Run
+    }
+
+    /// Whether a stop's deadline has passed: entries delivered now (a read or a reclaim
+    /// whose reply came after it) are left pending, for the drain to put back as
+    /// leftovers (their delivery does not count as a run), rather than started only to
+    /// be aborted.
+    fn past_deadline(&self) -> bool {
+        matches!(*self.stop.borrow(), Stop::Deadline(d) if Instant::now() >= d)
     }
 
     fn backoff(&self, runs: u64) -> Duration {
@@ -1053,6 +1074,11 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
         if Instant::now() >= next_reclaim {
             next_reclaim = store::deadline_after(Instant::now(), reclaim_every);
             reclaim(inner, &mut cmd_conn, &mut cursor, &mut slots, tx).await;
+            // A stop requested while the reclaim was in flight: no read after it (its
+            // entries would only delay a graceful stop, or be left at a deadline).
+            if inner.stopping() {
+                return;
+            }
             if slots.is_empty() {
                 continue;
             }
@@ -1078,7 +1104,7 @@ async fn read_loop(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) {
                 // A stop whose deadline passed while the read was in flight: these entries
                 // would be aborted before they run. Leave them pending: the drain puts them
                 // back as leftovers (their delivery does not count as a run).
-                if matches!(*inner.stop.borrow(), Stop::Deadline(d) if Instant::now() >= d) {
+                if inner.past_deadline() {
                     return;
                 }
                 for entry in store::parse_read_reply(v) {
@@ -1651,10 +1677,17 @@ async fn reclaim(
     // them again would run the job twice here (and a running job's second run's abort
     // handle would replace the first's: a deadline could not stop it).
     let mut own: Vec<(String, u64)> = Vec::new();
+    // A stop whose deadline passed while the claim was in flight: the entries taken are
+    // left pending, not started only to be aborted and counted as a run cut off; the
+    // drain puts them back as leftovers (as those of a read, finding 46).
+    let past_deadline = inner.past_deadline();
     for (i, entry) in entries.into_iter().enumerate() {
         let deliveries = counts.get(i).copied().unwrap_or(1);
         if inner.holds(&entry.id) {
             own.push((entry.id, deliveries));
+            continue;
+        }
+        if past_deadline {
             continue;
         }
         let Some(slot) = slots.pop() else { break };
@@ -1675,12 +1708,93 @@ async fn reclaim(
     }
 }
 
+/// How long past a stop's deadline, beyond the read in flight's `block`, the stop still
+/// waits for the reads to end: Redis answers a read within `block` if it answers at all.
+const READ_GRACE: Duration = Duration::from_millis(500);
+
+/// How long past a stop's deadline, beyond `block`, the stop's drain may wait for Redis
+/// in all (putting back what was cut off, the last acknowledgements, the pending list,
+/// leaving the group): a stop with a deadline returns by then even if Redis does not
+/// answer, and what it could not put back stays pending (counted as
+/// [`ShutdownReport::left_pending`]), for other workers to reclaim after the lease.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// `deadline + block + grace`, or none if that cannot be told (no later `Instant`).
+fn past(deadline: Instant, block: Duration, grace: Duration) -> Option<Instant> {
+    deadline.checked_add(block)?.checked_add(grace)
+}
+
+/// `call`, or, once `give_up` has passed, an error that says Redis did not answer in
+/// time (the drain of a stop with a deadline; no limit for a graceful stop). Cancel safe
+/// as `call` is.
+async fn before<T>(
+    give_up: Option<Instant>,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    let Some(at) = give_up else {
+        return call.await;
+    };
+    tokio::time::timeout_at(at, call).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "Redis did not answer before the stop's deadline and grace had passed",
+        )
+        .into())
+    })
+}
+
+/// Aborts the running handlers (and superseded runs) when a stop's deadline passes, then
+/// returns once the read in flight at the stop should have been answered (`block` and
+/// [`READ_GRACE`] later): raced by `run` against its read loop, whose read in flight is
+/// not cancelled before then (a read cancelled while Redis still holds it may take
+/// entries for this consumer after the drain). The aborted runs stay in
+/// [`Inner::running`], so the drain still puts their jobs back as runs cut off.
+async fn abort_at_deadline(inner: &Inner) {
+    let mut rx = inner.stop.subscribe();
+    loop {
+        let deadline = match *rx.borrow_and_update() {
+            Stop::Deadline(d) => Some(d),
+            _ => None,
+        };
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                for job in inner
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                {
+                    job.abort.abort();
+                }
+                inner.abort_superseded();
+                // Redis does not answer the read (or a maintenance call): the stop goes
+                // on without it. What it may still take for this consumer stays pending
+                // and is reclaimed by other workers after the lease.
+                return match deadline.and_then(|d| past(d, inner.block, READ_GRACE)) {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                };
+            }
+        }
+    }
+}
+
 /// After the reads stopped: waits for running jobs (until the deadline, if any), releases
 /// what is left, and leaves the group if nothing is pending under the consumer any more.
 async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> ShutdownReport {
     let mut stop_rx = inner.stop.subscribe();
     let all = inner.concurrency as u32;
-    let drained = loop {
+    let (drained, deadline) = loop {
         let deadline = match *stop_rx.borrow_and_update() {
             Stop::Deadline(d) => Some(d),
             _ => None,
@@ -1691,7 +1805,7 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
             biased;
             p = inner.slots.acquire_many(all) => {
                 drop(p);
-                break true;
+                break (true, deadline);
             }
             _ = stop_rx.changed() => continue,
             _ = async {
@@ -1699,9 +1813,21 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
-            } => break false,
+            } => break (false, deadline),
         }
     };
+    // A stop with a deadline waits for Redis until `block` and `STOP_GRACE` past it.
+    let give_up = deadline.and_then(|d| past(d, inner.block, STOP_GRACE));
+    // Handlers aborted at the deadline while the read loop still waited (see
+    // `abort_at_deadline`) freed their slots, but were cut off: they are still listed
+    // as running, and are put back below. (A run that ended leaves `running` before its
+    // slot is freed, so with every slot free nothing else is listed.)
+    let drained = drained
+        && inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
     let mut report = ShutdownReport {
         drained,
         ..Default::default()
@@ -1724,14 +1850,15 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
             inner.abort_superseded();
             ids
         };
-        report.released = release(inner, &mut conn, &ids, Release::Deadline).await;
+        report.released = release(inner, &mut conn, &ids, Release::Deadline, give_up).await;
         unreleased_aborted = (ids.len() as u64).saturating_sub(report.released);
     }
     let mut listed = true;
     // Everything finished so far is written before the pending list is read.
     let (f_tx, f_rx) = oneshot::channel();
     if tx.send(AckMsg::Flush(f_tx)).is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(10), f_rx).await;
+        let at = Instant::now() + Duration::from_secs(10);
+        let _ = tokio::time::timeout_at(give_up.map_or(at, |g| g.min(at)), f_rx).await;
     }
     // What is still pending under the consumer is put back, a page at a time (XPENDING
     // lists at most COUNT entries; an exclusive start pages past entries that could not
@@ -1739,15 +1866,16 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
     let mut start = "-".to_owned();
     let mut unreleased = 0u64;
     loop {
-        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+        let mut xpending = redis::cmd("XPENDING");
+        xpending
             .arg(&inner.keys.stream)
             .arg(GROUP)
             .arg(&start)
             .arg("+")
             .arg(PENDING_PAGE)
-            .arg(&inner.consumer)
-            .query_async(&mut conn)
-            .await;
+            .arg(&inner.consumer);
+        let pending: redis::RedisResult<Value> =
+            before(give_up, xpending.query_async(&mut conn)).await;
         let ids: Vec<String> = match &pending {
             Ok(v) => store::array(v)
                 .iter()
@@ -1773,8 +1901,8 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
                 .unwrap_or_else(|p| p.into_inner());
             ids.iter().cloned().partition(|id| ran.contains_key(id))
         };
-        let n = release(inner, &mut conn, &ran, Release::Deadline).await
-            + release(inner, &mut conn, &unseen, Release::Leftover).await;
+        let n = release(inner, &mut conn, &ran, Release::Deadline, give_up).await
+            + release(inner, &mut conn, &unseen, Release::Leftover, give_up).await;
         report.leftover += n;
         unreleased += (ids.len() as u64).saturating_sub(n);
         if ids.len() < PENDING_PAGE {
@@ -1786,12 +1914,12 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
     // again, after the releases): deleting a consumer drops its pending entries, and
     // nobody could reclaim them. Otherwise the consumer stays, its entries are reclaimed
     // by other workers after the lease, and the janitor removes it once it is empty.
-    let left: redis::RedisResult<i64> = store::LEAVE
+    let mut leave = store::LEAVE.prepare_invoke();
+    leave
         .key(&inner.keys.stream)
         .arg(GROUP)
-        .arg(&inner.consumer)
-        .invoke_async(&mut conn)
-        .await;
+        .arg(&inner.consumer);
+    let left: redis::RedisResult<i64> = before(give_up, leave.invoke_async(&mut conn)).await;
     report.left_pending = match left {
         Ok(n) => n.max(0) as u64,
         Err(e) => {
@@ -1813,7 +1941,12 @@ async fn drain(inner: &Arc<Inner>, tx: &mpsc::UnboundedSender<AckMsg>) -> Shutdo
         }
     };
     // Every job has ended (or was aborted): the pool has nothing left to wait for.
-    let _ = tokio::time::timeout(Duration::from_secs(5), inner.pool.shutdown()).await;
+    let at = Instant::now() + Duration::from_secs(5);
+    let _ = tokio::time::timeout_at(
+        give_up.map_or(at, |g| g.max(Instant::now()).min(at)),
+        inner.pool.shutdown(),
+    )
+    .await;
     report
 }
 
@@ -1830,8 +1963,15 @@ enum Release {
 }
 
 /// Releases the entries of `ids` still pending under this consumer (those reclaimed by
-/// another worker meanwhile are left alone); returns how many were put back.
-async fn release(inner: &Inner, conn: &mut ConnectionManager, ids: &[String], why: Release) -> u64 {
+/// another worker meanwhile are left alone), waiting for Redis until `give_up` if set;
+/// returns how many were put back.
+async fn release(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    ids: &[String],
+    why: Release,
+    give_up: Option<Instant>,
+) -> u64 {
     let mut n = 0;
     for chunk in ids.chunks(500) {
         let mut inv = store::RELEASE.prepare_invoke();
@@ -1845,7 +1985,7 @@ async fn release(inner: &Inner, conn: &mut ConnectionManager, ids: &[String], wh
         for id in chunk {
             inv.arg(id);
         }
-        match inv.invoke_async::<i64>(conn).await {
+        match before(give_up, inv.invoke_async::<i64>(conn)).await {
             Ok(k) => n += k.max(0) as u64,
             Err(e) => inner.report(&Error::Redis(e)),
         }
@@ -1920,8 +2060,10 @@ impl WorkerBuilder {
     }
 
     /// How long one read blocks waiting for new entries; also the longest a stop waits
-    /// for the read in progress, and, since idle entries are reclaimed between reads,
-    /// how late a reclaim may come. Default: 500 ms.
+    /// for the read in progress (a [`shutdown_timeout`](Worker::shutdown_timeout) aborts
+    /// running handlers at its deadline all the same, and waits for the read at most
+    /// until `block` and 0.5 s past its deadline), and, since idle entries are
+    /// reclaimed between reads, how late a reclaim may come. Default: 500 ms.
     ///
     /// Redis takes `BLOCK` in milliseconds up to about 2^63; longer durations
     /// (`Duration::MAX`) are clamped to 2^62 ms (about 146 million years), which means a

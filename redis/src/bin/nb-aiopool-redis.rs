@@ -72,8 +72,26 @@ fn print_stats(s: &QueueStats, rates: Option<(f64, f64)>) {
     }
     println!();
     for (consumer, n) in &s.consumers {
-        println!("  {consumer}: {n} in flight");
+        println!("  {}: {n} in flight", shown(consumer));
     }
+}
+
+/// `s` with its control characters (and the invisible ones that reorder text) escaped
+/// as Rust does (`\n`, `\u{1b}`): dead-letter payloads and reasons, job ids and
+/// consumer names come from whoever wrote to the queue's keys, and must neither send
+/// escape sequences to the operator's terminal nor fake lines of the listing.
+fn shown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let hidden = c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if hidden {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `--watch` interval: a positive number of seconds that fits a `Duration`.
@@ -149,7 +167,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             for d in dead {
                 println!(
                     "{}  job {}  task {:?}  attempts {}  at {} ms\n  reason: {}\n  payload: {}",
-                    d.id, d.job, d.task, d.attempts, d.at_ms, d.reason, d.payload
+                    d.id,
+                    shown(&d.job),
+                    d.task,
+                    d.attempts,
+                    d.at_ms,
+                    shown(&d.reason),
+                    shown(&d.payload)
                 );
             }
         }
