@@ -334,14 +334,7 @@ async fn pin_the_largest_concurrency_runs_and_stops() {
         .await
         .unwrap();
     let run = spawn_run(&w);
-    let id = queue
-        .submit_with_result("t", &Job { n: 7 }, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let v: u64 = queue
-        .wait_result(&id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let v: u64 = submit_for_result(&queue, "t", &Job { n: 7 }).await;
     assert_eq!(v, 7);
     let report = within(10, "shutdown", w.shutdown()).await;
     let _ = within(10, "run", run).await;

@@ -7,10 +7,13 @@
 //! ```
 #![cfg(feature = "tls-insecure")]
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nb_aiopool_redis::{RedisQueue, Worker};
+use support::submit_for_result;
 
 struct Server(Child, std::path::PathBuf);
 impl Drop for Server {
@@ -86,14 +89,7 @@ async fn rediss_with_password_roundtrip() {
         let w = worker.clone();
         tokio::spawn(async move { w.run().await.unwrap() })
     };
-    let id = queue
-        .submit_with_result("echo", &41u64, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let v: u64 = queue
-        .wait_result(&id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let v: u64 = submit_for_result(&queue, "echo", &41u64).await;
     assert_eq!(v, 42);
     worker.shutdown().await;
     run.await.unwrap();

@@ -343,6 +343,26 @@ pub fn spawn_run(
     tokio::spawn(async move { w.run().await.expect("run") })
 }
 
+/// Submits `payload` to `task` with a result (kept a minute) and waits up to 10 s for it.
+pub async fn submit_for_result<P, T>(
+    queue: &nb_aiopool_redis::RedisQueue,
+    task: &str,
+    payload: &P,
+) -> T
+where
+    P: serde::Serialize,
+    T: serde::de::DeserializeOwned,
+{
+    let id = queue
+        .submit_with_result(task, payload, Duration::from_secs(60))
+        .await
+        .expect("submit");
+    queue
+        .wait_result(&id, Duration::from_secs(10))
+        .await
+        .expect("the job's result")
+}
+
 /// `CONFIG SET name value` on the server of connection `c`.
 pub fn config_set(c: &mut redis::Connection, name: &str, value: &str) {
     let _: () = redis::cmd("CONFIG")
