@@ -163,15 +163,13 @@
 //!   submission order, unless run inside a task of their own pool (`map_ordered`: from
 //!   its first poll there on): a job that ended before an earlier one is pinned so until
 //!   that one is in.) A SmartAioPool task is its recipe and its result slot in one
-//!   allocation; its first run runs there too when the recipe's future (with room for
-//!   the result) fits in 256 bytes, and in a cell of its own otherwise, as does any
-//!   later run (a re-run after its runtime ended), freed when the run ends. The recipe,
-//!   with what it captured, is dropped when the task has ended and the pool holds no
-//!   copy of it any more; its handles pin the allocation: the result slot, the recipe's
-//!   own bytes (a closure's captures by value: a few words for `String`s and `Arc`s, the
-//!   whole of an array) and the first run's storage, if it ran there (not what the
-//!   future owned). A recipe larger than 256 bytes (or aligned to more than 8) keeps its
-//!   result slot apart, as a large future does, so that its handles pin only the slot.
+//!   allocation, plus one cell per run, freed when the run ends. The recipe, with what
+//!   it captured, is dropped when the task has ended and the pool holds no copy of it
+//!   any more; its handles pin the allocation: the result slot and the recipe's own
+//!   bytes (a closure's captures by value: a few words for `String`s and `Arc`s, the
+//!   whole of an array). A recipe larger than 256 bytes (or aligned to more than 8)
+//!   keeps its result slot apart, as a large future does, so that its handles pin only
+//!   the slot.
 //! - **Where an ended job is freed.** What the submitter made for a job of a
 //!   CommonAioPool or NoQueueAioPool (the future's cell, the result slot) is freed, as
 //!   far as the pool can, on a thread that submits to the pool, where it was allocated.

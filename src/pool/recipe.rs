@@ -12,14 +12,6 @@
 //! allocation of its own instead, so that a held handle pins only the slot, as a large
 //! future gets a cell of its own ([`fits_inline`]).
 //!
-//! A small recipe whose future is small too ([`fits_inline_run`]: the run's state, the
-//! future and room for its result, within the same limits) has room for its first run in
-//! the task's allocation ([`FirstRun`]): the run needs no allocation of its own, as a
-//! submitted future runs in the cell that holds its result slot. A held handle then pins
-//! the recipe's and the run's storage (at most 256 bytes each), not what they owned. A
-//! later run (a re-run of a task interrupted with its runtime) gets a cell of its own, as
-//! each run of a task without room does.
-//!
 //! What a task holds is a [`Recipe`]: every `Fn() -> Future` is one, and so is the watched
 //! recipe of a cancel-on-error [`SmartTaskGroup`](crate::SmartTaskGroup), a type of its
 //! own rather than a closure so that a refused one gives the user's recipe back.
@@ -31,19 +23,9 @@
 //! decrement, an `Acquire` fence before the drop). Every use of the recipe goes through a
 //! copy, which keeps the count above zero while it lives, so no use comes after the drop;
 //! the handle never touches the recipe. This saves one allocation per task against a
-//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning").
-//!
-//! The first run's room is a [`RunRoom`] in the task, reached as a future's cell is
-//! (`task::run`): by the run's one `BoxRun` only. The first run to start takes the room
-//! (an atomic flag, so a re-run never shares it), puts its future there and makes the
-//! `BoxRun` of the task's `Arc`, pinned: a task is moved out of its `Arc` only before it
-//! is queued ([`Submit::unready`]). That `BoxRun` holds one of the task's copies and ends
-//! it when it is dropped. This saves one allocation per run, 244 instructions per task
-//! (BENCHMARKS.md, "2026-12-05, 21:07–00:07 UTC").
-//!
-//! The loom models below race the last copies; `cargo +nightly miri test --lib
-//! pool::recipe` runs the unit tests under Miri, one of them on two threads and one with
-//! a self-referential future in the room.
+//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The loom models below
+//! race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit tests
+//! under Miri, one of them on two threads.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -57,11 +39,9 @@ use std::task::{Context, Poll};
 use super::core::Submit;
 use crate::engine::Job;
 use crate::error::CancelReason;
-use crate::error::TaskError;
-use crate::sync::{fence, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{fence, AtomicUsize, Ordering};
 use crate::task::{
-    fits_inline, fits_inline_run, BoxRun, Erased, HeldByHandles, Outcome, ResultSlot, RunOwner,
-    RunRoom, Shared, SlotRef, Woken,
+    fits_inline, BoxRun, HeldByHandles, Outcome, ResultSlot, RunOwner, Shared, SlotRef,
 };
 
 /// What a SmartAioPool task runs: something that makes the task's future, once for each
@@ -102,7 +82,7 @@ where
 // (under the engine's lock, on another thread than the submit's) writes too, so that both
 // are on one cache line unless the allocation starts in a line's last 40 bytes.
 #[repr(C)]
-pub(crate) struct SmartTask<R, S: ResultSlot, P = NoRoom> {
+pub(crate) struct SmartTask<R, S: ResultSlot> {
     /// The live copies (module docs).
     copies: AtomicUsize,
     /// The result slot: in the task's own allocation (`Shared<T>`; the handle then
@@ -111,24 +91,21 @@ pub(crate) struct SmartTask<R, S: ResultSlot, P = NoRoom> {
     slot: S,
     /// Used only through a copy; dropped in place by the last one.
     recipe: UnsafeCell<ManuallyDrop<R>>,
-    /// Where the first run goes: here ([`FirstRun`]), or a cell of its own ([`NoRoom`]).
-    room: P,
 }
 
 // SAFETY: the recipe, the one part that is not `Sync`, is used by shared reference only
 // (it is `Fn + Sync`: copies on several threads may use it at once) and dropped only by
 // the last copy, when no other is left to use it (module docs); that drop may happen on
-// any thread (`R: Send`). The room is `Sync` by its own type.
-unsafe impl<R: Send + Sync, S: ResultSlot, P: Sync> Sync for SmartTask<R, S, P> {}
+// any thread (`R: Send`).
+unsafe impl<R: Send + Sync, S: ResultSlot> Sync for SmartTask<R, S> {}
 
-impl<R, S: ResultSlot, P> SmartTask<R, S, P> {
+impl<R, S: ResultSlot> SmartTask<R, S> {
     /// A task and its first copy, the caller's.
-    fn first_copy(recipe: R, slot: S, room: P) -> TaskCopy<Self> {
+    fn first_copy(recipe: R, slot: S) -> TaskCopy<Self> {
         TaskCopy(Some(Arc::new(SmartTask {
             slot,
             copies: AtomicUsize::new(1),
             recipe: UnsafeCell::new(ManuallyDrop::new(recipe)),
-            room,
         })))
     }
 
@@ -165,7 +142,7 @@ pub(crate) trait Counted {
     unsafe fn release_copy(&self);
 }
 
-impl<R, S: ResultSlot, P> Counted for SmartTask<R, S, P> {
+impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
     unsafe fn add_copy(&self) {
         // `Relaxed`, as `Arc::clone`: the caller's copy keeps the count above zero
         // meanwhile.
@@ -203,153 +180,10 @@ impl<R, S: ResultSlot, P> Counted for SmartTask<R, S, P> {
 
 /// A submitted recipe made ready to queue, before the engine's lock is taken: its task,
 /// with the result slot in the same allocation, or (a recipe larger than a handle should
-/// pin: [`fits_inline`]) beside it. A small recipe with a small future has room for its
-/// first run in the task's allocation too ([`fits_inline_run`]).
-pub(crate) enum ReadyTask<R: Recipe> {
-    Roomy(TaskCopy<RoomyTask<R>>),
-    Inline(TaskCopy<SmartTask<R, Shared<R::Output>>>),
-    Apart(TaskCopy<SmartTask<R, Arc<Shared<R::Output>>>>),
-}
-
-/// A task with its result slot and room for its first run in its allocation.
-type RoomyTask<R> = SmartTask<R, Shared<<R as Recipe>::Output>, FirstRun<<R as Recipe>::Fut>>;
-
-/// No room for a run in a task's allocation: each run gets a cell of its own.
-pub(crate) struct NoRoom;
-
-/// Room for a task's first run in the task's own allocation, so that the run needs no
-/// allocation of its own (BENCHMARKS.md, "2026-12-05, 21:07–00:07 UTC"). Taken by the
-/// first run only: a later run (a re-run of a task interrupted with its runtime, even
-/// while the first run's `BoxRun` lives on) gets a cell of its own, as every run of a
-/// [`NoRoom`] task does.
-///
-/// # Dropping
-///
-/// Drops what the run left in it (nothing once its `BoxRun` is gone).
-pub(crate) struct FirstRun<F: Future> {
-    taken: AtomicBool,
-    run: RunRoom<F>,
-}
-
-impl<F: Future> FirstRun<F> {
-    fn new() -> Self {
-        FirstRun {
-            taken: AtomicBool::new(false),
-            run: RunRoom::empty(),
-        }
-    }
-}
-
-/// Where a task's runs go ([`NoRoom`], [`FirstRun`]).
-pub(crate) trait Room<R: Recipe, S: ResultSlot>: Sized + Send + Sync + 'static {
-    /// Takes the room for the caller's run; true once at most, and never for [`NoRoom`].
-    fn take(&self) -> bool;
-
-    /// The run of `fut` in the room of `copy`'s task, which takes over the copy.
-    ///
-    /// # Safety
-    ///
-    /// The caller took the room ([`take`](Self::take) returned true to it).
-    unsafe fn run_here(copy: TaskCopy<SmartTask<R, S, Self>>, fut: R::Fut) -> BoxRun;
-}
-
-impl<R: Recipe, S: ResultSlot> Room<R, S> for NoRoom {
-    #[inline]
-    fn take(&self) -> bool {
-        false
-    }
-
-    unsafe fn run_here(_copy: TaskCopy<SmartTask<R, S, Self>>, _fut: R::Fut) -> BoxRun {
-        unreachable!("a task without room for a run never takes it")
-    }
-}
-
-impl<R, S> Room<R, S> for FirstRun<R::Fut>
-where
-    R: Recipe<Output = S::Output>,
-    S: ResultSlot,
-{
-    #[inline]
-    fn take(&self) -> bool {
-        // Relaxed: only who takes it matters; the run's state is handed on with its
-        // `BoxRun` (the engine's queue or lock orders its uses, as for any run).
-        !self.taken.swap(true, Ordering::Relaxed)
-    }
-
-    unsafe fn run_here(copy: TaskCopy<SmartTask<R, S, Self>>, fut: R::Fut) -> BoxRun {
-        // The copy's count goes to the run, which ends it when released (`Erased`).
-        // SAFETY: the task is never moved out of its `Arc` from here on: only a task never
-        // queued is (`into_recipe`), and this one was queued (it is run).
-        let task = unsafe { Pin::new_unchecked(copy.into_task()) };
-        // SAFETY: the caller took the room, so no other run has or will have it: the run
-        // made next is its one `BoxRun`; the room is empty (no run had it) and pinned.
-        unsafe { task.as_ref().first_run().begin(fut) };
-        // SAFETY: as above: the room's one `BoxRun`.
-        unsafe { BoxRun::from_pinned(task) }
-    }
-}
-
-impl<R: Recipe, S: ResultSlot> SmartTask<R, S, FirstRun<R::Fut>> {
-    fn first_run(self: Pin<&Self>) -> Pin<&RunRoom<R::Fut>> {
-        // SAFETY: structural pinning: the room is never moved out of a pinned task.
-        unsafe { self.map_unchecked(|task| &task.room.run) }
-    }
-}
-
-/// A task's first run, in the task's allocation: the room's state is reached by the run's
-/// one `BoxRun` only (`Room::run_here`), which also holds one of the task's copies and
-/// ends it when released.
-impl<R, S> Erased for SmartTask<R, S, FirstRun<R::Fut>>
-where
-    R: Recipe<Output = S::Output>,
-    S: ResultSlot,
-{
-    unsafe fn poll_run(self: Pin<&Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.first_run().poll_run(self.get_ref().shared(), cx) }
-    }
-
-    unsafe fn cancel(self: Pin<&Self>, reason: CancelReason) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.first_run().cancel(reason) }
-    }
-
-    unsafe fn publish_locked(self: Pin<&Self>) -> (Woken, Outcome) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.first_run().publish_locked(self.get_ref().shared()) }
-    }
-
-    unsafe fn held_error(&self) -> Option<&TaskError> {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.room.run.held_error() }
-    }
-
-    unsafe fn release(self: Pin<&Self>) {
-        // The task may run again: its last copy tells the handle (`CANCEL_ON_DROP`).
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            self.first_run().release(
-                self.get_ref().shared(),
-                <TaskCopy<Self> as RunOwner>::CANCEL_ON_DROP,
-            )
-        };
-        // SAFETY: the run's copy ends here, once (its `BoxRun` is being dropped), and the
-        // run used the recipe only when it was made.
-        unsafe { self.get_ref().release_copy() };
-    }
-
-    // As the engine's view of the task answers (`SmartTaskDyn`).
-    fn aborted(&self) -> Option<CancelReason> {
-        SmartTaskDyn::aborted(self)
-    }
-
-    fn handle_waker(&self) -> Option<std::task::Waker> {
-        SmartTaskDyn::handle_waker(self)
-    }
-
-    fn set_runner(&self, key: usize) {
-        SmartTaskDyn::set_runner(self, key);
-    }
+/// pin: [`fits_inline`]) beside it.
+pub(crate) enum ReadyTask<R, T: Send + 'static> {
+    Inline(TaskCopy<SmartTask<R, Shared<T>>>),
+    Apart(TaskCopy<SmartTask<R, Arc<Shared<T>>>>),
 }
 
 /// Drops a task's recipe in place when it is dropped: made by the last copy only.
@@ -399,7 +233,7 @@ impl<X: ?Sized + Counted> TaskCopy<X> {
     }
 }
 
-impl<R, S: ResultSlot, P> TaskCopy<SmartTask<R, S, P>> {
+impl<R, S: ResultSlot> TaskCopy<SmartTask<R, S>> {
     /// The recipe of a task never queued, whose handle's reference to it is gone: the
     /// copy is not ended (nothing is told, nothing dropped but the result slot).
     fn into_recipe(self) -> R {
@@ -420,11 +254,10 @@ impl<X: ?Sized + Counted> Drop for TaskCopy<X> {
     }
 }
 
-impl<R, S, P> ResultSlot for TaskCopy<SmartTask<R, S, P>>
+impl<R, S> ResultSlot for TaskCopy<SmartTask<R, S>>
 where
     R: Send + Sync + 'static,
     S: ResultSlot,
-    P: Send + Sync + 'static,
 {
     type Output = S::Output;
 
@@ -433,11 +266,10 @@ where
     }
 }
 
-impl<R, S, P> RunOwner for TaskCopy<SmartTask<R, S, P>>
+impl<R, S> RunOwner for TaskCopy<SmartTask<R, S>>
 where
     R: Send + Sync + 'static,
     S: ResultSlot,
-    P: Send + Sync + 'static,
 {
     // The task may run again; its last copy going away tells the handle.
     const CANCEL_ON_DROP: bool = false;
@@ -445,11 +277,10 @@ where
 
 /// Where a task's slot is, for a run's owner (a copy) and, when the slot is in the task's
 /// own allocation, for its handle.
-impl<R, S, P> ResultSlot for SmartTask<R, S, P>
+impl<R, S> ResultSlot for SmartTask<R, S>
 where
     R: Send + Sync + 'static,
     S: ResultSlot,
-    P: Send + Sync + 'static,
 {
     type Output = S::Output;
 
@@ -460,11 +291,10 @@ where
 
 /// The handle's view of a task that holds its slot: the task's allocation (the recipe is
 /// never touched through it). Only then: see [`HeldByHandles`].
-impl<R, T, P> HeldByHandles for SmartTask<R, Shared<T>, P>
+impl<R, T> HeldByHandles for SmartTask<R, Shared<T>>
 where
     R: Send + Sync + 'static,
     T: Send + 'static,
-    P: Send + Sync + 'static,
 {
 }
 
@@ -501,11 +331,10 @@ impl SmartJob {
     }
 }
 
-impl<R, S, P> SmartTaskDyn for SmartTask<R, S, P>
+impl<R, S> SmartTaskDyn for SmartTask<R, S>
 where
     R: Recipe<Output = S::Output>,
     S: ResultSlot,
-    P: Room<R, S>,
 {
     fn run(self: Arc<Self>) -> BoxRun {
         let copy = TaskCopy::adopt(self);
@@ -522,14 +351,7 @@ where
         // SAFETY: `copy` is held until after the call (it moves into the run below).
         let recipe = unsafe { copy.task().recipe() };
         match catch_unwind(AssertUnwindSafe(|| recipe.call())) {
-            Ok(fut) => {
-                if copy.task().room.take() {
-                    // SAFETY: `take` gave this run the room.
-                    unsafe { P::run_here(copy, fut) }
-                } else {
-                    BoxRun::new(copy, fut)
-                }
-            }
+            Ok(fut) => BoxRun::new(copy, fut),
             // The recipe itself panicked: a run that re-raises the panic on its first poll,
             // so it is reported like a panic of the future.
             Err(payload) => BoxRun::new(copy, PanicNow::<R::Output>::new(payload)),
@@ -564,21 +386,18 @@ where
 
 impl<R: Recipe> Submit<SmartJob> for R {
     type Output = R::Output;
-    type Ready = ReadyTask<R>;
+    type Ready = ReadyTask<R, R::Output>;
 
     fn ready(self, shared: Shared<R::Output>) -> Self::Ready {
-        if fits_inline::<R>() && fits_inline_run::<R::Fut>() {
-            ReadyTask::Roomy(SmartTask::first_copy(self, shared, FirstRun::new()))
-        } else if fits_inline::<R>() {
-            ReadyTask::Inline(SmartTask::first_copy(self, shared, NoRoom))
+        if fits_inline::<R>() {
+            ReadyTask::Inline(SmartTask::first_copy(self, shared))
         } else {
-            ReadyTask::Apart(SmartTask::first_copy(self, Arc::new(shared), NoRoom))
+            ReadyTask::Apart(SmartTask::first_copy(self, Arc::new(shared)))
         }
     }
 
     fn slot(ready: &Self::Ready) -> SlotRef<R::Output> {
         match ready {
-            ReadyTask::Roomy(copy) => copy.task().clone(),
             ReadyTask::Inline(copy) => copy.task().clone(),
             ReadyTask::Apart(copy) => copy.task().slot.clone(),
         }
@@ -586,7 +405,6 @@ impl<R: Recipe> Submit<SmartJob> for R {
 
     fn into_job(ready: Self::Ready) -> SmartJob {
         match ready {
-            ReadyTask::Roomy(copy) => SmartJob::new(copy),
             ReadyTask::Inline(copy) => SmartJob::new(copy),
             ReadyTask::Apart(copy) => SmartJob::new(copy),
         }
@@ -596,7 +414,6 @@ impl<R: Recipe> Submit<SmartJob> for R {
         // Never queued: its result slot has no handle, and the copy is not ended (the
         // recipe goes back to the caller).
         match ready {
-            ReadyTask::Roomy(copy) => copy.into_recipe(),
             ReadyTask::Inline(copy) => copy.into_recipe(),
             ReadyTask::Apart(copy) => copy.into_recipe(),
         }
@@ -702,17 +519,6 @@ mod fixtures {
         std::pin::Pin::new(handle).poll(&mut cx)
     }
 
-    /// Starts `job`'s run, runs it to its end and drops it, as the engine does; returns
-    /// its outcome.
-    #[cfg(not(nb_aiopool_loom))]
-    pub(super) fn run_whole(job: SmartJob) -> Outcome {
-        use crate::engine::Job;
-        let mut run = job.start();
-        let outcome = run_to_end(&mut run);
-        drop(run);
-        outcome
-    }
-
     /// Polls a run until it ends, then publishes its outcome as the engine does.
     pub(super) fn run_to_end(run: &mut BoxRun) -> Outcome {
         let mut cx = Context::from_waker(Waker::noop());
@@ -734,7 +540,7 @@ mod tests {
     use std::sync::Arc;
     use std::task::{Context, Poll, Waker};
 
-    use super::fixtures::{poll, run_to_end, run_whole, submitted};
+    use super::fixtures::{poll, run_to_end, submitted};
     use crate::engine::Job;
     use crate::error::CancelReason;
     use crate::task::Outcome;
@@ -844,119 +650,7 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 2);
         assert!(matches!(poll(&mut handle), Poll::Ready(Ok(300))));
         let small = Submit::<SmartJob>::ready(|| async { 1u32 }, Shared::new(0, 0));
-        assert!(matches!(small, ReadyTask::Roomy(_)));
-    }
-
-    /// A small recipe whose future is larger than a handle should pin has no room for its
-    /// run: the run gets a cell of its own, and works the same.
-    #[test]
-    fn a_large_future_runs_in_a_cell_of_its_own() {
-        use super::fixtures::parts;
-        use super::{ReadyTask, SmartJob};
-        use crate::pool::core::Submit;
-        use crate::task::Shared;
-        let recipe = || async {
-            let pad = [2u8; 300];
-            std::future::ready(()).await;
-            pad.iter().map(|&b| u32::from(b)).sum::<u32>()
-        };
-        let ready = Submit::<SmartJob>::ready(recipe, Shared::new(0, 0));
-        assert!(matches!(ready, ReadyTask::Inline(_)));
-        drop(ready);
-        let (job, mut handle) = parts(recipe);
-        assert_eq!(run_whole(job), Outcome::Completed);
-        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(600))));
-    }
-
-    /// The first run takes the room in the task's allocation; a run made while it lives
-    /// (a re-run of a task interrupted with its runtime) gets a cell of its own, and
-    /// either may decide the result. The first run's future is dropped when it is, not
-    /// with the task.
-    #[test]
-    fn only_the_first_run_takes_the_room_and_a_rerun_beside_it_works() {
-        use super::fixtures::{parts, Dropped};
-        let drops = Arc::new(AtomicUsize::new(0));
-        let runs = Arc::new(AtomicUsize::new(0));
-        let recipe = {
-            let drops = drops.clone();
-            let runs = runs.clone();
-            move || {
-                let n = runs.fetch_add(1, Ordering::SeqCst) as u32;
-                let held = Dropped(drops.clone());
-                async move {
-                    let _held = held;
-                    // The first run never ends by itself.
-                    if n == 0 {
-                        std::future::pending::<()>().await;
-                    }
-                    n
-                }
-            }
-        };
-        let (job, mut handle) = parts(recipe);
-        let kept = job.keep().expect("a recipe task keeps a copy");
-        let mut first = job.start();
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(first.poll_run(&mut cx).is_pending());
-        let rerun = kept.keep().expect("a recipe task keeps a copy");
-        assert_eq!(run_whole(rerun), Outcome::Completed);
-        assert_eq!(drops.load(Ordering::SeqCst), 1, "the re-run's future");
-        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(1))));
-        // The first run, dropped now, drops its future and changes nothing.
-        drop(first);
-        assert_eq!(drops.load(Ordering::SeqCst), 2, "the first run's future");
-        drop(kept);
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
-        drop(handle);
-    }
-
-    /// A first run dropped before it ended (its runtime went away) leaves the task to its
-    /// copies: a later run, in a cell of its own, completes it.
-    #[test]
-    fn a_task_whose_first_run_was_dropped_runs_again() {
-        use super::fixtures::parts;
-        let runs = Arc::new(AtomicUsize::new(0));
-        let recipe = {
-            let runs = runs.clone();
-            move || {
-                let n = runs.fetch_add(1, Ordering::SeqCst) as u32;
-                async move {
-                    tokio::task::yield_now().await;
-                    n
-                }
-            }
-        };
-        let (job, mut handle) = parts(recipe);
-        let kept = job.keep().expect("a recipe task keeps a copy");
-        let mut first = job.start();
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(first.poll_run(&mut cx).is_pending());
-        drop(first);
-        assert!(poll(&mut handle).is_pending(), "resolved by a dropped run");
-        assert_eq!(run_whole(kept), Outcome::Completed);
-        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(1))));
-    }
-
-    /// A future that keeps a reference into itself across an await runs in the task's
-    /// room, and its run moves between polls (Miri checks the pointers stay valid).
-    #[test]
-    fn a_self_referential_future_runs_in_the_room() {
-        use super::fixtures::parts;
-        let recipe = || async {
-            let data = [3u64; 4];
-            let r = &data;
-            tokio::task::yield_now().await;
-            r.iter().sum::<u64>()
-        };
-        let (job, mut handle) = parts(recipe);
-        let run = job.start();
-        let mut moved = vec![run];
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(moved[0].poll_run(&mut cx).is_pending());
-        let mut run = moved.pop().expect("the run");
-        assert_eq!(run_to_end(&mut run), Outcome::Completed);
-        drop(run);
-        assert!(matches!(poll(&mut handle), Poll::Ready(Ok(12))));
+        assert!(matches!(small, ReadyTask::Inline(_)));
     }
 
     /// A run uses the recipe on one thread and the last copy drops it on another: the

@@ -19,7 +19,7 @@ use crate::error::CancelReason;
 
 pub use handle::{AbortHandle, TaskHandle};
 pub(crate) use registry::PoolId;
-pub(crate) use run::{fits_inline, fits_inline_run, BoxRun, Erased, ReadyRun, RunOwner, RunRoom};
+pub(crate) use run::{fits_inline, BoxRun, ReadyRun, RunOwner};
 pub(crate) use shared::{HeldByHandles, ResultSlot, Shared, SlotRef, RUNNER_FAR};
 
 pub(crate) use shared::{wake_quietly, QuietPoll, Woken};

@@ -17,9 +17,7 @@
 //! aligned to more than a word) runs in a cell of its own beside its result slot
 //! ([`ReadyRun`]): a handle pins at most the slot, the run's bookkeeping (with room for the
 //! result it holds back) and that many bytes. A recipe's run is a cell of its own too: its
-//! result slot outlives it, shared by all the task's runs; but the first run of a small
-//! recipe runs in the recipe task's own allocation, in a [`RunRoom`] (the state a
-//! `RunCell` holds beside its owner), with the same contract (`pool::recipe`).
+//! result slot outlives it, shared by all the task's runs.
 //!
 //! # `unsafe`
 //!
@@ -60,14 +58,6 @@ const INLINE_ALIGN: usize = 8;
 /// [`INLINE_LIMIT`] bytes, aligned to at most [`INLINE_ALIGN`].
 pub(crate) const fn fits_inline<V>() -> bool {
     std::mem::size_of::<V>() <= INLINE_LIMIT && std::mem::align_of::<V>() <= INLINE_ALIGN
-}
-
-/// Whether the first run of a SmartAioPool task, a future of type `F`, may have room in
-/// the task's allocation (beside the recipe and the result slot, which a held handle
-/// pins): under the limits of [`fits_inline`], for the run's state (the future, and room
-/// for the result it holds back), as a future task's cell holds both.
-pub(crate) const fn fits_inline_run<F: Future>() -> bool {
-    fits_inline::<RunRoom<F>>()
 }
 
 /// Whatever owns a run's task: its result slot (a future, in its cell), a reference to it
@@ -122,53 +112,22 @@ pin_project! {
 /// when it was dropped (so the last copy, a handle's, runs no user code of the run).
 pub(crate) struct RunCell<H, F: Future> {
     owner: H,
-    room: RunRoom<F>,
+    /// Reached only through the cell's [`BoxRun`].
+    state: UnsafeCell<RunState<F>>,
 }
 
-// SAFETY: `room`, the one part that is not `Sync`, is reached only through the cell's one
+// SAFETY: `state`, the one part that is not `Sync`, is reached only through the cell's one
 // `BoxRun` (module docs), which is neither `Sync` nor `Clone`: other copies of the cell
 // (the handle's) share only `owner`, which must be `Sync`. The `BoxRun` moves the state
-// between threads, hence `Send` for the future and its output (`RunRoom`'s `Sync`).
+// between threads, hence `Send` for the future and its output.
 unsafe impl<H: Send + Sync, F: Future + Send> Sync for RunCell<H, F> where F::Output: Send {}
 
 impl<H, F: Future> RunCell<H, F> {
     fn new(owner: H, fut: F) -> Self {
         RunCell {
             owner,
-            room: RunRoom::with(Stage::Running { fut }),
-        }
-    }
-
-    fn room(self: Pin<&Self>) -> Pin<&RunRoom<F>> {
-        // SAFETY: structural pinning: the room is never moved out of a pinned cell.
-        unsafe { self.map_unchecked(|cell| &cell.room) }
-    }
-}
-
-/// Where a run's state lives: in its future's [`RunCell`], or, for the first run of a
-/// SmartAioPool task, in the task's own allocation (`pool::recipe`).
-///
-/// Only the run's one [`BoxRun`] reaches the state, through the `unsafe` methods below,
-/// whose common contract is that of [`Erased`]: the caller is that `BoxRun` (through a
-/// method that takes it by `&mut`, or is its drop), and the room is pinned.
-///
-/// # Dropping
-///
-/// Drops what the run left: its future, if its `BoxRun` never ran or released it (then it
-/// is empty: [`release`](Self::release) drops the future and the result).
-pub(crate) struct RunRoom<F: Future> {
-    state: UnsafeCell<RunState<F>>,
-}
-
-// SAFETY: as `RunCell`'s: the state is reached only through the run's one `BoxRun`, which
-// is not `Sync`, and moves it between threads (hence `Send` for the future and its output).
-unsafe impl<F: Future + Send> Sync for RunRoom<F> where F::Output: Send {}
-
-impl<F: Future> RunRoom<F> {
-    fn with(stage: Stage<F>) -> Self {
-        RunRoom {
             state: UnsafeCell::new(RunState {
-                stage,
+                stage: Stage::Running { fut },
                 held: None,
                 outcome: None,
                 published: false,
@@ -176,46 +135,17 @@ impl<F: Future> RunRoom<F> {
         }
     }
 
-    /// A room for a run to come ([`begin`](Self::begin)).
-    pub(crate) fn empty() -> Self {
-        RunRoom::with(Stage::Done)
-    }
-
-    /// Puts a run's future in an empty room: the run's `BoxRun` is made next.
-    ///
-    /// # Safety
-    ///
-    /// The caller has the room to itself (it won it: no `BoxRun` of it exists or will but
-    /// the one it makes next), the room is empty, and pinned.
-    pub(crate) unsafe fn begin(self: Pin<&Self>, fut: F) {
-        // SAFETY: unique by the caller's promise; the room is empty, so nothing pinned is
-        // replaced.
-        let state = unsafe { self.state() };
-        state
-            .project()
-            .stage
-            .project_replace(Stage::Running { fut });
-    }
-
     /// The run's state.
     ///
     /// # Safety
     ///
-    /// Only the run's [`BoxRun`] calls it, through a method that takes the `BoxRun` by
+    /// Only the cell's [`BoxRun`] calls it, through a method that takes the `BoxRun` by
     /// `&mut`; so the reference is the only one to the state while it lives.
     #[allow(clippy::mut_from_ref)] // unique by the caller's promise
     unsafe fn state(self: Pin<&Self>) -> Pin<&mut RunState<F>> {
-        // SAFETY: unique by the caller's promise. Pinned: the room is, and nothing moves
-        // the state out of a pinned room (it is structurally pinned).
+        // SAFETY: unique by the caller's promise. Pinned: the cell is, and nothing moves
+        // the state out of a pinned cell (it is structurally pinned).
         unsafe { Pin::new_unchecked(&mut *self.get_ref().state.get()) }
-    }
-
-    /// The future of a run never made (a refused submit's).
-    fn into_future(self) -> F {
-        match self.state.into_inner().stage {
-            Stage::Running { fut } => fut,
-            Stage::Done => unreachable!("a ready run has its future"),
-        }
     }
 }
 
@@ -267,23 +197,15 @@ impl BoxRun {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        // SAFETY: the cell is new: this is its one `BoxRun`.
-        unsafe { BoxRun::from_pinned(Arc::pin(RunCell::new(owner, fut))) }
+        BoxRun::from_pinned(Arc::pin(RunCell::new(owner, fut)))
     }
 
     /// A run that ended before it began, with `outcome` (the task had one already).
     pub(crate) fn ended(outcome: Outcome) -> BoxRun {
-        // SAFETY: `Ended` has no state to share.
-        unsafe { BoxRun::from_pinned(Arc::pin(Ended(outcome))) }
+        BoxRun::from_pinned(Arc::pin(Ended(outcome)))
     }
 
-    /// The run `run` holds.
-    ///
-    /// # Safety
-    ///
-    /// This is the one `BoxRun` of `run`'s state: none other was or will be made of it
-    /// (see [`Erased`]).
-    pub(crate) unsafe fn from_pinned(run: Pin<Arc<dyn Erased>>) -> BoxRun {
+    fn from_pinned(run: Pin<Arc<dyn Erased>>) -> BoxRun {
         BoxRun {
             run,
             _not_sync: PhantomData,
@@ -360,12 +282,11 @@ impl Drop for BoxRun {
     }
 }
 
-/// What a [`BoxRun`] drives, type-erased: a [`RunCell`], a SmartAioPool task whose first
-/// run is in its own allocation (`pool::recipe`), or a run that ended before it began.
+/// What a [`BoxRun`] drives, type-erased.
 ///
-/// The `unsafe` methods reach the run's state: only the run's one `BoxRun` calls them, and
-/// never two at once (see [`RunRoom::state`]).
-pub(crate) trait Erased: Send + Sync {
+/// The `unsafe` methods reach the run's state: only the run's `BoxRun` calls them, and
+/// never two at once (see [`RunCell::state`]).
+trait Erased: Send + Sync {
     unsafe fn poll_run(self: Pin<&Self>, cx: &mut Context<'_>) -> Poll<Outcome>;
     unsafe fn cancel(self: Pin<&Self>, reason: CancelReason);
     unsafe fn publish_locked(self: Pin<&Self>) -> (Woken, Outcome);
@@ -399,24 +320,14 @@ fn end<F: Future>(
     outcome
 }
 
-impl<F> RunRoom<F>
+impl<H, F> Erased for RunCell<H, F>
 where
+    H: RunOwner<Output = F::Output>,
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    /// [`Erased::poll_run`], for the task whose result slot is `shared`.
-    ///
-    /// # Safety
-    ///
-    /// As [`Erased`]'s methods (type docs).
-    // Always: each has two callers, and a call more per run costs ~8 instructions
-    // (BENCHMARKS.md, "2026-12-05, 21:07–00:07 UTC").
-    #[inline(always)]
-    pub(crate) unsafe fn poll_run(
-        self: Pin<&Self>,
-        shared: &Shared<F::Output>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Outcome> {
+    unsafe fn poll_run(self: Pin<&Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let shared = self.get_ref().owner.shared();
         // SAFETY: forwarded from the caller.
         let mut state = unsafe { self.state() };
         // Fields are read through the projection only: reading one through the pinned
@@ -455,13 +366,7 @@ where
         Poll::Ready(end(state, outcome, result))
     }
 
-    /// [`Erased::cancel`].
-    ///
-    /// # Safety
-    ///
-    /// As [`Erased`]'s methods (type docs).
-    #[inline]
-    pub(crate) unsafe fn cancel(self: Pin<&Self>, reason: CancelReason) {
+    unsafe fn cancel(self: Pin<&Self>, reason: CancelReason) {
         // SAFETY: forwarded from the caller.
         let mut state = unsafe { self.state() };
         // Read through the projection (see `poll_run`).
@@ -477,18 +382,8 @@ where
         );
     }
 
-    /// [`Erased::publish_locked`], for the task whose result slot is `shared`.
-    ///
-    /// # Safety
-    ///
-    /// As [`Erased`]'s methods (type docs).
-    // Always: each has two callers, and a call more per run costs ~8 instructions
-    // (BENCHMARKS.md, "2026-12-05, 21:07–00:07 UTC").
-    #[inline(always)]
-    pub(crate) unsafe fn publish_locked(
-        self: Pin<&Self>,
-        shared: &Shared<F::Output>,
-    ) -> (Woken, Outcome) {
+    unsafe fn publish_locked(self: Pin<&Self>) -> (Woken, Outcome) {
+        let shared = self.get_ref().owner.shared();
         // SAFETY: forwarded from the caller.
         let this = unsafe { self.state() }.project();
         let outcome = this
@@ -517,32 +412,14 @@ where
         }
     }
 
-    /// [`Erased::held_error`].
-    ///
-    /// # Safety
-    ///
-    /// As [`Erased::held_error`].
-    #[inline]
-    pub(crate) unsafe fn held_error(&self) -> Option<&TaskError> {
+    unsafe fn held_error(&self) -> Option<&TaskError> {
         // SAFETY: the caller's promise: nothing writes the state while this reference lives.
         let state = unsafe { &*self.state.get() };
         state.held.as_ref()?.as_ref().err()
     }
 
-    /// [`Erased::release`], for the task whose result slot is `shared`; `cancel_on_drop`
-    /// is the owner's [`RunOwner::CANCEL_ON_DROP`].
-    ///
-    /// # Safety
-    ///
-    /// As [`Erased`]'s methods (type docs).
-    // Always: each has two callers, and a call more per run costs ~8 instructions
-    // (BENCHMARKS.md, "2026-12-05, 21:07–00:07 UTC").
-    #[inline(always)]
-    pub(crate) unsafe fn release(
-        self: Pin<&Self>,
-        shared: &Shared<F::Output>,
-        cancel_on_drop: bool,
-    ) {
+    unsafe fn release(self: Pin<&Self>) {
+        let shared = self.get_ref().owner.shared();
         // SAFETY: forwarded from the caller.
         let this = unsafe { self.state() }.project();
         drop(drop_future(this.stage));
@@ -555,43 +432,8 @@ where
         *this.published = true;
         if let Some(result) = held {
             shared.fill_first(result);
-        } else if cancel_on_drop && this.outcome.is_none() {
+        } else if H::CANCEL_ON_DROP && this.outcome.is_none() {
             shared.cancel(CancelReason::RuntimeShutdown);
-        }
-    }
-}
-
-impl<H, F> Erased for RunCell<H, F>
-where
-    H: RunOwner<Output = F::Output>,
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    unsafe fn poll_run(self: Pin<&Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.room().poll_run(self.get_ref().owner.shared(), cx) }
-    }
-
-    unsafe fn cancel(self: Pin<&Self>, reason: CancelReason) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.room().cancel(reason) }
-    }
-
-    unsafe fn publish_locked(self: Pin<&Self>) -> (Woken, Outcome) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.room().publish_locked(self.get_ref().owner.shared()) }
-    }
-
-    unsafe fn held_error(&self) -> Option<&TaskError> {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.room.held_error() }
-    }
-
-    unsafe fn release(self: Pin<&Self>) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            self.room()
-                .release(self.get_ref().owner.shared(), H::CANCEL_ON_DROP)
         }
     }
 
@@ -676,9 +518,8 @@ where
         };
         // SAFETY: from here on the cell is never moved out of its `Arc`: its other copy,
         // the handle's, reaches only the result slot, by shared reference, and only a
-        // `ReadyRun` ever takes a cell out of its `Arc` (`into_future`). The `ReadyRun`
-        // is consumed: this is the cell's one `BoxRun`.
-        unsafe { BoxRun::from_pinned(Pin::new_unchecked(cell)) }
+        // `ReadyRun` ever takes a cell out of its `Arc` (`into_future`).
+        BoxRun::from_pinned(unsafe { Pin::new_unchecked(cell) })
     }
 
     /// The future back, for a refused submit.
@@ -689,7 +530,10 @@ where
     pub(crate) fn into_future(self) -> F {
         fn take<H, F: Future>(cell: Arc<RunCell<H, F>>) -> F {
             let cell = Arc::into_inner(cell).expect("a refused task's slot is dropped first");
-            cell.room.into_future()
+            match cell.state.into_inner().stage {
+                Stage::Running { fut } => fut,
+                Stage::Done => unreachable!("a ready run has its future"),
+            }
         }
         match self {
             ReadyRun::Inline(cell) => take(cell),

@@ -1,12 +1,10 @@
 //! A counting global allocator for the test binaries that count what the heap holds
 //! (`tests/allocations.rs`, `tests/memory_leaks.rs`, `tests/group_failures.rs`,
-//! `tests/session_fixes_review.rs`, `tests/allocations_per_task.rs`): included with
-//! `mod counting_alloc;`, it becomes that binary's allocator (and only that binary's). It
-//! counts:
+//! `tests/session_fixes_review.rs`): included with `mod counting_alloc;`, it becomes that
+//! binary's allocator (and only that binary's). It counts:
 //! - live blocks, of every thread ([`LIVE_BLOCKS`]): a collection that grows its capacity
 //!   between rounds does not count;
-//! - live bytes, of the calling thread ([`live_bytes`]): what a collection keeps does;
-//! - allocations made by the calling thread ([`allocations`]).
+//! - live bytes, of the calling thread ([`live_bytes`]): what a collection keeps does.
 //!
 //! A thread may also ask that its frees be slow ([`slow_frees`]), to hold it between two
 //! steps that have no user code between them (a free is the only thing there to hook).
@@ -26,8 +24,6 @@ thread_local! {
     /// The bytes this thread allocated and has not freed (frees of other threads' blocks
     /// count where they happen).
     static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-    /// The allocations this thread made.
-    static MADE: Cell<usize> = const { Cell::new(0) };
     /// While set, every free on this thread first sleeps 100 ms.
     static SLOW_FREES: Cell<bool> = const { Cell::new(false) };
 }
@@ -43,11 +39,6 @@ pub fn live_bytes() -> isize {
     LIVE_BYTES.with(Cell::get)
 }
 
-/// The allocations this thread made so far (compare two readings on one thread).
-pub fn allocations() -> usize {
-    MADE.with(Cell::get)
-}
-
 /// From now on, until called again with `false`, each free on this thread sleeps 100 ms
 /// first.
 pub fn slow_frees(on: bool) {
@@ -58,7 +49,6 @@ pub fn slow_frees(on: bool) {
 fn allocated(size: usize) {
     LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
     count_bytes(size as isize);
-    let _ = MADE.try_with(|m| m.set(m.get() + 1));
 }
 
 // SAFETY: every call is passed on to `System` unchanged; only counters are added, and a
