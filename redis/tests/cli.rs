@@ -80,3 +80,23 @@ async fn stats_dead_and_requeue() {
     let (ok, _, err) = cli(&url, &["cli", "stats", "--watch", "0"]);
     assert!(!ok && err.contains("--watch"), "{err}");
 }
+
+/// `--iterations` applies only with `--watch`, and asks for at least one print: without
+/// `--watch` it was ignored, and `--iterations 0` printed once (finding 77). Both are
+/// usage errors (status 2), as other flags that do not apply are in the demos.
+#[tokio::test]
+async fn iterations_without_watch_or_of_zero_is_a_usage_error() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let queue = RedisQueue::connect(&url, "iters").await.unwrap();
+    queue.submit("t", &1).await.unwrap();
+    for args in [
+        &["iters", "stats", "--iterations", "2"][..],
+        &["iters", "stats", "--watch", "0.05", "--iterations", "0"][..],
+    ] {
+        let (code, out, err) = cli_run(&url, args);
+        assert_eq!(code, Some(2), "{args:?}: status {code:?}\n{out}\n{err}");
+        assert!(err.contains("--iterations"), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: printed before refusing: {out}");
+    }
+}

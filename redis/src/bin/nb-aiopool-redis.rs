@@ -42,8 +42,13 @@ enum Command {
         // says, not clap's usage block (and `-1` is a value, not an option).
         #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
         watch: Option<String>,
-        /// With --watch: stop after N prints (default: until interrupted).
-        #[arg(long, value_name = "N")]
+        /// With --watch: stop after N prints, at least 1 (default: until interrupted).
+        #[arg(
+            long,
+            value_name = "N",
+            requires = "watch",
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
         iterations: Option<u64>,
     },
     /// Lists dead letters, oldest first.
