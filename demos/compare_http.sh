@@ -30,7 +30,10 @@ fi
 
 if [ -z "${HTTP_LOAD:-}" ]; then
     (cd "$ROOT" && cargo build --release -q -p nb-aiopool-demos --bin http_load)
-    HTTP_LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/http_load"
+    # cargo ran in $ROOT: a relative CARGO_TARGET_DIR is relative to it.
+    target="${CARGO_TARGET_DIR:-target}"
+    case "$target" in /*) ;; *) target="$ROOT/$target" ;; esac
+    HTTP_LOAD="$target/release/http_load"
 fi
 
 TMP=$(mktemp -d)
