@@ -10,6 +10,8 @@
 
 mod support;
 
+use support::Rng;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,26 +105,6 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     for _ in 0..8 {
         tokio::task::yield_now().await;
-    }
-}
-
-/// A tiny seeded generator (xorshift), so that every case can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::Rng;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -78,19 +80,6 @@ fn an_aborted_task_failing_late_does_not_trip_the_group() {
 }
 
 // ----- probes ------------------------------------------------------------------------
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 enum P {
     C(CommonAioPool),
@@ -219,7 +208,7 @@ fn probe_streams_random() {
         .unwrap_or(40);
     let rt = support::multi_thread_of(2);
     for seed in 1..=rounds {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = Rng::new(seed);
         let kind = rng.below(3);
         let conc = 1 + rng.below(3) as usize;
         let q = rng.below(4) as usize;
@@ -305,7 +294,7 @@ fn probe_groups_random() {
         .unwrap_or(40);
     let rt = support::multi_thread_of(2);
     for seed in 1..=rounds {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed);
         let kind = rng.below(2); // Common, NoQueue (futures)
         let conc = 1 + rng.below(3) as usize;
         let q = rng.below(3) as usize;

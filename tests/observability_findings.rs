@@ -3,62 +3,22 @@
 //! `cargo test -p nb-aiopool --all-features --test observability_findings` (CI does).
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 use metrics_util::MetricKind;
 use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool};
 
 mod collector;
+mod metric_figures;
 mod support;
+
+use metric_figures::Figures;
 
 // The tests of this file run one at a time (`support::serial`): one global recorder.
 use support::serial;
-
-/// The figures of one pool, summed over snapshots (the debugging recorder's snapshot
-/// takes a gauge's value and leaves it at 0; the pool moves gauges by increments).
-#[derive(Default)]
-struct Figures(HashMap<(MetricKind, String), f64>);
-
-impl Figures {
-    fn take(&mut self, snapshotter: &Snapshotter, pool: &str) {
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            let (kind, key) = key.into_parts();
-            let label = key
-                .labels()
-                .find(|l| l.key() == "pool")
-                .map(|l| l.value().to_string())
-                .expect("every metric has a pool label");
-            if label != pool {
-                continue;
-            }
-            let add = match value {
-                DebugValue::Counter(n) => n as f64,
-                DebugValue::Gauge(v) => v.0,
-                DebugValue::Histogram(v) => v.len() as f64,
-            };
-            *self.0.entry((kind, key.name().to_string())).or_default() += add;
-        }
-    }
-
-    fn get(&self, kind: MetricKind, name: &str) -> f64 {
-        self.0
-            .get(&(kind, name.to_string()))
-            .copied()
-            .unwrap_or(0.0)
-    }
-
-    fn counter(&self, name: &str) -> f64 {
-        self.get(MetricKind::Counter, name)
-    }
-
-    fn gauge(&self, name: &str) -> f64 {
-        self.get(MetricKind::Gauge, name)
-    }
-}
 
 /// Finding 251. A task held back by a rate window that never reopens, cancelled when its pool is
 /// dropped (findings 210, 222, 247, 250): its handle resolves `Cancelled`, so the
@@ -136,25 +96,9 @@ fn a_held_back_task_cancelled_at_its_pools_drop_is_counted_and_leaves_no_queued_
 
 /// Checks that the `metrics` figures of pool `name` agree with its `stats`.
 fn agree(f: &Figures, s: nb_aiopool::PoolStats, what: &str) {
-    assert_eq!(
-        (
-            f.counter("nb_aiopool_tasks_submitted"),
-            f.counter("nb_aiopool_tasks_completed"),
-            f.counter("nb_aiopool_tasks_panicked"),
-            f.counter("nb_aiopool_tasks_cancelled"),
-            f.gauge("nb_aiopool_tasks_queued"),
-            f.gauge("nb_aiopool_tasks_running"),
-        ),
-        (
-            s.submitted as f64,
-            s.completed as f64,
-            s.panicked as f64,
-            s.cancelled as f64,
-            s.queued as f64,
-            s.running as f64,
-        ),
-        "{what}: metrics (submitted, completed, panicked, cancelled, queued, running) vs {s:?}"
-    );
+    if let Some(e) = f.against(&s) {
+        panic!("{what}: {e} ({s:?})");
+    }
 }
 
 /// Pinned (passes): the counters and gauges agree with `PoolStats` after a runtime's end,

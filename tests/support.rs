@@ -620,3 +620,31 @@ pub fn threads_named(comm: &str) -> usize {
     tids.retain(|&tid| named(tid));
     tids.len()
 }
+
+/// A tiny seeded generator (xorshift), so that every randomized case can be replayed from
+/// its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// The generator of case `seed` (any seed, 0 included).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn draw(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A draw below `n` (not 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.draw() % n
+    }
+
+    /// True with probability `pct`%.
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+}

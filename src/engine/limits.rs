@@ -268,6 +268,30 @@ impl Limits {
         }
     }
 
+    /// A job that spent the start made `at` when a slot of another runtime took it (what
+    /// [`started`](Self::started) returned) begins to run only now, `now`, on its own
+    /// runtime, which may have polled it long after (a runtime busy, or not driven): the
+    /// start is taken again, now. Returns the new start, or `None` (and the old one given
+    /// back) if the window has no room for it now: it must wait in the queue as any job.
+    /// A start the window has forgotten (`per` old) is not looked for; one clamped
+    /// ([`RateWindow::clamp`]) is not found and stays, as in [`unstarted`](Self::unstarted).
+    pub(crate) fn restart(&mut self, at: Instant, now: Instant) -> Option<Instant> {
+        let Some(r) = &mut self.rate else {
+            return Some(at);
+        };
+        r.expire(now);
+        if let Some(pos) = r.starts.iter().rposition(|&t| t == at) {
+            r.starts.remove(pos);
+        }
+        if r.starts.len() >= r.count {
+            return None;
+        }
+        // Not before the newest start, as `started` keeps them in order.
+        let at = r.starts.back().map_or(now, |&newest| newest.max(now));
+        r.starts.push_back(at);
+        Some(at)
+    }
+
     /// A job with `meta` that had started ended.
     pub(crate) fn ended(&mut self, meta: &Meta) {
         if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
@@ -425,6 +449,42 @@ mod tests {
         assert_eq!(l.rate_ready_at(t0), Some(t0 + Duration::from_secs(1)));
         assert_eq!(l.rate_tokens(t0 + Duration::from_millis(999)), 0);
         assert_eq!(l.rate_tokens(t0 + Duration::from_secs(1)), 3);
+    }
+
+    /// A start charged when a job was handed to a slot of its own runtime is taken again
+    /// when that slot first polls it: with room (its own start given back), at the later
+    /// time; without (the window let other starts in meanwhile), not at all.
+    #[test]
+    fn a_handed_over_start_is_taken_again_when_the_job_begins() {
+        let per = Duration::from_secs(1);
+        let mut l = Limits::new(LimitsConfig {
+            rate: Some((1, per)),
+            ..Default::default()
+        });
+        let m = Meta::default();
+        let t0 = Instant::now();
+        let x = l.started(&m, t0, true).unwrap();
+        // Polled soon: its own start makes room for it, now.
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(l.restart(x, soon), Some(soon));
+        assert_eq!(l.rate_ready_at(soon), Some(soon + per));
+        // Polled late: its start left the window, another job started since.
+        let y = l.started(&m, soon + per, true).unwrap();
+        let late = y + Duration::from_millis(500);
+        assert_eq!(l.restart(soon, late), None);
+        assert_eq!(
+            l.rate_ready_at(late),
+            Some(y + per),
+            "only the other start is kept"
+        );
+        // A window that never ends: its own start is always there to give back.
+        let mut ever = Limits::new(LimitsConfig {
+            rate: Some((1, Duration::MAX)),
+            ..Default::default()
+        });
+        let x = ever.started(&m, t0, true).unwrap();
+        assert_eq!(ever.restart(x, late), Some(late));
+        assert_eq!(ever.rate_tokens(late), 0);
     }
 
     /// A start read from a clock ahead (another runtime's paused clock, run ahead) holds

@@ -694,6 +694,11 @@ impl<J: Job> Engine<J> {
         self.max_concurrency.load(Ordering::Relaxed)
     }
 
+    /// Whether the pool has a rate window (fixed when it is built: no lock needed).
+    pub(crate) fn rate_limited(&self) -> bool {
+        self.needs_timers
+    }
+
     pub(crate) fn max_queue_size(&self) -> usize {
         self.max_queue_size
     }

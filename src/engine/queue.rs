@@ -77,6 +77,24 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
+    /// Puts back an item that left the queue and did not start (a job handed to a slot of
+    /// its own runtime that found the rate window full): at its place by seq among the
+    /// items of its priority, before the first later one, so that several put back keep
+    /// their order. Items put back at the front (interrupted runs) are passed over.
+    pub(crate) fn put_back(&mut self, item: T) {
+        match self {
+            Queue::Fifo(ring) if item.priority() == 0 => {
+                let pos = ring
+                    .iter()
+                    .position(|x| x.priority() == 0 && x.seq() > item.seq())
+                    .unwrap_or(ring.len());
+                ring.insert(pos, item);
+            }
+            // A prioritised one in a ring: the ring becomes sorted, as for a new one.
+            _ => self.push(item),
+        }
+    }
+
     /// Whether it is ordered by priority (a job it takes may go ahead of queued ones).
     pub(crate) fn is_sorted(&self) -> bool {
         matches!(self, Queue::Sorted { .. })
@@ -259,6 +277,29 @@ mod tests {
     /// `remove_seq` takes exactly the item named, from a ring out of seq order (items put
     /// back at the front), from a sorted queue, and from its front; nothing for an item
     /// that is not there.
+    #[test]
+    fn put_back_keeps_the_seq_order_of_items_put_back() {
+        for sorted in [false, true] {
+            let mut q = Queue::default();
+            for seq in [5, 6] {
+                q.push(Item(0, seq));
+            }
+            if sorted {
+                q.push(Item(1, 7));
+            }
+            // Taken in order and put back in the same order: they keep it.
+            for seq in [2, 3, 4] {
+                q.put_back(Item(0, seq));
+            }
+            let want: Vec<u64> = if sorted {
+                vec![7, 2, 3, 4, 5, 6]
+            } else {
+                vec![2, 3, 4, 5, 6]
+            };
+            assert_eq!(drain(&mut q), want, "sorted {sorted}");
+        }
+    }
+
     #[test]
     fn remove_seq_takes_the_item_named_and_nothing_else() {
         let mut q = Queue::default();

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 
 use super::marks::Polling;
 use super::runtimes::{self, RtRef, ANY};
@@ -70,6 +71,10 @@ pub(crate) struct Slot<J: Job> {
     /// cancelled while queued is (its event with a `task_id`; no span, no queue-wait or
     /// run-time sample).
     unstarted: bool,
+    /// Its `next` job's start was charged to the rate window before this slot runs it: by
+    /// a slot of another runtime that handed it over, or by this slot before a yield. The
+    /// start is taken again when the job begins (see [`restart`](Self::restart)).
+    recharge: bool,
     /// It ended normally; `Drop` has nothing to do.
     done: bool,
     /// Idle (no job, kept for the next one): how many times it has lingered.
@@ -112,6 +117,7 @@ impl<J: Job> Slot<J> {
             claiming: false,
             fresh: false,
             unstarted: false,
+            recharge: false,
             done: false,
             idle: None,
             listed: false,
@@ -150,7 +156,59 @@ impl<J: Job> Slot<J> {
     ) -> Self {
         let mut slot = Slot::make(engine, key, generation, q.rt, polling);
         slot.next = Some(q);
+        // Its start was charged by the slot that handed it over (see `restart`).
+        slot.recharge = slot.engine.rate_limited();
         slot
+    }
+
+    /// A job handed over by a slot of another runtime ([`bound`](Self::bound)) starts only
+    /// now, when this runtime first polls its slot, which may be long after the other slot
+    /// charged its start to the rate window (this runtime busy, or not driven: a
+    /// current-thread runtime outside `block_on` runs nothing): meanwhile the window
+    /// moved on and let other starts in, and the jobs handed over would start all at
+    /// once, past it. (The same, on a smaller scale, for a job this slot took and then
+    /// yielded before running, `After::YieldThenRun`: a busy multi-thread runtime may
+    /// come back to it late.) So, in a rate-limited pool, the start is taken again now
+    /// ([`Limits::restart`](super::limits::Limits::restart)); if the window has no room
+    /// for it now, the job goes back to the queue, at its place by id (several put back
+    /// keep their order), as a job the window holds back: its key and weight given back,
+    /// the rate timer armed. This slot then gives its place up: `None`, and the slot task
+    /// ends.
+    fn restart(&mut self, q: Queued<J>) -> Option<Queued<J>> {
+        let engine = Arc::clone(&self.engine);
+        let mut later = Deferred::default();
+        {
+            let mut st = engine.lock();
+            let st = &mut *st;
+            if st.generation != self.generation {
+                return Some(q); // the exit took the pool over: as any stale slot's job
+            }
+            let Some(limits) = st.limits.as_deref_mut() else {
+                return Some(q);
+            };
+            let Some(entry) = st.slots.get_mut(self.key).filter(|e| e.job == q.id) else {
+                return Some(q);
+            };
+            let Some(at) = entry.charged else {
+                return Some(q); // it spent no start (aborted when it left the queue)
+            };
+            if let Some(at) = limits.restart(at, Instant::now()) {
+                entry.charged = Some(at);
+                return Some(q);
+            }
+            let entry = st.slots.remove(self.key);
+            limits.ended(&entry.meta);
+            st.queue.put_back(Queued {
+                meta: entry.meta,
+                ..q
+            });
+            Engine::vacate(st, &mut later);
+            engine.fill_free(st, Some(self.rt), &mut later);
+            engine.gauges(st);
+        }
+        self.done = true;
+        engine.run_deferred(&mut later);
+        None
     }
 
     /// Whether the exit hook took the pool over since this slot was made.
@@ -233,6 +291,8 @@ impl<J: Job> Slot<J> {
     fn stop(&mut self, after: After<J>, cx: &Context<'_>) -> Poll<()> {
         match after {
             After::Run(q) | After::YieldThenRun(q) => {
+                // Its start was charged now; it runs after the yield (see `restart`).
+                self.recharge = self.engine.rate_limited();
                 self.next = Some(q);
                 cx.waker().wake_by_ref();
                 Poll::Pending
@@ -540,6 +600,11 @@ impl<J: Job> Slot<J> {
         loop {
             if this.run.is_none() {
                 let q = match this.next.take() {
+                    Some(q) if std::mem::take(&mut this.recharge) => match this.restart(q) {
+                        Some(q) => q,
+                        // Back in the queue: this slot gave its place up.
+                        None => return Poll::Ready(()),
+                    },
                     Some(q) => q,
                     None => match this.claim_reservation() {
                         After::Run(q) => q,

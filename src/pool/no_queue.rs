@@ -190,6 +190,13 @@ impl NoQueueAioPoolBuilder {
     /// cancels them once its running jobs have ended (their handles say
     /// `RuntimeShutdown`; until then they wait, as the running jobs do).
     ///
+    /// A task starts, for the window, when a slot of the runtime it runs on begins to run
+    /// it: one that a slot of another runtime took from the queue and handed over to its
+    /// own (which may be busy, or not driven: a current-thread runtime outside
+    /// `block_on`) is counted again when that runtime gets to it, and goes back to the
+    /// queue if the window has no room then, so tasks handed over do not start together
+    /// past the window.
+    ///
     /// # Panics
     ///
     /// `build` panics if `count` is 0 or `per` is zero. The pool's tasks need a runtime with
