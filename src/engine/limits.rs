@@ -199,16 +199,8 @@ impl Limits {
     /// told by the time now (the only read of the clock): jobs submitted on a runtime not
     /// driven since, with none started, are held back beyond its `count` starts as well.
     pub(crate) fn rate_never_starts(&self, queued: usize, reserved: usize) -> usize {
-        let never_reopens = |r: &RateWindow| {
-            r.starts
-                .front()
-                .copied()
-                .unwrap_or_else(Instant::now)
-                .checked_add(r.per)
-                .is_none()
-        };
         match &self.rate {
-            Some(r) if never_reopens(r) => {
+            Some(r) if r.never_reopens() => {
                 let left = r
                     .count
                     .saturating_sub(r.starts.len())
@@ -260,10 +252,16 @@ impl Limits {
     /// was put back in the queue before it ever ran (its slot was dropped unpolled): that
     /// start is given back, in any window. (Not the newest start instead: an older one
     /// left in its place would leave the window sooner, letting one start too many in.)
+    ///
+    /// In a window that never reopens, where starts are told apart by count only, a start
+    /// not found was taken by [`rerun_queued`](Self::rerun_queued) for a re-run's (it
+    /// takes the newest, which may be this one): another is given back in its place.
     pub(crate) fn unstarted(&mut self, at: Instant) {
         if let Some(r) = &mut self.rate {
             if let Some(pos) = r.starts.iter().rposition(|&t| t == at) {
                 r.starts.remove(pos);
+            } else if r.never_reopens() {
+                r.starts.pop_back();
             }
         }
     }
@@ -275,8 +273,13 @@ impl Limits {
     /// back) if the window has no room for it now: it must wait in the queue as any job.
     /// A start the window has forgotten (`per` old) is not looked for; one clamped
     /// ([`RateWindow::clamp`]) is not found and stays, as in [`unstarted`](Self::unstarted).
+    ///
+    /// In a window that never reopens nothing is done: when a start is made does not
+    /// matter there, only how many (and the start `at` stands for may have been taken by
+    /// [`rerun_queued`](Self::rerun_queued) for a re-run's meanwhile: taking it again
+    /// would count the job twice, and one task more would never start).
     pub(crate) fn restart(&mut self, at: Instant, now: Instant) -> Option<Instant> {
-        let Some(r) = &mut self.rate else {
+        let Some(r) = self.rate.as_mut().filter(|r| !r.never_reopens()) else {
             return Some(at);
         };
         r.expire(now);
@@ -313,10 +316,7 @@ impl Limits {
     /// finite window counts the re-run again, as before.
     pub(crate) fn rerun_queued(&mut self) {
         if let Some(r) = &mut self.rate {
-            if r.starts
-                .front()
-                .is_some_and(|&t| t.checked_add(r.per).is_none())
-            {
+            if r.never_reopens() {
                 r.starts.pop_back();
             }
         }
@@ -339,6 +339,18 @@ struct RateWindow {
 }
 
 impl RateWindow {
+    /// Whether a start never leaves the window: `per` too long to add to a time (such as
+    /// `Duration::MAX`: "at most `count` starts, ever"). Its starts are then told apart
+    /// by count only.
+    fn never_reopens(&self) -> bool {
+        self.starts
+            .front()
+            .copied()
+            .unwrap_or_else(Instant::now)
+            .checked_add(self.per)
+            .is_none()
+    }
+
     /// When a start at `t` leaves the window (a window too long to add, such as
     /// `Duration::MAX`, ends in ~30 years: never, for a process).
     fn leaves_at(&self, t: Instant) -> Instant {
@@ -477,14 +489,53 @@ mod tests {
             Some(y + per),
             "only the other start is kept"
         );
-        // A window that never ends: its own start is always there to give back.
+        // A window that never ends: the start it holds stays its own (when does not
+        // matter there).
         let mut ever = Limits::new(LimitsConfig {
             rate: Some((1, Duration::MAX)),
             ..Default::default()
         });
         let x = ever.started(&m, t0, true).unwrap();
-        assert_eq!(ever.restart(x, late), Some(late));
+        assert_eq!(ever.restart(x, late), Some(x));
         assert_eq!(ever.rate_tokens(late), 0);
+    }
+
+    /// In a window that never reopens, `rerun_queued` takes the newest start for a cut
+    /// run's re-run, which may be the start of a job a slot holds and has not run yet: a
+    /// `restart` of that job must not take a start again (a start more, for good: one task
+    /// more would never start; seen once in CI as "1 task(s) never ran again" in
+    /// `rate_window_findings`), and its `unstarted` must give one back all the same.
+    #[test]
+    fn in_a_window_that_never_reopens_a_start_taken_for_a_rerun_still_counts_once() {
+        let m = Meta::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let ever = || {
+            Limits::new(LimitsConfig {
+                rate: Some((3, Duration::MAX)),
+                ..Default::default()
+            })
+        };
+        // Job y started, then job x (the newest start); y's run is cut and queued again.
+        let mut l = ever();
+        let _y = l.started(&m, t0, true).unwrap();
+        let x = l.started(&m, ms(1), true).unwrap();
+        l.rerun_queued();
+        assert_eq!(
+            l.rate_tokens(ms(2)),
+            2,
+            "y's start given back for its re-run"
+        );
+        // x, held by a slot, begins now: it still holds one start, not two.
+        assert_eq!(l.restart(x, ms(3)), Some(x));
+        assert_eq!(l.rate_tokens(ms(3)), 2);
+        // Or x is put back unrun: its start is given back, though `rerun_queued` took it.
+        let mut l = ever();
+        let _y = l.started(&m, t0, true).unwrap();
+        let x = l.started(&m, ms(1), true).unwrap();
+        l.rerun_queued();
+        l.unstarted(x);
+        assert_eq!(l.rate_tokens(ms(2)), 3, "both starts given back");
     }
 
     /// A start read from a clock ahead (another runtime's paused clock, run ahead) holds
