@@ -303,8 +303,8 @@ impl<J: Job> Engine<J> {
             }
         }
         if let Some(armed) = later.rate_timer.take() {
-            let (handle, at) = *armed;
-            let timer = rate_timer(Arc::clone(self), handle.clone(), at);
+            let (handle, rt, at) = *armed;
+            let timer = rate_timer(Arc::clone(self), handle.clone(), rt, at);
             drop(handle.spawn(timer));
         }
         if std::mem::take(&mut later.changed) {

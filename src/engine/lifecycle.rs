@@ -503,7 +503,7 @@ impl<J: Job> Engine<J> {
             st.idle.clear();
             st.elastic = None;
             st.limit = st.max_concurrency;
-            st.rate_timer = false;
+            st.rate_timers.clear();
             if let Some(limits) = &mut st.limits {
                 limits.reset_running();
             }

@@ -271,8 +271,12 @@ impl Limits {
     /// runtime, which may have polled it long after (a runtime busy, or not driven): the
     /// start is taken again, now. Returns the new start, or `None` (and the old one given
     /// back) if the window has no room for it now: it must wait in the queue as any job.
-    /// A start the window has forgotten (`per` old) is not looked for; one clamped
-    /// ([`RateWindow::clamp`]) is not found and stays, as in [`unstarted`](Self::unstarted).
+    /// A start the window has forgotten (`per` old) is not looked for. Its own start is
+    /// taken out before the window is brought to `now` ([`RateWindow::expire`], which
+    /// clamps starts from a clock ahead: one charged on a paused runtime whose clock ran
+    /// ahead, clamped first, was not found, and the job was held back by its own start).
+    /// One clamped by an earlier call is not found and stays, as in
+    /// [`unstarted`](Self::unstarted).
     ///
     /// In a window that never reopens nothing is done: when a start is made does not
     /// matter there, only how many (and the start `at` stands for may have been taken by
@@ -282,10 +286,10 @@ impl Limits {
         let Some(r) = self.rate.as_mut().filter(|r| !r.never_reopens()) else {
             return Some(at);
         };
-        r.expire(now);
         if let Some(pos) = r.starts.iter().rposition(|&t| t == at) {
             r.starts.remove(pos);
         }
+        r.expire(now);
         if r.starts.len() >= r.count {
             return None;
         }
@@ -536,6 +540,23 @@ mod tests {
         l.rerun_queued();
         l.unstarted(x);
         assert_eq!(l.rate_tokens(ms(2)), 3, "both starts given back");
+    }
+
+    /// A start charged on a clock ahead (a paused runtime's, run ahead) is taken again by
+    /// a runtime whose clock is behind: found before the window clamps it, so the job is
+    /// not held back by its own start.
+    #[test]
+    fn a_start_from_a_clock_ahead_is_taken_again() {
+        let m = Meta::default();
+        let t0 = Instant::now();
+        let mut l = Limits::new(LimitsConfig {
+            rate: Some((1, Duration::from_secs(10))),
+            ..Default::default()
+        });
+        let ahead = l.started(&m, t0 + Duration::from_secs(3600), true).unwrap();
+        let now = t0 + Duration::from_millis(1);
+        assert_eq!(l.restart(ahead, now), Some(now));
+        assert_eq!(l.rate_tokens(now), 0, "the new start only");
     }
 
     /// A start read from a clock ahead (another runtime's paused clock, run ahead) holds

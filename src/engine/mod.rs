@@ -284,8 +284,9 @@ struct State<J> {
     queue: Queue<Queued<J>>,
     /// Flow control; `None` for a pool built without any (one branch per start).
     limits: Option<Box<Limits>>,
-    /// A timer task will look at the queue again when the rate window allows a start.
-    rate_timer: bool,
+    /// The runtimes whose timer task will look at the queue again when the rate window
+    /// allows a start (see [`RateTimers`](rate::RateTimers)).
+    rate_timers: rate::RateTimers,
     /// The most jobs that run at once (changed by `set_max_concurrency`).
     max_concurrency: usize,
     /// Jobs holding a slot: running, or handed to a slot task that has not run yet, or
@@ -429,9 +430,9 @@ pub(crate) struct Deferred<J: Job> {
     granted: Few<Waker>,
     /// Wake `wait()` callers.
     changed: bool,
-    /// Start a rate timer on this runtime, firing then (boxed: rare, and every record is
-    /// made, and its size written, at every job's end).
-    rate_timer: Option<Box<(Handle, Instant)>>,
+    /// Start a rate timer on this runtime (its handle and its number), firing then (boxed:
+    /// rare, and every record is made, and its size written, at every job's end).
+    rate_timer: Option<Box<(Handle, RtRef, Instant)>>,
     /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock.
     stamps: Stamps,
     /// Look for a deadlock of nested waits afterwards (a job ended, or the pool shrank,
@@ -611,7 +612,7 @@ impl<J: Job> Engine<J> {
         let state = State {
             queue: Queue::default(),
             limits: (!limits.is_empty()).then(|| Box::new(Limits::new(limits))),
-            rate_timer: false,
+            rate_timers: rate::RateTimers::default(),
             max_concurrency,
             running: 0,
             reserved: 0,

@@ -80,7 +80,9 @@ impl<T: Ordered> Queue<T> {
     /// Puts back an item that left the queue and did not start (a job handed to a slot of
     /// its own runtime that found the rate window full): at its place by seq among the
     /// items of its priority, before the first later one, so that several put back keep
-    /// their order. Items put back at the front (interrupted runs) are passed over.
+    /// their order. In a ring it may go ahead of an item pushed to the front with a later
+    /// seq (an interrupted re-run): only their order changes (in a sorted queue such items
+    /// stay first).
     pub(crate) fn put_back(&mut self, item: T) {
         match self {
             Queue::Fifo(ring) if item.priority() == 0 => {

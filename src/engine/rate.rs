@@ -9,18 +9,72 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::job::Job;
+use super::runtimes::{is_multi_thread, RtRef, Runtimes};
 use super::{Deferred, Engine, State};
+
+/// The runtimes on which a rate timer is armed, each at most once. One is enough, but on
+/// a current-thread runtime it fires only while some thread drives that runtime: when
+/// every armed timer is on another current-thread runtime, a runtime being driven arms
+/// one more (`only_on_others_of`), as the reap timer does (findings 145 and 147 of
+/// RELIABILITY.md). A runtime driven a moment, to take back a job another runtime had
+/// handed it (finding 312), would otherwise hold every other runtime's jobs back until
+/// it is driven again (finding 314). A timer more only fills free slots once more.
+#[derive(Default)]
+pub(super) struct RateTimers(Vec<RtRef>);
+
+impl RateTimers {
+    /// Whether any is armed.
+    pub(super) fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether every armed timer is on a current-thread runtime other than `rt` (so that
+    /// `rt`, driven now, may need one of its own).
+    pub(super) fn only_on_others_of(&self, runtimes: &Runtimes, rt: RtRef) -> bool {
+        !self.0.contains(&rt)
+            && self
+                .0
+                .iter()
+                .all(|&t| runtimes.handle(t).is_none_or(|h| !is_multi_thread(h)))
+    }
+
+    /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`.
+    pub(super) fn arm<J: Job>(
+        &mut self,
+        runtimes: &Runtimes,
+        handle: &Handle,
+        at: Instant,
+        later: &mut Deferred<J>,
+    ) {
+        let Some(rt) = runtimes.known(handle) else {
+            return;
+        };
+        if !self.0.contains(&rt) {
+            self.0.push(rt);
+            later.rate_timer = Some(Box::new((handle.clone(), rt, at)));
+        }
+    }
+
+    /// The timer on `rt` ended (fired, let go, or dropped with its runtime).
+    fn disarm(&mut self, rt: RtRef) {
+        self.0.retain(|&t| t != rt);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 impl<J: Job> Engine<J> {
     /// A rate timer was dropped unfired with its runtime (before or after that runtime's
     /// sentinel told the pool): that runtime is gone, and another timer is armed on a
     /// live one if the window still holds jobs back. Without this, a timer dropped before
     /// its first poll left `rate_timer` set, and no timer was ever armed again.
-    pub(super) fn rate_timer_lost(self: &Arc<Self>, handle: &Handle) {
+    pub(super) fn rate_timer_lost(self: &Arc<Self>, handle: &Handle, timer_rt: RtRef) {
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
-            st.rate_timer = false;
+            st.rate_timers.disarm(timer_rt);
             if let Some(rt) = st.runtimes.known(handle) {
                 self.runtime_gone(&mut st, rt, &mut later);
             }
@@ -32,12 +86,12 @@ impl<J: Job> Engine<J> {
 
     /// The rate window allows a start again: give free slots to queued jobs. Called by
     /// the timer task, on a runtime that is being driven now: the slot tasks go there.
-    pub(super) fn rate_tick(self: &Arc<Self>) {
+    pub(super) fn rate_tick(self: &Arc<Self>, timer_rt: RtRef) {
         let current = Handle::try_current().ok();
         let mut later = Deferred::default();
         {
             let mut st = self.lock();
-            st.rate_timer = false;
+            st.rate_timers.disarm(timer_rt);
             let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
             self.fill_free(&mut st, rt, &mut later);
             self.gauges(&st);
@@ -50,7 +104,7 @@ impl<J: Job> Engine<J> {
     /// and its queue is empty). Its task then lets the engine go at once, rather than
     /// hold it until it fires, up to `per` later (finding 176 of RELIABILITY.md).
     pub(super) fn rate_timer_unneeded(st: &State<J>) -> bool {
-        st.rate_timer && st.closed && st.queue.len() == 0
+        st.rate_timers.any() && st.closed && st.queue.len() == 0
     }
 
     /// Under the lock, where the pool closes or its queue loses jobs that will not start:
@@ -62,29 +116,32 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Called by an armed rate timer's task, woken by [`rate_idle`](Self::rate_idle):
-    /// `true`, and the timer disarmed, if it has nothing left to start.
-    pub(super) fn rate_timer_release(&self) -> bool {
+    /// Called by the task of the rate timer armed on `timer_rt`, woken by
+    /// [`rate_idle`](Self::rate_idle): `true`, and the timer disarmed, if it has nothing
+    /// left to start.
+    pub(super) fn rate_timer_release(&self, timer_rt: RtRef) -> bool {
         let mut st = self.lock();
         let unneeded = Self::rate_timer_unneeded(&st);
         if unneeded {
-            st.rate_timer = false;
+            st.rate_timers.disarm(timer_rt);
         }
         unneeded
     }
 }
 
 /// Looks at the queue again when the rate window allows the next start; spawned on
-/// `handle`'s runtime.
+/// `handle`'s runtime, the pool's runtime `rt`.
 pub(super) fn rate_timer<J: Job>(
     engine: Arc<Engine<J>>,
     handle: Handle,
+    rt: RtRef,
     at: Instant,
 ) -> impl Future<Output = ()> + Send + 'static {
     // Made before the first poll: a runtime that shuts down drops the task unpolled too.
     let mut armed = Armed {
         engine: Some(engine),
         handle,
+        rt,
     };
     async move {
         let mut fires = pin!(tokio::time::sleep_until(at));
@@ -93,7 +150,7 @@ pub(super) fn rate_timer<J: Job>(
             let mut idle = pin!(engine.rate_idle.notified());
             // Registered before the look: a pool closed or emptied after it wakes this.
             idle.as_mut().enable();
-            if engine.rate_timer_release() {
+            if engine.rate_timer_release(armed.rt) {
                 // Nothing left to start: let the engine go now, not when the timer fires
                 // (without `rate_timer_lost`: its runtime is alive).
                 drop(armed.engine.take());
@@ -105,7 +162,7 @@ pub(super) fn rate_timer<J: Job>(
             }
         }
         if let Some(engine) = armed.engine.take() {
-            engine.rate_tick();
+            engine.rate_tick(armed.rt);
         }
     }
 }
@@ -115,12 +172,13 @@ pub(super) fn rate_timer<J: Job>(
 pub(super) struct Armed<J: Job> {
     engine: Option<Arc<Engine<J>>>,
     handle: Handle,
+    rt: RtRef,
 }
 
 impl<J: Job> Drop for Armed<J> {
     fn drop(&mut self) {
         if let Some(engine) = self.engine.take() {
-            engine.rate_timer_lost(&self.handle);
+            engine.rate_timer_lost(&self.handle, self.rt);
         }
     }
 }

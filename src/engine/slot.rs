@@ -173,7 +173,8 @@ impl<J: Job> Slot<J> {
     /// for it now, the job goes back to the queue, at its place by id (several put back
     /// keep their order), as a job the window holds back: its key and weight given back,
     /// the rate timer armed. This slot then gives its place up: `None`, and the slot task
-    /// ends.
+    /// ends. A job that will not run (aborted, or covered by a `cancel_all`, since it left
+    /// the queue) gives its start back and is dropped here unrun, never put back.
     fn restart(&mut self, q: Queued<J>) -> Option<Queued<J>> {
         let engine = Arc::clone(&self.engine);
         let mut later = Deferred::default();
@@ -192,6 +193,18 @@ impl<J: Job> Slot<J> {
             let Some(at) = entry.charged else {
                 return Some(q); // it spent no start (aborted when it left the queue)
             };
+            // One that will not run (its handle aborted it, or a `cancel_all` covers it,
+            // since it left the queue) is not held back as one that runs would be: its
+            // start is given back (as a job aborted while queued spends none), and this
+            // slot drops it unrun now. Put back, it kept its place, its handle's result
+            // (a `cancel_all`'s) and the waits for it until the window let it "start".
+            let mark = engine.cancel_before.load(Ordering::Acquire);
+            let covered = q.id < mark && st.cancel_spared != Some(q.id);
+            if covered || q.job.aborted().is_some() {
+                limits.unstarted(at);
+                entry.charged = None;
+                return Some(q);
+            }
             if let Some(at) = limits.restart(at, Instant::now()) {
                 entry.charged = Some(at);
                 return Some(q);

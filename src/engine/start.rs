@@ -185,17 +185,23 @@ impl<J: Job> Engine<J> {
                 // Reserve only for jobs that may start now, or claimers would find none.
                 let now = Instant::now();
                 let tokens = limits.rate_tokens(now).saturating_sub(st.reserved);
-                if tokens == 0 && !st.rate_timer {
+                if tokens == 0 {
                     if let Some(at) = limits.rate_ready_at(now).filter(|_| limits.rate_reopens()) {
-                        // On a runtime that runs it without anyone driving it, if the
-                        // pool knows one (see `driven_handle`).
-                        let timer = st
-                            .runtimes
-                            .driven_handle(timer_rt.unwrap_or(rt))
-                            .unwrap_or_else(|| st.runtimes.known_handle(rt))
-                            .clone();
-                        st.rate_timer = true;
-                        later.rate_timer = Some(Box::new((timer, at)));
+                        if !st.rate_timers.any() {
+                            // On a runtime that runs it without anyone driving it, if the
+                            // pool knows one (see `driven_handle`).
+                            let timer = st
+                                .runtimes
+                                .driven_handle(timer_rt.unwrap_or(rt))
+                                .unwrap_or_else(|| st.runtimes.known_handle(rt));
+                            st.rate_timers.arm(&st.runtimes, timer, at, later);
+                        } else if st.rate_timers.only_on_others_of(&st.runtimes, rt) {
+                            // Every armed timer is on another current-thread runtime,
+                            // which may be driven only for a moment: one more here, on
+                            // the runtime being driven now (RELIABILITY.md, 314).
+                            let timer = st.runtimes.known_handle(rt);
+                            st.rate_timers.arm(&st.runtimes, timer, at, later);
+                        }
                     }
                 }
                 // At the exit take-over, a full window that never reopens
@@ -311,20 +317,19 @@ impl<J: Job> Engine<J> {
         let State {
             queue,
             limits,
-            rate_timer,
+            rate_timers,
             runtimes,
             ..
         } = st;
         let limits = limits.as_deref_mut().expect("checked above");
         let now = Instant::now();
         if let Some(at) = limits.rate_ready_at(now) {
-            if !*rate_timer && limits.rate_reopens() {
+            if !rate_timers.any() && limits.rate_reopens() {
                 let handle = runtimes
                     .live_or_any(Some(timer_rt))
                     .and_then(|rt| runtimes.driven_handle(rt));
                 if let Some(handle) = handle {
-                    *rate_timer = true;
-                    later.rate_timer = Some(Box::new((handle.clone(), at)));
+                    rate_timers.arm(runtimes, handle, at, later);
                 }
             }
             return None;
