@@ -18,7 +18,7 @@ use super::{Deferred, Engine, State};
 /// one more (`only_on_others_of`), as the reap timer does (findings 145 and 147 of
 /// RELIABILITY.md). A runtime driven a moment, to take back a job another runtime had
 /// handed it (finding 312), would otherwise hold every other runtime's jobs back until
-/// it is driven again (finding 314). A timer more only fills free slots once more.
+/// it is driven again (finding 317). A timer more only fills free slots once more.
 #[derive(Default)]
 pub(super) struct RateTimers(Vec<RtRef>);
 
@@ -38,7 +38,9 @@ impl RateTimers {
                 .all(|&t| runtimes.handle(t).is_none_or(|h| !is_multi_thread(h)))
     }
 
-    /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`.
+    /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`; none
+    /// if `later` already spawns one (a timer listed is always spawned: one listed and
+    /// never spawned would hold every later arming back).
     pub(super) fn arm<J: Job>(
         &mut self,
         runtimes: &Runtimes,
@@ -46,8 +48,11 @@ impl RateTimers {
         at: Instant,
         later: &mut Deferred<J>,
     ) {
-        let Some(rt) = runtimes.known(handle) else {
+        if later.rate_timer.is_some() {
             return;
+        }
+        let Some(rt) = runtimes.serial_of(handle) else {
+            return; // not reached: the callers pass handles of registered runtimes
         };
         if !self.0.contains(&rt) {
             self.0.push(rt);

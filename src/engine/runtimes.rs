@@ -174,6 +174,18 @@ impl Runtimes {
             .map(|e| e.serial)
     }
 
+    /// The number of a runtime the pool registered, alive or not (a handle taken from a
+    /// live entry whose runtime may have died since: a rate timer armed there is dropped
+    /// with it, and says so by this number).
+    pub(crate) fn serial_of(&self, handle: &Handle) -> Option<RtRef> {
+        let id = handle.id();
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.id == id)
+            .map(|e| e.serial)
+    }
+
     /// Like [`enter`](Self::enter), for a runtime offered by a `wait` or a waiting submit:
     /// it becomes known (jobs that lose their runtime may run there), but the home only if
     /// the pool has no live home, so that plain threads' jobs stay where they were going.

@@ -198,7 +198,7 @@ impl<J: Job> Engine<J> {
                         } else if st.rate_timers.only_on_others_of(&st.runtimes, rt) {
                             // Every armed timer is on another current-thread runtime,
                             // which may be driven only for a moment: one more here, on
-                            // the runtime being driven now (RELIABILITY.md, 314).
+                            // the runtime being driven now (RELIABILITY.md, 317).
                             let timer = st.runtimes.known_handle(rt);
                             st.rate_timers.arm(&st.runtimes, timer, at, later);
                         }
