@@ -483,7 +483,8 @@ impl Worker {
         guard.tasks.push(maintenance.abort_handle());
         // The read in flight (and a maintenance call) may outlast a stop's deadline by up
         // to `block` plus the response timeout (Redis slow or not answering): running
-        // handlers are aborted at the deadline meanwhile, not when they return.
+        // handlers are aborted at the deadline meanwhile, not when they return, and the
+        // reads are left `block` and `READ_GRACE` after it (see `abort_at_deadline`).
         tokio::select! {
             _ = async {
                 read_loop(inner, &tx).await;
@@ -577,9 +578,9 @@ impl Worker {
     /// in flight is waited for until `block` and 0.5 s past the deadline, the drain's
     /// calls until `block` and 2 s past it, and what could not be put back by then stays
     /// pending ([`ShutdownReport::left_pending`]), for other workers to reclaim after the
-    /// lease. A `timeout` too long to be added to the current
-    /// time (`Duration::MAX`), or ending within a second of the largest time that can be,
-    /// sets no deadline: as [`shutdown`](Self::shutdown).
+    /// lease. A `timeout` too long to be added to the current time (`Duration::MAX`), or
+    /// ending within a second of the largest time that can be, sets no deadline: as
+    /// [`shutdown`](Self::shutdown).
     /// Called inside one of this worker's own handlers, it requests the stop and returns
     /// at once, as [`shutdown`](Self::shutdown) does there (see it for what "inside"
     /// means); the calling job is aborted and put back too if it still runs at the
