@@ -396,7 +396,7 @@ impl<J: Job> Engine<J> {
             // A job an earlier `cancel_all` covered and did not spare stays covered, even
             // if its slot has not applied that mark yet (written only under the lock).
             let before = self.cancel_before.load(Ordering::Relaxed);
-            let spared = spared.filter(|&id| !(id < before && st.cancel_spared != Some(id)));
+            let spared = spared.filter(|&id| !st.cancel_covers(id, before));
             st.cancel_reason = reason;
             st.cancel_spared = spared;
             // Release: a slot that sees the new mark (Acquire) reads this reason.

@@ -361,6 +361,13 @@ struct State<J> {
 }
 
 impl<J> State<J> {
+    /// Whether the last `cancel_all` (or shutdown deadline), whose mark is `mark` (the
+    /// pool's `cancel_before`), covers job `id`: accepted before it, and not the job it
+    /// spared.
+    fn cancel_covers(&self, id: u64, mark: u64) -> bool {
+        id < mark && self.cancel_spared != Some(id)
+    }
+
     /// Takes a place for a job if the pool is open and has room; given back when the job
     /// ends (or by [`Engine::unadmit`]).
     fn take_place(&mut self) -> Result<(), AdmitError> {
@@ -693,11 +700,6 @@ impl<J: Job> Engine<J> {
 
     pub(crate) fn max_concurrency(&self) -> usize {
         self.max_concurrency.load(Ordering::Relaxed)
-    }
-
-    /// Whether the pool has a rate window (fixed when it is built: no lock needed).
-    pub(crate) fn rate_limited(&self) -> bool {
-        self.needs_timers
     }
 
     pub(crate) fn max_queue_size(&self) -> usize {

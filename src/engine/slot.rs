@@ -157,7 +157,7 @@ impl<J: Job> Slot<J> {
         let mut slot = Slot::make(engine, key, generation, q.rt, polling);
         slot.next = Some(q);
         // Its start was charged by the slot that handed it over (see `restart`).
-        slot.recharge = slot.engine.rate_limited();
+        slot.recharge = slot.engine.needs_timers();
         slot
     }
 
@@ -184,6 +184,7 @@ impl<J: Job> Slot<J> {
             if st.generation != self.generation {
                 return Some(q); // the exit took the pool over: as any stale slot's job
             }
+            let covered = st.cancel_covers(q.id, engine.cancel_before.load(Ordering::Acquire));
             let Some(limits) = st.limits.as_deref_mut() else {
                 return Some(q);
             };
@@ -198,8 +199,6 @@ impl<J: Job> Slot<J> {
             // start is given back (as a job aborted while queued spends none), and this
             // slot drops it unrun now. Put back, it kept its place, its handle's result
             // (a `cancel_all`'s) and the waits for it until the window let it "start".
-            let mark = engine.cancel_before.load(Ordering::Acquire);
-            let covered = q.id < mark && st.cancel_spared != Some(q.id);
             if covered || q.job.aborted().is_some() {
                 limits.unstarted(at);
                 entry.charged = None;
@@ -305,7 +304,7 @@ impl<J: Job> Slot<J> {
         match after {
             After::Run(q) | After::YieldThenRun(q) => {
                 // Its start was charged now; it runs after the yield (see `restart`).
-                self.recharge = self.engine.rate_limited();
+                self.recharge = self.engine.needs_timers();
                 self.next = Some(q);
                 cx.waker().wake_by_ref();
                 Poll::Pending
@@ -633,7 +632,7 @@ impl<J: Job> Slot<J> {
                 // again after its runtime ended or at exit): it starts as it was left.
                 let covered = if id < mark {
                     let st = this.engine.lock();
-                    (st.cancel_spared != Some(id)).then_some(st.cancel_reason)
+                    st.cancel_covers(id, mark).then_some(st.cancel_reason)
                 } else {
                     None
                 };
