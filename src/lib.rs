@@ -268,8 +268,9 @@
 //!   `closed`, `would_deadlock`, `no_runtime`, `timed_out`, `too_heavy`),
 //!   `task panicked` (WARN; `pool`, `error` with the panic message, inside the task's span)
 //!   and `task cancelled` (DEBUG; `pool`, `reason`: `aborted`, `cancel_all`, `abandoned`,
-//!   `runtime_shutdown`, `would_deadlock`; inside the task's span, or with a `task_id`
-//!   field for a task cancelled before it started).
+//!   `runtime_shutdown`, `would_deadlock`; inside the task's span, or, for a task
+//!   cancelled before it started, with a `task_id` field and no parent span: the span
+//!   current where it was cancelled may be another task's, whose events it is not).
 //! - **`metrics`**: figures through the [`metrics`](https://docs.rs/metrics) facade, each
 //!   labelled `pool` (the builder's `name`). Counters `nb_aiopool_tasks_submitted`,
 //!   `nb_aiopool_tasks_completed`, `nb_aiopool_tasks_panicked` and
@@ -277,16 +278,19 @@
 //!   `nb_aiopool_tasks_queued` and `nb_aiopool_tasks_running` (as `PoolStats::queued` and
 //!   `running`; pools sharing a name add up, as their counters do: each moves the gauges
 //!   by its own changes); histograms `nb_aiopool_queue_wait_seconds` (accepted to
-//!   started) and `nb_aiopool_run_time_seconds` (started to ended), in seconds. A pool
-//!   registers its metrics when it is built: install the recorder before building pools.
-//!   The counters and gauges are updated under the pool's lock, where [`PoolStats`]
+//!   started; a SmartAioPool re-run records one more sample, from its return to the
+//!   queue) and `nb_aiopool_run_time_seconds` (started to ended; a SmartAioPool run cut
+//!   off by its runtime's end, to run again, records none), in seconds. A pool registers
+//!   its metrics when it is built, and describes them (with their units) to the
+//!   recorder: install the recorder before building pools. The counters and gauges are updated under the pool's lock, where [`PoolStats`]
 //!   counts, so that the two agree: a recorder must not call into the pool from them (it
 //!   would deadlock), and one that blocks holds the pool up while it does.
 //!
 //! A subscriber or recorder that panics when a pool calls it costs only that record (the
 //! span, event or figure of that call; the panic hook still prints the panic): the pool
 //! catches the panic, and its tasks, handles, `wait()`, `shutdown` and [`PoolStats`] go
-//! on as if the call had returned. A gauge move lost so is made at the next one; a span
+//! on as if the call had returned. A gauge move lost so is made at the next one (at the
+//! latest when the pool is dropped, which takes its share of the gauges back to 0); a span
 //! whose entry panicked is left again; a metric whose registration panicked (at `build`)
 //! stays unrecorded for that pool. The task's own calls (its events, in its span) are its
 //! own: a panic there is the task's panic.

@@ -94,8 +94,8 @@ struct Metrics {
 /// counters do, instead of each setting the gauge to its own figure.
 ///
 /// Called under the engine's lock. The figure is stored once the gauge has moved: a move
-/// lost to a recorder that panicked is made at the next call, so the gauge cannot stay
-/// off from `PoolStats` for good.
+/// lost to a recorder that panicked is made at the next call (the last one is the
+/// engine's drop, to 0), so the gauge cannot stay off from `PoolStats` for good.
 #[cfg(feature = "metrics")]
 fn move_gauge(gauge: &metrics::Gauge, last: &std::sync::atomic::AtomicUsize, now: usize) {
     let before = last.load(std::sync::atomic::Ordering::Relaxed);
@@ -129,6 +129,7 @@ impl Observer {
         #[cfg(feature = "metrics")]
         let metrics = {
             use metrics::{counter, gauge, histogram};
+            describe_metrics();
             let pool = name.to_string();
             // A registration that panics leaves that figure unrecorded (a no-op handle).
             let counter = |name: &'static str| {
@@ -226,6 +227,11 @@ impl Observer {
     /// A task was cancelled before it started (outside the lock): while queued, in its
     /// slot before its start (a `cancel_all` that covered it, or an abort, after it left
     /// the queue), or with its slot task.
+    ///
+    /// A root event (no parent span), named by its `task_id` field: the span current here
+    /// is the canceller's, which may be another task's `task` span (a cancel-on-error
+    /// group's failing task aborts the others from its poll, a job calls `cancel_all`, a
+    /// nested wait is refused), and an event in it would be taken for that task's.
     #[inline(always)]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn cancelled(&self, id: u64, reason: crate::error::CancelReason) {
@@ -234,6 +240,7 @@ impl Observer {
             || {
                 tracing::debug!(
                     target: "nb_aiopool",
+                    parent: None,
                     pool = %self.name,
                     task_id = id,
                     reason = reason_name(reason),
@@ -274,7 +281,7 @@ impl Observer {
                 tracing::Span::none,
             ),
             #[cfg(feature = "metrics")]
-            started: now,
+            started: Some(now),
         }
     }
 
@@ -304,7 +311,11 @@ impl Observer {
     pub(crate) fn ended(&self, run: &Running, outcome: Outcome, error: Option<&str>) {
         #[cfg(feature = "metrics")]
         quietly(
-            || self.metrics.run_time.record(run.started.elapsed()),
+            || {
+                if let Some(started) = run.started {
+                    self.metrics.run_time.record(started.elapsed());
+                }
+            },
             || (),
         );
         #[cfg(feature = "tracing")]
@@ -404,6 +415,59 @@ fn clock_now() -> tokio::time::Instant {
     }
 }
 
+/// Tells the recorder what the pool's metrics are and their units (the histograms are in
+/// seconds), for exporters that show them. Called at each pool's build: a recorder keeps
+/// the last description of a name. A recorder that panics here loses the descriptions.
+#[cfg(feature = "metrics")]
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    quietly(
+        || {
+            describe_counter!(
+                "nb_aiopool_tasks_submitted",
+                Unit::Count,
+                "Tasks a pool accepted."
+            );
+            describe_counter!(
+                "nb_aiopool_tasks_completed",
+                Unit::Count,
+                "Tasks that returned their output."
+            );
+            describe_counter!(
+                "nb_aiopool_tasks_panicked",
+                Unit::Count,
+                "Tasks that panicked."
+            );
+            describe_counter!(
+                "nb_aiopool_tasks_cancelled",
+                Unit::Count,
+                "Tasks cancelled: aborted, by cancel_all, abandoned, by their runtime's end or refused as a deadlock."
+            );
+            describe_gauge!(
+                "nb_aiopool_tasks_queued",
+                Unit::Count,
+                "Tasks waiting in a pool's queue."
+            );
+            describe_gauge!(
+                "nb_aiopool_tasks_running",
+                Unit::Count,
+                "Tasks a pool runs now, with those a slot took and has not polled yet."
+            );
+            describe_histogram!(
+                "nb_aiopool_queue_wait_seconds",
+                Unit::Seconds,
+                "From a task's acceptance (or a re-run's return to the queue) to its start."
+            );
+            describe_histogram!(
+                "nb_aiopool_run_time_seconds",
+                Unit::Seconds,
+                "From a task's start to its end."
+            );
+        },
+        || (),
+    );
+}
+
 /// Taken when a task is queued: when, and the span current at its submit.
 pub(crate) struct Stamp {
     #[cfg(feature = "metrics")]
@@ -440,19 +504,21 @@ impl Stamp {
 pub(crate) struct Running {
     #[cfg(feature = "tracing")]
     span: tracing::Span,
+    /// `None` while the slot runs no task (before its first, and after each end, which
+    /// resets it without reading the clock).
     #[cfg(feature = "metrics")]
-    started: tokio::time::Instant,
+    started: Option<tokio::time::Instant>,
 }
 
 impl Running {
-    /// Before the first task.
+    /// While the slot runs no task.
     #[inline(always)]
     pub(crate) fn none() -> Self {
         Running {
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
             #[cfg(feature = "metrics")]
-            started: clock_now(),
+            started: None,
         }
     }
 

@@ -54,7 +54,9 @@
 pub struct PoolStats {
     /// Tasks accepted and waiting for a free slot.
     pub queued: usize,
-    /// Tasks running now: never more than the pool's `max_concurrency`, except after
+    /// Tasks running now, counted from when a slot takes a task from the queue, a moment
+    /// before it first polls it (longer while the slot's runtime is not driven): never
+    /// more than the pool's `max_concurrency`, except after
     /// `set_max_concurrency` lowered it under the tasks running then, which finish (no new
     /// task starts until `running` is below the new size).
     pub running: usize,

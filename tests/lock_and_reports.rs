@@ -11,6 +11,7 @@
 // A `block_on` block hands back a handle, to await on another runtime.
 #![allow(clippy::async_yields_async)]
 
+mod metric_figures;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -629,27 +630,7 @@ mod stuck_mark {
         pub struct Staller;
 
         impl metrics::Recorder for Staller {
-            fn describe_counter(
-                &self,
-                _: metrics::KeyName,
-                _: Option<metrics::Unit>,
-                _: metrics::SharedString,
-            ) {
-            }
-            fn describe_gauge(
-                &self,
-                _: metrics::KeyName,
-                _: Option<metrics::Unit>,
-                _: metrics::SharedString,
-            ) {
-            }
-            fn describe_histogram(
-                &self,
-                _: metrics::KeyName,
-                _: Option<metrics::Unit>,
-                _: metrics::SharedString,
-            ) {
-            }
+            crate::metric_figures::no_descriptions!();
             fn register_counter(
                 &self,
                 _: &metrics::Key,

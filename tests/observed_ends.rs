@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 #![allow(clippy::async_yields_async)]
 
+mod metric_figures;
 mod support;
 
 #[cfg(feature = "tracing")]
@@ -46,27 +47,7 @@ impl metrics::HistogramFn for Hist {
 }
 
 impl metrics::Recorder for Samples {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
+    metric_figures::no_descriptions!();
     fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         metrics::Counter::noop()
     }

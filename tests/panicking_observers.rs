@@ -11,6 +11,7 @@
 //! tests of this file run one at a time and say through [`PANIC_AT`] which call panics.
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
+mod metric_figures;
 mod support;
 
 use std::collections::HashMap;
@@ -163,27 +164,7 @@ fn gauge(name: &str, pool: &str) -> f64 {
 }
 
 impl metrics::Recorder for PanickyRecorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
+    metric_figures::no_descriptions!();
     fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         boom(REGISTER);
         metrics::Counter::from_arc(Arc::new(PanickyMetric))

@@ -109,7 +109,7 @@ impl<J: Job> Engine<J> {
             Self::clamp_reserved_to_startable(&mut st, &mut later);
             // A heavy job at the head holds back the lighter ones behind it.
             self.fill_free(&mut st, None, &mut later);
-            self.gauges(&st);
+            self.changed(&st);
             // After the exit take-over, not on the runtime it was queued for, which
             // `process::exit` may have frozen (alive, never driven again).
             let rt = Some(q.rt)
@@ -295,7 +295,7 @@ impl<J: Job> Engine<J> {
             for id in ids {
                 Self::wait_end(&mut st, id, later);
             }
-            self.gauges(&st);
+            self.changed(&st);
         }
         if !later.spawns.is_empty() {
             for (handle, slot) in std::mem::take(&mut later.spawns) {

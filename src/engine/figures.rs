@@ -17,10 +17,12 @@ impl<J: Job> Engine<J> {
         &self.observer
     }
 
-    /// Under the lock: the metrics gauges follow `PoolStats::queued` and `running`.
+    /// Under the lock, at the end of every critical section that changes the queue, the
+    /// reservations, `running` or the runtimes: the metrics gauges follow
+    /// `PoolStats::queued` and `running`, and a stranded pool that no longer is stops
+    /// being counted ([`unstrand`](Self::unstrand)).
     #[inline(always)]
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(super) fn gauges(&self, st: &State<J>) {
+    pub(super) fn changed(&self, st: &State<J>) {
         #[cfg(feature = "metrics")]
         self.observer
             .gauges(st.queue.len() - st.reserved, st.running);

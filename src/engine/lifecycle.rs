@@ -289,7 +289,7 @@ impl<J: Job> Engine<J> {
             // Its claimers go to this runtime (also one for jobs whose claimers are
             // elsewhere: see `claim_here`).
             self.fill_free(&mut st, rt, &mut later);
-            self.gauges(&st);
+            self.changed(&st);
         }
         self.run_deferred(&mut later);
         can_run
@@ -414,7 +414,7 @@ impl<J: Job> Engine<J> {
                 st.queue.push_front(q);
             }
             Self::clamp_reserved(&mut st, &mut later);
-            self.gauges(&st);
+            self.changed(&st);
             wakers = st
                 .slots
                 .iter_mut()
@@ -517,7 +517,7 @@ impl<J: Job> Engine<J> {
             // taken for an interrupted one. (With runs still inside a poll elsewhere,
             // nothing starts before they are settled below either: they hold their slots,
             // and their keys and weights, till then.)
-            self.gauges(&st);
+            self.changed(&st);
         }
         self.run_deferred(&mut later);
         if busy.is_empty() {
@@ -562,7 +562,7 @@ impl<J: Job> Engine<J> {
             }
             // Started by the exit hook (see above); but a job a thread that goes on
             // submitted during the wait, and found held back, is started by it too.
-            self.gauges(&st);
+            self.changed(&st);
         }
         drop_quietly(settled);
         self.run_deferred(&mut later);

@@ -924,23 +924,23 @@ impl<J: Job> Drop for Engine<J> {
         figures.unfinished -= queued;
         figures.lost += queued as u64;
         // They are cancelled here, counted and reported as any cancellation of a queued
-        // job is (the `metrics` counter and the queued gauge back to 0, the `tracing`
-        // event with its `task_id`), each after its handle is told: nothing else would
-        // ever count them. No lock is held: the engine is going.
+        // job is (the `metrics` counter, the `tracing` event with its `task_id`), each
+        // after its handle is told: nothing else would ever count them. No lock is held:
+        // the engine is going.
         let left = st.queue.extract_if(|_| true);
-        if !left.is_empty() {
-            let reason_of =
-                |q: &Queued<J>| q.job.aborted().unwrap_or(CancelReason::RuntimeShutdown);
-            for q in &left {
-                self.observer.counted(Outcome::Cancelled(reason_of(q)));
-            }
-            #[cfg(feature = "metrics")]
-            self.observer.gauges(0, st.running);
-            for q in left {
-                let (id, reason) = (q.id, reason_of(&q));
-                drop_quietly(q);
-                self.observer.cancelled(id, reason);
-            }
+        let reason_of = |q: &Queued<J>| q.job.aborted().unwrap_or(CancelReason::RuntimeShutdown);
+        for q in &left {
+            self.observer.counted(Outcome::Cancelled(reason_of(q)));
+        }
+        // A pool gone queues and runs nothing: its share of the gauges goes back to 0,
+        // also a move a recorder's panic lost (made "at the next one", and this is the
+        // last).
+        #[cfg(feature = "metrics")]
+        self.observer.gauges(0, 0);
+        for q in left {
+            let (id, reason) = (q.id, reason_of(&q));
+            drop_quietly(q);
+            self.observer.cancelled(id, reason);
         }
         if figures.lost > 0 || figures.unfinished > 0 || figures.held_back > 0 {
             if let Some(hook) = &self.on_drop {

@@ -187,7 +187,7 @@ impl<J: Job> Engine<J> {
                         later.stamps.push(q.stamp);
                     }
                     Self::clamp_reserved(st, &mut later);
-                    self.gauges(st);
+                    self.changed(st);
                 }
             }
             // After the cancels (their handles end their counted waits): look again.

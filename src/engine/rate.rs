@@ -84,7 +84,7 @@ impl<J: Job> Engine<J> {
                 self.runtime_gone(&mut st, rt, &mut later);
             }
             self.fill_free(&mut st, None, &mut later);
-            self.gauges(&st);
+            self.changed(&st);
         }
         self.run_deferred(&mut later);
     }
@@ -99,7 +99,7 @@ impl<J: Job> Engine<J> {
             st.rate_timers.disarm(timer_rt);
             let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
             self.fill_free(&mut st, rt, &mut later);
-            self.gauges(&st);
+            self.changed(&st);
         }
         self.run_deferred(&mut later);
     }

@@ -216,7 +216,7 @@ impl<J: Job> Slot<J> {
             });
             Engine::vacate(st, &mut later);
             engine.fill_free(st, Some(self.rt), &mut later);
-            engine.gauges(st);
+            engine.changed(st);
         }
         self.done = true;
         engine.run_deferred(&mut later);
@@ -287,7 +287,7 @@ impl<J: Job> Slot<J> {
             let later = &mut *record;
             let next = engine.take_next(&mut st, self.rt, self.key, later);
             engine.fill_free(&mut st, Some(self.rt), later);
-            engine.gauges(&st);
+            engine.changed(&st);
             match next {
                 Some(q) if must_yield_first(self.multi_thread, later) => After::YieldThenRun(q),
                 Some(q) => After::Run(q),
@@ -453,7 +453,7 @@ impl<J: Job> Slot<J> {
                 After::Exit
             };
             engine.fill_free(&mut st, Some(self.rt), later);
-            engine.gauges(&st);
+            engine.changed(&st);
             if !matches!(after, After::Run(_)) {
                 Engine::reap_idle(&mut st, later);
             }
@@ -832,7 +832,7 @@ impl<J: Job> Drop for Slot<J> {
             }
             engine.runtime_gone(&mut st, self.rt, &mut later);
             engine.fill_free(&mut st, None, &mut later);
-            engine.gauges(&st);
+            engine.changed(&st);
         }
         if let Some((reason, told_id)) = told {
             if std::mem::take(&mut self.unstarted) {

@@ -419,7 +419,7 @@ impl<J: Job> Engine<J> {
             // driven now (see `wake_rt`).
             let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
             self.fill_free(&mut st, rt, &mut later);
-            self.gauges(&st);
+            self.changed(&st);
         }
         self.run_deferred(&mut later);
         self.size_watchers.wake_all();

@@ -102,7 +102,7 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, at the end of every critical section that changes the queue or
-    /// the runtimes ([`gauges`](Self::gauges)): a stranded pool that no longer is (a
+    /// the runtimes ([`changed`](Self::changed)): a stranded pool that no longer is (a
     /// runtime made known, or its queue emptied by aborts or a `cancel_all`) stops being
     /// counted. One load otherwise. (Only a runtime's end strands a pool.)
     #[inline(always)]
@@ -253,7 +253,7 @@ impl<J: Job> Deaths for Engine<J> {
             let mut st = self.lock();
             self.runtime_gone(&mut st, rt, &mut later);
             self.fill_free(&mut st, None, &mut later);
-            self.gauges(&st);
+            self.changed(&st);
         }
         self.run_deferred(&mut later);
     }

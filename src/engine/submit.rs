@@ -295,7 +295,7 @@ impl<J: Job> Engine<J> {
                 Self::clamp_reserved_to_startable(st, &mut later);
             }
             self.fill_free(st, Some(rt), &mut later);
-            self.gauges(st);
+            self.changed(st);
             if reap && entered.is_some() && st.graves.for_submitter() && !context::polling_a_task()
             {
                 Self::reap(st, &mut later);

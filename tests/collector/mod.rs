@@ -39,12 +39,17 @@ impl Fields {
     }
 }
 
-struct SpanRec {
-    meta: &'static Metadata<'static>,
-    fields: Fields,
-    parent: Option<u64>,
+/// A span as recorded.
+#[derive(Debug, Clone)]
+pub struct SpanRec {
+    pub meta: &'static Metadata<'static>,
+    pub fields: Fields,
+    pub parent: Option<u64>,
     /// Handles to the span not closed yet (`clone_span` adds one, `try_close` takes one).
-    refs: usize,
+    pub refs: usize,
+    /// Times it was entered and left.
+    pub enters: usize,
+    pub exits: usize,
 }
 
 /// An event as recorded: its level, its fields, the span it was emitted in (its explicit
@@ -65,7 +70,6 @@ struct Log {
     spans: Mutex<HashMap<u64, SpanRec>>,
     /// (level, fields, span)
     events: Mutex<Vec<(Level, Fields, Option<u64>)>>,
-    stack: Mutex<Vec<u64>>,
     next: AtomicU64,
     /// While set: `try_close` and `current_span` read the pool's stats from another thread
     /// and count the calls for which that read was blocked (made under the pool's lock).
@@ -78,9 +82,14 @@ struct Log {
 #[derive(Clone, Default)]
 pub struct Collector(Arc<Log>);
 
+thread_local! {
+    /// The spans entered on this thread, innermost last (as a `Registry` keeps them).
+    static STACK: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Collector {
     fn current(&self) -> Option<u64> {
-        self.0.stack.lock().unwrap().last().copied()
+        STACK.with(|s| s.borrow().last().copied())
     }
 
     /// The parent of a new span or event: the explicit one, else the current span if the
@@ -102,13 +111,22 @@ impl Collector {
 
     /// The events whose message contains `message`, in order, with their span's fields.
     pub fn events_with(&self, message: &str) -> Vec<EventRec> {
+        self.events_where(|f| f.get("message").is_some_and(|m| m.contains(message)))
+    }
+
+    /// The events of pool `pool` (their `pool` field), in order, with their span's fields.
+    pub fn events_of(&self, pool: &str) -> Vec<EventRec> {
+        self.events_where(|f| f.get("pool") == Some(pool))
+    }
+
+    fn events_where(&self, keep: impl Fn(&Fields) -> bool) -> Vec<EventRec> {
         let spans = self.0.spans.lock().unwrap();
         self.0
             .events
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, f, _)| f.get("message").is_some_and(|m| m.contains(message)))
+            .filter(|(_, f, _)| keep(f))
             .map(|(level, fields, span)| EventRec {
                 level: *level,
                 fields: fields.clone(),
@@ -116,6 +134,19 @@ impl Collector {
                 span_fields: span.and_then(|s| spans.get(&s).map(|x| x.fields.clone())),
             })
             .collect()
+    }
+
+    /// The `task` spans of pool `pool`, by the `task_id` they carry (a SmartAioPool task run
+    /// again has one per run).
+    pub fn task_spans(&self, pool: &str) -> HashMap<u64, Vec<SpanRec>> {
+        let mut out: HashMap<u64, Vec<SpanRec>> = HashMap::new();
+        for s in self.0.spans.lock().unwrap().values() {
+            if s.meta.name() == "task" && s.fields.get("pool") == Some(pool) {
+                let id = s.fields.get("task_id").expect("a task_id").parse().unwrap();
+                out.entry(id).or_default().push(s.clone());
+            }
+        }
+        out
     }
 
     /// The fields of the `task` spans not closed yet.
@@ -186,6 +217,8 @@ impl Subscriber for Collector {
             fields,
             parent,
             refs: 1,
+            enters: 0,
+            exits: 0,
         };
         self.0.spans.lock().unwrap().insert(id, rec);
         Id::from_u64(id)
@@ -211,13 +244,21 @@ impl Subscriber for Collector {
     }
 
     fn enter(&self, span: &Id) {
-        self.0.stack.lock().unwrap().push(span.into_u64());
+        STACK.with(|s| s.borrow_mut().push(span.into_u64()));
+        if let Some(s) = self.0.spans.lock().unwrap().get_mut(&span.into_u64()) {
+            s.enters += 1;
+        }
     }
 
     fn exit(&self, span: &Id) {
-        let mut stack = self.0.stack.lock().unwrap();
-        if let Some(pos) = stack.iter().rposition(|s| *s == span.into_u64()) {
-            stack.remove(pos);
+        STACK.with(|s| {
+            let mut stack = s.borrow_mut();
+            if let Some(pos) = stack.iter().rposition(|s| *s == span.into_u64()) {
+                stack.remove(pos);
+            }
+        });
+        if let Some(s) = self.0.spans.lock().unwrap().get_mut(&span.into_u64()) {
+            s.exits += 1;
         }
     }
 

@@ -1,7 +1,7 @@
-//! A pool's `metrics` figures, summed over snapshots of a debugging recorder: shared by
-//! the test binaries that compare them with `PoolStats` (`tests/observability_findings.rs`,
-//! `tests/feature_mixes.rs`), included with `mod metric_figures;`.
-#![allow(dead_code)] // each binary uses a part
+//! A pool's `metrics` figures, summed over snapshots of a debugging recorder, and the
+//! no-op descriptions of a test's own recorder: shared by the test binaries that check the
+//! `metrics` feature, included with `mod metric_figures;`.
+#![allow(dead_code, unused_macros)] // each binary uses a part
 
 use std::collections::HashMap;
 
@@ -81,3 +81,33 @@ impl Figures {
         })
     }
 }
+
+/// The three `describe_*` methods of a `metrics::Recorder` that keeps no descriptions, for
+/// the tests' own recorders: `impl metrics::Recorder for R { no_descriptions!(); ... }`.
+macro_rules! no_descriptions {
+    () => {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+    };
+}
+#[allow(unused_imports)] // each binary uses a part
+pub(crate) use no_descriptions;
