@@ -302,10 +302,11 @@ impl<J: Job> Engine<J> {
                 slot.spawn_on(&handle);
             }
         }
-        if let Some(armed) = later.rate_timer.take() {
-            let (handle, rt, at) = *armed;
-            let timer = rate_timer(Arc::clone(self), handle.clone(), rt, at);
-            drop(handle.spawn(timer));
+        if let Some(mut armed) = later.rate_timers.take() {
+            armed.take_each(|(handle, rt, at)| {
+                let timer = rate_timer(Arc::clone(self), handle.clone(), rt, at);
+                drop(handle.spawn(timer));
+            });
         }
         if std::mem::take(&mut later.changed) {
             self.changed.notify_waiters();

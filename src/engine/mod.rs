@@ -437,9 +437,11 @@ pub(crate) struct Deferred<J: Job> {
     granted: Few<Waker>,
     /// Wake `wait()` callers.
     changed: bool,
-    /// Start a rate timer on this runtime (its handle and its number), firing then (boxed:
-    /// rare, and every record is made, and its size written, at every job's end).
-    rate_timer: Option<Box<(Handle, RtRef, Instant)>>,
+    /// Start rate timers on these runtimes (each a handle and its number), firing then: one
+    /// for each runtime [`RateTimers::arm`](rate::RateTimers::arm) listed in the critical
+    /// section, mostly one (boxed: rare, and every record is made, and its size written, at
+    /// every job's end).
+    rate_timers: Option<Box<Few<(Handle, RtRef, Instant)>>>,
     /// Queue-time stamps of jobs that left the queue unrun, dropped outside the lock.
     stamps: Stamps,
     /// Look for a deadlock of nested waits afterwards (a job ended, or the pool shrank,
@@ -465,7 +467,7 @@ impl<J: Job> Deferred<J> {
             spawns,
             granted,
             changed,
-            rate_timer,
+            rate_timers,
             stamps,
             recheck_waits,
             graves,
@@ -477,7 +479,7 @@ impl<J: Job> Deferred<J> {
             && spawns.capacity() == 0
             && granted.untouched()
             && !*changed
-            && rate_timer.is_none()
+            && rate_timers.is_none()
             && stamps.untouched()
             && !*recheck_waits
             && graves.capacity() == 0
@@ -504,7 +506,7 @@ impl<J: Job> Default for Deferred<J> {
             spawns: Vec::new(),
             granted: Few::new(),
             changed: false,
-            rate_timer: None,
+            rate_timers: None,
             stamps: Stamps::default(),
             recheck_waits: false,
             graves: Vec::new(),

@@ -147,6 +147,16 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
+    /// The item [`pop_first`](Self::pop_first) would take with `ok`, left in place.
+    pub(crate) fn first_where(&self, mut ok: impl FnMut(&T) -> bool) -> Option<&T> {
+        match self {
+            Queue::Fifo(ring) => ring.iter().find(|item| ok(item)),
+            Queue::Sorted { map, front, .. } => {
+                front.iter().chain(map.values()).find(|item| ok(item))
+            }
+        }
+    }
+
     /// Removes the item whose [`seq`](Ordered::seq) is `seq` and whose priority is
     /// `priority`, if it is queued. A FIFO ring is in seq order but for items put back at
     /// the front, so it is searched by bisection first; a sorted queue is keyed by
@@ -231,6 +241,17 @@ impl<T: Ordered> Queue<T> {
     }
 
     /// Visits every item (in queue order).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&T)) {
+        match self {
+            Queue::Fifo(ring) => ring.iter().for_each(f),
+            Queue::Sorted { map, front, .. } => {
+                front.iter().for_each(&mut f);
+                map.values().for_each(f);
+            }
+        }
+    }
+
+    /// Visits every item (in queue order), mutably.
     pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
         match self {
             Queue::Fifo(ring) => ring.iter_mut().for_each(f),
@@ -276,9 +297,7 @@ mod tests {
         assert_eq!(drain(&mut q), [6, 2, 4, 0, 1, 5, 3]);
     }
 
-    /// `remove_seq` takes exactly the item named, from a ring out of seq order (items put
-    /// back at the front), from a sorted queue, and from its front; nothing for an item
-    /// that is not there.
+    /// `put_back` puts items back at their place by seq, in a ring and in a sorted queue.
     #[test]
     fn put_back_keeps_the_seq_order_of_items_put_back() {
         for sorted in [false, true] {
@@ -302,6 +321,9 @@ mod tests {
         }
     }
 
+    /// `remove_seq` takes exactly the item named, from a ring out of seq order (items put
+    /// back at the front), from a sorted queue, and from its front; nothing for an item
+    /// that is not there.
     #[test]
     fn remove_seq_takes_the_item_named_and_nothing_else() {
         let mut q = Queue::default();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
+use super::few::Few;
 use super::job::Job;
 use super::runtimes::{is_multi_thread, RtRef, Runtimes};
 use super::{Deferred, Engine, State};
@@ -38,9 +39,12 @@ impl RateTimers {
                 .all(|&t| runtimes.handle(t).is_none_or(|h| !is_multi_thread(h)))
     }
 
-    /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`; none
-    /// if `later` already spawns one (a timer listed is always spawned: one listed and
-    /// never spawned would hold every later arming back).
+    /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`, unless
+    /// one is armed there. Every timer listed is spawned by `later`, also the second of one
+    /// critical section (a job's end may arm one for the job that starts next, on its
+    /// runtime, in `pop_startable`, then one on its own runtime, driven now, in `fill`):
+    /// one listed and never spawned would hold every later arming back, and one not armed
+    /// would leave the runtime being driven to wait for the other to be driven.
     pub(super) fn arm<J: Job>(
         &mut self,
         runtimes: &Runtimes,
@@ -48,16 +52,23 @@ impl RateTimers {
         at: Instant,
         later: &mut Deferred<J>,
     ) {
-        if later.rate_timer.is_some() {
-            return;
-        }
         let Some(rt) = runtimes.serial_of(handle) else {
             return; // not reached: the callers pass handles of registered runtimes
         };
         if !self.0.contains(&rt) {
             self.0.push(rt);
-            later.rate_timer = Some(Box::new((handle.clone(), rt, at)));
+            later
+                .rate_timers
+                .get_or_insert_with(|| Box::new(Few::new()))
+                .push((handle.clone(), rt, at));
         }
+    }
+
+    /// Whether one is armed on a live multi-thread runtime (which runs it undriven).
+    fn on_multi_thread(&self, runtimes: &Runtimes) -> bool {
+        self.0
+            .iter()
+            .any(|&t| runtimes.handle(t).is_some_and(is_multi_thread))
     }
 
     /// The timer on `rt` ended (fired, let go, or dropped with its runtime).
@@ -74,7 +85,14 @@ impl<J: Job> Engine<J> {
     /// A rate timer was dropped unfired with its runtime (before or after that runtime's
     /// sentinel told the pool): that runtime is gone, and another timer is armed on a
     /// live one if the window still holds jobs back. Without this, a timer dropped before
-    /// its first poll left `rate_timer` set, and no timer was ever armed again.
+    /// its first poll stayed listed in `rate_timers`, and no timer was ever armed again.
+    ///
+    /// No runtime is known to be driven here (this is the dying runtime's drop), so
+    /// unless a timer is left on a live multi-thread runtime, one is armed on each live
+    /// runtime whose jobs are queued: `fill_free` arms one only on the runtime of the job
+    /// that starts next, and a current-thread runtime runs it only while it is driven, so
+    /// a runtime driven all along, waiting for its own tasks, waited for that one to be
+    /// driven (the class of finding 317).
     pub(super) fn rate_timer_lost(self: &Arc<Self>, handle: &Handle, timer_rt: RtRef) {
         let mut later = Deferred::default();
         {
@@ -84,9 +102,45 @@ impl<J: Job> Engine<J> {
                 self.runtime_gone(&mut st, rt, &mut later);
             }
             self.fill_free(&mut st, None, &mut later);
+            Self::arm_where_queued(&mut st, &mut later);
             self.changed(&st);
         }
         self.run_deferred(&mut later);
+    }
+
+    /// Under the lock (see [`rate_timer_lost`](Self::rate_timer_lost)): if the rate window
+    /// holds queued jobs back and no timer is armed on a live multi-thread runtime, arms
+    /// one on each live runtime with a queued job that has none (a timer more only fills
+    /// free slots once more).
+    fn arm_where_queued(st: &mut State<J>, later: &mut Deferred<J>) {
+        let State {
+            queue,
+            limits,
+            rate_timers,
+            runtimes,
+            ..
+        } = st;
+        let Some(limits) = limits.as_deref_mut() else {
+            return;
+        };
+        let Some(at) = limits
+            .rate_ready_at(Instant::now())
+            .filter(|_| limits.rate_reopens())
+        else {
+            return;
+        };
+        if rate_timers.on_multi_thread(runtimes) {
+            return;
+        }
+        let mut rts: Vec<RtRef> = Vec::new();
+        queue.for_each(|q| {
+            if !rts.contains(&q.rt) && runtimes.is_alive(q.rt) {
+                rts.push(q.rt);
+            }
+        });
+        for rt in rts {
+            rate_timers.arm(runtimes, runtimes.known_handle(rt), at, later);
+        }
     }
 
     /// The rate window allows a start again: give free slots to queued jobs. Called by

@@ -8,6 +8,7 @@
 //! becomes an idle slot task, or exits. Jobs of other runtimes get slots of their own
 //! there.
 
+use std::cmp::Reverse;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::marks::Polling;
+use super::queue::Ordered;
 use super::runtimes::{self, RtRef, ANY};
 use super::{drop_quietly, Deferred, Engine, Job, Queued};
 use crate::error::CancelReason;
@@ -172,9 +174,13 @@ impl<J: Job> Slot<J> {
     /// ([`Limits::restart`](super::limits::Limits::restart)); if the window has no room
     /// for it now, the job goes back to the queue, at its place by id (several put back
     /// keep their order), as a job the window holds back: its key and weight given back,
-    /// the rate timer armed. This slot then gives its place up: `None`, and the slot task
-    /// ends. A job that will not run (aborted, or covered by a `cancel_all`, since it left
-    /// the queue) gives its start back and is dropped here unrun, never put back.
+    /// the rate timer armed. So does a job that finds its start when a job queued ahead of
+    /// it may start on this runtime (one this runtime's slots put back just before, as
+    /// their starts had left the window): the start goes to that one, through a claimer
+    /// here, and the jobs handed over start in queue order. This slot then gives its
+    /// place up: `None`, and the slot task ends. A job that will not run (aborted, or
+    /// covered by a `cancel_all`, since it left the queue) gives its start back and is
+    /// dropped here unrun, never put back.
     fn restart(&mut self, q: Queued<J>) -> Option<Queued<J>> {
         let engine = Arc::clone(&self.engine);
         let mut later = Deferred::default();
@@ -204,9 +210,25 @@ impl<J: Job> Slot<J> {
                 entry.charged = None;
                 return Some(q);
             }
-            if let Some(at) = limits.restart(at, Instant::now()) {
-                entry.charged = Some(at);
-                return Some(q);
+            if let Some(new) = limits.restart(at, Instant::now()) {
+                // The job the window's next start would go to (see `pop_startable`), if it
+                // is queued ahead of this one and may run here: one put back by a slot of
+                // this runtime just before (their starts had left the window while this
+                // one's was still in it). It takes this start, and this job goes back
+                // behind it, so that the jobs start in queue order.
+                let ahead = {
+                    let mut pick = limits.picker();
+                    st.queue.first_where(|x| pick(&x.meta)).is_some_and(|x| {
+                        (x.rt == self.rt || x.rt == ANY)
+                            && (Reverse(x.priority()), x.seq())
+                                < (Reverse(entry.meta.priority()), q.id)
+                    })
+                };
+                if !ahead {
+                    entry.charged = Some(new);
+                    return Some(q);
+                }
+                limits.unstarted(new);
             }
             let entry = st.slots.remove(self.key);
             limits.ended(&entry.meta);

@@ -195,10 +195,13 @@ impl<J: Job> Engine<J> {
                                 .driven_handle(timer_rt.unwrap_or(rt))
                                 .unwrap_or_else(|| st.runtimes.known_handle(rt));
                             st.rate_timers.arm(&st.runtimes, timer, at, later);
-                        } else if st.rate_timers.only_on_others_of(&st.runtimes, rt) {
-                            // Every armed timer is on another current-thread runtime,
-                            // which may be driven only for a moment: one more here, on
-                            // the runtime being driven now (RELIABILITY.md, 317).
+                        }
+                        if st.rate_timers.only_on_others_of(&st.runtimes, rt) {
+                            // Every armed timer (also one just armed above, on the
+                            // runtime of the job that starts next) is on another
+                            // current-thread runtime, which may be driven only for a
+                            // moment: one more here, on the runtime being driven now
+                            // (RELIABILITY.md, 317).
                             let timer = st.runtimes.known_handle(rt);
                             st.rate_timers.arm(&st.runtimes, timer, at, later);
                         }

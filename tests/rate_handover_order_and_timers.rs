@@ -1,0 +1,426 @@
+//! The rate window's hand-overs and timers (findings 320–323 and pins; RELIABILITY.md),
+//! from a helper's review of 312–317's fixes: a task's start taken again when its own
+//! runtime begins to run it (`Slot::restart`, `Limits::restart`, `Queue::put_back`), and the
+//! rate timers kept per runtime (`RateTimers`).
+//!
+//! The faults have a test each, failing before their fixes (at 58619a0):
+//! - 320: tasks handed over to a runtime that was not driven started out of submission
+//!   order once it was: the last one handed over, whose start was still in the window, ran
+//!   first, and the earlier ones (whose starts had left it) went back to the queue;
+//! - 321–323: a runtime driven all along, waiting for its own task, waited for another
+//!   current-thread runtime (not driven) to be driven, when the only timer armed was
+//!   there: armed for the queue's head, that runtime's task, by a job's end whose second
+//!   arming, on the driven runtime, `RateTimers::arm` refused (one timer per critical
+//!   section, ce53624: 321); by a resize (`fill`'s first arming goes to the head's
+//!   runtime, and the "one more" rule was an `else`: 322); or by a timer lost with its
+//!   multi-thread runtime (re-armed on the head's: 323).
+//!
+//! The pins check what the review found sound: a SmartAioPool task put back runs once and
+//! its elastic worker goes idle; the `metrics` figures count a task put back once; a
+//! `shutdown()` on the runtime of a task put back ends.
+//!
+//! Two runtimes are needed to hand a task over, so these run in real time, with windows of
+//! 200–500 ms next to steps of a few milliseconds; every wait is bounded.
+
+mod support;
+
+#[cfg(feature = "metrics")]
+mod metric_figures;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nb_aiopool::{CommonAioPool, SmartAioPool, SubmitOptions, TaskHandle};
+
+fn common(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
+    CommonAioPool::builder()
+        .max_concurrency(c)
+        .max_queue_size(q)
+        .process_wide(false)
+}
+
+/// A task that counts its runs.
+fn counted(runs: &Arc<AtomicUsize>) -> impl std::future::Future<Output = u32> + Send + 'static {
+    let runs = runs.clone();
+    async move {
+        runs.fetch_add(1, Ordering::SeqCst);
+        7
+    }
+}
+
+/// Drives `v` for a moment: its slot tasks poll the tasks handed over.
+fn drive(v: &tokio::runtime::Runtime) {
+    v.block_on(async {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    });
+}
+
+/// Runs `f` on a thread of its own, failing if it takes more than 30 s.
+fn bounded(what: &'static str, f: impl FnOnce() + Send + 'static) {
+    support::on_thread_within(what, 30, f);
+}
+
+/// Finding 320. Four tasks submitted from `v`, a current-thread runtime then left undriven,
+/// are handed to it one per window by the slots of `main` (each start charged then). When
+/// `v` is driven again, the first three find their starts gone from the window, which
+/// holds the fourth's: they go back to the queue, and the fourth, which finds its own,
+/// runs first. "Queued jobs start in submission order" (README): the start the fourth
+/// found should go to the first. At bd77fe2 this fails with `v's tasks started out of
+/// submission order: [3, 0, 1, 2]`.
+#[test]
+fn tasks_handed_over_to_a_runtime_not_driven_start_in_submission_order() {
+    bounded("the hand-over order scenario", || {
+        let per = Duration::from_millis(200);
+        let pool = common(8, 10).rate_limit(1, per).build();
+        let starts: Arc<Mutex<Vec<(u32, std::time::Instant)>>> = Default::default();
+        let rec = |tag: u32| {
+            let s = starts.clone();
+            async move { s.lock().unwrap().push((tag, std::time::Instant::now())) }
+        };
+        let v = support::current_thread();
+        let xs: Vec<_> = v.block_on(async {
+            let mut hs = Vec::new();
+            for i in 0..4 {
+                hs.push(pool.submit(rec(i)).await.unwrap());
+            }
+            hs
+        });
+        // `main`'s slots hand `v`'s tasks over at 0, 1, 2 and 3 windows; `v` is driven
+        // again half a window after the last.
+        let main = support::multi_thread_of(2);
+        main.block_on(async {
+            pool.submit(rec(99)).await.unwrap().detach();
+            tokio::time::sleep(per * 3 + per / 2).await;
+        });
+        v.block_on(async {
+            for x in xs {
+                tokio::time::timeout(Duration::from_secs(10), x)
+                    .await
+                    .expect("a task of v did not end within 10 s")
+                    .unwrap();
+            }
+        });
+        let s = starts.lock().unwrap().clone();
+        let order: Vec<u32> = s.iter().map(|x| x.0).filter(|&t| t != 99).collect();
+        assert_eq!(
+            order,
+            [0, 1, 2, 3],
+            "v's tasks started out of submission order: {order:?}"
+        );
+        for w in s.windows(2) {
+            assert!(
+                w[1].1 - w[0].1 >= per - Duration::from_millis(5),
+                "two starts {:?} apart under rate_limit(1, {per:?})",
+                w[1].1 - w[0].1
+            );
+        }
+        drop(main);
+    });
+}
+
+/// Finding 321. `a` and `b` are current-thread runtimes; `b` is not driven after its
+/// submit. Two tasks fill the window (`rate_limit(2, ..)`) and both slots, one of them
+/// holding key `k`; `b`'s task (key `k`) is the queue's head, `a`'s task behind it. The
+/// other task ends on `a` while the window is full: its slot's `pop_startable` arms the
+/// timer for the head, on `b`, and `fill`'s "one more here" (finding 317) for `a`, in the
+/// same critical section, which `RateTimers::arm` refuses (one timer per record since
+/// ce53624). `a`, driven all along and awaiting its task (which key `k` does not hold
+/// back), waits for `b` to be driven. At bd77fe2 this fails with `a's task did not start
+/// within 5 windows`.
+#[test]
+fn a_jobs_end_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
+    bounded("the two armings scenario", || {
+        let per = Duration::from_millis(300);
+        let pool = common(2, 10).rate_limit(2, per).max_per_key(1).build();
+        let a = support::current_thread();
+        let b = support::current_thread();
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let (_hold_k, held_k) = tokio::sync::oneshot::channel::<()>();
+        let holds_k = async move {
+            let _ = held_k.await;
+            0u32
+        };
+        a.block_on(pool.submit_with(holds_k, SubmitOptions::new().key("k")))
+            .unwrap()
+            .detach();
+        let first = a
+            .block_on(pool.submit(async move {
+                let _ = held.await;
+                1u32
+            }))
+            .unwrap();
+        // Let their slots start them (the window's two starts).
+        a.block_on(async {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(pool.stats().running, 2, "{}", pool.stats());
+        let xb = b
+            .block_on(pool.submit_with(async { 2u32 }, SubmitOptions::new().key("k")))
+            .unwrap();
+        a.block_on(async {
+            let xa = pool.submit(async { 3u32 }).await.unwrap();
+            release.send(()).unwrap();
+            assert_eq!(first.await.unwrap(), 1);
+            let got = tokio::time::timeout(per * 5, xa).await.unwrap_or_else(|_| {
+                panic!(
+                    "a's task did not start within 5 windows, a driven all along ({})",
+                    pool.stats()
+                )
+            });
+            assert_eq!(got.unwrap(), 3);
+        });
+        drop(xb);
+    });
+}
+
+/// Finding 322. The same class through a resize: with the pool full, `b`'s task (the head)
+/// and `a`'s queued, and the window full, `a` grows the pool. `fill` arms the one timer
+/// on the runtime of the job that starts next, `b`, and its "one more on the runtime
+/// driven now" is an `else` of that arming, so `a` gets none. At bd77fe2 this fails with
+/// `a's task did not start within 5 windows`.
+#[test]
+fn a_resize_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
+    bounded("the resize scenario", || {
+        let per = Duration::from_millis(300);
+        let pool = common(1, 10).rate_limit(1, per).build();
+        let a = support::current_thread();
+        let b = support::current_thread();
+        let (_release, held) = tokio::sync::oneshot::channel::<()>();
+        a.block_on(async {
+            let h = pool.submit(async move {
+                let _ = held.await;
+            });
+            h.await.unwrap().detach();
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(pool.stats().running, 1, "{}", pool.stats());
+        let xb = b.block_on(pool.submit(async { 2u32 })).unwrap();
+        a.block_on(async {
+            let xa = pool.submit(async { 3u32 }).await.unwrap();
+            pool.set_max_concurrency(3);
+            let got = tokio::time::timeout(per * 5, xa).await.unwrap_or_else(|_| {
+                panic!(
+                    "a's task did not start within 5 windows, a driven all along ({})",
+                    pool.stats()
+                )
+            });
+            assert_eq!(got.unwrap(), 3);
+        });
+        drop(xb);
+    });
+}
+
+/// Finding 323. The timer is armed on `m`, a multi-thread runtime (`driven_handle`), and `m`
+/// is dropped while it is armed: `rate_timer_lost` arms another with `fill_free(None)`,
+/// which puts it on the runtime of the queue's head, `b`, a current-thread runtime not
+/// driven. `a`, driven all along and awaiting its task, armed none of its own (`m`'s was a
+/// multi-thread runtime's) and waits for `b`. At bd77fe2 this fails with `a's task did
+/// not start within 5 windows`.
+#[test]
+fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_driven_runtime_waits() {
+    bounded("the lost timer scenario", || {
+        let per = Duration::from_millis(500);
+        let pool = common(4, 10).rate_limit(1, per).build();
+        let m = support::multi_thread_of(1);
+        let a = support::current_thread();
+        let b = support::current_thread();
+        // `m` fills the window; `b`'s task is queued first, then `a`'s: the timer goes to `m`.
+        m.block_on(async { pool.run(async {}).await.unwrap() });
+        let xb = b.block_on(pool.submit(async { 2u32 })).unwrap();
+        let xa = a.block_on(pool.submit(async { 3u32 })).unwrap();
+        assert_eq!(pool.stats().queued, 2, "{}", pool.stats());
+        drop(m);
+        a.block_on(async {
+            let got = tokio::time::timeout(per * 5, xa).await.unwrap_or_else(|_| {
+                panic!(
+                    "a's task did not start within 5 windows, a driven all along ({})",
+                    pool.stats()
+                )
+            });
+            assert_eq!(got.unwrap(), 3);
+        });
+        drop(xb);
+    });
+}
+
+/// The set-up of the pins: `x`, a task of `v` (a current-thread runtime then left
+/// undriven), is handed over by `main`'s slot (its start charged then); `main`'s task `w`
+/// starts a window later; `v`, driven then, puts `x` back (its start left the window,
+/// `w`'s fills it).
+struct PutBack<H> {
+    v: tokio::runtime::Runtime,
+    main: tokio::runtime::Runtime,
+    x: H,
+    x_runs: Arc<AtomicUsize>,
+}
+
+const PER: Duration = Duration::from_millis(300);
+
+fn put_back<H>(
+    submit_x: impl FnOnce(&tokio::runtime::Runtime, &Arc<AtomicUsize>) -> H,
+    submit_w: impl FnOnce(&Arc<AtomicUsize>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    stats: impl Fn() -> nb_aiopool::PoolStats,
+) -> PutBack<H> {
+    let x_runs = Arc::new(AtomicUsize::new(0));
+    let v = support::current_thread();
+    // Submitted from `v`, which returns at once: its slot task (a claimer) is not run.
+    let x = submit_x(&v, &x_runs);
+    let main = support::multi_thread_of(2);
+    let w_runs = Arc::new(AtomicUsize::new(0));
+    main.block_on(async {
+        submit_w(&w_runs).await;
+        let reached = support::reach(&w_runs, 1, Duration::from_secs(10)).await;
+        assert_eq!(reached, 1, "w did not start within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    });
+    drive(&v);
+    let s = stats();
+    assert_eq!((s.queued, s.running), (1, 0), "x put back: {s}");
+    assert_eq!(x_runs.load(Ordering::SeqCst), 0);
+    PutBack { v, main, x, x_runs }
+}
+
+/// Pin: a SmartAioPool task put back counts as queued, its elastic worker goes idle
+/// meanwhile (no worker busy), and it runs once when the window reopens; `wait()` ends and
+/// the workers stay within `max_concurrency`.
+#[test]
+fn pin_a_smart_task_put_back_runs_once_and_frees_its_worker() {
+    bounded("the smart put-back pin", || {
+        let pool = SmartAioPool::builder()
+            .max_concurrency(4)
+            .rate_limit(1, PER)
+            .process_wide(false)
+            .auto_shutdown(false)
+            .build();
+        let p = pool.clone();
+        let p2 = pool.clone();
+        let p3 = pool.clone();
+        let PutBack { v, main, x, x_runs } = put_back(
+            move |v, runs| {
+                let runs = runs.clone();
+                v.block_on(p.submit(move || counted(&runs))).unwrap()
+            },
+            move |runs| {
+                let runs = runs.clone();
+                Box::pin(async move {
+                    p2.submit(move || counted(&runs)).await.unwrap().detach();
+                })
+            },
+            move || p3.stats(),
+        );
+        assert_eq!(pool.busy_worker_count(), 0, "{}", pool.stats());
+        v.block_on(async {
+            let got = tokio::time::timeout(Duration::from_secs(10), x)
+                .await
+                .expect("the task put back did not run within 10 s");
+            assert_eq!(got.unwrap(), 7);
+            tokio::time::timeout(Duration::from_secs(10), pool.wait())
+                .await
+                .expect("wait() did not return within 10 s");
+        });
+        assert_eq!(
+            x_runs.load(Ordering::SeqCst),
+            1,
+            "runs of the task put back"
+        );
+        let s = pool.stats();
+        assert_eq!((s.queued, s.running, s.completed), (0, 0, 2), "{s}");
+        assert!(pool.worker_count() <= 4, "{} workers", pool.worker_count());
+        drop(main);
+    });
+}
+
+/// Pin: the `metrics` figures agree with `stats()` while a task is put back and after it
+/// ran, and the queue-wait and run-time histograms have one sample per task that ran (a
+/// task put back is started once).
+#[cfg(feature = "metrics")]
+#[test]
+fn pin_metrics_count_a_task_put_back_once() {
+    use metrics_util::debugging::DebuggingRecorder;
+    use metrics_util::MetricKind;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let name = "review-ratetimers-put-back";
+        let pool = common(8, 10).rate_limit(1, PER).name(name).build();
+        let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
+        let PutBack { v, main, x, .. } = put_back(
+            move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),
+            move |runs| {
+                let runs = runs.clone();
+                Box::pin(async move { p2.submit(counted(&runs)).await.unwrap().detach() })
+            },
+            move || p3.stats(),
+        );
+        let mut figs = metric_figures::Figures::default();
+        figs.take(&snapshotter, name);
+        if let Some(m) = figs.against(&pool.stats()) {
+            panic!("with the task put back: {m}");
+        }
+        v.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), x)
+                .await
+                .expect("the task put back did not run within 10 s")
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), pool.wait())
+                .await
+                .expect("wait() did not return within 10 s");
+        });
+        figs.take(&snapshotter, name);
+        if let Some(m) = figs.against(&pool.stats()) {
+            panic!("after it ran: {m}");
+        }
+        assert_eq!(pool.stats().completed, 2, "{}", pool.stats());
+        let waits = figs.get(MetricKind::Histogram, "nb_aiopool_queue_wait_seconds");
+        let runs = figs.get(MetricKind::Histogram, "nb_aiopool_run_time_seconds");
+        assert_eq!(
+            (waits, runs),
+            (2.0, 2.0),
+            "samples of queue wait and run time"
+        );
+        drop(main);
+    });
+}
+
+/// Pin: `shutdown()` on the runtime of a task put back (which drives it) ends, with the
+/// task run once: the window reopens, `main`'s timer hands it over again, and `v`, driven
+/// by the shutdown, runs it.
+#[test]
+fn pin_shutdown_on_the_runtime_of_a_task_put_back_ends_with_it_run() {
+    bounded("the shutdown pin", || {
+        let pool = common(8, 10).rate_limit(1, PER).build();
+        let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
+        let PutBack { v, main, x, x_runs } = put_back(
+            move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),
+            move |runs| {
+                let runs = runs.clone();
+                Box::pin(async move { p2.submit(counted(&runs)).await.unwrap().detach() })
+            },
+            move || p3.stats(),
+        );
+        let x: TaskHandle<u32> = x;
+        v.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), pool.shutdown())
+                .await
+                .expect("shutdown() did not return within 10 s");
+        });
+        assert_eq!(
+            x_runs.load(Ordering::SeqCst),
+            1,
+            "runs of the task put back"
+        );
+        assert!(x.is_finished());
+        let s = pool.stats();
+        assert_eq!((s.queued, s.running, s.completed), (0, 0, 2), "{s}");
+        drop(main);
+    });
+}
