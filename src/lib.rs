@@ -138,9 +138,10 @@
 //!   (a job's end, a submit, a resize, a `wait`), else the one of the job that starts
 //!   next, the home only after these. If the slot tasks already on their way to jobs are
 //!   all on other runtimes (which may not be driven), that code's runtime gets one too;
-//!   whichever comes first takes the job. So it does a rate timer when every timer armed
-//!   is on another current-thread runtime; a timer lost with its runtime is armed again
-//!   on each runtime whose tasks are queued, unless one is left on a multi-thread runtime.
+//!   whichever comes first takes the job. Likewise, when every rate timer armed is on
+//!   another current-thread runtime, that code's runtime gets a rate timer too; and a
+//!   timer lost with its runtime is armed again on each runtime whose tasks are queued,
+//!   unless one is left on a multi-thread runtime.
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up

@@ -210,13 +210,17 @@ impl<J: Job> Slot<J> {
                 entry.charged = None;
                 return Some(q);
             }
-            if let Some(new) = limits.restart(at, Instant::now()) {
+            let now = Instant::now();
+            if let Some(new) = limits.restart(at, now) {
                 // The job the window's next start would go to (see `pop_startable`), if it
                 // is queued ahead of this one and may run here: one put back by a slot of
                 // this runtime just before (their starts had left the window while this
-                // one's was still in it). It takes this start, and this job goes back
-                // behind it, so that the jobs start in queue order.
-                let ahead = {
+                // one's was still in it). When this start fills the window, that job takes
+                // it, and this one goes back behind it, so that the jobs start in queue
+                // order; with room left, both start (the claimer that put-back sent
+                // takes the other). Not in a window that never reopens, where `restart`
+                // changes nothing (313): a start given away there is gone for this job.
+                let ahead = limits.rate_reopens() && limits.rate_ready_at(now).is_some() && {
                     let mut pick = limits.picker();
                     st.queue.first_where(|x| pick(&x.meta)).is_some_and(|x| {
                         (x.rt == self.rt || x.rt == ANY)

@@ -197,9 +197,9 @@ impl SmartAioPoolBuilder {
     /// it: one that a slot of another runtime took from the queue and handed over to its
     /// own (which may be busy, or not driven: a current-thread runtime outside
     /// `block_on`) is counted again when that runtime gets to it, and goes back to the
-    /// queue if the window has no room then, or if a task queued before it may start
-    /// there (that one takes the start), so tasks handed over do not start together past
-    /// the window, nor out of order. A runtime driven only now and then (a current-thread
+    /// queue if the window has no room then, or if its start would fill the window and a
+    /// task queued before it may start there (that one takes the start), so tasks handed
+    /// over do not start together past the window, nor out of order. A runtime driven only now and then (a current-thread
     /// runtime outside `block_on` most of the time) starts its tasks only while it is
     /// driven and the window has room: while other runtimes keep the window full at those
     /// moments, its tasks wait (each hand-over to it spends a start of the window).
