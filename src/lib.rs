@@ -285,18 +285,20 @@
 //!   queue) and `nb_aiopool_run_time_seconds` (started to ended; a SmartAioPool run cut
 //!   off by its runtime's end, to run again, records none), in seconds. A pool registers
 //!   its metrics when it is built, and describes them (with their units) to the
-//!   recorder: install the recorder before building pools. The counters and gauges are updated under the pool's lock, where [`PoolStats`]
-//!   counts, so that the two agree: a recorder must not call into the pool from them (it
-//!   would deadlock), and one that blocks holds the pool up while it does.
+//!   recorder: install the recorder before building pools. The counters and gauges are
+//!   updated under the pool's lock, where [`PoolStats`] counts, so that the two agree: a
+//!   recorder must not call into the pool from them (it would deadlock), and one that
+//!   blocks holds the pool up while it does.
 //!
-//! A subscriber or recorder that panics when a pool calls it costs only that record (the
-//! span, event or figure of that call; the panic hook still prints the panic): the pool
-//! catches the panic, and its tasks, handles, `wait()`, `shutdown` and [`PoolStats`] go
-//! on as if the call had returned. A gauge move lost so is made at the next one (at the
-//! latest when the pool is dropped, which takes its share of the gauges back to 0); a span
-//! whose entry panicked is left again; a metric whose registration panicked (at `build`)
-//! stays unrecorded for that pool. The task's own calls (its events, in its span) are its
-//! own: a panic there is the task's panic.
+//! A subscriber or recorder that panics when a pool calls it costs only that record
+//! (the span, event or figure of that call; the panic hook still prints the panic): the
+//! pool catches the panic, and its tasks, handles, `wait()`, `shutdown` and
+//! [`PoolStats`] go on as if the call had returned. A gauge move lost so (a recorder
+//! that panics is taken not to have moved the gauge) is made at the next one, the last
+//! being the pool's drop, which takes its share of the gauges back to 0; a span whose
+//! entry panicked is left again; a metric whose registration panicked (at `build`)
+//! stays unrecorded for that pool. The task's own calls (its events, in its span) are
+//! its own: a panic there is the task's panic.
 //!
 //! Without either feature, the builders' `on_panic` (for example
 //! [`CommonAioPoolBuilder::on_panic`]) reports panics of detached tasks.

@@ -441,7 +441,8 @@ fn describe_metrics() {
             describe_counter!(
                 "nb_aiopool_tasks_cancelled",
                 Unit::Count,
-                "Tasks cancelled: aborted, by cancel_all, abandoned, by their runtime's end or refused as a deadlock."
+                "Tasks cancelled: aborted, by cancel_all, abandoned, by their runtime's end, with \
+                 their pool dropped, or refused as a deadlock."
             );
             describe_gauge!(
                 "nb_aiopool_tasks_queued",

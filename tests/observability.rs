@@ -729,7 +729,8 @@ mod with_metrics {
     /// never did: a `blocking_submit` from a thread-local's destructor (tokio's context
     /// destroyed first) worked before, and now panics in `Stamp::now`. The same call is
     /// made under the pool's lock by `Stamp::requeued` (a re-run queued by a slot dropped
-    /// with its runtime) and by `Running::none` in a slot's `Drop`.
+    /// with its runtime), and was by `Running::none` in a slot's `Drop` (which reads no
+    /// clock since 58619a0).
     #[test]
     fn a_submit_from_a_thread_local_destructor_does_not_panic_on_tokios_clock() {
         use std::cell::RefCell;

@@ -83,13 +83,32 @@ struct Log {
 pub struct Collector(Arc<Log>);
 
 thread_local! {
-    /// The spans entered on this thread, innermost last (as a `Registry` keeps them).
-    static STACK: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The spans entered on this thread, innermost last (as a `Registry` keeps them), each
+    /// with the collector it is of (collectors number their spans each from 1).
+    static STACK: std::cell::RefCell<Vec<(usize, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Collector {
+    /// Names this collector in [`STACK`].
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// The innermost span of this collector entered on this thread (none once the
+    /// thread's locals are being destroyed).
     fn current(&self) -> Option<u64> {
-        STACK.with(|s| s.borrow().last().copied())
+        STACK
+            .try_with(|s| {
+                let stack = s.borrow();
+                stack
+                    .iter()
+                    .rev()
+                    .find(|(c, _)| *c == self.key())
+                    .map(|&(_, id)| id)
+            })
+            .ok()
+            .flatten()
     }
 
     /// The parent of a new span or event: the explicit one, else the current span if the
@@ -244,16 +263,17 @@ impl Subscriber for Collector {
     }
 
     fn enter(&self, span: &Id) {
-        STACK.with(|s| s.borrow_mut().push(span.into_u64()));
+        let _ = STACK.try_with(|s| s.borrow_mut().push((self.key(), span.into_u64())));
         if let Some(s) = self.0.spans.lock().unwrap().get_mut(&span.into_u64()) {
             s.enters += 1;
         }
     }
 
     fn exit(&self, span: &Id) {
-        STACK.with(|s| {
+        let entry = (self.key(), span.into_u64());
+        let _ = STACK.try_with(|s| {
             let mut stack = s.borrow_mut();
-            if let Some(pos) = stack.iter().rposition(|s| *s == span.into_u64()) {
+            if let Some(pos) = stack.iter().rposition(|e| *e == entry) {
                 stack.remove(pos);
             }
         });
