@@ -1,5 +1,5 @@
-//! The rate window's hand-overs and timers (findings 320–323 and pins; RELIABILITY.md),
-//! from a helper's review of 312–317's fixes: a task's start taken again when its own
+//! The rate window's hand-overs and timers (findings 320–323, 325 and 326, and pins;
+//! RELIABILITY.md), from a helper's review of 312–317's fixes: a task's start taken again when its own
 //! runtime begins to run it (`Slot::restart`, `Limits::restart`, `Queue::put_back`), and the
 //! rate timers kept per runtime (`RateTimers`).
 //!
@@ -14,6 +14,13 @@
 //!   section, ce53624: 321); by a resize (`fill`'s first arming goes to the head's
 //!   runtime, and the "one more" rule was an `else`: 322); or by a timer lost with its
 //!   multi-thread runtime (re-armed on the head's: 323).
+//!
+//! Two more, from a read-only review of 206bbc2 (failing at 30e97e4): a timer lost with
+//! its runtime was armed again only on runtimes with jobs of their own queued, not where
+//! a task left to any runtime (a SmartAioPool re-run, a plain thread's task) is awaited
+//! (326); and a task handed over gave its start to a job of its runtime queued ahead, which
+//! the claimer then did not take, the job restarting having hidden, by its key, another
+//! runtime's job ahead of that one (325).
 //!
 //! The pins check what the review found sound: a SmartAioPool task put back runs once and
 //! its elastic worker goes idle; the `metrics` figures count a task put back once; a
@@ -248,6 +255,139 @@ fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_driven_runtime_wait
             assert_eq!(got.unwrap(), 3);
         });
         drop(xb);
+    });
+}
+
+/// Finding 326: the class of finding 323 for jobs left to any runtime. `a`, `b`
+/// (current-thread) and `m` (multi-thread) each run one task, the window's three starts
+/// (`a` first, so `b` is the newest runtime after `m`); `m` then submits `x`, which the
+/// full window holds back, and the timer goes to `m`. `m` is dropped: `x`, a SmartAioPool
+/// task, is left to any runtime (`settle_dead`), and `rate_timer_lost` arms the timer on
+/// the runtime `fill_free(None)` picks, the newest live one, `b`, not driven;
+/// `arm_where_queued` skipped `x` (its runtime is `ANY`, never alive), so `a`, driven and
+/// awaiting `x` (the pool is not stranded: awaiting a handle offers nothing), waited for
+/// `b`. At 30e97e4 this fails with `x did not start within 5 windows, a driven all along`.
+#[test]
+fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_task_left_to_any_runtime_is_awaited() {
+    bounded("the lost timer scenario, a re-run pool", || {
+        let per = Duration::from_millis(400);
+        let pool = SmartAioPool::builder()
+            .max_concurrency(4)
+            .rate_limit(3, per)
+            .process_wide(false)
+            .auto_shutdown(false)
+            .build();
+        let a = support::current_thread();
+        let b = support::current_thread();
+        let m = support::multi_thread_of(1);
+        a.block_on(pool.run(|| async {})).unwrap();
+        b.block_on(pool.run(|| async {})).unwrap();
+        m.block_on(pool.run(|| async {})).unwrap();
+        let x = m.block_on(pool.submit(|| async { 3u32 })).unwrap();
+        assert_eq!(pool.stats().queued, 1, "{}", pool.stats());
+        drop(m);
+        a.block_on(async {
+            let got = tokio::time::timeout(per * 5, x).await.unwrap_or_else(|_| {
+                panic!(
+                    "x did not start within 5 windows, a driven all along ({})",
+                    pool.stats()
+                )
+            });
+            assert_eq!(got.unwrap(), 3);
+        });
+        drop(b);
+    });
+}
+
+/// Finding 326, the other way into it: a plain thread's task, sent to the pool's home `m`
+/// (a multi-thread runtime, where the timer goes), is left to any runtime when `m` ends
+/// while another runtime lives (`settle_dead`). As above, the timer went to `b` only, and
+/// `a`, driven and awaiting the task, waited for `b`. At 30e97e4 this fails with `x did
+/// not start within 5 windows, a driven all along`.
+#[test]
+fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_plain_threads_task_is_awaited() {
+    bounded("the lost timer scenario, a plain thread's task", || {
+        let per = Duration::from_millis(400);
+        let pool = common(4, 10).rate_limit(3, per).build();
+        let a = support::current_thread();
+        let b = support::current_thread();
+        let m = support::multi_thread_of(1);
+        a.block_on(pool.run(async {})).unwrap();
+        b.block_on(pool.run(async {})).unwrap();
+        m.block_on(pool.run(async {})).unwrap();
+        // From this (plain) thread: to the home, `m`; the window is full.
+        let x = pool.blocking_submit(async { 3u32 }).unwrap();
+        assert_eq!(pool.stats().queued, 1, "{}", pool.stats());
+        drop(m);
+        a.block_on(async {
+            let got = tokio::time::timeout(per * 5, x).await.unwrap_or_else(|_| {
+                panic!(
+                    "x did not start within 5 windows, a driven all along ({})",
+                    pool.stats()
+                )
+            });
+            assert_eq!(got.unwrap(), 3);
+        });
+        drop(b);
+    });
+}
+
+/// Finding 325: `Slot::restart` looked for the job the window's next start goes
+/// to while the job restarting still held its key. With `max_per_key(2)`, `r` (key `k`)
+/// runs on `main`, and `q` (key `k`), a task of `b` (a current-thread runtime left
+/// undriven), is handed over to `b` by `main`'s timer, its start charged then. Within
+/// that window, `z` (key `k`, priority 5) is submitted from `c`, a current-thread runtime
+/// left undriven, and `x` (priority 5, no key) from `b`: the window holds both back. `b`
+/// is driven: `q` finds its start, which fills the window; the first job the picker
+/// accepted, with `q` counted for `k`, was `x` (`z`'s key full), queued ahead of `q` and
+/// of `b`: `q` gave its start back to it. But once `q` was back in the queue, its key
+/// given back, the claimer's `pop_startable` took `z`, ahead of `x`, and handed it over
+/// to `c`: neither `q` nor `x` started while `b` was driven, and the start went to a
+/// runtime not driven. At 30e97e4 this fails with `none of b's tasks started while b
+/// was driven (q 0, x 0)`.
+#[test]
+fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_its_key() {
+    bounded("the key-held give-back scenario", || {
+        let per = Duration::from_millis(400);
+        let pool = common(8, 10).rate_limit(1, per).max_per_key(2).build();
+        let main = support::multi_thread_of(2);
+        let b = support::current_thread();
+        let c = support::current_thread();
+        let (q_runs, x_runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (_release_r, held) = tokio::sync::oneshot::channel::<()>();
+        let r = async move {
+            let _ = held.await;
+            0u32
+        };
+        main.block_on(pool.submit_with(r, SubmitOptions::new().key("k")))
+            .unwrap()
+            .detach();
+        support::until("r started", || pool.stats().running == 1);
+        // Queued (the window is full); `main`'s timer hands it to `b` a window later.
+        let xq = b
+            .block_on(pool.submit_with(counted(&q_runs), SubmitOptions::new().key("k")))
+            .unwrap();
+        support::until("q handed over to b", || {
+            let s = pool.stats();
+            (s.queued, s.running) == (0, 2)
+        });
+        let xz = c
+            .block_on(pool.submit_with(async { 1u32 }, SubmitOptions::new().key("k").priority(5)))
+            .unwrap();
+        let xx = b
+            .block_on(pool.submit_with(counted(&x_runs), SubmitOptions::new().priority(5)))
+            .unwrap();
+        let s = pool.stats();
+        assert_eq!((s.queued, s.running), (2, 2), "z and x held back: {s}");
+        drive(&b);
+        let (qn, xn) = (q_runs.load(Ordering::SeqCst), x_runs.load(Ordering::SeqCst));
+        assert_eq!(
+            qn + xn,
+            1,
+            "none of b's tasks started while b was driven (q {qn}, x {xn}; {})",
+            pool.stats()
+        );
+        drop((xq, xz, xx));
     });
 }
 

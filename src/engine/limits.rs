@@ -228,12 +228,7 @@ impl Limits {
     /// then, as [`ended`](Self::ended) takes them back).
     /// Returns `now` if it spent a start (see [`unstarted`](Self::unstarted)).
     pub(crate) fn started(&mut self, meta: &Meta, now: Instant, runs: bool) -> Option<Instant> {
-        if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
-            *self.per_key.entry(key.clone()).or_insert(0) += 1;
-        }
-        if self.weight_capacity.is_some() {
-            self.weight_running += u64::from(meta.weight());
-        }
+        self.holds(meta);
         match (&mut self.rate, runs) {
             (Some(r), true) => {
                 r.clamp(now);
@@ -297,6 +292,19 @@ impl Limits {
         let at = r.starts.back().map_or(now, |&newest| newest.max(now));
         r.starts.push_back(at);
         Some(at)
+    }
+
+    /// A job with `meta` holds its key and weight (the rate window untouched): one that
+    /// starts ([`started`](Self::started)), or one that gave them back with
+    /// [`ended`](Self::ended) to look at the queue as it will be without it, and runs after
+    /// all (`Slot::restart`).
+    pub(crate) fn holds(&mut self, meta: &Meta) {
+        if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
+            *self.per_key.entry(key.clone()).or_insert(0) += 1;
+        }
+        if self.weight_capacity.is_some() {
+            self.weight_running += u64::from(meta.weight());
+        }
     }
 
     /// A job with `meta` that had started ended.

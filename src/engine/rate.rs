@@ -89,10 +89,12 @@ impl<J: Job> Engine<J> {
     ///
     /// No runtime is known to be driven here (this is the dying runtime's drop), so
     /// unless a timer is left on a live multi-thread runtime, one is armed on each live
-    /// runtime whose jobs are queued: `fill_free` arms one only on the runtime of the job
-    /// that starts next, and a current-thread runtime runs it only while it is driven, so
-    /// a runtime driven all along, waiting for its own tasks, waited for that one to be
-    /// driven (the class of finding 317).
+    /// runtime whose jobs are queued, or on every live runtime if a queued job may run on
+    /// any (see [`arm_where_queued`](Self::arm_where_queued)): `fill_free` arms one only on
+    /// the runtime of the job that starts next (for a job left to any runtime, on the home
+    /// or the newest live runtime), and a current-thread runtime runs it only while it is
+    /// driven, so a runtime driven all along, waiting for its tasks, waited for that one
+    /// to be driven (the class of finding 317).
     pub(super) fn rate_timer_lost(self: &Arc<Self>, handle: &Handle, timer_rt: RtRef) {
         let mut later = Deferred::default();
         {
@@ -111,7 +113,12 @@ impl<J: Job> Engine<J> {
     /// Under the lock (see [`rate_timer_lost`](Self::rate_timer_lost)): if the rate window
     /// holds queued jobs back and no timer is armed on a live multi-thread runtime, arms
     /// one on each live runtime with a queued job that has none (a timer more only fills
-    /// free slots once more).
+    /// free slots once more). If a queued job's runtime is not alive, on every live
+    /// runtime that has none: such a job is left to any runtime (a SmartAioPool re-run,
+    /// also one whose runtime ended, and a plain thread's job whose runtime ended while
+    /// another lives: `settle_dead`), or will be once its runtime's end is settled, and
+    /// the runtime awaiting its handle (which offers that runtime only to a stranded
+    /// pool) may be any of them.
     fn arm_where_queued(st: &mut State<J>, later: &mut Deferred<J>) {
         let State {
             queue,
@@ -133,11 +140,17 @@ impl<J: Job> Engine<J> {
             return;
         }
         let mut rts: Vec<RtRef> = Vec::new();
+        let mut anywhere = false;
         queue.for_each(|q| {
-            if !rts.contains(&q.rt) && runtimes.is_alive(q.rt) {
+            if !runtimes.is_alive(q.rt) {
+                anywhere = true; // `ANY`, or a runtime that has died
+            } else if !rts.contains(&q.rt) {
                 rts.push(q.rt);
             }
         });
+        if anywhere {
+            rts = runtimes.live().collect();
+        }
         for rt in rts {
             rate_timers.arm(runtimes, runtimes.known_handle(rt), at, later);
         }

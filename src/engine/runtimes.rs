@@ -273,6 +273,14 @@ impl Runtimes {
         self.home.filter(|&s| self.is_alive(s))
     }
 
+    /// The numbers of the live runtimes, oldest first.
+    pub(crate) fn live(&self) -> impl Iterator<Item = RtRef> + '_ {
+        self.entries
+            .iter()
+            .filter(|e| e.alive.load(Ordering::Acquire))
+            .map(|e| e.serial)
+    }
+
     pub(crate) fn is_alive(&self, serial: RtRef) -> bool {
         self.entry(serial)
             .is_some_and(|e| e.alive.load(Ordering::Acquire))

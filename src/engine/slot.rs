@@ -211,6 +211,8 @@ impl<J: Job> Slot<J> {
                 return Some(q);
             }
             let now = Instant::now();
+            // Whether this job's key and weight were given back already (below).
+            let mut released = false;
             if let Some(new) = limits.restart(at, now) {
                 // The job the window's next start would go to (see `pop_startable`), if it
                 // is queued ahead of this one and may run here: one put back by a slot of
@@ -220,7 +222,13 @@ impl<J: Job> Slot<J> {
                 // order; with room left, both start (the claimer that put-back sent
                 // takes the other). Not in a window that never reopens, where `restart`
                 // changes nothing (313): a start given away there is gone for this job.
+                // Looked for without this job's key and weight, as the claimer's
+                // `pop_startable` will look once this one is back in the queue: counted,
+                // its key could hide a job ahead (another runtime's, which the claimer
+                // would then hand over) behind one of this runtime's (finding 325).
                 let ahead = limits.rate_reopens() && limits.rate_ready_at(now).is_some() && {
+                    limits.ended(&entry.meta);
+                    released = true;
                     let mut pick = limits.picker();
                     st.queue.first_where(|x| pick(&x.meta)).is_some_and(|x| {
                         (x.rt == self.rt || x.rt == ANY)
@@ -229,13 +237,18 @@ impl<J: Job> Slot<J> {
                     })
                 };
                 if !ahead {
+                    if released {
+                        limits.holds(&entry.meta);
+                    }
                     entry.charged = Some(new);
                     return Some(q);
                 }
                 limits.unstarted(new);
             }
             let entry = st.slots.remove(self.key);
-            limits.ended(&entry.meta);
+            if !released {
+                limits.ended(&entry.meta);
+            }
             st.queue.put_back(Queued {
                 meta: entry.meta,
                 ..q
