@@ -89,8 +89,9 @@ impl<J: Job> Engine<J> {
     ///
     /// No runtime is known to be driven here (this is the dying runtime's drop), so
     /// unless a timer is left on a live multi-thread runtime, one is armed on each live
-    /// runtime whose jobs are queued, or on every live runtime if a queued job may run on
-    /// any (see [`arm_where_queued`](Self::arm_where_queued)): `fill_free` arms one only on
+    /// runtime whose jobs are queued, or, if a queued job may run on any, on a live
+    /// multi-thread runtime, else on every live runtime (see
+    /// [`arm_where_queued`](Self::arm_where_queued)): `fill_free` arms one only on
     /// the runtime of the job that starts next (for a job left to any runtime, on the home
     /// or the newest live runtime), and a current-thread runtime runs it only while it is
     /// driven, so a runtime driven all along, waiting for its tasks, waited for that one
@@ -113,8 +114,8 @@ impl<J: Job> Engine<J> {
     /// Under the lock (see [`rate_timer_lost`](Self::rate_timer_lost)): if the rate window
     /// holds queued jobs back and no timer is armed on a live multi-thread runtime, arms
     /// one on each live runtime with a queued job that has none (a timer more only fills
-    /// free slots once more). If a queued job's runtime is not alive, on every live
-    /// runtime that has none: such a job is left to any runtime (a SmartAioPool re-run,
+    /// free slots once more). If a queued job's runtime is not alive, on a live
+    /// multi-thread runtime if there is one, else on every live runtime that has none: such a job is left to any runtime (a SmartAioPool re-run,
     /// also one whose runtime ended, and a plain thread's job whose runtime ended while
     /// another lives: `settle_dead`), or will be once its runtime's end is settled, and
     /// the runtime awaiting its handle (which offers that runtime only to a stranded
@@ -149,7 +150,16 @@ impl<J: Job> Engine<J> {
             }
         });
         if anywhere {
-            rts = runtimes.live().collect();
+            // A live multi-thread runtime runs a timer undriven: one there serves every
+            // queued job (a slot it starts hands each to its runtime). Only when every
+            // live runtime is current-thread, one on each.
+            let multi = runtimes
+                .live()
+                .find(|&rt| runtimes.handle(rt).is_some_and(is_multi_thread));
+            rts = match multi {
+                Some(rt) => vec![rt],
+                None => runtimes.live().collect(),
+            };
         }
         for rt in rts {
             rate_timers.arm(runtimes, runtimes.known_handle(rt), at, later);

@@ -166,21 +166,23 @@ impl<J: Job> Slot<J> {
     /// A job handed over by a slot of another runtime ([`bound`](Self::bound)) starts only
     /// now, when this runtime first polls its slot, which may be long after the other slot
     /// charged its start to the rate window (this runtime busy, or not driven: a
-    /// current-thread runtime outside `block_on` runs nothing): meanwhile the window
-    /// moved on and let other starts in, and the jobs handed over would start all at
-    /// once, past it. (The same, on a smaller scale, for a job this slot took and then
-    /// yielded before running, `After::YieldThenRun`: a busy multi-thread runtime may
-    /// come back to it late.) So, in a rate-limited pool, the start is taken again now
-    /// ([`Limits::restart`](super::limits::Limits::restart)); if the window has no room
-    /// for it now, the job goes back to the queue, at its place by id (several put back
-    /// keep their order), as a job the window holds back: its key and weight given back,
-    /// the rate timer armed. So does a job that finds its start when a job queued ahead of
-    /// it may start on this runtime (one this runtime's slots put back just before, as
-    /// their starts had left the window): the start goes to that one, through a claimer
-    /// here, and the jobs handed over start in queue order. This slot then gives its
-    /// place up: `None`, and the slot task ends. A job that will not run (aborted, or
-    /// covered by a `cancel_all`, since it left the queue) gives its start back and is
-    /// dropped here unrun, never put back.
+    /// current-thread runtime outside `block_on` runs nothing): meanwhile the window moved
+    /// on and let other starts in, and the jobs handed over would start all at once, past
+    /// it. (The same, on a smaller scale, for a job this slot took and then yielded before
+    /// running, `After::YieldThenRun`: a busy multi-thread runtime may come back to it
+    /// late.) So, in a rate-limited pool, the start is taken again now
+    /// ([`Limits::restart`](super::limits::Limits::restart)); if the window has no room for
+    /// it now, the job goes back to the queue, at its place by id (several put back keep
+    /// their order), as a job the window holds back: its key and weight given back, the
+    /// rate timer armed. So does a job whose start leaves the window no room beyond the
+    /// jobs reserved a slot when a job queued ahead of it may start on this runtime (one
+    /// this runtime's slots put back just before, as their starts had left the window;
+    /// looked for without this job's key and weight, as the claimer's pop will look): the
+    /// start goes to that one, through a claimer here, and the jobs handed over start in
+    /// queue order (not in a window that never reopens). This slot then gives its place up:
+    /// `None`, and the slot task ends. A job that will not run (aborted, or covered by a
+    /// `cancel_all`, since it left the queue) gives its start back and is dropped here
+    /// unrun, never put back.
     fn restart(&mut self, q: Queued<J>) -> Option<Queued<J>> {
         let engine = Arc::clone(&self.engine);
         let mut later = Deferred::default();
@@ -191,6 +193,7 @@ impl<J: Job> Slot<J> {
                 return Some(q); // the exit took the pool over: as any stale slot's job
             }
             let covered = st.cancel_covers(q.id, engine.cancel_before.load(Ordering::Acquire));
+            let reserved = st.reserved;
             let Some(limits) = st.limits.as_deref_mut() else {
                 return Some(q);
             };
@@ -217,16 +220,18 @@ impl<J: Job> Slot<J> {
                 // The job the window's next start would go to (see `pop_startable`), if it
                 // is queued ahead of this one and may run here: one put back by a slot of
                 // this runtime just before (their starts had left the window while this
-                // one's was still in it). When this start fills the window, that job takes
-                // it, and this one goes back behind it, so that the jobs start in queue
-                // order; with room left, both start (the claimer that put-back sent
-                // takes the other). Not in a window that never reopens, where `restart`
-                // changes nothing (313): a start given away there is gone for this job.
+                // one's was still in it). When this start leaves no room for more than the
+                // jobs already reserved a slot (each to spend a start, as `fill` counts
+                // them), that job takes it, and this one goes back behind it, so that the
+                // jobs start in queue order; with room left, this one keeps its start and
+                // the job ahead takes the room (the rate timer armed when it was put back
+                // starts it). Not in a window that never reopens, where `restart` changes
+                // nothing (313): a start given away there is gone for this job.
                 // Looked for without this job's key and weight, as the claimer's
                 // `pop_startable` will look once this one is back in the queue: counted,
                 // its key could hide a job ahead (another runtime's, which the claimer
                 // would then hand over) behind one of this runtime's (finding 325).
-                let ahead = limits.rate_reopens() && limits.rate_ready_at(now).is_some() && {
+                let ahead = limits.rate_reopens() && limits.rate_tokens(now) <= reserved && {
                     limits.ended(&entry.meta);
                     released = true;
                     let mut pick = limits.picker();
