@@ -235,9 +235,7 @@ impl Limits {
                 // Not before the newest start (one from the real clock, read by a paused
                 // runtime whose clock is behind it): the starts stay in order. With one
                 // clock, `now`.
-                let at = r.starts.back().map_or(now, |&newest| newest.max(now));
-                r.starts.push_back(at);
-                Some(at)
+                Some(r.push(now))
             }
             _ => None,
         }
@@ -288,10 +286,7 @@ impl Limits {
         if r.starts.len() >= r.count {
             return None;
         }
-        // Not before the newest start, as `started` keeps them in order.
-        let at = r.starts.back().map_or(now, |&newest| newest.max(now));
-        r.starts.push_back(at);
-        Some(at)
+        Some(r.push(now))
     }
 
     /// A job with `meta` holds its key and weight (the rate window untouched): one that
@@ -381,6 +376,14 @@ impl RateWindow {
                 _ => break,
             }
         }
+    }
+
+    /// Records a start made `now`, not before the newest one (the starts stay in order);
+    /// returns the time recorded.
+    fn push(&mut self, now: Instant) -> Instant {
+        let at = self.starts.back().map_or(now, |&newest| newest.max(now));
+        self.starts.push_back(at);
+        at
     }
 
     /// Starts read from a clock ahead of both `now`'s and the real clock's are taken as
