@@ -1,4 +1,4 @@
-//! The rate window's hand-overs and timers (findings 320–323, 325 and 326, and pins;
+//! The rate window's hand-overs and timers (findings 320–323 and 325–327, and pins;
 //! RELIABILITY.md), from a helper's review of 312–317's fixes: a task's start taken again when its own
 //! runtime begins to run it (`Slot::restart`, `Limits::restart`, `Queue::put_back`), and the
 //! rate timers kept per runtime (`RateTimers`).
@@ -21,6 +21,10 @@
 //! (326); and a task handed over gave its start to a job of its runtime queued ahead, which
 //! the claimer then did not take, the job restarting having hidden, by its key, another
 //! runtime's job ahead of that one (325).
+//!
+//! One more (327), from a read-only review of 6789e6c (failing with 30e97e4's guard
+//! put back): a task handed over kept its start when that start left the window less room
+//! than the jobs reserved a slot ahead of it, so one of those waited a whole window.
 //!
 //! The pins check what the review found sound: a SmartAioPool task put back runs once and
 //! its elastic worker goes idle; the `metrics` figures count a task put back once; a
@@ -388,6 +392,87 @@ fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_it
             pool.stats()
         );
         drop((xq, xz, xx));
+    });
+}
+
+/// Finding 327, from a read-only review of 6789e6c: a task handed over gives its start to
+/// the job queued ahead when its start leaves the window no room beyond the jobs reserved a
+/// slot, not only when it fills the window. `q` (priority 0), a task of `b` (a
+/// current-thread runtime left undriven), is handed over to `b` by `main`'s timer, its
+/// start charged then; `x1` and `x2` (priority 5, so ahead of `q`), tasks of `b` too, are
+/// queued behind the pool's one slot (`q`'s). Once `q`'s start has left the window, a
+/// resize from a plain thread reserves two slots, the window's two starts, for `x1` and
+/// `x2`: its claimers go to `b`, behind `q`'s slot. `b` is driven: `q`'s slot takes its
+/// start again, which leaves the window one start for two reserved jobs ahead of it. With
+/// 30e97e4's guard ("this start fills the window") put back in 0936c98, `q` kept it and
+/// ran first, `x1` took the last start, and `x2`, reserved a slot before `q`'s runtime was
+/// driven, waited a whole window: this fails with `b's tasks started out of priority
+/// order: ["q", "x1", "x2"] (x2 started 401ms after q)`.
+#[test]
+fn a_handed_over_task_gives_its_start_to_reserved_jobs_queued_ahead() {
+    bounded("the reserved jobs ahead scenario", || {
+        let per = Duration::from_millis(400);
+        let pool = common(1, 10).rate_limit(2, per).build();
+        let main = support::multi_thread_of(2);
+        let b = support::current_thread();
+        let starts: Arc<Mutex<Vec<(&'static str, std::time::Instant)>>> = Default::default();
+        let rec = |tag: &'static str| {
+            let s = starts.clone();
+            async move { s.lock().unwrap().push((tag, std::time::Instant::now())) }
+        };
+        // `main` fills the window; `q`, queued, goes to `b` when `main`'s timer fires.
+        main.block_on(async {
+            pool.run(async {}).await.unwrap();
+            pool.run(async {}).await.unwrap();
+        });
+        let xq = b.block_on(pool.submit(rec("q"))).unwrap();
+        assert_eq!(pool.stats().queued, 1, "q held back: {}", pool.stats());
+        support::until("q handed over to b", || {
+            let s = pool.stats();
+            (s.queued, s.running) == (0, 1)
+        });
+        let handed = std::time::Instant::now();
+        // Behind the one slot (`q`'s): queued, no slot reserved, no timer armed.
+        let high = || SubmitOptions::new().priority(5);
+        let x1 = b.block_on(pool.submit_with(rec("x1"), high())).unwrap();
+        let x2 = b.block_on(pool.submit_with(rec("x2"), high())).unwrap();
+        let s = pool.stats();
+        assert_eq!((s.queued, s.running), (2, 1), "x1 and x2 queued: {s}");
+        // `q`'s start (and `main`'s) leave the window; the resize reserves its two
+        // starts for `x1` and `x2`, with claimers on `b` (the runtime of the job that
+        // starts next), spawned after `q`'s slot.
+        let gone = handed + per + Duration::from_millis(50);
+        std::thread::sleep(gone.saturating_duration_since(std::time::Instant::now()));
+        pool.set_max_concurrency(3);
+        assert!(starts.lock().unwrap().is_empty(), "nothing ran yet");
+        b.block_on(async {
+            for (what, h) in [("x1", x1), ("x2", x2), ("q", xq)] {
+                tokio::time::timeout(Duration::from_secs(10), h)
+                    .await
+                    .unwrap_or_else(|_| panic!("{what} did not end within 10 s ({})", pool.stats()))
+                    .unwrap();
+            }
+        });
+        let s = starts.lock().unwrap().clone();
+        let order: Vec<&str> = s.iter().map(|x| x.0).collect();
+        let at = |tag| s.iter().find(|x| x.0 == tag).unwrap().1;
+        assert_eq!(
+            order,
+            ["x1", "x2", "q"],
+            "b's tasks started out of priority order: {order:?} (x2 started {:?} after q)",
+            at("x2").saturating_duration_since(at("q"))
+        );
+        assert!(
+            at("x2") - at("x1") < per / 2,
+            "x2, reserved a slot with x1, started {:?} after it",
+            at("x2") - at("x1")
+        );
+        assert!(
+            at("q") - at("x1") >= per - Duration::from_millis(5),
+            "three starts {:?} apart under rate_limit(2, {per:?})",
+            at("q") - at("x1")
+        );
+        drop(main);
     });
 }
 
