@@ -115,11 +115,11 @@ impl<J: Job> Engine<J> {
     /// holds queued jobs back and no timer is armed on a live multi-thread runtime, arms
     /// one on each live runtime with a queued job that has none (a timer more only fills
     /// free slots once more). If a queued job's runtime is not alive, on a live
-    /// multi-thread runtime if there is one, else on every live runtime that has none: such a job is left to any runtime (a SmartAioPool re-run,
-    /// also one whose runtime ended, and a plain thread's job whose runtime ended while
-    /// another lives: `settle_dead`), or will be once its runtime's end is settled, and
-    /// the runtime awaiting its handle (which offers that runtime only to a stranded
-    /// pool) may be any of them.
+    /// multi-thread runtime if there is one, else on every live runtime that has none: such
+    /// a job is left to any runtime (a SmartAioPool re-run, also one whose runtime ended,
+    /// and a plain thread's job whose runtime ended while another lives: `settle_dead`), or
+    /// will be once its runtime's end is settled, and the runtime awaiting its handle
+    /// (which offers that runtime only to a stranded pool) may be any of them.
     fn arm_where_queued(st: &mut State<J>, later: &mut Deferred<J>) {
         let State {
             queue,
