@@ -141,8 +141,8 @@
 //!   whichever comes first takes the job. Likewise, when every rate timer armed is on
 //!   another current-thread runtime, that code's runtime gets a rate timer too; and a
 //!   timer lost with its runtime is armed again on each runtime whose tasks are queued
-//!   (for tasks that may run on any runtime, on a multi-thread runtime if one lives, else
-//!   on every live one), unless one is left on a multi-thread runtime.
+//!   (and, for tasks that may run on any runtime, on a multi-thread runtime if one lives,
+//!   else on every live one), unless one is left on a multi-thread runtime.
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up

@@ -183,6 +183,12 @@ impl Limits {
     /// long to add to a time (`Duration::MAX`, "at most `count` starts, ever"). No timer is
     /// armed for one that never does: a timer ~30 years out would end the window under
     /// tokio's paused clock, and hold the pool's engine until its runtime ends.
+    /// Whether the window is one that never reopens, as [`restart`](Self::restart) decides
+    /// it (an empty window asks the clock).
+    pub(crate) fn rate_never_reopens(&self) -> bool {
+        self.rate.as_ref().is_some_and(|r| r.never_reopens())
+    }
+
     pub(crate) fn rate_reopens(&self) -> bool {
         self.rate.as_ref().is_some_and(|r| {
             r.starts

@@ -89,8 +89,8 @@ impl<J: Job> Engine<J> {
     ///
     /// No runtime is known to be driven here (this is the dying runtime's drop), so
     /// unless a timer is left on a live multi-thread runtime, one is armed on each live
-    /// runtime whose jobs are queued, or, if a queued job may run on any, on a live
-    /// multi-thread runtime, else on every live runtime (see
+    /// runtime whose jobs are queued, and, if a queued job may run on any, on a live
+    /// multi-thread runtime too, else on every live runtime (see
     /// [`arm_where_queued`](Self::arm_where_queued)): `fill_free` arms one only on
     /// the runtime of the job that starts next (for a job left to any runtime, on the home
     /// or the newest live runtime), and a current-thread runtime runs it only while it is
@@ -114,7 +114,7 @@ impl<J: Job> Engine<J> {
     /// Under the lock (see [`rate_timer_lost`](Self::rate_timer_lost)): if the rate window
     /// holds queued jobs back and no timer is armed on a live multi-thread runtime, arms
     /// one on each live runtime with a queued job that has none (a timer more only fills
-    /// free slots once more). If a queued job's runtime is not alive, on a live
+    /// free slots once more). If a queued job's runtime is not alive, also on a live
     /// multi-thread runtime if there is one, else on every live runtime that has none: such
     /// a job is left to any runtime (a SmartAioPool re-run, also one whose runtime ended,
     /// and a plain thread's job whose runtime ended while another lives: `settle_dead`), or
@@ -150,16 +150,18 @@ impl<J: Job> Engine<J> {
             }
         });
         if anywhere {
-            // A live multi-thread runtime runs a timer undriven: one there serves every
-            // queued job (a slot it starts hands each to its runtime). Only when every
-            // live runtime is current-thread, one on each.
+            // A live multi-thread runtime runs a timer undriven: one there serves the jobs
+            // left to any runtime (beside the timers on the runtimes of queued jobs, which
+            // do not wait for it). Only when every live runtime is current-thread, one on
+            // each.
             let multi = runtimes
                 .live()
                 .find(|&rt| runtimes.handle(rt).is_some_and(is_multi_thread));
-            rts = match multi {
-                Some(rt) => vec![rt],
-                None => runtimes.live().collect(),
-            };
+            match multi {
+                Some(rt) if !rts.contains(&rt) => rts.push(rt),
+                Some(_) => {}
+                None => rts = runtimes.live().collect(),
+            }
         }
         for rt in rts {
             rate_timers.arm(runtimes, runtimes.known_handle(rt), at, later);

@@ -192,14 +192,16 @@ impl NoQueueAioPoolBuilder {
     ///
     /// A task starts, for the window, when a slot of the runtime it runs on begins to run
     /// it: one that a slot of another runtime took from the queue and handed over to its
-    /// own (which may be busy, or not driven: a current-thread runtime outside
-    /// `block_on`) is counted again when that runtime gets to it, and goes back to the
-    /// queue if the window has no room then, or if its start would fill the window and a
-    /// task queued before it may start there (that one takes the start), so tasks handed
-    /// over do not start together past the window, nor out of order. A runtime driven only now and then (a current-thread
-    /// runtime outside `block_on` most of the time) starts its tasks only while it is
-    /// driven and the window has room: while other runtimes keep the window full at those
-    /// moments, its tasks wait (each hand-over to it spends a start of the window).
+    /// own (which may be busy, or not driven: a current-thread runtime outside `block_on`)
+    /// is counted again when that runtime gets to it, and goes back to the queue if the
+    /// window has no room then, or if its start leaves no room beyond the tasks already
+    /// given a slot and a task ahead of it in the queue (by priority, then submission) may
+    /// start there (that one takes the start), so tasks handed over do not start together
+    /// past the window, nor out of order. A runtime driven only now and then (a
+    /// current-thread runtime outside `block_on` most of the time) starts its tasks only
+    /// while it is driven and the window has room: while other runtimes keep the window
+    /// full at those moments, its tasks wait (each hand-over to it spends a start of the
+    /// window).
     ///
     /// # Panics
     ///
