@@ -182,19 +182,11 @@ impl Limits {
     /// Whether the rate window, once full, ever allows another start: not a window too
     /// long to add to a time (`Duration::MAX`, "at most `count` starts, ever"). No timer is
     /// armed for one that never does: a timer ~30 years out would end the window under
-    /// tokio's paused clock, and hold the pool's engine until its runtime ends.
-    /// Whether the window is one that never reopens, as [`restart`](Self::restart) decides
-    /// it (an empty window asks the clock).
-    pub(crate) fn rate_never_reopens(&self) -> bool {
-        self.rate.as_ref().is_some_and(|r| r.never_reopens())
-    }
-
+    /// tokio's paused clock, and hold the pool's engine until its runtime ends. The same
+    /// test as [`restart`](Self::restart)'s, [`RateWindow::never_reopens`] (an empty
+    /// window asks the clock).
     pub(crate) fn rate_reopens(&self) -> bool {
-        self.rate.as_ref().is_some_and(|r| {
-            r.starts
-                .front()
-                .is_none_or(|&t| t.checked_add(r.per).is_some())
-        })
+        self.rate.as_ref().is_some_and(|r| !r.never_reopens())
     }
 
     /// Of `queued` jobs (not reserved a slot; `reserved` more are, each to spend a start),

@@ -231,17 +231,16 @@ impl<J: Job> Slot<J> {
                 // `pop_startable` will look once this one is back in the queue: counted,
                 // its key could hide a job ahead (another runtime's, which the claimer
                 // would then hand over) behind one of this runtime's (finding 325).
-                let ahead =
-                    !limits.rate_never_reopens() && limits.rate_tokens(now) <= reserved && {
-                        limits.ended(&entry.meta);
-                        released = true;
-                        let mut pick = limits.picker();
-                        st.queue.first_where(|x| pick(&x.meta)).is_some_and(|x| {
-                            (x.rt == self.rt || x.rt == ANY)
-                                && (Reverse(x.priority()), x.seq())
-                                    < (Reverse(entry.meta.priority()), q.id)
-                        })
-                    };
+                let ahead = limits.rate_reopens() && limits.rate_tokens(now) <= reserved && {
+                    limits.ended(&entry.meta);
+                    released = true;
+                    let mut pick = limits.picker();
+                    st.queue.first_where(|x| pick(&x.meta)).is_some_and(|x| {
+                        (x.rt == self.rt || x.rt == ANY)
+                            && (Reverse(x.priority()), x.seq())
+                                < (Reverse(entry.meta.priority()), q.id)
+                    })
+                };
                 if !ahead {
                     if released {
                         limits.holds(&entry.meta);
