@@ -15,20 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use nb_aiopool::{CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitOptions};
+use nb_aiopool::{CancelReason, NoQueueAioPool, SmartAioPool, SubmitOptions};
+use support::common_builder;
 use tokio::time::Instant;
 
 async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(3600), fut)
         .await
         .unwrap_or_else(|_| panic!("hang (an hour of paused time): {what}"))
-}
-
-fn common(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
-    CommonAioPool::builder()
-        .max_concurrency(c)
-        .max_queue_size(q)
-        .process_wide(false)
 }
 
 /// Starts recorded as seconds since t0.
@@ -57,7 +51,9 @@ impl Starts {
 /// window: two starts per 10 s, five tasks queued behind one slot, grown to five.
 #[tokio::test(start_paused = true)]
 async fn pin_a_grow_does_not_let_queued_tasks_past_the_rate_window() {
-    let pool = common(1, 10).rate_limit(2, Duration::from_secs(10)).build();
+    let pool = common_builder(1, 10)
+        .rate_limit(2, Duration::from_secs(10))
+        .build();
     let t0 = Instant::now();
     let s = Starts::default();
     let mut hs = vec![];
@@ -86,7 +82,9 @@ async fn pin_a_grow_does_not_let_queued_tasks_past_the_rate_window() {
 async fn pin_a_trip_aborts_tasks_the_rate_window_holds_back_and_they_spend_no_start() {
     // Two starts per 10 s: the failing task and one that runs on start at once; three
     // more are held back by the window when the first fails (1 s in).
-    let pool = common(4, 10).rate_limit(2, Duration::from_secs(10)).build();
+    let pool = common_builder(4, 10)
+        .rate_limit(2, Duration::from_secs(10))
+        .build();
     let t0 = Instant::now();
     let mut g = pool
         .group::<Result<u32, &'static str>>()
@@ -152,7 +150,9 @@ async fn pin_a_trip_aborts_tasks_the_rate_window_holds_back_and_they_spend_no_st
 #[tokio::test(start_paused = true)]
 async fn pin_map_streams_through_a_rate_limited_pool_yield_every_input() {
     for ordered in [false, true] {
-        let pool = common(3, 2).rate_limit(2, Duration::from_secs(1)).build();
+        let pool = common_builder(3, 2)
+            .rate_limit(2, Duration::from_secs(1))
+            .build();
         let inputs = futures_util::stream::iter(0..20u32);
         let out: Vec<u32> = if ordered {
             within(
@@ -219,7 +219,9 @@ async fn pin_elastic_workers_that_retire_under_a_rate_window_still_start_its_tas
 /// one queued; the queued one aborted is counted cancelled at once.
 #[tokio::test(start_paused = true)]
 async fn pin_a_task_the_rate_window_holds_back_is_counted_queued_and_its_abort_counted() {
-    let pool = common(4, 4).rate_limit(1, Duration::from_secs(10)).build();
+    let pool = common_builder(4, 4)
+        .rate_limit(1, Duration::from_secs(10))
+        .build();
     let a = pool.try_submit(std::future::pending::<()>()).unwrap();
     let b = pool.try_submit(std::future::pending::<()>()).unwrap();
     let st = pool.stats();
@@ -268,7 +270,7 @@ async fn pin_aborting_a_held_back_task_of_a_no_queue_pool_admits_a_waiting_submi
 /// Weights never exceed the capacity through a shrink to one slot and a grow to eight.
 #[tokio::test(start_paused = true)]
 async fn pin_weights_hold_through_a_shrink_and_a_grow() {
-    let pool = common(4, 10).weight_capacity(4).build();
+    let pool = common_builder(4, 10).weight_capacity(4).build();
     let gauge = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
     let mut hs = vec![];
@@ -304,7 +306,9 @@ async fn pin_weights_hold_through_a_shrink_and_a_grow() {
 /// grow admits it.
 #[tokio::test(start_paused = true)]
 async fn pin_a_group_submit_waiting_for_room_held_by_held_back_tasks_is_admitted_by_a_grow() {
-    let pool = common(1, 1).rate_limit(1, Duration::from_secs(100)).build();
+    let pool = common_builder(1, 1)
+        .rate_limit(1, Duration::from_secs(100))
+        .build();
     let mut g = pool.group::<u32>();
     g.submit(async {
         tokio::time::sleep(Duration::from_secs(1000)).await;
@@ -332,7 +336,9 @@ async fn pin_a_group_submit_waiting_for_room_held_by_held_back_tasks_is_admitted
 /// after the call) and its task runs when the window reopens.
 #[tokio::test(start_paused = true)]
 async fn pin_cancel_all_with_held_back_tasks_and_a_waiting_submit() {
-    let pool = common(2, 1).rate_limit(1, Duration::from_secs(100)).build();
+    let pool = common_builder(2, 1)
+        .rate_limit(1, Duration::from_secs(100))
+        .build();
     let a = pool.submit(std::future::pending::<u32>()).await.unwrap();
     let b = pool.submit(async { 2u32 }).await.unwrap();
     let c = pool.submit(async { 3u32 }).await.unwrap();
@@ -475,7 +481,11 @@ async fn pin_waiting_submits_start_by_priority_then_in_order_under_a_rate_window
         let c = if noq {
             None
         } else {
-            Some(common(1, 0).rate_limit(1, Duration::from_secs(10)).build())
+            Some(
+                common_builder(1, 0)
+                    .rate_limit(1, Duration::from_secs(10))
+                    .build(),
+            )
         };
         let n = if noq {
             Some(
@@ -560,7 +570,7 @@ async fn pin_waiting_submits_start_by_priority_then_in_order_under_a_rate_window
 #[test]
 fn tasks_handed_to_a_runtime_not_driven_do_not_start_together_past_the_rate_window() {
     let per = Duration::from_millis(100);
-    let pool = common(8, 10).rate_limit(1, per).build();
+    let pool = common_builder(8, 10).rate_limit(1, per).build();
     let starts: Arc<Mutex<Vec<(u32, std::time::Instant)>>> = Default::default();
     let rec = |tag: u32| {
         let s = starts.clone();

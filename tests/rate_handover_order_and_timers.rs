@@ -42,23 +42,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nb_aiopool::{CommonAioPool, SmartAioPool, SubmitOptions, TaskHandle};
-
-fn common(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
-    CommonAioPool::builder()
-        .max_concurrency(c)
-        .max_queue_size(q)
-        .process_wide(false)
-}
-
-/// A task that counts its runs.
-fn counted(runs: &Arc<AtomicUsize>) -> impl std::future::Future<Output = u32> + Send + 'static {
-    let runs = runs.clone();
-    async move {
-        runs.fetch_add(1, Ordering::SeqCst);
-        7
-    }
-}
+use nb_aiopool::{SmartAioPool, SubmitOptions, TaskHandle};
+use support::{common_builder, counted};
 
 /// Drives `v` for a moment: its slot tasks poll the tasks handed over.
 fn drive(v: &tokio::runtime::Runtime) {
@@ -68,6 +53,25 @@ fn drive(v: &tokio::runtime::Runtime) {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     });
+}
+
+/// The output of `handle`'s task, awaited on a runtime driven all along; fails, with the
+/// pool's stats, if the task has not ended within 5 windows of `per`.
+async fn within_5_windows<T>(
+    what: &str,
+    handle: TaskHandle<T>,
+    per: Duration,
+    stats: impl Fn() -> nb_aiopool::PoolStats,
+) -> T {
+    tokio::time::timeout(per * 5, handle)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{what} did not start within 5 windows, a driven all along ({})",
+                stats()
+            )
+        })
+        .unwrap()
 }
 
 /// Runs `f` on a thread of its own, failing if it takes more than 30 s.
@@ -86,7 +90,7 @@ fn bounded(what: &'static str, f: impl FnOnce() + Send + 'static) {
 fn tasks_handed_over_to_a_runtime_not_driven_start_in_submission_order() {
     bounded("the hand-over order scenario", || {
         let per = Duration::from_millis(200);
-        let pool = common(8, 10).rate_limit(1, per).build();
+        let pool = common_builder(8, 10).rate_limit(1, per).build();
         let starts: Arc<Mutex<Vec<(u32, std::time::Instant)>>> = Default::default();
         let rec = |tag: u32| {
             let s = starts.clone();
@@ -146,7 +150,10 @@ fn tasks_handed_over_to_a_runtime_not_driven_start_in_submission_order() {
 fn a_jobs_end_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
     bounded("the two armings scenario", || {
         let per = Duration::from_millis(300);
-        let pool = common(2, 10).rate_limit(2, per).max_per_key(1).build();
+        let pool = common_builder(2, 10)
+            .rate_limit(2, per)
+            .max_per_key(1)
+            .build();
         let a = support::current_thread();
         let b = support::current_thread();
         let (release, held) = tokio::sync::oneshot::channel::<()>();
@@ -178,13 +185,10 @@ fn a_jobs_end_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
             let xa = pool.submit(async { 3u32 }).await.unwrap();
             release.send(()).unwrap();
             assert_eq!(first.await.unwrap(), 1);
-            let got = tokio::time::timeout(per * 5, xa).await.unwrap_or_else(|_| {
-                panic!(
-                    "a's task did not start within 5 windows, a driven all along ({})",
-                    pool.stats()
-                )
-            });
-            assert_eq!(got.unwrap(), 3);
+            assert_eq!(
+                within_5_windows("a's task", xa, per, || pool.stats()).await,
+                3
+            );
         });
         drop(xb);
     });
@@ -199,7 +203,7 @@ fn a_jobs_end_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
 fn a_resize_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
     bounded("the resize scenario", || {
         let per = Duration::from_millis(300);
-        let pool = common(1, 10).rate_limit(1, per).build();
+        let pool = common_builder(1, 10).rate_limit(1, per).build();
         let a = support::current_thread();
         let b = support::current_thread();
         let (_release, held) = tokio::sync::oneshot::channel::<()>();
@@ -217,13 +221,10 @@ fn a_resize_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
         a.block_on(async {
             let xa = pool.submit(async { 3u32 }).await.unwrap();
             pool.set_max_concurrency(3);
-            let got = tokio::time::timeout(per * 5, xa).await.unwrap_or_else(|_| {
-                panic!(
-                    "a's task did not start within 5 windows, a driven all along ({})",
-                    pool.stats()
-                )
-            });
-            assert_eq!(got.unwrap(), 3);
+            assert_eq!(
+                within_5_windows("a's task", xa, per, || pool.stats()).await,
+                3
+            );
         });
         drop(xb);
     });
@@ -239,7 +240,7 @@ fn a_resize_in_a_full_window_arms_a_timer_on_its_driven_runtime_too() {
 fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_driven_runtime_waits() {
     bounded("the lost timer scenario", || {
         let per = Duration::from_millis(500);
-        let pool = common(4, 10).rate_limit(1, per).build();
+        let pool = common_builder(4, 10).rate_limit(1, per).build();
         let m = support::multi_thread_of(1);
         let a = support::current_thread();
         let b = support::current_thread();
@@ -250,13 +251,10 @@ fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_driven_runtime_wait
         assert_eq!(pool.stats().queued, 2, "{}", pool.stats());
         drop(m);
         a.block_on(async {
-            let got = tokio::time::timeout(per * 5, xa).await.unwrap_or_else(|_| {
-                panic!(
-                    "a's task did not start within 5 windows, a driven all along ({})",
-                    pool.stats()
-                )
-            });
-            assert_eq!(got.unwrap(), 3);
+            assert_eq!(
+                within_5_windows("a's task", xa, per, || pool.stats()).await,
+                3
+            );
         });
         drop(xb);
     });
@@ -291,13 +289,7 @@ fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_task_left_to_any_ru
         assert_eq!(pool.stats().queued, 1, "{}", pool.stats());
         drop(m);
         a.block_on(async {
-            let got = tokio::time::timeout(per * 5, x).await.unwrap_or_else(|_| {
-                panic!(
-                    "x did not start within 5 windows, a driven all along ({})",
-                    pool.stats()
-                )
-            });
-            assert_eq!(got.unwrap(), 3);
+            assert_eq!(within_5_windows("x", x, per, || pool.stats()).await, 3);
         });
         drop(b);
     });
@@ -312,7 +304,7 @@ fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_task_left_to_any_ru
 fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_plain_threads_task_is_awaited() {
     bounded("the lost timer scenario, a plain thread's task", || {
         let per = Duration::from_millis(400);
-        let pool = common(4, 10).rate_limit(3, per).build();
+        let pool = common_builder(4, 10).rate_limit(3, per).build();
         let a = support::current_thread();
         let b = support::current_thread();
         let m = support::multi_thread_of(1);
@@ -324,13 +316,7 @@ fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_plain_threads_task_
         assert_eq!(pool.stats().queued, 1, "{}", pool.stats());
         drop(m);
         a.block_on(async {
-            let got = tokio::time::timeout(per * 5, x).await.unwrap_or_else(|_| {
-                panic!(
-                    "x did not start within 5 windows, a driven all along ({})",
-                    pool.stats()
-                )
-            });
-            assert_eq!(got.unwrap(), 3);
+            assert_eq!(within_5_windows("x", x, per, || pool.stats()).await, 3);
         });
         drop(b);
     });
@@ -353,7 +339,10 @@ fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_plain_threads_task_
 fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_its_key() {
     bounded("the key-held give-back scenario", || {
         let per = Duration::from_millis(400);
-        let pool = common(8, 10).rate_limit(1, per).max_per_key(2).build();
+        let pool = common_builder(8, 10)
+            .rate_limit(1, per)
+            .max_per_key(2)
+            .build();
         let main = support::multi_thread_of(2);
         let b = support::current_thread();
         let c = support::current_thread();
@@ -412,7 +401,7 @@ fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_it
 fn a_handed_over_task_gives_its_start_to_reserved_jobs_queued_ahead() {
     bounded("the reserved jobs ahead scenario", || {
         let per = Duration::from_millis(400);
-        let pool = common(1, 10).rate_limit(2, per).build();
+        let pool = common_builder(1, 10).rate_limit(2, per).build();
         let main = support::multi_thread_of(2);
         let b = support::current_thread();
         let starts: Arc<Mutex<Vec<(&'static str, std::time::Instant)>>> = Default::default();
@@ -580,7 +569,7 @@ fn pin_metrics_count_a_task_put_back_once() {
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
         let name = "review-ratetimers-put-back";
-        let pool = common(8, 10).rate_limit(1, PER).name(name).build();
+        let pool = common_builder(8, 10).rate_limit(1, PER).name(name).build();
         let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
         let PutBack { v, main, x, .. } = put_back(
             move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),
@@ -626,7 +615,7 @@ fn pin_metrics_count_a_task_put_back_once() {
 #[test]
 fn pin_shutdown_on_the_runtime_of_a_task_put_back_ends_with_it_run() {
     bounded("the shutdown pin", || {
-        let pool = common(8, 10).rate_limit(1, PER).build();
+        let pool = common_builder(8, 10).rate_limit(1, PER).build();
         let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
         let PutBack { v, main, x, x_runs } = put_back(
             move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),

@@ -27,30 +27,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nb_aiopool::{CancelReason, CommonAioPool, TaskHandle};
+use support::{common_builder, counted};
 
 /// The rate window of these tests: one start per `PER`.
 const PER: Duration = Duration::from_millis(400);
-
-fn common(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
-    CommonAioPool::builder()
-        .max_concurrency(c)
-        .max_queue_size(q)
-        .process_wide(false)
-}
 
 /// Asserts that the pool holds nothing, its one task counted cancelled.
 fn ended_cancelled(pool: &CommonAioPool) {
     let s = pool.stats();
     assert_eq!((s.queued, s.running, s.cancelled), (0, 0, 1), "{s}");
-}
-
-/// A task that counts its runs.
-fn counted(runs: &Arc<AtomicUsize>) -> impl std::future::Future<Output = u32> + Send + 'static {
-    let runs = runs.clone();
-    async move {
-        runs.fetch_add(1, Ordering::SeqCst);
-        7
-    }
 }
 
 /// The set-up of the faults: `x`, a task of `v` (a current-thread runtime then left
@@ -68,7 +53,7 @@ struct HandedOver {
 }
 
 fn hand_over() -> HandedOver {
-    let pool = common(8, 10).rate_limit(1, PER).build();
+    let pool = common_builder(8, 10).rate_limit(1, PER).build();
     let x_runs = Arc::new(AtomicUsize::new(0));
     let v = support::current_thread();
     // Submitted from `v`, which returns at once: its slot task (a claimer) is not run.
@@ -194,7 +179,9 @@ fn a_task_cancel_all_covered_while_handed_over_ends_when_its_runtime_polls_it() 
 #[test]
 fn a_task_handed_over_from_a_runtime_whose_clock_ran_ahead_still_starts() {
     support::on_thread_within("the clamped hand-over scenario", 30, || {
-        let pool = common(1, 10).rate_limit(1, Duration::from_secs(10)).build();
+        let pool = common_builder(1, 10)
+            .rate_limit(1, Duration::from_secs(10))
+            .build();
         // `a`: paused (its clock advances when it idles). `b`: real time, current-thread.
         let a = support::paused_runtime();
         let b = support::current_thread();
@@ -326,7 +313,7 @@ fn pin_a_task_put_back_then_aborted_leaves_the_queue_at_once() {
 #[test]
 fn a_task_put_back_by_a_runtime_then_left_undriven_does_not_hold_back_a_driven_one() {
     support::on_thread_within("the put-back timer scenario", 30, || {
-        let pool = common(8, 10).rate_limit(1, PER).build();
+        let pool = common_builder(8, 10).rate_limit(1, PER).build();
         let x_runs = Arc::new(AtomicUsize::new(0));
         let b = support::current_thread();
         let x = b.block_on(pool.submit(counted(&x_runs))).unwrap();

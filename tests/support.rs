@@ -483,11 +483,24 @@ pub fn cut_off_once(
 /// A CommonAioPool of `c` slots and a queue of `q` that the process-wide functions leave
 /// alone (a test's own).
 pub fn common_local(c: usize, q: usize) -> CommonAioPool {
+    common_builder(c, q).build()
+}
+
+/// The builder of [`common_local`]'s pool, for a test that sets more.
+pub fn common_builder(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
     CommonAioPool::builder()
         .max_concurrency(c)
         .max_queue_size(q)
         .process_wide(false)
-        .build()
+}
+
+/// A task that counts its runs in `runs` and returns 7.
+pub fn counted(runs: &Arc<AtomicUsize>) -> impl std::future::Future<Output = u32> + Send + 'static {
+    let runs = runs.clone();
+    async move {
+        runs.fetch_add(1, Ordering::SeqCst);
+        7
+    }
 }
 
 /// `n` SmartAioPools (`auto_shutdown`, the exit take-over's) named `{prefix}0`, `{prefix}1`,
