@@ -32,11 +32,7 @@ impl RateTimers {
     /// Whether every armed timer is on a current-thread runtime other than `rt` (so that
     /// `rt`, driven now, may need one of its own).
     pub(super) fn only_on_others_of(&self, runtimes: &Runtimes, rt: RtRef) -> bool {
-        !self.0.contains(&rt)
-            && self
-                .0
-                .iter()
-                .all(|&t| runtimes.handle(t).is_none_or(|h| !is_multi_thread(h)))
+        !self.0.contains(&rt) && !self.on_multi_thread(runtimes)
     }
 
     /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`, unless
