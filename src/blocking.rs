@@ -169,7 +169,7 @@ pub(crate) fn panics_quietly(probe: impl FnOnce()) -> bool {
         }));
     });
     PROBING.with(|p| p.set(true));
-    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)).is_err();
+    let panicked = crate::unwind::quietly(probe);
     PROBING.with(|p| p.set(false));
     panicked
 }

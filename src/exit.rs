@@ -29,7 +29,7 @@ extern "C" fn run_hooks() {
     let hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for hook in hooks {
         // Nothing may unwind into the C runtime.
-        if std::panic::catch_unwind(hook).is_err() {
+        if crate::unwind::quietly(hook) {
             warn_stderr!("nb_aiopool: the process-exit hook panicked; some tasks may not have run");
         }
     }

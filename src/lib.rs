@@ -338,6 +338,7 @@ mod sys;
 mod task;
 #[cfg(test)]
 mod testing;
+mod unwind;
 
 pub use error::{
     CancelReason, RunError, SubmitError, SubmitErrorKind, TaskError, TrySubmitError,

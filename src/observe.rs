@@ -23,20 +23,23 @@
 //! a `Drop`, where a second panic aborts the process.
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::error::TaskError;
 #[cfg(feature = "tracing")]
 use crate::error::{CancelReason, SubmitErrorKind};
 use crate::task::{Outcome, TaskId};
+use crate::unwind;
 
 /// Calls an observer (a subscriber, a recorder) and catches a panic in it; `or` is what
 /// the call gives back then. Only the feature builds call observers.
 #[cfg(any(feature = "tracing", feature = "metrics"))]
 #[inline(always)]
 fn quietly<T>(call: impl FnOnce() -> T, or: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| or())
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|payload| {
+        unwind::drop_payload(payload);
+        or()
+    })
 }
 
 // ----- on_panic --------------------------------------------------------------------------
@@ -61,7 +64,7 @@ impl OnPanic {
     /// caught and dropped (it must not take the slot task down). Never called under a lock.
     pub(crate) fn call(&self, id: u64, err: &TaskError) {
         if let Some(f) = &self.0 {
-            drop(catch_unwind(AssertUnwindSafe(|| f(TaskId(id), err))));
+            unwind::quietly(|| f(TaskId(id), err));
         }
     }
 }

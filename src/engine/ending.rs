@@ -2,7 +2,6 @@
 //! section), aborts of queued and running jobs, jobs lost with their runtime, and the
 //! work done after the lock is released ([`Deferred`]).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -10,6 +9,7 @@ use crate::error::CancelReason;
 use crate::sync;
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{wake_quietly, BoxRun, Outcome, RUNNER_FAR};
+use crate::unwind;
 
 use super::graves::{Batch, Grave, Kept};
 use super::job::Job;
@@ -287,7 +287,7 @@ impl<J: Job> Engine<J> {
             for (job, id, reason) in *cancels {
                 // Tell the handle (dropping the job runs user code) before the waits hear
                 // of it, so a wait never returns while a handle it covers is unresolved.
-                let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
+                unwind::quietly(|| job.cancel(reason));
                 self.observer.cancelled(id, reason);
                 ids.push(id);
             }
@@ -346,7 +346,7 @@ impl<J: Job> Drop for Unqueued<J> {
     fn drop(&mut self) {
         if let Some((job, reason)) = self.0.take() {
             unqueue::run_flat(Box::new(move || {
-                let _ = catch_unwind(AssertUnwindSafe(|| job.cancel(reason)));
+                unwind::quietly(|| job.cancel(reason));
             }));
         }
     }

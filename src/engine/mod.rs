@@ -69,7 +69,6 @@ pub(crate) use lifecycle::EXIT_POLL_WAIT;
 
 use std::collections::hash_map::HashMap;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
@@ -89,6 +88,7 @@ use crate::observe::{Observer, OnPanic, Stamp, Stamps};
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{Outcome, PoolId};
+use crate::unwind;
 use admission::{Admission, MAX_ROOM};
 use elastic::Elastic;
 use few::Few;
@@ -723,7 +723,7 @@ impl<J: Job> Engine<J> {
 /// there (the panic hook has shown it) must not end the slot task or the exit hook that
 /// drops it, nor cut short the submit that drops it (see [`Admit`](submit::Admit)).
 pub(crate) fn drop_quietly<T>(value: T) {
-    drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
+    unwind::quietly(move || drop(value));
 }
 
 /// [`drop_quietly`] for a waker there may be none of (the one a waiting submit replaces

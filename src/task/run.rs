@@ -43,6 +43,7 @@ use pin_project_lite::pin_project;
 use super::shared::{HeldByHandles, ResultSlot, SlotRef, Woken};
 use super::{Outcome, Shared};
 use crate::error::{CancelReason, TaskError};
+use crate::unwind::{self, drop_payload, Payload};
 
 /// The largest future, in bytes, that shares its cell with its result slot; a larger one
 /// gets a cell of its own, so that a held handle never pins more than this of a future's
@@ -300,11 +301,20 @@ trait Erased: Send + Sync {
 }
 
 /// Drops the future, catching a panic in its `Drop`; returns the panic payload if any.
-fn drop_future<F>(stage: Pin<&mut Stage<F>>) -> Option<Box<dyn std::any::Any + Send>> {
+fn drop_future<F>(stage: Pin<&mut Stage<F>>) -> Option<Payload> {
     catch_unwind(AssertUnwindSafe(|| {
         stage.project_replace(Stage::Done);
     }))
     .err()
+}
+
+/// [`drop_future`] for a run that ends for another reason (an abort, a cancel, its
+/// drop): a panic in the future's `Drop` is dropped ([`drop_payload`], which a payload
+/// that panics again cannot unwind past).
+fn drop_future_quietly<F>(stage: Pin<&mut Stage<F>>) {
+    if let Some(payload) = drop_future(stage) {
+        drop_payload(payload);
+    }
 }
 
 /// Ends the run with `result`, held back until `publish_locked` decides the task's outcome
@@ -340,7 +350,7 @@ where
         }
         // Woken by the pool when it is aborted (see `Unqueue::aborted`).
         if shared.is_aborted() {
-            drop_future(this.stage);
+            drop_future_quietly(this.stage);
             let aborted = Outcome::Cancelled(shared.abort_reason());
             *this.outcome = Some(aborted);
             return Poll::Ready(aborted);
@@ -353,13 +363,13 @@ where
             Ok(Poll::Ready(value)) => match drop_future(this.stage) {
                 None => (Outcome::Completed, Ok(value)),
                 Some(payload) => {
-                    drop(value);
+                    unwind::quietly(move || drop(value));
                     (Outcome::Panicked, Err(TaskError::panicked(payload)))
                 }
             },
             Err(payload) => {
                 // The future is dropped here too; a second panic in its Drop is dropped.
-                drop(drop_future(this.stage));
+                drop_future_quietly(this.stage);
                 (Outcome::Panicked, Err(TaskError::panicked(payload)))
             }
         };
@@ -374,7 +384,7 @@ where
         if this.outcome.is_some() {
             return;
         }
-        drop_future(this.stage);
+        drop_future_quietly(this.stage);
         end(
             state,
             Outcome::Cancelled(reason),
@@ -414,15 +424,17 @@ where
 
     unsafe fn held_error(&self) -> Option<&TaskError> {
         // SAFETY: the caller's promise: nothing writes the state while this reference lives.
-        let state = unsafe { &*self.state.get() };
-        state.held.as_ref()?.as_ref().err()
+        // Only `held` is borrowed, not the whole state with the future's bytes (see
+        // `poll_run`), so it is sound also while the future is alive.
+        let held = unsafe { &*std::ptr::addr_of!((*self.state.get()).held) };
+        held.as_ref()?.as_ref().err()
     }
 
     unsafe fn release(self: Pin<&Self>) {
         let shared = self.get_ref().owner.shared();
         // SAFETY: forwarded from the caller.
         let this = unsafe { self.state() }.project();
-        drop(drop_future(this.stage));
+        drop_future_quietly(this.stage);
         let held = this.held.take();
         if *this.published {
             // A result nobody wants: dropped here, where the engine drops the run.
@@ -781,5 +793,67 @@ mod tests {
             None,
             "a wide future was inlined"
         );
+    }
+
+    /// A future whose `Drop` panics with a payload whose own `Drop` panics: however its run
+    /// ends early (dropped, cancelled, aborted), its handle resolves with that end's reason
+    /// (RELIABILITY.md, finding 328: the payload's panic unwound out of the run first).
+    #[test]
+    fn a_run_ended_early_resolves_its_handle_whatever_the_futures_drop_panics_with() {
+        struct Bomb(Arc<AtomicUsize>);
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                panic!("the payload's own drop");
+            }
+        }
+        struct PanicsOnDrop(Arc<AtomicUsize>);
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                std::panic::panic_any(Bomb(self.0.clone()));
+            }
+        }
+        let bombs = Arc::new(AtomicUsize::new(0));
+        let bomb_future = || {
+            let guard = PanicsOnDrop(bombs.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<u32>().await
+            }
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let reason = |handle: &mut TaskHandle<u32>| match poll(handle) {
+            Poll::Ready(Err(err)) => err.cancel_reason(),
+            other => panic!("the handle did not resolve to a cancel: {other:?}"),
+        };
+
+        // Dropped (its runtime ended).
+        let (mut run, mut handle) = ready(bomb_future());
+        assert!(run.poll_run(&mut cx).is_pending());
+        drop(run);
+        assert_eq!(reason(&mut handle), Some(CancelReason::RuntimeShutdown));
+
+        // Cancelled (a queued task at a shutdown).
+        let (mut run, mut handle) = ready(bomb_future());
+        run.cancel(CancelReason::Abandoned);
+        assert_eq!(
+            run.poll_run(&mut cx),
+            Poll::Ready(Outcome::Cancelled(CancelReason::Abandoned))
+        );
+        run.publish_locked().0.fire();
+        assert_eq!(reason(&mut handle), Some(CancelReason::Abandoned));
+
+        // Aborted while running.
+        let (mut run, mut handle) = ready(bomb_future());
+        assert!(run.poll_run(&mut cx).is_pending());
+        handle.abort();
+        assert_eq!(
+            run.poll_run(&mut cx),
+            Poll::Ready(Outcome::Cancelled(CancelReason::Aborted))
+        );
+        assert_eq!(reason(&mut handle), Some(CancelReason::Aborted));
+        drop(run);
+
+        assert_eq!(bombs.load(Ordering::SeqCst), 3);
     }
 }

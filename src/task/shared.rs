@@ -24,6 +24,7 @@ use crate::sync::{spin_wait, AtomicU32, AtomicU64, AtomicWaker, Mutex, Ordering,
 
 use super::context::Waiting;
 use crate::error::{CancelReason, TaskError};
+use crate::unwind;
 
 /// An outcome was decided; until `COMPLETE`, its decider alone writes `result`.
 const CLAIMED: u32 = 1;
@@ -205,8 +206,9 @@ impl<T> Shared<T> {
     ) -> bool {
         match decided {
             Ok((woken, discarded)) => {
-                drop(discarded);
+                // Fired first: a panic in the discarded result's `Drop` must not skip it.
                 woken.fire();
+                drop(discarded);
                 true
             }
             Err(lost) => {
@@ -365,19 +367,23 @@ impl<T> Shared<T> {
         if s & COMPLETE == 0 {
             s = self.state.fetch_or(DETACHED, Ordering::AcqRel);
         }
+        let mut result = None;
+        let mut waker = None;
         if s & COMPLETE != 0 {
             // SAFETY: `COMPLETE` was seen before this handle detached: `result` is the
             // handle's (the decider takes it back only if it saw `DETACHED` first).
-            drop(self.result.with_mut(|r| unsafe { (*r).take() }));
+            result = self.result.with_mut(|r| unsafe { (*r).take() });
         } else if s & WAKER != 0 {
             // The decider will see `DETACHED` and leave the waker alone.
-            drop(self.waker.take_waker());
+            waker = self.waker.take_waker();
         }
         if s & WAITING != 0 {
             if let Some(waiting) = self.take_waiting() {
                 waiting.end();
             }
         }
+        // Dropped last (user code, which may panic): the wait is ended whatever they do.
+        drop((result, waker));
     }
 
     /// The counted wait, if one is still set.
@@ -525,9 +531,7 @@ impl Woken {
 /// whose jobs are someone else's. The task the waker stands for has its result stored
 /// already: a later poll of its handle finds it.
 pub(crate) fn wake_quietly(waker: Waker) {
-    drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-        move || waker.wake(),
-    )));
+    unwind::quietly(move || waker.wake());
 }
 
 /// Polls a future that hands its waker to something that wakes wakers in batches (tokio's
@@ -563,18 +567,14 @@ struct Quiet(Waker);
 impl Wake for Quiet {
     fn wake(self: Arc<Self>) {
         // The reference dropped inside too: it may be the last, the wait dropped meanwhile.
-        drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-            move || {
-                self.0.wake_by_ref();
-                drop(self);
-            },
-        )));
+        unwind::quietly(move || {
+            self.0.wake_by_ref();
+            drop(self);
+        });
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-            || self.0.wake_by_ref(),
-        )));
+        unwind::quietly(|| self.0.wake_by_ref());
     }
 }
 
