@@ -119,13 +119,19 @@
 //!   ([`CancelReason::RuntimeShutdown`]; SmartAioPool queues them again, to run on the
 //!   home, or on another live runtime the pool knows: a `wait`, or a submit that waits for
 //!   room, makes its runtime known, and the home if the home has ended; with a rate limit,
-//!   a `wait` only from a runtime the pool already knows, while [`smart_run`] and
-//!   [`shutdown_all_smart_aiopools`] check theirs for timers and offer it; and when no
-//!   runtime the pool knows is left, awaiting one of its tasks (a handle, a stream or a
-//!   group fed by the pool) offers the awaiting runtime, which then runs the queued
+//!   a `wait` only from a runtime the pool already knows, while [`smart_run`],
+//!   [`shutdown_all_smart_aiopools`] and [`SmartAioPool::shutdown`] check theirs for
+//!   timers and offer it; and when no runtime the pool knows is left, awaiting one of
+//!   its tasks (a handle, a stream or a group fed by the pool) offers the awaiting
+//!   runtime, which then runs the queued
 //!   tasks; a `blocking_wait` with no live runtime to offer, or only a current-thread
 //!   one it entered with `Handle::enter` and so cannot drive, makes one of its own for
-//!   its wait; a `spawn_blocking` thread offers its own runtime, as it is alive). When no
+//!   its wait; a `spawn_blocking` thread offers its own runtime, as it is alive; awaited
+//!   where no live runtime can be offered, by a handle, or by the pool's `wait()` or
+//!   `shutdown()` or [`shutdown_all_smart_aiopools`] (a non-tokio executor,
+//!   `Handle::block_on` on a `spawn_blocking` thread of a runtime that ended), they run
+//!   on a runtime of a thread of the crate, started for the pool until it has none
+//!   left). When no
 //!   runtime can run a job, the submit fails with [`SubmitErrorKind::NoRuntime`] and
 //!   hands it back; so does a submit from outside any runtime that would wait for room
 //!   (or waits, and then sees it so; a `blocking_submit` under a current-thread runtime

@@ -95,8 +95,8 @@ impl<J: Job> Engine<J> {
         let engine = Arc::clone(self);
         async move {
             // Also with nothing to wait for: the runtime becomes known to the pool. (A
-            // wait outside a runtime, for jobs no runtime can run, waits on: a runtime
-            // that waits or submits later runs them.)
+            // wait where no live runtime can be offered, for jobs no runtime can run, is
+            // served below, as a pending handle's poll is.)
             let _ = engine.ensure_started();
             // Once the tasks waited for have ended: the graves they left ([`graves`]).
             // The wait takes those kept and frees them; batches being freed elsewhere,
@@ -164,6 +164,17 @@ impl<J: Job> Engine<J> {
                 drops.retain(|(p, n)| !p.dropped_through(*n));
                 if settled && drops.is_empty() {
                     return;
+                }
+                // The pool is stranded (re-runs queued, no runtime it knows alive: its
+                // runtimes ended, before or during this wait): this wait's runtime is
+                // offered as at its start; if none can be (a plain executor, a
+                // `spawn_blocking` thread of a runtime that ended), a thread of the
+                // crate serves the pool, as for a pending handle (finding 273).
+                // Otherwise nothing would run the tasks waited for, and the wait (a
+                // `shutdown()`, `shutdown_all_smart_aiopools`) would never end. One load
+                // otherwise.
+                if engine.stranded.load(Ordering::Relaxed) && !engine.ensure_started() {
+                    engine.serve_stranded();
                 }
                 // Registered with a waker of ours that wakes the caller's quietly:
                 // tokio's `Notify` wakes its waiters in batches, and drops the rest of a

@@ -87,6 +87,9 @@ impl<J: Job> Engine<J> {
             // A submit waiting for room looks again: with no live runtime to offer, none
             // would come (see `admit_blocking` and `admit_waiting`).
             st.admission.wake_waiting(&mut later.wake);
+            // So does a `wait()` (a `shutdown()`, the `*_all_*` waits): polled where no
+            // live runtime can be offered, it has the pool served (see `wait_all_but`).
+            later.changed = true;
         }
     }
 

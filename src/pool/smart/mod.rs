@@ -584,6 +584,13 @@ impl SmartAioPool {
     /// The returned future is `'static`, as the other pools' are (it holds a handle of the
     /// pool until it ends): it can be spawned, `tokio::spawn(pool.shutdown())`.
     ///
+    /// As [`shutdown_all_smart_aiopools`] does, it offers the runtime that first polls it
+    /// to a pool with a [`rate_limit`](SmartAioPoolBuilder::rate_limit) whose re-runs
+    /// are stranded (every runtime it knew ended while its tasks ran), checking first that
+    /// the runtime has timers by making one (on a runtime without timers, tokio's
+    /// "timers are disabled" panic, caught; made only for such a pool): otherwise nothing
+    /// would run them, and the shutdown would wait for ever.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: intake closes when it is called; dropping the future (even unpolled)
@@ -609,6 +616,11 @@ impl SmartAioPool {
         let wait = self.inner.core.engine.shutdown();
         let pool = self.clone();
         async move {
+            // Before the wait's first poll, which offers this runtime: a stranded
+            // rate-limited pool takes only a runtime known to have timers.
+            if pool.inner.core.engine.needs_timer_probe() {
+                crate::engine::runtimes::ask_current_for_timers();
+            }
             wait.await;
             pool.forget();
         }
@@ -700,6 +712,13 @@ impl SmartAioPool {
     /// is made while the task is being polled (in its own code, or in a future it polls:
     /// `join!`, `select!`); a call made in a task it spawns, or made outside the task
     /// (after it was submitted) with its future then moved into it, does wait for it.
+    ///
+    /// Tasks queued again after every runtime the pool knew ended run on the runtime
+    /// that polls the wait (a rate-limited pool's: one it knows, see the crate docs);
+    /// polled where no live runtime can be offered (a non-tokio executor, or
+    /// `Handle::block_on` on a `spawn_blocking` thread of the runtime that ended), on a
+    /// thread of the crate, as for an awaited [`TaskHandle`]. The same for
+    /// [`shutdown`](Self::shutdown) and [`shutdown_all_smart_aiopools`].
     ///
     /// # Cancel safety
     ///
