@@ -151,6 +151,16 @@ impl P {
                     .map_err(|e| (e.kind(), drop(e.into_inner())))
             }
         };
+        Self::settle(books, "submit", res)
+    }
+
+    /// Books a submit's result: a handle kept, or an item back with an expected kind;
+    /// whether the pool was still open.
+    fn settle(
+        books: &Books,
+        what: &str,
+        res: Result<TaskHandle<()>, (SubmitErrorKind, ())>,
+    ) -> bool {
         match res {
             Ok(h) => {
                 Self::keep(books, h);
@@ -158,7 +168,7 @@ impl P {
             }
             Err((kind, ())) => {
                 books.back.fetch_add(1, Ordering::SeqCst);
-                Self::check_kind(books, "submit", kind);
+                Self::check_kind(books, what, kind);
                 kind != SubmitErrorKind::Closed
             }
         }
@@ -217,17 +227,7 @@ impl P {
                     .map_err(|e| (e.kind(), drop(e.into_inner())))
             }
         };
-        match res {
-            Ok(h) => {
-                Self::keep(books, h);
-                true
-            }
-            Err((kind, ())) => {
-                books.back.fetch_add(1, Ordering::SeqCst);
-                Self::check_kind(books, "blocking_submit", kind);
-                kind != SubmitErrorKind::Closed
-            }
-        }
+        Self::settle(books, "blocking_submit", res)
     }
 
     fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
