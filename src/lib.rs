@@ -91,7 +91,11 @@
 //! - [`PoolStats`] agree with handles: when a handle resolves, the counters include its
 //!   task, and the task's room in the pool is back (a `try_submit` right after a `run`,
 //!   or after `is_finished` said `true`, finds it, unless submitters were already waiting
-//!   for room: it goes to the first of them). An abort is the exception: it resolves the
+//!   for room: it goes to the first of them, and stays theirs until their submit is
+//!   polled again; a submit waiting in a task of a runtime that is alive but not driven,
+//!   a current-thread runtime between two `block_on`s, holds it until that runtime is
+//!   driven or dropped, and the submitters after it, on other runtimes, wait meanwhile,
+//!   their deadlines too). An abort is the exception: it resolves the
 //!   handle at once, and a running task is counted, and gives its room back, only when
 //!   it is dropped at its next `.await` (see [`PoolStats`]). A panic in a job's `poll` or in its
 //!   future's `Drop` only fails that job.

@@ -98,7 +98,11 @@ impl SubmitOptions {
     /// a tokio runtime with time enabled, and is made only if the submit has to wait, on
     /// the runtime whose context polls the submit: it runs only while that runtime is
     /// driven (under `Handle::enter` of a current-thread runtime that no thread drives,
-    /// it never fires, and the submit waits as long as it takes).
+    /// it never fires, and the submit waits as long as it takes). Room freed goes first
+    /// to the submitters ahead of this one in the line (a higher priority, or the same
+    /// and earlier): one of them waiting on a runtime that is alive but not driven holds
+    /// it until that runtime is driven (see the crate docs, "Guarantees"), and the
+    /// deadline may pass meanwhile with the pool idle.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
