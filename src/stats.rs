@@ -138,8 +138,11 @@ impl std::fmt::Display for ShutdownReport {
 }
 
 impl ShutdownReport {
-    /// Tasks that finished (returned, panicked or were aborted) between the start of the
-    /// shutdown and its end.
+    /// Tasks that ended between the start of the shutdown and its end, but for those its
+    /// deadline abandoned: returned, panicked, aborted, or cancelled otherwise meanwhile
+    /// (by their runtime's end, a `cancel_all`). Counted over the whole pool: a second
+    /// `shutdown_timeout` overlapping this one counts what the first's deadline abandoned
+    /// in its own [`abandoned`](Self::abandoned).
     pub fn finished(&self) -> u64 {
         self.finished
     }

@@ -119,17 +119,6 @@ fn common(name: &str, c: usize, q: usize) -> CommonAioPool {
         .build()
 }
 
-fn smart(name: &str, c: usize, q: usize, rerun: bool) -> SmartAioPool {
-    SmartAioPool::builder()
-        .name(name)
-        .max_concurrency(c)
-        .max_queue_size(q)
-        .process_wide(false)
-        .auto_shutdown(false)
-        .rerun_interrupted(rerun)
-        .build()
-}
-
 // ----- fault 1: a gauge move lost to a panicking recorder, for good -----------------------
 
 /// A recorder whose gauges keep their values (by metric name) and whose gauge move number
@@ -481,8 +470,8 @@ fn pin_a_runtimes_end_is_observed_as_handles_say() {
                         .process_wide(false)
                         .build(),
                 ),
-                "smart" => P::S(smart(&name, 2, 4, true)),
-                _ => P::S(smart(&name, 2, 4, false)),
+                "smart" => P::S(support::smart_named(&name, 2, 4, true)),
+                _ => P::S(support::smart_named(&name, 2, 4, false)),
             };
             let rt = if multi {
                 support::multi_thread_of(2)

@@ -661,3 +661,16 @@ impl Rng {
         self.below(100) < pct
     }
 }
+
+/// A SmartAioPool named `name`, of `c` slots and `q` places, not process-wide, with no
+/// auto-shutdown, re-running interrupted tasks if `rerun`.
+pub fn smart_named(name: &str, c: usize, q: usize, rerun: bool) -> nb_aiopool::SmartAioPool {
+    nb_aiopool::SmartAioPool::builder()
+        .name(name)
+        .max_concurrency(c)
+        .max_queue_size(q)
+        .process_wide(false)
+        .auto_shutdown(false)
+        .rerun_interrupted(rerun)
+        .build()
+}

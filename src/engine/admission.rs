@@ -269,6 +269,9 @@ mod tests {
     }
 
     #[test]
+    // Miri gives each use of a waker's vtable an address of its own, so `will_wake` says
+    // `false` for clones there, and the pool, rightly, clones again.
+    #[cfg_attr(miri, ignore = "will_wake tells clones apart under Miri")]
     fn wakers_come_in_cloned_and_leave_to_the_caller() {
         let mut a = Admission::new(1);
         assert!(a.try_take());

@@ -27,12 +27,22 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock: a copy whose task was aborted while a slot held it (not polled since)
     /// ends here, unrun, as its handle says: it waits on nothing any more (as `run_ended`
-    /// would record), and the other waits are looked at again.
-    pub(super) fn end_aborted(&self, st: &mut State<J>, copy: J, id: u64, later: &mut Deferred<J>) {
+    /// would record), and the other waits are looked at again. With `reported`, the
+    /// caller reports the end itself (a slot dropped with its runtime: in the task's span,
+    /// with its run-time sample, if the task had started), and no `task cancelled` event
+    /// is emitted for it here. Returns the reason counted.
+    pub(super) fn end_aborted(
+        &self,
+        st: &mut State<J>,
+        copy: J,
+        id: u64,
+        later: &mut Deferred<J>,
+        reported: bool,
+    ) -> CancelReason {
         if st.waiting_on_own.remove(&id).is_some() {
             later.recheck_waits = true;
         }
-        self.drop_unrun(st, copy, id, CancelReason::Aborted, later);
+        self.drop_unrun_as(st, copy, id, CancelReason::Aborted, later, reported)
     }
 
     /// Under the lock: a job that never started is dropped unrun for `reason`, counted as
@@ -46,6 +56,20 @@ impl<J: Job> Engine<J> {
         reason: CancelReason,
         later: &mut Deferred<J>,
     ) {
+        self.drop_unrun_as(st, job, id, reason, later, false);
+    }
+
+    /// [`drop_unrun`](Self::drop_unrun); with `reported`, the caller reports the end
+    /// (no `task cancelled` event here). Returns the reason counted.
+    fn drop_unrun_as(
+        &self,
+        st: &mut State<J>,
+        job: J,
+        id: u64,
+        reason: CancelReason,
+        later: &mut Deferred<J>,
+        reported: bool,
+    ) -> CancelReason {
         let reason = job.aborted().unwrap_or(reason);
         self.count_end(st, Outcome::Cancelled(reason));
         st.counts.lost += u64::from(reason == CancelReason::RuntimeShutdown);
@@ -54,7 +78,8 @@ impl<J: Job> Engine<J> {
         later
             .cancels
             .get_or_insert_with(Box::default)
-            .push((job, id, reason));
+            .push((job, id, reason, reported));
+        reason
     }
 
     /// Job `id` (queued with `priority`), aborted by its handle (or its group, or a
@@ -284,11 +309,13 @@ impl<J: Job> Engine<J> {
         later.wake.take_each(wake_quietly);
         if let Some(cancels) = later.cancels.take() {
             let mut ids = Vec::with_capacity(cancels.len());
-            for (job, id, reason) in *cancels {
+            for (job, id, reason, reported) in *cancels {
                 // Tell the handle (dropping the job runs user code) before the waits hear
                 // of it, so a wait never returns while a handle it covers is unresolved.
                 unwind::quietly(|| job.cancel(reason));
-                self.observer.cancelled(id, reason);
+                if !reported {
+                    self.observer.cancelled(id, reason);
+                }
                 ids.push(id);
             }
             let mut st = self.lock();

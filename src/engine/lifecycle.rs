@@ -426,6 +426,14 @@ impl<J: Job> Engine<J> {
             }
             Self::clamp_reserved(&mut st, &mut later);
             self.changed(&st);
+            // The jobs the slots hold now are cancelled for this call's reason, unless an
+            // earlier call covered them first (its reason holds: their slots may not have
+            // seen that mark yet, in the middle of a poll).
+            for (_, s) in st.slots.iter_mut() {
+                if s.job != u64::MAX && Some(s.job) != spared {
+                    s.cancelled.get_or_insert(reason);
+                }
+            }
             wakers = st
                 .slots
                 .iter_mut()
@@ -489,7 +497,9 @@ impl<J: Job> Engine<J> {
                         self.lose(&mut st, copy, s.job, &mut later);
                     }
                     // It ends here, as a slot dropped with its runtime ends it.
-                    _ if aborted => self.end_aborted(&mut st, copy, s.job, &mut later),
+                    _ if aborted => {
+                        self.end_aborted(&mut st, copy, s.job, &mut later, false);
+                    }
                     _ => interrupted.push((s.job, copy, s.meta)),
                 }
             }
@@ -563,7 +573,7 @@ impl<J: Job> Engine<J> {
                 }
                 if done && job.aborted().is_some() {
                     // Aborted meanwhile (as above): ended, not queued again.
-                    self.end_aborted(&mut st, job, id, &mut later);
+                    self.end_aborted(&mut st, job, id, &mut later, false);
                 } else if done {
                     Self::requeue_first(&mut st, id, job, meta);
                 } else {

@@ -223,6 +223,11 @@ struct SlotEntry<J> {
     /// at its next poll, which a runtime that is never driven again (`process::exit`)
     /// never makes; the exit's report leaves such jobs out (finding 282).
     aborted: bool,
+    /// The reason of the first `cancel_all` (or shutdown deadline) that covered its job,
+    /// set under the lock at that call: the slot cancels the job with it when it sees the
+    /// mark, which may be after a later call set another reason (`State::cancel_reason`
+    /// is the last call's). The first decision holds, as an abort's does.
+    cancelled: Option<CancelReason>,
 }
 
 impl<J> SlotEntry<J> {
@@ -236,7 +241,18 @@ impl<J> SlotEntry<J> {
             charged: None,
             polling: polling.clone(),
             aborted: false,
+            cancelled: None,
         }
+    }
+
+    /// The reason job `id`'s run is cancelled with once a `cancel_all` covers it: the
+    /// first covering call's, recorded here, or else (a job that was not in this slot at
+    /// that call: a re-run queued again since) the last call's, `last`.
+    fn cancel_reason(entry: Option<&Self>, id: u64, last: CancelReason) -> CancelReason {
+        entry
+            .filter(|e| e.job == id)
+            .and_then(|e| e.cancelled)
+            .unwrap_or(last)
     }
 }
 
@@ -325,6 +341,9 @@ struct State<J> {
     stuck_cycle: bool,
     /// Picks made so far (the number of the current one).
     picks: u64,
+    /// The last `cancel_all`'s (or shutdown deadline's) reason: for a covered job no slot
+    /// held at that call (a re-run queued again since); a job a slot held then is
+    /// cancelled with the reason its entry recorded (`SlotEntry::cancelled`).
     cancel_reason: CancelReason,
     /// The running job the last `cancel_all` left out: the job that called
     /// `shutdown_timeout` on its own pool, whose deadline abandons the others, not it.
@@ -430,7 +449,9 @@ pub(crate) struct Deferred<J: Job> {
     /// Queued jobs to drop unrun and tell their handles why; then applied to the waits.
     /// (Boxed, as the rate timer: rare; one word to make instead of a `Vec`'s three.)
     #[allow(clippy::type_complexity, clippy::box_collection)]
-    cancels: Option<Box<Vec<(J, u64, CancelReason)>>>,
+    /// Jobs dropped unrun, each with its id, its reason, and whether its end is reported
+    /// elsewhere (no `task cancelled` event here).
+    cancels: Option<Box<Vec<(J, u64, CancelReason, bool)>>>,
     /// Slots to spawn, each with its first job.
     spawns: Vec<(Handle, Slot<J>)>,
     /// Submitters granted room (see [`Admission::give_back`]).
@@ -541,8 +562,9 @@ pub(crate) struct Engine<J: Job> {
     drop_watchers: DropWatchers,
     /// Mirror of `State::generation`, so a stale slot stops without taking the lock.
     generation: AtomicU64,
-    /// Running jobs with an id below this are cancelled with `State::cancel_reason` (but
-    /// for `State::cancel_spared`).
+    /// Running jobs with an id below this are cancelled (but for `State::cancel_spared`),
+    /// with the reason of the first call that covered them (`SlotEntry::cancelled`, else
+    /// `State::cancel_reason`).
     cancel_before: AtomicU64,
     /// Non-zero while the pool is stuck on nested waits after a slot went away (see
     /// [`Engine::break_nested_deadlock`]): the number of the current pick, so a slot can

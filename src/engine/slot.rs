@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::marks::Polling;
 use super::queue::Ordered;
 use super::runtimes::{self, RtRef, ANY};
-use super::{drop_quietly, Deferred, Engine, Job, Queued};
+use super::{drop_quietly, Deferred, Engine, Job, Queued, SlotEntry};
 use crate::error::CancelReason;
 use crate::observe::Running;
 use crate::task::context::Entered;
@@ -284,7 +284,11 @@ impl<J: Job> Slot<J> {
             if *id < mark {
                 let (reason, spared) = {
                     let st = self.engine.lock();
-                    (st.cancel_reason, st.cancel_spared)
+                    let entry = st.slots.get(self.key);
+                    (
+                        SlotEntry::cancel_reason(entry, *id, st.cancel_reason),
+                        st.cancel_spared,
+                    )
                 };
                 if spared == Some(*id) {
                     // Left out (the caller of `shutdown_timeout`): not marked as seen, so
@@ -430,6 +434,7 @@ impl<J: Job> Slot<J> {
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             entry.aborted = false;
+            entry.cancelled = None;
             // It may hold the last reference to a recipe (a task aborted while queued runs
             // nothing): kept for a submitter to free (see `Engine::bury`), or, after a
             // panic or on a current-thread runtime, dropped below, outside the lock.
@@ -676,7 +681,9 @@ impl<J: Job> Slot<J> {
                 // again after its runtime ended or at exit): it starts as it was left.
                 let covered = if id < mark {
                     let st = this.engine.lock();
-                    st.cancel_covers(id, mark).then_some(st.cancel_reason)
+                    st.cancel_covers(id, mark).then(|| {
+                        SlotEntry::cancel_reason(st.slots.get(this.key), id, st.cancel_reason)
+                    })
                 } else {
                     None
                 };
@@ -854,8 +861,11 @@ impl<J: Job> Drop for Slot<J> {
                 entry.and_then(|e| e.copy.map(|c| (e.job, c, e.meta)))
             {
                 if copy.aborted().is_some() {
-                    // Aborted while it ran: it ends here, as its handle said.
-                    engine.end_aborted(&mut st, copy, id, &mut later);
+                    // Aborted while it ran: it ends here, as its handle said, reported
+                    // below as a run's end (in its span, with its run-time sample), or, if
+                    // it never started, as a task cancelled before it started.
+                    let reason = engine.end_aborted(&mut st, copy, id, &mut later, true);
+                    told = Some((reason, id));
                 } else {
                     // A re-runnable job interrupted mid-run: queued again, first, with its
                     // flow-control settings (its key, weight and priority still apply).

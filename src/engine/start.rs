@@ -108,6 +108,7 @@ impl<J: Job> Engine<J> {
                 let entry = &mut st.slots[key];
                 entry.job = q.id;
                 entry.aborted = false;
+                entry.cancelled = None;
                 entry.copy = copy;
                 entry.meta = meta;
                 entry.charged = charged;
@@ -125,6 +126,7 @@ impl<J: Job> Engine<J> {
                 charged,
                 polling: polling.clone(),
                 aborted: false,
+                cancelled: None,
             });
             q.job.set_runner(new_key);
             let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
