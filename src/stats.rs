@@ -148,12 +148,17 @@ impl ShutdownReport {
     }
 
     /// Tasks still queued or running at the deadline, which were dropped; their handles
-    /// resolve to [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
+    /// resolve to [`CancelReason::Abandoned`](crate::CancelReason::Abandoned). Counted over
+    /// the whole pool: of two shutdowns overlapping, each counts the tasks either one's
+    /// deadline abandoned. A running task that a `cancel_all`
+    /// covered before the deadline keeps that cancel's reason, and counts in
+    /// [`finished`](Self::finished).
     pub fn abandoned(&self) -> u64 {
         self.abandoned
     }
 
-    /// Returns `true` if every task finished before the deadline.
+    /// Returns `true` if no task was abandoned at a deadline while this shutdown waited
+    /// (see [`abandoned`](Self::abandoned)).
     pub fn is_complete(&self) -> bool {
         self.abandoned == 0
     }

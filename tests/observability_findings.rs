@@ -213,7 +213,7 @@ fn a_reserved_job_cancelled_at_its_pools_drop_leaves_no_running_gauge() {
 /// field (not inside a `task` span). It must be observed as a task cancelled while queued
 /// is: no queue-wait or run-time sample, no `task` span.
 #[test]
-#[allow(clippy::async_yields_async)] // the blocks hand their tasks' handles out
+#[allow(clippy::async_yields_async)] // the cancel_all's wait is dropped, not awaited
 fn a_task_cancel_all_covers_after_it_left_the_queue_is_observed_as_never_started() {
     let _serial = serial();
     let recorder = DebuggingRecorder::new();
@@ -229,36 +229,12 @@ fn a_task_cancel_all_covers_after_it_left_the_queue_is_observed_as_never_started
                 .name(name)
                 .process_wide(false)
                 .build();
-            let rt1 = support::current_thread();
-            let rt2 = support::current_thread();
-            let (release, wait) = tokio::sync::oneshot::channel::<()>();
-            // A runs on rt1 until released.
-            let a = rt1.block_on(async {
-                let a = pool
-                    .submit(async move {
-                        let _ = wait.await;
-                    })
-                    .await
-                    .unwrap();
-                tokio::task::yield_now().await;
-                a
-            });
-            // B is queued, for rt2.
+            // A runs on rt1 until released, B is queued for rt2; A ends on rt1: its slot
+            // hands B to a new slot on rt2 (not driven now).
             let seen = polled.clone();
-            let b = rt2.block_on(async {
-                pool.submit(async move {
-                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
-                })
-                .await
-                .unwrap()
+            let (rt1, rt2, b) = support::handed_to_an_undriven_runtime(&pool, async move {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
             });
-            assert_eq!(pool.stats().queued, 1);
-            // A ends on rt1: its slot hands B to a new slot on rt2 (not driven now).
-            rt1.block_on(async {
-                release.send(()).unwrap();
-                support::within("A", a).await.unwrap();
-            });
-            assert_eq!(pool.stats().queued, 0, "B left the queue");
             // The cancellation happens at the call; the wait (for B, on rt2) is dropped.
             drop(rt1.block_on(async { pool.cancel_all() }));
             let err = rt2.block_on(support::within("B", b)).unwrap_err();
@@ -292,7 +268,6 @@ fn a_task_cancel_all_covers_after_it_left_the_queue_is_observed_as_never_started
 /// before it started: no queue-wait ("accepted to started") or run-time sample, no `task`
 /// span, and its `task cancelled` event with a `task_id`.
 #[test]
-#[allow(clippy::async_yields_async)]
 fn a_task_aborted_after_it_left_the_queue_is_observed_as_never_started() {
     let _serial = serial();
     let recorder = DebuggingRecorder::new();
@@ -308,34 +283,11 @@ fn a_task_aborted_after_it_left_the_queue_is_observed_as_never_started() {
                 .name(name)
                 .process_wide(false)
                 .build();
-            let rt1 = support::current_thread();
-            let rt2 = support::current_thread();
-            let (release, wait) = tokio::sync::oneshot::channel::<()>();
-            let a = rt1.block_on(async {
-                let a = pool
-                    .submit(async move {
-                        let _ = wait.await;
-                    })
-                    .await
-                    .unwrap();
-                tokio::task::yield_now().await;
-                a
-            });
-            let seen = polled.clone();
-            let b = rt2.block_on(async {
-                pool.submit(async move {
-                    seen.store(true, Ordering::SeqCst);
-                })
-                .await
-                .unwrap()
-            });
-            assert_eq!(pool.stats().queued, 1);
             // A ends on rt1: its slot hands B to a new slot on rt2 (not driven now).
-            rt1.block_on(async {
-                release.send(()).unwrap();
-                support::within("A", a).await.unwrap();
+            let seen = polled.clone();
+            let (_rt1, rt2, b) = support::handed_to_an_undriven_runtime(&pool, async move {
+                seen.store(true, Ordering::SeqCst);
             });
-            assert_eq!(pool.stats().queued, 0, "B left the queue");
             b.abort();
             let err = rt2.block_on(support::within("B", b)).unwrap_err();
             assert_eq!(err.cancel_reason(), Some(CancelReason::Aborted));
@@ -369,5 +321,52 @@ fn a_task_aborted_after_it_left_the_queue_is_observed_as_never_started() {
         (1.0, 1.0, false, true),
         "(queue-wait samples, run-time samples, event in a span, event has task_id): only \
          A started; B was aborted before it started: {ev:?}"
+    );
+}
+
+/// A started SmartAioPool task that a `cancel_all` covered while its runtime did not poll
+/// its slot, whose runtime then ended, is observed as a task that started (its end in its
+/// span, with its run time), as 333's aborted one is (RELIABILITY.md, 334).
+#[test]
+fn a_started_smart_task_cancel_all_covered_then_cut_off_is_observed_as_started() {
+    let _serial = serial();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let log = collector::Collector::default();
+    let name = "covered_then_cut_smart";
+    let mut f = Figures::default();
+    tracing::subscriber::with_default(log.clone(), || {
+        metrics::with_local_recorder(&recorder, || {
+            let pool = support::smart_named(name, 1, 1, true);
+            let rt = support::current_thread();
+            let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let s = started.clone();
+            let h = rt
+                .block_on(pool.submit(move || {
+                    let s = s.clone();
+                    async move {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
+                }))
+                .unwrap();
+            rt.block_on(support::reach(&started, 1, Duration::from_secs(5)));
+            drop(pool.cancel_all()); // covered; the runtime never polls its slot again
+            drop(rt);
+            let err = h.blocking_wait().unwrap_err();
+            assert_eq!(err.cancel_reason(), Some(CancelReason::CancelAll));
+            assert_eq!(started.load(Ordering::SeqCst), 1, "not run again");
+            f.take(&snapshotter, name);
+            assert_eq!(f.against(&pool.stats()), None);
+        });
+    });
+    let runs = f.get(MetricKind::Histogram, "nb_aiopool_run_time_seconds");
+    let events = log.events_with("task cancelled");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (runs, events[0].span.is_some()),
+        (1.0, true),
+        "it started: its end in its span, with its run time: {:?}",
+        events[0]
     );
 }

@@ -662,3 +662,121 @@ fn pin_a_shutdown_reports_what_stats_count() {
         }
     });
 }
+
+// ----- 334: a cancel decided first, then the task's runtime ends ------------------------
+
+/// Starts a task on a current-thread runtime of its own, then leaves that runtime
+/// undriven: the task's slot sees no mark from now on.
+fn started_on_an_undriven_runtime(
+    pool: &CommonAioPool,
+) -> (tokio::runtime::Runtime, TaskHandle<()>) {
+    let rt = support::current_thread();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let h = rt
+        .block_on(pool.submit(async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }))
+        .unwrap();
+    assert_eq!(
+        rt.block_on(support::reach(&started, 1, Duration::from_secs(5))),
+        1
+    );
+    (rt, h)
+}
+
+#[test]
+fn a_running_task_cancel_all_covered_keeps_cancel_all_when_its_runtime_ends() {
+    let _serial = serial();
+    let pool = support::common_local(1, 1);
+    let (rt, h) = started_on_an_undriven_runtime(&pool);
+    drop(pool.cancel_all()); // the cancellation happens at the call
+    drop(rt);
+    let reason = h.blocking_wait().unwrap_err().cancel_reason();
+    assert_eq!(
+        reason,
+        Some(CancelReason::CancelAll),
+        "cancel_all came first"
+    );
+    let s = pool.stats();
+    assert_eq!((s.cancelled, s.unfinished()), (1, 0), "{s:?}");
+}
+
+#[test]
+fn a_running_task_a_deadline_abandoned_is_reported_abandoned_when_its_runtime_ends() {
+    let _serial = serial();
+    let pool = support::common_local(1, 1);
+    let (rt, h) = started_on_an_undriven_runtime(&pool);
+    let paused = support::paused_runtime();
+    let mut shut = Box::pin(pool.shutdown_timeout(Duration::from_millis(20)));
+    // Paused time: the deadline (20 ms) passes, then the wait for the task is cut at 100 ms.
+    let waiting = paused
+        .block_on(async { tokio::time::timeout(Duration::from_millis(100), &mut shut).await });
+    assert!(
+        waiting.is_err(),
+        "the task's runtime is not driven: the shutdown still waits"
+    );
+    drop(rt);
+    let report = paused.block_on(shut);
+    let reason = h.blocking_wait().unwrap_err().cancel_reason();
+    assert_eq!(reason, Some(CancelReason::Abandoned), "{report:?}");
+    assert!(
+        !report.is_complete() && report.abandoned() == 1,
+        "the deadline came first: {report:?}"
+    );
+}
+
+#[test]
+fn a_task_that_left_the_queue_keeps_the_first_cancels_reason() {
+    let _serial = serial();
+    for (first, end) in [
+        ("cancel_all", "start"),
+        ("deadline", "start"),
+        ("cancel_all", "runtime_end"),
+        ("deadline", "runtime_end"),
+    ] {
+        let pool = support::common_local(1, 4);
+        let (_rt1, rt2, b) = support::handed_to_an_undriven_runtime(&pool, async {});
+        let paused = support::paused_runtime();
+        let deadline = || {
+            let cut = paused.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_millis(100),
+                    pool.shutdown_timeout(Duration::from_millis(20)),
+                )
+                .await
+            });
+            assert!(cut.is_err(), "B is not over until rt2 runs or drops it");
+        };
+        if first == "cancel_all" {
+            drop(pool.cancel_all());
+            deadline();
+        } else {
+            deadline();
+            drop(pool.cancel_all());
+        }
+        let err = if end == "start" {
+            rt2.block_on(support::within("B", b)).unwrap_err()
+        } else {
+            drop(rt2);
+            b.blocking_wait().unwrap_err()
+        };
+        let want = if first == "cancel_all" {
+            CancelReason::CancelAll
+        } else {
+            CancelReason::Abandoned
+        };
+        assert_eq!(
+            err.cancel_reason(),
+            Some(want),
+            "{first} first, then B's {end}"
+        );
+        let s = pool.stats();
+        assert_eq!(
+            (s.cancelled, s.unfinished()),
+            (1, 0),
+            "{first}, {end}: {s:?}"
+        );
+    }
+}

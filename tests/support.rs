@@ -674,3 +674,43 @@ pub fn smart_named(name: &str, c: usize, q: usize, rerun: bool) -> nb_aiopool::S
         .rerun_interrupted(rerun)
         .build()
 }
+
+/// Finding 252's setup: A runs on a current-thread runtime `rt1` of `pool` (one slot)
+/// until released; B (`b`) is submitted from another, `rt2`, and queued; A ends on `rt1`,
+/// and its slot hands B to a new slot on `rt2`, which is not driven now. B has left the
+/// queue and has not started. Returns `(rt1, rt2, B's handle)`.
+#[allow(clippy::async_yields_async)] // the blocks hand their tasks' handles out
+pub fn handed_to_an_undriven_runtime<F>(
+    pool: &nb_aiopool::CommonAioPool,
+    b: F,
+) -> (
+    tokio::runtime::Runtime,
+    tokio::runtime::Runtime,
+    nb_aiopool::TaskHandle<F::Output>,
+)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let rt1 = current_thread();
+    let rt2 = current_thread();
+    let (release, wait) = tokio::sync::oneshot::channel::<()>();
+    let a = rt1.block_on(async {
+        let a = pool
+            .submit(async move {
+                let _ = wait.await;
+            })
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        a
+    });
+    let b = rt2.block_on(async { pool.submit(b).await.unwrap() });
+    assert_eq!(pool.stats().queued, 1, "B is queued");
+    rt1.block_on(async {
+        release.send(()).unwrap();
+        within("A", a).await.unwrap();
+    });
+    assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
+    (rt1, rt2, b)
+}

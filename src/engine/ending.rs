@@ -25,24 +25,27 @@ impl<J: Job> Engine<J> {
         self.drop_unrun(st, job, id, CancelReason::RuntimeShutdown, later);
     }
 
-    /// Under the lock: a copy whose task was aborted while a slot held it (not polled since)
-    /// ends here, unrun, as its handle says: it waits on nothing any more (as `run_ended`
-    /// would record), and the other waits are looked at again. With `reported`, the
-    /// caller reports the end itself (a slot dropped with its runtime: in the task's span,
-    /// with its run-time sample, if the task had started), and no `task cancelled` event
-    /// is emitted for it here. Returns the reason counted.
-    pub(super) fn end_aborted(
+    /// Under the lock: a copy whose task was aborted (`reason` [`CancelReason::Aborted`])
+    /// or covered by a `cancel_all` (its reason) while a slot held it, not polled since,
+    /// ends here, unrun, as its handle says or is about to: it waits on nothing any more
+    /// (as `run_ended` would record), and the other waits are looked at again. With
+    /// `reported`, the caller reports the end itself (a slot dropped with its runtime: in
+    /// the task's span, with its run-time sample, if the task had started), and no `task
+    /// cancelled` event is emitted for it here. Returns the reason counted (an abort's, if
+    /// one decided first).
+    pub(super) fn end_copy(
         &self,
         st: &mut State<J>,
         copy: J,
         id: u64,
+        reason: CancelReason,
         later: &mut Deferred<J>,
         reported: bool,
     ) -> CancelReason {
         if st.waiting_on_own.remove(&id).is_some() {
             later.recheck_waits = true;
         }
-        self.drop_unrun_as(st, copy, id, CancelReason::Aborted, later, reported)
+        self.drop_unrun_as(st, copy, id, reason, later, reported)
     }
 
     /// Under the lock: a job that never started is dropped unrun for `reason`, counted as

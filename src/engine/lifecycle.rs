@@ -498,7 +498,14 @@ impl<J: Job> Engine<J> {
                     }
                     // It ends here, as a slot dropped with its runtime ends it.
                     _ if aborted => {
-                        self.end_aborted(&mut st, copy, s.job, &mut later, false);
+                        self.end_copy(
+                            &mut st,
+                            copy,
+                            s.job,
+                            CancelReason::Aborted,
+                            &mut later,
+                            false,
+                        );
                     }
                     _ => interrupted.push((s.job, copy, s.meta)),
                 }
@@ -573,7 +580,7 @@ impl<J: Job> Engine<J> {
                 }
                 if done && job.aborted().is_some() {
                     // Aborted meanwhile (as above): ended, not queued again.
-                    self.end_aborted(&mut st, job, id, &mut later, false);
+                    self.end_copy(&mut st, job, id, CancelReason::Aborted, &mut later, false);
                 } else if done {
                     Self::requeue_first(&mut st, id, job, meta);
                 } else {

@@ -387,6 +387,19 @@ impl<J> State<J> {
         id < mark && self.cancel_spared != Some(id)
     }
 
+    /// The reason job `id` is cancelled with if a `cancel_all` (or a shutdown deadline)
+    /// before `mark` covers it, with `entry` its slot's entry: the first covering call's
+    /// (see [`SlotEntry::cancel_reason`]).
+    fn covering_reason(
+        &self,
+        entry: Option<&SlotEntry<J>>,
+        id: u64,
+        mark: u64,
+    ) -> Option<CancelReason> {
+        self.cancel_covers(id, mark)
+            .then(|| SlotEntry::cancel_reason(entry, id, self.cancel_reason))
+    }
+
     /// Takes a place for a job if the pool is open and has room; given back when the job
     /// ends (or by [`Engine::unadmit`]).
     fn take_place(&mut self) -> Result<(), AdmitError> {

@@ -681,9 +681,7 @@ impl<J: Job> Slot<J> {
                 // again after its runtime ended or at exit): it starts as it was left.
                 let covered = if id < mark {
                     let st = this.engine.lock();
-                    st.cancel_covers(id, mark).then(|| {
-                        SlotEntry::cancel_reason(st.slots.get(this.key), id, st.cancel_reason)
-                    })
+                    st.covering_reason(st.slots.get(this.key), id, mark)
                 } else {
                     None
                 };
@@ -793,11 +791,22 @@ impl<J: Job> Drop for Slot<J> {
         // End the run in our hands first (dropping it runs user code, outside the lock);
         // only then give its slot back, so the same task never runs twice at once.
         let mut run = self.run.take();
-        if let Some((r, _)) = &mut run {
+        if let Some((r, id)) = &mut run {
             if engine.reruns() {
                 drop(run.take());
             } else {
-                r.cancel(CancelReason::RuntimeShutdown);
+                // A `cancel_all` or deadline that covered it first holds, as an abort does
+                // (RELIABILITY.md, 332, 334).
+                let mark = engine.cancel_before.load(Ordering::Acquire);
+                let first = (*id < mark)
+                    .then(|| {
+                        let st = engine.lock();
+                        (st.generation == self.generation)
+                            .then(|| st.covering_reason(st.slots.get(self.key), *id, mark))
+                            .flatten()
+                    })
+                    .flatten();
+                r.cancel(first.unwrap_or(CancelReason::RuntimeShutdown));
             }
         }
         let next = self.next.take();
@@ -814,6 +823,17 @@ impl<J: Job> Drop for Slot<J> {
                 && (Engine::forget_idle(&mut st, self.key) || self.polling.is_retired());
             let claimer = self.claiming || (self.idle.is_some() && !idle_unclaimed);
             let entry = st.slots.try_remove(self.key);
+            // The reason of a `cancel_all` or deadline that covered the job this slot holds
+            // (not its run, ended above), as the slot would have cancelled it: it ends so
+            // (332, 334), neither lost nor queued again.
+            let mark = engine.cancel_before.load(Ordering::Acquire);
+            let held = next
+                .as_ref()
+                .map(|q| q.id)
+                .or(entry.as_ref().map(|e| e.job));
+            let covered = held
+                .filter(|_| run.is_none())
+                .and_then(|id| st.covering_reason(entry.as_ref(), id, mark));
             if let (Some(limits), Some(e)) = (&mut st.limits, &entry) {
                 if e.job != u64::MAX {
                     // Its job had started as far as flow control is concerned.
@@ -845,7 +865,11 @@ impl<J: Job> Drop for Slot<J> {
                     limits.unstarted(at);
                 }
                 let rehome = J::RERUN || (q.plain && st.runtimes.live_or_any(None).is_some());
-                if rehome && q.job.aborted().is_none() {
+                if let Some(reason) = covered {
+                    // Counted as aborted if its handle aborted it first.
+                    engine.drop_unrun(&mut st, q.job, q.id, reason, &mut later);
+                    later.stamps.push(q.stamp);
+                } else if rehome && q.job.aborted().is_none() {
                     // Its flow-control settings moved to the entry when it left the queue.
                     let meta = entry.map(|e| e.meta).unwrap_or_default();
                     later.wake.extend(engine.stranded_waker(&q.job));
@@ -860,11 +884,13 @@ impl<J: Job> Drop for Slot<J> {
             } else if let Some((id, copy, meta)) =
                 entry.and_then(|e| e.copy.map(|c| (e.job, c, e.meta)))
             {
-                if copy.aborted().is_some() {
-                    // Aborted while it ran: it ends here, as its handle said, reported
-                    // below as a run's end (in its span, with its run-time sample), or, if
-                    // it never started, as a task cancelled before it started.
-                    let reason = engine.end_aborted(&mut st, copy, id, &mut later, true);
+                if copy.aborted().is_some() || covered.is_some() {
+                    // Aborted while it ran, or covered by a cancel: it ends here, as its
+                    // handle said (or is told now), reported below as a run's end (in its
+                    // span, with its run-time sample), or, if it never started, as a task
+                    // cancelled before it started.
+                    let reason = covered.unwrap_or(CancelReason::Aborted);
+                    let reason = engine.end_copy(&mut st, copy, id, reason, &mut later, true);
                     told = Some((reason, id));
                 } else {
                     // A re-runnable job interrupted mid-run: queued again, first, with its

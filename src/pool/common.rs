@@ -807,7 +807,8 @@ impl CommonAioPool {
     /// Called from inside a job of this pool, that job is not spared (unlike with
     /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
     /// `.await`, so if the wait has any other job to wait for, the call never returns
-    /// there (the job's handle says `CancelAll`).
+    /// there (the job's handle says `CancelAll`, or `Abandoned` if a deadline covered it
+    /// first).
     ///
     /// # Cancel safety
     ///
@@ -867,7 +868,8 @@ impl CommonAioPool {
     /// Like [`shutdown`](Self::shutdown), but after `timeout` abandons what is left:
     /// queued jobs are dropped without running, running ones are dropped at their next
     /// `.await`, and their handles resolve to
-    /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
+    /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned) (a running one that a
+    /// `cancel_all` covered first: `CancelAll`).
     ///
     /// A job that blocks its thread without ever yielding cannot be dropped until it
     /// yields; this waits for that.

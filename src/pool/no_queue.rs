@@ -726,7 +726,8 @@ impl NoQueueAioPool {
 
     /// Like [`shutdown`](Self::shutdown), but after `timeout` abandons what is left:
     /// running jobs are dropped at their next `.await`, and their handles resolve to
-    /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned).
+    /// [`CancelReason::Abandoned`](crate::CancelReason::Abandoned) (one that a `cancel_all`
+    /// covered first: `CancelAll`).
     ///
     /// The pool is closed, and the report's counts start, when this is called; `timeout`
     /// runs from the returned future's first poll. Its timer is tokio's, on the runtime
@@ -781,7 +782,8 @@ impl NoQueueAioPool {
     /// Called from inside a job of this pool, that job is not spared (unlike with
     /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
     /// `.await`, so if the wait has any other job to wait for, the call never returns
-    /// there (the job's handle says `CancelAll`).
+    /// there (the job's handle says `CancelAll`, or `Abandoned` if a deadline covered it
+    /// first).
     ///
     /// # Cancel safety
     ///

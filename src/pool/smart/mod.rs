@@ -770,7 +770,8 @@ impl SmartAioPool {
     /// Called from inside a task of this pool, that task is not spared (unlike with
     /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
     /// `.await`, so if the wait has any other task to wait for, the call never returns
-    /// there (the task's handle says `CancelAll`).
+    /// there (the task's handle says `CancelAll`, or `Abandoned` if a deadline covered it
+    /// first).
     ///
     /// # Cancel safety
     ///
