@@ -6,8 +6,8 @@
 //! catch, that second panic would unwind through the pool's own code: a run would end
 //! before deciding its task's outcome (the handle left pending), a slot task would end
 //! (the tasks behind it cancelled). So every payload the pool drops goes through
-//! [`drop_payload`], which catches that panic too and leaks its payload, the one value it
-//! does not drop (RELIABILITY.md, finding 328).
+//! [`drop_payload`], which catches that panic too and leaks its payload unless it is a
+//! plain message (RELIABILITY.md, finding 328).
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -29,11 +29,16 @@ pub(crate) fn quietly(f: impl FnOnce()) -> bool {
 }
 
 /// Drops a caught panic's payload. A panic of its `Drop` is caught too, and that second
-/// payload is leaked, not dropped: it could panic again.
+/// payload is leaked, not dropped, as it could panic again, unless it is a message (a
+/// `String` or a `&str`, what `panic!` makes: the common case), whose drop cannot.
 #[cold]
 pub(crate) fn drop_payload(payload: Payload) {
     if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
+        if again.is::<String>() || again.is::<&'static str>() {
+            drop(again);
+        } else {
+            std::mem::forget(again);
+        }
     }
 }
 

@@ -501,6 +501,28 @@ fn a_runtimes_drop_waiting_for_a_blocking_shutdown_of_its_stranded_pool_returns(
 
 // ----- Finding 330: a stranded rate-limited SmartAioPool's own shutdown --------------------
 
+/// A SmartAioPool with a `rate_limit`, of one slot, whose task (`cut_off_once`: 9 when
+/// run again) has started on a runtime of its own: `(its runs, the pool, that runtime,
+/// its handle)`. Dropping the runtime strands the pool.
+fn rate_limited_running_on_its_own_runtime() -> (
+    Arc<AtomicUsize>,
+    SmartAioPool,
+    tokio::runtime::Runtime,
+    TaskHandle<u32>,
+) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let pool = SmartAioPool::builder()
+        .max_concurrency(1)
+        .rate_limit(100, Duration::from_secs(1))
+        .process_wide(false)
+        .auto_shutdown(false)
+        .build();
+    let rt = multi_thread_of(1);
+    let h = rt.block_on(pool.submit(cut_off_once(&runs, 9))).unwrap();
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    (runs, pool, rt, h)
+}
+
 /// A SmartAioPool with a `rate_limit` whose task was cut off by the end of its only
 /// runtime (its re-run queued, stranded), shut down with `pool.shutdown().await` on a new
 /// runtime: as `shutdown_all_smart_aiopools().await` there (finding 201) and awaiting the
@@ -511,22 +533,65 @@ fn a_runtimes_drop_waiting_for_a_blocking_shutdown_of_its_stranded_pool_returns(
 #[test]
 fn a_stranded_rate_limited_pools_shutdown_on_a_new_runtime_runs_its_rerun() {
     on_thread_within("shutdown() on a new runtime", 5, || {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let pool = SmartAioPool::builder()
-            .max_concurrency(1)
-            .rate_limit(100, Duration::from_secs(1))
-            .process_wide(false)
-            .auto_shutdown(false)
-            .build();
-        let rt = multi_thread_of(1);
-        let h = rt.block_on(pool.submit(cut_off_once(&runs, 9))).unwrap();
-        until("the first run", || runs.load(Ordering::SeqCst) == 1);
+        let (runs, pool, rt, h) = rate_limited_running_on_its_own_runtime();
         drop(rt); // cut off, queued again; the pool knows no live runtime
         multi_thread_of(1).block_on(async {
             pool.shutdown().await;
             assert!(h.is_finished(), "shutdown() returned before the task ended");
             assert_eq!(h.await.unwrap(), 9, "the re-run's value");
         });
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// Finding 335: 330's pool, stranded only after `shutdown()` was first polled on the new
+/// runtime: the shutdown is woken (329) and must then check its runtime for timers and
+/// offer it, as it does when the pool was stranded before its first poll.
+#[test]
+fn a_rate_limited_pools_shutdown_on_a_new_runtime_returns_when_stranded_after_its_first_poll() {
+    on_thread_within("shutdown() stranded after its first poll", 5, || {
+        let (runs, pool, rt, h) = rate_limited_running_on_its_own_runtime();
+        // The first runtime is dropped on another thread once the shutdown is pending.
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let ender = std::thread::spawn(move || {
+            end_rx.recv().unwrap();
+            drop(rt);
+        });
+        multi_thread_of(1).block_on(async {
+            let mut shutdown = std::pin::pin!(pool.shutdown());
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(shutdown.as_mut(), cx))
+            })
+            .await;
+            assert!(first.is_pending(), "shutdown() returned while the task ran");
+            end_tx.send(()).unwrap();
+            shutdown.await;
+            assert!(h.is_finished(), "shutdown() returned before the task ended");
+            assert_eq!(h.await.unwrap(), 9, "the re-run's value");
+        });
+        ender.join().unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// Finding 336: 329's `spawn_blocking` case for a pool with a `rate_limit`, waited for with `wait()`:
+/// the blocking thread's runtime has ended, so it cannot be offered, and the pool must be
+/// served by a thread of the crate, as for a pool without a rate limit (and as its
+/// handle, awaited there, is). Before, `ensure_started` called the dead runtime
+/// "unasked" and the wait never started the serving thread: the wait, and the runtime's
+/// drop waiting for that thread, hung.
+#[test]
+fn a_runtimes_drop_waiting_for_a_blocking_wait_of_its_stranded_rate_limited_pool_returns() {
+    on_thread_within("the runtime's drop (rate-limited, wait)", 5, || {
+        let (runs, pool, rt, h) = rate_limited_running_on_its_own_runtime();
+        let p = pool.clone();
+        drop(rt.spawn_blocking(move || {
+            // Once the runtime is shutting down (its drop waits for this thread).
+            std::thread::sleep(Duration::from_millis(100));
+            tokio::runtime::Handle::current().block_on(p.wait());
+        }));
+        drop(rt);
+        assert_eq!(plain_block_on(h).unwrap(), 9);
         assert_eq!(runs.load(Ordering::SeqCst), 2);
     });
 }

@@ -60,7 +60,8 @@ fn pending_bomb(
     }
 }
 
-/// A task that ends at once, then panics with a [`Bomb`] as its future is dropped.
+/// A task that panics with a [`Bomb`] at the end of its last poll (its async block's
+/// locals are dropped inside that poll).
 fn ending_bomb(bombs: &Arc<AtomicUsize>) -> impl Future<Output = u32> + Send + 'static {
     let guard = PanicsOnDrop(bombs.clone());
     async move {
@@ -214,4 +215,96 @@ async fn a_handle_waker_that_panics_with_a_panicking_payload_costs_the_pool_noth
         (stats.completed, stats.cancelled, stats.panicked),
         (2, 0, 0)
     );
+}
+
+/// Ends (`Ready`) and only then panics with a [`Bomb`] in its own `Drop` (not in `poll`,
+/// as an async block's locals do), with a value whose `Drop` panics too: the task is a
+/// panic of its own, the value is dropped quietly, and the slot goes on.
+struct ReadyThenBomb(Arc<AtomicUsize>);
+
+/// A task's value whose `Drop` panics.
+struct LoudValue;
+
+impl Drop for LoudValue {
+    fn drop(&mut self) {
+        panic!("{AGAIN}");
+    }
+}
+
+impl Future for ReadyThenBomb {
+    type Output = LoudValue;
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> std::task::Poll<LoudValue> {
+        std::task::Poll::Ready(LoudValue)
+    }
+}
+
+impl Drop for ReadyThenBomb {
+    fn drop(&mut self) {
+        std::panic::panic_any(Bomb(self.0.clone()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_drop_panics_after_it_ended_drops_its_value_quietly() {
+    hide();
+    let bombs = Arc::new(AtomicUsize::new(0));
+    let pool = CommonAioPool::new(1, 4);
+    let h = pool.submit(ReadyThenBomb(bombs.clone())).await.unwrap();
+    let err = match within("the task's handle", h).await {
+        Ok(v) => {
+            std::mem::forget(v);
+            panic!("the task completed although its future's Drop panicked");
+        }
+        Err(e) => e,
+    };
+    assert!(err.is_panic(), "{err:?}");
+    std::mem::forget(err); // its payload is a Bomb: the user's to drop
+    let next = pool.submit(async { 7 }).await.unwrap();
+    assert_eq!(within("the next task", next).await.unwrap(), 7);
+    within("wait", pool.wait()).await;
+    let stats = pool.stats();
+    assert_eq!((stats.panicked, stats.completed, stats.running), (1, 1, 0));
+}
+
+/// A detached task that panics with a [`Bomb`]: the pool hands the error to `on_panic`
+/// (which panics with a Bomb of its own), then drops the error nobody took; both second
+/// panics are caught, and the slot goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_tasks_panicking_payload_and_a_panicking_on_panic_cost_the_pool_nothing() {
+    hide();
+    let bombs = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (b, s) = (bombs.clone(), seen.clone());
+    let pool = CommonAioPool::builder()
+        .max_concurrency(1)
+        .max_queue_size(4)
+        .process_wide(false)
+        .on_panic(move |_, err| {
+            assert!(err.is_panic());
+            s.fetch_add(1, Ordering::SeqCst);
+            std::panic::panic_any(Bomb(b.clone()));
+        })
+        .build();
+    // Detached before it runs to its panic (a gate), so that the error is nobody's.
+    let gate = Gate::default();
+    let (b, g) = (bombs.clone(), gate.clone());
+    pool.submit(async move {
+        g.wait().await;
+        if true {
+            std::panic::panic_any(Bomb(b));
+        }
+        1u32
+    })
+    .await
+    .unwrap()
+    .detach();
+    gate.open();
+    within("wait", pool.wait()).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "on_panic called once");
+    // The task's payload (dropped with the error nobody took) and on_panic's.
+    assert_eq!(bombs.load(Ordering::SeqCst), 2);
+    let next = pool.submit(async { 7 }).await.unwrap();
+    assert_eq!(within("the next task", next).await.unwrap(), 7);
+    let stats = pool.stats();
+    assert_eq!((stats.panicked, stats.completed), (1, 1));
 }

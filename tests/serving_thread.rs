@@ -678,3 +678,27 @@ fn pin_a_group_and_a_stream_polled_by_a_plain_executor_are_served() {
     assert_eq!(no_serving_thread_within(before, SERVE_END), 0);
     drop(pool);
 }
+
+/// A wait on a live runtime of a stranded pool offers that runtime: no serving thread
+/// (the fallback of findings 329 and 336 is only for waits with no runtime to offer).
+#[test]
+fn pin_a_wait_on_a_live_runtime_of_a_stranded_pool_starts_no_serving_thread() {
+    let _serial = serial();
+    let before = serving_threads();
+    let pool = private_smart(1, 0).build();
+    let (mut handles, counters) = strand(&pool, 1);
+    let (h, runs) = (handles.remove(0), Arc::clone(&counters[0]));
+    let rt = multi_thread_of(1);
+    rt.block_on(async { within("the wait", pool.wait()).await });
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the re-run ran on the waiting runtime"
+    );
+    assert_eq!(
+        serving_threads(),
+        before,
+        "no serving thread for a live runtime's wait"
+    );
+    assert!(rt.block_on(h).is_ok());
+}

@@ -173,7 +173,9 @@ impl<J: Job> Engine<J> {
                 // Otherwise nothing would run the tasks waited for, and the wait (a
                 // `shutdown()`, `shutdown_all_smart_aiopools`) would never end. One load
                 // otherwise.
-                if engine.stranded.load(Ordering::Relaxed) && !engine.ensure_started() {
+                if engine.stranded.load(Ordering::Relaxed)
+                    && (!engine.ensure_started() || engine.cannot_take_current())
+                {
                     engine.serve_stranded();
                 }
                 // Registered with a waker of ours that wakes the caller's quietly:
@@ -249,6 +251,26 @@ impl<J: Job> Engine<J> {
     /// Whether the pool has a rate limit (its jobs need a runtime with timers).
     pub(crate) fn needs_timers(&self) -> bool {
         self.needs_timers
+    }
+
+    /// For a stranded rate-limited pool's wait, which [`ensure_started`] leaves "unasked"
+    /// on a runtime whose timers this thread has not asked about (a wait makes no timer to
+    /// find out): whether the current runtime can never take the pool's jobs anyway, as it
+    /// has no timers, or has shut down (a `spawn_blocking` thread that outlived it, a
+    /// `Handle::enter` guard). Then the pool is served by a thread of the crate, as for a
+    /// wait with no runtime to offer (findings 329, 336). Asks by making a timer (outside
+    /// every lock of ours), not remembered: a live runtime with timers stays unasked, by
+    /// the rule of waits on rate-limited pools.
+    ///
+    /// [`ensure_started`]: Self::ensure_started
+    fn cannot_take_current(&self) -> bool {
+        if !self.needs_timers {
+            return false;
+        }
+        let Ok(handle) = Handle::try_current() else {
+            return false;
+        };
+        !runtimes::timers_here(&handle) || runtimes::timers_shut_down(&handle)
     }
 
     /// Whether the pool has a rate limit and is stranded now (see

@@ -584,12 +584,15 @@ impl SmartAioPool {
     /// The returned future is `'static`, as the other pools' are (it holds a handle of the
     /// pool until it ends): it can be spawned, `tokio::spawn(pool.shutdown())`.
     ///
-    /// As [`shutdown_all_smart_aiopools`] does, it offers the runtime that first polls it
-    /// to a pool with a [`rate_limit`](SmartAioPoolBuilder::rate_limit) whose re-runs
-    /// are stranded (every runtime it knew ended while its tasks ran), checking first that
-    /// the runtime has timers by making one (on a runtime without timers, tokio's
-    /// "timers are disabled" panic, caught; made only for such a pool): otherwise nothing
-    /// would run them, and the shutdown would wait for ever.
+    /// As [`shutdown_all_smart_aiopools`] does, it offers the runtime that polls it to a
+    /// pool with a [`rate_limit`](SmartAioPoolBuilder::rate_limit) whose re-runs are
+    /// stranded (every runtime it knew ended while its tasks ran; also when that happens
+    /// while it waits), checking first that the runtime has timers by making one: on a
+    /// runtime without timers, tokio's "timers are disabled" panic, caught (a panic hook
+    /// the program set still sees it, and under `panic = "abort"` the process aborts);
+    /// made only for such a pool. Otherwise nothing would run them, and the shutdown
+    /// would wait for ever. Where the runtime cannot take them (it has no timers, or it
+    /// has shut down), a thread of the crate runs them.
     ///
     /// # Cancel safety
     ///
@@ -616,12 +619,17 @@ impl SmartAioPool {
         let wait = self.inner.core.engine.shutdown();
         let pool = self.clone();
         async move {
-            // Before the wait's first poll, which offers this runtime: a stranded
-            // rate-limited pool takes only a runtime known to have timers.
-            if pool.inner.core.engine.needs_timer_probe() {
-                crate::engine::runtimes::ask_current_for_timers();
-            }
-            wait.await;
+            // Before each poll of the wait, which offers this runtime: a stranded
+            // rate-limited pool takes only a runtime known to have timers, and the pool
+            // may become stranded while this waits (the wait is woken then: 329, 335).
+            let mut wait = std::pin::pin!(wait);
+            std::future::poll_fn(|cx| {
+                if pool.inner.core.engine.needs_timer_probe() {
+                    crate::engine::runtimes::ask_current_for_timers();
+                }
+                wait.as_mut().poll(cx)
+            })
+            .await;
             pool.forget();
         }
     }

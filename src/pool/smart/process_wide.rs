@@ -414,10 +414,15 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
         // As `wait_auto_pools`: the waits offer this runtime to rate-limited pools too,
         // but only to a stranded one (the one that needs it): this may run on a runtime
         // without timers (a signal thread's), where the probe is tokio's panic.
-        if pools.iter().any(|p| p.core.engine.needs_timer_probe()) {
-            crate::engine::runtimes::ask_current_for_timers();
-        }
-        waits.await;
+        // At each poll: a pool may become stranded while this waits (335).
+        let mut waits = std::pin::pin!(waits);
+        std::future::poll_fn(|cx| {
+            if pools.iter().any(|p| p.core.engine.needs_timer_probe()) {
+                crate::engine::runtimes::ask_current_for_timers();
+            }
+            waits.as_mut().poll(cx)
+        })
+        .await;
         for p in &pools {
             forget_shut_down(p);
         }
