@@ -148,8 +148,11 @@
 //!   (a job's end, a submit, a resize, a `wait`), else the one of the job that starts
 //!   next, the home only after these. If the slot tasks already on their way to jobs are
 //!   all on other runtimes (which may not be driven), that code's runtime gets one too;
-//!   whichever comes first takes the job. Likewise, when every rate timer armed is on
-//!   another current-thread runtime, that code's runtime gets a rate timer too; and a
+//!   whichever comes first takes the job. A resize called on a current-thread runtime,
+//!   which may stop being driven as soon as the call returns (a short `block_on`), also
+//!   sends slot tasks to the runtime of the job that starts next. Likewise, when every
+//!   rate timer armed is on another current-thread runtime, that code's runtime gets a
+//!   rate timer too; and a
 //!   timer lost with its runtime is armed again on each runtime whose tasks are queued
 //!   (and, for tasks that may run on any runtime, on a multi-thread runtime if one lives,
 //!   else on every live one), unless one is left on a multi-thread runtime.

@@ -27,9 +27,13 @@ pub(crate) struct ElasticConfig {
 
 pub(crate) struct Elastic {
     pub(crate) config: ElasticConfig,
-    /// When each idle worker became idle; oldest at the front. With `unstamped`, always
-    /// `limit - running` workers.
-    idle_since: VecDeque<Instant>,
+    /// When the idle workers became idle, oldest at the front, as runs of workers that
+    /// became idle at the same instant: (that instant, how many; never 0). With
+    /// `unstamped`, always `limit - running` workers. Runs, not one entry per worker: a
+    /// pool's first `min_workers` workers are one run, so a large `min_workers` (any
+    /// number up to the pool's largest size) costs no memory or time per worker
+    /// (RELIABILITY.md, 338).
+    idle_since: VecDeque<(Instant, usize)>,
     /// Workers that became idle under the engine's lock now held, newest of all, not yet
     /// stamped: most are taken again before the lock is released (a worker whose job
     /// ended takes the next one), and those need no clock read. The rest are stamped
@@ -45,7 +49,10 @@ impl Elastic {
         let now = Instant::now();
         Elastic {
             config,
-            idle_since: std::iter::repeat_n(now, idle_workers).collect(),
+            idle_since: (idle_workers > 0)
+                .then_some((now, idle_workers))
+                .into_iter()
+                .collect(),
             unstamped: 0,
         }
     }
@@ -55,7 +62,30 @@ impl Elastic {
         if self.unstamped > 0 {
             self.unstamped -= 1;
         } else {
-            self.idle_since.pop_back();
+            self.busy_stamped(1);
+        }
+    }
+
+    /// `n` workers left the idle ones (retired by a shrink): those idle for the shortest
+    /// time.
+    pub(crate) fn busy_n(&mut self, n: usize) {
+        let unstamped = n.min(self.unstamped);
+        self.unstamped -= unstamped;
+        self.busy_stamped(n - unstamped);
+    }
+
+    /// `n` stamped workers left the idle ones, the newest first.
+    fn busy_stamped(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some((_, count)) = self.idle_since.back_mut() else {
+                return;
+            };
+            let k = n.min(*count);
+            *count -= k;
+            n -= k;
+            if *count == 0 {
+                self.idle_since.pop_back();
+            }
         }
     }
 
@@ -69,6 +99,11 @@ impl Elastic {
         self.unstamped += 1;
     }
 
+    /// `n` workers were added (idle until they take jobs).
+    pub(crate) fn added_n(&mut self, n: usize) {
+        self.unstamped += n;
+    }
+
     /// Stamps the workers that became idle under the lock now held and are idle still:
     /// called as that lock is released, so each stamp is at most that critical section
     /// late.
@@ -80,10 +115,14 @@ impl Elastic {
     }
 
     fn stamp(&mut self, now: Instant) {
-        self.idle_since.extend(std::iter::repeat_n(
-            now,
-            std::mem::take(&mut self.unstamped),
-        ));
+        let n = std::mem::take(&mut self.unstamped);
+        if n == 0 {
+            return;
+        }
+        match self.idle_since.back_mut() {
+            Some((since, count)) if *since == now => *count += n,
+            _ => self.idle_since.push_back((now, n)),
+        }
     }
 
     /// Retires the workers idle for `idle_timeout` by `now`, never below `min_workers`.
@@ -92,10 +131,14 @@ impl Elastic {
         // Those not stamped yet became idle under this lock: by `now`, and not long ago.
         self.stamp(now);
         while limit > self.config.min_workers {
-            match self.idle_since.front() {
-                Some(&since) if later_by(since, self.config.idle_timeout) <= now => {
-                    self.idle_since.pop_front();
-                    limit -= 1;
+            match self.idle_since.front_mut() {
+                Some((since, count)) if later_by(*since, self.config.idle_timeout) <= now => {
+                    let k = (*count).min(limit - self.config.min_workers);
+                    *count -= k;
+                    limit -= k;
+                    if *count == 0 {
+                        self.idle_since.pop_front();
+                    }
                 }
                 _ => break,
             }
@@ -107,6 +150,13 @@ impl Elastic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Elastic {
+        /// The idle workers stamped.
+        fn stamped(&self) -> usize {
+            self.idle_since.iter().map(|(_, n)| n).sum()
+        }
+    }
 
     fn elastic(idle_workers: usize) -> Elastic {
         let config = ElasticConfig {
@@ -123,7 +173,7 @@ mod tests {
         el.idle();
         el.busy();
         el.settle();
-        assert_eq!((el.idle_since.len(), el.unstamped), (0, 0));
+        assert_eq!((el.stamped(), el.unstamped), (0, 0));
     }
 
     #[test]
@@ -133,8 +183,8 @@ mod tests {
         el.idle();
         let before = Instant::now();
         el.settle();
-        assert_eq!((el.idle_since.len(), el.unstamped), (2, 0));
-        let since = *el.idle_since.front().unwrap();
+        assert_eq!((el.stamped(), el.unstamped), (2, 0));
+        let since = el.idle_since.front().unwrap().0;
         assert!(since >= before, "stamped before the lock was released");
         let timeout = Duration::from_secs(5);
         assert_eq!(el.retire(2, since + timeout - Duration::from_millis(1)), 2);
@@ -150,8 +200,49 @@ mod tests {
         let look = t0 + Duration::from_secs(3);
         assert_eq!(el.retire(2, look), 2);
         el.busy(); // takes the one idle since `look`
-        assert_eq!(el.idle_since.len(), 1);
-        assert!(*el.idle_since.front().unwrap() < look);
+        assert_eq!(el.stamped(), 1);
+        assert!(el.idle_since.front().unwrap().0 < look);
         assert_eq!(el.retire(1, t0 + Duration::from_secs(6)), 0);
+    }
+
+    #[test]
+    fn workers_in_runs_retire_and_take_jobs_in_parts() {
+        let t0 = Instant::now();
+        let config = ElasticConfig {
+            min_workers: 2,
+            idle_timeout: Duration::from_secs(5),
+        };
+        let mut el = Elastic::new(config, 10); // one run of 10, idle since about t0
+        assert_eq!(el.idle_since.len(), 1);
+        // Looked at after 6 s: 8 retire, the run keeps the 2 of `min_workers`.
+        assert_eq!(el.retire(10, t0 + Duration::from_secs(6)), 2);
+        assert_eq!(el.stamped(), 2);
+        // Three more, stamped at a look at 7 s, when the first run's two, idle for 7 s,
+        // retire (5 workers, all idle, 2 the floor).
+        el.added_n(3);
+        assert_eq!(el.retire(5, t0 + Duration::from_secs(7)), 3);
+        assert_eq!((el.stamped(), el.idle_since.len()), (3, 1));
+        // Two take jobs; the last idle one may retire 5 s after 7 s, down to the floor.
+        el.busy_n(2);
+        assert_eq!(el.stamped(), 1);
+        assert_eq!(el.retire(3, t0 + Duration::from_secs(8)), 3);
+        assert_eq!(el.retire(3, t0 + Duration::from_secs(13)), 2);
+        assert_eq!(el.stamped(), 0);
+        el.busy_n(3); // nothing idle left: nothing to take
+        assert_eq!((el.stamped(), el.unstamped), (0, 0));
+    }
+
+    #[test]
+    fn a_huge_run_costs_one_entry() {
+        let config = ElasticConfig {
+            min_workers: 1 << 60,
+            idle_timeout: Duration::from_secs(5),
+        };
+        let mut el = Elastic::new(config, 1 << 60);
+        el.busy_n(1 << 59);
+        el.added_n(1 << 58);
+        el.settle();
+        assert!(el.idle_since.len() <= 2);
+        assert_eq!(el.stamped(), (1 << 59) + (1 << 58));
     }
 }

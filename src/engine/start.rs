@@ -15,7 +15,7 @@ use super::admission::MAX_ROOM;
 use super::job::Job;
 use super::limits::Meta;
 use super::marks::Polling;
-use super::runtimes::{RtRef, ANY};
+use super::runtimes::{self, RtRef, ANY};
 use super::slot::Slot;
 use super::{Deferred, Engine, Queued, SlotEntry, State, CLAIMERS_MAX};
 
@@ -396,11 +396,10 @@ impl<J: Job> Engine<J> {
                         limit.saturating_sub(running),
                         target.saturating_sub(running),
                     );
-                    for _ in idle_before..idle_after {
-                        el.added();
-                    }
-                    for _ in idle_after..idle_before {
-                        el.busy(); // a retired worker's idle entry goes
+                    if idle_after > idle_before {
+                        el.added_n(idle_after - idle_before);
+                    } else {
+                        el.busy_n(idle_before - idle_after); // retired workers' idle entries go
                     }
                     st.limit = target;
                 }
@@ -424,10 +423,48 @@ impl<J: Job> Engine<J> {
             // driven now (see `wake_rt`).
             let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
             self.fill_free(&mut st, rt, &mut later);
+            if current
+                .as_ref()
+                .is_some_and(|h| !runtimes::is_multi_thread(h))
+            {
+                // A current-thread caller may stop driving its runtime right after the call
+                // (a short `block_on`): the jobs it let start would wait in slot tasks
+                // there. The runtime of the job that starts next gets claimers too;
+                // whichever comes first takes a job (RELIABILITY.md, 337).
+                self.claim_on_next_jobs_rt(&mut st, rt, &mut later);
+            }
             self.changed(&st);
         }
         self.run_deferred(&mut later);
         self.size_watchers.wake_all();
+    }
+
+    /// Under the lock, after [`fill_free`](Self::fill_free) on runtime `rt` (known, and
+    /// not the runtime of the job that starts next): as many claimers on that job's
+    /// runtime as reserved jobs wait for (up to [`CLAIMERS_MAX`]), less those already on
+    /// their way there.
+    fn claim_on_next_jobs_rt(
+        self: &Arc<Self>,
+        st: &mut State<J>,
+        rt: Option<RtRef>,
+        later: &mut Deferred<J>,
+    ) {
+        let Some(rt) = rt else {
+            return; // `fill_free` chose the next job's runtime already
+        };
+        let Some(next) = Self::held_job_rt(st).filter(|&next| next != rt) else {
+            return;
+        };
+        if st.reserved == 0 || !st.awaiting_poll.is_empty() {
+            return;
+        }
+        let want = st
+            .reserved
+            .min(CLAIMERS_MAX)
+            .saturating_sub(st.runtimes.claimers_on(next));
+        for _ in 0..want {
+            self.add_claimer(st, next, later);
+        }
     }
 
     /// A waker slot told whenever [`set_max_concurrency`](Self::set_max_concurrency)
