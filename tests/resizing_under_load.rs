@@ -4,6 +4,9 @@
 //! flow control, and across runtimes. Findings 337 and 338 of RELIABILITY.md; the tests
 //! that are not findings pin behaviour found sound.
 
+// Blocks and closures here hand tasks' handles out, to be awaited later.
+#![allow(clippy::async_yields_async)]
+
 #[cfg(feature = "metrics")]
 mod metric_figures;
 mod support;
@@ -1023,4 +1026,151 @@ fn child() {
         "a pool of {n} workers took {:?} to build, resize and run one task",
         started.elapsed()
     );
+}
+
+/// Runtime B, on a thread of its own, driven: submits tasks 1 and 2 with `submit` (both
+/// queued), then awaits them for at most 3 s. Returns once both are submitted; the thread
+/// gives `(their values, if both ended in time; the stats then)`.
+fn b_awaits_two(
+    stats: impl Fn() -> PoolStats + Send + 'static,
+    submit: impl Fn(u32) -> BoxFut<TaskHandle<u32>> + Send + 'static,
+) -> std::thread::JoinHandle<(Option<Vec<u32>>, PoolStats)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b = std::thread::spawn(move || {
+        current_thread().block_on(async move {
+            let queued = [submit(1).await, submit(2).await];
+            tx.send(()).unwrap();
+            let all = futures_util::future::join_all(queued);
+            let got = tokio::time::timeout(Duration::from_secs(3), all).await;
+            let got = got
+                .ok()
+                .map(|v| v.into_iter().map(Result::unwrap).collect());
+            (got, stats())
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("B submitted");
+    b
+}
+
+/// Finding 337's fix sends claimers to the runtime of the queue's head only: when the
+/// head is a task of A itself (the runtime the grow is called on, not driven after),
+/// runtime B's tasks reserved behind it waited as before the fix.
+#[test]
+fn a_grow_from_a_runtime_not_driven_afterwards_starts_another_runtimes_tasks_behind_its_own() {
+    let pool = support::common_local(1, 10);
+    let rt_a = current_thread();
+    let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // On A: a blocker holding the one slot (started; A is not driven afterwards), then a
+    // task of A's own, queued: the queue's head.
+    let (blocker, own) = rt_a.block_on(async {
+        let flag = on.clone();
+        let blocker = pool
+            .submit(async move {
+                flag.store(true, Ordering::SeqCst);
+                std::future::pending::<()>().await
+            })
+            .await
+            .unwrap();
+        within("the blocker's start", async {
+            while !on.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let own = pool.submit(async { 0 }).await.unwrap();
+        (blocker, own)
+    });
+    assert_eq!(pool.stats().queued, 1);
+    let (p, q) = (pool.clone(), pool.clone());
+    let b = b_awaits_two(
+        move || p.stats(),
+        move |v| {
+            let q = q.clone();
+            Box::pin(async move { q.submit(async move { v }).await.unwrap() })
+        },
+    );
+    assert_eq!(pool.stats().queued, 3);
+    rt_a.block_on(async { pool.set_max_concurrency(4) });
+    let (got, stats) = on_thread_within("B's wait", 10, move || b.join().unwrap());
+    assert_eq!(
+        got,
+        Some(vec![1, 2]),
+        "after a grow to 4 called on runtime A (not driven afterwards), with A's own task at \
+         the queue's head, B's queued tasks did not start within 3 s while B awaited them; \
+         stats then: {stats}"
+    );
+    blocker.abort();
+    drop(own);
+    drop(rt_a);
+}
+
+/// The same with a SmartAioPool re-run (queued again for any runtime after its runtime
+/// ended) at the queue's head: `held_job_rt` is `None` for it, and the fix sent no
+/// claimer anywhere but A.
+#[test]
+fn a_grow_from_a_runtime_not_driven_afterwards_starts_another_runtimes_tasks_behind_a_rerun() {
+    let pool = SmartAioPool::builder()
+        .max_concurrency(2)
+        .min_workers(2)
+        .max_queue_size(10)
+        .process_wide(false)
+        .auto_shutdown(false)
+        .build();
+    let rt_a = current_thread();
+    let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A: a blocker holding one slot, started; A is not driven afterwards.
+    let blocker = rt_a.block_on(async {
+        let flag = on.clone();
+        let blocker = pool
+            .submit(move || {
+                let flag = flag.clone();
+                async move {
+                    flag.store(true, Ordering::SeqCst);
+                    std::future::pending::<()>().await
+                }
+            })
+            .await
+            .unwrap();
+        within("the blocker's start", async {
+            while !on.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        blocker
+    });
+    // R: a re-runnable task whose first run never ends holds the other slot.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let rt_r = multi_thread_of(1);
+    let rerun = rt_r
+        .block_on(pool.submit(support::cut_off_once(&runs, 9)))
+        .unwrap();
+    until("the first run", || runs.load(Ordering::SeqCst) == 1);
+    // B: two tasks queued, awaited.
+    let (p, q) = (pool.clone(), pool.clone());
+    let b = b_awaits_two(
+        move || p.stats(),
+        move |v| {
+            let q = q.clone();
+            Box::pin(async move { q.submit(move || async move { v }).await.unwrap() })
+        },
+    );
+    // A shrink to 1 (from this plain thread), then R's end: the re-run is queued again,
+    // first, for any runtime, with no slot free (A's blocker holds the one left).
+    pool.set_max_concurrency(1);
+    drop(rt_r);
+    until("the re-run queued again", || pool.stats().queued == 3);
+    rt_a.block_on(async { pool.set_max_concurrency(4) });
+    let (got, stats) = on_thread_within("B's wait", 10, move || b.join().unwrap());
+    assert_eq!(
+        got,
+        Some(vec![1, 2]),
+        "after a grow to 4 called on runtime A (not driven afterwards), with a re-run for any \
+         runtime at the queue's head, B's queued tasks did not start within 3 s while B \
+         awaited them; stats then: {stats}"
+    );
+    blocker.abort();
+    drop(rerun);
+    drop(rt_a);
 }

@@ -314,7 +314,9 @@ struct State<J> {
     /// *claimer* (below), or a slot whose job just ended (it then gives its own slot back).
     reserved: usize,
     /// Slot tasks woken or spawned to take a reserved job, that have not looked yet (at
-    /// most [`CLAIMERS_MAX`]). A claimer that finds every reservation taken goes idle.
+    /// most [`CLAIMERS_MAX`] per runtime scheduled to at once; a resize on a
+    /// current-thread runtime also schedules some on other runtimes, see
+    /// `claim_on_next_jobs_rt`). A claimer that finds every reservation taken goes idle.
     claimers: usize,
     /// How many jobs may run at once now: `max_concurrency`, or the live worker count of
     /// an elastic pool.

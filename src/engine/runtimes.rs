@@ -268,6 +268,17 @@ impl Runtimes {
             .or(own)
     }
 
+    /// The newest live multi-thread runtime other than `rt`, if the pool knows one.
+    pub(crate) fn live_multi_thread_other_than(&self, rt: RtRef) -> Option<RtRef> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| {
+                e.serial != rt && e.alive.load(Ordering::Acquire) && is_multi_thread(&e.handle)
+            })
+            .map(|e| e.serial)
+    }
+
     /// The home runtime, if it is still alive.
     pub(crate) fn home(&self) -> Option<RtRef> {
         self.home.filter(|&s| self.is_alive(s))

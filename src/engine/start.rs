@@ -440,9 +440,13 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, after [`fill_free`](Self::fill_free) on runtime `rt` (known, and
-    /// not the runtime of the job that starts next): as many claimers on that job's
-    /// runtime as reserved jobs wait for (up to [`CLAIMERS_MAX`]), less those already on
-    /// their way there.
+    /// about not to be driven, maybe): claimers also on the other live runtimes of the jobs
+    /// the reservations cover (the first [`CLAIMERS_MAX`] at most, in queue order): as many
+    /// as the reservations on the first such runtime, at least one on each other (a
+    /// claimer that takes its job keeps a successor there, see `claim_here`), less those
+    /// already on their way. Jobs that may run on any runtime, with no other runtime's job
+    /// among them, get one on a live multi-thread runtime other than `rt`, if the pool
+    /// knows one. Whichever claimer comes first takes a job (RELIABILITY.md, 337).
     fn claim_on_next_jobs_rt(
         self: &Arc<Self>,
         st: &mut State<J>,
@@ -452,18 +456,33 @@ impl<J: Job> Engine<J> {
         let Some(rt) = rt else {
             return; // `fill_free` chose the next job's runtime already
         };
-        let Some(next) = Self::held_job_rt(st).filter(|&next| next != rt) else {
-            return;
-        };
-        if st.reserved == 0 || !st.awaiting_poll.is_empty() {
+        if st.reserved == 0 || !st.awaiting_poll.is_empty() || st.exit_hold {
             return;
         }
-        let want = st
-            .reserved
-            .min(CLAIMERS_MAX)
-            .saturating_sub(st.runtimes.claimers_on(next));
-        for _ in 0..want {
-            self.add_claimer(st, next, later);
+        let most = st.reserved.min(CLAIMERS_MAX);
+        let mut others: Vec<RtRef> = Vec::new(); // a resize's, on a current-thread runtime: rare
+        let mut any = false;
+        {
+            let runtimes = &st.runtimes;
+            st.queue.count(most, |q| {
+                if q.rt == ANY {
+                    any = true;
+                } else if q.rt != rt && !others.contains(&q.rt) && runtimes.is_alive(q.rt) {
+                    others.push(q.rt);
+                }
+                true
+            });
+        }
+        if others.is_empty() && any {
+            if let Some(multi) = st.runtimes.live_multi_thread_other_than(rt) {
+                others.push(multi);
+            }
+        }
+        for (i, next) in others.into_iter().enumerate() {
+            let wanted = if i == 0 { most } else { 1 };
+            for _ in 0..wanted.saturating_sub(st.runtimes.claimers_on(next)) {
+                self.add_claimer(st, next, later);
+            }
         }
     }
 
