@@ -429,7 +429,7 @@ impl<J: Job> Engine<J> {
             {
                 // A current-thread caller may stop driving its runtime right after the call
                 // (a short `block_on`): the jobs it let start would wait in slot tasks
-                // there. The runtime of the job that starts next gets claimers too;
+                // there. The other runtimes of the jobs it let start get claimers too;
                 // whichever comes first takes a job (RELIABILITY.md, 337).
                 self.claim_on_next_jobs_rt(&mut st, rt, &mut later);
             }
