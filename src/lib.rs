@@ -151,7 +151,8 @@
 //!   whichever comes first takes the job. A resize called on a current-thread runtime,
 //!   which may stop being driven as soon as the call returns (a short `block_on`), also
 //!   sends slot tasks to the other runtimes of the jobs it lets start (for jobs that may
-//!   run on any runtime, to a multi-thread runtime the pool knows). Likewise, when every
+//!   run on any runtime, with no other runtime's job among them, to a multi-thread runtime
+//!   the pool knows). Likewise, when every
 //!   rate timer armed is on another current-thread runtime, that code's runtime gets a
 //!   rate timer too; and a
 //!   timer lost with its runtime is armed again on each runtime whose tasks are queued

@@ -101,7 +101,8 @@ impl SubmitOptions {
     /// it never fires, and the submit waits as long as it takes). Room freed goes first
     /// to the submitters ahead of this one in the line (a higher priority, or the same
     /// and earlier): one of them waiting on a runtime that is alive but not driven holds
-    /// it until that runtime is driven (see the crate docs, "Guarantees"), and the
+    /// it until that runtime is driven again or dropped (see the crate docs,
+    /// "Guarantees"), and the
     /// deadline may pass meanwhile with the pool idle.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);

@@ -138,11 +138,10 @@ impl std::fmt::Display for ShutdownReport {
 }
 
 impl ShutdownReport {
-    /// Tasks that ended between the start of the shutdown and its end, but for those its
-    /// deadline abandoned: returned, panicked, aborted, or cancelled otherwise meanwhile
-    /// (by their runtime's end, a `cancel_all`). Counted over the whole pool: a second
-    /// `shutdown_timeout` overlapping this one counts what the first's deadline abandoned
-    /// in its own [`abandoned`](Self::abandoned).
+    /// Tasks that ended between the start of the shutdown and its end, except those a
+    /// shutdown deadline abandoned (this one's or an overlapping shutdown's; see
+    /// [`abandoned`](Self::abandoned)): returned, panicked, aborted, or cancelled otherwise
+    /// meanwhile (by their runtime's end, a `cancel_all`). Counted over the whole pool.
     pub fn finished(&self) -> u64 {
         self.finished
     }

@@ -9,7 +9,8 @@
 //! A slot is a tokio task of its own that runs jobs one after the other. A submit that
 //! finds a free slot *reserves* it for the job (the job now counts as running) and makes
 //! sure a *claimer* is on its way: an idle slot task of the submitter's runtime woken, or
-//! a new one spawned there, at most [`CLAIMERS_MAX`] at once. A slot whose job ends takes
+//! a new one spawned there, at most [`CLAIMERS_MAX`] at once (a few more when they go to
+//! several runtimes). A slot whose job ends takes
 //! the next job (a reserved one no claimer is on its way to, or an unreserved one) and
 //! runs it at once, in the same tokio task, with no wake-up; with nothing queued it
 //! lingers a little, then waits (idle) to be given work. So:
@@ -248,7 +249,7 @@ impl<J> SlotEntry<J> {
     /// The reason job `id`'s run is cancelled with once a `cancel_all` covers it: the
     /// first covering call's, recorded here, or else (a job that was not in this slot at
     /// that call: a re-run queued again since) the last call's, `last`.
-    fn cancel_reason(entry: Option<&Self>, id: u64, last: CancelReason) -> CancelReason {
+    fn first_cancel_reason(entry: Option<&Self>, id: u64, last: CancelReason) -> CancelReason {
         entry
             .filter(|e| e.job == id)
             .and_then(|e| e.cancelled)
@@ -279,7 +280,9 @@ struct Idle {
 /// The most idle slot tasks a pool keeps.
 const IDLE_MAX: usize = 256;
 
-/// The most slot tasks scheduled at once to take reserved jobs. Reserved jobs beyond
+/// The most slot tasks `fill` schedules at once to take reserved jobs (`claim_here` adds
+/// one on a runtime that has none on the way, and a resize on a current-thread runtime up
+/// to this many on another runtime: see `claim_on_reserved_jobs_runtimes`). Reserved jobs beyond
 /// these are taken by slots whose job ends (no wake-up at all), or by the next claimer,
 /// which schedules another as it takes its job: a burst of submits wakes a few tasks,
 /// not one per job. More than one, so that a claimer stuck behind a job that blocks its
@@ -316,7 +319,7 @@ struct State<J> {
     /// Slot tasks woken or spawned to take a reserved job, that have not looked yet (at
     /// most [`CLAIMERS_MAX`] per runtime scheduled to at once; a resize on a
     /// current-thread runtime also schedules some on other runtimes, see
-    /// `claim_on_next_jobs_rt`). A claimer that finds every reservation taken goes idle.
+    /// `claim_on_reserved_jobs_runtimes`). A claimer that finds every reservation taken goes idle.
     claimers: usize,
     /// How many jobs may run at once now: `max_concurrency`, or the live worker count of
     /// an elastic pool.
@@ -391,7 +394,7 @@ impl<J> State<J> {
 
     /// The reason job `id` is cancelled with if a `cancel_all` (or a shutdown deadline)
     /// before `mark` covers it, with `entry` its slot's entry: the first covering call's
-    /// (see [`SlotEntry::cancel_reason`]).
+    /// (see [`SlotEntry::first_cancel_reason`]).
     fn covering_reason(
         &self,
         entry: Option<&SlotEntry<J>>,
@@ -399,7 +402,7 @@ impl<J> State<J> {
         mark: u64,
     ) -> Option<CancelReason> {
         self.cancel_covers(id, mark)
-            .then(|| SlotEntry::cancel_reason(entry, id, self.cancel_reason))
+            .then(|| SlotEntry::first_cancel_reason(entry, id, self.cancel_reason))
     }
 
     /// Takes a place for a job if the pool is open and has room; given back when the job
@@ -461,11 +464,11 @@ pub(crate) struct Deferred<J: Job> {
     woken: Few<crate::task::Woken>,
     /// Idle slot tasks given a job.
     wake: Few<Waker>,
-    /// Queued jobs to drop unrun and tell their handles why; then applied to the waits.
-    /// (Boxed, as the rate timer: rare; one word to make instead of a `Vec`'s three.)
+    /// Jobs dropped unrun (queued ones, and copies a slot held: `end_copy`), each with
+    /// its id, its reason and whether its end is reported elsewhere (then no `task
+    /// cancelled` event here); their handles are told, then the waits. (Boxed, as the
+    /// rate timer: rare; one word to make instead of a `Vec`'s three.)
     #[allow(clippy::type_complexity, clippy::box_collection)]
-    /// Jobs dropped unrun, each with its id, its reason, and whether its end is reported
-    /// elsewhere (no `task cancelled` event here).
     cancels: Option<Box<Vec<(J, u64, CancelReason, bool)>>>,
     /// Slots to spawn, each with its first job.
     spawns: Vec<(Handle, Slot<J>)>,

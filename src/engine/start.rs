@@ -431,7 +431,7 @@ impl<J: Job> Engine<J> {
                 // (a short `block_on`): the jobs it let start would wait in slot tasks
                 // there. The other runtimes of the jobs it let start get claimers too;
                 // whichever comes first takes a job (RELIABILITY.md, 337).
-                self.claim_on_next_jobs_rt(&mut st, rt, &mut later);
+                self.claim_on_reserved_jobs_runtimes(&mut st, rt, &mut later);
             }
             self.changed(&st);
         }
@@ -440,21 +440,24 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, after [`fill_free`](Self::fill_free) on runtime `rt` (known, and
-    /// about not to be driven, maybe): claimers also on the other live runtimes of the jobs
-    /// the reservations cover (the first [`CLAIMERS_MAX`] at most, in queue order): as many
+    /// about not to be driven, maybe): claimers also on the other live runtimes of the first
+    /// [`CLAIMERS_MAX`] queued jobs at most, in queue order (the reserved ones, but for
+    /// keys or weights, which may let later jobs start first): as many
     /// as the reservations on the first such runtime, at least one on each other (a
     /// claimer that takes its job keeps a successor there, see `claim_here`), less those
     /// already on their way. Jobs that may run on any runtime, with no other runtime's job
     /// among them, get one on a live multi-thread runtime other than `rt`, if the pool
     /// knows one. Whichever claimer comes first takes a job (RELIABILITY.md, 337).
-    fn claim_on_next_jobs_rt(
+    fn claim_on_reserved_jobs_runtimes(
         self: &Arc<Self>,
         st: &mut State<J>,
         rt: Option<RtRef>,
         later: &mut Deferred<J>,
     ) {
         let Some(rt) = rt else {
-            return; // `fill_free` chose the next job's runtime already
+            // From a plain thread or a runtime the pool does not know: `fill_free` sent the
+            // claimers to the next job's runtime (RELIABILITY.md, 337: left as it is).
+            return;
         };
         if st.reserved == 0 || !st.awaiting_poll.is_empty() || st.exit_hold {
             return;

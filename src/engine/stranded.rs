@@ -150,7 +150,9 @@ impl<J: Job> Engine<J> {
         self.ensure_started();
     }
 
-    /// For a handle of this stranded pool awaited where no live runtime can be offered:
+    /// For a handle of this stranded pool, or a wait on it (`wait()`, `shutdown()`, the
+    /// `*_all_*` waits), polled where no live runtime can be offered (or, for a
+    /// rate-limited pool, on a runtime without timers or that has shut down):
     /// a thread of the crate (`nb_aiopool-serve`) runs a current-thread runtime of its
     /// own, offered to the pool as a `wait` offers its runtime, until the pool has no task
     /// queued or running that may still start or end ([`serve`](Self::serve)); then the

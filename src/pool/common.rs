@@ -801,7 +801,9 @@ impl CommonAioPool {
 
     /// Cancels every job queued or running now: queued ones are dropped, running ones at
     /// their next `.await`; their handles resolve to
-    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
+    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll) (one that
+    /// a shutdown deadline covered first keeps `Abandoned`, one aborted first `Aborted`:
+    /// the first decision holds). The pool stays open.
     /// Returns once they are all gone.
     ///
     /// Called from inside a job of this pool, that job is not spared (unlike with

@@ -776,7 +776,9 @@ impl NoQueueAioPool {
 
     /// Cancels every job running now (and any accepted task still held back by flow
     /// control): each is dropped at its next `.await` and its handle resolves to
-    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
+    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll) (one that a shutdown
+    /// deadline covered first keeps `Abandoned`, one aborted first `Aborted`: the first
+    /// decision holds). The pool stays open.
     /// Returns once they are all gone.
     ///
     /// Called from inside a job of this pool, that job is not spared (unlike with

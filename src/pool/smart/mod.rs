@@ -721,12 +721,16 @@ impl SmartAioPool {
     /// `join!`, `select!`); a call made in a task it spawns, or made outside the task
     /// (after it was submitted) with its future then moved into it, does wait for it.
     ///
-    /// Tasks queued again after every runtime the pool knew ended run on the runtime
-    /// that polls the wait (a rate-limited pool's: one it knows, see the crate docs);
-    /// polled where no live runtime can be offered (a non-tokio executor, or
-    /// `Handle::block_on` on a `spawn_blocking` thread of the runtime that ended), on a
-    /// thread of the crate, as for an awaited [`TaskHandle`]. The same for
-    /// [`shutdown`](Self::shutdown) and [`shutdown_all_smart_aiopools`].
+    /// Tasks queued again after every runtime the pool knew ended run on the runtime that
+    /// polls the wait. With a [`rate_limit`](SmartAioPoolBuilder::rate_limit), the wait
+    /// offers only a runtime known to have timers and does not check a new one itself:
+    /// on a runtime the pool does not know, it waits until something else offers one
+    /// (awaiting one of the tasks' handles, [`shutdown`](Self::shutdown), [`smart_run`],
+    /// [`shutdown_all_smart_aiopools`], which check theirs). Polled where no live runtime
+    /// can be offered (a non-tokio executor, `Handle::block_on` on a `spawn_blocking`
+    /// thread of the runtime that ended, or, for a rate-limited pool, a runtime without
+    /// timers), they run on a thread of the crate, as for an awaited [`TaskHandle`]; the
+    /// same for [`shutdown`](Self::shutdown) and [`shutdown_all_smart_aiopools`].
     ///
     /// # Cancel safety
     ///
@@ -772,7 +776,9 @@ impl SmartAioPool {
 
     /// Cancels every task queued or running now: queued ones are dropped, running ones at
     /// their next `.await`; their handles resolve to
-    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll). The pool stays open.
+    /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll) (one that
+    /// a shutdown deadline covered first keeps `Abandoned`, one aborted first `Aborted`:
+    /// the first decision holds). The pool stays open.
     /// Returns once they are all gone.
     ///
     /// Called from inside a task of this pool, that task is not spared (unlike with
