@@ -161,6 +161,17 @@ fn gated(
     }
 }
 
+/// A task that counts its start in `started` and ends.
+fn counting(started: &Arc<AtomicUsize>) -> impl Fn() -> BoxFut<()> + Send + Sync + 'static {
+    let started = started.clone();
+    move || {
+        let started = started.clone();
+        Box::pin(async move {
+            started.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+}
+
 /// A task that records `i` in `order` when it starts.
 fn records(order: &Arc<Mutex<Vec<usize>>>, i: usize) -> impl Fn() -> BoxFut<()> + Send + Sync {
     let order = order.clone();
@@ -393,22 +404,9 @@ async fn a_key_count_is_given_back_by_every_end_and_taken_by_no_failed_submit() 
         assert!(within(what, running).await.unwrap_err().is_cancelled());
         // One of the key runs; the second waits for it; another key runs beside it.
         let started = Arc::new(AtomicUsize::new(0));
-        let s = started.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let first = pool.submit_with(gated(rx, || {}), key()).await.unwrap();
-        let s2 = s.clone();
-        let second = pool
-            .submit_with(
-                move || {
-                    let s = s2.clone();
-                    async move {
-                        s.fetch_add(1, Ordering::SeqCst);
-                    }
-                },
-                key(),
-            )
-            .await
-            .unwrap();
+        let second = pool.submit_with(counting(&started), key()).await.unwrap();
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -479,16 +477,7 @@ async fn a_weight_above_the_capacity_is_refused_at_once_and_one_equal_to_it_runs
             "{what}"
         );
         let started = Arc::new(AtomicUsize::new(0));
-        let s = started.clone();
-        let full = pool.submit_with(
-            move || {
-                let s = s.clone();
-                async move {
-                    s.fetch_add(1, Ordering::SeqCst);
-                }
-            },
-            SubmitOptions::new().weight(3),
-        );
+        let full = pool.submit_with(counting(&started), SubmitOptions::new().weight(3));
         tx.send(()).unwrap();
         within(what, a).await.unwrap();
         let full = within(what, full).await.unwrap();
@@ -868,38 +857,17 @@ fn a_key_and_weight_held_by_a_task_cut_off_with_its_runtime_are_given_back() {
                     }
                     let started = Arc::new(AtomicUsize::new(0));
                     let (tx, rx) = tokio::sync::oneshot::channel();
-                    let s = started.clone();
-                    let first = within(
-                        what,
-                        p.submit_with(
-                            move || {
-                                let s = s.clone();
-                                async move {
-                                    s.fetch_add(1, Ordering::SeqCst);
-                                }
-                            },
-                            heavy(),
-                        ),
-                    )
-                    .await
-                    .unwrap();
+                    let first = within(what, p.submit_with(counting(&started), heavy()))
+                        .await
+                        .unwrap();
                     within(what, first).await.unwrap();
                     assert_eq!(started.load(Ordering::SeqCst), 1, "{what}");
                     let gate = within(what, p.submit_with(gated(rx, || {}), heavy()))
                         .await
                         .unwrap();
-                    let s = started.clone();
                     let second = within(
                         what,
-                        p.submit_with(
-                            move || {
-                                let s = s.clone();
-                                async move {
-                                    s.fetch_add(1, Ordering::SeqCst);
-                                }
-                            },
-                            SubmitOptions::new().key("k"),
-                        ),
+                        p.submit_with(counting(&started), SubmitOptions::new().key("k")),
                     )
                     .await
                     .unwrap();
