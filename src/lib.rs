@@ -148,8 +148,10 @@
 //!   (a job's end, a submit, a resize, a `wait`), else the one of the job that starts
 //!   next, the home only after these. If the slot tasks already on their way to jobs are
 //!   all on other runtimes (which may not be driven), that code's runtime gets one too;
-//!   whichever comes first takes the job. A resize called on a current-thread runtime,
-//!   which may stop being driven as soon as the call returns (a short `block_on`), also
+//!   whichever comes first takes the job. A resize whose slot tasks go to a
+//!   current-thread runtime (the caller's, which may stop being driven as soon as the call
+//!   returns, a short `block_on`; or, called from a plain thread or a runtime the pool does
+//!   not know, the next job's, which may not be driven) also
 //!   sends slot tasks to the other runtimes of the jobs it lets start (for jobs that may
 //!   run on any runtime, with no other runtime's job among them, to a multi-thread runtime
 //!   the pool knows). Likewise, when every

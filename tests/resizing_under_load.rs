@@ -1060,37 +1060,7 @@ fn b_awaits_two(
 fn a_grow_from_a_runtime_not_driven_afterwards_starts_another_runtimes_tasks_behind_its_own() {
     let pool = support::common_local(1, 10);
     let rt_a = current_thread();
-    let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // On A: a blocker holding the one slot (started; A is not driven afterwards), then a
-    // task of A's own, queued: the queue's head.
-    let (blocker, own) = rt_a.block_on(async {
-        let flag = on.clone();
-        let blocker = pool
-            .submit(async move {
-                flag.store(true, Ordering::SeqCst);
-                std::future::pending::<()>().await
-            })
-            .await
-            .unwrap();
-        within("the blocker's start", async {
-            while !on.load(Ordering::SeqCst) {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
-        let own = pool.submit(async { 0 }).await.unwrap();
-        (blocker, own)
-    });
-    assert_eq!(pool.stats().queued, 1);
-    let (p, q) = (pool.clone(), pool.clone());
-    let b = b_awaits_two(
-        move || p.stats(),
-        move |v| {
-            let q = q.clone();
-            Box::pin(async move { q.submit(async move { v }).await.unwrap() })
-        },
-    );
-    assert_eq!(pool.stats().queued, 3);
+    let (blocker, own, b) = a_heads_the_queue_b_awaits_two_behind(&pool, &rt_a);
     rt_a.block_on(async { pool.set_max_concurrency(4) });
     let (got, stats) = on_thread_within("B's wait", 10, move || b.join().unwrap());
     assert_eq!(
@@ -1118,26 +1088,12 @@ fn a_grow_from_a_runtime_not_driven_afterwards_starts_another_runtimes_tasks_beh
         .auto_shutdown(false)
         .build();
     let rt_a = current_thread();
-    let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Started::default();
     // A: a blocker holding one slot, started; A is not driven afterwards.
     let blocker = rt_a.block_on(async {
-        let flag = on.clone();
-        let blocker = pool
-            .submit(move || {
-                let flag = flag.clone();
-                async move {
-                    flag.store(true, Ordering::SeqCst);
-                    std::future::pending::<()>().await
-                }
-            })
-            .await
-            .unwrap();
-        within("the blocker's start", async {
-            while !on.load(Ordering::SeqCst) {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        let s = started.clone();
+        let blocker = pool.submit(move || s.then_pend()).await.unwrap();
+        started.wait().await;
         blocker
     });
     // R: a re-runnable task whose first run never ends holds the other slot.
@@ -1173,4 +1129,97 @@ fn a_grow_from_a_runtime_not_driven_afterwards_starts_another_runtimes_tasks_beh
     blocker.abort();
     drop(rerun);
     drop(rt_a);
+}
+
+/// Finding 339 (337's left case): a grow called from a plain thread, or inside a runtime
+/// the pool never knew, sent its slot tasks to the runtime of the queue's head: runtime A,
+/// current-thread, alive but not driven (its own task heads the queue). Runtime B's tasks
+/// reserved behind it waited while B, driven, awaited them. The docs of
+/// `set_max_concurrency`: "growing starts queued tasks at once".
+#[test]
+fn a_grow_from_a_plain_thread_or_an_unknown_runtime_starts_tasks_behind_an_undriven_runtimes_own() {
+    for from_unknown_runtime in [false, true] {
+        let pool = support::common_local(1, 10);
+        let rt_a = current_thread();
+        let (blocker, own, b) = a_heads_the_queue_b_awaits_two_behind(&pool, &rt_a);
+        if from_unknown_runtime {
+            current_thread().block_on(async { pool.set_max_concurrency(4) });
+        } else {
+            pool.set_max_concurrency(4);
+        }
+        let (got, stats) = on_thread_within("B's wait", 10, move || b.join().unwrap());
+        let from = if from_unknown_runtime {
+            "inside a runtime the pool never knew"
+        } else {
+            "from a plain thread"
+        };
+        assert_eq!(
+            got,
+            Some(vec![1, 2]),
+            "after a grow to 4 called {from}, with a task of runtime A (alive, not driven) at \
+             the queue's head, B's queued tasks did not start within 3 s while B awaited them; \
+             stats then: {stats}"
+        );
+        blocker.abort();
+        drop(own);
+        drop(rt_a);
+    }
+}
+
+/// On current-thread runtime A (not driven afterwards): a blocker holding `pool`'s one slot
+/// (started), then a task of A's own, queued: the queue's head. Then runtime B's two tasks
+/// queued behind it, awaited ([`b_awaits_two`]). Returns the blocker's and A's task's
+/// handles, and B's thread.
+#[allow(clippy::type_complexity)]
+fn a_heads_the_queue_b_awaits_two_behind(
+    pool: &CommonAioPool,
+    rt_a: &tokio::runtime::Runtime,
+) -> (
+    TaskHandle<()>,
+    TaskHandle<u32>,
+    std::thread::JoinHandle<(Option<Vec<u32>>, PoolStats)>,
+) {
+    let started = Started::default();
+    let (blocker, own) = rt_a.block_on(async {
+        let blocker = pool.submit(started.then_pend()).await.unwrap();
+        started.wait().await;
+        let own = pool.submit(async { 0 }).await.unwrap();
+        (blocker, own)
+    });
+    assert_eq!(pool.stats().queued, 1);
+    let (p, q) = (pool.clone(), pool.clone());
+    let b = b_awaits_two(
+        move || p.stats(),
+        move |v| {
+            let q = q.clone();
+            Box::pin(async move { q.submit(async move { v }).await.unwrap() })
+        },
+    );
+    assert_eq!(pool.stats().queued, 3);
+    (blocker, own, b)
+}
+
+/// A flag a blocker sets when it starts, and a bounded wait for it.
+#[derive(Clone, Default)]
+struct Started(Arc<std::sync::atomic::AtomicBool>);
+
+impl Started {
+    /// A task that marks its start, then never ends.
+    fn then_pend(&self) -> impl Future<Output = ()> + Send + 'static {
+        let flag = self.0.clone();
+        async move {
+            flag.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await
+        }
+    }
+
+    /// Waits (at most `within`'s bound) until a task made by `then_pend` started.
+    async fn wait(&self) {
+        within("the blocker's start", async {
+            while !self.0.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
 }

@@ -420,18 +420,22 @@ impl<J: Job> Engine<J> {
                 later.recheck_waits = !st.waiting_on_own.is_empty();
             }
             // Slot tasks for the jobs it lets start: on the caller's runtime, which is being
-            // driven now (see `wake_rt`).
+            // driven now; from a plain thread or a runtime the pool does not know, on the
+            // runtime of the queue's head (see `wake_rt`).
             let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
+            let chosen = Self::wake_rt(&st, rt);
             self.fill_free(&mut st, rt, &mut later);
-            if current
-                .as_ref()
-                .is_some_and(|h| !runtimes::is_multi_thread(h))
-            {
-                // A current-thread caller may stop driving its runtime right after the call
-                // (a short `block_on`): the jobs it let start would wait in slot tasks
-                // there. The other runtimes of the jobs it let start get claimers too;
-                // whichever comes first takes a job (RELIABILITY.md, 337).
-                self.claim_on_reserved_jobs_runtimes(&mut st, rt, &mut later);
+            if let Some(chosen) = chosen.filter(|&c| {
+                st.runtimes
+                    .handle(c)
+                    .is_some_and(|h| !runtimes::is_multi_thread(h))
+            }) {
+                // A current-thread runtime may not be driven right after the call (the
+                // caller's, in a short `block_on`; the head's, outside one): the jobs it
+                // let start would wait in slot tasks there. The other runtimes of the jobs
+                // it let start get claimers too; whichever comes first takes a job
+                // (RELIABILITY.md, 337 and 339).
+                self.claim_on_reserved_jobs_runtimes(&mut st, chosen, &mut later);
             }
             self.changed(&st);
         }
@@ -439,8 +443,8 @@ impl<J: Job> Engine<J> {
         self.size_watchers.wake_all();
     }
 
-    /// Under the lock, after [`fill_free`](Self::fill_free) on runtime `rt` (known, and
-    /// about not to be driven, maybe): claimers also on the other live runtimes of the first
+    /// Under the lock, after [`fill_free`](Self::fill_free) sent slot tasks to runtime `rt`
+    /// (a current-thread one, which may not be driven after): claimers also on the other live runtimes of the first
     /// [`CLAIMERS_MAX`] queued jobs at most, in queue order (the reserved ones, but for
     /// keys or weights, which may let later jobs start first): as many
     /// as the reservations on the first such runtime, at least one on each other (a
@@ -451,14 +455,9 @@ impl<J: Job> Engine<J> {
     fn claim_on_reserved_jobs_runtimes(
         self: &Arc<Self>,
         st: &mut State<J>,
-        rt: Option<RtRef>,
+        rt: RtRef,
         later: &mut Deferred<J>,
     ) {
-        let Some(rt) = rt else {
-            // From a plain thread or a runtime the pool does not know: `fill_free` sent the
-            // claimers to the next job's runtime (RELIABILITY.md, 337: left as it is).
-            return;
-        };
         if st.reserved == 0 || !st.awaiting_poll.is_empty() || st.exit_hold {
             return;
         }
