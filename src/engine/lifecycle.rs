@@ -210,11 +210,7 @@ impl<J: Job> Engine<J> {
         }
         let handle = {
             let mut st = self.lock();
-            let handle = st
-                .runtimes
-                .live_or_any(None)
-                .and_then(|rt| st.runtimes.driven_handle(rt))
-                .cloned();
+            let handle = st.runtimes.timer_handle(None).cloned();
             st.watch_owed |= owed_only && handle.is_some();
             handle
         };

@@ -268,6 +268,12 @@ impl Runtimes {
             .or(own)
     }
 
+    /// For a timer (a rate window's, a wait's): [`driven_handle`](Self::driven_handle) of
+    /// [`live_or_any`](Self::live_or_any)`(rt)`, the one rule every timer follows.
+    pub(crate) fn timer_handle(&self, rt: Option<RtRef>) -> Option<&Handle> {
+        self.live_or_any(rt).and_then(|rt| self.driven_handle(rt))
+    }
+
     /// The newest live multi-thread runtime other than `rt`, if the pool knows one.
     pub(crate) fn live_multi_thread_other_than(&self, rt: RtRef) -> Option<RtRef> {
         self.entries

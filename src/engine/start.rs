@@ -192,11 +192,11 @@ impl<J: Job> Engine<J> {
                         if !st.rate_timers.any() {
                             // On a runtime that runs it without anyone driving it, if the
                             // pool knows one (see `driven_handle`).
-                            let timer = st
-                                .runtimes
-                                .driven_handle(timer_rt.unwrap_or(rt))
-                                .unwrap_or_else(|| st.runtimes.known_handle(rt));
-                            st.rate_timers.arm(&st.runtimes, timer, at, later);
+                            if let Some(timer) =
+                                st.runtimes.timer_handle(Some(timer_rt.unwrap_or(rt)))
+                            {
+                                st.rate_timers.arm(&st.runtimes, timer, at, later);
+                            }
                         }
                         if st.rate_timers.only_on_others_of(&st.runtimes, rt) {
                             // Every armed timer (also one just armed above, on the
@@ -330,10 +330,7 @@ impl<J: Job> Engine<J> {
         let now = Instant::now();
         if let Some(at) = limits.rate_ready_at(now) {
             if !rate_timers.any() && limits.rate_reopens() {
-                let handle = runtimes
-                    .live_or_any(Some(timer_rt))
-                    .and_then(|rt| runtimes.driven_handle(rt));
-                if let Some(handle) = handle {
+                if let Some(handle) = runtimes.timer_handle(Some(timer_rt)) {
                     rate_timers.arm(runtimes, handle, at, later);
                 }
             }
