@@ -689,7 +689,12 @@ map_stream! {
     /// Polling is cancel safe: a `next()` dropped before it returns (a `select!` branch
     /// that lost) loses no result and no input. An input is pulled only together with the
     /// push of its job, and a result leaves the stream only in the poll that returns it;
-    /// the others wait in the stream for its next poll.
+    /// the others wait in the stream for its next poll. A stream left waiting for room
+    /// (its `next()` dropped while the pool was full) keeps its turn among the waiting
+    /// submitters: a place granted to it is held, with nothing running in it, until the
+    /// stream is polled again or dropped, as any waiting submitter's is (the crate docs,
+    /// "Guarantees"): read two streams of one small pool together, not one after the
+    /// other.
     ///
     /// # Examples
     ///
