@@ -95,7 +95,9 @@
 //!   polled again; a submit waiting in a task of a runtime that is alive but not driven,
 //!   a current-thread runtime between two `block_on`s, holds it until that runtime is
 //!   driven or dropped, and the submitters after it, on other runtimes, wait meanwhile,
-//!   their deadlines too). An abort is the exception: it resolves the
+//!   their deadlines too; from the process exit's take-over on, when the runtimes the
+//!   exit does not drive are frozen for good, a freed place goes to whichever waiting
+//!   submitter polls first instead). An abort is the exception: it resolves the
 //!   handle at once, and a running task is counted, and gives its room back, only when
 //!   it is dropped at its next `.await` (see [`PoolStats`]). A panic in a job's `poll` or in its
 //!   future's `Drop` only fails that job.

@@ -526,6 +526,18 @@ impl Running {
         }
     }
 
+    /// Another handle on the same task's span and start (a span's clone calls the
+    /// subscriber: a panic there leaves the copy without the span).
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    pub(crate) fn share(&self) -> Running {
+        Running {
+            #[cfg(feature = "tracing")]
+            span: quietly(|| self.span.clone(), tracing::Span::none),
+            #[cfg(feature = "metrics")]
+            started: self.started,
+        }
+    }
+
     /// Enters the task's span until the guard is dropped.
     #[cfg(feature = "tracing")]
     #[inline(always)]

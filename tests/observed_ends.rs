@@ -700,26 +700,27 @@ fn exit_take_over_waited_for_run_is_reported_once() {
 
 /// Finding 89: a run given up by the exit take-over (busy in one poll past
 /// `EXIT_POLL_WAIT`) is reported cancelled once; its stale slot, when that poll ends,
-/// reports nothing more (a second `task cancelled`, `aborted`, on 5933dc0).
+/// reports nothing more (a second `task cancelled`, `aborted`, on 5933dc0). In its span
+/// since limitation 91 was closed (as a started task's end is: the crate docs).
 #[test]
 fn a_run_given_up_by_the_exit_take_over_is_reported_once() {
     let o = play("given-up", 9);
     assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
     assert_eq!(
         o.events,
-        ["task cancelled reason=runtime_shutdown task_id=0 span=-"],
+        ["task cancelled reason=runtime_shutdown task_id=- span=0"],
         "{}",
         o.stderr
     );
 }
 
-/// Limitation 91. Metrics docs: `nb_aiopool_run_time_seconds` (started to ended). A
-/// started run given up by the exit take-over is reported by `lose` (`Engine::take_over`
-/// -> `drop_unrun` -> `run_deferred` -> `Observer::cancelled`): outside its span, and
-/// never through `Observer::ended`, so it has no run-time sample (the slot that holds its
-/// start time may never return from its poll). Task 1's re-run at exit has one.
+/// Limitation 91, closed (2026-12-06). Metrics docs: `nb_aiopool_run_time_seconds`
+/// (started to ended). A started run given up by the exit take-over was reported by
+/// `lose`: outside its span, and never through `Observer::ended`, so it had no run-time
+/// sample (the slot that holds its start time may never return from its poll). The slot's
+/// mark now keeps a copy of the run's observation, which the take-over reports. Task 1's
+/// re-run at exit has one too.
 #[test]
-#[ignore = "limitation 91: a run given up at process exit has no run-time sample, and its event is not in its span"]
 fn a_run_given_up_by_the_exit_take_over_has_its_run_time_sample() {
     let o = play("given-up", 9);
     assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
@@ -729,16 +730,15 @@ fn a_run_given_up_by_the_exit_take_over_has_its_run_time_sample() {
     );
 }
 
-/// Limitation 91, for a run on the exiting thread (it called `exit` inside its poll):
-/// counted cancelled (`lose`), reported outside its span with no run-time sample.
+/// Limitation 91 (closed), for a run on the exiting thread (it called `exit` inside its
+/// poll): counted cancelled, reported in its span with its run-time sample.
 #[test]
-#[ignore = "limitation 91: a run given up at process exit has no run-time sample"]
 fn a_run_on_the_exiting_thread_has_its_run_time_sample() {
     let o = play("exiting-thread", 9);
     assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
     assert_eq!(
         o.events,
-        ["task cancelled reason=runtime_shutdown task_id=0 span=-"],
+        ["task cancelled reason=runtime_shutdown task_id=- span=0"],
         "{}",
         o.stderr
     );

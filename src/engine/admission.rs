@@ -15,6 +15,12 @@
 //! are served by their task's priority (`SubmitOptions::priority`, higher first), in the
 //! order they came among equal priorities.
 //!
+//! At the process exit ([`barge`](Admission::barge)) places are no longer granted: the
+//! runtimes the exit does not drive are frozen, and a waiter of one would hold a place
+//! granted to it for ever while the tasks the exit runs wait for room. From then on every
+//! waiter is woken when a place frees and takes it, if it is still free, at its next poll,
+//! as a new submit takes one (RELIABILITY.md, 340).
+//!
 //! A waiter's waker is the submitter's: any executor's (a submit, a stream or a group
 //! polled by hand or outside tokio), whose `clone`, `drop` and `wake` are that executor's
 //! code, which may panic or call the pool again. None of them runs here, under the lock:
@@ -51,6 +57,8 @@ pub(crate) struct Admission {
     /// holds a later waiter) is skipped when reached.
     order: BinaryHeap<(i32, Reverse<u64>, usize)>,
     next_ticket: u64,
+    /// Set at the process exit: places go to whoever polls first (see the module docs).
+    barging: bool,
 }
 
 struct Waiter {
@@ -72,6 +80,7 @@ impl Admission {
             waiters: Slab::new(),
             order: BinaryHeap::new(),
             next_ticket: 0,
+            barging: false,
         }
     }
 
@@ -119,6 +128,12 @@ impl Admission {
 
     /// Free places to the first waiters.
     fn grant(&mut self, wake: &mut impl Extend<Waker>) {
+        if self.barging {
+            if self.taken < self.room {
+                self.wake_waiting(wake);
+            }
+            return;
+        }
         while self.taken < self.room {
             let Some((_, Reverse(ticket), key)) = self.order.pop() else {
                 return;
@@ -142,7 +157,9 @@ impl Admission {
             waker: Some(waker),
             granted: false,
         });
-        self.order.push((priority, Reverse(ticket), key));
+        if !self.barging {
+            self.order.push((priority, Reverse(ticket), key));
+        }
         WaitKey(key)
     }
 
@@ -170,6 +187,15 @@ impl Admission {
             self.remove(key.0);
             return Some(Poll::Ready(granted));
         }
+        if self.barging && self.taken < self.room {
+            // A place is free: taken now, after the waker goes (outside the lock).
+            if w.waker.is_some() {
+                return None;
+            }
+            self.taken += 1;
+            self.remove(key.0);
+            return Some(Poll::Ready(true));
+        }
         match &w.waker {
             Some(kept) if kept.will_wake(waker) => Some(Poll::Pending),
             _ => None,
@@ -192,6 +218,11 @@ impl Admission {
             let granted = w.granted;
             *left = self.remove(key.0).waker;
             return Poll::Ready(granted);
+        }
+        if self.barging && self.taken < self.room {
+            self.taken += 1;
+            *left = self.remove(key.0).waker;
+            return Poll::Ready(true);
         }
         *left = std::mem::replace(&mut w.waker, fresh.take());
         Poll::Pending
@@ -236,6 +267,21 @@ impl Admission {
         }
     }
 
+    /// The process exits: from now on no place is granted (see the module docs). The
+    /// places granted and not yet taken are given back, and every waiter is woken: each
+    /// takes a place, if one is free, at its next poll (one frozen by the exit never
+    /// polls, and holds none).
+    pub(crate) fn barge(&mut self, wake: &mut impl Extend<Waker>) {
+        self.barging = true;
+        self.order.clear();
+        for (_, w) in self.waiters.iter_mut() {
+            if std::mem::take(&mut w.granted) {
+                self.taken -= 1;
+            }
+            wake.extend(w.waker.take());
+        }
+    }
+
     /// Whether a submitter waits for room.
     #[cfg(test)]
     fn has_waiters(&self) -> bool {
@@ -266,6 +312,40 @@ mod tests {
             fn wake(self: std::sync::Arc<Self>) {}
         }
         Waker::from(std::sync::Arc::new(Own))
+    }
+
+    #[test]
+    fn at_the_exit_a_place_goes_to_whoever_polls_first() {
+        let mut a = Admission::new(1);
+        assert!(a.try_take());
+        let (frozen, live) = (a.wait(waker(), 5), a.wait(waker(), 0));
+        let mut wake = Vec::new();
+        a.give_back(1, &mut wake);
+        assert_eq!(wake.len(), 1, "the place granted to the first waiter");
+        // The exit: the grant is taken back, both waiters are woken (one had been).
+        wake.clear();
+        a.barge(&mut wake);
+        assert_eq!(wake.len(), 1);
+        // The live waiter polls first and takes the place the frozen one never polls for.
+        assert_eq!(poll(&mut a, live, false), Poll::Ready(true));
+        assert!(!a.try_take(), "one place, taken");
+        // A place freed goes to nobody: every waiter is woken, the first to poll takes it.
+        let fresh = a.wait(waker(), 9);
+        wake.clear();
+        a.give_back(1, &mut wake);
+        assert_eq!(
+            wake.len(),
+            1,
+            "the new waiter woken (the frozen one's waker is gone)"
+        );
+        assert!(a.try_take(), "a new submit takes it");
+        assert_eq!(poll(&mut a, fresh, false), Poll::Pending);
+        assert_eq!(poll(&mut a, frozen, false), Poll::Pending);
+        // A waiter that gives up holds nothing; the place freed goes to the next to poll.
+        assert!(a.cancel(fresh, &mut wake).is_some());
+        a.give_back(1, &mut wake);
+        assert_eq!(poll(&mut a, frozen, false), Poll::Ready(true));
+        assert!(!a.has_waiters());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use crate::error::CancelReason;
 use crate::stats::ShutdownReport;
 use crate::task::context;
-use crate::task::{wake_quietly, QuietPoll};
+use crate::task::{wake_quietly, Outcome, QuietPoll};
 
 use super::job::Job;
 use super::limits::Meta;
@@ -468,7 +468,11 @@ impl<J: Job> Engine<J> {
     /// At process exit: every unfinished job (queued, or running on a runtime that may
     /// never poll it again) is queued again for `handle`'s runtime, where the caller starts
     /// them ([`exit_start`](Self::exit_start)) once it has taken every pool over
-    /// (interrupted runs only if the pool re-runs them; otherwise they are cancelled).
+    /// (interrupted runs only if the pool re-runs them; otherwise they are cancelled; a
+    /// job a slot took but never started runs once in either pool). A job its handle
+    /// aborted, or a `cancel_all` or shutdown deadline covered, while a slot held it ends
+    /// here with that reason (the first covering call's), reported as started if its slot
+    /// had started it.
     /// A pool with nothing unfinished is taken over all the same (`handle`'s runtime
     /// becomes its home; its rate timer, claimers and idle slot tasks are forgotten).
     ///
@@ -483,7 +487,8 @@ impl<J: Job> Engine<J> {
     pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> TakeOver {
         let mut later = Deferred::default();
         let mut report = TakeOver::default();
-        let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
+        let mut busy: Vec<(u64, J, Meta, Polling, Option<CancelReason>)> = Vec::new();
+        let mut seen = Seen::default();
         {
             let mut st = self.lock();
             // Also with nothing to take over now: a job submitted from now on by a thread
@@ -495,50 +500,77 @@ impl<J: Job> Engine<J> {
             st.generation += 1;
             // SeqCst: see `Polling::by`.
             self.generation.store(st.generation, Ordering::SeqCst);
+            // A submitter of a runtime the exit froze would hold a place granted to it for
+            // ever, and the tasks run at the exit would wait for it: places go to whoever
+            // polls first from now on (RELIABILITY.md, 340).
+            st.admission.barge(&mut later.granted);
             // Interrupted runs go back to the front of the queue, oldest first (or, without
-            // re-runs, are cancelled and counted as lost).
-            let mut interrupted: Vec<(u64, J, Meta)> = Vec::new();
+            // re-runs, are cancelled and counted as lost); so do jobs a slot took and never
+            // started, in every pool (they run once).
+            let mut interrupted: Vec<(u64, J, Meta, bool, Polling)> = Vec::new();
             let entries: Vec<SlotEntry<J>> = st.slots.drain().collect();
-            for s in entries {
-                let Some(copy) = s.copy else { continue };
+            // A `cancel_all` or shutdown deadline that covered a job a slot holds decided
+            // its end, as at a runtime's end (RELIABILITY.md, 332, 334): the first covering
+            // call's reason, recorded in its entry.
+            let mark = self.cancel_before.load(Ordering::Acquire);
+            for mut s in entries {
+                let Some(copy) = s.copy.take() else { continue };
                 // Aborted while it ran (its group or stream dropped, a `timeout` around
-                // `batch_run`) and not polled since: its handle says `Aborted`, so it is
-                // neither cut nor run again, and not reported as either.
+                // `batch_run`), or covered by a cancel, and not polled since: its handle
+                // says `Aborted` (or is told the cancel's reason now), so it is neither cut
+                // nor run again, and not reported as either.
                 let aborted = copy.aborted().is_some();
+                let covered = st.covering_reason(Some(&s), s.job, mark);
                 match s.polling.by() {
                     Some(t) if self.rerun && t != exiting => {
-                        busy.push((s.job, copy, s.meta, s.polling));
+                        busy.push((s.job, copy, s.meta, s.polling, s.cancelled));
                     }
                     Some(_) if self.rerun => {
                         // Polled by the exiting thread: it called `exit`, and never returns.
-                        report.stuck += u64::from(!aborted);
-                        self.lose(&mut st, copy, s.job, &mut later);
+                        if let Some(reason) = covered {
+                            self.end_seen(&mut st, copy, s.job, reason, &s.polling, &mut seen);
+                        } else {
+                            report.stuck += u64::from(!aborted);
+                            self.lose_seen(&mut st, copy, s.job, &s.polling, &mut seen);
+                        }
                     }
                     // It ends here, as a slot dropped with its runtime ends it.
-                    _ if aborted => {
-                        self.end_copy(
-                            &mut st,
-                            copy,
-                            s.job,
-                            CancelReason::Aborted,
-                            &mut later,
-                            false,
-                        );
+                    _ if aborted || covered.is_some() => {
+                        let reason = covered.unwrap_or(CancelReason::Aborted);
+                        self.end_seen(&mut st, copy, s.job, reason, &s.polling, &mut seen);
                     }
-                    _ => interrupted.push((s.job, copy, s.meta)),
+                    _ => {
+                        // Taken by a slot that never started it (a slot handed to a runtime
+                        // not driven since, a job kept across a yield): it runs once, also
+                        // without re-runs (its slot starts nothing now: see
+                        // `Polling::start`).
+                        let unstarted = !s.polling.has_started(s.job);
+                        if let (true, Some(limits), Some(at)) =
+                            (unstarted, &mut st.limits, s.charged)
+                        {
+                            // The start of the rate window it spent when it was taken, never
+                            // made: given back, as a slot dropped unpolled gives it back (in
+                            // a window that never reopens, its return to the queue below
+                            // gives one back).
+                            if limits.rate_reopens() {
+                                limits.unstarted(at);
+                            }
+                        }
+                        interrupted.push((s.job, copy, s.meta, self.rerun || unstarted, s.polling));
+                    }
                 }
             }
             interrupted.sort_by_key(|(id, ..)| std::cmp::Reverse(*id));
-            if !self.rerun {
-                report.cut = interrupted.len() as u64;
-            }
-            for (id, job, meta) in interrupted {
-                if self.rerun {
+            for (id, job, meta, requeue, polling) in interrupted {
+                if requeue {
                     // With its flow-control settings: the limits count it again when it
-                    // starts (their running counts are reset below).
+                    // starts (their running counts are reset below). Its run's span, if
+                    // kept, closes after the lock (its re-run has one of its own).
+                    seen.dropped.extend(polling.take_obs(id));
                     Self::requeue_first(&mut st, id, job, meta);
                 } else {
-                    self.lose(&mut st, job, id, &mut later);
+                    report.cut += 1;
+                    self.lose_seen(&mut st, job, id, &polling, &mut seen);
                 }
             }
             st.running = 0;
@@ -565,6 +597,7 @@ impl<J: Job> Engine<J> {
             // and their keys and weights, till then.)
             self.changed(&st);
         }
+        self.report_seen(&mut seen);
         self.run_deferred(&mut later);
         if busy.is_empty() {
             return report;
@@ -590,20 +623,29 @@ impl<J: Job> Engine<J> {
             // A poll that ends from now on settles nothing: its job is settled here.
             st.awaiting_poll.clear();
             let counted = std::mem::take(&mut st.ended_in_take_over);
-            for ((id, job, meta, _), done) in busy.into_iter().zip(ended) {
+            let mark = self.cancel_before.load(Ordering::Acquire);
+            for ((id, job, meta, polling, first), done) in busy.into_iter().zip(ended) {
                 if counted.contains(&id) {
                     // Its copy may hold the last reference to a recipe: dropped below.
                     settled.push(job);
                     continue;
                 }
-                if done && job.aborted().is_some() {
-                    // Aborted meanwhile (as above): ended, not queued again.
-                    self.end_copy(&mut st, job, id, CancelReason::Aborted, &mut later, false);
+                // Covered by a cancel (the first covering call's reason, as above).
+                let covered = st
+                    .cancel_covers(id, mark)
+                    .then(|| first.unwrap_or(st.cancel_reason));
+                if done && (job.aborted().is_some() || covered.is_some()) {
+                    // Aborted or covered meanwhile (as above): ended, not queued again.
+                    let reason = covered.unwrap_or(CancelReason::Aborted);
+                    self.end_seen(&mut st, job, id, reason, &polling, &mut seen);
                 } else if done {
+                    seen.dropped.extend(polling.take_obs(id));
                     Self::requeue_first(&mut st, id, job, meta);
+                } else if let Some(reason) = covered {
+                    self.end_seen(&mut st, job, id, reason, &polling, &mut seen);
                 } else {
                     report.stuck += u64::from(job.aborted().is_none());
-                    self.lose(&mut st, job, id, &mut later);
+                    self.lose_seen(&mut st, job, id, &polling, &mut seen);
                 }
             }
             // Started by the exit hook (see above); but a job a thread that goes on
@@ -611,8 +653,82 @@ impl<J: Job> Engine<J> {
             self.changed(&st);
         }
         drop_quietly(settled);
+        self.report_seen(&mut seen);
         self.run_deferred(&mut later);
         report
+    }
+
+    /// Under the lock, at the exit take-over: a job a slot held ends here, unrun, for
+    /// `reason` (its handle's, if an abort decided first). One whose run the slot had
+    /// started (its observation kept in the slot's mark) is reported after the lock as a
+    /// run's end, in its span ([`report_seen`](Self::report_seen)), as a slot dropped by
+    /// its runtime reports it; one that never started, as a task cancelled before it
+    /// started.
+    fn end_seen(
+        &self,
+        st: &mut State<J>,
+        copy: J,
+        id: u64,
+        reason: CancelReason,
+        polling: &Polling,
+        seen: &mut Seen<J>,
+    ) {
+        let run = polling.take_obs(id);
+        let reason = self.end_copy(st, copy, id, reason, &mut seen.later, run.is_some());
+        if let Some(run) = run {
+            seen.ended.push((run, reason));
+        }
+    }
+
+    /// Under the lock, at the exit take-over: a run it cuts (a pool without re-runs) or
+    /// gives up (busy past [`EXIT_POLL_WAIT`], or the run that called `exit`) is lost: its
+    /// handle says `RuntimeShutdown`. One whose slot kept its observation is reported
+    /// after the lock in its span, with its run-time sample, as
+    /// [`end_seen`](Self::end_seen) reports (limitation 91 of RELIABILITY.md, closed).
+    fn lose_seen(&self, st: &mut State<J>, job: J, id: u64, polling: &Polling, seen: &mut Seen<J>) {
+        let run = polling.take_obs(id);
+        let reason = self.drop_unrun_as(
+            st,
+            job,
+            id,
+            CancelReason::RuntimeShutdown,
+            &mut seen.later,
+            run.is_some(),
+        );
+        if let Some(run) = run {
+            seen.ended.push((run, reason));
+        }
+    }
+
+    /// After the lock: reports the ends [`end_seen`](Self::end_seen) left, drops the
+    /// observations taken (their spans close), then does the ends' deferred work (their
+    /// handles told, the waits).
+    fn report_seen(self: &Arc<Self>, seen: &mut Seen<J>) {
+        for (run, reason) in seen.ended.drain(..) {
+            self.observer.ended_in(&run, Outcome::Cancelled(reason));
+        }
+        seen.dropped.clear();
+        self.run_deferred(&mut seen.later);
+    }
+}
+
+/// What the exit take-over ends and reports after its lock (see [`Engine::end_seen`]).
+struct Seen<J: Job> {
+    /// Started runs ended, with the reason counted, to report in their spans.
+    ended: Vec<(crate::observe::Running, CancelReason)>,
+    /// Observations of runs queued again, dropped after the lock.
+    dropped: Vec<crate::observe::Running>,
+    /// The ends' own deferred work (their handles told, the waits).
+    later: Deferred<J>,
+}
+
+impl<J: Job> Default for Seen<J> {
+    fn default() -> Self {
+        Seen {
+            ended: Vec::new(),
+            dropped: Vec::new(),
+            later: Deferred::default(),
+        }
     }
 }
 

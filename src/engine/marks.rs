@@ -37,6 +37,16 @@ struct PollingState {
     /// Drops of ended jobs' leftovers begun (under the engine's lock) and finished.
     drops_begun: AtomicU64,
     drops_done: AtomicU64,
+    /// One more than the id of the job whose run the slot started last (a pool of
+    /// recipes only; 0: none): the exit take-over runs a job its slot took but never
+    /// started once at the exit, also in a pool that does not run interrupted jobs again.
+    started: AtomicU64,
+    /// With the observability features: the span and start of the run the slot started
+    /// last (a pool of recipes only), with its job's id, until that run ends: the exit
+    /// take-over reports a started run it ends (aborted, or covered by a cancel, while its
+    /// slot was not polled) as started, in its span, as a slot dropped by its runtime does.
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    obs: std::sync::Mutex<Option<(u64, crate::observe::Running)>>,
 }
 
 impl Polling {
@@ -61,6 +71,73 @@ impl Polling {
             0 => None,
             t => Some(t),
         }
+    }
+
+    /// The slot starts job `id`'s run (a pool of recipes only). With `fenced` (a pool
+    /// that does not run interrupted jobs again, whose slots mark no polls), the slot
+    /// checks the generation after this store: either the take-over sees the start, or
+    /// the slot sees the take-over and starts nothing (SeqCst, as `by`). Otherwise the
+    /// take-over reads it only once the slot's poll has returned (`leave`'s Release).
+    pub(super) fn start(&self, id: u64, fenced: bool) {
+        let order = if fenced {
+            Ordering::SeqCst
+        } else {
+            Ordering::Relaxed
+        };
+        self.0.started.store(id + 1, order);
+    }
+
+    /// With the observability features: keeps `run`, the observation of job `id`'s run
+    /// the slot starts (see `PollingState::obs`). Outside the engine's lock: what it
+    /// replaces is dropped here (a span's drop calls the subscriber).
+    #[cfg_attr(
+        not(any(feature = "tracing", feature = "metrics")),
+        allow(unused_variables)
+    )]
+    pub(super) fn keep_obs(&self, id: u64, run: &crate::observe::Running) {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            let shared = run.share();
+            // Dropped at the end of the block, once the mutex is released.
+            let _old = self.obs().replace((id, shared));
+        }
+    }
+
+    /// The observation kept for job `id`'s run, if it is the one kept (see
+    /// [`keep_obs`](Self::keep_obs)); taken under the engine's lock, dropped outside it.
+    #[cfg_attr(
+        not(any(feature = "tracing", feature = "metrics")),
+        allow(unused_variables)
+    )]
+    pub(super) fn take_obs(&self, id: u64) -> Option<crate::observe::Running> {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            let mut kept = self.obs();
+            if kept.as_ref().is_some_and(|(j, _)| *j == id) {
+                return kept.take().map(|(_, run)| run);
+            }
+        }
+        None
+    }
+
+    /// The run whose observation is kept has ended (or its slot is gone): forgets it, so
+    /// that its span closes with the run. Outside the engine's lock.
+    pub(super) fn forget_obs(&self) {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            // Dropped at the end of the block, once the mutex is released.
+            let _old = self.obs().take();
+        }
+    }
+
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    fn obs(&self) -> std::sync::MutexGuard<'_, Option<(u64, crate::observe::Running)>> {
+        self.0.obs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the slot started job `id`'s run (see [`start`](Self::start)).
+    pub(super) fn has_started(&self, id: u64) -> bool {
+        self.0.started.load(Ordering::SeqCst) == id.wrapping_add(1)
     }
 
     /// Under the engine's lock: the idle slot task was taken off the idle list to claim a

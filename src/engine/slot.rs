@@ -406,6 +406,7 @@ impl<J: Job> Slot<J> {
                 drop(st);
                 // Fired by `run_deferred`, after the task's room is given back.
                 later.woken.push(woken);
+                self.polling.forget_obs();
                 if counted_here.is_some() {
                     Self::report_end(
                         engine,
@@ -513,6 +514,9 @@ impl<J: Job> Slot<J> {
                 after => after,
             }
         };
+        if J::RERUN {
+            self.polling.forget_obs();
+        }
         Self::report_end(
             engine,
             &mut self.obs,
@@ -695,9 +699,26 @@ impl<J: Job> Slot<J> {
                 let never = covered.or_else(|| q.job.aborted());
                 #[cfg(not(any(feature = "tracing", feature = "metrics")))]
                 let never = covered;
+                if J::RERUN && never.is_none() {
+                    // The exit take-over runs a job whose slot never started it once more
+                    // (its copy): in a pool without re-runs, it must not have started here.
+                    let fenced = !this.engine.reruns();
+                    this.polling.start(id, fenced);
+                    if fenced && this.is_stale() {
+                        // Taken over since this poll began: the job is the take-over's (run
+                        // once more if it did not see this start, cut if it did).
+                        this.done = true;
+                        drop(q);
+                        return Poll::Ready(());
+                    }
+                }
                 this.unstarted = never.is_some();
                 if never.is_none() {
                     this.obs = this.engine.observer().start(q.id, q.stamp);
+                    if J::RERUN {
+                        // For the exit take-over (with the features; else nothing).
+                        this.polling.keep_obs(id, &this.obs);
+                    }
                 }
                 let run = if let Some(reason) = never {
                     let mut run = q.job.start_cancelled(reason);
@@ -785,6 +806,10 @@ impl<J: Job> Drop for Slot<J> {
             self.engine.end_drop(&self.polling);
         }
         if self.done || self.is_stale() {
+            if J::RERUN {
+                // Its span closes here, not where the last mark goes (maybe under the lock).
+                self.polling.forget_obs();
+            }
             return;
         }
         let engine = &self.engine;
@@ -928,6 +953,9 @@ impl<J: Job> Drop for Slot<J> {
             }
         }
         self.obs = Running::none();
+        if J::RERUN {
+            self.polling.forget_obs();
+        }
         drop(run);
         if J::RERUN && self.listed {
             engine.end_drop(&self.polling);
