@@ -194,6 +194,45 @@ fn shutdown_timeout_elsewhere(pool: &SmartAioPool, dir: &std::path::Path, ms: u6
     );
 }
 
+/// A (`pool`'s one slot) runs on runtime rt1; B (recorded as "B", value 2), submitted from
+/// rt2, is queued, and handed to a slot on rt2 when A ends; rt2 is not driven again, so B
+/// has not started. Returns B's handle and both runtimes (kept alive, not driven, until
+/// the exit).
+fn hand_b_to_a_slot_not_driven(
+    pool: &SmartAioPool,
+    dir: &std::path::Path,
+) -> (TaskHandle<u32>, [tokio::runtime::Runtime; 2]) {
+    let rt1 = support::current_thread();
+    let rt2 = support::current_thread();
+    let (release, wait) = tokio::sync::oneshot::channel::<()>();
+    let wait = Mutex::new(Some(wait));
+    let a = rt1.block_on(async {
+        let a = pool
+            .submit(move || {
+                let w = wait.lock().unwrap().take();
+                async move {
+                    if let Some(w) = w {
+                        let _ = w.await;
+                    }
+                    1u32
+                }
+            })
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        a
+    });
+    let b = rt2.block_on(async { pool.submit(recorded(dir, "B", 2)).await.unwrap() });
+    assert_eq!(pool.stats().queued, 1, "B is queued");
+    rt1.block_on(async {
+        release.send(()).unwrap();
+        assert_eq!(a.await.unwrap(), 1);
+    });
+    assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
+    assert!(lines(&dir.join("runs")).is_empty(), "B has not started");
+    (b, [rt1, rt2])
+}
+
 #[test]
 #[ignore = "run as a child process by the other tests in this file"]
 fn child() {
@@ -202,6 +241,26 @@ fn child() {
     // Before any pool registers the crate's hook: ours then runs after it.
     assert_eq!(unsafe { atexit(record_at_exit) }, 0);
     match scenario.as_str() {
+        // As "handed-unstarted-rate" below, with B aborted after it was handed to a slot
+        // on rt2 (its start charged), and C, from rt3, queued behind it.
+        "handed-aborted-rate" => {
+            let pool = POOL.get_or_init(|| {
+                SmartAioPool::builder()
+                    .name("handed")
+                    .max_concurrency(1)
+                    .rate_limit(2, Duration::from_secs(3))
+                    .build()
+            });
+            let (b, _frozen) = hand_b_to_a_slot_not_driven(pool, &dir);
+            b.abort();
+            let rt3 = support::current_thread();
+            let c = rt3.block_on(async { pool.submit(recorded(&dir, "C", 3)).await.unwrap() });
+            assert_eq!(pool.stats().queued, 1, "C is queued");
+            HANDLES.lock().unwrap().push(("B", b));
+            HANDLES.lock().unwrap().push(("C", c));
+            append(&dir.join("exit_at"), &unix_ms().to_string());
+            std::process::exit(0);
+        }
         // A (one slot) runs on rt1; B, submitted from rt2, queued, is handed to a slot on
         // rt2 when A ends; rt2 is never driven again, so B has not started when main calls
         // `process::exit`.
@@ -229,34 +288,7 @@ fn child() {
                     exit_pool("handed", scenario.ends_with("-rerun"))
                 }
             });
-            let rt1 = support::current_thread();
-            let rt2 = support::current_thread();
-            let (release, wait) = tokio::sync::oneshot::channel::<()>();
-            let wait = Mutex::new(Some(wait));
-            let a = rt1.block_on(async {
-                let a = pool
-                    .submit(move || {
-                        let w = wait.lock().unwrap().take();
-                        async move {
-                            if let Some(w) = w {
-                                let _ = w.await;
-                            }
-                            1u32
-                        }
-                    })
-                    .await
-                    .unwrap();
-                tokio::task::yield_now().await;
-                a
-            });
-            let b = rt2.block_on(async { pool.submit(recorded(&dir, "B", 2)).await.unwrap() });
-            assert_eq!(pool.stats().queued, 1, "B is queued");
-            rt1.block_on(async {
-                release.send(()).unwrap();
-                assert_eq!(a.await.unwrap(), 1);
-            });
-            assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
-            assert!(lines(&dir.join("runs")).is_empty(), "B has not started");
+            let (b, _frozen) = hand_b_to_a_slot_not_driven(pool, &dir);
             HANDLES.lock().unwrap().push(("B", b));
             append(&dir.join("exit_at"), &unix_ms().to_string());
             std::process::exit(0);
@@ -290,6 +322,38 @@ fn child() {
             drop(pool.cancel_all());
             shutdown_timeout_elsewhere(pool, &dir, 5);
             HANDLES.lock().unwrap().push(("A", a));
+            std::process::exit(0);
+        }
+        // A, on a live multi-thread worker, is inside a poll that blocks its thread for
+        // 1.5 s when `process::exit` is called: the take-over waits for that poll. Meanwhile
+        // another thread calls `cancel_all()`, then `shutdown_timeout(5 ms)`.
+        "covered-during-the-wait" => {
+            let pool = POOL.get_or_init(|| exit_pool("wait", true));
+            let rt = support::multi_thread_of(1);
+            let runs = dir.join("runs");
+            let a = rt.block_on(async {
+                pool.submit(move || {
+                    append(&runs, "A");
+                    Box::pin(async {
+                        std::thread::sleep(Duration::from_millis(1500));
+                        std::future::pending::<u32>().await
+                    })
+                })
+                .await
+                .unwrap()
+            });
+            support::until("A's run started", || !lines(&dir.join("runs")).is_empty());
+            HANDLES.lock().unwrap().push(("A", a));
+            std::fs::write(dir.join("expect_report"), "").unwrap();
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                let pool = POOL.get().unwrap();
+                drop(pool.cancel_all());
+                let report = support::current_thread()
+                    .block_on(pool.shutdown_timeout(Duration::from_millis(5)));
+                *REPORT.lock().unwrap() = Some(report);
+            });
+            std::mem::forget(rt);
             std::process::exit(0);
         }
         // P (one place) runs A on rt, not driven after this; C's submit, in a task of rt,
@@ -509,6 +573,21 @@ fn cancel_all_then_a_deadline_keeps_cancel_all_at_the_exit_with_reruns() {
     );
 }
 
+/// Finding 342, its third case (from a read-only review of its fix): `cancel_all`, then a
+/// deadline, both while the exit take-over waits for the task's poll in progress on a live
+/// thread (its slot then out of the pool's list, where the first reason is recorded).
+/// Failed before the fix: `left: ["A=Err(Some(Abandoned))"]`.
+#[test]
+fn cancel_all_then_a_deadline_during_the_exits_wait_keeps_cancel_all() {
+    let (handles, runs, _, stderr) = play("covered-during-the-wait");
+    assert_eq!(
+        handles,
+        ["A=Err(Some(CancelAll))"],
+        "{CANCEL_ALL_FIRST}: {stderr}"
+    );
+    assert_eq!(runs, ["A"], "A must not run again at the exit");
+}
+
 /// The same without re-runs.
 /// Failed before the fix: `left: (["A=Err(Some(RuntimeShutdown))"], ["1 finished, 0
 /// abandoned"])`.
@@ -698,5 +777,35 @@ fn a_task_handed_but_never_started_runs_at_the_exit_under_a_window_that_never_en
     assert!(
         !stderr.contains("never started") && !stderr.contains("interrupted"),
         "B was reported lost: {stderr}"
+    );
+}
+
+/// Finding 344, its second case (from a read-only review of its fix): the same, with B
+/// aborted before the exit and C queued behind it. B never started: at the exit C should
+/// have a start free at once. Failed before the fix: "C started 3001 ms after the exit
+/// began (handles ["B=Err(Some(Aborted))", "C=Ok(3)"])": the take-over ended B without
+/// giving its start back.
+#[test]
+fn a_handed_task_aborted_before_the_exit_gives_its_rate_start_back() {
+    let child = run_child("handed-aborted-rate", 20);
+    let exit_at = lines(&child.dir.join("exit_at"));
+    let ran_at = lines(&child.dir.join("ran_at"));
+    let runs = lines(&child.dir.join("runs"));
+    let handles = lines(&child.dir.join("handles"));
+    let _ = std::fs::remove_dir_all(&child.dir);
+    assert_eq!(child.code, Some(0), "{}", child.stderr);
+    assert_eq!(
+        handles,
+        ["B=Err(Some(Aborted))", "C=Ok(3)"],
+        "{}",
+        child.stderr
+    );
+    assert_eq!(runs, ["C"], "B was aborted before it started");
+    let exit_at: u128 = exit_at[0].parse().unwrap();
+    let ran_at: u128 = ran_at[0].parse().unwrap();
+    assert!(
+        ran_at - exit_at < 1500,
+        "C started {} ms after the exit began (handles {handles:?})",
+        ran_at - exit_at
     );
 }

@@ -452,6 +452,12 @@ impl<J: Job> Engine<J> {
                     s.cancelled.get_or_insert(reason);
                 }
             }
+            // So are the runs the exit take-over waits for (their entries left `slots`).
+            for (id, first) in &mut st.awaiting_poll {
+                if Some(*id) != spared {
+                    first.get_or_insert(reason);
+                }
+            }
             wakers = st
                 .slots
                 .iter_mut()
@@ -536,6 +542,14 @@ impl<J: Job> Engine<J> {
                     }
                     // It ends here, as a slot dropped with its runtime ends it.
                     _ if aborted || covered.is_some() => {
+                        // One its slot never started gives back the rate window's start
+                        // it was charged, as a slot dropped unpolled does (RELIABILITY.md,
+                        // 344).
+                        if let (false, Some(limits), Some(at)) =
+                            (s.polling.has_started(s.job), &mut st.limits, s.charged)
+                        {
+                            limits.unstarted(at);
+                        }
                         let reason = covered.unwrap_or(CancelReason::Aborted);
                         self.end_seen(&mut st, copy, s.job, reason, &s.polling, &mut seen);
                     }
@@ -587,7 +601,7 @@ impl<J: Job> Engine<J> {
             }
             st.taken_over = true;
             st.exit_hold = true;
-            st.awaiting_poll = busy.iter().map(|b| b.0).collect();
+            st.awaiting_poll = busy.iter().map(|b| (b.0, b.4)).collect();
             st.runtimes.enter(&handle);
             // Nothing starts here: the exit hook starts the jobs of every pool once it has
             // taken them all over (`exit_start`), so that a job started at exit, and
@@ -620,11 +634,16 @@ impl<J: Job> Engine<J> {
         let mut settled = Vec::new();
         {
             let mut st = self.lock();
-            // A poll that ends from now on settles nothing: its job is settled here.
-            st.awaiting_poll.clear();
+            // A poll that ends from now on settles nothing: its job is settled here, with
+            // the first reason of a cancel that covered it, also one made during the wait.
+            let firsts = std::mem::take(&mut st.awaiting_poll);
             let counted = std::mem::take(&mut st.ended_in_take_over);
             let mark = self.cancel_before.load(Ordering::Acquire);
             for ((id, job, meta, polling, first), done) in busy.into_iter().zip(ended) {
+                let first = firsts
+                    .iter()
+                    .find(|&&(j, _)| j == id)
+                    .map_or(first, |&(_, r)| r);
                 if counted.contains(&id) {
                     // Its copy may hold the last reference to a recipe: dropped below.
                     settled.push(job);

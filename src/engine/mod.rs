@@ -371,8 +371,10 @@ struct State<J> {
     /// A watcher of [`Engine::when_done`] waits until the pool owes no work
     /// ([`Engine::owes_work`]): the waits are told (`changed`) each time no job runs.
     watch_owed: bool,
-    /// Jobs whose run the exit take-over waits for, inside a poll on another thread.
-    awaiting_poll: Vec<u64>,
+    /// Jobs whose run the exit take-over waits for, inside a poll on another thread, each
+    /// with the reason of the first `cancel_all` or deadline that covered it (their slots
+    /// are out of `slots` meanwhile: see `cancel_all_sparing`).
+    awaiting_poll: Vec<(u64, Option<CancelReason>)>,
     /// Those of them whose run ended in that poll (counted then): not run again.
     ended_in_take_over: Vec<u64>,
     /// What ended jobs left that their submitter made (see [`graves`]).

@@ -397,7 +397,7 @@ impl<J: Job> Slot<J> {
                 // here: it is counted here, and not run again; otherwise the take-over
                 // settled it already (cancelled, and counted).
                 let (woken, outcome) = run.publish_locked();
-                let counted_here = st.awaiting_poll.iter().position(|&j| j == id);
+                let counted_here = st.awaiting_poll.iter().position(|&(j, _)| j == id);
                 if let Some(pos) = counted_here {
                     st.awaiting_poll.swap_remove(pos);
                     engine.run_ended(&mut st, id, outcome, later);

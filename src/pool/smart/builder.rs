@@ -166,7 +166,9 @@ impl SmartAioPoolBuilder {
     /// `std::process::exit`) is run again from its recipe. Default: `true` (at-least-once
     /// delivery). With `false`, a task that never started still runs (once), and an
     /// interrupted one is not run again: its handle resolves to
-    /// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown) and the exit
+    /// [`CancelReason::RuntimeShutdown`](crate::CancelReason::RuntimeShutdown) (unless an
+    /// abort, a `cancel_all` or a shutdown's deadline covered it first: then that reason)
+    /// and the exit
     /// hook prints how many were cut: by `process::exit`, and, in an `auto_shutdown` pool,
     /// by the end of their runtime before the exit (a plain `#[tokio::main]` returning
     /// while they ran; also for a pool dropped since). Use it for tasks that must not run

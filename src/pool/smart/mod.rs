@@ -76,7 +76,9 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 ///    returned, and not at all if it ended there; one still in its poll after 5 s, or the
 ///    task that called `exit` itself, is not run again (its handle says
 ///    [`RuntimeShutdown`](crate::CancelReason::RuntimeShutdown); the exit prints how
-///    many).
+///    many). A task aborted, or covered by a `cancel_all` or a shutdown's deadline,
+///    before or while the exit waits for it, is not run again either: its handle says
+///    that (the first covering call's reason), and the exit does not count it.
 ///
 /// What cannot be covered: a process killed by a signal it does not handle (`SIGKILL`,
 /// default `SIGTERM`/`SIGINT`), `std::process::abort`, a panic with `panic = "abort"`, a
