@@ -358,17 +358,20 @@ pub struct Child {
 }
 
 /// Runs this test binary's ignored `child` test as a child process playing `scenario`,
-/// with a fresh directory; kills it after `secs`.
+/// with a fresh directory (one per call: two tests of one process may play the same
+/// scenario at once under `cargo test`); kills it after `secs`.
 pub fn run_child(scenario: &str, secs: u64) -> Child {
     use std::io::Read;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
     let exe = std::env::current_exe().unwrap();
     let binary = exe.file_stem().unwrap().to_string_lossy().into_owned();
     let dir = std::env::temp_dir().join(format!(
-        "nb_aiopool_{binary}_{scenario}_{}",
-        std::process::id()
+        "nb_aiopool_{binary}_{scenario}_{}_{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
