@@ -79,6 +79,12 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 ///    many). A task aborted, or covered by a `cancel_all` or a shutdown's deadline,
 ///    before or while the exit waits for it, is not run again either: its handle says
 ///    that (the first covering call's reason), and the exit does not count it.
+///    Once that run is over (or at once, if there is nothing to run), every
+///    `auto_shutdown` pool is closed: nothing drives a runtime any more, so a submit
+///    made later (a thread still going, a later at-exit hook) is refused with
+///    [`Closed`](crate::SubmitErrorKind::Closed) rather than accepted for a task that
+///    would never run (and a `blocking_wait` on it, waiting for ever, would hold the
+///    process's exit).
 ///
 /// What cannot be covered: a process killed by a signal it does not handle (`SIGKILL`,
 /// default `SIGTERM`/`SIGINT`), `std::process::abort`, a panic with `panic = "abort"`, a
@@ -692,7 +698,9 @@ impl SmartAioPool {
         &self.inner.name
     }
 
-    /// Returns `true` once the pool is shut down (it accepts no more tasks).
+    /// Returns `true` once the pool is shut down (it accepts no more tasks); an
+    /// `auto_shutdown` pool is also closed once the process exit's run is over (see
+    /// "Shutdown" above).
     ///
     /// # Examples
     ///

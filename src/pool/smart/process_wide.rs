@@ -431,6 +431,17 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
     }
 }
 
+/// At the exit, once its run is over (or when it has nothing to run): closes every
+/// `auto_shutdown` pool. Nothing drives the runtimes any more (the exit's own is dropped
+/// next, and `exit` froze the one it was called in): a submit accepted from now on (a
+/// thread still going, a later at-exit hook) would wait for ever, and so would a
+/// `blocking_wait` on it, holding the process's exit. It is refused with `Closed` instead.
+fn close_after_the_exit() {
+    for p in auto_pools() {
+        p.core.engine.close();
+    }
+}
+
 /// The at-exit path: runs every unfinished task of the `auto_shutdown` pools on a fresh
 /// runtime, on a fresh thread (the exiting thread may be inside a runtime, and its
 /// thread-locals may already be gone).
@@ -442,11 +453,18 @@ fn finish_at_exit() {
     // may submit to one while the exit runs.
     let pools: Vec<_> = auto_pools();
     warn_cut_before_exit(&pools);
-    if pools
-        .iter()
-        .all(|p| p.core.engine.stats().unfinished() == 0)
-    {
-        return;
+    let idle = |pools: &[Arc<Inner>]| {
+        pools
+            .iter()
+            .all(|p| p.core.engine.stats().unfinished() == 0)
+    };
+    if idle(&pools) {
+        // Nothing to run: the pools are closed, as once the run below is over (see
+        // `close_after_the_exit`); a submit that came in before the close is run as below.
+        close_after_the_exit();
+        if idle(&pools) {
+            return;
+        }
     }
     let worker = std::thread::Builder::new()
         .name("nb_aiopool-exit".into())
@@ -486,6 +504,10 @@ fn finish_at_exit() {
                 for p in &pools {
                     p.core.engine.exit_start();
                 }
+                wait_auto_pools(true).await;
+                // The run is over: the pools are closed, and what a thread still going
+                // submitted before the close runs too.
+                close_after_the_exit();
                 wait_auto_pools(true).await;
                 // Read once every task has ended: a window can fill only after the
                 // take-over (a job it started spent the last start), and the jobs behind
