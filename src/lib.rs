@@ -95,11 +95,12 @@
 //!   polled again; a submit waiting in a task of a runtime that is alive but not driven,
 //!   a current-thread runtime between two `block_on`s, holds it until that runtime is
 //!   driven or dropped, and the submitters after it, on other runtimes, wait meanwhile,
-//!   their deadlines too; from the process exit's take-over on, when the runtimes the
-//!   exit does not drive are frozen for good, a freed place goes to whichever waiting
-//!   submitter polls first instead). An abort is the exception: it resolves the
-//!   handle at once, and a running task is counted, and gives its room back, only when
-//!   it is dropped at its next `.await` (see [`PoolStats`]). A panic in a job's `poll` or in its
+//!   their deadlines too; in an `auto_shutdown` [`SmartAioPool`], from the process exit's
+//!   take-over on, when the runtimes the exit does not drive are frozen for good, a
+//!   freed place goes to whichever waiting submitter, or new submit, takes it first
+//!   instead). An abort is the exception: it resolves the handle at once, and a running
+//!   task is counted, and gives its room back, only when it is dropped at its next
+//!   `.await` (see [`PoolStats`]). A panic in a job's `poll` or in its
 //!   future's `Drop` only fails that job.
 //! - A waker that panics when the pool wakes it (a handle, a submit or a `wait()` polled
 //!   by an executor whose waker is faulty) costs only that wake-up: the pool catches the
@@ -153,8 +154,8 @@
 //!   whichever comes first takes the job. A resize whose slot tasks go to a
 //!   current-thread runtime (the caller's, which may stop being driven as soon as the call
 //!   returns, a short `block_on`; or, called from a plain thread or a runtime the pool does
-//!   not know, the next job's, which may not be driven) also
-//!   sends slot tasks to the other runtimes of the jobs it lets start (for jobs that may
+//!   not know, the next job's, or the home for a job that may run anywhere, which may not
+//!   be driven) also sends slot tasks to the other runtimes of the jobs it lets start (for jobs that may
 //!   run on any runtime, with no other runtime's job among them, to a multi-thread runtime
 //!   the pool knows). Likewise, when every
 //!   rate timer armed is on another current-thread runtime, that code's runtime gets a

@@ -66,9 +66,11 @@ impl SubmitOptions {
     /// pool: a higher one gets the next room first (first come, first served among
     /// equals), also in a [`NoQueueAioPool`](crate::NoQueueAioPool), which has no queue.
     /// Only `submit_with` waits with a priority: `submit`, `blocking_submit`, streams and
-    /// groups wait with priority 0. From the process exit's take-over of a `SmartAioPool`
-    /// on, room goes to whichever waiting submitter polls first, whatever its priority
-    /// (the crate docs, "Guarantees"); queued tasks keep their order.
+    /// groups wait with priority 0. From the process exit's take-over of an
+    /// `auto_shutdown` `SmartAioPool` on, room goes to whichever waiting submitter, or new
+    /// submit, takes it first, whatever its priority (the crate docs, "Guarantees");
+    /// queued tasks keep their priority order, but for those the exit queues again
+    /// (interrupted, or taken and never started), which go first.
     ///
     /// A queued task of low priority waits while higher ones keep arriving (strict
     /// priority, no aging): under a constant stream of higher-priority tasks it may wait
@@ -102,10 +104,10 @@ impl SubmitOptions {
     /// driven (under `Handle::enter` of a current-thread runtime that no thread drives,
     /// it never fires, and the submit waits as long as it takes). Room freed goes first
     /// to the submitters ahead of this one in the line (a higher priority, or the same
-    /// and earlier; until the process exit, see [`priority`](Self::priority)): one of them waiting on a runtime that is alive but not driven holds
-    /// it until that runtime is driven again or dropped (see the crate docs,
-    /// "Guarantees"), and the
-    /// deadline may pass meanwhile with the pool idle.
+    /// and earlier; but for the process exit, see [`priority`](Self::priority)): one of
+    /// them waiting on a runtime that is alive but not driven holds it until that runtime
+    /// is driven again or dropped (see the crate docs, "Guarantees"), and the deadline may
+    /// pass meanwhile with the pool idle.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -58,7 +58,7 @@ extern "C" fn record_at_exit() {
         append(
             &dir.join("stats"),
             &format!(
-                "completed={} cancelled={} abandoned_or_other={}",
+                "completed={} cancelled={} unfinished={}",
                 s.completed,
                 s.cancelled,
                 s.unfinished()
@@ -754,13 +754,11 @@ fn a_task_handed_but_never_started_does_not_count_as_a_start_at_the_exit() {
     let _ = std::fs::remove_dir_all(&child.dir);
     assert_eq!(child.code, Some(0), "{}", child.stderr);
     assert_eq!(handles, ["B=Ok(2)"], "{}", child.stderr);
-    let exit_at: u128 = exit_at[0].parse().unwrap();
-    let ran_at: u128 = ran_at[0].parse().unwrap();
+    let after = started_after_the_exit(&exit_at, &ran_at, "B");
     assert!(
-        ran_at - exit_at < 1500,
-        "B started {} ms after the exit began: the start it never made was still counted \
-         in the rate window",
-        ran_at - exit_at
+        after < 1500,
+        "B started {after} ms after the exit began: the start it never made was still \
+         counted in the rate window"
     );
 }
 
@@ -801,11 +799,24 @@ fn a_handed_task_aborted_before_the_exit_gives_its_rate_start_back() {
         child.stderr
     );
     assert_eq!(runs, ["C"], "B was aborted before it started");
-    let exit_at: u128 = exit_at[0].parse().unwrap();
-    let ran_at: u128 = ran_at[0].parse().unwrap();
+    let after = started_after_the_exit(&exit_at, &ran_at, "C");
     assert!(
-        ran_at - exit_at < 1500,
-        "C started {} ms after the exit began (handles {handles:?})",
-        ran_at - exit_at
+        after < 1500,
+        "C started {after} ms after the exit began (handles {handles:?})"
     );
+}
+
+/// How long after the exit began (`exit_at`'s time) the task `name` ran (the first of
+/// `ran_at`'s), in milliseconds; fails with a clear message if it never ran or ran before.
+fn started_after_the_exit(exit_at: &[String], ran_at: &[String], name: &str) -> u128 {
+    let ms = |v: &[String], what: &str| -> u128 {
+        v.first()
+            .unwrap_or_else(|| panic!("{what} was never written"))
+            .parse()
+            .unwrap()
+    };
+    let (exit_at, ran_at) = (ms(exit_at, "the exit's time"), ms(ran_at, name));
+    ran_at
+        .checked_sub(exit_at)
+        .unwrap_or_else(|| panic!("{name} ran before the exit began"))
 }

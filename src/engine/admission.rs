@@ -126,7 +126,8 @@ impl Admission {
         w
     }
 
-    /// Free places to the first waiters.
+    /// Free places to the first waiters; once [`barge`](Self::barge)d, every waiter is
+    /// woken instead, while a place is free (the first to poll takes it).
     fn grant(&mut self, wake: &mut impl Extend<Waker>) {
         if self.barging {
             if self.taken < self.room {
@@ -147,7 +148,8 @@ impl Admission {
     }
 
     /// Queues a waiter for a task of `priority`: behind those already waiting with the
-    /// same or a higher one. Called only when [`try_take`](Self::try_take) found no room.
+    /// same or a higher one (once [`barge`](Self::barge)d, in no order: see the module
+    /// docs). Called only when [`try_take`](Self::try_take) found no room.
     /// `waker`: the submitter's, cloned before the lock was taken.
     pub(crate) fn wait(&mut self, waker: Waker, priority: i32) -> WaitKey {
         let ticket = self.next_ticket;

@@ -511,8 +511,8 @@ impl<J: Job> Engine<J> {
             // polls first from now on (RELIABILITY.md, 340).
             st.admission.barge(&mut later.granted);
             // Interrupted runs go back to the front of the queue, oldest first (or, without
-            // re-runs, are cancelled and counted as lost); so do jobs a slot took and never
-            // started, in every pool (they run once).
+            // re-runs, are cancelled and counted as lost); jobs a slot took and never
+            // started go back too, in every pool (they run once).
             let mut interrupted: Vec<(u64, J, Meta, bool, Polling)> = Vec::new();
             let entries: Vec<SlotEntry<J>> = st.slots.drain().collect();
             // A `cancel_all` or shutdown deadline that covered a job a slot holds decided
@@ -701,10 +701,14 @@ impl<J: Job> Engine<J> {
 
     /// Under the lock, at the exit take-over: a run it cuts (a pool without re-runs) or
     /// gives up (busy past [`EXIT_POLL_WAIT`], or the run that called `exit`) is lost: its
-    /// handle says `RuntimeShutdown`. One whose slot kept its observation is reported
-    /// after the lock in its span, with its run-time sample, as
-    /// [`end_seen`](Self::end_seen) reports (limitation 91 of RELIABILITY.md, closed).
+    /// handle says `RuntimeShutdown` (or `Aborted`, if its handle aborted it first). One
+    /// whose slot kept its observation is reported after the lock in its span, with its
+    /// run-time sample, as [`end_seen`](Self::end_seen) reports.
     fn lose_seen(&self, st: &mut State<J>, job: J, id: u64, polling: &Polling, seen: &mut Seen<J>) {
+        // It waits on nothing any more (as `end_copy` records).
+        if st.waiting_on_own.remove(&id).is_some() {
+            seen.later.recheck_waits = true;
+        }
         let run = polling.take_obs(id);
         let reason = self.drop_unrun_as(
             st,
@@ -719,7 +723,8 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// After the lock: reports the ends [`end_seen`](Self::end_seen) left, drops the
+    /// After the lock: reports the ends [`end_seen`](Self::end_seen) and
+    /// [`lose_seen`](Self::lose_seen) left, drops the
     /// observations taken (their spans close), then does the ends' deferred work (their
     /// handles told, the waits).
     fn report_seen(self: &Arc<Self>, seen: &mut Seen<J>) {
@@ -732,6 +737,9 @@ impl<J: Job> Engine<J> {
 }
 
 /// What the exit take-over ends and reports after its lock (see [`Engine::end_seen`]).
+///
+/// Dropping it drops what it holds without acting on it (the ends' handles are not told,
+/// the spans close where it is dropped): only a `take_over` that unwinds does.
 struct Seen<J: Job> {
     /// Started runs ended, with the reason counted, to report in their spans.
     ended: Vec<(crate::observe::Running, CancelReason)>,

@@ -84,7 +84,7 @@ impl Polling {
         } else {
             Ordering::Relaxed
         };
-        self.0.started.store(id + 1, order);
+        self.0.started.store(id.wrapping_add(1), order);
     }
 
     /// With the observability features: keeps `run`, the observation of job `id`'s run

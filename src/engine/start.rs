@@ -418,7 +418,7 @@ impl<J: Job> Engine<J> {
             }
             // Slot tasks for the jobs it lets start: on the caller's runtime, which is being
             // driven now; from a plain thread or a runtime the pool does not know, on the
-            // runtime of the queue's head (see `wake_rt`).
+            // runtime of the queue's head, or the home (see `wake_rt`).
             let rt = current.as_ref().and_then(|h| st.runtimes.known(h));
             let chosen = Self::wake_rt(&st, rt);
             self.fill_free(&mut st, rt, &mut later);
@@ -440,8 +440,8 @@ impl<J: Job> Engine<J> {
         self.size_watchers.wake_all();
     }
 
-    /// Under the lock, after [`fill_free`](Self::fill_free) sent slot tasks to runtime `rt`
-    /// (a current-thread one, which may not be driven after): claimers also on the other live runtimes of the first
+    /// Under the lock, after [`fill_free`](Self::fill_free) on runtime `rt` (a
+    /// current-thread one, which may not be driven after): claimers also on the other live runtimes of the first
     /// [`CLAIMERS_MAX`] queued jobs at most, in queue order (the reserved ones, but for
     /// keys or weights, which may let later jobs start first): as many
     /// as the reservations on the first such runtime, at least one on each other (a

@@ -80,8 +80,8 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 ///    before or while the exit waits for it, is not run again either: its handle says
 ///    that (the first covering call's reason), and the exit does not count it.
 ///    Once that run is over (or at once, if there is nothing to run), every
-///    `auto_shutdown` pool is closed: nothing drives a runtime any more, so a submit
-///    made later (a thread still going, a later at-exit hook) is refused with
+///    `auto_shutdown` pool then known is closed: nothing is left to run a new task, so a
+///    submit made later (a thread still going, a later at-exit hook) is refused with
 ///    [`Closed`](crate::SubmitErrorKind::Closed) rather than accepted for a task that
 ///    would never run (and a `blocking_wait` on it, waiting for ever, would hold the
 ///    process's exit).
