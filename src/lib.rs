@@ -155,9 +155,9 @@
 //!   current-thread runtime (the caller's, which may stop being driven as soon as the call
 //!   returns, a short `block_on`; or, called from a plain thread or a runtime the pool does
 //!   not know, the next job's, or the home for a job that may run anywhere, which may not
-//!   be driven) also sends slot tasks to the other runtimes of the jobs it lets start (for jobs that may
-//!   run on any runtime, with no other runtime's job among them, to a multi-thread runtime
-//!   the pool knows). Likewise, when every
+//!   be driven) also sends slot tasks to the other runtimes of the jobs it lets start (for
+//!   jobs that may run on any runtime, with no other runtime's job among them, to a
+//!   multi-thread runtime the pool knows). Likewise, when every
 //!   rate timer armed is on another current-thread runtime, that code's runtime gets a
 //!   rate timer too; and a
 //!   timer lost with its runtime is armed again on each runtime whose tasks are queued

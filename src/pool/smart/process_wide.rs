@@ -433,9 +433,10 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
 
 /// At the exit, once its run is over (or when it has nothing to run): closes every
 /// `auto_shutdown` pool. Nothing is left to run a new task (the exit's own runtime, if it
-/// built one, is dropped next, and `exit` froze the one it was called in): a submit accepted from now on (a
-/// thread still going, a later at-exit hook) would wait for ever, and so would a
-/// `blocking_wait` on it, holding the process's exit. It is refused with `Closed` instead.
+/// built one, is dropped next, and `exit` froze the one it was called in): a submit
+/// accepted from now on (a thread still going, a later at-exit hook) would wait for ever,
+/// and so would a `blocking_wait` on it, holding the process's exit. It is refused with
+/// `Closed` instead.
 fn close_after_the_exit() {
     for p in auto_pools() {
         p.core.engine.close();
