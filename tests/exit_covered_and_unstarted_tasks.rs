@@ -196,39 +196,13 @@ fn shutdown_timeout_elsewhere(pool: &SmartAioPool, dir: &std::path::Path, ms: u6
 
 /// A (`pool`'s one slot) runs on runtime rt1; B (recorded as "B", value 2), submitted from
 /// rt2, is queued, and handed to a slot on rt2 when A ends; rt2 is not driven again, so B
-/// has not started. Returns B's handle and both runtimes (kept alive, not driven, until
-/// the exit).
+/// has not started ([`support::smart_handed_to_an_undriven_runtime`]). Returns B's handle
+/// and both runtimes (kept alive, not driven, until the exit).
 fn hand_b_to_a_slot_not_driven(
     pool: &SmartAioPool,
     dir: &std::path::Path,
 ) -> (TaskHandle<u32>, [tokio::runtime::Runtime; 2]) {
-    let rt1 = support::current_thread();
-    let rt2 = support::current_thread();
-    let (release, wait) = tokio::sync::oneshot::channel::<()>();
-    let wait = Mutex::new(Some(wait));
-    let a = rt1.block_on(async {
-        let a = pool
-            .submit(move || {
-                let w = wait.lock().unwrap().take();
-                async move {
-                    if let Some(w) = w {
-                        let _ = w.await;
-                    }
-                    1u32
-                }
-            })
-            .await
-            .unwrap();
-        tokio::task::yield_now().await;
-        a
-    });
-    let b = rt2.block_on(async { pool.submit(recorded(dir, "B", 2)).await.unwrap() });
-    assert_eq!(pool.stats().queued, 1, "B is queued");
-    rt1.block_on(async {
-        release.send(()).unwrap();
-        assert_eq!(a.await.unwrap(), 1);
-    });
-    assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
+    let (rt1, rt2, b) = support::smart_handed_to_an_undriven_runtime(pool, recorded(dir, "B", 2));
     assert!(lines(&dir.join("runs")).is_empty(), "B has not started");
     (b, [rt1, rt2])
 }

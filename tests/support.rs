@@ -717,3 +717,50 @@ where
     assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
     (rt1, rt2, b)
 }
+
+/// [`handed_to_an_undriven_runtime`] for a SmartAioPool (`pool`, one slot; B a recipe,
+/// `b`): A's first run waits until released (a re-run of A returns at once), and A
+/// returns 1. Returns `(rt1, rt2, B's handle)`.
+#[allow(clippy::async_yields_async)] // the blocks hand their tasks' handles out
+pub fn smart_handed_to_an_undriven_runtime<R, Fut>(
+    pool: &SmartAioPool,
+    b: R,
+) -> (
+    tokio::runtime::Runtime,
+    tokio::runtime::Runtime,
+    nb_aiopool::TaskHandle<Fut::Output>,
+)
+where
+    R: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let rt1 = current_thread();
+    let rt2 = current_thread();
+    let (release, wait) = tokio::sync::oneshot::channel::<()>();
+    let wait = std::sync::Mutex::new(Some(wait));
+    let a = rt1.block_on(async {
+        let a = pool
+            .submit(move || {
+                let w = wait.lock().unwrap().take();
+                async move {
+                    if let Some(w) = w {
+                        let _ = w.await;
+                    }
+                    1u32
+                }
+            })
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        a
+    });
+    let b = rt2.block_on(async { pool.submit(b).await.unwrap() });
+    assert_eq!(pool.stats().queued, 1, "B is queued");
+    rt1.block_on(async {
+        release.send(()).unwrap();
+        assert_eq!(within("A", a).await.unwrap(), 1);
+    });
+    assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
+    (rt1, rt2, b)
+}

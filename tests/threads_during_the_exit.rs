@@ -449,32 +449,8 @@ fn child() {
                     .rerun_interrupted(scenario.ends_with("-rerun"))
                     .build()
             });
-            let rt1 = support::current_thread();
-            let rt2 = support::current_thread();
-            let (release, wait) = tokio::sync::oneshot::channel::<()>();
-            let wait = Mutex::new(Some(wait));
-            let a = rt1.block_on(async {
-                let a = pool
-                    .submit(move || {
-                        let w = wait.lock().unwrap().take();
-                        async move {
-                            if let Some(w) = w {
-                                let _ = w.await;
-                            }
-                            1u32
-                        }
-                    })
-                    .await
-                    .unwrap();
-                tokio::task::yield_now().await;
-                a
-            });
-            let b = rt2.block_on(async { pool.submit(recorded(&dir, "B", 2)).await.unwrap() });
-            rt1.block_on(async {
-                release.send(()).unwrap();
-                assert_eq!(a.await.unwrap(), 1);
-            });
-            assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
+            let (rt1, rt2, b) =
+                support::smart_handed_to_an_undriven_runtime(pool, recorded(&dir, "B", 2));
             expect(&dir, "T");
             let d = dir.clone();
             std::thread::spawn(move || {

@@ -64,7 +64,7 @@ impl<J: Job> Engine<J> {
 
     /// [`drop_unrun`](Self::drop_unrun); with `reported`, the caller reports the end
     /// (no `task cancelled` event here). Returns the reason counted.
-    pub(super) fn drop_unrun_as(
+    fn drop_unrun_as(
         &self,
         st: &mut State<J>,
         job: J,

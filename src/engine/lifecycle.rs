@@ -493,7 +493,9 @@ impl<J: Job> Engine<J> {
     pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> TakeOver {
         let mut later = Deferred::default();
         let mut report = TakeOver::default();
-        let mut busy: Vec<(u64, J, Meta, Polling, Option<CancelReason>)> = Vec::new();
+        let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
+        // The runs waited for, each with the first reason of a cancel that covered it.
+        let mut awaiting: Vec<(u64, Option<CancelReason>)> = Vec::new();
         let mut seen = Seen::default();
         {
             let mut st = self.lock();
@@ -529,7 +531,8 @@ impl<J: Job> Engine<J> {
                 let covered = st.covering_reason(Some(&s), s.job, mark);
                 match s.polling.by() {
                     Some(t) if self.rerun && t != exiting => {
-                        busy.push((s.job, copy, s.meta, s.polling, s.cancelled));
+                        awaiting.push((s.job, s.cancelled));
+                        busy.push((s.job, copy, s.meta, s.polling));
                     }
                     Some(_) if self.rerun => {
                         // Polled by the exiting thread: it called `exit`, and never returns.
@@ -537,7 +540,14 @@ impl<J: Job> Engine<J> {
                             self.end_seen(&mut st, copy, s.job, reason, &s.polling, &mut seen);
                         } else {
                             report.stuck += u64::from(!aborted);
-                            self.lose_seen(&mut st, copy, s.job, &s.polling, &mut seen);
+                            self.end_seen(
+                                &mut st,
+                                copy,
+                                s.job,
+                                CancelReason::RuntimeShutdown,
+                                &s.polling,
+                                &mut seen,
+                            );
                         }
                     }
                     // It ends here, as a slot dropped with its runtime ends it.
@@ -584,7 +594,14 @@ impl<J: Job> Engine<J> {
                     Self::requeue_first(&mut st, id, job, meta);
                 } else {
                     report.cut += 1;
-                    self.lose_seen(&mut st, job, id, &polling, &mut seen);
+                    self.end_seen(
+                        &mut st,
+                        job,
+                        id,
+                        CancelReason::RuntimeShutdown,
+                        &polling,
+                        &mut seen,
+                    );
                 }
             }
             st.running = 0;
@@ -601,7 +618,7 @@ impl<J: Job> Engine<J> {
             }
             st.taken_over = true;
             st.exit_hold = true;
-            st.awaiting_poll = busy.iter().map(|b| (b.0, b.4)).collect();
+            st.awaiting_poll = awaiting;
             st.runtimes.enter(&handle);
             // Nothing starts here: the exit hook starts the jobs of every pool once it has
             // taken them all over (`exit_start`), so that a job started at exit, and
@@ -639,20 +656,15 @@ impl<J: Job> Engine<J> {
             let firsts = std::mem::take(&mut st.awaiting_poll);
             let counted = std::mem::take(&mut st.ended_in_take_over);
             let mark = self.cancel_before.load(Ordering::Acquire);
-            for ((id, job, meta, polling, first), done) in busy.into_iter().zip(ended) {
-                let first = firsts
-                    .iter()
-                    .find(|&&(j, _)| j == id)
-                    .map_or(first, |&(_, r)| r);
+            for ((id, job, meta, polling), done) in busy.into_iter().zip(ended) {
                 if counted.contains(&id) {
                     // Its copy may hold the last reference to a recipe: dropped below.
                     settled.push(job);
                     continue;
                 }
                 // Covered by a cancel (the first covering call's reason, as above).
-                let covered = st
-                    .cancel_covers(id, mark)
-                    .then(|| first.unwrap_or(st.cancel_reason));
+                let first = firsts.iter().find(|&&(j, _)| j == id).and_then(|&(_, r)| r);
+                let covered = st.covering_reason_first(first, id, mark);
                 if done && (job.aborted().is_some() || covered.is_some()) {
                     // Aborted or covered meanwhile (as above): ended, not queued again.
                     let reason = covered.unwrap_or(CancelReason::Aborted);
@@ -664,7 +676,14 @@ impl<J: Job> Engine<J> {
                     self.end_seen(&mut st, job, id, reason, &polling, &mut seen);
                 } else {
                     report.stuck += u64::from(job.aborted().is_none());
-                    self.lose_seen(&mut st, job, id, &polling, &mut seen);
+                    self.end_seen(
+                        &mut st,
+                        job,
+                        id,
+                        CancelReason::RuntimeShutdown,
+                        &polling,
+                        &mut seen,
+                    );
                 }
             }
             // Started by the exit hook (see above); but a job a thread that goes on
@@ -678,11 +697,13 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, at the exit take-over: a job a slot held ends here, unrun, for
-    /// `reason` (its handle's, if an abort decided first). One whose run the slot had
-    /// started (its observation kept in the slot's mark) is reported after the lock as a
-    /// run's end, in its span ([`report_seen`](Self::report_seen)), as a slot dropped by
-    /// its runtime reports it; one that never started, as a task cancelled before it
-    /// started.
+    /// `reason` (its handle's, if an abort decided first): a cancel's that covered it, or
+    /// `RuntimeShutdown` for a run the take-over cuts (a pool without re-runs) or gives up
+    /// (busy past [`EXIT_POLL_WAIT`], or the run that called `exit`), which is lost. One
+    /// whose run the slot had started (its observation kept in the slot's mark) is
+    /// reported after the lock as a run's end, in its span, with its run-time sample
+    /// ([`report_seen`](Self::report_seen)), as a slot dropped by its runtime reports it;
+    /// one that never started, as a task cancelled before it started.
     fn end_seen(
         &self,
         st: &mut State<J>,
@@ -699,32 +720,7 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Under the lock, at the exit take-over: a run it cuts (a pool without re-runs) or
-    /// gives up (busy past [`EXIT_POLL_WAIT`], or the run that called `exit`) is lost: its
-    /// handle says `RuntimeShutdown` (or `Aborted`, if its handle aborted it first). One
-    /// whose slot kept its observation is reported after the lock in its span, with its
-    /// run-time sample, as [`end_seen`](Self::end_seen) reports.
-    fn lose_seen(&self, st: &mut State<J>, job: J, id: u64, polling: &Polling, seen: &mut Seen<J>) {
-        // It waits on nothing any more (as `end_copy` records).
-        if st.waiting_on_own.remove(&id).is_some() {
-            seen.later.recheck_waits = true;
-        }
-        let run = polling.take_obs(id);
-        let reason = self.drop_unrun_as(
-            st,
-            job,
-            id,
-            CancelReason::RuntimeShutdown,
-            &mut seen.later,
-            run.is_some(),
-        );
-        if let Some(run) = run {
-            seen.ended.push((run, reason));
-        }
-    }
-
-    /// After the lock: reports the ends [`end_seen`](Self::end_seen) and
-    /// [`lose_seen`](Self::lose_seen) left, drops the
+    /// After the lock: reports the ends [`end_seen`](Self::end_seen) left, drops the
     /// observations taken (their spans close), then does the ends' deferred work (their
     /// handles told, the waits).
     fn report_seen(self: &Arc<Self>, seen: &mut Seen<J>) {

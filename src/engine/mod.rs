@@ -246,14 +246,11 @@ impl<J> SlotEntry<J> {
         }
     }
 
-    /// The reason job `id`'s run is cancelled with once a `cancel_all` covers it: the
-    /// first covering call's, recorded here, or else (a job that was not in this slot at
-    /// that call: a re-run queued again since) the last call's, `last`.
-    fn first_cancel_reason(entry: Option<&Self>, id: u64, last: CancelReason) -> CancelReason {
-        entry
-            .filter(|e| e.job == id)
-            .and_then(|e| e.cancelled)
-            .unwrap_or(last)
+    /// The first covering call's reason, if a `cancel_all` covered job `id` while it was
+    /// in this slot (none for a job that was not: a re-run queued again since, whose run
+    /// is then cancelled with the last call's).
+    fn first_cancel_reason(entry: Option<&Self>, id: u64) -> Option<CancelReason> {
+        entry.filter(|e| e.job == id).and_then(|e| e.cancelled)
     }
 }
 
@@ -282,8 +279,8 @@ const IDLE_MAX: usize = 256;
 
 /// The most slot tasks `fill` schedules at once to take reserved jobs (`claim_here` adds
 /// one on a runtime that has none on the way, and a resize on a current-thread runtime up
-/// to this many on another runtime: see `claim_on_reserved_jobs_runtimes`). Reserved jobs beyond
-/// these are taken by slots whose job ends (no wake-up at all), or by the next claimer,
+/// to this many on another runtime: see `claim_on_reserved_jobs_runtimes`). Reserved jobs
+/// beyond these are taken by slots whose job ends (no wake-up at all), or by the next claimer,
 /// which schedules another as it takes its job: a burst of submits wakes a few tasks,
 /// not one per job. More than one, so that a claimer stuck behind a job that blocks its
 /// thread (in a tokio worker's LIFO slot, which other workers do not steal) holds
@@ -319,7 +316,8 @@ struct State<J> {
     /// Slot tasks woken or spawned to take a reserved job, that have not looked yet (at
     /// most [`CLAIMERS_MAX`] per runtime scheduled to at once; a resize on a
     /// current-thread runtime also schedules some on other runtimes, see
-    /// `claim_on_reserved_jobs_runtimes`). A claimer that finds every reservation taken goes idle.
+    /// `claim_on_reserved_jobs_runtimes`). A claimer that finds every reservation taken
+    /// goes idle.
     claimers: usize,
     /// How many jobs may run at once now: `max_concurrency`, or the live worker count of
     /// an elastic pool.
@@ -387,6 +385,13 @@ struct State<J> {
 }
 
 impl<J> State<J> {
+    /// Whether nothing may start now: the exit take-over waits for runs still inside a
+    /// poll on another thread (they hold their slots till then), or holds every start
+    /// until it has taken every pool over (see `fill`).
+    fn starts_held(&self) -> bool {
+        !self.awaiting_poll.is_empty() || self.exit_hold
+    }
+
     /// Whether the last `cancel_all` (or shutdown deadline), whose mark is `mark` (the
     /// pool's `cancel_before`), covers job `id`: accepted before it, and not the job it
     /// spared.
@@ -403,8 +408,20 @@ impl<J> State<J> {
         id: u64,
         mark: u64,
     ) -> Option<CancelReason> {
+        self.covering_reason_first(SlotEntry::first_cancel_reason(entry, id), id, mark)
+    }
+
+    /// [`covering_reason`](Self::covering_reason) with the first covering call's reason,
+    /// `first`, if one was recorded for the job (else the last call's, `cancel_reason`,
+    /// holds).
+    fn covering_reason_first(
+        &self,
+        first: Option<CancelReason>,
+        id: u64,
+        mark: u64,
+    ) -> Option<CancelReason> {
         self.cancel_covers(id, mark)
-            .then(|| SlotEntry::first_cancel_reason(entry, id, self.cancel_reason))
+            .then(|| first.unwrap_or(self.cancel_reason))
     }
 
     /// Takes a place for a job if the pool is open and has room; given back when the job

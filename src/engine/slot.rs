@@ -286,7 +286,7 @@ impl<J: Job> Slot<J> {
                     let st = self.engine.lock();
                     let entry = st.slots.get(self.key);
                     (
-                        SlotEntry::first_cancel_reason(entry, *id, st.cancel_reason),
+                        SlotEntry::first_cancel_reason(entry, *id).unwrap_or(st.cancel_reason),
                         st.cancel_spared,
                     )
                 };

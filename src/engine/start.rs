@@ -166,7 +166,7 @@ impl<J: Job> Engine<J> {
         rt: Option<RtRef>,
         later: &mut Deferred<J>,
     ) {
-        if !st.awaiting_poll.is_empty() || st.exit_hold {
+        if st.starts_held() {
             return;
         }
         Self::grow(st);
@@ -441,10 +441,10 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock, after [`fill_free`](Self::fill_free) on runtime `rt` (a
-    /// current-thread one, which may not be driven after): claimers also on the other live runtimes of the first
-    /// [`CLAIMERS_MAX`] queued jobs at most, in queue order (the reserved ones, but for
-    /// keys or weights, which may let later jobs start first): as many
-    /// as the reservations on the first such runtime, at least one on each other (a
+    /// current-thread one, which may not be driven after): claimers also on the other live
+    /// runtimes of the first [`CLAIMERS_MAX`] queued jobs at most, in queue order (the
+    /// reserved ones, but for keys or weights, which may let later jobs start first): as
+    /// many as the reservations on the first such runtime, at least one on each other (a
     /// claimer that takes its job keeps a successor there, see `claim_here`), less those
     /// already on their way. Jobs that may run on any runtime, with no other runtime's job
     /// among them, get one on a live multi-thread runtime other than `rt`, if the pool
@@ -455,7 +455,7 @@ impl<J: Job> Engine<J> {
         rt: RtRef,
         later: &mut Deferred<J>,
     ) {
-        if st.reserved == 0 || !st.awaiting_poll.is_empty() || st.exit_hold {
+        if st.reserved == 0 || st.starts_held() {
             return;
         }
         let most = st.reserved.min(CLAIMERS_MAX);
