@@ -21,50 +21,14 @@ use nb_aiopool::{
     CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool, SubmitErrorKind, SubmitOptions,
     TaskHandle, TrySubmitErrorKind,
 };
-use support::{current_thread, multi_thread_of, on_thread_within, panic_message, until, within};
+use support::{
+    current_thread, multi_thread_of, on_thread_within, panic_message, until, within, Gauge,
+};
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The panics of this file's tasks, kept off the output.
 const PANICS: &[&str] = &["resizing_under_load: a task panics"];
-
-/// Counts the tasks running now and the most seen at once since the last reset.
-#[derive(Clone, Default)]
-struct Meter {
-    now: Arc<AtomicUsize>,
-    max: Arc<AtomicUsize>,
-    started: Arc<AtomicUsize>,
-}
-
-struct Inside(Arc<AtomicUsize>);
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Meter {
-    fn enter(&self) -> Inside {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        self.started.fetch_add(1, Ordering::SeqCst);
-        Inside(self.now.clone())
-    }
-    fn now(&self) -> usize {
-        self.now.load(Ordering::SeqCst)
-    }
-    fn max(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-    fn started(&self) -> usize {
-        self.started.load(Ordering::SeqCst)
-    }
-    /// The most from now on: the tasks running now count.
-    fn reset_max(&self) {
-        self.max.store(self.now(), Ordering::SeqCst);
-    }
-}
 
 /// A gate tasks wait on; each `open(n)` lets `n` more through.
 #[derive(Clone)]
@@ -86,7 +50,7 @@ impl Gate {
 }
 
 /// A task that counts itself in `meter` while it runs and ends when `gate` lets it.
-fn gated(meter: &Meter, gate: &Gate) -> impl Fn() -> BoxFut<()> + Send + Sync + Clone + 'static {
+fn gated(meter: &Gauge, gate: &Gate) -> impl Fn() -> BoxFut<()> + Send + Sync + Clone + 'static {
     let (meter, gate) = (meter.clone(), gate.clone());
     move || {
         let (meter, gate) = (meter.clone(), gate.clone());
@@ -270,7 +234,7 @@ async fn settle_until(what: &str, cond: impl Fn() -> bool) {
 
 /// Fills `pool` (of `c` slots and `q` places) with gated tasks: `c` running, the rest
 /// queued (NoQueue: `c` running only). Returns their handles.
-async fn fill(pool: &Pool, c: usize, q: usize, meter: &Meter, gate: &Gate) -> Vec<TaskHandle<()>> {
+async fn fill(pool: &Pool, c: usize, q: usize, meter: &Gauge, gate: &Gate) -> Vec<TaskHandle<()>> {
     let mut handles = Vec::new();
     for _ in 0..pool.room(c, q) {
         handles.push(
@@ -294,7 +258,7 @@ fn a_shrink_below_the_running_tasks_is_kept_once_the_excess_ended_and_a_grow_sta
     for pool in Pool::all(4, 6) {
         let name = pool.name();
         current_thread().block_on(async {
-            let (meter, gate) = (Meter::default(), Gate::default());
+            let (meter, gate) = (Gauge::default(), Gate::default());
             let mut handles = fill(&pool, 4, 6, &meter, &gate).await;
             pool.set(2);
             assert_eq!(pool.max_concurrency(), 2, "{name}");
@@ -380,7 +344,7 @@ fn bad_sizes_panic_with_a_clear_message_and_leave_the_pool_as_it_was() {
             assert_eq!(pool.max_concurrency(), 2, "{name}: the pool changed");
         }
         current_thread().block_on(async {
-            let (meter, gate) = (Meter::default(), Gate::default());
+            let (meter, gate) = (Gauge::default(), Gate::default());
             let _h = fill(&pool, 2, 3, &meter, &gate).await;
             assert_eq!(
                 pool.try_submit(gated(&meter, &gate)).unwrap_err(),
@@ -417,9 +381,9 @@ fn a_grow_lets_a_waiting_blocking_submit_in_and_starts_its_task() {
     for pool in Pool::all(1, 0) {
         let name = pool.name();
         let rt = multi_thread_of(2);
-        let (meter, gate) = (Meter::default(), Gate::default());
+        let (meter, gate) = (Gauge::default(), Gate::default());
         let _first = rt.block_on(fill(&pool, 1, 0, &meter, &gate));
-        let started = Meter::default();
+        let started = Gauge::default();
         let (p, s) = (pool.clone(), started.clone());
         let thread = std::thread::spawn(move || {
             let s = s.clone();
@@ -459,7 +423,7 @@ fn a_grow_from_a_plain_thread_starts_queued_tasks() {
         }
         let name = pool.name();
         let rt = multi_thread_of(2);
-        let (meter, gate) = (Meter::default(), Gate::default());
+        let (meter, gate) = (Gauge::default(), Gate::default());
         let _h = rt.block_on(fill(&pool, 1, 4, &meter, &gate));
         let p = pool.clone();
         on_thread_within("set_max_concurrency", 5, move || p.set(5));
@@ -478,7 +442,7 @@ fn a_grow_admits_waiting_submitters_by_priority() {
     for pool in Pool::all(1, 0) {
         let name = pool.name();
         current_thread().block_on(async {
-            let (meter, gate) = (Meter::default(), Gate::default());
+            let (meter, gate) = (Gauge::default(), Gate::default());
             let _h = fill(&pool, 1, 0, &meter, &gate).await;
             let order = Arc::new(Mutex::new(Vec::new()));
             let mut waiting = Vec::new();
@@ -529,7 +493,7 @@ fn after_a_shrink_panics_aborts_and_cancel_all_neither_lose_nor_add_slots() {
     for pool in Pool::all(4, 4) {
         let name = pool.name();
         current_thread().block_on(async {
-            let (meter, gate, panic_gate) = (Meter::default(), Gate::default(), Gate::default());
+            let (meter, gate, panic_gate) = (Gauge::default(), Gate::default(), Gate::default());
             // Two panic when let through, one is aborted.
             let mut handles = Vec::new();
             for i in 0..4 {
@@ -617,7 +581,7 @@ fn a_resize_while_shutdown_drains_is_followed() {
         }
         let name = pool.name();
         multi_thread_of(2).block_on(async {
-            let (meter, gate) = (Meter::default(), Gate::default());
+            let (meter, gate) = (Gauge::default(), Gate::default());
             let _h = fill(&pool, 4, 8, &meter, &gate).await;
             let shut = tokio::spawn(pool.shutdown());
             settle_until("closed", || match &pool {
@@ -667,7 +631,7 @@ fn a_grow_under_a_rate_window_starts_only_what_the_window_allows() {
         }
         let name = pool.name();
         support::paused_runtime().block_on(async {
-            let (meter, gate) = (Meter::default(), Gate::default());
+            let (meter, gate) = (Gauge::default(), Gate::default());
             let mut hs = Vec::new();
             for _ in 0..7 {
                 hs.push(pool.try_submit(gated(&meter, &gate)).unwrap());
@@ -714,7 +678,7 @@ fn a_grow_starts_other_keys_past_a_saturated_one() {
         }
         let name = pool.name();
         current_thread().block_on(async {
-            let (meter, gate) = (Meter::default(), Gate::default());
+            let (meter, gate) = (Gauge::default(), Gate::default());
             let a = SubmitOptions::new().key("a");
             let b = SubmitOptions::new().key("b");
             let h1 = pool
@@ -752,7 +716,7 @@ fn a_smart_pool_shrunk_as_its_runtime_ends_reruns_at_the_new_size() {
         .process_wide(false)
         .auto_shutdown(false)
         .build();
-    let meter = Meter::default();
+    let meter = Gauge::default();
     let runs = Arc::new(AtomicUsize::new(0));
     let recipe = {
         let (meter, runs) = (meter.clone(), runs.clone());
@@ -865,7 +829,7 @@ fn a_shrink_then_the_end_of_the_runtime_holding_every_slot_starts_the_others_tas
         }
         hs
     });
-    let meter = Meter::default();
+    let meter = Gauge::default();
     let (tx, rx) = std::sync::mpsc::channel();
     let (p, m) = (pool.clone(), meter.clone());
     let b = std::thread::spawn(move || {
@@ -942,7 +906,7 @@ fn the_gauges_follow_stats_through_shrinks_and_grows() {
                 }
             };
             current_thread().block_on(async {
-                let (meter, gate) = (Meter::default(), Gate::default());
+                let (meter, gate) = (Gauge::default(), Gate::default());
                 // Reserved, not started: no yield since.
                 let hs: Vec<_> = (0..pool.room(3, 4))
                     .map(|_| pool.try_submit(gated(&meter, &gate)).unwrap())

@@ -114,6 +114,11 @@ impl Gauge {
     pub fn now(&self) -> usize {
         self.now.load(Ordering::SeqCst)
     }
+
+    /// The most from now on: the tasks running now count.
+    pub fn reset_max(&self) {
+        self.max.store(self.now(), Ordering::SeqCst);
+    }
 }
 
 pub struct GaugeGuard(Arc<AtomicUsize>);
