@@ -556,7 +556,7 @@ impl<J: Job> Engine<J> {
                         // it was charged, as a slot dropped unpolled does (RELIABILITY.md,
                         // 344).
                         if let (false, Some(limits), Some(at)) =
-                            (s.polling.has_started(s.job), &mut st.limits, s.charged)
+                            (s.polling.settle(s.job), &mut st.limits, s.charged)
                         {
                             limits.unstarted(at);
                         }
@@ -568,7 +568,7 @@ impl<J: Job> Engine<J> {
                         // not driven since, a job kept across a yield): it runs once, also
                         // without re-runs (its slot starts nothing now: see
                         // `Polling::start`).
-                        let unstarted = !s.polling.has_started(s.job);
+                        let unstarted = !s.polling.settle(s.job);
                         if let (true, Some(limits), Some(at)) =
                             (unstarted, &mut st.limits, s.charged)
                         {

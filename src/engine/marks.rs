@@ -38,8 +38,9 @@ struct PollingState {
     drops_begun: AtomicU64,
     drops_done: AtomicU64,
     /// One more than the id of the job whose run the slot started last (a pool of
-    /// recipes only; 0: none): the exit take-over runs a job its slot took but never
-    /// started once at the exit, also in a pool that does not run interrupted jobs again.
+    /// recipes only; 0: none; [`SETTLED`] once the exit take-over has read it): the exit
+    /// take-over runs a job its slot took but never started once at the exit, also in a
+    /// pool that does not run interrupted jobs again.
     started: AtomicU64,
     /// With the observability features: the span and start of the run the slot started
     /// last (a pool of recipes only), with its job's id, until that run ends: the exit
@@ -48,6 +49,10 @@ struct PollingState {
     #[cfg(any(feature = "tracing", feature = "metrics"))]
     obs: std::sync::Mutex<Option<(u64, crate::observe::Running)>>,
 }
+
+/// [`Polling`]'s start mark once the exit take-over has settled it: no job's (ids are
+/// far below `u64::MAX`).
+const SETTLED: u64 = u64::MAX;
 
 impl Polling {
     /// The slot task's poll begins on the thread of `token` (a
@@ -73,18 +78,29 @@ impl Polling {
         }
     }
 
-    /// The slot starts job `id`'s run (a pool of recipes only). With `fenced` (a pool
-    /// that does not run interrupted jobs again, whose slots mark no polls), the slot
-    /// checks the generation after this store: either the take-over sees the start, or
-    /// the slot sees the take-over and starts nothing (SeqCst, as `by`). Otherwise the
-    /// take-over reads it only once the slot's poll has returned (`leave`'s Release).
-    pub(super) fn start(&self, id: u64, fenced: bool) {
-        let order = if fenced {
-            Ordering::SeqCst
-        } else {
-            Ordering::Relaxed
-        };
-        self.0.started.store(id.wrapping_add(1), order);
+    /// The slot starts job `id`'s run (a pool of recipes only); whether it may. With
+    /// `fenced` (a pool that does not run interrupted jobs again, whose slots mark no
+    /// polls), the start and the exit take-over's [`settle`](Self::settle) are decided on
+    /// this one mark, by read-modify-writes: a start the take-over settled first is
+    /// refused (the take-over runs the job once at the exit), and one made first is seen
+    /// by the take-over (which cuts the job). A start refused leaves the job to the
+    /// take-over. Otherwise the take-over reads the mark only once the slot's poll has
+    /// returned (`leave`'s Release), and the poll saw the generation at its top: the start
+    /// is a plain store, never refused.
+    pub(super) fn start(&self, id: u64, fenced: bool) -> bool {
+        let mark = id.wrapping_add(1);
+        if !fenced {
+            self.0.started.store(mark, Ordering::Relaxed);
+            return true;
+        }
+        // The slot alone stores anything but `SETTLED`: a failed exchange met the take-over.
+        let now = self.0.started.load(Ordering::Relaxed);
+        now != SETTLED
+            && self
+                .0
+                .started
+                .compare_exchange(now, mark, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// With the observability features: keeps `run`, the observation of job `id`'s run
@@ -135,9 +151,11 @@ impl Polling {
         self.0.obs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the slot started job `id`'s run (see [`start`](Self::start)).
-    pub(super) fn has_started(&self, id: u64) -> bool {
-        self.0.started.load(Ordering::SeqCst) == id.wrapping_add(1)
+    /// For the exit take-over, under the engine's lock, once per slot: whether the slot
+    /// started job `id`'s run. Settles it: the slot starts no run after this (see
+    /// [`start`](Self::start)).
+    pub(super) fn settle(&self, id: u64) -> bool {
+        self.0.started.swap(SETTLED, Ordering::AcqRel) == id.wrapping_add(1)
     }
 
     /// Under the engine's lock: the idle slot task was taken off the idle list to claim a
@@ -622,5 +640,60 @@ mod loom_tests {
     #[test]
     fn a_take_over_that_finds_a_poll_runs_the_job_again_after_it() {
         a_take_over_and_a_poll(true);
+    }
+
+    /// The exit take-over of a pool that does not run interrupted jobs again (under the
+    /// lock, the generation stored, then each slot's start of its job settled: a job its
+    /// slot started is cut, one it never started runs once at the exit) against the slot
+    /// starting that job (the generation checked at its poll's top, as `Slot::is_stale`
+    /// does, then the start marked, as `Slot::poll_slot` does): the job runs exactly once, by the slot or by the
+    /// exit, never by both and never by neither (RELIABILITY.md, 346). The generation is
+    /// stored before the model starts, as in `a_take_over_and_a_poll`.
+    #[test]
+    fn a_job_a_slot_starts_as_the_exit_takes_over_runs_once() {
+        loom::model(|| {
+            let generation = Arc::new(AtomicU64::new(0));
+            generation.store(0, Ordering::SeqCst);
+            let polling = Polling::default();
+            // The slot's previous job, started before the model (a `SeqCst` store in the
+            // protocol this model first caught, which loom needs: see the module's note).
+            assert!(polling.start(3, true));
+            let runs = Arc::new(AtomicU32::new(0));
+            let slot = {
+                let (generation, polling, runs) =
+                    (Arc::clone(&generation), polling.clone(), Arc::clone(&runs));
+                thread::spawn(move || {
+                    if generation.load(Ordering::SeqCst) != 0 {
+                        return false;
+                    }
+                    let ran = polling.start(7, true);
+                    if ran {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ran
+                })
+            };
+            let take_over = {
+                let (generation, polling, runs) =
+                    (Arc::clone(&generation), polling.clone(), Arc::clone(&runs));
+                thread::spawn(move || {
+                    generation.store(1, Ordering::SeqCst);
+                    let started = polling.settle(7);
+                    if !started {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    started
+                })
+            };
+            let ran = slot.join().unwrap();
+            let started = take_over.join().unwrap();
+            assert_eq!(
+                runs.load(Ordering::Relaxed),
+                1,
+                "a job run {} times at the exit (the slot ran it: {ran}; the take-over saw \
+                 it started and cut it: {started})",
+                runs.load(Ordering::Relaxed)
+            );
+        });
     }
 }

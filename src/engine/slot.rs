@@ -703,10 +703,11 @@ impl<J: Job> Slot<J> {
                     // The exit take-over runs a job whose slot never started it once more
                     // (its copy): in a pool without re-runs, it must not have started here.
                     let fenced = !this.engine.reruns();
-                    this.polling.start(id, fenced);
-                    if fenced && this.is_stale() {
-                        // Taken over since this poll began: the job is the take-over's (run
-                        // once more if it did not see this start, cut if it did).
+                    if !this.polling.start(id, fenced) {
+                        // Taken over since this poll began, and the take-over found the job
+                        // not started: it is the take-over's, which runs it once at the
+                        // exit. (A start made first runs here: the take-over cuts it as
+                        // one interrupted, RELIABILITY.md, 346.)
                         this.done = true;
                         drop(q);
                         return Poll::Ready(());
