@@ -515,7 +515,9 @@ impl<J: Job> Engine<J> {
             // Interrupted runs go back to the front of the queue, oldest first (or, without
             // re-runs, are cancelled and counted as lost); jobs a slot took and never
             // started go back too, in every pool (they run once).
-            let mut interrupted: Vec<(u64, J, Meta, bool, Polling)> = Vec::new();
+            // With `Some(started)` when the job is queued again (first if it started),
+            // `None` when it is cut.
+            let mut interrupted: Vec<(u64, J, Meta, Option<bool>, Polling)> = Vec::new();
             let entries: Vec<SlotEntry<J>> = st.slots.drain().collect();
             // A `cancel_all` or shutdown deadline that covered a job a slot holds decided
             // its end, as at a runtime's end (RELIABILITY.md, 332, 334): the first covering
@@ -580,18 +582,19 @@ impl<J: Job> Engine<J> {
                                 limits.unstarted(at);
                             }
                         }
-                        interrupted.push((s.job, copy, s.meta, self.rerun || unstarted, s.polling));
+                        let again = (self.rerun || unstarted).then_some(!unstarted);
+                        interrupted.push((s.job, copy, s.meta, again, s.polling));
                     }
                 }
             }
             interrupted.sort_by_key(|(id, ..)| std::cmp::Reverse(*id));
-            for (id, job, meta, requeue, polling) in interrupted {
-                if requeue {
+            for (id, job, meta, again, polling) in interrupted {
+                if let Some(started) = again {
                     // With its flow-control settings: the limits count it again when it
                     // starts (their running counts are reset below). Its run's span, if
                     // kept, closes after the lock (its re-run has one of its own).
                     seen.dropped.extend(polling.take_obs(id));
-                    Self::requeue_first(&mut st, id, job, meta);
+                    Self::requeue(&mut st, id, job, meta, started);
                 } else {
                     report.cut += 1;
                     self.end_seen(
@@ -671,7 +674,7 @@ impl<J: Job> Engine<J> {
                     self.end_seen(&mut st, job, id, reason, &polling, &mut seen);
                 } else if done {
                     seen.dropped.extend(polling.take_obs(id));
-                    Self::requeue_first(&mut st, id, job, meta);
+                    Self::requeue(&mut st, id, job, meta, true);
                 } else if let Some(reason) = covered {
                     self.end_seen(&mut st, job, id, reason, &polling, &mut seen);
                 } else {

@@ -78,7 +78,8 @@ impl<T: Ordered> Queue<T> {
     }
 
     /// Puts back an item that left the queue and did not start (a job handed to a slot of
-    /// its own runtime that found the rate window full): at its place by seq among the
+    /// its own runtime that found the rate window full, or whose slot was dropped with its
+    /// runtime or taken over at the exit before it started it): at its place by seq among the
     /// items of its priority, before the first later one, so that several put back keep
     /// their order. In a ring it may go ahead of an item pushed to the front with a later
     /// seq (an interrupted re-run): only their order changes (in a sorted queue such items

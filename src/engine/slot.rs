@@ -897,9 +897,11 @@ impl<J: Job> Drop for Slot<J> {
                     later.stamps.push(q.stamp);
                 } else if rehome && q.job.aborted().is_none() {
                     // Its flow-control settings moved to the entry when it left the queue.
+                    // Back to its place (its priority, then its submit order): it never
+                    // started, as one put back for the rate window.
                     let meta = entry.map(|e| e.meta).unwrap_or_default();
                     later.wake.extend(engine.stranded_waker(&q.job));
-                    st.queue.push_front(Queued { rt: ANY, meta, ..q });
+                    st.queue.put_back(Queued { rt: ANY, meta, ..q });
                 } else {
                     // Lost, or aborted (then counted so: `drop_unrun` reads the abort).
                     engine.lose(&mut st, q.job, q.id, &mut later);
@@ -922,7 +924,7 @@ impl<J: Job> Drop for Slot<J> {
                     // A re-runnable job interrupted mid-run: queued again, first, with its
                     // flow-control settings (its key, weight and priority still apply).
                     later.wake.extend(engine.stranded_waker(&copy));
-                    Engine::requeue_first(&mut st, id, copy, meta);
+                    Engine::requeue(&mut st, id, copy, meta, true);
                 }
                 true
             } else if claimer {

@@ -603,10 +603,12 @@ impl<J: Job> Engine<J> {
         true
     }
 
-    /// Under the lock: an interrupted run of job `id` queued again, first, for any runtime,
-    /// with its flow-control settings (its span starts without a parent: the subscriber
-    /// is not asked for one under the lock).
-    pub(super) fn requeue_first(st: &mut State<J>, id: u64, job: J, meta: Meta) {
+    /// Under the lock: job `id` queued again for any runtime, with its flow-control
+    /// settings (its span starts without a parent: the subscriber is not asked for one
+    /// under the lock). An interrupted run (`started`) goes first; a job taken and never
+    /// started goes back to its place (its priority, then its submit order), as one put
+    /// back does.
+    pub(super) fn requeue(st: &mut State<J>, id: u64, job: J, meta: Meta, started: bool) {
         // Its run is over: waits it counted no longer make it a waiting job, also those
         // left to handles it handed out of the run (which end them only when their task
         // ends or they are dropped), as `run_ended` does. Else the queued job would count
@@ -616,14 +618,19 @@ impl<J: Job> Engine<J> {
         if let Some(limits) = &mut st.limits {
             limits.rerun_queued();
         }
-        st.queue.push_front(Queued {
+        let again = Queued {
             job,
             id,
             rt: ANY,
             plain: false,
             meta,
             stamp: Stamp::requeued(),
-        });
+        };
+        if started {
+            st.queue.push_front(again);
+        } else {
+            st.queue.put_back(again);
+        }
     }
 
     /// Under the lock: a slot is taken.
