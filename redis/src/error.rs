@@ -51,9 +51,16 @@ impl Error {
     /// Redis closes the connection of each call; either way the job's entry stays
     /// pending until it is reclaimed after the lease, the job runs again, and the worker
     /// reports an "acknowledgement given up" error, not retryable); producers decide.
+    ///
+    /// A failed authentication (a wrong password or user in the URL) is not retryable:
+    /// it is a usage error, although the redis crate would reconnect for it. (A running
+    /// worker whose reconnection meets it, its password changed meanwhile, still retries,
+    /// so that it goes on once the password is put right.)
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Redis(e) => is_transient(e),
+            Error::Redis(e) => {
+                is_transient(e) && e.kind() != redis::ErrorKind::AuthenticationFailed
+            }
             _ => false,
         }
     }

@@ -195,7 +195,9 @@ pub struct DeadLetter {
     pub job: JobId,
     /// The task name as submitted (may be empty or unknown to the workers).
     pub task: String,
-    /// The JSON payload as submitted (lossy UTF-8 if it was not text).
+    /// The JSON payload as submitted (lossy UTF-8 if it was not text, cut, and marked
+    /// "... (cut)", where that made it longer than the entry's payload and 64 KB: so that
+    /// the dead letter fits in what the server took).
     pub payload: String,
     /// How many times a handler ran it.
     pub attempts: u64,

@@ -735,10 +735,19 @@ impl Inner {
             Ok(job) => job,
             Err(reason) => {
                 self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                // Lossy UTF-8 can be three times the entry's bytes (U+FFFD for each bad
+                // byte): past the server's argument limit, the dead letter would never be
+                // written, and the entry would come back after every lease. Cut to the
+                // entry's own length (which the server took in one argument), or 64 KB.
                 let text = |f: &str| {
                     entry
                         .field(f)
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .map(|b| {
+                            cut(
+                                String::from_utf8_lossy(b).into_owned(),
+                                b.len().max(MAX_REASON),
+                            )
+                        })
                         .unwrap_or_default()
                 };
                 let f = [
@@ -749,7 +758,8 @@ impl Inner {
                     text("p"),
                     "0".to_owned(),
                     "0".to_owned(),
-                    format!("malformed entry: {reason}"),
+                    // The reason quotes a field (escaped): bounded as a handler's error.
+                    cut(format!("malformed entry: {reason}"), MAX_REASON),
                 ];
                 send(f, slot);
                 return;
@@ -769,7 +779,8 @@ impl Inner {
         }
         let Some(handler) = self.tasks.get(&job.task) else {
             self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            let reason = format!("unknown task {:?}", job.task);
+            // The task name is whatever the entry says (escaped here): bounded.
+            let reason = cut(format!("unknown task {:?}", job.task), MAX_REASON);
             send(self.record("D", &job, runs_before, reason), slot);
             return;
         };
@@ -967,18 +978,11 @@ impl Inner {
             .is_some_and(|u| !u.given_up)
     }
 
-    fn failure(&self, job: &Job, runs: u64, mut msg: String) -> [String; FINISH_ARITY] {
+    fn failure(&self, job: &Job, runs: u64, msg: String) -> [String; FINISH_ARITY] {
         self.failed.fetch_add(1, Ordering::Relaxed);
         // The error goes into the dead letter's reason, one argument of the script: cut
         // to a length any server takes (its `proto-max-bulk-len` is at least 1 MB).
-        if msg.len() > MAX_REASON {
-            let mut end = MAX_REASON;
-            while !msg.is_char_boundary(end) {
-                end -= 1;
-            }
-            msg.truncate(end);
-            msg.push_str("... (cut)");
-        }
+        let msg = cut(msg, MAX_REASON);
         if runs >= self.max_deliveries {
             self.dead_lettered.fetch_add(1, Ordering::Relaxed);
             let reason = format!("failed {runs} times; last error: {msg}");
@@ -996,6 +1000,19 @@ impl Inner {
             _ = rx.wait_for(|s| *s != Stop::Run) => {}
         }
     }
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked "... (cut)".
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("... (cut)");
+    }
+    s
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -2015,6 +2032,13 @@ impl WorkerBuilder {
     /// ones whose record waits to be written, until it is written or given up), so only
     /// the entries of dead (or partitioned) workers, and those whose record Redis refused,
     /// are reclaimed. Default: 30 s.
+    ///
+    /// Give every worker of a queue the same lease. Each renews by its own lease and
+    /// reclaims by its own: a worker with a lease shorter than another's lease/3 takes
+    /// over that worker's running jobs (they run twice, at least once as promised, and
+    /// only the later run's outcome is recorded). To shorten the lease of a running
+    /// fleet, stop the old workers before starting the new ones, or lower it in steps
+    /// (each new lease above the old lease/3).
     ///
     /// Any longer duration is accepted (`Duration::MAX`: entries are in practice never
     /// reclaimed); Redis takes the reclaim's min-idle time in milliseconds up to 2^62

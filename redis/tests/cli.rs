@@ -19,27 +19,7 @@ async fn stats_dead_and_requeue() {
         queue.submit("t", &n).await.unwrap();
     }
     // A dead letter as a worker writes it.
-    let _: String = redis::cmd("XADD")
-        .arg(dead_key("cli"))
-        .arg("*")
-        .arg(&[
-            "j",
-            "1-1",
-            "t",
-            "t",
-            "p",
-            "42",
-            "a",
-            "5",
-            "r",
-            "0",
-            "reason",
-            "smtp down",
-            "at",
-            "1",
-        ])
-        .query(&mut server.conn())
-        .unwrap();
+    add_dead_letter(&mut server.conn(), "cli", "1-1", "42");
 
     let (ok, out, _) = cli(&url, &["cli", "stats"]);
     assert!(ok);

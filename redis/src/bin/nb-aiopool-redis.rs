@@ -6,6 +6,8 @@
 //! nb-aiopool-redis emails requeue <dead-letter-id>... | --all
 //! ```
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -67,18 +69,40 @@ enum Command {
     },
 }
 
-fn print_stats(s: &QueueStats, rates: Option<(f64, f64)>) {
-    print!(
+/// Writes `text` to stdout. A reader that went away (`| head`, a pager the operator
+/// quit: a broken pipe) is not an error: `Ok(false)`, and the caller stops printing
+/// (what it was asked to do is done). Any other write error is one line, as the others.
+/// (`println!` would panic there: status 101 and a panic message.)
+fn say(text: &str) -> Result<bool, String> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(format!("cannot write to stdout: {e}")),
+    }
+}
+
+fn print_stats(s: &QueueStats, rates: Option<(f64, f64)>) -> Result<bool, String> {
+    let mut text = format!(
         "waiting {}  in_flight {}  delayed {}  dead {}  submitted {}  completed {}",
         s.waiting, s.in_flight, s.delayed, s.dead, s.submitted, s.completed
     );
     if let Some((sub, done)) = rates {
-        print!("  rate: {sub:.0} submitted/s {done:.0} completed/s");
+        let _ = write!(text, "  rate: {sub:.0} submitted/s {done:.0} completed/s");
     }
-    println!();
+    text.push('\n');
     for (consumer, n) in &s.consumers {
-        println!("  {}: {n} in flight", shown(consumer));
+        let _ = writeln!(text, "  {}: {n} in flight", shown(consumer));
     }
+    say(&text)
+}
+
+/// An error's text on one line: a multi-line message (the redis crate's parse errors,
+/// for a URL that points at something that is not Redis) joined with "; ", and control
+/// characters escaped (error text may quote what the server sent).
+fn one_line(e: &str) -> String {
+    let joined: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    shown(&joined.join("; "))
 }
 
 /// `s` with its control characters (and the invisible ones that reorder text) escaped
@@ -127,6 +151,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         // dead_letters(0) lists none: "no dead letters" would not be true.
         return Err("--count must be at least 1".into());
     }
+    if let Command::Requeue { ids, all: false } = &cli.command {
+        if ids.is_empty() {
+            return Err("give dead-letter ids or --all".into());
+        }
+    }
     // No command creates the stream and group of a queue that does not exist (a
     // misspelled name): `stats` and `dead` only read, and `requeue` writes only a dead
     // letter that exists (workers create the group from id 0, so the job is delivered).
@@ -148,7 +177,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Stats { iterations, .. } => {
             let mut prev = queue.stats().await.map_err(|e| e.to_string())?;
-            print_stats(&prev, None);
+            if !print_stats(&prev, None)? {
+                return Ok(());
+            }
             let Some(every) = every else { return Ok(()) };
             let mut t = Instant::now();
             let mut left = iterations.map(|n| n.saturating_sub(1));
@@ -159,7 +190,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 t = Instant::now();
                 let sub = s.submitted.saturating_sub(prev.submitted) as f64 / dt;
                 let done = s.completed.saturating_sub(prev.completed) as f64 / dt;
-                print_stats(&s, Some((sub, done)));
+                if !print_stats(&s, Some((sub, done)))? {
+                    return Ok(());
+                }
                 prev = s;
                 left = left.map(|n| n - 1);
             }
@@ -167,11 +200,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Dead { count } => {
             let dead = queue.dead_letters(count).await.map_err(|e| e.to_string())?;
             if dead.is_empty() {
-                println!("no dead letters");
+                say("no dead letters\n")?;
             }
             for d in dead {
-                println!(
-                    "{}  job {}  task {:?}  attempts {}  at {} ms\n  reason: {}\n  payload: {}",
+                let letter = format!(
+                    "{}  job {}  task {:?}  attempts {}  at {} ms\n  reason: {}\n  payload: {}\n",
                     d.id,
                     shown(&d.job),
                     d.task,
@@ -180,14 +213,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                     shown(&d.reason),
                     shown(&d.payload)
                 );
+                if !say(&letter)? {
+                    break;
+                }
             }
         }
         Command::Requeue { ids, all } => {
             if all {
                 let n = queue.requeue_all().await.map_err(|e| e.to_string())?;
-                println!("requeued {n}");
-            } else if ids.is_empty() {
-                return Err("give dead-letter ids or --all".into());
+                say(&format!("requeued {n}\n"))?;
             } else {
                 // Every good id is requeued; the bad ones (not found, or not a full stream
                 // id) are named in one error line at the end. A Redis error stops here,
@@ -195,9 +229,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let mut missing = Vec::new();
                 let mut malformed = Vec::new();
                 let mut bad = Vec::new();
+                let mut unwritten = None;
                 for id in &ids {
                     match queue.requeue(id).await {
-                        Ok(Some(new)) => println!("{id} -> {new}"),
+                        // Requeued: the ids after it are requeued too, whether or not
+                        // anyone still reads what is printed.
+                        Ok(Some(new)) => {
+                            if let Err(e) = say(&format!("{id} -> {new}\n")) {
+                                unwritten.get_or_insert(e);
+                            }
+                        }
                         Ok(None) => missing.push(id.as_str()),
                         Err(Error::Config(_)) => malformed.push(id.as_str()),
                         Err(e) => {
@@ -206,6 +247,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         }
                     }
                 }
+                bad.extend(unwritten);
                 if !missing.is_empty() {
                     bad.push(format!("no such dead letter: {}", missing.join(", ")));
                 }
@@ -239,7 +281,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

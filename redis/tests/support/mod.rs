@@ -188,6 +188,32 @@ pub fn stream_key(q: &str) -> String {
 pub fn dead_key(q: &str) -> String {
     format!("nbq:{{{q}}}:dead")
 }
+/// Writes a dead letter of queue `q` as a worker writes it: job `job`, task "t", JSON
+/// payload `payload`, 5 attempts, reason "smtp down".
+pub fn add_dead_letter(c: &mut redis::Connection, q: &str, job: &str, payload: &str) {
+    let _: String = redis::cmd("XADD")
+        .arg(dead_key(q))
+        .arg("*")
+        .arg(&[
+            "j",
+            job,
+            "t",
+            "t",
+            "p",
+            payload,
+            "a",
+            "5",
+            "r",
+            "0",
+            "reason",
+            "smtp down",
+            "at",
+            "1",
+        ])
+        .query(c)
+        .unwrap();
+}
+
 pub fn delayed_key(q: &str) -> String {
     format!("nbq:{{{q}}}:delayed")
 }
