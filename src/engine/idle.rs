@@ -70,6 +70,11 @@ impl<J: Job> Engine<J> {
         if st.closed || st.idle.len() >= IDLE_MAX || !st.runtimes.is_alive(rt) {
             return None;
         }
+        // An elastic pool keeps no more idle slot tasks than idle workers (see
+        // `trim_idle`): a slot whose worker a shrink retired while it ran exits.
+        if st.elastic.is_some() && st.idle.len() >= st.limit.saturating_sub(st.running) {
+            return None;
+        }
         let key = st.slots.insert(SlotEntry::jobless(polling));
         st.idle.push(Idle {
             key,

@@ -613,8 +613,17 @@ impl<J: Job> Engine<J> {
             st.runtimes.forget_claimers();
             // Idle slot tasks of the old generation exit when polled; none is reused.
             st.idle.clear();
-            st.elastic = None;
-            st.limit = st.max_concurrency;
+            // Elastic workers start again from `min_workers` (or the size, if a shrink
+            // went below it), idle from now: the exit's jobs grow them as a submit does,
+            // and they retire when idle, so the counts come back once the exit's run is
+            // over.
+            match st.elastic.take() {
+                Some(el) => {
+                    st.limit = el.config.min_workers.min(st.max_concurrency);
+                    st.elastic = Some(super::elastic::Elastic::new(el.config, st.limit));
+                }
+                None => st.limit = st.max_concurrency,
+            }
             st.rate_timers.clear();
             if let Some(limits) = &mut st.limits {
                 limits.reset_running();

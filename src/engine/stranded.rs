@@ -82,6 +82,10 @@ impl<J: Job> Engine<J> {
         // Counted before the wakers are fired (after the lock): a handle woken reads it.
         unqueue::stranded(self.id(), now);
         if now {
+            // Reserved jobs wait for claimers that no live runtime will run: their slots
+            // are given back, so that they count as queued (not running, their workers
+            // idle) until a runtime is offered, which reserves again (`fill`).
+            Self::clamp_reserved_to(st, 0, later);
             st.queue
                 .for_each_mut(|q| later.wake.extend(q.job.handle_waker()));
             // A submit waiting for room looks again: with no live runtime to offer, none
