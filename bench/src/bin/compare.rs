@@ -12,6 +12,11 @@
 //!
 //! With the `mimalloc` feature this binary (the application, never the library) makes
 //! mimalloc its global allocator, so every variant and the Rust side of every child uses it.
+//!
+//! With `obs-tracing` / `obs-metrics` the pools are built with the library's `tracing` /
+//! `metrics` features, and `--observe=registry|fmt` installs a subscriber and a recorder
+//! before the run (see `Args::observe`): what the features cost per task, counted with
+//! `bench/instructions.sh` (`… 100000 --current-thread --observe=registry -- BIN`).
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "mimalloc")]
@@ -31,7 +36,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use nb_aiopool_bench::{
     measure, run_variant, Params, Payloads, Workload, FLOW_VARIANTS, PROBE_VARIANTS,
     SMART_VARIANTS, SURFACE_VARIANTS, TOKIO_PATTERNS, VARIANTS,
@@ -94,9 +99,71 @@ struct Args {
     /// busy over half a second); 0 disables the wait.
     #[arg(long, default_value_t = 120)]
     quiet_wait: u64,
+    /// Before the run, install an observer for each observability feature this binary was
+    /// built with (`obs-tracing`, `obs-metrics`): for `tracing`, `registry` installs
+    /// tracing-subscriber's `Registry` with no layer (it keeps every span), `fmt` its `fmt`
+    /// layer over it writing to `io::sink` (the usual `fmt().init()`, INFO and up); for
+    /// `metrics`, either installs metrics-util's `DebuggingRecorder`. `none`: the features
+    /// (if built) are on and nothing is installed.
+    #[arg(long, value_enum, default_value_t = Observe::None)]
+    observe: Observe,
     /// Internal: run one variant in this process and print its RESULT line.
     #[arg(long, hide = true)]
     child: Option<String>,
+}
+
+/// What `--observe` installs before the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Observe {
+    None,
+    Registry,
+    Fmt,
+}
+
+/// The features' observers, installed before the pool is built (a pool registers its
+/// metrics handles with the recorder in place at its build). Returns the recorder's
+/// snapshotter, to check after the run that it saw every task.
+fn install_observers(observe: Observe) -> Option<Box<dyn Fn() -> u64>> {
+    if observe == Observe::None {
+        return None;
+    }
+    if !cfg!(any(feature = "obs-tracing", feature = "obs-metrics")) {
+        panic!("--observe needs a build with the obs-tracing or obs-metrics feature");
+    }
+    #[cfg(feature = "obs-tracing")]
+    {
+        use tracing_subscriber::util::SubscriberInitExt;
+        match observe {
+            Observe::Registry => tracing_subscriber::registry().init(),
+            Observe::Fmt => tracing_subscriber::fmt()
+                .with_writer(std::io::sink)
+                .finish()
+                .init(),
+            Observe::None => unreachable!(),
+        }
+    }
+    #[cfg(feature = "obs-metrics")]
+    let completed: Option<Box<dyn Fn() -> u64>> = {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("install the metrics recorder");
+        Some(Box::new(move || {
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter(|(key, ..)| key.key().name() == "nb_aiopool_tasks_completed")
+                .map(|(.., value)| match value {
+                    DebugValue::Counter(n) => n,
+                    _ => 0,
+                })
+                .sum()
+        }))
+    };
+    #[cfg(not(feature = "obs-metrics"))]
+    let completed = None;
+    completed
 }
 
 impl Args {
@@ -133,6 +200,15 @@ impl Args {
         if self.spawned_producer {
             a.push("--spawned-producer".into());
         }
+        if self.observe != Observe::None {
+            a.push(format!(
+                "--observe={}",
+                self.observe
+                    .to_possible_value()
+                    .expect("a value")
+                    .get_name()
+            ));
+        }
         a
     }
 }
@@ -155,6 +231,7 @@ fn child(args: &Args, variant: &str) {
         workload: args.workload,
         payloads: Payloads::new(args.payload_bytes),
     };
+    let recorded = install_observers(args.observe);
     let rt = if args.current_thread {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -199,6 +276,14 @@ fn child(args: &Args, variant: &str) {
         "{variant}: {completed} of {} jobs completed",
         args.tasks
     );
+    if let Some(recorded) = recorded {
+        let counted = recorded();
+        assert_eq!(
+            counted, args.tasks,
+            "{variant}: the recorder counted {counted} of {} completions",
+            args.tasks
+        );
+    }
     println!(
         "RESULT variant={variant} workload={} tasks={} concurrency={} queue={} runtime={} \
          wall_s={wall:.4} tasks_per_s={:.0} cpu_s={cpu:.4} cpu_ticks_s={cpu_ticks:.2} cpu_us_per_task={:.4} \
