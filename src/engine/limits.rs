@@ -93,6 +93,7 @@ impl Limits {
                 count: count as usize,
                 per,
                 starts: VecDeque::new(),
+                only_counted: 0,
             }),
         }
     }
@@ -199,10 +200,7 @@ impl Limits {
     pub(crate) fn rate_never_starts(&self, queued: usize, reserved: usize) -> usize {
         match &self.rate {
             Some(r) if r.never_reopens() => {
-                let left = r
-                    .count
-                    .saturating_sub(r.starts.len())
-                    .saturating_sub(reserved);
+                let left = r.count.saturating_sub(r.len()).saturating_sub(reserved);
                 queued.saturating_sub(left)
             }
             _ => 0,
@@ -214,7 +212,7 @@ impl Limits {
         match &mut self.rate {
             Some(r) => {
                 r.expire(now);
-                r.count - r.starts.len()
+                r.count - r.len()
             }
             None => usize::MAX,
         }
@@ -249,7 +247,9 @@ impl Limits {
     /// takes the newest, which may be this one): another is given back in its place.
     pub(crate) fn unstarted(&mut self, at: Instant) {
         if let Some(r) = &mut self.rate {
-            if let Some(pos) = r.starts.iter().rposition(|&t| t == at) {
+            if r.forget_only_counted() {
+                // Only counted (a window that never reopens): any one of them will do.
+            } else if let Some(pos) = r.starts.iter().rposition(|&t| t == at) {
                 r.starts.remove(pos);
             } else if r.never_reopens() {
                 r.starts.pop_back();
@@ -277,11 +277,12 @@ impl Limits {
         let Some(r) = self.rate.as_mut().filter(|r| !r.never_reopens()) else {
             return Some(at);
         };
+        // A window that reopens: every start is kept (none only counted).
         if let Some(pos) = r.starts.iter().rposition(|&t| t == at) {
             r.starts.remove(pos);
         }
         r.expire(now);
-        if r.starts.len() >= r.count {
+        if r.len() >= r.count {
             return None;
         }
         Some(r.push(now))
@@ -321,7 +322,7 @@ impl Limits {
     /// finite window counts the re-run again, as before.
     pub(crate) fn rerun_queued(&mut self) {
         if let Some(r) = &mut self.rate {
-            if r.never_reopens() {
+            if r.never_reopens() && !r.forget_only_counted() {
                 r.starts.pop_back();
             }
         }
@@ -337,13 +338,35 @@ impl Limits {
 /// At most `count` starts in any window of `per`: the start times of the last `count`
 /// starts. A burst of `count` may start at once; then the next waits until the oldest of
 /// them is `per` old.
+///
+/// In a window that never reopens (`Duration::MAX`), where starts are told apart by count
+/// only, the first start is kept and the later ones are only counted (`only_counted`):
+/// kept, they took 16 bytes per task for as long as the pool lived, up to `count` (4
+/// billion for `u32::MAX`), so that a pool's memory grew with the number of its jobs.
 struct RateWindow {
     count: usize,
     per: Duration,
     starts: VecDeque<Instant>,
+    /// Starts made after those in `starts` in a window that never reopens, counted and
+    /// not kept (their times are never read there); 0 otherwise. Non-zero only while
+    /// `starts` holds one at least.
+    only_counted: usize,
 }
 
 impl RateWindow {
+    /// How many starts the window holds.
+    fn len(&self) -> usize {
+        self.starts.len() + self.only_counted
+    }
+
+    /// Forgets one of the starts only counted, if there is one (the newest: in a window
+    /// that never reopens, any start stands for any other).
+    fn forget_only_counted(&mut self) -> bool {
+        let any = self.only_counted > 0;
+        self.only_counted -= usize::from(any);
+        any
+    }
+
     /// Whether a start never leaves the window: `per` too long to add to a time (such as
     /// `Duration::MAX`: "at most `count` starts, ever"). Its starts are then told apart
     /// by count only.
@@ -368,6 +391,8 @@ impl RateWindow {
             // A start of a window too long to add to a time never leaves it (not even
             // once a paused clock has passed `later_by`'s ~30 years).
             match t.checked_add(self.per) {
+                // Never in a window that never reopens (no end), the only one with
+                // starts only counted.
                 Some(end) if end <= now => {
                     self.starts.pop_front();
                 }
@@ -380,7 +405,11 @@ impl RateWindow {
     /// returns the time recorded.
     fn push(&mut self, now: Instant) -> Instant {
         let at = self.starts.back().map_or(now, |&newest| newest.max(now));
-        self.starts.push_back(at);
+        if !self.starts.is_empty() && self.never_reopens() {
+            self.only_counted += 1;
+        } else {
+            self.starts.push_back(at);
+        }
         at
     }
 
@@ -411,7 +440,7 @@ impl RateWindow {
 
     fn ready_at(&mut self, now: Instant) -> Option<Instant> {
         self.expire(now);
-        if self.starts.len() < self.count {
+        if self.len() < self.count {
             None
         } else {
             self.starts.front().map(|&t| self.leaves_at(t))
@@ -549,6 +578,56 @@ mod tests {
         l.rerun_queued();
         l.unstarted(x);
         assert_eq!(l.rate_tokens(ms(2)), 3, "both starts given back");
+    }
+
+    /// A window that never reopens keeps its first start and only counts the later ones:
+    /// a pool with `rate_limit(u32::MAX, Duration::MAX)` kept 16 bytes per task it ever
+    /// started (`review_newsurface::a_window_that_never_ends_keeps_no_record_per_start`).
+    /// The count is what it was: starts given back (`unstarted`, `rerun_queued`) are
+    /// taken off it, and the window fills at `count`.
+    #[test]
+    fn a_window_that_never_reopens_counts_its_starts_without_keeping_them() {
+        let m = Meta::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut l = Limits::new(LimitsConfig {
+            rate: Some((1000, Duration::MAX)),
+            ..Default::default()
+        });
+        let mut last = t0;
+        for i in 0..1000 {
+            last = l.started(&m, ms(i), true).unwrap();
+        }
+        let r = l.rate.as_ref().unwrap();
+        assert_eq!(
+            (r.starts.len(), r.len()),
+            (1, 1000),
+            "one start kept, 1000 counted"
+        );
+        assert_eq!(l.rate_tokens(ms(2000)), 0, "full");
+        assert!(l.rate_ready_at(ms(2000)).is_some(), "full: a start waits");
+        l.unstarted(last);
+        l.rerun_queued();
+        assert_eq!(l.rate_tokens(ms(2000)), 2, "two starts given back");
+        assert_eq!(
+            l.rate_never_starts(5, 1),
+            4,
+            "of 5 queued and 1 reserved, one may start"
+        );
+        for i in 0..2 {
+            l.started(&m, ms(3000 + i), true).unwrap();
+        }
+        assert_eq!(l.rate_tokens(ms(4000)), 0, "full again");
+        // A finite window keeps every start, as before.
+        let mut l = Limits::new(LimitsConfig {
+            rate: Some((3, Duration::from_millis(10))),
+            ..Default::default()
+        });
+        for i in 0..3 {
+            l.started(&m, ms(i), true).unwrap();
+        }
+        assert_eq!(l.rate.as_ref().unwrap().starts.len(), 3);
+        assert_eq!(l.rate_tokens(ms(10)), 1, "the first start left the window");
     }
 
     /// A start charged on a clock ahead (a paused runtime's, run ahead) is taken again by

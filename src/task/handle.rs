@@ -114,8 +114,10 @@ use crate::error::{CancelReason, TaskError};
 /// when the pool runs out of work, or about 2 ms after; and in any case before a
 /// `wait()` or `shutdown()` of the pool returns. Never in a `try_submit` or
 /// `blocking_submit`, never inside a job's poll, and never under the pool's lock. A
-/// result whose `Drop` panics is dropped quietly (the panic hook shows the panic); the
-/// submit or the slot it ran in goes on.
+/// result whose `Drop` panics is dropped quietly (the panic hook shows the panic),
+/// wherever it is dropped, by the handle too (as a tokio `JoinHandle` drops its task's
+/// output): the submit, the slot it ran in, or the code that dropped or detached the
+/// handle goes on.
 ///
 /// # Examples
 ///
@@ -284,7 +286,15 @@ impl<T> TaskHandle<T> {
     /// Await the handle there instead. Plain threads and `spawn_blocking` threads may call
     /// it. The check is not made while the thread unwinds from a panic (in a `Drop` that
     /// the unwinding runs), where a second panic would abort the process: called there, it
-    /// blocks as on a plain thread, and can deadlock.
+    /// blocks as on a plain thread, and can deadlock. Nor can it be made in a `Drop` that a
+    /// current-thread runtime's shutdown runs (tokio allows blocking there): waiting there
+    /// for a task that runs on that runtime, it may wait for ever, as `blocking_submit`
+    /// waits for room there. The task's end comes only when the same shutdown drops it,
+    /// and the shutdown is held up by this `Drop`: whether the wait returns
+    /// (`RuntimeShutdown`) depends on the order in which the shutdown drops its tasks,
+    /// and a [`SmartAioPool`](crate::SmartAioPool) task, run again elsewhere only once its
+    /// run there is dropped, never ends while it waits. Do not wait for a task in such a
+    /// `Drop`: abort it, or hand the handle to another thread.
     ///
     /// # Examples
     ///

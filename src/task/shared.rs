@@ -383,7 +383,13 @@ impl<T> Shared<T> {
             }
         }
         // Dropped last (user code, which may panic): the wait is ended whatever they do.
-        drop((result, waker));
+        // Quietly (the panic hook shows the panic), as the pool drops the result of a task
+        // that ends after its handle went, and as tokio's `JoinHandle` drops a stored
+        // output: whether the task ended before the handle was dropped is a race, and a
+        // `submit(..).await?.detach()` must not panic only when the task won it.
+        if result.is_some() || waker.is_some() {
+            crate::unwind::quietly(move || drop((result, waker)));
+        }
     }
 
     /// The counted wait, if one is still set.
