@@ -542,6 +542,13 @@ impl Running {
     #[cfg(feature = "tracing")]
     #[inline(always)]
     pub(crate) fn enter(&self) -> InSpan<'_> {
+        // `Span::none()` (no subscriber, or a task never started): nothing to enter, and no
+        // `catch_unwind` to pay for (71 instructions a task with no subscriber, with
+        // `close` below; BENCHMARKS.md). A span disabled by the subscriber is still
+        // entered: with tracing's `log` feature, entering it may log.
+        if self.span.is_none() {
+            return InSpan(None);
+        }
         InSpan(quietly(
             || Some(self.span.enter()),
             || {
@@ -585,6 +592,10 @@ impl Drop for InSpan<'_> {
 /// Drops a span (a panic in the subscriber's `try_close` is caught).
 #[cfg(feature = "tracing")]
 fn close(span: &mut tracing::Span) {
+    // Nothing to close (see `Running::enter`).
+    if span.is_none() {
+        return;
+    }
     let span = std::mem::replace(span, tracing::Span::none());
     quietly(|| drop(span), || ());
 }

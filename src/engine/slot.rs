@@ -565,7 +565,10 @@ impl<J: Job> Slot<J> {
         } else {
             #[cfg(any(feature = "tracing", feature = "metrics"))]
             {
-                let _span = obs.enter();
+                // A completion records no event, only its run-time sample: the span is
+                // entered only for the events of the other ends (166 instructions a task
+                // with a subscriber; BENCHMARKS.md).
+                let _span = (outcome != Outcome::Completed).then(|| obs.enter());
                 engine.observer().ended(obs, outcome, error);
             }
         }
