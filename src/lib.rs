@@ -285,7 +285,9 @@
 //! - **`tracing`**: every task runs inside a span named `task` (target `nb_aiopool`, level
 //!   INFO) with the fields `pool` (the builder's `name`) and `task_id` (its [`TaskId`]),
 //!   a child of the span current where it was submitted (a [`SmartAioPool`] run started
-//!   again after its runtime ended has a span without a parent). The span is entered whenever the
+//!   again after its runtime ended has a span without a parent, and so has the run of a
+//!   task that the process exit runs after a slot had taken it and never started it: the
+//!   slot, frozen on its runtime, keeps the task's submit-time stamp). The span is entered whenever the
 //!   task is polled (and while a [`SmartAioPool`] recipe builds its future), so the task's
 //!   own events carry both fields. Events, target `nb_aiopool`:
 //!   `submit rejected` (DEBUG; `pool`, `reason`: `full` for a `try_submit` of a full pool,
@@ -303,7 +305,8 @@
 //!   `running`; pools sharing a name add up, as their counters do: each moves the gauges
 //!   by its own changes); histograms `nb_aiopool_queue_wait_seconds` (accepted to
 //!   started; a SmartAioPool re-run records one more sample, from its return to the
-//!   queue) and `nb_aiopool_run_time_seconds` (started to ended; a SmartAioPool run cut
+//!   queue, and a task the exit runs after a slot had taken it and never started it
+//!   records its one sample from the exit's take-over) and `nb_aiopool_run_time_seconds` (started to ended; a SmartAioPool run cut
 //!   off by its runtime's end, to run again, records none), in seconds. A pool registers
 //!   its metrics when it is built, and describes them (with their units) to the
 //!   recorder: install the recorder before building pools. The counters and gauges are

@@ -1002,15 +1002,17 @@ impl Inner {
     }
 }
 
-/// `s` cut to at most `max` bytes (at a character boundary), marked "... (cut)".
+/// `s` cut to at most `max` bytes (at a character boundary), marked "... (cut)", the mark
+/// included: a lossy field cut to its entry's own length fits where the entry did.
 fn cut(mut s: String, max: usize) -> String {
+    const MARK: &str = "... (cut)";
     if s.len() > max {
-        let mut end = max;
+        let mut end = max.saturating_sub(MARK.len());
         while !s.is_char_boundary(end) {
             end -= 1;
         }
         s.truncate(end);
-        s.push_str("... (cut)");
+        s.push_str(MARK);
     }
     s
 }

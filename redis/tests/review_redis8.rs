@@ -203,9 +203,26 @@ fn cli_error_from_a_server_that_is_not_redis_is_one_line() {
 /// length) ...\")".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_entry_near_the_argument_limit_is_dead_lettered() {
+    binary_entry_is_dead_lettered("r8bin", 400_000).await;
+}
+
+/// Finding (Redis 84, a read-only review of 81's fix): the same at the limit itself, a
+/// binary payload of exactly the server's `proto-max-bulk-len` (1 MB), which the server
+/// takes. What happened: `cut` cut the lossy payload to the entry's length and then
+/// appended "... (cut)", 9 bytes over what the server took: "the binary entry of 1048576
+/// bytes was never dead-lettered: no dead letter after 8 s; stream length 1; worker
+/// errors: 38, …" ("invalid bulk length").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_entry_at_the_argument_limit_is_dead_lettered() {
+    binary_entry_is_dead_lettered("r8binmax", 1024 * 1024).await;
+}
+
+/// On a server whose `proto-max-bulk-len` is 1 MB, another producer writes to queue `q`
+/// an entry whose payload is `bytes` bytes that are not UTF-8; a worker must dead-letter
+/// it once, with the reason, a payload no longer than the entry's, and nothing left.
+async fn binary_entry_is_dead_lettered(q: &str, bytes: usize) {
     let server = RedisServer::start();
     config_set(&mut server.conn(), "proto-max-bulk-len", "1mb");
-    let q = "r8bin";
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let worker = Worker::builder(&server.url(), q)
         .concurrency(2)
@@ -227,7 +244,7 @@ async fn a_binary_entry_near_the_argument_limit_is_dead_lettered() {
         .arg("t")
         .arg("t")
         .arg("p")
-        .arg(vec![0xffu8; 400_000])
+        .arg(vec![0xffu8; bytes])
         .query(&mut server.conn())
         .unwrap();
     let run = spawn_run(&worker);
@@ -238,8 +255,8 @@ async fn a_binary_entry_near_the_argument_limit_is_dead_lettered() {
     let n_errors = errors.lock().unwrap().len();
     assert!(
         dead,
-        "the binary entry was never dead-lettered: no dead letter after 8 s; stream length \
-         {}; worker errors: {n_errors}, the first: {:?}",
+        "the binary entry of {bytes} bytes was never dead-lettered: no dead letter after 8 s; \
+         stream length {}; worker errors: {n_errors}, the first: {:?}",
         xlen(&mut c, &stream_key(q)),
         errors.lock().unwrap().first()
     );
@@ -260,6 +277,11 @@ async fn a_binary_entry_near_the_argument_limit_is_dead_lettered() {
         letters[0].reason.contains("not UTF-8"),
         "the dead letter does not say why: {:?}",
         letters[0].reason
+    );
+    assert!(
+        letters[0].payload.len() <= bytes,
+        "the dead letter's payload ({} bytes) is longer than the entry's ({bytes})",
+        letters[0].payload.len()
     );
 }
 

@@ -26,7 +26,9 @@ pub(crate) trait Ordered {
 type Key = (Reverse<i32>, u64, u64);
 
 pub(crate) enum Queue<T> {
-    Fifo(VecDeque<T>),
+    /// The ring, and how many items at its head were put back at the front (interrupted
+    /// runs, which go first: an item put back at its place goes after them).
+    Fifo(VecDeque<T>, usize),
     Sorted {
         map: BTreeMap<Key, T>,
         /// Insertions so far (the last part of the key).
@@ -38,19 +40,21 @@ pub(crate) enum Queue<T> {
 
 impl<T> Default for Queue<T> {
     fn default() -> Self {
-        Queue::Fifo(VecDeque::new())
+        Queue::Fifo(VecDeque::new(), 0)
     }
 }
 
 impl<T: Ordered> Queue<T> {
     /// Adds a newly admitted item.
     pub(crate) fn push(&mut self, item: T) {
-        if let Queue::Fifo(ring) = self {
+        if let Queue::Fifo(ring, first) = self {
             if item.priority() == 0 {
                 ring.push_back(item);
                 return;
             }
-            // The first prioritised item: keep the order so far, by seq, in the map.
+            // The first prioritised item: keep the order so far, by seq, in the map; the
+            // items put back at the front stay first.
+            let front: VecDeque<T> = ring.drain(..*first).collect();
             let mut map = BTreeMap::new();
             let mut inserted = 0;
             for old in ring.drain(..) {
@@ -60,7 +64,7 @@ impl<T: Ordered> Queue<T> {
             *self = Queue::Sorted {
                 map,
                 inserted,
-                front: VecDeque::new(),
+                front,
             };
         }
         if let Queue::Sorted { map, inserted, .. } = self {
@@ -72,7 +76,10 @@ impl<T: Ordered> Queue<T> {
     /// Puts back an item that must go first (an interrupted run).
     pub(crate) fn push_front(&mut self, item: T) {
         match self {
-            Queue::Fifo(ring) => ring.push_front(item),
+            Queue::Fifo(ring, first) => {
+                ring.push_front(item);
+                *first += 1;
+            }
             Queue::Sorted { front, .. } => front.push_front(item),
         }
     }
@@ -81,16 +88,16 @@ impl<T: Ordered> Queue<T> {
     /// its own runtime that found the rate window full, or whose slot was dropped with its
     /// runtime or taken over at the exit before it started it): at its place by seq among the
     /// items of its priority, before the first later one, so that several put back keep
-    /// their order. In a ring it may go ahead of an item pushed to the front with a later
-    /// seq (an interrupted re-run): only their order changes (in a sorted queue such items
-    /// stay first).
+    /// their order; after the items pushed to the front (interrupted re-runs), which stay
+    /// first.
     pub(crate) fn put_back(&mut self, item: T) {
         match self {
-            Queue::Fifo(ring) if item.priority() == 0 => {
+            Queue::Fifo(ring, first) if item.priority() == 0 => {
                 let pos = ring
                     .iter()
+                    .skip(*first)
                     .position(|x| x.priority() == 0 && x.seq() > item.seq())
-                    .unwrap_or(ring.len());
+                    .map_or(ring.len(), |p| p + *first);
                 ring.insert(pos, item);
             }
             // A prioritised one in a ring: the ring becomes sorted, as for a new one.
@@ -105,7 +112,7 @@ impl<T: Ordered> Queue<T> {
 
     pub(crate) fn len(&self) -> usize {
         match self {
-            Queue::Fifo(ring) => ring.len(),
+            Queue::Fifo(ring, _) => ring.len(),
             Queue::Sorted { map, front, .. } => map.len() + front.len(),
         }
     }
@@ -113,7 +120,7 @@ impl<T: Ordered> Queue<T> {
     /// The item [`pop`](Self::pop) would take.
     pub(crate) fn first(&self) -> Option<&T> {
         match self {
-            Queue::Fifo(ring) => ring.front(),
+            Queue::Fifo(ring, _) => ring.front(),
             Queue::Sorted { map, front, .. } => front
                 .front()
                 .or_else(|| map.first_key_value().map(|(_, item)| item)),
@@ -123,7 +130,10 @@ impl<T: Ordered> Queue<T> {
     /// The next item to start.
     pub(crate) fn pop(&mut self) -> Option<T> {
         match self {
-            Queue::Fifo(ring) => ring.pop_front(),
+            Queue::Fifo(ring, first) => {
+                *first = first.saturating_sub(1);
+                ring.pop_front()
+            }
             Queue::Sorted { map, front, .. } => front
                 .pop_front()
                 .or_else(|| map.pop_first().map(|(_, item)| item)),
@@ -134,8 +144,9 @@ impl<T: Ordered> Queue<T> {
     /// where they are. Costs a scan past the refused items.
     pub(crate) fn pop_first(&mut self, mut ok: impl FnMut(&T) -> bool) -> Option<T> {
         match self {
-            Queue::Fifo(ring) => {
+            Queue::Fifo(ring, first) => {
                 let pos = ring.iter().position(ok)?;
+                *first -= usize::from(pos < *first);
                 ring.remove(pos)
             }
             Queue::Sorted { map, front, .. } => {
@@ -151,7 +162,7 @@ impl<T: Ordered> Queue<T> {
     /// The item [`pop_first`](Self::pop_first) would take with `ok`, left in place.
     pub(crate) fn first_where(&self, mut ok: impl FnMut(&T) -> bool) -> Option<&T> {
         match self {
-            Queue::Fifo(ring) => ring.iter().find(|item| ok(item)),
+            Queue::Fifo(ring, _) => ring.iter().find(|item| ok(item)),
             Queue::Sorted { map, front, .. } => {
                 front.iter().chain(map.values()).find(|item| ok(item))
             }
@@ -164,11 +175,12 @@ impl<T: Ordered> Queue<T> {
     /// priority and seq. Items put back at the front are searched one by one.
     pub(crate) fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<T> {
         match self {
-            Queue::Fifo(ring) => {
+            Queue::Fifo(ring, first) => {
                 let pos = match ring.binary_search_by_key(&seq, T::seq) {
                     Ok(pos) => Some(pos),
                     Err(_) => ring.iter().position(|item| item.seq() == seq),
                 }?;
+                *first -= usize::from(pos < *first);
                 ring.remove(pos)
             }
             Queue::Sorted { map, front, .. } => {
@@ -195,7 +207,7 @@ impl<T: Ordered> Queue<T> {
             n < most
         };
         match self {
-            Queue::Fifo(ring) => {
+            Queue::Fifo(ring, _) => {
                 for item in ring {
                     if !visit(item) {
                         break;
@@ -216,21 +228,25 @@ impl<T: Ordered> Queue<T> {
     /// Removes the items for which `take` returns `true`.
     pub(crate) fn extract_if(&mut self, mut take: impl FnMut(&mut T) -> bool) -> Vec<T> {
         let mut out = Vec::new();
-        let mut from_ring = |ring: &mut VecDeque<T>| {
+        // Returns how many of the first `first` items it kept.
+        let mut from_ring = |ring: &mut VecDeque<T>, first: usize| {
             let mut kept = VecDeque::with_capacity(ring.len());
-            for mut item in ring.drain(..) {
+            let mut kept_first = 0;
+            for (n, mut item) in ring.drain(..).enumerate() {
                 if take(&mut item) {
                     out.push(item);
                 } else {
+                    kept_first += usize::from(n < first);
                     kept.push_back(item);
                 }
             }
             *ring = kept;
+            kept_first
         };
         match self {
-            Queue::Fifo(ring) => from_ring(ring),
+            Queue::Fifo(ring, first) => *first = from_ring(ring, *first),
             Queue::Sorted { map, front, .. } => {
-                from_ring(front);
+                from_ring(front, 0);
                 let taken: Vec<Key> = map
                     .iter_mut()
                     .filter_map(|(key, item)| take(item).then_some(*key))
@@ -244,7 +260,7 @@ impl<T: Ordered> Queue<T> {
     /// Visits every item (in queue order).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&T)) {
         match self {
-            Queue::Fifo(ring) => ring.iter().for_each(f),
+            Queue::Fifo(ring, _) => ring.iter().for_each(f),
             Queue::Sorted { map, front, .. } => {
                 front.iter().for_each(&mut f);
                 map.values().for_each(f);
@@ -255,7 +271,7 @@ impl<T: Ordered> Queue<T> {
     /// Visits every item (in queue order), mutably.
     pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
         match self {
-            Queue::Fifo(ring) => ring.iter_mut().for_each(f),
+            Queue::Fifo(ring, _) => ring.iter_mut().for_each(f),
             Queue::Sorted { map, front, .. } => {
                 front.iter_mut().for_each(&mut f);
                 map.values_mut().for_each(f);
@@ -289,7 +305,7 @@ mod tests {
         let mut q = Queue::default();
         q.push(Item(0, 0));
         q.push(Item(0, 1));
-        assert!(matches!(q, Queue::Fifo(_)));
+        assert!(matches!(q, Queue::Fifo(..)));
         q.push(Item(5, 2));
         q.push(Item(-1, 3));
         q.push(Item(5, 4));
@@ -354,6 +370,40 @@ mod tests {
         assert_eq!(q.remove_seq(7, 9), Some(Item(9, 7)));
         assert_eq!(q.remove_seq(3, -1), Some(Item(-1, 3)));
         assert_eq!(drain(&mut q), [1, 0]);
+    }
+
+    /// An item put back at its place goes after the items pushed to the front (interrupted
+    /// runs), in a ring as in a sorted queue; a ring that becomes sorted keeps those first.
+    #[test]
+    fn put_back_goes_after_the_items_pushed_to_the_front() {
+        let mut q = Queue::default();
+        q.push(Item(0, 3));
+        q.push_front(Item(0, 2)); // an interrupted run
+        q.put_back(Item(0, 1)); // taken and never started
+        assert_eq!(drain(&mut q), [2, 1, 3]);
+        let mut q = Queue::default();
+        q.push(Item(0, 3));
+        q.push_front(Item(0, 2));
+        q.push(Item(5, 4)); // sorted now: the interrupted run stays first
+        q.put_back(Item(0, 1));
+        assert_eq!(drain(&mut q), [2, 4, 1, 3]);
+        // The count of items at the front follows what leaves them.
+        let mut q = Queue::default();
+        for s in 10..13 {
+            q.push(Item(0, s));
+        }
+        q.push_front(Item(0, 21));
+        q.push_front(Item(0, 20));
+        assert_eq!(q.pop(), Some(Item(0, 20)));
+        assert_eq!(q.extract_if(|i| i.1 == 21).len(), 1);
+        q.put_back(Item(0, 5)); // no interrupted run left: back to the head
+        assert_eq!(drain(&mut q), [5, 10, 11, 12]);
+        let mut q = Queue::default();
+        q.push(Item(0, 10));
+        q.push_front(Item(0, 21));
+        assert_eq!(q.remove_seq(21, 0), Some(Item(0, 21)));
+        q.put_back(Item(0, 5));
+        assert_eq!(drain(&mut q), [5, 10]);
     }
 
     #[test]
