@@ -305,7 +305,8 @@ impl Observer {
     }
 
     /// A started task ended with `outcome` (`error`: its error, if any). Called outside
-    /// the lock, inside the task's span.
+    /// the lock, inside the task's span (but for a completion without `metrics`, which
+    /// records nothing).
     #[cfg(any(feature = "tracing", feature = "metrics"))]
     #[cfg_attr(
         not(all(feature = "tracing", feature = "metrics")),

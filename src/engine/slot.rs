@@ -565,10 +565,13 @@ impl<J: Job> Slot<J> {
         } else {
             #[cfg(any(feature = "tracing", feature = "metrics"))]
             {
-                // A completion records no event, only its run-time sample: the span is
-                // entered only for the events of the other ends (166 instructions a task
-                // with a subscriber; BENCHMARKS.md).
-                let _span = (outcome != Outcome::Completed).then(|| obs.enter());
+                // A completion records no event, only its run-time sample: without
+                // `metrics`, the span is entered only for the events of the other ends
+                // (166 instructions a task with a subscriber; BENCHMARKS.md). With it, the
+                // sample is recorded in the span, whatever the end, as before (a recorder
+                // may read the current span, as `metrics-tracing-context` does).
+                let _span = (cfg!(feature = "metrics") || outcome != Outcome::Completed)
+                    .then(|| obs.enter());
                 engine.observer().ended(obs, outcome, error);
             }
         }

@@ -190,6 +190,11 @@ impl NoQueueAioPoolBuilder {
     /// cancels them once its running jobs have ended (their handles say
     /// `RuntimeShutdown`; until then they wait, as the running jobs do).
     ///
+    /// The window keeps the time of each start it holds, 16 bytes a start, at most `count`
+    /// of them (for `per`; a window that never ends keeps one, and counts the rest): with a
+    /// large `count` and a long `per` (`u32::MAX` in 100 years, meant as "no limit"), that
+    /// memory grows with the tasks started within `per`. For no limit, set none.
+    ///
     /// A task starts, for the window, when a slot of the runtime it runs on begins to run
     /// it: one that a slot of another runtime took from the queue and handed over to its
     /// own (which may be busy, or not driven: a current-thread runtime outside `block_on`)

@@ -469,6 +469,12 @@ impl<St: Stream, T> Drop for Mapper<St, T> {
         if let Permit::Held = self.permit {
             self.feed.unadmit();
         }
+        // Results that finished out of order (the ordered stream polled in its own pool):
+        // each dropped quietly, as a handle drops a stored result (a panicking `Drop` of
+        // one would leave this drop, and a second one, during that unwinding, abort).
+        for r in self.buffer.drain(..).flatten() {
+            crate::engine::drop_quietly(r);
+        }
     }
 }
 
