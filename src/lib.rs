@@ -316,7 +316,7 @@
 //!
 //! What they cost, counted in instructions per tiny task on one thread (BENCHMARKS.md,
 //! "what `tracing` and `metrics` cost per task"): each feature on with nothing installed,
-//! +11–15%; `tracing` with a bare `tracing_subscriber::registry()`, about +35–45%; with
+//! +11–15%; `tracing` with a bare `tracing_subscriber::registry()`, about +34–42%; with
 //! `fmt()` at its default INFO level, about +110%, most of it formatting each task's span
 //! fields (filtering the `nb_aiopool` target below INFO skips the span); `metrics` with a
 //! recorder, about +21%.
