@@ -514,7 +514,7 @@ impl<J: Job> Engine<J> {
             st.admission.barge(&mut later.granted);
             // Interrupted runs go back to the front of the queue, oldest first (or, without
             // re-runs, are cancelled and counted as lost); jobs a slot took and never
-            // started go back too, in every pool (they run once).
+            // started go back too, in every pool, to their place (they run once).
             // With `Some(started)` when the job is queued again (first if it started),
             // `None` when it is cut.
             let mut interrupted: Vec<(u64, J, Meta, Option<bool>, Polling)> = Vec::new();

@@ -567,7 +567,7 @@ impl<J: Job> Slot<J> {
             {
                 // A completion records no event, only its run-time sample: without
                 // `metrics`, the span is entered only for the events of the other ends
-                // (166 instructions a task with a subscriber; BENCHMARKS.md). With it, the
+                // (about 170 instructions a task with a `Registry`; BENCHMARKS.md). With it, the
                 // sample is recorded in the span, whatever the end, as before (a recorder
                 // may read the current span, as `metrics-tracing-context` does).
                 let _span = (cfg!(feature = "metrics") || outcome != Outcome::Completed)
