@@ -544,9 +544,10 @@ impl Running {
     #[inline(always)]
     pub(crate) fn enter(&self) -> InSpan<'_> {
         // `Span::none()` (no subscriber, or a task never started): nothing to enter, and no
-        // `catch_unwind` to pay for (with `close` below, a few dozen instructions a task
-        // with no subscriber; BENCHMARKS.md). A span disabled by the subscriber is still
-        // entered: with tracing's `log` feature, entering it may log.
+        // `catch_unwind` to pay for (with `close` below and the end of a completion,
+        // 36–44 instructions a task with `tracing` alone and no subscriber; BENCHMARKS.md).
+        // A span disabled by the subscriber is still entered: with tracing's `log`
+        // feature, entering it may log.
         if self.span.is_none() {
             return InSpan(None);
         }

@@ -257,7 +257,7 @@ mod in_span {
 /// The user runs both features with a recorder that labels samples from the current
 /// tracing span (as `metrics-tracing-context` does) and a subscriber. Before 3a1c663 every
 /// started task's end was reported inside its span (`report_end`: `let _span =
-/// obs.enter();`; `Observer::ended`'s docs still say "Called outside the lock, inside the
+/// obs.enter();`; `Observer::ended`'s docs said "Called outside the lock, inside the
 /// task's span"), so its `nb_aiopool_run_time_seconds` sample was recorded there, whatever
 /// the outcome. The trim enters the span only for the ends that have an event: a completed
 /// task's sample is now recorded outside its span, a panicked one's inside. What happened:

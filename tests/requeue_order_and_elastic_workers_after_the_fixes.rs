@@ -3,7 +3,7 @@
 //! their place, a stranded pool's reservations given back, elastic workers restarted from
 //! `min_workers` at the exit, and idle slot tasks kept no more than idle workers. One
 //! finding (354: an interrupted run goes before a task put back unstarted); the other
-//! tests pin what held. The Redis part (355) is in
+//! tests pin what held. The Redis part (Redis 84) is in
 //! `redis/tests/review_redis8.rs`.
 #![allow(clippy::async_yields_async)]
 

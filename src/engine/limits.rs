@@ -582,7 +582,7 @@ mod tests {
 
     /// A window that never reopens keeps its first start and only counts the later ones:
     /// a pool with `rate_limit(u32::MAX, Duration::MAX)` kept 16 bytes per task it ever
-    /// started (`review_newsurface::a_window_that_never_ends_keeps_no_record_per_start`).
+    /// started (`tests/a_window_that_never_reopens_keeps_no_record_per_start.rs`).
     /// The count is what it was: starts given back (`unstarted`, `rerun_queued`) are
     /// taken off it, and the window fills at `count`.
     #[test]

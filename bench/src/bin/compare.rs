@@ -276,7 +276,9 @@ fn child(args: &Args, variant: &str) {
         "{variant}: {completed} of {} jobs completed",
         args.tasks
     );
-    if let Some(recorded) = recorded {
+    // The hand-written patterns and the probes use no pool: nothing for the recorder.
+    let on_the_library = !TOKIO_PATTERNS.contains(&variant) && !PROBE_VARIANTS.contains(&variant);
+    if let Some(recorded) = recorded.filter(|_| on_the_library) {
         let counted = recorded();
         assert_eq!(
             counted, args.tasks,
