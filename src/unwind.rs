@@ -12,6 +12,12 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// Drops `value`, catching a panic in its `Drop` (user code: a task's output, a recipe,
+/// a waker), as [`quietly`] does.
+pub(crate) fn drop_quietly<T>(value: T) {
+    quietly(move || drop(value));
+}
+
 /// A caught panic's payload.
 pub(crate) type Payload = Box<dyn Any + Send>;
 

@@ -7,6 +7,8 @@ mod support;
 
 #[cfg(feature = "tracing")]
 mod collector;
+#[cfg(all(feature = "tracing", feature = "metrics"))]
+mod metric_figures;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -213,27 +215,7 @@ mod in_span {
     }
 
     impl metrics::Recorder for SpanOfSamples {
-        fn describe_counter(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_gauge(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
+        super::metric_figures::no_descriptions!();
         fn register_counter(
             &self,
             _: &metrics::Key,

@@ -89,7 +89,6 @@ use crate::observe::{Observer, OnPanic, Stamp, Stamps};
 use crate::task::context::{self, Probe};
 use crate::task::unqueue::{self, Unqueue};
 use crate::task::{Outcome, PoolId};
-use crate::unwind;
 use admission::{Admission, MAX_ROOM};
 use elastic::Elastic;
 use few::Few;
@@ -781,9 +780,7 @@ impl<J: Job> Engine<J> {
 /// nobody wants, the last reference to a recipe, a waiting submitter's waker): a panic
 /// there (the panic hook has shown it) must not end the slot task or the exit hook that
 /// drops it, nor cut short the submit that drops it (see [`Admit`](submit::Admit)).
-pub(crate) fn drop_quietly<T>(value: T) {
-    unwind::quietly(move || drop(value));
-}
+pub(crate) use crate::unwind::drop_quietly;
 
 /// [`drop_quietly`] for a waker there may be none of (the one a waiting submit replaces
 /// or leaves behind, see [`Admit`](submit::Admit): most often none): no catch is set up then.

@@ -363,7 +363,7 @@ where
             Ok(Poll::Ready(value)) => match drop_future(this.stage) {
                 None => (Outcome::Completed, Ok(value)),
                 Some(payload) => {
-                    unwind::quietly(move || drop(value));
+                    unwind::drop_quietly(value);
                     (Outcome::Panicked, Err(TaskError::panicked(payload)))
                 }
             },

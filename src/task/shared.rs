@@ -388,7 +388,7 @@ impl<T> Shared<T> {
         // output: whether the task ended before the handle was dropped is a race, and a
         // `submit(..).await?.detach()` must not panic only when the task won it.
         if result.is_some() || waker.is_some() {
-            crate::unwind::quietly(move || drop((result, waker)));
+            crate::unwind::drop_quietly((result, waker));
         }
     }
 
