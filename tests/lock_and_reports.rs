@@ -339,7 +339,7 @@ mod with_tracing {
 
     /// Crate docs: `submit rejected` (reason `closed`) for every refused submit; finding 37
     /// made a group's `try_submit` report it, also when the group's `cancel_on_error` has
-    /// tripped (`Inner::try_admit`, src/pool/group.rs). The group's `submit` refused for
+    /// tripped (`Group::try_admit`, src/pool/group/mod.rs). The group's `submit` refused for
     /// the same reason (`Inner::admit`: `if self.is_tripped() { return Err(Closed) }`)
     /// reports nothing.
     #[test]

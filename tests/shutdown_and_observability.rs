@@ -233,7 +233,7 @@ mod with_tracing {
 
     /// Rejections are events: the pool's own `try_submit` of a full pool emits `submit
     /// rejected` (reason `full`), but a group's `try_submit` refused the same way emits
-    /// nothing (`TaskGroup::try_submit`, src/pool/group.rs, never calls `rejected`).
+    /// nothing (`TaskGroup::try_submit`, src/pool/group/task_group.rs, never calls `rejected`).
     #[test]
     fn a_group_try_submit_refused_as_full_is_an_event() {
         let _serial = serial();
