@@ -255,7 +255,9 @@ pub struct TrySubmitError<F> {
 #[non_exhaustive]
 pub enum TrySubmitErrorKind {
     /// The pool had no room: every slot busy and the queue full (for a NoQueueAioPool,
-    /// every slot busy). The one kind that passes with time:
+    /// every place taken: by a running task, or by one accepted and held back by flow
+    /// control, whose place is taken while its slot is free). The one kind that passes
+    /// with time:
     /// [`submit`](crate::CommonAioPool::submit) would have waited for room (or, called from
     /// a task of the same pool, been refused with
     /// [`WouldDeadlock`](crate::SubmitErrorKind::WouldDeadlock)). (A task held

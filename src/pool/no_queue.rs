@@ -387,8 +387,11 @@ impl NoQueueAioPool {
     }
 
     /// Changes how many tasks run at once, while the pool runs: growing lets waiting
-    /// submitters in at once; shrinking lets running tasks finish and admits none until
-    /// fewer than `n` run.
+    /// submitters in at once; shrinking lets running tasks finish and starts none until
+    /// fewer than `n` run. Submitters are admitted once fewer than `n` places are taken:
+    /// with flow control, a task accepted and held back by its key, its weight or the
+    /// rate window keeps its place (see [`max_per_key`](NoQueueAioPoolBuilder::max_per_key)),
+    /// so a submitter may wait while fewer than `n` run.
     ///
     /// # Panics
     ///
@@ -849,7 +852,11 @@ impl NoQueueAioPool {
         self.pool().engine.wait_all()
     }
 
-    /// Stops intake and waits until every running job has finished.
+    /// Stops intake and waits until every accepted job has finished: the running ones,
+    /// and those flow control holds back (a task waiting for its key, its weight or the
+    /// rate window; one a window that never reopens holds back is waited for for good:
+    /// see [`rate_limit`](NoQueueAioPoolBuilder::rate_limit)). Submitters waiting for
+    /// room are refused ([`Closed`](crate::SubmitErrorKind::Closed)).
     ///
     /// Called from inside a job of this pool, it does not wait for that job (see
     /// [`wait`](Self::wait)): it returns once the other jobs have finished, while the
