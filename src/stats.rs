@@ -52,10 +52,13 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// Tasks accepted and waiting for a free slot.
+    /// Tasks accepted and not started: waiting for a free slot, or, in a pool with flow
+    /// control, for their key, their weight or the rate window to let them start (those
+    /// may wait with a slot free; each keeps its place in the pool meanwhile).
     pub queued: usize,
-    /// Tasks running now, counted from when a slot takes a task from the queue, a moment
-    /// before it first polls it (longer while the slot's runtime is not driven): never
+    /// Tasks running now, counted from when a free slot is given to a task (at its submit
+    /// if one is free, else when one frees), a moment before a slot task first polls it
+    /// (longer while that runtime is not driven): never
     /// more than the pool's `max_concurrency`, except after
     /// `set_max_concurrency` lowered it under the tasks running then, which finish (no new
     /// task starts until `running` is below the new size).
