@@ -329,11 +329,18 @@ async fn try_submit_full_in_a_no_queue_pool_with_a_slot_free() {
         let order = Arc::new(Mutex::new(Vec::new()));
         let (release, holder, held) = fill_at_gate(&pool, gate, &order).await;
         let st = pool.stats();
+        assert_eq!(
+            (st.running, st.queued),
+            (1, 1),
+            "at the {gate:?} gate: one task should run and one wait at the gate, its place taken"
+        );
         let refused = pool.try_submit_with(async {}, SubmitOptions::new()).err();
         assert_eq!(
             refused,
             Some(TrySubmitErrorKind::Full),
-            "at the {gate:?} gate"
+            "at the {gate:?} gate: try_submit should say Full while both places are taken, \
+             though only {} of 2 slots run",
+            st.running
         );
         drop(release);
         holder.await.unwrap();
