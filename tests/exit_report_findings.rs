@@ -104,8 +104,9 @@ fn child() {
     match scenario.split_once('-').unwrap() {
         ("broken", "stderr") => {
             let rt = support::multi_thread();
-            // A CommonAioPool first (its exit hook is registered first), a task of it
-            // still running at the exit: the report has a line for it.
+            // A CommonAioPool first, a task of it still running at the exit: the report
+            // has a line for it (reports run after every pool's exit work, RELIABILITY.md,
+            // 360).
             let common = support::common_local(1, 0);
             rt.block_on(async {
                 common

@@ -453,7 +453,7 @@ impl<J: Job> Engine<J> {
                 }
             }
             // So are the runs the exit take-over waits for (their entries left `slots`).
-            for (id, first) in &mut st.awaiting_poll {
+            for (id, first, _) in &mut st.awaiting_poll {
                 if Some(*id) != spared {
                     first.get_or_insert(reason);
                 }
@@ -486,16 +486,21 @@ impl<J: Job> Engine<J> {
     /// a multi-thread runtime's workers running), is started again only once that poll has
     /// returned, so the two runs never overlap (a run that ended in that poll is not run
     /// again). One polled by the `exiting` thread (a [`thread_token`]), which never
-    /// returns (the task called `exit`), or polled for longer than [`EXIT_POLL_WAIT`], is
-    /// cancelled instead, as `stuck`.
+    /// returns (the task called `exit`), is cancelled instead, as `stuck`. The others are
+    /// returned as [`Busy`]: they keep their slots (and their keys and weights) until the
+    /// caller settles them ([`settle_busy`](Self::settle_busy)) once their polls have
+    /// returned, or gives them up at its deadline. Meanwhile the pool's other jobs may
+    /// start in the slots left (once the exit lifts its hold): a poll that waits for
+    /// another task of the exit's, of this pool or another, sees it run.
     ///
     /// [`thread_token`]: super::thread_token
-    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> TakeOver {
+    pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> (TakeOver, Busy<J>) {
         let mut later = Deferred::default();
         let mut report = TakeOver::default();
         let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
-        // The runs waited for, each with the first reason of a cancel that covered it.
-        let mut awaiting: Vec<(u64, Option<CancelReason>)> = Vec::new();
+        // The runs waited for, each with the first reason of a cancel that covered it, and
+        // its flow-control settings (it holds its key and weight until it is settled).
+        let mut awaiting: Vec<Awaited> = Vec::new();
         let mut seen = Seen::default();
         {
             let mut st = self.lock();
@@ -533,7 +538,7 @@ impl<J: Job> Engine<J> {
                 let covered = st.covering_reason(Some(&s), s.job, mark);
                 match s.polling.by() {
                     Some(t) if self.rerun && t != exiting => {
-                        awaiting.push((s.job, s.cancelled));
+                        awaiting.push((s.job, s.cancelled, s.meta.clone()));
                         busy.push((s.job, copy, s.meta, s.polling));
                     }
                     Some(_) if self.rerun => {
@@ -607,26 +612,40 @@ impl<J: Job> Engine<J> {
                     );
                 }
             }
-            st.running = 0;
+            // The runs still inside a poll elsewhere hold their slots until they are
+            // settled (`settle_busy`, or their slot, if the run ends in that poll).
+            st.running = awaiting.len();
             st.reserved = 0;
             st.claimers = 0;
             st.runtimes.forget_claimers();
             // Idle slot tasks of the old generation exit when polled; none is reused.
             st.idle.clear();
             // Elastic workers start again from `min_workers` (or the size, if a shrink
-            // went below it), idle from now: the exit's jobs grow them as a submit does,
-            // and they retire when idle, so the counts come back once the exit's run is
-            // over.
+            // went below it), but no fewer than the busy runs' workers (within the size),
+            // idle from now but those: the exit's jobs grow them as a submit does, and they
+            // retire when idle, so the counts come back once the exit's run is over. (Busy
+            // runs above a lowered size leave no worker idle when they are settled, as
+            // runs above it at any time.)
             match st.elastic.take() {
                 Some(el) => {
-                    st.limit = el.config.min_workers.min(st.max_concurrency);
-                    st.elastic = Some(super::elastic::Elastic::new(el.config, st.limit));
+                    st.limit = el
+                        .config
+                        .min_workers
+                        .max(st.running)
+                        .min(st.max_concurrency);
+                    st.elastic = Some(super::elastic::Elastic::new(
+                        el.config,
+                        st.limit.saturating_sub(st.running),
+                    ));
                 }
                 None => st.limit = st.max_concurrency,
             }
             st.rate_timers.clear();
             if let Some(limits) = &mut st.limits {
                 limits.reset_running();
+                for (_, _, meta) in &awaiting {
+                    limits.holds(meta);
+                }
             }
             st.taken_over = true;
             st.exit_hold = true;
@@ -635,31 +654,33 @@ impl<J: Job> Engine<J> {
             // Nothing starts here: the exit hook starts the jobs of every pool once it has
             // taken them all over (`exit_start`), so that a job started at exit, and
             // submitting into a pool not taken over yet, does not have its task there
-            // taken for an interrupted one. (With runs still inside a poll elsewhere,
-            // nothing starts before they are settled below either: they hold their slots,
-            // and their keys and weights, till then.)
+            // taken for an interrupted one. (Runs still inside a poll elsewhere hold their
+            // slots, and their keys and weights, until they are settled.)
             self.changed(&st);
         }
         self.report_seen(&mut seen);
         self.run_deferred(&mut later);
-        if busy.is_empty() {
+        let ended = vec![false; busy.len()];
+        (report, Busy { busy, ended })
+    }
+
+    /// At process exit, after [`take_over`](Self::take_over): settles the runs it found
+    /// inside a poll on another thread (`busy`), once their polls have returned (see
+    /// [`Busy::look`]), or, for those still in their poll (the caller's deadline
+    /// passed), by giving them up (`stuck`). A run that ended in that poll was counted by
+    /// its slot and is not run again; the others are queued again (first), or end here if
+    /// an abort or a cancel covered them meanwhile. Then starts what may start.
+    pub(crate) fn settle_busy(self: &Arc<Self>, busy: Busy<J>) -> TakeOver {
+        let mut report = TakeOver::default();
+        if busy.busy.is_empty() {
             return report;
         }
-        // Outside the lock: let the polls in progress return (their slots, stale now, start
-        // nothing more), then run those jobs again; a run that ended in that poll was
-        // counted by its slot and is not. A poll seen ended once counts as ended: the stale
-        // slot may be polled again, but runs nothing.
-        let deadline = std::time::Instant::now() + EXIT_POLL_WAIT;
-        let mut ended = vec![false; busy.len()];
-        loop {
-            for (done, b) in ended.iter_mut().zip(&busy) {
-                *done |= b.3.by().is_none();
-            }
-            if ended.iter().all(|&d| d) || std::time::Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        let Busy { busy, mut ended } = busy;
+        for (done, b) in ended.iter_mut().zip(&busy) {
+            *done |= b.3.by().is_none();
         }
+        let mut later = Deferred::default();
+        let mut seen = Seen::default();
         let mut settled = Vec::new();
         {
             let mut st = self.lock();
@@ -667,6 +688,13 @@ impl<J: Job> Engine<J> {
             // the first reason of a cancel that covered it, also one made during the wait.
             let firsts = std::mem::take(&mut st.awaiting_poll);
             let counted = std::mem::take(&mut st.ended_in_take_over);
+            // The runs not settled by their slot give back their slots, keys and weights.
+            for (_, _, meta) in &firsts {
+                Self::vacate(&mut st, &mut later);
+                if let Some(limits) = &mut st.limits {
+                    limits.ended(meta);
+                }
+            }
             let mark = self.cancel_before.load(Ordering::Acquire);
             for ((id, job, meta, polling), done) in busy.into_iter().zip(ended) {
                 if counted.contains(&id) {
@@ -675,7 +703,10 @@ impl<J: Job> Engine<J> {
                     continue;
                 }
                 // Covered by a cancel (the first covering call's reason, as above).
-                let first = firsts.iter().find(|&&(j, _)| j == id).and_then(|&(_, r)| r);
+                let first = firsts
+                    .iter()
+                    .find(|&&(j, ..)| j == id)
+                    .and_then(|&(_, r, _)| r);
                 let covered = st.covering_reason_first(first, id, mark);
                 if done && (job.aborted().is_some() || covered.is_some()) {
                     // Aborted or covered meanwhile (as above): ended, not queued again.
@@ -698,13 +729,14 @@ impl<J: Job> Engine<J> {
                     );
                 }
             }
-            // Started by the exit hook (see above); but a job a thread that goes on
-            // submitted during the wait, and found held back, is started by it too.
             self.changed(&st);
         }
         drop_quietly(settled);
         self.report_seen(&mut seen);
         self.run_deferred(&mut later);
+        // The runs queued again, and what the slots given back let start (on the exit's
+        // runtime, current here).
+        self.ensure_started();
         report
     }
 
@@ -771,9 +803,47 @@ impl<J: Job> Default for Seen<J> {
 /// ([`Engine::held_back_round`]) looks again while the queue holds such tasks.
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(50);
 
-/// How long the exit take-over waits for a poll in progress on another thread before it
-/// gives that run up (see [`Engine::take_over`]).
+/// How long, from its start, the exit waits for polls in progress on other threads before
+/// it gives their runs up (see [`Engine::take_over`]): once for all the pools.
 pub(crate) const EXIT_POLL_WAIT: Duration = Duration::from_secs(5);
+
+/// A run the exit take-over waits for, inside a poll on another thread: its job, the
+/// reason of the first `cancel_all` or deadline that covered it, and its flow-control
+/// settings (see `State::awaiting_poll`).
+pub(super) type Awaited = (u64, Option<CancelReason>, Meta);
+
+/// The runs an exit take-over found inside a poll on another thread, to settle
+/// ([`Engine::settle_busy`]) once their polls have returned.
+pub(crate) struct Busy<J: Job> {
+    busy: Vec<(u64, J, Meta, Polling)>,
+    /// Whose poll was seen returned (it counts as returned from then on: the stale slot
+    /// may be polled again, but runs nothing).
+    ended: Vec<bool>,
+}
+
+impl<J: Job> Busy<J> {
+    /// Looks at the polls waited for again: whether every one has returned, and whether
+    /// one returned since the last look (its run may have ended there, giving its slot
+    /// back).
+    pub(crate) fn look(&mut self) -> (bool, bool) {
+        let mut new = false;
+        for (done, b) in self.ended.iter_mut().zip(&self.busy) {
+            if !*done && b.3.by().is_none() {
+                *done = true;
+                new = true;
+            }
+        }
+        (self.ended.iter().all(|&d| d), new)
+    }
+}
+
+impl<J: Job> std::fmt::Debug for Busy<J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Busy")
+            .field("runs", &self.busy.len())
+            .finish()
+    }
+}
 
 /// What the exit take-over could not run again.
 #[derive(Debug, Default, Clone, Copy)]
@@ -783,6 +853,14 @@ pub(crate) struct TakeOver {
     /// Runs still inside a poll: on the exiting thread (the task called `exit`), or for
     /// longer than [`EXIT_POLL_WAIT`] (cancelled).
     pub(crate) stuck: u64,
+}
+
+impl TakeOver {
+    /// Adds what a later step of the same take-over could not run again.
+    pub(crate) fn add(&mut self, more: TakeOver) {
+        self.cut += more.cut;
+        self.stuck += more.stuck;
+    }
 }
 
 /// Counts a `wait()` watching for drops under way (see [`Engine::end_drop`]),

@@ -371,7 +371,9 @@ struct State<J> {
     /// Jobs whose run the exit take-over waits for, inside a poll on another thread, each
     /// with the reason of the first `cancel_all` or deadline that covered it (their slots
     /// are out of `slots` meanwhile: see `cancel_all_sparing`).
-    awaiting_poll: Vec<(u64, Option<CancelReason>)>,
+    /// With their flow-control settings: they hold their slots, keys and weights until
+    /// settled (by their slot if the run ends in that poll, else by `settle_busy`).
+    awaiting_poll: Vec<lifecycle::Awaited>,
     /// Those of them whose run ended in that poll (counted then): not run again.
     ended_in_take_over: Vec<u64>,
     /// What ended jobs left that their submitter made (see [`graves`]).
@@ -384,11 +386,11 @@ struct State<J> {
 }
 
 impl<J> State<J> {
-    /// Whether nothing may start now: the exit take-over waits for runs still inside a
-    /// poll on another thread (they hold their slots till then), or holds every start
-    /// until it has taken every pool over (see `fill`).
+    /// Whether nothing may start now: the exit take-over holds every start until it has
+    /// taken every pool over (see `fill`). (Runs it waits for, still inside a poll on
+    /// another thread, hold only their own slots, keys and weights.)
     fn starts_held(&self) -> bool {
-        !self.awaiting_poll.is_empty() || self.exit_hold
+        self.exit_hold
     }
 
     /// Whether the last `cancel_all` (or shutdown deadline), whose mark is `mark` (the

@@ -397,9 +397,14 @@ impl<J: Job> Slot<J> {
                 // here: it is counted here, and not run again; otherwise the take-over
                 // settled it already (cancelled, and counted).
                 let (woken, outcome) = run.publish_locked();
-                let counted_here = st.awaiting_poll.iter().position(|&(j, _)| j == id);
+                let counted_here = st.awaiting_poll.iter().position(|&(j, ..)| j == id);
                 if let Some(pos) = counted_here {
-                    st.awaiting_poll.swap_remove(pos);
+                    // It held its slot, key and weight till now.
+                    let (.., meta) = st.awaiting_poll.swap_remove(pos);
+                    Engine::<J>::vacate(&mut st, later);
+                    if let Some(limits) = &mut st.limits {
+                        limits.ended(&meta);
+                    }
                     engine.run_ended(&mut st, id, outcome, later);
                     st.ended_in_take_over.push(id);
                 }

@@ -285,7 +285,7 @@ impl<J: Job> Engine<J> {
     ) {
         if st.reserved > 0
             && st.runtimes.is_multi()
-            && st.awaiting_poll.is_empty()
+            && !st.starts_held()
             && st.runtimes.claimers_on(rt) == 0
             && st.runtimes.is_alive(rt)
         {

@@ -60,7 +60,7 @@ pub(crate) fn register_future_pool(
         engine: Arc::downgrade(engine),
     });
     drop(pools);
-    crate::exit::at_exit(warn_unfinished_future_pools);
+    crate::exit::at_exit_report(warn_unfinished_future_pools);
 }
 
 /// The hook an engine calls when dropped with unfinished or lost tasks. The exit's report
@@ -68,7 +68,7 @@ pub(crate) fn register_future_pool(
 /// SmartAioPool here.
 pub(crate) fn drop_hook(kind: PoolKind, name: Arc<str>, process_wide: bool) -> DropHook {
     if kind == PoolKind::Smart {
-        crate::exit::at_exit(warn_unfinished_future_pools);
+        crate::exit::at_exit_report(warn_unfinished_future_pools);
     }
     Box::new(move |figures| {
         remember_dropped(ExitFigures {

@@ -73,8 +73,10 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 ///    repeat (idempotent), or await their handles. That is why tasks are recipes.
 ///    The two runs never overlap: a run that `process::exit` finds inside a poll on
 ///    another thread (busy in synchronous code) is run again only once that poll has
-///    returned, and not at all if it ended there; one still in its poll after 5 s, or the
-///    task that called `exit` itself, is not run again (its handle says
+///    returned, and not at all if it ended there (meanwhile the exit's other tasks, of
+///    every pool, run: such a poll may be waiting for one of them); one still in its poll
+///    5 s after the exit began (one wait for all the pools), or the task that called
+///    `exit` itself, is not run again (its handle says
 ///    [`RuntimeShutdown`](crate::CancelReason::RuntimeShutdown); the exit prints how
 ///    many). A task aborted, or covered by a `cancel_all` or a shutdown's deadline,
 ///    before or while the exit waits for it, is not run again either: its handle says
@@ -93,7 +95,11 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 /// is cancelled at the exit, with a warning), or, after
 /// `process::exit` called from inside a runtime, a re-run that needs something its
 /// interrupted first run still holds (a lock, a semaphore permit, a pooled connection:
-/// that run is frozen with it, and the re-run, and so the exit, wait forever), or a task
+/// that run is frozen with it, and the re-run, and so the exit, wait forever; so does a
+/// task run at the exit that awaits a [`CommonAioPool`](crate::CommonAioPool) or
+/// [`NoQueueAioPool`](crate::NoQueueAioPool) job submitted from that frozen runtime,
+/// which runs its jobs, or calls `shutdown_all_common_aiopools` while such a job is
+/// unfinished: only SmartAioPools are taken over at the exit), or a task
 /// run at the exit that calls `process::exit` itself (std lets one thread exit: a call
 /// from another thread while `main` returns or `exit` runs waits for ever, so the task
 /// never ends and the exit waits for it: the process hangs). For Ctrl-C and `SIGTERM`,

@@ -450,6 +450,9 @@ fn finish_at_exit() {
     // The thread running the exit hooks: the one that called `exit` (or returned from
     // `main`). A task it is polling will never return.
     let exiting = crate::engine::thread_token();
+    // Runs still inside a poll elsewhere are waited for until then, in every pool at once
+    // (the docs: one still in its poll after 5 s is not run again).
+    let deadline = std::time::Instant::now() + crate::engine::EXIT_POLL_WAIT;
     // Every pool is taken over, also those with nothing unfinished now: a plain thread
     // may submit to one while the exit runs.
     let pools: Vec<_> = auto_pools();
@@ -476,8 +479,50 @@ fn finish_at_exit() {
                 .expect("nb_aiopool: could not build the at-exit runtime");
             rt.block_on(async {
                 let handle = tokio::runtime::Handle::current();
+                let mut reports = Vec::with_capacity(pools.len());
+                let mut busy = Vec::with_capacity(pools.len());
                 for p in &pools {
-                    let report = p.core.engine.take_over(handle.clone(), exiting);
+                    let (report, b) = p.core.engine.take_over(handle.clone(), exiting);
+                    reports.push(report);
+                    busy.push(Some(b));
+                }
+                // Only now, with every pool taken over, their jobs start (on this runtime):
+                // a task started earlier could submit into a pool not yet taken over, whose
+                // take-over would then cut or re-run it as interrupted.
+                for p in &pools {
+                    p.core.engine.exit_start();
+                }
+                // The runs still inside a poll on another thread, in every pool at once,
+                // until the deadline: meanwhile the other jobs run (a poll may be waiting
+                // for one of them), and each pool's are settled as soon as their polls
+                // have returned.
+                loop {
+                    let mut left = false;
+                    for (i, p) in pools.iter().enumerate() {
+                        let Some(b) = &mut busy[i] else { continue };
+                        let (all, new) = b.look();
+                        if all {
+                            let b = busy[i].take().expect("looked at above");
+                            reports[i].add(p.core.engine.settle_busy(b));
+                        } else {
+                            left = true;
+                            if new {
+                                // A run that ended in its poll gave its slot back.
+                                p.core.engine.ensure_started();
+                            }
+                        }
+                    }
+                    if !left || std::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                for (i, p) in pools.iter().enumerate() {
+                    if let Some(b) = busy[i].take() {
+                        reports[i].add(p.core.engine.settle_busy(b));
+                    }
+                }
+                for (p, report) in pools.iter().zip(&reports) {
                     if report.cut > 0 {
                         warn_stderr!(
                             "nb_aiopool: warning: {} task(s) of SmartAioPool {:?} were \
@@ -498,12 +543,6 @@ fn finish_at_exit() {
                             crate::engine::EXIT_POLL_WAIT
                         );
                     }
-                }
-                // Only now, with every pool taken over, their jobs start (on this runtime):
-                // a task started earlier could submit into a pool not yet taken over, whose
-                // take-over would then cut or re-run it as interrupted.
-                for p in &pools {
-                    p.core.engine.exit_start();
                 }
                 wait_auto_pools(true).await;
                 // The run is over: the pools are closed, and what a thread still going
