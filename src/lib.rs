@@ -109,7 +109,12 @@
 //!   next poll. The pool wakes, clones and drops wakers outside its locks, so a waker may
 //!   call back into the pool (an executor that polls inside `wake`, or whose waker's
 //!   `clone` or `drop` does); a panic in the `drop` of a waiting submit's waker is caught
-//!   as a wake's is.
+//!   as a wake's is. Not covered: a waker whose `clone` panics when a handle (or a map
+//!   stream waiting on a resize) registers it, or whose `drop` panics when a later poll
+//!   replaces it. The panic comes out of that poll, and the handle is never woken again,
+//!   on any executor: `futures`' `AtomicWaker`, which stores it, is left half
+//!   registered. A tokio `JoinHandle` recovers from this; the crate keeps `futures`'
+//!   waker cell rather than a copy of its own made for such executors.
 //!
 //! # How jobs run
 //!
