@@ -162,9 +162,11 @@
 //!   not know, the next job's, or the home for a job that may run anywhere, which may not
 //!   be driven) also sends slot tasks to the other runtimes of the jobs it lets start (for
 //!   jobs that may run on any runtime, with no other runtime's job among them, to a
-//!   multi-thread runtime the pool knows). Likewise, when every
-//!   rate timer armed is on another current-thread runtime, that code's runtime gets a
-//!   rate timer too; and a
+//!   multi-thread runtime the pool knows). Likewise, when no rate timer is armed on
+//!   that code's runtime and every one armed is on another current-thread runtime, or
+//!   that code's runtime is a current-thread one (whose clock may be paused: a timer on a
+//!   multi-thread runtime runs on that runtime's clock), that code's runtime gets a rate
+//!   timer too; a rate timer waits on the clock of the runtime it is on; and a
 //!   timer lost with its runtime is armed again on each runtime whose tasks are queued
 //!   (and, for tasks that may run on any runtime, on a multi-thread runtime if one lives,
 //!   else on every live one), unless one is left on a multi-thread runtime.

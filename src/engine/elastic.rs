@@ -119,9 +119,44 @@ impl Elastic {
         if n == 0 {
             return;
         }
+        self.clamp(now);
         match self.idle_since.back_mut() {
-            Some((since, count)) if *since == now => *count += n,
+            // A clock behind the newest stamp's (another runtime's) stamps at the newest:
+            // the runs stay in order, and such workers retire late, never early.
+            Some((since, count)) if *since >= now => *count += n,
             _ => self.idle_since.push_back((now, n)),
+        }
+    }
+
+    /// Stamps read from a clock ahead of both `now`'s and the real clock's are taken as
+    /// made at the later of the two, as the rate window does with its starts
+    /// (`RateWindow::clamp`). A pool is shared by runtimes, and with tokio's paused time
+    /// each has a clock of its own: workers stamped idle by a paused runtime whose clock
+    /// ran ahead (a test that slept an hour) would otherwise sit in another runtime's
+    /// future, and not retire there for as long as that clock ran ahead. Walks from the
+    /// newest run; with one clock (time never goes back) it is one comparison.
+    fn clamp(&mut self, now: Instant) {
+        if self
+            .idle_since
+            .back()
+            .is_none_or(|&(newest, _)| newest <= now)
+        {
+            return;
+        }
+        let bound = now.max(Instant::from_std(std::time::Instant::now()));
+        let mut ahead = 0;
+        while let Some(&(since, count)) = self.idle_since.back() {
+            if since <= bound {
+                break;
+            }
+            ahead += count;
+            self.idle_since.pop_back();
+        }
+        if ahead > 0 {
+            match self.idle_since.back_mut() {
+                Some((since, count)) if *since == bound => *count += ahead,
+                _ => self.idle_since.push_back((bound, ahead)),
+            }
         }
     }
 
@@ -130,6 +165,7 @@ impl Elastic {
     pub(crate) fn retire(&mut self, mut limit: usize, now: Instant) -> usize {
         // Those not stamped yet became idle under this lock: by `now`, and not long ago.
         self.stamp(now);
+        self.clamp(now);
         while limit > self.config.min_workers {
             match self.idle_since.front_mut() {
                 Some((since, count)) if later_by(*since, self.config.idle_timeout) <= now => {

@@ -29,10 +29,16 @@ impl RateTimers {
         !self.0.is_empty()
     }
 
-    /// Whether every armed timer is on a current-thread runtime other than `rt` (so that
-    /// `rt`, driven now, may need one of its own).
+    /// Whether `rt`, driven now, needs a timer of its own: none is armed there, and every
+    /// armed timer is on another current-thread runtime, or `rt` is a current-thread
+    /// runtime. A timer on a multi-thread runtime runs undriven, but on that runtime's
+    /// clock: a current-thread runtime whose clock is paused (a test's, tokio's
+    /// `start_paused`) is idle while its jobs wait for it, and its auto-advance then
+    /// jumps to its own next timer (the test's `timeout`) before the window reopens.
     pub(super) fn only_on_others_of(&self, runtimes: &Runtimes, rt: RtRef) -> bool {
-        !self.0.contains(&rt) && !self.on_multi_thread(runtimes)
+        !self.0.contains(&rt)
+            && (!self.on_multi_thread(runtimes)
+                || runtimes.handle(rt).is_some_and(|h| !is_multi_thread(h)))
     }
 
     /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`, unless
@@ -179,6 +185,21 @@ impl<J: Job> Engine<J> {
         self.run_deferred(&mut later);
     }
 
+    /// When a rate timer about to wait on the calling runtime should fire: when the
+    /// window lets the next job start, read on this runtime's clock (now if it has room
+    /// already), or `at` for a pool without a window. Its arming may have read another
+    /// clock (a job's end or a submit on a paused test runtime whose clock ran ahead,
+    /// arming it on a multi-thread runtime): that runtime's `at` held this one's jobs
+    /// back for as long as that clock ran ahead.
+    pub(super) fn rate_timer_due(&self, at: Instant) -> Instant {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match st.limits.as_deref_mut() {
+            Some(limits) => limits.rate_ready_at(now).unwrap_or(now),
+            None => at,
+        }
+    }
+
     /// Under the lock: whether an armed rate timer has nothing left to start (the pool is
     /// closed, so nothing more is queued but by the exit take-over, which arms its own,
     /// and its queue is empty). Its task then lets the engine go at once, rather than
@@ -224,6 +245,11 @@ pub(super) fn rate_timer<J: Job>(
         rt,
     };
     async move {
+        let at = armed
+            .engine
+            .as_ref()
+            .expect("held until the timer ends")
+            .rate_timer_due(at);
         let mut fires = pin!(tokio::time::sleep_until(at));
         loop {
             let engine = Arc::clone(armed.engine.as_ref().expect("held until the timer ends"));
