@@ -609,6 +609,11 @@ impl CommonAioPool {
     /// submitted (their handles are dropped, so they run detached) and the rest of the
     /// iterator is dropped.
     ///
+    /// # Panics
+    ///
+    /// A panic of the iterator (in its `next`) comes out of this future; the tasks
+    /// submitted before it stay submitted and run on, detached.
+    ///
     /// # Cancel safety
     ///
     /// Not cancel safe: dropping the future part-way leaves the futures already submitted
@@ -645,6 +650,13 @@ impl CommonAioPool {
     ///
     /// As [`batch_submit`](Self::batch_submit) if a future is rejected; otherwise each
     /// job's own result or [`TaskError`] is in the returned vector.
+    ///
+    /// # Panics
+    ///
+    /// A panic of the iterator (in its `next`, or in its drop once it is used up: it is
+    /// dropped before the wait, so that what it owns is not kept until the last job ends)
+    /// comes out of this future, and the jobs it submitted are aborted, as when the future
+    /// is dropped.
     ///
     /// # Cancel safety
     ///

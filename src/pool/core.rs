@@ -447,7 +447,10 @@ impl<J: Job> Core<J> {
         I::Item: Submit<J, Output = T>,
     {
         let mut items = items.into_iter();
-        let mut handles = Vec::with_capacity(items.size_hint().0);
+        // Room for the handles up to a bound: an iterator's lower bound may be far beyond
+        // what the pool will take before a timeout drops this future (`repeat_with` and
+        // `cycle` say `usize::MAX`, which overflowed the allocation: a review of a4515b7).
+        let mut handles = Vec::with_capacity(items.size_hint().0.min(PREALLOCATED_HANDLES));
         // No variable of the item's type across the await (as in `group::batch_run`).
         while let Some(submit) = items.next().map(|item| self.submit(item)) {
             handles.push(submit.await?);
@@ -455,6 +458,10 @@ impl<J: Job> Core<J> {
         Ok(handles)
     }
 }
+
+/// The most handles `batch_submit` makes room for before it has them (the vector grows as
+/// usual past it).
+const PREALLOCATED_HANDLES: usize = 1024;
 
 /// A submit refused after its item was made ready, with the item.
 fn refused_submit<J: Job, S: Submit<J>>(refused: PushError<S::Ready>) -> SubmitError<S> {

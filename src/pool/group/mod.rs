@@ -801,6 +801,11 @@ where
             return Err(e);
         }
     }
+    // The iterator, used up, goes before the wait (as `batch_submit`'s goes when it
+    // returns): what it owns (a `Vec`'s buffer of every item, a sender its jobs wait to
+    // see dropped) is not kept until the last job ends (a review of a4515b7 found a
+    // collector job waiting for ever on a sender the iterator held).
+    drop(items);
     Ok(group.join_all().await)
 }
 

@@ -523,6 +523,11 @@ impl SmartAioPool {
     ///
     /// Stops at the first rejected recipe and gives it back; earlier ones stay submitted.
     ///
+    /// # Panics
+    ///
+    /// A panic of the iterator (in its `next`) comes out of this future; the tasks
+    /// submitted before it stay submitted and run on, detached.
+    ///
     /// # Cancel safety
     ///
     /// Not cancel safe: dropped part-way, the recipes already submitted keep running.
@@ -558,6 +563,13 @@ impl SmartAioPool {
     /// # Errors
     ///
     /// As [`batch_submit`](Self::batch_submit) if a recipe is rejected.
+    ///
+    /// # Panics
+    ///
+    /// A panic of the iterator (in its `next`, or in its drop once it is used up: it is
+    /// dropped before the wait, so that what it owns is not kept until the last job ends)
+    /// comes out of this future, and the jobs it submitted are aborted, as when the future
+    /// is dropped.
     ///
     /// # Cancel safety
     ///
