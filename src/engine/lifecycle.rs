@@ -665,20 +665,31 @@ impl<J: Job> Engine<J> {
     }
 
     /// At process exit, after [`take_over`](Self::take_over): settles the runs it found
-    /// inside a poll on another thread (`busy`), once their polls have returned (see
-    /// [`Busy::look`]), or, for those still in their poll (the caller's deadline
-    /// passed), by giving them up (`stuck`). A run that ended in that poll was counted by
-    /// its slot and is not run again; the others are queued again (first), or end here if
-    /// an abort or a cancel covered them meanwhile. Then starts what may start.
-    pub(crate) fn settle_busy(self: &Arc<Self>, busy: Busy<J>) -> TakeOver {
+    /// inside a poll on another thread (`busy`) whose polls have returned (see
+    /// [`Busy::look`]), each as soon as its own poll has (another busy run of the pool may
+    /// wait in its poll for that one's re-run); with `last` (the caller's deadline
+    /// passed), also those still in their poll, by giving them up (`stuck`). A run that
+    /// ended in that poll was counted by its slot and is not run again; the others are
+    /// queued again (first), or end here if an abort or a cancel covered them meanwhile.
+    /// Then starts what may start.
+    pub(crate) fn settle_busy(self: &Arc<Self>, busy: &mut Busy<J>, last: bool) -> TakeOver {
         let mut report = TakeOver::default();
-        if busy.busy.is_empty() {
+        busy.look();
+        // The runs settled now, each with whether its poll has returned.
+        let mut picked = Vec::new();
+        let mut i = 0;
+        while i < busy.busy.len() {
+            if last || busy.ended[i] {
+                picked.push((busy.busy.swap_remove(i), busy.ended.swap_remove(i)));
+            } else {
+                i += 1;
+            }
+        }
+        if picked.is_empty() {
             return report;
         }
-        let Busy { busy, mut ended } = busy;
-        for (done, b) in ended.iter_mut().zip(&busy) {
-            *done |= b.3.by().is_none();
-        }
+        // Queued again oldest first, as the take-over queues interrupted runs.
+        picked.sort_by_key(|((id, ..), _)| std::cmp::Reverse(*id));
         let mut later = Deferred::default();
         let mut seen = Seen::default();
         let mut settled = Vec::new();
@@ -686,27 +697,31 @@ impl<J: Job> Engine<J> {
             let mut st = self.lock();
             // A poll that ends from now on settles nothing: its job is settled here, with
             // the first reason of a cancel that covered it, also one made during the wait.
-            let firsts = std::mem::take(&mut st.awaiting_poll);
-            let counted = std::mem::take(&mut st.ended_in_take_over);
             // The runs not settled by their slot give back their slots, keys and weights.
-            for (_, _, meta) in &firsts {
-                Self::vacate(&mut st, &mut later);
-                if let Some(limits) = &mut st.limits {
-                    limits.ended(meta);
+            let mut firsts = Vec::new();
+            let mut counted = Vec::new();
+            for ((id, ..), _) in &picked {
+                if let Some(pos) = st.ended_in_take_over.iter().position(|j| j == id) {
+                    st.ended_in_take_over.swap_remove(pos);
+                    counted.push(*id);
+                } else if let Some(pos) = st.awaiting_poll.iter().position(|(j, ..)| j == id) {
+                    let (_, first, meta) = st.awaiting_poll.swap_remove(pos);
+                    Self::vacate(&mut st, &mut later);
+                    if let Some(limits) = &mut st.limits {
+                        limits.ended(&meta);
+                    }
+                    firsts.push((*id, first));
                 }
             }
             let mark = self.cancel_before.load(Ordering::Acquire);
-            for ((id, job, meta, polling), done) in busy.into_iter().zip(ended) {
+            for ((id, job, meta, polling), done) in picked {
                 if counted.contains(&id) {
                     // Its copy may hold the last reference to a recipe: dropped below.
                     settled.push(job);
                     continue;
                 }
                 // Covered by a cancel (the first covering call's reason, as above).
-                let first = firsts
-                    .iter()
-                    .find(|&&(j, ..)| j == id)
-                    .and_then(|&(_, r, _)| r);
+                let first = firsts.iter().find(|&&(j, _)| j == id).and_then(|&(_, r)| r);
                 let covered = st.covering_reason_first(first, id, mark);
                 if done && (job.aborted().is_some() || covered.is_some()) {
                     // Aborted or covered meanwhile (as above): ended, not queued again.
@@ -822,9 +837,9 @@ pub(crate) struct Busy<J: Job> {
 }
 
 impl<J: Job> Busy<J> {
-    /// Looks at the polls waited for again: whether every one has returned, and whether
-    /// one returned since the last look (its run may have ended there, giving its slot
-    /// back).
+    /// Looks at the polls waited for again (those not settled yet): whether every one has
+    /// returned, and whether one returned since the last look (to settle: its run may
+    /// have ended there, giving its slot back, or is to be queued again).
     pub(crate) fn look(&mut self) -> (bool, bool) {
         let mut new = false;
         for (done, b) in self.ended.iter_mut().zip(&self.busy) {

@@ -484,7 +484,7 @@ fn finish_at_exit() {
                 for p in &pools {
                     let (report, b) = p.core.engine.take_over(handle.clone(), exiting);
                     reports.push(report);
-                    busy.push(Some(b));
+                    busy.push(b);
                 }
                 // Only now, with every pool taken over, their jobs start (on this runtime):
                 // a task started earlier could submit into a pool not yet taken over, whose
@@ -494,33 +494,24 @@ fn finish_at_exit() {
                 }
                 // The runs still inside a poll on another thread, in every pool at once,
                 // until the deadline: meanwhile the other jobs run (a poll may be waiting
-                // for one of them), and each pool's are settled as soon as their polls
-                // have returned.
+                // for one of them), and each run is settled as soon as its own poll has
+                // returned (another busy run may be waiting for its re-run).
                 loop {
                     let mut left = false;
-                    for (i, p) in pools.iter().enumerate() {
-                        let Some(b) = &mut busy[i] else { continue };
+                    for (p, (b, report)) in pools.iter().zip(busy.iter_mut().zip(&mut reports)) {
                         let (all, new) = b.look();
-                        if all {
-                            let b = busy[i].take().expect("looked at above");
-                            reports[i].add(p.core.engine.settle_busy(b));
-                        } else {
-                            left = true;
-                            if new {
-                                // A run that ended in its poll gave its slot back.
-                                p.core.engine.ensure_started();
-                            }
+                        if new {
+                            report.add(p.core.engine.settle_busy(b, false));
                         }
+                        left |= !all;
                     }
                     if !left || std::time::Instant::now() >= deadline {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-                for (i, p) in pools.iter().enumerate() {
-                    if let Some(b) = busy[i].take() {
-                        reports[i].add(p.core.engine.settle_busy(b));
-                    }
+                for (p, (b, report)) in pools.iter().zip(busy.iter_mut().zip(&mut reports)) {
+                    report.add(p.core.engine.settle_busy(b, true));
                 }
                 for (p, report) in pools.iter().zip(&reports) {
                     if report.cut > 0 {
