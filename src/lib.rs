@@ -166,7 +166,8 @@
 //!   that code's runtime and every one armed is on another current-thread runtime, or
 //!   that code's runtime is a current-thread one (whose clock may be paused: a timer on a
 //!   multi-thread runtime runs on that runtime's clock), that code's runtime gets a rate
-//!   timer too; a rate timer waits on the clock of the runtime it is on; and a
+//!   timer too, and so does the current-thread runtime of the job the window holds back
+//!   next; a rate timer waits on the clock of the runtime it is on; and a
 //!   timer lost with its runtime is armed again on each runtime whose tasks are queued
 //!   (and, for tasks that may run on any runtime, on a multi-thread runtime if one lives,
 //!   else on every live one), unless one is left on a multi-thread runtime.

@@ -32,8 +32,10 @@ pub(crate) struct Elastic {
     /// `unstamped`, always `limit - running` workers. Runs, not one entry per worker: a
     /// pool's first `min_workers` workers are one run, so a large `min_workers` (any
     /// number up to the pool's largest size) costs no memory or time per worker
-    /// (RELIABILITY.md, 338).
-    idle_since: VecDeque<(Instant, usize)>,
+    /// (RELIABILITY.md, 338). The third field is the latest time a run's workers were
+    /// stamped at, on the clocks that stamped them: later than the first only for a run
+    /// [`clamp`](Self::clamp) moved back from a clock ahead.
+    idle_since: VecDeque<(Instant, usize, Instant)>,
     /// Workers that became idle under the engine's lock now held, newest of all, not yet
     /// stamped: most are taken again before the lock is released (a worker whose job
     /// ended takes the next one), and those need no clock read. The rest are stamped
@@ -50,7 +52,7 @@ impl Elastic {
         Elastic {
             config,
             idle_since: (idle_workers > 0)
-                .then_some((now, idle_workers))
+                .then_some((now, idle_workers, now))
                 .into_iter()
                 .collect(),
             unstamped: 0,
@@ -77,7 +79,7 @@ impl Elastic {
     /// `n` stamped workers left the idle ones, the newest first.
     fn busy_stamped(&mut self, mut n: usize) {
         while n > 0 {
-            let Some((_, count)) = self.idle_since.back_mut() else {
+            let Some((_, count, _)) = self.idle_since.back_mut() else {
                 return;
             };
             let k = n.min(*count);
@@ -123,8 +125,11 @@ impl Elastic {
         match self.idle_since.back_mut() {
             // A clock behind the newest stamp's (another runtime's) stamps at the newest:
             // the runs stay in order, and such workers retire late, never early.
-            Some((since, count)) if *since >= now => *count += n,
-            _ => self.idle_since.push_back((now, n)),
+            Some((since, count, made)) if *since >= now => {
+                *count += n;
+                *made = (*made).max(now);
+            }
+            _ => self.idle_since.push_back((now, n, now)),
         }
     }
 
@@ -133,29 +138,37 @@ impl Elastic {
     /// (`RateWindow::clamp`). A pool is shared by runtimes, and with tokio's paused time
     /// each has a clock of its own: workers stamped idle by a paused runtime whose clock
     /// ran ahead (a test that slept an hour) would otherwise sit in another runtime's
-    /// future, and not retire there for as long as that clock ran ahead. Walks from the
-    /// newest run; with one clock (time never goes back) it is one comparison.
+    /// future, and not retire there for as long as that clock ran ahead. The time they
+    /// were stamped at is kept with the run: a clock that has reached it (the one ahead
+    /// that stamped them) counts their idle time from it in [`retire`](Self::retire), so
+    /// another clock's look retires none of them early there. Walks from the newest run;
+    /// with one clock (time never goes back) it is one comparison.
     fn clamp(&mut self, now: Instant) {
         if self
             .idle_since
             .back()
-            .is_none_or(|&(newest, _)| newest <= now)
+            .is_none_or(|&(newest, _, _)| newest <= now)
         {
             return;
         }
         let bound = now.max(Instant::from_std(std::time::Instant::now()));
         let mut ahead = 0;
-        while let Some(&(since, count)) = self.idle_since.back() {
+        let mut latest = bound;
+        while let Some(&(since, count, made)) = self.idle_since.back() {
             if since <= bound {
                 break;
             }
             ahead += count;
+            latest = latest.max(made);
             self.idle_since.pop_back();
         }
         if ahead > 0 {
             match self.idle_since.back_mut() {
-                Some((since, count)) if *since == bound => *count += ahead,
-                _ => self.idle_since.push_back((bound, ahead)),
+                Some((since, count, made)) if *since == bound => {
+                    *count += ahead;
+                    *made = (*made).max(latest);
+                }
+                _ => self.idle_since.push_back((bound, ahead, latest)),
             }
         }
     }
@@ -168,7 +181,17 @@ impl Elastic {
         self.clamp(now);
         while limit > self.config.min_workers {
             match self.idle_since.front_mut() {
-                Some((since, count)) if later_by(*since, self.config.idle_timeout) <= now => {
+                // A clock that has reached the time the run was stamped at (the clock
+                // ahead that stamped it, after another runtime's look clamped it) counts
+                // from then, not from the clamped time (an hour back, for a test that
+                // slept an hour): a look from another clock retires none of its idle
+                // workers early. With one clock the two times are one.
+                Some((since, count, made))
+                    if later_by(
+                        if now >= *made { *made } else { *since },
+                        self.config.idle_timeout,
+                    ) <= now =>
+                {
                     let k = (*count).min(limit - self.config.min_workers);
                     *count -= k;
                     limit -= k;
@@ -190,7 +213,7 @@ mod tests {
     impl Elastic {
         /// The idle workers stamped.
         fn stamped(&self) -> usize {
-            self.idle_since.iter().map(|(_, n)| n).sum()
+            self.idle_since.iter().map(|(_, n, _)| n).sum()
         }
     }
 
@@ -266,6 +289,29 @@ mod tests {
         assert_eq!(el.stamped(), 0);
         el.busy_n(3); // nothing idle left: nothing to take
         assert_eq!((el.stamped(), el.unstamped), (0, 0));
+    }
+
+    #[test]
+    fn a_run_clamped_from_a_clock_ahead_retires_there_from_its_own_stamp() {
+        let secs = Duration::from_secs;
+        for later_clock in [false, true] {
+            let mut el = elastic(0); // idle timeout 5 s
+            let ahead = Instant::now() + secs(3600); // a paused clock an hour ahead
+            el.added_n(4);
+            el.stamp(ahead);
+            // A look from the real clock clamps the run to it: nothing retires.
+            let real = Instant::now();
+            assert_eq!(el.retire(4, real), 4);
+            assert_eq!(el.stamped(), 4);
+            if later_clock {
+                // Another clock, behind the one ahead: counts from the clamped time.
+                assert_eq!(el.retire(4, real + secs(6)), 0);
+            } else {
+                // The clock ahead counts from its own stamp, not an hour back.
+                assert_eq!(el.retire(4, ahead + secs(1)), 4);
+                assert_eq!(el.retire(4, ahead + secs(5)), 0);
+            }
+        }
     }
 
     #[test]

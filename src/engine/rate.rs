@@ -41,6 +41,28 @@ impl RateTimers {
                 || runtimes.handle(rt).is_some_and(|h| !is_multi_thread(h)))
     }
 
+    /// Arms one on `held`, the runtime of the job the rate window holds back next, if that
+    /// is a live current-thread runtime with none: a timer armed for that job goes to a
+    /// multi-thread runtime (`driven_handle`), which runs it undriven but on its own clock,
+    /// and the code that found the window full may be that runtime's (a job's end there,
+    /// `pop_startable`): the held job's runtime, paused (a test's) and idle while it waits
+    /// for the job, would auto-advance to its next timer (the test's `timeout`) before the
+    /// window reopens. One there, if it is not driven, fires when it is.
+    pub(super) fn arm_for_held<J: Job>(
+        &mut self,
+        runtimes: &Runtimes,
+        held: Option<RtRef>,
+        at: Instant,
+        later: &mut Deferred<J>,
+    ) {
+        let Some(rt) = held.filter(|rt| !self.0.contains(rt)) else {
+            return;
+        };
+        if let Some(handle) = runtimes.handle(rt).filter(|h| !is_multi_thread(h)) {
+            self.arm(runtimes, handle, at, later);
+        }
+    }
+
     /// Arms a timer on `handle`'s runtime (a runtime the pool knows), firing `at`, unless
     /// one is armed there. Every timer listed is spawned by `later`, also the second of one
     /// critical section (a job's end may arm one for the job that starts next, on its

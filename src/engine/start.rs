@@ -198,6 +198,8 @@ impl<J: Job> Engine<J> {
                                 st.rate_timers.arm(&st.runtimes, timer, at, later);
                             }
                         }
+                        st.rate_timers
+                            .arm_for_held(&st.runtimes, timer_rt, at, later);
                         if st.rate_timers.only_on_others_of(&st.runtimes, rt) {
                             // Every armed timer (also one just armed above, on the
                             // runtime of the job that starts next) is on another
@@ -318,7 +320,8 @@ impl<J: Job> Engine<J> {
             return st.queue.pop().map(|q| (q, None));
         }
         // The timer, if one is armed, goes to the held job's runtime (see `held_job_rt`).
-        let timer_rt = Self::held_job_rt(st).unwrap_or(rt);
+        let held_rt = Self::held_job_rt(st);
+        let timer_rt = held_rt.unwrap_or(rt);
         let State {
             queue,
             limits,
@@ -329,10 +332,14 @@ impl<J: Job> Engine<J> {
         let limits = limits.as_deref_mut().expect("checked above");
         let now = Instant::now();
         if let Some(at) = limits.rate_ready_at(now) {
-            if !rate_timers.any() && limits.rate_reopens() {
-                if let Some(handle) = runtimes.timer_handle(Some(timer_rt)) {
-                    rate_timers.arm(runtimes, handle, at, later);
+            if limits.rate_reopens() {
+                if !rate_timers.any() {
+                    if let Some(handle) = runtimes.timer_handle(Some(timer_rt)) {
+                        rate_timers.arm(runtimes, handle, at, later);
+                    }
                 }
+                // And one of its own for the held job's current-thread runtime.
+                rate_timers.arm_for_held(runtimes, held_rt, at, later);
             }
             return None;
         }
