@@ -209,11 +209,13 @@
 //!   allocation waits on; freeing them where they were made is what brought the pools
 //!   from 0.7× to about the throughput of the hand-written JoinSet pattern
 //!   (BENCHMARKS.md; later work took them past it, see "What a job costs" below). So the
-//!   pool keeps what ended jobs leave (no more than the pool holds, and 256) and frees
-//!   it in batches: in a `submit` from async code (never in a
-//!   `try_submit` or `blocking_submit`, whose caller may hold a lock, and never inside
-//!   a job's poll); when the pool runs out of work; else after about 2 ms, by a tokio
-//!   task of the pool on the job's multi-thread runtime, or another the pool knows (with
+//!   pool keeps what ended jobs leave (no more than the pool holds, and 256; after a
+//!   `set_max_concurrency` shrink, what was kept beyond the new size goes at the next
+//!   job's end or within the 2 ms below) and frees it in batches: in a `submit` from
+//!   async code (never in a `try_submit`, `blocking_submit` or `set_max_concurrency`,
+//!   whose caller may hold a lock, and never inside a job's poll); when the pool runs
+//!   out of work; else after about 2 ms, by a tokio task of the pool on the job's
+//!   multi-thread runtime, or another the pool knows (with
 //!   none, at once; a runtime's shutdown frees them too); and before a `wait()` or `shutdown()` returns (outside a
 //!   runtime, with a runtime of the pool entered; inside a job, by a task of that
 //!   runtime). A future's cell is freed by the last of its run and its handles: a handle

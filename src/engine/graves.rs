@@ -17,8 +17,9 @@
 //!   with none, the slot frees them at once), so that nothing waits much longer than
 //!   that while the pool is busy and no submit comes (or, when the runtime ends first,
 //!   by that task's drop, in the runtime's shutdown);
-//! - by a slot that finds no room to keep its own (then it frees the others with it), and
-//!   by `set_max_concurrency` when it shrinks the bound;
+//! - by a slot that finds no room to keep its own (then it frees the others with it),
+//!   also the ones kept beyond a bound `set_max_concurrency` shrank (which frees nothing
+//!   itself: its caller may hold a lock a `Drop` takes);
 //! - by a `wait()` before it returns, on its own thread (outside a runtime, with one of
 //!   the pool's entered; inside a job's poll, by a task of its runtime instead); it also
 //!   waits for batches being freed elsewhere, taken before its tasks had all ended;
@@ -114,15 +115,15 @@ impl<J> Graves<J> {
         graves
     }
 
-    /// The pool now holds at most `size` jobs (`set_max_concurrency`). Returns what is
-    /// kept beyond the new bound, to drop outside the lock.
-    pub(crate) fn resize(&mut self, size: usize) -> Option<Batch<J>> {
+    /// The pool now holds at most `size` jobs (`set_max_concurrency`). What is kept
+    /// beyond the new bound is not taken here: its `Drop`s (user code: what a recipe
+    /// captured, a detached task's result) would run on the caller's thread, which may
+    /// hold a lock they take, and `set_max_concurrency` is not one of the places the crate
+    /// docs say they run. A timer is armed while anything is kept (see
+    /// [`keep`](Self::keep)): it frees them within [`REAP_AFTER`], or the next job's end
+    /// finds the graves full and frees them on its slot's thread.
+    pub(crate) fn resize(&mut self, size: usize) {
         self.most = size.clamp(1, MOST);
-        if self.kept.len() > self.most {
-            self.take_all()
-        } else {
-            None
-        }
     }
 
     /// Keeps `grave`, left by a job that ran on a multi-thread runtime. Asks for a timer

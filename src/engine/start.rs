@@ -380,10 +380,10 @@ impl<J: Job> Engine<J> {
             Self::retire_idle(&mut st, &mut later.wake);
             old = st.max_concurrency;
             st.max_concurrency = n;
-            // At most as many ended jobs kept as the pool now holds.
-            if let Some(batch) = st.graves.resize(n.saturating_add(self.max_queue_size)) {
-                later.graves.push(batch);
-            }
+            // At most as many ended jobs kept as the pool now holds (those kept beyond
+            // it go with the armed timer or the next job's end, not on this thread: its
+            // caller may hold a lock their `Drop`s take).
+            st.graves.resize(n.saturating_add(self.max_queue_size));
             self.max_concurrency.store(n, Ordering::Relaxed);
             let queued = st.queue.len() - st.reserved;
             let (limit, running) = (st.limit, st.running);
