@@ -32,8 +32,8 @@ pub(crate) struct Elastic {
     /// `unstamped`, always `limit - running` workers. Runs, not one entry per worker: a
     /// pool's first `min_workers` workers are one run, so a large `min_workers` (any
     /// number up to the pool's largest size) costs no memory or time per worker
-    /// (RELIABILITY.md, 338). The third field is the latest time a run's workers were
-    /// stamped at, on the clocks that stamped them: later than the first only for a run
+    /// (RELIABILITY.md, 338). The third field is the time a run's workers were
+    /// stamped at, on the clock that stamped them: later than the first only for a run
     /// [`clamp`](Self::clamp) moved back from a clock ahead.
     idle_since: VecDeque<(Instant, usize, Instant)>,
     /// Workers that became idle under the engine's lock now held, newest of all, not yet
@@ -125,10 +125,10 @@ impl Elastic {
         match self.idle_since.back_mut() {
             // A clock behind the newest stamp's (another runtime's) stamps at the newest:
             // the runs stay in order, and such workers retire late, never early.
-            Some((since, count, made)) if *since >= now => {
-                *count += n;
-                *made = (*made).max(now);
-            }
+            // Merged only into a run stamped there (not one `clamp` moved back from a clock
+            // ahead, which keeps that clock's stamp for its own workers alone).
+            Some((since, count, made)) if *since >= now && *made == *since => *count += n,
+            Some(&mut (since, ..)) if since >= now => self.idle_since.push_back((since, n, since)),
             _ => self.idle_since.push_back((now, n, now)),
         }
     }
@@ -152,24 +152,14 @@ impl Elastic {
             return;
         }
         let bound = now.max(Instant::from_std(std::time::Instant::now()));
-        let mut ahead = 0;
-        let mut latest = bound;
-        while let Some(&(since, count, made)) = self.idle_since.back() {
-            if since <= bound {
+        // In place, each run keeping its own stamp: runs of several clocks ahead merged
+        // into one, with the latest clock's stamp, would be counted from the clamped time
+        // by the clocks that have not reached it (their own workers retiring early).
+        for (since, ..) in self.idle_since.iter_mut().rev() {
+            if *since <= bound {
                 break;
             }
-            ahead += count;
-            latest = latest.max(made);
-            self.idle_since.pop_back();
-        }
-        if ahead > 0 {
-            match self.idle_since.back_mut() {
-                Some((since, count, made)) if *since == bound => {
-                    *count += ahead;
-                    *made = (*made).max(latest);
-                }
-                _ => self.idle_since.push_back((bound, ahead, latest)),
-            }
+            *since = bound;
         }
     }
 
@@ -312,6 +302,25 @@ mod tests {
                 assert_eq!(el.retire(4, ahead + secs(5)), 0);
             }
         }
+    }
+
+    #[test]
+    fn runs_of_two_clocks_ahead_clamped_each_retire_there_from_their_own_stamps() {
+        let secs = Duration::from_secs;
+        let mut el = elastic(0); // idle timeout 5 s
+        let (a, b) = (Instant::now() + secs(3600), Instant::now() + secs(7200));
+        el.added_n(2);
+        el.stamp(a);
+        el.added_n(2);
+        el.stamp(b);
+        // A look from the real clock clamps both runs to it: nothing retires.
+        assert_eq!(el.retire(4, Instant::now()), 4);
+        // The clock an hour ahead counts its own two from its stamp (they were merged
+        // with the other clock's into one run stamped at the later clock's time, counted
+        // from the clamped time here: all four retired at once).
+        assert_eq!(el.retire(4, a + secs(1)), 4);
+        // Then the other clock's two (stamped further ahead) from the clamped time.
+        assert_eq!(el.retire(4, a + secs(5)), 0);
     }
 
     #[test]
