@@ -488,9 +488,14 @@ async fn pin_a_lost_mixed_batch_is_recorded_once_record_by_record() {
         result_json(&mut c, q, &res2).is_some()
     })
     .await;
-    // Give-ups (about 0.6 s each) done; the big jobs' second runs (after the 3 s lease)
-    // not yet.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Give-ups (about 0.6 s each) done: every record settled or given up, no entry held
+    // (waited for, not slept: on a loaded machine a fixed 1.2 s was too short, eviction
+    // stopped before job 5's give-up, and its record then went through); the big jobs'
+    // second runs (after the 3 s lease) not yet.
+    let settled = within(10, "every record settled or given up", async {
+        comes_true(500, || w.stats().held == 0).await
+    })
+    .await;
     let done = completed(&mut c, q);
     let pend = pending(&mut c, q);
     let delayed: u64 = redis::cmd("ZCARD")
@@ -510,6 +515,10 @@ async fn pin_a_lost_mixed_batch_is_recorded_once_record_by_record() {
     let r = runs.lock().unwrap().clone();
     within(10, "shutdown", w.shutdown_timeout(Duration::from_secs(2))).await;
     let _ = within(10, "run", run).await;
+    assert!(
+        settled,
+        "the worker still held entries 5 s after its jobs ended"
+    );
     assert_eq!(done, 3, "completed: warm-up, plain ack 1, result 2");
     assert_eq!(r2v.as_deref(), Some(r#"{"ok":"n2 a1"}"#));
     assert_eq!(delayed, 1, "job 3's retry");
