@@ -517,8 +517,8 @@ fn play(scenario: &str, secs: u64) -> Played {
 /// and X, waiting in its poll for that re-run, was given up (exit took 5023 ms) ... 1
 /// task(s) of SmartAioPool \"one\" were still running at the process exit". (It failed
 /// so before 9c678da too, where nothing started until every busy poll had returned.)
-/// Fixed in the review's fixes.patch: each busy run is settled as soon as its own poll
-/// has returned.
+/// Fixed by 260c017 (RELIABILITY.md, 368): each busy run is settled as soon as its own
+/// poll has returned.
 #[test]
 fn a_busy_run_that_returned_pending_is_run_again_while_another_busy_run_of_its_pool_waits() {
     let c = play("one-pool-pending", 30);

@@ -451,8 +451,9 @@ fn play(scenario: &str, secs: u64) -> Played {
 /// one long poll (a synchronous call) when the program calls `std::process::exit`.
 /// What they expect: SmartAioPool's docs ("Shutdown"): "The two runs never overlap: a run
 /// that `process::exit` finds inside a poll on another thread ... is run again only once
-/// that poll has returned ...; one still in its poll after 5 s ... is not run again";
-/// the README: "(up to 5 s ...)". So the exit waits about 5 s for such polls, however
+/// that poll has returned ...; one still in its poll after 5 s ... is not run again"
+/// (since 359: "5 s after the exit began (one wait for all the pools)"); the README:
+/// "(up to 5 s ...)". So the exit waits about 5 s for such polls, however
 /// many pools have one. What happened (before the fix): "the exit waited 10015 ms for two
 /// runs stuck in a poll, where the docs say a run still in its poll after 5 s is given
 /// up: each pool waited 5 s of its own" (each pool's take-over had its own 5 s deadline,

@@ -22,10 +22,12 @@ const SECS10: Duration = Duration::from_secs(10);
 /// test's job is now held back by the rate window alone. The test awaits its handle
 /// under `tokio::time::timeout(5 s, ..)`.
 ///
-/// What they expect: README ("How jobs run"): "a current-thread runtime whose jobs a rate
-/// window holds back gets a timer of its own (a paused one auto-advances to it), also
-/// when another waits on a multi-thread runtime": the paused runtime's clock advances to
-/// the window's reopening (1 s) and the job runs then, well within the 5 s timeout.
+/// What they expect: README ("How jobs run", as 364 left it): "a current-thread runtime
+/// whose jobs a rate window holds back gets a timer of its own (a paused one
+/// auto-advances to it), also when another waits on a multi-thread runtime" (since 371 it
+/// says: "when its code finds the window full or when its job is the next the window
+/// holds back"): the paused runtime's clock advances to the window's reopening (1 s) and
+/// the job runs then, well within the 5 s timeout.
 ///
 /// What happened: "the paused test's job, held back by the rate window after the
 /// multi-thread runtime's job ended, was not done when its 5 s timeout fired (at 5000 ms

@@ -800,8 +800,9 @@ impl Drop for DropWhileUserLockHeld {
 /// captured is dropped: "in a `submit` from async code (never in a `try_submit` or
 /// `blocking_submit`, whose caller may hold a lock, and never inside a job's poll); when
 /// the pool runs out of work; else after about 2 ms, by a tokio task of the pool ...; and
-/// before a `wait()` or `shutdown()` returns". `set_max_concurrency` is not among them,
-/// and its caller may hold a lock as well: it should run no user `Drop`.
+/// before a `wait()` or `shutdown()` returns". `set_max_concurrency` was not among them
+/// (372 added it to the calls that free nothing), and its caller may hold a lock as
+/// well: it should run no user `Drop`.
 /// Before the fix: "set_max_concurrency dropped what 2 ended recipes captured on the
 /// caller's thread, inside the call (a Drop that takes a lock the caller holds
 /// deadlocks there)" (`Graves::resize`, called by `Engine::set_max_concurrency`, took
@@ -891,8 +892,9 @@ impl<F: std::future::Future> std::future::Future for Flagged<F> {
 /// `blocking_submit` (synchronous: "whose caller may hold a lock"), and a job of another
 /// pool submits to this one from inside its poll.
 /// Expected (crate docs, "Where an ended job is freed"): freed "in a `submit` from async
-/// code (never in a `try_submit` or `blocking_submit`, whose caller may hold a lock, and
-/// never inside a job's poll)": none of these runs the kept recipes' `Drop`s.
+/// code (never in a `try_submit`, `blocking_submit` or `set_max_concurrency`, whose caller
+/// may hold a lock, and never inside a job's poll)": none of these runs the kept recipes'
+/// `Drop`s.
 /// Pinned.
 #[test]
 fn pinned_sync_submits_and_submits_inside_a_job_drop_no_ended_recipes() {

@@ -38,8 +38,9 @@ const SECS10: Duration = Duration::from_secs(10);
 /// stamp ("made") is the latest of them (B's, 2 h); A's clock has not reached that, so
 /// `retire` (elastic.rs:191) counts A's workers from the clamped (real) time, an hour
 /// behind A's clock, and retires them at once: 370's fix holds for one clock ahead only.
-/// (Before 363 A saw 4.) Fixed in fixes.patch: `clamp` moves each run back in place,
-/// keeping its own stamp, and `stamp` merges no workers into a run moved back.
+/// (Before 363 A saw 4.) Fixed by 8f7a3d5 (RELIABILITY.md, 373): `clamp` moves each run
+/// back in place, keeping its own stamp, and `stamp` merges no workers into a run moved
+/// back.
 #[test]
 fn a_paused_tests_idle_workers_do_not_retire_early_with_two_clocks_ahead() {
     let pool = SmartAioPool::builder()

@@ -315,9 +315,9 @@ mod tests {
         el.stamp(b);
         // A look from the real clock clamps both runs to it: nothing retires.
         assert_eq!(el.retire(4, Instant::now()), 4);
-        // The clock an hour ahead counts its own two from its stamp (they were merged
-        // with the other clock's into one run stamped at the later clock's time, counted
-        // from the clamped time here: all four retired at once).
+        // The clock an hour ahead counts its own two from its stamp (before 373 they were
+        // merged with the other clock's into one run stamped at the later clock's time,
+        // counted from the clamped time here: all four retired at once).
         assert_eq!(el.retire(4, a + secs(1)), 4);
         // Then the other clock's two (stamped further ahead) from the clamped time.
         assert_eq!(el.retire(4, a + secs(5)), 0);

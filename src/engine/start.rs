@@ -144,9 +144,10 @@ impl<J: Job> Engine<J> {
     /// new ones spawned. Reserved jobs are taken from the front of the queue, so jobs
     /// start in queue order.
     ///
-    /// Starts nothing while the exit take-over waits for runs still inside a poll on
-    /// another thread (they hold their slots till then): a submit or a rate tick from a
-    /// thread that goes on queues its job, and the take-over starts it.
+    /// Starts nothing while the exit holds every pool's starts until it has taken them
+    /// all over (`exit_start` lifts the hold): a submit or a rate tick from a thread that
+    /// goes on queues its job, and the exit starts it. Runs the exit waits for, still
+    /// inside a poll on another thread, hold only their own slots, keys and weights.
     pub(super) fn fill_free(
         self: &Arc<Self>,
         st: &mut State<J>,

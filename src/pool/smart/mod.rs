@@ -78,12 +78,12 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 ///    5 s after the exit began (one wait for all the pools), or the task that called
 ///    `exit` itself, is not run again (its handle says
 ///    [`RuntimeShutdown`](crate::CancelReason::RuntimeShutdown); the exit prints how
-///    many). Such a run holds its slot while the exit waits for it, but not once given up
-///    at that deadline, nor, in a pool built with
+///    many). Such a run holds its slot (and its key and weight) while the exit waits for
+///    it, but not once given up at that deadline, nor, in a pool built with
 ///    [`rerun_interrupted(false)`](SmartAioPoolBuilder::rerun_interrupted), at all (its
 ///    slots do not mark their polls, which would cost every poll a fence): the pool may
-///    then start another task while that poll still runs, one more than its size per such
-///    run, until the poll returns. A task aborted, or covered by a `cancel_all` or a shutdown's deadline,
+///    then start another task while that poll still runs, one more than its size (and
+///    over `max_per_key` or `weight_capacity`) per such run, until the poll returns. A task aborted, or covered by a `cancel_all` or a shutdown's deadline,
 ///    before or while the exit waits for it, is not run again either: its handle says
 ///    that (the first covering call's reason), and the exit does not count it.
 ///    Once that run is over (or at once, if there is nothing to run), every

@@ -451,7 +451,7 @@ fn finish_at_exit() {
     // `main`). A task it is polling will never return.
     let exiting = crate::engine::thread_token();
     // Runs still inside a poll elsewhere are waited for until then, in every pool at once
-    // (the docs: one still in its poll after 5 s is not run again).
+    // (the docs: one still in its poll 5 s after the exit began is not run again).
     let deadline = std::time::Instant::now() + crate::engine::EXIT_POLL_WAIT;
     // Every pool is taken over, also those with nothing unfinished now: a plain thread
     // may submit to one while the exit runs.
