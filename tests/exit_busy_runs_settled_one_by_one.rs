@@ -84,14 +84,7 @@ mod after_exit {
     extern "C" fn record() {
         let Some(dir) = DIR.get() else { return };
         for (name, h) in std::mem::take(&mut *HANDLES.lock().unwrap()) {
-            let said = if h.is_finished() {
-                match h.blocking_wait() {
-                    Ok(()) => "Ok".to_string(),
-                    Err(e) => format!("Err({:?})", e.cancel_reason()),
-                }
-            } else {
-                "pending".to_string()
-            };
+            let said = support::said(h, |()| "Ok".to_string());
             append(&dir.join("handles"), &format!("{name}={said}"));
         }
         if let Some(pool) = POOL.get() {

@@ -43,14 +43,7 @@ extern "C" {
 extern "C" fn record_at_exit() {
     let Some(dir) = DIR.get() else { return };
     for (name, h) in std::mem::take(&mut *HANDLES.lock().unwrap()) {
-        let said = if h.is_finished() {
-            match h.blocking_wait() {
-                Ok(v) => format!("Ok({v})"),
-                Err(e) => format!("Err({:?})", e.cancel_reason()),
-            }
-        } else {
-            "pending".to_string()
-        };
+        let said = support::said(h, |v| format!("Ok({v})"));
         append(&dir.join("handles"), &format!("{name}={said}"));
     }
     if let Some(pool) = POOL.get() {

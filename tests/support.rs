@@ -321,6 +321,22 @@ impl Pool {
 // A test file with process-exit scenarios has an ignored test named `child` that reads
 // its scenario with `child_scenario()`; its tests start it with `run_child`.
 
+/// What a handle says in a child's record at the process exit: `ok(value)` if it ended
+/// well, `Err(reason)` (its cancel reason, `None` for a panic) if not, or `pending` if it
+/// has not finished (not waited for: the record must not hang the exit).
+pub fn said<T: Send + 'static>(
+    h: nb_aiopool::TaskHandle<T>,
+    ok: impl FnOnce(T) -> String,
+) -> String {
+    if !h.is_finished() {
+        return "pending".to_string();
+    }
+    match h.blocking_wait() {
+        Ok(v) => ok(v),
+        Err(e) => format!("Err({:?})", e.cancel_reason()),
+    }
+}
+
 /// Appends `line` to the file at `path` (made if missing).
 pub fn append(path: &std::path::Path, line: &str) {
     use std::io::Write;
