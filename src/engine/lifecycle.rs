@@ -497,7 +497,7 @@ impl<J: Job> Engine<J> {
     pub(crate) fn take_over(self: &Arc<Self>, handle: Handle, exiting: u64) -> (TakeOver, Busy<J>) {
         let mut later = Deferred::default();
         let mut report = TakeOver::default();
-        let mut busy: Vec<(u64, J, Meta, Polling)> = Vec::new();
+        let mut busy: Vec<(u64, J, Polling)> = Vec::new();
         // The runs waited for, each with the first reason of a cancel that covered it, and
         // its flow-control settings (it holds its key and weight until it is settled).
         let mut awaiting: Vec<Awaited> = Vec::new();
@@ -538,8 +538,8 @@ impl<J: Job> Engine<J> {
                 let covered = st.covering_reason(Some(&s), s.job, mark);
                 match s.polling.by() {
                     Some(t) if self.rerun && t != exiting => {
-                        awaiting.push((s.job, s.cancelled, s.meta.clone()));
-                        busy.push((s.job, copy, s.meta, s.polling));
+                        awaiting.push((s.job, s.cancelled, s.meta));
+                        busy.push((s.job, copy, s.polling));
                     }
                     Some(_) if self.rerun => {
                         // Polled by the exiting thread: it called `exit`, and never returns.
@@ -664,6 +664,24 @@ impl<J: Job> Engine<J> {
         (report, Busy { busy, ended })
     }
 
+    /// Under the lock: the exit waits no more for run `id`, found inside a poll on another
+    /// thread (the run ended in that poll, or is being settled): the slot, key and weight
+    /// it held are given back. Returns the first reason of a cancel that covered it and
+    /// its flow-control settings; `None` if it was not awaited.
+    pub(super) fn end_awaiting(
+        st: &mut State<J>,
+        id: u64,
+        later: &mut Deferred<J>,
+    ) -> Option<(Option<CancelReason>, Meta)> {
+        let pos = st.awaiting_poll.iter().position(|&(j, ..)| j == id)?;
+        let (_, first, meta) = st.awaiting_poll.swap_remove(pos);
+        Self::vacate(st, later);
+        if let Some(limits) = &mut st.limits {
+            limits.ended(&meta);
+        }
+        Some((first, meta))
+    }
+
     /// At process exit, after [`take_over`](Self::take_over): settles the runs it found
     /// inside a poll on another thread (`busy`) whose polls have returned (see
     /// [`Busy::look`]), each as soon as its own poll has (another busy run of the pool may
@@ -698,30 +716,33 @@ impl<J: Job> Engine<J> {
             // A poll that ends from now on settles nothing: its job is settled here, with
             // the first reason of a cancel that covered it, also one made during the wait.
             // The runs not settled by their slot give back their slots, keys and weights.
-            let mut firsts = Vec::new();
+            let mut awaited = Vec::new();
             let mut counted = Vec::new();
             for ((id, ..), _) in &picked {
                 if let Some(pos) = st.ended_in_take_over.iter().position(|j| j == id) {
                     st.ended_in_take_over.swap_remove(pos);
                     counted.push(*id);
-                } else if let Some(pos) = st.awaiting_poll.iter().position(|(j, ..)| j == id) {
-                    let (_, first, meta) = st.awaiting_poll.swap_remove(pos);
-                    Self::vacate(&mut st, &mut later);
-                    if let Some(limits) = &mut st.limits {
-                        limits.ended(&meta);
-                    }
-                    firsts.push((*id, first));
+                } else if let Some((first, meta)) = Self::end_awaiting(&mut st, *id, &mut later) {
+                    awaited.push((*id, first, meta));
                 }
             }
             let mark = self.cancel_before.load(Ordering::Acquire);
-            for ((id, job, meta, polling), done) in picked {
+            for ((id, job, polling), done) in picked {
                 if counted.contains(&id) {
                     // Its copy may hold the last reference to a recipe: dropped below.
                     settled.push(job);
                     continue;
                 }
-                // Covered by a cancel (the first covering call's reason, as above).
-                let first = firsts.iter().find(|&&(j, _)| j == id).and_then(|&(_, r)| r);
+                // Covered by a cancel (the first covering call's reason, as above); its
+                // flow-control settings, for its queueing again.
+                let (first, meta) = awaited
+                    .iter()
+                    .position(|&(j, ..)| j == id)
+                    .map(|pos| {
+                        let (_, first, meta) = awaited.swap_remove(pos);
+                        (first, meta)
+                    })
+                    .unwrap_or_default();
                 let covered = st.covering_reason_first(first, id, mark);
                 if done && (job.aborted().is_some() || covered.is_some()) {
                     // Aborted or covered meanwhile (as above): ended, not queued again.
@@ -830,7 +851,10 @@ pub(super) type Awaited = (u64, Option<CancelReason>, Meta);
 /// The runs an exit take-over found inside a poll on another thread, to settle
 /// ([`Engine::settle_busy`]) once their polls have returned.
 pub(crate) struct Busy<J: Job> {
-    busy: Vec<(u64, J, Meta, Polling)>,
+    /// Each run's job, its copy to run again and its slot's marks (its flow-control
+    /// settings are in `State::awaiting_poll`, where its slot gives them back if the run
+    /// ends in that poll).
+    busy: Vec<(u64, J, Polling)>,
     /// Whose poll was seen returned (it counts as returned from then on: the stale slot
     /// may be polled again, but runs nothing).
     ended: Vec<bool>,
@@ -843,7 +867,7 @@ impl<J: Job> Busy<J> {
     pub(crate) fn look(&mut self) -> (bool, bool) {
         let mut new = false;
         for (done, b) in self.ended.iter_mut().zip(&self.busy) {
-            if !*done && b.3.by().is_none() {
+            if !*done && b.2.by().is_none() {
                 *done = true;
                 new = true;
             }

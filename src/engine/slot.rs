@@ -397,14 +397,9 @@ impl<J: Job> Slot<J> {
                 // here: it is counted here, and not run again; otherwise the take-over
                 // settled it already (cancelled, and counted).
                 let (woken, outcome) = run.publish_locked();
-                let counted_here = st.awaiting_poll.iter().position(|&(j, ..)| j == id);
-                if let Some(pos) = counted_here {
-                    // It held its slot, key and weight till now.
-                    let (.., meta) = st.awaiting_poll.swap_remove(pos);
-                    Engine::<J>::vacate(&mut st, later);
-                    if let Some(limits) = &mut st.limits {
-                        limits.ended(&meta);
-                    }
+                // It held its slot, key and weight till now: given back.
+                let counted_here = Engine::end_awaiting(&mut st, id, later).is_some();
+                if counted_here {
                     engine.run_ended(&mut st, id, outcome, later);
                     st.ended_in_take_over.push(id);
                 }
@@ -412,7 +407,7 @@ impl<J: Job> Slot<J> {
                 // Fired by `run_deferred`, after the task's room is given back.
                 later.woken.push(woken);
                 self.polling.forget_obs();
-                if counted_here.is_some() {
+                if counted_here {
                     Self::report_end(
                         engine,
                         &mut self.obs,
