@@ -7,37 +7,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nb_aiopool::{SmartAioPool, SubmitOptions, TaskHandle};
-use support::{append, child_scenario, lines, run_child};
+use support::{append, child_scenario, event, exit_from_main, lines, numbered_recipe, play};
 
 // ----- the child process ---------------------------------------------------------------
-
-fn unix_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
-
-type Boxed = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// Records `"{name} {event} {unix ms}"` in `dir/ev`.
-fn ev(dir: &Path, name: &str, event: &str) {
-    append(&dir.join("ev"), &format!("{name} {event} {}", unix_ms()));
-}
-
-/// A recipe whose run number `n` (0 for the first) does what `body(n)` returns.
-fn recipe(
-    body: impl Fn(usize) -> Boxed + Send + Sync + 'static,
-) -> impl Fn() -> Boxed + Send + Sync + 'static {
-    let runs = AtomicUsize::new(0);
-    move || body(runs.fetch_add(1, Ordering::SeqCst))
-}
 
 /// Waits (bounded, 10 s) until `dir/ev` has a line starting with each of `names`.
 fn until_events(dir: &Path, names: &[&str]) {
@@ -45,14 +21,6 @@ fn until_events(dir: &Path, names: &[&str]) {
         let l = lines(&dir.join("ev"));
         names.iter().all(|n| l.iter().any(|e| e.starts_with(n)))
     });
-}
-
-/// Marks the exit's start in `dir/exit_at`, then `process::exit` from the main thread
-/// (outside the runtime, which is kept: its workers go on).
-fn exit_now(dir: &Path, rt: tokio::runtime::Runtime) -> ! {
-    append(&dir.join("exit_at"), &unix_ms().to_string());
-    std::mem::forget(rt);
-    std::process::exit(0);
 }
 
 /// Blocks this thread (one poll) until `dir/flag` has a line, at most `secs`; whether it
@@ -129,28 +97,28 @@ fn one_pool_pending(dir: &Path) {
         .max_concurrency(2)
         .build();
     let (dx, dz) = (dir.to_path_buf(), dir.to_path_buf());
-    let x = recipe(move |n| {
+    let x = numbered_recipe(move |n| {
         let d = dx.clone();
         Box::pin(async move {
             if n == 0 {
-                ev(&d, "X", "start");
+                event(&d, "X", "start");
                 let saw = wait_for_flag(&d, 20);
-                ev(&d, "X", if saw { "saw-flag" } else { "no-flag" });
+                event(&d, "X", if saw { "saw-flag" } else { "no-flag" });
             } else {
-                ev(&d, "X", "rerun");
+                event(&d, "X", "rerun");
             }
         })
     });
-    let z = recipe(move |n| {
+    let z = numbered_recipe(move |n| {
         let d = dz.clone();
         Box::pin(async move {
             if n == 0 {
-                ev(&d, "Z", "start");
+                event(&d, "Z", "start");
                 std::thread::sleep(Duration::from_millis(400));
-                ev(&d, "Z", "pending");
+                event(&d, "Z", "pending");
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             } else {
-                ev(&d, "Z", "rerun");
+                event(&d, "Z", "rerun");
                 append(&d.join("flag"), "Z rerun");
             }
         })
@@ -160,7 +128,7 @@ fn one_pool_pending(dir: &Path) {
         p.submit(z).await.unwrap().detach();
     });
     until_events(dir, &["X start", "Z start"]);
-    exit_now(dir, rt);
+    exit_from_main(dir, rt);
 }
 
 /// An elastic SmartAioPool (`min_workers(0)`, max 4, idle timeout 10 ms): X is busy in
@@ -177,33 +145,33 @@ fn elastic_busy(dir: &Path) {
         .build();
     after_exit::POOL.set(p.clone()).unwrap();
     let (dx, dz, dv) = (dir.to_path_buf(), dir.to_path_buf(), dir.to_path_buf());
-    let x = recipe(move |n| {
+    let x = numbered_recipe(move |n| {
         let d = dx.clone();
         Box::pin(async move {
-            ev(&d, "X", &format!("start{n}"));
+            event(&d, "X", &format!("start{n}"));
             std::thread::sleep(Duration::from_millis(500));
-            ev(&d, "X", &format!("end{n}"));
+            event(&d, "X", &format!("end{n}"));
         })
     });
-    let z = recipe(move |n| {
+    let z = numbered_recipe(move |n| {
         let d = dz.clone();
         Box::pin(async move {
-            ev(&d, "Z", &format!("start{n}"));
+            event(&d, "Z", &format!("start{n}"));
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(300));
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            ev(&d, "Z", &format!("end{n}"));
+            event(&d, "Z", &format!("end{n}"));
         })
     });
-    let v = recipe(move |n| {
+    let v = numbered_recipe(move |n| {
         let d = dv.clone();
         Box::pin(async move {
-            ev(&d, "V", &format!("start{n}"));
+            event(&d, "V", &format!("start{n}"));
             if n == 0 {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            ev(&d, "V", &format!("end{n}"));
+            event(&d, "V", &format!("end{n}"));
         })
     });
     rt.block_on(async {
@@ -212,7 +180,7 @@ fn elastic_busy(dir: &Path) {
         after_exit::keep("V", p.submit(v).await.unwrap());
     });
     until_events(dir, &["X start0", "Z start0", "V start0"]);
-    exit_now(dir, rt);
+    exit_from_main(dir, rt);
 }
 
 /// A SmartAioPool of two slots, one task per key (`max_per_key(1)`): X (key "k") is busy
@@ -228,24 +196,24 @@ fn key_busy(dir: &Path) {
         .build();
     after_exit::POOL.set(p.clone()).unwrap();
     let (dx, dw) = (dir.to_path_buf(), dir.to_path_buf());
-    let x = recipe(move |n| {
+    let x = numbered_recipe(move |n| {
         let d = dx.clone();
         Box::pin(async move {
-            ev(&d, "X", &format!("start{n}"));
+            event(&d, "X", &format!("start{n}"));
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(800));
-                ev(&d, "X", "pending0");
+                event(&d, "X", "pending0");
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            ev(&d, "X", &format!("end{n}"));
+            event(&d, "X", &format!("end{n}"));
         })
     });
-    let w = recipe(move |n| {
+    let w = numbered_recipe(move |n| {
         let d = dw.clone();
         Box::pin(async move {
-            ev(&d, "W", &format!("start{n}"));
-            ev(&d, "W", &format!("end{n}"));
+            event(&d, "W", &format!("start{n}"));
+            event(&d, "W", &format!("end{n}"));
         })
     });
     rt.block_on(async {
@@ -257,7 +225,7 @@ fn key_busy(dir: &Path) {
         let k = SubmitOptions::new().key("k");
         after_exit::keep("W", p.submit_with(w, k).await.unwrap());
     });
-    exit_now(dir, rt);
+    exit_from_main(dir, rt);
 }
 
 /// A SmartAioPool of one slot: X is busy in one poll when `process::exit` comes; in that
@@ -272,24 +240,24 @@ fn cancel_in_window(dir: &Path) {
         .build();
     after_exit::POOL.set(p.clone()).unwrap();
     let (dx, dw, px) = (dir.to_path_buf(), dir.to_path_buf(), p.clone());
-    let x = recipe(move |n| {
+    let x = numbered_recipe(move |n| {
         let (d, p) = (dx.clone(), px.clone());
         Box::pin(async move {
-            ev(&d, "X", &format!("start{n}"));
+            event(&d, "X", &format!("start{n}"));
             if n == 0 {
                 support::until("the exit began", || !lines(&d.join("exit_at")).is_empty());
                 std::thread::sleep(Duration::from_millis(100));
                 drop(p.cancel_all());
-                ev(&d, "X", "cancelled-all");
+                event(&d, "X", "cancelled-all");
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            ev(&d, "X", &format!("end{n}"));
+            event(&d, "X", &format!("end{n}"));
         })
     });
-    let w = recipe(move |n| {
+    let w = numbered_recipe(move |n| {
         let d = dw.clone();
         Box::pin(async move {
-            ev(&d, "W", &format!("start{n}"));
+            event(&d, "W", &format!("start{n}"));
         })
     });
     rt.block_on(async {
@@ -299,7 +267,7 @@ fn cancel_in_window(dir: &Path) {
     rt.block_on(async {
         after_exit::keep("W", p.submit(w).await.unwrap());
     });
-    exit_now(dir, rt);
+    exit_from_main(dir, rt);
 }
 
 /// A SmartAioPool task mid-run when a current-thread `main` returns; its re-run, at the
@@ -311,10 +279,10 @@ fn pool_built_at_exit(dir: &Path) {
         .max_concurrency(1)
         .build();
     let d0 = dir.to_path_buf();
-    let x = recipe(move |n| {
+    let x = numbered_recipe(move |n| {
         let d = d0.clone();
         Box::pin(async move {
-            ev(&d, "X", &format!("start{n}"));
+            event(&d, "X", &format!("start{n}"));
             if n == 0 {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
@@ -327,13 +295,13 @@ fn pool_built_at_exit(dir: &Path) {
                 let d = d2.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    ev(&d, "late", "ran");
+                    event(&d, "late", "ran");
                 }
             })
             .await
             .unwrap()
             .detach();
-            ev(&d, "X", &format!("end{n}"));
+            event(&d, "X", &format!("end{n}"));
         })
     });
     rt.block_on(async {
@@ -356,22 +324,22 @@ fn rate_busy(dir: &Path) {
         .build();
     after_exit::POOL.set(p.clone()).unwrap();
     let (dx, dw) = (dir.to_path_buf(), dir.to_path_buf());
-    let x = recipe(move |n| {
+    let x = numbered_recipe(move |n| {
         let d = dx.clone();
         Box::pin(async move {
-            ev(&d, "X", &format!("start{n}"));
+            event(&d, "X", &format!("start{n}"));
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(500));
-                ev(&d, "X", "pending0");
+                event(&d, "X", "pending0");
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            ev(&d, "X", &format!("end{n}"));
+            event(&d, "X", &format!("end{n}"));
         })
     });
-    let w = recipe(move |n| {
+    let w = numbered_recipe(move |n| {
         let d = dw.clone();
         Box::pin(async move {
-            ev(&d, "W", &format!("start{n}"));
+            event(&d, "W", &format!("start{n}"));
         })
     });
     rt.block_on(async {
@@ -381,7 +349,7 @@ fn rate_busy(dir: &Path) {
     rt.block_on(async {
         after_exit::keep("W", p.submit(w).await.unwrap());
     });
-    exit_now(dir, rt);
+    exit_from_main(dir, rt);
 }
 
 /// A SmartAioPool of one slot: X's first run is busy in one poll for 5.5 s when
@@ -397,22 +365,22 @@ fn late_end(dir: &Path) {
         .build();
     after_exit::POOL.set(p.clone()).unwrap();
     let (dx, dw) = (dir.to_path_buf(), dir.to_path_buf());
-    let x = recipe(move |n| {
+    let x = numbered_recipe(move |n| {
         let d = dx.clone();
         Box::pin(async move {
-            ev(&d, "X", &format!("start{n}"));
+            event(&d, "X", &format!("start{n}"));
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(5500));
             }
-            ev(&d, "X", &format!("end{n}"));
+            event(&d, "X", &format!("end{n}"));
         })
     });
-    let w = recipe(move |n| {
+    let w = numbered_recipe(move |n| {
         let d = dw.clone();
         Box::pin(async move {
-            ev(&d, "W", &format!("start{n}"));
+            event(&d, "W", &format!("start{n}"));
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            ev(&d, "W", &format!("end{n}"));
+            event(&d, "W", &format!("end{n}"));
         })
     });
     rt.block_on(async {
@@ -422,7 +390,7 @@ fn late_end(dir: &Path) {
     rt.block_on(async {
         after_exit::keep("W", p.submit(w).await.unwrap());
     });
-    exit_now(dir, rt);
+    exit_from_main(dir, rt);
 }
 
 #[test]
@@ -442,57 +410,6 @@ fn child() {
 }
 
 // ----- the tests -------------------------------------------------------------------------
-
-struct Played {
-    code: Option<i32>,
-    stderr: String,
-    dir: PathBuf,
-    /// When the child had ended (the parent's clock, within 20 ms).
-    ended_at: u128,
-}
-
-impl Played {
-    fn lines(&self, file: &str) -> Vec<String> {
-        lines(&self.dir.join(file))
-    }
-
-    /// The time of the first event `"{name} {event}"`.
-    fn at(&self, what: &str) -> Option<u128> {
-        self.lines("ev").iter().find_map(|l| {
-            l.strip_prefix(what)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|ms| ms.parse().ok())
-        })
-    }
-
-    fn has(&self, what: &str) -> bool {
-        self.at(what).is_some()
-    }
-
-    fn exit_at(&self) -> u128 {
-        self.lines("exit_at")[0].parse().unwrap()
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.lines("ev")
-    }
-}
-
-impl Drop for Played {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn play(scenario: &str, secs: u64) -> Played {
-    let c = run_child(scenario, secs);
-    Played {
-        code: c.code,
-        stderr: c.stderr,
-        dir: c.dir,
-        ended_at: unix_ms(),
-    }
-}
 
 /// What the user does: a SmartAioPool of two slots runs X, which waits in synchronous code
 /// (one poll) for something the pool's task Z does, and Z, busy in one poll for 400 ms

@@ -112,14 +112,6 @@ fn first_run_hangs(
     }
 }
 
-/// Milliseconds since the Unix epoch (times compared across the child's threads).
-fn unix_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
-
 /// A recipe that appends `name` to `runs` and returns `value`.
 fn recorded(
     dir: &std::path::Path,
@@ -131,7 +123,7 @@ fn recorded(
     let at = runs.with_file_name("ran_at");
     move || {
         append(&runs, name);
-        append(&at, &unix_ms().to_string());
+        append(&at, &support::unix_ms().to_string());
         Box::pin(async move { value })
     }
 }
@@ -225,7 +217,7 @@ fn child() {
             assert_eq!(pool.stats().queued, 1, "C is queued");
             HANDLES.lock().unwrap().push(("B", b));
             HANDLES.lock().unwrap().push(("C", c));
-            append(&dir.join("exit_at"), &unix_ms().to_string());
+            append(&dir.join("exit_at"), &support::unix_ms().to_string());
             std::process::exit(0);
         }
         // A (one slot) runs on rt1; B, submitted from rt2, queued, is handed to a slot on
@@ -257,7 +249,7 @@ fn child() {
             });
             let (b, _frozen) = hand_b_to_a_slot_not_driven(pool, &dir);
             HANDLES.lock().unwrap().push(("B", b));
-            append(&dir.join("exit_at"), &unix_ms().to_string());
+            append(&dir.join("exit_at"), &support::unix_ms().to_string());
             std::process::exit(0);
         }
         // A running task of a pool without re-runs, covered by `cancel_all` while its

@@ -8,21 +8,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use nb_aiopool::{shutdown_all_common_aiopools, CommonAioPool, SmartAioPool, TaskHandle};
-use support::{append, child_scenario, lines, run_child};
+use support::{append, child_scenario, lines, play, unix_ms};
 
 // ----- the child process ---------------------------------------------------------------
-
-fn unix_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
 
 /// A handle of a CommonAioPool task, for a SmartAioPool task run at the exit to await.
 static COMMON_HANDLE: Mutex<Option<TaskHandle<u32>>> = Mutex::new(None);
@@ -419,33 +412,6 @@ fn child() {
 }
 
 // ----- the tests -------------------------------------------------------------------------
-
-struct Played {
-    code: Option<i32>,
-    stderr: String,
-    dir: PathBuf,
-}
-
-impl Played {
-    fn lines(&self, file: &str) -> Vec<String> {
-        lines(&self.dir.join(file))
-    }
-}
-
-impl Drop for Played {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn play(scenario: &str, secs: u64) -> Played {
-    let c = run_child(scenario, secs);
-    Played {
-        code: c.code,
-        stderr: c.stderr,
-        dir: c.dir,
-    }
-}
 
 /// What the user does: two SmartAioPools each have a task blocking its worker thread in
 /// one long poll (a synchronous call) when the program calls `std::process::exit`.

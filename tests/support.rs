@@ -362,6 +362,97 @@ pub async fn appended(path: impl AsRef<std::path::Path>) {
     }
 }
 
+/// Milliseconds since the Unix epoch: a clock a child process and its parent share.
+pub fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// In a child process: records `"{name} {event} {unix ms}"` in `dir/ev` (read back with
+/// [`Played::at`]).
+pub fn event(dir: &std::path::Path, name: &str, event: &str) {
+    append(&dir.join("ev"), &format!("{name} {event} {}", unix_ms()));
+}
+
+/// A boxed future of a recipe's run.
+pub type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A recipe whose run number `n` (0 for the first) does what `body(n)` returns.
+pub fn numbered_recipe(
+    body: impl Fn(usize) -> BoxedRun + Send + Sync + 'static,
+) -> impl Fn() -> BoxedRun + Send + Sync + 'static {
+    let runs = AtomicUsize::new(0);
+    move || body(runs.fetch_add(1, Ordering::SeqCst))
+}
+
+/// In a child process: marks the exit's start in `dir/exit_at` (read back with
+/// [`Played::exit_at`]), then calls `process::exit` from the main thread, outside the
+/// runtime, which is kept: its workers go on.
+pub fn exit_from_main(dir: &std::path::Path, rt: tokio::runtime::Runtime) -> ! {
+    append(&dir.join("exit_at"), &unix_ms().to_string());
+    std::mem::forget(rt);
+    std::process::exit(0);
+}
+
+/// A child process played to its end (see [`run_child`]); its directory is removed when
+/// this is dropped.
+pub struct Played {
+    pub code: Option<i32>,
+    pub stderr: String,
+    pub dir: std::path::PathBuf,
+    /// When the child had ended (the parent's clock, within 20 ms).
+    pub ended_at: u128,
+}
+
+impl Played {
+    /// The lines the child wrote to `file` in its directory.
+    pub fn lines(&self, file: &str) -> Vec<String> {
+        lines(&self.dir.join(file))
+    }
+
+    /// The events it recorded (see [`event`]).
+    pub fn events(&self) -> Vec<String> {
+        self.lines("ev")
+    }
+
+    /// The time of its first event `"{name} {event}"`.
+    pub fn at(&self, what: &str) -> Option<u128> {
+        self.events().iter().find_map(|l| {
+            l.strip_prefix(what)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|ms| ms.parse().ok())
+        })
+    }
+
+    pub fn has(&self, what: &str) -> bool {
+        self.at(what).is_some()
+    }
+
+    /// When it began to exit (see [`exit_from_main`]).
+    pub fn exit_at(&self) -> u128 {
+        self.lines("exit_at")[0].parse().unwrap()
+    }
+}
+
+impl Drop for Played {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// [`run_child`], kept as a [`Played`].
+pub fn play(scenario: &str, secs: u64) -> Played {
+    let c = run_child(scenario, secs);
+    Played {
+        code: c.code,
+        stderr: c.stderr,
+        dir: c.dir,
+        ended_at: unix_ms(),
+    }
+}
+
 /// In the `child` test: the scenario to play, and the directory to write to.
 pub fn child_scenario() -> (String, std::path::PathBuf) {
     let scenario = std::env::var("NB_CHILD_SCENARIO").expect("NB_CHILD_SCENARIO");

@@ -130,34 +130,12 @@ fn a_paused_tests_idle_workers_do_not_retire_early_with_two_clocks_ahead() {
 
 mod child {
     use std::path::{Path, PathBuf};
-    use std::pin::Pin;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Mutex, OnceLock};
     use std::time::Duration;
 
     use nb_aiopool::{SmartAioPool, SubmitOptions, TaskHandle};
 
     use super::support::{self, append, lines};
-
-    pub fn unix_ms() -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    }
-
-    type Boxed = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-    fn ev(dir: &Path, name: &str, event: &str) {
-        append(&dir.join("ev"), &format!("{name} {event} {}", unix_ms()));
-    }
-
-    fn recipe(
-        body: impl Fn(usize) -> Boxed + Send + Sync + 'static,
-    ) -> impl Fn() -> Boxed + Send + Sync + 'static {
-        let runs = AtomicUsize::new(0);
-        move || body(runs.fetch_add(1, Ordering::SeqCst))
-    }
 
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     static POOL: OnceLock<SmartAioPool> = OnceLock::new();
@@ -200,35 +178,35 @@ mod child {
             .build();
         POOL.set(p.clone()).unwrap();
         let (dx, dy, dw) = (dir.to_path_buf(), dir.to_path_buf(), dir.to_path_buf());
-        let x = recipe(move |n| {
+        let x = support::numbered_recipe(move |n| {
             let d = dx.clone();
             Box::pin(async move {
-                ev(&d, "X", &format!("start{n}"));
+                support::event(&d, "X", &format!("start{n}"));
                 if n == 0 {
                     std::thread::sleep(Duration::from_millis(300));
-                    ev(&d, "X", "pending0");
+                    support::event(&d, "X", "pending0");
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                ev(&d, "X", &format!("end{n}"));
+                support::event(&d, "X", &format!("end{n}"));
             })
         });
-        let y = recipe(move |n| {
+        let y = support::numbered_recipe(move |n| {
             let d = dy.clone();
             Box::pin(async move {
-                ev(&d, "Y", &format!("start{n}"));
+                support::event(&d, "Y", &format!("start{n}"));
                 if n == 0 {
                     std::thread::sleep(Duration::from_millis(700));
                 }
-                ev(&d, "Y", &format!("end{n}"));
+                support::event(&d, "Y", &format!("end{n}"));
             })
         });
-        let w = recipe(move |n| {
+        let w = support::numbered_recipe(move |n| {
             let d = dw.clone();
             Box::pin(async move {
-                ev(&d, "W", &format!("start{n}"));
+                support::event(&d, "W", &format!("start{n}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                ev(&d, "W", &format!("end{n}"));
+                support::event(&d, "W", &format!("end{n}"));
             })
         });
         let one = || SubmitOptions::new().weight(1);
@@ -250,9 +228,7 @@ mod child {
                 .unwrap();
             HANDLES.lock().unwrap().push(("W", w));
         });
-        append(&dir.join("exit_at"), &unix_ms().to_string());
-        std::mem::forget(rt);
-        std::process::exit(0);
+        support::exit_from_main(dir, rt)
     }
 }
 
@@ -283,19 +259,12 @@ fn child() {
 /// once.
 #[test]
 fn pin_busy_runs_settled_one_by_one_give_their_weights_back_once() {
-    let c = support::run_child("weight-busy", 30);
-    let l = support::lines(&c.dir.join("ev"));
-    let at = |what: &str| {
-        l.iter().find_map(|e| {
-            e.strip_prefix(what)
-                .and_then(|r| r.strip_prefix(' '))
-                .and_then(|ms| ms.parse::<u128>().ok())
-        })
-    };
-    let mut handles = support::lines(&c.dir.join("handles"));
+    let c = support::play("weight-busy", 30);
+    let l = c.events();
+    let at = |what: &str| c.at(what);
+    let mut handles = c.lines("handles");
     handles.sort();
-    let stats = support::lines(&c.dir.join("stats"));
-    let _ = std::fs::remove_dir_all(&c.dir);
+    let stats = c.lines("stats");
     assert_eq!(c.code, Some(0), "stderr: {}", c.stderr);
     assert_eq!(handles, ["W=Ok", "X=Ok", "Y=Ok"], "events: {l:?}");
     assert_eq!(stats, ["running=0 queued=0"], "events: {l:?}");
