@@ -391,6 +391,6 @@ pub use pool::registry::{shutdown_all_common_aiopools, wait_all_no_queue_aiopool
 pub use pool::smart::{shutdown_all_smart_aiopools, smart_run, SmartAioPool, SmartAioPoolBuilder};
 pub use stats::{PoolStats, ShutdownReport};
 pub use task::{AbortHandle, TaskHandle, TaskId};
-// Streams and task groups (src/pool/stream.rs, src/pool/group/):
+// Streams and task groups (src/pool/stream/, src/pool/group/):
 pub use pool::group::{SmartTaskGroup, TaskGroup};
 pub use pool::stream::{MapOrdered, MapUnordered};

@@ -995,7 +995,7 @@ impl CommonAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::unordered(&self.kept(), inputs, f)
+        MapUnordered::new(&self.kept(), inputs, f)
     }
 
     /// Runs `f(input)` in the pool for every input of `inputs`, as
@@ -1027,7 +1027,7 @@ impl CommonAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::ordered(&self.kept(), inputs, f)
+        MapOrdered::new(&self.kept(), inputs, f)
     }
 
     /// A new, empty [`TaskGroup`] of this pool: submit futures to it, join them as they

@@ -940,7 +940,7 @@ impl NoQueueAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::unordered(&self.kept(), inputs, f)
+        MapUnordered::new(&self.kept(), inputs, f)
     }
 
     /// Runs `f(input)` in the pool for every input of `inputs`, as
@@ -972,7 +972,7 @@ impl NoQueueAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::ordered(&self.kept(), inputs, f)
+        MapOrdered::new(&self.kept(), inputs, f)
     }
 
     /// A new, empty [`TaskGroup`] of this pool: submit futures to it, join them as they

@@ -36,7 +36,7 @@ mod task_group;
 pub use smart_task_group::SmartTaskGroup;
 pub use task_group::TaskGroup;
 
-// ----- shared with stream.rs -------------------------------------------------------------
+// ----- shared with stream/ ---------------------------------------------------------------
 
 /// A task handle with its position among the tasks of a group or stream, and its id (a
 /// group's, for `join_next_with_id`; a stream keeps `()`: reading it from the handle

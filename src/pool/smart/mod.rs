@@ -957,7 +957,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::unordered(&self.kept(), inputs, f)
+        MapUnordered::new(&self.kept(), inputs, f)
     }
 
     /// Runs a task for every input of `inputs`, as [`map_unordered`](Self::map_unordered)
@@ -989,7 +989,7 @@ impl SmartAioPool {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        super::stream::ordered(&self.kept(), inputs, f)
+        MapOrdered::new(&self.kept(), inputs, f)
     }
 
     /// A new, empty [`SmartTaskGroup`] of this pool: [`TaskGroup`](crate::TaskGroup) in recipe form.
