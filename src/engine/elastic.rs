@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::limits::later_by;
-
 /// Elastic worker settings, as the pool's builder gives them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ElasticConfig {
@@ -176,11 +174,13 @@ impl Elastic {
                 // from then, not from the clamped time (an hour back, for a test that
                 // slept an hour): a look from another clock retires none of its idle
                 // workers early. With one clock the two times are one.
+                // An idle timeout too long to add to a time (`Duration::MAX`) retires
+                // none: not even once a paused clock has passed ~30 years (the rate
+                // window's rule).
                 Some((since, count, made))
-                    if later_by(
-                        if now >= *made { *made } else { *since },
-                        self.config.idle_timeout,
-                    ) <= now =>
+                    if (if now >= *made { *made } else { *since })
+                        .checked_add(self.config.idle_timeout)
+                        .is_some_and(|end| end <= now) =>
                 {
                     let k = (*count).min(limit - self.config.min_workers);
                     *count -= k;

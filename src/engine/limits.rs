@@ -368,15 +368,14 @@ impl RateWindow {
     }
 
     /// Whether a start never leaves the window: `per` too long to add to a time (such as
-    /// `Duration::MAX`: "at most `count` starts, ever"). Its starts are then told apart
-    /// by count only.
+    /// `Duration::MAX`: "at most `count` starts, ever"), or ending within a second of the
+    /// largest time, where no timer can be set ([`timer_at`]; such a window treated as
+    /// reopening armed its timer at `later_by`'s ~30 years, which found the start still in
+    /// the window and armed itself again, at once, for ever). Its starts are then told
+    /// apart by count only.
     fn never_reopens(&self) -> bool {
-        self.starts
-            .front()
-            .copied()
-            .unwrap_or_else(Instant::now)
-            .checked_add(self.per)
-            .is_none()
+        let first = self.starts.front().copied().unwrap_or_else(Instant::now);
+        timer_at(first, self.per).is_none()
     }
 
     /// When a start at `t` leaves the window (a window too long to add, such as
@@ -388,9 +387,10 @@ impl RateWindow {
     fn expire(&mut self, now: Instant) {
         self.clamp(now);
         while let Some(&t) = self.starts.front() {
-            // A start of a window too long to add to a time never leaves it (not even
-            // once a paused clock has passed `later_by`'s ~30 years).
-            match t.checked_add(self.per) {
+            // A start of a window too long for a timer never leaves it (not even once a
+            // paused clock has passed `later_by`'s ~30 years): the test `never_reopens`
+            // makes.
+            match timer_at(t, self.per) {
                 // Never in a window that never reopens (no end), the only one with
                 // starts only counted.
                 Some(end) if end <= now => {
