@@ -350,6 +350,23 @@ impl<J: Job> Unqueue for Engine<J> {
         self.abort_queued(job, priority, runner);
     }
 
+    fn covering(&self, job: u64, runner: &sync::AtomicU32) -> Option<CancelReason> {
+        // One load unless a `cancel_all` or deadline came after the task was accepted.
+        if job >= self.cancel_before.load(Ordering::Acquire) {
+            return None;
+        }
+        let st = self.lock();
+        // Written under this lock.
+        let mark = self.cancel_before.load(Ordering::Relaxed);
+        let key = runner.load(sync::Ordering::Relaxed);
+        let entry = if key == RUNNER_FAR {
+            st.slots.iter().map(|(_, e)| e).find(|e| e.job == job)
+        } else {
+            st.slots.get(key as usize).filter(|e| e.job == job)
+        };
+        st.covering_reason(entry, job, mark)
+    }
+
     fn offer_runtime(self: Arc<Self>) {
         self.offer_if_stranded();
         // Still stranded: the handle is awaited where no live runtime can be offered (a

@@ -148,7 +148,10 @@ impl<T> TaskHandle<T> {
     /// Cancels the task.
     ///
     /// The handle resolves at once to a [`TaskError`] whose
-    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`]. A running
+    /// [`cancel_reason`](TaskError::cancel_reason) is [`CancelReason::Aborted`] (for a
+    /// running task that a `cancel_all` or a shutdown deadline covered first, and that is
+    /// still inside a poll, that call's reason, `CancelAll` or `Abandoned`: the first
+    /// decision holds, and the pool counts the task so). A running
     /// task is dropped at its next `.await` point. A task that has not started leaves the
     /// pool's queue before `abort` returns, whatever holds it there (busy slots, its key or
     /// weight limit, the rate limit): its place is free for the next submit (a submit

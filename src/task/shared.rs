@@ -41,6 +41,11 @@ const WAITING: u32 = 1 << 4;
 const ABORTED: u32 = 1 << 5;
 /// Decided by the pool's nested-wait check (set with `ABORTED`).
 const DEADLOCK: u32 = 1 << 6;
+/// Decided by an abort of a task a `cancel_all` had covered first (set with `ABORTED`):
+/// the handle and the pool's count take that call's reason (see [`Shared::abort`]).
+const BY_CANCEL_ALL: u32 = 1 << 7;
+/// The same for a task a shutdown deadline had covered first (`Abandoned`).
+const BY_DEADLINE: u32 = 1 << 8;
 
 /// `Shared::runner` before a slot takes the task.
 pub(crate) const RUNNER_NONE: u32 = u32::MAX;
@@ -131,6 +136,8 @@ impl<T> Shared<T> {
         let claim = match abort {
             None => CLAIMED,
             Some(CancelReason::WouldDeadlock) => CLAIMED | ABORTED | DEADLOCK,
+            Some(CancelReason::CancelAll) => CLAIMED | ABORTED | BY_CANCEL_ALL,
+            Some(CancelReason::Abandoned) => CLAIMED | ABORTED | BY_DEADLINE,
             Some(_) => CLAIMED | ABORTED,
         };
         let mut s = self.state.load(Ordering::Acquire);
@@ -246,6 +253,14 @@ impl<T> Shared<T> {
         } else {
             super::unqueue::pool(self.pool)
         };
+        // A task a `cancel_all` or a shutdown deadline covered first, which its slot has
+        // not cancelled yet (still inside a poll): the first decision holds, so the
+        // handle resolves now with that call's reason, as the pool counts it (Relaxed:
+        // the id was written before the handle was returned).
+        let reason = pool
+            .as_ref()
+            .and_then(|p| p.covering(self.job.load(Ordering::Relaxed), &self.runner))
+            .unwrap_or(reason);
         // The outcome is decided before the job can see the flag (both in one atomic
         // step): otherwise the job, ending at once, could drop the task's last reference
         // (whose `Drop` cancels it with another reason) before this claim.
@@ -300,8 +315,15 @@ impl<T> Shared<T> {
     /// found decided by an abort, which sets the flag as it decides): by its handle, or by
     /// the pool's nested-wait check.
     pub(crate) fn abort_reason(&self) -> CancelReason {
-        if self.state.load(Ordering::Acquire) & (ABORTED | DEADLOCK) == ABORTED | DEADLOCK {
+        let s = self.state.load(Ordering::Acquire);
+        if s & ABORTED == 0 {
+            CancelReason::Aborted
+        } else if s & DEADLOCK != 0 {
             CancelReason::WouldDeadlock
+        } else if s & BY_CANCEL_ALL != 0 {
+            CancelReason::CancelAll
+        } else if s & BY_DEADLINE != 0 {
+            CancelReason::Abandoned
         } else {
             CancelReason::Aborted
         }

@@ -20,6 +20,12 @@ pub(crate) trait Unqueue: Send + Sync {
     /// under the pool's lock. Never called under the pool's lock.
     fn aborted(self: Arc<Self>, job: u64, priority: i32, runner: &sync::AtomicU32);
 
+    /// The reason of the `cancel_all` (or shutdown deadline) that covered task `job`
+    /// before this call, if one did and the task has not ended: an abort made now comes
+    /// second, and takes that reason (the first decision holds). `runner` as for
+    /// [`aborted`](Self::aborted). Never called under the pool's lock.
+    fn covering(&self, job: u64, runner: &sync::AtomicU32) -> Option<crate::CancelReason>;
+
     /// Something waits, on the current runtime, for a task of this pool: if the pool is
     /// stranded (queued jobs, no live runtime it knows), offer it this runtime to run them
     /// on. Never called under the pool's lock.

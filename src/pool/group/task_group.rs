@@ -423,7 +423,9 @@ impl<T: Send + 'static> TaskGroup<T> {
 
     /// Aborts every unfinished task of the group (see [`TaskHandle::abort`](crate::TaskHandle::abort)); their
     /// results, still to be joined, are [`CancelReason::Aborted`](crate::CancelReason::Aborted)
-    /// errors. The group stays usable.
+    /// errors (but for a running task a `cancel_all` or a shutdown deadline covered first,
+    /// whose result keeps that call's reason, as `TaskHandle::abort` says). The group stays
+    /// usable.
     ///
     /// # Examples
     ///
