@@ -98,7 +98,7 @@ impl<J: Job> Engine<J> {
             // handle of theirs, awaited, would offer a runtime for nothing).
             let mut startable = st.queue.len() - figures.held_back;
             let mut awaited = false;
-            st.queue.for_each_mut(|q| {
+            st.queue.for_each_mut_in_order(|q| {
                 if startable > 0 {
                     startable -= 1;
                     awaited |= !q.job.detached();

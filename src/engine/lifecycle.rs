@@ -73,9 +73,7 @@ impl<J: Job> Engine<J> {
             // yet counted as ended (its slot or the queue holds it), and never to end while
             // it waits for itself; the wait does not wait for it.
             let except = spared
-                .filter(|&id| {
-                    Self::slot_of(&st, id).is_some() || st.queue.count(1, |q| q.id == id) > 0
-                })
+                .filter(|&id| Self::slot_of(&st, id).is_some() || st.queue.any(|q| q.id == id))
                 .or_else(|| Self::calling_job(&st, self.id()))
                 .filter(|&id| id < target);
             let remaining = target - st.wait_done - u64::from(except.is_some());

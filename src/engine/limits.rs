@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::queue::Look;
 use tokio::time::Instant;
 
 /// What flow control knows of a job: for one submitted without options (most), nothing
@@ -106,6 +107,14 @@ impl Limits {
         }
     }
 
+    /// How many more jobs of each key may run now, for the queue's scans, which park the
+    /// queued jobs a key has no room for (see [`Queue`](super::queue::Queue)): `None`
+    /// without `max_per_key`.
+    pub(crate) fn key_rooms(&self) -> Option<impl Fn(&Arc<str>) -> usize + '_> {
+        let max = self.max_per_key?;
+        Some(move |key: &Arc<str>| max.saturating_sub(self.per_key.get(key).copied().unwrap_or(0)))
+    }
+
     fn weight_fits(&self, meta: &Meta) -> bool {
         match self.weight_capacity {
             Some(cap) => self.weight_running + u64::from(meta.weight()) <= cap,
@@ -113,45 +122,38 @@ impl Limits {
         }
     }
 
-    /// A picker for `Queue::pop_first` (which starts the job it takes): accepts, in queue
-    /// order, the jobs whose key has room, until the first such job whose weight does not
-    /// fit (after which it accepts nothing: weights keep FIFO order).
-    pub(crate) fn picker(&self) -> impl FnMut(&Meta) -> bool + '_ {
-        let mut blocked = false;
+    /// A picker for `Queue::pop_startable` (which starts the job it takes): accepts, in
+    /// queue order, the jobs whose key has room, until the first such job whose weight does
+    /// not fit, where the scan ends (weights keep FIFO order: nothing after it may start).
+    pub(crate) fn picker(&self) -> impl FnMut(&Meta) -> Look + '_ {
         move |meta| {
-            if blocked || !self.key_has_room(meta) {
-                return false;
-            }
-            if self.weight_fits(meta) {
-                true
+            if !self.key_has_room(meta) {
+                Look::Pass
+            } else if self.weight_fits(meta) {
+                Look::Take
             } else {
-                blocked = true;
-                false
+                Look::Done
             }
         }
     }
 
-    /// A picker for `Queue::count`, which counts the jobs that may start now without
-    /// starting them: as [`picker`](Self::picker), but each job it accepts counts, for
-    /// the jobs after it, as started (its key's count, its weight), as it will be once a
-    /// slot takes it. (With `picker`, two jobs of a key with room for one both counted,
+    /// A picker for `Queue::count_startable`, which counts the jobs that may start now
+    /// without starting them: as [`picker`](Self::picker), but each job it accepts counts,
+    /// for the jobs after it, as started (its key's count, its weight), as it will be once
+    /// a slot takes it. (With `picker`, two jobs of a key with room for one both counted,
     /// and both were reserved a slot: the second counted as running until a slot found
     /// it could not start.)
-    pub(crate) fn counter(&self) -> impl FnMut(&Meta) -> bool + '_ {
-        let mut blocked = false;
+    pub(crate) fn counter(&self) -> impl FnMut(&Meta) -> Look + '_ {
         let mut weight = self.weight_running;
         // Only keys limited by `max_per_key`; made at the first such job accepted.
         let mut keys: Option<HashMap<Arc<str>, usize>> = None;
         move |meta| {
-            if blocked {
-                return false;
-            }
             let key = match (meta.key(), self.max_per_key) {
                 (Some(key), Some(max)) => {
                     let counted = keys.as_ref().and_then(|k| k.get(key)).copied();
                     let running = self.per_key.get(key).copied().unwrap_or(0);
                     if running + counted.unwrap_or(0) >= max {
-                        return false;
+                        return Look::Pass;
                     }
                     Some(key)
                 }
@@ -160,8 +162,7 @@ impl Limits {
             if let Some(cap) = self.weight_capacity {
                 let after = weight + u64::from(meta.weight());
                 if after > cap {
-                    blocked = true;
-                    return false;
+                    return Look::Done;
                 }
                 weight = after;
             }
@@ -171,7 +172,7 @@ impl Limits {
                     .entry(key.clone())
                     .or_insert(0) += 1;
             }
-            true
+            Look::Take
         }
     }
 
@@ -701,9 +702,13 @@ mod tests {
         let heavy = Meta::new(0, 10, None);
         let light = Meta::default();
         let mut pick = l.picker();
-        assert!(!pick(&a), "key a is saturated");
-        assert!(!pick(&heavy), "9 of 10 left: the heavy one waits");
-        assert!(!pick(&light), "and nothing overtakes it");
+        assert_eq!(pick(&a), Look::Pass, "key a is saturated");
+        assert_eq!(pick(&light), Look::Take, "a light one behind it may start");
+        assert_eq!(
+            pick(&heavy),
+            Look::Done,
+            "9 of 10 left: the heavy one waits, and nothing overtakes it"
+        );
     }
 
     /// The counter counts each job it accepts as started for the jobs after it: a key
@@ -720,14 +725,21 @@ mod tests {
         l.started(&a, now, true);
         let b = Meta::new(0, 3, Some("b".into()));
         let mut count = l.counter();
-        assert!(count(&a), "a: 1 of 2 running");
-        assert!(!count(&a), "a: 1 running, 1 counted");
-        assert!(count(&b) && count(&b), "b: 2 of 2, weight 1 + 3 + 3");
-        assert!(!count(&b), "b is full");
-        assert!(!count(&Meta::new(0, 4, None)), "weight 7 + 4 > 10");
-        assert!(!count(&Meta::default()), "and nothing overtakes it");
-        // The picker (for `pop_first`, which starts what it takes) does not count.
+        assert_eq!(count(&a), Look::Take, "a: 1 of 2 running");
+        assert_eq!(count(&a), Look::Pass, "a: 1 running, 1 counted");
+        assert_eq!(
+            (count(&b), count(&b)),
+            (Look::Take, Look::Take),
+            "b: 2 of 2, weight 1 + 3 + 3"
+        );
+        assert_eq!(count(&b), Look::Pass, "b is full");
+        assert_eq!(
+            count(&Meta::new(0, 4, None)),
+            Look::Done,
+            "weight 7 + 4 > 10: nothing overtakes it"
+        );
+        // The picker (for `pop_startable`, which starts what it takes) does not count.
         let mut pick = l.picker();
-        assert!(pick(&a) && pick(&a));
+        assert_eq!((pick(&a), pick(&a)), (Look::Take, Look::Take));
     }
 }

@@ -5,7 +5,8 @@
 //! A pool is an [`Engine`]: room for `max_concurrency + max_queue_size` jobs, counted
 //! under the engine's lock with the submitters waiting for it ([`admission`]: the
 //! backpressure), a queue ([`queue::Queue`]: FIFO, or by priority once a
-//! job has one), start-time flow control ([`limits`]) and *slots*.
+//! job has one; the jobs of keys at their limit set aside), start-time flow control
+//! ([`limits`]) and *slots*.
 //! A slot is a tokio task of its own that runs jobs one after the other. A submit that
 //! finds a free slot *reserves* it for the job (the job now counts as running) and makes
 //! sure a *claimer* is on its way: an idle slot task of the submitter's runtime woken, or
@@ -200,6 +201,10 @@ impl<J> Ordered for Queued<J> {
 
     fn seq(&self) -> u64 {
         self.id
+    }
+
+    fn key(&self) -> Option<&Arc<str>> {
+        self.meta.key()
     }
 }
 

@@ -251,7 +251,7 @@ impl<J: Job> Probe for Engine<J> {
         // a queued task (else the pool picks again: see `break_nested_deadlock`).
         let cycle = st.stuck_cycle && jobs.iter().all(|(_, tasks, _)| tasks.is_empty());
         // Only a task that has not started: refusing it is what frees its waiter.
-        let refuse = st.queue.count(1, |q| q.id == awaited) > 0
+        let refuse = st.queue.any(|q| q.id == awaited)
             || (cycle && st.waiting_on_own.contains_key(&awaited));
         st.stuck_refused |= refuse;
         refuse

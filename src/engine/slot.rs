@@ -235,11 +235,13 @@ impl<J: Job> Slot<J> {
                     limits.ended(&entry.meta);
                     released = true;
                     let mut pick = limits.picker();
-                    st.queue.first_where(|x| pick(&x.meta)).is_some_and(|x| {
-                        (x.rt == self.rt || x.rt == ANY)
-                            && (Reverse(x.priority()), x.seq())
-                                < (Reverse(entry.meta.priority()), q.id)
-                    })
+                    st.queue
+                        .first_startable(limits.key_rooms(), |x| pick(&x.meta))
+                        .is_some_and(|x| {
+                            (x.rt == self.rt || x.rt == ANY)
+                                && (Reverse(x.priority()), x.seq())
+                                    < (Reverse(entry.meta.priority()), q.id)
+                        })
                 };
                 if !ahead {
                     if released {

@@ -218,7 +218,9 @@ impl<J: Job> Engine<J> {
                 never =
                     st.taken_over && limits.rate_ready_at(now).is_some() && !limits.rate_reopens();
                 let mut pick = limits.counter();
-                let startable = st.queue.count(st.reserved + want, |q| pick(&q.meta));
+                let startable =
+                    st.queue
+                        .count_startable(st.reserved + want, limits.key_rooms(), |q| pick(&q.meta));
                 want = want.min(tokens).min(startable.saturating_sub(st.reserved));
             }
             if never {
@@ -346,7 +348,7 @@ impl<J: Job> Engine<J> {
         }
         let q = {
             let mut pick = limits.picker();
-            queue.pop_first(|q| pick(&q.meta))?
+            queue.pop_startable(limits.key_rooms(), |q| pick(&q.meta))?
         };
         let charged = limits.started(&q.meta, now, q.job.aborted().is_none());
         Some((q, charged))
@@ -471,7 +473,7 @@ impl<J: Job> Engine<J> {
         let mut any = false;
         {
             let runtimes = &st.runtimes;
-            st.queue.count(most, |q| {
+            st.queue.count_unparked(most, |q| {
                 if q.rt == ANY {
                     any = true;
                 } else if q.rt != rt && !others.contains(&q.rt) && runtimes.is_alive(q.rt) {
@@ -586,7 +588,8 @@ impl<J: Job> Engine<J> {
             Some(limits) => {
                 limits.rate_tokens(Instant::now()) > *reserved && {
                     let mut pick = limits.counter();
-                    queue.count(*reserved + 1, |q| pick(&q.meta)) > *reserved
+                    queue.count_startable(*reserved + 1, limits.key_rooms(), |q| pick(&q.meta))
+                        > *reserved
                 }
             }
         }
@@ -674,7 +677,8 @@ impl<J: Job> Engine<J> {
             None => st.queue.len(),
             Some(limits) => {
                 let mut pick = limits.counter();
-                st.queue.count(st.reserved, |q| pick(&q.meta))
+                st.queue
+                    .count_startable(st.reserved, limits.key_rooms(), |q| pick(&q.meta))
             }
         };
         Self::clamp_reserved_to(st, startable, later);

@@ -605,12 +605,13 @@ impl SmartAioPool {
         super::group::batch_run(&self.inner.core, recipes).await
     }
 
-    /// Stops intake and waits until every queued and running task has finished; the pool
-    /// then leaves the process-wide list. Idempotent.
+    /// Stops intake and waits until every queued and running task has finished.
+    /// Idempotent. The pool leaves the process-wide list once its tasks have finished and
+    /// its last handle is gone (see the type's docs).
     ///
     /// Called from inside a task of this pool, it does not wait for that task (see
-    /// [`wait`](Self::wait)); the pool then stays in the process-wide list until that task
-    /// has finished too, so [`smart_run`] and the exit hook still cover it.
+    /// [`wait`](Self::wait)); the pool stays in the process-wide list until that task has
+    /// finished too, so [`smart_run`] and the exit hook still cover it.
     ///
     /// The returned future is `'static`, as the other pools' are (it holds a handle of the
     /// pool until it ends): it can be spawned, `tokio::spawn(pool.shutdown())`.
