@@ -12,18 +12,19 @@
 //!
 //! # Parked jobs
 //!
-//! A job whose key is at its `max_per_key` limit (as many of its jobs running as the limit)
-//! cannot start, and flow control's scans refuse it. So that those scans do not walk past
-//! the same refused jobs at every start (a key with thousands of queued jobs made every
-//! other key's start cost as much: RELIABILITY.md, 376), a scan that meets such a job
-//! *parks* it: moves it aside, into a map of its key's parked jobs in queue order, which
-//! scans skip. It is still queued for everything else (the length, aborts, cancels, the
-//! exit), and an operation that needs queue order over all the jobs puts the parked ones
-//! back first. Before each scan, a key whose jobs run below its limit again gets back as
-//! many of its first parked jobs as it has room for ([`Queue::unpark`]): a scan then
-//! answers what it would answer with no job parked, since every parked job of a key comes
-//! after as many unparked ones of that key as the key has room for, which the scan takes
-//! (or counts) first.
+//! A job whose key has no room left (as many of its jobs running as `max_per_key`, or,
+//! in a count, as many counted ahead of it as its key has room for) cannot start, and flow
+//! control's scans pass over it. So that those scans do not walk past the same jobs at
+//! every start (a key with thousands of queued jobs made every other key's start cost as
+//! much: RELIABILITY.md, 376), a scan that visits more than [`PARK_AFTER`] jobs *parks*
+//! the ones it passed over for their key: moves them aside, into a map of each key's
+//! parked jobs in queue order, which scans skip. They are still queued for everything else
+//! (the length, aborts, cancels, the exit), and an operation that needs queue order over
+//! all the jobs puts the parked ones back first. Before each scan, a key gets back as many
+//! of its first parked jobs as its room exceeds the unparked jobs of it known to be ahead
+//! of them ([`Queue::unpark`]): a scan then answers what it would answer with no job
+//! parked, since every parked job of a key comes after as many unparked ones of that key
+//! as the key has room for, which the scan takes (or counts) first.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -383,7 +384,7 @@ impl<T: Ordered> Parked<T> {
 /// tests, so that they park often.)
 const PARK_AFTER: usize = if cfg!(test) { 2 } else { 32 };
 
-/// Where a scan's last take was.
+/// Where a scan for one item took it.
 enum Stop {
     /// At this place of the FIFO ring.
     Ring(usize),
