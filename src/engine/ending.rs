@@ -85,6 +85,27 @@ impl<J: Job> Engine<J> {
         reason
     }
 
+    /// Under the lock: the key of the slot running job `id`, if one does: the slot the
+    /// job was given to (`runner`, set by `Job::set_runner` under this lock), not searched
+    /// for among all the slots (which made aborting many running tasks quadratic), but for
+    /// a key too large to keep (`RUNNER_FAR`: never, in practice, each slot being a tokio
+    /// task). A queued job (`RUNNER_NONE`) finds none.
+    fn runner_slot(st: &State<J>, runner: &sync::AtomicU32, id: u64) -> Option<usize> {
+        let key = runner.load(sync::Ordering::Relaxed);
+        if key == RUNNER_FAR {
+            return st
+                .slots
+                .iter()
+                .find(|(_, e)| e.job == id)
+                .map(|(key, _)| key);
+        }
+        let key = key as usize;
+        st.slots
+            .get(key)
+            .is_some_and(|e| e.job == id)
+            .then_some(key)
+    }
+
     /// Job `id` (queued with `priority`), aborted by its handle (or its group, or a
     /// refused nested wait), leaves the queue if it has not started: counted as cancelled
     /// for the abort's reason, its place (and a reservation only it could use) given back
@@ -103,18 +124,10 @@ impl<J: Job> Engine<J> {
             // A job a slot has taken (running, or about to) is not searched for in the
             // queue, which may be long. Its slot task is woken, if it stored its waker: a
             // slot that stores it later looks at the abort flag after that (the flag was
-            // set before this lock was taken). The slot is the one the job was given to
-            // (`Job::set_runner`, under this lock), if it still runs it: not searched for
-            // among all the slots, which made aborting many running tasks quadratic.
-            let key = runner.load(sync::Ordering::Relaxed);
-            let running = if key == RUNNER_FAR {
-                // Too large to keep (never, in practice: each slot is a tokio task).
-                st.slots.iter_mut().map(|(_, e)| e).find(|e| e.job == id)
-            } else {
-                // `RUNNER_NONE` (a queued job) finds none.
-                st.slots.get_mut(key as usize).filter(|e| e.job == id)
-            };
-            if let Some(e) = running {
+            // set before this lock was taken). The slot is the one the job was given to,
+            // if it still runs it (`runner_slot`).
+            let running = Self::runner_slot(&st, runner, id);
+            if let Some(e) = running.map(|key| &mut st.slots[key]) {
                 e.aborted = true;
                 let waker = e.waker.clone();
                 drop(st);
@@ -358,12 +371,7 @@ impl<J: Job> Unqueue for Engine<J> {
         let st = self.lock();
         // Written under this lock.
         let mark = self.cancel_before.load(Ordering::Relaxed);
-        let key = runner.load(sync::Ordering::Relaxed);
-        let entry = if key == RUNNER_FAR {
-            st.slots.iter().map(|(_, e)| e).find(|e| e.job == job)
-        } else {
-            st.slots.get(key as usize).filter(|e| e.job == job)
-        };
+        let entry = Self::runner_slot(&st, runner, job).map(|key| &st.slots[key]);
         st.covering_reason(entry, job, mark)
     }
 
