@@ -17,7 +17,7 @@ use futures_util::stream::{FusedStream, StreamExt};
 use nb_aiopool::{
     CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind, SubmitOptions,
 };
-use support::{on_thread_within, per_pool, within, Pool};
+use support::{on_thread_within, per_pool, within, Gate, Pool};
 
 fn common(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
     CommonAioPool::builder()
@@ -38,25 +38,6 @@ fn smart(c: usize, q: usize) -> nb_aiopool::SmartAioPoolBuilder {
         .max_queue_size(q)
         .process_wide(false)
         .auto_shutdown(false)
-}
-
-/// A gate that tasks wait at until it is opened.
-#[derive(Clone)]
-struct Gate(Arc<tokio::sync::Semaphore>);
-
-impl Gate {
-    fn new() -> Self {
-        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
-    }
-    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
-        let s = self.0.clone();
-        async move {
-            let _ = s.acquire().await.unwrap();
-        }
-    }
-    fn open(&self) {
-        self.0.add_permits(1 << 20);
-    }
 }
 
 // ----- SubmitOptions: priority ----------------------------------------------------------

@@ -24,29 +24,17 @@ const QUIET: &[&str] = &["iterator broke", "job broke", "recipe broke"];
 /// The three pools with `c` slots and `q` places in the queue (NoQueueAioPool has none),
 /// each with how many tasks it holds at once.
 fn pools(c: usize, q: usize) -> Vec<(Pool, usize)> {
-    vec![
-        (Pool::Common(support::common_local(c, q)), c + q),
-        (
-            Pool::NoQueue(
-                NoQueueAioPool::builder()
-                    .max_concurrency(c)
-                    .process_wide(false)
-                    .build(),
-            ),
-            c,
-        ),
-        (
-            Pool::Smart(
-                SmartAioPool::builder()
-                    .max_concurrency(c)
-                    .max_queue_size(q)
-                    .process_wide(false)
-                    .auto_shutdown(false)
-                    .build(),
-            ),
-            c + q,
-        ),
-    ]
+    let pools = support::local_pools(c, q).into_iter();
+    pools
+        .map(|p| {
+            let held = if matches!(p, Pool::NoQueue(_)) {
+                c
+            } else {
+                c + q
+            };
+            (p, held)
+        })
+        .collect()
 }
 
 fn stats(pool: &Pool) -> PoolStats {

@@ -14,37 +14,9 @@ use futures_util::StreamExt;
 use nb_aiopool::{
     CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitOptions, TaskHandle,
 };
-use support::{multi_thread_of, on_thread_within, per_pool, within, Pool};
+use support::{local_pools, multi_thread_of, on_thread_within, per_pool, within, Pool};
 
 // ----- helpers ---------------------------------------------------------------------------
-
-/// A CommonAioPool, a NoQueueAioPool and a SmartAioPool of `c` slots (a queue of `q`
-/// where there is one), each the test's own (`process_wide(false)`, no exit run).
-fn local_pools(c: usize, q: usize) -> Vec<Pool> {
-    vec![
-        Pool::Common(
-            CommonAioPool::builder()
-                .max_concurrency(c)
-                .max_queue_size(q)
-                .process_wide(false)
-                .build(),
-        ),
-        Pool::NoQueue(
-            NoQueueAioPool::builder()
-                .max_concurrency(c)
-                .process_wide(false)
-                .build(),
-        ),
-        Pool::Smart(
-            SmartAioPool::builder()
-                .max_concurrency(c)
-                .max_queue_size(q)
-                .process_wide(false)
-                .auto_shutdown(false)
-                .build(),
-        ),
-    ]
-}
 
 /// Sets a bit when dropped (a job's future, to see when the pool dropped it).
 struct DropFlag(Arc<AtomicUsize>);

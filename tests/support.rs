@@ -140,9 +140,17 @@ impl Default for Gate {
 }
 
 impl Gate {
-    pub async fn wait(&self) {
-        self.0.acquire().await.unwrap().forget();
-        self.0.add_permits(1);
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits until the gate is open (a future of its own, which a task can own).
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let gate = Arc::clone(&self.0);
+        async move {
+            gate.acquire().await.unwrap().forget();
+            gate.add_permits(1);
+        }
     }
 
     pub fn open(&self) {
@@ -599,6 +607,28 @@ pub fn cut_off_once(
 /// alone (a test's own).
 pub fn common_local(c: usize, q: usize) -> CommonAioPool {
     common_builder(c, q).build()
+}
+
+/// A CommonAioPool, a NoQueueAioPool and a SmartAioPool of `c` slots (a queue of `q` where
+/// there is one), each the test's own (`process_wide(false)`, no exit run).
+pub fn local_pools(c: usize, q: usize) -> Vec<Pool> {
+    vec![
+        Pool::Common(common_local(c, q)),
+        Pool::NoQueue(
+            NoQueueAioPool::builder()
+                .max_concurrency(c)
+                .process_wide(false)
+                .build(),
+        ),
+        Pool::Smart(
+            SmartAioPool::builder()
+                .max_concurrency(c)
+                .max_queue_size(q)
+                .process_wide(false)
+                .auto_shutdown(false)
+                .build(),
+        ),
+    ]
 }
 
 /// The builder of [`common_local`]'s pool, for a test that sets more.

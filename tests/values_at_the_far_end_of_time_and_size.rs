@@ -17,36 +17,15 @@
 
 mod support;
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use nb_aiopool::{
     CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind, SubmitOptions,
 };
-use support::{on_thread_within, paused_runtime, per_pool, Pool};
+use support::{on_thread_within, paused_runtime, per_pool, Gate, Pool};
 use tokio::time::Instant;
 
 const YEAR: Duration = Duration::from_secs(365 * 86_400);
-
-/// A gate that tasks wait at until it is opened.
-#[derive(Clone)]
-struct Gate(Arc<tokio::sync::Semaphore>);
-
-impl Gate {
-    fn new() -> Self {
-        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
-    }
-    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
-        let s = self.0.clone();
-        async move {
-            let _ = s.acquire().await.unwrap();
-        }
-    }
-    fn open(&self) {
-        self.0.add_permits(1 << 20);
-    }
-}
 
 /// The three pools (one slot, one queue place where there is a queue) with the same
 /// flow-control settings, none of them process-wide.
