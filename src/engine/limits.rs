@@ -6,11 +6,12 @@
 //! more start. Keys are skipped past (a saturated key never holds up other keys); weights
 //! are not (a heavy job at the head waits for room rather than being overtaken forever).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::queue::Look;
+use super::task_key::{KeyMap, TaskKey};
 use tokio::time::Instant;
 
 /// What flow control knows of a job: for one submitted without options (most), nothing
@@ -25,7 +26,7 @@ pub(crate) struct Meta(Option<Box<Options>>);
 struct Options {
     priority: i32,
     weight: u32,
-    key: Option<Arc<str>>,
+    key: Option<TaskKey>,
 }
 
 impl Meta {
@@ -33,7 +34,8 @@ impl Meta {
     const DEFAULT_PRIORITY: i32 = 0;
     const DEFAULT_WEIGHT: u32 = 1;
 
-    /// The flow-control settings of a job (the defaults take no allocation).
+    /// The flow-control settings of a job (the defaults take no allocation; a key is
+    /// hashed here, once).
     pub(crate) fn new(priority: i32, weight: u32, key: Option<Arc<str>>) -> Self {
         if priority == Self::DEFAULT_PRIORITY && weight == Self::DEFAULT_WEIGHT && key.is_none() {
             return Meta(None);
@@ -41,7 +43,7 @@ impl Meta {
         Meta(Some(Box::new(Options {
             priority,
             weight,
-            key,
+            key: key.map(TaskKey::new),
         })))
     }
 
@@ -55,7 +57,7 @@ impl Meta {
         self.0.as_ref().map_or(Self::DEFAULT_WEIGHT, |o| o.weight)
     }
 
-    pub(crate) fn key(&self) -> Option<&Arc<str>> {
+    pub(crate) fn key(&self) -> Option<&TaskKey> {
         self.0.as_ref().and_then(|o| o.key.as_ref())
     }
 }
@@ -77,7 +79,8 @@ impl LimitsConfig {
 
 pub(crate) struct Limits {
     max_per_key: Option<usize>,
-    per_key: HashMap<Arc<str>, usize>,
+    /// How many jobs of each key run (keys with none are not kept).
+    per_key: KeyMap<usize>,
     weight_capacity: Option<u64>,
     weight_running: u64,
     rate: Option<RateWindow>,
@@ -87,7 +90,7 @@ impl Limits {
     pub(crate) fn new(config: LimitsConfig) -> Self {
         Limits {
             max_per_key: config.max_per_key,
-            per_key: HashMap::new(),
+            per_key: KeyMap::default(),
             weight_capacity: config.weight_capacity,
             weight_running: 0,
             rate: config.rate.map(|(count, per)| RateWindow {
@@ -102,17 +105,22 @@ impl Limits {
     /// Whether `meta`'s key has room for one more running job.
     fn key_has_room(&self, meta: &Meta) -> bool {
         match (meta.key(), self.max_per_key) {
-            (Some(key), Some(max)) => self.per_key.get(key).copied().unwrap_or(0) < max,
+            (Some(key), Some(max)) => self.running_of(key) < max,
             _ => true,
         }
+    }
+
+    /// How many jobs of `key` run.
+    fn running_of(&self, key: &TaskKey) -> usize {
+        self.per_key.get(key).copied().unwrap_or(0)
     }
 
     /// How many more jobs of each key may run now, for the queue's scans, which park the
     /// queued jobs a key has no room for (see [`Queue`](super::queue::Queue)): `None`
     /// without `max_per_key`.
-    pub(crate) fn key_rooms(&self) -> Option<impl Fn(&Arc<str>) -> usize + '_> {
+    pub(crate) fn key_rooms(&self) -> Option<impl Fn(&TaskKey) -> usize + '_> {
         let max = self.max_per_key?;
-        Some(move |key: &Arc<str>| max.saturating_sub(self.per_key.get(key).copied().unwrap_or(0)))
+        Some(move |key: &TaskKey| max.saturating_sub(self.running_of(key)))
     }
 
     fn weight_fits(&self, meta: &Meta) -> bool {
@@ -145,35 +153,46 @@ impl Limits {
     /// it could not start.)
     pub(crate) fn counter(&self) -> impl FnMut(&Meta) -> Look + '_ {
         let mut weight = self.weight_running;
-        // Only keys limited by `max_per_key`; made at the first such job accepted.
-        let mut keys: Option<HashMap<Arc<str>, usize>> = None;
+        // Each key limited by `max_per_key` that the scan met: its jobs running and
+        // counted so far (one lookup per job visited); made at the first such job.
+        let mut keys: Option<KeyMap<usize>> = None;
         move |meta| {
-            let key = match (meta.key(), self.max_per_key) {
-                (Some(key), Some(max)) => {
-                    let counted = keys.as_ref().and_then(|k| k.get(key)).copied();
-                    let running = self.per_key.get(key).copied().unwrap_or(0);
-                    if running + counted.unwrap_or(0) >= max {
-                        return Look::Pass;
-                    }
-                    Some(key)
-                }
-                _ => None,
+            let (Some(key), Some(max)) = (meta.key(), self.max_per_key) else {
+                return self.count_weight(&mut weight, meta);
             };
-            if let Some(cap) = self.weight_capacity {
-                let after = weight + u64::from(meta.weight());
-                if after > cap {
-                    return Look::Done;
+            let keys = keys.get_or_insert_with(KeyMap::default);
+            if let Some(held) = keys.get_mut(key) {
+                if *held >= max {
+                    return Look::Pass;
                 }
-                weight = after;
+                let look = self.count_weight(&mut weight, meta);
+                *held += usize::from(look == Look::Take);
+                return look;
             }
-            if let Some(key) = key {
-                *keys
-                    .get_or_insert_with(HashMap::new)
-                    .entry(key.clone())
-                    .or_insert(0) += 1;
-            }
-            Look::Take
+            let running = self.running_of(key);
+            let look = if running >= max {
+                Look::Pass
+            } else {
+                self.count_weight(&mut weight, meta)
+            };
+            keys.insert(key.clone(), running + usize::from(look == Look::Take));
+            look
         }
+    }
+
+    /// For [`counter`](Self::counter): a job whose key has room counts if its weight fits
+    /// beside `weight`, the weight of the jobs running and counted so far (which it then
+    /// joins); if it does not fit, nothing after it may start.
+    #[inline]
+    fn count_weight(&self, weight: &mut u64, meta: &Meta) -> Look {
+        if let Some(cap) = self.weight_capacity {
+            let after = *weight + u64::from(meta.weight());
+            if after > cap {
+                return Look::Done;
+            }
+            *weight = after;
+        }
+        Look::Take
     }
 
     /// When the rate window allows the next start: `None` for now.
@@ -295,7 +314,10 @@ impl Limits {
     /// all (`Slot::restart`).
     pub(crate) fn holds(&mut self, meta: &Meta) {
         if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
-            *self.per_key.entry(key.clone()).or_insert(0) += 1;
+            match self.per_key.get_mut(key) {
+                Some(n) => *n += 1,
+                None => drop(self.per_key.insert(key.clone(), 1)),
+            }
         }
         if self.weight_capacity.is_some() {
             self.weight_running += u64::from(meta.weight());
@@ -484,7 +506,7 @@ mod tests {
             assert!(meta.0.is_some());
             assert_eq!(
                 (meta.priority(), meta.weight(), meta.key()),
-                (priority, weight, key.as_ref())
+                (priority, weight, key.map(TaskKey::new).as_ref())
             );
         }
     }

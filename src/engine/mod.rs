@@ -65,6 +65,7 @@ mod slot;
 mod start;
 mod stranded;
 mod submit;
+pub(crate) mod task_key;
 mod watchers;
 
 pub(crate) use lifecycle::EXIT_POLL_WAIT;
@@ -203,7 +204,7 @@ impl<J> Ordered for Queued<J> {
         self.id
     }
 
-    fn key(&self) -> Option<&Arc<str>> {
+    fn key(&self) -> Option<&task_key::TaskKey> {
         self.meta.key()
     }
 }

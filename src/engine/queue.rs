@@ -27,8 +27,9 @@
 //! as the key has room for, which the scan takes (or counts) first.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+
+use super::task_key::{KeyMap, TaskKey};
 
 /// What the queue needs to know of a queued item.
 pub(crate) trait Ordered {
@@ -37,7 +38,7 @@ pub(crate) trait Ordered {
     /// The admission order: lower runs first among equal priorities.
     fn seq(&self) -> u64;
     /// The key whose `max_per_key` limit it counts under, if any.
-    fn key(&self) -> Option<&Arc<str>>;
+    fn key(&self) -> Option<&TaskKey>;
 }
 
 /// What flow control says of a queued item, in a scan (see [`Queue::count_startable`]).
@@ -346,7 +347,7 @@ impl<T> Default for Queue<T> {
 
 /// The parked jobs, by key.
 struct Parked<T> {
-    keys: HashMap<Arc<str>, ParkedKey<T>>,
+    keys: KeyMap<ParkedKey<T>>,
 }
 
 /// One key's parked jobs (never none: a key's entry goes with its last job).
@@ -361,7 +362,7 @@ struct ParkedKey<T> {
 
 impl<T: Ordered> Parked<T> {
     /// Parks `item` of key `key`, which comes after `lead` unparked items of that key.
-    fn park(&mut self, key: Arc<str>, item: T, lead: usize) {
+    fn park(&mut self, key: TaskKey, item: T, lead: usize) {
         let at = place(&item);
         let parked = self.keys.entry(key).or_insert_with(|| ParkedKey {
             items: BTreeMap::new(),
@@ -480,7 +481,7 @@ impl<T: Ordered> Queue<T> {
         let (key, item) = keys.iter_mut().find_map(|(key, p)| {
             p.items
                 .remove(&(Reverse(priority), seq))
-                .map(|item| (Arc::clone(key), item))
+                .map(|item| (key.clone(), item))
         })?;
         self.parked_len -= 1;
         if keys[&key].items.is_empty() {
@@ -540,7 +541,7 @@ impl<T: Ordered> Queue<T> {
 
     /// How many items `ok` takes, visited in queue order, counting no further than `most`
     /// (as [`Order::count`]); the items it passes over for their key are parked.
-    pub(crate) fn count_startable<R: Fn(&Arc<str>) -> usize>(
+    pub(crate) fn count_startable<R: Fn(&TaskKey) -> usize>(
         &mut self,
         most: usize,
         room: Option<R>,
@@ -555,7 +556,7 @@ impl<T: Ordered> Queue<T> {
 
     /// The first item, in queue order, that `ok` takes, removed; the items it passes over
     /// for their key are parked.
-    pub(crate) fn pop_startable<R: Fn(&Arc<str>) -> usize>(
+    pub(crate) fn pop_startable<R: Fn(&TaskKey) -> usize>(
         &mut self,
         room: Option<R>,
         ok: impl FnMut(&T) -> Look,
@@ -588,7 +589,7 @@ impl<T: Ordered> Queue<T> {
     }
 
     /// The item [`pop_startable`](Self::pop_startable) would take, left in place.
-    pub(crate) fn first_startable<R: Fn(&Arc<str>) -> usize>(
+    pub(crate) fn first_startable<R: Fn(&TaskKey) -> usize>(
         &mut self,
         room: Option<R>,
         ok: impl FnMut(&T) -> Look,
@@ -611,7 +612,7 @@ impl<T: Ordered> Queue<T> {
     /// its key as the key has room for (see above), its `lead`.
     fn scan(
         &mut self,
-        room: Option<&impl Fn(&Arc<str>) -> usize>,
+        room: Option<&impl Fn(&TaskKey) -> usize>,
         mut ok: impl FnMut(&T) -> Look,
         most: usize,
     ) -> (Option<Stop>, usize) {
@@ -623,7 +624,7 @@ impl<T: Ordered> Queue<T> {
         let mut took = 0;
         let parks = room.is_some();
         // A key's room: the unparked items of it before one passed over for it.
-        let lead = |key: &Arc<str>| room.map_or(0, |room| room(key));
+        let lead = |key: &TaskKey| room.map_or(0, |room| room(key));
         match order {
             Order::Fifo(ring, first) => {
                 let mut passed = Vec::new();
@@ -666,7 +667,7 @@ impl<T: Ordered> Queue<T> {
                 let mut kept = Vec::with_capacity(visited.len());
                 for (pos, item) in visited.into_iter().enumerate() {
                     if passed.next_if_eq(&pos).is_some() {
-                        let key = Arc::clone(item.key().expect("passed over for its key"));
+                        let key = item.key().expect("passed over for its key").clone();
                         let lead = lead(&key);
                         parked.park(key, item, lead);
                         *parked_len += 1;
@@ -723,7 +724,7 @@ impl<T: Ordered> Queue<T> {
                     let parked = parked.get_or_insert_with(Box::default);
                     for k in passed {
                         let item = map.remove(&k).expect("a key just seen");
-                        let key = Arc::clone(item.key().expect("passed over for its key"));
+                        let key = item.key().expect("passed over for its key").clone();
                         let lead = lead(&key);
                         parked.park(key, item, lead);
                         *parked_len += 1;
@@ -737,7 +738,7 @@ impl<T: Ordered> Queue<T> {
     /// Before a scan: gives every key with room beyond its `lead` (see [`ParkedKey`])
     /// that many of its first parked items back, at their places. Then each parked item
     /// of a key comes after as many unparked ones of it as it has room for.
-    fn unpark(&mut self, room: Option<&impl Fn(&Arc<str>) -> usize>) {
+    fn unpark(&mut self, room: Option<&impl Fn(&TaskKey) -> usize>) {
         let (Some(room), Some(parked)) = (room, self.parked.as_deref_mut()) else {
             return;
         };
@@ -800,7 +801,7 @@ impl<T: Ordered> Queue<T> {
 impl<T> Default for Parked<T> {
     fn default() -> Self {
         Parked {
-            keys: HashMap::new(),
+            keys: KeyMap::default(),
         }
     }
 }
@@ -808,6 +809,7 @@ impl<T> Default for Parked<T> {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::collections::HashMap;
 
     use super::*;
 
@@ -821,7 +823,7 @@ mod tests {
         fn seq(&self) -> u64 {
             self.1
         }
-        fn key(&self) -> Option<&Arc<str>> {
+        fn key(&self) -> Option<&TaskKey> {
             None
         }
     }
@@ -1023,7 +1025,7 @@ mod tests {
     struct Job {
         p: i32,
         seq: u64,
-        key: Option<Arc<str>>,
+        key: Option<TaskKey>,
         w: u64,
     }
 
@@ -1034,7 +1036,7 @@ mod tests {
         fn seq(&self) -> u64 {
             self.seq
         }
-        fn key(&self) -> Option<&Arc<str>> {
+        fn key(&self) -> Option<&TaskKey> {
             self.key.as_ref()
         }
     }
@@ -1043,12 +1045,12 @@ mod tests {
     struct Model {
         max: usize,
         cap: u64,
-        running: HashMap<Arc<str>, usize>,
+        running: HashMap<TaskKey, usize>,
         weight: u64,
     }
 
     impl Model {
-        fn room(&self, key: &Arc<str>) -> usize {
+        fn room(&self, key: &TaskKey) -> usize {
             self.max - self.running.get(key).copied().unwrap_or(0)
         }
         /// As `Limits::picker`.
@@ -1066,7 +1068,7 @@ mod tests {
         /// As `Limits::counter`.
         fn counter(&self) -> impl FnMut(&Job) -> Look + '_ {
             let mut weight = self.weight;
-            let mut counted: HashMap<Arc<str>, usize> = HashMap::new();
+            let mut counted: HashMap<TaskKey, usize> = HashMap::new();
             move |j| {
                 if let Some(k) = &j.key {
                     if counted.get(k).copied().unwrap_or(0) >= self.room(k) {
@@ -1116,7 +1118,7 @@ mod tests {
     /// the front and at their place), starts, ends, counts, aborts and drains.
     #[test]
     fn parking_changes_no_answer() {
-        let keys: Vec<Arc<str>> = ["a", "b", "c"].iter().map(|&k| Arc::from(k)).collect();
+        let keys: Vec<TaskKey> = ["a", "b", "c"].iter().map(|&k| TaskKey::from(k)).collect();
         let runs = if cfg!(miri) { 3 } else { 400 };
         for run in 0..runs {
             let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (run * 0x1234_5677 + 1);
@@ -1166,7 +1168,7 @@ mod tests {
                     }
                     6..=8 => {
                         let got =
-                            q.pop_startable(Some(|k: &Arc<str>| model.room(k)), model.picker());
+                            q.pop_startable(Some(|k: &TaskKey| model.room(k)), model.picker());
                         let want = r.pop_first(whole(model.picker()));
                         assert_eq!(got, want, "{what}: pop_startable");
                         if let Some(job) = got {
@@ -1194,7 +1196,7 @@ mod tests {
                         let most = next(6) as usize;
                         let got = q.count_startable(
                             most,
-                            Some(|k: &Arc<str>| model.room(k)),
+                            Some(|k: &TaskKey| model.room(k)),
                             model.counter(),
                         );
                         let want = r.count(most, whole(model.counter()));
@@ -1202,7 +1204,7 @@ mod tests {
                     }
                     14 => {
                         let got = q
-                            .first_startable(Some(|k: &Arc<str>| model.room(k)), model.picker())
+                            .first_startable(Some(|k: &TaskKey| model.room(k)), model.picker())
                             .map(|j| j.seq);
                         let mut pick = whole(model.picker());
                         let mut want = None;
@@ -1271,7 +1273,7 @@ mod tests {
     /// room for, not all.
     #[test]
     fn a_key_without_room_is_walked_past_once() {
-        let hot: Arc<str> = Arc::from("hot");
+        let hot = TaskKey::from("hot");
         let mut q: Queue<Job> = Queue::default();
         for seq in 0..1010 {
             let key = (seq < 1000).then(|| hot.clone());
@@ -1292,14 +1294,14 @@ mod tests {
                 Look::Pass
             }
         };
-        let no_room = Some(|_: &Arc<str>| 0);
+        let no_room = Some(|_: &TaskKey| 0);
         assert_eq!(q.pop_startable(no_room, pick).map(|j| j.seq), Some(1000));
         assert_eq!((visited.take(), q.len(), parked(&q)), (1001, 1009, 1000));
         assert_eq!(q.pop_startable(no_room, pick).map(|j| j.seq), Some(1001));
         assert_eq!(visited.take(), 1, "the parked jobs are not visited again");
         // Room for 3: three come back, at their places.
         let mut seen = Vec::new();
-        let n = q.count_startable(usize::MAX, Some(|_: &Arc<str>| 3), |j| {
+        let n = q.count_startable(usize::MAX, Some(|_: &TaskKey| 3), |j| {
             seen.push(j.seq);
             Look::Take
         });
@@ -1311,7 +1313,7 @@ mod tests {
     /// later scan visits until the key has room for more.
     #[test]
     fn a_key_with_room_for_one_is_walked_past_once() {
-        let hot: Arc<str> = Arc::from("hot");
+        let hot = TaskKey::from("hot");
         let mut q: Queue<Job> = Queue::default();
         for seq in 0..1000 {
             q.push(Job {
@@ -1335,7 +1337,7 @@ mod tests {
                 }
             }
         };
-        let room = |n: usize| Some(move |_: &Arc<str>| n);
+        let room = |n: usize| Some(move |_: &TaskKey| n);
         let n = q.count_startable(usize::MAX, room(1), count());
         assert_eq!((n, visited.take(), parked(&q)), (1, 1000, 999));
         let n = q.count_startable(usize::MAX, room(1), count());
@@ -1385,12 +1387,9 @@ mod tests {
             visited.set(visited.get() + 1);
             pick(j)
         };
-        assert_eq!(
-            q.pop_startable(None::<fn(&Arc<str>) -> usize>, looked),
-            None
-        );
+        assert_eq!(q.pop_startable(None::<fn(&TaskKey) -> usize>, looked), None);
         assert_eq!(visited.take(), 1);
-        let n = q.count_startable(9, None::<fn(&Arc<str>) -> usize>, |j| {
+        let n = q.count_startable(9, None::<fn(&TaskKey) -> usize>, |j| {
             visited.set(visited.get() + 1);
             model.counter()(j)
         });
