@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::queue::Look;
+use super::queue::{Look, Ordered, Queue};
 use super::task_key::{KeyMap, TaskKey};
 use tokio::time::Instant;
 
@@ -84,6 +84,88 @@ pub(crate) struct Limits {
     weight_capacity: Option<u64>,
     weight_running: u64,
     rate: Option<RateWindow>,
+    /// What the last count of the queue found (see [`count_startable`](Self::count_startable)).
+    memo: Memo,
+}
+
+/// What a count of the queue found, for the next count to go on from where it stopped (the
+/// queue keeps where: its cursor) rather than visit again the jobs it counted. On a start,
+/// the jobs reserved a slot are counted again: hundreds, when slot tasks lag behind the
+/// submits (BENCHMARKS.md, "a count goes on from where the last stopped").
+///
+/// It holds while what it counted would be counted again the same: the queue's items
+/// before the cursor unchanged (the queue's epoch) but for the first counted job taken by
+/// a slot (which moves from counted to running: its key's and the weight's totals stay)
+/// and one job pushed before the cursor by its priority that may start beside all those
+/// counted (the next count counts it first: see `count_startable`), and no job holding
+/// its key or weight but those. A job's end takes its key and weight off the totals,
+/// unless the count passed over a job: that job might now be counted, ahead of jobs
+/// counted after it, so the memo is dropped. Anything else starts the next count from
+/// the head. In builds with debug assertions, each count that goes on is checked against
+/// one from the head (queues of up to 512 jobs).
+#[derive(Default)]
+struct Memo {
+    /// Whether it holds (else the next count starts from the head).
+    valid: bool,
+    /// The queue's epoch it goes with.
+    epoch: u64,
+    /// How many jobs it counted.
+    took: usize,
+    /// Whether it passed over a job for its key.
+    passed: bool,
+    tally: Tally,
+}
+
+impl Memo {
+    /// A count from the head, with `weight` running, for the queue at `epoch`.
+    fn restart(&mut self, weight: u64, epoch: u64) {
+        self.valid = true;
+        self.epoch = epoch;
+        self.took = 0;
+        self.passed = false;
+        self.tally.weight = weight;
+        // Kept for the next count, unless a count met many keys once (a crawl's hosts).
+        if self.tally.keys.capacity() > 1024 {
+            self.tally.keys = KeyMap::default();
+        } else {
+            self.tally.keys.clear();
+        }
+    }
+}
+
+/// A count's totals so far: the weight of the jobs running and counted, and for each key
+/// limited by `max_per_key` that it met, its jobs running and counted (one lookup per job
+/// visited).
+#[derive(Default)]
+struct Tally {
+    weight: u64,
+    keys: KeyMap<usize>,
+}
+
+impl Tally {
+    /// Whether the job of `meta` counts (see [`Limits::counter`]), and if so, counts it.
+    fn look(&mut self, limits: &Limits, meta: &Meta) -> Look {
+        let (Some(key), Some(max)) = (meta.key(), limits.max_per_key) else {
+            return limits.count_weight(&mut self.weight, meta);
+        };
+        if let Some(held) = self.keys.get_mut(key) {
+            if *held >= max {
+                return Look::Pass;
+            }
+            let look = limits.count_weight(&mut self.weight, meta);
+            *held += usize::from(look == Look::Take);
+            return look;
+        }
+        let running = limits.running_of(key);
+        let look = if running >= max {
+            Look::Pass
+        } else {
+            limits.count_weight(&mut self.weight, meta)
+        };
+        self.keys
+            .insert(key.clone(), running + usize::from(look == Look::Take));
+        look
+    }
 }
 
 impl Limits {
@@ -99,6 +181,7 @@ impl Limits {
                 starts: VecDeque::new(),
                 only_counted: 0,
             }),
+            memo: Memo::default(),
         }
     }
 
@@ -116,7 +199,7 @@ impl Limits {
     }
 
     /// How many more jobs of each key may run now, for the queue's scans, which park the
-    /// queued jobs a key has no room for (see [`Queue`](super::queue::Queue)): `None`
+    /// queued jobs a key has no room for (see [`Queue`]): `None`
     /// without `max_per_key`.
     pub(crate) fn key_rooms(&self) -> Option<impl Fn(&TaskKey) -> usize + '_> {
         let max = self.max_per_key?;
@@ -145,39 +228,72 @@ impl Limits {
         }
     }
 
-    /// A picker for `Queue::count_startable`, which counts the jobs that may start now
-    /// without starting them: as [`picker`](Self::picker), but each job it accepts counts,
-    /// for the jobs after it, as started (its key's count, its weight), as it will be once
-    /// a slot takes it. (With `picker`, two jobs of a key with room for one both counted,
-    /// and both were reserved a slot: the second counted as running until a slot found
-    /// it could not start.)
+    /// A picker for a count of the jobs that may start now, which starts none: as
+    /// [`picker`](Self::picker), but each job it accepts counts, for the jobs after it, as
+    /// started (its key's count, its weight), as it will be once a slot takes it. (With
+    /// `picker`, two jobs of a key with room for one both counted, and both were reserved
+    /// a slot: the second counted as running until a slot found it could not start.)
+    /// [`count_startable`](Self::count_startable) counts so; this, a count from the head
+    /// alone, checks it (in builds with debug assertions) and serves tests.
+    #[cfg(any(test, debug_assertions))]
     pub(crate) fn counter(&self) -> impl FnMut(&Meta) -> Look + '_ {
-        let mut weight = self.weight_running;
-        // Each key limited by `max_per_key` that the scan met: its jobs running and
-        // counted so far (one lookup per job visited); made at the first such job.
-        let mut keys: Option<KeyMap<usize>> = None;
-        move |meta| {
-            let (Some(key), Some(max)) = (meta.key(), self.max_per_key) else {
-                return self.count_weight(&mut weight, meta);
-            };
-            let keys = keys.get_or_insert_with(KeyMap::default);
-            if let Some(held) = keys.get_mut(key) {
-                if *held >= max {
-                    return Look::Pass;
-                }
-                let look = self.count_weight(&mut weight, meta);
-                *held += usize::from(look == Look::Take);
-                return look;
-            }
-            let running = self.running_of(key);
-            let look = if running >= max {
-                Look::Pass
-            } else {
-                self.count_weight(&mut weight, meta)
-            };
-            keys.insert(key.clone(), running + usize::from(look == Look::Take));
-            look
+        let mut tally = Tally {
+            weight: self.weight_running,
+            keys: KeyMap::default(),
+        };
+        move |meta| tally.look(self, meta)
+    }
+
+    /// How many of `queue`'s jobs may start now, counting no further than `most`: as a
+    /// count with [`counter`](Self::counter) from the queue's head (which it is, when the
+    /// last count's [`Memo`] no longer holds), but going on from where the last count
+    /// stopped when it does. Unparks first, as every scan does.
+    pub(crate) fn count_startable<T: Ordered>(
+        &mut self,
+        queue: &mut Queue<T>,
+        most: usize,
+        meta: fn(&T) -> &Meta,
+    ) -> usize {
+        if most == 0 {
+            return 0;
         }
+        queue.unpark(self.key_rooms().as_ref());
+        let mut memo = std::mem::take(&mut self.memo);
+        let mut go_on = memo.valid && memo.epoch == queue.epoch();
+        if let Some(item) = queue.take_ahead() {
+            // Pushed before where the memo's count stopped (by its priority): if it may
+            // start beside all the jobs counted, counting it first changes none of the
+            // count's answers (the totals before each of them grow by it, and stay within
+            // the final totals it fits in); else the count starts again.
+            go_on &= memo.tally.look(self, meta(item)) == Look::Take;
+            memo.took += 1;
+        }
+        if !go_on {
+            memo.restart(self.weight_running, queue.epoch());
+        }
+        if memo.took < most {
+            let tally = &mut memo.tally;
+            let count = queue.count(go_on, most - memo.took, self.key_rooms().as_ref(), |t| {
+                tally.look(self, meta(t))
+            });
+            memo.took += count.took;
+            memo.passed |= count.passed;
+        }
+        let took = memo.took.min(most);
+        // A count that parked jobs changed the queue's order under the cursor.
+        memo.valid = memo.epoch == queue.epoch();
+        self.memo = memo;
+        #[cfg(debug_assertions)]
+        if go_on && queue.len() <= 512 {
+            let mut pick = self.counter();
+            let afresh = queue.count_afresh(most, |t| pick(meta(t)));
+            assert_eq!(
+                took, afresh,
+                "nb_aiopool internal: a count that went on from the last one found {took} \
+                 jobs that may start, a count from the head {afresh}"
+            );
+        }
+        took
     }
 
     /// For [`counter`](Self::counter): a job whose key has room counts if its weight fits
@@ -243,8 +359,23 @@ impl Limits {
     /// must not hold back the jobs after it (it still counts for its key and weight until
     /// then, as [`ended`](Self::ended) takes them back).
     /// Returns `now` if it spent a start (see [`unstarted`](Self::unstarted)).
-    pub(crate) fn started(&mut self, meta: &Meta, now: Instant, runs: bool) -> Option<Instant> {
-        self.holds(meta);
+    ///
+    /// `counted`: the job is the first one the last count counted, taken from before where
+    /// it stopped (the queue's epoch unchanged), which that count may go on with.
+    pub(crate) fn started(
+        &mut self,
+        meta: &Meta,
+        now: Instant,
+        runs: bool,
+        counted: bool,
+    ) -> Option<Instant> {
+        if counted && self.memo.valid && self.memo.took > 0 {
+            // From counted to running: its key's and the weight's totals stay.
+            self.memo.took -= 1;
+            self.hold(meta);
+        } else {
+            self.holds(meta);
+        }
         match (&mut self.rate, runs) {
             (Some(r), true) => {
                 r.clamp(now);
@@ -313,6 +444,12 @@ impl Limits {
     /// [`ended`](Self::ended) to look at the queue as it will be without it, and runs after
     /// all (`Slot::restart`).
     pub(crate) fn holds(&mut self, meta: &Meta) {
+        // One the last count did not count: its totals are no longer the running jobs'.
+        self.memo.valid = false;
+        self.hold(meta);
+    }
+
+    fn hold(&mut self, meta: &Meta) {
         if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
             match self.per_key.get_mut(key) {
                 Some(n) => *n += 1,
@@ -326,6 +463,20 @@ impl Limits {
 
     /// A job with `meta` that had started ended.
     pub(crate) fn ended(&mut self, meta: &Meta) {
+        let memo = &mut self.memo;
+        if memo.passed {
+            memo.valid = false;
+        } else if memo.valid {
+            // The jobs it counted still may start; the job after them is looked at again.
+            if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
+                if let Some(n) = memo.tally.keys.get_mut(key) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            if self.weight_capacity.is_some() {
+                memo.tally.weight = memo.tally.weight.saturating_sub(u64::from(meta.weight()));
+            }
+        }
         if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
             if let Some(n) = self.per_key.get_mut(key) {
                 *n -= 1;
@@ -353,6 +504,7 @@ impl Limits {
 
     /// Forgets every running job (the exit hook took the pool over).
     pub(crate) fn reset_running(&mut self) {
+        self.memo.valid = false;
         self.per_key.clear();
         self.weight_running = 0;
     }
@@ -489,6 +641,148 @@ pub(crate) fn later_by(t: Instant, d: Duration) -> Instant {
 mod tests {
     use super::*;
 
+    /// A queued job for the count tests: its admission order and flow-control settings.
+    struct Job {
+        seq: u64,
+        meta: Meta,
+    }
+
+    impl Ordered for Job {
+        fn priority(&self) -> i32 {
+            self.meta.priority()
+        }
+        fn seq(&self) -> u64 {
+            self.seq
+        }
+        fn key(&self) -> Option<&TaskKey> {
+            self.meta.key()
+        }
+    }
+
+    fn meta_of(job: &Job) -> &Meta {
+        &job.meta
+    }
+
+    /// A count that goes on from the last one ([`Limits::count_startable`]) answers what a
+    /// count from the head answers, over random runs of what the engine does between
+    /// counts: pushes (with priorities or none, keys, weights), starts of the first job
+    /// that may start (from what the last count counted, or not), ends, aborts of queued
+    /// jobs, jobs put back at their place or at the front, restarts, and parking.
+    #[test]
+    fn counts_that_go_on_agree_with_counts_from_the_head() {
+        let keys: Vec<Arc<str>> = ["a", "b", "c"].iter().map(|&k| Arc::from(k)).collect();
+        let runs = if cfg!(miri) { 3 } else { 300 };
+        let mut went_on = 0;
+        for run in 0..runs {
+            let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ (run * 0x9E37_79B9 + 7);
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut limits = Limits::new(LimitsConfig {
+                max_per_key: Some(1 + next(4) as usize),
+                weight_capacity: (run % 3 != 0).then(|| 6 + next(10)),
+                rate: None,
+            });
+            let sorted = run % 2 == 1;
+            let mut queue: Queue<Job> = Queue::default();
+            let mut running: Vec<Job> = Vec::new();
+            let mut seq = 0;
+            for step in 0..300 {
+                match next(12) {
+                    0..=3 => {
+                        seq += 1;
+                        let priority = if sorted { next(3) as i32 } else { 0 };
+                        let key = (next(4) > 0).then(|| keys[next(3) as usize].clone());
+                        let meta = Meta::new(priority, 1 + next(4) as u32, key);
+                        queue.push(Job { seq, meta });
+                    }
+                    4..=6 => {
+                        let most = next(queue.len() as u64 + 3) as usize;
+                        let epoch = queue.epoch();
+                        let took = limits.count_startable(&mut queue, most, meta_of);
+                        went_on += usize::from(queue.epoch() == epoch && most > 0);
+                        let mut pick = limits.counter();
+                        let afresh = queue.count_afresh(most, |j| pick(&j.meta));
+                        assert_eq!(took, afresh, "run {run}, step {step}: count({most})");
+                    }
+                    7 | 8 => {
+                        let epoch = queue.epoch();
+                        let job = {
+                            let mut pick = limits.picker();
+                            queue.pop_startable(limits.key_rooms(), |j| pick(&j.meta))
+                        };
+                        if let Some(job) = job {
+                            let counted = queue.epoch() == epoch;
+                            limits.started(&job.meta, Instant::now(), true, counted);
+                            running.push(job);
+                        }
+                    }
+                    9 if !running.is_empty() => {
+                        let job = running.swap_remove(next(running.len() as u64) as usize);
+                        limits.ended(&job.meta);
+                        match next(4) {
+                            0 => queue.put_back(job),
+                            1 => queue.push_front(job),
+                            2 => {
+                                // A restart: it gave its key and weight back to look, and
+                                // runs after all.
+                                limits.holds(&job.meta);
+                                running.push(job);
+                            }
+                            _ => {}
+                        }
+                    }
+                    10 if seq > 0 => {
+                        let victim = 1 + next(seq);
+                        for priority in 0..3 {
+                            drop(queue.remove_seq(victim, priority));
+                        }
+                    }
+                    _ => {
+                        // Another scan, for one, that may park (as a rate-held slot's look).
+                        let mut pick = limits.picker();
+                        let _ = queue.first_startable(limits.key_rooms(), |j| pick(&j.meta));
+                    }
+                }
+            }
+        }
+        assert!(
+            went_on > runs as usize * 20,
+            "few counts went on from the last: {went_on}"
+        );
+    }
+
+    /// A count passed over a job for its key; one of that key's jobs ends: the next count
+    /// counts the job passed over (which a count going on from where the last stopped,
+    /// past it, would miss).
+    #[test]
+    fn a_job_passed_over_counts_once_its_key_has_room() {
+        let mut limits = Limits::new(LimitsConfig {
+            max_per_key: Some(1),
+            ..Default::default()
+        });
+        let key = || Some(Arc::from("k"));
+        let mut queue: Queue<Job> = Queue::default();
+        let run = Meta::new(0, 1, key());
+        limits.started(&run, Instant::now(), true, false);
+        for seq in 1..=2 {
+            queue.push(Job {
+                seq,
+                meta: Meta::new(0, 1, key()),
+            });
+        }
+        assert_eq!(limits.count_startable(&mut queue, 5, meta_of), 0);
+        limits.ended(&run);
+        assert_eq!(
+            limits.count_startable(&mut queue, 5, meta_of),
+            1,
+            "the key has room for one of its queued jobs again"
+        );
+    }
+
     /// A job submitted without options carries one word and no allocation; one with
     /// options gets back exactly what it was given.
     #[test]
@@ -521,7 +815,7 @@ mod tests {
         let m = Meta::default();
         for _ in 0..3 {
             assert_eq!(l.rate_ready_at(t0), None);
-            l.started(&m, t0, true);
+            l.started(&m, t0, true, false);
         }
         assert_eq!(l.rate_ready_at(t0), Some(t0 + Duration::from_secs(1)));
         assert_eq!(l.rate_tokens(t0 + Duration::from_millis(999)), 0);
@@ -540,13 +834,13 @@ mod tests {
         });
         let m = Meta::default();
         let t0 = Instant::now();
-        let x = l.started(&m, t0, true).unwrap();
+        let x = l.started(&m, t0, true, false).unwrap();
         // Polled soon: its own start makes room for it, now.
         let soon = t0 + Duration::from_millis(10);
         assert_eq!(l.restart(x, soon), Some(soon));
         assert_eq!(l.rate_ready_at(soon), Some(soon + per));
         // Polled late: its start left the window, another job started since.
-        let y = l.started(&m, soon + per, true).unwrap();
+        let y = l.started(&m, soon + per, true, false).unwrap();
         let late = y + Duration::from_millis(500);
         assert_eq!(l.restart(soon, late), None);
         assert_eq!(
@@ -560,7 +854,7 @@ mod tests {
             rate: Some((1, Duration::MAX)),
             ..Default::default()
         });
-        let x = ever.started(&m, t0, true).unwrap();
+        let x = ever.started(&m, t0, true, false).unwrap();
         assert_eq!(ever.restart(x, late), Some(x));
         assert_eq!(ever.rate_tokens(late), 0);
     }
@@ -583,8 +877,8 @@ mod tests {
         };
         // Job y started, then job x (the newest start); y's run is cut and queued again.
         let mut l = ever();
-        let _y = l.started(&m, t0, true).unwrap();
-        let x = l.started(&m, ms(1), true).unwrap();
+        let _y = l.started(&m, t0, true, false).unwrap();
+        let x = l.started(&m, ms(1), true, false).unwrap();
         l.rerun_queued();
         assert_eq!(
             l.rate_tokens(ms(2)),
@@ -596,8 +890,8 @@ mod tests {
         assert_eq!(l.rate_tokens(ms(3)), 2);
         // Or x is put back unrun: its start is given back, though `rerun_queued` took it.
         let mut l = ever();
-        let _y = l.started(&m, t0, true).unwrap();
-        let x = l.started(&m, ms(1), true).unwrap();
+        let _y = l.started(&m, t0, true, false).unwrap();
+        let x = l.started(&m, ms(1), true, false).unwrap();
         l.rerun_queued();
         l.unstarted(x);
         assert_eq!(l.rate_tokens(ms(2)), 3, "both starts given back");
@@ -619,7 +913,7 @@ mod tests {
         });
         let mut last = t0;
         for i in 0..1000 {
-            last = l.started(&m, ms(i), true).unwrap();
+            last = l.started(&m, ms(i), true, false).unwrap();
         }
         let r = l.rate.as_ref().unwrap();
         assert_eq!(
@@ -638,7 +932,7 @@ mod tests {
             "of 5 queued and 1 reserved, one may start"
         );
         for i in 0..2 {
-            l.started(&m, ms(3000 + i), true).unwrap();
+            l.started(&m, ms(3000 + i), true, false).unwrap();
         }
         assert_eq!(l.rate_tokens(ms(4000)), 0, "full again");
         // A finite window keeps every start, as before.
@@ -647,7 +941,7 @@ mod tests {
             ..Default::default()
         });
         for i in 0..3 {
-            l.started(&m, ms(i), true).unwrap();
+            l.started(&m, ms(i), true, false).unwrap();
         }
         assert_eq!(l.rate.as_ref().unwrap().starts.len(), 3);
         assert_eq!(l.rate_tokens(ms(10)), 1, "the first start left the window");
@@ -664,7 +958,9 @@ mod tests {
             rate: Some((1, Duration::from_secs(10))),
             ..Default::default()
         });
-        let ahead = l.started(&m, t0 + Duration::from_secs(3600), true).unwrap();
+        let ahead = l
+            .started(&m, t0 + Duration::from_secs(3600), true, false)
+            .unwrap();
         let now = t0 + Duration::from_millis(1);
         assert_eq!(l.restart(ahead, now), Some(now));
         assert_eq!(l.rate_tokens(now), 0, "the new start only");
@@ -681,7 +977,7 @@ mod tests {
         });
         let t0 = Instant::now();
         let ahead = t0 + Duration::from_secs(3600);
-        assert_eq!(l.started(&Meta::default(), ahead, true), Some(ahead));
+        assert_eq!(l.started(&Meta::default(), ahead, true, false), Some(ahead));
         // Taken as made at the real clock's "now", a moment after `t0`.
         let ready = l.rate_ready_at(t0).unwrap();
         assert!(ready >= t0 + per && ready < t0 + per + Duration::from_secs(60));
@@ -704,9 +1000,9 @@ mod tests {
         let Some(behind) = real.checked_sub(Duration::from_secs(10)) else {
             return; // a clock too young to go back 10 s
         };
-        assert_eq!(l.started(&Meta::default(), real, true), Some(real));
+        assert_eq!(l.started(&Meta::default(), real, true, false), Some(real));
         assert_eq!(l.rate_tokens(behind), 1);
-        assert_eq!(l.started(&Meta::default(), behind, true), Some(real));
+        assert_eq!(l.started(&Meta::default(), behind, true, false), Some(real));
         assert_eq!(l.rate_ready_at(real), Some(real + per));
         assert_eq!(l.rate_tokens(real + per), 2);
     }
@@ -720,7 +1016,7 @@ mod tests {
         });
         let now = Instant::now();
         let a = Meta::new(0, 1, Some("a".into()));
-        l.started(&a, now, true);
+        l.started(&a, now, true, false);
         let heavy = Meta::new(0, 10, None);
         let light = Meta::default();
         let mut pick = l.picker();
@@ -744,7 +1040,7 @@ mod tests {
         });
         let now = Instant::now();
         let a = Meta::new(0, 1, Some("a".into()));
-        l.started(&a, now, true);
+        l.started(&a, now, true, false);
         let b = Meta::new(0, 3, Some("b".into()));
         let mut count = l.counter();
         assert_eq!(count(&a), Look::Take, "a: 1 of 2 running");

@@ -195,6 +195,13 @@ pub(crate) struct Queued<J> {
     stamp: Stamp,
 }
 
+impl<J> Queued<J> {
+    /// Its flow-control settings.
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}
+
 impl<J> Ordered for Queued<J> {
     fn priority(&self) -> i32 {
         self.meta.priority()

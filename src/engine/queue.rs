@@ -6,7 +6,7 @@
 //! the admission order); jobs put back at the front (interrupted re-runs) go before all.
 //!
 //! The map (a `BTreeMap` keyed by priority, then id) rather than a binary heap: flow
-//! control visits the queue in order on every start ([`Queue::count_startable`]), which a
+//! control visits the queue in order on every start ([`Queue::count`]), which a
 //! map does by iterating and a heap only by sorting (measured: sorting made a pool with
 //! priorities and limits 1.7x slower).
 //!
@@ -25,9 +25,22 @@
 //! of them ([`Queue::unpark`]): a scan then answers what it would answer with no job
 //! parked, since every parked job of a key comes after as many unparked ones of that key
 //! as the key has room for, which the scan takes (or counts) first.
+//!
+//! # Counts that go on
+//!
+//! Flow control counts the jobs that may start at every start and submit, and the jobs
+//! already reserved a slot come first in every such count: hundreds of them on a
+//! current-thread runtime, whose slot tasks run only once the submitter yields. So a count
+//! stops at a *cursor*, which the next count may go on from ([`Queue::count`]), with the
+//! totals flow control kept (`Limits`' memo). The queue keeps the cursor on its item
+//! through the changes that leave the items before it as they were (a push behind it, a
+//! slot taking the first job counted), notes one push before it (by its priority) for the
+//! next count to look at first ([`Queue::take_ahead`]), and changes its
+//! [`epoch`](Queue::epoch) on any other change, after which counts start from the head.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 
 use super::task_key::{KeyMap, TaskKey};
 
@@ -41,7 +54,7 @@ pub(crate) trait Ordered {
     fn key(&self) -> Option<&TaskKey>;
 }
 
-/// What flow control says of a queued item, in a scan (see [`Queue::count_startable`]).
+/// What flow control says of a queued item, in a scan (see [`Queue::count`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Look {
     /// It may start: taken, or counted.
@@ -85,13 +98,15 @@ impl<T> Default for Order<T> {
 }
 
 impl<T: Ordered> Order<T> {
-    /// Adds a newly admitted item.
-    fn push(&mut self, item: T) {
+    /// Adds a newly admitted item; says where it went.
+    fn push(&mut self, item: T) -> Pushed {
+        let mut pushed = Pushed::Map;
         if let Order::Fifo(ring, first) = self {
             if item.priority() == 0 {
                 ring.push_back(item);
-                return;
+                return Pushed::Ring;
             }
+            pushed = Pushed::Sorted;
             // The first prioritised item: keep the order so far, by seq, in the map; the
             // items put back at the front stay first.
             let front: VecDeque<T> = ring.drain(..*first).collect();
@@ -107,9 +122,15 @@ impl<T: Ordered> Order<T> {
                 front,
             };
         }
-        if let Order::Sorted { map, inserted, .. } = self {
-            map.insert((Reverse(item.priority()), item.seq(), *inserted), item);
-            *inserted += 1;
+        let Order::Sorted { map, inserted, .. } = self else {
+            unreachable!("sorted above")
+        };
+        let key = (Reverse(item.priority()), item.seq(), *inserted);
+        map.insert(key, item);
+        *inserted += 1;
+        match pushed {
+            Pushed::Map => Pushed::At(key),
+            other => other,
         }
     }
 
@@ -141,7 +162,7 @@ impl<T: Ordered> Order<T> {
                 ring.insert(pos, item);
             }
             // A prioritised one in a ring: the ring becomes sorted, as for a new one.
-            _ => self.push(item),
+            _ => drop(self.push(item)),
         }
     }
 
@@ -333,6 +354,16 @@ pub(crate) struct Queue<T> {
     parked: Option<Box<Parked<T>>>,
     /// How many are parked (kept here: every job's path reads the queue's length).
     parked_len: usize,
+    /// Where the last count stopped, for the next one to go on from (see
+    /// [`count`](Queue::count)).
+    cursor: Cursor,
+    /// Changed whenever items may have moved before the cursor (or the order changed under
+    /// it): what a count found before is then no longer true of the items before it.
+    epoch: u64,
+    /// An item pushed before the cursor since the last count (by its priority), which the
+    /// next count looks at first (see [`take_ahead`](Queue::take_ahead)); a second one
+    /// changes the epoch.
+    ahead: Option<Key>,
 }
 
 impl<T> Default for Queue<T> {
@@ -341,8 +372,57 @@ impl<T> Default for Queue<T> {
             order: Order::default(),
             parked: None,
             parked_len: 0,
+            cursor: Cursor::Head,
+            epoch: 0,
+            ahead: None,
         }
     }
+}
+
+/// Where an item went when it was pushed.
+enum Pushed {
+    /// To the back of the ring.
+    Ring,
+    /// To this key of the sorted map.
+    At(Key),
+    /// The first with a priority: the ring became a sorted map.
+    Sorted,
+    /// (While pushing: into the map.)
+    Map,
+}
+
+/// Where a count stopped: the next one goes on from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// Before the first item.
+    Head,
+    /// At this place of the ring (the next item to look at).
+    Ring(usize),
+    /// At this place of a sorted queue's front (items put back at the front); past them,
+    /// at the map's first item.
+    Front(usize),
+    /// After this key of a sorted queue's map.
+    Map(Key),
+}
+
+/// What a scan found.
+struct Scanned {
+    /// For a scan for one, where its take is.
+    stop: Option<Stop>,
+    /// How many items it took.
+    took: usize,
+    /// Whether it passed over any item.
+    passed_any: bool,
+    /// Where it stopped; `None` if it parked items (the order changed).
+    end: Option<Cursor>,
+}
+
+/// What a [`count`](Queue::count) found: how many items it took, and whether it passed over
+/// any (for its key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Count {
+    pub(crate) took: usize,
+    pub(crate) passed: bool,
 }
 
 /// The parked jobs, by key.
@@ -386,6 +466,7 @@ impl<T: Ordered> Parked<T> {
 const PARK_AFTER: usize = if cfg!(test) { 2 } else { 32 };
 
 /// Where a scan for one item took it.
+#[derive(Clone, Copy)]
 enum Stop {
     /// At this place of the FIFO ring.
     Ring(usize),
@@ -399,12 +480,18 @@ impl<T: Ordered> Queue<T> {
     /// Adds a newly admitted item.
     #[inline]
     pub(crate) fn push(&mut self, item: T) {
-        self.order.push(item);
+        match self.order.push(item) {
+            Pushed::Ring => {}
+            Pushed::At(key) if !matches!(self.cursor, Cursor::Map(at) if key < at) => {}
+            Pushed::At(key) if self.ahead.is_none() => self.ahead = Some(key),
+            _ => self.moved(),
+        }
     }
 
     /// Puts back an item that must go first (an interrupted run).
     #[inline]
     pub(crate) fn push_front(&mut self, item: T) {
+        self.moved();
         self.order.push_front(item);
     }
 
@@ -412,7 +499,33 @@ impl<T: Ordered> Queue<T> {
     /// [`Order::put_back`]).
     #[inline]
     pub(crate) fn put_back(&mut self, item: T) {
+        self.moved();
         self.order.put_back(item);
+    }
+
+    /// Items may have moved before the cursor: counts start again from the head.
+    #[inline]
+    fn moved(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.cursor = Cursor::Head;
+        self.ahead = None;
+    }
+
+    /// The item pushed before where the last count stopped since (if any): the next count
+    /// from there must count it first, or start again from the head. Forgotten here.
+    pub(crate) fn take_ahead(&mut self) -> Option<&T> {
+        let key = self.ahead.take()?;
+        let Order::Sorted { map, .. } = &self.order else {
+            unreachable!("pushed into a sorted queue's map")
+        };
+        map.get(&key)
+    }
+
+    /// Changes whenever items may have moved before where the last count stopped (see
+    /// [`count`](Self::count)).
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether it is ordered by priority (a job it takes may go ahead of queued ones).
@@ -452,12 +565,14 @@ impl<T: Ordered> Queue<T> {
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<T> {
         self.unpark_all();
+        self.moved();
         self.order.pop()
     }
 
     /// The first item, in queue order over all the items, that `ok` accepts.
     pub(crate) fn pop_first(&mut self, ok: impl FnMut(&T) -> bool) -> Option<T> {
         self.unpark_all();
+        self.moved();
         self.order.pop_first(ok)
     }
 
@@ -473,6 +588,7 @@ impl<T: Ordered> Queue<T> {
     /// Removes the item whose [`seq`](Ordered::seq) is `seq` and whose priority is
     /// `priority`, if it is queued (parked or not).
     pub(crate) fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<T> {
+        self.moved();
         if let Some((item, front)) = self.order.remove_seq(seq, priority) {
             self.left_order(&item, front);
             return Some(item);
@@ -500,6 +616,7 @@ impl<T: Ordered> Queue<T> {
     /// Removes the items for which `take` returns `true`, in queue order over all.
     pub(crate) fn extract_if(&mut self, take: impl FnMut(&mut T) -> bool) -> Vec<T> {
         self.unpark_all();
+        self.moved();
         self.order.extract_if(take)
     }
 
@@ -513,6 +630,7 @@ impl<T: Ordered> Queue<T> {
 
     /// Visits every item mutably, parked ones too (those last: for what needs no order).
     pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
+        self.moved();
         self.order.for_each_mut(&mut f);
         for p in self
             .parked
@@ -526,6 +644,7 @@ impl<T: Ordered> Queue<T> {
     /// Visits every item mutably, in queue order.
     pub(crate) fn for_each_mut_in_order(&mut self, f: impl FnMut(&mut T)) {
         self.unpark_all();
+        self.moved();
         self.order.for_each_mut(f);
     }
 
@@ -540,7 +659,9 @@ impl<T: Ordered> Queue<T> {
     // parking it changes no answer of a later scan.
 
     /// How many items `ok` takes, visited in queue order, counting no further than `most`
-    /// (as [`Order::count`]); the items it passes over for their key are parked.
+    /// (as [`Order::count`]); the items it passes over for their key are parked. (Flow
+    /// control counts with [`count`](Self::count), to go on from the last count.)
+    #[cfg(test)]
     pub(crate) fn count_startable<R: Fn(&TaskKey) -> usize>(
         &mut self,
         most: usize,
@@ -551,7 +672,54 @@ impl<T: Ordered> Queue<T> {
             return 0;
         }
         self.unpark(room.as_ref());
-        self.scan(room.as_ref(), ok, most).1
+        self.count(false, most, room.as_ref(), ok).took
+    }
+
+    /// How many items `ok` takes, visited in queue order, counting no further than `most`
+    /// (the items it passes over for their key are parked), without unparking (the
+    /// caller's, first): from the head, or (`go_on`) from where the last count stopped: then `ok`
+    /// must be in the state that count left it in, and the queue's [`epoch`](Self::epoch)
+    /// unchanged since. The next count may go on from where this one stops.
+    pub(crate) fn count(
+        &mut self,
+        go_on: bool,
+        most: usize,
+        room: Option<&impl Fn(&TaskKey) -> usize>,
+        ok: impl FnMut(&T) -> Look,
+    ) -> Count {
+        let from = if go_on { self.cursor } else { Cursor::Head };
+        let scanned = self.scan(room, ok, most, from);
+        match scanned.end {
+            Some(end) => self.cursor = end,
+            None => self.moved(),
+        }
+        Count {
+            took: scanned.took,
+            passed: scanned.passed_any,
+        }
+    }
+
+    /// How many unparked items `ok` takes, in queue order, counting no further than `most`
+    /// and stopping at a `Done`, as a count from the head does, parking nothing: to check a
+    /// count that went on from where the last one stopped.
+    #[cfg(any(test, debug_assertions))]
+    pub(crate) fn count_afresh(&self, most: usize, mut ok: impl FnMut(&T) -> Look) -> usize {
+        let items: Box<dyn Iterator<Item = &T>> = match &self.order {
+            Order::Fifo(ring, _) => Box::new(ring.iter()),
+            Order::Sorted { map, front, .. } => Box::new(front.iter().chain(map.values())),
+        };
+        let mut took = 0;
+        for item in items.take_while(|_| most > 0) {
+            match ok(item) {
+                Look::Take => took += 1,
+                Look::Pass => {}
+                Look::Done => break,
+            }
+            if took >= most {
+                break;
+            }
+        }
+        took
     }
 
     /// The first item, in queue order, that `ok` takes, removed; the items it passes over
@@ -562,7 +730,25 @@ impl<T: Ordered> Queue<T> {
         ok: impl FnMut(&T) -> Look,
     ) -> Option<T> {
         self.unpark(room.as_ref());
-        let (item, front) = match self.scan(room.as_ref(), ok, 1).0? {
+        let scanned = self.scan(room.as_ref(), ok, 1, Cursor::Head);
+        if scanned.end.is_none() {
+            self.moved();
+        }
+        let stop = scanned.stop?;
+        // Taken from before where the last count stopped, the cursor stays on the same
+        // item; from after it, the last count did not count it.
+        let counted = self.ahead.is_none()
+            && match (stop, self.cursor) {
+                (Stop::Ring(pos), Cursor::Ring(at)) => pos < at,
+                (Stop::Front(pos), Cursor::Front(at)) => pos < at,
+                (Stop::Front(_), Cursor::Map(_)) => true,
+                (Stop::Map(key), Cursor::Map(at)) => key <= at,
+                _ => false,
+            };
+        if !counted {
+            self.moved();
+        }
+        let (item, front) = match stop {
             Stop::Ring(pos) => {
                 let Order::Fifo(ring, first) = &mut self.order else {
                     unreachable!("a ring's place")
@@ -584,6 +770,10 @@ impl<T: Ordered> Queue<T> {
                 (map.remove(&key)?, false)
             }
         };
+        match (stop, &mut self.cursor) {
+            (Stop::Ring(_), Cursor::Ring(at)) | (Stop::Front(_), Cursor::Front(at)) => *at -= 1,
+            _ => {}
+        }
         self.left_order(&item, front);
         Some(item)
     }
@@ -595,7 +785,11 @@ impl<T: Ordered> Queue<T> {
         ok: impl FnMut(&T) -> Look,
     ) -> Option<&T> {
         self.unpark(room.as_ref());
-        let stop = self.scan(room.as_ref(), ok, 1).0?;
+        let scanned = self.scan(room.as_ref(), ok, 1, Cursor::Head);
+        if scanned.end.is_none() {
+            self.moved();
+        }
+        let stop = scanned.stop?;
         match (&self.order, stop) {
             (Order::Fifo(ring, _), Stop::Ring(pos)) => ring.get(pos),
             (Order::Sorted { front, .. }, Stop::Front(pos)) => front.get(pos),
@@ -604,57 +798,78 @@ impl<T: Ordered> Queue<T> {
         }
     }
 
-    /// Shows the unparked items to `ok` in queue order until it has taken `most` or says
-    /// `Done`; returns how many it took and, for a scan for one (`most == 1`), where its
-    /// take is (after the parking below). A scan that visits more than [`PARK_AFTER`] items (walking past refused
-    /// ones) parks the items `ok` passed over for their key, but those put back at the
-    /// front (which go before all): each comes after at least as many unparked items of
-    /// its key as the key has room for (see above), its `lead`.
+    /// Shows the unparked items to `ok` in queue order, from `from` (the queue's head, or
+    /// where the last count stopped), until it has taken `most` or says `Done`; returns
+    /// how many it took, where it stopped and, for a scan for one (`most == 1`), where its
+    /// take is (after the parking below). A scan that visits more than [`PARK_AFTER`] items
+    /// (walking past refused ones) parks the items `ok` passed over for their key, but
+    /// those put back at the front (which go before all): each comes after at least as
+    /// many unparked items of its key as the key has room for (see above), its `lead`.
     fn scan(
         &mut self,
         room: Option<&impl Fn(&TaskKey) -> usize>,
         mut ok: impl FnMut(&T) -> Look,
         most: usize,
-    ) -> (Option<Stop>, usize) {
+        from: Cursor,
+    ) -> Scanned {
         let Queue {
             order,
             parked,
             parked_len,
+            ..
         } = self;
         let mut took = 0;
+        let mut passed_any = false;
         let parks = room.is_some();
         // A key's room: the unparked items of it before one passed over for it.
         let lead = |key: &TaskKey| room.map_or(0, |room| room(key));
         match order {
             Order::Fifo(ring, first) => {
+                let start = match from {
+                    Cursor::Ring(pos) => {
+                        debug_assert!(pos <= ring.len(), "a cursor past the ring's end");
+                        pos.min(ring.len())
+                    }
+                    _ => 0,
+                };
                 let mut passed = Vec::new();
-                // How far it went: the whole ring, or up to where it stopped.
-                let mut visited = ring.len();
+                // Where it stopped: the end of the ring, past the take that made `most`, or
+                // at the item that said `Done` (looked at again by the next count).
+                let mut end = ring.len();
                 // A counter, not `enumerate`: measured, `enumerate` cost about 4 more
                 // instructions per item visited here (1,900 a task for a pool whose limits
                 // never bind, where a start counts the 500 jobs it reserved).
-                let mut pos = 0;
+                let mut pos = start;
                 #[allow(clippy::explicit_counter_loop)]
-                for item in ring.iter() {
+                for item in ring.range(start..) {
                     let look = ok(item);
                     if look == Look::Take {
                         took += 1;
                         if took >= most {
-                            visited = pos + 1;
+                            end = pos + 1;
                             break;
                         }
                     } else if look == Look::Done {
-                        visited = pos + 1;
+                        end = pos;
                         break;
-                    } else if parks && pos >= *first && item.key().is_some() {
-                        passed.push(pos);
+                    } else {
+                        passed_any = true;
+                        if parks && pos >= *first && item.key().is_some() {
+                            passed.push(pos);
+                        }
                     }
                     pos += 1;
                 }
                 // The one take of a scan for one is where it stopped.
-                let at = (most == 1 && took == 1).then(|| visited - 1);
+                let at = (most == 1 && took == 1).then(|| end - 1);
+                let visited = (pos + 1).min(ring.len()) - start;
                 if visited <= PARK_AFTER || passed.is_empty() {
-                    return (at.map(Stop::Ring), took);
+                    return Scanned {
+                        stop: at.map(Stop::Ring),
+                        took,
+                        passed_any,
+                        end: Some(Cursor::Ring(end)),
+                    };
                 }
                 let parked = parked.get_or_insert_with(Box::default);
                 // The take moves forward by the items parked before it; the items up to
@@ -678,22 +893,38 @@ impl<T: Ordered> Queue<T> {
                 for item in kept.into_iter().rev() {
                     ring.push_front(item);
                 }
-                (at.map(Stop::Ring), took)
+                Scanned {
+                    stop: at.map(Stop::Ring),
+                    took,
+                    passed_any,
+                    end: None,
+                }
             }
             Order::Sorted { map, front, .. } => {
                 let mut at = None;
                 let mut visited = 0;
                 let mut done = false;
-                for (pos, item) in front.iter().enumerate() {
+                let (skip, after) = match from {
+                    Cursor::Front(pos) => (pos, None),
+                    Cursor::Map(key) => (front.len(), Some(key)),
+                    _ => (0, None),
+                };
+                // Past the front (a take in the map moves it on), unless it stops in it.
+                let mut end = after.map_or(Cursor::Front(front.len()), Cursor::Map);
+                for (pos, item) in front.iter().enumerate().skip(skip) {
                     visited += 1;
                     match ok(item) {
                         Look::Take => {
                             took += 1;
                             at = Some(Stop::Front(pos));
                             done = took >= most;
+                            end = Cursor::Front(pos + 1);
                         }
-                        Look::Pass => {}
-                        Look::Done => done = true,
+                        Look::Pass => passed_any = true,
+                        Look::Done => {
+                            done = true;
+                            end = Cursor::Front(pos);
+                        }
                     }
                     if done {
                         break;
@@ -701,17 +932,24 @@ impl<T: Ordered> Queue<T> {
                 }
                 let mut passed = Vec::new();
                 if !done {
-                    for (k, item) in map.iter() {
+                    let rest = match after {
+                        Some(key) => map.range((Excluded(key), Unbounded)),
+                        None => map.range(..),
+                    };
+                    for (k, item) in rest {
                         visited += 1;
                         match ok(item) {
                             Look::Take => {
                                 took += 1;
                                 at = Some(Stop::Map(*k));
+                                end = Cursor::Map(*k);
                                 if took >= most {
                                     break;
                                 }
                             }
                             Look::Pass => {
+                                passed_any = true;
+                                end = Cursor::Map(*k);
                                 if parks && item.key().is_some() {
                                     passed.push(*k);
                                 }
@@ -720,6 +958,12 @@ impl<T: Ordered> Queue<T> {
                         }
                     }
                 }
+                let mut scanned = Scanned {
+                    stop: at,
+                    took,
+                    passed_any,
+                    end: Some(end),
+                };
                 if visited > PARK_AFTER && !passed.is_empty() {
                     let parked = parked.get_or_insert_with(Box::default);
                     for k in passed {
@@ -729,8 +973,9 @@ impl<T: Ordered> Queue<T> {
                         parked.park(key, item, lead);
                         *parked_len += 1;
                     }
+                    scanned.end = None;
                 }
-                (at, took)
+                scanned
             }
         }
     }
@@ -738,11 +983,12 @@ impl<T: Ordered> Queue<T> {
     /// Before a scan: gives every key with room beyond its `lead` (see [`ParkedKey`])
     /// that many of its first parked items back, at their places. Then each parked item
     /// of a key comes after as many unparked ones of it as it has room for.
-    fn unpark(&mut self, room: Option<&impl Fn(&TaskKey) -> usize>) {
+    pub(crate) fn unpark(&mut self, room: Option<&impl Fn(&TaskKey) -> usize>) {
         let (Some(room), Some(parked)) = (room, self.parked.as_deref_mut()) else {
             return;
         };
         let (order, parked_len) = (&mut self.order, &mut self.parked_len);
+        let before = *parked_len;
         let keys = &mut parked.keys;
         keys.retain(|key, p| {
             for _ in 0..room(key).saturating_sub(p.lead) {
@@ -758,6 +1004,9 @@ impl<T: Ordered> Queue<T> {
         if keys.is_empty() {
             self.parked = None;
         }
+        if self.parked_len != before {
+            self.moved();
+        }
     }
 
     /// Puts every parked item back, at its place.
@@ -765,6 +1014,7 @@ impl<T: Ordered> Queue<T> {
     fn unpark_all(&mut self) {
         if let Some(parked) = self.parked.take() {
             self.parked_len = 0;
+            self.moved();
             self.put_back_all(*parked);
         }
     }

@@ -217,10 +217,8 @@ impl<J: Job> Engine<J> {
                 // wait for them for good, so they are cancelled instead.
                 never =
                     st.taken_over && limits.rate_ready_at(now).is_some() && !limits.rate_reopens();
-                let mut pick = limits.counter();
                 let startable =
-                    st.queue
-                        .count_startable(st.reserved + want, limits.key_rooms(), |q| pick(&q.meta));
+                    limits.count_startable(&mut st.queue, st.reserved + want, Queued::meta);
                 want = want.min(tokens).min(startable.saturating_sub(st.reserved));
             }
             if never {
@@ -346,11 +344,14 @@ impl<J: Job> Engine<J> {
             }
             return None;
         }
+        let epoch = queue.epoch();
         let q = {
             let mut pick = limits.picker();
             queue.pop_startable(limits.key_rooms(), |q| pick(&q.meta))?
         };
-        let charged = limits.started(&q.meta, now, q.job.aborted().is_none());
+        // Taken from what the last count counted (see `Limits::count_startable`).
+        let counted = queue.epoch() == epoch;
+        let charged = limits.started(&q.meta, now, q.job.aborted().is_none(), counted);
         Some((q, charged))
     }
 
@@ -586,11 +587,8 @@ impl<J: Job> Engine<J> {
         match limits.as_deref_mut() {
             None => true,
             Some(limits) => {
-                limits.rate_tokens(Instant::now()) > *reserved && {
-                    let mut pick = limits.counter();
-                    queue.count_startable(*reserved + 1, limits.key_rooms(), |q| pick(&q.meta))
-                        > *reserved
-                }
+                limits.rate_tokens(Instant::now()) > *reserved
+                    && limits.count_startable(queue, *reserved + 1, Queued::meta) > *reserved
             }
         }
     }
@@ -673,13 +671,9 @@ impl<J: Job> Engine<J> {
     /// Under the lock: jobs left the queue; give back the reservations beyond the queued
     /// jobs that may start now (their claimers would find none to start).
     pub(super) fn clamp_reserved_to_startable(st: &mut State<J>, later: &mut Deferred<J>) {
-        let startable = match &st.limits {
+        let startable = match &mut st.limits {
             None => st.queue.len(),
-            Some(limits) => {
-                let mut pick = limits.counter();
-                st.queue
-                    .count_startable(st.reserved, limits.key_rooms(), |q| pick(&q.meta))
-            }
+            Some(limits) => limits.count_startable(&mut st.queue, st.reserved, Queued::meta),
         };
         Self::clamp_reserved_to(st, startable, later);
     }
