@@ -6,11 +6,12 @@
 //! more start. Keys are skipped past (a saturated key never holds up other keys); weights
 //! are not (a heavy job at the head waits for room rather than being overtaken forever).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::queue::{Look, Ordered, Queue};
+use super::queue::{KeyRooms, Look, Ordered, Queue};
 use super::task_key::{KeyMap, TaskKey};
 use tokio::time::Instant;
 
@@ -81,6 +82,9 @@ pub(crate) struct Limits {
     max_per_key: Option<usize>,
     /// How many jobs of each key run (keys with none are not kept).
     per_key: KeyMap<usize>,
+    /// The keys that gained room since the queue's scans last asked (see
+    /// [`KeyRooms::freed`]); `None`: too many to list, or all of them.
+    freed: RefCell<Option<Vec<TaskKey>>>,
     weight_capacity: Option<u64>,
     weight_running: u64,
     rate: Option<RateWindow>,
@@ -173,6 +177,7 @@ impl Limits {
         Limits {
             max_per_key: config.max_per_key,
             per_key: KeyMap::default(),
+            freed: RefCell::new(Some(Vec::new())),
             weight_capacity: config.weight_capacity,
             weight_running: 0,
             rate: config.rate.map(|(count, per)| RateWindow {
@@ -201,9 +206,22 @@ impl Limits {
     /// How many more jobs of each key may run now, for the queue's scans, which park the
     /// queued jobs a key has no room for (see [`Queue`]): `None`
     /// without `max_per_key`.
-    pub(crate) fn key_rooms(&self) -> Option<impl Fn(&TaskKey) -> usize + '_> {
+    pub(crate) fn key_rooms(&self) -> Option<Rooms<'_>> {
         let max = self.max_per_key?;
-        Some(move |key: &TaskKey| max.saturating_sub(self.running_of(key)))
+        Some(Rooms { limits: self, max })
+    }
+
+    /// `key` gained room: the queue's next scan looks at its parked jobs.
+    fn freed(&mut self, key: &TaskKey) {
+        let freed = self.freed.get_mut();
+        if let Some(keys) = freed {
+            // A long list: the next scan looks at every parked key instead.
+            if keys.len() < FREED_LISTED {
+                keys.push(key.clone());
+            } else {
+                *freed = None;
+            }
+        }
     }
 
     fn weight_fits(&self, meta: &Meta) -> bool {
@@ -483,6 +501,7 @@ impl Limits {
                 if *n == 0 {
                     self.per_key.remove(key);
                 }
+                self.freed(key);
             }
         }
         if self.weight_capacity.is_some() {
@@ -506,7 +525,37 @@ impl Limits {
     pub(crate) fn reset_running(&mut self) {
         self.memo.valid = false;
         self.per_key.clear();
+        *self.freed.get_mut() = None;
         self.weight_running = 0;
+    }
+}
+
+/// How many keys [`Limits::freed`] lists before it says "all" instead.
+const FREED_LISTED: usize = 256;
+
+/// [`Limits::key_rooms`]: the room of each key, and the keys freed since the last scan.
+pub(crate) struct Rooms<'a> {
+    limits: &'a Limits,
+    max: usize,
+}
+
+impl KeyRooms for Rooms<'_> {
+    fn room(&self, key: &TaskKey) -> usize {
+        self.max.saturating_sub(self.limits.running_of(key))
+    }
+
+    fn freed(&self, each: &mut dyn FnMut(&TaskKey)) -> bool {
+        let mut freed = self.limits.freed.borrow_mut();
+        match freed.as_mut() {
+            Some(keys) => {
+                keys.drain(..).for_each(|key| each(&key));
+                true
+            }
+            None => {
+                *freed = Some(Vec::new());
+                false
+            }
+        }
     }
 }
 

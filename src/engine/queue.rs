@@ -66,6 +66,31 @@ pub(crate) enum Look {
     Done,
 }
 
+/// How many more jobs of each key may run now, for the scans (see
+/// [`Queue::count`]), and which keys may have gained room since the scans last
+/// asked: only those keys' parked jobs are looked at before a scan ([`Queue::unpark`]).
+/// Looking at every parked key made each start cost as much per saturated key as
+/// starts cost per parked job before parking (1,000 hosts at their limit, 3 jobs parked
+/// each: 30x the cost of a start with none). A plain function says every key may have
+/// gained room (each parked key is looked at).
+pub(crate) trait KeyRooms {
+    /// How many more jobs of `key` may run now.
+    fn room(&self, key: &TaskKey) -> usize;
+    /// Shows `each` the keys whose room may have grown since the last call, and forgets
+    /// them; `false` (without a call) if any key may have.
+    fn freed(&self, each: &mut dyn FnMut(&TaskKey)) -> bool;
+}
+
+impl<F: Fn(&TaskKey) -> usize> KeyRooms for F {
+    fn room(&self, key: &TaskKey) -> usize {
+        self(key)
+    }
+
+    fn freed(&self, _: &mut dyn FnMut(&TaskKey)) -> bool {
+        false
+    }
+}
+
 /// An item's place in queue order, for all but the items put back at the front (which
 /// go before all).
 type Place = (Reverse<i32>, u64);
@@ -428,6 +453,12 @@ pub(crate) struct Count {
 /// The parked jobs, by key.
 struct Parked<T> {
     keys: KeyMap<ParkedKey<T>>,
+    /// Each key's first parked place: the first parked job without a look at every key.
+    heads: BTreeMap<Place, TaskKey>,
+    /// Keys whose `lead` was lowered since the last [`Queue::unpark`] (their room beyond
+    /// it may have grown); `dirty_all`: too many to list, look at every key.
+    dirty: Vec<TaskKey>,
+    dirty_all: bool,
 }
 
 /// One key's parked jobs (never none: a key's entry goes with its last job).
@@ -444,19 +475,53 @@ impl<T: Ordered> Parked<T> {
     /// Parks `item` of key `key`, which comes after `lead` unparked items of that key.
     fn park(&mut self, key: TaskKey, item: T, lead: usize) {
         let at = place(&item);
-        let parked = self.keys.entry(key).or_insert_with(|| ParkedKey {
+        let parked = self.keys.entry(key.clone()).or_insert_with(|| ParkedKey {
             items: BTreeMap::new(),
             lead,
         });
-        if parked
-            .items
-            .first_key_value()
-            .is_some_and(|(first, _)| at < *first)
-        {
-            // The key's new first parked item.
-            parked.lead = lead;
+        match parked.items.first_key_value() {
+            None => drop(self.heads.insert(at, key)),
+            Some((first, _)) if at < *first => {
+                // The key's new first parked item.
+                parked.lead = lead;
+                self.heads.remove(first);
+                self.heads.insert(at, key);
+            }
+            Some(_) => {}
         }
         parked.items.insert(at, item);
+    }
+
+    /// Gives `p`, the parked jobs of `key`, as many of its first ones back to `order` as
+    /// its room exceeds its `lead`; returns how many. Keeps `heads`.
+    fn give_back(
+        heads: &mut BTreeMap<Place, TaskKey>,
+        order: &mut Order<T>,
+        key: &TaskKey,
+        p: &mut ParkedKey<T>,
+        room: usize,
+    ) -> usize {
+        let n = room.saturating_sub(p.lead);
+        if n == 0 {
+            return 0;
+        }
+        let Some((&head, _)) = p.items.first_key_value() else {
+            return 0;
+        };
+        heads.remove(&head);
+        let mut given = 0;
+        while given < n {
+            let Some((_, item)) = p.items.pop_first() else {
+                break;
+            };
+            given += 1;
+            p.lead += 1;
+            order.put_back(item);
+        }
+        if let Some((&head, _)) = p.items.first_key_value() {
+            heads.insert(head, key.clone());
+        }
+        given
     }
 }
 
@@ -550,10 +615,9 @@ impl<T: Ordered> Queue<T> {
             return Some(item); // put back at the front: before all
         }
         let parked = parked
-            .keys
-            .values()
-            .filter_map(|p| p.items.first_key_value())
-            .min_by_key(|(at, _)| **at);
+            .heads
+            .first_key_value()
+            .and_then(|(_, key)| parked.keys.get(key).and_then(|p| p.items.first_key_value()));
         match (head, parked) {
             (Some((item, _)), Some((at, p))) => Some(if place(item) < *at { item } else { p }),
             (head, parked) => head.map(|(item, _)| item).or(parked.map(|(_, p)| p)),
@@ -593,15 +657,23 @@ impl<T: Ordered> Queue<T> {
             self.left_order(&item, front);
             return Some(item);
         }
-        let keys = &mut self.parked.as_deref_mut()?.keys;
-        let (key, item) = keys.iter_mut().find_map(|(key, p)| {
-            p.items
-                .remove(&(Reverse(priority), seq))
-                .map(|item| (key.clone(), item))
-        })?;
+        let parked = self.parked.as_deref_mut()?;
+        let at = (Reverse(priority), seq);
+        let (key, item) = parked
+            .keys
+            .iter_mut()
+            .find_map(|(key, p)| p.items.remove(&at).map(|item| (key.clone(), item)))?;
         self.parked_len -= 1;
-        if keys[&key].items.is_empty() {
-            keys.remove(&key);
+        let p = &parked.keys[&key];
+        if parked.heads.get(&at).is_some_and(|k| *k == key) {
+            // It was its key's first parked item.
+            parked.heads.remove(&at);
+            if let Some((&head, _)) = p.items.first_key_value() {
+                parked.heads.insert(head, key.clone());
+            }
+        }
+        if p.items.is_empty() {
+            parked.keys.remove(&key);
         }
         Some(item)
     }
@@ -662,7 +734,7 @@ impl<T: Ordered> Queue<T> {
     /// (as [`Order::count`]); the items it passes over for their key are parked. (Flow
     /// control counts with [`count`](Self::count), to go on from the last count.)
     #[cfg(test)]
-    pub(crate) fn count_startable<R: Fn(&TaskKey) -> usize>(
+    pub(crate) fn count_startable<R: KeyRooms>(
         &mut self,
         most: usize,
         room: Option<R>,
@@ -684,7 +756,7 @@ impl<T: Ordered> Queue<T> {
         &mut self,
         go_on: bool,
         most: usize,
-        room: Option<&impl Fn(&TaskKey) -> usize>,
+        room: Option<&impl KeyRooms>,
         ok: impl FnMut(&T) -> Look,
     ) -> Count {
         let from = if go_on { self.cursor } else { Cursor::Head };
@@ -724,7 +796,7 @@ impl<T: Ordered> Queue<T> {
 
     /// The first item, in queue order, that `ok` takes, removed; the items it passes over
     /// for their key are parked.
-    pub(crate) fn pop_startable<R: Fn(&TaskKey) -> usize>(
+    pub(crate) fn pop_startable<R: KeyRooms>(
         &mut self,
         room: Option<R>,
         ok: impl FnMut(&T) -> Look,
@@ -779,7 +851,7 @@ impl<T: Ordered> Queue<T> {
     }
 
     /// The item [`pop_startable`](Self::pop_startable) would take, left in place.
-    pub(crate) fn first_startable<R: Fn(&TaskKey) -> usize>(
+    pub(crate) fn first_startable<R: KeyRooms>(
         &mut self,
         room: Option<R>,
         ok: impl FnMut(&T) -> Look,
@@ -807,7 +879,7 @@ impl<T: Ordered> Queue<T> {
     /// many unparked items of its key as the key has room for (see above), its `lead`.
     fn scan(
         &mut self,
-        room: Option<&impl Fn(&TaskKey) -> usize>,
+        room: Option<&impl KeyRooms>,
         mut ok: impl FnMut(&T) -> Look,
         most: usize,
         from: Cursor,
@@ -822,7 +894,7 @@ impl<T: Ordered> Queue<T> {
         let mut passed_any = false;
         let parks = room.is_some();
         // A key's room: the unparked items of it before one passed over for it.
-        let lead = |key: &TaskKey| room.map_or(0, |room| room(key));
+        let lead = |key: &TaskKey| room.map_or(0, |room| room.room(key));
         match order {
             Order::Fifo(ring, first) => {
                 let start = match from {
@@ -982,25 +1054,47 @@ impl<T: Ordered> Queue<T> {
 
     /// Before a scan: gives every key with room beyond its `lead` (see [`ParkedKey`])
     /// that many of its first parked items back, at their places. Then each parked item
-    /// of a key comes after as many unparked ones of it as it has room for.
-    pub(crate) fn unpark(&mut self, room: Option<&impl Fn(&TaskKey) -> usize>) {
-        let (Some(room), Some(parked)) = (room, self.parked.as_deref_mut()) else {
+    /// of a key comes after as many unparked ones of it as it has room for. Only the keys
+    /// that may have gained room are looked at: those `room` says were freed, and those
+    /// whose `lead` was lowered; every other parked key had no room beyond its `lead`
+    /// after the last call (a key parked since had none: its `lead` is its room then).
+    pub(crate) fn unpark(&mut self, room: Option<&impl KeyRooms>) {
+        let Some(room) = room else {
             return;
         };
         let (order, parked_len) = (&mut self.order, &mut self.parked_len);
         let before = *parked_len;
-        let keys = &mut parked.keys;
-        keys.retain(|key, p| {
-            for _ in 0..room(key).saturating_sub(p.lead) {
-                let Some((_, item)) = p.items.pop_first() else {
-                    break;
-                };
-                *parked_len -= 1;
-                p.lead += 1;
-                order.put_back(item);
+        let Some(parked) = self.parked.as_deref_mut() else {
+            // Forgotten also with nothing parked: a key parked later starts from its room
+            // then.
+            room.freed(&mut |_| {});
+            return;
+        };
+        let Parked {
+            keys,
+            heads,
+            dirty,
+            dirty_all,
+        } = parked;
+        let mut one = |key: &TaskKey| {
+            if let Some(p) = keys.get_mut(key) {
+                *parked_len -= Parked::give_back(heads, order, key, p, room.room(key));
+                if p.items.is_empty() {
+                    keys.remove(key);
+                }
             }
-            !p.items.is_empty()
-        });
+        };
+        let listed = room.freed(&mut one);
+        if listed && !*dirty_all {
+            dirty.iter().for_each(&mut one);
+        } else {
+            keys.retain(|key, p| {
+                *parked_len -= Parked::give_back(heads, order, key, p, room.room(key));
+                !p.items.is_empty()
+            });
+        }
+        dirty.clear();
+        *dirty_all = false;
         if keys.is_empty() {
             self.parked = None;
         }
@@ -1042,8 +1136,16 @@ impl<T: Ordered> Queue<T> {
             .items
             .first_key_value()
             .is_some_and(|(first, _)| place(item) < *first);
-        if front || before {
-            parked.lead = parked.lead.saturating_sub(1);
+        if (front || before) && parked.lead > 0 {
+            parked.lead -= 1;
+            // Its room beyond its lead grew: the next unpark looks at it.
+            let all = self.parked.as_deref_mut().expect("found above");
+            if all.dirty.len() < all.keys.len() {
+                all.dirty
+                    .push(item.key().expect("found by its key").clone());
+            } else {
+                all.dirty_all = true;
+            }
         }
     }
 }
@@ -1052,6 +1154,9 @@ impl<T> Default for Parked<T> {
     fn default() -> Self {
         Parked {
             keys: KeyMap::default(),
+            heads: BTreeMap::new(),
+            dirty: Vec::new(),
+            dirty_all: false,
         }
     }
 }
@@ -1297,9 +1402,34 @@ mod tests {
         cap: u64,
         running: HashMap<TaskKey, usize>,
         weight: u64,
+        /// The keys whose jobs ended since the scans last asked (as `Limits::freed`).
+        freed: std::cell::RefCell<Vec<TaskKey>>,
+        /// Whether the scans are told which keys were freed (as `Limits::key_rooms`), or
+        /// look at every parked key (a plain function).
+        listed: bool,
+    }
+
+    /// The model's rooms, as the scans are given them.
+    struct ModelRooms<'a>(&'a Model);
+
+    impl KeyRooms for ModelRooms<'_> {
+        fn room(&self, key: &TaskKey) -> usize {
+            self.0.room(key)
+        }
+        fn freed(&self, each: &mut dyn FnMut(&TaskKey)) -> bool {
+            let keys: Vec<TaskKey> = self.0.freed.borrow_mut().drain(..).collect();
+            if !self.0.listed {
+                return false;
+            }
+            keys.iter().for_each(each);
+            true
+        }
     }
 
     impl Model {
+        fn rooms(&self) -> Option<ModelRooms<'_>> {
+            Some(ModelRooms(self))
+        }
         fn room(&self, key: &TaskKey) -> usize {
             self.max - self.running.get(key).copied().unwrap_or(0)
         }
@@ -1384,6 +1514,8 @@ mod tests {
                 cap: if run % 3 == 0 { u64::MAX } else { 4 + next(6) },
                 running: HashMap::new(),
                 weight: 0,
+                freed: Default::default(),
+                listed: run % 4 < 2,
             };
             let mut q: Queue<Job> = Queue::default();
             let mut r: Order<Job> = Order::default();
@@ -1417,8 +1549,7 @@ mod tests {
                         }
                     }
                     6..=8 => {
-                        let got =
-                            q.pop_startable(Some(|k: &TaskKey| model.room(k)), model.picker());
+                        let got = q.pop_startable(model.rooms(), model.picker());
                         let want = r.pop_first(whole(model.picker()));
                         assert_eq!(got, want, "{what}: pop_startable");
                         if let Some(job) = got {
@@ -1439,22 +1570,19 @@ mod tests {
                         let job = started.swap_remove(next(started.len() as u64) as usize);
                         if let Some(k) = &job.key {
                             *model.running.get_mut(k).unwrap() -= 1;
+                            model.freed.borrow_mut().push(k.clone());
                         }
                         model.weight -= job.w;
                     }
                     12..=13 => {
                         let most = next(6) as usize;
-                        let got = q.count_startable(
-                            most,
-                            Some(|k: &TaskKey| model.room(k)),
-                            model.counter(),
-                        );
+                        let got = q.count_startable(most, model.rooms(), model.counter());
                         let want = r.count(most, whole(model.counter()));
                         assert_eq!(got, want, "{what}: count_startable({most})");
                     }
                     14 => {
                         let got = q
-                            .first_startable(Some(|k: &TaskKey| model.room(k)), model.picker())
+                            .first_startable(model.rooms(), model.picker())
                             .map(|j| j.seq);
                         let mut pick = whole(model.picker());
                         let mut want = None;
@@ -1630,6 +1758,8 @@ mod tests {
             cap: 4,
             running: HashMap::new(),
             weight: 0,
+            freed: Default::default(),
+            listed: false,
         };
         let visited = Cell::new(0);
         let mut pick = model.picker();

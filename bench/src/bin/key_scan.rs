@@ -11,6 +11,11 @@
 //! the busy key and as many of 100 other keys, submitted in turn (each a `yield_now`), all
 //! timed, against as many tasks of other keys alone.
 //!
+//! A third table spreads the waiting tasks over many saturated keys (RELIABILITY.md,
+//! finding 378): `max_per_key(1)`, each of `keys` hosts with one task running and `each`
+//! more waiting, then `--others` tasks of 100 other keys timed behind them: the same
+//! number of waiting tasks over one key and over a thousand.
+//!
 //! ```sh
 //! cargo run --release -p nb-aiopool-bench --bin key_scan -- --queued 0,500,1000,2000,4000
 //! ```
@@ -35,6 +40,21 @@ struct Args {
     rounds: usize,
 }
 
+/// The time `others` tasks (each a `yield_now`) of 100 keys take through `pool`.
+async fn time_others(pool: &CommonAioPool, others: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut handles = Vec::with_capacity(others);
+    for i in 0..others {
+        let opts = SubmitOptions::new().key(format!("h{}", i % 100));
+        let job = tokio::task::yield_now();
+        handles.push(pool.submit_with(job, opts).await.unwrap());
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    t0.elapsed()
+}
+
 /// The time `others` tasks of 100 keys take behind `queued` tasks of a saturated key.
 async fn others_behind(queued: usize, others: usize) -> Duration {
     let pool = CommonAioPool::builder()
@@ -54,18 +74,40 @@ async fn others_behind(queued: usize, others: usize) -> Duration {
     for _ in 0..queued {
         held.push(pool.submit_with(async {}, slow()).await.unwrap());
     }
-    let t0 = Instant::now();
-    let mut handles = Vec::with_capacity(others);
-    for i in 0..others {
-        let opts = SubmitOptions::new().key(format!("h{}", i % 100));
-        let job = tokio::task::yield_now();
-        handles.push(pool.submit_with(job, opts).await.unwrap());
-    }
-    for h in handles {
+    let took = time_others(&pool, others).await;
+    gate.add_permits(4);
+    for h in held {
         h.await.unwrap();
     }
-    let took = t0.elapsed();
-    gate.add_permits(4);
+    pool.shutdown().await;
+    took
+}
+
+/// The time `others` tasks of 100 keys take behind `keys` saturated keys (`max_per_key(1)`,
+/// one task of each running) with `each` more tasks of each key waiting.
+async fn others_behind_spread(keys: usize, each: usize, others: usize) -> Duration {
+    let pool = CommonAioPool::builder()
+        .max_concurrency(keys + 8)
+        .max_queue_size(keys * each + others + 8)
+        .max_per_key(1)
+        .process_wide(false)
+        .build();
+    let gate = Arc::new(Semaphore::new(0));
+    let mut held = Vec::with_capacity(keys * (each + 1));
+    for k in 0..keys {
+        let gate = Arc::clone(&gate);
+        let job = async move { drop(gate.acquire().await) };
+        let opts = SubmitOptions::new().key(format!("busy{k}"));
+        held.push(pool.submit_with(job, opts).await.unwrap());
+    }
+    for k in 0..keys {
+        for _ in 0..each {
+            let opts = SubmitOptions::new().key(format!("busy{k}"));
+            held.push(pool.submit_with(async {}, opts).await.unwrap());
+        }
+    }
+    let took = time_others(&pool, others).await;
+    gate.add_permits(keys);
     for h in held {
         h.await.unwrap();
     }
@@ -133,6 +175,28 @@ fn main() {
             "| {queued} | {:.1} ms | {:.1}× | {:.2} µs |",
             m.as_secs_f64() * 1e3,
             m.as_secs_f64() / base.as_secs_f64(),
+            m.as_secs_f64() * 1e6 / args.others as f64
+        );
+    }
+    println!();
+    println!(
+        "| saturated keys × tasks waiting each | {} other tasks: median of {} | against none waiting | per other task |",
+        args.others, args.rounds
+    );
+    println!("|---|---:|---:|---:|");
+    let spreads = [(0, 0), (1, 3000), (1000, 3)];
+    let mut spread_times: Vec<Vec<Duration>> = vec![Vec::new(); spreads.len()];
+    for _ in 0..args.rounds {
+        for (i, &(keys, each)) in spreads.iter().enumerate() {
+            spread_times[i].push(rt.block_on(others_behind_spread(keys, each, args.others)));
+        }
+    }
+    let spread_medians: Vec<Duration> = spread_times.iter_mut().map(median).collect();
+    for ((keys, each), m) in spreads.iter().zip(&spread_medians) {
+        println!(
+            "| {keys} × {each} | {:.1} ms | {:.1}× | {:.2} µs |",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() / spread_medians[0].as_secs_f64(),
             m.as_secs_f64() * 1e6 / args.others as f64
         );
     }
