@@ -90,6 +90,10 @@ impl SubmitOptions {
 
     /// The task's key (a host, a tenant): in a pool built with `max_per_key(n)`, at most
     /// `n` running tasks share a key. Default: none (never limited by key).
+    ///
+    /// Keys are the same key when their strings are equal, byte for byte: no case folding
+    /// or Unicode normalisation (`"Example.com"` and `"example.com"` are two keys), so a
+    /// crawler keying by host normalises its hosts itself.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(Arc::from(key.into()));
         self
