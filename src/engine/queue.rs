@@ -652,11 +652,12 @@ impl<T: Ordered> Queue<T> {
     /// Removes the item whose [`seq`](Ordered::seq) is `seq` and whose priority is
     /// `priority`, if it is queued (parked or not).
     pub(crate) fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<T> {
-        self.moved();
         if let Some((item, front)) = self.order.remove_seq(seq, priority) {
+            self.moved();
             self.left_order(&item, front);
             return Some(item);
         }
+        // A parked job (or none): the order, all counts see, is as it was.
         let parked = self.parked.as_deref_mut()?;
         let at = (Reverse(priority), seq);
         let (key, item) = parked
