@@ -4,7 +4,7 @@
 //! Flow control's scans look a key up at every queued job they visit (how many of its
 //! jobs run, how many the scan counted so far), and a start may visit hundreds of jobs;
 //! with the name hashed at each lookup, hashing was most of a pool's work with keys in
-//! use (BENCHMARKS.md, "keys hashed once"). The hash is std's (SipHash with keys drawn
+//! use (RELIABILITY.md, 379). The hash is std's (SipHash with keys drawn
 //! once per process), so names that come from outside (hosts found by a crawl) cannot be
 //! chosen to collide.
 
