@@ -250,25 +250,24 @@ impl<T: Ordered> Order<T> {
     /// `priority`, if it is queued. A FIFO ring is in seq order but for items put back at
     /// the front, so it is searched by bisection first; a sorted queue is keyed by
     /// priority and seq. Items put back at the front are searched one by one.
-    fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<(T, bool)> {
+    fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<(T, Stop)> {
         match self {
             Order::Fifo(ring, first) => {
                 let pos = match ring.binary_search_by_key(&seq, T::seq) {
                     Ok(pos) => Some(pos),
                     Err(_) => ring.iter().position(|item| item.seq() == seq),
                 }?;
-                let front = pos < *first;
-                *first -= usize::from(front);
-                ring.remove(pos).map(|item| (item, front))
+                *first -= usize::from(pos < *first);
+                ring.remove(pos).map(|item| (item, Stop::Ring(pos)))
             }
             Order::Sorted { map, front, .. } => {
                 if let Some(pos) = front.iter().position(|item| item.seq() == seq) {
-                    return front.remove(pos).map(|item| (item, true));
+                    return front.remove(pos).map(|item| (item, Stop::Front(pos)));
                 }
                 let from = (Reverse(priority), seq, 0);
                 let to = (Reverse(priority), seq, u64::MAX);
                 let key = *map.range(from..=to).next()?.0;
-                map.remove(&key).map(|item| (item, false))
+                map.remove(&key).map(|item| (item, Stop::Map(key)))
             }
         }
     }
@@ -652,8 +651,30 @@ impl<T: Ordered> Queue<T> {
     /// Removes the item whose [`seq`](Ordered::seq) is `seq` and whose priority is
     /// `priority`, if it is queued (parked or not).
     pub(crate) fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<T> {
-        if let Some((item, front)) = self.order.remove_seq(seq, priority) {
-            self.moved();
+        let first = match &self.order {
+            Order::Fifo(_, first) => *first,
+            Order::Sorted { .. } => 0,
+        };
+        if let Some((item, at)) = self.order.remove_seq(seq, priority) {
+            // From behind where the last count stopped (the usual abort of a queued task),
+            // the items before the cursor are as they were; from before it, one of them
+            // went, counted or passed over: counts start from the head.
+            let behind = match (at, self.cursor) {
+                (Stop::Ring(pos), Cursor::Ring(end)) | (Stop::Front(pos), Cursor::Front(end)) => {
+                    pos >= end
+                }
+                (Stop::Map(key), Cursor::Map(end)) => key > end,
+                (Stop::Map(_), Cursor::Front(_)) => true,
+                _ => false,
+            };
+            if !behind {
+                self.moved();
+            }
+            let front = match at {
+                Stop::Ring(pos) => pos < first,
+                Stop::Front(_) => true,
+                Stop::Map(_) => false,
+            };
             self.left_order(&item, front);
             return Some(item);
         }
