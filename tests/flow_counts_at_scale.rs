@@ -87,16 +87,7 @@ async fn submit<M>(
 where
     M: Fn() -> Boxed + Send + Sync + 'static,
 {
-    let what = format!("{}: a submit_with", pool.name());
-    per_pool!(
-        pool,
-        |p| within(&what, p.submit_with(make(), opts))
-            .await
-            .map_err(|e| e.kind()),
-        |p| within(&what, p.submit_with(make, opts))
-            .await
-            .map_err(|e| e.kind())
-    )
+    pool.try_submit_with(opts, make).await
 }
 
 fn stats(pool: &Pool) -> PoolStats {

@@ -59,17 +59,9 @@ where
     F: Future<Output = T> + Send + 'static,
     M: Fn() -> F + Send + Sync + 'static,
 {
-    let what = format!("{}: a submit_with", pool.name());
-    let r = per_pool!(
-        pool,
-        |p| within(&what, p.submit_with(make(), opts))
-            .await
-            .map_err(|e| e.kind()),
-        |p| within(&what, p.submit_with(make, opts))
-            .await
-            .map_err(|e| e.kind())
-    );
-    r.unwrap_or_else(|kind| panic!("{}: a submit was refused ({kind:?})", pool.name()))
+    let name = pool.name();
+    (pool.try_submit_with(opts, make).await)
+        .unwrap_or_else(|kind| panic!("{name}: a submit was refused ({kind:?})"))
 }
 
 fn stats(pool: &Pool) -> PoolStats {

@@ -243,6 +243,32 @@ macro_rules! per_pool {
 pub(crate) use per_pool;
 
 impl Pool {
+    /// Submits a task made by `make` with `opts` (the future for CommonAioPool and
+    /// NoQueueAioPool, `make` itself as SmartAioPool's recipe), waiting for room as long
+    /// as the options say (bounded by [`within`]); the refusal's kind if refused.
+    #[allow(dead_code)]
+    pub async fn try_submit_with<T, F, M>(
+        &self,
+        opts: nb_aiopool::SubmitOptions,
+        make: M,
+    ) -> Result<nb_aiopool::TaskHandle<T>, nb_aiopool::SubmitErrorKind>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+        M: Fn() -> F + Send + Sync + 'static,
+    {
+        let what = format!("{}: a submit_with", self.name());
+        per_pool!(
+            self,
+            |p| within(&what, p.submit_with(make(), opts))
+                .await
+                .map_err(|e| e.kind()),
+            |p| within(&what, p.submit_with(make, opts))
+                .await
+                .map_err(|e| e.kind())
+        )
+    }
+
     /// The three pools with `conc` slots and `queue` places in the queue (NoQueue has
     /// none), each with how many tasks it holds at once.
     pub fn all(conc: usize, queue: usize) -> Vec<(Pool, usize)> {
