@@ -422,10 +422,22 @@ const ROUND_EVERY: u64 = 3_000;
 /// or weights hold tasks back, so that submits wait and some time out.
 const FLOW_QUEUE: usize = 100;
 
-/// The flow mode's counters, reset before each pool's run (when nothing of the pool
-/// before runs any more).
-#[derive(Clone, Copy, Debug)]
-enum C {
+/// Declares the flow mode's counters once: the enum `C` and `ALL`, every counter in order
+/// (for the counters' line).
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        /// The flow mode's counters, reset before each pool's run (when nothing of the
+        /// pool before runs any more).
+        #[derive(Clone, Copy, Debug)]
+        enum C {
+            $($name),*
+        }
+
+        const ALL: &[C] = &[$(C::$name),*];
+    };
+}
+
+counters! {
     Attempts,
     Accepted,
     RefTimedOut,
@@ -456,10 +468,9 @@ enum C {
     RanPanic,
     WrongValue,
     MissingItems,
-    Len,
 }
 
-static COUNTERS: [AtomicU64; C::Len as usize] = [const { AtomicU64::new(0) }; C::Len as usize];
+static COUNTERS: [AtomicU64; ALL.len()] = [const { AtomicU64::new(0) }; ALL.len()];
 static TASKS: AtomicU64 = AtomicU64::new(0);
 
 fn bump(c: C) {
@@ -478,40 +489,7 @@ fn reset_counters() {
 }
 
 fn counters_line() -> String {
-    use C::*;
-    let all = [
-        Attempts,
-        Accepted,
-        RefTimedOut,
-        RefTooHeavy,
-        RefClosed,
-        RefWouldDeadlock,
-        RefNoRuntime,
-        RefOther,
-        Aborted,
-        AwaitedOk,
-        AwaitedPanicked,
-        AwaitedCancelled,
-        GroupRounds,
-        GroupAccepted,
-        GroupRefused,
-        GroupDropped,
-        GroupOk,
-        GroupPanicked,
-        GroupCancelled,
-        StreamRounds,
-        StreamPulled,
-        StreamDropped,
-        StreamRefused,
-        StreamOk,
-        StreamPanicked,
-        StreamCancelled,
-        RanOk,
-        RanPanic,
-        WrongValue,
-        MissingItems,
-    ];
-    all.iter()
+    ALL.iter()
         .map(|&c| format!("{c:?}={}", get(c)))
         .collect::<Vec<_>>()
         .join(" ")
