@@ -723,13 +723,9 @@ mod tests {
         let runs = if cfg!(miri) { 3 } else { 300 };
         let mut went_on = 0;
         for run in 0..runs {
-            let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ (run * 0x9E37_79B9 + 7);
-            let mut next = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
+            let mut next = super::super::queue::random_below(
+                0x2545_F491_4F6C_DD1Du64 ^ (run * 0x9E37_79B9 + 7),
+            );
             let mut limits = Limits::new(LimitsConfig {
                 max_per_key: Some(1 + next(4) as usize),
                 weight_capacity: (run % 3 != 0).then(|| 6 + next(10)),

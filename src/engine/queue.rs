@@ -1183,6 +1183,18 @@ impl<T> Default for Parked<T> {
     }
 }
 
+/// For the model tests here and in `limits`: a xorshift generator from `seed` (not 0),
+/// giving a number below `n` at each call.
+#[cfg(test)]
+pub(super) fn random_below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
@@ -1523,13 +1535,7 @@ mod tests {
         let keys: Vec<TaskKey> = ["a", "b", "c"].iter().map(|&k| TaskKey::from(k)).collect();
         let runs = if cfg!(miri) { 3 } else { 400 };
         for run in 0..runs {
-            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (run * 0x1234_5677 + 1);
-            let mut next = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
+            let mut next = random_below(0x9E37_79B9_7F4A_7C15u64 ^ (run * 0x1234_5677 + 1));
             let sorted = run % 2 == 1;
             let mut model = Model {
                 max: 1 + next(3) as usize,
