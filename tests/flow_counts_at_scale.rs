@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool::{
-    CancelReason, CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool, SubmitErrorKind,
-    SubmitOptions, TaskHandle,
+    CancelReason, PoolStats, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle,
 };
-use support::{per_pool, within, Gate, Pool, Rng};
+use support::{flow_pools, per_pool, within, FlowLimits, Gate, Pool, Rng};
 
 type Boxed = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -43,38 +42,12 @@ fn pools(shape: Shape) -> Vec<Pool> {
         weight,
         rate,
     } = shape;
-    let mut c = CommonAioPool::builder()
-        .max_concurrency(conc)
-        .max_queue_size(queue)
-        .process_wide(false);
-    let mut n = NoQueueAioPool::builder()
-        .max_concurrency(conc + queue)
-        .process_wide(false);
-    let mut s = SmartAioPool::builder()
-        .max_concurrency(conc)
-        .max_queue_size(queue)
-        .process_wide(false)
-        .auto_shutdown(false);
-    if let Some(k) = per_key {
-        c = c.max_per_key(k);
-        n = n.max_per_key(k);
-        s = s.max_per_key(k);
-    }
-    if let Some(w) = weight {
-        c = c.weight_capacity(w);
-        n = n.weight_capacity(w);
-        s = s.weight_capacity(w);
-    }
-    if let Some((count, per)) = rate {
-        c = c.rate_limit(count, per);
-        n = n.rate_limit(count, per);
-        s = s.rate_limit(count, per);
-    }
-    vec![
-        Pool::Common(c.build()),
-        Pool::NoQueue(n.build()),
-        Pool::Smart(s.build()),
-    ]
+    let limits = FlowLimits {
+        max_per_key: per_key,
+        weight_capacity: weight,
+        rate,
+    };
+    flow_pools(conc, queue, conc + queue, limits)
 }
 
 /// Submits a task made by `make` with `opts` (a recipe for SmartAioPool), waiting for

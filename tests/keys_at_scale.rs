@@ -15,40 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool::{
-    CancelReason, CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool, SubmitErrorKind,
-    SubmitOptions, TaskHandle,
+    CancelReason, PoolStats, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle,
 };
-use support::{per_pool, within, Gate, Pool};
+use support::{flow_pools, per_pool, within, FlowLimits, Gate, Pool};
 
 /// The three pools, each the test's own, with `conc` slots, a queue of `queue` (NoQueue
 /// has none: its held tasks take places of `conc`) and `max_per_key(per_key)`.
 fn keyed_pools(conc: usize, queue: usize, per_key: usize) -> Vec<Pool> {
-    vec![
-        Pool::Common(
-            CommonAioPool::builder()
-                .max_concurrency(conc)
-                .max_queue_size(queue)
-                .max_per_key(per_key)
-                .process_wide(false)
-                .build(),
-        ),
-        Pool::NoQueue(
-            NoQueueAioPool::builder()
-                .max_concurrency(conc)
-                .max_per_key(per_key)
-                .process_wide(false)
-                .build(),
-        ),
-        Pool::Smart(
-            SmartAioPool::builder()
-                .max_concurrency(conc)
-                .max_queue_size(queue)
-                .max_per_key(per_key)
-                .process_wide(false)
-                .auto_shutdown(false)
-                .build(),
-        ),
-    ]
+    let limits = FlowLimits {
+        max_per_key: Some(per_key),
+        ..FlowLimits::default()
+    };
+    flow_pools(conc, queue, conc, limits)
 }
 
 /// Submits a task made by `make` with `opts` to any of the three pools (a recipe for

@@ -638,22 +638,49 @@ pub fn common_local(c: usize, q: usize) -> CommonAioPool {
 /// A CommonAioPool, a NoQueueAioPool and a SmartAioPool of `c` slots (a queue of `q` where
 /// there is one), each the test's own (`process_wide(false)`, no exit run).
 pub fn local_pools(c: usize, q: usize) -> Vec<Pool> {
+    flow_pools(c, q, c, FlowLimits::default())
+}
+
+/// Flow-control settings, the same for each pool of [`flow_pools`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowLimits {
+    pub max_per_key: Option<usize>,
+    pub weight_capacity: Option<u64>,
+    /// `rate_limit(count, per)`.
+    pub rate: Option<(u32, std::time::Duration)>,
+}
+
+/// As [`local_pools`], each pool with `limits`, and NoQueueAioPool with `no_queue_c` slots
+/// (a test may give it the others' queue places as well, where its held tasks wait).
+pub fn flow_pools(c: usize, q: usize, no_queue_c: usize, limits: FlowLimits) -> Vec<Pool> {
+    let mut common = common_builder(c, q);
+    let mut no_queue = NoQueueAioPool::builder()
+        .max_concurrency(no_queue_c)
+        .process_wide(false);
+    let mut smart = SmartAioPool::builder()
+        .max_concurrency(c)
+        .max_queue_size(q)
+        .process_wide(false)
+        .auto_shutdown(false);
+    if let Some(k) = limits.max_per_key {
+        common = common.max_per_key(k);
+        no_queue = no_queue.max_per_key(k);
+        smart = smart.max_per_key(k);
+    }
+    if let Some(w) = limits.weight_capacity {
+        common = common.weight_capacity(w);
+        no_queue = no_queue.weight_capacity(w);
+        smart = smart.weight_capacity(w);
+    }
+    if let Some((count, per)) = limits.rate {
+        common = common.rate_limit(count, per);
+        no_queue = no_queue.rate_limit(count, per);
+        smart = smart.rate_limit(count, per);
+    }
     vec![
-        Pool::Common(common_local(c, q)),
-        Pool::NoQueue(
-            NoQueueAioPool::builder()
-                .max_concurrency(c)
-                .process_wide(false)
-                .build(),
-        ),
-        Pool::Smart(
-            SmartAioPool::builder()
-                .max_concurrency(c)
-                .max_queue_size(q)
-                .process_wide(false)
-                .auto_shutdown(false)
-                .build(),
-        ),
+        Pool::Common(common.build()),
+        Pool::NoQueue(no_queue.build()),
+        Pool::Smart(smart.build()),
     ]
 }
 

@@ -19,10 +19,8 @@ mod support;
 
 use std::time::Duration;
 
-use nb_aiopool::{
-    CancelReason, CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind, SubmitOptions,
-};
-use support::{on_thread_within, paused_runtime, per_pool, Gate, Pool};
+use nb_aiopool::{CancelReason, SmartAioPool, SubmitErrorKind, SubmitOptions};
+use support::{flow_pools, on_thread_within, paused_runtime, per_pool, FlowLimits, Gate, Pool};
 use tokio::time::Instant;
 
 const YEAR: Duration = Duration::from_secs(365 * 86_400);
@@ -36,38 +34,12 @@ fn pools_with(
     conc: usize,
     queue: usize,
 ) -> Vec<Pool> {
-    let mut c = CommonAioPool::builder()
-        .max_concurrency(conc)
-        .max_queue_size(queue)
-        .process_wide(false);
-    let mut n = NoQueueAioPool::builder()
-        .max_concurrency(conc)
-        .process_wide(false);
-    let mut s = SmartAioPool::builder()
-        .max_concurrency(conc)
-        .max_queue_size(queue)
-        .process_wide(false)
-        .auto_shutdown(false);
-    if let Some((count, per)) = rate {
-        c = c.rate_limit(count, per);
-        n = n.rate_limit(count, per);
-        s = s.rate_limit(count, per);
-    }
-    if let Some(w) = weight_capacity {
-        c = c.weight_capacity(w);
-        n = n.weight_capacity(w);
-        s = s.weight_capacity(w);
-    }
-    if let Some(k) = max_per_key {
-        c = c.max_per_key(k);
-        n = n.max_per_key(k);
-        s = s.max_per_key(k);
-    }
-    vec![
-        Pool::Common(c.build()),
-        Pool::NoQueue(n.build()),
-        Pool::Smart(s.build()),
-    ]
+    let limits = FlowLimits {
+        max_per_key,
+        weight_capacity,
+        rate,
+    };
+    flow_pools(conc, queue, conc, limits)
 }
 
 /// Submits a task that returns `v` (a recipe on SmartAioPool) with `opts`.
