@@ -271,20 +271,60 @@ fn churning_producer(
     runtimes
 }
 
-async fn soak(name: &str, pool: Pool, a: &Args) -> bool {
-    let stop = Arc::new(AtomicBool::new(false));
-    let seq = Arc::new(AtomicU64::new(0x9E37_79B9_7F4A_7C15));
-    let mut producers = Vec::new();
-    let mut churners = Vec::new();
-    for _ in 0..3 {
-        let (pool, stop, seq) = (pool.clone(), stop.clone(), seq.clone());
-        match a.churn_ms {
-            None => producers.push(tokio::spawn(produce(pool, stop, seq, None))),
-            Some(ms) => churners.push(std::thread::spawn(move || {
-                churning_producer(pool, stop, seq, Duration::from_millis(ms))
-            })),
+/// A soak's three producers: tasks on this runtime, or (`--churn-ms`) threads that each go
+/// through runtimes of their own.
+struct Producers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    churners: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Producers {
+    fn start(pool: &Pool, a: &Args) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seq = Arc::new(AtomicU64::new(0x9E37_79B9_7F4A_7C15));
+        let (mut tasks, mut churners) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (pool, stop, seq) = (pool.clone(), stop.clone(), seq.clone());
+            match a.churn_ms {
+                None => tasks.push(tokio::spawn(produce(pool, stop, seq, None))),
+                Some(ms) => churners.push(std::thread::spawn(move || {
+                    churning_producer(pool, stop, seq, Duration::from_millis(ms))
+                })),
+            }
+        }
+        Producers {
+            stop,
+            tasks,
+            churners,
         }
     }
+
+    /// Stops them and waits for them; says how many runtimes the churning ones went
+    /// through.
+    async fn stop(self, name: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        for p in self.tasks {
+            let _ = p.await;
+        }
+        let churners = self.churners;
+        if !churners.is_empty() {
+            let joined = tokio::task::spawn_blocking(move || {
+                churners
+                    .into_iter()
+                    .map(|c| c.join().expect("producer"))
+                    .sum::<u64>()
+            });
+            println!(
+                "{name}: the producers went through {} runtimes",
+                joined.await.expect("join")
+            );
+        }
+    }
+}
+
+async fn soak(name: &str, pool: Pool, a: &Args) -> bool {
+    let producers = Producers::start(&pool, a);
 
     let start = Instant::now();
     let total = Duration::from_secs(a.secs);
@@ -311,22 +351,7 @@ async fn soak(name: &str, pool: Pool, a: &Args) -> bool {
         last_done = done;
         last_t = Instant::now();
     }
-    stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        let _ = p.await;
-    }
-    if !churners.is_empty() {
-        let joined = tokio::task::spawn_blocking(move || {
-            churners
-                .into_iter()
-                .map(|c| c.join().expect("producer"))
-                .sum::<u64>()
-        });
-        println!(
-            "{name}: the producers went through {} runtimes",
-            joined.await.expect("join")
-        );
-    }
+    producers.stop(name).await;
     pool.shutdown().await;
     let s = pool.stats();
     let lost = s.submitted as i128 - (s.completed + s.panicked + s.cancelled) as i128;
@@ -878,21 +903,9 @@ fn watchdog(name: String, pool: Pool, done: Arc<AtomicBool>) -> std::thread::Joi
 async fn soak_flow(name: &str, pool: Pool, a: &Args) -> bool {
     reset_counters();
     let wall = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let dog = watchdog(name.to_string(), pool.clone(), done.clone());
-    let seq = Arc::new(AtomicU64::new(0x9E37_79B9_7F4A_7C15));
-    let mut producers = Vec::new();
-    let mut churners = Vec::new();
-    for _ in 0..3 {
-        let (pool, stop, seq) = (pool.clone(), stop.clone(), seq.clone());
-        match a.churn_ms {
-            None => producers.push(tokio::spawn(produce(pool, stop, seq, None))),
-            Some(ms) => churners.push(std::thread::spawn(move || {
-                churning_producer(pool, stop, seq, Duration::from_millis(ms))
-            })),
-        }
-    }
+    let producers = Producers::start(&pool, a);
 
     let start = Instant::now();
     let total = Duration::from_secs(a.secs);
@@ -941,22 +954,7 @@ async fn soak_flow(name: &str, pool: Pool, a: &Args) -> bool {
         last_done = finished;
         last_t = Instant::now();
     }
-    stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        let _ = p.await;
-    }
-    if !churners.is_empty() {
-        let joined = tokio::task::spawn_blocking(move || {
-            churners
-                .into_iter()
-                .map(|c| c.join().expect("producer"))
-                .sum::<u64>()
-        });
-        println!(
-            "{name}: the producers went through {} runtimes",
-            joined.await.expect("join")
-        );
-    }
+    producers.stop(name).await;
     pool.shutdown().await;
     done.store(true, Ordering::SeqCst);
     dog.join().expect("watchdog");
