@@ -95,7 +95,7 @@ pub(crate) struct Limits {
 /// What a count of the queue found, for the next count to go on from where it stopped (the
 /// queue keeps where: its cursor) rather than visit again the jobs it counted. On a start,
 /// the jobs reserved a slot are counted again: hundreds, when slot tasks lag behind the
-/// submits (RELIABILITY.md, 379; BENCHMARKS.md, "2026-12-06, 17:32 to about 19:40 UTC").
+/// submits (RELIABILITY.md, 379; BENCHMARKS.md, "2026-12-06, 17:32 to about 20:20 UTC").
 ///
 /// It holds while what it counted would be counted again the same: the queue's items
 /// before the cursor unchanged (the queue's epoch) but for the first counted job taken by
