@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nb_aiopool::{NoQueueAioPool, PoolStats, SmartAioPool, SubmitErrorKind};
+use nb_aiopool::{NoQueueAioPool, SmartAioPool, SubmitErrorKind};
 use support::{per_pool, within, Pool};
 
 /// Panics these tests raise on purpose (kept off stderr).
@@ -37,16 +37,8 @@ fn pools(c: usize, q: usize) -> Vec<(Pool, usize)> {
         .collect()
 }
 
-fn stats(pool: &Pool) -> PoolStats {
-    per_pool!(pool, |p| p.stats(), |p| p.stats())
-}
-
 async fn wait(pool: &Pool) {
     per_pool!(pool, |p| p.wait().await, |p| p.wait().await)
-}
-
-async fn cancel_all(pool: &Pool) {
-    per_pool!(pool, |p| p.cancel_all().await, |p| p.cancel_all().await)
 }
 
 fn api(run: bool) -> &'static str {
@@ -142,11 +134,11 @@ fn an_endless_iterator_under_a_timeout_is_submitted_as_room_comes() {
                      one waiting for room"
                 );
                 assert_eq!(
-                    stats(&pool).submitted,
+                    pool.stats().submitted,
                     holds as u64,
                     "{what}: the pool did not take exactly as many jobs as it has room for"
                 );
-                within("cancel_all", cancel_all(&pool)).await;
+                within("cancel_all", pool.cancel_all_now()).await;
             }
         }
     });
@@ -169,7 +161,7 @@ fn pin_a_lazy_iterator_is_pulled_only_as_room_comes() {
                         (pulled.clone(), over.clone(), stop.clone(), pool.clone());
                     async move {
                         while !stop.load(Ordering::SeqCst) {
-                            let s = stats(&pool);
+                            let s = pool.stats();
                             let ahead = pulled.load(Ordering::SeqCst) as u64 - s.completed;
                             over.fetch_max(ahead as usize, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -301,7 +293,7 @@ fn pin_an_iterator_that_panics_midway() {
                     "{what}: the iterator's panic did not reach the caller"
                 );
                 within("the pool's wait", wait(&pool)).await;
-                let s = stats(&pool);
+                let s = pool.stats();
                 assert_eq!(s.submitted, 3, "{what}: {s}");
                 if run {
                     assert_eq!(
@@ -400,7 +392,7 @@ fn pin_a_batch_inside_a_job_of_its_own_pool_stops_at_the_first_item_without_room
                     room + 1,
                     "{what}: the items submitted before the refusal did not run, detached"
                 );
-                assert_eq!(stats(&pool).completed, room as u64 + 1, "{what}");
+                assert_eq!(pool.stats().completed, room as u64 + 1, "{what}");
             }
         }
     });
@@ -474,7 +466,7 @@ fn pin_a_batch_refused_by_a_shutdown_from_another_task_hands_back_the_waiting_it
                     holds + 1,
                     "{what}: the jobs accepted before the refusal did not run to their end"
                 );
-                let s = stats(&pool);
+                let s = pool.stats();
                 assert_eq!(
                     (s.submitted, s.completed),
                     (holds as u64, holds as u64),
@@ -542,7 +534,7 @@ fn pin_stats_agree_with_a_batch_run_whose_jobs_panic() {
                 [Ok(0), Err(true), Ok(2), Ok(3), Err(true), Ok(5)],
                 "{name}: batch_run's results do not say which jobs panicked"
             );
-            let s = stats(&pool);
+            let s = pool.stats();
             assert_eq!(
                 (
                     s.submitted,
@@ -737,7 +729,7 @@ fn pin_a_batch_run_dropped_on_a_never_ending_window_leaves_nothing_queued() {
                 wait(&pool),
             )
             .await;
-            let s = stats(&pool);
+            let s = pool.stats();
             assert_eq!(
                 (s.submitted, s.completed, s.cancelled, s.queued, s.running),
                 (3, 1, 2, 0, 0),
@@ -904,7 +896,7 @@ fn pin_batch_run_of_futures_that_panic_when_dropped() {
                 .map(|r| format!("{r:?}"))
                 .collect()
             );
-            let s = stats(&pool);
+            let s = pool.stats();
             assert_eq!(
                 got,
                 vec![r#"Err(Panicked("job broke"))"#.to_string(); 4],
@@ -943,7 +935,7 @@ fn pin_batch_run_of_futures_that_panic_when_dropped() {
                 Ok(true),
                 "{name}: a batch_run of jobs that panic when dropped, dropped by a timeout"
             );
-            let s = stats(&pool);
+            let s = pool.stats();
             let taken = if name == "no_queue" { 2 } else { 6 };
             assert_eq!(
                 (s.submitted, s.panicked, s.cancelled, s.queued, s.running),
@@ -1020,7 +1012,7 @@ fn pin_a_batch_polled_on_a_plain_thread_runs_on_the_pools_runtime() {
                 })
             });
             assert_eq!(got, [0, 1, 2, 3, 4, 5], "{what}");
-            let s = stats(&pool);
+            let s = pool.stats();
             assert_eq!((s.completed, s.queued, s.running), (7, 0, 0), "{what}: {s}");
         }
     }
@@ -1084,7 +1076,7 @@ fn pin_a_batch_run_in_the_only_slot_of_its_own_pool_is_refused_not_hung() {
             );
             within("the pool's wait", wait(&pool)).await;
             let name = pool.name();
-            let s = stats(&pool);
+            let s = pool.stats();
             assert_eq!(
                 ran.load(Ordering::SeqCst),
                 0,

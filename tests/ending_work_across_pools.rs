@@ -72,10 +72,6 @@ impl Pool {
         ))
     }
 
-    fn stats(&self) -> nb_aiopool::PoolStats {
-        per_pool!(self, |p| p.stats(), |p| p.stats())
-    }
-
     fn is_closed(&self) -> bool {
         per_pool!(self, |p| p.is_closed(), |p| p.is_closed())
     }

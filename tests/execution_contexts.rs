@@ -96,10 +96,6 @@ impl Pool {
         )
     }
 
-    fn stats(&self) -> nb_aiopool::PoolStats {
-        per_pool!(self, |p| p.stats(), |p| p.stats())
-    }
-
     /// map_unordered over 0..n, each job returning its input doubled.
     async fn doubled(&self, n: u32) -> Vec<u32> {
         let inputs = futures_util::stream::iter(0..n);

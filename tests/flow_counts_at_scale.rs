@@ -15,9 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nb_aiopool::{
-    CancelReason, PoolStats, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle,
-};
+use nb_aiopool::{CancelReason, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle};
 use support::{flow_pools, per_pool, within, FlowLimits, Gate, Pool, Rng};
 
 type Boxed = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -48,32 +46,6 @@ fn pools(shape: Shape) -> Vec<Pool> {
         rate,
     };
     flow_pools(conc, queue, conc + queue, limits)
-}
-
-/// Submits a task made by `make` with `opts` (a recipe for SmartAioPool), waiting for
-/// room as long as the options say; the refusal's kind if refused.
-async fn submit<M>(
-    pool: &Pool,
-    opts: SubmitOptions,
-    make: M,
-) -> Result<TaskHandle<()>, SubmitErrorKind>
-where
-    M: Fn() -> Boxed + Send + Sync + 'static,
-{
-    pool.try_submit_with(opts, make).await
-}
-
-fn stats(pool: &Pool) -> PoolStats {
-    per_pool!(pool, |p| p.stats(), |p| p.stats())
-}
-
-fn set_max(pool: &Pool, n: usize) {
-    per_pool!(pool, |p| p.set_max_concurrency(n), |p| p
-        .set_max_concurrency(n))
-}
-
-async fn cancel_all(pool: &Pool) {
-    per_pool!(pool, |p| p.cancel_all().await, |p| p.cancel_all().await)
 }
 
 /// What ran at once: per key, and the weight; and the order of starts.
@@ -236,7 +208,7 @@ async fn end_all(pool: &Pool, what: &str, handles: Vec<TaskHandle<()>>, accepted
     }
     // A slot gives its place back a moment after its task's handle resolves.
     settle().await;
-    let s = stats(pool);
+    let s = pool.stats();
     assert_eq!(
         (s.queued, s.running, s.submitted, s.completed, s.cancelled),
         (0, 0, accepted, ends.ok, ends.cancelled),
@@ -266,7 +238,7 @@ fn check_quiet(
     max_now: usize,
     shape: Shape,
 ) {
-    let s = stats(pool);
+    let s = pool.stats();
     let live = tracker.live();
     let started: std::collections::HashSet<usize> = tracker.starts().into_iter().collect();
     let mut queued: Vec<&Info> = info
@@ -363,7 +335,7 @@ async fn scenario(pool: &Pool, shape: Shape, seed: u64, n: usize, keys: u64, pau
         if timed {
             opts = opts.timeout(Duration::from_millis(rng.below(5)));
         }
-        match submit(pool, opts, task).await {
+        match pool.try_submit_with(opts, task).await {
             Ok(h) => {
                 accepted += 1;
                 handles.push(h);
@@ -379,7 +351,7 @@ async fn scenario(pool: &Pool, shape: Shape, seed: u64, n: usize, keys: u64, pau
         }
         if rng.chance(1) {
             max_now = 1 + rng.below(shape.conc as u64 * 2) as usize;
-            set_max(pool, max_now);
+            pool.set_max_concurrency(max_now);
         }
         if quiet && id % 50 == 49 {
             settle().await;
@@ -398,10 +370,10 @@ async fn scenario(pool: &Pool, shape: Shape, seed: u64, n: usize, keys: u64, pau
             }
             2 => {
                 max_now = 1 + rng.below(shape.conc as u64 * 2) as usize;
-                set_max(pool, max_now);
+                pool.set_max_concurrency(max_now);
             }
             3 if paused && round % 20 == 0 => {
-                cancel_all(pool).await;
+                pool.cancel_all_now().await;
                 tracker.leave_all();
                 gone.borrow_mut().extend(ids.iter().copied());
             }
@@ -433,7 +405,7 @@ async fn scenario(pool: &Pool, shape: Shape, seed: u64, n: usize, keys: u64, pau
             }
         }
     }
-    set_max(pool, shape.conc);
+    pool.set_max_concurrency(shape.conc);
     let _ = end_all(pool, &what, handles, accepted).await;
     if let Some(k) = shape.per_key {
         assert!(
@@ -596,7 +568,7 @@ fn several_runtimes(shape: Shape) {
                                 .weight(weight as u32)
                                 .priority([0, 3, -1][rng.below(3) as usize]);
                             let task = tracker.task(id, Some(key), weight, 0, None);
-                            handles.push(submit(&pool, opts, task).await.expect("accepted"));
+                            handles.push(pool.try_submit_with(opts, task).await.expect("accepted"));
                             if rng.chance(10) {
                                 tokio::task::yield_now().await;
                             }
@@ -616,10 +588,10 @@ fn several_runtimes(shape: Shape) {
             }
         });
         support::until("the slots to give their places back", || {
-            let s = stats(&pool);
+            let s = pool.stats();
             s.running == 0 && s.queued == 0
         });
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!(
             (s.submitted, s.completed, s.cancelled),
             (1350, 1350, 0),
@@ -771,7 +743,7 @@ async fn streams_and_groups_feeding_a_keyed_pool_beside_a_saturated_key_end_ever
             let g = (id == 0).then(|| gate.clone());
             let t = tracker.task(id, Some("hot".into()), 1, 1, g);
             keyed.push(
-                submit(&pool, SubmitOptions::new().key("hot"), t)
+                pool.try_submit_with(SubmitOptions::new().key("hot"), t)
                     .await
                     .unwrap(),
             );
@@ -841,7 +813,7 @@ async fn streams_and_groups_feeding_a_keyed_pool_beside_a_saturated_key_end_ever
             ok += 1;
         }
         settle().await;
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!(
             (s.queued, s.running, s.completed + s.cancelled),
             (0, 0, s.submitted),
@@ -877,23 +849,23 @@ async fn priorities_start_in_order_beside_a_held_key_with_weights() {
         let name = pool.name();
         let tracker = Tracker::default();
         let gate = Gate::new();
-        let hold = submit(
-            &pool,
-            SubmitOptions::new().key("hot"),
-            tracker.task(usize::MAX, Some("hot".into()), 1, 0, Some(gate.clone())),
-        )
-        .await
-        .unwrap();
+        let hold = pool
+            .try_submit_with(
+                SubmitOptions::new().key("hot"),
+                tracker.task(usize::MAX, Some("hot".into()), 1, 0, Some(gate.clone())),
+            )
+            .await
+            .unwrap();
         // The second slot: a blocker of weight 3 (the capacity's rest), so that all 900
         // queue before any starts.
         let gate2 = Gate::new();
-        let blocker = submit(
-            &pool,
-            SubmitOptions::new().weight(3),
-            tracker.task(usize::MAX - 1, None, 3, 0, Some(gate2.clone())),
-        )
-        .await
-        .unwrap();
+        let blocker = pool
+            .try_submit_with(
+                SubmitOptions::new().weight(3),
+                tracker.task(usize::MAX - 1, None, 3, 0, Some(gate2.clone())),
+            )
+            .await
+            .unwrap();
         settle().await;
         let mut rng = Rng::new(99);
         let mut placed = Vec::new(); // (priority, id, hot)
@@ -912,7 +884,7 @@ async fn priorities_start_in_order_beside_a_held_key_with_weights() {
                 .priority(prio)
                 .weight(w as u32);
             handles.push(
-                submit(&pool, opts, tracker.task(id, Some(key), w, 0, None))
+                pool.try_submit_with(opts, tracker.task(id, Some(key), w, 0, None))
                     .await
                     .unwrap(),
             );
@@ -922,7 +894,7 @@ async fn priorities_start_in_order_beside_a_held_key_with_weights() {
         if pool.name() == "no_queue" {
             // NoQueue's 1,002 places are all slots: two, as the others, so that the other
             // keys' tasks run one at a time beside the hot one.
-            set_max(&pool, 2);
+            pool.set_max_concurrency(2);
         }
         gate2.open();
         within("the blocker", blocker).await.unwrap();
@@ -951,7 +923,7 @@ async fn priorities_start_in_order_beside_a_held_key_with_weights() {
             within("a queued task", h).await.unwrap();
         }
         settle().await;
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!(
             (s.queued, s.running, s.submitted, s.completed),
             (0, 0, 902, 902),

@@ -35,14 +35,6 @@ impl Pool {
         }
     }
 
-    fn stats(&self) -> nb_aiopool::PoolStats {
-        match self {
-            Pool::Common(p) => p.stats(),
-            Pool::NoQueue(p) => p.stats(),
-            Pool::Smart(p) => p.stats(),
-        }
-    }
-
     /// `batch_run` of `n` jobs made by `make`.
     async fn batch_run<F, Fut>(&self, n: usize, make: F) -> Vec<Result<Fut::Output, TaskError>>
     where

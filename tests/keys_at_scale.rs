@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nb_aiopool::{
-    CancelReason, PoolStats, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle,
-};
+use nb_aiopool::{CancelReason, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle};
 use support::{flow_pools, per_pool, within, FlowLimits, Gate, Pool};
 
 /// The three pools, each the test's own, with `conc` slots, a queue of `queue` (NoQueue
@@ -27,41 +25,6 @@ fn keyed_pools(conc: usize, queue: usize, per_key: usize) -> Vec<Pool> {
         ..FlowLimits::default()
     };
     flow_pools(conc, queue, conc, limits)
-}
-
-/// Submits a task made by `make` with `opts` to any of the three pools (a recipe for
-/// SmartAioPool); panics if the submit is refused.
-async fn submit<T, F, M>(pool: &Pool, opts: SubmitOptions, make: M) -> TaskHandle<T>
-where
-    T: Send + 'static,
-    F: Future<Output = T> + Send + 'static,
-    M: Fn() -> F + Send + Sync + 'static,
-{
-    let name = pool.name();
-    (pool.try_submit_with(opts, make).await)
-        .unwrap_or_else(|kind| panic!("{name}: a submit was refused ({kind:?})"))
-}
-
-fn stats(pool: &Pool) -> PoolStats {
-    per_pool!(pool, |p| p.stats(), |p| p.stats())
-}
-
-async fn cancel_all(pool: &Pool) {
-    per_pool!(pool, |p| p.cancel_all().await, |p| p.cancel_all().await)
-}
-
-async fn wait(pool: &Pool) {
-    let what = format!("{}: wait()", pool.name());
-    per_pool!(pool, |p| within(&what, p.wait()).await, |p| within(
-        &what,
-        p.wait()
-    )
-    .await)
-}
-
-fn set_max(pool: &Pool, n: usize) {
-    per_pool!(pool, |p| p.set_max_concurrency(n), |p| p
-        .set_max_concurrency(n))
 }
 
 fn key(k: impl Into<String>) -> SubmitOptions {
@@ -176,7 +139,10 @@ async fn keys_are_their_names_whatever_string_they_were_made_from() {
                     1 => key(name.chars().collect::<String>()),
                     _ => key(String::from(name.as_str())),
                 };
-                handles.push(submit(&pool, k, per.task(label, Some(gate.clone()))).await);
+                handles.push(
+                    pool.submit_with(k, per.task(label, Some(gate.clone())))
+                        .await,
+                );
             }
         }
         settle().await;
@@ -193,7 +159,7 @@ async fn keys_are_their_names_whatever_string_they_were_made_from() {
         for h in handles {
             within("a keyed task", h).await.unwrap();
         }
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!((s.queued, s.running), (0, 0), "{}: {s}", pool.name());
     }
 }
@@ -209,11 +175,14 @@ async fn busy_key_with_held(
     starts: &Starts,
     priority: i32,
 ) -> (TaskHandle<()>, Vec<TaskHandle<()>>) {
-    let first = submit(pool, key("busy"), gated(gate)).await;
+    let first = pool.submit_with(key("busy"), gated(gate)).await;
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         let opts = key("busy").priority(priority);
-        held.push(submit(pool, opts, starts.task(format!("busy{i}"))).await);
+        held.push(
+            pool.submit_with(opts, starts.task(format!("busy{i}")))
+                .await,
+        );
     }
     settle().await;
     (first, held)
@@ -239,17 +208,20 @@ async fn aborting_thousands_of_a_parked_keys_tasks_keeps_handles_stats_and_prior
         let (busy, held) = busy_key_with_held(&pool, &busy_gate, HELD, &starts, 0).await;
         // The second slot: a gated task of another host.
         let other_gate = Gate::new();
-        let other = submit(&pool, key("other"), gated(&other_gate)).await;
+        let other = pool.submit_with(key("other"), gated(&other_gate)).await;
         settle().await;
         // Other hosts' tasks, one each, with priorities 0, 5, 10 in turn.
         let mut hosts = Vec::new();
         for i in 0..60 {
             let p = [0, 5, 10][i % 3];
             let opts = key(format!("host{i}")).priority(p);
-            hosts.push(submit(&pool, opts, starts.task(format!("p{p}-host{i}"))).await);
+            hosts.push(
+                pool.submit_with(opts, starts.task(format!("p{p}-host{i}")))
+                    .await,
+            );
         }
         settle().await;
-        let before = stats(&pool);
+        let before = pool.stats();
         assert_eq!(
             (before.running, before.queued),
             (2, HELD + 60),
@@ -272,7 +244,7 @@ async fn aborting_thousands_of_a_parked_keys_tasks_keeps_handles_stats_and_prior
                 kept.push((i, h));
             }
         }
-        let after = stats(&pool);
+        let after = pool.stats();
         assert_eq!(
             (after.running, after.queued, after.cancelled),
             (2, HELD / 2 + 60, (HELD / 2) as u64),
@@ -316,8 +288,8 @@ async fn aborting_thousands_of_a_parked_keys_tasks_keeps_handles_stats_and_prior
             "{}: the busy host's tasks left did not start in their order",
             pool.name()
         );
-        wait(&pool).await;
-        let end = stats(&pool);
+        pool.wait_within().await;
+        let end = pool.stats();
         assert_eq!(
             (end.queued, end.running, end.completed, end.cancelled),
             (0, 0, (2 + HELD / 2 + 60) as u64, (HELD / 2) as u64),
@@ -339,7 +311,7 @@ async fn no_queue_aborting_a_parked_keys_held_tasks_keeps_handles_and_stats() {
     let starts = Starts::default();
     let gate = Gate::new();
     let (busy, held) = busy_key_with_held(&pool, &gate, HELD, &starts, 0).await;
-    let s = stats(&pool);
+    let s = pool.stats();
     assert_eq!((s.running, s.queued), (1, HELD), "before the aborts: {s}");
     let mut kept = Vec::new();
     for (i, h) in held.into_iter().enumerate() {
@@ -355,13 +327,13 @@ async fn no_queue_aborting_a_parked_keys_held_tasks_keeps_handles_and_stats() {
             kept.push((i, h));
         }
     }
-    let s = stats(&pool);
+    let s = pool.stats();
     assert_eq!(
         (s.running, s.queued, s.cancelled),
         (1, HELD / 2, (HELD / 2) as u64),
         "stats() after the aborts: {s}"
     );
-    let other = submit(&pool, key("other"), starts.task("other")).await;
+    let other = pool.submit_with(key("other"), starts.task("other")).await;
     within("another host's task, with places free", other)
         .await
         .unwrap();
@@ -374,8 +346,8 @@ async fn no_queue_aborting_a_parked_keys_held_tasks_keeps_handles_and_stats() {
         .chain(kept.iter().map(|(i, _)| format!("busy{i}")))
         .collect();
     assert_eq!(starts.get(), want, "the tasks did not start in their order");
-    wait(&pool).await;
-    let end = stats(&pool);
+    pool.wait_within().await;
+    let end = pool.stats();
     assert_eq!((end.queued, end.running), (0, 0), "{end}");
 }
 
@@ -396,14 +368,17 @@ async fn cancel_all_with_a_parked_key_cancels_every_held_task_and_keeps_the_key_
         let starts = Starts::default();
         let gate = Gate::new();
         let (busy, held) = busy_key_with_held(&pool, &gate, HELD, &starts, 0).await;
-        let other = submit(&pool, key("other"), gated(&gate)).await;
+        let other = pool.submit_with(key("other"), gated(&gate)).await;
         settle().await;
         let mut hosts = Vec::new();
         for i in 0..50 {
-            hosts.push(submit(&pool, key(format!("host{i}")).priority(i % 3), gated(&gate)).await);
+            hosts.push(
+                pool.submit_with(key(format!("host{i}")).priority(i % 3), gated(&gate))
+                    .await,
+            );
         }
         settle().await;
-        within("cancel_all", cancel_all(&pool)).await;
+        within("cancel_all", pool.cancel_all_now()).await;
         let mut reasons = std::collections::BTreeMap::new();
         for h in std::iter::once(busy)
             .chain(held)
@@ -424,7 +399,7 @@ async fn cancel_all_with_a_parked_key_cancels_every_held_task_and_keeps_the_key_
             "{}: after cancel_all, the handles said other than CancelAll",
             pool.name()
         );
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!(
             (s.queued, s.running, s.cancelled),
             (0, 0, all as u64),
@@ -434,8 +409,12 @@ async fn cancel_all_with_a_parked_key_cancels_every_held_task_and_keeps_the_key_
         // The key's limit after it: one at a time.
         let per = PerLabel::default();
         let gate2 = Gate::new();
-        let a = submit(&pool, key("busy"), per.task("busy", Some(gate2.clone()))).await;
-        let b = submit(&pool, key("busy"), per.task("busy", Some(gate2.clone()))).await;
+        let a = pool
+            .submit_with(key("busy"), per.task("busy", Some(gate2.clone())))
+            .await;
+        let b = pool
+            .submit_with(key("busy"), per.task("busy", Some(gate2.clone())))
+            .await;
         settle().await;
         assert_eq!(
             per.max("busy"),
@@ -476,7 +455,7 @@ async fn a_timed_submit_behind_a_parked_key_times_out_then_runs_once_a_place_fre
         let gate = Gate::new();
         // One running, HELD + 1 held: every place taken, one slot free.
         let (busy, mut held) = busy_key_with_held(&pool, &gate, HELD + 1, &starts, 0).await;
-        let before = stats(&pool);
+        let before = pool.stats();
         assert_eq!(
             (before.running, before.queued),
             (1, HELD + 1),
@@ -528,7 +507,7 @@ async fn a_timed_submit_behind_a_parked_key_times_out_then_runs_once_a_place_fre
             "{}: the timed submit was not refused TimedOut",
             pool.name()
         );
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!(
             (s.running, s.queued, s.submitted),
             (before.running, before.queued, before.submitted),
@@ -538,16 +517,17 @@ async fn a_timed_submit_behind_a_parked_key_times_out_then_runs_once_a_place_fre
         let h = held.pop().unwrap();
         h.abort();
         let _ = within("an aborted held task", h).await;
-        let h = submit(&pool, opts.clone(), {
-            let r = ran.clone();
-            move || {
-                let r = r.clone();
-                async move {
-                    r.fetch_add(1, Ordering::SeqCst);
+        let h = pool
+            .submit_with(opts.clone(), {
+                let r = ran.clone();
+                move || {
+                    let r = r.clone();
+                    async move {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
         within("the other host's task, in the free slot", h)
             .await
             .unwrap();
@@ -557,7 +537,7 @@ async fn a_timed_submit_behind_a_parked_key_times_out_then_runs_once_a_place_fre
         for h in held {
             within("a held task", h).await.unwrap();
         }
-        wait(&pool).await;
+        pool.wait_within().await;
     }
 }
 
@@ -577,27 +557,23 @@ async fn resizes_while_a_key_is_parked_keep_the_key_limit_and_run_everything() {
         };
         if pool.name() == "no_queue" {
             // Places are slots there: grow first so that the held tasks are accepted.
-            set_max(&pool, HELD + 2);
+            pool.set_max_concurrency(HELD + 2);
         }
         let per = PerLabel::default();
         let gate = Gate::new();
         let mut busy = Vec::new();
         for _ in 0..2 {
             busy.push(
-                submit(
-                    &pool,
-                    key("busy"),
-                    per.task("busy-first", Some(gate.clone())),
-                )
-                .await,
+                pool.submit_with(key("busy"), per.task("busy-first", Some(gate.clone())))
+                    .await,
             );
         }
         for _ in 0..HELD {
-            busy.push(submit(&pool, key("busy"), per.task("busy", None)).await);
+            busy.push(pool.submit_with(key("busy"), per.task("busy", None)).await);
         }
         settle().await;
         if pool.name() == "no_queue" {
-            set_max(&pool, 2);
+            pool.set_max_concurrency(2);
         }
         // Others queued behind the two running busy tasks.
         let others_gate = Gate::new();
@@ -616,7 +592,7 @@ async fn resizes_while_a_key_is_parked_keep_the_key_limit_and_run_everything() {
         }
         let others: Vec<TaskHandle<()>> = others.into_iter().flatten().collect();
         settle().await;
-        set_max(&pool, 6);
+        pool.set_max_concurrency(6);
         settle().await;
         if !others.is_empty() {
             assert_eq!(
@@ -632,7 +608,7 @@ async fn resizes_while_a_key_is_parked_keep_the_key_limit_and_run_everything() {
             "{}: a held task of the busy host started over its limit",
             pool.name()
         );
-        set_max(&pool, 1);
+        pool.set_max_concurrency(1);
         gate.open();
         others_gate.open();
         for h in others {
@@ -647,7 +623,7 @@ async fn resizes_while_a_key_is_parked_keep_the_key_limit_and_run_everything() {
             "{}: after the shrink to 1 the busy host's tasks did not run one at a time",
             pool.name()
         );
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!(
             (s.queued, s.running, s.completed as usize),
             (
@@ -676,14 +652,13 @@ async fn a_parked_keys_high_priority_tasks_go_first_when_their_key_frees() {
         let gate = Gate::new();
         let g_gate = Gate::new();
         let (busy, held) = busy_key_with_held(&pool, &gate, 100, &starts, 10).await;
-        let g = submit(&pool, key("g"), gated(&g_gate)).await;
+        let g = pool.submit_with(key("g"), gated(&g_gate)).await;
         settle().await;
         let mut hosts = Vec::new();
         for i in 0..60 {
             let p = if i % 2 == 0 { 5 } else { 0 };
             hosts.push(
-                submit(
-                    &pool,
+                pool.submit_with(
                     key(format!("host{i}")).priority(p),
                     starts.task(format!("p{p}-host{i}")),
                 )
@@ -833,14 +808,15 @@ async fn crawl_round(pool: &Pool, round: usize, hosts: usize) {
         let n = if i % 8 == 0 { 4 } else { 1 };
         for j in 0..n {
             let opts = key(format!("host-{round}-{i}.example.com")).priority((i % 3) as i32 - j);
-            let h = submit(pool, opts, || async {
-                tokio::task::yield_now().await;
-            })
-            .await;
+            let h = pool
+                .submit_with(opts, || async {
+                    tokio::task::yield_now().await;
+                })
+                .await;
             h.detach();
         }
     }
-    wait(pool).await;
+    pool.wait_within().await;
 }
 
 /// Pinned: a crawler feeds rounds of distinct hosts (keys) through one pool
@@ -865,7 +841,7 @@ async fn memory_kept_for_keys_comes_back_once_they_go_idle() {
         let big = counting_alloc::live_bytes();
         crawl_round(&pool, 3, 20_000).await;
         let again = counting_alloc::live_bytes();
-        let s = stats(&pool);
+        let s = pool.stats();
         assert_eq!((s.queued, s.running), (0, 0), "{}: {s}", pool.name());
         eprintln!(
             "{}: live bytes after 2k hosts {small}, 20k {big}, 20k more {again}",

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use counting_alloc::LIVE_BLOCKS;
+use counting_alloc::settled_blocks;
 use nb_aiopool::{CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitOptions, TaskHandle};
 use support::{current_thread, multi_thread_of, per_pool, Pool};
 
@@ -28,32 +28,12 @@ use support::{current_thread, multi_thread_of, per_pool, Pool};
 /// and of the pools'; a straggler freed after the count settled).
 const SLACK: isize = 3;
 
-/// Waits (sleeping the thread, outside every runtime) until the count of live blocks has
-/// not changed for 50 ms (at most 5 s); returns it.
-fn settled() -> isize {
-    let mut last = LIVE_BLOCKS.load(Ordering::SeqCst);
-    let mut still = 0;
-    for _ in 0..500 {
-        std::thread::sleep(Duration::from_millis(10));
-        let now = LIVE_BLOCKS.load(Ordering::SeqCst);
-        if now == last {
-            still += 1;
-            if still == 5 {
-                break;
-            }
-        } else {
-            (last, still) = (now, 0);
-        }
-    }
-    last
-}
-
 /// Runs `round(0..n)`; returns the live blocks after each round, against the first.
 fn rounds(n: usize, mut round: impl FnMut(usize)) -> Vec<isize> {
     let live: Vec<isize> = (0..n)
         .map(|i| {
             round(i);
-            settled()
+            settled_blocks()
         })
         .collect();
     live.iter().map(|l| l - live[0]).collect()

@@ -23,22 +23,6 @@ impl Pool {
         self.stats().running
     }
 
-    fn set_max_concurrency(&self, n: usize) {
-        match self {
-            Pool::Common(p) => p.set_max_concurrency(n),
-            Pool::NoQueue(p) => p.set_max_concurrency(n),
-            Pool::Smart(p) => p.set_max_concurrency(n),
-        }
-    }
-
-    fn stats(&self) -> nb_aiopool::PoolStats {
-        match self {
-            Pool::Common(p) => p.stats(),
-            Pool::NoQueue(p) => p.stats(),
-            Pool::Smart(p) => p.stats(),
-        }
-    }
-
     /// Submits a job that never ends, from outside any stream.
     async fn occupy(&self) -> nb_aiopool::AbortHandle {
         match self {

@@ -37,14 +37,6 @@ impl Pool {
         }
     }
 
-    fn set_max_concurrency(&self, n: usize) {
-        match self {
-            Pool::Common(p) => p.set_max_concurrency(n),
-            Pool::NoQueue(p) => p.set_max_concurrency(n),
-            Pool::Smart(p) => p.set_max_concurrency(n),
-        }
-    }
-
     async fn shutdown(&self) {
         match self {
             Pool::Common(p) => p.shutdown().await,

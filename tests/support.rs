@@ -288,6 +288,46 @@ impl Pool {
         ]
     }
 
+    /// [`try_submit_with`](Self::try_submit_with), panicking if the submit is refused.
+    pub async fn submit_with<T, F, M>(
+        &self,
+        opts: nb_aiopool::SubmitOptions,
+        make: M,
+    ) -> nb_aiopool::TaskHandle<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+        M: Fn() -> F + Send + Sync + 'static,
+    {
+        let name = self.name();
+        (self.try_submit_with(opts, make).await)
+            .unwrap_or_else(|kind| panic!("{name}: a submit was refused ({kind:?})"))
+    }
+
+    /// The pool's `wait()`, bounded by [`within`].
+    pub async fn wait_within(&self) {
+        let what = format!("{}: wait()", self.name());
+        per_pool!(self, |p| within(&what, p.wait()).await, |p| within(
+            &what,
+            p.wait()
+        )
+        .await)
+    }
+
+    pub fn stats(&self) -> nb_aiopool::PoolStats {
+        per_pool!(self, |p| p.stats(), |p| p.stats())
+    }
+
+    pub fn set_max_concurrency(&self, n: usize) {
+        per_pool!(self, |p| p.set_max_concurrency(n), |p| p
+            .set_max_concurrency(n))
+    }
+
+    /// The pool's `cancel_all()`, awaited.
+    pub async fn cancel_all_now(&self) {
+        per_pool!(self, |p| p.cancel_all().await, |p| p.cancel_all().await)
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Pool::Common(_) => "common",

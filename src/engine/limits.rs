@@ -489,6 +489,14 @@ impl Limits {
             if let (Some(key), Some(_)) = (meta.key(), self.max_per_key) {
                 if let Some(n) = memo.tally.keys.get_mut(key) {
                     *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        // None of the key's jobs runs or is counted: the next count that
+                        // meets it reads its running count (0) again. Kept, every key a
+                        // count that went on met stayed until a count from the head,
+                        // which a pool whose counts always go on never makes: a crawl's
+                        // hosts, a key each, grew the memo by a key a task, for good.
+                        memo.tally.keys.remove(key);
+                    }
                 }
             }
             if self.weight_capacity.is_some() {

@@ -274,8 +274,11 @@ impl CommonAioPoolBuilder {
     /// At most `n` running tasks share a [`key`](crate::SubmitOptions::key) (a host, a
     /// tenant). Queued tasks of a saturated key wait without holding up tasks of other keys
     /// behind them in the queue, and without slowing their starts (they are set aside
-    /// until their key has room again, so a start does not walk past them); they do take room in it (a queue full of one key's tasks
-    /// makes submits of every key wait). Default: no per-key limit (keys are ignored).
+    /// until their key has room again, so a start does not walk past them); they do take
+    /// room in it (a queue full of one key's tasks makes submits of every key wait).
+    /// What the pool keeps for a key goes with the key's last task: its memory depends on
+    /// its size, not on how many keys it has seen (a key per URL is fine). Default: no
+    /// per-key limit (keys are ignored).
     ///
     /// A task that awaits a task of its own pool held back by its own key waits for ever
     /// (the pool's deadlock check sees slots, not keys or weights).

@@ -242,7 +242,9 @@ impl NoQueueAioPoolBuilder {
     }
 
     /// At most `n` running tasks share a [`key`](crate::SubmitOptions::key) (a host, a
-    /// tenant). Default: no per-key limit (keys are ignored).
+    /// tenant). What the pool keeps for a key goes with the key's last task: its memory
+    /// depends on its size, not on how many keys it has seen (a key per URL is fine).
+    /// Default: no per-key limit (keys are ignored).
     ///
     /// A task of a saturated key is still accepted when a place is free: it waits inside
     /// the pool (in `stats().queued`) and holds that place, so tasks of other keys may wait

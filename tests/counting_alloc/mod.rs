@@ -1,7 +1,8 @@
 //! A counting global allocator for the test binaries that count what the heap holds
 //! (`tests/allocations.rs`, `tests/memory_leaks.rs`, `tests/group_failures.rs`,
-//! `tests/session_fixes_review.rs`): included with `mod counting_alloc;`, it becomes that
-//! binary's allocator (and only that binary's). It counts:
+//! `tests/session_fixes_review.rs`, `tests/flow_memory_with_unique_keys.rs`): included
+//! with `mod counting_alloc;`, it becomes that binary's allocator (and only that
+//! binary's). It counts:
 //! - live blocks, of every thread ([`LIVE_BLOCKS`]): a collection that grows its capacity
 //!   between rounds does not count;
 //! - live bytes, of the calling thread ([`live_bytes`]): what a collection keeps does.
@@ -43,6 +44,27 @@ pub fn live_bytes() -> isize {
 /// first.
 pub fn slow_frees(on: bool) {
     SLOW_FREES.with(|s| s.set(on));
+}
+
+/// Waits (sleeping the thread, outside every runtime) until [`LIVE_BLOCKS`] has not
+/// changed for 50 ms (at most 5 s): tasks' last drops and slot tasks' ends happen on a
+/// runtime's threads, some late on a busy machine. Returns the count then.
+pub fn settled_blocks() -> isize {
+    let mut last = LIVE_BLOCKS.load(Ordering::SeqCst);
+    let mut still = 0;
+    for _ in 0..500 {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = LIVE_BLOCKS.load(Ordering::SeqCst);
+        if now == last {
+            still += 1;
+            if still == 5 {
+                break;
+            }
+        } else {
+            (last, still) = (now, 0);
+        }
+    }
+    last
 }
 
 /// One block more of `size` bytes.
