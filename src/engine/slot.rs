@@ -60,7 +60,8 @@ pub(crate) struct Slot<J: Job> {
     obs: Running,
     /// The `cancel_before` mark this slot has applied.
     cancel_seen: u64,
-    /// Its waker is in the state (once per slot: a tokio task's waker does not change).
+    /// Its waker is in its entry in the state (once per entry: a tokio task's waker does
+    /// not change; stored by a claim, else when its job first waits).
     registered: bool,
     /// It is counted in `State::claimers`: its next poll takes a reserved job.
     claiming: bool,
@@ -310,7 +311,7 @@ impl<J: Job> Slot<J> {
     /// It leaves its waker in its entry (`waker`, its task's) in the same critical
     /// section, for a `cancel_all` or an abort to wake it by: a claimer's entry is new
     /// (see `Engine::keep_idle`), and storing it when the job first waits took a critical
-    /// section of its own (about one job in four on 2 workers).
+    /// section of its own (0.15 to 0.18 per job on 2 workers, BENCHMARKS.md).
     fn claim_reservation(&mut self, waker: &Waker) -> After<J> {
         let engine = &self.engine;
         // Made once this poll claims: a record held in a `ManuallyDrop` is never dropped
