@@ -40,13 +40,6 @@ fn pools(conc: usize, queue: usize, limits: FlowLimits) -> Vec<Pool> {
     all
 }
 
-fn keys_only(per_key: usize) -> FlowLimits {
-    FlowLimits {
-        max_per_key: Some(per_key),
-        ..FlowLimits::default()
-    }
-}
-
 /// A URL of a crawl: a key of its own for every task when used as the key by mistake.
 fn url(round: u64, i: u64) -> String {
     format!("https://host-{round}-{i}.example.com/some/path/to/page-{i}.html")
@@ -196,7 +189,7 @@ async fn crawl(pool: &Pool, seen: &Seen, how: Crawl, round: u64, n: u64) -> Vec<
 #[tokio::test(start_paused = true)]
 async fn a_key_per_url_in_a_pool_with_free_slots_keeps_no_memory_per_url_seen() {
     let _serial = support::serial();
-    for pool in pools(16, 64, keys_only(1)) {
+    for pool in pools(16, 64, FlowLimits::keys(1)) {
         let seen = Seen::default();
         crawl(&pool, &seen, Crawl::Underloaded, 0, 1_000).await; // warm up: lazily made parts
         let marks = crawl(&pool, &seen, Crawl::Underloaded, 1, 20_000).await;
@@ -228,7 +221,7 @@ async fn a_key_per_url_in_a_pool_with_free_slots_keeps_no_memory_per_url_seen() 
 #[tokio::test(start_paused = true)]
 async fn a_key_per_url_in_a_busy_pool_keeps_no_memory_per_url_seen() {
     let _serial = support::serial();
-    for pool in pools(8, 64, keys_only(1)) {
+    for pool in pools(8, 64, FlowLimits::keys(1)) {
         let seen = Seen::default();
         crawl(&pool, &seen, Crawl::Saturated, 0, 1_000).await; // warm up
         let marks = crawl(&pool, &seen, Crawl::Saturated, 1, 40_000).await;
@@ -421,7 +414,7 @@ async fn a_long_crawl_with_aborts_timeouts_resizes_and_cancels_keeps_its_bookkee
             weight_capacity: Some(6),
             rate: None,
         },
-        keys_only(1),
+        FlowLimits::keys(1),
     ];
     for limits in configs {
         for pool in pools(8, 48, limits) {
@@ -550,7 +543,7 @@ async fn parked_round(pool: &Pool, r: u64, hosts: u64, seen: &Seen) {
 async fn parked_tasks_of_many_hosts_aborted_leave_no_memory_per_host() {
     let _serial = support::serial();
     let hosts = 100;
-    for pool in pools(hosts as usize, 5 * hosts as usize, keys_only(1)) {
+    for pool in pools(hosts as usize, 5 * hosts as usize, FlowLimits::keys(1)) {
         let name = pool.name();
         let seen = Seen::default();
         let mut marks = Vec::new();
@@ -592,7 +585,7 @@ async fn parked_tasks_of_many_hosts_aborted_leave_no_memory_per_host() {
 fn a_key_per_url_on_a_multi_thread_runtime_keeps_no_blocks_per_url_seen() {
     let _serial = support::serial();
     let rt = support::multi_thread_of(2);
-    let pools = rt.block_on(async { pools(16, 64, keys_only(1)) });
+    let pools = rt.block_on(async { pools(16, 64, FlowLimits::keys(1)) });
     for pool in pools {
         let name = pool.name();
         let crawl = |round: u64, n: u64| {

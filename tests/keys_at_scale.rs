@@ -20,11 +20,7 @@ use support::{flow_pools, per_pool, within, FlowLimits, Gate, Pool};
 /// The three pools, each the test's own, with `conc` slots, a queue of `queue` (NoQueue
 /// has none: its held tasks take places of `conc`) and `max_per_key(per_key)`.
 fn keyed_pools(conc: usize, queue: usize, per_key: usize) -> Vec<Pool> {
-    let limits = FlowLimits {
-        max_per_key: Some(per_key),
-        ..FlowLimits::default()
-    };
-    flow_pools(conc, queue, conc, limits)
+    flow_pools(conc, queue, conc, FlowLimits::keys(per_key))
 }
 
 fn key(k: impl Into<String>) -> SubmitOptions {

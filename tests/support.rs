@@ -690,6 +690,16 @@ pub struct FlowLimits {
     pub rate: Option<(u32, std::time::Duration)>,
 }
 
+impl FlowLimits {
+    /// `max_per_key(n)` alone.
+    pub fn keys(n: usize) -> Self {
+        FlowLimits {
+            max_per_key: Some(n),
+            ..FlowLimits::default()
+        }
+    }
+}
+
 /// As [`local_pools`], each pool with `limits`, and NoQueueAioPool with `no_queue_c` slots
 /// (a test may give it the others' queue places as well, where its held tasks wait).
 pub fn flow_pools(c: usize, q: usize, no_queue_c: usize, limits: FlowLimits) -> Vec<Pool> {
