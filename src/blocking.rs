@@ -22,18 +22,44 @@ impl Wake for ThreadWaker {
 /// Polls `fut` on the current thread, parking between polls; gives up (`None`, the
 /// future dropped) when, after a pending poll, `give_up()` says the wait can never end.
 pub(crate) fn block_on_unless<F: Future>(fut: F, give_up: impl Fn() -> bool) -> Option<F::Output> {
+    match block_on_until(fut, give_up, None) {
+        Blocked::Done(out) => Some(out),
+        Blocked::GaveUp | Blocked::TimedOut => None,
+    }
+}
+
+/// How [`block_on_until`] ended.
+pub(crate) enum Blocked<T> {
+    Done(T),
+    GaveUp,
+    TimedOut,
+}
+
+/// [`block_on_unless`] that also gives up at `deadline` (the system clock's: a blocked
+/// thread has no runtime's clock), the future dropped.
+pub(crate) fn block_on_until<F: Future>(
+    fut: F,
+    give_up: impl Fn() -> bool,
+    deadline: Option<std::time::Instant>,
+) -> Blocked<F::Output> {
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
     loop {
         if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return Some(out);
+            return Blocked::Done(out);
         }
         if give_up() {
-            return None;
+            return Blocked::GaveUp;
         }
         // Spurious unparks only cost one extra poll.
-        thread::park();
+        match deadline {
+            None => thread::park(),
+            Some(deadline) => match deadline.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => thread::park_timeout(left),
+                _ => return Blocked::TimedOut,
+            },
+        }
     }
 }
 

@@ -69,9 +69,9 @@
 //! - Every accepted job resolves its [`TaskHandle`] exactly once: a value, or a
 //!   [`TaskError`] saying it panicked or why it was cancelled. A panic never reduces a
 //!   pool's capacity. Every rejected submission hands the job back.
-//! - `submit` is cancel safe; `try_submit` never waits; `blocking_submit` serves plain
-//!   threads and `spawn_blocking` threads, and refuses to block a thread that drives async
-//!   tasks.
+//! - `submit` is cancel safe; `try_submit` never waits; `blocking_submit` (and
+//!   `blocking_submit_with`, with per-task options) serves plain threads and
+//!   `spawn_blocking` threads, and refuses to block a thread that drives async tasks.
 //! - A job that submits into its own full pool gets an error instead of a deadlock, and
 //!   when every slot waits for tasks of its own pool (also once a shrink leaves only
 //!   waiting tasks running), one wait is broken with [`CancelReason::WouldDeadlock`]

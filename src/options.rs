@@ -35,7 +35,7 @@ use std::time::Duration;
 /// Options not passed to a submit do nothing, so dropping them does nothing; passed to
 /// one, they go with the task (its key, with the pool's per-key count, until it ends).
 #[derive(Debug, Clone)]
-#[must_use = "options do nothing until passed to `submit_with` or `try_submit_with`"]
+#[must_use = "options do nothing until passed to `submit_with`, `try_submit_with` or `blocking_submit_with`"]
 pub struct SubmitOptions {
     pub(crate) priority: i32,
     pub(crate) weight: u32,
@@ -65,8 +65,8 @@ impl SubmitOptions {
     /// Priorities order the pool's queue, and the submitters waiting for room in a full
     /// pool: a higher one gets the next room first (first come, first served among
     /// equals), also in a [`NoQueueAioPool`](crate::NoQueueAioPool), which has no queue.
-    /// Only `submit_with` waits with a priority: `submit`, `blocking_submit`, streams and
-    /// groups wait with priority 0. From the process exit's take-over of an
+    /// Only `submit_with` and `blocking_submit_with` wait with a priority: `submit`,
+    /// `blocking_submit`, streams and groups wait with priority 0. From the process exit's take-over of an
     /// `auto_shutdown` `SmartAioPool` on, room goes to whichever waiting submitter, or new
     /// submit, takes it first, whatever its priority (the crate docs, "Guarantees");
     /// queued tasks keep their priority order, but for interrupted runs queued again
@@ -104,16 +104,17 @@ impl SubmitOptions {
     /// back. Default: wait as long as it takes.
     ///
     /// It bounds the wait for admission only: once accepted, a task queued or held back
-    /// by its key, weight or the rate window waits as long as that takes. The timer needs
-    /// a tokio runtime with time enabled, and is made only if the submit has to wait, on
-    /// the runtime whose context polls the submit: it runs only while that runtime is
-    /// driven (under `Handle::enter` of a current-thread runtime that no thread drives,
-    /// it never fires, and the submit waits as long as it takes). Room freed goes first
-    /// to the submitters ahead of this one in the line (a higher priority, or the same
-    /// and earlier; but for the process exit, see [`priority`](Self::priority)): one of
-    /// them waiting on a runtime that is alive but not driven holds it until that runtime
-    /// is driven again or dropped (see the crate docs, "Guarantees"), and the deadline may
-    /// pass meanwhile with the pool idle.
+    /// by its key, weight or the rate window waits as long as that takes.
+    /// `blocking_submit_with` bounds its thread's wait by the system clock. For the async
+    /// submits, the timer needs a tokio runtime with time enabled, and is made only if the
+    /// submit has to wait, on the runtime whose context polls the submit: it runs only
+    /// while that runtime is driven (under `Handle::enter` of a current-thread runtime
+    /// that no thread drives, it never fires, and the submit waits as long as it takes).
+    /// Room freed goes first to the submitters ahead of this one in the line (a higher
+    /// priority, or the same and earlier; but for the process exit, see
+    /// [`priority`](Self::priority)): one of them waiting on a runtime that is alive but
+    /// not driven holds it until that runtime is driven again or dropped (see the crate
+    /// docs, "Guarantees"), and the deadline may pass meanwhile with the pool idle.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

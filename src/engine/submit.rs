@@ -191,11 +191,22 @@ impl<J: Job> Engine<J> {
     /// is offered; with none alive to offer (a plain thread, or a `spawn_blocking` thread
     /// of the runtime that ended, whose drop waits for that thread), no room would come:
     /// refused with `NoRuntime`, as such a submit is when it finds the pool so at once.
-    pub(crate) fn admit_blocking(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
-        let admitted = crate::blocking::block_on_unless(self.admit(0), || self.no_room_can_come());
+    ///
+    /// It waits in line with `priority`, and gives up after `limit` (`TimedOut`, by the
+    /// system clock) if one is given.
+    pub(crate) fn admit_blocking(
+        self: &Arc<Self>,
+        priority: i32,
+        limit: Option<Duration>,
+    ) -> Result<(), SubmitErrorKind> {
+        use crate::blocking::{block_on_until, Blocked};
+        // A deadline past the clock's end is none.
+        let deadline = limit.and_then(|l| std::time::Instant::now().checked_add(l));
+        let admitted = block_on_until(self.admit(priority), || self.no_room_can_come(), deadline);
         let admitted = match admitted {
-            Some(a) => a.map_err(|_| SubmitErrorKind::Closed),
-            None => Err(SubmitErrorKind::NoRuntime),
+            Blocked::Done(a) => a.map_err(|_| SubmitErrorKind::Closed),
+            Blocked::GaveUp => Err(SubmitErrorKind::NoRuntime),
+            Blocked::TimedOut => Err(SubmitErrorKind::TimedOut),
         };
         self.admitted(admitted)
     }

@@ -358,8 +358,34 @@ impl<J: Job> Core<J> {
     ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
         // Checked even when there is room, so misuse shows at once, not only under load.
         crate::blocking::assert_not_async("blocking_submit", "submit(..).await");
-        let ready = self.ready(item, &Meta::default());
-        let (ready, meta) = match self.submit_now::<S>(ready, Meta::default(), false) {
+        self.blocking_submit_ready(self.ready(item, &Meta::default()), Meta::default(), None)
+    }
+
+    /// `blocking_submit` with per-task options (its timeout by the system clock).
+    #[track_caller]
+    pub(crate) fn blocking_submit_with<S: Submit<J>>(
+        &self,
+        item: S,
+        opts: SubmitOptions,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        crate::blocking::assert_not_async("blocking_submit_with", "submit_with(..).await");
+        let meta = meta_of(&opts);
+        if let Err(kind) = self.engine.check_weight(&meta) {
+            return Err(SubmitError::new(kind, item));
+        }
+        self.blocking_submit_ready(self.ready(item, &meta), meta, opts.timeout)
+    }
+
+    /// The blocking submit of an item made [`ready`](Self::ready): queued at once if
+    /// there is room, else after the calling thread waited for room (in line with the
+    /// item's priority, for at most `limit`).
+    fn blocking_submit_ready<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+        limit: Option<std::time::Duration>,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        let (ready, meta) = match self.submit_now::<S>(ready, meta, false) {
             Ok(waits) => waits,
             Err(done) => return done,
         };
@@ -368,7 +394,7 @@ impl<J: Job> Core<J> {
         let admitted = crate::blocking::blocked(|| {
             self.engine
                 .full()
-                .and_then(|()| self.engine.admit_blocking())
+                .and_then(|()| self.engine.admit_blocking(meta.priority(), limit))
         });
         self.submit_waited::<S>(ready, meta, false, admitted)
     }

@@ -540,6 +540,61 @@ impl NoQueueAioPool {
         self.pool().blocking_submit(fut)
     }
 
+    /// [`blocking_submit`](Self::blocking_submit) with per-task options: a sync producer
+    /// (a plain thread reading a file of URLs) that keys its futures by host, or gives
+    /// them a priority or a weight. It waits for room in line with the future's priority
+    /// (as [`submit_with`](Self::submit_with) does); the options' timeout bounds that
+    /// wait by the system clock (a blocked thread has no runtime's clock, so a paused
+    /// test clock does not move it).
+    ///
+    /// # Errors
+    ///
+    /// As [`blocking_submit`](Self::blocking_submit), and
+    /// [`TimedOut`](crate::SubmitErrorKind::TimedOut) when the options' timeout passes
+    /// before there is room, [`TooHeavy`](crate::SubmitErrorKind::TooHeavy) at once when
+    /// the weight exceeds the pool's `weight_capacity`; the future is handed back.
+    ///
+    /// # Panics
+    ///
+    /// As [`blocking_submit`](Self::blocking_submit): called from a thread that drives
+    /// async tasks; use `submit_with(..).await` there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nb_aiopool::{NoQueueAioPool, SubmitOptions};
+    ///
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// let pool = NoQueueAioPool::builder().max_concurrency(4).max_per_key(2).build();
+    /// rt.block_on(pool.run(async {})).unwrap(); // starts the pool on `rt`
+    ///
+    /// let producer = {
+    ///     let pool = pool.clone();
+    ///     std::thread::spawn(move || {
+    ///         let handles: Vec<_> = (0..20)
+    ///             .map(|i| {
+    ///                 let opts = SubmitOptions::new().key(format!("host-{}", i % 4));
+    ///                 pool.blocking_submit_with(async move { i }, opts).unwrap()
+    ///             })
+    ///             .collect();
+    ///         handles.into_iter().map(|h| h.blocking_wait().unwrap()).sum::<i32>()
+    ///     })
+    /// };
+    /// assert_eq!(producer.join().unwrap(), 190);
+    /// ```
+    #[track_caller]
+    pub fn blocking_submit_with<F>(
+        &self,
+        fut: F,
+        opts: crate::SubmitOptions,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pool().blocking_submit_with(fut, opts)
+    }
+
     /// Submits a future and waits for its result: `submit(fut).await?.await`.
     ///
     /// # Errors
