@@ -378,7 +378,9 @@ impl<J: Job> Core<J> {
 
     /// The blocking submit of an item made [`ready`](Self::ready): queued at once if
     /// there is room, else after the calling thread waited for room (in line with the
-    /// item's priority, for at most `limit`).
+    /// item's priority, for at most `limit`). `#[track_caller]`, as its callers: a panic
+    /// of the submit's checks names the user's line.
+    #[track_caller]
     fn blocking_submit_ready<S: Submit<J>>(
         &self,
         ready: S::Ready,
