@@ -66,9 +66,10 @@ impl SubmitOptions {
     /// pool: a higher one gets the next room first (first come, first served among
     /// equals), also in a [`NoQueueAioPool`](crate::NoQueueAioPool), which has no queue.
     /// Only `submit_with` and `blocking_submit_with` wait with a priority: `submit`,
-    /// `blocking_submit`, streams and groups wait with priority 0. From the process exit's take-over of an
-    /// `auto_shutdown` `SmartAioPool` on, room goes to whichever waiting submitter, or new
-    /// submit, takes it first, whatever its priority (the crate docs, "Guarantees");
+    /// `blocking_submit`, streams and groups wait with priority 0. From the process
+    /// exit's take-over of an `auto_shutdown` `SmartAioPool` on, room goes to whichever
+    /// waiting submitter, or new submit, takes it first, whatever its priority (the crate
+    /// docs, "Guarantees");
     /// queued tasks keep their priority order, but for interrupted runs queued again
     /// (at the exit or a runtime's end), which go first. A task taken for a slot that
     /// never started it (its slot dropped with its runtime, or the exit's) goes back to
