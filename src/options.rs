@@ -69,11 +69,10 @@ impl SubmitOptions {
     /// `blocking_submit`, streams and groups wait with priority 0. From the process
     /// exit's take-over of an `auto_shutdown` `SmartAioPool` on, room goes to whichever
     /// waiting submitter, or new submit, takes it first, whatever its priority (the crate
-    /// docs, "Guarantees");
-    /// queued tasks keep their priority order, but for interrupted runs queued again
-    /// (at the exit or a runtime's end), which go first. A task taken for a slot that
-    /// never started it (its slot dropped with its runtime, or the exit's) goes back to
-    /// its place by priority and submit order.
+    /// docs, "Guarantees"); queued tasks keep their priority order, but for interrupted
+    /// runs queued again (at the exit or a runtime's end), which go first. A task taken
+    /// for a slot that never started it (its slot dropped with its runtime, or the
+    /// exit's) goes back to its place by priority and submit order.
     ///
     /// A queued task of low priority waits while higher ones keep arriving (strict
     /// priority, no aging): under a constant stream of higher-priority tasks it may wait
