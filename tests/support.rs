@@ -215,8 +215,9 @@ impl Counter {
     }
 }
 
-/// One of the three pools, for tests that run the same scenario on each (test files add
-/// the methods they need in `impl Pool` blocks of their own).
+/// One of the three pools, for tests that run the same scenario on each (the methods
+/// several files use are here; a file adds the others it needs in an `impl Pool` block
+/// of its own).
 #[derive(Clone)]
 pub enum Pool {
     Common(CommonAioPool),

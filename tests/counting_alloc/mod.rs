@@ -1,8 +1,10 @@
 //! A counting global allocator for the test binaries that count what the heap holds
 //! (`tests/allocations.rs`, `tests/memory_leaks.rs`, `tests/group_failures.rs`,
-//! `tests/session_fixes_review.rs`, `tests/flow_memory_with_unique_keys.rs`): included
-//! with `mod counting_alloc;`, it becomes that binary's allocator (and only that
-//! binary's). It counts:
+//! `tests/session_fixes_review.rs`, `tests/keys_at_scale.rs`,
+//! `tests/flow_memory_with_unique_keys.rs`,
+//! `tests/flow_control_across_runtimes_and_the_exit.rs`): included with
+//! `mod counting_alloc;`, it becomes that binary's allocator (and only that binary's).
+//! It counts:
 //! - live blocks, of every thread ([`LIVE_BLOCKS`]): a collection that grows its capacity
 //!   between rounds does not count;
 //! - live bytes, of the calling thread ([`live_bytes`]): what a collection keeps does.
