@@ -64,35 +64,14 @@ impl Pool {
     /// The three pools with `c` slots and `q` places in the queue (NoQueueAioPool has
     /// none), each with `flow`, none of them process-wide.
     fn all(c: usize, q: usize, flow: Flow) -> Vec<Pool> {
-        let mut common = CommonAioPool::builder()
-            .max_concurrency(c)
-            .max_queue_size(q)
-            .process_wide(false);
-        let mut no_queue = NoQueueAioPool::builder()
-            .max_concurrency(c)
-            .process_wide(false);
-        let mut smart = SmartAioPool::builder()
-            .max_concurrency(c)
-            .max_queue_size(q)
-            .process_wide(false)
-            .auto_shutdown(false);
-        if let Some((n, per)) = flow.rate {
-            common = common.rate_limit(n, per);
-            no_queue = no_queue.rate_limit(n, per);
-            smart = smart.rate_limit(n, per);
-        }
-        if let Some(w) = flow.weight {
-            common = common.weight_capacity(w);
-            no_queue = no_queue.weight_capacity(w);
-            smart = smart.weight_capacity(w);
-        }
+        let limits = support::FlowLimits {
+            max_per_key: flow.per_key,
+            weight_capacity: flow.weight,
+            rate: flow.rate,
+        };
+        let (common, no_queue, mut smart) = support::flow_builders(c, q, c, limits);
         if let Some((min, idle)) = flow.elastic {
             smart = smart.min_workers(min).idle_timeout(idle);
-        }
-        if let Some(k) = flow.per_key {
-            common = common.max_per_key(k);
-            no_queue = no_queue.max_per_key(k);
-            smart = smart.max_per_key(k);
         }
         vec![
             Pool::Common(common.build()),

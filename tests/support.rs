@@ -704,6 +704,25 @@ impl FlowLimits {
 /// As [`local_pools`], each pool with `limits`, and NoQueueAioPool with `no_queue_c` slots
 /// (a test may give it the others' queue places as well, where its held tasks wait).
 pub fn flow_pools(c: usize, q: usize, no_queue_c: usize, limits: FlowLimits) -> Vec<Pool> {
+    let (common, no_queue, smart) = flow_builders(c, q, no_queue_c, limits);
+    vec![
+        Pool::Common(common.build()),
+        Pool::NoQueue(no_queue.build()),
+        Pool::Smart(smart.build()),
+    ]
+}
+
+/// The builders of [`flow_pools`]' pools, for a test that sets more before building.
+pub fn flow_builders(
+    c: usize,
+    q: usize,
+    no_queue_c: usize,
+    limits: FlowLimits,
+) -> (
+    nb_aiopool::CommonAioPoolBuilder,
+    nb_aiopool::NoQueueAioPoolBuilder,
+    nb_aiopool::SmartAioPoolBuilder,
+) {
     let mut common = common_builder(c, q);
     let mut no_queue = NoQueueAioPool::builder()
         .max_concurrency(no_queue_c)
@@ -728,11 +747,7 @@ pub fn flow_pools(c: usize, q: usize, no_queue_c: usize, limits: FlowLimits) -> 
         no_queue = no_queue.rate_limit(count, per);
         smart = smart.rate_limit(count, per);
     }
-    vec![
-        Pool::Common(common.build()),
-        Pool::NoQueue(no_queue.build()),
-        Pool::Smart(smart.build()),
-    ]
+    (common, no_queue, smart)
 }
 
 /// The builder of [`common_local`]'s pool, for a test that sets more.

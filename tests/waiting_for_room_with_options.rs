@@ -49,25 +49,19 @@ enum Pool {
 impl Pool {
     /// Each pool with `c` slots, no waiting room, and `key_limit` as `max_per_key` if any.
     fn all(c: usize, q: usize, key_limit: Option<usize>) -> Vec<Pool> {
-        let mut common = support::common_builder(c, q);
-        let mut no_queue = NoQueueAioPool::builder()
-            .max_concurrency(c)
-            .process_wide(false);
-        let mut smart = SmartAioPool::builder()
-            .max_concurrency(c)
-            .max_queue_size(q)
-            .process_wide(false)
-            .auto_shutdown(false);
-        if let Some(k) = key_limit {
-            common = common.max_per_key(k);
-            no_queue = no_queue.max_per_key(k);
-            smart = smart.max_per_key(k);
-        }
-        let mut pools = vec![Pool::Common(common.build()), Pool::Smart(smart.build())];
-        if q == 0 {
-            pools.insert(1, Pool::NoQueue(no_queue.build()));
-        }
-        pools
+        let limits = support::FlowLimits {
+            max_per_key: key_limit,
+            ..support::FlowLimits::default()
+        };
+        // NoQueueAioPool only where the others have no waiting room either.
+        support::flow_pools(c, q, c, limits)
+            .into_iter()
+            .filter_map(|pool| match pool {
+                support::Pool::Common(p) => Some(Pool::Common(p)),
+                support::Pool::NoQueue(p) => (q == 0).then_some(Pool::NoQueue(p)),
+                support::Pool::Smart(p) => Some(Pool::Smart(p)),
+            })
+            .collect()
     }
 
     fn name(&self) -> &'static str {
