@@ -249,25 +249,27 @@ impl<T: Ordered> Order<T> {
     /// Removes the item whose [`seq`](Ordered::seq) is `seq` and whose priority is
     /// `priority`, if it is queued. A FIFO ring is in seq order but for items put back at
     /// the front, so it is searched by bisection first; a sorted queue is keyed by
-    /// priority and seq. Items put back at the front are searched one by one.
-    fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<(T, Stop)> {
+    /// priority and seq. Items put back at the front are searched one by one. Returns the
+    /// item, where it stood, and whether it was one put back at the front.
+    fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<(T, Stop, bool)> {
         match self {
             Order::Fifo(ring, first) => {
                 let pos = match ring.binary_search_by_key(&seq, T::seq) {
                     Ok(pos) => Some(pos),
                     Err(_) => ring.iter().position(|item| item.seq() == seq),
                 }?;
-                *first -= usize::from(pos < *first);
-                ring.remove(pos).map(|item| (item, Stop::Ring(pos)))
+                let front = pos < *first;
+                *first -= usize::from(front);
+                ring.remove(pos).map(|item| (item, Stop::Ring(pos), front))
             }
             Order::Sorted { map, front, .. } => {
                 if let Some(pos) = front.iter().position(|item| item.seq() == seq) {
-                    return front.remove(pos).map(|item| (item, Stop::Front(pos)));
+                    return front.remove(pos).map(|item| (item, Stop::Front(pos), true));
                 }
                 let from = (Reverse(priority), seq, 0);
                 let to = (Reverse(priority), seq, u64::MAX);
                 let key = *map.range(from..=to).next()?.0;
-                map.remove(&key).map(|item| (item, Stop::Map(key)))
+                map.remove(&key).map(|item| (item, Stop::Map(key), false))
             }
         }
     }
@@ -651,11 +653,7 @@ impl<T: Ordered> Queue<T> {
     /// Removes the item whose [`seq`](Ordered::seq) is `seq` and whose priority is
     /// `priority`, if it is queued (parked or not).
     pub(crate) fn remove_seq(&mut self, seq: u64, priority: i32) -> Option<T> {
-        let first = match &self.order {
-            Order::Fifo(_, first) => *first,
-            Order::Sorted { .. } => 0,
-        };
-        if let Some((item, at)) = self.order.remove_seq(seq, priority) {
+        if let Some((item, at, front)) = self.order.remove_seq(seq, priority) {
             // From behind where the last count stopped (the usual abort of a queued task),
             // the items before the cursor are as they were; from before it, one of them
             // went, counted or passed over: counts start from the head.
@@ -670,11 +668,6 @@ impl<T: Ordered> Queue<T> {
             if !behind {
                 self.moved();
             }
-            let front = match at {
-                Stop::Ring(pos) => pos < first,
-                Stop::Front(_) => true,
-                Stop::Map(_) => false,
-            };
             self.left_order(&item, front);
             return Some(item);
         }
@@ -1631,7 +1624,7 @@ mod tests {
                             }
                         });
                         let got = q.remove_seq(s, prio);
-                        let want = r.remove_seq(s, prio).map(|(j, _)| j);
+                        let want = r.remove_seq(s, prio).map(|(j, ..)| j);
                         assert_eq!(got, want, "{what}: remove_seq({s}) of {p:?}");
                         assert!(!q.any(|j| j.seq == s), "{what}: removed");
                     }
