@@ -211,27 +211,24 @@ fn remember_dropped(new: ExitFigures) {
 /// reports (`auto_shutdown(false)`, `process_wide(false)`) that cancelled tasks: nothing
 /// is lost silently.
 fn warn_unfinished_future_pools() {
-    // Taken under the registry's lock, read and let go after it: a pool whose other
-    // handles went meanwhile is dropped here, with its queued jobs, whose `Drop`s are user
-    // code (one that builds a pool takes this lock, and `DROPPED`'s).
-    let engines: Vec<_> = future_pools()
+    // Kept beside their figures past the registry's lock, and let go after it: a pool
+    // whose other handles went meanwhile is dropped here, with its queued jobs, whose
+    // `Drop`s are user code (one that builds a pool takes this lock, and `DROPPED`'s).
+    let (live, engines): (Vec<ExitFigures>, Vec<_>) = future_pools()
         .iter()
         .filter_map(|entry| {
             let e = entry.engine.upgrade()?;
-            Some((entry.kind, entry.name.clone(), entry.process_wide, e))
+            let figures = ExitFigures {
+                kind: entry.kind,
+                name: entry.name.clone(),
+                process_wide: entry.process_wide,
+                figures: e.figures(),
+                pools: 1,
+                dropped: false,
+            };
+            Some((figures, e))
         })
-        .collect();
-    let live: Vec<ExitFigures> = engines
-        .iter()
-        .map(|(kind, name, process_wide, e)| ExitFigures {
-            kind: *kind,
-            name: name.clone(),
-            process_wide: *process_wide,
-            figures: e.figures(),
-            pools: 1,
-            dropped: false,
-        })
-        .collect();
+        .unzip();
     let dropped = DROPPED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // After `DROPPED` was read: a pool dropped here is reported once, as a live one.
     drop(engines);
