@@ -48,12 +48,14 @@ impl Meta {
         })))
     }
 
+    #[inline]
     pub(crate) fn priority(&self) -> i32 {
         self.0
             .as_ref()
             .map_or(Self::DEFAULT_PRIORITY, |o| o.priority)
     }
 
+    #[inline]
     pub(crate) fn weight(&self) -> u32 {
         self.0.as_ref().map_or(Self::DEFAULT_WEIGHT, |o| o.weight)
     }

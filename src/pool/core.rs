@@ -189,7 +189,10 @@ impl<J: Job> Core<J> {
     /// the one `submit` returns (measured with `bench/src/bin/future_size.rs`).
     #[inline(never)]
     fn ready<S: Submit<J>>(&self, item: S, meta: &Meta) -> S::Ready {
-        item.ready(Shared::new(self.engine.id(), meta.priority()))
+        // The slot first: with the item moved first, it was copied aside in case a call
+        // made for the slot unwound.
+        let shared = Shared::new(self.engine.id(), meta.priority());
+        item.ready(shared)
     }
 
     /// [`push_with`](Self::push_with) of an item made [`ready`](Self::ready).
