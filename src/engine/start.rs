@@ -148,7 +148,38 @@ impl<J: Job> Engine<J> {
     /// all over (`exit_start` lifts the hold): a submit or a rate tick from a thread that
     /// goes on queues its job, and the exit starts it. Runs the exit waits for, still
     /// inside a poll on another thread, hold only their own slots, keys and weights.
+    ///
+    /// Decided inline when there is nothing to do, as in a busy pool's steady state (every
+    /// slot running, nothing reserved, no worker to add): the call's entry and exit alone
+    /// cost about 38 instructions, and it is made about twice per job (BENCHMARKS.md,
+    /// "2026-12-06, from 23:39 UTC").
+    #[inline]
     pub(super) fn fill_free(
+        self: &Arc<Self>,
+        st: &mut State<J>,
+        rt: Option<RtRef>,
+        later: &mut Deferred<J>,
+    ) {
+        if Self::may_fill(st) {
+            self.fill_free_now(st, rt, later);
+        }
+    }
+
+    /// Whether [`fill_free`](Self::fill_free) may do anything: a slot to reserve, a
+    /// reservation that may want a claimer, or (elastic) a worker to add. `false` implies
+    /// that [`fill`](Self::fill) returns at `wants_slots` having grown nothing, and that
+    /// [`claim_here`](Self::claim_here) adds no claimer (it needs a reservation).
+    #[inline]
+    fn may_fill(st: &State<J>) -> bool {
+        st.reserved > 0
+            || Self::has_room(st)
+            || (st.elastic.is_some()
+                && st.queue.len() > st.limit.saturating_sub(st.running)
+                && st.limit < st.max_concurrency)
+    }
+
+    #[inline(never)]
+    fn fill_free_now(
         self: &Arc<Self>,
         st: &mut State<J>,
         rt: Option<RtRef>,
