@@ -259,7 +259,9 @@
 //! - [`group`](CommonAioPool::group) gives a [`TaskGroup`]: join as completed or all in
 //!   order, cancel the rest on the first error, abort everything when dropped.
 //! - [`SubmitOptions`] with [`submit_with`](CommonAioPool::submit_with): priority, weight,
-//!   key, and a deadline for waiting for room. Builders add `rate_limit`,
+//!   key, and a deadline for waiting for room; a group takes them too
+//!   ([`TaskGroup::submit_with`], [`SmartTaskGroup::submit_with`], and `try_submit_with`),
+//!   its tasks counted with the pool's others. Builders add `rate_limit`,
 //!   `weight_capacity` and `max_per_key`; [`set_max_concurrency`](CommonAioPool::set_max_concurrency)
 //!   resizes a running pool.
 //!
@@ -283,7 +285,11 @@
 //! assert_eq!(doubled, [2, 4, 6, 8, 10]);
 //!
 //! let opts = SubmitOptions::new().key("example.com").priority(1);
-//! assert_eq!(pool.submit_with(async { 7 }, opts).await.unwrap().await.unwrap(), 7);
+//! assert_eq!(pool.submit_with(async { 7 }, opts.clone()).await.unwrap().await.unwrap(), 7);
+//!
+//! let mut group = pool.group();
+//! group.submit_with(async { 8 }, opts).await.unwrap();
+//! assert_eq!(group.join_next().await.unwrap().unwrap(), 8);
 //! # }
 //! ```
 //!

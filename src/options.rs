@@ -35,7 +35,7 @@ use std::time::Duration;
 /// Options not passed to a submit do nothing, so dropping them does nothing; passed to
 /// one, they go with the task (its key, with the pool's per-key count, until it ends).
 #[derive(Debug, Clone)]
-#[must_use = "options do nothing until passed to `submit_with`, `try_submit_with` or `blocking_submit_with`"]
+#[must_use = "options do nothing until passed to `submit_with`, `try_submit_with` or `blocking_submit_with` (of a pool or a task group)"]
 pub struct SubmitOptions {
     pub(crate) priority: i32,
     pub(crate) weight: u32,
@@ -65,8 +65,9 @@ impl SubmitOptions {
     /// Priorities order the pool's queue, and the submitters waiting for room in a full
     /// pool: a higher one gets the next room first (first come, first served among
     /// equals), also in a [`NoQueueAioPool`](crate::NoQueueAioPool), which has no queue.
-    /// Only `submit_with` and `blocking_submit_with` wait with a priority: `submit`,
-    /// `blocking_submit`, streams and groups wait with priority 0. From the process
+    /// Only `submit_with` (a pool's or a task group's) and `blocking_submit_with` wait
+    /// with a priority: `submit`, `blocking_submit`, streams and a group's `submit` wait
+    /// with priority 0. From the process
     /// exit's take-over of an `auto_shutdown` `SmartAioPool` on, room goes to whichever
     /// waiting submitter, or new submit, takes it first, whatever its priority (the crate
     /// docs, "Guarantees"); queued tasks keep their priority order, but for interrupted

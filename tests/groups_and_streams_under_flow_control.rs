@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,24 +17,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use nb_aiopool::{
-    CancelReason, CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool, SmartTaskGroup,
-    SubmitOptions, TaskError, TaskGroup, TaskHandle,
+    CancelReason, CommonAioPool, NoQueueAioPool, PoolStats, SmartAioPool, SubmitOptions, TaskError,
+    TaskHandle,
 };
-use support::within;
+use support::{make, within, BoxFut, Group, Make};
 use tokio::time::Instant;
-
-type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-/// What a test runs: a factory of futures (a recipe for SmartAioPool, called once per
-/// run; the future itself for the other two).
-type Make<T> = Arc<dyn Fn() -> BoxFut<T> + Send + Sync>;
-
-fn make<T, F, Fut>(f: F) -> Make<T>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    Arc::new(move || Box::pin(f()) as BoxFut<T>)
-}
 
 /// The panics of this file's tasks, kept off the output.
 const PANICS: &[&str] = &["grpflow: the task panics"];
@@ -231,78 +217,6 @@ impl<T> Mapped<T> {
         match self {
             Mapped::Ordered(s) => s.abort_all(),
             Mapped::Unordered(s) => s.abort_all(),
-        }
-    }
-}
-
-/// A group of one of the three pools, with one surface.
-enum Group<T> {
-    Futures(TaskGroup<T>),
-    Recipes(SmartTaskGroup<T>),
-}
-
-impl<T: Send + 'static> Group<T> {
-    async fn submit(
-        &mut self,
-        job: Make<T>,
-    ) -> Result<nb_aiopool::TaskId, nb_aiopool::SubmitErrorKind> {
-        match self {
-            Group::Futures(g) => g.submit(job()).await.map_err(|e| e.kind()),
-            Group::Recipes(g) => g.submit(move || job()).await.map_err(|e| e.kind()),
-        }
-    }
-
-    fn try_submit(
-        &mut self,
-        job: Make<T>,
-    ) -> Result<nb_aiopool::TaskId, nb_aiopool::TrySubmitErrorKind> {
-        match self {
-            Group::Futures(g) => g.try_submit(job()).map_err(|e| e.kind()),
-            Group::Recipes(g) => g.try_submit(move || job()).map_err(|e| e.kind()),
-        }
-    }
-
-    async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
-        match self {
-            Group::Futures(g) => g.join_next().await,
-            Group::Recipes(g) => g.join_next().await,
-        }
-    }
-
-    async fn join_all(self) -> Vec<Result<T, TaskError>> {
-        match self {
-            Group::Futures(g) => g.join_all().await,
-            Group::Recipes(g) => g.join_all().await,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Group::Futures(g) => g.len(),
-            Group::Recipes(g) => g.len(),
-        }
-    }
-
-    fn abort_all(&self) {
-        match self {
-            Group::Futures(g) => g.abort_all(),
-            Group::Recipes(g) => g.abort_all(),
-        }
-    }
-
-    fn cancel_on_panic(self) -> Self {
-        match self {
-            Group::Futures(g) => Group::Futures(g.cancel_on_panic(true)),
-            Group::Recipes(g) => Group::Recipes(g.cancel_on_panic(true)),
-        }
-    }
-}
-
-impl<T: Send + 'static, E: Send + 'static> Group<Result<T, E>> {
-    fn cancel_on_error(self) -> Self {
-        match self {
-            Group::Futures(g) => Group::Futures(g.cancel_on_error(true)),
-            Group::Recipes(g) => Group::Recipes(g.cancel_on_error(true)),
         }
     }
 }
@@ -895,7 +809,7 @@ async fn random_case(
                 let g = pool.group();
                 groups.push(match rng.below(3) {
                     0 => g.cancel_on_error(),
-                    1 => g.cancel_on_panic(),
+                    1 => g.cancel_on_panic(true),
                     _ => g,
                 });
             }

@@ -1025,3 +1025,175 @@ where
     assert_eq!(pool.stats().queued, 0, "B left the queue for a slot on rt2");
     (rt1, rt2, b)
 }
+
+// ----- groups of the three pools ------------------------------------------------------------
+
+/// A boxed future, for tests that give the three pools one job type.
+pub type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// What a test submits: a factory of futures (SmartAioPool's recipe, called once per run;
+/// the other two pools take the future it makes).
+pub type Make<T> = Arc<dyn Fn() -> BoxFut<T> + Send + Sync>;
+
+/// A [`Make`] of `f`.
+pub fn make<T, F, Fut>(f: F) -> Make<T>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    Arc::new(move || Box::pin(f()) as BoxFut<T>)
+}
+
+/// A refused group `submit_with`: its kind, and the task handed back (for SmartAioPool, a
+/// run of the recipe that came back).
+pub struct Refused<T> {
+    pub kind: nb_aiopool::SubmitErrorKind,
+    pub back: BoxFut<T>,
+}
+
+impl<T> std::fmt::Debug for Refused<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Refused({:?})", self.kind)
+    }
+}
+
+/// A group's submit future, boxed to one type.
+pub type Submitting<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<nb_aiopool::TaskId, Refused<T>>> + Send + 'a>,
+>;
+
+/// A task group of one of the three pools ([`Pool::task_group`]), with one surface, for
+/// jobs given as [`Make`]s.
+pub enum Group<T> {
+    Futures(nb_aiopool::TaskGroup<T>),
+    Recipes(nb_aiopool::SmartTaskGroup<T>),
+}
+
+impl<T: Send + 'static> Group<T> {
+    /// `submit(job)`; the refusal's kind on error.
+    pub async fn submit(
+        &mut self,
+        job: Make<T>,
+    ) -> Result<nb_aiopool::TaskId, nb_aiopool::SubmitErrorKind> {
+        match self {
+            Group::Futures(g) => g.submit(job()).await.map_err(|e| e.kind()),
+            Group::Recipes(g) => g.submit(move || job()).await.map_err(|e| e.kind()),
+        }
+    }
+
+    /// `try_submit(job)`; the refusal's kind on error.
+    pub fn try_submit(
+        &mut self,
+        job: Make<T>,
+    ) -> Result<nb_aiopool::TaskId, nb_aiopool::TrySubmitErrorKind> {
+        match self {
+            Group::Futures(g) => g.try_submit(job()).map_err(|e| e.kind()),
+            Group::Recipes(g) => g.try_submit(move || job()).map_err(|e| e.kind()),
+        }
+    }
+
+    /// `submit_with(job, opts)`; the refusal's kind and the task handed back on error.
+    pub fn submit_with(
+        &mut self,
+        job: Make<T>,
+        opts: nb_aiopool::SubmitOptions,
+    ) -> Submitting<'_, T> {
+        match self {
+            Group::Futures(g) => Box::pin(async move {
+                g.submit_with(job(), opts).await.map_err(|e| Refused {
+                    kind: e.kind(),
+                    back: e.into_inner(),
+                })
+            }),
+            Group::Recipes(g) => Box::pin(async move {
+                g.submit_with(move || job(), opts)
+                    .await
+                    .map_err(|e| Refused {
+                        kind: e.kind(),
+                        back: e.into_inner()(),
+                    })
+            }),
+        }
+    }
+
+    /// `try_submit_with(job, opts)`; the refusal's kind and the task handed back on error.
+    pub fn try_submit_with(
+        &mut self,
+        job: Make<T>,
+        opts: nb_aiopool::SubmitOptions,
+    ) -> Result<nb_aiopool::TaskId, (nb_aiopool::TrySubmitErrorKind, BoxFut<T>)> {
+        match self {
+            Group::Futures(g) => g
+                .try_submit_with(job(), opts)
+                .map_err(|e| (e.kind(), e.into_inner())),
+            Group::Recipes(g) => g
+                .try_submit_with(move || job(), opts)
+                .map_err(|e| (e.kind(), e.into_inner()())),
+        }
+    }
+
+    pub async fn join_next(&mut self) -> Option<Result<T, nb_aiopool::TaskError>> {
+        match self {
+            Group::Futures(g) => g.join_next().await,
+            Group::Recipes(g) => g.join_next().await,
+        }
+    }
+
+    pub async fn join_next_with_id(
+        &mut self,
+    ) -> Option<(nb_aiopool::TaskId, Result<T, nb_aiopool::TaskError>)> {
+        match self {
+            Group::Futures(g) => g.join_next_with_id().await,
+            Group::Recipes(g) => g.join_next_with_id().await,
+        }
+    }
+
+    pub async fn join_all(self) -> Vec<Result<T, nb_aiopool::TaskError>> {
+        match self {
+            Group::Futures(g) => g.join_all().await,
+            Group::Recipes(g) => g.join_all().await,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Group::Futures(g) => g.len(),
+            Group::Recipes(g) => g.len(),
+        }
+    }
+
+    pub fn abort_all(&self) {
+        match self {
+            Group::Futures(g) => g.abort_all(),
+            Group::Recipes(g) => g.abort_all(),
+        }
+    }
+
+    /// With `enabled`, cancel-on-panic: the group's submits go through its watcher.
+    pub fn cancel_on_panic(self, enabled: bool) -> Self {
+        match self {
+            Group::Futures(g) => Group::Futures(g.cancel_on_panic(enabled)),
+            Group::Recipes(g) => Group::Recipes(g.cancel_on_panic(enabled)),
+        }
+    }
+}
+
+impl<T: Send + 'static, E: Send + 'static> Group<Result<T, E>> {
+    pub fn cancel_on_error(self) -> Self {
+        match self {
+            Group::Futures(g) => Group::Futures(g.cancel_on_error(true)),
+            Group::Recipes(g) => Group::Recipes(g.cancel_on_error(true)),
+        }
+    }
+}
+
+impl Pool {
+    /// A new task group of this pool (`group()`), as a [`Group`].
+    pub fn task_group<T: Send + 'static>(&self) -> Group<T> {
+        match self {
+            Pool::Common(p) => Group::Futures(p.group()),
+            Pool::NoQueue(p) => Group::Futures(p.group()),
+            Pool::Smart(p) => Group::Recipes(p.group()),
+        }
+    }
+}

@@ -148,9 +148,9 @@ impl<J: Job> Core<J> {
         }
     }
 
-    /// Pushes an admitted item for a group or a stream, whose items have no options and
-    /// whose submits never free what ended jobs left; gives it back if the pool closed
-    /// meanwhile or no runtime can run it.
+    /// Pushes an admitted item for a stream, whose items have no options and whose
+    /// submits never free what ended jobs left; gives it back if the pool closed meanwhile
+    /// or no runtime can run it.
     pub(crate) fn push_admitted<S: Submit<J>>(
         &self,
         item: S,
@@ -158,13 +158,24 @@ impl<J: Job> Core<J> {
         self.push_with(item, Meta::default(), false)
     }
 
-    /// [`push_admitted`](Self::push_admitted) of an item made
-    /// [`ready_for_group`](Self::ready_for_group).
+    /// [`push_admitted`](Self::push_admitted) for a group, with the item's settings
+    /// (`Meta::default()` for a plain `try_submit`, `try_submit_with`'s otherwise).
+    pub(crate) fn push_admitted_with<S: Submit<J>>(
+        &self,
+        item: S,
+        meta: Meta,
+    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
+        self.push_with(item, meta, false)
+    }
+
+    /// [`push_admitted_with`](Self::push_admitted_with) of an item made
+    /// [`ready_for_group`](Self::ready_for_group) (with the same settings).
     pub(crate) fn push_admitted_ready<S: Submit<J>>(
         &self,
         ready: S::Ready,
+        meta: Meta,
     ) -> Result<TaskHandle<S::Output>, PushError<S>> {
-        self.push_ready::<S>(ready, Meta::default(), false)
+        self.push_ready::<S>(ready, meta, false)
     }
 
     /// Pushes an admitted item with its settings; gives it back if the pool closed
@@ -264,8 +275,9 @@ impl<J: Job> Core<J> {
         ready: S::Ready,
         meta: Meta,
         limit: std::time::Duration,
+        reap: bool,
     ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
-        let (ready, meta) = match self.submit_now::<S>(ready, meta, true) {
+        let (ready, meta) = match self.submit_now::<S>(ready, meta, reap) {
             Ok(waits) => waits,
             Err(done) => return done,
         };
@@ -277,7 +289,31 @@ impl<J: Job> Core<J> {
             }
             Err(kind) => Err(kind),
         };
-        self.submit_waited::<S>(ready, meta, true, admitted)
+        self.submit_waited::<S>(ready, meta, reap, admitted)
+    }
+
+    /// A submit with options of an item made [`ready`](Self::ready) with `meta`: refused
+    /// at once if its weight can never fit, otherwise [`submit_ready`](Self::submit_ready),
+    /// or [`submit_ready_within`](Self::submit_ready_within) with a deadline. The body of
+    /// the pool's `submit_with` and of a group's (`reap` as in
+    /// [`push_with`](Self::push_with)). Cancel safe.
+    async fn submit_ready_with<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+        limit: Option<std::time::Duration>,
+        reap: bool,
+    ) -> Result<TaskHandle<S::Output>, SubmitError<S>> {
+        if let Err(kind) = self.engine.check_weight(&meta) {
+            return Err(SubmitError::new(kind, S::unready(ready)));
+        }
+        match limit {
+            None => self.submit_ready::<S>(ready, meta, reap).await,
+            Some(limit) => {
+                self.submit_ready_within::<S>(ready, meta, limit, reap)
+                    .await
+            }
+        }
     }
 
     /// The first step of a submit: `Ok` with the item back (and its settings) if it is to
@@ -328,10 +364,12 @@ impl<J: Job> Core<J> {
         self.submit_ready::<S>(ready, Meta::default(), true)
     }
 
-    /// An item made ready for [`submit_for_group`](Self::submit_for_group), at the
-    /// group's submit call (so that the group's future holds a pointer, not the item).
-    pub(crate) fn ready_for_group<S: Submit<J>>(&self, item: S) -> S::Ready {
-        self.ready(item, &Meta::default())
+    /// An item made ready for [`submit_for_group`](Self::submit_for_group) (with
+    /// `Meta::default()`) or [`submit_for_group_with`](Self::submit_for_group_with) (with
+    /// its options' settings), at the group's submit call (so that the group's future
+    /// holds a pointer, not the item).
+    pub(crate) fn ready_for_group<S: Submit<J>>(&self, item: S, meta: &Meta) -> S::Ready {
+        self.ready(item, meta)
     }
 
     /// [`submit`](Self::submit) for a group without a watcher, of an item made
@@ -344,6 +382,21 @@ impl<J: Job> Core<J> {
         ready: S::Ready,
     ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
         self.submit_ready::<S>(ready, Meta::default(), false)
+    }
+
+    /// [`submit_for_group`](Self::submit_for_group) with options: the pool's
+    /// [`submit_with`](Self::submit_with) of an item made
+    /// [`ready_for_group`](Self::ready_for_group) with `meta` (its weight checked at the
+    /// first poll, its wait in line with its priority and bounded by `limit`), freeing
+    /// nothing ended jobs left, as the group's plain submit. Cancel safe.
+    #[allow(clippy::manual_async_fn)] // declared `Send`, as `submit`
+    pub(crate) fn submit_for_group_with<S: Submit<J>>(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+        limit: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<TaskHandle<S::Output>, SubmitError<S>>> + Send + '_ {
+        self.submit_ready_with::<S>(ready, meta, limit, false)
     }
 
     pub(crate) fn try_submit<S: Submit<J>>(
@@ -416,15 +469,7 @@ impl<J: Job> Core<J> {
         // Made ready at the call, as in `submit`.
         let meta = meta_of(&opts);
         let ready = self.ready(item, &meta);
-        async move {
-            if let Err(kind) = self.engine.check_weight(&meta) {
-                return Err(SubmitError::new(kind, S::unready(ready)));
-            }
-            match opts.timeout {
-                None => self.submit_ready::<S>(ready, meta, true).await,
-                Some(limit) => self.submit_ready_within::<S>(ready, meta, limit).await,
-            }
-        }
+        self.submit_ready_with::<S>(ready, meta, opts.timeout, true)
     }
 
     /// `try_submit` with per-task options (the timeout does not apply: it never waits).
@@ -499,7 +544,8 @@ fn refused_submit<J: Job, S: Submit<J>>(refused: PushError<S::Ready>) -> SubmitE
     SubmitError::new(refused.kind(), S::unready(refused.into_inner()))
 }
 
-fn meta_of(opts: &SubmitOptions) -> Meta {
+/// A submit's flow-control settings, from its options (the defaults take no allocation).
+pub(crate) fn meta_of(opts: &SubmitOptions) -> Meta {
     Meta::new(opts.priority, opts.weight, opts.key.clone())
 }
 
@@ -532,6 +578,7 @@ pub(crate) fn checked(limits: LimitsConfig) -> LimitsConfig {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::{FutureJob, Submit};
     use crate::pool::recipe::SmartJob;
@@ -624,11 +671,20 @@ mod tests {
         }
         assert_eq!(submit.await.unwrap().await.unwrap(), 1);
         assert_eq!(run.await.unwrap(), 1);
-        // A group's submit, with and without a watcher (cancel-on-panic).
+        // A group's submit and submit_with, with and without a watcher (cancel-on-panic).
         let mut group = pool.group();
         small(group.submit(big())).await.unwrap();
         let mut watched = pool.group().cancel_on_panic(true);
         small(watched.submit(big())).await.unwrap();
+        assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+        assert_eq!(watched.join_next().await.unwrap().unwrap(), 1);
+        let opts = || {
+            crate::SubmitOptions::new()
+                .key("k")
+                .timeout(Duration::from_secs(9))
+        };
+        small(group.submit_with(big(), opts())).await.unwrap();
+        small(watched.submit_with(big(), opts())).await.unwrap();
         assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
         assert_eq!(watched.join_next().await.unwrap().unwrap(), 1);
         // Refused after all: the future comes back from its run's allocation, whole.
@@ -652,6 +708,12 @@ mod tests {
         let (mut group, mut watched) = (pool.group(), pool.group().cancel_on_panic(true));
         small(group.submit(big())).await.unwrap();
         small(watched.submit(big())).await.unwrap();
+        for group in [&mut group, &mut watched] {
+            assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+        }
+        let opts = || crate::SubmitOptions::new().key("k").priority(2);
+        small(group.submit_with(big(), opts())).await.unwrap();
+        small(watched.submit_with(big(), opts())).await.unwrap();
         for group in [&mut group, &mut watched] {
             assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
         }

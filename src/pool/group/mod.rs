@@ -19,15 +19,17 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 
-use super::core::{Core, Submit};
+use super::core::{meta_of, Core, Submit};
 use super::recipe::Recipe;
-use crate::engine::{AdmitError, Job, PushError};
+use crate::engine::{AdmitError, Engine, Job, Meta, PushError};
 use crate::error::{SubmitError, SubmitErrorKind, TaskError};
+use crate::options::SubmitOptions;
 use crate::task::{AbortHandle, TaskHandle, TaskId};
 
 mod smart_task_group;
@@ -411,6 +413,14 @@ impl<F: Future> Future for Watched<F> {
     }
 }
 
+/// A refused watched future's error, with the future unwrapped (it never ran: its
+/// watcher, dropped, trips nothing).
+fn unwatched<F: Future>(e: SubmitError<Watched<F>>) -> SubmitError<F> {
+    let kind = e.kind();
+    let fut = e.into_inner().fut;
+    SubmitError::new(kind, fut.expect("a refused task was never polled"))
+}
+
 /// A recipe of a cancel-on-error [`SmartTaskGroup`]: each run is watched.
 struct WatchedRecipe<R, T> {
     recipe: R,
@@ -432,6 +442,79 @@ where
         let fut = (self.recipe)();
         std::mem::forget(guard);
         Watched::new(fut, self.watch.clone())
+    }
+}
+
+// ----- how a watched submit waits -----------------------------------------------------------
+
+/// How a submit of a watching group waits for room once the pool is full, and with what
+/// settings its task is queued: as `submit` ([`Plain`]: priority 0, no deadline, no
+/// options) or as `submit_with` ([`WithOptions`]). A type rather than a value, so that a
+/// plain submit's future holds no timer and no settings, and takes no branch for options
+/// it has none of (as the core keeps `submit_ready` and `submit_ready_within` apart).
+trait Waiting: Send + Sync + 'static {
+    /// Refuses the task before it waits if it can never run (a weight beyond the pool's
+    /// `weight_capacity`: `TooHeavy`, reported), as the pool's `submit_with` does.
+    fn check<J: Job>(&self, _engine: &Engine<J>) -> Result<(), SubmitErrorKind> {
+        Ok(())
+    }
+
+    /// The wait for room: the engine's [`admit_waiting`](Engine::admit_waiting) in line
+    /// with the task's priority, or [`admit_waiting_within`](Engine::admit_waiting_within)
+    /// its deadline. Cancel safe.
+    fn wait<'a, J: Job>(
+        &'a self,
+        engine: &'a Arc<Engine<J>>,
+    ) -> impl Future<Output = Result<(), SubmitErrorKind>> + Send + 'a;
+
+    /// The task's flow-control settings, for its push.
+    fn into_meta(self) -> Meta;
+}
+
+/// A watched `submit`: priority 0, no deadline, the default settings.
+struct Plain;
+
+impl Waiting for Plain {
+    #[inline]
+    fn wait<'a, J: Job>(
+        &'a self,
+        engine: &'a Arc<Engine<J>>,
+    ) -> impl Future<Output = Result<(), SubmitErrorKind>> + Send + 'a {
+        engine.admit_waiting(0)
+    }
+
+    #[inline]
+    fn into_meta(self) -> Meta {
+        Meta::default()
+    }
+}
+
+/// A watched `submit_with`: its options' settings, and their deadline for room.
+struct WithOptions {
+    meta: Meta,
+    limit: Option<Duration>,
+}
+
+impl Waiting for WithOptions {
+    fn check<J: Job>(&self, engine: &Engine<J>) -> Result<(), SubmitErrorKind> {
+        engine.check_weight(&self.meta)
+    }
+
+    fn wait<'a, J: Job>(
+        &'a self,
+        engine: &'a Arc<Engine<J>>,
+    ) -> impl Future<Output = Result<(), SubmitErrorKind>> + Send + 'a {
+        let priority = self.meta.priority();
+        async move {
+            match self.limit {
+                None => engine.admit_waiting(priority).await,
+                Some(limit) => engine.admit_waiting_within(limit, priority).await,
+            }
+        }
+    }
+
+    fn into_meta(self) -> Meta {
+        self.meta
     }
 }
 
@@ -482,8 +565,10 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
 
     /// Waits for room in the pool, for a task of a group that watches its tasks, unless a
     /// task of the group fails first (then, or if one failed already, `Closed`); a refusal
-    /// is reported to the observability features, as `try_admit`'s is. Cancel safe.
-    async fn admit(&self) -> Result<(), SubmitErrorKind> {
+    /// is reported to the observability features, as `try_admit`'s is. It waits as
+    /// `waiting` says (in line with its priority, and until its deadline: then
+    /// `TimedOut`). Cancel safe.
+    async fn admit<W: Waiting>(&self, waiting: &W) -> Result<(), SubmitErrorKind> {
         let trip = &self.cancel.as_ref().expect("a watching group").0;
         // Made before the look at `tripped`: a trip after that look wakes it.
         let failed = trip.failed.notified();
@@ -494,7 +579,7 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         match self.core.engine.admit_or_wait() {
             Some(done) => done?,
             None => {
-                let waiting = self.core.engine.admit_waiting(0);
+                let waiting = waiting.wait(&self.core.engine);
                 match futures_util::future::select(std::pin::pin!(waiting), std::pin::pin!(failed))
                     .await
                 {
@@ -539,13 +624,21 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
         })
     }
 
-    /// Pushes an admitted item (its watcher, if any, already inside) and keeps its handle.
+    /// A `try_submit_with`'s first check, as the pool's: a weight beyond the pool's
+    /// `weight_capacity` is refused (`TooHeavy`, reported).
+    fn check_weight(&self, meta: &Meta) -> Result<(), SubmitErrorKind> {
+        self.core.engine.check_weight(meta)
+    }
+
+    /// Pushes an admitted item (its watcher, if any, already inside) with its settings
+    /// (`Meta::default()` for a plain `try_submit`) and keeps its handle.
     fn push<S: Submit<J, Output = T>>(
         &mut self,
         item: S,
+        meta: Meta,
         key: Option<Registered>,
     ) -> Result<TaskId, PushError<S>> {
-        match self.core.push_admitted(item) {
+        match self.core.push_admitted_with(item, meta) {
             Ok(handle) => Ok(self.keep(handle, key)),
             Err(e) => {
                 unwatch(key);
@@ -599,19 +692,40 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     {
         debug_assert!(!self.watches(), "a watching group submits with its watcher");
         // Made ready at the call, as in `Core::submit`: the future holds a pointer.
-        let ready = self.core.ready_for_group(item);
+        let ready = self.core.ready_for_group(item, &Meta::default());
         async move {
             let handle = self.core.submit_for_group::<S>(ready).await?;
             Ok(self.keep(handle, None))
         }
     }
 
+    /// [`submit`](Self::submit) with per-task options: the pool's `submit_with`
+    /// ([`Core::submit_for_group_with`]: weight, priority, key, deadline), then the task
+    /// kept as the group's. Kept apart from `submit` as the core keeps its `submit_with`
+    /// apart, so that a plain submit's future carries no settings and no deadline.
+    /// Declared `Send`, as `submit`. Cancel safe.
+    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see `submit`)
+    pub(crate) fn submit_with<S: Submit<J, Output = T>>(
+        &mut self,
+        item: S,
+        opts: SubmitOptions,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<S>>> + Send + '_
+    where
+        T: Send + 'static,
+    {
+        debug_assert!(!self.watches(), "a watching group submits with its watcher");
+        let (meta, limit) = (meta_of(&opts), opts.timeout);
+        let ready = self.core.ready_for_group(item, &meta);
+        async move {
+            let handle = (self.core)
+                .submit_for_group_with::<S>(ready, meta, limit)
+                .await?;
+            Ok(self.keep(handle, None))
+        }
+    }
+
     /// Submits an item into a group that watches its tasks (the item holds its watcher,
-    /// whose registry entry is `key`): made ready at the call, as [`submit`](Self::submit)
-    /// makes its item, then queued once there is room and no task of the group has
-    /// failed. Declared `Send` rather than an `async fn`, as `submit`. Cancel safe: dropped
-    /// while it waits, it submits nothing, and the entry is removed.
-    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
+    /// whose registry entry is `key`), as `submit` does ([`Plain`]).
     fn submit_watched<S: Submit<J, Output = T>>(
         &mut self,
         item: S,
@@ -620,13 +734,51 @@ impl<J: Job, T: Send + 'static> Group<J, T> {
     where
         T: Send + 'static,
     {
-        let ready = self.core.ready_for_group(item);
+        let ready = self.core.ready_for_group(item, &Meta::default());
+        self.submit_watched_as::<S, _>(ready, key, Plain)
+    }
+
+    /// [`submit_watched`](Self::submit_watched) with per-task options, as `submit_with`
+    /// takes them ([`WithOptions`]).
+    fn submit_watched_with<S: Submit<J, Output = T>>(
+        &mut self,
+        item: S,
+        key: Registered,
+        opts: SubmitOptions,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<S>>> + Send + '_
+    where
+        T: Send + 'static,
+    {
+        let (meta, limit) = (meta_of(&opts), opts.timeout);
+        let ready = self.core.ready_for_group(item, &meta);
+        self.submit_watched_as::<S, _>(ready, key, WithOptions { meta, limit })
+    }
+
+    /// The body of a watching group's submits: the item made ready at the call (as
+    /// [`submit`](Self::submit) makes its item; with `waiting`'s settings), then queued
+    /// once there is room and no task of the group has failed. Declared `Send` rather
+    /// than an `async fn`, as `submit`. Cancel safe: dropped while it waits, it submits
+    /// nothing, and the entry is removed.
+    #[allow(clippy::manual_async_fn)] // declared `Send` on purpose (see above)
+    fn submit_watched_as<S: Submit<J, Output = T>, W: Waiting>(
+        &mut self,
+        ready: S::Ready,
+        key: Registered,
+        waiting: W,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<S>>> + Send + '_
+    where
+        T: Send + 'static,
+    {
         let entry = PendingEntry(Some(key));
         async move {
-            if let Err(kind) = self.admit().await {
+            let admitted = match waiting.check(&self.core.engine) {
+                Ok(()) => self.admit(&waiting).await,
+                Err(kind) => Err(kind),
+            };
+            if let Err(kind) = admitted {
                 return Err(SubmitError::new(kind, S::unready(ready)));
             }
-            match self.core.push_admitted_ready::<S>(ready) {
+            match (self.core).push_admitted_ready::<S>(ready, waiting.into_meta()) {
                 Ok(handle) => Ok(self.keep(handle, entry.keep())),
                 Err(e) => Err(SubmitError::new(e.kind(), e.into_inner())),
             }

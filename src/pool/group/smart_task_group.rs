@@ -7,11 +7,12 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{Either, FutureExt};
 
-use super::super::core::Core;
+use super::super::core::{meta_of, Core};
 use super::super::recipe::SmartJob;
 use super::{Group, WatchedRecipe};
-use crate::engine::{AdmitError, PushError};
+use crate::engine::{AdmitError, Meta, PushError};
 use crate::error::{SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
+use crate::options::SubmitOptions;
 use crate::task::TaskId;
 
 /// A set of recipes submitted to one [`SmartAioPool`](crate::SmartAioPool): [`TaskGroup`](crate::TaskGroup)'s API in recipe form;
@@ -130,12 +131,72 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
                 let submit = self
                     .inner
                     .submit_watched(WatchedRecipe { recipe, watch }, key);
-                Either::Right(submit.map(|r| {
-                    r.map_err(|e| {
-                        let kind = e.kind();
-                        SubmitError::new(kind, e.into_inner().recipe)
-                    })
-                }))
+                Either::Right(submit.map(|r| r.map_err(unwatched_recipe)))
+            }
+        }
+    }
+
+    /// Submits a recipe as a task of this group with per-task options
+    /// ([`SubmitOptions`]: priority, weight, key, and a deadline for waiting for room),
+    /// waiting while the pool is full; returns the task's id.
+    ///
+    /// As [`TaskGroup::submit_with`](crate::TaskGroup::submit_with), with a recipe: the
+    /// options work as with the pool's own
+    /// [`SmartAioPool::submit_with`](crate::SmartAioPool::submit_with), and the task is the
+    /// group's. A run re-run at exit or after its runtime ended keeps the task's options:
+    /// its priority in the queue, its weight, and its place under its key's
+    /// `max_per_key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskGroup::submit_with`](crate::TaskGroup::submit_with)
+    /// ([`Closed`](SubmitErrorKind::Closed), [`TimedOut`](SubmitErrorKind::TimedOut),
+    /// [`TooHeavy`](SubmitErrorKind::TooHeavy) at once, ...); the recipe comes back,
+    /// never called.
+    ///
+    /// # Panics
+    ///
+    /// With a timeout, if the submit has to wait for room, where no timer can be made, as
+    /// the pool's [`submit_with`](crate::SmartAioPool::submit_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting for room, it submits nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nb_aiopool::{SmartAioPool, SubmitOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = SmartAioPool::builder().max_concurrency(8).max_per_key(2).build();
+    /// let mut group = pool.group();
+    /// for host in ["a.example", "a.example", "b.example"] {
+    ///     let opts = SubmitOptions::new().key(host);
+    ///     group.submit_with(move || async move { host.len() }, opts).await.unwrap();
+    /// }
+    /// let lens: Vec<usize> = group.join_all().await.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(lens, [9, 9, 9]);
+    /// # }
+    /// ```
+    #[allow(clippy::manual_async_fn)] // declared `Send`, as the pool's `submit_with`
+    pub fn submit_with<R, Fut>(
+        &mut self,
+        recipe: R,
+        options: SubmitOptions,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<R>>> + Send + '_
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        match self.inner.watch() {
+            None => Either::Left(self.inner.submit_with(recipe, options)),
+            Some(watch) => {
+                let key = watch.registered();
+                let watched = WatchedRecipe { recipe, watch };
+                let submit = self.inner.submit_watched_with(watched, key, options);
+                Either::Right(submit.map(|r| r.map_err(unwatched_recipe)))
             }
         }
     }
@@ -162,9 +223,57 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
+        self.try_submit_as(recipe, Meta::default())
+    }
+
+    /// Submits a recipe as a task of this group with per-task options if the pool has
+    /// room now, without waiting (the options' timeout does not apply).
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskGroup::try_submit_with`](crate::TaskGroup::try_submit_with) (`Full`,
+    /// `Closed`, `NoRuntime`, `TooHeavy`); the recipe comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nb_aiopool::{SmartAioPool, SubmitOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = SmartAioPool::builder().max_concurrency(2).max_per_key(1).build();
+    /// let mut group = pool.group();
+    /// let opts = SubmitOptions::new().key("a.example").priority(3);
+    /// group.try_submit_with(|| async { 1 }, opts).unwrap();
+    /// assert_eq!(group.join_next().await.unwrap().unwrap(), 1);
+    /// # }
+    /// ```
+    pub fn try_submit_with<R, Fut>(
+        &mut self,
+        recipe: R,
+        options: SubmitOptions,
+    ) -> Result<TaskId, TrySubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let meta = meta_of(&options);
+        if let Err(kind) = self.inner.check_weight(&meta) {
+            return Err(TrySubmitError::refused(kind, recipe));
+        }
+        self.try_submit_as(recipe, meta)
+    }
+
+    /// The body of [`try_submit`](Self::try_submit) (with `Meta::default()`, which needs
+    /// no weight check) and [`try_submit_with`](Self::try_submit_with).
+    fn try_submit_as<R, Fut>(&mut self, recipe: R, meta: Meta) -> Result<TaskId, TrySubmitError<R>>
+    where
+        R: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
         match self.inner.try_admit() {
             Ok(()) => self
-                .push(recipe)
+                .push(recipe, meta)
                 .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
             Err(AdmitError::Full) => Err(TrySubmitError::full(recipe)),
             Err(AdmitError::Closed) => {
@@ -173,17 +282,17 @@ impl<T: Send + 'static> SmartTaskGroup<T> {
         }
     }
 
-    fn push<R, Fut>(&mut self, recipe: R) -> Result<TaskId, PushError<R>>
+    fn push<R, Fut>(&mut self, recipe: R, meta: Meta) -> Result<TaskId, PushError<R>>
     where
         R: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
         match self.inner.watch() {
-            None => self.inner.push(recipe, None),
+            None => self.inner.push(recipe, meta, None),
             Some(watch) => {
                 let key = Some(watch.registered());
                 self.inner
-                    .push(WatchedRecipe { recipe, watch }, key)
+                    .push(WatchedRecipe { recipe, watch }, meta, key)
                     .map_err(|e| e.map(|w| w.recipe))
             }
         }
@@ -349,6 +458,12 @@ impl<T: Send + 'static, E: Send + 'static> SmartTaskGroup<Result<T, E>> {
         self.inner.set_cancel(enabled.then_some(is_error));
         self
     }
+}
+
+/// A refused watched recipe's error, with the recipe unwrapped (never called).
+fn unwatched_recipe<R, T>(e: SubmitError<WatchedRecipe<R, T>>) -> SubmitError<R> {
+    let kind = e.kind();
+    SubmitError::new(kind, e.into_inner().recipe)
 }
 
 impl<T> fmt::Debug for SmartTaskGroup<T> {

@@ -7,10 +7,11 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{Either, FutureExt};
 
-use super::super::core::{Core, FutureJob};
-use super::{Group, Watched};
-use crate::engine::{AdmitError, PushError};
+use super::super::core::{meta_of, Core, FutureJob};
+use super::{unwatched, Group, Watched};
+use crate::engine::{AdmitError, Meta, PushError};
 use crate::error::{SubmitError, SubmitErrorKind, TaskError, TrySubmitError};
+use crate::options::SubmitOptions;
 use crate::task::TaskId;
 
 /// A set of futures submitted to one [`CommonAioPool`](crate::CommonAioPool) or [`NoQueueAioPool`](crate::NoQueueAioPool), joined as
@@ -194,13 +195,84 @@ impl<T: Send + 'static> TaskGroup<T> {
             Some(watch) => {
                 let key = watch.registered();
                 let submit = self.inner.submit_watched(Watched::new(fut, watch), key);
-                Either::Right(submit.map(|r| {
-                    r.map_err(|e| {
-                        let kind = e.kind();
-                        let fut = e.into_inner().fut;
-                        SubmitError::new(kind, fut.expect("a refused task was never polled"))
-                    })
-                }))
+                Either::Right(submit.map(|r| r.map_err(unwatched)))
+            }
+        }
+    }
+
+    /// Submits a future to the pool as a task of this group with per-task options
+    /// ([`SubmitOptions`]: priority, weight, key, and a deadline for waiting for room),
+    /// waiting while the pool is full; returns the task's id.
+    ///
+    /// The options work as with the pool's own
+    /// [`CommonAioPool::submit_with`](crate::CommonAioPool::submit_with): the submit waits
+    /// for room in line with its priority (a higher one gets the next room first; a plain
+    /// [`submit`](Self::submit) waits with priority 0), the task is queued by its
+    /// priority, counts against its key's `max_per_key` and the pool's `weight_capacity`
+    /// beside every other task of the pool, and the deadline bounds only the wait for
+    /// room. The task is then the group's as with `submit`: [`join_next`](Self::join_next)
+    /// and [`join_all`](Self::join_all) return its result,
+    /// [`abort_all`](Self::abort_all) and the group's drop abort it, and with
+    /// cancel-on-error its failure aborts the group's other tasks.
+    ///
+    /// # Errors
+    ///
+    /// Gives the future back, unpolled, in a [`SubmitError`] as [`submit`](Self::submit)
+    /// does ([`Closed`](SubmitErrorKind::Closed): the pool is shut down, or with
+    /// cancel-on-error a task of the group failed, also while this submit waited for
+    /// room), and as the pool's `submit_with` does:
+    /// [`TimedOut`](SubmitErrorKind::TimedOut) when the options' timeout passes before
+    /// there is room, [`TooHeavy`](SubmitErrorKind::TooHeavy) at once (at the first poll,
+    /// without waiting) when the weight exceeds the pool's `weight_capacity`.
+    ///
+    /// # Panics
+    ///
+    /// With a timeout, if the submit has to wait for room, where no timer can be made, as
+    /// the pool's [`submit_with`](crate::CommonAioPool::submit_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting for room, it submits nothing (the future is
+    /// dropped with it, and the place in line goes to the next submitter).
+    ///
+    /// # Examples
+    ///
+    /// A crawler's group, at most one request per host at once:
+    ///
+    /// ```
+    /// use nb_aiopool::{CommonAioPool, SubmitOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::builder().max_concurrency(8).max_per_key(1).build();
+    /// let mut group = pool.group();
+    /// for (host, path) in [("a.example", "/"), ("a.example", "/about"), ("b.example", "/")] {
+    ///     let opts = SubmitOptions::new().key(host).priority(1);
+    ///     group
+    ///         .submit_with(async move { format!("{host}{path}") }, opts)
+    ///         .await
+    ///         .unwrap();
+    /// }
+    /// let pages: Vec<String> = group.join_all().await.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(pages, ["a.example/", "a.example/about", "b.example/"]);
+    /// # }
+    /// ```
+    #[allow(clippy::manual_async_fn)] // declared `Send`, as the pool's `submit_with`
+    pub fn submit_with<F>(
+        &mut self,
+        fut: F,
+        options: SubmitOptions,
+    ) -> impl Future<Output = Result<TaskId, SubmitError<F>>> + Send + '_
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        match self.inner.watch() {
+            None => Either::Left(self.inner.submit_with(fut, options)),
+            Some(watch) => {
+                let key = watch.registered();
+                let watched = Watched::new(fut, watch);
+                let submit = self.inner.submit_watched_with(watched, key, options);
+                Either::Right(submit.map(|r| r.map_err(unwatched)))
             }
         }
     }
@@ -230,25 +302,79 @@ impl<T: Send + 'static> TaskGroup<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
+        self.try_submit_as(fut, Meta::default())
+    }
+
+    /// Submits a future as a task of this group with per-task options
+    /// ([`SubmitOptions`]) if the pool has room now, without waiting (the options'
+    /// timeout does not apply); the task is then the group's as with
+    /// [`submit_with`](Self::submit_with).
+    ///
+    /// # Errors
+    ///
+    /// Gives the future back in a [`TrySubmitError`] as [`try_submit`](Self::try_submit)
+    /// does ([`Full`](crate::TrySubmitErrorKind::Full),
+    /// [`Closed`](crate::TrySubmitErrorKind::Closed) also when, with cancel-on-error, a
+    /// task of the group failed, [`NoRuntime`](crate::TrySubmitErrorKind::NoRuntime)), and
+    /// [`TooHeavy`](crate::TrySubmitErrorKind::TooHeavy) when the weight exceeds the pool's
+    /// `weight_capacity`, as the pool's
+    /// [`try_submit_with`](crate::CommonAioPool::try_submit_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nb_aiopool::{CommonAioPool, SubmitOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::builder().max_concurrency(1).max_queue_size(0).build();
+    /// let mut group = pool.group();
+    /// let opts = SubmitOptions::new().key("a.example");
+    /// group.try_submit_with(std::future::pending::<()>(), opts.clone()).unwrap();
+    /// assert!(group.try_submit_with(async {}, opts).unwrap_err().is_full());
+    /// # }
+    /// ```
+    pub fn try_submit_with<F>(
+        &mut self,
+        fut: F,
+        options: SubmitOptions,
+    ) -> Result<TaskId, TrySubmitError<F>>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let meta = meta_of(&options);
+        if let Err(kind) = self.inner.check_weight(&meta) {
+            return Err(TrySubmitError::refused(kind, fut));
+        }
+        self.try_submit_as(fut, meta)
+    }
+
+    /// The body of [`try_submit`](Self::try_submit) (with `Meta::default()`, which
+    /// needs no weight check: a weight of 1 always fits) and
+    /// [`try_submit_with`](Self::try_submit_with).
+    fn try_submit_as<F>(&mut self, fut: F, meta: Meta) -> Result<TaskId, TrySubmitError<F>>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
         match self.inner.try_admit() {
             Ok(()) => self
-                .push(fut)
+                .push(fut, meta)
                 .map_err(|e| TrySubmitError::refused(e.kind(), e.into_inner())),
             Err(AdmitError::Full) => Err(TrySubmitError::full(fut)),
             Err(AdmitError::Closed) => Err(TrySubmitError::refused(SubmitErrorKind::Closed, fut)),
         }
     }
 
-    fn push<F>(&mut self, fut: F) -> Result<TaskId, PushError<F>>
+    fn push<F>(&mut self, fut: F, meta: Meta) -> Result<TaskId, PushError<F>>
     where
         F: Future<Output = T> + Send + 'static,
     {
         match self.inner.watch() {
-            None => self.inner.push(fut, None),
+            None => self.inner.push(fut, meta, None),
             Some(watch) => {
                 let key = Some(watch.registered());
                 self.inner
-                    .push(Watched::new(fut, watch), key)
+                    .push(Watched::new(fut, watch), meta, key)
                     .map_err(|e| e.map(|w| w.fut.expect("a refused task was never polled")))
             }
         }
