@@ -1162,6 +1162,10 @@ impl<T: Send + 'static> Group<T> {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn abort_all(&self) {
         match self {
             Group::Futures(g) => g.abort_all(),
