@@ -69,7 +69,7 @@ pub struct SubmitError<F> {
 /// # Dropping
 ///
 /// Plain data (`Copy`): dropping it does nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SubmitErrorKind {
     /// The pool was shut down (or every handle to it was dropped) before the task was
@@ -171,13 +171,16 @@ impl<F> fmt::Debug for SubmitError<F> {
     }
 }
 
-impl<F> fmt::Display for SubmitError<F> {
+/// The message of a [`SubmitError`] of this kind (a map stream's
+/// [`refused`](crate::MapUnordered::refused) kind prints as the error would have).
+impl fmt::Display for SubmitErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
+        match self {
             SubmitErrorKind::Closed => f.write_str(CLOSED),
             SubmitErrorKind::WouldDeadlock => f.write_str(
                 "a task running in this pool submitted to the same pool while it was full; \
-                 waiting would deadlock",
+                 waiting would deadlock: use try_submit (and handle Full), give the pool more \
+                 queue room, or submit to another pool",
             ),
             SubmitErrorKind::NoRuntime => f.write_str(
                 "no tokio runtime to run the task: submitted outside a live runtime while \
@@ -192,6 +195,12 @@ impl<F> fmt::Display for SubmitError<F> {
                 "the task's weight exceeds the pool's weight_capacity, so it could never start",
             ),
         }
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)
     }
 }
 
@@ -251,7 +260,7 @@ pub struct TrySubmitError<F> {
 /// }
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TrySubmitErrorKind {
     /// The pool had no room: every slot busy and the queue full (for a NoQueueAioPool,
@@ -343,8 +352,18 @@ impl<F> fmt::Debug for TrySubmitError<F> {
 
 impl<F> fmt::Display for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            TrySubmitErrorKind::Full => f.write_str("the pool is full"),
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+/// The message of a [`TrySubmitError`] of this kind.
+impl fmt::Display for TrySubmitErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySubmitErrorKind::Full => f.write_str(
+                "the pool is full: wait for room with submit(..).await (not from a task of the \
+                 same pool), or try again later",
+            ),
             TrySubmitErrorKind::Closed => f.write_str(CLOSED),
             TrySubmitErrorKind::NoRuntime => f.write_str(
                 "no tokio runtime to run the task: submitted outside a live runtime while \
@@ -396,7 +415,7 @@ enum Repr {
 /// # Dropping
 ///
 /// Plain data (`Copy`): dropping it does nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CancelReason {
     /// [`TaskHandle::abort`](crate::TaskHandle::abort) (or an

@@ -37,7 +37,33 @@ impl<J: Job> Engine<J> {
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        let st = self.lock();
+        Self::stats_of(&self.lock())
+    }
+
+    /// `(stats, live workers)` for a pool's `Debug`, or `None` if the lock stays taken
+    /// for about 10 ms. A `Debug` must not block on the lock: it may be called with the
+    /// lock held by its own thread (a panic hook run for a panic under it: a `metrics`
+    /// recorder's, caught), where `lock` would never return. Other threads hold it for
+    /// short critical sections only, which the retries wait out.
+    pub(crate) fn for_debug(&self) -> Option<(PoolStats, usize)> {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_millis(10);
+        loop {
+            if let Some(mut st) = self.try_lock() {
+                let mut wake = Vec::new();
+                Self::retire_idle(&mut st, &mut wake);
+                let figures = (Self::stats_of(&st), st.limit.max(st.running));
+                drop(st);
+                wake.into_iter().for_each(wake_quietly);
+                return Some(figures);
+            }
+            if std::time::Instant::now() >= give_up {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn stats_of(st: &State<J>) -> PoolStats {
         PoolStats {
             queued: st.queue.len() - st.reserved,
             running: st.running,

@@ -136,6 +136,19 @@ pub struct CommonAioPoolBuilder {
     on_panic: OnPanic,
 }
 
+// Settings only, and the `on_panic` callback, which the pool calls inside `catch_unwind`
+// (see the pool's `UnwindSafe`).
+impl std::panic::UnwindSafe for CommonAioPoolBuilder {}
+impl std::panic::RefUnwindSafe for CommonAioPoolBuilder {}
+
+/// The settings of [`CommonAioPool::builder`], as `SmartAioPoolBuilder`'s `Default` is
+/// `SmartAioPool::builder`'s.
+impl Default for CommonAioPoolBuilder {
+    fn default() -> Self {
+        CommonAioPool::builder()
+    }
+}
+
 impl CommonAioPoolBuilder {
     /// The most jobs that run at once. Default: 100.
     pub fn max_concurrency(mut self, n: usize) -> Self {
@@ -1110,13 +1123,24 @@ impl CommonAioPool {
     }
 }
 
+// A pool can be used after a panic caught around its use, as tokio's `Handle` can: its
+// engine's lock recovers from poisoning (its state is consistent between statements, see
+// `Engine::lock`), and the user callbacks it keeps (`on_panic`, the `metrics` handles)
+// are called inside `catch_unwind` already. The trait objects it holds carry neither
+// trait, so the compiler cannot see this for itself.
+impl std::panic::UnwindSafe for CommonAioPool {}
+impl std::panic::RefUnwindSafe for CommonAioPool {}
+
 impl fmt::Debug for CommonAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CommonAioPool")
-            .field("name", &self.name())
+        let mut f = f.debug_struct("CommonAioPool");
+        f.field("name", &self.name())
             .field("max_concurrency", &self.max_concurrency())
-            .field("max_queue_size", &self.max_queue_size())
-            .field("stats", &self.stats())
-            .finish()
+            .field("max_queue_size", &self.max_queue_size());
+        match self.pool().engine.for_debug() {
+            Some((stats, _)) => f.field("stats", &stats),
+            None => f.field("stats", &format_args!("<locked>")),
+        };
+        f.finish()
     }
 }

@@ -116,6 +116,19 @@ pub struct NoQueueAioPoolBuilder {
     on_panic: OnPanic,
 }
 
+// Settings only, and the `on_panic` callback, which the pool calls inside `catch_unwind`
+// (see the pool's `UnwindSafe`).
+impl std::panic::UnwindSafe for NoQueueAioPoolBuilder {}
+impl std::panic::RefUnwindSafe for NoQueueAioPoolBuilder {}
+
+/// The settings of [`NoQueueAioPool::builder`], as `SmartAioPoolBuilder`'s `Default` is
+/// `SmartAioPool::builder`'s.
+impl Default for NoQueueAioPoolBuilder {
+    fn default() -> Self {
+        NoQueueAioPool::builder()
+    }
+}
+
 impl NoQueueAioPoolBuilder {
     /// The most jobs that run at once. Default: 100.
     pub fn max_concurrency(mut self, n: usize) -> Self {
@@ -1052,12 +1065,23 @@ impl NoQueueAioPool {
     }
 }
 
+// A pool can be used after a panic caught around its use, as tokio's `Handle` can: its
+// engine's lock recovers from poisoning (its state is consistent between statements, see
+// `Engine::lock`), and the user callbacks it keeps (`on_panic`, the `metrics` handles)
+// are called inside `catch_unwind` already. The trait objects it holds carry neither
+// trait, so the compiler cannot see this for itself.
+impl std::panic::UnwindSafe for NoQueueAioPool {}
+impl std::panic::RefUnwindSafe for NoQueueAioPool {}
+
 impl fmt::Debug for NoQueueAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoQueueAioPool")
-            .field("name", &self.name())
-            .field("max_concurrency", &self.max_concurrency())
-            .field("stats", &self.stats())
-            .finish()
+        let mut f = f.debug_struct("NoQueueAioPool");
+        f.field("name", &self.name())
+            .field("max_concurrency", &self.max_concurrency());
+        match self.pool().engine.for_debug() {
+            Some((stats, _)) => f.field("stats", &stats),
+            None => f.field("stats", &format_args!("<locked>")),
+        };
+        f.finish()
     }
 }

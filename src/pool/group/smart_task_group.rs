@@ -466,6 +466,11 @@ fn unwatched_recipe<R, T>(e: SubmitError<WatchedRecipe<R, T>>) -> SubmitError<R>
     SubmitError::new(kind, e.into_inner().recipe)
 }
 
+// Its pool's core and its tasks' handles, each unwind safe (see `TaskHandle` and the
+// pools): no user callback is kept.
+impl<T> std::panic::UnwindSafe for SmartTaskGroup<T> {}
+impl<T> std::panic::RefUnwindSafe for SmartTaskGroup<T> {}
+
 impl<T> fmt::Debug for SmartTaskGroup<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Smart")?;

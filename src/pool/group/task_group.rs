@@ -596,6 +596,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<Result<T, E>> {
     }
 }
 
+// Its pool's core and its tasks' handles, each unwind safe (see `TaskHandle` and the
+// pools): no user callback is kept.
+impl<T> std::panic::UnwindSafe for TaskGroup<T> {}
+impl<T> std::panic::RefUnwindSafe for TaskGroup<T> {}
+
 impl<T> fmt::Debug for TaskGroup<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.inner, f)

@@ -49,6 +49,11 @@ pub struct SmartAioPoolBuilder {
     on_panic: OnPanic,
 }
 
+// Settings only, and the `on_panic` callback, which the pool calls inside `catch_unwind`
+// (see the pool's `UnwindSafe`).
+impl std::panic::UnwindSafe for SmartAioPoolBuilder {}
+impl std::panic::RefUnwindSafe for SmartAioPoolBuilder {}
+
 impl Default for SmartAioPoolBuilder {
     fn default() -> Self {
         SmartAioPoolBuilder {

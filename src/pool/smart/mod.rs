@@ -1078,15 +1078,30 @@ impl Drop for SmartAioPool {
     }
 }
 
+// A pool can be used after a panic caught around its use, as tokio's `Handle` can: its
+// engine's lock recovers from poisoning (its state is consistent between statements, see
+// `Engine::lock`), and the user callbacks it keeps (`on_panic`, the `metrics` handles)
+// are called inside `catch_unwind` already. The trait objects it holds carry neither
+// trait, so the compiler cannot see this for itself.
+impl std::panic::UnwindSafe for SmartAioPool {}
+impl std::panic::RefUnwindSafe for SmartAioPool {}
+
 impl fmt::Debug for SmartAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmartAioPool")
-            .field("name", &self.name())
-            .field("max_concurrency", &self.max_concurrency())
-            .field("workers", &self.worker_count())
-            .field("auto_shutdown", &self.inner.auto_shutdown)
-            .field("stats", &self.stats())
-            .finish()
+        let figures = self.inner.core.engine.for_debug();
+        let mut f = f.debug_struct("SmartAioPool");
+        f.field("name", &self.name())
+            .field("max_concurrency", &self.max_concurrency());
+        match &figures {
+            Some((_, workers)) => f.field("workers", workers),
+            None => f.field("workers", &format_args!("<locked>")),
+        };
+        f.field("auto_shutdown", &self.inner.auto_shutdown);
+        match &figures {
+            Some((stats, _)) => f.field("stats", stats),
+            None => f.field("stats", &format_args!("<locked>")),
+        };
+        f.finish()
     }
 }
 

@@ -188,7 +188,6 @@ impl<St: Stream, T> FusedStream for MapOrdered<St, T> {
 
 impl<St: Stream, T> fmt::Debug for MapOrdered<St, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MapOrdered")?;
-        fmt::Debug::fmt(&self.inner, f)
+        self.inner.fmt_as("MapOrdered", f)
     }
 }

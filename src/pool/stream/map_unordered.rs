@@ -245,7 +245,6 @@ impl<St: Stream, T> FusedStream for MapUnordered<St, T> {
 
 impl<St: Stream, T> fmt::Debug for MapUnordered<St, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MapUnordered")?;
-        fmt::Debug::fmt(&self.inner, f)
+        self.inner.fmt_as("MapUnordered", f)
     }
 }

@@ -484,9 +484,11 @@ impl<St: Stream, T> Drop for Mapper<St, T> {
     }
 }
 
-impl<St: Stream, T> fmt::Debug for Mapper<St, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Map")
+impl<St: Stream, T> Mapper<St, T> {
+    /// The stream's `Debug`, under the name of the public type (`MapOrdered`,
+    /// `MapUnordered`) that wraps it.
+    pub(super) fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
             .field("in_flight", &self.held())
             .field("window", &self.feed.capacity())
             .field("inputs_done", &self.inputs.is_none())
