@@ -175,6 +175,7 @@ impl Polling {
     /// that reads it) once the lock is released. A `wait()` that counts the job as ended
     /// waits for [`end_drop`](Self::end_drop) too, so that it never returns before what
     /// it covers is dropped.
+    #[inline]
     pub(super) fn begin_drop(&self) {
         // Written only by the slot; read under the lock.
         let begun = self.0.drops_begun.load(Ordering::Relaxed);
@@ -183,6 +184,7 @@ impl Polling {
 
     /// The drop [`begin_drop`](Self::begin_drop) announced is over. (The engine calls it
     /// through [`DropWatchers::drop_ended`], which then tells a watching `wait()`.)
+    #[inline]
     pub(super) fn end_drop(&self) {
         let begun = self.0.drops_begun.load(Ordering::Relaxed);
         // SeqCst, with `DropWatchers`: either the slot sees a waiter watching (and wakes
@@ -241,6 +243,7 @@ impl DropWatchers {
 
     /// The drop `polling` announced is over ([`Polling::end_drop`]): whether a `wait()`
     /// watches, and must be woken to look again.
+    #[inline]
     pub(super) fn drop_ended(&self, polling: &Polling) -> bool {
         polling.end_drop();
         // SeqCst: see `Polling::end_drop`.

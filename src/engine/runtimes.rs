@@ -154,6 +154,7 @@ impl Runtimes {
     /// The entry of `handle`'s runtime, made if new; it becomes the home. `None` if that
     /// runtime has shut down (a `spawn_blocking` thread can outlive its runtime): no entry
     /// is made and the home stays.
+    #[inline]
     pub(crate) fn enter(&mut self, handle: &Handle) -> Option<RtRef> {
         let serial = match self.known(handle) {
             Some(serial) => serial,
@@ -164,6 +165,7 @@ impl Runtimes {
     }
 
     /// The entry of `handle`'s runtime if there is a live one; makes none, changes nothing.
+    #[inline]
     pub(crate) fn known(&self, handle: &Handle) -> Option<RtRef> {
         let id = handle.id();
         // Newest first: the runtime in use now is nearly always the last one added.
@@ -298,6 +300,7 @@ impl Runtimes {
             .map(|e| e.serial)
     }
 
+    #[inline]
     pub(crate) fn is_alive(&self, serial: RtRef) -> bool {
         self.entry(serial)
             .is_some_and(|e| e.alive.load(Ordering::Acquire))
@@ -370,6 +373,7 @@ impl Runtimes {
         self.entries.iter_mut().for_each(|e| e.claimers = 0);
     }
 
+    #[inline]
     fn entry(&self, serial: RtRef) -> Option<&Entry> {
         self.entries.iter().rev().find(|e| e.serial == serial)
     }

@@ -32,6 +32,7 @@ impl<J: Job> Engine<J> {
     /// run. (From a plain thread a task runs on the home, which was checked when it came
     /// in.) Every submit path passes here first, in [`try_admit`](Self::try_admit).
     #[track_caller]
+    #[inline]
     pub(super) fn check_timers(&self) {
         if self.needs_timers {
             if let Ok(handle) = Handle::try_current() {

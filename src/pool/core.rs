@@ -80,6 +80,7 @@ impl Job for FutureJob {
         self.0.handle_waker()
     }
 
+    #[inline]
     fn set_runner(&self, key: usize) {
         self.0.set_runner(key);
     }

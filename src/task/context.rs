@@ -155,6 +155,7 @@ pub(crate) struct Entered {
 }
 
 impl Entered {
+    #[inline]
     pub(crate) fn new(pool: u32, task: u64) -> Self {
         Entered {
             saved: CURRENT.try_with(|c| c.replace(Current { pool, task })).ok(),
@@ -163,6 +164,7 @@ impl Entered {
 }
 
 impl Drop for Entered {
+    #[inline]
     fn drop(&mut self) {
         if let Some(saved) = self.saved {
             let _ = CURRENT.try_with(|c| c.set(saved));

@@ -541,6 +541,7 @@ pub(crate) struct Woken {
 impl Woken {
     /// Wakes the handle, then ends its counted wait, even if the waker panics (see
     /// [`wake_quietly`]).
+    #[inline]
     pub(crate) fn fire(self) {
         if let Some(w) = self.waker {
             wake_quietly(w);
