@@ -261,8 +261,9 @@
 //! - [`SubmitOptions`] with [`submit_with`](CommonAioPool::submit_with): priority, weight,
 //!   key, and a deadline for waiting for room; a group takes them too
 //!   ([`TaskGroup::submit_with`], [`SmartTaskGroup::submit_with`], and `try_submit_with`),
-//!   its tasks counted with the pool's others. Builders add `rate_limit`,
-//!   `weight_capacity` and `max_per_key`; [`set_max_concurrency`](CommonAioPool::set_max_concurrency)
+//!   its tasks counted with the pool's others, and so do a stream's inputs, one set per
+//!   input ([`MapUnordered::with_options`], [`MapOrdered::with_options`]). Builders add
+//!   `rate_limit`, `weight_capacity` and `max_per_key`; [`set_max_concurrency`](CommonAioPool::set_max_concurrency)
 //!   resizes a running pool.
 //!
 //! ```

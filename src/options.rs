@@ -65,9 +65,10 @@ impl SubmitOptions {
     /// Priorities order the pool's queue, and the submitters waiting for room in a full
     /// pool: a higher one gets the next room first (first come, first served among
     /// equals), also in a [`NoQueueAioPool`](crate::NoQueueAioPool), which has no queue.
-    /// Only `submit_with` (a pool's or a task group's) and `blocking_submit_with` wait
-    /// with a priority: `submit`, `blocking_submit`, streams and a group's `submit` wait
-    /// with priority 0. From the process
+    /// Only `submit_with` (a pool's or a task group's), `blocking_submit_with` and streams
+    /// given options ([`MapUnordered::with_options`](crate::MapUnordered::with_options))
+    /// wait with a priority: `submit`, `blocking_submit`, other streams and a group's
+    /// `submit` wait with priority 0. From the process
     /// exit's take-over of an `auto_shutdown` `SmartAioPool` on, room goes to whichever
     /// waiting submitter, or new submit, takes it first, whatever its priority (the crate
     /// docs, "Guarantees"); queued tasks keep their priority order, but for interrupted

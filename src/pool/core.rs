@@ -159,6 +159,45 @@ impl<J: Job> Core<J> {
         self.push_with(item, Meta::default(), false)
     }
 
+    /// An item with its options made ready, as `submit_with` makes it ready at its call,
+    /// for a stream given options (which pushes it with
+    /// [`push_admitted_ready`](Self::push_admitted_ready) once admitted, after
+    /// [`wait_for_room`](Self::wait_for_room) if the pool was full); refused at once if its
+    /// weight is above the pool's capacity (`TooHeavy`), as `submit_with` refuses it.
+    pub(crate) fn ready_with<S: Submit<J>>(
+        &self,
+        item: S,
+        opts: &SubmitOptions,
+    ) -> Result<(S::Ready, Meta), SubmitError<S>> {
+        let meta = meta_of(opts);
+        if let Err(kind) = self.engine.check_weight(&meta) {
+            return Err(SubmitError::new(kind, item));
+        }
+        Ok((self.ready(item, &meta), meta))
+    }
+
+    /// The wait for room of `submit_with` (of [`submit_ready`](Self::submit_ready), or
+    /// [`submit_ready_within`](Self::submit_ready_within) with a timeout), for a submit
+    /// that found the pool full: refused at once where waiting could never end
+    /// (`WouldDeadlock`, `NoRuntime`), else in line with `priority`, for at most `limit`
+    /// (`TimedOut`). Owned, for a stream to hold across its polls; boxed by the caller.
+    /// Cancel safe: dropped, it takes no place. (Not shared with the submits' own paths,
+    /// whose futures it would grow.)
+    pub(crate) fn wait_for_room(
+        &self,
+        priority: i32,
+        limit: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<(), SubmitErrorKind>> + Send + 'static {
+        let engine = Arc::clone(&self.engine);
+        async move {
+            engine.full()?;
+            match limit {
+                None => engine.admit_waiting(priority).await,
+                Some(limit) => engine.admit_waiting_within(limit, priority).await,
+            }
+        }
+    }
+
     /// [`push_admitted`](Self::push_admitted) for a group, with the item's settings
     /// (`Meta::default()` for a plain `try_submit`, `try_submit_with`'s otherwise).
     pub(crate) fn push_admitted_with<S: Submit<J>>(
@@ -170,7 +209,8 @@ impl<J: Job> Core<J> {
     }
 
     /// [`push_admitted_with`](Self::push_admitted_with) of an item made
-    /// [`ready_for_group`](Self::ready_for_group) (with the same settings).
+    /// [`ready_for_group`](Self::ready_for_group) (with the same settings), or, for a
+    /// stream given options, [`ready_with`](Self::ready_with).
     pub(crate) fn push_admitted_ready<S: Submit<J>>(
         &self,
         ready: S::Ready,

@@ -24,8 +24,9 @@ use crate::task::TaskHandle;
 ///
 /// Waiting submitters are served by [`SubmitOptions::priority`](crate::SubmitOptions::priority)
 /// (higher first), first come, first served among equal priorities (`submit`,
-/// `blocking_submit`, streams and a group's `submit` wait with priority 0; a group's
-/// `submit_with` with its options' priority). With flow control
+/// `blocking_submit`, streams without options and a group's `submit` wait with priority
+/// 0; a group's `submit_with` and a stream's `with_options` with their options'
+/// priority). With flow control
 /// (`max_per_key`, `weight_capacity`, `rate_limit`) a task can be accepted into a free
 /// place and still wait there for its key, weight or the rate window: `submit` then
 /// returns once the task is accepted, not started.

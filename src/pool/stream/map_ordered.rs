@@ -10,6 +10,7 @@ use futures_util::stream::{FusedStream, Stream};
 use super::{feed, Mapper};
 use crate::engine::Job;
 use crate::error::{SubmitErrorKind, TaskError};
+use crate::options::SubmitOptions;
 use crate::pool::core::{Core, Submit};
 
 /// The stream returned by `map_ordered` on a pool
@@ -70,6 +71,65 @@ impl<St: Stream, T> MapOrdered<St, T> {
         MapOrdered {
             inner: Mapper::new(inputs, feed::<J, _, _, _>(core, f), true),
         }
+    }
+
+    /// Submits each input's job with options of its own, as
+    /// [`MapUnordered::with_options`](crate::MapUnordered::with_options) says: `options`
+    /// is called on each input right before `f` takes it, and its [`SubmitOptions`]
+    /// (key, weight, priority, timeout) apply to that job exactly as `submit_with`
+    /// applies them; the results still come out in input order, whatever order the
+    /// options make the jobs run in. Called on a stream already polled, it applies to
+    /// the inputs pulled from then on. Works the same for the three pools' streams.
+    ///
+    /// # Refusal
+    ///
+    /// An input whose job `submit_with` would refuse (a weight above the pool's
+    /// `weight_capacity`: [`TooHeavy`](SubmitErrorKind::TooHeavy); a wait for room past
+    /// its timeout: [`TimedOut`](SubmitErrorKind::TimedOut)) is refused as any job of the
+    /// stream is: the stream stops pulling, yields the results of the jobs already
+    /// accepted, in input order, and ends; that input produces no item, and
+    /// [`refused`](Self::refused) says why.
+    ///
+    /// # Panics
+    ///
+    /// A panic in `options` propagates out of `poll_next`, as one in `f` does.
+    ///
+    /// # Examples
+    ///
+    /// Pages of two hosts, at most one request per host at a time, results in input
+    /// order:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::{CommonAioPool, SubmitOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::builder().max_concurrency(4).max_per_key(1).build();
+    /// let urls = ["a.example/1", "b.example/1", "a.example/2", "b.example/2"];
+    /// let started = tokio::time::Instant::now();
+    /// let pages: Vec<_> = pool
+    ///     .map_ordered(stream::iter(urls), |url| async move {
+    ///         tokio::time::sleep(Duration::from_secs(1)).await; // the request
+    ///         url
+    ///     })
+    ///     .with_options(|url| SubmitOptions::new().key(url.split('/').next().unwrap()))
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(pages, urls);
+    /// // Two hosts, one request each at a time: two rounds of a second.
+    /// assert_eq!(started.elapsed().as_secs(), 2);
+    /// # }
+    /// ```
+    pub fn with_options<O>(mut self, options: O) -> Self
+    where
+        O: FnMut(&St::Item) -> SubmitOptions + Send + 'static,
+    {
+        self.inner.set_options(Box::new(options));
+        self
     }
 
     /// Why the pool stopped taking this stream's jobs, if it did, as

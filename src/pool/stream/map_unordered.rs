@@ -10,6 +10,7 @@ use futures_util::stream::{FusedStream, Stream};
 use super::{feed, Mapper};
 use crate::engine::Job;
 use crate::error::{SubmitErrorKind, TaskError};
+use crate::options::SubmitOptions;
 use crate::pool::core::{Core, Submit};
 
 /// The stream returned by `map_unordered` on a pool
@@ -42,6 +43,11 @@ use crate::pool::core::{Core, Submit};
 /// keeps that place, see below. Any `Pending` of the input counts, also one that
 /// tokio's cooperative budget makes: the next poll takes a place again.)
 ///
+/// A stream given per-input options ([`with_options`](Self::with_options)) waits for
+/// room with each input's priority and timeout, which it knows only once it has the
+/// input: finding the pool full, it pulls that one input first, then waits (holding
+/// the input's job, not a place), as `submit_with` would. It still pulls no further.
+///
 /// A stream whose input is another stream mapped through the same pool (two stages
 /// of a pipeline through one pool) needs room for a job of each: with a pool of one
 /// place (`max_concurrency + max_queue_size == 1`), the outer stream takes it before
@@ -67,10 +73,11 @@ use crate::pool::core::{Core, Submit};
 ///
 /// # Refusal
 ///
-/// When the pool refuses a job (it was shut down, or the case above), the stream
-/// stops pulling, yields the results of the jobs already accepted, and ends: **check
-/// [`refused`](Self::refused)** after the end if the pool may close under you, since
-/// the inputs not pulled produce no item.
+/// When the pool refuses a job (it was shut down, or the case above; with
+/// [`with_options`](Self::with_options), also a job too heavy for the pool or one whose
+/// wait for room timed out), the stream stops pulling, yields the results of the jobs
+/// already accepted, and ends: **check [`refused`](Self::refused)** after the end if
+/// the pool may close under you, since the inputs not pulled produce no item.
 ///
 /// A stream waiting for its input stops pulling as soon as the pool is shut down (the
 /// shutdown wakes it: it yields the results of its jobs and ends, not at its next
@@ -149,9 +156,104 @@ impl<St: Stream, T> MapUnordered<St, T> {
         }
     }
 
+    /// Submits each input's job with options of its own: `options` is called on each
+    /// input (on the task polling the stream, right before `f` takes the input), and the
+    /// [`SubmitOptions`] it returns apply to that input's job exactly as
+    /// [`submit_with`](crate::CommonAioPool::submit_with) applies them: its key counts
+    /// against the pool's `max_per_key` (together with every other task of that key in
+    /// the pool, the stream's and the pool's others), its weight against
+    /// `weight_capacity`, its priority orders the queue, and, when the pool is full, the
+    /// stream waits for room with the input's priority (ahead of lower-priority waiters,
+    /// behind higher ones and earlier equal ones) for at most its timeout. Works the same
+    /// for the three pools' streams (SmartAioPool's recipes included).
+    ///
+    /// A setting the pool has no use for is ignored, as by `submit_with`. Without options
+    /// the stream submits each job as `submit` does (priority 0, weight 1, no key, no
+    /// deadline), at no cost for this method's existence.
+    ///
+    /// Called on a stream already polled, it applies to the inputs pulled from then on;
+    /// those pulled before keep the options they were submitted with. Called again, it
+    /// replaces the function. An input pulled while the pool was full, waiting for room
+    /// with its options when the stream is dropped (or [`abort_all`](Self::abort_all) is
+    /// called), is dropped with its job, which never entered the pool.
+    ///
+    /// Inside a job of the stream's own pool, where a full pool refuses a wait for room
+    /// (see "Inside a job of the same pool" above), the stream takes a place before it
+    /// pulls as usual: the options then set the job's key, weight and priority; no wait
+    /// is made that a priority or timeout could apply to.
+    ///
+    /// # Refusal
+    ///
+    /// An input whose job `submit_with` would refuse is refused so (see
+    /// [Refusal](Self#refusal)): the stream stops pulling, yields the results of the jobs
+    /// already accepted and ends, and [`refused`](Self::refused) says why:
+    /// [`TooHeavy`](SubmitErrorKind::TooHeavy) for a weight above the pool's
+    /// `weight_capacity` (refused before it waits), or
+    /// [`TimedOut`](SubmitErrorKind::TimedOut) when its wait for room outlasted its
+    /// timeout. That input was pulled and produces no item; its job is dropped without
+    /// running; the inputs after it stay in the input stream. The refusal is counted by
+    /// the observability features as `submit_with`'s is.
+    ///
+    /// # Panics
+    ///
+    /// A panic in `options` propagates out of `poll_next`, as one in `f` does (see
+    /// [Panics](Self#panics)); the input is lost, no place is.
+    ///
+    /// # Examples
+    ///
+    /// A crawler keeping at most two requests per host in flight, whatever the order of
+    /// its URLs:
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use futures_util::{stream, StreamExt};
+    /// use nb_aiopool::{CommonAioPool, SubmitOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let pool = CommonAioPool::builder()
+    ///     .max_concurrency(8)
+    ///     .max_queue_size(8)
+    ///     .max_per_key(2)
+    ///     .build();
+    /// let urls = (0..12).map(|i| format!("https://example.com/page/{i}"));
+    /// let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    /// let (n, m) = (now.clone(), most.clone());
+    /// let pages = pool
+    ///     .map_unordered(stream::iter(urls), move |url: String| {
+    ///         let (now, most) = (n.clone(), m.clone());
+    ///         async move {
+    ///             most.fetch_max(now.fetch_add(1, SeqCst) + 1, SeqCst);
+    ///             tokio::time::sleep(Duration::from_millis(10)).await; // the request
+    ///             now.fetch_sub(1, SeqCst);
+    ///             url.len()
+    ///         }
+    ///     })
+    ///     .with_options(|url: &String| {
+    ///         let host = url.split('/').nth(2).unwrap_or_default();
+    ///         SubmitOptions::new().key(host)
+    ///     });
+    /// let fetched: Vec<_> = pages.collect().await;
+    /// assert_eq!(fetched.len(), 12);
+    /// assert_eq!(most.load(SeqCst), 2); // one host: never more than 2 at once
+    /// # }
+    /// ```
+    pub fn with_options<O>(mut self, options: O) -> Self
+    where
+        O: FnMut(&St::Item) -> SubmitOptions + Send + 'static,
+    {
+        self.inner.set_options(Box::new(options));
+        self
+    }
+
     /// Why the pool stopped taking this stream's jobs, if it did: the stream then
     /// pulls no more inputs, yields the results of the jobs already accepted, and
-    /// ends. `None` while all goes well and after the inputs simply ran out.
+    /// ends. `None` while all goes well and after the inputs simply ran out. (With
+    /// [`with_options`](Self::with_options), also `TooHeavy` or `TimedOut`, for the input
+    /// whose job was refused so.)
     ///
     /// # Examples
     ///

@@ -8,6 +8,10 @@
 //! than the pool has room for; a permit taken for an input that turned out not to exist
 //! (the stream ended, or the pool closed), or not to be ready yet, is given back (an idle
 //! input holds no room: see [`Mapper::wait_for_input`]).
+//!
+//! A stream given options (`with_options`) takes a place first too when there is one; when
+//! the pool is full, its wait for room is the input's (its priority, its deadline), so it
+//! pulls the input first, then waits as `submit_with` does (see [`Mapper::stage`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,6 +20,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 
@@ -25,14 +30,19 @@ mod map_ordered;
 mod map_unordered;
 
 use super::group::{abort_newest_first, Tagged};
-use crate::engine::{AdmitError, Job, SizeWatch};
+use crate::engine::{AdmitError, Job, Meta, SizeWatch};
 use crate::error::{SubmitErrorKind, TaskError};
-use crate::task::TaskHandle;
+use crate::options::SubmitOptions;
+use crate::task::{Shared, SlotRef, TaskHandle};
 pub use map_ordered::MapOrdered;
 pub use map_unordered::MapUnordered;
 
 /// A pending admission, owned (it holds its own reference to the engine).
 type Admission = Pin<Box<dyn Future<Output = Result<(), SubmitErrorKind>> + Send>>;
+
+/// The options of each input (`with_options`), boxed once per stream so that the stream's
+/// type does not change.
+type OptionsFn<I> = Box<dyn FnMut(&I) -> SubmitOptions + Send>;
 
 /// The pool-specific half of a map stream: admission, and turning an input into a job.
 trait Feed<I, T>: Send {
@@ -48,6 +58,24 @@ trait Feed<I, T>: Send {
     /// moves into the job or, on a refusal, is given back. If `f` panics, the caller
     /// still holds it.
     fn push(&mut self, input: I) -> Result<TaskHandle<T>, SubmitErrorKind>;
+    /// [`push`](Self::push) of an input with its options (`with_options`), refused as
+    /// `submit_with` refuses it (`TooHeavy`).
+    fn push_with(
+        &mut self,
+        input: I,
+        opts: &SubmitOptions,
+    ) -> Result<TaskHandle<T>, SubmitErrorKind>;
+    /// Builds the job of an input with options, pulled while the pool was full (calls
+    /// `f`), and keeps it until [`push_staged`](Self::push_staged); refused at once as
+    /// `submit_with` refuses it (`TooHeavy`: the job is dropped). No permit is held.
+    fn stage(&mut self, input: I, opts: &SubmitOptions) -> Result<(), SubmitErrorKind>;
+    /// The wait for room of the staged job, as `submit_with`'s: with its priority and
+    /// timeout.
+    fn admit_staged(&self) -> Admission;
+    /// Pushes the staged job; the caller holds a permit, as for [`push`](Self::push).
+    fn push_staged(&mut self) -> Result<TaskHandle<T>, SubmitErrorKind>;
+    /// Drops the staged job, if any (never run: the stream was refused or stopped).
+    fn unstage(&mut self);
     /// How many jobs the pool holds at most (running + queued).
     fn capacity(&self) -> usize;
     /// Whether the current thread is polling a job of this pool.
@@ -56,10 +84,56 @@ trait Feed<I, T>: Send {
     fn watch_size(&self) -> SizeWatch;
 }
 
-struct Feeder<J: Job, F, S> {
+/// The job of an input with options, as a stream pushes it: the same job as `S`, of a
+/// type of its own so that the core's push of it is a function of its own. The plain path
+/// (`push`) then keeps the only call of the core's push of `S`, which the compiler inlines
+/// there as before streams took options; with a second call, from the options' path, it
+/// no longer did, which cost every input of a plain stream about 50 instructions (a
+/// callgrind count of a stream of 40,000 inputs through a `CommonAioPool`, before and
+/// after).
+struct WithOptions<S>(S);
+
+impl<J, S: Submit<J>> Submit<J> for WithOptions<S> {
+    type Output = S::Output;
+    type Ready = S::Ready;
+
+    fn ready(self, shared: Shared<S::Output>) -> S::Ready {
+        self.0.ready(shared)
+    }
+
+    fn slot(ready: &S::Ready) -> SlotRef<S::Output> {
+        S::slot(ready)
+    }
+
+    fn into_job(ready: S::Ready) -> J {
+        S::into_job(ready)
+    }
+
+    fn unready(ready: S::Ready) -> Self {
+        WithOptions(S::unready(ready))
+    }
+}
+
+struct Feeder<J: Job, F, S: Submit<J>> {
     core: Core<J>,
     f: F,
+    /// The job of an input with options pulled while the pool was full, made ready, with
+    /// its settings and its deadline for the wait (see [`Mapper::stage`]).
+    staged: Option<(S::Ready, Meta, Option<Duration>)>,
     _item: PhantomData<fn() -> S>,
+}
+
+impl<J: Job, F, S: Submit<J>> Feeder<J, F, S> {
+    /// Pushes an admitted job of an input with options (see [`WithOptions`]).
+    fn push_ready(
+        &self,
+        ready: S::Ready,
+        meta: Meta,
+    ) -> Result<TaskHandle<S::Output>, SubmitErrorKind> {
+        self.core
+            .push_admitted_ready::<WithOptions<S>>(ready, meta)
+            .map_err(|e| e.kind())
+    }
 }
 
 impl<J, F, I, S> Feed<I, S::Output> for Feeder<J, F, S>
@@ -97,6 +171,47 @@ where
         self.core.push_admitted(item).map_err(|e| e.kind())
     }
 
+    fn push_with(
+        &mut self,
+        input: I,
+        opts: &SubmitOptions,
+    ) -> Result<TaskHandle<S::Output>, SubmitErrorKind> {
+        let item = (self.f)(input);
+        match self.core.ready_with(item, opts) {
+            Ok((ready, meta)) => self.push_ready(ready, meta),
+            Err(refused) => {
+                // Dropped, as in `push`; the permit goes back, as on a refused push.
+                self.core.engine.unadmit();
+                Err(refused.kind())
+            }
+        }
+    }
+
+    fn stage(&mut self, input: I, opts: &SubmitOptions) -> Result<(), SubmitErrorKind> {
+        let item = (self.f)(input);
+        let (ready, meta) = self.core.ready_with(item, opts).map_err(|e| e.kind())?;
+        self.staged = Some((ready, meta, opts.timeout));
+        Ok(())
+    }
+
+    fn admit_staged(&self) -> Admission {
+        let (_, meta, limit) = self.staged.as_ref().expect("a job is staged");
+        Box::pin(self.core.wait_for_room(meta.priority(), *limit))
+    }
+
+    fn push_staged(&mut self) -> Result<TaskHandle<S::Output>, SubmitErrorKind> {
+        let (ready, meta, _) = self.staged.take().expect("a job is staged");
+        self.push_ready(ready, meta)
+    }
+
+    fn unstage(&mut self) {
+        // Never queued: the item comes back, and is dropped here (on the task polling the
+        // stream, as a job refused at its push is).
+        if let Some((ready, ..)) = self.staged.take() {
+            drop(S::unready(ready));
+        }
+    }
+
     fn capacity(&self) -> usize {
         let engine = &self.core.engine;
         engine
@@ -122,6 +237,7 @@ where
     Box::new(Feeder {
         core: core.clone(),
         f,
+        staged: None,
         _item: PhantomData,
     })
 }
@@ -153,6 +269,11 @@ struct Mapper<St: Stream, T> {
     /// `None` once the input stream ended or the pool refused a job.
     inputs: Option<Pin<Box<St>>>,
     feed: Box<dyn Feed<St::Item, T>>,
+    /// Each input's options, if the stream was given them (`with_options`).
+    options: Option<OptionsFn<St::Item>>,
+    /// Whether the feed holds the job of an input with options pulled while the pool was
+    /// full, waiting for room (see [`stage`](Self::stage)).
+    staged: bool,
     permit: Permit,
     /// The tasks polled together: all of the unordered stream's, and the ordered
     /// stream's once it was polled inside a job of its own pool.
@@ -183,6 +304,8 @@ impl<St: Stream, T> Mapper<St, T> {
         Mapper {
             inputs: Some(Box::pin(inputs)),
             feed,
+            options: None,
+            staged: false,
             permit: Permit::None,
             tasks: FuturesUnordered::new(),
             queue: VecDeque::new(),
@@ -209,6 +332,9 @@ impl<St: Stream, T> Mapper<St, T> {
         }
         if let Permit::Held = std::mem::replace(&mut self.permit, Permit::None) {
             self.feed.unadmit();
+        }
+        if std::mem::take(&mut self.staged) {
+            self.feed.unstage();
         }
     }
 
@@ -270,7 +396,15 @@ impl<St: Stream, T> Mapper<St, T> {
                         }
                         Err(AdmitError::Full) => {
                             let inside = self.feed.in_pool();
-                            self.permit = Permit::Waiting(self.feed.admit(), inside)
+                            let admission = if self.options.is_some() && !inside {
+                                match self.stage(cx) {
+                                    Some(admission) => admission,
+                                    None => return,
+                                }
+                            } else {
+                                self.feed.admit()
+                            };
+                            self.permit = Permit::Waiting(admission, inside)
                         }
                     },
                     // A wait begun outside the pool, polled now inside one of its jobs
@@ -299,45 +433,109 @@ impl<St: Stream, T> Mapper<St, T> {
                     },
                 }
             }
-            // Then the input, unless the pool closed since the permit was taken (inside a
-            // job of the pool it may have been held for long, waiting for a slow input):
-            // its job would be refused and the input lost.
-            if self.feed.is_closed() {
-                self.feed.refused_closed();
-                return self.stop_intake(Some(SubmitErrorKind::Closed));
-            }
-            let Some(inputs) = self.inputs.as_mut() else {
-                return;
-            };
-            match inputs.as_mut().poll_next(cx) {
-                Poll::Pending => return self.wait_for_input(cx),
-                Poll::Ready(None) => return self.stop_intake(None),
-                Poll::Ready(Some(input)) => {
-                    // The permit stays held while `f` runs: if `f` panics, it is still
-                    // here to be given back (by `Drop`, or used for the next input).
-                    let pushed = self.feed.push(input);
-                    // It moved into the job, or was given back on refusal.
-                    self.permit = Permit::None;
-                    match pushed {
-                        Ok(handle) => {
-                            let task = Tagged {
-                                seq: self.next_in,
-                                key: None,
-                                id: (),
-                                handle,
-                            };
-                            self.next_in += 1;
-                            if self.in_order {
-                                self.queue.push_back(task);
-                            } else {
-                                self.tasks.push(task);
-                            }
-                        }
-                        Err(kind) => return self.stop_intake(Some(kind)),
-                    }
+            // Then the input: one pulled already and waiting for this place (its push
+            // refused if the pool closed meanwhile, as a `submit_with`'s is), ...
+            let pushed = if self.staged {
+                self.staged = false;
+                self.feed.push_staged()
+            } else {
+                // ... or the next one, unless the pool closed since the permit was taken
+                // (inside a job of the pool it may have been held for long, waiting for a
+                // slow input): its job would be refused and the input lost.
+                if self.feed.is_closed() {
+                    self.feed.refused_closed();
+                    return self.stop_intake(Some(SubmitErrorKind::Closed));
                 }
+                let Some(inputs) = self.inputs.as_mut() else {
+                    return;
+                };
+                match inputs.as_mut().poll_next(cx) {
+                    Poll::Pending => return self.wait_for_input(cx),
+                    Poll::Ready(None) => return self.stop_intake(None),
+                    // The permit stays held while the options and `f` run: if either
+                    // panics, it is still here to be given back (by `Drop`, or used for
+                    // the next input).
+                    Poll::Ready(Some(input)) => match self.options {
+                        None => self.feed.push(input),
+                        Some(_) => self.push_with_options(input),
+                    },
+                }
+            };
+            // It moved into the job, or was given back on refusal.
+            self.permit = Permit::None;
+            match pushed {
+                Ok(handle) => self.add_task(handle),
+                Err(kind) => return self.stop_intake(Some(kind)),
             }
         }
+    }
+
+    /// Pushes the job of an input with options, a permit held. Out of line, as
+    /// [`stage`](Self::stage): [`fill`](Self::fill), the plain path's loop, stays as small
+    /// as before streams took options (see [`add_task`](Self::add_task)).
+    #[inline(never)]
+    fn push_with_options(&mut self, input: St::Item) -> Result<TaskHandle<T>, SubmitErrorKind> {
+        let options = self.options.as_mut().expect("called with options");
+        let opts = options(&input);
+        self.feed.push_with(input, &opts)
+    }
+
+    /// Adds the task of the input just pushed. Called from one place, so that
+    /// `FuturesUnordered::push` stays inlined in `fill`, as before streams took options
+    /// (a second call, for a staged job, left it out of line: about 10 instructions more
+    /// per input of a plain stream, see [`WithOptions`]).
+    #[inline(always)]
+    fn add_task(&mut self, handle: TaskHandle<T>) {
+        let task = Tagged {
+            seq: self.next_in,
+            key: None,
+            id: (),
+            handle,
+        };
+        self.next_in += 1;
+        if self.in_order {
+            self.queue.push_back(task);
+        } else {
+            self.tasks.push(task);
+        }
+    }
+
+    /// A stream given options found the pool full, outside a job of the pool: the wait
+    /// for room is to be `submit_with`'s for the next input (in line with its priority,
+    /// for at most its timeout), so the input is pulled first and its job staged (built,
+    /// its weight checked) before the wait begins. Returns that wait, or `None` if there
+    /// is none: the input is not ready (then, as for any idle input, the stream holds no
+    /// place, see [`wait_for_input`](Self::wait_for_input)), the inputs ended, or the job
+    /// was refused (`TooHeavy`: the stream stops as on any refusal). A job staged already
+    /// (its wait dropped and begun again) waits again.
+    ///
+    /// Inside a job of the pool a full pool refuses a wait (`WouldDeadlock`): the stream
+    /// takes the plain path there, a place first, then the input (its options then give
+    /// its job's settings; there is no wait for their priority or timeout to apply to).
+    #[inline(never)]
+    fn stage(&mut self, cx: &mut Context<'_>) -> Option<Admission> {
+        if !self.staged {
+            let inputs = self.inputs.as_mut()?;
+            let input = match inputs.as_mut().poll_next(cx) {
+                Poll::Pending => {
+                    self.wait_for_input(cx);
+                    return None;
+                }
+                Poll::Ready(None) => {
+                    self.stop_intake(None);
+                    return None;
+                }
+                Poll::Ready(Some(input)) => input,
+            };
+            let options = self.options.as_mut().expect("staged only with options");
+            let opts = options(&input);
+            if let Err(kind) = self.feed.stage(input, &opts) {
+                self.stop_intake(Some(kind));
+                return None;
+            }
+            self.staged = true;
+        }
+        Some(self.feed.admit_staged())
     }
 
     /// The input stream is not ready (it will wake the stream), a permit held for its next
@@ -357,7 +555,9 @@ impl<St: Stream, T> Mapper<St, T> {
         self.size_watch
             .get_or_insert_with(|| feed.watch_size())
             .register(cx.waker());
-        let open = if self.feed.in_pool() {
+        // A stream given options that found the pool full holds no place here (see
+        // `stage`).
+        let open = if self.feed.in_pool() || !matches!(self.permit, Permit::Held) {
             !self.feed.is_closed()
         } else {
             self.permit = Permit::None;
@@ -458,10 +658,17 @@ impl<St: Stream, T> Mapper<St, T> {
     /// inputs left, which the pool may still refuse (a closed pool ends the stream).
     fn size_hint(&self) -> (usize, Option<usize>) {
         let held = self.held();
+        // An input staged (pulled, waiting for room) may still be refused.
+        let most = held + usize::from(self.staged);
         match &self.inputs {
             None => (held, Some(held)),
-            Some(inputs) => (held, inputs.size_hint().1.and_then(|h| h.checked_add(held))),
+            Some(inputs) => (held, inputs.size_hint().1.and_then(|h| h.checked_add(most))),
         }
+    }
+
+    /// Sets each input's options (`with_options`), for the inputs pulled from now on.
+    pub(super) fn set_options(&mut self, options: OptionsFn<St::Item>) {
+        self.options = Some(options);
     }
 }
 
@@ -474,6 +681,9 @@ impl<St: Stream, T> Drop for Mapper<St, T> {
         self.abort_tasks();
         if let Permit::Held = self.permit {
             self.feed.unadmit();
+        }
+        if self.staged {
+            self.feed.unstage();
         }
         // Results that finished out of order (the ordered stream polled in its own pool):
         // each dropped quietly, as a handle drops a stored result (a panicking `Drop` of
@@ -492,6 +702,7 @@ impl<St: Stream, T> Mapper<St, T> {
             .field("in_flight", &self.held())
             .field("window", &self.feed.capacity())
             .field("inputs_done", &self.inputs.is_none())
+            .field("with_options", &self.options.is_some())
             .field("refused", &self.refused)
             .finish_non_exhaustive()
     }
@@ -536,6 +747,25 @@ mod tests {
         }
         fn push(&mut self, input: I) -> Result<TaskHandle<T>, SubmitErrorKind> {
             self.inner.push(input)
+        }
+        fn push_with(
+            &mut self,
+            input: I,
+            opts: &SubmitOptions,
+        ) -> Result<TaskHandle<T>, SubmitErrorKind> {
+            self.inner.push_with(input, opts)
+        }
+        fn push_staged(&mut self) -> Result<TaskHandle<T>, SubmitErrorKind> {
+            self.inner.push_staged()
+        }
+        fn stage(&mut self, input: I, opts: &SubmitOptions) -> Result<(), SubmitErrorKind> {
+            self.inner.stage(input, opts)
+        }
+        fn admit_staged(&self) -> Admission {
+            self.inner.admit_staged()
+        }
+        fn unstage(&mut self) {
+            self.inner.unstage()
         }
         fn capacity(&self) -> usize {
             let n = self.reads.fetch_add(1, Ordering::SeqCst);
@@ -615,6 +845,19 @@ mod tests {
         fn push(&mut self, _: I) -> Result<TaskHandle<T>, SubmitErrorKind> {
             unreachable!()
         }
+        fn push_with(&mut self, _: I, _: &SubmitOptions) -> Result<TaskHandle<T>, SubmitErrorKind> {
+            unreachable!()
+        }
+        fn push_staged(&mut self) -> Result<TaskHandle<T>, SubmitErrorKind> {
+            unreachable!()
+        }
+        fn stage(&mut self, _: I, _: &SubmitOptions) -> Result<(), SubmitErrorKind> {
+            unreachable!()
+        }
+        fn admit_staged(&self) -> Admission {
+            unreachable!()
+        }
+        fn unstage(&mut self) {}
         fn capacity(&self) -> usize {
             unreachable!()
         }
