@@ -346,10 +346,11 @@
 //! being the pool's drop, which takes its share of the gauges back to 0; a span whose
 //! entry panicked is left again; a metric whose registration panicked (at `build`)
 //! stays unrecorded for that pool. The task's own calls (its events, in its span) are
-//! its own: a panic there is the task's panic. The panic hook runs for such a panic while
-//! the pool's lock is held (the panic is caught only as it unwinds): a hook may print a
-//! pool with `{:?}`, which never waits for the lock (it prints `<locked>` then), but must
-//! not call the pool's methods, `stats()` included, which would wait for good.
+//! its own: a panic there is the task's panic. The panic hook runs for a recorder's panic
+//! while the pool's lock is held (the gauges move under it, and the panic is caught only
+//! as it unwinds): such a hook may print a pool with `{:?}`, which never waits for the
+//! lock (it prints `<locked>` then), but must not call the pool's methods, `stats()`
+//! included, which would wait for good.
 //!
 //! Without either feature, the builders' `on_panic` (for example
 //! [`CommonAioPoolBuilder::on_panic`]) reports panics of detached tasks.
