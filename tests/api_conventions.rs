@@ -10,6 +10,8 @@
 //! each such test quotes, in a comment, the compile-time assertion and the compiler's
 //! message it gave before the fix.
 
+#[cfg(feature = "metrics")]
+mod metric_figures;
 mod support;
 
 use std::collections::HashMap;
@@ -471,27 +473,7 @@ mod panicking_gauge {
 
     pub struct Recorder;
     impl metrics::Recorder for Recorder {
-        fn describe_counter(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_gauge(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
+        crate::metric_figures::no_descriptions!();
         fn register_counter(
             &self,
             _: &metrics::Key,
@@ -546,18 +528,10 @@ fn on_thread_or_abort<T: Send + 'static>(
     secs: u64,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => {
-            eprintln!("FAILED: timed out ({secs} s): {what}; aborting the test binary");
-            std::process::abort();
-        }
-    }
+    support::on_thread_or_else(what, secs, f, |what, secs| {
+        eprintln!("FAILED: timed out ({secs} s): {what}; aborting the test binary");
+        std::process::abort()
+    })
 }
 
 /// What the user does: their panic hook logs the application's state, including a global

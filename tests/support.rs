@@ -816,6 +816,19 @@ pub fn on_thread_within<T: Send + 'static>(
     secs: u64,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
+    on_thread_or_else(what, secs, f, |what, secs| {
+        panic!("timed out ({secs} s): {what}")
+    })
+}
+
+/// [`on_thread_within`] with what a time-out does (`timed_out(what, secs)`, which is not
+/// to return).
+pub fn on_thread_or_else<T: Send + 'static>(
+    what: &str,
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+    timed_out: impl FnOnce(&str, u64) -> T,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
@@ -823,7 +836,7 @@ pub fn on_thread_within<T: Send + 'static>(
     match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
         Ok(Ok(v)) => v,
         Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("timed out ({secs} s): {what}"),
+        Err(_) => timed_out(what, secs),
     }
 }
 
