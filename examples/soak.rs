@@ -45,10 +45,13 @@
 //! grow); 20% with a submit timeout of 0-2 ms, some of which expire while the pool is
 //! full (refused `TimedOut`). Tasks behave as in the plain soak (1% panic, 2% sleep, 1%
 //! aborted, 10% awaited and their values checked, the rest detached). Every 3,000 tasks a
-//! producer runs a group of 24-47 jobs (`TaskGroup` / `SmartTaskGroup`): 70% joined with
+//! producer runs a group of 24-47 jobs (`TaskGroup` / `SmartTaskGroup`, each submitted with
+//! `submit_with`: a priority, weight and key as above, never a timeout or a weight above
+//! the capacity, so that none is refused): 70% joined with
 //! `join_all` (values checked in order), 15% half joined with `join_next_with_id` then
 //! dropped (aborting the rest), 15% `abort_all` then `join_all`; and, 1,500 tasks later, a
-//! stream of 24-47 inputs: `map_unordered` drained (40%), `map_ordered` drained (40%,
+//! stream of 24-47 inputs (those drained whole give each input its options the same
+//! way, `with_options`): `map_unordered` drained (40%), `map_ordered` drained (40%,
 //! values checked in input order), or either dropped half-way (20%). `--churn-ms` churns
 //! the producers' runtimes as in the plain soak. `--no-aborts` leaves out every abort
 //! (handles, groups, dropped streams), which makes the job-count check below exact.
@@ -595,25 +598,34 @@ fn refused(kind: SubmitErrorKind) {
 
 /// Priority, weight, a key from the rotating key space, and now and then a timeout.
 fn flow_opts(n: u64, y: u64) -> SubmitOptions {
+    let mut o = member_opts(n, y);
+    if (y >> 8) % 1000 == 0 {
+        o = o.weight(WEIGHT_CAPACITY as u32 + 1);
+    }
+    if (y >> 40) % 5 == 0 {
+        o = o.timeout(Duration::from_micros((y >> 44) % 2000));
+    }
+    o
+}
+
+/// The options of a group's task or a stream's input (`submit_with`, `with_options`), and
+/// the base of a plain submit's ([`flow_opts`]): a priority, a weight that fits and (90%)
+/// a key of task `n`'s key space; never a timeout or a weight above the capacity, so that
+/// no group submit or stream input is refused and the counts stay exact.
+fn member_opts(n: u64, y: u64) -> SubmitOptions {
     let priority = match y % 10 {
         0 => -1,
         1 | 2 => 1,
         3 => 5,
         _ => 0,
     };
-    let weight = if (y >> 8) % 1000 == 0 {
-        WEIGHT_CAPACITY as u32 + 1
-    } else {
-        1 + ((y >> 18) % 4) as u32
-    };
-    let mut o = SubmitOptions::new().priority(priority).weight(weight);
+    let weight = 1 + ((y >> 18) % 4) as u32;
+    let o = SubmitOptions::new().priority(priority).weight(weight);
     if (y >> 28) % 10 != 0 {
-        o = o.key(format!("{}:{}", n / 1000, (y >> 32) % 64));
+        o.key(format!("{}:{}", n / 1000, (y >> 32) % 64))
+    } else {
+        o
     }
-    if (y >> 40) % 5 == 0 {
-        o = o.timeout(Duration::from_micros((y >> 44) % 2000));
-    }
-    o
 }
 
 fn flow_pool(name: &str, a: &Args) -> Pool {
@@ -677,11 +689,11 @@ impl Pool {
 /// A group of `kinds.len()` jobs: joined with `join_all` (mode < 70), half joined with
 /// `join_next_with_id` then dropped (mode < 85), or `abort_all` then `join_all`.
 macro_rules! group_round {
-    ($group:expr, $kinds:expr, $mode:expr, $task:expr) => {{
+    ($group:expr, $kinds:expr, $mode:expr, $n:expr, $task:expr) => {{
         let mut group = $group;
         let mut ids = Vec::new();
         for &k in $kinds {
-            match group.submit($task(k)).await {
+            match group.submit_with($task(k), member_opts($n, k)).await {
                 Ok(id) => {
                     bump(C::GroupAccepted);
                     ids.push((id, k));
@@ -726,7 +738,7 @@ macro_rules! group_round {
     }};
 }
 
-async fn group_round(pool: &Pool, x: u64) {
+async fn group_round(pool: &Pool, x: u64, n: u64) {
     bump(C::GroupRounds);
     let size = 24 + (x >> 8) % 24;
     let kinds: Vec<u64> = (1..=size).map(|i| splitmix(x ^ i)).collect();
@@ -737,10 +749,10 @@ async fn group_round(pool: &Pool, x: u64) {
         mode
     };
     match pool {
-        Pool::Common(p) => group_round!(p.group::<u64>(), &kinds, mode, flow_job),
-        Pool::NoQueue(p) => group_round!(p.group::<u64>(), &kinds, mode, flow_job),
+        Pool::Common(p) => group_round!(p.group::<u64>(), &kinds, mode, n, flow_job),
+        Pool::NoQueue(p) => group_round!(p.group::<u64>(), &kinds, mode, n, flow_job),
         Pool::Smart(p) => {
-            group_round!(p.group::<u64>(), &kinds, mode, |k| move || flow_job(k))
+            group_round!(p.group::<u64>(), &kinds, mode, n, |k| move || flow_job(k))
         }
     }
 }
@@ -786,14 +798,28 @@ where
 }
 
 macro_rules! stream_round {
-    ($p:expr, $kinds:expr, $ordered:expr, $half:expr, $f:expr) => {{
+    ($p:expr, $kinds:expr, $ordered:expr, $half:expr, $n:expr, $f:expr) => {{
         let inputs = stream::iter($kinds.clone());
-        let refusal = if $ordered {
-            let s = drain($p.map_ordered(inputs, $f), &$kinds, true, $half).await;
-            s.refused()
-        } else {
-            let s = drain($p.map_unordered(inputs, $f), &$kinds, false, $half).await;
-            s.refused()
+        let n = $n;
+        let opts = move |&k: &u64| member_opts(n, k);
+        // A stream dropped half-way runs without options: with them, an input is pulled
+        // (and `f` called) before its wait for room, and a stream dropped while it waits
+        // drops that job unsubmitted, which the count of inputs pulled cannot tell apart.
+        let refusal = match ($ordered, $half) {
+            (true, false) => {
+                let s = $p.map_ordered(inputs, $f).with_options(opts);
+                drain(s, &$kinds, true, false).await.refused()
+            }
+            (false, false) => {
+                let s = $p.map_unordered(inputs, $f).with_options(opts);
+                drain(s, &$kinds, false, false).await.refused()
+            }
+            (true, true) => drain($p.map_ordered(inputs, $f), &$kinds, true, true)
+                .await
+                .refused(),
+            (false, true) => drain($p.map_unordered(inputs, $f), &$kinds, false, true)
+                .await
+                .refused(),
         };
         if let Some(kind) = refusal {
             bump(C::StreamRefused);
@@ -805,7 +831,7 @@ macro_rules! stream_round {
     }};
 }
 
-async fn stream_round(pool: &Pool, x: u64) {
+async fn stream_round(pool: &Pool, x: u64, n: u64) {
     bump(C::StreamRounds);
     let size = 24 + (x >> 8) % 24;
     let kinds: Vec<u64> = (1..=size).map(|i| splitmix(x ^ (i << 32))).collect();
@@ -817,9 +843,9 @@ async fn stream_round(pool: &Pool, x: u64) {
         flow_job(k)
     };
     match pool {
-        Pool::Common(p) => stream_round!(p, kinds, ordered, half, pulled),
-        Pool::NoQueue(p) => stream_round!(p, kinds, ordered, half, pulled),
-        Pool::Smart(p) => stream_round!(p, kinds, ordered, half, |k: u64| {
+        Pool::Common(p) => stream_round!(p, kinds, ordered, half, n, pulled),
+        Pool::NoQueue(p) => stream_round!(p, kinds, ordered, half, n, pulled),
+        Pool::Smart(p) => stream_round!(p, kinds, ordered, half, n, |k: u64| {
             bump(C::StreamPulled);
             move || flow_job(k)
         }),
@@ -839,9 +865,9 @@ async fn produce_flow(
         let x = splitmix(seq.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
         let n = TASKS.fetch_add(1, Ordering::Relaxed);
         if n % ROUND_EVERY == 0 {
-            group_round(&pool, x).await;
+            group_round(&pool, x, n).await;
         } else if n % ROUND_EVERY == ROUND_EVERY / 2 {
-            stream_round(&pool, x).await;
+            stream_round(&pool, x, n).await;
         }
         bump(C::Attempts);
         match pool

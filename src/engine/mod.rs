@@ -935,6 +935,22 @@ const TIMED_SUBMIT: TimedCall = TimedCall {
     instead: "submit without a timeout",
 };
 
+/// A stream's input (`with_options`, a timeout set) that has to wait for room.
+const TIMED_STREAM_INPUT: TimedCall = TimedCall {
+    waited: "a map stream's input with SubmitOptions::timeout(..) (with_options) had to wait \
+             for room",
+    timer: "timer",
+    instead: "with_options without a timeout",
+};
+
+/// For a map stream given options whose staged input is about to wait for room with a
+/// timeout: panics as [`assert_timer_here`] does, naming the stream's call. Called before
+/// the stream's wait is made (see `Core::wait_for_room`), not in it.
+#[track_caller]
+pub(crate) fn assert_stream_timer_here() {
+    assert_timer_here(&TIMED_STREAM_INPUT);
+}
+
 /// Panics with this crate's message, naming `call`, if a timer made here now could not
 /// work: outside a tokio runtime, on one without the time driver, or in the context of
 /// one that has shut down (where tokio panics at the timer's first poll, in words that

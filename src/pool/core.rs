@@ -189,8 +189,18 @@ impl<J: Job> Core<J> {
         limit: Option<std::time::Duration>,
     ) -> impl Future<Output = Result<(), SubmitErrorKind>> + Send + 'static {
         let engine = Arc::clone(&self.engine);
+        // Both steps before the wait is made, not at its first poll: a panic there (a
+        // timeout on a runtime without time) would leave the stream holding a future that
+        // panicked, whose next poll panics from inside the compiler's state machine
+        // ("`async fn` resumed after panicking") instead of with this crate's message.
+        // The stream polls the wait at once, so `full`'s start of stranded jobs comes no
+        // earlier than at that poll.
+        let full = engine.full();
+        if full.is_ok() && limit.is_some() {
+            crate::engine::assert_stream_timer_here();
+        }
         async move {
-            engine.full()?;
+            full?;
             match limit {
                 None => engine.admit_waiting(priority).await,
                 Some(limit) => engine.admit_waiting_within(limit, priority).await,

@@ -92,7 +92,9 @@ impl<St: Stream, T> MapOrdered<St, T> {
     ///
     /// # Panics
     ///
-    /// A panic in `options` propagates out of `poll_next`, as one in `f` does.
+    /// A panic in `options` propagates out of `poll_next`, as one in `f` does. An input
+    /// with a timeout that has to wait for room panics where its timer cannot be made,
+    /// as [`MapUnordered::with_options`](crate::MapUnordered::with_options) says.
     ///
     /// # Examples
     ///

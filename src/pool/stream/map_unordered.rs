@@ -192,12 +192,18 @@ impl<St: Stream, T> MapUnordered<St, T> {
     /// [`TimedOut`](SubmitErrorKind::TimedOut) when its wait for room outlasted its
     /// timeout. That input was pulled and produces no item; its job is dropped without
     /// running; the inputs after it stay in the input stream. The refusal is counted by
-    /// the observability features as `submit_with`'s is.
+    /// the observability features as `submit_with`'s is. An input pulled while the pool
+    /// was full is consumed so by any refusal of its wait, also when the pool is shut
+    /// down meanwhile ([`Closed`](SubmitErrorKind::Closed)), unlike a plain stream's
+    /// next input, which is pulled only once the pool has a place for it.
     ///
     /// # Panics
     ///
     /// A panic in `options` propagates out of `poll_next`, as one in `f` does (see
-    /// [Panics](Self#panics)); the input is lost, no place is.
+    /// [Panics](Self#panics)); the input is lost, no place is. An input with a timeout
+    /// that has to wait for room panics where its timer cannot be made (outside a tokio
+    /// runtime, or on one without time enabled), as `submit_with` does, naming this
+    /// method; polled again, the stream panics so again.
     ///
     /// # Examples
     ///

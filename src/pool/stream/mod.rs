@@ -206,9 +206,11 @@ where
 
     fn unstage(&mut self) {
         // Never queued: the item comes back, and is dropped here (on the task polling the
-        // stream, as a job refused at its push is).
+        // stream, or the one dropping it). Quietly: it is the user's future or recipe, and
+        // this may run in the stream's `Drop`, where a panic of its `Drop` would escape
+        // (or, while unwinding, abort), as a held result's would (RELIABILITY.md, 355).
         if let Some((ready, ..)) = self.staged.take() {
-            drop(S::unready(ready));
+            crate::engine::drop_quietly(S::unready(ready));
         }
     }
 
