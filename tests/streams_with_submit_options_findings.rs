@@ -20,9 +20,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use futures_util::task::noop_waker_ref;
-use nb_aiopool::{
-    CommonAioPool, NoQueueAioPool, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle,
-};
+use nb_aiopool::{NoQueueAioPool, SmartAioPool, SubmitErrorKind, SubmitOptions, TaskHandle};
 use support::{
     common_builder, flow_pools, on_thread_within, panic_message, per_pool, until, within, Counted,
     FlowLimits, Gate, Pool,
@@ -912,6 +910,7 @@ fn a_timed_staged_input_offers_its_runtime_to_a_stranded_pool() {
 #[test]
 fn each_refusal_of_a_stream_with_options_is_reported_once() {
     use collector::Collector;
+    use nb_aiopool::CommonAioPool;
     let log = Collector::default();
     tracing::subscriber::with_default(log.clone(), || {
         support::current_thread().block_on(async {
