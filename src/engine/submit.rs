@@ -113,6 +113,26 @@ impl<J: Job> Engine<J> {
         self.admitted(admitted)
     }
 
+    /// A wait for room with a submit's options: [`admit_waiting`](Self::admit_waiting) in
+    /// line with `priority`, or, with a `limit`,
+    /// [`admit_waiting_within`](Self::admit_waiting_within) it. For the waits that are
+    /// made only with options (a group's `submit_with` with a watcher, a stream's input),
+    /// whose futures hold the timer's room either way. Cancel safe.
+    ///
+    /// # Panics
+    ///
+    /// As [`admit_waiting_within`](Self::admit_waiting_within), with a `limit`.
+    pub(crate) async fn admit_waiting_with(
+        self: &Arc<Self>,
+        priority: i32,
+        limit: Option<Duration>,
+    ) -> Result<(), SubmitErrorKind> {
+        match limit {
+            None => self.admit_waiting(priority).await,
+            Some(limit) => self.admit_waiting_within(limit, priority).await,
+        }
+    }
+
     /// For a submit whose wait for room just polled pending: whether the pool is stranded
     /// with no live runtime the caller can offer it (offered here if it has one), so that
     /// no room can come (see [`note_stranded`](Self::note_stranded), which wakes the

@@ -149,16 +149,6 @@ impl<J: Job> Core<J> {
         }
     }
 
-    /// Pushes an admitted item for a stream, whose items have no options and whose
-    /// submits never free what ended jobs left; gives it back if the pool closed meanwhile
-    /// or no runtime can run it.
-    pub(crate) fn push_admitted<S: Submit<J>>(
-        &self,
-        item: S,
-    ) -> Result<TaskHandle<S::Output>, PushError<S>> {
-        self.push_with(item, Meta::default(), false)
-    }
-
     /// An item with its options made ready, as `submit_with` makes it ready at its call,
     /// for a stream given options (which pushes it with
     /// [`push_admitted_ready`](Self::push_admitted_ready) once admitted, after
@@ -201,15 +191,14 @@ impl<J: Job> Core<J> {
         }
         async move {
             full?;
-            match limit {
-                None => engine.admit_waiting(priority).await,
-                Some(limit) => engine.admit_waiting_within(limit, priority).await,
-            }
+            engine.admit_waiting_with(priority, limit).await
         }
     }
 
-    /// [`push_admitted`](Self::push_admitted) for a group, with the item's settings
-    /// (`Meta::default()` for a plain `try_submit`, `try_submit_with`'s otherwise).
+    /// Pushes an admitted item of a group or a stream, with its settings
+    /// (`Meta::default()` for a plain `try_submit` or a stream's plain input), freeing
+    /// nothing ended jobs left (their submits never do); gives it back if the pool closed
+    /// meanwhile or no runtime can run it.
     pub(crate) fn push_admitted_with<S: Submit<J>>(
         &self,
         item: S,
@@ -425,8 +414,8 @@ impl<J: Job> Core<J> {
 
     /// [`submit`](Self::submit) for a group without a watcher, of an item made
     /// [`ready_for_group`](Self::ready_for_group): as a group's
-    /// [`push_admitted`](Self::push_admitted), it frees nothing ended jobs left. Cancel
-    /// safe.
+    /// [`push_admitted_with`](Self::push_admitted_with), it frees nothing ended jobs left.
+    /// Cancel safe.
     #[allow(clippy::manual_async_fn)] // declared `Send`, as `submit`
     pub(crate) fn submit_for_group<S: Submit<J>>(
         &self,

@@ -504,13 +504,7 @@ impl Waiting for WithOptions {
         &'a self,
         engine: &'a Arc<Engine<J>>,
     ) -> impl Future<Output = Result<(), SubmitErrorKind>> + Send + 'a {
-        let priority = self.meta.priority();
-        async move {
-            match self.limit {
-                None => engine.admit_waiting(priority).await,
-                Some(limit) => engine.admit_waiting_within(limit, priority).await,
-            }
-        }
+        engine.admit_waiting_with(self.meta.priority(), self.limit)
     }
 
     fn into_meta(self) -> Meta {

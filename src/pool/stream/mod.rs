@@ -168,7 +168,9 @@ where
         // A refused job is dropped here. The stream checks that the pool is open before it
         // pulls an input, so only a shutdown racing with the pull and `f`, or a pool with
         // no runtime, loses an input this way (see "Refusal" in the stream's docs).
-        self.core.push_admitted(item).map_err(|e| e.kind())
+        (self.core)
+            .push_admitted_with(item, Meta::default())
+            .map_err(|e| e.kind())
     }
 
     fn push_with(
