@@ -534,6 +534,38 @@ fn on_thread_or_abort<T: Send + 'static>(
     })
 }
 
+/// Runs `try_submit` (a job that returns 5) on a thread of its own while every gauge move
+/// of `pool` (built with [`panicking_gauge::Recorder`]) panics and the panic hook prints
+/// `pool`'s `Debug`; checks that the submit was accepted and its job returned 5. Returns
+/// what the hook printed, `None` if it did not run. A hang aborts the binary
+/// ([`on_thread_or_abort`], with `what`).
+#[cfg(feature = "metrics")]
+fn debug_printed_by_the_hook<P>(
+    pool: &P,
+    what: &str,
+    try_submit: impl FnOnce(&P) -> Option<TaskHandle<i32>> + Send + 'static,
+) -> Option<String>
+where
+    P: Clone + std::fmt::Debug + Send + 'static,
+{
+    let p = pool.clone();
+    on_thread_or_abort(what, 10, move || {
+        let rt = support::current_thread();
+        rt.block_on(async {
+            let shown = p.clone();
+            panicking_gauge::SHOWN
+                .with(|s| *s.borrow_mut() = Some(Box::new(move || format!("{shown:?}"))));
+            panicking_gauge::PANIC.store(true, Ordering::SeqCst);
+            let h = try_submit(&p);
+            panicking_gauge::PANIC.store(false, Ordering::SeqCst);
+            panicking_gauge::SHOWN.with(|s| *s.borrow_mut() = None);
+            let v = h.expect("the submit was refused").await.unwrap();
+            assert_eq!(v, 5);
+            panicking_gauge::TEXT.with(|t| t.borrow_mut().take())
+        })
+    })
+}
+
 /// What the user does: their panic hook logs the application's state, including a global
 /// pool's `{:?}`, as many services do; the pool is built with the `metrics` feature and
 /// a recorder whose gauge panics once (a bug in the exporter). The crate docs ("Feature
@@ -561,25 +593,10 @@ fn debug_of_a_pool_from_a_panic_hook_while_the_pool_holds_its_lock() {
             .process_wide(false)
             .build()
     });
-    let p = pool.clone();
-    let text = on_thread_or_abort(
+    let text = debug_printed_by_the_hook(
+        &pool,
         "a try_submit whose gauge panics, with a panic hook that prints the pool's Debug",
-        10,
-        move || {
-            let rt = support::current_thread();
-            rt.block_on(async {
-                let shown = p.clone();
-                panicking_gauge::SHOWN
-                    .with(|s| *s.borrow_mut() = Some(Box::new(move || format!("{shown:?}"))));
-                panicking_gauge::PANIC.store(true, Ordering::SeqCst);
-                let h = p.try_submit(async { 5 });
-                panicking_gauge::PANIC.store(false, Ordering::SeqCst);
-                panicking_gauge::SHOWN.with(|s| *s.borrow_mut() = None);
-                let v = h.expect("the submit was refused").await.unwrap();
-                assert_eq!(v, 5);
-                panicking_gauge::TEXT.with(|t| t.borrow_mut().take())
-            })
-        },
+        |p| p.try_submit(async { 5 }).ok(),
     );
     let text = text.expect("the panic hook did not run (the gauge did not panic?)");
     assert!(
@@ -848,25 +865,10 @@ fn debug_of_a_smart_pool_from_a_panic_hook_while_the_pool_holds_its_lock() {
             .auto_shutdown(false)
             .build()
     });
-    let p = pool.clone();
-    let text = on_thread_or_abort(
+    let text = debug_printed_by_the_hook(
+        &pool,
         "a SmartAioPool's try_submit whose gauge panics, with a panic hook that prints the pool's Debug",
-        10,
-        move || {
-            let rt = support::current_thread();
-            rt.block_on(async {
-                let shown = p.clone();
-                panicking_gauge::SHOWN
-                    .with(|s| *s.borrow_mut() = Some(Box::new(move || format!("{shown:?}"))));
-                panicking_gauge::PANIC.store(true, Ordering::SeqCst);
-                let h = p.try_submit(|| async { 5 });
-                panicking_gauge::PANIC.store(false, Ordering::SeqCst);
-                panicking_gauge::SHOWN.with(|s| *s.borrow_mut() = None);
-                let v = h.expect("the submit was refused").await.unwrap();
-                assert_eq!(v, 5);
-                panicking_gauge::TEXT.with(|t| t.borrow_mut().take())
-            })
-        },
+        |p| p.try_submit(|| async { 5 }).ok(),
     );
     let text = text.expect("the panic hook did not run (the gauge did not panic?)");
     assert!(
