@@ -1,5 +1,7 @@
 //! What a pool reports: `stats()`, its gauges and the exit's figures.
 
+use std::fmt;
+
 use crate::observe::{Observer, OnPanic};
 use crate::stats::PoolStats;
 use crate::task::wake_quietly;
@@ -40,8 +42,8 @@ impl<J: Job> Engine<J> {
         Self::stats_of(&self.lock())
     }
 
-    /// `(stats, live workers)` for a pool's `Debug`, or `None` if the lock stays taken
-    /// for about 10 ms while this thread is panicking. A `Debug` must not block on the lock
+    /// The stats and live workers for a pool's `Debug`, or `<locked>` in their place if
+    /// the lock stays taken for about 10 ms while this thread is panicking. A `Debug` must not block on the lock
     /// there: it may be called with the lock held by its own thread (a panic hook run for a
     /// panic under it: a `metrics` recorder's, caught; or a `Drop` run by the unwinding),
     /// where `lock` would never return. A thread that is not panicking does not hold the
@@ -49,18 +51,21 @@ impl<J: Job> Engine<J> {
     /// the pool): it waits for the lock, as `stats()` does. (Retrying for 10 ms there, a
     /// busy pool's `{:?}` printed `<locked>` for about 1 in 100 log lines: a review of
     /// 37ed99d, 1M tiny jobs on 2 workers; `std`'s mutex is not fair to a `try_lock`.)
-    pub(crate) fn for_debug(&self) -> Option<(PoolStats, usize)> {
+    pub(crate) fn for_debug(&self) -> DebugFigures {
         let mut st = match self.try_lock() {
             Some(st) => st,
             None if !std::thread::panicking() => self.lock(),
-            None => self.try_lock_for_panicking()?,
+            None => match self.try_lock_for_panicking() {
+                Some(st) => st,
+                None => return DebugFigures(None),
+            },
         };
         let mut wake = Vec::new();
         Self::retire_idle(&mut st, &mut wake);
         let figures = (Self::stats_of(&st), st.limit.max(st.running));
         drop(st);
         wake.into_iter().for_each(wake_quietly);
-        Some(figures)
+        DebugFigures(Some(figures))
     }
 
     /// [`for_debug`](Self::for_debug)'s lock on a panicking thread: retried for about
@@ -163,5 +168,37 @@ impl<J: Job> Engine<J> {
             held_back,
             max_concurrency: st.max_concurrency,
         }
+    }
+}
+
+/// A pool's figures for its `Debug` ([`Engine::for_debug`]): each field's value, or
+/// `<locked>` where they could not be read.
+pub(crate) struct DebugFigures(Option<(PoolStats, usize)>);
+
+impl DebugFigures {
+    /// The pool's [`PoolStats`], for the `stats` field.
+    pub(crate) fn stats(&self) -> &dyn fmt::Debug {
+        match &self.0 {
+            Some((stats, _)) => stats,
+            None => &Locked,
+        }
+    }
+
+    /// The live workers (SmartAioPool's `workers` field).
+    pub(crate) fn workers(&self) -> &dyn fmt::Debug {
+        match &self.0 {
+            Some((_, workers)) => workers,
+            None => &Locked,
+        }
+    }
+}
+
+/// What a `Debug` prints for figures it could not read, as std's `Mutex` prints
+/// `data: <locked>`.
+struct Locked;
+
+impl fmt::Debug for Locked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<locked>")
     }
 }

@@ -1133,14 +1133,11 @@ impl std::panic::RefUnwindSafe for CommonAioPool {}
 
 impl fmt::Debug for CommonAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut f = f.debug_struct("CommonAioPool");
-        f.field("name", &self.name())
+        f.debug_struct("CommonAioPool")
+            .field("name", &self.name())
             .field("max_concurrency", &self.max_concurrency())
-            .field("max_queue_size", &self.max_queue_size());
-        match self.pool().engine.for_debug() {
-            Some((stats, _)) => f.field("stats", &stats),
-            None => f.field("stats", &format_args!("<locked>")),
-        };
-        f.finish()
+            .field("max_queue_size", &self.max_queue_size())
+            .field("stats", self.pool().engine.for_debug().stats())
+            .finish()
     }
 }

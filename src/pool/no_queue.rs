@@ -1076,13 +1076,10 @@ impl std::panic::RefUnwindSafe for NoQueueAioPool {}
 
 impl fmt::Debug for NoQueueAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut f = f.debug_struct("NoQueueAioPool");
-        f.field("name", &self.name())
-            .field("max_concurrency", &self.max_concurrency());
-        match self.pool().engine.for_debug() {
-            Some((stats, _)) => f.field("stats", &stats),
-            None => f.field("stats", &format_args!("<locked>")),
-        };
-        f.finish()
+        f.debug_struct("NoQueueAioPool")
+            .field("name", &self.name())
+            .field("max_concurrency", &self.max_concurrency())
+            .field("stats", self.pool().engine.for_debug().stats())
+            .finish()
     }
 }

@@ -1089,19 +1089,13 @@ impl std::panic::RefUnwindSafe for SmartAioPool {}
 impl fmt::Debug for SmartAioPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let figures = self.inner.core.engine.for_debug();
-        let mut f = f.debug_struct("SmartAioPool");
-        f.field("name", &self.name())
-            .field("max_concurrency", &self.max_concurrency());
-        match &figures {
-            Some((_, workers)) => f.field("workers", workers),
-            None => f.field("workers", &format_args!("<locked>")),
-        };
-        f.field("auto_shutdown", &self.inner.auto_shutdown);
-        match &figures {
-            Some((stats, _)) => f.field("stats", stats),
-            None => f.field("stats", &format_args!("<locked>")),
-        };
-        f.finish()
+        f.debug_struct("SmartAioPool")
+            .field("name", &self.name())
+            .field("max_concurrency", &self.max_concurrency())
+            .field("workers", figures.workers())
+            .field("auto_shutdown", &self.inner.auto_shutdown)
+            .field("stats", figures.stats())
+            .finish()
     }
 }
 
