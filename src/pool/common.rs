@@ -951,6 +951,7 @@ impl CommonAioPool {
     /// assert!(pool.submit(async { 8 }).await.is_err());
     /// # }
     /// ```
+    #[must_use = "intake closes at once, awaited or not; await the future to wait for the pool's tasks to end"]
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         // Not an `async fn`: intake closes at the call, not at the first poll.
         self.pool().engine.shutdown()
@@ -1004,6 +1005,7 @@ impl CommonAioPool {
     /// assert_eq!(report.abandoned(), 1);
     /// # }
     /// ```
+    #[must_use = "intake closes at once, awaited or not; await the future to wait for the pool's tasks to end"]
     pub fn shutdown_timeout(
         &self,
         timeout: Duration,

@@ -859,6 +859,7 @@ impl NoQueueAioPool {
     /// assert_eq!(report.abandoned(), 1);
     /// # }
     /// ```
+    #[must_use = "intake closes at once, awaited or not; await the future to wait for the pool's tasks to end"]
     pub fn shutdown_timeout(
         &self,
         timeout: std::time::Duration,
@@ -963,6 +964,7 @@ impl NoQueueAioPool {
     /// assert!(pool.try_submit(async {}).unwrap_err().is_closed());
     /// # }
     /// ```
+    #[must_use = "intake closes at once, awaited or not; await the future to wait for the pool's tasks to end"]
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         // Not an `async fn`: intake closes at the call, not at the first poll.
         self.pool().engine.shutdown()

@@ -124,6 +124,7 @@ fn live_future_pools(kind: PoolKind) -> Vec<Arc<Engine<FutureJob>>> {
 /// assert_eq!(pool.stats().completed, 3);
 /// # }
 /// ```
+#[must_use = "the pools close at once, awaited or not; await the future to wait for their tasks to end"]
 pub fn shutdown_all_common_aiopools() -> impl Future<Output = ()> + Send + 'static {
     // Not an `async fn`: the pools close at the call, not at the first poll.
     join_pools(PoolKind::Common, |e| e.shutdown())

@@ -700,6 +700,7 @@ impl SmartAioPool {
     /// assert_eq!(pool.pending_count(), 0);
     /// # }
     /// ```
+    #[must_use = "intake closes at once, awaited or not; await the future to wait for the pool's tasks to end"]
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         // Not an `async fn`: intake closes at the call, not at the first poll. The future
         // holds a handle of its own (so it is `'static`, as the other pools' are, and
@@ -755,6 +756,7 @@ impl SmartAioPool {
     /// assert_eq!(report.abandoned(), 1);
     /// # }
     /// ```
+    #[must_use = "intake closes at once, awaited or not; await the future to wait for the pool's tasks to end"]
     pub fn shutdown_timeout(
         &self,
         timeout: Duration,

@@ -396,6 +396,7 @@ pub fn smart_run<F: Future>(fut: F) -> F::Output {
 /// [`SmartAioPool::shutdown`]: crate::SmartAioPool::shutdown
 /// [`SmartAioPool::wait`]: crate::SmartAioPool::wait
 /// [`SmartAioPoolBuilder::rate_limit`]: crate::SmartAioPoolBuilder::rate_limit
+#[must_use = "the pools close at once, awaited or not; await the future to wait for their tasks to end"]
 pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'static {
     // Not an `async fn`: the pools close at the call, not at the first poll.
     let pools: Vec<_> = smart_pools()
