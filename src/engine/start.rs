@@ -166,13 +166,18 @@ impl<J: Job> Engine<J> {
     }
 
     /// Whether [`fill_free`](Self::fill_free) may do anything: a slot to reserve, a
-    /// reservation that may want a claimer, or (elastic) a worker to add. `false` implies
+    /// reservation that wants a claimer, one that may want a claimer on the caller's
+    /// runtime (the pool knows several), or (elastic) a worker to add. `false` implies
     /// that [`fill`](Self::fill) returns at `wants_slots` having grown nothing, and that
-    /// [`claim_here`](Self::claim_here) adds no claimer (it needs a reservation).
+    /// [`claim_here`](Self::claim_here) adds no claimer (it needs a reservation and
+    /// several runtimes). A slot that yields with its place kept as a reservation has
+    /// itself as the claimer: on one runtime, the submits and job ends until it comes
+    /// back (about one per job) have nothing to do here.
     #[inline]
     fn may_fill(st: &State<J>) -> bool {
-        st.reserved > 0
-            || Self::has_room(st)
+        Self::has_room(st)
+            || Self::needs_claimers(st)
+            || (st.reserved > 0 && st.runtimes.is_multi())
             || (st.elastic.is_some()
                 && st.queue.len() > st.limit.saturating_sub(st.running)
                 && st.limit < st.max_concurrency)
