@@ -558,6 +558,37 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {}
 
+/// For `?` in functions that return [`std::io::Result`], as tokio's `JoinError` converts:
+/// an error of kind [`Other`](std::io::ErrorKind::Other) whose message is the task
+/// error's, and which holds it ([`get_ref`](std::io::Error::get_ref) and
+/// [`into_inner`](std::io::Error::into_inner) give it back, a panic's payload with it).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use nb_aiopool::{CommonAioPool, TaskError};
+///
+/// async fn fetch(pool: &CommonAioPool) -> std::io::Result<u32> {
+///     let handle = pool.submit(async { 7 }).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+///     Ok(handle.await?)
+/// }
+/// let pool = CommonAioPool::new(1, 1);
+/// assert_eq!(fetch(&pool).await.unwrap(), 7);
+///
+/// let handle = pool.submit(async { panic!("boom") }).await.unwrap();
+/// let err = std::io::Error::from(handle.await.unwrap_err());
+/// assert_eq!(err.kind(), std::io::ErrorKind::Other);
+/// assert!(err.into_inner().unwrap().downcast::<TaskError>().unwrap().is_panic());
+/// # }
+/// ```
+impl From<TaskError> for std::io::Error {
+    fn from(err: TaskError) -> Self {
+        std::io::Error::other(err)
+    }
+}
+
 /// Why [`run`](crate::CommonAioPool::run) produced no value: the task was rejected, or it
 /// was accepted and then failed.
 ///

@@ -883,3 +883,52 @@ fn debug_of_a_smart_pool_from_a_panic_hook_while_the_pool_holds_its_lock() {
         "the pool's Debug outside the hook reads its figures: {pool:?}"
     );
 }
+
+/// A user's function returns `std::io::Result` and awaits a handle with `?`, as they do
+/// with tokio's `JoinHandle` (`impl From<JoinError> for io::Error`). The error that comes
+/// out says why the task failed and holds the task error, so the caller can still tell a
+/// panic (with its payload) from a cancellation.
+#[test]
+fn a_task_error_converts_to_an_io_error_that_keeps_it() {
+    async fn run(handle: TaskHandle<u32>) -> std::io::Result<u32> {
+        Ok(handle.await?)
+    }
+    support::current_thread().block_on(async {
+        let pool = CommonAioPool::new(1, 1);
+        let ok = pool.submit(async { 7u32 }).await.unwrap();
+        assert_eq!(
+            run(ok).await.unwrap(),
+            7,
+            "a task's value comes through `?`"
+        );
+
+        let boom = pool.submit(async { panic!("boom") }).await.unwrap();
+        let err = run(boom).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Other);
+        assert!(
+            err.to_string().contains("the task panicked: boom"),
+            "the io error should say the task panicked, and why: {err}"
+        );
+        let inner = err.into_inner().expect("the io error holds the task error");
+        let task_err = inner.downcast::<TaskError>().expect("it is the TaskError");
+        let payload = task_err.into_panic();
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"boom"),
+            "the panic's payload is kept"
+        );
+
+        let aborted = pool.submit(std::future::pending::<u32>()).await.unwrap();
+        aborted.abort();
+        let err = run(aborted).await.unwrap_err();
+        let reason = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<TaskError>())
+            .and_then(TaskError::cancel_reason);
+        assert_eq!(
+            reason,
+            Some(CancelReason::Aborted),
+            "a cancellation keeps its reason"
+        );
+    });
+}
