@@ -79,16 +79,35 @@ impl<J: Job> Engine<J> {
         }
     }
 
-    /// Admission for `submit().await`: refuses a nested submit into a full pool instead of
-    /// waiting (which would hold a slot while waiting for one). Cancel safe.
-    pub(crate) async fn admit_submit(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
-        match self.admit_or_wait() {
-            Some(done) => done,
-            None => self.admit_waiting(0).await,
+    /// Admission for a map stream's input, as for `submit().await`: refuses a nested
+    /// submit into a full pool instead of waiting (which would hold a slot while waiting
+    /// for one), but does not report that `WouldDeadlock` here. A stream
+    /// with jobs of its own in the pool waits for one of them to end and tries again, which
+    /// refuses nothing; it reports the `WouldDeadlock` it stops on itself
+    /// ([`reject`](Self::reject)). (Reported here, a fan-out that refused no input emitted
+    /// a `submit rejected` event for each retry, several per input: a review of 286366f.)
+    /// Cancel safe.
+    pub(crate) async fn admit_for_stream(self: &Arc<Self>) -> Result<(), SubmitErrorKind> {
+        match self.try_admit() {
+            Ok(()) => Ok(()),
+            Err(AdmitError::Closed) => self.admitted(Err(SubmitErrorKind::Closed)),
+            Err(AdmitError::Full) if context::in_pool(self.id()) => {
+                Err(SubmitErrorKind::WouldDeadlock)
+            }
+            Err(AdmitError::Full) => match self.full() {
+                Ok(()) => self.admit_waiting(0).await,
+                Err(kind) => Err(kind),
+            },
         }
     }
 
-    /// The waiting half of [`admit_submit`](Self::admit_submit), once
+    /// Reports a refusal of `kind` decided by the caller (see
+    /// [`admit_for_stream`](Self::admit_for_stream)).
+    pub(crate) fn reject(&self, kind: SubmitErrorKind) {
+        self.observer.rejected(Some(kind));
+    }
+
+    /// The waiting half of an async submit's admission, once
     /// [`admit_or_wait`](Self::admit_or_wait) or [`full`](Self::full) said to wait: a
     /// caller that tries first without a future of its own saves one on every submit that
     /// finds room. `priority`: the task's (see [`admit`](Self::admit)). Cancel safe.

@@ -47,13 +47,16 @@ type OptionsFn<I> = Box<dyn FnMut(&I) -> SubmitOptions + Send>;
 /// The pool-specific half of a map stream: admission, and turning an input into a job.
 trait Feed<I, T>: Send {
     fn try_admit(&self) -> Result<(), AdmitError>;
+    /// The wait for room of a plain input (`submit`'s), which does not report a
+    /// `WouldDeadlock`: the stream may retry then (see `fill`), and reports it if it stops.
     fn admit(&self) -> Admission;
     /// Gives a place back; returns whether the pool is still open (one lock).
     fn unadmit(&self) -> bool;
     /// Whether the pool was shut down (it refuses every job from then on).
     fn is_closed(&self) -> bool;
-    /// Reports a refusal because the pool was shut down, as a submit's is reported.
-    fn refused_closed(&self);
+    /// Reports a refusal of `kind` the stream decided (the pool was shut down, or a nested
+    /// wait for room with no job of its own to wait for), as a submit's is reported.
+    fn refused(&self, kind: SubmitErrorKind);
     /// Builds the input's job (calls `f`) and pushes it; the caller holds a permit, which
     /// moves into the job or, on a refusal, is given back. If `f` panics, the caller
     /// still holds it.
@@ -146,13 +149,14 @@ where
         self.core.engine.try_admit()
     }
 
-    fn refused_closed(&self) {
-        self.core.engine.refused(AdmitError::Closed);
+    fn refused(&self, kind: SubmitErrorKind) {
+        self.core.engine.reject(kind);
     }
 
     fn admit(&self) -> Admission {
         let engine = Arc::clone(&self.core.engine);
-        Box::pin(async move { engine.admit_submit().await })
+        // A `WouldDeadlock` is the stream's to report: it retries if it can.
+        Box::pin(async move { engine.admit_for_stream().await })
     }
 
     fn unadmit(&self) -> bool {
@@ -395,7 +399,7 @@ impl<St: Stream, T> Mapper<St, T> {
                     Permit::None => match self.feed.try_admit() {
                         Ok(()) => self.permit = Permit::Held,
                         Err(AdmitError::Closed) => {
-                            self.feed.refused_closed();
+                            self.feed.refused(SubmitErrorKind::Closed);
                             return self.stop_intake(Some(SubmitErrorKind::Closed));
                         }
                         Err(AdmitError::Full) => {
@@ -431,6 +435,10 @@ impl<St: Stream, T> Mapper<St, T> {
                         }
                         Poll::Ready(Err(kind)) => {
                             self.permit = Permit::None;
+                            if kind == SubmitErrorKind::WouldDeadlock {
+                                // Not reported by the admission (see `Feed::admit`).
+                                self.feed.refused(kind);
+                            }
                             return self.stop_intake(Some(kind));
                         }
                         Poll::Pending => return,
@@ -447,7 +455,7 @@ impl<St: Stream, T> Mapper<St, T> {
                 // (inside a job of the pool it may have been held for long, waiting for a
                 // slow input): its job would be refused and the input lost.
                 if self.feed.is_closed() {
-                    self.feed.refused_closed();
+                    self.feed.refused(SubmitErrorKind::Closed);
                     return self.stop_intake(Some(SubmitErrorKind::Closed));
                 }
                 let Some(inputs) = self.inputs.as_mut() else {
@@ -568,7 +576,7 @@ impl<St: Stream, T> Mapper<St, T> {
             self.feed.unadmit()
         };
         if !open {
-            self.feed.refused_closed();
+            self.feed.refused(SubmitErrorKind::Closed);
             self.stop_intake(Some(SubmitErrorKind::Closed));
         }
     }
@@ -746,8 +754,8 @@ mod tests {
         fn is_closed(&self) -> bool {
             self.inner.is_closed()
         }
-        fn refused_closed(&self) {
-            self.inner.refused_closed()
+        fn refused(&self, kind: SubmitErrorKind) {
+            self.inner.refused(kind)
         }
         fn push(&mut self, input: I) -> Result<TaskHandle<T>, SubmitErrorKind> {
             self.inner.push(input)
@@ -845,7 +853,7 @@ mod tests {
         fn is_closed(&self) -> bool {
             unreachable!()
         }
-        fn refused_closed(&self) {}
+        fn refused(&self, _: SubmitErrorKind) {}
         fn push(&mut self, _: I) -> Result<TaskHandle<T>, SubmitErrorKind> {
             unreachable!()
         }
