@@ -13,6 +13,11 @@ use std::sync::Mutex;
 const CLOSED: &str = "closed: the pool is shut down (or, for a task group with \
                       cancel-on-error, one of its tasks failed) and accepts no tasks";
 
+/// The `Display` of a `TooHeavy` refusal (a submit's or a `try_submit`'s).
+const TOO_HEAVY: &str = "the task's weight exceeds the pool's weight_capacity, so it could \
+                         never start: lower its weight or raise the pool's weight_capacity \
+                         (the task is handed back: into_inner)";
+
 /// Holds a rejected task so that the error is `Sync` even when the task is not.
 ///
 /// The mutex is never locked: it is only there to make the wrapper `Sync` for any `Send`
@@ -163,10 +168,13 @@ impl<F> SubmitError<F> {
     }
 }
 
+/// With the message: `unwrap()`, `expect()` and a `main` that returns the error print the
+/// `Debug`, and the message says what to do (as `std::io::Error`'s `Debug` shows its own).
 impl<F> fmt::Debug for SubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubmitError")
             .field("kind", &self.kind)
+            .field("message", &format_args!("\"{}\"", self.kind))
             .finish_non_exhaustive()
     }
 }
@@ -188,12 +196,12 @@ impl fmt::Display for SubmitErrorKind {
                  pool having a rate_limit, finished on a runtime without tokio's time driver; \
                  submit from inside a runtime, or enter one first (Handle::enter)",
             ),
-            SubmitErrorKind::TimedOut => {
-                f.write_str("the submit's timeout passed before the pool had room")
-            }
-            SubmitErrorKind::TooHeavy => f.write_str(
-                "the task's weight exceeds the pool's weight_capacity, so it could never start",
+            SubmitErrorKind::TimedOut => f.write_str(
+                "the submit's timeout passed before the pool had room; the task is handed \
+                 back (into_inner): submit it again, give it a longer timeout, or give the \
+                 pool more room",
             ),
+            SubmitErrorKind::TooHeavy => f.write_str(TOO_HEAVY),
         }
     }
 }
@@ -370,9 +378,7 @@ impl fmt::Display for TrySubmitErrorKind {
                  every runtime the pool knows has shut down (or it never had one); submit \
                  from inside a runtime, or enter one first (Handle::enter)",
             ),
-            TrySubmitErrorKind::TooHeavy => f.write_str(
-                "the task's weight exceeds the pool's weight_capacity, so it could never start",
-            ),
+            TrySubmitErrorKind::TooHeavy => f.write_str(TOO_HEAVY),
         }
     }
 }

@@ -145,6 +145,11 @@ impl<T> TaskHandle<T> {
         self.slot.shared()
     }
 
+    /// See `Shared::was_taken`: a hint, for aborting queued tasks before running ones.
+    pub(crate) fn was_taken(&self) -> bool {
+        self.shared().was_taken()
+    }
+
     /// Cancels the task.
     ///
     /// The handle resolves at once to a [`TaskError`] whose
@@ -418,6 +423,11 @@ impl AbortHandle {
     /// The task's id in its pool.
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// See `Shared::was_taken`: a hint, for aborting queued tasks before running ones.
+    pub(crate) fn was_taken(&self) -> bool {
+        self.target.was_taken()
     }
 }
 

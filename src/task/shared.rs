@@ -367,6 +367,15 @@ impl<T> Shared<T> {
         result.expect("TaskHandle polled after it returned its result")
     }
 
+    /// Whether a slot of its pool took the task from the queue (to run it) at some time:
+    /// read outside the pool's lock, so a hint only, for aborting many tasks in an order
+    /// (those still queued before those a slot took: see `abort_newest_first` in
+    /// `pool::group`). A SmartAioPool task queued again for a re-run still says `true`.
+    pub(crate) fn was_taken(&self) -> bool {
+        // Relaxed: a hint; the abort that follows decides under the pool's lock.
+        self.runner.load(Ordering::Relaxed) != RUNNER_NONE
+    }
+
     /// For the handle: whether the result is ready (or was taken).
     ///
     /// An outcome claimed but not yet stored counts as finished once it is stored (a few
@@ -518,6 +527,7 @@ pub(crate) type SlotRef<T> = std::sync::Arc<dyn HandleSlot<T>>;
 pub(crate) trait AbortTarget: Send + Sync {
     fn abort(&self);
     fn is_finished(&self) -> bool;
+    fn was_taken(&self) -> bool;
 }
 
 impl<S: HeldByHandles> AbortTarget for S {
@@ -527,6 +537,10 @@ impl<S: HeldByHandles> AbortTarget for S {
 
     fn is_finished(&self) -> bool {
         ResultSlot::shared(self).is_finished()
+    }
+
+    fn was_taken(&self) -> bool {
+        ResultSlot::shared(self).was_taken()
     }
 }
 

@@ -67,16 +67,31 @@ impl<T, I: Copy + Unpin> Future for Tagged<T, I> {
 
 /// Aborts the tasks of a group or stream (their handles stay in place), newest first:
 /// those awaited in order (`fresh`, oldest first), from the last, then those polled
-/// together (`set`, all older; a `FuturesUnordered` lists the last pushed first). Queued
-/// ones then leave the queue before a running one is woken to end, whose slot would
-/// otherwise take the next queued task and start it before its abort came (on a
-/// multi-thread runtime; a review of dc685cf saw up to 66 of 1,000 start so).
+/// together (`set`, all older; a `FuturesUnordered` lists the last pushed first); and of
+/// these, first those no slot has taken, then the others. Queued ones then leave the
+/// queue before a running one is woken to end, whose slot would otherwise take the next
+/// queued task and start it before its abort came (on a multi-thread runtime; a review of
+/// dc685cf saw up to 66 of 1,000 start so). Newest first alone is not enough with
+/// priorities: a newer task of a higher priority may run while older ones are queued (a
+/// review of the flow-control docs saw 153 of 300 rounds start one so, in a group).
 pub(super) fn abort_newest_first<'a, T: 'a, I: Unpin + 'a>(
-    fresh: impl DoubleEndedIterator<Item = &'a Tagged<T, I>>,
+    fresh: impl DoubleEndedIterator<Item = &'a Tagged<T, I>> + Clone,
     set: &'a FuturesUnordered<Tagged<T, I>>,
 ) {
-    for t in fresh.rev().chain(set.iter()) {
-        t.handle.abort();
+    // Read once, before any abort: an abort frees room, and a slot may then take a task
+    // (which this order is there to keep from happening to the group's own).
+    let taken: Vec<bool> = fresh
+        .clone()
+        .rev()
+        .chain(set.iter())
+        .map(|t| t.handle.was_taken())
+        .collect();
+    for pass_taken in [false, true] {
+        for (t, &was) in fresh.clone().rev().chain(set.iter()).zip(&taken) {
+            if was == pass_taken {
+                t.handle.abort();
+            }
+        }
     }
 }
 
@@ -183,7 +198,7 @@ impl<T> InOrder<T> {
     }
 
     /// The tasks not awaited yet, oldest first.
-    fn pending(&self) -> impl DoubleEndedIterator<Item = &Tagged<T, TaskId>> {
+    fn pending(&self) -> impl DoubleEndedIterator<Item = &Tagged<T, TaskId>> + Clone {
         self.tasks[self.next..].iter().flatten()
     }
 }
@@ -282,12 +297,16 @@ impl Trip {
         // task's abort wakes its slot, which on another worker took the next queued task
         // of the group, not aborted yet, and started it (a review of b7c4278 saw up to 34
         // of 200 start so, aborted oldest first).
-        let others: Vec<AbortHandle> = reg
+        // And of these, those no slot has taken first (see `abort_newest_first`: with
+        // priorities, a newer task may run while older ones are queued).
+        let mut others: Vec<AbortHandle> = reg
             .iter()
             .rev()
             .filter(|&(&generation, _)| generation != key.generation)
             .filter_map(|(_, h)| h.clone())
             .collect();
+        // Stable: newest first within each part.
+        others.sort_by_key(AbortHandle::was_taken);
         // Aborted after the lock: an abort wakes the task's handle, polled by the group's
         // poller, whose waker is any executor's code (which may join the group at once,
         // and so take this lock). A task registered meanwhile sees `tripped` (`keep`).

@@ -27,9 +27,10 @@ use crate::task::TaskId;
 /// [`cancel_on_panic`](TaskGroup::cancel_on_panic) make the group behave like Go's
 /// `errgroup` or pond's groups: the first task that fails aborts every other task of the
 /// group at once (they resolve to [`CancelReason::Aborted`](crate::CancelReason::Aborted);
-/// the newest first, so that the slot a running task's abort frees does not start one of
-/// those still queued; a slot freed meanwhile by other work may still start one, which
-/// the abort then ends), and later submits are
+/// those still queued first, newest first, so that the slot a running task's abort frees
+/// does not start one of them, also when priorities let a newer task run before older
+/// ones; a slot freed meanwhile by other work may still start one, which the abort then
+/// ends), and later submits are
 /// refused with [`SubmitErrorKind::Closed`], as is a submit of the group that is waiting
 /// for room then (at once, whoever holds the room). The failing task keeps its own result,
 /// also when it fails before its `submit` has returned. This happens inside the pool,
