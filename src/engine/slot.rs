@@ -304,15 +304,15 @@ impl<J: Job> Slot<J> {
         self.cancel_seen = mark;
     }
 
-    /// A claimer takes a reserved job (from the head of the queue): `Run`, or
-    /// `YieldThenRun`. If slots whose jobs ended took them all, it becomes an idle slot
+    /// A claimer takes a reserved job (from the head of the queue) into `next`: `Run`,
+    /// or `YieldThenRun`. If slots whose jobs ended took them all, it becomes an idle slot
     /// task (`Yield`), or exits.
     ///
     /// It leaves its waker in its entry (`waker`, its task's) in the same critical
     /// section, for a `cancel_all` or an abort to wake it by: a claimer's entry is new
     /// (see `Engine::keep_idle`), and storing it when the job first waits took a critical
     /// section of its own (0.15 to 0.18 per job on 2 workers, BENCHMARKS.md).
-    fn claim_reservation(&mut self, waker: &Waker) -> After<J> {
+    fn claim_reservation(&mut self, waker: &Waker) -> After {
         let engine = &self.engine;
         // Made once this poll claims: a record held in a `ManuallyDrop` is never dropped
         // (see `Engine::settle`), so no return may come between its making and its
@@ -345,13 +345,15 @@ impl<J: Job> Slot<J> {
             }
             record = ManuallyDrop::new(Deferred::default());
             let later = &mut *record;
-            let next = engine.take_next(&mut st, self.rt, self.key, later);
+            self.next = engine.take_next(&mut st, self.rt, self.key, later);
             engine.fill_free(&mut st, Some(self.rt), later);
             engine.changed(&st);
-            match next {
-                Some(q) if must_yield_first(self.multi_thread, later) => After::YieldThenRun(q),
-                Some(q) => After::Run(q),
-                None => After::Exit,
+            if self.next.is_none() {
+                After::Exit
+            } else if must_yield_first(self.multi_thread, later) {
+                After::YieldThenRun
+            } else {
+                After::Run
             }
         };
         engine.settle(&mut record);
@@ -360,12 +362,12 @@ impl<J: Job> Slot<J> {
 
     /// Ends this poll as `after` (anything but `Run`) says: a job kept for the next poll,
     /// a yield, or the end of the slot task.
-    fn stop(&mut self, after: After<J>, cx: &Context<'_>) -> Poll<()> {
+    fn stop(&mut self, after: After, cx: &Context<'_>) -> Poll<()> {
         match after {
-            After::Run(q) | After::YieldThenRun(q) => {
-                // Its start was charged now; it runs after the yield (see `restart`).
+            After::Run | After::YieldThenRun => {
+                // Its start was charged now; it runs after the yield (see `restart`). The
+                // job is in `next` already.
                 self.recharge = self.engine.needs_timers();
-                self.next = Some(q);
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
@@ -381,9 +383,10 @@ impl<J: Job> Slot<J> {
     }
 
     /// Records how the job ended and hands its result to the handle, in one critical
-    /// section; then takes the next job for this slot (`more`), or (its budget spent)
-    /// yields as a claimer, keeping its slot as a reservation if a queued job has none.
-    fn finish(&mut self, mut run: BoxRun, id: u64, more: bool) -> After<J> {
+    /// section; then takes the next job for this slot (`more`) into `next`, or (its
+    /// budget spent) yields as a claimer, keeping its slot as a reservation if a queued
+    /// job has none.
+    fn finish(&mut self, mut run: BoxRun, id: u64, more: bool) -> After {
         let engine = &self.engine;
         // A panic's message, for its event (the only one that names the error): read
         // before the result goes to the handle.
@@ -476,8 +479,14 @@ impl<J: Job> Slot<J> {
             let after = if more {
                 // A reserved job runs here, at once (a claimer coming for it finds none).
                 Engine::take_reservation(&mut st, later);
-                match engine.take_next(&mut st, self.rt, self.key, later) {
-                    Some(q) => After::Run(q),
+                // Taken straight into `next`, where the slot's loop runs it from: the
+                // job (48 bytes for a future) is not copied on through `After`, this
+                // function's return and the loop (four copies fewer; with `poll_slot`
+                // out of line, 14 instructions per job fewer for common and no-queue,
+                // 42 for smart: callgrind, current-thread, 2026-12-07).
+                self.next = engine.take_next(&mut st, self.rt, self.key, later);
+                match self.next {
+                    Some(_) => After::Run,
                     None => match Engine::keep_idle(&mut st, self.rt, &self.polling) {
                         Some(key) => {
                             // A new entry: its next job's waker is stored there again.
@@ -516,13 +525,11 @@ impl<J: Job> Slot<J> {
             };
             engine.fill_free(&mut st, Some(self.rt), later);
             engine.changed(&st);
-            if !matches!(after, After::Run(_)) {
+            if !matches!(after, After::Run) {
                 Engine::reap_idle(&mut st, later);
             }
             match after {
-                After::Run(q) if must_yield_first(self.multi_thread, later) => {
-                    After::YieldThenRun(q)
-                }
+                After::Run if must_yield_first(self.multi_thread, later) => After::YieldThenRun,
                 after => after,
             }
         };
@@ -608,10 +615,11 @@ fn must_yield_first<J: Job>(multi_thread: bool, later: &Deferred<J>) -> bool {
 }
 
 /// What a slot does next, after a job ended or a claimer looked for one.
-enum After<J> {
-    Run(Queued<J>),
+enum After {
+    /// Run the job now in the slot's `next`.
+    Run,
     /// Run it after yielding once (see [`Deferred::schedules`]).
-    YieldThenRun(Queued<J>),
+    YieldThenRun,
     /// Yield, and come back as a claimer or as a lingering idle slot task.
     Yield,
     Exit,
@@ -641,6 +649,11 @@ impl<J: Job> Future for Slot<J> {
 }
 
 impl<J: Job> Slot<J> {
+    /// Out of line: inlined into `poll` or not as the compiler chose, its copy of the
+    /// taken job (see `finish`) saved 21 instructions per job for common and cost 8 for
+    /// smart (whose `poll` also marks the poll); out of line, 14 fewer and 42 fewer
+    /// (callgrind, current-thread, 2026-12-07).
+    #[inline(never)]
     fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let this = self;
         if this.is_stale() {
@@ -690,7 +703,7 @@ impl<J: Job> Slot<J> {
                     },
                     Some(q) => q,
                     None => match this.claim_reservation(cx.waker()) {
-                        After::Run(q) => q,
+                        After::Run => this.next.take().expect("a job was claimed"),
                         after => return this.stop(after, cx),
                     },
                 };
@@ -806,7 +819,7 @@ impl<J: Job> Slot<J> {
             let (run, _) = this.run.take().expect("the job polled above");
             budget -= 1;
             match this.finish(run, id, budget > 0) {
-                After::Run(q) => this.next = Some(q),
+                After::Run => {}
                 after => return this.stop(after, cx),
             }
         }

@@ -352,16 +352,7 @@ impl<J: Job> Engine<J> {
                 Self::reap(st, &mut later);
             }
         }
-        // What `finish` does with an untouched record, done here: most submits leave it
-        // so, and the call to `finish` (not inlined: its other path is large) cost its
-        // entry and exit on each; inline, 18-19 fewer instructions per job of common,
-        // no-queue and smart on a current-thread runtime (callgrind,
-        // `bench/instructions.sh`, against 52501ad).
-        if later.untouched() {
-            self.look_for_stuck_waits(false);
-        } else {
-            self.finish(&mut later);
-        }
+        self.finish(&mut later);
         Ok(())
     }
 
