@@ -16,7 +16,7 @@ const CLOSED: &str = "closed: the pool is shut down (or, for a task group with \
 /// The `Display` of a `TooHeavy` refusal (a submit's or a `try_submit`'s).
 const TOO_HEAVY: &str = "the task's weight exceeds the pool's weight_capacity, so it could \
                          never start: lower its weight or raise the pool's weight_capacity \
-                         (the task is handed back: into_inner)";
+                         (a submit's error hands the task back: into_inner)";
 
 /// Holds a rejected task so that the error is `Sync` even when the task is not.
 ///
@@ -197,9 +197,9 @@ impl fmt::Display for SubmitErrorKind {
                  submit from inside a runtime, or enter one first (Handle::enter)",
             ),
             SubmitErrorKind::TimedOut => f.write_str(
-                "the submit's timeout passed before the pool had room; the task is handed \
-                 back (into_inner): submit it again, give it a longer timeout, or give the \
-                 pool more room",
+                "the submit's timeout passed before the pool had room: submit the task again \
+                 (a submit's error hands it back: into_inner), give it a longer timeout, or \
+                 give the pool more room",
             ),
             SubmitErrorKind::TooHeavy => f.write_str(TOO_HEAVY),
         }

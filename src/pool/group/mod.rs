@@ -299,19 +299,21 @@ impl Trip {
         // of 200 start so, aborted oldest first).
         // And of these, those no slot has taken first (see `abort_newest_first`: with
         // priorities, a newer task may run while older ones are queued).
-        let mut others: Vec<AbortHandle> = reg
+        // Each task's hint is read once: it can change meanwhile (a slot takes a task
+        // under the engine's lock, not this one), and a sort that read it at each
+        // comparison could see an inconsistent order, which std's sort may answer with a
+        // panic (here, inside a task's panic: an abort of the process).
+        let (queued, taken): (Vec<AbortHandle>, Vec<AbortHandle>) = reg
             .iter()
             .rev()
             .filter(|&(&generation, _)| generation != key.generation)
             .filter_map(|(_, h)| h.clone())
-            .collect();
-        // Stable: newest first within each part.
-        others.sort_by_key(AbortHandle::was_taken);
+            .partition(|h| !h.was_taken());
         // Aborted after the lock: an abort wakes the task's handle, polled by the group's
         // poller, whose waker is any executor's code (which may join the group at once,
         // and so take this lock). A task registered meanwhile sees `tripped` (`keep`).
         drop(reg);
-        for h in others {
+        for h in queued.into_iter().chain(taken) {
             h.abort();
         }
         // A submit of the group waiting for room is refused now (`Group::admit`).

@@ -47,8 +47,10 @@ type OptionsFn<I> = Box<dyn FnMut(&I) -> SubmitOptions + Send>;
 /// The pool-specific half of a map stream: admission, and turning an input into a job.
 trait Feed<I, T>: Send {
     fn try_admit(&self) -> Result<(), AdmitError>;
-    /// The wait for room of a plain input (`submit`'s), which does not report a
-    /// `WouldDeadlock`: the stream may retry then (see `fill`), and reports it if it stops.
+    /// The wait for room of an input that takes its place first (`submit`'s: a plain
+    /// stream's, or, inside a job of the pool, one given options), which does not report
+    /// a `WouldDeadlock`: the stream may retry then (see `fill`), and reports it if it
+    /// stops.
     fn admit(&self) -> Admission;
     /// Gives a place back; returns whether the pool is still open (one lock).
     fn unadmit(&self) -> bool;
