@@ -4,7 +4,8 @@
 //! pool built with `max_per_key`, `weight_capacity` or `rate_limit` gets a [`Limits`]:
 //! a job starts only if its key has room, its weight fits, and the rate window allows one
 //! more start. Keys are skipped past (a saturated key never holds up other keys); weights
-//! are not (a heavy job at the head waits for room rather than being overtaken forever).
+//! are not (a heavy job at the head waits for room, and lighter ones behind it wait with it:
+//! never overtaken, it cannot be starved).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
