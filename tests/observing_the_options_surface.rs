@@ -39,6 +39,19 @@ mod with_both {
 
     // ----- helpers ----------------------------------------------------------------------------
 
+    /// Runs `f` with this thread's `metrics` recorder and `tracing` subscriber set to a
+    /// fresh recorder and collector (one test at a time: `serial`), giving it the
+    /// collector and the recorder's snapshotter.
+    fn observed(f: impl FnOnce(&Collector, &metrics_util::debugging::Snapshotter)) {
+        let _serial = support::serial();
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let log = Collector::default();
+        metrics::with_local_recorder(&recorder, || {
+            tracing::subscriber::with_default(log.clone(), || f(&log, &snapshotter));
+        });
+    }
+
     /// A job that returns `v` at once.
     fn value(v: u32) -> Make<u32> {
         make(move || std::future::ready(v))
@@ -453,48 +466,42 @@ mod with_both {
     /// pool is dropped.
     #[test]
     fn every_refusal_through_groups_and_streams_is_seen_as_the_pools_own() {
-        let _serial = support::serial();
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        let log = Collector::default();
         let mut wrong = Vec::new();
-        metrics::with_local_recorder(&recorder, || {
-            tracing::subscriber::with_default(log.clone(), || {
-                for refusal in REFUSALS {
-                    for kind in KINDS {
-                        let mut own: Option<Seen> = None;
-                        for via in VIAS {
-                            let name = format!("ref-{refusal:?}-{kind}-{via:?}");
-                            let seen = run_refusal(refusal, kind, &name, via, &log, &snapshotter);
-                            if via == Via::Pool {
-                                let want_span = if refusal == Refusal::WouldDeadlock {
-                                    "task"
-                                } else {
-                                    "submitter"
-                                };
-                                let reason = super::reason_of(refusal.kind());
-                                if seen.result != Err(refusal.kind())
-                                    || seen.rejected
-                                        != [(reason.to_string(), Some(want_span.to_string()))]
-                                    || seen.metrics_vs_stats.is_some()
-                                    || seen.gauges_after_drop != (0.0, 0.0)
-                                {
-                                    wrong.push(format!(
-                                        "{kind}: the pool's own submit_with, {refusal:?}: {seen:?}"
-                                    ));
-                                }
-                                own = Some(seen);
-                            } else if Some(&seen) != own.as_ref() {
+        observed(|log, snapshotter| {
+            for refusal in REFUSALS {
+                for kind in KINDS {
+                    let mut own: Option<Seen> = None;
+                    for via in VIAS {
+                        let name = format!("ref-{refusal:?}-{kind}-{via:?}");
+                        let seen = run_refusal(refusal, kind, &name, via, log, snapshotter);
+                        if via == Via::Pool {
+                            let want_span = if refusal == Refusal::WouldDeadlock {
+                                "task"
+                            } else {
+                                "submitter"
+                            };
+                            let reason = super::reason_of(refusal.kind());
+                            if seen.result != Err(refusal.kind())
+                                || seen.rejected
+                                    != [(reason.to_string(), Some(want_span.to_string()))]
+                                || seen.metrics_vs_stats.is_some()
+                                || seen.gauges_after_drop != (0.0, 0.0)
+                            {
                                 wrong.push(format!(
-                                    "{kind}, {refusal:?}: {via:?} saw {seen:?}, the pool's own \
-                                     submit_with {:?}",
-                                    own.as_ref().unwrap()
+                                    "{kind}: the pool's own submit_with, {refusal:?}: {seen:?}"
                                 ));
                             }
+                            own = Some(seen);
+                        } else if Some(&seen) != own.as_ref() {
+                            wrong.push(format!(
+                                "{kind}, {refusal:?}: {via:?} saw {seen:?}, the pool's own \
+                                 submit_with {:?}",
+                                own.as_ref().unwrap()
+                            ));
                         }
                     }
                 }
-            });
+            }
         });
         assert!(
             wrong.is_empty(),
@@ -543,82 +550,72 @@ mod with_both {
     /// metrics that agree with them, on the three pools.
     #[test]
     fn every_refusal_of_a_groups_try_submit_with_is_seen_as_the_pools_own() {
-        let _serial = support::serial();
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        let log = Collector::default();
         let mut wrong = Vec::new();
         let cases = ["heavy", "heavy-full", "full", "closed", "no-runtime"];
-        metrics::with_local_recorder(&recorder, || {
-            tracing::subscriber::with_default(log.clone(), || {
-                for case in cases {
-                    for kind in KINDS {
-                        let mut own = None;
-                        for via in [Via::Pool, Via::Group, Via::Watched] {
-                            let name = format!("try-{case}-{kind}-{via:?}");
-                            let limits = Limits {
-                                weight_capacity: Some(2),
-                                ..Limits::default()
-                            };
-                            let run = |pool: &Pool| {
-                                let mut group =
-                                    (via != Via::Pool).then(|| group_of(pool, via == Via::Watched));
-                                let opts = if case.starts_with("heavy") {
-                                    SubmitOptions::new().weight(3)
-                                } else {
-                                    SubmitOptions::new().priority(2)
-                                };
-                                try_via(pool, group.as_mut(), value(1), opts)
-                            };
-                            let (result, stats, pool) = if case == "no-runtime" {
-                                let pool = build(kind, &name, 1, 0, limits);
-                                let r = run(&pool);
-                                (r, pool.stats(), pool)
+        observed(|log, snapshotter| {
+            for case in cases {
+                for kind in KINDS {
+                    let mut own = None;
+                    for via in [Via::Pool, Via::Group, Via::Watched] {
+                        let name = format!("try-{case}-{kind}-{via:?}");
+                        let limits = Limits {
+                            weight_capacity: Some(2),
+                            ..Limits::default()
+                        };
+                        let run = |pool: &Pool| {
+                            let mut group =
+                                (via != Via::Pool).then(|| group_of(pool, via == Via::Watched));
+                            let opts = if case.starts_with("heavy") {
+                                SubmitOptions::new().weight(3)
                             } else {
-                                support::paused_runtime().block_on(async {
-                                    let pool = build(kind, &name, 1, 0, limits);
-                                    let gate = Gate::new();
-                                    if case != "heavy" && case != "closed" {
-                                        own_submit_with(
-                                            &pool,
-                                            gated(&gate, 0),
-                                            SubmitOptions::new(),
-                                        )
+                                SubmitOptions::new().priority(2)
+                            };
+                            try_via(pool, group.as_mut(), value(1), opts)
+                        };
+                        let (result, stats, pool) = if case == "no-runtime" {
+                            let pool = build(kind, &name, 1, 0, limits);
+                            let r = run(&pool);
+                            (r, pool.stats(), pool)
+                        } else {
+                            support::paused_runtime().block_on(async {
+                                let pool = build(kind, &name, 1, 0, limits);
+                                let gate = Gate::new();
+                                if case != "heavy" && case != "closed" {
+                                    own_submit_with(&pool, gated(&gate, 0), SubmitOptions::new())
                                         .await
                                         .unwrap();
-                                        settle().await;
-                                    }
-                                    if case == "closed" {
-                                        within("a shutdown", shutdown(&pool)).await;
-                                    }
-                                    let r = run(&pool);
-                                    gate.open();
-                                    pool.wait_within().await;
                                     settle().await;
-                                    (r, pool.stats(), pool)
-                                })
-                            };
-                            let mut figures = Figures::default();
-                            figures.take(&snapshotter, &name);
-                            let metrics_vs_stats = figures.against(&stats);
-                            drop(pool);
-                            let seen = (result, rejections(&log, &name), stats, metrics_vs_stats);
-                            match &own {
-                                None => {
-                                    if seen.1.len() != 1 || seen.3.is_some() {
-                                        wrong.push(format!("{name}: the pool's own: {seen:?}"));
-                                    }
-                                    own = Some(seen);
                                 }
-                                Some(o) if *o != seen => wrong.push(format!(
-                                    "{name}: {seen:?}; the pool's own try_submit_with: {o:?}"
-                                )),
-                                Some(_) => {}
+                                if case == "closed" {
+                                    within("a shutdown", shutdown(&pool)).await;
+                                }
+                                let r = run(&pool);
+                                gate.open();
+                                pool.wait_within().await;
+                                settle().await;
+                                (r, pool.stats(), pool)
+                            })
+                        };
+                        let mut figures = Figures::default();
+                        figures.take(snapshotter, &name);
+                        let metrics_vs_stats = figures.against(&stats);
+                        drop(pool);
+                        let seen = (result, rejections(log, &name), stats, metrics_vs_stats);
+                        match &own {
+                            None => {
+                                if seen.1.len() != 1 || seen.3.is_some() {
+                                    wrong.push(format!("{name}: the pool's own: {seen:?}"));
+                                }
+                                own = Some(seen);
                             }
+                            Some(o) if *o != seen => wrong.push(format!(
+                                "{name}: {seen:?}; the pool's own try_submit_with: {o:?}"
+                            )),
+                            Some(_) => {}
                         }
                     }
                 }
-            });
+            }
         });
         assert!(
             wrong.is_empty(),
@@ -815,21 +812,15 @@ mod with_both {
     /// the gauges at 0 once the pool is dropped; on the three pools.
     #[test]
     fn groups_and_streams_dropped_half_way_leave_figures_that_agree() {
-        let _serial = support::serial();
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        let log = Collector::default();
         let mut wrong = Vec::new();
-        metrics::with_local_recorder(&recorder, || {
-            tracing::subscriber::with_default(log.clone(), || {
-                for kind in KINDS {
-                    for held in [Held::Keys, Held::Weights, Held::Rate] {
-                        for via in [Via::Group, Via::Watched, Via::Unordered, Via::Ordered] {
-                            wrong.extend(dropped_half_way(kind, held, via, &log, &snapshotter));
-                        }
+        observed(|log, snapshotter| {
+            for kind in KINDS {
+                for held in [Held::Keys, Held::Weights, Held::Rate] {
+                    for via in [Via::Group, Via::Watched, Via::Unordered, Via::Ordered] {
+                        wrong.extend(dropped_half_way(kind, held, via, log, snapshotter));
                     }
                 }
-            });
+            }
         });
         assert!(
             wrong.is_empty(),
@@ -849,92 +840,85 @@ mod with_both {
     /// three pools.
     #[test]
     fn a_group_or_stream_that_outlived_its_pools_handles_leaves_the_gauges_at_zero() {
-        let _serial = support::serial();
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        let log = Collector::default();
         let mut wrong = Vec::new();
-        metrics::with_local_recorder(&recorder, || {
-            tracing::subscriber::with_default(log.clone(), || {
-                for kind in KINDS {
-                    for via in [Via::Group, Via::Watched, Via::Unordered, Via::Ordered] {
-                        let name = format!("orphan-{kind}-{via:?}");
-                        let rt = support::paused_runtime();
-                        rt.block_on(async {
-                            let limits = Limits {
-                                max_per_key: Some(1),
-                                ..Limits::default()
-                            };
-                            let pool = build(kind, &name, 2, 4, limits);
-                            let gate = Gate::new();
-                            let job = {
-                                let gate = gate.clone();
-                                move |i: u32| gated(&gate, i)
-                            };
-                            let opts = |i: u32| {
-                                SubmitOptions::new().key(if i % 2 == 0 { "a" } else { "b" })
-                            };
-                            match via {
-                                Via::Group | Via::Watched => {
-                                    let mut group = group_of(&pool, via == Via::Watched);
-                                    drop(pool);
-                                    let cap = if kind == "no_queue" { 2 } else { 4 };
-                                    for i in 0..cap {
-                                        within("a submit_with", group.submit_with(job(i), opts(i)))
-                                            .await
-                                            .expect("a submit_with with room was refused");
-                                    }
-                                    settle().await;
-                                    drop(group);
+        observed(|log, snapshotter| {
+            for kind in KINDS {
+                for via in [Via::Group, Via::Watched, Via::Unordered, Via::Ordered] {
+                    let name = format!("orphan-{kind}-{via:?}");
+                    let rt = support::paused_runtime();
+                    rt.block_on(async {
+                        let limits = Limits {
+                            max_per_key: Some(1),
+                            ..Limits::default()
+                        };
+                        let pool = build(kind, &name, 2, 4, limits);
+                        let gate = Gate::new();
+                        let job = {
+                            let gate = gate.clone();
+                            move |i: u32| gated(&gate, i)
+                        };
+                        let opts =
+                            |i: u32| SubmitOptions::new().key(if i % 2 == 0 { "a" } else { "b" });
+                        match via {
+                            Via::Group | Via::Watched => {
+                                let mut group = group_of(&pool, via == Via::Watched);
+                                drop(pool);
+                                let cap = if kind == "no_queue" { 2 } else { 4 };
+                                for i in 0..cap {
+                                    within("a submit_with", group.submit_with(job(i), opts(i)))
+                                        .await
+                                        .expect("a submit_with with room was refused");
                                 }
-                                _ => {
-                                    let mut s = stream_of(
-                                        &pool,
-                                        via == Via::Ordered,
-                                        (0..100).collect(),
-                                        job,
-                                        move |i: &u32| opts(*i),
-                                    );
-                                    drop(pool);
-                                    for _ in 0..5 {
-                                        assert!(poll_once(&mut s.next()).await.is_pending());
-                                        settle().await;
-                                    }
-                                    drop(s);
-                                }
+                                settle().await;
+                                drop(group);
                             }
-                            settle().await;
-                            gate.open();
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        });
-                        drop(rt);
-                        let mut figures = Figures::default();
-                        figures.take(&snapshotter, &name);
-                        let c = |n: &str| figures.counter(n);
-                        let (submitted, completed, cancelled) = (
-                            c("nb_aiopool_tasks_submitted"),
-                            c("nb_aiopool_tasks_completed"),
-                            c("nb_aiopool_tasks_cancelled"),
-                        );
-                        let gauges = (
-                            figures.gauge("nb_aiopool_tasks_queued"),
-                            figures.gauge("nb_aiopool_tasks_running"),
-                        );
-                        let events = cancelled_ids(&log, &name).len() as f64;
-                        if submitted == 0.0
-                            || submitted != completed + cancelled
-                            || gauges != (0.0, 0.0)
-                            || events != cancelled
-                        {
-                            wrong.push(format!(
-                                "{name}: submitted {submitted}, completed {completed}, \
-                                 cancelled {cancelled}, gauges (queued, running) {gauges:?}, \
-                                 {events} `task cancelled` events"
-                            ));
+                            _ => {
+                                let mut s = stream_of(
+                                    &pool,
+                                    via == Via::Ordered,
+                                    (0..100).collect(),
+                                    job,
+                                    move |i: &u32| opts(*i),
+                                );
+                                drop(pool);
+                                for _ in 0..5 {
+                                    assert!(poll_once(&mut s.next()).await.is_pending());
+                                    settle().await;
+                                }
+                                drop(s);
+                            }
                         }
+                        settle().await;
+                        gate.open();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    });
+                    drop(rt);
+                    let mut figures = Figures::default();
+                    figures.take(snapshotter, &name);
+                    let c = |n: &str| figures.counter(n);
+                    let (submitted, completed, cancelled) = (
+                        c("nb_aiopool_tasks_submitted"),
+                        c("nb_aiopool_tasks_completed"),
+                        c("nb_aiopool_tasks_cancelled"),
+                    );
+                    let gauges = (
+                        figures.gauge("nb_aiopool_tasks_queued"),
+                        figures.gauge("nb_aiopool_tasks_running"),
+                    );
+                    let events = cancelled_ids(log, &name).len() as f64;
+                    if submitted == 0.0
+                        || submitted != completed + cancelled
+                        || gauges != (0.0, 0.0)
+                        || events != cancelled
+                    {
+                        wrong.push(format!(
+                            "{name}: submitted {submitted}, completed {completed}, \
+                             cancelled {cancelled}, gauges (queued, running) {gauges:?}, \
+                             {events} `task cancelled` events"
+                        ));
                     }
                 }
-            });
+            }
         });
         assert!(
             wrong.is_empty(),
