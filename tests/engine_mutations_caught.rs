@@ -11,6 +11,17 @@ use std::time::Duration;
 use nb_aiopool::SmartAioPool;
 use support::Gate;
 
+/// Four tasks submitted to `pool`, each held until the gate opens.
+async fn four_held(pool: &SmartAioPool) -> (Gate, Vec<nb_aiopool::TaskHandle<()>>) {
+    let gate = Gate::new();
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let gate = gate.clone();
+        handles.push(pool.submit(move || gate.wait()).await.unwrap());
+    }
+    (gate, handles)
+}
+
 /// An elastic worker that ends a task stays live (idle) for `idle_timeout`, even when the
 /// pool had been shrunk under running tasks and idle workers had retired meanwhile: after
 /// a shrink from 4 busy workers to 2, and a retirement that leaves one worker busy, that
@@ -30,12 +41,7 @@ async fn a_worker_freed_after_a_shrink_under_load_stays_idle_for_its_timeout() {
         .auto_shutdown(false)
         .process_wide(false)
         .build();
-    let gate = Gate::new();
-    let mut handles = Vec::new();
-    for _ in 0..4 {
-        let gate = gate.clone();
-        handles.push(pool.submit(move || gate.wait()).await.unwrap());
-    }
+    let (gate, handles) = four_held(&pool).await;
     tokio::task::yield_now().await;
     assert_eq!(pool.busy_worker_count(), 4);
     // Shrunk under its 4 running tasks: they finish on their workers.
@@ -187,12 +193,7 @@ fn a_shrunk_elastic_pool_keeps_one_parked_slot_task_per_idle_worker() {
             .process_wide(false)
             .build();
         let base = alive_tasks();
-        let gate = Gate::new();
-        let mut handles = Vec::new();
-        for _ in 0..4 {
-            let gate = gate.clone();
-            handles.push(pool.submit(move || gate.wait()).await.unwrap());
-        }
+        let (gate, handles) = four_held(&pool).await;
         tokio::task::yield_now().await;
         pool.set_max_concurrency(2);
         gate.open();
