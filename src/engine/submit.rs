@@ -218,7 +218,7 @@ impl<J: Job> Engine<J> {
         result: Result<(), SubmitErrorKind>,
     ) -> Result<(), SubmitErrorKind> {
         if let Err(kind) = result {
-            self.observer.rejected(Some(kind));
+            self.reject(kind);
         }
         result
     }
