@@ -75,23 +75,17 @@ impl<T, I: Copy + Unpin> Future for Tagged<T, I> {
 /// priorities: a newer task of a higher priority may run while older ones are queued (a
 /// review of the flow-control docs saw 153 of 300 rounds start one so, in a group).
 pub(super) fn abort_newest_first<'a, T: 'a, I: Unpin + 'a>(
-    fresh: impl DoubleEndedIterator<Item = &'a Tagged<T, I>> + Clone,
+    fresh: impl DoubleEndedIterator<Item = &'a Tagged<T, I>>,
     set: &'a FuturesUnordered<Tagged<T, I>>,
 ) {
-    // Read once, before any abort: an abort frees room, and a slot may then take a task
-    // (which this order is there to keep from happening to the group's own).
-    let taken: Vec<bool> = fresh
-        .clone()
+    // Each read once, before any abort: an abort frees room, and a slot may then take a
+    // task (which this order is there to keep from happening to the group's own).
+    let (queued, taken): (Vec<_>, Vec<_>) = fresh
         .rev()
         .chain(set.iter())
-        .map(|t| t.handle.was_taken())
-        .collect();
-    for pass_taken in [false, true] {
-        for (t, &was) in fresh.clone().rev().chain(set.iter()).zip(&taken) {
-            if was == pass_taken {
-                t.handle.abort();
-            }
-        }
+        .partition(|t| !t.handle.was_taken());
+    for t in queued.into_iter().chain(taken) {
+        t.handle.abort();
     }
 }
 
@@ -198,7 +192,7 @@ impl<T> InOrder<T> {
     }
 
     /// The tasks not awaited yet, oldest first.
-    fn pending(&self) -> impl DoubleEndedIterator<Item = &Tagged<T, TaskId>> + Clone {
+    fn pending(&self) -> impl DoubleEndedIterator<Item = &Tagged<T, TaskId>> {
         self.tasks[self.next..].iter().flatten()
     }
 }
