@@ -52,6 +52,22 @@ mod with_both {
         });
     }
 
+    /// The task spans of pool `name`, and its (queue-wait, run-time) histogram samples:
+    /// each task that started has one of each.
+    fn spans_and_samples(
+        log: &Collector,
+        figures: &Figures,
+        name: &str,
+    ) -> (usize, (usize, usize)) {
+        let spans = log.task_spans(name).values().map(Vec::len).sum();
+        let hist = |n: &str| figures.get(metrics_util::MetricKind::Histogram, n) as usize;
+        let samples = (
+            hist("nb_aiopool_queue_wait_seconds"),
+            hist("nb_aiopool_run_time_seconds"),
+        );
+        (spans, samples)
+    }
+
     /// A job that returns `v` at once.
     fn value(v: u32) -> Make<u32> {
         make(move || std::future::ready(v))
@@ -771,12 +787,7 @@ mod with_both {
                 wrong.push(format!("{name}: the drop cancelled nothing ({stats})"));
             }
             // Each task that started: one span, one queue-wait sample, one run-time sample.
-            let spans: usize = log.task_spans(&name).values().map(Vec::len).sum();
-            let hist = |n: &str| figures.get(metrics_util::MetricKind::Histogram, n) as usize;
-            let samples = (
-                hist("nb_aiopool_queue_wait_seconds"),
-                hist("nb_aiopool_run_time_seconds"),
-            );
+            let (spans, samples) = spans_and_samples(log, &figures, &name);
             if samples != (spans, spans) {
                 wrong.push(format!(
                     "{name}: {spans} tasks started (spans), samples (queue wait, run time) \
@@ -1283,12 +1294,7 @@ mod with_both {
                         distinct.len()
                     ));
                 }
-                let spans: usize = log.task_spans(&name).values().map(Vec::len).sum();
-                let hist = |n: &str| figures.get(metrics_util::MetricKind::Histogram, n) as usize;
-                let samples = (
-                    hist("nb_aiopool_queue_wait_seconds"),
-                    hist("nb_aiopool_run_time_seconds"),
-                );
+                let (spans, samples) = spans_and_samples(&log, &figures, &name);
                 if samples != (spans, spans) {
                     wrong.push(format!(
                         "{name}: {spans} task spans, samples (queue wait, run time) {samples:?}"
