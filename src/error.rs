@@ -197,9 +197,9 @@ impl fmt::Display for SubmitErrorKind {
                  submit from inside a runtime, or enter one first (Handle::enter)",
             ),
             SubmitErrorKind::TimedOut => f.write_str(
-                "the submit's timeout passed before the pool had room: submit the task again \
-                 (a submit's error hands it back: into_inner), give it a longer timeout, or \
-                 give the pool more room",
+                "the timeout set by SubmitOptions::timeout passed before the pool had room: \
+                 submit the task again (a submit's error hands it back: into_inner), give it a \
+                 longer timeout, or give the pool more room",
             ),
             SubmitErrorKind::TooHeavy => f.write_str(TOO_HEAVY),
         }

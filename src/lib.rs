@@ -317,7 +317,9 @@
 //! - **`metrics`**: figures through the [`metrics`](https://docs.rs/metrics) facade, each
 //!   labelled `pool` (the builder's `name`). Counters `nb_aiopool_tasks_submitted`,
 //!   `nb_aiopool_tasks_completed`, `nb_aiopool_tasks_panicked` and
-//!   `nb_aiopool_tasks_cancelled` (as [`PoolStats`] counts them); gauges
+//!   `nb_aiopool_tasks_cancelled` (as [`PoolStats`] counts them), and
+//!   `nb_aiopool_submits_rejected` with a second label `reason` (the values of the
+//!   `submit rejected` event's, above: one count per refused submit, as the event); gauges
 //!   `nb_aiopool_tasks_queued` and `nb_aiopool_tasks_running` (as `PoolStats::queued` and
 //!   `running`; pools sharing a name add up, as their counters do: each moves the gauges
 //!   by its own changes); histograms `nb_aiopool_queue_wait_seconds` (accepted to

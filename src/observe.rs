@@ -25,9 +25,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::TaskError;
 #[cfg(feature = "tracing")]
-use crate::error::{CancelReason, SubmitErrorKind};
+use crate::error::CancelReason;
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+use crate::error::SubmitErrorKind;
+use crate::error::TaskError;
 use crate::task::{Outcome, TaskId};
 use crate::unwind;
 
@@ -77,6 +79,32 @@ impl fmt::Debug for OnPanic {
 
 // ----- per pool ---------------------------------------------------------------------------
 
+/// The `reason` of a refusal, as the `submit rejected` event and the
+/// `nb_aiopool_submits_rejected` counter label it (`None`: a `try_submit` found the pool
+/// full), in the order of [`REASONS`].
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+fn reason_index(kind: Option<SubmitErrorKind>) -> usize {
+    match kind {
+        None => 0,
+        Some(SubmitErrorKind::Closed) => 1,
+        Some(SubmitErrorKind::WouldDeadlock) => 2,
+        Some(SubmitErrorKind::NoRuntime) => 3,
+        Some(SubmitErrorKind::TimedOut) => 4,
+        Some(SubmitErrorKind::TooHeavy) => 5,
+    }
+}
+
+/// The refusals' `reason` labels, by [`reason_index`].
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+const REASONS: [&str; 6] = [
+    "full",
+    "closed",
+    "would_deadlock",
+    "no_runtime",
+    "timed_out",
+    "too_heavy",
+];
+
 #[cfg(feature = "metrics")]
 struct Metrics {
     submitted: metrics::Counter,
@@ -87,6 +115,8 @@ struct Metrics {
     running: metrics::Gauge,
     queue_wait: metrics::Histogram,
     run_time: metrics::Histogram,
+    /// `nb_aiopool_submits_rejected`, one per `reason` label, by [`reason_index`].
+    rejected: [metrics::Counter; REASONS.len()],
     /// The figures this pool last added to the gauges (written under the engine's lock).
     last_queued: std::sync::atomic::AtomicUsize,
     last_running: std::sync::atomic::AtomicUsize,
@@ -162,6 +192,15 @@ impl Observer {
                 running: gauge("nb_aiopool_tasks_running"),
                 queue_wait: histogram("nb_aiopool_queue_wait_seconds"),
                 run_time: histogram("nb_aiopool_run_time_seconds"),
+                rejected: REASONS.map(|reason| {
+                    quietly(
+                        || {
+                            counter!("nb_aiopool_submits_rejected",
+                                "pool" => pool.clone(), "reason" => reason)
+                        },
+                        metrics::Counter::noop,
+                    )
+                }),
                 last_queued: Default::default(),
                 last_running: Default::default(),
             }
@@ -208,18 +247,18 @@ impl Observer {
 
     /// A submit was refused (`kind`), or found the pool full (`None`).
     #[inline(always)]
-    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "tracing", feature = "metrics")),
+        allow(unused_variables)
+    )]
     pub(crate) fn rejected(&self, kind: Option<crate::error::SubmitErrorKind>) {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        let at = reason_index(kind);
+        #[cfg(feature = "metrics")]
+        quietly(|| self.metrics.rejected[at].increment(1), || ());
         #[cfg(feature = "tracing")]
         {
-            let reason = match kind {
-                None => "full",
-                Some(SubmitErrorKind::Closed) => "closed",
-                Some(SubmitErrorKind::WouldDeadlock) => "would_deadlock",
-                Some(SubmitErrorKind::NoRuntime) => "no_runtime",
-                Some(SubmitErrorKind::TimedOut) => "timed_out",
-                Some(SubmitErrorKind::TooHeavy) => "too_heavy",
-            };
+            let reason = REASONS[at];
             quietly(
                 || tracing::debug!(target: "nb_aiopool", pool = %self.name, reason, "submit rejected"),
                 || (),
@@ -447,6 +486,12 @@ fn describe_metrics() {
                 Unit::Count,
                 "Tasks cancelled: aborted, by cancel_all, abandoned, by their runtime's end, with \
                  their pool dropped, or refused as a deadlock."
+            );
+            describe_counter!(
+                "nb_aiopool_submits_rejected",
+                Unit::Count,
+                "Submits a pool refused, by reason (label reason: full for a try_submit of a \
+                 full pool, closed, would_deadlock, no_runtime, timed_out, too_heavy)."
             );
             describe_gauge!(
                 "nb_aiopool_tasks_queued",

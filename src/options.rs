@@ -78,7 +78,12 @@ impl SubmitOptions {
     ///
     /// A queued task of low priority waits while higher ones keep arriving (strict
     /// priority, no aging): under a constant stream of higher-priority tasks it may wait
-    /// indefinitely. Tasks already running are never preempted.
+    /// indefinitely. Tasks already running are never preempted. A task given a free slot
+    /// at its submit is counted as running from then ([`PoolStats::running`](crate::PoolStats::running)),
+    /// but a slot task takes it a moment later, when its runtime next runs that task:
+    /// a task of a higher priority submitted before that takes the slot (and, in a
+    /// rate-limited pool, the window's start) first, and the earlier one waits for the
+    /// next.
     pub fn priority(mut self, priority: i32) -> Self {
         self.priority = priority;
         self
@@ -112,6 +117,8 @@ impl SubmitOptions {
     /// submit has to wait, on the runtime whose context polls the submit: it runs only
     /// while that runtime is driven (under `Handle::enter` of a current-thread runtime
     /// that no thread drives, it never fires, and the submit waits as long as it takes).
+    /// A submit's future polled on another runtime later takes its timer there, for the
+    /// time left by the system clock.
     /// Room freed goes first to the submitters ahead of this one in the line (a higher
     /// priority, or the same and earlier; but for the process exit, see
     /// [`priority`](Self::priority)): one of them waiting on a runtime that is alive but

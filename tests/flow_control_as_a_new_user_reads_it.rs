@@ -205,6 +205,13 @@ fn flow_control_refusals_say_what_to_do() {
         timed_out.contains("into_inner") && timed_out.contains("longer timeout"),
         "the TimedOut message `{timed_out}` does not say what to do"
     );
+    // A map stream's `refused()` kind prints this message too, to a user who called no
+    // submit of their own: it names the option that set the timeout (397).
+    assert!(
+        timed_out.contains("SubmitOptions::timeout"),
+        "the TimedOut message `{timed_out}` does not name the option whose timeout passed \
+         (a stream's user set it through with_options, and called no submit)"
+    );
     let too_heavy = SubmitErrorKind::TooHeavy.to_string();
     assert!(
         too_heavy.contains("lower") && too_heavy.contains("raise"),

@@ -655,6 +655,7 @@ fn the_metrics_are_described_with_their_units() {
         ("nb_aiopool_tasks_completed", Unit::Count),
         ("nb_aiopool_tasks_panicked", Unit::Count),
         ("nb_aiopool_tasks_cancelled", Unit::Count),
+        ("nb_aiopool_submits_rejected", Unit::Count),
         ("nb_aiopool_tasks_queued", Unit::Count),
         ("nb_aiopool_tasks_running", Unit::Count),
         ("nb_aiopool_queue_wait_seconds", Unit::Seconds),

@@ -276,6 +276,8 @@ mod with_both {
         stats: PoolStats,
         /// Where the metrics disagreed with `stats()` then, if they did.
         metrics_vs_stats: Option<String>,
+        /// The `nb_aiopool_submits_rejected` counts by reason.
+        rejected_counted: Vec<(String, u64)>,
         /// The gauges (queued, running) once the pool was dropped.
         gauges_after_drop: (f64, f64),
     }
@@ -461,6 +463,7 @@ mod with_both {
             rejected: rejections(log, name),
             stats,
             metrics_vs_stats,
+            rejected_counted: figures.rejected_by_reason(),
             gauges_after_drop: (
                 figures.gauge("nb_aiopool_tasks_queued"),
                 figures.gauge("nb_aiopool_tasks_running"),
@@ -478,7 +481,8 @@ mod with_both {
     ///
     /// Pinned: each way sees what the pool's own `submit_with` sees: the same kind, one
     /// event with the same reason in the same span (the submitter's, or the job's for the
-    /// nested one), the same `stats()`, metrics that agree with them, gauges at 0 once the
+    /// nested one), the same `stats()`, metrics that agree with them, one count of
+    /// `nb_aiopool_submits_rejected` under the event's reason (398), gauges at 0 once the
     /// pool is dropped.
     #[test]
     fn every_refusal_through_groups_and_streams_is_seen_as_the_pools_own() {
@@ -501,6 +505,7 @@ mod with_both {
                                 || seen.rejected
                                     != [(reason.to_string(), Some(want_span.to_string()))]
                                 || seen.metrics_vs_stats.is_some()
+                                || seen.rejected_counted != [(reason.to_string(), 1)]
                                 || seen.gauges_after_drop != (0.0, 0.0)
                             {
                                 wrong.push(format!(
@@ -562,8 +567,9 @@ mod with_both {
     /// docs: a `submit rejected` event per refusal (`full` for a `try_submit` of a full
     /// pool).
     ///
-    /// Pinned: the same kind, one event with the same reason, the same `stats()` and
-    /// metrics that agree with them, on the three pools.
+    /// Pinned: the same kind, one event with the same reason and one count of
+    /// `nb_aiopool_submits_rejected` under it, the same `stats()` and metrics that agree
+    /// with them, on the three pools.
     #[test]
     fn every_refusal_of_a_groups_try_submit_with_is_seen_as_the_pools_own() {
         let mut wrong = Vec::new();
@@ -616,10 +622,20 @@ mod with_both {
                         figures.take(snapshotter, &name);
                         let metrics_vs_stats = figures.against(&stats);
                         drop(pool);
-                        let seen = (result, rejections(log, &name), stats, metrics_vs_stats);
+                        let counted = figures.rejected_by_reason();
+                        let seen = (
+                            result,
+                            rejections(log, &name),
+                            stats,
+                            metrics_vs_stats,
+                            counted,
+                        );
                         match &own {
                             None => {
-                                if seen.1.len() != 1 || seen.3.is_some() {
+                                // One event, and the counter counts it under its reason.
+                                let one: Vec<(String, u64)> =
+                                    seen.1.iter().map(|(r, _)| (r.clone(), 1)).collect();
+                                if seen.1.len() != 1 || seen.3.is_some() || seen.4 != one {
                                     wrong.push(format!("{name}: the pool's own: {seen:?}"));
                                 }
                                 own = Some(seen);

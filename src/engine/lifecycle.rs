@@ -388,7 +388,9 @@ impl<J: Job> Engine<J> {
             let done = poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx).is_ready())).await;
             let passed = !done && {
                 assert_timer_here(&SHUTDOWN_TIMEOUT);
-                timeout_or_never(timeout, wait).await.is_err()
+                timeout_or_never(timeout, wait, &SHUTDOWN_TIMEOUT)
+                    .await
+                    .is_err()
             };
             if passed {
                 let spared = engine.cancel_all_sparing(CancelReason::Abandoned, caller);

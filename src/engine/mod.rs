@@ -894,20 +894,60 @@ async fn reap_timer<J: Job>(engine: Weak<Engine<J>>, handle: Handle) {
     fire.done = true;
 }
 
-/// `tokio::time::timeout`, but for a `limit` that ends within a second of the largest
-/// time an `Instant` can hold, which is no deadline (the future runs to its end): tokio's
-/// timer rounds a deadline up to its next millisecond, an addition that panicked there
-/// ("overflow when adding duration to instant"). `Duration::MAX` and other limits that
-/// do not fit at all were no deadline already.
+/// The deadline of [`timeout_or_never`] passed.
+pub(super) struct Elapsed;
+
+/// `tokio::time::timeout`, but with a timer that follows the runtime whose context polls
+/// the wait, and with no deadline for a `limit` that ends within a second of the largest
+/// time an `Instant` can hold (the future runs to its end: tokio's timer rounds a deadline
+/// up to its next millisecond, an addition that panicked there, "overflow when adding
+/// duration to instant"; `Duration::MAX` and other limits that do not fit at all were no
+/// deadline already).
+///
+/// A tokio timer belongs to the runtime it was made on. A submit's or a shutdown's future
+/// may be polled on another runtime later (a future first polled in one `block_on`,
+/// awaited in another): tokio's own timeout then went on polling the first runtime's
+/// timer, which panicked inside tokio once that runtime had shut down ("it is being
+/// shutdown"), and never fired while it was alive but not driven (finding 399). Here the
+/// timer is made
+/// at the first poll that has to wait, on the runtime of that poll (the caller has
+/// checked it with [`assert_timer_here`]), and made again, for the time left by the system
+/// clock, when a poll comes from another runtime (checked for `call`). Polled outside any runtime, the timer
+/// it has stays (a live multi-thread runtime fires it undriven).
 async fn timeout_or_never<F: Future>(
     limit: Duration,
     fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    if limits::timer_at(tokio::time::Instant::now(), limit).is_none() {
-        Ok(fut.await)
-    } else {
-        tokio::time::timeout(limit, fut).await
+    call: &'static TimedCall,
+) -> Result<F::Output, Elapsed> {
+    if limits::timer_at(Instant::now(), limit).is_none() {
+        return Ok(fut.await);
     }
+    let started = std::time::Instant::now();
+    let mut fut = std::pin::pin!(fut);
+    let mut timer: Option<(tokio::runtime::Id, std::pin::Pin<Box<tokio::time::Sleep>>)> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Ok(out));
+        }
+        let here = Handle::try_current().ok().map(|h| h.id());
+        let arm = match (&timer, here) {
+            // The first wait: the caller checked this runtime (in this same poll).
+            (None, _) => true,
+            (Some((made_on, _)), Some(here)) if *made_on != here => {
+                assert_timer_here(call);
+                true
+            }
+            (Some(_), _) => false,
+        };
+        if arm {
+            let left = limit.saturating_sub(started.elapsed());
+            let here = here.expect("a timed wait's caller checks for a runtime with timers");
+            timer = Some((here, Box::pin(tokio::time::sleep(left))));
+        }
+        let (_, sleep) = timer.as_mut().expect("armed above");
+        sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+    })
+    .await
 }
 
 /// A call that makes a tokio timer only when it has to wait, for

@@ -178,7 +178,7 @@ impl<J: Job> Engine<J> {
         priority: i32,
     ) -> Result<(), SubmitErrorKind> {
         assert_timer_here(&TIMED_SUBMIT);
-        let waited = timeout_or_never(limit, self.admit(priority)).await;
+        let waited = timeout_or_never(limit, self.admit(priority), &TIMED_SUBMIT).await;
         self.admitted(match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SubmitErrorKind::Closed),

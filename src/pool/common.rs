@@ -893,7 +893,9 @@ impl CommonAioPool {
     /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll) (one that
     /// a shutdown deadline covered first keeps `Abandoned`, one aborted first `Aborted`:
     /// the first decision holds). The pool stays open.
-    /// Returns once they are all gone.
+    /// Returns once they are all gone (a job on a runtime that is alive but not driven,
+    /// a current-thread runtime outside `block_on`, goes when that runtime is driven
+    /// again or dropped, as for [`shutdown_timeout`](Self::shutdown_timeout)).
     ///
     /// Called from inside a job of this pool, that job is not spared (unlike with
     /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
@@ -964,13 +966,17 @@ impl CommonAioPool {
     /// `cancel_all` covered first: `CancelAll`).
     ///
     /// A job that blocks its thread without ever yielding cannot be dropped until it
-    /// yields; this waits for that.
+    /// yields; this waits for that. So does a job on a runtime that is alive but not
+    /// driven (a current-thread runtime outside `block_on`), also one given a slot there
+    /// that no slot task has polled yet: it is dropped when that runtime is driven again
+    /// or dropped.
     ///
     /// The pool is closed, and the report's counts start, when this is called; `timeout`
     /// runs from the returned future's first poll. Its timer is tokio's, on the runtime
     /// whose context polls it, and runs only while that runtime is driven: polled under
     /// `Handle::enter` of a current-thread runtime that no thread drives (in `block_on`),
-    /// the deadline never passes, and this waits as `shutdown` does.
+    /// the deadline never passes, and this waits as `shutdown` does. A future polled on
+    /// another runtime later takes its timer there, for the time left by the system clock.
     ///
     /// Called from inside a job of this pool, that job is neither waited for nor
     /// abandoned at this call's own deadline (see [`wait`](Self::wait) for what "inside"

@@ -36,7 +36,27 @@ impl Figures {
                 DebugValue::Histogram(v) => v.len() as f64,
             };
             *self.0.entry((kind, key.name().to_string())).or_default() += add;
+            // A labelled count (`nb_aiopool_submits_rejected`'s `reason`) also under
+            // `name/reason`, for `by_reason`.
+            if let Some(reason) = key.labels().find(|l| l.key() == "reason") {
+                let name = format!("{}/{}", key.name(), reason.value());
+                *self.0.entry((kind, name)).or_default() += add;
+            }
         }
+    }
+
+    /// The `nb_aiopool_submits_rejected` counts by `reason` label, those above 0, sorted.
+    pub fn rejected_by_reason(&self) -> Vec<(String, u64)> {
+        let mut counts: Vec<(String, u64)> = self
+            .0
+            .iter()
+            .filter_map(|((kind, name), n)| {
+                let reason = name.strip_prefix("nb_aiopool_submits_rejected/")?;
+                (*kind == MetricKind::Counter && *n > 0.0).then(|| (reason.to_string(), *n as u64))
+            })
+            .collect();
+        counts.sort();
+        counts
     }
 
     pub fn get(&self, kind: MetricKind, name: &str) -> f64 {

@@ -871,7 +871,9 @@ impl SmartAioPool {
     /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll) (one that
     /// a shutdown deadline covered first keeps `Abandoned`, one aborted first `Aborted`:
     /// the first decision holds). The pool stays open.
-    /// Returns once they are all gone.
+    /// Returns once they are all gone (a job on a runtime that is alive but not driven,
+    /// a current-thread runtime outside `block_on`, goes when that runtime is driven
+    /// again or dropped, as for [`shutdown_timeout`](Self::shutdown_timeout)).
     ///
     /// Called from inside a task of this pool, that task is not spared (unlike with
     /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
