@@ -263,7 +263,14 @@ impl<J: Job> Core<J> {
     /// Queues an item made [`ready`](Self::ready) ([`Engine::push`]): one admitted already,
     /// or with `admit` one that takes its place in the same critical section, handed back
     /// with its settings if there is no room.
+    ///
+    /// Always inline, as is [`submit_now`](Self::submit_now): a call, it cost every submit
+    /// its entry and exit, its arguments and its result passed through memory; inline in
+    /// the submits' futures, 35 fewer instructions per job of common and no-queue on a
+    /// current-thread runtime, 33 of smart (callgrind, `bench/instructions.sh`, against
+    /// c93efd2; this one alone: 5, 5 and 40).
     #[track_caller]
+    #[inline(always)]
     fn push_ready_as<S: Submit<J>>(
         &self,
         ready: S::Ready,
@@ -363,10 +370,12 @@ impl<J: Job> Core<J> {
     /// passed [`push_ready_as`](Self::push_ready_as)'s result on, rewrapped, 29
     /// instructions per submit; inline, 26 fewer per job of common and no-queue on a
     /// current-thread runtime, 34 of smart (callgrind, `bench/instructions.sh`, against
-    /// 52501ad).
+    /// 52501ad). Always inline since [`push_ready_as`](Self::push_ready_as) is: left to
+    /// the compiler, it grew with it and became a call again in CommonAioPool's and
+    /// NoQueueAioPool's submits (2026-12-07).
     #[allow(clippy::type_complexity)]
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn submit_now<S: Submit<J>>(
         &self,
         ready: S::Ready,

@@ -403,6 +403,9 @@ impl<R: Recipe> Submit<SmartJob> for R {
         }
     }
 
+    /// Inline: a call in the submit's critical section, 12 instructions per job, for a
+    /// match and a move.
+    #[inline]
     fn into_job(ready: Self::Ready) -> SmartJob {
         match ready {
             ReadyTask::Inline(copy) => SmartJob::new(copy),
