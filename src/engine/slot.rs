@@ -446,7 +446,11 @@ impl<J: Job> Slot<J> {
             let (woken, decided) = run.publish_locked();
             outcome = decided;
             engine.run_ended(&mut st, id, outcome, later);
-            later.woken.push(woken);
+            // A detached task's (its handle dropped) fires nothing: not kept, so that the
+            // record is not written and walked for it.
+            if !woken.is_empty() {
+                later.woken.push(woken);
+            }
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             entry.aborted = false;

@@ -560,6 +560,13 @@ pub(crate) struct Woken {
 }
 
 impl Woken {
+    /// Whether firing it does nothing (the handle was dropped, and no counted wait was
+    /// left): such a wake-up need not be kept for after the lock.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waker.is_none() && self.probe.is_none()
+    }
+
     /// Wakes the handle, then ends its counted wait, even if the waker panics (see
     /// [`wake_quietly`]).
     #[inline]
