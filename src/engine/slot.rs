@@ -345,7 +345,7 @@ impl<J: Job> Slot<J> {
             }
             record = ManuallyDrop::new(Deferred::default());
             let later = &mut *record;
-            self.next = engine.take_next(&mut st, self.rt, self.key, later);
+            engine.take_next(&mut st, self.rt, self.key, later, &mut self.next);
             engine.fill_free(&mut st, Some(self.rt), later);
             engine.changed(&st);
             if self.next.is_none() {
@@ -446,7 +446,11 @@ impl<J: Job> Slot<J> {
             let (woken, decided) = run.publish_locked();
             outcome = decided;
             engine.run_ended(&mut st, id, outcome, later);
-            later.woken.push(woken);
+            // A detached task's (its handle dropped) fires nothing: not kept, so that the
+            // record is not written and walked for it.
+            if !woken.is_empty() {
+                later.woken.push(woken);
+            }
             let entry = &mut st.slots[self.key];
             entry.job = u64::MAX;
             entry.aborted = false;
@@ -484,7 +488,7 @@ impl<J: Job> Slot<J> {
                 // function's return and the loop (four copies fewer; with `poll_slot`
                 // out of line, 14 instructions per job fewer for common and no-queue,
                 // 42 for smart: callgrind, current-thread, 2026-12-07).
-                self.next = engine.take_next(&mut st, self.rt, self.key, later);
+                engine.take_next(&mut st, self.rt, self.key, later, &mut self.next);
                 match self.next {
                     Some(_) => After::Run,
                     None => match Engine::keep_idle(&mut st, self.rt, &self.polling) {

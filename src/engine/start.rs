@@ -100,16 +100,22 @@ impl<J: Job> Engine<J> {
     }
 
     /// Under the lock: the caller holds a slot (a unit of `running`) on runtime `rt` and
-    /// wants the next queued job. Returns it if it is for `rt` (the entry `key` now names
-    /// it); otherwise the slot is given up, or handed with the job to a new slot on the
-    /// job's runtime, and `None` is returned (the entry is removed).
+    /// wants the next queued job. Puts it in `next` (empty when called) if it is for `rt`
+    /// (the entry `key` now names it); otherwise the slot is given up, or handed with the
+    /// job to a new slot on the job's runtime, and `next` is left empty (the entry is
+    /// removed).
+    ///
+    /// The job is written straight into the slot's `next`, not returned: returned, it was
+    /// copied once more on its way there (48 bytes for a future).
     pub(super) fn take_next(
         self: &Arc<Self>,
         st: &mut State<J>,
         rt: RtRef,
         key: usize,
         later: &mut Deferred<J>,
-    ) -> Option<Queued<J>> {
+        next: &mut Option<Queued<J>>,
+    ) {
+        debug_assert!(next.is_none(), "a slot takes a job with none in hand");
         loop {
             // A slot on a runtime known to be shutting down starts nothing more there, and
             // tells the runtime's queued jobs (whoever noticed the death first).
@@ -120,7 +126,22 @@ impl<J: Job> Engine<J> {
             if st.running > st.limit || st.queue.len() <= st.reserved {
                 break;
             }
-            let Some((mut q, charged)) = self.pop_startable(st, rt, later) else {
+            // Taken straight into `next` (a pool without limits takes the head here, not
+            // through `pop_startable`'s pair): moved out of the queue once, where the slot
+            // runs it from; each copy on the way cost 48 bytes for a future.
+            let charged = if st.limits.is_none() {
+                *next = st.queue.pop();
+                None
+            } else {
+                match self.pop_startable(st, rt, later) {
+                    Some((q, charged)) => {
+                        *next = Some(q);
+                        charged
+                    }
+                    None => None,
+                }
+            };
+            let Some(q) = next.as_mut() else {
                 break;
             };
             // The job's runtime, and its handle if that is another runtime, read once: the
@@ -137,6 +158,7 @@ impl<J: Job> Engine<J> {
                 (rt, None)
             } else {
                 // Its runtime is gone: it can never run (nor spend its start).
+                let q = next.take().expect("taken above");
                 if let Some(limits) = &mut st.limits {
                     limits.ended(&q.meta);
                     if let Some(at) = charged {
@@ -160,10 +182,11 @@ impl<J: Job> Engine<J> {
                 entry.copy = copy;
                 entry.meta = meta;
                 entry.charged = charged;
-                return Some(q);
+                return;
             };
             // Hand the slot and the job over to the job's runtime (if it has shut down
             // meanwhile, it drops the new slot at once, whose `Drop` deals with the job).
+            let q = next.take().expect("taken above");
             st.slots.remove(key);
             let polling = Polling::default();
             let new_key = st.slots.insert(SlotEntry {
@@ -179,11 +202,10 @@ impl<J: Job> Engine<J> {
             q.job.set_runner(new_key);
             let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
             later.spawns.push((handle, slot));
-            return None;
+            return;
         }
         st.slots.remove(key);
         Self::vacate(st, later);
-        None
     }
 
     /// Under the lock: gives every free slot to a queued job (a *reservation*: the job

@@ -400,11 +400,31 @@ impl<T> Shared<T> {
 
     /// For the handle being dropped: later results are dropped by the decider, and one
     /// stored already is dropped now, with the handle's waker and counted wait.
+    ///
+    /// Inline, up to the `fetch_or`: a handle dropped while its task runs and nobody waited
+    /// on it (the most common drop) has nothing more to do; what it may have to drop is
+    /// apart ([`detach_rest`](Self::detach_rest)).
+    #[inline]
     pub(crate) fn detach(&self) {
         let mut s = self.state.load(Ordering::Acquire);
         if s & COMPLETE == 0 {
             s = self.state.fetch_or(DETACHED, Ordering::AcqRel);
         }
+        if s & (COMPLETE | WAKER | WAITING) != 0 {
+            // SAFETY: `s` is what this handle read as it detached.
+            unsafe { self.detach_rest(s) };
+        }
+    }
+
+    /// [`detach`](Self::detach) of a handle that found its result stored, its waker
+    /// registered or a counted wait set.
+    ///
+    /// # Safety
+    ///
+    /// `s` is the state the handle's own `detach` read (its load that found `COMPLETE`,
+    /// else its `fetch_or` of `DETACHED`): `result` is taken on its word.
+    #[inline(never)]
+    unsafe fn detach_rest(&self, s: u32) {
         let mut result = None;
         let mut waker = None;
         if s & COMPLETE != 0 {
@@ -560,6 +580,13 @@ pub(crate) struct Woken {
 }
 
 impl Woken {
+    /// Whether firing it does nothing (the handle was dropped, and no counted wait was
+    /// left): such a wake-up need not be kept for after the lock.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waker.is_none() && self.probe.is_none()
+    }
+
     /// Wakes the handle, then ends its counted wait, even if the waker panics (see
     /// [`wake_quietly`]).
     #[inline]
