@@ -445,8 +445,13 @@ impl<T> Shared<T> {
         // that ends after its handle went, and as tokio's `JoinHandle` drops a stored
         // output: whether the task ended before the handle was dropped is a race, and a
         // `submit(..).await?.detach()` must not panic only when the task won it.
-        if result.is_some() || waker.is_some() {
-            crate::unwind::drop_quietly((result, waker));
+        // Each on its own: a panic in the result's drop must not unwind through the
+        // waker's (a second panic there aborts the process; finding 401).
+        if result.is_some() {
+            crate::unwind::drop_quietly(result);
+        }
+        if waker.is_some() {
+            crate::unwind::drop_quietly(waker);
         }
     }
 
