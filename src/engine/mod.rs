@@ -909,11 +909,11 @@ pub(super) struct Elapsed;
 /// awaited in another): tokio's own timeout then went on polling the first runtime's
 /// timer, which panicked inside tokio once that runtime had shut down ("it is being
 /// shutdown"), and never fired while it was alive but not driven (finding 399). Here the
-/// timer is made
-/// at the first poll that has to wait, on the runtime of that poll (the caller has
-/// checked it with [`assert_timer_here`]), and made again, for the time left by the system
-/// clock, when a poll comes from another runtime (checked for `call`). Polled outside any runtime, the timer
-/// it has stays (a live multi-thread runtime fires it undriven).
+/// timer is made at the first poll that has to wait, on the runtime of that poll (the
+/// caller has checked it with [`assert_timer_here`]), and made again, for the time left by
+/// the system clock, when a poll comes from another runtime (checked for `call`). Polled
+/// outside any runtime, the timer it has stays (a live multi-thread runtime fires it
+/// undriven).
 async fn timeout_or_never<F: Future>(
     limit: Duration,
     fut: F,
