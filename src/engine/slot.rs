@@ -552,13 +552,9 @@ impl<J: Job> Slot<J> {
         // A result nobody wants, if not kept, is dropped here, outside the lock (mostly
         // nothing is left: the run went to the graves).
         // Each on its own (user code both): a panic in the run's drop (its result's) must
-        // not unwind through the recipe copy's, where a second panic aborts the process
-        // (finding 401).
-        if left.is_some() {
-            drop_quietly(left);
-        }
-        if copy.is_some() {
-            drop_quietly(copy);
+        // not unwind through the recipe copy's (finding 401).
+        if left.is_some() || copy.is_some() {
+            crate::unwind::drop_apart_quietly(left, copy);
         }
         if announced {
             engine.end_drop(&self.polling);

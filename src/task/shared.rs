@@ -446,12 +446,9 @@ impl<T> Shared<T> {
         // output: whether the task ended before the handle was dropped is a race, and a
         // `submit(..).await?.detach()` must not panic only when the task won it.
         // Each on its own: a panic in the result's drop must not unwind through the
-        // waker's (a second panic there aborts the process; finding 401).
-        if result.is_some() {
-            crate::unwind::drop_quietly(result);
-        }
-        if waker.is_some() {
-            crate::unwind::drop_quietly(waker);
+        // waker's (finding 401).
+        if result.is_some() || waker.is_some() {
+            crate::unwind::drop_apart_quietly(result, waker);
         }
     }
 
