@@ -659,7 +659,15 @@ impl<J: Job> Engine<J> {
     /// left undriven would hold the timer, and every job behind it, until driven again.
     ///
     /// [`Runtimes::driven_handle`]: super::runtimes::Runtimes::driven_handle
+    ///
+    /// None once the exit has taken the pool over: every job runs on the exit's runtime
+    /// then, and the runtime a job was submitted from is frozen by the exit, though alive
+    /// (its only worker may be the thread in `process::exit`), so a timer there never fires
+    /// (finding 402).
     pub(super) fn held_job_rt(st: &State<J>) -> Option<RtRef> {
+        if st.taken_over {
+            return None;
+        }
         st.queue
             .first()
             .map(|q| q.rt)
