@@ -94,8 +94,10 @@ where
     type Output = F::Output;
     type Ready = ReadyRun<F>;
 
+    #[inline]
     fn ready(self, shared: Shared<F::Output>) -> Self::Ready {
-        ReadyRun::new(self, shared)
+        // The room first, the future moved into it after: one copy (`ReadyRun::room`).
+        ReadyRun::room().fill(self, shared)
     }
 
     fn slot(ready: &Self::Ready) -> SlotRef<F::Output> {
