@@ -32,6 +32,16 @@ pub(crate) trait Submit<J>: Sized + Send + 'static {
     /// allocation as the item's run, where it can be); calls no user code.
     fn ready(self, shared: Shared<Self::Output>) -> Self::Ready;
 
+    /// [`ready`](Self::ready) with the slot `make` makes, called once. For an item that
+    /// makes its allocation first ([`ReadyRun::room`]), the slot is made after it, and
+    /// nothing that could unwind comes between the call and the allocation, so the item is
+    /// passed on where it is, not copied aside for its drop if such a call unwound.
+    #[inline(always)]
+    fn ready_slot(self, make: impl FnOnce() -> Shared<Self::Output>) -> Self::Ready {
+        let shared = make();
+        self.ready(shared)
+    }
+
     /// The handle's reference to the task's result slot. Dropped before [`unready`] on a
     /// refusal.
     ///
@@ -94,8 +104,16 @@ where
     type Output = F::Output;
     type Ready = ReadyRun<F>;
 
+    #[inline]
     fn ready(self, shared: Shared<F::Output>) -> Self::Ready {
-        ReadyRun::new(self, shared)
+        // The room first, the future moved into it after: one copy (`ReadyRun::room`).
+        ReadyRun::room().fill(self, shared)
+    }
+
+    #[inline(always)]
+    fn ready_slot(self, make: impl FnOnce() -> Shared<F::Output>) -> Self::Ready {
+        let room = ReadyRun::room();
+        room.fill(self, make())
     }
 
     fn slot(ready: &Self::Ready) -> SlotRef<F::Output> {
@@ -240,10 +258,10 @@ impl<J: Job> Core<J> {
     /// the one `submit` returns (measured with `bench/src/bin/future_size.rs`).
     #[inline(never)]
     fn ready<S: Submit<J>>(&self, item: S, meta: &Meta) -> S::Ready {
-        // The slot first: with the item moved first, it was copied aside in case a call
-        // made for the slot unwound.
-        let shared = Shared::new(self.engine.id(), meta.priority());
-        item.ready(shared)
+        // The slot is made by the item's `ready_slot`, not here: here, with a call made for
+        // it that could unwind (`meta.priority()`), the item was copied aside before it
+        // was passed on (184 bytes for the benchmark's future), for its drop.
+        item.ready_slot(|| Shared::new(self.engine.id(), meta.priority()))
     }
 
     /// [`push_with`](Self::push_with) of an item made [`ready`](Self::ready).
