@@ -80,9 +80,14 @@ pub(super) fn abort_newest_first<'a, T: 'a, I: Unpin + 'a>(
 ) {
     // Each read once, before any abort: an abort frees room, and a slot may then take a
     // task (which this order is there to keep from happening to the group's own).
+    // Not the task that tripped its group: its future has returned its failure, which
+    // its run is about to keep; an abort now would only take that result's place (an
+    // `abort_all` called on seeing the trip, before that task's handle resolved, turned
+    // the group's one error into `Aborted`: finding 403).
     let (queued, taken): (Vec<_>, Vec<_>) = fresh
         .rev()
         .chain(set.iter())
+        .filter(|t| !t.key.as_ref().is_some_and(Registered::tripped_it))
         .partition(|t| !t.handle.was_taken());
     for t in queued.into_iter().chain(taken) {
         t.handle.abort();
@@ -320,6 +325,19 @@ impl Trip {
 pub(super) struct Registered {
     trip: Arc<Trip>,
     key: Key,
+}
+
+impl Registered {
+    /// Whether this task tripped its group: its future returned a failure, which its run
+    /// keeps as its result.
+    fn tripped_it(&self) -> bool {
+        if !self.trip.is_tripped() {
+            return false;
+        }
+        // Relaxed: `tripped_by` is written under this lock, with `tripped` set.
+        let _reg = self.trip.lock();
+        self.trip.tripped_by.load(Ordering::Relaxed) == self.key.generation
+    }
 }
 
 /// Takes a task out of its abort registry (it was joined, or refused), if it has one.

@@ -551,8 +551,9 @@ impl<T: Send + 'static> TaskGroup<T> {
     /// Aborts every unfinished task of the group (see [`TaskHandle::abort`](crate::TaskHandle::abort)); their
     /// results, still to be joined, are [`CancelReason::Aborted`](crate::CancelReason::Aborted)
     /// errors (but for a running task a `cancel_all` or a shutdown deadline covered first,
-    /// whose result keeps that call's reason, as `TaskHandle::abort` says). The group stays
-    /// usable.
+    /// whose result keeps that call's reason, as `TaskHandle::abort` says; and but for the
+    /// task whose failure tripped a cancel-on-error group, which keeps its own result, also
+    /// while its handle has not resolved yet). The group stays usable.
     ///
     /// # Examples
     ///
