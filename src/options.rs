@@ -118,7 +118,9 @@ impl SubmitOptions {
     /// while that runtime is driven (under `Handle::enter` of a current-thread runtime
     /// that no thread drives, it never fires, and the submit waits as long as it takes).
     /// A submit's future polled on another runtime later takes its timer there, for the
-    /// time left by the system clock.
+    /// time left by the system clock (if that runtime has time enabled; else it keeps the
+    /// first runtime's while that runtime lives, and panics with this crate's message when
+    /// neither can keep one).
     /// Room freed goes first to the submitters ahead of this one in the line (a higher
     /// priority, or the same and earlier; but for the process exit, see
     /// [`priority`](Self::priority)): one of them waiting on a runtime that is alive but

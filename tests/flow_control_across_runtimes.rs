@@ -1386,3 +1386,142 @@ fn a_start_or_weight_of_a_task_handed_to_a_runtime_dropped_undriven_comes_back()
         "(case, (y ended beside x, x, y, stats)): {bad:#?}"
     );
 }
+
+// ----- a timed wait moved where no timer can be made ---------------------------------------
+
+/// A current-thread runtime built without time (`enable_time`).
+fn runtime_without_time() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+/// A `submit_with(.., timeout(300 ms))` that began waiting on a live multi-thread runtime
+/// and is then awaited on a runtime without time keeps the first runtime's timer (which
+/// fires undriven there) and times out, as it did with tokio's own timeout. 399's first
+/// fix made the timer follow every runtime that polls the wait, and so panicked here ("on
+/// a tokio runtime without time enabled") instead (a read-only review of the session's
+/// diff).
+#[test]
+fn a_timed_submit_moved_to_a_runtime_without_time_keeps_its_first_runtimes_timer() {
+    let out = on_thread_within("a timed submit moved", 20, || {
+        let home = multi_thread_of(1);
+        let pool = common(1, 0).build();
+        let gate = Gate::new();
+        let held = home.block_on(pool.submit(gate.wait())).unwrap();
+        let mut sub = Box::pin(pool.submit_with(
+            async { 7u32 },
+            SubmitOptions::new().timeout(Duration::from_millis(300)),
+        ));
+        home.block_on(async {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), &mut sub)
+                    .await
+                    .is_err(),
+                "the submit found room in a full pool"
+            );
+        });
+        let bare = runtime_without_time();
+        let begun = Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bare.block_on(sub)));
+        gate.open();
+        let _ = home.block_on(held);
+        match r {
+            Ok(Err(e)) => Ok((e.kind(), begun.elapsed() < Duration::from_secs(5))),
+            Ok(Ok(_)) => Err("admitted into a full pool".to_string()),
+            Err(p) => Err(format!("panicked: {}", support::panic_message(&*p))),
+        }
+    });
+    assert_eq!(out, Ok((SubmitErrorKind::TimedOut, true)));
+}
+
+/// The same for a map stream's input given a timeout (`with_options`): the stream, first
+/// polled on a live multi-thread runtime and then on a runtime without time, ends with
+/// `refused() == Some(TimedOut)`. With 399's first fix its `next()` panicked, naming
+/// `submit_with` to a user who called no submit, and the next `next()` panicked from
+/// inside the stream's state machine ("`async fn` resumed after panicking").
+#[test]
+fn a_timed_stream_input_moved_to_a_runtime_without_time_times_out() {
+    let out = on_thread_within("a timed stream input moved", 20, || {
+        let home = multi_thread_of(1);
+        let pool = common(1, 0).build();
+        let gate = Gate::new();
+        let held = home.block_on(pool.submit(gate.wait())).unwrap();
+        let mut s = pool
+            .map_unordered(futures_util::stream::iter(0..2u32), |i| async move { i })
+            .with_options(|_| SubmitOptions::new().timeout(Duration::from_millis(300)));
+        home.block_on(async {
+            use futures_util::StreamExt;
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), s.next())
+                    .await
+                    .is_err(),
+                "the stream's input found room in a full pool"
+            );
+        });
+        let bare = runtime_without_time();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            use futures_util::StreamExt;
+            bare.block_on(async {
+                let mut n = 0;
+                while s.next().await.is_some() {
+                    n += 1;
+                }
+                n
+            })
+        }));
+        gate.open();
+        let _ = home.block_on(held);
+        match r {
+            Ok(n) => Ok((n, s.refused())),
+            Err(p) => Err(format!("panicked: {}", support::panic_message(&*p))),
+        }
+    });
+    assert_eq!(out, Ok((0, Some(SubmitErrorKind::TimedOut))));
+}
+
+/// A timed submit that began waiting on a current-thread runtime, which is then dropped,
+/// and is polled outside any runtime (another executor on a plain thread): no timer can
+/// work there, and the submit panics with this crate's message, not from inside tokio ("A
+/// Tokio 1.x context was found, but it is being shutdown", which 399 was about; the
+/// review of the session's diff found this path left).
+#[test]
+fn a_timed_submit_polled_outside_any_runtime_after_its_runtime_ended_panics_with_the_crates_message(
+) {
+    let out = on_thread_within("a timed submit outside", 20, || {
+        let home = multi_thread_of(1);
+        let pool = common(1, 0).build();
+        let gate = Gate::new();
+        let held = home.block_on(pool.submit(gate.wait())).unwrap();
+        let a = current_thread();
+        let mut sub = Box::pin(pool.submit_with(
+            async { 7u32 },
+            SubmitOptions::new().timeout(Duration::from_secs(10)),
+        ));
+        a.block_on(async {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), &mut sub)
+                    .await
+                    .is_err(),
+                "the submit found room in a full pool"
+            );
+        });
+        drop(a);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            support::plain_block_on(std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(sub.as_mut().poll(cx).is_ready())
+            }))
+        }));
+        gate.open();
+        let _ = home.block_on(held);
+        match r {
+            Ok(ready) => Err(format!("no panic (ready: {ready})")),
+            Err(p) => Ok(support::panic_message(&*p)),
+        }
+    });
+    let said = out.expect("a panic");
+    assert!(
+        said.starts_with("nb_aiopool:") && said.contains("outside a tokio runtime"),
+        "the panic said `{said}`, not this crate's message for a timer outside a runtime"
+    );
+}

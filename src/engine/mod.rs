@@ -908,12 +908,19 @@ pub(super) struct Elapsed;
 /// may be polled on another runtime later (a future first polled in one `block_on`,
 /// awaited in another): tokio's own timeout then went on polling the first runtime's
 /// timer, which panicked inside tokio once that runtime had shut down ("it is being
-/// shutdown"), and never fired while it was alive but not driven (finding 399). Here the
-/// timer is made at the first poll that has to wait, on the runtime of that poll (the
-/// caller has checked it with [`assert_timer_here`]), and made again, for the time left by
-/// the system clock, when a poll comes from another runtime (checked for `call`). Polled
-/// outside any runtime, the timer it has stays (a live multi-thread runtime fires it
-/// undriven).
+/// shutdown"), and never fired while it was alive but not driven (finding 399). Here:
+/// - the timer is made at the first poll that has to wait, for `limit`, on the runtime of
+///   that poll (the caller has checked it with [`assert_timer_here`]);
+/// - polled from another runtime that can keep a timer, it is made again there, for the
+///   time left by the system clock;
+/// - polled from anywhere else (outside any runtime, or a runtime without time or shut
+///   down), the timer it has stays while its runtime's time driver works (a live
+///   multi-thread runtime fires it undriven), as tokio's timeout would; if that driver has
+///   shut down too, no timer can work: this panics with this crate's message, naming
+///   `call`, not from inside tokio.
+///
+/// Runtimes are told apart by their ids (tokio may give a shut-down runtime's id to a new
+/// one only where it has no 64-bit atomics).
 async fn timeout_or_never<F: Future>(
     limit: Duration,
     fut: F,
@@ -924,25 +931,37 @@ async fn timeout_or_never<F: Future>(
     }
     let started = std::time::Instant::now();
     let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<(tokio::runtime::Id, std::pin::Pin<Box<tokio::time::Sleep>>)> = None;
+    let mut timer: Option<(Handle, std::pin::Pin<Box<tokio::time::Sleep>>)> = None;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
             return std::task::Poll::Ready(Ok(out));
         }
-        let here = Handle::try_current().ok().map(|h| h.id());
-        let arm = match (&timer, here) {
+        let here = Handle::try_current().ok();
+        let rearm = match (&timer, here) {
             // The first wait: the caller checked this runtime (in this same poll).
-            (None, _) => true,
-            (Some((made_on, _)), Some(here)) if *made_on != here => {
-                assert_timer_here(call);
-                true
+            (None, here) => Some((
+                here.expect("a timed wait's caller checks for a runtime with timers"),
+                limit,
+            )),
+            (Some((made_on, _)), Some(here)) if here.id() == made_on.id() => None,
+            (Some((made_on, _)), here) => {
+                let can_time =
+                    |h: &Handle| runtimes::timers_here(h) && !runtimes::timers_shut_down(h);
+                match here.filter(can_time) {
+                    Some(here) => Some((here, limit.saturating_sub(started.elapsed()))),
+                    None if !runtimes::timers_shut_down(made_on) => None,
+                    None => {
+                        // Neither runtime can keep it: the message says why this one
+                        // cannot.
+                        assert_timer_here(call);
+                        unreachable!("assert_timer_here panics where no timer can be made");
+                    }
+                }
             }
-            (Some(_), _) => false,
         };
-        if arm {
-            let left = limit.saturating_sub(started.elapsed());
-            let here = here.expect("a timed wait's caller checks for a runtime with timers");
-            timer = Some((here, Box::pin(tokio::time::sleep(left))));
+        // Made in `on`'s context: the current one.
+        if let Some((on, left)) = rearm {
+            timer = Some((on, Box::pin(tokio::time::sleep(left))));
         }
         let (_, sleep) = timer.as_mut().expect("armed above");
         sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
@@ -952,7 +971,7 @@ async fn timeout_or_never<F: Future>(
 
 /// A call that makes a tokio timer only when it has to wait, for
 /// [`assert_timer_here`]'s messages.
-struct TimedCall {
+pub(crate) struct TimedCall {
     /// What had to wait.
     waited: &'static str,
     /// What its timer is to the user.
@@ -969,14 +988,14 @@ const SHUTDOWN_TIMEOUT: TimedCall = TimedCall {
 };
 
 /// `submit_with(.., SubmitOptions::timeout(..))` that has to wait for room.
-const TIMED_SUBMIT: TimedCall = TimedCall {
+pub(crate) const TIMED_SUBMIT: TimedCall = TimedCall {
     waited: "submit_with(.., SubmitOptions::timeout(..)) had to wait for room",
     timer: "timer",
     instead: "submit without a timeout",
 };
 
 /// A stream's input (`with_options`, a timeout set) that has to wait for room.
-const TIMED_STREAM_INPUT: TimedCall = TimedCall {
+pub(crate) const TIMED_STREAM_INPUT: TimedCall = TimedCall {
     waited: "a map stream's input with SubmitOptions::timeout(..) (with_options) had to wait \
              for room",
     timer: "timer",

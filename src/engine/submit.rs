@@ -23,7 +23,7 @@ use super::limits::Meta;
 use super::{
     assert_timer_here, drop_quietly, drop_waker_quietly, no_timers_message, runtimes,
     timeout_or_never, AdmitError, Admitting, Deferred, Engine, PushError, Queued, StateGuard,
-    TIMED_SUBMIT,
+    TimedCall,
 };
 
 impl<J: Job> Engine<J> {
@@ -156,10 +156,11 @@ impl<J: Job> Engine<J> {
         self: &Arc<Self>,
         priority: i32,
         limit: Option<Duration>,
+        call: &'static TimedCall,
     ) -> Result<(), SubmitErrorKind> {
         match limit {
             None => self.admit_waiting(priority).await,
-            Some(limit) => self.admit_waiting_within(limit, priority).await,
+            Some(limit) => self.admit_waiting_within(limit, priority, call).await,
         }
     }
 
@@ -182,14 +183,15 @@ impl<J: Job> Engine<J> {
     /// # Panics
     ///
     /// Where its timer cannot be made (see [`assert_timer_here`]), with this crate's
-    /// message.
+    /// message naming `call` (the submit's, or a stream input's).
     pub(crate) async fn admit_waiting_within(
         &self,
         limit: Duration,
         priority: i32,
+        call: &'static TimedCall,
     ) -> Result<(), SubmitErrorKind> {
-        assert_timer_here(&TIMED_SUBMIT);
-        let waited = timeout_or_never(limit, self.admit(priority), &TIMED_SUBMIT).await;
+        assert_timer_here(call);
+        let waited = timeout_or_never(limit, self.admit(priority), call).await;
         self.admitted(match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SubmitErrorKind::Closed),

@@ -209,7 +209,9 @@ impl<J: Job> Core<J> {
         }
         async move {
             full?;
-            engine.admit_waiting_with(priority, limit).await
+            engine
+                .admit_waiting_with(priority, limit, &crate::engine::TIMED_STREAM_INPUT)
+                .await
         }
     }
 
@@ -349,7 +351,7 @@ impl<J: Job> Core<J> {
         let admitted = match self.engine.full() {
             Ok(()) => {
                 self.engine
-                    .admit_waiting_within(limit, meta.priority())
+                    .admit_waiting_within(limit, meta.priority(), &crate::engine::TIMED_SUBMIT)
                     .await
             }
             Err(kind) => Err(kind),

@@ -832,7 +832,9 @@ impl NoQueueAioPool {
     /// whose context polls it, and runs only while that runtime is driven: polled under
     /// `Handle::enter` of a current-thread runtime that no thread drives (in `block_on`),
     /// the deadline never passes, and this waits as `shutdown` does. A future polled on
-    /// another runtime later takes its timer there, for the time left by the system clock.
+    /// another runtime later takes its timer there, for the time left by the system clock
+    /// (if that runtime has time enabled; else it keeps the first runtime's while that
+    /// runtime lives).
     ///
     /// Called from inside a job of this pool, that job is neither waited for nor
     /// abandoned at this call's own deadline (see [`wait`](Self::wait) for what "inside"

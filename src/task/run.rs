@@ -139,13 +139,18 @@ impl<H, F: Future> RunCell<H, F> {
 
     /// Writes a cell into `cell`, an allocation made for it before the owner and the
     /// future moved ([`ReadyRun::room`]).
+    ///
+    /// # Safety
+    ///
+    /// `cell` is the only reference to its allocation, strong or weak (as made by
+    /// `Arc::new(MaybeUninit::uninit())` and never cloned).
     #[inline(always)]
-    fn init(cell: Room<H, F>, owner: H, fut: F) -> Arc<Self> {
-        // SAFETY: the caller just made the `Arc` (`Arc::new(MaybeUninit::uninit())`), so
-        // it has no other copy and no `Weak`: nothing else reads or writes its value while
-        // it is written. `Arc::as_ptr` points into the allocation with the `Arc`'s own
-        // pointer's provenance (no reference is made), as `Arc::get_mut_unchecked` writes
-        // through it; the write initialises the whole value, so `assume_init` holds.
+    unsafe fn init(cell: Room<H, F>, owner: H, fut: F) -> Arc<Self> {
+        // SAFETY: `cell` has no other copy and no `Weak` (the caller's promise): nothing
+        // else reads or writes its value while it is written. `Arc::as_ptr` points into
+        // the allocation with the `Arc`'s own pointer's provenance (no reference is made),
+        // as `Arc::get_mut_unchecked` writes through it; the write initialises the whole
+        // value, so `assume_init` holds.
         unsafe {
             Arc::as_ptr(&cell)
                 .cast_mut()
@@ -512,8 +517,12 @@ impl Erased for Ended {
     fn set_runner(&self, _key: usize) {}
 }
 
-/// The allocation of a [`ReadyRun`], not written yet ([`ReadyRun::room`]).
-pub(crate) enum ReadyRoom<F: Future> {
+/// The allocation of a [`ReadyRun`], not written yet: made only by [`ReadyRun::room`],
+/// which makes its `Arc` and never clones it (its field is private to this module, so no
+/// other code can make one: [`RunCell::init`]'s promise).
+pub(crate) struct ReadyRoom<F: Future>(RoomOf<F>);
+
+enum RoomOf<F: Future> {
     Inline(Room<Shared<F::Output>, F>),
     Apart(Room<Arc<Shared<F::Output>>, F>),
 }
@@ -529,9 +538,13 @@ where
     /// The ready run of `fut` with its result slot `shared`, written into this room.
     #[inline(always)]
     pub(crate) fn fill(self, fut: F, shared: Shared<F::Output>) -> ReadyRun<F> {
-        match self {
-            ReadyRoom::Inline(cell) => ReadyRun::Inline(RunCell::init(cell, shared, fut)),
-            ReadyRoom::Apart(cell) => ReadyRun::Apart(RunCell::init(cell, Arc::new(shared), fut)),
+        // SAFETY: a `ReadyRoom` holds the only reference to its allocation (made by
+        // `room`, never cloned, and consumed here).
+        match self.0 {
+            RoomOf::Inline(cell) => ReadyRun::Inline(unsafe { RunCell::init(cell, shared, fut) }),
+            RoomOf::Apart(cell) => {
+                ReadyRun::Apart(unsafe { RunCell::init(cell, Arc::new(shared), fut) })
+            }
         }
     }
 }
@@ -565,11 +578,11 @@ where
     /// compiler copied it aside first, for the drop if the allocation unwound).
     #[inline(always)]
     pub(crate) fn room() -> ReadyRoom<F> {
-        if fits_inline::<F>() {
-            ReadyRoom::Inline(Arc::new(MaybeUninit::uninit()))
+        ReadyRoom(if fits_inline::<F>() {
+            RoomOf::Inline(Arc::new(MaybeUninit::uninit()))
         } else {
-            ReadyRoom::Apart(Arc::new(MaybeUninit::uninit()))
-        }
+            RoomOf::Apart(Arc::new(MaybeUninit::uninit()))
+        })
     }
 
     /// The handle's reference to the result slot.

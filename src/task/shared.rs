@@ -445,10 +445,11 @@ impl<T> Shared<T> {
         // that ends after its handle went, and as tokio's `JoinHandle` drops a stored
         // output: whether the task ended before the handle was dropped is a race, and a
         // `submit(..).await?.detach()` must not panic only when the task won it.
-        // Each on its own: a panic in the result's drop must not unwind through the
-        // waker's (finding 401).
+        // At most one of the two is set (a result stored leaves no waker to take), so a
+        // panic in one's drop cannot unwind through the other's (as at a job's end,
+        // finding 401).
         if result.is_some() || waker.is_some() {
-            crate::unwind::drop_apart_quietly(result, waker);
+            crate::unwind::drop_quietly((result, waker));
         }
     }
 

@@ -537,7 +537,11 @@ impl Waiting for WithOptions {
         &'a self,
         engine: &'a Arc<Engine<J>>,
     ) -> impl Future<Output = Result<(), SubmitErrorKind>> + Send + 'a {
-        engine.admit_waiting_with(self.meta.priority(), self.limit)
+        engine.admit_waiting_with(
+            self.meta.priority(),
+            self.limit,
+            &crate::engine::TIMED_SUBMIT,
+        )
     }
 
     fn into_meta(self) -> Meta {
