@@ -418,27 +418,38 @@ fn a_prioritised_task_of_a_runtime_that_ends_leaves_the_others_in_order() {
     );
 }
 
+/// What a task given a slot can hold that others wait for: a start of a window that never
+/// reopens, of an hour's window, or the pool's whole weight (see [`held_by_one`]).
+const HELD: [(&str, Duration, bool); 3] = [
+    ("a window that never reopens", Duration::MAX, false),
+    ("an hour's window", Duration::from_secs(3600), false),
+    ("the weight", Duration::ZERO, true),
+];
+
+/// A CommonAioPool of 2 slots that one task holds up: by the one start of a
+/// `rate_limit(1, per)` window, or (`weighted`) by its weight of 4 in a `weight_capacity(4)`;
+/// and the options of such a task.
+fn held_by_one(per: Duration, weighted: bool) -> (CommonAioPool, SubmitOptions) {
+    let builder = common(2, 8);
+    let builder = if weighted {
+        builder.weight_capacity(4)
+    } else {
+        builder.rate_limit(1, per)
+    };
+    let opts = SubmitOptions::new().weight(if weighted { 4 } else { 1 });
+    (builder.build(), opts)
+}
+
 /// A task given a slot at its submit on a current-thread runtime that is then never driven
 /// again took a start of the rate window (or its weight) without ever starting. When that
 /// runtime is dropped, the task is cancelled (`RuntimeShutdown`) and what it took comes
 /// back: a task of a live runtime that the window (or the weight) held back starts.
 #[test]
 fn a_start_or_weight_taken_for_a_task_of_a_runtime_dropped_undriven_comes_back() {
-    for (what, per, weighted) in [
-        ("a window that never reopens", Duration::MAX, false),
-        ("an hour's window", Duration::from_secs(3600), false),
-        ("the weight", Duration::ZERO, true),
-    ] {
+    for (what, per, weighted) in HELD {
         let out = on_thread_within(what, 20, move || {
             let b = multi_thread_of(1);
-            let mut builder = common(2, 8);
-            if weighted {
-                builder = builder.weight_capacity(4);
-            } else {
-                builder = builder.rate_limit(1, per);
-            }
-            let pool = builder.build();
-            let opts = SubmitOptions::new().weight(if weighted { 4 } else { 1 });
+            let (pool, opts) = held_by_one(per, weighted);
             let a = current_thread();
             let x = a.block_on(async {
                 pool.submit_with(async { 1u32 }, opts.clone())
@@ -1330,21 +1341,10 @@ fn pin_cancel_all_and_shutdown_deadlines_end_a_task_given_a_slot_on_a_runtime_no
 #[test]
 fn a_start_or_weight_of_a_task_handed_to_a_runtime_dropped_undriven_comes_back() {
     let mut outs = Vec::new();
-    for (what, per, weighted) in [
-        ("a window that never reopens", Duration::MAX, false),
-        ("an hour's window", Duration::from_secs(3600), false),
-        ("the weight", Duration::ZERO, true),
-    ] {
+    for (what, per, weighted) in HELD {
         let out = on_thread_within(what, 20, move || {
             let b = multi_thread_of(1);
-            let mut builder = common(2, 8);
-            if weighted {
-                builder = builder.weight_capacity(4);
-            } else {
-                builder = builder.rate_limit(1, per);
-            }
-            let pool = builder.build();
-            let opts = SubmitOptions::new().weight(if weighted { 4 } else { 1 });
+            let (pool, opts) = held_by_one(per, weighted);
             let a = current_thread();
             let x = a.block_on(async {
                 pool.submit_with(async { 1u32 }, opts.clone())

@@ -68,13 +68,7 @@ fn a_recipe_and_its_result_that_both_panic_when_dropped_do_not_abort_the_process
         "the child died (code {:?}) at the end of a job whose result and recipe both \
          panic when dropped; stderr: {}",
         child.code,
-        child
-            .stderr
-            .lines()
-            .filter(|l| !l.starts_with("  "))
-            .take(8)
-            .collect::<Vec<_>>()
-            .join(" | ")
+        support::stderr_head(&child.stderr)
     );
 }
 

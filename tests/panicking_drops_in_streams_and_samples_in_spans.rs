@@ -122,13 +122,7 @@ fn an_ordered_stream_dropped_with_two_buffered_results_does_not_abort_the_proces
         "the child died (code {:?}) dropping an ordered stream holding two panicking \
          results; stderr: {}",
         child.code,
-        child
-            .stderr
-            .lines()
-            .filter(|l| !l.starts_with("  "))
-            .take(8)
-            .collect::<Vec<_>>()
-            .join(" | ")
+        support::stderr_head(&child.stderr)
     );
 }
 

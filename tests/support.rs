@@ -535,6 +535,17 @@ pub fn child_scenario() -> (String, std::path::PathBuf) {
     (scenario, dir.into())
 }
 
+/// The first lines of a child's stderr, without a backtrace's indented ones, on one line:
+/// what a failed assertion on a child's exit shows.
+pub fn stderr_head(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("  "))
+        .take(8)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// How a child process ended.
 pub struct Child {
     /// Its exit code; `None` if it was still running at the deadline (then killed).
