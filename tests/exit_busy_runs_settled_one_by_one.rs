@@ -51,10 +51,7 @@ mod after_exit {
 
     extern "C" fn record() {
         let Some(dir) = DIR.get() else { return };
-        for (name, h) in std::mem::take(&mut *HANDLES.lock().unwrap()) {
-            let said = support::said(h, |()| "Ok".to_string());
-            append(&dir.join("handles"), &format!("{name}={said}"));
-        }
+        support::record_handles(dir, &HANDLES, |()| "Ok".to_string());
         if let Some(pool) = POOL.get() {
             let s = pool.stats();
             append(

@@ -42,21 +42,9 @@ extern "C" {
 /// handle says, the pool's counters, and the report of a shutdown that was waiting.
 extern "C" fn record_at_exit() {
     let Some(dir) = DIR.get() else { return };
-    for (name, h) in std::mem::take(&mut *HANDLES.lock().unwrap()) {
-        let said = support::said(h, |v| format!("Ok({v})"));
-        append(&dir.join("handles"), &format!("{name}={said}"));
-    }
+    support::record_handles(dir, &HANDLES, |v| format!("Ok({v})"));
     if let Some(pool) = POOL.get() {
-        let s = pool.stats();
-        append(
-            &dir.join("stats"),
-            &format!(
-                "completed={} cancelled={} unfinished={}",
-                s.completed,
-                s.cancelled,
-                s.unfinished()
-            ),
-        );
+        support::record_exit_stats(dir, pool);
     }
     // The `task cancelled` events: whether each came in its task's span (a task that
     // started) or as a root event (a task that never started).

@@ -49,21 +49,9 @@ extern "C" fn record_at_exit() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    for (name, h) in std::mem::take(&mut *HANDLES.lock().unwrap()) {
-        let said = support::said(h, |v| format!("Ok({v})"));
-        append(&dir.join("handles"), &format!("{name}={said}"));
-    }
+    support::record_handles(dir, &HANDLES, |v| format!("Ok({v})"));
     if let Some(pool) = POOL.get() {
-        let s = pool.stats();
-        append(
-            &dir.join("stats"),
-            &format!(
-                "completed={} cancelled={} unfinished={}",
-                s.completed,
-                s.cancelled,
-                s.unfinished()
-            ),
-        );
+        support::record_exit_stats(dir, pool);
     }
 }
 

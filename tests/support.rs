@@ -412,6 +412,34 @@ pub fn said<T: Send + 'static>(
     }
 }
 
+/// In a child's at-exit hook: takes the named handles out of `handles` and appends to
+/// `dir/handles` a line `name=what` for each, `what` as [`said`] tells it (`ok` for a value).
+pub fn record_handles<T: Send + 'static>(
+    dir: &std::path::Path,
+    handles: &std::sync::Mutex<Vec<(&'static str, nb_aiopool::TaskHandle<T>)>>,
+    ok: impl Fn(T) -> String,
+) {
+    for (name, h) in std::mem::take(&mut *handles.lock().unwrap()) {
+        let said = said(h, &ok);
+        append(&dir.join("handles"), &format!("{name}={said}"));
+    }
+}
+
+/// In a child's at-exit hook: appends `pool`'s `completed`, `cancelled` and `unfinished()`
+/// counts to `dir/stats`, one line.
+pub fn record_exit_stats(dir: &std::path::Path, pool: &SmartAioPool) {
+    let s = pool.stats();
+    append(
+        &dir.join("stats"),
+        &format!(
+            "completed={} cancelled={} unfinished={}",
+            s.completed,
+            s.cancelled,
+            s.unfinished()
+        ),
+    );
+}
+
 /// Appends `line` to the file at `path` (made if missing).
 pub fn append(path: &std::path::Path, line: &str) {
     use std::io::Write;

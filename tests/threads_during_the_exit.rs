@@ -54,10 +54,7 @@ extern "C" fn record_at_exit() {
             .map_err(|e| e.to_string());
         submit_then_wait(dir, "H", "hook", submitted);
     }
-    for (name, h) in std::mem::take(&mut *HANDLES.lock().unwrap()) {
-        let said = support::said(h, |v| format!("Ok({v})"));
-        append(&dir.join("handles"), &format!("{name}={said}"));
-    }
+    support::record_handles(dir, &HANDLES, |v| format!("Ok({v})"));
     if let Some(pool) = POOL.get() {
         let s = pool.stats();
         append(
