@@ -440,6 +440,22 @@ fn held_by_one(per: Duration, weighted: bool) -> (CommonAioPool, SubmitOptions) 
     (builder.build(), opts)
 }
 
+/// Task x (returning 1, with `opts`), submitted to `pool` from a current-thread runtime
+/// that is not driven after the submit: that runtime (alive) and x's handle.
+fn one_from_an_undriven_runtime(
+    pool: &CommonAioPool,
+    opts: &SubmitOptions,
+) -> (tokio::runtime::Runtime, nb_aiopool::TaskHandle<u32>) {
+    let a = current_thread();
+    let x = a.block_on(async {
+        pool.submit_with(async { 1u32 }, opts.clone())
+            .await
+            .map_err(|e| e.kind())
+            .unwrap()
+    });
+    (a, x)
+}
+
 /// A task given a slot at its submit on a current-thread runtime that is then never driven
 /// again took a start of the rate window (or its weight) without ever starting. When that
 /// runtime is dropped, the task is cancelled (`RuntimeShutdown`) and what it took comes
@@ -450,13 +466,7 @@ fn a_start_or_weight_taken_for_a_task_of_a_runtime_dropped_undriven_comes_back()
         let out = on_thread_within(what, 20, move || {
             let b = multi_thread_of(1);
             let (pool, opts) = held_by_one(per, weighted);
-            let a = current_thread();
-            let x = a.block_on(async {
-                pool.submit_with(async { 1u32 }, opts.clone())
-                    .await
-                    .map_err(|e| e.kind())
-                    .unwrap()
-            });
+            let (a, x) = one_from_an_undriven_runtime(&pool, &opts);
             let y = b.block_on(async {
                 pool.submit_with(async { 2u32 }, opts)
                     .await
@@ -1161,18 +1171,18 @@ fn pin_a_higher_priority_submitted_before_a_slot_task_takes_the_first_task_start
     );
 }
 
-/// A `shutdown_timeout` whose deadline passes while a task given a slot on a
+/// A `shutdown_timeout` whose deadline passes while a task handed to a slot task on a
 /// current-thread runtime that is no longer driven has never been polled (counted
 /// running, with a start of the rate window or its weight; a wait of the shutdown on
-/// another runtime hands it to a slot task there) waits for that runtime, as the docs say
-/// of a job on a runtime that is alive but not driven: the deadline marks the task
-/// abandoned, and it is dropped when its runtime is driven again or dropped. Pinned: once
-/// that runtime is dropped the shutdown returns, the task counted abandoned (0 finished,
-/// 1 abandoned), and its handle says `Abandoned`. (The review of flow control across
-/// runtimes asked for the return at the deadline itself: left, see RELIABILITY.md,
-/// finding 400.)
+/// another runtime hands it to a slot task there) returns at the deadline, with the task
+/// counted abandoned (0 finished, 1 abandoned) and its handle saying `Abandoned`, while
+/// that runtime is still alive: the task never started, so it is dropped as a queued one
+/// is.
+///
+/// Failed before the fix (finding 400): the shutdown waited until that runtime was driven
+/// again or dropped (it was pinned so).
 #[test]
-fn pin_a_shutdown_deadline_abandons_a_task_given_a_slot_on_a_runtime_not_driven_once_it_ends() {
+fn a_shutdown_deadline_abandons_a_task_handed_to_a_runtime_not_driven_at_the_deadline() {
     let mut outs = Vec::new();
     for what in ["plain", "rate", "weight"] {
         let out = on_thread_within(what, 20, move || {
@@ -1192,50 +1202,61 @@ fn pin_a_shutdown_deadline_abandons_a_task_given_a_slot_on_a_runtime_not_driven_
                     .unwrap()
             });
             let running = pool.stats().running;
-            let mut shut = Box::pin(pool.shutdown_timeout(Duration::from_millis(100)));
-            // Past the deadline, `a` alive and not driven: it may not have returned yet.
-            let early = b.block_on(async {
-                tokio::time::timeout(Duration::from_millis(300), &mut shut)
+            let shut = pool.shutdown_timeout(Duration::from_millis(100));
+            // Past the deadline, `a` alive and not driven.
+            let report = b.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), shut)
                     .await
-                    .ok()
+                    .map(|r| (r.finished(), r.abandoned()))
+                    .map_err(|_| format!("not returned 2 s after the call ({})", pool.stats()))
             });
-            drop(a);
-            let report = match early {
-                Some(report) => Ok(report),
-                None => {
-                    b.block_on(async { tokio::time::timeout(Duration::from_secs(3), shut).await })
-                }
-            };
+            let x = b.block_on(async { tokio::time::timeout(Duration::from_secs(1), x).await });
             let stats = pool.stats();
-            let x = b.block_on(async { tokio::time::timeout(Duration::from_secs(3), x).await });
+            drop(a);
             (
                 running,
-                report
-                    .map(|r| (r.finished(), r.abandoned()))
-                    .map_err(|_| format!("not returned 3 s after `a` was dropped ({stats})")),
+                report,
                 x.map(|r| r.map_err(|e| reason(&e)))
-                    .map_err(|_| "x never resolved"),
+                    .map_err(|_| "x unresolved while `a` is alive"),
+                (stats.running, stats.cancelled),
             )
         });
         outs.push((what, out));
     }
     let want: Vec<_> = outs
         .iter()
-        .map(|(w, _)| (*w, (1, Ok((0, 1)), Ok(Err(Some(CancelReason::Abandoned))))))
+        .map(|(w, _)| {
+            (
+                *w,
+                (
+                    1,
+                    Ok((0, 1)),
+                    Ok(Err(Some(CancelReason::Abandoned))),
+                    (0, 1),
+                ),
+            )
+        })
         .collect();
-    assert_eq!(outs, want);
+    assert_eq!(
+        outs, want,
+        "(case, (running after the submit, the report (finished, abandoned), x, \
+         (running, cancelled) then))"
+    );
 }
 
 /// The same as
-/// [`pin_a_shutdown_deadline_abandons_a_task_given_a_slot_on_a_runtime_not_driven_once_it_ends`]
+/// [`a_shutdown_deadline_abandons_a_task_handed_to_a_runtime_not_driven_at_the_deadline`]
 /// for `cancel_all` (which "returns once they are all gone"), on the three pools: a task
 /// given a slot on a current-thread runtime that is no longer driven, never polled, is
-/// cancelled at once while it is still queued (a plain `cancel_all`), and once a wait on
-/// another runtime has handed it to a slot task there, when that runtime is dropped.
-/// Pinned: the call returns by then, and the handle resolves.
+/// cancelled at once, whether it is still queued (a plain `cancel_all`) or a wait on
+/// another runtime has handed it to a slot task there; so is it by a shutdown's deadline.
+/// The call returns, the handle resolves and `stats()` counts it, while that runtime is
+/// still alive.
+///
+/// Failed before the fix (finding 400) for the two cases with the hand-over, on the three
+/// pools: the calls returned only once that runtime was dropped (they were pinned so).
 #[test]
-fn pin_cancel_all_and_shutdown_deadlines_end_a_task_given_a_slot_on_a_runtime_not_driven_once_it_ends(
-) {
+fn cancel_all_and_shutdown_deadlines_end_a_task_handed_to_a_runtime_not_driven_at_once() {
     let mut outs = Vec::new();
     for which in ["common", "no_queue", "smart"] {
         for call in ["cancel_all", "wait, then cancel_all", "shutdown_timeout"] {
@@ -1261,7 +1282,7 @@ fn pin_cancel_all_and_shutdown_deadlines_end_a_task_given_a_slot_on_a_runtime_no
                 let a = current_thread();
                 let x =
                     a.block_on(async { pool.submit(SubmitOptions::new(), 0, 1).await.unwrap() });
-                let mut ended = b.block_on(async {
+                let done = b.block_on(async {
                     if call.starts_with("wait") {
                         // A wait polled on `b` for a moment: its look at the pool hands `x`
                         // to a slot task on `a` (a claimer on `b` takes it and hands it over).
@@ -1296,39 +1317,100 @@ fn pin_cancel_all_and_shutdown_deadlines_end_a_task_given_a_slot_on_a_runtime_no
                             (P::N(p), _) => Box::pin(p.cancel_all()),
                             (P::S(p), _) => Box::pin(p.cancel_all()),
                         };
-                    ended
-                });
-                // Alive and not driven, `a` may hold the handed-over task for now.
-                let early = b.block_on(async {
-                    tokio::time::timeout(Duration::from_millis(300), &mut ended)
+                    // `a` alive and not driven.
+                    tokio::time::timeout(Duration::from_secs(2), ended)
                         .await
                         .is_ok()
                 });
-                let plain_returned_at_once = call != "cancel_all" || early;
-                drop(a);
-                let done = plain_returned_at_once
-                    && (early
-                        || b.block_on(async {
-                            tokio::time::timeout(Duration::from_secs(3), ended)
-                                .await
-                                .is_ok()
-                        }));
                 let stats = pool.stats();
-                let x = b.block_on(async { tokio::time::timeout(Duration::from_secs(3), x).await });
+                let x = b.block_on(async { tokio::time::timeout(Duration::from_secs(1), x).await });
+                drop(a);
                 (
                     done,
-                    format!("{stats}"),
-                    x.map(|r| r.map_err(|e| reason(&e))).is_ok(),
+                    (stats.running, stats.cancelled),
+                    x.map(|r| r.map_err(|e| reason(&e)))
+                        .map_err(|_| "x unresolved while `a` is alive"),
                 )
             });
-            outs.push((which, call, out.0, out.1, out.2));
+            outs.push((which, call, out));
         }
     }
-    let hung: Vec<_> = outs.iter().filter(|o| !o.2 || !o.4).collect();
-    assert!(
-        hung.is_empty(),
-        "(pool, call, returned (a plain cancel_all at once, the others within 3 s of the \
-         runtime's drop), stats then, handle resolved): {hung:#?}"
+    let want: Vec<_> = outs
+        .iter()
+        .map(|(which, call, _)| {
+            let reason = if *call == "shutdown_timeout" {
+                CancelReason::Abandoned
+            } else {
+                CancelReason::CancelAll
+            };
+            (*which, *call, (true, (0, 1), Ok(Err(Some(reason)))))
+        })
+        .collect();
+    assert_eq!(
+        outs, want,
+        "(pool, call, (returned within 2 s with `a` alive, (running, cancelled) then, x))"
+    );
+}
+
+/// A task handed to a slot task on a current-thread runtime that is no longer driven
+/// (never polled there), aborted by its handle or by a `cancel_all`, gives back at once
+/// what it held: its slot, the start of the rate window or its weight. A `wait()` on
+/// another runtime returns, and a task of that runtime that it held back starts, while
+/// the first runtime is still alive.
+///
+/// Failed before the fix (finding 400): its slot and what it held came back only when
+/// its runtime was driven again or dropped.
+#[test]
+fn a_task_handed_to_a_runtime_not_driven_and_then_ended_gives_its_room_back_at_once() {
+    let mut outs = Vec::new();
+    for (what, per, weighted) in HELD {
+        for end in ["abort", "cancel_all"] {
+            let out = on_thread_within(what, 20, move || {
+                let b = multi_thread_of(1);
+                let (pool, opts) = held_by_one(per, weighted);
+                let (a, x) = one_from_an_undriven_runtime(&pool, &opts);
+                let out = b.block_on(async {
+                    // Hands `x` over to a slot task on `a` (see above).
+                    let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
+                    let handed = pool.stats().running;
+                    if end == "abort" {
+                        x.abort();
+                    } else {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), pool.cancel_all()).await;
+                    }
+                    let waited = tokio::time::timeout(Duration::from_secs(2), pool.wait())
+                        .await
+                        .is_ok();
+                    let y = pool
+                        .submit_with(async { 2u32 }, opts)
+                        .await
+                        .map_err(|e| e.kind())
+                        .unwrap();
+                    let y = tokio::time::timeout(Duration::from_secs(2), y).await;
+                    let x = tokio::time::timeout(Duration::from_secs(1), x).await;
+                    (
+                        handed,
+                        waited,
+                        x.map(|r| r.map_err(|e| reason(&e))).is_ok(),
+                        y.map(|r| r.map_err(|e| reason(&e))),
+                        pool.stats().cancelled,
+                    )
+                });
+                drop(a);
+                out
+            });
+            outs.push((what, end, out));
+        }
+    }
+    let want: Vec<_> = outs
+        .iter()
+        .map(|(what, end, _)| (*what, *end, (1, true, true, Ok(Ok(2)), 1)))
+        .collect();
+    assert_eq!(
+        outs, want,
+        "(case, end, (running once handed over, wait() returned, x resolved, y, cancelled)), \
+         with `a` alive and not driven"
     );
 }
 
@@ -1345,13 +1427,7 @@ fn a_start_or_weight_of_a_task_handed_to_a_runtime_dropped_undriven_comes_back()
         let out = on_thread_within(what, 20, move || {
             let b = multi_thread_of(1);
             let (pool, opts) = held_by_one(per, weighted);
-            let a = current_thread();
-            let x = a.block_on(async {
-                pool.submit_with(async { 1u32 }, opts.clone())
-                    .await
-                    .map_err(|e| e.kind())
-                    .unwrap()
-            });
+            let (a, x) = one_from_an_undriven_runtime(&pool, &opts);
             let y = b.block_on(async {
                 let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
                 pool.submit_with(async { 2u32 }, opts)

@@ -747,7 +747,9 @@ fn a_task_that_left_the_queue_keeps_the_first_cancels_reason() {
                 )
                 .await
             });
-            assert!(cut.is_err(), "B is not over until rt2 runs or drops it");
+            // B never started: a `cancel_all` drops it at the call, a deadline at the
+            // deadline, though rt2 is not driven (finding 400).
+            assert!(cut.is_ok(), "the shutdown returns by its deadline");
         };
         if first == "cancel_all" {
             drop(pool.cancel_all());

@@ -126,8 +126,14 @@ impl<J: Job> Engine<J> {
             // slot that stores it later looks at the abort flag after that (the flag was
             // set before this lock was taken). The slot is the one the job was given to,
             // if it still runs it (`runner_slot`).
+            // One handed over to a slot task that has not taken it yet (finding 400) leaves
+            // as a queued one does: that slot task may not be polled for long.
             let running = Self::runner_slot(&st, runner, id);
-            if let Some(e) = running.map(|key| &mut st.slots[key]) {
+            let handed = running.and_then(|key| Self::take_handed(&mut st, key, &mut later));
+            if let Some(e) = running
+                .filter(|_| handed.is_none())
+                .map(|key| &mut st.slots[key])
+            {
                 e.aborted = true;
                 let waker = e.waker.clone();
                 drop(st);
@@ -136,7 +142,7 @@ impl<J: Job> Engine<J> {
                 }
                 return;
             }
-            let Some(q) = st.queue.remove_seq(id, priority) else {
+            let Some(q) = handed.or_else(|| st.queue.remove_seq(id, priority)) else {
                 return; // ended meanwhile
             };
             let reason = q.job.aborted().unwrap_or(CancelReason::Aborted);

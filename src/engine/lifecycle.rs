@@ -442,7 +442,25 @@ impl<J: Job> Engine<J> {
             if let Some(q) = kept {
                 st.queue.push_front(q);
             }
+            // Jobs handed over to slot tasks that have not taken them yet are dropped now,
+            // as queued ones (those slot tasks may not be polled for long: finding 400),
+            // for the first covering call's reason.
+            let handed: Vec<usize> = st
+                .slots
+                .iter()
+                .filter(|(_, s)| s.handed.is_some() && Some(s.job) != spared)
+                .map(|(key, _)| key)
+                .collect();
+            for key in handed {
+                let first = st.slots[key].cancelled;
+                if let Some(q) = Self::take_handed(&mut st, key, &mut later) {
+                    self.drop_unrun(&mut st, q.job, q.id, first.unwrap_or(reason), &mut later);
+                    later.stamps.push(q.stamp);
+                }
+            }
             Self::clamp_reserved(&mut st, &mut later);
+            // The slots freed above go to what is left (the job spared, queued again).
+            self.fill_free(&mut st, None, &mut later);
             self.changed(&st);
             // The jobs the slots hold now are cancelled for this call's reason, unless an
             // earlier call covered them first (its reason holds: their slots may not have
@@ -502,6 +520,7 @@ impl<J: Job> Engine<J> {
         // its flow-control settings (it holds its key and weight until it is settled).
         let mut awaiting: Vec<Awaited> = Vec::new();
         let mut seen = Seen::default();
+        let mut handed = Vec::new();
         {
             let mut st = self.lock();
             // Also with nothing to take over now: a job submitted from now on by a thread
@@ -529,6 +548,10 @@ impl<J: Job> Engine<J> {
             // call's reason, recorded in its entry.
             let mark = self.cancel_before.load(Ordering::Acquire);
             for mut s in entries {
+                // A job handed over and not taken by its slot task (finding 400): its copy
+                // below is taken over as the job itself would be (its slot never started
+                // it); the job, dropped after the lock, is one more reference to it.
+                handed.extend(s.handed.take());
                 let Some(copy) = s.copy.take() else { continue };
                 // Aborted while it ran (its group or stream dropped, a `timeout` around
                 // `batch_run`), or covered by a cancel, and not polled since: its handle
@@ -658,6 +681,7 @@ impl<J: Job> Engine<J> {
             // slots, and their keys and weights, until they are settled.)
             self.changed(&st);
         }
+        drop(handed);
         self.report_seen(&mut seen);
         self.run_deferred(&mut later);
         let ended = vec![false; busy.len()];

@@ -55,6 +55,12 @@ struct PollingState {
 const SETTLED: u64 = u64::MAX;
 
 impl Polling {
+    /// Whether `other` is a clone of this one: the marks of the same slot task (an entry
+    /// whose key went to a new slot task has other marks).
+    pub(super) fn same(&self, other: &Polling) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The slot task's poll begins on the thread of `token` (a
     /// [`thread_token`](super::thread_token)): before the poll checks the generation.
     pub(super) fn enter(&self, token: u64) {

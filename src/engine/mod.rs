@@ -241,6 +241,12 @@ struct SlotEntry<J> {
     /// mark, which may be after a later call set another reason (`State::cancel_reason`
     /// is the last call's). The first decision holds, as an abort's does.
     cancelled: Option<CancelReason>,
+    /// A job handed over by a slot of another runtime, kept here until the new slot task's
+    /// first poll takes it ([`Slot::bound`](slot::Slot::bound)): till then an abort, a
+    /// `cancel_all` or a shutdown deadline drops it under the lock, as a queued one, and
+    /// the exit takes it over, so that none waits for a runtime that is alive but not
+    /// driven (RELIABILITY.md, 400). Boxed: rare, and the entries stay small.
+    handed: Option<Box<Queued<J>>>,
 }
 
 impl<J> SlotEntry<J> {
@@ -255,6 +261,7 @@ impl<J> SlotEntry<J> {
             polling: polling.clone(),
             aborted: false,
             cancelled: None,
+            handed: None,
         }
     }
 

@@ -78,6 +78,9 @@ pub(crate) struct Slot<J: Job> {
     /// a slot of another runtime that handed it over, or by this slot before a yield. The
     /// start is taken again when the job begins (see [`restart`](Self::restart)).
     recharge: bool,
+    /// Bound to a job handed over that is still in its entry: the first poll takes it
+    /// (see [`bound`](Self::bound)).
+    handed: bool,
     /// It ended normally; `Drop` has nothing to do.
     done: bool,
     /// Idle (no job, kept for the next one): how many times it has lingered.
@@ -121,6 +124,7 @@ impl<J: Job> Slot<J> {
             fresh: false,
             unstarted: false,
             recharge: false,
+            handed: false,
             done: false,
             idle: None,
             listed: false,
@@ -149,19 +153,43 @@ impl<J: Job> Slot<J> {
         slot
     }
 
-    /// A slot handed its first job (from a slot of another runtime).
+    /// A slot handed its first job (from a slot of another runtime), on runtime `rt`: the
+    /// job waits in the slot's entry (`SlotEntry::handed`) until this slot task's first
+    /// poll takes it ([`take_handed`](Self::take_handed)).
     pub(super) fn bound(
         engine: Arc<Engine<J>>,
         key: usize,
         generation: u64,
-        q: Queued<J>,
+        rt: RtRef,
         polling: Polling,
     ) -> Self {
-        let mut slot = Slot::make(engine, key, generation, q.rt, polling);
-        slot.next = Some(q);
+        let mut slot = Slot::make(engine, key, generation, rt, polling);
+        slot.handed = true;
         // Its start was charged by the slot that handed it over (see `restart`).
         slot.recharge = slot.engine.needs_timers();
         slot
+    }
+
+    /// A bound slot's first poll takes the job handed over from its entry into `next`.
+    /// `false` if it is not there any more: an abort, a `cancel_all` (or shutdown
+    /// deadline) or the exit took it meanwhile, with the entry (see
+    /// `Engine::take_handed`), and this slot task has nothing to do.
+    fn take_handed(&mut self) -> bool {
+        self.handed = false;
+        let mut st = self.engine.lock();
+        let q = (st.generation == self.generation)
+            .then(|| st.slots.get_mut(self.key))
+            .flatten()
+            .filter(|e| e.polling.same(&self.polling))
+            .and_then(|e| e.handed.take());
+        drop(st);
+        match q {
+            Some(q) => {
+                self.next = Some(*q);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A job handed over by a slot of another runtime ([`bound`](Self::bound)) starts only
@@ -666,6 +694,10 @@ impl<J: Job> Slot<J> {
             this.done = true;
             return Poll::Ready(());
         }
+        if this.handed && !this.take_handed() {
+            this.done = true;
+            return Poll::Ready(());
+        }
         let pool = this.engine.id();
         let mut budget = JOBS_PER_POLL;
         if let Some(rounds) = this.idle {
@@ -872,7 +904,7 @@ impl<J: Job> Drop for Slot<J> {
                 r.cancel(first.unwrap_or(CancelReason::RuntimeShutdown));
             }
         }
-        let next = self.next.take();
+        let mut next = self.next.take();
         let mut later = Deferred::default();
         let mut told = None;
         {
@@ -885,7 +917,21 @@ impl<J: Job> Drop for Slot<J> {
             let idle_unclaimed = self.idle.is_some()
                 && (Engine::forget_idle(&mut st, self.key) || self.polling.is_retired());
             let claimer = self.claiming || (self.idle.is_some() && !idle_unclaimed);
-            let entry = st.slots.try_remove(self.key);
+            // A bound slot never polled: its job is still in its entry, unless an abort or
+            // a `cancel_all` took it, with the entry (whose key may be another slot's now).
+            let ours = !self.handed
+                || st
+                    .slots
+                    .get(self.key)
+                    .is_some_and(|e| e.polling.same(&self.polling));
+            let mut entry = if ours {
+                st.slots.try_remove(self.key)
+            } else {
+                None
+            };
+            if self.handed {
+                next = entry.as_mut().and_then(|e| e.handed.take()).map(|q| *q);
+            }
             // The reason of a `cancel_all` or deadline that covered the job this slot holds
             // (not its run, ended above), as the slot would have cancelled it: it ends so
             // (332, 334), neither lost nor queued again.

@@ -186,21 +186,27 @@ impl<J: Job> Engine<J> {
             };
             // Hand the slot and the job over to the job's runtime (if it has shut down
             // meanwhile, it drops the new slot at once, whose `Drop` deals with the job).
+            // The job waits in the new slot's entry until that slot task's first poll: a
+            // runtime alive but not driven may not poll it for long, and an abort, a
+            // `cancel_all` or the exit meanwhile take it from there (finding 400).
             let q = next.take().expect("taken above");
             st.slots.remove(key);
             let polling = Polling::default();
-            let new_key = st.slots.insert(SlotEntry {
+            let (id, rt) = (q.id, q.rt);
+            let new_key = st.slots.vacant_key();
+            q.job.set_runner(new_key);
+            st.slots.insert(SlotEntry {
                 waker: None,
-                job: q.id,
+                job: id,
                 copy,
                 meta,
                 charged,
                 polling: polling.clone(),
                 aborted: false,
                 cancelled: None,
+                handed: Some(Box::new(q)),
             });
-            q.job.set_runner(new_key);
-            let slot = Slot::bound(Arc::clone(self), new_key, st.generation, q, polling);
+            let slot = Slot::bound(Arc::clone(self), new_key, st.generation, rt, polling);
             later.spawns.push((handle, slot));
             return;
         }
@@ -754,6 +760,36 @@ impl<J: Job> Engine<J> {
         } else {
             st.queue.put_back(again);
         }
+    }
+
+    /// Under the lock: the job handed over to slot `key` (see `SlotEntry::handed`), if its
+    /// slot task has not taken it yet, taken out with the entry, for the caller to end
+    /// unrun: it never started, so its slot, its key and weight and the start of the rate
+    /// window it was charged are given back now. Its slot task, when polled or dropped,
+    /// finds its entry gone and does nothing more (finding 400).
+    pub(super) fn take_handed(
+        st: &mut State<J>,
+        key: usize,
+        later: &mut Deferred<J>,
+    ) -> Option<Queued<J>> {
+        if st.slots.get(key).is_none_or(|e| e.handed.is_none()) {
+            return None;
+        }
+        let mut entry = st.slots.remove(key);
+        let q = entry.handed.take().expect("looked at above");
+        if let Some(limits) = &mut st.limits {
+            limits.ended(&entry.meta);
+            if let Some(at) = entry.charged {
+                limits.unstarted(at);
+            }
+        }
+        Self::vacate(st, later);
+        // Its settings moved to the entry when it left the queue. (A re-runnable job's
+        // copy in the entry is not the last reference: the job holds one.)
+        Some(Queued {
+            meta: std::mem::take(&mut entry.meta),
+            ..*q
+        })
     }
 
     /// Under the lock: a slot is taken.

@@ -823,9 +823,9 @@ impl NoQueueAioPool {
     ///
     /// A job that blocks its thread without ever yielding cannot be dropped until it
     /// yields; this waits for that. So does a job on a runtime that is alive but not
-    /// driven (a current-thread runtime outside `block_on`), also one given a slot there
-    /// that no slot task has polled yet: it is dropped when that runtime is driven again
-    /// or dropped.
+    /// driven (a current-thread runtime outside `block_on`): it is dropped when that
+    /// runtime is driven again or dropped. A job given a slot there that its slot task has
+    /// not started yet is dropped at the deadline, as a queued one.
     ///
     /// The pool is closed, and the report's counts start, when this is called; `timeout`
     /// runs from the returned future's first poll. Its timer is tokio's, on the runtime
@@ -881,9 +881,11 @@ impl NoQueueAioPool {
     /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll) (one that a shutdown
     /// deadline covered first keeps `Abandoned`, one aborted first `Aborted`: the first
     /// decision holds). The pool stays open.
-    /// Returns once they are all gone (a job on a runtime that is alive but not driven,
-    /// a current-thread runtime outside `block_on`, goes when that runtime is driven
-    /// again or dropped, as for [`shutdown_timeout`](Self::shutdown_timeout)).
+    /// Returns once they are all gone (a job running on a runtime that is alive but not
+    /// driven, a current-thread runtime outside `block_on`, goes when that runtime is
+    /// driven again or dropped, as for [`shutdown_timeout`](Self::shutdown_timeout); one
+    /// given a slot there that its slot task has not started yet goes at once, as a
+    /// queued one).
     ///
     /// Called from inside a job of this pool, that job is not spared (unlike with
     /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next

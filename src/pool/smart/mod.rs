@@ -871,9 +871,11 @@ impl SmartAioPool {
     /// [`CancelReason::CancelAll`](crate::CancelReason::CancelAll) (one that
     /// a shutdown deadline covered first keeps `Abandoned`, one aborted first `Aborted`:
     /// the first decision holds). The pool stays open.
-    /// Returns once they are all gone (a job on a runtime that is alive but not driven,
-    /// a current-thread runtime outside `block_on`, goes when that runtime is driven
-    /// again or dropped, as for [`shutdown_timeout`](Self::shutdown_timeout)).
+    /// Returns once they are all gone (a job running on a runtime that is alive but not
+    /// driven, a current-thread runtime outside `block_on`, goes when that runtime is
+    /// driven again or dropped, as for [`shutdown_timeout`](Self::shutdown_timeout); one
+    /// given a slot there that its slot task has not started yet goes at once, as a
+    /// queued one).
     ///
     /// Called from inside a task of this pool, that task is not spared (unlike with
     /// [`shutdown_timeout`](Self::shutdown_timeout)): it is cancelled too, at its next
