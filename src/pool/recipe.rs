@@ -23,7 +23,10 @@
 //! decrement, an `Acquire` fence before the drop). Every use of the recipe goes through a
 //! copy, which keeps the count above zero while it lives, so no use comes after the drop;
 //! the handle never touches the recipe. This saves one allocation per task against a
-//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The loom models below
+//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The copies also share
+//! one counted reference to the task's allocation, dropped by the last copy ([`TaskCopy`]:
+//! a copy's `Arc` is made without a count of its own), and a task's allocation is written
+//! in place ([`TaskRoom`]). The loom models below
 //! race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit tests
 //! under Miri, one of them on two threads.
 #![allow(unsafe_code)]
@@ -148,13 +151,14 @@ pub(crate) trait Counted {
     unsafe fn add_copy(&self);
 
     /// A copy ends. The last one tells the handle of a task that never ended, then drops
-    /// the recipe.
+    /// the recipe, and returns `true` (then the caller drops the copies' reference to the
+    /// task, see [`TaskCopy`]); any other returns `false`, having run nothing else.
     ///
     /// # Safety
     ///
     /// The caller gives up a copy it holds (each copy ends once), and uses the recipe
     /// through it no more.
-    unsafe fn release_copy(&self);
+    unsafe fn release_copy(&self) -> bool;
 }
 
 impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
@@ -164,12 +168,12 @@ impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
         self.copies.fetch_add(1, Ordering::Relaxed);
     }
 
-    unsafe fn release_copy(&self) {
+    unsafe fn release_copy(&self) -> bool {
         // As `Arc`'s drop: `Release`, so that every use of the recipe by a copy comes
         // before the decrement that ends the copy; the last copy's `Acquire` fence orders
         // all of them before the recipe's drop.
         if self.copies.fetch_sub(1, Ordering::Release) != 1 {
-            return;
+            return false;
         }
         fence(Ordering::Acquire);
         // Dropped after the handle is told, even if telling it panics (a waker's `wake`).
@@ -186,10 +190,11 @@ impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
             // `is_finished`): so nothing here needs to wait (unlike an `abort`, which
             // returns only once the handle is resolved), and no error is made to be
             // dropped.
-            return;
+            return true;
         }
         let reason = shared.aborted();
         shared.cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
+        true
     }
 }
 
@@ -234,6 +239,18 @@ impl<R> Drop for DropRecipe<'_, R> {
 /// # Dropping
 ///
 /// Ends the copy (the last one tells an unfinished task's handle and drops the recipe).
+///
+/// # The copies' reference
+///
+/// The copies of a task share one counted reference to its allocation (the handle holds
+/// another): a copy made by [`duplicate`](Self::duplicate) holds an `Arc` made from the
+/// same pointer without a count of its own, and only the last copy's drop drops an `Arc`
+/// (the shared reference); the others forget theirs. The count of copies keeps the
+/// allocation alive for as long as any copy lives, as the `Arc`'s count did when each
+/// copy held its own (one atomic increment and one decrement fewer per re-runnable
+/// task: 22 instructions per SmartAioPool job, callgrind, current-thread, 2026-12-07).
+/// An `Arc` handed on by [`into_task`](Self::into_task) is that shared reference too: its
+/// taker adopts it again ([`adopt`](Self::adopt)), or, as the task's only copy, owns it.
 // The task in a `ManuallyDrop`, not an `Option` taken by `into_task`: every use of an
 // `Option` checked it (`task()`'s `expect`), 20 instructions per SmartAioPool job
 // (callgrind, current-thread, 2026-12-07); `into_task` consumes the copy, so no use can
@@ -252,7 +269,8 @@ impl<X: ?Sized + Counted> TaskCopy<X> {
         &self.0
     }
 
-    /// The task, with this copy's count handed on to the caller.
+    /// The task, with this copy's count handed on to the caller (who adopts it again, or
+    /// owns it as the only copy: see "The copies' reference" above).
     #[inline(always)]
     fn into_task(self) -> Arc<X> {
         let mut copy = ManuallyDrop::new(self);
@@ -266,7 +284,12 @@ impl<X: ?Sized + Counted> TaskCopy<X> {
         let task = self.task();
         // SAFETY: `self` is a copy, and the count added is the new one's.
         unsafe { task.add_copy() };
-        TaskCopy::adopt(Arc::clone(task))
+        // SAFETY: the copies share one counted reference to the task (see `TaskCopy`),
+        // which `self`, a copy, keeps alive until the new copy is the last: the new copy's
+        // `Arc` is made from the same pointer without a count of its own (`Arc::as_ptr`
+        // gives the pointer `Arc::from_raw` takes, metadata included), and it is dropped
+        // only as that shared reference, by the last copy (`Drop`).
+        TaskCopy::adopt(unsafe { Arc::from_raw(Arc::as_ptr(task)) })
     }
 }
 
@@ -274,6 +297,14 @@ impl<R, S: ResultSlot> TaskCopy<SmartTask<R, S>> {
     /// The recipe of a task never queued, whose handle's reference to it is gone: the
     /// copy is not ended (nothing is told, nothing dropped but the result slot).
     fn into_recipe(self) -> R {
+        // Checked before the `Arc` is taken: its reference is the copies' shared one (see
+        // `TaskCopy`), which `Arc::into_inner` gives up when it fails, so it must be this
+        // copy's alone; a copy dropped as this panic unwinds ends as any other.
+        assert_eq!(
+            self.task().copies.load(Ordering::Relaxed),
+            1,
+            "a task's recipe is shared only once its job is queued"
+        );
         let task = Arc::into_inner(self.into_task())
             .expect("a task's recipe is shared only once its job is queued");
         let SmartTask { recipe, .. } = task;
@@ -287,9 +318,13 @@ impl<X: ?Sized + Counted> Drop for TaskCopy<X> {
         // `self.0` is not used after.
         let task = unsafe { ManuallyDrop::take(&mut self.0) };
         // SAFETY: this copy ends here, once (`into_task` hands its count on instead). The
-        // task's reference goes after it, or while a panic of it (the handle's waker, the
-        // recipe's drop) unwinds.
-        unsafe { task.release_copy() };
+        // last copy's `task`, the copies' reference, goes after it, or while a panic of it
+        // (the handle's waker, the recipe's drop) unwinds.
+        if !unsafe { task.release_copy() } {
+            // Not the last copy: its `Arc` is the copies' shared reference, which the
+            // others still hold (a copy's `Arc` is dropped by the last copy only).
+            std::mem::forget(task);
+        }
     }
 }
 
@@ -671,6 +706,35 @@ mod tests {
         assert_eq!(run_to_end(&mut run), Outcome::Completed);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         drop(run);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// A task refused before it was queued gives its recipe back, undropped, from its
+    /// allocation written in place (`TaskRoom`), once the handle's reference is gone
+    /// (`Submit::unready`); its one copy holds the copies' reference.
+    #[test]
+    fn a_refused_task_gives_its_recipe_back() {
+        use crate::pool::core::Submit;
+        use crate::task::{Shared, TaskHandle};
+
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = super::fixtures::Dropped(drops.clone());
+        let recipe = move || {
+            let _ = &held;
+            async { 8u32 }
+        };
+        fn refused<S: Submit<super::SmartJob>>(item: S) -> S {
+            let ready = item.ready(Shared::new(0, 0));
+            drop(TaskHandle::new(S::slot(&ready)));
+            S::unready(ready)
+        }
+        let recipe = refused(recipe);
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "the recipe comes back whole"
+        );
+        drop(recipe);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
