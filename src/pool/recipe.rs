@@ -25,10 +25,11 @@
 //! the handle never touches the recipe. This saves one allocation per task against a
 //! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The copies also share
 //! one counted reference to the task's allocation, dropped by the last copy ([`TaskCopy`]:
-//! a copy's `Arc` is made without a count of its own), and a task's allocation is written
-//! in place ([`TaskRoom`]). The loom models below
-//! race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit tests
-//! under Miri, one of them on two threads.
+//! a copy's `Arc` is made without a count of its own), a copy reaches the count through
+//! its pointer to the task (the count is first in a `#[repr(C)]` task: [`Counted`]'s
+//! contract), and a task's allocation is written in place ([`TaskRoom`]). The loom models
+//! below race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit
+//! tests under Miri, one of them on two threads.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -140,42 +141,28 @@ impl<R, S: ResultSlot> SmartTask<R, S> {
     }
 }
 
-/// What a [`TaskCopy`] counts on: a task's count of copies. Only `TaskCopy` calls these,
-/// once for each copy it makes or ends.
-pub(crate) trait Counted {
-    /// One more copy.
+/// What a [`TaskCopy`] counts on: a task's count of copies, which `TaskCopy` reads and
+/// writes itself, through its pointer (no call through the trait object's table), and
+/// the last copy's end.
+///
+/// # Safety
+///
+/// An implementor is `#[repr(C)]` with its count of copies, a [`AtomicUsize`], as its
+/// first field (at offset 0).
+pub(crate) unsafe trait Counted {
+    /// The last copy ended: tells the handle of a task that never ended, then drops the
+    /// recipe.
     ///
     /// # Safety
     ///
-    /// The caller holds a copy, and makes a copy for the count it adds.
-    unsafe fn add_copy(&self);
-
-    /// A copy ends. The last one tells the handle of a task that never ended, then drops
-    /// the recipe, and returns `true` (then the caller drops the copies' reference to the
-    /// task, see [`TaskCopy`]); any other returns `false`, having run nothing else.
-    ///
-    /// # Safety
-    ///
-    /// The caller gives up a copy it holds (each copy ends once), and uses the recipe
-    /// through it no more.
-    unsafe fn release_copy(&self) -> bool;
+    /// Called once, by the copy whose decrement took the count to zero, after an
+    /// `Acquire` fence.
+    unsafe fn release_last(&self);
 }
 
-impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
-    unsafe fn add_copy(&self) {
-        // `Relaxed`, as `Arc::clone`: the caller's copy keeps the count above zero
-        // meanwhile.
-        self.copies.fetch_add(1, Ordering::Relaxed);
-    }
-
-    unsafe fn release_copy(&self) -> bool {
-        // As `Arc`'s drop: `Release`, so that every use of the recipe by a copy comes
-        // before the decrement that ends the copy; the last copy's `Acquire` fence orders
-        // all of them before the recipe's drop.
-        if self.copies.fetch_sub(1, Ordering::Release) != 1 {
-            return false;
-        }
-        fence(Ordering::Acquire);
+// SAFETY: `SmartTask` is `#[repr(C)]` with `copies: AtomicUsize` first.
+unsafe impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
+    unsafe fn release_last(&self) {
         // Dropped after the handle is told, even if telling it panics (a waker's `wake`).
         let _recipe = DropRecipe(&self.recipe);
         let shared = self.slot.shared();
@@ -190,11 +177,10 @@ impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
             // `is_finished`): so nothing here needs to wait (unlike an `abort`, which
             // returns only once the handle is resolved), and no error is made to be
             // dropped.
-            return true;
+            return;
         }
         let reason = shared.aborted();
         shared.cancel(reason.unwrap_or(CancelReason::RuntimeShutdown));
-        true
     }
 }
 
@@ -279,11 +265,20 @@ impl<X: ?Sized + Counted> TaskCopy<X> {
         unsafe { ManuallyDrop::take(&mut copy.0) }
     }
 
+    /// The task's count of copies.
+    #[inline(always)]
+    fn copies(&self) -> &AtomicUsize {
+        // SAFETY: `X: Counted` puts the count at offset 0 of the task (the trait's
+        // contract); the pointer is the `Arc`'s (its metadata dropped by the cast), valid
+        // while `self`, a copy, keeps the task alive; the count is only used atomically.
+        unsafe { &*Arc::as_ptr(self.task()).cast::<AtomicUsize>() }
+    }
+
     /// Another copy of the task.
     fn duplicate(&self) -> Self {
         let task = self.task();
-        // SAFETY: `self` is a copy, and the count added is the new one's.
-        unsafe { task.add_copy() };
+        // `Relaxed`, as `Arc::clone`: this copy keeps the count above zero meanwhile.
+        self.copies().fetch_add(1, Ordering::Relaxed);
         // SAFETY: the copies share one counted reference to the task (see `TaskCopy`),
         // which `self`, a copy, keeps alive until the new copy is the last: the new copy's
         // `Arc` is made from the same pointer without a count of its own (`Arc::as_ptr`
@@ -314,17 +309,23 @@ impl<R, S: ResultSlot> TaskCopy<SmartTask<R, S>> {
 
 impl<X: ?Sized + Counted> Drop for TaskCopy<X> {
     fn drop(&mut self) {
+        // This copy ends here, once (`into_task` hands its count on instead). As `Arc`'s
+        // drop: `Release`, so that every use of the recipe by a copy comes before the
+        // decrement that ends the copy; the last copy's `Acquire` fence orders all of
+        // them before the recipe's drop.
+        if self.copies().fetch_sub(1, Ordering::Release) != 1 {
+            // Not the last copy: its `Arc` is the copies' shared reference, which the
+            // others still hold (a copy's `Arc` is dropped by the last copy only).
+            return;
+        }
+        fence(Ordering::Acquire);
         // SAFETY: taken once, here (a copy handed on by `into_task` is never dropped), and
         // `self.0` is not used after.
         let task = unsafe { ManuallyDrop::take(&mut self.0) };
-        // SAFETY: this copy ends here, once (`into_task` hands its count on instead). The
-        // last copy's `task`, the copies' reference, goes after it, or while a panic of it
-        // (the handle's waker, the recipe's drop) unwinds.
-        if !unsafe { task.release_copy() } {
-            // Not the last copy: its `Arc` is the copies' shared reference, which the
-            // others still hold (a copy's `Arc` is dropped by the last copy only).
-            std::mem::forget(task);
-        }
+        // SAFETY: the last copy, after the fence. `task`, the copies' reference, goes
+        // after it, or while a panic of it (the handle's waker, the recipe's drop)
+        // unwinds.
+        unsafe { task.release_last() };
     }
 }
 
