@@ -23,14 +23,18 @@
 //! decrement, an `Acquire` fence before the drop). Every use of the recipe goes through a
 //! copy, which keeps the count above zero while it lives, so no use comes after the drop;
 //! the handle never touches the recipe. This saves one allocation per task against a
-//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The loom models below
-//! race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit tests
-//! under Miri, one of them on two threads.
+//! result slot of its own (BENCHMARKS.md, "2026-12-03, morning"). The copies also share
+//! one counted reference to the task's allocation, dropped by the last copy ([`TaskCopy`]:
+//! a copy's `Arc` is made without a count of its own), a copy reaches the count through
+//! its pointer to the task (the count is first in a `#[repr(C)]` task: [`Counted`]'s
+//! contract), and a task's allocation is written in place ([`TaskRoom`]). The loom models
+//! below race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit
+//! tests under Miri, one of them on two threads.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
 use std::future::Future;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -100,13 +104,28 @@ pub(crate) struct SmartTask<R, S: ResultSlot> {
 unsafe impl<R: Send + Sync, S: ResultSlot> Sync for SmartTask<R, S> {}
 
 impl<R, S: ResultSlot> SmartTask<R, S> {
-    /// A task and its first copy, the caller's.
-    fn first_copy(recipe: R, slot: S) -> TaskCopy<Self> {
-        TaskCopy(Some(Arc::new(SmartTask {
-            slot,
-            copies: AtomicUsize::new(1),
-            recipe: UnsafeCell::new(ManuallyDrop::new(recipe)),
-        })))
+    /// A task and its first copy, the caller's, written into `room`, an allocation made
+    /// before the recipe moved ([`TaskRoom`]).
+    #[inline(always)]
+    fn first_copy_in(room: TaskRoom<Self>, recipe: R, slot: S) -> TaskCopy<Self> {
+        let room = room.0;
+        // SAFETY: a `TaskRoom` holds the only reference to its allocation, strong or weak
+        // (made by `TaskRoom::new`, never cloned, and consumed here): nothing else reads or
+        // writes its value while it is written. `Arc::as_ptr` points into the allocation
+        // with the `Arc`'s own pointer's provenance (no reference is made); the write
+        // initialises the whole value, so `assume_init` holds. As `RunCell::init`.
+        let task = unsafe {
+            Arc::as_ptr(&room)
+                .cast_mut()
+                .cast::<Self>()
+                .write(SmartTask {
+                    slot,
+                    copies: AtomicUsize::new(1),
+                    recipe: UnsafeCell::new(ManuallyDrop::new(recipe)),
+                });
+            room.assume_init()
+        };
+        TaskCopy::adopt(task)
     }
 
     /// The recipe, for the holder of a copy.
@@ -122,41 +141,28 @@ impl<R, S: ResultSlot> SmartTask<R, S> {
     }
 }
 
-/// What a [`TaskCopy`] counts on: a task's count of copies. Only `TaskCopy` calls these,
-/// once for each copy it makes or ends.
-pub(crate) trait Counted {
-    /// One more copy.
+/// What a [`TaskCopy`] counts on: a task's count of copies, which `TaskCopy` reads and
+/// writes itself, through its pointer (no call through the trait object's table), and
+/// the last copy's end.
+///
+/// # Safety
+///
+/// An implementor is `#[repr(C)]` with its count of copies, a [`AtomicUsize`], as its
+/// first field (at offset 0).
+pub(crate) unsafe trait Counted {
+    /// The last copy ended: tells the handle of a task that never ended, then drops the
+    /// recipe.
     ///
     /// # Safety
     ///
-    /// The caller holds a copy, and makes a copy for the count it adds.
-    unsafe fn add_copy(&self);
-
-    /// A copy ends. The last one tells the handle of a task that never ended, then drops
-    /// the recipe.
-    ///
-    /// # Safety
-    ///
-    /// The caller gives up a copy it holds (each copy ends once), and uses the recipe
-    /// through it no more.
-    unsafe fn release_copy(&self);
+    /// Called once, by the copy whose decrement took the count to zero, after an
+    /// `Acquire` fence.
+    unsafe fn release_last(&self);
 }
 
-impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
-    unsafe fn add_copy(&self) {
-        // `Relaxed`, as `Arc::clone`: the caller's copy keeps the count above zero
-        // meanwhile.
-        self.copies.fetch_add(1, Ordering::Relaxed);
-    }
-
-    unsafe fn release_copy(&self) {
-        // As `Arc`'s drop: `Release`, so that every use of the recipe by a copy comes
-        // before the decrement that ends the copy; the last copy's `Acquire` fence orders
-        // all of them before the recipe's drop.
-        if self.copies.fetch_sub(1, Ordering::Release) != 1 {
-            return;
-        }
-        fence(Ordering::Acquire);
+// SAFETY: `SmartTask` is `#[repr(C)]` with `copies: AtomicUsize` first.
+unsafe impl<R, S: ResultSlot> Counted for SmartTask<R, S> {
+    unsafe fn release_last(&self) {
         // Dropped after the handle is told, even if telling it panics (a waker's `wake`).
         let _recipe = DropRecipe(&self.recipe);
         let shared = self.slot.shared();
@@ -186,6 +192,20 @@ pub(crate) enum ReadyTask<R, T: Send + 'static> {
     Apart(TaskCopy<SmartTask<R, Arc<Shared<T>>>>),
 }
 
+/// The allocation of a task, not written yet, made before the recipe moves: built on the
+/// stack and then moved into `Arc::new`'s allocation, the task (0x98 bytes for the
+/// benchmark's recipe) was copied once more. Made only by [`TaskRoom::new`], which makes
+/// its `Arc` and never clones it (its field is private to this module, and only
+/// [`SmartTask::first_copy_in`] takes it apart).
+struct TaskRoom<X>(Arc<MaybeUninit<X>>);
+
+impl<X> TaskRoom<X> {
+    #[inline(always)]
+    fn new() -> Self {
+        TaskRoom(Arc::new(MaybeUninit::uninit()))
+    }
+}
+
 /// Drops a task's recipe in place when it is dropped: made by the last copy only.
 struct DropRecipe<'a, R>(&'a UnsafeCell<ManuallyDrop<R>>);
 
@@ -205,31 +225,66 @@ impl<R> Drop for DropRecipe<'_, R> {
 /// # Dropping
 ///
 /// Ends the copy (the last one tells an unfinished task's handle and drops the recipe).
-pub(crate) struct TaskCopy<X: ?Sized + Counted>(Option<Arc<X>>);
+///
+/// # The copies' reference
+///
+/// The copies of a task share one counted reference to its allocation (the handle holds
+/// another): a copy made by [`duplicate`](Self::duplicate) holds an `Arc` made from the
+/// same pointer without a count of its own, and only the last copy's drop drops an `Arc`
+/// (the shared reference); the others forget theirs. The count of copies keeps the
+/// allocation alive for as long as any copy lives, as the `Arc`'s count did when each
+/// copy held its own (one atomic increment and one decrement fewer per re-runnable
+/// task: 22 instructions per SmartAioPool job, callgrind, current-thread, 2026-12-07).
+/// An `Arc` handed on by [`into_task`](Self::into_task) is that shared reference too: its
+/// taker adopts it again ([`adopt`](Self::adopt)), or, as the task's only copy, owns it.
+// The task in a `ManuallyDrop`, not an `Option` taken by `into_task`: every use of an
+// `Option` checked it (`task()`'s `expect`), 20 instructions per SmartAioPool job
+// (callgrind, current-thread, 2026-12-07); `into_task` consumes the copy, so no use can
+// follow it.
+pub(crate) struct TaskCopy<X: ?Sized + Counted>(ManuallyDrop<Arc<X>>);
 
 impl<X: ?Sized + Counted> TaskCopy<X> {
     /// Takes over the copy whose count `task` carries.
+    #[inline(always)]
     fn adopt(task: Arc<X>) -> Self {
-        TaskCopy(Some(task))
+        TaskCopy(ManuallyDrop::new(task))
     }
 
+    #[inline(always)]
     fn task(&self) -> &Arc<X> {
-        self.0
-            .as_ref()
-            .expect("a task copy is used after it was handed on")
+        &self.0
     }
 
-    /// The task, with this copy's count handed on to the caller.
-    fn into_task(mut self) -> Arc<X> {
-        self.0.take().expect("a task copy is handed on once")
+    /// The task, with this copy's count handed on to the caller (who adopts it again, or
+    /// owns it as the only copy: see "The copies' reference" above).
+    #[inline(always)]
+    fn into_task(self) -> Arc<X> {
+        let mut copy = ManuallyDrop::new(self);
+        // SAFETY: `copy` is never dropped (so the copy is not ended and its task not taken
+        // again by `Drop`), and it is consumed here: its task is taken once.
+        unsafe { ManuallyDrop::take(&mut copy.0) }
+    }
+
+    /// The task's count of copies.
+    #[inline(always)]
+    fn copies(&self) -> &AtomicUsize {
+        // SAFETY: `X: Counted` puts the count at offset 0 of the task (the trait's
+        // contract); the pointer is the `Arc`'s (its metadata dropped by the cast), valid
+        // while `self`, a copy, keeps the task alive; the count is only used atomically.
+        unsafe { &*Arc::as_ptr(self.task()).cast::<AtomicUsize>() }
     }
 
     /// Another copy of the task.
     fn duplicate(&self) -> Self {
         let task = self.task();
-        // SAFETY: `self` is a copy, and the count added is the new one's.
-        unsafe { task.add_copy() };
-        TaskCopy::adopt(Arc::clone(task))
+        // `Relaxed`, as `Arc::clone`: this copy keeps the count above zero meanwhile.
+        self.copies().fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the copies share one counted reference to the task (see `TaskCopy`),
+        // which `self`, a copy, keeps alive until the new copy is the last: the new copy's
+        // `Arc` is made from the same pointer without a count of its own (`Arc::as_ptr`
+        // gives the pointer `Arc::from_raw` takes, metadata included), and it is dropped
+        // only as that shared reference, by the last copy (`Drop`).
+        TaskCopy::adopt(unsafe { Arc::from_raw(Arc::as_ptr(task)) })
     }
 }
 
@@ -237,6 +292,14 @@ impl<R, S: ResultSlot> TaskCopy<SmartTask<R, S>> {
     /// The recipe of a task never queued, whose handle's reference to it is gone: the
     /// copy is not ended (nothing is told, nothing dropped but the result slot).
     fn into_recipe(self) -> R {
+        // Checked before the `Arc` is taken: its reference is the copies' shared one (see
+        // `TaskCopy`), which `Arc::into_inner` gives up when it fails, so it must be this
+        // copy's alone; a copy dropped as this panic unwinds ends as any other.
+        assert_eq!(
+            self.task().copies.load(Ordering::Relaxed),
+            1,
+            "a task's recipe is shared only once its job is queued"
+        );
         let task = Arc::into_inner(self.into_task())
             .expect("a task's recipe is shared only once its job is queued");
         let SmartTask { recipe, .. } = task;
@@ -246,11 +309,23 @@ impl<R, S: ResultSlot> TaskCopy<SmartTask<R, S>> {
 
 impl<X: ?Sized + Counted> Drop for TaskCopy<X> {
     fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            // SAFETY: this copy ends here, once (`self.0` holds it until now, and
-            // `into_task` hands its count on instead).
-            unsafe { task.release_copy() };
+        // This copy ends here, once (`into_task` hands its count on instead). As `Arc`'s
+        // drop: `Release`, so that every use of the recipe by a copy comes before the
+        // decrement that ends the copy; the last copy's `Acquire` fence orders all of
+        // them before the recipe's drop.
+        if self.copies().fetch_sub(1, Ordering::Release) != 1 {
+            // Not the last copy: its `Arc` is the copies' shared reference, which the
+            // others still hold (a copy's `Arc` is dropped by the last copy only).
+            return;
         }
+        fence(Ordering::Acquire);
+        // SAFETY: taken once, here (a copy handed on by `into_task` is never dropped), and
+        // `self.0` is not used after.
+        let task = unsafe { ManuallyDrop::take(&mut self.0) };
+        // SAFETY: the last copy, after the fence. `task`, the copies' reference, goes
+        // after it, or while a panic of it (the handle's waker, the recipe's drop)
+        // unwinds.
+        unsafe { task.release_last() };
     }
 }
 
@@ -389,10 +464,20 @@ impl<R: Recipe> Submit<SmartJob> for R {
     type Ready = ReadyTask<R, R::Output>;
 
     fn ready(self, shared: Shared<R::Output>) -> Self::Ready {
+        self.ready_slot(|| shared)
+    }
+
+    /// The task's room first, the recipe moved into it after, and the slot made between
+    /// (nothing that could unwind between the call and the allocation: see
+    /// [`Submit::ready_slot`]).
+    #[inline(always)]
+    fn ready_slot(self, make: impl FnOnce() -> Shared<R::Output>) -> Self::Ready {
         if fits_inline::<R>() {
-            ReadyTask::Inline(SmartTask::first_copy(self, shared))
+            let room = TaskRoom::new();
+            ReadyTask::Inline(SmartTask::first_copy_in(room, self, make()))
         } else {
-            ReadyTask::Apart(SmartTask::first_copy(self, Arc::new(shared)))
+            let room = TaskRoom::new();
+            ReadyTask::Apart(SmartTask::first_copy_in(room, self, Arc::new(make())))
         }
     }
 
@@ -622,6 +707,35 @@ mod tests {
         assert_eq!(run_to_end(&mut run), Outcome::Completed);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         drop(run);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// A task refused before it was queued gives its recipe back, undropped, from its
+    /// allocation written in place (`TaskRoom`), once the handle's reference is gone
+    /// (`Submit::unready`); its one copy holds the copies' reference.
+    #[test]
+    fn a_refused_task_gives_its_recipe_back() {
+        use crate::pool::core::Submit;
+        use crate::task::{Shared, TaskHandle};
+
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = super::fixtures::Dropped(drops.clone());
+        let recipe = move || {
+            let _ = &held;
+            async { 8u32 }
+        };
+        fn refused<S: Submit<super::SmartJob>>(item: S) -> S {
+            let ready = item.ready(Shared::new(0, 0));
+            drop(TaskHandle::new(S::slot(&ready)));
+            S::unready(ready)
+        }
+        let recipe = refused(recipe);
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "the recipe comes back whole"
+        );
+        drop(recipe);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
