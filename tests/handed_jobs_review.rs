@@ -631,7 +631,7 @@ fn room_of_a_handed_task_ended_unpolled_is_given_back_once() {
 fn a_rate_window_start_of_a_handed_task_ended_unpolled_is_given_back_once() {
     let mut outs = Vec::new();
     for end in ["abort", "cancel_all"] {
-        for then in ["drive a", "drop a"] {
+        for then in ["keep a", "drive a", "drop a"] {
             let out = on_thread_within(end, 20, move || {
                 let b = multi_thread_of(1);
                 let pool = common(3, 8)
@@ -670,12 +670,17 @@ fn a_rate_window_start_of_a_handed_task_ended_unpolled_is_given_back_once() {
                 });
                 gates[1].open();
                 gates[2].open();
-                let a = if then == "drive a" {
-                    drive(&a);
-                    Some(a)
-                } else {
-                    drop(a);
-                    None
+                let a = match then {
+                    "drive a" => {
+                        drive(&a);
+                        Some(a)
+                    }
+                    "drop a" => {
+                        drop(a);
+                        None
+                    }
+                    // Alive, not driven: the start comes back all the same (finding 400).
+                    _ => Some(a),
                 };
                 let gate = Gate::new();
                 let out = b.block_on(async {
@@ -771,5 +776,96 @@ fn the_room_back_tests_wait_hands_x_over_in_every_held_case() {
     assert_eq!(
         outs, want,
         "(case, whether h (higher priority) ran while x was thought handed over)"
+    );
+}
+
+/// `shutdown_timeout` called by task c of the pool, while x is handed to a slot task on
+/// current-thread runtime `a`, not driven: at the deadline x is abandoned at once (it
+/// never started), c is spared and finishes with the report.
+#[test]
+fn a_shutdown_deadline_from_inside_a_task_abandons_a_handed_task_and_spares_its_caller() {
+    let out = on_thread_within("spared", 20, move || {
+        let b = multi_thread_of(1);
+        let pool = common(2, 4).weight_capacity(4).build();
+        let a = current_thread();
+        let opts = nb_aiopool::SubmitOptions::new().weight(3);
+        let x = a.block_on(async { pool.submit_with(async { 1u32 }, opts).await.unwrap() });
+        let out = b.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
+            let inner = pool.clone();
+            let c = pool
+                .submit(async move {
+                    let r = inner.shutdown_timeout(Duration::from_millis(100)).await;
+                    (r.finished(), r.abandoned())
+                })
+                .await
+                .unwrap();
+            let c = tokio::time::timeout(Duration::from_secs(2), c).await;
+            let x = tokio::time::timeout(Duration::from_secs(1), x).await;
+            (
+                c.map(|r| r.map_err(|e| reason(&e))),
+                x.map(|r| r.map_err(|e| reason(&e))),
+                stat(pool.stats()),
+            )
+        });
+        drop(a);
+        out
+    });
+    assert_eq!(
+        out,
+        (
+            Ok(Ok((0, 1))),
+            Ok(Err(Some(CancelReason::Abandoned))),
+            (0, 0, 1, 1)
+        ),
+        "(c's report (finished, abandoned), x, (queued, running, completed, cancelled) \
+         once c ended)"
+    );
+}
+
+/// SmartAioPool with `min_workers(0)`: a task handed to a slot task on `a` (not driven)
+/// and aborted gives its worker back: the counts agree, none busy.
+#[test]
+fn a_smart_handed_task_aborted_leaves_the_worker_counts_agreeing() {
+    let out = on_thread_within("elastic", 20, move || {
+        let b = multi_thread_of(1);
+        let pool = SmartAioPool::builder()
+            .max_concurrency(2)
+            .min_workers(0)
+            .max_queue_size(4)
+            .weight_capacity(4)
+            .auto_shutdown(false)
+            .process_wide(false)
+            .build();
+        let a = current_thread();
+        let opts = nb_aiopool::SubmitOptions::new().weight(4);
+        let x = a.block_on(async {
+            pool.submit_with(|| async { 1u32 }, opts.clone())
+                .await
+                .unwrap()
+        });
+        let out = b.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
+            let before = (pool.worker_count(), pool.busy_worker_count());
+            x.abort();
+            let y = pool.submit_with(|| async { 2u32 }, opts).await.unwrap();
+            let y = tokio::time::timeout(Duration::from_secs(2), y).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let after = (
+                pool.worker_count(),
+                pool.busy_worker_count(),
+                pool.idle_worker_count(),
+            );
+            (before, y.map(|r| r.map_err(|e| reason(&e))), after)
+        });
+        drop(a);
+        out
+    });
+    let shown = format!("{out:?}");
+    let ((_, busy_before), y, (workers, busy, idle)) = out;
+    assert_eq!(
+        (busy_before, y, busy, workers == busy + idle && workers <= 2),
+        (1, Ok(Ok(2)), 0, true),
+        "{shown}: (busy when handed, y, busy at the end, counts agree)"
     );
 }
