@@ -866,3 +866,85 @@ fn two_tasks_only_one_of_which_may_start_are_not_both_counted_running() {
         );
     });
 }
+
+// ----- finding 405: an abort lets jobs start on the caller's runtime -----------------------
+
+/// Task x, submitted from a current-thread runtime `a` that is not driven after the submit,
+/// is given the pool's one slot, and a slot task on `a` is on its way to it; h, submitted
+/// from a multi-thread runtime `b`, waits behind it. Aborting x on `b` (x still queued, or
+/// handed to a slot task on `a` by a `wait()` on `b`) lets h start at once, on `b`: an abort
+/// lets jobs start, as a job's end does, and the caller's runtime gets a slot task when
+/// those on their way are all on other runtimes (here `a`'s, never polled).
+///
+/// Failed before the fix (finding 405), on both pools and both cases: h waited until
+/// something else looked at the pool from `b` (here, for good: the test's 2 s).
+#[test]
+fn an_abort_on_a_driven_runtime_starts_the_task_behind_it_there() {
+    let mut outs = Vec::new();
+    for pool_kind in ["common", "smart"] {
+        for handed in [false, true] {
+            let out = support::on_thread_within(pool_kind, 20, move || {
+                let b = support::multi_thread_of(1);
+                let a = current_thread();
+                enum P {
+                    C(CommonAioPool),
+                    S(SmartAioPool),
+                }
+                let pool = match pool_kind {
+                    "common" => P::C(support::common_local(1, 4)),
+                    _ => P::S(
+                        SmartAioPool::builder()
+                            .max_concurrency(1)
+                            .max_queue_size(4)
+                            .process_wide(false)
+                            .auto_shutdown(false)
+                            .build(),
+                    ),
+                };
+                let x = a.block_on(async {
+                    match &pool {
+                        P::C(p) => p.submit(async { 1u32 }).await.unwrap(),
+                        P::S(p) => p.submit(|| async { 1u32 }).await.unwrap(),
+                    }
+                });
+                b.block_on(async {
+                    if handed {
+                        // Its look at the pool hands x to a slot task on `a`.
+                        let w: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                            match &pool {
+                                P::C(p) => Box::pin(p.wait()),
+                                P::S(p) => Box::pin(p.wait()),
+                            };
+                        let _ = tokio::time::timeout(Duration::from_millis(50), w).await;
+                    }
+                    let h = match &pool {
+                        P::C(p) => p.submit(async { 2u32 }).await.unwrap(),
+                        P::S(p) => p.submit(|| async { 2u32 }).await.unwrap(),
+                    };
+                    x.abort();
+                    let h = tokio::time::timeout(Duration::from_secs(2), h).await;
+                    let x = tokio::time::timeout(Duration::from_secs(1), x).await;
+                    (
+                        h.map(|r| r.ok()).ok(),
+                        x.map(|r| r.err().and_then(|e| e.cancel_reason())).ok(),
+                    )
+                })
+            });
+            outs.push((pool_kind, handed, out));
+        }
+    }
+    let want: Vec<_> = outs
+        .iter()
+        .map(|(k, handed, _)| {
+            (
+                *k,
+                *handed,
+                (Some(Some(2)), Some(Some(nb_aiopool::CancelReason::Aborted))),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outs, want,
+        "(pool, x handed over, (h's value, x's cancel reason))"
+    );
+}

@@ -465,7 +465,12 @@ fn drop_race_round(kind: &'static str, end: &'static str, round: u32) -> Result<
         }
         match w {
             Ok(Ok(4)) => {}
-            _ => return Err(format!("w: {:?} ({s})", w.map(|r| r.map_err(|e| reason(&e))))),
+            _ => {
+                return Err(format!(
+                    "w: {:?} ({s})",
+                    w.map(|r| r.map_err(|e| reason(&e)))
+                ))
+            }
         }
         let ok = |r: &Result<u32, TaskError>, v: u32| match r {
             Ok(got) if *got == v => Some(0),
@@ -551,7 +556,9 @@ fn room_of_a_handed_task_ended_unpolled_is_given_back_once() {
                     let pool = builder.build();
                     let a = current_thread();
                     let x = a.block_on(async {
-                        pool.submit_with(async { 1u32 }, opts.clone()).await.unwrap()
+                        pool.submit_with(async { 1u32 }, opts.clone())
+                            .await
+                            .unwrap()
                     });
                     b.block_on(async {
                         let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
@@ -722,60 +729,6 @@ fn a_rate_window_start_of_a_handed_task_ended_unpolled_is_given_back_once() {
     assert_eq!(
         outs, want,
         "(end, then, (queued once g1 ended (x handed over), (queued, running) with y and z))"
-    );
-}
-
-/// The premise of `flow_control_across_runtimes`'s
-/// `a_task_handed_to_a_runtime_not_driven_and_then_ended_gives_its_room_back_at_once`
-/// (and of the RELIABILITY.md 404 claim that its six cases failed before the fix): its
-/// 50 ms `wait()` on `b` hands x over to a slot task on `a`, so that x holds what it was
-/// given (the window's one start, or the whole weight). Its own setup, copied; then h,
-/// of a higher priority and needing the same, is submitted from `b`: a task handed over
-/// keeps its room, so h waits (a task only reserved a slot, still queued, yields it to h,
-/// which runs). In the two rate-window cases h runs: x was never handed over, so those
-/// four cases test a queued task's abort or `cancel_all`, which worked before the fix
-/// (they pass on 9b3b95a^; only the two weight cases fail there).
-#[test]
-fn the_room_back_tests_wait_hands_x_over_in_every_held_case() {
-    const HELD: [(&str, Duration, bool); 3] = [
-        ("a window that never reopens", Duration::MAX, false),
-        ("an hour's window", Duration::from_secs(3600), false),
-        ("the weight", Duration::ZERO, true),
-    ];
-    let mut outs = Vec::new();
-    for (what, per, weighted) in HELD {
-        let out = on_thread_within(what, 20, move || {
-            let b = multi_thread_of(1);
-            let builder = common(2, 8);
-            let builder = if weighted {
-                builder.weight_capacity(4)
-            } else {
-                builder.rate_limit(1, per)
-            };
-            let opts = nb_aiopool::SubmitOptions::new().weight(if weighted { 4 } else { 1 });
-            let pool = builder.build();
-            let a = current_thread();
-            let x = a.block_on(async {
-                pool.submit_with(async { 1u32 }, opts.clone()).await.unwrap()
-            });
-            let h_ran = b.block_on(async {
-                let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
-                let h = pool
-                    .submit_with(async { 2u32 }, opts.priority(10))
-                    .await
-                    .unwrap();
-                tokio::time::timeout(Duration::from_millis(300), h).await.is_ok()
-            });
-            x.abort();
-            drop(a);
-            h_ran
-        });
-        outs.push((what, out));
-    }
-    let want: Vec<_> = outs.iter().map(|(w, _)| (*w, false)).collect();
-    assert_eq!(
-        outs, want,
-        "(case, whether h (higher priority) ran while x was thought handed over)"
     );
 }
 

@@ -154,8 +154,15 @@ impl<J: Job> Engine<J> {
             // Dropped outside the lock: a span's drop calls the subscriber.
             later.stamps.push(q.stamp);
             Self::clamp_reserved_to_startable(&mut st, &mut later);
-            // A heavy job at the head holds back the lighter ones behind it.
-            self.fill_free(&mut st, None, &mut later);
+            // A heavy job at the head holds back the lighter ones behind it. An abort lets
+            // jobs start, as a job's end does: on a runtime the pool knows, the caller's
+            // gets a claimer if the claimers on their way are all on other runtimes, which
+            // may not be driven (the claimer a job given a slot on a runtime not driven
+            // was given stays counted there: finding 405).
+            let here = tokio::runtime::Handle::try_current()
+                .ok()
+                .and_then(|h| st.runtimes.known(&h));
+            self.fill_free(&mut st, here, &mut later);
             self.changed(&st);
             // After the exit take-over, not on the runtime it was queued for, which
             // `process::exit` may have frozen (alive, never driven again).
