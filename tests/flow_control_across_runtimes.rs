@@ -1443,7 +1443,11 @@ fn a_task_handed_to_a_runtime_not_driven_and_then_ended_gives_its_room_back_at_o
 /// runtime, took a start of the rate window (or its weight) there; when its runtime is
 /// dropped, the task is cancelled (`RuntimeShutdown`) and the start (or weight) comes back:
 /// a task of the live runtime that the window held back starts (in a window that never
-/// reopens too, where a start kept would be kept for good).
+/// reopens too, where a start kept would be kept for good). (In the two rate-window cases
+/// the `wait()` hands nothing over: from `b`, a runtime whose timers the pool does not
+/// know, it adds no slot task, and x stays queued with a slot reserved, so those cases
+/// cover a queued task's runtime dropped; `tests/handed_jobs_review.rs` hands a task
+/// holding a window's start over another way. Found by the review of finding 404.)
 #[test]
 fn a_start_or_weight_of_a_task_handed_to_a_runtime_dropped_undriven_comes_back() {
     let mut outs = Vec::new();
