@@ -866,3 +866,155 @@ mod loom_tests {
         });
     }
 }
+
+/// Review of the copies' shared reference (6a091ed, c104841): the paths the unit tests
+/// above leave out, under Miri (`cargo +nightly miri test --lib pool::recipe`): the
+/// allocation freed through a queued copy's `Arc<dyn _>` by the last of two copies ending
+/// at once on two threads, the copies' reference dropped while a panic of the last copy's
+/// end unwinds (a recipe's drop, a handle's waker), the start of a task cancelled while
+/// queued, and a refused task's check of its copies.
+#[cfg(all(test, not(nb_aiopool_loom)))]
+mod shared_reference_tests {
+    use std::future::Future;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::fixtures::{parts, poll, run_to_end, submitted, Dropped};
+    use crate::engine::Job;
+    use crate::error::CancelReason;
+
+    /// A detached task's last two copies, both queued ones (`Arc<dyn _>`), end at once on
+    /// two threads, the handle's reference gone first: the last frees the allocation.
+    #[test]
+    fn a_detached_tasks_last_two_copies_end_at_once_and_free_it() {
+        for _ in 0..8 {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (job, handle) = submitted(&drops);
+            drop(handle);
+            let kept = job.keep().expect("a recipe task keeps a copy");
+            let other = std::thread::spawn(move || drop(kept));
+            drop(job);
+            other.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    /// The two copies and the handle end at once on three threads.
+    #[test]
+    fn two_copies_and_the_handle_end_at_once() {
+        for _ in 0..6 {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (job, handle) = submitted(&drops);
+            let kept = job.keep().expect("a recipe task keeps a copy");
+            let a = std::thread::spawn(move || drop(kept));
+            let b = std::thread::spawn(move || drop(handle));
+            drop(job);
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    /// Panics when dropped (not while a panic unwinds), and counts its drop.
+    struct PanicsOnDrop(#[allow(dead_code)] Dropped);
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("a recipe's drop panicked");
+            }
+        }
+    }
+
+    /// The last copy's end panics in the recipe's drop, the handle gone: the copies'
+    /// reference (the last to the allocation) is dropped as the panic unwinds, once
+    /// (Miri: no leak, no double free).
+    #[test]
+    fn a_recipe_whose_drop_panics_frees_its_task() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = PanicsOnDrop(Dropped(drops.clone()));
+        let recipe = move || {
+            let _ = &held;
+            async { 8u32 }
+        };
+        let (job, handle) = parts(recipe);
+        drop(handle);
+        let kept = job.keep().expect("a recipe task keeps a copy");
+        drop(job);
+        assert!(catch_unwind(AssertUnwindSafe(move || drop(kept))).is_err());
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// A waker that panics when woken.
+    struct PanicWaker;
+    impl Wake for PanicWaker {
+        fn wake(self: Arc<Self>) {
+            panic!("a handle's waker panicked");
+        }
+    }
+
+    /// The last copy of an unfinished task tells its awaited handle, whose waker panics:
+    /// the wake is made quietly (`unwind::quietly`: the panic does not unwind through
+    /// `release_last`), the recipe is dropped and the copies' reference too; the handle,
+    /// dropped after, frees the allocation.
+    #[test]
+    fn a_handles_waker_that_panics_at_the_last_copys_end() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (job, mut handle) = submitted(&drops);
+        let waker = Waker::from(Arc::new(PanicWaker));
+        let mut cx = Context::from_waker(&waker);
+        assert!(std::pin::Pin::new(&mut handle).poll(&mut cx).is_pending());
+        let kept = job.keep().expect("a recipe task keeps a copy");
+        drop(job);
+        drop(kept);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let Poll::Ready(Err(e)) = poll(&mut handle) else {
+            panic!("the handle was not resolved");
+        };
+        assert_eq!(e.cancel_reason(), Some(CancelReason::RuntimeShutdown));
+        drop(handle);
+    }
+
+    /// A task cancelled while queued starts as a run that calls no user code
+    /// (`start_cancelled`, `unstarted`: the copy's `Arc` handed on and adopted again).
+    #[test]
+    fn a_task_cancelled_in_the_queue_starts_unstarted() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (job, handle) = submitted(&drops);
+        handle.abort();
+        let kept = job.keep().expect("a recipe task keeps a copy");
+        let mut run = job.start_cancelled(CancelReason::Aborted);
+        let _ = run_to_end(&mut run);
+        drop(run);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop(handle);
+        drop(kept);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    /// `into_recipe` of a copy that is not the only one refuses before it takes the
+    /// copies' reference; both copies then end as any other, once.
+    #[test]
+    fn a_refused_tasks_recipe_is_not_taken_while_another_copy_lives() {
+        use super::ReadyTask;
+        use crate::pool::core::Submit;
+        use crate::task::Shared;
+
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = Dropped(drops.clone());
+        let recipe = move || {
+            let _ = &held;
+            async { 8u32 }
+        };
+        let ready = Submit::<super::SmartJob>::ready(recipe, Shared::new(0, 0));
+        let ReadyTask::Inline(copy) = ready else {
+            panic!("a small recipe's slot is inline");
+        };
+        let other = copy.duplicate();
+        assert!(catch_unwind(AssertUnwindSafe(move || copy.into_recipe())).is_err());
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop(other);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+}
