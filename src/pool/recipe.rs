@@ -28,8 +28,17 @@
 //! a copy's `Arc` is made without a count of its own), a copy reaches the count through
 //! its pointer to the task (the count is first in a `#[repr(C)]` task: [`Counted`]'s
 //! contract), and a task's allocation is written in place ([`TaskRoom`]). The loom models
-//! below race the last copies; `cargo +nightly miri test --lib pool::recipe` runs the unit
-//! tests under Miri, one of them on two threads.
+//! below race the last copies: they check the count's atomic steps (a decrement made a
+//! plain load and store fails them), but not the ordering around the recipe and the
+//! allocation, which sit in std's `UnsafeCell` and `Arc`, unseen by loom (a `Relaxed`
+//! decrement without the fence passes them). `cargo +nightly miri test --lib pool::recipe`
+//! runs the unit tests under Miri, which does check that ordering (the test that uses a
+//! recipe on one thread and drops it on another reports the data race of that mutant), and
+//! the paths the shared reference adds (a queued copy's end freeing the allocation, two
+//! last copies racing, an unstarted run, a panic at the last copy's end, a refused task's
+//! recipe not taken while another copy lives), under Stacked and Tree Borrows.
+//! `TaskCopy` and `SmartJob` must never be `Clone` (a derived clone would copy the shared
+//! reference without counting a copy): a copy is made only by `TaskCopy::duplicate`.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;

@@ -235,7 +235,7 @@ impl<T> Shared<T> {
     /// Ends the task as cancelled for `reason`, if nobody decided its outcome yet. Returns
     /// whether this call decided it; a losing call returns once the winner's result is
     /// stored. (A recipe task's last copy, which needs no such wait, checks `is_claimed`
-    /// before calling this: see `SmartTask::release_copy` in `pool::recipe`.)
+    /// before calling this: see `Counted::release_last` in `pool::recipe`.)
     pub(crate) fn cancel(&self, reason: CancelReason) -> bool {
         self.fill_first(Err(TaskError::cancelled(reason)))
     }
