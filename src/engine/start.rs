@@ -250,7 +250,7 @@ impl<J: Job> Engine<J> {
     /// itself as the claimer: on one runtime, the submits and job ends until it comes
     /// back (about one per job) have nothing to do here.
     #[inline]
-    fn may_fill(st: &State<J>) -> bool {
+    pub(super) fn may_fill(st: &State<J>) -> bool {
         Self::has_room(st)
             || Self::needs_claimers(st)
             || (st.reserved > 0 && st.runtimes.is_multi())
@@ -260,7 +260,7 @@ impl<J: Job> Engine<J> {
     }
 
     #[inline(never)]
-    fn fill_free_now(
+    pub(super) fn fill_free_now(
         self: &Arc<Self>,
         st: &mut State<J>,
         rt: Option<RtRef>,
