@@ -239,22 +239,11 @@ fn an_abort_or_cancel_all_racing_a_handed_tasks_first_poll_counts_it_once() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40u32);
-    let mut failed = Vec::new();
-    let mut total = 0;
-    for end in ["abort", "cancel_all"] {
-        for flow in ["plain", "rate", "weight"] {
-            for round in 0..rounds {
-                total += 1;
-                if let Err(e) = race_round(end, flow, round) {
-                    failed.push(format!("{end} {flow} round {round}: {e}"));
-                }
-            }
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {total} rounds failed: {failed:#?}",
-        failed.len()
+    every_round_passes(
+        &["abort", "cancel_all"],
+        &["plain", "rate", "weight"],
+        rounds,
+        race_round,
     );
 }
 
@@ -507,14 +496,30 @@ fn a_handed_tasks_runtime_dropped_racing_an_abort_or_cancel_all_counts_it_once()
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40u32);
+    every_round_passes(
+        &["common", "smart rerun", "smart"],
+        &["none", "abort", "cancel_all"],
+        rounds,
+        drop_race_round,
+    );
+}
+
+/// Runs `round(x, y, n)` for every `x` of `xs`, `y` of `ys` and `n` below `rounds`, and
+/// fails with every failed round's message (and how many failed) if any did.
+fn every_round_passes(
+    xs: &[&'static str],
+    ys: &[&'static str],
+    rounds: u32,
+    round: fn(&'static str, &'static str, u32) -> Result<(), String>,
+) {
     let mut failed = Vec::new();
     let mut total = 0;
-    for kind in ["common", "smart rerun", "smart"] {
-        for end in ["none", "abort", "cancel_all"] {
-            for round in 0..rounds {
+    for &x in xs {
+        for &y in ys {
+            for n in 0..rounds {
                 total += 1;
-                if let Err(e) = drop_race_round(kind, end, round) {
-                    failed.push(format!("{kind} {end} round {round}: {e}"));
+                if let Err(e) = round(x, y, n) {
+                    failed.push(format!("{x} {y} round {n}: {e}"));
                 }
             }
         }
