@@ -46,6 +46,17 @@ fn handed_over(
 }
 
 /// Drives current-thread runtime `a` for a moment (its slot tasks are polled).
+/// `a` driven for a moment (`then` "drive a"), kept alive after; or dropped.
+fn drive_or_drop(a: tokio::runtime::Runtime, then: &str) -> Option<tokio::runtime::Runtime> {
+    if then == "drive a" {
+        drive(&a);
+        Some(a)
+    } else {
+        drop(a);
+        None
+    }
+}
+
 fn drive(a: &tokio::runtime::Runtime) {
     a.block_on(async {
         for _ in 0..20 {
@@ -86,13 +97,7 @@ fn a_handed_task_ended_then_its_stale_slot_task_polled_or_dropped_changes_nothin
                 });
                 std::thread::sleep(Duration::from_millis(30));
                 let mid = stat(pool.stats());
-                let a = if then == "drive a" {
-                    drive(&a);
-                    Some(a)
-                } else {
-                    drop(a);
-                    None
-                };
+                let a = drive_or_drop(a, then);
                 let after_a = stat(pool.stats());
                 gate.open();
                 let out = b.block_on(async {
@@ -235,14 +240,9 @@ fn race_round(end: &'static str, flow: &'static str, round: u32) -> Result<(), S
 
 #[test]
 fn an_abort_or_cancel_all_racing_a_handed_tasks_first_poll_counts_it_once() {
-    let rounds = std::env::var("HANDED_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40u32);
     every_round_passes(
         &["abort", "cancel_all"],
         &["plain", "rate", "weight"],
-        rounds,
         race_round,
     );
 }
@@ -279,13 +279,7 @@ fn a_smart_handed_task_ended_then_its_runtime_driven_or_dropped_leaves_the_pool_
                                 .await;
                         }
                     });
-                    let a = if then == "drive a" {
-                        drive(&a);
-                        Some(a)
-                    } else {
-                        drop(a);
-                        None
-                    };
+                    let a = drive_or_drop(a, then);
                     let out = b.block_on(async {
                         let x = tokio::time::timeout(Duration::from_secs(2), x).await;
                         let waited = tokio::time::timeout(Duration::from_secs(2), pool.wait())
@@ -492,26 +486,25 @@ fn drop_race_round(kind: &'static str, end: &'static str, round: u32) -> Result<
 
 #[test]
 fn a_handed_tasks_runtime_dropped_racing_an_abort_or_cancel_all_counts_it_once() {
-    let rounds = std::env::var("HANDED_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40u32);
     every_round_passes(
         &["common", "smart rerun", "smart"],
         &["none", "abort", "cancel_all"],
-        rounds,
         drop_race_round,
     );
 }
 
-/// Runs `round(x, y, n)` for every `x` of `xs`, `y` of `ys` and `n` below `rounds`, and
-/// fails with every failed round's message (and how many failed) if any did.
+/// Runs `round(x, y, n)` for every `x` of `xs`, `y` of `ys` and `n` below the number of
+/// rounds (`HANDED_ROUNDS`, 40 if unset), and fails with every failed round's message (and
+/// how many failed) if any did.
 fn every_round_passes(
     xs: &[&'static str],
     ys: &[&'static str],
-    rounds: u32,
     round: fn(&'static str, &'static str, u32) -> Result<(), String>,
 ) {
+    let rounds = std::env::var("HANDED_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40u32);
     let mut failed = Vec::new();
     let mut total = 0;
     for &x in xs {
@@ -574,13 +567,7 @@ fn room_of_a_handed_task_ended_unpolled_is_given_back_once() {
                                 .await;
                         }
                     });
-                    let a = if then == "drive a" {
-                        drive(&a);
-                        Some(a)
-                    } else {
-                        drop(a);
-                        None
-                    };
+                    let a = drive_or_drop(a, then);
                     let gate = Gate::new();
                     let (first, second) = b.block_on(async {
                         let g = gate.wait();
