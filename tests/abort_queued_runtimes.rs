@@ -871,18 +871,22 @@ fn two_tasks_only_one_of_which_may_start_are_not_both_counted_running() {
 
 /// Task x, submitted from a current-thread runtime `a` that is not driven after the submit,
 /// is given the pool's one slot, and a slot task on `a` is on its way to it; h, submitted
-/// from a multi-thread runtime `b`, waits behind it. Aborting x on `b` (x still queued, or
-/// handed to a slot task on `a` by a `wait()` on `b`) lets h start at once, on `b`: an abort
-/// lets jobs start, as a job's end does, and the caller's runtime gets a slot task when
-/// those on their way are all on other runtimes (here `a`'s, never polled).
+/// from a multi-thread runtime `b`, waits behind it. Aborting x (still queued, or handed
+/// to a slot task on `a` by a `wait()` on `b`), on `b` or from a plain thread, lets h start
+/// at once: an abort lets jobs start, as a job's end does, and when the slot tasks on
+/// their way are all on other runtimes (here `a`'s, never polled), one more goes to the
+/// caller's runtime, or from a plain thread to h's.
 ///
-/// Failed before the fix (finding 405), on both pools and both cases: h waited until
-/// something else looked at the pool from `b` (here, for good: the test's 2 s).
+/// Failed before the fix (finding 405) in the two hand-over cases on `b` (the queued
+/// cases passed: h's own submit on `b` had added a slot task there): h waited until
+/// something else looked at the pool from `b` (here, for good: the test's 2 s). The four
+/// cases from a plain thread failed with the fix's first version, which sent the extra
+/// slot task only to the caller's runtime (a review of it).
 #[test]
-fn an_abort_on_a_driven_runtime_starts_the_task_behind_it_there() {
+fn an_abort_starts_the_task_behind_it_on_a_driven_runtime() {
     let mut outs = Vec::new();
     for pool_kind in ["common", "smart"] {
-        for handed in [false, true] {
+        for (handed, plain) in [(false, false), (true, false), (false, true), (true, true)] {
             let out = support::on_thread_within(pool_kind, 20, move || {
                 let b = support::multi_thread_of(1);
                 let a = current_thread();
@@ -921,7 +925,12 @@ fn an_abort_on_a_driven_runtime_starts_the_task_behind_it_there() {
                         P::C(p) => p.submit(async { 2u32 }).await.unwrap(),
                         P::S(p) => p.submit(|| async { 2u32 }).await.unwrap(),
                     };
-                    x.abort();
+                    if plain {
+                        let x = x.abort_handle();
+                        std::thread::spawn(move || x.abort()).join().unwrap();
+                    } else {
+                        x.abort();
+                    }
                     let h = tokio::time::timeout(Duration::from_secs(2), h).await;
                     let x = tokio::time::timeout(Duration::from_secs(1), x).await;
                     (
@@ -930,21 +939,96 @@ fn an_abort_on_a_driven_runtime_starts_the_task_behind_it_there() {
                     )
                 })
             });
-            outs.push((pool_kind, handed, out));
+            outs.push((pool_kind, handed, plain, out));
         }
     }
     let want: Vec<_> = outs
         .iter()
-        .map(|(k, handed, _)| {
+        .map(|(k, handed, plain, _)| {
             (
                 *k,
                 *handed,
+                *plain,
                 (Some(Some(2)), Some(Some(nb_aiopool::CancelReason::Aborted))),
             )
         })
         .collect();
     assert_eq!(
         outs, want,
-        "(pool, x handed over, (h's value, x's cancel reason))"
+        "(pool, x handed over, aborted from a plain thread, (h's value, x's cancel reason))"
+    );
+}
+
+/// A CommonAioPool with `weight_capacity(3)`: W (weight 2) runs 3 s on a driven runtime D;
+/// Y (weight 2, a higher priority) is queued at the head, held back by W's weight, and X
+/// (weight 1) behind it. Y is aborted from a plain thread, or under `enter()` of a
+/// current-thread runtime U that the pool knows and nobody drives. X starts at once in
+/// both: the slot task the abort schedules for X goes to X's runtime, not to U.
+///
+/// Failed with the first fix of finding 405 (a review of it), under `enter()`: X's slot
+/// task went to U and X started only when W ended (2.8 s).
+#[test]
+fn an_abort_under_enter_of_a_runtime_not_driven_starts_the_next_task_on_its_own_runtime() {
+    let mut outs = Vec::new();
+    for under_enter in [false, true] {
+        let out = support::on_thread_within("enter", 20, move || {
+            let d = support::multi_thread_of(2);
+            let u = current_thread();
+            let pool = CommonAioPool::builder()
+                .max_concurrency(4)
+                .weight_capacity(3)
+                .process_wide(false)
+                .build();
+            // U becomes known (a task submitted and awaited there), then is left undriven.
+            u.block_on(async {
+                pool.submit(async {}).await.unwrap().await.unwrap();
+            });
+            let x_started = Arc::new(AtomicBool::new(false));
+            let (y, _w) = d.block_on(async {
+                let w = pool
+                    .submit_with(
+                        tokio::time::sleep(Duration::from_secs(3)),
+                        nb_aiopool::SubmitOptions::new().weight(2),
+                    )
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let y = pool
+                    .submit_with(
+                        async {},
+                        nb_aiopool::SubmitOptions::new().weight(2).priority(1),
+                    )
+                    .await
+                    .unwrap();
+                let xs = x_started.clone();
+                pool.submit_with(
+                    async move { xs.store(true, Ordering::SeqCst) },
+                    nb_aiopool::SubmitOptions::new().weight(1),
+                )
+                .await
+                .unwrap()
+                .detach();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                (y, w)
+            });
+            let waited_behind_y = !x_started.load(Ordering::SeqCst);
+            let t = std::time::Instant::now();
+            if under_enter {
+                let _in_u = u.enter();
+                y.abort();
+            } else {
+                y.abort();
+            }
+            while !x_started.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (waited_behind_y, x_started.load(Ordering::SeqCst))
+        });
+        outs.push((under_enter, out));
+    }
+    assert_eq!(
+        outs,
+        [(false, (true, true)), (true, (true, true))],
+        "(Y aborted under U's enter(), (X waited behind Y, X started within 2 s of the abort))"
     );
 }

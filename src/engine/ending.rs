@@ -154,15 +154,25 @@ impl<J: Job> Engine<J> {
             // Dropped outside the lock: a span's drop calls the subscriber.
             later.stamps.push(q.stamp);
             Self::clamp_reserved_to_startable(&mut st, &mut later);
-            // A heavy job at the head holds back the lighter ones behind it. An abort lets
-            // jobs start, as a job's end does: on a runtime the pool knows, the caller's
-            // gets a claimer if the claimers on their way are all on other runtimes, which
-            // may not be driven (the claimer a job given a slot on a runtime not driven
-            // was given stays counted there: finding 405).
+            // A heavy job at the head holds back the lighter ones behind it: its slot
+            // tasks go where the job that starts next runs (`wake_rt` with no runtime),
+            // not to the caller's, which may not be driven (an abort under `enter()`, or
+            // from a `spawn_blocking` thread of a runtime no one drives). An abort lets
+            // jobs start, as a job's end does: if the claimers on their way are all on
+            // other runtimes, which may not be driven (the claimer of a job handed to a
+            // slot task on a runtime not driven stays counted there: finding 405), one
+            // more goes to the caller's runtime if the pool knows it, else to that of the
+            // job that starts next; after the exit's take-over, never to a runtime the
+            // exit froze (only the job's runtime is looked at then, and `held_job_rt` is
+            // none: a review of 405's fix).
+            self.fill_free(&mut st, None, &mut later);
             let here = tokio::runtime::Handle::try_current()
                 .ok()
-                .and_then(|h| st.runtimes.known(&h));
-            self.fill_free(&mut st, here, &mut later);
+                .and_then(|h| st.runtimes.known(&h))
+                .filter(|_| !st.taken_over);
+            if let Some(rt) = here.or_else(|| Self::held_job_rt(&st)) {
+                self.claim_here(&mut st, rt, &mut later);
+            }
             self.changed(&st);
             // After the exit take-over, not on the runtime it was queued for, which
             // `process::exit` may have frozen (alive, never driven again).
