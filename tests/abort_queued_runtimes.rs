@@ -896,14 +896,7 @@ fn an_abort_starts_the_task_behind_it_on_a_driven_runtime() {
                 }
                 let pool = match pool_kind {
                     "common" => P::C(support::common_local(1, 4)),
-                    _ => P::S(
-                        SmartAioPool::builder()
-                            .max_concurrency(1)
-                            .max_queue_size(4)
-                            .process_wide(false)
-                            .auto_shutdown(false)
-                            .build(),
-                    ),
+                    _ => P::S(support::one_slot_smart(4)),
                 };
                 let x = a.block_on(async {
                     match &pool {

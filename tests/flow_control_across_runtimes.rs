@@ -18,19 +18,13 @@ use nb_aiopool::{
     TaskError,
 };
 
+// A local CommonAioPool builder (not process-wide).
+use support::common_builder as common;
 use support::{current_thread, multi_thread_of, on_thread_within, Gate};
 
 /// The cancel reason of a handle's error, if it is a cancellation.
 fn reason(e: &TaskError) -> Option<CancelReason> {
     e.cancel_reason()
-}
-
-/// A local CommonAioPool builder (not process-wide).
-fn common(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
-    CommonAioPool::builder()
-        .max_concurrency(c)
-        .max_queue_size(q)
-        .process_wide(false)
 }
 
 /// Records the order in which tasks start.
@@ -1270,14 +1264,7 @@ fn cancel_all_and_shutdown_deadlines_end_a_task_handed_to_a_runtime_not_driven_a
                             .process_wide(false)
                             .build(),
                     ),
-                    _ => P::S(
-                        SmartAioPool::builder()
-                            .max_concurrency(1)
-                            .max_queue_size(4)
-                            .auto_shutdown(false)
-                            .process_wide(false)
-                            .build(),
-                    ),
+                    _ => P::S(support::one_slot_smart(4)),
                 };
                 let a = current_thread();
                 let x =
@@ -1493,6 +1480,21 @@ fn a_start_or_weight_of_a_task_handed_to_a_runtime_dropped_undriven_comes_back()
 
 // ----- a timed wait moved where no timer can be made ---------------------------------------
 
+/// A CommonAioPool of one slot and no queue, full: its slot held by a task of `home` (a
+/// one-worker multi-thread runtime) until `gate` opens. Returns `(home, pool, gate, held)`.
+fn full_pool() -> (
+    tokio::runtime::Runtime,
+    CommonAioPool,
+    Gate,
+    nb_aiopool::TaskHandle<()>,
+) {
+    let home = multi_thread_of(1);
+    let pool = common(1, 0).build();
+    let gate = Gate::new();
+    let held = home.block_on(pool.submit(gate.wait())).unwrap();
+    (home, pool, gate, held)
+}
+
 /// A current-thread runtime built without time (`enable_time`).
 fn runtime_without_time() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -1509,10 +1511,7 @@ fn runtime_without_time() -> tokio::runtime::Runtime {
 #[test]
 fn a_timed_submit_moved_to_a_runtime_without_time_keeps_its_first_runtimes_timer() {
     let out = on_thread_within("a timed submit moved", 20, || {
-        let home = multi_thread_of(1);
-        let pool = common(1, 0).build();
-        let gate = Gate::new();
-        let held = home.block_on(pool.submit(gate.wait())).unwrap();
+        let (home, pool, gate, held) = full_pool();
         let mut sub = Box::pin(pool.submit_with(
             async { 7u32 },
             SubmitOptions::new().timeout(Duration::from_millis(300)),
@@ -1547,10 +1546,7 @@ fn a_timed_submit_moved_to_a_runtime_without_time_keeps_its_first_runtimes_timer
 #[test]
 fn a_timed_stream_input_moved_to_a_runtime_without_time_times_out() {
     let out = on_thread_within("a timed stream input moved", 20, || {
-        let home = multi_thread_of(1);
-        let pool = common(1, 0).build();
-        let gate = Gate::new();
-        let held = home.block_on(pool.submit(gate.wait())).unwrap();
+        let (home, pool, gate, held) = full_pool();
         let mut s = pool
             .map_unordered(futures_util::stream::iter(0..2u32), |i| async move { i })
             .with_options(|_| SubmitOptions::new().timeout(Duration::from_millis(300)));
@@ -1593,10 +1589,7 @@ fn a_timed_stream_input_moved_to_a_runtime_without_time_times_out() {
 fn a_timed_submit_polled_outside_any_runtime_after_its_runtime_ended_panics_with_the_crates_message(
 ) {
     let out = on_thread_within("a timed submit outside", 20, || {
-        let home = multi_thread_of(1);
-        let pool = common(1, 0).build();
-        let gate = Gate::new();
-        let held = home.block_on(pool.submit(gate.wait())).unwrap();
+        let (home, pool, gate, held) = full_pool();
         let a = current_thread();
         let mut sub = Box::pin(pool.submit_with(
             async { 7u32 },

@@ -32,12 +32,7 @@ fn a_rate_timer_armed_on_a_clock_ahead_fires_at_once_where_the_window_has_room()
     // multi-thread runtime), gets the paused runtime's timer.
     let m2 = support::multi_thread_of(1);
     let m = support::multi_thread_of(1);
-    let pool = CommonAioPool::builder()
-        .max_concurrency(4)
-        .max_queue_size(10)
-        .rate_limit(1, per)
-        .process_wide(false)
-        .build();
+    let pool = rate_limited(per);
     // Both multi-thread runtimes are known to the pool (their jobs ran); their starts
     // leave the window.
     m2.block_on(async {
@@ -114,12 +109,7 @@ fn a_rate_timer_armed_on_a_clock_ahead_fires_at_once_where_the_window_has_room()
 fn a_paused_tests_job_behind_another_runtimes_held_job_gets_a_timer_of_its_own() {
     let per = Duration::from_secs(1);
     let m = support::multi_thread_of(2);
-    let pool = CommonAioPool::builder()
-        .max_concurrency(4)
-        .max_queue_size(10)
-        .rate_limit(1, per)
-        .process_wide(false)
-        .build();
+    let pool = rate_limited(per);
     // The multi-thread runtime's first job spends the window's start; its second, X, is
     // held back: the next job the window lets start.
     let x = m.block_on(async {
@@ -147,4 +137,14 @@ fn a_paused_tests_job_behind_another_runtimes_held_job_gets_a_timer_of_its_own()
     });
     assert!(took <= 3 * per, "done after {took:?} of paused time");
     m.block_on(async { support::within("X", x).await.unwrap() });
+}
+
+/// A local CommonAioPool of 4 slots and a queue of 10 that starts one task per `per`.
+fn rate_limited(per: Duration) -> CommonAioPool {
+    CommonAioPool::builder()
+        .max_concurrency(4)
+        .max_queue_size(10)
+        .rate_limit(1, per)
+        .process_wide(false)
+        .build()
 }

@@ -11,17 +11,11 @@ use std::time::Duration;
 
 use nb_aiopool::{CancelReason, CommonAioPool, SmartAioPool, TaskError, TaskHandle};
 
+use support::common_builder as common;
 use support::{current_thread, multi_thread_of, on_thread_within, Gate};
 
 fn reason(e: &TaskError) -> Option<CancelReason> {
     e.cancel_reason()
-}
-
-fn common(c: usize, q: usize) -> nb_aiopool::CommonAioPoolBuilder {
-    CommonAioPool::builder()
-        .max_concurrency(c)
-        .max_queue_size(q)
-        .process_wide(false)
 }
 
 type Stat = (usize, usize, u64, u64);
