@@ -68,7 +68,7 @@ extern "C" fn record_at_exit() {
 }
 
 /// A recipe that appends `name` to `runs` at each run; its first run never ends, later
-/// runs sleep `ms` and return `value`.
+/// runs sleep `ms`, append `name` to `ended` and return `value`.
 fn first_run_hangs(
     dir: &Path,
     name: &'static str,
@@ -77,15 +77,18 @@ fn first_run_hangs(
 ) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> + Send + Sync + 'static
 {
     let runs = dir.join("runs");
+    let ended = dir.join("ended");
     let n = Arc::new(AtomicUsize::new(0));
     move || {
         append(&runs, name);
         let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+        let ended = ended.clone();
         Box::pin(async move {
             if first {
                 std::future::pending::<()>().await;
             }
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            append(&ended, name);
             value
         })
     }
@@ -102,6 +105,40 @@ fn recorded(
     move || {
         append(&runs, name);
         Box::pin(async move { value })
+    }
+}
+
+/// As [`recorded`], and appends to `b_rt` whether the run is on the runtime `frozen` and
+/// whether A's re-run had ended (A appends to `ended` at its end: see [`first_run_hangs`]).
+fn recorded_where(
+    dir: &Path,
+    name: &'static str,
+    value: u32,
+    frozen: tokio::runtime::Id,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> + Send + Sync + 'static
+{
+    let inner = recorded(dir, name, value);
+    let b_rt = dir.join("b_rt");
+    let ended = dir.join("ended");
+    move || {
+        let on = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        append(
+            &b_rt,
+            if on == Some(frozen) {
+                "frozen"
+            } else {
+                "other"
+            },
+        );
+        append(
+            &b_rt,
+            if lines(&ended).is_empty() {
+                "before A's re-run ended"
+            } else {
+                "after A's re-run ended"
+            },
+        );
+        inner()
     }
 }
 
@@ -221,23 +258,8 @@ fn child() {
             let d = dir.clone();
             let how = scenario.clone();
             let frozen = rt.handle().id();
-            let b_rt = dir.join("b_rt");
-            let recorded = move |d: &Path, name: &'static str, v: u32| {
-                let inner = recorded(d, name, v);
-                let b_rt = b_rt.clone();
-                move || {
-                    let on = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-                    append(
-                        &b_rt,
-                        if on == Some(frozen) {
-                            "frozen"
-                        } else {
-                            "other"
-                        },
-                    );
-                    inner()
-                }
-            };
+            let recorded =
+                move |d: &Path, name: &'static str, v: u32| recorded_where(d, name, v, frozen);
             let work = move || {
                 support::until("A's re-run started at the exit", || ran(&d, "A") == 2);
                 let pool = POOL.get().unwrap();
@@ -326,6 +348,38 @@ fn child() {
             std::thread::sleep(Duration::from_millis(200));
             std::mem::forget(rt);
             std::process::exit(0);
+        }
+        // P (one place, a queue of one) runs A on a current-thread runtime rt, from inside
+        // whose `block_on` main calls `process::exit`: rt is frozen. A thread that entered
+        // rt (`Handle::enter`) waits until A's re-run (1.5 s) has started at the exit,
+        // submits B (queued behind it), grows P to two places and waits for B.
+        "grow-from-frozen-thread" => {
+            let pool = POOL.get_or_init(|| {
+                SmartAioPool::builder()
+                    .name("P")
+                    .max_concurrency(1)
+                    .max_queue_size(1)
+                    .build()
+            });
+            let rt = support::current_thread();
+            let a = start_on(&rt, pool, &dir, "A", first_run_hangs(&dir, "A", 1, 1500));
+            HANDLES.lock().unwrap().push(("A", a));
+            expect(&dir, "T");
+            let d = dir.clone();
+            let frozen = rt.handle().clone();
+            std::thread::spawn(move || {
+                let _in = frozen.enter();
+                support::until("A's re-run started at the exit", || ran(&d, "A") == 2);
+                let pool = POOL.get().unwrap();
+                let submitted = pool
+                    .blocking_submit(recorded_where(&d, "B", 2, frozen.id()))
+                    .map_err(|e| e.to_string());
+                let queued = pool.stats().queued;
+                append(&d.join("b"), &format!("queued before the grow: {queued}"));
+                pool.set_max_concurrency(2);
+                submit_then_wait(&d, "T", "b", submitted);
+            });
+            rt.block_on(async { std::process::exit(0) });
         }
         // P (one place, no queue) runs A on rt (current-thread, not driven again); at the
         // exit A's re-run sleeps 1.5 s. A plain thread, with a current-thread runtime of its
@@ -509,7 +563,12 @@ fn a_submit_from_the_frozen_runtimes_thread_runs_at_the_exit(scenario: &str) {
         p.runs
     );
     assert_eq!(p.handles, ["A=Ok(1)"]);
-    assert_eq!(p.b_rt, ["other"], "B ran on the runtime `exit` froze");
+    assert_eq!(
+        p.b_rt,
+        ["other", "before A's re-run ended"],
+        "B ran on the runtime `exit` froze, or waited for A's re-run to end although P had \
+         a free slot (its slot task was sent to the frozen runtime: finding 407)"
+    );
 }
 
 /// A `spawn_blocking` thread of a current-thread runtime from whose `block_on` main called
@@ -602,6 +661,24 @@ fn a_plain_threads_blocking_wait_returns_the_exits_rerun() {
         p.stats,
         ["submitted=1 completed=1 cancelled=0 queued=0 running=0"]
     );
+}
+
+/// Finding 407: a grow (`set_max_concurrency(2)`) from a thread that entered the runtime
+/// `exit` froze, while the exit's re-run of A (1.5 s) holds P's one place and B waits in
+/// P's queue, starts B at once on the exit's runtime (before the fix its slot task went to
+/// the frozen runtime, and B started only when A's re-run ended).
+#[test]
+fn a_grow_from_a_frozen_runtimes_thread_during_the_exit_starts_the_queued_task_at_once() {
+    let p = play("grow-from-frozen-thread", 20);
+    assert_eq!(p.code, Some(0), "b: {:?} stderr: {}", p.b, p.stderr);
+    assert_eq!(
+        p.b,
+        ["queued before the grow: 1", "accepted", "waited Ok(2)"],
+        "stderr: {}",
+        p.stderr
+    );
+    assert_eq!(p.b_rt, ["other", "before A's re-run ended"]);
+    assert_eq!(p.handles, ["A=Ok(1)"]);
 }
 
 /// Pinned: a grow (`set_max_concurrency(2)`) from a plain thread while the exit's re-run

@@ -390,7 +390,8 @@ impl<J: Job> Engine<J> {
     /// again or dropped; whichever claimer comes first takes a job, one that finds none
     /// goes idle. One per runtime at a time (about: the counts are kept only while the
     /// pool knows several runtimes, and may be low, never high); with a single runtime
-    /// never (the claimers there cover the reservations).
+    /// never (the claimers there cover the reservations), nor once the exit has taken the
+    /// pool over (its runtime runs every job then: see `wake_rt`).
     #[inline]
     pub(super) fn claim_here(
         self: &Arc<Self>,
@@ -400,6 +401,7 @@ impl<J: Job> Engine<J> {
     ) {
         if st.reserved > 0
             && st.runtimes.is_multi()
+            && !st.taken_over
             && !st.starts_held()
             && st.runtimes.claimers_on(rt) == 0
             && st.runtimes.is_alive(rt)
@@ -571,14 +573,15 @@ impl<J: Job> Engine<J> {
     /// claimer that takes its job keeps a successor there, see `claim_here`), less those
     /// already on their way. Jobs that may run on any runtime, with no other runtime's job
     /// among them, get one on a live multi-thread runtime other than `rt`, if the pool
-    /// knows one. Whichever claimer comes first takes a job (RELIABILITY.md, 337).
+    /// knows one. Whichever claimer comes first takes a job (RELIABILITY.md, 337). None
+    /// once the exit has taken the pool over (see `wake_rt`).
     fn claim_on_reserved_jobs_runtimes(
         self: &Arc<Self>,
         st: &mut State<J>,
         rt: RtRef,
         later: &mut Deferred<J>,
     ) {
-        if st.reserved == 0 || st.starts_held() {
+        if st.reserved == 0 || st.starts_held() || st.taken_over {
             return;
         }
         let most = st.reserved.min(CLAIMERS_MAX);
@@ -651,9 +654,11 @@ impl<J: Job> Engine<J> {
     /// next, whose submitter is likely waiting for it; else the home or any live runtime.
     /// Not simply the home: that is the runtime of the last submit, which may be alive but
     /// no longer driven (a current-thread runtime outside `block_on`), and slot tasks or a
-    /// timer left there would hold the jobs of a running runtime back.
+    /// timer left there would hold the jobs of a running runtime back. Once the exit has
+    /// taken the pool over, the home (the exit's runtime) whatever `rt` is: the caller may
+    /// be a thread of a runtime the exit froze (finding 407).
     pub(super) fn wake_rt(st: &State<J>, rt: Option<RtRef>) -> Option<RtRef> {
-        rt.filter(|&rt| st.runtimes.is_alive(rt))
+        rt.filter(|&rt| !st.taken_over && st.runtimes.is_alive(rt))
             .or_else(|| Self::held_job_rt(st))
             .or_else(|| st.runtimes.live_or_any(None))
     }

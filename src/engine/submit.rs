@@ -337,8 +337,14 @@ impl<J: Job> Engine<J> {
             // From here, the item holds a place.
             // The submitter's runtime; from a plain thread, or a `spawn_blocking` thread that
             // outlived its runtime, the home (or, if it has ended, another live runtime the
-            // pool knows).
-            let entered = current.as_ref().and_then(|h| st.runtimes.enter(h));
+            // pool knows). Once the exit has taken the pool over, the home (the exit's
+            // runtime) for every submit: the submitter's runtime may be one the exit froze
+            // (a `spawn_blocking` thread of it goes on), and entering it would make it the
+            // home, where the job's slot task would never be polled (finding 407).
+            let entered = current
+                .as_ref()
+                .filter(|_| !st.taken_over)
+                .and_then(|h| st.runtimes.enter(h));
             let rt = match entered.or_else(|| st.runtimes.live_or_any(None)) {
                 Some(rt) => rt,
                 None => return self.refuse(st, true, PushError::NoRuntime(item)),
