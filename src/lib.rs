@@ -170,7 +170,10 @@
 //!   next; a rate timer waits on the clock of the runtime it is on; and a
 //!   timer lost with its runtime is armed again on each runtime whose tasks are queued
 //!   (and, for tasks that may run on any runtime, on a multi-thread runtime if one lives,
-//!   else on every live one), unless one is left on a multi-thread runtime.
+//!   else on every live one), unless one is left on a multi-thread runtime. Once
+//!   SmartAioPool's at-exit hook has taken a pool over, its own runtime runs every job of
+//!   that pool, whoever submits it: a `spawn_blocking` thread of the runtime that called
+//!   `std::process::exit` (alive, never driven again) gets its jobs run there too.
 //! - **Isolation.** Slots are ordinary tokio tasks, so tokio's work-stealing scheduler
 //!   moves runnable slots off a thread that a job blocks (a slow synchronous call), as
 //!   with `tokio::spawn`. Queued jobs are not bound to a slot: any slot that frees up
