@@ -36,6 +36,8 @@ extern "C" {
 /// each appends its name to `done`), then writes what the handles and `stats()` say.
 extern "C" fn record_at_exit() {
     let Some(dir) = DIR.get() else { return };
+    // The crate's hook has returned: the exit's run is over.
+    append(&dir.join("exit_over"), "yes");
     let end = std::time::Instant::now() + Duration::from_secs(3);
     let expected = lines(&dir.join("expect"));
     while std::time::Instant::now() < end {
@@ -50,6 +52,15 @@ extern "C" fn record_at_exit() {
         // one last task and waits for it.
         let pool = POOL.get().unwrap();
         let submitted = pool
+            .blocking_submit(recorded(dir, "H", 7))
+            .map_err(|e| e.to_string());
+        submit_then_wait(dir, "H", "hook", submitted);
+    }
+    if dir.join("hook_builds").exists() {
+        // A later at-exit hook that builds a SmartAioPool of its own (a lazily built
+        // `static`, say) and hands it one task.
+        let q = SmartAioPool::builder().name("Q").build();
+        let submitted = q
             .blocking_submit(recorded(dir, "H", 7))
             .map_err(|e| e.to_string());
         submit_then_wait(dir, "H", "hook", submitted);
@@ -438,12 +449,18 @@ fn child() {
         // P runs A on rt (current-thread), from inside whose `block_on` main calls
         // `process::exit` (rt frozen); with "-empty" A has finished before. The record hook,
         // run after the crate's, submits H with `blocking_submit` and `blocking_wait`s it.
-        "hook-submit" | "hook-submit-empty" => {
+        // With "hook-builds", the record hook builds a pool Q of its own and submits H to it.
+        "hook-submit" | "hook-submit-empty" | "hook-builds" | "hook-builds-empty" => {
             let pool =
                 POOL.get_or_init(|| SmartAioPool::builder().name("P").max_concurrency(1).build());
-            std::fs::write(dir.join("hook_submits"), "").unwrap();
+            let file = if scenario.starts_with("hook-builds") {
+                "hook_builds"
+            } else {
+                "hook_submits"
+            };
+            std::fs::write(dir.join(file), "").unwrap();
             let rt = support::current_thread();
-            if scenario == "hook-submit" {
+            if !scenario.ends_with("-empty") {
                 let a = start_on(&rt, pool, &dir, "A", first_run_hangs(&dir, "A", 1, 0));
                 HANDLES.lock().unwrap().push(("A", a));
             } else {
@@ -452,6 +469,32 @@ fn child() {
                 });
             }
             rt.block_on(async { std::process::exit(0) });
+        }
+        // P runs A on a current-thread runtime rt, from inside whose `block_on` main calls
+        // `process::exit` (rt frozen). A `spawn_blocking` thread T of rt waits until the
+        // exit's run is over (the crate's hook has returned), then builds a pool Q of its
+        // own, submits B to it with `blocking_submit` and waits for it.
+        "late-thread-builds" => {
+            let pool =
+                POOL.get_or_init(|| SmartAioPool::builder().name("P").max_concurrency(1).build());
+            let rt = support::current_thread();
+            let a = start_on(&rt, pool, &dir, "A", first_run_hangs(&dir, "A", 1, 0));
+            HANDLES.lock().unwrap().push(("A", a));
+            expect(&dir, "T");
+            let d = dir.clone();
+            rt.block_on(async move {
+                drop(tokio::task::spawn_blocking(move || {
+                    support::until("the exit's run is over", || {
+                        !lines(&d.join("exit_over")).is_empty()
+                    });
+                    let q = SmartAioPool::builder().name("Q").build();
+                    let submitted = q
+                        .blocking_submit(recorded(&d, "B", 2))
+                        .map_err(|e| e.to_string());
+                    submit_then_wait(&d, "T", "b", submitted);
+                }));
+                std::process::exit(0);
+            });
         }
         // P (one place) runs A on rt (current-thread, not driven again); at the exit A's
         // re-run sleeps 1.5 s. Once it has started, a plain thread calls
@@ -738,6 +781,50 @@ fn a_blocking_submit_from_a_later_exit_hook_does_not_hang_the_process() {
             p.hook.len() == 1 && p.hook[0].starts_with("refused") && p.hook[0].contains("closed"),
             "{scenario}: the later hook's submit, after the exit's run, should be refused as \
              the pool is closed: {:?}",
+            p.hook
+        );
+    }
+}
+
+/// Finding 409: a `spawn_blocking` thread of the runtime `exit` froze builds a
+/// SmartAioPool of its own once the exit's run is over, and hands it a task with
+/// `blocking_submit`: the new pool is closed, as the others are then, and the submit is
+/// refused with `Closed`. Before the fix the new pool's home was the frozen runtime: the
+/// task was accepted there and never ran, and the thread's `blocking_wait` never returned
+/// (the process ended under it).
+#[test]
+fn a_pool_built_after_the_exits_run_by_a_frozen_runtimes_thread_refuses_its_submit() {
+    let p = play("late-thread-builds", 15);
+    assert_eq!(p.code, Some(0), "b: {:?} stderr: {}", p.b, p.stderr);
+    assert!(
+        p.b.len() == 1 && p.b[0].starts_with("refused") && p.b[0].contains("closed"),
+        "a pool built after the exit's run should be closed: b: {:?} runs: {:?}",
+        p.b,
+        p.runs
+    );
+}
+
+/// Pinned with finding 409: a later at-exit hook that builds a SmartAioPool of its own once
+/// the exit's run is over (with A re-run at the exit, or with nothing to run) and hands it a
+/// task with `blocking_submit`: the new pool is closed, as the others are then, and the
+/// submit is refused with `Closed` (before the fix it was refused as `NoRuntime`: the hook
+/// runs outside any runtime).
+#[test]
+fn a_pool_built_by_a_later_exit_hook_refuses_its_submit_and_does_not_hang_the_process() {
+    for scenario in ["hook-builds-empty", "hook-builds"] {
+        let p = play(scenario, 15);
+        assert_eq!(
+            p.code,
+            Some(0),
+            "{scenario}: the process never exited (killed after 15 s): the later hook's pool \
+             accepted a task nothing runs. hook: {:?} runs: {:?} stderr: {}",
+            p.hook,
+            p.runs,
+            p.stderr
+        );
+        assert!(
+            p.hook.len() == 1 && p.hook[0].starts_with("refused") && p.hook[0].contains("closed"),
+            "{scenario}: a pool built after the exit's run should be closed: {:?}",
             p.hook
         );
     }

@@ -66,8 +66,8 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 /// 2. when a plain `#[tokio::main]` returns, or the program calls `std::process::exit`,
 ///    while tasks are queued or running: an at-exit hook starts a fresh runtime and runs
 ///    them there, and what they, or plain threads still going, submit to any
-///    `auto_shutdown` pool while it runs (no task starts before every such pool is taken
-///    over). A task that never started runs once. A task that was *interrupted*
+///    `auto_shutdown` pool while it runs, also one built meanwhile, all on that runtime
+///    (no task starts before every such pool is taken over). A task that never started runs once. A task that was *interrupted*
 ///    mid-run (its runtime went away, or `process::exit` was called while it ran) is run
 ///    **again from its recipe**: delivery is *at least once*, so make recipes safe to
 ///    repeat (idempotent), or await their handles. That is why tasks are recipes.
@@ -87,8 +87,8 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 ///    before or while the exit waits for it, is not run again either: its handle says
 ///    that (the first covering call's reason), and the exit does not count it.
 ///    Once that run is over (or at once, if there is nothing to run), every
-///    `auto_shutdown` pool then known is closed: nothing is left to run a new task, so a
-///    submit made later (a thread still going, a later at-exit hook) is refused with
+///    `auto_shutdown` pool is closed, and so is one built later: nothing is left to run a
+///    new task, so a submit made later (a thread still going, a later at-exit hook) is refused with
 ///    [`Closed`](crate::SubmitErrorKind::Closed) rather than accepted for a task that
 ///    would never run (and a `blocking_wait` on it, waiting for ever, would hold the
 ///    process's exit).

@@ -21,11 +21,31 @@ struct Listed {
     /// Pools whose last handle went while they had unfinished tasks: forgotten once those
     /// have finished, by a task that waits for them, else by the next `build`.
     orphans: Vec<Weak<Inner>>,
+    /// Where the process exit stands, for an `auto_shutdown` pool built while it runs (see
+    /// [`list`]).
+    exit: ExitPhase,
+}
+
+/// Where the exit's run stands (see [`finish_at_exit`]).
+#[derive(Clone)]
+enum ExitPhase {
+    /// The exit's run has not begun.
+    Before,
+    /// The exit's run has begun, on the runtime of `handle`; `exiting` is the exiting
+    /// thread's token. With `started`, the pools it took over run their jobs.
+    Running {
+        handle: tokio::runtime::Handle,
+        exiting: u64,
+        started: bool,
+    },
+    /// The exit's run is over (or had nothing to run): the pools are closed.
+    Over,
 }
 
 static SMART_POOLS: Mutex<Listed> = Mutex::new(Listed {
     pools: BTreeMap::new(),
     orphans: Vec::new(),
+    exit: ExitPhase::Before,
 });
 
 fn smart_pools() -> MutexGuard<'static, Listed> {
@@ -46,10 +66,70 @@ pub(super) fn is_listed(inner: &Arc<Inner>) -> bool {
 /// Lists a pool just built (its first handle is the caller's), and makes sure the exit's
 /// run is registered. Pools whose last handle went while they had unfinished tasks, and
 /// that have finished since, are forgotten first.
+///
+/// An `auto_shutdown` pool built while the exit's run goes on (by one of its tasks, a
+/// thread still going, a later at-exit hook) is taken over by it at once, as the pools
+/// listed when it began: its jobs run on the exit's runtime, and the exit waits for them.
+/// Otherwise its home would be the builder's runtime, maybe one `exit` froze (alive, never
+/// driven again), where its jobs would wait for ever, and the exit with them (RELIABILITY.md,
+/// 409). One built once the run is over is closed, as the others are then: a submit is
+/// refused with `Closed` rather than accepted for a task nothing would run.
 pub(super) fn list(inner: &Arc<Inner>) {
     forget_finished_orphans();
-    smart_pools().pools.insert(key(inner), Arc::clone(inner));
+    /// What the new pool does once listed.
+    enum Then {
+        Nothing,
+        Start,
+        Close,
+    }
+    let mut taken_over = false;
+    let then = loop {
+        let mut listed = smart_pools();
+        if let ExitPhase::Running {
+            handle, exiting, ..
+        } = &listed.exit
+        {
+            if inner.auto_shutdown && !taken_over {
+                let (handle, exiting) = (handle.clone(), *exiting);
+                drop(listed);
+                // Before it is listed, so that the exit's run, which starts the pools it
+                // finds listed once it has taken the others over, cannot start this one
+                // before its take-over (which would hold it again); outside the list's
+                // lock, as a take-over may call a `metrics` recorder. Then listed, whatever
+                // the phase has become meanwhile (see below).
+                let (_, busy) = inner.core.engine.take_over(handle, exiting);
+                drop(busy); // a new pool has no run in a poll
+                taken_over = true;
+                continue;
+            }
+        }
+        listed.pools.insert(key(inner), Arc::clone(inner));
+        break match &listed.exit {
+            _ if !inner.auto_shutdown => Then::Nothing,
+            ExitPhase::Before => Then::Nothing,
+            // Taken over above: it starts now if the run has started its pools, else
+            // with them.
+            ExitPhase::Running { started: true, .. } => Then::Start,
+            ExitPhase::Running { started: false, .. } => Then::Nothing,
+            ExitPhase::Over => Then::Close,
+        };
+    };
+    match then {
+        Then::Start => exit_start(inner),
+        Then::Close => inner.core.engine.close(),
+        Then::Nothing => {}
+    }
     crate::exit::at_exit(finish_at_exit);
+}
+
+/// Lets `pool`, taken over by the exit's run, start its jobs, on the exit's runtime.
+fn exit_start(pool: &Inner) {
+    let handle = match &smart_pools().exit {
+        ExitPhase::Running { handle, .. } => handle.clone(),
+        _ => return,
+    };
+    let _in = handle.enter();
+    pool.core.engine.exit_start();
 }
 
 /// Closes and forgets `pool` if nothing can submit to it any more and it has no
@@ -231,7 +311,12 @@ fn warn_cut_before_exit(pools: &[Arc<Inner>]) {
 }
 
 fn auto_pools() -> Vec<Arc<Inner>> {
-    smart_pools()
+    auto_pools_in(&smart_pools())
+}
+
+/// The `auto_shutdown` pools of `listed`.
+fn auto_pools_in(listed: &Listed) -> Vec<Arc<Inner>> {
+    listed
         .pools
         .values()
         .filter(|p| p.auto_shutdown)
@@ -437,11 +522,19 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
 /// built one, is dropped next, and `exit` froze the one it was called in): a submit
 /// accepted from now on (a thread still going, a later at-exit hook) would wait for ever,
 /// and so would a `blocking_wait` on it, holding the process's exit. It is refused with
-/// `Closed` instead.
-fn close_after_the_exit() {
-    for p in auto_pools() {
+/// `Closed` instead. So is one to a pool built from now on (see [`list`]). Returns the
+/// pools it closed.
+fn close_after_the_exit() -> Vec<Arc<Inner>> {
+    let pools = {
+        let mut listed = smart_pools();
+        // A pool built from now on is closed at its build (see `list`).
+        listed.exit = ExitPhase::Over;
+        auto_pools_in(&listed)
+    };
+    for p in &pools {
         p.core.engine.close();
     }
+    pools
 }
 
 /// The at-exit path: runs every unfinished task of the `auto_shutdown` pools on a fresh
@@ -454,8 +547,8 @@ fn finish_at_exit() {
     // Runs still inside a poll elsewhere are waited for until then, in every pool at once
     // (the docs: one still in its poll 5 s after the exit began is not run again).
     let deadline = std::time::Instant::now() + crate::engine::EXIT_POLL_WAIT;
-    // Every pool is taken over, also those with nothing unfinished now: a plain thread
-    // may submit to one while the exit runs.
+    // Every pool is taken over (listed again below, as the run begins), also those with
+    // nothing unfinished now: a plain thread may submit to one while the exit runs.
     let pools: Vec<_> = auto_pools();
     warn_cut_before_exit(&pools);
     let idle = |pools: &[Arc<Inner>]| {
@@ -465,9 +558,9 @@ fn finish_at_exit() {
     };
     if idle(&pools) {
         // Nothing to run: the pools are closed, as once the run below is over (see
-        // `close_after_the_exit`); a submit that came in before the close is run as below.
-        close_after_the_exit();
-        if idle(&pools) {
+        // `close_after_the_exit`); a submit that came in before the close is run as below,
+        // also one to a pool built since the list above.
+        if idle(&close_after_the_exit()) {
             return;
         }
     }
@@ -480,6 +573,17 @@ fn finish_at_exit() {
                 .expect("nb_aiopool: could not build the at-exit runtime");
             rt.block_on(async {
                 let handle = tokio::runtime::Handle::current();
+                // Listed again as the run begins, with the mark that makes a pool built
+                // from now on take itself over (see `list`): every pool is taken over once.
+                let pools = {
+                    let mut listed = smart_pools();
+                    listed.exit = ExitPhase::Running {
+                        handle: handle.clone(),
+                        exiting,
+                        started: false,
+                    };
+                    auto_pools_in(&listed)
+                };
                 let mut reports = Vec::with_capacity(pools.len());
                 let mut busy = Vec::with_capacity(pools.len());
                 for p in &pools {
@@ -489,8 +593,19 @@ fn finish_at_exit() {
                 }
                 // Only now, with every pool taken over, their jobs start (on this runtime):
                 // a task started earlier could submit into a pool not yet taken over, whose
-                // take-over would then cut or re-run it as interrupted.
-                for p in &pools {
+                // take-over would then cut or re-run it as interrupted. So do those of the
+                // pools built meanwhile (each took itself over, held, at its build).
+                let late: Vec<_> = {
+                    let mut listed = smart_pools();
+                    if let ExitPhase::Running { started, .. } = &mut listed.exit {
+                        *started = true;
+                    }
+                    auto_pools_in(&listed)
+                        .into_iter()
+                        .filter(|l| !pools.iter().any(|p| Arc::ptr_eq(p, l)))
+                        .collect()
+                };
+                for p in pools.iter().chain(&late) {
                     p.core.engine.exit_start();
                 }
                 // The runs still inside a poll on another thread, in every pool at once,
@@ -539,7 +654,7 @@ fn finish_at_exit() {
                 wait_auto_pools(true).await;
                 // The run is over: the pools are closed, and what a thread still going
                 // submitted before the close runs too.
-                close_after_the_exit();
+                drop(close_after_the_exit());
                 wait_auto_pools(true).await;
                 // Read once every task has ended: a window can fill only after the
                 // take-over (a job it started spent the last start), and the jobs behind
