@@ -7,7 +7,9 @@
 //! A's first run never ends, its re-run at the exit sleeps 1.5 s. Once that re-run has
 //! started, a thread does what the scenario says, and B's recipe writes whether it ran on F
 //! and whether A's re-run had ended (`b_rt`). An `atexit` hook registered before the
-//! crate's (so it runs after it) writes what the handles say.
+//! crate's (so it runs after it) writes what the handles say. The four tests of a pool
+//! built during the exit failed before the fix of finding 409 (RELIABILITY.md); the other
+//! four pin behaviour that held already.
 
 // Some tasks hand back handles, to await elsewhere.
 #![allow(clippy::async_yields_async)]
@@ -27,7 +29,7 @@ use support::{append, child_scenario, lines, run_child};
 
 static DIR: OnceLock<PathBuf> = OnceLock::new();
 static POOL: OnceLock<SmartAioPool> = OnceLock::new();
-/// A pool built during the exit (not taken over: the take-over had run).
+/// A pool built during the exit, after the exit listed its pools (finding 409).
 static LATE: OnceLock<SmartAioPool> = OnceLock::new();
 static HANDLES: Mutex<Vec<(&'static str, TaskHandle<u32>)>> = Mutex::new(Vec::new());
 
@@ -399,7 +401,7 @@ fn a_late_pools_task_starts_at_once(scenario: &str) {
         p.code,
         Some(0),
         "{scenario}: the process never exited (killed after 20 s): pool Q, built during the \
-         exit's run, was never taken over (the take-over ran before Q existed), so the submit \
+         exit's run, was not taken over (finding 409: the take-over ran before Q existed), so the submit \
          from a thread of the runtime `exit` froze made that runtime Q's home and B's runtime \
          (`Engine::push` enters it unless `taken_over`); B's claimer went there, never \
          polled, and a claimer on the exit's runtime (the exit's wait offers it) hands B \
@@ -426,9 +428,10 @@ fn a_late_pools_task_starts_at_once(scenario: &str) {
     );
 }
 
-/// Finding (review of 407's fix): a SmartAioPool built during the exit's run by a
-/// `spawn_blocking` thread of the runtime `exit` froze is not taken over; its home is the
-/// frozen runtime, and B's slot task goes there. The docs ("Shutdown"): the exit runs
+/// Finding 409 (a review of 407's fix; failed before, the process killed at 20 s): a
+/// SmartAioPool built during the exit's run by a `spawn_blocking` thread of the runtime
+/// `exit` froze was not taken over; its home was the frozen runtime, and B's slot task went
+/// there. The docs ("Shutdown"): the exit runs
 /// "what they, or plain threads still going, submit to any `auto_shutdown` pool while it
 /// runs".
 #[test]
@@ -450,9 +453,9 @@ fn a_pool_built_during_the_exit_on_an_entered_thread_starts_its_task_at_once() {
 }
 
 /// The same when Q is built by A's re-run on the exit's runtime (so Q's home is that
-/// runtime): the submit from the frozen runtime's `spawn_blocking` thread makes the frozen
-/// runtime Q's home and B's runtime (`Engine::push` enters the caller's runtime: Q was
-/// never taken over).
+/// runtime): before 409's fix the submit from the frozen runtime's `spawn_blocking` thread
+/// made the frozen runtime Q's home and B's runtime (`Engine::push` entered the caller's
+/// runtime: Q was never taken over).
 #[test]
 fn a_pool_built_by_an_exit_task_then_fed_from_a_frozen_runtimes_thread_starts_its_task_at_once() {
     a_late_pools_task_starts_at_once("exit-built-pool-spawn-blocking");
