@@ -5,9 +5,9 @@
 //!
 //! - A pool built during the exit's run whose `rate_limit` window never reopens: its tasks
 //!   held back are cancelled (as those of a pool listed before the exit), but the exit's
-//!   "were never started" warning only reads the pools it listed as its run began
-//!   (`finish_at_exit`'s `pools`), so they go unreported (fails now); the same pool built
-//!   before the exit is the control (a pin).
+//!   "were never started" warning read only the pools it listed as its run began
+//!   (`finish_at_exit`'s `pools`), so they went unreported (finding 410: failed before its
+//!   fix); the same pool built before the exit is the control (a pin).
 //! - Pins: plain threads and `spawn_blocking` threads of the frozen runtime that keep
 //!   building pools and feeding each one task (`blocking_submit`, `blocking_wait`) all
 //!   through the exit, with a busy exit (a re-run) and with nothing to run: every submit
@@ -296,8 +296,10 @@ fn a_never_ending_window_of_a_pool_fed_before_the_exit_is_reported() {
 
 /// The same Q built and fed by a plain thread while the exit's run goes on (after it has
 /// started its pools): 409's fix takes it over and runs Q1 on the exit's runtime, and Q2
-/// and Q3 are cancelled as above, but the exit's warning loop reads only the pools listed
-/// as its run began, so nothing says so (the handles say `RuntimeShutdown`, silently).
+/// and Q3 are cancelled as above, with the warning. Finding 410, failed before its fix: the
+/// exit's warning loop read only the pools listed as its run began, so nothing said so
+/// (the handles said `RuntimeShutdown`, silently); Q, its handle dropped and its tasks
+/// ended, also leaves the list before the run is over.
 #[test]
 fn a_never_ending_window_of_a_pool_built_during_the_exits_run_is_reported() {
     let p = play("window-late", 15);

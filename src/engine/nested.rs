@@ -29,11 +29,14 @@ impl<J: Job> Engine<J> {
     /// Under the lock: every slot the pool may have is taken by a job that waits on tasks
     /// of the pool, each on one that has not started (or that waits itself): nothing can
     /// progress. Returns each waiting job with its awaited tasks still queued and whether
-    /// it also awaits a waiting job; `None` if the pool is not stuck so.
+    /// it also awaits a waiting job; `None` if the pool is not stuck so. Also during the
+    /// exit's run, but not while the exit waits for runs busy in a poll elsewhere (they
+    /// hold slots they give back once settled; until 411, never during the exit: a
+    /// deadlock a shrink closed then was never broken, and the exit hung).
     pub(super) fn stuck_waits(st: &mut State<J>) -> Option<Vec<(u64, Vec<u64>, bool)>> {
         let waiting = &st.waiting_on_own;
         if waiting.is_empty()
-            || st.taken_over
+            || !st.awaiting_poll.is_empty()
             || st.reserved > 0
             || waiting.len() < st.running
             || st.running < st.max_concurrency

@@ -27,16 +27,18 @@ struct Listed {
 }
 
 /// Where the exit's run stands (see [`finish_at_exit`]).
-#[derive(Clone)]
 enum ExitPhase {
     /// The exit's run has not begun.
     Before,
     /// The exit's run has begun, on the runtime of `handle`; `exiting` is the exiting
-    /// thread's token. With `started`, the pools it took over run their jobs.
+    /// thread's token. With `started`, the pools it took over run their jobs. `built`:
+    /// the `auto_shutdown` pools built since, kept for the exit's report (one may leave
+    /// the list before the run is over, its handles gone and its tasks ended).
     Running {
         handle: tokio::runtime::Handle,
         exiting: u64,
         started: bool,
+        built: Vec<Arc<Inner>>,
     },
     /// The exit's run is over (or had nothing to run): the pools are closed.
     Over,
@@ -104,13 +106,19 @@ pub(super) fn list(inner: &Arc<Inner>) {
             }
         }
         listed.pools.insert(key(inner), Arc::clone(inner));
-        break match &listed.exit {
+        break match &mut listed.exit {
             _ if !inner.auto_shutdown => Then::Nothing,
             ExitPhase::Before => Then::Nothing,
             // Taken over above: it starts now if the run has started its pools, else
             // with them.
-            ExitPhase::Running { started: true, .. } => Then::Start,
-            ExitPhase::Running { started: false, .. } => Then::Nothing,
+            ExitPhase::Running { started, built, .. } => {
+                built.push(Arc::clone(inner));
+                if *started {
+                    Then::Start
+                } else {
+                    Then::Nothing
+                }
+            }
             ExitPhase::Over => Then::Close,
         };
     };
@@ -523,13 +531,22 @@ pub fn shutdown_all_smart_aiopools() -> impl Future<Output = ()> + Send + 'stati
 /// accepted from now on (a thread still going, a later at-exit hook) would wait for ever,
 /// and so would a `blocking_wait` on it, holding the process's exit. It is refused with
 /// `Closed` instead. So is one to a pool built from now on (see [`list`]). Returns the
-/// pools it closed.
+/// pools it closed, with those built during the exit's run that have left the list since.
 fn close_after_the_exit() -> Vec<Arc<Inner>> {
     let pools = {
         let mut listed = smart_pools();
         // A pool built from now on is closed at its build (see `list`).
-        listed.exit = ExitPhase::Over;
-        auto_pools_in(&listed)
+        let built = match std::mem::replace(&mut listed.exit, ExitPhase::Over) {
+            ExitPhase::Running { built, .. } => built,
+            _ => Vec::new(),
+        };
+        let mut pools = auto_pools_in(&listed);
+        let gone: Vec<_> = built
+            .into_iter()
+            .filter(|b| !pools.iter().any(|p| Arc::ptr_eq(p, b)))
+            .collect();
+        pools.extend(gone);
+        pools
     };
     for p in &pools {
         p.core.engine.close();
@@ -581,6 +598,7 @@ fn finish_at_exit() {
                         handle: handle.clone(),
                         exiting,
                         started: false,
+                        built: Vec::new(),
                     };
                     auto_pools_in(&listed)
                 };
@@ -654,12 +672,16 @@ fn finish_at_exit() {
                 wait_auto_pools(true).await;
                 // The run is over: the pools are closed, and what a thread still going
                 // submitted before the close runs too.
-                drop(close_after_the_exit());
+                let closed = close_after_the_exit();
                 wait_auto_pools(true).await;
                 // Read once every task has ended: a window can fill only after the
                 // take-over (a job it started spent the last start), and the jobs behind
-                // are cancelled then.
-                for p in &pools {
+                // are cancelled then. Also for the pools built during the run (`closed`
+                // has them all; a pool of the first list may have left the list since).
+                let built_since = closed
+                    .iter()
+                    .filter(|c| !pools.iter().any(|p| Arc::ptr_eq(p, c)));
+                for p in pools.iter().chain(built_since) {
                     let never_started = p.core.engine.never_started();
                     if never_started > 0 {
                         warn_stderr!(
@@ -675,6 +697,11 @@ fn finish_at_exit() {
         });
     match worker.map(|t| t.join()) {
         Ok(Ok(())) => {}
-        _ => warn_stderr!("nb_aiopool: the at-exit run of SmartAioPool tasks failed"),
+        _ => {
+            warn_stderr!("nb_aiopool: the at-exit run of SmartAioPool tasks failed");
+            // Nothing runs a task from now on: a submit is refused rather than accepted,
+            // and a pool built later is closed, not taken over by a runtime that is gone.
+            drop(close_after_the_exit());
+        }
     }
 }
