@@ -15,6 +15,9 @@
 //!   meet any phase of the exit: before, between the run's two listings, after `started`,
 //!   between its two waits, after the close).
 
+// Some blocks hand back handles, to await elsewhere.
+#![allow(clippy::async_yields_async)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
