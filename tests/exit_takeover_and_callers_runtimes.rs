@@ -19,11 +19,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nb_aiopool::{SmartAioPool, TaskHandle};
-use support::{append, child_scenario, lines, run_child};
+use support::{append, child_scenario, lines, ran, run_child};
 
 // ----- the child process ---------------------------------------------------------------
 
@@ -59,22 +59,7 @@ fn a_recipe(dir: &Path) -> Recipe {
 /// A recipe that appends `name` to `runs` at each run; its first run never ends, later
 /// runs sleep `ms`, append `name` to `ended` and return `value`.
 fn hanging_recipe(dir: &Path, name: &'static str, ms: u64, value: u32) -> Recipe {
-    let runs = dir.join("runs");
-    let ended = dir.join("ended");
-    let n = Arc::new(AtomicUsize::new(0));
-    Box::new(move || {
-        append(&runs, name);
-        let first = n.fetch_add(1, Ordering::SeqCst) == 0;
-        let ended = ended.clone();
-        Box::pin(async move {
-            if first {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            append(&ended, name);
-            value
-        })
-    })
+    Box::new(support::first_run_hangs(dir, name, value, ms))
 }
 
 /// [`a_recipe`], whose re-run (on the exit's runtime) first builds pool Q (one slot, the
@@ -117,13 +102,6 @@ fn b_recipe(dir: &Path, frozen: tokio::runtime::Id) -> Recipe {
         append(&runs, "B");
         Box::pin(async { 2 })
     })
-}
-
-fn ran(dir: &Path, name: &str) -> usize {
-    lines(&dir.join("runs"))
-        .iter()
-        .filter(|l| *l == name)
-        .count()
 }
 
 fn wait_for_a_rerun(dir: &Path) {

@@ -479,6 +479,78 @@ pub fn event(dir: &std::path::Path, name: &str, event: &str) {
     append(&dir.join("ev"), &format!("{name} {event} {}", unix_ms()));
 }
 
+/// A boxed future of a recipe's run that returns a `u32` (the exit scenarios' tasks).
+pub type U32Run = std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>>;
+
+/// In a child process: a recipe that appends `name` to `dir/runs` and returns `value`.
+pub fn recorded(
+    dir: &std::path::Path,
+    name: &'static str,
+    value: u32,
+) -> impl Fn() -> U32Run + Send + Sync + 'static {
+    let runs = dir.join("runs");
+    move || {
+        append(&runs, name);
+        Box::pin(async move { value })
+    }
+}
+
+/// In a child process: a recipe that appends `name` to `dir/runs` at each run; its first
+/// run never ends (the exit interrupts it), later runs sleep `ms`, append `name` to
+/// `dir/ended` and return `value`.
+pub fn first_run_hangs(
+    dir: &std::path::Path,
+    name: &'static str,
+    value: u32,
+    ms: u64,
+) -> impl Fn() -> U32Run + Send + Sync + 'static {
+    let runs = dir.join("runs");
+    let ended = dir.join("ended");
+    let n = AtomicUsize::new(0);
+    move || {
+        append(&runs, name);
+        let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+        let ended = ended.clone();
+        Box::pin(async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            append(&ended, name);
+            value
+        })
+    }
+}
+
+/// In a child process: the number of times `name` is in `dir/runs`.
+pub fn ran(dir: &std::path::Path, name: &str) -> usize {
+    lines(&dir.join("runs"))
+        .iter()
+        .filter(|l| *l == name)
+        .count()
+}
+
+/// In a child process: on `rt` (not driven afterwards), submits `recipe` to `pool` and
+/// drives `rt` until its first run has started (it appends `name` to `dir/runs`).
+pub fn start_on(
+    rt: &tokio::runtime::Runtime,
+    pool: &SmartAioPool,
+    dir: &std::path::Path,
+    name: &str,
+    recipe: impl Fn() -> U32Run + Send + Sync + 'static,
+) -> nb_aiopool::TaskHandle<u32> {
+    // The handle is awaited elsewhere.
+    #[allow(clippy::async_yields_async)]
+    rt.block_on(async {
+        let h = pool.submit(recipe).await.unwrap();
+        while ran(dir, name) == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        h
+    })
+}
+
 /// A boxed future of a recipe's run.
 pub type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 

@@ -13,12 +13,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nb_aiopool::{SmartAioPool, SubmitOptions, TaskHandle};
-use support::{append, child_scenario, lines, run_child};
+use support::{append, child_scenario, first_run_hangs, lines, ran, recorded, run_child, start_on};
 
 // ----- the child process ---------------------------------------------------------------
 
@@ -78,47 +77,6 @@ extern "C" fn record_at_exit() {
     }
 }
 
-/// A recipe that appends `name` to `runs` at each run; its first run never ends, later
-/// runs sleep `ms`, append `name` to `ended` and return `value`.
-fn first_run_hangs(
-    dir: &Path,
-    name: &'static str,
-    value: u32,
-    ms: u64,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> + Send + Sync + 'static
-{
-    let runs = dir.join("runs");
-    let ended = dir.join("ended");
-    let n = Arc::new(AtomicUsize::new(0));
-    move || {
-        append(&runs, name);
-        let first = n.fetch_add(1, Ordering::SeqCst) == 0;
-        let ended = ended.clone();
-        Box::pin(async move {
-            if first {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            append(&ended, name);
-            value
-        })
-    }
-}
-
-/// A recipe that appends `name` to `runs` and returns `value`.
-fn recorded(
-    dir: &Path,
-    name: &'static str,
-    value: u32,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> + Send + Sync + 'static
-{
-    let runs = dir.join("runs");
-    move || {
-        append(&runs, name);
-        Box::pin(async move { value })
-    }
-}
-
 /// As [`recorded`], and appends to `b_rt` whether the run is on the runtime `frozen` and
 /// whether A's re-run had ended (A appends to `ended` at its end: see [`first_run_hangs`]).
 fn recorded_where(
@@ -151,36 +109,6 @@ fn recorded_where(
         );
         inner()
     }
-}
-
-/// The number of times `name` is in `runs`.
-fn ran(dir: &Path, name: &str) -> usize {
-    lines(&dir.join("runs"))
-        .iter()
-        .filter(|l| *l == name)
-        .count()
-}
-
-/// On `rt` (not driven afterwards), submits `recipe` to `pool` and drives `rt` until its
-/// first run has started.
-fn start_on(
-    rt: &tokio::runtime::Runtime,
-    pool: &SmartAioPool,
-    dir: &Path,
-    name: &str,
-    recipe: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>>
-        + Send
-        + Sync
-        + 'static,
-) -> TaskHandle<u32> {
-    rt.block_on(async {
-        let h = pool.submit(recipe).await.unwrap();
-        while ran(dir, name) == 0 {
-            tokio::task::yield_now().await;
-        }
-        tokio::task::yield_now().await;
-        h
-    })
 }
 
 /// A thread's line in `file`, then its name in `done` (for the record hook).
