@@ -16,8 +16,9 @@ fn locked(list: &'static Mutex<Vec<fn()>>) -> MutexGuard<'static, Vec<fn()>> {
     list.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `hook` at process exit (each distinct function once, in registration order),
-/// before the reports ([`at_exit_report`]).
+/// Runs `hook` at process exit (each distinct function once, in registration order; also
+/// one registered while those run, such as the first SmartAioPool's, built by a thread
+/// still going), before the reports ([`at_exit_report`]).
 pub(crate) fn at_exit(hook: fn()) {
     register(&HOOKS, hook);
 }
@@ -46,8 +47,11 @@ fn register(list: &'static Mutex<Vec<fn()>>, hook: fn()) {
 
 extern "C" fn run_hooks() {
     for list in [&HOOKS, &REPORTS] {
-        let hooks = locked(list).clone();
-        for hook in hooks {
+        // By index, the lock not held while a hook runs (it may register one): a hook
+        // registered meanwhile runs too.
+        for i in 0.. {
+            let next = locked(list).get(i).copied();
+            let Some(hook) = next else { break };
             // Nothing may unwind into the C runtime.
             if crate::unwind::quietly(hook) {
                 warn_stderr!(

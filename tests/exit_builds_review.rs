@@ -285,6 +285,17 @@ fn builders_through_the_exit(scenario: &str) {
                 "round {round}: every accepted task runs, the end is Closed: {:?}",
                 p.seen
             );
+            // Some task of each thread ran: through a busy exit every thread builds pools
+            // while the run goes on (a fix that closed those at their build would pass the
+            // check above); through an idle one, a plain thread may meet only the closed
+            // phase (its submits before the exit are refused `NoRuntime`).
+            if scenario == "builders-busy" || s.starts_with("blocking") {
+                assert!(
+                    s.contains("ok>0=true"),
+                    "round {round}: no task of this thread ran: {:?}",
+                    p.seen
+                );
+            }
         }
         if scenario == "builders-busy" {
             assert_eq!(p.handles, ["A=Ok(1)"], "round {round}");

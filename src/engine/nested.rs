@@ -216,6 +216,16 @@ impl<J: Job> Probe for Engine<J> {
     fn start_waiting(&self, waiter: u64, awaited: u64) -> Option<bool> {
         let mut st = self.lock();
         let st = &mut *st;
+        if st.taken_over
+            && Self::slot_of(st, waiter).is_none()
+            && !st.awaiting_poll.iter().any(|&(job, ..)| job == waiter)
+        {
+            // A run the exit gave up (busy in one poll past its deadline: settled, its
+            // task run again or ended, while that poll goes on) holds no slot: counted, it
+            // would be a slot that waits, and the deadlock breaker could refuse a wait of
+            // the pool's running tasks that would have gone on (finding 412).
+            return None;
+        }
         if let Some(tasks) = st.waiting_on_own.get_mut(&waiter) {
             // Already counted as waiting: one more handle changes nothing.
             tasks.push(awaited);

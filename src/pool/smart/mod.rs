@@ -86,13 +86,14 @@ pub use process_wide::{shutdown_all_smart_aiopools, smart_run};
 ///    over `max_per_key` or `weight_capacity`) per such run, until the poll returns. A task aborted, or covered by a `cancel_all` or a shutdown's deadline,
 ///    before or while the exit waits for it, is not run again either: its handle says
 ///    that (the first covering call's reason), and the exit does not count it.
-///    Once that run is over (or at once, if there is nothing to run; then, if a task
-///    submitted just before still runs, a pool built meanwhile once it is over), every
+///    Once that run is over (or at once, if there is nothing to run), every
 ///    `auto_shutdown` pool is closed, and so is one built later: nothing is left to run a
 ///    new task, so a submit made later (a thread still going, a later at-exit hook) is refused with
 ///    [`Closed`](crate::SubmitErrorKind::Closed) rather than accepted for a task that
 ///    would never run (and a `blocking_wait` on it, waiting for ever, would hold the
-///    process's exit).
+///    process's exit). If the exit found nothing to run and closed the pools, and a task
+///    submitted just before that close runs after all, what it submits to those pools is
+///    refused with `Closed` too; a pool built while it runs takes tasks until it is over.
 ///
 /// What cannot be covered: a process killed by a signal it does not handle (`SIGKILL`,
 /// default `SIGTERM`/`SIGINT`), `std::process::abort`, a panic with `panic = "abort"`, a
