@@ -565,13 +565,7 @@ fn child() {
 /// the newest then runs again first (B, A, C).
 #[test]
 fn interrupted_runs_start_again_at_the_exit_oldest_first() {
-    let played = support::play("interrupted-in-order", 30);
-    assert_eq!(
-        played.code,
-        Some(0),
-        "{}",
-        support::stderr_head(&played.stderr)
-    );
+    let played = support::play_to_its_end("interrupted-in-order", 30);
     assert_eq!(
         played.lines("starts"),
         ["A first", "B first", "A again", "B again", "C"]
@@ -587,13 +581,7 @@ fn interrupted_runs_start_again_at_the_exit_oldest_first() {
 /// the take-over emptied, and the first retirement at the exit trips over them.
 #[test]
 fn an_elastic_pool_idle_at_the_exit_retires_the_exits_idle_workers() {
-    let played = support::play("idle-workers-at-the-exit", 30);
-    assert_eq!(
-        played.code,
-        Some(0),
-        "{}",
-        support::stderr_head(&played.stderr)
-    );
+    let played = support::play_to_its_end("idle-workers-at-the-exit", 30);
     assert_eq!(played.lines("starts"), ["L first", "S first", "S again"]);
     assert_eq!(
         played.lines("workers"),
@@ -612,13 +600,7 @@ fn an_elastic_pool_idle_at_the_exit_retires_the_exits_idle_workers() {
 /// run, holding the pool's one slot until the deadline gives it up.
 #[test]
 fn a_task_that_calls_exit_does_not_hold_its_slot_for_the_exits_deadline() {
-    let played = support::play("a-task-calls-exit", 30);
-    assert_eq!(
-        played.code,
-        Some(0),
-        "{}",
-        support::stderr_head(&played.stderr)
-    );
+    let played = support::play_to_its_end("a-task-calls-exit", 30);
     let exit_at: u128 = played.lines("exit_at")[0].parse().unwrap();
     let q_at: u128 = played.lines("q_at")[0].parse().unwrap();
     assert!(
@@ -641,13 +623,7 @@ fn a_task_that_calls_exit_does_not_hold_its_slot_for_the_exits_deadline() {
 #[test]
 fn busy_runs_settled_together_at_the_exit_start_again_oldest_first() {
     for _ in 0..3 {
-        let played = support::play("busy-pair", 30);
-        assert_eq!(
-            played.code,
-            Some(0),
-            "{}",
-            support::stderr_head(&played.stderr)
-        );
+        let played = support::play_to_its_end("busy-pair", 30);
         assert_eq!(
             played.lines("starts"),
             ["A first", "B first", "A again", "B again", "C"]
@@ -667,13 +643,7 @@ fn busy_runs_settled_together_at_the_exit_start_again_oldest_first() {
 /// deadline). It now looks, but not while the exit waits for runs busy in a poll.
 #[test]
 fn a_nested_wait_deadlock_made_at_the_exit_is_broken() {
-    let played = support::play("nested-deadlock-at-the-exit", 10);
-    assert_eq!(
-        played.code,
-        Some(0),
-        "{}",
-        support::stderr_head(&played.stderr)
-    );
+    let played = support::play_to_its_end("nested-deadlock-at-the-exit", 10);
     let mut results = played.lines("results");
     results.sort();
     // Which wait is refused depends on which closes the circle: the shrink (then the

@@ -628,6 +628,14 @@ pub fn play(scenario: &str, secs: u64) -> Played {
     }
 }
 
+/// [`play`], asserting that the child exited with 0 (it was not killed at its deadline),
+/// with the head of its stderr if it did not.
+pub fn play_to_its_end(scenario: &str, secs: u64) -> Played {
+    let played = play(scenario, secs);
+    assert_eq!(played.code, Some(0), "{}", stderr_head(&played.stderr));
+    played
+}
+
 /// In the `child` test: the scenario to play, and the directory to write to.
 pub fn child_scenario() -> (String, std::path::PathBuf) {
     let scenario = std::env::var("NB_CHILD_SCENARIO").expect("NB_CHILD_SCENARIO");
