@@ -322,6 +322,11 @@ fn auto_pools() -> Vec<Arc<Inner>> {
     auto_pools_in(&smart_pools())
 }
 
+/// Whether `pool` is one of `pools` (the same pool, not an equal one).
+fn among(pools: &[Arc<Inner>], pool: &Arc<Inner>) -> bool {
+    pools.iter().any(|p| Arc::ptr_eq(p, pool))
+}
+
 /// The `auto_shutdown` pools of `listed`.
 fn auto_pools_in(listed: &Listed) -> Vec<Arc<Inner>> {
     listed
@@ -541,10 +546,7 @@ fn close_after_the_exit() -> Vec<Arc<Inner>> {
             _ => Vec::new(),
         };
         let mut pools = auto_pools_in(&listed);
-        let gone: Vec<_> = built
-            .into_iter()
-            .filter(|b| !pools.iter().any(|p| Arc::ptr_eq(p, b)))
-            .collect();
+        let gone: Vec<_> = built.into_iter().filter(|b| !among(&pools, b)).collect();
         pools.extend(gone);
         pools
     };
@@ -620,7 +622,7 @@ fn finish_at_exit() {
                     }
                     auto_pools_in(&listed)
                         .into_iter()
-                        .filter(|l| !pools.iter().any(|p| Arc::ptr_eq(p, l)))
+                        .filter(|l| !among(&pools, l))
                         .collect()
                 };
                 for p in pools.iter().chain(&late) {
@@ -678,9 +680,7 @@ fn finish_at_exit() {
                 // take-over (a job it started spent the last start), and the jobs behind
                 // are cancelled then. Also for the pools built during the run (`closed`
                 // has them all; a pool of the first list may have left the list since).
-                let built_since = closed
-                    .iter()
-                    .filter(|c| !pools.iter().any(|p| Arc::ptr_eq(p, c)));
+                let built_since = closed.iter().filter(|c| !among(&pools, c));
                 for p in pools.iter().chain(built_since) {
                     let never_started = p.core.engine.never_started();
                     if never_started > 0 {
