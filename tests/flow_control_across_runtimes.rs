@@ -1364,9 +1364,10 @@ fn a_task_handed_to_a_runtime_not_driven_and_then_ended_gives_its_room_back_at_o
                     (common(1, 8).build(), SubmitOptions::new())
                 };
                 let (a, x) = one_from_an_undriven_runtime(&pool, &opts);
+                let a_tasks = a.metrics().num_alive_tasks();
                 let out = b.block_on(async {
                     // Hands `x` over to a slot task on `a` (see above).
-                    let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
+                    support::polled_until_handed_over(pool.wait(), &a, a_tasks).await;
                     let mut h = pool
                         .submit_with(async { 3u32 }, opts.clone().priority(10))
                         .await

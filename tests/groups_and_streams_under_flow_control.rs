@@ -1430,7 +1430,13 @@ fn a_smart_stream_or_group_dropped_with_its_runtime_runs_nothing_again() {
                     } else {
                         rx.recv_timeout(Duration::from_secs(10))
                             .expect("the owner filled the pool");
-                        std::thread::sleep(Duration::from_millis(50));
+                        // Every slot's job started (they never end), not a fixed 50 ms:
+                        // `rt_a`'s workers may not run for that long on a loaded machine,
+                        // and a job started between the count and the drop would read as
+                        // run again (RELIABILITY.md, 416).
+                        support::until("the three slots' jobs started", || {
+                            r.load(Ordering::SeqCst) == 3
+                        });
                     }
                     let started = r.load(Ordering::SeqCst);
                     drop(rt_a);

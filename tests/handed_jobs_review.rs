@@ -33,9 +33,8 @@ fn handed_over(
 ) -> (tokio::runtime::Runtime, TaskHandle<u32>) {
     let a = current_thread();
     let x = a.block_on(async { pool.submit(async { 1u32 }).await.unwrap() });
-    b.block_on(async {
-        let _ = tokio::time::timeout(Duration::from_millis(50), pool.wait()).await;
-    });
+    let a_tasks = a.metrics().num_alive_tasks();
+    b.block_on(support::polled_until_handed_over(pool.wait(), &a, a_tasks));
     (a, x)
 }
 

@@ -562,8 +562,9 @@ fn put_back<H>(
         submit_w(&w_runs).await;
         let reached = support::reach(&w_runs, 1, Duration::from_secs(10)).await;
         assert_eq!(reached, 1, "w did not start within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     });
+    // `w`'s end counted by `main`'s worker (not a fixed 20 ms: RELIABILITY.md, 416).
+    support::until("w's end counted", || stats().completed == 1);
     drive(&v);
     let s = stats();
     assert_eq!((s.queued, s.running), (1, 0), "x put back: {s}");

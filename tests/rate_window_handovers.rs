@@ -66,8 +66,10 @@ fn hand_over() -> HandedOver {
         pool.submit(counted(&w_runs)).await.unwrap().detach();
         let reached = support::reach(&w_runs, 1, Duration::from_secs(10)).await;
         assert_eq!(reached, 1, "w did not start within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     });
+    // `w`'s end counted by `main`'s worker (a moment after its body ran; not a fixed 20
+    // ms: RELIABILITY.md, 416).
+    support::until("w's end counted", || pool.stats().completed == 1);
     let s = pool.stats();
     assert_eq!(
         (s.queued, s.running, s.completed),

@@ -959,6 +959,28 @@ pub fn on_thread_or_else<T: Send + 'static>(
     }
 }
 
+/// Polls `wait` (a pool's `wait()`, whose first poll adds a claimer on the calling
+/// runtime) until a task of current-thread runtime `a`, not driven, has been handed over to
+/// `a`: its slot task spawned there, one task more than `a_tasks` (read after its submit).
+/// Fails if `wait` ends first, or after 30 s. Not a fixed time: on a loaded machine the
+/// claimer may not run for that long, and the task is then only reserved a slot, which a
+/// task queued ahead of it meanwhile would take (RELIABILITY.md, 413 and 416).
+pub async fn polled_until_handed_over(
+    wait: impl std::future::Future<Output = ()>,
+    a: &tokio::runtime::Runtime,
+    a_tasks: usize,
+) {
+    let handed_over = async {
+        while a.metrics().num_alive_tasks() <= a_tasks {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        () = wait => panic!("wait() returned before the task was handed over"),
+        () = within("the task handed over", handed_over) => {}
+    }
+}
+
 /// Waits (bounded, sleeping the thread) until `cond` holds.
 pub fn until(what: &str, cond: impl Fn() -> bool) {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
