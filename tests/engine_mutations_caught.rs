@@ -6,6 +6,9 @@
 
 mod support;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nb_aiopool::SmartAioPool;
@@ -291,8 +294,32 @@ fn an_abort_of_a_task_the_deadline_covered_mid_poll_counts_it_abandoned() {
             .await
             .unwrap();
         support::within("the start", started).await.unwrap();
-        let report = tokio::spawn(pool.shutdown_timeout(Duration::from_millis(50)));
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The shutdown's future polled once more after its deadline (its timer's wake;
+        // nothing else wakes it then): the deadline has covered the task.
+        // Waited for, not a fixed 250 ms: the free worker that fires the timer may not run
+        // for that long on a loaded machine (RELIABILITY.md, 417).
+        let deadline = Duration::from_millis(50);
+        let covered = Arc::new(AtomicBool::new(false));
+        let report = {
+            let mut shutdown = Box::pin(pool.shutdown_timeout(deadline));
+            let covered = covered.clone();
+            let mut first = None;
+            tokio::spawn(std::future::poll_fn(move |cx| {
+                let now = std::time::Instant::now();
+                let t0 = *first.get_or_insert(now);
+                let out = shutdown.as_mut().poll(cx);
+                if now >= t0 + deadline {
+                    covered.store(true, Ordering::SeqCst);
+                }
+                out
+            }))
+        };
+        support::within("the deadline's poll", async {
+            while !covered.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
         assert!(!h.is_finished(), "still inside its poll");
         h.abort();
         release.send(()).unwrap();
