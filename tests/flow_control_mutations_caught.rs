@@ -15,6 +15,19 @@ use support::paused_runtime;
 
 const SECS10: Duration = Duration::from_secs(10);
 
+/// Holds the one worker of multi-thread runtime `m` busy (blocked in a task) until the
+/// sender returned is used or dropped, or 10 s pass; returns once it is.
+fn hold_the_worker(m: &tokio::runtime::Runtime) -> mpsc::Sender<()> {
+    let (blocked_tx, blocked_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    m.spawn(async move {
+        blocked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(SECS10);
+    });
+    blocked_rx.recv_timeout(SECS10).unwrap();
+    release_tx
+}
+
 /// A rate timer armed from a paused clock that ran an hour ahead, on a multi-thread
 /// runtime whose worker was busy until the window had room again on its own clock, fires
 /// at once when that runtime first runs it: the job queued behind the window starts
@@ -50,13 +63,7 @@ fn a_rate_timer_armed_on_a_clock_ahead_fires_at_once_where_the_window_has_room()
     });
     std::thread::sleep(per + Duration::from_millis(50));
     // Its one worker is busy (blocked) until released: a timer armed there waits to run.
-    let (blocked_tx, blocked_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    m.spawn(async move {
-        blocked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(SECS10);
-    });
-    blocked_rx.recv_timeout(SECS10).unwrap();
+    let release_tx = hold_the_worker(&m);
     // A paused runtime whose clock ran an hour ahead: its job A spends the window's
     // start; its job B is held back, and the timer for B goes to the multi-thread
     // runtime, with a deadline read on the paused clock (an hour ahead).
@@ -126,13 +133,7 @@ fn a_paused_tests_job_behind_another_runtimes_held_job_gets_a_timer_of_its_own()
         x
     });
     assert_eq!(pool.stats().queued, 1, "X waits for the window");
-    let (blocked_tx, blocked_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    m.spawn(async move {
-        blocked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(SECS10);
-    });
-    blocked_rx.recv_timeout(SECS10).unwrap();
+    let release_tx = hold_the_worker(&m);
     // The paused test's job Y, queued behind X.
     let p = paused_runtime();
     let took = p.block_on(async {
