@@ -468,69 +468,78 @@ fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_it
 #[test]
 fn a_handed_over_task_gives_its_start_to_reserved_jobs_queued_ahead() {
     bounded("the reserved jobs ahead scenario", || {
-        let per = Duration::from_millis(400);
-        let pool = common_builder(1, 10).rate_limit(2, per).build();
-        let main = support::multi_thread_of(2);
-        let b = support::current_thread();
-        let starts: Arc<Mutex<Vec<(&'static str, std::time::Instant)>>> = Default::default();
-        let rec = |tag: &'static str| {
-            let s = starts.clone();
-            async move { s.lock().unwrap().push((tag, std::time::Instant::now())) }
-        };
-        // `main` fills the window; `q`, queued, goes to `b` when `main`'s timer fires.
-        main.block_on(async {
-            pool.run(async {}).await.unwrap();
-            pool.run(async {}).await.unwrap();
-        });
-        let xq = b.block_on(pool.submit(rec("q"))).unwrap();
-        assert_eq!(pool.stats().queued, 1, "q held back: {}", pool.stats());
-        // Handed over, not only reserved a slot: `x1`, queued meanwhile, would take that.
-        until_handed_over(&b, b.metrics().num_alive_tasks(), || {
+        in_time("the reserved jobs ahead scenario", |in_time| {
+            let per = Duration::from_millis(400);
+            let pool = common_builder(1, 10).rate_limit(2, per).build();
+            let main = support::multi_thread_of(2);
+            let b = support::current_thread();
+            let starts: Arc<Mutex<Vec<(&'static str, std::time::Instant)>>> = Default::default();
+            let rec = |tag: &'static str| {
+                let s = starts.clone();
+                async move { s.lock().unwrap().push((tag, std::time::Instant::now())) }
+            };
+            // `main` fills the window; `q`, queued, goes to `b` when `main`'s timer fires.
+            // `main`'s starts come after this; `q`'s submit must come before they leave it.
+            let window_full_until = std::time::Instant::now() + per;
+            main.block_on(async {
+                pool.run(async {}).await.unwrap();
+                pool.run(async {}).await.unwrap();
+            });
+            let xq = b.block_on(pool.submit(rec("q"))).unwrap();
+            let queued = pool.stats().queued;
+            in_time.check(window_full_until)?;
+            assert_eq!(queued, 1, "q held back: {}", pool.stats());
+            // Handed over, not only reserved a slot: `x1`, queued meanwhile, would take that.
+            until_handed_over(&b, b.metrics().num_alive_tasks(), || {
+                let s = pool.stats();
+                (s.queued, s.running) == (0, 1)
+            });
+            let handed = std::time::Instant::now();
+            // Behind the one slot (`q`'s): queued, no slot reserved, no timer armed.
+            let high = || SubmitOptions::new().priority(5);
+            let x1 = b.block_on(pool.submit_with(rec("x1"), high())).unwrap();
+            let x2 = b.block_on(pool.submit_with(rec("x2"), high())).unwrap();
             let s = pool.stats();
-            (s.queued, s.running) == (0, 1)
+            assert_eq!((s.queued, s.running), (2, 1), "x1 and x2 queued: {s}");
+            // `q`'s start (and `main`'s) leave the window; the resize reserves its two
+            // starts for `x1` and `x2`, with claimers on `b` (the runtime of the job that
+            // starts next), spawned after `q`'s slot.
+            let gone = handed + per + Duration::from_millis(50);
+            std::thread::sleep(gone.saturating_duration_since(std::time::Instant::now()));
+            pool.set_max_concurrency(3);
+            assert!(starts.lock().unwrap().is_empty(), "nothing ran yet");
+            b.block_on(async {
+                for (what, h) in [("x1", x1), ("x2", x2), ("q", xq)] {
+                    tokio::time::timeout(Duration::from_secs(10), h)
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!("{what} did not end within 10 s ({})", pool.stats())
+                        })
+                        .unwrap();
+                }
+            });
+            let s = starts.lock().unwrap().clone();
+            let order: Vec<&str> = s.iter().map(|x| x.0).collect();
+            let at = |tag| s.iter().find(|x| x.0 == tag).unwrap().1;
+            assert_eq!(
+                order,
+                ["x1", "x2", "q"],
+                "b's tasks started out of priority order: {order:?} (x2 started {:?} after q)",
+                at("x2").saturating_duration_since(at("q"))
+            );
+            assert!(
+                at("x2") - at("x1") < per / 2,
+                "x2, reserved a slot with x1, started {:?} after it",
+                at("x2") - at("x1")
+            );
+            assert!(
+                at("q") - at("x1") >= per / 2,
+                "three starts {:?} apart under rate_limit(2, {per:?})",
+                at("q") - at("x1")
+            );
+            drop(main);
+            Ok(())
         });
-        let handed = std::time::Instant::now();
-        // Behind the one slot (`q`'s): queued, no slot reserved, no timer armed.
-        let high = || SubmitOptions::new().priority(5);
-        let x1 = b.block_on(pool.submit_with(rec("x1"), high())).unwrap();
-        let x2 = b.block_on(pool.submit_with(rec("x2"), high())).unwrap();
-        let s = pool.stats();
-        assert_eq!((s.queued, s.running), (2, 1), "x1 and x2 queued: {s}");
-        // `q`'s start (and `main`'s) leave the window; the resize reserves its two
-        // starts for `x1` and `x2`, with claimers on `b` (the runtime of the job that
-        // starts next), spawned after `q`'s slot.
-        let gone = handed + per + Duration::from_millis(50);
-        std::thread::sleep(gone.saturating_duration_since(std::time::Instant::now()));
-        pool.set_max_concurrency(3);
-        assert!(starts.lock().unwrap().is_empty(), "nothing ran yet");
-        b.block_on(async {
-            for (what, h) in [("x1", x1), ("x2", x2), ("q", xq)] {
-                tokio::time::timeout(Duration::from_secs(10), h)
-                    .await
-                    .unwrap_or_else(|_| panic!("{what} did not end within 10 s ({})", pool.stats()))
-                    .unwrap();
-            }
-        });
-        let s = starts.lock().unwrap().clone();
-        let order: Vec<&str> = s.iter().map(|x| x.0).collect();
-        let at = |tag| s.iter().find(|x| x.0 == tag).unwrap().1;
-        assert_eq!(
-            order,
-            ["x1", "x2", "q"],
-            "b's tasks started out of priority order: {order:?} (x2 started {:?} after q)",
-            at("x2").saturating_duration_since(at("q"))
-        );
-        assert!(
-            at("x2") - at("x1") < per / 2,
-            "x2, reserved a slot with x1, started {:?} after it",
-            at("x2") - at("x1")
-        );
-        assert!(
-            at("q") - at("x1") >= per / 2,
-            "three starts {:?} apart under rate_limit(2, {per:?})",
-            at("q") - at("x1")
-        );
-        drop(main);
     });
 }
 
