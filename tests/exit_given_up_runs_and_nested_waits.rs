@@ -89,9 +89,7 @@ fn child() {
             .await
             .unwrap()
             .detach();
-            while support::lines(&dir.join("starts")).len() <= i {
-                tokio::task::yield_now().await;
-            }
+            support::until_lines(&dir.join("starts"), i + 1).await;
         }
     });
     support::exit_from_main(&dir, rt);

@@ -384,9 +384,7 @@ fn child() {
                         .await
                         .unwrap()
                         .detach();
-                    while support::lines(&dir.join("starts")).len() < 1 + usize::from(name == "B") {
-                        tokio::task::yield_now().await;
-                    }
+                    support::until_lines(&dir.join("starts"), 1 + usize::from(name == "B")).await;
                 }
                 pool.set_max_concurrency(1);
                 let d = dir.clone();
@@ -442,16 +440,12 @@ fn child() {
                 .await
                 .unwrap()
                 .detach();
-                while support::lines(&dir.join("starts")).is_empty() {
-                    tokio::task::yield_now().await;
-                }
+                support::until_lines(&dir.join("starts"), 1).await;
                 pool.submit(interrupted_once(&dir, "S"))
                     .await
                     .unwrap()
                     .detach();
-                while support::lines(&dir.join("starts")).len() < 2 {
-                    tokio::task::yield_now().await;
-                }
+                support::until_lines(&dir.join("starts"), 2).await;
             });
             support::exit_from_main(&dir, rt);
         }
@@ -489,9 +483,7 @@ fn child() {
                 let pool = SmartAioPool::builder().max_concurrency(2).build();
                 for name in ["A", "B"] {
                     pool.submit(busy_once(&dir, name)).await.unwrap().detach();
-                    while support::lines(&dir.join("starts")).len() < 1 + usize::from(name == "B") {
-                        tokio::task::yield_now().await;
-                    }
+                    support::until_lines(&dir.join("starts"), 1 + usize::from(name == "B")).await;
                 }
                 pool.set_max_concurrency(1);
                 let d = dir.clone();
@@ -545,9 +537,7 @@ fn child() {
                     .await
                     .unwrap()
                     .detach();
-                    while support::lines(&dir.join("starts")).len() <= i {
-                        tokio::task::yield_now().await;
-                    }
+                    support::until_lines(&dir.join("starts"), i + 1).await;
                 }
             });
             support::exit_from_main(&dir, rt);

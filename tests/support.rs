@@ -451,6 +451,14 @@ pub fn append(path: &std::path::Path, line: &str) {
     f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
+/// Yields (inside a child's runtime, which keeps its other tasks going) until the file at
+/// `path` holds at least `n` lines (see [`lines`]).
+pub async fn until_lines(path: &std::path::Path, n: usize) {
+    while lines(path).len() < n {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The lines of the file at `path` (none if it is missing).
 pub fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path)
