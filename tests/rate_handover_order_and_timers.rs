@@ -86,18 +86,13 @@ fn bounded(what: &'static str, f: impl FnOnce() + Send + 'static) {
 /// after it), so what it saw says nothing. See [`in_time`].
 struct TooLate;
 
-/// What a scenario played by [`in_time`] checks its timing with.
-struct InTime;
-
-impl InTime {
-    /// `Err(TooLate)` if the time is `deadline` or later: what the scenario read before
-    /// this call was read in time if this returns `Ok`.
-    fn check(&self, deadline: std::time::Instant) -> Result<(), TooLate> {
-        if std::time::Instant::now() < deadline {
-            Ok(())
-        } else {
-            Err(TooLate)
-        }
+/// `Err(TooLate)` if the time is `deadline` or later: what a scenario played by
+/// [`in_time`] read before this call was read in time if this returns `Ok`.
+fn came_by(deadline: std::time::Instant) -> Result<(), TooLate> {
+    if std::time::Instant::now() < deadline {
+        Ok(())
+    } else {
+        Err(TooLate)
     }
 }
 
@@ -106,9 +101,9 @@ impl InTime {
 /// longer than the window, on a machine loaded as CI's is) is played again, never judged.
 /// Fails if none came in time. A run that came in time asserts all it checks: a fault
 /// that shows whatever the timing still fails it.
-fn in_time(what: &str, scenario: impl Fn(&InTime) -> Result<(), TooLate>) {
+fn in_time(what: &str, scenario: impl Fn() -> Result<(), TooLate>) {
     for _ in 0..5 {
-        if scenario(&InTime).is_ok() {
+        if scenario().is_ok() {
             return;
         }
     }
@@ -386,7 +381,7 @@ fn a_rate_timer_lost_with_its_runtime_is_armed_again_where_a_plain_threads_task_
 #[test]
 fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_its_key() {
     bounded("the key-held give-back scenario", || {
-        in_time("the key-held give-back scenario", |in_time| {
+        in_time("the key-held give-back scenario", || {
             let per = Duration::from_millis(400);
             let pool = common_builder(8, 10)
                 .rate_limit(1, per)
@@ -435,11 +430,11 @@ fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_it
                 .block_on(pool.submit_with(counted(&x_runs), SubmitOptions::new().priority(5)))
                 .unwrap();
             let s = pool.stats();
-            in_time.check(window_full_until)?;
+            came_by(window_full_until)?;
             assert_eq!((s.queued, s.running), (2, 2), "z and x held back: {s}");
             drive(&b);
             let (qn, xn) = (q_runs.load(Ordering::SeqCst), x_runs.load(Ordering::SeqCst));
-            in_time.check(window_full_until)?;
+            came_by(window_full_until)?;
             assert_eq!(
                 qn + xn,
                 1,
@@ -468,7 +463,7 @@ fn a_handed_over_task_keeps_its_start_when_the_job_ahead_is_held_back_only_by_it
 #[test]
 fn a_handed_over_task_gives_its_start_to_reserved_jobs_queued_ahead() {
     bounded("the reserved jobs ahead scenario", || {
-        in_time("the reserved jobs ahead scenario", |in_time| {
+        in_time("the reserved jobs ahead scenario", || {
             let per = Duration::from_millis(400);
             let pool = common_builder(1, 10).rate_limit(2, per).build();
             let main = support::multi_thread_of(2);
@@ -487,7 +482,7 @@ fn a_handed_over_task_gives_its_start_to_reserved_jobs_queued_ahead() {
             });
             let xq = b.block_on(pool.submit(rec("q"))).unwrap();
             let queued = pool.stats().queued;
-            in_time.check(window_full_until)?;
+            came_by(window_full_until)?;
             assert_eq!(queued, 1, "q held back: {}", pool.stats());
             // Handed over, not only reserved a slot: `x1`, queued meanwhile, would take that.
             until_handed_over(&b, b.metrics().num_alive_tasks(), || {
