@@ -68,8 +68,8 @@ impl std::fmt::Display for Workload {
 /// needs a tokio timer: the `async-executor` variant enters the tokio runtime's handle on
 /// its runner threads, so the sleeps use the tokio runtime's timer driver.
 ///
-/// The payload is a `String` everywhere but in `smart-shared`, whose recipe shares an
-/// `Arc<str>` between its runs.
+/// The payload is a `String` everywhere but in `smart-shared` and `smart-arc`, whose
+/// recipes share an `Arc<str>` between their runs.
 pub async fn work<P>(payload: P, workload: Workload) -> P {
     match workload {
         Workload::Tiny => tokio::task::yield_now().await,
@@ -98,12 +98,21 @@ impl Payloads {
     /// The payload of job `i` (one fresh allocation of the right size, as a careful
     /// producer would make; `format!` would grow the string twice).
     pub fn get(&self, i: u64) -> String {
-        use std::fmt::Write as _;
         let mut s = String::with_capacity(self.prefix.len() + 21);
+        self.write_into(i, &mut s);
+        s
+    }
+
+    /// Writes the payload of job `i` into `s` (cleared first): with a reused `s`, the text
+    /// without an allocation of its own (`smart-arc` copies it into an `Arc<str>`, one
+    /// allocation of the right size, as [`get`](Self::get)'s `String` is).
+    #[inline]
+    pub fn write_into(&self, i: u64, s: &mut String) {
+        use std::fmt::Write as _;
+        s.clear();
         s.push_str(&self.prefix);
         s.push('_');
         write!(s, "{i}").expect("writing to a String cannot fail");
-        s
     }
 }
 
@@ -147,8 +156,11 @@ pub const FLOW_VARIANTS: &[&str] = &["common-opts", "common-limits-idle", "commo
 /// `smart` with a recipe that shares its payload (`Arc<str>`) instead of cloning 407 bytes
 /// at each run (which `smart`'s recipe must, as a recipe that may run again and owns a
 /// `String`): SmartAioPool's own cost without the recipe's copy. Run only when named with
-/// `--variants`.
-pub const SMART_VARIANTS: &[&str] = &["smart-shared"];
+/// `--variants`. `smart-arc` is `smart-shared` with its payload made as an `Arc<str>` by
+/// the producer (one payload allocation per job, as `common`'s `String`; `smart-shared`
+/// makes a `String` and copies it into an `Arc`): the same user work per job as `common`,
+/// so that the difference is SmartAioPool's own.
+pub const SMART_VARIANTS: &[&str] = &["smart-shared", "smart-arc"];
 
 /// The surface over `common`'s pool, run only when named with `--variants`: `common-map`
 /// feeds every job through `map_unordered` (reading each result), to compare with
@@ -193,7 +205,7 @@ pub const TOKIO_PATTERNS: &[&str] = &[
 /// completed. Panics on an unknown name or if the library was left out of the build.
 pub async fn run_variant(name: &str, p: &Params) -> u64 {
     match name {
-        "common" | "no-queue" | "smart" | "smart-shared" => run_pool(name, p).await,
+        "common" | "no-queue" | "smart" | "smart-shared" | "smart-arc" => run_pool(name, p).await,
         "common-map" | "common-map-ordered" | "common-group" | "common-batch" => {
             run_surface(name, p).await
         }
@@ -291,11 +303,27 @@ async fn run_pool(name: &str, p: &Params) -> u64 {
             pool.stats().completed
         }
         // A recipe may be run again, so each run clones the payload it returns.
-        "smart" => run_smart(name, p, |payload| move || work(payload.clone(), w)).await,
+        "smart" => {
+            run_smart(name, p, |i| {
+                let payload = p.payloads.get(i);
+                move || work(payload.clone(), w)
+            })
+            .await
+        }
         // Made as `smart`'s is, then shared: each run clones a pointer.
         "smart-shared" => {
-            run_smart(name, p, |payload| {
-                let payload: Arc<str> = payload.into();
+            run_smart(name, p, |i| {
+                let payload: Arc<str> = p.payloads.get(i).into();
+                move || work(Arc::clone(&payload), w)
+            })
+            .await
+        }
+        // The payload made as an `Arc<str>` at once: one allocation, as `common`'s.
+        "smart-arc" => {
+            let mut text = String::new();
+            run_smart(name, p, |i| {
+                p.payloads.write_into(i, &mut text);
+                let payload: Arc<str> = text.as_str().into();
                 move || work(Arc::clone(&payload), w)
             })
             .await
@@ -379,10 +407,10 @@ async fn run_surface(name: &str, _p: &Params) -> u64 {
     panic!("variant {name:?} needs the `pools` feature (the nb-aiopool library)")
 }
 
-/// `smart` and `smart-shared`: the producer loop of `common`, with the recipe `recipe`
-/// makes of each payload.
+/// `smart`, `smart-shared` and `smart-arc`: the producer loop of `common`, with the recipe
+/// `recipe` makes for job `i` (and its payload).
 #[cfg(feature = "pools")]
-async fn run_smart<R, Fut>(name: &str, p: &Params, recipe: impl Fn(String) -> R) -> u64
+async fn run_smart<R, Fut>(name: &str, p: &Params, mut recipe: impl FnMut(u64) -> R) -> u64
 where
     R: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future + Send + 'static,
@@ -394,7 +422,7 @@ where
         .build();
     for i in 0..p.tasks {
         let handle = pool
-            .submit(recipe(p.payloads.get(i)))
+            .submit(recipe(i))
             .await
             .unwrap_or_else(|_| panic!("{name}: submit rejected"));
         drop(handle);
@@ -699,6 +727,18 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_written_into_a_reused_string_is_the_same_text_as_a_plain_one() {
+        let payloads = Payloads::new(400);
+        for i in [0, 7, 999_999, u64::MAX] {
+            let plain = payloads.get(i);
+            assert_eq!(plain.len(), 401 + i.to_string().len());
+            let mut text = String::from("left from before");
+            payloads.write_into(i, &mut text);
+            assert_eq!(text, plain, "payload {i}");
+        }
+    }
+
+    #[test]
     fn new_variants_complete_every_job() {
         for workload in [Workload::Tiny, Workload::Sleep(1)] {
             let mut p = small(workload);
@@ -710,7 +750,12 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            for v in ["spawn-permit-moved", "async-executor", "smart-shared"] {
+            for v in [
+                "spawn-permit-moved",
+                "async-executor",
+                "smart-shared",
+                "smart-arc",
+            ] {
                 assert_eq!(rt.block_on(run_variant(v, &p)), p.tasks, "{v} {workload}");
             }
         }
