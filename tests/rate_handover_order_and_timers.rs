@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool::{SmartAioPool, SubmitOptions, TaskHandle};
-use support::{common_builder, counted};
+use support::{came_by, common_builder, counted, in_time};
 
 /// Drives `v` for a moment: its slot tasks poll the tasks handed over.
 fn drive(v: &tokio::runtime::Runtime) {
@@ -79,35 +79,6 @@ async fn within_5_windows<T>(
 /// Runs `f` on a thread of its own, failing if it takes more than 30 s.
 fn bounded(what: &'static str, f: impl FnOnce() + Send + 'static) {
     support::on_thread_within(what, 30, f);
-}
-
-/// A scenario run whose steps took longer than the rate window it plays against allows
-/// (its thread held up by a loaded machine: a step meant to come within a window came
-/// after it), so what it saw says nothing. See [`in_time`].
-struct TooLate;
-
-/// `Err(TooLate)` if the time is `deadline` or later: what a scenario played by
-/// [`in_time`] read before this call was read in time if this returns `Ok`.
-fn came_by(deadline: std::time::Instant) -> Result<(), TooLate> {
-    if std::time::Instant::now() < deadline {
-        Ok(())
-    } else {
-        Err(TooLate)
-    }
-}
-
-/// Plays `scenario` (a fresh pool and runtimes each time) until one run's steps came in
-/// time, up to 5 runs: a run held up past the window it assumes (its thread stalled for
-/// longer than the window, on a machine loaded as CI's is) is played again, never judged.
-/// Fails if none came in time. A run that came in time asserts all it checks: a fault
-/// that shows whatever the timing still fails it.
-fn in_time(what: &str, scenario: impl Fn() -> Result<(), TooLate>) {
-    for _ in 0..5 {
-        if scenario().is_ok() {
-            return;
-        }
-    }
-    panic!("{what}: none of 5 runs came within its rate window (is the machine that busy?)");
 }
 
 /// Waits until a task of `v` (a current-thread runtime not driven), queued behind a full
