@@ -51,9 +51,19 @@ extern "C" fn record_at_exit() {
 }
 
 /// A's recipe: appends "A" to `runs` at each run; its first run never ends, later runs
-/// sleep 1.5 s, append "A" to `ended` and return 1.
+/// sleep 1.5 s, append "A" to `ended`, record the event "A ended" (`ev`) and return 1.
 fn a_recipe(dir: &Path) -> Recipe {
-    hanging_recipe(dir, "A", 1500, 1)
+    let inner = hanging_recipe(dir, "A", 1500, 1);
+    let dir = dir.to_path_buf();
+    Box::new(move || {
+        let run = inner();
+        let dir = dir.clone();
+        Box::pin(async move {
+            let v = run.await;
+            support::event(&dir, "A", "ended");
+            v
+        })
+    })
 }
 
 /// A recipe that appends `name` to `runs` at each run; its first run never ends, later
@@ -304,6 +314,7 @@ fn child() {
                     said(&d, submitted, |h| {
                         let w = blocking_waited(h);
                         append(&d.join("b_ms"), &t0.elapsed().as_millis().to_string());
+                        support::event(&d, "B", "waited");
                         w
                     });
                 }));
@@ -353,6 +364,8 @@ struct Played {
     runs: Vec<String>,
     handles: Vec<String>,
     diag: Vec<String>,
+    /// The events recorded (`support::event`), in the order they came.
+    ev: Vec<String>,
 }
 
 fn play(scenario: &str) -> Played {
@@ -366,6 +379,7 @@ fn play(scenario: &str) -> Played {
         runs: lines(&child.dir.join("runs")),
         handles: lines(&child.dir.join("handles")),
         diag: lines(&child.dir.join("diag")),
+        ev: lines(&child.dir.join("ev")),
     };
     let _ = std::fs::remove_dir_all(&child.dir);
     p
@@ -479,7 +493,8 @@ fn a_driven_current_thread_runtimes_submit_during_the_exit_runs_at_once() {
 
 /// Pinned: in a rate-limited pool (one start per 400 ms) whose window A's re-run filled, B
 /// submitted from a `spawn_blocking` thread of the frozen runtime starts when the window
-/// reopens (the timer is on the exit's runtime), well before A's 1.5 s re-run ends.
+/// reopens (the timer is on the exit's runtime), well before A's 1.5 s re-run ends, and
+/// its `blocking_wait` returns before that end too.
 #[test]
 fn a_frozen_threads_submit_into_a_full_rate_window_starts_when_it_reopens() {
     let p = play("rate-spawn-blocking");
@@ -499,10 +514,17 @@ fn a_frozen_threads_submit_into_a_full_rate_window_starts_when_it_reopens() {
          runtime?); b_ms: {:?}",
         p.b_ms
     );
-    let ms: u128 = p.b_ms[0].parse().unwrap();
+    // B's wait ended before A's re-run did: the two events in the order they came (one
+    // file), not a bound in ms, which a loaded child can overrun. The window reopens 400
+    // ms after A's re-run started, 1.1 s before that re-run ends on the same runtime.
+    let at = |what: &str| p.ev.iter().position(|l| l.starts_with(what));
+    let (b_waited, a_ended) = (at("B waited "), at("A ended "));
     assert!(
-        ms < 1200,
-        "B took {ms} ms; the window reopens within 400 ms"
+        b_waited.is_some() && a_ended.is_some() && b_waited < a_ended,
+        "B's wait did not end before A's re-run (the window reopens 400 ms after its \
+         start); events: {:?}, b_ms: {:?}",
+        p.ev,
+        p.b_ms
     );
     assert_eq!(p.handles, ["A=Ok(1)"]);
 }

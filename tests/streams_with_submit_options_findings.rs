@@ -13,7 +13,7 @@ mod support;
 mod collector;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -490,6 +490,35 @@ async fn options_replaced_while_an_input_is_staged() {
     }
 }
 
+/// `fut`, with `flag` set once a poll of it returned pending: for a submit into a full
+/// pool, the poll that put it in line for room (the first pending one).
+async fn flag_pending<F: std::future::Future>(flag: &AtomicBool, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let polled = fut.as_mut().poll(cx);
+        if polled.is_pending() {
+            flag.store(true, SeqCst);
+        }
+        polled
+    })
+    .await
+}
+
+/// The calling thread's id (Linux: the last part of `/proc/thread-self`,
+/// `<pid>/task/<tid>`).
+fn this_threads_id() -> u32 {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    link.file_name().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// The state of thread `tid` of this process (`/proc/self/task/<tid>/stat`): `'S'` while
+/// it sleeps (parked, or waiting for a lock), `'R'` while it runs or is ready to.
+fn thread_state(tid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The state follows the thread's name, in parentheses (a name may hold any byte).
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// A stream's staged wait (priority 5, then -1 for its second input), a `submit_with`
 /// (4) and a `blocking_submit_with` thread (3) wait for one place. The docs (`priority`):
 /// "Priorities order ... the submitters waiting for room in a full pool: a higher one
@@ -531,27 +560,42 @@ fn the_staged_wait_shares_the_line_with_submit_with_and_blocking_submit_with() {
             })
             .with_options(|i| SubmitOptions::new().priority(if *i == 0 { 5 } else { -1 }));
         assert!(poll_once(&mut s).is_pending(), "{name}");
+        let reader_polled = Arc::new(AtomicBool::new(false));
+        let polled = reader_polled.clone();
         let reader = rt.spawn(async move {
-            while let Some(r) = s.next().await {
+            while let Some(r) = flag_pending(&polled, s.next()).await {
                 r.unwrap();
             }
         });
         // A submit_with of 4, on the runtime.
-        let (p, job) = (pool.clone(), rec("x4"));
+        let x4_in_line = Arc::new(AtomicBool::new(false));
+        let (p, job, in_line) = (pool.clone(), rec("x4"), x4_in_line.clone());
         let submitted = rt.spawn(async move {
             let h = per_pool!(
                 &p,
-                |q| q
-                    .submit_with(job, SubmitOptions::new().priority(4))
-                    .await
-                    .unwrap(),
+                |q| flag_pending(
+                    &in_line,
+                    q.submit_with(job, SubmitOptions::new().priority(4))
+                )
+                .await
+                .unwrap(),
                 |_q| unreachable!()
             );
             h.await.unwrap();
         });
-        // A blocking_submit_with of 3, on a thread of its own.
-        let (p, job) = (pool.clone(), rec("b3"));
+        // Until the submit_with is in line (its first pending poll put it there; the
+        // stream's staged input is, since `poll_once`), and the reader has polled the
+        // stream: on the runtime, nothing takes the pool's lock from then on until the
+        // room comes (see below).
+        until(
+            "the submit_with in line, the stream polled on the runtime",
+            || x4_in_line.load(SeqCst) && reader_polled.load(SeqCst),
+        );
+        // A blocking_submit_with of 3, on a thread of its own, which says its id first.
+        let b3_tid = Arc::new(AtomicU32::new(0));
+        let (p, job, tid) = (pool.clone(), rec("b3"), b3_tid.clone());
         let blocking = std::thread::spawn(move || {
+            tid.store(this_threads_id(), SeqCst);
             let h = per_pool!(
                 &p,
                 |q| q
@@ -561,8 +605,16 @@ fn the_staged_wait_shares_the_line_with_submit_with_and_blocking_submit_with() {
             );
             h.blocking_wait().unwrap();
         });
-        // Until all three wait (nothing shows a waiter: a short real sleep).
-        std::thread::sleep(Duration::from_millis(100));
+        // Until the thread sleeps inside the call, parked in line for room (the pool
+        // counts no waiters: Linux's /proc tells the thread's state). Not a fixed time: on
+        // a loaded machine a new thread may not run for 100 ms and more, and one that came
+        // in line after the filler ended would lose the room to `s1`. Before it parks, the
+        // call sleeps on nothing else: the pool's lock, the one thing it could wait for,
+        // is free (the waiters above are all in line, the filler waits for the gate).
+        until("the blocking_submit_with parked in line", || {
+            let tid = b3_tid.load(SeqCst);
+            tid != 0 && thread_state(tid) == Some('S')
+        });
         assert!(
             order.lock().unwrap().is_empty(),
             "{name}: something started before the room"
