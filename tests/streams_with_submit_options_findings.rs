@@ -610,10 +610,18 @@ fn the_staged_wait_shares_the_line_with_submit_with_and_blocking_submit_with() {
         // a loaded machine a new thread may not run for 100 ms and more, and one that came
         // in line after the filler ended would lose the room to `s1`. Before it parks, the
         // call sleeps on nothing else: the pool's lock, the one thing it could wait for,
-        // is free (the waiters above are all in line, the filler waits for the gate).
-        until("the blocking_submit_with parked in line", || {
+        // is free (the waiters above are all in line, the filler waits for the gate). Seen
+        // asleep twice, 10 ms apart: a moment's wait for a lock of the allocator's is not
+        // taken for the park.
+        let asleep = || {
             let tid = b3_tid.load(SeqCst);
             tid != 0 && thread_state(tid) == Some('S')
+        };
+        until("the blocking_submit_with parked in line", || {
+            asleep() && {
+                std::thread::sleep(Duration::from_millis(10));
+                asleep()
+            }
         });
         assert!(
             order.lock().unwrap().is_empty(),
