@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool::{SmartAioPool, SubmitOptions, TaskHandle};
-use support::{came_by, common_builder, counted, in_time};
+use support::{came_by, common_builder, counted, in_time, TooLate};
 
 /// Drives `v` for a moment: its slot tasks poll the tasks handed over.
 fn drive(v: &tokio::runtime::Runtime) {
@@ -512,12 +512,20 @@ fn a_handed_over_task_gives_its_start_to_reserved_jobs_queued_ahead() {
 /// The set-up of the pins: `x`, a task of `v` (a current-thread runtime then left
 /// undriven), is handed over by `main`'s slot (its start charged then); `main`'s task `w`
 /// starts a window later; `v`, driven then, puts `x` back (its start left the window,
-/// `w`'s fills it).
+/// `w`'s fills it). `v` must be driven while `w`'s start is in the window, up to `PER`
+/// after it: [`put_back`] returns `Err(TooLate)` for a run whose thread was held up past
+/// that (a loaded machine; `x` then finds room and runs), which the pin, played by
+/// `in_time`, plays again. So must a pin's reads that need `x` still put back.
 struct PutBack<H> {
     v: tokio::runtime::Runtime,
     main: tokio::runtime::Runtime,
     x: H,
     x_runs: Arc<AtomicUsize>,
+    /// When `w` started, or before (never after): `x`'s start is charged once `main`
+    /// runs (this set just before), and `w`'s comes a window after it. Not the time `w`'s
+    /// body reads: its start is charged a moment before its body runs, and a check against
+    /// that would let in a run whose `v` was driven just after `w`'s start left the window.
+    w_start: std::time::Instant,
 }
 
 const PER: Duration = Duration::from_millis(300);
@@ -526,13 +534,15 @@ fn put_back<H>(
     submit_x: impl FnOnce(&tokio::runtime::Runtime, &Arc<AtomicUsize>) -> H,
     submit_w: impl FnOnce(&Arc<AtomicUsize>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
     stats: impl Fn() -> nb_aiopool::PoolStats,
-) -> PutBack<H> {
+) -> Result<PutBack<H>, TooLate> {
     let x_runs = Arc::new(AtomicUsize::new(0));
     let v = support::current_thread();
     // Submitted from `v`, which returns at once: its slot task (a claimer) is not run.
     let x = submit_x(&v, &x_runs);
     let main = support::multi_thread_of(2);
     let w_runs = Arc::new(AtomicUsize::new(0));
+    // Nothing has taken `x` yet (`v`'s claimer is not run): its start comes after this.
+    let w_start = std::time::Instant::now() + PER;
     main.block_on(async {
         submit_w(&w_runs).await;
         let reached = support::reach(&w_runs, 1, Duration::from_secs(10)).await;
@@ -542,9 +552,18 @@ fn put_back<H>(
     support::until("w's end counted", || stats().completed == 1);
     drive(&v);
     let s = stats();
+    let runs = x_runs.load(Ordering::SeqCst);
+    // `v` polled `x`'s slot while `w`'s start filled the window.
+    came_by(w_start + PER)?;
     assert_eq!((s.queued, s.running), (1, 0), "x put back: {s}");
-    assert_eq!(x_runs.load(Ordering::SeqCst), 0);
-    PutBack { v, main, x, x_runs }
+    assert_eq!(runs, 0);
+    Ok(PutBack {
+        v,
+        main,
+        x,
+        x_runs,
+        w_start,
+    })
 }
 
 /// Pin: a SmartAioPool task put back counts as queued, its elastic worker goes idle
@@ -553,47 +572,59 @@ fn put_back<H>(
 #[test]
 fn pin_a_smart_task_put_back_runs_once_and_frees_its_worker() {
     bounded("the smart put-back pin", || {
-        let pool = SmartAioPool::builder()
-            .max_concurrency(4)
-            .rate_limit(1, PER)
-            .process_wide(false)
-            .auto_shutdown(false)
-            .build();
-        let p = pool.clone();
-        let p2 = pool.clone();
-        let p3 = pool.clone();
-        let PutBack { v, main, x, x_runs } = put_back(
-            move |v, runs| {
-                let runs = runs.clone();
-                v.block_on(p.submit(move || counted(&runs))).unwrap()
-            },
-            move |runs| {
-                let runs = runs.clone();
-                Box::pin(async move {
-                    p2.submit(move || counted(&runs)).await.unwrap().detach();
-                })
-            },
-            move || p3.stats(),
-        );
-        assert_eq!(pool.busy_worker_count(), 0, "{}", pool.stats());
-        v.block_on(async {
-            let got = tokio::time::timeout(Duration::from_secs(10), x)
-                .await
-                .expect("the task put back did not run within 10 s");
-            assert_eq!(got.unwrap(), 7);
-            tokio::time::timeout(Duration::from_secs(10), pool.wait())
-                .await
-                .expect("wait() did not return within 10 s");
+        in_time("the smart put-back pin", || {
+            let pool = SmartAioPool::builder()
+                .max_concurrency(4)
+                .rate_limit(1, PER)
+                .process_wide(false)
+                .auto_shutdown(false)
+                .build();
+            let p = pool.clone();
+            let p2 = pool.clone();
+            let p3 = pool.clone();
+            let PutBack {
+                v,
+                main,
+                x,
+                x_runs,
+                w_start,
+            } = put_back(
+                move |v, runs| {
+                    let runs = runs.clone();
+                    v.block_on(p.submit(move || counted(&runs))).unwrap()
+                },
+                move |runs| {
+                    let runs = runs.clone();
+                    Box::pin(async move {
+                        p2.submit(move || counted(&runs)).await.unwrap().detach();
+                    })
+                },
+                move || p3.stats(),
+            )?;
+            let (busy, s) = (pool.busy_worker_count(), pool.stats());
+            // Read while `x` was still put back (the window reopens `PER` after `w`'s start).
+            came_by(w_start + PER)?;
+            assert_eq!(busy, 0, "{s}");
+            v.block_on(async {
+                let got = tokio::time::timeout(Duration::from_secs(10), x)
+                    .await
+                    .expect("the task put back did not run within 10 s");
+                assert_eq!(got.unwrap(), 7);
+                tokio::time::timeout(Duration::from_secs(10), pool.wait())
+                    .await
+                    .expect("wait() did not return within 10 s");
+            });
+            assert_eq!(
+                x_runs.load(Ordering::SeqCst),
+                1,
+                "runs of the task put back"
+            );
+            let s = pool.stats();
+            assert_eq!((s.queued, s.running, s.completed), (0, 0, 2), "{s}");
+            assert!(pool.worker_count() <= 4, "{} workers", pool.worker_count());
+            drop(main);
+            Ok(())
         });
-        assert_eq!(
-            x_runs.load(Ordering::SeqCst),
-            1,
-            "runs of the task put back"
-        );
-        let s = pool.stats();
-        assert_eq!((s.queued, s.running, s.completed), (0, 0, 2), "{s}");
-        assert!(pool.worker_count() <= 4, "{} workers", pool.worker_count());
-        drop(main);
     });
 }
 
@@ -606,47 +637,60 @@ fn pin_metrics_count_a_task_put_back_once() {
     use metrics_util::debugging::DebuggingRecorder;
     use metrics_util::MetricKind;
 
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let name = "review-ratetimers-put-back";
-        let pool = common_builder(8, 10).rate_limit(1, PER).name(name).build();
-        let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
-        let PutBack { v, main, x, .. } = put_back(
-            move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),
-            move |runs| {
-                let runs = runs.clone();
-                Box::pin(async move { p2.submit(counted(&runs)).await.unwrap().detach() })
-            },
-            move || p3.stats(),
-        );
-        let mut figs = metric_figures::Figures::default();
-        figs.take(&snapshotter, name);
-        if let Some(m) = figs.against(&pool.stats()) {
-            panic!("with the task put back: {m}");
-        }
-        v.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), x)
-                .await
-                .expect("the task put back did not run within 10 s")
-                .unwrap();
-            tokio::time::timeout(Duration::from_secs(10), pool.wait())
-                .await
-                .expect("wait() did not return within 10 s");
-        });
-        figs.take(&snapshotter, name);
-        if let Some(m) = figs.against(&pool.stats()) {
-            panic!("after it ran: {m}");
-        }
-        assert_eq!(pool.stats().completed, 2, "{}", pool.stats());
-        let waits = figs.get(MetricKind::Histogram, "nb_aiopool_queue_wait_seconds");
-        let runs = figs.get(MetricKind::Histogram, "nb_aiopool_run_time_seconds");
-        assert_eq!(
-            (waits, runs),
-            (2.0, 2.0),
-            "samples of queue wait and run time"
-        );
-        drop(main);
+    // A recorder of its own for each run `in_time` plays (the figures add up).
+    in_time("the metrics put-back pin", || {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let name = "review-ratetimers-put-back";
+            let pool = common_builder(8, 10).rate_limit(1, PER).name(name).build();
+            let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
+            let PutBack {
+                v,
+                main,
+                x,
+                w_start,
+                ..
+            } = put_back(
+                move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),
+                move |runs| {
+                    let runs = runs.clone();
+                    Box::pin(async move { p2.submit(counted(&runs)).await.unwrap().detach() })
+                },
+                move || p3.stats(),
+            )?;
+            let mut figs = metric_figures::Figures::default();
+            figs.take(&snapshotter, name);
+            let while_put_back = figs.against(&pool.stats());
+            // Read while `x` was still put back (the window reopens `PER` after `w`'s start).
+            came_by(w_start + PER)?;
+            if let Some(m) = while_put_back {
+                panic!("with the task put back: {m}");
+            }
+            v.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), x)
+                    .await
+                    .expect("the task put back did not run within 10 s")
+                    .unwrap();
+                tokio::time::timeout(Duration::from_secs(10), pool.wait())
+                    .await
+                    .expect("wait() did not return within 10 s");
+            });
+            figs.take(&snapshotter, name);
+            if let Some(m) = figs.against(&pool.stats()) {
+                panic!("after it ran: {m}");
+            }
+            assert_eq!(pool.stats().completed, 2, "{}", pool.stats());
+            let waits = figs.get(MetricKind::Histogram, "nb_aiopool_queue_wait_seconds");
+            let runs = figs.get(MetricKind::Histogram, "nb_aiopool_run_time_seconds");
+            assert_eq!(
+                (waits, runs),
+                (2.0, 2.0),
+                "samples of queue wait and run time"
+            );
+            drop(main);
+            Ok(())
+        })
     });
 }
 
@@ -656,30 +700,35 @@ fn pin_metrics_count_a_task_put_back_once() {
 #[test]
 fn pin_shutdown_on_the_runtime_of_a_task_put_back_ends_with_it_run() {
     bounded("the shutdown pin", || {
-        let pool = common_builder(8, 10).rate_limit(1, PER).build();
-        let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
-        let PutBack { v, main, x, x_runs } = put_back(
-            move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),
-            move |runs| {
-                let runs = runs.clone();
-                Box::pin(async move { p2.submit(counted(&runs)).await.unwrap().detach() })
-            },
-            move || p3.stats(),
-        );
-        let x: TaskHandle<u32> = x;
-        v.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), pool.shutdown())
-                .await
-                .expect("shutdown() did not return within 10 s");
+        in_time("the shutdown pin", || {
+            let pool = common_builder(8, 10).rate_limit(1, PER).build();
+            let (p, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
+            let PutBack {
+                v, main, x, x_runs, ..
+            } = put_back(
+                move |v, runs| v.block_on(p.submit(counted(runs))).unwrap(),
+                move |runs| {
+                    let runs = runs.clone();
+                    Box::pin(async move { p2.submit(counted(&runs)).await.unwrap().detach() })
+                },
+                move || p3.stats(),
+            )?;
+            let x: TaskHandle<u32> = x;
+            v.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), pool.shutdown())
+                    .await
+                    .expect("shutdown() did not return within 10 s");
+            });
+            assert_eq!(
+                x_runs.load(Ordering::SeqCst),
+                1,
+                "runs of the task put back"
+            );
+            assert!(x.is_finished());
+            let s = pool.stats();
+            assert_eq!((s.queued, s.running, s.completed), (0, 0, 2), "{s}");
+            drop(main);
+            Ok(())
         });
-        assert_eq!(
-            x_runs.load(Ordering::SeqCst),
-            1,
-            "runs of the task put back"
-        );
-        assert!(x.is_finished());
-        let s = pool.stats();
-        assert_eq!((s.queued, s.running, s.completed), (0, 0, 2), "{s}");
-        drop(main);
     });
 }

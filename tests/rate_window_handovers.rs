@@ -18,23 +18,24 @@
 //! Two runtimes are needed to hand a task over, so these run in real time: a
 //! current-thread runtime left undriven (`v`) and a multi-thread one (`main`) whose slots
 //! take `v`'s tasks. The windows are long (400 ms) next to the steps' latency, and every
-//! wait is bounded.
+//! wait is bounded; a run whose steps came later than the window allows (a loaded
+//! machine) is played again, not judged (`in_time`).
 
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use nb_aiopool::{CancelReason, CommonAioPool, TaskHandle};
-use support::{common_builder, counted};
+use nb_aiopool::{CancelReason, CommonAioPool, PoolStats, TaskHandle};
+use support::{came_by, common_builder, counted, in_time};
 
 /// The rate window of these tests: one start per `PER`.
 const PER: Duration = Duration::from_millis(400);
 
-/// Asserts that the pool holds nothing, its one task counted cancelled.
-fn ended_cancelled(pool: &CommonAioPool) {
-    let s = pool.stats();
+/// Asserts that the pool's stats `s` show it holds nothing, its one task counted
+/// cancelled.
+fn ended_cancelled(s: &PoolStats) {
     assert_eq!((s.queued, s.running, s.cancelled), (0, 0, 1), "{s}");
 }
 
@@ -44,12 +45,22 @@ fn ended_cancelled(pool: &CommonAioPool) {
 /// starts when the window reopens, `PER` later: by the time `v` is driven again, `x`'s
 /// start has left the window and `w`'s fills it, so `x`'s slot puts it back in the queue,
 /// where the window holds it back for about `PER` more.
+///
+/// That holds only if `v` is driven while `w`'s start is in the window, up to `PER` after
+/// it: a test checks `came_by(w_start + PER)?` once it has driven `v` and read what it
+/// asserts on, and is played by `in_time`, so that a run whose thread was held up past
+/// that (a loaded machine; `x` then finds room and runs) is played again, not judged.
 struct HandedOver {
     pool: CommonAioPool,
     v: tokio::runtime::Runtime,
     main: tokio::runtime::Runtime,
     x: TaskHandle<u32>,
     x_runs: Arc<AtomicUsize>,
+    /// When `w` started, or before (never after): `x`'s start is charged once `main` runs
+    /// (this set just before), and `w`'s comes a window after it. Not the time `w`'s body
+    /// reads: its start is charged a moment before its body runs, and a check against that
+    /// would let in a run whose `v` was driven just after `w`'s start left the window.
+    w_start: Instant,
 }
 
 fn hand_over() -> HandedOver {
@@ -60,6 +71,8 @@ fn hand_over() -> HandedOver {
     let x = v.block_on(pool.submit(counted(&x_runs))).unwrap();
     let main = support::multi_thread_of(2);
     let w_runs = Arc::new(AtomicUsize::new(0));
+    // Nothing has taken `x` yet (`v`'s claimer is not run): its start comes after this.
+    let w_start = Instant::now() + PER;
     main.block_on(async {
         // `main`'s claimer takes `x` (the queue's head) and hands it to `v`; `w` waits for
         // the window.
@@ -87,6 +100,7 @@ fn hand_over() -> HandedOver {
         main,
         x,
         x_runs,
+        w_start,
     }
 }
 
@@ -110,30 +124,36 @@ fn drive(v: &tokio::runtime::Runtime) {
 /// cancelled 0`.
 #[test]
 fn a_task_aborted_while_handed_over_is_dropped_when_its_runtime_polls_it() {
-    let HandedOver {
-        pool,
-        v,
-        main,
-        x,
-        x_runs,
-    } = hand_over();
-    x.abort();
-    assert!(x.is_finished(), "abort resolves the handle at once");
-    drive(&v);
-    let s = pool.stats();
-    assert_eq!(
-        (s.queued, s.running, s.cancelled),
-        (0, 0, 1),
-        "the aborted task was put back in the queue: {s}"
-    );
-    // Either way it never runs, and the pool ends.
-    v.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), pool.wait())
-            .await
-            .expect("wait() did not return within 10 s");
+    in_time("the aborted hand-over scenario", || {
+        let HandedOver {
+            pool,
+            v,
+            main,
+            x,
+            x_runs,
+            w_start,
+        } = hand_over();
+        x.abort();
+        assert!(x.is_finished(), "abort resolves the handle at once");
+        drive(&v);
+        let s = pool.stats();
+        // `v` polled `x`'s slot while `w`'s start filled the window.
+        came_by(w_start + PER)?;
+        assert_eq!(
+            (s.queued, s.running, s.cancelled),
+            (0, 0, 1),
+            "the aborted task was put back in the queue: {s}"
+        );
+        // Either way it never runs, and the pool ends.
+        v.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), pool.wait())
+                .await
+                .expect("wait() did not return within 10 s");
+        });
+        assert_eq!(x_runs.load(Ordering::SeqCst), 0, "the aborted task ran");
+        drop(main);
+        Ok(())
     });
-    assert_eq!(x_runs.load(Ordering::SeqCst), 0, "the aborted task ran");
-    drop(main);
 }
 
 /// Finding 315. `cancel_all` covers the task handed over (it counts as running: its slot
@@ -145,28 +165,34 @@ fn a_task_aborted_while_handed_over_is_dropped_when_its_runtime_polls_it() {
 /// slot was polled`.
 #[test]
 fn a_task_cancel_all_covered_while_handed_over_ends_when_its_runtime_polls_it() {
-    let HandedOver {
-        pool,
-        v,
-        main,
-        x,
-        x_runs,
-    } = hand_over();
-    drop(pool.cancel_all());
-    drive(&v);
-    let s = pool.stats();
-    let got = v.block_on(async { tokio::time::timeout(PER / 4, x).await });
-    let got = got.unwrap_or_else(|_| {
-        panic!(
-            "the task cancel_all covered was put back: its handle is unresolved a quarter \
-             window after its slot was polled ({s})"
-        )
+    in_time("the covered hand-over scenario", || {
+        let HandedOver {
+            pool,
+            v,
+            main,
+            x,
+            x_runs,
+            w_start,
+        } = hand_over();
+        drop(pool.cancel_all());
+        drive(&v);
+        let s = pool.stats();
+        // `v` polled `x`'s slot while `w`'s start filled the window.
+        came_by(w_start + PER)?;
+        let got = v.block_on(async { tokio::time::timeout(PER / 4, x).await });
+        let got = got.unwrap_or_else(|_| {
+            panic!(
+                "the task cancel_all covered was put back: its handle is unresolved a quarter \
+                 window after its slot was polled ({s})"
+            )
+        });
+        let err = got.expect_err("a task cancel_all covered ran to its end");
+        assert_eq!(err.cancel_reason(), Some(CancelReason::CancelAll), "{err}");
+        assert_eq!(x_runs.load(Ordering::SeqCst), 0, "the covered task ran");
+        ended_cancelled(&pool.stats());
+        drop(main);
+        Ok(())
     });
-    let err = got.expect_err("a task cancel_all covered ran to its end");
-    assert_eq!(err.cancel_reason(), Some(CancelReason::CancelAll), "{err}");
-    assert_eq!(x_runs.load(Ordering::SeqCst), 0, "the covered task ran");
-    ended_cancelled(&pool);
-    drop(main);
 }
 
 /// Finding 316. A start charged on a paused runtime whose clock ran ahead is clamped by the
@@ -236,70 +262,88 @@ fn a_task_handed_over_from_a_runtime_whose_clock_ran_ahead_still_starts() {
 /// timer armed by the put-back, on `main`, hands it over again), and `wait()` ends.
 #[test]
 fn pin_a_task_put_back_is_queued_then_runs_once_when_the_window_reopens() {
-    let HandedOver {
-        pool,
-        v,
-        main,
-        x,
-        x_runs,
-    } = hand_over();
-    drive(&v);
-    let s = pool.stats();
-    assert_eq!(
-        (s.queued, s.running, s.completed),
-        (1, 0, 1),
-        "x put back in the queue: {s}"
-    );
-    assert_eq!(x_runs.load(Ordering::SeqCst), 0);
-    let t0 = std::time::Instant::now();
-    v.block_on(async {
-        let got = tokio::time::timeout(Duration::from_secs(10), x)
-            .await
-            .expect("the task put back did not run within 10 s");
-        assert_eq!(got.unwrap(), 7);
-        tokio::time::timeout(Duration::from_secs(10), pool.wait())
-            .await
-            .expect("wait() did not return within 10 s");
+    in_time("the put-back scenario", || {
+        let HandedOver {
+            pool,
+            v,
+            main,
+            x,
+            x_runs,
+            w_start,
+        } = hand_over();
+        drive(&v);
+        let s = pool.stats();
+        let runs = x_runs.load(Ordering::SeqCst);
+        // `v` polled `x`'s slot while `w`'s start filled the window.
+        came_by(w_start + PER)?;
+        assert_eq!(
+            (s.queued, s.running, s.completed),
+            (1, 0, 1),
+            "x put back in the queue: {s}"
+        );
+        assert_eq!(runs, 0);
+        let t0 = Instant::now();
+        // The window reopens `PER` after `w`'s start: half a window or more after `t0`.
+        came_by(w_start + PER / 2)?;
+        v.block_on(async {
+            let got = tokio::time::timeout(Duration::from_secs(10), x)
+                .await
+                .expect("the task put back did not run within 10 s");
+            assert_eq!(got.unwrap(), 7);
+            tokio::time::timeout(Duration::from_secs(10), pool.wait())
+                .await
+                .expect("wait() did not return within 10 s");
+        });
+        assert!(
+            t0.elapsed() >= PER / 2,
+            "the task put back started {:?} after it was put back, inside the window",
+            t0.elapsed()
+        );
+        assert_eq!(
+            x_runs.load(Ordering::SeqCst),
+            1,
+            "runs of the task put back"
+        );
+        let s = pool.stats();
+        assert_eq!(
+            (s.queued, s.running, s.completed, s.cancelled),
+            (0, 0, 2, 0),
+            "{s}"
+        );
+        drop(main);
+        Ok(())
     });
-    assert!(
-        t0.elapsed() >= PER / 2,
-        "the task put back started {:?} after it was put back, inside the window",
-        t0.elapsed()
-    );
-    assert_eq!(
-        x_runs.load(Ordering::SeqCst),
-        1,
-        "runs of the task put back"
-    );
-    let s = pool.stats();
-    assert_eq!(
-        (s.queued, s.running, s.completed, s.cancelled),
-        (0, 0, 2, 0),
-        "{s}"
-    );
-    drop(main);
 }
 
 /// Pin: an abort of a task put back in the queue finds it there (its runner key names a
 /// slot that is gone): it leaves at once, its place given back, and it never runs.
 #[test]
 fn pin_a_task_put_back_then_aborted_leaves_the_queue_at_once() {
-    let HandedOver {
-        pool,
-        v,
-        main,
-        x,
-        x_runs,
-    } = hand_over();
-    drive(&v);
-    assert_eq!(pool.stats().queued, 1, "{}", pool.stats());
-    x.abort();
-    ended_cancelled(&pool);
-    // The window reopening finds nothing to start.
-    v.block_on(async { tokio::time::sleep(PER + PER / 2).await });
-    assert_eq!(x_runs.load(Ordering::SeqCst), 0, "the aborted task ran");
-    ended_cancelled(&pool);
-    drop(main);
+    in_time("the put-back then aborted scenario", || {
+        let HandedOver {
+            pool,
+            v,
+            main,
+            x,
+            x_runs,
+            w_start,
+        } = hand_over();
+        drive(&v);
+        let put_back = pool.stats();
+        x.abort();
+        let s = pool.stats();
+        // `v` polled `x`'s slot, and `x` was aborted, while `w`'s start filled the window
+        // (once it reopens, `main`'s timer hands `x` over again).
+        came_by(w_start + PER)?;
+        assert_eq!(put_back.queued, 1, "{put_back}");
+        ended_cancelled(&s);
+        // The window reopening finds nothing to start.
+        v.block_on(async { tokio::time::sleep(PER + PER / 2).await });
+        assert_eq!(x_runs.load(Ordering::SeqCst), 0, "the aborted task ran");
+        ended_cancelled(&pool.stats());
+        drop(main);
+        Ok(())
+    });
 }
 
 /// Finding 317. The put-back arms the rate timer on the runtime of the task put back (the job

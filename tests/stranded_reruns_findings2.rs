@@ -11,11 +11,11 @@
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool::{CancelReason, SmartAioPool};
-use support::{append, lines, run_child};
+use support::{append, came_by, lines, run_child, TooLate};
 
 /// A program whose SmartAioPools (one plain, and a rate-limited one if `limited`) ran on a
 /// timed runtime, that then sets a counting panic hook (after the crate's first probe, as
@@ -103,93 +103,127 @@ fn assert_no_panic_seen(scenario: &str) {
 
 // ----- 202: the spared caller ---------------------------------------------------------
 
-static SPARE_POOL: LazyLock<SmartAioPool> = LazyLock::new(|| {
-    SmartAioPool::builder()
-        .name("review-fixes4-spared")
-        .max_concurrency(2)
-        .rate_limit(100, Duration::from_secs(1))
-        .process_wide(false)
-        .auto_shutdown(false)
-        .build()
-});
+/// What a `shutdown_timeout` called by a task records: when the call was made (its
+/// deadline is 300 ms after its first poll, so not before this plus 300 ms) and the task
+/// awaiting it (spawned on `m`), whose end is the deadline's effect.
+type Shutdown = Arc<
+    Mutex<
+        Option<(
+            std::time::Instant,
+            tokio::task::JoinHandle<nb_aiopool::ShutdownReport>,
+        )>,
+    >,
+>;
+
+/// The shutdown's 300 ms timeout.
+const DEADLINE: Duration = Duration::from_millis(300);
+
+/// Waits (bounded) for the deadline of the shutdown `report` holds to have been applied:
+/// the task awaiting it ended (it waits for jobs that never end until the deadline
+/// abandons them). Not a fixed time: on a loaded machine `m`'s worker or timer may run
+/// late, and `b` would then be offered to the stranded pool before the deadline.
+fn until_the_deadline_applied(report: &Shutdown) {
+    support::until("the shutdown's deadline applied (its report made)", || {
+        (report.lock().unwrap().as_ref()).is_some_and(|(_, j)| j.is_finished())
+    });
+}
+
+/// `Err(TooLate)` unless `a` ended (this is called after `drop(a)`) before the deadline of
+/// the shutdown `report` holds: a run whose caller was cut off after the deadline plays
+/// 202's case (spared while running), not 204's (queued for its re-run at the deadline).
+fn a_ended_before_the_deadline(report: &Shutdown) -> Result<(), TooLate> {
+    let made = report
+        .lock()
+        .unwrap()
+        .as_ref()
+        .expect("shutdown_timeout called")
+        .0;
+    came_by(made + DEADLINE)
+}
 
 /// Finding 204: 202 made a spared caller cut off *after* the deadline re-run. Cut off
 /// *before* it (its re-run queued when the deadline comes, here because the rate-limited
 /// pool is stranded), the deadline's `cancel_all_sparing` drains it from the queue as
 /// Abandoned: the task that called `shutdown_timeout` (a future made in the task and
-/// spawned, as 199's test does) is abandoned, never re-run.
+/// spawned, as 199's test does) is abandoned, never re-run. A run whose runtime `a` ended
+/// only after the deadline (a loaded machine) is played again (`in_time`), with a fresh
+/// pool: the first `shutdown_timeout` closes a pool for good.
 #[test]
 fn a_spared_caller_queued_for_its_rerun_at_the_deadline_is_not_abandoned() {
-    let runs = Arc::new(AtomicUsize::new(0));
-    let report: Arc<Mutex<Option<tokio::task::JoinHandle<nb_aiopool::ShutdownReport>>>> =
-        Arc::default();
-    let m = support::multi_thread_of(1);
-    let a = support::current_thread();
-    let h = a.block_on(async {
-        let (r, rep, mh) = (Arc::clone(&runs), Arc::clone(&report), m.handle().clone());
-        let h = SPARE_POOL
-            .submit(move || {
-                let first = r.fetch_add(1, Ordering::SeqCst) == 0;
-                let (rep, mh) = (Arc::clone(&rep), mh.clone());
-                async move {
-                    if first {
-                        // Made here (this task is the caller), awaited elsewhere.
-                        let j = mh.spawn(SPARE_POOL.shutdown_timeout(Duration::from_millis(300)));
-                        *rep.lock().unwrap() = Some(j);
-                        std::future::pending::<()>().await;
+    support::in_time("the spared caller queued at the deadline", || {
+        let pool: &'static SmartAioPool = Box::leak(Box::new(
+            SmartAioPool::builder()
+                .name("review-fixes4-spared")
+                .max_concurrency(2)
+                .rate_limit(100, Duration::from_secs(1))
+                .process_wide(false)
+                .auto_shutdown(false)
+                .build(),
+        ));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let report: Shutdown = Arc::default();
+        let m = support::multi_thread_of(1);
+        let a = support::current_thread();
+        let h = a.block_on(async {
+            let (r, rep, mh) = (Arc::clone(&runs), Arc::clone(&report), m.handle().clone());
+            let h = pool
+                .submit(move || {
+                    let first = r.fetch_add(1, Ordering::SeqCst) == 0;
+                    let (rep, mh) = (Arc::clone(&rep), mh.clone());
+                    async move {
+                        if first {
+                            // Made here (this task is the caller), awaited elsewhere.
+                            let made = std::time::Instant::now();
+                            let j = mh.spawn(pool.shutdown_timeout(DEADLINE));
+                            *rep.lock().unwrap() = Some((made, j));
+                            std::future::pending::<()>().await;
+                        }
+                        7u32
                     }
-                    7u32
-                }
-            })
-            .await
-            .unwrap();
-        // Another task, which the shutdown waits for and abandons at the deadline.
-        SPARE_POOL
-            .submit(std::future::pending::<()>)
-            .await
-            .unwrap()
-            .detach();
-        support::reach(&runs, 1, Duration::from_secs(10)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        h
-    });
-    // Its runtime ends before the deadline: the task is queued again (the pool knows no
-    // other runtime, and a wait from `m` offers it none: a rate limit).
-    drop(a);
-    let before = format!(
-        "{:?} runs={}",
-        SPARE_POOL.stats(),
-        runs.load(Ordering::SeqCst)
-    );
-    std::thread::sleep(Duration::from_millis(700));
-    let after = format!(
-        "{:?} runs={}",
-        SPARE_POOL.stats(),
-        runs.load(Ordering::SeqCst)
-    );
-    eprintln!("before deadline: {before}\nafter deadline: {after}");
-    let b = support::current_thread();
-    let out = b.block_on(async { tokio::time::timeout(Duration::from_secs(5), h).await });
-    let j = report.lock().unwrap().take().unwrap();
-    let rep = m.block_on(async { tokio::time::timeout(Duration::from_secs(5), j).await });
-    match out {
-        Ok(Ok(v)) => {
-            eprintln!(
-                "report {:?}",
+                })
+                .await
+                .unwrap();
+            // Another task, which the shutdown waits for and abandons at the deadline.
+            pool.submit(std::future::pending::<()>)
+                .await
+                .unwrap()
+                .detach();
+            support::reach(&runs, 1, Duration::from_secs(10)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            h
+        });
+        // Its runtime ends before the deadline: the task is queued again (the pool knows
+        // no other runtime, and a wait from `m` offers it none: a rate limit).
+        drop(a);
+        a_ended_before_the_deadline(&report)?;
+        let before = format!("{:?} runs={}", pool.stats(), runs.load(Ordering::SeqCst));
+        until_the_deadline_applied(&report);
+        let after = format!("{:?} runs={}", pool.stats(), runs.load(Ordering::SeqCst));
+        eprintln!("before deadline: {before}\nafter deadline: {after}");
+        let b = support::current_thread();
+        let out = b.block_on(async { tokio::time::timeout(Duration::from_secs(5), h).await });
+        let (_, j) = report.lock().unwrap().take().unwrap();
+        let rep = m.block_on(async { tokio::time::timeout(Duration::from_secs(5), j).await });
+        match out {
+            Ok(Ok(v)) => {
+                eprintln!(
+                    "report {:?}",
+                    rep.map(|r| r.map(|r| (r.finished(), r.abandoned())))
+                );
+                assert_eq!(v, 7)
+            }
+            Ok(Err(e)) => panic!(
+                "the caller of shutdown_timeout, queued for its re-run at the deadline, ended \
+                 {:?} (runs={}; report {:?})",
+                e.cancel_reason(),
+                runs.load(Ordering::SeqCst),
                 rep.map(|r| r.map(|r| (r.finished(), r.abandoned())))
-            );
-            assert_eq!(v, 7)
+            ),
+            Err(_) => panic!("its handle did not resolve in 5 s"),
         }
-        Ok(Err(e)) => panic!(
-            "the caller of shutdown_timeout, queued for its re-run at the deadline, ended {:?} \
-             (runs={}; report {:?})",
-            e.cancel_reason(),
-            runs.load(Ordering::SeqCst),
-            rep.map(|r| r.map(|r| (r.finished(), r.abandoned())))
-        ),
-        Err(_) => panic!("its handle did not resolve in 5 s"),
-    }
-    let _ = CancelReason::Abandoned;
+        let _ = CancelReason::Abandoned;
+        Ok(())
+    });
 }
 
 // ----- a review of 203-204's fixes (finding 205) ----------------------------------------
@@ -207,16 +241,22 @@ fn shutdown_all_from_a_timerless_runtime_with_a_healthy_rate_limited_pool_makes_
 
 /// A stranded, rate-limited, prioritised, keyed pool: the caller of `shutdown_timeout`
 /// (priority -5, key "k") is queued for its re-run at the deadline beside queued jobs of
-/// higher priority and the same key. Returns (pool, caller handle, report join, runs).
+/// higher priority and the same key. Returns (pool, caller handle, report join, runs), once
+/// the deadline has been applied; `Err(TooLate)` if the caller's runtime ended only after
+/// the deadline (a loaded machine: the probe plays it again, see `in_time`).
+#[allow(clippy::type_complexity)]
 fn spared_queued_setup(
     name: &str,
-) -> (
-    &'static SmartAioPool,
-    nb_aiopool::TaskHandle<u32>,
-    tokio::task::JoinHandle<nb_aiopool::ShutdownReport>,
-    Arc<AtomicUsize>,
-    tokio::runtime::Runtime,
-) {
+) -> Result<
+    (
+        &'static SmartAioPool,
+        nb_aiopool::TaskHandle<u32>,
+        tokio::task::JoinHandle<nb_aiopool::ShutdownReport>,
+        Arc<AtomicUsize>,
+        tokio::runtime::Runtime,
+    ),
+    TooLate,
+> {
     let pool: &'static SmartAioPool = Box::leak(Box::new(
         SmartAioPool::builder()
             .name(name)
@@ -228,24 +268,28 @@ fn spared_queued_setup(
             .build(),
     ));
     let runs = Arc::new(AtomicUsize::new(0));
-    let report: Arc<Mutex<Option<tokio::task::JoinHandle<nb_aiopool::ShutdownReport>>>> =
-        Arc::default();
+    let report: Shutdown = Arc::default();
     let m = support::multi_thread_of(1);
     let a = support::current_thread();
+    // Opened once the third job is queued: the caller calls `shutdown_timeout` (which
+    // closes the pool) then, not after a fixed time its runtime's thread may overrun.
+    let third_queued = support::Gate::new();
     let h = a.block_on(async {
         let (r, rep, mh) = (Arc::clone(&runs), Arc::clone(&report), m.handle().clone());
         let rep_seen = Arc::clone(&report);
+        let gate = third_queued.clone();
         let h = pool
             .submit_with(
                 move || {
                     let first = r.fetch_add(1, Ordering::SeqCst) == 0;
-                    let (rep, mh) = (Arc::clone(&rep), mh.clone());
+                    let (rep, mh, queued) = (Arc::clone(&rep), mh.clone(), gate.wait());
                     async move {
                         if first {
                             // After the third job is queued.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            let j = mh.spawn(pool.shutdown_timeout(Duration::from_millis(300)));
-                            *rep.lock().unwrap() = Some(j);
+                            queued.await;
+                            let made = std::time::Instant::now();
+                            let j = mh.spawn(pool.shutdown_timeout(DEADLINE));
+                            *rep.lock().unwrap() = Some((made, j));
                             std::future::pending::<()>().await;
                         }
                         7u32
@@ -270,17 +314,21 @@ fn spared_queued_setup(
         .unwrap()
         .detach();
         eprintln!("set up: {:?}", pool.stats());
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(
-            rep_seen.lock().unwrap().is_some(),
-            "shutdown_timeout called"
-        );
+        third_queued.open();
+        // The caller, let through, calls `shutdown_timeout` at its next poll (on `a`).
+        let called = async {
+            while rep_seen.lock().unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        support::within("shutdown_timeout called", called).await;
         h
     });
     drop(a);
-    std::thread::sleep(Duration::from_millis(700));
-    let j = report.lock().unwrap().take().unwrap();
-    (pool, h, j, runs, m)
+    a_ended_before_the_deadline(&report)?;
+    until_the_deadline_applied(&report);
+    let (_, j) = report.lock().unwrap().take().unwrap();
+    Ok((pool, h, j, runs, m))
 }
 
 fn bounded<F: std::future::Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Output {
@@ -288,57 +336,73 @@ fn bounded<F: std::future::Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Out
         .expect("timed out")
 }
 
+/// Probe of 204's fix: the spared caller queued for its re-run beside queued jobs of
+/// higher priority and its key re-runs once, returns its value, and the report counts the
+/// two others abandoned; the pool ends with nothing pending.
 #[test]
 fn probe_spared_queued_with_priorities_and_keys_reruns_and_counts() {
-    let (pool, h, j, runs, m) = spared_queued_setup("rf5-prio");
-    eprintln!("after deadline: {:?}", pool.stats());
-    let b = support::current_thread();
-    let v = bounded(&b, h);
-    let rep = bounded(&m, j).unwrap();
-    eprintln!(
-        "v={v:?} report=({}, {}) stats={:?}",
-        rep.finished(),
-        rep.abandoned(),
-        pool.stats()
-    );
-    assert_eq!(v.unwrap(), 7);
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
-    assert_eq!(rep.abandoned(), 2);
-    bounded(&b, pool.wait());
-    assert_eq!(pool.pending_count(), 0);
-    assert_eq!(pool.stats().unfinished(), 0);
+    support::in_time("the spared caller with priorities and keys", || {
+        let (pool, h, j, runs, m) = spared_queued_setup("rf5-prio")?;
+        eprintln!("after deadline: {:?}", pool.stats());
+        let b = support::current_thread();
+        let v = bounded(&b, h);
+        let rep = bounded(&m, j).unwrap();
+        eprintln!(
+            "v={v:?} report=({}, {}) stats={:?}",
+            rep.finished(),
+            rep.abandoned(),
+            pool.stats()
+        );
+        assert_eq!(v.unwrap(), 7);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(rep.abandoned(), 2);
+        bounded(&b, pool.wait());
+        assert_eq!(pool.pending_count(), 0);
+        assert_eq!(pool.stats().unfinished(), 0);
+        Ok(())
+    });
 }
 
+/// Probe of 204's fix: an abort of the spared caller queued for its re-run ends it
+/// `Aborted`; the report counts the two others abandoned, and the pool ends.
 #[test]
 fn probe_spared_queued_then_aborted() {
-    let (pool, h, j, _runs, m) = spared_queued_setup("rf5-abort");
-    h.abort();
-    let b = support::current_thread();
-    let v = bounded(&b, h);
-    assert_eq!(v.unwrap_err().cancel_reason(), Some(CancelReason::Aborted));
-    let rep = bounded(&m, j).unwrap();
-    assert_eq!(rep.abandoned(), 2);
-    bounded(&b, pool.wait());
-    assert_eq!(pool.pending_count(), 0);
-    eprintln!("stats={:?}", pool.stats());
-    assert_eq!(pool.stats().unfinished(), 0);
+    support::in_time("the spared caller aborted", || {
+        let (pool, h, j, _runs, m) = spared_queued_setup("rf5-abort")?;
+        h.abort();
+        let b = support::current_thread();
+        let v = bounded(&b, h);
+        assert_eq!(v.unwrap_err().cancel_reason(), Some(CancelReason::Aborted));
+        let rep = bounded(&m, j).unwrap();
+        assert_eq!(rep.abandoned(), 2);
+        bounded(&b, pool.wait());
+        assert_eq!(pool.pending_count(), 0);
+        eprintln!("stats={:?}", pool.stats());
+        assert_eq!(pool.stats().unfinished(), 0);
+        Ok(())
+    });
 }
 
+/// Probe of 204's fix: a later `cancel_all` (from a plain thread, which offers the
+/// stranded pool no runtime) still reaches the spared caller queued for its re-run.
 #[test]
 fn probe_spared_queued_then_cancel_all() {
-    let (pool, h, j, runs, m) = spared_queued_setup("rf5-cancel");
-    let b = support::current_thread();
-    // From a plain thread: nothing offered, the kept job stays queued till cancel_all.
-    let c = pool.cancel_all();
-    bounded(&b, c);
-    let v = bounded(&b, h);
-    eprintln!(
-        "v={:?} runs={}",
-        v.as_ref().err().map(|e| e.cancel_reason()),
-        runs.load(Ordering::SeqCst)
-    );
-    assert!(v.is_err());
-    let rep = bounded(&m, j).unwrap();
-    assert_eq!(rep.abandoned(), 2);
-    assert_eq!(pool.pending_count(), 0);
+    support::in_time("the spared caller then cancel_all", || {
+        let (pool, h, j, runs, m) = spared_queued_setup("rf5-cancel")?;
+        let b = support::current_thread();
+        // From a plain thread: nothing offered, the kept job stays queued till cancel_all.
+        let c = pool.cancel_all();
+        bounded(&b, c);
+        let v = bounded(&b, h);
+        eprintln!(
+            "v={:?} runs={}",
+            v.as_ref().err().map(|e| e.cancel_reason()),
+            runs.load(Ordering::SeqCst)
+        );
+        assert!(v.is_err());
+        let rep = bounded(&m, j).unwrap();
+        assert_eq!(rep.abandoned(), 2);
+        assert_eq!(pool.pending_count(), 0);
+        Ok(())
+    });
 }
