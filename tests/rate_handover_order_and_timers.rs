@@ -45,17 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nb_aiopool::{SmartAioPool, SubmitOptions, TaskHandle};
-use support::{came_by, common_builder, counted, in_time, TooLate};
-
-/// Drives `v` for a moment: its slot tasks poll the tasks handed over.
-fn drive(v: &tokio::runtime::Runtime) {
-    v.block_on(async {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    });
-}
+use support::{came_by, common_builder, counted, drive, in_time, TooLate};
 
 /// The output of `handle`'s task, awaited on a runtime driven all along; fails, with the
 /// pool's stats, if the task has not ended within 5 windows of `per`.
@@ -516,17 +506,7 @@ fn a_handed_over_task_gives_its_start_to_reserved_jobs_queued_ahead() {
 /// after it: [`put_back`] returns `Err(TooLate)` for a run whose thread was held up past
 /// that (a loaded machine; `x` then finds room and runs), which the pin, played by
 /// `in_time`, plays again. So must a pin's reads that need `x` still put back.
-struct PutBack<H> {
-    v: tokio::runtime::Runtime,
-    main: tokio::runtime::Runtime,
-    x: H,
-    x_runs: Arc<AtomicUsize>,
-    /// When `w` started, or before (never after): `x`'s start is charged once `main`
-    /// runs (this set just before), and `w`'s comes a window after it. Not the time `w`'s
-    /// body reads: its start is charged a moment before its body runs, and a check against
-    /// that would let in a run whose `v` was driven just after `w`'s start left the window.
-    w_start: std::time::Instant,
-}
+type PutBack<H> = support::HandedToV<H>;
 
 const PER: Duration = Duration::from_millis(300);
 
@@ -535,35 +515,15 @@ fn put_back<H>(
     submit_w: impl FnOnce(&Arc<AtomicUsize>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
     stats: impl Fn() -> nb_aiopool::PoolStats,
 ) -> Result<PutBack<H>, TooLate> {
-    let x_runs = Arc::new(AtomicUsize::new(0));
-    let v = support::current_thread();
-    // Submitted from `v`, which returns at once: its slot task (a claimer) is not run.
-    let x = submit_x(&v, &x_runs);
-    let main = support::multi_thread_of(2);
-    let w_runs = Arc::new(AtomicUsize::new(0));
-    // Nothing has taken `x` yet (`v`'s claimer is not run): its start comes after this.
-    let w_start = std::time::Instant::now() + PER;
-    main.block_on(async {
-        submit_w(&w_runs).await;
-        let reached = support::reach(&w_runs, 1, Duration::from_secs(10)).await;
-        assert_eq!(reached, 1, "w did not start within 10 s");
-    });
-    // `w`'s end counted by `main`'s worker (not a fixed 20 ms: RELIABILITY.md, 416).
-    support::until("w's end counted", || stats().completed == 1);
-    drive(&v);
+    let handed = support::hand_x_over_to_v(PER, submit_x, submit_w, || stats().completed);
+    drive(&handed.v);
     let s = stats();
-    let runs = x_runs.load(Ordering::SeqCst);
+    let runs = handed.x_runs.load(Ordering::SeqCst);
     // `v` polled `x`'s slot while `w`'s start filled the window.
-    came_by(w_start + PER)?;
+    came_by(handed.w_start + PER)?;
     assert_eq!((s.queued, s.running), (1, 0), "x put back: {s}");
     assert_eq!(runs, 0);
-    Ok(PutBack {
-        v,
-        main,
-        x,
-        x_runs,
-        w_start,
-    })
+    Ok(handed)
 }
 
 /// Pin: a SmartAioPool task put back counts as queued, its elastic worker goes idle

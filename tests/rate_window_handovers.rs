@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nb_aiopool::{CancelReason, CommonAioPool, PoolStats, TaskHandle};
-use support::{came_by, common_builder, counted, in_time};
+use support::{came_by, common_builder, counted, drive, in_time};
 
 /// The rate window of these tests: one start per `PER`.
 const PER: Duration = Duration::from_millis(400);
@@ -56,33 +56,28 @@ struct HandedOver {
     main: tokio::runtime::Runtime,
     x: TaskHandle<u32>,
     x_runs: Arc<AtomicUsize>,
-    /// When `w` started, or before (never after): `x`'s start is charged once `main` runs
-    /// (this set just before), and `w`'s comes a window after it. Not the time `w`'s body
-    /// reads: its start is charged a moment before its body runs, and a check against that
-    /// would let in a run whose `v` was driven just after `w`'s start left the window.
+    /// See [`support::HandedToV::w_start`].
     w_start: Instant,
 }
 
 fn hand_over() -> HandedOver {
     let pool = common_builder(8, 10).rate_limit(1, PER).build();
-    let x_runs = Arc::new(AtomicUsize::new(0));
-    let v = support::current_thread();
-    // Submitted from `v`, which returns at once: its slot task (a claimer) is not run.
-    let x = v.block_on(pool.submit(counted(&x_runs))).unwrap();
-    let main = support::multi_thread_of(2);
-    let w_runs = Arc::new(AtomicUsize::new(0));
-    // Nothing has taken `x` yet (`v`'s claimer is not run): its start comes after this.
-    let w_start = Instant::now() + PER;
-    main.block_on(async {
-        // `main`'s claimer takes `x` (the queue's head) and hands it to `v`; `w` waits for
-        // the window.
-        pool.submit(counted(&w_runs)).await.unwrap().detach();
-        let reached = support::reach(&w_runs, 1, Duration::from_secs(10)).await;
-        assert_eq!(reached, 1, "w did not start within 10 s");
-    });
-    // `w`'s end counted by `main`'s worker (a moment after its body ran; not a fixed 20
-    // ms: RELIABILITY.md, 416).
-    support::until("w's end counted", || pool.stats().completed == 1);
+    let (px, pw, ps) = (pool.clone(), pool.clone(), pool.clone());
+    let support::HandedToV {
+        v,
+        main,
+        x,
+        x_runs,
+        w_start,
+    } = support::hand_x_over_to_v(
+        PER,
+        move |v, runs| v.block_on(px.submit(counted(runs))).unwrap(),
+        move |runs| {
+            let runs = runs.clone();
+            Box::pin(async move { pw.submit(counted(&runs)).await.unwrap().detach() })
+        },
+        move || ps.stats().completed,
+    );
     let s = pool.stats();
     assert_eq!(
         (s.queued, s.running, s.completed),
@@ -102,16 +97,6 @@ fn hand_over() -> HandedOver {
         x_runs,
         w_start,
     }
-}
-
-/// Drives `v` for a moment: its slot task polls the task handed over.
-fn drive(v: &tokio::runtime::Runtime) {
-    v.block_on(async {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    });
 }
 
 /// Finding 314. A task aborted while it was handed over to its runtime (its handle resolved

@@ -1393,3 +1393,70 @@ pub fn in_time(what: &str, scenario: impl Fn() -> Result<(), TooLate>) {
     }
     panic!("{what}: none of 5 runs came within the window it plays against (is the machine that busy?)");
 }
+
+/// Drives `v` (a current-thread runtime left undriven) for a moment: its slot tasks poll
+/// the tasks handed over to it.
+pub fn drive(v: &tokio::runtime::Runtime) {
+    v.block_on(async {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    });
+}
+
+/// A task `x` of `v`, a current-thread runtime left undriven, handed over to it by a slot of
+/// `main` (its start charged to a rate window of one start per window then), with `main`'s
+/// task `w` started a window later and ended (see [`hand_x_over_to_v`]).
+pub struct HandedToV<H> {
+    pub v: tokio::runtime::Runtime,
+    pub main: tokio::runtime::Runtime,
+    /// `x`'s handle.
+    pub x: H,
+    /// `x`'s runs.
+    pub x_runs: Arc<AtomicUsize>,
+    /// When `w` started, or before (never after): `x`'s start is charged once `main` runs
+    /// (this set just before), and `w`'s comes a window after it. Not the time `w`'s body
+    /// reads: its start is charged a moment before its body runs, and a check against that
+    /// would let in a run whose `v` was driven just after `w`'s start left the window.
+    pub w_start: std::time::Instant,
+}
+
+/// The set-up of the hand-over scenarios of a pool limited to one start per `per`: `x`
+/// (`submit_x` on `v`, which returns at once, so its slot task, a claimer, is not run) is
+/// taken by a slot of `main` (a 2-worker runtime), which charges its start and hands it to
+/// a slot task on `v`; `w` (`submit_w` on `main`) starts a window later; returns once `w`
+/// started and its end is counted (`completed() == 1`). Driven after that while `w`'s start
+/// is in the window (up to `w_start + per`), `v` puts `x` back in the queue: a scenario
+/// checks that with `came_by` and is played by `in_time`.
+pub fn hand_x_over_to_v<H>(
+    per: std::time::Duration,
+    submit_x: impl FnOnce(&tokio::runtime::Runtime, &Arc<AtomicUsize>) -> H,
+    submit_w: impl FnOnce(&Arc<AtomicUsize>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    completed: impl Fn() -> u64,
+) -> HandedToV<H> {
+    let x_runs = Arc::new(AtomicUsize::new(0));
+    let v = current_thread();
+    let x = submit_x(&v, &x_runs);
+    let main = multi_thread_of(2);
+    let w_runs = Arc::new(AtomicUsize::new(0));
+    // Nothing has taken `x` yet (`v`'s claimer is not run): its start comes after this.
+    let w_start = std::time::Instant::now() + per;
+    main.block_on(async {
+        // `main`'s claimer takes `x` (the queue's head) and hands it to `v`; `w` waits for
+        // the window.
+        submit_w(&w_runs).await;
+        let reached = reach(&w_runs, 1, std::time::Duration::from_secs(10)).await;
+        assert_eq!(reached, 1, "w did not start within 10 s");
+    });
+    // `w`'s end counted by `main`'s worker (a moment after its body ran; not a fixed 20
+    // ms: RELIABILITY.md, 416).
+    until("w's end counted", || completed() == 1);
+    HandedToV {
+        v,
+        main,
+        x,
+        x_runs,
+        w_start,
+    }
+}
