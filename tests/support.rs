@@ -1365,9 +1365,8 @@ impl Pool {
 }
 
 /// A scenario run whose steps took longer than the window it plays against allows (a rate
-/// window, a deadline, a timer's)
-/// (its thread held up by a loaded machine: a step meant to come within the window came
-/// after it), so what it saw says nothing. See [`in_time`].
+/// window, a deadline): its thread was held up by a loaded machine, and a step meant to
+/// come within the window came after it, so what it saw says nothing. See [`in_time`].
 pub struct TooLate;
 
 /// `Err(TooLate)` if the time is `deadline` or later: what a scenario played by
