@@ -103,11 +103,30 @@ fn stop_evicting(c: &mut redis::Connection) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_job_whose_ack_waits_is_not_run_again() {
     for second in [false, true] {
-        finished_job_waiting_for_its_ack(second).await;
+        let mut runs = 1;
+        while finished_job_waiting_for_its_ack(second).await.is_err() {
+            assert!(
+                runs < 5,
+                "none of 5 runs (a second worker: {second}) ended the memory spike within \
+                 {SPIKE_MAX:?} (is the machine that busy?)"
+            );
+            runs += 1;
+        }
     }
 }
 
-async fn finished_job_waiting_for_its_ack(second: bool) {
+/// The longest the test's memory spike may last, from the `CONFIG SET` that starts it to
+/// the one that ends it having returned: it plays 1 s, shorter than the acker's 1.55 s of
+/// `OOM` retries after the record's first refusal (which comes after the spike began).
+/// A run whose spike lasted longer (its runtime held up by a loaded machine: the same
+/// runtime runs the worker's lease keeper) did not play the scenario, and is run again
+/// (CI on 3cd7315 failed this test once; its output was not kept).
+const SPIKE_MAX: Duration = Duration::from_millis(1300);
+
+/// A spike that outlasted [`SPIKE_MAX`].
+struct TooLate;
+
+async fn finished_job_waiting_for_its_ack(second: bool) -> Result<(), TooLate> {
     let server = RedisServer::start();
     let q = "ackwait";
     let queue = RedisQueue::connect(&server.url(), q).await.unwrap();
@@ -143,10 +162,12 @@ async fn finished_job_waiting_for_its_ack(second: bool) {
     let run2 = second.then(|| spawn_run(&w2));
     // A memory spike of 1 s, shorter than the acker's 1.5 s of OOM retries, while the
     // job finishes: its record (a result, a SET) is refused, then written.
+    let spiked = Instant::now();
     config_set(&mut c, "maxmemory", "1");
     gate.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     config_set(&mut c, "maxmemory", "0");
+    let spike = spiked.elapsed();
     eventually(5, "the result stored", || {
         result_json(&mut c, q, &id).is_some()
     })
@@ -166,14 +187,19 @@ async fn finished_job_waiting_for_its_ack(second: bool) {
     if let Some(run2) = run2 {
         let _ = within(10, "run 2", run2).await;
     }
+    if spike > SPIKE_MAX {
+        eprintln!("the memory spike lasted {spike:?}, over {SPIKE_MAX:?}: run again");
+        return Err(TooLate);
+    }
     assert_eq!(
         n, 1,
         "the job ran {n} times: its record waited in the acker (OOM for 1 s) past the \
          600 ms lease of its live worker (a second worker: {second}), nothing renewed the finished entry, and a reclaim \
-         ran it again (reclaimed by its own worker: {}, by the other: {}; errors: {}, last: \
-         {:?})",
+         ran it again (the spike lasted {spike:?}; reclaimed by its own worker: {}, by the \
+         other: {}; errors: {}, last: {:?})",
         st.reclaimed, st2.reclaimed, st.errors, st.last_error
     );
+    Ok(())
 }
 
 /// Pin (question 1 of the review: Redis answers `PING` but every FINISH call times out).

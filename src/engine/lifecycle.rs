@@ -30,7 +30,7 @@ impl<J: Job> Engine<J> {
     ///
     /// Cancel safe: dropping the future only stops the wait.
     pub(crate) fn wait_all(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
-        self.wait_all_but(None)
+        self.wait_all_but(None, Serving::IfStranded)
     }
 
     /// Waits until the pool has no task queued or running but those a rate window that
@@ -61,10 +61,12 @@ impl<J: Job> Engine<J> {
     /// [`wait_all`](Self::wait_all), leaving out job `spared` (while it runs or is queued
     /// for a re-run) rather than the calling job: `shutdown_timeout`'s wait after its
     /// deadline, which spared that job, and may be polled outside it (a spawned task the
-    /// job awaits).
+    /// job awaits). With [`Serving::Never`], a stranded pool is not served by a thread of
+    /// the crate for this wait (see [`Serving`]).
     pub(super) fn wait_all_but(
         self: &Arc<Self>,
         spared: Option<u64>,
+        serving: Serving,
     ) -> impl Future<Output = ()> + Send + 'static {
         let key = {
             let mut st = self.lock();
@@ -171,7 +173,8 @@ impl<J: Job> Engine<J> {
                 // Otherwise nothing would run the tasks waited for, and the wait (a
                 // `shutdown()`, `shutdown_all_smart_aiopools`) would never end. One load
                 // otherwise.
-                if engine.stranded.load(Ordering::Relaxed)
+                if serving == Serving::IfStranded
+                    && engine.stranded.load(Ordering::Relaxed)
                     && (!engine.ensure_started() || engine.cannot_take_current())
                 {
                     engine.serve_stranded();
@@ -197,15 +200,6 @@ impl<J: Job> Engine<J> {
         owed_only: bool,
         f: impl FnOnce(bool) + Send + 'static,
     ) -> bool {
-        /// Calls its function with `false` if dropped before it was taken.
-        struct Unless<F: FnOnce(bool)>(Option<F>);
-        impl<F: FnOnce(bool)> Drop for Unless<F> {
-            fn drop(&mut self) {
-                if let Some(f) = self.0.take() {
-                    f(false);
-                }
-            }
-        }
         let handle = {
             let mut st = self.lock();
             let handle = st.runtimes.timer_handle(None).cloned();
@@ -217,10 +211,31 @@ impl<J: Job> Engine<J> {
             return false;
         };
         let driven = runtimes::is_multi_thread(&handle);
-        let done = self.wait_all();
+        drop(handle.spawn(self.watcher(owed_only, f)));
+        driven
+    }
+
+    /// The task [`when_done`](Self::when_done) spawns: calls `f(true)` once the jobs it
+    /// watches have finished, `f(false)` if dropped before. A watcher, not a caller: its
+    /// wait never has the pool served ([`Serving::Never`]).
+    pub(crate) fn watcher(
+        self: &Arc<Self>,
+        owed_only: bool,
+        f: impl FnOnce(bool) + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        /// Calls its function with `false` if dropped before it was taken.
+        struct Unless<F: FnOnce(bool)>(Option<F>);
+        impl<F: FnOnce(bool)> Drop for Unless<F> {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f(false);
+                }
+            }
+        }
+        let done = self.wait_all_but(None, Serving::Never);
         let engine = Arc::clone(self);
         let mut unless = Unless(Some(f));
-        drop(handle.spawn(async move {
+        async move {
             if owed_only {
                 drop(done);
                 loop {
@@ -238,8 +253,7 @@ impl<J: Job> Engine<J> {
             if let Some(f) = unless.0.take() {
                 f(true);
             }
-        }));
-        driven
+        }
     }
 
     /// Whether the pool has a rate limit (its jobs need a runtime with timers).
@@ -394,7 +408,7 @@ impl<J: Job> Engine<J> {
             };
             if passed {
                 let spared = engine.cancel_all_sparing(CancelReason::Abandoned, caller);
-                engine.wait_all_but(spared).await;
+                engine.wait_all_but(spared, Serving::IfStranded).await;
             }
             let (end_ended, end_abandoned) = ended(&engine.lock());
             ShutdownReport {
@@ -862,6 +876,25 @@ impl<J: Job> Default for Seen<J> {
 /// How often a wait for every task but those held back for ever
 /// ([`Engine::held_back_round`]) looks again while the queue holds such tasks.
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(50);
+
+/// Whether a wait on a stranded pool (its re-runs queued, no runtime it knows alive) that
+/// can offer no live runtime has a thread of the crate serve the pool
+/// ([`Engine::serve_stranded`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Serving {
+    /// A caller's wait (`wait()`, a shutdown, the `*_all_*` waits): the tasks it waits for
+    /// must run somewhere, or it would never end.
+    IfStranded,
+    /// The watcher of a pool dropped busy ([`Engine::when_done`]): bookkeeping, which
+    /// nobody awaits. It runs on a runtime the pool knows, so it finds the pool stranded
+    /// only when polled by a worker of that runtime in the moment its shutdown drops the
+    /// pool's slot tasks; it is dropped next. A thread started then ran the re-runs, and the
+    /// process exit that often follows (`main` returned) took them over mid-run and ran
+    /// them a third time (RELIABILITY.md, 419). The re-runs wait, as when the watcher is
+    /// dropped unpolled, for a runtime that submits, waits or awaits a handle, or for the
+    /// exit.
+    Never,
+}
 
 /// How long, from its start, the exit waits for polls in progress on other threads before
 /// it gives their runs up (see [`Engine::take_over`]): once for all the pools.

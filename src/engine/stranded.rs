@@ -103,6 +103,13 @@ impl<J: Job> Engine<J> {
         self.stranded.load(Ordering::Relaxed)
     }
 
+    /// Whether a thread of the crate serves the pool now (see
+    /// [`serve_stranded`](Self::serve_stranded)).
+    #[cfg(all(test, not(nb_aiopool_loom)))]
+    pub(crate) fn serving_now(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
     /// Under the lock: see [`note_stranded`](Self::note_stranded).
     pub(super) fn is_stranded(st: &State<J>) -> bool {
         st.queue.len() != 0 && st.runtimes.live_or_any(None).is_none()

@@ -1210,6 +1210,57 @@ mod tests {
         assert_unstranded(&pool);
     }
 
+    /// The watcher of a pool dropped busy, polled on a runtime that has shut down while
+    /// the pool is stranded, as a worker of a multi-thread runtime may poll it while that
+    /// runtime's shutdown drops the pool's slot tasks: it starts no thread to serve the
+    /// pool (RELIABILITY.md, 419). One did, and ran the re-runs there; a process exit
+    /// right after (`main` returned) took them over mid-run and ran them a third time
+    /// (`exit::tasks_complete_when_tokio_main_returns`, 3 times in 1,800 runs). A caller's
+    /// wait polled the same way still has the pool served (finding 273).
+    #[test]
+    fn a_dropped_pools_watcher_polled_as_its_runtime_shuts_down_has_no_thread_serve_it() {
+        let (pool, handle) = stranded();
+        let engine = Arc::clone(&pool.core().engine);
+        // A runtime that has shut down, entered: a spawn there is dropped at once, so the
+        // pool cannot take it (as the runtime whose shutdown polls the watcher).
+        let ended = current_thread();
+        let gone = ended.handle().clone();
+        drop(ended);
+        let _in = gone.enter();
+        let told = Arc::new(std::sync::Mutex::new(None));
+        let t = Arc::clone(&told);
+        let mut watcher = Box::pin(engine.watcher(false, move |done| {
+            *t.lock().unwrap() = Some(done);
+        }));
+        assert!(futures_util::FutureExt::now_or_never(watcher.as_mut()).is_none());
+        assert!(
+            !engine.serving_now(),
+            "the watcher had a thread serve the pool"
+        );
+        assert!(engine.stranded_now());
+        assert_eq!(pool.pending_count(), 1);
+        drop(watcher);
+        assert_eq!(*told.lock().unwrap(), Some(false), "dropped unfinished");
+        // A caller's wait, polled the same way, has the pool served.
+        let mut wait = Box::pin(pool.wait());
+        assert!(futures_util::FutureExt::now_or_never(wait.as_mut()).is_none());
+        assert!(
+            engine.serving_now(),
+            "a caller's wait left the pool stranded"
+        );
+        drop(wait);
+        // Its thread ends once the task is aborted.
+        handle.abort();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.serving_now() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            !engine.serving_now(),
+            "the serving thread outlived the task"
+        );
+    }
+
     /// A pool dropped busy whose watcher went to a current-thread runtime that is never
     /// driven again (the home, kept alive): a later `build` forgets it once its tasks have
     /// ended on another runtime (a review found it kept while that runtime lived).
