@@ -1103,11 +1103,17 @@ fn a_rate_timer_lost_with_a_runtime_is_armed_again_for_the_other_runtimes_keyed_
             (a_ok, b_ok)
         });
         assert_eq!(b_ok, 6, "{name}: B's tasks did not all complete");
+        // The tasks stamp their first poll, which comes after the pool's start by as long
+        // as the thread that took the task waited for a core: a first start stamped late
+        // brings a third start's stamp closer to it (97.5 ms apart, in 1 of 4 runs of the
+        // whole suite at 8 tests at once beside a busy loop: RELIABILITY.md, 421). A
+        // window not applied again after A's end starts B's tasks a few ms apart.
+        const POLL_LAG: Duration = Duration::from_millis(25);
         let mut st = starts.lock().unwrap().clone();
         st.sort();
         for w in st.windows(3) {
             assert!(
-                w[2] - w[0] >= Duration::from_millis(99),
+                w[2] - w[0] >= Duration::from_millis(100) - POLL_LAG,
                 "{name}: 3 starts within {:?}, where rate_limit(2, 100 ms) allows 2",
                 w[2] - w[0]
             );
