@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nb_aiopool::{CancelReason, CommonAioPool, PoolStats, TaskHandle};
-use support::{came_by, common_builder, counted, drive, in_time};
+use support::{came_by, common_builder, counted, drive, in_time, HandedToV};
 
 /// The rate window of these tests: one start per `PER`.
 const PER: Duration = Duration::from_millis(400);
@@ -50,26 +50,11 @@ fn ended_cancelled(s: &PoolStats) {
 /// it: a test checks `came_by(w_start + PER)?` once it has driven `v` and read what it
 /// asserts on, and is played by `in_time`, so that a run whose thread was held up past
 /// that (a loaded machine; `x` then finds room and runs) is played again, not judged.
-struct HandedOver {
-    pool: CommonAioPool,
-    v: tokio::runtime::Runtime,
-    main: tokio::runtime::Runtime,
-    x: TaskHandle<u32>,
-    x_runs: Arc<AtomicUsize>,
-    /// See [`support::HandedToV::w_start`].
-    w_start: Instant,
-}
-
-fn hand_over() -> HandedOver {
+/// Returns the pool, and the scenario once `x` is handed over and `w` has ended.
+fn hand_over() -> (CommonAioPool, HandedToV<TaskHandle<u32>>) {
     let pool = common_builder(8, 10).rate_limit(1, PER).build();
     let (px, pw, ps) = (pool.clone(), pool.clone(), pool.clone());
-    let support::HandedToV {
-        v,
-        main,
-        x,
-        x_runs,
-        w_start,
-    } = support::hand_x_over_to_v(
+    let handed = support::hand_x_over_to_v(
         PER,
         move |v, runs| v.block_on(px.submit(counted(runs))).unwrap(),
         move |runs| {
@@ -85,18 +70,11 @@ fn hand_over() -> HandedOver {
         "x handed over to v (running), w completed: {s}"
     );
     assert_eq!(
-        x_runs.load(Ordering::SeqCst),
+        handed.x_runs.load(Ordering::SeqCst),
         0,
         "x ran before v was driven"
     );
-    HandedOver {
-        pool,
-        v,
-        main,
-        x,
-        x_runs,
-        w_start,
-    }
+    (pool, handed)
 }
 
 /// Finding 314. A task aborted while it was handed over to its runtime (its handle resolved
@@ -110,14 +88,16 @@ fn hand_over() -> HandedOver {
 #[test]
 fn a_task_aborted_while_handed_over_is_dropped_when_its_runtime_polls_it() {
     in_time("the aborted hand-over scenario", || {
-        let HandedOver {
+        let (
             pool,
-            v,
-            main,
-            x,
-            x_runs,
-            w_start,
-        } = hand_over();
+            HandedToV {
+                v,
+                main,
+                x,
+                x_runs,
+                w_start,
+            },
+        ) = hand_over();
         x.abort();
         assert!(x.is_finished(), "abort resolves the handle at once");
         drive(&v);
@@ -151,14 +131,16 @@ fn a_task_aborted_while_handed_over_is_dropped_when_its_runtime_polls_it() {
 #[test]
 fn a_task_cancel_all_covered_while_handed_over_ends_when_its_runtime_polls_it() {
     in_time("the covered hand-over scenario", || {
-        let HandedOver {
+        let (
             pool,
-            v,
-            main,
-            x,
-            x_runs,
-            w_start,
-        } = hand_over();
+            HandedToV {
+                v,
+                main,
+                x,
+                x_runs,
+                w_start,
+            },
+        ) = hand_over();
         drop(pool.cancel_all());
         drive(&v);
         let s = pool.stats();
@@ -250,14 +232,16 @@ fn a_task_handed_over_from_a_runtime_whose_clock_ran_ahead_still_starts() {
 #[test]
 fn pin_a_task_put_back_is_queued_then_runs_once_when_the_window_reopens() {
     in_time("the put-back scenario", || {
-        let HandedOver {
+        let (
             pool,
-            v,
-            main,
-            x,
-            x_runs,
-            w_start,
-        } = hand_over();
+            HandedToV {
+                v,
+                main,
+                x,
+                x_runs,
+                w_start,
+            },
+        ) = hand_over();
         drive(&v);
         let s = pool.stats();
         let runs = x_runs.load(Ordering::SeqCst);
@@ -307,14 +291,16 @@ fn pin_a_task_put_back_is_queued_then_runs_once_when_the_window_reopens() {
 #[test]
 fn pin_a_task_put_back_then_aborted_leaves_the_queue_at_once() {
     in_time("the put-back then aborted scenario", || {
-        let HandedOver {
+        let (
             pool,
-            v,
-            main,
-            x,
-            x_runs,
-            w_start,
-        } = hand_over();
+            HandedToV {
+                v,
+                main,
+                x,
+                x_runs,
+                w_start,
+            },
+        ) = hand_over();
         drive(&v);
         let put_back = pool.stats();
         x.abort();
