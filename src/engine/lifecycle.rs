@@ -232,12 +232,14 @@ impl<J: Job> Engine<J> {
                 }
             }
         }
-        let done = self.wait_all_but(None, Serving::Never);
+        // The jobs submitted so far, fixed now; none registered for a watch of owed work.
+        let done = (!owed_only).then(|| self.wait_all_but(None, Serving::Never));
         let engine = Arc::clone(self);
         let mut unless = Unless(Some(f));
         async move {
-            if owed_only {
-                drop(done);
+            if let Some(done) = done {
+                done.await;
+            } else {
                 loop {
                     let mut notified = pin!(engine.changed.notified());
                     notified.as_mut().enable();
@@ -246,8 +248,6 @@ impl<J: Job> Engine<J> {
                     }
                     notified.await;
                 }
-            } else {
-                done.await;
             }
             drop(engine);
             if let Some(f) = unless.0.take() {
