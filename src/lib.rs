@@ -241,7 +241,10 @@
 //!   application's allocator. Measured again on 2026-12-05 with nothing else running
 //!   (the same per-job work, counted in instructions), the multi-thread ratios were lower,
 //!   1.27–1.31× at 0.86–0.91× (this machine's multi-thread figures move by a third from
-//!   day to day), and a current-thread runtime took 0.34–0.57 µs. SmartAioPool costs the most of the three (a run's future is made from
+//!   day to day), and a current-thread runtime took 0.34–0.57 µs. On the hosts of
+//!   2026-12-07 and 2026-12-08, with mimalloc (BENCHMARKS.md, "2026-12-07, 17:48" and
+//!   "2026-12-08"): 1.13–1.17× the loop's throughput at 0.90–0.97× its CPU on 2 workers,
+//!   and on a current-thread runtime 0.28–0.32 µs, 0.53–0.54× the loop's CPU. SmartAioPool costs the most of the three (a run's future is made from
 //!   the recipe, and a copy kept for a re-run). The figures include making each payload
 //!   and the job's one `yield_now`; for jobs that do real I/O the pool's share is small
 //!   beside the job itself.
