@@ -304,7 +304,15 @@ const IDLE_MAX: usize = 256;
 /// not one per job. More than one, so that a claimer stuck behind a job that blocks its
 /// thread (in a tokio worker's LIFO slot, which other workers do not steal) holds
 /// nothing up.
-const CLAIMERS_MAX: usize = 8;
+///
+/// Two, not more: in a steady stream of short jobs the producer falls behind the slots,
+/// and nearly every job is reserved at its submit; a job's end then takes it over, while
+/// each claimer on its way wakes an idle slot task, whose job's end later finds nothing
+/// and parks it again. With 8, 10–15% of the jobs went through that round (counted,
+/// BENCHMARKS.md "2026-12-08"); with 2 the stream took 0.92–0.96× the CPU per job on 2
+/// workers (1.04–1.08× the throughput), and a burst of 1,000 sleeping jobs into an idle
+/// pool started as fast.
+const CLAIMERS_MAX: usize = 2;
 
 /// A `wait()` in progress: jobs with an id below `target` not yet finished, but for
 /// `except`, the job of this pool that made the wait while it ran (it could never end
