@@ -244,8 +244,9 @@
 //!   day to day), and a current-thread runtime took 0.34–0.57 µs. On the hosts of
 //!   2026-12-07 and 2026-12-08, with mimalloc (BENCHMARKS.md, "2026-12-07, 17:48" and
 //!   "2026-12-08"): 1.13–1.17× the loop's throughput at 0.90–0.97× its CPU on 2 workers,
-//!   and on a current-thread runtime 0.28–0.32 µs, 0.53–0.54× the loop's CPU. SmartAioPool costs the most of the three (a run's future is made from
-//!   the recipe, and a copy kept for a re-run). The figures include making each payload
+//!   and on a current-thread runtime 0.28–0.32 µs, 0.53–0.54× the loop's CPU.
+//!   SmartAioPool costs the most of the three (a run's future is made from the recipe,
+//!   and a copy kept for a re-run). The figures include making each payload
 //!   and the job's one `yield_now`; for jobs that do real I/O the pool's share is small
 //!   beside the job itself.
 //! - **Large futures.** `submit`, `submit_with` and `run` move the future into its task's
