@@ -5,7 +5,8 @@
     python3 bench/ab_stats.py OUT.md     # an ab.sh results file (its "raw:" section)
 
 A raw line is "A |variant|runs|wall|tasks/s|spread|CPU µs/task|peak RSS|vol. cs|invol. cs|..."
-(or "B ..."). ab.sh runs A and B of one variant back to back in every round (A B, then
+(or "B ..."); a build of the harness from before the context-switch columns (the driver
+engine's, 274a28a) has two columns fewer: its context switches are shown as "–". ab.sh runs A and B of one variant back to back in every round (A B, then
 B A), so the k-th A run and the k-th B run of a variant are a pair that saw the same
 state of the machine. The second table compares them pair by pair, which the medians of
 the first do not: the median of the pairs' CPU ratios B/A, with an interval that holds
@@ -37,9 +38,13 @@ def read(path):
         if len(c) < 8:
             continue
         rows.setdefault((c[0], w), []).append(
-            (float(c[3]), float(c[5]), float(c[7]), float(c[6]))
+            (float(c[3]), float(c[5]), float(c[7]) if len(c) >= 12 else math.nan, float(c[6]))
         )
     return rows
+
+
+def count(x):
+    return "–" if math.isnan(x) else f"{x:.0f}"
 
 
 def sign_test(k, n):
@@ -88,7 +93,7 @@ def tables(rows):
 
         out.append(
             f"| {v} | {m(a, 0):.0f} | {m(b, 0):.0f} | {m(b, 0) / m(a, 0):.2f} | {m(a, 1):.3f} | "
-            f"{m(b, 1):.3f} | {m(b, 1) / m(a, 1):.2f} | {m(a, 2):.0f} | {m(b, 2):.0f} | "
+            f"{m(b, 1):.3f} | {m(b, 1) / m(a, 1):.2f} | {count(m(a, 2))} | {count(m(b, 2))} | "
             f"{m(a, 3):.1f} | {m(b, 3):.1f} |"
         )
         ratios = [y[1] / x[1] for x, y in zip(a, b)]
