@@ -6,7 +6,8 @@
 
 A raw line is "A |variant|runs|wall|tasks/s|spread|CPU µs/task|peak RSS|vol. cs|invol. cs|..."
 (or "B ..."); a build of the harness from before the context-switch columns (the driver
-engine's, 274a28a) has two columns fewer: its context switches are shown as "–". ab.sh runs A and B of one variant back to back in every round (A B, then
+engine's, 274a28a) has two columns fewer: its context switches are shown as "–".
+ab.sh runs A and B of one variant back to back in every round (A B, then
 B A), so the k-th A run and the k-th B run of a variant are a pair that saw the same
 state of the machine. The second table compares them pair by pair, which the medians of
 the first do not: the median of the pairs' CPU ratios B/A, with an interval that holds
@@ -38,7 +39,12 @@ def read(path):
         if len(c) < 8:
             continue
         rows.setdefault((c[0], w), []).append(
-            (float(c[3]), float(c[5]), float(c[7]) if len(c) >= 12 else math.nan, float(c[6]))
+            (
+                float(c[3]),
+                float(c[5]),
+                float(c[7]) if len(c) >= 12 else math.nan,
+                float(c[6]),
+            )
         )
     return rows
 
