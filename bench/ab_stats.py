@@ -50,6 +50,7 @@ def read(path):
 
 
 def count(x):
+    """A median count for the table: "–" where the harness did not measure it (NaN)."""
     return "–" if math.isnan(x) else f"{x:.0f}"
 
 

@@ -442,9 +442,9 @@ fn a_queued_job_of_a_runtime_that_shuts_down_is_told() {
 /// it then runs blocks the thread, the next claimer waits for it, and the reserved job
 /// it was scheduled for waits too (no other slot took a reservation a claimer was counted
 /// for), though the other worker is free. Here: the first of a burst of 9 jobs (one more
-/// than `CLAIMERS_MAX` was then, 8; it is 2 since 2026-12-08) blocks its thread for 1.5
-/// s; the ninth must still start at once, both when the other jobs end at once and when
-/// they run on (then no slot frees up to take the ninth job). (9972b25, one task per
+/// than `CLAIMERS_MAX` was then, 8; it is 2 since 2026-12-08) blocks its thread for
+/// 1.5 s; the ninth must still start at once, both when the other jobs end at once and
+/// when they run on (then no slot frees up to take the ninth job). (9972b25, one task per
 /// reservation, started all 9 at once.)
 /// Fixed twice over: a slot that schedules slot tasks yields before it runs a job, and a
 /// slot whose job ends takes any reserved job.
